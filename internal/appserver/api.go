@@ -1,0 +1,21 @@
+package appserver
+
+import (
+	"errors"
+)
+
+// Errors returned by Service. Adapters map them onto their protocol's
+// answers (XMPP error conditions, HTTP "ERROR" lines).
+var (
+	// ErrUnknownType: the registration names an app that is not configured.
+	ErrUnknownType = errors.New("unknown push type")
+	// ErrInvalidToken: the app's backend rejected the device token's format.
+	ErrInvalidToken = errors.New("invalid push token")
+	// ErrNotFound: unknown node, or a wrong secret. The two are one error
+	// so that a caller cannot probe which nodes exist.
+	ErrNotFound = errors.New("node or secret not found")
+	// ErrThrottled: the push was refused by the rate limit.
+	ErrThrottled = errors.New("rate limit exceeded")
+	// ErrPushFailed: the push service did not accept the push.
+	ErrPushFailed = errors.New("push failed")
+)

@@ -1,0 +1,136 @@
+// Package push is the contract between the app server core and the push
+// services (APNS, FCM, log, ...). The core resolves who to wake and how
+// urgently; a Backend only knows how to deliver one Notification and how to
+// report what the push service said about it.
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Priority is how urgently a device is woken. The core resolves "auto" before
+// a Notification reaches a backend, so backends see only High, Silent or VoIP.
+type Priority string
+
+const (
+	// PriorityHigh is a user-visible (alert) push.
+	PriorityHigh Priority = "high"
+	// PrioritySilent is a background push that wakes the app without UI.
+	PrioritySilent Priority = "silent"
+	// PriorityVoIP is an APNS VoIP push (PushKit).
+	PriorityVoIP Priority = "voip"
+	// PriorityAuto is High when the summary carries a message body and
+	// Silent otherwise, the same split as the user's XMPP server's
+	// "important" flag.
+	PriorityAuto Priority = "auto"
+)
+
+// ParsePriority accepts the configuration spellings of a priority.
+func ParsePriority(s string) (Priority, error) {
+	switch p := Priority(s); p {
+	case PriorityHigh, PrioritySilent, PriorityVoIP, PriorityAuto:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown priority %q (want high, silent, voip or auto)", s)
+}
+
+// Resolve turns PriorityAuto into High or Silent for the given summary. A nil
+// summary (a push through the HTTP API) is treated as important.
+func (p Priority) Resolve(s *Summary) Priority {
+	if p != PriorityAuto {
+		return p
+	}
+	if s == nil || s.HasLastMessageBody {
+		return PriorityHigh
+	}
+	return PrioritySilent
+}
+
+// Summary is the XEP-0357 push summary (urn:xmpp:push:summary) the user's
+// server sent along. Every field may be missing.
+type Summary struct {
+	MessageCount             int
+	PendingSubscriptionCount int
+	LastMessageSender        string
+	LastMessageBody          string
+	// HasLastMessageBody is true when the field was present at all, even
+	// empty: servers send a dummy body to mark "important" stanzas.
+	HasLastMessageBody bool
+}
+
+// Notification is one push to one device.
+type Notification struct {
+	// App is the name of the configured app (the registration's type).
+	App   string
+	Node  string
+	Token string
+	// Priority is already resolved: never PriorityAuto.
+	Priority Priority
+	// Summary is nil for pushes that came without one (HTTP API).
+	Summary *Summary
+}
+
+// Backend delivers notifications to one push service for one app. Send
+// returns nil once the push service accepted the notification. A backend
+// does its own retrying of transient failures within ctx's deadline and then
+// reports what is left as a *TemporaryError; a token the service reports as
+// gone is a *DeadTokenError. Send must be safe for concurrent use.
+type Backend interface {
+	Send(ctx context.Context, n Notification) error
+}
+
+// TokenValidator is implemented by backends that can tell a malformed device
+// token at registration time (APNS tokens are hex, for example).
+type TokenValidator interface {
+	ValidateToken(token string) error
+}
+
+// DeadTokenError reports that the push service no longer knows the token.
+// Since is when it became invalid (Apple's timestamp) or the time of the
+// answer when the service gives none; the core removes the registration
+// unless it was renewed after Since.
+type DeadTokenError struct {
+	Since  time.Time
+	Reason string
+}
+
+func (e *DeadTokenError) Error() string {
+	return fmt.Sprintf("push token is no longer valid (%s, since %s)", e.Reason, e.Since.UTC().Format(time.RFC3339))
+}
+
+// TemporaryError reports a failure that may succeed later: rate limits,
+// server errors, broken connections. RetryAfter is the service's hint, or 0.
+type TemporaryError struct {
+	RetryAfter time.Duration
+	Reason     string
+	Err        error
+}
+
+func (e *TemporaryError) Error() string {
+	msg := "temporary push failure: " + e.Reason
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	if e.RetryAfter > 0 {
+		msg += fmt.Sprintf(" (retry after %s)", e.RetryAfter)
+	}
+	return msg
+}
+
+func (e *TemporaryError) Unwrap() error { return e.Err }
+
+// IsDeadToken reports whether err says the token is dead, and since when.
+func IsDeadToken(err error) (*DeadTokenError, bool) {
+	var d *DeadTokenError
+	ok := errors.As(err, &d)
+	return d, ok
+}
+
+// IsTemporary reports whether err is a transient push failure.
+func IsTemporary(err error) bool {
+	var t *TemporaryError
+	return errors.As(err, &t)
+}

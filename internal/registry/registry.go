@@ -1,0 +1,100 @@
+// Package registry owns the registration records (one per push node) and
+// their storage. Store is implemented by an embedded SQLite database (the
+// default), PostgreSQL (several instances sharing one registry) and an
+// in-memory map for tests; all of them pass the same conformance suite in
+// storetest.
+package registry
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when no registration matches.
+var ErrNotFound = errors.New("registration not found")
+
+// Registration is the record kept for one device, field for field the
+// "internal data" of mod_push_appserver plus what we need beyond it.
+// Zero times mean "never".
+type Registration struct {
+	Node   string // unique, chosen by the client (HTTP, v1 commands) or by us (p2 scheme)
+	Type   string // the app (push target) this device belongs to
+	Token  string // the push service's device token
+	Secret string // 64 hex characters, checked on every push
+
+	Registered         time.Time
+	Renewed            time.Time
+	LastSuccessfulPush time.Time
+	LastPushError      time.Time
+	LastErrorReason    string
+
+	// Domain and DeviceKey are set only by registration schemes that identify
+	// a device by account and device id (Conversations' register-push-*
+	// commands): the account's domain, and a salted hash of account JID and
+	// device id, never the JID itself.
+	Domain    string
+	DeviceKey string
+}
+
+// LastRegistered is when the registration was last created or renewed: the
+// time a dead-token report must be later than to remove it.
+func (r Registration) LastRegistered() time.Time {
+	if r.Renewed.After(r.Registered) {
+		return r.Renewed
+	}
+	return r.Registered
+}
+
+// PushStatus is the outcome of one push, written behind in batches.
+type PushStatus struct {
+	Node    string
+	At      time.Time
+	Success bool
+	Reason  string // error reason when !Success
+}
+
+// Store persists registrations. Every method is safe for concurrent use.
+type Store interface {
+	// Get returns the registration for node, or ErrNotFound.
+	Get(ctx context.Context, node string) (Registration, error)
+
+	// GetByDeviceKey returns the registration with the given DeviceKey, or
+	// ErrNotFound.
+	GetByDeviceKey(ctx context.Context, key string) (Registration, error)
+
+	// Register atomically creates or renews a registration. If a
+	// registration with r.Node and r.Type exists, its Token (and Domain,
+	// DeviceKey) are replaced, Renewed is set to r.Registered, and its
+	// Secret and Registered are kept. Otherwise r is stored as given,
+	// replacing any registration of the node with another type. It returns
+	// the registration as stored.
+	Register(ctx context.Context, r Registration) (Registration, error)
+
+	// Delete removes the registration of node if it has type typ and returns
+	// it, or ErrNotFound.
+	Delete(ctx context.Context, node, typ string) (Registration, error)
+
+	// DeleteToken removes every registration of type typ with the given token
+	// that was last registered or renewed before the given time, and returns
+	// the ones it removed.
+	DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]Registration, error)
+
+	// UpdatePushStatus records push outcomes in one transaction. It never
+	// touches token or secret, so it cannot undo a concurrent Register;
+	// statuses of nodes that no longer exist are ignored.
+	UpdatePushStatus(ctx context.Context, statuses []PushStatus) error
+
+	// Nodes lists registered nodes in order, at most limit of them.
+	Nodes(ctx context.Context, limit int) ([]string, error)
+
+	// Count returns the number of registrations.
+	Count(ctx context.Context) (int, error)
+
+	// InstanceValue returns the value stored under name, creating it with gen
+	// on first use. It holds values that all instances sharing the registry
+	// must agree on, such as the salt for device keys.
+	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
+
+	Close() error
+}
