@@ -7,6 +7,8 @@ import (
 // Errors returned by Service. Adapters map them onto their protocol's
 // answers (XMPP error conditions, HTTP "ERROR" lines).
 var (
+	// ErrBadRequest: a required value is missing or too long.
+	ErrBadRequest = errors.New("bad request")
 	// ErrUnknownType: the registration names an app that is not configured.
 	ErrUnknownType = errors.New("unknown push type")
 	// ErrInvalidToken: the app's backend rejected the device token's format.

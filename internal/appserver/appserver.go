@@ -1,0 +1,414 @@
+// Package appserver is the core of the push app server: it registers and
+// unregisters devices, checks and throttles pushes, hands them to the push
+// backend of the registration's app, and removes registrations whose tokens
+// a push service reports dead. The XMPP component, the ad-hoc commands and
+// the HTTP API are thin adapters over Service; nothing here knows XML or
+// HTTP.
+package appserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// Limits on registration input, so a client cannot fill the registry with
+// huge records.
+const (
+	MaxNodeLen  = 256
+	MaxTokenLen = 4096
+	MaxTypeLen  = 64
+)
+
+// App is one configured push target. A registration's type names it.
+type App struct {
+	Name     string
+	Priority push.Priority
+	Backend  push.Backend
+}
+
+// Observer is told about what the service does, for metrics. A nil Observer
+// in Options is replaced by one that does nothing.
+type Observer interface {
+	Registered(app string, renewed bool)
+	Unregistered(app string, reason string)
+	Pushed(app string, outcome Outcome, d time.Duration)
+}
+
+// Outcome classifies a push for metrics and logs.
+type Outcome string
+
+const (
+	OutcomeSuccess   Outcome = "success"
+	OutcomeNotFound  Outcome = "not_found"
+	OutcomeThrottled Outcome = "throttled"
+	OutcomeDeadToken Outcome = "dead_token"
+	OutcomeFailed    Outcome = "failed"
+)
+
+// Options tune the service; the zero value is usable.
+type Options struct {
+	// RateLimit is the throttle distance per node and priority (the seed's
+	// push_appserver_rate_limit); 0 disables throttling.
+	RateLimit time.Duration
+	// PushTimeout bounds one push from lookup to the push service's
+	// answer, retries included. Default 15 s.
+	PushTimeout time.Duration
+	// FlushInterval is how often push outcomes are written. Default 1 s.
+	FlushInterval time.Duration
+	Observer      Observer
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Service is the app server core. Its methods are safe for concurrent use.
+type Service struct {
+	store    registry.Store
+	apps     map[string]App
+	opts     Options
+	logger   *slog.Logger
+	throttle *Throttle
+	status   *statusWriter
+
+	saltMu sync.Mutex
+	salt   string
+}
+
+// New returns a service over store for the given apps.
+func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*Service, error) {
+	if opts.PushTimeout <= 0 {
+		opts.PushTimeout = 15 * time.Second
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	m := make(map[string]App, len(apps))
+	for _, a := range apps {
+		if a.Name == "" || a.Backend == nil {
+			return nil, fmt.Errorf("app %q: name and backend are required", a.Name)
+		}
+		if _, dup := m[a.Name]; dup {
+			return nil, fmt.Errorf("app %q configured twice", a.Name)
+		}
+		if a.Priority == "" {
+			a.Priority = push.PriorityAuto
+		}
+		m[a.Name] = a
+	}
+	return &Service{
+		store:    store,
+		apps:     m,
+		opts:     opts,
+		logger:   logger,
+		throttle: NewThrottle(opts.RateLimit, opts.Now),
+		status:   newStatusWriter(store, logger),
+	}, nil
+}
+
+// Run writes push outcomes behind and sweeps throttle state until ctx is
+// done. Call Close afterwards to write what is still pending.
+func (s *Service) Run(ctx context.Context) {
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.throttle.Sweep()
+			}
+		}
+	}()
+	s.status.run(ctx, s.opts.FlushInterval)
+}
+
+// Close writes pending push outcomes. It does not close the store.
+func (s *Service) Close() error {
+	s.status.flush(context.Background())
+	return nil
+}
+
+// Apps returns the names of the configured apps.
+func (s *Service) Apps() []string {
+	names := make([]string, 0, len(s.apps))
+	for n := range s.apps {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Register creates or renews the registration of node for app typ. A node
+// registered again with the same type keeps its secret, so clients that
+// re-register on every start keep working with what the user's server
+// stored.
+func (s *Service) Register(ctx context.Context, typ, node, token string) (registry.Registration, error) {
+	if err := s.checkRegistration(typ, node, token); err != nil {
+		return registry.Registration{}, err
+	}
+	return s.register(ctx, registry.Registration{Node: node, Type: typ, Token: token})
+}
+
+// RegisterDevice registers a device identified by account and device id, as
+// Conversations' register-push-* commands do: the node and secret are ours
+// to choose, and the same account and device get the same node again. Only
+// the account's domain and a salted hash of account and device are kept.
+func (s *Service) RegisterDevice(ctx context.Context, typ, account, deviceID, token string) (registry.Registration, error) {
+	if account == "" || deviceID == "" || len(account) > 3071 || len(deviceID) > MaxNodeLen {
+		return registry.Registration{}, fmt.Errorf("%w: account and device id are required", ErrBadRequest)
+	}
+	if err := s.checkRegistration(typ, "-", token); err != nil {
+		return registry.Registration{}, err
+	}
+	key, err := s.deviceKey(ctx, account, deviceID)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	r := registry.Registration{Type: typ, Token: token, Domain: domainOf(account), DeviceKey: key}
+	switch old, err := s.store.GetByDeviceKey(ctx, key); {
+	case err == nil && old.Type == typ:
+		r.Node = old.Node
+	case err == nil || errors.Is(err, registry.ErrNotFound):
+		if err == nil {
+			// Same device moved to another app: start afresh.
+			if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
+				return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
+			}
+		}
+		if r.Node, err = randomHex(16); err != nil {
+			return registry.Registration{}, err
+		}
+	default:
+		return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
+	}
+	return s.register(ctx, r)
+}
+
+func (s *Service) register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
+	secret, err := randomHex(32)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	r.Secret = secret
+	r.Registered = s.opts.Now().UTC()
+	stored, err := s.store.Register(ctx, r)
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("storing registration: %w", err)
+	}
+	renewed := stored.Secret != secret
+	s.opts.Observer.Registered(r.Type, renewed)
+	s.logger.Info("registered device", "app", r.Type, "node", r.Node, "renewed", renewed)
+	return stored, nil
+}
+
+func (s *Service) checkRegistration(typ, node, token string) error {
+	switch {
+	case typ == "" || node == "" || token == "":
+		return fmt.Errorf("%w: type, node and token are required", ErrBadRequest)
+	case len(typ) > MaxTypeLen:
+		return fmt.Errorf("%w: type longer than %d bytes", ErrBadRequest, MaxTypeLen)
+	case len(node) > MaxNodeLen:
+		return fmt.Errorf("%w: node longer than %d bytes", ErrBadRequest, MaxNodeLen)
+	case len(token) > MaxTokenLen:
+		return fmt.Errorf("%w: token longer than %d bytes", ErrInvalidToken, MaxTokenLen)
+	}
+	app, ok := s.apps[typ]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownType, typ)
+	}
+	if v, ok := app.Backend.(push.TokenValidator); ok {
+		if err := v.ValidateToken(token); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		}
+	}
+	return nil
+}
+
+// Unregister removes the registration of node if it belongs to app typ.
+func (s *Service) Unregister(ctx context.Context, typ, node string) (registry.Registration, error) {
+	r, err := s.store.Delete(ctx, node, typ)
+	if errors.Is(err, registry.ErrNotFound) {
+		return registry.Registration{}, ErrNotFound
+	}
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("removing registration: %w", err)
+	}
+	s.forgetThrottle(node)
+	s.opts.Observer.Unregistered(typ, "request")
+	s.logger.Info("unregistered device", "app", typ, "node", node)
+	return r, nil
+}
+
+// UnregisterToken removes the registrations of app typ with the given token
+// unless they were registered or renewed after when: a device that
+// re-registered after the push service declared its token dead is alive.
+func (s *Service) UnregisterToken(ctx context.Context, typ, token string, when time.Time) (int, error) {
+	removed, err := s.store.DeleteToken(ctx, typ, token, when)
+	if err != nil {
+		return 0, fmt.Errorf("removing dead token: %w", err)
+	}
+	for _, r := range removed {
+		s.forgetThrottle(r.Node)
+		s.opts.Observer.Unregistered(typ, "dead_token")
+		s.logger.Info("removed registration with dead token", "app", typ, "node", r.Node, "since", when.UTC().Format(time.RFC3339))
+	}
+	return len(removed), nil
+}
+
+// Push wakes the device registered as node, if secret matches. It returns
+// after the push service answered. summary may be nil.
+func (s *Service) Push(ctx context.Context, node, secret string, summary *push.Summary) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, s.opts.PushTimeout)
+	defer cancel()
+
+	r, err := s.store.Get(ctx, node)
+	if errors.Is(err, registry.ErrNotFound) {
+		s.opts.Observer.Pushed("", OutcomeNotFound, time.Since(start))
+		return ErrNotFound
+	}
+	if err != nil {
+		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
+		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
+	}
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(r.Secret)) != 1 {
+		s.opts.Observer.Pushed(r.Type, OutcomeNotFound, time.Since(start))
+		return ErrNotFound
+	}
+	app, ok := s.apps[r.Type]
+	if !ok {
+		s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
+		return fmt.Errorf("%w: app %q is not configured", ErrPushFailed, r.Type)
+	}
+	prio := app.Priority.Resolve(summary)
+
+	key := node + "\x00" + string(prio)
+	switch d, wait := s.throttle.Admit(key); d {
+	case Refuse:
+		s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
+		return ErrThrottled
+	case Delay:
+		err := s.waitThrottle(ctx, wait)
+		s.throttle.Release(key)
+		if err != nil {
+			s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
+			return fmt.Errorf("%w: %w", ErrThrottled, err)
+		}
+	}
+
+	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: summary})
+	now := s.opts.Now().UTC()
+	if err == nil {
+		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
+		s.opts.Observer.Pushed(r.Type, OutcomeSuccess, time.Since(start))
+		return nil
+	}
+	s.status.add(registry.PushStatus{Node: node, At: now, Reason: truncate(err.Error(), 200)})
+	if dead, ok := push.IsDeadToken(err); ok {
+		s.opts.Observer.Pushed(r.Type, OutcomeDeadToken, time.Since(start))
+		n, uerr := s.UnregisterToken(context.WithoutCancel(ctx), r.Type, r.Token, dead.Since)
+		if uerr != nil {
+			s.logger.Error("removing dead token", "app", r.Type, "node", node, "err", uerr)
+		}
+		if n > 0 {
+			// The node is gone now; say so, so the user's server stops.
+			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return fmt.Errorf("%w: %w", ErrPushFailed, err)
+	}
+	s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
+	s.logger.Warn("push failed", "app", r.Type, "node", node, "err", err)
+	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+func (s *Service) waitThrottle(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Service) forgetThrottle(node string) {
+	prefix := node + "\x00"
+	s.throttle.Forget(func(k string) bool { return strings.HasPrefix(k, prefix) })
+}
+
+// deviceKey hashes account and device id with a salt shared by every
+// instance using the registry, so the registry never holds the JID.
+func (s *Service) deviceKey(ctx context.Context, account, deviceID string) (string, error) {
+	s.saltMu.Lock()
+	defer s.saltMu.Unlock()
+	if s.salt == "" {
+		salt, err := s.store.InstanceValue(ctx, "device-key-salt", func() (string, error) { return randomHex(32) })
+		if err != nil {
+			return "", fmt.Errorf("reading device key salt: %w", err)
+		}
+		s.salt = salt
+	}
+	h := sha256.New()
+	for _, p := range []string{s.salt, bareJID(account), deviceID} {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("reading random bytes: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func bareJID(jid string) string {
+	if i := strings.IndexByte(jid, '/'); i >= 0 {
+		jid = jid[:i]
+	}
+	return strings.ToLower(jid)
+}
+
+func domainOf(jid string) string {
+	jid = bareJID(jid)
+	if i := strings.IndexByte(jid, '@'); i >= 0 {
+		return jid[i+1:]
+	}
+	return jid
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Registered(string, bool)               {}
+func (nopObserver) Unregistered(string, string)           {}
+func (nopObserver) Pushed(string, Outcome, time.Duration) {}

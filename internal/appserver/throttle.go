@@ -1,0 +1,113 @@
+package appserver
+
+import (
+	"sync"
+	"time"
+)
+
+// Decision is what the throttle says about one push.
+type Decision int
+
+const (
+	// Send now: the first push of a burst.
+	Send Decision = iota
+	// Delay: send at the start of the next window, so the device still
+	// wakes up after the last message of a burst.
+	Delay
+	// Refuse: a push is already waiting for the next window.
+	Refuse
+)
+
+// Throttle limits pushes per key (node and priority) the way
+// mod_push_appserver's zthrottle does: at most one push per distance, the
+// first of a burst at once, one more at the start of the next window, and
+// the ones in between refused. A push to the same device carries no data,
+// so the delayed one stands in for all that were refused.
+type Throttle struct {
+	distance time.Duration
+	now      func() time.Time
+
+	mu    sync.Mutex
+	slots map[string]*slot
+}
+
+type slot struct {
+	last    time.Time // when the last push was (or will be) sent
+	pending bool      // a delayed push is waiting for last
+}
+
+// NewThrottle returns a throttle with the given distance; 0 disables it.
+// now is the clock (time.Now outside tests).
+func NewThrottle(distance time.Duration, now func() time.Time) *Throttle {
+	return &Throttle{distance: distance, now: now, slots: make(map[string]*slot)}
+}
+
+// Admit decides about one push for key. For Delay, wait is how long the
+// caller must wait before sending, and it must call Release(key) after it
+// sent (or gave up).
+func (t *Throttle) Admit(key string) (d Decision, wait time.Duration) {
+	if t.distance <= 0 {
+		return Send, 0
+	}
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.slots[key]
+	switch {
+	case s == nil:
+		t.slots[key] = &slot{last: now}
+		return Send, 0
+	case s.pending:
+		return Refuse, 0
+	case now.Sub(s.last) > t.distance:
+		s.last = now
+		return Send, 0
+	default:
+		s.last = s.last.Add(t.distance)
+		s.pending = true
+		return Delay, s.last.Sub(now)
+	}
+}
+
+// Release ends the wait of a delayed push for key.
+func (t *Throttle) Release(key string) {
+	t.mu.Lock()
+	if s := t.slots[key]; s != nil {
+		s.pending = false
+	}
+	t.mu.Unlock()
+}
+
+// Forget drops all state of keys for which f is true (an unregistered node).
+func (t *Throttle) Forget(f func(key string) bool) {
+	t.mu.Lock()
+	for k := range t.slots {
+		if f(k) {
+			delete(t.slots, k)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// Sweep drops the keys whose window has passed, so memory follows the
+// number of recently active devices, not of all devices ever pushed to.
+func (t *Throttle) Sweep() {
+	if t.distance <= 0 {
+		return
+	}
+	now := t.now()
+	t.mu.Lock()
+	for k, s := range t.slots {
+		if !s.pending && now.Sub(s.last) > t.distance {
+			delete(t.slots, k)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// Len returns the number of keys held.
+func (t *Throttle) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.slots)
+}
