@@ -1,0 +1,98 @@
+// Package metrics owns the Prometheus metrics of the app server: what the
+// core counts (registrations, pushes by app and outcome, push latency) and
+// the state of the XMPP component connections. It keeps its own registry
+// rather than the global default one, so tests and several servers in one
+// process never collide.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+)
+
+// Metrics implements appserver.Observer and serves /metrics.
+type Metrics struct {
+	reg           *prometheus.Registry
+	registrations *prometheus.CounterVec
+	unregistered  *prometheus.CounterVec
+	pushes        *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	components    *prometheus.GaugeVec
+}
+
+var _ appserver.Observer = (*Metrics)(nil)
+
+// New returns metrics registered in a fresh registry, with the Go runtime
+// and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "push_appserver_registrations_total",
+			Help: "Device registrations, by app and whether an existing one was renewed.",
+		}, []string{"app", "renewed"}),
+		unregistered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "push_appserver_unregistrations_total",
+			Help: "Removed registrations, by app and reason (request, dead_token).",
+		}, []string{"app", "reason"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "push_appserver_pushes_total",
+			Help: "Push requests, by app and outcome (success, not_found, throttled, dead_token, failed).",
+		}, []string{"app", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "push_appserver_push_duration_seconds",
+			Help:    "Time from a push request to the push service's answer, by app and outcome.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"app", "outcome"}),
+		components: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "push_appserver_component_connected",
+			Help: "1 while the XMPP component connection for the JID is established.",
+		}, []string{"jid"}),
+	}
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registered counts a registration.
+func (m *Metrics) Registered(app string, renewed bool) {
+	r := "false"
+	if renewed {
+		r = "true"
+	}
+	m.registrations.WithLabelValues(app, r).Inc()
+}
+
+// Unregistered counts a removed registration.
+func (m *Metrics) Unregistered(app, reason string) {
+	m.unregistered.WithLabelValues(app, reason).Inc()
+}
+
+// Pushed counts a push and its latency.
+func (m *Metrics) Pushed(app string, o appserver.Outcome, d time.Duration) {
+	m.pushes.WithLabelValues(app, string(o)).Inc()
+	m.latency.WithLabelValues(app, string(o)).Observe(d.Seconds())
+}
+
+// ComponentState records whether the component connection for jid is up.
+func (m *Metrics) ComponentState(jid string, connected bool) {
+	v := 0.0
+	if connected {
+		v = 1
+	}
+	m.components.WithLabelValues(jid).Set(v)
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry exposes the registry, for collectors owned by other packages.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
