@@ -1,0 +1,516 @@
+// Package config owns the server's configuration: the TOML file, its
+// defaults, the option names mod_push_appserver used (accepted and mapped
+// onto ours), secrets read from the environment or files, and validation
+// that names the offending key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration. The zero value is not useful: use
+// Default or Load.
+type Config struct {
+	// DataDir holds the SQLite registry. Default "data" (relative to the
+	// working directory).
+	DataDir   string `toml:"data_dir"`
+	LogLevel  string `toml:"log_level"`  // debug, info, warn, error
+	LogFormat string `toml:"log_format"` // text or json
+	// Debugging enables the HTTP settings pages and forms, which show
+	// secrets. Off by default.
+	Debugging bool `toml:"debugging"`
+	// RateLimit is the minimum distance between pushes to one device and
+	// priority; 0 disables the throttle. Default 5 s.
+	RateLimit Duration `toml:"rate_limit"`
+	// PushTimeout bounds one push end to end, retries included.
+	PushTimeout Duration `toml:"push_timeout"`
+	// PprofListen, when set, serves net/http/pprof on that address.
+	PprofListen string `toml:"pprof_listen"`
+
+	HTTP       HTTP            `toml:"http"`
+	Database   Database        `toml:"database"`
+	Components []Component     `toml:"component"`
+	Apps       map[string]*App `toml:"apps"`
+
+	// Obsolete lists accepted options that no longer do anything, for a
+	// warning at start.
+	Obsolete []string `toml:"-"`
+
+	seed seedOptions
+	// Whether a zero value was written out, where zero means "off".
+	rateLimitExplicit  bool
+	httpListenExplicit bool
+}
+
+// HTTP configures the HTTP API listeners.
+type HTTP struct {
+	Listen      string `toml:"listen"`     // default 127.0.0.1:5280; "" disables
+	TLSListen   string `toml:"tls_listen"` // e.g. ":5281"
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+	Metrics     *bool  `toml:"metrics"` // serve /metrics; default true
+}
+
+// Database selects the registry store.
+type Database struct {
+	Driver string `toml:"driver"` // sqlite
+	Path   string `toml:"path"`   // default <data_dir>/registry.db
+}
+
+// Component is one XEP-0114 connection to an XMPP server.
+type Component struct {
+	JID     string `toml:"jid"`
+	Address string `toml:"address"` // host:port of the server's component listener, default 127.0.0.1:5347
+	// Secret is the shared component secret: a literal, "env:NAME" or
+	// "file:/path".
+	Secret string `toml:"secret"`
+	// DefaultApp is the app used when a request does not name one.
+	DefaultApp string `toml:"default_app"`
+	// V1Commands enables mod_push_appserver's v1-register-push and
+	// v1-unregister-push commands. Default true.
+	V1Commands *bool `toml:"v1_commands"`
+	// FCMCommandApp is the app Conversations' register-push-fcm registers
+	// into; default "fcm" when that app exists, "" disables the command.
+	FCMCommandApp *string `toml:"register_push_fcm_app"`
+	// APNSCommandApp likewise for register-push-apns; default "apns".
+	APNSCommandApp *string `toml:"register_push_apns_app"`
+	// MaxInFlight bounds pushes handled at once on this connection.
+	MaxInFlight int `toml:"max_in_flight"`
+}
+
+// App is one push target; registrations name it in their type.
+type App struct {
+	Kind string `toml:"kind"` // apns, fcm or log
+	// Priority: high, silent, voip or auto (high when the summary carries
+	// a message body, silent otherwise).
+	Priority string `toml:"priority"`
+	// IncludeSummary lets the push payload carry the sender and body the
+	// user's server sent; off by default so push services see no content.
+	IncludeSummary bool     `toml:"include_summary"`
+	TTL            Duration `toml:"ttl"`           // 0: the service's default
+	PushDeadline   Duration `toml:"push_deadline"` // retries end here; default 10 s
+	Endpoint       string   `toml:"endpoint"`      // override the service's URL (tests, proxies)
+	CAPath         string   `toml:"ca_path"`       // directory of CA certificates; default system pool
+
+	// APNS
+	Topic          string `toml:"topic"`
+	Sandbox        *bool  `toml:"sandbox"` // default true, as the seed
+	CertFile       string `toml:"cert_file"`
+	KeyFile        string `toml:"key_file"`
+	PKCS12File     string `toml:"pkcs12_file"`
+	KeyPassword    string `toml:"key_password"` // literal, env:NAME or file:/path
+	TokenKeyFile   string `toml:"token_key_file"`
+	KeyID          string `toml:"key_id"`
+	TeamID         string `toml:"team_id"`
+	Alert          string `toml:"alert"` // default "dummy"
+	Sound          string `toml:"sound"` // default "default"
+	MutableContent *bool  `toml:"mutable_content"`
+	Collapse       bool   `toml:"collapse"`
+
+	// FCM
+	ServiceAccountFile string `toml:"service_account_file"`
+	ProjectID          string `toml:"project_id"`
+	TokenURL           string `toml:"token_url"`
+	AndroidPriority    string `toml:"android_priority"` // high (default) or normal
+	CollapseKey        string `toml:"collapse_key"`
+	NotificationTitle  string `toml:"notification_title"`
+	NotificationBody   string `toml:"notification_body"`
+}
+
+// Kinds of app.
+const (
+	KindAPNS = "apns"
+	KindFCM  = "fcm"
+	KindLog  = "log"
+)
+
+// Duration is a time.Duration written as a number of seconds (the seed's
+// style) or as a Go duration string ("10s", "1m30s").
+type Duration time.Duration
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (d *Duration) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		*d = Duration(time.Duration(v) * time.Second)
+	case float64:
+		*d = Duration(time.Duration(v * float64(time.Second)))
+	case string:
+		p, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("not a duration: %q", v)
+		}
+		*d = Duration(p)
+	default:
+		return fmt.Errorf("want seconds or a duration string, got %T", v)
+	}
+	if *d < 0 {
+		return errors.New("must not be negative")
+	}
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns the configuration used when no file is given: HTTP on
+// 127.0.0.1:5280, SQLite in ./data, debugging off, and the apps "apns" and
+// "fcm" on the log backend so registrations of the seed's types work.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// Load reads the file at path; an empty path means the defaults. The
+// returned error lists every problem, each naming its key.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(string(data), filepath.Dir(path))
+}
+
+// Parse reads a configuration from TOML text. Relative file paths in it are
+// taken relative to dir.
+func Parse(text, dir string) (*Config, error) {
+	c := &Config{}
+	md, err := toml.Decode(text, c)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	md2, err := toml.Decode(text, &c.seed)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.rateLimitExplicit = md.IsDefined("rate_limit")
+	c.httpListenExplicit = md.IsDefined("http", "listen")
+	// A key is unknown when neither our options nor the seed's took it.
+	seedMissed := map[string]bool{}
+	for _, k := range md2.Undecoded() {
+		seedMissed[k.String()] = true
+	}
+	var problems []error
+	for _, k := range md.Undecoded() {
+		if seedMissed[k.String()] {
+			problems = append(problems, fmt.Errorf("%s: unknown option", k.String()))
+		}
+	}
+	problems = append(problems, c.seed.apply(c)...)
+	c.applyDefaults()
+	c.resolvePaths(dir)
+	problems = append(problems, c.validate()...)
+	if err := errors.Join(problems...); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "text"
+	}
+	if c.RateLimit == 0 && !c.rateLimitExplicit {
+		c.RateLimit = Duration(5 * time.Second)
+	}
+	if c.PushTimeout == 0 {
+		c.PushTimeout = Duration(15 * time.Second)
+	}
+	if c.HTTP.Listen == "" && !c.httpListenExplicit {
+		c.HTTP.Listen = "127.0.0.1:5280"
+	}
+	if c.HTTP.Metrics == nil {
+		t := true
+		c.HTTP.Metrics = &t
+	}
+	if c.Database.Driver == "" {
+		c.Database.Driver = "sqlite"
+	}
+	if c.Database.Path == "" {
+		c.Database.Path = filepath.Join(c.DataDir, "registry.db")
+	}
+	if len(c.Apps) == 0 {
+		c.Apps = map[string]*App{
+			"apns": {Kind: KindLog},
+			"fcm":  {Kind: KindLog},
+		}
+	}
+	for _, a := range c.Apps {
+		a.applyDefaults()
+	}
+	for i := range c.Components {
+		cp := &c.Components[i]
+		if cp.Address == "" {
+			cp.Address = "127.0.0.1:5347"
+		}
+		if cp.V1Commands == nil {
+			t := true
+			cp.V1Commands = &t
+		}
+		if cp.FCMCommandApp == nil {
+			s := ""
+			if _, ok := c.Apps["fcm"]; ok {
+				s = "fcm"
+			}
+			cp.FCMCommandApp = &s
+		}
+		if cp.APNSCommandApp == nil {
+			s := ""
+			if _, ok := c.Apps["apns"]; ok {
+				s = "apns"
+			}
+			cp.APNSCommandApp = &s
+		}
+		if cp.MaxInFlight == 0 {
+			cp.MaxInFlight = 256
+		}
+	}
+}
+
+func (a *App) applyDefaults() {
+	if a.Kind == "" {
+		a.Kind = KindLog
+	}
+	if a.Priority == "" {
+		switch a.Kind {
+		case KindFCM:
+			a.Priority = "high"
+		default:
+			a.Priority = "auto"
+		}
+	}
+	if a.PushDeadline == 0 {
+		a.PushDeadline = Duration(10 * time.Second)
+	}
+	if a.Sandbox == nil {
+		t := true
+		a.Sandbox = &t
+	}
+	if a.MutableContent == nil {
+		t := true
+		a.MutableContent = &t
+	}
+	if a.Alert == "" {
+		a.Alert = "dummy"
+	}
+	if a.Sound == "" {
+		a.Sound = "default"
+	}
+	if a.AndroidPriority == "" {
+		a.AndroidPriority = "high"
+	}
+}
+
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) && dir != "" && dir != "." {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for _, a := range c.Apps {
+		for _, p := range []*string{&a.CAPath, &a.CertFile, &a.KeyFile, &a.PKCS12File, &a.TokenKeyFile, &a.ServiceAccountFile} {
+			abs(p)
+		}
+	}
+	abs(&c.HTTP.TLSCertFile)
+	abs(&c.HTTP.TLSKeyFile)
+}
+
+// validate checks everything it can without touching the network.
+func (c *Config) validate() []error {
+	var ps []error
+	bad := func(key, format string, args ...any) {
+		ps = append(ps, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "want debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "want text or json, got %q", c.LogFormat)
+	}
+	checkAddr := func(key, addr string) {
+		if addr == "" {
+			return
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "want host:port, got %q", addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad(key, "bad port in %q", addr)
+		}
+	}
+	checkAddr("http.listen", c.HTTP.Listen)
+	checkAddr("http.tls_listen", c.HTTP.TLSListen)
+	checkAddr("pprof_listen", c.PprofListen)
+	if c.HTTP.TLSListen != "" {
+		if c.HTTP.TLSCertFile == "" || c.HTTP.TLSKeyFile == "" {
+			bad("http.tls_listen", "needs http.tls_cert_file and http.tls_key_file")
+		}
+		checkFile(&ps, "http.tls_cert_file", c.HTTP.TLSCertFile)
+		checkFile(&ps, "http.tls_key_file", c.HTTP.TLSKeyFile)
+	}
+	if c.Database.Driver != "sqlite" {
+		bad("database.driver", "want sqlite, got %q", c.Database.Driver)
+	}
+
+	names := make([]string, 0, len(c.Apps))
+	for n := range c.Apps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ps = append(ps, c.Apps[n].validate("apps."+n)...)
+	}
+
+	seen := map[string]bool{}
+	for i, cp := range c.Components {
+		key := fmt.Sprintf("component[%d]", i)
+		if cp.JID == "" {
+			bad(key+".jid", "required")
+		} else if strings.ContainsAny(cp.JID, "@/ ") {
+			bad(key+".jid", "want a bare domain JID such as push.example.org, got %q", cp.JID)
+		} else if seen[cp.JID] {
+			bad(key+".jid", "%q configured twice", cp.JID)
+		}
+		seen[cp.JID] = true
+		checkAddr(key+".address", cp.Address)
+		if s, err := ResolveSecret(cp.Secret); err != nil {
+			bad(key+".secret", "%v", err)
+		} else if s == "" {
+			bad(key+".secret", "required (a literal, env:NAME or file:/path)")
+		}
+		for k, app := range map[string]string{"default_app": cp.DefaultApp, "register_push_fcm_app": *cp.FCMCommandApp, "register_push_apns_app": *cp.APNSCommandApp} {
+			if app != "" && c.Apps[app] == nil {
+				bad(key+"."+k, "no app named %q", app)
+			}
+		}
+		if cp.MaxInFlight < 1 {
+			bad(key+".max_in_flight", "must be at least 1")
+		}
+	}
+	return ps
+}
+
+func (a *App) validate(key string) []error {
+	var ps []error
+	bad := func(k, format string, args ...any) {
+		ps = append(ps, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
+	}
+	switch a.Priority {
+	case "high", "silent", "voip", "auto":
+	default:
+		bad("priority", "want high, silent, voip or auto, got %q", a.Priority)
+	}
+	if a.CAPath != "" {
+		if st, err := os.Stat(a.CAPath); err != nil || !st.IsDir() {
+			bad("ca_path", "not a directory: %s", a.CAPath)
+		}
+	}
+	switch a.Kind {
+	case KindLog:
+	case KindAPNS:
+		if a.Topic == "" {
+			bad("topic", "required for kind apns (the app's bundle id)")
+		}
+		cert := a.CertFile != "" || a.KeyFile != "" || a.PKCS12File != ""
+		token := a.TokenKeyFile != "" || a.KeyID != "" || a.TeamID != ""
+		switch {
+		case cert && token:
+			bad("token_key_file", "use either a certificate or a token key, not both")
+		case a.PKCS12File != "":
+			checkFile(&ps, key+".pkcs12_file", a.PKCS12File)
+			if a.CertFile != "" || a.KeyFile != "" {
+				bad("pkcs12_file", "use either pkcs12_file or cert_file and key_file")
+			}
+		case cert:
+			if a.CertFile == "" || a.KeyFile == "" {
+				bad("cert_file", "cert_file and key_file go together")
+			}
+			checkFile(&ps, key+".cert_file", a.CertFile)
+			checkFile(&ps, key+".key_file", a.KeyFile)
+		case token:
+			if a.TokenKeyFile == "" || a.KeyID == "" || a.TeamID == "" {
+				bad("token_key_file", "token auth needs token_key_file, key_id and team_id")
+			}
+			checkFile(&ps, key+".token_key_file", a.TokenKeyFile)
+		default:
+			bad("cert_file", "kind apns needs credentials: cert_file and key_file, pkcs12_file, or token_key_file with key_id and team_id")
+		}
+		if _, err := ResolveSecret(a.KeyPassword); err != nil {
+			bad("key_password", "%v", err)
+		}
+	case KindFCM:
+		if a.ServiceAccountFile == "" {
+			bad("service_account_file", "required for kind fcm (a Google service-account JSON key)")
+		} else {
+			checkFile(&ps, key+".service_account_file", a.ServiceAccountFile)
+		}
+		switch a.AndroidPriority {
+		case "high", "normal":
+		default:
+			bad("android_priority", "want high or normal, got %q", a.AndroidPriority)
+		}
+		if a.TTL.D() > 28*24*time.Hour {
+			bad("ttl", "FCM allows at most 4 weeks")
+		}
+	default:
+		bad("kind", "want apns, fcm or log, got %q", a.Kind)
+	}
+	return ps
+}
+
+func checkFile(ps *[]error, key, path string) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		*ps = append(*ps, fmt.Errorf("%s: %w", key, err))
+	}
+}
+
+// ResolveSecret returns the secret a value stands for: "env:NAME" reads
+// the environment variable NAME, "file:/path" the file's first line, and
+// anything else is the secret itself. Secrets in files or the environment
+// keep them out of the config file and of the process list.
+func ResolveSecret(v string) (string, error) {
+	switch {
+	case strings.HasPrefix(v, "env:"):
+		name := strings.TrimPrefix(v, "env:")
+		s, ok := os.LookupEnv(name)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set", name)
+		}
+		return s, nil
+	case strings.HasPrefix(v, "file:"):
+		b, err := os.ReadFile(strings.TrimPrefix(v, "file:"))
+		if err != nil {
+			return "", fmt.Errorf("reading secret: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		return strings.TrimSpace(line), nil
+	}
+	return v, nil
+}

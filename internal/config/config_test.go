@@ -1,0 +1,179 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaults(t *testing.T) {
+	c := Default()
+	if c.HTTP.Listen != "127.0.0.1:5280" || c.Debugging || c.RateLimit.D() != 5*time.Second {
+		t.Fatalf("defaults: listen %q debugging %v rate %v", c.HTTP.Listen, c.Debugging, c.RateLimit.D())
+	}
+	if c.Database.Path != filepath.Join("data", "registry.db") {
+		t.Fatalf("database path %q", c.Database.Path)
+	}
+	for _, n := range []string{"apns", "fcm"} {
+		if a := c.Apps[n]; a == nil || a.Kind != KindLog {
+			t.Fatalf("default app %s: %+v", n, a)
+		}
+	}
+	if errs := c.validate(); len(errs) != 0 {
+		t.Fatalf("defaults do not validate: %v", errs)
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestSeedOptions(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "push.pem", "x")
+	writeFile(t, dir, "push.key", "x")
+	c, err := Parse(`
+push_appserver_debugging = true
+push_appserver_rate_limit = 0
+push_appserver_apns_cert = "push.pem"
+push_appserver_apns_key = "push.key"
+push_appserver_apns_topic = "im.example.app"
+push_appserver_apns_sandbox = false
+push_appserver_apns_push_alert = "New message"
+push_appserver_apns_push_ttl = 3600
+push_appserver_apns_push_priority = "voip"
+push_appserver_apns_mutable_content = false
+push_appserver_apns_feedback_request_interval = 86400
+push_appserver_fcm_key = "legacy"
+`, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Apps["apns"]
+	switch {
+	case !c.Debugging, c.RateLimit != 0:
+		t.Fatalf("debugging %v rate %v", c.Debugging, c.RateLimit.D())
+	case a == nil || a.Kind != KindAPNS:
+		t.Fatalf("apns app %+v", a)
+	case a.CertFile != filepath.Join(dir, "push.pem"), a.KeyFile != filepath.Join(dir, "push.key"):
+		t.Fatalf("cert %q key %q", a.CertFile, a.KeyFile)
+	case *a.Sandbox, *a.MutableContent, a.Alert != "New message", a.TTL.D() != time.Hour, a.Priority != "voip", a.Topic != "im.example.app":
+		t.Fatalf("apns options %+v", a)
+	}
+	if _, ok := c.Apps["fcm"]; ok {
+		t.Fatalf("obsolete fcm key created an app")
+	}
+	if got := strings.Join(c.Obsolete, ","); got != "push_appserver_apns_feedback_request_interval,push_appserver_fcm_key" {
+		t.Fatalf("obsolete %q", got)
+	}
+}
+
+func TestProblemsNameTheirKey(t *testing.T) {
+	tests := []struct {
+		name, toml string
+		want       []string
+	}{
+		{"unknown option", `bogus = 1`, []string{"bogus: unknown option"}},
+		{"unknown nested option", "[http]\nlisten_on = \"x\"", []string{"http.listen_on: unknown option"}},
+		{"bad syntax", `rate_limit = `, []string{"config:"}},
+		{"bad duration", `rate_limit = "fast"`, []string{"rate_limit"}},
+		{"bad listen", "[http]\nlisten = \"nope\"", []string{"http.listen: want host:port"}},
+		{"bad kind", "[apps.x]\nkind = \"gcm\"", []string{"apps.x.kind: want apns, fcm or log"}},
+		{"bad priority", "[apps.x]\npriority = \"urgent\"", []string{"apps.x.priority"}},
+		{"apns without topic and credentials", "[apps.ios]\nkind = \"apns\"", []string{"apps.ios.topic: required", "apps.ios.cert_file: kind apns needs credentials"}},
+		{"apns missing cert file", "[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"", []string{"apps.ios.cert_file:", "apps.ios.key_file:"}},
+		{"apns token incomplete", "[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\nkey_id = \"K\"", []string{"apps.ios.token_key_file: token auth needs"}},
+		{"fcm without account", "[apps.a]\nkind = \"fcm\"", []string{"apps.a.service_account_file: required"}},
+		{"fcm bad priority", "[apps.a]\nkind = \"fcm\"\nservice_account_file = \"/x\"\nandroid_priority = \"max\"", []string{"apps.a.android_priority"}},
+		{"component without jid and secret", "[[component]]\naddress = \"localhost:5347\"", []string{"component[0].jid: required", "component[0].secret: required"}},
+		{"component secret from unset env", "[[component]]\njid = \"push.example.org\"\nsecret = \"env:PUSH_APPSERVER_TEST_UNSET\"", []string{"component[0].secret: environment variable PUSH_APPSERVER_TEST_UNSET is not set"}},
+		{"component unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ndefault_app = \"nope\"", []string{"component[0].default_app: no app named \"nope\""}},
+		{"seed option negative", `push_appserver_rate_limit = -1`, []string{"push_appserver_rate_limit: must not be negative"}},
+		{"seed option wrong type", `push_appserver_apns_sandbox = "yes"`, []string{"push_appserver_apns_sandbox"}},
+		{"database driver", "[database]\ndriver = \"mysql\"", []string{"database.driver"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.toml, t.TempDir())
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "secret", "from-file\nignored")
+	t.Setenv("PUSH_APPSERVER_TEST_SECRET", "from-env")
+	for in, want := range map[string]string{"literal": "literal", "env:PUSH_APPSERVER_TEST_SECRET": "from-env", "file:" + f: "from-file"} {
+		got, err := ResolveSecret(in)
+		if err != nil || got != want {
+			t.Errorf("ResolveSecret(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ResolveSecret("file:" + filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing secret file accepted")
+	}
+}
+
+func TestFullFile(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "key.p8", "x")
+	writeFile(t, dir, "sa.json", "{}")
+	path := writeFile(t, dir, "push-appserver.toml", `
+data_dir = "/var/lib/push-appserver"
+rate_limit = "2s"
+push_timeout = 20
+
+[http]
+listen = "0.0.0.0:5280"
+
+[[component]]
+jid = "push.example.org"
+address = "xmpp.example.org:5347"
+secret = "s3cret"
+register_push_fcm_app = ""
+
+[apps.ios]
+kind = "apns"
+topic = "im.example.app"
+token_key_file = "key.p8"
+key_id = "ABC123"
+team_id = "TEAM1"
+
+[apps.android]
+kind = "fcm"
+service_account_file = "sa.json"
+ttl = "1h"
+`)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RateLimit.D() != 2*time.Second || c.PushTimeout.D() != 20*time.Second {
+		t.Fatalf("durations %v %v", c.RateLimit.D(), c.PushTimeout.D())
+	}
+	if c.Database.Path != "/var/lib/push-appserver/registry.db" {
+		t.Fatalf("db path %q", c.Database.Path)
+	}
+	if len(c.Apps) != 2 || c.Apps["ios"].TokenKeyFile != filepath.Join(dir, "key.p8") || c.Apps["android"].TTL.D() != time.Hour {
+		t.Fatalf("apps %+v", c.Apps)
+	}
+	cp := c.Components[0]
+	if *cp.FCMCommandApp != "" || *cp.APNSCommandApp != "" || !*cp.V1Commands || cp.MaxInFlight != 256 {
+		t.Fatalf("component defaults %+v", cp)
+	}
+}
