@@ -1,0 +1,141 @@
+// Package memory is an in-memory registry.Store: a map under a mutex with a
+// token index. It keeps nothing across restarts and is meant for tests.
+package memory
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// Store implements registry.Store in memory.
+type Store struct {
+	mu     sync.RWMutex
+	byNode map[string]registry.Registration
+	values map[string]string
+}
+
+var _ registry.Store = (*Store)(nil)
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{byNode: map[string]registry.Registration{}, values: map[string]string{}}
+}
+
+func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.byNode[node]
+	if !ok {
+		return registry.Registration{}, registry.ErrNotFound
+	}
+	return r, nil
+}
+
+func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if key != "" {
+		for _, r := range s.byNode {
+			if r.DeviceKey == key {
+				return r, nil
+			}
+		}
+	}
+	return registry.Registration{}, registry.ErrNotFound
+}
+
+func (s *Store) Register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.byNode[r.Node]; ok && old.Type == r.Type {
+		old.Token, old.Domain, old.DeviceKey = r.Token, r.Domain, r.DeviceKey
+		old.Renewed = r.Registered
+		s.byNode[r.Node] = old
+		return old, nil
+	}
+	s.byNode[r.Node] = r
+	return r, nil
+}
+
+func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byNode[node]
+	if !ok || r.Type != typ {
+		return registry.Registration{}, registry.ErrNotFound
+	}
+	delete(s.byNode, node)
+	return r, nil
+}
+
+func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var removed []registry.Registration
+	for n, r := range s.byNode {
+		if r.Type == typ && r.Token == token && r.LastRegistered().Before(before) {
+			removed = append(removed, r)
+			delete(s.byNode, n)
+		}
+	}
+	return removed, nil
+}
+
+func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushStatus) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range statuses {
+		r, ok := s.byNode[st.Node]
+		if !ok {
+			continue
+		}
+		if st.Success {
+			r.LastSuccessfulPush = st.At
+		} else {
+			r.LastPushError = st.At
+			r.LastErrorReason = st.Reason
+		}
+		s.byNode[st.Node] = r
+	}
+	return nil
+}
+
+func (s *Store) Nodes(ctx context.Context, limit int) ([]string, error) {
+	s.mu.RLock()
+	nodes := make([]string, 0, len(s.byNode))
+	for n := range s.byNode {
+		nodes = append(nodes, n)
+	}
+	s.mu.RUnlock()
+	sort.Strings(nodes)
+	if len(nodes) > limit {
+		nodes = nodes[:limit]
+	}
+	return nodes, nil
+}
+
+func (s *Store) Count(ctx context.Context) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.byNode), nil
+}
+
+func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.values[name]; ok {
+		return v, nil
+	}
+	v, err := gen()
+	if err != nil {
+		return "", err
+	}
+	s.values[name] = v
+	return v, nil
+}
+
+func (s *Store) Close() error { return nil }

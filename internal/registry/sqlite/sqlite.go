@@ -1,0 +1,321 @@
+// Package sqlite is the default registry.Store: one SQLite file in WAL mode,
+// through the pure-Go modernc.org/sqlite driver so the server stays a
+// single static binary. Reads go through a pool of connections and never
+// wait for writers; writes go through one connection, which serializes them
+// without SQLITE_BUSY retries.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store implements registry.Store on SQLite.
+type Store struct {
+	read, write *sql.DB
+
+	get, getByKey *sql.Stmt
+}
+
+var _ registry.Store = (*Store)(nil)
+
+const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key`
+
+// Open opens (creating if needed) the registry at path and brings its
+// schema up to date.
+func Open(ctx context.Context, path string) (*Store, error) {
+	q := url.Values{}
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
+		q.Add("_pragma", p)
+	}
+	dsn := "file:" + path + "?" + q.Encode()
+	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, write); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
+	read, err := sql.Open("sqlite", dsn+"&mode=ro")
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	read.SetMaxOpenConns(n)
+	read.SetMaxIdleConns(n)
+	s := &Store{read: read, write: write}
+	if s.get, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`); err == nil {
+		s.getByKey, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = ?`)
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("preparing statements: %w", err)
+	}
+	return s, nil
+}
+
+// migrate applies the embedded migrations newer than the file's
+// user_version, each in its own transaction.
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	files, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	latest := len(files)
+	if version > latest {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer push-appserver", version, latest)
+	}
+	for i, f := range files[version:] {
+		n := version + i + 1
+		if want := fmt.Sprintf("migrations/%03d_", n); !strings.HasPrefix(f, want) {
+			return fmt.Errorf("migration %s out of sequence", f)
+		}
+		body, err := migrations.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", n, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", n, err)
+		}
+		if _, err := tx.ExecContext(ctx, `PRAGMA user_version = `+strconv.Itoa(n)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", n, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", n, err)
+		}
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scan(row scanner) (registry.Registration, error) {
+	var r registry.Registration
+	var registered int64
+	var renewed, success, failure sql.NullInt64
+	var deviceKey sql.NullString
+	err := row.Scan(&r.Node, &r.Type, &r.Token, &r.Secret, &registered, &renewed, &success, &failure,
+		&r.LastErrorReason, &r.Domain, &deviceKey)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, registry.ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("reading registration: %w", err)
+	}
+	r.Registered = fromNanos(sql.NullInt64{Int64: registered, Valid: true})
+	r.Renewed, r.LastSuccessfulPush, r.LastPushError = fromNanos(renewed), fromNanos(success), fromNanos(failure)
+	r.DeviceKey = deviceKey.String
+	return r, nil
+}
+
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+func nanos(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
+	return scan(s.get.QueryRowContext(ctx, node))
+}
+
+func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error) {
+	if key == "" {
+		return registry.Registration{}, registry.ErrNotFound
+	}
+	return scan(s.getByKey.QueryRowContext(ctx, key))
+}
+
+func (s *Store) Register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return r, fmt.Errorf("register: %w", err)
+	}
+	defer tx.Rollback()
+	old, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`, r.Node))
+	switch {
+	case err == nil && old.Type == r.Type:
+		old.Token, old.Domain, old.DeviceKey, old.Renewed = r.Token, r.Domain, r.DeviceKey, r.Registered
+		_, err = tx.ExecContext(ctx, `UPDATE registrations SET token = ?, domain = ?, device_key = ?, renewed = ? WHERE node = ?`,
+			old.Token, old.Domain, nullString(old.DeviceKey), nanos(old.Renewed), old.Node)
+		r = old
+	case err == nil || errors.Is(err, registry.ErrNotFound):
+		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed), nanos(r.LastSuccessfulPush),
+			nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey))
+	}
+	if err != nil {
+		return r, fmt.Errorf("register: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return r, fmt.Errorf("register: %w", err)
+	}
+	return r, nil
+}
+
+func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
+	r, err := scan(s.write.QueryRowContext(ctx, `DELETE FROM registrations WHERE node = ? AND type = ? RETURNING `+columns, node, typ))
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return r, fmt.Errorf("delete: %w", err)
+	}
+	return r, err
+}
+
+func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
+	rows, err := s.write.QueryContext(ctx, `DELETE FROM registrations
+		WHERE type = ? AND token = ? AND MAX(registered, COALESCE(renewed, 0)) < ?
+		RETURNING `+columns, typ, token, before.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("delete token: %w", err)
+	}
+	defer rows.Close()
+	var removed []registry.Registration
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return removed, err
+		}
+		removed = append(removed, r)
+	}
+	if err := rows.Err(); err != nil {
+		return removed, fmt.Errorf("delete token: %w", err)
+	}
+	return removed, nil
+}
+
+func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushStatus) error {
+	if len(statuses) == 0 {
+		return nil
+	}
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("push status: %w", err)
+	}
+	defer tx.Rollback()
+	ok, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_successful_push = ? WHERE node = ?`)
+	if err != nil {
+		return fmt.Errorf("push status: %w", err)
+	}
+	defer ok.Close()
+	failed, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_push_error = ?, last_error_reason = ? WHERE node = ?`)
+	if err != nil {
+		return fmt.Errorf("push status: %w", err)
+	}
+	defer failed.Close()
+	for _, st := range statuses {
+		if st.Success {
+			_, err = ok.ExecContext(ctx, st.At.UnixNano(), st.Node)
+		} else {
+			_, err = failed.ExecContext(ctx, st.At.UnixNano(), st.Reason, st.Node)
+		}
+		if err != nil {
+			return fmt.Errorf("push status: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("push status: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) Nodes(ctx context.Context, limit int) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT node FROM registrations ORDER BY node LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	defer rows.Close()
+	var nodes []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("listing nodes: %w", err)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, rows.Err()
+}
+
+func (s *Store) Count(ctx context.Context) (int, error) {
+	var n int
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM registrations`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting registrations: %w", err)
+	}
+	return n, nil
+}
+
+func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return "", fmt.Errorf("instance value %s: %w", name, err)
+	}
+	defer tx.Rollback()
+	var v string
+	err = tx.QueryRowContext(ctx, `SELECT value FROM instance_values WHERE name = ?`, name).Scan(&v)
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("instance value %s: %w", name, err)
+	}
+	if v, err = gen(); err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO instance_values (name, value) VALUES (?, ?)`, name, v); err != nil {
+		return "", fmt.Errorf("instance value %s: %w", name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return "", fmt.Errorf("instance value %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// Close closes both connection pools.
+func (s *Store) Close() error {
+	for _, st := range []*sql.Stmt{s.get, s.getByKey} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	return errors.Join(s.read.Close(), s.write.Close())
+}
