@@ -1,0 +1,298 @@
+package appserver_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
+)
+
+// scripted is a backend whose answer the test sets per token.
+type scripted struct {
+	mu      sync.Mutex
+	answers map[string]error
+	sent    []push.Notification
+}
+
+func (b *scripted) Send(ctx context.Context, n push.Notification) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sent = append(b.sent, n)
+	return b.answers[n.Token]
+}
+
+func (b *scripted) set(token string, err error) {
+	b.mu.Lock()
+	b.answers[token] = err
+	b.mu.Unlock()
+}
+
+func (b *scripted) Sent() []push.Notification {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]push.Notification(nil), b.sent...)
+}
+
+type hexOnly struct{ *scripted }
+
+func (hexOnly) ValidateToken(t string) error {
+	if strings.Trim(t, "0123456789abcdef") != "" {
+		return errors.New("not hex")
+	}
+	return nil
+}
+
+func newService(t *testing.T, rate time.Duration) (*appserver.Service, registry.Store, *scripted) {
+	t.Helper()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, []appserver.App{
+		{Name: "apns", Priority: push.PriorityAuto, Backend: hexOnly{b}},
+		{Name: "voip", Priority: push.PriorityVoIP, Backend: b},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
+	}, appserver.Options{RateLimit: rate}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, store, b
+}
+
+var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func TestRegister(t *testing.T) {
+	ctx := context.Background()
+	svc, store, _ := newService(t, 0)
+	r1, err := svc.Register(ctx, "apns", "n1", "aa")
+	if err != nil || !hex64.MatchString(r1.Secret) || r1.Registered.IsZero() {
+		t.Fatalf("register: %+v %v", r1, err)
+	}
+	r2, err := svc.Register(ctx, "apns", "n1", "bb")
+	if err != nil || r2.Secret != r1.Secret || r2.Token != "bb" || r2.Renewed.IsZero() {
+		t.Fatalf("re-register: %+v %v", r2, err)
+	}
+	r3, err := svc.Register(ctx, "fcm", "n1", "cc")
+	if err != nil || r3.Secret == r1.Secret || r3.Type != "fcm" {
+		t.Fatalf("register under another type must start afresh: %+v %v", r3, err)
+	}
+	other, _ := svc.Register(ctx, "fcm", "n2", "cc")
+	if other.Secret == r3.Secret {
+		t.Fatal("two nodes share a secret")
+	}
+
+	for _, tt := range []struct {
+		typ, node, token string
+		want             error
+	}{
+		{"gcm", "n", "aa", appserver.ErrUnknownType},
+		{"apns", "n", "XYZ", appserver.ErrInvalidToken},
+		{"apns", "", "aa", appserver.ErrBadRequest},
+		{"apns", strings.Repeat("n", 257), "aa", appserver.ErrBadRequest},
+		{"fcm", "n", strings.Repeat("t", 4097), appserver.ErrInvalidToken},
+	} {
+		if _, err := svc.Register(ctx, tt.typ, tt.node, tt.token); !errors.Is(err, tt.want) {
+			t.Errorf("Register(%q, %.10q, %.10q) = %v, want %v", tt.typ, tt.node, tt.token, err, tt.want)
+		}
+	}
+	if n, _ := store.Count(ctx); n != 2 {
+		t.Fatalf("%d registrations, want 2", n)
+	}
+}
+
+func TestRegisterDevice(t *testing.T) {
+	ctx := context.Background()
+	svc, store, _ := newService(t, 0)
+	a, err := svc.RegisterDevice(ctx, "fcm", "Juliet@Example.org/phone", "dev1", "tok1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := svc.RegisterDevice(ctx, "fcm", "juliet@example.org/tablet", "dev1", "tok2")
+	if err != nil || b.Node != a.Node || b.Secret != a.Secret || b.Token != "tok2" {
+		t.Fatalf("same account and device: %+v vs %+v (%v)", b, a, err)
+	}
+	c, _ := svc.RegisterDevice(ctx, "fcm", "juliet@example.org", "dev2", "tok3")
+	d, _ := svc.RegisterDevice(ctx, "fcm", "romeo@example.org", "dev1", "tok4")
+	if c.Node == a.Node || d.Node == a.Node || c.Node == d.Node {
+		t.Fatalf("distinct devices share a node: %s %s %s", a.Node, c.Node, d.Node)
+	}
+	stored, err := store.Get(ctx, a.Node)
+	if err != nil || stored.Domain != "example.org" || !hex64.MatchString(stored.DeviceKey) {
+		t.Fatalf("stored %+v %v", stored, err)
+	}
+	for _, v := range []string{stored.Node, stored.DeviceKey, stored.Domain} {
+		if strings.Contains(v, "juliet") {
+			t.Fatalf("registry holds the JID: %+v", stored)
+		}
+	}
+	if _, err := svc.RegisterDevice(ctx, "fcm", "", "dev", "t"); !errors.Is(err, appserver.ErrBadRequest) {
+		t.Fatalf("empty account: %v", err)
+	}
+}
+
+func TestPush(t *testing.T) {
+	ctx := context.Background()
+	svc, store, b := newService(t, 0)
+	ios, _ := svc.Register(ctx, "apns", "ios", "aa")
+	voip, _ := svc.Register(ctx, "voip", "voip", "vv")
+	withBody := &push.Summary{MessageCount: 1, LastMessageBody: "New Message!", HasLastMessageBody: true}
+
+	tests := []struct {
+		name, node, secret string
+		summary            *push.Summary
+		want               error
+		wantPrio           push.Priority
+	}{
+		{"auto with body is high", "ios", ios.Secret, withBody, nil, push.PriorityHigh},
+		{"auto without body is silent", "ios", ios.Secret, &push.Summary{MessageCount: 1}, nil, push.PrioritySilent},
+		{"auto without summary is high", "ios", ios.Secret, nil, nil, push.PriorityHigh},
+		{"fixed priority", "voip", voip.Secret, nil, nil, push.PriorityVoIP},
+		{"unknown node", "nope", ios.Secret, nil, appserver.ErrNotFound, ""},
+		{"wrong secret", "ios", voip.Secret, nil, appserver.ErrNotFound, ""},
+		{"empty secret", "ios", "", nil, appserver.ErrNotFound, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(b.Sent())
+			err := svc.Push(ctx, tt.node, tt.secret, tt.summary)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Push = %v, want %v", err, tt.want)
+			}
+			sent := b.Sent()[before:]
+			if tt.want != nil {
+				if len(sent) != 0 {
+					t.Fatalf("failed push reached the backend: %+v", sent)
+				}
+				return
+			}
+			if len(sent) != 1 || sent[0].Priority != tt.wantPrio || sent[0].Node != tt.node || sent[0].Summary != tt.summary {
+				t.Fatalf("backend got %+v", sent)
+			}
+		})
+	}
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := store.Get(ctx, "ios")
+	if r.LastSuccessfulPush.IsZero() {
+		t.Fatal("push status not recorded")
+	}
+}
+
+func TestPushFailures(t *testing.T) {
+	ctx := context.Background()
+	svc, store, b := newService(t, 0)
+	dead, _ := svc.Register(ctx, "fcm", "dead", "t-dead")
+	renewed, _ := svc.Register(ctx, "fcm", "renewed", "t-renewed")
+	flaky, _ := svc.Register(ctx, "fcm", "flaky", "t-flaky")
+
+	b.set("t-dead", &push.DeadTokenError{Since: time.Now().Add(time.Minute), Reason: "Unregistered"})
+	// The token died before the device registered again: keep it.
+	b.set("t-renewed", &push.DeadTokenError{Since: time.Now().Add(-time.Hour), Reason: "Unregistered"})
+	b.set("t-flaky", &push.TemporaryError{Reason: "503"})
+
+	if err := svc.Push(ctx, "dead", dead.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("dead token push = %v, want ErrNotFound", err)
+	}
+	if _, err := store.Get(ctx, "dead"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("dead registration still there: %v", err)
+	}
+	if err := svc.Push(ctx, "dead", dead.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("later push = %v", err)
+	}
+
+	if err := svc.Push(ctx, "renewed", renewed.Secret, nil); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("renewed push = %v, want ErrPushFailed", err)
+	}
+	if _, err := store.Get(ctx, "renewed"); err != nil {
+		t.Fatalf("registration renewed after the token's death was removed: %v", err)
+	}
+
+	err := svc.Push(ctx, "flaky", flaky.Secret, nil)
+	if !errors.Is(err, appserver.ErrPushFailed) || !push.IsTemporary(err) {
+		t.Fatalf("temporary failure = %v", err)
+	}
+	svc.Close()
+	r, _ := store.Get(ctx, "flaky")
+	if r.LastPushError.IsZero() || !strings.Contains(r.LastErrorReason, "503") {
+		t.Fatalf("error not recorded: %+v", r)
+	}
+}
+
+func TestPushThrottled(t *testing.T) {
+	ctx := context.Background()
+	const window = 500 * time.Millisecond
+	svc, _, b := newService(t, window)
+	r, _ := svc.Register(ctx, "fcm", "n", "t")
+	start := time.Now()
+	if err := svc.Push(ctx, "n", r.Secret, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The second push of the burst waits for the next window; the ones
+	// during that wait are refused at once.
+	done := make(chan error, 1)
+	go func() { done <- svc.Push(ctx, "n", r.Secret, nil) }()
+	time.Sleep(window / 5)
+	if err := svc.Push(ctx, "n", r.Secret, nil); !errors.Is(err, appserver.ErrThrottled) {
+		t.Fatalf("third push = %v, want ErrThrottled", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("delayed push: %v", err)
+	}
+	if waited := time.Since(start); waited < window {
+		t.Fatalf("delayed push went after %v, before the window ended", waited)
+	}
+	if n := len(b.Sent()); n != 2 {
+		t.Fatalf("%d pushes sent, want 2", n)
+	}
+	// A silent push to the same node has its own window.
+	svc2, _, _ := newService(t, window)
+	r2, _ := svc2.Register(ctx, "apns", "m", "aa")
+	if err := svc2.Push(ctx, "m", r2.Secret, &push.Summary{HasLastMessageBody: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc2.Push(ctx, "m", r2.Secret, &push.Summary{}); err != nil {
+		t.Fatalf("silent push throttled by a high one: %v", err)
+	}
+}
+
+func TestUnregister(t *testing.T) {
+	ctx := context.Background()
+	svc, _, _ := newService(t, 0)
+	r, _ := svc.Register(ctx, "fcm", "n", "t")
+	if _, err := svc.Unregister(ctx, "apns", "n"); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("unregister with wrong type: %v", err)
+	}
+	got, err := svc.Unregister(ctx, "fcm", "n")
+	if err != nil || got.Secret != r.Secret {
+		t.Fatalf("unregister: %+v %v", got, err)
+	}
+	if err := svc.Push(ctx, "n", r.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push after unregister: %v", err)
+	}
+}
+
+func TestUnregisterToken(t *testing.T) {
+	ctx := context.Background()
+	svc, store, _ := newService(t, 0)
+	svc.Register(ctx, "fcm", "a", "shared")
+	svc.Register(ctx, "voip", "b", "shared")
+	n, err := svc.UnregisterToken(ctx, "fcm", "shared", time.Now().Add(time.Second))
+	if err != nil || n != 1 {
+		t.Fatalf("UnregisterToken = %d, %v", n, err)
+	}
+	if _, err := store.Get(ctx, "b"); err != nil {
+		t.Fatalf("other app's registration removed: %v", err)
+	}
+	if n, _ := svc.UnregisterToken(ctx, "voip", "shared", time.Now().Add(-time.Hour)); n != 0 {
+		t.Fatalf("registration newer than the timestamp removed")
+	}
+}
