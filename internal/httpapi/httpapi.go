@@ -1,0 +1,324 @@
+// Package httpapi serves mod_push_appserver's HTTP API (/push_appserver/v1/),
+// byte for byte as the Prosody module answered it, so apps and servers that
+// talk to it can switch without changes; plus health and Prometheus metrics.
+// Debug pages (settings and the HTML forms) exist only with debugging on.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// MaxBodySize is the seed's limit on POST bodies.
+const MaxBodySize = 4096
+
+// maxSettingsNodes bounds the debug settings page.
+const maxSettingsNodes = 1000
+
+// Service is what the API needs from the core.
+type Service interface {
+	Register(ctx context.Context, typ, node, token string) (registry.Registration, error)
+	Unregister(ctx context.Context, typ, node string) (registry.Registration, error)
+	Push(ctx context.Context, node, secret string, summary *push.Summary) error
+}
+
+// Registrations is what the debug settings pages read.
+type Registrations interface {
+	Get(ctx context.Context, node string) (registry.Registration, error)
+	Nodes(ctx context.Context, limit int) ([]string, error)
+}
+
+// Check is one line of the health page: a named part and whether it is up.
+type Check struct {
+	Name string
+	OK   func() bool
+}
+
+// Options configure the handler.
+type Options struct {
+	Service       Service
+	Registrations Registrations
+	// Debugging enables the settings pages and the HTML forms (the seed's
+	// push_appserver_debugging). They show secrets: never in production.
+	Debugging bool
+	// Metrics, when set, is served at /metrics.
+	Metrics http.Handler
+	// Checks are listed on the health page.
+	Checks func() []Check
+	Logger *slog.Logger
+}
+
+// New returns the API's handler.
+func New(o Options) http.Handler {
+	a := &api{Options: o}
+	mux := http.NewServeMux()
+	const v1 = "/push_appserver/v1/"
+	mux.HandleFunc("POST "+v1+"register", a.register)
+	mux.HandleFunc("POST "+v1+"unregister", a.unregister)
+	mux.HandleFunc("POST "+v1+"push", a.push)
+	for name, fields := range map[string][]string{
+		"register":   {"type", "node", "token"},
+		"unregister": {"type", "node"},
+		"push":       {"node", "secret"},
+	} {
+		h := a.form(formTitles[name], fields)
+		mux.Handle("GET "+v1+name, h)
+		mux.Handle("GET "+v1+name+"/", h)
+	}
+	mux.HandleFunc("GET "+v1+"settings", a.settings)
+	mux.HandleFunc("GET "+v1+"settings/{node}", a.settingsNode)
+	mux.HandleFunc("GET "+v1+"health", a.health)
+	mux.HandleFunc("GET /push_appserver/{$}", a.hello)
+	mux.HandleFunc("GET /{$}", a.hello)
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", o.Metrics)
+	}
+	return mux
+}
+
+// NewServer wraps h in an http.Server with timeouts, so a slow or idle
+// client cannot hold connections open (slowloris). The write timeout leaves
+// room for a push that waits for the throttle window and the push service.
+func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      40 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
+
+var formTitles = map[string]string{
+	"register":   "Register Push Node",
+	"unregister": "Unregister Push Node",
+	"push":       "Send Push Request",
+}
+
+type api struct{ Options }
+
+// readForm decodes a form-encoded body of at most MaxBodySize bytes and
+// checks that every required field is there. The content type is not
+// checked: the seed never did, and some clients send none.
+func readForm(w http.ResponseWriter, r *http.Request, required ...string) (url.Values, bool) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodySize+1))
+	if err != nil {
+		badRequest(w, "Could not read request body")
+		return nil, false
+	}
+	if len(body) > MaxBodySize {
+		badRequest(w, fmt.Sprintf("Request body larger than %d bytes", MaxBodySize))
+		return nil, false
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		badRequest(w, "Malformed form data")
+		return nil, false
+	}
+	for _, f := range required {
+		if form.Get(f) == "" {
+			badRequest(w, fmt.Sprintf("Missing field '%s'", f))
+			return nil, false
+		}
+	}
+	return form, true
+}
+
+func badRequest(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusBadRequest)
+	io.WriteString(w, "ERROR\n"+msg)
+}
+
+func text(w http.ResponseWriter, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, body)
+}
+
+func (a *api) register(w http.ResponseWriter, r *http.Request) {
+	f, ok := readForm(w, r, "type", "node", "token")
+	if !ok {
+		return
+	}
+	reg, err := a.Service.Register(r.Context(), f.Get("type"), f.Get("node"), f.Get("token"))
+	switch {
+	case err == nil:
+		text(w, "OK\n"+reg.Node+"\n"+reg.Secret)
+	case errors.Is(err, appserver.ErrUnknownType):
+		text(w, "ERROR\nUnknown push type!")
+	case errors.Is(err, appserver.ErrInvalidToken), errors.Is(err, appserver.ErrBadRequest):
+		text(w, "ERROR\n"+firstLine(err))
+	default:
+		a.Logger.Error("register", "err", err)
+		text(w, "ERROR\nInternal server error!")
+	}
+}
+
+func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
+	f, ok := readForm(w, r, "type", "node")
+	if !ok {
+		return
+	}
+	reg, err := a.Service.Unregister(r.Context(), f.Get("type"), f.Get("node"))
+	switch {
+	case err == nil:
+		text(w, "OK\n"+reg.Node+"\n"+reg.Secret)
+	case errors.Is(err, appserver.ErrNotFound):
+		text(w, "ERROR\nNode not found!")
+	default:
+		a.Logger.Error("unregister", "err", err)
+		text(w, "ERROR\nInternal server error!")
+	}
+}
+
+func (a *api) push(w http.ResponseWriter, r *http.Request) {
+	f, ok := readForm(w, r, "node", "secret")
+	if !ok {
+		return
+	}
+	node := f.Get("node")
+	err := a.Service.Push(r.Context(), node, f.Get("secret"), nil)
+	switch {
+	case err == nil:
+		text(w, "OK\n"+node)
+	case errors.Is(err, appserver.ErrNotFound):
+		text(w, "ERROR\nNode or secret not found!")
+	case errors.Is(err, appserver.ErrThrottled):
+		text(w, "ERROR\nRate limit exceeded, try again later!")
+	default:
+		text(w, "ERROR\nInternal server error!")
+	}
+}
+
+// firstLine keeps an error answer to the one line the protocol allows.
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+var pages = template.Must(template.New("").Parse(`
+{{define "head"}}<!DOCTYPE html>
+<html><head><title>push-appserver</title></head><body>
+{{end}}
+{{define "foot"}}
+</body></html>{{end}}
+{{define "hello"}}{{template "head"}}<h1>Hello from push-appserver!</h1>{{template "foot"}}{{end}}
+{{define "form"}}{{template "head"}}<h1>{{.Title}}</h1><form method="post"><table>
+{{range .Fields}}<tr><td>{{.}}</td><td><input type="text" name="{{.}}" required></td></tr>
+{{end}}<tr><td>&nbsp;</td><td><button type="submit">send request</button></td></tr>
+</table></form>{{template "foot"}}{{end}}
+{{define "settings"}}{{template "head"}}<h1>List of devices (node uuids)</h1>
+{{range .}}<a href="settings/{{.}}">{{.}}</a><br>
+{{end}}{{template "foot"}}{{end}}
+{{define "node"}}{{template "head"}}<a href="../settings">Back to List</a><br>
+<pre>{{range .}}{{.Key}} = {{.Value}}
+{{end}}</pre>{{template "foot"}}{{end}}
+`))
+
+func (a *api) render(w http.ResponseWriter, name string, data any) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := pages.ExecuteTemplate(w, name, data); err != nil {
+		a.Logger.Error("rendering page", "page", name, "err", err)
+	}
+}
+
+func (a *api) hello(w http.ResponseWriter, r *http.Request) { a.render(w, "hello", nil) }
+
+func (a *api) forbidden(w http.ResponseWriter) bool {
+	if a.Debugging {
+		return false
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusForbidden)
+	io.WriteString(w, "ERROR\nDebugging is disabled")
+	return true
+}
+
+func (a *api) form(title string, fields []string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.forbidden(w) {
+			return
+		}
+		a.render(w, "form", struct {
+			Title  string
+			Fields []string
+		}{title, fields})
+	}
+}
+
+func (a *api) settings(w http.ResponseWriter, r *http.Request) {
+	if a.forbidden(w) {
+		return
+	}
+	nodes, err := a.Registrations.Nodes(r.Context(), maxSettingsNodes)
+	if err != nil {
+		a.Logger.Error("listing nodes", "err", err)
+		http.Error(w, "ERROR\nInternal server error!", http.StatusInternalServerError)
+		return
+	}
+	a.render(w, "settings", nodes)
+}
+
+func (a *api) settingsNode(w http.ResponseWriter, r *http.Request) {
+	if a.forbidden(w) {
+		return
+	}
+	reg, err := a.Registrations.Get(r.Context(), r.PathValue("node"))
+	if errors.Is(err, registry.ErrNotFound) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "ERROR\nNode not found!")
+		return
+	}
+	if err != nil {
+		a.Logger.Error("reading node", "err", err)
+		http.Error(w, "ERROR\nInternal server error!", http.StatusInternalServerError)
+		return
+	}
+	type kv struct{ Key, Value string }
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	a.render(w, "node", []kv{
+		{"type", reg.Type}, {"node", reg.Node}, {"token", reg.Token}, {"secret", reg.Secret},
+		{"registered", ts(reg.Registered)}, {"renewed", ts(reg.Renewed)},
+		{"last_successful_push", ts(reg.LastSuccessfulPush)}, {"last_push_error", ts(reg.LastPushError)},
+		{"last_error_reason", reg.LastErrorReason}, {"domain", reg.Domain},
+	})
+}
+
+// health always says RUNNING while the process serves HTTP, as the seed
+// did; the lines after it give the state of each part so an operator (or a
+// check that greps for "down") can see a lost XMPP connection.
+func (a *api) health(w http.ResponseWriter, r *http.Request) {
+	var b strings.Builder
+	b.WriteString("RUNNING\n")
+	if a.Checks != nil {
+		for _, c := range a.Checks() {
+			state := "up"
+			if !c.OK() {
+				state = "down"
+			}
+			fmt.Fprintf(&b, "%s: %s\n", c.Name, state)
+		}
+	}
+	text(w, b.String())
+}

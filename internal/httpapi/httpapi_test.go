@@ -1,0 +1,303 @@
+package httpapi_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/metrics"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/logpush"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+)
+
+type fixture struct {
+	srv   *httptest.Server
+	store registry.Store
+	sent  *logpush.Backend
+	svc   *appserver.Service
+}
+
+// strictToken accepts only lower-case hex, like a real APNS backend, so the
+// invalid-token path can be exercised through the real core.
+type strictToken struct{ *logpush.Backend }
+
+func (strictToken) ValidateToken(tok string) error {
+	if strings.Trim(tok, "0123456789abcdef") != "" {
+		return errBadToken
+	}
+	return nil
+}
+
+var errBadToken = &tokenErr{}
+
+type tokenErr struct{}
+
+func (*tokenErr) Error() string { return "token is not hex" }
+
+func newFixture(t *testing.T, debugging bool, rate time.Duration) *fixture {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	lb := logpush.New(logger)
+	m := metrics.New()
+	svc, err := appserver.New(store, []appserver.App{
+		{Name: "apns", Priority: push.PriorityAuto, Backend: strictToken{lb}},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: lb},
+	}, appserver.Options{RateLimit: rate, Observer: m}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpapi.New(httpapi.Options{
+		Service: svc, Registrations: store, Debugging: debugging, Metrics: m.Handler(), Logger: logger,
+		Checks: func() []httpapi.Check {
+			return []httpapi.Check{{Name: "component push.example.org", OK: func() bool { return false }}}
+		},
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &fixture{srv: srv, store: store, sent: lb, svc: svc}
+}
+
+func (f *fixture) do(t *testing.T, method, path, body string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+const token = "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12"
+
+var secretRE = regexp.MustCompile(`^OK\nn1\n[0-9a-f]{64}$`)
+
+func TestRegisterPushUnregister(t *testing.T) {
+	f := newFixture(t, false, 0)
+	code, body, hdr := f.do(t, "POST", "/push_appserver/v1/register", "type=apns&node=n1&token="+token)
+	if code != 200 || !secretRE.MatchString(body) {
+		t.Fatalf("register: %d %q", code, body)
+	}
+	if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Fatalf("content type %q", ct)
+	}
+	secret := strings.Split(body, "\n")[2]
+
+	// Re-registering keeps the secret and takes the new token.
+	_, body2, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=apns&node=n1&token=cd34")
+	if body2 != body {
+		t.Fatalf("re-register changed the answer: %q vs %q", body2, body)
+	}
+
+	code, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret)
+	if code != 200 || body != "OK\nn1" {
+		t.Fatalf("push: %d %q", code, body)
+	}
+	sent := f.sent.Sent()
+	if len(sent) != 1 || sent[0].Token != "cd34" || sent[0].Priority != push.PriorityHigh || sent[0].Node != "n1" {
+		t.Fatalf("backend got %+v", sent)
+	}
+
+	code, body, _ = f.do(t, "POST", "/push_appserver/v1/unregister", "type=apns&node=n1")
+	if code != 200 || body != "OK\nn1\n"+secret {
+		t.Fatalf("unregister: %d %q", code, body)
+	}
+	code, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret)
+	if code != 200 || body != "ERROR\nNode or secret not found!" {
+		t.Fatalf("push after unregister: %d %q", code, body)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	f := newFixture(t, false, 0)
+	_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=known&token=tok")
+	secret := strings.Split(body, "\n")[2]
+	big := "type=fcm&node=n&token=" + strings.Repeat("a", httpapi.MaxBodySize)
+
+	tests := []struct {
+		name, method, path, body string
+		code                     int
+		want                     string // exact body, or prefix when it ends in "*"
+	}{
+		{"register missing token", "POST", "/push_appserver/v1/register", "type=apns&node=n1", 400, "ERROR\nMissing field 'token'"},
+		{"register missing type", "POST", "/push_appserver/v1/register", "node=n1&token=ab", 400, "ERROR\nMissing field 'type'"},
+		{"register empty body", "POST", "/push_appserver/v1/register", "", 400, "ERROR\nMissing field 'type'"},
+		{"register oversized body", "POST", "/push_appserver/v1/register", big, 400, "ERROR\nRequest body larger than 4096 bytes"},
+		{"register malformed form", "POST", "/push_appserver/v1/register", "type=%zz&node=n&token=t", 400, "ERROR\nMalformed form data"},
+		{"register unknown type", "POST", "/push_appserver/v1/register", "type=gcm&node=n1&token=ab", 200, "ERROR\nUnknown push type!"},
+		{"register invalid token", "POST", "/push_appserver/v1/register", "type=apns&node=n1&token=XYZ", 200, "ERROR\ninvalid push token: token is not hex"},
+		{"register node too long", "POST", "/push_appserver/v1/register", "type=fcm&token=t&node=" + strings.Repeat("n", 300), 200, "ERROR\nbad request: node longer than 256 bytes"},
+		{"unregister missing node", "POST", "/push_appserver/v1/unregister", "type=apns", 400, "ERROR\nMissing field 'node'"},
+		{"unregister unknown node", "POST", "/push_appserver/v1/unregister", "type=apns&node=nope", 200, "ERROR\nNode not found!"},
+		{"unregister wrong type", "POST", "/push_appserver/v1/unregister", "type=apns&node=known", 200, "ERROR\nNode not found!"},
+		{"push missing secret", "POST", "/push_appserver/v1/push", "node=known", 400, "ERROR\nMissing field 'secret'"},
+		{"push oversized", "POST", "/push_appserver/v1/push", "node=known&secret=" + strings.Repeat("s", 5000), 400, "ERROR\nRequest body larger than 4096 bytes"},
+		{"push unknown node", "POST", "/push_appserver/v1/push", "node=nope&secret=" + secret, 200, "ERROR\nNode or secret not found!"},
+		{"push wrong secret", "POST", "/push_appserver/v1/push", "node=known&secret=" + strings.Repeat("0", 64), 200, "ERROR\nNode or secret not found!"},
+		{"push short secret", "POST", "/push_appserver/v1/push", "node=known&secret=x", 200, "ERROR\nNode or secret not found!"},
+		{"form without debugging", "GET", "/push_appserver/v1/register", "", 403, "ERROR\nDebugging is disabled"},
+		{"form subpath without debugging", "GET", "/push_appserver/v1/push/x", "", 403, "ERROR\nDebugging is disabled"},
+		{"settings without debugging", "GET", "/push_appserver/v1/settings", "", 403, "ERROR\nDebugging is disabled"},
+		{"settings node without debugging", "GET", "/push_appserver/v1/settings/known", "", 403, "ERROR\nDebugging is disabled"},
+		{"health", "GET", "/push_appserver/v1/health", "", 200, "RUNNING\ncomponent push.example.org: down\n"},
+		{"wrong method", "PUT", "/push_appserver/v1/register", "type=a", 405, "*"},
+		{"unknown path", "GET", "/push_appserver/v2/register", "", 404, "*"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body, _ := f.do(t, tt.method, tt.path, tt.body)
+			if code != tt.code {
+				t.Errorf("status %d, want %d (body %q)", code, tt.code, body)
+			}
+			if p, ok := strings.CutSuffix(tt.want, "*"); ok {
+				if !strings.HasPrefix(body, p) {
+					t.Errorf("body %q, want prefix %q", body, p)
+				}
+			} else if body != tt.want {
+				t.Errorf("body %q, want %q", body, tt.want)
+			}
+		})
+	}
+	// None of that changed the one registration.
+	r, err := f.store.Get(context.Background(), "known")
+	if err != nil || r.Secret != secret || r.Token != "tok" {
+		t.Fatalf("registration after bad requests: %+v, %v", r, err)
+	}
+	if n, _ := f.store.Count(context.Background()); n != 1 {
+		t.Fatalf("%d registrations, want 1", n)
+	}
+	if len(f.sent.Sent()) != 0 {
+		t.Fatalf("bad requests caused pushes: %+v", f.sent.Sent())
+	}
+}
+
+func TestThrottledPush(t *testing.T) {
+	f := newFixture(t, false, time.Second)
+	_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n1&token=tok")
+	secret := strings.Split(body, "\n")[2]
+	if _, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret); body != "OK\nn1" {
+		t.Fatalf("first push: %q", body)
+	}
+	// The second push waits for the next window and then goes out; a third
+	// meanwhile is refused at once.
+	second := make(chan string, 1)
+	go func() {
+		resp, err := http.Post(f.srv.URL+"/push_appserver/v1/push", "application/x-www-form-urlencoded", strings.NewReader("node=n1&secret="+secret))
+		if err != nil {
+			second <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		second <- string(b)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if _, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret); body != "ERROR\nRate limit exceeded, try again later!" {
+		t.Fatalf("third push: %q", body)
+	}
+	if body := <-second; body != "OK\nn1" {
+		t.Fatalf("delayed push: %q", body)
+	}
+	if n := len(f.sent.Sent()); n != 2 {
+		t.Fatalf("%d pushes sent, want 2", n)
+	}
+}
+
+func TestDebugPages(t *testing.T) {
+	f := newFixture(t, true, 0)
+	f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=%3Cscript%3Ealert(1)%3C%2Fscript%3E&token=%3Cb%3Etok")
+	tests := []struct {
+		path    string
+		want    []string
+		notWant []string
+	}{
+		{"/push_appserver/v1/register", []string{"<h1>Register Push Node</h1>", `name="type"`, `name="node"`, `name="token"`, `<form method="post">`}, nil},
+		{"/push_appserver/v1/unregister", []string{"<h1>Unregister Push Node</h1>", `name="type"`, `name="node"`}, []string{`name="token"`}},
+		{"/push_appserver/v1/push", []string{"<h1>Send Push Request</h1>", `name="node"`, `name="secret"`}, nil},
+		{"/push_appserver/v1/settings", []string{"List of devices", "&lt;script&gt;alert(1)&lt;/script&gt;"}, []string{"<script>"}},
+		{"/push_appserver/v1/settings/%3Cscript%3Ealert(1)%3C%2Fscript%3E", []string{"type = fcm", "token = &lt;b&gt;tok", "secret = ", "registered = 20"}, []string{"<script>", "<b>"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			code, body, hdr := f.do(t, "GET", tt.path, "")
+			if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
+				t.Fatalf("status %d type %q", code, hdr.Get("Content-Type"))
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("page lacks %q:\n%s", w, body)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(body, w) {
+					t.Errorf("page contains %q:\n%s", w, body)
+				}
+			}
+		})
+	}
+	if code, body, _ := f.do(t, "GET", "/push_appserver/v1/settings/unknown", ""); code != 404 || body != "ERROR\nNode not found!" {
+		t.Fatalf("unknown node page: %d %q", code, body)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	f := newFixture(t, false, 0)
+	_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n1&token=tok")
+	secret := strings.Split(body, "\n")[2]
+	f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret)
+	f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret=wrong")
+	code, body, _ := f.do(t, "GET", "/metrics", "")
+	if code != 200 {
+		t.Fatalf("metrics status %d", code)
+	}
+	for _, w := range []string{
+		`push_appserver_registrations_total{app="fcm",renewed="false"} 1`,
+		`push_appserver_pushes_total{app="fcm",outcome="success"} 1`,
+		`push_appserver_pushes_total{app="fcm",outcome="not_found"} 1`,
+		`push_appserver_push_duration_seconds_bucket{app="fcm",outcome="success",le="+Inf"} 1`,
+	} {
+		if !strings.Contains(body, w) {
+			t.Errorf("metrics lack %q", w)
+		}
+	}
+}
+
+func TestPushStatusWrittenBehind(t *testing.T) {
+	f := newFixture(t, false, 0)
+	_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n1&token=tok")
+	secret := strings.Split(body, "\n")[2]
+	f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret)
+	if r, _ := f.store.Get(context.Background(), "n1"); !r.LastSuccessfulPush.IsZero() {
+		t.Fatalf("push status written synchronously")
+	}
+	if err := f.svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.store.Get(context.Background(), "n1")
+	if err != nil || r.LastSuccessfulPush.IsZero() {
+		t.Fatalf("push status not written on Close: %+v %v", r, err)
+	}
+}
