@@ -1,0 +1,37 @@
+# push-appserver: `make run` serves on the built-in defaults, `make test`
+# runs the whole test suite (installing what it needs first).
+
+GO      ?= go
+BIN     := bin/push-appserver
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+CONFIG  ?=
+
+.PHONY: all build run test test-deps vet bench clean
+
+all: build
+
+# A static, pure-Go binary: no cgo, nothing to install beside it.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/push-appserver
+
+run: build
+	$(BIN) serve $(if $(CONFIG),-config $(CONFIG))
+
+# Installs what the tests need (Prosody for the end-to-end tests, a C
+# compiler for the race detector), then vets and runs every test.
+test: test-deps vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-deps:
+	./scripts/test-deps.sh
+
+vet:
+	$(GO) vet ./...
+
+# Benchmarks print numbers; they are not part of `make test`.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,109 @@
+// Command push-appserver is an XMPP push app server (XEP-0357): it connects
+// to XMPP servers as a component, takes device registrations over HTTP and
+// ad-hoc commands, and wakes devices through APNS and FCM.
+//
+// Usage:
+//
+//	push-appserver serve [-config file]
+//	push-appserver check-config [-config file]
+//	push-appserver version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", os.Getenv("PUSH_APPSERVER_CONFIG"), "configuration `file` (TOML); default: built-in defaults")
+	switch cmd {
+	case "serve", "check-config":
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "push-appserver", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "push-appserver: unknown command %q\n", cmd)
+		usage(stderr)
+		return 2
+	}
+
+	cfg, err := config.Load(*cfgPath)
+	if cmd == "check-config" {
+		return checkConfig(cfg, err, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "push-appserver: invalid configuration:\n%v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, stderr); err != nil {
+		fmt.Fprintf(stderr, "push-appserver: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
+	if err != nil {
+		fmt.Fprintf(stderr, "configuration has problems:\n%v\n", err)
+		return 1
+	}
+	for _, o := range cfg.Obsolete {
+		fmt.Fprintf(stdout, "warning: %s is obsolete and ignored\n", o)
+	}
+	if cfg.Debugging {
+		fmt.Fprintln(stdout, "warning: debugging is on: the settings pages show every secret; never in production")
+	}
+	fmt.Fprintf(stdout, "configuration OK: %d app(s), %d component(s), HTTP on %q, registry %s\n",
+		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, cfg.Database.Path)
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: push-appserver <command> [-config file]
+
+commands:
+  serve          run the app server
+  check-config   validate the configuration and print every problem
+  version        print the version
+`)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

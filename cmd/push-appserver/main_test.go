@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// buildBinary compiles the real command once per test binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "push-appserver")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer collects a process's log while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type server struct {
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	base string
+}
+
+func startServer(t *testing.T, bin, config string) *server {
+	t.Helper()
+	s := &server{log: &syncBuffer{}}
+	s.cmd = exec.Command(bin, "serve", "-config", config)
+	s.cmd.Stdout = s.log
+	s.cmd.Stderr = s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			s.cmd.Process.Kill()
+			s.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.log.String())
+		}
+	})
+	return s
+}
+
+func (s *server) waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	s.base = "http://" + addr + "/push_appserver/v1/"
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(s.base + "health")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), "RUNNING") {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("server did not become healthy")
+}
+
+func (s *server) post(t *testing.T, path string, form url.Values) string {
+	t.Helper()
+	resp, err := http.PostForm(s.base+path, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("server exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not stop on SIGINT")
+	}
+}
+
+// TestServeSmoke runs the real binary: register, push through the log
+// backend, restart, and find the registration still there.
+func TestServeSmoke(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	addr := freePort(t)
+	config := filepath.Join(dir, "push-appserver.toml")
+	os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr)), 0o600)
+
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	body := s.post(t, "register", url.Values{"type": {"apns"}, "node": {"n1"}, "token": {"ab12"}})
+	if !regexp.MustCompile(`^OK\nn1\n[0-9a-f]{64}$`).MatchString(body) {
+		t.Fatalf("register: %q", body)
+	}
+	secret := strings.Split(body, "\n")[2]
+	if body := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); body != "OK\nn1" {
+		t.Fatalf("push: %q", body)
+	}
+	if body := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {"wrong"}}); !strings.HasPrefix(body, "ERROR\n") {
+		t.Fatalf("push with wrong secret: %q", body)
+	}
+	s.stop(t)
+	if !strings.Contains(s.log.String(), "push (log backend, not delivered)") {
+		t.Fatalf("log does not show the push:\n%s", s.log.String())
+	}
+	if strings.Contains(s.log.String(), secret) {
+		t.Fatal("the secret appears in the info-level log")
+	}
+
+	s2 := startServer(t, bin, config)
+	s2.waitHealthy(t, addr)
+	// Registering again answers with the secret kept across the restart.
+	if body := s2.post(t, "register", url.Values{"type": {"apns"}, "node": {"n1"}, "token": {"ab12"}}); body != "OK\nn1\n"+secret {
+		t.Fatalf("after restart: %q", body)
+	}
+	if body := s2.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); body != "OK\nn1" {
+		t.Fatalf("push after restart: %q", body)
+	}
+	s2.stop(t)
+	// The push status was written behind and survived the shutdown.
+	if !strings.Contains(s2.log.String(), "stopped") {
+		t.Fatalf("no clean stop:\n%s", s2.log.String())
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("rate_limit = \"soon\"\n[apps.ios]\nkind = \"apns\"\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"check-config", "-config", bad}, &out, &errb); code == 0 {
+		t.Fatal("broken config accepted")
+	}
+	if !strings.Contains(errb.String(), "rate_limit") {
+		t.Fatalf("error does not name the key:\n%s", errb.String())
+	}
+
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte("push_appserver_apns_feedback_request_interval = 3600\n"), 0o600)
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"check-config", "-config", good}, &out, &errb); code != 0 {
+		t.Fatalf("good config rejected: %s", errb.String())
+	}
+	if !strings.Contains(out.String(), "push_appserver_apns_feedback_request_interval is obsolete") {
+		t.Fatalf("obsolete option not reported:\n%s", out.String())
+	}
+
+	out.Reset()
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "push-appserver ") {
+		t.Fatalf("version: %d %q", code, out.String())
+	}
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 {
+		t.Fatalf("unknown command exit %d", code)
+	}
+}
+
+func TestServeFailsOnBadConfig(t *testing.T) {
+	var out, errb bytes.Buffer
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte("[http]\nlisten = \"nonsense\"\n"), 0o600)
+	if code := run([]string{"serve", "-config", path}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	sc := bufio.NewScanner(strings.NewReader(errb.String()))
+	found := false
+	for sc.Scan() {
+		found = found || strings.Contains(sc.Text(), "http.listen")
+	}
+	if !found {
+		t.Fatalf("stderr does not name http.listen:\n%s", errb.String())
+	}
+}

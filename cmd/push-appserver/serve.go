@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/metrics"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/logpush"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+)
+
+// shutdownGrace is how long in-flight requests get to finish on shutdown.
+const shutdownGrace = 20 * time.Second
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
+	logger := newLogger(cfg, logw)
+	logger.Info("starting push-appserver", "version", versionString())
+	for _, o := range cfg.Obsolete {
+		logger.Warn("obsolete option ignored", "option", o)
+	}
+	if cfg.Debugging {
+		logger.Warn("debugging is on: settings pages and forms are served and show secrets; turn it off in production")
+	}
+
+	if err := os.MkdirAll(filepath.Dir(cfg.Database.Path), 0o750); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	store, err := sqlite.Open(ctx, cfg.Database.Path)
+	if err != nil {
+		return fmt.Errorf("opening registry: %w", err)
+	}
+	defer store.Close()
+
+	apps, err := buildApps(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	m := metrics.New()
+	svc, err := appserver.New(store, apps, appserver.Options{
+		RateLimit:   cfg.RateLimit.D(),
+		PushTimeout: cfg.PushTimeout.D(),
+		Observer:    m,
+	}, logger)
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { svc.Run(runCtx) })
+
+	checks, err := startComponents(runCtx, &wg, cfg, svc, m, logger)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+
+	var mh http.Handler
+	if *cfg.HTTP.Metrics {
+		mh = m.Handler()
+	}
+	handler := httpapi.New(httpapi.Options{
+		Service:       svc,
+		Registrations: store,
+		Debugging:     cfg.Debugging,
+		Metrics:       mh,
+		Checks:        checks,
+		Logger:        logger,
+	})
+
+	var servers []*http.Server
+	errc := make(chan error, 3)
+	listen := func(addr string, tlsCert, tlsKey string) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		srv := httpapi.NewServer(addr, handler, logger)
+		servers = append(servers, srv)
+		logger.Info("HTTP API listening", "addr", ln.Addr().String(), "tls", tlsCert != "")
+		go func() {
+			var err error
+			if tlsCert != "" {
+				err = srv.ServeTLS(ln, tlsCert, tlsKey)
+			} else {
+				err = srv.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("HTTP server on %s: %w", addr, err)
+			}
+		}()
+		return nil
+	}
+	if cfg.HTTP.Listen != "" {
+		if err := listen(cfg.HTTP.Listen, "", ""); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+	}
+	if cfg.HTTP.TLSListen != "" {
+		if err := listen(cfg.HTTP.TLSListen, cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+	}
+	if cfg.PprofListen != "" {
+		srv, err := startPprof(cfg.PprofListen, logger)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		servers = append(servers, srv)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case runErr = <-errc:
+		logger.Error("stopping", "err", runErr)
+	}
+	// Let in-flight pushes finish before the components go away, then
+	// write what the core still holds.
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer scancel()
+	for _, srv := range servers {
+		_ = srv.Shutdown(sctx)
+	}
+	cancel()
+	wg.Wait()
+	_ = svc.Close()
+	logger.Info("stopped")
+	return runErr
+}
+
+// buildApps makes one backend per configured app.
+func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]appserver.App, error) {
+	names := make([]string, 0, len(cfg.Apps))
+	for n := range cfg.Apps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var apps []appserver.App
+	for _, name := range names {
+		a := cfg.Apps[name]
+		prio, err := push.ParsePriority(a.Priority)
+		if err != nil {
+			return nil, fmt.Errorf("apps.%s: %w", name, err)
+		}
+		l := logger.With("app", name)
+		var b push.Backend
+		switch a.Kind {
+		case config.KindLog:
+			b = logpush.New(l)
+		default:
+			b, err = newBackend(ctx, name, a, l)
+			if err != nil {
+				return nil, fmt.Errorf("apps.%s: %w", name, err)
+			}
+		}
+		logger.Info("app configured", "app", name, "kind", a.Kind, "priority", prio)
+		apps = append(apps, appserver.App{Name: name, Priority: prio, Backend: b})
+	}
+	return apps, nil
+}
+
+func startPprof(addr string, logger *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	logger.Warn("pprof enabled", "addr", ln.Addr().String())
+	go srv.Serve(ln)
+	return srv, nil
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian machine: a C compiler for
+# the race detector, and Prosody with its community modules (mod_cloud_notify)
+# for the end-to-end tests. Runs apt-get only when something is missing.
+set -euo pipefail
+
+missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v prosody >/dev/null 2>&1 || missing+=(prosody)
+[ -f /usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua ] ||
+  [ -f /usr/lib/prosody/modules/mod_cloud_notify.lua ] || missing+=(prosody-modules)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "test-deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo="sudo"
+  else
+    echo "test-deps: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+if ! $sudo apt-get update -qq || ! $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+  echo "test-deps: FAILED to install ${missing[*]}; the end-to-end tests cannot run without them" >&2
+  exit 1
+fi
+# The Debian package starts a system-wide Prosody; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then
+  $sudo systemctl disable --now prosody >/dev/null 2>&1 || true
+fi
+$sudo service prosody stop >/dev/null 2>&1 || true
