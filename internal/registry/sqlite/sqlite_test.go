@@ -1,0 +1,131 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/registry/storetest"
+)
+
+func open(t testing.TB, path string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) registry.Store {
+		s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func TestSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := open(t, path)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	if _, err := s.Register(ctx, registry.Registration{Node: "n", Type: "apns", Token: "t", Secret: "s", Registered: at}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	defer s.Close()
+	r, err := s.Get(ctx, "n")
+	if err != nil || r.Secret != "s" || !r.Registered.Equal(at) {
+		t.Fatalf("after reopen: %+v, %v", r, err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	open(t, path).Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`PRAGMA user_version = 999`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = sqlite.Open(context.Background(), path)
+	if err == nil || !strings.Contains(err.Error(), "newer than this program knows") {
+		t.Fatalf("Open of a newer schema = %v", err)
+	}
+}
+
+func TestBadPath(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.db")
+	os.WriteFile(junk, []byte(strings.Repeat("not a database ", 100)), 0o600)
+	for _, p := range []string{filepath.Join(dir, "missing-dir", "registry.db"), junk} {
+		if s, err := sqlite.Open(context.Background(), p); err == nil {
+			s.Close()
+			t.Errorf("Open(%s) succeeded", p)
+		} else if !strings.Contains(err.Error(), p) {
+			t.Errorf("error %q does not name the file", err)
+		}
+	}
+}
+
+func BenchmarkGet(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
+	defer s.Close()
+	const n = 10000
+	for i := range n {
+		s.Register(ctx, registry.Registration{Node: fmt.Sprintf("node-%d", i), Type: "apns", Token: "t", Secret: "s", Registered: time.Now()})
+	}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := s.Get(ctx, fmt.Sprintf("node-%d", i%n)); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}
+
+func BenchmarkRegister(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
+	defer s.Close()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.Register(ctx, registry.Registration{Node: fmt.Sprintf("node-%d", i), Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkUpdatePushStatus100(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
+	defer s.Close()
+	batch := make([]registry.PushStatus, 100)
+	for i := range batch {
+		node := fmt.Sprintf("node-%d", i)
+		s.Register(ctx, registry.Registration{Node: node, Type: "apns", Token: "t", Secret: "s", Registered: time.Now()})
+		batch[i] = registry.PushStatus{Node: node, At: time.Now(), Success: true}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := s.UpdatePushStatus(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,299 @@
+// Package storetest is the conformance suite every registry.Store passes:
+// the same behaviour, from the same tests, whatever the storage.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// Run runs the suite; open returns a new, empty store for each test.
+func Run(t *testing.T, open func(t *testing.T) registry.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s registry.Store)
+	}{
+		{"GetUnknown", testGetUnknown},
+		{"RegisterNew", testRegisterNew},
+		{"ReRegisterKeepsSecret", testReRegister},
+		{"RegisterOtherTypeReplaces", testRegisterOtherType},
+		{"DeviceKey", testDeviceKey},
+		{"Delete", testDelete},
+		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
+		{"UpdatePushStatus", testUpdatePushStatus},
+		{"ConcurrentRegisterAndStatus", testConcurrentRegisterAndStatus},
+		{"ConcurrentRegisterDistinct", testConcurrentDistinct},
+		{"NodesAndCount", testNodesAndCount},
+		{"InstanceValue", testInstanceValue},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			tt.fn(t, s)
+		})
+	}
+}
+
+var ctx = context.Background()
+
+// base is a time with sub-millisecond digits, to catch lossy storage.
+var base = time.Date(2026, 3, 18, 3, 54, 24, 123456789, time.UTC)
+
+func reg(node, typ, token, secret string, at time.Time) registry.Registration {
+	return registry.Registration{Node: node, Type: typ, Token: token, Secret: secret, Registered: at}
+}
+
+func mustRegister(t *testing.T, s registry.Store, r registry.Registration) registry.Registration {
+	t.Helper()
+	got, err := s.Register(ctx, r)
+	if err != nil {
+		t.Fatalf("Register(%s): %v", r.Node, err)
+	}
+	return got
+}
+
+func sameTime(a, b time.Time) bool { return a.Sub(b).Abs() < time.Millisecond }
+
+func testGetUnknown(t *testing.T, s registry.Store) {
+	if _, err := s.Get(ctx, "nope"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Get unknown = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetByDeviceKey(ctx, "nope"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("GetByDeviceKey unknown = %v", err)
+	}
+	if _, err := s.GetByDeviceKey(ctx, ""); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("GetByDeviceKey empty = %v", err)
+	}
+}
+
+func testRegisterNew(t *testing.T, s registry.Store) {
+	in := reg("n1", "apns", "tok", "sec", base)
+	in.Domain = "example.org"
+	got := mustRegister(t, s, in)
+	if got.Secret != "sec" || !got.Renewed.IsZero() {
+		t.Fatalf("Register = %+v", got)
+	}
+	r, err := s.Get(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Node != "n1" || r.Type != "apns" || r.Token != "tok" || r.Secret != "sec" || r.Domain != "example.org" {
+		t.Fatalf("Get = %+v", r)
+	}
+	if !sameTime(r.Registered, base) || r.Registered.Location() != time.UTC {
+		t.Fatalf("Registered %v, want %v in UTC", r.Registered, base)
+	}
+	if !r.Renewed.IsZero() || !r.LastSuccessfulPush.IsZero() || !r.LastPushError.IsZero() {
+		t.Fatalf("zero times not kept: %+v", r)
+	}
+}
+
+func testReRegister(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("n1", "apns", "tok1", "sec1", base))
+	later := base.Add(time.Hour)
+	got := mustRegister(t, s, reg("n1", "apns", "tok2", "sec2", later))
+	if got.Secret != "sec1" || got.Token != "tok2" || !sameTime(got.Registered, base) || !sameTime(got.Renewed, later) {
+		t.Fatalf("re-register returned %+v", got)
+	}
+	r, _ := s.Get(ctx, "n1")
+	if r.Secret != "sec1" || r.Token != "tok2" || !sameTime(r.Renewed, later) || !sameTime(r.Registered, base) {
+		t.Fatalf("after re-register %+v", r)
+	}
+	if n, _ := s.Count(ctx); n != 1 {
+		t.Fatalf("node not unique: %d registrations", n)
+	}
+}
+
+func testRegisterOtherType(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("n1", "apns", "tok1", "sec1", base))
+	got := mustRegister(t, s, reg("n1", "fcm", "tok2", "sec2", base.Add(time.Hour)))
+	if got.Secret != "sec2" || got.Type != "fcm" || !got.Renewed.IsZero() {
+		t.Fatalf("register under other type = %+v", got)
+	}
+	if n, _ := s.Count(ctx); n != 1 {
+		t.Fatalf("%d registrations, want 1", n)
+	}
+}
+
+func testDeviceKey(t *testing.T, s registry.Store) {
+	a := reg("n1", "fcm", "tok", "sec", base)
+	a.DeviceKey = "key1"
+	mustRegister(t, s, a)
+	mustRegister(t, s, reg("n2", "fcm", "tok", "sec", base)) // no key
+	mustRegister(t, s, reg("n3", "fcm", "tok", "sec", base)) // no key: empty keys never collide
+	r, err := s.GetByDeviceKey(ctx, "key1")
+	if err != nil || r.Node != "n1" {
+		t.Fatalf("GetByDeviceKey = %+v, %v", r, err)
+	}
+}
+
+func testDelete(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("n1", "apns", "tok", "sec", base))
+	if _, err := s.Delete(ctx, "n1", "fcm"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Delete with wrong type = %v", err)
+	}
+	if _, err := s.Get(ctx, "n1"); err != nil {
+		t.Fatalf("wrong-type delete removed it: %v", err)
+	}
+	r, err := s.Delete(ctx, "n1", "apns")
+	if err != nil || r.Secret != "sec" {
+		t.Fatalf("Delete = %+v, %v", r, err)
+	}
+	if _, err := s.Delete(ctx, "n1", "apns"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("second Delete = %v", err)
+	}
+}
+
+func testDeleteToken(t *testing.T, s registry.Store) {
+	dead := base.Add(time.Hour)
+	mustRegister(t, s, reg("old", "apns", "T", "s", base))                  // registered before: removed
+	mustRegister(t, s, reg("new", "apns", "T", "s", dead.Add(time.Minute))) // registered after: kept
+	mustRegister(t, s, reg("renewed", "apns", "R", "s", base))              // renewed after: kept
+	mustRegister(t, s, reg("renewed", "apns", "T", "s", dead.Add(time.Second)))
+	mustRegister(t, s, reg("other-type", "voip", "T", "s", base)) // other app: kept
+	mustRegister(t, s, reg("other-token", "apns", "U", "s", base))
+	removed, err := s.DeleteToken(ctx, "apns", "T", dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0].Node != "old" {
+		t.Fatalf("removed %+v, want only old", removed)
+	}
+	for _, n := range []string{"new", "renewed", "other-type", "other-token"} {
+		if _, err := s.Get(ctx, n); err != nil {
+			t.Errorf("%s removed: %v", n, err)
+		}
+	}
+	if removed, _ := s.DeleteToken(ctx, "apns", "nope", dead); len(removed) != 0 {
+		t.Fatalf("unknown token removed %+v", removed)
+	}
+}
+
+func testUpdatePushStatus(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("a", "apns", "tok", "sec", base))
+	mustRegister(t, s, reg("b", "apns", "tok", "sec", base))
+	t1, t2 := base.Add(time.Minute), base.Add(2*time.Minute)
+	err := s.UpdatePushStatus(ctx, []registry.PushStatus{
+		{Node: "a", At: t1, Success: true},
+		{Node: "b", At: t2, Reason: "BadDeviceToken"},
+		{Node: "gone", At: t2, Success: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.Get(ctx, "a")
+	b, _ := s.Get(ctx, "b")
+	if !sameTime(a.LastSuccessfulPush, t1) || !a.LastPushError.IsZero() {
+		t.Fatalf("a = %+v", a)
+	}
+	if !sameTime(b.LastPushError, t2) || b.LastErrorReason != "BadDeviceToken" || !b.LastSuccessfulPush.IsZero() {
+		t.Fatalf("b = %+v", b)
+	}
+	if _, err := s.Get(ctx, "gone"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("status created a registration: %v", err)
+	}
+	if err := s.UpdatePushStatus(ctx, nil); err != nil {
+		t.Fatalf("empty batch: %v", err)
+	}
+}
+
+// A push status written while the device re-registers must not bring back
+// the old token.
+func testConcurrentRegisterAndStatus(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("n", "apns", "tok-0", "sec", base))
+	const rounds = 50
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 1; i <= rounds; i++ {
+			if _, err := s.Register(ctx, reg("n", "apns", fmt.Sprintf("tok-%d", i), "x", base.Add(time.Duration(i)*time.Second))); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	for w := 0; w < 3; w++ {
+		wg.Go(func() {
+			for i := 0; i < rounds; i++ {
+				if err := s.UpdatePushStatus(ctx, []registry.PushStatus{{Node: "n", At: base, Success: i%2 == 0, Reason: "r"}}); err != nil {
+					t.Error(err)
+				}
+				if _, err := s.Get(ctx, "n"); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	r, _ := s.Get(ctx, "n")
+	if r.Token != fmt.Sprintf("tok-%d", rounds) || r.Secret != "sec" {
+		t.Fatalf("after the race token %q secret %q, want tok-%d and the first secret", r.Token, r.Secret, rounds)
+	}
+}
+
+func testConcurrentDistinct(t *testing.T, s registry.Store) {
+	const n = 100
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if _, err := s.Register(ctx, reg(fmt.Sprintf("node-%03d", i), "fcm", "t", "s", base)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if c, _ := s.Count(ctx); c != n {
+		t.Fatalf("%d registrations, want %d", c, n)
+	}
+}
+
+func testNodesAndCount(t *testing.T, s registry.Store) {
+	for _, n := range []string{"c", "a", "b"} {
+		mustRegister(t, s, reg(n, "fcm", "t", "s", base))
+	}
+	nodes, err := s.Nodes(ctx, 2)
+	if err != nil || len(nodes) != 2 || nodes[0] != "a" || nodes[1] != "b" {
+		t.Fatalf("Nodes(2) = %v, %v", nodes, err)
+	}
+	if c, err := s.Count(ctx); err != nil || c != 3 {
+		t.Fatalf("Count = %d, %v", c, err)
+	}
+}
+
+func testInstanceValue(t *testing.T, s registry.Store) {
+	calls := 0
+	var mu sync.Mutex
+	gen := func() (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return fmt.Sprintf("value-%d", calls), nil
+	}
+	var wg sync.WaitGroup
+	got := make([]string, 8)
+	for i := range got {
+		wg.Go(func() {
+			v, err := s.InstanceValue(ctx, "salt", gen)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = v
+		})
+	}
+	wg.Wait()
+	for _, v := range got {
+		if v != got[0] {
+			t.Fatalf("InstanceValue gave different values: %v", got)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("gen called %d times", calls)
+	}
+	if _, err := s.InstanceValue(ctx, "other", func() (string, error) { return "", errors.New("boom") }); err == nil {
+		t.Fatal("gen error swallowed")
+	}
+}
