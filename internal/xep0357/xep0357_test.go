@@ -1,0 +1,126 @@
+package xep0357_test
+
+import (
+	"encoding/xml"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/xep0357"
+)
+
+// prosodyPublish is what Prosody 0.12's mod_cloud_notify sends for an
+// important message with push_notification_with_body = false.
+const prosodyPublish = `<iq type='set' from='example.org' to='push.example.net' id='5c3f'>
+  <pubsub xmlns='http://jabber.org/protocol/pubsub'>
+    <publish node='NODE'>
+      <item>
+        <notification xmlns='urn:xmpp:push:0'>
+          <x xmlns='jabber:x:data' type='submit'>
+            <field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>
+            <field var='message-count'><value>1</value></field>
+            <field var='last-message-sender'><value>juliet@example.org/phone</value></field>
+            <field var='last-message-body'><value>New Message!</value></field>
+          </x>
+        </notification>
+      </item>
+    </publish>
+    <publish-options>
+      <x xmlns='jabber:x:data' type='submit'>
+        <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
+        <field var='secret'><value>SECRET</value></field>
+      </x>
+    </publish-options>
+  </pubsub>
+</iq>`
+
+type iq struct {
+	PubSub *xep0357.PubSub `xml:"http://jabber.org/protocol/pubsub pubsub"`
+}
+
+func parse(t *testing.T, stanza string) (xep0357.Request, error) {
+	t.Helper()
+	var v iq
+	if err := xml.Unmarshal([]byte(stanza), &v); err != nil {
+		return xep0357.Request{}, err
+	}
+	return xep0357.Parse(v.PubSub)
+}
+
+func TestParse(t *testing.T) {
+	unimportant := strings.Replace(prosodyPublish, "<field var='last-message-body'><value>New Message!</value></field>", "", 1)
+	noSummary := strings.Replace(prosodyPublish, "<notification xmlns='urn:xmpp:push:0'>", "<notification xmlns='urn:xmpp:push:0'><!-- -->", 1)
+	noSummary = noSummary[:strings.Index(noSummary, "<x xmlns='jabber:x:data' type='submit'>")] + noSummary[strings.Index(noSummary, "</x>")+4:]
+	extra := strings.Replace(prosodyPublish, "<field var='message-count'>", "<field var='x-unknown'><value>?</value></field><field var='pending-subscription-count'><value>2</value></field><field var='message-count'>", 1)
+
+	tests := []struct {
+		name    string
+		stanza  string
+		want    xep0357.Request
+		wantErr bool
+	}{
+		{"prosody important", prosodyPublish, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
+			MessageCount: 1, LastMessageSender: "juliet@example.org/phone", LastMessageBody: "New Message!", HasLastMessageBody: true}}, false},
+		{"prosody unimportant", unimportant, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
+			MessageCount: 1, LastMessageSender: "juliet@example.org/phone"}}, false},
+		{"no summary", noSummary, xep0357.Request{Node: "NODE", Secret: "SECRET"}, false},
+		{"unknown fields", extra, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
+			MessageCount: 1, PendingSubscriptionCount: 2, LastMessageSender: "juliet@example.org/phone", LastMessageBody: "New Message!", HasLastMessageBody: true}}, false},
+		{"no node", strings.Replace(prosodyPublish, "node='NODE'", "", 1), xep0357.Request{}, true},
+		{"no secret", strings.Replace(prosodyPublish, "<field var='secret'><value>SECRET</value></field>", "", 1), xep0357.Request{}, true},
+		{"empty secret", strings.Replace(prosodyPublish, "<value>SECRET</value>", "<value></value>", 1), xep0357.Request{}, true},
+		{"no publish-options", prosodyPublish[:strings.Index(prosodyPublish, "<publish-options>")] + "</pubsub></iq>", xep0357.Request{}, true},
+		{"no publish", `<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='x'/></pubsub></iq>`, xep0357.Request{}, true},
+		{"wrong pubsub namespace", strings.Replace(prosodyPublish, "http://jabber.org/protocol/pubsub'", "urn:example:other'", 1), xep0357.Request{}, true},
+		{"wrong form namespace", strings.Replace(prosodyPublish, "<x xmlns='jabber:x:data' type='submit'>\n        <field var='FORM_TYPE'><value>http", "<x xmlns='urn:example' type='submit'>\n        <field var='FORM_TYPE'><value>http", 1), xep0357.Request{}, true},
+		{"huge secret", strings.Replace(prosodyPublish, "SECRET", strings.Repeat("s", 5000), 1), xep0357.Request{}, true},
+		{"huge node", strings.Replace(prosodyPublish, "node='NODE'", "node='"+strings.Repeat("n", 5000)+"'", 1), xep0357.Request{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parse(t, tt.stanza)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("accepted: %+v", got)
+				}
+				if !errors.Is(err, xep0357.ErrMalformed) {
+					t.Fatalf("error %v does not wrap ErrMalformed", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Node != tt.want.Node || got.Secret != tt.want.Secret || (got.Summary == nil) != (tt.want.Summary == nil) ||
+				(got.Summary != nil && *got.Summary != *tt.want.Summary) {
+				t.Fatalf("got %+v %+v, want %+v %+v", got, got.Summary, tt.want, tt.want.Summary)
+			}
+		})
+	}
+}
+
+func TestHugeBodyClipped(t *testing.T) {
+	body := strings.Repeat("ä", 5000)
+	got, err := parse(t, strings.Replace(prosodyPublish, "New Message!", body, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := got.Summary.LastMessageBody
+	if len(b) > 4096 || !strings.HasPrefix(body, b) || strings.ToValidUTF8(b, "?") != b {
+		t.Fatalf("body clipped to %d bytes, valid UTF-8: %v", len(b), strings.ToValidUTF8(b, "?") == b)
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	data := []byte(prosodyPublish)
+	for b.Loop() {
+		var v iq
+		if err := xml.Unmarshal(data, &v); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := xep0357.Parse(v.PubSub); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
