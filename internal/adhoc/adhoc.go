@@ -1,0 +1,179 @@
+// Package adhoc implements the XEP-0050 commands clients use to register a
+// device with the app server through their own XMPP server:
+// mod_push_appserver's v1-register-push and v1-unregister-push, and the
+// register-push-fcm / register-push-apns commands of Conversations' app
+// server p2.
+package adhoc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/dataform"
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// NS is the ad-hoc commands namespace.
+const NS = "http://jabber.org/protocol/commands"
+
+// Command nodes.
+const (
+	V1Register   = "v1-register-push"
+	V1Unregister = "v1-unregister-push"
+	RegisterFCM  = "register-push-fcm"
+	RegisterAPNS = "register-push-apns"
+)
+
+// Command is a <command xmlns='http://jabber.org/protocol/commands'/>.
+type Command struct {
+	XMLName   xml.Name       `xml:"http://jabber.org/protocol/commands command"`
+	Node      string         `xml:"node,attr"`
+	Action    string         `xml:"action,attr,omitempty"`
+	SessionID string         `xml:"sessionid,attr,omitempty"`
+	Status    string         `xml:"status,attr,omitempty"`
+	Form      *dataform.Form `xml:"jabber:x:data x"`
+}
+
+// Registrar is what the commands need from the core.
+type Registrar interface {
+	Register(ctx context.Context, typ, node, token string) (registry.Registration, error)
+	RegisterDevice(ctx context.Context, typ, account, deviceID, token string) (registry.Registration, error)
+	Unregister(ctx context.Context, typ, node string) (registry.Registration, error)
+}
+
+// Options say which commands are offered.
+type Options struct {
+	// V1 enables v1-register-push and v1-unregister-push.
+	V1 bool
+	// FCMApp and APNSApp are the apps register-push-fcm and
+	// register-push-apns register into; "" turns the command off.
+	FCMApp, APNSApp string
+}
+
+// Item is one command for disco#items.
+type Item struct{ Node, Name string }
+
+// Commands handles the commands for one component JID.
+type Commands struct {
+	reg  Registrar
+	opts Options
+}
+
+// New returns the command handler.
+func New(reg Registrar, opts Options) *Commands {
+	return &Commands{reg: reg, opts: opts}
+}
+
+// Items lists the enabled commands.
+func (c *Commands) Items() []Item {
+	var items []Item
+	if c.opts.V1 {
+		items = append(items, Item{V1Register, "Register a device for push notifications"}, Item{V1Unregister, "Unregister a device"})
+	}
+	if c.opts.FCMApp != "" {
+		items = append(items, Item{RegisterFCM, "Register an Android device (FCM)"})
+	}
+	if c.opts.APNSApp != "" {
+		items = append(items, Item{RegisterAPNS, "Register an iOS device (APNS)"})
+	}
+	return items
+}
+
+func badRequest(format string, args ...any) error {
+	return stanza.Error{Type: stanza.Modify, Condition: stanza.BadRequest, Text: map[string]string{"": fmt.Sprintf(format, args...)}}
+}
+
+// Execute runs cmd for the entity from (a full JID), answering as jid (our
+// component JID). The error, if any, is a stanza.Error to send back.
+func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) (*Command, error) {
+	if cmd.Action != "" && cmd.Action != "execute" && cmd.Action != "complete" {
+		return nil, badRequest("action %q is not supported: these commands complete in one step", cmd.Action)
+	}
+	enabled := false
+	for _, it := range c.Items() {
+		enabled = enabled || it.Node == cmd.Node
+	}
+	if !enabled {
+		return nil, stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound, Text: map[string]string{"": "unknown command"}}
+	}
+	if cmd.Form == nil {
+		return nil, badRequest("the command needs a data form")
+	}
+	field := func(names ...string) string {
+		for _, n := range names {
+			if v, _ := cmd.Form.Value(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	var (
+		r   registry.Registration
+		err error
+	)
+	switch cmd.Node {
+	case V1Register:
+		typ, node, token := field("type"), field("node"), field("token")
+		if typ == "" || node == "" || token == "" {
+			return nil, badRequest("fields type, node and token are required")
+		}
+		r, err = c.reg.Register(ctx, typ, node, token)
+	case V1Unregister:
+		typ, node := field("type"), field("node")
+		if typ == "" || node == "" {
+			return nil, badRequest("fields type and node are required")
+		}
+		r, err = c.reg.Unregister(ctx, typ, node)
+	case RegisterFCM, RegisterAPNS:
+		app := c.opts.FCMApp
+		if cmd.Node == RegisterAPNS {
+			app = c.opts.APNSApp
+		}
+		token, device := field("token"), field("android-id", "device-id")
+		if token == "" || device == "" {
+			return nil, badRequest("fields token and device id are required")
+		}
+		r, err = c.reg.RegisterDevice(ctx, app, from, device, token)
+	}
+	if err != nil {
+		return nil, registrationError(err)
+	}
+	fields := []dataform.Field{
+		{Var: "jid", Type: "jid-single", Values: []string{jid}},
+		{Var: "node", Type: "text-single", Values: []string{r.Node}},
+	}
+	if cmd.Node != V1Unregister {
+		fields = append(fields, dataform.Field{Var: "secret", Type: "text-single", Values: []string{r.Secret}})
+	}
+	return &Command{
+		Node:      cmd.Node,
+		SessionID: sessionID(),
+		Status:    "completed",
+		Form:      &dataform.Form{Type: "result", Fields: fields},
+	}, nil
+}
+
+func registrationError(err error) error {
+	switch {
+	case errors.Is(err, appserver.ErrUnknownType):
+		return badRequest("unknown push type")
+	case errors.Is(err, appserver.ErrInvalidToken), errors.Is(err, appserver.ErrBadRequest):
+		return badRequest("%v", err)
+	case errors.Is(err, appserver.ErrNotFound):
+		return stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound, Text: map[string]string{"": "node not found"}}
+	}
+	return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError}
+}
+
+func sessionID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,376 @@
+// Package component connects the app server to an XMPP server as an
+// external component (XEP-0114) and serves what arrives there: XEP-0357
+// push publishes, XEP-0050 registration commands and service discovery.
+//
+// The handshake is mellium.im/xmpp's. After it, this package reads stanzas
+// itself and writes replies as bytes under its own lock, because pushes are
+// handled concurrently and answered in whatever order the push services
+// answer, which the library's Serve loop (one handler call per stanza, with
+// a synchronous default reply) cannot do.
+package component
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/component"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/xep0357"
+)
+
+// Pusher is what the component needs from the core besides registration.
+type Pusher interface {
+	Push(ctx context.Context, node, secret string, summary *push.Summary) error
+}
+
+// Service is the core as the component uses it.
+type Service interface {
+	Pusher
+	adhoc.Registrar
+}
+
+// Options configure one component connection.
+type Options struct {
+	Addr   string // host:port of the XMPP server's component listener
+	JID    string // our component JID, e.g. push.example.org
+	Secret string
+	// Commands selects the registration commands offered.
+	Commands adhoc.Options
+	// MaxInFlight bounds the stanzas handled at once; when full the reader
+	// waits, which pushes back on the server. Default 256.
+	MaxInFlight int
+	// KeepAlive is the idle time after which a whitespace ping is sent.
+	// Default 60 s.
+	KeepAlive time.Duration
+	// MaxStanza bounds one stanza's size in bytes; a larger one ends the
+	// stream. Default 64 KiB.
+	MaxStanza int64
+	// MaxBackoff caps the wait between reconnection attempts. Default 30 s.
+	MaxBackoff time.Duration
+	// OnState, when set, is called on every connect and disconnect.
+	OnState func(connected bool)
+	Logger  *slog.Logger
+}
+
+// Conn is one component connection, kept up until Run's context ends.
+type Conn struct {
+	opts      Options
+	svc       Service
+	cmds      *adhoc.Commands
+	connected atomic.Bool
+	logger    *slog.Logger
+}
+
+// New returns a connection; call Run to connect.
+func New(opts Options, svc Service) *Conn {
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 256
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 60 * time.Second
+	}
+	if opts.MaxStanza <= 0 {
+		opts.MaxStanza = 64 << 10
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Conn{
+		opts:   opts,
+		svc:    svc,
+		cmds:   adhoc.New(svc, opts.Commands),
+		logger: opts.Logger.With("component", opts.JID),
+	}
+}
+
+// Connected reports whether the stream is established now.
+func (c *Conn) Connected() bool { return c.connected.Load() }
+
+// JID returns the component's JID.
+func (c *Conn) JID() string { return c.opts.JID }
+
+// Run keeps the connection up, reconnecting with exponential backoff and
+// jitter, until ctx is done. It returns ctx's error.
+func (c *Conn) Run(ctx context.Context) error {
+	const base = 250 * time.Millisecond
+	backoff := base
+	for {
+		start := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// A session that lasted a while was a success: start over small.
+		if time.Since(start) > 10*time.Second {
+			backoff = base
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+	}
+}
+
+// limitReader fails a read once more than limit bytes arrived since the
+// last reset, bounding a single stanza's size.
+type limitReader struct {
+	net.Conn
+	n, limit atomic.Int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n.Load() > l.limit.Load() {
+		return 0, errors.New("stanza too large")
+	}
+	n, err := l.Conn.Read(p)
+	l.n.Add(int64(n))
+	return n, err
+}
+
+// writer serializes whole stanzas onto the connection.
+type writer struct {
+	mu   sync.Mutex
+	conn net.Conn
+	last atomic.Int64 // unix nanos of the last write
+}
+
+func (w *writer) write(b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := w.conn.Write(b)
+	w.last.Store(time.Now().UnixNano())
+	return err
+}
+
+// session runs one connection from dial to its end.
+func (c *Conn) session(ctx context.Context) error {
+	addr, err := jid.Parse(c.opts.JID)
+	if err != nil {
+		return fmt.Errorf("component JID: %w", err)
+	}
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", c.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("dialing %s: %w", c.opts.Addr, err)
+	}
+	defer raw.Close()
+	lr := &limitReader{Conn: raw}
+	lr.limit.Store(c.opts.MaxStanza)
+
+	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	sess, err := component.NewSession(hctx, addr, []byte(c.opts.Secret), lr)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	c.setConnected(true)
+	defer c.setConnected(false)
+	c.logger.Info("component connected", "addr", c.opts.Addr)
+
+	w := &writer{conn: raw}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		<-sctx.Done()
+		// Unblock the reader; pushes in flight still finish and answer.
+		raw.SetReadDeadline(time.Now())
+	})
+	wg.Go(func() { c.keepAlive(sctx, w) })
+
+	r := sess.TokenReader()
+	defer r.Close()
+	err = c.read(sctx, xml.NewTokenDecoder(r), lr, w)
+	stop()
+	wg.Wait()
+	if ctx.Err() != nil {
+		w.write([]byte(`</stream:stream>`))
+		c.logger.Info("component stream closed")
+		return ctx.Err()
+	}
+	return err
+}
+
+func (c *Conn) setConnected(v bool) {
+	c.connected.Store(v)
+	if c.opts.OnState != nil {
+		c.opts.OnState(v)
+	}
+}
+
+func (c *Conn) keepAlive(ctx context.Context, w *writer) {
+	t := time.NewTicker(c.opts.KeepAlive / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, w.last.Load())) >= c.opts.KeepAlive/2 {
+				if err := w.write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// read decodes top-level stanzas until the stream ends and dispatches the
+// IQs, at most MaxInFlight at once.
+func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *writer) error {
+	sem := make(chan struct{}, c.opts.MaxInFlight)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	for {
+		lr.n.Store(0)
+		tok, err := d.Token()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("server closed the stream")
+			}
+			return err
+		}
+		start, ok := tok.(xml.StartElement)
+		if !ok {
+			if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
+				return errors.New("server closed the stream")
+			}
+			continue // whitespace keepalives
+		}
+		if start.Name.Local == "error" {
+			var se struct {
+				Inner []byte `xml:",innerxml"`
+			}
+			d.DecodeElement(&se, &start)
+			return fmt.Errorf("stream error from server: %s", se.Inner)
+		}
+		if start.Name.Local != "iq" {
+			// Messages and presences carry nothing for us.
+			if err := d.Skip(); err != nil {
+				return err
+			}
+			continue
+		}
+		q := new(iq)
+		if err := d.DecodeElement(q, &start); err != nil {
+			return fmt.Errorf("reading IQ: %w", err)
+		}
+		if q.Type != "get" && q.Type != "set" {
+			continue // results and errors addressed to us need no answer
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		inflight.Go(func() {
+			defer func() { <-sem }()
+			// Not ctx: a push under way when we shut down still completes
+			// (the core bounds it) and gets its answer.
+			c.handle(context.WithoutCancel(ctx), q, w)
+		})
+	}
+}
+
+// handle answers one IQ.
+func (c *Conn) handle(ctx context.Context, q *iq, w *writer) {
+	b := bufPool.Get().(*bytes.Buffer)
+	b.Reset()
+	defer bufPool.Put(b)
+	switch {
+	case q.Type == "set" && q.PubSub != nil:
+		c.handlePush(ctx, q, b)
+	case q.Type == "set" && q.Command != nil:
+		resp, err := c.cmds.Execute(ctx, q.From, c.opts.JID, q.Command)
+		if err != nil {
+			var se stanza.Error
+			if !errors.As(err, &se) {
+				se = stanzaErr(stanza.Wait, stanza.InternalServerError, "")
+			}
+			errorIQ(b, q, se)
+		} else if err := payloadIQ(b, q, resp); err != nil {
+			b.Reset()
+			errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, ""))
+		}
+	case q.Type == "get" && q.Info != nil:
+		payloadIQ(b, q, c.discoInfo(q.Info.Node))
+	case q.Type == "get" && q.Items != nil:
+		payloadIQ(b, q, c.discoItems(q.Items.Node))
+	default:
+		errorIQ(b, q, stanzaErr(stanza.Cancel, stanza.ServiceUnavailable, ""))
+	}
+	if err := w.write(b.Bytes()); err != nil {
+		c.logger.Debug("writing reply", "err", err)
+	}
+}
+
+func (c *Conn) handlePush(ctx context.Context, q *iq, b *bytes.Buffer) {
+	req, err := xep0357.Parse(q.PubSub)
+	if err != nil {
+		errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, err.Error()))
+		return
+	}
+	err = c.svc.Push(ctx, req.Node, req.Secret, req.Summary)
+	switch {
+	case err == nil:
+		resultIQ(b, q)
+	case errors.Is(err, appserver.ErrNotFound):
+		errorIQ(b, q, stanzaErr(stanza.Cancel, stanza.ItemNotFound, "Unknown push node/secret"))
+	case errors.Is(err, appserver.ErrThrottled):
+		errorIQ(b, q, stanzaErr(stanza.Wait, stanza.ResourceConstraint, "Rate limit exceeded"))
+	default:
+		errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, "Push service failure"))
+	}
+}
+
+func (c *Conn) discoInfo(node string) *discoInfo {
+	if node == adhoc.NS {
+		return &discoInfo{Node: node, Identities: []discoIdentity{{Category: "automation", Type: "command-list"}}}
+	}
+	for _, it := range c.cmds.Items() {
+		if it.Node == node {
+			return &discoInfo{Node: node,
+				Identities: []discoIdentity{{Category: "automation", Type: "command-node", Name: it.Name}},
+				Features:   []discoFeature{{Var: adhoc.NS}, {Var: "jabber:x:data"}}}
+		}
+	}
+	return &discoInfo{
+		Node:       node,
+		Identities: []discoIdentity{{Category: "pubsub", Type: "push", Name: "push-appserver"}},
+		Features:   []discoFeature{{Var: xep0357.NS}, {Var: nsDiscoInfo}, {Var: nsDiscoItems}, {Var: adhoc.NS}},
+	}
+}
+
+func (c *Conn) discoItems(node string) *discoItems {
+	res := &discoItems{Node: node}
+	if node == adhoc.NS {
+		for _, it := range c.cmds.Items() {
+			res.Items = append(res.Items, discoItem{JID: c.opts.JID, Node: it.Node, Name: it.Name})
+		}
+	}
+	return res
+}

@@ -1,0 +1,428 @@
+package component_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/component"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
+)
+
+const (
+	compJID = "push.example.net"
+	secret  = "s3cret"
+)
+
+// fakeServer is the XMPP server side of XEP-0114: it accepts component
+// connections, checks the handshake, and lets the test exchange stanzas.
+type fakeServer struct {
+	ln      net.Listener
+	secret  string
+	streams chan *stream
+}
+
+type stream struct {
+	conn net.Conn
+	dec  *xml.Decoder
+}
+
+func newFakeServer(t *testing.T, secret string) *fakeServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeServer{ln: ln, secret: secret, streams: make(chan *stream, 4)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.handshake(c, fmt.Sprintf("stream-%d", i))
+		}
+	}()
+	return s
+}
+
+func (s *fakeServer) handshake(c net.Conn, id string) {
+	dec := xml.NewDecoder(bufio.NewReader(c))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			c.Close()
+			return
+		}
+		if st, ok := tok.(xml.StartElement); ok && st.Name.Local == "stream" {
+			break
+		}
+	}
+	fmt.Fprintf(c, `<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='%s' from='%s'>`, id, compJID)
+	var hs struct {
+		XMLName xml.Name `xml:"handshake"`
+		Hash    string   `xml:",chardata"`
+	}
+	if err := dec.Decode(&hs); err != nil {
+		c.Close()
+		return
+	}
+	sum := sha1.Sum([]byte(id + s.secret))
+	if hs.Hash != hex.EncodeToString(sum[:]) {
+		io.WriteString(c, `<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+		c.Close()
+		return
+	}
+	io.WriteString(c, `<handshake/>`)
+	s.streams <- &stream{conn: c, dec: dec}
+}
+
+func (s *fakeServer) accept(t *testing.T) *stream {
+	t.Helper()
+	select {
+	case st := <-s.streams:
+		t.Cleanup(func() { st.conn.Close() })
+		return st
+	case <-time.After(10 * time.Second):
+		t.Fatal("component did not connect")
+		return nil
+	}
+}
+
+func (st *stream) send(t *testing.T, s string) {
+	t.Helper()
+	if _, err := io.WriteString(st.conn, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type reply struct {
+	XMLName xml.Name
+	ID      string `xml:"id,attr"`
+	Type    string `xml:"type,attr"`
+	To      string `xml:"to,attr"`
+	From    string `xml:"from,attr"`
+	Inner   string `xml:",innerxml"`
+}
+
+// next reads the next stanza the component sent.
+func (st *stream) next(t *testing.T) reply {
+	t.Helper()
+	st.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		tok, err := st.dec.Token()
+		if err != nil {
+			t.Fatalf("reading from component: %v", err)
+		}
+		if start, ok := tok.(xml.StartElement); ok {
+			var r reply
+			if err := st.dec.DecodeElement(&r, &start); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+	}
+}
+
+// blocking is a push backend whose pushes to token "slow" wait for release.
+type blocking struct {
+	release chan struct{}
+	mu      sync.Mutex
+	sent    []push.Notification
+	fail    map[string]error
+}
+
+func (b *blocking) Send(ctx context.Context, n push.Notification) error {
+	if n.Token == "slow" {
+		<-b.release
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sent = append(b.sent, n)
+	return b.fail[n.Token]
+}
+
+func (b *blocking) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.sent)
+}
+
+type fixture struct {
+	srv     *fakeServer
+	svc     *appserver.Service
+	backend *blocking
+	conn    *component.Conn
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func newFixture(t *testing.T, rate time.Duration, compSecret string) *fixture {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := &blocking{release: make(chan struct{}), fail: map[string]error{
+		"broken": &push.TemporaryError{Reason: "503"},
+	}}
+	svc, err := appserver.New(memory.New(), []appserver.App{
+		{Name: "apns", Priority: push.PriorityAuto, Backend: b},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
+	}, appserver.Options{RateLimit: rate}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newFakeServer(t, secret)
+	conn := component.New(component.Options{
+		Addr: srv.ln.Addr().String(), JID: compJID, Secret: compSecret,
+		Commands:   adhoc.Options{V1: true, FCMApp: "fcm"},
+		MaxBackoff: 200 * time.Millisecond, MaxStanza: 16 << 10, Logger: logger,
+	}, svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fixture{srv: srv, svc: svc, backend: b, conn: conn, cancel: cancel, done: make(chan error, 1)}
+	go func() { f.done <- conn.Run(ctx) }()
+	t.Cleanup(func() {
+		close(b.release)
+		cancel()
+		<-f.done
+	})
+	return f
+}
+
+func publish(id, node, secret string, body bool) string {
+	summary := `<field var='message-count'><value>1</value></field>`
+	if body {
+		summary += `<field var='last-message-body'><value>New Message!</value></field>`
+	}
+	return `<iq type='set' from='example.org' to='` + compJID + `' id='` + id + `'>
+<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node + `'><item>
+<notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'>
+<field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` + summary + `</x></notification></item></publish>
+<publish-options><x xmlns='jabber:x:data' type='submit'>
+<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
+<field var='secret'><value>` + secret + `</value></field></x></publish-options></pubsub></iq>`
+}
+
+func TestPushReplies(t *testing.T) {
+	f := newFixture(t, time.Hour, secret)
+	st := f.srv.accept(t)
+	ctx := context.Background()
+	ok, _ := f.svc.Register(ctx, "apns", "ok", "tok")
+	broken, _ := f.svc.Register(ctx, "apns", "broken", "broken")
+	throttled, _ := f.svc.Register(ctx, "fcm", "throttled", "tok3")
+	f.svc.Push(ctx, "throttled", throttled.Secret, nil) // uses the window
+	go f.svc.Push(ctx, "throttled", throttled.Secret, nil)
+	time.Sleep(50 * time.Millisecond) // the second now waits for the next window
+
+	tests := []struct {
+		name, stanza, wantType, wantInner string
+	}{
+		{"success", publish("1", "ok", ok.Secret, true), "result", ""},
+		{"unknown node", publish("2", "nope", ok.Secret, true), "error", "<error type='cancel'><item-not-found"},
+		{"wrong secret", publish("3", "ok", "wrong", true), "error", "<error type='cancel'><item-not-found"},
+		{"throttled", publish("4", "throttled", throttled.Secret, true), "error", "<error type='wait'><resource-constraint"},
+		{"push service failure", publish("5", "broken", broken.Secret, true), "error", "<error type='wait'><internal-server-error"},
+		{"no secret", strings.Replace(publish("6", "ok", ok.Secret, true), "<field var='secret'>", "<field var='other'>", 1), "error", "<error type='modify'><bad-request"},
+		{"no node", strings.Replace(publish("7", "ok", ok.Secret, true), "node='ok'", "", 1), "error", "<error type='modify'><bad-request"},
+		{"unknown payload", `<iq type='get' id='8' from='a@example.org/r' to='` + compJID + `'><ping xmlns='urn:xmpp:ping'/></iq>`, "error", "<error type='cancel'><service-unavailable"},
+		{"empty set", `<iq type='set' id='9' from='a@example.org/r' to='` + compJID + `'/>`, "error", "<error type='cancel'><service-unavailable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st.send(t, tt.stanza)
+			r := st.next(t)
+			if r.Type != tt.wantType || !strings.HasPrefix(r.Inner, tt.wantInner) {
+				t.Fatalf("reply %s %q, want %s %q", r.Type, r.Inner, tt.wantType, tt.wantInner)
+			}
+			if r.To == "" || r.From != compJID {
+				t.Fatalf("reply addressed to %q from %q", r.To, r.From)
+			}
+		})
+	}
+	// The successful push carried the summary, so auto picked high.
+	f.backend.mu.Lock()
+	n := f.backend.sent[len(f.backend.sent)-2] // before "broken"
+	f.backend.mu.Unlock()
+	if n.Node != "ok" || n.Priority != push.PriorityHigh {
+		t.Fatalf("backend got %+v", n)
+	}
+}
+
+func TestConcurrentPushesAnswerOutOfOrder(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	ctx := context.Background()
+	slow, _ := f.svc.Register(ctx, "apns", "slow", "slow")
+	fast, _ := f.svc.Register(ctx, "apns", "fast", "fast")
+	st.send(t, publish("slow-1", "slow", slow.Secret, true))
+	st.send(t, publish("fast-1", "fast", fast.Secret, true))
+	if r := st.next(t); r.ID != "fast-1" || r.Type != "result" {
+		t.Fatalf("first reply %+v, want fast-1 while slow-1 waits", r)
+	}
+	f.backend.release <- struct{}{}
+	if r := st.next(t); r.ID != "slow-1" || r.Type != "result" {
+		t.Fatalf("second reply %+v", r)
+	}
+}
+
+func TestDiscoAndCommands(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	st.send(t, `<iq type='get' id='d1' from='a@example.org/r' to='`+compJID+`'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	r := st.next(t)
+	for _, w := range []string{`<identity category="pubsub" type="push"`, `var="urn:xmpp:push:0"`, `var="http://jabber.org/protocol/disco#info"`, `var="http://jabber.org/protocol/commands"`} {
+		if !strings.Contains(r.Inner, w) {
+			t.Errorf("disco#info lacks %s: %s", w, r.Inner)
+		}
+	}
+	st.send(t, `<iq type='get' id='d2' from='a@example.org/r' to='`+compJID+`'><query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/></iq>`)
+	r = st.next(t)
+	for _, w := range []string{`node="v1-register-push"`, `node="v1-unregister-push"`, `node="register-push-fcm"`} {
+		if !strings.Contains(r.Inner, w) {
+			t.Errorf("disco#items lacks %s: %s", w, r.Inner)
+		}
+	}
+	if strings.Contains(r.Inner, "register-push-apns") {
+		t.Errorf("disabled command listed: %s", r.Inner)
+	}
+
+	register := `<iq type='set' id='c1' from='juliet@example.org/phone' to='` + compJID + `'>
+<command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='execute'>
+<x xmlns='jabber:x:data' type='submit'>
+<field var='type'><value>apns</value></field><field var='node'><value>dev-1</value></field><field var='token'><value>abcd</value></field>
+</x></command></iq>`
+	st.send(t, register)
+	r = st.next(t)
+	if r.Type != "result" || !strings.Contains(r.Inner, `status="completed"`) || !strings.Contains(r.Inner, `<field var="node" type="text-single"><value>dev-1</value></field>`) ||
+		!strings.Contains(r.Inner, `<field var="jid" type="jid-single"><value>`+compJID+`</value></field>`) {
+		t.Fatalf("register reply %s %s", r.Type, r.Inner)
+	}
+	i := strings.Index(r.Inner, `<field var="secret" type="text-single"><value>`)
+	if i < 0 {
+		t.Fatalf("no secret in %s", r.Inner)
+	}
+	secretVal := r.Inner[i+len(`<field var="secret" type="text-single"><value>`):][:64]
+	st.send(t, publish("p1", "dev-1", secretVal, false))
+	if r := st.next(t); r.Type != "result" {
+		t.Fatalf("push with the command's secret: %+v", r)
+	}
+
+	tests := []struct{ name, stanza, want string }{
+		{"fcm command", `<iq type='set' id='c2' from='romeo@example.org/tab' to='` + compJID + `'><command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='token'><value>fcmtok</value></field><field var='android-id'><value>a1</value></field></x></command></iq>`, `status="completed"`},
+		{"missing field", strings.Replace(register, "<field var='token'><value>abcd</value></field>", "", 1), "<error type='modify'><bad-request"},
+		{"no form", `<iq type='set' id='c3' from='a@example.org/r' to='` + compJID + `'><command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='execute'/></iq>`, "<error type='modify'><bad-request"},
+		{"unknown type", strings.Replace(register, "<value>apns</value>", "<value>gcm</value>", 1), "<error type='modify'><bad-request"},
+		{"disabled command", strings.Replace(register, "v1-register-push", "register-push-apns", 1), "<error type='cancel'><item-not-found"},
+		{"unregister unknown", `<iq type='set' id='c4' from='a@example.org/r' to='` + compJID + `'><command xmlns='http://jabber.org/protocol/commands' node='v1-unregister-push' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='type'><value>apns</value></field><field var='node'><value>nope</value></field></x></command></iq>`, "<error type='cancel'><item-not-found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st.send(t, tt.stanza)
+			r := st.next(t)
+			if !strings.Contains(r.Inner, tt.want) {
+				t.Fatalf("reply %s %q, want %q", r.Type, r.Inner, tt.want)
+			}
+		})
+	}
+}
+
+func TestHostileInput(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), "apns", "ok", "tok")
+	// Ignored: messages, presence, results, deep nesting inside a message.
+	st.send(t, `<message from='a@example.org' to='`+compJID+`'><body>hi</body></message><presence/>`)
+	st.send(t, `<iq type='result' id='x' from='example.org' to='`+compJID+`'/>`)
+	st.send(t, `<message>`+strings.Repeat("<a>", 500)+strings.Repeat("</a>", 500)+`</message>`)
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "after" || r.Type != "result" {
+		t.Fatalf("after ignored stanzas: %+v", r)
+	}
+	// A stanza over the size limit ends the stream; the component comes back.
+	st.send(t, `<message><body>`+strings.Repeat("x", 64<<10)+`</body></message>`)
+	st2 := f.srv.accept(t)
+	st2.send(t, publish("again", "ok", ok.Secret, true))
+	if r := st2.next(t); r.ID != "again" || r.Type != "result" {
+		t.Fatalf("after reconnect: %+v", r)
+	}
+	// Broken XML likewise.
+	st2.send(t, `<iq type='set' id='bad'><<<`)
+	st3 := f.srv.accept(t)
+	st3.send(t, publish("third", "ok", ok.Secret, true))
+	if r := st3.next(t); r.ID != "third" {
+		t.Fatalf("after broken XML: %+v", r)
+	}
+}
+
+func TestReconnectAndState(t *testing.T) {
+	var mu sync.Mutex
+	var states []bool
+	f := newFixture(t, 0, secret)
+	_ = f
+	srv := newFakeServer(t, secret)
+	conn := component.New(component.Options{
+		Addr: srv.ln.Addr().String(), JID: compJID, Secret: secret, MaxBackoff: 100 * time.Millisecond,
+		OnState: func(c bool) { mu.Lock(); states = append(states, c); mu.Unlock() },
+	}, f.svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Run(ctx) }()
+	st := srv.accept(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for !conn.Connected() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !conn.Connected() {
+		t.Fatal("not connected")
+	}
+	st.conn.Close() // the server goes away
+	srv.accept(t)   // and the component comes back
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("Run = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(states) != 4 || !states[0] || states[1] || !states[2] || states[3] {
+		t.Fatalf("state changes %v, want up, down, up, down", states)
+	}
+}
+
+func TestWrongSecretRetries(t *testing.T) {
+	f := newFixture(t, 0, "wrong")
+	select {
+	case <-f.srv.streams:
+		t.Fatal("handshake with a wrong secret accepted")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if f.conn.Connected() {
+		t.Fatal("connected with a wrong secret")
+	}
+}
+
+func TestShutdownClosesStream(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	f.cancel()
+	st.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		tok, err := st.dec.Token()
+		if err != nil {
+			t.Fatalf("stream not closed cleanly: %v", err)
+		}
+		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
+			return
+		}
+	}
+}
