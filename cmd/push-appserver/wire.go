@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/push-appserver/push-appserver/internal/adhoc"
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/component"
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/metrics"
@@ -21,5 +23,30 @@ func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Lo
 // startComponents connects every configured XMPP component and returns the
 // health checks for them.
 func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, error) {
-	return func() []httpapi.Check { return nil }, nil
+	var checks []httpapi.Check
+	for _, cc := range cfg.Components {
+		secret, err := config.ResolveSecret(cc.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("component %s: %w", cc.JID, err)
+		}
+		jid := cc.JID
+		m.ComponentState(jid, false)
+		conn := component.New(component.Options{
+			Addr:   cc.Address,
+			JID:    jid,
+			Secret: secret,
+			Commands: adhoc.Options{
+				V1:         *cc.V1Commands,
+				DefaultApp: cc.DefaultApp,
+				FCMApp:     *cc.FCMCommandApp,
+				APNSApp:    *cc.APNSCommandApp,
+			},
+			MaxInFlight: cc.MaxInFlight,
+			OnState:     func(up bool) { m.ComponentState(jid, up) },
+			Logger:      logger,
+		}, svc)
+		wg.Go(func() { conn.Run(ctx) })
+		checks = append(checks, httpapi.Check{Name: "component " + jid, OK: conn.Connected})
+	}
+	return func() []httpapi.Check { return checks }, nil
 }

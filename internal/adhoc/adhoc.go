@@ -52,6 +52,8 @@ type Registrar interface {
 type Options struct {
 	// V1 enables v1-register-push and v1-unregister-push.
 	V1 bool
+	// DefaultApp is the type used when a v1 command leaves it out.
+	DefaultApp string
 	// FCMApp and APNSApp are the apps register-push-fcm and
 	// register-push-apns register into; "" turns the command off.
 	FCMApp, APNSApp string
@@ -120,13 +122,13 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 	)
 	switch cmd.Node {
 	case V1Register:
-		typ, node, token := field("type"), field("node"), field("token")
+		typ, node, token := c.typ(field("type")), field("node"), field("token")
 		if typ == "" || node == "" || token == "" {
 			return nil, badRequest("fields type, node and token are required")
 		}
 		r, err = c.reg.Register(ctx, typ, node, token)
 	case V1Unregister:
-		typ, node := field("type"), field("node")
+		typ, node := c.typ(field("type")), field("node")
 		if typ == "" || node == "" {
 			return nil, badRequest("fields type and node are required")
 		}
@@ -158,6 +160,13 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		Status:    "completed",
 		Form:      &dataform.Form{Type: "result", Fields: fields},
 	}, nil
+}
+
+func (c *Commands) typ(t string) string {
+	if t == "" {
+		return c.opts.DefaultApp
+	}
+	return t
 }
 
 func registrationError(err error) error {

@@ -74,7 +74,8 @@ type Component struct {
 	// Secret is the shared component secret: a literal, "env:NAME" or
 	// "file:/path".
 	Secret string `toml:"secret"`
-	// DefaultApp is the app used when a request does not name one.
+	// DefaultApp is the app a v1-register-push command registers into when
+	// it names no type.
 	DefaultApp string `toml:"default_app"`
 	// V1Commands enables mod_push_appserver's v1-register-push and
 	// v1-unregister-push commands. Default true.

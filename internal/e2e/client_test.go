@@ -1,0 +1,174 @@
+package e2e_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/dataform"
+)
+
+// client is a user's XMPP client, speaking to Prosody over c2s.
+type client struct {
+	t    *testing.T
+	sess *xmpp.Session
+	jid  jid.JID
+	done chan struct{}
+}
+
+func login(t *testing.T, addr, user, domain, password string) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := jid.MustParse(user + "@" + domain + "/test")
+	sess, err := xmpp.NewClientSession(ctx, j, conn,
+		xmpp.StartTLS(&tls.Config{ServerName: domain, InsecureSkipVerify: true}),
+		xmpp.SASL("", password, sasl.Plain),
+		xmpp.BindResource(),
+	)
+	if err != nil {
+		conn.Close()
+		t.Fatalf("login %s: %v", user, err)
+	}
+	c := &client{t: t, sess: sess, jid: sess.LocalAddr(), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		sess.Serve(nil)
+	}()
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *client) close() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.sess.Close()
+	c.sess.Conn().Close()
+	<-c.done
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// iq sends an IQ with payload and decodes the answer's payload into resp.
+func (c *client) iq(to string, typ stanza.IQType, payload any, resp *adhoc.Command) error {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := struct {
+		stanza.IQ
+		Payload any
+	}{stanza.IQ{ID: randomID(), To: jid.MustParse(to), Type: typ}, payload}
+	r, err := c.sess.EncodeIQ(ctx, out)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	// The reply arrives as tokens, so ",innerxml" would be empty: decode
+	// the parts we look at.
+	var in struct {
+		Type  string `xml:"type,attr"`
+		Error *struct {
+			Type       string `xml:"type,attr"`
+			Conditions []struct {
+				XMLName xml.Name
+				Text    string `xml:",chardata"`
+			} `xml:",any"`
+		} `xml:"error"`
+		Command *adhoc.Command `xml:"http://jabber.org/protocol/commands command"`
+	}
+	if err := xml.NewTokenDecoder(r).Decode(&in); err != nil && err != io.EOF {
+		return err
+	}
+	if in.Type == "error" {
+		if in.Error == nil {
+			return fmt.Errorf("error reply")
+		}
+		return fmt.Errorf("error reply: %s %+v", in.Error.Type, in.Error.Conditions)
+	}
+	if resp != nil && in.Command != nil {
+		*resp = *in.Command
+	}
+	return nil
+}
+
+// command runs an ad-hoc command at the app server and returns the result
+// form's fields.
+func (c *client) command(to, node string, fields map[string]string) (map[string]string, error) {
+	c.t.Helper()
+	form := &dataform.Form{Type: "submit"}
+	for k, v := range fields {
+		form.Fields = append(form.Fields, dataform.Field{Var: k, Values: []string{v}})
+	}
+	var resp adhoc.Command
+	if err := c.iq(to, stanza.SetIQ, adhoc.Command{Node: node, Action: "execute", Form: form}, &resp); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if resp.Form != nil {
+		for _, f := range resp.Form.Fields {
+			if len(f.Values) > 0 {
+				out[f.Var] = f.Values[0]
+			}
+		}
+	}
+	out["status"] = resp.Status
+	return out, nil
+}
+
+type enable struct {
+	XMLName xml.Name       `xml:"urn:xmpp:push:0 enable"`
+	JID     string         `xml:"jid,attr"`
+	Node    string         `xml:"node,attr"`
+	Form    *dataform.Form `xml:"jabber:x:data x"`
+}
+
+// enablePush asks the user's server to push to the app server (XEP-0357 §5).
+func (c *client) enablePush(appServer, node, secret string) {
+	c.t.Helper()
+	err := c.iq(c.jid.Bare().String(), stanza.SetIQ, enable{JID: appServer, Node: node, Form: &dataform.Form{Type: "submit", Fields: []dataform.Field{
+		{Var: "FORM_TYPE", Values: []string{"http://jabber.org/protocol/pubsub#publish-options"}},
+		{Var: "secret", Values: []string{secret}},
+	}}}, nil)
+	if err != nil {
+		c.t.Fatalf("enable push: %v", err)
+	}
+}
+
+type chat struct {
+	stanza.Message
+	Body string `xml:"body"`
+}
+
+func (c *client) sendChat(to, body string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m := chat{stanza.Message{ID: randomID(), To: jid.MustParse(to), Type: stanza.ChatMessage}, body}
+	if err := c.sess.Encode(ctx, m); err != nil {
+		c.t.Fatalf("send message: %v", err)
+	}
+}

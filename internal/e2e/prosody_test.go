@@ -1,0 +1,234 @@
+package e2e_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/component"
+	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/prosody"
+)
+
+// recorder is a push backend that remembers what it was asked to send.
+// The services' own backends are tested against their mocks; here the
+// point is what Prosody and the component deliver to the core.
+type recorder struct {
+	mu   sync.Mutex
+	sent []push.Notification
+}
+
+func (r *recorder) Send(ctx context.Context, n push.Notification) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = append(r.sent, n)
+	return nil
+}
+
+func (r *recorder) forToken(tok string) []push.Notification {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []push.Notification
+	for _, n := range r.sent {
+		if n.Token == tok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+type stack struct {
+	prosody *prosody.Server
+	svc     *appserver.Service
+	backend *recorder
+	conn    *component.Conn
+	http    *httptest.Server
+}
+
+func logger(t *testing.T) *slog.Logger {
+	if os.Getenv("E2E_VERBOSE") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startStack runs Prosody, and the app server (core, SQLite, component,
+// HTTP API) connected to it.
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	p := prosody.Start(t, prosody.Options{})
+	p.Register("alice", "alice-pw")
+	p.Register("bob", "bob-pw")
+
+	log := logger(t)
+	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	rec := &recorder{}
+	svc, err := appserver.New(store, []appserver.App{
+		{Name: "apns", Priority: push.PriorityAuto, Backend: rec},
+		{Name: "fcm", Priority: push.PriorityAuto, Backend: rec},
+	}, appserver.Options{RateLimit: 0}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := component.New(component.Options{
+		Addr: p.ComponentAddr, JID: p.ComponentJID, Secret: p.ComponentSecret,
+		Commands:   adhoc.Options{V1: true, FCMApp: "fcm"},
+		MaxBackoff: 500 * time.Millisecond, Logger: log,
+	}, svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { conn.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitConnected(t, conn)
+
+	h := httptest.NewServer(httpapi.New(httpapi.Options{Service: svc, Registrations: store, Logger: log}))
+	t.Cleanup(h.Close)
+	return &stack{prosody: p, svc: svc, backend: rec, conn: conn, http: h}
+}
+
+func waitConnected(t *testing.T, c *component.Conn) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !c.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("component did not connect to Prosody")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *stack) registerHTTP(t *testing.T, node, token string) (string, string) {
+	t.Helper()
+	resp, err := http.PostForm(s.http.URL+"/push_appserver/v1/register", url.Values{"type": {"apns"}, "node": {node}, "token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	lines := strings.Split(string(b), "\n")
+	if len(lines) != 3 || lines[0] != "OK" {
+		t.Fatalf("register over HTTP: %q", b)
+	}
+	return lines[1], lines[2]
+}
+
+// waitPushes waits up to 5 s for exactly want pushes to token, then checks
+// that no more arrive for a moment.
+func (s *stack) waitPushes(t *testing.T, token string, want int) []push.Notification {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.backend.forToken(token)) < want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	got := s.backend.forToken(token)
+	if len(got) != want {
+		t.Fatalf("%d pushes for %s, want %d", len(got), token, want)
+	}
+	return got
+}
+
+// offlineMessage has alice enable push with node and secret and go
+// offline; bob then writes to her, which makes Prosody push.
+func (s *stack) offlineMessage(t *testing.T, alice *client, node, secret string) {
+	t.Helper()
+	alice.enablePush(s.prosody.ComponentJID, node, secret)
+	alice.close()
+	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.prosody.Domain, "Hello Alice")
+	bob.close()
+}
+
+func TestProsodyPushRegisteredOverHTTP(t *testing.T) {
+	s := startStack(t)
+	node, secret := s.registerHTTP(t, "alice-phone", "token-http")
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	s.offlineMessage(t, alice, node, secret)
+	got := s.waitPushes(t, "token-http", 1)
+	if got[0].Priority != push.PriorityHigh || got[0].Node != node || got[0].Summary == nil || !got[0].Summary.HasLastMessageBody {
+		t.Fatalf("push %+v summary %+v: want high priority with a body in the summary", got[0], got[0].Summary)
+	}
+}
+
+func TestProsodyPushRegisteredByCommand(t *testing.T) {
+	s := startStack(t)
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	res, err := alice.command(s.prosody.ComponentJID, adhoc.V1Register, map[string]string{"type": "apns", "node": "alice-ipad", "token": "token-cmd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res["status"] != "completed" || res["node"] != "alice-ipad" || res["jid"] != s.prosody.ComponentJID || len(res["secret"]) != 64 {
+		t.Fatalf("command result %v", res)
+	}
+	s.offlineMessage(t, alice, res["node"], res["secret"])
+	got := s.waitPushes(t, "token-cmd", 1)
+	if got[0].Priority != push.PriorityHigh {
+		t.Fatalf("priority %s, want high", got[0].Priority)
+	}
+}
+
+func TestProsodyConversationsRegisterPushFCM(t *testing.T) {
+	s := startStack(t)
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	res, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-token", "android-id": "a1b2c3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-token", "android-id": "a1b2c3"})
+	if err != nil || again["node"] != res["node"] || again["secret"] != res["secret"] {
+		t.Fatalf("repeated registration: %v vs %v (%v)", again, res, err)
+	}
+	s.offlineMessage(t, alice, res["node"], res["secret"])
+	got := s.waitPushes(t, "fcm-token", 1)
+	if got[0].App != "fcm" {
+		t.Fatalf("push went to app %q", got[0].App)
+	}
+}
+
+func TestProsodyWrongSecret(t *testing.T) {
+	s := startStack(t)
+	node, _ := s.registerHTTP(t, "alice-phone", "token-wrong")
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	s.offlineMessage(t, alice, node, strings.Repeat("0", 64))
+	s.waitPushes(t, "token-wrong", 0)
+	// Prosody got our item-not-found and logged it.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.prosody.Log(), "item-not-found") {
+		if time.Now().After(deadline) {
+			t.Fatal("Prosody did not log an error reply from the app server")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestProsodyRestart(t *testing.T) {
+	s := startStack(t)
+	node, secret := s.registerHTTP(t, "alice-phone", "token-restart")
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	alice.enablePush(s.prosody.ComponentJID, node, secret)
+	alice.close()
+
+	s.prosody.Restart()
+	waitConnected(t, s.conn)
+	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.prosody.Domain, "after the restart")
+	bob.close()
+	s.waitPushes(t, "token-restart", 1)
+}

@@ -1,0 +1,308 @@
+// Package prosody starts a real Prosody XMPP server for end-to-end tests:
+// its own config, data directory, TLS certificate and free ports, with
+// mod_cloud_notify enabled and an external component for the app server.
+// Prosody comes from Debian's prosody and prosody-modules packages, which
+// scripts/test-deps.sh installs; when they are missing the launcher runs
+// that script, and fails the test if Prosody is still not there.
+package prosody
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is a running Prosody.
+type Server struct {
+	Domain          string // the VirtualHost, "localhost"
+	ComponentJID    string
+	ComponentSecret string
+	C2SAddr         string
+	ComponentAddr   string
+
+	t       testing.TB
+	dir     string
+	cfgPath string
+	cmd     *exec.Cmd
+	log     string
+	mu      sync.Mutex
+	exited  chan struct{}
+}
+
+// Options adjust the generated configuration.
+type Options struct {
+	// ComponentJID defaults to "push.localhost".
+	ComponentJID string
+	// Extra is appended to the global section of the config.
+	Extra string
+}
+
+// Start installs Prosody if needed, writes a config and starts it. It is
+// stopped when the test ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	ensureInstalled(t)
+	if opts.ComponentJID == "" {
+		opts.ComponentJID = "push.localhost"
+	}
+	dir := t.TempDir()
+	s := &Server{
+		Domain:          "localhost",
+		ComponentJID:    opts.ComponentJID,
+		ComponentSecret: "component-secret",
+		C2SAddr:         freeAddr(t),
+		ComponentAddr:   freeAddr(t),
+		t:               t,
+		dir:             dir,
+		cfgPath:         filepath.Join(dir, "prosody.cfg.lua"),
+		log:             filepath.Join(dir, "prosody.log"),
+	}
+	for _, d := range []string{"data", "certs"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCert(t, filepath.Join(dir, "certs"), s.Domain)
+	_, c2sPort, _ := net.SplitHostPort(s.C2SAddr)
+	_, compPort, _ := net.SplitHostPort(s.ComponentAddr)
+	cfg := fmt.Sprintf(`-- generated for a test
+daemonize = false
+pidfile = %[1]q
+data_path = %[2]q
+log = { { levels = { min = "debug" }, to = "file", filename = %[3]q } }
+plugin_paths = { "/usr/lib/prosody/modules" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "offline", "cloud_notify" }
+modules_disabled = { "s2s", "http", "posix" }
+c2s_ports = { %[4]s }
+c2s_interfaces = { "127.0.0.1" }
+component_ports = { %[5]s }
+component_interfaces = { "127.0.0.1" }
+s2s_ports = { }
+authentication = "internal_plain"
+storage = "internal"
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+certificates = %[6]q
+ssl = { certificate = %[7]q, key = %[8]q }
+%[9]s
+
+VirtualHost %[10]q
+
+Component %[11]q
+    component_secret = %[12]q
+`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), s.log, c2sPort, compPort,
+		filepath.Join(dir, "certs"), filepath.Join(dir, "certs", "localhost.crt"), filepath.Join(dir, "certs", "localhost.key"),
+		opts.Extra, s.Domain, s.ComponentJID, s.ComponentSecret)
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s.chownToProsody()
+	s.start()
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("prosody log (tail):\n%s", s.LogTail(60))
+		}
+	})
+	return s
+}
+
+// ensureInstalled runs scripts/test-deps.sh when prosody is missing.
+func ensureInstalled(t testing.TB) {
+	t.Helper()
+	if havePlugins() {
+		return
+	}
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "test-deps.sh")
+	out, err := exec.Command(script).CombinedOutput()
+	if err != nil || !havePlugins() {
+		t.Fatalf("Prosody and mod_cloud_notify are needed for this test and could not be installed (%v):\n%s", err, out)
+	}
+}
+
+func havePlugins() bool {
+	if _, err := exec.LookPath("prosody"); err != nil {
+		return false
+	}
+	_, err := os.Stat("/usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua")
+	return err == nil
+}
+
+// prosodyUser returns the prosody user's ids when we run as root: Prosody
+// is then run as that user (prosodyctl switches to it by itself), so every
+// file it writes belongs to one user.
+func prosodyUser() (uid, gid int, ok bool) {
+	if os.Geteuid() != 0 {
+		return 0, 0, false
+	}
+	u, err := user.Lookup("prosody")
+	if err != nil {
+		return 0, 0, false
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, true
+}
+
+func sysProcAttr() *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Setpgid: true}
+	if uid, gid, ok := prosodyUser(); ok {
+		a.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	return a
+}
+
+// chownToProsody hands the test directory to the prosody user.
+func (s *Server) chownToProsody() {
+	uid, gid, ok := prosodyUser()
+	if !ok {
+		return
+	}
+	// The temp dir's parents must be traversable too.
+	for d := s.dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
+			os.Chmod(d, st.Mode().Perm()|0o011)
+		}
+		if d == os.TempDir() {
+			break
+		}
+	}
+	filepath.Walk(s.dir, func(p string, _ os.FileInfo, _ error) error {
+		os.Lchown(p, uid, gid)
+		return nil
+	})
+}
+
+func (s *Server) start() {
+	t := s.t
+	t.Helper()
+	s.mu.Lock()
+	s.cmd = exec.Command("prosody", "--config", s.cfgPath)
+	var out bytes.Buffer
+	s.cmd.Stdout, s.cmd.Stderr = &out, &out
+	s.cmd.SysProcAttr = sysProcAttr()
+	if err := s.cmd.Start(); err != nil {
+		s.mu.Unlock()
+		t.Fatalf("starting prosody: %v", err)
+	}
+	exited := make(chan struct{})
+	s.exited = exited
+	cmd := s.cmd
+	go func() { cmd.Wait(); close(exited) }()
+	s.mu.Unlock()
+	// Ready once both ports accept connections.
+	deadline := time.Now().Add(20 * time.Second)
+	for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
+		for {
+			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-exited:
+				t.Fatalf("prosody exited at start:\n%s\nlog:\n%s", out.String(), s.LogTail(40))
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("prosody did not listen on %s:\n%s\nlog:\n%s", addr, out.String(), s.LogTail(40))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// Stop kills Prosody (as a crash would) and waits for it to go.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-exited
+}
+
+// Restart stops Prosody and starts it again with the same config and data.
+func (s *Server) Restart() {
+	s.Stop()
+	s.start()
+}
+
+// Register creates a user account with prosodyctl.
+func (s *Server) Register(user, password string) {
+	s.t.Helper()
+	cmd := exec.Command("prosodyctl", "--config", s.cfgPath, "register", user, s.Domain, password)
+	cmd.SysProcAttr = sysProcAttr()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("prosodyctl register %s: %v\n%s", user, err, out)
+	}
+}
+
+// LogTail returns the last n lines of Prosody's log.
+func (s *Server) LogTail(n int) string {
+	b, _ := os.ReadFile(s.log)
+	lines := strings.Split(string(b), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Log returns Prosody's whole log.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
+}
+
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func writeCert(t testing.TB, dir, host string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: host},
+		DNSNames:     []string{host},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(filepath.Join(dir, host+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(filepath.Join(dir, host+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o640)
+}
