@@ -1,0 +1,409 @@
+// Package apns delivers pushes through Apple's APNS provider API: HTTP/2
+// to api.push.apple.com (or the sandbox), authenticated by a provider token
+// (ES256 JWT from a p8 key) or a TLS client certificate.
+//
+// It speaks the API on net/http's HTTP/2 client rather than through
+// github.com/sideshow/apns2: that library configures its transport through
+// package-level variables and hides the clock its tokens are signed with,
+// and what we need beyond one POST (a deadline per push, retries on
+// GOAWAY and 5xx, a token refresh on ExpiredProviderToken, Apple's 410
+// timestamp) would have to be wrapped around it anyway.
+package apns
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/net/http2"
+	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+// Apple's hosts.
+const (
+	HostProduction = "https://api.push.apple.com"
+	HostSandbox    = "https://api.sandbox.push.apple.com"
+)
+
+// Apple accepts a provider token for an hour and rejects refreshing it more
+// than once in 20 minutes; 50 minutes sits between.
+const tokenLifetime = 50 * time.Minute
+
+// Options configure one app's APNS backend.
+type Options struct {
+	Topic    string // the app's bundle id; VoIP pushes go to Topic+".voip"
+	Sandbox  bool   // use Apple's sandbox host
+	Endpoint string // overrides the host (tests, proxies)
+	CAPath   string // directory of PEM CA certificates to trust; system pool when empty
+
+	// Certificate auth: CertFile and KeyFile (PEM), or PKCS12File with
+	// KeyPassword.
+	CertFile, KeyFile, PKCS12File, KeyPassword string
+	// Token auth: the p8 key file, its key id and the team id.
+	TokenKeyFile, KeyID, TeamID string
+
+	Alert          string        // alert text of high-priority pushes (the seed's push_appserver_apns_push_alert)
+	Sound          string        // sound of high-priority pushes; "" for none
+	TTL            time.Duration // apns-expiration = now + TTL; 0 leaves it to Apple
+	MutableContent bool          // mark alert pushes mutable-content so a notification extension can rewrite them
+	Collapse       bool          // send apns-collapse-id so a device shows one notification for a burst
+	IncludeSummary bool          // let the payload carry the summary's sender and body (privacy: off by default)
+	PushDeadline   time.Duration // how long one push may take with retries; default 10 s
+
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Backend sends pushes for one app. It keeps one HTTP/2 connection pool.
+type Backend struct {
+	opts   Options
+	base   string
+	client *http.Client
+	signer *signer // nil with certificate auth
+	logger *slog.Logger
+}
+
+var _ push.Backend = (*Backend)(nil)
+
+// New checks the credentials and returns a backend.
+func New(opts Options, logger *slog.Logger) (*Backend, error) {
+	if opts.Topic == "" {
+		return nil, errors.New("apns: topic is required")
+	}
+	if opts.PushDeadline <= 0 {
+		opts.PushDeadline = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
+	if opts.CAPath != "" {
+		pool, err := loadCAs(opts.CAPath)
+		if err != nil {
+			return nil, err
+		}
+		tlsCfg.RootCAs = pool
+	}
+	b := &Backend{opts: opts, logger: logger}
+	switch {
+	case opts.TokenKeyFile != "":
+		key, err := loadP8(opts.TokenKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if opts.KeyID == "" || opts.TeamID == "" {
+			return nil, errors.New("apns: token auth needs key id and team id")
+		}
+		b.signer = &signer{key: key, keyID: opts.KeyID, teamID: opts.TeamID, now: opts.Now}
+	case opts.PKCS12File != "":
+		data, err := os.ReadFile(opts.PKCS12File)
+		if err != nil {
+			return nil, fmt.Errorf("apns: %w", err)
+		}
+		key, cert, chain, err := pkcs12.DecodeChain(data, opts.KeyPassword)
+		if err != nil {
+			return nil, fmt.Errorf("apns: reading %s: %w", opts.PKCS12File, err)
+		}
+		c := tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+		for _, ca := range chain {
+			c.Certificate = append(c.Certificate, ca.Raw)
+		}
+		tlsCfg.Certificates = []tls.Certificate{c}
+	case opts.CertFile != "":
+		c, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("apns: loading certificate: %w", err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{c}
+	default:
+		return nil, errors.New("apns: no credentials: a certificate or a p8 token key is required")
+	}
+	b.base = opts.Endpoint
+	if b.base == "" {
+		b.base = HostProduction
+		if opts.Sandbox {
+			b.base = HostSandbox
+		}
+	}
+	// x/net/http2's own transport, not net/http's: its pool shares one
+	// dial among all requests waiting for a connection, so a burst at
+	// start opens one connection to Apple, not one per request.
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: tlsCfg}
+	b.client = &http.Client{Transport: &http2.Transport{
+		TLSClientConfig: tlsCfg,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, addr)
+		},
+		ReadIdleTimeout: 30 * time.Second, // ping to notice a dead connection
+		PingTimeout:     10 * time.Second,
+		IdleConnTimeout: 10 * time.Minute,
+	}}
+	return b, nil
+}
+
+func loadCAs(dir string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("apns: CA path: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil {
+			pool.AppendCertsFromPEM(data)
+		}
+	}
+	return pool, nil
+}
+
+func loadP8(path string) (*ecdsa.PrivateKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("apns: token key: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("apns: token key %s is not PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("apns: token key %s: %w", path, err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("apns: token key %s is not an ECDSA key", path)
+	}
+	return ek, nil
+}
+
+// ValidateToken accepts what APNS issues: hex, an even number of digits,
+// 32 to 100 bytes.
+func (b *Backend) ValidateToken(tok string) error {
+	if len(tok)%2 != 0 || len(tok) < 64 || len(tok) > 200 {
+		return fmt.Errorf("APNS token must be 64 to 200 hex digits, got %d characters", len(tok))
+	}
+	if _, err := hex.DecodeString(tok); err != nil {
+		return errors.New("APNS token must be hex")
+	}
+	return nil
+}
+
+// answer is what APNS said to one request.
+type answer struct {
+	status     int
+	reason     string
+	timestamp  time.Time
+	retryAfter time.Duration
+}
+
+// Send delivers n, retrying transient failures until the push deadline.
+func (b *Backend) Send(ctx context.Context, n push.Notification) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.PushDeadline)
+	defer cancel()
+	req := b.build(n)
+	backoff := 100 * time.Millisecond
+	refreshed := false
+	for {
+		a, err := b.post(ctx, n.Token, req)
+		var reason string
+		switch {
+		case err != nil:
+			reason = err.Error()
+		case a.status == http.StatusOK:
+			return nil
+		case a.status == http.StatusGone:
+			since := a.timestamp
+			if since.IsZero() {
+				since = b.opts.Now()
+			}
+			return &push.DeadTokenError{Since: since, Reason: a.reason}
+		case a.status == http.StatusBadRequest && (a.reason == "BadDeviceToken" || a.reason == "DeviceTokenNotForTopic"):
+			return &push.DeadTokenError{Since: b.opts.Now(), Reason: a.reason}
+		case a.status == http.StatusForbidden && b.signer != nil && !refreshed &&
+			(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken"):
+			b.signer.invalidate()
+			refreshed = true
+			continue
+		case a.status == http.StatusTooManyRequests || a.status >= 500:
+			reason = fmt.Sprintf("%d %s", a.status, a.reason)
+		default:
+			b.logger.Warn("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
+			return fmt.Errorf("apns: %d %s", a.status, a.reason)
+		}
+		// Transient: wait with jitter, unless the deadline comes first.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if a.retryAfter > wait {
+			wait = a.retryAfter
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return &push.TemporaryError{Reason: reason, RetryAfter: a.retryAfter}
+		}
+		select {
+		case <-ctx.Done():
+			return &push.TemporaryError{Reason: reason, Err: ctx.Err()}
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// request is a push ready to post: payload and headers are the same for
+// every retry.
+type request struct {
+	payload []byte
+	header  http.Header
+}
+
+func (b *Backend) build(n push.Notification) request {
+	h := http.Header{}
+	h.Set("content-type", "application/json")
+	topic := b.opts.Topic
+	aps := map[string]any{}
+	switch n.Priority {
+	case push.PrioritySilent:
+		h.Set("apns-push-type", "background")
+		h.Set("apns-priority", "5")
+		aps["content-available"] = 1
+	case push.PriorityVoIP:
+		h.Set("apns-push-type", "voip")
+		h.Set("apns-priority", "10")
+		topic += ".voip"
+	default:
+		h.Set("apns-push-type", "alert")
+		h.Set("apns-priority", "10")
+		var alert any = b.opts.Alert
+		if b.opts.IncludeSummary && n.Summary != nil && (n.Summary.LastMessageBody != "" || n.Summary.LastMessageSender != "") {
+			alert = map[string]string{"title": n.Summary.LastMessageSender, "body": truncate(n.Summary.LastMessageBody, 2048)}
+		}
+		aps["alert"] = alert
+		if b.opts.Sound != "" {
+			aps["sound"] = b.opts.Sound
+		}
+		if b.opts.MutableContent {
+			aps["mutable-content"] = 1
+		}
+	}
+	h.Set("apns-topic", topic)
+	if b.opts.TTL > 0 {
+		h.Set("apns-expiration", strconv.FormatInt(b.opts.Now().Add(b.opts.TTL).Unix(), 10))
+	}
+	if b.opts.Collapse {
+		h.Set("apns-collapse-id", "xmpp-push")
+	}
+	body := map[string]any{"aps": aps}
+	if b.opts.IncludeSummary && n.Summary != nil && n.Summary.MessageCount > 0 {
+		body["message-count"] = n.Summary.MessageCount
+	}
+	payload, _ := json.Marshal(body)
+	return request{payload: payload, header: h}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
+		s = s[:len(s)-1]
+	}
+	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.base+"/3/device/"+token, bytes.NewReader(r.payload))
+	if err != nil {
+		return answer{}, err
+	}
+	hr.Header = r.header.Clone()
+	if b.signer != nil {
+		bearer, err := b.signer.bearer()
+		if err != nil {
+			return answer{}, err
+		}
+		hr.Header.Set("authorization", "bearer "+bearer)
+	}
+	resp, err := b.client.Do(hr)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	a := answer{status: resp.StatusCode}
+	if s, err := strconv.Atoi(resp.Header.Get("retry-after")); err == nil && s > 0 {
+		a.retryAfter = time.Duration(s) * time.Second
+	}
+	if resp.StatusCode != http.StatusOK {
+		var body struct {
+			Reason    string `json:"reason"`
+			Timestamp int64  `json:"timestamp"`
+		}
+		json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body)
+		a.reason = body.Reason
+		if body.Timestamp > 0 {
+			a.timestamp = time.UnixMilli(body.Timestamp)
+		}
+	} else {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	}
+	return a, nil
+}
+
+// signer makes and caches the provider token.
+type signer struct {
+	key           *ecdsa.PrivateKey
+	keyID, teamID string
+	now           func() time.Time
+
+	mu     sync.Mutex
+	token  string
+	issued time.Time
+}
+
+func (s *signer) bearer() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if s.token != "" && now.Sub(s.issued) < tokenLifetime {
+		return s.token, nil
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": s.teamID, "iat": now.Unix()})
+	t.Header["kid"] = s.keyID
+	signed, err := t.SignedString(s.key)
+	if err != nil {
+		return "", fmt.Errorf("apns: signing provider token: %w", err)
+	}
+	s.token, s.issued = signed, now
+	return signed, nil
+}
+
+// invalidate drops the cached token so the next request signs a new one.
+func (s *signer) invalidate() {
+	s.mu.Lock()
+	s.token = ""
+	s.mu.Unlock()
+}

@@ -1,0 +1,424 @@
+package apns_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gopkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/push-appserver/push-appserver/internal/apns"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+)
+
+const topic = "im.example.app"
+
+var token = strings.Repeat("ab", 32)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// tokenSetup starts a mock that requires provider tokens and returns it
+// with options for a backend that has the key.
+func tokenSetup(t testing.TB) (*apnsmock.Server, apns.Options) {
+	t.Helper()
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m, apns.Options{
+		Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
+		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42",
+		Alert: "dummy", Sound: "default", MutableContent: true, PushDeadline: 3 * time.Second,
+	}
+}
+
+func newBackend(t testing.TB, o apns.Options) *apns.Backend {
+	t.Helper()
+	b, err := apns.New(o, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func send(t *testing.T, b *apns.Backend, prio push.Priority, s *push.Summary) error {
+	t.Helper()
+	return b.Send(context.Background(), push.Notification{App: "apns", Node: "n", Token: token, Priority: prio, Summary: s})
+}
+
+func TestOptionsReachAPNS(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	body := &push.Summary{MessageCount: 1, LastMessageSender: "juliet@example.org", LastMessageBody: "Wherefore art thou?", HasLastMessageBody: true}
+	tests := []struct {
+		name    string
+		opts    func(*apns.Options)
+		prio    push.Priority
+		summary *push.Summary
+		check   func(t *testing.T, r apnsmock.Request)
+	}{
+		{"high priority alert", nil, push.PriorityHigh, body, func(t *testing.T, r apnsmock.Request) {
+			aps := r.Payload["aps"].(map[string]any)
+			if r.PushType != "alert" || r.Priority != "10" || r.Topic != topic || aps["alert"] != "dummy" || aps["sound"] != "default" || aps["mutable-content"] != float64(1) {
+				t.Fatalf("%+v", r)
+			}
+			if r.Expiration != "" || r.CollapseID != "" || strings.Contains(string(r.RawPayload), "juliet") || r.Payload["message-count"] != nil {
+				t.Fatalf("unasked-for headers or summary content: %+v %s", r, r.RawPayload)
+			}
+			if r.Auth != "token" {
+				t.Fatalf("auth %q", r.Auth)
+			}
+		}},
+		{"silent background push", nil, push.PrioritySilent, body, func(t *testing.T, r apnsmock.Request) {
+			aps := r.Payload["aps"].(map[string]any)
+			if r.PushType != "background" || r.Priority != "5" || aps["content-available"] != float64(1) || aps["alert"] != nil || aps["sound"] != nil {
+				t.Fatalf("%+v", r)
+			}
+		}},
+		{"voip", nil, push.PriorityVoIP, nil, func(t *testing.T, r apnsmock.Request) {
+			if r.PushType != "voip" || r.Topic != topic+".voip" || r.Priority != "10" {
+				t.Fatalf("%+v", r)
+			}
+		}},
+		{"alert text and no sound", func(o *apns.Options) { o.Alert = "New message"; o.Sound = "" }, push.PriorityHigh, nil, func(t *testing.T, r apnsmock.Request) {
+			aps := r.Payload["aps"].(map[string]any)
+			if aps["alert"] != "New message" || aps["sound"] != nil {
+				t.Fatalf("%s", r.RawPayload)
+			}
+		}},
+		{"mutable content off", func(o *apns.Options) { o.MutableContent = false }, push.PriorityHigh, nil, func(t *testing.T, r apnsmock.Request) {
+			if _, ok := r.Payload["aps"].(map[string]any)["mutable-content"]; ok {
+				t.Fatalf("%s", r.RawPayload)
+			}
+		}},
+		{"ttl sets expiration", func(o *apns.Options) { o.TTL = time.Hour; o.Now = func() time.Time { return now } }, push.PriorityHigh, nil, func(t *testing.T, r apnsmock.Request) {
+			if r.Expiration != strconv.FormatInt(now.Add(time.Hour).Unix(), 10) {
+				t.Fatalf("expiration %q", r.Expiration)
+			}
+		}},
+		{"collapse", func(o *apns.Options) { o.Collapse = true }, push.PriorityHigh, nil, func(t *testing.T, r apnsmock.Request) {
+			if r.CollapseID == "" {
+				t.Fatal("no apns-collapse-id")
+			}
+		}},
+		{"summary carried when allowed", func(o *apns.Options) { o.IncludeSummary = true }, push.PriorityHigh, body, func(t *testing.T, r apnsmock.Request) {
+			alert, _ := r.Payload["aps"].(map[string]any)["alert"].(map[string]any)
+			if alert["title"] != "juliet@example.org" || alert["body"] != "Wherefore art thou?" || r.Payload["message-count"] != float64(1) {
+				t.Fatalf("%s", r.RawPayload)
+			}
+		}},
+		{"huge body stays under the size limit", func(o *apns.Options) { o.IncludeSummary = true }, push.PriorityHigh,
+			&push.Summary{LastMessageBody: strings.Repeat("é", 4000), HasLastMessageBody: true}, func(t *testing.T, r apnsmock.Request) {
+				if r.Status != 200 || len(r.RawPayload) > 4096 {
+					t.Fatalf("status %d size %d", r.Status, len(r.RawPayload))
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, o := tokenSetup(t)
+			if tt.opts != nil {
+				tt.opts(&o)
+			}
+			if err := send(t, newBackend(t, o), tt.prio, tt.summary); err != nil {
+				t.Fatal(err)
+			}
+			reqs := m.Requests()
+			if len(reqs) != 1 {
+				t.Fatalf("%d requests", len(reqs))
+			}
+			tt.check(t, reqs[0])
+		})
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	dead := time.UnixMilli(1_700_000_000_123)
+	tests := []struct {
+		name      string
+		faults    []apnsmock.Fault
+		check     func(t *testing.T, err error)
+		wantTries int
+	}{
+		{"410 unregistered with Apple's timestamp", []apnsmock.Fault{{Status: 410, Reason: "Unregistered", Timestamp: dead}}, func(t *testing.T, err error) {
+			d, ok := push.IsDeadToken(err)
+			if !ok || !d.Since.Equal(dead) || d.Reason != "Unregistered" {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"400 bad device token", []apnsmock.Fault{{Status: 400, Reason: "BadDeviceToken"}}, func(t *testing.T, err error) {
+			if d, ok := push.IsDeadToken(err); !ok || time.Since(d.Since) > time.Minute {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"400 token not for topic", []apnsmock.Fault{{Status: 400, Reason: "DeviceTokenNotForTopic"}}, func(t *testing.T, err error) {
+			if _, ok := push.IsDeadToken(err); !ok {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"429 500 503 then success", []apnsmock.Fault{{Status: 429, Reason: "TooManyRequests"}, {Status: 500, Reason: "InternalServerError"}, {Status: 503, Reason: "ServiceUnavailable"}}, func(t *testing.T, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, 4},
+		{"reset stream then success", []apnsmock.Fault{{Reset: true}}, func(t *testing.T, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, 2},
+		{"expired provider token: refresh and retry once", []apnsmock.Fault{{Status: 403, Reason: "ExpiredProviderToken"}}, func(t *testing.T, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, 2},
+		{"403 twice is an error", []apnsmock.Fault{{Status: 403, Reason: "InvalidProviderToken"}, {Status: 403, Reason: "InvalidProviderToken"}}, func(t *testing.T, err error) {
+			if err == nil || push.IsTemporary(err) || !strings.Contains(err.Error(), "InvalidProviderToken") {
+				t.Fatalf("%v", err)
+			}
+		}, 2},
+		{"other 4xx: no retry", []apnsmock.Fault{{Status: 400, Reason: "BadTopic"}}, func(t *testing.T, err error) {
+			if err == nil || push.IsTemporary(err) || !strings.Contains(err.Error(), "BadTopic") {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, o := tokenSetup(t)
+			m.FailToken(token, tt.faults...)
+			tt.check(t, send(t, newBackend(t, o), push.PriorityHigh, nil))
+			if n := m.Total(); n != tt.wantTries {
+				t.Fatalf("%d requests, want %d", n, tt.wantTries)
+			}
+		})
+	}
+}
+
+func TestRetriesEndAtDeadline(t *testing.T) {
+	m, o := tokenSetup(t)
+	o.PushDeadline = 700 * time.Millisecond
+	for range 100 {
+		m.FailToken(token, apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"})
+	}
+	start := time.Now()
+	err := send(t, newBackend(t, o), push.PriorityHigh, nil)
+	if !push.IsTemporary(err) {
+		t.Fatalf("err = %v, want a temporary error", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("took %v, deadline was 700ms", took)
+	}
+	if m.Total() < 3 {
+		t.Fatalf("only %d tries", m.Total())
+	}
+}
+
+func TestProviderTokenRefresh(t *testing.T) {
+	m, o := tokenSetup(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	o.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	b := newBackend(t, o)
+	send(t, b, push.PriorityHigh, nil)
+	send(t, b, push.PriorityHigh, nil)
+	// 55 minutes later the token must have been re-signed: the mock
+	// rejects tokens older than an hour, and the fake clock is what the
+	// backend signs with.
+	now.Add(int64(55 * time.Minute))
+	if err := send(t, b, push.PriorityHigh, nil); err != nil {
+		t.Fatal(err)
+	}
+	reqs := m.Requests()
+	if len(reqs) != 3 || reqs[2].Status != 200 {
+		t.Fatalf("%+v", reqs)
+	}
+}
+
+func TestCertificateAuth(t *testing.T) {
+	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
+	os.WriteFile(certFile, certPEM, 0o600)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+
+	// PKCS#12 with a password, as exported from Keychain.
+	cert, _ := tls.X509KeyPair(certPEM, keyPEM)
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	p12, err := gopkcs12.Modern.Encode(cert.PrivateKey, leaf, nil, "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p12File := filepath.Join(dir, "push.p12")
+	os.WriteFile(p12File, p12, 0o600)
+
+	for name, o := range map[string]apns.Options{
+		"pem":    {Topic: topic, Endpoint: m.URL, CAPath: m.CADir, CertFile: certFile, KeyFile: keyFile},
+		"pkcs12": {Topic: topic, Endpoint: m.URL, CAPath: m.CADir, PKCS12File: p12File, KeyPassword: "s3cret"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := send(t, newBackend(t, o), push.PriorityHigh, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if _, err := apns.New(apns.Options{Topic: topic, PKCS12File: p12File, KeyPassword: "wrong"}, quiet); err == nil {
+		t.Fatal("wrong PKCS#12 password accepted")
+	}
+	reqs := m.Requests()
+	if len(reqs) != 2 || reqs[0].Auth != "certificate" {
+		t.Fatalf("%+v", reqs)
+	}
+	// Without a client certificate the mock refuses the TLS handshake.
+	p8, _, _ := apnsmock.TokenKey()
+	kf := filepath.Join(dir, "k.p8")
+	os.WriteFile(kf, p8, 0o600)
+	err = send(t, newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir, TokenKeyFile: kf, KeyID: "K", TeamID: "T", PushDeadline: 300 * time.Millisecond}), push.PriorityHigh, nil)
+	if err == nil {
+		t.Fatal("push without client certificate succeeded")
+	}
+}
+
+func TestUntrustedServer(t *testing.T) {
+	m, o := tokenSetup(t)
+	o.CAPath = t.TempDir() // trusts nothing
+	o.PushDeadline = 300 * time.Millisecond
+	if err := send(t, newBackend(t, o), push.PriorityHigh, nil); err == nil {
+		t.Fatal("push to an untrusted server succeeded")
+	}
+	if m.Total() != 0 {
+		t.Fatal("request reached the server")
+	}
+}
+
+func TestGoAwayUnderLoadLosesNothing(t *testing.T) {
+	m, o := tokenSetup(t)
+	m.GoAwayEvery(100)
+	o.PushDeadline = 15 * time.Second
+	b := newBackend(t, o)
+	const n = 500
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range n {
+		wg.Go(func() {
+			tok := fmt.Sprintf("%064x", i)
+			if err := b.Send(context.Background(), push.Notification{Token: tok, Priority: push.PriorityHigh}); err != nil {
+				failed.Add(1)
+				t.Log(err)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d pushes lost", failed.Load())
+	}
+	accepted := map[string]bool{}
+	for _, r := range m.Requests() {
+		if r.Status == 200 {
+			accepted[r.Token] = true
+		}
+	}
+	if len(accepted) != n {
+		t.Fatalf("%d distinct tokens accepted, want %d", len(accepted), n)
+	}
+	if m.Connections() < 2 {
+		t.Fatalf("GOAWAY never forced a new connection (%d)", m.Connections())
+	}
+}
+
+func TestOneConnectionReused(t *testing.T) {
+	m, o := tokenSetup(t)
+	b := newBackend(t, o)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			b.Send(context.Background(), push.Notification{Token: token, Priority: push.PriorityHigh})
+		})
+	}
+	wg.Wait()
+	if m.Accepted() != 50 || m.Connections() != 1 {
+		t.Fatalf("%d accepted over %d connections, want 50 over 1", m.Accepted(), m.Connections())
+	}
+}
+
+func TestValidateToken(t *testing.T) {
+	_, o := tokenSetup(t)
+	b := newBackend(t, o)
+	for tok, ok := range map[string]bool{
+		token:                     true,
+		strings.Repeat("AB", 50):  true,
+		"ab12":                    false,
+		strings.Repeat("zz", 32):  false,
+		strings.Repeat("a", 65):   false,
+		strings.Repeat("ab", 101): false,
+	} {
+		if err := b.ValidateToken(tok); (err == nil) != ok {
+			t.Errorf("ValidateToken(%.20q...) = %v", tok, err)
+		}
+	}
+}
+
+func TestBadCredentials(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "bad.p8")
+	os.WriteFile(notPEM, []byte("nope"), 0o600)
+	rsaPEM := filepath.Join(dir, "cert.pem")
+	os.WriteFile(rsaPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), 0o600)
+	for name, o := range map[string]apns.Options{
+		"no topic":          {TokenKeyFile: notPEM, KeyID: "K", TeamID: "T"},
+		"no credentials":    {Topic: topic},
+		"p8 not PEM":        {Topic: topic, TokenKeyFile: notPEM, KeyID: "K", TeamID: "T"},
+		"p8 missing":        {Topic: topic, TokenKeyFile: filepath.Join(dir, "missing"), KeyID: "K", TeamID: "T"},
+		"broken cert":       {Topic: topic, CertFile: rsaPEM, KeyFile: rsaPEM},
+		"ca path not a dir": {Topic: topic, TokenKeyFile: notPEM, CAPath: filepath.Join(dir, "nope")},
+	} {
+		if _, err := apns.New(o, quiet); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if errors.Is(err, nil) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// BenchmarkSend measures pushes/s of one backend against the mock.
+func BenchmarkSend(b *testing.B) {
+	_, o := tokenSetup(b)
+	be := newBackend(b, o)
+	b.SetParallelism(64)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := be.Send(context.Background(), push.Notification{Token: token, Priority: push.PriorityHigh}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
+}

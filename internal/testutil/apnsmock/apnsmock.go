@@ -1,0 +1,453 @@
+// Package apnsmock is a stand-in for Apple's APNS provider API (HTTP/2 over
+// TLS) that checks requests the way Apple documents them: method and path,
+// the apns-* headers and their allowed values, the provider JWT (ES256,
+// signature, kid, iss, age) or the client certificate, the device token
+// and the payload's JSON and size. It records every request and injects
+// the faults a real service produces (410 with timestamp, 400, 403, 429,
+// 500, 503, delays, GOAWAY, reset streams), per token or by schedule.
+// Tests and the benchmark tool both use it.
+package apnsmock
+
+import (
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Config says how the mock authenticates providers.
+type Config struct {
+	// TokenKey is the public half of the provider's p8 key; with it, every
+	// request must carry a valid bearer JWT with KeyID and TeamID.
+	TokenKey *ecdsa.PublicKey
+	KeyID    string
+	TeamID   string
+	// ClientCAs, when set, makes the mock require a client certificate
+	// signed by one of them (certificate-based provider auth).
+	ClientCAs *x509.CertPool
+	// Topic, when set, is the only apns-topic accepted (and Topic+".voip").
+	Topic string
+	// KeepRequests bounds the recorded requests; default 100,000.
+	KeepRequests int
+}
+
+// Request is one accepted or rejected request, as the mock saw it.
+type Request struct {
+	Token      string
+	Topic      string
+	PushType   string
+	Priority   string
+	Expiration string
+	CollapseID string
+	Auth       string // "token" or "certificate"
+	Payload    map[string]any
+	RawPayload []byte
+	Status     int
+	Reason     string
+}
+
+// Fault is an answer to inject instead of the normal one.
+type Fault struct {
+	Status    int           // HTTP status; 0 = answer normally after Delay
+	Reason    string        // Apple's reason string
+	Timestamp time.Time     // for 410 Unregistered
+	Delay     time.Duration // wait before answering
+	GoAway    bool          // answer, then send GOAWAY on the connection
+	Reset     bool          // reset the stream instead of answering
+}
+
+// Server is a running mock.
+type Server struct {
+	// URL is the base URL, to be used as the client's endpoint.
+	URL string
+	// CADir is a directory holding the mock's CA certificate in PEM, for a
+	// client's CA path option; CAPool is the same as a pool.
+	CADir  string
+	CAPool *x509.CertPool
+
+	cfg  Config
+	srv  *httptest.Server
+	conn atomic.Int64
+
+	mu        sync.Mutex
+	requests  []Request
+	total     int
+	byToken   map[string][]Fault
+	schedule  []Fault
+	goAwayN   int
+	sinceGoAw int
+}
+
+// New starts a mock on a loopback port.
+func New(cfg Config) (*Server, error) {
+	if cfg.KeepRequests == 0 {
+		cfg.KeepRequests = 100000
+	}
+	s := &Server{cfg: cfg, byToken: map[string][]Fault{}}
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.handle))
+	s.srv.EnableHTTP2 = true
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conn.Add(1)
+		}
+	}
+	if cfg.ClientCAs != nil {
+		s.srv.TLS = &tls.Config{ClientCAs: cfg.ClientCAs, ClientAuth: tls.RequireAndVerifyClientCert}
+	}
+	s.srv.StartTLS()
+	s.URL = s.srv.URL
+	s.CAPool = x509.NewCertPool()
+	s.CAPool.AddCert(s.srv.Certificate())
+	dir, err := os.MkdirTemp("", "apnsmock-ca")
+	if err != nil {
+		s.srv.Close()
+		return nil, err
+	}
+	s.CADir = dir
+	err = os.WriteFile(filepath.Join(dir, "apnsmock.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw}), 0o644)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops the mock and removes its files.
+func (s *Server) Close() {
+	s.srv.Close()
+	os.RemoveAll(s.CADir)
+}
+
+// Connections returns how many connections clients opened.
+func (s *Server) Connections() int { return int(s.conn.Load()) }
+
+// Requests returns the recorded requests.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// Total returns the number of requests received, recorded or not.
+func (s *Server) Total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// Accepted returns the number of requests answered 200.
+func (s *Server) Accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.requests {
+		if r.Status == http.StatusOK {
+			n++
+		}
+	}
+	return n
+}
+
+// FailToken makes the next requests for token answer with faults, one
+// each; the last fault repeats if sticky.
+func (s *Server) FailToken(token string, faults ...Fault) {
+	s.mu.Lock()
+	s.byToken[token] = append(s.byToken[token], faults...)
+	s.mu.Unlock()
+}
+
+// FailNext makes the next requests, whatever their token, answer with
+// faults, one each.
+func (s *Server) FailNext(faults ...Fault) {
+	s.mu.Lock()
+	s.schedule = append(s.schedule, faults...)
+	s.mu.Unlock()
+}
+
+// GoAwayEvery sends GOAWAY after every n-th request on a connection; 0 off.
+func (s *Server) GoAwayEvery(n int) {
+	s.mu.Lock()
+	s.goAwayN = n
+	s.mu.Unlock()
+}
+
+// Reset clears recorded requests and pending faults.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	s.requests, s.total, s.byToken, s.schedule = nil, 0, map[string][]Fault{}, nil
+	s.mu.Unlock()
+}
+
+func (s *Server) nextFault(token string) (Fault, bool, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total++
+	goAway := false
+	if s.goAwayN > 0 {
+		s.sinceGoAw++
+		if s.sinceGoAw >= s.goAwayN {
+			s.sinceGoAw = 0
+			goAway = true
+		}
+	}
+	if fs := s.byToken[token]; len(fs) > 0 {
+		s.byToken[token] = fs[1:]
+		return fs[0], true, goAway
+	}
+	if len(s.schedule) > 0 {
+		f := s.schedule[0]
+		s.schedule = s.schedule[1:]
+		return f, true, goAway
+	}
+	return Fault{}, false, goAway
+}
+
+func (s *Server) record(r Request) {
+	s.mu.Lock()
+	if len(s.requests) < s.cfg.KeepRequests {
+		s.requests = append(s.requests, r)
+	}
+	s.mu.Unlock()
+}
+
+var pushTypes = map[string]bool{"alert": true, "background": true, "voip": true, "location": true, "complication": true, "fileprovider": true, "mdm": true, "liveactivity": true, "pushtotalk": true}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	token := strings.TrimPrefix(r.URL.Path, "/3/device/")
+	fault, hasFault, goAway := s.nextFault(token)
+	req := Request{
+		Token:      token,
+		Topic:      r.Header.Get("apns-topic"),
+		PushType:   r.Header.Get("apns-push-type"),
+		Priority:   r.Header.Get("apns-priority"),
+		Expiration: r.Header.Get("apns-expiration"),
+		CollapseID: r.Header.Get("apns-collapse-id"),
+	}
+	answer := func(status int, reason string, ts time.Time) {
+		req.Status, req.Reason = status, reason
+		s.record(req)
+		if goAway || fault.GoAway {
+			w.Header().Set("Connection", "close")
+		}
+		w.Header().Set("apns-id", newID())
+		if status == http.StatusOK {
+			w.WriteHeader(status)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		body := map[string]any{"reason": reason}
+		if !ts.IsZero() {
+			body["timestamp"] = ts.UnixMilli()
+		}
+		json.NewEncoder(w).Encode(body)
+	}
+	if hasFault && fault.Delay > 0 {
+		select {
+		case <-time.After(fault.Delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if hasFault && fault.Reset {
+		req.Status, req.Reason = -1, "reset"
+		s.record(req)
+		panic(http.ErrAbortHandler)
+	}
+
+	// Apple's checks, in the order its documentation lists the errors.
+	if r.ProtoMajor != 2 {
+		answer(http.StatusBadRequest, "BadPath", time.Time{}) // HTTP/2 is required
+		return
+	}
+	if r.Method != http.MethodPost {
+		answer(http.StatusMethodNotAllowed, "MethodNotAllowed", time.Time{})
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, "/3/device/") || token == "" {
+		answer(http.StatusNotFound, "BadPath", time.Time{})
+		return
+	}
+	if auth, reason := s.authenticate(r); reason != "" {
+		answer(http.StatusForbidden, reason, time.Time{})
+		return
+	} else {
+		req.Auth = auth
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8192))
+	if err != nil {
+		answer(http.StatusBadRequest, "BadMessageId", time.Time{})
+		return
+	}
+	req.RawPayload = body
+	switch {
+	case req.Topic == "":
+		answer(http.StatusBadRequest, "MissingTopic", time.Time{})
+		return
+	case s.cfg.Topic != "" && req.Topic != s.cfg.Topic && req.Topic != s.cfg.Topic+".voip":
+		answer(http.StatusBadRequest, "TopicDisallowed", time.Time{})
+		return
+	case req.PushType != "" && !pushTypes[req.PushType]:
+		answer(http.StatusBadRequest, "InvalidPushType", time.Time{})
+		return
+	case req.Priority != "" && req.Priority != "5" && req.Priority != "10" && req.Priority != "1":
+		answer(http.StatusBadRequest, "BadPriority", time.Time{})
+		return
+	case req.PushType == "voip" && !strings.HasSuffix(req.Topic, ".voip"):
+		answer(http.StatusBadRequest, "TopicDisallowed", time.Time{})
+		return
+	case len(req.CollapseID) > 64:
+		answer(http.StatusBadRequest, "BadCollapseId", time.Time{})
+		return
+	}
+	if req.Expiration != "" {
+		if _, err := strconv.ParseInt(req.Expiration, 10, 64); err != nil {
+			answer(http.StatusBadRequest, "BadExpirationDate", time.Time{})
+			return
+		}
+	}
+	if _, err := hex.DecodeString(token); err != nil || len(token) < 64 || len(token) > 200 {
+		answer(http.StatusBadRequest, "BadDeviceToken", time.Time{})
+		return
+	}
+	limit := 4096
+	if req.PushType == "voip" {
+		limit = 5120
+	}
+	switch {
+	case len(body) == 0:
+		answer(http.StatusBadRequest, "PayloadEmpty", time.Time{})
+		return
+	case len(body) > limit:
+		answer(http.StatusRequestEntityTooLarge, "PayloadTooLarge", time.Time{})
+		return
+	}
+	if err := json.Unmarshal(body, &req.Payload); err != nil {
+		answer(http.StatusBadRequest, "BadMessageId", time.Time{}) // Apple answers malformed JSON with a 400
+		return
+	}
+	aps, ok := req.Payload["aps"].(map[string]any)
+	if !ok {
+		answer(http.StatusBadRequest, "PayloadEmpty", time.Time{})
+		return
+	}
+	// Background pushes must be priority 5, carry content-available and no
+	// alert, sound or badge.
+	if req.PushType == "background" {
+		_, alert := aps["alert"]
+		_, sound := aps["sound"]
+		if req.Priority != "5" || aps["content-available"] != float64(1) || alert || sound {
+			answer(http.StatusBadRequest, "BadPriority", time.Time{})
+			return
+		}
+	}
+	if hasFault && fault.Status != 0 {
+		answer(fault.Status, fault.Reason, fault.Timestamp)
+		return
+	}
+	answer(http.StatusOK, "", time.Time{})
+}
+
+// authenticate checks the provider's credentials and returns how it
+// authenticated, or Apple's 403 reason.
+func (s *Server) authenticate(r *http.Request) (string, string) {
+	if s.cfg.ClientCAs != nil {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			return "", "BadCertificate"
+		}
+		return "certificate", ""
+	}
+	if s.cfg.TokenKey == nil {
+		return "", ""
+	}
+	h := r.Header.Get("authorization")
+	bearer, ok := strings.CutPrefix(h, "bearer ")
+	if !ok || bearer == "" {
+		return "", "MissingProviderToken"
+	}
+	var claims jwt.RegisteredClaims
+	tok, err := jwt.ParseWithClaims(bearer, &claims, func(t *jwt.Token) (any, error) {
+		if kid, _ := t.Header["kid"].(string); kid != s.cfg.KeyID {
+			return nil, fmt.Errorf("unknown kid %q", kid)
+		}
+		return s.cfg.TokenKey, nil
+	}, jwt.WithValidMethods([]string{"ES256"}), jwt.WithoutClaimsValidation())
+	if err != nil || !tok.Valid {
+		return "", "InvalidProviderToken"
+	}
+	if claims.Issuer != s.cfg.TeamID || claims.IssuedAt == nil {
+		return "", "InvalidProviderToken"
+	}
+	if time.Since(claims.IssuedAt.Time) > time.Hour {
+		return "", "ExpiredProviderToken"
+	}
+	return "token", ""
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	h := strings.ToUpper(hex.EncodeToString(b))
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// ClientCert makes a CA and a client certificate signed by it, for
+// certificate-based provider auth in tests. It returns the CA pool for
+// Config.ClientCAs and the client's certificate and key in PEM.
+func ClientCert() (*x509.CertPool, []byte, []byte, error) {
+	caKey, err := ecdsaKey()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Test Apple Push CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsaKey()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "Apple Push Services: im.example.app"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+}
