@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/apns"
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/component"
 	"github.com/push-appserver/push-appserver/internal/config"
@@ -17,6 +18,33 @@ import (
 
 // newBackend builds the push backend for an app of kind apns or fcm.
 func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Logger) (push.Backend, error) {
+	switch a.Kind {
+	case config.KindAPNS:
+		password, err := config.ResolveSecret(a.KeyPassword)
+		if err != nil {
+			return nil, fmt.Errorf("key_password: %w", err)
+		}
+		return apns.New(apns.Options{
+			Topic:          a.Topic,
+			Sandbox:        *a.Sandbox,
+			Endpoint:       a.Endpoint,
+			CAPath:         a.CAPath,
+			CertFile:       a.CertFile,
+			KeyFile:        a.KeyFile,
+			PKCS12File:     a.PKCS12File,
+			KeyPassword:    password,
+			TokenKeyFile:   a.TokenKeyFile,
+			KeyID:          a.KeyID,
+			TeamID:         a.TeamID,
+			Alert:          a.Alert,
+			Sound:          a.Sound,
+			TTL:            a.TTL.D(),
+			MutableContent: *a.MutableContent,
+			Collapse:       a.Collapse,
+			IncludeSummary: a.IncludeSummary,
+			PushDeadline:   a.PushDeadline.D(),
+		}, logger)
+	}
 	return nil, fmt.Errorf("kind %q is not available in this build", a.Kind)
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/component"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/testutil/prosody"
 )
@@ -52,6 +53,7 @@ func (r *recorder) forToken(tok string) []push.Notification {
 
 type stack struct {
 	prosody *prosody.Server
+	store   registry.Store
 	svc     *appserver.Service
 	backend *recorder
 	conn    *component.Conn
@@ -66,8 +68,14 @@ func logger(t *testing.T) *slog.Logger {
 }
 
 // startStack runs Prosody, and the app server (core, SQLite, component,
-// HTTP API) connected to it.
+// HTTP API) connected to it, with a recording backend for every app.
 func startStack(t *testing.T) *stack {
+	t.Helper()
+	rec := &recorder{}
+	return startStackWith(t, rec, rec)
+}
+
+func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stack {
 	t.Helper()
 	p := prosody.Start(t, prosody.Options{})
 	p.Register("alice", "alice-pw")
@@ -79,9 +87,8 @@ func startStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	rec := &recorder{}
 	svc, err := appserver.New(store, []appserver.App{
-		{Name: "apns", Priority: push.PriorityAuto, Backend: rec},
+		{Name: "apns", Priority: push.PriorityAuto, Backend: apnsBackend},
 		{Name: "fcm", Priority: push.PriorityAuto, Backend: rec},
 	}, appserver.Options{RateLimit: 0}, log)
 	if err != nil {
@@ -100,7 +107,7 @@ func startStack(t *testing.T) *stack {
 
 	h := httptest.NewServer(httpapi.New(httpapi.Options{Service: svc, Registrations: store, Logger: log}))
 	t.Cleanup(h.Close)
-	return &stack{prosody: p, svc: svc, backend: rec, conn: conn, http: h}
+	return &stack{prosody: p, store: store, svc: svc, backend: rec, conn: conn, http: h}
 }
 
 func waitConnected(t *testing.T, c *component.Conn) {

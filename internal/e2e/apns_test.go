@@ -1,0 +1,75 @@
+package e2e_test
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/apns"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+)
+
+// TestProsodyToAPNS runs the whole path: Prosody's push reaches the
+// component, the core, the APNS backend and the APNS mock over HTTP/2.
+// Then the mock declares the token dead, and the next push removes the
+// registration and answers item-not-found.
+func TestProsodyToAPNS(t *testing.T) {
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY1", TeamID: "TEAM1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mock.Close()
+	backend, err := apns.New(apns.Options{
+		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
+		TokenKeyFile: keyFile, KeyID: "KEY1", TeamID: "TEAM1", Alert: "New message", MutableContent: true,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startStackWith(t, &recorder{}, backend)
+	token := strings.Repeat("c0ffee", 10) + "abcd"
+	node, secret := s.registerHTTP(t, "alice-iphone", token)
+
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	s.offlineMessage(t, alice, node, secret)
+	waitFor(t, func() bool { return mock.Accepted() == 1 })
+	r := mock.Requests()[0]
+	if r.Token != token || r.PushType != "alert" || r.Priority != "10" || r.Auth != "token" {
+		t.Fatalf("APNS got %+v", r)
+	}
+
+	// Apple now says the token is gone since after the registration, so
+	// the next push removes the registration.
+	mock.FailToken(token, apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Now()})
+	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.prosody.Domain, "are you there?")
+	waitFor(t, func() bool { return mock.Total() == 2 })
+	waitFor(t, func() bool {
+		_, err := s.store.Get(t.Context(), node)
+		return errors.Is(err, registry.ErrNotFound)
+	})
+	waitFor(t, func() bool { return strings.Contains(s.prosody.Log(), "item-not-found") })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
