@@ -1,0 +1,328 @@
+// Package fcm delivers pushes to Android devices through Firebase Cloud
+// Messaging's HTTP v1 API, authenticated with a service account's OAuth2
+// access tokens.
+//
+// golang.org/x/oauth2/google turns the service-account key into access
+// tokens (signed JWT assertion, caching until shortly before expiry): that
+// is the whole of what the Firebase Admin SDK would add for sending, at a
+// fraction of its dependencies. The v1 send call is one JSON POST.
+package fcm
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+// DefaultEndpoint is Google's FCM API.
+const DefaultEndpoint = "https://fcm.googleapis.com"
+
+const scope = "https://www.googleapis.com/auth/firebase.messaging"
+
+// Options configure one app's FCM backend.
+type Options struct {
+	ServiceAccountFile string // Google service-account key (JSON)
+	ProjectID          string // overrides the key's project_id
+	Endpoint           string // overrides DefaultEndpoint (tests, proxies)
+	TokenURL           string // overrides the key's token_uri
+	CAPath             string // directory of PEM CA certificates to trust; system pool when empty
+
+	// Priority is android.priority: "high" (default; wakes the device from
+	// doze, as chat apps need) or "normal".
+	Priority string
+	// TTL is android.ttl; 0 leaves FCM's default (4 weeks).
+	TTL         time.Duration
+	CollapseKey string
+	// NotificationTitle and NotificationBody, when set, add a visible
+	// notification; without them messages are data-only and the app
+	// decides what to show.
+	NotificationTitle, NotificationBody string
+	// IncludeSummary lets the data carry the summary's sender and body
+	// (privacy: off by default).
+	IncludeSummary bool
+	PushDeadline   time.Duration // default 10 s
+}
+
+// Backend sends pushes for one FCM project.
+type Backend struct {
+	opts    Options
+	sendURL string
+	client  *http.Client
+	conf    func(ctx context.Context) oauth2.TokenSource
+	ctx     context.Context // carries the HTTP client for token requests
+	logger  *slog.Logger
+
+	mu sync.Mutex
+	ts oauth2.TokenSource
+}
+
+var _ push.Backend = (*Backend)(nil)
+
+// New reads the service account and returns a backend. It does not fetch
+// a token yet.
+func New(opts Options, logger *slog.Logger) (*Backend, error) {
+	data, err := os.ReadFile(opts.ServiceAccountFile)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: service account: %w", err)
+	}
+	var sa struct {
+		ProjectID string `json:"project_id"`
+	}
+	if err := json.Unmarshal(data, &sa); err != nil {
+		return nil, fmt.Errorf("fcm: service account %s: %w", opts.ServiceAccountFile, err)
+	}
+	jc, err := google.JWTConfigFromJSON(data, scope)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: service account %s: %w", opts.ServiceAccountFile, err)
+	}
+	if opts.TokenURL != "" {
+		jc.TokenURL = opts.TokenURL
+		jc.Audience = opts.TokenURL
+	}
+	if opts.ProjectID == "" {
+		opts.ProjectID = sa.ProjectID
+	}
+	if opts.ProjectID == "" {
+		return nil, errors.New("fcm: no project id in the service account or the options")
+	}
+	if opts.Endpoint == "" {
+		opts.Endpoint = DefaultEndpoint
+	}
+	if opts.PushDeadline <= 0 {
+		opts.PushDeadline = 10 * time.Second
+	}
+	switch opts.Priority {
+	case "":
+		opts.Priority = "high"
+	case "high", "normal":
+	default:
+		return nil, fmt.Errorf("fcm: priority %q (want high or normal)", opts.Priority)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
+	if opts.CAPath != "" {
+		pool := x509.NewCertPool()
+		entries, err := os.ReadDir(opts.CAPath)
+		if err != nil {
+			return nil, fmt.Errorf("fcm: CA path: %w", err)
+		}
+		for _, e := range entries {
+			if b, err := os.ReadFile(filepath.Join(opts.CAPath, e.Name())); err == nil {
+				pool.AppendCertsFromPEM(b)
+			}
+		}
+		tlsCfg.RootCAs = pool
+	}
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: tlsCfg}
+	client := &http.Client{Transport: &http2.Transport{
+		TLSClientConfig: tlsCfg,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, addr)
+		},
+		ReadIdleTimeout: 30 * time.Second,
+		PingTimeout:     10 * time.Second,
+	}}
+	b := &Backend{
+		opts:    opts,
+		sendURL: strings.TrimSuffix(opts.Endpoint, "/") + "/v1/projects/" + opts.ProjectID + "/messages:send",
+		client:  client,
+		conf:    jc.TokenSource,
+		ctx:     context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: client.Transport, Timeout: 10 * time.Second}),
+		logger:  logger,
+	}
+	b.ts = b.conf(b.ctx)
+	return b, nil
+}
+
+// ValidateToken accepts what FCM issues: printable ASCII without spaces.
+func (b *Backend) ValidateToken(tok string) error {
+	if len(tok) > 4096 {
+		return errors.New("FCM token longer than 4096 bytes")
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] <= ' ' || tok[i] > '~' {
+			return errors.New("FCM token must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+// accessToken returns a cached access token; after refresh it returns a
+// new one even if the cached one has not expired (after a 401).
+func (b *Backend) accessToken(refresh bool) (string, error) {
+	b.mu.Lock()
+	if refresh {
+		b.ts = b.conf(b.ctx)
+	}
+	ts := b.ts
+	b.mu.Unlock()
+	t, err := ts.Token()
+	if err != nil {
+		return "", fmt.Errorf("fcm: access token: %w", err)
+	}
+	return t.AccessToken, nil
+}
+
+type fcmError struct {
+	Error struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Status  string `json:"status"`
+		Details []struct {
+			Type      string `json:"@type"`
+			ErrorCode string `json:"errorCode"`
+		} `json:"details"`
+	} `json:"error"`
+}
+
+func (e *fcmError) code() string {
+	for _, d := range e.Error.Details {
+		if d.ErrorCode != "" {
+			return d.ErrorCode
+		}
+	}
+	return e.Error.Status
+}
+
+// Send delivers n, retrying transient failures until the push deadline.
+func (b *Backend) Send(ctx context.Context, n push.Notification) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.PushDeadline)
+	defer cancel()
+	body := b.build(n)
+	backoff := 100 * time.Millisecond
+	refreshed, refreshNow := false, false
+	for {
+		status, ferr, retryAfter, err := b.post(ctx, body, refreshNow)
+		refreshNow = false
+		var reason string
+		switch {
+		case err != nil:
+			reason = err.Error()
+		case status == http.StatusOK:
+			return nil
+		case ferr.code() == "UNREGISTERED" || status == http.StatusNotFound:
+			return &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"}
+		case status == http.StatusBadRequest && isTokenProblem(ferr):
+			return &push.DeadTokenError{Since: time.Now(), Reason: "INVALID_ARGUMENT: " + ferr.Error.Message}
+		case status == http.StatusUnauthorized && ferr.code() != "THIRD_PARTY_AUTH_ERROR" && !refreshed:
+			refreshed, refreshNow = true, true
+			continue
+		case status == http.StatusTooManyRequests || status >= 500:
+			reason = fmt.Sprintf("%d %s", status, ferr.code())
+		default:
+			b.logger.Warn("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
+			return fmt.Errorf("fcm: %d %s: %s", status, ferr.code(), ferr.Error.Message)
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if retryAfter > wait {
+			wait = retryAfter
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return &push.TemporaryError{Reason: reason, RetryAfter: retryAfter}
+		}
+		select {
+		case <-ctx.Done():
+			return &push.TemporaryError{Reason: reason, Err: ctx.Err()}
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// isTokenProblem tells an INVALID_ARGUMENT about the registration token
+// (the token is dead) from one about the message (our bug).
+func isTokenProblem(e *fcmError) bool {
+	m := strings.ToLower(e.Error.Message)
+	return strings.Contains(m, "registration token") || strings.Contains(m, "message.token")
+}
+
+func (b *Backend) build(n push.Notification) []byte {
+	data := map[string]string{"node": n.Node}
+	if b.opts.IncludeSummary && n.Summary != nil {
+		if n.Summary.MessageCount > 0 {
+			data["message-count"] = strconv.Itoa(n.Summary.MessageCount)
+		}
+		if n.Summary.LastMessageSender != "" {
+			data["last-message-sender"] = n.Summary.LastMessageSender
+		}
+		if n.Summary.HasLastMessageBody {
+			data["last-message-body"] = truncate(n.Summary.LastMessageBody, 2048)
+		}
+	}
+	android := map[string]any{"priority": strings.ToUpper(b.opts.Priority)}
+	if b.opts.TTL > 0 {
+		android["ttl"] = strconv.FormatInt(int64(b.opts.TTL/time.Second), 10) + "s"
+	}
+	if b.opts.CollapseKey != "" {
+		android["collapse_key"] = b.opts.CollapseKey
+	}
+	if b.opts.NotificationTitle != "" || b.opts.NotificationBody != "" {
+		android["notification"] = map[string]string{"title": b.opts.NotificationTitle, "body": b.opts.NotificationBody}
+	}
+	msg := map[string]any{"message": map[string]any{"token": n.Token, "data": data, "android": android}}
+	out, _ := json.Marshal(msg)
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
+		s = s[:len(s)-1]
+	}
+	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (int, *fcmError, time.Duration, error) {
+	ferr := &fcmError{}
+	tok, err := b.accessToken(refresh)
+	if err != nil {
+		return 0, ferr, 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.sendURL, bytes.NewReader(body))
+	if err != nil {
+		return 0, ferr, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return 0, ferr, 0, err
+	}
+	defer resp.Body.Close()
+	var retryAfter time.Duration
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		retryAfter = time.Duration(s) * time.Second
+	}
+	if resp.StatusCode != http.StatusOK {
+		json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(ferr)
+	} else {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 16<<10))
+	}
+	return resp.StatusCode, ferr, retryAfter, nil
+}

@@ -1,0 +1,240 @@
+package fcm_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/fcm"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
+)
+
+const token = "fcm-device-token:APA91b-abc_123"
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func setup(t testing.TB) (*fcmmock.Server, fcm.Options) {
+	t.Helper()
+	m, err := fcmmock.New("chat-app-1234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	sa, err := m.WriteServiceAccount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, fcm.Options{ServiceAccountFile: sa, Endpoint: m.URL, CAPath: m.CADir, PushDeadline: 3 * time.Second}
+}
+
+func newBackend(t testing.TB, o fcm.Options) *fcm.Backend {
+	t.Helper()
+	b, err := fcm.New(o, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func send(b *fcm.Backend, s *push.Summary) error {
+	return b.Send(context.Background(), push.Notification{App: "fcm", Node: "node-1", Token: token, Priority: push.PriorityHigh, Summary: s})
+}
+
+func TestOptionsReachFCM(t *testing.T) {
+	summary := &push.Summary{MessageCount: 2, LastMessageSender: "juliet@example.org", LastMessageBody: "hi", HasLastMessageBody: true}
+	tests := []struct {
+		name  string
+		opts  func(*fcm.Options)
+		check func(t *testing.T, m map[string]any)
+	}{
+		{"defaults: data-only, high, no content", nil, func(t *testing.T, m map[string]any) {
+			android := m["android"].(map[string]any)
+			data := m["data"].(map[string]any)
+			if m["token"] != token || android["priority"] != "HIGH" || android["ttl"] != nil || android["notification"] != nil || android["collapse_key"] != nil {
+				t.Fatalf("%v", m)
+			}
+			if data["node"] != "node-1" || data["last-message-body"] != nil || data["last-message-sender"] != nil {
+				t.Fatalf("data %v", data)
+			}
+		}},
+		{"normal priority, ttl, collapse key", func(o *fcm.Options) { o.Priority = "normal"; o.TTL = time.Hour; o.CollapseKey = "chat" }, func(t *testing.T, m map[string]any) {
+			android := m["android"].(map[string]any)
+			if android["priority"] != "NORMAL" || android["ttl"] != "3600s" || android["collapse_key"] != "chat" {
+				t.Fatalf("%v", android)
+			}
+		}},
+		{"visible notification", func(o *fcm.Options) { o.NotificationTitle = "New message"; o.NotificationBody = "Open the app" }, func(t *testing.T, m map[string]any) {
+			n := m["android"].(map[string]any)["notification"].(map[string]any)
+			if n["title"] != "New message" || n["body"] != "Open the app" {
+				t.Fatalf("%v", n)
+			}
+		}},
+		{"summary when allowed", func(o *fcm.Options) { o.IncludeSummary = true }, func(t *testing.T, m map[string]any) {
+			data := m["data"].(map[string]any)
+			if data["last-message-sender"] != "juliet@example.org" || data["last-message-body"] != "hi" || data["message-count"] != "2" {
+				t.Fatalf("data %v", data)
+			}
+		}},
+		{"project id override", func(o *fcm.Options) { o.ProjectID = "chat-app-1234" }, func(t *testing.T, m map[string]any) {}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, o := setup(t)
+			if tt.opts != nil {
+				tt.opts(&o)
+			}
+			if err := send(newBackend(t, o), summary); err != nil {
+				t.Fatal(err)
+			}
+			reqs := m.Requests()
+			if len(reqs) != 1 || reqs[0].Project != "chat-app-1234" {
+				t.Fatalf("%+v", reqs)
+			}
+			tt.check(t, reqs[0].Message)
+		})
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	tests := []struct {
+		name   string
+		faults []fcmmock.Fault
+		check  func(t *testing.T, err error)
+		tries  int
+	}{
+		{"unregistered", []fcmmock.Fault{{Status: 404, Code: "UNREGISTERED", Message: "Requested entity was not found."}}, func(t *testing.T, err error) {
+			if _, ok := push.IsDeadToken(err); !ok {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"invalid token argument", []fcmmock.Fault{{Status: 400, Code: "INVALID_ARGUMENT", Message: "The registration token is not a valid FCM registration token"}}, func(t *testing.T, err error) {
+			if _, ok := push.IsDeadToken(err); !ok {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"invalid argument not about the token", []fcmmock.Fault{{Status: 400, Code: "INVALID_ARGUMENT", Message: "Invalid value at 'message.android.ttl'"}}, func(t *testing.T, err error) {
+			if _, ok := push.IsDeadToken(err); ok || err == nil || push.IsTemporary(err) {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"quota, unavailable, internal, then success", []fcmmock.Fault{{Status: 429, Code: "QUOTA_EXCEEDED"}, {Status: 503, Code: "UNAVAILABLE"}, {Status: 500, Code: "INTERNAL"}}, func(t *testing.T, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, 4},
+		{"sender id mismatch: no retry", []fcmmock.Fault{{Status: 403, Code: "SENDER_ID_MISMATCH", Message: "SenderId mismatch"}}, func(t *testing.T, err error) {
+			if err == nil || push.IsTemporary(err) || !strings.Contains(err.Error(), "SENDER_ID_MISMATCH") {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"third party auth error: no retry", []fcmmock.Fault{{Status: 401, Code: "THIRD_PARTY_AUTH_ERROR"}}, func(t *testing.T, err error) {
+			if err == nil || push.IsTemporary(err) {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, o := setup(t)
+			m.FailToken(token, tt.faults...)
+			tt.check(t, send(newBackend(t, o), nil))
+			if n := len(m.Requests()); n != tt.tries {
+				t.Fatalf("%d requests, want %d", n, tt.tries)
+			}
+		})
+	}
+}
+
+func TestRetryAfterAndDeadline(t *testing.T) {
+	m, o := setup(t)
+	m.FailToken(token, fcmmock.Fault{Status: 429, Code: "QUOTA_EXCEEDED", RetryAfter: "1"})
+	start := time.Now()
+	if err := send(newBackend(t, o), nil); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Fatalf("retried after %v, Retry-After said 1 s", took)
+	}
+
+	m2, o2 := setup(t)
+	o2.PushDeadline = 500 * time.Millisecond
+	m2.FailToken(token, fcmmock.Fault{Status: 429, Code: "QUOTA_EXCEEDED", RetryAfter: "30"})
+	start = time.Now()
+	err := send(newBackend(t, o2), nil)
+	var te *push.TemporaryError
+	if !push.IsTemporary(err) || time.Since(start) > time.Second {
+		t.Fatalf("err %v after %v", err, time.Since(start))
+	}
+	if errors.As(err, &te); te.RetryAfter != 30*time.Second {
+		t.Fatalf("RetryAfter %v", te.RetryAfter)
+	}
+}
+
+func TestAccessTokenCachedAndRefreshedOn401(t *testing.T) {
+	m, o := setup(t)
+	b := newBackend(t, o)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if err := send(b, nil); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := m.TokenRequests(); n != 1 {
+		t.Fatalf("%d token requests for 20 pushes, want 1", n)
+	}
+	m.RevokeTokens()
+	if err := send(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.TokenRequests(); n != 2 {
+		t.Fatalf("%d token requests after a 401, want 2", n)
+	}
+	if m.Accepted() != 21 {
+		t.Fatalf("%d accepted", m.Accepted())
+	}
+}
+
+func TestValidateToken(t *testing.T) {
+	_, o := setup(t)
+	b := newBackend(t, o)
+	for tok, ok := range map[string]bool{token: true, "has space": false, "tab\t": false, strings.Repeat("a", 4097): false, "ünicode": false} {
+		if err := b.ValidateToken(tok); (err == nil) != ok {
+			t.Errorf("ValidateToken(%.20q) = %v", tok, err)
+		}
+	}
+}
+
+func TestBadServiceAccount(t *testing.T) {
+	for name, o := range map[string]fcm.Options{
+		"missing file": {ServiceAccountFile: "/nonexistent.json"},
+		"bad priority": {ServiceAccountFile: "testdata/none.json", Priority: "urgent"},
+	} {
+		if _, err := fcm.New(o, quiet); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+func BenchmarkSend(b *testing.B) {
+	_, o := setup(b)
+	be := newBackend(b, o)
+	b.SetParallelism(64)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := send(be, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
+}

@@ -1,0 +1,348 @@
+// Package fcmmock is a stand-in for Firebase Cloud Messaging's HTTP v1 API
+// and Google's OAuth2 token endpoint, over HTTP/2 and TLS. The token
+// endpoint checks the service account's signed JWT assertion and issues
+// bearer tokens; messages:send checks the bearer, the project and the
+// message JSON as Google documents it, records every request, and injects
+// Google's errors (UNREGISTERED, INVALID_ARGUMENT, QUOTA_EXCEEDED with
+// Retry-After, UNAVAILABLE, INTERNAL, UNAUTHENTICATED, delays) per token or
+// by schedule.
+package fcmmock
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Scope is the OAuth2 scope FCM needs.
+const Scope = "https://www.googleapis.com/auth/firebase.messaging"
+
+// Request is one messages:send call as the mock saw it.
+type Request struct {
+	Project string
+	Bearer  string
+	Message map[string]any
+	Status  int
+	Code    string // FCM error code answered, if any
+}
+
+// Fault is an answer to inject.
+type Fault struct {
+	Status     int    // HTTP status
+	Code       string // FCM errorCode (UNREGISTERED, QUOTA_EXCEEDED, ...)
+	Message    string
+	RetryAfter string // Retry-After header value
+	Delay      time.Duration
+}
+
+// Server is a running mock.
+type Server struct {
+	URL      string // base URL for messages:send
+	TokenURL string
+	CADir    string // directory with the mock's CA certificate, for a CA path option
+
+	srv         *httptest.Server
+	key         *rsa.PrivateKey
+	email       string
+	project     string
+	tokenTTL    time.Duration
+	mu          sync.Mutex
+	tokens      map[string]time.Time
+	tokenCalls  int
+	requests    []Request
+	byToken     map[string][]Fault
+	schedule    []Fault
+	revokeAll   bool
+	accepted    int
+	maxRequests int
+}
+
+// New starts a mock for one project with a freshly generated service
+// account key.
+func New(project string) (*Server, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{key: key, email: "push@" + project + ".iam.gserviceaccount.com", project: project,
+		tokenTTL: time.Hour, tokens: map[string]time.Time{}, byToken: map[string][]Fault{}, maxRequests: 100000}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /token", s.token)
+	mux.HandleFunc("POST /v1/projects/{project}/messages:send", s.send)
+	s.srv = httptest.NewUnstartedServer(mux)
+	s.srv.EnableHTTP2 = true
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.srv.StartTLS()
+	s.URL = s.srv.URL
+	s.TokenURL = s.srv.URL + "/token"
+	dir, err := os.MkdirTemp("", "fcmmock-ca")
+	if err != nil {
+		s.srv.Close()
+		return nil, err
+	}
+	s.CADir = dir
+	os.WriteFile(filepath.Join(dir, "fcmmock.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw}), 0o644)
+	return s, nil
+}
+
+// Close stops the mock.
+func (s *Server) Close() {
+	s.srv.Close()
+	os.RemoveAll(s.CADir)
+}
+
+// ServiceAccountJSON returns a service-account key file's content for the
+// mock's project, its token_uri pointing at the mock.
+func (s *Server) ServiceAccountJSON() []byte {
+	der := x509.MarshalPKCS1PrivateKey(s.key)
+	b, _ := json.Marshal(map[string]string{
+		"type":           "service_account",
+		"project_id":     s.project,
+		"private_key_id": "key1",
+		"private_key":    string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der})),
+		"client_email":   s.email,
+		"client_id":      "1",
+		"token_uri":      s.TokenURL,
+	})
+	return b
+}
+
+// WriteServiceAccount writes ServiceAccountJSON to a file in dir.
+func (s *Server) WriteServiceAccount(dir string) (string, error) {
+	p := filepath.Join(dir, "service-account.json")
+	return p, os.WriteFile(p, s.ServiceAccountJSON(), 0o600)
+}
+
+// SetTokenTTL sets the lifetime of the access tokens issued from now on.
+func (s *Server) SetTokenTTL(d time.Duration) {
+	s.mu.Lock()
+	s.tokenTTL = d
+	s.mu.Unlock()
+}
+
+// RevokeTokens makes every issued access token invalid (401).
+func (s *Server) RevokeTokens() {
+	s.mu.Lock()
+	s.tokens = map[string]time.Time{}
+	s.mu.Unlock()
+}
+
+// TokenRequests returns how many access tokens were issued.
+func (s *Server) TokenRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokenCalls
+}
+
+// Requests returns the recorded messages:send calls.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// Accepted returns how many messages were accepted.
+func (s *Server) Accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted
+}
+
+// FailToken makes the next sends to a device token fail, one fault each.
+func (s *Server) FailToken(token string, faults ...Fault) {
+	s.mu.Lock()
+	s.byToken[token] = append(s.byToken[token], faults...)
+	s.mu.Unlock()
+}
+
+// FailNext makes the next sends fail, whatever their token.
+func (s *Server) FailNext(faults ...Fault) {
+	s.mu.Lock()
+	s.schedule = append(s.schedule, faults...)
+	s.mu.Unlock()
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, "invalid_request")
+		return
+	}
+	if r.PostForm.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+		oauthError(w, "unsupported_grant_type")
+		return
+	}
+	var claims struct {
+		jwt.RegisteredClaims
+		Scope string `json:"scope"`
+	}
+	_, err := jwt.ParseWithClaims(r.PostForm.Get("assertion"), &claims, func(*jwt.Token) (any, error) {
+		return &s.key.PublicKey, nil
+	}, jwt.WithValidMethods([]string{"RS256"}), jwt.WithAudience(s.TokenURL), jwt.WithIssuer(s.email), jwt.WithIssuedAt(), jwt.WithExpirationRequired())
+	if err != nil || !strings.Contains(claims.Scope, Scope) {
+		oauthError(w, "invalid_grant")
+		return
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	tok := "ya29.mock-" + hex.EncodeToString(b)
+	s.mu.Lock()
+	s.tokenCalls++
+	ttl := s.tokenTTL
+	s.tokens[tok] = time.Now().Add(ttl)
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(ttl.Seconds())})
+}
+
+func oauthError(w http.ResponseWriter, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	json.NewEncoder(w).Encode(map[string]string{"error": code})
+}
+
+var ttlRE = regexp.MustCompile(`^\d+(\.\d{1,9})?s$`)
+
+func (s *Server) send(w http.ResponseWriter, r *http.Request) {
+	req := Request{Project: r.PathValue("project")}
+	fail := func(status int, code, status2, msg string, retryAfter string) {
+		req.Status, req.Code = status, code
+		s.record(req, false)
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		body := map[string]any{"error": map[string]any{"code": status, "message": msg, "status": status2,
+			"details": []any{map[string]any{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}}}}
+		json.NewEncoder(w).Encode(body)
+	}
+	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	req.Bearer = bearer
+	s.mu.Lock()
+	exp, ok := s.tokens[bearer]
+	s.mu.Unlock()
+	if !ok || time.Now().After(exp) {
+		fail(http.StatusUnauthorized, "UNAUTHENTICATED", "UNAUTHENTICATED", "Request had invalid authentication credentials.", "")
+		return
+	}
+	if req.Project != s.project {
+		fail(http.StatusForbidden, "SENDER_ID_MISMATCH", "PERMISSION_DENIED", "SenderId mismatch", "")
+		return
+	}
+	var body struct {
+		Message map[string]any `json:"message"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 8192))
+	if err := dec.Decode(&body); err != nil || body.Message == nil {
+		fail(http.StatusBadRequest, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "Invalid JSON payload received.", "")
+		return
+	}
+	req.Message = body.Message
+	if msg := validate(body.Message); msg != "" {
+		fail(http.StatusBadRequest, "INVALID_ARGUMENT", "INVALID_ARGUMENT", msg, "")
+		return
+	}
+	token, _ := body.Message["token"].(string)
+	if f, ok := s.nextFault(token); ok {
+		if f.Delay > 0 {
+			time.Sleep(f.Delay)
+		}
+		if f.Status != 0 {
+			status := map[int]string{400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}[f.Status]
+			fail(f.Status, f.Code, status, f.Message, f.RetryAfter)
+			return
+		}
+	}
+	req.Status = http.StatusOK
+	s.record(req, true)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{"name": fmt.Sprintf("projects/%s/messages/%d", s.project, time.Now().UnixNano())})
+}
+
+// validate checks a message the way FCM does, returning Google's
+// complaint or "".
+func validate(m map[string]any) string {
+	targets := 0
+	for _, k := range []string{"token", "topic", "condition"} {
+		if v, ok := m[k]; ok {
+			if s, ok := v.(string); !ok || s == "" {
+				return fmt.Sprintf("Invalid value at 'message.%s'", k)
+			}
+			targets++
+		}
+	}
+	if targets != 1 {
+		return "Exactly one of token, topic or condition must be set"
+	}
+	if d, ok := m["data"]; ok {
+		dm, ok := d.(map[string]any)
+		if !ok {
+			return "Invalid value at 'message.data'"
+		}
+		for k, v := range dm {
+			if _, ok := v.(string); !ok {
+				return fmt.Sprintf("Invalid value at 'message.data[%s]' (TYPE_STRING)", k)
+			}
+		}
+	}
+	if a, ok := m["android"]; ok {
+		am, ok := a.(map[string]any)
+		if !ok {
+			return "Invalid value at 'message.android'"
+		}
+		if p, ok := am["priority"]; ok && p != "HIGH" && p != "NORMAL" {
+			return "Invalid value at 'message.android.priority'"
+		}
+		if ttl, ok := am["ttl"]; ok {
+			if s, ok := ttl.(string); !ok || !ttlRE.MatchString(s) {
+				return "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration)"
+			}
+		}
+	}
+	if tok, _ := m["token"].(string); strings.ContainsAny(tok, " \t\n") {
+		return "The registration token is not a valid FCM registration token"
+	}
+	return ""
+}
+
+func (s *Server) nextFault(token string) (Fault, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fs := s.byToken[token]; len(fs) > 0 {
+		s.byToken[token] = fs[1:]
+		return fs[0], true
+	}
+	if len(s.schedule) > 0 {
+		f := s.schedule[0]
+		s.schedule = s.schedule[1:]
+		return f, true
+	}
+	return Fault{}, false
+}
+
+func (s *Server) record(r Request, ok bool) {
+	s.mu.Lock()
+	if ok {
+		s.accepted++
+	}
+	if len(s.requests) < s.maxRequests {
+		s.requests = append(s.requests, r)
+	}
+	s.mu.Unlock()
+}
