@@ -11,6 +11,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/component"
 	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/fcm"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/metrics"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -44,8 +45,23 @@ func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Lo
 			IncludeSummary: a.IncludeSummary,
 			PushDeadline:   a.PushDeadline.D(),
 		}, logger)
+	case config.KindFCM:
+		return fcm.New(fcm.Options{
+			ServiceAccountFile: a.ServiceAccountFile,
+			ProjectID:          a.ProjectID,
+			Endpoint:           a.Endpoint,
+			TokenURL:           a.TokenURL,
+			CAPath:             a.CAPath,
+			Priority:           a.AndroidPriority,
+			TTL:                a.TTL.D(),
+			CollapseKey:        a.CollapseKey,
+			NotificationTitle:  a.NotificationTitle,
+			NotificationBody:   a.NotificationBody,
+			IncludeSummary:     a.IncludeSummary,
+			PushDeadline:       a.PushDeadline.D(),
+		}, logger)
 	}
-	return nil, fmt.Errorf("kind %q is not available in this build", a.Kind)
+	return nil, fmt.Errorf("unknown kind %q", a.Kind)
 }
 
 // startComponents connects every configured XMPP component and returns the

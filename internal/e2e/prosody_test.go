@@ -77,6 +77,15 @@ func startStack(t *testing.T) *stack {
 
 func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stack {
 	t.Helper()
+	s := startStackWithApps(t, map[string]push.Backend{"apns": apnsBackend, "fcm": rec})
+	s.backend = rec
+	return s
+}
+
+// startStackWithApps is startStack with the given backend per app (both
+// "apns" and "fcm" must be there).
+func startStackWithApps(t *testing.T, backends map[string]push.Backend) *stack {
+	t.Helper()
 	p := prosody.Start(t, prosody.Options{})
 	p.Register("alice", "alice-pw")
 	p.Register("bob", "bob-pw")
@@ -88,8 +97,8 @@ func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stac
 	}
 	t.Cleanup(func() { store.Close() })
 	svc, err := appserver.New(store, []appserver.App{
-		{Name: "apns", Priority: push.PriorityAuto, Backend: apnsBackend},
-		{Name: "fcm", Priority: push.PriorityAuto, Backend: rec},
+		{Name: "apns", Priority: push.PriorityAuto, Backend: backends["apns"]},
+		{Name: "fcm", Priority: push.PriorityAuto, Backend: backends["fcm"]},
 	}, appserver.Options{RateLimit: 0}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +116,7 @@ func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stac
 
 	h := httptest.NewServer(httpapi.New(httpapi.Options{Service: svc, Registrations: store, Logger: log}))
 	t.Cleanup(h.Close)
-	return &stack{prosody: p, store: store, svc: svc, backend: rec, conn: conn, http: h}
+	return &stack{prosody: p, store: store, svc: svc, conn: conn, http: h}
 }
 
 func waitConnected(t *testing.T, c *component.Conn) {

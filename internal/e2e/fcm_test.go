@@ -1,0 +1,44 @@
+package e2e_test
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/fcm"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
+)
+
+// TestProsodyConversationsToFCM: Conversations' register-push-fcm through
+// Prosody, then an offline message, reaches the FCM mock as a high-priority
+// data message for the registered token.
+func TestProsodyConversationsToFCM(t *testing.T) {
+	mock, err := fcmmock.New("conversations-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mock.Close()
+	sa, err := mock.WriteServiceAccount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, err := fcm.New(fcm.Options{ServiceAccountFile: sa, Endpoint: mock.URL, CAPath: mock.CADir},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startStackWithApps(t, map[string]push.Backend{"fcm": backend, "apns": &recorder{}})
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	res, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm:device-token-1", "android-id": "android-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.offlineMessage(t, alice, res["node"], res["secret"])
+	waitFor(t, func() bool { return mock.Accepted() == 1 })
+	m := mock.Requests()[0].Message
+	if m["token"] != "fcm:device-token-1" || m["android"].(map[string]any)["priority"] != "HIGH" {
+		t.Fatalf("FCM got %v", m)
+	}
+}
