@@ -89,6 +89,8 @@ type Server struct {
 	srv  *httptest.Server
 	conn atomic.Int64
 
+	accepted atomic.Int64
+
 	mu        sync.Mutex
 	requests  []Request
 	total     int
@@ -157,17 +159,7 @@ func (s *Server) Total() int {
 }
 
 // Accepted returns the number of requests answered 200.
-func (s *Server) Accepted() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, r := range s.requests {
-		if r.Status == http.StatusOK {
-			n++
-		}
-	}
-	return n
-}
+func (s *Server) Accepted() int { return int(s.accepted.Load()) }
 
 // FailToken makes the next requests for token answer with faults, one
 // each; the last fault repeats if sticky.
@@ -197,6 +189,7 @@ func (s *Server) Reset() {
 	s.mu.Lock()
 	s.requests, s.total, s.byToken, s.schedule = nil, 0, map[string][]Fault{}, nil
 	s.mu.Unlock()
+	s.accepted.Store(0)
 }
 
 func (s *Server) nextFault(token string) (Fault, bool, bool) {
@@ -252,6 +245,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("apns-id", newID())
 		if status == http.StatusOK {
+			s.accepted.Add(1)
 			w.WriteHeader(status)
 			return
 		}

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// server is the XMPP server side of XEP-0114, just enough to accept the
+// app server's component and talk to it.
+type server struct {
+	ln     net.Listener
+	jid    string
+	secret string
+}
+
+func listenComponent(jid, secret string) (*server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	return &server{ln: ln, jid: jid, secret: secret}, nil
+}
+
+func (s *server) Addr() string { return s.ln.Addr().String() }
+func (s *server) Close()       { s.ln.Close() }
+
+// handshakeOK checks the component's answer to stream id: the hex SHA-1 of
+// id followed by the secret (XEP-0114 §3).
+func handshakeOK(id, secret, answer string) bool {
+	sum := sha1.Sum([]byte(id + secret))
+	return strings.EqualFold(strings.TrimSpace(answer), hex.EncodeToString(sum[:]))
+}
+
+// Accept waits for the component and runs the handshake.
+func (s *server) Accept(timeout time.Duration) (*stream, error) {
+	s.ln.(*net.TCPListener).SetDeadline(time.Now().Add(timeout))
+	c, err := s.ln.Accept()
+	if err != nil {
+		return nil, fmt.Errorf("no component connection: %w", err)
+	}
+	dec := xml.NewDecoder(bufio.NewReaderSize(c, 64<<10))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		if st, ok := tok.(xml.StartElement); ok && st.Name.Local == "stream" {
+			break
+		}
+	}
+	const id = "bench-stream-1"
+	fmt.Fprintf(c, `<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='%s' from='%s'>`, id, s.jid)
+	var hs struct {
+		Hash string `xml:",chardata"`
+	}
+	if err := dec.Decode(&hs); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if !handshakeOK(id, s.secret, hs.Hash) {
+		io.WriteString(c, `<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>`)
+		c.Close()
+		return nil, errors.New("component handshake with a wrong secret")
+	}
+	io.WriteString(c, `<handshake/>`)
+	st := &stream{conn: c, dec: dec, w: bufio.NewWriterSize(c, 64<<10), jid: s.jid, pending: map[string]time.Time{}}
+	go st.read()
+	return st, nil
+}
+
+// stream sends publish IQs and matches the replies.
+type stream struct {
+	conn net.Conn
+	dec  *xml.Decoder
+	jid  string
+
+	wmu sync.Mutex
+	w   *bufio.Writer
+
+	mu      sync.Mutex
+	pending map[string]time.Time
+	phase   *Phase
+	slots   chan struct{}
+	seq     atomic.Int64
+}
+
+func (s *stream) Close() { s.conn.Close() }
+
+// publishIQ renders a publish the way Prosody's mod_cloud_notify does for an
+// important message (see the interop notes).
+func publishIQ(id, from, to, node, secret string) string {
+	return `<iq type='set' from='` + from + `' to='` + to + `' id='` + id + `'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node +
+		`'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>1</value></field><field var='last-message-body'><value>New Message!</value></field></x></notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>` +
+		secret + `</value></field></x></publish-options></pubsub></iq>`
+}
+
+func (s *stream) send(d device, flush bool) error {
+	id := "b" + strconv.FormatInt(s.seq.Add(1), 36)
+	iq := publishIQ(id, "example.org", s.jid, d.node, d.secret)
+	s.mu.Lock()
+	s.pending[id] = time.Now()
+	s.mu.Unlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.w.WriteString(iq); err != nil {
+		return err
+	}
+	if flush {
+		return s.w.Flush()
+	}
+	return nil
+}
+
+func (s *stream) flush() {
+	s.wmu.Lock()
+	s.w.Flush()
+	s.wmu.Unlock()
+}
+
+// read matches replies to their IQs until the connection ends.
+func (s *stream) read() {
+	for {
+		tok, err := s.dec.Token()
+		if err != nil {
+			return
+		}
+		st, ok := tok.(xml.StartElement)
+		if !ok || st.Name.Local != "iq" {
+			continue
+		}
+		var id, typ string
+		for _, a := range st.Attr {
+			switch a.Name.Local {
+			case "id":
+				id = a.Value
+			case "type":
+				typ = a.Value
+			}
+		}
+		cond := ""
+		if typ == "error" {
+			cond = s.condition()
+		} else if err := s.dec.Skip(); err != nil {
+			return
+		}
+		now := time.Now()
+		s.mu.Lock()
+		sent, ok := s.pending[id]
+		delete(s.pending, id)
+		p := s.phase
+		s.mu.Unlock()
+		if ok && p != nil {
+			p.observe(now.Sub(sent), cond)
+		}
+		if s.slots != nil {
+			select {
+			case <-s.slots:
+			default:
+			}
+		}
+	}
+}
+
+// condition reads an error reply to its end and returns the condition.
+func (s *stream) condition() string {
+	cond, depth := "", 1
+	for depth > 0 {
+		tok, err := s.dec.Token()
+		if err != nil {
+			return cond
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if cond == "" && t.Name.Space == "urn:ietf:params:xml:ns:xmpp-stanzas" && t.Name.Local != "text" {
+				cond = t.Name.Local
+			}
+		case xml.EndElement:
+			depth--
+		}
+	}
+	return cond
+}
+
+// Phase is one measured run.
+type Phase struct {
+	Sent     int64            `json:"sent"`
+	OK       int64            `json:"ok"`
+	Errors   map[string]int64 `json:"errors"`
+	Rate     float64          `json:"completed_per_s"`
+	Target   float64          `json:"target_per_s,omitempty"`
+	P50ms    float64          `json:"p50_ms"`
+	P90ms    float64          `json:"p90_ms"`
+	P99ms    float64          `json:"p99_ms"`
+	Maxms    float64          `json:"max_ms"`
+	mu       sync.Mutex
+	lat      []time.Duration
+	duration time.Duration
+}
+
+func newPhase() *Phase { return &Phase{Errors: map[string]int64{}} }
+
+func (p *Phase) observe(d time.Duration, cond string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lat = append(p.lat, d)
+	if cond == "" {
+		p.OK++
+	} else {
+		p.Errors[cond]++
+	}
+}
+
+func (p *Phase) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sort.Slice(p.lat, func(i, j int) bool { return p.lat[i] < p.lat[j] })
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	p.P50ms, p.P90ms, p.P99ms = ms(percentile(p.lat, 50)), ms(percentile(p.lat, 90)), ms(percentile(p.lat, 99))
+	if len(p.lat) > 0 {
+		p.Maxms = ms(p.lat[len(p.lat)-1])
+	}
+	p.Rate = float64(len(p.lat)) / p.duration.Seconds()
+}
+
+// percentile of sorted durations, nearest rank.
+func percentile(sorted []time.Duration, pct float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*pct/100+0.999999) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func (s *stream) start(p *Phase) {
+	s.mu.Lock()
+	s.phase = p
+	s.mu.Unlock()
+}
+
+// drain waits for the replies still pending, at most 10 s.
+func (s *stream) drain() {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		n := len(s.pending)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ClosedLoop keeps c IQs in flight for d.
+func (s *stream) ClosedLoop(devices []device, c int, d time.Duration) *Phase {
+	p := newPhase()
+	s.slots = make(chan struct{}, c)
+	s.start(p)
+	start := time.Now()
+	end := start.Add(d)
+	for i := 0; time.Now().Before(end); i++ {
+		select {
+		case s.slots <- struct{}{}:
+		case <-time.After(time.Second):
+			continue
+		}
+		// Flush when the window is full, so writes batch under load.
+		if err := s.send(devices[i%len(devices)], len(s.slots) == cap(s.slots) || i%16 == 0); err != nil {
+			break
+		}
+		p.Sent++
+	}
+	s.flush()
+	p.duration = time.Since(start)
+	s.drain()
+	s.slots = nil
+	p.finish()
+	return p
+}
+
+// OpenLoop sends at rate IQs/s for d, whatever the replies do.
+func (s *stream) OpenLoop(devices []device, rate float64, d time.Duration) *Phase {
+	p := newPhase()
+	p.Target = rate
+	s.start(p)
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / rate)
+	next := start
+	for i := 0; time.Since(start) < d; i++ {
+		if wait := time.Until(next); wait > 0 {
+			time.Sleep(wait)
+		}
+		s.send(devices[i%len(devices)], true)
+		p.Sent++
+		next = next.Add(interval)
+	}
+	p.duration = time.Since(start)
+	s.drain()
+	p.finish()
+	return p
+}
