@@ -68,6 +68,13 @@ type Options struct {
 	// FlushInterval is how often push outcomes are written. Default 1 s.
 	FlushInterval time.Duration
 	Observer      Observer
+	// CacheSize is how many registrations the push path keeps in memory;
+	// 0 means the default (100,000), a negative value turns the cache off
+	// (for registries shared by several instances without CacheTTL).
+	CacheSize int
+	// CacheTTL bounds how long a cached registration is trusted. Default
+	// one minute.
+	CacheTTL time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -80,6 +87,7 @@ type Service struct {
 	logger   *slog.Logger
 	throttle *Throttle
 	status   *statusWriter
+	cache    *cache
 
 	saltMu sync.Mutex
 	salt   string
@@ -98,6 +106,12 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 100000
+	}
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = time.Minute
 	}
 	m := make(map[string]App, len(apps))
 	for _, a := range apps {
@@ -119,6 +133,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		logger:   logger,
 		throttle: NewThrottle(opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
+		cache:    newCache(opts.CacheSize, opts.CacheTTL),
 	}, nil
 }
 
@@ -208,7 +223,9 @@ func (s *Service) register(ctx context.Context, r registry.Registration) (regist
 	}
 	r.Secret = secret
 	r.Registered = s.opts.Now().UTC()
+	s.cache.drop(r.Node)
 	stored, err := s.store.Register(ctx, r)
+	s.cache.drop(r.Node)
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("storing registration: %w", err)
 	}
@@ -244,6 +261,7 @@ func (s *Service) checkRegistration(typ, node, token string) error {
 // Unregister removes the registration of node if it belongs to app typ.
 func (s *Service) Unregister(ctx context.Context, typ, node string) (registry.Registration, error) {
 	r, err := s.store.Delete(ctx, node, typ)
+	s.cache.drop(node)
 	if errors.Is(err, registry.ErrNotFound) {
 		return registry.Registration{}, ErrNotFound
 	}
@@ -265,6 +283,7 @@ func (s *Service) UnregisterToken(ctx context.Context, typ, token string, when t
 		return 0, fmt.Errorf("removing dead token: %w", err)
 	}
 	for _, r := range removed {
+		s.cache.drop(r.Node)
 		s.forgetThrottle(r.Node)
 		s.opts.Observer.Unregistered(typ, "dead_token")
 		s.logger.Info("removed registration with dead token", "app", typ, "node", r.Node, "since", when.UTC().Format(time.RFC3339))
@@ -279,7 +298,7 @@ func (s *Service) Push(ctx context.Context, node, secret string, summary *push.S
 	ctx, cancel := context.WithTimeout(ctx, s.opts.PushTimeout)
 	defer cancel()
 
-	r, err := s.store.Get(ctx, node)
+	r, err := s.lookup(ctx, node)
 	if errors.Is(err, registry.ErrNotFound) {
 		s.opts.Observer.Pushed("", OutcomeNotFound, time.Since(start))
 		return ErrNotFound
@@ -336,6 +355,21 @@ func (s *Service) Push(ctx context.Context, node, secret string, summary *push.S
 	s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
 	s.logger.Warn("push failed", "app", r.Type, "node", node, "err", err)
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+// lookup reads a registration through the cache. Unknown nodes are not
+// cached, so a registration made a moment ago is found at once.
+func (s *Service) lookup(ctx context.Context, node string) (registry.Registration, error) {
+	now := time.Now()
+	if r, ok := s.cache.get(node, now); ok {
+		return r, nil
+	}
+	gen := s.cache.generation(node)
+	r, err := s.store.Get(ctx, node)
+	if err == nil {
+		s.cache.put(r, gen, now)
+	}
+	return r, err
 }
 
 func (s *Service) waitThrottle(ctx context.Context, d time.Duration) error {

@@ -149,20 +149,78 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// writer serializes whole stanzas onto the connection.
+// writer serializes whole stanzas onto the connection. Replies are
+// appended to a buffer and written by one flusher, so under load many
+// replies leave in one system call instead of one each.
 type writer struct {
-	mu   sync.Mutex
 	conn net.Conn
+	kick chan struct{}
 	last atomic.Int64 // unix nanos of the last write
+
+	mu      sync.Mutex // guards pending and err
+	pending *bytes.Buffer
+	err     error
+
+	wmu   sync.Mutex // serializes writes to conn
+	spare *bytes.Buffer
+}
+
+func newWriter(conn net.Conn) *writer {
+	return &writer{conn: conn, kick: make(chan struct{}, 1), pending: new(bytes.Buffer), spare: new(bytes.Buffer)}
 }
 
 func (w *writer) write(b []byte) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	if w.err != nil {
+		w.mu.Unlock()
+		return w.err
+	}
+	w.pending.Write(b)
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// flush writes whatever is pending.
+func (w *writer) flush() error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.mu.Lock()
+	buf := w.pending
+	w.pending, w.spare = w.spare, buf
+	err := w.err
+	w.mu.Unlock()
+	if err != nil || buf.Len() == 0 {
+		buf.Reset()
+		return err
+	}
 	w.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	_, err := w.conn.Write(b)
+	_, err = w.conn.Write(buf.Bytes())
+	buf.Reset()
 	w.last.Store(time.Now().UnixNano())
+	if err != nil {
+		w.mu.Lock()
+		w.err = err
+		w.mu.Unlock()
+	}
 	return err
+}
+
+// flushLoop flushes after every write until ctx is done.
+func (w *writer) flushLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+		}
+		if w.flush() != nil {
+			return
+		}
+	}
 }
 
 // session runs one connection from dial to its end.
@@ -190,7 +248,7 @@ func (c *Conn) session(ctx context.Context) error {
 	defer c.setConnected(false)
 	c.logger.Info("component connected", "addr", c.opts.Addr)
 
-	w := &writer{conn: raw}
+	w := newWriter(raw)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -201,14 +259,17 @@ func (c *Conn) session(ctx context.Context) error {
 		raw.SetReadDeadline(time.Now())
 	})
 	wg.Go(func() { c.keepAlive(sctx, w) })
+	wg.Go(func() { w.flushLoop(sctx) })
 
 	r := sess.TokenReader()
 	defer r.Close()
 	err = c.read(sctx, xml.NewTokenDecoder(r), lr, w)
 	stop()
 	wg.Wait()
+	w.flush() // replies of pushes that finished while we stopped
 	if ctx.Err() != nil {
 		w.write([]byte(`</stream:stream>`))
+		w.flush()
 		c.logger.Info("component stream closed")
 		return ctx.Err()
 	}

@@ -1,0 +1,106 @@
+package appserver
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// cache keeps recently pushed-to registrations in memory so the push path
+// does not read the database for every push to the same device. Every
+// change to a registration goes through Service, which drops the entry, so
+// within one instance the cache is never stale; ttl bounds staleness when
+// another instance shares the registry.
+type cache struct {
+	shards [16]cacheShard
+	seed   maphash.Seed
+	max    int // per shard
+	ttl    time.Duration
+}
+
+type cacheShard struct {
+	mu  sync.Mutex
+	m   map[string]cacheEntry
+	gen uint64 // bumped by every drop, so a read that raced a change is not cached
+}
+
+type cacheEntry struct {
+	reg registry.Registration
+	at  time.Time
+}
+
+func newCache(size int, ttl time.Duration) *cache {
+	if size <= 0 {
+		return nil
+	}
+	c := &cache{seed: maphash.MakeSeed(), max: max(1, size/16), ttl: ttl}
+	for i := range c.shards {
+		c.shards[i].m = make(map[string]cacheEntry)
+	}
+	return c
+}
+
+func (c *cache) shard(node string) *cacheShard {
+	return &c.shards[maphash.String(c.seed, node)%uint64(len(c.shards))]
+}
+
+func (c *cache) get(node string, now time.Time) (registry.Registration, bool) {
+	if c == nil {
+		return registry.Registration{}, false
+	}
+	s := c.shard(node)
+	s.mu.Lock()
+	e, ok := s.m[node]
+	s.mu.Unlock()
+	if !ok || now.Sub(e.at) > c.ttl {
+		return registry.Registration{}, false
+	}
+	return e.reg, true
+}
+
+// generation returns the shard's generation, to pass to put after reading
+// the database.
+func (c *cache) generation(node string) uint64 {
+	if c == nil {
+		return 0
+	}
+	s := c.shard(node)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
+}
+
+func (c *cache) put(r registry.Registration, gen uint64, now time.Time) {
+	if c == nil {
+		return
+	}
+	s := c.shard(r.Node)
+	s.mu.Lock()
+	if s.gen != gen {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.m) >= c.max {
+		// Evict an arbitrary entry: map order is random, which is as good
+		// as LRU for a cache whose misses cost one indexed read.
+		for k := range s.m {
+			delete(s.m, k)
+			break
+		}
+	}
+	s.m[r.Node] = cacheEntry{reg: r, at: now}
+	s.mu.Unlock()
+}
+
+func (c *cache) drop(node string) {
+	if c == nil {
+		return
+	}
+	s := c.shard(node)
+	s.mu.Lock()
+	delete(s.m, node)
+	s.gen++
+	s.mu.Unlock()
+}
