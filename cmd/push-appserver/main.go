@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	push-appserver serve [-config file]
+//	push-appserver serve [-config file] [-pprof addr]
 //	push-appserver check-config [-config file]
 //	push-appserver version
 package main
@@ -38,6 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", os.Getenv("PUSH_APPSERVER_CONFIG"), "configuration `file` (TOML); default: built-in defaults")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this `address` (overrides pprof_listen; keep it on loopback)")
 	switch cmd {
 	case "serve", "check-config":
 		if err := fs.Parse(args); err != nil {
@@ -62,6 +63,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "push-appserver: invalid configuration:\n%v\n", err)
 		return 1
+	}
+	if *pprofAddr != "" {
+		cfg.PprofListen = *pprofAddr
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -3,8 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -221,5 +228,47 @@ func TestServeFailsOnBadConfig(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("stderr does not name http.listen:\n%s", errb.String())
+	}
+}
+
+// TestServeTLS checks the seed's HTTPS listener (":5281" there) and the
+// plain one switched off.
+func TestServeTLS(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	kder, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = \"\"\ntls_listen = %q\ntls_cert_file = \"tls.crt\"\ntls_key_file = \"tls.key\"\n",
+		filepath.Join(dir, "data"), addr)), 0o600)
+	s := startServer(t, bin, config)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := client.Get("https://" + addr + "/push_appserver/v1/health")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.HasPrefix(string(b), "RUNNING") {
+				t.Fatalf("health over TLS: %q", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TLS listener: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop(t)
+	if strings.Contains(s.log.String(), "127.0.0.1:5280") {
+		t.Fatal("plain listener started although disabled")
 	}
 }
