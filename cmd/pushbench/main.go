@@ -35,6 +35,7 @@ type options struct {
 	openFor     time.Duration
 	backend     string
 	cpuprofile  string
+	heapprofile string
 	serverLog   string
 }
 
@@ -48,6 +49,7 @@ func main() {
 	flag.DurationVar(&o.openFor, "open-d", 30*time.Second, "open-loop duration")
 	flag.StringVar(&o.backend, "backend", "apns", "push backend of the benchmark app: apns (against the mock) or log")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a 10 s CPU profile of the server, taken during the closed loop, to this file")
+	flag.StringVar(&o.heapprofile, "heapprofile", "", "write a heap profile of the server, taken after the closed loop, to this file")
 	flag.StringVar(&o.serverLog, "server-log", "", "write the server's log to this file")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -193,6 +195,11 @@ ca_path = %q
 	if profileDone != nil {
 		if err := <-profileDone; err != nil {
 			fmt.Fprintln(os.Stderr, "cpu profile:", err)
+		}
+	}
+	if o.heapprofile != "" {
+		if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/heap", o.heapprofile); err != nil {
+			fmt.Fprintln(os.Stderr, "heap profile:", err)
 		}
 	}
 	if o.openRate >= 0 {
