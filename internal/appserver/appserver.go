@@ -69,7 +69,7 @@ type Options struct {
 	FlushInterval time.Duration
 	Observer      Observer
 	// CacheSize is how many registrations the push path keeps in memory;
-	// 0 means the default (100,000), a negative value turns the cache off
+	// 0 means the default (50,000), a negative value turns the cache off
 	// (for registries shared by several instances without CacheTTL).
 	CacheSize int
 	// CacheTTL bounds how long a cached registration is trusted. Default
@@ -108,7 +108,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		opts.Observer = nopObserver{}
 	}
 	if opts.CacheSize == 0 {
-		opts.CacheSize = 100000
+		opts.CacheSize = 50000
 	}
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = time.Minute
