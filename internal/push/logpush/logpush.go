@@ -39,7 +39,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	b.total++
 	b.mu.Unlock()
 	b.logger.LogAttrs(ctx, slog.LevelInfo, "push (log backend, not delivered)",
-		slog.String("app", n.App), slog.String("node", n.Node), slog.String("priority", string(n.Priority)))
+		slog.String("node", n.Node), slog.String("priority", string(n.Priority)))
 	b.logger.LogAttrs(ctx, slog.LevelDebug, "push token", slog.String("node", n.Node), slog.String("token", n.Token))
 	return nil
 }
