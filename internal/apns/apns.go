@@ -2,7 +2,7 @@
 // to api.push.apple.com (or the sandbox), authenticated by a provider token
 // (ES256 JWT from a p8 key) or a TLS client certificate.
 //
-// It speaks the API on net/http's HTTP/2 client rather than through
+// It speaks the API on an HTTP/2 client (internal/h2client) rather than through
 // github.com/sideshow/apns2: that library configures its transport through
 // package-level variables and hides the clock its tokens are signed with,
 // and what we need beyond one POST (a deadline per push, retries on
@@ -24,18 +24,16 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/net/http2"
 	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/push-appserver/push-appserver/internal/h2client"
 	"github.com/push-appserver/push-appserver/internal/push"
 )
 
@@ -96,14 +94,7 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
-	if opts.CAPath != "" {
-		pool, err := loadCAs(opts.CAPath)
-		if err != nil {
-			return nil, err
-		}
-		tlsCfg.RootCAs = pool
-	}
+	var certs []tls.Certificate
 	b := &Backend{opts: opts, logger: logger}
 	switch {
 	case opts.TokenKeyFile != "":
@@ -128,13 +119,13 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 		for _, ca := range chain {
 			c.Certificate = append(c.Certificate, ca.Raw)
 		}
-		tlsCfg.Certificates = []tls.Certificate{c}
+		certs = []tls.Certificate{c}
 	case opts.CertFile != "":
 		c, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("apns: loading certificate: %w", err)
 		}
-		tlsCfg.Certificates = []tls.Certificate{c}
+		certs = []tls.Certificate{c}
 	default:
 		return nil, errors.New("apns: no credentials: a certificate or a p8 token key is required")
 	}
@@ -145,38 +136,12 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 			b.base = HostSandbox
 		}
 	}
-	// x/net/http2's own transport, not net/http's: its pool shares one
-	// dial among all requests waiting for a connection, so a burst at
-	// start opens one connection to Apple, not one per request.
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: tlsCfg}
-	b.client = &http.Client{Transport: &http2.Transport{
-		TLSClientConfig: tlsCfg,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr)
-		},
-		ReadIdleTimeout: 30 * time.Second, // ping to notice a dead connection
-		PingTimeout:     10 * time.Second,
-		IdleConnTimeout: 10 * time.Minute,
-	}}
-	return b, nil
-}
-
-func loadCAs(dir string) (*x509.CertPool, error) {
-	pool := x509.NewCertPool()
-	entries, err := os.ReadDir(dir)
+	client, err := h2client.New(h2client.Options{CAPath: opts.CAPath, Certificates: certs})
 	if err != nil {
-		return nil, fmt.Errorf("apns: CA path: %w", err)
+		return nil, fmt.Errorf("apns: %w", err)
 	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err == nil {
-			pool.AppendCertsFromPEM(data)
-		}
-	}
-	return pool, nil
+	b.client = client
+	return b, nil
 }
 
 func loadP8(path string) (*ecdsa.PrivateKey, error) {
@@ -296,7 +261,7 @@ func (b *Backend) build(n push.Notification) request {
 		h.Set("apns-priority", "10")
 		var alert any = b.opts.Alert
 		if b.opts.IncludeSummary && n.Summary != nil && (n.Summary.LastMessageBody != "" || n.Summary.LastMessageSender != "") {
-			alert = map[string]string{"title": n.Summary.LastMessageSender, "body": truncate(n.Summary.LastMessageBody, 2048)}
+			alert = map[string]string{"title": n.Summary.LastMessageSender, "body": push.Truncate(n.Summary.LastMessageBody, 2048)}
 		}
 		aps["alert"] = alert
 		if b.opts.Sound != "" {
@@ -319,20 +284,6 @@ func (b *Backend) build(n push.Notification) request {
 	}
 	payload, _ := json.Marshal(body)
 	return request{payload: payload, header: h}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
-		s = s[:len(s)-1]
-	}
-	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {

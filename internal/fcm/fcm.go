@@ -11,27 +11,23 @@ package fcm
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
+	"github.com/push-appserver/push-appserver/internal/h2client"
 	"github.com/push-appserver/push-appserver/internal/push"
 )
 
@@ -119,29 +115,10 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("fcm: priority %q (want high or normal)", opts.Priority)
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
-	if opts.CAPath != "" {
-		pool := x509.NewCertPool()
-		entries, err := os.ReadDir(opts.CAPath)
-		if err != nil {
-			return nil, fmt.Errorf("fcm: CA path: %w", err)
-		}
-		for _, e := range entries {
-			if b, err := os.ReadFile(filepath.Join(opts.CAPath, e.Name())); err == nil {
-				pool.AppendCertsFromPEM(b)
-			}
-		}
-		tlsCfg.RootCAs = pool
+	client, err := h2client.New(h2client.Options{CAPath: opts.CAPath})
+	if err != nil {
+		return nil, fmt.Errorf("fcm: %w", err)
 	}
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: tlsCfg}
-	client := &http.Client{Transport: &http2.Transport{
-		TLSClientConfig: tlsCfg,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr)
-		},
-		ReadIdleTimeout: 30 * time.Second,
-		PingTimeout:     10 * time.Second,
-	}}
 	b := &Backend{
 		opts:    opts,
 		sendURL: strings.TrimSuffix(opts.Endpoint, "/") + "/v1/projects/" + opts.ProjectID + "/messages:send",
@@ -266,7 +243,7 @@ func (b *Backend) build(n push.Notification) []byte {
 			data["last-message-sender"] = n.Summary.LastMessageSender
 		}
 		if n.Summary.HasLastMessageBody {
-			data["last-message-body"] = truncate(n.Summary.LastMessageBody, 2048)
+			data["last-message-body"] = push.Truncate(n.Summary.LastMessageBody, 2048)
 		}
 	}
 	android := map[string]any{"priority": strings.ToUpper(b.opts.Priority)}
@@ -282,20 +259,6 @@ func (b *Backend) build(n push.Notification) []byte {
 	msg := map[string]any{"message": map[string]any{"token": n.Token, "data": data, "android": android}}
 	out, _ := json.Marshal(msg)
 	return out
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
-		s = s[:len(s)-1]
-	}
-	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (int, *fcmError, time.Duration, error) {

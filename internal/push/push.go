@@ -134,3 +134,20 @@ func IsTemporary(err error) bool {
 	var t *TemporaryError
 	return errors.As(err, &t)
 }
+
+// Truncate shortens s to at most n bytes without splitting a UTF-8
+// sequence, for text a push service limits in size.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	// Drop continuation bytes, then the lead byte they belonged to.
+	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
+		s = s[:len(s)-1]
+	}
+	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}

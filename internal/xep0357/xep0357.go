@@ -106,23 +106,7 @@ func summary(f *dataform.Form) *push.Summary {
 	}
 	s.LastMessageSender, _ = f.Value("last-message-sender")
 	s.LastMessageBody, s.HasLastMessageBody = f.Value("last-message-body")
-	s.LastMessageSender = clip(s.LastMessageSender)
-	s.LastMessageBody = clip(s.LastMessageBody)
-	return s
-}
-
-// clip bounds what a summary can carry on to a push service, on a rune
-// boundary.
-func clip(s string) string {
-	if len(s) <= maxFieldSize {
-		return s
-	}
-	s = s[:maxFieldSize]
-	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
-		s = s[:len(s)-1]
-	}
-	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
-		s = s[:len(s)-1]
-	}
+	s.LastMessageSender = push.Truncate(s.LastMessageSender, maxFieldSize)
+	s.LastMessageBody = push.Truncate(s.LastMessageBody, maxFieldSize)
 	return s
 }
