@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/xep0357"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 )
 
 func TestHandshakeCheck(t *testing.T) {

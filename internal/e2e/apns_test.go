@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/apns"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 )

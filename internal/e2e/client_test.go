@@ -17,8 +17,8 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
-	"github.com/push-appserver/push-appserver/internal/adhoc"
-	"github.com/push-appserver/push-appserver/internal/dataform"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 )
 
 // client is a user's XMPP client, speaking to Prosody over c2s.

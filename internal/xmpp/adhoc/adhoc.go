@@ -16,7 +16,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/dataform"
+	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 

@@ -7,8 +7,8 @@ import (
 
 	"mellium.im/xmpp/stanza"
 
-	"github.com/push-appserver/push-appserver/internal/adhoc"
-	"github.com/push-appserver/push-appserver/internal/xep0357"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 )
 
 // Namespaces the component answers besides push and commands.

@@ -27,7 +27,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
-	"github.com/push-appserver/push-appserver/internal/h2client"
+	"github.com/push-appserver/push-appserver/internal/push/h2client"
 	"github.com/push-appserver/push-appserver/internal/push"
 )
 

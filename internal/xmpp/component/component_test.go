@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/component"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 )

@@ -33,7 +33,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/push-appserver/push-appserver/internal/h2client"
+	"github.com/push-appserver/push-appserver/internal/push/h2client"
 	"github.com/push-appserver/push-appserver/internal/push"
 )
 

@@ -27,10 +27,10 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
-	"github.com/push-appserver/push-appserver/internal/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
-	"github.com/push-appserver/push-appserver/internal/xep0357"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 )
 
 // Pusher is what the component needs from the core besides registration.

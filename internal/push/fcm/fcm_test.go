@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/fcm"
+	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
 )

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/push-appserver/push-appserver/internal/push"
-	"github.com/push-appserver/push-appserver/internal/xep0357"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 )
 
 // prosodyPublish is what Prosody 0.12's mod_cloud_notify sends for an
