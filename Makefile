@@ -19,15 +19,18 @@ run: build
 	$(BIN) serve $(if $(CONFIG),-config $(CONFIG))
 
 # Installs what the tests need (Prosody for the end-to-end tests, a C
-# compiler for the race detector), then vets and runs every test.
+# compiler for the race detector, staticcheck), then vets and runs every test.
 test: test-deps vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 test-deps:
 	./scripts/test-deps.sh
 
+STATICCHECK := bin/staticcheck
+
 vet:
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 # Benchmarks print numbers; they are not part of `make test`. The standard
 # scenario: 100,000 registrations, 256 publish IQs in flight for 30 s, then

@@ -3,6 +3,14 @@
 # the race detector, and Prosody with its community modules (mod_cloud_notify)
 # for the end-to-end tests. Runs apt-get only when something is missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# staticcheck, pinned, into bin/ (make vet runs it from there).
+STATICCHECK_VERSION=v0.8.2
+if ! bin/staticcheck -version 2>/dev/null | grep -q "(${STATICCHECK_VERSION#v})"; then
+  echo "test-deps: installing staticcheck ${STATICCHECK_VERSION}"
+  GOBIN="$PWD/bin" "${GO:-go}" install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+fi
 
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)

@@ -6,15 +6,15 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
-	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 	"github.com/push-appserver/push-appserver/internal/config"
-	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/metrics"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
+	"github.com/push-appserver/push-appserver/internal/push/fcm"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
 // newBackend builds the push backend for an app of kind apns or fcm.

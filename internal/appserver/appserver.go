@@ -85,7 +85,7 @@ type Service struct {
 	apps     map[string]App
 	opts     Options
 	logger   *slog.Logger
-	throttle *Throttle
+	throttle *throttler
 	status   *statusWriter
 	cache    *cache
 
@@ -131,7 +131,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		apps:     m,
 		opts:     opts,
 		logger:   logger,
-		throttle: NewThrottle(opts.RateLimit, opts.Now),
+		throttle: newThrottler(opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
 		cache:    newCache(opts.CacheSize, opts.CacheTTL),
 	}, nil
@@ -148,7 +148,7 @@ func (s *Service) Run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				s.throttle.Sweep()
+				s.throttle.sweep()
 			}
 		}
 	}()
@@ -181,12 +181,20 @@ func (s *Service) Register(ctx context.Context, typ, node, token string) (regist
 	return s.register(ctx, registry.Registration{Node: node, Type: typ, Token: token})
 }
 
+// Account is the XMPP account a device registers from, as the adapter that
+// speaks XMPP parsed and normalised it: the core compares and hashes these
+// strings and knows nothing of JID syntax.
+type Account struct {
+	Bare   string // the normalised bare JID
+	Domain string // its domainpart
+}
+
 // RegisterDevice registers a device identified by account and device id, as
 // Conversations' register-push-* commands do: the node and secret are ours
 // to choose, and the same account and device get the same node again. Only
 // the account's domain and a salted hash of account and device are kept.
-func (s *Service) RegisterDevice(ctx context.Context, typ, account, deviceID, token string) (registry.Registration, error) {
-	if account == "" || deviceID == "" || len(account) > 3071 || len(deviceID) > MaxNodeLen {
+func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, token string) (registry.Registration, error) {
+	if account.Bare == "" || deviceID == "" || len(account.Bare) > 3071 || len(deviceID) > MaxNodeLen {
 		return registry.Registration{}, fmt.Errorf("%w: account and device id are required", ErrBadRequest)
 	}
 	if err := s.checkRegistration(typ, "-", token); err != nil {
@@ -196,7 +204,7 @@ func (s *Service) RegisterDevice(ctx context.Context, typ, account, deviceID, to
 	if err != nil {
 		return registry.Registration{}, err
 	}
-	r := registry.Registration{Type: typ, Token: token, Domain: domainOf(account), DeviceKey: key}
+	r := registry.Registration{Type: typ, Token: token, Domain: account.Domain, DeviceKey: key}
 	switch old, err := s.store.GetByDeviceKey(ctx, key); {
 	case err == nil && old.Type == typ:
 		r.Node = old.Node
@@ -319,13 +327,13 @@ func (s *Service) Push(ctx context.Context, node, secret string, summary *push.S
 	prio := app.Priority.Resolve(summary)
 
 	key := node + "\x00" + string(prio)
-	switch d, wait := s.throttle.Admit(key); d {
-	case Refuse:
+	switch d, wait := s.throttle.admit(key); d {
+	case refuse:
 		s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
 		return ErrThrottled
-	case Delay:
+	case delaySend:
 		err := s.waitThrottle(ctx, wait)
-		s.throttle.Release(key)
+		s.throttle.release(key)
 		if err != nil {
 			s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
 			return fmt.Errorf("%w: %w", ErrThrottled, err)
@@ -388,12 +396,12 @@ func (s *Service) waitThrottle(ctx context.Context, d time.Duration) error {
 
 func (s *Service) forgetThrottle(node string) {
 	prefix := node + "\x00"
-	s.throttle.Forget(func(k string) bool { return strings.HasPrefix(k, prefix) })
+	s.throttle.forget(func(k string) bool { return strings.HasPrefix(k, prefix) })
 }
 
 // deviceKey hashes account and device id with a salt shared by every
 // instance using the registry, so the registry never holds the JID.
-func (s *Service) deviceKey(ctx context.Context, account, deviceID string) (string, error) {
+func (s *Service) deviceKey(ctx context.Context, account Account, deviceID string) (string, error) {
 	s.saltMu.Lock()
 	defer s.saltMu.Unlock()
 	if s.salt == "" {
@@ -404,7 +412,7 @@ func (s *Service) deviceKey(ctx context.Context, account, deviceID string) (stri
 		s.salt = salt
 	}
 	h := sha256.New()
-	for _, p := range []string{s.salt, bareJID(account), deviceID} {
+	for _, p := range []string{s.salt, account.Bare, deviceID} {
 		h.Write([]byte(p))
 		h.Write([]byte{0})
 	}
@@ -417,21 +425,6 @@ func randomHex(n int) (string, error) {
 		return "", fmt.Errorf("reading random bytes: %w", err)
 	}
 	return hex.EncodeToString(b), nil
-}
-
-func bareJID(jid string) string {
-	if i := strings.IndexByte(jid, '/'); i >= 0 {
-		jid = jid[:i]
-	}
-	return strings.ToLower(jid)
-}
-
-func domainOf(jid string) string {
-	jid = bareJID(jid)
-	if i := strings.IndexByte(jid, '@'); i >= 0 {
-		return jid[i+1:]
-	}
-	return jid
 }
 
 func truncate(s string, n int) string {

@@ -6,16 +6,16 @@ import (
 )
 
 // Decision is what the throttle says about one push.
-type Decision int
+type decision int
 
 const (
 	// Send now: the first push of a burst.
-	Send Decision = iota
+	sendNow decision = iota
 	// Delay: send at the start of the next window, so the device still
 	// wakes up after the last message of a burst.
-	Delay
+	delaySend
 	// Refuse: a push is already waiting for the next window.
-	Refuse
+	refuse
 )
 
 // Throttle limits pushes per key (node and priority) the way
@@ -23,7 +23,7 @@ const (
 // first of a burst at once, one more at the start of the next window, and
 // the ones in between refused. A push to the same device carries no data,
 // so the delayed one stands in for all that were refused.
-type Throttle struct {
+type throttler struct {
 	distance time.Duration
 	now      func() time.Time
 
@@ -38,16 +38,16 @@ type slot struct {
 
 // NewThrottle returns a throttle with the given distance; 0 disables it.
 // now is the clock (time.Now outside tests).
-func NewThrottle(distance time.Duration, now func() time.Time) *Throttle {
-	return &Throttle{distance: distance, now: now, slots: make(map[string]*slot)}
+func newThrottler(distance time.Duration, now func() time.Time) *throttler {
+	return &throttler{distance: distance, now: now, slots: make(map[string]*slot)}
 }
 
-// Admit decides about one push for key. For Delay, wait is how long the
-// caller must wait before sending, and it must call Release(key) after it
+// admit decides about one push for key. For delaySend, wait is how long the
+// caller must wait before sending, and it must call release(key) after it
 // sent (or gave up).
-func (t *Throttle) Admit(key string) (d Decision, wait time.Duration) {
+func (t *throttler) admit(key string) (d decision, wait time.Duration) {
 	if t.distance <= 0 {
-		return Send, 0
+		return sendNow, 0
 	}
 	now := t.now()
 	t.mu.Lock()
@@ -56,21 +56,21 @@ func (t *Throttle) Admit(key string) (d Decision, wait time.Duration) {
 	switch {
 	case s == nil:
 		t.slots[key] = &slot{last: now}
-		return Send, 0
+		return sendNow, 0
 	case s.pending:
-		return Refuse, 0
+		return refuse, 0
 	case now.Sub(s.last) > t.distance:
 		s.last = now
-		return Send, 0
+		return sendNow, 0
 	default:
 		s.last = s.last.Add(t.distance)
 		s.pending = true
-		return Delay, s.last.Sub(now)
+		return delaySend, s.last.Sub(now)
 	}
 }
 
-// Release ends the wait of a delayed push for key.
-func (t *Throttle) Release(key string) {
+// release ends the wait of a delayed push for key.
+func (t *throttler) release(key string) {
 	t.mu.Lock()
 	if s := t.slots[key]; s != nil {
 		s.pending = false
@@ -78,8 +78,8 @@ func (t *Throttle) Release(key string) {
 	t.mu.Unlock()
 }
 
-// Forget drops all state of keys for which f is true (an unregistered node).
-func (t *Throttle) Forget(f func(key string) bool) {
+// forget drops all state of keys for which f is true (an unregistered node).
+func (t *throttler) forget(f func(key string) bool) {
 	t.mu.Lock()
 	for k := range t.slots {
 		if f(k) {
@@ -89,9 +89,9 @@ func (t *Throttle) Forget(f func(key string) bool) {
 	t.mu.Unlock()
 }
 
-// Sweep drops the keys whose window has passed, so memory follows the
+// sweep drops the keys whose window has passed, so memory follows the
 // number of recently active devices, not of all devices ever pushed to.
-func (t *Throttle) Sweep() {
+func (t *throttler) sweep() {
 	if t.distance <= 0 {
 		return
 	}
@@ -105,8 +105,8 @@ func (t *Throttle) Sweep() {
 	t.mu.Unlock()
 }
 
-// Len returns the number of keys held.
-func (t *Throttle) Len() int {
+// size returns the number of keys held.
+func (t *throttler) size() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.slots)

@@ -14,8 +14,8 @@ func TestThrottle(t *testing.T) {
 	type step struct {
 		after    time.Duration // clock advance before the call
 		key      string
-		release  bool // call Release(key) instead of Admit
-		want     Decision
+		release  bool // call release(key) instead of admit
+		want     decision
 		wantWait time.Duration
 	}
 	tests := []struct {
@@ -23,49 +23,49 @@ func TestThrottle(t *testing.T) {
 		steps []step
 	}{
 		{"first push of a burst goes at once", []step{
-			{key: "a", want: Send},
+			{key: "a", want: sendNow},
 		}},
 		{"second in window is delayed to the window's end, the rest refused", []step{
-			{key: "a", want: Send},
-			{after: time.Second, key: "a", want: Delay, wantWait: 4 * time.Second},
-			{after: time.Second, key: "a", want: Refuse},
-			{after: time.Second, key: "a", want: Refuse},
+			{key: "a", want: sendNow},
+			{after: time.Second, key: "a", want: delaySend, wantWait: 4 * time.Second},
+			{after: time.Second, key: "a", want: refuse},
+			{after: time.Second, key: "a", want: refuse},
 		}},
 		{"after the delayed push fired a new window starts from it", []step{
-			{key: "a", want: Send},
-			{after: time.Second, key: "a", want: Delay, wantWait: 4 * time.Second},
+			{key: "a", want: sendNow},
+			{after: time.Second, key: "a", want: delaySend, wantWait: 4 * time.Second},
 			{after: 4 * time.Second, key: "a", release: true},
-			{after: time.Second, key: "a", want: Delay, wantWait: 4 * time.Second},
+			{after: time.Second, key: "a", want: delaySend, wantWait: 4 * time.Second},
 		}},
 		{"a quiet period resets the burst", []step{
-			{key: "a", want: Send},
-			{after: 6 * time.Second, key: "a", want: Send},
+			{key: "a", want: sendNow},
+			{after: 6 * time.Second, key: "a", want: sendNow},
 		}},
 		{"exactly one distance later is still the same window", []step{
-			{key: "a", want: Send},
-			{after: 5 * time.Second, key: "a", want: Delay, wantWait: 0},
+			{key: "a", want: sendNow},
+			{after: 5 * time.Second, key: "a", want: delaySend, wantWait: 0},
 		}},
 		{"keys are independent", []step{
-			{key: "a", want: Send},
-			{key: "b", want: Send},
-			{key: "a", want: Delay, wantWait: 5 * time.Second},
-			{key: "b", want: Delay, wantWait: 5 * time.Second},
-			{key: "a", want: Refuse},
+			{key: "a", want: sendNow},
+			{key: "b", want: sendNow},
+			{key: "a", want: delaySend, wantWait: 5 * time.Second},
+			{key: "b", want: delaySend, wantWait: 5 * time.Second},
+			{key: "a", want: refuse},
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := &fakeClock{t: time.Unix(1000, 0)}
-			th := NewThrottle(5*time.Second, clk.now)
+			th := newThrottler(5*time.Second, clk.now)
 			for i, s := range tt.steps {
 				clk.advance(s.after)
 				if s.release {
-					th.Release(s.key)
+					th.release(s.key)
 					continue
 				}
-				d, w := th.Admit(s.key)
+				d, w := th.admit(s.key)
 				if d != s.want || w != s.wantWait {
-					t.Fatalf("step %d: Admit(%q) = %v, %v; want %v, %v", i, s.key, d, w, s.want, s.wantWait)
+					t.Fatalf("step %d: admit(%q) = %v, %v; want %v, %v", i, s.key, d, w, s.want, s.wantWait)
 				}
 			}
 		})
@@ -73,30 +73,30 @@ func TestThrottle(t *testing.T) {
 }
 
 func TestThrottleOff(t *testing.T) {
-	th := NewThrottle(0, time.Now)
+	th := newThrottler(0, time.Now)
 	for range 10 {
-		if d, _ := th.Admit("a"); d != Send {
+		if d, _ := th.admit("a"); d != sendNow {
 			t.Fatalf("disabled throttle said %v", d)
 		}
 	}
-	if th.Len() != 0 {
-		t.Fatalf("disabled throttle holds %d keys", th.Len())
+	if th.size() != 0 {
+		t.Fatalf("disabled throttle holds %d keys", th.size())
 	}
 }
 
 func TestThrottleSweep(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
-	th := NewThrottle(5*time.Second, clk.now)
-	th.Admit("old")
+	th := newThrottler(5*time.Second, clk.now)
+	th.admit("old")
 	clk.advance(3 * time.Second)
-	th.Admit("new")
-	th.Admit("new") // pending
+	th.admit("new")
+	th.admit("new") // pending
 	clk.advance(3 * time.Second)
-	th.Sweep()
-	if th.Len() != 1 {
-		t.Fatalf("after sweep %d keys, want 1 (the pending one)", th.Len())
+	th.sweep()
+	if th.size() != 1 {
+		t.Fatalf("after sweep %d keys, want 1 (the pending one)", th.size())
 	}
-	if d, _ := th.Admit("new"); d != Refuse {
+	if d, _ := th.admit("new"); d != refuse {
 		t.Fatalf("pending key lost its state: %v", d)
 	}
 }

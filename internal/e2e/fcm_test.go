@@ -5,10 +5,10 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
-	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 )
 
 // TestProsodyConversationsToFCM: Conversations' register-push-fcm through

@@ -14,14 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/testutil/prosody"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
 // recorder is a push backend that remembers what it was asked to send.

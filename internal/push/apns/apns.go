@@ -33,8 +33,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/push-appserver/push-appserver/internal/push/h2client"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/h2client"
 )
 
 // Apple's hosts.

@@ -20,8 +20,8 @@ import (
 
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
-	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 )
 

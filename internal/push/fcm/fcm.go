@@ -27,8 +27,8 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
-	"github.com/push-appserver/push-appserver/internal/push/h2client"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/h2client"
 )
 
 // DefaultEndpoint is Google's FCM API.

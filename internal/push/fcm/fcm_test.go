@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
 )
 

@@ -6,6 +6,8 @@
 // burst at start opens one connection, not one per request.
 package h2client
 
+//lint:file-ignore SA1019 x/net/http2's Transport is deprecated; the move to net/http's HTTP/2 is tracked separately.
+
 import (
 	"context"
 	"crypto/tls"

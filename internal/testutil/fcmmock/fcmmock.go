@@ -68,7 +68,6 @@ type Server struct {
 	requests    []Request
 	byToken     map[string][]Fault
 	schedule    []Fault
-	revokeAll   bool
 	accepted    int
 	maxRequests int
 }

@@ -13,11 +13,12 @@ import (
 	"errors"
 	"fmt"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 )
 
 // NS is the ad-hoc commands namespace.
@@ -44,7 +45,7 @@ type Command struct {
 // Registrar is what the commands need from the core.
 type Registrar interface {
 	Register(ctx context.Context, typ, node, token string) (registry.Registration, error)
-	RegisterDevice(ctx context.Context, typ, account, deviceID, token string) (registry.Registration, error)
+	RegisterDevice(ctx context.Context, typ string, account appserver.Account, deviceID, token string) (registry.Registration, error)
 	Unregister(ctx context.Context, typ, node string) (registry.Registration, error)
 }
 
@@ -142,7 +143,11 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		if token == "" || device == "" {
 			return nil, badRequest("fields token and device id are required")
 		}
-		r, err = c.reg.RegisterDevice(ctx, app, from, device, token)
+		account, perr := accountOf(from)
+		if perr != nil {
+			return nil, badRequest("%v", perr)
+		}
+		r, err = c.reg.RegisterDevice(ctx, app, account, device, token)
 	}
 	if err != nil {
 		return nil, registrationError(err)
@@ -185,4 +190,18 @@ func sessionID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// accountOf normalises the sender's full JID to the account that owns the
+// device: the same user from any resource, in any letter case, is one
+// account.
+func accountOf(from string) (appserver.Account, error) {
+	j, err := jid.Parse(from)
+	if err != nil {
+		return appserver.Account{}, fmt.Errorf("the sender's JID is not valid: %w", err)
+	}
+	if j.Localpart() == "" {
+		return appserver.Account{}, errors.New("the sender must be an account, not a server")
+	}
+	return appserver.Account{Bare: j.Bare().String(), Domain: j.Domainpart()}, nil
 }

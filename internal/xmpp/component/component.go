@@ -27,9 +27,9 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
-	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 )
 

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
 const (
@@ -153,12 +153,6 @@ func (b *blocking) Send(ctx context.Context, n push.Notification) error {
 	defer b.mu.Unlock()
 	b.sent = append(b.sent, n)
 	return b.fail[n.Token]
-}
-
-func (b *blocking) count() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.sent)
 }
 
 type fixture struct {

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 )
 
 // Namespaces of a push publish.
