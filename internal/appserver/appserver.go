@@ -161,15 +161,6 @@ func (s *Service) Close() error {
 	return nil
 }
 
-// Apps returns the names of the configured apps.
-func (s *Service) Apps() []string {
-	names := make([]string, 0, len(s.apps))
-	for n := range s.apps {
-		names = append(names, n)
-	}
-	return names
-}
-
 // Register creates or renews the registration of node for app typ. A node
 // registered again with the same type keeps its secret, so clients that
 // re-register on every start keep working with what the user's server

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/metrics"
 	"github.com/push-appserver/push-appserver/internal/push"
-	"github.com/push-appserver/push-appserver/internal/push/logpush"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
@@ -24,13 +24,33 @@ import (
 type fixture struct {
 	srv   *httptest.Server
 	store registry.Store
-	sent  *logpush.Backend
+	sent  *recorder
 	svc   *appserver.Service
+}
+
+// recorder is a push service that accepts everything and remembers what it
+// was sent.
+type recorder struct {
+	mu   sync.Mutex
+	sent []push.Notification
+}
+
+func (r *recorder) Send(_ context.Context, n push.Notification) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = append(r.sent, n)
+	return nil
+}
+
+func (r *recorder) Sent() []push.Notification {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]push.Notification(nil), r.sent...)
 }
 
 // strictToken accepts only lower-case hex, like a real APNS backend, so the
 // invalid-token path can be exercised through the real core.
-type strictToken struct{ *logpush.Backend }
+type strictToken struct{ *recorder }
 
 func (strictToken) ValidateToken(tok string) error {
 	if strings.Trim(tok, "0123456789abcdef") != "" {
@@ -53,7 +73,7 @@ func newFixture(t *testing.T, debugging bool, rate time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	lb := logpush.New(logger)
+	lb := &recorder{}
 	m := metrics.New()
 	svc, err := appserver.New(store, []appserver.App{
 		{Name: "apns", Priority: push.PriorityAuto, Backend: strictToken{lb}},

@@ -93,6 +93,3 @@ func (m *Metrics) ComponentState(jid string, connected bool) {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
-
-// Registry exposes the registry, for collectors owned by other packages.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }

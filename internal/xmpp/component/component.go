@@ -104,9 +104,6 @@ func New(opts Options, svc Service) *Conn {
 // Connected reports whether the stream is established now.
 func (c *Conn) Connected() bool { return c.connected.Load() }
 
-// JID returns the component's JID.
-func (c *Conn) JID() string { return c.opts.JID }
-
 // Run keeps the connection up, reconnecting with exponential backoff and
 // jitter, until ctx is done. It returns ctx's error.
 func (c *Conn) Run(ctx context.Context) error {
