@@ -23,8 +23,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -186,53 +186,39 @@ type answer struct {
 
 // Send delivers n, retrying transient failures until the push deadline.
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.PushDeadline)
-	defer cancel()
 	req := b.build(n)
-	backoff := 100 * time.Millisecond
 	refreshed := false
-	for {
-		a, err := b.post(ctx, n.Token, req)
-		var reason string
-		switch {
-		case err != nil:
-			reason = err.Error()
-		case a.status == http.StatusOK:
-			return nil
-		case a.status == http.StatusGone:
-			since := a.timestamp
-			if since.IsZero() {
-				since = b.opts.Now()
+	return push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+		for {
+			a, err := b.post(ctx, n.Token, req)
+			switch {
+			case err != nil:
+				return err
+			case a.status == http.StatusOK:
+				return nil
+			case a.status == http.StatusGone:
+				since := a.timestamp
+				if since.IsZero() {
+					since = b.opts.Now()
+				}
+				return &push.DeadTokenError{Since: since, Reason: a.reason}
+			case a.status == http.StatusBadRequest && (a.reason == "BadDeviceToken" || a.reason == "DeviceTokenNotForTopic"):
+				return &push.DeadTokenError{Since: b.opts.Now(), Reason: a.reason}
+			case a.status == http.StatusForbidden && b.signer != nil && !refreshed &&
+				(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken"):
+				// Apple says our token is stale: sign a new one and try
+				// again at once, but only once per push.
+				b.signer.invalidate()
+				refreshed = true
+				continue
+			case a.status == http.StatusTooManyRequests || a.status >= 500:
+				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter}
+			default:
+				b.logger.Warn("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
+				return fmt.Errorf("apns: %d %s", a.status, a.reason)
 			}
-			return &push.DeadTokenError{Since: since, Reason: a.reason}
-		case a.status == http.StatusBadRequest && (a.reason == "BadDeviceToken" || a.reason == "DeviceTokenNotForTopic"):
-			return &push.DeadTokenError{Since: b.opts.Now(), Reason: a.reason}
-		case a.status == http.StatusForbidden && b.signer != nil && !refreshed &&
-			(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken"):
-			b.signer.invalidate()
-			refreshed = true
-			continue
-		case a.status == http.StatusTooManyRequests || a.status >= 500:
-			reason = fmt.Sprintf("%d %s", a.status, a.reason)
-		default:
-			b.logger.Warn("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
-			return fmt.Errorf("apns: %d %s", a.status, a.reason)
 		}
-		// Transient: wait with jitter, unless the deadline comes first.
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if a.retryAfter > wait {
-			wait = a.retryAfter
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return &push.TemporaryError{Reason: reason, RetryAfter: a.retryAfter}
-		}
-		select {
-		case <-ctx.Done():
-			return &push.TemporaryError{Reason: reason, Err: ctx.Err()}
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
+	})
 }
 
 // request is a push ready to post: payload and headers are the same for
@@ -289,7 +275,7 @@ func (b *Backend) build(n push.Notification) request {
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.base+"/3/device/"+token, bytes.NewReader(r.payload))
 	if err != nil {
-		return answer{}, err
+		return answer{}, fmt.Errorf("apns: building request: %w", redactURL(err, b.base+"/3/device/…"))
 	}
 	hr.Header = r.header.Clone()
 	if b.signer != nil {
@@ -301,7 +287,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	}
 	resp, err := b.client.Do(hr)
 	if err != nil {
-		return answer{}, err
+		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: redactURL(err, b.base+"/3/device/…")}
 	}
 	defer resp.Body.Close()
 	a := answer{status: resp.StatusCode}
@@ -322,6 +308,17 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	}
 	return a, nil
+}
+
+// redactURL keeps the device token, which APNS wants in the URL path, out
+// of error text: net/http quotes the whole URL in its *url.Error, and
+// errors end up in logs and in the registry's last error.
+func redactURL(err error, shown string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = shown
+	}
+	return err
 }
 
 // signer makes and caches the provider token.

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
@@ -155,7 +154,14 @@ func (b *Backend) accessToken(refresh bool) (string, error) {
 	b.mu.Unlock()
 	t, err := ts.Token()
 	if err != nil {
-		return "", fmt.Errorf("fcm: access token: %w", err)
+		// Google refusing the service account (invalid_grant, a deleted
+		// key) will not heal by retrying; anything else (network, 5xx)
+		// may.
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+			return "", fmt.Errorf("fcm: access token: %w", err)
+		}
+		return "", &push.TemporaryError{Reason: "FCM access token", Err: err}
 	}
 	return t.AccessToken, nil
 }
@@ -183,47 +189,34 @@ func (e *fcmError) code() string {
 
 // Send delivers n, retrying transient failures until the push deadline.
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.PushDeadline)
-	defer cancel()
 	body := b.build(n)
-	backoff := 100 * time.Millisecond
-	refreshed, refreshNow := false, false
-	for {
-		status, ferr, retryAfter, err := b.post(ctx, body, refreshNow)
-		refreshNow = false
-		var reason string
-		switch {
-		case err != nil:
-			reason = err.Error()
-		case status == http.StatusOK:
-			return nil
-		case ferr.code() == "UNREGISTERED" || status == http.StatusNotFound:
-			return &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"}
-		case status == http.StatusBadRequest && isTokenProblem(ferr):
-			return &push.DeadTokenError{Since: time.Now(), Reason: "INVALID_ARGUMENT: " + ferr.Error.Message}
-		case status == http.StatusUnauthorized && ferr.code() != "THIRD_PARTY_AUTH_ERROR" && !refreshed:
-			refreshed, refreshNow = true, true
-			continue
-		case status == http.StatusTooManyRequests || status >= 500:
-			reason = fmt.Sprintf("%d %s", status, ferr.code())
-		default:
-			b.logger.Warn("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
-			return fmt.Errorf("fcm: %d %s: %s", status, ferr.code(), ferr.Error.Message)
+	refreshed := false
+	return push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+		refreshNow := false
+		for {
+			status, ferr, retryAfter, err := b.post(ctx, body, refreshNow)
+			switch {
+			case err != nil:
+				return err
+			case status == http.StatusOK:
+				return nil
+			case ferr.code() == "UNREGISTERED" || status == http.StatusNotFound:
+				return &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"}
+			case status == http.StatusBadRequest && isTokenProblem(ferr):
+				return &push.DeadTokenError{Since: time.Now(), Reason: "INVALID_ARGUMENT: " + ferr.Error.Message}
+			case status == http.StatusUnauthorized && ferr.code() != "THIRD_PARTY_AUTH_ERROR" && !refreshed:
+				// Our access token was revoked or expired early: fetch
+				// a new one and try again at once, once per push.
+				refreshed, refreshNow = true, true
+				continue
+			case status == http.StatusTooManyRequests || status >= 500:
+				return &push.TemporaryError{Reason: fmt.Sprintf("FCM %d %s", status, ferr.code()), RetryAfter: retryAfter}
+			default:
+				b.logger.Warn("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
+				return fmt.Errorf("fcm: %d %s: %s", status, ferr.code(), ferr.Error.Message)
+			}
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if retryAfter > wait {
-			wait = retryAfter
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return &push.TemporaryError{Reason: reason, RetryAfter: retryAfter}
-		}
-		select {
-		case <-ctx.Done():
-			return &push.TemporaryError{Reason: reason, Err: ctx.Err()}
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
+	})
 }
 
 // isTokenProblem tells an INVALID_ARGUMENT about the registration token
@@ -269,13 +262,13 @@ func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (int, *fc
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.sendURL, bytes.NewReader(body))
 	if err != nil {
-		return 0, ferr, 0, err
+		return 0, ferr, 0, fmt.Errorf("fcm: building request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return 0, ferr, 0, err
+		return 0, ferr, 0, &push.TemporaryError{Reason: "FCM request", Err: err}
 	}
 	defer resp.Body.Close()
 	var retryAfter time.Duration

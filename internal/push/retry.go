@@ -1,0 +1,104 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+)
+
+// Jitter returns a random duration in [d/2, d], so that many waiters that
+// failed together do not come back together.
+func Jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Backoff is jittered exponential backoff: each Next waits about twice as
+// long as the one before, from Base up to Max. The zero value is not
+// useful; set Base and Max. A Backoff is not safe for concurrent use: each
+// retry loop keeps its own.
+type Backoff struct {
+	Base, Max time.Duration
+	cur       time.Duration
+}
+
+// Next returns the next wait, jittered.
+func (b *Backoff) Next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.Base
+	}
+	d := Jitter(b.cur)
+	b.cur = min(2*b.cur, b.Max)
+	return d
+}
+
+// Reset starts over at Base, after a success.
+func (b *Backoff) Reset() { b.cur = 0 }
+
+// RetryPolicy bounds the retries of one push.
+type RetryPolicy struct {
+	// Budget is how long one push may take, retries included; the
+	// context's own deadline, when earlier, wins. 0 leaves only the
+	// context's deadline.
+	Budget time.Duration
+	// Base and Max shape the backoff between attempts; defaults 100 ms
+	// and 2 s.
+	Base, Max time.Duration
+}
+
+// Retry calls attempt until it succeeds, fails permanently, or the budget
+// runs out. attempt reports a transient failure as a *TemporaryError
+// (carrying the service's Retry-After hint and the underlying error); any
+// other error is permanent and returned at once. When no time is left for
+// the next wait, Retry returns the last *TemporaryError, so the caller
+// answers "try later" rather than failing the push for good.
+func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context) error) error {
+	if p.Budget > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Budget)
+		defer cancel()
+	}
+	b := Backoff{Base: p.Base, Max: p.Max}
+	if b.Base <= 0 {
+		b.Base = 100 * time.Millisecond
+	}
+	if b.Max < b.Base {
+		b.Max = max(2*time.Second, b.Base)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		err := attempt(ctx)
+		if err == nil {
+			return nil
+		}
+		var te *TemporaryError
+		if !errors.As(err, &te) {
+			return err
+		}
+		wait := max(b.Next(), te.RetryAfter)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return err
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-timer.C:
+		}
+	}
+}

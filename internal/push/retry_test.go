@@ -1,0 +1,103 @@
+package push_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+func TestRetry(t *testing.T) {
+	errPermanent := errors.New("bad key")
+	tests := []struct {
+		name     string
+		policy   push.RetryPolicy
+		answers  []error // one per attempt; the last repeats
+		want     func(error) bool
+		attempts int
+		minTook  time.Duration
+	}{
+		{"success at once", push.RetryPolicy{Budget: time.Second}, []error{nil}, func(err error) bool { return err == nil }, 1, 0},
+		{"permanent at once", push.RetryPolicy{Budget: time.Second},
+			[]error{errPermanent}, func(err error) bool { return errors.Is(err, errPermanent) }, 1, 0},
+		{"temporary then success", push.RetryPolicy{Budget: 5 * time.Second, Base: time.Millisecond},
+			[]error{&push.TemporaryError{Reason: "503"}, &push.TemporaryError{Reason: "503"}, nil}, func(err error) bool { return err == nil }, 3, 0},
+		{"transport error stays inside", push.RetryPolicy{Budget: 50 * time.Millisecond, Base: 5 * time.Millisecond},
+			[]error{&push.TemporaryError{Reason: "request", Err: io.ErrUnexpectedEOF}},
+			func(err error) bool { return push.IsTemporary(err) && errors.Is(err, io.ErrUnexpectedEOF) }, -1, 0},
+		{"retry-after honoured", push.RetryPolicy{Budget: 5 * time.Second, Base: time.Millisecond},
+			[]error{&push.TemporaryError{RetryAfter: 300 * time.Millisecond}, nil}, func(err error) bool { return err == nil }, 2, 300 * time.Millisecond},
+		{"retry-after beyond the budget: give up at once", push.RetryPolicy{Budget: time.Second},
+			[]error{&push.TemporaryError{Reason: "429", RetryAfter: time.Minute}},
+			func(err error) bool {
+				var te *push.TemporaryError
+				return errors.As(err, &te) && te.RetryAfter == time.Minute
+			}, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := 0
+			start := time.Now()
+			err := push.Retry(context.Background(), tt.policy, func(ctx context.Context) error {
+				if _, ok := ctx.Deadline(); !ok {
+					t.Error("attempt without a deadline")
+				}
+				a := tt.answers[min(n, len(tt.answers)-1)]
+				n++
+				return a
+			})
+			took := time.Since(start)
+			if !tt.want(err) {
+				t.Fatalf("err = %v", err)
+			}
+			if tt.attempts >= 0 && n != tt.attempts {
+				t.Fatalf("%d attempts, want %d", n, tt.attempts)
+			}
+			if tt.attempts < 0 && n < 2 {
+				t.Fatalf("%d attempts, want retries", n)
+			}
+			if took < tt.minTook {
+				t.Fatalf("took %v, want at least %v", took, tt.minTook)
+			}
+			if took > tt.policy.Budget+time.Second {
+				t.Fatalf("took %v, budget %v", took, tt.policy.Budget)
+			}
+		})
+	}
+}
+
+// The budget bounds a push even when the service keeps failing, and the
+// caller's earlier deadline wins over the budget.
+func TestRetryBudget(t *testing.T) {
+	fail := func(context.Context) error { return &push.TemporaryError{Reason: "503"} }
+	start := time.Now()
+	err := push.Retry(context.Background(), push.RetryPolicy{Budget: 300 * time.Millisecond, Base: 10 * time.Millisecond}, fail)
+	if !push.IsTemporary(err) || time.Since(start) > 2*time.Second {
+		t.Fatalf("%v after %v", err, time.Since(start))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	err = push.Retry(ctx, push.RetryPolicy{Budget: time.Hour, Base: 10 * time.Millisecond}, fail)
+	if !push.IsTemporary(err) || time.Since(start) > 2*time.Second {
+		t.Fatalf("%v after %v", err, time.Since(start))
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := push.Backoff{Base: 100 * time.Millisecond, Max: time.Second}
+	want := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i, w := range want {
+		w *= time.Millisecond
+		if d := b.Next(); d < w/2 || d > w {
+			t.Fatalf("wait %d = %v, want in [%v, %v]", i, d, w/2, w)
+		}
+	}
+	b.Reset()
+	if d := b.Next(); d > 100*time.Millisecond {
+		t.Fatalf("after Reset: %v", d)
+	}
+}
