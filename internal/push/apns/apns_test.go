@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -234,23 +235,45 @@ func TestRetriesEndAtDeadline(t *testing.T) {
 }
 
 func TestProviderTokenRefresh(t *testing.T) {
-	m, o := tokenSetup(t)
+	// The backend and the mock share one fake clock, so the mock judges
+	// the token's age the way Apple would at that time.
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
-	o.Now = func() time.Time { return time.Unix(0, now.Load()) }
-	b := newBackend(t, o)
-	send(t, b, push.PriorityHigh, nil)
-	send(t, b, push.PriorityHigh, nil)
-	// 55 minutes later the token must have been re-signed: the mock
-	// rejects tokens older than an hour, and the fake clock is what the
-	// backend signs with.
-	now.Add(int64(55 * time.Minute))
-	if err := send(t, b, push.PriorityHigh, nil); err != nil {
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
 		t.Fatal(err)
 	}
+	keyFile := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	b := newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
+		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42", PushDeadline: 3 * time.Second, Now: clock})
+	for _, step := range []time.Duration{0, 30 * time.Minute, 31 * time.Minute, 10 * time.Minute} {
+		now.Add(int64(step))
+		if err := send(t, b, push.PriorityHigh, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One request per push, none refused: the backend re-signed before
+	// Apple's hour was up (at 61 minutes), not after being told, and kept
+	// the token for the pushes in between (Apple refuses re-signing more
+	// often than every 20 minutes).
 	reqs := m.Requests()
-	if len(reqs) != 3 || reqs[2].Status != 200 {
-		t.Fatalf("%+v", reqs)
+	if len(reqs) != 4 {
+		t.Fatalf("%d requests, want 4: %+v", len(reqs), reqs)
+	}
+	for i, r := range reqs {
+		if r.Status != 200 {
+			t.Fatalf("request %d: %d %s", i, r.Status, r.Reason)
+		}
+	}
+	if !reqs[1].IssuedAt.Equal(reqs[0].IssuedAt) || !reqs[3].IssuedAt.Equal(reqs[2].IssuedAt) || !reqs[2].IssuedAt.After(reqs[1].IssuedAt) {
+		t.Fatalf("provider tokens issued at %v %v %v %v", reqs[0].IssuedAt, reqs[1].IssuedAt, reqs[2].IssuedAt, reqs[3].IssuedAt)
 	}
 }
 
@@ -310,8 +333,15 @@ func TestUntrustedServer(t *testing.T) {
 	m, o := tokenSetup(t)
 	o.CAPath = t.TempDir() // trusts nothing
 	o.PushDeadline = 300 * time.Millisecond
-	if err := send(t, newBackend(t, o), push.PriorityHigh, nil); err == nil {
-		t.Fatal("push to an untrusted server succeeded")
+	err := send(t, newBackend(t, o), push.PriorityHigh, nil)
+	// The TLS failure is carried, not flattened into text: a caller can
+	// still tell what broke.
+	var verr *tls.CertificateVerificationError
+	if !push.IsTemporary(err) || !errors.As(err, &verr) {
+		t.Fatalf("err = %v (%T), want a temporary error wrapping the certificate error", err, err)
+	}
+	if strings.Contains(err.Error(), token) {
+		t.Fatalf("device token in error text: %v", err)
 	}
 	if m.Total() != 0 {
 		t.Fatal("request reached the server")
@@ -385,24 +415,51 @@ func TestValidateToken(t *testing.T) {
 	}
 }
 
+// Each case breaks exactly one thing in an otherwise valid configuration,
+// and must fail for that reason.
 func TestBadCredentials(t *testing.T) {
 	dir := t.TempDir()
+	p8, _, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodP8 := filepath.Join(dir, "good.p8")
+	os.WriteFile(goodP8, p8, 0o600)
 	notPEM := filepath.Join(dir, "bad.p8")
 	os.WriteFile(notPEM, []byte("nope"), 0o600)
-	rsaPEM := filepath.Join(dir, "cert.pem")
-	os.WriteFile(rsaPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), 0o600)
-	for name, o := range map[string]apns.Options{
-		"no topic":          {TokenKeyFile: notPEM, KeyID: "K", TeamID: "T"},
-		"no credentials":    {Topic: topic},
-		"p8 not PEM":        {Topic: topic, TokenKeyFile: notPEM, KeyID: "K", TeamID: "T"},
-		"p8 missing":        {Topic: topic, TokenKeyFile: filepath.Join(dir, "missing"), KeyID: "K", TeamID: "T"},
-		"broken cert":       {Topic: topic, CertFile: rsaPEM, KeyFile: rsaPEM},
-		"ca path not a dir": {Topic: topic, TokenKeyFile: notPEM, CAPath: filepath.Join(dir, "nope")},
-	} {
+	badCert := filepath.Join(dir, "cert.pem")
+	os.WriteFile(badCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), 0o600)
+	valid := apns.Options{Topic: topic, TokenKeyFile: goodP8, KeyID: "K", TeamID: "T", CAPath: dir}
+	if _, err := apns.New(valid, quiet); err != nil {
+		t.Fatalf("valid options refused: %v", err)
+	}
+	tests := []struct {
+		name   string
+		break_ func(o *apns.Options)
+		check  func(err error) bool
+	}{
+		{"no topic", func(o *apns.Options) { o.Topic = "" }, func(err error) bool { return strings.Contains(err.Error(), "topic is required") }},
+		{"no credentials", func(o *apns.Options) { o.TokenKeyFile = "" }, func(err error) bool { return strings.Contains(err.Error(), "no credentials") }},
+		{"p8 not PEM", func(o *apns.Options) { o.TokenKeyFile = notPEM }, func(err error) bool { return strings.Contains(err.Error(), "is not PEM") }},
+		{"p8 missing", func(o *apns.Options) { o.TokenKeyFile = filepath.Join(dir, "missing") },
+			func(err error) bool {
+				return errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "token key")
+			}},
+		{"no key id", func(o *apns.Options) { o.KeyID = "" }, func(err error) bool { return strings.Contains(err.Error(), "key id and team id") }},
+		{"broken cert", func(o *apns.Options) { o.TokenKeyFile, o.CertFile, o.KeyFile = "", badCert, badCert },
+			func(err error) bool { return strings.Contains(err.Error(), "loading certificate") }},
+		{"ca path missing", func(o *apns.Options) { o.CAPath = filepath.Join(dir, "nope") },
+			func(err error) bool {
+				return errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "CA path")
+			}},
+	}
+	for _, tt := range tests {
+		o := valid
+		tt.break_(&o)
 		if _, err := apns.New(o, quiet); err == nil {
-			t.Errorf("%s: accepted", name)
-		} else if errors.Is(err, nil) {
-			t.Errorf("%s: %v", name, err)
+			t.Errorf("%s: accepted", tt.name)
+		} else if !tt.check(err) {
+			t.Errorf("%s: failed for another reason: %v", tt.name, err)
 		}
 	}
 }

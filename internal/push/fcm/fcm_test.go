@@ -2,9 +2,13 @@ package fcm_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -81,7 +85,6 @@ func TestOptionsReachFCM(t *testing.T) {
 				t.Fatalf("data %v", data)
 			}
 		}},
-		{"project id override", func(o *fcm.Options) { o.ProjectID = "chat-app-1234" }, func(t *testing.T, m map[string]any) {}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -213,13 +216,53 @@ func TestValidateToken(t *testing.T) {
 	}
 }
 
+// The project id in the options wins over the service account's: the
+// key below names another project, and only the override reaches the
+// mock's project.
+func TestProjectIDOverride(t *testing.T) {
+	m, o := setup(t)
+	var sa map[string]any
+	json.Unmarshal(m.ServiceAccountJSON(), &sa)
+	sa["project_id"] = "some-other-project"
+	data, _ := json.Marshal(sa)
+	o.ServiceAccountFile = filepath.Join(t.TempDir(), "other.json")
+	os.WriteFile(o.ServiceAccountFile, data, 0o600)
+	o.ProjectID = "chat-app-1234"
+	if err := send(newBackend(t, o), nil); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := m.Requests(); len(reqs) != 1 || reqs[0].Project != "chat-app-1234" || reqs[0].Status != 200 {
+		t.Fatalf("%+v", reqs)
+	}
+}
+
+// Each case breaks one thing in valid options and must fail for it.
 func TestBadServiceAccount(t *testing.T) {
-	for name, o := range map[string]fcm.Options{
-		"missing file": {ServiceAccountFile: "/nonexistent.json"},
-		"bad priority": {ServiceAccountFile: "testdata/none.json", Priority: "urgent"},
-	} {
+	_, valid := setup(t)
+	if _, err := fcm.New(valid, quiet); err != nil {
+		t.Fatalf("valid options refused: %v", err)
+	}
+	notJSON := filepath.Join(t.TempDir(), "sa.json")
+	os.WriteFile(notJSON, []byte("{"), 0o600)
+	tests := []struct {
+		name   string
+		break_ func(o *fcm.Options)
+		check  func(err error) bool
+	}{
+		{"missing file", func(o *fcm.Options) { o.ServiceAccountFile = "/nonexistent.json" }, func(err error) bool { return errors.Is(err, fs.ErrNotExist) }},
+		{"not JSON", func(o *fcm.Options) { o.ServiceAccountFile = notJSON }, func(err error) bool { return strings.Contains(err.Error(), notJSON) }},
+		{"bad priority", func(o *fcm.Options) { o.Priority = "urgent" }, func(err error) bool { return strings.Contains(err.Error(), `priority "urgent"`) }},
+		{"missing CA path", func(o *fcm.Options) { o.CAPath = "/nonexistent" }, func(err error) bool {
+			return errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "CA path")
+		}},
+	}
+	for _, tt := range tests {
+		o := valid
+		tt.break_(&o)
 		if _, err := fcm.New(o, quiet); err == nil {
-			t.Errorf("%s accepted", name)
+			t.Errorf("%s: accepted", tt.name)
+		} else if !tt.check(err) {
+			t.Errorf("%s: failed for another reason: %v", tt.name, err)
 		}
 	}
 }

@@ -19,13 +19,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
 	"math/big"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +28,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
 
 // Config says how the mock authenticates providers.
@@ -49,6 +46,9 @@ type Config struct {
 	Topic string
 	// KeepRequests bounds the recorded requests; default 100,000.
 	KeepRequests int
+	// Now is the clock provider tokens' age is checked against; time.Now
+	// when nil. Tests that move their backend's clock give it here too.
+	Now func() time.Time
 }
 
 // Request is one accepted or rejected request, as the mock saw it.
@@ -59,7 +59,8 @@ type Request struct {
 	Priority   string
 	Expiration string
 	CollapseID string
-	Auth       string // "token" or "certificate"
+	Auth       string    // "token" or "certificate"
+	IssuedAt   time.Time // the provider token's iat, with token auth
 	Payload    map[string]any
 	RawPayload []byte
 	Status     int
@@ -85,17 +86,15 @@ type Server struct {
 	CADir  string
 	CAPool *x509.CertPool
 
-	cfg  Config
-	srv  *httptest.Server
-	conn atomic.Int64
+	cfg    Config
+	srv    *mockhttp.Server
+	faults mockhttp.Faults[Fault]
 
 	accepted atomic.Int64
 
 	mu        sync.Mutex
 	requests  []Request
 	total     int
-	byToken   map[string][]Fault
-	schedule  []Fault
 	goAwayN   int
 	sinceGoAw int
 }
@@ -105,44 +104,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.KeepRequests == 0 {
 		cfg.KeepRequests = 100000
 	}
-	s := &Server{cfg: cfg, byToken: map[string][]Fault{}}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.handle))
-	s.srv.EnableHTTP2 = true
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			s.conn.Add(1)
-		}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
+	s := &Server{cfg: cfg}
+	var tlsCfg *tls.Config
 	if cfg.ClientCAs != nil {
-		s.srv.TLS = &tls.Config{ClientCAs: cfg.ClientCAs, ClientAuth: tls.RequireAndVerifyClientCert}
+		tlsCfg = &tls.Config{ClientCAs: cfg.ClientCAs, ClientAuth: tls.RequireAndVerifyClientCert}
 	}
-	s.srv.StartTLS()
-	s.URL = s.srv.URL
-	s.CAPool = x509.NewCertPool()
-	s.CAPool.AddCert(s.srv.Certificate())
-	dir, err := os.MkdirTemp("", "apnsmock-ca")
+	srv, err := mockhttp.Start("apnsmock", http.HandlerFunc(s.handle), tlsCfg)
 	if err != nil {
-		s.srv.Close()
 		return nil, err
 	}
-	s.CADir = dir
-	err = os.WriteFile(filepath.Join(dir, "apnsmock.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw}), 0o644)
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
+	s.srv, s.URL, s.CADir, s.CAPool = srv, srv.URL, srv.CADir, srv.CAPool
 	return s, nil
 }
 
 // Close stops the mock and removes its files.
-func (s *Server) Close() {
-	s.srv.Close()
-	os.RemoveAll(s.CADir)
-}
+func (s *Server) Close() { s.srv.Close() }
 
 // Connections returns how many connections clients opened.
-func (s *Server) Connections() int { return int(s.conn.Load()) }
+func (s *Server) Connections() int { return s.srv.Connections() }
 
 // Requests returns the recorded requests.
 func (s *Server) Requests() []Request {
@@ -163,19 +145,11 @@ func (s *Server) Accepted() int { return int(s.accepted.Load()) }
 
 // FailToken makes the next requests for token answer with faults, one
 // each; the last fault repeats if sticky.
-func (s *Server) FailToken(token string, faults ...Fault) {
-	s.mu.Lock()
-	s.byToken[token] = append(s.byToken[token], faults...)
-	s.mu.Unlock()
-}
+func (s *Server) FailToken(token string, faults ...Fault) { s.faults.ForToken(token, faults...) }
 
 // FailNext makes the next requests, whatever their token, answer with
 // faults, one each.
-func (s *Server) FailNext(faults ...Fault) {
-	s.mu.Lock()
-	s.schedule = append(s.schedule, faults...)
-	s.mu.Unlock()
-}
+func (s *Server) FailNext(faults ...Fault) { s.faults.Next(faults...) }
 
 // GoAwayEvery sends GOAWAY after every n-th request on a connection; 0 off.
 func (s *Server) GoAwayEvery(n int) {
@@ -187,8 +161,9 @@ func (s *Server) GoAwayEvery(n int) {
 // Reset clears recorded requests and pending faults.
 func (s *Server) Reset() {
 	s.mu.Lock()
-	s.requests, s.total, s.byToken, s.schedule = nil, 0, map[string][]Fault{}, nil
+	s.requests, s.total = nil, 0
 	s.mu.Unlock()
+	s.faults.Clear()
 	s.accepted.Store(0)
 }
 
@@ -204,16 +179,8 @@ func (s *Server) nextFault(token string) (Fault, bool, bool) {
 			goAway = true
 		}
 	}
-	if fs := s.byToken[token]; len(fs) > 0 {
-		s.byToken[token] = fs[1:]
-		return fs[0], true, goAway
-	}
-	if len(s.schedule) > 0 {
-		f := s.schedule[0]
-		s.schedule = s.schedule[1:]
-		return f, true, goAway
-	}
-	return Fault{}, false, goAway
+	f, ok := s.faults.Take(token)
+	return f, ok, goAway
 }
 
 func (s *Server) record(r Request) {
@@ -283,7 +250,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusNotFound, "BadPath", time.Time{})
 		return
 	}
-	if auth, reason := s.authenticate(r); reason != "" {
+	if auth, reason := s.authenticate(r, &req); reason != "" {
 		answer(http.StatusForbidden, reason, time.Time{})
 		return
 	} else {
@@ -365,7 +332,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 
 // authenticate checks the provider's credentials and returns how it
 // authenticated, or Apple's 403 reason.
-func (s *Server) authenticate(r *http.Request) (string, string) {
+func (s *Server) authenticate(r *http.Request, req *Request) (string, string) {
 	if s.cfg.ClientCAs != nil {
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 			return "", "BadCertificate"
@@ -393,7 +360,8 @@ func (s *Server) authenticate(r *http.Request) (string, string) {
 	if claims.Issuer != s.cfg.TeamID || claims.IssuedAt == nil {
 		return "", "InvalidProviderToken"
 	}
-	if time.Since(claims.IssuedAt.Time) > time.Hour {
+	req.IssuedAt = claims.IssuedAt.Time
+	if s.cfg.Now().Sub(claims.IssuedAt.Time) > time.Hour {
 		return "", "ExpiredProviderToken"
 	}
 	return "token", ""

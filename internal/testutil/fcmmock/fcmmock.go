@@ -17,9 +17,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,6 +26,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
 
 // Scope is the OAuth2 scope FCM needs.
@@ -57,7 +57,8 @@ type Server struct {
 	TokenURL string
 	CADir    string // directory with the mock's CA certificate, for a CA path option
 
-	srv         *httptest.Server
+	srv         *mockhttp.Server
+	faults      mockhttp.Faults[Fault]
 	key         *rsa.PrivateKey
 	email       string
 	project     string
@@ -66,8 +67,6 @@ type Server struct {
 	tokens      map[string]time.Time
 	tokenCalls  int
 	requests    []Request
-	byToken     map[string][]Fault
-	schedule    []Fault
 	accepted    int
 	maxRequests int
 }
@@ -80,31 +79,24 @@ func New(project string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{key: key, email: "push@" + project + ".iam.gserviceaccount.com", project: project,
-		tokenTTL: time.Hour, tokens: map[string]time.Time{}, byToken: map[string][]Fault{}, maxRequests: 100000}
+		tokenTTL: time.Hour, tokens: map[string]time.Time{}, maxRequests: 100000}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", s.token)
 	mux.HandleFunc("POST /v1/projects/{project}/messages:send", s.send)
-	s.srv = httptest.NewUnstartedServer(mux)
-	s.srv.EnableHTTP2 = true
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.srv.StartTLS()
-	s.URL = s.srv.URL
-	s.TokenURL = s.srv.URL + "/token"
-	dir, err := os.MkdirTemp("", "fcmmock-ca")
+	srv, err := mockhttp.Start("fcmmock", mux, nil)
 	if err != nil {
-		s.srv.Close()
 		return nil, err
 	}
-	s.CADir = dir
-	os.WriteFile(filepath.Join(dir, "fcmmock.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw}), 0o644)
+	s.srv, s.URL, s.CADir = srv, srv.URL, srv.CADir
+	s.TokenURL = s.URL + "/token"
 	return s, nil
 }
 
 // Close stops the mock.
-func (s *Server) Close() {
-	s.srv.Close()
-	os.RemoveAll(s.CADir)
-}
+func (s *Server) Close() { s.srv.Close() }
+
+// Connections returns how many connections clients opened.
+func (s *Server) Connections() int { return s.srv.Connections() }
 
 // ServiceAccountJSON returns a service-account key file's content for the
 // mock's project, its token_uri pointing at the mock.
@@ -164,18 +156,10 @@ func (s *Server) Accepted() int {
 }
 
 // FailToken makes the next sends to a device token fail, one fault each.
-func (s *Server) FailToken(token string, faults ...Fault) {
-	s.mu.Lock()
-	s.byToken[token] = append(s.byToken[token], faults...)
-	s.mu.Unlock()
-}
+func (s *Server) FailToken(token string, faults ...Fault) { s.faults.ForToken(token, faults...) }
 
 // FailNext makes the next sends fail, whatever their token.
-func (s *Server) FailNext(faults ...Fault) {
-	s.mu.Lock()
-	s.schedule = append(s.schedule, faults...)
-	s.mu.Unlock()
-}
+func (s *Server) FailNext(faults ...Fault) { s.faults.Next(faults...) }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
@@ -258,7 +242,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token, _ := body.Message["token"].(string)
-	if f, ok := s.nextFault(token); ok {
+	if f, ok := s.faults.Take(token); ok {
 		if f.Delay > 0 {
 			time.Sleep(f.Delay)
 		}
@@ -318,21 +302,6 @@ func validate(m map[string]any) string {
 		return "The registration token is not a valid FCM registration token"
 	}
 	return ""
-}
-
-func (s *Server) nextFault(token string) (Fault, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if fs := s.byToken[token]; len(fs) > 0 {
-		s.byToken[token] = fs[1:]
-		return fs[0], true
-	}
-	if len(s.schedule) > 0 {
-		f := s.schedule[0]
-		s.schedule = s.schedule[1:]
-		return f, true
-	}
-	return Fault{}, false
 }
 
 func (s *Server) record(r Request, ok bool) {

@@ -1,0 +1,126 @@
+// Package mockhttp is what the push-service mocks (apnsmock, fcmmock, ...)
+// share: an HTTP/2 server over TLS on a loopback port whose CA a client can
+// be pointed at, and the queue of faults a test asks a mock to answer
+// with, per device token or for whatever request comes next.
+package mockhttp
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+)
+
+// Server is a running HTTP/2 TLS server with a throwaway certificate.
+type Server struct {
+	// URL is the base URL ("https://127.0.0.1:port").
+	URL string
+	// CADir is a directory holding the server's certificate in PEM, for a
+	// client's CA path option; CAPool is the same as a pool.
+	CADir  string
+	CAPool *x509.CertPool
+
+	srv   *httptest.Server
+	conns atomic.Int64
+}
+
+// Start serves h over HTTP/2 and TLS. tlsCfg, when not nil, is the base
+// TLS configuration (client certificate checks, for example).
+func Start(name string, h http.Handler, tlsCfg *tls.Config) (*Server, error) {
+	s := &Server{}
+	s.srv = httptest.NewUnstartedServer(h)
+	s.srv.EnableHTTP2 = true
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.srv.TLS = tlsCfg
+	s.srv.StartTLS()
+	s.URL = s.srv.URL
+	s.CAPool = x509.NewCertPool()
+	s.CAPool.AddCert(s.srv.Certificate())
+	dir, err := os.MkdirTemp("", name+"-ca")
+	if err != nil {
+		s.srv.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	s.CADir = dir
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+	if err := os.WriteFile(filepath.Join(dir, name+".pem"), cert, 0o644); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return s, nil
+}
+
+// Close stops the server and removes its files.
+func (s *Server) Close() {
+	s.srv.Close()
+	os.RemoveAll(s.CADir)
+}
+
+// Connections returns how many connections clients opened.
+func (s *Server) Connections() int { return int(s.conns.Load()) }
+
+// HTTPServer is the underlying server, for hooks a mock needs.
+func (s *Server) HTTPServer() *http.Server { return s.srv.Config }
+
+// Faults is a queue of injected answers of type F: per device token first,
+// then a schedule that applies to any request. Safe for concurrent use.
+type Faults[F any] struct {
+	mu       sync.Mutex
+	byToken  map[string][]F
+	schedule []F
+}
+
+// ForToken queues faults for the next requests to token, one each.
+func (q *Faults[F]) ForToken(token string, faults ...F) {
+	q.mu.Lock()
+	if q.byToken == nil {
+		q.byToken = map[string][]F{}
+	}
+	q.byToken[token] = append(q.byToken[token], faults...)
+	q.mu.Unlock()
+}
+
+// Next queues faults for the next requests, whatever their token.
+func (q *Faults[F]) Next(faults ...F) {
+	q.mu.Lock()
+	q.schedule = append(q.schedule, faults...)
+	q.mu.Unlock()
+}
+
+// Take removes and returns the fault for a request to token, if any.
+func (q *Faults[F]) Take(token string) (F, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if fs := q.byToken[token]; len(fs) > 0 {
+		q.byToken[token] = fs[1:]
+		return fs[0], true
+	}
+	if len(q.schedule) > 0 {
+		f := q.schedule[0]
+		q.schedule = q.schedule[1:]
+		return f, true
+	}
+	var zero F
+	return zero, false
+}
+
+// Clear drops every queued fault.
+func (q *Faults[F]) Clear() {
+	q.mu.Lock()
+	q.byToken, q.schedule = nil, nil
+	q.mu.Unlock()
+}
