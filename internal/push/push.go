@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Priority is how urgently a device is woken. The core resolves "auto" before
@@ -141,13 +142,14 @@ func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	s = s[:n]
-	// Drop continuation bytes, then the lead byte they belonged to.
-	for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
-		s = s[:len(s)-1]
+	if n <= 0 {
+		return ""
 	}
-	if len(s) > 0 && s[len(s)-1] >= 0xC0 {
-		s = s[:len(s)-1]
+	// Cut before the rune that straddles byte n: s[n] is either the start
+	// of the next rune (cut there) or inside one (back up to its start,
+	// at most UTFMax-1 bytes away in valid UTF-8).
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
 	}
-	return s
+	return s[:n]
 }
