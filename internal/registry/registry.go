@@ -14,6 +14,12 @@ import (
 // ErrNotFound is returned when no registration matches.
 var ErrNotFound = errors.New("registration not found")
 
+// ErrConflict is returned by Register when the registration it would store
+// collides with another one: its DeviceKey is held by another node, or (in
+// stores shared by several processes) another writer created the node first.
+// Nothing was changed; the caller may look again and retry.
+var ErrConflict = errors.New("registration conflicts with another one")
+
 // Registration is the record kept for one device, field for field the
 // "internal data" of mod_push_appserver plus what we need beyond it.
 // Zero times mean "never".
@@ -35,6 +41,11 @@ type Registration struct {
 	// device id, never the JID itself.
 	Domain    string
 	DeviceKey string
+
+	// Owner is set for registrations made over XMPP: a salted hash of the
+	// registering account's bare JID. Only that account may change or
+	// remove the registration without proving it knows the secret.
+	Owner string
 }
 
 // LastRegistered is when the registration was last created or renewed: the
@@ -44,6 +55,26 @@ func (r Registration) LastRegistered() time.Time {
 		return r.Renewed
 	}
 	return r.Registered
+}
+
+// Decide computes the registration Store.Register writes from the one stored
+// now (found false when the node has none).
+type Decide func(old Registration, found bool) (Registration, error)
+
+// Renew is the plain registration rule of mod_push_appserver: if the node
+// is registered with r.Type, its Token, Domain, DeviceKey and Owner become
+// r's, Renewed becomes r.Registered, and the rest (the secret above all) is
+// kept; otherwise r is stored as given, replacing a registration of the node
+// with another type.
+func Renew(r Registration) Decide {
+	return func(old Registration, found bool) (Registration, error) {
+		if !found || old.Type != r.Type {
+			return r, nil
+		}
+		old.Token, old.Domain, old.DeviceKey, old.Owner = r.Token, r.Domain, r.DeviceKey, r.Owner
+		old.Renewed = r.Registered
+		return old, nil
+	}
 }
 
 // PushStatus is the outcome of one push, written behind in batches.
@@ -63,13 +94,15 @@ type Store interface {
 	// ErrNotFound.
 	GetByDeviceKey(ctx context.Context, key string) (Registration, error)
 
-	// Register atomically creates or renews a registration. If a
-	// registration with r.Node and r.Type exists, its Token (and Domain,
-	// DeviceKey) are replaced, Renewed is set to r.Registered, and its
-	// Secret and Registered are kept. Otherwise r is stored as given,
-	// replacing any registration of the node with another type. It returns
-	// the registration as stored.
-	Register(ctx context.Context, r Registration) (Registration, error)
+	// Register atomically creates, renews or replaces the registration of
+	// node: it calls decide with the registration stored now (found false
+	// when there is none) and stores, whole, the registration decide
+	// returns, which must have Node == node. If decide returns an error,
+	// nothing changes and Register returns that error. decide may be called
+	// more than once and must not have side effects. A DeviceKey already
+	// held by another node gives ErrConflict and changes nothing. It
+	// returns the registration as stored.
+	Register(ctx context.Context, node string, decide Decide) (Registration, error)
 
 	// Delete removes the registration of node if it has type typ and returns
 	// it, or ErrNotFound.

@@ -4,6 +4,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -48,16 +49,25 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 	return registry.Registration{}, registry.ErrNotFound
 }
 
-func (s *Store) Register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
+func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.byNode[r.Node]; ok && old.Type == r.Type {
-		old.Token, old.Domain, old.DeviceKey = r.Token, r.Domain, r.DeviceKey
-		old.Renewed = r.Registered
-		s.byNode[r.Node] = old
-		return old, nil
+	old, found := s.byNode[node]
+	r, err := decide(old, found)
+	if err != nil {
+		return registry.Registration{}, err
 	}
-	s.byNode[r.Node] = r
+	if r.Node != node {
+		return registry.Registration{}, fmt.Errorf("register: decided on node %q for node %q", r.Node, node)
+	}
+	if r.DeviceKey != "" {
+		for n, o := range s.byNode {
+			if n != node && o.DeviceKey == r.DeviceKey {
+				return registry.Registration{}, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
+			}
+		}
+	}
+	s.byNode[node] = r
 	return r, nil
 }
 

@@ -36,7 +36,7 @@ type Store struct {
 
 var _ registry.Store = (*Store)(nil)
 
-const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key`
+const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key, owner`
 
 // Open opens (creating if needed) the registry at path and brings its
 // schema up to date.
@@ -127,7 +127,7 @@ func scan(row scanner) (registry.Registration, error) {
 	var renewed, success, failure sql.NullInt64
 	var deviceKey sql.NullString
 	err := row.Scan(&r.Node, &r.Type, &r.Token, &r.Secret, &registered, &renewed, &success, &failure,
-		&r.LastErrorReason, &r.Domain, &deviceKey)
+		&r.LastErrorReason, &r.Domain, &deviceKey, &r.Owner)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, registry.ErrNotFound
 	}
@@ -167,29 +167,49 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 	return scan(s.getByKey.QueryRowContext(ctx, key))
 }
 
-func (s *Store) Register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
+func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
+	// The write pool's single connection and BEGIN IMMEDIATE make the read,
+	// the decision and the write one atomic step, even against another
+	// process on the same file.
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return r, fmt.Errorf("register: %w", err)
+		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
 	defer tx.Rollback()
-	old, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`, r.Node))
-	switch {
-	case err == nil && old.Type == r.Type:
-		old.Token, old.Domain, old.DeviceKey, old.Renewed = r.Token, r.Domain, r.DeviceKey, r.Registered
-		_, err = tx.ExecContext(ctx, `UPDATE registrations SET token = ?, domain = ?, device_key = ?, renewed = ? WHERE node = ?`,
-			old.Token, old.Domain, nullString(old.DeviceKey), nanos(old.Renewed), old.Node)
-		r = old
-	case err == nil || errors.Is(err, registry.ErrNotFound):
-		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed), nanos(r.LastSuccessfulPush),
-			nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey))
+	old, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`, node))
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
+	r, err := decide(old, err == nil)
 	if err != nil {
-		return r, fmt.Errorf("register: %w", err)
+		return registry.Registration{}, err
+	}
+	if r.Node != node {
+		return registry.Registration{}, fmt.Errorf("register: decided on node %q for node %q", r.Node, node)
+	}
+	if r.DeviceKey != "" {
+		var holder string
+		err := tx.QueryRowContext(ctx, `SELECT node FROM registrations WHERE device_key = ? AND node <> ?`, r.DeviceKey, node).Scan(&holder)
+		if err == nil {
+			return registry.Registration{}, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return registry.Registration{}, fmt.Errorf("register: %w", err)
+		}
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
+			registered = excluded.registered, renewed = excluded.renewed,
+			last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
+			last_error_reason = excluded.last_error_reason, domain = excluded.domain,
+			device_key = excluded.device_key, owner = excluded.owner`,
+		r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed), nanos(r.LastSuccessfulPush),
+		nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner)
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return r, fmt.Errorf("register: %w", err)
+		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
 	return r, nil
 }

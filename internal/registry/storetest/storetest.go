@@ -24,6 +24,10 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ReRegisterKeepsSecret", testReRegister},
 		{"RegisterOtherTypeReplaces", testRegisterOtherType},
 		{"DeviceKey", testDeviceKey},
+		{"DeviceKeyConflict", testDeviceKeyConflict},
+		{"ConcurrentDeviceRegistrations", testConcurrentDevice},
+		{"DecideRefuses", testDecideRefuses},
+		{"Owner", testOwner},
 		{"Delete", testDelete},
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
 		{"UpdatePushStatus", testUpdatePushStatus},
@@ -51,7 +55,7 @@ func reg(node, typ, token, secret string, at time.Time) registry.Registration {
 
 func mustRegister(t *testing.T, s registry.Store, r registry.Registration) registry.Registration {
 	t.Helper()
-	got, err := s.Register(ctx, r)
+	got, err := s.Register(ctx, r.Node, registry.Renew(r))
 	if err != nil {
 		t.Fatalf("Register(%s): %v", r.Node, err)
 	}
@@ -133,6 +137,127 @@ func testDeviceKey(t *testing.T, s registry.Store) {
 	}
 }
 
+// A device key held by one node cannot be taken by another: the store
+// refuses instead of silently dropping the first registration, whose node
+// and secret someone may already have been given.
+func testDeviceKeyConflict(t *testing.T, s registry.Store) {
+	a := reg("n1", "fcm", "tok", "sec1", base)
+	a.DeviceKey = "key1"
+	mustRegister(t, s, a)
+	b := reg("n2", "fcm", "tok2", "sec2", base)
+	b.DeviceKey = "key1"
+	if _, err := s.Register(ctx, b.Node, registry.Renew(b)); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("second node with the same device key = %v, want ErrConflict", err)
+	}
+	if r, err := s.Get(ctx, "n1"); err != nil || r.Secret != "sec1" || r.DeviceKey != "key1" {
+		t.Fatalf("first registration after the conflict: %+v %v", r, err)
+	}
+	if _, err := s.Get(ctx, "n2"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("refused registration stored: %v", err)
+	}
+	// The holder itself renews freely.
+	a.Token = "tok3"
+	if r, err := s.Register(ctx, "n1", registry.Renew(a)); err != nil || r.Token != "tok3" {
+		t.Fatalf("renewing the holder: %+v %v", r, err)
+	}
+}
+
+// Several registrations of one device at once (a client retrying, or
+// several connections of one account) all get a node and secret that work:
+// the losers of the race see ErrConflict, look again and renew the winner.
+// This is what the core does for register-push-* commands.
+func testConcurrentDevice(t *testing.T, s registry.Store) {
+	const n = 8
+	type pair struct{ node, secret string }
+	answers := make(chan pair, n)
+	// Every first attempt looks the device up before any of them writes:
+	// the race, made certain.
+	var looked sync.WaitGroup
+	looked.Add(n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for attempt := 0; ; attempt++ {
+				node := fmt.Sprintf("node-%d", i)
+				if old, err := s.GetByDeviceKey(ctx, "dev"); err == nil {
+					node = old.Node
+				}
+				if attempt == 0 {
+					looked.Done()
+					looked.Wait()
+				}
+				r := reg(node, "fcm", fmt.Sprintf("tok-%d", i), fmt.Sprintf("sec-%d", i), base)
+				r.DeviceKey = "dev"
+				got, err := s.Register(ctx, node, registry.Renew(r))
+				if errors.Is(err, registry.ErrConflict) && attempt < 5 {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				answers <- pair{got.Node, got.Secret}
+				return
+			}
+		})
+	}
+	wg.Wait()
+	close(answers)
+	got := 0
+	for a := range answers {
+		got++
+		r, err := s.Get(ctx, a.node)
+		if err != nil || r.Secret != a.secret {
+			t.Errorf("answered node %s / secret %s does not work: stored %+v, %v", a.node, a.secret, r, err)
+		}
+	}
+	if got != n {
+		t.Fatalf("%d of %d registrations answered", got, n)
+	}
+	if c, _ := s.Count(ctx); c != 1 {
+		t.Fatalf("%d registrations for one device, want 1", c)
+	}
+}
+
+func testDecideRefuses(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("n1", "apns", "tok1", "sec1", base))
+	refuse := errors.New("refused")
+	var saw registry.Registration
+	_, err := s.Register(ctx, "n1", func(old registry.Registration, found bool) (registry.Registration, error) {
+		saw = old
+		if !found {
+			t.Error("decide called with found = false for a registered node")
+		}
+		return registry.Registration{}, refuse
+	})
+	if !errors.Is(err, refuse) {
+		t.Fatalf("Register = %v, want decide's error", err)
+	}
+	if saw.Secret != "sec1" || saw.Token != "tok1" {
+		t.Fatalf("decide saw %+v", saw)
+	}
+	if r, _ := s.Get(ctx, "n1"); r.Token != "tok1" {
+		t.Fatalf("refused registration changed the record: %+v", r)
+	}
+	if _, err := s.Register(ctx, "n2", func(registry.Registration, bool) (registry.Registration, error) {
+		return reg("n3", "apns", "t", "s", base), nil
+	}); err == nil {
+		t.Fatal("decide returning another node was accepted")
+	}
+}
+
+func testOwner(t *testing.T, s registry.Store) {
+	a := reg("n1", "apns", "tok", "sec", base)
+	a.Owner = "owner-hash"
+	mustRegister(t, s, a)
+	if r, err := s.Get(ctx, "n1"); err != nil || r.Owner != "owner-hash" {
+		t.Fatalf("owner not stored: %+v %v", r, err)
+	}
+	if r, err := s.Delete(ctx, "n1", "apns"); err != nil || r.Owner != "owner-hash" {
+		t.Fatalf("Delete returned %+v %v", r, err)
+	}
+}
+
 func testDelete(t *testing.T, s registry.Store) {
 	mustRegister(t, s, reg("n1", "apns", "tok", "sec", base))
 	if _, err := s.Delete(ctx, "n1", "fcm"); !errors.Is(err, registry.ErrNotFound) {
@@ -211,7 +336,8 @@ func testConcurrentRegisterAndStatus(t *testing.T, s registry.Store) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := 1; i <= rounds; i++ {
-			if _, err := s.Register(ctx, reg("n", "apns", fmt.Sprintf("tok-%d", i), "x", base.Add(time.Duration(i)*time.Second))); err != nil {
+			r := reg("n", "apns", fmt.Sprintf("tok-%d", i), "x", base.Add(time.Duration(i)*time.Second))
+			if _, err := s.Register(ctx, r.Node, registry.Renew(r)); err != nil {
 				t.Error(err)
 			}
 		}
@@ -240,7 +366,8 @@ func testConcurrentDistinct(t *testing.T, s registry.Store) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if _, err := s.Register(ctx, reg(fmt.Sprintf("node-%03d", i), "fcm", "t", "s", base)); err != nil {
+			r := reg(fmt.Sprintf("node-%03d", i), "fcm", "t", "s", base)
+			if _, err := s.Register(ctx, r.Node, registry.Renew(r)); err != nil {
 				t.Error(err)
 			}
 		})

@@ -1,0 +1,145 @@
+package adhoc_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/logpush"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
+)
+
+const component = "push.example.net"
+
+// newCommands runs the commands over the real core and a real SQLite
+// registry.
+func newCommands(t *testing.T) (*adhoc.Commands, *appserver.Service) {
+	return newCommandsOver(t, func(s *sqlite.Store) registry.Store { return s })
+}
+
+func newCommandsOver(t *testing.T, wrap func(*sqlite.Store) registry.Store) (*adhoc.Commands, *appserver.Service) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store := wrap(db)
+	b := logpush.New(logger)
+	svc, err := appserver.New(store, []appserver.App{
+		{Name: "apns", Priority: push.PriorityHigh, Backend: b},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
+	}, appserver.Options{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return adhoc.New(svc, adhoc.Options{V1: true, DefaultApp: "apns", FCMApp: "fcm", APNSApp: "apns"}), svc
+}
+
+func command(node string, fields ...string) *adhoc.Command {
+	f := &dataform.Form{Type: "submit"}
+	for i := 0; i+1 < len(fields); i += 2 {
+		f.Fields = append(f.Fields, dataform.Field{Var: fields[i], Values: []string{fields[i+1]}})
+	}
+	return &adhoc.Command{Node: node, Action: "execute", Form: f}
+}
+
+func value(t *testing.T, c *adhoc.Command, v string) string {
+	t.Helper()
+	s, ok := c.Form.Value(v)
+	if !ok {
+		t.Fatalf("answer has no field %q: %+v", v, c.Form)
+	}
+	return s
+}
+
+func condition(err error) stanza.Condition {
+	var se stanza.Error
+	if errors.As(err, &se) {
+		return se.Condition
+	}
+	return ""
+}
+
+// lookAllFirst holds the first n device lookups until all n have looked,
+// so n registrations of one device surely race between lookup and write.
+type lookAllFirst struct {
+	*sqlite.Store
+	looked sync.WaitGroup
+	mu     sync.Mutex
+	first  int
+}
+
+func (s *lookAllFirst) GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error) {
+	r, err := s.Store.GetByDeviceKey(ctx, key)
+	s.mu.Lock()
+	hold := s.first > 0
+	s.first--
+	s.mu.Unlock()
+	if hold {
+		s.looked.Done()
+		s.looked.Wait()
+	}
+	return r, err
+}
+
+// Eight register-push-fcm at once for one device: every node and secret
+// answered works for a push.
+func TestConcurrentRegisterPushFCM(t *testing.T) {
+	const n = 8
+	cmds, svc := newCommandsOver(t, func(db *sqlite.Store) registry.Store {
+		s := &lookAllFirst{Store: db, first: n}
+		s.looked.Add(n)
+		return s
+	})
+	ctx := context.Background()
+	type pair struct{ node, secret string }
+	answers := make(chan pair, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			res, err := cmds.Execute(ctx, "juliet@example.org/phone", component,
+				command(adhoc.RegisterFCM, "token", "fcm-token", "device-id", "dev-1"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			answers <- pair{value(t, res, "node"), value(t, res, "secret")}
+		})
+	}
+	wg.Wait()
+	close(answers)
+	got := 0
+	for a := range answers {
+		got++
+		if err := svc.Push(ctx, a.node, a.secret, nil); err != nil {
+			t.Errorf("answered pair %s/%s does not work: %v", a.node, a.secret, err)
+		}
+	}
+	if got != n {
+		t.Fatalf("%d of %d answered", got, n)
+	}
+}
+
+func TestBadNodeRefused(t *testing.T) {
+	cmds, _ := newCommands(t)
+	for _, node := range []string{"a\nb", "a\x00b", "a\xffb", string(make([]byte, 300))} {
+		_, err := cmds.Execute(context.Background(), "juliet@example.org/phone", component,
+			command(adhoc.V1Register, "type", "apns", "node", node, "token", "t"))
+		if condition(err) != stanza.BadRequest {
+			t.Errorf("v1-register-push with node %q: %v, want bad-request", node, err)
+		}
+	}
+}
