@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -185,8 +187,11 @@ type Account struct {
 // to choose, and the same account and device get the same node again. Only
 // the account's domain and a salted hash of account and device are kept.
 func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, token string) (registry.Registration, error) {
-	if account.Bare == "" || deviceID == "" || len(account.Bare) > 3071 || len(deviceID) > MaxNodeLen {
-		return registry.Registration{}, fmt.Errorf("%w: account and device id are required", ErrBadRequest)
+	if account.Bare == "" || len(account.Bare) > 3071 {
+		return registry.Registration{}, fmt.Errorf("%w: an account is required", ErrBadRequest)
+	}
+	if err := checkText("device id", deviceID, MaxNodeLen); err != nil {
+		return registry.Registration{}, err
 	}
 	if err := s.checkRegistration(typ, "-", token); err != nil {
 		return registry.Registration{}, err
@@ -195,25 +200,40 @@ func (s *Service) RegisterDevice(ctx context.Context, typ string, account Accoun
 	if err != nil {
 		return registry.Registration{}, err
 	}
-	r := registry.Registration{Type: typ, Token: token, Domain: account.Domain, DeviceKey: key}
-	switch old, err := s.store.GetByDeviceKey(ctx, key); {
-	case err == nil && old.Type == typ:
-		r.Node = old.Node
-	case err == nil || errors.Is(err, registry.ErrNotFound):
-		if err == nil {
-			// Same device moved to another app: start afresh.
-			if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
-				return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
+	// Registrations of one device race (a client retrying, several
+	// connections of one account): the store refuses a second node for
+	// the device, and the loser looks again and renews the winner's node,
+	// so every node and secret we answer works.
+	for attempt := 0; ; attempt++ {
+		r := registry.Registration{Type: typ, Token: token, Domain: account.Domain, DeviceKey: key}
+		switch old, err := s.store.GetByDeviceKey(ctx, key); {
+		case err == nil && old.Type == typ:
+			r.Node = old.Node
+		case err == nil || errors.Is(err, registry.ErrNotFound):
+			if err == nil {
+				// Same device moved to another app: start afresh.
+				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
+					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
+				}
+				s.cache.drop(old.Node)
 			}
+			if r.Node, err = randomHex(16); err != nil {
+				return registry.Registration{}, err
+			}
+		default:
+			return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
 		}
-		if r.Node, err = randomHex(16); err != nil {
-			return registry.Registration{}, err
+		stored, err := s.register(ctx, r)
+		if errors.Is(err, registry.ErrConflict) && attempt < maxConflictRetries {
+			continue
 		}
-	default:
-		return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
+		return stored, err
 	}
-	return s.register(ctx, r)
 }
+
+// maxConflictRetries bounds how often a registration that lost a race is
+// tried again; each retry renews the winner, so one is almost always enough.
+const maxConflictRetries = 5
 
 func (s *Service) register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
 	secret, err := randomHex(32)
@@ -223,7 +243,7 @@ func (s *Service) register(ctx context.Context, r registry.Registration) (regist
 	r.Secret = secret
 	r.Registered = s.opts.Now().UTC()
 	s.cache.drop(r.Node)
-	stored, err := s.store.Register(ctx, r)
+	stored, err := s.store.Register(ctx, r.Node, registry.Renew(r))
 	s.cache.drop(r.Node)
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("storing registration: %w", err)
@@ -235,15 +255,17 @@ func (s *Service) register(ctx context.Context, r registry.Registration) (regist
 }
 
 func (s *Service) checkRegistration(typ, node, token string) error {
-	switch {
-	case typ == "" || node == "" || token == "":
-		return fmt.Errorf("%w: type, node and token are required", ErrBadRequest)
-	case len(typ) > MaxTypeLen:
-		return fmt.Errorf("%w: type longer than %d bytes", ErrBadRequest, MaxTypeLen)
-	case len(node) > MaxNodeLen:
-		return fmt.Errorf("%w: node longer than %d bytes", ErrBadRequest, MaxNodeLen)
-	case len(token) > MaxTokenLen:
-		return fmt.Errorf("%w: token longer than %d bytes", ErrInvalidToken, MaxTokenLen)
+	if err := checkText("type", typ, MaxTypeLen); err != nil {
+		return err
+	}
+	if err := checkText("node", node, MaxNodeLen); err != nil {
+		return err
+	}
+	if err := checkText("token", token, MaxTokenLen); err != nil {
+		if len(token) > MaxTokenLen {
+			return fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		}
+		return err
 	}
 	app, ok := s.apps[typ]
 	if !ok {
@@ -259,6 +281,12 @@ func (s *Service) checkRegistration(typ, node, token string) error {
 
 // Unregister removes the registration of node if it belongs to app typ.
 func (s *Service) Unregister(ctx context.Context, typ, node string) (registry.Registration, error) {
+	if err := checkText("type", typ, MaxTypeLen); err != nil {
+		return registry.Registration{}, err
+	}
+	if err := checkText("node", node, MaxNodeLen); err != nil {
+		return registry.Registration{}, err
+	}
 	r, err := s.store.Delete(ctx, node, typ)
 	s.cache.drop(node)
 	if errors.Is(err, registry.ErrNotFound) {
@@ -338,7 +366,7 @@ func (s *Service) Push(ctx context.Context, node, secret string, summary *push.S
 		s.opts.Observer.Pushed(r.Type, OutcomeSuccess, time.Since(start))
 		return nil
 	}
-	s.status.add(registry.PushStatus{Node: node, At: now, Reason: truncate(err.Error(), 200)})
+	s.status.add(registry.PushStatus{Node: node, At: now, Reason: push.Truncate(err.Error(), 200)})
 	if dead, ok := push.IsDeadToken(err); ok {
 		s.opts.Observer.Pushed(r.Type, OutcomeDeadToken, time.Since(start))
 		n, uerr := s.UnregisterToken(context.WithoutCancel(ctx), r.Type, r.Token, dead.Since)
@@ -410,19 +438,30 @@ func (s *Service) deviceKey(ctx context.Context, account Account, deviceID strin
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// checkText refuses a registration value that is empty, longer than max
+// bytes, not UTF-8 or holds a control character. Node and type come back in
+// the line-based HTTP answers and in logs: a newline in them would let a
+// client read the wrong line as the secret.
+func checkText(field, v string, max int) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%w: %s is required", ErrBadRequest, field)
+	case len(v) > max:
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrBadRequest, field, max)
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrBadRequest, field)
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return fmt.Errorf("%w: %s contains a control character", ErrBadRequest, field)
+	}
+	return nil
+}
+
 func randomHex(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("reading random bytes: %w", err)
 	}
 	return hex.EncodeToString(b), nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 type nopObserver struct{}

@@ -98,6 +98,13 @@ func TestRegister(t *testing.T) {
 		{"apns", "", "aa", appserver.ErrBadRequest},
 		{"apns", strings.Repeat("n", 257), "aa", appserver.ErrBadRequest},
 		{"fcm", "n", strings.Repeat("t", 4097), appserver.ErrInvalidToken},
+		{"apns", "a\nb", "aa", appserver.ErrBadRequest},
+		{"apns", "a\rb", "aa", appserver.ErrBadRequest},
+		{"apns", "a\x00", "aa", appserver.ErrBadRequest},
+		{"apns", "a\u0085", "aa", appserver.ErrBadRequest},
+		{"apns", "a\xff", "aa", appserver.ErrBadRequest},
+		{"apns\n", "n", "aa", appserver.ErrBadRequest},
+		{"fcm", "n", "t\nu", appserver.ErrBadRequest},
 	} {
 		if _, err := svc.Register(ctx, tt.typ, tt.node, tt.token); !errors.Is(err, tt.want) {
 			t.Errorf("Register(%q, %.10q, %.10q) = %v, want %v", tt.typ, tt.node, tt.token, err, tt.want)

@@ -161,7 +161,9 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		text(w, "OK\n"+reg.Node+"\n"+reg.Secret)
 	case errors.Is(err, appserver.ErrUnknownType):
 		text(w, "ERROR\nUnknown push type!")
-	case errors.Is(err, appserver.ErrInvalidToken), errors.Is(err, appserver.ErrBadRequest):
+	case errors.Is(err, appserver.ErrBadRequest):
+		badRequest(w, firstLine(err))
+	case errors.Is(err, appserver.ErrInvalidToken):
 		text(w, "ERROR\n"+firstLine(err))
 	default:
 		a.Logger.Error("register", "err", err)
@@ -180,6 +182,8 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 		text(w, "OK\n"+reg.Node+"\n"+reg.Secret)
 	case errors.Is(err, appserver.ErrNotFound):
 		text(w, "ERROR\nNode not found!")
+	case errors.Is(err, appserver.ErrBadRequest):
+		badRequest(w, firstLine(err))
 	default:
 		a.Logger.Error("unregister", "err", err)
 		text(w, "ERROR\nInternal server error!")
