@@ -35,7 +35,7 @@ type Options struct {
 func New(o Options) (*http.Client, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}, Certificates: o.Certificates}
 	if o.CAPath != "" {
-		pool, err := loadCAs(o.CAPath)
+		pool, err := LoadCAs(o.CAPath)
 		if err != nil {
 			return nil, err
 		}
@@ -53,7 +53,9 @@ func New(o Options) (*http.Client, error) {
 	}}, nil
 }
 
-func loadCAs(dir string) (*x509.CertPool, error) {
+// LoadCAs reads every PEM certificate in dir into a pool, for a CA path
+// option.
+func LoadCAs(dir string) (*x509.CertPool, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("CA path: %w", err)

@@ -2,13 +2,14 @@
 // device with the app server through their own XMPP server:
 // mod_push_appserver's v1-register-push and v1-unregister-push, and the
 // register-push-fcm / register-push-apns commands of Conversations' app
-// server p2.
+// server p2, and register-push-webpush for web clients and UnifiedPush.
 package adhoc
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -30,6 +31,13 @@ const (
 	V1Unregister = "v1-unregister-push"
 	RegisterFCM  = "register-push-fcm"
 	RegisterAPNS = "register-push-apns"
+	// RegisterWebPush registers a browser's push subscription (or a
+	// UnifiedPush endpoint) for the sender's account. Fields: device-id
+	// (a stable id the client keeps per browser or app instance), and
+	// either subscription (PushSubscription.toJSON() as JSON text) or
+	// endpoint, p256dh and auth. The answer is jid, node and secret, as for
+	// register-push-fcm.
+	RegisterWebPush = "register-push-webpush"
 )
 
 // Command is a <command xmlns='http://jabber.org/protocol/commands'/>.
@@ -58,6 +66,9 @@ type Options struct {
 	// FCMApp and APNSApp are the apps register-push-fcm and
 	// register-push-apns register into; "" turns the command off.
 	FCMApp, APNSApp string
+	// WebPushApp is the app register-push-webpush registers into; ""
+	// turns the command off.
+	WebPushApp string
 }
 
 // Item is one command for disco#items.
@@ -85,6 +96,9 @@ func (c *Commands) Items() []Item {
 	}
 	if c.opts.APNSApp != "" {
 		items = append(items, Item{RegisterAPNS, "Register an iOS device (APNS)"})
+	}
+	if c.opts.WebPushApp != "" {
+		items = append(items, Item{RegisterWebPush, "Register a web browser or UnifiedPush endpoint (WebPush)"})
 	}
 	return items
 }
@@ -148,6 +162,23 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 			return nil, badRequest("%v", perr)
 		}
 		r, err = c.reg.RegisterDevice(ctx, app, account, device, token)
+	case RegisterWebPush:
+		device := field("device-id")
+		token := field("subscription")
+		if token == "" {
+			token, err = webPushToken(field("endpoint"), field("p256dh"), field("auth"))
+			if err != nil {
+				return nil, badRequest("%v", err)
+			}
+		}
+		if device == "" {
+			return nil, badRequest("field device-id is required")
+		}
+		account, perr := accountOf(from)
+		if perr != nil {
+			return nil, badRequest("%v", perr)
+		}
+		r, err = c.reg.RegisterDevice(ctx, c.opts.WebPushApp, account, device, token)
 	}
 	if err != nil {
 		return nil, registrationError(err)
@@ -165,6 +196,24 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		Status:    "completed",
 		Form:      &dataform.Form{Type: "result", Fields: fields},
 	}, nil
+}
+
+// webPushToken writes a subscription given as three fields in the JSON
+// form browsers give it, the form the webpush app validates and stores.
+func webPushToken(endpoint, p256dh, auth string) (string, error) {
+	if endpoint == "" || p256dh == "" || auth == "" {
+		return "", errors.New("field subscription, or fields endpoint, p256dh and auth, are required")
+	}
+	var sub struct {
+		Endpoint string `json:"endpoint"`
+		Keys     struct {
+			P256DH string `json:"p256dh"`
+			Auth   string `json:"auth"`
+		} `json:"keys"`
+	}
+	sub.Endpoint, sub.Keys.P256DH, sub.Keys.Auth = endpoint, p256dh, auth
+	b, err := json.Marshal(sub)
+	return string(b), err
 }
 
 func (c *Commands) typ(t string) string {

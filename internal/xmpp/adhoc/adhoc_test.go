@@ -1,6 +1,16 @@
 package adhoc
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
+)
 
 func TestAccountOf(t *testing.T) {
 	for _, tc := range []struct {
@@ -24,5 +34,79 @@ func TestAccountOf(t *testing.T) {
 		if err != nil || a.Bare != tc.bare || a.Domain != tc.domain {
 			t.Errorf("accountOf(%q) = %+v, %v; want %s, %s", tc.from, a, err, tc.bare, tc.domain)
 		}
+	}
+}
+
+// registrar records RegisterDevice calls.
+type registrar struct {
+	app, device, token string
+	account            appserver.Account
+}
+
+func (r *registrar) Register(context.Context, string, string, string) (registry.Registration, error) {
+	return registry.Registration{}, errors.New("unexpected")
+}
+
+func (r *registrar) RegisterDevice(_ context.Context, app string, a appserver.Account, device, token string) (registry.Registration, error) {
+	r.app, r.account, r.device, r.token = app, a, device, token
+	return registry.Registration{Node: "node1", Secret: "secret1"}, nil
+}
+
+func (r *registrar) Unregister(context.Context, string, string) (registry.Registration, error) {
+	return registry.Registration{}, errors.New("unexpected")
+}
+
+func form(kv ...string) *dataform.Form {
+	f := &dataform.Form{Type: "submit"}
+	for i := 0; i < len(kv); i += 2 {
+		f.Fields = append(f.Fields, dataform.Field{Var: kv[i], Values: []string{kv[i+1]}})
+	}
+	return f
+}
+
+func TestRegisterWebPush(t *testing.T) {
+	const sub = `{"endpoint":"https://push.example/x?a=1&b=2","keys":{"p256dh":"BKEY","auth":"AUTH"}}`
+	cases := []struct {
+		name  string
+		form  *dataform.Form
+		token string // "" for a bad-request answer
+	}{
+		{"subscription JSON", form("device-id", "browser-1", "subscription", sub), sub},
+		{"three fields", form("device-id", "browser-1", "endpoint", "https://push.example/x?a=1&b=2", "p256dh", "BKEY", "auth", "AUTH"),
+			`{"endpoint":"https://push.example/x?a=1\u0026b=2","keys":{"p256dh":"BKEY","auth":"AUTH"}}`},
+		{"no device id", form("subscription", sub), ""},
+		{"no auth", form("device-id", "browser-1", "endpoint", "https://push.example/x", "p256dh", "BKEY"), ""},
+		{"nothing", form(), ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			reg := &registrar{}
+			cmds := New(reg, Options{WebPushApp: "web"})
+			res, err := cmds.Execute(context.Background(), "Juliet@example.org/browser", "push.example.org", &Command{Node: RegisterWebPush, Action: "execute", Form: c.form})
+			if c.token == "" {
+				var se stanza.Error
+				if !errors.As(err, &se) || se.Condition != stanza.BadRequest {
+					t.Fatalf("err = %v, want bad-request", err)
+				}
+				if reg.app != "" {
+					t.Fatal("registered anyway")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reg.app != "web" || reg.token != c.token || reg.device != "browser-1" || reg.account.Bare != "juliet@example.org" {
+				t.Fatalf("registered %+v", reg)
+			}
+			if v, _ := res.Form.Value("secret"); v != "secret1" {
+				t.Fatalf("answer %+v", res.Form)
+			}
+		})
+	}
+	// Off unless configured.
+	if _, err := New(&registrar{}, Options{V1: true}).Execute(context.Background(), "juliet@example.org/b", "push.example.org",
+		&Command{Node: RegisterWebPush, Form: form("device-id", "b", "subscription", sub)}); err == nil {
+		t.Fatal("the command ran without a webpush app")
 	}
 }

@@ -1,0 +1,96 @@
+package webpush
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"net/url"
+	"testing"
+)
+
+func TestIsPublic(t *testing.T) {
+	for _, c := range []struct {
+		ip     string
+		public bool
+	}{
+		{"8.8.8.8", true},
+		{"2001:4860:4860::8888", true},
+		{"127.0.0.1", false},       // loopback
+		{"127.200.0.1", false},     // loopback
+		{"::1", false},             // loopback
+		{"10.1.2.3", false},        // private
+		{"172.16.0.1", false},      // private
+		{"192.168.1.1", false},     // private
+		{"fd00::1", false},         // unique local
+		{"169.254.169.254", false}, // link-local: cloud metadata
+		{"fe80::1", false},         // link-local
+		{"224.0.0.1", false},       // multicast
+		{"ff02::1", false},         // multicast
+		{"0.0.0.0", false},         // unspecified
+		{"::", false},              // unspecified
+		{"0.1.2.3", false},         // this network
+		{"100.64.0.1", false},      // CGNAT
+		{"255.255.255.255", false}, // broadcast
+		{"::ffff:127.0.0.1", false},
+		{"::ffff:10.0.0.1", false},
+		{"::ffff:8.8.8.8", true},
+	} {
+		if got := isPublic(netip.MustParseAddr(c.ip)); got != c.public {
+			t.Errorf("isPublic(%s) = %v", c.ip, got)
+		}
+	}
+}
+
+// TestGuardControl: the dial hook refuses non-public addresses and
+// ports not allowed, whatever name led there.
+func TestGuardControl(t *testing.T) {
+	cases := []struct {
+		g    Guard
+		addr string
+		ok   bool
+	}{
+		{Guard{}, "8.8.8.8:443", true},
+		{Guard{}, "[2001:4860:4860::8888]:443", true},
+		{Guard{}, "8.8.8.8:8443", false},
+		{Guard{}, "127.0.0.1:443", false},
+		{Guard{}, "[::1]:443", false},
+		{Guard{}, "10.0.0.1:443", false},
+		{Guard{}, "169.254.169.254:443", false},
+		{Guard{}, "224.0.0.1:443", false},
+		{Guard{}, "0.0.0.0:443", false},
+		{Guard{AllowPrivate: true}, "127.0.0.1:443", true},
+		{Guard{AllowPrivate: true}, "127.0.0.1:8443", false},
+		{Guard{AllowPrivate: true, Ports: []int{8443}}, "127.0.0.1:8443", true},
+	}
+	for _, c := range cases {
+		err := c.g.control(context.Background(), "tcp", c.addr, nil)
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrRefused)) {
+			t.Errorf("%+v control(%s) = %v", c.g, c.addr, err)
+		}
+	}
+}
+
+func TestGuardCheckURL(t *testing.T) {
+	cases := []struct {
+		g   Guard
+		url string
+		ok  bool
+	}{
+		{Guard{}, "https://fcm.googleapis.com/fcm/send/abc", true},
+		{Guard{}, "https://fcm.googleapis.com:443/fcm/send/abc", true},
+		{Guard{}, "http://fcm.googleapis.com/fcm/send/abc", false},
+		{Guard{}, "https://fcm.googleapis.com:8443/fcm/send/abc", false},
+		{Guard{Ports: []int{443, 8443}}, "https://ntfy.example.org:8443/up123", true},
+		{Guard{Hosts: []string{"fcm.googleapis.com", "*.push.services.mozilla.com"}}, "https://fcm.googleapis.com/x", true},
+		{Guard{Hosts: []string{"fcm.googleapis.com", "*.push.services.mozilla.com"}}, "https://updates.push.services.mozilla.com/x", true},
+		{Guard{Hosts: []string{"fcm.googleapis.com", "*.push.services.mozilla.com"}}, "https://push.services.mozilla.com.evil.example/x", false},
+		{Guard{Hosts: []string{"fcm.googleapis.com"}}, "https://evil.example/x", false},
+		{Guard{Hosts: []string{"fcm.googleapis.com"}}, "https://FCM.googleapis.com./x", true},
+	}
+	for _, c := range cases {
+		u, _ := url.Parse(c.url)
+		if err := c.g.CheckURL(u); (err == nil) != c.ok {
+			t.Errorf("%+v CheckURL(%s) = %v", c.g, c.url, err)
+		}
+	}
+}

@@ -1,0 +1,274 @@
+// Package webpush delivers pushes to web browsers and UnifiedPush
+// distributors through the Web Push protocol: RFC 8030 requests to the
+// subscription's endpoint, the payload encrypted as RFC 8291 says
+// (aes128gcm), the sender identified by a VAPID token (RFC 8292). It owns
+// the subscription format (PushSubscription.toJSON()), the VAPID key file,
+// and the guard that keeps client-chosen endpoints from reaching into our
+// own network.
+//
+// The cryptography is built on the standard library (crypto/ecdh,
+// crypto/hkdf, crypto/aes, crypto/cipher): RFC 8291 is about a hundred
+// lines on top of it, while the Go web-push libraries bring their own
+// HTTP clients (no dial hook for the address guard, no HTTP/2 pool of
+// ours) and an unpinned crypto surface for the same few calls. The VAPID
+// JWT is signed with golang-jwt, which the APNS backend already uses.
+package webpush
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/h2client"
+)
+
+// DefaultTTL is how long a push service keeps an undelivered message when
+// the app sets no ttl: a day, after which a wake-up has lost its point.
+const DefaultTTL = 24 * time.Hour
+
+// DefaultTopic is the RFC 8030 Topic sent when collapsing is on: a newer
+// push replaces one the push service still holds for the subscription.
+const DefaultTopic = "xmpp-push"
+
+// maxAnswer caps how much of a push service's answer we read.
+const maxAnswer = 4096
+
+// ErrCredentialsRejected marks a 400, 401 or 403 answer: the push service
+// did not accept our VAPID token or key for this subscription. It says
+// nothing sure about the subscription (our key may be wrong, or rotated),
+// so it never removes a registration.
+var ErrCredentialsRejected = errors.New("webpush: push service rejected our VAPID credentials")
+
+// Options configure one app's WebPush backend.
+type Options struct {
+	VAPIDKeyFile string // PEM P-256 private key (vapid-keygen writes one)
+	VAPIDSubject string // mailto: or https: contact for push service operators
+	// TTL is the RFC 8030 TTL; 0 means DefaultTTL.
+	TTL time.Duration
+	// Collapse sends Topic: DefaultTopic so a push service holds at most
+	// one undelivered wake-up per subscription.
+	Collapse bool
+	// IncludeSummary lets the payload carry the summary's sender and body
+	// (encrypted end to end, but off by default all the same).
+	IncludeSummary bool
+	PushDeadline   time.Duration // default 10 s
+	CAPath         string        // directory of PEM CA certificates to trust; system pool when empty
+	Guard          Guard
+
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Backend sends pushes for one app to every push service its subscriptions
+// name, over one pooled client.
+type Backend struct {
+	opts   Options
+	vapid  *vapid
+	client *http.Client
+	logger *slog.Logger
+}
+
+var _ push.Backend = (*Backend)(nil)
+var _ push.TokenValidator = (*Backend)(nil)
+
+// New loads the VAPID key and returns a backend.
+func New(opts Options, logger *slog.Logger) (*Backend, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.PushDeadline <= 0 {
+		opts.PushDeadline = 10 * time.Second
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = DefaultTTL
+	}
+	if err := CheckSubject(opts.VAPIDSubject); err != nil {
+		return nil, err
+	}
+	key, err := LoadVAPIDKey(opts.VAPIDKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	v, err := newVAPID(key, opts.VAPIDSubject, opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	if opts.CAPath != "" {
+		pool, err := h2client.LoadCAs(opts.CAPath)
+		if err != nil {
+			return nil, fmt.Errorf("webpush: %w", err)
+		}
+		tlsConfig.RootCAs = pool
+	}
+	b := &Backend{opts: opts, vapid: v, logger: logger}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: b.opts.Guard.control}
+	b.client = &http.Client{
+		// net/http's transport: one pool per origin, HTTP/2 where the push
+		// service offers it (the big ones do), HTTP/1.1 otherwise (some
+		// UnifiedPush distributors). No proxy from the environment: a proxy
+		// would connect for us and the guard would see only the proxy.
+		Transport: &http.Transport{
+			Proxy:                  nil,
+			DialContext:            dialer.DialContext,
+			TLSClientConfig:        tlsConfig,
+			ForceAttemptHTTP2:      true,
+			TLSHandshakeTimeout:    10 * time.Second,
+			ResponseHeaderTimeout:  30 * time.Second,
+			MaxIdleConnsPerHost:    16,
+			IdleConnTimeout:        5 * time.Minute,
+			MaxResponseHeaderBytes: 16 << 10,
+		},
+		// A push service answers; it does not redirect. Following a
+		// redirect would let an endpoint send us anywhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return b, nil
+}
+
+// ValidateToken checks a subscription at registration: its JSON, keys and
+// URL, and the guard's scheme, port and host rules. The addresses it
+// resolves to are checked when we connect.
+func (b *Backend) ValidateToken(token string) error {
+	s, err := ParseSubscription(token)
+	if err != nil {
+		return err
+	}
+	return b.opts.Guard.CheckURL(s.Endpoint)
+}
+
+// Payload is the JSON a service worker receives in the push event
+// (event.data.json()).
+type Payload struct {
+	Node              string `json:"node"`
+	MessageCount      int    `json:"message-count,omitempty"`
+	LastMessageSender string `json:"last-message-sender,omitempty"`
+	LastMessageBody   string `json:"last-message-body,omitempty"`
+}
+
+// payload builds the plaintext; the body is shortened until everything
+// fits the one record RFC 8291 allows.
+func (b *Backend) payload(n push.Notification) []byte {
+	p := Payload{Node: n.Node}
+	if n.Summary != nil {
+		p.MessageCount = n.Summary.MessageCount
+		if b.opts.IncludeSummary {
+			p.LastMessageSender = push.Truncate(n.Summary.LastMessageSender, 512)
+			p.LastMessageBody = push.Truncate(n.Summary.LastMessageBody, 2048)
+		}
+	}
+	for {
+		out, _ := json.Marshal(p)
+		if len(out) <= MaxPlaintext || p.LastMessageBody == "" {
+			return out
+		}
+		p.LastMessageBody = push.Truncate(p.LastMessageBody, len(p.LastMessageBody)/2)
+	}
+}
+
+// urgency maps the push's priority onto RFC 8030 Urgency: an alert may
+// wake a device on battery, a silent push waits for a normal moment.
+func urgency(p push.Priority) string {
+	if p == push.PrioritySilent {
+		return "normal"
+	}
+	return "high"
+}
+
+// Send delivers n, retrying transient failures until the push deadline.
+func (b *Backend) Send(ctx context.Context, n push.Notification) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.PushDeadline)
+	defer cancel()
+	sub, err := ParseSubscription(n.Token)
+	if err != nil {
+		return fmt.Errorf("webpush: stored subscription: %w", err)
+	}
+	if err := b.opts.Guard.CheckURL(sub.Endpoint); err != nil {
+		return err
+	}
+	body, err := Encrypt(b.payload(n), sub)
+	if err != nil {
+		return err
+	}
+	origin := sub.Endpoint.Scheme + "://" + sub.Endpoint.Host
+	refreshed := false
+	return retryTransient(ctx, func() error {
+		status, retryAfter, err := b.post(ctx, sub, origin, body, n.Priority)
+		switch {
+		case err != nil:
+			if errors.Is(err, ErrRefused) {
+				return err
+			}
+			return &push.TemporaryError{Reason: "request failed", Err: err}
+		case status >= 200 && status < 300:
+			return nil
+		case status == http.StatusNotFound || status == http.StatusGone:
+			return &push.DeadTokenError{Since: b.opts.Now(), Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
+		case status == http.StatusTooManyRequests || status >= 500:
+			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
+		case (status == http.StatusUnauthorized || status == http.StatusForbidden) && !refreshed:
+			// A token signed a moment before a key change or with a clock
+			// the service disputes: sign afresh once before giving up.
+			b.vapid.invalidate(origin)
+			refreshed = true
+			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
+		case status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden:
+			b.logger.Warn("push service rejected our VAPID credentials", "node", n.Node, "origin", origin, "status", status)
+			return fmt.Errorf("%w: %d %s", ErrCredentialsRejected, status, http.StatusText(status))
+		case status == http.StatusRequestEntityTooLarge:
+			return fmt.Errorf("webpush: %d payload too large", status)
+		}
+		b.logger.Warn("push service rejected push", "node", n.Node, "origin", origin, "status", status)
+		return fmt.Errorf("webpush: %d %s", status, http.StatusText(status))
+	})
+}
+
+func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority) (int, time.Duration, error) {
+	auth, err := b.vapid.authorization(origin)
+	if err != nil {
+		return 0, 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sub.Endpoint.String(), bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Content-Encoding", "aes128gcm")
+	req.Header.Set("TTL", strconv.FormatInt(int64(b.opts.TTL/time.Second), 10))
+	req.Header.Set("Urgency", urgency(prio))
+	if b.opts.Collapse {
+		req.Header.Set("Topic", DefaultTopic)
+	}
+	req.Header.Set("Authorization", auth)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
+	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), b.opts.Now()), nil
+}
+
+// parseRetryAfter reads Retry-After as seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

@@ -1,0 +1,249 @@
+package webpush_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// setup starts a mock, writes a VAPID key and returns a backend allowed to
+// reach the mock on loopback, and the key's public half.
+func setup(t *testing.T, opts webpush.Options) (*webpushmock.Server, *webpush.Backend, string) {
+	t.Helper()
+	mock, keyFile, pub := startMock(t)
+	if opts.Guard.Ports == nil {
+		opts.Guard = webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}
+	}
+	return mock, newBackend(t, mock, keyFile, opts), pub
+}
+
+// startMock starts a mock and writes a VAPID key, returning its file and
+// public half.
+func startMock(t *testing.T) (*webpushmock.Server, string, string) {
+	t.Helper()
+	mock, err := webpushmock.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+	keyFile := filepath.Join(t.TempDir(), "vapid.pem")
+	pub, err := webpush.GenerateVAPIDKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mock, keyFile, pub
+}
+
+// newBackend makes a backend signing with keyFile and trusting the mock.
+func newBackend(t *testing.T, mock *webpushmock.Server, keyFile string, opts webpush.Options) *webpush.Backend {
+	t.Helper()
+	opts.VAPIDKeyFile = keyFile
+	if opts.VAPIDSubject == "" {
+		opts.VAPIDSubject = "mailto:ops@example.org"
+	}
+	opts.CAPath = mock.CADir
+	b, err := webpush.New(opts, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func subscribe(t *testing.T, mock *webpushmock.Server, pub string) webpushmock.Subscription {
+	t.Helper()
+	sub, err := mock.Subscribe(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+func summary() *push.Summary {
+	return &push.Summary{MessageCount: 3, LastMessageSender: "juliet@example.org", LastMessageBody: "wherefore art thou", HasLastMessageBody: true}
+}
+
+// TestSendPayloadAndHeaders: what the service worker gets, and the RFC
+// 8030 headers, for alert and silent pushes with and without the summary.
+func TestSendPayloadAndHeaders(t *testing.T) {
+	cases := []struct {
+		name    string
+		opts    webpush.Options
+		prio    push.Priority
+		want    webpush.Payload
+		urgency string
+		ttl     string
+		topic   string
+	}{
+		{"alert with summary", webpush.Options{IncludeSummary: true, Collapse: true}, push.PriorityHigh,
+			webpush.Payload{Node: "n1", MessageCount: 3, LastMessageSender: "juliet@example.org", LastMessageBody: "wherefore art thou"}, "high", "86400", "xmpp-push"},
+		{"alert without summary", webpush.Options{TTL: time.Hour}, push.PriorityHigh,
+			webpush.Payload{Node: "n1", MessageCount: 3}, "high", "3600", ""},
+		{"silent", webpush.Options{}, push.PrioritySilent,
+			webpush.Payload{Node: "n1", MessageCount: 3}, "normal", "86400", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mock, b, pub := setup(t, c.opts)
+			sub := subscribe(t, mock, pub)
+			if err := b.Send(context.Background(), push.Notification{App: "web", Node: "n1", Token: sub.JSON, Priority: c.prio, Summary: summary()}); err != nil {
+				t.Fatal(err)
+			}
+			ms := mock.Messages()
+			if len(ms) != 1 || ms[0].Status != 201 {
+				t.Fatalf("mock saw %+v", ms)
+			}
+			m := ms[0]
+			var got webpush.Payload
+			if err := json.Unmarshal(m.Plaintext, &got); err != nil {
+				t.Fatalf("payload %q: %v", m.Plaintext, err)
+			}
+			if got != c.want {
+				t.Errorf("payload %+v, want %+v", got, c.want)
+			}
+			if m.Header.Get("Urgency") != c.urgency || m.Header.Get("TTL") != c.ttl || m.Header.Get("Topic") != c.topic {
+				t.Errorf("headers Urgency=%q TTL=%q Topic=%q", m.Header.Get("Urgency"), m.Header.Get("TTL"), m.Header.Get("Topic"))
+			}
+			if m.Proto != "HTTP/2.0" {
+				t.Errorf("protocol %s, want HTTP/2.0", m.Proto)
+			}
+		})
+	}
+}
+
+// TestSendLongBodyFits: a body too long for one record is shortened, not
+// refused.
+func TestSendLongBodyFits(t *testing.T) {
+	mock, b, pub := setup(t, webpush.Options{IncludeSummary: true})
+	sub := subscribe(t, mock, pub)
+	s := summary()
+	long := make([]byte, 10000)
+	for i := range long {
+		long[i] = '\x01' // JSON escapes each to six bytes
+	}
+	s.LastMessageBody = string(long)
+	if err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh, Summary: s}); err != nil {
+		t.Fatal(err)
+	}
+	if mock.Accepted() != 1 {
+		t.Fatal("not accepted")
+	}
+}
+
+// TestSendAnswers: each push service answer becomes the error the core
+// acts on, with the retries it allows.
+func TestSendAnswers(t *testing.T) {
+	cases := []struct {
+		name     string
+		faults   []webpushmock.Fault
+		gone     bool
+		check    func(error) bool
+		requests int
+	}{
+		{"202 accepted", []webpushmock.Fault{{Status: 202}}, false, func(err error) bool { return err == nil }, 1},
+		{"404 dead", []webpushmock.Fault{{Status: 404}}, false, isDead, 1},
+		{"410 dead", nil, true, isDead, 1},
+		{"413 no retry", []webpushmock.Fault{{Status: 413}}, false, func(err error) bool {
+			return err != nil && !push.IsTemporary(err) && !isDead(err)
+		}, 1},
+		{"429 then ok", []webpushmock.Fault{{Status: 429, RetryAfter: "1"}}, false, func(err error) bool { return err == nil }, 2},
+		{"500, 503 then ok", []webpushmock.Fault{{Status: 500}, {Status: 503}}, false, func(err error) bool { return err == nil }, 3},
+		{"400 credentials", []webpushmock.Fault{{Status: 400}}, false, isRejected, 1},
+		{"401 refresh then ok", []webpushmock.Fault{{Status: 401}}, false, func(err error) bool { return err == nil }, 2},
+		{"403 twice credentials", []webpushmock.Fault{{Status: 403}, {Status: 403}}, false, isRejected, 2},
+		{"307 not followed", []webpushmock.Fault{{Status: 307, Location: "https://127.0.0.1:1/elsewhere"}}, false, func(err error) bool {
+			return err != nil && !push.IsTemporary(err) && !isDead(err)
+		}, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mock, b, pub := setup(t, webpush.Options{})
+			sub := subscribe(t, mock, pub)
+			mock.Fail(sub.ID, c.faults...)
+			if c.gone {
+				mock.Unsubscribe(sub.ID)
+			}
+			err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh})
+			if !c.check(err) {
+				t.Fatalf("Send = %v", err)
+			}
+			if n := len(mock.Messages()); n != c.requests {
+				t.Fatalf("%d requests, want %d", n, c.requests)
+			}
+		})
+	}
+}
+
+func isDead(err error) bool { _, ok := push.IsDeadToken(err); return ok }
+
+func isRejected(err error) bool {
+	return errors.Is(err, webpush.ErrCredentialsRejected) && !isDead(err) && !push.IsTemporary(err)
+}
+
+// TestSendRetriesEndAtDeadline: a service that keeps failing gets retries
+// until the push deadline, then the core sees a temporary error.
+func TestSendRetriesEndAtDeadline(t *testing.T) {
+	mock, b, pub := setup(t, webpush.Options{PushDeadline: 2 * time.Second})
+	sub := subscribe(t, mock, pub)
+	faults := make([]webpushmock.Fault, 100)
+	for i := range faults {
+		faults[i] = webpushmock.Fault{Status: 503}
+	}
+	mock.Fail(sub.ID, faults...)
+	err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh})
+	if !push.IsTemporary(err) {
+		t.Fatalf("Send = %v, want a temporary error", err)
+	}
+	if n := len(mock.Messages()); n < 2 || n >= 100 {
+		t.Fatalf("%d requests", n)
+	}
+}
+
+// TestSendWrongKey: a subscription made for another application server
+// key is refused by the push service; that may be our key changing, so
+// the registration stays.
+func TestSendWrongKey(t *testing.T) {
+	mock, b, _ := setup(t, webpush.Options{})
+	other, err := webpush.GenerateVAPIDKey(filepath.Join(t.TempDir(), "other.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribe(t, mock, other)
+	err = b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh})
+	if !isRejected(err) {
+		t.Fatalf("Send = %v", err)
+	}
+}
+
+// TestSendReusesConnection: many pushes to one push service share one
+// HTTP/2 connection.
+func TestSendReusesConnection(t *testing.T) {
+	mock, b, pub := setup(t, webpush.Options{})
+	sub := subscribe(t, mock, pub)
+	n := push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh}
+	if err := b.Send(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 20)
+	for range 20 {
+		go func() { errs <- b.Send(context.Background(), n) }()
+	}
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := mock.Connections(); c != 1 {
+		t.Fatalf("%d connections for 21 pushes, want 1", c)
+	}
+}
