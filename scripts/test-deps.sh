@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine: a C compiler for
-# the race detector, and Prosody with its community modules (mod_cloud_notify)
-# for the end-to-end tests. Runs apt-get only when something is missing.
+# the race detector, Prosody with its community modules (mod_cloud_notify)
+# for the end-to-end tests, and PostgreSQL's server binaries for the shared
+# registry (the tests run their own server; the system one stays off).
+# Runs apt-get only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,7 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 [ -f /usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua ] ||
   [ -f /usr/lib/prosody/modules/mod_cloud_notify.lua ] || missing+=(prosody-modules)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -37,8 +40,10 @@ if ! $sudo apt-get update -qq || ! $sudo apt-get install -y -qq --no-install-rec
   echo "test-deps: FAILED to install ${missing[*]}; the end-to-end tests cannot run without them" >&2
   exit 1
 fi
-# The Debian package starts a system-wide Prosody; the tests run their own.
-if command -v systemctl >/dev/null 2>&1; then
-  $sudo systemctl disable --now prosody >/dev/null 2>&1 || true
-fi
-$sudo service prosody stop >/dev/null 2>&1 || true
+# The Debian packages start system-wide servers; the tests run their own.
+for svc in prosody postgresql; do
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+  $sudo service "$svc" stop >/dev/null 2>&1 || true
+done

@@ -21,6 +21,8 @@ import (
 	"github.com/push-appserver/push-appserver/internal/metrics"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/logpush"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
 
@@ -47,10 +49,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		logger.Warn("debugging is on: settings pages and forms are served and show secrets; turn it off in production")
 	}
 
-	if err := os.MkdirAll(filepath.Dir(cfg.Database.Path), 0o750); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
-	}
-	store, err := sqlite.Open(ctx, cfg.Database.Path)
+	store, err := openStore(ctx, cfg, logger)
 	if err != nil {
 		return fmt.Errorf("opening registry: %w", err)
 	}
@@ -160,6 +159,21 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	_ = svc.Close()
 	logger.Info("stopped")
 	return runErr
+}
+
+// openStore opens the registry the config names.
+func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (registry.Store, error) {
+	if cfg.Database.Driver == "postgres" {
+		dsn, err := config.ResolveSecret(cfg.Database.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("database.dsn: %w", err)
+		}
+		return postgres.Open(ctx, dsn, postgres.Options{StatementTimeout: cfg.Database.StatementTimeout.D(), Logger: logger})
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Database.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	return sqlite.Open(ctx, cfg.Database.Path)
 }
 
 // buildApps makes one backend per configured app.

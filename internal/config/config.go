@@ -63,8 +63,13 @@ type HTTP struct {
 
 // Database selects the registry store.
 type Database struct {
-	Driver string `toml:"driver"` // sqlite
-	Path   string `toml:"path"`   // default <data_dir>/registry.db
+	Driver string `toml:"driver"` // sqlite (default) or postgres
+	Path   string `toml:"path"`   // sqlite: default <data_dir>/registry.db
+	// DSN is the PostgreSQL connection string (URL or key=value): a
+	// literal, "env:NAME" or "file:/path", as it usually holds a password.
+	DSN string `toml:"dsn"`
+	// StatementTimeout bounds every PostgreSQL statement. Default 5 s.
+	StatementTimeout Duration `toml:"statement_timeout"`
 }
 
 // Component is one XEP-0114 connection to an XMPP server.
@@ -250,6 +255,9 @@ func (c *Config) applyDefaults() {
 	if c.Database.Path == "" {
 		c.Database.Path = filepath.Join(c.DataDir, "registry.db")
 	}
+	if c.Database.StatementTimeout == 0 {
+		c.Database.StatementTimeout = Duration(5 * time.Second)
+	}
 	if len(c.Apps) == 0 {
 		c.Apps = map[string]*App{
 			"apns": {Kind: KindLog},
@@ -373,8 +381,19 @@ func (c *Config) validate() []error {
 		checkFile(&ps, "http.tls_cert_file", c.HTTP.TLSCertFile)
 		checkFile(&ps, "http.tls_key_file", c.HTTP.TLSKeyFile)
 	}
-	if c.Database.Driver != "sqlite" {
-		bad("database.driver", "want sqlite, got %q", c.Database.Driver)
+	switch c.Database.Driver {
+	case "sqlite":
+	case "postgres":
+		if dsn, err := ResolveSecret(c.Database.DSN); err != nil {
+			bad("database.dsn", "%v", err)
+		} else if dsn == "" {
+			bad("database.dsn", "required with driver postgres (a literal, env:NAME or file:/path)")
+		}
+		if c.Database.StatementTimeout < 0 {
+			bad("database.statement_timeout", "must not be negative")
+		}
+	default:
+		bad("database.driver", "want sqlite or postgres, got %q", c.Database.Driver)
 	}
 
 	names := make([]string, 0, len(c.Apps))

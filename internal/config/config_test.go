@@ -97,7 +97,9 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"component unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ndefault_app = \"nope\"", []string{"component[0].default_app: no app named \"nope\""}},
 		{"seed option negative", `push_appserver_rate_limit = -1`, []string{"push_appserver_rate_limit: must not be negative"}},
 		{"seed option wrong type", `push_appserver_apns_sandbox = "yes"`, []string{"push_appserver_apns_sandbox"}},
-		{"database driver", "[database]\ndriver = \"mysql\"", []string{"database.driver"}},
+		{"database driver", "[database]\ndriver = \"mysql\"", []string{"database.driver: want sqlite or postgres"}},
+		{"postgres without dsn", "[database]\ndriver = \"postgres\"", []string{"database.dsn: required"}},
+		{"postgres dsn from unset env", "[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_TEST_UNSET\"", []string{"database.dsn: environment variable PUSH_APPSERVER_TEST_UNSET is not set"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

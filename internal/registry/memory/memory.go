@@ -103,9 +103,12 @@ func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushSt
 		if !ok {
 			continue
 		}
+		// The latest outcome wins, whatever order batches arrive in.
 		if st.Success {
-			r.LastSuccessfulPush = st.At
-		} else {
+			if st.At.After(r.LastSuccessfulPush) {
+				r.LastSuccessfulPush = st.At
+			}
+		} else if st.At.After(r.LastPushError) {
 			r.LastPushError = st.At
 			r.LastErrorReason = st.Reason
 		}

@@ -253,12 +253,14 @@ func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushSt
 		return fmt.Errorf("push status: %w", err)
 	}
 	defer tx.Rollback()
-	ok, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_successful_push = ? WHERE node = ?`)
+	ok, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_successful_push = ?1
+		WHERE node = ?2 AND (last_successful_push IS NULL OR last_successful_push < ?1)`)
 	if err != nil {
 		return fmt.Errorf("push status: %w", err)
 	}
 	defer ok.Close()
-	failed, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_push_error = ?, last_error_reason = ? WHERE node = ?`)
+	failed, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_push_error = ?1, last_error_reason = ?2
+		WHERE node = ?3 AND (last_push_error IS NULL OR last_push_error < ?1)`)
 	if err != nil {
 		return fmt.Errorf("push status: %w", err)
 	}

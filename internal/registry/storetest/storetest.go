@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"Delete", testDelete},
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
 		{"UpdatePushStatus", testUpdatePushStatus},
+		{"PushStatusLatestWins", testPushStatusLatestWins},
 		{"ConcurrentRegisterAndStatus", testConcurrentRegisterAndStatus},
 		{"ConcurrentRegisterDistinct", testConcurrentDistinct},
 		{"NodesAndCount", testNodesAndCount},
@@ -325,6 +326,25 @@ func testUpdatePushStatus(t *testing.T, s registry.Store) {
 	}
 	if err := s.UpdatePushStatus(ctx, nil); err != nil {
 		t.Fatalf("empty batch: %v", err)
+	}
+}
+
+// Instances sharing a registry write their batches in any order: an older
+// outcome written last must not replace a newer one.
+func testPushStatusLatestWins(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("n", "apns", "tok", "sec", base))
+	newer, older := base.Add(2*time.Minute), base.Add(time.Minute)
+	for _, batch := range [][]registry.PushStatus{
+		{{Node: "n", At: newer, Success: true}, {Node: "n", At: newer, Reason: "new"}},
+		{{Node: "n", At: older, Success: true}, {Node: "n", At: older, Reason: "old"}},
+	} {
+		if err := s.UpdatePushStatus(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, _ := s.Get(ctx, "n")
+	if !sameTime(r.LastSuccessfulPush, newer) || !sameTime(r.LastPushError, newer) || r.LastErrorReason != "new" {
+		t.Fatalf("after an older batch: success %v, error %v %q; want %v and \"new\"", r.LastSuccessfulPush, r.LastPushError, r.LastErrorReason, newer)
 	}
 }
 

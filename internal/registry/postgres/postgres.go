@@ -1,0 +1,444 @@
+// Package postgres is the registry.Store that several push-appserver
+// instances share: PostgreSQL through pgx's connection pool, with embedded
+// versioned migrations, a statement timeout on every connection, and the
+// LISTEN/NOTIFY feed that tells every instance which registrations another
+// one changed (Follow).
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Channel is the NOTIFY channel on which changed nodes are announced.
+const Channel = "push_appserver_registrations"
+
+// Application names, so an operator sees in pg_stat_activity which
+// connection does what.
+const (
+	appName       = "push-appserver"
+	listenAppName = "push-appserver-listen"
+)
+
+// Options tune the store; the zero value is usable.
+type Options struct {
+	// StatementTimeout bounds every statement on the server side. Default 5 s.
+	StatementTimeout time.Duration
+	// MaxConns is the pool size. Default pgx's (at least 4).
+	MaxConns int32
+	Logger   *slog.Logger
+}
+
+// Store implements registry.Store on PostgreSQL.
+type Store struct {
+	pool   *pgxpool.Pool
+	dsn    string
+	opts   Options
+	logger *slog.Logger
+}
+
+var _ registry.Store = (*Store)(nil)
+
+const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key`
+
+// Open connects to the database at dsn (a postgres:// URL or key=value
+// string) and brings its schema up to date.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	if opts.StatementTimeout <= 0 {
+		opts.StatementTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message may quote the DSN, password included.
+		return nil, errors.New("database.dsn: not a valid PostgreSQL connection string")
+	}
+	setParams(cfg.ConnConfig, opts, appName)
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func setParams(c *pgx.ConnConfig, opts Options, app string) {
+	if c.RuntimeParams == nil {
+		c.RuntimeParams = map[string]string{}
+	}
+	c.RuntimeParams["statement_timeout"] = strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
+	c.RuntimeParams["lock_timeout"] = strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
+	c.RuntimeParams["application_name"] = app
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+}
+
+// migrate applies the embedded migrations newer than the database's
+// version, each in its own transaction, under an advisory lock so that
+// instances starting together do not race.
+func (s *Store) migrate(ctx context.Context) error {
+	files, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	defer conn.Release()
+	// Migrations may take longer than a push-path statement.
+	if _, err := conn.Exec(ctx, `SET statement_timeout = 0`); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `RESET statement_timeout`)
+	const lockKey = 0x7075736801 // "push" 1
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockKey)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	var version int
+	err = conn.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		_, err = conn.Exec(ctx, `INSERT INTO schema_version VALUES (0)`)
+	}
+	if err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if version > len(files) {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer push-appserver", version, len(files))
+	}
+	for i, f := range files[version:] {
+		n := version + i + 1
+		if want := fmt.Sprintf("migrations/%03d_", n); !strings.HasPrefix(f, want) {
+			return fmt.Errorf("migration %s out of sequence", f)
+		}
+		body, err := migrations.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `UPDATE schema_version SET version = $1`, n)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func scan(row pgx.Row) (registry.Registration, error) {
+	var r registry.Registration
+	var renewed, success, failure *time.Time
+	var deviceKey *string
+	err := row.Scan(&r.Node, &r.Type, &r.Token, &r.Secret, &r.Registered, &renewed, &success, &failure,
+		&r.LastErrorReason, &r.Domain, &deviceKey)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, registry.ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("reading registration: %w", err)
+	}
+	r.Registered = r.Registered.UTC()
+	r.Renewed, r.LastSuccessfulPush, r.LastPushError = utc(renewed), utc(success), utc(failure)
+	if deviceKey != nil {
+		r.DeviceKey = *deviceKey
+	}
+	return r, nil
+}
+
+func utc(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func null(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
+	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1`, node))
+}
+
+func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error) {
+	if key == "" {
+		return registry.Registration{}, registry.ErrNotFound
+	}
+	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = $1`, key))
+}
+
+// Register is one upsert, so two instances registering the same node at
+// once end with one secret, as if they had gone one after the other.
+func (s *Store) Register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
+	got, err := scan(s.pool.QueryRow(ctx, `INSERT INTO registrations AS o (`+columns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (node) DO UPDATE SET
+			token = excluded.token,
+			domain = excluded.domain,
+			device_key = excluded.device_key,
+			renewed = CASE WHEN o.type = excluded.type THEN excluded.registered ELSE excluded.renewed END,
+			secret = CASE WHEN o.type = excluded.type THEN o.secret ELSE excluded.secret END,
+			registered = CASE WHEN o.type = excluded.type THEN o.registered ELSE excluded.registered END,
+			last_successful_push = CASE WHEN o.type = excluded.type THEN o.last_successful_push ELSE excluded.last_successful_push END,
+			last_push_error = CASE WHEN o.type = excluded.type THEN o.last_push_error ELSE excluded.last_push_error END,
+			last_error_reason = CASE WHEN o.type = excluded.type THEN o.last_error_reason ELSE excluded.last_error_reason END,
+			type = excluded.type
+		RETURNING `+columns,
+		r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
+		null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey)))
+	if err != nil {
+		return r, fmt.Errorf("register: %w", err)
+	}
+	return got, nil
+}
+
+func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
+	r, err := scan(s.pool.QueryRow(ctx, `DELETE FROM registrations WHERE node = $1 AND type = $2 RETURNING `+columns, node, typ))
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return r, fmt.Errorf("delete: %w", err)
+	}
+	return r, err
+}
+
+func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
+	rows, err := s.pool.Query(ctx, `DELETE FROM registrations
+		WHERE type = $1 AND token = $2 AND GREATEST(registered, renewed) < $3
+		RETURNING `+columns, typ, token, before)
+	if err != nil {
+		return nil, fmt.Errorf("delete token: %w", err)
+	}
+	defer rows.Close()
+	var removed []registry.Registration
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return removed, err
+		}
+		removed = append(removed, r)
+	}
+	if err := rows.Err(); err != nil {
+		return removed, fmt.Errorf("delete token: %w", err)
+	}
+	return removed, nil
+}
+
+// UpdatePushStatus writes a batch in one transaction. Several instances
+// write batches for the same nodes concurrently: a time only ever moves
+// forward (the latest push wins, whichever instance writes last), and the
+// rows are locked in node order first so that two batches cannot
+// deadlock.
+func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushStatus) error {
+	if len(statuses) == 0 {
+		return nil
+	}
+	type latest struct {
+		at     time.Time
+		reason string
+	}
+	ok, failed := map[string]latest{}, map[string]latest{}
+	nodes := map[string]bool{}
+	for _, st := range statuses {
+		m := failed
+		if st.Success {
+			m = ok
+		}
+		if cur, seen := m[st.Node]; !seen || st.At.After(cur.at) {
+			m[st.Node] = latest{st.At, st.Reason}
+		}
+		nodes[st.Node] = true
+	}
+	all := make([]string, 0, len(nodes))
+	for n := range nodes {
+		all = append(all, n)
+	}
+	sort.Strings(all)
+	var okNodes, errNodes, reasons []string
+	var okAt, errAt []time.Time
+	for _, n := range all {
+		if l, has := ok[n]; has {
+			okNodes, okAt = append(okNodes, n), append(okAt, l.at)
+		}
+		if l, has := failed[n]; has {
+			errNodes, errAt, reasons = append(errNodes, n), append(errAt, l.at), append(reasons, l.reason)
+		}
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM registrations WHERE node = ANY($1) ORDER BY node FOR UPDATE`, all); err != nil {
+			return err
+		}
+		if len(okNodes) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE registrations r SET last_successful_push = v.at
+				FROM unnest($1::text[], $2::timestamptz[]) AS v(node, at)
+				WHERE r.node = v.node AND (r.last_successful_push IS NULL OR r.last_successful_push < v.at)`,
+				okNodes, okAt); err != nil {
+				return err
+			}
+		}
+		if len(errNodes) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE registrations r SET last_push_error = v.at, last_error_reason = v.reason
+				FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS v(node, at, reason)
+				WHERE r.node = v.node AND (r.last_push_error IS NULL OR r.last_push_error < v.at)`,
+				errNodes, errAt, reasons); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("push status: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) Nodes(ctx context.Context, limit int) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT node FROM registrations ORDER BY node LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	nodes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return nodes, nil
+}
+
+func (s *Store) Count(ctx context.Context) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM registrations`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting registrations: %w", err)
+	}
+	return n, nil
+}
+
+// InstanceValue serialises first use across instances with a transaction
+// advisory lock on the name, so gen runs once however many ask at once.
+func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
+	var v string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('instance_values:' || $1))`, name); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `SELECT value FROM instance_values WHERE name = $1`, name).Scan(&v)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if v, err = gen(); err != nil {
+			return errGen{err}
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO instance_values (name, value) VALUES ($1, $2)`, name, v)
+		return err
+	})
+	var g errGen
+	if errors.As(err, &g) {
+		return "", g.err
+	}
+	if err != nil {
+		return "", fmt.Errorf("instance value %s: %w", name, err)
+	}
+	return v, nil
+}
+
+type errGen struct{ err error }
+
+func (e errGen) Error() string { return e.err.Error() }
+
+// Follow tells the caller about registrations changed by anyone sharing
+// the database, until ctx is done. It holds one connection of its own that
+// LISTENs on Channel and calls changed(node) for every notification, and
+// live(true) once listening; when that connection is lost it calls
+// live(false), and live(true) again after listening anew: what changed in
+// between was not announced, so the caller must forget everything it
+// cached. It reconnects with a short backoff, up to one second.
+func (s *Store) Follow(ctx context.Context, changed func(node string), live func(bool)) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := s.listen(ctx, changed, live, func() { backoff = 50 * time.Millisecond })
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.logger.Warn("registration change feed lost; caches resync when it is back", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (s *Store) listen(ctx context.Context, changed func(string), live func(bool), connected func()) error {
+	cfg, err := pgx.ParseConfig(s.dsn)
+	if err != nil {
+		return errors.New("database.dsn: not a valid PostgreSQL connection string")
+	}
+	setParams(cfg, s.opts, listenAppName)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `LISTEN `+Channel); err != nil {
+		return fmt.Errorf("LISTEN: %w", err)
+	}
+	connected()
+	live(true)
+	defer live(false)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		changed(n.Payload)
+	}
+}
+
+// Close closes the pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}

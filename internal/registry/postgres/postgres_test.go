@@ -1,0 +1,185 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/registry/storetest"
+	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
+)
+
+var pg = pgtest.New()
+
+func TestMain(m *testing.M) { os.Exit(pg.Run(m)) }
+
+func open(t *testing.T, dsn string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) registry.Store { return open(t, pg.DB(t)) })
+}
+
+// Instances starting together migrate once; one reopening finds the schema.
+func TestMigrateConcurrentlyAndReopen(t *testing.T) {
+	dsn := pg.DB(t)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			s, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			s.Close()
+		})
+	}
+	wg.Wait()
+	s := open(t, dsn)
+	if _, err := s.Register(context.Background(), registry.Registration{Node: "n", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadDSNKeepsPasswordOut(t *testing.T) {
+	_, err := postgres.Open(context.Background(), "postgres://u:hunter2@127.0.0.1:%zz/db", postgres.Options{})
+	if err == nil {
+		t.Fatal("bad DSN accepted")
+	}
+	if got := err.Error(); strings.Contains(got, "hunter2") {
+		t.Fatalf("error shows the password: %s", got)
+	}
+}
+
+
+
+
+// Several instances write behind push outcomes for the same nodes, each
+// batch in its own order: whatever the interleaving, every node ends with
+// the latest time of each kind and the reason that came with it.
+func TestPushStatusFromSeveralInstances(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.DB(t)
+	const instances, nodes, batches = 4, 50, 20
+	stores := make([]*postgres.Store, instances)
+	for i := range stores {
+		stores[i] = open(t, dsn)
+	}
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for n := range nodes {
+		if _, err := stores[0].Register(ctx, registry.Registration{Node: fmt.Sprintf("n%02d", n), Type: "a", Token: "t", Secret: "s", Registered: base}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Instance i, batch b writes time (b*instances+i) seconds: the global
+	// latest is written by some instance in its last batch, but the
+	// instances finish in any order.
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() {
+			for b := range batches {
+				at := base.Add(time.Duration(b*instances+i) * time.Second)
+				var batch []registry.PushStatus
+				for k := range nodes {
+					n := (k*7 + i*13 + b) % nodes // a different order per instance and batch
+					batch = append(batch,
+						registry.PushStatus{Node: fmt.Sprintf("n%02d", n), At: at, Success: true},
+						registry.PushStatus{Node: fmt.Sprintf("n%02d", n), At: at, Reason: fmt.Sprintf("r%d", b*instances+i)})
+				}
+				if err := s.UpdatePushStatus(ctx, batch); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	want := base.Add(time.Duration((batches-1)*instances+instances-1) * time.Second)
+	for n := range nodes {
+		r, err := stores[1].Get(ctx, fmt.Sprintf("n%02d", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.LastSuccessfulPush.Equal(want) || !r.LastPushError.Equal(want) || r.LastErrorReason != fmt.Sprintf("r%d", (batches-1)*instances+instances-1) {
+			t.Fatalf("%s: success %v error %v %q, want %v", r.Node, r.LastSuccessfulPush, r.LastPushError, r.LastErrorReason, want)
+		}
+	}
+}
+
+// Follow announces changes made through any connection, and says when it
+// lost the feed and when it is back.
+func TestFollow(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pg.DB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	changed := make(chan string, 16)
+	live := make(chan bool, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Follow(ctx, func(n string) { changed <- n }, func(l bool) { live <- l })
+	}()
+	expect := func(want bool) {
+		t.Helper()
+		select {
+		case l := <-live:
+			if l != want {
+				t.Fatalf("live(%v), want live(%v)", l, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no live(%v)", want)
+		}
+	}
+	node := func(want string) {
+		t.Helper()
+		select {
+		case n := <-changed:
+			if n != want {
+				t.Fatalf("changed %q, want %q", n, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no change announced for %q", want)
+		}
+	}
+	expect(true)
+	reg := registry.Registration{Node: "n1", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}
+	if _, err := a.Register(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	node("n1")
+	// Push status is not what a push reads: no announcement. The next
+	// change is what must arrive.
+	if err := a.UpdatePushStatus(ctx, []registry.PushStatus{{Node: "n1", At: time.Now(), Success: true}}); err != nil {
+		t.Fatal(err)
+	}
+	reg.Token = "t2"
+	if _, err := a.Register(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	node("n1")
+	if n := pg.Terminate(t, dsn, "push-appserver-listen"); n != 1 {
+		t.Fatalf("terminated %d listeners", n)
+	}
+	expect(false)
+	expect(true)
+	if _, err := a.Delete(ctx, "n1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	node("n1")
+	cancel()
+	<-done
+}

@@ -1,0 +1,258 @@
+// Package pgtest runs a private PostgreSQL server for tests: initdb into a
+// temporary directory, its own free port on loopback and its unix socket in
+// that directory, torn down when the test binary ends. One server serves a
+// test package; every test gets a database of its own.
+//
+// PostgreSQL comes from Debian's postgresql package, which
+// scripts/test-deps.sh (run by `make test-deps`) installs. When the binaries
+// are missing the test fails and says so: it is never skipped.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Server is a PostgreSQL server started on first use.
+type Server struct {
+	once    sync.Once
+	err     error
+	dir     string
+	port    int
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logPath string
+
+	mu  sync.Mutex
+	seq int
+}
+
+// New returns a server that starts when a test first asks for a database.
+// Call Run from TestMain so it is stopped when the tests end.
+func New() *Server { return &Server{} }
+
+// Run runs the tests and stops the server afterwards; use it as
+// os.Exit(srv.Run(m)) in TestMain.
+func (s *Server) Run(m *testing.M) int {
+	code := m.Run()
+	s.Stop()
+	return code
+}
+
+// DB creates an empty database for the test, dropped when it ends, and
+// returns its DSN (over TCP on loopback, usable by child processes too).
+func (s *Server) DB(t testing.TB) string {
+	t.Helper()
+	s.once.Do(func() { s.err = s.start() })
+	if s.err != nil {
+		t.Fatalf("PostgreSQL test server: %v", s.err)
+	}
+	s.mu.Lock()
+	s.seq++
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), s.seq)
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Logf("dropping test database: %v", err)
+		}
+	})
+	return s.dsn(name)
+}
+
+// Terminate ends the server-side backends of the database in dsn whose
+// application_name is app, as an operator or a network failure would, and
+// returns how many it ended.
+func (s *Server) Terminate(t testing.TB, dsn, app string) int {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = $1 AND application_name = $2`, cfg.Database, app).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (s *Server) dsn(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, db)
+}
+
+func (s *Server) exec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// Binaries returns the directory holding initdb and postgres, the newest
+// installed major version.
+func Binaries() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("PostgreSQL server binaries (initdb, postgres) not found under /usr/lib/postgresql: run `make test-deps` (scripts/test-deps.sh installs Debian's postgresql)")
+}
+
+func version(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+func (s *Server) start() error {
+	bin, err := Binaries()
+	if err != nil {
+		return err
+	}
+	s.dir, err = os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		return err
+	}
+	// PostgreSQL refuses to run as root: run it as the postgres user the
+	// package created.
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return fmt.Errorf("running as root and no postgres user (install Debian's postgresql: `make test-deps`): %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(s.dir, uid, gid); err != nil {
+			return err
+		}
+	}
+	data := filepath.Join(s.dir, "data")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	s.logPath = filepath.Join(s.dir, "postgres.log")
+	for attempt := 0; ; attempt++ {
+		err := s.launch(bin, data, cred)
+		if err == nil {
+			return nil
+		}
+		// Another process may have taken the free port we picked.
+		if attempt == 3 {
+			return err
+		}
+	}
+}
+
+func (s *Server) launch(bin, data string, cred *syscall.Credential) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.port = port
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port),
+		"-k", s.dir, "-c", "listen_addresses=127.0.0.1",
+		// A throwaway database: durability buys nothing here.
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting postgres: %w", err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan struct{})
+	go func() { cmd.Wait(); close(s.exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.exec(ctx, "SELECT 1")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			return fmt.Errorf("postgres exited at start:\n%s", s.logTail())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return fmt.Errorf("postgres did not accept connections in 60 s: %v\n%s", err, s.logTail())
+		}
+	}
+}
+
+func (s *Server) logTail() string {
+	b, _ := os.ReadFile(s.logPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-20):], "\n")
+}
+
+// Stop shuts the server down (fast shutdown) and removes its directory.
+func (s *Server) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-s.exited:
+		case <-time.After(30 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+		s.cmd = nil
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+		s.dir = ""
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
