@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -55,7 +56,7 @@ type Store struct {
 
 var _ registry.Store = (*Store)(nil)
 
-const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key`
+const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key, owner`
 
 // Open connects to the database at dsn (a postgres:// URL or key=value
 // string) and brings its schema up to date.
@@ -165,7 +166,7 @@ func scan(row pgx.Row) (registry.Registration, error) {
 	var renewed, success, failure *time.Time
 	var deviceKey *string
 	err := row.Scan(&r.Node, &r.Type, &r.Token, &r.Secret, &r.Registered, &renewed, &success, &failure,
-		&r.LastErrorReason, &r.Domain, &deviceKey)
+		&r.LastErrorReason, &r.Domain, &deviceKey, &r.Owner)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, registry.ErrNotFound
 	}
@@ -212,30 +213,78 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = $1`, key))
 }
 
-// Register is one upsert, so two instances registering the same node at
-// once end with one secret, as if they had gone one after the other.
-func (s *Store) Register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
-	got, err := scan(s.pool.QueryRow(ctx, `INSERT INTO registrations AS o (`+columns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (node) DO UPDATE SET
-			token = excluded.token,
-			domain = excluded.domain,
-			device_key = excluded.device_key,
-			renewed = CASE WHEN o.type = excluded.type THEN excluded.registered ELSE excluded.renewed END,
-			secret = CASE WHEN o.type = excluded.type THEN o.secret ELSE excluded.secret END,
-			registered = CASE WHEN o.type = excluded.type THEN o.registered ELSE excluded.registered END,
-			last_successful_push = CASE WHEN o.type = excluded.type THEN o.last_successful_push ELSE excluded.last_successful_push END,
-			last_push_error = CASE WHEN o.type = excluded.type THEN o.last_push_error ELSE excluded.last_push_error END,
-			last_error_reason = CASE WHEN o.type = excluded.type THEN o.last_error_reason ELSE excluded.last_error_reason END,
-			type = excluded.type
-		RETURNING `+columns,
-		r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
-		null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey)))
-	if err != nil {
-		return r, fmt.Errorf("register: %w", err)
+// Register reads the node's row locked, decides and writes in one
+// transaction. Two instances creating the same node at once cannot both
+// insert: the one that loses the race starts over and decides again on the
+// winner's row, as if they had gone one after the other.
+func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
+	for attempt := 0; ; attempt++ {
+		r, raced, err := s.register(ctx, node, decide)
+		if raced && attempt < 3 {
+			continue
+		}
+		if raced {
+			return registry.Registration{}, fmt.Errorf("register %s: created concurrently: %w", node, registry.ErrConflict)
+		}
+		return r, err
 	}
-	return got, nil
 }
+
+func (s *Store) register(ctx context.Context, node string, decide registry.Decide) (r registry.Registration, raced bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		old, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1 FOR UPDATE`, node))
+		if err != nil && !errors.Is(err, registry.ErrNotFound) {
+			return err
+		}
+		found := err == nil
+		if r, err = decide(old, found); err != nil {
+			return errDecide{err}
+		}
+		if r.Node != node {
+			return errDecide{fmt.Errorf("register: decided on node %q for node %q", r.Node, node)}
+		}
+		args := []any{r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
+			null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner}
+		var tag pgconn.CommandTag
+		if found {
+			tag, err = tx.Exec(ctx, `UPDATE registrations SET type = $2, token = $3, secret = $4, registered = $5,
+				renewed = $6, last_successful_push = $7, last_push_error = $8, last_error_reason = $9,
+				domain = $10, device_key = $11, owner = $12 WHERE node = $1`, args...)
+		} else {
+			tag, err = tx.Exec(ctx, `INSERT INTO registrations (`+columns+`)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (node) DO NOTHING`, args...)
+		}
+		if err != nil {
+			return err
+		}
+		raced = tag.RowsAffected() == 0
+		if raced {
+			return errRaced
+		}
+		return nil
+	})
+	var d errDecide
+	var pgErr *pgconn.PgError
+	switch {
+	case raced:
+		return registry.Registration{}, true, nil
+	case errors.As(err, &d):
+		return registry.Registration{}, false, d.err
+	case errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation: the device key
+		return registry.Registration{}, false, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
+	case err != nil:
+		return registry.Registration{}, false, fmt.Errorf("register: %w", err)
+	}
+	return r, false, nil
+}
+
+var errRaced = errors.New("node created concurrently")
+
+// errDecide carries an error of the caller's decide function (or
+// InstanceValue's gen) out of the transaction unwrapped.
+type errDecide struct{ err error }
+
+func (e errDecide) Error() string { return e.err.Error() }
 
 func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
 	r, err := scan(s.pool.QueryRow(ctx, `DELETE FROM registrations WHERE node = $1 AND type = $2 RETURNING `+columns, node, typ))
@@ -368,12 +417,12 @@ func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (stri
 			return err
 		}
 		if v, err = gen(); err != nil {
-			return errGen{err}
+			return errDecide{err}
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO instance_values (name, value) VALUES ($1, $2)`, name, v)
 		return err
 	})
-	var g errGen
+	var g errDecide
 	if errors.As(err, &g) {
 		return "", g.err
 	}
@@ -382,10 +431,6 @@ func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (stri
 	}
 	return v, nil
 }
-
-type errGen struct{ err error }
-
-func (e errGen) Error() string { return e.err.Error() }
 
 // Follow tells the caller about registrations changed by anyone sharing
 // the database, until ctx is done. It holds one connection of its own that

@@ -49,7 +49,7 @@ func TestMigrateConcurrentlyAndReopen(t *testing.T) {
 	}
 	wg.Wait()
 	s := open(t, dsn)
-	if _, err := s.Register(context.Background(), registry.Registration{Node: "n", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+	if _, err := register(s, registry.Registration{Node: "n", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -80,7 +80,7 @@ func TestPushStatusFromSeveralInstances(t *testing.T) {
 	}
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for n := range nodes {
-		if _, err := stores[0].Register(ctx, registry.Registration{Node: fmt.Sprintf("n%02d", n), Type: "a", Token: "t", Secret: "s", Registered: base}); err != nil {
+		if _, err := register(stores[0], registry.Registration{Node: fmt.Sprintf("n%02d", n), Type: "a", Token: "t", Secret: "s", Registered: base}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +157,7 @@ func TestFollow(t *testing.T) {
 	}
 	expect(true)
 	reg := registry.Registration{Node: "n1", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}
-	if _, err := a.Register(ctx, reg); err != nil {
+	if _, err := register(a, reg); err != nil {
 		t.Fatal(err)
 	}
 	node("n1")
@@ -167,7 +167,7 @@ func TestFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg.Token = "t2"
-	if _, err := a.Register(ctx, reg); err != nil {
+	if _, err := register(a, reg); err != nil {
 		t.Fatal(err)
 	}
 	node("n1")
@@ -182,4 +182,40 @@ func TestFollow(t *testing.T) {
 	node("n1")
 	cancel()
 	<-done
+}
+
+func register(s *postgres.Store, r registry.Registration) (registry.Registration, error) {
+	return s.Register(context.Background(), r.Node, registry.Renew(r))
+}
+
+// Instances creating the same node at once end with one registration and
+// one secret, which every one of them answers.
+func TestConcurrentCreateAcrossInstances(t *testing.T) {
+	dsn := pg.DB(t)
+	const n = 6
+	secrets := make([]string, n)
+	var start, wg sync.WaitGroup
+	start.Add(1)
+	for i := range n {
+		s := open(t, dsn)
+		wg.Go(func() {
+			start.Wait()
+			r, err := register(s, registry.Registration{Node: "same", Type: "a", Token: "t", Secret: fmt.Sprintf("sec-%d", i), Registered: time.Now()})
+			if err != nil {
+				t.Error(err)
+			}
+			secrets[i] = r.Secret
+		})
+	}
+	start.Done()
+	wg.Wait()
+	stored, err := open(t, dsn).Get(context.Background(), "same")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range secrets {
+		if s != stored.Secret {
+			t.Fatalf("instance %d answered secret %q, stored %q", i, s, stored.Secret)
+		}
+	}
 }
