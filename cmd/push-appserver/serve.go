@@ -147,8 +147,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	case runErr = <-errc:
 		logger.Error("stopping", "err", runErr)
 	}
-	// Let in-flight pushes finish before the components go away, then
-	// write what the core still holds.
+	// From now on new pushes are answered "try again later" (never left
+	// unanswered, never "cancel"); the ones under way finish before the
+	// components go away, then the core writes what it still holds.
+	svc.Drain()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer scancel()
 	for _, srv := range servers {

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -46,6 +47,8 @@ type Observer interface {
 	Registered(app string, renewed bool)
 	Unregistered(app string, reason string)
 	Pushed(app string, outcome Outcome, d time.Duration)
+	// Rejected counts a push refused before any push service was asked.
+	Rejected(reason RejectReason)
 }
 
 // Outcome classifies a push for metrics and logs.
@@ -90,6 +93,9 @@ type Service struct {
 	throttle *throttler
 	status   *statusWriter
 	cache    *cache
+
+	rejects  *rejectLog
+	draining atomic.Bool
 
 	saltMu sync.Mutex
 	salt   string
@@ -136,6 +142,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		throttle: newThrottler(opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
 		cache:    newCache(opts.CacheSize, opts.CacheTTL),
+		rejects:  newRejectLog(logger, opts.Now),
 	}, nil
 }
 
@@ -318,24 +325,57 @@ func (s *Service) UnregisterToken(ctx context.Context, typ, token string, when t
 	return len(removed), nil
 }
 
-// Push wakes the device registered as node, if secret matches. It returns
-// after the push service answered. summary may be nil.
-func (s *Service) Push(ctx context.Context, node, secret string, summary *push.Summary) error {
+// PushRequest is one push as an adapter received it.
+type PushRequest struct {
+	Node   string
+	Secret string
+	// Summary is the XEP-0357 summary the user's server sent; nil when the
+	// publish carried none, and always for the HTTP API.
+	Summary *push.Summary
+	// MarkedHigh is set when the request itself asks for an alert
+	// (tigase:push:priority:0 "high", as Prosody's
+	// mod_cloud_notify_priority_tag and Tigase send).
+	MarkedHigh bool
+}
+
+// Important reports whether the user's server marked the push as one the
+// user should see: a summary with a last-message-body (any value, even
+// empty: servers put a placeholder there for important stanzas) or the
+// explicit priority marker. Priority auto sends an alert for these and a
+// silent push for everything else, as mod_push_appserver does: receipts,
+// chat states, ejabberd's empty notifications, HTTP pushes.
+func (r PushRequest) Important() bool {
+	return r.MarkedHigh || (r.Summary != nil && r.Summary.HasLastMessageBody)
+}
+
+// Drain makes every push that arrives from now on fail with ErrUnavailable
+// at once, while pushes already under way finish: adapters answer those
+// "try again later" during a shutdown instead of leaving them unanswered.
+func (s *Service) Drain() { s.draining.Store(true) }
+
+// Push wakes the device registered as req.Node, if req.Secret matches. It
+// returns after the push service answered.
+func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	start := time.Now()
+	node := req.Node
+	if s.draining.Load() {
+		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
+		return ErrUnavailable
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.PushTimeout)
 	defer cancel()
 
 	r, err := s.lookup(ctx, node)
 	if errors.Is(err, registry.ErrNotFound) {
-		s.opts.Observer.Pushed("", OutcomeNotFound, time.Since(start))
+		s.reject(node, RejectUnknownNode, start)
 		return ErrNotFound
 	}
 	if err != nil {
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
-	if subtle.ConstantTimeCompare([]byte(secret), []byte(r.Secret)) != 1 {
-		s.opts.Observer.Pushed(r.Type, OutcomeNotFound, time.Since(start))
+	if subtle.ConstantTimeCompare([]byte(req.Secret), []byte(r.Secret)) != 1 {
+		s.reject(node, RejectWrongSecret, start)
 		return ErrNotFound
 	}
 	app, ok := s.apps[r.Type]
@@ -343,7 +383,7 @@ func (s *Service) Push(ctx context.Context, node, secret string, summary *push.S
 		s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
 		return fmt.Errorf("%w: app %q is not configured", ErrPushFailed, r.Type)
 	}
-	prio := app.Priority.Resolve(summary)
+	prio := app.Priority.Resolve(req.Important())
 
 	key := node + "\x00" + string(prio)
 	switch d, wait := s.throttle.admit(key); d {
@@ -351,7 +391,9 @@ func (s *Service) Push(ctx context.Context, node, secret string, summary *push.S
 		s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
 		return ErrThrottled
 	case delaySend:
-		err := s.waitThrottle(ctx, wait)
+		// push.Wait: a push waiting for its window does no work, so it
+		// does not hold the adapter's concurrency slot meanwhile.
+		err := push.Wait(ctx, wait)
 		s.throttle.release(key)
 		if err != nil {
 			s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
@@ -359,7 +401,7 @@ func (s *Service) Push(ctx context.Context, node, secret string, summary *push.S
 		}
 	}
 
-	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: summary})
+	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: req.Summary})
 	now := s.opts.Now().UTC()
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
@@ -397,20 +439,6 @@ func (s *Service) lookup(ctx context.Context, node string) (registry.Registratio
 		s.cache.put(r, gen, now)
 	}
 	return r, err
-}
-
-func (s *Service) waitThrottle(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (s *Service) forgetThrottle(node string) {
@@ -469,3 +497,4 @@ type nopObserver struct{}
 func (nopObserver) Registered(string, bool)               {}
 func (nopObserver) Unregistered(string, string)           {}
 func (nopObserver) Pushed(string, Outcome, time.Duration) {}
+func (nopObserver) Rejected(RejectReason)                 {}

@@ -3,6 +3,7 @@ package appserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
@@ -162,7 +163,7 @@ func TestPush(t *testing.T) {
 	}{
 		{"auto with body is high", "ios", ios.Secret, withBody, nil, push.PriorityHigh},
 		{"auto without body is silent", "ios", ios.Secret, &push.Summary{MessageCount: 1}, nil, push.PrioritySilent},
-		{"auto without summary is high", "ios", ios.Secret, nil, nil, push.PriorityHigh},
+		{"auto without summary is silent", "ios", ios.Secret, nil, nil, push.PrioritySilent},
 		{"fixed priority", "voip", voip.Secret, nil, nil, push.PriorityVoIP},
 		{"unknown node", "nope", ios.Secret, nil, appserver.ErrNotFound, ""},
 		{"wrong secret", "ios", voip.Secret, nil, appserver.ErrNotFound, ""},
@@ -171,7 +172,7 @@ func TestPush(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(b.Sent())
-			err := svc.Push(ctx, tt.node, tt.secret, tt.summary)
+			err := svc.Push(ctx, appserver.PushRequest{Node: tt.node, Secret: tt.secret, Summary: tt.summary})
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Push = %v, want %v", err, tt.want)
 			}
@@ -196,6 +197,61 @@ func TestPush(t *testing.T) {
 	}
 }
 
+// TestPushPriority covers every combination of what a push request
+// carries with every configured priority: auto is an alert only when the
+// user's server marked the push as important.
+func TestPushPriority(t *testing.T) {
+	ctx := context.Background()
+	b := &scripted{answers: map[string]error{}}
+	var apps []appserver.App
+	for _, p := range []push.Priority{push.PriorityAuto, push.PriorityHigh, push.PrioritySilent, push.PriorityVoIP} {
+		apps = append(apps, appserver.App{Name: string(p), Priority: p, Backend: b})
+	}
+	svc, err := appserver.New(memory.New(), apps, appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	summaries := []struct {
+		name      string
+		s         *push.Summary
+		important bool
+	}{
+		{"no summary (HTTP, ejabberd's empty notification)", nil, false},
+		{"empty summary", &push.Summary{}, false},
+		{"count and sender only", &push.Summary{MessageCount: 1, LastMessageSender: "juliet@example.org"}, false},
+		{"empty body field", &push.Summary{MessageCount: 1, HasLastMessageBody: true}, true},
+		{"body", &push.Summary{MessageCount: 1, LastMessageBody: "hi", HasLastMessageBody: true}, true},
+	}
+	for _, app := range apps {
+		reg, err := svc.Register(ctx, app.Name, "node-"+app.Name, "tok-"+app.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range summaries {
+			for _, marked := range []bool{false, true} {
+				want := app.Priority
+				if want == push.PriorityAuto {
+					want = push.PrioritySilent
+					if sm.important || marked {
+						want = push.PriorityHigh
+					}
+				}
+				t.Run(fmt.Sprintf("%s/%s/marked=%v", app.Name, sm.name, marked), func(t *testing.T) {
+					before := len(b.Sent())
+					req := appserver.PushRequest{Node: reg.Node, Secret: reg.Secret, Summary: sm.s, MarkedHigh: marked}
+					if err := svc.Push(ctx, req); err != nil {
+						t.Fatal(err)
+					}
+					sent := b.Sent()[before:]
+					if len(sent) != 1 || sent[0].Priority != want {
+						t.Fatalf("sent %+v, want priority %s", sent, want)
+					}
+				})
+			}
+		}
+	}
+}
+
 func TestPushFailures(t *testing.T) {
 	ctx := context.Background()
 	svc, store, b := newService(t, 0)
@@ -208,24 +264,24 @@ func TestPushFailures(t *testing.T) {
 	b.set("t-renewed", &push.DeadTokenError{Since: time.Now().Add(-time.Hour), Reason: "Unregistered"})
 	b.set("t-flaky", &push.TemporaryError{Reason: "503"})
 
-	if err := svc.Push(ctx, "dead", dead.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "dead", Secret: dead.Secret}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("dead token push = %v, want ErrNotFound", err)
 	}
 	if _, err := store.Get(ctx, "dead"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("dead registration still there: %v", err)
 	}
-	if err := svc.Push(ctx, "dead", dead.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "dead", Secret: dead.Secret}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("later push = %v", err)
 	}
 
-	if err := svc.Push(ctx, "renewed", renewed.Secret, nil); !errors.Is(err, appserver.ErrPushFailed) {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "renewed", Secret: renewed.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
 		t.Fatalf("renewed push = %v, want ErrPushFailed", err)
 	}
 	if _, err := store.Get(ctx, "renewed"); err != nil {
 		t.Fatalf("registration renewed after the token's death was removed: %v", err)
 	}
 
-	err := svc.Push(ctx, "flaky", flaky.Secret, nil)
+	err := svc.Push(ctx, appserver.PushRequest{Node: "flaky", Secret: flaky.Secret})
 	if !errors.Is(err, appserver.ErrPushFailed) || !push.IsTemporary(err) {
 		t.Fatalf("temporary failure = %v", err)
 	}
@@ -242,15 +298,20 @@ func TestPushThrottled(t *testing.T) {
 	svc, _, b := newService(t, window)
 	r, _ := svc.Register(ctx, "fcm", "n", "t")
 	start := time.Now()
-	if err := svc.Push(ctx, "n", r.Secret, nil); err != nil {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
 		t.Fatal(err)
 	}
 	// The second push of the burst waits for the next window; the ones
 	// during that wait are refused at once.
 	done := make(chan error, 1)
-	go func() { done <- svc.Push(ctx, "n", r.Secret, nil) }()
-	time.Sleep(window / 5)
-	if err := svc.Push(ctx, "n", r.Secret, nil); !errors.Is(err, appserver.ErrThrottled) {
+	waiting := make(chan struct{})
+	wctx := push.WithWaiting(ctx, push.Waiting{
+		Pause:  func() { close(waiting) },
+		Resume: func(context.Context) error { return nil },
+	})
+	go func() { done <- svc.Push(wctx, appserver.PushRequest{Node: "n", Secret: r.Secret}) }()
+	<-waiting
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); !errors.Is(err, appserver.ErrThrottled) {
 		t.Fatalf("third push = %v, want ErrThrottled", err)
 	}
 	if err := <-done; err != nil {
@@ -265,10 +326,10 @@ func TestPushThrottled(t *testing.T) {
 	// A silent push to the same node has its own window.
 	svc2, _, _ := newService(t, window)
 	r2, _ := svc2.Register(ctx, "apns", "m", "aa")
-	if err := svc2.Push(ctx, "m", r2.Secret, &push.Summary{HasLastMessageBody: true}); err != nil {
+	if err := svc2.Push(ctx, appserver.PushRequest{Node: "m", Secret: r2.Secret, Summary: &push.Summary{HasLastMessageBody: true}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := svc2.Push(ctx, "m", r2.Secret, &push.Summary{}); err != nil {
+	if err := svc2.Push(ctx, appserver.PushRequest{Node: "m", Secret: r2.Secret, Summary: &push.Summary{}}); err != nil {
 		t.Fatalf("silent push throttled by a high one: %v", err)
 	}
 }
@@ -284,7 +345,7 @@ func TestUnregister(t *testing.T) {
 	if err != nil || got.Secret != r.Secret {
 		t.Fatalf("unregister: %+v %v", got, err)
 	}
-	if err := svc.Push(ctx, "n", r.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("push after unregister: %v", err)
 	}
 }
@@ -305,3 +366,148 @@ func TestUnregisterToken(t *testing.T) {
 		t.Fatalf("registration newer than the timestamp removed")
 	}
 }
+
+// TestOnlyGoneIsNotFound: the adapters answer "cancel" (the user's server
+// stops pushing, ejabberd at once) only for ErrNotFound, so nothing but a
+// registration that is really gone may come back as ErrNotFound.
+func TestOnlyGoneIsNotFound(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		answer   error
+		wantGone bool
+	}{
+		{"token proven dead", &push.DeadTokenError{Since: time.Now().Add(time.Minute), Reason: "Unregistered"}, true},
+		{"dead before the device registered again", &push.DeadTokenError{Since: time.Now().Add(-time.Hour), Reason: "Unregistered"}, false},
+		{"service 503", &push.TemporaryError{Reason: "503 ServiceUnavailable"}, false},
+		{"service 429", &push.TemporaryError{Reason: "429 TooManyRequests", RetryAfter: time.Minute}, false},
+		{"app marked misconfigured", &push.TemporaryError{Reason: "app misconfigured"}, false},
+		{"retry budget spent", fmt.Errorf("retrying: %w", context.DeadlineExceeded), false},
+		{"unclassified rejection", errors.New("apns: 403 BadCertificate"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svc, _, b := newService(t, 0)
+			reg, _ := svc.Register(ctx, "fcm", "n", "tok")
+			b.set("tok", tt.answer)
+			err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret})
+			if gone := errors.Is(err, appserver.ErrNotFound); gone != tt.wantGone || err == nil {
+				t.Fatalf("Push = %v; gone %v, want %v", err, gone, tt.wantGone)
+			}
+			if !tt.wantGone && !errors.Is(err, appserver.ErrPushFailed) {
+				t.Fatalf("Push = %v, want ErrPushFailed", err)
+			}
+		})
+	}
+	t.Run("app no longer configured", func(t *testing.T) {
+		store := memory.New()
+		old, _ := appserver.New(store, []appserver.App{{Name: "gone", Backend: &scripted{}}}, appserver.Options{}, slog.New(slog.DiscardHandler))
+		reg, _ := old.Register(ctx, "gone", "n", "tok")
+		svc, _ := appserver.New(store, []appserver.App{{Name: "other", Backend: &scripted{}}}, appserver.Options{}, slog.New(slog.DiscardHandler))
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+			t.Fatalf("Push = %v, want ErrPushFailed (our configuration, not the device)", err)
+		}
+	})
+}
+
+func TestDrain(t *testing.T) {
+	ctx := context.Background()
+	svc, _, b := newService(t, 0)
+	reg, _ := svc.Register(ctx, "fcm", "n", "tok")
+	svc.Drain()
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret}); !errors.Is(err, appserver.ErrUnavailable) {
+		t.Fatalf("Push while draining = %v, want ErrUnavailable", err)
+	}
+	if n := len(b.Sent()); n != 0 {
+		t.Fatalf("%d pushes sent while draining", n)
+	}
+}
+
+// rejections records what the observer hears about rejected pushes.
+type rejections struct {
+	mu      sync.Mutex
+	reasons []appserver.RejectReason
+	apps    []string
+}
+
+func (r *rejections) Rejected(reason appserver.RejectReason) {
+	r.mu.Lock()
+	r.reasons = append(r.reasons, reason)
+	r.mu.Unlock()
+}
+
+func (r *rejections) Registered(string, bool)     {}
+func (r *rejections) Unregistered(string, string) {}
+
+func (r *rejections) Pushed(app string, o appserver.Outcome, _ time.Duration) {
+	r.mu.Lock()
+	r.apps = append(r.apps, app+"/"+string(o))
+	r.mu.Unlock()
+}
+
+func TestRejectionsLoggedAndCounted(t *testing.T) {
+	ctx := context.Background()
+	var logs strings.Builder
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clockMu sync.Mutex
+	obs := &rejections{}
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Backend: &scripted{answers: map[string]error{}}}},
+		appserver.Options{Observer: obs, Now: func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, _ := svc.Register(ctx, "fcm", "known", "tok-secret-token")
+	svc.Push(ctx, appserver.PushRequest{Node: "unknown", Secret: "s1"})
+	svc.Push(ctx, appserver.PushRequest{Node: "known", Secret: "wrong-secret-value"})
+	svc.RejectMalformed("m", "no secret")
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	for _, want := range []string{`msg="push rejected" node=unknown reason="unknown node"`, `node=known reason="wrong secret"`, `node=m reason="malformed: no secret"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{"wrong-secret-value", "s1", reg.Secret, "tok-secret-token"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log shows secret or token %q:\n%s", secret, out)
+		}
+	}
+	obs.mu.Lock()
+	if got := fmt.Sprint(obs.reasons); got != "[not_found not_found malformed]" {
+		t.Errorf("rejections counted %s", got)
+	}
+	// Nothing the metrics see tells a wrong secret from an unknown node.
+	if got := fmt.Sprint(obs.apps); got != "[/not_found /not_found]" {
+		t.Errorf("pushes observed as %s", got)
+	}
+	obs.mu.Unlock()
+
+	// A flood: a bounded number of lines per second, then one summary.
+	for range 1000 {
+		svc.Push(ctx, appserver.PushRequest{Node: "flood", Secret: "x"})
+	}
+	clockMu.Lock()
+	now = now.Add(time.Second)
+	clockMu.Unlock()
+	svc.Push(ctx, appserver.PushRequest{Node: "later", Secret: "x"})
+	logMu.Lock()
+	out = logs.String()
+	logMu.Unlock()
+	if n := strings.Count(out, "node=flood"); n > 10 {
+		t.Errorf("%d log lines for a flood of 1000 rejections in one second", n)
+	}
+	if !strings.Contains(out, `msg="push rejections not logged (rate limit)" count=`) || !strings.Contains(out, "node=later") {
+		t.Errorf("no summary line or no log after the flood:\n%s", out[len(out)-min(len(out), 600):])
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -18,6 +18,10 @@ var (
 	ErrNotFound = errors.New("node or secret not found")
 	// ErrThrottled: the push was refused by the rate limit.
 	ErrThrottled = errors.New("rate limit exceeded")
-	// ErrPushFailed: the push service did not accept the push.
+	// ErrPushFailed: the push service did not accept the push, for a
+	// reason that may pass (its outage, a retry budget spent, an app
+	// marked misconfigured, a registry error): try again later.
 	ErrPushFailed = errors.New("push failed")
+	// ErrUnavailable: the server is shutting down; try again later.
+	ErrUnavailable = errors.New("shutting down")
 )

@@ -63,6 +63,56 @@ func TestProsodyToAPNS(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(s.prosody.Log(), "item-not-found") })
 }
 
+// TestProsodyPriorityAuto: with priority auto, a chat message reaches the
+// APNS mock as an alert and a bare delivery receipt as a silent
+// background push, as mod_push_appserver sends them.
+func TestProsodyPriorityAuto(t *testing.T) {
+	mock, backend := apnsStack(t)
+	s := startStackWith(t, &recorder{}, backend)
+	token := strings.Repeat("feed", 16)
+	node, secret := s.registerHTTP(t, "alice-iphone", token)
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	alice.enablePush(s.prosody.ComponentJID, node, secret)
+	alice.close()
+	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
+	to := "alice@" + s.prosody.Domain
+
+	bob.sendReceipt(to, "msg-1")
+	waitFor(t, func() bool { return mock.Accepted() == 1 })
+	if r := mock.Requests()[0]; r.PushType != "background" || r.Priority != "5" {
+		t.Fatalf("receipt pushed as %s priority %s, want background 5", r.PushType, r.Priority)
+	}
+	bob.sendChat(to, "hello")
+	waitFor(t, func() bool { return mock.Accepted() == 2 })
+	if r := mock.Requests()[1]; r.PushType != "alert" || r.Priority != "10" {
+		t.Fatalf("chat message pushed as %s priority %s, want alert 10", r.PushType, r.Priority)
+	}
+}
+
+// apnsStack starts the APNS mock and a token-authenticated backend for it.
+func apnsStack(t *testing.T) (*apnsmock.Server, *apns.Backend) {
+	t.Helper()
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY1", TeamID: "TEAM1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+	backend, err := apns.New(apns.Options{
+		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
+		TokenKeyFile: keyFile, KeyID: "KEY1", TeamID: "TEAM1", Alert: "New message", MutableContent: true,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mock, backend
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

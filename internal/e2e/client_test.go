@@ -172,3 +172,24 @@ func (c *client) sendChat(to, body string) {
 		c.t.Fatalf("send message: %v", err)
 	}
 }
+
+type receipt struct {
+	stanza.Message
+	Received struct {
+		XMLName xml.Name `xml:"urn:xmpp:receipts received"`
+		ID      string   `xml:"id,attr"`
+	}
+}
+
+// sendReceipt sends a bare delivery receipt (XEP-0184): a message without
+// a body, which the user's server pushes as unimportant.
+func (c *client) sendReceipt(to, id string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m := receipt{Message: stanza.Message{ID: randomID(), To: jid.MustParse(to), Type: stanza.ChatMessage}}
+	m.Received.ID = id
+	if err := c.sess.Encode(ctx, m); err != nil {
+		c.t.Fatalf("send receipt: %v", err)
+	}
+}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
@@ -31,7 +30,7 @@ const maxSettingsNodes = 1000
 type Service interface {
 	Register(ctx context.Context, typ, node, token string) (registry.Registration, error)
 	Unregister(ctx context.Context, typ, node string) (registry.Registration, error)
-	Push(ctx context.Context, node, secret string, summary *push.Summary) error
+	Push(ctx context.Context, req appserver.PushRequest) error
 }
 
 // Registrations is what the debug settings pages read.
@@ -196,7 +195,8 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	node := f.Get("node")
-	err := a.Service.Push(r.Context(), node, f.Get("secret"), nil)
+	// No summary: priority auto makes this a silent push, as the seed does.
+	err := a.Service.Push(r.Context(), appserver.PushRequest{Node: node, Secret: f.Get("secret")})
 	switch {
 	case err == nil:
 		text(w, "OK\n"+node)
@@ -204,6 +204,8 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 		text(w, "ERROR\nNode or secret not found!")
 	case errors.Is(err, appserver.ErrThrottled):
 		text(w, "ERROR\nRate limit exceeded, try again later!")
+	case errors.Is(err, appserver.ErrUnavailable):
+		text(w, "ERROR\nShutting down, try again later!")
 	default:
 		text(w, "ERROR\nInternal server error!")
 	}

@@ -24,6 +24,7 @@ type Metrics struct {
 	pushes        *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	components    *prometheus.GaugeVec
+	rejections    *prometheus.CounterVec
 }
 
 var _ appserver.Observer = (*Metrics)(nil)
@@ -55,7 +56,14 @@ func New() *Metrics {
 			Help: "1 while the XMPP component connection for the JID is established.",
 		}, []string{"jid"}),
 	}
-	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components,
+	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "push_appserver_push_rejections_total",
+		Help: "Push requests refused before any push service was asked, by reason: not_found (unknown node or wrong secret, one reason on purpose) or malformed.",
+	}, []string{"reason"})
+	for _, r := range []appserver.RejectReason{appserver.RejectNotFound, appserver.RejectMalformed} {
+		m.rejections.WithLabelValues(string(r))
+	}
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -78,6 +86,11 @@ func (m *Metrics) Unregistered(app, reason string) {
 func (m *Metrics) Pushed(app string, o appserver.Outcome, d time.Duration) {
 	m.pushes.WithLabelValues(app, string(o)).Inc()
 	m.latency.WithLabelValues(app, string(o)).Observe(d.Seconds())
+}
+
+// Rejected counts a refused push request.
+func (m *Metrics) Rejected(r appserver.RejectReason) {
+	m.rejections.WithLabelValues(string(r)).Inc()
 }
 
 // ComponentState records whether the component connection for jid is up.

@@ -23,9 +23,9 @@ const (
 	PrioritySilent Priority = "silent"
 	// PriorityVoIP is an APNS VoIP push (PushKit).
 	PriorityVoIP Priority = "voip"
-	// PriorityAuto is High when the summary carries a message body and
-	// Silent otherwise, the same split as the user's XMPP server's
-	// "important" flag.
+	// PriorityAuto is High when the user's XMPP server marked the push as
+	// important (a message body in the summary, or an explicit priority
+	// marker) and Silent otherwise, as mod_push_appserver does.
 	PriorityAuto Priority = "auto"
 )
 
@@ -38,13 +38,13 @@ func ParsePriority(s string) (Priority, error) {
 	return "", fmt.Errorf("unknown priority %q (want high, silent, voip or auto)", s)
 }
 
-// Resolve turns PriorityAuto into High or Silent for the given summary. A nil
-// summary (a push through the HTTP API) is treated as important.
-func (p Priority) Resolve(s *Summary) Priority {
+// Resolve turns PriorityAuto into High when the push is important and into
+// Silent otherwise; other priorities stay as configured.
+func (p Priority) Resolve(important bool) Priority {
 	if p != PriorityAuto {
 		return p
 	}
-	if s == nil || s.HasLastMessageBody {
+	if important {
 		return PriorityHigh
 	}
 	return PrioritySilent

@@ -35,7 +35,9 @@ import (
 
 // Pusher is what the component needs from the core besides registration.
 type Pusher interface {
-	Push(ctx context.Context, node, secret string, summary *push.Summary) error
+	Push(ctx context.Context, req appserver.PushRequest) error
+	// RejectMalformed records a publish that is not a push request.
+	RejectMalformed(node, why string)
 }
 
 // Service is the core as the component uses it.
@@ -246,24 +248,43 @@ func (c *Conn) session(ctx context.Context) error {
 	c.logger.Info("component connected", "addr", c.opts.Addr)
 
 	w := newWriter(raw)
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
+	work := newTracker()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() {
-		<-sctx.Done()
-		// Unblock the reader; pushes in flight still finish and answer.
+	// The flusher outlives the reader: answers of a drain still go out.
+	fctx, stopFlush := context.WithCancel(context.Background())
+	defer stopFlush()
+	wg.Go(func() { w.flushLoop(fctx) })
+	kctx, stopKeepAlive := context.WithCancel(ctx)
+	defer stopKeepAlive()
+	wg.Go(func() { c.keepAlive(kctx, w) })
+	readDone := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		select {
+		case <-ctx.Done():
+		case <-readDone:
+		}
+		// Pushes under way finish and answer; then the reader stops.
+		work.drain()
+		<-work.idle
 		raw.SetReadDeadline(time.Now())
-	})
-	wg.Go(func() { c.keepAlive(sctx, w) })
-	wg.Go(func() { w.flushLoop(sctx) })
+	}()
 
 	r := sess.TokenReader()
 	defer r.Close()
-	err = c.read(sctx, xml.NewTokenDecoder(r), lr, w)
-	stop()
+	err = c.read(ctx, xml.NewTokenDecoder(r), lr, w, work)
+	if ctx.Err() == nil {
+		// Broken stream: say so now, not after the pushes under way.
+		c.setConnected(false)
+	}
+	close(readDone)
+	<-drained
+	stopKeepAlive()
+	stopFlush()
 	wg.Wait()
-	w.flush() // replies of pushes that finished while we stopped
+	w.flush() // answers of pushes that finished while we stopped
 	if ctx.Err() != nil {
 		w.write([]byte(`</stream:stream>`))
 		w.flush()
@@ -274,7 +295,9 @@ func (c *Conn) session(ctx context.Context) error {
 }
 
 func (c *Conn) setConnected(v bool) {
-	c.connected.Store(v)
+	if c.connected.Swap(v) == v {
+		return
+	}
 	if c.opts.OnState != nil {
 		c.opts.OnState(v)
 	}
@@ -298,11 +321,11 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 }
 
 // read decodes top-level stanzas until the stream ends and dispatches the
-// IQs, at most MaxInFlight at once.
-func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *writer) error {
+// IQs, at most MaxInFlight at once. Once ctx is done it drains: IQs still
+// arriving are answered "wait" at once, and reading stops when the pushes
+// that were under way have answered.
+func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
 	for {
 		lr.n.Store(0)
 		tok, err := d.Token()
@@ -340,68 +363,186 @@ func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *wri
 		if q.Type != "get" && q.Type != "set" {
 			continue // results and errors addressed to us need no answer
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
+		if q.ID == "" {
+			// An answer must carry the request's id; without one the
+			// sender could not match it to anything.
+			c.reply(w, func(b *bytes.Buffer) { errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, "IQ without id")) })
+			continue
 		}
-		inflight.Go(func() {
-			defer func() { <-sem }()
+		acquired := false
+		if ctx.Err() == nil {
+			select {
+			case sem <- struct{}{}:
+				acquired = true
+			case <-ctx.Done():
+			}
+		}
+		if !acquired || !work.start() {
+			if acquired {
+				<-sem
+			}
+			c.reply(w, func(b *bytes.Buffer) {
+				errorIQ(b, q, stanzaErr(stanza.Wait, stanza.ServiceUnavailable, "Shutting down, try again later"))
+			})
+			continue
+		}
+		go func() {
+			defer work.done()
 			// Not ctx: a push under way when we shut down still completes
 			// (the core bounds it) and gets its answer.
-			c.handle(context.WithoutCancel(ctx), q, w)
-		})
+			hctx, release := withSlot(context.WithoutCancel(ctx), sem)
+			defer release()
+			c.handle(hctx, q, w)
+		}()
 	}
 }
 
-// handle answers one IQ.
-func (c *Conn) handle(ctx context.Context, q *iq, w *writer) {
+// withSlot lets the handler's push hand its in-flight slot back while it
+// only waits on a timer (a throttle window, a retry's backoff), so that
+// such pushes never hold up fresh ones. release frees the slot if held.
+func withSlot(ctx context.Context, sem chan struct{}) (context.Context, func()) {
+	var held atomic.Bool
+	held.Store(true)
+	release := func() {
+		if held.CompareAndSwap(true, false) {
+			<-sem
+		}
+	}
+	return push.WithWaiting(ctx, push.Waiting{
+		Pause: release,
+		Resume: func(ctx context.Context) error {
+			select {
+			case sem <- struct{}{}:
+				held.Store(true)
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	}), release
+}
+
+// tracker counts the IQs being handled, and tells when the last one is
+// done once draining began.
+type tracker struct {
+	mu       sync.Mutex
+	n        int
+	draining bool
+	idle     chan struct{}
+}
+
+func newTracker() *tracker { return &tracker{idle: make(chan struct{})} }
+
+// start counts one more handler unless draining began.
+func (t *tracker) start() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.draining {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.draining && t.n == 0 {
+		close(t.idle)
+	}
+}
+
+// drain refuses new handlers; idle closes when the running ones are done.
+func (t *tracker) drain() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.draining {
+		return
+	}
+	t.draining = true
+	if t.n == 0 {
+		close(t.idle)
+	}
+}
+
+// reply renders an answer with render and queues it.
+func (c *Conn) reply(w *writer, render func(*bytes.Buffer)) {
 	b := bufPool.Get().(*bytes.Buffer)
 	b.Reset()
 	defer bufPool.Put(b)
-	switch {
-	case q.Type == "set" && q.PubSub != nil:
-		c.handlePush(ctx, q, b)
-	case q.Type == "set" && q.Command != nil:
-		resp, err := c.cmds.Execute(ctx, q.From, c.opts.JID, q.Command)
-		if err != nil {
-			var se stanza.Error
-			if !errors.As(err, &se) {
-				se = stanzaErr(stanza.Wait, stanza.InternalServerError, "")
-			}
-			errorIQ(b, q, se)
-		} else if err := payloadIQ(b, q, resp); err != nil {
-			b.Reset()
-			errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, ""))
-		}
-	case q.Type == "get" && q.Info != nil:
-		payloadIQ(b, q, c.discoInfo(q.Info.Node))
-	case q.Type == "get" && q.Items != nil:
-		payloadIQ(b, q, c.discoItems(q.Items.Node))
-	default:
-		errorIQ(b, q, stanzaErr(stanza.Cancel, stanza.ServiceUnavailable, ""))
-	}
+	render(b)
 	if err := w.write(b.Bytes()); err != nil {
 		c.logger.Debug("writing reply", "err", err)
 	}
 }
 
+// handle answers one IQ.
+func (c *Conn) handle(ctx context.Context, q *iq, w *writer) {
+	c.reply(w, func(b *bytes.Buffer) {
+		switch {
+		case q.Type == "set" && q.PubSub != nil:
+			c.handlePush(ctx, q, b)
+		case q.Type == "set" && q.Command != nil:
+			resp, err := c.cmds.Execute(ctx, q.From, c.opts.JID, q.Command)
+			if err != nil {
+				var se stanza.Error
+				if !errors.As(err, &se) {
+					se = stanzaErr(stanza.Wait, stanza.InternalServerError, "")
+				}
+				errorIQ(b, q, se)
+			} else if err := payloadIQ(b, q, resp); err != nil {
+				b.Reset()
+				errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, ""))
+			}
+		case q.Type == "get" && q.Info != nil:
+			payloadIQ(b, q, c.discoInfo(q.Info.Node))
+		case q.Type == "get" && q.Items != nil:
+			payloadIQ(b, q, c.discoItems(q.Items.Node))
+		default:
+			errorIQ(b, q, stanzaErr(stanza.Cancel, stanza.ServiceUnavailable, ""))
+		}
+	})
+}
+
+// handlePush answers a publish. Only an answer that the registration is
+// gone is of type cancel: ejabberd drops the user's push session on the
+// first error of any other type than wait, and Prosody counts them towards
+// disabling push. Everything that may pass is wait.
 func (c *Conn) handlePush(ctx context.Context, q *iq, b *bytes.Buffer) {
 	req, err := xep0357.Parse(q.PubSub)
 	if err != nil {
+		node := ""
+		if q.PubSub.Publish != nil {
+			node = q.PubSub.Publish.Node
+		}
+		c.svc.RejectMalformed(node, err.Error())
 		errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, err.Error()))
 		return
 	}
-	err = c.svc.Push(ctx, req.Node, req.Secret, req.Summary)
+	err = c.svc.Push(ctx, appserver.PushRequest{Node: req.Node, Secret: req.Secret, Summary: req.Summary, MarkedHigh: req.MarkedHigh})
+	errorType, cond, text := pushAnswer(err)
+	if errorType == "" {
+		resultIQ(b, q)
+		return
+	}
+	errorIQ(b, q, stanzaErr(errorType, cond, text))
+}
+
+// pushAnswer maps the core's answer to a push onto the IQ error to send;
+// an empty type means success.
+func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	switch {
 	case err == nil:
-		resultIQ(b, q)
+		return "", "", ""
 	case errors.Is(err, appserver.ErrNotFound):
-		errorIQ(b, q, stanzaErr(stanza.Cancel, stanza.ItemNotFound, "Unknown push node/secret"))
+		return stanza.Cancel, stanza.ItemNotFound, "Unknown push node/secret"
 	case errors.Is(err, appserver.ErrThrottled):
-		errorIQ(b, q, stanzaErr(stanza.Wait, stanza.ResourceConstraint, "Rate limit exceeded"))
+		return stanza.Wait, stanza.ResourceConstraint, "Rate limit exceeded"
+	case errors.Is(err, appserver.ErrUnavailable):
+		return stanza.Wait, stanza.ServiceUnavailable, "Shutting down, try again later"
 	default:
-		errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, "Push service failure"))
+		return stanza.Wait, stanza.InternalServerError, "Push service failure"
 	}
 }
 

@@ -143,10 +143,25 @@ type blocking struct {
 	mu      sync.Mutex
 	sent    []push.Notification
 	fail    map[string]error
+	waiting int        // pushes to "slow" that reached Send
+	changed *sync.Cond // on mu
+}
+
+// waitSlow waits until a push to token "slow" is inside Send.
+func waitSlow(b *blocking) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.waiting == 0 {
+		b.changed.Wait()
+	}
 }
 
 func (b *blocking) Send(ctx context.Context, n push.Notification) error {
 	if n.Token == "slow" {
+		b.mu.Lock()
+		b.waiting++
+		b.mu.Unlock()
+		b.changed.Broadcast()
 		<-b.release
 	}
 	b.mu.Lock()
@@ -170,6 +185,7 @@ func newFixture(t *testing.T, rate time.Duration, compSecret string) *fixture {
 	b := &blocking{release: make(chan struct{}), fail: map[string]error{
 		"broken": &push.TemporaryError{Reason: "503"},
 	}}
+	b.changed = sync.NewCond(&b.mu)
 	svc, err := appserver.New(memory.New(), []appserver.App{
 		{Name: "apns", Priority: push.PriorityAuto, Backend: b},
 		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
@@ -215,9 +231,14 @@ func TestPushReplies(t *testing.T) {
 	ok, _ := f.svc.Register(ctx, "apns", "ok", "tok")
 	broken, _ := f.svc.Register(ctx, "apns", "broken", "broken")
 	throttled, _ := f.svc.Register(ctx, "fcm", "throttled", "tok3")
-	f.svc.Push(ctx, "throttled", throttled.Secret, nil) // uses the window
-	go f.svc.Push(ctx, "throttled", throttled.Secret, nil)
-	time.Sleep(50 * time.Millisecond) // the second now waits for the next window
+	req := appserver.PushRequest{Node: "throttled", Secret: throttled.Secret}
+	f.svc.Push(ctx, req) // uses the window
+	waiting := make(chan struct{})
+	go f.svc.Push(push.WithWaiting(ctx, push.Waiting{
+		Pause:  func() { close(waiting) },
+		Resume: func(context.Context) error { return nil },
+	}), req)
+	<-waiting // the second now waits for the next window
 
 	tests := []struct {
 		name, stanza, wantType, wantInner string
@@ -417,6 +438,45 @@ func TestShutdownClosesStream(t *testing.T) {
 		}
 		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
 			return
+		}
+	}
+}
+
+// TestDrainAnswersWait: publishes that arrive while the component shuts
+// down are answered wait (the user's server keeps the registration), the
+// push under way still gets its result, then the stream closes.
+func TestDrainAnswersWait(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	ctx := context.Background()
+	slow, _ := f.svc.Register(ctx, "apns", "slow", "slow")
+	ok, _ := f.svc.Register(ctx, "apns", "ok", "tok")
+	st.send(t, publish("under-way", "slow", slow.Secret, true))
+	waitSlow(f.backend) // the push reached the backend
+	f.cancel()
+	st.send(t, publish("late", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "late" || !strings.HasPrefix(r.Inner, "<error type='wait'><service-unavailable") {
+		t.Fatalf("publish while draining answered %+v", r)
+	}
+	f.backend.release <- struct{}{}
+	if r := st.next(t); r.ID != "under-way" || r.Type != "result" {
+		t.Fatalf("push under way answered %+v", r)
+	}
+	st.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		tok, err := st.dec.Token()
+		if err != nil {
+			t.Fatalf("stream not closed after the drain: %v", err)
+		}
+		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
+			break
+		}
+	}
+	f.backend.mu.Lock()
+	defer f.backend.mu.Unlock()
+	for _, n := range f.backend.sent {
+		if n.Node == "ok" {
+			t.Fatal("publish that arrived while draining was pushed")
 		}
 	}
 }

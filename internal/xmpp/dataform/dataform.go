@@ -38,6 +38,20 @@ func (f *Form) Value(v string) (string, bool) {
 	return "", false
 }
 
+// Values returns all values of the field named v, nil when it has none or
+// is absent.
+func (f *Form) Values(v string) []string {
+	if f == nil {
+		return nil
+	}
+	for _, fl := range f.Fields {
+		if fl.Var == v {
+			return fl.Values
+		}
+	}
+	return nil
+}
+
 // FormType returns the value of the hidden FORM_TYPE field, or "".
 func (f *Form) FormType() string {
 	v, _ := f.Value("FORM_TYPE")

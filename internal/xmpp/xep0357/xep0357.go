@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
@@ -15,8 +16,11 @@ import (
 
 // Namespaces of a push publish.
 const (
-	NS           = "urn:xmpp:push:0"
-	NSPubSub     = "http://jabber.org/protocol/pubsub"
+	NS       = "urn:xmpp:push:0"
+	NSPubSub = "http://jabber.org/protocol/pubsub"
+	// NSPriority marks a push the user should see (Tigase; Prosody's
+	// mod_cloud_notify_priority_tag).
+	NSPriority   = "tigase:push:priority:0"
 	FormSummary  = "urn:xmpp:push:summary"
 	FormPublish  = "http://jabber.org/protocol/pubsub#publish-options"
 	maxFieldSize = 4096
@@ -40,9 +44,11 @@ type Item struct {
 	Notification *Notification `xml:"urn:xmpp:push:0 notification"`
 }
 
-// Notification carries the summary form.
+// Notification carries the summary form and, from some servers, a
+// priority marker.
 type Notification struct {
-	Form *dataform.Form `xml:"jabber:x:data x"`
+	Form     *dataform.Form `xml:"jabber:x:data x"`
+	Priority *string        `xml:"tigase:push:priority:0 priority"`
 }
 
 // PublishOptions carries the secret the client enabled push with.
@@ -50,12 +56,16 @@ type PublishOptions struct {
 	Form *dataform.Form `xml:"jabber:x:data x"`
 }
 
-// Request is what a push publish asks for.
+// Request is what a push publish asks for. Dialects that carry more (an
+// encrypted payload, tokens in publish-options) add their fields here.
 type Request struct {
 	Node   string
 	Secret string
 	// Summary is nil when the publish carried no summary form.
 	Summary *push.Summary
+	// MarkedHigh: the notification carried
+	// <priority xmlns='tigase:push:priority:0'>high</priority>.
+	MarkedHigh bool
 }
 
 // ErrMalformed is wrapped by every parse error: the publish cannot be a
@@ -88,9 +98,15 @@ func Parse(ps *PubSub) (Request, error) {
 	}
 	r.Secret = secret
 	for _, it := range ps.Publish.Items {
-		if it.Notification != nil && it.Notification.Form != nil {
-			r.Summary = summary(it.Notification.Form)
-			break
+		n := it.Notification
+		if n == nil {
+			continue
+		}
+		if n.Form != nil && r.Summary == nil {
+			r.Summary = summary(n.Form)
+		}
+		if n.Priority != nil && strings.TrimSpace(*n.Priority) == "high" {
+			r.MarkedHigh = true
 		}
 	}
 	return r, nil
@@ -105,7 +121,12 @@ func summary(f *dataform.Form) *push.Summary {
 		s.PendingSubscriptionCount, _ = strconv.Atoi(v)
 	}
 	s.LastMessageSender, _ = f.Value("last-message-sender")
-	s.LastMessageBody, s.HasLastMessageBody = f.Value("last-message-body")
+	// Prosody lists every summary field, with no <value/> for an
+	// unimportant stanza; a value, even an empty one, marks an important
+	// one.
+	if v := f.Values("last-message-body"); len(v) > 0 {
+		s.LastMessageBody, s.HasLastMessageBody = v[0], true
+	}
 	s.LastMessageSender = push.Truncate(s.LastMessageSender, maxFieldSize)
 	s.LastMessageBody = push.Truncate(s.LastMessageBody, maxFieldSize)
 	return s

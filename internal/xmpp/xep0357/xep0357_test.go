@@ -54,12 +54,32 @@ func TestParse(t *testing.T) {
 	noSummary = noSummary[:strings.Index(noSummary, "<x xmlns='jabber:x:data' type='submit'>")] + noSummary[strings.Index(noSummary, "</x>")+4:]
 	extra := strings.Replace(prosodyPublish, "<field var='message-count'>", "<field var='x-unknown'><value>?</value></field><field var='pending-subscription-count'><value>2</value></field><field var='message-count'>", 1)
 
+	bodyField := "<field var='last-message-body'><value>New Message!</value></field>"
+	// Prosody lists every field of its summary form; an unimportant stanza
+	// has the body field without a value.
+	prosodyUnimportant := strings.Replace(prosodyPublish, bodyField, "<field var='last-message-body' type='text-single'/>", 1)
+	emptyBody := strings.Replace(prosodyPublish, bodyField, "<field var='last-message-body'><value/></field>", 1)
+	marker := func(stanza, prio string) string {
+		return strings.Replace(stanza, "<notification xmlns='urn:xmpp:push:0'>", "<notification xmlns='urn:xmpp:push:0'><priority xmlns='tigase:push:priority:0'>"+prio+"</priority>", 1)
+	}
+	sender := "juliet@example.org/phone"
+
 	tests := []struct {
 		name    string
 		stanza  string
 		want    xep0357.Request
 		wantErr bool
 	}{
+		{"prosody unimportant, body field without value", prosodyUnimportant, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
+			MessageCount: 1, LastMessageSender: sender}}, false},
+		{"empty body value", emptyBody, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
+			MessageCount: 1, LastMessageSender: sender, HasLastMessageBody: true}}, false},
+		{"priority marker high", marker(unimportant, "high"), xep0357.Request{Node: "NODE", Secret: "SECRET", MarkedHigh: true, Summary: &push.Summary{
+			MessageCount: 1, LastMessageSender: sender}}, false},
+		{"priority marker high without summary", marker(noSummary, " high "), xep0357.Request{Node: "NODE", Secret: "SECRET", MarkedHigh: true}, false},
+		{"priority marker other", marker(unimportant, "low"), xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
+			MessageCount: 1, LastMessageSender: sender}}, false},
+		{"priority in another namespace", strings.Replace(marker(noSummary, "high"), "tigase:push:priority:0", "urn:example", 1), xep0357.Request{Node: "NODE", Secret: "SECRET"}, false},
 		{"prosody important", prosodyPublish, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
 			MessageCount: 1, LastMessageSender: "juliet@example.org/phone", LastMessageBody: "New Message!", HasLastMessageBody: true}}, false},
 		{"prosody unimportant", unimportant, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
@@ -92,7 +112,7 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Node != tt.want.Node || got.Secret != tt.want.Secret || (got.Summary == nil) != (tt.want.Summary == nil) ||
+			if got.Node != tt.want.Node || got.Secret != tt.want.Secret || got.MarkedHigh != tt.want.MarkedHigh || (got.Summary == nil) != (tt.want.Summary == nil) ||
 				(got.Summary != nil && *got.Summary != *tt.want.Summary) {
 				t.Fatalf("got %+v %+v, want %+v %+v", got, got.Summary, tt.want, tt.want.Summary)
 			}

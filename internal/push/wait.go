@@ -1,0 +1,50 @@
+package push
+
+import (
+	"context"
+	"time"
+)
+
+// Waiting is how a caller that bounds concurrent pushes (the XMPP
+// component's in-flight slots) learns that a push only waits on a timer: a
+// throttle window or a retry's backoff. Pause gives the push's slot back;
+// Resume takes one again before the push does work; it fails only when ctx
+// ends first, and the push then ends without one.
+type Waiting struct {
+	Pause  func()
+	Resume func(ctx context.Context) error
+}
+
+type waitingKey struct{}
+
+// WithWaiting returns ctx carrying w, for Wait to call.
+func WithWaiting(ctx context.Context, w Waiting) context.Context {
+	return context.WithValue(ctx, waitingKey{}, w)
+}
+
+// Wait sleeps for d unless ctx ends first, without holding the caller's
+// concurrency slot meanwhile (see Waiting). Backends wait between retries
+// with it, so that pushes waiting to retry do not hold up fresh ones.
+func Wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	w, hooked := ctx.Value(waitingKey{}).(Waiting)
+	if hooked {
+		w.Pause()
+	}
+	t := time.NewTimer(d)
+	var err error
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+		err = ctx.Err()
+	}
+	if hooked {
+		if rerr := w.Resume(ctx); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
