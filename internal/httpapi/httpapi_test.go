@@ -137,7 +137,8 @@ func TestRegisterPushUnregister(t *testing.T) {
 		t.Fatalf("push: %d %q", code, body)
 	}
 	sent := f.sent.Sent()
-	if len(sent) != 1 || sent[0].Token != "cd34" || sent[0].Priority != push.PriorityHigh || sent[0].Node != "n1" {
+	// No summary over HTTP: priority auto makes it a silent push.
+	if len(sent) != 1 || sent[0].Token != "cd34" || sent[0].Priority != push.PrioritySilent || sent[0].Node != "n1" {
 		t.Fatalf("backend got %+v", sent)
 	}
 
@@ -297,6 +298,7 @@ func TestMetrics(t *testing.T) {
 	secret := strings.Split(body, "\n")[2]
 	f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret)
 	f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret=wrong")
+	f.do(t, "POST", "/push_appserver/v1/push", "node=unknown&secret=wrong")
 	code, body, _ := f.do(t, "GET", "/metrics", "")
 	if code != 200 {
 		t.Fatalf("metrics status %d", code)
@@ -304,12 +306,18 @@ func TestMetrics(t *testing.T) {
 	for _, w := range []string{
 		`push_appserver_registrations_total{app="fcm",renewed="false"} 1`,
 		`push_appserver_pushes_total{app="fcm",outcome="success"} 1`,
-		`push_appserver_pushes_total{app="fcm",outcome="not_found"} 1`,
+		// A wrong secret and an unknown node look the same from outside.
+		`push_appserver_pushes_total{app="",outcome="not_found"} 2`,
+		`push_appserver_push_rejections_total{reason="not_found"} 2`,
+		`push_appserver_push_rejections_total{reason="malformed"} 0`,
 		`push_appserver_push_duration_seconds_bucket{app="fcm",outcome="success",le="+Inf"} 1`,
 	} {
 		if !strings.Contains(body, w) {
 			t.Errorf("metrics lack %q", w)
 		}
+	}
+	if strings.Contains(body, `app="fcm",outcome="not_found"`) {
+		t.Error("metrics name the app of a node pushed to with a wrong secret")
 	}
 }
 
