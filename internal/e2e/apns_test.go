@@ -20,24 +20,7 @@ import (
 // Then the mock declares the token dead, and the next push removes the
 // registration and answers item-not-found.
 func TestProsodyToAPNS(t *testing.T) {
-	p8, pub, err := apnsmock.TokenKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "key.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY1", TeamID: "TEAM1", Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mock.Close()
-	backend, err := apns.New(apns.Options{
-		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
-		TokenKeyFile: keyFile, KeyID: "KEY1", TeamID: "TEAM1", Alert: "New message", MutableContent: true,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	mock, backend := apnsStack(t)
 	s := startStackWith(t, &recorder{}, backend)
 	token := strings.Repeat("c0ffee", 10) + "abcd"
 	node, secret := s.registerHTTP(t, "alice-iphone", token)

@@ -109,6 +109,21 @@ func (st *stream) send(t *testing.T, s string) {
 	}
 }
 
+// waitClosed reads until the component closes its stream.
+func (st *stream) waitClosed(t *testing.T) {
+	t.Helper()
+	st.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		tok, err := st.dec.Token()
+		if err != nil {
+			t.Fatalf("stream not closed cleanly: %v", err)
+		}
+		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
+			return
+		}
+	}
+}
+
 type reply struct {
 	XMLName xml.Name
 	ID      string `xml:"id,attr"`
@@ -430,16 +445,7 @@ func TestShutdownClosesStream(t *testing.T) {
 	f := newFixture(t, 0, secret)
 	st := f.srv.accept(t)
 	f.cancel()
-	st.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		tok, err := st.dec.Token()
-		if err != nil {
-			t.Fatalf("stream not closed cleanly: %v", err)
-		}
-		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
-			return
-		}
-	}
+	st.waitClosed(t)
 }
 
 // TestDrainAnswersWait: publishes that arrive while the component shuts
@@ -462,16 +468,7 @@ func TestDrainAnswersWait(t *testing.T) {
 	if r := st.next(t); r.ID != "under-way" || r.Type != "result" {
 		t.Fatalf("push under way answered %+v", r)
 	}
-	st.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		tok, err := st.dec.Token()
-		if err != nil {
-			t.Fatalf("stream not closed after the drain: %v", err)
-		}
-		if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
-			break
-		}
-	}
+	st.waitClosed(t)
 	f.backend.mu.Lock()
 	defer f.backend.mu.Unlock()
 	for _, n := range f.backend.sent {
