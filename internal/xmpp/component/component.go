@@ -381,9 +381,9 @@ func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *wri
 			if acquired {
 				<-sem
 			}
-			c.reply(w, func(b *bytes.Buffer) {
-				errorIQ(b, q, stanzaErr(stanza.Wait, stanza.ServiceUnavailable, "Shutting down, try again later"))
-			})
+			// Draining: the same answer the core gives a push now.
+			typ, cond, text := pushAnswer(appserver.ErrUnavailable)
+			c.reply(w, func(b *bytes.Buffer) { errorIQ(b, q, stanzaErr(typ, cond, text)) })
 			continue
 		}
 		go func() {
