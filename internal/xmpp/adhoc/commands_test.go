@@ -124,7 +124,7 @@ func TestConcurrentRegisterPushFCM(t *testing.T) {
 	got := 0
 	for a := range answers {
 		got++
-		if err := svc.Push(ctx, a.node, a.secret, nil); err != nil {
+		if err := svc.Push(ctx, appserver.PushRequest{Node: a.node, Secret: a.secret}); err != nil {
 			t.Errorf("answered pair %s/%s does not work: %v", a.node, a.secret, err)
 		}
 	}
