@@ -91,7 +91,8 @@ listen = %q
 		}
 	}
 	reqs := apnsMock.Requests()
-	if len(reqs) != 2 || reqs[0].PushType != "alert" || reqs[1].PushType != "voip" || reqs[1].Topic != "im.example.app.voip" {
+	// An HTTP push carries no summary: priority auto sends it silent.
+	if len(reqs) != 2 || reqs[0].PushType != "background" || reqs[1].PushType != "voip" || reqs[1].Topic != "im.example.app.voip" {
 		t.Fatalf("APNS got %+v", reqs)
 	}
 	s.stop(t)
