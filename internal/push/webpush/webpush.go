@@ -187,8 +187,6 @@ func urgency(p push.Priority) string {
 
 // Send delivers n, retrying transient failures until the push deadline.
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.PushDeadline)
-	defer cancel()
 	sub, err := ParseSubscription(n.Token)
 	if err != nil {
 		return fmt.Errorf("webpush: stored subscription: %w", err)
@@ -202,7 +200,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	}
 	origin := sub.Endpoint.Scheme + "://" + sub.Endpoint.Host
 	refreshed := false
-	return retryTransient(ctx, func() error {
+	return push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		status, retryAfter, err := b.post(ctx, sub, origin, body, n.Priority)
 		switch {
 		case err != nil:

@@ -17,15 +17,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,6 +29,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
 
 // Message is one push as the mock saw it.
@@ -63,18 +58,16 @@ type Server struct {
 	Port  int
 	CADir string // directory with the mock's CA certificate, for a ca_path option
 
-	srv *httptest.Server
+	srv    *mockhttp.Server
+	faults mockhttp.Faults[Fault]
 
 	mu       sync.Mutex
 	subs     map[string]*subscription
 	messages []Message
-	byID     map[string][]Fault
-	next     []Fault
 	accepted int
 	// oversize receives how many bytes of an oversized answer body the
 	// client took before it hung up.
 	oversize chan int64
-	conns       int
 }
 
 type subscription struct {
@@ -85,41 +78,21 @@ type subscription struct {
 
 // New starts a mock.
 func New() (*Server, error) {
-	s := &Server{subs: map[string]*subscription{}, byID: map[string][]Fault{}, oversize: make(chan int64, 16)}
+	s := &Server{subs: map[string]*subscription{}, oversize: make(chan int64, 16)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /push/{id}", s.push)
-	s.srv = httptest.NewUnstartedServer(mux)
-	s.srv.EnableHTTP2 = true
-	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			s.mu.Lock()
-			s.conns++
-			s.mu.Unlock()
-		}
+	srv, err := mockhttp.Start("webpushmock", mux, nil)
+	if err != nil {
+		return nil, err
 	}
-	s.srv.StartTLS()
-	s.URL = s.srv.URL
+	s.srv, s.URL, s.CADir = srv, srv.URL, srv.CADir
 	_, port, _ := strings.Cut(strings.TrimPrefix(s.URL, "https://"), ":")
 	s.Port, _ = strconv.Atoi(port)
-	dir, err := os.MkdirTemp("", "webpushmock-ca")
-	if err != nil {
-		s.srv.Close()
-		return nil, err
-	}
-	s.CADir = dir
-	if err := os.WriteFile(filepath.Join(dir, "webpushmock.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw}), 0o644); err != nil {
-		s.Close()
-		return nil, err
-	}
 	return s, nil
 }
 
 // Close stops the mock.
-func (s *Server) Close() {
-	s.srv.Close()
-	os.RemoveAll(s.CADir)
-}
+func (s *Server) Close() { s.srv.Close() }
 
 // Subscription is what a browser gets from PushManager.subscribe.
 type Subscription struct {
@@ -169,18 +142,10 @@ func (s *Server) Unsubscribe(id string) {
 }
 
 // Fail makes the next pushes to subscription id fail, one fault each.
-func (s *Server) Fail(id string, faults ...Fault) {
-	s.mu.Lock()
-	s.byID[id] = append(s.byID[id], faults...)
-	s.mu.Unlock()
-}
+func (s *Server) Fail(id string, faults ...Fault) { s.faults.ForToken(id, faults...) }
 
 // FailNext makes the next pushes fail, whatever their subscription.
-func (s *Server) FailNext(faults ...Fault) {
-	s.mu.Lock()
-	s.next = append(s.next, faults...)
-	s.mu.Unlock()
-}
+func (s *Server) FailNext(faults ...Fault) { s.faults.Next(faults...) }
 
 // Messages returns every push received.
 func (s *Server) Messages() []Message {
@@ -197,11 +162,7 @@ func (s *Server) Accepted() int {
 }
 
 // Connections returns how many TCP connections clients opened.
-func (s *Server) Connections() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns
-}
+func (s *Server) Connections() int { return s.srv.Connections() }
 
 // OversizeWritten waits until the mock has finished writing an oversized
 // answer body (the client closed the stream, or all was read) and returns
@@ -268,7 +229,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.Plaintext = plain
-	if f, ok := s.nextFault(id); ok {
+	if f, ok := s.faults.Take(id); ok {
 		s.fault(w, m, f)
 		return
 	}
@@ -351,21 +312,6 @@ func checkHeaders(h http.Header) string {
 		return fmt.Sprintf("Content-Encoding must be exactly aes128gcm, got %q", ce)
 	}
 	return ""
-}
-
-func (s *Server) nextFault(id string) (Fault, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if fs := s.byID[id]; len(fs) > 0 {
-		s.byID[id] = fs[1:]
-		return fs[0], true
-	}
-	if len(s.next) > 0 {
-		f := s.next[0]
-		s.next = s.next[1:]
-		return f, true
-	}
-	return Fault{}, false
 }
 
 func (s *Server) record(m Message) {
