@@ -6,6 +6,7 @@
 //
 //	push-appserver serve [-config file] [-pprof addr]
 //	push-appserver check-config [-config file]
+//	push-appserver vapid-keygen -out file
 //	push-appserver version
 package main
 
@@ -20,6 +21,7 @@ import (
 	"syscall"
 
 	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -44,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args); err != nil {
 			return 2
 		}
+	case "vapid-keygen":
+		return vapidKeygen(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "push-appserver", versionString())
 		return 0
@@ -92,12 +96,36 @@ func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// vapidKeygen writes a VAPID key for a webpush app and prints the public
+// key web clients pass to PushManager.subscribe.
+func vapidKeygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("vapid-keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "write the private key to this `file` (PEM, mode 0600; must not exist)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *out == "" || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "usage: push-appserver vapid-keygen -out FILE")
+		return 2
+	}
+	pub, err := webpush.GenerateVAPIDKey(*out)
+	if err != nil {
+		fmt.Fprintf(stderr, "push-appserver: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "wrote %s; set vapid_key_file to it. Public key (applicationServerKey for web clients):\n", *out)
+	fmt.Fprintln(stdout, pub)
+	return 0
+}
+
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: push-appserver <command> [-config file]
 
 commands:
   serve          run the app server
   check-config   validate the configuration and print every problem
+  vapid-keygen   -out FILE: write a VAPID key for webpush apps, print its public key
   version        print the version
 `)
 }

@@ -13,11 +13,12 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
-// newBackend builds the push backend for an app of kind apns or fcm.
+// newBackend builds the push backend for an app of kind apns, fcm or webpush.
 func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Logger) (push.Backend, error) {
 	switch a.Kind {
 	case config.KindAPNS:
@@ -41,7 +42,7 @@ func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Lo
 			Sound:          a.Sound,
 			TTL:            a.TTL.D(),
 			MutableContent: *a.MutableContent,
-			Collapse:       a.Collapse,
+			Collapse:       *a.Collapse,
 			IncludeSummary: a.IncludeSummary,
 			PushDeadline:   a.PushDeadline.D(),
 		}, logger)
@@ -59,6 +60,21 @@ func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Lo
 			NotificationBody:   a.NotificationBody,
 			IncludeSummary:     a.IncludeSummary,
 			PushDeadline:       a.PushDeadline.D(),
+		}, logger)
+	case config.KindWebPush:
+		return webpush.New(webpush.Options{
+			VAPIDKeyFile:   a.VAPIDKeyFile,
+			VAPIDSubject:   a.VAPIDSubject,
+			TTL:            a.TTL.D(),
+			Collapse:       *a.Collapse,
+			IncludeSummary: a.IncludeSummary,
+			PushDeadline:   a.PushDeadline.D(),
+			CAPath:         a.CAPath,
+			Guard: webpush.Guard{
+				AllowPrivate: a.AllowPrivateEndpoints,
+				Ports:        a.EndpointPorts,
+				Hosts:        a.EndpointHosts,
+			},
 		}, logger)
 	}
 	return nil, fmt.Errorf("unknown kind %q", a.Kind)
@@ -84,6 +100,7 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 				DefaultApp: cc.DefaultApp,
 				FCMApp:     *cc.FCMCommandApp,
 				APNSApp:    *cc.APNSCommandApp,
+				WebPushApp: cc.WebPushCommandApp,
 			},
 			MaxInFlight: cc.MaxInFlight,
 			OnState:     func(up bool) { m.ComponentState(jid, up) },

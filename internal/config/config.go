@@ -90,13 +90,16 @@ type Component struct {
 	FCMCommandApp *string `toml:"register_push_fcm_app"`
 	// APNSCommandApp likewise for register-push-apns; default "apns".
 	APNSCommandApp *string `toml:"register_push_apns_app"`
+	// WebPushCommandApp is the app register-push-webpush (web clients,
+	// UnifiedPush) registers into; "" (the default) disables the command.
+	WebPushCommandApp string `toml:"register_push_webpush_app"`
 	// MaxInFlight bounds pushes handled at once on this connection.
 	MaxInFlight int `toml:"max_in_flight"`
 }
 
 // App is one push target; registrations name it in their type.
 type App struct {
-	Kind string `toml:"kind"` // apns, fcm or log
+	Kind string `toml:"kind"` // apns, fcm, webpush or log
 	// Priority: high, silent, voip or auto (high when the summary carries
 	// a message body, silent otherwise).
 	Priority string `toml:"priority"`
@@ -121,7 +124,9 @@ type App struct {
 	Alert          string `toml:"alert"` // default "dummy"
 	Sound          string `toml:"sound"` // default "default"
 	MutableContent *bool  `toml:"mutable_content"`
-	Collapse       bool   `toml:"collapse"`
+	// Collapse lets a newer push replace one the service still holds
+	// (APNS apns-collapse-id, WebPush Topic); default on for webpush only.
+	Collapse *bool `toml:"collapse"`
 
 	// FCM
 	ServiceAccountFile string `toml:"service_account_file"`
@@ -131,13 +136,27 @@ type App struct {
 	CollapseKey        string `toml:"collapse_key"`
 	NotificationTitle  string `toml:"notification_title"`
 	NotificationBody   string `toml:"notification_body"`
+
+	// WebPush
+	VAPIDKeyFile string `toml:"vapid_key_file"` // P-256 key; push-appserver vapid-keygen writes one
+	VAPIDSubject string `toml:"vapid_subject"`  // mailto: or https: contact for push service operators
+	// AllowPrivateEndpoints lets subscription endpoints resolve to
+	// loopback, private and link-local addresses: only for a UnifiedPush
+	// distributor on your own network, or tests. Off by default.
+	AllowPrivateEndpoints bool `toml:"allow_private_endpoints"`
+	// EndpointPorts are the ports subscription endpoints may use; default [443].
+	EndpointPorts []int `toml:"endpoint_ports"`
+	// EndpointHosts, when set, are the only push-service hosts we send to
+	// ("fcm.googleapis.com", "*.push.services.mozilla.com").
+	EndpointHosts []string `toml:"endpoint_hosts"`
 }
 
 // Kinds of app.
 const (
-	KindAPNS = "apns"
-	KindFCM  = "fcm"
-	KindLog  = "log"
+	KindAPNS    = "apns"
+	KindFCM     = "fcm"
+	KindLog     = "log"
+	KindWebPush = "webpush"
 )
 
 // Duration is a time.Duration written as a number of seconds (the seed's
@@ -328,6 +347,13 @@ func (a *App) applyDefaults() {
 	if a.AndroidPriority == "" {
 		a.AndroidPriority = "high"
 	}
+	if a.Collapse == nil {
+		c := a.Kind == KindWebPush
+		a.Collapse = &c
+	}
+	if len(a.EndpointPorts) == 0 {
+		a.EndpointPorts = []int{443}
+	}
 }
 
 func (c *Config) resolvePaths(dir string) {
@@ -337,7 +363,7 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	for _, a := range c.Apps {
-		for _, p := range []*string{&a.CAPath, &a.CertFile, &a.KeyFile, &a.PKCS12File, &a.TokenKeyFile, &a.ServiceAccountFile} {
+		for _, p := range []*string{&a.CAPath, &a.CertFile, &a.KeyFile, &a.PKCS12File, &a.TokenKeyFile, &a.ServiceAccountFile, &a.VAPIDKeyFile} {
 			abs(p)
 		}
 	}
@@ -422,7 +448,7 @@ func (c *Config) validate() []error {
 		} else if s == "" {
 			bad(key+".secret", "required (a literal, env:NAME or file:/path)")
 		}
-		for k, app := range map[string]string{"default_app": cp.DefaultApp, "register_push_fcm_app": *cp.FCMCommandApp, "register_push_apns_app": *cp.APNSCommandApp} {
+		for k, app := range map[string]string{"default_app": cp.DefaultApp, "register_push_fcm_app": *cp.FCMCommandApp, "register_push_apns_app": *cp.APNSCommandApp, "register_push_webpush_app": cp.WebPushCommandApp} {
 			if app != "" && c.Apps[app] == nil {
 				bad(key+"."+k, "no app named %q", app)
 			}
@@ -496,8 +522,33 @@ func (a *App) validate(key string) []error {
 		if a.TTL.D() > 28*24*time.Hour {
 			bad("ttl", "FCM allows at most 4 weeks")
 		}
+	case KindWebPush:
+		if a.VAPIDKeyFile == "" {
+			bad("vapid_key_file", "required for kind webpush (push-appserver vapid-keygen -out FILE writes one)")
+		} else {
+			checkFile(&ps, key+".vapid_key_file", a.VAPIDKeyFile)
+		}
+		if !strings.HasPrefix(a.VAPIDSubject, "mailto:") && !strings.HasPrefix(a.VAPIDSubject, "https://") {
+			bad("vapid_subject", "required for kind webpush: a mailto: or https: URI push services can reach you at, got %q", a.VAPIDSubject)
+		}
+		if a.Endpoint != "" {
+			bad("endpoint", "not used by kind webpush: each subscription names its endpoint")
+		}
+		for _, p := range a.EndpointPorts {
+			if p < 1 || p > 65535 {
+				bad("endpoint_ports", "bad port %d", p)
+			}
+		}
+		for _, h := range a.EndpointHosts {
+			if h == "" || strings.ContainsAny(h, "/:@ ") {
+				bad("endpoint_hosts", "want host names such as fcm.googleapis.com or *.example.org, got %q", h)
+			}
+		}
+		if a.TTL.D() > 28*24*time.Hour {
+			bad("ttl", "push services keep messages at most 4 weeks")
+		}
 	default:
-		bad("kind", "want apns, fcm or log, got %q", a.Kind)
+		bad("kind", "want apns, fcm, webpush or log, got %q", a.Kind)
 	}
 	return ps
 }

@@ -85,13 +85,17 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"bad syntax", `rate_limit = `, []string{"config:"}},
 		{"bad duration", `rate_limit = "fast"`, []string{"rate_limit"}},
 		{"bad listen", "[http]\nlisten = \"nope\"", []string{"http.listen: want host:port"}},
-		{"bad kind", "[apps.x]\nkind = \"gcm\"", []string{"apps.x.kind: want apns, fcm or log"}},
+		{"bad kind", "[apps.x]\nkind = \"gcm\"", []string{"apps.x.kind: want apns, fcm, webpush or log"}},
 		{"bad priority", "[apps.x]\npriority = \"urgent\"", []string{"apps.x.priority"}},
 		{"apns without topic and credentials", "[apps.ios]\nkind = \"apns\"", []string{"apps.ios.topic: required", "apps.ios.cert_file: kind apns needs credentials"}},
 		{"apns missing cert file", "[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"", []string{"apps.ios.cert_file:", "apps.ios.key_file:"}},
 		{"apns token incomplete", "[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\nkey_id = \"K\"", []string{"apps.ios.token_key_file: token auth needs"}},
 		{"fcm without account", "[apps.a]\nkind = \"fcm\"", []string{"apps.a.service_account_file: required"}},
 		{"fcm bad priority", "[apps.a]\nkind = \"fcm\"\nservice_account_file = \"/x\"\nandroid_priority = \"max\"", []string{"apps.a.android_priority"}},
+		{"webpush without key and subject", "[apps.web]\nkind = \"webpush\"", []string{"apps.web.vapid_key_file: required", "apps.web.vapid_subject: required"}},
+		{"webpush bad subject and missing key", "[apps.web]\nkind = \"webpush\"\nvapid_key_file = \"/nonexistent.pem\"\nvapid_subject = \"ops@example.org\"", []string{"apps.web.vapid_key_file:", "apps.web.vapid_subject: required"}},
+		{"webpush endpoint guard options", "[apps.web]\nkind = \"webpush\"\nendpoint = \"https://x\"\nendpoint_ports = [0]\nendpoint_hosts = [\"https://fcm.googleapis.com\"]\nttl = \"700h\"", []string{"apps.web.endpoint: not used", "apps.web.endpoint_ports: bad port 0", "apps.web.endpoint_hosts: want host names", "apps.web.ttl:"}},
+		{"webpush command unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\nregister_push_webpush_app = \"web\"", []string{"component[0].register_push_webpush_app: no app named \"web\""}},
 		{"component without jid and secret", "[[component]]\naddress = \"localhost:5347\"", []string{"component[0].jid: required", "component[0].secret: required"}},
 		{"component secret from unset env", "[[component]]\njid = \"push.example.org\"\nsecret = \"env:PUSH_APPSERVER_TEST_UNSET\"", []string{"component[0].secret: environment variable PUSH_APPSERVER_TEST_UNSET is not set"}},
 		{"component unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ndefault_app = \"nope\"", []string{"component[0].default_app: no app named \"nope\""}},
@@ -135,6 +139,7 @@ func TestFullFile(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "key.p8", "x")
 	writeFile(t, dir, "sa.json", "{}")
+	writeFile(t, dir, "vapid.pem", "x")
 	path := writeFile(t, dir, "push-appserver.toml", `
 data_dir = "/var/lib/push-appserver"
 rate_limit = "2s"
@@ -148,6 +153,7 @@ jid = "push.example.org"
 address = "xmpp.example.org:5347"
 secret = "s3cret"
 register_push_fcm_app = ""
+register_push_webpush_app = "web"
 
 [apps.ios]
 kind = "apns"
@@ -160,6 +166,11 @@ team_id = "TEAM1"
 kind = "fcm"
 service_account_file = "sa.json"
 ttl = "1h"
+
+[apps.web]
+kind = "webpush"
+vapid_key_file = "vapid.pem"
+vapid_subject = "mailto:ops@example.org"
 `)
 	c, err := Load(path)
 	if err != nil {
@@ -171,11 +182,16 @@ ttl = "1h"
 	if c.Database.Path != "/var/lib/push-appserver/registry.db" {
 		t.Fatalf("db path %q", c.Database.Path)
 	}
-	if len(c.Apps) != 2 || c.Apps["ios"].TokenKeyFile != filepath.Join(dir, "key.p8") || c.Apps["android"].TTL.D() != time.Hour {
+	web := c.Apps["web"]
+	if web.VAPIDKeyFile != filepath.Join(dir, "vapid.pem") || !*web.Collapse || *c.Apps["ios"].Collapse ||
+		len(web.EndpointPorts) != 1 || web.EndpointPorts[0] != 443 || web.AllowPrivateEndpoints || web.Priority != "auto" {
+		t.Fatalf("webpush app %+v", web)
+	}
+	if len(c.Apps) != 3 || c.Apps["ios"].TokenKeyFile != filepath.Join(dir, "key.p8") || c.Apps["android"].TTL.D() != time.Hour {
 		t.Fatalf("apps %+v", c.Apps)
 	}
 	cp := c.Components[0]
-	if *cp.FCMCommandApp != "" || *cp.APNSCommandApp != "" || !*cp.V1Commands || cp.MaxInFlight != 256 {
+	if cp.WebPushCommandApp != "web" || *cp.FCMCommandApp != "" || *cp.APNSCommandApp != "" || !*cp.V1Commands || cp.MaxInFlight != 256 {
 		t.Fatalf("component defaults %+v", cp)
 	}
 }
