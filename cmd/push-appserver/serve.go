@@ -64,6 +64,8 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		RateLimit:   cfg.RateLimit.D(),
 		PushTimeout: cfg.PushTimeout.D(),
 		Observer:    m,
+
+		StrictRegistration: cfg.StrictRegistration,
 	}, logger)
 	if err != nil {
 		return err

@@ -9,7 +9,6 @@ package appserver
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -19,8 +18,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -80,6 +77,12 @@ type Options struct {
 	// CacheTTL bounds how long a cached registration is trusted. Default
 	// one minute.
 	CacheTTL time.Duration
+	// StrictRegistration refuses, over HTTP and from other accounts, a new
+	// token or type for a registered node and its unregistration unless the
+	// caller gives the node's secret. Off, a new token without the secret
+	// gets a new secret, and anyone who names an unbound node may remove it
+	// (mod_push_appserver's API).
+	StrictRegistration bool
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -168,144 +171,6 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) Close() error {
 	s.status.flush(context.Background())
 	return nil
-}
-
-// Register creates or renews the registration of node for app typ. A node
-// registered again with the same type keeps its secret, so clients that
-// re-register on every start keep working with what the user's server
-// stored.
-func (s *Service) Register(ctx context.Context, typ, node, token string) (registry.Registration, error) {
-	if err := s.checkRegistration(typ, node, token); err != nil {
-		return registry.Registration{}, err
-	}
-	return s.register(ctx, registry.Registration{Node: node, Type: typ, Token: token})
-}
-
-// Account is the XMPP account a device registers from, as the adapter that
-// speaks XMPP parsed and normalised it: the core compares and hashes these
-// strings and knows nothing of JID syntax.
-type Account struct {
-	Bare   string // the normalised bare JID
-	Domain string // its domainpart
-}
-
-// RegisterDevice registers a device identified by account and device id, as
-// Conversations' register-push-* commands do: the node and secret are ours
-// to choose, and the same account and device get the same node again. Only
-// the account's domain and a salted hash of account and device are kept.
-func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, token string) (registry.Registration, error) {
-	if account.Bare == "" || len(account.Bare) > 3071 {
-		return registry.Registration{}, fmt.Errorf("%w: an account is required", ErrBadRequest)
-	}
-	if err := checkText("device id", deviceID, MaxNodeLen); err != nil {
-		return registry.Registration{}, err
-	}
-	if err := s.checkRegistration(typ, "-", token); err != nil {
-		return registry.Registration{}, err
-	}
-	key, err := s.deviceKey(ctx, account, deviceID)
-	if err != nil {
-		return registry.Registration{}, err
-	}
-	// Registrations of one device race (a client retrying, several
-	// connections of one account): the store refuses a second node for
-	// the device, and the loser looks again and renews the winner's node,
-	// so every node and secret we answer works.
-	for attempt := 0; ; attempt++ {
-		r := registry.Registration{Type: typ, Token: token, Domain: account.Domain, DeviceKey: key}
-		switch old, err := s.store.GetByDeviceKey(ctx, key); {
-		case err == nil && old.Type == typ:
-			r.Node = old.Node
-		case err == nil || errors.Is(err, registry.ErrNotFound):
-			if err == nil {
-				// Same device moved to another app: start afresh.
-				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
-					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
-				}
-				s.cache.drop(old.Node)
-			}
-			if r.Node, err = randomHex(16); err != nil {
-				return registry.Registration{}, err
-			}
-		default:
-			return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
-		}
-		stored, err := s.register(ctx, r)
-		if errors.Is(err, registry.ErrConflict) && attempt < maxConflictRetries {
-			continue
-		}
-		return stored, err
-	}
-}
-
-// maxConflictRetries bounds how often a registration that lost a race is
-// tried again; each retry renews the winner, so one is almost always enough.
-const maxConflictRetries = 5
-
-func (s *Service) register(ctx context.Context, r registry.Registration) (registry.Registration, error) {
-	secret, err := randomHex(32)
-	if err != nil {
-		return registry.Registration{}, err
-	}
-	r.Secret = secret
-	r.Registered = s.opts.Now().UTC()
-	s.cache.drop(r.Node)
-	stored, err := s.store.Register(ctx, r.Node, registry.Renew(r))
-	s.cache.drop(r.Node)
-	if err != nil {
-		return registry.Registration{}, fmt.Errorf("storing registration: %w", err)
-	}
-	renewed := stored.Secret != secret
-	s.opts.Observer.Registered(r.Type, renewed)
-	s.logger.Info("registered device", "app", r.Type, "node", r.Node, "renewed", renewed)
-	return stored, nil
-}
-
-func (s *Service) checkRegistration(typ, node, token string) error {
-	if err := checkText("type", typ, MaxTypeLen); err != nil {
-		return err
-	}
-	if err := checkText("node", node, MaxNodeLen); err != nil {
-		return err
-	}
-	if err := checkText("token", token, MaxTokenLen); err != nil {
-		if len(token) > MaxTokenLen {
-			return fmt.Errorf("%w: %w", ErrInvalidToken, err)
-		}
-		return err
-	}
-	app, ok := s.apps[typ]
-	if !ok {
-		return fmt.Errorf("%w %q", ErrUnknownType, typ)
-	}
-	if v, ok := app.Backend.(push.TokenValidator); ok {
-		if err := v.ValidateToken(token); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidToken, err)
-		}
-	}
-	return nil
-}
-
-// Unregister removes the registration of node if it belongs to app typ.
-func (s *Service) Unregister(ctx context.Context, typ, node string) (registry.Registration, error) {
-	if err := checkText("type", typ, MaxTypeLen); err != nil {
-		return registry.Registration{}, err
-	}
-	if err := checkText("node", node, MaxNodeLen); err != nil {
-		return registry.Registration{}, err
-	}
-	r, err := s.store.Delete(ctx, node, typ)
-	s.cache.drop(node)
-	if errors.Is(err, registry.ErrNotFound) {
-		return registry.Registration{}, ErrNotFound
-	}
-	if err != nil {
-		return registry.Registration{}, fmt.Errorf("removing registration: %w", err)
-	}
-	s.forgetThrottle(node)
-	s.opts.Observer.Unregistered(typ, "request")
-	s.logger.Info("unregistered device", "app", typ, "node", node)
-	return r, nil
 }
 
 // UnregisterToken removes the registrations of app typ with the given token
@@ -444,44 +309,6 @@ func (s *Service) lookup(ctx context.Context, node string) (registry.Registratio
 func (s *Service) forgetThrottle(node string) {
 	prefix := node + "\x00"
 	s.throttle.forget(func(k string) bool { return strings.HasPrefix(k, prefix) })
-}
-
-// deviceKey hashes account and device id with a salt shared by every
-// instance using the registry, so the registry never holds the JID.
-func (s *Service) deviceKey(ctx context.Context, account Account, deviceID string) (string, error) {
-	s.saltMu.Lock()
-	defer s.saltMu.Unlock()
-	if s.salt == "" {
-		salt, err := s.store.InstanceValue(ctx, "device-key-salt", func() (string, error) { return randomHex(32) })
-		if err != nil {
-			return "", fmt.Errorf("reading device key salt: %w", err)
-		}
-		s.salt = salt
-	}
-	h := sha256.New()
-	for _, p := range []string{s.salt, account.Bare, deviceID} {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// checkText refuses a registration value that is empty, longer than max
-// bytes, not UTF-8 or holds a control character. Node and type come back in
-// the line-based HTTP answers and in logs: a newline in them would let a
-// client read the wrong line as the secret.
-func checkText(field, v string, max int) error {
-	switch {
-	case v == "":
-		return fmt.Errorf("%w: %s is required", ErrBadRequest, field)
-	case len(v) > max:
-		return fmt.Errorf("%w: %s longer than %d bytes", ErrBadRequest, field, max)
-	case !utf8.ValidString(v):
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrBadRequest, field)
-	case strings.IndexFunc(v, unicode.IsControl) >= 0:
-		return fmt.Errorf("%w: %s contains a control character", ErrBadRequest, field)
-	}
-	return nil
 }
 
 func randomHex(n int) (string, error) {

@@ -73,19 +73,23 @@ var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 func TestRegister(t *testing.T) {
 	ctx := context.Background()
 	svc, store, _ := newService(t, 0)
-	r1, err := svc.Register(ctx, "apns", "n1", "aa")
+	r1, err := svc.Register(ctx, appserver.Caller{}, "apns", "n1", "aa")
 	if err != nil || !hex64.MatchString(r1.Secret) || r1.Registered.IsZero() {
 		t.Fatalf("register: %+v %v", r1, err)
 	}
-	r2, err := svc.Register(ctx, "apns", "n1", "bb")
-	if err != nil || r2.Secret != r1.Secret || r2.Token != "bb" || r2.Renewed.IsZero() {
+	r2, err := svc.Register(ctx, appserver.Caller{}, "apns", "n1", "aa")
+	if err != nil || r2.Secret != r1.Secret || r2.Token != "aa" || r2.Renewed.IsZero() {
 		t.Fatalf("re-register: %+v %v", r2, err)
 	}
-	r3, err := svc.Register(ctx, "fcm", "n1", "cc")
+	r2, err = svc.Register(ctx, appserver.Caller{Secret: r1.Secret}, "apns", "n1", "bb")
+	if err != nil || r2.Secret != r1.Secret || r2.Token != "bb" {
+		t.Fatalf("re-register with a new token and the secret: %+v %v", r2, err)
+	}
+	r3, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "cc")
 	if err != nil || r3.Secret == r1.Secret || r3.Type != "fcm" {
 		t.Fatalf("register under another type must start afresh: %+v %v", r3, err)
 	}
-	other, _ := svc.Register(ctx, "fcm", "n2", "cc")
+	other, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n2", "cc")
 	if other.Secret == r3.Secret {
 		t.Fatal("two nodes share a secret")
 	}
@@ -107,7 +111,7 @@ func TestRegister(t *testing.T) {
 		{"apns\n", "n", "aa", appserver.ErrBadRequest},
 		{"fcm", "n", "t\nu", appserver.ErrBadRequest},
 	} {
-		if _, err := svc.Register(ctx, tt.typ, tt.node, tt.token); !errors.Is(err, tt.want) {
+		if _, err := svc.Register(ctx, appserver.Caller{}, tt.typ, tt.node, tt.token); !errors.Is(err, tt.want) {
 			t.Errorf("Register(%q, %.10q, %.10q) = %v, want %v", tt.typ, tt.node, tt.token, err, tt.want)
 		}
 	}
@@ -151,8 +155,8 @@ func TestRegisterDevice(t *testing.T) {
 func TestPush(t *testing.T) {
 	ctx := context.Background()
 	svc, store, b := newService(t, 0)
-	ios, _ := svc.Register(ctx, "apns", "ios", "aa")
-	voip, _ := svc.Register(ctx, "voip", "voip", "vv")
+	ios, _ := svc.Register(ctx, appserver.Caller{}, "apns", "ios", "aa")
+	voip, _ := svc.Register(ctx, appserver.Caller{}, "voip", "voip", "vv")
 	withBody := &push.Summary{MessageCount: 1, LastMessageBody: "New Message!", HasLastMessageBody: true}
 
 	tests := []struct {
@@ -223,7 +227,7 @@ func TestPushPriority(t *testing.T) {
 		{"body", &push.Summary{MessageCount: 1, LastMessageBody: "hi", HasLastMessageBody: true}, true},
 	}
 	for _, app := range apps {
-		reg, err := svc.Register(ctx, app.Name, "node-"+app.Name, "tok-"+app.Name)
+		reg, err := svc.Register(ctx, appserver.Caller{}, app.Name, "node-"+app.Name, "tok-"+app.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,9 +259,9 @@ func TestPushPriority(t *testing.T) {
 func TestPushFailures(t *testing.T) {
 	ctx := context.Background()
 	svc, store, b := newService(t, 0)
-	dead, _ := svc.Register(ctx, "fcm", "dead", "t-dead")
-	renewed, _ := svc.Register(ctx, "fcm", "renewed", "t-renewed")
-	flaky, _ := svc.Register(ctx, "fcm", "flaky", "t-flaky")
+	dead, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "dead", "t-dead")
+	renewed, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "renewed", "t-renewed")
+	flaky, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "flaky", "t-flaky")
 
 	b.set("t-dead", &push.DeadTokenError{Since: time.Now().Add(time.Minute), Reason: "Unregistered"})
 	// The token died before the device registered again: keep it.
@@ -296,7 +300,7 @@ func TestPushThrottled(t *testing.T) {
 	ctx := context.Background()
 	const window = 500 * time.Millisecond
 	svc, _, b := newService(t, window)
-	r, _ := svc.Register(ctx, "fcm", "n", "t")
+	r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
 	start := time.Now()
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
 		t.Fatal(err)
@@ -325,7 +329,7 @@ func TestPushThrottled(t *testing.T) {
 	}
 	// A silent push to the same node has its own window.
 	svc2, _, _ := newService(t, window)
-	r2, _ := svc2.Register(ctx, "apns", "m", "aa")
+	r2, _ := svc2.Register(ctx, appserver.Caller{}, "apns", "m", "aa")
 	if err := svc2.Push(ctx, appserver.PushRequest{Node: "m", Secret: r2.Secret, Summary: &push.Summary{HasLastMessageBody: true}}); err != nil {
 		t.Fatal(err)
 	}
@@ -337,11 +341,11 @@ func TestPushThrottled(t *testing.T) {
 func TestUnregister(t *testing.T) {
 	ctx := context.Background()
 	svc, _, _ := newService(t, 0)
-	r, _ := svc.Register(ctx, "fcm", "n", "t")
-	if _, err := svc.Unregister(ctx, "apns", "n"); !errors.Is(err, appserver.ErrNotFound) {
+	r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
+	if _, err := svc.Unregister(ctx, appserver.Caller{}, "apns", "n"); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("unregister with wrong type: %v", err)
 	}
-	got, err := svc.Unregister(ctx, "fcm", "n")
+	got, err := svc.Unregister(ctx, appserver.Caller{}, "fcm", "n")
 	if err != nil || got.Secret != r.Secret {
 		t.Fatalf("unregister: %+v %v", got, err)
 	}
@@ -353,8 +357,8 @@ func TestUnregister(t *testing.T) {
 func TestUnregisterToken(t *testing.T) {
 	ctx := context.Background()
 	svc, store, _ := newService(t, 0)
-	svc.Register(ctx, "fcm", "a", "shared")
-	svc.Register(ctx, "voip", "b", "shared")
+	svc.Register(ctx, appserver.Caller{}, "fcm", "a", "shared")
+	svc.Register(ctx, appserver.Caller{}, "voip", "b", "shared")
 	n, err := svc.UnregisterToken(ctx, "fcm", "shared", time.Now().Add(time.Second))
 	if err != nil || n != 1 {
 		t.Fatalf("UnregisterToken = %d, %v", n, err)
@@ -388,7 +392,7 @@ func TestOnlyGoneIsNotFound(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc, _, b := newService(t, 0)
-			reg, _ := svc.Register(ctx, "fcm", "n", "tok")
+			reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok")
 			b.set("tok", tt.answer)
 			err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret})
 			if gone := errors.Is(err, appserver.ErrNotFound); gone != tt.wantGone || err == nil {
@@ -402,7 +406,7 @@ func TestOnlyGoneIsNotFound(t *testing.T) {
 	t.Run("app no longer configured", func(t *testing.T) {
 		store := memory.New()
 		old, _ := appserver.New(store, []appserver.App{{Name: "gone", Backend: &scripted{}}}, appserver.Options{}, slog.New(slog.DiscardHandler))
-		reg, _ := old.Register(ctx, "gone", "n", "tok")
+		reg, _ := old.Register(ctx, appserver.Caller{}, "gone", "n", "tok")
 		svc, _ := appserver.New(store, []appserver.App{{Name: "other", Backend: &scripted{}}}, appserver.Options{}, slog.New(slog.DiscardHandler))
 		if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
 			t.Fatalf("Push = %v, want ErrPushFailed (our configuration, not the device)", err)
@@ -413,7 +417,7 @@ func TestOnlyGoneIsNotFound(t *testing.T) {
 func TestDrain(t *testing.T) {
 	ctx := context.Background()
 	svc, _, b := newService(t, 0)
-	reg, _ := svc.Register(ctx, "fcm", "n", "tok")
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok")
 	svc.Drain()
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret}); !errors.Is(err, appserver.ErrUnavailable) {
 		t.Fatalf("Push while draining = %v, want ErrUnavailable", err)
@@ -462,7 +466,7 @@ func TestRejectionsLoggedAndCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, _ := svc.Register(ctx, "fcm", "known", "tok-secret-token")
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "known", "tok-secret-token")
 	svc.Push(ctx, appserver.PushRequest{Node: "unknown", Secret: "s1"})
 	svc.Push(ctx, appserver.PushRequest{Node: "known", Secret: "wrong-secret-value"})
 	svc.RejectMalformed("m", "no secret")

@@ -16,6 +16,9 @@ var (
 	// ErrNotFound: unknown node, or a wrong secret. The two are one error
 	// so that a caller cannot probe which nodes exist.
 	ErrNotFound = errors.New("node or secret not found")
+	// ErrForbidden: the registration belongs to another XMPP account, or
+	// changing it needs proof (its current secret) that the caller lacks.
+	ErrForbidden = errors.New("not allowed to change this registration")
 	// ErrThrottled: the push was refused by the rate limit.
 	ErrThrottled = errors.New("rate limit exceeded")
 	// ErrPushFailed: the push service did not accept the push, for a

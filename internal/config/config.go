@@ -36,6 +36,11 @@ type Config struct {
 	PushTimeout Duration `toml:"push_timeout"`
 	// PprofListen, when set, serves net/http/pprof on that address.
 	PprofListen string `toml:"pprof_listen"`
+	// StrictRegistration makes a new token or type for a registered node,
+	// and an unregistration, need the node's secret (or, for registrations
+	// made over XMPP, the same account). Off by default: mod_push_appserver
+	// clients send no secret, and a new token then gets a new secret.
+	StrictRegistration bool `toml:"strict_registration"`
 
 	HTTP       HTTP            `toml:"http"`
 	Database   Database        `toml:"database"`

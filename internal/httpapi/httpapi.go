@@ -28,8 +28,8 @@ const maxSettingsNodes = 1000
 
 // Service is what the API needs from the core.
 type Service interface {
-	Register(ctx context.Context, typ, node, token string) (registry.Registration, error)
-	Unregister(ctx context.Context, typ, node string) (registry.Registration, error)
+	Register(ctx context.Context, caller appserver.Caller, typ, node, token string) (registry.Registration, error)
+	Unregister(ctx context.Context, caller appserver.Caller, typ, node string) (registry.Registration, error)
 	Push(ctx context.Context, req appserver.PushRequest) error
 }
 
@@ -144,6 +144,13 @@ func badRequest(w http.ResponseWriter, msg string) {
 	io.WriteString(w, "ERROR\n"+msg)
 }
 
+// forbidden answers a registration change the caller may not make.
+func forbidden(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusForbidden)
+	io.WriteString(w, "ERROR\n"+firstLine(err))
+}
+
 func text(w http.ResponseWriter, body string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, body)
@@ -154,10 +161,15 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	reg, err := a.Service.Register(r.Context(), f.Get("type"), f.Get("node"), f.Get("token"))
+	// secret is optional: the registration's current secret, proof that
+	// lets a client change the token of a node it registered before.
+	caller := appserver.Caller{Secret: f.Get("secret")}
+	reg, err := a.Service.Register(r.Context(), caller, f.Get("type"), f.Get("node"), f.Get("token"))
 	switch {
 	case err == nil:
 		text(w, "OK\n"+reg.Node+"\n"+reg.Secret)
+	case errors.Is(err, appserver.ErrForbidden):
+		forbidden(w, err)
 	case errors.Is(err, appserver.ErrUnknownType):
 		text(w, "ERROR\nUnknown push type!")
 	case errors.Is(err, appserver.ErrBadRequest):
@@ -175,10 +187,14 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	reg, err := a.Service.Unregister(r.Context(), f.Get("type"), f.Get("node"))
+	reg, err := a.Service.Unregister(r.Context(), appserver.Caller{Secret: f.Get("secret")}, f.Get("type"), f.Get("node"))
 	switch {
 	case err == nil:
-		text(w, "OK\n"+reg.Node+"\n"+reg.Secret)
+		// The seed answered the secret on a third line, to whoever asked.
+		// The line stays, empty, for clients that count lines.
+		text(w, "OK\n"+reg.Node+"\n")
+	case errors.Is(err, appserver.ErrForbidden):
+		forbidden(w, err)
 	case errors.Is(err, appserver.ErrNotFound):
 		text(w, "ERROR\nNode not found!")
 	case errors.Is(err, appserver.ErrBadRequest):

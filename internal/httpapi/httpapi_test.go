@@ -67,6 +67,11 @@ func (*tokenErr) Error() string { return "token is not hex" }
 
 func newFixture(t *testing.T, debugging bool, rate time.Duration) *fixture {
 	t.Helper()
+	return newFixtureOpts(t, debugging, appserver.Options{RateLimit: rate})
+}
+
+func newFixtureOpts(t *testing.T, debugging bool, opts appserver.Options) *fixture {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
 	if err != nil {
@@ -75,10 +80,11 @@ func newFixture(t *testing.T, debugging bool, rate time.Duration) *fixture {
 	t.Cleanup(func() { store.Close() })
 	lb := &recorder{}
 	m := metrics.New()
+	opts.Observer = m
 	svc, err := appserver.New(store, []appserver.App{
 		{Name: "apns", Priority: push.PriorityAuto, Backend: strictToken{lb}},
 		{Name: "fcm", Priority: push.PriorityHigh, Backend: lb},
-	}, appserver.Options{RateLimit: rate, Observer: m}, logger)
+	}, opts, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +132,15 @@ func TestRegisterPushUnregister(t *testing.T) {
 	}
 	secret := strings.Split(body, "\n")[2]
 
-	// Re-registering keeps the secret and takes the new token.
-	_, body2, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=apns&node=n1&token=cd34")
+	// Re-registering with the same token keeps the secret; a new token
+	// with the secret as proof keeps it too.
+	_, body2, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=apns&node=n1&token="+token)
 	if body2 != body {
 		t.Fatalf("re-register changed the answer: %q vs %q", body2, body)
+	}
+	_, body2, _ = f.do(t, "POST", "/push_appserver/v1/register", "type=apns&node=n1&token=cd34&secret="+secret)
+	if body2 != body {
+		t.Fatalf("re-register with proof changed the answer: %q vs %q", body2, body)
 	}
 
 	code, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret)
@@ -143,8 +154,8 @@ func TestRegisterPushUnregister(t *testing.T) {
 	}
 
 	code, body, _ = f.do(t, "POST", "/push_appserver/v1/unregister", "type=apns&node=n1")
-	if code != 200 || body != "OK\nn1\n"+secret {
-		t.Fatalf("unregister: %d %q", code, body)
+	if code != 200 || body != "OK\nn1\n" {
+		t.Fatalf("unregister: %d %q (the third line must not carry the secret)", code, body)
 	}
 	code, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret)
 	if code != 200 || body != "ERROR\nNode or secret not found!" {

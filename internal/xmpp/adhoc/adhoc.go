@@ -52,9 +52,9 @@ type Command struct {
 
 // Registrar is what the commands need from the core.
 type Registrar interface {
-	Register(ctx context.Context, typ, node, token string) (registry.Registration, error)
+	Register(ctx context.Context, caller appserver.Caller, typ, node, token string) (registry.Registration, error)
 	RegisterDevice(ctx context.Context, typ string, account appserver.Account, deviceID, token string) (registry.Registration, error)
-	Unregister(ctx context.Context, typ, node string) (registry.Registration, error)
+	Unregister(ctx context.Context, caller appserver.Caller, typ, node string) (registry.Registration, error)
 }
 
 // Options say which commands are offered.
@@ -131,6 +131,13 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		}
 		return ""
 	}
+	// Every command is bound to the account that sent it: the user's
+	// server vouches for the JID, and registrations belong to it.
+	account, perr := accountOf(from)
+	if perr != nil {
+		return nil, badRequest("%v", perr)
+	}
+	caller := appserver.Caller{Account: account}
 	var (
 		r   registry.Registration
 		err error
@@ -141,13 +148,13 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		if typ == "" || node == "" || token == "" {
 			return nil, badRequest("fields type, node and token are required")
 		}
-		r, err = c.reg.Register(ctx, typ, node, token)
+		r, err = c.reg.Register(ctx, caller, typ, node, token)
 	case V1Unregister:
 		typ, node := c.typ(field("type")), field("node")
 		if typ == "" || node == "" {
 			return nil, badRequest("fields type and node are required")
 		}
-		r, err = c.reg.Unregister(ctx, typ, node)
+		r, err = c.reg.Unregister(ctx, caller, typ, node)
 	case RegisterFCM, RegisterAPNS:
 		app := c.opts.FCMApp
 		if cmd.Node == RegisterAPNS {
@@ -156,10 +163,6 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		token, device := field("token"), field("android-id", "device-id")
 		if token == "" || device == "" {
 			return nil, badRequest("fields token and device id are required")
-		}
-		account, perr := accountOf(from)
-		if perr != nil {
-			return nil, badRequest("%v", perr)
 		}
 		r, err = c.reg.RegisterDevice(ctx, app, account, device, token)
 	case RegisterWebPush:
@@ -229,6 +232,8 @@ func registrationError(err error) error {
 		return badRequest("unknown push type")
 	case errors.Is(err, appserver.ErrInvalidToken), errors.Is(err, appserver.ErrBadRequest):
 		return badRequest("%v", err)
+	case errors.Is(err, appserver.ErrForbidden):
+		return stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden, Text: map[string]string{"": err.Error()}}
 	case errors.Is(err, appserver.ErrNotFound):
 		return stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound, Text: map[string]string{"": "node not found"}}
 	}

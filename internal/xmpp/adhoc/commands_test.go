@@ -143,3 +143,76 @@ func TestBadNodeRefused(t *testing.T) {
 		}
 	}
 }
+
+// A registration made with v1-register-push belongs to the account that
+// made it: another JID can neither re-register nor unregister it, the owner
+// renews it idempotently and may bring a new token.
+func TestV1RegistrationBoundToAccount(t *testing.T) {
+	cmds, svc := newCommands(t)
+	ctx := context.Background()
+	const juliet, romeo = "juliet@example.org/phone", "romeo@example.net/laptop"
+	res, err := cmds.Execute(ctx, juliet, component, command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "t1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := value(t, res, "secret")
+
+	for _, c := range []*adhoc.Command{
+		command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "t1"),
+		command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "romeo-token"),
+		command(adhoc.V1Register, "type", "fcm", "node", "jn", "token", "romeo-token"),
+		command(adhoc.V1Unregister, "type", "apns", "node", "jn"),
+	} {
+		res, err := cmds.Execute(ctx, romeo, component, c)
+		if condition(err) != stanza.Forbidden {
+			t.Errorf("%s from another account: %+v, %v; want forbidden", c.Node, res, err)
+		}
+	}
+	if err := svc.Push(ctx, "jn", secret, nil); err != nil {
+		t.Fatalf("the owner's registration broke: %v", err)
+	}
+
+	// The same account from another resource, in another case: the owner.
+	res, err = cmds.Execute(ctx, "Juliet@Example.org/tablet", component, command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "t1"))
+	if err != nil || value(t, res, "secret") != secret {
+		t.Fatalf("owner re-registers the same token: %v, secret changed: %v", err, res)
+	}
+	res, err = cmds.Execute(ctx, juliet, component, command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "t2"))
+	if err != nil || value(t, res, "secret") != secret {
+		t.Fatalf("owner brings a new token: %v", err)
+	}
+	res, err = cmds.Execute(ctx, juliet, component, command(adhoc.V1Unregister, "type", "apns", "node", "jn"))
+	if err != nil {
+		t.Fatalf("owner unregisters: %v", err)
+	}
+	if _, ok := res.Form.Value("secret"); ok {
+		t.Fatal("v1-unregister-push answered the secret")
+	}
+	if err := svc.Push(ctx, "jn", secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("after unregister: %v", err)
+	}
+}
+
+// register-push-fcm registrations are bound too: another account cannot
+// remove them with v1-unregister-push, and the registry keeps only a
+// salted hash of the owner.
+func TestDeviceRegistrationBoundToAccount(t *testing.T) {
+	cmds, svc := newCommandsOver(t, func(s *sqlite.Store) registry.Store { return s })
+	ctx := context.Background()
+	res, err := cmds.Execute(ctx, "juliet@example.org/phone", component, command(adhoc.RegisterFCM, "token", "t1", "device-id", "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, secret := value(t, res, "node"), value(t, res, "secret")
+	_, err = cmds.Execute(ctx, "romeo@example.net/laptop", component, command(adhoc.V1Unregister, "type", "fcm", "node", node))
+	if condition(err) != stanza.Forbidden {
+		t.Fatalf("another account unregisters a register-push-fcm node: %v", err)
+	}
+	_, err = cmds.Execute(ctx, "romeo@example.net/laptop", component, command(adhoc.V1Register, "type", "fcm", "node", node, "token", "t1"))
+	if condition(err) != stanza.Forbidden {
+		t.Fatalf("another account re-registers a register-push-fcm node with its token: %v", err)
+	}
+	if err := svc.Push(ctx, node, secret, nil); err != nil {
+		t.Fatalf("registration broke: %v", err)
+	}
+}

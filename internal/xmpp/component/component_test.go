@@ -243,9 +243,9 @@ func TestPushReplies(t *testing.T) {
 	f := newFixture(t, time.Hour, secret)
 	st := f.srv.accept(t)
 	ctx := context.Background()
-	ok, _ := f.svc.Register(ctx, "apns", "ok", "tok")
-	broken, _ := f.svc.Register(ctx, "apns", "broken", "broken")
-	throttled, _ := f.svc.Register(ctx, "fcm", "throttled", "tok3")
+	ok, _ := f.svc.Register(ctx, appserver.Caller{}, "apns", "ok", "tok")
+	broken, _ := f.svc.Register(ctx, appserver.Caller{}, "apns", "broken", "broken")
+	throttled, _ := f.svc.Register(ctx, appserver.Caller{}, "fcm", "throttled", "tok3")
 	req := appserver.PushRequest{Node: "throttled", Secret: throttled.Secret}
 	f.svc.Push(ctx, req) // uses the window
 	waiting := make(chan struct{})
@@ -293,8 +293,8 @@ func TestConcurrentPushesAnswerOutOfOrder(t *testing.T) {
 	f := newFixture(t, 0, secret)
 	st := f.srv.accept(t)
 	ctx := context.Background()
-	slow, _ := f.svc.Register(ctx, "apns", "slow", "slow")
-	fast, _ := f.svc.Register(ctx, "apns", "fast", "fast")
+	slow, _ := f.svc.Register(ctx, appserver.Caller{}, "apns", "slow", "slow")
+	fast, _ := f.svc.Register(ctx, appserver.Caller{}, "apns", "fast", "fast")
 	st.send(t, publish("slow-1", "slow", slow.Secret, true))
 	st.send(t, publish("fast-1", "fast", fast.Secret, true))
 	if r := st.next(t); r.ID != "fast-1" || r.Type != "result" {
@@ -370,7 +370,7 @@ func TestDiscoAndCommands(t *testing.T) {
 func TestHostileInput(t *testing.T) {
 	f := newFixture(t, 0, secret)
 	st := f.srv.accept(t)
-	ok, _ := f.svc.Register(context.Background(), "apns", "ok", "tok")
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
 	// Ignored: messages, presence, results, deep nesting inside a message.
 	st.send(t, `<message from='a@example.org' to='`+compJID+`'><body>hi</body></message><presence/>`)
 	st.send(t, `<iq type='result' id='x' from='example.org' to='`+compJID+`'/>`)
@@ -455,8 +455,8 @@ func TestDrainAnswersWait(t *testing.T) {
 	f := newFixture(t, 0, secret)
 	st := f.srv.accept(t)
 	ctx := context.Background()
-	slow, _ := f.svc.Register(ctx, "apns", "slow", "slow")
-	ok, _ := f.svc.Register(ctx, "apns", "ok", "tok")
+	slow, _ := f.svc.Register(ctx, appserver.Caller{}, "apns", "slow", "slow")
+	ok, _ := f.svc.Register(ctx, appserver.Caller{}, "apns", "ok", "tok")
 	st.send(t, publish("under-way", "slow", slow.Secret, true))
 	waitSlow(f.backend) // the push reached the backend
 	f.cancel()

@@ -1,0 +1,321 @@
+package appserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// Account is the XMPP account a device registers from, as the adapter that
+// speaks XMPP parsed and normalised it: the core compares and hashes these
+// strings and knows nothing of JID syntax.
+type Account struct {
+	Bare   string // the normalised bare JID
+	Domain string // its domainpart
+}
+
+// Caller is who asks to register or unregister a node, and what it proves.
+// The ad-hoc commands set Account (the user's server vouches for it); the
+// HTTP API leaves it empty and passes the secret the client sent, if any.
+type Caller struct {
+	Account Account
+	// Secret is what the caller claims is the registration's current
+	// secret: proof that it is the device that registered.
+	Secret string
+}
+
+// Register creates or renews the registration of node for app typ and
+// returns it with its secret. Who may do what (README, "Security"):
+//
+//   - A node nobody holds is registered for anyone, bound to the caller's
+//     account when it comes over XMPP.
+//   - The same type and token again renews it and keeps the secret, so
+//     clients that re-register on every start keep working.
+//   - A node bound to an account can be renewed or changed only by that
+//     account, or by a caller that gives its secret.
+//   - A new token (or type) for an unbound node, without the secret, gets a
+//     new secret: whoever knows only the node never learns the secret the
+//     user's server pushes with, so never receives the device's pushes.
+//     With StrictRegistration it is refused instead.
+func (s *Service) Register(ctx context.Context, caller Caller, typ, node, token string) (registry.Registration, error) {
+	if err := s.checkRegistration(typ, node, token); err != nil {
+		return registry.Registration{}, err
+	}
+	owner, err := s.owner(ctx, caller.Account)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	return s.register(ctx, caller, owner, registry.Registration{Node: node, Type: typ, Token: token, Domain: caller.Account.Domain})
+}
+
+// RegisterDevice registers a device identified by account and device id, as
+// Conversations' register-push-* commands do: the node and secret are ours
+// to choose, and the same account and device get the same node again. Only
+// the account's domain and salted hashes of account and device are kept.
+func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, token string) (registry.Registration, error) {
+	if account.Bare == "" || len(account.Bare) > 3071 {
+		return registry.Registration{}, fmt.Errorf("%w: an account is required", ErrBadRequest)
+	}
+	if err := checkText("device id", deviceID, MaxNodeLen); err != nil {
+		return registry.Registration{}, err
+	}
+	if err := s.checkRegistration(typ, "-", token); err != nil {
+		return registry.Registration{}, err
+	}
+	key, err := s.salted(ctx, "device", account.Bare, deviceID)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	owner, err := s.owner(ctx, account)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	caller := Caller{Account: account}
+	// Registrations of one device race (a client retrying, several
+	// connections of one account): the store refuses a second node for
+	// the device, and the loser looks again and renews the winner's node,
+	// so every node and secret we answer works.
+	for attempt := 0; ; attempt++ {
+		r := registry.Registration{Type: typ, Token: token, Domain: account.Domain, DeviceKey: key}
+		switch old, err := s.store.GetByDeviceKey(ctx, key); {
+		case err == nil && old.Type == typ:
+			r.Node = old.Node
+		case err == nil || errors.Is(err, registry.ErrNotFound):
+			if err == nil {
+				// Same device moved to another app: start afresh.
+				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
+					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
+				}
+				s.cache.drop(old.Node)
+			}
+			if r.Node, err = randomHex(16); err != nil {
+				return registry.Registration{}, err
+			}
+		default:
+			return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
+		}
+		stored, err := s.register(ctx, caller, owner, r)
+		if errors.Is(err, registry.ErrConflict) && attempt < maxConflictRetries {
+			continue
+		}
+		return stored, err
+	}
+}
+
+// maxConflictRetries bounds how often a registration that lost a race is
+// tried again; each retry renews the winner, so one is almost always enough.
+const maxConflictRetries = 5
+
+// How a registration came about, for logs.
+const (
+	regNew     = "new"
+	regRenewed = "renewed"
+	regRotated = "new secret"
+)
+
+func (s *Service) register(ctx context.Context, caller Caller, owner string, r registry.Registration) (registry.Registration, error) {
+	secret, err := randomHex(32)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	r.Secret = secret
+	r.Owner = owner
+	r.Registered = s.opts.Now().UTC()
+	var how string
+	decide := func(old registry.Registration, found bool) (registry.Registration, error) {
+		if !found {
+			how = regNew
+			return r, nil
+		}
+		proof := caller.Secret != "" && subtle.ConstantTimeCompare([]byte(caller.Secret), []byte(old.Secret)) == 1
+		mine := owner != "" && old.Owner == owner
+		if old.Owner != "" && !mine && !proof {
+			return registry.Registration{}, fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
+		}
+		switch {
+		case old.Type != r.Type:
+			// Another app: start afresh, as mod_push_appserver did.
+			if !mine && !proof && s.opts.StrictRegistration {
+				return registry.Registration{}, fmt.Errorf("%w: the node is registered for another type; give its secret to change it", ErrForbidden)
+			}
+			how = regRotated
+			return r, nil
+		case old.Token == r.Token || mine || proof:
+			how = regRenewed
+			old.Token = r.Token
+			old.Renewed = r.Registered
+			if old.Owner == "" {
+				old.Owner = owner // bind registrations made before owners were kept
+			}
+			if r.DeviceKey != "" {
+				old.Domain, old.DeviceKey = r.Domain, r.DeviceKey
+			}
+			if old.Domain == "" {
+				old.Domain = r.Domain
+			}
+			return old, nil
+		case s.opts.StrictRegistration:
+			return registry.Registration{}, fmt.Errorf("%w: the node is registered with another token; give its secret to change it", ErrForbidden)
+		default:
+			// A new token without proof: maybe the device after a restore,
+			// maybe someone who learned the node. The old secret dies, so
+			// the user's server stops pushing to this node until the
+			// device enables push again with the new one.
+			how = regRotated
+			return r, nil
+		}
+	}
+	s.cache.drop(r.Node)
+	stored, err := s.store.Register(ctx, r.Node, decide)
+	s.cache.drop(r.Node)
+	if errors.Is(err, ErrForbidden) {
+		s.logger.Info("registration refused", "app", r.Type, "node", r.Node, "reason", err)
+		return registry.Registration{}, err
+	}
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("storing registration: %w", err)
+	}
+	s.opts.Observer.Registered(r.Type, how == regRenewed)
+	s.logger.Info("registered device", "app", r.Type, "node", r.Node, "registration", how)
+	return stored, nil
+}
+
+func (s *Service) checkRegistration(typ, node, token string) error {
+	if err := checkText("type", typ, MaxTypeLen); err != nil {
+		return err
+	}
+	if err := checkText("node", node, MaxNodeLen); err != nil {
+		return err
+	}
+	if err := checkText("token", token, MaxTokenLen); err != nil {
+		if len(token) > MaxTokenLen {
+			return fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		}
+		return err
+	}
+	app, ok := s.apps[typ]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownType, typ)
+	}
+	if v, ok := app.Backend.(push.TokenValidator); ok {
+		if err := v.ValidateToken(token); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		}
+	}
+	return nil
+}
+
+// Unregister removes the registration of node if it belongs to app typ. A
+// node bound to an account is removed only for that account or a caller
+// that gives its secret; an unbound one for anyone who names it (the
+// seed's API), or with StrictRegistration only with its secret.
+func (s *Service) Unregister(ctx context.Context, caller Caller, typ, node string) (registry.Registration, error) {
+	if err := checkText("type", typ, MaxTypeLen); err != nil {
+		return registry.Registration{}, err
+	}
+	if err := checkText("node", node, MaxNodeLen); err != nil {
+		return registry.Registration{}, err
+	}
+	owner, err := s.owner(ctx, caller.Account)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	old, err := s.store.Get(ctx, node)
+	if err == nil && old.Type != typ {
+		err = registry.ErrNotFound
+	}
+	if errors.Is(err, registry.ErrNotFound) {
+		return registry.Registration{}, ErrNotFound
+	}
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("looking up registration: %w", err)
+	}
+	proof := caller.Secret != "" && subtle.ConstantTimeCompare([]byte(caller.Secret), []byte(old.Secret)) == 1
+	mine := owner != "" && old.Owner == owner
+	switch {
+	case old.Owner != "" && !mine && !proof:
+		err = fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
+	case old.Owner == "" && !proof && s.opts.StrictRegistration:
+		err = fmt.Errorf("%w: give the node's secret to unregister it", ErrForbidden)
+	}
+	if err != nil {
+		s.logger.Info("unregistration refused", "app", typ, "node", node, "reason", err)
+		return registry.Registration{}, err
+	}
+	r, err := s.store.Delete(ctx, node, typ)
+	s.cache.drop(node)
+	if errors.Is(err, registry.ErrNotFound) {
+		return registry.Registration{}, ErrNotFound
+	}
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("removing registration: %w", err)
+	}
+	s.forgetThrottle(node)
+	s.opts.Observer.Unregistered(typ, "request")
+	s.logger.Info("unregistered device", "app", typ, "node", node)
+	return r, nil
+}
+
+// owner is the value stored for registrations account makes: a salted hash
+// of its bare JID, so the registry never holds the JID; "" for no account.
+func (s *Service) owner(ctx context.Context, account Account) (string, error) {
+	if account.Bare == "" {
+		return "", nil
+	}
+	return s.salted(ctx, "owner", account.Bare)
+}
+
+// salted hashes parts with a salt shared by every instance using the
+// registry. The "device" hash keeps the format device keys always had.
+func (s *Service) salted(ctx context.Context, kind string, parts ...string) (string, error) {
+	s.saltMu.Lock()
+	if s.salt == "" {
+		salt, err := s.store.InstanceValue(ctx, "device-key-salt", func() (string, error) { return randomHex(32) })
+		if err != nil {
+			s.saltMu.Unlock()
+			return "", fmt.Errorf("reading device key salt: %w", err)
+		}
+		s.salt = salt
+	}
+	salt := s.salt
+	s.saltMu.Unlock()
+	h := sha256.New()
+	h.Write([]byte(salt))
+	h.Write([]byte{0})
+	if kind != "device" {
+		h.Write([]byte(kind))
+		h.Write([]byte{0})
+	}
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// checkText refuses a registration value that is empty, longer than max
+// bytes, not UTF-8 or holds a control character. Node and type come back in
+// the line-based HTTP answers and in logs: a newline in them would let a
+// client read the wrong line as the secret.
+func checkText(field, v string, max int) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%w: %s is required", ErrBadRequest, field)
+	case len(v) > max:
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrBadRequest, field, max)
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrBadRequest, field)
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return fmt.Errorf("%w: %s contains a control character", ErrBadRequest, field)
+	}
+	return nil
+}

@@ -1,0 +1,145 @@
+package httpapi_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+)
+
+const attackerToken = "ee00ee00"
+
+func secretOf(t *testing.T, body string) string {
+	t.Helper()
+	lines := strings.Split(body, "\n")
+	if len(lines) != 3 || lines[0] != "OK" {
+		t.Fatalf("not a registration answer: %q", body)
+	}
+	return lines[2]
+}
+
+// pushedTo lists the tokens the backend was asked to push to.
+func (f *fixture) pushedTo() map[string]int {
+	m := map[string]int{}
+	for _, n := range f.sent.Sent() {
+		m[n.Token]++
+	}
+	return m
+}
+
+// Someone who knows only a node re-registers it with their own token: they
+// get a new secret, never the victim's, and the pushes the victim's server
+// sends (with the old secret) never reach their token.
+func TestNodeOnlyCannotHijack(t *testing.T) {
+	f := newFixture(t, false, 0)
+	_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=apns&node=victim&token="+token)
+	victimSecret := secretOf(t, body)
+
+	code, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=apns&node=victim&token="+attackerToken)
+	if code != 200 {
+		t.Fatalf("re-register with a new token: %d %q", code, body)
+	}
+	if got := secretOf(t, body); got == victimSecret {
+		t.Fatal("a new token without proof was answered the existing secret")
+	}
+	// The victim's server pushes with the secret it holds: refused, and
+	// nothing goes to the attacker's token.
+	if _, body, _ := f.do(t, "POST", "/push_appserver/v1/push", "node=victim&secret="+victimSecret); body != "ERROR\nNode or secret not found!" {
+		t.Fatalf("push with the old secret after the takeover: %q", body)
+	}
+	if n := f.pushedTo()[attackerToken]; n != 0 {
+		t.Fatalf("%d pushes reached the attacker's token", n)
+	}
+
+	// Unregistering tells nobody the secret.
+	_, body, _ = f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=other&token=t1")
+	otherSecret := secretOf(t, body)
+	_, body, _ = f.do(t, "POST", "/push_appserver/v1/unregister", "type=fcm&node=other")
+	if body != "OK\nother\n" || strings.Contains(body, otherSecret) {
+		t.Fatalf("unregister answered %q", body)
+	}
+}
+
+// The device itself, after a restore, brings a new token and its secret:
+// the secret stays, so the user's server keeps pushing.
+func TestNewTokenWithSecretKeepsSecret(t *testing.T) {
+	f := newFixture(t, false, 0)
+	_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n&token=t1")
+	secret := secretOf(t, body)
+	_, body, _ = f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n&token=t2&secret="+secret)
+	if secretOf(t, body) != secret {
+		t.Fatalf("new token with proof changed the secret: %q", body)
+	}
+	if _, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n&secret="+secret); body != "OK\nn" {
+		t.Fatalf("push: %q", body)
+	}
+	if got := f.pushedTo(); got["t2"] != 1 || got["t1"] != 0 {
+		t.Fatalf("pushes went to %v, want t2 only", got)
+	}
+	// A wrong secret is no proof: the registration gets a new secret.
+	_, body, _ = f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n&token=t3&secret="+strings.Repeat("0", 64))
+	if secretOf(t, body) == secret {
+		t.Fatal("a wrong secret counted as proof")
+	}
+}
+
+// With strict_registration, a new token, a new type and an unregistration
+// need the secret; the same token stays idempotent.
+func TestStrictRegistration(t *testing.T) {
+	f := newFixtureOpts(t, false, appserver.Options{StrictRegistration: true})
+	_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n&token=t1")
+	secret := secretOf(t, body)
+	for _, tt := range []struct{ path, form string }{
+		{"register", "type=fcm&node=n&token=t2"},
+		{"register", "type=fcm&node=n&token=t2&secret=" + strings.Repeat("0", 64)},
+		{"register", "type=apns&node=n&token=" + token},
+		{"unregister", "type=fcm&node=n"},
+		{"unregister", "type=fcm&node=n&secret=wrong"},
+	} {
+		code, body, _ := f.do(t, "POST", "/push_appserver/v1/"+tt.path, tt.form)
+		if code != 403 || !strings.HasPrefix(body, "ERROR\nnot allowed to change this registration") {
+			t.Errorf("%s %s: %d %q, want 403", tt.path, tt.form, code, body)
+		}
+	}
+	if r, _ := f.store.Get(context.Background(), "n"); r.Token != "t1" || r.Secret != secret {
+		t.Fatalf("refused requests changed the registration: %+v", r)
+	}
+	if _, body, _ = f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n&token=t1"); secretOf(t, body) != secret {
+		t.Fatalf("same token again: %q", body)
+	}
+	if _, body, _ = f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n&token=t2&secret="+secret); secretOf(t, body) != secret {
+		t.Fatalf("new token with the secret: %q", body)
+	}
+	if code, body, _ := f.do(t, "POST", "/push_appserver/v1/unregister", "type=fcm&node=n&secret="+secret); code != 200 || body != "OK\nn\n" {
+		t.Fatalf("unregister with the secret: %d %q", code, body)
+	}
+}
+
+// A registration made over XMPP belongs to its account: over HTTP it can
+// be renewed, changed or removed only with its secret.
+func TestXMPPRegistrationNotTakenOverHTTP(t *testing.T) {
+	f := newFixture(t, false, 0)
+	juliet := appserver.Caller{Account: appserver.Account{Bare: "juliet@example.org", Domain: "example.org"}}
+	r, err := f.svc.Register(context.Background(), juliet, "fcm", "jn", "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ path, form string }{
+		{"register", "type=fcm&node=jn&token=t1"},
+		{"register", "type=fcm&node=jn&token=" + attackerToken},
+		{"register", "type=apns&node=jn&token=" + token},
+		{"unregister", "type=fcm&node=jn"},
+	} {
+		code, body, _ := f.do(t, "POST", "/push_appserver/v1/"+tt.path, tt.form)
+		if code != 403 || strings.Contains(body, r.Secret) {
+			t.Errorf("%s %s: %d %q, want 403 without the secret", tt.path, tt.form, code, body)
+		}
+	}
+	if got, _ := f.store.Get(context.Background(), "jn"); got.Token != "t1" || got.Secret != r.Secret {
+		t.Fatalf("refused requests changed the registration: %+v", got)
+	}
+	if code, body, _ := f.do(t, "POST", "/push_appserver/v1/unregister", "type=fcm&node=jn&secret="+r.Secret); code != 200 || body != "OK\njn\n" {
+		t.Fatalf("unregister with the secret: %d %q", code, body)
+	}
+}
