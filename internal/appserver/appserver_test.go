@@ -2,6 +2,8 @@ package appserver_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -515,3 +517,22 @@ func TestRejectionsLoggedAndCounted(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestOwnerIsSaltedHash(t *testing.T) {
+	ctx := context.Background()
+	svc, store, _ := newService(t, 0)
+	if _, err := svc.Register(ctx, appserver.Caller{Account: juliet}, "fcm", "jn", "t"); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := store.Get(ctx, "jn")
+	plain := sha256.Sum256([]byte(juliet.Bare))
+	if !hex64.MatchString(r.Owner) || strings.Contains(r.Owner, "juliet") || r.Owner == hex.EncodeToString(plain[:]) {
+		t.Fatalf("owner stored as %q, want a salted hash", r.Owner)
+	}
+	if r.Domain != "example.org" {
+		t.Fatalf("domain %q", r.Domain)
+	}
+	if _, err := svc.Register(ctx, appserver.Caller{}, "fcm", "jn", "t"); !errors.Is(err, appserver.ErrForbidden) {
+		t.Fatalf("HTTP re-registration of a bound node: %v", err)
+	}
+}

@@ -43,7 +43,7 @@ type registrar struct {
 	account            appserver.Account
 }
 
-func (r *registrar) Register(context.Context, string, string, string) (registry.Registration, error) {
+func (r *registrar) Register(context.Context, appserver.Caller, string, string, string) (registry.Registration, error) {
 	return registry.Registration{}, errors.New("unexpected")
 }
 
@@ -52,7 +52,7 @@ func (r *registrar) RegisterDevice(_ context.Context, app string, a appserver.Ac
 	return registry.Registration{Node: "node1", Secret: "secret1"}, nil
 }
 
-func (r *registrar) Unregister(context.Context, string, string) (registry.Registration, error) {
+func (r *registrar) Unregister(context.Context, appserver.Caller, string, string) (registry.Registration, error) {
 	return registry.Registration{}, errors.New("unexpected")
 }
 

@@ -168,7 +168,7 @@ func TestV1RegistrationBoundToAccount(t *testing.T) {
 			t.Errorf("%s from another account: %+v, %v; want forbidden", c.Node, res, err)
 		}
 	}
-	if err := svc.Push(ctx, "jn", secret, nil); err != nil {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "jn", Secret: secret}); err != nil {
 		t.Fatalf("the owner's registration broke: %v", err)
 	}
 
@@ -188,7 +188,7 @@ func TestV1RegistrationBoundToAccount(t *testing.T) {
 	if _, ok := res.Form.Value("secret"); ok {
 		t.Fatal("v1-unregister-push answered the secret")
 	}
-	if err := svc.Push(ctx, "jn", secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "jn", Secret: secret}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("after unregister: %v", err)
 	}
 }
@@ -212,7 +212,7 @@ func TestDeviceRegistrationBoundToAccount(t *testing.T) {
 	if condition(err) != stanza.Forbidden {
 		t.Fatalf("another account re-registers a register-push-fcm node with its token: %v", err)
 	}
-	if err := svc.Push(ctx, node, secret, nil); err != nil {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: secret}); err != nil {
 		t.Fatalf("registration broke: %v", err)
 	}
 }
