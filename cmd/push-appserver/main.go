@@ -18,9 +18,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sort"
 	"syscall"
 
 	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
 )
 
@@ -90,6 +92,18 @@ func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
 	}
 	if cfg.Debugging {
 		fmt.Fprintln(stdout, "warning: debugging is on: the settings pages show every secret; never in production")
+	}
+	names := make([]string, 0, len(cfg.Apps))
+	for n := range cfg.Apps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		// A production app left on the seed's default (sandbox) loses
+		// every push to BadDeviceToken: say which one each app uses.
+		if a := cfg.Apps[n]; a.Kind == config.KindAPNS {
+			fmt.Fprintf(stdout, "app %s: APNS %s\n", n, apns.Environment(*a.Sandbox, a.Endpoint))
+		}
 	}
 	fmt.Fprintf(stdout, "configuration OK: %d app(s), %d component(s), HTTP on %q, registry %s\n",
 		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, cfg.Database.Path)

@@ -20,6 +20,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/metrics"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/logpush"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
@@ -55,11 +56,17 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	}
 	defer store.Close()
 
-	apps, err := buildApps(ctx, cfg, logger)
+	apps, breakers, err := buildApps(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	m := metrics.New()
+	var appChecks []httpapi.Check
+	for _, b := range breakers {
+		bad := func() bool { ok, _ := b.breaker.Misconfigured(); return ok }
+		m.WatchApp(b.app, bad)
+		appChecks = append(appChecks, httpapi.Check{Name: "app " + b.app, OK: func() bool { return !bad() }})
+	}
 	svc, err := appserver.New(store, apps, appserver.Options{
 		RateLimit:   cfg.RateLimit.D(),
 		PushTimeout: cfg.PushTimeout.D(),
@@ -75,7 +82,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { svc.Run(runCtx) })
 
-	checks, err := startComponents(runCtx, &wg, cfg, svc, m, logger)
+	componentChecks, err := startComponents(runCtx, &wg, cfg, svc, m, logger)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -91,7 +98,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		Registrations: store,
 		Debugging:     cfg.Debugging,
 		Metrics:       mh,
-		Checks:        checks,
+		Checks:        func() []httpapi.Check { return append(componentChecks(), appChecks...) },
 		Logger:        logger,
 	})
 
@@ -180,35 +187,49 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (re
 	return sqlite.Open(ctx, cfg.Database.Path)
 }
 
-// buildApps makes one backend per configured app.
-func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]appserver.App, error) {
+// appBreaker is an app's misconfiguration breaker, for health and metrics.
+type appBreaker struct {
+	app     string
+	breaker *push.Breaker
+}
+
+// buildApps makes one backend per configured app, and a breaker for each
+// backend that talks to a push service.
+func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]appserver.App, []appBreaker, error) {
 	names := make([]string, 0, len(cfg.Apps))
 	for n := range cfg.Apps {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	var apps []appserver.App
+	var breakers []appBreaker
 	for _, name := range names {
 		a := cfg.Apps[name]
 		prio, err := push.ParsePriority(a.Priority)
 		if err != nil {
-			return nil, fmt.Errorf("apps.%s: %w", name, err)
+			return nil, nil, fmt.Errorf("apps.%s: %w", name, err)
 		}
 		l := logger.With("app", name)
+		attrs := []any{"app", name, "kind", a.Kind, "priority", prio}
 		var b push.Backend
 		switch a.Kind {
 		case config.KindLog:
 			b = logpush.New(l)
 		default:
-			b, err = newBackend(ctx, name, a, l)
+			br := push.NewBreaker(name, push.BreakerOptions{}, logger)
+			b, err = newBackend(ctx, name, a, br, l)
 			if err != nil {
-				return nil, fmt.Errorf("apps.%s: %w", name, err)
+				return nil, nil, fmt.Errorf("apps.%s: %w", name, err)
 			}
+			breakers = append(breakers, appBreaker{app: name, breaker: br})
 		}
-		logger.Info("app configured", "app", name, "kind", a.Kind, "priority", prio)
+		if a.Kind == config.KindAPNS {
+			attrs = append(attrs, "environment", apns.Environment(*a.Sandbox, a.Endpoint))
+		}
+		logger.Info("app configured", attrs...)
 		apps = append(apps, appserver.App{Name: name, Priority: prio, Backend: b})
 	}
-	return apps, nil
+	return apps, breakers, nil
 }
 
 func startPprof(addr string, logger *slog.Logger) (*http.Server, error) {

@@ -18,8 +18,9 @@ import (
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
-// newBackend builds the push backend for an app of kind apns, fcm or webpush.
-func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Logger) (push.Backend, error) {
+// newBackend builds the push backend for an app of kind apns, fcm or
+// webpush; br judges its answers that may mean a misconfigured app.
+func newBackend(ctx context.Context, name string, a *config.App, br *push.Breaker, logger *slog.Logger) (push.Backend, error) {
 	switch a.Kind {
 	case config.KindAPNS:
 		password, err := config.ResolveSecret(a.KeyPassword)
@@ -45,6 +46,7 @@ func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Lo
 			Collapse:       *a.Collapse,
 			IncludeSummary: a.IncludeSummary,
 			PushDeadline:   a.PushDeadline.D(),
+			Breaker:        br,
 		}, logger)
 	case config.KindFCM:
 		return fcm.New(fcm.Options{
@@ -60,6 +62,7 @@ func newBackend(ctx context.Context, name string, a *config.App, logger *slog.Lo
 			NotificationBody:   a.NotificationBody,
 			IncludeSummary:     a.IncludeSummary,
 			PushDeadline:       a.PushDeadline.D(),
+			Breaker:            br,
 		}, logger)
 	case config.KindWebPush:
 		return webpush.New(webpush.Options{

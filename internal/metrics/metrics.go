@@ -102,6 +102,22 @@ func (m *Metrics) ComponentState(jid string, connected bool) {
 	m.components.WithLabelValues(jid).Set(v)
 }
 
+// WatchApp exports push_appserver_app_misconfigured{app}: 1 while the
+// app's push service answers as if the app itself were misconfigured
+// (see push.Breaker), read at each scrape.
+func (m *Metrics) WatchApp(app string, misconfigured func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "push_appserver_app_misconfigured",
+		Help:        "1 while most of the app's recent pushes are refused for their token, which suggests a misconfigured app (e.g. APNS sandbox/production mismatch); registrations are then kept.",
+		ConstLabels: prometheus.Labels{"app": app},
+	}, func() float64 {
+		if misconfigured() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

@@ -74,6 +74,7 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 			timer.Stop()
 		}
 	}()
+	var prev error
 	for {
 		err := attempt(ctx)
 		if err == nil {
@@ -83,6 +84,12 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 		if !errors.As(err, &te) {
 			return err
 		}
+		if ctx.Err() != nil && prev != nil {
+			// This attempt was cut short by the deadline; the one
+			// before says better what went wrong.
+			return prev
+		}
+		prev = err
 		wait := max(b.Next(), te.RetryAfter)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			return err

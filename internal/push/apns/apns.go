@@ -68,17 +68,23 @@ type Options struct {
 	IncludeSummary bool          // let the payload carry the summary's sender and body (privacy: off by default)
 	PushDeadline   time.Duration // how long one push may take with retries; default 10 s
 
+	// Breaker judges answers that may mean a dead token or a
+	// misconfigured app; the wiring shares it with health and metrics. A
+	// private one when nil.
+	Breaker *push.Breaker
+
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
 
 // Backend sends pushes for one app. It keeps one HTTP/2 connection pool.
 type Backend struct {
-	opts   Options
-	base   string
-	client *http.Client
-	signer *signer // nil with certificate auth
-	logger *slog.Logger
+	opts    Options
+	base    string
+	client  *http.Client
+	signer  *signer // nil with certificate auth
+	breaker *push.Breaker
+	logger  *slog.Logger
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -94,8 +100,11 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Breaker == nil {
+		opts.Breaker = push.NewBreaker(opts.Topic, push.BreakerOptions{}, logger)
+	}
 	var certs []tls.Certificate
-	b := &Backend{opts: opts, logger: logger}
+	b := &Backend{opts: opts, logger: logger, breaker: opts.Breaker}
 	switch {
 	case opts.TokenKeyFile != "":
 		key, err := loadP8(opts.TokenKeyFile)
@@ -188,7 +197,7 @@ type answer struct {
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	req := b.build(n)
 	refreshed := false
-	return push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		for {
 			a, err := b.post(ctx, n.Token, req)
 			switch {
@@ -202,8 +211,12 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 					since = b.opts.Now()
 				}
 				return &push.DeadTokenError{Since: since, Reason: a.reason}
-			case a.status == http.StatusBadRequest && (a.reason == "BadDeviceToken" || a.reason == "DeviceTokenNotForTopic"):
-				return &push.DeadTokenError{Since: b.opts.Now(), Reason: a.reason}
+			case a.status == http.StatusBadRequest && a.reason == "BadDeviceToken":
+				// Also what every token gets when the app talks to the
+				// wrong environment: the breaker tells the two apart.
+				return &push.SuspectTokenError{Reason: a.reason, Cause: b.envCause()}
+			case a.status == http.StatusBadRequest && a.reason == "DeviceTokenNotForTopic":
+				return &push.SuspectTokenError{Reason: a.reason, Cause: "wrong topic? the app sends to topic " + b.opts.Topic}
 			case a.status == http.StatusForbidden && b.signer != nil && !refreshed &&
 				(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken"):
 				// Apple says our token is stale: sign a new one and try
@@ -219,7 +232,35 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			}
 		}
 	})
+	return b.breaker.Judge(err)
 }
+
+// Environment names the APNS environment an app with these options sends
+// to, for the startup log and check-config: a production build's tokens
+// are refused by the sandbox (and the other way round) as BadDeviceToken.
+func Environment(sandbox bool, endpoint string) string {
+	switch {
+	case endpoint != "":
+		return "custom endpoint " + endpoint
+	case sandbox:
+		return "sandbox (" + HostSandbox + ")"
+	}
+	return "production (" + HostProduction + ")"
+}
+
+func (b *Backend) envCause() string {
+	switch {
+	case b.opts.Endpoint != "":
+		return "sandbox/production mismatch? the app sends to " + b.opts.Endpoint
+	case b.opts.Sandbox:
+		return "sandbox/production mismatch? the app sends to Apple's sandbox (sandbox = true); App Store and TestFlight builds need sandbox = false"
+	}
+	return "sandbox/production mismatch? the app sends to Apple's production service (sandbox = false); development builds need sandbox = true"
+}
+
+// Misconfigured reports whether the app's answers say the app, not its
+// tokens, is wrong, and the likely cause.
+func (b *Backend) Misconfigured() (bool, string) { return b.breaker.Misconfigured() }
 
 // request is a push ready to post: payload and headers are the same for
 // every retry.

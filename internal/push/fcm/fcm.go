@@ -57,6 +57,10 @@ type Options struct {
 	// (privacy: off by default).
 	IncludeSummary bool
 	PushDeadline   time.Duration // default 10 s
+	// Breaker judges answers that may mean a dead token or a
+	// misconfigured app; the wiring shares it with health and metrics. A
+	// private one when nil.
+	Breaker *push.Breaker
 }
 
 // Backend sends pushes for one FCM project.
@@ -64,6 +68,7 @@ type Backend struct {
 	opts    Options
 	sendURL string
 	client  *http.Client
+	breaker *push.Breaker
 	conf    func(ctx context.Context) oauth2.TokenSource
 	ctx     context.Context // carries the HTTP client for token requests
 	logger  *slog.Logger
@@ -118,10 +123,14 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fcm: %w", err)
 	}
+	if opts.Breaker == nil {
+		opts.Breaker = push.NewBreaker(opts.ProjectID, push.BreakerOptions{}, logger)
+	}
 	b := &Backend{
 		opts:    opts,
 		sendURL: strings.TrimSuffix(opts.Endpoint, "/") + "/v1/projects/" + opts.ProjectID + "/messages:send",
 		client:  client,
+		breaker: opts.Breaker,
 		conf:    jc.TokenSource,
 		ctx:     context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: client.Transport, Timeout: 10 * time.Second}),
 		logger:  logger,
@@ -191,7 +200,7 @@ func (e *fcmError) code() string {
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	body := b.build(n)
 	refreshed := false
-	return push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		refreshNow := false
 		for {
 			status, ferr, retryAfter, err := b.post(ctx, body, refreshNow)
@@ -200,10 +209,19 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				return err
 			case status == http.StatusOK:
 				return nil
-			case ferr.code() == "UNREGISTERED" || status == http.StatusNotFound:
+			case ferr.code() == "UNREGISTERED":
 				return &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"}
+			case status == http.StatusNotFound:
+				// A 404 without FCM's error body comes from a wrong
+				// endpoint or a proxy, not from FCM about a token.
+				b.logger.Warn("FCM endpoint answered 404 without an FCM error: wrong endpoint?", "url", b.sendURL)
+				return fmt.Errorf("fcm: 404 from %s without an FCM error", b.sendURL)
+			case ferr.code() == "SENDER_ID_MISMATCH":
+				return &push.SuspectTokenError{Reason: "SENDER_ID_MISMATCH",
+					Cause: "service account of another Firebase project than the app's? (project " + b.opts.ProjectID + ")"}
 			case status == http.StatusBadRequest && isTokenProblem(ferr):
-				return &push.DeadTokenError{Since: time.Now(), Reason: "INVALID_ARGUMENT: " + ferr.Error.Message}
+				return &push.SuspectTokenError{Reason: "INVALID_ARGUMENT: " + ferr.Error.Message,
+					Cause: "tokens of another Firebase project than " + b.opts.ProjectID + "?"}
 			case status == http.StatusUnauthorized && ferr.code() != "THIRD_PARTY_AUTH_ERROR" && !refreshed:
 				// Our access token was revoked or expired early: fetch
 				// a new one and try again at once, once per push.
@@ -217,7 +235,12 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			}
 		}
 	})
+	return b.breaker.Judge(err)
 }
+
+// Misconfigured reports whether the app's answers say the app, not its
+// tokens, is wrong, and the likely cause.
+func (b *Backend) Misconfigured() (bool, string) { return b.breaker.Misconfigured() }
 
 // isTokenProblem tells an INVALID_ARGUMENT about the registration token
 // (the token is dead) from one about the message (our bug).

@@ -131,8 +131,18 @@ func TestAnswers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, 4},
-		{"sender id mismatch: no retry", []fcmmock.Fault{{Status: 403, Code: "SENDER_ID_MISMATCH", Message: "SenderId mismatch"}}, func(t *testing.T, err error) {
-			if err == nil || push.IsTemporary(err) || !strings.Contains(err.Error(), "SENDER_ID_MISMATCH") {
+		{"sender id mismatch: a dead token while the app looks healthy, no retry", []fcmmock.Fault{{Status: 403, Code: "SENDER_ID_MISMATCH", Message: "SenderId mismatch"}}, func(t *testing.T, err error) {
+			if d, ok := push.IsDeadToken(err); !ok || d.Reason != "SENDER_ID_MISMATCH" {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"404 with FCM's UNREGISTERED body: dead", []fcmmock.Fault{{Status: 404, Code: "UNREGISTERED"}}, func(t *testing.T, err error) {
+			if _, ok := push.IsDeadToken(err); !ok {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"404 with another FCM error: not dead", []fcmmock.Fault{{Status: 404, Code: "NOT_FOUND", Message: "Requested entity was not found."}}, func(t *testing.T, err error) {
+			if _, ok := push.IsDeadToken(err); ok || err == nil {
 				t.Fatalf("%v", err)
 			}
 		}, 1},

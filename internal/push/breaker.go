@@ -1,0 +1,150 @@
+package push
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// SuspectTokenError is an answer that says the token is bad, but that a
+// push service gives just the same for every token when the app itself is
+// misconfigured: APNS BadDeviceToken for a production token sent to the
+// sandbox, DeviceTokenNotForTopic for a wrong topic, FCM SENDER_ID_MISMATCH
+// for another project's key. A backend returns it from its attempt and
+// hands the outcome to its Breaker, which decides what it means.
+type SuspectTokenError struct {
+	Reason string // the service's answer, e.g. "BadDeviceToken"
+	// Cause is the likely misconfiguration if most answers look like this,
+	// for the operator: "sandbox/production mismatch?".
+	Cause string
+}
+
+func (e *SuspectTokenError) Error() string {
+	return "push service refused the token: " + e.Reason
+}
+
+// BreakerOptions tune a Breaker; the zero value gives the defaults.
+type BreakerOptions struct {
+	// Window is how far back answers count. Default one minute.
+	Window time.Duration
+	// MinAnswers is how many answers the window must hold before the app
+	// can be judged misconfigured. Default 20.
+	MinAnswers int
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+const breakerBuckets = 6
+
+// Breaker keeps one app from wiping its registrations when the app, not
+// the tokens, is wrong. While suspect answers are a minority of the app's
+// recent answers, each one is taken at its word (the token is dead); once
+// they are more than half of at least MinAnswers answers in the window,
+// the app is marked misconfigured: suspect answers become temporary
+// failures (the user's server hears "wait", nothing is deleted), an error
+// is logged once with the likely cause, and the mark clears by itself when
+// successes are the majority again. One Breaker per app, shared by all of
+// its pushes; safe for concurrent use.
+type Breaker struct {
+	app    string
+	opts   BreakerOptions
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	buckets [breakerBuckets]breakerBucket
+	tripped bool
+	cause   string
+}
+
+type breakerBucket struct {
+	start            time.Time
+	answers, suspect int
+}
+
+// NewBreaker returns a breaker for app, logging state changes to logger.
+func NewBreaker(app string, opts BreakerOptions, logger *slog.Logger) *Breaker {
+	if opts.Window <= 0 {
+		opts.Window = time.Minute
+	}
+	if opts.MinAnswers <= 0 {
+		opts.MinAnswers = 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Breaker{app: app, opts: opts, logger: logger}
+}
+
+// Judge records the outcome of one push and returns what the push should
+// end with. nil and errors other than *SuspectTokenError pass unchanged;
+// a suspect answer becomes a *DeadTokenError while the app looks healthy
+// and a *TemporaryError while it looks misconfigured.
+func (b *Breaker) Judge(err error) error {
+	var s *SuspectTokenError
+	suspect := errors.As(err, &s)
+	now := b.opts.Now()
+
+	b.mu.Lock()
+	bk := b.bucket(now)
+	bk.answers++
+	if suspect {
+		bk.suspect++
+	}
+	answers, suspects := b.count(now)
+	bad := answers >= b.opts.MinAnswers && 2*suspects > answers
+	var changed, tripped bool
+	switch {
+	case !b.tripped && bad && suspect:
+		b.tripped, b.cause, changed = true, s.Cause, true
+	case b.tripped && !suspect && err == nil && 2*suspects <= answers:
+		b.tripped, b.cause, changed = false, "", true
+	}
+	tripped, cause := b.tripped, b.cause
+	b.mu.Unlock()
+
+	if changed && tripped {
+		b.logger.Error("app looks misconfigured: most of its pushes are refused for their token; keeping the registrations and answering 'wait' until pushes succeed again",
+			"app", b.app, "answer", s.Reason, "likely_cause", cause, "refused", suspects, "answers", answers, "window", b.opts.Window)
+	} else if changed {
+		b.logger.Info("app answers normally again", "app", b.app)
+	}
+	if !suspect {
+		return err
+	}
+	if tripped {
+		return &TemporaryError{Reason: fmt.Sprintf("app looks misconfigured (%s, %s)", s.Reason, cause), Err: err}
+	}
+	return &DeadTokenError{Since: now, Reason: s.Reason}
+}
+
+// Misconfigured reports whether the app is marked misconfigured now, and
+// the likely cause, for health checks, readiness and metrics.
+func (b *Breaker) Misconfigured() (bool, string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tripped, b.cause
+}
+
+// bucket returns the bucket for now, recycling a stale one.
+func (b *Breaker) bucket(now time.Time) *breakerBucket {
+	width := b.opts.Window / breakerBuckets
+	start := now.Truncate(width)
+	bk := &b.buckets[(start.UnixNano()/int64(width))%breakerBuckets]
+	if !bk.start.Equal(start) {
+		*bk = breakerBucket{start: start}
+	}
+	return bk
+}
+
+// count sums the buckets still inside the window.
+func (b *Breaker) count(now time.Time) (answers, suspects int) {
+	for _, bk := range b.buckets {
+		if now.Sub(bk.start) < b.opts.Window {
+			answers += bk.answers
+			suspects += bk.suspect
+		}
+	}
+	return answers, suspects
+}
