@@ -2,7 +2,9 @@
 # Installs what the test suite needs on a Debian machine: a C compiler for
 # the race detector, Prosody with its community modules (mod_cloud_notify)
 # for the end-to-end tests, and PostgreSQL's server binaries for the shared
-# registry (the tests run their own server; the system one stays off).
+# registry (the tests run their own server; the system one stays off),
+# and Node.js with http_ece, which checks our WebPush encryption
+# independently of our code.
 # Runs apt-get only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +22,24 @@ command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 [ -f /usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua ] ||
   [ -f /usr/lib/prosody/modules/mod_cloud_notify.lua ] || missing+=(prosody-modules)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+# http_ece, pinned by package-lock.json, into the test's own folder.
+ECE_DIR=internal/push/webpush/testdata/ece
+npm_deps() {
+  if [ ! -f "$ECE_DIR/node_modules/http_ece/package.json" ] ||
+    [ "$ECE_DIR/package-lock.json" -nt "$ECE_DIR/node_modules/.package-lock.json" ]; then
+    echo "test-deps: installing http_ece (npm ci in $ECE_DIR)"
+    if ! (cd "$ECE_DIR" && npm ci --no-audit --no-fund --loglevel=error); then
+      echo "test-deps: FAILED: npm ci in $ECE_DIR; the WebPush interoperability test cannot run without http_ece" >&2
+      exit 1
+    fi
+  fi
+}
 
 if [ ${#missing[@]} -eq 0 ]; then
+  npm_deps
   exit 0
 fi
 
@@ -47,3 +65,4 @@ for svc in prosody postgresql; do
   fi
   $sudo service "$svc" stop >/dev/null 2>&1 || true
 done
+npm_deps

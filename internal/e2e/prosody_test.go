@@ -83,7 +83,8 @@ func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stac
 }
 
 // startStackWithApps is startStack with the given backend per app (both
-// "apns" and "fcm" must be there).
+// "apns" and "fcm" must be there; "webpush" is optional and turns on
+// register-push-webpush).
 func startStackWithApps(t *testing.T, backends map[string]push.Backend) *stack {
 	t.Helper()
 	p := prosody.Start(t, prosody.Options{})
@@ -96,16 +97,22 @@ func startStackWithApps(t *testing.T, backends map[string]push.Backend) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	svc, err := appserver.New(store, []appserver.App{
+	apps := []appserver.App{
 		{Name: "apns", Priority: push.PriorityAuto, Backend: backends["apns"]},
 		{Name: "fcm", Priority: push.PriorityAuto, Backend: backends["fcm"]},
-	}, appserver.Options{RateLimit: 0}, log)
+	}
+	cmds := adhoc.Options{V1: true, FCMApp: "fcm"}
+	if b, ok := backends["webpush"]; ok {
+		apps = append(apps, appserver.App{Name: "webpush", Priority: push.PriorityAuto, Backend: b})
+		cmds.WebPushApp = "webpush"
+	}
+	svc, err := appserver.New(store, apps, appserver.Options{RateLimit: 0}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn := component.New(component.Options{
 		Addr: p.ComponentAddr, JID: p.ComponentJID, Secret: p.ComponentSecret,
-		Commands:   adhoc.Options{V1: true, FCMApp: "fcm"},
+		Commands:   cmds,
 		MaxBackoff: 500 * time.Millisecond, Logger: log,
 	}, svc)
 	ctx, cancel := context.WithCancel(context.Background())
