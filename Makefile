@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 CONFIG  ?=
 
-.PHONY: all build run test test-deps vet bench clean
+.PHONY: all build run test test-deps vet bench bench-instructions clean
 
 all: build
 
@@ -33,9 +33,11 @@ vet:
 	$(STATICCHECK) ./...
 
 # Benchmarks print numbers; they are not part of `make test`. The standard
-# scenario: 100,000 registrations, 256 publish IQs in flight for 30 s, then
-# half the measured maximum for 30 s. BENCH_ARGS='-n 10000 -d 5s -open-d 5s'
-# for a quick run; MICRO=0 skips the go test micro-benchmarks.
+# scenario: 100,000 registrations; on each input path (publish IQs, then
+# HTTP push requests) a closed loop for 30 s, then 2,000 pushes/s for 30 s;
+# server CPU per push for each. BENCH_ARGS='-n 10000 -d 5s -open-d 5s' for
+# a quick run, '-rate 0' for half the measured maximum; MICRO=0 skips the
+# go test micro-benchmarks.
 BENCH_ARGS ?=
 MICRO      ?= 1
 bench: build
@@ -43,6 +45,16 @@ bench: build
 ifeq ($(MICRO),1)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 endif
+
+# Instructions the server executes per push on each path, counted by
+# valgrind's callgrind over a fixed number of pushes: the same from run to
+# run however loaded the machine is, so it judges small changes.
+# The binary keeps its symbols for callgrind_annotate (-callgrind-out).
+INSTR_ARGS ?= -n 1000 -instructions 2000 -c 16 -http-c 8
+bench-instructions:
+	./scripts/bench-deps.sh
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/push-appserver-sym ./cmd/push-appserver
+	$(GO) run ./cmd/pushbench -bin bin/push-appserver-sym $(INSTR_ARGS)
 
 clean:
 	rm -rf bin

@@ -4,7 +4,15 @@
 // `push-appserver serve` as a separate process, registers devices over the
 // HTTP API, and then sends publish IQs shaped like Prosody's, closed-loop
 // (a fixed number in flight) and open-loop (a fixed rate). It prints a
-// table and one JSON line prefixed "RESULT ".
+// table and one JSON line prefixed "RESULT ". The same two phases, closed
+// and open loop, then run against the HTTP API's push endpoint.
+//
+// The headline figures are the server's CPU time per push (utime+stime of
+// its process over a phase, divided by the successful pushes): unlike
+// rates, they hardly depend on what else the machine is doing. With
+// -instructions N the server runs under valgrind's callgrind instead and
+// the benchmark counts the instructions it executes for N pushes on each
+// path, which is the same from run to run.
 package main
 
 import (
@@ -33,6 +41,10 @@ type options struct {
 	duration    time.Duration
 	openRate    float64 // 0: half the closed-loop rate
 	openFor     time.Duration
+	httpC       int
+	paths       string
+	count       int // >0: count instructions for this many pushes per path
+	callgrindTo string
 	backend     string
 	cpuprofile  string
 	heapprofile string
@@ -45,9 +57,13 @@ func main() {
 	flag.IntVar(&o.n, "n", 100000, "devices to register")
 	flag.IntVar(&o.concurrency, "c", 256, "publish IQs in flight in the closed loop")
 	flag.DurationVar(&o.duration, "d", 30*time.Second, "closed-loop duration")
-	flag.Float64Var(&o.openRate, "rate", 0, "open-loop rate in IQs/s (0: half the closed-loop maximum; <0: skip)")
+	flag.Float64Var(&o.openRate, "rate", 2000, "open-loop (fixed) rate in pushes/s (0: half the closed-loop maximum; <0: skip)")
 	flag.DurationVar(&o.openFor, "open-d", 30*time.Second, "open-loop duration")
+	flag.IntVar(&o.httpC, "http-c", 64, "HTTP push requests in flight in the closed loop")
+	flag.StringVar(&o.paths, "paths", "xmpp,http", "input paths to measure: xmpp (publish IQs), http (/push_appserver/v1/push)")
+	flag.IntVar(&o.count, "instructions", 0, "run the server under valgrind's callgrind and count the instructions of this many pushes per path (closed loop) instead of timing")
 	flag.StringVar(&o.backend, "backend", "apns", "push backend of the benchmark app: apns (against the mock) or log")
+	flag.StringVar(&o.callgrindTo, "callgrind-out", "", "with -instructions: keep callgrind's dumps (one per path) as this file name plus .1, .2 (for callgrind_annotate)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a 10 s CPU profile of the server, taken during the closed loop, to this file")
 	flag.StringVar(&o.heapprofile, "heapprofile", "", "write a heap profile of the server, taken after the closed loop, to this file")
 	flag.StringVar(&o.serverLog, "server-log", "", "write the server's log to this file")
@@ -58,18 +74,35 @@ func main() {
 	}
 }
 
-// Result is the JSON line.
+// Result is the JSON line. The top-level per-push figures repeat the
+// phases' ones under stable names; a figure of a phase that did not run
+// is 0 (or absent).
 type Result struct {
-	Registrations    int     `json:"registrations"`
-	RegistrationsPS  float64 `json:"registrations_per_s"`
-	Closed           *Phase  `json:"closed_loop"`
-	Open             *Phase  `json:"open_loop,omitempty"`
-	APNSAccepted     int     `json:"apns_accepted"`
-	Successes        int64   `json:"successes"`
-	PeakRSSMB        float64 `json:"peak_rss_mb"`
-	CPUSeconds       float64 `json:"server_cpu_s"`
-	Backend          string  `json:"backend"`
-	GoMaxProcsServer int     `json:"-"`
+	Registrations   int     `json:"registrations"`
+	RegistrationsPS float64 `json:"registrations_per_s"`
+
+	ServerCPUus         float64 `json:"server_cpu_us_per_push"`           // XEP-0357, closed loop
+	HTTPServerCPUus     float64 `json:"http_server_cpu_us_per_push"`      // HTTP, closed loop
+	RateServerCPUus     float64 `json:"rate_server_cpu_us_per_push"`      // XEP-0357, fixed rate
+	HTTPRateServerCPUus float64 `json:"http_rate_server_cpu_us_per_push"` // HTTP, fixed rate
+	AllocsPerPush       float64 `json:"allocs_per_push"`                  // XEP-0357, closed loop
+	HTTPAllocsPerPush   float64 `json:"http_allocs_per_push"`             // HTTP, closed loop
+	PushesPS            float64 `json:"pushes_per_s"`
+	HTTPPushesPS        float64 `json:"http_pushes_per_s"`
+	InstrPerPush        float64 `json:"instructions_per_push,omitempty"`
+	HTTPInstrPerPush    float64 `json:"http_instructions_per_push,omitempty"`
+
+	Closed     *Phase `json:"closed_loop,omitempty"`
+	Open       *Phase `json:"open_loop,omitempty"`
+	HTTPClosed *Phase `json:"http_closed_loop,omitempty"`
+	HTTPOpen   *Phase `json:"http_open_loop,omitempty"`
+
+	APNSAccepted int     `json:"apns_accepted"`
+	Successes    int64   `json:"successes"`
+	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	CPUSeconds   float64 `json:"server_cpu_s"`
+	LoadAvg      float64 `json:"load_avg_1m"` // of the machine at the end: how shared the cores were
+	Backend      string  `json:"backend"`
 }
 
 func run(o options) error {
@@ -147,7 +180,19 @@ ca_path = %q
 	cfgFile := filepath.Join(dir, "bench.toml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
 
-	srv := exec.CommandContext(ctx, o.bin, "serve", "-config", cfgFile)
+	var cg *callgrind
+	var srv *exec.Cmd
+	if o.count > 0 {
+		cg = &callgrind{out: filepath.Join(dir, "callgrind.out")}
+		if o.callgrindTo != "" {
+			cg.out = o.callgrindTo
+		}
+		if srv, err = cg.command(o.bin, "serve", "-config", cfgFile); err != nil {
+			return err
+		}
+	} else {
+		srv = exec.Command(o.bin, "serve", "-config", cfgFile)
+	}
 	logw := io.Discard
 	if o.serverLog != "" {
 		f, err := os.Create(o.serverLog)
@@ -162,17 +207,34 @@ ca_path = %q
 		return err
 	}
 	defer func() {
+		// Under valgrind the server may never finish its graceful
+		// shutdown; the figures are taken by then.
 		srv.Process.Signal(os.Interrupt)
-		srv.Wait()
+		done := make(chan struct{})
+		go func() { srv.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			srv.Process.Kill()
+			<-done
+		}
 	}()
+	probe := &serverProbe{pid: srv.Process.Pid, metricsURL: "http://" + httpAddr + "/metrics", client: &http.Client{Timeout: 30 * time.Second}}
 
 	fmt.Fprintln(os.Stderr, "waiting for the component connection ...")
-	stream, err := xmpp.Accept(30 * time.Second)
+	accept := 30 * time.Second
+	if cg != nil {
+		accept = 5 * time.Minute // valgrind starts slowly
+	}
+	stream, err := xmpp.Accept(accept)
 	if err != nil {
 		return err
 	}
 	defer stream.Close()
 
+	if err := waitHTTP(ctx, "http://"+httpAddr, accept); err != nil {
+		return err
+	}
 	res := Result{Backend: o.backend}
 	fmt.Fprintf(os.Stderr, "registering %d devices ...\n", o.n)
 	devices, took, err := register(ctx, "http://"+httpAddr, o.n)
@@ -182,46 +244,28 @@ ca_path = %q
 	res.Registrations = len(devices)
 	res.RegistrationsPS = float64(len(devices)) / took.Seconds()
 
-	var profileDone chan error
-	if o.cpuprofile != "" {
-		profileDone = make(chan error, 1)
-		go func() {
-			time.Sleep(min(2*time.Second, o.duration/4))
-			profileDone <- fetchProfile("http://"+pprofAddr+"/debug/pprof/profile?seconds=10", o.cpuprofile)
-		}()
-	}
-	fmt.Fprintf(os.Stderr, "closed loop: %d in flight for %s ...\n", o.concurrency, o.duration)
-	res.Closed = stream.ClosedLoop(devices, o.concurrency, o.duration)
-	if profileDone != nil {
-		if err := <-profileDone; err != nil {
-			fmt.Fprintln(os.Stderr, "cpu profile:", err)
+	if cg != nil {
+		cg.pid = srv.Process.Pid
+		if err := countInstructions(o, cg, stream, newHTTPPusher("http://"+httpAddr, 1024), devices, &res); err != nil {
+			return err
 		}
+	} else {
+		runPhases(o, probe, pprofAddr, stream, newHTTPPusher("http://"+httpAddr, 1024), devices, &res)
 	}
-	if o.heapprofile != "" {
-		if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/heap", o.heapprofile); err != nil {
-			fmt.Fprintln(os.Stderr, "heap profile:", err)
+	for _, p := range []*Phase{res.Closed, res.Open, res.HTTPClosed, res.HTTPOpen} {
+		if p != nil {
+			res.Successes += p.OK
 		}
-	}
-	if o.openRate >= 0 {
-		rate := o.openRate
-		if rate == 0 {
-			rate = res.Closed.Rate / 2
-		}
-		fmt.Fprintf(os.Stderr, "open loop: %.0f IQs/s for %s ...\n", rate, o.openFor)
-		res.Open = stream.OpenLoop(devices, rate, o.openFor)
-	}
-	res.Successes = res.Closed.OK
-	if res.Open != nil {
-		res.Successes += res.Open.OK
 	}
 	res.APNSAccepted = mock.Accepted()
-	res.PeakRSSMB, res.CPUSeconds = procStats(srv.Process.Pid)
+	res.PeakRSSMB, res.CPUSeconds = peakRSS(srv.Process.Pid), procCPU(srv.Process.Pid).Seconds()
+	res.LoadAvg = loadAverage()
 
 	printTable(os.Stdout, res)
 	line, _ := json.Marshal(res)
 	fmt.Printf("RESULT %s\n", line)
 	if o.backend == "apns" && int64(res.APNSAccepted) != res.Successes {
-		return fmt.Errorf("APNS mock accepted %d pushes but %d IQs were answered with success", res.APNSAccepted, res.Successes)
+		return fmt.Errorf("APNS mock accepted %d pushes but %d were answered with success", res.APNSAccepted, res.Successes)
 	}
 	return nil
 }
@@ -280,4 +324,20 @@ func fetchProfile(u, file string) error {
 	defer f.Close()
 	_, err = io.Copy(f, resp.Body)
 	return err
+}
+
+// waitHTTP waits until the server's HTTP API answers.
+func waitHTTP(ctx context.Context, base string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(base + "/push_appserver/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("HTTP API not up: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -206,6 +206,8 @@ type Phase struct {
 	P90ms    float64          `json:"p90_ms"`
 	P99ms    float64          `json:"p99_ms"`
 	Maxms    float64          `json:"max_ms"`
+	CPUus    float64          `json:"server_cpu_us_per_push"`
+	Allocs   float64          `json:"allocs_per_push,omitempty"`
 	mu       sync.Mutex
 	lat      []time.Duration
 	duration time.Duration
@@ -265,14 +267,14 @@ func (s *stream) drain() {
 	}
 }
 
-// ClosedLoop keeps c IQs in flight for d.
-func (s *stream) ClosedLoop(devices []device, c int, d time.Duration) *Phase {
+// ClosedLoop keeps c IQs in flight for d, or until count (if > 0) were sent.
+func (s *stream) ClosedLoop(devices []device, c int, d time.Duration, count int) *Phase {
 	p := newPhase()
 	s.slots = make(chan struct{}, c)
 	s.start(p)
 	start := time.Now()
 	end := start.Add(d)
-	for i := 0; time.Now().Before(end); i++ {
+	for i := 0; time.Now().Before(end) && (count <= 0 || p.Sent < int64(count)); i++ {
 		select {
 		case s.slots <- struct{}{}:
 		case <-time.After(time.Second):

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// serverProbe reads what the server process spent: CPU time from
+// /proc/PID/stat and heap allocations from its /metrics page.
+type serverProbe struct {
+	pid        int
+	metricsURL string
+	client     *http.Client
+}
+
+// sample is the server's cumulative counters at one moment.
+type sample struct {
+	cpu     time.Duration // utime+stime
+	mallocs float64       // go_memstats_mallocs_total; <0 when unknown
+}
+
+func (p *serverProbe) sample() sample {
+	s := sample{cpu: procCPU(p.pid), mallocs: -1}
+	if p.metricsURL != "" {
+		if n, err := p.mallocs(); err == nil {
+			s.mallocs = n
+		}
+	}
+	return s
+}
+
+// mallocs reads go_memstats_mallocs_total, the Go runtime's cumulative
+// count of heap objects allocated.
+func (p *serverProbe) mallocs() (float64, error) {
+	resp, err := p.client.Get(p.metricsURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", p.metricsURL, resp.Status)
+	}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_mallocs_total "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no go_memstats_mallocs_total", p.metricsURL)
+}
+
+// cost fills the phase's per-push figures from the samples taken around
+// it. Pushes are the successful ones: what the server was there to do.
+func (p *Phase) cost(before, after sample) {
+	if p.OK == 0 {
+		return
+	}
+	p.CPUus = float64((after.cpu - before.cpu).Microseconds()) / float64(p.OK)
+	if before.mallocs >= 0 && after.mallocs >= 0 {
+		p.Allocs = (after.mallocs - before.mallocs) / float64(p.OK)
+	}
+}
+
+// procCPU is utime+stime of a process. The kernel counts them in clock
+// ticks (USER_HZ, 100 on Linux), so a window should last seconds.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) <= 12 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100)
+}
+
+// peakRSS is the process's peak resident memory (VmHWM) in MB.
+func peakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// loadAverage is the first figure of /proc/loadavg: how busy the machine
+// was, since other processes share the cores with the benchmark.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}

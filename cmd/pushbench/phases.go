@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+func (o options) path(name string) bool {
+	for _, p := range strings.Split(o.paths, ",") {
+		if strings.TrimSpace(p) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// runPhases runs the timed phases of each path, with the server's CPU time
+// and allocations sampled around every phase.
+func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, web *httpPusher, devices []device, res *Result) {
+	measure := func(run func() *Phase) *Phase {
+		before := probe.sample()
+		p := run()
+		p.cost(before, probe.sample())
+		return p
+	}
+	openRate := func(closed *Phase) float64 {
+		if o.openRate > 0 || closed == nil {
+			return o.openRate
+		}
+		return closed.Rate / 2
+	}
+	if o.path("xmpp") {
+		var profileDone chan error
+		if o.cpuprofile != "" {
+			profileDone = make(chan error, 1)
+			go func() {
+				time.Sleep(min(2*time.Second, o.duration/4))
+				profileDone <- fetchProfile("http://"+pprofAddr+"/debug/pprof/profile?seconds=10", o.cpuprofile)
+			}()
+		}
+		fmt.Fprintf(os.Stderr, "XEP-0357 closed loop: %d in flight for %s ...\n", o.concurrency, o.duration)
+		res.Closed = measure(func() *Phase { return stream.ClosedLoop(devices, o.concurrency, o.duration, 0) })
+		res.ServerCPUus, res.AllocsPerPush, res.PushesPS = res.Closed.CPUus, res.Closed.Allocs, res.Closed.Rate
+		if profileDone != nil {
+			if err := <-profileDone; err != nil {
+				fmt.Fprintln(os.Stderr, "cpu profile:", err)
+			}
+		}
+		if o.heapprofile != "" {
+			if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/heap", o.heapprofile); err != nil {
+				fmt.Fprintln(os.Stderr, "heap profile:", err)
+			}
+		}
+		if rate := openRate(res.Closed); rate > 0 {
+			fmt.Fprintf(os.Stderr, "XEP-0357 open loop: %.0f IQs/s for %s ...\n", rate, o.openFor)
+			res.Open = measure(func() *Phase { return stream.OpenLoop(devices, rate, o.openFor) })
+			res.RateServerCPUus = res.Open.CPUus
+		}
+	}
+	if o.path("http") {
+		fmt.Fprintf(os.Stderr, "HTTP closed loop: %d in flight for %s ...\n", o.httpC, o.duration)
+		res.HTTPClosed = measure(func() *Phase { return web.ClosedLoop(devices, o.httpC, o.duration, 0) })
+		res.HTTPServerCPUus, res.HTTPAllocsPerPush, res.HTTPPushesPS = res.HTTPClosed.CPUus, res.HTTPClosed.Allocs, res.HTTPClosed.Rate
+		if rate := openRate(res.HTTPClosed); rate > 0 {
+			fmt.Fprintf(os.Stderr, "HTTP open loop: %.0f requests/s for %s ...\n", rate, o.openFor)
+			res.HTTPOpen = measure(func() *Phase { return web.OpenLoop(devices, rate, o.openFor, 4096) })
+			res.HTTPRateServerCPUus = res.HTTPOpen.CPUus
+		}
+	}
+}
+
+// countInstructions runs o.count pushes closed-loop on each path with the
+// server under callgrind, and counts the instructions of each window.
+func countInstructions(o options, cg *callgrind, stream *stream, web *httpPusher, devices []device, res *Result) error {
+	window := func(name string, run func() *Phase) (*Phase, float64, error) {
+		if err := cg.zero(); err != nil {
+			return nil, 0, err
+		}
+		fmt.Fprintf(os.Stderr, "%s: counting the instructions of %d pushes ...\n", name, o.count)
+		p := run()
+		n, err := cg.dump()
+		if err != nil {
+			return p, 0, err
+		}
+		if p.OK == 0 {
+			return p, 0, fmt.Errorf("%s: no successful push", name)
+		}
+		return p, float64(n) / float64(p.OK), nil
+	}
+	// Long enough for any count under valgrind; the count ends the phase.
+	const forever = time.Hour
+	var err error
+	if o.path("xmpp") {
+		if res.Closed, res.InstrPerPush, err = window("XEP-0357", func() *Phase {
+			return stream.ClosedLoop(devices, o.concurrency, forever, o.count)
+		}); err != nil {
+			return err
+		}
+	}
+	if o.path("http") {
+		if res.HTTPClosed, res.HTTPInstrPerPush, err = window("HTTP", func() *Phase {
+			return web.ClosedLoop(devices, o.httpC, forever, o.count)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
