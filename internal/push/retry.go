@@ -68,12 +68,6 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 	if b.Max < b.Base {
 		b.Max = max(2*time.Second, b.Base)
 	}
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	var prev error
 	for {
 		err := attempt(ctx)
@@ -97,15 +91,11 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 		if ctx.Err() != nil {
 			return err
 		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
-		}
-		select {
-		case <-ctx.Done():
+		// Wait, not a timer of our own: a push waiting to retry gives its
+		// caller's concurrency slot back meanwhile, so it does not hold up
+		// fresh pushes.
+		if Wait(ctx, wait) != nil {
 			return err
-		case <-timer.C:
 		}
 	}
 }

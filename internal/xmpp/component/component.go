@@ -321,11 +321,13 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 }
 
 // read decodes top-level stanzas until the stream ends and dispatches the
-// IQs, at most MaxInFlight at once. Once ctx is done it drains: IQs still
+// IQs, at most MaxInFlight at once (and as many again coming back from a
+// wait, see withSlot). Once ctx is done it drains: IQs still
 // arriving are answered "wait" at once, and reading stops when the pushes
 // that were under way have answered.
 func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
+	resumed := make(chan struct{}, c.opts.MaxInFlight)
 	for {
 		lr.n.Store(0)
 		tok, err := d.Token()
@@ -390,7 +392,7 @@ func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *wri
 			defer work.done()
 			// Not ctx: a push under way when we shut down still completes
 			// (the core bounds it) and gets its answer.
-			hctx, release := withSlot(context.WithoutCancel(ctx), sem)
+			hctx, release := withSlot(context.WithoutCancel(ctx), sem, resumed)
 			defer release()
 			c.handle(hctx, q, w)
 		}()
@@ -399,21 +401,23 @@ func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *wri
 
 // withSlot lets the handler's push hand its in-flight slot back while it
 // only waits on a timer (a throttle window, a retry's backoff), so that
-// such pushes never hold up fresh ones. release frees the slot if held.
-func withSlot(ctx context.Context, sem chan struct{}) (context.Context, func()) {
-	var held atomic.Bool
-	held.Store(true)
+// such pushes never hold up fresh ones. After the wait it takes a slot of
+// resumed, a pool of its own: pushes coming back from a wait then never
+// queue in front of fresh ones either. release frees the slot held.
+func withSlot(ctx context.Context, fresh, resumed chan struct{}) (context.Context, func()) {
+	var held atomic.Pointer[chan struct{}]
+	held.Store(&fresh)
 	release := func() {
-		if held.CompareAndSwap(true, false) {
-			<-sem
+		if sem := held.Swap(nil); sem != nil {
+			<-*sem
 		}
 	}
 	return push.WithWaiting(ctx, push.Waiting{
 		Pause: release,
 		Resume: func(ctx context.Context) error {
 			select {
-			case sem <- struct{}{}:
-				held.Store(true)
+			case resumed <- struct{}{}:
+				held.Store(&resumed)
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()

@@ -1,0 +1,137 @@
+package component_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
+)
+
+// entered counts the pushes that reached the real backend and tells when
+// a number of them did.
+type entered struct {
+	push.Backend
+	n       atomic.Int64
+	at      int64
+	reached chan struct{}
+}
+
+func (e *entered) Send(ctx context.Context, n push.Notification) error {
+	if e.n.Add(1) == e.at {
+		close(e.reached)
+	}
+	return e.Backend.Send(ctx, n)
+}
+
+// TestFreshPushNotHeldUp: a push to a healthy device is answered in its
+// normal time while 600 pushes wait for their throttle window and 200
+// retry against a token APNS answers 503 for. With only 64 in-flight slots,
+// either group alone would hold every slot if waiting counted as work.
+func TestFreshPushNotHeldUp(t *testing.T) {
+	const delayed, retrying, slots = 600, 200, 64
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+	logger := slog.New(slog.DiscardHandler)
+	// Long enough that every waiting push still waits when the fresh one
+	// comes, short enough that the test ends soon after.
+	const budget = 6 * time.Second
+	backend, err := apns.New(apns.Options{
+		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
+		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", PushDeadline: budget,
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &entered{Backend: backend, at: delayed + retrying, reached: make(chan struct{})}
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "apns", Priority: push.PriorityHigh, Backend: counted}},
+		appserver.Options{RateLimit: time.Minute, PushTimeout: budget}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newFakeServer(t, secret)
+	conn := component.New(component.Options{Addr: srv.ln.Addr().String(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	st := srv.accept(t)
+
+	good, bad := strings.Repeat("0a", 32), strings.Repeat("0b", 32)
+	faults := make([]apnsmock.Fault, 100*retrying)
+	for i := range faults {
+		faults[i] = apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}
+	}
+	mock.FailToken(bad, faults...)
+	reg := func(node, token string) string {
+		r, err := svc.Register(ctx, "apns", node, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Secret
+	}
+	secrets := make([]string, delayed)
+	for i := range delayed {
+		secrets[i] = reg(fmt.Sprint("d", i), good)
+		st.send(t, publish(fmt.Sprint("first-", i), fmt.Sprint("d", i), secrets[i], true))
+	}
+	for range delayed {
+		if r := st.next(t); r.Type != "result" {
+			t.Fatalf("first push: %+v", r)
+		}
+	}
+	// The second push to each device waits a minute for its window.
+	for i := range delayed {
+		st.send(t, publish(fmt.Sprint("second-", i), fmt.Sprint("d", i), secrets[i], true))
+	}
+	for i := range retrying {
+		st.send(t, publish(fmt.Sprint("retry-", i), fmt.Sprint("r", i), reg(fmt.Sprint("r", i), bad), true))
+	}
+	select {
+	case <-counted.reached: // every retrying push is under way
+	case <-time.After(budget):
+		t.Fatalf("only %d of %d pushes reached the backend: waiting pushes hold the slots", counted.n.Load(), delayed+retrying)
+	}
+
+	freshSecret := reg("fresh", good)
+	start := time.Now()
+	st.send(t, publish("fresh", "fresh", freshSecret, true))
+	for {
+		r := st.next(t)
+		if r.ID != "fresh" {
+			continue
+		}
+		took := time.Since(start)
+		t.Logf("fresh push answered in %v with %d throttle-delayed and %d retrying pushes pending", took, delayed, retrying)
+		if r.Type != "result" {
+			t.Fatalf("fresh push: %+v", r)
+		}
+		// Normally a few ms; held up, it waits for a retry budget
+		// (6 s) or a throttle window (1 min). Generous for a loaded
+		// machine.
+		if took > 2*time.Second {
+			t.Fatalf("fresh push took %v", took)
+		}
+		return
+	}
+}
