@@ -84,7 +84,7 @@ func TestFreshPushNotHeldUp(t *testing.T) {
 	}
 	mock.FailToken(bad, faults...)
 	reg := func(node, token string) string {
-		r, err := svc.Register(ctx, "apns", node, token)
+		r, err := svc.Register(ctx, appserver.Caller{}, "apns", node, token)
 		if err != nil {
 			t.Fatal(err)
 		}
