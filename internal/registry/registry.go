@@ -46,6 +46,23 @@ type Registration struct {
 	// registering account's bare JID. Only that account may change or
 	// remove the registration without proving it knows the secret.
 	Owner string
+
+	// Account is the bare JID the device registered from, kept only by
+	// schemes whose client needs it back in every push (Tigase
+	// register-device: Siskin's notification extension picks the key that
+	// decrypts the push by it). Empty otherwise.
+	Account string
+}
+
+// BlockedToken is a device token a push service declared dead that has no
+// registration to remove: tokenless pushes name the token directly, so it
+// is refused until Until instead.
+type BlockedToken struct {
+	Type   string
+	Token  string
+	Since  time.Time // when the service said it died
+	Until  time.Time // pushes are refused before this
+	Reason string
 }
 
 // LastRegistered is when the registration was last created or renewed: the
@@ -62,7 +79,7 @@ func (r Registration) LastRegistered() time.Time {
 type Decide func(old Registration, found bool) (Registration, error)
 
 // Renew is the plain registration rule of mod_push_appserver: if the node
-// is registered with r.Type, its Token, Domain, DeviceKey and Owner become
+// is registered with r.Type, its Token, Domain, DeviceKey, Owner and Account become
 // r's, Renewed becomes r.Registered, and the rest (the secret above all) is
 // kept; otherwise r is stored as given, replacing a registration of the node
 // with another type.
@@ -71,7 +88,7 @@ func Renew(r Registration) Decide {
 		if !found || old.Type != r.Type {
 			return r, nil
 		}
-		old.Token, old.Domain, old.DeviceKey, old.Owner = r.Token, r.Domain, r.DeviceKey, r.Owner
+		old.Token, old.Domain, old.DeviceKey, old.Owner, old.Account = r.Token, r.Domain, r.DeviceKey, r.Owner, r.Account
 		old.Renewed = r.Registered
 		return old, nil
 	}
@@ -123,6 +140,19 @@ type Store interface {
 
 	// Count returns the number of registrations.
 	Count(ctx context.Context) (int, error)
+
+	// BlockToken records b, replacing an earlier entry of the same type
+	// and token.
+	BlockToken(ctx context.Context, b BlockedToken) error
+
+	// GetBlockedToken returns the entry for typ and token, expired or not,
+	// or ErrNotFound.
+	GetBlockedToken(ctx context.Context, typ, token string) (BlockedToken, error)
+
+	// UnblockToken removes the entry for typ and token if it blocks until
+	// no later than until (so a newer block written meanwhile stays). It
+	// is no error if there is none.
+	UnblockToken(ctx context.Context, typ, token string, until time.Time) error
 
 	// InstanceValue returns the value stored under name, creating it with gen
 	// on first use. It holds values that all instances sharing the registry

@@ -15,15 +15,16 @@ import (
 // Store implements registry.Store in memory.
 type Store struct {
 	mu     sync.RWMutex
-	byNode map[string]registry.Registration
-	values map[string]string
+	byNode  map[string]registry.Registration
+	values  map[string]string
+	blocked map[[2]string]registry.BlockedToken
 }
 
 var _ registry.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{byNode: map[string]registry.Registration{}, values: map[string]string{}}
+	return &Store{byNode: map[string]registry.Registration{}, values: map[string]string{}, blocked: map[[2]string]registry.BlockedToken{}}
 }
 
 func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
@@ -135,6 +136,33 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.byNode), nil
+}
+
+func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.blocked[[2]string{b.Type, b.Token}] = b
+	return nil
+}
+
+func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	b, ok := s.blocked[[2]string{typ, token}]
+	if !ok {
+		return registry.BlockedToken{Type: typ, Token: token}, registry.ErrNotFound
+	}
+	return b, nil
+}
+
+func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := [2]string{typ, token}
+	if b, ok := s.blocked[k]; ok && !b.Until.After(until) {
+		delete(s.blocked, k)
+	}
+	return nil
 }
 
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

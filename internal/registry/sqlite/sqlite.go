@@ -36,7 +36,7 @@ type Store struct {
 
 var _ registry.Store = (*Store)(nil)
 
-const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key, owner`
+const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key, owner, account`
 
 // Open opens (creating if needed) the registry at path and brings its
 // schema up to date.
@@ -127,7 +127,7 @@ func scan(row scanner) (registry.Registration, error) {
 	var renewed, success, failure sql.NullInt64
 	var deviceKey sql.NullString
 	err := row.Scan(&r.Node, &r.Type, &r.Token, &r.Secret, &registered, &renewed, &success, &failure,
-		&r.LastErrorReason, &r.Domain, &deviceKey, &r.Owner)
+		&r.LastErrorReason, &r.Domain, &deviceKey, &r.Owner, &r.Account)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, registry.ErrNotFound
 	}
@@ -197,14 +197,14 @@ func (s *Store) Register(ctx context.Context, node string, decide registry.Decid
 			return registry.Registration{}, fmt.Errorf("register: %w", err)
 		}
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err = tx.ExecContext(ctx, `INSERT INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
 			registered = excluded.registered, renewed = excluded.renewed,
 			last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
 			last_error_reason = excluded.last_error_reason, domain = excluded.domain,
-			device_key = excluded.device_key, owner = excluded.owner`,
+			device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`,
 		r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed), nanos(r.LastSuccessfulPush),
-		nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner)
+		nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account)
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
@@ -304,6 +304,37 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("counting registrations: %w", err)
 	}
 	return n, nil
+}
+
+func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
+	_, err := s.write.ExecContext(ctx, `INSERT OR REPLACE INTO blocked_tokens (type, token, since, until, reason) VALUES (?, ?, ?, ?, ?)`,
+		b.Type, b.Token, b.Since.UnixNano(), b.Until.UnixNano(), b.Reason)
+	if err != nil {
+		return fmt.Errorf("blocking token: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
+	b := registry.BlockedToken{Type: typ, Token: token}
+	var since, until int64
+	err := s.read.QueryRowContext(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = ? AND token = ?`, typ, token).
+		Scan(&since, &until, &b.Reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, registry.ErrNotFound
+	}
+	if err != nil {
+		return b, fmt.Errorf("reading blocked token: %w", err)
+	}
+	b.Since, b.Until = time.Unix(0, since).UTC(), time.Unix(0, until).UTC()
+	return b, nil
+}
+
+func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.Time) error {
+	if _, err := s.write.ExecContext(ctx, `DELETE FROM blocked_tokens WHERE type = ? AND token = ? AND until <= ?`, typ, token, until.UnixNano()); err != nil {
+		return fmt.Errorf("unblocking token: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

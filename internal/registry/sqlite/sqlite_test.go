@@ -132,3 +132,23 @@ func BenchmarkUpdatePushStatus100(b *testing.B) {
 func register(s *sqlite.Store, r registry.Registration) (registry.Registration, error) {
 	return s.Register(context.Background(), r.Node, registry.Renew(r))
 }
+// The block list is what tokenless pushes have instead of deleting a
+// registration: it must outlive a restart (fpush keeps it in memory and
+// forgets it).
+func TestBlockedTokenSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := open(t, path)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	b := registry.BlockedToken{Type: "apns", Token: "ab12", Since: at, Until: at.Add(24 * time.Hour), Reason: "Unregistered"}
+	if err := s.BlockToken(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	defer s.Close()
+	got, err := s.GetBlockedToken(ctx, "apns", "ab12")
+	if err != nil || !got.Until.Equal(b.Until) || got.Reason != b.Reason {
+		t.Fatalf("after reopening: %+v, %v; want %+v", got, err, b)
+	}
+}

@@ -36,6 +36,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ConcurrentRegisterDistinct", testConcurrentDistinct},
 		{"NodesAndCount", testNodesAndCount},
 		{"InstanceValue", testInstanceValue},
+		{"Account", testAccount},
+		{"BlockedTokens", testBlockedTokens},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -442,5 +444,59 @@ func testInstanceValue(t *testing.T, s registry.Store) {
 	}
 	if _, err := s.InstanceValue(ctx, "other", func() (string, error) { return "", errors.New("boom") }); err == nil {
 		t.Fatal("gen error swallowed")
+	}
+}
+
+func testAccount(t *testing.T, s registry.Store) {
+	in := reg("n1", "siskin", "tok", "", base)
+	in.Account = "juliet@example.org"
+	mustRegister(t, s, in)
+	got, err := s.Get(ctx, "n1")
+	if err != nil || got.Account != "juliet@example.org" || got.Secret != "" {
+		t.Fatalf("Get = %+v, %v; want the account kept and no secret", got, err)
+	}
+	in.Account, in.Token = "romeo@example.org", "tok2"
+	in.Registered = base.Add(time.Hour)
+	if got := mustRegister(t, s, in); got.Account != "romeo@example.org" || got.Token != "tok2" {
+		t.Fatalf("renewal = %+v, want account and token replaced", got)
+	}
+}
+
+func testBlockedTokens(t *testing.T, s registry.Store) {
+	if _, err := s.GetBlockedToken(ctx, "apns", "tok"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("GetBlockedToken before blocking = %v, want ErrNotFound", err)
+	}
+	b := registry.BlockedToken{Type: "apns", Token: "tok", Since: base, Until: base.Add(time.Hour), Reason: "Unregistered"}
+	if err := s.BlockToken(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetBlockedToken(ctx, "apns", "tok")
+	if err != nil || !sameTime(got.Since, b.Since) || !sameTime(got.Until, b.Until) || got.Reason != "Unregistered" {
+		t.Fatalf("GetBlockedToken = %+v, %v; want %+v", got, err, b)
+	}
+	if _, err := s.GetBlockedToken(ctx, "fcm", "tok"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("the block of app apns holds for fcm: %v", err)
+	}
+	// A newer block replaces the older one; unblocking by the older
+	// entry's end leaves the newer block in place.
+	b2 := b
+	b2.Until = base.Add(2 * time.Hour)
+	if err := s.BlockToken(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UnblockToken(ctx, "apns", "tok", b.Until); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetBlockedToken(ctx, "apns", "tok"); err != nil || !sameTime(got.Until, b2.Until) {
+		t.Fatalf("after a stale unblock = %+v, %v; want the newer block kept", got, err)
+	}
+	if err := s.UnblockToken(ctx, "apns", "tok", b2.Until); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetBlockedToken(ctx, "apns", "tok"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("after unblocking = %v, want ErrNotFound", err)
+	}
+	if err := s.UnblockToken(ctx, "apns", "never", base); err != nil {
+		t.Fatalf("unblocking an unknown token: %v", err)
 	}
 }
