@@ -104,6 +104,9 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 				FCMApp:     *cc.FCMCommandApp,
 				APNSApp:    *cc.APNSCommandApp,
 				WebPushApp: cc.WebPushCommandApp,
+
+				TigaseProviders: cc.TigaseProviders,
+				MaxPayloadSize:  cc.TigaseMaxPayloadSize,
 			},
 			MaxInFlight: cc.MaxInFlight,
 			OnState:     func(up bool) { m.ComponentState(jid, up) },

@@ -127,16 +127,16 @@ var juliet = appserver.Account{Bare: "juliet@example.org", Domain: "example.org"
 func TestRegisterDevice(t *testing.T) {
 	ctx := context.Background()
 	svc, store, _ := newService(t, 0)
-	a, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "tok1")
+	a, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "tok2")
+	b, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok2")
 	if err != nil || b.Node != a.Node || b.Secret != a.Secret || b.Token != "tok2" {
 		t.Fatalf("same account and device: %+v vs %+v (%v)", b, a, err)
 	}
-	c, _ := svc.RegisterDevice(ctx, "fcm", juliet, "dev2", "tok3")
-	d, _ := svc.RegisterDevice(ctx, "fcm", appserver.Account{Bare: "romeo@example.org", Domain: "example.org"}, "dev1", "tok4")
+	c, _ := svc.RegisterDevice(ctx, "fcm", juliet, "dev2", "", "tok3")
+	d, _ := svc.RegisterDevice(ctx, "fcm", appserver.Account{Bare: "romeo@example.org", Domain: "example.org"}, "dev1", "", "tok4")
 	if c.Node == a.Node || d.Node == a.Node || c.Node == d.Node {
 		t.Fatalf("distinct devices share a node: %s %s %s", a.Node, c.Node, d.Node)
 	}
@@ -149,7 +149,7 @@ func TestRegisterDevice(t *testing.T) {
 			t.Fatalf("registry holds the JID: %+v", stored)
 		}
 	}
-	if _, err := svc.RegisterDevice(ctx, "fcm", appserver.Account{}, "dev", "t"); !errors.Is(err, appserver.ErrBadRequest) {
+	if _, err := svc.RegisterDevice(ctx, "fcm", appserver.Account{}, "dev", "", "t"); !errors.Is(err, appserver.ErrBadRequest) {
 		t.Fatalf("empty account: %v", err)
 	}
 }

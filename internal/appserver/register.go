@@ -57,60 +57,6 @@ func (s *Service) Register(ctx context.Context, caller Caller, typ, node, token 
 	return s.register(ctx, caller, owner, registry.Registration{Node: node, Type: typ, Token: token, Domain: caller.Account.Domain})
 }
 
-// RegisterDevice registers a device identified by account and device id, as
-// Conversations' register-push-* commands do: the node and secret are ours
-// to choose, and the same account and device get the same node again. Only
-// the account's domain and salted hashes of account and device are kept.
-func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, token string) (registry.Registration, error) {
-	if account.Bare == "" || len(account.Bare) > 3071 {
-		return registry.Registration{}, fmt.Errorf("%w: an account is required", ErrBadRequest)
-	}
-	if err := checkText("device id", deviceID, MaxNodeLen); err != nil {
-		return registry.Registration{}, err
-	}
-	if err := s.checkRegistration(typ, "-", token); err != nil {
-		return registry.Registration{}, err
-	}
-	key, err := s.salted(ctx, "device", account.Bare, deviceID)
-	if err != nil {
-		return registry.Registration{}, err
-	}
-	owner, err := s.owner(ctx, account)
-	if err != nil {
-		return registry.Registration{}, err
-	}
-	caller := Caller{Account: account}
-	// Registrations of one device race (a client retrying, several
-	// connections of one account): the store refuses a second node for
-	// the device, and the loser looks again and renews the winner's node,
-	// so every node and secret we answer works.
-	for attempt := 0; ; attempt++ {
-		r := registry.Registration{Type: typ, Token: token, Domain: account.Domain, DeviceKey: key}
-		switch old, err := s.store.GetByDeviceKey(ctx, key); {
-		case err == nil && old.Type == typ:
-			r.Node = old.Node
-		case err == nil || errors.Is(err, registry.ErrNotFound):
-			if err == nil {
-				// Same device moved to another app: start afresh.
-				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
-					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
-				}
-				s.cache.drop(old.Node)
-			}
-			if r.Node, err = randomHex(16); err != nil {
-				return registry.Registration{}, err
-			}
-		default:
-			return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
-		}
-		stored, err := s.register(ctx, caller, owner, r)
-		if errors.Is(err, registry.ErrConflict) && attempt < maxConflictRetries {
-			continue
-		}
-		return stored, err
-	}
-}
-
 // maxConflictRetries bounds how often a registration that lost a race is
 // tried again; each retry renews the winner, so one is almost always enough.
 const maxConflictRetries = 5
@@ -122,10 +68,16 @@ const (
 	regRotated = "new secret"
 )
 
+// register stores r with a fresh secret, or renews it. A registration
+// made with r.Secret set to noSecret stores none: its publishes carry no
+// secret, and its node, 32 random bytes, is the credential.
 func (s *Service) register(ctx context.Context, caller Caller, owner string, r registry.Registration) (registry.Registration, error) {
-	secret, err := randomHex(32)
-	if err != nil {
-		return registry.Registration{}, err
+	secret := ""
+	if r.Secret != noSecret {
+		var err error
+		if secret, err = randomHex(32); err != nil {
+			return registry.Registration{}, err
+		}
 	}
 	r.Secret = secret
 	r.Owner = owner
@@ -157,7 +109,7 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 				old.Owner = owner // bind registrations made before owners were kept
 			}
 			if r.DeviceKey != "" {
-				old.Domain, old.DeviceKey = r.Domain, r.DeviceKey
+				old.Domain, old.DeviceKey, old.Account = r.Domain, r.DeviceKey, r.Account
 			}
 			if old.Domain == "" {
 				old.Domain = r.Domain

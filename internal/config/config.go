@@ -7,9 +7,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,6 +102,15 @@ type Component struct {
 	WebPushCommandApp string `toml:"register_push_webpush_app"`
 	// MaxInFlight bounds pushes handled at once on this connection.
 	MaxInFlight int `toml:"max_in_flight"`
+	// TigaseProviders turns on Tigase's register-device and
+	// unregister-device commands (Siskin IM, Snikket iOS): each provider
+	// value a client sends ("tigase:messenger:apns:1") names the app it
+	// registers into. Empty (the default) leaves them off.
+	TigaseProviders map[string]string `toml:"tigase_providers"`
+	// TigaseMaxPayloadSize is the max-payload-size register-device
+	// answers: how large an encrypted notification the user's server may
+	// send. Default 3072, what Siskin asks its server for.
+	TigaseMaxPayloadSize int `toml:"tigase_max_payload_size"`
 }
 
 // App is one push target; registrations name it in their type.
@@ -317,6 +328,9 @@ func (c *Config) applyDefaults() {
 		if cp.MaxInFlight == 0 {
 			cp.MaxInFlight = 256
 		}
+		if cp.TigaseMaxPayloadSize == 0 {
+			cp.TigaseMaxPayloadSize = 3072
+		}
 	}
 }
 
@@ -460,6 +474,14 @@ func (c *Config) validate() []error {
 		}
 		if cp.MaxInFlight < 1 {
 			bad(key+".max_in_flight", "must be at least 1")
+		}
+		for _, provider := range slices.Sorted(maps.Keys(cp.TigaseProviders)) {
+			if app := cp.TigaseProviders[provider]; c.Apps[app] == nil {
+				bad(key+".tigase_providers", "provider %q: no app named %q", provider, app)
+			}
+		}
+		if cp.TigaseMaxPayloadSize < 256 || cp.TigaseMaxPayloadSize > 4096 {
+			bad(key+".tigase_max_payload_size", "want 256 to 4096 bytes (APNS and FCM take at most 4 KiB)")
 		}
 	}
 	return ps

@@ -8,7 +8,9 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -149,11 +151,23 @@ type enable struct {
 // enablePush asks the user's server to push to the app server (XEP-0357 §5).
 func (c *client) enablePush(appServer, node, secret string) {
 	c.t.Helper()
-	err := c.iq(c.jid.Bare().String(), stanza.SetIQ, enable{JID: appServer, Node: node, Form: &dataform.Form{Type: "submit", Fields: []dataform.Field{
-		{Var: "FORM_TYPE", Values: []string{"http://jabber.org/protocol/pubsub#publish-options"}},
-		{Var: "secret", Values: []string{secret}},
-	}}}, nil)
-	if err != nil {
+	c.enablePushWith(appServer, node, map[string]string{"secret": secret})
+}
+
+// enablePushWith enables push with the given publish-options fields; with
+// none, the enable carries no form at all (as Siskin's does).
+func (c *client) enablePushWith(appServer, node string, options map[string]string) {
+	c.t.Helper()
+	e := enable{JID: appServer, Node: node}
+	if len(options) > 0 {
+		e.Form = &dataform.Form{Type: "submit", Fields: []dataform.Field{
+			{Var: "FORM_TYPE", Values: []string{"http://jabber.org/protocol/pubsub#publish-options"}},
+		}}
+		for _, k := range slices.Sorted(maps.Keys(options)) {
+			e.Form.Fields = append(e.Form.Fields, dataform.Field{Var: k, Values: []string{options[k]}})
+		}
+	}
+	if err := c.iq(c.jid.Bare().String(), stanza.SetIQ, e, nil); err != nil {
 		c.t.Fatalf("enable push: %v", err)
 	}
 }

@@ -85,7 +85,7 @@ func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stac
 // startStackWithApps is startStack with the given backend per app (both
 // "apns" and "fcm" must be there; "webpush" is optional and turns on
 // register-push-webpush).
-func startStackWithApps(t *testing.T, backends map[string]push.Backend) *stack {
+func startStackWithApps(t *testing.T, backends map[string]push.Backend, configure ...func(*component.Options)) *stack {
 	t.Helper()
 	p := prosody.Start(t, prosody.Options{})
 	p.Register("alice", "alice-pw")
@@ -110,11 +110,15 @@ func startStackWithApps(t *testing.T, backends map[string]push.Backend) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := component.New(component.Options{
+	opts := component.Options{
 		Addr: p.ComponentAddr, JID: p.ComponentJID, Secret: p.ComponentSecret,
 		Commands:   cmds,
 		MaxBackoff: 500 * time.Millisecond, Logger: log,
-	}, svc)
+	}
+	for _, c := range configure {
+		c(&opts)
+	}
+	conn := component.New(opts, svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { conn.Run(ctx); close(done) }()

@@ -14,7 +14,7 @@ import (
 
 // Store implements registry.Store in memory.
 type Store struct {
-	mu     sync.RWMutex
+	mu      sync.RWMutex
 	byNode  map[string]registry.Registration
 	values  map[string]string
 	blocked map[[2]string]registry.BlockedToken

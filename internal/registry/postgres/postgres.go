@@ -56,7 +56,7 @@ type Store struct {
 
 var _ registry.Store = (*Store)(nil)
 
-const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key, owner`
+const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key, owner, account`
 
 // Open connects to the database at dsn (a postgres:// URL or key=value
 // string) and brings its schema up to date.
@@ -166,7 +166,7 @@ func scan(row pgx.Row) (registry.Registration, error) {
 	var renewed, success, failure *time.Time
 	var deviceKey *string
 	err := row.Scan(&r.Node, &r.Type, &r.Token, &r.Secret, &r.Registered, &renewed, &success, &failure,
-		&r.LastErrorReason, &r.Domain, &deviceKey, &r.Owner)
+		&r.LastErrorReason, &r.Domain, &deviceKey, &r.Owner, &r.Account)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, registry.ErrNotFound
 	}
@@ -244,15 +244,15 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 			return errDecide{fmt.Errorf("register: decided on node %q for node %q", r.Node, node)}
 		}
 		args := []any{r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
-			null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner}
+			null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account}
 		var tag pgconn.CommandTag
 		if found {
 			tag, err = tx.Exec(ctx, `UPDATE registrations SET type = $2, token = $3, secret = $4, registered = $5,
 				renewed = $6, last_successful_push = $7, last_push_error = $8, last_error_reason = $9,
-				domain = $10, device_key = $11, owner = $12 WHERE node = $1`, args...)
+				domain = $10, device_key = $11, owner = $12, account = $13 WHERE node = $1`, args...)
 		} else {
 			tag, err = tx.Exec(ctx, `INSERT INTO registrations (`+columns+`)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (node) DO NOTHING`, args...)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (node) DO NOTHING`, args...)
 		}
 		if err != nil {
 			return err
@@ -402,6 +402,37 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("counting registrations: %w", err)
 	}
 	return n, nil
+}
+
+func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO blocked_tokens (type, token, since, until, reason) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (type, token) DO UPDATE SET since = excluded.since, until = excluded.until, reason = excluded.reason`,
+		b.Type, b.Token, b.Since, b.Until, b.Reason)
+	if err != nil {
+		return fmt.Errorf("blocking token: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
+	b := registry.BlockedToken{Type: typ, Token: token}
+	err := s.pool.QueryRow(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = $1 AND token = $2`, typ, token).
+		Scan(&b.Since, &b.Until, &b.Reason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return b, registry.ErrNotFound
+	}
+	if err != nil {
+		return b, fmt.Errorf("reading blocked token: %w", err)
+	}
+	b.Since, b.Until = b.Since.UTC(), b.Until.UTC()
+	return b, nil
+}
+
+func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.Time) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM blocked_tokens WHERE type = $1 AND token = $2 AND until <= $3`, typ, token, until); err != nil {
+		return fmt.Errorf("unblocking token: %w", err)
+	}
+	return nil
 }
 
 // InstanceValue serialises first use across instances with a transaction

@@ -64,9 +64,6 @@ func TestBadDSNKeepsPasswordOut(t *testing.T) {
 	}
 }
 
-
-
-
 // Several instances write behind push outcomes for the same nodes, each
 // batch in its own order: whatever the interleaving, every node ends with
 // the latest time of each kind and the reason that came with it.

@@ -132,6 +132,7 @@ func BenchmarkUpdatePushStatus100(b *testing.B) {
 func register(s *sqlite.Store, r registry.Registration) (registry.Registration, error) {
 	return s.Register(context.Background(), r.Node, registry.Renew(r))
 }
+
 // The block list is what tokenless pushes have instead of deleting a
 // registration: it must outlive a restart (fpush keeps it in memory and
 // forgets it).

@@ -1,8 +1,10 @@
 // Package adhoc implements the XEP-0050 commands clients use to register a
 // device with the app server through their own XMPP server:
-// mod_push_appserver's v1-register-push and v1-unregister-push, and the
-// register-push-fcm / register-push-apns commands of Conversations' app
-// server p2, and register-push-webpush for web clients and UnifiedPush.
+// mod_push_appserver's v1-register-push and v1-unregister-push, the
+// register-push-* / unregister-push-* commands of Conversations' app server
+// p2, register-push-webpush for web clients and UnifiedPush, and the
+// register-device / unregister-device commands of Tigase's push component
+// (Siskin IM, Snikket iOS).
 package adhoc
 
 import (
@@ -13,6 +15,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -31,6 +34,12 @@ const (
 	V1Unregister = "v1-unregister-push"
 	RegisterFCM  = "register-push-fcm"
 	RegisterAPNS = "register-push-apns"
+	// p2's removal of a device's (or one of its channels') registration.
+	UnregisterFCM  = "unregister-push-fcm"
+	UnregisterAPNS = "unregister-push-apns"
+	// Tigase's push component.
+	RegisterDevice   = "register-device"
+	UnregisterDevice = "unregister-device"
 	// RegisterWebPush registers a browser's push subscription (or a
 	// UnifiedPush endpoint) for the sender's account. Fields: device-id
 	// (a stable id the client keeps per browser or app instance), and
@@ -39,6 +48,10 @@ const (
 	// register-push-fcm.
 	RegisterWebPush = "register-push-webpush"
 )
+
+// Features of encrypted and prioritised pushes (Tigase's push extensions),
+// listed in register-device's answer; the component advertises them too.
+var TigaseFeatures = []string{"tigase:push:encrypt:0", "tigase:push:encrypt:aes-128-gcm", "tigase:push:priority:0"}
 
 // Command is a <command xmlns='http://jabber.org/protocol/commands'/>.
 type Command struct {
@@ -53,7 +66,10 @@ type Command struct {
 // Registrar is what the commands need from the core.
 type Registrar interface {
 	Register(ctx context.Context, caller appserver.Caller, typ, node, token string) (registry.Registration, error)
-	RegisterDevice(ctx context.Context, typ string, account appserver.Account, deviceID, token string) (registry.Registration, error)
+	RegisterDevice(ctx context.Context, typ string, account appserver.Account, deviceID, channel, token string) (registry.Registration, error)
+	UnregisterDevice(ctx context.Context, typ string, account appserver.Account, deviceID, channel string) (registry.Registration, error)
+	RegisterTigase(ctx context.Context, typ string, account appserver.Account, token string) (registry.Registration, error)
+	UnregisterTigase(ctx context.Context, typ string, account appserver.Account, token string) (registry.Registration, error)
 	Unregister(ctx context.Context, caller appserver.Caller, typ, node string) (registry.Registration, error)
 }
 
@@ -64,8 +80,16 @@ type Options struct {
 	// DefaultApp is the type used when a v1 command leaves it out.
 	DefaultApp string
 	// FCMApp and APNSApp are the apps register-push-fcm and
-	// register-push-apns register into; "" turns the command off.
+	// register-push-apns (and their unregister-push-* twins) register
+	// into; "" turns the commands off.
 	FCMApp, APNSApp string
+	// TigaseProviders maps the provider field of register-device (Siskin
+	// sends "tigase:messenger:apns:1") to an app; empty turns
+	// register-device and unregister-device off.
+	TigaseProviders map[string]string
+	// MaxPayloadSize is what register-device reports as max-payload-size:
+	// how large an encrypted notification the user's server may send.
+	MaxPayloadSize int
 	// WebPushApp is the app register-push-webpush registers into; ""
 	// turns the command off.
 	WebPushApp string
@@ -92,10 +116,13 @@ func (c *Commands) Items() []Item {
 		items = append(items, Item{V1Register, "Register a device for push notifications"}, Item{V1Unregister, "Unregister a device"})
 	}
 	if c.opts.FCMApp != "" {
-		items = append(items, Item{RegisterFCM, "Register an Android device (FCM)"})
+		items = append(items, Item{RegisterFCM, "Register an Android device (FCM)"}, Item{UnregisterFCM, "Unregister an Android device (FCM)"})
 	}
 	if c.opts.APNSApp != "" {
-		items = append(items, Item{RegisterAPNS, "Register an iOS device (APNS)"})
+		items = append(items, Item{RegisterAPNS, "Register an iOS device (APNS)"}, Item{UnregisterAPNS, "Unregister an iOS device (APNS)"})
+	}
+	if len(c.opts.TigaseProviders) > 0 {
+		items = append(items, Item{RegisterDevice, "Register device"}, Item{UnregisterDevice, "Unregister device"})
 	}
 	if c.opts.WebPushApp != "" {
 		items = append(items, Item{RegisterWebPush, "Register a web browser or UnifiedPush endpoint (WebPush)"})
@@ -155,16 +182,44 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 			return nil, badRequest("fields type and node are required")
 		}
 		r, err = c.reg.Unregister(ctx, caller, typ, node)
-	case RegisterFCM, RegisterAPNS:
+	case RegisterFCM, RegisterAPNS, UnregisterFCM, UnregisterAPNS:
 		app := c.opts.FCMApp
-		if cmd.Node == RegisterAPNS {
+		if cmd.Node == RegisterAPNS || cmd.Node == UnregisterAPNS {
 			app = c.opts.APNSApp
 		}
-		token, device := field("token"), field("android-id", "device-id")
-		if token == "" || device == "" {
+		// p2 reads the channel of a registration from muc, Conversations
+		// names it in channel when it unregisters one.
+		channel, perr := channelOf(field("muc", "channel"))
+		if perr != nil {
+			return nil, badRequest("%v", perr)
+		}
+		device := field("android-id", "device-id")
+		if device == "" {
+			return nil, badRequest("the device id (android-id) is required")
+		}
+		if cmd.Node == UnregisterFCM || cmd.Node == UnregisterAPNS {
+			r, err = c.reg.UnregisterDevice(ctx, app, account, device, channel)
+			break
+		}
+		token := field("token")
+		if token == "" {
 			return nil, badRequest("fields token and device id are required")
 		}
-		r, err = c.reg.RegisterDevice(ctx, app, account, device, token)
+		r, err = c.reg.RegisterDevice(ctx, app, account, device, channel, token)
+	case RegisterDevice, UnregisterDevice:
+		provider, token := field("provider"), field("device-token")
+		if provider == "" || token == "" {
+			return nil, badRequest("fields provider and device-token are required")
+		}
+		app, ok := c.opts.TigaseProviders[provider]
+		if !ok {
+			return nil, badRequest("unknown provider %q", provider)
+		}
+		if cmd.Node == UnregisterDevice {
+			r, err = c.reg.UnregisterTigase(ctx, app, account, token)
+		} else {
+			r, err = c.reg.RegisterTigase(ctx, app, account, token)
+		}
 	case RegisterWebPush:
 		device := field("device-id")
 		token := field("subscription")
@@ -181,17 +236,34 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		if perr != nil {
 			return nil, badRequest("%v", perr)
 		}
-		r, err = c.reg.RegisterDevice(ctx, c.opts.WebPushApp, account, device, token)
+		r, err = c.reg.RegisterDevice(ctx, c.opts.WebPushApp, account, device, "", token)
 	}
 	if err != nil {
 		return nil, registrationError(err)
 	}
-	fields := []dataform.Field{
-		{Var: "jid", Type: "jid-single", Values: []string{jid}},
-		{Var: "node", Type: "text-single", Values: []string{r.Node}},
-	}
-	if cmd.Node != V1Unregister {
-		fields = append(fields, dataform.Field{Var: "secret", Type: "text-single", Values: []string{r.Secret}})
+	var fields []dataform.Field
+	switch cmd.Node {
+	case UnregisterFCM, UnregisterAPNS, UnregisterDevice:
+		// p2 and Tigase answer a bare completed command.
+		return &Command{Node: cmd.Node, SessionID: sessionID(), Status: "completed"}, nil
+	case RegisterDevice:
+		// What TigaseSwift's RegistrationResult reads: node, and
+		// optionally features and max-payload-size.
+		fields = []dataform.Field{
+			{Var: "node", Type: "text-single", Values: []string{r.Node}},
+			{Var: "features", Type: "text-multi", Values: TigaseFeatures},
+		}
+		if c.opts.MaxPayloadSize > 0 {
+			fields = append(fields, dataform.Field{Var: "max-payload-size", Type: "text-single", Values: []string{strconv.Itoa(c.opts.MaxPayloadSize)}})
+		}
+	default:
+		fields = []dataform.Field{
+			{Var: "jid", Type: "jid-single", Values: []string{jid}},
+			{Var: "node", Type: "text-single", Values: []string{r.Node}},
+		}
+		if cmd.Node != V1Unregister {
+			fields = append(fields, dataform.Field{Var: "secret", Type: "text-single", Values: []string{r.Secret}})
+		}
 	}
 	return &Command{
 		Node:      cmd.Node,
@@ -258,4 +330,20 @@ func accountOf(from string) (appserver.Account, error) {
 		return appserver.Account{}, errors.New("the sender must be an account, not a server")
 	}
 	return appserver.Account{Bare: j.Bare().String(), Domain: j.Domainpart()}, nil
+}
+
+// channelOf normalises p2's muc field: a group chat's bare JID, or "" when
+// the registration is the device's own.
+func channelOf(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	j, err := jid.Parse(v)
+	if err != nil {
+		return "", fmt.Errorf("the channel is not a valid JID: %w", err)
+	}
+	if j.Resourcepart() != "" {
+		return "", errors.New("the channel must be a bare JID")
+	}
+	return j.String(), nil
 }

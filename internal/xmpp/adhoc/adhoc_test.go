@@ -47,9 +47,21 @@ func (r *registrar) Register(context.Context, appserver.Caller, string, string, 
 	return registry.Registration{}, errors.New("unexpected")
 }
 
-func (r *registrar) RegisterDevice(_ context.Context, app string, a appserver.Account, device, token string) (registry.Registration, error) {
+func (r *registrar) RegisterDevice(_ context.Context, app string, a appserver.Account, device, _, token string) (registry.Registration, error) {
 	r.app, r.account, r.device, r.token = app, a, device, token
 	return registry.Registration{Node: "node1", Secret: "secret1"}, nil
+}
+
+func (r *registrar) UnregisterDevice(context.Context, string, appserver.Account, string, string) (registry.Registration, error) {
+	return registry.Registration{}, errors.New("unexpected")
+}
+
+func (r *registrar) RegisterTigase(context.Context, string, appserver.Account, string) (registry.Registration, error) {
+	return registry.Registration{}, errors.New("unexpected")
+}
+
+func (r *registrar) UnregisterTigase(context.Context, string, appserver.Account, string) (registry.Registration, error) {
+	return registry.Registration{}, errors.New("unexpected")
 }
 
 func (r *registrar) Unregister(context.Context, appserver.Caller, string, string) (registry.Registration, error) {

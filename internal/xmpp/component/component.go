@@ -17,8 +17,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -515,6 +517,11 @@ func (c *Conn) handle(ctx context.Context, q *iq, w *writer) {
 // disabling push. Everything that may pass is wait.
 func (c *Conn) handlePush(ctx context.Context, q *iq, b *bytes.Buffer) {
 	req, err := xep0357.Parse(q.PubSub)
+	if errors.Is(err, xep0357.ErrNoSecret) && c.secretless() {
+		// Siskin enables push with a node alone; a wrong node finds
+		// nothing, as a wrong secret would.
+		err = nil
+	}
 	if err != nil {
 		node := ""
 		if q.PubSub.Publish != nil {
@@ -550,6 +557,12 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	}
 }
 
+// secretless reports whether publishes without a secret are taken: only
+// when a dialect whose clients enable push without one is on.
+func (c *Conn) secretless() bool {
+	return len(c.opts.Commands.TigaseProviders) > 0
+}
+
 func (c *Conn) discoInfo(node string) *discoInfo {
 	if node == adhoc.NS {
 		return &discoInfo{Node: node, Identities: []discoIdentity{{Category: "automation", Type: "command-list"}}}
@@ -561,10 +574,21 @@ func (c *Conn) discoInfo(node string) *discoInfo {
 				Features:   []discoFeature{{Var: adhoc.NS}, {Var: "jabber:x:data"}}}
 		}
 	}
+	features := []discoFeature{{Var: xep0357.NS}, {Var: nsDiscoInfo}, {Var: nsDiscoItems}, {Var: adhoc.NS}}
+	if len(c.opts.Commands.TigaseProviders) > 0 {
+		// Siskin picks a push component whose features include its
+		// provider ("tigase:messenger:apns:1").
+		for _, p := range slices.Sorted(maps.Keys(c.opts.Commands.TigaseProviders)) {
+			features = append(features, discoFeature{Var: p})
+		}
+		for _, f := range adhoc.TigaseFeatures {
+			features = append(features, discoFeature{Var: f})
+		}
+	}
 	return &discoInfo{
 		Node:       node,
 		Identities: []discoIdentity{{Category: "pubsub", Type: "push", Name: "push-appserver"}},
-		Features:   []discoFeature{{Var: xep0357.NS}, {Var: nsDiscoInfo}, {Var: nsDiscoItems}, {Var: adhoc.NS}},
+		Features:   features,
 	}
 }
 

@@ -196,6 +196,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, rate time.Duration, compSecret string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, rate, compSecret, nil)
+}
+
+// newFixtureWith is newFixture with the component's options changed by
+// configure.
+func newFixtureWith(t *testing.T, rate time.Duration, compSecret string, configure func(*component.Options)) *fixture {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := &blocking{release: make(chan struct{}), fail: map[string]error{
 		"broken": &push.TemporaryError{Reason: "503"},
@@ -209,11 +216,15 @@ func newFixture(t *testing.T, rate time.Duration, compSecret string) *fixture {
 		t.Fatal(err)
 	}
 	srv := newFakeServer(t, secret)
-	conn := component.New(component.Options{
+	opts := component.Options{
 		Addr: srv.ln.Addr().String(), JID: compJID, Secret: compSecret,
 		Commands:   adhoc.Options{V1: true, FCMApp: "fcm"},
 		MaxBackoff: 200 * time.Millisecond, MaxStanza: 16 << 10, Logger: logger,
-	}, svc)
+	}
+	if configure != nil {
+		configure(&opts)
+	}
+	conn := component.New(opts, svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{srv: srv, svc: svc, backend: b, conn: conn, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- conn.Run(ctx) }()

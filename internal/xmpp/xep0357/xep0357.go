@@ -66,15 +66,30 @@ type Request struct {
 	// MarkedHigh: the notification carried
 	// <priority xmlns='tigase:push:priority:0'>high</priority>.
 	MarkedHigh bool
+	// Options holds the publish-options fields besides FORM_TYPE and
+	// secret, first value each: what the client put into its enable form
+	// and the user's server copies into every publish (fpush's pushModule,
+	// MongooseIM's device_id and service, ...). At most maxOptions.
+	Options map[string]string
 }
 
 // ErrMalformed is wrapped by every parse error: the publish cannot be a
 // push request (answered modify/bad-request).
 var ErrMalformed = errors.New("malformed push publish")
 
+// ErrNoSecret is returned, with the rest of the request filled in, when
+// the publish carries no secret. It wraps ErrMalformed: only dialects
+// whose clients enable push without a secret (Tigase's register-device,
+// tokenless pushes) go on with such a request.
+var ErrNoSecret = fmt.Errorf("%w: publish-options has no secret", ErrMalformed)
+
+// maxOptions bounds the publish-options fields kept.
+const maxOptions = 16
+
 // Parse reads a push request out of a decoded <pubsub/>. A missing or
 // partial summary and unknown fields are fine: servers differ in what they
-// send. Node and secret are required.
+// send. The node is required; a publish without a secret is returned
+// with ErrNoSecret.
 func Parse(ps *PubSub) (Request, error) {
 	if ps == nil || ps.Publish == nil {
 		return Request{}, fmt.Errorf("%w: no publish element", ErrMalformed)
@@ -86,17 +101,6 @@ func Parse(ps *PubSub) (Request, error) {
 	if len(r.Node) > maxFieldSize {
 		return Request{}, fmt.Errorf("%w: node too long", ErrMalformed)
 	}
-	if ps.PublishOptions == nil || ps.PublishOptions.Form == nil {
-		return Request{}, fmt.Errorf("%w: no publish-options form with the secret", ErrMalformed)
-	}
-	secret, ok := ps.PublishOptions.Form.Value("secret")
-	if !ok || secret == "" {
-		return Request{}, fmt.Errorf("%w: publish-options has no secret", ErrMalformed)
-	}
-	if len(secret) > maxFieldSize {
-		return Request{}, fmt.Errorf("%w: secret too long", ErrMalformed)
-	}
-	r.Secret = secret
 	for _, it := range ps.Publish.Items {
 		n := it.Notification
 		if n == nil {
@@ -109,7 +113,40 @@ func Parse(ps *PubSub) (Request, error) {
 			r.MarkedHigh = true
 		}
 	}
+	var form *dataform.Form
+	if ps.PublishOptions != nil {
+		form = ps.PublishOptions.Form
+	}
+	for _, f := range formFields(form) {
+		if f.Var == "FORM_TYPE" || f.Var == "secret" || len(f.Values) == 0 || len(r.Options) >= maxOptions {
+			continue
+		}
+		if len(f.Var) > maxFieldSize || len(f.Values[0]) > maxFieldSize {
+			return Request{}, fmt.Errorf("%w: publish-options field too long", ErrMalformed)
+		}
+		if r.Options == nil {
+			r.Options = make(map[string]string)
+		}
+		if _, dup := r.Options[f.Var]; !dup {
+			r.Options[f.Var] = f.Values[0]
+		}
+	}
+	secret, _ := form.Value("secret")
+	if len(secret) > maxFieldSize {
+		return Request{}, fmt.Errorf("%w: secret too long", ErrMalformed)
+	}
+	r.Secret = secret
+	if secret == "" {
+		return r, ErrNoSecret
+	}
 	return r, nil
+}
+
+func formFields(f *dataform.Form) []dataform.Field {
+	if f == nil {
+		return nil
+	}
+	return f.Fields
 }
 
 func summary(f *dataform.Form) *push.Summary {

@@ -1,0 +1,154 @@
+package appserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// noSecret, as a registration's Secret handed to register, asks for a
+// registration without one (Tigase's register-device).
+const noSecret = "\x00none"
+
+func (a Account) check() error {
+	if a.Bare == "" || len(a.Bare) > 3071 {
+		return fmt.Errorf("%w: the account is required", ErrBadRequest)
+	}
+	return nil
+}
+
+// RegisterDevice registers a device identified by account and device id, as
+// Conversations' register-push-* commands do: the node and secret are ours
+// to choose, and the same account and device get the same node again. A
+// non-empty channel (a group chat's bare JID, p2's optional muc field)
+// gives that channel its own node and secret on the same device. Only the
+// account's domain and a salted hash of account, device and channel are
+// kept.
+func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, channel, token string) (registry.Registration, error) {
+	if err := account.check(); err != nil {
+		return registry.Registration{}, err
+	}
+	if err := checkText("device id", deviceID, MaxNodeLen); err != nil {
+		return registry.Registration{}, err
+	}
+	if len(channel) > 3071 {
+		return registry.Registration{}, fmt.Errorf("%w: channel longer than 3071 bytes", ErrBadRequest)
+	}
+	parts := []string{account.Bare, deviceID}
+	if channel != "" {
+		// Without a channel the key is what it always was, so devices
+		// registered before channels existed keep their node.
+		parts = append(parts, "channel", channel)
+	}
+	return s.registerKeyed(ctx, typ, token, account, parts, registry.Registration{Domain: account.Domain}, 16)
+}
+
+// UnregisterDevice removes what RegisterDevice registered for the same
+// account, device id and channel.
+func (s *Service) UnregisterDevice(ctx context.Context, typ string, account Account, deviceID, channel string) (registry.Registration, error) {
+	if err := account.check(); err != nil {
+		return registry.Registration{}, err
+	}
+	if deviceID == "" {
+		return registry.Registration{}, fmt.Errorf("%w: the device id is required", ErrBadRequest)
+	}
+	parts := []string{account.Bare, deviceID}
+	if channel != "" {
+		parts = append(parts, "channel", channel)
+	}
+	return s.unregisterKeyed(ctx, typ, account, parts)
+}
+
+// RegisterTigase registers a device the way Tigase's push component does
+// for its register-device command: by account and device token, with a
+// node of ours and no secret, because Siskin enables push with the node
+// alone. The node is 32 random bytes so that it cannot be guessed. The
+// account's bare JID is kept, because the push must carry it: Siskin's
+// notification extension picks the key that decrypts an encrypted push by
+// it.
+func (s *Service) RegisterTigase(ctx context.Context, typ string, account Account, token string) (registry.Registration, error) {
+	if err := account.check(); err != nil {
+		return registry.Registration{}, err
+	}
+	r := registry.Registration{Domain: account.Domain, Account: account.Bare, Secret: noSecret}
+	return s.registerKeyed(ctx, typ, token, account, []string{"tigase", account.Bare, token}, r, 32)
+}
+
+// UnregisterTigase removes what RegisterTigase registered for the same
+// account and token.
+func (s *Service) UnregisterTigase(ctx context.Context, typ string, account Account, token string) (registry.Registration, error) {
+	if err := account.check(); err != nil {
+		return registry.Registration{}, err
+	}
+	if token == "" {
+		return registry.Registration{}, fmt.Errorf("%w: the device token is required", ErrBadRequest)
+	}
+	return s.unregisterKeyed(ctx, typ, account, []string{"tigase", account.Bare, token})
+}
+
+// registerKeyed registers r (its Domain, Account and Secret as given) under
+// the device key hashed from parts, keeping the node of an earlier
+// registration with the same key and type, or choosing a random node of
+// nodeBytes bytes.
+func (s *Service) registerKeyed(ctx context.Context, typ, token string, account Account, parts []string, r registry.Registration, nodeBytes int) (registry.Registration, error) {
+	if err := s.checkRegistration(typ, "-", token); err != nil {
+		return registry.Registration{}, err
+	}
+	key, err := s.salted(ctx, "device", parts...)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	owner, err := s.owner(ctx, account)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	caller := Caller{Account: account}
+	tmpl := r
+	tmpl.Type, tmpl.Token, tmpl.DeviceKey = typ, token, key
+	// Registrations of one device race (a client retrying, several
+	// connections of one account): the store refuses a second node for
+	// the device, and the loser looks again and renews the winner's node,
+	// so every node and secret we answer works.
+	for attempt := 0; ; attempt++ {
+		r := tmpl
+		switch old, err := s.store.GetByDeviceKey(ctx, key); {
+		case err == nil && old.Type == typ:
+			r.Node = old.Node
+		case err == nil || errors.Is(err, registry.ErrNotFound):
+			if err == nil {
+				// Same device moved to another app: start afresh.
+				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
+					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
+				}
+				s.cache.drop(old.Node)
+			}
+			if r.Node, err = randomHex(nodeBytes); err != nil {
+				return registry.Registration{}, err
+			}
+		default:
+			return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
+		}
+		stored, err := s.register(ctx, caller, owner, r)
+		if errors.Is(err, registry.ErrConflict) && attempt < maxConflictRetries {
+			continue
+		}
+		return stored, err
+	}
+}
+
+func (s *Service) unregisterKeyed(ctx context.Context, typ string, account Account, parts []string) (registry.Registration, error) {
+	key, err := s.salted(ctx, "device", parts...)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	r, err := s.store.GetByDeviceKey(ctx, key)
+	if errors.Is(err, registry.ErrNotFound) || (err == nil && r.Type != typ) {
+		return registry.Registration{}, ErrNotFound
+	}
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
+	}
+	return s.Unregister(ctx, Caller{Account: account}, typ, r.Node)
+}

@@ -1,0 +1,108 @@
+package appserver_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+)
+
+// p2's register-push-fcm takes an optional muc field: that channel gets
+// its own node and secret on the same device (p2 PushController.register,
+// github.com/iNPUTmice/p2), and the registration without one is untouched.
+func TestRegisterDeviceChannels(t *testing.T) {
+	ctx := context.Background()
+	svc, store, _ := newService(t, 0)
+	own, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	room, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "room@conference.example.org", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "other@conference.example.org", "tok")
+	if room.Node == own.Node || room.Secret == own.Secret || other.Node == room.Node {
+		t.Fatalf("channels share nodes or secrets: own %+v room %+v other %+v", own, room, other)
+	}
+	again, _ := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "room@conference.example.org", "tok2")
+	if again.Node != room.Node || again.Secret != room.Secret {
+		t.Fatalf("re-registering the channel changed node or secret: %+v vs %+v", again, room)
+	}
+
+	if _, err := svc.UnregisterDevice(ctx, "fcm", juliet, "dev1", "room@conference.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(ctx, room.Node); err == nil {
+		t.Fatal("the channel's registration survived unregistering it")
+	}
+	if _, err := store.Get(ctx, own.Node); err != nil {
+		t.Fatalf("unregistering the channel removed the device's own registration: %v", err)
+	}
+	if _, err := svc.UnregisterDevice(ctx, "fcm", juliet, "dev1", "room@conference.example.org"); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("second unregister = %v, want ErrNotFound", err)
+	}
+	// Another account cannot remove juliet's device.
+	romeo := appserver.Account{Bare: "romeo@example.org", Domain: "example.org"}
+	if _, err := svc.UnregisterDevice(ctx, "fcm", romeo, "dev1", ""); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("unregister by another account = %v, want ErrNotFound", err)
+	}
+	if _, err := svc.UnregisterDevice(ctx, "fcm", juliet, "dev1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(ctx, other.Node); err != nil {
+		t.Fatalf("the other channel went with the device: %v", err)
+	}
+}
+
+// Tigase's register-device answers a node and no secret: Siskin enables
+// push with the node alone (Siskin IM, SiskinPushNotificationsModule.swift
+// enable(): no publish options), so the publish carries none.
+func TestRegisterTigase(t *testing.T) {
+	ctx := context.Background()
+	svc, store, b := newService(t, 0)
+	r, err := svc.RegisterTigase(ctx, "apns", juliet, "ab12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Node) != 64 || r.Secret != "" {
+		t.Fatalf("registration %+v: want a 64-hex-digit node and no secret", r)
+	}
+	stored, _ := store.Get(ctx, r.Node)
+	if stored.Account != juliet.Bare {
+		t.Fatalf("stored account %q, want %q (the push must carry it)", stored.Account, juliet.Bare)
+	}
+	again, _ := svc.RegisterTigase(ctx, "apns", juliet, "ab12")
+	if again.Node != r.Node {
+		t.Fatalf("registering the same token again gave another node")
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node}); err != nil {
+		t.Fatalf("push without secret to a Tigase node: %v", err)
+	}
+	if got := b.Sent(); len(got) != 1 || got[0].Token != "ab12" {
+		t.Fatalf("sent %+v", got)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: "guess"}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push with a made-up secret = %v, want ErrNotFound", err)
+	}
+	if _, err := svc.RegisterTigase(ctx, "apns", juliet, "not hex"); !errors.Is(err, appserver.ErrInvalidToken) {
+		t.Fatalf("bad token = %v", err)
+	}
+	if _, err := svc.UnregisterTigase(ctx, "apns", juliet, "ab12"); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push after unregister-device = %v", err)
+	}
+}
+
+// A registration with a secret is never pushed without it.
+func TestPushWithoutSecretNeedsSecretlessRegistration(t *testing.T) {
+	ctx := context.Background()
+	svc, _, _ := newService(t, 0)
+	r, _ := svc.Register(ctx, appserver.Caller{}, "apns", "n1", "aa")
+	if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push without secret = %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,151 @@
+package component_test
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
+)
+
+// field returns the first value of the result form's field v in inner.
+func field(t *testing.T, inner, v string) string {
+	t.Helper()
+	m := regexp.MustCompile(`<field var="` + regexp.QuoteMeta(v) + `"[^>]*><value>([^<]*)</value>`).FindStringSubmatch(inner)
+	if m == nil {
+		t.Fatalf("no field %s in %s", v, inner)
+	}
+	return m[1]
+}
+
+func command(id, from, node string, fields ...string) string {
+	var b strings.Builder
+	b.WriteString(`<iq type='set' id='` + id + `' from='` + from + `' to='` + compJID + `'><command xmlns='http://jabber.org/protocol/commands' node='` + node + `' action='execute'><x xmlns='jabber:x:data' type='submit'>`)
+	for i := 0; i+1 < len(fields); i += 2 {
+		b.WriteString(`<field var='` + fields[i] + `'><value>` + fields[i+1] + `</value></field>`)
+	}
+	b.WriteString(`</x></command></iq>`)
+	return b.String()
+}
+
+// siskinPublish is a publish as the user's server sends it for a node
+// Siskin enabled: Siskin's enable carries no publish-options form
+// (SiskinPushNotificationsModule.enable in tigase/siskin-im), so neither
+// does the publish.
+func siskinPublish(id, node string) string {
+	return `<iq type='set' from='example.org' to='` + compJID + `' id='` + id + `'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node + `'><item><notification xmlns='urn:xmpp:push:0'/></item></publish></pubsub></iq>`
+}
+
+// Tigase's register-device as TigaseSwift's
+// TigasePushNotificationsModule.registerDevice sends it (fields provider
+// and device-token; tigase/Martin), with the provider Siskin uses, and
+// the answer RegistrationResult reads: node, features, max-payload-size.
+func TestTigaseRegisterDevice(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) {
+		o.Commands.TigaseProviders = map[string]string{"tigase:messenger:apns:1": "apns"}
+		o.Commands.MaxPayloadSize = 3072
+	})
+	st := f.srv.accept(t)
+
+	// Siskin looks for a push component with these features
+	// (findPushComponent: "urn:xmpp:push:0" and its provider).
+	st.send(t, `<iq type='get' id='d1' from='juliet@example.org/phone' to='`+compJID+`'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	r := st.next(t)
+	for _, w := range []string{`var="urn:xmpp:push:0"`, `var="tigase:messenger:apns:1"`, `var="tigase:push:encrypt:aes-128-gcm"`} {
+		if !strings.Contains(r.Inner, w) {
+			t.Errorf("disco#info lacks %s: %s", w, r.Inner)
+		}
+	}
+
+	const token = "a1b2c3d4"
+	st.send(t, command("r1", "juliet@example.org/phone", adhoc.RegisterDevice, "provider", "tigase:messenger:apns:1", "device-token", token))
+	r = st.next(t)
+	if r.Type != "result" || !strings.Contains(r.Inner, `status="completed"`) {
+		t.Fatalf("register-device: %s %s", r.Type, r.Inner)
+	}
+	node := field(t, r.Inner, "node")
+	if len(node) != 64 || field(t, r.Inner, "max-payload-size") != "3072" || !strings.Contains(r.Inner, `<field var="features" type="text-multi"><value>tigase:push:encrypt:0</value>`) {
+		t.Fatalf("register-device answer %s", r.Inner)
+	}
+	if strings.Contains(r.Inner, `var="secret"`) {
+		t.Fatalf("register-device answered a secret, which Siskin never sends back: %s", r.Inner)
+	}
+
+	st.send(t, siskinPublish("p1", node))
+	if r := st.next(t); r.Type != "result" {
+		t.Fatalf("publish without secret to the registered node: %s %s", r.Type, r.Inner)
+	}
+	f.backend.mu.Lock()
+	sent := f.backend.sent[len(f.backend.sent)-1]
+	f.backend.mu.Unlock()
+	if sent.Token != token || sent.App != "apns" {
+		t.Fatalf("backend got %+v", sent)
+	}
+	st.send(t, siskinPublish("p2", strings.Repeat("0", 64)))
+	if r := st.next(t); !strings.HasPrefix(r.Inner, "<error type='cancel'><item-not-found") {
+		t.Fatalf("publish to an unknown node: %s %s", r.Type, r.Inner)
+	}
+
+	for _, tc := range []struct{ name, stanza, want string }{
+		{"unknown provider", command("r2", "juliet@example.org/phone", adhoc.RegisterDevice, "provider", "tigase:messenger:fcm:1", "device-token", token), "<error type='modify'><bad-request"},
+		{"no token", command("r3", "juliet@example.org/phone", adhoc.RegisterDevice, "provider", "tigase:messenger:apns:1"), "<error type='modify'><bad-request"},
+		{"from a server", command("r4", "example.org", adhoc.RegisterDevice, "provider", "tigase:messenger:apns:1", "device-token", token), "<error type='modify'><bad-request"},
+		{"another account's token", command("r5", "romeo@example.org/pad", adhoc.UnregisterDevice, "provider", "tigase:messenger:apns:1", "device-token", token), "<error type='cancel'><item-not-found"},
+		{"unregister", command("r6", "juliet@example.org/tablet", adhoc.UnregisterDevice, "provider", "tigase:messenger:apns:1", "device-token", token), `status="completed"`},
+		{"push after unregister", siskinPublish("p3", node), "<error type='cancel'><item-not-found"},
+	} {
+		st.send(t, tc.stanza)
+		if r := st.next(t); !strings.Contains(r.Inner, tc.want) {
+			t.Fatalf("%s: reply %s %q, want %q", tc.name, r.Type, r.Inner, tc.want)
+		}
+	}
+}
+
+// Without a dialect whose clients enable push without a secret, a publish
+// without one stays malformed.
+func TestSecretlessPublishNeedsTigase(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	st.send(t, siskinPublish("p1", "some-node"))
+	if r := st.next(t); !strings.HasPrefix(r.Inner, "<error type='modify'><bad-request") {
+		t.Fatalf("reply %s %s", r.Type, r.Inner)
+	}
+}
+
+// p2's register-push-fcm with the optional muc field, as Conversations
+// sends it (IqGenerator.pushTokenToAppServer: token, android-id, muc), and
+// unregister-push-fcm with channel and android-id
+// (IqGenerator.unregisterChannelOnAppServer).
+func TestP2Channels(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	const from = "juliet@example.org/phone"
+	st.send(t, command("c1", from, adhoc.RegisterFCM, "token", "fcmtok", "android-id", "a1"))
+	r := st.next(t)
+	own, ownSecret := field(t, r.Inner, "node"), field(t, r.Inner, "secret")
+	st.send(t, command("c2", from, adhoc.RegisterFCM, "token", "fcmtok", "android-id", "a1", "muc", "room@conference.example.org"))
+	r = st.next(t)
+	room, roomSecret := field(t, r.Inner, "node"), field(t, r.Inner, "secret")
+	if room == own || roomSecret == ownSecret {
+		t.Fatalf("the channel shares node or secret with the device: %s %s", own, room)
+	}
+	st.send(t, publish("p1", room, roomSecret, true))
+	if r := st.next(t); r.Type != "result" {
+		t.Fatalf("push to the channel's node: %s %s", r.Type, r.Inner)
+	}
+	for _, tc := range []struct{ name, stanza, want string }{
+		{"full JID as muc", command("c3", from, adhoc.RegisterFCM, "token", "fcmtok", "android-id", "a1", "muc", "room@conference.example.org/nick"), "<error type='modify'><bad-request"},
+		{"unregister without device", command("c4", from, adhoc.UnregisterFCM, "channel", "room@conference.example.org"), "<error type='modify'><bad-request"},
+		{"unregister channel", command("c5", from, adhoc.UnregisterFCM, "channel", "room@conference.example.org", "android-id", "a1"), `status="completed"`},
+		{"channel gone", publish("p2", room, roomSecret, true), "<error type='cancel'><item-not-found"},
+		{"device kept", publish("p3", own, ownSecret, true), ""},
+		{"unregister again", command("c6", from, adhoc.UnregisterFCM, "channel", "room@conference.example.org", "android-id", "a1"), "<error type='cancel'><item-not-found"},
+	} {
+		st.send(t, tc.stanza)
+		r := st.next(t)
+		if (tc.want == "" && r.Type != "result") || !strings.Contains(r.Inner, tc.want) {
+			t.Fatalf("%s: reply %s %q, want %q", tc.name, r.Type, r.Inner, tc.want)
+		}
+	}
+}
