@@ -73,6 +73,7 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 			IncludeSummary: a.IncludeSummary,
 			PushDeadline:   a.PushDeadline.D(),
 			CAPath:         a.CAPath,
+			Breaker:        br,
 			Guard: webpush.Guard{
 				AllowPrivate: a.AllowPrivateEndpoints,
 				Ports:        a.EndpointPorts,

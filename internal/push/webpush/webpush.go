@@ -43,12 +43,6 @@ const DefaultTopic = "xmpp-push"
 // maxAnswer caps how much of a push service's answer we read.
 const maxAnswer = 4096
 
-// ErrCredentialsRejected marks a 400, 401 or 403 answer: the push service
-// did not accept our VAPID token or key for this subscription. It says
-// nothing sure about the subscription (our key may be wrong, or rotated),
-// so it never removes a registration.
-var ErrCredentialsRejected = errors.New("webpush: push service rejected our VAPID credentials")
-
 // Options configure one app's WebPush backend.
 type Options struct {
 	VAPIDKeyFile string // PEM P-256 private key (vapid-keygen writes one)
@@ -64,6 +58,12 @@ type Options struct {
 	PushDeadline   time.Duration // default 10 s
 	CAPath         string        // directory of PEM CA certificates to trust; system pool when empty
 	Guard          Guard
+	// Breaker judges 400, 401 and 403 answers: the push service refuses our
+	// VAPID token or key for the subscription, which is a subscription made
+	// for another key when it happens now and then, and our key or claims
+	// being wrong when it happens to most pushes. The wiring shares it with
+	// health and metrics; a private one when nil.
+	Breaker *push.Breaker
 
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -110,6 +110,9 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 			return nil, fmt.Errorf("webpush: %w", err)
 		}
 		tlsConfig.RootCAs = pool
+	}
+	if opts.Breaker == nil {
+		opts.Breaker = push.NewBreaker("webpush", push.BreakerOptions{}, logger)
 	}
 	b := &Backend{opts: opts, vapid: v, logger: logger}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: b.opts.Guard.control}
@@ -200,7 +203,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	}
 	origin := sub.Endpoint.Scheme + "://" + sub.Endpoint.Host
 	refreshed := false
-	return push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		status, retryAfter, err := b.post(ctx, sub, origin, body, n.Priority)
 		switch {
 		case err != nil:
@@ -221,14 +224,15 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			refreshed = true
 			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
 		case status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden:
-			b.logger.Warn("push service rejected our VAPID credentials", "node", n.Node, "origin", origin, "status", status)
-			return fmt.Errorf("%w: %d %s", ErrCredentialsRejected, status, http.StatusText(status))
+			return &push.SuspectTokenError{Reason: fmt.Sprintf("%d %s from %s", status, http.StatusText(status), origin),
+				Cause: "VAPID key replaced (vapid_key_file), or vapid_subject refused?"}
 		case status == http.StatusRequestEntityTooLarge:
 			return fmt.Errorf("webpush: %d payload too large", status)
 		}
 		b.logger.Warn("push service rejected push", "node", n.Node, "origin", origin, "status", status)
 		return fmt.Errorf("webpush: %d %s", status, http.StatusText(status))
 	})
+	return b.opts.Breaker.Judge(err)
 }
 
 func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority) (int, time.Duration, error) {

@@ -3,7 +3,6 @@ package webpush_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -158,9 +157,9 @@ func TestSendAnswers(t *testing.T) {
 		}, 1},
 		{"429 then ok", []webpushmock.Fault{{Status: 429, RetryAfter: "1"}}, false, func(err error) bool { return err == nil }, 2},
 		{"500, 503 then ok", []webpushmock.Fault{{Status: 500}, {Status: 503}}, false, func(err error) bool { return err == nil }, 3},
-		{"400 credentials", []webpushmock.Fault{{Status: 400}}, false, isRejected, 1},
+		{"400 refused for this subscription", []webpushmock.Fault{{Status: 400}}, false, isDead, 1},
 		{"401 refresh then ok", []webpushmock.Fault{{Status: 401}}, false, func(err error) bool { return err == nil }, 2},
-		{"403 twice credentials", []webpushmock.Fault{{Status: 403}, {Status: 403}}, false, isRejected, 2},
+		{"403 twice refused for this subscription", []webpushmock.Fault{{Status: 403}, {Status: 403}}, false, isDead, 2},
 		{"307 not followed", []webpushmock.Fault{{Status: 307, Location: "https://127.0.0.1:1/elsewhere"}}, false, func(err error) bool {
 			return err != nil && !push.IsTemporary(err) && !isDead(err)
 		}, 1},
@@ -186,9 +185,6 @@ func TestSendAnswers(t *testing.T) {
 
 func isDead(err error) bool { _, ok := push.IsDeadToken(err); return ok }
 
-func isRejected(err error) bool {
-	return errors.Is(err, webpush.ErrCredentialsRejected) && !isDead(err) && !push.IsTemporary(err)
-}
 
 // TestSendRetriesEndAtDeadline: a service that keeps failing gets retries
 // until the push deadline, then the core sees a temporary error.
@@ -209,19 +205,40 @@ func TestSendRetriesEndAtDeadline(t *testing.T) {
 	}
 }
 
-// TestSendWrongKey: a subscription made for another application server
-// key is refused by the push service; that may be our key changing, so
-// the registration stays.
+// TestSendWrongKey: the push service refuses our VAPID token for
+// subscriptions made for another application server key. Now and then
+// that is such a subscription, which can never work for us (dead); for
+// most pushes it is our key that changed, and the breaker keeps the
+// registrations (temporary failure) until pushes succeed again.
 func TestSendWrongKey(t *testing.T) {
-	mock, b, _ := setup(t, webpush.Options{})
+	mock, keyFile, pub := startMock(t)
+	breaker := push.NewBreaker("web", push.BreakerOptions{MinAnswers: 6}, quiet())
+	b := newBackend(t, mock, keyFile, webpush.Options{Breaker: breaker, Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}})
 	other, err := webpush.GenerateVAPIDKey(filepath.Join(t.TempDir(), "other.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := subscribe(t, mock, other)
-	err = b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh})
-	if !isRejected(err) {
-		t.Fatalf("Send = %v", err)
+	good := subscribe(t, mock, pub)
+	send := func(s webpushmock.Subscription) error {
+		return b.Send(context.Background(), push.Notification{Node: "n1", Token: s.JSON, Priority: push.PriorityHigh})
+	}
+	for range 3 {
+		if err := send(good); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := send(subscribe(t, mock, other)); !isDead(err) {
+		t.Fatalf("one subscription for another key: %v, want dead", err)
+	}
+	var err2 error
+	for range 3 {
+		err2 = send(subscribe(t, mock, other))
+	}
+	if isDead(err2) || !push.IsTemporary(err2) {
+		t.Fatalf("most pushes refused: %v, want temporary (keep the registration)", err2)
+	}
+	if bad, _ := breaker.Misconfigured(); !bad {
+		t.Fatal("breaker not tripped")
 	}
 }
 
