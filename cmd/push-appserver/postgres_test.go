@@ -15,7 +15,6 @@ var pg = pgtest.New()
 
 func TestMain(m *testing.M) { os.Exit(pg.Run(m)) }
 
-
 // Two real binaries on one PostgreSQL, the DSN read from the environment as
 // the README shows: a device registered on one is pushed through the
 // other, and unregistered there it is gone on the first.

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/push-appserver/push-appserver/internal/push"
 )
 
 // Config is the whole configuration. The zero value is not useful: use
@@ -122,22 +124,31 @@ type App struct {
 	// IncludeSummary lets the push payload carry the sender and body the
 	// user's server sent; off by default so push services see no content.
 	IncludeSummary bool     `toml:"include_summary"`
-	TTL            Duration `toml:"ttl"`           // 0: the service's default
-	PushDeadline   Duration `toml:"push_deadline"` // retries end here; default 10 s
-	Endpoint       string   `toml:"endpoint"`      // override the service's URL (tests, proxies)
-	CAPath         string   `toml:"ca_path"`       // directory of CA certificates; default system pool
+	TTL            Duration `toml:"ttl"` // 0: the service's default
+	// PushDeadline bounds one push's retries; when it runs out the push is
+	// answered as temporary (XMPP "wait"). Default 5 s, well under the
+	// IQ timeouts of XMPP servers.
+	PushDeadline Duration `toml:"push_deadline"`
+	Endpoint     string   `toml:"endpoint"` // override the service's URL (tests, proxies)
+	CAPath       string   `toml:"ca_path"`  // directory of CA certificates; default system pool
 
 	// APNS
-	Topic          string `toml:"topic"`
-	Sandbox        *bool  `toml:"sandbox"` // default true, as the seed
-	CertFile       string `toml:"cert_file"`
-	KeyFile        string `toml:"key_file"`
-	PKCS12File     string `toml:"pkcs12_file"`
-	KeyPassword    string `toml:"key_password"` // literal, env:NAME or file:/path
-	TokenKeyFile   string `toml:"token_key_file"`
-	KeyID          string `toml:"key_id"`
-	TeamID         string `toml:"team_id"`
-	Alert          string `toml:"alert"` // default "dummy"
+	Topic        string `toml:"topic"`
+	Sandbox      *bool  `toml:"sandbox"` // default true, as the seed
+	CertFile     string `toml:"cert_file"`
+	KeyFile      string `toml:"key_file"`
+	PKCS12File   string `toml:"pkcs12_file"`
+	KeyPassword  string `toml:"key_password"` // literal, env:NAME or file:/path
+	TokenKeyFile string `toml:"token_key_file"`
+	KeyID        string `toml:"key_id"`
+	TeamID       string `toml:"team_id"`
+	// AlertTitle and AlertBody are what an alert (high) push shows when
+	// the summary's content is not included; default "New Message" each,
+	// as mod_push_appserver's last version sends.
+	AlertTitle string `toml:"alert_title"`
+	AlertBody  string `toml:"alert_body"`
+	// Alert is the earlier name of AlertBody, still accepted.
+	Alert          string `toml:"alert"`
 	Sound          string `toml:"sound"` // default "default"
 	MutableContent *bool  `toml:"mutable_content"`
 	// Collapse lets a newer push replace one the service still holds
@@ -347,7 +358,7 @@ func (a *App) applyDefaults() {
 		}
 	}
 	if a.PushDeadline == 0 {
-		a.PushDeadline = Duration(10 * time.Second)
+		a.PushDeadline = Duration(push.DefaultPushDeadline)
 	}
 	if a.Sandbox == nil {
 		t := true
@@ -357,8 +368,14 @@ func (a *App) applyDefaults() {
 		t := true
 		a.MutableContent = &t
 	}
-	if a.Alert == "" {
-		a.Alert = "dummy"
+	if a.AlertBody == "" {
+		a.AlertBody = a.Alert
+	}
+	if a.AlertBody == "" {
+		a.AlertBody = "New Message"
+	}
+	if a.AlertTitle == "" {
+		a.AlertTitle = "New Message"
 	}
 	if a.Sound == "" {
 		a.Sound = "default"

@@ -24,6 +24,12 @@ func TestDefaults(t *testing.T) {
 	if errs := c.validate(); len(errs) != 0 {
 		t.Fatalf("defaults do not validate: %v", errs)
 	}
+	// What mod_push_appserver's last version shows, never "dummy"; a
+	// push's retries end well before an XMPP server's IQ timeout.
+	a := c.Apps["apns"]
+	if a.AlertTitle != "New Message" || a.AlertBody != "New Message" || a.PushDeadline.D() != 5*time.Second {
+		t.Fatalf("app defaults: title %q body %q deadline %v", a.AlertTitle, a.AlertBody, a.PushDeadline.D())
+	}
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -64,7 +70,7 @@ push_appserver_fcm_key = "legacy"
 		t.Fatalf("apns app %+v", a)
 	case a.CertFile != filepath.Join(dir, "push.pem"), a.KeyFile != filepath.Join(dir, "push.key"):
 		t.Fatalf("cert %q key %q", a.CertFile, a.KeyFile)
-	case *a.Sandbox, *a.MutableContent, a.Alert != "New message", a.TTL.D() != time.Hour, a.Priority != "voip", a.Topic != "im.example.app":
+	case *a.Sandbox, *a.MutableContent, a.AlertBody != "New message" || a.AlertTitle != "New Message", a.TTL.D() != time.Hour, a.Priority != "voip", a.Topic != "im.example.app":
 		t.Fatalf("apns options %+v", a)
 	}
 	if _, ok := c.Apps["fcm"]; ok {

@@ -44,7 +44,7 @@ var SeedMapping = [][2]string{
 	{"push_appserver_apns_mutable_content", "apps.apns.mutable_content"},
 	{"push_appserver_apns_push_ttl", "apps.apns.ttl"},
 	{"push_appserver_apns_push_priority", "apps.apns.priority"},
-	{"push_appserver_apns_push_alert", "apps.apns.alert"},
+	{"push_appserver_apns_push_alert", "apps.apns.alert_body"},
 	{"push_appserver_apns_topic", "apps.apns.topic"},
 	{"push_appserver_apns_feedback_request_interval", "obsolete: Apple retired the feedback service; dead tokens are read from 410 answers"},
 	{"push_appserver_fcm_key", "obsolete: Google shut down the legacy server-key API; use apps.fcm.service_account_file"},
@@ -104,7 +104,7 @@ func (s *seedOptions) apply(c *Config) []error {
 		str(&a.KeyFile, s.APNSKey)
 		str(&a.CAPath, s.APNSCAPath)
 		str(&a.Priority, s.APNSPriority)
-		str(&a.Alert, s.APNSAlert)
+		str(&a.AlertBody, s.APNSAlert)
 		str(&a.Topic, s.APNSTopic)
 		secs(&a.TTL, s.APNSTTL, "push_appserver_apns_push_ttl")
 		if s.APNSSandbox != nil {

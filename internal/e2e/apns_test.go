@@ -88,7 +88,7 @@ func apnsStack(t *testing.T) (*apnsmock.Server, *apns.Backend) {
 	t.Cleanup(mock.Close)
 	backend, err := apns.New(apns.Options{
 		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
-		TokenKeyFile: keyFile, KeyID: "KEY1", TeamID: "TEAM1", Alert: "New message", MutableContent: true,
+		TokenKeyFile: keyFile, KeyID: "KEY1", TeamID: "TEAM1", AlertTitle: "New Message", AlertBody: "New Message", MutableContent: true,
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -38,11 +38,16 @@ func (b *Backoff) Next() time.Duration {
 // Reset starts over at Base, after a success.
 func (b *Backoff) Reset() { b.cur = 0 }
 
+// DefaultPushDeadline is how long one push may take, retries included,
+// unless configured otherwise: well under the IQ timeouts of XMPP servers,
+// so the user's server hears "wait" from us rather than a timeout.
+const DefaultPushDeadline = 5 * time.Second
+
 // RetryPolicy bounds the retries of one push.
 type RetryPolicy struct {
 	// Budget is how long one push may take, retries included; the
-	// context's own deadline, when earlier, wins. 0 leaves only the
-	// context's deadline.
+	// context's own deadline, when earlier, wins. 0 means
+	// DefaultPushDeadline, so a push never retries without end.
 	Budget time.Duration
 	// Base and Max shape the backoff between attempts; defaults 100 ms
 	// and 2 s.
@@ -56,11 +61,11 @@ type RetryPolicy struct {
 // the next wait, Retry returns the last *TemporaryError, so the caller
 // answers "try later" rather than failing the push for good.
 func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context) error) error {
-	if p.Budget > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.Budget)
-		defer cancel()
+	if p.Budget <= 0 {
+		p.Budget = DefaultPushDeadline
 	}
+	ctx, cancel := context.WithTimeout(ctx, p.Budget)
+	defer cancel()
 	b := Backoff{Base: p.Base, Max: p.Max}
 	if b.Base <= 0 {
 		b.Base = 100 * time.Millisecond

@@ -60,13 +60,16 @@ type Options struct {
 	// Token auth: the p8 key file, its key id and the team id.
 	TokenKeyFile, KeyID, TeamID string
 
-	Alert          string        // alert text of high-priority pushes (the seed's push_appserver_apns_push_alert)
-	Sound          string        // sound of high-priority pushes; "" for none
-	TTL            time.Duration // apns-expiration = now + TTL; 0 leaves it to Apple
-	MutableContent bool          // mark alert pushes mutable-content so a notification extension can rewrite them
-	Collapse       bool          // send apns-collapse-id so a device shows one notification for a burst
-	IncludeSummary bool          // let the payload carry the summary's sender and body (privacy: off by default)
-	PushDeadline   time.Duration // how long one push may take with retries; default 10 s
+	// AlertTitle and AlertBody are the alert of high-priority pushes (the
+	// seed's push_appserver_apns_push_alert is the body); an empty one is
+	// left out.
+	AlertTitle, AlertBody string
+	Sound                 string        // sound of high-priority pushes; "" for none
+	TTL                   time.Duration // apns-expiration = now + TTL; 0 leaves it to Apple
+	MutableContent        bool          // mark alert pushes mutable-content so a notification extension can rewrite them
+	Collapse              bool          // send apns-collapse-id so a device shows one notification for a burst
+	IncludeSummary        bool          // let the payload carry the summary's sender and body (privacy: off by default)
+	PushDeadline          time.Duration // how long one push may take with retries; 0 means push.DefaultPushDeadline
 
 	// Breaker judges answers that may mean a dead token or a
 	// misconfigured app; the wiring shares it with health and metrics. A
@@ -93,9 +96,6 @@ var _ push.Backend = (*Backend)(nil)
 func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	if opts.Topic == "" {
 		return nil, errors.New("apns: topic is required")
-	}
-	if opts.PushDeadline <= 0 {
-		opts.PushDeadline = 10 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -191,6 +191,7 @@ type answer struct {
 	reason     string
 	timestamp  time.Time
 	retryAfter time.Duration
+	id         string // apns-id, Apple's name for the notification
 }
 
 // Send delivers n, retrying transient failures until the push deadline.
@@ -204,6 +205,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case err != nil:
 				return err
 			case a.status == http.StatusOK:
+				b.logger.Debug("push sent", "node", n.Node, "push_type", req.header.Get("apns-push-type"), "apns_id", a.id)
 				return nil
 			case a.status == http.StatusGone:
 				since := a.timestamp
@@ -286,9 +288,21 @@ func (b *Backend) build(n push.Notification) request {
 	default:
 		h.Set("apns-push-type", "alert")
 		h.Set("apns-priority", "10")
-		var alert any = b.opts.Alert
-		if b.opts.IncludeSummary && n.Summary != nil && (n.Summary.LastMessageBody != "" || n.Summary.LastMessageSender != "") {
-			alert = map[string]string{"title": n.Summary.LastMessageSender, "body": push.Truncate(n.Summary.LastMessageBody, 2048)}
+		title, text := b.opts.AlertTitle, b.opts.AlertBody
+		if b.opts.IncludeSummary && n.Summary != nil {
+			if n.Summary.LastMessageSender != "" {
+				title = n.Summary.LastMessageSender
+			}
+			if n.Summary.LastMessageBody != "" {
+				text = push.Truncate(n.Summary.LastMessageBody, 2048)
+			}
+		}
+		alert := map[string]string{}
+		if title != "" {
+			alert["title"] = title
+		}
+		if text != "" {
+			alert["body"] = text
 		}
 		aps["alert"] = alert
 		if b.opts.Sound != "" {
@@ -306,7 +320,9 @@ func (b *Backend) build(n push.Notification) request {
 		h.Set("apns-collapse-id", "xmpp-push")
 	}
 	body := map[string]any{"aps": aps}
-	if b.opts.IncludeSummary && n.Summary != nil && n.Summary.MessageCount > 0 {
+	// A background push is exactly {"aps":{"content-available":1}}: Apple
+	// may drop background pushes that carry more.
+	if n.Priority != push.PrioritySilent && b.opts.IncludeSummary && n.Summary != nil && n.Summary.MessageCount > 0 {
 		body["message-count"] = n.Summary.MessageCount
 	}
 	payload, _ := json.Marshal(body)
@@ -331,7 +347,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: redactURL(err, b.base+"/3/device/…")}
 	}
 	defer resp.Body.Close()
-	a := answer{status: resp.StatusCode}
+	a := answer{status: resp.StatusCode, id: resp.Header.Get("apns-id")}
 	if s, err := strconv.Atoi(resp.Header.Get("retry-after")); err == nil && s > 0 {
 		a.retryAfter = time.Duration(s) * time.Second
 	}

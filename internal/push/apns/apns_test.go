@@ -1,6 +1,7 @@
 package apns_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,7 +52,7 @@ func tokenSetup(t testing.TB) (*apnsmock.Server, apns.Options) {
 	return m, apns.Options{
 		Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
 		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42",
-		Alert: "dummy", Sound: "default", MutableContent: true, PushDeadline: 3 * time.Second,
+		AlertTitle: "New Message", AlertBody: "New Message", Sound: "default", MutableContent: true, PushDeadline: 3 * time.Second,
 	}
 }
 
@@ -80,8 +82,13 @@ func TestOptionsReachAPNS(t *testing.T) {
 	}{
 		{"high priority alert", nil, push.PriorityHigh, body, func(t *testing.T, r apnsmock.Request) {
 			aps := r.Payload["aps"].(map[string]any)
-			if r.PushType != "alert" || r.Priority != "10" || r.Topic != topic || aps["alert"] != "dummy" || aps["sound"] != "default" || aps["mutable-content"] != float64(1) {
+			alert, _ := aps["alert"].(map[string]any)
+			if r.PushType != "alert" || r.Priority != "10" || r.Topic != topic || aps["sound"] != "default" || aps["mutable-content"] != float64(1) {
 				t.Fatalf("%+v", r)
+			}
+			// What mod_push_appserver's last version shows.
+			if len(alert) != 2 || alert["title"] != "New Message" || alert["body"] != "New Message" {
+				t.Fatalf("alert %s", r.RawPayload)
 			}
 			if r.Expiration != "" || r.CollapseID != "" || strings.Contains(string(r.RawPayload), "juliet") || r.Payload["message-count"] != nil {
 				t.Fatalf("unasked-for headers or summary content: %+v %s", r, r.RawPayload)
@@ -91,9 +98,13 @@ func TestOptionsReachAPNS(t *testing.T) {
 			}
 		}},
 		{"silent background push", nil, push.PrioritySilent, body, func(t *testing.T, r apnsmock.Request) {
-			aps := r.Payload["aps"].(map[string]any)
-			if r.PushType != "background" || r.Priority != "5" || aps["content-available"] != float64(1) || aps["alert"] != nil || aps["sound"] != nil {
-				t.Fatalf("%+v", r)
+			if r.PushType != "background" || r.Priority != "5" || string(r.RawPayload) != `{"aps":{"content-available":1}}` {
+				t.Fatalf("%+v %s", r, r.RawPayload)
+			}
+		}},
+		{"silent stays bare with every option on", func(o *apns.Options) { o.IncludeSummary = true; o.Collapse = true }, push.PrioritySilent, body, func(t *testing.T, r apnsmock.Request) {
+			if r.PushType != "background" || r.Priority != "5" || string(r.RawPayload) != `{"aps":{"content-available":1}}` {
+				t.Fatalf("%+v %s", r, r.RawPayload)
 			}
 		}},
 		{"voip", nil, push.PriorityVoIP, nil, func(t *testing.T, r apnsmock.Request) {
@@ -101,9 +112,16 @@ func TestOptionsReachAPNS(t *testing.T) {
 				t.Fatalf("%+v", r)
 			}
 		}},
-		{"alert text and no sound", func(o *apns.Options) { o.Alert = "New message"; o.Sound = "" }, push.PriorityHigh, nil, func(t *testing.T, r apnsmock.Request) {
+		{"alert body only, no sound", func(o *apns.Options) { o.AlertTitle = ""; o.AlertBody = "Neue Nachricht"; o.Sound = "" }, push.PriorityHigh, nil, func(t *testing.T, r apnsmock.Request) {
 			aps := r.Payload["aps"].(map[string]any)
-			if aps["alert"] != "New message" || aps["sound"] != nil {
+			alert, _ := aps["alert"].(map[string]any)
+			if len(alert) != 1 || alert["body"] != "Neue Nachricht" || aps["sound"] != nil {
+				t.Fatalf("%s", r.RawPayload)
+			}
+		}},
+		{"alert title and body configured", func(o *apns.Options) { o.AlertTitle = "Chat"; o.AlertBody = "You have mail" }, push.PriorityHigh, nil, func(t *testing.T, r apnsmock.Request) {
+			alert, _ := r.Payload["aps"].(map[string]any)["alert"].(map[string]any)
+			if alert["title"] != "Chat" || alert["body"] != "You have mail" {
 				t.Fatalf("%s", r.RawPayload)
 			}
 		}},
@@ -150,6 +168,21 @@ func TestOptionsReachAPNS(t *testing.T) {
 			}
 			tt.check(t, reqs[0])
 		})
+	}
+}
+
+// Every sent push is logged at debug with the node, the push type and
+// Apple's apns-id.
+func TestSentPushLogged(t *testing.T) {
+	_, o := tokenSetup(t)
+	var logs bytes.Buffer
+	b, err := apns.New(o, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, b, push.PrioritySilent, nil)
+	if !regexp.MustCompile(`msg="push sent" node=n push_type=background apns_id=[0-9A-F-]{36}`).MatchString(logs.String()) {
+		t.Fatalf("log:\n%s", logs.String())
 	}
 }
 

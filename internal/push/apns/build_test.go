@@ -19,7 +19,7 @@ func BenchmarkBuild(b *testing.B) {
 	}
 	kf := filepath.Join(b.TempDir(), "k.p8")
 	os.WriteFile(kf, p8, 0o600)
-	be, err := New(Options{Topic: "im.example.app", TokenKeyFile: kf, KeyID: "K", TeamID: "T", Alert: "dummy", Sound: "default", MutableContent: true},
+	be, err := New(Options{Topic: "im.example.app", TokenKeyFile: kf, KeyID: "K", TeamID: "T", AlertTitle: "New Message", AlertBody: "New Message", Sound: "default", MutableContent: true},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)

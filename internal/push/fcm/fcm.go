@@ -56,7 +56,7 @@ type Options struct {
 	// IncludeSummary lets the data carry the summary's sender and body
 	// (privacy: off by default).
 	IncludeSummary bool
-	PushDeadline   time.Duration // default 10 s
+	PushDeadline   time.Duration // how long one push may take with retries; 0 means push.DefaultPushDeadline
 	// Breaker judges answers that may mean a dead token or a
 	// misconfigured app; the wiring shares it with health and metrics. A
 	// private one when nil.
@@ -108,9 +108,6 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	}
 	if opts.Endpoint == "" {
 		opts.Endpoint = DefaultEndpoint
-	}
-	if opts.PushDeadline <= 0 {
-		opts.PushDeadline = 10 * time.Second
 	}
 	switch opts.Priority {
 	case "":
@@ -203,11 +200,12 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		refreshNow := false
 		for {
-			status, ferr, retryAfter, err := b.post(ctx, body, refreshNow)
+			status, ferr, name, retryAfter, err := b.post(ctx, body, refreshNow)
 			switch {
 			case err != nil:
 				return err
 			case status == http.StatusOK:
+				b.logger.Debug("push sent", "node", n.Node, "priority", n.Priority, "message", name)
 				return nil
 			case ferr.code() == "UNREGISTERED":
 				return &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"}
@@ -269,7 +267,8 @@ func (b *Backend) build(n push.Notification) []byte {
 	if b.opts.CollapseKey != "" {
 		android["collapse_key"] = b.opts.CollapseKey
 	}
-	if b.opts.NotificationTitle != "" || b.opts.NotificationBody != "" {
+	// Silent pushes are data messages only: the app wakes and decides.
+	if n.Priority != push.PrioritySilent && (b.opts.NotificationTitle != "" || b.opts.NotificationBody != "") {
 		android["notification"] = map[string]string{"title": b.opts.NotificationTitle, "body": b.opts.NotificationBody}
 	}
 	msg := map[string]any{"message": map[string]any{"token": n.Token, "data": data, "android": android}}
@@ -277,31 +276,35 @@ func (b *Backend) build(n push.Notification) []byte {
 	return out
 }
 
-func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (int, *fcmError, time.Duration, error) {
-	ferr := &fcmError{}
+func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status int, ferr *fcmError, name string, retryAfter time.Duration, err error) {
+	ferr = &fcmError{}
 	tok, err := b.accessToken(refresh)
 	if err != nil {
-		return 0, ferr, 0, err
+		return 0, ferr, "", 0, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.sendURL, bytes.NewReader(body))
 	if err != nil {
-		return 0, ferr, 0, fmt.Errorf("fcm: building request: %w", err)
+		return 0, ferr, "", 0, fmt.Errorf("fcm: building request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return 0, ferr, 0, &push.TemporaryError{Reason: "FCM request", Err: err}
+		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM request", Err: err}
 	}
 	defer resp.Body.Close()
-	var retryAfter time.Duration
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		retryAfter = time.Duration(s) * time.Second
 	}
 	if resp.StatusCode != http.StatusOK {
 		json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(ferr)
 	} else {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 16<<10))
+		// The message's name is FCM's id for it, for the debug log.
+		var ok struct {
+			Name string `json:"name"`
+		}
+		json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&ok)
+		name = ok.Name
 	}
-	return resp.StatusCode, ferr, retryAfter, nil
+	return resp.StatusCode, ferr, name, retryAfter, nil
 }

@@ -1,6 +1,7 @@
 package fcm_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -290,4 +291,34 @@ func BenchmarkSend(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
+}
+
+// High and silent pushes at the mock: a configured notification shows
+// only on high ones; silent ones are data messages, and every sent push is
+// logged at debug with FCM's name for it.
+func TestPriorities(t *testing.T) {
+	m, o := setup(t)
+	o.NotificationTitle, o.NotificationBody = "New message", "Open the app"
+	var logs bytes.Buffer
+	b, err := fcm.New(o, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		prio         push.Priority
+		notification bool
+	}{{push.PriorityHigh, true}, {push.PrioritySilent, false}} {
+		if err := b.Send(context.Background(), push.Notification{Node: "node-1", Token: token, Priority: tt.prio}); err != nil {
+			t.Fatal(err)
+		}
+		reqs := m.Requests()
+		msg := reqs[len(reqs)-1].Message
+		android := msg["android"].(map[string]any)
+		if _, has := android["notification"]; has != tt.notification || msg["data"].(map[string]any)["node"] != "node-1" {
+			t.Errorf("%s: %v", tt.prio, msg)
+		}
+	}
+	if n := strings.Count(logs.String(), `msg="push sent" node=node-1`); n != 2 || !strings.Contains(logs.String(), "message=projects/chat-app-1234/messages/") {
+		t.Fatalf("sent pushes not logged with their FCM name:\n%s", logs.String())
+	}
 }
