@@ -35,20 +35,21 @@ import (
 )
 
 type options struct {
-	bin         string
-	n           int
-	concurrency int
-	duration    time.Duration
-	openRate    float64 // 0: half the closed-loop rate
-	openFor     time.Duration
-	httpC       int
-	paths       string
-	count       int // >0: count instructions for this many pushes per path
-	callgrindTo string
-	backend     string
-	cpuprofile  string
-	heapprofile string
-	serverLog   string
+	bin          string
+	n            int
+	concurrency  int
+	duration     time.Duration
+	openRate     float64 // 0: half the closed-loop rate
+	openFor      time.Duration
+	httpC        int
+	paths        string
+	count        int // >0: count instructions for this many pushes per path
+	callgrindTo  string
+	backend      string
+	cpuprofile   string
+	profilePhase string
+	heapprofile  string
+	serverLog    string
 }
 
 func main() {
@@ -64,7 +65,8 @@ func main() {
 	flag.IntVar(&o.count, "instructions", 0, "run the server under valgrind's callgrind and count the instructions of this many pushes per path (closed loop) instead of timing")
 	flag.StringVar(&o.backend, "backend", "apns", "push backend of the benchmark app: apns (against the mock) or log")
 	flag.StringVar(&o.callgrindTo, "callgrind-out", "", "with -instructions: keep callgrind's dumps (one per path) as this file name plus .1, .2 (for callgrind_annotate)")
-	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a 10 s CPU profile of the server, taken during the closed loop, to this file")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a 10 s CPU profile of the server, taken during the closed loop of -profile, to this file")
+	flag.StringVar(&o.profilePhase, "profile", "xmpp", "phase of -cpuprofile: xmpp, http (closed loops) or registrations")
 	flag.StringVar(&o.heapprofile, "heapprofile", "", "write a heap profile of the server, taken after the closed loop, to this file")
 	flag.StringVar(&o.serverLog, "server-log", "", "write the server's log to this file")
 	flag.Parse()
@@ -80,6 +82,8 @@ func main() {
 type Result struct {
 	Registrations   int     `json:"registrations"`
 	RegistrationsPS float64 `json:"registrations_per_s"`
+	// Server CPU per HTTP registration.
+	RegistrationCPUus float64 `json:"registration_cpu_us"`
 
 	ServerCPUus         float64 `json:"server_cpu_us_per_push"`           // XEP-0357, closed loop
 	HTTPServerCPUus     float64 `json:"http_server_cpu_us_per_push"`      // HTTP, closed loop
@@ -237,12 +241,16 @@ ca_path = %q
 	}
 	res := Result{Backend: o.backend}
 	fmt.Fprintf(os.Stderr, "registering %d devices ...\n", o.n)
+	before := procCPU(srv.Process.Pid)
+	profiled := startProfile(o, "registrations", pprofAddr)
 	devices, took, err := register(ctx, "http://"+httpAddr, o.n)
+	profiled()
 	if err != nil {
 		return err
 	}
 	res.Registrations = len(devices)
 	res.RegistrationsPS = float64(len(devices)) / took.Seconds()
+	res.RegistrationCPUus = float64((procCPU(srv.Process.Pid) - before).Microseconds()) / float64(len(devices))
 
 	if cg != nil {
 		cg.pid = srv.Process.Pid

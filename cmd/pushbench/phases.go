@@ -32,22 +32,11 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 		return closed.Rate / 2
 	}
 	if o.path("xmpp") {
-		var profileDone chan error
-		if o.cpuprofile != "" {
-			profileDone = make(chan error, 1)
-			go func() {
-				time.Sleep(min(2*time.Second, o.duration/4))
-				profileDone <- fetchProfile("http://"+pprofAddr+"/debug/pprof/profile?seconds=10", o.cpuprofile)
-			}()
-		}
+		profiled := startProfile(o, "xmpp", pprofAddr)
 		fmt.Fprintf(os.Stderr, "XEP-0357 closed loop: %d in flight for %s ...\n", o.concurrency, o.duration)
 		res.Closed = measure(func() *Phase { return stream.ClosedLoop(devices, o.concurrency, o.duration, 0) })
 		res.ServerCPUus, res.AllocsPerPush, res.PushesPS = res.Closed.CPUus, res.Closed.Allocs, res.Closed.Rate
-		if profileDone != nil {
-			if err := <-profileDone; err != nil {
-				fmt.Fprintln(os.Stderr, "cpu profile:", err)
-			}
-		}
+		profiled()
 		if o.heapprofile != "" {
 			if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/heap", o.heapprofile); err != nil {
 				fmt.Fprintln(os.Stderr, "heap profile:", err)
@@ -60,8 +49,10 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 		}
 	}
 	if o.path("http") {
+		profiled := startProfile(o, "http", pprofAddr)
 		fmt.Fprintf(os.Stderr, "HTTP closed loop: %d in flight for %s ...\n", o.httpC, o.duration)
 		res.HTTPClosed = measure(func() *Phase { return web.ClosedLoop(devices, o.httpC, o.duration, 0) })
+		profiled()
 		res.HTTPServerCPUus, res.HTTPAllocsPerPush, res.HTTPPushesPS = res.HTTPClosed.CPUus, res.HTTPClosed.Allocs, res.HTTPClosed.Rate
 		if rate := openRate(res.HTTPClosed); rate > 0 {
 			fmt.Fprintf(os.Stderr, "HTTP open loop: %.0f requests/s for %s ...\n", rate, o.openFor)
@@ -107,4 +98,23 @@ func countInstructions(o options, cg *callgrind, stream *stream, web *httpPusher
 		}
 	}
 	return nil
+}
+
+// startProfile starts a 10 s CPU profile of the server if -cpuprofile asks
+// for one during the named phase (xmpp, http, registrations); the returned
+// function waits for it.
+func startProfile(o options, phase, pprofAddr string) func() {
+	if o.cpuprofile == "" || o.profilePhase != phase {
+		return func() {}
+	}
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(min(2*time.Second, o.duration/4))
+		done <- fetchProfile("http://"+pprofAddr+"/debug/pprof/profile?seconds=10", o.cpuprofile)
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "cpu profile:", err)
+		}
+	}
 }
