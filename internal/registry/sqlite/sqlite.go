@@ -2,7 +2,8 @@
 // through the pure-Go modernc.org/sqlite driver so the server stays a
 // single static binary. Reads go through a pool of connections and never
 // wait for writers; writes go through one connection, which serializes them
-// without SQLITE_BUSY retries.
+// without SQLITE_BUSY retries. Concurrent registrations are group-committed
+// (see groupcommit.go).
 package sqlite
 
 import (
@@ -32,6 +33,9 @@ type Store struct {
 	read, write *sql.DB
 
 	get, getByKey *sql.Stmt
+
+	regStmts regStmts
+	gc       groupCommit
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -68,10 +72,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if s.get, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`); err == nil {
 		s.getByKey, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = ?`)
 	}
+	if err == nil {
+		s.regStmts, err = prepareRegStmts(ctx, write)
+	}
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("preparing statements: %w", err)
 	}
+	s.startWriter()
 	return s, nil
 }
 
@@ -165,53 +173,6 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 		return registry.Registration{}, registry.ErrNotFound
 	}
 	return scan(s.getByKey.QueryRowContext(ctx, key))
-}
-
-func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
-	// The write pool's single connection and BEGIN IMMEDIATE make the read,
-	// the decision and the write one atomic step, even against another
-	// process on the same file.
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return registry.Registration{}, fmt.Errorf("register: %w", err)
-	}
-	defer tx.Rollback()
-	old, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`, node))
-	if err != nil && !errors.Is(err, registry.ErrNotFound) {
-		return registry.Registration{}, fmt.Errorf("register: %w", err)
-	}
-	r, err := decide(old, err == nil)
-	if err != nil {
-		return registry.Registration{}, err
-	}
-	if r.Node != node {
-		return registry.Registration{}, fmt.Errorf("register: decided on node %q for node %q", r.Node, node)
-	}
-	if r.DeviceKey != "" {
-		var holder string
-		err := tx.QueryRowContext(ctx, `SELECT node FROM registrations WHERE device_key = ? AND node <> ?`, r.DeviceKey, node).Scan(&holder)
-		if err == nil {
-			return registry.Registration{}, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return registry.Registration{}, fmt.Errorf("register: %w", err)
-		}
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
-			registered = excluded.registered, renewed = excluded.renewed,
-			last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
-			last_error_reason = excluded.last_error_reason, domain = excluded.domain,
-			device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`,
-		r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed), nanos(r.LastSuccessfulPush),
-		nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account)
-	if err != nil {
-		return registry.Registration{}, fmt.Errorf("register: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return registry.Registration{}, fmt.Errorf("register: %w", err)
-	}
-	return r, nil
 }
 
 func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
@@ -363,8 +324,13 @@ func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (stri
 	return v, nil
 }
 
-// Close closes both connection pools.
+// Close stores the registrations already queued, then closes both
+// connection pools.
 func (s *Store) Close() error {
+	if s.gc.done != nil {
+		s.stopWriter()
+	}
+	s.regStmts.close()
 	for _, st := range []*sql.Stmt{s.get, s.getByKey} {
 		if st != nil {
 			st.Close()
