@@ -181,7 +181,9 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (re
 		}
 		return postgres.Open(ctx, dsn, postgres.Options{StatementTimeout: cfg.Database.StatementTimeout.D(), Logger: logger})
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.Database.Path), 0o750); err != nil {
+	// The registry holds every device's secret: a directory we create is
+	// ours alone (the store creates its files 0600).
+	if err := os.MkdirAll(filepath.Dir(cfg.Database.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
 	return sqlite.Open(ctx, cfg.Database.Path)

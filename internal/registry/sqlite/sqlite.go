@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"net/url"
 	"runtime"
 	"sort"
@@ -45,6 +46,9 @@ const columns = `node, type, token, secret, registered, renewed, last_successful
 // Open opens (creating if needed) the registry at path and brings its
 // schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := ownFile(path); err != nil {
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
 	q := url.Values{}
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
 		q.Add("_pragma", p)
@@ -81,6 +85,22 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	s.startWriter()
 	return s, nil
+}
+
+// ownFile creates the database file readable and writable by us alone
+// (it holds every device's secret), and takes group and other access away
+// from one created before. SQLite gives its -wal and -shm files the
+// database file's mode.
+func ownFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err == nil && st.Mode().Perm()&0o077 != 0 {
+		err = f.Chmod(st.Mode().Perm() &^ 0o077)
+	}
+	return errors.Join(err, f.Close())
 }
 
 // migrate applies the embedded migrations newer than the file's

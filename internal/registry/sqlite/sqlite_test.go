@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,6 +47,39 @@ func TestSurvivesReopen(t *testing.T) {
 	r, err := s.Get(ctx, "n")
 	if err != nil || r.Secret != "s" || !r.Registered.Equal(at) {
 		t.Fatalf("after reopen: %+v, %v", r, err)
+	}
+}
+
+// The registry holds every secret: its files are the server's alone,
+// whatever the umask, and a file made readable by others is closed again.
+func TestFileModes(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "registry.db")
+	s := open(t, path)
+	if _, err := register(s, registry.Registration{Node: "n", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(p), st.Mode().Perm())
+		}
+	}
+	s.Close()
+
+	loose := filepath.Join(dir, "loose.db")
+	open(t, loose).Close()
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open(t, loose).Close()
+	if st, _ := os.Stat(loose); st.Mode().Perm() != 0o600 {
+		t.Errorf("reopened registry has mode %v, want 0600", st.Mode().Perm())
 	}
 }
 
