@@ -41,6 +41,10 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 }
 
 func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
+	// Checked here too: the -pprof flag bypasses the config's validation.
+	if err := config.CheckPprofListen(cfg.PprofListen, cfg.PprofAllowRemote); err != nil {
+		return fmt.Errorf("pprof: %w", err)
+	}
 	logger := newLogger(cfg, logw)
 	logger.Info("starting push-appserver", "version", versionString())
 	for _, o := range cfg.Obsolete {
@@ -89,8 +93,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		return err
 	}
 
+	// /metrics goes on its own listener when metrics_listen says so, and
+	// then not on the API's public port.
 	var mh http.Handler
-	if *cfg.HTTP.Metrics {
+	if *cfg.HTTP.Metrics && cfg.MetricsListen == "" {
 		mh = m.Handler()
 	}
 	handler := httpapi.New(httpapi.Options{
@@ -103,15 +109,15 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	})
 
 	var servers []*http.Server
-	errc := make(chan error, 3)
-	listen := func(addr string, tlsCert, tlsKey string) error {
+	errc := make(chan error, 4)
+	listen := func(what, addr string, handler http.Handler, tlsCert, tlsKey string) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
 		srv := httpapi.NewServer(addr, handler, logger)
 		servers = append(servers, srv)
-		logger.Info("HTTP API listening", "addr", ln.Addr().String(), "tls", tlsCert != "")
+		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", tlsCert != "")
 		go func() {
 			var err error
 			if tlsCert != "" {
@@ -126,14 +132,23 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		return nil
 	}
 	if cfg.HTTP.Listen != "" {
-		if err := listen(cfg.HTTP.Listen, "", ""); err != nil {
+		if err := listen("HTTP API", cfg.HTTP.Listen, handler, "", ""); err != nil {
 			cancel()
 			wg.Wait()
 			return err
 		}
 	}
 	if cfg.HTTP.TLSListen != "" {
-		if err := listen(cfg.HTTP.TLSListen, cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
+		if err := listen("HTTP API", cfg.HTTP.TLSListen, handler, cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+	}
+	if cfg.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		if err := listen("metrics", cfg.MetricsListen, mux, "", ""); err != nil {
 			cancel()
 			wg.Wait()
 			return err

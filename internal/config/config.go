@@ -38,8 +38,18 @@ type Config struct {
 	RateLimit Duration `toml:"rate_limit"`
 	// PushTimeout bounds one push end to end, retries included.
 	PushTimeout Duration `toml:"push_timeout"`
-	// PprofListen, when set, serves net/http/pprof on that address.
-	PprofListen string `toml:"pprof_listen"`
+	// PprofListen, when set, serves net/http/pprof on that address: a
+	// loopback one unless PprofAllowRemote, since profiles show memory
+	// contents and let anyone load the server.
+	PprofListen      string `toml:"pprof_listen"`
+	PprofAllowRemote bool   `toml:"pprof_allow_remote"`
+	// MetricsListen, when set, serves /metrics on its own listener instead
+	// of the HTTP API's, so the public port does not show it.
+	MetricsListen string `toml:"metrics_listen"`
+	// MaxRegistrationsPerDomain caps the registrations one XMPP domain can
+	// hold (made over XMPP commands), so one domain cannot fill the
+	// registry; 0 (the default) means no cap.
+	MaxRegistrationsPerDomain int `toml:"max_registrations_per_domain"`
 	// StrictRegistration makes a new token or type for a registered node,
 	// and an unregistration, need the node's secret (or, for registrations
 	// made over XMPP, the same account). Off by default: mod_push_appserver
@@ -436,6 +446,13 @@ func (c *Config) validate() []error {
 	checkAddr("http.listen", c.HTTP.Listen)
 	checkAddr("http.tls_listen", c.HTTP.TLSListen)
 	checkAddr("pprof_listen", c.PprofListen)
+	if err := CheckPprofListen(c.PprofListen, c.PprofAllowRemote); err != nil {
+		bad("pprof_listen", "%v", err)
+	}
+	checkAddr("metrics_listen", c.MetricsListen)
+	if c.MaxRegistrationsPerDomain < 0 {
+		bad("max_registrations_per_domain", "must not be negative (0 means no cap)")
+	}
 	if c.HTTP.TLSListen != "" {
 		if c.HTTP.TLSCertFile == "" || c.HTTP.TLSKeyFile == "" {
 			bad("http.tls_listen", "needs http.tls_cert_file and http.tls_key_file")
@@ -604,6 +621,26 @@ func checkFile(ps *[]error, key, path string) {
 	if _, err := os.Stat(path); err != nil {
 		*ps = append(*ps, fmt.Errorf("%s: %w", key, err))
 	}
+}
+
+// CheckPprofListen refuses an address for net/http/pprof that is not on
+// loopback ("localhost", 127.0.0.0/8, ::1) unless allowRemote: profiles
+// show memory contents (secrets included) and cost CPU.
+func CheckPprofListen(addr string, allowRemote bool) error {
+	if addr == "" || allowRemote {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // reported as a malformed address
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address: pprof shows the server's memory, secrets included; listen on 127.0.0.1, or set pprof_allow_remote = true", addr)
 }
 
 // ResolveSecret returns the secret a value stands for: "env:NAME" reads

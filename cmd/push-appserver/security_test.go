@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServeExposure runs the real binary with metrics_listen: /metrics is
+// served there and not on the API's port, and the data directory and
+// registry it creates are the server's alone.
+func TestServeExposure(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "new", "data")
+	api, metricsAddr := freePort(t), freePort(t)
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte("data_dir = \""+data+"\"\nmetrics_listen = \""+metricsAddr+"\"\n[http]\nlisten = \""+api+"\"\n"), 0o600)
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, api)
+
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("http://" + api + "/metrics"); code != 404 {
+		t.Errorf("/metrics on the API port: %d, want 404", code)
+	}
+	code, body := get("http://" + metricsAddr + "/metrics")
+	for _, m := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes"} {
+		if code != 200 || !strings.Contains(body, m) {
+			t.Errorf("/metrics on metrics_listen: %d, no %s", code, m)
+		}
+	}
+	if code, _ := get("http://" + metricsAddr + "/push_appserver/v1/health"); code != 404 {
+		t.Errorf("the metrics listener serves the API: %d", code)
+	}
+
+	for path, want := range map[string]os.FileMode{data: 0o700, filepath.Join(data, "registry.db"): 0o600} {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != want {
+			t.Errorf("%s has mode %v, want %v", path, st.Mode().Perm(), want)
+		}
+	}
+	s.stop(t)
+}
+
+// pprof on a non-loopback address is refused, from the config file and
+// from the -pprof flag, unless pprof_allow_remote is set.
+func TestPprofRemoteRefused(t *testing.T) {
+	dir := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	// The API's port is taken: were the pprof check missing, serve would
+	// fail on that instead, never serving anything.
+	base := "data_dir = \"" + filepath.Join(dir, "data") + "\"\n"
+	api := "[http]\nlisten = \"" + busy.Addr().String() + "\"\n"
+	for _, tt := range []struct {
+		name, config string
+		args         []string
+		want         string
+	}{
+		{"config", base + "pprof_listen = \"0.0.0.0:0\"\n" + api, nil, "pprof_listen"},
+		{"config, all interfaces", base + "pprof_listen = \":0\"\n" + api, nil, "pprof_listen"},
+		{"flag", base + api, []string{"-pprof", "192.0.2.1:0"}, "not a loopback address"},
+		{"allowed remote", base + "pprof_allow_remote = true\npprof_listen = \"0.0.0.0:0\"\n" + api, nil, "listening on " + busy.Addr().String()},
+		{"loopback", base + "pprof_listen = \"127.0.0.1:0\"\n" + api, nil, "listening on " + busy.Addr().String()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "c.toml")
+			os.WriteFile(path, []byte(tt.config), 0o600)
+			var out, errb bytes.Buffer
+			if code := run(append([]string{"serve", "-config", path}, tt.args...), &out, &errb); code != 1 {
+				t.Fatalf("exit %d", code)
+			}
+			if !strings.Contains(errb.String(), tt.want) {
+				t.Fatalf("stderr does not say %q:\n%s", tt.want, errb.String())
+			}
+		})
+	}
+}
