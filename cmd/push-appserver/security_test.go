@@ -5,10 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/logging"
 )
 
 // TestServeExposure runs the real binary with metrics_listen: /metrics is
@@ -45,6 +48,24 @@ func TestServeExposure(t *testing.T) {
 	}
 	if code, _ := get("http://" + metricsAddr + "/push_appserver/v1/health"); code != 404 {
 		t.Errorf("the metrics listener serves the API: %d", code)
+	}
+
+	// Above debug, the log names nodes only by their ref and never shows a
+	// token or secret.
+	body = s.post(t, "register", url.Values{"type": {"apns"}, "node": {"secret-node-7"}, "token": {"feedface"}})
+	secret := strings.Split(body, "\n")[2]
+	if body := s.post(t, "push", url.Values{"node": {"secret-node-7"}, "secret": {secret}}); body != "OK\nsecret-node-7" {
+		t.Fatalf("push: %q", body)
+	}
+	s.post(t, "unregister", url.Values{"type": {"apns"}, "node": {"secret-node-7"}})
+	log := s.log.String()
+	for _, leak := range []string{"secret-node-7", "feedface", secret} {
+		if strings.Contains(log, leak) {
+			t.Errorf("the info-level log shows %q:\n%s", leak, log)
+		}
+	}
+	if n := strings.Count(log, "node_ref="+logging.Ref("secret-node-7")); n < 3 {
+		t.Errorf("node_ref appears %d times, want register, push and unregister:\n%s", n, log)
 	}
 
 	for path, want := range map[string]os.FileMode{data: 0o700, filepath.Join(data, "registry.db"): 0o600} {

@@ -18,6 +18,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/metrics"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/apns"
@@ -34,10 +35,11 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logging.Redact(h))
 }
 
 func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
@@ -76,7 +78,8 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		PushTimeout: cfg.PushTimeout.D(),
 		Observer:    m,
 
-		StrictRegistration: cfg.StrictRegistration,
+		StrictRegistration:        cfg.StrictRegistration,
+		MaxRegistrationsPerDomain: cfg.MaxRegistrationsPerDomain,
 	}, logger)
 	if err != nil {
 		return err

@@ -83,6 +83,11 @@ type Options struct {
 	// gets a new secret, and anyone who names an unbound node may remove it
 	// (mod_push_appserver's API).
 	StrictRegistration bool
+	// MaxRegistrationsPerDomain caps the registrations made from one XMPP
+	// domain, so one domain cannot fill the registry; renewals are always
+	// allowed. 0 means no cap. Registrations over HTTP carry no domain and
+	// are not counted.
+	MaxRegistrationsPerDomain int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }

@@ -19,6 +19,9 @@ var (
 	// ErrForbidden: the registration belongs to another XMPP account, or
 	// changing it needs proof (its current secret) that the caller lacks.
 	ErrForbidden = errors.New("not allowed to change this registration")
+	// ErrQuota: the account's domain holds as many registrations as
+	// MaxRegistrationsPerDomain allows.
+	ErrQuota = errors.New("registration quota of the domain reached")
 	// ErrThrottled: the push was refused by the rate limit.
 	ErrThrottled = errors.New("rate limit exceeded")
 	// ErrPushFailed: the push service did not accept the push, for a

@@ -82,8 +82,18 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 	r.Secret = secret
 	r.Owner = owner
 	r.Registered = s.opts.Now().UTC()
+	full, err := s.domainFull(ctx, r.Domain)
+	if err != nil {
+		return registry.Registration{}, err
+	}
 	var how string
 	decide := func(old registry.Registration, found bool) (registry.Registration, error) {
+		if full && (!found || old.Domain != r.Domain) {
+			// Counted before the write, so concurrent registrations can
+			// pass the cap by a few: a guard against filling the
+			// registry, not an exact count.
+			return registry.Registration{}, fmt.Errorf("%w: %d registrations for %s", ErrQuota, s.opts.MaxRegistrationsPerDomain, r.Domain)
+		}
 		if !found {
 			how = regNew
 			return r, nil
@@ -129,7 +139,7 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 	s.cache.drop(r.Node)
 	stored, err := s.store.Register(ctx, r.Node, decide)
 	s.cache.drop(r.Node)
-	if errors.Is(err, ErrForbidden) {
+	if errors.Is(err, ErrForbidden) || errors.Is(err, ErrQuota) {
 		s.logger.Info("registration refused", "app", r.Type, "node", r.Node, "reason", err)
 		return registry.Registration{}, err
 	}
@@ -139,6 +149,18 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 	s.opts.Observer.Registered(r.Type, how == regRenewed)
 	s.logger.Info("registered device", "app", r.Type, "node", r.Node, "registration", how)
 	return stored, nil
+}
+
+// domainFull says whether domain holds its quota of registrations.
+func (s *Service) domainFull(ctx context.Context, domain string) (bool, error) {
+	if s.opts.MaxRegistrationsPerDomain <= 0 || domain == "" {
+		return false, nil
+	}
+	n, err := s.store.CountDomain(ctx, domain)
+	if err != nil {
+		return false, fmt.Errorf("counting registrations of %s: %w", domain, err)
+	}
+	return n >= s.opts.MaxRegistrationsPerDomain, nil
 }
 
 func (s *Service) checkRegistration(typ, node, token string) error {

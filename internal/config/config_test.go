@@ -108,6 +108,10 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"tigase provider unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ntigase_providers = { \"tigase:messenger:apns:1\" = \"ios\" }", []string{"component[0].tigase_providers: provider \"tigase:messenger:apns:1\": no app named \"ios\""}},
 		{"seed option negative", `push_appserver_rate_limit = -1`, []string{"push_appserver_rate_limit: must not be negative"}},
 		{"seed option wrong type", `push_appserver_apns_sandbox = "yes"`, []string{"push_appserver_apns_sandbox"}},
+		{"pprof on all interfaces", `pprof_listen = ":6060"`, []string{"pprof_listen: \":6060\" is not a loopback address"}},
+		{"pprof on a public address", `pprof_listen = "192.0.2.1:6060"`, []string{"pprof_listen:", "pprof_allow_remote"}},
+		{"bad metrics_listen", `metrics_listen = "nope"`, []string{"metrics_listen: want host:port"}},
+		{"negative quota", `max_registrations_per_domain = -1`, []string{"max_registrations_per_domain: must not be negative"}},
 		{"database driver", "[database]\ndriver = \"mysql\"", []string{"database.driver: want sqlite or postgres"}},
 		{"postgres without dsn", "[database]\ndriver = \"postgres\"", []string{"database.dsn: required"}},
 		{"postgres dsn from unset env", "[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_TEST_UNSET\"", []string{"database.dsn: environment variable PUSH_APPSERVER_TEST_UNSET is not set"}},
@@ -124,6 +128,28 @@ func TestProblemsNameTheirKey(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestSecurityOptions(t *testing.T) {
+	c, err := Parse("strict_registration = true\nmax_registrations_per_domain = 500\nmetrics_listen = \"127.0.0.1:9100\"\npprof_listen = \"[::1]:6060\"\n", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.StrictRegistration || c.MaxRegistrationsPerDomain != 500 || c.MetricsListen != "127.0.0.1:9100" || c.PprofListen != "[::1]:6060" {
+		t.Fatalf("parsed %+v", c)
+	}
+	if _, err := Parse("pprof_allow_remote = true\npprof_listen = \":6060\"\n", ""); err != nil {
+		t.Fatalf("pprof_allow_remote: %v", err)
+	}
+	for _, addr := range []string{"localhost:6060", "127.0.0.2:6060"} {
+		if err := CheckPprofListen(addr, false); err != nil {
+			t.Errorf("%s: %v", addr, err)
+		}
+	}
+	d := Default()
+	if d.StrictRegistration || d.MaxRegistrationsPerDomain != 0 || d.MetricsListen != "" || d.PprofListen != "" {
+		t.Fatalf("defaults %+v", d)
 	}
 }
 

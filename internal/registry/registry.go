@@ -154,6 +154,10 @@ type Store interface {
 	// is no error if there is none.
 	UnblockToken(ctx context.Context, typ, token string, until time.Time) error
 
+	// CountDomain returns the number of registrations whose Domain is
+	// domain (an indexed count, for the per-domain quota); 0 for "".
+	CountDomain(ctx context.Context, domain string) (int, error)
+
 	// InstanceValue returns the value stored under name, creating it with gen
 	// on first use. It holds values that all instances sharing the registry
 	// must agree on, such as the salt for device keys.

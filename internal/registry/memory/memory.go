@@ -165,6 +165,18 @@ func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.
 	return nil
 }
 
+func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, r := range s.byNode {
+		if r.Domain == domain {
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

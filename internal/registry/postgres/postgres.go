@@ -435,6 +435,14 @@ func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.
 	return nil
 }
 
+func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM registrations WHERE domain = $1 AND domain <> ''`, domain).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting registrations of %s: %w", domain, err)
+	}
+	return n, nil
+}
+
 // InstanceValue serialises first use across instances with a transaction
 // advisory lock on the name, so gen runs once however many ask at once.
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

@@ -318,6 +318,14 @@ func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.
 	return nil
 }
 
+func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
+	var n int
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM registrations WHERE domain = ? AND domain <> ''`, domain).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting registrations of %s: %w", domain, err)
+	}
+	return n, nil
+}
+
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {

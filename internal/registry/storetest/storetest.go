@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ConcurrentDeviceRegistrations", testConcurrentDevice},
 		{"DecideRefuses", testDecideRefuses},
 		{"Owner", testOwner},
+		{"CountDomain", testCountDomain},
 		{"Delete", testDelete},
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
 		{"UpdatePushStatus", testUpdatePushStatus},
@@ -258,6 +259,19 @@ func testOwner(t *testing.T, s registry.Store) {
 	}
 	if r, err := s.Delete(ctx, "n1", "apns"); err != nil || r.Owner != "owner-hash" {
 		t.Fatalf("Delete returned %+v %v", r, err)
+	}
+}
+
+func testCountDomain(t *testing.T, s registry.Store) {
+	for i, d := range []string{"a.example", "a.example", "b.example", ""} {
+		r := reg(fmt.Sprintf("n%d", i), "fcm", "t", "s", base)
+		r.Domain = d
+		mustRegister(t, s, r)
+	}
+	for d, want := range map[string]int{"a.example": 2, "b.example": 1, "c.example": 0} {
+		if n, err := s.CountDomain(ctx, d); err != nil || n != want {
+			t.Errorf("CountDomain(%s) = %d, %v; want %d", d, n, err, want)
+		}
 	}
 }
 

@@ -304,6 +304,8 @@ func registrationError(err error) error {
 		return badRequest("unknown push type")
 	case errors.Is(err, appserver.ErrInvalidToken), errors.Is(err, appserver.ErrBadRequest):
 		return badRequest("%v", err)
+	case errors.Is(err, appserver.ErrQuota):
+		return stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint, Text: map[string]string{"": err.Error()}}
 	case errors.Is(err, appserver.ErrForbidden):
 		return stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden, Text: map[string]string{"": err.Error()}}
 	case errors.Is(err, appserver.ErrNotFound):

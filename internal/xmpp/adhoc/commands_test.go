@@ -29,6 +29,10 @@ func newCommands(t *testing.T) (*adhoc.Commands, *appserver.Service) {
 }
 
 func newCommandsOver(t *testing.T, wrap func(*sqlite.Store) registry.Store) (*adhoc.Commands, *appserver.Service) {
+	return newCommandsOpts(t, wrap, appserver.Options{})
+}
+
+func newCommandsOpts(t *testing.T, wrap func(*sqlite.Store) registry.Store, opts appserver.Options) (*adhoc.Commands, *appserver.Service) {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
@@ -41,7 +45,7 @@ func newCommandsOver(t *testing.T, wrap func(*sqlite.Store) registry.Store) (*ad
 	svc, err := appserver.New(store, []appserver.App{
 		{Name: "apns", Priority: push.PriorityHigh, Backend: b},
 		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
-	}, appserver.Options{}, logger)
+	}, opts, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,5 +218,52 @@ func TestDeviceRegistrationBoundToAccount(t *testing.T) {
 	}
 	if err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: secret}); err != nil {
 		t.Fatalf("registration broke: %v", err)
+	}
+}
+
+// One XMPP domain cannot fill the registry: past the quota its new
+// registrations are refused (wait/resource-constraint), renewals and other
+// domains go on.
+func TestDomainQuota(t *testing.T) {
+	cmds, svc := newCommandsOpts(t, func(s *sqlite.Store) registry.Store { return s }, appserver.Options{MaxRegistrationsPerDomain: 2})
+	ctx := context.Background()
+	reg := func(from string, c *adhoc.Command) (*adhoc.Command, error) {
+		return cmds.Execute(ctx, from, component, c)
+	}
+	first, err := reg("juliet@spam.example/a", command(adhoc.RegisterFCM, "token", "t1", "device-id", "d1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg("romeo@spam.example/a", command(adhoc.V1Register, "type", "apns", "node", "n2", "token", "t2")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*adhoc.Command{
+		command(adhoc.RegisterFCM, "token", "t3", "device-id", "d3"),
+		command(adhoc.V1Register, "type", "apns", "node", "n3", "token", "t3"),
+	} {
+		res, err := reg("mallory@spam.example/x", c)
+		var se stanza.Error
+		if !errors.As(err, &se) || se.Condition != stanza.ResourceConstraint || se.Type != stanza.Wait {
+			t.Fatalf("%s past the quota: %+v, %v; want wait/resource-constraint", c.Node, res, err)
+		}
+	}
+	// Renewing is always allowed, and other domains are not affected.
+	again, err := reg("juliet@spam.example/a", command(adhoc.RegisterFCM, "token", "t1b", "device-id", "d1"))
+	if err != nil || value(t, again, "node") != value(t, first, "node") {
+		t.Fatalf("renewal past the quota: %v", err)
+	}
+	if _, err := reg("juliet@other.example/a", command(adhoc.RegisterFCM, "token", "t4", "device-id", "d1")); err != nil {
+		t.Fatalf("another domain: %v", err)
+	}
+	// A freed place can be taken again.
+	if _, err := reg("romeo@spam.example/a", command(adhoc.V1Unregister, "type", "apns", "node", "n2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg("mallory@spam.example/x", command(adhoc.V1Register, "type", "apns", "node", "n3", "token", "t3")); err != nil {
+		t.Fatalf("after a place was freed: %v", err)
+	}
+	// HTTP registrations carry no domain and are not counted.
+	if _, err := svc.Register(ctx, appserver.Caller{}, "apns", "http-node", "t5"); err != nil {
+		t.Fatalf("HTTP registration: %v", err)
 	}
 }
