@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 	"unicode/utf8"
 )
@@ -134,6 +135,18 @@ func IsDeadToken(err error) (*DeadTokenError, bool) {
 func IsTemporary(err error) bool {
 	var t *TemporaryError
 	return errors.As(err, &t)
+}
+
+// RedactURL keeps a URL that carries a device token or subscription out
+// of error text: net/http quotes the request's whole URL in its
+// *url.Error, and errors end up in logs and in the registry's last error.
+// It replaces that URL with shown and returns err.
+func RedactURL(err error, shown string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = shown
+	}
+	return err
 }
 
 // Truncate shortens s to at most n bytes without splitting a UTF-8

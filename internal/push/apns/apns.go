@@ -24,7 +24,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -332,7 +331,7 @@ func (b *Backend) build(n push.Notification) request {
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.base+"/3/device/"+token, bytes.NewReader(r.payload))
 	if err != nil {
-		return answer{}, fmt.Errorf("apns: building request: %w", redactURL(err, b.base+"/3/device/…"))
+		return answer{}, fmt.Errorf("apns: building request: %w", push.RedactURL(err, b.base+"/3/device/…"))
 	}
 	hr.Header = r.header.Clone()
 	if b.signer != nil {
@@ -344,7 +343,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	}
 	resp, err := b.client.Do(hr)
 	if err != nil {
-		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: redactURL(err, b.base+"/3/device/…")}
+		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: push.RedactURL(err, b.base+"/3/device/…")}
 	}
 	defer resp.Body.Close()
 	a := answer{status: resp.StatusCode, id: resp.Header.Get("apns-id")}
@@ -365,17 +364,6 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	}
 	return a, nil
-}
-
-// redactURL keeps the device token, which APNS wants in the URL path, out
-// of error text: net/http quotes the whole URL in its *url.Error, and
-// errors end up in logs and in the registry's last error.
-func redactURL(err error, shown string) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		ue.URL = shown
-	}
-	return err
 }
 
 // signer makes and caches the provider token.

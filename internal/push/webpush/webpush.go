@@ -254,7 +254,8 @@ func (b *Backend) post(ctx context.Context, sub Subscription, origin string, bod
 	req.Header.Set("Authorization", auth)
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return 0, 0, err
+		// The endpoint's path is the subscription: keep it out of logs.
+		return 0, 0, push.RedactURL(err, origin+"/…")
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))

@@ -61,6 +61,7 @@ type Request struct {
 	CollapseID string
 	Auth       string    // "token" or "certificate"
 	IssuedAt   time.Time // the provider token's iat, with token auth
+	Bearer     string    // the provider token itself, with token auth
 	Payload    map[string]any
 	RawPayload []byte
 	Status     int
@@ -347,6 +348,7 @@ func (s *Server) authenticate(r *http.Request, req *Request) (string, string) {
 	if !ok || bearer == "" {
 		return "", "MissingProviderToken"
 	}
+	req.Bearer = bearer
 	var claims jwt.RegisteredClaims
 	tok, err := jwt.ParseWithClaims(bearer, &claims, func(t *jwt.Token) (any, error) {
 		if kid, _ := t.Header["kid"].(string); kid != s.cfg.KeyID {
