@@ -23,7 +23,7 @@ func TestNodeHTTPECEDecrypts(t *testing.T) {
 		t.Fatal("node is not installed; run scripts/test-deps.sh (make test-deps), which installs nodejs and npm with apt-get and http_ece with npm")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "http_ece", "package.json")); err != nil {
-		t.Fatalf("http_ece is not installed in %s; run scripts/test-deps.sh (make test-deps), or npm ci --prefix %s", dir, dir)
+		t.Fatal("http_ece is not installed in internal/push/webpush/testdata/ece; run scripts/test-deps.sh (make test-deps), or npm ci there")
 	}
 	ua, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {

@@ -121,8 +121,9 @@ var nonPublic = []netip.Prefix{
 // IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
 func isPublic(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	if !ip.IsGlobalUnicast() || ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() ||
-		ip.IsMulticast() || ip.IsUnspecified() {
+	// Not global unicast: loopback, link-local, multicast, unspecified,
+	// broadcast. Private (RFC 1918, fc00::/7) is global unicast to netip.
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() {
 		return false
 	}
 	for _, p := range nonPublic {
