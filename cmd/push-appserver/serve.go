@@ -76,6 +76,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	svc, err := appserver.New(store, apps, appserver.Options{
 		RateLimit:   cfg.RateLimit.D(),
 		PushTimeout: cfg.PushTimeout.D(),
+		TokenBlock:  cfg.TokenBlock.D(),
 		Observer:    m,
 
 		StrictRegistration:        cfg.StrictRegistration,

@@ -110,6 +110,12 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 				TigaseProviders: cc.TigaseProviders,
 				MaxPayloadSize:  cc.TigaseMaxPayloadSize,
 			},
+			Dialects: component.Dialects{
+				Tokenless:            cc.Tokenless,
+				TokenlessApp:         cc.TokenlessApp,
+				PublishOptionsTokens: cc.PublishOptionsTokens,
+				PublishOptionsApps:   cc.PublishOptionsApps,
+			},
 			MaxInFlight: cc.MaxInFlight,
 			OnState:     func(up bool) { m.ComponentState(jid, up) },
 			Logger:      logger,

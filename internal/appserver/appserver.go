@@ -88,6 +88,9 @@ type Options struct {
 	// allowed. 0 means no cap. Registrations over HTTP carry no domain and
 	// are not counted.
 	MaxRegistrationsPerDomain int
+	// TokenBlock is how long a device token a push service declared dead
+	// is refused to tokenless pushes. Default 7 days.
+	TokenBlock time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -113,6 +116,9 @@ type Service struct {
 func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*Service, error) {
 	if opts.PushTimeout <= 0 {
 		opts.PushTimeout = 15 * time.Second
+	}
+	if opts.TokenBlock <= 0 {
+		opts.TokenBlock = 7 * 24 * time.Hour
 	}
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = time.Second
@@ -206,6 +212,11 @@ type PushRequest struct {
 	// (tigase:push:priority:0 "high", as Prosody's
 	// mod_cloud_notify_priority_tag and Tigase send).
 	MarkedHigh bool
+	// Tokenless: when Node is not a registered node, it is taken as a
+	// device token of app TokenApp (fpush's tokenless pushes); see
+	// PushToken.
+	Tokenless bool
+	TokenApp  string
 }
 
 // Important reports whether the user's server marked the push as one the
@@ -236,6 +247,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	defer cancel()
 
 	r, err := s.lookup(ctx, node)
+	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
+		return s.pushToken(ctx, TokenPush{App: req.TokenApp, Token: node, Request: req}, start)
+	}
 	if errors.Is(err, registry.ErrNotFound) {
 		s.reject(node, RejectUnknownNode, start)
 		return ErrNotFound
@@ -255,20 +269,8 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	prio := app.Priority.Resolve(req.Important())
 
-	key := node + "\x00" + string(prio)
-	switch d, wait := s.throttle.admit(key); d {
-	case refuse:
-		s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
-		return ErrThrottled
-	case delaySend:
-		// push.Wait: a push waiting for its window does no work, so it
-		// does not hold the adapter's concurrency slot meanwhile.
-		err := push.Wait(ctx, wait)
-		s.throttle.release(key)
-		if err != nil {
-			s.opts.Observer.Pushed(r.Type, OutcomeThrottled, time.Since(start))
-			return fmt.Errorf("%w: %w", ErrThrottled, err)
-		}
+	if err := s.admit(ctx, node+"\x00"+string(prio), r.Type, start); err != nil {
+		return err
 	}
 
 	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: req.Summary})
@@ -294,6 +296,26 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
 	s.logger.Warn("push failed", "app", r.Type, "node", node, "err", err)
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+// admit waits for the throttle's window for key, or refuses the push
+// with ErrThrottled.
+func (s *Service) admit(ctx context.Context, key, app string, start time.Time) error {
+	switch d, wait := s.throttle.admit(key); d {
+	case refuse:
+		s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
+		return ErrThrottled
+	case delaySend:
+		// push.Wait: a push waiting for its window does no work, so it
+		// does not hold the adapter's concurrency slot meanwhile.
+		err := push.Wait(ctx, wait)
+		s.throttle.release(key)
+		if err != nil {
+			s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
+			return fmt.Errorf("%w: %w", ErrThrottled, err)
+		}
+	}
+	return nil
 }
 
 // lookup reads a registration through the cache. Unknown nodes are not

@@ -50,6 +50,9 @@ type Config struct {
 	// hold (made over XMPP commands), so one domain cannot fill the
 	// registry; 0 (the default) means no cap.
 	MaxRegistrationsPerDomain int `toml:"max_registrations_per_domain"`
+	// TokenBlock is how long a device token a push service declared dead
+	// is refused to tokenless and publish-options pushes. Default 7 days.
+	TokenBlock Duration `toml:"token_block"`
 	// StrictRegistration makes a new token or type for a registered node,
 	// and an unregistration, need the node's secret (or, for registrations
 	// made over XMPP, the same account). Off by default: mod_push_appserver
@@ -123,6 +126,19 @@ type Component struct {
 	// answers: how large an encrypted notification the user's server may
 	// send. Default 3072, what Siskin asks its server for.
 	TigaseMaxPayloadSize int `toml:"tigase_max_payload_size"`
+	// Tokenless takes a publish whose node is not registered as a push to
+	// that node as a device token (fpush, Monal): of the app named in the
+	// publish-options field pushModule, or of TokenlessApp (default:
+	// DefaultApp). Off by default: anyone who knows the component JID and
+	// a token can then wake the device.
+	Tokenless    bool   `toml:"tokenless"`
+	TokenlessApp string `toml:"tokenless_app"`
+	// PublishOptionsTokens takes publish-options device_id and service
+	// (MongooseIM) as a push to that token; PublishOptionsApps maps a
+	// service ("apns", "fcm") or "service:mode" to an app, and a service
+	// it does not list names the app itself. Off by default.
+	PublishOptionsTokens bool              `toml:"publish_options_tokens"`
+	PublishOptionsApps   map[string]string `toml:"publish_options_apps"`
 }
 
 // App is one push target; registrations name it in their type.
@@ -298,6 +314,9 @@ func (c *Config) applyDefaults() {
 	if c.PushTimeout == 0 {
 		c.PushTimeout = Duration(15 * time.Second)
 	}
+	if c.TokenBlock == 0 {
+		c.TokenBlock = Duration(7 * 24 * time.Hour)
+	}
 	if c.HTTP.Listen == "" && !c.httpListenExplicit {
 		c.HTTP.Listen = "127.0.0.1:5280"
 	}
@@ -351,6 +370,9 @@ func (c *Config) applyDefaults() {
 		}
 		if cp.TigaseMaxPayloadSize == 0 {
 			cp.TigaseMaxPayloadSize = 3072
+		}
+		if cp.TokenlessApp == "" {
+			cp.TokenlessApp = cp.DefaultApp
 		}
 	}
 }
@@ -512,6 +534,14 @@ func (c *Config) validate() []error {
 		for _, provider := range slices.Sorted(maps.Keys(cp.TigaseProviders)) {
 			if app := cp.TigaseProviders[provider]; c.Apps[app] == nil {
 				bad(key+".tigase_providers", "provider %q: no app named %q", provider, app)
+			}
+		}
+		if cp.Tokenless && cp.TokenlessApp != "" && c.Apps[cp.TokenlessApp] == nil {
+			bad(key+".tokenless_app", "no app named %q", cp.TokenlessApp)
+		}
+		for _, service := range slices.Sorted(maps.Keys(cp.PublishOptionsApps)) {
+			if app := cp.PublishOptionsApps[service]; c.Apps[app] == nil {
+				bad(key+".publish_options_apps", "service %q: no app named %q", service, app)
 			}
 		}
 		if cp.TigaseMaxPayloadSize < 256 || cp.TigaseMaxPayloadSize > 4096 {

@@ -106,6 +106,8 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"component secret from unset env", "[[component]]\njid = \"push.example.org\"\nsecret = \"env:PUSH_APPSERVER_TEST_UNSET\"", []string{"component[0].secret: environment variable PUSH_APPSERVER_TEST_UNSET is not set"}},
 		{"component unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ndefault_app = \"nope\"", []string{"component[0].default_app: no app named \"nope\""}},
 		{"tigase provider unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ntigase_providers = { \"tigase:messenger:apns:1\" = \"ios\" }", []string{"component[0].tigase_providers: provider \"tigase:messenger:apns:1\": no app named \"ios\""}},
+		{"tokenless unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ntokenless = true\ntokenless_app = \"monal\"", []string{"component[0].tokenless_app: no app named \"monal\""}},
+		{"publish-options unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\npublish_options_apps = { apns = \"ios\" }", []string{"component[0].publish_options_apps: service \"apns\": no app named \"ios\""}},
 		{"seed option negative", `push_appserver_rate_limit = -1`, []string{"push_appserver_rate_limit: must not be negative"}},
 		{"seed option wrong type", `push_appserver_apns_sandbox = "yes"`, []string{"push_appserver_apns_sandbox"}},
 		{"pprof on all interfaces", `pprof_listen = ":6060"`, []string{"pprof_listen: \":6060\" is not a loopback address"}},

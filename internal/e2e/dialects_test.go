@@ -1,9 +1,12 @@
 package e2e_test
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -58,5 +61,68 @@ func TestProsodyConversationsChannelRegistration(t *testing.T) {
 	got := s.waitPushes(t, "fcm-chan", 1)
 	if got[0].Node != room["node"] {
 		t.Fatalf("push for node %s, want the channel's %s", got[0].Node, room["node"])
+	}
+}
+
+// fpush's tokenless dialect, as Monal uses it, through Prosody: the client
+// enables push with its raw APNS token as the node and pushModule in the
+// publish-options (fpush: parse_token_and_module_id in
+// fpush/src/xmpp/message_loop.rs); Prosody's mod_cloud_notify copies the
+// form into every publish. Once APNS declares the token dead, it is
+// blocked: the user's server hears item-not-found and APNS is not asked
+// again.
+func TestProsodyTokenlessToAPNS(t *testing.T) {
+	mock, backend := apnsStack(t)
+	s := startStackWithApps(t, map[string]push.Backend{"apns": backend, "fcm": &recorder{}}, func(o *component.Options) {
+		o.Dialects = component.Dialects{Tokenless: true, TokenlessApp: "fcm"}
+	})
+	token := strings.Repeat("5eed", 16)
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	// An extra field, as ejabberd and Siskin add: ignored, not refused
+	// (fpush refuses it: fpush issue #20).
+	alice.enablePushWith(s.prosody.ComponentJID, token, map[string]string{"pushModule": "apns", "x-extra": "1"})
+	alice.close()
+	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
+	to := "alice@" + s.prosody.Domain
+	bob.sendChat(to, "hello")
+	waitFor(t, func() bool { return mock.Accepted() == 1 })
+	if r := mock.Requests()[0]; r.Token != token || r.PushType != "alert" {
+		t.Fatalf("APNS got %+v", r)
+	}
+
+	mock.FailToken(token, apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Now()})
+	bob.sendChat(to, "still there?")
+	waitFor(t, func() bool { return mock.Total() == 2 })
+	waitFor(t, func() bool {
+		_, err := s.store.GetBlockedToken(t.Context(), "apns", token)
+		return err == nil
+	})
+	waitFor(t, func() bool { return strings.Count(s.prosody.Log(), "item-not-found") >= 1 })
+	bob.sendChat(to, "third")
+	waitFor(t, func() bool { return strings.Count(s.prosody.Log(), "item-not-found") >= 2 })
+	if n := mock.Total(); n != 2 {
+		t.Fatalf("APNS asked %d times, want 2: the blocked token went out again", n)
+	}
+}
+
+// MongooseIM's dialect through Prosody: the client's enable form carries
+// device_id and service (and mode, silent, topic: MongooseIM's
+// mod_push_service_mongoosepush documentation), copied into every publish;
+// the push goes to that token through the FCM app.
+func TestProsodyPublishOptionsTokenToFCM(t *testing.T) {
+	mock, backend := fcmStack(t)
+	s := startStackWithApps(t, map[string]push.Backend{"apns": &recorder{}, "fcm": backend}, func(o *component.Options) {
+		o.Dialects = component.Dialects{PublishOptionsTokens: true, PublishOptionsApps: map[string]string{"fcm:prod": "fcm"}}
+	})
+	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	alice.enablePushWith(s.prosody.ComponentJID, "mongoose-node", map[string]string{
+		"device_id": "fcm:mongoose-device", "service": "fcm", "mode": "prod", "silent": "false", "topic": "im.example.app",
+	})
+	alice.close()
+	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.prosody.Domain, "hello")
+	waitFor(t, func() bool { return mock.Accepted() == 1 })
+	if m := mock.Requests()[0].Message; m["token"] != "fcm:mongoose-device" {
+		t.Fatalf("FCM got %v", m)
 	}
 }

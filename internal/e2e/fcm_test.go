@@ -15,20 +15,7 @@ import (
 // Prosody, then an offline message, reaches the FCM mock as a high-priority
 // data message for the registered token.
 func TestProsodyConversationsToFCM(t *testing.T) {
-	mock, err := fcmmock.New("conversations-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mock.Close()
-	sa, err := mock.WriteServiceAccount(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend, err := fcm.New(fcm.Options{ServiceAccountFile: sa, Endpoint: mock.URL, CAPath: mock.CADir},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	mock, backend := fcmStack(t)
 	s := startStackWithApps(t, map[string]push.Backend{"fcm": backend, "apns": &recorder{}})
 	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
 	res, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm:device-token-1", "android-id": "android-1"})
@@ -41,4 +28,24 @@ func TestProsodyConversationsToFCM(t *testing.T) {
 	if m["token"] != "fcm:device-token-1" || m["android"].(map[string]any)["priority"] != "HIGH" {
 		t.Fatalf("FCM got %v", m)
 	}
+}
+
+// fcmStack starts the FCM mock and a backend for it.
+func fcmStack(t *testing.T) (*fcmmock.Server, *fcm.Backend) {
+	t.Helper()
+	mock, err := fcmmock.New("conversations-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+	sa, err := mock.WriteServiceAccount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, err := fcm.New(fcm.Options{ServiceAccountFile: sa, Endpoint: mock.URL, CAPath: mock.CADir},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mock, backend
 }

@@ -38,6 +38,8 @@ import (
 // Pusher is what the component needs from the core besides registration.
 type Pusher interface {
 	Push(ctx context.Context, req appserver.PushRequest) error
+	// PushToken pushes to a device token the publish names itself.
+	PushToken(ctx context.Context, tp appserver.TokenPush) error
 	// RejectMalformed records a publish that is not a push request.
 	RejectMalformed(node, why string)
 }
@@ -55,6 +57,8 @@ type Options struct {
 	Secret string
 	// Commands selects the registration commands offered.
 	Commands adhoc.Options
+	// Dialects selects the publishes taken without a registration.
+	Dialects Dialects
 	// MaxInFlight bounds the stanzas handled at once; when full the reader
 	// waits, which pushes back on the server. Default 256.
 	MaxInFlight int
@@ -531,7 +535,7 @@ func (c *Conn) handlePush(ctx context.Context, q *iq, b *bytes.Buffer) {
 		errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, err.Error()))
 		return
 	}
-	err = c.svc.Push(ctx, appserver.PushRequest{Node: req.Node, Secret: req.Secret, Summary: req.Summary, MarkedHigh: req.MarkedHigh})
+	err = c.push(ctx, req)
 	errorType, cond, text := pushAnswer(err)
 	if errorType == "" {
 		resultIQ(b, q)
@@ -546,6 +550,10 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	switch {
 	case err == nil:
 		return "", "", ""
+	case errors.Is(err, appserver.ErrUnknownType):
+		// A tokenless or publish-options push naming an app we do not
+		// have: it can never work.
+		return stanza.Cancel, stanza.BadRequest, "Unknown push module or service"
 	case errors.Is(err, appserver.ErrNotFound):
 		return stanza.Cancel, stanza.ItemNotFound, "Unknown push node/secret"
 	case errors.Is(err, appserver.ErrThrottled):
@@ -555,12 +563,6 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	default:
 		return stanza.Wait, stanza.InternalServerError, "Push service failure"
 	}
-}
-
-// secretless reports whether publishes without a secret are taken: only
-// when a dialect whose clients enable push without one is on.
-func (c *Conn) secretless() bool {
-	return len(c.opts.Commands.TigaseProviders) > 0
 }
 
 func (c *Conn) discoInfo(node string) *discoInfo {

@@ -149,3 +149,51 @@ func TestP2Channels(t *testing.T) {
 		}
 	}
 }
+
+// optionsPublish is a publish whose publish-options carry fields and no
+// secret, as fpush's and MongooseIM's clients have their servers send.
+func optionsPublish(id, node string, fields ...string) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(fields); i += 2 {
+		b.WriteString(`<field var='` + fields[i] + `'><value>` + fields[i+1] + `</value></field>`)
+	}
+	return `<iq type='set' from='example.org' to='` + compJID + `' id='` + id + `'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node + `'><item><notification xmlns='urn:xmpp:push:0'/></item></publish>` +
+		`<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` + b.String() + `</x></publish-options></pubsub></iq>`
+}
+
+func TestTokenlessAndPublishOptionsAnswers(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) {
+		o.Dialects = component.Dialects{Tokenless: true, TokenlessApp: "fcm", PublishOptionsTokens: true, PublishOptionsApps: map[string]string{"google": "fcm"}}
+	})
+	st := f.srv.accept(t)
+	for _, tc := range []struct{ name, stanza, wantType, wantInner, token, app string }{
+		{"pushModule names the app", optionsPublish("1", "tok-a", "pushModule", "apns"), "result", "", "tok-a", "apns"},
+		{"default app", optionsPublish("2", "tok-b"), "result", "", "tok-b", "fcm"},
+		{"other fields ignored", optionsPublish("3", "tok-c", "pushModule", "fcm", "x-ejabberd", "1", "x-siskin", "2"), "result", "", "tok-c", "fcm"},
+		{"unknown pushModule", optionsPublish("4", "tok-d", "pushModule", "monalProdiOS"), "error", "<error type='cancel'><bad-request", "", ""},
+		{"publish-options token", optionsPublish("5", "some-node", "device_id", "tok-e", "service", "google", "silent", "true"), "result", "", "tok-e", "fcm"},
+		{"service naming an app", optionsPublish("6", "some-node", "device_id", "tok-f", "service", "apns"), "result", "", "tok-f", "apns"},
+		{"unknown service", optionsPublish("7", "some-node", "device_id", "tok-g", "service", "hms"), "error", "<error type='cancel'><bad-request", "", ""},
+	} {
+		st.send(t, tc.stanza)
+		r := st.next(t)
+		if r.Type != tc.wantType || !strings.HasPrefix(r.Inner, tc.wantInner) {
+			t.Fatalf("%s: reply %s %q, want %s %q", tc.name, r.Type, r.Inner, tc.wantType, tc.wantInner)
+		}
+		if tc.token == "" {
+			continue
+		}
+		f.backend.mu.Lock()
+		sent := f.backend.sent[len(f.backend.sent)-1]
+		f.backend.mu.Unlock()
+		if sent.Token != tc.token || sent.App != tc.app {
+			t.Fatalf("%s: backend got %+v, want token %s app %s", tc.name, sent, tc.token, tc.app)
+		}
+	}
+	f.backend.mu.Lock()
+	silent := f.backend.sent[3]
+	f.backend.mu.Unlock()
+	if silent.Token != "tok-e" || silent.Priority != "silent" {
+		t.Fatalf("silent=true pushed %+v", silent)
+	}
+}

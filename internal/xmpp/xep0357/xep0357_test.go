@@ -3,6 +3,7 @@ package xep0357_test
 import (
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -142,5 +143,57 @@ func BenchmarkParse(b *testing.B) {
 		if _, err := xep0357.Parse(v.PubSub); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The publish-options of clients that push without a registration: fpush's
+// pushModule (Monal; fpush/src/xmpp/message_loop.rs reads it from the
+// publish-options form, and the node is the device token), and
+// MongooseIM's device_id, service, mode, silent, topic
+// (mod_push_service_mongoosepush documentation). Neither carries a secret.
+func TestParsePublishOptions(t *testing.T) {
+	withOptions := func(fields string) string {
+		return strings.Replace(prosodyPublish, "<field var='secret'><value>SECRET</value></field>", fields, 1)
+	}
+	fpush := withOptions(`<field var='pushModule'><value>monalProdiOS</value></field>`)
+	got, err := parse(t, fpush)
+	if !errors.Is(err, xep0357.ErrNoSecret) || !errors.Is(err, xep0357.ErrMalformed) {
+		t.Fatalf("fpush publish: err %v, want ErrNoSecret (which is malformed for registered nodes)", err)
+	}
+	if got.Node != "NODE" || got.Options["pushModule"] != "monalProdiOS" || got.Summary == nil {
+		t.Fatalf("fpush publish: %+v", got)
+	}
+	if _, has := got.Options["FORM_TYPE"]; has {
+		t.Fatalf("FORM_TYPE among the options: %v", got.Options)
+	}
+
+	mongoose := withOptions(`<field var='device_id'><value>fcm-token</value></field><field var='service'><value>fcm</value></field>` +
+		`<field var='mode'><value>prod</value></field><field var='silent'><value>false</value></field><field var='topic'><value>im.example</value></field>`)
+	got, _ = parse(t, mongoose)
+	want := map[string]string{"device_id": "fcm-token", "service": "fcm", "mode": "prod", "silent": "false", "topic": "im.example"}
+	if len(got.Options) != len(want) {
+		t.Fatalf("MongooseIM options %v, want %v", got.Options, want)
+	}
+	for k, v := range want {
+		if got.Options[k] != v {
+			t.Fatalf("MongooseIM options %v, want %v", got.Options, want)
+		}
+	}
+
+	// With a secret too, the options are still there.
+	got, err = parse(t, strings.Replace(prosodyPublish, "<field var='secret'>", "<field var='pushModule'><value>m</value></field><field var='secret'>", 1))
+	if err != nil || got.Secret != "SECRET" || got.Options["pushModule"] != "m" {
+		t.Fatalf("options beside a secret: %+v, %v", got, err)
+	}
+
+	many := ""
+	for i := range 40 {
+		many += fmt.Sprintf(`<field var='f%d'><value>v</value></field>`, i)
+	}
+	if got, _ := parse(t, withOptions(many)); len(got.Options) != 16 {
+		t.Fatalf("kept %d options, want at most 16", len(got.Options))
+	}
+	if _, err := parse(t, withOptions(`<field var='device_id'><value>`+strings.Repeat("x", 5000)+`</value></field>`)); err == nil || errors.Is(err, xep0357.ErrNoSecret) {
+		t.Fatalf("a 5000-byte option: %v, want a malformed publish", err)
 	}
 }

@@ -1,0 +1,117 @@
+package appserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// TokenPush is a push to a device token the publish itself names, with no
+// registration and no secret: fpush's tokenless pushes (the node is the
+// token) and MongooseIM's publish-options (device_id and service).
+// Anyone who knows the component's JID and a device token can wake that
+// device; that is what these dialects are.
+type TokenPush struct {
+	App   string
+	Token string
+	// Request is what the publish carried besides: its node (named in
+	// the notification), summary and priority marker.
+	Request PushRequest
+	// Silent asks for a background push whatever the app's priority
+	// (MongooseIM's silent publish option).
+	Silent bool
+}
+
+// PushToken pushes to tp.Token through app tp.App. An app that is not
+// configured is ErrUnknownType; a token the app's service cannot have
+// issued, or one blocked because the service declared it dead, is
+// ErrNotFound. Pushes are throttled per token as registrations are per
+// node. A token the service declares dead is blocked for
+// Options.TokenBlock: it cannot be deleted (nothing is stored), and the
+// client's re-enabling is not seen by us (XEP-0357's enable goes to the
+// user's server only), so the block ends by time. A successful push after
+// that lifts it; a dead answer blocks it again.
+func (s *Service) PushToken(ctx context.Context, tp TokenPush) error {
+	start := time.Now()
+	if s.draining.Load() {
+		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
+		return ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.PushTimeout)
+	defer cancel()
+	return s.pushToken(ctx, tp, start)
+}
+
+func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) error {
+	node := tp.Request.Node
+	if node == tp.Token {
+		// Tokenless: the node is the token, which stays out of logs and
+		// out of the payload.
+		node = ""
+	}
+	app, ok := s.apps[tp.App]
+	if !ok {
+		s.opts.Observer.Rejected(RejectMalformed)
+		s.rejects.log(node, "unknown app for a token push")
+		return fmt.Errorf("%w %q", ErrUnknownType, tp.App)
+	}
+	if err := checkText("token", tp.Token, MaxTokenLen); err != nil {
+		s.reject(node, RejectUnknownNode, start)
+		return ErrNotFound
+	}
+	if v, ok := app.Backend.(push.TokenValidator); ok && v.ValidateToken(tp.Token) != nil {
+		// Not registered, and not shaped like this service's tokens
+		// either: an unknown node like any other.
+		s.reject(node, RejectUnknownNode, start)
+		return ErrNotFound
+	}
+	now := s.opts.Now()
+	block, err := s.store.GetBlockedToken(ctx, tp.App, tp.Token)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		block = registry.BlockedToken{}
+	case err != nil:
+		s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
+		return fmt.Errorf("%w: reading the block list: %w", ErrPushFailed, err)
+	case now.Before(block.Until):
+		s.reject(node, "blocked token", start)
+		return ErrNotFound
+	}
+
+	prio := app.Priority.Resolve(tp.Request.Important())
+	if tp.Silent && prio != push.PriorityVoIP {
+		prio = push.PrioritySilent
+	}
+	key := "token\x00" + tp.App + "\x00" + tp.Token + "\x00" + string(prio)
+	if err := s.admit(ctx, key, tp.App, start); err != nil {
+		return err
+	}
+	err = app.Backend.Send(ctx, push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary})
+	if err == nil {
+		if !block.Until.IsZero() {
+			// An expired block, and the token works again.
+			if err := s.store.UnblockToken(context.WithoutCancel(ctx), tp.App, tp.Token, block.Until); err != nil {
+				s.logger.Error("unblocking token", "app", tp.App, "err", err)
+			}
+		}
+		s.opts.Observer.Pushed(tp.App, OutcomeSuccess, time.Since(start))
+		return nil
+	}
+	if dead, ok := push.IsDeadToken(err); ok {
+		s.opts.Observer.Pushed(tp.App, OutcomeDeadToken, time.Since(start))
+		b := registry.BlockedToken{Type: tp.App, Token: tp.Token, Since: dead.Since.UTC(), Until: now.Add(s.opts.TokenBlock).UTC(), Reason: push.Truncate(dead.Reason, 200)}
+		if berr := s.store.BlockToken(context.WithoutCancel(ctx), b); berr != nil {
+			s.logger.Error("blocking dead token", "app", tp.App, "err", berr)
+			return fmt.Errorf("%w: %w", ErrPushFailed, err)
+		}
+		s.logger.Info("blocked dead token", "app", tp.App, "node", node, "until", b.Until.Format(time.RFC3339))
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
+	s.logger.Warn("push failed", "app", tp.App, "node", node, "err", err)
+	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}

@@ -1,0 +1,179 @@
+package appserver_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+)
+
+// clock is a settable time source.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newTokenService(t *testing.T, store registry.Store, rate time.Duration, now func() time.Time) (*appserver.Service, *scripted) {
+	t.Helper()
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, []appserver.App{
+		{Name: "apns", Priority: push.PriorityAuto, Backend: hexOnly{b}},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
+	}, appserver.Options{RateLimit: rate, TokenBlock: 24 * time.Hour, Now: now}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, b
+}
+
+// fpush's tokenless pushes: the publish's node is the device token and
+// publish-options name the app in pushModule (fpush
+// fpush/src/xmpp/message_loop.rs, parse_token_and_module_id).
+func TestTokenless(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	svc, b := newTokenService(t, store, 0, nil)
+	tokenless := func(node, secret, app string) error {
+		return svc.Push(ctx, appserver.PushRequest{Node: node, Secret: secret, Tokenless: true, TokenApp: app})
+	}
+	if err := tokenless("ab12", "", "apns"); err != nil {
+		t.Fatalf("tokenless push: %v", err)
+	}
+	if got := b.Sent(); len(got) != 1 || got[0].Token != "ab12" || got[0].App != "apns" || got[0].Node != "" {
+		t.Fatalf("sent %+v: want the node as the token, and no node in the notification", got)
+	}
+	// A registered node is still a registration: its secret counts.
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "apns", "cd34", "ef56")
+	if err := tokenless("cd34", "wrong", "apns"); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("registered node with a wrong secret = %v, want ErrNotFound", err)
+	}
+	if err := tokenless("cd34", reg.Secret, "apns"); err != nil || b.Sent()[1].Token != "ef56" {
+		t.Fatalf("registered node: %v, sent %+v", err, b.Sent())
+	}
+	if err := tokenless("not a token", "", "apns"); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("node shaped unlike an APNS token = %v, want ErrNotFound", err)
+	}
+	if err := tokenless("ab12", "", "nope"); !errors.Is(err, appserver.ErrUnknownType) {
+		t.Fatalf("unknown app = %v, want ErrUnknownType", err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "ab12"}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("the same publish without tokenless = %v, want ErrNotFound", err)
+	}
+	if n := len(b.Sent()); n != 2 {
+		t.Fatalf("%d pushes sent, want 2", n)
+	}
+}
+
+// A token the push service declared dead is refused until the block ends,
+// then tried again; success lifts the block.
+func TestTokenBlockList(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	clk := &clock{now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	svc, b := newTokenService(t, store, 0, clk.Now)
+	push1 := func() error {
+		return svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: "dead-token", Request: appserver.PushRequest{Node: "n"}})
+	}
+	b.set("dead-token", &push.DeadTokenError{Since: clk.Now(), Reason: "UNREGISTERED"})
+	if err := push1(); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("dead token = %v, want ErrNotFound", err)
+	}
+	blocked, err := store.GetBlockedToken(ctx, "fcm", "dead-token")
+	if err != nil || !blocked.Until.Equal(clk.Now().Add(24*time.Hour)) || blocked.Reason != "UNREGISTERED" {
+		t.Fatalf("block list entry %+v, %v", blocked, err)
+	}
+	if err := push1(); !errors.Is(err, appserver.ErrNotFound) || len(b.Sent()) != 1 {
+		t.Fatalf("blocked token = %v after %d sends; want ErrNotFound and no send", err, len(b.Sent()))
+	}
+	clk.advance(25 * time.Hour)
+	b.set("dead-token", nil)
+	if err := push1(); err != nil || len(b.Sent()) != 2 {
+		t.Fatalf("after the block = %v, %d sends", err, len(b.Sent()))
+	}
+	if _, err := store.GetBlockedToken(ctx, "fcm", "dead-token"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("a successful push left the block: %v", err)
+	}
+}
+
+// Tokens are throttled as nodes are: per token and priority.
+func TestTokenThrottle(t *testing.T) {
+	ctx := context.Background()
+	svc, b := newTokenService(t, memory.New(), time.Hour, nil)
+	send := func(ctx context.Context, token string, silent bool) error {
+		return svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: token, Silent: silent})
+	}
+	if err := send(ctx, "t1", false); err != nil {
+		t.Fatal(err)
+	}
+	// The second push of a burst waits for the next window (an hour).
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := send(short, "t1", false); !errors.Is(err, appserver.ErrThrottled) {
+		t.Fatalf("second push to t1 = %v, want ErrThrottled", err)
+	}
+	if err := send(ctx, "t2", false); err != nil {
+		t.Fatalf("another token is throttled too: %v", err)
+	}
+	if err := send(ctx, "t1", true); err != nil {
+		t.Fatalf("a silent push to t1 (its own window): %v", err)
+	}
+	got := b.Sent()
+	if len(got) != 3 || got[2].Priority != push.PrioritySilent {
+		t.Fatalf("sent %+v", got)
+	}
+}
+
+// The block list lives in the registry, so a restart does not forget it
+// (fpush keeps it in memory and loses it): a real SQLite file, closed and
+// opened again by a new service.
+func TestTokenBlockSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	store, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, b := newTokenService(t, store, 0, nil)
+	b.set("ab12", &push.DeadTokenError{Since: time.Now(), Reason: "Unregistered"})
+	req := appserver.PushRequest{Node: "ab12", Tokenless: true, TokenApp: "apns"}
+	if err := svc.Push(ctx, req); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("dead token = %v", err)
+	}
+	svc.Close()
+	store.Close()
+
+	store, err = sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	svc, b = newTokenService(t, store, 0, nil)
+	if err := svc.Push(ctx, req); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("after a restart the blocked token = %v, want ErrNotFound", err)
+	}
+	if n := len(b.Sent()); n != 0 {
+		t.Fatalf("after a restart the blocked token went to the push service %d times", n)
+	}
+}

@@ -1,0 +1,62 @@
+package component
+
+import (
+	"context"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
+)
+
+// Dialects turns on the publishes that push without a registration. Both
+// let anyone who knows the component's JID and a device token wake that
+// device: that is how these clients work, so they are off by default.
+type Dialects struct {
+	// Tokenless takes a publish whose node is not a registered node as a
+	// push to that node as a raw device token (fpush, which Monal uses):
+	// of the app named by the publish-options field pushModule, or of
+	// TokenlessApp.
+	Tokenless    bool
+	TokenlessApp string
+	// PublishOptionsTokens takes a publish whose publish-options carry
+	// device_id and service (MongooseIM's clients) as a push to that
+	// token, through the app PublishOptionsApps names for "service:mode"
+	// or "service", or else the app named like the service.
+	PublishOptionsTokens bool
+	PublishOptionsApps   map[string]string
+}
+
+// secretless reports whether publishes without a secret are taken: only
+// when a dialect whose clients enable push without one is on.
+func (c *Conn) secretless() bool {
+	d := c.opts.Dialects
+	return len(c.opts.Commands.TigaseProviders) > 0 || d.Tokenless || d.PublishOptionsTokens
+}
+
+// push hands a parsed publish to the core the way this component's
+// dialects say.
+func (c *Conn) push(ctx context.Context, req xep0357.Request) error {
+	pr := appserver.PushRequest{Node: req.Node, Secret: req.Secret, Summary: req.Summary, MarkedHigh: req.MarkedHigh}
+	d := c.opts.Dialects
+	if token := req.Options["device_id"]; d.PublishOptionsTokens && token != "" {
+		// MongooseIM copies these from the client's enable form
+		// (mod_push_service_mongoosepush: device_id, service, mode,
+		// silent, ...); fields we have no use for are ignored.
+		service, mode := req.Options["service"], req.Options["mode"]
+		app, ok := d.PublishOptionsApps[service+":"+mode]
+		if !ok {
+			app, ok = d.PublishOptionsApps[service]
+		}
+		if !ok {
+			app = service
+		}
+		return c.svc.PushToken(ctx, appserver.TokenPush{App: app, Token: token, Request: pr, Silent: req.Options["silent"] == "true"})
+	}
+	if d.Tokenless {
+		pr.Tokenless = true
+		pr.TokenApp = d.TokenlessApp
+		if m, ok := req.Options["pushModule"]; ok {
+			pr.TokenApp = m
+		}
+	}
+	return c.svc.Push(ctx, pr)
+}
