@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -12,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 )
 
@@ -51,6 +54,7 @@ func TestWebPushApp(t *testing.T) {
 	}
 	defer mock.Close()
 	addr := freePort(t)
+	_, closedPort, _ := strings.Cut(freePort(t), ":")
 	config := filepath.Join(dir, "push-appserver.toml")
 	os.WriteFile(config, []byte(fmt.Sprintf(`data_dir = %q
 rate_limit = 0
@@ -61,10 +65,11 @@ kind = "webpush"
 vapid_key_file = %q
 vapid_subject = "mailto:ops@example.org"
 ca_path = %q
-# The mock listens on loopback on a random port.
+push_deadline = "1s"
+# The mock listens on loopback on a random port; nothing listens on the other.
 allow_private_endpoints = true
-endpoint_ports = [%d]
-`, filepath.Join(dir, "data"), addr, keyFile, mock.CADir, mock.Port)), 0o600)
+endpoint_ports = [%d, %s]
+`, filepath.Join(dir, "data"), addr, keyFile, mock.CADir, mock.Port, closedPort)), 0o600)
 	if out, err := exec.Command(bin, "check-config", "-config", config).CombinedOutput(); err != nil {
 		t.Fatalf("check-config: %v\n%s", err, out)
 	}
@@ -99,6 +104,35 @@ endpoint_ports = [%d]
 		t.Fatalf("headers %v", ms[0].Header)
 	}
 
+	// Every answer the mock can give, and an endpoint nobody listens on,
+	// for the check below that no subscription shows in logs or reasons.
+	subs := []webpushmock.Subscription{sub}
+	for i, faults := range [][]webpushmock.Fault{
+		{{Status: 404}}, {{Status: 413}}, {{Status: 429, RetryAfter: "1"}}, {{Status: 400}},
+		{{Status: 401}, {Status: 401}}, {{Status: 403}, {Status: 403}}, {{Status: 307, Location: "https://127.0.0.1:1/"}},
+		{{Status: 500}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}},
+		nil,
+	} {
+		origin := mock.URL
+		if faults == nil {
+			origin = "https://127.0.0.1:" + closedPort
+		}
+		f, err := mock.SubscribeAt(origin, pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mock.Fail(f.ID, faults...)
+		subs = append(subs, f)
+		node := fmt.Sprint("f", i)
+		lines := strings.Split(s.post(t, "register", url.Values{"type": {"web"}, "node": {node}, "token": {f.JSON}}), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("register %s: %q", node, lines)
+		}
+		if body := s.post(t, "push", url.Values{"node": {node}, "secret": {lines[2]}}); !strings.HasPrefix(body, "ERROR\n") {
+			t.Fatalf("push %s with faults %v: %q", node, faults, body)
+		}
+	}
+
 	mock.Unsubscribe(sub.ID)
 	if body := s.post(t, "push", url.Values{"node": {"w1"}, "secret": {lines[2]}}); !strings.HasPrefix(body, "ERROR\n") {
 		t.Fatalf("push to a gone subscription: %q", body)
@@ -107,7 +141,25 @@ endpoint_ports = [%d]
 		t.Fatalf("registration of the gone subscription kept: %q", body)
 	}
 	s.stop(t)
-	if strings.Contains(s.log.String(), sub.Endpoint) {
-		t.Fatal("the subscription endpoint appears in the info-level log")
+	store, err := sqlite.Open(context.Background(), filepath.Join(dir, "data", "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var reasons strings.Builder
+	for i := range len(subs) - 1 {
+		if r, err := store.Get(context.Background(), fmt.Sprint("f", i)); err == nil {
+			fmt.Fprintln(&reasons, r.LastErrorReason)
+		}
+	}
+	if !strings.Contains(reasons.String(), "503") || !strings.Contains(reasons.String(), "413") {
+		t.Fatalf("the faults did not reach the stored reasons:\n%s", reasons.String())
+	}
+	for _, f := range subs {
+		for _, secret := range []string{f.ID, base64.RawURLEncoding.EncodeToString(f.Auth)} {
+			if strings.Contains(s.log.String(), secret) || strings.Contains(reasons.String(), secret) {
+				t.Errorf("subscription %s shows in the info-level log or a stored error reason", f.ID)
+			}
+		}
 	}
 }

@@ -114,6 +114,9 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	if opts.Breaker == nil {
 		opts.Breaker = push.NewBreaker("webpush", push.BreakerOptions{}, logger)
 	}
+	// The public key is what web clients subscribe with; operators look
+	// for it here when setting a client up.
+	logger.Info("webpush app ready", "vapid_public_key", v.k, "vapid_subject", opts.VAPIDSubject)
 	b := &Backend{opts: opts, vapid: v, logger: logger}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: b.opts.Guard.control}
 	b.client = &http.Client{
