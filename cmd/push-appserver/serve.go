@@ -73,7 +73,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		m.WatchApp(b.app, bad)
 		appChecks = append(appChecks, httpapi.Check{Name: "app " + b.app, OK: func() bool { return !bad() }})
 	}
+	// A shared registry tells every instance what the others change.
+	changes, _ := store.(appserver.ChangeFeed)
 	svc, err := appserver.New(store, apps, appserver.Options{
+		Changes:     changes,
 		RateLimit:   cfg.RateLimit.D(),
 		PushTimeout: cfg.PushTimeout.D(),
 		TokenBlock:  cfg.TokenBlock.D(),

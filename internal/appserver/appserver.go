@@ -91,8 +91,20 @@ type Options struct {
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless pushes. Default 7 days.
 	TokenBlock time.Duration
+	// Changes, when the registry is shared with other instances, tells the
+	// cache what they change; the cache is bypassed until it is listening.
+	Changes ChangeFeed
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+}
+
+// ChangeFeed reports registrations changed by other instances sharing the
+// registry (the PostgreSQL store's LISTEN/NOTIFY). Follow runs until ctx is
+// done: it calls changed for every changed node, live(true) once it
+// listens, and live(false) when it stopped listening and may miss changes
+// until the next live(true).
+type ChangeFeed interface {
+	Follow(ctx context.Context, changed func(node string), live func(bool)) error
 }
 
 // Service is the app server core. Its methods are safe for concurrent use.
@@ -148,7 +160,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		}
 		m[a.Name] = a
 	}
-	return &Service{
+	svc := &Service{
 		store:    store,
 		apps:     m,
 		opts:     opts,
@@ -157,7 +169,12 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		status:   newStatusWriter(store, logger),
 		cache:    newCache(opts.CacheSize, opts.CacheTTL),
 		rejects:  newRejectLog(logger, opts.Now),
-	}, nil
+	}
+	if opts.Changes != nil {
+		// Nothing is cached until Run follows the feed.
+		svc.cache.feedLive(false)
+	}
+	return svc, nil
 }
 
 // Run writes push outcomes behind and sweeps throttle state until ctx is
@@ -175,6 +192,13 @@ func (s *Service) Run(ctx context.Context) {
 			}
 		}
 	}()
+	if s.opts.Changes != nil && s.cache != nil {
+		go func() {
+			if err := s.opts.Changes.Follow(ctx, s.cache.drop, s.cache.feedLive); err != nil {
+				s.logger.Error("registration change feed stopped; caching off", "err", err)
+			}
+		}()
+	}
 	s.status.run(ctx, s.opts.FlushInterval)
 }
 

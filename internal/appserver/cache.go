@@ -3,6 +3,7 @@ package appserver
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -11,13 +12,17 @@ import (
 // cache keeps recently pushed-to registrations in memory so the push path
 // does not read the database for every push to the same device. Every
 // change to a registration goes through Service, which drops the entry, so
-// within one instance the cache is never stale; ttl bounds staleness when
-// another instance shares the registry.
+// within one instance the cache is never stale. When other instances share
+// the registry, a ChangeFeed drops what they change; while the feed is down
+// the cache is bypassed (suspended) and it starts empty when the feed is
+// back, since changes in between were not announced. ttl bounds staleness
+// should all of that fail.
 type cache struct {
-	shards [16]cacheShard
-	seed   maphash.Seed
-	max    int // per shard
-	ttl    time.Duration
+	shards    [16]cacheShard
+	seed      maphash.Seed
+	max       int // per shard
+	ttl       time.Duration
+	suspended atomic.Bool
 }
 
 type cacheShard struct {
@@ -47,7 +52,7 @@ func (c *cache) shard(node string) *cacheShard {
 }
 
 func (c *cache) get(node string, now time.Time) (registry.Registration, bool) {
-	if c == nil {
+	if c == nil || c.suspended.Load() {
 		return registry.Registration{}, false
 	}
 	s := c.shard(node)
@@ -73,7 +78,7 @@ func (c *cache) generation(node string) uint64 {
 }
 
 func (c *cache) put(r registry.Registration, gen uint64, now time.Time) {
-	if c == nil {
+	if c == nil || c.suspended.Load() {
 		return
 	}
 	s := c.shard(r.Node)
@@ -103,4 +108,34 @@ func (c *cache) drop(node string) {
 	delete(s.m, node)
 	s.gen++
 	s.mu.Unlock()
+}
+
+// dropAll forgets every entry, and makes reads that raced it uncacheable.
+func (c *cache) dropAll() {
+	if c == nil {
+		return
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.gen++
+		s.mu.Unlock()
+	}
+}
+
+// feedLive is told whether the change feed is listening. Going live drops
+// everything before serving from the cache again; reads that started while
+// suspended hold an older generation and are not cached.
+func (c *cache) feedLive(live bool) {
+	if c == nil {
+		return
+	}
+	if !live {
+		c.suspended.Store(true)
+		c.dropAll()
+		return
+	}
+	c.dropAll()
+	c.suspended.Store(false)
 }

@@ -1,0 +1,184 @@
+package appserver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
+)
+
+var pg = pgtest.New()
+
+func TestMain(m *testing.M) { os.Exit(pg.Run(m)) }
+
+// tap passes the store's change feed to the core and lets the test see it:
+// every event goes to the channels, and onLost runs while the feed is down,
+// before it reconnects.
+type tap struct {
+	*postgres.Store
+	changed chan string
+	live    chan bool
+	onLost  func()
+}
+
+var syncSeq atomic.Int64
+
+func (f *tap) Follow(ctx context.Context, changed func(string), live func(bool)) error {
+	return f.Store.Follow(ctx, func(n string) {
+		changed(n)
+		f.changed <- n
+	}, func(l bool) {
+		live(l)
+		if !l && f.onLost != nil && ctx.Err() == nil {
+			f.onLost()
+			f.onLost = nil
+		}
+		f.live <- l
+	})
+}
+
+// sync returns once the feed has delivered every change committed so far:
+// PostgreSQL delivers notifications in commit order, so seeing one for a
+// write made now means the earlier ones were handled.
+func (f *tap) sync(t *testing.T) {
+	t.Helper()
+	node := fmt.Sprintf("sync-%d", syncSeq.Add(1))
+	r := registry.Registration{Node: node, Type: "sync", Token: "t", Secret: "s", Registered: time.Now()}
+	if _, err := f.Store.Register(context.Background(), node, registry.Renew(r)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case n := <-f.changed:
+			if n == node {
+				return
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no change of %s announced", node)
+		}
+	}
+}
+
+func (f *tap) waitLive(t *testing.T, want bool) {
+	t.Helper()
+	for {
+		select {
+		case l := <-f.live:
+			if l == want {
+				return
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("feed never live(%v)", want)
+		}
+	}
+}
+
+type instance struct {
+	svc     *appserver.Service
+	feed    *tap
+	backend *scripted
+}
+
+func startInstance(t *testing.T, ctx context.Context, dsn string) *instance {
+	t.Helper()
+	store, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	in := &instance{feed: &tap{Store: store, changed: make(chan string, 100), live: make(chan bool, 100)}, backend: &scripted{answers: map[string]error{}}}
+	in.svc, err = appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: in.backend}},
+		appserver.Options{Changes: in.feed, CacheTTL: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { in.svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { <-done })
+	in.feed.waitLive(t, true)
+	return in
+}
+
+// pushToken pushes through in and returns the token the backend was given.
+func (in *instance) pushToken(t *testing.T, node, secret string) string {
+	t.Helper()
+	before := len(in.backend.Sent())
+	if err := in.svc.Push(context.Background(), node, secret, nil); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	sent := in.backend.Sent()
+	if len(sent) != before+1 {
+		t.Fatalf("%d pushes sent, want 1", len(sent)-before)
+	}
+	return sent[len(sent)-1].Token
+}
+
+// Two cores on one PostgreSQL, each caching registrations for an hour: what
+// one changes, the other never serves from its cache once PostgreSQL has
+// delivered the change, and after losing its feed it forgets everything.
+func TestCacheCoherenceAcrossInstances(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pg.DB(t)
+	a, b := startInstance(t, ctx, dsn), startInstance(t, ctx, dsn)
+
+	r, err := a.svc.Register(ctx, "fcm", "n1", "tok-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.feed.sync(t)
+	if tok := b.pushToken(t, "n1", r.Secret); tok != "tok-1" {
+		t.Fatalf("push via B used %q", tok)
+	}
+	a.pushToken(t, "n1", r.Secret) // now cached on both
+
+	if _, err := b.svc.Unregister(ctx, "fcm", "n1"); err != nil {
+		t.Fatal(err)
+	}
+	a.feed.sync(t)
+	if err := a.svc.Push(ctx, "n1", r.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push via A after unregister on B = %v, want ErrNotFound", err)
+	}
+
+	if r, err = a.svc.Register(ctx, "fcm", "n1", "tok-2"); err != nil {
+		t.Fatal(err)
+	}
+	b.feed.sync(t)
+	if tok := b.pushToken(t, "n1", r.Secret); tok != "tok-2" {
+		t.Fatalf("push via B used %q", tok)
+	}
+	if _, err := a.svc.Register(ctx, "fcm", "n1", "tok-3"); err != nil {
+		t.Fatal(err)
+	}
+	b.feed.sync(t)
+	if tok := b.pushToken(t, "n1", r.Secret); tok != "tok-3" {
+		t.Fatalf("push via B after re-registration on A used %q, want the new token", tok)
+	}
+
+	// B loses its feed; while it is down A renews the token, unannounced
+	// to B. When the feed is back, B must not serve its cached copy.
+	b.feed.onLost = func() {
+		if _, err := a.svc.Register(ctx, "fcm", "n1", "tok-4"); err != nil {
+			t.Error(err)
+		}
+	}
+	if n := pg.Terminate(t, dsn, "push-appserver-listen"); n != 2 {
+		t.Fatalf("terminated %d listeners, want 2", n)
+	}
+	b.feed.waitLive(t, false)
+	b.feed.waitLive(t, true)
+	if tok := b.pushToken(t, "n1", r.Secret); tok != "tok-4" {
+		t.Fatalf("push via B after its feed was lost used %q, want tok-4", tok)
+	}
+}
