@@ -114,7 +114,7 @@ func startInstance(t *testing.T, ctx context.Context, dsn string) *instance {
 func (in *instance) pushToken(t *testing.T, node, secret string) string {
 	t.Helper()
 	before := len(in.backend.Sent())
-	if err := in.svc.Push(context.Background(), node, secret, nil); err != nil {
+	if err := in.svc.Push(context.Background(), appserver.PushRequest{Node: node, Secret: secret}); err != nil {
 		t.Fatalf("push: %v", err)
 	}
 	sent := in.backend.Sent()
@@ -147,7 +147,7 @@ func TestCacheCoherenceAcrossInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.feed.sync(t)
-	if err := a.svc.Push(ctx, "n1", r.Secret, nil); !errors.Is(err, appserver.ErrNotFound) {
+	if err := a.svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r.Secret}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("push via A after unregister on B = %v, want ErrNotFound", err)
 	}
 
