@@ -133,7 +133,7 @@ func TestCacheCoherenceAcrossInstances(t *testing.T) {
 	dsn := pg.DB(t)
 	a, b := startInstance(t, ctx, dsn), startInstance(t, ctx, dsn)
 
-	r, err := a.svc.Register(ctx, "fcm", "n1", "tok-1")
+	r, err := a.svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestCacheCoherenceAcrossInstances(t *testing.T) {
 	}
 	a.pushToken(t, "n1", r.Secret) // now cached on both
 
-	if _, err := b.svc.Unregister(ctx, "fcm", "n1"); err != nil {
+	if _, err := b.svc.Unregister(ctx, appserver.Caller{}, "fcm", "n1"); err != nil {
 		t.Fatal(err)
 	}
 	a.feed.sync(t)
@@ -151,14 +151,14 @@ func TestCacheCoherenceAcrossInstances(t *testing.T) {
 		t.Fatalf("push via A after unregister on B = %v, want ErrNotFound", err)
 	}
 
-	if r, err = a.svc.Register(ctx, "fcm", "n1", "tok-2"); err != nil {
+	if r, err = a.svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok-2"); err != nil {
 		t.Fatal(err)
 	}
 	b.feed.sync(t)
 	if tok := b.pushToken(t, "n1", r.Secret); tok != "tok-2" {
 		t.Fatalf("push via B used %q", tok)
 	}
-	if _, err := a.svc.Register(ctx, "fcm", "n1", "tok-3"); err != nil {
+	if _, err := a.svc.Register(ctx, appserver.Caller{Secret: r.Secret}, "fcm", "n1", "tok-3"); err != nil {
 		t.Fatal(err)
 	}
 	b.feed.sync(t)
@@ -169,7 +169,7 @@ func TestCacheCoherenceAcrossInstances(t *testing.T) {
 	// B loses its feed; while it is down A renews the token, unannounced
 	// to B. When the feed is back, B must not serve its cached copy.
 	b.feed.onLost = func() {
-		if _, err := a.svc.Register(ctx, "fcm", "n1", "tok-4"); err != nil {
+		if _, err := a.svc.Register(ctx, appserver.Caller{Secret: r.Secret}, "fcm", "n1", "tok-4"); err != nil {
 			t.Error(err)
 		}
 	}
