@@ -1,0 +1,160 @@
+// Package daemon holds what the launchers of real servers in tests (Prosody,
+// ejabberd) share: free loopback ports, a self-signed certificate, running
+// the server as its Debian service user when the tests run as root, waiting
+// for its ports, and reading its log.
+package daemon
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// FreeAddr returns a loopback address with a port nobody listens on now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Port returns the port of a host:port address.
+func Port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// WriteCert writes a self-signed certificate for host as dir/host.crt and
+// its key as dir/host.key, and returns both paths.
+func WriteCert(t testing.TB, dir, host string) (certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: host},
+		DNSNames:     []string{host},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certPath, keyPath = filepath.Join(dir, host+".crt"), filepath.Join(dir, host+".key")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
+}
+
+// ServiceUser returns the ids of the named system user when we run as
+// root: the servers are then run as their own user, as their packages do,
+// so every file they write belongs to one user.
+func ServiceUser(name string) (uid, gid int, ok bool) {
+	if os.Geteuid() != 0 {
+		return 0, 0, false
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, 0, false
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, true
+}
+
+// SysProcAttr runs a process in its own process group (so Kill reaches its
+// children), as the named user when we are root.
+func SysProcAttr(userName string) *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Setpgid: true}
+	if uid, gid, ok := ServiceUser(userName); ok {
+		a.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	return a
+}
+
+// Chown hands dir and everything in it to the named user when we are root,
+// and makes the temporary directory's parents traversable.
+func Chown(dir, userName string) {
+	uid, gid, ok := ServiceUser(userName)
+	if !ok {
+		return
+	}
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
+			os.Chmod(d, st.Mode().Perm()|0o011)
+		}
+		if d == os.TempDir() {
+			break
+		}
+	}
+	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error {
+		os.Lchown(p, uid, gid)
+		return nil
+	})
+}
+
+// WaitListening returns once every address accepts connections, or an
+// error when exited is closed first or timeout passes.
+func WaitListening(addrs []string, exited <-chan struct{}, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, addr := range addrs {
+		for {
+			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-exited:
+				return fmt.Errorf("exited before listening on %s", addr)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("not listening on %s after %s", addr, timeout)
+			}
+		}
+	}
+	return nil
+}
+
+// Kill kills the process group of pid (SIGKILL, as a crash would).
+func Kill(pid int) {
+	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// Tail returns the last n lines of the file at path.
+func Tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(string(b), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,214 @@
+// Package ejabberd starts a real ejabberd for end-to-end tests: its own
+// config, spool and log directories, TLS certificate and free loopback
+// ports, mod_push enabled and an external component listener for the app
+// server. Erlang distribution uses a fixed port of its own on loopback, so
+// no epmd is needed and parallel instances do not meet.
+//
+// ejabberd comes from Debian's ejabberd package, which scripts/test-deps.sh
+// (run by `make test-deps`) installs; when it is missing the test fails and
+// says so.
+package ejabberd
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
+)
+
+// Server is a running ejabberd.
+type Server struct {
+	Domain          string // the virtual host, "localhost"
+	ComponentJID    string
+	ComponentSecret string
+	C2SAddr         string
+	ComponentAddr   string
+
+	t       testing.TB
+	dir     string
+	ctlArgs []string
+	env     []string
+	log     string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// Options adjust the generated configuration.
+type Options struct {
+	// ComponentJID defaults to "push.localhost".
+	ComponentJID string
+	// Extra is appended to the top level of ejabberd.yml.
+	Extra string
+}
+
+const ctlPath = "/usr/sbin/ejabberdctl"
+
+// Start writes a config and starts ejabberd; it is stopped when the test
+// ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	if _, err := os.Stat(ctlPath); err != nil {
+		t.Fatalf("ejabberd is needed for this test and is not installed (%v): run `make test-deps` (scripts/test-deps.sh installs Debian's ejabberd)", err)
+	}
+	if opts.ComponentJID == "" {
+		opts.ComponentJID = "push.localhost"
+	}
+	dir := t.TempDir()
+	s := &Server{
+		Domain:          "localhost",
+		ComponentJID:    opts.ComponentJID,
+		ComponentSecret: "component-secret",
+		C2SAddr:         daemon.FreeAddr(t),
+		ComponentAddr:   daemon.FreeAddr(t),
+		t:               t,
+		dir:             dir,
+	}
+	for _, d := range []string{"spool", "logs", "certs"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, key := daemon.WriteCert(t, filepath.Join(dir, "certs"), s.Domain)
+	// ejabberd wants certificate and key in one file.
+	pemPath := filepath.Join(dir, "certs", "localhost.pem")
+	c, _ := os.ReadFile(cert)
+	k, _ := os.ReadFile(key)
+	if err := os.WriteFile(pemPath, append(c, k...), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s.log = filepath.Join(dir, "logs", "ejabberd.log")
+	cfg := fmt.Sprintf(`# generated for a test
+hosts: [%[1]q]
+loglevel: info
+certfiles: [%[2]q]
+listen:
+  - {port: %[3]s, ip: "127.0.0.1", module: ejabberd_c2s, starttls: true}
+  - port: %[4]s
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    hosts:
+      %[5]q:
+        password: %[6]q
+s2s_access: none
+auth_method: internal
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+modules:
+  mod_disco: {}
+  mod_roster: {}
+  mod_offline: {}
+  mod_push: {include_body: true, include_sender: true}
+  mod_push_keepalive: {}
+%[7]s
+`, s.Domain, pemPath, daemon.Port(s.C2SAddr), daemon.Port(s.ComponentAddr), s.ComponentJID, s.ComponentSecret, opts.Extra)
+	if err := os.WriteFile(filepath.Join(dir, "ejabberd.yml"), []byte(cfg), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cookie := make([]byte, 16)
+	rand.Read(cookie)
+	distPort := daemon.Port(daemon.FreeAddr(t))
+	// Our own ejabberdctl.cfg, so the system one is not read; the node name
+	// and cookie are this instance's alone.
+	ctlCfg := fmt.Sprintf("ERLANG_NODE=ejabberd%s@localhost\nERL_OPTIONS=\"-setcookie %s\"\nINET_DIST_INTERFACE=127.0.0.1\nERL_DIST_PORT=%s\n",
+		distPort, hex.EncodeToString(cookie), distPort)
+	if err := os.WriteFile(filepath.Join(dir, "ejabberdctl.cfg"), []byte(ctlCfg), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s.ctlArgs = []string{"--config-dir", dir, "--config", filepath.Join(dir, "ejabberd.yml"),
+		"--ctl-config", filepath.Join(dir, "ejabberdctl.cfg"),
+		"--logs", filepath.Join(dir, "logs"), "--spool", filepath.Join(dir, "spool")}
+	s.env = append(os.Environ(), "ERL_DIST_PORT="+distPort, "INET_DIST_INTERFACE=127.0.0.1", "HOME="+dir)
+	daemon.Chown(dir, "ejabberd")
+	s.start()
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("ejabberd log (tail):\n%s", s.LogTail(60))
+		}
+	})
+	return s
+}
+
+func (s *Server) ctl(args ...string) *exec.Cmd {
+	cmd := exec.Command(ctlPath, append(append([]string{}, s.ctlArgs...), args...)...)
+	cmd.Env = s.env
+	cmd.Dir = s.dir
+	// As the ejabberd user ourselves: ejabberdctl run as root would su to
+	// it, in a session of its own that a kill of our process group misses.
+	cmd.SysProcAttr = daemon.SysProcAttr("ejabberd")
+	return cmd
+}
+
+func (s *Server) start() {
+	t := s.t
+	t.Helper()
+	s.mu.Lock()
+	s.cmd = s.ctl("foreground")
+	var out bytes.Buffer
+	s.cmd.Stdout, s.cmd.Stderr = &out, &out
+	if err := s.cmd.Start(); err != nil {
+		s.mu.Unlock()
+		t.Fatalf("starting ejabberd: %v", err)
+	}
+	exited := make(chan struct{})
+	s.exited = exited
+	cmd := s.cmd
+	go func() { cmd.Wait(); close(exited) }()
+	s.mu.Unlock()
+	if err := daemon.WaitListening([]string{s.C2SAddr, s.ComponentAddr}, exited, 60*time.Second); err != nil {
+		t.Fatalf("ejabberd: %v\n%s\nlog:\n%s", err, out.String(), s.LogTail(40))
+	}
+}
+
+// Stop kills ejabberd (as a crash would) and waits for it to go.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	daemon.Kill(cmd.Process.Pid)
+	<-exited
+}
+
+// Restart stops ejabberd and starts it again with the same config and
+// spool (accounts and push sessions kept).
+func (s *Server) Restart() {
+	s.Stop()
+	s.start()
+}
+
+// Register creates a user account with ejabberdctl.
+func (s *Server) Register(user, password string) {
+	s.t.Helper()
+	if out, err := s.ctl("register", user, s.Domain, password).CombinedOutput(); err != nil {
+		s.t.Fatalf("ejabberdctl register %s: %v\n%s", user, err, out)
+	}
+}
+
+// LogTail returns the last n lines of ejabberd's log.
+func (s *Server) LogTail(n int) string { return daemon.Tail(s.log, n) }
+
+// Log returns ejabberd's whole log.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
+}
+
+// Has reports whether ejabberd's log contains substr.
+func (s *Server) Has(substr string) bool { return strings.Contains(s.Log(), substr) }
