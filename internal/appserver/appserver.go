@@ -236,6 +236,9 @@ type PushRequest struct {
 	// (tigase:push:priority:0 "high", as Prosody's
 	// mod_cloud_notify_priority_tag and Tigase send).
 	MarkedHigh bool
+	// Encrypted is the notification the user's server encrypted for the
+	// device (tigase:push:encrypt:0), passed on as it came.
+	Encrypted *push.Encrypted
 	// Tokenless: when Node is not a registered node, it is taken as a
 	// device token of app TokenApp (fpush's tokenless pushes); see
 	// PushToken.
@@ -297,7 +300,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return err
 	}
 
-	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: req.Summary})
+	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: r.Account})
 	now := s.opts.Now().UTC()
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})

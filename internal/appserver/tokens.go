@@ -90,7 +90,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	if err := s.admit(ctx, key, tp.App, start); err != nil {
 		return err
 	}
-	err = app.Backend.Send(ctx, push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary})
+	err = app.Backend.Send(ctx, push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted})
 	if err == nil {
 		if !block.Until.IsZero() {
 			// An expired block, and the token works again.

@@ -73,7 +73,27 @@ type Notification struct {
 	Priority Priority
 	// Summary is nil for pushes that came without one (HTTP API).
 	Summary *Summary
+	// Encrypted is set when the user's server sent the notification
+	// encrypted for the device (tigase:push:encrypt:0): the backend
+	// forwards ciphertext and IV as they came, for the app to decrypt.
+	Encrypted *Encrypted
+	// Account is the bare JID the device registered from, for apps that
+	// need it in the payload to pick their key (Siskin); often "".
+	Account string
 }
+
+// Encrypted is a notification the user's server encrypted with a key the
+// client gave it (AES-128-GCM in Tigase's and Prosody's implementations),
+// both fields base64 as they arrived.
+type Encrypted struct {
+	Payload string
+	IV      string
+}
+
+// ErrPayloadTooLarge is returned by backends for a notification whose
+// payload exceeds what the push service takes (APNS and FCM: 4 KiB). It
+// is the sender's mistake, so retrying cannot help.
+var ErrPayloadTooLarge = errors.New("push payload larger than the push service takes")
 
 // Backend delivers notifications to one push service for one app. Send
 // returns nil once the push service accepted the notification. A backend

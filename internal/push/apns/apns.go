@@ -196,6 +196,9 @@ type answer struct {
 // Send delivers n, retrying transient failures until the push deadline.
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	req := b.build(n)
+	if max := maxPayload(n.Priority); len(req.payload) > max {
+		return fmt.Errorf("apns: %d-byte payload, Apple takes %d: %w", len(req.payload), max, push.ErrPayloadTooLarge)
+	}
 	refreshed := false
 	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		for {
@@ -324,8 +327,29 @@ func (b *Backend) build(n push.Notification) request {
 	if n.Priority != push.PrioritySilent && b.opts.IncludeSummary && n.Summary != nil && n.Summary.MessageCount > 0 {
 		body["message-count"] = n.Summary.MessageCount
 	}
+	if e := n.Encrypted; e != nil {
+		// What Siskin's notification extension reads to decrypt and show
+		// the message (NotificationService.swift in tigase/siskin-im:
+		// userInfo "account", "encrypted", "iv"); mutable-content makes
+		// iOS run the extension.
+		body["encrypted"], body["iv"] = e.Payload, e.IV
+		if n.Account != "" {
+			body["account"] = n.Account
+		}
+		if n.Priority != push.PrioritySilent && n.Priority != push.PriorityVoIP {
+			aps["mutable-content"] = 1
+		}
+	}
 	payload, _ := json.Marshal(body)
 	return request{payload: payload, header: h}
+}
+
+// maxPayload is Apple's limit on a payload: 4 KiB, 5 KiB for VoIP.
+func maxPayload(p push.Priority) int {
+	if p == push.PriorityVoIP {
+		return 5120
+	}
+	return 4096
 }
 
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {

@@ -196,6 +196,9 @@ func (e *fcmError) code() string {
 // Send delivers n, retrying transient failures until the push deadline.
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	body := b.build(n)
+	if size := dataSize(body); size > maxData {
+		return fmt.Errorf("fcm: %d bytes of data, FCM takes %d: %w", size, maxData, push.ErrPayloadTooLarge)
+	}
 	refreshed := false
 	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		refreshNow := false
@@ -247,6 +250,29 @@ func isTokenProblem(e *fcmError) bool {
 	return strings.Contains(m, "registration token") || strings.Contains(m, "message.token")
 }
 
+// maxData is FCM's limit on a message's data: 4 KiB of keys and values.
+const maxData = 4096
+
+// dataSize is what FCM counts against maxData in a built message. The
+// data is part of the body, so a small body is counted by its length,
+// without decoding it again.
+func dataSize(body []byte) int {
+	if len(body) <= maxData {
+		return len(body)
+	}
+	var m struct {
+		Message struct {
+			Data map[string]string `json:"data"`
+		} `json:"message"`
+	}
+	json.Unmarshal(body, &m)
+	n := 0
+	for k, v := range m.Message.Data {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
 func (b *Backend) build(n push.Notification) []byte {
 	data := map[string]string{"node": n.Node}
 	if b.opts.IncludeSummary && n.Summary != nil {
@@ -258,6 +284,14 @@ func (b *Backend) build(n push.Notification) []byte {
 		}
 		if n.Summary.HasLastMessageBody {
 			data["last-message-body"] = push.Truncate(n.Summary.LastMessageBody, 2048)
+		}
+	}
+	if e := n.Encrypted; e != nil {
+		// Forwarded as they came, for the app to decrypt; the same keys
+		// Siskin reads on iOS.
+		data["encrypted"], data["iv"] = e.Payload, e.IV
+		if n.Account != "" {
+			data["account"] = n.Account
 		}
 	}
 	android := map[string]any{"priority": strings.ToUpper(b.opts.Priority)}

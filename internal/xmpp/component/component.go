@@ -550,6 +550,11 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	switch {
 	case err == nil:
 		return "", "", ""
+	case errors.Is(err, push.ErrPayloadTooLarge):
+		// An encrypted notification larger than the push service takes:
+		// the user's server should encrypt less (register-device
+		// answered max-payload-size).
+		return stanza.Modify, stanza.NotAcceptable, "Encrypted notification too large for the push service"
 	case errors.Is(err, appserver.ErrUnknownType):
 		// A tokenless or publish-options push naming an app we do not
 		// have: it can never work.

@@ -35,7 +35,7 @@ func (c *Conn) secretless() bool {
 // push hands a parsed publish to the core the way this component's
 // dialects say.
 func (c *Conn) push(ctx context.Context, req xep0357.Request) error {
-	pr := appserver.PushRequest{Node: req.Node, Secret: req.Secret, Summary: req.Summary, MarkedHigh: req.MarkedHigh}
+	pr := appserver.PushRequest{Node: req.Node, Secret: req.Secret, Summary: req.Summary, MarkedHigh: req.MarkedHigh, Encrypted: req.Encrypted}
 	d := c.opts.Dialects
 	if token := req.Options["device_id"]; d.PublishOptionsTokens && token != "" {
 		// MongooseIM copies these from the client's enable form

@@ -1,10 +1,12 @@
 package component_test
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -195,5 +197,41 @@ func TestTokenlessAndPublishOptionsAnswers(t *testing.T) {
 	f.backend.mu.Unlock()
 	if silent.Token != "tok-e" || silent.Priority != "silent" {
 		t.Fatalf("silent=true pushed %+v", silent)
+	}
+}
+
+// Siskin's encrypted pushes end to end through the component and the core:
+// register-device, then a publish as Tigase sends it for that node (no
+// secret, the priority marker, the encrypted notification); the backend
+// gets ciphertext, IV and the account, as an alert. One too large for the
+// push service is answered modify/not-acceptable.
+func TestTigaseEncryptedPush(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) {
+		o.Commands.TigaseProviders = map[string]string{"tigase:messenger:apns:1": "apns"}
+	})
+	st := f.srv.accept(t)
+	st.send(t, command("r1", "juliet@example.org/phone", adhoc.RegisterDevice, "provider", "tigase:messenger:apns:1", "device-token", "e1e2"))
+	node := field(t, st.next(t).Inner, "node")
+	publish := func(id string) string {
+		return `<iq type='set' from='example.org' to='` + compJID + `' id='` + id + `'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node + `'><item><notification xmlns='urn:xmpp:push:0'>` +
+			`<priority xmlns='tigase:push:priority:0'>high</priority><encrypted xmlns='tigase:push:encrypt:0' iv='MTIzNDU2Nzg5MDEy'>c2VjcmV0</encrypted></notification></item></publish></pubsub></iq>`
+	}
+	st.send(t, publish("p1"))
+	if r := st.next(t); r.Type != "result" {
+		t.Fatalf("encrypted publish: %s %s", r.Type, r.Inner)
+	}
+	f.backend.mu.Lock()
+	sent := f.backend.sent[len(f.backend.sent)-1]
+	f.backend.mu.Unlock()
+	if sent.Encrypted == nil || sent.Encrypted.Payload != "c2VjcmV0" || sent.Encrypted.IV != "MTIzNDU2Nzg5MDEy" || sent.Account != "juliet@example.org" || sent.Priority != push.PriorityHigh {
+		t.Fatalf("backend got %+v %+v", sent, sent.Encrypted)
+	}
+
+	f.backend.mu.Lock()
+	f.backend.fail["e1e2"] = fmt.Errorf("apns: 5000-byte payload: %w", push.ErrPayloadTooLarge)
+	f.backend.mu.Unlock()
+	st.send(t, publish("p2"))
+	if r := st.next(t); !strings.HasPrefix(r.Inner, "<error type='modify'><not-acceptable") {
+		t.Fatalf("too large: %s %s", r.Type, r.Inner)
 	}
 }

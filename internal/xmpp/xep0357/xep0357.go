@@ -4,6 +4,7 @@
 package xep0357
 
 import (
+	"encoding/base64"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -49,7 +50,25 @@ type Item struct {
 type Notification struct {
 	Form     *dataform.Form `xml:"jabber:x:data x"`
 	Priority *string        `xml:"tigase:push:priority:0 priority"`
+	// Encrypted replaces the summary when the client asked its server to
+	// encrypt notifications (Tigase, Prosody's mod_cloud_notify_encrypted).
+	Encrypted *Encrypted `xml:"tigase:push:encrypt:0 encrypted"`
 }
+
+// Encrypted is <encrypted xmlns='tigase:push:encrypt:0' iv='…'>BASE64</encrypted>;
+// type='voip' marks a call.
+type Encrypted struct {
+	IV      string `xml:"iv,attr"`
+	Type    string `xml:"type,attr"`
+	Payload string `xml:",chardata"`
+}
+
+// NSEncrypt is the namespace of encrypted notifications.
+const NSEncrypt = "tigase:push:encrypt:0"
+
+// maxEncrypted bounds an encrypted payload as it arrives; what the push
+// service takes is smaller and checked when the push is built.
+const maxEncrypted = 16 << 10
 
 // PublishOptions carries the secret the client enabled push with.
 type PublishOptions struct {
@@ -64,8 +83,12 @@ type Request struct {
 	// Summary is nil when the publish carried no summary form.
 	Summary *push.Summary
 	// MarkedHigh: the notification carried
-	// <priority xmlns='tigase:push:priority:0'>high</priority>.
+	// <priority xmlns='tigase:push:priority:0'>high</priority>, or an
+	// encrypted call (type='voip').
 	MarkedHigh bool
+	// Encrypted is the notification as the user's server encrypted it,
+	// or nil.
+	Encrypted *push.Encrypted
 	// Options holds the publish-options fields besides FORM_TYPE and
 	// secret, first value each: what the client put into its enable form
 	// and the user's server copies into every publish (fpush's pushModule,
@@ -112,6 +135,16 @@ func Parse(ps *PubSub) (Request, error) {
 		if n.Priority != nil && strings.TrimSpace(*n.Priority) == "high" {
 			r.MarkedHigh = true
 		}
+		if n.Encrypted != nil && r.Encrypted == nil {
+			e, err := encrypted(n.Encrypted)
+			if err != nil {
+				return Request{}, err
+			}
+			r.Encrypted = e
+			if n.Encrypted.Type == "voip" {
+				r.MarkedHigh = true
+			}
+		}
 	}
 	var form *dataform.Form
 	if ps.PublishOptions != nil {
@@ -140,6 +173,24 @@ func Parse(ps *PubSub) (Request, error) {
 		return r, ErrNoSecret
 	}
 	return r, nil
+}
+
+// encrypted checks an encrypted notification: both parts base64, as
+// Tigase and Prosody write them, and within bounds.
+func encrypted(e *Encrypted) (*push.Encrypted, error) {
+	payload, iv := strings.Join(strings.Fields(e.Payload), ""), strings.TrimSpace(e.IV)
+	switch {
+	case payload == "" || iv == "":
+		return nil, fmt.Errorf("%w: encrypted notification without payload or iv", ErrMalformed)
+	case len(payload) > maxEncrypted || len(iv) > 64:
+		return nil, fmt.Errorf("%w: encrypted notification too large", ErrMalformed)
+	}
+	for _, v := range []string{payload, iv} {
+		if _, err := base64.StdEncoding.DecodeString(v); err != nil {
+			return nil, fmt.Errorf("%w: encrypted notification is not base64", ErrMalformed)
+		}
+	}
+	return &push.Encrypted{Payload: payload, IV: iv}, nil
 }
 
 func formFields(f *dataform.Form) []dataform.Field {

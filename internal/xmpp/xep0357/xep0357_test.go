@@ -197,3 +197,42 @@ func TestParsePublishOptions(t *testing.T) {
 		t.Fatalf("a 5000-byte option: %v, want a malformed publish", err)
 	}
 }
+
+// Encrypted notifications: the summary form is replaced by
+// <encrypted xmlns='tigase:push:encrypt:0' iv='…'>BASE64</encrypted>, as
+// Prosody's mod_cloud_notify_encrypted writes it (handle_push: the form is
+// removed, the element added, type='voip' for calls) and Tigase's
+// EncryptedPushNotificationExtension does; Tigase adds
+// <priority xmlns='tigase:push:priority:0'>high</priority> for messages
+// the user should see.
+func TestParseEncrypted(t *testing.T) {
+	const iv, payload = "MTIzNDU2Nzg5MDEy", "eyJ1bnJlYWQiOjEsInNlbmRlciI6Imp1bGlldEBleGFtcGxlLm9yZyJ9AAAAAAAAAAAAAAAAAAAAAA=="
+	encrypted := func(inner string) string {
+		start := strings.Index(prosodyPublish, "<x xmlns='jabber:x:data' type='submit'>\n            <field var='FORM_TYPE'><value>urn:xmpp:push:summary")
+		end := strings.Index(prosodyPublish, "</notification>")
+		return prosodyPublish[:start] + inner + prosodyPublish[end:]
+	}
+	prosody := encrypted(`<encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'>` + payload + `</encrypted>`)
+	got, err := parse(t, prosody)
+	if err != nil || got.Encrypted == nil || got.Encrypted.Payload != payload || got.Encrypted.IV != iv || got.Summary != nil || got.MarkedHigh {
+		t.Fatalf("Prosody's encrypted publish: %+v %+v, %v", got, got.Encrypted, err)
+	}
+	tigase := encrypted(`<priority xmlns='tigase:push:priority:0'>high</priority><encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'>` + payload[:20] + "\n  " + payload[20:] + `</encrypted>`)
+	if got, err := parse(t, tigase); err != nil || !got.MarkedHigh || got.Encrypted.Payload != payload {
+		t.Fatalf("Tigase's encrypted publish: %+v, %v (whitespace in the base64 must go)", got, err)
+	}
+	call := encrypted(`<encrypted xmlns='tigase:push:encrypt:0' type='voip' iv='` + iv + `'>` + payload + `</encrypted>`)
+	if got, err := parse(t, call); err != nil || !got.MarkedHigh {
+		t.Fatalf("encrypted call: %+v, %v; want it marked high", got, err)
+	}
+	for name, bad := range map[string]string{
+		"no iv":      `<encrypted xmlns='tigase:push:encrypt:0'>` + payload + `</encrypted>`,
+		"empty":      `<encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'/>`,
+		"not base64": `<encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'>not*base64</encrypted>`,
+		"huge":       `<encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'>` + strings.Repeat("QUJD", 5000) + `</encrypted>`,
+	} {
+		if _, err := parse(t, encrypted(bad)); !errors.Is(err, xep0357.ErrMalformed) {
+			t.Errorf("%s: %v, want a malformed publish", name, err)
+		}
+	}
+}
