@@ -18,7 +18,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -68,8 +67,18 @@ type Options struct {
 	// MaxStanza bounds one stanza's size in bytes; a larger one ends the
 	// stream. Default 64 KiB.
 	MaxStanza int64
-	// MaxBackoff caps the wait between reconnection attempts. Default 30 s.
+	// MaxBackoff caps the wait between reconnection attempts. Default
+	// 1.8 s: the component is back within 2 s of the XMPP server, and
+	// after the first few attempts it tries at most once a second.
 	MaxBackoff time.Duration
+	// WriteTimeout bounds one write to the XMPP server; when it passes
+	// (the server stopped reading) the stream is closed and reconnected.
+	// Default 30 s.
+	WriteTimeout time.Duration
+	// MaxReplyQueue bounds the bytes of replies waiting to be written;
+	// when full, handlers wait and the reader stops reading. Default
+	// 256 KiB.
+	MaxReplyQueue int
 	// OnState, when set, is called on every connect and disconnect.
 	OnState func(connected bool)
 	Logger  *slog.Logger
@@ -82,6 +91,9 @@ type Conn struct {
 	cmds      *adhoc.Commands
 	connected atomic.Bool
 	logger    *slog.Logger
+	// warnedCleartext: the warning about a non-loopback peer is logged
+	// once per connection, not on every reconnect.
+	warnedCleartext atomic.Bool
 }
 
 // New returns a connection; call Run to connect.
@@ -96,7 +108,13 @@ func New(opts Options, svc Service) *Conn {
 		opts.MaxStanza = 64 << 10
 	}
 	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 30 * time.Second
+		opts.MaxBackoff = 1800 * time.Millisecond
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	if opts.MaxReplyQueue <= 0 {
+		opts.MaxReplyQueue = 256 << 10
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -112,29 +130,45 @@ func New(opts Options, svc Service) *Conn {
 // Connected reports whether the stream is established now.
 func (c *Conn) Connected() bool { return c.connected.Load() }
 
-// Run keeps the connection up, reconnecting with exponential backoff and
-// jitter, until ctx is done. It returns ctx's error.
+// Run keeps the connection up until ctx is done, and returns ctx's error.
+//
+// Reconnection: jittered exponential backoff from 100 ms, capped at
+// MaxBackoff, so the component is back soon after the XMPP server returns
+// whatever happened before; once past the first few quick attempts it
+// waits at least a second between attempts (or MaxBackoff, if lower), so a
+// server that is down is not hammered. An attempt is one TCP dial, cheap
+// for both sides while the server is down.
 func (c *Conn) Run(ctx context.Context) error {
-	const base = 250 * time.Millisecond
-	backoff := base
+	const (
+		quickAttempts = 4
+		stable        = 10 * time.Second // a session this long was a success
+	)
+	floor := min(time.Second, c.opts.MaxBackoff)
+	backoff := push.Backoff{Base: min(100*time.Millisecond, c.opts.MaxBackoff), Max: c.opts.MaxBackoff}
+	failures := 0
 	for {
 		start := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		// A session that lasted a while was a success: start over small.
-		if time.Since(start) > 10*time.Second {
-			backoff = base
+		if time.Since(start) > stable {
+			backoff.Reset()
+			failures = 0
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		failures++
+		wait := backoff.Next()
+		if failures > quickAttempts {
+			wait = max(wait, floor)
+		}
 		c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
-		case <-time.After(wait):
+		case <-t.C:
 		}
-		backoff = min(2*backoff, c.opts.MaxBackoff)
 	}
 }
 
@@ -154,80 +188,6 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// writer serializes whole stanzas onto the connection. Replies are
-// appended to a buffer and written by one flusher, so under load many
-// replies leave in one system call instead of one each.
-type writer struct {
-	conn net.Conn
-	kick chan struct{}
-	last atomic.Int64 // unix nanos of the last write
-
-	mu      sync.Mutex // guards pending and err
-	pending *bytes.Buffer
-	err     error
-
-	wmu   sync.Mutex // serializes writes to conn
-	spare *bytes.Buffer
-}
-
-func newWriter(conn net.Conn) *writer {
-	return &writer{conn: conn, kick: make(chan struct{}, 1), pending: new(bytes.Buffer), spare: new(bytes.Buffer)}
-}
-
-func (w *writer) write(b []byte) error {
-	w.mu.Lock()
-	if w.err != nil {
-		w.mu.Unlock()
-		return w.err
-	}
-	w.pending.Write(b)
-	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// flush writes whatever is pending.
-func (w *writer) flush() error {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	w.mu.Lock()
-	buf := w.pending
-	w.pending, w.spare = w.spare, buf
-	err := w.err
-	w.mu.Unlock()
-	if err != nil || buf.Len() == 0 {
-		buf.Reset()
-		return err
-	}
-	w.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	_, err = w.conn.Write(buf.Bytes())
-	buf.Reset()
-	w.last.Store(time.Now().UnixNano())
-	if err != nil {
-		w.mu.Lock()
-		w.err = err
-		w.mu.Unlock()
-	}
-	return err
-}
-
-// flushLoop flushes after every write until ctx is done.
-func (w *writer) flushLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.kick:
-		}
-		if w.flush() != nil {
-			return
-		}
-	}
-}
-
 // session runs one connection from dial to its end.
 func (c *Conn) session(ctx context.Context) error {
 	addr, err := jid.Parse(c.opts.JID)
@@ -240,6 +200,9 @@ func (c *Conn) session(ctx context.Context) error {
 		return fmt.Errorf("dialing %s: %w", c.opts.Addr, err)
 	}
 	defer raw.Close()
+	if leavesHost(raw.RemoteAddr()) && c.warnedCleartext.CompareAndSwap(false, true) {
+		c.logger.Warn("the component connection is not encrypted and leaves this machine: secrets, tokens and push contents cross the network in clear text; connect to the XMPP server over loopback or a tunnel", "addr", raw.RemoteAddr().String())
+	}
 	lr := &limitReader{Conn: raw}
 	lr.limit.Store(c.opts.MaxStanza)
 
@@ -253,7 +216,7 @@ func (c *Conn) session(ctx context.Context) error {
 	defer c.setConnected(false)
 	c.logger.Info("component connected", "addr", c.opts.Addr)
 
-	w := newWriter(raw)
+	w := newWriter(raw, c.opts.WriteTimeout, c.opts.MaxReplyQueue)
 	work := newTracker()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -298,6 +261,13 @@ func (c *Conn) session(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return err
+}
+
+// leavesHost reports whether a connection to a goes over the network
+// rather than loopback.
+func leavesHost(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && !tcp.IP.IsLoopback()
 }
 
 func (c *Conn) setConnected(v bool) {

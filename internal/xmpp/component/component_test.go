@@ -1,15 +1,10 @@
 package component_test
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/xml"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +13,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -27,84 +23,34 @@ const (
 	secret  = "s3cret"
 )
 
-// fakeServer is the XMPP server side of XEP-0114: it accepts component
-// connections, checks the handshake, and lets the test exchange stanzas.
-type fakeServer struct {
-	ln      net.Listener
-	secret  string
-	streams chan *stream
-}
+// fakeServer is the XMPP server's side, with the test's helpers.
+type fakeServer struct{ *xmppfake.Server }
 
-type stream struct {
-	conn net.Conn
-	dec  *xml.Decoder
-}
+type stream struct{ *xmppfake.Stream }
 
 func newFakeServer(t *testing.T, secret string) *fakeServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	t.Helper()
+	s, err := xmppfake.Listen(compJID, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{ln: ln, secret: secret, streams: make(chan *stream, 4)}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for i := 0; ; i++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.handshake(c, fmt.Sprintf("stream-%d", i))
-		}
-	}()
-	return s
-}
-
-func (s *fakeServer) handshake(c net.Conn, id string) {
-	dec := xml.NewDecoder(bufio.NewReader(c))
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			c.Close()
-			return
-		}
-		if st, ok := tok.(xml.StartElement); ok && st.Name.Local == "stream" {
-			break
-		}
-	}
-	fmt.Fprintf(c, `<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='%s' from='%s'>`, id, compJID)
-	var hs struct {
-		XMLName xml.Name `xml:"handshake"`
-		Hash    string   `xml:",chardata"`
-	}
-	if err := dec.Decode(&hs); err != nil {
-		c.Close()
-		return
-	}
-	sum := sha1.Sum([]byte(id + s.secret))
-	if hs.Hash != hex.EncodeToString(sum[:]) {
-		io.WriteString(c, `<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
-		c.Close()
-		return
-	}
-	io.WriteString(c, `<handshake/>`)
-	s.streams <- &stream{conn: c, dec: dec}
+	t.Cleanup(s.Close)
+	return &fakeServer{s}
 }
 
 func (s *fakeServer) accept(t *testing.T) *stream {
 	t.Helper()
-	select {
-	case st := <-s.streams:
-		t.Cleanup(func() { st.conn.Close() })
-		return st
-	case <-time.After(10 * time.Second):
-		t.Fatal("component did not connect")
-		return nil
+	st, err := s.Accept(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(st.Close)
+	return &stream{st}
 }
 
 func (st *stream) send(t *testing.T, s string) {
 	t.Helper()
-	if _, err := io.WriteString(st.conn, s); err != nil {
+	if err := st.Send(s); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -112,9 +58,9 @@ func (st *stream) send(t *testing.T, s string) {
 // waitClosed reads until the component closes its stream.
 func (st *stream) waitClosed(t *testing.T) {
 	t.Helper()
-	st.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	st.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		tok, err := st.dec.Token()
+		tok, err := st.Dec.Token()
 		if err != nil {
 			t.Fatalf("stream not closed cleanly: %v", err)
 		}
@@ -126,25 +72,26 @@ func (st *stream) waitClosed(t *testing.T) {
 
 type reply struct {
 	XMLName xml.Name
-	ID      string `xml:"id,attr"`
-	Type    string `xml:"type,attr"`
-	To      string `xml:"to,attr"`
-	From    string `xml:"from,attr"`
-	Inner   string `xml:",innerxml"`
+	ID      string     `xml:"id,attr"`
+	Type    string     `xml:"type,attr"`
+	To      string     `xml:"to,attr"`
+	From    string     `xml:"from,attr"`
+	Inner   string     `xml:",innerxml"`
+	Attrs   []xml.Attr `xml:",any,attr"`
 }
 
 // next reads the next stanza the component sent.
 func (st *stream) next(t *testing.T) reply {
 	t.Helper()
-	st.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	st.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		tok, err := st.dec.Token()
+		tok, err := st.Dec.Token()
 		if err != nil {
 			t.Fatalf("reading from component: %v", err)
 		}
 		if start, ok := tok.(xml.StartElement); ok {
 			var r reply
-			if err := st.dec.DecodeElement(&r, &start); err != nil {
+			if err := st.Dec.DecodeElement(&r, &start); err != nil {
 				t.Fatal(err)
 			}
 			return r
@@ -217,7 +164,7 @@ func newFixtureWith(t *testing.T, rate time.Duration, compSecret string, configu
 	}
 	srv := newFakeServer(t, secret)
 	opts := component.Options{
-		Addr: srv.ln.Addr().String(), JID: compJID, Secret: compSecret,
+		Addr: srv.Addr(), JID: compJID, Secret: compSecret,
 		Commands:   adhoc.Options{V1: true, FCMApp: "fcm"},
 		MaxBackoff: 200 * time.Millisecond, MaxStanza: 16 << 10, Logger: logger,
 	}
@@ -237,17 +184,7 @@ func newFixtureWith(t *testing.T, rate time.Duration, compSecret string, configu
 }
 
 func publish(id, node, secret string, body bool) string {
-	summary := `<field var='message-count'><value>1</value></field>`
-	if body {
-		summary += `<field var='last-message-body'><value>New Message!</value></field>`
-	}
-	return `<iq type='set' from='example.org' to='` + compJID + `' id='` + id + `'>
-<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node + `'><item>
-<notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'>
-<field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` + summary + `</x></notification></item></publish>
-<publish-options><x xmlns='jabber:x:data' type='submit'>
-<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
-<field var='secret'><value>` + secret + `</value></field></x></publish-options></pubsub></iq>`
+	return xmppfake.PublishIQ(id, "example.org", compJID, node, secret, body)
 }
 
 func TestPushReplies(t *testing.T) {
@@ -407,48 +344,64 @@ func TestHostileInput(t *testing.T) {
 }
 
 func TestReconnectAndState(t *testing.T) {
-	var mu sync.Mutex
-	var states []bool
 	f := newFixture(t, 0, secret)
-	_ = f
 	srv := newFakeServer(t, secret)
+	states := make(chan bool, 16)
 	conn := component.New(component.Options{
-		Addr: srv.ln.Addr().String(), JID: compJID, Secret: secret, MaxBackoff: 100 * time.Millisecond,
-		OnState: func(c bool) { mu.Lock(); states = append(states, c); mu.Unlock() },
+		Addr: srv.Addr(), JID: compJID, Secret: secret, MaxBackoff: 100 * time.Millisecond,
+		OnState: func(c bool) { states <- c },
 	}, f.svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- conn.Run(ctx) }()
 	st := srv.accept(t)
-	deadline := time.Now().Add(5 * time.Second)
-	for !conn.Connected() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if !<-states || !conn.Connected() {
+		t.Fatal("not connected after the handshake")
 	}
-	if !conn.Connected() {
-		t.Fatal("not connected")
+	st.Close() // the server goes away
+	if <-states || conn.Connected() {
+		t.Fatal("still connected after the server went away")
 	}
-	st.conn.Close() // the server goes away
-	srv.accept(t)   // and the component comes back
+	srv.accept(t) // and the component comes back
+	if !<-states {
+		t.Fatal("no connect after the server came back")
+	}
 	cancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("Run = %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(states) != 4 || !states[0] || states[1] || !states[2] || states[3] {
-		t.Fatalf("state changes %v, want up, down, up, down", states)
+	if <-states || conn.Connected() {
+		t.Fatal("connected after Run returned")
+	}
+	select {
+	case v := <-states:
+		t.Fatalf("extra state change %v", v)
+	default:
 	}
 }
 
+// TestWrongSecretRetries: a handshake the server refuses is tried again
+// (the secret may be fixed on the server's side), and never counts as
+// connected.
 func TestWrongSecretRetries(t *testing.T) {
 	f := newFixture(t, 0, "wrong")
-	select {
-	case <-f.srv.streams:
-		t.Fatal("handshake with a wrong secret accepted")
-	case <-time.After(500 * time.Millisecond):
-	}
-	if f.conn.Connected() {
-		t.Fatal("connected with a wrong secret")
+	rejected := 0
+	timeout := time.After(10 * time.Second)
+	for rejected < 3 {
+		select {
+		case e := <-f.srv.Events():
+			switch e.Kind {
+			case "rejected":
+				rejected++
+			case "authenticated":
+				t.Fatal("handshake with a wrong secret accepted")
+			}
+		case <-timeout:
+			t.Fatalf("%d handshakes in 10 s, want the component to keep trying", f.srv.Handshakes())
+		}
+		if f.conn.Connected() {
+			t.Fatal("connected with a wrong secret")
+		}
 	}
 }
 

@@ -41,8 +41,11 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func writeIQHead(b *bytes.Buffer, q *iq, typ string) {
 	b.WriteString(`<iq type='`)
 	b.WriteString(typ)
-	b.WriteString(`' id='`)
-	xml.EscapeText(b, []byte(q.ID))
+	if q.ID != "" {
+		// Only the bad-request answer to an IQ without id has none.
+		b.WriteString(`' id='`)
+		xml.EscapeText(b, []byte(q.ID))
+	}
 	if q.From != "" {
 		b.WriteString(`' to='`)
 		xml.EscapeText(b, []byte(q.From))

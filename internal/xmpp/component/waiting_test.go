@@ -70,7 +70,7 @@ func TestFreshPushNotHeldUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newFakeServer(t, secret)
-	conn := component.New(component.Options{Addr: srv.ln.Addr().String(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
+	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- conn.Run(ctx) }()

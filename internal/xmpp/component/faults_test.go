@@ -1,0 +1,180 @@
+package component_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
+)
+
+// run starts a component with opts against srv and returns its state
+// changes; it stops when the test ends.
+func run(t *testing.T, opts component.Options, f *fixture) (*component.Conn, <-chan bool) {
+	t.Helper()
+	states := make(chan bool, 64)
+	opts.JID, opts.Secret = compJID, secret
+	opts.OnState = func(c bool) { states <- c }
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	conn := component.New(opts, f.svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { conn.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return conn, states
+}
+
+// next returns the next state change, failing the test after 20 s.
+func nextState(t *testing.T, states <-chan bool) bool {
+	t.Helper()
+	select {
+	case v := <-states:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatal("no state change in 20 s")
+		return false
+	}
+}
+
+const discoInfo = `<iq type='get' id='%d' from='a@example.org/r' to='` + compJID + `'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`
+
+// flood sends disco#info queries until the connection breaks or stalls
+// for stall, and returns how many it wrote.
+func flood(st *stream, max int, stall time.Duration) (sent int, stalled bool) {
+	for sent = 0; sent < max; sent++ {
+		st.Conn.SetWriteDeadline(time.Now().Add(stall))
+		if err := st.Send(fmt.Sprintf(discoInfo, sent)); err != nil {
+			var ne net.Error
+			return sent, errors.As(err, &ne) && ne.Timeout()
+		}
+	}
+	return sent, false
+}
+
+// TestWriteStallReconnects: when the XMPP server stops reading, the write
+// deadline closes the stream, health says down, and the component
+// reconnects (issue: it used to go on reading and never answer again).
+func TestWriteStallReconnects(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	srv := newFakeServer(t, secret)
+	conn, states := run(t, component.Options{Addr: srv.Addr(), WriteTimeout: 300 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, f)
+	st := srv.accept(t)
+	if !nextState(t, states) {
+		t.Fatal("not connected")
+	}
+	// The server reads nothing from now on and floods the component with
+	// queries whose answers pile up.
+	go flood(st, 1_000_000, 30*time.Second)
+	start := time.Now()
+	if nextState(t, states) || conn.Connected() {
+		t.Fatal("state change to up while stalled")
+	}
+	down := time.Since(start)
+	st2 := srv.accept(t)
+	if !nextState(t, states) {
+		t.Fatal("not connected again")
+	}
+	t.Logf("stalled peer: down after %v, reconnected after %v", down.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	st2.send(t, fmt.Sprintf(discoInfo, 1))
+	if r := st2.next(t); r.Type != "result" {
+		t.Fatalf("after reconnecting: %+v", r)
+	}
+}
+
+// TestReplyQueueBounded: a peer that sends but never reads gets
+// backpressure: the component stops reading once its bounded reply queue
+// and the kernel's buffers are full, instead of reading on and holding
+// every unanswered reply in memory.
+func TestReplyQueueBounded(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	srv := newFakeServer(t, secret)
+	run(t, component.Options{Addr: srv.Addr(), MaxReplyQueue: 64 << 10, WriteTimeout: time.Minute}, f)
+	st := srv.accept(t)
+	const queries = 500_000 // ~60 MB of queries, ~250 MB of answers
+	sent, stalled := flood(st, queries, 2*time.Second)
+	t.Logf("peer that never reads: the component stopped reading after %d queries (%.1f MB)", sent, float64(sent*len(fmt.Sprintf(discoInfo, sent)))/1e6)
+	if !stalled {
+		t.Fatalf("the component read all %d queries from a peer that reads nothing (sent %d)", queries, sent)
+	}
+}
+
+// TestIQWithoutID: an IQ without id is answered bad-request, without an
+// id attribute (there is none to echo).
+func TestIQWithoutID(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	st.send(t, `<iq type='get' from='a@example.org/r' to='`+compJID+`'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	st.send(t, fmt.Sprintf(discoInfo, 7))
+	r := st.next(t)
+	if r.Type != "error" || !strings.HasPrefix(r.Inner, "<error type='modify'><bad-request") {
+		t.Fatalf("IQ without id answered %+v", r)
+	}
+	for _, a := range r.Attrs {
+		if a.Name.Local == "id" {
+			t.Fatalf("answer carries id=%q", a.Value)
+		}
+	}
+	if r := st.next(t); r.ID != "7" || r.Type != "result" {
+		t.Fatalf("next IQ answered %+v", r)
+	}
+}
+
+// TestReconnectTiming: while the XMPP server is down (it drops every
+// connection), the component tries a few times quickly and then at most
+// about once a second; once the server accepts again it is connected
+// within 2 s, however long it was down.
+func TestReconnectTiming(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	srv := newFakeServer(t, secret)
+	run(t, component.Options{Addr: srv.Addr()}, f) // the default backoff
+	st := srv.accept(t)
+	const downFor = 6 * time.Second
+	srv.SetDown(true)
+	down := time.Now()
+	st.Close()
+	var attempts []time.Duration
+	deadline := time.After(downFor)
+	for collecting := true; collecting; {
+		select {
+		case e := <-srv.Events():
+			if e.Kind == "connect" && e.At.After(down) {
+				attempts = append(attempts, e.At.Sub(down))
+			}
+		case <-deadline:
+			collecting = false
+		}
+	}
+	srv.SetDown(false)
+	up := time.Now()
+	if _, err := srv.Accept(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Since(up)
+	late := 0
+	for _, a := range attempts {
+		if a > 2*time.Second {
+			late++
+		}
+	}
+	t.Logf("down %v: %d connection attempts (%d in its last %v); connected %v after the server accepted again",
+		downFor, len(attempts), late, downFor-2*time.Second, back.Round(time.Millisecond))
+	// After the quick first attempts, at most one a second (+1 for the
+	// window's edges).
+	if limit := int((downFor-2*time.Second)/time.Second) + 1; late > limit {
+		t.Errorf("%d attempts in %v while the server was down, want at most %d", late, downFor-2*time.Second, limit)
+	}
+	if len(attempts) < 3 {
+		t.Errorf("only %d attempts in %v", len(attempts), downFor)
+	}
+	// The cap is 1.8 s; what is left is the handshake on a loaded machine.
+	if back > 2500*time.Millisecond {
+		t.Errorf("connected %v after the server came back, want within 2 s", back)
+	}
+}

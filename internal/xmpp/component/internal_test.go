@@ -1,0 +1,73 @@
+package component
+
+import (
+	"bytes"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestLeavesHost(t *testing.T) {
+	for _, tt := range []struct {
+		addr net.Addr
+		want bool
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 5347}, false},
+		{&net.TCPAddr{IP: net.ParseIP("::1"), Port: 5347}, false},
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5347}, true},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5347}, true},
+	} {
+		if got := leavesHost(tt.addr); got != tt.want {
+			t.Errorf("leavesHost(%v) = %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestWriterBounded: with a peer that never reads, what waits to be
+// written never exceeds the limit (plus the one write under way): writers
+// wait instead. When the write deadline passes, every waiting writer gets
+// the error and the connection is closed.
+func TestWriterBounded(t *testing.T) {
+	const limit = 4 << 10
+	ours, peer := net.Pipe() // unbuffered: nothing is written until peer reads
+	defer peer.Close()
+	w := newWriter(ours, 300*time.Millisecond, limit)
+	go w.flushLoop(t.Context())
+	reply := bytes.Repeat([]byte("x"), 100)
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for range 1000 {
+		wg.Go(func() { errs <- w.write(reply) })
+	}
+	maxQueued := 0
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		default:
+			maxQueued = max(maxQueued, w.queued())
+			runtime.Gosched()
+		}
+	}
+	if maxQueued > limit {
+		t.Fatalf("%d bytes queued, limit %d", maxQueued, limit)
+	}
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	// Only what fit before the stall was accepted.
+	if failed < 1000-2*limit/len(reply) {
+		t.Fatalf("%d of 1000 writes failed; the rest cannot all have fit", failed)
+	}
+	if _, err := peer.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection still open after the write deadline")
+	}
+}

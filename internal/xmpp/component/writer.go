@@ -1,0 +1,120 @@
+package component
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// writer serializes whole stanzas onto the connection. Replies are
+// appended to a buffer and written by one flusher, so under load many
+// replies leave in one system call instead of one each.
+//
+// The buffer is bounded: when the peer stops reading, write blocks once
+// limit bytes wait, the handlers waiting in it keep their in-flight slots,
+// and the reader stops reading for want of a slot. Memory stays bounded
+// and the peer feels backpressure instead. A write that fails or misses
+// its deadline closes the connection, so the reader ends the session and
+// the component reconnects rather than going on answering nobody.
+type writer struct {
+	conn    net.Conn
+	timeout time.Duration
+	limit   int
+	kick    chan struct{}
+	last    atomic.Int64 // unix nanos of the last write
+
+	mu      sync.Mutex // guards pending and err
+	room    *sync.Cond // on mu: pending shrank or err was set
+	pending *bytes.Buffer
+	err     error
+
+	wmu   sync.Mutex // serializes writes to conn
+	spare *bytes.Buffer
+}
+
+func newWriter(conn net.Conn, timeout time.Duration, limit int) *writer {
+	w := &writer{conn: conn, timeout: timeout, limit: limit, kick: make(chan struct{}, 1), pending: new(bytes.Buffer), spare: new(bytes.Buffer)}
+	w.room = sync.NewCond(&w.mu)
+	return w
+}
+
+// write queues one whole stanza, waiting while the queue is full. It fails
+// once the connection failed.
+func (w *writer) write(b []byte) error {
+	w.mu.Lock()
+	// A stanza larger than the limit still goes, alone.
+	for w.err == nil && w.pending.Len() > 0 && w.pending.Len()+len(b) > w.limit {
+		w.room.Wait()
+	}
+	if w.err != nil {
+		w.mu.Unlock()
+		return w.err
+	}
+	w.pending.Write(b)
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// queued returns the bytes waiting to be written.
+func (w *writer) queued() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending.Len()
+}
+
+// flush writes whatever is pending.
+func (w *writer) flush() error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.mu.Lock()
+	buf := w.pending
+	w.pending, w.spare = w.spare, buf
+	err := w.err
+	w.room.Broadcast()
+	w.mu.Unlock()
+	if err != nil || buf.Len() == 0 {
+		buf.Reset()
+		return err
+	}
+	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	_, err = w.conn.Write(buf.Bytes())
+	buf.Reset()
+	w.last.Store(time.Now().UnixNano())
+	if err != nil {
+		w.fail(err)
+	}
+	return err
+}
+
+// fail marks the connection broken and closes it: the reader stops, the
+// session ends and the component reconnects.
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.room.Broadcast()
+	w.mu.Unlock()
+	w.conn.Close()
+}
+
+// flushLoop flushes after every write until ctx is done.
+func (w *writer) flushLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+		}
+		if w.flush() != nil {
+			return
+		}
+	}
+}
