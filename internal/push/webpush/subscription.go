@@ -13,11 +13,13 @@ import (
 )
 
 // Limits on a subscription. Endpoints of the big push services are 150 to
-// 500 bytes; 2048 leaves room for UnifiedPush distributors' own URLs while
-// keeping a registration small.
+// 500 bytes, a whole subscription rarely 700; these leave room for
+// UnifiedPush distributors' own URLs while keeping the token within what
+// the registry's (type, token) index takes (PostgreSQL's B-tree entries end
+// at about 2700 bytes).
 const (
-	MaxEndpointLen     = 2048
-	MaxSubscriptionLen = 3072
+	MaxEndpointLen     = 1536
+	MaxSubscriptionLen = 2048
 )
 
 // Subscription is a browser's push subscription: where to send and whom to
