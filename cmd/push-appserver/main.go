@@ -104,6 +104,20 @@ func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
 		if a := cfg.Apps[n]; a.Kind == config.KindAPNS {
 			fmt.Fprintf(stdout, "app %s: APNS %s\n", n, apns.Environment(*a.Sandbox, a.Endpoint))
 		}
+		// A key file that exists but is no P-256 key would only fail at
+		// serve; the public key is what web clients need.
+		if a := cfg.Apps[n]; a.Kind == config.KindWebPush {
+			key, err := webpush.LoadVAPIDKey(a.VAPIDKeyFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "configuration has problems:\napps.%s.vapid_key_file: %v\n", n, err)
+				return 1
+			}
+			pub, _ := webpush.PublicKeyString(key)
+			fmt.Fprintf(stdout, "app %s: WebPush, VAPID public key %s\n", n, pub)
+			if a.AllowPrivateEndpoints {
+				fmt.Fprintf(stdout, "warning: app %s: allow_private_endpoints is on: registrations can make us POST into our own network\n", n)
+			}
+		}
 	}
 	fmt.Fprintf(stdout, "configuration OK: %d app(s), %d component(s), HTTP on %q, registry %s\n",
 		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, cfg.Database.Path)

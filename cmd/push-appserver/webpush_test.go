@@ -70,8 +70,17 @@ push_deadline = "1s"
 allow_private_endpoints = true
 endpoint_ports = [%d, %s]
 `, filepath.Join(dir, "data"), addr, keyFile, mock.CADir, mock.Port, closedPort)), 0o600)
-	if out, err := exec.Command(bin, "check-config", "-config", config).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "check-config", "-config", config).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "app web: WebPush, VAPID public key "+pub) || !strings.Contains(string(out), "allow_private_endpoints is on") {
 		t.Fatalf("check-config: %v\n%s", err, out)
+	}
+	// A key file that is no key is a problem check-config names.
+	badKey := filepath.Join(dir, "bad.pem")
+	os.WriteFile(badKey, []byte("not a key"), 0o600)
+	badConfig := filepath.Join(dir, "bad.toml")
+	os.WriteFile(badConfig, []byte(fmt.Sprintf("[apps.web]\nkind = \"webpush\"\nvapid_key_file = %q\nvapid_subject = \"mailto:ops@example.org\"\n", badKey)), 0o600)
+	if out, err := exec.Command(bin, "check-config", "-config", badConfig).CombinedOutput(); err == nil || !strings.Contains(string(out), "apps.web.vapid_key_file") {
+		t.Fatalf("check-config with a bad key: %v\n%s", err, out)
 	}
 
 	s := startServer(t, bin, config)
