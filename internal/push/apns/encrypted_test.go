@@ -16,6 +16,9 @@ import (
 // iOS runs the extension.
 func TestEncryptedPayload(t *testing.T) {
 	m, o := tokenSetup(t)
+	// Even with mutable_content off for plain pushes: without it the
+	// extension never runs and the user sees no message.
+	o.MutableContent = false
 	b := newBackend(t, o)
 	enc := &push.Encrypted{Payload: "c2VjcmV0IG1lc3NhZ2U=", IV: "MTIzNDU2Nzg5MDEy"}
 	for _, prio := range []push.Priority{push.PriorityHigh, push.PrioritySilent} {
