@@ -183,12 +183,15 @@ func (s *Service) Run(ctx context.Context) {
 	go func() {
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()
-		for {
+		for i := 1; ; i++ {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				s.throttle.sweep()
+				if i%60 == 0 {
+					s.purgeBlockedTokens(ctx)
+				}
 			}
 		}
 	}()

@@ -46,6 +46,19 @@ func (s *Service) PushToken(ctx context.Context, tp TokenPush) error {
 	return s.pushToken(ctx, tp, start)
 }
 
+// purgeBlockedTokens drops the block list's ended entries, so that dead
+// tokens pushed once do not pile up for ever. Run calls it hourly.
+func (s *Service) purgeBlockedTokens(ctx context.Context) {
+	n, err := s.store.PurgeBlockedTokens(ctx, s.opts.Now())
+	if err != nil {
+		s.logger.Warn("purging the token block list", "err", err)
+		return
+	}
+	if n > 0 {
+		s.logger.Info("purged ended token blocks", "count", n)
+	}
+}
+
 func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) error {
 	node := tp.Request.Node
 	if node == tp.Token {

@@ -154,6 +154,10 @@ type Store interface {
 	// is no error if there is none.
 	UnblockToken(ctx context.Context, typ, token string, until time.Time) error
 
+	// PurgeBlockedTokens removes the entries whose block ended before
+	// before and returns how many, so the list holds only live blocks.
+	PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error)
+
 	// CountDomain returns the number of registrations whose Domain is
 	// domain (an indexed count, for the per-domain quota); 0 for "".
 	CountDomain(ctx context.Context, domain string) (int, error)

@@ -177,6 +177,19 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
+func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, b := range s.blocked {
+		if b.Until.Before(before) {
+			delete(s.blocked, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

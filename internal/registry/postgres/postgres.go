@@ -443,6 +443,14 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
+func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM blocked_tokens WHERE until < $1`, before)
+	if err != nil {
+		return 0, fmt.Errorf("purging blocked tokens: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 // InstanceValue serialises first use across instances with a transaction
 // advisory lock on the name, so gen runs once however many ask at once.
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

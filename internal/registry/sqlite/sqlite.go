@@ -326,6 +326,15 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
+func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
+	res, err := s.write.ExecContext(ctx, `DELETE FROM blocked_tokens WHERE until < ?`, before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("purging blocked tokens: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {

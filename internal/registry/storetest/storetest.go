@@ -513,4 +513,20 @@ func testBlockedTokens(t *testing.T, s registry.Store) {
 	if err := s.UnblockToken(ctx, "apns", "never", base); err != nil {
 		t.Fatalf("unblocking an unknown token: %v", err)
 	}
+
+	// Purging removes the blocks that ended, and only those.
+	for i, until := range []time.Time{base.Add(-time.Hour), base.Add(time.Hour)} {
+		if err := s.BlockToken(ctx, registry.BlockedToken{Type: "fcm", Token: fmt.Sprint("t", i), Since: base, Until: until}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.PurgeBlockedTokens(ctx, base); err != nil || n != 1 {
+		t.Fatalf("PurgeBlockedTokens = %d, %v; want 1", n, err)
+	}
+	if _, err := s.GetBlockedToken(ctx, "fcm", "t0"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("an ended block survived the purge: %v", err)
+	}
+	if _, err := s.GetBlockedToken(ctx, "fcm", "t1"); err != nil {
+		t.Fatalf("a live block was purged: %v", err)
+	}
 }
