@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 )
 
 type options struct {
@@ -141,7 +142,7 @@ func run(o options) error {
 	}
 	defer mock.Close()
 
-	xmpp, err := listenComponent("push.bench", "bench-secret")
+	xmpp, err := xmppfake.Listen("push.bench", "bench-secret")
 	if err != nil {
 		return err
 	}
@@ -230,10 +231,11 @@ ca_path = %q
 	if cg != nil {
 		accept = 5 * time.Minute // valgrind starts slowly
 	}
-	stream, err := xmpp.Accept(accept)
+	fs, err := xmpp.Accept(accept)
 	if err != nil {
 		return err
 	}
+	stream := newStream(fs, "push.bench")
 	defer stream.Close()
 
 	if err := waitHTTP(ctx, "http://"+httpAddr, accept); err != nil {

@@ -2,83 +2,22 @@ package main
 
 import (
 	"bufio"
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/xml"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 )
 
-// server is the XMPP server side of XEP-0114, just enough to accept the
-// app server's component and talk to it.
-type server struct {
-	ln     net.Listener
-	jid    string
-	secret string
-}
-
-func listenComponent(jid, secret string) (*server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	return &server{ln: ln, jid: jid, secret: secret}, nil
-}
-
-func (s *server) Addr() string { return s.ln.Addr().String() }
-func (s *server) Close()       { s.ln.Close() }
-
-// handshakeOK checks the component's answer to stream id: the hex SHA-1 of
-// id followed by the secret (XEP-0114 §3).
-func handshakeOK(id, secret, answer string) bool {
-	sum := sha1.Sum([]byte(id + secret))
-	return strings.EqualFold(strings.TrimSpace(answer), hex.EncodeToString(sum[:]))
-}
-
-// Accept waits for the component and runs the handshake.
-func (s *server) Accept(timeout time.Duration) (*stream, error) {
-	s.ln.(*net.TCPListener).SetDeadline(time.Now().Add(timeout))
-	c, err := s.ln.Accept()
-	if err != nil {
-		return nil, fmt.Errorf("no component connection: %w", err)
-	}
-	dec := xml.NewDecoder(bufio.NewReaderSize(c, 64<<10))
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		if st, ok := tok.(xml.StartElement); ok && st.Name.Local == "stream" {
-			break
-		}
-	}
-	const id = "bench-stream-1"
-	fmt.Fprintf(c, `<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='%s' from='%s'>`, id, s.jid)
-	var hs struct {
-		Hash string `xml:",chardata"`
-	}
-	if err := dec.Decode(&hs); err != nil {
-		c.Close()
-		return nil, err
-	}
-	if !handshakeOK(id, s.secret, hs.Hash) {
-		io.WriteString(c, `<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>`)
-		c.Close()
-		return nil, errors.New("component handshake with a wrong secret")
-	}
-	io.WriteString(c, `<handshake/>`)
-	st := &stream{conn: c, dec: dec, w: bufio.NewWriterSize(c, 64<<10), jid: s.jid, pending: map[string]time.Time{}}
+// newStream wraps an authenticated component stream for the benchmark.
+func newStream(fs *xmppfake.Stream, jid string) *stream {
+	st := &stream{conn: fs.Conn, dec: fs.Dec, w: bufio.NewWriterSize(fs.Conn, 64<<10), jid: jid, pending: map[string]time.Time{}}
 	go st.read()
-	return st, nil
+	return st
 }
 
 // stream sends publish IQs and matches the replies.
@@ -99,17 +38,9 @@ type stream struct {
 
 func (s *stream) Close() { s.conn.Close() }
 
-// publishIQ renders a publish the way Prosody's mod_cloud_notify does for an
-// important message (see the interop notes).
-func publishIQ(id, from, to, node, secret string) string {
-	return `<iq type='set' from='` + from + `' to='` + to + `' id='` + id + `'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node +
-		`'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>1</value></field><field var='last-message-body'><value>New Message!</value></field></x></notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>` +
-		secret + `</value></field></x></publish-options></pubsub></iq>`
-}
-
 func (s *stream) send(d device, flush bool) error {
 	id := "b" + strconv.FormatInt(s.seq.Add(1), 36)
-	iq := publishIQ(id, "example.org", s.jid, d.node, d.secret)
+	iq := xmppfake.PublishIQ(id, "example.org", s.jid, d.node, d.secret, true)
 	s.mu.Lock()
 	s.pending[id] = time.Now()
 	s.mu.Unlock()
