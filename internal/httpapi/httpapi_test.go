@@ -26,6 +26,9 @@ type fixture struct {
 	store registry.Store
 	sent  *recorder
 	svc   *appserver.Service
+	// waiting receives a value whenever a push starts waiting for its
+	// throttle window.
+	waiting chan struct{}
 }
 
 // recorder is a push service that accepts everything and remembers what it
@@ -94,9 +97,21 @@ func newFixtureOpts(t *testing.T, debugging bool, opts appserver.Options) *fixtu
 			return []httpapi.Check{{Name: "component push.example.org", OK: func() bool { return false }}}
 		},
 	})
-	srv := httptest.NewServer(h)
+	waiting := make(chan struct{}, 16)
+	hooks := push.Waiting{
+		Pause: func() {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		},
+		Resume: func(context.Context) error { return nil },
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(push.WithWaiting(r.Context(), hooks)))
+	}))
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, store: store, sent: lb, svc: svc}
+	return &fixture{srv: srv, store: store, sent: lb, svc: svc, waiting: waiting}
 }
 
 func (f *fixture) do(t *testing.T, method, path, body string) (int, string, http.Header) {
@@ -254,7 +269,11 @@ func TestThrottledPush(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		second <- string(b)
 	}()
-	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-f.waiting: // the second push now waits for the next window
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second push did not wait for the next window")
+	}
 	if _, body, _ = f.do(t, "POST", "/push_appserver/v1/push", "node=n1&secret="+secret); body != "ERROR\nRate limit exceeded, try again later!" {
 		t.Fatalf("third push: %q", body)
 	}

@@ -2,8 +2,8 @@
 // its own config, data directory, TLS certificate and free ports, with
 // mod_cloud_notify enabled and an external component for the app server.
 // Prosody comes from Debian's prosody and prosody-modules packages, which
-// scripts/test-deps.sh installs; when they are missing the launcher runs
-// that script, and fails the test if Prosody is still not there.
+// scripts/test-deps.sh (make test-deps) installs; when they are missing the
+// test fails saying so. Nothing is installed from inside a test.
 package prosody
 
 import (
@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -21,7 +22,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,26 +125,32 @@ Component %[11]q
 	return s
 }
 
-// ensureInstalled runs scripts/test-deps.sh when prosody is missing.
+// ensureInstalled fails the test when Prosody or mod_cloud_notify is
+// missing. Installing is make's job (scripts/test-deps.sh), never a test's.
 func ensureInstalled(t testing.TB) {
 	t.Helper()
-	if havePlugins() {
-		return
-	}
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "test-deps.sh")
-	out, err := exec.Command(script).CombinedOutput()
-	if err != nil || !havePlugins() {
-		t.Fatalf("Prosody and mod_cloud_notify are needed for this test and could not be installed (%v):\n%s", err, out)
+	if err := checkInstalled(); err != nil {
+		t.Fatalf("%v: `make test-deps` (scripts/test-deps.sh) installs it", err)
 	}
 }
 
-func havePlugins() bool {
+// pluginFiles are where Debian's prosody-modules may put mod_cloud_notify,
+// the same places scripts/test-deps.sh accepts.
+var pluginFiles = []string{
+	"/usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua",
+	"/usr/lib/prosody/modules/mod_cloud_notify.lua",
+}
+
+func checkInstalled() error {
 	if _, err := exec.LookPath("prosody"); err != nil {
-		return false
+		return errors.New("prosody is not installed (Debian package prosody)")
 	}
-	_, err := os.Stat("/usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua")
-	return err == nil
+	for _, f := range pluginFiles {
+		if _, err := os.Stat(f); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("mod_cloud_notify is not installed (Debian package prosody-modules; looked for %s)", strings.Join(pluginFiles, ", "))
 }
 
 // prosodyUser returns the prosody user's ids when we run as root: Prosody
