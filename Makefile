@@ -56,5 +56,13 @@ bench-instructions:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/push-appserver-sym ./cmd/push-appserver
 	$(GO) run ./cmd/pushbench -bin bin/push-appserver-sym $(INSTR_ARGS)
 
+# Fuzzes every parser of outside input (publish IQs, data forms, ad-hoc
+# commands, the component's stanza reader, HTTP forms, the config file) for
+# FUZZTIME each. Their seed corpora, and every crasher found and kept under
+# testdata/fuzz, run as ordinary tests in `make test`.
+FUZZTIME ?= 30s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
+
 clean:
 	rm -rf bin

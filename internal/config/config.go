@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -678,6 +679,7 @@ func CheckPprofListen(addr string, allowRemote bool) error {
 // anything else is the secret itself. Secrets in files or the environment
 // keep them out of the config file and of the process list.
 func ResolveSecret(v string) (string, error) {
+	const maxSecretFile = 64 << 10
 	switch {
 	case strings.HasPrefix(v, "env:"):
 		name := strings.TrimPrefix(v, "env:")
@@ -687,7 +689,14 @@ func ResolveSecret(v string) (string, error) {
 		}
 		return s, nil
 	case strings.HasPrefix(v, "file:"):
-		b, err := os.ReadFile(strings.TrimPrefix(v, "file:"))
+		f, err := os.Open(strings.TrimPrefix(v, "file:"))
+		if err != nil {
+			return "", fmt.Errorf("reading secret: %w", err)
+		}
+		defer f.Close()
+		// Only the first line counts: read no more than a secret can be,
+		// whatever the path names (a huge file, /dev/zero).
+		b, err := io.ReadAll(io.LimitReader(f, maxSecretFile))
 		if err != nil {
 			return "", fmt.Errorf("reading secret: %w", err)
 		}
