@@ -177,3 +177,30 @@ func TestTokenBlockSurvivesRestart(t *testing.T) {
 		t.Fatalf("after a restart the blocked token went to the push service %d times", n)
 	}
 }
+
+// BenchmarkTokenlessPush measures a tokenless push with the SQLite
+// registry: the registration lookup that misses and the block-list read.
+func BenchmarkTokenlessPush(b *testing.B) {
+	ctx := context.Background()
+	store, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "registry.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
+		appserver.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := svc.Push(ctx, appserver.PushRequest{Node: "fcm-token", Tokenless: true, TokenApp: "fcm"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+type nopBackend struct{}
+
+func (nopBackend) Send(context.Context, push.Notification) error { return nil }

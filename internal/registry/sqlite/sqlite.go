@@ -34,6 +34,8 @@ type Store struct {
 	read, write *sql.DB
 
 	get, getByKey *sql.Stmt
+	// getBlocked is read on every tokenless push.
+	getBlocked *sql.Stmt
 
 	regStmts regStmts
 	gc       groupCommit
@@ -75,6 +77,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	s := &Store{read: read, write: write}
 	if s.get, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`); err == nil {
 		s.getByKey, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = ?`)
+	}
+	if err == nil {
+		s.getBlocked, err = read.PrepareContext(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = ? AND token = ?`)
 	}
 	if err == nil {
 		s.regStmts, err = prepareRegStmts(ctx, write)
@@ -299,7 +304,7 @@ func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
 func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
 	b := registry.BlockedToken{Type: typ, Token: token}
 	var since, until int64
-	err := s.read.QueryRowContext(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = ? AND token = ?`, typ, token).
+	err := s.getBlocked.QueryRowContext(ctx, typ, token).
 		Scan(&since, &until, &b.Reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, registry.ErrNotFound
@@ -368,7 +373,7 @@ func (s *Store) Close() error {
 		s.stopWriter()
 	}
 	s.regStmts.close()
-	for _, st := range []*sql.Stmt{s.get, s.getByKey} {
+	for _, st := range []*sql.Stmt{s.get, s.getByKey, s.getBlocked} {
 		if st != nil {
 			st.Close()
 		}
