@@ -1,0 +1,126 @@
+package xep0357_test
+
+import (
+	"encoding/xml"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
+)
+
+// reflectPubSub has PubSub's fields and tags but not its UnmarshalXML:
+// encoding/xml decodes it by reflection, the reference the token walk is
+// held to. Being the same struct type, it follows any field added to
+// PubSub or the types under it.
+type reflectPubSub xep0357.PubSub
+
+// decodeBoth decodes stanza once through the walk and once by reflection.
+func decodeBoth(stanza string) (walk, refl *xep0357.PubSub, walkErr, reflErr error) {
+	var w struct {
+		PubSub *xep0357.PubSub `xml:"http://jabber.org/protocol/pubsub pubsub"`
+	}
+	var r struct {
+		PubSub *reflectPubSub `xml:"http://jabber.org/protocol/pubsub pubsub"`
+	}
+	walkErr = xml.Unmarshal([]byte(stanza), &w)
+	reflErr = xml.Unmarshal([]byte(stanza), &r)
+	return w.PubSub, (*xep0357.PubSub)(r.PubSub), walkErr, reflErr
+}
+
+func checkSame(t *testing.T, stanza string) {
+	t.Helper()
+	walk, refl, walkErr, reflErr := decodeBoth(stanza)
+	if (walkErr == nil) != (reflErr == nil) {
+		t.Fatalf("walk error %v, reflection error %v\n%s", walkErr, reflErr, stanza)
+	}
+	if walkErr != nil {
+		return
+	}
+	if !reflect.DeepEqual(walk, refl) {
+		t.Fatalf("walk    %s\nreflect %s\n%s", dump(walk), dump(refl), stanza)
+	}
+	wr, werr := xep0357.Parse(walk)
+	rr, rerr := xep0357.Parse(refl)
+	if !reflect.DeepEqual(wr, rr) || (werr == nil) != (rerr == nil) {
+		t.Fatalf("Parse: walk %+v, %v; reflect %+v, %v", wr, werr, rr, rerr)
+	}
+}
+
+func dump(ps *xep0357.PubSub) string {
+	b, _ := xml.Marshal((*reflectPubSub)(ps))
+	return string(b)
+}
+
+var walkCases = []string{
+	prosodyPublish,
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'/></iq>`,
+	`<iq><pubsub xmlns='other'><publish node='n'/></pubsub></iq>`,
+	// Repeated elements merge the way reflection merges them.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='a'><item/></publish><publish><item><notification xmlns='urn:xmpp:push:0'/></item></publish></pubsub>` +
+		`<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='b'/></pubsub></iq>`,
+	// Names matched by local name alone, or by name and namespace.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><p:publish xmlns:p='x' p:node='n' node='m'><item><notification xmlns='urn:xmpp:push:1'><x xmlns='jabber:x:data'/></notification></item></p:publish></pubsub></iq>`,
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n' xmlns:node='urn:x'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit' xmlns:type='t'><f:field xmlns:f='y' var='a' type='b'><f:value>1</f:value><value>2<b>3</b>4</value><value/></f:field></x><x xmlns='other'><field var='c'/></x></notification></item></publish></pubsub></iq>`,
+	// Priority markers, one of them with markup and split text.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><priority xmlns='tigase:push:priority:0'>high</priority><priority xmlns='tigase:push:priority:0'> lo<x/>w <![CDATA[x]]>&amp;</priority><priority xmlns='other'>high</priority></notification></item></publish></pubsub></iq>`,
+	// Encrypted notifications (Prosody's and Tigase's), repeated, with
+	// markup inside and attributes in other namespaces.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><encrypted xmlns='tigase:push:encrypt:0' iv='aXY=' type='aes'>cGF5<b>x</b>bG9hZA==</encrypted><encrypted xmlns='tigase:push:encrypt:0' xmlns:e='e' e:iv='other'/><encrypted xmlns='urn:other' iv='no'>no</encrypted></notification></item></publish></pubsub></iq>`,
+	// publish-options with two forms and comments.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'/><publish-options><!-- c --><x xmlns='jabber:x:data'><field var='secret'><value>s</value></field></x><x xmlns='jabber:x:data' type='t'><field var='k'><value>v</value></field></x></publish-options></pubsub></iq>`,
+	// Broken XML inside the payload.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item></publish></pubsub></iq>`,
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'><field var='a'><value>&bogus;</value></field></x></notification></item></publish></pubsub></iq>`,
+}
+
+func TestWalkMatchesReflection(t *testing.T) {
+	for _, c := range walkCases {
+		checkSame(t, c)
+	}
+	// And the walk really is what decodes a PubSub.
+	walk, _, err, _ := decodeBoth(prosodyPublish)
+	if err != nil || walk.Publish == nil || walk.Publish.Node != "NODE" || len(walk.Publish.Items) != 1 {
+		t.Fatalf("%+v, %v", walk, err)
+	}
+}
+
+// Directly decoding something that is not a pubsub element fails, as it
+// does by reflection.
+func TestWalkWrongElement(t *testing.T) {
+	for _, s := range []string{`<x/>`, `<pubsub/>`, `<pubsub xmlns='urn:other'/>`} {
+		var w xep0357.PubSub
+		var r reflectPubSub
+		werr, rerr := xml.Unmarshal([]byte(s), &w), xml.Unmarshal([]byte(s), &r)
+		if werr == nil || rerr == nil {
+			t.Errorf("%s: walk %v, reflection %v", s, werr, rerr)
+		}
+	}
+}
+
+func FuzzWalkMatchesReflection(f *testing.F) {
+	for _, c := range walkCases {
+		f.Add(c)
+	}
+	f.Fuzz(func(t *testing.T, stanza string) {
+		if len(stanza) > 64<<10 || strings.Count(stanza, "<") > 2000 {
+			return
+		}
+		checkSame(t, stanza)
+	})
+}
+
+func BenchmarkParseReflection(b *testing.B) {
+	data := []byte(prosodyPublish)
+	for b.Loop() {
+		var v struct {
+			PubSub *reflectPubSub `xml:"http://jabber.org/protocol/pubsub pubsub"`
+		}
+		if err := xml.Unmarshal(data, &v); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := xep0357.Parse((*xep0357.PubSub)(v.PubSub)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
