@@ -35,8 +35,17 @@ func (c *callgrind) command(bin string, args ...string) (*exec.Cmd, error) {
 	if _, err := exec.LookPath("callgrind_control"); err != nil {
 		return nil, errors.New(valgrindDeps)
 	}
+	// Dumps are numbered from 1 again: old ones would be taken for new.
+	old, _ := filepath.Glob(c.out + ".*")
+	for _, f := range old {
+		os.Remove(f)
+	}
 	cmd := exec.Command("valgrind", append([]string{"--tool=callgrind", "--callgrind-out-file=" + c.out, bin}, args...)...)
-	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
+	godebug := "asyncpreemptoff=1"
+	if v := os.Getenv("GODEBUG"); v != "" {
+		godebug = v + "," + godebug
+	}
+	cmd.Env = append(os.Environ(), "GODEBUG="+godebug)
 	return cmd, nil
 }
 
