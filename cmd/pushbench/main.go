@@ -96,6 +96,7 @@ type Result struct {
 	HTTPPushesPS        float64 `json:"http_pushes_per_s"`
 	InstrPerPush        float64 `json:"instructions_per_push,omitempty"`
 	HTTPInstrPerPush    float64 `json:"http_instructions_per_push,omitempty"`
+	IdleInstrPerS       float64 `json:"idle_instructions_per_s,omitempty"`
 
 	Closed     *Phase `json:"closed_loop,omitempty"`
 	Open       *Phase `json:"open_loop,omitempty"`
