@@ -31,6 +31,30 @@ func (s *server) get(t *testing.T, path string) string {
 	return string(b)
 }
 
+// startMocks starts an APNS mock (provider key K1 of team T1, topic
+// im.example.app) and an FCM mock (project-1), and writes the p8 key and
+// the service account into dir.
+func startMocks(t *testing.T, dir string) (am *apnsmock.Server, fm *fcmmock.Server, keyFile, serviceAccount string) {
+	t.Helper()
+	p8, pub, _ := apnsmock.TokenKey()
+	keyFile = filepath.Join(dir, "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	am, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(am.Close)
+	fm, err = fcmmock.New("project-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fm.Close)
+	if serviceAccount, err = fm.WriteServiceAccount(dir); err != nil {
+		t.Fatal(err)
+	}
+	return am, fm, keyFile, serviceAccount
+}
+
 // survivors opens the registry after the server stopped and returns how
 // many of nodes are still registered.
 func survivors(t *testing.T, db string, nodes []string) int {
@@ -88,23 +112,7 @@ func registerAndPush(t *testing.T, s *server, typ string, token func(i int) stri
 func TestMisconfiguredAppKeepsRegistrations(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	p8, pub, _ := apnsmock.TokenKey()
-	keyFile := filepath.Join(dir, "key.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	am, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer am.Close()
-	fm, err := fcmmock.New("project-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fm.Close()
-	sa, err := fm.WriteServiceAccount(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	am, fm, keyFile, sa := startMocks(t, dir)
 	const n = 50
 	apnsToken := func(i int) string { return fmt.Sprintf("%064x", i+1) }
 	for i := range n {

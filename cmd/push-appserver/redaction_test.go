@@ -34,23 +34,7 @@ func randomHex(t *testing.T, n int) string {
 func TestNoTokensOrSecretsInLogs(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	p8, pub, _ := apnsmock.TokenKey()
-	keyFile := filepath.Join(dir, "key.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	am, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer am.Close()
-	fm, err := fcmmock.New("project-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fm.Close()
-	sa, err := fm.WriteServiceAccount(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	am, fm, keyFile, sa := startMocks(t, dir)
 
 	now := time.Now()
 	apnsFaults := [][]apnsmock.Fault{
