@@ -512,3 +512,70 @@ func BenchmarkSend(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
 }
+
+// sendMany pushes n distinct tokens at once and returns the errors.
+func sendMany(b *apns.Backend, n int) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = b.Send(context.Background(), push.Notification{Token: fmt.Sprintf("%064x", i+1), Priority: push.PriorityHigh})
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// A service that ends every connection after one answer (GOAWAY) still
+// gets every push within the deadline: requests the server never
+// processed go out again at once on a new connection.
+func TestGoAwayAfterEveryAnswer(t *testing.T) {
+	m, o := tokenSetup(t)
+	m.GoAwayEvery(1)
+	o.PushDeadline = push.DefaultPushDeadline * raceSlowdown
+	start := time.Now()
+	defer func() { t.Logf("took %v", time.Since(start)) }()
+	const n = 200
+	failed := 0
+	for _, err := range sendMany(newBackend(t, o), n) {
+		if err != nil {
+			failed++
+			t.Log(err)
+		}
+	}
+	accepted := map[string]bool{}
+	for _, r := range m.Requests() {
+		if r.Status == 200 {
+			accepted[r.Token] = true
+		}
+	}
+	if failed != 0 || len(accepted) != n {
+		t.Fatalf("%d of %d pushes failed, %d tokens accepted (over %d connections)", failed, n, len(accepted), m.Connections())
+	}
+	t.Logf("%d pushes over %d connections", n, m.Connections())
+}
+
+// While the service resets every connection, the app's connection
+// attempts back off instead of one per push and retry; once it serves
+// again, pushes go through.
+func TestResetConnectionsBackOff(t *testing.T) {
+	m, o := tokenSetup(t)
+	m.ResetConnections(true)
+	o.PushDeadline = 2 * time.Second
+	b := newBackend(t, o)
+	for _, err := range sendMany(b, 200) {
+		if !push.IsTemporary(err) {
+			t.Fatalf("err = %v, want a temporary error", err)
+		}
+	}
+	c := m.Connections()
+	t.Logf("200 pushes over 2 s of resets opened %d connections", c)
+	if c > 20 {
+		t.Fatalf("200 pushes over 2 s opened %d connections, want a handful", c)
+	}
+	m.ResetConnections(false)
+	o.PushDeadline = 10 * time.Second
+	if err := b.Send(context.Background(), push.Notification{Token: token, Priority: push.PriorityHigh}); err != nil {
+		t.Fatalf("after the resets ended: %v", err)
+	}
+}

@@ -1,25 +1,33 @@
-// Package h2client builds the HTTP/2 client each push service backend
-// keeps: one connection pool per service, TLS 1.2 or later, optional
-// client certificates and a CA directory, and pings that notice a dead
-// connection. It uses x/net/http2's transport rather than net/http's: its
-// pool shares one dial among all requests waiting for a connection, so a
-// burst at start opens one connection, not one per request.
+// Package h2client is the HTTP/2 client each push service backend keeps:
+// TLS 1.2 or later, optional client certificates and a CA directory, pings
+// that notice a dead connection, and a pool of connections per host that
+// it manages itself on net/http's HTTP/2 (http.ClientConn).
+//
+// net/http's own pool does not fit a push service. Its retries of requests
+// the server never processed (GOAWAY, refused streams) sleep 1, 2, 4 s
+// between attempts, so under repeated GOAWAY pushes miss their deadline;
+// and when the service resets connections, every request dials again. The
+// pool here retries unprocessed requests at once on another connection,
+// dials one connection at a time per host (a burst at start shares one
+// connection), opens another only when all are at the service's stream
+// limit (up to MaxConns), and backs off dialling after failed attempts.
 package h2client
-
-//lint:file-ignore SA1019 x/net/http2's Transport is deprecated; the move to net/http's HTTP/2 is tracked separately.
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/push-appserver/push-appserver/internal/push"
 )
 
 // Options configure the client.
@@ -29,11 +37,34 @@ type Options struct {
 	CAPath string
 	// Certificates are TLS client certificates (APNS certificate auth).
 	Certificates []tls.Certificate
+	// MaxConns bounds the connections per host; default 4. A new one is
+	// opened only when the others are at the service's stream limit.
+	MaxConns int
 }
+
+const (
+	dialTimeout = 10 * time.Second
+	// Dial backoff after a failed attempt: from dialBackoffBase, doubling
+	// up to dialBackoffMax, reset by the first answer on a new connection.
+	dialBackoffBase = 100 * time.Millisecond
+	dialBackoffMax  = 5 * time.Second
+	// maxResends bounds how often one request goes out again after a
+	// connection refused it unprocessed; the request's deadline usually
+	// ends it first.
+	maxResends = 100
+	// slowStart is how many requests a connection takes before its
+	// first answer.
+	slowStart = 8
+	// churnWindow is how long after a lost connection dials may run in
+	// parallel.
+	churnWindow = 10 * time.Second
+)
 
 // New returns an HTTP/2-only client.
 func New(o Options) (*http.Client, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}, Certificates: o.Certificates}
+	// Session resumption makes a reconnect after GOAWAY a cheap
+	// handshake.
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: o.Certificates, ClientSessionCache: tls.NewLRUClientSessionCache(16)}
 	if o.CAPath != "" {
 		pool, err := LoadCAs(o.CAPath)
 		if err != nil {
@@ -41,20 +72,303 @@ func New(o Options) (*http.Client, error) {
 		}
 		cfg.RootCAs = pool
 	}
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
-	return &http.Client{Transport: &http2.Transport{
-		TLSClientConfig: cfg,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr)
+	if o.MaxConns <= 0 {
+		o.MaxConns = 4
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP2(true)
+	t := &http.Transport{
+		Protocols:           &protocols,
+		TLSClientConfig:     cfg,
+		DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: dialTimeout,
+		IdleConnTimeout:     10 * time.Minute,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: 30 * time.Second, // ping a quiet connection ...
+			PingTimeout:     10 * time.Second, // ... and drop it when the ping goes unanswered
 		},
-		ReadIdleTimeout: 30 * time.Second, // ping an idle connection ...
-		PingTimeout:     10 * time.Second, // ... and drop it when the ping goes unanswered
-		IdleConnTimeout: 10 * time.Minute,
-	}}, nil
+	}
+	return &http.Client{Transport: &pool{t: t, maxConns: o.MaxConns, hosts: map[string]*hostPool{}}}, nil
 }
 
-// LoadCAs reads every PEM certificate in dir into a pool, for a CA path
-// option.
+// pool is an http.RoundTripper over a set of connections per host.
+type pool struct {
+	t        *http.Transport
+	maxConns int
+
+	mu    sync.Mutex
+	hosts map[string]*hostPool
+}
+
+func (p *pool) host(scheme, addr string) *hostPool {
+	key := scheme + "://" + addr
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.hosts[key]
+	if h == nil {
+		h = &hostPool{p: p, scheme: scheme, addr: addr, wake: make(chan struct{}),
+			backoff: push.Backoff{Base: dialBackoffBase, Max: dialBackoffMax}}
+		p.hosts[key] = h
+	}
+	return h
+}
+
+// RoundTrip sends req on one of its host's connections.
+func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("h2client: scheme %q is not https", req.URL.Scheme)
+	}
+	addr := req.URL.Host
+	if req.URL.Port() == "" {
+		addr = net.JoinHostPort(req.URL.Hostname(), "443")
+	}
+	h := p.host(req.URL.Scheme, addr)
+	for resends := 0; ; resends++ {
+		c, err := h.get(req.Context())
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, err := c.cc.RoundTrip(req)
+		if err == nil {
+			if c.answered.CompareAndSwap(false, true) {
+				h.connected()
+			}
+			return resp, nil
+		}
+		if c.cc.Err() != nil && !c.answered.Load() && c.failed.CompareAndSwap(false, true) {
+			// A new connection that died before its first answer counts
+			// as a failed dial (once), so resets cannot make us dial in
+			// a loop.
+			h.dialFailed(err)
+		}
+		if !unprocessed(err) || resends >= maxResends || req.Context().Err() != nil {
+			return nil, err
+		}
+		h.lost()
+		// The server never saw this request: send it again at once, on
+		// another connection.
+		if req, err = rewind(req); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+func rewind(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	if req.GetBody == nil {
+		return nil, errors.New("h2client: cannot resend a request without GetBody")
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	r := *req
+	r.Body = body
+	return &r, nil
+}
+
+// streamError mirrors the HTTP/2 stream error net/http returns, which
+// converts itself into any struct of this shape for errors.As.
+type streamError struct {
+	StreamID uint32
+	Code     uint32
+	Cause    error
+}
+
+func (e streamError) Error() string {
+	return fmt.Sprintf("stream %d reset, code %d", e.StreamID, e.Code)
+}
+
+const errCodeRefusedStream = 0x7
+
+// unprocessed reports whether err says the server did not process the
+// request, so it can go out again without being delivered twice: the
+// connection could not take it, the server's GOAWAY excluded it, or the
+// server refused the stream (RFC 9113 8.7). net/http exports no values for
+// the first two; their texts are stable since Go 1.6.
+func unprocessed(err error) bool {
+	var se streamError
+	if errors.As(err, &se) {
+		return se.Code == errCodeRefusedStream
+	}
+	switch err.Error() {
+	case "http2: client conn not usable",
+		"http2: client conn is closed",
+		"http2: client conn could not be established",
+		"http2: Transport received Server's graceful shutdown GOAWAY":
+		return true
+	}
+	return false
+}
+
+// hostPool holds the connections to one host.
+type hostPool struct {
+	p            *pool
+	scheme, addr string
+
+	mu       sync.Mutex
+	conns    []*conn
+	dialing  int // dials under way
+	lostAt   time.Time
+	backoff  push.Backoff
+	nextDial time.Time
+	lastErr  error
+
+	// wake is closed and replaced whenever a connection may have room
+	// again or the set of connections changed. Own lock: connection
+	// state hooks run inside ClientConn calls made while mu is held.
+	wakeMu  sync.Mutex
+	wake    chan struct{}
+	waiters atomic.Int32
+}
+
+type conn struct {
+	cc       *http.ClientConn
+	answered atomic.Bool // a response arrived on it
+	failed   atomic.Bool // it died before any response, and was counted
+}
+
+func (h *hostPool) wakeChan() chan struct{} {
+	h.wakeMu.Lock()
+	defer h.wakeMu.Unlock()
+	return h.wake
+}
+
+func (h *hostPool) broadcast() {
+	// Most state changes (a request ending) find nobody waiting: skip the
+	// lock and the new channel then. A waiter counts itself before it
+	// looks at the state, so it cannot miss a change made after this.
+	if h.waiters.Load() == 0 {
+		return
+	}
+	h.wakeMu.Lock()
+	close(h.wake)
+	h.wake = make(chan struct{})
+	h.wakeMu.Unlock()
+}
+
+// get returns a connection with a stream reserved for one request,
+// waiting for room or a new connection until ctx is done.
+func (h *hostPool) get(ctx context.Context) (*conn, error) {
+	h.waiters.Add(1)
+	defer h.waiters.Add(-1)
+	for {
+		h.mu.Lock()
+		wake := h.wakeChan()
+		live := h.conns[:0]
+		for _, c := range h.conns {
+			if c.cc.Err() == nil {
+				live = append(live, c)
+			}
+		}
+		clear(h.conns[len(live):])
+		h.conns = live
+		starting := false
+		for _, c := range h.conns {
+			// Until a connection has answered, it takes only a few
+			// requests: if the service closes it after one answer, the
+			// rest would have been written for nothing.
+			if !c.answered.Load() && c.cc.InFlight() >= slowStart {
+				starting = true
+				continue
+			}
+			if c.cc.Reserve() == nil {
+				h.mu.Unlock()
+				return c, nil
+			}
+		}
+		// One dial at a time, so a burst at start shares one
+		// connection; while the service keeps closing connections
+		// (GOAWAY), dial up to MaxConns at once to keep up.
+		churn := time.Since(h.lostAt) < churnWindow
+		parallel := 1
+		if churn {
+			parallel = h.p.maxConns
+		}
+		switch {
+		case starting && !churn:
+			// Wait for the new connection's first answer.
+		case h.dialing >= parallel:
+		case len(h.conns)+h.dialing >= h.p.maxConns:
+			// All at their stream limit: wait for a request to end.
+		case time.Now().Before(h.nextDial):
+			if len(h.conns) == 0 {
+				err := h.lastErr
+				h.mu.Unlock()
+				return nil, fmt.Errorf("h2client: not reconnecting to %s yet after: %w", h.addr, err)
+			}
+		default:
+			h.dialing++
+			go h.dial()
+		}
+		h.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// dial opens one connection. It runs on its own, so a request whose
+// deadline passes does not abort a dial that others wait for.
+func (h *hostPool) dial() {
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	cc, err := h.p.t.NewClientConn(ctx, h.scheme, h.addr)
+	h.mu.Lock()
+	h.dialing--
+	if err != nil {
+		h.failedLocked(err)
+	} else {
+		cc.SetStateHook(func(*http.ClientConn) { h.broadcast() })
+		h.conns = append(h.conns, &conn{cc: cc})
+	}
+	h.mu.Unlock()
+	h.broadcast()
+}
+
+// dialFailed records a failed connection attempt.
+func (h *hostPool) dialFailed(err error) {
+	h.mu.Lock()
+	h.failedLocked(err)
+	h.mu.Unlock()
+	h.broadcast()
+}
+
+func (h *hostPool) failedLocked(err error) {
+	h.lastErr = err
+	if next := time.Now().Add(h.backoff.Next()); next.After(h.nextDial) {
+		h.nextDial = next
+	}
+}
+
+// lost records that the service closed a connection on us.
+func (h *hostPool) lost() {
+	h.mu.Lock()
+	h.lostAt = time.Now()
+	h.mu.Unlock()
+}
+
+// connected records that a new connection answered: the service is
+// reachable again.
+func (h *hostPool) connected() {
+	h.mu.Lock()
+	h.backoff.Reset()
+	h.nextDial = time.Time{}
+	h.mu.Unlock()
+}
+
+// LoadCAs reads every PEM certificate in dir into a pool.
 func LoadCAs(dir string) (*x509.CertPool, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {

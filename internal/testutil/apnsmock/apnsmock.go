@@ -127,6 +127,10 @@ func (s *Server) Close() { s.srv.Close() }
 // Connections returns how many connections clients opened.
 func (s *Server) Connections() int { return s.srv.Connections() }
 
+// ResetConnections makes the mock reset every new TCP connection (on), or
+// serve them again (off).
+func (s *Server) ResetConnections(on bool) { s.srv.ResetConnections(on) }
+
 // Requests returns the recorded requests.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()

@@ -31,6 +31,32 @@ type Server struct {
 
 	srv   *httptest.Server
 	conns atomic.Int64
+	reset atomic.Bool
+}
+
+// resetListener counts every connection a client opens and, while the
+// server is set to, resets it at once (TCP RST), as a broken middlebox or
+// an overloaded service does.
+type resetListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l resetListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.s.conns.Add(1)
+		if !l.s.reset.Load() {
+			return c, nil
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+	}
 }
 
 // Start serves h over HTTP/2 and TLS. tlsCfg, when not nil, is the base
@@ -40,11 +66,7 @@ func Start(name string, h http.Handler, tlsCfg *tls.Config) (*Server, error) {
 	s.srv = httptest.NewUnstartedServer(h)
 	s.srv.EnableHTTP2 = true
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			s.conns.Add(1)
-		}
-	}
+	s.srv.Listener = resetListener{Listener: s.srv.Listener, s: s}
 	s.srv.TLS = tlsCfg
 	s.srv.StartTLS()
 	s.URL = s.srv.URL
@@ -70,8 +92,13 @@ func (s *Server) Close() {
 	os.RemoveAll(s.CADir)
 }
 
-// Connections returns how many connections clients opened.
+// Connections returns how many connections clients opened (or tried to,
+// while they are reset).
 func (s *Server) Connections() int { return int(s.conns.Load()) }
+
+// ResetConnections makes the server reset every new connection (on) or
+// serve them again (off).
+func (s *Server) ResetConnections(on bool) { s.reset.Store(on) }
 
 // HTTPServer is the underlying server, for hooks a mock needs.
 func (s *Server) HTTPServer() *http.Server { return s.srv.Config }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package apns_test
+
+const raceSlowdown = 1

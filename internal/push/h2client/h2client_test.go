@@ -1,0 +1,120 @@
+package h2client_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push/h2client"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+)
+
+// post sends one APNS-shaped request straight through the client, with no
+// retrying above it.
+func post(ctx context.Context, c *http.Client, base string, i int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/3/device/%064x", base, i+1), bytes.NewReader([]byte(`{"aps":{"content-available":1}}`)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("apns-topic", "im.example.app")
+	req.Header.Set("apns-push-type", "background")
+	req.Header.Set("apns-priority", "5")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// Requests a GOAWAY excluded, which the server never processed, go out
+// again on a new connection by the client itself: with GOAWAY after every
+// answer, all 200 arrive, none waits in a sleeping retry.
+func TestResendsWhatGoAwayExcluded(t *testing.T) {
+	m, err := apnsmock.New(apnsmock.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.GoAwayEvery(1)
+	c, err := h2client.New(h2client.Options{CAPath: m.CADir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second*raceSlowdown)
+	defer cancel()
+	const n = 200
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = post(ctx, c, m.URL, i) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	if m.Accepted() != n {
+		t.Fatalf("%d of %d accepted over %d connections", m.Accepted(), n, m.Connections())
+	}
+}
+
+// A burst at start shares one connection, and while a service resets
+// every connection, the client dials with backoff, not per request.
+func TestDialling(t *testing.T) {
+	m, err := apnsmock.New(apnsmock.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c, err := h2client.New(h2client.Options{CAPath: m.CADir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			if err := post(context.Background(), c, m.URL, i); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if m.Connections() != 1 {
+		t.Fatalf("a burst of 50 opened %d connections", m.Connections())
+	}
+
+	m2, err := apnsmock.New(apnsmock.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	m2.ResetConnections(true)
+	c2, err := h2client.New(h2client.Options{CAPath: m2.CADir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Requests one after the other for a second: without backoff each
+	// would dial.
+	deadline := time.Now().Add(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for time.Now().Before(deadline) {
+		if err := post(ctx, c2, m2.URL, 0); err == nil {
+			t.Fatal("request through a resetting server succeeded")
+		}
+	}
+	if n := m2.Connections(); n > 10 {
+		t.Fatalf("%d connection attempts in a second of resets", n)
+	}
+}
