@@ -196,7 +196,6 @@ func TestSendAnswers(t *testing.T) {
 
 func isDead(err error) bool { _, ok := push.IsDeadToken(err); return ok }
 
-
 // TestSendRetriesEndAtDeadline: a service that keeps failing gets retries
 // until the push deadline, then the core sees a temporary error.
 func TestSendRetriesEndAtDeadline(t *testing.T) {

@@ -124,7 +124,9 @@ func TestBatchRowRefusals(t *testing.T) {
 	got := batch(t, s, "a", []string{"refused", "conflict", "b"}, func(node string) registry.Decide {
 		switch node {
 		case "refused":
-			return func(registry.Registration, bool) (registry.Registration, error) { return registry.Registration{}, refused }
+			return func(registry.Registration, bool) (registry.Registration, error) {
+				return registry.Registration{}, refused
+			}
 		case "conflict":
 			return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "y", Registered: time.Now(), DeviceKey: "dk"})
 		}
