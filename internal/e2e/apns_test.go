@@ -15,17 +15,19 @@ import (
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 )
 
-// TestProsodyToAPNS runs the whole path: Prosody's push reaches the
+// TestToAPNS runs the whole path: the XMPP server's push reaches the
 // component, the core, the APNS backend and the APNS mock over HTTP/2.
 // Then the mock declares the token dead, and the next push removes the
 // registration and answers item-not-found.
-func TestProsodyToAPNS(t *testing.T) {
+func TestToAPNS(t *testing.T) { eachServer(t, testToAPNS) }
+
+func testToAPNS(t *testing.T, start startServer) {
 	mock, backend := apnsStack(t)
-	s := startStackWith(t, &recorder{}, backend)
+	s := startStackWithOn(t, start, &recorder{}, backend)
 	token := strings.Repeat("c0ffee", 10) + "abcd"
 	node, secret := s.registerHTTP(t, "alice-iphone", token)
 
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
 	s.offlineMessage(t, alice, node, secret)
 	waitFor(t, func() bool { return mock.Accepted() == 1 })
 	r := mock.Requests()[0]
@@ -36,14 +38,14 @@ func TestProsodyToAPNS(t *testing.T) {
 	// Apple now says the token is gone since after the registration, so
 	// the next push removes the registration.
 	mock.FailToken(token, apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Now()})
-	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
-	bob.sendChat("alice@"+s.prosody.Domain, "are you there?")
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.xmpp.Domain, "are you there?")
 	waitFor(t, func() bool { return mock.Total() == 2 })
 	waitFor(t, func() bool {
 		_, err := s.store.Get(t.Context(), node)
 		return errors.Is(err, registry.ErrNotFound)
 	})
-	waitFor(t, func() bool { return strings.Contains(s.prosody.Log(), "item-not-found") })
+	waitFor(t, func() bool { return strings.Contains(s.xmpp.Log(), s.xmpp.Rejected) })
 }
 
 // TestProsodyPriorityAuto: with priority auto, a chat message reaches the
@@ -54,11 +56,11 @@ func TestProsodyPriorityAuto(t *testing.T) {
 	s := startStackWith(t, &recorder{}, backend)
 	token := strings.Repeat("feed", 16)
 	node, secret := s.registerHTTP(t, "alice-iphone", token)
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	alice.enablePush(s.prosody.ComponentJID, node, secret)
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	alice.enablePush(s.xmpp.ComponentJID, node, secret)
 	alice.close()
-	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
-	to := "alice@" + s.prosody.Domain
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	to := "alice@" + s.xmpp.Domain
 
 	bob.sendReceipt(to, "msg-1")
 	waitFor(t, func() bool { return mock.Accepted() == 1 })

@@ -21,18 +21,18 @@ func TestProsodySiskinRegisterDevice(t *testing.T) {
 		o.Commands.MaxPayloadSize = 3072
 	})
 	s.backend = rec
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	res, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterDevice, map[string]string{"provider": "tigase:messenger:apns:1", "device-token": "a1b2c3"})
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	res, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterDevice, map[string]string{"provider": "tigase:messenger:apns:1", "device-token": "a1b2c3"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res["status"] != "completed" || len(res["node"]) != 64 || res["max-payload-size"] != "3072" {
 		t.Fatalf("register-device answered %v", res)
 	}
-	alice.enablePushWith(s.prosody.ComponentJID, res["node"], nil)
+	alice.enablePushWith(s.xmpp.ComponentJID, res["node"], nil)
 	alice.close()
-	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
-	bob.sendChat("alice@"+s.prosody.Domain, "Hello Alice")
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.xmpp.Domain, "Hello Alice")
 	bob.close()
 	got := s.waitPushes(t, "a1b2c3", 1)
 	if got[0].App != "apns" || got[0].Node != res["node"] {
@@ -45,12 +45,12 @@ func TestProsodySiskinRegisterDevice(t *testing.T) {
 // node and secret.
 func TestProsodyConversationsChannelRegistration(t *testing.T) {
 	s := startStack(t)
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	own, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-chan", "android-id": "a1"})
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	own, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-chan", "android-id": "a1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	room, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-chan", "android-id": "a1", "muc": "room@conference." + s.prosody.Domain})
+	room, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-chan", "android-id": "a1", "muc": "room@conference." + s.xmpp.Domain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,13 +77,13 @@ func TestProsodyTokenlessToAPNS(t *testing.T) {
 		o.Dialects = component.Dialects{Tokenless: true, TokenlessApp: "fcm"}
 	})
 	token := strings.Repeat("5eed", 16)
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
 	// An extra field, as ejabberd and Siskin add: ignored, not refused
 	// (fpush refuses it: fpush issue #20).
-	alice.enablePushWith(s.prosody.ComponentJID, token, map[string]string{"pushModule": "apns", "x-extra": "1"})
+	alice.enablePushWith(s.xmpp.ComponentJID, token, map[string]string{"pushModule": "apns", "x-extra": "1"})
 	alice.close()
-	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
-	to := "alice@" + s.prosody.Domain
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	to := "alice@" + s.xmpp.Domain
 	bob.sendChat(to, "hello")
 	waitFor(t, func() bool { return mock.Accepted() == 1 })
 	if r := mock.Requests()[0]; r.Token != token || r.PushType != "alert" {
@@ -97,9 +97,9 @@ func TestProsodyTokenlessToAPNS(t *testing.T) {
 		_, err := s.store.GetBlockedToken(t.Context(), "apns", token)
 		return err == nil
 	})
-	waitFor(t, func() bool { return strings.Count(s.prosody.Log(), "item-not-found") >= 1 })
+	waitFor(t, func() bool { return strings.Count(s.xmpp.Log(), "item-not-found") >= 1 })
 	bob.sendChat(to, "third")
-	waitFor(t, func() bool { return strings.Count(s.prosody.Log(), "item-not-found") >= 2 })
+	waitFor(t, func() bool { return strings.Count(s.xmpp.Log(), "item-not-found") >= 2 })
 	if n := mock.Total(); n != 2 {
 		t.Fatalf("APNS asked %d times, want 2: the blocked token went out again", n)
 	}
@@ -114,13 +114,13 @@ func TestProsodyPublishOptionsTokenToFCM(t *testing.T) {
 	s := startStackWithApps(t, map[string]push.Backend{"apns": &recorder{}, "fcm": backend}, func(o *component.Options) {
 		o.Dialects = component.Dialects{PublishOptionsTokens: true, PublishOptionsApps: map[string]string{"fcm:prod": "fcm"}}
 	})
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	alice.enablePushWith(s.prosody.ComponentJID, "mongoose-node", map[string]string{
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	alice.enablePushWith(s.xmpp.ComponentJID, "mongoose-node", map[string]string{
 		"device_id": "fcm:mongoose-device", "service": "fcm", "mode": "prod", "silent": "false", "topic": "im.example.app",
 	})
 	alice.close()
-	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
-	bob.sendChat("alice@"+s.prosody.Domain, "hello")
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.xmpp.Domain, "hello")
 	waitFor(t, func() bool { return mock.Accepted() == 1 })
 	if m := mock.Requests()[0].Message; m["token"] != "fcm:mongoose-device" {
 		t.Fatalf("FCM got %v", m)

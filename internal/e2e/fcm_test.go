@@ -17,8 +17,8 @@ import (
 func TestProsodyConversationsToFCM(t *testing.T) {
 	mock, backend := fcmStack(t)
 	s := startStackWithApps(t, map[string]push.Backend{"fcm": backend, "apns": &recorder{}})
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	res, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm:device-token-1", "android-id": "android-1"})
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	res, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm:device-token-1", "android-id": "android-1"})
 	if err != nil {
 		t.Fatal(err)
 	}

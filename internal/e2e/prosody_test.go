@@ -19,7 +19,6 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
-	"github.com/push-appserver/push-appserver/internal/testutil/prosody"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -52,7 +51,7 @@ func (r *recorder) forToken(tok string) []push.Notification {
 }
 
 type stack struct {
-	prosody *prosody.Server
+	xmpp    *xmppServer
 	store   registry.Store
 	svc     *appserver.Service
 	backend *recorder
@@ -71,13 +70,24 @@ func logger(t *testing.T) *slog.Logger {
 // HTTP API) connected to it, with a recording backend for every app.
 func startStack(t *testing.T) *stack {
 	t.Helper()
+	return startStackOn(t, startProsody)
+}
+
+// startStackOn is startStack on the given XMPP server.
+func startStackOn(t *testing.T, start startServer) *stack {
+	t.Helper()
 	rec := &recorder{}
-	return startStackWith(t, rec, rec)
+	return startStackWithOn(t, start, rec, rec)
 }
 
 func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stack {
 	t.Helper()
-	s := startStackWithApps(t, map[string]push.Backend{"apns": apnsBackend, "fcm": rec})
+	return startStackWithOn(t, startProsody, rec, apnsBackend)
+}
+
+func startStackWithOn(t *testing.T, start startServer, rec *recorder, apnsBackend push.Backend) *stack {
+	t.Helper()
+	s := startStackAppsOn(t, start, map[string]push.Backend{"apns": apnsBackend, "fcm": rec})
 	s.backend = rec
 	return s
 }
@@ -87,9 +97,12 @@ func startStackWith(t *testing.T, rec *recorder, apnsBackend push.Backend) *stac
 // register-push-webpush).
 func startStackWithApps(t *testing.T, backends map[string]push.Backend, configure ...func(*component.Options)) *stack {
 	t.Helper()
-	p := prosody.Start(t, prosody.Options{})
-	p.Register("alice", "alice-pw")
-	p.Register("bob", "bob-pw")
+	return startStackAppsOn(t, startProsody, backends, configure...)
+}
+
+func startStackAppsOn(t *testing.T, start startServer, backends map[string]push.Backend, configure ...func(*component.Options)) *stack {
+	t.Helper()
+	p := start(t)
 
 	log := logger(t)
 	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
@@ -127,7 +140,7 @@ func startStackWithApps(t *testing.T, backends map[string]push.Backend, configur
 
 	h := httptest.NewServer(httpapi.New(httpapi.Options{Service: svc, Registrations: store, Logger: log}))
 	t.Cleanup(h.Close)
-	return &stack{prosody: p, store: store, svc: svc, conn: conn, http: h}
+	return &stack{xmpp: p, store: store, svc: svc, conn: conn, http: h}
 }
 
 func waitConnected(t *testing.T, c *component.Conn) {
@@ -135,7 +148,7 @@ func waitConnected(t *testing.T, c *component.Conn) {
 	deadline := time.Now().Add(15 * time.Second)
 	for !c.Connected() {
 		if time.Now().After(deadline) {
-			t.Fatal("component did not connect to Prosody")
+			t.Fatal("component did not connect to the XMPP server")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -173,20 +186,22 @@ func (s *stack) waitPushes(t *testing.T, token string, want int) []push.Notifica
 }
 
 // offlineMessage has alice enable push with node and secret and go
-// offline; bob then writes to her, which makes Prosody push.
+// offline; bob then writes to her, which makes her server push.
 func (s *stack) offlineMessage(t *testing.T, alice *client, node, secret string) {
 	t.Helper()
-	alice.enablePush(s.prosody.ComponentJID, node, secret)
+	alice.enablePush(s.xmpp.ComponentJID, node, secret)
 	alice.close()
-	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
-	bob.sendChat("alice@"+s.prosody.Domain, "Hello Alice")
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.xmpp.Domain, "Hello Alice")
 	bob.close()
 }
 
-func TestProsodyPushRegisteredOverHTTP(t *testing.T) {
-	s := startStack(t)
+func TestPushRegisteredOverHTTP(t *testing.T) { eachServer(t, testPushRegisteredOverHTTP) }
+
+func testPushRegisteredOverHTTP(t *testing.T, start startServer) {
+	s := startStackOn(t, start)
 	node, secret := s.registerHTTP(t, "alice-phone", "token-http")
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
 	s.offlineMessage(t, alice, node, secret)
 	got := s.waitPushes(t, "token-http", 1)
 	if got[0].Priority != push.PriorityHigh || got[0].Node != node || got[0].Summary == nil || !got[0].Summary.HasLastMessageBody {
@@ -194,14 +209,16 @@ func TestProsodyPushRegisteredOverHTTP(t *testing.T) {
 	}
 }
 
-func TestProsodyPushRegisteredByCommand(t *testing.T) {
-	s := startStack(t)
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	res, err := alice.command(s.prosody.ComponentJID, adhoc.V1Register, map[string]string{"type": "apns", "node": "alice-ipad", "token": "token-cmd"})
+func TestPushRegisteredByCommand(t *testing.T) { eachServer(t, testPushRegisteredByCommand) }
+
+func testPushRegisteredByCommand(t *testing.T, start startServer) {
+	s := startStackOn(t, start)
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	res, err := alice.command(s.xmpp.ComponentJID, adhoc.V1Register, map[string]string{"type": "apns", "node": "alice-ipad", "token": "token-cmd"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res["status"] != "completed" || res["node"] != "alice-ipad" || res["jid"] != s.prosody.ComponentJID || len(res["secret"]) != 64 {
+	if res["status"] != "completed" || res["node"] != "alice-ipad" || res["jid"] != s.xmpp.ComponentJID || len(res["secret"]) != 64 {
 		t.Fatalf("command result %v", res)
 	}
 	s.offlineMessage(t, alice, res["node"], res["secret"])
@@ -211,14 +228,16 @@ func TestProsodyPushRegisteredByCommand(t *testing.T) {
 	}
 }
 
-func TestProsodyConversationsRegisterPushFCM(t *testing.T) {
-	s := startStack(t)
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	res, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-token", "android-id": "a1b2c3"})
+func TestConversationsRegisterPushFCM(t *testing.T) { eachServer(t, testConversationsRegisterPushFCM) }
+
+func testConversationsRegisterPushFCM(t *testing.T, start startServer) {
+	s := startStackOn(t, start)
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	res, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-token", "android-id": "a1b2c3"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-token", "android-id": "a1b2c3"})
+	again, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm-token", "android-id": "a1b2c3"})
 	if err != nil || again["node"] != res["node"] || again["secret"] != res["secret"] {
 		t.Fatalf("repeated registration: %v vs %v (%v)", again, res, err)
 	}
@@ -229,33 +248,37 @@ func TestProsodyConversationsRegisterPushFCM(t *testing.T) {
 	}
 }
 
-func TestProsodyWrongSecret(t *testing.T) {
-	s := startStack(t)
+func TestWrongSecret(t *testing.T) { eachServer(t, testWrongSecret) }
+
+func testWrongSecret(t *testing.T, start startServer) {
+	s := startStackOn(t, start)
 	node, _ := s.registerHTTP(t, "alice-phone", "token-wrong")
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
 	s.offlineMessage(t, alice, node, strings.Repeat("0", 64))
 	s.waitPushes(t, "token-wrong", 0)
-	// Prosody got our item-not-found and logged it.
+	// The server got our item-not-found and logged it.
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(s.prosody.Log(), "item-not-found") {
+	for !strings.Contains(s.xmpp.Log(), s.xmpp.Rejected) {
 		if time.Now().After(deadline) {
-			t.Fatal("Prosody did not log an error reply from the app server")
+			t.Fatalf("%s did not log an error reply from the app server", s.xmpp.Name)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func TestProsodyRestart(t *testing.T) {
-	s := startStack(t)
+func TestRestart(t *testing.T) { eachServer(t, testRestart) }
+
+func testRestart(t *testing.T, start startServer) {
+	s := startStackOn(t, start)
 	node, secret := s.registerHTTP(t, "alice-phone", "token-restart")
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	alice.enablePush(s.prosody.ComponentJID, node, secret)
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	alice.enablePush(s.xmpp.ComponentJID, node, secret)
 	alice.close()
 
-	s.prosody.Restart()
+	s.xmpp.Restart()
 	waitConnected(t, s.conn)
-	bob := login(t, s.prosody.C2SAddr, "bob", s.prosody.Domain, "bob-pw")
-	bob.sendChat("alice@"+s.prosody.Domain, "after the restart")
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.xmpp.Domain, "after the restart")
 	bob.close()
 	s.waitPushes(t, "token-restart", 1)
 }

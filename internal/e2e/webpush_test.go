@@ -43,8 +43,8 @@ func TestProsodyWebPush(t *testing.T) {
 	}
 	rec := &recorder{}
 	s := startStackWithApps(t, map[string]push.Backend{"apns": rec, "fcm": rec, "webpush": backend})
-	alice := login(t, s.prosody.C2SAddr, "alice", s.prosody.Domain, "alice-pw")
-	res, err := alice.command(s.prosody.ComponentJID, adhoc.RegisterWebPush, map[string]string{"device-id": "browser-1", "subscription": sub.JSON})
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	res, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterWebPush, map[string]string{"device-id": "browser-1", "subscription": sub.JSON})
 	if err != nil {
 		t.Fatal(err)
 	}

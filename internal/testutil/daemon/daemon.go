@@ -27,12 +27,33 @@ import (
 // FreeAddr returns a loopback address with a port nobody listens on now.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return FreeAddrs(t, 1)[0]
+}
+
+// FreeAddrs returns n distinct loopback addresses nobody listens on now,
+// all held open together so none is handed out twice. The ports are picked
+// below the kernel's ephemeral range: a port from there, released again
+// while the server starts, is soon taken by some outgoing connection on a
+// busy machine.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, 0, n)
+	for tries := 0; len(addrs) < n; tries++ {
+		if tries == 1000 {
+			t.Fatal("no free port found below 32768")
+		}
+		port, err := rand.Int(rand.Reader, big.NewInt(32768-10000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+port.Int64()))
+		if err != nil {
+			continue
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // Port returns the port of a host:port address.

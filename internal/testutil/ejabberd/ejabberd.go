@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,12 +65,13 @@ func Start(t testing.TB, opts Options) *Server {
 		opts.ComponentJID = "push.localhost"
 	}
 	dir := t.TempDir()
+	addrs := daemon.FreeAddrs(t, 3)
 	s := &Server{
 		Domain:          "localhost",
 		ComponentJID:    opts.ComponentJID,
 		ComponentSecret: "component-secret",
-		C2SAddr:         daemon.FreeAddr(t),
-		ComponentAddr:   daemon.FreeAddr(t),
+		C2SAddr:         addrs[0],
+		ComponentAddr:   addrs[1],
 		t:               t,
 		dir:             dir,
 	}
@@ -120,7 +122,7 @@ modules:
 	}
 	cookie := make([]byte, 16)
 	rand.Read(cookie)
-	distPort := daemon.Port(daemon.FreeAddr(t))
+	distPort := daemon.Port(addrs[2])
 	// Our own ejabberdctl.cfg, so the system one is not read; the node name
 	// and cookie are this instance's alone.
 	ctlCfg := fmt.Sprintf("ERLANG_NODE=ejabberd%s@localhost\nERL_OPTIONS=\"-setcookie %s\"\nINET_DIST_INTERFACE=127.0.0.1\nERL_DIST_PORT=%s\n",
@@ -156,6 +158,7 @@ func (s *Server) ctl(args ...string) *exec.Cmd {
 func (s *Server) start() {
 	t := s.t
 	t.Helper()
+	started := strings.Count(s.Log(), startedLine)
 	s.mu.Lock()
 	s.cmd = s.ctl("foreground")
 	var out bytes.Buffer
@@ -172,9 +175,27 @@ func (s *Server) start() {
 	if err := daemon.WaitListening([]string{s.C2SAddr, s.ComponentAddr}, exited, 60*time.Second); err != nil {
 		t.Fatalf("ejabberd: %v\n%s\nlog:\n%s", err, out.String(), s.LogTail(40))
 	}
+	// The listeners open before every module and table is ready; ejabberd
+	// says when it is.
+	deadline := time.Now().Add(60 * time.Second)
+	for strings.Count(s.Log(), startedLine) <= started {
+		if time.Now().After(deadline) {
+			t.Fatalf("ejabberd did not finish starting:\n%s", s.LogTail(40))
+		}
+		select {
+		case <-exited:
+			t.Fatalf("ejabberd exited at start:\n%s\n%s", out.String(), s.LogTail(40))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
-// Stop kills ejabberd (as a crash would) and waits for it to go.
+// startedLine is what ejabberd logs when it has started.
+const startedLine = " is started in the node "
+
+// Stop stops ejabberd as its service does (SIGTERM: Erlang's init:stop,
+// which writes mnesia's disc tables out; a SIGKILL would lose the
+// accounts) and waits for it to go, killing it after 30 s.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
@@ -182,8 +203,13 @@ func (s *Server) Stop() {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
-	daemon.Kill(cmd.Process.Pid)
-	<-exited
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		daemon.Kill(cmd.Process.Pid)
+		<-exited
+	}
 }
 
 // Restart stops ejabberd and starts it again with the same config and

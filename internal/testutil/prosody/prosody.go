@@ -8,26 +8,17 @@ package prosody
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
 // Server is a running Prosody.
@@ -64,12 +55,13 @@ func Start(t testing.TB, opts Options) *Server {
 		opts.ComponentJID = "push.localhost"
 	}
 	dir := t.TempDir()
+	addrs := daemon.FreeAddrs(t, 2)
 	s := &Server{
 		Domain:          "localhost",
 		ComponentJID:    opts.ComponentJID,
 		ComponentSecret: "component-secret",
-		C2SAddr:         freeAddr(t),
-		ComponentAddr:   freeAddr(t),
+		C2SAddr:         addrs[0],
+		ComponentAddr:   addrs[1],
 		t:               t,
 		dir:             dir,
 		cfgPath:         filepath.Join(dir, "prosody.cfg.lua"),
@@ -80,9 +72,9 @@ func Start(t testing.TB, opts Options) *Server {
 			t.Fatal(err)
 		}
 	}
-	writeCert(t, filepath.Join(dir, "certs"), s.Domain)
-	_, c2sPort, _ := net.SplitHostPort(s.C2SAddr)
-	_, compPort, _ := net.SplitHostPort(s.ComponentAddr)
+	daemon.WriteCert(t, filepath.Join(dir, "certs"), s.Domain)
+	c2sPort := daemon.Port(s.C2SAddr)
+	compPort := daemon.Port(s.ComponentAddr)
 	cfg := fmt.Sprintf(`-- generated for a test
 daemonize = false
 pidfile = %[1]q
@@ -114,7 +106,7 @@ Component %[11]q
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	s.chownToProsody()
+	daemon.Chown(s.dir, "prosody")
 	s.start()
 	t.Cleanup(func() {
 		s.Stop()
@@ -153,51 +145,6 @@ func checkInstalled() error {
 	return fmt.Errorf("mod_cloud_notify is not installed (Debian package prosody-modules; looked for %s)", strings.Join(pluginFiles, ", "))
 }
 
-// prosodyUser returns the prosody user's ids when we run as root: Prosody
-// is then run as that user (prosodyctl switches to it by itself), so every
-// file it writes belongs to one user.
-func prosodyUser() (uid, gid int, ok bool) {
-	if os.Geteuid() != 0 {
-		return 0, 0, false
-	}
-	u, err := user.Lookup("prosody")
-	if err != nil {
-		return 0, 0, false
-	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-	return uid, gid, true
-}
-
-func sysProcAttr() *syscall.SysProcAttr {
-	a := &syscall.SysProcAttr{Setpgid: true}
-	if uid, gid, ok := prosodyUser(); ok {
-		a.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
-	return a
-}
-
-// chownToProsody hands the test directory to the prosody user.
-func (s *Server) chownToProsody() {
-	uid, gid, ok := prosodyUser()
-	if !ok {
-		return
-	}
-	// The temp dir's parents must be traversable too.
-	for d := s.dir; d != "/" && d != "."; d = filepath.Dir(d) {
-		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
-			os.Chmod(d, st.Mode().Perm()|0o011)
-		}
-		if d == os.TempDir() {
-			break
-		}
-	}
-	filepath.Walk(s.dir, func(p string, _ os.FileInfo, _ error) error {
-		os.Lchown(p, uid, gid)
-		return nil
-	})
-}
-
 func (s *Server) start() {
 	t := s.t
 	t.Helper()
@@ -205,7 +152,7 @@ func (s *Server) start() {
 	s.cmd = exec.Command("prosody", "--config", s.cfgPath)
 	var out bytes.Buffer
 	s.cmd.Stdout, s.cmd.Stderr = &out, &out
-	s.cmd.SysProcAttr = sysProcAttr()
+	s.cmd.SysProcAttr = daemon.SysProcAttr("prosody")
 	if err := s.cmd.Start(); err != nil {
 		s.mu.Unlock()
 		t.Fatalf("starting prosody: %v", err)
@@ -215,25 +162,8 @@ func (s *Server) start() {
 	cmd := s.cmd
 	go func() { cmd.Wait(); close(exited) }()
 	s.mu.Unlock()
-	// Ready once both ports accept connections.
-	deadline := time.Now().Add(20 * time.Second)
-	for _, addr := range []string{s.C2SAddr, s.ComponentAddr} {
-		for {
-			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-exited:
-				t.Fatalf("prosody exited at start:\n%s\nlog:\n%s", out.String(), s.LogTail(40))
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("prosody did not listen on %s:\n%s\nlog:\n%s", addr, out.String(), s.LogTail(40))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	if err := daemon.WaitListening([]string{s.C2SAddr, s.ComponentAddr}, exited, 20*time.Second); err != nil {
+		t.Fatalf("prosody: %v:\n%s\nlog:\n%s", err, out.String(), s.LogTail(40))
 	}
 }
 
@@ -245,7 +175,7 @@ func (s *Server) Stop() {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	daemon.Kill(cmd.Process.Pid)
 	<-exited
 }
 
@@ -259,56 +189,17 @@ func (s *Server) Restart() {
 func (s *Server) Register(user, password string) {
 	s.t.Helper()
 	cmd := exec.Command("prosodyctl", "--config", s.cfgPath, "register", user, s.Domain, password)
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = daemon.SysProcAttr("prosody")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		s.t.Fatalf("prosodyctl register %s: %v\n%s", user, err, out)
 	}
 }
 
 // LogTail returns the last n lines of Prosody's log.
-func (s *Server) LogTail(n int) string {
-	b, _ := os.ReadFile(s.log)
-	lines := strings.Split(string(b), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (s *Server) LogTail(n int) string { return daemon.Tail(s.log, n) }
 
 // Log returns Prosody's whole log.
 func (s *Server) Log() string {
 	b, _ := os.ReadFile(s.log)
 	return string(b)
-}
-
-func freeAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func writeCert(t testing.TB, dir, host string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: host},
-		DNSNames:     []string{host},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(filepath.Join(dir, host+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(filepath.Join(dir, host+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o640)
 }
