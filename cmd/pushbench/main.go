@@ -51,6 +51,9 @@ type options struct {
 	profilePhase string
 	heapprofile  string
 	serverLog    string
+	soak         time.Duration // >0: soak instead of the phases
+	soakRate     float64
+	soakEvery    time.Duration
 }
 
 func main() {
@@ -70,7 +73,14 @@ func main() {
 	flag.StringVar(&o.profilePhase, "profile", "xmpp", "phase of -cpuprofile: xmpp, http (closed loops) or registrations")
 	flag.StringVar(&o.heapprofile, "heapprofile", "", "write a heap profile of the server, taken after the closed loop, to this file")
 	flag.StringVar(&o.serverLog, "server-log", "", "write the server's log to this file")
+	flag.DurationVar(&o.soak, "soak", 0, "instead of the phases, send publish IQs at -soak-rate for this long, report RSS, goroutines, open fds and p99 every -soak-every, and fail if one keeps growing")
+	flag.Float64Var(&o.soakRate, "soak-rate", 500, "publish IQs per second during -soak")
+	flag.DurationVar(&o.soakEvery, "soak-every", 30*time.Second, "report interval of -soak")
 	flag.Parse()
+	if o.soak > 0 && (o.count > 0 || o.soakRate <= 0 || o.soakEvery <= 0) {
+		fmt.Fprintln(os.Stderr, "pushbench: -soak needs -soak-rate and -soak-every > 0 and no -instructions")
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "pushbench:", err)
 		os.Exit(1)
@@ -255,6 +265,19 @@ ca_path = %q
 	res.RegistrationsPS = float64(len(devices)) / took.Seconds()
 	res.RegistrationCPUus = float64((procCPU(srv.Process.Pid) - before).Microseconds()) / float64(len(devices))
 
+	if o.soak > 0 {
+		fmt.Fprintf(os.Stderr, "soak: %.0f publish IQs/s for %s ...\n", o.soakRate, o.soak)
+		sr, err := soak(o, probe, stream, devices, os.Stdout)
+		line, _ := json.Marshal(sr)
+		fmt.Printf("RESULT %s\n", line)
+		if err != nil {
+			return err
+		}
+		if accepted, ok := mock.Accepted(), soakOK(sr); o.backend == "apns" && int64(accepted) != ok {
+			return fmt.Errorf("APNS mock accepted %d pushes but %d were answered with success", accepted, ok)
+		}
+		return nil
+	}
 	if cg != nil {
 		cg.pid = srv.Process.Pid
 		if err := countInstructions(o, cg, stream, newHTTPPusher("http://"+httpAddr, 1024), devices, &res); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,5 +18,49 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 50) != 0 {
 		t.Error("empty")
+	}
+}
+
+func TestGrowth(t *testing.T) {
+	series := func(f func(i int) soakSample) []soakSample {
+		var s []soakSample
+		for i := range 10 {
+			s = append(s, f(i))
+		}
+		return s
+	}
+	flat := func(i int) soakSample {
+		return soakSample{RSSMB: 80 + float64(i%2), Goroutines: 40, OpenFDs: 20, P99ms: 3}
+	}
+	for _, tt := range []struct {
+		name    string
+		samples []soakSample
+		want    string // "" = no growth
+	}{
+		{"flat", series(flat), ""},
+		{"warm-up spike", series(func(i int) soakSample {
+			s := flat(i)
+			if i == 0 {
+				s.RSSMB, s.Goroutines, s.P99ms = 300, 400, 200
+			}
+			return s
+		}), ""},
+		{"rises then settles", series(func(i int) soakSample {
+			s := flat(i)
+			s.RSSMB += float64(min(i, 3)) * 4
+			return s
+		}), ""},
+		{"memory leak", series(func(i int) soakSample { s := flat(i); s.RSSMB += float64(i) * 10; return s }), "RSS MB"},
+		{"goroutine leak", series(func(i int) soakSample { s := flat(i); s.Goroutines += float64(i) * 20; return s }), "goroutines"},
+		{"fd leak", series(func(i int) soakSample { s := flat(i); s.OpenFDs += float64(i) * 5; return s }), "open fds"},
+		{"latency keeps growing", series(func(i int) soakSample { s := flat(i); s.P99ms *= float64(int(1) << i); return s }), "p99 ms"},
+		{"too short to tell", series(flat)[:3], ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := growth(tt.samples)
+			if tt.want == "" && len(got) != 0 || tt.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], tt.want)) {
+				t.Fatalf("growth = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

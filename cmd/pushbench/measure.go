@@ -38,6 +38,11 @@ func (p *serverProbe) sample() sample {
 // mallocs reads go_memstats_mallocs_total, the Go runtime's cumulative
 // count of heap objects allocated.
 func (p *serverProbe) mallocs() (float64, error) {
+	return p.metric("go_memstats_mallocs_total")
+}
+
+// metric reads one unlabelled metric from the server's /metrics page.
+func (p *serverProbe) metric(name string) (float64, error) {
 	resp, err := p.client.Get(p.metricsURL)
 	if err != nil {
 		return 0, err
@@ -49,11 +54,11 @@ func (p *serverProbe) mallocs() (float64, error) {
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_mallocs_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, fmt.Errorf("%s: no go_memstats_mallocs_total", p.metricsURL)
+	return 0, fmt.Errorf("%s: no %s", p.metricsURL, name)
 }
 
 // cost fills the phase's per-push figures from the samples taken around
@@ -91,13 +96,16 @@ func procCPU(pid int) time.Duration {
 }
 
 // peakRSS is the process's peak resident memory (VmHWM) in MB.
-func peakRSS(pid int) float64 {
+func peakRSS(pid int) float64 { return procStatusMB(pid, "VmHWM:") }
+
+// procStatusMB reads a memory figure (kB) of /proc/PID/status, in MB.
+func procStatusMB(pid int, field string) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseFloat(f[1], 64)
 			return kb / 1024
 		}

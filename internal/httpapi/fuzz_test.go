@@ -10,9 +10,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
-	"github.com/push-appserver/push-appserver/internal/push"
-	"github.com/push-appserver/push-appserver/internal/push/logpush"
-	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/logcore"
 )
 
 var (
@@ -27,14 +25,7 @@ var (
 // another line).
 func FuzzForms(f *testing.F) {
 	logger := slog.New(slog.DiscardHandler)
-	b := logpush.New(logger)
-	svc, err := appserver.New(memory.New(), []appserver.App{
-		{Name: "apns", Priority: push.PriorityAuto, Backend: b},
-		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
-	}, appserver.Options{}, logger)
-	if err != nil {
-		f.Fatal(err)
-	}
+	svc := logcore.New(f, appserver.Options{})
 	h := httpapi.New(httpapi.Options{Service: svc, Registrations: nil, Logger: logger})
 	for _, s := range []struct {
 		endpoint uint8

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 	"unicode"
@@ -12,9 +11,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/push"
-	"github.com/push-appserver/push-appserver/internal/push/logpush"
-	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/logcore"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 )
 
@@ -23,15 +20,7 @@ import (
 // command or a stanza error, and every node and secret answered works for
 // a push.
 func FuzzExecute(f *testing.F) {
-	logger := slog.New(slog.DiscardHandler)
-	b := logpush.New(logger)
-	svc, err := appserver.New(memory.New(), []appserver.App{
-		{Name: "apns", Priority: push.PriorityHigh, Backend: b},
-		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
-	}, appserver.Options{MaxRegistrationsPerDomain: 1000}, logger)
-	if err != nil {
-		f.Fatal(err)
-	}
+	svc := logcore.New(f, appserver.Options{MaxRegistrationsPerDomain: 1000})
 	cmds := adhoc.New(svc, adhoc.Options{V1: true, DefaultApp: "apns", FCMApp: "fcm", APNSApp: "apns"})
 
 	const form = `<x xmlns='jabber:x:data' type='submit'>%s</x>`

@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
-	"github.com/push-appserver/push-appserver/internal/push"
-	"github.com/push-appserver/push-appserver/internal/push/logpush"
-	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/logcore"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -30,14 +28,7 @@ import (
 func FuzzStanzaReader(f *testing.F) {
 	const jid, secret = "push.example.net", "fuzz-secret"
 	logger := slog.New(slog.DiscardHandler)
-	b := logpush.New(logger)
-	svc, err := appserver.New(memory.New(), []appserver.App{
-		{Name: "apns", Priority: push.PriorityAuto, Backend: b},
-		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
-	}, appserver.Options{}, logger)
-	if err != nil {
-		f.Fatal(err)
-	}
+	svc := logcore.New(f, appserver.Options{})
 	reg, err := svc.Register(context.Background(), appserver.Caller{}, "apns", "fuzz-node", "ab12")
 	if err != nil {
 		f.Fatal(err)
