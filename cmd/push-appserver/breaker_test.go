@@ -161,6 +161,9 @@ ca_path = %q
 	if c := strings.Count(s.log.String(), `level=ERROR msg="app looks misconfigured`); c != 1 {
 		t.Errorf("misconfiguration logged %d times, want once:\n%s", c, s.log.String())
 	}
+	if c := strings.Count(s.log.String(), "wrong endpoint?"); c != 1 {
+		t.Errorf("wrong FCM endpoint warned %d times, want once", c)
+	}
 	if !strings.Contains(s.log.String(), "sandbox/production mismatch?") {
 		t.Errorf("log does not name the likely cause:\n%s", s.log.String())
 	}

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -69,9 +70,11 @@ type Backend struct {
 	sendURL string
 	client  *http.Client
 	breaker *push.Breaker
-	conf    func(ctx context.Context) oauth2.TokenSource
-	ctx     context.Context // carries the HTTP client for token requests
-	logger  *slog.Logger
+	// warned404 keeps a wrong endpoint from writing one warning per push.
+	warned404 atomic.Bool
+	conf      func(ctx context.Context) oauth2.TokenSource
+	ctx       context.Context // carries the HTTP client for token requests
+	logger    *slog.Logger
 
 	mu sync.Mutex
 	ts oauth2.TokenSource
@@ -215,7 +218,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case status == http.StatusNotFound:
 				// A 404 without FCM's error body comes from a wrong
 				// endpoint or a proxy, not from FCM about a token.
-				b.logger.Warn("FCM endpoint answered 404 without an FCM error: wrong endpoint?", "url", b.sendURL)
+				if b.warned404.CompareAndSwap(false, true) {
+					b.logger.Warn("FCM endpoint answered 404 without an FCM error: wrong endpoint? (logged once)", "url", b.sendURL)
+				}
 				return fmt.Errorf("fcm: 404 from %s without an FCM error", b.sendURL)
 			case ferr.code() == "SENDER_ID_MISMATCH":
 				return &push.SuspectTokenError{Reason: "SENDER_ID_MISMATCH",
