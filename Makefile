@@ -4,7 +4,10 @@
 GO      ?= go
 BIN     := bin/push-appserver
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# SOURCE_DATE_EPOCH, when set, makes the date reproducible.
+BUILD_DATE ?= $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 CONFIG  ?=
 
 .PHONY: all build run test test-deps vet bench bench-instructions clean
@@ -15,13 +18,20 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/push-appserver
 
-run: build
+# The first build compiles every dependency (the pure-Go SQLite is big):
+# say so, or it looks hung.
+run:
+	@test -x $(BIN) || echo "make run: building $(BIN) for the first time; this takes a few minutes (later builds take seconds)..."
+	@$(MAKE) --no-print-directory build
 	$(BIN) serve $(if $(CONFIG),-config $(CONFIG))
 
 # Installs what the tests need (Prosody for the end-to-end tests, a C
 # compiler for the race detector, staticcheck), then vets and runs every test.
+# The import of 100,000 generated registrations runs once more without the
+# race detector, which would make it take minutes.
 test: test-deps vet
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -run 'TestImportedRegistrationsPush' ./internal/e2e/
 
 test-deps:
 	./scripts/test-deps.sh

@@ -7,30 +7,54 @@
 //	push-appserver serve [-config file] [-pprof addr]
 //	push-appserver check-config [-config file]
 //	push-appserver vapid-keygen -out file
+//	push-appserver import mod_push_appserver [-config file] [-type-map a=b] [-dry-run] PATH
+//	push-appserver registrations list|show|delete|count [flags]
+//	push-appserver send-test -app A -token T [-config file]
 //	push-appserver version
 package main
 
 import (
-	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"os/signal"
+	"runtime"
 	"runtime/debug"
-	"sort"
-	"syscall"
+	"strings"
 
 	"github.com/push-appserver/push-appserver/internal/config"
-	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
+// Set at build time with -ldflags "-X main.version=... -X main.commit=...
+// -X main.buildDate=...".
+var (
+	version   = ""
+	commit    = ""
+	buildDate = ""
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type command struct {
+	name, summary string
+	run           func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the app server", runServe},
+		{"check-config", "validate the configuration and print every problem", runCheckConfig},
+		{"vapid-keygen", "write a VAPID key for a webpush app", vapidKeygen},
+		{"import", "import registrations from mod_push_appserver", runImport},
+		{"registrations", "list, show, delete or count registrations", runRegistrations},
+		{"send-test", "send one test push through an app and print the answer", runSendTest},
+		{"version", "print version, commit, Go version and build date", runVersion},
+	}
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -38,103 +62,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	cmd, args := args[0], args[1:]
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("PUSH_APPSERVER_CONFIG"), "configuration `file` (TOML); default: built-in defaults")
-	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this `address` (overrides pprof_listen; keep it on loopback)")
-	switch cmd {
-	case "serve", "check-config":
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-	case "vapid-keygen":
-		return vapidKeygen(args, stdout, stderr)
-	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "push-appserver", versionString())
-		return 0
+	name, args := args[0], args[1:]
+	switch name {
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return 0
-	default:
-		fmt.Fprintf(stderr, "push-appserver: unknown command %q\n", cmd)
-		usage(stderr)
-		return 2
+	case "-version", "--version":
+		name = "version"
 	}
-
-	cfg, err := config.Load(*cfgPath)
-	if cmd == "check-config" {
-		return checkConfig(cfg, err, stdout, stderr)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "push-appserver: invalid configuration:\n%v\n", err)
-		return 1
-	}
-	if *pprofAddr != "" {
-		cfg.PprofListen = *pprofAddr
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := serve(ctx, cfg, stderr); err != nil {
-		fmt.Fprintf(stderr, "push-appserver: %v\n", err)
-		return 1
-	}
-	return 0
-}
-
-func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
-	if err != nil {
-		fmt.Fprintf(stderr, "configuration has problems:\n%v\n", err)
-		return 1
-	}
-	for _, o := range cfg.Obsolete {
-		fmt.Fprintf(stdout, "warning: %s is obsolete and ignored\n", o)
-	}
-	if cfg.Debugging {
-		fmt.Fprintln(stdout, "warning: debugging is on: the settings pages show every secret; never in production")
-	}
-	names := make([]string, 0, len(cfg.Apps))
-	for n := range cfg.Apps {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		// A production app left on the seed's default (sandbox) loses
-		// every push to BadDeviceToken: say which one each app uses.
-		if a := cfg.Apps[n]; a.Kind == config.KindAPNS {
-			fmt.Fprintf(stdout, "app %s: APNS %s\n", n, apns.Environment(*a.Sandbox, a.Endpoint))
-		}
-		// A key file that exists but is no P-256 key would only fail at
-		// serve; the public key is what web clients need.
-		if a := cfg.Apps[n]; a.Kind == config.KindWebPush {
-			key, err := webpush.LoadVAPIDKey(a.VAPIDKeyFile)
-			if err != nil {
-				fmt.Fprintf(stderr, "configuration has problems:\napps.%s.vapid_key_file: %v\n", n, err)
-				return 1
-			}
-			pub, _ := webpush.PublicKeyString(key)
-			fmt.Fprintf(stdout, "app %s: WebPush, VAPID public key %s\n", n, pub)
-			if a.AllowPrivateEndpoints {
-				fmt.Fprintf(stdout, "warning: app %s: allow_private_endpoints is on: registrations can make us POST into our own network\n", n)
-			}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(args, stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stdout, "configuration OK: %d app(s), %d component(s), HTTP on %q, registry %s\n",
-		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, cfg.Database.Path)
-	return 0
+	fmt.Fprintf(stderr, "push-appserver: unknown command %q\n", name)
+	usage(stderr)
+	return 2
 }
 
 // vapidKeygen writes a VAPID key for a webpush app and prints the public
 // key web clients pass to PushManager.subscribe.
 func vapidKeygen(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("vapid-keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	out := fs.String("out", "", "write the private key to this `file` (PEM, mode 0600; must not exist)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	f := newFlags("vapid-keygen", "vapid-keygen -out file", stdout, stderr)
+	out := f.String("out", "", "write the private key to this `file` (PEM, mode 0600; must not exist)")
+	rest, code, ok := f.parse(args)
+	if !ok {
+		return code
 	}
-	if *out == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: push-appserver vapid-keygen -out FILE")
+	if *out == "" || len(rest) != 0 {
+		f.usage(stderr)
 		return 2
 	}
 	pub, err := webpush.GenerateVAPIDKey(*out)
@@ -148,22 +104,134 @@ func vapidKeygen(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: push-appserver <command> [-config file]
+	fmt.Fprint(w, "usage: push-appserver <command> [flags]\n\ncommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\n\"push-appserver <command> -h\" lists a command's flags.\n")
+}
 
-commands:
-  serve          run the app server
-  check-config   validate the configuration and print every problem
-  vapid-keygen   -out FILE: write a VAPID key for webpush apps, print its public key
-  version        print the version
-`)
+// flags is one subcommand's flag set: -h prints only its flags, to stdout,
+// and exits 0.
+type flags struct {
+	*flag.FlagSet
+	synopsis string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+func newFlags(name, synopsis string, stdout, stderr io.Writer) *flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return &flags{FlagSet: fs, synopsis: synopsis, stdout: stdout, stderr: stderr}
+}
+
+func (f *flags) configFlag() *string {
+	return f.String("config", os.Getenv("PUSH_APPSERVER_CONFIG"), "configuration `file` (TOML); default: $PUSH_APPSERVER_CONFIG, else built-in defaults")
+}
+
+func (f *flags) usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: push-appserver %s\n", f.synopsis)
+	n := 0
+	f.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprint(w, "\nflags:\n")
+		f.SetOutput(w)
+		f.PrintDefaults()
+		f.SetOutput(io.Discard)
+	}
+}
+
+// parse parses args, flags and arguments in any order, and returns the
+// arguments. ok false means return code.
+func (f *flags) parse(args []string) (rest []string, code int, ok bool) {
+	for {
+		err := f.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			f.usage(f.stdout)
+			return nil, 0, false
+		}
+		if err != nil {
+			fmt.Fprintf(f.stderr, "push-appserver %s: %v\n", f.Name(), err)
+			f.usage(f.stderr)
+			return nil, 2, false
+		}
+		args = f.Args()
+		if len(args) == 0 {
+			return rest, 0, true
+		}
+		if args[0] == "--" {
+			return append(rest, args[1:]...), 0, true
+		}
+		rest = append(rest, args[0])
+		args = args[1:]
+	}
+}
+
+// loadConfig loads the configuration, printing its problems.
+func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "push-appserver: invalid configuration:\n%v\n", err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("version", "version", stdout, stderr)
+	if rest, code, ok := f.parse(args); !ok {
+		return code
+	} else if len(rest) > 0 {
+		f.usage(stderr)
+		return 2
+	}
+	fmt.Fprintf(stdout, "push-appserver %s\ncommit %s\n%s %s/%s\nbuilt %s\n", versionString(), commitString(), runtime.Version(), runtime.GOOS, runtime.GOARCH, orUnknown(buildDate))
+	return 0
 }
 
 func versionString() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+func commitString() string {
+	if commit != "" {
+		return commit
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			if dirty {
+				rev += "-dirty"
+			}
+			return rev
+		}
+	}
+	return "unknown"
+}
+
+func orUnknown(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// cliLogger is the log of a one-shot command: warnings and errors only.
+func cliLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

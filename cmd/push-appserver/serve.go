@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/configcheck"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/metrics"
@@ -26,14 +28,18 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/reload"
 )
 
 // shutdownGrace is how long in-flight requests get to finish on shutdown.
 const shutdownGrace = 20 * time.Second
 
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+// newLogger returns the server's logger; level is set from the
+// configuration and may change on reload.
+func newLogger(cfg *config.Config, w io.Writer, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(cfg.LogLevel))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.LogFormat == "json" {
@@ -42,12 +48,15 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(logging.Redact(h))
 }
 
-func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
+// serve runs the server until ctx ends. Each value on hup reloads the
+// configuration with load and applies what can change in place.
+func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan os.Signal, load func() (*config.Config, error)) error {
 	// Checked here too: the -pprof flag bypasses the config's validation.
 	if err := config.CheckPprofListen(cfg.PprofListen, cfg.PprofAllowRemote); err != nil {
 		return fmt.Errorf("pprof: %w", err)
 	}
-	logger := newLogger(cfg, logw)
+	level := new(slog.LevelVar)
+	logger := newLogger(cfg, logw, level)
 	logger.Info("starting push-appserver", "version", versionString())
 	for _, o := range cfg.Obsolete {
 		logger.Warn("obsolete option ignored", "option", o)
@@ -66,6 +75,34 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Every backend goes behind a swappable one, so a reload can replace
+	// it (new key, certificate or options) while pushes go through.
+	breakerOf := map[string]*push.Breaker{}
+	for _, b := range breakers {
+		breakerOf[b.app] = b.breaker
+	}
+	swaps := map[string]*reload.Backend{}
+	for i := range apps {
+		sw := reload.NewBackend(apps[i].Backend)
+		swaps[apps[i].Name] = sw
+		apps[i].Backend = sw
+	}
+	var tlsCert *reload.Certificate
+	if cfg.HTTP.TLSListen != "" {
+		if tlsCert, err = reload.LoadCertificate(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
+			return fmt.Errorf("http.tls_cert_file: %w", err)
+		}
+	}
+	reloader := reload.New(cfg, reload.Options{
+		Logger: logger, Level: level, Apps: swaps, TLS: tlsCert,
+		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
+			if a.Kind == config.KindLog {
+				return logpush.New(logger.With("app", name)), nil
+			}
+			return newBackend(ctx, name, a, breakerOf[name], logger.With("app", name))
+		},
+	})
+
 	m := metrics.New()
 	var appChecks []httpapi.Check
 	for _, b := range breakers {
@@ -92,6 +129,25 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { svc.Run(runCtx) })
+	appNames := make([]string, 0, len(cfg.Apps))
+	for n, a := range cfg.Apps {
+		appNames = append(appNames, n)
+		if a.Kind == config.KindAPNS && a.CertFile != "" {
+			path := a.CertFile
+			wg.Go(func() {
+				m.WatchExpiry(runCtx, "apps."+n+".cert_file", func() (time.Time, error) { return configcheck.CertificateExpiry(path) },
+					config.CertificateExpiryWarning, logger)
+			})
+		}
+	}
+	if cfg.HTTP.TLSListen != "" {
+		path := cfg.HTTP.TLSCertFile
+		wg.Go(func() {
+			m.WatchExpiry(runCtx, "http.tls_cert_file", func() (time.Time, error) { return configcheck.CertificateExpiry(path) },
+				config.CertificateExpiryWarning, logger)
+		})
+	}
+	wg.Go(func() { m.WatchRegistrations(runCtx, time.Minute, appNames, store.CountByType, logger) })
 
 	componentChecks, err := startComponents(runCtx, &wg, cfg, svc, m, logger)
 	if err != nil {
@@ -117,18 +173,21 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 
 	var servers []*http.Server
 	errc := make(chan error, 4)
-	listen := func(what, addr string, handler http.Handler, tlsCert, tlsKey string) error {
+	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
 		srv := httpapi.NewServer(addr, handler, logger)
 		servers = append(servers, srv)
-		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", tlsCert != "")
+		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)
 		go func() {
 			var err error
-			if tlsCert != "" {
-				err = srv.ServeTLS(ln, tlsCert, tlsKey)
+			if withTLS {
+				// The certificate comes from the reloadable holder, so
+				// SIGHUP picks up a renewed one.
+				srv.TLSConfig = &tls.Config{GetCertificate: tlsCert.GetCertificate}
+				err = srv.ServeTLS(ln, "", "")
 			} else {
 				err = srv.Serve(ln)
 			}
@@ -139,14 +198,14 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 		return nil
 	}
 	if cfg.HTTP.Listen != "" {
-		if err := listen("HTTP API", cfg.HTTP.Listen, handler, "", ""); err != nil {
+		if err := listen("HTTP API", cfg.HTTP.Listen, handler, false); err != nil {
 			cancel()
 			wg.Wait()
 			return err
 		}
 	}
 	if cfg.HTTP.TLSListen != "" {
-		if err := listen("HTTP API", cfg.HTTP.TLSListen, handler, cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
+		if err := listen("HTTP API", cfg.HTTP.TLSListen, handler, true); err != nil {
 			cancel()
 			wg.Wait()
 			return err
@@ -155,7 +214,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	if cfg.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
-		if err := listen("metrics", cfg.MetricsListen, mux, "", ""); err != nil {
+		if err := listen("metrics", cfg.MetricsListen, mux, false); err != nil {
 			cancel()
 			wg.Wait()
 			return err
@@ -172,11 +231,20 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer) error {
 	}
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down")
-	case runErr = <-errc:
-		logger.Error("stopping", "err", runErr)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down")
+			break wait
+		case runErr = <-errc:
+			logger.Error("stopping", "err", runErr)
+			break wait
+		case <-hup:
+			logger.Info("reloading the configuration (SIGHUP)")
+			next, err := load()
+			reloader.Reload(runCtx, next, err)
+		}
 	}
 	// From now on new pushes are answered "try again later" (never left
 	// unanswered, never "cancel"); the ones under way finish before the

@@ -68,6 +68,12 @@ type Config struct {
 	// Obsolete lists accepted options that no longer do anything, for a
 	// warning at start.
 	Obsolete []string `toml:"-"`
+	// Warnings are settings that load but probably do not do what was
+	// meant (a seed option overriding the file's app setting).
+	Warnings []string `toml:"-"`
+	// seedApps are the apps mod_push_appserver's options created, with
+	// those options, to name them when such an app lacks settings.
+	seedApps map[string][]string
 
 	seed seedOptions
 	// Whether a zero value was written out, where zero means "off".
@@ -204,6 +210,10 @@ type App struct {
 	// ("fcm.googleapis.com", "*.push.services.mozilla.com").
 	EndpointHosts []string `toml:"endpoint_hosts"`
 }
+
+// CertificateExpiryWarning is how long before a certificate expires
+// check-config and the server's log warn about it.
+const CertificateExpiryWarning = 30 * 24 * time.Hour
 
 // Kinds of app.
 const (
@@ -504,7 +514,13 @@ func (c *Config) validate() []error {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		ps = append(ps, c.Apps[n].validate("apps."+n)...)
+		for _, p := range c.Apps[n].validate("apps." + n) {
+			if keys := c.seedApps[n]; len(keys) > 0 {
+				p = fmt.Errorf("%w (app %s of kind %s exists only because %s is set: configure [apps.%s] fully, or remove %s)",
+					p, n, c.Apps[n].Kind, strings.Join(keys, ", "), n, strings.Join(keys, ", "))
+			}
+			ps = append(ps, p)
+		}
 	}
 
 	seen := map[string]bool{}

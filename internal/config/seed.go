@@ -69,28 +69,66 @@ func (s *seedOptions) apply(c *Config) []error {
 		c.RateLimit = Duration(*s.RateLimit * float64(time.Second))
 		c.rateLimitExplicit = true
 	}
-	app := func(name, kind string) *App {
+	// fromFile: the app was in the file before the seed's options; the
+	// options then override what the file said (a warning), else they
+	// create the app (and are named when it lacks settings).
+	var fromFile bool
+	var appName string
+	app := func(name, kind string, keys []string) *App {
 		if c.Apps == nil {
 			c.Apps = map[string]*App{}
 		}
-		if c.Apps[name] == nil {
+		appName = name
+		fromFile = c.Apps[name] != nil
+		if !fromFile {
 			c.Apps[name] = &App{Kind: kind}
+			if c.seedApps == nil {
+				c.seedApps = map[string][]string{}
+			}
+			c.seedApps[name] = keys
 		}
 		return c.Apps[name]
 	}
-	str := func(dst *string, v *string) {
+	shadow := func(key, field string) {
+		if fromFile {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s overrides apps.%s.%s set in the file", key, appName, field))
+		}
+	}
+	str := func(dst *string, v *string, key, field string) {
 		if v != nil {
+			if *dst != "" && *dst != *v {
+				shadow(key, field)
+			}
 			*dst = *v
 		}
 	}
-	secs := func(dst *Duration, v *float64, key string) {
+	secs := func(dst *Duration, v *float64, key, field string) {
 		if v == nil {
 			return
 		}
 		if *v < 0 {
 			ps = append(ps, fmt.Errorf("%s: must not be negative", key))
 		}
-		*dst = Duration(*v * float64(time.Second))
+		d := Duration(*v * float64(time.Second))
+		if *dst != 0 && *dst != d {
+			shadow(key, field)
+		}
+		*dst = d
+	}
+	set := func(names ...string) []string {
+		var out []string
+		for i := 0; i+1 < len(names); i += 2 {
+			if names[i+1] != "" {
+				out = append(out, names[i])
+			}
+		}
+		return out
+	}
+	given := func(set bool) string {
+		if set {
+			return "x"
+		}
+		return ""
 	}
 	obsolete := func(set bool, key string) {
 		if set {
@@ -99,14 +137,19 @@ func (s *seedOptions) apply(c *Config) []error {
 	}
 	if s.APNSCert != nil || s.APNSKey != nil || s.APNSCAPath != nil || s.APNSSandbox != nil ||
 		s.APNSMutableContent != nil || s.APNSTTL != nil || s.APNSPriority != nil || s.APNSAlert != nil || s.APNSTopic != nil {
-		a := app("apns", KindAPNS)
-		str(&a.CertFile, s.APNSCert)
-		str(&a.KeyFile, s.APNSKey)
-		str(&a.CAPath, s.APNSCAPath)
-		str(&a.Priority, s.APNSPriority)
-		str(&a.AlertBody, s.APNSAlert)
-		str(&a.Topic, s.APNSTopic)
-		secs(&a.TTL, s.APNSTTL, "push_appserver_apns_push_ttl")
+		a := app("apns", KindAPNS, set(
+			"push_appserver_apns_cert", given(s.APNSCert != nil), "push_appserver_apns_key", given(s.APNSKey != nil),
+			"push_appserver_apns_capath", given(s.APNSCAPath != nil), "push_appserver_apns_sandbox", given(s.APNSSandbox != nil),
+			"push_appserver_apns_mutable_content", given(s.APNSMutableContent != nil), "push_appserver_apns_push_ttl", given(s.APNSTTL != nil),
+			"push_appserver_apns_push_priority", given(s.APNSPriority != nil), "push_appserver_apns_push_alert", given(s.APNSAlert != nil),
+			"push_appserver_apns_topic", given(s.APNSTopic != nil)))
+		str(&a.CertFile, s.APNSCert, "push_appserver_apns_cert", "cert_file")
+		str(&a.KeyFile, s.APNSKey, "push_appserver_apns_key", "key_file")
+		str(&a.CAPath, s.APNSCAPath, "push_appserver_apns_capath", "ca_path")
+		str(&a.Priority, s.APNSPriority, "push_appserver_apns_push_priority", "priority")
+		str(&a.AlertBody, s.APNSAlert, "push_appserver_apns_push_alert", "alert_body")
+		str(&a.Topic, s.APNSTopic, "push_appserver_apns_topic", "topic")
+		secs(&a.TTL, s.APNSTTL, "push_appserver_apns_push_ttl", "ttl")
 		if s.APNSSandbox != nil {
 			a.Sandbox = s.APNSSandbox
 		}
@@ -115,10 +158,12 @@ func (s *seedOptions) apply(c *Config) []error {
 		}
 	}
 	if s.FCMCAPath != nil || s.FCMTTL != nil || s.FCMPriority != nil {
-		a := app("fcm", KindFCM)
-		str(&a.CAPath, s.FCMCAPath)
-		str(&a.AndroidPriority, s.FCMPriority)
-		secs(&a.TTL, s.FCMTTL, "push_appserver_fcm_push_ttl")
+		a := app("fcm", KindFCM, set(
+			"push_appserver_fcm_capath", given(s.FCMCAPath != nil), "push_appserver_fcm_push_ttl", given(s.FCMTTL != nil),
+			"push_appserver_fcm_push_priority", given(s.FCMPriority != nil)))
+		str(&a.CAPath, s.FCMCAPath, "push_appserver_fcm_capath", "ca_path")
+		str(&a.AndroidPriority, s.FCMPriority, "push_appserver_fcm_push_priority", "android_priority")
+		secs(&a.TTL, s.FCMTTL, "push_appserver_fcm_push_ttl", "ttl")
 	}
 	obsolete(s.APNSCiphers != nil, "push_appserver_apns_ciphers")
 	obsolete(s.APNSFeedback != nil, "push_appserver_apns_feedback_request_interval")

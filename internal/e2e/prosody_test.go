@@ -102,14 +102,20 @@ func startStackWithApps(t *testing.T, backends map[string]push.Backend, configur
 
 func startStackAppsOn(t *testing.T, start startServer, backends map[string]push.Backend, configure ...func(*component.Options)) *stack {
 	t.Helper()
-	p := start(t)
-
-	log := logger(t)
 	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	return startStackOnRegistry(t, start, store, backends, configure...)
+}
+
+// startStackOnRegistry is startStackAppsOn over the given registry.
+func startStackOnRegistry(t *testing.T, start startServer, store registry.Store, backends map[string]push.Backend, configure ...func(*component.Options)) *stack {
+	t.Helper()
+	p := start(t)
+
+	log := logger(t)
 	apps := []appserver.App{
 		{Name: "apns", Priority: push.PriorityAuto, Backend: backends["apns"]},
 		{Name: "fcm", Priority: push.PriorityAuto, Backend: backends["fcm"]},

@@ -54,7 +54,8 @@ type Options struct {
 	Debugging bool
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
-	// Checks are listed on the health page.
+	// Checks are listed on the health page; the ready page answers 503
+	// while any of them fails.
 	Checks func() []Check
 	Logger *slog.Logger
 }
@@ -79,6 +80,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET "+v1+"settings", a.settings)
 	mux.HandleFunc("GET "+v1+"settings/{node}", a.settingsNode)
 	mux.HandleFunc("GET "+v1+"health", a.health)
+	mux.HandleFunc("GET "+v1+"ready", a.ready)
 	mux.HandleFunc("GET /push_appserver/{$}", a.hello)
 	mux.HandleFunc("GET /{$}", a.hello)
 	if o.Metrics != nil {
@@ -325,6 +327,29 @@ func (a *api) settingsNode(w http.ResponseWriter, r *http.Request) {
 		{"last_successful_push", ts(reg.LastSuccessfulPush)}, {"last_push_error", ts(reg.LastPushError)},
 		{"last_error_reason", reg.LastErrorReason}, {"domain", reg.Domain},
 	})
+}
+
+// ready is for load balancers and orchestrators: 200 while every part
+// works, 503 naming the parts that do not (a component that lost its XMPP
+// server, an app whose push service says it is misconfigured). Liveness
+// stays with health.
+func (a *api) ready(w http.ResponseWriter, r *http.Request) {
+	var down []string
+	if a.Checks != nil {
+		for _, c := range a.Checks() {
+			if !c.OK() {
+				down = append(down, c.Name+": down")
+			}
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if len(down) > 0 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, "NOT READY\n"+strings.Join(down, "\n")+"\n")
+		return
+	}
+	text(w, "READY\n")
 }
 
 // health always says RUNNING while the process serves HTTP, as the seed

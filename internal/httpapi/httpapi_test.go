@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,6 +219,7 @@ func TestErrors(t *testing.T) {
 		{"settings without debugging", "GET", "/push_appserver/v1/settings", "", 403, "ERROR\nDebugging is disabled"},
 		{"settings node without debugging", "GET", "/push_appserver/v1/settings/known", "", 403, "ERROR\nDebugging is disabled"},
 		{"health", "GET", "/push_appserver/v1/health", "", 200, "RUNNING\ncomponent push.example.org: down\n"},
+		{"not ready", "GET", "/push_appserver/v1/ready", "", 503, "NOT READY\ncomponent push.example.org: down\n"},
 		{"wrong method", "PUT", "/push_appserver/v1/register", "type=a", 405, "*"},
 		{"unknown path", "GET", "/push_appserver/v2/register", "", 404, "*"},
 	}
@@ -365,5 +367,28 @@ func TestPushStatusWrittenBehind(t *testing.T) {
 	r, err := f.store.Get(context.Background(), "n1")
 	if err != nil || r.LastSuccessfulPush.IsZero() {
 		t.Fatalf("push status not written on Close: %+v %v", r, err)
+	}
+}
+
+func TestReadyFollowsChecks(t *testing.T) {
+	var up, appOK atomic.Bool
+	h := httpapi.New(httpapi.Options{Checks: func() []httpapi.Check {
+		return []httpapi.Check{{Name: "component push.example.org", OK: up.Load}, {Name: "app ios", OK: appOK.Load}}
+	}})
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/push_appserver/v1/ready", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := get(); code != 503 || body != "NOT READY\ncomponent push.example.org: down\napp ios: down\n" {
+		t.Fatalf("%d %q", code, body)
+	}
+	up.Store(true)
+	if code, body := get(); code != 503 || body != "NOT READY\napp ios: down\n" {
+		t.Fatalf("%d %q", code, body)
+	}
+	appOK.Store(true)
+	if code, body := get(); code != 200 || body != "READY\n" {
+		t.Fatalf("%d %q", code, body)
 	}
 }

@@ -141,6 +141,20 @@ type Store interface {
 	// Count returns the number of registrations.
 	Count(ctx context.Context) (int, error)
 
+	// List returns up to limit registrations in node order, starting after
+	// the node given (from the start when after is ""): a page of an
+	// administrator's listing.
+	List(ctx context.Context, after string, limit int) ([]Registration, error)
+
+	// CountByType returns the number of registrations of each type.
+	CountByType(ctx context.Context) (map[string]int, error)
+
+	// Put writes registrations exactly as given, secret and times included,
+	// each replacing any registration of its node, all in one transaction.
+	// It brings registrations over from another app server; requests go
+	// through Register.
+	Put(ctx context.Context, rs []Registration) error
+
 	// BlockToken records b, replacing an earlier entry of the same type
 	// and token.
 	BlockToken(ctx context.Context, b BlockedToken) error

@@ -190,6 +190,50 @@ func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, 
 	return n, nil
 }
 
+func (s *Store) List(ctx context.Context, after string, limit int) ([]registry.Registration, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var nodes []string
+	for n := range s.byNode {
+		if n > after {
+			nodes = append(nodes, n)
+		}
+	}
+	sort.Strings(nodes)
+	out := make([]registry.Registration, 0, min(limit, len(nodes)))
+	for _, n := range nodes[:min(limit, len(nodes))] {
+		out = append(out, s.byNode[n])
+	}
+	return out, nil
+}
+
+func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string]int{}
+	for _, r := range s.byNode {
+		out[r.Type]++
+	}
+	return out, nil
+}
+
+func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range rs {
+		if r.DeviceKey != "" {
+			// As in SQL, the new record replaces one holding its device key.
+			for n, old := range s.byNode {
+				if old.DeviceKey == r.DeviceKey && n != r.Node {
+					delete(s.byNode, n)
+				}
+			}
+		}
+		s.byNode[r.Node] = r
+	}
+	return nil
+}
+
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -451,6 +451,69 @@ func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, 
 	return int(tag.RowsAffected()), nil
 }
 
+func (s *Store) List(ctx context.Context, after string, limit int) ([]registry.Registration, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM registrations WHERE node > $1 ORDER BY node LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing registrations: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.Registration
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing registrations: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT type, COUNT(*) FROM registrations GROUP BY type`)
+	if err != nil {
+		return nil, fmt.Errorf("counting registrations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var typ string
+		var n int
+		if err := rows.Scan(&typ, &n); err != nil {
+			return nil, fmt.Errorf("counting registrations: %w", err)
+		}
+		out[typ] = n
+	}
+	return out, rows.Err()
+}
+
+// Put sends the whole batch in one round trip, in one transaction.
+func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var b pgx.Batch
+		for _, r := range rs {
+			b.Queue(`INSERT INTO registrations (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+				ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
+					registered = excluded.registered, renewed = excluded.renewed,
+					last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
+					last_error_reason = excluded.last_error_reason, domain = excluded.domain,
+					device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`,
+				r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
+				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account)
+		}
+		return tx.SendBatch(ctx, &b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	return nil
+}
+
 // InstanceValue serialises first use across instances with a transaction
 // advisory lock on the name, so gen runs once however many ask at once.
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

@@ -55,7 +55,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
 		q.Add("_pragma", p)
 	}
-	dsn := "file:" + path + "?" + q.Encode()
+	// The path is a URI's: SQLite would decode %xx and stop at ? or #.
+	dsn := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?" + q.Encode()
 	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
@@ -338,6 +339,67 @@ func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, 
 	}
 	n, _ := res.RowsAffected()
 	return int(n), nil
+}
+
+func (s *Store) List(ctx context.Context, after string, limit int) ([]registry.Registration, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+columns+` FROM registrations WHERE node > ? ORDER BY node LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing registrations: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.Registration
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing registrations: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT type, COUNT(*) FROM registrations GROUP BY type`)
+	if err != nil {
+		return nil, fmt.Errorf("counting registrations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var typ string
+		var n int
+		if err := rows.Scan(&typ, &n); err != nil {
+			return nil, fmt.Errorf("counting registrations: %w", err)
+		}
+		out[typ] = n
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	defer st.Close()
+	for _, r := range rs {
+		if _, err := st.ExecContext(ctx, r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed),
+			nanos(r.LastSuccessfulPush), nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account); err != nil {
+			return fmt.Errorf("put %s: %w", r.Node, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

@@ -187,3 +187,19 @@ func TestBlockedTokenSurvivesReopen(t *testing.T) {
 		t.Fatalf("after reopening: %+v, %v; want %+v", got, err, b)
 	}
 }
+
+// Prosody's data folders are named like push%2eexample%2eorg; a path is
+// a path, not a URI.
+func TestPathWithURICharacters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "push%2eexample?x#y")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, filepath.Join(dir, "registry.db"))
+	if _, err := s.Count(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "registry.db")); err != nil {
+		t.Fatalf("the database is not where it was asked for: %v", err)
+	}
+}

@@ -37,6 +37,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ConcurrentRegisterDistinct", testConcurrentDistinct},
 		{"NodesAndCount", testNodesAndCount},
 		{"InstanceValue", testInstanceValue},
+		{"PutKeepsEverything", testPut},
+		{"List", testList},
 		{"Account", testAccount},
 		{"BlockedTokens", testBlockedTokens},
 	}
@@ -528,5 +530,71 @@ func testBlockedTokens(t *testing.T, s registry.Store) {
 	}
 	if _, err := s.GetBlockedToken(ctx, "fcm", "t1"); err != nil {
 		t.Fatalf("a live block was purged: %v", err)
+	}
+}
+
+func testPut(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("n1", "fcm", "old-token", "old-secret", base))
+	want := []registry.Registration{{
+		Node: "n1", Type: "apns", Token: "t1", Secret: "s1",
+		Registered: base, Renewed: base.Add(time.Hour),
+		LastSuccessfulPush: base.Add(2 * time.Hour), LastPushError: base.Add(3 * time.Hour), LastErrorReason: "Unregistered",
+		Owner: "owner-hash", Account: "alice@example.org",
+	}, {Node: "n2", Type: "fcm", Token: "t2", Secret: "s2", Registered: base}}
+	if err := s.Put(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want {
+		got, err := s.Get(ctx, w.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Type != w.Type || got.Token != w.Token || got.Secret != w.Secret || got.LastErrorReason != w.LastErrorReason || got.Owner != w.Owner || got.Account != w.Account ||
+			!sameTime(got.Registered, w.Registered) || !sameTime(got.Renewed, w.Renewed) ||
+			!sameTime(got.LastSuccessfulPush, w.LastSuccessfulPush) || !sameTime(got.LastPushError, w.LastPushError) {
+			t.Fatalf("Put then Get: got %+v, want %+v", got, w)
+		}
+	}
+	if n, _ := s.Count(ctx); n != 2 {
+		t.Fatalf("count %d after Put, want 2", n)
+	}
+	// Putting the same again changes nothing.
+	if err := s.Put(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Count(ctx); n != 2 {
+		t.Fatalf("count %d after a second Put, want 2", n)
+	}
+}
+
+func testList(t *testing.T, s registry.Store) {
+	for _, n := range []string{"c", "a", "d", "b"} {
+		mustRegister(t, s, reg(n, "apns", "tok-"+n, "secret-"+n, base))
+	}
+	var got []string
+	after := ""
+	for {
+		page, err := s.List(ctx, after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			if r.Token != "tok-"+r.Node || r.Secret != "secret-"+r.Node {
+				t.Fatalf("listed %+v", r)
+			}
+			got = append(got, r.Node)
+		}
+		after = page[len(page)-1].Node
+	}
+	if fmt.Sprint(got) != "[a b c d]" {
+		t.Fatalf("listed %v, want [a b c d]", got)
+	}
+	mustRegister(t, s, reg("e", "fcm", "tok-e", "secret-e", base))
+	byType, err := s.CountByType(ctx)
+	if err != nil || fmt.Sprint(byType) != "map[apns:4 fcm:1]" {
+		t.Fatalf("CountByType: %v %v", byType, err)
 	}
 }

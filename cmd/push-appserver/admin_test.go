@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+)
+
+// Secrets of the real mod_push_appserver files in realFileStore.
+const (
+	secretE429 = "6862fc0175dd9c61f168aa8920d2c591a3c4bc628307486dec045df407ad5bd4"
+	secretLua  = "b6d37d82bc2e0722658895883746d25fd595544874141a7bfc8c22aa04e5c555"
+)
+
+// TestAdminBesideRunningServer imports mod_push_appserver's files and
+// manages registrations with the CLI while the real binary serves the same
+// registry, and pushes through the server with the imported secrets.
+func TestAdminBesideRunningServer(t *testing.T) {
+	bin := buildBinary(t)
+	addr := freePort(t)
+	cfg := writeConfig(t, fmt.Sprintf("rate_limit = 0\n[http]\nlisten = %q\n[apps.apns]\nkind = \"log\"\n[apps.fcm]\nkind = \"log\"\n", addr))
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+
+	cli := func(args ...string) (string, string, int) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(append(args[:1:1], append([]string{"-config", cfg}, args[1:]...)...), &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	if out, errs, code := cli("import", "mod_push_appserver", realFileStore); code != 0 || !strings.Contains(out, "2 imported") {
+		t.Fatalf("import: %d\n%s\n%s", code, out, errs)
+	}
+	// The running server pushes with what mod_push_appserver stored.
+	if body := s.post(t, "push", url.Values{"node": {"api02806ed711aa-e429"}, "secret": {secretE429}}); body != "OK\napi02806ed711aa-e429" {
+		t.Fatalf("push with an imported secret: %q", body)
+	}
+	body := s.post(t, "register", url.Values{"type": {"fcm"}, "node": {"zz-fcm"}, "token": {"fcm-token"}})
+	if !strings.HasPrefix(body, "OK\n") {
+		t.Fatalf("register: %q", body)
+	}
+	fcmSecret := strings.Split(body, "\n")[2]
+
+	out, _, code := cli("registrations", "list")
+	if code != 0 {
+		t.Fatalf("list: %d", code)
+	}
+	for _, want := range []string{"api02806ed711aa-e429", "ft-lua-0000-01e94d1c", "zz-fcm", "NODE"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list lacks %s:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{secretE429, secretLua, fcmSecret} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("list shows a secret without -show-secrets:\n%s", out)
+		}
+	}
+	out, _, _ = cli("registrations", "list", "-show-secrets")
+	if !strings.Contains(out, secretE429) || !strings.Contains(out, fcmSecret) {
+		t.Fatalf("list -show-secrets:\n%s", out)
+	}
+
+	out, _, _ = cli("registrations", "list", "-type", "fcm", "-json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var v map[string]any
+	if len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &v) != nil || v["node"] != "zz-fcm" || v["token"] != "fcm-token" || v["secret"] != nil {
+		t.Fatalf("list -type fcm -json:\n%s", out)
+	}
+	if out, _, _ := cli("registrations", "count"); strings.TrimSpace(out) != "3" {
+		t.Fatalf("count: %q", out)
+	}
+	if out, _, _ := cli("registrations", "count", "-type", "apns"); strings.TrimSpace(out) != "2" {
+		t.Fatalf("count -type apns: %q", out)
+	}
+	out, _, code = cli("registrations", "show", "ft-lua-0000-01e94d1c")
+	if code != 0 || !strings.Contains(out, "2026-11-25T02:14:00Z") || strings.Contains(out, secretLua) || !strings.Contains(out, "hidden") {
+		t.Fatalf("show: %d\n%s", code, out)
+	}
+	if out, _, _ := cli("registrations", "show", "-json", "-show-secrets", "ft-lua-0000-01e94d1c"); !strings.Contains(out, secretLua) {
+		t.Fatalf("show -show-secrets:\n%s", out)
+	}
+	if _, errs, code := cli("registrations", "show", "nonexistent"); code != 1 || !strings.Contains(errs, "no registration") {
+		t.Fatalf("show unknown: %d %s", code, errs)
+	}
+
+	// Deleting a registration the server has not cached takes effect at
+	// once.
+	if out, errs, code := cli("registrations", "delete", "ft-lua-0000-01e94d1c"); code != 0 || !strings.Contains(out, "deleted") {
+		t.Fatalf("delete: %d %s %s", code, out, errs)
+	}
+	if body := s.post(t, "push", url.Values{"node": {"ft-lua-0000-01e94d1c"}, "secret": {secretLua}}); !strings.HasPrefix(body, "ERROR") {
+		t.Fatalf("push after delete: %q", body)
+	}
+	if out, _, _ := cli("registrations", "count"); strings.TrimSpace(out) != "2" {
+		t.Fatalf("count after delete: %q", out)
+	}
+	if _, _, code := cli("registrations", "delete", "ft-lua-0000-01e94d1c"); code != 1 {
+		t.Fatalf("second delete: exit %d", code)
+	}
+	if _, _, code := cli("registrations", "frobnicate"); code != 2 {
+		t.Fatalf("unknown verb: exit %d", code)
+	}
+	s.stop(t)
+	for _, secret := range []string{secretE429, secretLua, fcmSecret} {
+		if strings.Contains(s.log.String(), secret) {
+			t.Fatal("a secret is in the server's log")
+		}
+	}
+}
+
+func TestSendTest(t *testing.T) {
+	dir := t.TempDir()
+	p8, pub, _ := apnsmock.TokenKey()
+	keyFile := filepath.Join(dir, "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cfg := writeConfig(t, fmt.Sprintf("[apps.ios]\nkind = \"apns\"\ntopic = \"im.example.app\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = %q\nca_path = %q\npush_deadline = \"2s\"\n",
+		keyFile, m.URL, m.CADir))
+	token := strings.Repeat("0b", 32)
+
+	var out, errb bytes.Buffer
+	if code := run([]string{"send-test", "-config", cfg, "-app", "ios", "-token", token}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "answer: accepted") || m.Accepted() != 1 {
+		t.Fatalf("send-test:\n%s\naccepted %d", out.String(), m.Accepted())
+	}
+	reqs := m.Requests()
+	if len(reqs) != 1 || reqs[0].Token != token {
+		t.Fatalf("requests %+v", reqs)
+	}
+
+	m.FailToken(token, apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+	out.Reset()
+	if code := run([]string{"send-test", "-config", cfg, "-app", "ios", "-token", token}, &out, &errb); code != 1 {
+		t.Fatalf("dead token: exit %d\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "dead token: Unregistered, since 2026-01-02T03:04:05Z") {
+		t.Fatalf("send-test of a dead token:\n%s", out.String())
+	}
+
+	m.FailToken(token, apnsmock.Fault{Status: 400, Reason: "BadTopic"})
+	out.Reset()
+	if code := run([]string{"send-test", "-config", cfg, "-app", "ios", "-token", token}, &out, &errb); code != 1 || !strings.Contains(out.String(), "400 BadTopic") {
+		t.Fatalf("refused push: exit %d\n%s", code, out.String())
+	}
+	if code := run([]string{"send-test", "-config", cfg, "-app", "android", "-token", token}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `no app "android"`) {
+		t.Fatalf("unknown app: exit %d %s", code, errb.String())
+	}
+}
+
+// TestMetricsRegistrationsAndExpiry: the registrations gauge counts what
+// the registry holds per app, and a certificate 10 days from expiry is
+// exported and warned about in the log.
+func TestMetricsRegistrationsAndExpiry(t *testing.T) {
+	bin := buildBinary(t)
+	addr := freePort(t)
+	cert, key := selfSigned(t, t.TempDir(), time.Now().Add(10*24*time.Hour))
+	cfg := writeConfig(t, fmt.Sprintf("[http]\nlisten = %q\ntls_listen = %q\ntls_cert_file = %q\ntls_key_file = %q\n[apps.apns]\nkind = \"log\"\n[apps.fcm]\nkind = \"log\"\n",
+		addr, freePort(t), cert, key))
+	var out, errb bytes.Buffer
+	if code := run([]string{"import", "-config", cfg, "mod_push_appserver", realFileStore}, &out, &errb); code != 0 {
+		t.Fatalf("import: %s", errb.String())
+	}
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	metrics := string(b)
+	for _, want := range []string{`push_appserver_registrations{app="apns"} 2`, `push_appserver_registrations{app="fcm"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	m := regexp.MustCompile(`push_appserver_certificate_expiry_seconds\{certificate="http.tls_cert_file"\} (\S+)`).FindStringSubmatch(metrics)
+	if m == nil {
+		t.Fatalf("no expiry metric:\n%s", metrics)
+	}
+	if secs, _ := strconv.ParseFloat(m[1], 64); secs < 9*86400 || secs > 10*86400 {
+		t.Fatalf("expiry %s s, want about 10 days", m[1])
+	}
+	s.waitLog(t, "certificate expires soon")
+	s.stop(t)
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+)
+
+// waitLog waits until the server's log contains want.
+func (s *server) waitLog(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(s.log.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never showed %q", want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSIGHUPReload runs the binary, changes its configuration and sends
+// SIGHUP: a new APNS key and the log level apply at once, a broken key is
+// refused and the running one kept, a new listen address is named as
+// needing a restart, and the process lives on.
+func TestSIGHUPReload(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	oldKey, _, _ := apnsmock.TokenKey()
+	newKey, newPub, _ := apnsmock.TokenKey()
+	os.WriteFile(filepath.Join(dir, "old.p8"), oldKey, 0o600)
+	os.WriteFile(filepath.Join(dir, "new.p8"), newKey, 0o600)
+	os.WriteFile(filepath.Join(dir, "garbage.p8"), []byte("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"), 0o600)
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: newPub, KeyID: "K2", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	write := func(logLevel, listen, keyFile, keyID string) {
+		os.WriteFile(config, []byte(fmt.Sprintf(`data_dir = %q
+rate_limit = 0
+log_level = %q
+[http]
+listen = %q
+[apps.ios]
+kind = "apns"
+topic = "im.example.app"
+token_key_file = %q
+key_id = %q
+team_id = "T1"
+endpoint = %q
+ca_path = %q
+push_deadline = "3s"
+`, filepath.Join(dir, "data"), logLevel, listen, keyFile, keyID, m.URL, m.CADir)), 0o600)
+	}
+	write("info", addr, filepath.Join(dir, "old.p8"), "K1")
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	token := strings.Repeat("0c", 32)
+	body := s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {token}})
+	secret := strings.Split(body, "\n")[2]
+	push := func() string { return s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}) }
+	if got := push(); !strings.HasPrefix(got, "ERROR") {
+		t.Fatalf("push with the key the service does not know: %q", got)
+	}
+
+	write("debug", addr, filepath.Join(dir, "new.p8"), "K2")
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "reload: applied")
+	if !strings.Contains(s.log.String(), "log_level debug") || !strings.Contains(s.log.String(), "apps.ios") {
+		t.Fatalf("reload log:\n%s", s.log.String())
+	}
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push after reloading the key: %q", got)
+	}
+
+	// A broken key and a new listen address: the key is refused, the
+	// running one stays; the address waits for a restart.
+	write("debug", freePort(t), filepath.Join(dir, "garbage.p8"), "K2")
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "takes effect only after a restart")
+	s.waitLog(t, "not applied, the running setting stays")
+	if !strings.Contains(s.log.String(), "http.listen") {
+		t.Fatalf("restart-only change not named:\n%s", s.log.String())
+	}
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push after a refused reload: %q", got)
+	}
+
+	// A configuration that does not load changes nothing either.
+	os.WriteFile(config, []byte("rate_limit = \"soon\"\n"), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "configuration not reloaded")
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push after a broken config: %q", got)
+	}
+	s.stop(t)
+}

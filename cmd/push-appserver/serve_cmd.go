@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/configcheck"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
+)
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("serve", "serve [-config file] [-pprof addr]", stdout, stderr)
+	cfgPath := f.configFlag()
+	pprofAddr := f.String("pprof", "", "serve net/http/pprof on this `address` (overrides pprof_listen; keep it on loopback)")
+	if rest, code, ok := f.parse(args); !ok {
+		return code
+	} else if len(rest) > 0 {
+		f.usage(stderr)
+		return 2
+	}
+	// SIGHUP reloads; caught from the start, so one that comes early does
+	// not kill the process (its default action).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg, ok := loadConfig(*cfgPath, stderr)
+	if !ok {
+		return 1
+	}
+	load := func() (*config.Config, error) {
+		next, err := config.Load(*cfgPath)
+		if err == nil && *pprofAddr != "" {
+			next.PprofListen = *pprofAddr
+		}
+		return next, err
+	}
+	if *pprofAddr != "" {
+		cfg.PprofListen = *pprofAddr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, stderr, hup, load); err != nil {
+		fmt.Fprintf(stderr, "push-appserver: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runCheckConfig(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("check-config", "check-config [-config file]", stdout, stderr)
+	cfgPath := f.configFlag()
+	if rest, code, ok := f.parse(args); !ok {
+		return code
+	} else if len(rest) > 0 {
+		f.usage(stderr)
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if code := checkConfig(cfg, err, stdout, stderr); code != 0 {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	quiet := slog.New(slog.DiscardHandler)
+	opts := configcheck.Options{
+		BuildApp: func(ctx context.Context, name string, a *config.App) error {
+			_, err := newBackend(ctx, name, a, push.NewBreaker(name, push.BreakerOptions{}, quiet), quiet)
+			return err
+		},
+	}
+	// The registry is read only when it exists: check-config creates
+	// nothing.
+	if _, err := os.Stat(cfg.Database.Path); cfg.Database.Driver != "sqlite" || err == nil {
+		opts.TypeCounts = func(ctx context.Context) (map[string]int, error) {
+			store, err := openStore(ctx, cfg, quiet)
+			if err != nil {
+				return nil, err
+			}
+			defer store.Close()
+			return store.CountByType(ctx)
+		}
+	}
+	failed := false
+	for _, f := range configcheck.Check(ctx, cfg, opts) {
+		if f.Error {
+			failed = true
+			fmt.Fprintln(stderr, f)
+		} else {
+			fmt.Fprintln(stdout, f)
+		}
+	}
+	if failed {
+		fmt.Fprintln(stderr, "configuration has problems (see above)")
+		return 1
+	}
+	fmt.Fprintln(stdout, "configuration OK")
+	return 0
+}
+
+func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
+	if err != nil {
+		fmt.Fprintf(stderr, "configuration has problems:\n%v\n", err)
+		return 1
+	}
+	for _, o := range cfg.Obsolete {
+		fmt.Fprintf(stdout, "warning: %s is obsolete and ignored\n", o)
+	}
+	if cfg.Debugging {
+		fmt.Fprintln(stdout, "warning: debugging is on: the settings pages show every secret; never in production")
+	}
+	names := make([]string, 0, len(cfg.Apps))
+	for n := range cfg.Apps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		// A production app left on the seed's default (sandbox) loses
+		// every push to BadDeviceToken: say which one each app uses.
+		if a := cfg.Apps[n]; a.Kind == config.KindAPNS {
+			fmt.Fprintf(stdout, "app %s: APNS %s\n", n, apns.Environment(*a.Sandbox, a.Endpoint))
+		}
+		// A key file that exists but is no P-256 key would only fail at
+		// serve; the public key is what web clients need.
+		if a := cfg.Apps[n]; a.Kind == config.KindWebPush {
+			key, err := webpush.LoadVAPIDKey(a.VAPIDKeyFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "configuration has problems:\napps.%s.vapid_key_file: %v\n", n, err)
+				return 1
+			}
+			pub, _ := webpush.PublicKeyString(key)
+			fmt.Fprintf(stdout, "app %s: WebPush, VAPID public key %s\n", n, pub)
+			if a.AllowPrivateEndpoints {
+				fmt.Fprintf(stdout, "warning: app %s: allow_private_endpoints is on: registrations can make us POST into our own network\n", n)
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "configuration loaded: %d app(s), %d component(s), HTTP on %q, registry %s\n",
+		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, cfg.Database.Path)
+	return 0
+}

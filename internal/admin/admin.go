@@ -1,0 +1,204 @@
+// Package admin owns what an operator does by hand on a running
+// installation: list, show, count and delete registrations in the registry
+// (beside a running server), and send one test push through an app. It
+// never shows a secret unless asked to.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// Store is what the admin commands need of the registry.
+type Store interface {
+	Get(ctx context.Context, node string) (registry.Registration, error)
+	List(ctx context.Context, after string, limit int) ([]registry.Registration, error)
+	Count(ctx context.Context) (int, error)
+	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
+}
+
+// Filter selects registrations; empty fields match everything.
+type Filter struct {
+	Type string
+	// Domain is the account's domain, known only for registrations made
+	// with Conversations' register-push-* commands.
+	Domain string
+}
+
+func (f Filter) match(r registry.Registration) bool {
+	return (f.Type == "" || r.Type == f.Type) && (f.Domain == "" || r.Domain == f.Domain)
+}
+
+func (f Filter) empty() bool { return f == Filter{} }
+
+const pageSize = 1000
+
+// Each calls fn with every registration f matches, in node order, reading
+// the registry a page at a time.
+func Each(ctx context.Context, s Store, f Filter, fn func(registry.Registration) error) error {
+	after := ""
+	for {
+		page, err := s.List(ctx, after, pageSize)
+		if err != nil {
+			return err
+		}
+		for _, r := range page {
+			if f.match(r) {
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+		}
+		if len(page) < pageSize {
+			return nil
+		}
+		after = page[len(page)-1].Node
+	}
+}
+
+// Count counts the registrations f matches.
+func Count(ctx context.Context, s Store, f Filter) (int, error) {
+	if f.empty() {
+		return s.Count(ctx)
+	}
+	n := 0
+	err := Each(ctx, s, f, func(registry.Registration) error { n++; return nil })
+	return n, err
+}
+
+// Delete removes the registration of node, whatever its type, and returns
+// it.
+func Delete(ctx context.Context, s Store, node string) (registry.Registration, error) {
+	r, err := s.Get(ctx, node)
+	if err != nil {
+		return r, err
+	}
+	return s.Delete(ctx, node, r.Type)
+}
+
+// View is a registration as shown to an operator: JSON field names, times
+// in RFC 3339, the secret only when asked for.
+type View struct {
+	Node               string `json:"node"`
+	Type               string `json:"type"`
+	Token              string `json:"token"`
+	Secret             string `json:"secret,omitempty"`
+	Registered         string `json:"registered"`
+	Renewed            string `json:"renewed,omitempty"`
+	LastSuccessfulPush string `json:"last_successful_push,omitempty"`
+	LastPushError      string `json:"last_push_error,omitempty"`
+	LastErrorReason    string `json:"last_error_reason,omitempty"`
+	Domain             string `json:"domain,omitempty"`
+	// Owned tells whether an XMPP account owns the registration; the
+	// owner itself is a salted hash and says nothing to a person.
+	Owned bool `json:"owned,omitempty"`
+}
+
+// NewView makes the view of r.
+func NewView(r registry.Registration, showSecret bool) View {
+	v := View{
+		Node: r.Node, Type: r.Type, Token: r.Token,
+		Registered: stamp(r.Registered), Renewed: stamp(r.Renewed),
+		LastSuccessfulPush: stamp(r.LastSuccessfulPush), LastPushError: stamp(r.LastPushError),
+		LastErrorReason: r.LastErrorReason, Domain: r.Domain, Owned: r.Owner != "",
+	}
+	if showSecret {
+		v.Secret = r.Secret
+	}
+	return v
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// Printer writes registrations as a table or as JSON (one object a line).
+type Printer struct {
+	W           io.Writer
+	JSON        bool
+	ShowSecrets bool
+
+	tw     *tabwriter.Writer
+	header bool
+}
+
+// Print writes one registration.
+func (p *Printer) Print(r registry.Registration) error {
+	v := NewView(r, p.ShowSecrets)
+	if p.JSON {
+		return json.NewEncoder(p.W).Encode(v)
+	}
+	if p.tw == nil {
+		p.tw = tabwriter.NewWriter(p.W, 0, 4, 2, ' ', 0)
+	}
+	if !p.header {
+		p.header = true
+		if p.ShowSecrets {
+			fmt.Fprintln(p.tw, "NODE\tTYPE\tTOKEN\tSECRET\tREGISTERED\tLAST SUCCESS\tLAST ERROR")
+		} else {
+			fmt.Fprintln(p.tw, "NODE\tTYPE\tTOKEN\tREGISTERED\tLAST SUCCESS\tLAST ERROR")
+		}
+	}
+	lastErr := dash(v.LastPushError)
+	if v.LastErrorReason != "" {
+		lastErr += " " + v.LastErrorReason
+	}
+	if p.ShowSecrets {
+		_, err := fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Node, v.Type, v.Token, v.Secret, v.Registered, dash(v.LastSuccessfulPush), lastErr)
+		return err
+	}
+	_, err := fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Node, v.Type, v.Token, v.Registered, dash(v.LastSuccessfulPush), lastErr)
+	return err
+}
+
+// Flush writes what the table holds back.
+func (p *Printer) Flush() error {
+	if p.tw == nil {
+		return nil
+	}
+	return p.tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// Show writes every field of one registration.
+func Show(w io.Writer, r registry.Registration, asJSON, showSecret bool) error {
+	v := NewView(r, showSecret)
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	secret := "(hidden; --show-secrets shows it)"
+	if showSecret {
+		secret = v.Secret
+	}
+	for _, kv := range [][2]string{
+		{"node", v.Node}, {"type", v.Type}, {"token", v.Token}, {"secret", secret},
+		{"registered", v.Registered}, {"renewed", dash(v.Renewed)},
+		{"last successful push", dash(v.LastSuccessfulPush)}, {"last push error", dash(v.LastPushError)},
+		{"last error reason", dash(v.LastErrorReason)}, {"domain", dash(v.Domain)}, {"owned by an XMPP account", fmt.Sprint(v.Owned)},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+	return tw.Flush()
+}
+
+// IsNotFound tells whether err means there is no such registration.
+func IsNotFound(err error) bool { return errors.Is(err, registry.ErrNotFound) }

@@ -1,0 +1,170 @@
+// Package configcheck checks what loading a configuration cannot: that the
+// apps' key and certificate files load, that certificates are not about to
+// expire, that the data directory is writable, and that every registration
+// in the registry has an app to be pushed through.
+package configcheck
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+)
+
+// Finding is one result: a problem (Error) or a warning.
+type Finding struct {
+	Error bool
+	Text  string
+}
+
+func (f Finding) String() string {
+	if f.Error {
+		return "error: " + f.Text
+	}
+	return "warning: " + f.Text
+}
+
+// Options give the checks what lives outside this package.
+type Options struct {
+	// BuildApp builds an app's backend the way serve does, loading its
+	// keys and certificates; nil skips that check.
+	BuildApp func(ctx context.Context, name string, a *config.App) error
+	// TypeCounts returns the registry's registrations per type; nil skips
+	// that check.
+	TypeCounts func(ctx context.Context) (map[string]int, error)
+	Now        func() time.Time
+}
+
+// Check runs every check on cfg, a configuration that loaded without
+// problems.
+func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	var out []Finding
+	warn := func(format string, args ...any) { out = append(out, Finding{Text: fmt.Sprintf(format, args...)}) }
+	fail := func(format string, args ...any) {
+		out = append(out, Finding{Error: true, Text: fmt.Sprintf(format, args...)})
+	}
+
+	for _, w := range cfg.Warnings {
+		warn("%s", w)
+	}
+	if cfg.Database.Driver == "sqlite" {
+		if err := Writable(filepath.Dir(cfg.Database.Path)); err != nil {
+			fail("data_dir: %v", err)
+		}
+	}
+	names := make([]string, 0, len(cfg.Apps))
+	for n := range cfg.Apps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		a := cfg.Apps[n]
+		if opts.BuildApp != nil && a.Kind != config.KindLog {
+			if err := opts.BuildApp(ctx, n, a); err != nil {
+				fail("apps.%s: %v", n, err)
+			}
+		}
+		if a.Kind == config.KindAPNS && a.CertFile != "" {
+			checkExpiry(&out, "apps."+n+".cert_file", a.CertFile, opts.Now())
+		}
+	}
+	if cfg.HTTP.TLSListen != "" {
+		checkExpiry(&out, "http.tls_cert_file", cfg.HTTP.TLSCertFile, opts.Now())
+	}
+	if opts.TypeCounts != nil {
+		counts, err := opts.TypeCounts(ctx)
+		if err != nil {
+			fail("registry: %v", err)
+		}
+		types := make([]string, 0, len(counts))
+		for t := range counts {
+			types = append(types, t)
+		}
+		sort.Strings(types)
+		for _, t := range types {
+			if cfg.Apps[t] == nil {
+				warn("%d registration(s) of type %q, but no app %q is configured: pushes to them fail (was the app renamed, or dropped because the file defines apps of its own?)", counts[t], t, t)
+			}
+		}
+	}
+	return out
+}
+
+func checkExpiry(out *[]Finding, key, path string, now time.Time) {
+	notAfter, err := CertificateExpiry(path)
+	if err != nil {
+		*out = append(*out, Finding{Error: true, Text: fmt.Sprintf("%s: %v", key, err)})
+		return
+	}
+	switch left := notAfter.Sub(now); {
+	case left <= 0:
+		*out = append(*out, Finding{Error: true, Text: fmt.Sprintf("%s: the certificate expired on %s", key, notAfter.UTC().Format(time.RFC3339))})
+	case left < config.CertificateExpiryWarning:
+		*out = append(*out, Finding{Text: fmt.Sprintf("%s: the certificate expires on %s, in %d days", key, notAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))})
+	}
+}
+
+// CertificateExpiry returns when the first certificate in the PEM file at
+// path expires.
+func CertificateExpiry(path string) (time.Time, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return time.Time{}, errors.New("no PEM certificate in the file")
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("parsing the certificate: %w", err)
+		}
+		return c.NotAfter, nil
+	}
+}
+
+// Writable checks that files can be created in dir, or, when dir does not
+// exist yet, in the nearest folder above it that does (serve creates the
+// rest). It leaves nothing behind.
+func Writable(dir string) error {
+	d := filepath.Clean(dir)
+	for {
+		st, err := os.Stat(d)
+		if err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("cannot create %s: %s is not a directory", dir, d)
+			}
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return fmt.Errorf("cannot create %s", dir)
+		}
+		d = parent
+	}
+	f, err := os.CreateTemp(d, ".check-config-*")
+	if err != nil {
+		return fmt.Errorf("%s is not writable: %w", d, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}

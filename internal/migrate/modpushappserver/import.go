@@ -1,0 +1,336 @@
+// Package modpushappserver brings the registrations of Prosody's
+// mod_push_appserver into our registry: it reads Prosody's file store (Lua
+// data files, parsed as data, never run) or its SQL store, keeps node,
+// secret, type, token and timestamps so the users' XMPP servers go on
+// pushing with what they stored, and reports every record it does not
+// import with the reason.
+package modpushappserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// Store is what the import needs of the registry.
+type Store interface {
+	Get(ctx context.Context, node string) (registry.Registration, error)
+	Put(ctx context.Context, rs []registry.Registration) error
+}
+
+// Options control an import.
+type Options struct {
+	// Apps are the configured app names: a record whose type (after
+	// TypeMap) is none of them could not be pushed and is skipped.
+	Apps []string
+	// TypeMap renames types, e.g. {"apns": "ios"}.
+	TypeMap map[string]string
+	// DryRun reports what would happen and writes nothing.
+	DryRun bool
+	// BatchSize is how many registrations one transaction writes; default 1000 (short enough not to hold up a running server's writes).
+	BatchSize int
+	// Progress, when set, gets a progress line now and then (a terminal).
+	Progress io.Writer
+	// Report, when set, gets one line per record not imported as it is.
+	Report io.Writer
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Outcome of one record.
+const (
+	Imported  = "imported"
+	Updated   = "updated"
+	Unchanged = "unchanged"
+	Skipped   = "skipped"
+)
+
+// Summary is the result of an import.
+type Summary struct {
+	Total     int
+	Imported  int            // new here
+	Updated   int            // replaced an older registration of the node here
+	Unchanged int            // already here as it is (a re-run)
+	Skipped   map[string]int // reason → count
+	// Notes counts records imported as they are although our API would
+	// refuse them today, by reason.
+	Notes    map[string]int
+	Duration time.Duration
+	DryRun   bool
+}
+
+// SkippedTotal is the number of records not imported.
+func (s Summary) SkippedTotal() int {
+	n := 0
+	for _, c := range s.Skipped {
+		n += c
+	}
+	return n
+}
+
+// WriteTo prints the summary for an operator.
+func (s Summary) WriteTo(w io.Writer) (int64, error) {
+	var b strings.Builder
+	verb := ""
+	if s.DryRun {
+		verb = " (dry run: nothing written)"
+	}
+	fmt.Fprintf(&b, "%d record(s) read in %s%s: %d imported, %d updated, %d unchanged, %d skipped\n",
+		s.Total, s.Duration.Round(time.Millisecond), verb, s.Imported, s.Updated, s.Unchanged, s.SkippedTotal())
+	for _, k := range sortedKeys(s.Skipped) {
+		fmt.Fprintf(&b, "  skipped %d: %s\n", s.Skipped[k], k)
+	}
+	for _, k := range sortedKeys(s.Notes) {
+		fmt.Fprintf(&b, "  imported as stored %d: %s\n", s.Notes[k], k)
+	}
+	n, err := io.WriteString(w, b.String())
+	return int64(n), err
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Import reads every record of src and writes it into dst.
+func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, error) {
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 1000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	apps := map[string]bool{}
+	for _, a := range opts.Apps {
+		apps[a] = true
+	}
+	start := opts.Now()
+	sum := Summary{Skipped: map[string]int{}, Notes: map[string]int{}, DryRun: opts.DryRun}
+	total, err := src.Count(ctx)
+	if err != nil {
+		return sum, fmt.Errorf("%s: %w", src, err)
+	}
+	prog := newProgress(opts.Progress, total, opts.Now)
+
+	var batch []registry.Registration
+	seen := map[string]string{} // node → source, across hosts
+	flush := func() error {
+		if len(batch) == 0 || opts.DryRun {
+			batch = batch[:0]
+			return nil
+		}
+		if err := dst.Put(ctx, batch); err != nil {
+			return fmt.Errorf("writing registrations: %w", err)
+		}
+		batch = batch[:0]
+		return nil
+	}
+	skip := func(rec Record, reason string) {
+		sum.Skipped[reason]++
+		if opts.Report != nil {
+			fmt.Fprintf(opts.Report, "skipped %s: %s\n", rec.Source, reason)
+		}
+	}
+	err = src.Records(ctx, func(rec Record) error {
+		sum.Total++
+		prog.update(sum.Total)
+		if rec.Err != nil {
+			skip(rec, rec.Err.Error())
+			return nil
+		}
+		r, note, problem := convert(rec, opts.TypeMap, apps, start)
+		if problem != "" {
+			skip(rec, problem)
+			return nil
+		}
+		if other, dup := seen[r.Node]; dup {
+			// Nodes are global here, per host there.
+			skip(rec, "node also registered in "+other)
+			return nil
+		}
+		seen[r.Node] = rec.Source
+		old, err := dst.Get(ctx, r.Node)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			sum.Imported++
+		case err != nil:
+			return fmt.Errorf("reading registration %s: %w", r.Node, err)
+		case sameRegistration(old, r):
+			sum.Unchanged++
+			return nil
+		case old.LastRegistered().After(r.LastRegistered()):
+			skip(rec, "registered here more recently than in mod_push_appserver")
+			return nil
+		default:
+			sum.Updated++
+		}
+		if note != "" {
+			sum.Notes[note]++
+			if opts.Report != nil {
+				fmt.Fprintf(opts.Report, "imported %s as stored: %s\n", rec.Source, note)
+			}
+		}
+		batch = append(batch, r)
+		if len(batch) >= opts.BatchSize {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	prog.done(sum.Total)
+	sum.Duration = opts.Now().Sub(start)
+	if err != nil {
+		return sum, fmt.Errorf("%s: %w", src, err)
+	}
+	return sum, nil
+}
+
+// sameRegistration tells whether a re-run would change what matters: the
+// push status written here since stays.
+func sameRegistration(a, b registry.Registration) bool {
+	return a.Type == b.Type && a.Token == b.Token && a.Secret == b.Secret &&
+		a.Registered.Equal(b.Registered) && a.Renewed.Equal(b.Renewed)
+}
+
+// Limits of what a record may hold, as for registrations over the API.
+const (
+	maxField = 4096
+)
+
+// convert makes a registration of a record, or says why it cannot be
+// pushed (problem), or imports it with a note on what our API would refuse.
+func convert(rec Record, typeMap map[string]string, apps map[string]bool, now time.Time) (r registry.Registration, note, problem string) {
+	str := func(k string) (string, bool) {
+		switch v := rec.Fields[k].(type) {
+		case string:
+			return v, true
+		case nil:
+			return "", true
+		default:
+			return "", false
+		}
+	}
+	r.Node = rec.Node
+	if n, ok := str("node"); ok && n != "" && n != rec.Node {
+		// mod_push_appserver looks registrations up by the store key,
+		// which is what the user's server sends.
+		note = fmt.Sprintf("node field %q differs from its key; the key is kept", n)
+	}
+	typ, okT := str("type")
+	token, okTok := str("token")
+	secret, okS := str("secret")
+	switch {
+	case r.Node == "":
+		return r, "", "empty node"
+	case !okT || !okTok || !okS:
+		return r, "", "type, token or secret is not a string"
+	case len(r.Node) > maxField || len(token) > maxField || len(secret) > maxField || len(typ) > maxField:
+		return r, "", fmt.Sprintf("a field longer than %d bytes", maxField)
+	case secret == "":
+		return r, "", "no secret: the user's server could not authenticate its pushes"
+	case typ == "":
+		return r, "", "no type"
+	case token == "":
+		return r, "", "empty token: there is no device to push to"
+	}
+	if m, ok := typeMap[typ]; ok {
+		typ = m
+	}
+	if !apps[typ] {
+		return r, "", fmt.Sprintf("type %q is not a configured app (configure it, or rename it with --type-map %s=APP)", typ, typ)
+	}
+	r.Type, r.Token, r.Secret = typ, token, secret
+	if !isHex(token) && note == "" {
+		note = "token is not hexadecimal"
+	}
+	if len(secret) != 64 || !isHex(secret) {
+		if note == "" {
+			note = "secret is not 64 hexadecimal characters"
+		}
+	}
+	var bad []string
+	times := []struct {
+		key string
+		t   *time.Time
+	}{{"registered", &r.Registered}, {"renewed", &r.Renewed}, {"last_successful_push", &r.LastSuccessfulPush}, {"last_push_error", &r.LastPushError}}
+	for _, f := range times {
+		t, err := timestamp(rec.Fields[f.key])
+		if err != nil {
+			bad = append(bad, f.key)
+			continue
+		}
+		*f.t = t
+	}
+	if reason, ok := str("last_push_error_reason"); ok {
+		r.LastErrorReason = truncate(reason, 200)
+	}
+	if len(bad) > 0 && note == "" {
+		note = "unreadable " + strings.Join(bad, ", ") + " left empty"
+	}
+	if r.Registered.IsZero() {
+		// The registry needs a registration time; the renewal is the
+		// closest thing, else the import.
+		r.Registered = r.Renewed
+		if r.Registered.IsZero() {
+			r.Registered = now.UTC().Truncate(time.Second)
+			if note == "" {
+				note = "no registration time: the import's time is used"
+			}
+		}
+	}
+	return r, note, ""
+}
+
+// timestamp reads mod_push_appserver's times: ISO 8601 strings as
+// Prosody's util.datetime writes them, or Unix seconds.
+func timestamp(v any) (time.Time, error) {
+	switch v := v.(type) {
+	case nil:
+		return time.Time{}, nil
+	case string:
+		if v == "" {
+			return time.Time{}, nil
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return time.Time{}, err
+		}
+		return t.UTC(), nil
+	case float64:
+		if v <= 0 || v > 1e11 {
+			return time.Time{}, fmt.Errorf("time %v out of range", v)
+		}
+		sec := int64(v)
+		return time.Unix(sec, int64((v-float64(sec))*1e9)).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("time of type %T", v)
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,264 @@
+package modpushappserver
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+)
+
+var ctx = context.Background()
+
+func openRegistry(t *testing.T) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// The files in testdata/filestore were written by mod_push_appserver.
+func TestImportRealFiles(t *testing.T) {
+	const dataPath = "testdata/filestore"
+	for _, dir := range []string{dataPath, dataPath + "/push%2eexample%2eorg", dataPath + "/push%2eexample%2eorg/push_appserver"} {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			dst := openRegistry(t)
+			var report bytes.Buffer
+			sum, err := Import(ctx, FileStore{Dir: dir}, dst, Options{Apps: []string{"apns", "fcm"}, Report: &report})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Total != 3 || sum.Imported != 2 || sum.SkippedTotal() != 1 || sum.Updated != 0 {
+				t.Fatalf("summary %+v", sum)
+			}
+			if !strings.Contains(report.String(), "api02806ed711aa%2dn2.dat: empty token") {
+				t.Fatalf("the record without token is not reported:\n%s", report.String())
+			}
+			got, err := dst.Get(ctx, "api02806ed711aa-e429")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := registry.Registration{
+				Node: "api02806ed711aa-e429", Type: "apns",
+				Token:      "e429000000000000000000000000000000000000000000000000000000000000",
+				Secret:     "6862fc0175dd9c61f168aa8920d2c591a3c4bc628307486dec045df407ad5bd4",
+				Registered: mustTime("2026-11-25T02:10:50Z"), LastPushError: mustTime("2026-11-25T02:10:50Z"),
+			}
+			if got != want {
+				t.Fatalf("imported %+v\nwant     %+v", got, want)
+			}
+			got, err = dst.Get(ctx, "ft-lua-0000-01e94d1c")
+			if err != nil || got.Secret != "b6d37d82bc2e0722658895883746d25fd595544874141a7bfc8c22aa04e5c555" ||
+				!got.LastSuccessfulPush.Equal(mustTime("2026-11-25T02:14:00Z")) || !got.Registered.Equal(mustTime("2026-11-25T02:13:57Z")) {
+				t.Fatalf("imported %+v, %v", got, err)
+			}
+
+			// Again: nothing changes.
+			sum, err = Import(ctx, FileStore{Dir: dir}, dst, Options{Apps: []string{"apns"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Unchanged != 2 || sum.Imported != 0 || sum.Updated != 0 || sum.SkippedTotal() != 1 {
+				t.Fatalf("re-run summary %+v", sum)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const secret1 = "384e51b4b2d5e4758e5dc342b22dea9217212f2c4886e2a3dcf16f3eb0eb3807"
+
+func TestImportFileStoreProblems(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "push%2eexample%2eorg", "push_appserver")
+	writeFile(t, filepath.Join(store, "good.dat"), `return { ["type"] = "apns"; ["token"] = "abcd"; ["secret"] = "`+secret1+`"; ["registered"] = "2017-03-17T02:10:21Z"; ["renewed"] = "2017-03-18T02:54:51Z"; };`)
+	writeFile(t, filepath.Join(store, "code.dat"), `return { ["type"] = os.execute("touch `+filepath.Join(dir, "pwned")+`") };`)
+	writeFile(t, filepath.Join(store, "garbage.dat"), "\x00\x01\x02")
+	writeFile(t, filepath.Join(store, "notes.txt"), "hello")
+	writeFile(t, filepath.Join(store, "fcm%2dnode.dat"), `return { type = "fcm", token = "not:hex-token", secret = "`+secret1+`", registered = 1489716621 };`)
+	writeFile(t, filepath.Join(store, "other.dat"), `return { type = "webos", token = "abcd", secret = "`+secret1+`" };`)
+	writeFile(t, filepath.Join(store, "nosecret.dat"), `return { type = "apns", token = "abcd" };`)
+	writeFile(t, filepath.Join(store, "mapped.dat"), `return { type = "apns-voip", token = "abcd", secret = "`+secret1+`", registered = "2017-03-17T02:10:21Z" };`)
+
+	dst := openRegistry(t)
+	var report bytes.Buffer
+	sum, err := Import(ctx, FileStore{Dir: dir}, dst, Options{Apps: []string{"apns", "fcm", "voip"}, TypeMap: map[string]string{"apns-voip": "voip"}, Report: &report})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Total != 8 || sum.Imported != 3 || sum.SkippedTotal() != 5 {
+		t.Fatalf("summary %+v\n%s", sum, report.String())
+	}
+	for _, want := range []string{"code.dat: not a Prosody data table", "garbage.dat: not a Prosody data table", "notes.txt: not a .dat file",
+		`other.dat: type "webos" is not a configured app`, "nosecret.dat: no secret", "fcm%2dnode.dat as stored: token is not hexadecimal"} {
+		if !strings.Contains(report.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, report.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pwned")); err == nil {
+		t.Fatal("a data file ran code")
+	}
+	r, err := dst.Get(ctx, "good")
+	if err != nil || !r.Renewed.Equal(mustTime("2017-03-18T02:54:51Z")) || r.Secret != secret1 {
+		t.Fatalf("good: %+v %v", r, err)
+	}
+	r, err = dst.Get(ctx, "fcm-node")
+	if err != nil || r.Token != "not:hex-token" || !r.Registered.Equal(time.Unix(1489716621, 0)) {
+		t.Fatalf("fcm-node: %+v %v", r, err)
+	}
+	if r, err := dst.Get(ctx, "mapped"); err != nil || r.Type != "voip" {
+		t.Fatalf("mapped: %+v %v", r, err)
+	}
+	var out bytes.Buffer
+	sum.WriteTo(&out)
+	for _, want := range []string{"8 record(s) read", "3 imported", "5 skipped", "skipped 1: no secret"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestImportDryRunAndNewerHere(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "push_appserver")
+	writeFile(t, filepath.Join(store, "a.dat"), `return { type = "apns", token = "aa", secret = "`+secret1+`", registered = "2020-01-01T00:00:00Z" };`)
+	writeFile(t, filepath.Join(store, "b.dat"), `return { type = "apns", token = "bb", secret = "`+secret1+`", registered = "2020-01-01T00:00:00Z" };`)
+	dst := openRegistry(t)
+
+	sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}, DryRun: true})
+	if err != nil || sum.Imported != 2 {
+		t.Fatalf("dry run: %+v %v", sum, err)
+	}
+	if n, _ := dst.Count(ctx); n != 0 {
+		t.Fatalf("dry run wrote %d registrations", n)
+	}
+
+	// b re-registered here after the switch: the import keeps ours. a is
+	// older here: the import replaces it.
+	mine := registry.Registration{Node: "b", Type: "apns", Token: "new", Secret: "mine", Registered: mustTime("2024-01-01T00:00:00Z")}
+	old := registry.Registration{Node: "a", Type: "apns", Token: "old", Secret: "old", Registered: mustTime("2019-01-01T00:00:00Z")}
+	if err := dst.Put(ctx, []registry.Registration{mine, old}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err = Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}})
+	if err != nil || sum.Updated != 1 || sum.Skipped["registered here more recently than in mod_push_appserver"] != 1 {
+		t.Fatalf("summary %+v %v", sum, err)
+	}
+	if r, _ := dst.Get(ctx, "b"); r.Secret != "mine" {
+		t.Fatalf("b overwritten: %+v", r)
+	}
+	if r, _ := dst.Get(ctx, "a"); r.Secret != secret1 || r.Token != "aa" {
+		t.Fatalf("a not updated: %+v", r)
+	}
+}
+
+// prosodySchema is the table mod_storage_sql (Prosody 0.12) creates.
+const prosodySchema = `CREATE TABLE "prosody" ("host" TEXT NOT NULL, "user" TEXT NOT NULL, "store" TEXT NOT NULL,
+	"key" TEXT NOT NULL, "type" TEXT NOT NULL, "value" MEDIUMTEXT NOT NULL);
+CREATE UNIQUE INDEX "prosody_index" ON "prosody" ("host", "user", "store", "key");`
+
+func TestImportSQLStore(t *testing.T) {
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "prosody.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(prosodySchema); err != nil {
+		t.Fatal(err)
+	}
+	rows := [][]string{
+		{"push.example.org", "n1", "push_appserver", "type", "string", "apns"},
+		{"push.example.org", "n1", "push_appserver", "token", "string", "abcd"},
+		{"push.example.org", "n1", "push_appserver", "secret", "string", secret1},
+		{"push.example.org", "n1", "push_appserver", "registered", "string", "2017-03-17T02:10:21Z"},
+		{"push.example.org", "n1", "push_appserver", "last_successful_push", "string", "2017-03-18T03:54:24Z"},
+		{"push.example.org", "n1", "push_appserver", "node", "string", "n1"},
+		// A field kept in the JSON row for non-string keys is merged.
+		{"push.example.org", "n2", "push_appserver", "type", "string", "fcm"},
+		{"push.example.org", "n2", "push_appserver", "secret", "string", secret1},
+		{"push.example.org", "n2", "push_appserver", "", "json", `{"token":"fcm:token"}`},
+		{"push.example.org", "n2", "push_appserver", "registered", "number", "1489716621"},
+		// Unreadable value.
+		{"push.example.org", "n3", "push_appserver", "type", "boolean", "maybe"},
+		// Other stores and hosts' accounts are not ours.
+		{"example.org", "alice", "accounts", "password", "string", "secret"},
+		{"example.org", "alice", "roster", "", "json", "{}"},
+	}
+	for _, r := range rows {
+		if _, err := db.Exec(`INSERT INTO prosody VALUES (?, ?, ?, ?, ?, ?)`, r[0], r[1], r[2], r[3], r[4], r[5]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := openRegistry(t)
+	var report bytes.Buffer
+	sum, err := Import(ctx, SQLStore{DB: db, Name: "test"}, dst, Options{Apps: []string{"apns", "fcm"}, Report: &report})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Total != 3 || sum.Imported != 2 || sum.SkippedTotal() != 1 {
+		t.Fatalf("summary %+v\n%s", sum, report.String())
+	}
+	if !strings.Contains(report.String(), `user "n3": key "type": invalid boolean`) {
+		t.Fatalf("report:\n%s", report.String())
+	}
+	r, err := dst.Get(ctx, "n1")
+	if err != nil || r.Type != "apns" || r.Token != "abcd" || r.Secret != secret1 || !r.LastSuccessfulPush.Equal(mustTime("2017-03-18T03:54:24Z")) {
+		t.Fatalf("n1: %+v %v", r, err)
+	}
+	r, err = dst.Get(ctx, "n2")
+	if err != nil || r.Token != "fcm:token" || !r.Registered.Equal(time.Unix(1489716621, 0)) {
+		t.Fatalf("n2: %+v %v", r, err)
+	}
+}
+
+// TestImportMany imports a generated file store in several batches. The
+// e2e package imports 100,000 and pushes with them.
+func TestImportMany(t *testing.T) {
+	n := 3000
+	dir := filepath.Join(t.TempDir(), "push_appserver")
+	os.MkdirAll(dir, 0o755)
+	for i := range n {
+		writeFile(t, filepath.Join(dir, fmt.Sprintf("node%%2d%06d.dat", i)),
+			fmt.Sprintf("return {\n\t[\"type\"] = \"apns\";\n\t[\"token\"] = \"%064x\";\n\t[\"secret\"] = \"%064x\";\n\t[\"registered\"] = \"2026-11-25T02:10:50Z\";\n};\n", i, i+1))
+	}
+	dst := openRegistry(t)
+	start := time.Now()
+	sum, err := Import(ctx, FileStore{Dir: dir}, dst, Options{Apps: []string{"apns"}, BatchSize: 500})
+	if err != nil || sum.Imported != n {
+		t.Fatalf("%+v %v", sum, err)
+	}
+	t.Logf("imported %d files in %s", n, time.Since(start))
+	if c, _ := dst.Count(ctx); c != n {
+		t.Fatalf("%d registrations, want %d", c, n)
+	}
+	if r, _ := dst.Get(ctx, "node-000042"); r.Secret != fmt.Sprintf("%064x", 43) {
+		t.Fatalf("node-000042: %+v", r)
+	}
+}

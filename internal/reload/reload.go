@@ -1,0 +1,255 @@
+// Package reload applies a changed configuration to a running server (on
+// SIGHUP): the log level, the apps' options and their certificates and keys
+// (each app's backend is rebuilt and swapped in, or kept when the new one
+// cannot be built), and the HTTPS listener's certificate. What cannot change
+// without a restart is named in the log, never half applied.
+package reload
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+// Backend is an app's push backend that a reload can replace while pushes
+// go through it.
+type Backend struct {
+	p atomic.Pointer[push.Backend]
+}
+
+// NewBackend wraps b.
+func NewBackend(b push.Backend) *Backend {
+	s := &Backend{}
+	s.p.Store(&b)
+	return s
+}
+
+func (s *Backend) current() push.Backend { return *s.p.Load() }
+
+// Send sends through the current backend.
+func (s *Backend) Send(ctx context.Context, n push.Notification) error {
+	return s.current().Send(ctx, n)
+}
+
+// ValidateToken asks the current backend, when it validates tokens.
+func (s *Backend) ValidateToken(token string) error {
+	if v, ok := s.current().(push.TokenValidator); ok {
+		return v.ValidateToken(token)
+	}
+	return nil
+}
+
+// Swap replaces the backend; pushes already under way finish on the old.
+func (s *Backend) Swap(b push.Backend) { s.p.Store(&b) }
+
+// Certificate is a TLS certificate and key read from files, reloadable.
+type Certificate struct {
+	mu   sync.RWMutex
+	cert *tls.Certificate
+}
+
+// LoadCertificate reads the pair.
+func LoadCertificate(certFile, keyFile string) (*Certificate, error) {
+	c := &Certificate{}
+	if err := c.Load(certFile, keyFile); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Load reads the pair again; on error the previous one stays.
+func (c *Certificate) Load(certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("loading %s and %s: %w", certFile, keyFile, err)
+	}
+	c.mu.Lock()
+	c.cert = &cert
+	c.mu.Unlock()
+	return nil
+}
+
+// GetCertificate is for tls.Config.
+func (c *Certificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.cert, nil
+}
+
+// Options name what a reload may change.
+type Options struct {
+	Logger *slog.Logger
+	Level  *slog.LevelVar
+	// Apps are the running apps' backends by name.
+	Apps map[string]*Backend
+	// BuildApp builds an app's backend from its new options (reading its
+	// key and certificate files again).
+	BuildApp func(ctx context.Context, name string, a *config.App) (push.Backend, error)
+	// TLS is the HTTPS listener's certificate, nil without one.
+	TLS *Certificate
+}
+
+// Reloader applies new configurations to a running server.
+type Reloader struct {
+	Options
+	mu      sync.Mutex
+	running *config.Config
+}
+
+// New returns a reloader for a server started with running; it keeps
+// running up to date with what it applies.
+func New(running *config.Config, opts Options) *Reloader {
+	return &Reloader{Options: opts, running: running}
+}
+
+// Result says what a reload did.
+type Result struct {
+	Applied        []string
+	Failed         []string // could be applied, but the new setting is broken: the old stays
+	NeedsRestart   []string
+	ConfigProblems error // the file did not load: nothing was applied
+}
+
+// Reload applies next, the configuration as loaded again (loadErr its
+// problems), and logs what happened.
+func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr error) Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var res Result
+	if loadErr != nil {
+		res.ConfigProblems = loadErr
+		r.Logger.Error("reload: configuration not reloaded, it has problems; the running one stays", "err", loadErr)
+		return res
+	}
+	cur := r.running
+
+	if next.LogLevel != cur.LogLevel {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(next.LogLevel)); err == nil && r.Level != nil {
+			r.Level.Set(l)
+			res.Applied = append(res.Applied, "log_level "+next.LogLevel)
+			cur.LogLevel = next.LogLevel
+		}
+	}
+
+	res.NeedsRestart = append(res.NeedsRestart, restartOnly(cur, next)...)
+
+	names := map[string]bool{}
+	for n := range cur.Apps {
+		names[n] = true
+	}
+	for n := range next.Apps {
+		names[n] = true
+	}
+	for _, n := range sortedKeys(names) {
+		old, nw := cur.Apps[n], next.Apps[n]
+		key := "apps." + n
+		switch {
+		case old == nil:
+			res.NeedsRestart = append(res.NeedsRestart, key+" added")
+			continue
+		case nw == nil:
+			res.NeedsRestart = append(res.NeedsRestart, key+" removed")
+			continue
+		case old.Kind != nw.Kind:
+			res.NeedsRestart = append(res.NeedsRestart, key+".kind")
+			continue
+		case old.Priority != nw.Priority:
+			res.NeedsRestart = append(res.NeedsRestart, key+".priority")
+		}
+		sw := r.Apps[n]
+		if sw == nil || r.BuildApp == nil {
+			continue
+		}
+		// Rebuilt even when the options are the same: the key or
+		// certificate files may have been renewed in place.
+		b, err := r.BuildApp(ctx, n, nw)
+		if err != nil {
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", key, err))
+			continue
+		}
+		sw.Swap(b)
+		prio := old.Priority
+		*old = *nw
+		old.Priority = prio // still the running one until a restart
+		res.Applied = append(res.Applied, key)
+	}
+
+	if r.TLS != nil {
+		if err := r.TLS.Load(next.HTTP.TLSCertFile, next.HTTP.TLSKeyFile); err != nil {
+			res.Failed = append(res.Failed, fmt.Sprintf("http.tls_cert_file: %v", err))
+		} else {
+			res.Applied = append(res.Applied, "http.tls_cert_file")
+			cur.HTTP.TLSCertFile, cur.HTTP.TLSKeyFile = next.HTTP.TLSCertFile, next.HTTP.TLSKeyFile
+		}
+	}
+
+	if len(res.Applied) > 0 {
+		r.Logger.Info("reload: applied", "what", strings.Join(res.Applied, ", "))
+	}
+	for _, f := range res.Failed {
+		r.Logger.Error("reload: not applied, the running setting stays", "err", f)
+	}
+	if len(res.NeedsRestart) > 0 {
+		r.Logger.Warn("reload: changed, but takes effect only after a restart", "what", strings.Join(res.NeedsRestart, ", "))
+	}
+	return res
+}
+
+// restartOnly names the top-level settings that differ between cur and
+// next and that only a restart applies: everything but the log level, the
+// apps and the HTTPS certificate files, which Reload handles itself.
+func restartOnly(cur, next *config.Config) []string {
+	a, b := *cur, *next
+	a.LogLevel, b.LogLevel = "", ""
+	a.Apps, b.Apps = nil, nil
+	a.Obsolete, b.Obsolete = nil, nil
+	a.HTTP.TLSCertFile, b.HTTP.TLSCertFile = "", ""
+	a.HTTP.TLSKeyFile, b.HTTP.TLSKeyFile = "", ""
+	var out []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	t := va.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct {
+			for j := range f.Type.NumField() {
+				sf := f.Type.Field(j)
+				sub, _, _ := strings.Cut(sf.Tag.Get("toml"), ",")
+				if sf.IsExported() && sub != "" && sub != "-" &&
+					!reflect.DeepEqual(va.Field(i).Field(j).Interface(), vb.Field(i).Field(j).Interface()) {
+					out = append(out, name+"."+sub)
+				}
+			}
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,70 @@
+package reload
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"reflect"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+type named string
+
+func (n named) Send(context.Context, push.Notification) error { return errors.New(string(n)) }
+
+func parse(t *testing.T, text string) *config.Config {
+	t.Helper()
+	c, err := config.Parse(text, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestReload(t *testing.T) {
+	base := "[apps.a]\nkind = \"log\"\n[apps.b]\nkind = \"log\"\n"
+	running := parse(t, base)
+	swA, swB := NewBackend(named("a1")), NewBackend(named("b1"))
+	level := new(slog.LevelVar)
+	builds := 0
+	r := New(running, Options{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Level: level,
+		Apps: map[string]*Backend{"a": swA, "b": swB},
+		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
+			builds++
+			if a.Alert == "broken" {
+				return nil, errors.New("bad key")
+			}
+			return named(name + "2"), nil
+		},
+	})
+	next := parse(t, "log_level = \"debug\"\n[http]\nlisten = \"127.0.0.1:1\"\n[apps.a]\nkind = \"log\"\n[apps.b]\nkind = \"log\"\nalert = \"broken\"\n[apps.c]\nkind = \"log\"\n")
+	res := r.Reload(context.Background(), next, nil)
+	if want := []string{"log_level debug", "apps.a"}; !reflect.DeepEqual(res.Applied, want) {
+		t.Errorf("applied %v, want %v", res.Applied, want)
+	}
+	if len(res.Failed) != 1 || res.Failed[0] != "apps.b: bad key" {
+		t.Errorf("failed %v", res.Failed)
+	}
+	if want := []string{"http.listen", "apps.c added"}; !reflect.DeepEqual(res.NeedsRestart, want) {
+		t.Errorf("needs restart %v, want %v", res.NeedsRestart, want)
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Errorf("level %v", level.Level())
+	}
+	if err := swA.Send(context.Background(), push.Notification{}); err.Error() != "a2" {
+		t.Errorf("app a not swapped: %v", err)
+	}
+	if err := swB.Send(context.Background(), push.Notification{}); err.Error() != "b1" {
+		t.Errorf("app b swapped to a broken backend: %v", err)
+	}
+
+	res = r.Reload(context.Background(), nil, errors.New("rate_limit: not a duration"))
+	if res.ConfigProblems == nil || len(res.Applied) != 0 || builds != 2 {
+		t.Errorf("a config with problems: %+v, %d builds", res, builds)
+	}
+}
