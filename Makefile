@@ -10,7 +10,7 @@ BUILD_DATE ?= $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 CONFIG  ?=
 
-.PHONY: all build run test test-deps vet bench bench-instructions clean
+.PHONY: all build run test test-deps vet bench bench-instructions clean install dist
 
 all: build
 
@@ -76,5 +76,38 @@ FUZZTIME ?= 30s
 fuzz:
 	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the systemd unit
+# and its user, and a commented example configuration (never over an
+# existing one). Then: edit /etc/push-appserver/push-appserver.toml,
+# systemctl enable --now push-appserver.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSTEMDDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/push-appserver
+	install -D -m 0644 deploy/push-appserver.sysusers $(DESTDIR)$(SYSUSERSDIR)/push-appserver.conf
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' deploy/push-appserver.service > $(BIN).service
+	install -D -m 0644 $(BIN).service $(DESTDIR)$(SYSTEMDDIR)/push-appserver.service
+	install -d -m 0750 $(DESTDIR)/etc/push-appserver
+	test -e $(DESTDIR)/etc/push-appserver/push-appserver.toml || \
+		install -m 0640 deploy/push-appserver.toml $(DESTDIR)/etc/push-appserver/push-appserver.toml
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
+		systemd-sysusers $(SYSUSERSDIR)/push-appserver.conf && \
+		chgrp push-appserver /etc/push-appserver /etc/push-appserver/push-appserver.toml; \
+		systemctl daemon-reload 2>/dev/null || true; \
+	fi
+	@echo "installed; edit /etc/push-appserver/push-appserver.toml, then: systemctl enable --now push-appserver"
+
+# Static binaries for linux/amd64 and linux/arm64 with their SHA-256 sums.
+DIST_ARCHS ?= amd64 arm64
+dist:
+	rm -rf dist && mkdir -p dist
+	for arch in $(DIST_ARCHS); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o dist/push-appserver-$(VERSION)-linux-$$arch ./cmd/push-appserver || exit 1; \
+	done
+	cd dist && sha256sum push-appserver-* > SHA256SUMS && cat SHA256SUMS
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -25,6 +25,8 @@ compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgres
 command -v ejabberdctl >/dev/null 2>&1 || [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# systemd-analyze verifies deploy/push-appserver.service.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 # http_ece, pinned by package-lock.json, into the test's own folder.
 ECE_DIR=internal/push/webpush/testdata/ece

@@ -1,0 +1,172 @@
+// Package deploy holds the files an installation uses (systemd unit,
+// example configurations for push-appserver and the XMPP servers, the
+// container image definition); its tests check that each of them is what the
+// software expects.
+package deploy_test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	t.Setenv("PUSH_APPSERVER_COMPONENT_SECRET", "s3cret")
+	cfg, err := config.Load("push-appserver.toml")
+	if err != nil {
+		t.Fatalf("the example configuration does not load:\n%v", err)
+	}
+	if cfg.DataDir != "/var/lib/push-appserver" || len(cfg.Components) != 1 || cfg.Components[0].JID != "push.example.org" {
+		t.Fatalf("example: data_dir %q, components %+v", cfg.DataDir, cfg.Components)
+	}
+	if cfg.Apps["apns"] == nil || cfg.Apps["fcm"] == nil {
+		t.Fatalf("example apps: %v", cfg.Apps)
+	}
+}
+
+// unit reads a systemd unit's Key=Value lines (all values of a key).
+func unit(t *testing.T, path string) map[string][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+func TestSystemdUnit(t *testing.T) {
+	u := unit(t, "push-appserver.service")
+	for k, want := range map[string]string{
+		"User": "push-appserver", "StateDirectory": "push-appserver", "ProtectSystem": "strict",
+		"NoNewPrivileges": "yes", "ProtectHome": "yes", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
+		"ExecReload": "/bin/kill -HUP $MAINPID", "WorkingDirectory": "/var/lib/push-appserver",
+	} {
+		if len(u[k]) == 0 || u[k][0] != want {
+			t.Errorf("%s=%v, want %q", k, u[k], want)
+		}
+	}
+	// The user the unit runs as is the one sysusers creates.
+	users, _ := os.ReadFile("push-appserver.sysusers")
+	if !regexp.MustCompile(`(?m)^u push-appserver `).Match(users) {
+		t.Errorf("push-appserver.sysusers does not create the user:\n%s", users)
+	}
+
+	// systemd itself checks the unit; it wants the binary to exist, so
+	// point it at this test's own executable.
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze is missing: run scripts/test-deps.sh (Debian package systemd)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := os.ReadFile("push-appserver.service")
+	tmp := filepath.Join(t.TempDir(), "push-appserver.service")
+	os.WriteFile(tmp, []byte(strings.ReplaceAll(string(text), "/usr/local/bin/push-appserver", self)), 0o644)
+	out, err := exec.Command(analyze, "verify", tmp).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestContainerfile(t *testing.T) {
+	text, err := os.ReadFile("Containerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var froms, users []string
+	var entry string
+	for _, line := range strings.Split(string(text), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "FROM":
+			froms = append(froms, f[1])
+		case "USER":
+			users = append(users, f[1])
+		case "ENTRYPOINT":
+			entry = line
+		}
+	}
+	if len(froms) < 2 || froms[len(froms)-1] != "scratch" {
+		t.Fatalf("final stage is %v, want scratch", froms)
+	}
+	if len(users) != 1 || strings.HasPrefix(users[0], "0") || strings.HasPrefix(users[0], "root") {
+		t.Fatalf("USER %v: the image must run as a non-root user", users)
+	}
+	if !strings.Contains(entry, "/usr/local/bin/push-appserver") || !strings.Contains(string(text), "/src/bin/push-appserver /usr/local/bin/push-appserver") {
+		t.Fatalf("ENTRYPOINT %q does not run the binary the image copies", entry)
+	}
+	// The build stage checks that its CA bundle holds Apple's APNS root,
+	// USERTrust RSA; Debian's ca-certificates (the same package the
+	// golang:bookworm stage has) does.
+	if !strings.Contains(string(text), "USERTrust_RSA_Certification_Authority.pem") {
+		t.Fatal("the build stage does not check for the USERTrust RSA root")
+	}
+	root, err := os.ReadFile("/etc/ssl/certs/USERTrust_RSA_Certification_Authority.pem")
+	if err != nil {
+		t.Fatalf("Debian's ca-certificates lacks USERTrust RSA: %v", err)
+	}
+	bundle, _ := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
+	if line := strings.Split(string(root), "\n")[1]; !strings.Contains(string(bundle), line) {
+		t.Fatal("the CA bundle does not hold USERTrust RSA")
+	}
+	// What the build stage copies from the context exists.
+	if _, err := os.Stat("push-appserver.toml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestProsodyExample has Prosody load the example: it must parse, and
+// declare the component the example push-appserver.toml connects as.
+func TestProsodyExample(t *testing.T) {
+	prosodyctl, err := exec.LookPath("prosodyctl")
+	if err != nil {
+		t.Fatal("prosodyctl is missing: run scripts/test-deps.sh")
+	}
+	// prosodyctl reads the files as the prosody user: nothing private.
+	dir, err := os.MkdirTemp("", "prosody-example-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	example := filepath.Join(dir, "push-appserver.cfg.lua")
+	text, err := os.ReadFile("prosody/push-appserver.cfg.lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(example, text, 0o644)
+	cfg := filepath.Join(dir, "prosody.cfg.lua")
+	os.WriteFile(cfg, []byte(`pidfile = "`+dir+`/p.pid"
+data_path = "`+dir+`"
+log = { { levels = { min = "error" }, to = "console" } }
+plugin_paths = { "/usr/lib/prosody/modules" }
+Include "`+example+`"
+`), 0o644)
+	out, _ := exec.Command(prosodyctl, "--config", cfg, "check", "config").CombinedOutput()
+	if !strings.Contains(string(out), "have been loaded") || !strings.Contains(string(out), example) || strings.Contains(string(out), "problem occurred while reading") {
+		t.Fatalf("prosodyctl check config:\n%s", out)
+	}
+	if !strings.Contains(string(text), `Component "push.example.org"`) || !strings.Contains(string(text), `"cloud_notify"`) {
+		t.Fatal("the Prosody example lacks the component or mod_cloud_notify")
+	}
+}
