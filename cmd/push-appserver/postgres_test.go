@@ -13,7 +13,13 @@ import (
 
 var pg = pgtest.New()
 
-func TestMain(m *testing.M) { os.Exit(pg.Run(m)) }
+func TestMain(m *testing.M) {
+	code := pg.Run(m)
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
 
 // Two real binaries on one PostgreSQL, the DSN read from the environment as
 // the README shows: a device registered on one is pushed through the
