@@ -62,7 +62,7 @@ endif
 # valgrind's callgrind over a fixed number of pushes: the same from run to
 # run however loaded the machine is, so it judges small changes.
 # The binary keeps its symbols for callgrind_annotate (-callgrind-out).
-INSTR_ARGS ?= -n 1000 -instructions 2000 -c 16 -http-c 8
+INSTR_ARGS ?= -n 1000 -instructions 2000 -c 8 -http-c 4
 bench-instructions:
 	./scripts/bench-deps.sh
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/push-appserver-sym ./cmd/push-appserver
