@@ -47,18 +47,12 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 		f.usage(stderr)
 		return 2
 	}
-	cfg, ok := loadConfig(*cfgPath, stderr)
+	ctx, _, store, done, ok := openRegistry(*cfgPath, "registrations", stderr)
 	if !ok {
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	store, err := openStore(ctx, cfg, cliLogger(stderr))
-	if err != nil {
-		fmt.Fprintf(stderr, "push-appserver registrations: %v\n", err)
-		return 1
-	}
-	defer store.Close()
+	defer done()
+	var err error
 
 	switch verb {
 	case "list":

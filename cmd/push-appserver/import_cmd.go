@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/push-appserver/push-appserver/internal/migrate/modpushappserver"
 )
@@ -54,25 +51,17 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		f.usage(stderr)
 		return 2
 	}
-	cfg, ok := loadConfig(*cfgPath, stderr)
+	ctx, cfg, store, done, ok := openRegistry(*cfgPath, "import", stderr)
 	if !ok {
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
+	defer done()
 	src, closer, err := modpushappserver.OpenSource(ctx, rest[1])
 	if err != nil {
 		fmt.Fprintf(stderr, "push-appserver import: %v\n", err)
 		return 1
 	}
 	defer closer.Close()
-	store, err := openStore(ctx, cfg, cliLogger(stderr))
-	if err != nil {
-		fmt.Fprintf(stderr, "push-appserver import: %v\n", err)
-		return 1
-	}
-	defer store.Close()
 
 	opts := modpushappserver.Options{TypeMap: types, DryRun: *dryRun}
 	for name := range cfg.Apps {

@@ -14,18 +14,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
 // Set at build time with -ldflags "-X main.version=... -X main.commit=...
@@ -234,4 +238,22 @@ func orUnknown(s string) string {
 // cliLogger is the log of a one-shot command: warnings and errors only.
 func cliLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// openRegistry loads the configuration and opens its registry for a
+// one-shot command, with a context that ends on SIGINT or SIGTERM; done
+// releases them. ok false: the problem was printed.
+func openRegistry(cfgPath, name string, stderr io.Writer) (ctx context.Context, cfg *config.Config, store registry.Store, done func(), ok bool) {
+	cfg, ok = loadConfig(cfgPath, stderr)
+	if !ok {
+		return nil, nil, nil, nil, false
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	store, err := openStore(ctx, cfg, cliLogger(stderr))
+	if err != nil {
+		stop()
+		fmt.Fprintf(stderr, "push-appserver %s: %v\n", name, err)
+		return nil, nil, nil, nil, false
+	}
+	return ctx, cfg, store, func() { store.Close(); stop() }, true
 }

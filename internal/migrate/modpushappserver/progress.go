@@ -9,12 +9,11 @@ import (
 // progress writes "count/total, rate, ETA" on one terminal line, at most a
 // few times a second.
 type progress struct {
-	w       io.Writer
-	total   int
-	now     func() time.Time
-	start   time.Time
-	last    time.Time
-	printed bool
+	w     io.Writer
+	total int
+	now   func() time.Time
+	start time.Time
+	last  time.Time
 }
 
 const progressEvery = 250 * time.Millisecond
@@ -51,7 +50,6 @@ func (p *progress) print(n int, t time.Time) {
 		pct = 100 * float64(n) / float64(p.total)
 	}
 	fmt.Fprintf(p.w, "\r%d/%d records (%.0f%%), %.0f/s, ETA %s\x1b[K", n, p.total, pct, rate, eta)
-	p.printed = true
 }
 
 func (p *progress) done(n int) {
