@@ -182,3 +182,46 @@ func TestCacheCoherenceAcrossInstances(t *testing.T) {
 		t.Fatalf("push via B after its feed was lost used %q, want tok-4", tok)
 	}
 }
+
+// The throttle is per instance, as the README says: a device gets at most
+// one push per window from each instance sharing the registry.
+func TestThrottlePerInstance(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pg.DB(t)
+	var in [2]*instance
+	for i := range in {
+		store, err := postgres.Open(ctx, dsn, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		in[i] = &instance{backend: &scripted{answers: map[string]error{}}}
+		in[i].svc, err = appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: in[i].backend}},
+			appserver.Options{RateLimit: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := in[0].svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := appserver.PushRequest{Node: "n1", Secret: r.Secret}
+	if err := in[0].svc.Push(ctx, req); err != nil {
+		t.Fatalf("first push via A = %v", err)
+	}
+	if err := in[1].svc.Push(ctx, req); err != nil {
+		t.Fatalf("first push via B within A's window = %v: the README says the limit is per instance", err)
+	}
+	// Within one instance the window holds: the next push waits for it
+	// (an hour), so it has not gone when its caller gives up.
+	short, stop := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer stop()
+	if err := in[1].svc.Push(short, req); !errors.Is(err, appserver.ErrThrottled) {
+		t.Fatalf("second push via B = %v, want throttled", err)
+	}
+	if a, b := len(in[0].backend.Sent()), len(in[1].backend.Sent()); a != 1 || b != 1 {
+		t.Fatalf("sent %d via A and %d via B, want one each", a, b)
+	}
+}
