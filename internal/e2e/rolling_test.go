@@ -1,0 +1,210 @@
+package e2e_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
+)
+
+// binary is a real push-appserver, started and restarted by the test.
+type binary struct {
+	t      *testing.T
+	bin    string
+	config string
+	addr   string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	log    strings.Builder
+	done   chan struct{}
+}
+
+func buildServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "push-appserver")
+	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/push-appserver")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func (b *binary) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.log.Write(p)
+}
+
+func (b *binary) start() {
+	b.t.Helper()
+	b.cmd = exec.Command(b.bin, "serve", "-config", b.config)
+	b.cmd.Stdout, b.cmd.Stderr = b, b
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.done = make(chan struct{})
+	cmd, done := b.cmd, b.done
+	go func() { cmd.Wait(); close(done) }()
+	// Up once the health page says the component is connected.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + b.addr + "/push_appserver/v1/health")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), "component push.localhost: up") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("instance did not connect:\n%s", b.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM, as a service manager does, and waits for the exit.
+func (b *binary) stop() {
+	b.t.Helper()
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(30 * time.Second):
+		b.cmd.Process.Kill()
+		b.t.Fatalf("instance did not stop on SIGTERM:\n%s", b.String())
+	}
+	if code := b.cmd.ProcessState.ExitCode(); code != 0 {
+		b.t.Fatalf("instance exited with %d:\n%s", code, b.String())
+	}
+}
+
+func (b *binary) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.log.String()
+}
+
+// Two real instances on one PostgreSQL behind a real ejabberd, pushing to
+// the APNS mock, while bob keeps writing to alice, who is offline with push
+// enabled. Each instance is restarted in turn (SIGTERM, start again): every
+// message still produces a push, and ejabberd disables no push session.
+func TestRollingRestart(t *testing.T) {
+	x := startEjabberd(t)
+	dsn := pg.DB(t)
+	dir := t.TempDir()
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+
+	bin := buildServer(t)
+	var inst [2]*binary
+	for i := range inst {
+		addr := daemon.FreeAddr(t)
+		config := filepath.Join(dir, fmt.Sprintf("instance%d.toml", i))
+		cfg := fmt.Sprintf(`data_dir = %q
+rate_limit = 0
+[http]
+listen = %q
+[database]
+driver = "postgres"
+dsn = %q
+[[component]]
+jid = %q
+address = %q
+secret = %q
+[apps.apns]
+kind = "apns"
+topic = "im.example.app"
+token_key_file = %q
+key_id = "K1"
+team_id = "T1"
+endpoint = %q
+ca_path = %q
+`, filepath.Join(dir, fmt.Sprint("data", i)), addr, dsn, x.ComponentJID, x.ComponentAddr, x.ComponentSecret, keyFile, mock.URL, mock.CADir)
+		os.WriteFile(config, []byte(cfg), 0o600)
+		inst[i] = &binary{t: t, bin: bin, config: config, addr: addr}
+		inst[i].start()
+		t.Cleanup(func() {
+			if inst[i].cmd.ProcessState == nil {
+				inst[i].cmd.Process.Kill()
+				<-inst[i].done
+			}
+			if t.Failed() {
+				t.Logf("instance %d log:\n%s", i, inst[i].String())
+			}
+		})
+	}
+
+	token := strings.Repeat("ab", 32)
+	resp, err := http.PostForm("http://"+inst[0].addr+"/push_appserver/v1/register", url.Values{"type": {"apns"}, "node": {"alice-phone"}, "token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lines := strings.Split(string(body), "\n")
+	if len(lines) != 3 || lines[0] != "OK" {
+		t.Fatalf("register: %q", body)
+	}
+	alice := login(t, x.C2SAddr, "alice", x.Domain, "alice-pw")
+	alice.enablePush(x.ComponentJID, lines[1], lines[2])
+	alice.close()
+	bob := login(t, x.C2SAddr, "bob", x.Domain, "bob-pw")
+
+	// bob writes every 20 ms until told to stop.
+	stop := make(chan struct{})
+	var sent int
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			bob.sendChat("alice@"+x.Domain, fmt.Sprintf("message %d", sent))
+			sent++
+		}
+	})
+	waitFor(t, func() bool { return mock.Accepted() >= 5 })
+	for _, in := range inst {
+		in.stop()
+		in.start()
+		at := mock.Accepted()
+		waitFor(t, func() bool { return mock.Accepted() >= at+5 })
+	}
+	close(stop)
+	wg.Wait()
+	waitFor(t, func() bool { return mock.Accepted() >= sent })
+	delivered := mock.Accepted()
+	disabled := strings.Count(x.Log(), "disabling push")
+	t.Logf("rolling restart: %d messages, %d pushes at the APNS mock, %d push sessions disabled", sent, delivered, disabled)
+	if delivered != sent || disabled != 0 {
+		t.Fatalf("%d messages gave %d pushes, %d sessions disabled", sent, delivered, disabled)
+	}
+	// The session is still there: one more message pushes.
+	bob.sendChat("alice@"+x.Domain, "after the restarts")
+	waitFor(t, func() bool { return mock.Accepted() == sent+1 })
+}
