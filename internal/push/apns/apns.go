@@ -87,6 +87,11 @@ type Backend struct {
 	signer  *signer // nil with certificate auth
 	breaker *push.Breaker
 	logger  *slog.Logger
+	// fixed holds, per priority, the request of a notification that
+	// carries nothing of its own (no summary shown, not encrypted),
+	// rendered once: most pushes are such, and rendering headers and JSON
+	// was a visible part of a push's cost. Read-only after New.
+	fixed map[push.Priority]request
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -104,6 +109,12 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	}
 	var certs []tls.Certificate
 	b := &Backend{opts: opts, logger: logger, breaker: opts.Breaker}
+	b.fixed = make(map[push.Priority]request)
+	for _, p := range []push.Priority{push.PriorityHigh, push.PrioritySilent, push.PriorityVoIP} {
+		r := b.render(push.Notification{Priority: p})
+		r.header.Del("apns-expiration") // depends on the time of sending
+		b.fixed[p] = r
+	}
 	switch {
 	case opts.TokenKeyFile != "":
 		key, err := loadP8(opts.TokenKeyFile)
@@ -273,7 +284,27 @@ type request struct {
 	header  http.Header
 }
 
+// build returns the request for n: the fixed one of its priority when n
+// adds nothing to it, else a fresh rendering. The header and payload it
+// returns are shared: post clones the header before sending.
 func (b *Backend) build(n push.Notification) request {
+	r, ok := b.fixed[n.Priority]
+	if !ok || n.Encrypted != nil || (b.opts.IncludeSummary && n.Summary != nil) {
+		return b.render(n)
+	}
+	if b.opts.TTL > 0 {
+		r.header = r.header.Clone()
+		r.header.Set("apns-expiration", b.expiration())
+	}
+	return r
+}
+
+func (b *Backend) expiration() string {
+	return strconv.FormatInt(b.opts.Now().Add(b.opts.TTL).Unix(), 10)
+}
+
+// render builds the headers and JSON payload of n.
+func (b *Backend) render(n push.Notification) request {
 	h := http.Header{}
 	h.Set("content-type", "application/json")
 	topic := b.opts.Topic
@@ -316,7 +347,7 @@ func (b *Backend) build(n push.Notification) request {
 	}
 	h.Set("apns-topic", topic)
 	if b.opts.TTL > 0 {
-		h.Set("apns-expiration", strconv.FormatInt(b.opts.Now().Add(b.opts.TTL).Unix(), 10))
+		h.Set("apns-expiration", b.expiration())
 	}
 	if b.opts.Collapse {
 		h.Set("apns-collapse-id", "xmpp-push")

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
@@ -29,6 +31,47 @@ func BenchmarkBuild(b *testing.B) {
 		r := be.build(n)
 		if len(r.payload) == 0 {
 			b.Fatal("empty payload")
+		}
+	}
+}
+
+// The requests rendered once per priority are exactly what rendering each
+// notification gives, for every combination of options and notification.
+func TestBuildMatchesRender(t *testing.T) {
+	p8, _, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf := filepath.Join(t.TempDir(), "k.p8")
+	os.WriteFile(kf, p8, 0o600)
+	now := time.Date(2026, 11, 25, 5, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	summary := &push.Summary{MessageCount: 3, LastMessageSender: "juliet@example.org", LastMessageBody: "hi", HasLastMessageBody: true}
+	for _, o := range []Options{
+		{},
+		{IncludeSummary: true, TTL: time.Hour, Collapse: true, Sound: "default", MutableContent: true, AlertTitle: "T", AlertBody: "B"},
+		{TTL: 30 * time.Second, AlertBody: "New Message"},
+	} {
+		o.Topic, o.TokenKeyFile, o.KeyID, o.TeamID, o.Now = "im.example.app", kf, "K", "T", clock
+		be, err := New(o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []push.Priority{push.PriorityHigh, push.PrioritySilent, push.PriorityVoIP, "other"} {
+			for _, n := range []push.Notification{
+				{Priority: p},
+				{Priority: p, Summary: summary},
+				{Priority: p, Summary: &push.Summary{}},
+				{Priority: p, Encrypted: &push.Encrypted{Payload: "cGF5bG9hZA==", IV: "aXY="}, Account: "romeo@example.org"},
+			} {
+				for range 2 { // a second build must not see the first's changes
+					got, want := be.build(n), be.render(n)
+					if !reflect.DeepEqual(got.header, want.header) || string(got.payload) != string(want.payload) {
+						t.Fatalf("options %+v, notification %+v:\nbuilt    %v %s\nrendered %v %s", o, n, got.header, got.payload, want.header, want.payload)
+					}
+				}
+				now = now.Add(time.Minute)
+			}
 		}
 	}
 }
