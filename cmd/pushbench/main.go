@@ -54,6 +54,7 @@ type options struct {
 	soak         time.Duration // >0: soak instead of the phases
 	soakRate     float64
 	soakEvery    time.Duration
+	dsn          string // PostgreSQL registry instead of SQLite
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.DurationVar(&o.soak, "soak", 0, "instead of the phases, send publish IQs at -soak-rate for this long, report RSS, goroutines, open fds and p99 every -soak-every, and fail if one keeps growing")
 	flag.Float64Var(&o.soakRate, "soak-rate", 500, "publish IQs per second during -soak")
 	flag.DurationVar(&o.soakEvery, "soak-every", 30*time.Second, "report interval of -soak")
+	flag.StringVar(&o.dsn, "dsn", "", "run the server on this PostgreSQL database (a URL or key=value DSN; its registrations are added to) instead of SQLite")
 	flag.Parse()
 	if o.soak > 0 && (o.count > 0 || o.soakRate <= 0 || o.soakEvery <= 0) {
 		fmt.Fprintln(os.Stderr, "pushbench: -soak needs -soak-rate and -soak-every > 0 and no -instructions")
@@ -176,6 +178,9 @@ address = %q
 secret = "bench-secret"
 max_in_flight = 1024
 `, filepath.Join(dir, "data"), pprofAddr, httpAddr, xmpp.Addr())
+	if o.dsn != "" {
+		cfg += fmt.Sprintf("[database]\ndriver = \"postgres\"\ndsn = %q\n", o.dsn)
+	}
 	switch o.backend {
 	case "apns":
 		cfg += fmt.Sprintf(`[apps.bench]
