@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"runtime/pprof"
 	"strings"
@@ -56,7 +57,10 @@ func FuzzStanzaReader(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		// A fresh loopback address each time: thousands of short sessions
+		// a second would otherwise run out of ports to 127.0.0.1 while the
+		// closed ones wait out TIME_WAIT.
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.%d.%d.%d:0", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254)))
 		if err != nil {
 			t.Fatal(err)
 		}
