@@ -18,6 +18,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -275,13 +276,10 @@ ca_path = %q
 		sr, err := soak(o, probe, stream, devices, os.Stdout)
 		line, _ := json.Marshal(sr)
 		fmt.Printf("RESULT %s\n", line)
-		if err != nil {
-			return err
-		}
 		if accepted, ok := mock.Accepted(), soakOK(sr); o.backend == "apns" && int64(accepted) != ok {
-			return fmt.Errorf("APNS mock accepted %d pushes but %d were answered with success", accepted, ok)
+			err = errors.Join(err, fmt.Errorf("APNS mock accepted %d pushes but %d were answered with success", accepted, ok))
 		}
-		return nil
+		return err
 	}
 	if cg != nil {
 		cg.pid = srv.Process.Pid

@@ -55,6 +55,15 @@ func TestGrowth(t *testing.T) {
 		{"fd leak", series(func(i int) soakSample { s := flat(i); s.OpenFDs += float64(i) * 5; return s }), "open fds"},
 		{"latency keeps growing", series(func(i int) soakSample { s := flat(i); s.P99ms *= float64(int(1) << i); return s }), "p99 ms"},
 		{"too short to tell", series(flat)[:3], ""},
+		// The 5-minute soak of 2026-11-25 on a machine at load 7-14: p99
+		// swung between 5 and 280 ms, nothing grew.
+		{"loaded machine", []soakSample{
+			{RSSMB: 41.5, Goroutines: 84, OpenFDs: 89, P99ms: 11.9}, {RSSMB: 41.9, Goroutines: 84, OpenFDs: 89, P99ms: 33.9},
+			{RSSMB: 42.0, Goroutines: 20, OpenFDs: 25, P99ms: 38.3}, {RSSMB: 40.2, Goroutines: 20, OpenFDs: 25, P99ms: 28.8},
+			{RSSMB: 41.2, Goroutines: 20, OpenFDs: 25, P99ms: 170.5}, {RSSMB: 41.7, Goroutines: 20, OpenFDs: 25, P99ms: 237.6},
+			{RSSMB: 41.5, Goroutines: 20, OpenFDs: 25, P99ms: 221.4}, {RSSMB: 40.9, Goroutines: 20, OpenFDs: 25, P99ms: 280.5},
+			{RSSMB: 41.2, Goroutines: 20, OpenFDs: 25, P99ms: 5.3}, {RSSMB: 41.1, Goroutines: 20, OpenFDs: 25, P99ms: 112.9},
+		}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := growth(tt.samples)
