@@ -58,16 +58,6 @@ func TestServeExposure(t *testing.T) {
 		t.Fatalf("push: %q", body)
 	}
 	s.post(t, "unregister", url.Values{"type": {"apns"}, "node": {"secret-node-7"}})
-	log := s.log.String()
-	for _, leak := range []string{"secret-node-7", "feedface", secret} {
-		if strings.Contains(log, leak) {
-			t.Errorf("the info-level log shows %q:\n%s", leak, log)
-		}
-	}
-	if n := strings.Count(log, "node_ref="+logging.Ref("secret-node-7")); n < 3 {
-		t.Errorf("node_ref appears %d times, want register, push and unregister:\n%s", n, log)
-	}
-
 	for path, want := range map[string]os.FileMode{data: 0o700, filepath.Join(data, "registry.db"): 0o600} {
 		st, err := os.Stat(path)
 		if err != nil {
@@ -77,7 +67,17 @@ func TestServeExposure(t *testing.T) {
 			t.Errorf("%s has mode %v, want %v", path, st.Mode().Perm(), want)
 		}
 	}
+	// After the process ended, its whole log has been read.
 	s.stop(t)
+	log := s.log.String()
+	for _, leak := range []string{"secret-node-7", "feedface", secret} {
+		if strings.Contains(log, leak) {
+			t.Errorf("the info-level log shows %q:\n%s", leak, log)
+		}
+	}
+	if n := strings.Count(log, "node_ref="+logging.Ref("secret-node-7")); n < 3 {
+		t.Errorf("node_ref appears %d times, want register, push and unregister:\n%s", n, log)
+	}
 }
 
 // pprof on a non-loopback address is refused, from the config file and
