@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -37,23 +38,40 @@ func FreeAddr(t testing.TB) string {
 // busy machine.
 func FreeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	addrs := make([]string, 0, n)
-	for tries := 0; len(addrs) < n; tries++ {
-		if tries == 1000 {
-			t.Fatal("no free port found below 32768")
-		}
-		port, err := rand.Int(rand.Reader, big.NewInt(32768-10000))
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := listenLow()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+port.Int64()))
-		if err != nil {
-			continue
-		}
 		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
+		addrs[i] = ln.Addr().String()
 	}
 	return addrs
+}
+
+// FreePort is FreeAddr's port, for callers without a testing.TB.
+func FreePort() (int, error) {
+	ln, err := listenLow()
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// listenLow listens on a random loopback port below the ephemeral range.
+func listenLow() (net.Listener, error) {
+	for range 1000 {
+		port, err := rand.Int(rand.Reader, big.NewInt(32768-10000))
+		if err != nil {
+			return nil, err
+		}
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+port.Int64())); err == nil {
+			return ln, nil
+		}
+	}
+	return nil, errors.New("no free port found below 32768")
 }
 
 // Port returns the port of a host:port address.

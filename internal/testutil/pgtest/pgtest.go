@@ -11,7 +11,6 @@ package pgtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
 // Server is a PostgreSQL server started on first use.
@@ -181,7 +182,7 @@ func (s *Server) start() error {
 }
 
 func (s *Server) launch(bin, data string, cred *syscall.Credential) error {
-	port, err := freePort()
+	port, err := daemon.FreePort()
 	if err != nil {
 		return err
 	}
@@ -246,13 +247,4 @@ func (s *Server) Stop() {
 		os.RemoveAll(s.dir)
 		s.dir = ""
 	}
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
