@@ -26,8 +26,8 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 		return p
 	}
 	openRate := func(closed *Phase) float64 {
-		if o.openRate > 0 || closed == nil {
-			return o.openRate
+		if o.openRate != 0 || closed == nil {
+			return o.openRate // <0: no fixed-rate phase
 		}
 		return closed.Rate / 2
 	}
