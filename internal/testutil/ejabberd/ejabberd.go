@@ -195,7 +195,8 @@ const startedLine = " is started in the node "
 
 // Stop stops ejabberd as its service does (SIGTERM: Erlang's init:stop,
 // which writes mnesia's disc tables out; a SIGKILL would lose the
-// accounts) and waits for it to go, killing it after 30 s.
+// accounts) and waits until its whole process group is gone (the shell
+// that started the Erlang VM exits first), killing it after 30 s.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
@@ -203,13 +204,16 @@ func (s *Server) Stop() {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-		daemon.Kill(cmd.Process.Pid)
-		<-exited
+	pgid := cmd.Process.Pid
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(-pgid, 0) == nil {
+		if time.Now().After(deadline) {
+			daemon.Kill(pgid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+	<-exited
 }
 
 // Restart stops ejabberd and starts it again with the same config and
