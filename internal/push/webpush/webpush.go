@@ -87,7 +87,7 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 		opts.Now = time.Now
 	}
 	if opts.PushDeadline <= 0 {
-		opts.PushDeadline = 10 * time.Second
+		opts.PushDeadline = push.DefaultPushDeadline
 	}
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultTTL
