@@ -59,6 +59,10 @@ const (
 	OutcomeFailed    Outcome = "failed"
 )
 
+// DefaultPushTimeout bounds one push from lookup to the push service's
+// answer when the configuration sets no push_timeout.
+const DefaultPushTimeout = 15 * time.Second
+
 // Options tune the service; the zero value is usable.
 type Options struct {
 	// RateLimit is the throttle distance per node and priority (the seed's
@@ -127,7 +131,7 @@ type Service struct {
 // New returns a service over store for the given apps.
 func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*Service, error) {
 	if opts.PushTimeout <= 0 {
-		opts.PushTimeout = 15 * time.Second
+		opts.PushTimeout = DefaultPushTimeout
 	}
 	if opts.TokenBlock <= 0 {
 		opts.TokenBlock = 7 * 24 * time.Hour

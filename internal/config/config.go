@@ -20,7 +20,10 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/fcm"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
 // Config is the whole configuration. The zero value is not useful: use
@@ -323,7 +326,7 @@ func (c *Config) applyDefaults() {
 		c.RateLimit = Duration(5 * time.Second)
 	}
 	if c.PushTimeout == 0 {
-		c.PushTimeout = Duration(15 * time.Second)
+		c.PushTimeout = Duration(appserver.DefaultPushTimeout)
 	}
 	if c.TokenBlock == 0 {
 		c.TokenBlock = Duration(7 * 24 * time.Hour)
@@ -377,7 +380,7 @@ func (c *Config) applyDefaults() {
 			cp.APNSCommandApp = &s
 		}
 		if cp.MaxInFlight == 0 {
-			cp.MaxInFlight = 256
+			cp.MaxInFlight = component.DefaultMaxInFlight
 		}
 		if cp.TigaseMaxPayloadSize == 0 {
 			cp.TigaseMaxPayloadSize = 3072
@@ -424,7 +427,7 @@ func (a *App) applyDefaults() {
 		a.Sound = "default"
 	}
 	if a.AndroidPriority == "" {
-		a.AndroidPriority = "high"
+		a.AndroidPriority = fcm.DefaultPriority
 	}
 	if a.Collapse == nil {
 		c := a.Kind == KindWebPush

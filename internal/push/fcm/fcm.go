@@ -36,6 +36,10 @@ const DefaultEndpoint = "https://fcm.googleapis.com"
 
 const scope = "https://www.googleapis.com/auth/firebase.messaging"
 
+// DefaultPriority is android.priority when the configuration sets none:
+// chat apps need the device woken at once.
+const DefaultPriority = "high"
+
 // Options configure one app's FCM backend.
 type Options struct {
 	ServiceAccountFile string // Google service-account key (JSON)
@@ -114,7 +118,7 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	}
 	switch opts.Priority {
 	case "":
-		opts.Priority = "high"
+		opts.Priority = DefaultPriority
 	case "high", "normal":
 	default:
 		return nil, fmt.Errorf("fcm: priority %q (want high or normal)", opts.Priority)

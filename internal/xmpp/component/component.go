@@ -49,6 +49,10 @@ type Service interface {
 	adhoc.Registrar
 }
 
+// DefaultMaxInFlight is how many pushes one connection handles at once
+// when the configuration sets no max_in_flight.
+const DefaultMaxInFlight = 256
+
 // Options configure one component connection.
 type Options struct {
 	Addr   string // host:port of the XMPP server's component listener
@@ -99,7 +103,7 @@ type Conn struct {
 // New returns a connection; call Run to connect.
 func New(opts Options, svc Service) *Conn {
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 256
+		opts.MaxInFlight = DefaultMaxInFlight
 	}
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 60 * time.Second
