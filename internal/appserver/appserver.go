@@ -121,7 +121,8 @@ type Service struct {
 	status   *statusWriter
 	cache    *cache
 
-	rejects  *rejectLog
+	rejects  *limitedLog
+	failures *limitedLog // push service failures, so an app that fails every push cannot flood the log
 	draining atomic.Bool
 
 	saltMu sync.Mutex
@@ -172,7 +173,8 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		throttle: newThrottler(opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
 		cache:    newCache(opts.CacheSize, opts.CacheTTL),
-		rejects:  newRejectLog(logger, opts.Now),
+		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
+		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
 	}
 	if opts.Changes != nil {
 		// Nothing is cached until Run follows the feed.
@@ -328,7 +330,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
 	s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
-	s.logger.Warn("push failed", "app", r.Type, "node", node, "err", err)
+	s.failures.log("app", r.Type, "node", node, "err", err)
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
 

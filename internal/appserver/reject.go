@@ -1,6 +1,7 @@
 package appserver
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -25,15 +26,18 @@ const (
 	RejectWrongSecret = "wrong secret"
 )
 
-// rejectLogLimit is how many rejections are logged per second at most; the
+// logLimit is how many lines a limitedLog writes per second at most; the
 // rest are counted and summed up in one line, so that a flood of bad
-// publishes cannot fill the disk.
-const rejectLogLimit = 10
+// publishes, or a push service that fails every push, cannot fill the disk.
+const logLimit = 10
 
-// rejectLog logs rejected pushes at info, rate-limited.
-type rejectLog struct {
-	logger *slog.Logger
-	now    func() time.Time
+// limitedLog writes one kind of log line, rate-limited.
+type limitedLog struct {
+	logger  *slog.Logger
+	now     func() time.Time
+	level   slog.Level
+	msg     string // the line
+	summary string // the line that counts what was not written
 
 	mu         sync.Mutex
 	window     time.Time // start of the current second
@@ -41,24 +45,22 @@ type rejectLog struct {
 	suppressed int       // lines not written since the last summary
 }
 
-func newRejectLog(logger *slog.Logger, now func() time.Time) *rejectLog {
-	return &rejectLog{logger: logger, now: now}
+func newLimitedLog(logger *slog.Logger, now func() time.Time, level slog.Level, msg, summary string) *limitedLog {
+	return &limitedLog{logger: logger, now: now, level: level, msg: msg, summary: summary}
 }
 
-// log writes one rejection unless this second's share is used up. Never
-// the secret or token: node and reason are enough to find a client or
-// server that is set up wrong.
-func (l *rejectLog) log(node, reason string) {
+// log writes one line with args unless this second's share is used up.
+func (l *limitedLog) log(args ...any) {
 	now := l.now()
 	l.mu.Lock()
 	if now.Sub(l.window) >= time.Second {
 		if l.suppressed > 0 {
-			l.logger.Info("push rejections not logged (rate limit)", "count", l.suppressed)
+			l.logger.Log(context.Background(), l.level, l.summary, "count", l.suppressed)
 			l.suppressed = 0
 		}
 		l.window, l.logged = now, 0
 	}
-	ok := l.logged < rejectLogLimit
+	ok := l.logged < logLimit
 	if ok {
 		l.logged++
 	} else {
@@ -66,8 +68,14 @@ func (l *rejectLog) log(node, reason string) {
 	}
 	l.mu.Unlock()
 	if ok {
-		l.logger.Info("push rejected", "node", push.Truncate(node, 64), "reason", reason)
+		l.logger.Log(context.Background(), l.level, l.msg, args...)
 	}
+}
+
+// rejected logs one rejection at info. Never the secret or token: node and
+// reason are enough to find a client or server that is set up wrong.
+func (s *Service) rejected(node, reason string) {
+	s.rejects.log("node", push.Truncate(node, 64), "reason", reason)
 }
 
 // reject records a push refused for reason (RejectUnknownNode or
@@ -75,7 +83,7 @@ func (l *rejectLog) log(node, reason string) {
 func (s *Service) reject(node, reason string, start time.Time) {
 	s.opts.Observer.Pushed("", OutcomeNotFound, time.Since(start))
 	s.opts.Observer.Rejected(RejectNotFound)
-	s.rejects.log(node, reason)
+	s.rejected(node, reason)
 }
 
 // RejectMalformed records a push request an adapter could not read (no
@@ -83,5 +91,5 @@ func (s *Service) reject(node, reason string, start time.Time) {
 // be empty.
 func (s *Service) RejectMalformed(node, why string) {
 	s.opts.Observer.Rejected(RejectMalformed)
-	s.rejects.log(node, "malformed: "+why)
+	s.rejected(node, "malformed: "+why)
 }

@@ -69,7 +69,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	app, ok := s.apps[tp.App]
 	if !ok {
 		s.opts.Observer.Rejected(RejectMalformed)
-		s.rejects.log(node, "unknown app for a token push")
+		s.rejected(node, "unknown app for a token push")
 		return fmt.Errorf("%w %q", ErrUnknownType, tp.App)
 	}
 	if err := checkText("token", tp.Token, MaxTokenLen); err != nil {
@@ -125,6 +125,6 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
-	s.logger.Warn("push failed", "app", tp.App, "node", node, "err", err)
+	s.failures.log("app", tp.App, "node", node, "err", err)
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }

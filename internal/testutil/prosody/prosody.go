@@ -46,8 +46,8 @@ type Options struct {
 	Extra string
 }
 
-// Start installs Prosody if needed, writes a config and starts it. It is
-// stopped when the test ends.
+// Start writes a config and starts Prosody (the test fails if it is not
+// installed). It is stopped when the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	ensureInstalled(t)
