@@ -91,11 +91,13 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 func runSendTest(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("send-test", "send-test -app A -token T [-config file]\n\n"+
 		"Sends one push through app A to the device token T, as the server would,\n"+
-		"and prints what the push service answered.", stdout, stderr)
+		"and prints every answer of the push service (status, headers, body) and\n"+
+		"what the server makes of it.", stdout, stderr)
 	cfgPath := f.configFlag()
 	app := f.String("app", "", "the configured `app` to push through")
 	token := f.String("token", "", "the device's push `token`")
 	verbose := f.Bool("v", false, "log the backend's work (debug level) on stderr")
+	showSecrets := f.Bool("show-secrets", false, "show the request's URL whole (it holds the token, or is the WebPush subscription)")
 	rest, code, ok := f.parse(args)
 	if !ok {
 		return code
@@ -136,7 +138,9 @@ func runSendTest(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "sending a test push through app %s (kind %s)\n", *app, a.Kind)
-	if err := admin.SendTest(ctx, stdout, *app, b, prio, *token); err != nil {
+	t := admin.TestPush{App: *app, Backend: b, Priority: prio, Token: *token,
+		URLIsSecret: a.Kind == config.KindWebPush, ShowSecrets: *showSecrets}
+	if err := admin.SendTest(ctx, stdout, t); err != nil {
 		return 1
 	}
 	return 0

@@ -7,15 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 )
 
 // Secrets of the real mod_push_appserver files in realFileStore.
@@ -117,51 +113,6 @@ func TestAdminBesideRunningServer(t *testing.T) {
 		if strings.Contains(s.log.String(), secret) {
 			t.Fatal("a secret is in the server's log")
 		}
-	}
-}
-
-func TestSendTest(t *testing.T) {
-	dir := t.TempDir()
-	p8, pub, _ := apnsmock.TokenKey()
-	keyFile := filepath.Join(dir, "key.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	cfg := writeConfig(t, fmt.Sprintf("[apps.ios]\nkind = \"apns\"\ntopic = \"im.example.app\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = %q\nca_path = %q\npush_deadline = \"2s\"\n",
-		keyFile, m.URL, m.CADir))
-	token := strings.Repeat("0b", 32)
-
-	var out, errb bytes.Buffer
-	if code := run([]string{"send-test", "-config", cfg, "-app", "ios", "-token", token}, &out, &errb); code != 0 {
-		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
-	}
-	if !strings.Contains(out.String(), "answer: accepted") || m.Accepted() != 1 {
-		t.Fatalf("send-test:\n%s\naccepted %d", out.String(), m.Accepted())
-	}
-	reqs := m.Requests()
-	if len(reqs) != 1 || reqs[0].Token != token {
-		t.Fatalf("requests %+v", reqs)
-	}
-
-	m.FailToken(token, apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
-	out.Reset()
-	if code := run([]string{"send-test", "-config", cfg, "-app", "ios", "-token", token}, &out, &errb); code != 1 {
-		t.Fatalf("dead token: exit %d\n%s", code, out.String())
-	}
-	if !strings.Contains(out.String(), "dead token: Unregistered, since 2026-01-02T03:04:05Z") {
-		t.Fatalf("send-test of a dead token:\n%s", out.String())
-	}
-
-	m.FailToken(token, apnsmock.Fault{Status: 400, Reason: "BadTopic"})
-	out.Reset()
-	if code := run([]string{"send-test", "-config", cfg, "-app", "ios", "-token", token}, &out, &errb); code != 1 || !strings.Contains(out.String(), "400 BadTopic") {
-		t.Fatalf("refused push: exit %d\n%s", code, out.String())
-	}
-	if code := run([]string{"send-test", "-config", cfg, "-app", "android", "-token", token}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `no app "android"`) {
-		t.Fatalf("unknown app: exit %d %s", code, errb.String())
 	}
 }
 

@@ -21,7 +21,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -375,6 +374,10 @@ func (b *Backend) render(n push.Notification) request {
 	return request{payload: payload, header: h}
 }
 
+// maxAnswer bounds what is read of an answer's body: Apple's are a
+// small JSON object or empty.
+const maxAnswer = 4096
+
 // maxPayload is Apple's limit on a payload: 4 KiB, 5 KiB for VoIP.
 func maxPayload(p push.Priority) int {
 	if p == push.PriorityVoIP {
@@ -410,13 +413,14 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 			Reason    string `json:"reason"`
 			Timestamp int64  `json:"timestamp"`
 		}
-		json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body)
+		data, _ := push.ReadBody(ctx, resp, maxAnswer)
+		json.Unmarshal(data, &body)
 		a.reason = body.Reason
 		if body.Timestamp > 0 {
 			a.timestamp = time.UnixMilli(body.Timestamp)
 		}
 	} else {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		push.DiscardBody(ctx, resp, maxAnswer)
 	}
 	return a, nil
 }

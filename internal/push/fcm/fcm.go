@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -339,14 +338,15 @@ func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status i
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		retryAfter = time.Duration(s) * time.Second
 	}
+	data, _ := push.ReadBody(ctx, resp, 16<<10)
 	if resp.StatusCode != http.StatusOK {
-		json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(ferr)
+		json.Unmarshal(data, ferr)
 	} else {
 		// The message's name is FCM's id for it, for the debug log.
 		var ok struct {
 			Name string `json:"name"`
 		}
-		json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&ok)
+		json.Unmarshal(data, &ok)
 		name = ok.Name
 	}
 	return resp.StatusCode, ferr, name, retryAfter, nil

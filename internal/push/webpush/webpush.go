@@ -21,7 +21,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -261,7 +260,7 @@ func (b *Backend) post(ctx context.Context, sub Subscription, origin string, bod
 		return 0, 0, push.RedactURL(err, origin+"/…")
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
+	push.DiscardBody(ctx, resp, maxAnswer)
 	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), b.opts.Now()), nil
 }
 

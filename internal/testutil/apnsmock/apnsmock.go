@@ -66,6 +66,8 @@ type Request struct {
 	RawPayload []byte
 	Status     int
 	Reason     string
+	// ID and UniqueID are the apns-id and apns-unique-id it answered.
+	ID, UniqueID string
 }
 
 // Fault is an answer to inject instead of the normal one.
@@ -211,11 +213,20 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	answer := func(status int, reason string, ts time.Time) {
 		req.Status, req.Reason = status, reason
-		s.record(req)
 		if goAway || fault.GoAway {
 			w.Header().Set("Connection", "close")
 		}
-		w.Header().Set("apns-id", newID())
+		// Apple echoes the request's apns-id or makes one; its
+		// development environment adds apns-unique-id, the id its
+		// delivery log knows the notification by.
+		req.ID = r.Header.Get("apns-id")
+		if req.ID == "" {
+			req.ID = newID()
+		}
+		req.UniqueID = strings.ToLower(newID())
+		w.Header().Set("apns-id", req.ID)
+		w.Header().Set("apns-unique-id", req.UniqueID)
+		s.record(req)
 		if status == http.StatusOK {
 			s.accepted.Add(1)
 			w.WriteHeader(status)

@@ -40,6 +40,7 @@ type Request struct {
 	Message map[string]any
 	Status  int
 	Code    string // FCM error code answered, if any
+	Name    string // the message's name answered on success
 }
 
 // Fault is an answer to inject.
@@ -253,9 +254,10 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	req.Status = http.StatusOK
+	req.Name = fmt.Sprintf("projects/%s/messages/%d", s.project, time.Now().UnixNano())
 	s.record(req, true)
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]string{"name": fmt.Sprintf("projects/%s/messages/%d", s.project, time.Now().UnixNano())})
+	json.NewEncoder(w).Encode(map[string]string{"name": req.Name})
 }
 
 // validate checks a message the way FCM does, returning Google's

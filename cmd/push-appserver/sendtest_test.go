@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
+)
+
+// sendTest runs send-test and returns its exit code and output.
+func sendTest(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(append([]string{"send-test"}, args...), &out, &errb)
+	return code, out.String() + errb.String()
+}
+
+func wantAll(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s: output lacks %q:\n%s", what, w, out)
+		}
+	}
+}
+
+// TestSendTestAPNS: send-test shows APNS's whole answer, status,
+// apns-id, apns-unique-id and body, on success and on refusal, and every
+// answer when the backend retried; the token stays out of the output.
+func TestSendTestAPNS(t *testing.T) {
+	dir := t.TempDir()
+	m, _, keyFile, _ := startMocks(t, dir)
+	cfg := writeConfig(t, fmt.Sprintf("[apps.ios]\nkind = \"apns\"\ntopic = \"im.example.app\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = %q\nca_path = %q\npush_deadline = \"20s\"\n",
+		keyFile, m.URL, m.CADir))
+	token := strings.Repeat("0b", 32)
+	args := []string{"-config", cfg, "-app", "ios", "-token", token}
+
+	code, out := sendTest(t, args...)
+	reqs := m.Requests()
+	if code != 0 || len(reqs) != 1 || reqs[0].Token != token {
+		t.Fatalf("exit %d, requests %+v\n%s", code, reqs, out)
+	}
+	wantAll(t, "accepted", out,
+		"answer 1 to POST "+m.URL+"/3/device/<token>:",
+		"  HTTP 200\n",
+		"  apns-id: "+reqs[0].ID+"\n",
+		"  apns-unique-id: "+reqs[0].UniqueID+"\n",
+		"  body: (empty)\n",
+		"result: accepted")
+	if strings.Contains(out, token) {
+		t.Fatalf("the token is in the output:\n%s", out)
+	}
+	if code, out := sendTest(t, append(args, "-show-secrets")...); code != 0 || !strings.Contains(out, "/3/device/"+token+":") {
+		t.Fatalf("-show-secrets: exit %d\n%s", code, out)
+	}
+
+	m.Reset()
+	m.FailToken(token, apnsmock.Fault{Status: 400, Reason: "BadTopic"})
+	code, out = sendTest(t, args...)
+	reqs = m.Requests()
+	if code != 1 || len(reqs) != 1 {
+		t.Fatalf("refused: exit %d, %d requests\n%s", code, len(reqs), out)
+	}
+	wantAll(t, "refused", out,
+		"  HTTP 400\n",
+		"  apns-id: "+reqs[0].ID+"\n",
+		"  content-type: application/json\n",
+		`  body: {"reason":"BadTopic"}`+"\n",
+		"result: refused: apns: 400 BadTopic")
+
+	m.Reset()
+	m.FailToken(token, apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+	code, out = sendTest(t, args...)
+	if code != 1 {
+		t.Fatalf("dead token: exit %d\n%s", code, out)
+	}
+	wantAll(t, "dead token", out, "  HTTP 410\n", `"reason":"Unregistered","timestamp":1767323045000`,
+		"result: dead token: Unregistered, since 2026-01-02T03:04:05Z")
+
+	// A retried push shows both answers, in order.
+	m.Reset()
+	m.FailToken(token, apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"})
+	code, out = sendTest(t, args...)
+	reqs = m.Requests()
+	if code != 0 || len(reqs) != 2 {
+		t.Fatalf("retried: exit %d, %d requests\n%s", code, len(reqs), out)
+	}
+	first, second := strings.Index(out, "apns-id: "+reqs[0].ID), strings.Index(out, "apns-id: "+reqs[1].ID)
+	if first < 0 || second < first || !strings.Contains(out, "answer 2 to POST") || !strings.Contains(out, `"reason":"ServiceUnavailable"`) {
+		t.Fatalf("retried push's answers:\n%s", out)
+	}
+
+	if code, out := sendTest(t, "-config", cfg, "-app", "android", "-token", token); code != 1 || !strings.Contains(out, `no app "android"`) {
+		t.Fatalf("unknown app: exit %d %s", code, out)
+	}
+}
+
+// TestSendTestFCM: FCM's answer body is shown, the message name on
+// success, the error with its code on refusal, and Retry-After.
+func TestSendTestFCM(t *testing.T) {
+	dir := t.TempDir()
+	_, m, _, sa := startMocks(t, dir)
+	cfg := writeConfig(t, fmt.Sprintf("[apps.android]\nkind = \"fcm\"\nservice_account_file = %q\nendpoint = %q\nca_path = %q\npush_deadline = \"20s\"\n", sa, m.URL, m.CADir))
+	token := "fcm-device-token-1"
+	args := []string{"-config", cfg, "-app", "android", "-token", token}
+
+	code, out := sendTest(t, args...)
+	reqs := m.Requests()
+	if code != 0 || len(reqs) != 1 || reqs[0].Name == "" {
+		t.Fatalf("exit %d, requests %+v\n%s", code, reqs, out)
+	}
+	wantAll(t, "accepted", out,
+		"answer 1 to POST "+m.URL+"/v1/projects/project-1/messages:send:",
+		"  HTTP 200\n", "  content-type: application/json\n",
+		`  body: {"name":"`+reqs[0].Name+`"}`+"\n", "result: accepted")
+
+	m.FailToken(token, fcmmock.Fault{Status: 503, RetryAfter: "1"}, fcmmock.Fault{Status: 404, Code: "UNREGISTERED", Message: "Requested entity was not found."})
+	code, out = sendTest(t, args...)
+	if code != 1 {
+		t.Fatalf("unregistered: exit %d\n%s", code, out)
+	}
+	wantAll(t, "retried, then unregistered", out,
+		"answer 1 to POST", "  HTTP 503\n", "  retry-after: 1\n", `"status":"UNAVAILABLE"`,
+		"answer 2 to POST", "  HTTP 404\n", `"errorCode":"UNREGISTERED"`, `"message":"Requested entity was not found."`,
+		"result: dead token: UNREGISTERED")
+}
+
+// TestSendTestWebPush: a WebPush answer is shown with its Location; the
+// endpoint, which is the subscription, only with -show-secrets.
+func TestSendTestWebPush(t *testing.T) {
+	dir := t.TempDir()
+	m, err := webpushmock.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	keyFile := filepath.Join(dir, "vapid.pem")
+	pub, err := webpush.GenerateVAPIDKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := m.Subscribe(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, fmt.Sprintf("[apps.web]\nkind = \"webpush\"\nvapid_key_file = %q\nvapid_subject = \"mailto:ops@example.org\"\nca_path = %q\npush_deadline = \"20s\"\nallow_private_endpoints = true\nendpoint_ports = [%d]\n",
+		keyFile, m.CADir, m.Port))
+	args := []string{"-config", cfg, "-app", "web", "-token", sub.JSON}
+
+	code, out := sendTest(t, args...)
+	if code != 0 || m.Accepted() != 1 {
+		t.Fatalf("exit %d, accepted %d\n%s", code, m.Accepted(), out)
+	}
+	wantAll(t, "accepted", out, "answer 1 to POST "+m.URL+"/…:", "  HTTP 201\n",
+		"  location: "+m.URL+"/message/"+sub.ID+"\n", "result: accepted")
+	if strings.Count(out, sub.ID) != 1 { // in the Location header only
+		t.Fatalf("the subscription's endpoint is in the output:\n%s", out)
+	}
+	if code, out := sendTest(t, append(args, "-show-secrets")...); code != 0 || !strings.Contains(out, "to POST "+sub.Endpoint+":") {
+		t.Fatalf("-show-secrets: exit %d\n%s", code, out)
+	}
+
+	m.Unsubscribe(sub.ID)
+	code, out = sendTest(t, args...)
+	if code != 1 {
+		t.Fatalf("gone: exit %d\n%s", code, out)
+	}
+	wantAll(t, "gone", out, "  HTTP 410\n", "  body: subscription expired\n", "result: dead token: 410 Gone")
+}
