@@ -61,13 +61,19 @@ func TestSendTestAPNS(t *testing.T) {
 		t.Fatalf("-show-secrets: exit %d\n%s", code, out)
 	}
 
-	m.Reset()
-	m.FailToken(token, apnsmock.Fault{Status: 400, Reason: "BadTopic"})
-	code, out = sendTest(t, args...)
-	reqs = m.Requests()
-	if code != 1 || len(reqs) != 1 {
-		t.Fatalf("refused: exit %d, %d requests\n%s", code, len(reqs), out)
+	// faulted answers the next push with f and runs send-test, which
+	// must exit with code after the given number of requests.
+	faulted := func(what string, f apnsmock.Fault, code, requests int) (string, []apnsmock.Request) {
+		t.Helper()
+		m.Reset()
+		m.FailToken(token, f)
+		got, out := sendTest(t, args...)
+		if reqs := m.Requests(); got != code || len(reqs) != requests {
+			t.Fatalf("%s: exit %d, %d requests\n%s", what, got, len(reqs), out)
+		}
+		return out, m.Requests()
 	}
+	out, reqs = faulted("refused", apnsmock.Fault{Status: 400, Reason: "BadTopic"}, 1, 1)
 	wantAll(t, "refused", out,
 		"  HTTP 400\n",
 		"  apns-id: "+reqs[0].ID+"\n",
@@ -75,23 +81,12 @@ func TestSendTestAPNS(t *testing.T) {
 		`  body: {"reason":"BadTopic"}`+"\n",
 		"result: refused: apns: 400 BadTopic")
 
-	m.Reset()
-	m.FailToken(token, apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
-	code, out = sendTest(t, args...)
-	if code != 1 {
-		t.Fatalf("dead token: exit %d\n%s", code, out)
-	}
+	out, _ = faulted("dead token", apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}, 1, 1)
 	wantAll(t, "dead token", out, "  HTTP 410\n", `"reason":"Unregistered","timestamp":1767323045000`,
 		"result: dead token: Unregistered, since 2026-01-02T03:04:05Z")
 
 	// A retried push shows both answers, in order.
-	m.Reset()
-	m.FailToken(token, apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"})
-	code, out = sendTest(t, args...)
-	reqs = m.Requests()
-	if code != 0 || len(reqs) != 2 {
-		t.Fatalf("retried: exit %d, %d requests\n%s", code, len(reqs), out)
-	}
+	out, reqs = faulted("retried", apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}, 0, 2)
 	first, second := strings.Index(out, "apns-id: "+reqs[0].ID), strings.Index(out, "apns-id: "+reqs[1].ID)
 	if first < 0 || second < first || !strings.Contains(out, "answer 2 to POST") || !strings.Contains(out, `"reason":"ServiceUnavailable"`) {
 		t.Fatalf("retried push's answers:\n%s", out)
