@@ -149,8 +149,16 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	}
 	wg.Go(func() { m.WatchRegistrations(runCtx, time.Minute, appNames, store.CountByType, logger) })
 
-	componentChecks, err := startComponents(runCtx, &wg, cfg, svc, m, logger)
+	// The components stop first on shutdown, and on their own context:
+	// each serves what its XMPP server still sends until the stream is
+	// closed, so the core must outlive them.
+	compCtx, stopComponents := context.WithCancel(runCtx)
+	defer stopComponents()
+	var compWG sync.WaitGroup
+	componentChecks, err := startComponents(compCtx, &compWG, cfg, svc, m, logger)
 	if err != nil {
+		stopComponents()
+		compWG.Wait()
 		cancel()
 		wg.Wait()
 		return err
@@ -246,15 +254,22 @@ wait:
 			reloader.Reload(runCtx, next, err)
 		}
 	}
-	// From now on new pushes are answered "try again later" (never left
-	// unanswered, never "cancel"); the ones under way finish before the
-	// components go away, then the core writes what it still holds.
-	svc.Drain()
+	// Shutting down loses no push: the components close their streams
+	// (after answering the pushes under way) and still push what their
+	// XMPP servers had sent them, while the HTTP listeners stop taking
+	// connections and finish their requests. Then the core answers
+	// anything that still arrives "try again later" (never "cancel") and
+	// writes what it holds.
+	stopComponents()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer scancel()
+	var shut sync.WaitGroup
 	for _, srv := range servers {
-		_ = srv.Shutdown(sctx)
+		shut.Go(func() { _ = srv.Shutdown(sctx) })
 	}
+	shut.Wait()
+	compWG.Wait()
+	svc.Drain()
 	cancel()
 	wg.Wait()
 	_ = svc.Close()

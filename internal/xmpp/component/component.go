@@ -83,6 +83,13 @@ type Options struct {
 	// when full, handlers wait and the reader stops reading. Default
 	// 256 KiB.
 	MaxReplyQueue int
+	// CloseGrace bounds how long a shutdown waits for the pushes under way
+	// to answer before it closes the stream. Default 1 s.
+	CloseGrace time.Duration
+	// DrainTimeout bounds how long, once we closed the stream, the
+	// stanzas the server had already sent are still read (it normally
+	// closes its side at once). Default 5 s.
+	DrainTimeout time.Duration
 	// OnState, when set, is called on every connect and disconnect.
 	OnState func(connected bool)
 	Logger  *slog.Logger
@@ -119,6 +126,12 @@ func New(opts Options, svc Service) *Conn {
 	}
 	if opts.MaxReplyQueue <= 0 {
 		opts.MaxReplyQueue = 256 << 10
+	}
+	if opts.CloseGrace <= 0 {
+		opts.CloseGrace = time.Second
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 5 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -237,17 +250,18 @@ func (c *Conn) session(ctx context.Context) error {
 		defer close(drained)
 		select {
 		case <-ctx.Done():
+			c.closeStream(raw, w, work, readDone)
 		case <-readDone:
+			// A broken stream: the pushes under way still finish (their
+			// answers have nowhere to go).
 		}
-		// Pushes under way finish and answer; then the reader stops.
 		work.drain()
-		<-work.idle
-		raw.SetReadDeadline(time.Now())
+		<-work.quiet()
 	}()
 
 	r := sess.TokenReader()
 	defer r.Close()
-	err = c.read(ctx, xml.NewTokenDecoder(r), lr, w, work)
+	err = c.read(xml.NewTokenDecoder(r), lr, w, work)
 	if ctx.Err() == nil {
 		// Broken stream: say so now, not after the pushes under way.
 		c.setConnected(false)
@@ -257,14 +271,38 @@ func (c *Conn) session(ctx context.Context) error {
 	stopKeepAlive()
 	stopFlush()
 	wg.Wait()
-	w.flush() // answers of pushes that finished while we stopped
 	if ctx.Err() != nil {
-		w.write([]byte(`</stream:stream>`))
-		w.flush()
 		c.logger.Info("component stream closed")
 		return ctx.Err()
 	}
+	w.flush() // answers of pushes that finished after the stream broke
 	return err
+}
+
+// closeStream ends a session on shutdown without losing a push. Until the
+// XMPP server sees our closing tag it keeps routing publishes here, so
+// everything read is served as usual, to the end: first, for at most
+// CloseGrace, until the pushes under way have answered; then the closing
+// tag goes out, the server routes to other connections (ejabberd balances
+// over them, a Prosody standby takes over), and what it had already sent
+// us is still read and pushed until it closes its side (or DrainTimeout
+// passes). Those last pushes cannot be answered any more, which both
+// servers treat as a timeout: the push session stays.
+func (c *Conn) closeStream(raw net.Conn, w *writer, work *tracker, readDone <-chan struct{}) {
+	grace := time.NewTimer(c.opts.CloseGrace)
+	defer grace.Stop()
+	select {
+	case <-work.quiet():
+	case <-grace.C:
+	case <-readDone:
+		return
+	}
+	c.setConnected(false)
+	if err := w.closeStream(); err != nil {
+		c.logger.Debug("closing stream", "err", err)
+	}
+	raw.SetReadDeadline(time.Now().Add(c.opts.DrainTimeout))
+	<-readDone
 }
 
 // leavesHost reports whether a connection to a goes over the network
@@ -302,10 +340,9 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 
 // read decodes top-level stanzas until the stream ends and dispatches the
 // IQs, at most MaxInFlight at once (and as many again coming back from a
-// wait, see withSlot). Once ctx is done it drains: IQs still
-// arriving are answered "wait" at once, and reading stops when the pushes
-// that were under way have answered.
-func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *writer, work *tracker) error {
+// wait, see withSlot). It serves whatever arrives until the stream ends,
+// also while the session shuts down (see closeStream).
+func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
 	resumed := make(chan struct{}, c.opts.MaxInFlight)
 	for {
@@ -351,28 +388,18 @@ func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *wri
 			c.reply(w, func(b *bytes.Buffer) { errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, "IQ without id")) })
 			continue
 		}
-		acquired := false
-		if ctx.Err() == nil {
-			select {
-			case sem <- struct{}{}:
-				acquired = true
-			case <-ctx.Done():
-			}
-		}
-		if !acquired || !work.start() {
-			if acquired {
-				<-sem
-			}
-			// Draining: the same answer the core gives a push now.
-			typ, cond, text := pushAnswer(appserver.ErrUnavailable)
-			c.reply(w, func(b *bytes.Buffer) { errorIQ(b, q, stanzaErr(typ, cond, text)) })
-			continue
+		sem <- struct{}{}
+		if !work.start() {
+			// The stream broke and the session is ending: the server
+			// will send this again elsewhere or count it as lost.
+			<-sem
+			return errors.New("stream ended")
 		}
 		go func() {
 			defer work.done()
-			// Not ctx: a push under way when we shut down still completes
-			// (the core bounds it) and gets its answer.
-			hctx, release := withSlot(context.WithoutCancel(ctx), sem, resumed)
+			// Not the session's context: a push under way when we shut
+			// down still completes (the core bounds it).
+			hctx, release := withSlot(context.Background(), sem, resumed)
 			defer release()
 			c.handle(hctx, q, w)
 		}()
@@ -406,16 +433,16 @@ func withSlot(ctx context.Context, fresh, resumed chan struct{}) (context.Contex
 	}), release
 }
 
-// tracker counts the IQs being handled, and tells when the last one is
-// done once draining began.
+// tracker counts the IQs being handled, tells when none is, and refuses
+// new ones once the session ends.
 type tracker struct {
 	mu       sync.Mutex
 	n        int
 	draining bool
-	idle     chan struct{}
+	waiters  []chan struct{}
 }
 
-func newTracker() *tracker { return &tracker{idle: make(chan struct{})} }
+func newTracker() *tracker { return &tracker{} }
 
 // start counts one more handler unless draining began.
 func (t *tracker) start() bool {
@@ -432,22 +459,33 @@ func (t *tracker) done() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n--
-	if t.draining && t.n == 0 {
-		close(t.idle)
+	if t.n == 0 {
+		for _, ch := range t.waiters {
+			close(ch)
+		}
+		t.waiters = nil
 	}
 }
 
-// drain refuses new handlers; idle closes when the running ones are done.
+// quiet returns a channel closed the next time no handler runs (at once
+// if none does now).
+func (t *tracker) quiet() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch := make(chan struct{})
+	if t.n == 0 {
+		close(ch)
+	} else {
+		t.waiters = append(t.waiters, ch)
+	}
+	return ch
+}
+
+// drain refuses new handlers from now on.
 func (t *tracker) drain() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.draining {
-		return
-	}
 	t.draining = true
-	if t.n == 0 {
-		close(t.idle)
-	}
 }
 
 // reply renders an answer with render and queues it.

@@ -1,6 +1,7 @@
 package component_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/xml"
 	"io"
@@ -168,6 +169,9 @@ func newFixtureWith(t *testing.T, rate time.Duration, compSecret string, configu
 		Addr: srv.Addr(), JID: compJID, Secret: compSecret,
 		Commands:   adhoc.Options{V1: true, FCMApp: "fcm"},
 		MaxBackoff: 200 * time.Millisecond, MaxStanza: 16 << 10, Logger: logger,
+		// The fake server does not answer our closing tag by closing its
+		// side, as real servers do: don't wait for it.
+		DrainTimeout: 300 * time.Millisecond,
 	}
 	if configure != nil {
 		configure(&opts)
@@ -350,7 +354,8 @@ func TestReconnectAndState(t *testing.T) {
 	states := make(chan bool, 16)
 	conn := component.New(component.Options{
 		Addr: srv.Addr(), JID: compJID, Secret: secret, MaxBackoff: 100 * time.Millisecond,
-		OnState: func(c bool) { states <- c },
+		DrainTimeout: 300 * time.Millisecond, // see newFixtureWith
+		OnState:      func(c bool) { states <- c },
 	}, f.svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -413,11 +418,13 @@ func TestShutdownClosesStream(t *testing.T) {
 	st.waitClosed(t)
 }
 
-// TestDrainAnswersWait: publishes that arrive while the component shuts
-// down are answered wait (the user's server keeps the registration), the
-// push under way still gets its result, then the stream closes.
-func TestDrainAnswersWait(t *testing.T) {
-	f := newFixture(t, 0, secret)
+// TestShutdownServesUntilClosed: a shutdown loses no push. Publishes
+// arriving before the stream closes are pushed and answered like any other,
+// the push under way is answered, and what the server sent before it saw
+// our closing tag is still pushed (no answer can follow the tag), until the
+// server closes its side.
+func TestShutdownServesUntilClosed(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.CloseGrace, o.DrainTimeout = 10*time.Second, 10*time.Second })
 	st := f.srv.accept(t)
 	ctx := context.Background()
 	slow, _ := f.svc.Register(ctx, appserver.Caller{}, "apns", "slow", "slow")
@@ -426,19 +433,71 @@ func TestDrainAnswersWait(t *testing.T) {
 	waitSlow(f.backend) // the push reached the backend
 	f.cancel()
 	st.send(t, publish("late", "ok", ok.Secret, true))
-	if r := st.next(t); r.ID != "late" || !strings.HasPrefix(r.Inner, "<error type='wait'><service-unavailable") {
-		t.Fatalf("publish while draining answered %+v", r)
+	if r := st.next(t); r.ID != "late" || r.Type != "result" {
+		t.Fatalf("publish while shutting down answered %+v, want a result", r)
 	}
 	f.backend.release <- struct{}{}
 	if r := st.next(t); r.ID != "under-way" || r.Type != "result" {
 		t.Fatalf("push under way answered %+v", r)
 	}
 	st.waitClosed(t)
+	select {
+	case err := <-f.done:
+		f.done <- err // for the cleanup
+		t.Fatalf("Run returned (%v) before the server closed its side", err)
+	default:
+	}
+	// Sent before the server saw our closing tag: pushed, not answered.
+	st.send(t, publish("crossed", "ok", ok.Secret, true))
+	st.send(t, "</stream:stream>")
+	select {
+	case <-f.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the server closed the stream")
+	}
+	f.done <- nil // for the cleanup
+	st.Conn.SetReadDeadline(time.Now().Add(time.Second))
+	if b, _ := io.ReadAll(st.Conn); len(bytes.TrimSpace(b)) != 0 {
+		t.Fatalf("sent after the closing tag: %q", b)
+	}
 	f.backend.mu.Lock()
 	defer f.backend.mu.Unlock()
+	pushed := 0
 	for _, n := range f.backend.sent {
 		if n.Node == "ok" {
-			t.Fatal("publish that arrived while draining was pushed")
+			pushed++
 		}
+	}
+	if pushed != 2 {
+		t.Fatalf("%d pushes to ok, want 2 (late and crossed)", pushed)
+	}
+}
+
+// TestShutdownClosesAfterGrace: a push that does not answer in
+// time does not hold the stream open; it still completes.
+func TestShutdownClosesAfterGrace(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.CloseGrace = 200 * time.Millisecond })
+	st := f.srv.accept(t)
+	slow, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "slow", "slow")
+	st.send(t, publish("under-way", "slow", slow.Secret, true))
+	waitSlow(f.backend)
+	begin := time.Now()
+	f.cancel()
+	st.waitClosed(t)
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Fatalf("stream closed after %v with a push under way, want about CloseGrace", d)
+	}
+	st.send(t, "</stream:stream>")
+	f.backend.release <- struct{}{}
+	select {
+	case <-f.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	f.done <- nil
+	f.backend.mu.Lock()
+	defer f.backend.mu.Unlock()
+	if len(f.backend.sent) != 1 {
+		t.Fatalf("%d pushes sent, want the one under way", len(f.backend.sent))
 	}
 }

@@ -23,6 +23,9 @@ func run(t *testing.T, opts component.Options, f *fixture) (*component.Conn, <-c
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 300 * time.Millisecond // see newFixtureWith
+	}
 	conn := component.New(opts, f.svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -3,6 +3,7 @@ package component
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,38 @@ func (w *writer) write(b []byte) error {
 	default:
 	}
 	return nil
+}
+
+// errStreamClosed is what writes fail with once we closed our side of the
+// stream.
+var errStreamClosed = errors.New("stream closed by us: no more stanzas may be sent")
+
+// closeStream writes what is queued, then the stream's closing tag. After
+// it every write fails with errStreamClosed and sends nothing (RFC 6120
+// §4.4: nothing may follow the closing tag), but the connection stays
+// open, so what the server sent before it saw the tag is still read.
+func (w *writer) closeStream() error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.pending.WriteString("</stream:stream>")
+	buf := w.pending
+	w.pending = new(bytes.Buffer)
+	w.err = errStreamClosed
+	w.room.Broadcast()
+	w.mu.Unlock()
+	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	_, err := w.conn.Write(buf.Bytes())
+	w.last.Store(time.Now().UnixNano())
+	if err != nil {
+		w.conn.Close()
+	}
+	return err
 }
 
 // queued returns the bytes waiting to be written.
