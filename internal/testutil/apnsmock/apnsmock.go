@@ -49,6 +49,9 @@ type Config struct {
 	// Now is the clock provider tokens' age is checked against; time.Now
 	// when nil. Tests that move their backend's clock give it here too.
 	Now func() time.Time
+	// Latency delays every answer, as Apple's servers do over the
+	// internet, so that pushes are under way at any moment.
+	Latency time.Duration
 }
 
 // Request is one accepted or rejected request, as the mock saw it.
@@ -240,9 +243,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		}
 		json.NewEncoder(w).Encode(body)
 	}
-	if hasFault && fault.Delay > 0 {
+	delay := s.cfg.Latency
+	if hasFault {
+		delay += fault.Delay
+	}
+	if delay > 0 {
 		select {
-		case <-time.After(fault.Delay):
+		case <-time.After(delay):
 		case <-r.Context().Done():
 			return
 		}
