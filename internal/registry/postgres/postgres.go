@@ -7,6 +7,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
 	"errors"
 	"fmt"
@@ -52,6 +53,7 @@ type Store struct {
 	dsn    string
 	opts   Options
 	logger *slog.Logger
+	bar    barrier
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -80,7 +82,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger}
+	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier()}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -217,6 +219,9 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 // transaction. Two instances creating the same node at once cannot both
 // insert: the one that loses the race starts over and decides again on the
 // winner's row, as if they had gone one after the other.
+//
+// While the store is followed, it returns once the other instances
+// dropped their cached copy (see barrier).
 func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
 	for attempt := 0; ; attempt++ {
 		r, raced, err := s.register(ctx, node, decide)
@@ -231,7 +236,13 @@ func (s *Store) Register(ctx context.Context, node string, decide registry.Decid
 }
 
 func (s *Store) register(ctx context.Context, node string, decide registry.Decide) (r registry.Registration, raced bool, err error) {
+	var w *waiter
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		others, err := s.bar.name(ctx, tx)
+		if err != nil {
+			return err
+		}
+		w = s.bar.expect(node, others)
 		old, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1 FOR UPDATE`, node))
 		if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return err
@@ -263,6 +274,7 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 		}
 		return nil
 	})
+	s.bar.wait(ctx, node, w, err == nil && !raced)
 	var d errDecide
 	var pgErr *pgconn.PgError
 	switch {
@@ -287,7 +299,18 @@ type errDecide struct{ err error }
 func (e errDecide) Error() string { return e.err.Error() }
 
 func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
-	r, err := scan(s.pool.QueryRow(ctx, `DELETE FROM registrations WHERE node = $1 AND type = $2 RETURNING `+columns, node, typ))
+	var r registry.Registration
+	var w *waiter
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		others, err := s.bar.name(ctx, tx)
+		if err != nil {
+			return err
+		}
+		w = s.bar.expect(node, others)
+		r, err = scan(tx.QueryRow(ctx, `DELETE FROM registrations WHERE node = $1 AND type = $2 RETURNING `+columns, node, typ))
+		return err
+	})
+	s.bar.wait(ctx, node, w, err == nil)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return r, fmt.Errorf("delete: %w", err)
 	}
@@ -295,23 +318,44 @@ func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registra
 }
 
 func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
-	rows, err := s.pool.Query(ctx, `DELETE FROM registrations
-		WHERE type = $1 AND token = $2 AND GREATEST(registered, renewed) < $3
-		RETURNING `+columns, typ, token, before)
+	var removed []registry.Registration
+	var w *waiter
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		removed = removed[:0]
+		others, err := s.bar.name(ctx, tx)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM registrations
+			WHERE type = $1 AND token = $2 AND GREATEST(registered, renewed) < $3
+			RETURNING `+columns, typ, token, before)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			r, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			removed = append(removed, r)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// Before the commit, so no ack can come first. Each instance
+		// handles a transaction's notifications in order: its ack of the
+		// last one means it handled them all.
+		if len(removed) > 0 {
+			w = s.bar.expect(removed[len(removed)-1].Node, others)
+		}
+		return nil
+	})
+	if w != nil {
+		s.bar.wait(ctx, removed[len(removed)-1].Node, w, err == nil)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("delete token: %w", err)
-	}
-	defer rows.Close()
-	var removed []registry.Registration
-	for rows.Next() {
-		r, err := scan(rows)
-		if err != nil {
-			return removed, err
-		}
-		removed = append(removed, r)
-	}
-	if err := rows.Err(); err != nil {
-		return removed, fmt.Errorf("delete token: %w", err)
 	}
 	return removed, nil
 }
@@ -405,9 +449,9 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 }
 
 func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO blocked_tokens (type, token, since, until, reason) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (type, token) DO UPDATE SET since = excluded.since, until = excluded.until, reason = excluded.reason`,
-		b.Type, b.Token, b.Since, b.Until, b.Reason)
+	_, err := s.pool.Exec(ctx, `INSERT INTO blocked_tokens (type, token_key, token, since, until, reason) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (type, token_key) DO UPDATE SET token = excluded.token, since = excluded.since, until = excluded.until, reason = excluded.reason`,
+		b.Type, tokenKey(b.Token), b.Token, b.Since, b.Until, b.Reason)
 	if err != nil {
 		return fmt.Errorf("blocking token: %w", err)
 	}
@@ -416,7 +460,7 @@ func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
 
 func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
 	b := registry.BlockedToken{Type: typ, Token: token}
-	err := s.pool.QueryRow(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = $1 AND token = $2`, typ, token).
+	err := s.pool.QueryRow(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = $1 AND token_key = $2`, typ, tokenKey(token)).
 		Scan(&b.Since, &b.Until, &b.Reason)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, registry.ErrNotFound
@@ -428,8 +472,14 @@ func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registr
 	return b, nil
 }
 
+// tokenKey keys the block list: tokens may be longer than an index entry.
+func tokenKey(token string) []byte {
+	k := sha256.Sum256([]byte(token))
+	return k[:]
+}
+
 func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.Time) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM blocked_tokens WHERE type = $1 AND token = $2 AND until <= $3`, typ, token, until); err != nil {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM blocked_tokens WHERE type = $1 AND token_key = $2 AND until <= $3`, typ, tokenKey(token), until); err != nil {
 		return fmt.Errorf("unblocking token: %w", err)
 	}
 	return nil
@@ -577,18 +627,31 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `LISTEN `+Channel); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+Channel+`; LISTEN `+s.bar.ackChannel()); err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
 	connected()
 	live(true)
+	s.bar.setLive(true)
 	defer live(false)
+	defer s.bar.setLive(false)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
-		changed(n.Payload)
+		if n.Channel != Channel {
+			s.bar.acked(n.Payload)
+			continue
+		}
+		writer, node := parseChange(n.Payload)
+		changed(node)
+		if writer != s.bar.id && isWriterID(writer) {
+			// Dropped: tell the writer, whose write waits for it.
+			if _, err := conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ackPrefix+writer, node); err != nil {
+				return fmt.Errorf("acknowledging a change: %w", err)
+			}
+		}
 	}
 }
 

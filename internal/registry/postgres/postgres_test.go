@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/storetest"
@@ -214,5 +216,60 @@ func TestConcurrentCreateAcrossInstances(t *testing.T) {
 		if s != stored.Secret {
 			t.Fatalf("instance %d answered secret %q, stored %q", i, s, stored.Secret)
 		}
+	}
+}
+
+// follow runs s.Follow until the test ends and returns once it listens.
+func follow(t *testing.T, s *postgres.Store) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	live := make(chan bool, 16)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Follow(ctx, func(string) {}, func(l bool) { live <- l }) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-live:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Follow never listened")
+	}
+}
+
+// A write through a followed store waits for the other listening
+// instances to confirm the change, but never longer than a second: an
+// instance that listens and never answers (hung) delays writes by that
+// much and blocks nothing.
+func TestWriteBarrier(t *testing.T) {
+	dsn := pg.DB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	follow(t, a)
+	timed := func(node string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if _, err := register(a, registry.Registration{Node: node, Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	if d := timed("alone"); d > 500*time.Millisecond {
+		t.Fatalf("write with no other instance took %v", d)
+	}
+	follow(t, b)
+	if d := timed("with-b"); d > 500*time.Millisecond {
+		t.Fatalf("write with an answering instance took %v", d)
+	}
+	// A listener that never acknowledges, as a hung instance's.
+	hung, err := pgx.Connect(context.Background(), dsn+"&application_name=push-appserver-listen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close(context.Background())
+	if _, err := hung.Exec(context.Background(), "LISTEN "+postgres.Channel); err != nil {
+		t.Fatal(err)
+	}
+	if d := timed("hung"); d < 900*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("write with a hung instance took %v, want about a second", d)
+	}
+	if _, err := a.Delete(context.Background(), "hung", "a"); err != nil {
+		t.Fatal(err)
 	}
 }

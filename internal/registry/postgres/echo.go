@@ -1,0 +1,176 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// echoWait bounds how long a write waits for the other instances to
+// confirm they dropped what they cached.
+const echoWait = time.Second
+
+// ackPrefix starts the name of the channel on which an instance hears that
+// the others handled its change (ackPrefix + its writer id).
+const ackPrefix = "push_appserver_ack_"
+
+// barrier makes a change to a registration take effect everywhere before
+// the write returns: a device unregistered through one instance is never
+// pushed from another one's cache after the answer, and a new token is the
+// one every instance uses from then on.
+//
+// A write made while this store is followed names its writer id in the
+// transaction (push_appserver.writer), and the trigger puts it in front of
+// the node in the notification. Every other instance, having dropped the
+// node from its cache, answers with a notification on the writer's ack
+// channel. The write returns when as many acks as there were other
+// listening instances at the time of the write have arrived, or after
+// echoWait: an instance that does not answer in time is hung or gone (and
+// one whose feed broke bypasses its cache anyway). Writes by a store that
+// is not followed (the admin commands, an import) carry no writer id and
+// wait for nothing; the other instances still drop what they change.
+type barrier struct {
+	id string // this store's writer id; hex, so it fits in a channel name
+
+	mu      sync.Mutex
+	live    bool
+	waiting map[string][]*waiter
+}
+
+type waiter struct {
+	need int // acks still to come
+	done chan struct{}
+}
+
+func newBarrier() barrier {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return barrier{id: hex.EncodeToString(b)}
+}
+
+// ackChannel is where this store hears acks.
+func (b *barrier) ackChannel() string { return ackPrefix + b.id }
+
+// name marks tx as this store's write, for the trigger, and returns how
+// many other instances listen now; 0 when this store is not followed (then
+// tx carries no writer id and nobody acks).
+func (b *barrier) name(ctx context.Context, tx pgx.Tx) (int, error) {
+	b.mu.Lock()
+	live := b.live
+	b.mu.Unlock()
+	if !live {
+		return 0, nil
+	}
+	var others int
+	err := tx.QueryRow(ctx, `SELECT set_config('push_appserver.writer', $1, true), (SELECT count(*) - 1 FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $2)`, b.id, listenAppName).Scan(nil, &others)
+	return others, err
+}
+
+// expect registers a wait for others' acks of node, before the commit
+// that makes them come; nil when there is nobody to wait for.
+func (b *barrier) expect(node string, others int) *waiter {
+	if others <= 0 {
+		return nil
+	}
+	w := &waiter{need: others, done: make(chan struct{})}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.live {
+		return nil
+	}
+	if b.waiting == nil {
+		b.waiting = map[string][]*waiter{}
+	}
+	b.waiting[node] = append(b.waiting[node], w)
+	return w
+}
+
+// wait waits for w's acks when committed is true, then forgets w.
+func (b *barrier) wait(ctx context.Context, node string, w *waiter, committed bool) {
+	if w == nil {
+		return
+	}
+	if committed {
+		t := time.NewTimer(echoWait)
+		defer t.Stop()
+		select {
+		case <-w.done:
+			return
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.remove(node, w)
+}
+
+func (b *barrier) remove(node string, w *waiter) {
+	ws := b.waiting[node]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(b.waiting, node)
+	} else {
+		b.waiting[node] = ws
+	}
+}
+
+// acked counts one instance's ack for node.
+func (b *barrier) acked(node string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, w := range b.waiting[node] {
+		if w.need--; w.need == 0 {
+			close(w.done)
+			b.remove(node, w)
+		}
+	}
+}
+
+// setLive records whether Follow listens; when it stops, no ack can
+// arrive and every waiting write is released.
+func (b *barrier) setLive(live bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.live = live
+	if !live {
+		for node, ws := range b.waiting {
+			for _, w := range ws {
+				close(w.done)
+			}
+			delete(b.waiting, node)
+		}
+	}
+}
+
+// parseChange splits a change notification's payload into the writer id
+// (empty for writes that wait for nobody) and the node.
+func parseChange(payload string) (writer, node string) {
+	writer, node, ok := strings.Cut(payload, " ")
+	if !ok {
+		return "", payload
+	}
+	return writer, node
+}
+
+// isWriterID reports whether s is a writer id as newBarrier makes them:
+// anything else (a change made outside an instance, a hand-made payload)
+// names no ack channel.
+func isWriterID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
