@@ -4,8 +4,11 @@ package storetest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"List", testList},
 		{"Account", testAccount},
 		{"BlockedTokens", testBlockedTokens},
+		{"LongTokens", testLongTokens},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -596,5 +600,50 @@ func testList(t *testing.T, s registry.Store) {
 	byType, err := s.CountByType(ctx)
 	if err != nil || fmt.Sprint(byType) != "map[apns:4 fcm:1]" {
 		t.Fatalf("CountByType: %v %v", byType, err)
+	}
+}
+
+// Tokens as long as the API takes (4096 bytes) are stored, found for
+// dead-token removal and blocked like short ones.
+func testLongTokens(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC()
+	// Hex of no pattern: PostgreSQL compresses index entries, and a
+	// repetitive token would fit one.
+	var hexes strings.Builder
+	for i := 0; hexes.Len() < 4096; i++ {
+		sum := sha256.Sum256([]byte(fmt.Sprint(i)))
+		hexes.WriteString(hex.EncodeToString(sum[:]))
+	}
+	long := hexes.String()[:4096]
+	other := long[:4095] + "x" // differs in the last byte only
+	mustRegister(t, s, reg("long", "apns", long, "s", now.Add(-time.Hour)))
+	mustRegister(t, s, reg("other", "apns", other, "s", now.Add(-time.Hour)))
+	if r, err := s.Get(ctx, "long"); err != nil || r.Token != long {
+		t.Fatalf("Get = %d-byte token, %v", len(r.Token), err)
+	}
+	removed, err := s.DeleteToken(ctx, "apns", long, now)
+	if err != nil || len(removed) != 1 || removed[0].Node != "long" {
+		t.Fatalf("DeleteToken = %d removed, %v", len(removed), err)
+	}
+	if _, err := s.Get(ctx, "other"); err != nil {
+		t.Fatalf("a token differing in its last byte was removed too: %v", err)
+	}
+	b := registry.BlockedToken{Type: "apns", Token: long, Since: now, Until: now.Add(time.Hour), Reason: "Unregistered"}
+	if err := s.BlockToken(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetBlockedToken(ctx, "apns", long)
+	if err != nil || got.Token != long || got.Reason != "Unregistered" {
+		t.Fatalf("GetBlockedToken = %q, %v", got.Reason, err)
+	}
+	if _, err := s.GetBlockedToken(ctx, "apns", other); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("another long token is blocked: %v", err)
+	}
+	if err := s.UnblockToken(ctx, "apns", long, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetBlockedToken(ctx, "apns", long); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("after UnblockToken: %v", err)
 	}
 }

@@ -1,0 +1,13 @@
+-- A device token may be 4096 bytes long (the API's limit), more than a
+-- btree index entry holds (about 2700 bytes): such a registration could
+-- not be stored. Dead-token removal finds registrations through a hash
+-- index on the token (equality is all it needs), and the block list is
+-- keyed by the token's SHA-256, which the store computes.
+DROP INDEX registrations_type_token;
+CREATE INDEX registrations_token ON registrations USING hash (token);
+
+ALTER TABLE blocked_tokens ADD COLUMN token_key BYTEA;
+UPDATE blocked_tokens SET token_key = sha256(convert_to(token, 'UTF8'));
+ALTER TABLE blocked_tokens ALTER COLUMN token_key SET NOT NULL;
+ALTER TABLE blocked_tokens DROP CONSTRAINT blocked_tokens_pkey;
+ALTER TABLE blocked_tokens ADD PRIMARY KEY (type, token_key);
