@@ -4,8 +4,9 @@
 # for the end-to-end tests, ejabberd for the same tests against the other
 # big server, PostgreSQL's server binaries for the shared registry and
 # MariaDB's for importing Prosody's SQL store from MySQL (the tests run
-# their own servers; the system ones stay off), and Node.js with
-# http_ece, which checks our WebPush encryption independently of our code.
+# their own servers; the system ones stay off), podman and runc to build
+# and run the container image, and Node.js with http_ece, which checks our
+# WebPush encryption independently of our code.
 # Runs apt-get only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,9 @@ compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgres
 command -v ejabberdctl >/dev/null 2>&1 || [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The container image test (deploy/image_test.go) runs podman with runc.
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 # systemd-analyze verifies deploy/push-appserver.service.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
@@ -64,7 +68,7 @@ if ! $sudo apt-get update -qq || ! $sudo apt-get install -y -qq --no-install-rec
   exit 1
 fi
 # The Debian packages start system-wide servers; the tests run their own.
-for svc in prosody postgresql mariadb ejabberd epmd.socket epmd; do
+for svc in prosody postgresql mariadb ejabberd epmd.socket epmd podman.socket; do
   if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
