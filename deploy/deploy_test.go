@@ -1,7 +1,3 @@
-// Package deploy holds the files an installation uses (systemd unit,
-// example configurations for push-appserver and the XMPP servers, the
-// container image definition); its tests check that each of them is what the
-// software expects.
 package deploy_test
 
 import (
@@ -13,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/push-appserver/push-appserver/deploy"
 	"github.com/push-appserver/push-appserver/internal/config"
 )
 
@@ -27,6 +24,41 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if cfg.Apps["apns"] == nil || cfg.Apps["fcm"] == nil {
 		t.Fatalf("example apps: %v", cfg.Apps)
+	}
+}
+
+// The XMPP server examples, which the end-to-end tests run with their own
+// values filled in, name the component push-appserver.toml connects as.
+func TestXMPPExamplesMatchComponent(t *testing.T) {
+	t.Setenv("PUSH_APPSERVER_COMPONENT_SECRET", "s3cret")
+	cfg, err := config.Load("push-appserver.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Components[0]
+	if c.JID != deploy.ExampleComponent || c.Address != "127.0.0.1:"+deploy.ExamplePort {
+		t.Fatalf("push-appserver.toml's component is %s at %s, the XMPP examples' %s at port %s", c.JID, c.Address, deploy.ExampleComponent, deploy.ExamplePort)
+	}
+	v := deploy.Values{Domain: "d.test", Component: "push.d.test", Port: "1234", Secret: "s"}
+	for name, example := range map[string]string{"prosody": deploy.ProsodyExample, "ejabberd": deploy.EjabberdExample} {
+		filled, err := deploy.Fill(example, v)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, old := range []string{deploy.ExampleComponent, deploy.ExampleSecret, deploy.ExamplePort, `"` + deploy.ExampleDomain + `"`} {
+			if strings.Contains(filled, old) {
+				t.Errorf("%s: %q left after filling in", name, old)
+			}
+		}
+		if !strings.Contains(filled, "push.d.test") || !strings.Contains(filled, "1234") || !strings.Contains(filled, `"s"`) {
+			t.Errorf("%s: the test's values are not in:\n%s", name, filled)
+		}
+	}
+	// An example that no longer names what the tests fill in is an error.
+	for _, drop := range []string{deploy.ExampleComponent, deploy.ExamplePort, deploy.ExampleSecret} {
+		if _, err := deploy.Fill(strings.ReplaceAll(deploy.ProsodyExample, drop, "x"), v); err == nil {
+			t.Errorf("Fill accepted an example without %q", drop)
+		}
 	}
 }
 

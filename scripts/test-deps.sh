@@ -2,9 +2,11 @@
 # Installs what the test suite needs on a Debian machine: a C compiler for
 # the race detector, Prosody with its community modules (mod_cloud_notify)
 # for the end-to-end tests, ejabberd for the same tests against the other
-# big server, PostgreSQL's server binaries for the shared registry (the
-# tests run their own servers; the system ones stay off), and Node.js with
-# http_ece, which checks our WebPush encryption independently of our code.
+# big server, PostgreSQL's server binaries for the shared registry and
+# MariaDB's for importing Prosody's SQL store from MySQL (the tests run
+# their own servers; the system ones stay off), podman and runc to build
+# and run the container image, and Node.js with http_ece, which checks our
+# WebPush encryption independently of our code.
 # Runs apt-get only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +24,13 @@ command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 [ -f /usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua ] ||
   [ -f /usr/lib/prosody/modules/mod_cloud_notify.lua ] || missing+=(prosody-modules)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+{ [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null 2>&1; } || missing+=(mariadb-server)
 command -v ejabberdctl >/dev/null 2>&1 || [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The container image test (deploy/image_test.go) runs podman with runc.
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 # systemd-analyze verifies deploy/push-appserver.service.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
@@ -62,7 +68,7 @@ if ! $sudo apt-get update -qq || ! $sudo apt-get install -y -qq --no-install-rec
   exit 1
 fi
 # The Debian packages start system-wide servers; the tests run their own.
-for svc in prosody postgresql ejabberd epmd.socket epmd; do
+for svc in prosody postgresql mariadb ejabberd epmd.socket epmd podman.socket; do
   if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -114,6 +115,56 @@ func TestAdminBesideRunningServer(t *testing.T) {
 			t.Fatal("a secret is in the server's log")
 		}
 	}
+}
+
+// TestDeleteByAnotherProcess: a registration the running server has
+// cached, deleted by the CLI as a process of its own, is refused at once
+// (the SQLite store's change feed), not after the cache's minute.
+func TestDeleteByAnotherProcess(t *testing.T) {
+	bin := buildBinary(t)
+	addr := freePort(t)
+	cfg := writeConfig(t, fmt.Sprintf("rate_limit = 0\n[http]\nlisten = %q\n[apps.fcm]\nkind = \"log\"\n", addr))
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+	body := s.post(t, "register", url.Values{"type": {"fcm"}, "node": {"cached"}, "token": {"fcm-token"}})
+	if !strings.HasPrefix(body, "OK\n") {
+		t.Fatalf("register: %q", body)
+	}
+	push := url.Values{"node": {"cached"}, "secret": {strings.Split(body, "\n")[2]}}
+	for range 2 {
+		if body := s.post(t, "push", push); body != "OK\ncached" {
+			t.Fatalf("push: %q", body)
+		}
+	}
+	out, err := exec.Command(bin, "registrations", "delete", "-config", cfg, "cached").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "deleted") {
+		t.Fatalf("registrations delete: %v\n%s", err, out)
+	}
+	deleted := time.Now()
+	for {
+		body := s.post(t, "push", push)
+		if body == "ERROR\nNode or secret not found!" {
+			t.Logf("refused %v after the delete", time.Since(deleted).Round(time.Millisecond))
+			break
+		}
+		if body != "OK\ncached" {
+			t.Fatalf("push after delete: %q", body)
+		}
+		if time.Since(deleted) > time.Second {
+			t.Fatal("a registration deleted by another process is still pushed to a second later")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The server's own writes still go through the cache as before.
+	body = s.post(t, "register", url.Values{"type": {"fcm"}, "node": {"cached"}, "token": {"fcm-token-2"}})
+	if !strings.HasPrefix(body, "OK\n") {
+		t.Fatalf("register again: %q", body)
+	}
+	push.Set("secret", strings.Split(body, "\n")[2])
+	if body := s.post(t, "push", push); body != "OK\ncached" {
+		t.Fatalf("push after registering again: %q", body)
+	}
+	s.stop(t)
 }
 
 // TestMetricsRegistrationsAndExpiry: the registrations gauge counts what

@@ -36,8 +36,9 @@ func (m typeMap) Set(s string) error {
 func runImport(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("import", "import mod_push_appserver [flags] PATH\n\n"+
 		"PATH is Prosody's data_path (file store), the push_appserver folder in it,\n"+
-		"Prosody's SQLite database (storage = \"sql\"), or a postgres:// URL of its\n"+
-		"PostgreSQL database.", stdout, stderr)
+		"Prosody's SQLite database (storage = \"sql\"), or the URL of its PostgreSQL\n"+
+		"(postgres://user:password@host/db) or MySQL/MariaDB database\n"+
+		"(mysql://user:password@host[:port]/db, or mysql://user:password@/db?socket=PATH).", stdout, stderr)
 	cfgPath := f.configFlag()
 	types := typeMap{}
 	f.Var(types, "type-map", "rename a type: `old=new` (repeatable, or comma-separated), e.g. apns=ios")

@@ -95,18 +95,20 @@ type Options struct {
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless pushes. Default 7 days.
 	TokenBlock time.Duration
-	// Changes, when the registry is shared with other instances, tells the
-	// cache what they change; the cache is bypassed until it is listening.
+	// Changes, when the registry has other writers, tells the cache what
+	// they change; the cache is bypassed until it is listening.
 	Changes ChangeFeed
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
 
-// ChangeFeed reports registrations changed by other instances sharing the
-// registry (the PostgreSQL store's LISTEN/NOTIFY). Follow runs until ctx is
-// done: it calls changed for every changed node, live(true) once it
-// listens, and live(false) when it stopped listening and may miss changes
-// until the next live(true).
+// ChangeFeed reports registrations changed by other writers of the
+// registry: other instances sharing it (the PostgreSQL store's
+// LISTEN/NOTIFY), or other processes writing the same file (the SQLite
+// store's change log). Follow runs until ctx is done: it calls changed for
+// every changed node, live(true) once it listens, and live(false) when it
+// stopped listening and may miss changes until the next live(true). An
+// error return comes after live(false); the service follows again.
 type ChangeFeed interface {
 	Follow(ctx context.Context, changed func(node string), live func(bool)) error
 }
@@ -202,13 +204,34 @@ func (s *Service) Run(ctx context.Context) {
 		}
 	}()
 	if s.opts.Changes != nil && s.cache != nil {
-		go func() {
-			if err := s.opts.Changes.Follow(ctx, s.cache.drop, s.cache.feedLive); err != nil {
-				s.logger.Error("registration change feed stopped; caching off", "err", err)
-			}
-		}()
+		go s.follow(ctx)
 	}
 	s.status.run(ctx, s.opts.FlushInterval)
+}
+
+// follow keeps the cache on the change feed until ctx is done. A feed
+// that fails is followed again after a backoff; the cache is bypassed
+// meanwhile (Follow calls live(false) before it returns).
+func (s *Service) follow(ctx context.Context) {
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
+	backoff := minBackoff
+	for {
+		start := time.Now()
+		err := s.opts.Changes.Follow(ctx, s.cache.drop, s.cache.feedLive)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > maxBackoff {
+			backoff = minBackoff
+		}
+		s.logger.Warn("registration change feed failed; caching off until it is back", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
 }
 
 // Close writes pending push outcomes. It does not close the store.

@@ -12,8 +12,9 @@ import (
 // cache keeps recently pushed-to registrations in memory so the push path
 // does not read the database for every push to the same device. Every
 // change to a registration goes through Service, which drops the entry, so
-// within one instance the cache is never stale. When other instances share
-// the registry, a ChangeFeed drops what they change; while the feed is down
+// within one instance the cache is never stale. When others write the
+// registry too (other instances, other processes on the same SQLite file),
+// a ChangeFeed drops what they change; while the feed is down
 // the cache is bypassed (suspended) and it starts empty when the feed is
 // back, since changes in between were not announced. ttl bounds staleness
 // should all of that fail.

@@ -6,12 +6,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/push-appserver/push-appserver/internal/testutil/mariadbtest"
 	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
 )
 
-var pg = pgtest.New()
+var (
+	pg  = pgtest.New()
+	mdb = mariadbtest.New()
+)
 
-func TestMain(m *testing.M) { os.Exit(pg.Run(m)) }
+func TestMain(m *testing.M) {
+	code := pg.Run(m)
+	mdb.Stop()
+	os.Exit(code)
+}
 
 // Prosody's mod_storage_sql creates the same table in PostgreSQL, with
 // TEXT columns.

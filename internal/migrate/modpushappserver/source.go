@@ -172,13 +172,23 @@ type SQLStore struct {
 	// Placeholder is the driver's parameter marker for the first argument:
 	// "?" (SQLite, MySQL) or "$1" (PostgreSQL).
 	Placeholder string
+	// Quote quotes names: `"` (the default) or "`" (MySQL).
+	Quote string
+}
+
+// query returns q with its "quoted" names quoted as the database wants.
+func (s SQLStore) query(q string) string {
+	if s.Quote == "" || s.Quote == `"` {
+		return q
+	}
+	return strings.ReplaceAll(q, `"`, s.Quote)
 }
 
 func (s SQLStore) String() string { return "Prosody SQL store " + s.Name }
 
 func (s SQLStore) Count(ctx context.Context) (int, error) {
 	var n int
-	err := s.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT DISTINCT "host", "user" FROM "prosody" WHERE "store" = `+s.param()+`) AS entries`, storeName).Scan(&n)
+	err := s.DB.QueryRowContext(ctx, s.query(`SELECT COUNT(*) FROM (SELECT DISTINCT "host", "user" FROM "prosody" WHERE "store" = `+s.param()+`) AS entries`), storeName).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("counting entries: %w", err)
 	}
@@ -193,8 +203,8 @@ func (s SQLStore) param() string {
 }
 
 func (s SQLStore) Records(ctx context.Context, fn func(Record) error) error {
-	rows, err := s.DB.QueryContext(ctx, `SELECT "host", "user", "key", "type", "value" FROM "prosody"
-		WHERE "store" = `+s.param()+` ORDER BY "host", "user", "key"`, storeName)
+	rows, err := s.DB.QueryContext(ctx, s.query(`SELECT "host", "user", "key", "type", "value" FROM "prosody"
+		WHERE "store" = `+s.param()+` ORDER BY "host", "user", "key"`), storeName)
 	if err != nil {
 		return fmt.Errorf("reading table prosody: %w", err)
 	}
@@ -279,11 +289,15 @@ func sqlValue(typ, value string) (any, error) {
 }
 
 // OpenSource opens the store at where: a directory is Prosody's file store,
-// a file an SQLite database of Prosody's SQL store. The caller closes the
+// a file an SQLite database of Prosody's SQL store, a postgres:// or
+// mysql:// URL Prosody's SQL store in that database. The caller closes the
 // returned closer.
 func OpenSource(ctx context.Context, where string) (Source, io.Closer, error) {
 	if strings.HasPrefix(where, "postgres://") || strings.HasPrefix(where, "postgresql://") {
 		return openPostgres(ctx, where)
+	}
+	if strings.HasPrefix(where, "mysql://") || strings.HasPrefix(where, "mariadb://") {
+		return openMySQL(ctx, where)
 	}
 	st, err := os.Stat(where)
 	if err != nil {

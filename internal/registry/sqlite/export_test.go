@@ -1,6 +1,11 @@
 package sqlite
 
+import "time"
+
 // SetHooks makes the store's group-commit writer report to the test.
 func SetHooks(s *Store, queued func(), batchStart func(first string), committed func(nodes []string)) {
 	s.gc.hooks = testHooks{queued: queued, batchStart: batchStart, committed: committed}
 }
+
+// SetRetention sets how long the change log keeps a change.
+func SetRetention(s *Store, d time.Duration) { s.retention = d }

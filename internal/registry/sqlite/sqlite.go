@@ -39,6 +39,9 @@ type Store struct {
 
 	regStmts regStmts
 	gc       groupCommit
+
+	// retention is how long the change log keeps a change (changes.go).
+	retention time.Duration
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -52,7 +55,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("registry %s: %w", path, err)
 	}
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)",
+		// An INSERT OR REPLACE that replaces a row logs its deletion too
+		// (the change log's triggers, 005_changes.sql).
+		"recursive_triggers(ON)"} {
 		q.Add("_pragma", p)
 	}
 	// The path is a URI's: SQLite would decode %xx and stop at ? or #.
@@ -75,7 +81,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
-	s := &Store{read: read, write: write}
+	s := &Store{read: read, write: write, retention: changeRetention}
 	if s.get, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`); err == nil {
 		s.getByKey, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = ?`)
 	}

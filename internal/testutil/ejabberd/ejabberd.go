@@ -1,7 +1,8 @@
 // Package ejabberd starts a real ejabberd for end-to-end tests: its own
 // config, spool and log directories, TLS certificate and free loopback
-// ports, mod_push enabled and an external component listener for the app
-// server. Erlang distribution uses a fixed port of its own on loopback, so
+// ports, and for the app server the operators' example
+// (deploy/ejabberd/push-appserver.yml: the component listener and
+// mod_push) with the test's port, jid and secret. Erlang distribution uses a fixed port of its own on loopback, so
 // no epmd is needed and parallel instances do not meet.
 //
 // ejabberd comes from Debian's ejabberd package, which scripts/test-deps.sh
@@ -23,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/deploy"
 	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
@@ -89,18 +91,23 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s.log = filepath.Join(dir, "logs", "ejabberd.log")
+	// The component listener and mod_push are the operators' example,
+	// with this instance's port, jid and secret.
+	example, err := deploy.Fill(deploy.EjabberdExample, deploy.Values{
+		Domain: s.Domain, Component: s.ComponentJID, Port: daemon.Port(s.ComponentAddr), Secret: s.ComponentSecret})
+	if err != nil {
+		t.Fatalf("deploy/ejabberd/push-appserver.yml: %v", err)
+	}
+	examplePath := filepath.Join(dir, "push-appserver.yml")
+	if err := os.WriteFile(examplePath, []byte(example), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	cfg := fmt.Sprintf(`# generated for a test
 hosts: [%[1]q]
 loglevel: info
 certfiles: [%[2]q]
 listen:
   - {port: %[3]s, ip: "127.0.0.1", module: ejabberd_c2s, starttls: true}
-  - port: %[4]s
-    ip: "127.0.0.1"
-    module: ejabberd_service
-    hosts:
-      %[5]q:
-        password: %[6]q
 s2s_access: none
 auth_method: internal
 acl:
@@ -113,10 +120,10 @@ modules:
   mod_disco: {}
   mod_roster: {}
   mod_offline: {}
-  mod_push: {include_body: true, include_sender: true}
-  mod_push_keepalive: {}
-%[7]s
-`, s.Domain, pemPath, daemon.Port(s.C2SAddr), daemon.Port(s.ComponentAddr), s.ComponentJID, s.ComponentSecret, opts.Extra)
+  # no mod_stream_mgmt: a disconnect is final, so the next message pushes
+include_config_file: [%[4]q]
+%[5]s
+`, s.Domain, pemPath, daemon.Port(s.C2SAddr), examplePath, opts.Extra)
 	if err := os.WriteFile(filepath.Join(dir, "ejabberd.yml"), []byte(cfg), 0o640); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 // Package prosody starts a real Prosody XMPP server for end-to-end tests:
-// its own config, data directory, TLS certificate and free ports, with
-// mod_cloud_notify enabled and an external component for the app server.
+// its own config, data directory, TLS certificate and free ports, and for
+// the app server the operators' example
+// (deploy/prosody/push-appserver.cfg.lua: the component and
+// mod_cloud_notify) with the test's domain, port, jid and secret.
 // Prosody comes from Debian's prosody and prosody-modules packages, which
 // scripts/test-deps.sh (make test-deps) installs; when they are missing the
 // test fails saying so. Nothing is installed from inside a test.
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/deploy"
 	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
@@ -73,36 +76,40 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	}
 	daemon.WriteCert(t, filepath.Join(dir, "certs"), s.Domain)
-	c2sPort := daemon.Port(s.C2SAddr)
-	compPort := daemon.Port(s.ComponentAddr)
+	// The component, its port and mod_cloud_notify are the operators'
+	// example, with this instance's domain, port, jid and secret.
+	example, err := deploy.Fill(deploy.ProsodyExample, deploy.Values{
+		Domain: s.Domain, Component: s.ComponentJID, Port: daemon.Port(s.ComponentAddr), Secret: s.ComponentSecret})
+	if err != nil {
+		t.Fatalf("deploy/prosody/push-appserver.cfg.lua: %v", err)
+	}
+	examplePath := filepath.Join(dir, "push-appserver.cfg.lua")
+	if err := os.WriteFile(examplePath, []byte(example), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	cfg := fmt.Sprintf(`-- generated for a test
 daemonize = false
 pidfile = %[1]q
 data_path = %[2]q
 log = { { levels = { min = "debug" }, to = "file", filename = %[3]q } }
 plugin_paths = { "/usr/lib/prosody/modules" }
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "offline", "cloud_notify" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "offline" }
 modules_disabled = { "s2s", "http", "posix" }
 c2s_ports = { %[4]s }
 c2s_interfaces = { "127.0.0.1" }
-component_ports = { %[5]s }
-component_interfaces = { "127.0.0.1" }
 s2s_ports = { }
 authentication = "internal_plain"
 storage = "internal"
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
-certificates = %[6]q
-ssl = { certificate = %[7]q, key = %[8]q }
-%[9]s
+certificates = %[5]q
+ssl = { certificate = %[6]q, key = %[7]q }
+%[8]s
 
-VirtualHost %[10]q
-
-Component %[11]q
-    component_secret = %[12]q
-`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), s.log, c2sPort, compPort,
+Include %[9]q
+`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), s.log, daemon.Port(s.C2SAddr),
 		filepath.Join(dir, "certs"), filepath.Join(dir, "certs", "localhost.crt"), filepath.Join(dir, "certs", "localhost.key"),
-		opts.Extra, s.Domain, s.ComponentJID, s.ComponentSecret)
+		opts.Extra, examplePath)
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o640); err != nil {
 		t.Fatal(err)
 	}

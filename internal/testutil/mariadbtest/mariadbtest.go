@@ -1,0 +1,248 @@
+// Package mariadbtest runs a private MariaDB server for tests:
+// mariadb-install-db into a temporary directory, its own free port on
+// loopback and its unix socket in that directory, torn down when the test
+// binary ends. One server serves a test package; every test gets a
+// database, and a user with a password, of its own.
+//
+// MariaDB comes from Debian's mariadb-server package, which
+// scripts/test-deps.sh (run by `make test-deps`) installs. When the binaries
+// are missing the test fails and says so: it is never skipped.
+package mariadbtest
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
+)
+
+// The server binaries, where Debian's mariadb-server puts them.
+const (
+	mariadbd  = "/usr/sbin/mariadbd"
+	installDB = "mariadb-install-db"
+)
+
+// Server is a MariaDB server started on first use.
+type Server struct {
+	once    sync.Once
+	err     error
+	dir     string
+	port    int
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logPath string
+	admin   *sql.DB // root, over the unix socket
+
+	mu  sync.Mutex
+	seq int
+}
+
+// New returns a server that starts when a test first asks for a database.
+// Call Run from TestMain so it is stopped when the tests end.
+func New() *Server { return &Server{} }
+
+// Run runs the tests and stops the server afterwards; use it as
+// os.Exit(srv.Run(m)) in TestMain.
+func (s *Server) Run(m *testing.M) int {
+	code := m.Run()
+	s.Stop()
+	return code
+}
+
+// Database is an empty database of one test and its user's credentials.
+type Database struct {
+	Name, User, Password string
+	Addr                 string // host:port on loopback
+	// URL is mysql://user:password@host:port/name.
+	URL string
+	// DSN is the same for github.com/go-sql-driver/mysql.
+	DSN string
+}
+
+// DB creates an empty database for the test and a user (with a password,
+// over TCP) that owns it, both dropped when the test ends.
+func (s *Server) DB(t testing.TB) Database {
+	t.Helper()
+	s.once.Do(func() { s.err = s.start() })
+	if s.err != nil {
+		t.Fatalf("MariaDB test server: %v", s.err)
+	}
+	s.mu.Lock()
+	s.seq++
+	d := Database{Name: fmt.Sprintf("t%d_%d", os.Getpid(), s.seq), User: fmt.Sprintf("u%d", s.seq),
+		Password: fmt.Sprintf("pw-%d:@/%d", os.Getpid(), s.seq), Addr: fmt.Sprintf("127.0.0.1:%d", s.port)}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, q := range []string{
+		"CREATE DATABASE " + d.Name + " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+		"CREATE USER '" + d.User + "'@'127.0.0.1' IDENTIFIED BY '" + d.Password + "'",
+		"GRANT ALL ON " + d.Name + ".* TO '" + d.User + "'@'127.0.0.1'",
+	} {
+		if _, err := s.admin.ExecContext(ctx, q); err != nil {
+			t.Fatalf("MariaDB test server: %s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, q := range []string{"DROP DATABASE " + d.Name, "DROP USER '" + d.User + "'@'127.0.0.1'"} {
+			if _, err := s.admin.ExecContext(ctx, q); err != nil {
+				t.Logf("MariaDB test server: %s: %v", q, err)
+			}
+		}
+	})
+	d.URL = (&url.URL{Scheme: "mysql", User: url.UserPassword(d.User, d.Password), Host: d.Addr, Path: "/" + d.Name}).String()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = d.User, d.Password, "tcp", d.Addr, d.Name
+	d.DSN = cfg.FormatDSN()
+	return d
+}
+
+// binaries checks that the server binaries are installed.
+func binaries() (string, error) {
+	if _, err := os.Stat(mariadbd); err != nil {
+		return "", fmt.Errorf("MariaDB server binary %s not found: run `make test-deps` (scripts/test-deps.sh installs Debian's mariadb-server)", mariadbd)
+	}
+	install, err := exec.LookPath(installDB)
+	if err != nil {
+		return "", fmt.Errorf("%s not found: run `make test-deps` (scripts/test-deps.sh installs Debian's mariadb-server)", installDB)
+	}
+	return install, nil
+}
+
+func (s *Server) start() error {
+	install, err := binaries()
+	if err != nil {
+		return err
+	}
+	s.dir, err = os.MkdirTemp("", "mariadbtest-")
+	if err != nil {
+		return err
+	}
+	// As root, mariadbd switches to the mysql user the package created,
+	// which must own the directory.
+	var userArgs []string
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("mysql")
+		if err != nil {
+			return fmt.Errorf("running as root and no mysql user (install Debian's mariadb-server: `make test-deps`): %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(s.dir, uid, gid); err != nil {
+			return err
+		}
+		userArgs = []string{"--user=mysql"}
+	}
+	data := filepath.Join(s.dir, "data")
+	// --no-defaults everywhere: nothing of the system's my.cnf.
+	initdb := exec.Command(install, append([]string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal",
+		"--skip-test-db", "--skip-name-resolve"}, userArgs...)...)
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
+	}
+	s.logPath = filepath.Join(s.dir, "mariadb.log")
+	for attempt := 0; ; attempt++ {
+		err := s.launch(data, userArgs)
+		if err == nil {
+			return nil
+		}
+		// Another process may have taken the free port we picked.
+		if attempt == 3 {
+			return err
+		}
+	}
+}
+
+func (s *Server) launch(data string, userArgs []string) error {
+	port, err := daemon.FreePort()
+	if err != nil {
+		return err
+	}
+	s.port = port
+	socket := filepath.Join(s.dir, "mariadb.sock")
+	cmd := exec.Command(mariadbd, append([]string{"--no-defaults", "--datadir=" + data,
+		"--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1", "--socket=" + socket,
+		"--pid-file=" + filepath.Join(s.dir, "mariadb.pid"), "--log-error=" + s.logPath,
+		"--skip-name-resolve", "--skip-log-bin",
+		// A throwaway database: durability buys nothing here, and a small
+		// buffer pool starts faster.
+		"--innodb-buffer-pool-size=16M", "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+	}, userArgs...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting mariadbd: %w", err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan struct{})
+	go func() { cmd.Wait(); close(s.exited) }()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Net, cfg.Addr = "root", "unix", socket
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return err
+	}
+	s.admin = sql.OpenDB(connector)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.admin.PingContext(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			s.admin.Close()
+			return fmt.Errorf("mariadbd exited at start:\n%s", s.logTail())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return fmt.Errorf("mariadbd did not accept connections in 60 s: %v\n%s", err, s.logTail())
+		}
+	}
+}
+
+func (s *Server) logTail() string {
+	b, _ := os.ReadFile(s.logPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-20):], "\n")
+}
+
+// Stop shuts the server down and removes its directory.
+func (s *Server) Stop() {
+	if s.admin != nil {
+		s.admin.Close()
+		s.admin = nil
+	}
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(30 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+		s.cmd = nil
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+		s.dir = ""
+	}
+}
