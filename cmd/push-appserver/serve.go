@@ -155,7 +155,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	compCtx, stopComponents := context.WithCancel(runCtx)
 	defer stopComponents()
 	var compWG sync.WaitGroup
-	componentChecks, err := startComponents(compCtx, &compWG, cfg, svc, m, logger)
+	componentChecks, err := startComponents(compCtx, &compWG, cfg, svc, store, m, logger)
 	if err != nil {
 		stopComponents()
 		compWG.Wait()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/config"
@@ -14,6 +15,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -87,8 +89,30 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 
 // startComponents connects every configured XMPP component and returns the
 // health checks for them.
-func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, error) {
+// handover is what a registry shared by several instances offers the
+// components: an instance that closes its connection for a component says
+// so, and one standing by for it (Prosody takes one connection per
+// component) connects at once instead of at its next retry.
+type handover interface {
+	ReleaseComponent(ctx context.Context, jid string) error
+	OnComponentReleased(fn func(jid string))
+}
+
+func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, store registry.Store, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, error) {
 	var checks []httpapi.Check
+	ho, _ := store.(handover)
+	retry := map[string]chan struct{}{}
+	if ho != nil {
+		for _, cc := range cfg.Components {
+			retry[cc.JID] = make(chan struct{}, 1)
+		}
+		ho.OnComponentReleased(func(jid string) {
+			select {
+			case retry[jid] <- struct{}{}:
+			default: // already pending, or not one of ours (a nil channel)
+			}
+		})
+	}
 	for _, cc := range cfg.Components {
 		secret, err := config.ResolveSecret(cc.Secret)
 		if err != nil {
@@ -118,7 +142,18 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 			},
 			MaxInFlight: cc.MaxInFlight,
 			OnState:     func(up bool) { m.ComponentState(jid, up) },
-			Logger:      logger,
+			Retry:       retry[jid],
+			Released: func() {
+				if ho == nil {
+					return
+				}
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer cancel()
+				if err := ho.ReleaseComponent(rctx, jid); err != nil {
+					logger.Warn("could not tell the other instances that this one released the component", "component", jid, "err", err)
+				}
+			},
+			Logger: logger,
 		}, svc)
 		wg.Go(func() { conn.Run(ctx) })
 		checks = append(checks, httpapi.Check{Name: "component " + jid, OK: conn.Connected})

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,6 +31,10 @@ var migrations embed.FS
 
 // Channel is the NOTIFY channel on which changed nodes are announced.
 const Channel = "push_appserver_registrations"
+
+// ComponentChannel is the NOTIFY channel on which an instance announces
+// that it released a component JID (see ReleaseComponent).
+const ComponentChannel = "push_appserver_components"
 
 // Application names, so an operator sees in pg_stat_activity which
 // connection does what.
@@ -54,6 +59,8 @@ type Store struct {
 	opts   Options
 	logger *slog.Logger
 	bar    barrier
+
+	released atomic.Pointer[func(jid string)] // see OnComponentReleased
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -627,7 +634,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `LISTEN `+Channel+`; LISTEN `+s.bar.ackChannel()); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+s.bar.ackChannel()); err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
 	connected()
@@ -640,7 +647,14 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		if err != nil {
 			return err
 		}
-		if n.Channel != Channel {
+		switch n.Channel {
+		case ComponentChannel:
+			if fn := s.released.Load(); fn != nil {
+				(*fn)(n.Payload)
+			}
+			continue
+		case Channel:
+		default:
 			s.bar.acked(n.Payload)
 			continue
 		}
@@ -654,6 +668,21 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		}
 	}
 }
+
+// ReleaseComponent tells the instances sharing the database that this one
+// closed its connection for component jid: one standing by for it (Prosody
+// takes one connection per component) connects at once instead of at its
+// next retry, up to two seconds later.
+func (s *Store) ReleaseComponent(ctx context.Context, jid string) error {
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, ComponentChannel, jid); err != nil {
+		return fmt.Errorf("announcing the release of %s: %w", jid, err)
+	}
+	return nil
+}
+
+// OnComponentReleased makes Follow call fn with every component JID that
+// an instance released.
+func (s *Store) OnComponentReleased(fn func(jid string)) { s.released.Store(&fn) }
 
 // Close closes the pool.
 func (s *Store) Close() error {

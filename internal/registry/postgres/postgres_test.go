@@ -273,3 +273,24 @@ func TestWriteBarrier(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A component released through one store is announced to every followed
+// one.
+func TestComponentReleased(t *testing.T) {
+	dsn := pg.DB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	got := make(chan string, 4)
+	b.OnComponentReleased(func(jid string) { got <- jid })
+	follow(t, b)
+	if err := a.ReleaseComponent(context.Background(), "push.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case jid := <-got:
+		if jid != "push.example.org" {
+			t.Fatalf("released %q", jid)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("release not announced")
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"mellium.im/xmpp/component"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -90,6 +91,13 @@ type Options struct {
 	// stanzas the server had already sent are still read (it normally
 	// closes its side at once). Default 5 s.
 	DrainTimeout time.Duration
+	// Released, when set, is called when a shutdown closed the stream and
+	// the XMPP server closed its side: it now takes another connection
+	// for the component (a Prosody standby of another instance).
+	Released func()
+	// Retry, when set, cuts a wait between connection attempts short:
+	// another instance released the component.
+	Retry <-chan struct{}
 	// OnState, when set, is called on every connect and disconnect.
 	OnState func(connected bool)
 	Logger  *slog.Logger
@@ -163,6 +171,7 @@ func (c *Conn) Run(ctx context.Context) error {
 	floor := min(time.Second, c.opts.MaxBackoff)
 	backoff := push.Backoff{Base: min(100*time.Millisecond, c.opts.MaxBackoff), Max: c.opts.MaxBackoff}
 	failures := 0
+	standingBy := false
 	for {
 		start := time.Now()
 		err := c.session(ctx)
@@ -178,13 +187,29 @@ func (c *Conn) Run(ctx context.Context) error {
 		if failures > quickAttempts {
 			wait = max(wait, floor)
 		}
-		c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		switch {
+		case errors.Is(err, stream.Conflict):
+			// Prosody takes one connection per component: another
+			// instance serves it, this one stands by.
+			if !standingBy {
+				c.logger.Info("standing by: the XMPP server has another connection for this component; retrying until it goes", "every", floor)
+			}
+			standingBy = true
+		default:
+			standingBy = false
+			c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
+		case <-c.opts.Retry:
+			// Another instance released the component: connect now.
+			t.Stop()
+			backoff.Reset()
+			failures = 0
 		}
 	}
 }
@@ -303,6 +328,12 @@ func (c *Conn) closeStream(raw net.Conn, w *writer, work *tracker, readDone <-ch
 	}
 	raw.SetReadDeadline(time.Now().Add(c.opts.DrainTimeout))
 	<-readDone
+	// The server closed its side (or stopped sending): another
+	// connection may have the component now, while our last pushes
+	// finish.
+	if c.opts.Released != nil {
+		c.opts.Released()
+	}
 }
 
 // leavesHost reports whether a connection to a goes over the network

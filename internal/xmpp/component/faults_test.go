@@ -181,3 +181,46 @@ func TestReconnectTiming(t *testing.T) {
 		t.Errorf("connected %v after the server came back, want within 2 s", back)
 	}
 }
+
+// TestRetryAndReleased: a standby told that another instance released the
+// component connects at once, not at its next retry (a second or more
+// later); an instance that shuts down says it released the component once
+// the server closed its side of the stream, not before.
+func TestRetryAndReleased(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	srv := newFakeServer(t, secret)
+	retry := make(chan struct{}, 1)
+	released := make(chan struct{}, 1)
+	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxBackoff: 10 * time.Second,
+		Retry: retry, Released: func() { released <- struct{}{} }, Logger: slog.New(slog.DiscardHandler)}, f.svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	srv.SetDown(true)
+	go func() { conn.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Past the quick first attempts every wait is a second or more.
+	for srv.Connections() < 5 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.SetDown(false)
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	retry <- struct{}{}
+	st := srv.accept(t)
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("connected %v after the retry signal, want at once", d)
+	}
+	cancel()
+	st.waitClosed(t)
+	select {
+	case <-released:
+		t.Fatal("released before the server closed its side")
+	case <-time.After(100 * time.Millisecond):
+	}
+	st.send(t, "</stream:stream>")
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not released after the server closed the stream")
+	}
+}
