@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -181,6 +182,29 @@ func WaitListening(addrs []string, exited <-chan struct{}, timeout time.Duration
 		}
 	}
 	return nil
+}
+
+// WaitReady returns once ready succeeds (each try bounded to 5 s), or an
+// error naming what, with the tail of its log, when exited is closed first
+// or timeout passes.
+func WaitReady(what string, ready func(context.Context) error, exited <-chan struct{}, log string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := ready(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("%s exited at start:\n%s", what, Tail(log, 20))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not accept connections in %s: %v\n%s", what, timeout, err, Tail(log, 20))
+		}
+	}
 }
 
 // Kill kills the process group of pid (SIGKILL, as a crash would).

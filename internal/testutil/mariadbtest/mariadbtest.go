@@ -19,7 +19,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -198,31 +197,11 @@ func (s *Server) launch(data string, userArgs []string) error {
 		return err
 	}
 	s.admin = sql.OpenDB(connector)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := s.admin.PingContext(ctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-			s.admin.Close()
-			return fmt.Errorf("mariadbd exited at start:\n%s", s.logTail())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return fmt.Errorf("mariadbd did not accept connections in 60 s: %v\n%s", err, s.logTail())
-		}
+	if err := daemon.WaitReady("mariadbd", s.admin.PingContext, s.exited, s.logPath, 60*time.Second); err != nil {
+		s.Stop()
+		return err
 	}
-}
-
-func (s *Server) logTail() string {
-	b, _ := os.ReadFile(s.logPath)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-20):], "\n")
+	return nil
 }
 
 // Stop shuts the server down and removes its directory.

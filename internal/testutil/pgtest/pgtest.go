@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -205,30 +204,11 @@ func (s *Server) launch(bin, data string, cred *syscall.Credential) error {
 	s.cmd = cmd
 	s.exited = make(chan struct{})
 	go func() { cmd.Wait(); close(s.exited) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := s.exec(ctx, "SELECT 1")
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("postgres exited at start:\n%s", s.logTail())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return fmt.Errorf("postgres did not accept connections in 60 s: %v\n%s", err, s.logTail())
-		}
+	if err := daemon.WaitReady("postgres", func(ctx context.Context) error { return s.exec(ctx, "SELECT 1") }, s.exited, s.logPath, 60*time.Second); err != nil {
+		s.Stop()
+		return err
 	}
-}
-
-func (s *Server) logTail() string {
-	b, _ := os.ReadFile(s.logPath)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-20):], "\n")
+	return nil
 }
 
 // Stop shuts the server down (fast shutdown) and removes its directory.
