@@ -115,7 +115,8 @@ func (b *binary) String() string {
 // the server disables no push session, pushes go on through the other
 // instance, and every message gives one push. Behind ejabberd both
 // instances serve at once; behind Prosody one serves and the other stands
-// by, and takes over when the active one releases the component.
+// by, and takes over when the active one releases the component, or, when
+// it is killed, within 2 s.
 func TestRollingRestart(t *testing.T) {
 	t.Run("ejabberd", func(t *testing.T) { rollingRestart(t, startEjabberd(t), false) })
 	t.Run("Prosody", func(t *testing.T) { rollingRestart(t, startProsody(t), true) })
@@ -263,4 +264,30 @@ ca_path = %q
 	// The session is still there: one more message pushes.
 	bob.sendChat("alice@"+x.Domain, "after the restarts")
 	waitFor(t, func() bool { return mock.Accepted() == delivered+1 })
+
+	if !standby {
+		return
+	}
+	// A crash announces nothing: Prosody sees the connection drop, and
+	// the standby connects at its next retry, within 2 s.
+	active, other := inst[0], inst[1]
+	if !active.up() {
+		active, other = other, active
+	}
+	killed := time.Now()
+	active.cmd.Process.Kill()
+	<-active.done
+	for !other.up() {
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("the standby did not take over from a killed instance:\n%s", other.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(killed)
+	t.Logf("standby took over %v after the active instance was killed", took.Round(time.Millisecond))
+	if took > 2500*time.Millisecond {
+		t.Fatalf("standby took over %v after a kill, want within 2 s", took)
+	}
+	bob.sendChat("alice@"+x.Domain, "after the crash")
+	waitFor(t, func() bool { return mock.Accepted() == delivered+2 })
 }
