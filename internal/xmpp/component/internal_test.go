@@ -71,3 +71,49 @@ func TestWriterBounded(t *testing.T) {
 		t.Fatal("connection still open after the write deadline")
 	}
 }
+
+// TestWorkersReused: IQs handled one after the other run on the worker
+// started for the first; IQs handled at once each get a worker; closing
+// ends the idle ones.
+func TestWorkersReused(t *testing.T) {
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	p := newWorkers(func(q *iq) {
+		defer wg.Done()
+		if q.Type == "block" {
+			<-release
+		}
+	})
+	for range 100 {
+		wg.Add(1)
+		p.run(&iq{})
+		wg.Wait()
+		// The worker is between its handler's return and its wait for
+		// the next IQ: let it get there.
+		for range 100 {
+			runtime.Gosched()
+		}
+	}
+	if n := p.started.Load(); n > 2 {
+		t.Fatalf("%d workers started for 100 IQs handled one at a time", n)
+	}
+	before := p.started.Load()
+	wg.Add(10)
+	for range 10 {
+		p.run(&iq{Type: "block"})
+	}
+	if n := p.started.Load() - before; n < 9 {
+		t.Fatalf("%d workers started for 10 IQs at once", n)
+	}
+	close(release)
+	wg.Wait()
+	g := runtime.NumGoroutine()
+	p.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > g-9 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > g-9 {
+		t.Fatalf("%d goroutines after close, %d before: idle workers did not end", n, g)
+	}
+}
