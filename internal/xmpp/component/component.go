@@ -348,7 +348,7 @@ func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *wri
 			continue
 		}
 		q := new(iq)
-		if err := d.DecodeElement(q, &start); err != nil {
+		if err := q.UnmarshalXML(d, start); err != nil {
 			return fmt.Errorf("reading IQ: %w", err)
 		}
 		if q.Type != "get" && q.Type != "set" {
