@@ -2,7 +2,8 @@
 // instances share: PostgreSQL through pgx's connection pool, with embedded
 // versioned migrations, a statement timeout on every connection, and the
 // LISTEN/NOTIFY feed that tells every instance which registrations another
-// one changed (Follow).
+// one changed (Follow). Concurrent registrations are group-committed (see
+// groupcommit.go).
 package postgres
 
 import (
@@ -52,6 +53,7 @@ type Store struct {
 	dsn    string
 	opts   Options
 	logger *slog.Logger
+	gc     groupCommit
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -85,6 +87,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	s.startWriter()
 	return s, nil
 }
 
@@ -213,11 +216,14 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = $1`, key))
 }
 
-// Register reads the node's row locked, decides and writes in one
-// transaction. Two instances creating the same node at once cannot both
-// insert: the one that loses the race starts over and decides again on the
-// winner's row, as if they had gone one after the other.
-func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
+// registerAlone is Register in a transaction of its own: reads the node's
+// row locked, decides and writes. The one of two instances creating the
+// same node at once that loses the race starts over and decides again on
+// the winner's row.
+func (s *Store) registerAlone(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
+	if err := ctx.Err(); err != nil {
+		return registry.Registration{}, fmt.Errorf("register: %w", err)
+	}
 	for attempt := 0; ; attempt++ {
 		r, raced, err := s.register(ctx, node, decide)
 		if raced && attempt < 3 {
@@ -247,12 +253,9 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 			null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account}
 		var tag pgconn.CommandTag
 		if found {
-			tag, err = tx.Exec(ctx, `UPDATE registrations SET type = $2, token = $3, secret = $4, registered = $5,
-				renewed = $6, last_successful_push = $7, last_push_error = $8, last_error_reason = $9,
-				domain = $10, device_key = $11, owner = $12, account = $13 WHERE node = $1`, args...)
+			tag, err = tx.Exec(ctx, sqlUpdate, args...)
 		} else {
-			tag, err = tx.Exec(ctx, `INSERT INTO registrations (`+columns+`)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (node) DO NOTHING`, args...)
+			tag, err = tx.Exec(ctx, sqlInsert, args...)
 		}
 		if err != nil {
 			return err
@@ -592,8 +595,9 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	}
 }
 
-// Close closes the pool.
+// Close stores the registrations queued, then closes the pool.
 func (s *Store) Close() error {
+	s.stopWriter()
 	s.pool.Close()
 	return nil
 }
