@@ -176,22 +176,6 @@ func (c *Conn) Run(ctx context.Context) error {
 	}
 }
 
-// limitReader fails a read once more than limit bytes arrived since the
-// last reset, bounding a single stanza's size.
-type limitReader struct {
-	net.Conn
-	n, limit atomic.Int64
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n.Load() > l.limit.Load() {
-		return 0, errors.New("stanza too large")
-	}
-	n, err := l.Conn.Read(p)
-	l.n.Add(int64(n))
-	return n, err
-}
-
 // session runs one connection from dial to its end.
 func (c *Conn) session(ctx context.Context) error {
 	addr, err := jid.Parse(c.opts.JID)
@@ -209,12 +193,17 @@ func (c *Conn) session(ctx context.Context) error {
 	}
 	lr := &limitReader{Conn: raw}
 	lr.limit.Store(c.opts.MaxStanza)
+	sc := newStreamConn(lr)
 
 	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	sess, err := component.NewSession(hctx, addr, []byte(c.opts.Secret), lr)
+	_, err = component.NewSession(hctx, addr, []byte(c.opts.Secret), sc)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
+	}
+	dec, err := stanzaDecoder(sc)
+	if err != nil {
+		return fmt.Errorf("reading the stream: %w", err)
 	}
 	c.setConnected(true)
 	defer c.setConnected(false)
@@ -245,9 +234,7 @@ func (c *Conn) session(ctx context.Context) error {
 		raw.SetReadDeadline(time.Now())
 	}()
 
-	r := sess.TokenReader()
-	defer r.Close()
-	err = c.read(ctx, xml.NewTokenDecoder(r), lr, w, work)
+	err = c.read(ctx, dec, lr, w, work)
 	if ctx.Err() == nil {
 		// Broken stream: say so now, not after the pushes under way.
 		c.setConnected(false)
@@ -326,14 +313,25 @@ func (c *Conn) read(ctx context.Context, d *xml.Decoder, lr *limitReader, w *wri
 			}
 			return err
 		}
-		start, ok := tok.(xml.StartElement)
-		if !ok {
-			if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
-				return errors.New("server closed the stream")
+		var start xml.StartElement
+		switch t := tok.(type) {
+		case xml.StartElement:
+			start = t
+		case xml.EndElement:
+			// The only end at this level: the decoder checks nesting.
+			return errors.New("server closed the stream")
+		case xml.CharData:
+			if !isSpace(t) {
+				return errors.New("text between stanzas")
 			}
 			continue // whitespace keepalives
+		default:
+			continue
 		}
-		if start.Name.Local == "error" {
+		if start.Name.Space == nsStream {
+			if start.Name.Local != "error" {
+				return fmt.Errorf("unexpected <stream:%s/> on an established stream", start.Name.Local)
+			}
 			var se struct {
 				Inner []byte `xml:",innerxml"`
 			}
