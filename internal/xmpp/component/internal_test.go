@@ -2,6 +2,7 @@ package component
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -115,5 +116,61 @@ func TestWorkersReused(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > g-9 {
 		t.Fatalf("%d goroutines after close, %d before: idle workers did not end", n, g)
+	}
+}
+
+// chunkConn hands out its data a few bytes per read, then its error.
+type chunkConn struct {
+	net.Conn
+	data []byte
+	err  error
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, c.err
+	}
+	n := copy(p[:min(len(p), 3)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// TestStreamConn: bytes come out in order whether read by byte or in
+// blocks, after what was put back in front; the connection's error comes
+// after its data, and stays.
+func TestStreamConn(t *testing.T) {
+	boom := errors.New("boom")
+	sc := newStreamConn(&limitReader{Conn: &chunkConn{data: []byte("defghijklmnop"), err: boom}})
+	sc.limit.Store(1 << 20)
+	if b, err := sc.ReadByte(); b != 'd' || err != nil {
+		t.Fatalf("ReadByte = %q, %v", b, err)
+	}
+	sc.unread([]byte("abc"))
+	var got []byte
+	buf := make([]byte, 4)
+	for i := 0; ; i++ {
+		var err error
+		if i%2 == 0 {
+			var b byte
+			if b, err = sc.ReadByte(); err == nil {
+				got = append(got, b)
+			}
+		} else {
+			var n int
+			n, err = sc.Read(buf)
+			got = append(got, buf[:n]...)
+		}
+		if err != nil {
+			if !errors.Is(err, boom) {
+				t.Fatalf("error %v, want boom", err)
+			}
+			break
+		}
+	}
+	if string(got) != "abcefghijklmnop" {
+		t.Fatalf("read %q", got)
+	}
+	if _, err := sc.ReadByte(); !errors.Is(err, boom) {
+		t.Fatalf("after the error: %v", err)
 	}
 }
