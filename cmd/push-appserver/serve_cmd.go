@@ -12,6 +12,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/configcheck"
+	"github.com/push-appserver/push-appserver/internal/gctune"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
@@ -46,6 +47,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if *pprofAddr != "" {
 		cfg.PprofListen = *pprofAddr
 	}
+	gctune.Apply(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg, stderr, hup, load); err != nil {

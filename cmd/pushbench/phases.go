@@ -43,8 +43,10 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 			}
 		}
 		if rate := openRate(res.Closed); rate > 0 {
+			profiled := startProfile(o, "xmpp-rate", pprofAddr)
 			fmt.Fprintf(os.Stderr, "XEP-0357 open loop: %.0f IQs/s for %s ...\n", rate, o.openFor)
 			res.Open = measure(func() *Phase { return stream.OpenLoop(devices, rate, o.openFor) })
+			profiled()
 			res.RateServerCPUus = res.Open.CPUus
 		}
 	}
@@ -55,8 +57,10 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 		profiled()
 		res.HTTPServerCPUus, res.HTTPAllocsPerPush, res.HTTPPushesPS = res.HTTPClosed.CPUus, res.HTTPClosed.Allocs, res.HTTPClosed.Rate
 		if rate := openRate(res.HTTPClosed); rate > 0 {
+			profiled := startProfile(o, "http-rate", pprofAddr)
 			fmt.Fprintf(os.Stderr, "HTTP open loop: %.0f requests/s for %s ...\n", rate, o.openFor)
 			res.HTTPOpen = measure(func() *Phase { return web.OpenLoop(devices, rate, o.openFor, o.httpC*4) })
+			profiled()
 			res.HTTPRateServerCPUus = res.HTTPOpen.CPUus
 		}
 	}

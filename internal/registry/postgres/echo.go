@@ -111,6 +111,45 @@ func (b *barrier) wait(ctx context.Context, node string, w *waiter, committed bo
 	b.remove(node, w)
 }
 
+// acks are the waits of one transaction that wrote several nodes.
+type acks []nodeWait
+
+type nodeWait struct {
+	node string
+	w    *waiter
+}
+
+// expect adds the wait for node's acks, if there is anyone to wait for.
+func (a *acks) expect(b *barrier, node string, others int) {
+	if w := b.expect(node, others); w != nil {
+		*a = append(*a, nodeWait{node, w})
+	}
+}
+
+// waitAll is wait for every one of a, within one echoWait in all.
+func (b *barrier) waitAll(a acks, committed bool) {
+	if len(a) == 0 {
+		return
+	}
+	if committed {
+		t := time.NewTimer(echoWait)
+		defer t.Stop()
+	wait:
+		for _, nw := range a {
+			select {
+			case <-nw.w.done:
+			case <-t.C:
+				break wait
+			}
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, nw := range a {
+		b.remove(nw.node, nw.w)
+	}
+}
+
 func (b *barrier) remove(node string, w *waiter) {
 	ws := b.waiting[node]
 	for i, x := range ws {

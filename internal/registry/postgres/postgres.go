@@ -2,7 +2,8 @@
 // instances share: PostgreSQL through pgx's connection pool, with embedded
 // versioned migrations, a statement timeout on every connection, and the
 // LISTEN/NOTIFY feed that tells every instance which registrations another
-// one changed (Follow).
+// one changed (Follow). Concurrent registrations are group-committed (see
+// groupcommit.go).
 package postgres
 
 import (
@@ -58,6 +59,7 @@ type Store struct {
 	dsn    string
 	opts   Options
 	logger *slog.Logger
+	gc     groupCommit
 	bar    barrier
 
 	released atomic.Pointer[func(jid string)] // see OnComponentReleased
@@ -94,6 +96,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	s.startWriter()
 	return s, nil
 }
 
@@ -222,34 +225,34 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = $1`, key))
 }
 
-// Register reads the node's row locked, decides and writes in one
-// transaction. Two instances creating the same node at once cannot both
-// insert: the one that loses the race starts over and decides again on the
-// winner's row, as if they had gone one after the other.
-//
-// While the store is followed, it returns once the other instances
-// dropped their cached copy (see barrier).
-func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
+// registerAlone is Register in a transaction of its own: reads the node's
+// row locked, decides and writes. The one of two instances creating the
+// same node at once that loses the race starts over and decides again on
+// the winner's row. While the store is followed, the caller must wait for
+// the acks it returns before answering (see barrier).
+func (s *Store) registerAlone(ctx context.Context, node string, decide registry.Decide) (registry.Registration, acks, error) {
+	if err := ctx.Err(); err != nil {
+		return registry.Registration{}, nil, fmt.Errorf("register: %w", err)
+	}
 	for attempt := 0; ; attempt++ {
-		r, raced, err := s.register(ctx, node, decide)
+		r, raced, a, err := s.register(ctx, node, decide)
 		if raced && attempt < 3 {
 			continue
 		}
 		if raced {
-			return registry.Registration{}, fmt.Errorf("register %s: created concurrently: %w", node, registry.ErrConflict)
+			return registry.Registration{}, nil, fmt.Errorf("register %s: created concurrently: %w", node, registry.ErrConflict)
 		}
-		return r, err
+		return r, a, err
 	}
 }
 
-func (s *Store) register(ctx context.Context, node string, decide registry.Decide) (r registry.Registration, raced bool, err error) {
-	var w *waiter
+func (s *Store) register(ctx context.Context, node string, decide registry.Decide) (r registry.Registration, raced bool, a acks, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		others, err := s.bar.name(ctx, tx)
 		if err != nil {
 			return err
 		}
-		w = s.bar.expect(node, others)
+		a.expect(&s.bar, node, others)
 		old, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1 FOR UPDATE`, node))
 		if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return err
@@ -265,12 +268,9 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 			null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account}
 		var tag pgconn.CommandTag
 		if found {
-			tag, err = tx.Exec(ctx, `UPDATE registrations SET type = $2, token = $3, secret = $4, registered = $5,
-				renewed = $6, last_successful_push = $7, last_push_error = $8, last_error_reason = $9,
-				domain = $10, device_key = $11, owner = $12, account = $13 WHERE node = $1`, args...)
+			tag, err = tx.Exec(ctx, sqlUpdate, args...)
 		} else {
-			tag, err = tx.Exec(ctx, `INSERT INTO registrations (`+columns+`)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (node) DO NOTHING`, args...)
+			tag, err = tx.Exec(ctx, sqlInsert, args...)
 		}
 		if err != nil {
 			return err
@@ -281,20 +281,23 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 		}
 		return nil
 	})
-	s.bar.wait(ctx, node, w, err == nil && !raced)
+	if err != nil || raced {
+		s.bar.waitAll(a, false)
+		a = nil
+	}
 	var d errDecide
 	var pgErr *pgconn.PgError
 	switch {
 	case raced:
-		return registry.Registration{}, true, nil
+		return registry.Registration{}, true, nil, nil
 	case errors.As(err, &d):
-		return registry.Registration{}, false, d.err
+		return registry.Registration{}, false, nil, d.err
 	case errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation: the device key
-		return registry.Registration{}, false, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
+		return registry.Registration{}, false, nil, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
 	case err != nil:
-		return registry.Registration{}, false, fmt.Errorf("register: %w", err)
+		return registry.Registration{}, false, nil, fmt.Errorf("register: %w", err)
 	}
-	return r, false, nil
+	return r, false, a, nil
 }
 
 var errRaced = errors.New("node created concurrently")
@@ -684,8 +687,9 @@ func (s *Store) ReleaseComponent(ctx context.Context, jid string) error {
 // an instance released.
 func (s *Store) OnComponentReleased(fn func(jid string)) { s.released.Store(&fn) }
 
-// Close closes the pool.
+// Close stores the registrations queued, then closes the pool.
 func (s *Store) Close() error {
+	s.stopWriter()
 	s.pool.Close()
 	return nil
 }

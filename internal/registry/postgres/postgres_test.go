@@ -269,6 +269,25 @@ func TestWriteBarrier(t *testing.T) {
 	if d := timed("hung"); d < 900*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("write with a hung instance took %v, want about a second", d)
 	}
+	// Registrations at once are committed together and each waits; the
+	// waits overlap, and none holds up the commits of the others.
+	start := time.Now()
+	var wg sync.WaitGroup
+	took := make([]time.Duration, 20)
+	for i := range took {
+		wg.Go(func() {
+			took[i] = timed(fmt.Sprint("many-", i))
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 1800*time.Millisecond {
+		t.Fatalf("20 writes at once with a hung instance took %v, want about a second", d)
+	}
+	for i, d := range took {
+		if d < 900*time.Millisecond {
+			t.Fatalf("write %d of 20 at once took %v, want about a second: it did not wait", i, d)
+		}
+	}
 	if _, err := a.Delete(context.Background(), "hung", "a"); err != nil {
 		t.Fatal(err)
 	}

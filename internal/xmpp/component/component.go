@@ -214,22 +214,6 @@ func (c *Conn) Run(ctx context.Context) error {
 	}
 }
 
-// limitReader fails a read once more than limit bytes arrived since the
-// last reset, bounding a single stanza's size.
-type limitReader struct {
-	net.Conn
-	n, limit atomic.Int64
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n.Load() > l.limit.Load() {
-		return 0, errors.New("stanza too large")
-	}
-	n, err := l.Conn.Read(p)
-	l.n.Add(int64(n))
-	return n, err
-}
-
 // session runs one connection from dial to its end.
 func (c *Conn) session(ctx context.Context) error {
 	addr, err := jid.Parse(c.opts.JID)
@@ -247,12 +231,17 @@ func (c *Conn) session(ctx context.Context) error {
 	}
 	lr := &limitReader{Conn: raw}
 	lr.limit.Store(c.opts.MaxStanza)
+	sc := newStreamConn(lr)
 
 	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	sess, err := component.NewSession(hctx, addr, []byte(c.opts.Secret), lr)
+	_, err = component.NewSession(hctx, addr, []byte(c.opts.Secret), sc)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
+	}
+	dec, err := stanzaDecoder(sc)
+	if err != nil {
+		return fmt.Errorf("reading the stream: %w", err)
 	}
 	c.setConnected(true)
 	defer c.setConnected(false)
@@ -284,9 +273,7 @@ func (c *Conn) session(ctx context.Context) error {
 		<-work.quiet()
 	}()
 
-	r := sess.TokenReader()
-	defer r.Close()
-	err = c.read(xml.NewTokenDecoder(r), lr, w, work)
+	err = c.read(dec, lr, w, work)
 	if ctx.Err() == nil {
 		// Broken stream: say so now, not after the pushes under way.
 		c.setConnected(false)
@@ -376,6 +363,15 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
 	resumed := make(chan struct{}, c.opts.MaxInFlight)
+	workers := newWorkers(func(q *iq) {
+		defer work.done()
+		// Not the session's context: a push under way when we shut
+		// down still completes (the core bounds it).
+		hctx, release := withSlot(context.Background(), sem, resumed)
+		defer release()
+		c.handle(hctx, q, w)
+	})
+	defer workers.close()
 	for {
 		lr.n.Store(0)
 		tok, err := d.Token()
@@ -385,14 +381,25 @@ func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) e
 			}
 			return err
 		}
-		start, ok := tok.(xml.StartElement)
-		if !ok {
-			if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
-				return errors.New("server closed the stream")
+		var start xml.StartElement
+		switch t := tok.(type) {
+		case xml.StartElement:
+			start = t
+		case xml.EndElement:
+			// The only end at this level: the decoder checks nesting.
+			return errors.New("server closed the stream")
+		case xml.CharData:
+			if !isSpace(t) {
+				return errors.New("text between stanzas")
 			}
 			continue // whitespace keepalives
+		default:
+			continue
 		}
-		if start.Name.Local == "error" {
+		if start.Name.Space == nsStream {
+			if start.Name.Local != "error" {
+				return fmt.Errorf("unexpected <stream:%s/> on an established stream", start.Name.Local)
+			}
 			var se struct {
 				Inner []byte `xml:",innerxml"`
 			}
@@ -407,7 +414,7 @@ func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) e
 			continue
 		}
 		q := new(iq)
-		if err := d.DecodeElement(q, &start); err != nil {
+		if err := q.UnmarshalXML(d, start); err != nil {
 			return fmt.Errorf("reading IQ: %w", err)
 		}
 		if q.Type != "get" && q.Type != "set" {
@@ -426,16 +433,50 @@ func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) e
 			<-sem
 			return errors.New("stream ended")
 		}
-		go func() {
-			defer work.done()
-			// Not the session's context: a push under way when we shut
-			// down still completes (the core bounds it).
-			hctx, release := withSlot(context.Background(), sem, resumed)
-			defer release()
-			c.handle(hctx, q, w)
-		}()
+		workers.run(q)
 	}
 }
+
+// workers hands IQs to goroutines that stay for the session, so that an IQ
+// runs on a stack already grown by an earlier one: a fresh goroutine per
+// IQ grew its stack through SQLite's deep frames and the XML decoder every
+// time, about a tenth of the CPU of a push. There are never more workers
+// than IQs handled at once at the peak (at most MaxInFlight fresh plus
+// MaxInFlight resumed, and the one finishing).
+type workers struct {
+	jobs    chan *iq
+	stop    chan struct{}
+	handle  func(*iq)
+	started atomic.Int64 // goroutines started, for the tests
+}
+
+func newWorkers(handle func(*iq)) *workers {
+	return &workers{jobs: make(chan *iq), stop: make(chan struct{}), handle: handle}
+}
+
+// run hands q to an idle worker, or starts one.
+func (p *workers) run(q *iq) {
+	select {
+	case p.jobs <- q:
+	default:
+		p.started.Add(1)
+		go p.work(q)
+	}
+}
+
+func (p *workers) work(q *iq) {
+	for {
+		p.handle(q)
+		select {
+		case q = <-p.jobs:
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+// close lets the idle workers end; busy ones end after their IQ.
+func (p *workers) close() { close(p.stop) }
 
 // withSlot lets the handler's push hand its in-flight slot back while it
 // only waits on a timer (a throttle window, a retry's backoff), so that

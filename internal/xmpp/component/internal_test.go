@@ -2,6 +2,7 @@ package component
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -69,5 +70,107 @@ func TestWriterBounded(t *testing.T) {
 	}
 	if _, err := peer.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection still open after the write deadline")
+	}
+}
+
+// TestWorkersReused: IQs handled one after the other run on the worker
+// started for the first; IQs handled at once each get a worker; closing
+// ends the idle ones.
+func TestWorkersReused(t *testing.T) {
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	p := newWorkers(func(q *iq) {
+		defer wg.Done()
+		if q.Type == "block" {
+			<-release
+		}
+	})
+	for range 100 {
+		wg.Add(1)
+		p.run(&iq{})
+		wg.Wait()
+		// The worker is between its handler's return and its wait for
+		// the next IQ: let it get there.
+		for range 100 {
+			runtime.Gosched()
+		}
+	}
+	if n := p.started.Load(); n > 2 {
+		t.Fatalf("%d workers started for 100 IQs handled one at a time", n)
+	}
+	before := p.started.Load()
+	wg.Add(10)
+	for range 10 {
+		p.run(&iq{Type: "block"})
+	}
+	if n := p.started.Load() - before; n < 9 {
+		t.Fatalf("%d workers started for 10 IQs at once", n)
+	}
+	close(release)
+	wg.Wait()
+	g := runtime.NumGoroutine()
+	p.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > g-9 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > g-9 {
+		t.Fatalf("%d goroutines after close, %d before: idle workers did not end", n, g)
+	}
+}
+
+// chunkConn hands out its data a few bytes per read, then its error.
+type chunkConn struct {
+	net.Conn
+	data []byte
+	err  error
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, c.err
+	}
+	n := copy(p[:min(len(p), 3)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// TestStreamConn: bytes come out in order whether read by byte or in
+// blocks, after what was put back in front; the connection's error comes
+// after its data, and stays.
+func TestStreamConn(t *testing.T) {
+	boom := errors.New("boom")
+	sc := newStreamConn(&limitReader{Conn: &chunkConn{data: []byte("defghijklmnop"), err: boom}})
+	sc.limit.Store(1 << 20)
+	if b, err := sc.ReadByte(); b != 'd' || err != nil {
+		t.Fatalf("ReadByte = %q, %v", b, err)
+	}
+	sc.unread([]byte("abc"))
+	var got []byte
+	buf := make([]byte, 4)
+	for i := 0; ; i++ {
+		var err error
+		if i%2 == 0 {
+			var b byte
+			if b, err = sc.ReadByte(); err == nil {
+				got = append(got, b)
+			}
+		} else {
+			var n int
+			n, err = sc.Read(buf)
+			got = append(got, buf[:n]...)
+		}
+		if err != nil {
+			if !errors.Is(err, boom) {
+				t.Fatalf("error %v, want boom", err)
+			}
+			break
+		}
+	}
+	if string(got) != "abcefghijklmnop" {
+		t.Fatalf("read %q", got)
+	}
+	if _, err := sc.ReadByte(); !errors.Is(err, boom) {
+		t.Fatalf("after the error: %v", err)
 	}
 }
