@@ -269,7 +269,7 @@ func (c *Conn) session(ctx context.Context) error {
 			// A broken stream: the pushes under way still finish (their
 			// answers have nowhere to go).
 		}
-		work.drain()
+		// The reader has stopped: no handler starts any more.
 		<-work.quiet()
 	}()
 
@@ -427,12 +427,7 @@ func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) e
 			continue
 		}
 		sem <- struct{}{}
-		if !work.start() {
-			// The stream broke and the session is ending: the server
-			// will send this again elsewhere or count it as lost.
-			<-sem
-			return errors.New("stream ended")
-		}
+		work.start()
 		workers.run(q)
 	}
 }
@@ -505,26 +500,20 @@ func withSlot(ctx context.Context, fresh, resumed chan struct{}) (context.Contex
 	}), release
 }
 
-// tracker counts the IQs being handled, tells when none is, and refuses
-// new ones once the session ends.
+// tracker counts the IQs being handled and tells when none is.
 type tracker struct {
-	mu       sync.Mutex
-	n        int
-	draining bool
-	waiters  []chan struct{}
+	mu      sync.Mutex
+	n       int
+	waiters []chan struct{}
 }
 
 func newTracker() *tracker { return &tracker{} }
 
-// start counts one more handler unless draining began.
-func (t *tracker) start() bool {
+// start counts one more handler.
+func (t *tracker) start() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.draining {
-		return false
-	}
 	t.n++
-	return true
 }
 
 func (t *tracker) done() {
@@ -551,13 +540,6 @@ func (t *tracker) quiet() <-chan struct{} {
 		t.waiters = append(t.waiters, ch)
 	}
 	return ch
-}
-
-// drain refuses new handlers from now on.
-func (t *tracker) drain() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.draining = true
 }
 
 // reply renders an answer with render and queues it.
