@@ -2,85 +2,27 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
 )
 
-// maxBatch bounds the registrations committed in one transaction, so one
-// commit never holds the rows' locks for long.
-const maxBatch = 512
-
-// errClosed answers registrations after Close.
-var errClosed = errors.New("registry closed")
-
-// Registrations are group-committed, as on SQLite: one writer goroutine
-// takes every Register call waiting at that moment and stores them in one
-// transaction, with one locking read of all their rows, their writes sent
-// in one pipeline and one commit (one WAL flush) for all, instead of four
-// round trips and a flush each. A caller is answered only after the
-// transaction holding its row committed. A row that its decide function
-// or a device key held by another node refuses is left out and answered
-// with that error alone; any other failure (a statement's, the commit's,
-// or another instance creating one of the nodes at the same moment) rolls
-// the batch back, and the writer stores its registrations again one
-// transaction each through the single path, so one bad row never fails
-// the others and a race is settled as it is without batching. One writer
-// per instance: a batch waiting on a row another instance holds locked
-// holds up this instance's registrations behind it, at most for the lock
-// timeout (the statement timeout).
-type groupCommit struct {
-	mu     sync.RWMutex // held for reading while sending on queue
-	closed bool
-	queue  chan *regRequest
-	done   chan struct{} // closed when the writer has exited
-	hooks  testHooks
-}
-
-type regRequest struct {
-	ctx    context.Context
-	node   string
-	decide registry.Decide
-	answer chan regAnswer // buffered: the writer never waits for a caller
-	r      registry.Registration
-	err    error
-}
-
-type regAnswer struct {
-	r   registry.Registration
-	err error
-}
-
-// testHooks let tests see and shape batches; nil in production.
-type testHooks struct {
-	queued     func()               // a request is in the queue
-	batchStart func(first string)   // the writer holds the first request of a batch
-	committed  func(nodes []string) // a batch transaction committed
-}
-
-func (s *Store) startWriter() {
-	s.gc.queue = make(chan *regRequest, maxBatch)
-	s.gc.done = make(chan struct{})
-	go s.writer()
-}
-
-// stopWriter lets the writer finish what is queued, then stops it.
-func (s *Store) stopWriter() {
-	s.gc.mu.Lock()
-	if s.gc.closed {
-		s.gc.mu.Unlock()
-		return
-	}
-	s.gc.closed = true
-	close(s.gc.queue) // no sender is left: they send holding the read lock
-	s.gc.mu.Unlock()
-	<-s.gc.done
-}
+// Registrations are group-committed (see groupcommit), as on SQLite: a
+// batch is one transaction with one locking read of all its rows, their
+// writes sent in one pipeline and one commit (one WAL flush) for all,
+// instead of four round trips and a flush each. A row that its decide
+// function or a device key held by another node refuses is left out and
+// answered with that error alone; any other failure (a statement's, the
+// commit's, or another instance creating one of the nodes at the same
+// moment) rolls the batch back, and each registration is stored again
+// through the single path, so a race is settled as it is without
+// batching. One writer per instance: a batch waiting on a row another
+// instance holds locked holds up this instance's registrations behind it,
+// at most for the lock timeout (the statement timeout).
 
 // Register reads the node's row locked, decides and writes in one
 // transaction, shared with the registrations arriving at the same time.
@@ -88,86 +30,42 @@ func (s *Store) stopWriter() {
 // that loses the race starts over and decides again on the winner's row,
 // as if they had gone one after the other.
 func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
-	req := &regRequest{ctx: ctx, node: node, decide: decide, answer: make(chan regAnswer, 1)}
-	s.gc.mu.RLock()
-	if s.gc.closed {
-		s.gc.mu.RUnlock()
-		return registry.Registration{}, fmt.Errorf("register: %w", errClosed)
-	}
-	select {
-	case s.gc.queue <- req:
-	case <-ctx.Done():
-		s.gc.mu.RUnlock()
-		return registry.Registration{}, fmt.Errorf("register: %w", ctx.Err())
-	}
-	s.gc.mu.RUnlock()
-	if h := s.gc.hooks.queued; h != nil {
-		h()
-	}
-	select {
-	case a := <-req.answer:
-		return a.r, a.err
-	case <-ctx.Done():
-		// The writer skips a request whose context ended before its turn;
-		// after that, like any request cut off after it was sent, the
-		// registration may or may not have been stored.
-		return registry.Registration{}, fmt.Errorf("register: %w", ctx.Err())
-	}
+	return s.gc.Register(ctx, node, decide)
 }
 
-func (s *Store) writer() {
-	defer close(s.gc.done)
-	batch := make([]*regRequest, 0, maxBatch)
-	for first := range s.gc.queue {
-		if h := s.gc.hooks.batchStart; h != nil {
-			h(first.node)
-		}
-		batch = append(batch[:0], first)
-		// Take whoever queued up behind the first, up to maxBatch.
-	collect:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-s.gc.queue:
-				if !ok {
-					break collect
-				}
-				batch = append(batch, r)
-			default:
-				break collect
-			}
-		}
-		if len(batch) == 1 {
-			s.commitOne(first)
-		} else if err := s.commitBatch(batch); err != nil {
-			for _, r := range batch {
-				s.commitOne(r)
-			}
-		}
-		for i := range batch {
-			batch[i] = nil
-		}
+// committer is the Store as its group-commit queue sees it.
+type committer struct{ s *Store }
+
+func (c committer) CommitOne(req *groupcommit.Request) { c.s.commitOne(req) }
+func (c committer) CommitBatch(batch []*groupcommit.Request) error {
+	if len(batch) == 1 {
+		c.s.commitOne(batch[0])
+		return nil
 	}
+	return c.s.commitBatch(batch)
 }
 
 // commitOne stores one request through the single path and answers it.
-func (s *Store) commitOne(req *regRequest) {
-	r, a, err := s.registerAlone(req.ctx, req.node, req.decide)
+func (s *Store) commitOne(req *groupcommit.Request) {
+	r, a, err := s.registerAlone(req.Ctx, req.Node, req.Decide)
 	if len(a) == 0 {
-		req.answer <- regAnswer{r, err}
+		req.R, req.Err = r, err
+		req.Answer()
 		return
 	}
 	// Answered once the other instances dropped what they cached; the
 	// writer goes on meanwhile.
 	go func() {
 		s.bar.waitAll(a, true)
-		req.answer <- regAnswer{r, err}
+		req.R, req.Err = r, err
+		req.Answer()
 	}()
 }
 
 // commitBatch stores the batch in one transaction and answers every
 // request once it committed. On an error it answers no one and returns
 // the error: nothing of the batch was stored.
-func (s *Store) commitBatch(batch []*regRequest) error {
+func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	// The transaction is the writer's, not any caller's: one caller giving
 	// up must not roll back the others' rows. The statement timeout bounds
 	// it.
@@ -175,14 +73,14 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 	nodes := make([]string, 0, len(batch))
 	seen := make(map[string]bool, len(batch))
 	for _, req := range batch {
-		req.r, req.err = registry.Registration{}, nil
-		if err := req.ctx.Err(); err != nil {
-			req.err = fmt.Errorf("register: %w", err)
+		req.R, req.Err = registry.Registration{}, nil
+		if err := req.Ctx.Err(); err != nil {
+			req.Err = fmt.Errorf("register: %w", err)
 			continue
 		}
-		if !seen[req.node] {
-			seen[req.node] = true
-			nodes = append(nodes, req.node)
+		if !seen[req.Node] {
+			seen[req.Node] = true
+			nodes = append(nodes, req.Node)
 		}
 	}
 	tx, err := s.pool.Begin(ctx)
@@ -220,17 +118,17 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 	var writes pgx.Batch
 	live := 0
 	for _, req := range batch {
-		if req.err != nil {
+		if req.Err != nil {
 			continue
 		}
-		old, found := cur[req.node]
-		r, err := req.decide(old, found)
+		old, found := cur[req.Node]
+		r, err := req.Decide(old, found)
 		if err != nil {
-			req.err = err
+			req.Err = err
 			continue
 		}
-		if r.Node != req.node {
-			req.err = fmt.Errorf("register: decided on node %q for node %q", r.Node, req.node)
+		if r.Node != req.Node {
+			req.Err = fmt.Errorf("register: decided on node %q for node %q", r.Node, req.Node)
 			continue
 		}
 		if r.DeviceKey != "" {
@@ -239,7 +137,7 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 				return err
 			}
 			if held {
-				req.err = fmt.Errorf("register %s: device key held by another node: %w", r.Node, registry.ErrConflict)
+				req.Err = fmt.Errorf("register %s: device key held by another node: %w", r.Node, registry.ErrConflict)
 				continue
 			}
 		}
@@ -252,7 +150,7 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 		}
 		cur[r.Node] = r
 		keys.written[r.Node] = true
-		req.r = r
+		req.R = r
 		live++
 		acks.expect(&s.bar, r.Node, others)
 	}
@@ -277,19 +175,11 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 		if err := tx.Commit(ctx); err != nil {
 			return err
 		}
-		if h := s.gc.hooks.committed; h != nil {
-			nodes := make([]string, 0, live)
-			for _, req := range batch {
-				if req.err == nil {
-					nodes = append(nodes, req.node)
-				}
-			}
-			h(nodes)
-		}
+		s.gc.Committed(batch)
 	}
 	if len(acks) == 0 {
 		for _, req := range batch {
-			req.answer <- regAnswer{req.r, req.err}
+			req.Answer()
 		}
 		return nil
 	}
@@ -300,7 +190,7 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 	go func() {
 		s.bar.waitAll(pending, true)
 		for _, req := range reqs {
-			req.answer <- regAnswer{req.r, req.err}
+			req.Answer()
 		}
 	}()
 	return nil

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
 )
 
 //go:embed migrations/*.sql
@@ -59,7 +60,7 @@ type Store struct {
 	dsn    string
 	opts   Options
 	logger *slog.Logger
-	gc     groupCommit
+	gc     *groupcommit.Queue
 	bar    barrier
 
 	released atomic.Pointer[func(jid string)] // see OnComponentReleased
@@ -96,7 +97,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	s.startWriter()
+	s.gc = groupcommit.Start(committer{s})
 	return s, nil
 }
 
@@ -689,7 +690,7 @@ func (s *Store) OnComponentReleased(fn func(jid string)) { s.released.Store(&fn)
 
 // Close stores the registrations queued, then closes the pool.
 func (s *Store) Close() error {
-	s.stopWriter()
+	s.gc.Close()
 	s.pool.Close()
 	return nil
 }

@@ -1,10 +1,14 @@
 package sqlite
 
-import "time"
+import (
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
+)
 
 // SetHooks makes the store's group-commit writer report to the test.
 func SetHooks(s *Store, queued func(), batchStart func(first string), committed func(nodes []string)) {
-	s.gc.hooks = testHooks{queued: queued, batchStart: batchStart, committed: committed}
+	s.gc.Hooks = groupcommit.Hooks{Queued: queued, BatchStart: batchStart, Committed: committed}
 }
 
 // SetRetention sets how long the change log keeps a change.

@@ -5,139 +5,31 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
 )
 
-// maxBatch bounds the registrations committed in one transaction, so one
-// commit never holds the write lock for long.
-const maxBatch = 512
-
-// errClosed answers registrations after Close.
-var errClosed = errors.New("registry closed")
-
-// Registrations are group-committed: one writer goroutine takes every
-// Register call waiting at that moment and stores them in one transaction,
-// so concurrent registrations share one commit (and one WAL sync) instead of
-// queueing for one each. A caller is answered only after the transaction
-// holding its row committed. A row that its decide function or the device
-// key refuses is left out and answered with that error alone; any other
-// failure (a statement's or the commit's) rolls the batch back and the
-// writer stores its registrations again one transaction each, so one bad
-// row never fails the others.
-type groupCommit struct {
-	mu     sync.RWMutex // held for reading while sending on queue
-	closed bool
-	queue  chan *regRequest
-	done   chan struct{} // closed when the writer has exited
-	hooks  testHooks
-}
-
-type regRequest struct {
-	ctx    context.Context
-	node   string
-	decide registry.Decide
-	answer chan regAnswer // buffered: the writer never waits for a caller
-	r      registry.Registration
-	err    error
-}
-
-type regAnswer struct {
-	r   registry.Registration
-	err error
-}
-
-// testHooks let tests see and shape batches; nil in production.
-type testHooks struct {
-	queued     func()               // a request is in the queue
-	batchStart func(first string)   // the writer holds the first request of a batch
-	committed  func(nodes []string) // a batch transaction committed
-}
-
-func (s *Store) startWriter() {
-	s.gc.queue = make(chan *regRequest, maxBatch)
-	s.gc.done = make(chan struct{})
-	go s.writer()
-}
-
-// stopWriter lets the writer finish what is queued, then stops it.
-func (s *Store) stopWriter() {
-	s.gc.mu.Lock()
-	if s.gc.closed {
-		s.gc.mu.Unlock()
-		return
-	}
-	s.gc.closed = true
-	close(s.gc.queue) // no sender is left: they send holding the read lock
-	s.gc.mu.Unlock()
-	<-s.gc.done
-}
-
+// Register is group-committed (see groupcommit): a batch is one
+// transaction, one commit and one WAL sync. A row that its decide function
+// or the device key refuses is left out and answered with that error
+// alone; any other failure (a statement's or the commit's) rolls the batch
+// back and each registration is stored again in a transaction of its own,
+// so one bad row never fails the others.
 func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
-	req := &regRequest{ctx: ctx, node: node, decide: decide, answer: make(chan regAnswer, 1)}
-	s.gc.mu.RLock()
-	if s.gc.closed {
-		s.gc.mu.RUnlock()
-		return registry.Registration{}, fmt.Errorf("register: %w", errClosed)
-	}
-	select {
-	case s.gc.queue <- req:
-	case <-ctx.Done():
-		s.gc.mu.RUnlock()
-		return registry.Registration{}, fmt.Errorf("register: %w", ctx.Err())
-	}
-	s.gc.mu.RUnlock()
-	if h := s.gc.hooks.queued; h != nil {
-		h()
-	}
-	select {
-	case a := <-req.answer:
-		return a.r, a.err
-	case <-ctx.Done():
-		// The writer skips a request whose context ended before its turn;
-		// after that, like any request cut off after it was sent, the
-		// registration may or may not have been stored.
-		return registry.Registration{}, fmt.Errorf("register: %w", ctx.Err())
-	}
+	return s.gc.Register(ctx, node, decide)
 }
 
-func (s *Store) writer() {
-	defer close(s.gc.done)
-	batch := make([]*regRequest, 0, maxBatch)
-	for first := range s.gc.queue {
-		if h := s.gc.hooks.batchStart; h != nil {
-			h(first.node)
-		}
-		batch = append(batch[:0], first)
-		// Take whoever queued up behind the first, up to maxBatch.
-	collect:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-s.gc.queue:
-				if !ok {
-					break collect
-				}
-				batch = append(batch, r)
-			default:
-				break collect
-			}
-		}
-		if err := s.commitBatch(batch); err != nil {
-			for _, r := range batch {
-				s.commitOne(r)
-			}
-		}
-		for i := range batch {
-			batch[i] = nil
-		}
-	}
-}
+// committer is the Store as its group-commit queue sees it.
+type committer struct{ s *Store }
+
+func (c committer) CommitOne(req *groupcommit.Request)             { c.s.commitOne(req) }
+func (c committer) CommitBatch(batch []*groupcommit.Request) error { return c.s.commitBatch(batch) }
 
 // commitBatch stores the batch in one transaction and answers every
 // request once it committed. On an error it answers no one with success
 // and returns the error: nothing of the batch was stored.
-func (s *Store) commitBatch(batch []*regRequest) error {
+func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	// The transaction is the writer's, not any caller's: one caller giving
 	// up must not roll back the others' rows.
 	ctx := context.Background()
@@ -149,17 +41,17 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 	st := s.regStmts.in(ctx, tx)
 	live := 0
 	for _, req := range batch {
-		req.r, req.err = registry.Registration{}, nil
-		if err := req.ctx.Err(); err != nil {
-			req.err = fmt.Errorf("register: %w", err)
+		req.R, req.Err = registry.Registration{}, nil
+		if err := req.Ctx.Err(); err != nil {
+			req.Err = fmt.Errorf("register: %w", err)
 			continue
 		}
 		var dbErr error
-		req.r, req.err, dbErr = st.register(ctx, req.node, req.decide)
+		req.R, req.Err, dbErr = st.register(ctx, req.Node, req.Decide)
 		if dbErr != nil {
 			return dbErr
 		}
-		if req.err == nil {
+		if req.Err == nil {
 			live++
 		}
 	}
@@ -167,26 +59,19 @@ func (s *Store) commitBatch(batch []*regRequest) error {
 		if err := tx.Commit(); err != nil {
 			return err
 		}
-		if h := s.gc.hooks.committed; h != nil {
-			nodes := make([]string, 0, live)
-			for _, req := range batch {
-				if req.err == nil {
-					nodes = append(nodes, req.node)
-				}
-			}
-			h(nodes)
-		}
+		s.gc.Committed(batch)
 	}
 	for _, req := range batch {
-		req.answer <- regAnswer{req.r, req.err}
+		req.Answer()
 	}
 	return nil
 }
 
 // commitOne stores one request in its own transaction and answers it.
-func (s *Store) commitOne(req *regRequest) {
-	r, err := s.registerAlone(req.ctx, req.node, req.decide)
-	req.answer <- regAnswer{r, err}
+func (s *Store) commitOne(req *groupcommit.Request) {
+	r, err := s.registerAlone(req.Ctx, req.Node, req.Decide)
+	req.R, req.Err = r, err
+	req.Answer()
 }
 
 func (s *Store) registerAlone(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {

@@ -24,6 +24,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
 )
 
 //go:embed migrations/*.sql
@@ -38,7 +39,7 @@ type Store struct {
 	getBlocked *sql.Stmt
 
 	regStmts regStmts
-	gc       groupCommit
+	gc       *groupcommit.Queue
 
 	// retention is how long the change log keeps a change (changes.go).
 	retention time.Duration
@@ -95,7 +96,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("preparing statements: %w", err)
 	}
-	s.startWriter()
+	s.gc = groupcommit.Start(committer{s})
 	return s, nil
 }
 
@@ -437,8 +438,8 @@ func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (stri
 // Close stores the registrations already queued, then closes both
 // connection pools.
 func (s *Store) Close() error {
-	if s.gc.done != nil {
-		s.stopWriter()
+	if s.gc != nil {
+		s.gc.Close()
 	}
 	s.regStmts.close()
 	for _, st := range []*sql.Stmt{s.get, s.getByKey, s.getBlocked} {
