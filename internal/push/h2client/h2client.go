@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"sync"
@@ -129,9 +130,14 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeBody(req)
 			return nil, err
 		}
-		resp, err := c.cc.RoundTrip(req)
+		send := req
+		if !c.answered.Load() {
+			send = c.watchFirstAnswer(req)
+		}
+		resp, err := c.cc.RoundTrip(send)
 		if err == nil {
-			if c.answered.CompareAndSwap(false, true) {
+			c.answered.Store(true)
+			if c.reported.CompareAndSwap(false, true) {
 				h.connected()
 			}
 			return resp, nil
@@ -234,7 +240,21 @@ type hostPool struct {
 type conn struct {
 	cc       *http.ClientConn
 	answered atomic.Bool // a response arrived on it
+	reported atomic.Bool // the host pool was told it answered
 	failed   atomic.Bool // it died before any response, and was counted
+}
+
+// watchFirstAnswer returns req with a trace that marks c answered as soon
+// as a response's headers arrive. The mark must come from the connection's
+// read loop: a service that sends GOAWAY right after its first answer
+// fails the requests it excluded at once, and their goroutines may run
+// before the one that got the answer. Judged by RoundTrip's return alone,
+// such a connection would look as if it died unanswered and count as a
+// failed dial. Only requests on a connection that has not answered yet pay
+// for the trace.
+func (c *conn) watchFirstAnswer(req *http.Request) *http.Request {
+	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { c.answered.Store(true) }}
+	return req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 }
 
 func (h *hostPool) wakeChan() chan struct{} {
