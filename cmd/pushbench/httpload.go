@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -14,29 +12,21 @@ import (
 // httpPusher sends push requests to the HTTP API, the way an XMPP server
 // module of mod_push_appserver's era does: one form POST per push.
 type httpPusher struct {
-	url    string
-	client *http.Client
+	client *formClient
 }
 
 func newHTTPPusher(base string, conns int) *httpPusher {
-	return &httpPusher{
-		url: base + "/push_appserver/v1/push",
-		client: &http.Client{
-			Transport: &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns},
-			Timeout:   30 * time.Second,
-		},
+	c, err := newFormClient(base, "/push_appserver/v1/push", conns)
+	if err != nil {
+		panic(err) // base is ours: http://host:port
 	}
+	return &httpPusher{client: c}
 }
 
 // push sends one request and returns "" for success, else what went wrong.
 func (h *httpPusher) push(d device) string {
-	resp, err := h.client.Post(h.url, "application/x-www-form-urlencoded",
-		strings.NewReader(url.Values{"node": {d.node}, "secret": {d.secret}}.Encode()))
-	if err != nil {
-		return "transport"
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
+	form := "node=" + url.QueryEscape(d.node) + "&secret=" + url.QueryEscape(d.secret)
+	status, body, err := h.client.post([]byte(form))
 	if err != nil {
 		return "transport"
 	}
@@ -45,7 +35,7 @@ func (h *httpPusher) push(d device) string {
 	} else if why, ok := strings.CutPrefix(s, "ERROR\n"); ok {
 		return why
 	}
-	return fmt.Sprintf("HTTP %d", resp.StatusCode)
+	return fmt.Sprintf("HTTP %d", status)
 }
 
 // ClosedLoop keeps c requests in flight for d, or until count (if > 0)

@@ -8,7 +8,7 @@ import (
 
 func printTable(w io.Writer, r Result) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "registrations\t%d\t%.0f/s over HTTP\tserver CPU %.1f µs each\n", r.Registrations, r.RegistrationsPS, r.RegistrationCPUus)
+	fmt.Fprintf(tw, "registrations\t%d\t%.0f/s over HTTP\tserver CPU %.1f µs each (load generator %.1f µs)\n", r.Registrations, r.RegistrationsPS, r.RegistrationCPUus, r.RegistrationClientCPUus)
 	for _, p := range []struct {
 		name string
 		ph   *Phase
