@@ -251,10 +251,6 @@ func (c *Conn) session(ctx context.Context) error {
 	work := newTracker()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// The flusher outlives the reader: answers of a drain still go out.
-	fctx, stopFlush := context.WithCancel(context.Background())
-	defer stopFlush()
-	wg.Go(func() { w.flushLoop(fctx) })
 	kctx, stopKeepAlive := context.WithCancel(ctx)
 	defer stopKeepAlive()
 	wg.Go(func() { c.keepAlive(kctx, w) })
@@ -281,7 +277,6 @@ func (c *Conn) session(ctx context.Context) error {
 	close(readDone)
 	<-drained
 	stopKeepAlive()
-	stopFlush()
 	wg.Wait()
 	if ctx.Err() != nil {
 		c.logger.Info("component stream closed")

@@ -3,6 +3,8 @@ package component
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -35,7 +37,6 @@ func TestWriterBounded(t *testing.T) {
 	ours, peer := net.Pipe() // unbuffered: nothing is written until peer reads
 	defer peer.Close()
 	w := newWriter(ours, 300*time.Millisecond, limit)
-	go w.flushLoop(t.Context())
 	reply := bytes.Repeat([]byte("x"), 100)
 	var wg sync.WaitGroup
 	errs := make(chan error, 1000)
@@ -70,6 +71,49 @@ func TestWriterBounded(t *testing.T) {
 	}
 	if _, err := peer.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection still open after the write deadline")
+	}
+}
+
+// TestWriterLeavesNothingBehind: replies written at once from many
+// goroutines, with no flush after them, all reach the peer, each whole:
+// whoever finds a write under way leaves its reply to that writer.
+func TestWriterLeavesNothingBehind(t *testing.T) {
+	ours, peer := net.Pipe()
+	defer peer.Close()
+	w := newWriter(ours, 5*time.Second, 4<<10)
+	const n = 2000
+	var want bytes.Buffer
+	replies := make([][]byte, n)
+	for i := range replies {
+		replies[i] = fmt.Appendf(nil, "<iq id='%d'/>", i)
+		want.Write(replies[i])
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, want.Len())
+		if _, err := io.ReadFull(peer, b); err == nil {
+			got <- b
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, r := range replies {
+		wg.Go(func() {
+			if err := w.write(r); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	var b []byte
+	select {
+	case b = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("only part of the replies arrived; %d bytes still queued", w.queued())
+	}
+	wg.Wait()
+	for _, r := range replies {
+		if c := bytes.Count(b, r); c != 1 {
+			t.Fatalf("%s arrived %d times", r, c)
+		}
 	}
 }
 

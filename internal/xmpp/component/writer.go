@@ -2,7 +2,6 @@ package component
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net"
 	"sync"
@@ -11,8 +10,11 @@ import (
 )
 
 // writer serializes whole stanzas onto the connection. Replies are
-// appended to a buffer and written by one flusher, so under load many
-// replies leave in one system call instead of one each.
+// appended to a buffer, and the goroutine that finds no write under way
+// writes the buffer itself: a lone reply leaves without waking another
+// goroutine (at a moderate rate that wake-up, and the idle processor
+// spinning after it, cost more than the write), and under load the
+// replies queued during one write leave together in the next system call.
 //
 // The buffer is bounded: when the peer stops reading, write blocks once
 // limit bytes wait, the handlers waiting in it keep their in-flight slots,
@@ -24,7 +26,6 @@ type writer struct {
 	conn    net.Conn
 	timeout time.Duration
 	limit   int
-	kick    chan struct{}
 	last    atomic.Int64 // unix nanos of the last write
 
 	mu      sync.Mutex // guards pending and err
@@ -37,13 +38,14 @@ type writer struct {
 }
 
 func newWriter(conn net.Conn, timeout time.Duration, limit int) *writer {
-	w := &writer{conn: conn, timeout: timeout, limit: limit, kick: make(chan struct{}, 1), pending: new(bytes.Buffer), spare: new(bytes.Buffer)}
+	w := &writer{conn: conn, timeout: timeout, limit: limit, pending: new(bytes.Buffer), spare: new(bytes.Buffer)}
 	w.room = sync.NewCond(&w.mu)
 	return w
 }
 
-// write queues one whole stanza, waiting while the queue is full. It fails
-// once the connection failed.
+// write queues one whole stanza, waiting while the queue is full, and
+// writes the queue unless another goroutine is writing it. It fails once
+// the connection failed.
 func (w *writer) write(b []byte) error {
 	w.mu.Lock()
 	// A stanza larger than the limit still goes, alone.
@@ -56,11 +58,24 @@ func (w *writer) write(b []byte) error {
 	}
 	w.pending.Write(b)
 	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
+	w.drain()
 	return nil
+}
+
+// drain writes the queue until it is empty, unless another goroutine is
+// writing: that one looks at the queue again after its write (and after
+// letting go of wmu), so nothing queued is left behind.
+func (w *writer) drain() {
+	for w.wmu.TryLock() {
+		err := w.flushLocked()
+		w.wmu.Unlock()
+		w.mu.Lock()
+		done := err != nil || w.pending.Len() == 0
+		w.mu.Unlock()
+		if done {
+			return
+		}
+	}
 }
 
 // errStreamClosed is what writes fail with once we closed our side of the
@@ -106,6 +121,11 @@ func (w *writer) queued() int {
 func (w *writer) flush() error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
+	return w.flushLocked()
+}
+
+// flushLocked is flush with wmu held.
+func (w *writer) flushLocked() error {
 	w.mu.Lock()
 	buf := w.pending
 	w.pending, w.spare = w.spare, buf
@@ -136,18 +156,4 @@ func (w *writer) fail(err error) {
 	w.room.Broadcast()
 	w.mu.Unlock()
 	w.conn.Close()
-}
-
-// flushLoop flushes after every write until ctx is done.
-func (w *writer) flushLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.kick:
-		}
-		if w.flush() != nil {
-			return
-		}
-	}
 }
