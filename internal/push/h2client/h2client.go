@@ -46,9 +46,13 @@ type Options struct {
 const (
 	dialTimeout = 10 * time.Second
 	// Dial backoff after a failed attempt: from dialBackoffBase, doubling
-	// up to dialBackoffMax, reset by the first answer on a new connection.
+	// up to dialBackoffMax (jittered to half of it at least), reset by the
+	// first answer on a new connection. The cap stays well under a push's
+	// deadline (5 s by default), so a push that arrives while dialling
+	// backs off still sees an attempt within its time; one attempt a
+	// second is no burden for a service that is down.
 	dialBackoffBase = 100 * time.Millisecond
-	dialBackoffMax  = 5 * time.Second
+	dialBackoffMax  = time.Second
 	// maxResends bounds how often one request goes out again after a
 	// connection refused it unprocessed; the request's deadline usually
 	// ends it first.
@@ -228,6 +232,7 @@ type hostPool struct {
 	backoff  push.Backoff
 	nextDial time.Time
 	lastErr  error
+	failures uint64 // failed dials so far
 
 	// wake is closed and replaced whenever a connection may have room
 	// again or the set of connections changed. Own lock: connection
@@ -278,12 +283,33 @@ func (h *hostPool) broadcast() {
 
 // get returns a connection with a stream reserved for one request,
 // waiting for room or a new connection until ctx is done.
+//
+// While dialling backs off after failures and no connection is left, a
+// request whose deadline reaches the next attempt waits for it, so pushes
+// go out as soon as the service is back instead of failing until the
+// backoff ends; one whose deadline comes first fails at once. Either way a
+// request sees at most one dial fail: then it gets that error, and the
+// caller's own retrying decides.
 func (h *hostPool) get(ctx context.Context) (*conn, error) {
 	h.waiters.Add(1)
 	defer h.waiters.Add(-1)
+	h.mu.Lock()
+	failures := h.failures
+	h.mu.Unlock()
+	var retryAt *time.Timer
+	defer func() {
+		if retryAt != nil {
+			retryAt.Stop()
+		}
+	}()
 	for {
 		h.mu.Lock()
 		wake := h.wakeChan()
+		if h.failures != failures && len(h.conns) == 0 {
+			err := h.lastErr
+			h.mu.Unlock()
+			return nil, fmt.Errorf("h2client: connecting to %s: %w", h.addr, err)
+		}
 		live := h.conns[:0]
 		for _, c := range h.conns {
 			if c.cc.Err() == nil {
@@ -314,6 +340,7 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 		if churn {
 			parallel = h.p.maxConns
 		}
+		var timer <-chan time.Time
 		switch {
 		case starting && !churn:
 			// Wait for the new connection's first answer.
@@ -322,9 +349,17 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 			// All at their stream limit: wait for a request to end.
 		case time.Now().Before(h.nextDial):
 			if len(h.conns) == 0 {
-				err := h.lastErr
-				h.mu.Unlock()
-				return nil, fmt.Errorf("h2client: not reconnecting to %s yet after: %w", h.addr, err)
+				if deadline, ok := ctx.Deadline(); ok && deadline.Before(h.nextDial) {
+					err := h.lastErr
+					h.mu.Unlock()
+					return nil, fmt.Errorf("h2client: not reconnecting to %s yet after: %w", h.addr, err)
+				}
+				if retryAt == nil {
+					retryAt = time.NewTimer(time.Until(h.nextDial))
+				} else {
+					retryAt.Reset(time.Until(h.nextDial))
+				}
+				timer = retryAt.C
 			}
 		default:
 			h.dialing++
@@ -333,6 +368,7 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 		h.mu.Unlock()
 		select {
 		case <-wake:
+		case <-timer:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -367,6 +403,7 @@ func (h *hostPool) dialFailed(err error) {
 
 func (h *hostPool) failedLocked(err error) {
 	h.lastErr = err
+	h.failures++
 	if next := time.Now().Add(h.backoff.Next()); next.After(h.nextDial) {
 		h.nextDial = next
 	}

@@ -118,3 +118,43 @@ func TestDialling(t *testing.T) {
 		t.Fatalf("%d connection attempts in a second of resets", n)
 	}
 }
+
+// While dialling backs off, a request whose deadline reaches the next
+// attempt waits for it and goes out once the service is back; one whose
+// deadline comes first fails at once.
+func TestWaitsForTheNextDial(t *testing.T) {
+	m, err := apnsmock.New(apnsmock.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.ResetConnections(true)
+	c, err := h2client.New(h2client.Options{CAPath: m.CADir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Four failed dials: the next one is at least 400 ms away.
+	for i := range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := post(ctx, c, m.URL, i)
+		cancel()
+		if err == nil {
+			t.Fatal("request through a resetting server succeeded")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	err = post(ctx, c, m.URL, 0)
+	expired := ctx.Err() != nil
+	cancel()
+	if err == nil || expired {
+		t.Fatalf("a request with too short a deadline ended with %v (deadline passed: %t), want an error before its deadline", err, expired)
+	}
+	m.ResetConnections(false)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := post(ctx, c, m.URL, 0); err != nil {
+		t.Fatalf("after the resets ended: %v", err)
+	}
+	t.Logf("sent %s after the resets ended", time.Since(start))
+}
