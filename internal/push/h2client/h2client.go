@@ -288,8 +288,9 @@ func (h *hostPool) broadcast() {
 // request whose deadline reaches the next attempt waits for it, so pushes
 // go out as soon as the service is back instead of failing until the
 // backoff ends; one whose deadline comes first fails at once. Either way a
-// request sees at most one dial fail: then it gets that error, and the
-// caller's own retrying decides.
+// call sees at most one dial fail: then it returns that error, and the
+// caller's own retrying decides (RoundTrip calls again only to resend what
+// a connection refused unprocessed, within the request's deadline).
 func (h *hostPool) get(ctx context.Context) (*conn, error) {
 	h.waiters.Add(1)
 	defer h.waiters.Add(-1)

@@ -120,8 +120,13 @@ func (w *writer) queued() int {
 // flush writes whatever is pending.
 func (w *writer) flush() error {
 	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	return w.flushLocked()
+	err := w.flushLocked()
+	w.wmu.Unlock()
+	if err == nil {
+		// What was queued during the write was left to us.
+		w.drain()
+	}
+	return err
 }
 
 // flushLocked is flush with wmu held.
