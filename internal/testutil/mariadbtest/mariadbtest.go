@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -41,8 +40,7 @@ type Server struct {
 	err     error
 	dir     string
 	port    int
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	proc    *daemon.Process
 	logPath string
 	admin   *sql.DB // root, over the unix socket
 
@@ -136,16 +134,9 @@ func (s *Server) start() error {
 	// As root, mariadbd switches to the mysql user the package created,
 	// which must own the directory.
 	var userArgs []string
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("mysql")
-		if err != nil {
-			return fmt.Errorf("running as root and no mysql user (install Debian's mariadb-server: `make test-deps`): %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(s.dir, uid, gid); err != nil {
-			return err
-		}
+	if cred, err := daemon.OwnAs(s.dir, "mysql", "mariadb-server"); err != nil {
+		return err
+	} else if cred != nil {
 		userArgs = []string{"--user=mysql"}
 	}
 	data := filepath.Join(s.dir, "data")
@@ -156,23 +147,10 @@ func (s *Server) start() error {
 		return fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
 	}
 	s.logPath = filepath.Join(s.dir, "mariadb.log")
-	for attempt := 0; ; attempt++ {
-		err := s.launch(data, userArgs)
-		if err == nil {
-			return nil
-		}
-		// Another process may have taken the free port we picked.
-		if attempt == 3 {
-			return err
-		}
-	}
+	return daemon.OnFreePort(func(port int) error { return s.launch(data, userArgs, port) })
 }
 
-func (s *Server) launch(data string, userArgs []string) error {
-	port, err := daemon.FreePort()
-	if err != nil {
-		return err
-	}
+func (s *Server) launch(data string, userArgs []string, port int) error {
 	s.port = port
 	socket := filepath.Join(s.dir, "mariadb.sock")
 	cmd := exec.Command(mariadbd, append([]string{"--no-defaults", "--datadir=" + data,
@@ -183,24 +161,25 @@ func (s *Server) launch(data string, userArgs []string) error {
 		// buffer pool starts faster.
 		"--innodb-buffer-pool-size=16M", "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
 	}, userArgs...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	proc, err := daemon.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("starting mariadbd: %w", err)
 	}
-	s.cmd = cmd
-	s.exited = make(chan struct{})
-	go func() { cmd.Wait(); close(s.exited) }()
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Net, cfg.Addr = "root", "unix", socket
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
+		proc.Stop(syscall.SIGTERM)
 		return err
 	}
-	s.admin = sql.OpenDB(connector)
-	if err := daemon.WaitReady("mariadbd", s.admin.PingContext, s.exited, s.logPath, 60*time.Second); err != nil {
-		s.Stop()
+	admin := sql.OpenDB(connector)
+	if err := daemon.WaitReady("mariadbd", admin.PingContext, proc.Exited(), s.logPath, 60*time.Second); err != nil {
+		// Only the process: the data directory serves the next attempt.
+		admin.Close()
+		proc.Stop(syscall.SIGTERM)
 		return err
 	}
+	s.admin, s.proc = admin, proc
 	return nil
 }
 
@@ -210,15 +189,9 @@ func (s *Server) Stop() {
 		s.admin.Close()
 		s.admin = nil
 	}
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(30 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-		}
-		s.cmd = nil
+	if s.proc != nil {
+		s.proc.Stop(syscall.SIGTERM)
+		s.proc = nil
 	}
 	if s.dir != "" {
 		os.RemoveAll(s.dir)

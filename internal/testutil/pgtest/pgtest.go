@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -33,8 +32,7 @@ type Server struct {
 	err     error
 	dir     string
 	port    int
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	proc    *daemon.Process
 	logPath string
 
 	mu  sync.Mutex
@@ -148,18 +146,9 @@ func (s *Server) start() error {
 	}
 	// PostgreSQL refuses to run as root: run it as the postgres user the
 	// package created.
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return fmt.Errorf("running as root and no postgres user (install Debian's postgresql: `make test-deps`): %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(s.dir, uid, gid); err != nil {
-			return err
-		}
+	cred, err := daemon.OwnAs(s.dir, "postgres", "postgresql")
+	if err != nil {
+		return err
 	}
 	data := filepath.Join(s.dir, "data")
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
@@ -168,23 +157,10 @@ func (s *Server) start() error {
 		return fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	s.logPath = filepath.Join(s.dir, "postgres.log")
-	for attempt := 0; ; attempt++ {
-		err := s.launch(bin, data, cred)
-		if err == nil {
-			return nil
-		}
-		// Another process may have taken the free port we picked.
-		if attempt == 3 {
-			return err
-		}
-	}
+	return daemon.OnFreePort(func(port int) error { return s.launch(bin, data, cred, port) })
 }
 
-func (s *Server) launch(bin, data string, cred *syscall.Credential) error {
-	port, err := daemon.FreePort()
-	if err != nil {
-		return err
-	}
+func (s *Server) launch(bin, data string, cred *syscall.Credential, port int) error {
 	s.port = port
 	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
 	if err != nil {
@@ -197,31 +173,25 @@ func (s *Server) launch(bin, data string, cred *syscall.Credential) error {
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	proc, err := daemon.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("starting postgres: %w", err)
 	}
-	s.cmd = cmd
-	s.exited = make(chan struct{})
-	go func() { cmd.Wait(); close(s.exited) }()
-	if err := daemon.WaitReady("postgres", func(ctx context.Context) error { return s.exec(ctx, "SELECT 1") }, s.exited, s.logPath, 60*time.Second); err != nil {
-		s.Stop()
+	if err := daemon.WaitReady("postgres", func(ctx context.Context) error { return s.exec(ctx, "SELECT 1") }, proc.Exited(), s.logPath, 60*time.Second); err != nil {
+		// Only the process: the data directory serves the next attempt.
+		proc.Stop(syscall.SIGINT)
 		return err
 	}
+	s.proc = proc
 	return nil
 }
 
 // Stop shuts the server down (fast shutdown) and removes its directory.
 func (s *Server) Stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-s.exited:
-		case <-time.After(30 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-		}
-		s.cmd = nil
+	if s.proc != nil {
+		s.proc.Stop(syscall.SIGINT)
+		s.proc = nil
 	}
 	if s.dir != "" {
 		os.RemoveAll(s.dir)
