@@ -36,20 +36,28 @@ func post(ctx context.Context, c *http.Client, base string, i int) error {
 	return nil
 }
 
-// Requests a GOAWAY excluded, which the server never processed, go out
-// again on a new connection by the client itself: with GOAWAY after every
-// answer, all 200 arrive, none waits in a sleeping retry.
-func TestResendsWhatGoAwayExcluded(t *testing.T) {
+// newMock starts an APNS mock, closed when the test ends, and a client
+// that trusts it.
+func newMock(t *testing.T) (*apnsmock.Server, *http.Client) {
+	t.Helper()
 	m, err := apnsmock.New(apnsmock.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	m.GoAwayEvery(1)
+	t.Cleanup(m.Close)
 	c, err := h2client.New(h2client.Options{CAPath: m.CADir})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, c
+}
+
+// Requests a GOAWAY excluded, which the server never processed, go out
+// again on a new connection by the client itself: with GOAWAY after every
+// answer, all 200 arrive, none waits in a sleeping retry.
+func TestResendsWhatGoAwayExcluded(t *testing.T) {
+	m, c := newMock(t)
+	m.GoAwayEvery(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second*raceSlowdown)
 	defer cancel()
 	const n = 200
@@ -72,15 +80,7 @@ func TestResendsWhatGoAwayExcluded(t *testing.T) {
 // A burst at start shares one connection, and while a service resets
 // every connection, the client dials with backoff, not per request.
 func TestDialling(t *testing.T) {
-	m, err := apnsmock.New(apnsmock.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	c, err := h2client.New(h2client.Options{CAPath: m.CADir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, c := newMock(t)
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Go(func() {
@@ -94,16 +94,8 @@ func TestDialling(t *testing.T) {
 		t.Fatalf("a burst of 50 opened %d connections", m.Connections())
 	}
 
-	m2, err := apnsmock.New(apnsmock.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m2.Close()
+	m2, c2 := newMock(t)
 	m2.ResetConnections(true)
-	c2, err := h2client.New(h2client.Options{CAPath: m2.CADir})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Requests one after the other for a second: without backoff each
 	// would dial.
 	deadline := time.Now().Add(time.Second)
@@ -123,16 +115,8 @@ func TestDialling(t *testing.T) {
 // attempt waits for it and goes out once the service is back; one whose
 // deadline comes first fails at once.
 func TestWaitsForTheNextDial(t *testing.T) {
-	m, err := apnsmock.New(apnsmock.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, c := newMock(t)
 	m.ResetConnections(true)
-	c, err := h2client.New(h2client.Options{CAPath: m.CADir})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Four failed dials: the next one is at least 400 ms away.
 	for i := range 4 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -143,7 +127,7 @@ func TestWaitsForTheNextDial(t *testing.T) {
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	err = post(ctx, c, m.URL, 0)
+	err := post(ctx, c, m.URL, 0)
 	expired := ctx.Err() != nil
 	cancel()
 	if err == nil || expired {
