@@ -169,11 +169,20 @@ func (b *barrier) remove(node string, w *waiter) {
 func (b *barrier) acked(node string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, w := range b.waiting[node] {
+	ws := b.waiting[node]
+	keep := ws[:0] // filtering in place: nothing is written ahead of the read
+	for _, w := range ws {
 		if w.need--; w.need == 0 {
 			close(w.done)
-			b.remove(node, w)
+			continue
 		}
+		keep = append(keep, w)
+	}
+	clear(ws[len(keep):])
+	if len(keep) == 0 {
+		delete(b.waiting, node)
+	} else {
+		b.waiting[node] = keep
 	}
 }
 
