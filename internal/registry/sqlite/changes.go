@@ -40,7 +40,7 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 	}
 	// Everything up to the last seq ever given out is before us, even
 	// when pruning emptied the table.
-	err = conn.QueryRowContext(ctx, `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'registration_changes'), 0)`).Scan(&f.seq)
+	err = conn.QueryRowContext(ctx, sqlLastChange).Scan(&f.seq)
 	if err != nil {
 		return fmt.Errorf("change feed: %w", err)
 	}
@@ -74,6 +74,10 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 	}
 }
 
+// sqlLastChange reads the last seq given out, which AUTOINCREMENT keeps in
+// sqlite_sequence even when pruning emptied the log.
+const sqlLastChange = `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'registration_changes'), 0)`
+
 type follower struct {
 	conn    *sql.Conn
 	version int64
@@ -104,7 +108,7 @@ func (f *follower) poll(ctx context.Context, changed func(string), live func(boo
 	}
 	defer tx.Rollback()
 	var last int64
-	err = tx.QueryRowContext(ctx, `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'registration_changes'), 0)`).Scan(&last)
+	err = tx.QueryRowContext(ctx, sqlLastChange).Scan(&last)
 	if err != nil {
 		return fmt.Errorf("change feed: %w", err)
 	}
