@@ -213,24 +213,23 @@ func (s *Service) Run(ctx context.Context) {
 // that fails is followed again after a backoff; the cache is bypassed
 // meanwhile (Follow calls live(false) before it returns).
 func (s *Service) follow(ctx context.Context) {
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
-	backoff := minBackoff
+	backoff := push.Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		start := time.Now()
 		err := s.opts.Changes.Follow(ctx, s.cache.drop, s.cache.feedLive)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > maxBackoff {
-			backoff = minBackoff
+		if time.Since(start) > backoff.Max {
+			backoff.Reset() // it had been following for a while
 		}
-		s.logger.Warn("registration change feed failed; caching off until it is back", "err", err, "retry_in", backoff)
+		wait := backoff.Next()
+		s.logger.Warn("registration change feed failed; caching off until it is back", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
