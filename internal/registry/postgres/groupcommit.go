@@ -48,17 +48,26 @@ func (c committer) CommitBatch(batch []*groupcommit.Request) error {
 // commitOne stores one request through the single path and answers it.
 func (s *Store) commitOne(req *groupcommit.Request) {
 	r, a, err := s.registerAlone(req.Ctx, req.Node, req.Decide)
+	req.R, req.Err = r, err
+	s.answerWhenAcked(a, []*groupcommit.Request{req})
+}
+
+// answerWhenAcked answers reqs once the other instances acked a, that is
+// dropped what they cached; at once when there is nothing to wait for. The
+// writer goes on with the next batch meanwhile.
+func (s *Store) answerWhenAcked(a acks, reqs []*groupcommit.Request) {
+	answer := func() {
+		for _, req := range reqs {
+			req.Answer()
+		}
+	}
 	if len(a) == 0 {
-		req.R, req.Err = r, err
-		req.Answer()
+		answer()
 		return
 	}
-	// Answered once the other instances dropped what they cached; the
-	// writer goes on meanwhile.
 	go func() {
 		s.bar.waitAll(a, true)
-		req.R, req.Err = r, err
-		req.Answer()
+		answer()
 	}()
 }
 
@@ -177,22 +186,9 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 		}
 		s.gc.Committed(batch)
 	}
-	if len(acks) == 0 {
-		for _, req := range batch {
-			req.Answer()
-		}
-		return nil
-	}
-	// The callers are answered once the other instances dropped what
-	// they cached; the writer goes on with the next batch meanwhile.
-	pending, reqs := acks, slices.Clone(batch) // the writer reuses batch
-	acks = nil
-	go func() {
-		s.bar.waitAll(pending, true)
-		for _, req := range reqs {
-			req.Answer()
-		}
-	}()
+	pending := acks
+	acks = nil // now answerWhenAcked's, not the deferred release's
+	s.answerWhenAcked(pending, slices.Clone(batch)) // the writer reuses batch
 	return nil
 }
 
