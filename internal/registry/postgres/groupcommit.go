@@ -186,9 +186,11 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 		}
 		s.gc.Committed(batch)
 	}
+	// The acks are answerWhenAcked's now, not the deferred release's; the
+	// writer reuses batch.
 	pending := acks
-	acks = nil // now answerWhenAcked's, not the deferred release's
-	s.answerWhenAcked(pending, slices.Clone(batch)) // the writer reuses batch
+	acks = nil
+	s.answerWhenAcked(pending, slices.Clone(batch))
 	return nil
 }
 
