@@ -1,9 +1,10 @@
 // Package h2client is the HTTP/2 client each push service backend keeps:
 // TLS 1.2 or later, optional client certificates and a CA directory, pings
 // that notice a dead connection, and a pool of connections per host that
-// it manages itself on net/http's HTTP/2 (http.ClientConn).
+// it manages itself. The connections are its own, on x/net/http2's framer
+// and HPACK codec (see clientConn for why not net/http's).
 //
-// net/http's own pool does not fit a push service. Its retries of requests
+// net/http's own pool does not fit a push service either. Its retries of requests
 // the server never processed (GOAWAY, refused streams) sleep 1, 2, 4 s
 // between attempts, so under repeated GOAWAY pushes miss their deadline;
 // and when the service resets connections, every request dials again. The
@@ -14,6 +15,7 @@
 package h2client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -21,12 +23,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 )
@@ -41,6 +44,10 @@ type Options struct {
 	// MaxConns bounds the connections per host; default 4. A new one is
 	// opened only when the others are at the service's stream limit.
 	MaxConns int
+	// PingAfter is how long a connection may stay quiet before it is
+	// pinged, PingTimeout how long after that it may stay quiet before
+	// it is taken for dead and closed; defaults 30 s and 10 s.
+	PingAfter, PingTimeout time.Duration
 }
 
 const (
@@ -80,26 +87,21 @@ func New(o Options) (*http.Client, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = 4
 	}
-	var protocols http.Protocols
-	protocols.SetHTTP2(true)
-	t := &http.Transport{
-		Protocols:           &protocols,
-		TLSClientConfig:     cfg,
-		DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout: dialTimeout,
-		IdleConnTimeout:     10 * time.Minute,
-		HTTP2: &http.HTTP2Config{
-			SendPingTimeout: 30 * time.Second, // ping a quiet connection ...
-			PingTimeout:     10 * time.Second, // ... and drop it when the ping goes unanswered
-		},
+	cfg.NextProtos = []string{"h2"}
+	p := &pool{
+		dialer:   &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}, Config: cfg},
+		maxConns: o.MaxConns,
+		pings:    pings{after: cmp.Or(o.PingAfter, 30*time.Second), timeout: cmp.Or(o.PingTimeout, 10*time.Second)},
+		hosts:    map[string]*hostPool{},
 	}
-	return &http.Client{Transport: &pool{t: t, maxConns: o.MaxConns, hosts: map[string]*hostPool{}}}, nil
+	return &http.Client{Transport: p}, nil
 }
 
 // pool is an http.RoundTripper over a set of connections per host.
 type pool struct {
-	t        *http.Transport
+	dialer   *tls.Dialer
 	maxConns int
+	pings    pings
 
 	mu    sync.Mutex
 	hosts map[string]*hostPool
@@ -134,19 +136,17 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeBody(req)
 			return nil, err
 		}
-		send := req
-		if !c.answered.Load() {
-			send = c.watchFirstAnswer(req)
-		}
-		resp, err := c.cc.RoundTrip(send)
+		resp, err := c.cc.RoundTrip(req)
 		if err == nil {
-			c.answered.Store(true)
 			if c.reported.CompareAndSwap(false, true) {
 				h.connected()
 			}
 			return resp, nil
 		}
-		if c.cc.Err() != nil && !c.answered.Load() && c.failed.CompareAndSwap(false, true) {
+		// The read loop marks a connection answered before it fails the
+		// requests a GOAWAY excluded, so a connection the service closes
+		// after one answer never looks as if it died unanswered.
+		if c.cc.Err() != nil && !c.cc.Answered() && c.failed.CompareAndSwap(false, true) {
 			// A new connection that died before its first answer counts
 			// as a failed dial (once), so resets cannot make us dial in
 			// a loop.
@@ -186,38 +186,16 @@ func rewind(req *http.Request) (*http.Request, error) {
 	return &r, nil
 }
 
-// streamError mirrors the HTTP/2 stream error net/http returns, which
-// converts itself into any struct of this shape for errors.As.
-type streamError struct {
-	StreamID uint32
-	Code     uint32
-	Cause    error
-}
-
-func (e streamError) Error() string {
-	return fmt.Sprintf("stream %d reset, code %d", e.StreamID, e.Code)
-}
-
-const errCodeRefusedStream = 0x7
-
-// unprocessed reports whether err says the server did not process the
+// unprocessed reports whether err says the service did not process the
 // request, so it can go out again without being delivered twice: the
-// connection could not take it, the server's GOAWAY excluded it, or the
-// server refused the stream (RFC 9113 8.7). net/http exports no values for
-// the first two; their texts are stable since Go 1.6.
+// connection could not take it, the service's GOAWAY excluded it, or the
+// service refused the stream (RFC 9113 8.7).
 func unprocessed(err error) bool {
-	var se streamError
+	var se streamReset
 	if errors.As(err, &se) {
-		return se.Code == errCodeRefusedStream
+		return se.code == http2.ErrCodeRefusedStream
 	}
-	switch err.Error() {
-	case "http2: client conn not usable",
-		"http2: client conn is closed",
-		"http2: client conn could not be established",
-		"http2: Transport received Server's graceful shutdown GOAWAY":
-		return true
-	}
-	return false
+	return errors.Is(err, errUnprocessed)
 }
 
 // hostPool holds the connections to one host.
@@ -243,23 +221,9 @@ type hostPool struct {
 }
 
 type conn struct {
-	cc       *http.ClientConn
-	answered atomic.Bool // a response arrived on it
+	cc       *clientConn
 	reported atomic.Bool // the host pool was told it answered
 	failed   atomic.Bool // it died before any response, and was counted
-}
-
-// watchFirstAnswer returns req with a trace that marks c answered as soon
-// as a response's headers arrive. The mark must come from the connection's
-// read loop: a service that sends GOAWAY right after its first answer
-// fails the requests it excluded at once, and their goroutines may run
-// before the one that got the answer. Judged by RoundTrip's return alone,
-// such a connection would look as if it died unanswered and count as a
-// failed dial. Only requests on a connection that has not answered yet pay
-// for the trace.
-func (c *conn) watchFirstAnswer(req *http.Request) *http.Request {
-	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { c.answered.Store(true) }}
-	return req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 }
 
 func (h *hostPool) wakeChan() chan struct{} {
@@ -324,7 +288,7 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 			// Until a connection has answered, it takes only a few
 			// requests: if the service closes it after one answer, the
 			// rest would have been written for nothing.
-			if !c.answered.Load() && c.cc.InFlight() >= slowStart {
+			if !c.cc.Answered() && c.cc.InFlight() >= slowStart {
 				starting = true
 				continue
 			}
@@ -381,13 +345,12 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 func (h *hostPool) dial() {
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	cc, err := h.p.t.NewClientConn(ctx, h.scheme, h.addr)
+	cc, err := dialConn(ctx, h.p.dialer, h.addr, h.p.pings, h.broadcast)
 	h.mu.Lock()
 	h.dialing--
 	if err != nil {
 		h.failedLocked(err)
 	} else {
-		cc.SetStateHook(func(*http.ClientConn) { h.broadcast() })
 		h.conns = append(h.conns, &conn{cc: cc})
 	}
 	h.mu.Unlock()

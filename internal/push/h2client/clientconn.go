@@ -1,0 +1,880 @@
+package h2client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// clientConn is one HTTP/2 connection to a push service, written on
+// x/net/http2's Framer and HPACK codec rather than net/http's client.
+//
+// A push service connection carries thousands of small requests a second
+// whose headers differ only in the path. net/http writes each request's
+// HEADERS and DATA frames as two TLS records with a write syscall each,
+// and enters every header into HPACK's table, so each device path evicts
+// another entry: together over a quarter of our CPU per push. Here the
+// frames of every request queued while one write is under way leave
+// together in one write, and the path goes out as a literal that is never
+// indexed. Responses are small JSON documents and are read whole before
+// RoundTrip returns.
+type clientConn struct {
+	nc   net.Conn
+	fr   *http2.Framer
+	hook func() // told whenever room may have opened or the state changed
+
+	pings       pings
+	idleTimeout time.Duration // close after this long without requests
+
+	// Write side. wmu orders frames: stream IDs must rise and the HPACK
+	// encoder's state must follow the order in which frames leave.
+	wmu     sync.Mutex
+	out     frameBuf // frames not yet written to nc
+	spare   []byte
+	writing bool // a goroutine is writing to nc; it sends out before it stops
+	werr    error
+	henc    *hpack.Encoder
+	hbuf    bytes.Buffer
+	nextID  uint32
+	lower   map[string]string // header names as sent, by canonical key
+
+	// State shared with the read loop.
+	mu          sync.Mutex
+	streams     map[uint32]*stream
+	reserved    int
+	maxStreams  int
+	maxFrame    uint32 // the service's SETTINGS_MAX_FRAME_SIZE
+	initWindow  int64  // the service's SETTINGS_INITIAL_WINDOW_SIZE
+	sendWindow  int64  // connection-level send window
+	windowGrew  chan struct{}
+	draining    bool  // GOAWAY received or stream IDs used up: no new requests
+	closed      error // why the connection ended; nil while open
+	idleSince   time.Time
+	tableSize   uint32
+	tableUpdate bool
+
+	answered  atomic.Bool  // a response arrived, or a GOAWAY that will answer some
+	frames    atomic.Int64 // frames read, for the liveness check
+	readDone  chan struct{}
+	recvTaken int64 // connection-level receive window used; read loop only
+}
+
+// pings say when a quiet connection is pinged (after) and when it is
+// taken for dead (timeout later).
+type pings struct{ after, timeout time.Duration }
+
+type stream struct {
+	id   uint32
+	done chan struct{} // closed once the response is complete or failed
+
+	// Set by the read loop before done is closed, read after.
+	status     int
+	header     http.Header
+	body       []byte
+	err        error
+	gotHeaders bool
+
+	sendWindow int64 // guarded by clientConn.mu
+	sending    bool  // request body not fully sent; guarded by mu
+}
+
+// frameBuf collects the framer's output until it is written to the
+// connection.
+type frameBuf struct{ b []byte }
+
+func (f *frameBuf) Write(p []byte) (int, error) {
+	f.b = append(f.b, p...)
+	return len(p), nil
+}
+
+const (
+	// Response bodies are kept whole; push services answer with a few
+	// hundred bytes. A larger body fails its request.
+	maxResponseBody = 256 << 10
+	maxRequestBody  = 1 << 20
+	// The receive windows we grant: no response ever waits for a window
+	// update on its stream.
+	streamRecvWindow  = 1 << 20
+	connRecvWindow    = 4 << 20
+	maxHeaderListSize = 64 << 10
+	// Until the service's SETTINGS say otherwise (RFC 9113 6.5.2 leaves
+	// it unlimited; 100 is the recommended minimum).
+	defaultMaxStreams = 100
+	maxStreamID       = 1<<31 - 1
+	// The largest buffer kept for the next write once written.
+	maxSpare = 1 << 20
+)
+
+var (
+	// errUnprocessed marks errors of requests the service never
+	// processed (RFC 9113 8.7): they can be sent again safely.
+	errUnprocessed  = errors.New("h2client: request not processed")
+	errGoneAway     = errors.New("h2client: the service closed the connection (GOAWAY)")
+	errIdle         = errors.New("h2client: idle connection closed")
+	errNoRoom       = errors.New("h2client: connection at its stream limit")
+	errBodyTooLarge = errors.New("h2client: response body too large")
+)
+
+// streamReset is the error of a request whose stream the service reset.
+type streamReset struct {
+	id   uint32
+	code http2.ErrCode
+}
+
+func (e streamReset) Error() string {
+	return fmt.Sprintf("h2client: stream %d reset by the service: %v", e.id, e.code)
+}
+
+// unprocessedError wraps the reason a request never reached the service.
+func unprocessedError(reason error) error { return fmt.Errorf("%w: %w", errUnprocessed, reason) }
+
+// dialConn opens a connection to addr: TLS with ALPN h2, the client
+// preface, and the service's first SETTINGS, so that its stream limit is
+// known before the first request.
+func dialConn(ctx context.Context, d *tls.Dialer, addr string, p pings, hook func()) (*clientConn, error) {
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if p := nc.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
+		nc.Close()
+		return nil, fmt.Errorf("h2client: %s does not offer HTTP/2 (ALPN %q)", addr, p)
+	}
+	cc := newClientConn(nc, hook)
+	cc.pings = p
+	if err := cc.start(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("h2client: starting HTTP/2 with %s: %w", addr, err)
+	}
+	go cc.readLoop()
+	go cc.watch()
+	return cc, nil
+}
+
+func newClientConn(nc net.Conn, hook func()) *clientConn {
+	cc := &clientConn{
+		nc:          nc,
+		hook:        hook,
+		pings:       pings{after: 30 * time.Second, timeout: 10 * time.Second},
+		idleTimeout: 10 * time.Minute,
+		nextID:      1,
+		lower:       map[string]string{},
+		streams:     map[uint32]*stream{},
+		maxStreams:  defaultMaxStreams,
+		maxFrame:    16 << 10,
+		initWindow:  65535,
+		sendWindow:  65535,
+		windowGrew:  make(chan struct{}),
+		idleSince:   time.Now(),
+		readDone:    make(chan struct{}),
+	}
+	cc.fr = http2.NewFramer(&cc.out, bufio.NewReaderSize(nc, 16<<10))
+	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	cc.fr.MaxHeaderListSize = maxHeaderListSize
+	cc.henc = hpack.NewEncoder(&cc.hbuf)
+	return cc
+}
+
+func (cc *clientConn) start(ctx context.Context) error {
+	cc.out.b = append(cc.out.b, http2.ClientPreface...)
+	cc.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamRecvWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
+	)
+	cc.fr.WriteWindowUpdate(0, connRecvWindow-65535)
+	if deadline, ok := ctx.Deadline(); ok {
+		cc.nc.SetDeadline(deadline)
+		defer cc.nc.SetDeadline(time.Time{})
+	}
+	if _, err := cc.nc.Write(cc.out.b); err != nil {
+		return err
+	}
+	cc.out.b = cc.out.b[:0]
+	f, err := cc.fr.ReadFrame()
+	if err != nil {
+		return err
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		return fmt.Errorf("first frame is %v, not SETTINGS", f.Header().Type)
+	}
+	cc.frames.Add(1)
+	if err := cc.onSettings(sf); err != nil {
+		return err
+	}
+	cc.flush() // the acknowledgement
+	cc.wmu.Lock()
+	err = cc.werr
+	cc.wmu.Unlock()
+	return err
+}
+
+// Reserve sets a stream aside for one RoundTrip, or says why the
+// connection cannot take one now.
+func (cc *clientConn) Reserve() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if err := cc.usableLocked(); err != nil {
+		return err
+	}
+	if len(cc.streams)+cc.reserved >= cc.maxStreams {
+		return errNoRoom
+	}
+	cc.reserved++
+	return nil
+}
+
+// InFlight counts the requests under way and reserved.
+func (cc *clientConn) InFlight() int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return len(cc.streams) + cc.reserved
+}
+
+func (cc *clientConn) unreserve() {
+	cc.mu.Lock()
+	if cc.reserved > 0 {
+		cc.reserved--
+	}
+	cc.mu.Unlock()
+	cc.released()
+}
+
+// Err is nil while the connection takes new requests.
+func (cc *clientConn) Err() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.usableLocked()
+}
+
+// Answered reports whether the service answered a request on the
+// connection, or said with its GOAWAY that it will.
+func (cc *clientConn) Answered() bool { return cc.answered.Load() }
+
+func (cc *clientConn) usableLocked() error {
+	switch {
+	case cc.closed != nil:
+		return cc.closed
+	case cc.draining:
+		return errGoneAway
+	}
+	return nil
+}
+
+// RoundTrip sends req on a stream reserved with Reserve and returns the
+// whole response. Errors wrapping errUnprocessed mean the service never
+// saw the request.
+func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, err := readBody(req)
+	if err == nil {
+		err = checkHeaders(req.Header)
+	}
+	if err != nil {
+		cc.unreserve()
+		return nil, err
+	}
+	st := &stream{done: make(chan struct{})}
+	ctx := req.Context()
+
+	cc.wmu.Lock()
+	cc.mu.Lock()
+	// The reservation becomes the stream under the same lock, so the
+	// count Reserve checks never dips in between.
+	if cc.reserved > 0 {
+		cc.reserved--
+	}
+	err = cc.usableLocked()
+	if err == nil {
+		err = cc.werr
+	}
+	if err != nil {
+		// Nothing of the request was written.
+		cc.mu.Unlock()
+		cc.wmu.Unlock()
+		cc.hook()
+		return nil, unprocessedError(err)
+	}
+	st.id = cc.nextID
+	cc.nextID += 2
+	if cc.nextID > maxStreamID {
+		cc.draining = true
+	}
+	st.sendWindow = cc.initWindow
+	st.sending = len(body) > 0
+	cc.streams[st.id] = st
+	maxFrame := cc.maxFrame
+	cc.mu.Unlock()
+	cc.writeHeaders(st.id, req, len(body), maxFrame)
+	sent := 0
+	if len(body) > 0 {
+		sent = cc.writeData(st, body)
+	}
+	cc.flushLocked()
+	if sent < len(body) {
+		cc.sendRest(ctx, st, body[sent:])
+	}
+
+	select {
+	case <-st.done:
+	case <-ctx.Done():
+		cc.abandon(st, http2.ErrCodeCancel)
+		return nil, ctx.Err()
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	resp := &http.Response{
+		Status:        strconv.Itoa(st.status) + " " + http.StatusText(st.status),
+		StatusCode:    st.status,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        st.header,
+		ContentLength: int64(len(st.body)),
+		Body:          http.NoBody,
+		Request:       req,
+	}
+	if len(st.body) > 0 {
+		resp.Body = io.NopCloser(bytes.NewReader(st.body))
+	}
+	return resp, nil
+}
+
+func readBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	defer req.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxRequestBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("h2client: reading the request body: %w", err)
+	}
+	if len(body) > maxRequestBody {
+		return nil, fmt.Errorf("h2client: request body over %d bytes", maxRequestBody)
+	}
+	return body, nil
+}
+
+// checkHeaders refuses what cannot be sent as HTTP/2 header fields, before
+// a stream is opened for it.
+func checkHeaders(h http.Header) error {
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("h2client: invalid header name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("h2client: invalid value of header %q", k)
+			}
+		}
+	}
+	return nil
+}
+
+// Connection-specific fields, which HTTP/2 forbids (RFC 9113 8.2.2), and
+// the ones written from the request itself.
+var skipHeaders = map[string]bool{
+	"connection": true, "proxy-connection": true, "keep-alive": true,
+	"transfer-encoding": true, "upgrade": true, "te": true,
+	"host": true, "content-length": true,
+}
+
+// writeHeaders queues the request's HEADERS (and CONTINUATION) frames;
+// wmu is held.
+func (cc *clientConn) writeHeaders(id uint32, req *http.Request, bodyLen int, maxFrame uint32) {
+	cc.hbuf.Reset()
+	enc := func(name, value string) { cc.henc.WriteField(hpack.HeaderField{Name: name, Value: value}) }
+	enc(":method", req.Method)
+	enc(":scheme", "https")
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	enc(":authority", host)
+	// Never indexed: device tokens make every path new, and indexing
+	// them would only evict the fields that do repeat.
+	cc.henc.WriteField(hpack.HeaderField{Name: ":path", Value: req.URL.RequestURI(), Sensitive: true})
+	for k, vv := range req.Header {
+		name, ok := cc.lower[k]
+		if !ok {
+			name = strings.ToLower(k)
+			if len(cc.lower) < 64 {
+				cc.lower[k] = name
+			}
+		}
+		if skipHeaders[name] {
+			continue
+		}
+		for _, v := range vv {
+			enc(name, v)
+		}
+	}
+	if bodyLen > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut {
+		enc("content-length", strconv.Itoa(bodyLen))
+	}
+	block := cc.hbuf.Bytes()
+	first := block[:min(len(block), int(maxFrame))]
+	block = block[len(first):]
+	cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: bodyLen == 0, EndHeaders: len(block) == 0})
+	for len(block) > 0 {
+		frag := block[:min(len(block), int(maxFrame))]
+		block = block[len(frag):]
+		cc.fr.WriteContinuation(id, len(block) == 0, frag)
+	}
+}
+
+// writeData queues as much of body as the send windows allow and returns
+// how much that was; wmu is held.
+func (cc *clientConn) writeData(st *stream, body []byte) int {
+	cc.mu.Lock()
+	n := min(int64(len(body)), st.sendWindow, cc.sendWindow)
+	if n < 0 {
+		n = 0
+	}
+	st.sendWindow -= n
+	cc.sendWindow -= n
+	if n == int64(len(body)) {
+		st.sending = false
+	}
+	maxFrame := int(cc.maxFrame)
+	cc.mu.Unlock()
+	p := body[:n]
+	for len(p) > 0 {
+		chunk := p[:min(len(p), maxFrame)]
+		p = p[len(chunk):]
+		cc.fr.WriteData(st.id, len(p) == 0 && int(n) == len(body), chunk)
+	}
+	return int(n)
+}
+
+// sendRest sends what of a request body the windows held back, as the
+// service grants more.
+func (cc *clientConn) sendRest(ctx context.Context, st *stream, rest []byte) {
+	for len(rest) > 0 {
+		cc.mu.Lock()
+		grew := cc.windowGrew
+		_, live := cc.streams[st.id]
+		cc.mu.Unlock()
+		if !live {
+			return
+		}
+		cc.wmu.Lock()
+		n := cc.writeData(st, rest)
+		cc.flushLocked()
+		rest = rest[n:]
+		if n == 0 {
+			select {
+			case <-grew:
+			case <-st.done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// write queues the frames fn writes and sends them.
+func (cc *clientConn) write(fn func(*http2.Framer) error) {
+	cc.wmu.Lock()
+	fn(cc.fr)
+	cc.flushLocked()
+}
+
+// flushLocked sends the queued frames and unlocks wmu. If another
+// goroutine is writing, it leaves them to it: a writer looks at the queue
+// again after each write, so whatever was queued during one write leaves
+// in the next, in one syscall and as few TLS records as it fills.
+func (cc *clientConn) flushLocked() {
+	if cc.writing {
+		cc.wmu.Unlock()
+		return
+	}
+	cc.writing = true
+	for len(cc.out.b) > 0 && cc.werr == nil {
+		buf := cc.out.b
+		cc.out.b = cc.spare[:0]
+		cc.wmu.Unlock()
+		_, err := cc.nc.Write(buf)
+		cc.wmu.Lock()
+		if cap(buf) <= maxSpare {
+			cc.spare = buf[:0]
+		} else {
+			cc.spare = nil
+		}
+		if err != nil {
+			cc.werr = err
+		}
+	}
+	cc.writing = false
+	err := cc.werr
+	cc.out.b = cc.out.b[:0]
+	cc.wmu.Unlock()
+	if err != nil {
+		cc.closeWith(fmt.Errorf("h2client: writing to the service: %w", err))
+	}
+}
+
+// abandon forgets a stream the caller no longer waits for and resets it.
+func (cc *clientConn) abandon(st *stream, code http2.ErrCode) {
+	cc.mu.Lock()
+	_, live := cc.streams[st.id]
+	if live {
+		delete(cc.streams, st.id)
+	}
+	cc.mu.Unlock()
+	if !live {
+		return
+	}
+	cc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(st.id, code) })
+	cc.released()
+}
+
+// finish ends a stream with err (nil: its response is complete).
+func (cc *clientConn) finish(st *stream, err error) {
+	cc.mu.Lock()
+	if cc.streams[st.id] != st {
+		cc.mu.Unlock()
+		return
+	}
+	delete(cc.streams, st.id)
+	stopSending := err == nil && st.sending
+	st.err = err
+	close(st.done)
+	cc.mu.Unlock()
+	if stopSending {
+		// The service answered before the whole body was sent: stop.
+		cc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(st.id, http2.ErrCodeCancel) })
+	}
+	cc.released()
+}
+
+// released runs after a stream ended: the pool may use the room, and a
+// draining connection closes with its last stream.
+func (cc *clientConn) released() {
+	cc.mu.Lock()
+	empty := len(cc.streams) == 0 && cc.reserved == 0
+	if empty {
+		cc.idleSince = time.Now()
+	}
+	drained := empty && cc.draining
+	cc.mu.Unlock()
+	if drained {
+		cc.closeWith(errGoneAway)
+		return
+	}
+	cc.hook()
+}
+
+// closeWith ends the connection and fails every request under way with
+// err.
+func (cc *clientConn) closeWith(err error) {
+	cc.mu.Lock()
+	if cc.closed != nil {
+		cc.mu.Unlock()
+		return
+	}
+	cc.closed = err
+	for id, st := range cc.streams {
+		delete(cc.streams, id)
+		st.err = err
+		close(st.done)
+	}
+	close(cc.windowGrew)
+	cc.windowGrew = make(chan struct{})
+	cc.mu.Unlock()
+	cc.nc.Close()
+	cc.hook()
+}
+
+// Close ends the connection; requests under way fail.
+func (cc *clientConn) Close() error {
+	cc.closeWith(net.ErrClosed)
+	return nil
+}
+
+func (cc *clientConn) readLoop() {
+	defer close(cc.readDone)
+	err := cc.readFrames()
+	cc.closeWith(fmt.Errorf("h2client: connection lost: %w", err))
+}
+
+func (cc *clientConn) readFrames() error {
+	for {
+		f, err := cc.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				cc.resetStream(se.StreamID, se.Code, fmt.Errorf("h2client: malformed response: %w", err))
+				continue
+			}
+			return err
+		}
+		cc.frames.Add(1)
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			cc.onHeaders(f)
+		case *http2.DataFrame:
+			cc.onData(f)
+		case *http2.RSTStreamFrame:
+			if st := cc.stream(f.StreamID); st != nil {
+				cc.finish(st, streamReset{id: f.StreamID, code: f.ErrCode})
+			}
+		case *http2.SettingsFrame:
+			if f.IsAck() {
+				continue
+			}
+			if err := cc.onSettings(f); err != nil {
+				return err
+			}
+			cc.flush()
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				cc.write(func(fr *http2.Framer) error { return fr.WritePing(true, f.Data) })
+			}
+		case *http2.GoAwayFrame:
+			cc.onGoAway(f)
+		case *http2.WindowUpdateFrame:
+			if err := cc.onWindowUpdate(f); err != nil {
+				return err
+			}
+		case *http2.PushPromiseFrame:
+			return errors.New("h2client: server push, which the client disabled")
+		}
+		// PRIORITY and unknown frames are ignored (RFC 9113 5.5).
+	}
+}
+
+func (cc *clientConn) stream(id uint32) *stream {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.streams[id]
+}
+
+// resetStream fails a stream the read loop found at fault and resets it.
+func (cc *clientConn) resetStream(id uint32, code http2.ErrCode, err error) {
+	st := cc.stream(id)
+	if st == nil {
+		return
+	}
+	cc.finish(st, err)
+	cc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, code) })
+}
+
+func (cc *clientConn) onHeaders(f *http2.MetaHeadersFrame) {
+	st := cc.stream(f.StreamID)
+	if st == nil {
+		return // abandoned
+	}
+	if !st.gotHeaders {
+		status := f.PseudoValue("status")
+		code, err := strconv.Atoi(status)
+		if err != nil || len(status) != 3 || f.Truncated {
+			cc.resetStream(f.StreamID, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers (:status %q)", status))
+			return
+		}
+		if code < 200 {
+			return // interim response (1xx)
+		}
+		fields := f.RegularFields()
+		st.status = code
+		st.header = make(http.Header, len(fields))
+		for _, hf := range fields {
+			k := http.CanonicalHeaderKey(hf.Name)
+			st.header[k] = append(st.header[k], hf.Value)
+		}
+		st.gotHeaders = true
+		cc.answered.Store(true)
+	}
+	// Later HEADERS are trailers, which no push service sends.
+	if f.StreamEnded() {
+		cc.finish(st, nil)
+	}
+}
+
+func (cc *clientConn) onData(f *http2.DataFrame) {
+	// Flow control counts the whole frame, padding too, on every stream,
+	// abandoned ones included.
+	if n := int64(f.Length); n > 0 {
+		cc.recvTaken += n
+		if cc.recvTaken >= connRecvWindow/2 {
+			incr := uint32(cc.recvTaken)
+			cc.recvTaken = 0
+			cc.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, incr) })
+		}
+	}
+	st := cc.stream(f.StreamID)
+	if st == nil {
+		return
+	}
+	if !st.gotHeaders {
+		cc.resetStream(f.StreamID, http2.ErrCodeProtocol, errors.New("h2client: DATA before the response headers"))
+		return
+	}
+	data := f.Data()
+	if len(st.body)+len(data) > maxResponseBody {
+		cc.resetStream(f.StreamID, http2.ErrCodeCancel, errBodyTooLarge)
+		return
+	}
+	st.body = append(st.body, data...)
+	if f.StreamEnded() {
+		cc.finish(st, nil)
+	}
+}
+
+// onSettings applies the service's settings and queues the
+// acknowledgement, which the caller sends.
+func (cc *clientConn) onSettings(f *http2.SettingsFrame) error {
+	cc.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingMaxConcurrentStreams:
+			cc.maxStreams = int(min(s.Val, 1<<16))
+		case http2.SettingInitialWindowSize:
+			// Valid range checked by the framer; the change applies
+			// to the open streams too (RFC 9113 6.9.2).
+			delta := int64(s.Val) - cc.initWindow
+			for _, st := range cc.streams {
+				st.sendWindow += delta
+			}
+			cc.initWindow = int64(s.Val)
+		case http2.SettingMaxFrameSize:
+			cc.maxFrame = s.Val
+		case http2.SettingHeaderTableSize:
+			cc.tableSize = s.Val
+			cc.tableUpdate = true
+		}
+		return nil
+	})
+	close(cc.windowGrew)
+	cc.windowGrew = make(chan struct{})
+	update, size := cc.tableUpdate, cc.tableSize
+	cc.tableUpdate = false
+	cc.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	cc.wmu.Lock()
+	if update {
+		cc.henc.SetMaxDynamicTableSizeLimit(size)
+	}
+	cc.fr.WriteSettingsAck()
+	cc.wmu.Unlock()
+	cc.hook()
+	return nil
+}
+
+// flush sends whatever is queued.
+func (cc *clientConn) flush() {
+	cc.wmu.Lock()
+	cc.flushLocked()
+}
+
+func (cc *clientConn) onGoAway(f *http2.GoAwayFrame) {
+	if f.LastStreamID > 0 {
+		// The service took requests and will answer them. net/http's
+		// server sends this GOAWAY before the answer it comes with, and
+		// the pool must not take the connection for one that died
+		// unanswered.
+		cc.answered.Store(true)
+	}
+	cc.mu.Lock()
+	cc.draining = true
+	excluded := unprocessedError(errGoneAway)
+	for id, st := range cc.streams {
+		if id > f.LastStreamID {
+			delete(cc.streams, id)
+			st.err = excluded
+			close(st.done)
+		}
+	}
+	cc.mu.Unlock()
+	cc.released()
+}
+
+func (cc *clientConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	incr := int64(f.Increment)
+	if f.StreamID == 0 {
+		if cc.sendWindow+incr > maxStreamID {
+			return errors.New("h2client: the service overflowed the connection's window")
+		}
+		cc.sendWindow += incr
+	} else if st := cc.streams[f.StreamID]; st != nil {
+		st.sendWindow += incr
+	}
+	close(cc.windowGrew)
+	cc.windowGrew = make(chan struct{})
+	return nil
+}
+
+// watch pings a connection that has been quiet for pingAfter and closes
+// it when nothing arrives within pingTimeout after; it also closes a
+// connection unused for idleTimeout.
+func (cc *clientConn) watch() {
+	t := time.NewTimer(cc.pings.after)
+	defer t.Stop()
+	seen := cc.frames.Load()
+	for {
+		select {
+		case <-cc.readDone:
+			return
+		case <-t.C:
+		}
+		if cc.closeIfIdle() {
+			return
+		}
+		if n := cc.frames.Load(); n != seen {
+			seen = n
+			t.Reset(cc.pings.after)
+			continue
+		}
+		cc.write(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{'p', 'u', 's', 'h'}) })
+		t.Reset(cc.pings.timeout)
+		select {
+		case <-cc.readDone:
+			return
+		case <-t.C:
+		}
+		if cc.frames.Load() == seen {
+			cc.closeWith(fmt.Errorf("h2client: no answer to a ping in %s", cc.pings.timeout))
+			return
+		}
+		seen = cc.frames.Load()
+		t.Reset(cc.pings.after)
+	}
+}
+
+func (cc *clientConn) closeIfIdle() bool {
+	cc.mu.Lock()
+	idle := len(cc.streams) == 0 && cc.reserved == 0 && cc.closed == nil && time.Since(cc.idleSince) >= cc.idleTimeout
+	if idle {
+		// Set under the lock that Reserve takes: nothing is reserved
+		// on the connection after this.
+		cc.closed = errIdle
+	}
+	cc.mu.Unlock()
+	if !idle {
+		return false
+	}
+	cc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) })
+	cc.nc.Close()
+	cc.hook()
+	return true
+}

@@ -1,0 +1,271 @@
+package h2client_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push/h2client"
+)
+
+// startServer serves h over HTTP/2 and TLS with net/http's server, set up
+// by setup when not nil, and returns it and a directory holding its
+// certificate.
+func startServer(t *testing.T, h http.Handler, setup func(*http.Server)) (*httptest.Server, string) {
+	t.Helper()
+	s := httptest.NewUnstartedServer(h)
+	s.EnableHTTP2 = true
+	if setup != nil {
+		setup(s.Config)
+	}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	dir := t.TempDir()
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), cert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+func newClient(t *testing.T, o h2client.Options) *http.Client {
+	t.Helper()
+	c, err := h2client.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A body larger than the service's receive window goes out as the service
+// grants more; response headers larger than a frame arrive in
+// CONTINUATION frames; a response body over the client's limit fails its
+// request alone.
+func TestLargeBodiesAndHeaders(t *testing.T) {
+	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("x-big", strings.Repeat("h", 40<<10))
+		w.Header().Set("x-length", strconv.Itoa(len(body)))
+		if r.URL.Query().Has("huge") {
+			w.Write(make([]byte, 1<<20))
+			return
+		}
+		w.Write(bytes.ToUpper(body[:min(len(body), 100<<10)]))
+	}), func(s *http.Server) {
+		// Small windows, so that bodies wait for window updates.
+		s.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 64 << 10}
+	})
+	c := newClient(t, h2client.Options{CAPath: ca})
+	for _, size := range []int{0, 1, 65535, 65536, 300 << 10} {
+		body := bytes.Repeat([]byte("a"), size)
+		req, err := http.NewRequest(http.MethodPost, s.URL+"/echo", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := c.Do(req.WithContext(ctx))
+		if err != nil {
+			cancel()
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Length") != strconv.Itoa(size) || len(resp.Header.Get("X-Big")) != 40<<10 {
+			t.Fatalf("%d bytes: status %d, x-length %q, x-big %d bytes", size, resp.StatusCode, resp.Header.Get("X-Length"), len(resp.Header.Get("X-Big")))
+		}
+		if want := bytes.ToUpper(body[:min(size, 100<<10)]); !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: %d bytes came back, want %d", size, len(got), len(want))
+		}
+	}
+	if _, err := c.Get(s.URL + "/?huge"); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("1 MB response: %v, want it refused", err)
+	}
+	if _, err := c.Get(s.URL + "/"); err != nil {
+		t.Fatalf("after a refused response: %v", err)
+	}
+}
+
+// The service's stream limit holds per connection: beyond it requests wait
+// or go to another connection, up to MaxConns.
+func TestStreamLimit(t *testing.T) {
+	var mu sync.Mutex
+	inFlight, most := map[string]int{}, 0
+	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight[r.RemoteAddr]++
+		most = max(most, inFlight[r.RemoteAddr])
+		mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+		mu.Lock()
+		inFlight[r.RemoteAddr]--
+		mu.Unlock()
+	}), func(s *http.Server) { s.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 5} })
+	c := newClient(t, h2client.Options{CAPath: ca, MaxConns: 2})
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range 100 {
+		wg.Go(func() {
+			if err := post(context.Background(), c, s.URL, i); err != nil {
+				failed.Add(1)
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if most > 5 || len(inFlight) > 2 {
+		t.Fatalf("%d requests at once on one connection (limit 5), %d connections (limit 2)", most, len(inFlight))
+	}
+}
+
+// A request whose deadline passes fails with the context's error; its
+// stream is reset and the connection goes on serving.
+func TestDeadlineResetsOnlyItsStream(t *testing.T) {
+	var conns atomic.Int32
+	reset := make(chan struct{})
+	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-r.Context().Done():
+				close(reset)
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}), func(s *http.Server) {
+		s.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				conns.Add(1)
+			}
+		}
+	})
+	c := newClient(t, h2client.Options{CAPath: ca})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/slow", strings.NewReader("{}"))
+	start := time.Now()
+	if _, err := c.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow request: %v, want the deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("slow request failed after %s", d)
+	}
+	select {
+	case <-reset:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the service was not told that the request was abandoned")
+	}
+	for i := range 3 {
+		if err := post(context.Background(), c, s.URL, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want the first to go on serving", n)
+	}
+}
+
+// blackhole forwards TCP connections to addr until told to drop
+// everything, as a dead network path does.
+type blackhole struct {
+	ln      net.Listener
+	dropped atomic.Bool
+}
+
+func newBlackhole(t *testing.T, addr string) *blackhole {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	b := &blackhole{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); up.Close() })
+			go b.pipe(up, c)
+			go b.pipe(c, up)
+		}
+	}()
+	return b
+}
+
+func (b *blackhole) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		if !b.dropped.Load() {
+			dst.Write(buf[:n])
+		}
+	}
+}
+
+// A connection on which nothing arrives any more is pinged and, when the
+// ping goes unanswered too, closed: the request on it fails long before
+// its deadline, and the next one goes out on a new connection.
+func TestUnansweredPingClosesTheConnection(t *testing.T) {
+	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
+	b := newBlackhole(t, s.Listener.Addr().String())
+	base := "https://" + b.ln.Addr().String()
+	c := newClient(t, h2client.Options{CAPath: ca, PingAfter: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	if err := post(context.Background(), c, base, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.dropped.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := post(ctx, c, base, 1)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("request over a dead path: %v (deadline passed: %t), want the connection closed first", err, ctx.Err() != nil)
+	}
+	t.Logf("failed after %s: %v", time.Since(start), err)
+	b.dropped.Store(false)
+	if err := post(ctx, c, base, 2); err != nil {
+		t.Fatalf("after the path came back: %v", err)
+	}
+}
+
+// A stream the service resets fails only its own request.
+func TestResetStreamFailsOneRequest(t *testing.T) {
+	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, fmt.Sprintf("%064x", 2)) {
+			panic(http.ErrAbortHandler) // RST_STREAM INTERNAL_ERROR
+		}
+	}), nil)
+	c := newClient(t, h2client.Options{CAPath: ca})
+	for i := range 4 {
+		err := post(context.Background(), c, s.URL, i)
+		if (err != nil) != (i == 1) {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+}
