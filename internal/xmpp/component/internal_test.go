@@ -2,6 +2,7 @@ package component
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -163,18 +164,20 @@ func TestWorkersReused(t *testing.T) {
 	}
 }
 
-// chunkConn hands out its data a few bytes per read, then its error.
+// chunkConn hands out its data chunk bytes per read (default 3), then its
+// error.
 type chunkConn struct {
 	net.Conn
-	data []byte
-	err  error
+	data  []byte
+	err   error
+	chunk int
 }
 
 func (c *chunkConn) Read(p []byte) (int, error) {
 	if len(c.data) == 0 {
 		return 0, c.err
 	}
-	n := copy(p[:min(len(p), 3)], c.data)
+	n := copy(p[:min(len(p), cmp.Or(c.chunk, 3))], c.data)
 	c.data = c.data[n:]
 	return n, nil
 }

@@ -104,13 +104,11 @@ const streamHeader = `<stream:stream xmlns:stream='` + nsStream + `' xmlns='jabb
 
 // stanzaDecoder returns the decoder of the stanzas that follow the
 // handshake on c, positioned inside the stream element. Its tokens come
-// from one tokenizer (encoding/xml's raw tokens, checked for what a stream
-// may not carry) under one name-space and nesting layer: before, every
-// token went through two decoders and the stream reader of mellium
-// between them (a twentieth of the instructions of a push).
+// from our lexer over c's buffer, under encoding/xml's name-space and
+// nesting layer.
 func stanzaDecoder(c *streamConn) (*xml.Decoder, error) {
 	c.unread([]byte(streamHeader))
-	d := xml.NewTokenDecoder(restricted{xml.NewDecoder(c)})
+	d := xml.NewTokenDecoder(newLexer(c))
 	tok, err := d.Token()
 	if err != nil {
 		return nil, err
@@ -119,27 +117,6 @@ func stanzaDecoder(c *streamConn) (*xml.Decoder, error) {
 		return nil, fmt.Errorf("stanza reader: unexpected %T at the start of the stream", tok)
 	}
 	return d, nil
-}
-
-// restricted passes a stream's raw tokens on and refuses what XMPP forbids
-// anywhere in a stream (RFC 6120 §11.1): comments, processing
-// instructions and directives.
-type restricted struct{ d *xml.Decoder }
-
-func (r restricted) Token() (xml.Token, error) {
-	tok, err := r.d.RawToken()
-	if err != nil {
-		return nil, err
-	}
-	switch tok.(type) {
-	case xml.Comment:
-		return nil, errors.New("XML comment in the stream")
-	case xml.ProcInst:
-		return nil, errors.New("XML processing instruction in the stream")
-	case xml.Directive:
-		return nil, errors.New("XML directive in the stream")
-	}
-	return tok, nil
 }
 
 // isSpace reports whether text between stanzas is only whitespace (a

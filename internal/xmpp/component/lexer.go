@@ -1,0 +1,537 @@
+package component
+
+import (
+	"encoding/xml"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// lexer splits the component stream into raw XML tokens: the tokens
+// encoding/xml's Decoder.RawToken returns in strict mode, for every input
+// (FuzzLexer holds it to that), except that it refuses comments,
+// processing instructions and directives, which XMPP forbids anywhere in a
+// stream (RFC 6120 §11.1). encoding/xml's own decoder above it still
+// checks nesting and resolves name spaces.
+//
+// Why not encoding/xml's tokenizer: it reads through an io.ByteReader, a
+// method call per byte with line counting, and copies every name into a
+// fresh string. That was a fifth of a push's CPU. This one scans the
+// connection's buffer directly, copies runs of plain text at once and
+// keeps the names and name-space URIs a stream repeats (bounded), so most
+// stanzas allocate nothing for them.
+type lexer struct {
+	c       *streamConn
+	err     error  // sticky, as encoding/xml's
+	scratch []byte // the name being read
+	text    []byte // the CharData last returned
+
+	needClose bool // the last StartElement was self-closing
+	toClose   xml.Name
+
+	known map[string]string // interned names and values
+}
+
+// maxKnown bounds the interned strings: a peer sending ever new names
+// makes them allocate as encoding/xml would, not grow the map.
+const maxKnown = 512
+
+func newLexer(c *streamConn) *lexer {
+	return &lexer{c: c, scratch: make([]byte, 0, 64), text: make([]byte, 0, 512), known: map[string]string{}}
+}
+
+// syntaxError is a malformed stream.
+type syntaxError string
+
+func (e syntaxError) Error() string { return "XML syntax error: " + string(e) }
+
+func (l *lexer) fail(msg string) {
+	l.err = syntaxError(msg)
+}
+
+// getc returns the next byte; at the end of the input or on a read error
+// it returns false with the error in l.err.
+func (l *lexer) getc() (byte, bool) {
+	c := l.c
+	if c.r == c.w {
+		if l.err != nil {
+			return 0, false
+		}
+		if err := c.fill(); err != nil {
+			l.err = err
+			return 0, false
+		}
+	}
+	b := c.buf[c.r]
+	c.r++
+	return b, true
+}
+
+// mustgetc is getc where the input may not end.
+func (l *lexer) mustgetc() (byte, bool) {
+	b, ok := l.getc()
+	if !ok && l.err == io.EOF {
+		l.fail("unexpected EOF")
+	}
+	return b, ok
+}
+
+// ungetc puts back the byte the last getc returned. That byte is always
+// in the buffer still: the buffer is refilled only once it is read out.
+func (l *lexer) ungetc() { l.c.r-- }
+
+func (l *lexer) intern(b []byte) string {
+	if s, ok := l.known[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(l.known) < maxKnown {
+		l.known[s] = s
+	}
+	return s
+}
+
+// Token returns the next raw token. CharData refers to the lexer's buffer
+// and is valid until the next call, as encoding/xml's.
+func (l *lexer) Token() (xml.Token, error) {
+	if l.err != nil {
+		return nil, l.err
+	}
+	if l.needClose {
+		l.needClose = false
+		return xml.EndElement{Name: l.toClose}, nil
+	}
+	b, ok := l.getc()
+	if !ok {
+		return nil, l.err
+	}
+	if b != '<' {
+		l.ungetc()
+		data := l.readText(-1, false)
+		if data == nil {
+			return nil, l.err
+		}
+		return xml.CharData(data), nil
+	}
+	if b, ok = l.mustgetc(); !ok {
+		return nil, l.err
+	}
+	switch b {
+	case '/':
+		name, ok := l.nsname()
+		if !ok {
+			if l.err == nil {
+				l.fail("expected element name after </")
+			}
+			return nil, l.err
+		}
+		l.space()
+		if b, ok = l.mustgetc(); !ok {
+			return nil, l.err
+		}
+		if b != '>' {
+			l.fail("invalid characters between </" + name.Local + " and >")
+			return nil, l.err
+		}
+		return xml.EndElement{Name: name}, nil
+	case '?':
+		l.err = errors.New("XML processing instruction in the stream")
+		return nil, l.err
+	case '!':
+		if b, ok = l.mustgetc(); !ok {
+			return nil, l.err
+		}
+		switch b {
+		case '-':
+			l.err = errors.New("XML comment in the stream")
+		case '[':
+			for i := range 6 {
+				if b, ok = l.mustgetc(); !ok {
+					return nil, l.err
+				}
+				if b != "CDATA["[i] {
+					l.fail("invalid <![ sequence")
+					return nil, l.err
+				}
+			}
+			data := l.readText(-1, true)
+			if data == nil {
+				return nil, l.err
+			}
+			return xml.CharData(data), nil
+		default:
+			l.err = errors.New("XML directive in the stream")
+		}
+		return nil, l.err
+	}
+	l.ungetc()
+	return l.startElement()
+}
+
+func (l *lexer) startElement() (xml.Token, error) {
+	name, ok := l.nsname()
+	if !ok {
+		if l.err == nil {
+			l.fail("expected element name after <")
+		}
+		return nil, l.err
+	}
+	attr := []xml.Attr{}
+	empty := false
+	for {
+		l.space()
+		b, ok := l.mustgetc()
+		if !ok {
+			return nil, l.err
+		}
+		if b == '/' {
+			empty = true
+			if b, ok = l.mustgetc(); !ok {
+				return nil, l.err
+			}
+			if b != '>' {
+				l.fail("expected /> in element")
+				return nil, l.err
+			}
+			break
+		}
+		if b == '>' {
+			break
+		}
+		l.ungetc()
+		var a xml.Attr
+		if a.Name, ok = l.nsname(); !ok {
+			if l.err == nil {
+				l.fail("expected attribute name in element")
+			}
+			return nil, l.err
+		}
+		l.space()
+		if b, ok = l.mustgetc(); !ok {
+			return nil, l.err
+		}
+		if b != '=' {
+			l.fail("attribute name without = in element")
+			return nil, l.err
+		}
+		l.space()
+		if b, ok = l.mustgetc(); !ok {
+			return nil, l.err
+		}
+		if b != '"' && b != '\'' {
+			l.fail("unquoted or missing attribute value in element")
+			return nil, l.err
+		}
+		data := l.readText(int(b), false)
+		if data == nil {
+			return nil, l.err
+		}
+		// Name-space URIs and the values of type and var repeat from
+		// stanza to stanza; ids, addresses and nodes do not.
+		if a.Name.Space == "xmlns" || a.Name.Space == "" && (a.Name.Local == "xmlns" || a.Name.Local == "type" || a.Name.Local == "var") {
+			a.Value = l.intern(data)
+		} else {
+			a.Value = string(data)
+		}
+		attr = append(attr, a)
+	}
+	if empty {
+		l.needClose = true
+		l.toClose = name
+	}
+	return xml.StartElement{Name: name, Attr: attr}, nil
+}
+
+func (l *lexer) space() {
+	for {
+		b, ok := l.getc()
+		if !ok {
+			return
+		}
+		switch b {
+		case ' ', '\r', '\n', '\t':
+		default:
+			l.ungetc()
+			return
+		}
+	}
+}
+
+// nsname reads a name with at most one colon, the part before which is
+// the prefix (Name.Space in a raw token).
+func (l *lexer) nsname() (xml.Name, bool) {
+	s, ok := l.name()
+	if !ok {
+		return xml.Name{}, false
+	}
+	i := strings.IndexByte(s, ':')
+	switch {
+	case i < 0:
+		return xml.Name{Local: s}, true
+	case strings.IndexByte(s[i+1:], ':') >= 0:
+		return xml.Name{}, false
+	case i == 0 || i == len(s)-1:
+		return xml.Name{Local: s}, true
+	}
+	return xml.Name{Space: s[:i], Local: s[i+1:]}, true
+}
+
+func (l *lexer) name() (string, bool) {
+	l.scratch = l.scratch[:0]
+	if !l.readName() {
+		return "", false
+	}
+	if !isName(l.scratch) {
+		l.fail("invalid XML name: " + string(l.scratch))
+		return "", false
+	}
+	return l.intern(l.scratch), true
+}
+
+// readName appends the bytes of a name to l.scratch: up to the first
+// ASCII byte that cannot be in a name. Other bytes are checked by isName.
+func (l *lexer) readName() bool {
+	b, ok := l.mustgetc()
+	if !ok {
+		return false
+	}
+	if b < utf8.RuneSelf && !nameByte[b] {
+		l.ungetc()
+		return false
+	}
+	l.scratch = append(l.scratch, b)
+	for {
+		c := l.c
+		i := c.r
+		for i < c.w && (c.buf[i] >= utf8.RuneSelf || nameByte[c.buf[i]]) {
+			i++
+		}
+		l.scratch = append(l.scratch, c.buf[c.r:i]...)
+		c.r = i
+		if i < c.w {
+			return true
+		}
+		if b, ok = l.mustgetc(); !ok {
+			return false
+		}
+		if b < utf8.RuneSelf && !nameByte[b] {
+			l.ungetc()
+			return true
+		}
+		l.scratch = append(l.scratch, b)
+	}
+}
+
+var nameByte = func() (t [utf8.RuneSelf]bool) {
+	for c := range t {
+		t[c] = 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
+			c == '_' || c == ':' || c == '.' || c == '-'
+	}
+	return t
+}()
+
+// isName checks a name read by readName the way encoding/xml does.
+func isName(s []byte) bool {
+	if len(s) == 0 {
+		return false
+	}
+	ascii := true
+	for _, b := range s {
+		if b >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		// In ASCII a name may not start with a digit, '.' or '-'.
+		c := s[0]
+		return !('0' <= c && c <= '9' || c == '.' || c == '-')
+	}
+	// The rest of XML's name characters are Unicode tables that
+	// encoding/xml keeps to itself: ask it. Names outside ASCII are rare
+	// in XMPP. Colons are valid anywhere in a name; they are replaced so
+	// that only the characters are judged, not the prefix syntax.
+	probe := "<" + strings.ReplaceAll(string(s), ":", "a") + "/>"
+	_, err := xml.NewDecoder(strings.NewReader(probe)).RawToken()
+	return err == nil
+}
+
+// readText reads character data into l.text, as encoding/xml's text():
+// in an attribute value quoted by quote (>= 0), in a CDATA section, or
+// up to the next '<'. It decodes the five predefined entities and
+// character references, rewrites "\r\n" and "\r" to "\n" and checks that
+// the result is UTF-8 of XML characters. It returns nil on error.
+func (l *lexer) readText(quote int, cdata bool) []byte {
+	l.text = l.text[:0]
+	var b0, b1 byte
+	trunc := 0
+	for {
+		c := l.c
+		// Copy a run of bytes that need no attention at once.
+		if c.r < c.w {
+			i := c.r
+			for i < c.w && plain(c.buf[i], quote, cdata) {
+				i++
+			}
+			if n := i - c.r; n > 0 {
+				l.text = append(l.text, c.buf[c.r:i]...)
+				if n >= 2 {
+					b0, b1 = c.buf[i-2], c.buf[i-1]
+				} else {
+					b0, b1 = b1, c.buf[i-1]
+				}
+				c.r = i
+			}
+		}
+		b, ok := l.getc()
+		if !ok {
+			if cdata {
+				if l.err == io.EOF {
+					l.fail("unexpected EOF in CDATA section")
+				}
+				return nil
+			}
+			break
+		}
+		if quote < 0 && b0 == ']' && b1 == ']' && b == '>' {
+			if cdata {
+				trunc = 2
+				break
+			}
+			l.fail("unescaped ]]> not in CDATA section")
+			return nil
+		}
+		if b == '<' && !cdata {
+			if quote >= 0 {
+				l.fail("unescaped < inside quoted string")
+				return nil
+			}
+			l.ungetc()
+			break
+		}
+		if quote >= 0 && b == byte(quote) {
+			break
+		}
+		if b == '&' && !cdata {
+			if !l.entity() {
+				return nil
+			}
+			b0, b1 = 0, 0
+			continue
+		}
+		switch {
+		case b == '\r':
+			l.text = append(l.text, '\n')
+		case b1 == '\r' && b == '\n':
+			// "\r\n": the '\n' is written already.
+		default:
+			l.text = append(l.text, b)
+		}
+		b0, b1 = b1, b
+	}
+	data := l.text[:len(l.text)-trunc]
+	for i := 0; i < len(data); {
+		if b := data[i]; b < utf8.RuneSelf {
+			if b < 0x20 && b != '\t' && b != '\n' && b != '\r' {
+				l.fail("illegal character code " + strconv.QuoteRune(rune(b)))
+				return nil
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size == 1 {
+			l.fail("invalid UTF-8")
+			return nil
+		}
+		if !inCharacterRange(r) {
+			l.fail("illegal character code " + strconv.QuoteRune(r))
+			return nil
+		}
+		i += size
+	}
+	return data
+}
+
+// plain reports whether b in text needs no look: it ends nothing, starts
+// no entity and is not a '\r' to rewrite. A byte right after '\r' is never
+// plain either, since "\r\n" becomes one '\n'.
+func plain(b byte, quote int, cdata bool) bool {
+	switch b {
+	case '\r', '\n':
+		return false
+	case '<', '&':
+		return cdata
+	case '>':
+		return quote >= 0
+	}
+	return int(b) != quote
+}
+
+func inCharacterRange(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D ||
+		r >= 0x20 && r <= 0xD7FF ||
+		r >= 0xE000 && r <= 0xFFFD ||
+		r >= 0x10000 && r <= 0x10FFFF
+}
+
+var entities = map[string]byte{"lt": '<', "gt": '>', "amp": '&', "apos": '\'', "quot": '"'}
+
+// entity reads what follows a '&' in text and appends what it stands for:
+// one of the five predefined entities or a character reference. Anything
+// else is an error, as in encoding/xml's strict mode.
+func (l *lexer) entity() bool {
+	b, ok := l.mustgetc()
+	if !ok {
+		return false
+	}
+	if b == '#' {
+		if b, ok = l.mustgetc(); !ok {
+			return false
+		}
+		base := 10
+		if b == 'x' {
+			base = 16
+			if b, ok = l.mustgetc(); !ok {
+				return false
+			}
+		}
+		l.scratch = l.scratch[:0]
+		for '0' <= b && b <= '9' || base == 16 && ('a' <= b && b <= 'f' || 'A' <= b && b <= 'F') {
+			l.scratch = append(l.scratch, b)
+			if b, ok = l.mustgetc(); !ok {
+				return false
+			}
+		}
+		if b == ';' {
+			n, err := strconv.ParseUint(string(l.scratch), base, 64)
+			if err == nil && n <= unicode.MaxRune {
+				// As encoding/xml: a surrogate or other invalid
+				// code point becomes U+FFFD.
+				l.text = utf8.AppendRune(l.text, rune(n))
+				return true
+			}
+		}
+		l.fail("invalid character entity &#" + string(l.scratch))
+		return false
+	}
+	l.ungetc()
+	l.scratch = l.scratch[:0]
+	if !l.readName() && l.err != nil {
+		return false
+	}
+	if b, ok = l.mustgetc(); !ok {
+		return false
+	}
+	if b == ';' && isName(l.scratch) {
+		if r, ok := entities[string(l.scratch)]; ok {
+			l.text = append(l.text, r)
+			return true
+		}
+	}
+	l.fail("invalid character entity &" + string(l.scratch))
+	return false
+}

@@ -1,0 +1,106 @@
+package component
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func lexerOver(data []byte, chunk int) *lexer {
+	lr := &limitReader{Conn: &chunkConn{data: data, err: io.EOF, chunk: max(chunk, 1)}}
+	lr.limit.Store(1 << 30)
+	return newLexer(newStreamConn(lr))
+}
+
+// reference is encoding/xml's tokenizer with what a stream may not carry
+// refused: what the lexer must equal.
+type reference struct{ d *xml.Decoder }
+
+func (r reference) Token() (xml.Token, error) {
+	tok, err := r.d.RawToken()
+	if err != nil {
+		return nil, err
+	}
+	switch tok.(type) {
+	case xml.Comment, xml.ProcInst, xml.Directive:
+		return nil, errors.New("refused")
+	}
+	return tok, nil
+}
+
+// tokens reads every token through encoding/xml's name-space layer, as
+// the component does, up to the first error; eof says whether that error
+// was the input's end.
+func tokens(r xml.TokenReader) (toks []xml.Token, eof bool) {
+	d := xml.NewTokenDecoder(r)
+	for len(toks) < 10000 {
+		tok, err := d.Token()
+		if err != nil {
+			return toks, err == io.EOF
+		}
+		toks = append(toks, xml.CopyToken(tok))
+	}
+	return toks, false
+}
+
+func compareLexer(t *testing.T, data []byte, chunk int) {
+	t.Helper()
+	want, wantEOF := tokens(reference{xml.NewDecoder(bytes.NewReader(data))})
+	got, gotEOF := tokens(lexerOver(data, chunk))
+	if !reflect.DeepEqual(got, want) || gotEOF != wantEOF {
+		t.Fatalf("input %q (reads of %d bytes):\n lexer:        %#v (ended at EOF: %t)\n encoding/xml: %#v (ended at EOF: %t)", data, chunk, got, gotEOF, want, wantEOF)
+	}
+}
+
+var lexerCases = []string{
+	`<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept'>`,
+	`<iq type='set' from='example.org' to='push.example.net' id='a1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>1</value></field></x></notification></item></publish></pubsub></iq>`,
+	`<a b="1" c='2'/><a b = "x" ></a >`,
+	`<a b='1'c='2'/>`,
+	`<a:b:c/>`, `<:a/>`, `<a:/>`, `<p:a xmlns:p='u' p:x='1'/>`,
+	`<a>x &lt;&gt;&amp;&apos;&quot; &#65;&#x42;&#x10FFFF;&#xD800;</a>`,
+	`<a>&#X41;</a>`, `<a>&#;</a>`, `<a>&#x;</a>`, `<a>&nbsp;</a>`, `<a>&lt</a>`, `<a>&#1114112;</a>`, `<a>&#0;</a>`, `<a>&99999999999999999999999;</a>`, `<a>& lt;</a>`,
+	`<a b='&lt;&#x3C;'/>`, `<a b='x<y'/>`, `<a b='x>y]]>'/>`, `<a b=x/>`, `<a b/>`, `<a b=/>`,
+	"<a>line\r\nbreak\rlone\n\r\r\n</a>", "<a b='\r\n\t'/>",
+	`<a><![CDATA[<x>&amp;]]]]></a>`, `<a><![CDATA[unterminated`, `<a><![CDAT[x]]></a>`, "<a><![CDATA[a\r\nb]]></a>",
+	`<a>x]]>y</a>`, `<a>]]</a>`, `<a>]</a>]>`,
+	`<a><!-- c --></a>`, `<?xml version='1.0'?><a/>`, `<!DOCTYPE a><a/>`, `<a><!x></a>`,
+	"<a>\x00</a>", "<a>\xff</a>", "<a>\xef\xbf\xbe</a>", "<a>é ü 日本</a>", "<é/>", "<a\xcc\x80/>", "<\xcc\x80a/>", "<a é='1'/>",
+	`<1a/>`, `<-a/>`, `<.a/>`, `<_a/>`, `<a.b-c_d1/>`,
+	`</a>`, `</a b>`, `</ a>`, `<a></b>`, `<a>`, `<a`, `<a b='1`, `<`, `x`, ``, `   `, `<a/><b/>`,
+	"</stream:stream>",
+}
+
+func TestLexerMatchesEncodingXML(t *testing.T) {
+	for _, c := range lexerCases {
+		for _, chunk := range []int{1, 2, 3, 7, 4096} {
+			compareLexer(t, []byte(c), chunk)
+		}
+	}
+	long := "<iq id='" + strings.Repeat("i", 9000) + "'><v>" + strings.Repeat("text&amp;\r\n", 2000) + "</v></iq>"
+	compareLexer(t, []byte(long), 4096)
+	compareLexer(t, []byte(long), 1000)
+}
+
+// The lexer refuses what XMPP forbids in a stream, as the reader did.
+func TestLexerRefusesCommentsAndProcessingInstructions(t *testing.T) {
+	for _, in := range []string{`<a><!-- c --></a>`, `<a><?pi x?></a>`, `<a><!DOCTYPE a></a>`} {
+		toks, eof := tokens(lexerOver([]byte(in), 4096))
+		if eof || len(toks) != 1 {
+			t.Errorf("%s: %d tokens then EOF %t, want an error after the first", in, len(toks), eof)
+		}
+	}
+}
+
+func FuzzLexer(f *testing.F) {
+	for _, c := range lexerCases {
+		f.Add([]byte(c), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		compareLexer(t, data, int(chunk))
+	})
+}
