@@ -12,7 +12,8 @@ import (
 )
 
 // serverProbe reads what the server process spent: CPU time from
-// /proc/PID/stat and heap allocations from its /metrics page.
+// /proc/PID/stat, system calls from /proc/PID/io and heap allocations from
+// its /metrics page.
 type serverProbe struct {
 	pid        int
 	metricsURL string
@@ -23,10 +24,13 @@ type serverProbe struct {
 type sample struct {
 	cpu     time.Duration // utime+stime
 	mallocs float64       // go_memstats_mallocs_total; <0 when unknown
+	// syscalls counts read and write system calls (syscr+syscw); <0
+	// when unknown.
+	syscalls float64
 }
 
 func (p *serverProbe) sample() sample {
-	s := sample{cpu: procCPU(p.pid), mallocs: -1}
+	s := sample{cpu: procCPU(p.pid), mallocs: -1, syscalls: procSyscalls(p.pid)}
 	if p.metricsURL != "" {
 		if n, err := p.mallocs(); err == nil {
 			s.mallocs = n
@@ -71,6 +75,31 @@ func (p *Phase) cost(before, after sample) {
 	if before.mallocs >= 0 && after.mallocs >= 0 {
 		p.Allocs = (after.mallocs - before.mallocs) / float64(p.OK)
 	}
+	if before.syscalls >= 0 && after.syscalls >= 0 {
+		p.Syscalls = (after.syscalls - before.syscalls) / float64(p.OK)
+	}
+}
+
+// procSyscalls is the read and write system calls a process made so far
+// (/proc/PID/io; on every socket, the push service's, the XMPP server's
+// and the HTTP clients'), or -1 when unknown.
+func procSyscalls(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return -1
+	}
+	n := 0.0
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		if k == "syscr" || k == "syscw" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return -1
+			}
+			n += f
+		}
+	}
+	return n
 }
 
 // procCPU is utime+stime of a process. The kernel counts them in clock

@@ -139,6 +139,7 @@ type Phase struct {
 	Maxms    float64          `json:"max_ms"`
 	CPUus    float64          `json:"server_cpu_us_per_push"`
 	Allocs   float64          `json:"allocs_per_push,omitempty"`
+	Syscalls float64          `json:"syscalls_per_push,omitempty"`
 	WindowS  float64          `json:"window_s,omitempty"` // of an instruction count
 	mu       sync.Mutex
 	lat      []time.Duration
