@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,7 @@ type clientConn struct {
 	tableSize   uint32
 	tableUpdate bool
 
+	busy      atomic.Int32 // streams open
 	answered  atomic.Bool  // a response arrived, or a GOAWAY that will answer some
 	frames    atomic.Int64 // frames read, for the liveness check
 	readDone  chan struct{}
@@ -318,6 +320,7 @@ func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	st.sendWindow = cc.initWindow
 	st.sending = len(body) > 0
 	cc.streams[st.id] = st
+	cc.busy.Store(int32(len(cc.streams)))
 	maxFrame := cc.maxFrame
 	cc.mu.Unlock()
 	cc.writeHeaders(st.id, req, len(body), maxFrame)
@@ -506,6 +509,11 @@ func (cc *clientConn) flushLocked() {
 		return
 	}
 	cc.writing = true
+	if cc.busy.Load() > 1 {
+		cc.wmu.Unlock()
+		runtime.Gosched()
+		cc.wmu.Lock()
+	}
 	for len(cc.out.b) > 0 && cc.werr == nil {
 		buf := cc.out.b
 		cc.out.b = cc.spare[:0]

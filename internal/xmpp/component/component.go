@@ -249,6 +249,7 @@ func (c *Conn) session(ctx context.Context) error {
 
 	w := newWriter(raw, c.opts.WriteTimeout, c.opts.MaxReplyQueue)
 	work := newTracker()
+	w.others = func() bool { return work.running.Load() > 1 }
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	kctx, stopKeepAlive := context.WithCancel(ctx)
@@ -500,6 +501,7 @@ type tracker struct {
 	mu      sync.Mutex
 	n       int
 	waiters []chan struct{}
+	running atomic.Int32 // n, readable without mu
 }
 
 func newTracker() *tracker { return &tracker{} }
@@ -509,12 +511,14 @@ func (t *tracker) start() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n++
+	t.running.Store(int32(t.n))
 }
 
 func (t *tracker) done() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.n--
+	t.running.Store(int32(t.n))
 	if t.n == 0 {
 		for _, ch := range t.waiters {
 			close(ch)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,10 @@ type writer struct {
 
 	wmu   sync.Mutex // serializes writes to conn
 	spare *bytes.Buffer
+
+	// others, when set, reports whether other handlers are under way,
+	// whose replies may be about to join the queue.
+	others func() bool
 }
 
 func newWriter(conn net.Conn, timeout time.Duration, limit int) *writer {
@@ -67,6 +72,14 @@ func (w *writer) write(b []byte) error {
 // letting go of wmu), so nothing queued is left behind.
 func (w *writer) drain() {
 	for w.wmu.TryLock() {
+		if w.others != nil && w.others() {
+			// Let the other handlers run first: a reply they queue
+			// meanwhile leaves in this write instead of a write of its
+			// own. A system call costs more than this round through the
+			// scheduler, which returns at once when nothing else is
+			// ready to run.
+			runtime.Gosched()
+		}
 		err := w.flushLocked()
 		w.wmu.Unlock()
 		w.mu.Lock()
