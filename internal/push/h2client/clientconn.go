@@ -69,7 +69,7 @@ type clientConn struct {
 	tableSize   uint32
 	tableUpdate bool
 
-	busy      atomic.Int32 // streams open
+	busy      atomic.Int32 // len(streams), readable without mu
 	answered  atomic.Bool  // a response arrived, or a GOAWAY that will answer some
 	frames    atomic.Int64 // frames read, for the liveness check
 	readDone  chan struct{}
@@ -510,6 +510,9 @@ func (cc *clientConn) flushLocked() {
 	}
 	cc.writing = true
 	if cc.busy.Load() > 1 {
+		// Let the other requests under way run first: the frames they
+		// queue meanwhile leave in this write instead of one of their
+		// own (see the component's writer).
 		cc.wmu.Unlock()
 		runtime.Gosched()
 		cc.wmu.Lock()
@@ -544,6 +547,7 @@ func (cc *clientConn) abandon(st *stream, code http2.ErrCode) {
 	_, live := cc.streams[st.id]
 	if live {
 		delete(cc.streams, st.id)
+		cc.busy.Store(int32(len(cc.streams)))
 	}
 	cc.mu.Unlock()
 	if !live {
@@ -561,6 +565,7 @@ func (cc *clientConn) finish(st *stream, err error) {
 		return
 	}
 	delete(cc.streams, st.id)
+	cc.busy.Store(int32(len(cc.streams)))
 	stopSending := err == nil && st.sending
 	st.err = err
 	close(st.done)
@@ -603,6 +608,7 @@ func (cc *clientConn) closeWith(err error) {
 		st.err = err
 		close(st.done)
 	}
+	cc.busy.Store(0)
 	close(cc.windowGrew)
 	cc.windowGrew = make(chan struct{})
 	cc.mu.Unlock()
@@ -811,6 +817,7 @@ func (cc *clientConn) onGoAway(f *http2.GoAwayFrame) {
 			close(st.done)
 		}
 	}
+	cc.busy.Store(int32(len(cc.streams)))
 	cc.mu.Unlock()
 	cc.released()
 }
