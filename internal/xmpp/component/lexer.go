@@ -32,15 +32,14 @@ type lexer struct {
 	needClose bool // the last StartElement was self-closing
 	toClose   xml.Name
 
-	known map[string]string // interned names and values
+	// known holds names and values seen, one per slot of a hash of a few
+	// of their bytes: cheaper than a map, bounded, and a peer sending
+	// ever new names only makes them allocate, as encoding/xml would.
+	known [1024]string
 }
 
-// maxKnown bounds the interned strings: a peer sending ever new names
-// makes them allocate as encoding/xml would, not grow the map.
-const maxKnown = 512
-
 func newLexer(c *streamConn) *lexer {
-	return &lexer{c: c, scratch: make([]byte, 0, 64), text: make([]byte, 0, 512), known: map[string]string{}}
+	return &lexer{c: c, scratch: make([]byte, 0, 64), text: make([]byte, 0, 512)}
 }
 
 // syntaxError is a malformed stream.
@@ -84,14 +83,17 @@ func (l *lexer) mustgetc() (byte, bool) {
 func (l *lexer) ungetc() { l.c.r-- }
 
 func (l *lexer) intern(b []byte) string {
-	if s, ok := l.known[string(b)]; ok {
-		return s
+	n := len(b)
+	if n == 0 {
+		return ""
 	}
-	s := string(b)
-	if len(l.known) < maxKnown {
-		l.known[s] = s
+	h := uint32(n)*0x9E3779B1 ^ uint32(b[0])*0x85EBCA77 ^ uint32(b[n/2])*0xC2B2AE3D ^ uint32(b[n-1])*0x27D4EB2F
+	slot := &l.known[(h^h>>15)%uint32(len(l.known))]
+	if *slot == string(b) {
+		return *slot
 	}
-	return s
+	*slot = string(b)
+	return *slot
 }
 
 // Token returns the next raw token. CharData refers to the lexer's buffer
