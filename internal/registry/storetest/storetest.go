@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
 		{"UpdatePushStatus", testUpdatePushStatus},
 		{"PushStatusLatestWins", testPushStatusLatestWins},
+		{"PushStatusLargeBatch", testPushStatusLargeBatch},
 		{"ConcurrentRegisterAndStatus", testConcurrentRegisterAndStatus},
 		{"ConcurrentRegisterDistinct", testConcurrentDistinct},
 		{"NodesAndCount", testNodesAndCount},
@@ -348,6 +349,34 @@ func testUpdatePushStatus(t *testing.T, s registry.Store) {
 	}
 	if err := s.UpdatePushStatus(ctx, nil); err != nil {
 		t.Fatalf("empty batch: %v", err)
+	}
+}
+
+// A batch larger than a store writes in one statement still lands whole.
+func testPushStatusLargeBatch(t *testing.T, s registry.Store) {
+	const n = 700
+	var batch []registry.PushStatus
+	at := base.Add(time.Minute)
+	for i := range n {
+		node := fmt.Sprintf("large-%d", i)
+		mustRegister(t, s, reg(node, "apns", "tok", "sec", base))
+		batch = append(batch, registry.PushStatus{Node: node, At: at, Success: true})
+		if i%2 == 0 {
+			batch = append(batch, registry.PushStatus{Node: node, At: at, Reason: fmt.Sprintf("r%d", i)})
+		}
+	}
+	if err := s.UpdatePushStatus(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		r, err := s.Get(ctx, fmt.Sprintf("large-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed := i%2 == 0
+		if !sameTime(r.LastSuccessfulPush, at) || failed != !r.LastPushError.IsZero() || failed && r.LastErrorReason != fmt.Sprintf("r%d", i) {
+			t.Fatalf("registration %d of %d: %+v", i, n, r)
+		}
 	}
 }
 
