@@ -393,19 +393,23 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	}
 	hr.Header = r.header.Clone()
 	if b.signer != nil {
-		bearer, err := b.signer.bearer()
+		auth, err := b.signer.authorization()
 		if err != nil {
 			return answer{}, err
 		}
-		hr.Header.Set("authorization", "bearer "+bearer)
+		hr.Header["Authorization"] = []string{auth}
 	}
-	resp, err := b.client.Do(hr)
+	// Straight to the transport: http.Client would copy the headers for
+	// redirects, which no push service sends and which must not carry
+	// the provider token elsewhere anyway.
+	resp, err := b.client.Transport.RoundTrip(hr)
 	if err != nil {
 		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: push.RedactURL(err, b.base+"/3/device/…")}
 	}
 	defer resp.Body.Close()
-	a := answer{status: resp.StatusCode, id: resp.Header.Get("apns-id")}
-	if s, err := strconv.Atoi(resp.Header.Get("retry-after")); err == nil && s > 0 {
+	// Canonical keys: Get needs no new string for them.
+	a := answer{status: resp.StatusCode, id: resp.Header.Get("Apns-Id")}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		a.retryAfter = time.Duration(s) * time.Second
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -432,11 +436,12 @@ type signer struct {
 	now           func() time.Time
 
 	mu     sync.Mutex
-	token  string
+	token  string // the authorization header's value: "bearer " and the JWT
 	issued time.Time
 }
 
-func (s *signer) bearer() (string, error) {
+// authorization returns the value of the authorization header.
+func (s *signer) authorization() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -449,8 +454,8 @@ func (s *signer) bearer() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("apns: signing provider token: %w", err)
 	}
-	s.token, s.issued = signed, now
-	return signed, nil
+	s.token, s.issued = "bearer "+signed, now
+	return s.token, nil
 }
 
 // invalidate drops the cached token so the next request signs a new one.

@@ -73,7 +73,8 @@ type clientConn struct {
 	answered  atomic.Bool  // a response arrived, or a GOAWAY that will answer some
 	frames    atomic.Int64 // frames read, for the liveness check
 	readDone  chan struct{}
-	recvTaken int64 // connection-level receive window used; read loop only
+	recvTaken int64             // connection-level receive window used; read loop only
+	canon     map[string]string // canonical response header keys; read loop only
 }
 
 // pings say when a quiet connection is pinged (after) and when it is
@@ -176,6 +177,7 @@ func newClientConn(nc net.Conn, hook func()) *clientConn {
 		idleTimeout: 10 * time.Minute,
 		nextID:      1,
 		lower:       map[string]string{},
+		canon:       map[string]string{},
 		streams:     map[uint32]*stream{},
 		maxStreams:  defaultMaxStreams,
 		maxFrame:    16 << 10,
@@ -709,7 +711,7 @@ func (cc *clientConn) onHeaders(f *http2.MetaHeadersFrame) {
 		st.status = code
 		st.header = make(http.Header, len(fields))
 		for _, hf := range fields {
-			k := http.CanonicalHeaderKey(hf.Name)
+			k := cc.canonical(hf.Name)
 			st.header[k] = append(st.header[k], hf.Value)
 		}
 		st.gotHeaders = true
@@ -719,6 +721,19 @@ func (cc *clientConn) onHeaders(f *http2.MetaHeadersFrame) {
 	if f.StreamEnded() {
 		cc.finish(st, nil)
 	}
+}
+
+// canonical returns the key of a response header as net/http spells it,
+// without a new string for the few names a service repeats.
+func (cc *clientConn) canonical(name string) string {
+	if k, ok := cc.canon[name]; ok {
+		return k
+	}
+	k := http.CanonicalHeaderKey(name)
+	if len(cc.canon) < 64 {
+		cc.canon[name] = k
+	}
+	return k
 }
 
 func (cc *clientConn) onData(f *http2.DataFrame) {
