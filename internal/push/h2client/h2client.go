@@ -107,13 +107,13 @@ type pool struct {
 	hosts map[string]*hostPool
 }
 
-func (p *pool) host(scheme, addr string) *hostPool {
-	key := scheme + "://" + addr
+func (p *pool) host(addr string) *hostPool {
+	key := addr
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	h := p.hosts[key]
 	if h == nil {
-		h = &hostPool{p: p, scheme: scheme, addr: addr, wake: make(chan struct{}),
+		h = &hostPool{p: p, addr: addr, wake: make(chan struct{}),
 			backoff: push.Backoff{Base: dialBackoffBase, Max: dialBackoffMax}}
 		p.hosts[key] = h
 	}
@@ -129,7 +129,7 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Port() == "" {
 		addr = net.JoinHostPort(req.URL.Hostname(), "443")
 	}
-	h := p.host(req.URL.Scheme, addr)
+	h := p.host(addr)
 	for resends := 0; ; resends++ {
 		c, err := h.get(req.Context())
 		if err != nil {
@@ -200,8 +200,8 @@ func unprocessed(err error) bool {
 
 // hostPool holds the connections to one host.
 type hostPool struct {
-	p            *pool
-	scheme, addr string
+	p    *pool
+	addr string // host:port; the scheme is always https
 
 	mu       sync.Mutex
 	conns    []*conn
