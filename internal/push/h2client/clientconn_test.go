@@ -3,15 +3,11 @@ package h2client_test
 import (
 	"bytes"
 	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,26 +16,19 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push/h2client"
+	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
 
 // startServer serves h over HTTP/2 and TLS with net/http's server, set up
-// by setup when not nil, and returns it and a directory holding its
-// certificate.
-func startServer(t *testing.T, h http.Handler, setup func(*http.Server)) (*httptest.Server, string) {
+// by setup when not nil.
+func startServer(t *testing.T, h http.Handler, setup func(*http.Server)) *mockhttp.Server {
 	t.Helper()
-	s := httptest.NewUnstartedServer(h)
-	s.EnableHTTP2 = true
-	if setup != nil {
-		setup(s.Config)
-	}
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	dir := t.TempDir()
-	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), cert, 0o644); err != nil {
+	s, err := mockhttp.StartWith("h2client", h, nil, setup)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return s, dir
+	t.Cleanup(s.Close)
+	return s
 }
 
 func newClient(t *testing.T, o h2client.Options) *http.Client {
@@ -56,7 +45,7 @@ func newClient(t *testing.T, o h2client.Options) *http.Client {
 // CONTINUATION frames; a response body over the client's limit fails its
 // request alone.
 func TestLargeBodiesAndHeaders(t *testing.T) {
-	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -73,7 +62,7 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 		// Small windows, so that bodies wait for window updates.
 		s.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 64 << 10}
 	})
-	c := newClient(t, h2client.Options{CAPath: ca})
+	c := newClient(t, h2client.Options{CAPath: s.CADir})
 	for _, size := range []int{0, 1, 65535, 65536, 300 << 10} {
 		body := bytes.Repeat([]byte("a"), size)
 		req, err := http.NewRequest(http.MethodPost, s.URL+"/echo", bytes.NewReader(body))
@@ -109,7 +98,7 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 func TestStreamLimit(t *testing.T) {
 	var mu sync.Mutex
 	inFlight, most := map[string]int{}, 0
-	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		inFlight[r.RemoteAddr]++
 		most = max(most, inFlight[r.RemoteAddr])
@@ -119,7 +108,7 @@ func TestStreamLimit(t *testing.T) {
 		inFlight[r.RemoteAddr]--
 		mu.Unlock()
 	}), func(s *http.Server) { s.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 5} })
-	c := newClient(t, h2client.Options{CAPath: ca, MaxConns: 2})
+	c := newClient(t, h2client.Options{CAPath: s.CADir, MaxConns: 2})
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	for i := range 100 {
@@ -139,9 +128,8 @@ func TestStreamLimit(t *testing.T) {
 // A request whose deadline passes fails with the context's error; its
 // stream is reset and the connection goes on serving.
 func TestDeadlineResetsOnlyItsStream(t *testing.T) {
-	var conns atomic.Int32
 	reset := make(chan struct{})
-	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			select {
 			case <-r.Context().Done():
@@ -149,14 +137,8 @@ func TestDeadlineResetsOnlyItsStream(t *testing.T) {
 			case <-time.After(5 * time.Second):
 			}
 		}
-	}), func(s *http.Server) {
-		s.ConnState = func(_ net.Conn, st http.ConnState) {
-			if st == http.StateNew {
-				conns.Add(1)
-			}
-		}
-	})
-	c := newClient(t, h2client.Options{CAPath: ca})
+	}), nil)
+	c := newClient(t, h2client.Options{CAPath: s.CADir})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/slow", strings.NewReader("{}"))
@@ -177,7 +159,7 @@ func TestDeadlineResetsOnlyItsStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := conns.Load(); n != 1 {
+	if n := s.Connections(); n != 1 {
 		t.Fatalf("%d connections, want the first to go on serving", n)
 	}
 }
@@ -232,10 +214,10 @@ func (b *blackhole) pipe(dst, src net.Conn) {
 // ping goes unanswered too, closed: the request on it fails long before
 // its deadline, and the next one goes out on a new connection.
 func TestUnansweredPingClosesTheConnection(t *testing.T) {
-	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
-	b := newBlackhole(t, s.Listener.Addr().String())
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
+	b := newBlackhole(t, strings.TrimPrefix(s.URL, "https://"))
 	base := "https://" + b.ln.Addr().String()
-	c := newClient(t, h2client.Options{CAPath: ca, PingAfter: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	c := newClient(t, h2client.Options{CAPath: s.CADir, PingAfter: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
 	if err := post(context.Background(), c, base, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -256,12 +238,12 @@ func TestUnansweredPingClosesTheConnection(t *testing.T) {
 
 // A stream the service resets fails only its own request.
 func TestResetStreamFailsOneRequest(t *testing.T) {
-	s, ca := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, fmt.Sprintf("%064x", 2)) {
 			panic(http.ErrAbortHandler) // RST_STREAM INTERNAL_ERROR
 		}
 	}), nil)
-	c := newClient(t, h2client.Options{CAPath: ca})
+	c := newClient(t, h2client.Options{CAPath: s.CADir})
 	for i := range 4 {
 		err := post(context.Background(), c, s.URL, i)
 		if (err != nil) != (i == 1) {

@@ -62,10 +62,19 @@ func (l resetListener) Accept() (net.Conn, error) {
 // Start serves h over HTTP/2 and TLS. tlsCfg, when not nil, is the base
 // TLS configuration (client certificate checks, for example).
 func Start(name string, h http.Handler, tlsCfg *tls.Config) (*Server, error) {
+	return StartWith(name, h, tlsCfg, nil)
+}
+
+// StartWith is Start with setup, when not nil, applied to the HTTP server
+// before it starts (its HTTP/2 settings, for example).
+func StartWith(name string, h http.Handler, tlsCfg *tls.Config, setup func(*http.Server)) (*Server, error) {
 	s := &Server{}
 	s.srv = httptest.NewUnstartedServer(h)
 	s.srv.EnableHTTP2 = true
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	if setup != nil {
+		setup(s.srv.Config)
+	}
 	s.srv.Listener = resetListener{Listener: s.srv.Listener, s: s}
 	s.srv.TLS = tlsCfg
 	s.srv.StartTLS()
