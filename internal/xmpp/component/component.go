@@ -12,7 +12,6 @@ package component
 import (
 	"bytes"
 	"context"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +32,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 // Pusher is what the component needs from the core besides registration.
@@ -356,7 +356,7 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 // IQs, at most MaxInFlight at once (and as many again coming back from a
 // wait, see withSlot). It serves whatever arrives until the stream ends,
 // also while the session shuts down (see closeStream).
-func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) error {
+func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
 	resumed := make(chan struct{}, c.opts.MaxInFlight)
 	workers := newWorkers(func(q *iq) {
@@ -370,39 +370,30 @@ func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) e
 	defer workers.close()
 	for {
 		lr.n.Store(0)
-		tok, err := d.Token()
+		t, err := d.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("server closed the stream")
 			}
 			return err
 		}
-		var start xml.StartElement
-		switch t := tok.(type) {
-		case xml.StartElement:
-			start = t
-		case xml.EndElement:
+		switch t.Kind {
+		case xmlwalk.EndElement:
 			// The only end at this level: the decoder checks nesting.
 			return errors.New("server closed the stream")
-		case xml.CharData:
-			if !isSpace(t) {
+		case xmlwalk.CharData:
+			if !isSpace(t.Text) {
 				return errors.New("text between stanzas")
 			}
 			continue // whitespace keepalives
-		default:
-			continue
 		}
-		if start.Name.Space == nsStream {
-			if start.Name.Local != "error" {
-				return fmt.Errorf("unexpected <stream:%s/> on an established stream", start.Name.Local)
+		if t.Name.Space == nsStream {
+			if t.Name.Local != "error" {
+				return fmt.Errorf("unexpected <stream:%s/> on an established stream", t.Name.Local)
 			}
-			var se struct {
-				Inner []byte `xml:",innerxml"`
-			}
-			d.DecodeElement(&se, &start)
-			return fmt.Errorf("stream error from server: %s", se.Inner)
+			return readStreamError(d, t)
 		}
-		if start.Name.Local != "iq" {
+		if t.Name.Local != "iq" {
 			// Messages and presences carry nothing for us.
 			if err := d.Skip(); err != nil {
 				return err
@@ -410,7 +401,7 @@ func (c *Conn) read(d *xml.Decoder, lr *limitReader, w *writer, work *tracker) e
 			continue
 		}
 		q := new(iq)
-		if err := q.UnmarshalXML(d, start); err != nil {
+		if err := q.walk(d, t); err != nil {
 			return fmt.Errorf("reading IQ: %w", err)
 		}
 		if q.Type != "get" && q.Type != "set" {

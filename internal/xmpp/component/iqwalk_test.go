@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 // reflectIQ has iq's fields and tags but not its UnmarshalXML: encoding/xml
@@ -48,6 +50,44 @@ func checkIQWalk(t *testing.T, stanza string) {
 	}
 }
 
+// checkStreamIQWalk is checkIQWalk on the stream's own decoder, whose
+// rare payloads go to reflection through a subtree of its tokens. The
+// reference is reflection on encoding/xml's decoder over the same lexer.
+func checkStreamIQWalk(t *testing.T, stanza string) {
+	t.Helper()
+	d := newDecoder(lexerOver([]byte(stanza), 3))
+	var start xmlwalk.Token
+	for start.Kind != xmlwalk.StartElement {
+		var err error
+		if start, err = d.Next(); err != nil {
+			return
+		}
+	}
+	walk := new(iq)
+	walkErr := walk.walk(d, start)
+
+	rd := xml.NewTokenDecoder(lexerOver([]byte(stanza), 3))
+	var rstart xml.StartElement
+	for {
+		tok, err := rd.Token()
+		if err != nil {
+			t.Fatalf("reference found no start where the decoder did: %v\n%s", err, stanza)
+		}
+		if st, ok := tok.(xml.StartElement); ok {
+			rstart = st
+			break
+		}
+	}
+	refl := new(reflectIQ)
+	reflErr := rd.DecodeElement(refl, &rstart)
+	if (walkErr == nil) != (reflErr == nil) {
+		t.Fatalf("stream walk error %v, reflection error %v\n%s", walkErr, reflErr, stanza)
+	}
+	if walkErr == nil && !reflect.DeepEqual(walk, (*iq)(refl)) {
+		t.Fatalf("stream walk %+v\nreflect     %+v\n%s", walk, refl, stanza)
+	}
+}
+
 var iqWalkCases = []string{
 	`<iq type='set' id='1' from='example.org' to='push.example.net'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'><field var='message-count'><value>1</value></field></x></notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='secret'><value>s</value></field></x></publish-options></pubsub></iq>`,
 	`<iq/>`,
@@ -62,11 +102,14 @@ var iqWalkCases = []string{
 	`<iq xmlns='jabber:component:accept' p:id='x' xmlns:p='urn:p'><a><b><c/></b></a></iq>`,
 	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='a'></pubsub></iq>`,
 	`<iq><unclosed></iq>`,
+	`<iq type='set' id='c' xmlns:c='http://jabber.org/protocol/commands'><c:command node='n' action='execute' xmlns:x='jabber:x:data'><x:x type='submit'><x:field var='a'><x:value>1</x:value></x:field></x:x></c:command></iq>`,
+	`<iq type='get' id='d'><query xmlns='http://jabber.org/protocol/disco#info' xmlns:p='u' p:node='a' node='b'/></iq>`,
 }
 
 func TestIQWalk(t *testing.T) {
 	for _, c := range iqWalkCases {
 		checkIQWalk(t, c)
+		checkStreamIQWalk(t, c)
 	}
 }
 
@@ -76,5 +119,6 @@ func FuzzIQWalk(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, stanza string) {
 		checkIQWalk(t, stanza)
+		checkStreamIQWalk(t, stanza)
 	})
 }

@@ -8,14 +8,16 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 // lexer splits the component stream into raw XML tokens: the tokens
 // encoding/xml's Decoder.RawToken returns in strict mode, for every input
 // (FuzzLexer holds it to that), except that it refuses comments,
 // processing instructions and directives, which XMPP forbids anywhere in a
-// stream (RFC 6120 §11.1). encoding/xml's own decoder above it still
-// checks nesting and resolves name spaces.
+// stream (RFC 6120 §11.1). The decoder above it checks nesting and
+// resolves name spaces.
 //
 // Why not encoding/xml's tokenizer: it reads through an io.ByteReader, a
 // method call per byte with line counting, and copies every name into a
@@ -27,7 +29,12 @@ type lexer struct {
 	c       *streamConn
 	err     error  // sticky, as encoding/xml's
 	scratch []byte // the name being read
-	text    []byte // the CharData last returned
+	text    []byte // readText's buffer
+
+	// The token last read (see next).
+	elem xml.Name
+	attr []xml.Attr
+	data []byte
 
 	needClose bool // the last StartElement was self-closing
 	toClose   xml.Name
@@ -96,30 +103,48 @@ func (l *lexer) intern(b []byte) string {
 	return *slot
 }
 
-// Token returns the next raw token. CharData refers to the lexer's buffer
-// and is valid until the next call, as encoding/xml's.
+// Token returns the next raw token, as encoding/xml's RawToken would.
+// CharData refers to the lexer's buffer and is valid until the next call,
+// as encoding/xml's.
 func (l *lexer) Token() (xml.Token, error) {
+	k, err := l.next()
+	if err != nil {
+		return nil, err
+	}
+	switch k {
+	case xmlwalk.StartElement:
+		return xml.StartElement{Name: l.elem, Attr: append([]xml.Attr{}, l.attr...)}, nil
+	case xmlwalk.EndElement:
+		return xml.EndElement{Name: l.elem}, nil
+	}
+	return xml.CharData(l.data), nil
+}
+
+// next reads the next raw token into l.elem and l.attr (a start tag),
+// l.elem (an end tag) or l.data (text). Names are raw: Name.Space holds
+// the prefix.
+func (l *lexer) next() (xmlwalk.Kind, error) {
 	if l.err != nil {
-		return nil, l.err
+		return 0, l.err
 	}
 	if l.needClose {
 		l.needClose = false
-		return xml.EndElement{Name: l.toClose}, nil
+		l.elem = l.toClose
+		return xmlwalk.EndElement, nil
 	}
 	b, ok := l.getc()
 	if !ok {
-		return nil, l.err
+		return 0, l.err
 	}
 	if b != '<' {
 		l.ungetc()
-		data := l.readText(-1, false)
-		if data == nil {
-			return nil, l.err
+		if l.data = l.readText(-1, false); l.data == nil {
+			return 0, l.err
 		}
-		return xml.CharData(data), nil
+		return xmlwalk.CharData, nil
 	}
 	if b, ok = l.mustgetc(); !ok {
-		return nil, l.err
+		return 0, l.err
 	}
 	switch b {
 	case '/':
@@ -128,23 +153,24 @@ func (l *lexer) Token() (xml.Token, error) {
 			if l.err == nil {
 				l.fail("expected element name after </")
 			}
-			return nil, l.err
+			return 0, l.err
 		}
 		l.space()
 		if b, ok = l.mustgetc(); !ok {
-			return nil, l.err
+			return 0, l.err
 		}
 		if b != '>' {
 			l.fail("invalid characters between </" + name.Local + " and >")
-			return nil, l.err
+			return 0, l.err
 		}
-		return xml.EndElement{Name: name}, nil
+		l.elem = name
+		return xmlwalk.EndElement, nil
 	case '?':
 		l.err = errors.New("XML processing instruction in the stream")
-		return nil, l.err
+		return 0, l.err
 	case '!':
 		if b, ok = l.mustgetc(); !ok {
-			return nil, l.err
+			return 0, l.err
 		}
 		switch b {
 		case '-':
@@ -152,51 +178,50 @@ func (l *lexer) Token() (xml.Token, error) {
 		case '[':
 			for i := range 6 {
 				if b, ok = l.mustgetc(); !ok {
-					return nil, l.err
+					return 0, l.err
 				}
 				if b != "CDATA["[i] {
 					l.fail("invalid <![ sequence")
-					return nil, l.err
+					return 0, l.err
 				}
 			}
-			data := l.readText(-1, true)
-			if data == nil {
-				return nil, l.err
+			if l.data = l.readText(-1, true); l.data == nil {
+				return 0, l.err
 			}
-			return xml.CharData(data), nil
+			return xmlwalk.CharData, nil
 		default:
 			l.err = errors.New("XML directive in the stream")
 		}
-		return nil, l.err
+		return 0, l.err
 	}
 	l.ungetc()
 	return l.startElement()
 }
 
-func (l *lexer) startElement() (xml.Token, error) {
+func (l *lexer) startElement() (xmlwalk.Kind, error) {
 	name, ok := l.nsname()
 	if !ok {
 		if l.err == nil {
 			l.fail("expected element name after <")
 		}
-		return nil, l.err
+		return 0, l.err
 	}
-	attr := []xml.Attr{}
+	attr := l.attr[:0]
 	empty := false
 	for {
 		l.space()
 		b, ok := l.mustgetc()
 		if !ok {
-			return nil, l.err
+			return 0, l.err
 		}
 		if b == '/' {
 			empty = true
 			if b, ok = l.mustgetc(); !ok {
-				return nil, l.err
+				return 0, l.err
 			}
 			if b != '>' {
 				l.fail("expected /> in element")
-				return nil, l.err
+				return 0, l.err
 			}
 			break
 		}
@@ -209,27 +234,27 @@ func (l *lexer) startElement() (xml.Token, error) {
 			if l.err == nil {
 				l.fail("expected attribute name in element")
 			}
-			return nil, l.err
+			return 0, l.err
 		}
 		l.space()
 		if b, ok = l.mustgetc(); !ok {
-			return nil, l.err
+			return 0, l.err
 		}
 		if b != '=' {
 			l.fail("attribute name without = in element")
-			return nil, l.err
+			return 0, l.err
 		}
 		l.space()
 		if b, ok = l.mustgetc(); !ok {
-			return nil, l.err
+			return 0, l.err
 		}
 		if b != '"' && b != '\'' {
 			l.fail("unquoted or missing attribute value in element")
-			return nil, l.err
+			return 0, l.err
 		}
 		data := l.readText(int(b), false)
 		if data == nil {
-			return nil, l.err
+			return 0, l.err
 		}
 		// Name-space URIs and the values of type and var repeat from
 		// stanza to stanza; ids, addresses and nodes do not.
@@ -240,11 +265,13 @@ func (l *lexer) startElement() (xml.Token, error) {
 		}
 		attr = append(attr, a)
 	}
+	l.attr = attr
 	if empty {
 		l.needClose = true
 		l.toClose = name
 	}
-	return xml.StartElement{Name: name, Attr: attr}, nil
+	l.elem = name
+	return xmlwalk.StartElement, nil
 }
 
 func (l *lexer) space() {

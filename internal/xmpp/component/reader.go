@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 // nsStream is the name space of the stream's own elements.
@@ -103,18 +105,16 @@ func (c *streamConn) unread(b []byte) {
 const streamHeader = `<stream:stream xmlns:stream='` + nsStream + `' xmlns='jabber:component:accept'>`
 
 // stanzaDecoder returns the decoder of the stanzas that follow the
-// handshake on c, positioned inside the stream element. Its tokens come
-// from our lexer over c's buffer, under encoding/xml's name-space and
-// nesting layer.
-func stanzaDecoder(c *streamConn) (*xml.Decoder, error) {
+// handshake on c, positioned inside the stream element.
+func stanzaDecoder(c *streamConn) (*decoder, error) {
 	c.unread([]byte(streamHeader))
-	d := xml.NewTokenDecoder(newLexer(c))
-	tok, err := d.Token()
+	d := newDecoder(newLexer(c))
+	t, err := d.Next()
 	if err != nil {
 		return nil, err
 	}
-	if st, ok := tok.(xml.StartElement); !ok || st.Name.Local != "stream" {
-		return nil, fmt.Errorf("stanza reader: unexpected %T at the start of the stream", tok)
+	if t.Kind != xmlwalk.StartElement || t.Name.Local != "stream" {
+		return nil, fmt.Errorf("stanza reader: unexpected token of kind %d at the start of the stream", t.Kind)
 	}
 	return d, nil
 }
@@ -123,4 +123,39 @@ func stanzaDecoder(c *streamConn) (*xml.Decoder, error) {
 // keepalive), the only text a stream may carry there.
 func isSpace(b []byte) bool {
 	return len(bytes.TrimLeft(b, " \t\r\n")) == 0
+}
+
+// nsStreamErrors is the name space of a stream error's condition and text.
+const nsStreamErrors = "urn:ietf:params:xml:ns:xmpp-streams"
+
+// readStreamError reads the <stream:error/> that start began and returns
+// it as the session's error: its condition, and its text if any (RFC 6120
+// §4.9).
+func readStreamError(d *decoder, start xmlwalk.Token) error {
+	var se struct {
+		Any []struct {
+			XMLName xml.Name
+			Text    string `xml:",chardata"`
+		} `xml:",any"`
+	}
+	if err := d.DecodeElement(&se, &xml.StartElement{Name: start.Name, Attr: start.Attr}); err != nil {
+		return fmt.Errorf("stream error from server, unreadable: %w", err)
+	}
+	cond, text := "", ""
+	for _, e := range se.Any {
+		switch {
+		case e.XMLName.Space != nsStreamErrors:
+		case e.XMLName.Local == "text":
+			text = e.Text
+		case cond == "":
+			cond = e.XMLName.Local
+		}
+	}
+	if cond == "" {
+		cond = "undefined-condition"
+	}
+	if text != "" {
+		return fmt.Errorf("stream error from server: %s (%q)", cond, text)
+	}
+	return fmt.Errorf("stream error from server: %s", cond)
 }

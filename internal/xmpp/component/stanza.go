@@ -9,6 +9,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 // Namespaces the component answers besides push and commands.
@@ -36,6 +37,18 @@ type iq struct {
 // iq's fields and tags, for every input (FuzzIQWalk holds it to that). A
 // field added to iq must be read here too.
 func (q *iq) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
+	return q.walk(xmlwalk.Decoder{Decoder: d}, xmlwalk.Token{Kind: xmlwalk.StartElement, Name: start.Name, Attr: start.Attr})
+}
+
+// stanzaReader is what an IQ is read from: the stream's decoder, or
+// encoding/xml's in the tests.
+type stanzaReader interface {
+	xmlwalk.Reader
+	DecodeElement(v any, start *xml.StartElement) error
+}
+
+// walk reads the IQ that start began.
+func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error {
 	for _, a := range start.Attr {
 		// As reflection does: the last of repeated attributes wins, and
 		// the name space of an attribute does not matter.
@@ -51,43 +64,38 @@ func (q *iq) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
 		}
 	}
 	for {
-		tok, err := d.Token()
-		if err != nil {
+		t, ok, err := xmlwalk.Child(r)
+		if !ok {
 			return err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			// A repeated payload merges into the first, as reflection
-			// merges it.
-			switch {
-			case t.Name.Local == "pubsub" && t.Name.Space == xep0357.NSPubSub:
-				if q.PubSub == nil {
-					q.PubSub = new(xep0357.PubSub)
-				}
-				err = q.PubSub.UnmarshalXML(d, t)
-			case t.Name.Local == "command" && t.Name.Space == adhoc.NS:
-				if q.Command == nil {
-					q.Command = new(adhoc.Command)
-				}
-				err = d.DecodeElement(q.Command, &t)
-			case t.Name.Local == "query" && t.Name.Space == nsDiscoInfo:
-				if q.Info == nil {
-					q.Info = new(discoQuery)
-				}
-				err = d.DecodeElement(q.Info, &t)
-			case t.Name.Local == "query" && t.Name.Space == nsDiscoItems:
-				if q.Items == nil {
-					q.Items = new(discoQuery)
-				}
-				err = d.DecodeElement(q.Items, &t)
-			default:
-				err = d.Skip()
+		// A repeated payload merges into the first, as reflection
+		// merges it. The rare payloads go through reflection.
+		switch {
+		case t.Name.Local == "pubsub" && t.Name.Space == xep0357.NSPubSub:
+			if q.PubSub == nil {
+				q.PubSub = new(xep0357.PubSub)
 			}
-			if err != nil {
-				return err
+			err = q.PubSub.Walk(r, t)
+		case t.Name.Local == "command" && t.Name.Space == adhoc.NS:
+			if q.Command == nil {
+				q.Command = new(adhoc.Command)
 			}
-		case xml.EndElement:
-			return nil
+			err = r.DecodeElement(q.Command, &xml.StartElement{Name: t.Name, Attr: t.Attr})
+		case t.Name.Local == "query" && t.Name.Space == nsDiscoInfo:
+			if q.Info == nil {
+				q.Info = new(discoQuery)
+			}
+			err = r.DecodeElement(q.Info, &xml.StartElement{Name: t.Name, Attr: t.Attr})
+		case t.Name.Local == "query" && t.Name.Space == nsDiscoItems:
+			if q.Items == nil {
+				q.Items = new(discoQuery)
+			}
+			err = r.DecodeElement(q.Items, &xml.StartElement{Name: t.Name, Attr: t.Attr})
+		default:
+			err = r.Skip()
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -2,9 +2,9 @@ package xep0357
 
 import (
 	"encoding/xml"
-	"fmt"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 // UnmarshalXML reads <pubsub/> with a walk over its tokens instead of
@@ -14,15 +14,17 @@ import (
 // against reflection on the same types, fuzzed. A field added to PubSub or
 // the types under it must be read here too, or those tests fail.
 func (ps *PubSub) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
-	if start.Name.Local != "pubsub" {
-		return xml.UnmarshalError("expected element type <pubsub> but have <" + start.Name.Local + ">")
-	}
-	if start.Name.Space != NSPubSub {
-		return xml.UnmarshalError(fmt.Sprintf("expected element <pubsub> in name space %s but have %q", NSPubSub, start.Name.Space))
+	return ps.Walk(xmlwalk.Decoder{Decoder: d}, xmlwalk.Token{Kind: xmlwalk.StartElement, Name: start.Name, Attr: start.Attr})
+}
+
+// Walk reads <pubsub/> from r, whose last token was start.
+func (ps *PubSub) Walk(r xmlwalk.Reader, start xmlwalk.Token) error {
+	if err := xmlwalk.Expect(start, NSPubSub, "pubsub"); err != nil {
+		return err
 	}
 	ps.XMLName = start.Name
 	for {
-		t, ok, err := child(d)
+		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
@@ -31,14 +33,14 @@ func (ps *PubSub) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
 			if ps.Publish == nil {
 				ps.Publish = new(Publish)
 			}
-			err = ps.Publish.read(d, t)
+			err = ps.Publish.read(r, t)
 		case "publish-options":
 			if ps.PublishOptions == nil {
 				ps.PublishOptions = new(PublishOptions)
 			}
-			err = ps.PublishOptions.read(d)
+			err = ps.PublishOptions.read(r)
 		default:
-			err = d.Skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return err
@@ -46,22 +48,22 @@ func (ps *PubSub) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
 	}
 }
 
-func (p *Publish) read(d *xml.Decoder, start xml.StartElement) error {
+func (p *Publish) read(r xmlwalk.Reader, start xmlwalk.Token) error {
 	for _, a := range start.Attr {
 		if a.Name.Local == "node" {
 			p.Node = a.Value
 		}
 	}
 	for {
-		t, ok, err := child(d)
+		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
 		if t.Name.Local == "item" {
 			p.Items = append(p.Items, Item{})
-			err = p.Items[len(p.Items)-1].read(d)
+			err = p.Items[len(p.Items)-1].read(r)
 		} else {
-			err = d.Skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return err
@@ -69,9 +71,9 @@ func (p *Publish) read(d *xml.Decoder, start xml.StartElement) error {
 	}
 }
 
-func (it *Item) read(d *xml.Decoder) error {
+func (it *Item) read(r xmlwalk.Reader) error {
 	for {
-		t, ok, err := child(d)
+		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
@@ -79,9 +81,9 @@ func (it *Item) read(d *xml.Decoder) error {
 			if it.Notification == nil {
 				it.Notification = new(Notification)
 			}
-			err = it.Notification.read(d)
+			err = it.Notification.read(r)
 		} else {
-			err = d.Skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return err
@@ -89,9 +91,9 @@ func (it *Item) read(d *xml.Decoder) error {
 	}
 }
 
-func (n *Notification) read(d *xml.Decoder) error {
+func (n *Notification) read(r xmlwalk.Reader) error {
 	for {
-		t, ok, err := child(d)
+		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
@@ -100,7 +102,7 @@ func (n *Notification) read(d *xml.Decoder) error {
 			if n.Form == nil {
 				n.Form = new(dataform.Form)
 			}
-			err = readForm(d, t, n.Form)
+			err = readForm(r, t, n.Form)
 		case t.Name.Local == "encrypted" && t.Name.Space == NSEncrypt:
 			if n.Encrypted == nil {
 				n.Encrypted = new(Encrypted)
@@ -113,14 +115,14 @@ func (n *Notification) read(d *xml.Decoder) error {
 					n.Encrypted.Type = a.Value
 				}
 			}
-			n.Encrypted.Payload, err = text(d)
+			n.Encrypted.Payload, err = xmlwalk.Text(r)
 		case t.Name.Local == "priority" && t.Name.Space == NSPriority:
 			if n.Priority == nil {
 				n.Priority = new(string)
 			}
-			*n.Priority, err = text(d)
+			*n.Priority, err = xmlwalk.Text(r)
 		default:
-			err = d.Skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return err
@@ -128,9 +130,9 @@ func (n *Notification) read(d *xml.Decoder) error {
 	}
 }
 
-func (o *PublishOptions) read(d *xml.Decoder) error {
+func (o *PublishOptions) read(r xmlwalk.Reader) error {
 	for {
-		t, ok, err := child(d)
+		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
@@ -138,9 +140,9 @@ func (o *PublishOptions) read(d *xml.Decoder) error {
 			if o.Form == nil {
 				o.Form = new(dataform.Form)
 			}
-			err = readForm(d, t, o.Form)
+			err = readForm(r, t, o.Form)
 		} else {
-			err = d.Skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return err
@@ -148,7 +150,7 @@ func (o *PublishOptions) read(d *xml.Decoder) error {
 	}
 }
 
-func readForm(d *xml.Decoder, start xml.StartElement, f *dataform.Form) error {
+func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form) error {
 	f.XMLName = start.Name
 	for _, a := range start.Attr {
 		if a.Name.Local == "type" {
@@ -156,15 +158,15 @@ func readForm(d *xml.Decoder, start xml.StartElement, f *dataform.Form) error {
 		}
 	}
 	for {
-		t, ok, err := child(d)
+		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
 		if t.Name.Local == "field" {
 			f.Fields = append(f.Fields, dataform.Field{})
-			err = readField(d, t, &f.Fields[len(f.Fields)-1])
+			err = readField(r, t, &f.Fields[len(f.Fields)-1])
 		} else {
-			err = d.Skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return err
@@ -172,7 +174,7 @@ func readForm(d *xml.Decoder, start xml.StartElement, f *dataform.Form) error {
 	}
 }
 
-func readField(d *xml.Decoder, start xml.StartElement, f *dataform.Field) error {
+func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
 		case "var":
@@ -182,70 +184,19 @@ func readField(d *xml.Decoder, start xml.StartElement, f *dataform.Field) error 
 		}
 	}
 	for {
-		t, ok, err := child(d)
+		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
 		if t.Name.Local == "value" {
 			var v string
-			v, err = text(d)
+			v, err = xmlwalk.Text(r)
 			f.Values = append(f.Values, v)
 		} else {
-			err = d.Skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return err
-		}
-	}
-}
-
-// child returns the next child element of the element being read, or
-// ok false at its end (or on an error).
-func child(d *xml.Decoder) (t xml.StartElement, ok bool, err error) {
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			return t, false, err
-		}
-		switch tok := tok.(type) {
-		case xml.StartElement:
-			return tok, true, nil
-		case xml.EndElement:
-			return t, false, nil
-		}
-	}
-}
-
-// text returns the character data directly inside the element just
-// started, skipping child elements, and consumes the element.
-func text(d *xml.Decoder) (string, error) {
-	var s string
-	var buf []byte // only when the text comes in several pieces
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			return "", err
-		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			if buf == nil && s == "" {
-				s = string(t)
-				continue
-			}
-			if buf == nil {
-				buf = append([]byte(s), t...)
-			} else {
-				buf = append(buf, t...)
-			}
-		case xml.StartElement:
-			if err := d.Skip(); err != nil {
-				return "", err
-			}
-		case xml.EndElement:
-			if buf != nil {
-				return string(buf), nil
-			}
-			return s, nil
 		}
 	}
 }

@@ -1,0 +1,218 @@
+package component
+
+import (
+	"encoding/xml"
+	"io"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
+)
+
+// xmlURL is the name space the prefix xml is bound to by definition.
+const xmlURL = "http://www.w3.org/XML/1998/namespace"
+
+// decoder reads the stanzas of a stream: the lexer's raw tokens with name
+// spaces resolved and nesting checked, the tokens encoding/xml's
+// Decoder.Token would give over the same lexer (FuzzDecoder holds it to
+// that), but as an xmlwalk.Reader. encoding/xml's decoder boxed every
+// token in an interface a second time and kept a record per element on
+// the heap; this one allocates nothing per token once its stacks have
+// grown.
+type decoder struct {
+	lx  *lexer
+	err error // sticky
+
+	// ns maps a prefix ("" for the default) to its name space; bound
+	// undoes the bindings of open elements, innermost last.
+	ns    map[string]string
+	bound []binding
+	open  []openElement
+}
+
+// binding is a prefix's binding before an open element changed it.
+type binding struct {
+	prefix, space string
+	was           bool // prefix was bound
+}
+
+// openElement is an element whose end is still to come.
+type openElement struct {
+	raw   xml.Name // as written, prefix in Space
+	bound int      // len(decoder.bound) before its bindings
+}
+
+func newDecoder(lx *lexer) *decoder {
+	return &decoder{lx: lx, ns: make(map[string]string)}
+}
+
+func (d *decoder) Next() (xmlwalk.Token, error) {
+	if d.err != nil {
+		return xmlwalk.Token{}, d.err
+	}
+	k, err := d.lx.next()
+	if err != nil {
+		if err == io.EOF && len(d.open) > 0 {
+			err = syntaxError("unexpected EOF")
+		}
+		d.err = err
+		return xmlwalk.Token{}, err
+	}
+	switch k {
+	case xmlwalk.StartElement:
+		// Bindings first: they apply to the element's own name and
+		// attributes.
+		mark := len(d.bound)
+		for _, a := range d.lx.attr {
+			switch {
+			case a.Name.Space == "xmlns":
+				d.bind(a.Name.Local, a.Value)
+			case a.Name.Space == "" && a.Name.Local == "xmlns":
+				d.bind("", a.Value)
+			}
+		}
+		d.open = append(d.open, openElement{raw: d.lx.elem, bound: mark})
+		attr := d.lx.attr
+		for i := range attr {
+			attr[i].Name = d.translate(attr[i].Name, false)
+		}
+		return xmlwalk.Token{Kind: k, Name: d.translate(d.lx.elem, true), Attr: attr}, nil
+	case xmlwalk.EndElement:
+		name := d.lx.elem
+		if len(d.open) == 0 {
+			d.err = syntaxError("unexpected end element </" + name.Local + ">")
+			return xmlwalk.Token{}, d.err
+		}
+		e := d.open[len(d.open)-1]
+		switch {
+		case e.raw.Local != name.Local:
+			d.err = syntaxError("element <" + e.raw.Local + "> closed by </" + name.Local + ">")
+			return xmlwalk.Token{}, d.err
+		case e.raw.Space != name.Space:
+			space := name.Space
+			if space == "" {
+				space = `""`
+			}
+			d.err = syntaxError("element <" + e.raw.Local + "> in space " + e.raw.Space + " closed by </" + name.Local + "> in space " + space)
+			return xmlwalk.Token{}, d.err
+		}
+		// The end's name resolves as its start's did, before the
+		// element's bindings go.
+		name = d.translate(name, true)
+		d.open = d.open[:len(d.open)-1]
+		for len(d.bound) > e.bound {
+			b := d.bound[len(d.bound)-1]
+			d.bound = d.bound[:len(d.bound)-1]
+			if b.was {
+				d.ns[b.prefix] = b.space
+			} else {
+				delete(d.ns, b.prefix)
+			}
+		}
+		return xmlwalk.Token{Kind: k, Name: name}, nil
+	}
+	return xmlwalk.Token{Kind: k, Text: d.lx.data}, nil
+}
+
+func (d *decoder) bind(prefix, space string) {
+	was, ok := d.ns[prefix]
+	d.bound = append(d.bound, binding{prefix: prefix, space: was, was: ok})
+	d.ns[prefix] = space
+}
+
+// translate resolves a raw name by encoding/xml's rules, quirks
+// included: an unbound prefix stays as the name space, an unprefixed
+// attribute has none, and neither do xmlns attributes or an element
+// named xmlns.
+func (d *decoder) translate(n xml.Name, element bool) xml.Name {
+	switch {
+	case n.Space == "xmlns":
+		return n
+	case n.Space == "" && !element:
+		return n
+	case n.Space == "xml":
+		n.Space = xmlURL
+	case n.Space == "" && n.Local == "xmlns":
+		return n
+	}
+	if v, ok := d.ns[n.Space]; ok {
+		n.Space = v
+	}
+	return n
+}
+
+// Skip consumes the rest of the element last started.
+func (d *decoder) Skip() error {
+	for depth := 0; ; {
+		t, err := d.Next()
+		if err != nil {
+			return err
+		}
+		switch t.Kind {
+		case xmlwalk.StartElement:
+			depth++
+		case xmlwalk.EndElement:
+			if depth == 0 {
+				return nil
+			}
+			depth--
+		}
+	}
+}
+
+// DecodeElement decodes the element that start began into v by
+// encoding/xml's reflection, for the stanzas rare enough not to need a
+// walk of their own. encoding/xml reads the element from a decoder of
+// its own over the tokens of this one, names already resolved.
+func (d *decoder) DecodeElement(v any, start *xml.StartElement) error {
+	return xml.NewTokenDecoder(&subtree{d: d, start: start}).Decode(v)
+}
+
+// subtree hands encoding/xml one element of the stream, its start first,
+// and then io.EOF. Its names are resolved already and it holds back the
+// xmlns attributes, so that encoding/xml, resolving the names again,
+// leaves them as they are: with no bindings, a name space stays. (One
+// quirk remains: a prefix bound to the name space "xml" itself comes out
+// as the XML name space. Only commands and disco queries come this way.)
+type subtree struct {
+	d     *decoder
+	start *xml.StartElement
+	depth int
+	done  bool
+}
+
+func (s *subtree) Token() (xml.Token, error) {
+	if s.done {
+		return nil, io.EOF
+	}
+	if s.start != nil {
+		st := xml.StartElement{Name: s.start.Name, Attr: withoutBindings(s.start.Attr)}
+		s.start = nil
+		return st, nil
+	}
+	t, err := s.d.Next()
+	if err != nil {
+		return nil, err
+	}
+	switch t.Kind {
+	case xmlwalk.StartElement:
+		s.depth++
+		return xml.StartElement{Name: t.Name, Attr: withoutBindings(t.Attr)}, nil
+	case xmlwalk.EndElement:
+		if s.depth == 0 {
+			s.done = true
+		}
+		s.depth--
+		return xml.EndElement{Name: t.Name}, nil
+	}
+	return xml.CharData(t.Text), nil
+}
+
+// withoutBindings returns a copy of attr without the xmlns attributes.
+func withoutBindings(attr []xml.Attr) []xml.Attr {
+	out := make([]xml.Attr, 0, len(attr))
+	for _, a := range attr {
+		if a.Name.Space != "xmlns" && !(a.Name.Space == "" && a.Name.Local == "xmlns") {
+			out = append(out, a)
+		}
+	}
+	return out
+}

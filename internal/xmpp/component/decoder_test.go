@@ -1,0 +1,127 @@
+package component
+
+import (
+	"encoding/xml"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
+)
+
+// decoderTokens reads every token of the decoder up to the first error,
+// as encoding/xml tokens; eof says whether that error was the input's end.
+func decoderTokens(d *decoder) (toks []xml.Token, eof bool) {
+	for len(toks) < 10000 {
+		t, err := d.Next()
+		if err != nil {
+			return toks, err == io.EOF
+		}
+		switch t.Kind {
+		case xmlwalk.StartElement:
+			toks = append(toks, xml.StartElement{Name: t.Name, Attr: append([]xml.Attr{}, t.Attr...)})
+		case xmlwalk.EndElement:
+			toks = append(toks, xml.EndElement{Name: t.Name})
+		case xmlwalk.CharData:
+			toks = append(toks, xml.CharData(append([]byte{}, t.Text...)))
+		default:
+			panic("unknown kind")
+		}
+	}
+	return toks, false
+}
+
+// compareDecoder holds the decoder to encoding/xml's name-space and
+// nesting layer over the same lexer.
+func compareDecoder(t *testing.T, data []byte, chunk int) {
+	t.Helper()
+	want, wantEOF := tokens(lexerOver(data, chunk))
+	got, gotEOF := decoderTokens(newDecoder(lexerOver(data, chunk)))
+	if !reflect.DeepEqual(got, want) || gotEOF != wantEOF {
+		t.Fatalf("input %q (reads of %d bytes):\n decoder:      %#v (ended at EOF: %t)\n encoding/xml: %#v (ended at EOF: %t)", data, chunk, got, gotEOF, want, wantEOF)
+	}
+}
+
+var decoderCases = []string{
+	`<a xmlns='u'><b/><p:c xmlns:p='v' p:x='1' y='2'/><p:d/></a>`,
+	`<a xmlns:p='v'><p:b xmlns:p='w'><p:c/></p:b><p:d/></a>`,
+	`<a xmlns='u'><b xmlns=''><c/></b><d/></a>`,
+	`<xml:a xml:lang='en'/>`, `<xmlns/>`, `<xmlns:a/>`, `<a xmlns:xmlns='x' xmlns:xml='y'><xml:b/></a>`,
+	`<q:a/>`, `<a q:b='1'/>`, `<a xmlns='u' xmlns='v'/>`, `<a xmlns:p='u' xmlns:p='v'><p:b/></a>`,
+	`<p:a xmlns:p='u'></a>`, `<p:a xmlns:p='u'></q:a>`, `<a></p:a>`, `<a><b></a></b>`,
+	`</a>`, `<a>`, `<a><b>`, `<a/></a>`, `<a>text<b>more</b>tail</a>`,
+	`<p:a xmlns:p='u'><x/></p:a><p:b/>`,
+	"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept'><iq/><stream:error/></stream:stream>",
+}
+
+func TestDecoderMatchesEncodingXML(t *testing.T) {
+	for _, cases := range [][]string{decoderCases, lexerCases, iqWalkCases} {
+		for _, c := range cases {
+			for _, chunk := range []int{1, 3, 4096} {
+				compareDecoder(t, []byte(c), chunk)
+			}
+		}
+	}
+}
+
+func FuzzDecoder(f *testing.F) {
+	for _, cases := range [][]string{decoderCases, lexerCases, iqWalkCases} {
+		for _, c := range cases {
+			f.Add([]byte(c), uint8(3))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		compareDecoder(t, data, int(chunk))
+	})
+}
+
+// The stream's error says what went wrong: its condition and its text.
+func TestStreamErrorSaysWhy(t *testing.T) {
+	for in, want := range map[string]string{
+		"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced by new connection</text></stream:error>":      `stream error from server: conflict ("Replaced by new connection")`,
+		"<stream:error><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>x</text><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><app xmlns='urn:example'/></stream:error>": `stream error from server: host-unknown ("x")`,
+		"<stream:error/>": "stream error from server: undefined-condition",
+		"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'></stream:error>": "stream error from server, unreadable: XML syntax error: element <conflict> closed by </error>",
+	} {
+		sc := newStreamConn(&limitReader{Conn: &chunkConn{data: []byte(in), err: io.EOF, chunk: 5}})
+		sc.limitReader.limit.Store(1 << 20)
+		d, err := stanzaDecoder(sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, err := d.Next()
+		if err != nil || start.Name.Space != nsStream || start.Name.Local != "error" {
+			t.Fatalf("%s: first token %+v, %v", in, start, err)
+		}
+		if got := readStreamError(d, start); got == nil || !strings.HasPrefix(got.Error(), want) {
+			t.Errorf("%s:\n got  %v\n want %s", in, got, want)
+		}
+	}
+}
+
+// A subtree ends with its element: what follows stays in the stream.
+func TestSubtreeEndsWithItsElement(t *testing.T) {
+	d := newDecoder(lexerOver([]byte(`<a xmlns='u' xmlns:p='v'><b p:x='1'><c/>t</b><next/></a>`), 2))
+	for range 2 {
+		if _, err := d.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// d's last token was <b>: hand it and what it holds to a subtree.
+	s := &subtree{d: d, start: &xml.StartElement{Name: xml.Name{Space: "u", Local: "b"}, Attr: []xml.Attr{{Name: xml.Name{Local: "xmlns"}, Value: "u"}, {Name: xml.Name{Space: "v", Local: "x"}, Value: "1"}}}}
+	got, eof := tokens(s)
+	want := []xml.Token{
+		xml.StartElement{Name: xml.Name{Space: "u", Local: "b"}, Attr: []xml.Attr{{Name: xml.Name{Space: "v", Local: "x"}, Value: "1"}}},
+		xml.StartElement{Name: xml.Name{Space: "u", Local: "c"}, Attr: []xml.Attr{}},
+		xml.EndElement{Name: xml.Name{Space: "u", Local: "c"}},
+		xml.CharData("t"),
+		xml.EndElement{Name: xml.Name{Space: "u", Local: "b"}},
+	}
+	if !eof || !reflect.DeepEqual(got, want) {
+		t.Fatalf("subtree gave %#v (EOF %t), want %#v", got, eof, want)
+	}
+	if next, err := d.Next(); err != nil || next.Name.Local != "next" {
+		t.Fatalf("after the subtree: %+v, %v; want <next/>", next, err)
+	}
+}

@@ -1,0 +1,134 @@
+// Package xmlwalk is what the stanza walks (xep0357's publish, the
+// component's IQ) read: XML tokens with their name spaces resolved, as
+// encoding/xml's Decoder.Token returns them, but handed over as a plain
+// struct. Boxing every token in an xml.Token interface, and the attribute
+// slice of every start tag, was a large share of the allocations of a
+// push; a Reader may reuse both.
+//
+// Decoder adapts an *xml.Decoder, so a walk written once serves both the
+// component stream's own reader and encoding/xml (UnmarshalXML, and the
+// tests that hold the walks to encoding/xml's reflection).
+package xmlwalk
+
+import (
+	"encoding/xml"
+	"fmt"
+)
+
+// Kind tells the tokens a walk sees apart. Comments, processing
+// instructions and directives are not handed to walks: none of them
+// means anything inside a stanza.
+type Kind uint8
+
+const (
+	StartElement Kind = iota + 1
+	EndElement
+	CharData
+)
+
+// Token is one token. Name holds for StartElement and EndElement, Attr
+// for StartElement, Text for CharData. Attr's slice and Text belong to the Reader and are valid until
+// its next call; the strings in Name and Attr are the caller's to keep.
+type Token struct {
+	Kind Kind
+	Name xml.Name
+	Attr []xml.Attr
+	Text []byte
+}
+
+// Reader is a token stream positioned somewhere inside a document.
+type Reader interface {
+	// Next returns the next token. An end tag that closes no element, an
+	// end tag that does not match its start, and the input ending
+	// inside an element are errors, as encoding/xml has them.
+	Next() (Token, error)
+	// Skip consumes the rest of the element whose start was the last
+	// token returned, up to and including its end.
+	Skip() error
+}
+
+// Decoder reads an *xml.Decoder as a Reader. Its Skip and DecodeElement
+// are the decoder's own.
+type Decoder struct{ *xml.Decoder }
+
+// Next returns the decoder's next start tag, end tag or text.
+func (d Decoder) Next() (Token, error) {
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return Token{}, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			return Token{Kind: StartElement, Name: t.Name, Attr: t.Attr}, nil
+		case xml.EndElement:
+			return Token{Kind: EndElement, Name: t.Name}, nil
+		case xml.CharData:
+			return Token{Kind: CharData, Text: t}, nil
+		}
+	}
+}
+
+// Child returns the next child element of the element being read, or ok
+// false at its end (or on an error). Text between children is passed
+// over.
+func Child(r Reader) (t Token, ok bool, err error) {
+	for {
+		t, err := r.Next()
+		if err != nil {
+			return t, false, err
+		}
+		switch t.Kind {
+		case StartElement:
+			return t, true, nil
+		case EndElement:
+			return t, false, nil
+		}
+	}
+}
+
+// Text returns the character data directly inside the element just
+// started, skipping child elements, and consumes the element.
+func Text(r Reader) (string, error) {
+	var s string
+	var buf []byte // only when the text comes in several pieces
+	for {
+		t, err := r.Next()
+		if err != nil {
+			return "", err
+		}
+		switch t.Kind {
+		case CharData:
+			if buf == nil && s == "" {
+				s = string(t.Text)
+				continue
+			}
+			if buf == nil {
+				buf = append([]byte(s), t.Text...)
+			} else {
+				buf = append(buf, t.Text...)
+			}
+		case StartElement:
+			if err := r.Skip(); err != nil {
+				return "", err
+			}
+		case EndElement:
+			if buf != nil {
+				return string(buf), nil
+			}
+			return s, nil
+		}
+	}
+}
+
+// Expect fails unless t is the start of local in name space space, with
+// the errors encoding/xml's reflection gives for an XMLName of that name.
+func Expect(t Token, space, local string) error {
+	if t.Name.Local != local {
+		return xml.UnmarshalError("expected element type <" + local + "> but have <" + t.Name.Local + ">")
+	}
+	if t.Name.Space != space {
+		return xml.UnmarshalError(fmt.Sprintf("expected element <%s> in name space %s but have %q", local, space, t.Name.Space))
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package xmlwalk
+
+import (
+	"encoding/xml"
+	"strings"
+	"testing"
+)
+
+// start returns a Decoder over doc positioned after its first start tag.
+func start(t *testing.T, doc string) Decoder {
+	t.Helper()
+	d := Decoder{xml.NewDecoder(strings.NewReader(doc))}
+	if tok, err := d.Next(); err != nil || tok.Kind != StartElement {
+		t.Fatalf("%s: first token %+v, %v", doc, tok, err)
+	}
+	return d
+}
+
+func TestText(t *testing.T) {
+	for doc, want := range map[string]string{
+		`<a>one</a>`: "one",
+		`<a></a>`:    "",
+		`<a>x<b>skipped<c/></b>y<![CDATA[<z>]]></a>`: "xy<z>",
+		`<a><!-- c -->x&amp;y</a>`:                   "x&y",
+	} {
+		got, err := Text(start(t, doc))
+		if err != nil || got != want {
+			t.Errorf("%s: Text %q, %v; want %q", doc, got, err, want)
+		}
+	}
+	if _, err := Text(start(t, `<a>x<b></a>`)); err == nil {
+		t.Error("mismatched end: no error")
+	}
+}
+
+func TestChild(t *testing.T) {
+	d := start(t, `<a>text<b x='1'/> <c/></a>`)
+	var names []string
+	for {
+		tok, ok, err := Child(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		names = append(names, tok.Name.Local)
+		if err := d.Skip(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Join(names, ",") != "b,c" {
+		t.Fatalf("children %v, want b,c", names)
+	}
+}
+
+func TestExpect(t *testing.T) {
+	tok := Token{Kind: StartElement, Name: xml.Name{Space: "u", Local: "a"}}
+	if err := Expect(tok, "u", "a"); err != nil {
+		t.Error(err)
+	}
+	if err := Expect(tok, "v", "a"); err == nil {
+		t.Error("other name space: no error")
+	}
+	if err := Expect(tok, "u", "b"); err == nil {
+		t.Error("other name: no error")
+	}
+}
