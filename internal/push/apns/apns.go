@@ -217,7 +217,11 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case err != nil:
 				return err
 			case a.status == http.StatusOK:
-				b.logger.Debug("push sent", "node", n.Node, "push_type", req.header.Get("apns-push-type"), "apns_id", a.id)
+				if b.logger.Enabled(ctx, slog.LevelDebug) {
+					// Not evaluated for nothing: Get canonicalises its
+					// key into a new string on every push.
+					b.logger.Debug("push sent", "node", n.Node, "push_type", req.header.Get("apns-push-type"), "apns_id", a.id)
+				}
 				return nil
 			case a.status == http.StatusGone:
 				since := a.timestamp
@@ -409,8 +413,11 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	defer resp.Body.Close()
 	// Canonical keys: Get needs no new string for them.
 	a := answer{status: resp.StatusCode, id: resp.Header.Get("Apns-Id")}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-		a.retryAfter = time.Duration(s) * time.Second
+	// Mostly absent, and Atoi("") allocates its error.
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if s, err := strconv.Atoi(v); err == nil && s > 0 {
+			a.retryAfter = time.Duration(s) * time.Second
+		}
 	}
 	if resp.StatusCode != http.StatusOK {
 		var body struct {

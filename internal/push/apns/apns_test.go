@@ -267,6 +267,22 @@ func TestRetriesEndAtDeadline(t *testing.T) {
 	}
 }
 
+// A Retry-After on a 429 holds the next try back at least that long.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	m, o := tokenSetup(t)
+	m.FailToken(token, apnsmock.Fault{Status: 429, Reason: "TooManyRequests", RetryAfter: "1"})
+	start := time.Now()
+	if err := send(t, newBackend(t, o), push.PriorityHigh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Fatalf("retried after %v, Retry-After said 1 s", took)
+	}
+	if m.Total() != 2 {
+		t.Fatalf("%d requests, want 2", m.Total())
+	}
+}
+
 func TestProviderTokenRefresh(t *testing.T) {
 	// The backend and the mock share one fake clock, so the mock judges
 	// the token's age the way Apple would at that time.

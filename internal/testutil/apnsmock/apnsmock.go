@@ -81,6 +81,9 @@ type Fault struct {
 	Delay     time.Duration // wait before answering
 	GoAway    bool          // answer, then send GOAWAY on the connection
 	Reset     bool          // reset the stream instead of answering
+	// RetryAfter, when set, is sent as a Retry-After header. Apple does
+	// not document one; a proxy or a future APNS may send it.
+	RetryAfter string
 }
 
 // Server is a running mock.
@@ -218,6 +221,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		req.Status, req.Reason = status, reason
 		if goAway || fault.GoAway {
 			w.Header().Set("Connection", "close")
+		}
+		if fault.RetryAfter != "" {
+			w.Header().Set("Retry-After", fault.RetryAfter)
 		}
 		// Apple echoes the request's apns-id or makes one; its
 		// development environment adds apns-unique-id, the id its
