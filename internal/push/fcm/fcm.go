@@ -214,7 +214,10 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case err != nil:
 				return err
 			case status == http.StatusOK:
-				b.logger.Debug("push sent", "node", n.Node, "priority", n.Priority, "message", name)
+				if b.logger.Enabled(ctx, slog.LevelDebug) {
+					// The arguments are boxed even for a disabled level.
+					b.logger.Debug("push sent", "node", n.Node, "priority", n.Priority, "message", name)
+				}
 				return nil
 			case ferr.code() == "UNREGISTERED":
 				return &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"}
