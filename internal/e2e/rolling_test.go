@@ -113,7 +113,8 @@ func (b *binary) String() string {
 // to the APNS mock, while bob keeps writing to alice, who is offline with
 // push enabled. Each instance is restarted in turn (SIGTERM, start again):
 // the server disables no push session, pushes go on through the other
-// instance, and every message gives one push. Behind ejabberd both
+// instance, and every message gives one push, but for a message caught
+// in the XMPP server's own handover window (see below). Behind ejabberd both
 // instances serve at once; behind Prosody one serves and the other stands
 // by, and takes over when the active one releases the component, or, when
 // it is killed, within 2 s.
@@ -258,7 +259,15 @@ ca_path = %q
 	// component; Prosody answers its publish itself, with wait. Without
 	// that word the standby waits for its next retry, up to 1.8 s: dozens
 	// of messages at this rate.
-	if allowed := map[bool]int{false: 0, true: 2 * len(inst)}[standby]; lost > allowed {
+	//
+	// ejabberd has a narrower window of its own: once it reads our
+	// closing tag its connection process marks the stream disconnected
+	// and stops, and only its terminate unregisters the route, so a
+	// publish routed to that process in between is dropped unsent
+	// (mod_push sees a timeout and keeps the session). It took one
+	// message once, in a full race-detector run of the suite; the drain
+	// this test guards lost 8 to 11 of 60 without it.
+	if allowed := map[bool]int{false: len(inst), true: 2 * len(inst)}[standby]; lost > allowed {
 		t.Fatalf("%d of %d messages gave no push, want at most %d", lost, sent, allowed)
 	}
 	// The session is still there: one more message pushes.
