@@ -28,10 +28,12 @@ run:
 # Installs what the tests need (Prosody for the end-to-end tests, a C
 # compiler for the race detector, staticcheck), then vets and runs every test.
 # The import of 100,000 generated registrations runs once more without the
-# race detector, which would make it take minutes.
+# race detector, which would make it take minutes; so does sockio, whose raw
+# system calls are only made without it.
 test: test-deps vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -run 'TestImportedRegistrationsPush' ./internal/e2e/
+	$(GO) test -count=1 ./internal/sockio/
 
 test-deps:
 	./scripts/test-deps.sh

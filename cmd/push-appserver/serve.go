@@ -29,6 +29,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/reload"
+	"github.com/push-appserver/push-appserver/internal/sockio"
 )
 
 // shutdownGrace is how long in-flight requests get to finish on shutdown.
@@ -182,10 +183,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	var servers []*http.Server
 	errc := make(chan error, 4)
 	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
-		ln, err := net.Listen("tcp", addr)
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
+		ln := sockio.Listener{Listener: l}
 		srv := httpapi.NewServer(addr, handler, logger)
 		servers = append(servers, srv)
 		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)

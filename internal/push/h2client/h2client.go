@@ -89,7 +89,8 @@ func New(o Options) (*http.Client, error) {
 	}
 	cfg.NextProtos = []string{"h2"}
 	p := &pool{
-		dialer:   &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}, Config: cfg},
+		dialer:   &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
+		tls:      cfg,
 		maxConns: o.MaxConns,
 		pings:    pings{after: cmp.Or(o.PingAfter, 30*time.Second), timeout: cmp.Or(o.PingTimeout, 10*time.Second)},
 		hosts:    map[string]*hostPool{},
@@ -99,7 +100,8 @@ func New(o Options) (*http.Client, error) {
 
 // pool is an http.RoundTripper over a set of connections per host.
 type pool struct {
-	dialer   *tls.Dialer
+	dialer   *net.Dialer
+	tls      *tls.Config
 	maxConns int
 	pings    pings
 
@@ -345,7 +347,7 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 func (h *hostPool) dial() {
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	cc, err := dialConn(ctx, h.p.dialer, h.addr, h.p.pings, h.broadcast)
+	cc, err := dialConn(ctx, h.p.dialer, h.p.tls, h.addr, h.p.pings, h.broadcast)
 	h.mu.Lock()
 	h.dialing--
 	if err != nil {

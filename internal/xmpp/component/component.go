@@ -30,6 +30,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/sockio"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
@@ -225,6 +226,7 @@ func (c *Conn) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dialing %s: %w", c.opts.Addr, err)
 	}
+	raw = sockio.Wrap(raw)
 	defer raw.Close()
 	if leavesHost(raw.RemoteAddr()) && c.warnedCleartext.CompareAndSwap(false, true) {
 		c.logger.Warn("the component connection is not encrypted and leaves this machine: secrets, tokens and push contents cross the network in clear text; connect to the XMPP server over loopback or a tunnel", "addr", raw.RemoteAddr().String())

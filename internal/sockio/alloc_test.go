@@ -1,0 +1,35 @@
+//go:build !race
+
+package sockio_test
+
+import (
+	"io"
+	"testing"
+)
+
+// The race detector's own bookkeeping allocates, so this runs without it
+// (make test runs this package once more without -race).
+
+// A read and a write on the push path allocate nothing.
+func TestNoAllocations(t *testing.T) {
+	c, srv := pair(t)
+	msg := []byte("<iq type='result' id='x'/>")
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(srv, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per write and read, want 0", allocs)
+	}
+}

@@ -1,0 +1,176 @@
+// Package sockio owns how the server reads and writes its busiest TCP
+// connections: the component stream, the HTTP/2 connections to the push
+// services and the HTTP API's connections.
+//
+// A push at a moderate rate (a few thousand a second, which is how most
+// servers run) arrives to an idle process: every read and write then pays
+// for more than the system call itself. Go's runtime announces each
+// blocking system call to its monitor thread (sysmon), and when that
+// thread was asleep because the process was idle, the announcement wakes
+// it, and it then polls every 20 µs until the process is idle again. On
+// a virtual machine each of those wake-ups is a context switch that costs
+// several microseconds. Reads and writes on a non-blocking socket never
+// block, so Conn makes them as raw system calls, which the monitor does
+// not hear about; the runtime's network poller still parks a reader with
+// nothing to read and a writer whose socket buffer is full, exactly as
+// net.Conn does. The price: during the call, a few microseconds, the
+// goroutine keeps its processor instead of offering it to others.
+//
+// It does not skip the read that follows a short one, although that read
+// mostly fails with EAGAIN: RawConn's Read clears the poller's readiness
+// before it calls its function, so waiting without reading first could
+// sleep through data that had already arrived.
+package sockio
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// Conn is a TCP connection whose Read and Write go straight to the
+// socket. Everything else (deadlines, addresses, Close) is the
+// *net.TCPConn's.
+type Conn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+
+	// The read in progress. RawConn takes a function, and a closure made
+	// per call would be an allocation per read; readFn is bound once.
+	rmu    sync.Mutex
+	rbuf   []byte
+	rn     int
+	rerr   syscall.Errno
+	readFn func(fd uintptr) bool
+
+	// The write in progress, likewise.
+	wmu     sync.Mutex
+	wbuf    []byte
+	wn      int
+	werr    syscall.Errno
+	writeFn func(fd uintptr) bool
+}
+
+// Wrap returns c as a Conn when it is a TCP connection whose socket can be
+// reached, and c itself otherwise.
+func Wrap(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	sc := &Conn{TCPConn: tc, rc: rc}
+	sc.readFn, sc.writeFn = sc.read, sc.write
+	return sc
+}
+
+// Read reads up to len(p) bytes. It has net.Conn's semantics: a deadline
+// that passes while it waits ends it with os.ErrDeadlineExceeded, and the
+// peer's close with io.EOF.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr = p, 0, 0
+	err := c.rc.Read(c.readFn)
+	n := c.rn
+	c.rbuf = nil
+	if err == nil && c.rerr != 0 {
+		err = c.rerr
+	}
+	if err != nil {
+		return 0, wrapErr("read", c, err)
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// read is the RawConn callback of Read: false asks the poller to wait
+// until the socket is readable.
+func (c *Conn) read(fd uintptr) bool {
+	for {
+		n, e := sysRead(fd, c.rbuf)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.rn, c.rerr = max(n, 0), e
+		return true
+	}
+}
+
+// Write writes all of p unless the connection fails or its deadline
+// passes, waiting for room in the socket's buffer as needed.
+func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werr = p, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n := c.wn
+	c.wbuf = nil
+	if err == nil && c.werr != 0 {
+		err = c.werr
+	}
+	if err != nil {
+		return n, wrapErr("write", c, err)
+	}
+	return n, nil
+}
+
+// write is the RawConn callback of Write.
+func (c *Conn) write(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		n, e := sysWrite(fd, c.wbuf[c.wn:])
+		switch e {
+		case 0:
+			c.wn += n
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+// wrapErr gives errors the shape net.Conn's have, so callers that look for
+// a timeout or a closed connection find them.
+func wrapErr(op string, c *Conn, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return err // the poller's: a deadline or a closed connection
+	}
+	if errno, ok := err.(syscall.Errno); ok {
+		err = os.NewSyscallError(op, errno)
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// Listener wraps the connections a TCP listener accepts.
+type Listener struct{ net.Listener }
+
+// Accept waits for the next connection and returns it wrapped.
+func (l Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
+}
