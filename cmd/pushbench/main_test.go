@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -71,5 +74,34 @@ func TestGrowth(t *testing.T) {
 				t.Fatalf("growth = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// A thread that sleeps is switched out voluntarily, and procSwitches sees
+// it across all of the process's threads.
+func TestProcSwitchesCountsSleeps(t *testing.T) {
+	v0, i0 := procSwitches(os.Getpid())
+	if v0 < 0 || i0 < 0 {
+		t.Fatalf("procSwitches = %v, %v: /proc not read", v0, i0)
+	}
+	slept, counted := make(chan struct{}), make(chan struct{})
+	go func() {
+		// A thread of its own, so the sleeps are the kernel's; it lives
+		// until counted (a locked thread ends with its goroutine).
+		runtime.LockOSThread()
+		for range 20 {
+			syscall.Nanosleep(&syscall.Timespec{Nsec: 100_000}, nil)
+		}
+		close(slept)
+		<-counted
+	}()
+	<-slept
+	v1, _ := procSwitches(os.Getpid())
+	close(counted)
+	if v1-v0 < 20 {
+		t.Fatalf("%v voluntary switches over 20 sleeps, want at least 20", v1-v0)
+	}
+	if v, i := procSwitches(1 << 30); v != -1 || i != -1 {
+		t.Fatalf("a process that does not exist: %v, %v; want -1, -1", v, i)
 	}
 }

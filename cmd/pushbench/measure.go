@@ -27,10 +27,14 @@ type sample struct {
 	// syscalls counts read and write system calls (syscr+syscw); <0
 	// when unknown.
 	syscalls float64
+	// voluntary and involuntary count the context switches of all the
+	// process's threads; <0 when unknown.
+	voluntary, involuntary float64
 }
 
 func (p *serverProbe) sample() sample {
 	s := sample{cpu: procCPU(p.pid), mallocs: -1, syscalls: procSyscalls(p.pid)}
+	s.voluntary, s.involuntary = procSwitches(p.pid)
 	if p.metricsURL != "" {
 		if n, err := p.mallocs(); err == nil {
 			s.mallocs = n
@@ -78,6 +82,43 @@ func (p *Phase) cost(before, after sample) {
 	if before.syscalls >= 0 && after.syscalls >= 0 {
 		p.Syscalls = (after.syscalls - before.syscalls) / float64(p.OK)
 	}
+	if before.voluntary >= 0 && after.voluntary >= 0 {
+		p.Voluntary = (after.voluntary - before.voluntary) / float64(p.OK)
+		p.Involuntary = (after.involuntary - before.involuntary) / float64(p.OK)
+	}
+}
+
+// procSwitches is the context switches of all of a process's threads so
+// far, voluntary (a thread slept: it waited for the network, a lock, a
+// timer, or the Go runtime parked an idle thread) and involuntary (the
+// kernel preempted it), or -1, -1 when unknown. A voluntary switch is a
+// sleep and a wake-up, which on a virtual machine costs several
+// microseconds of the process's CPU: at a moderate rate they, more than
+// the work, set the cost of a push. Threads that exited are not counted;
+// the Go runtime keeps its threads.
+func procSwitches(pid int) (voluntary, involuntary float64) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return -1, -1
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		for line := range strings.Lines(string(b)) {
+			k, v, _ := strings.Cut(line, ":")
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			switch {
+			case err != nil:
+			case k == "voluntary_ctxt_switches":
+				voluntary += f
+			case k == "nonvoluntary_ctxt_switches":
+				involuntary += f
+			}
+		}
+	}
+	return voluntary, involuntary
 }
 
 // procSyscalls is the read and write system calls a process made so far

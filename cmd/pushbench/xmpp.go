@@ -140,10 +140,13 @@ type Phase struct {
 	CPUus    float64          `json:"server_cpu_us_per_push"`
 	Allocs   float64          `json:"allocs_per_push,omitempty"`
 	Syscalls float64          `json:"syscalls_per_push,omitempty"`
-	WindowS  float64          `json:"window_s,omitempty"` // of an instruction count
-	mu       sync.Mutex
-	lat      []time.Duration
-	duration time.Duration
+	// Context switches of the server's threads per push.
+	Voluntary   float64 `json:"voluntary_switches_per_push,omitempty"`
+	Involuntary float64 `json:"involuntary_switches_per_push,omitempty"`
+	WindowS     float64 `json:"window_s,omitempty"` // of an instruction count
+	mu          sync.Mutex
+	lat         []time.Duration
+	duration    time.Duration
 }
 
 func newPhase() *Phase { return &Phase{Errors: map[string]int64{}} }
