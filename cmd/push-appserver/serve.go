@@ -22,6 +22,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/metrics"
+	"github.com/push-appserver/push-appserver/internal/procs"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/logpush"
@@ -64,6 +65,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	}
 	if cfg.Debugging {
 		logger.Warn("debugging is on: settings pages and forms are served and show secrets; turn it off in production")
+	}
+	if procs.Enabled(os.Getenv) {
+		// One processor while calm, all of them when busy (package procs).
+		go procs.New(logger).Run(ctx)
 	}
 
 	store, err := openStore(ctx, cfg, logger)
