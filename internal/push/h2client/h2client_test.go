@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -141,4 +142,18 @@ func TestWaitsForTheNextDial(t *testing.T) {
 		t.Fatalf("after the resets ended: %v", err)
 	}
 	t.Logf("sent %s after the resets ended", time.Since(start))
+}
+
+// The service's certificate must name the host dialled: the mock's names
+// 127.0.0.1 (and example.com) but not localhost, though both reach it.
+func TestVerifiesTheServiceName(t *testing.T) {
+	m, c := newMock(t)
+	if err := post(context.Background(), c, m.URL, 0); err != nil {
+		t.Fatalf("to %s: %v", m.URL, err)
+	}
+	other := strings.Replace(m.URL, "127.0.0.1", "localhost", 1)
+	err := post(context.Background(), c, other, 0)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("to %s, whose name the certificate lacks: %v, want a certificate error", other, err)
+	}
 }
