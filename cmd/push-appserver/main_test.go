@@ -92,8 +92,16 @@ type server struct {
 
 func startServer(t *testing.T, bin, config string) *server {
 	t.Helper()
+	return startServerEnv(t, bin, config)
+}
+
+// startServerEnv is startServer with env added to the server's
+// environment.
+func startServerEnv(t *testing.T, bin, config string, env ...string) *server {
+	t.Helper()
 	s := &server{log: &syncBuffer{}}
 	s.cmd = exec.Command(bin, "serve", "-config", config)
+	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
 	if err := s.cmd.Start(); err != nil {

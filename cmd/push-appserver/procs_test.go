@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// gomaxprocs reads the server's current GOMAXPROCS from its metrics.
+func gomaxprocs(t *testing.T, addr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^go_sched_gomaxprocs_threads (\d+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("metrics lack go_sched_gomaxprocs_threads")
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// An idle server drops to one processor within a few seconds (package
+// procs), unless GOMAXPROCS in its environment says otherwise.
+func TestIdleServerRunsOnOneProcessor(t *testing.T) {
+	bin := buildBinary(t)
+	for _, tt := range []struct {
+		name string
+		env  string
+		want int
+	}{
+		{"governed", "", 1},
+		{"GOMAXPROCS set", "GOMAXPROCS=2", 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			addr := freePort(t)
+			config := filepath.Join(dir, "config.toml")
+			os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr)), 0o600)
+			var env []string
+			if tt.env != "" {
+				env = append(env, tt.env)
+			}
+			s := startServerEnv(t, bin, config, env...)
+			s.waitHealthy(t, addr)
+			deadline := time.Now().Add(10 * time.Second)
+			got := gomaxprocs(t, addr)
+			for got != tt.want && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+				got = gomaxprocs(t, addr)
+			}
+			if got != tt.want {
+				t.Fatalf("GOMAXPROCS %d after 10 s idle, want %d (this machine has %d processors)", got, tt.want, runtime.NumCPU())
+			}
+			if tt.env != "" {
+				// And it stays: nothing governs it.
+				time.Sleep(3 * time.Second)
+				if got := gomaxprocs(t, addr); got != tt.want {
+					t.Fatalf("GOMAXPROCS %d, want %d as set", got, tt.want)
+				}
+			}
+		})
+	}
+}
