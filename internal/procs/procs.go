@@ -21,7 +21,9 @@
 // goroutine runs (the write-behind of push outcomes, a registration's
 // SQLite work) or while the kernel gives the one thread's core to
 // another process. At 2,000 pushes/s p99 rose from 2.5-3.3 ms to
-// 7.3-8.7 ms in the benchmark, on a machine whose two cores the load
+// 7.3-8.7 ms in the benchmark with 20,000 registrations, and from 5-7.5
+// to 11-12 ms with 100,000 (half the pushes then look their
+// registration up in SQLite), on a machine whose two cores the load
 // generator and the push service's mock share with the server.
 //
 // Setting GOMAXPROCS in the environment turns the governor off, and so
@@ -45,12 +47,15 @@ const (
 	// server on one processor gets all of them. It leaves room: the
 	// single processor is never the bottleneck for longer than an
 	// Interval.
-	DefaultUp = 0.6
+	DefaultUp = 0.75
 	// DefaultDown is the CPU use, in processors, below which a server
-	// on all of them goes back to one. It lies below DefaultUp but not
-	// far: the same load costs less on one processor, so it must not
-	// look busy on all of them for what one serves easily.
-	DefaultDown = 0.45
+	// on all of them goes back to one. The same load costs a quarter
+	// less on one processor, so a load just below Down comes to about
+	// 0.45 there, well below Up: the two cannot chase each other. A
+	// lower Down left a server whose pushes cost more (cache misses
+	// with 100,000 registrations: 0.5 processors at 2,000/s) on all
+	// processors.
+	DefaultDown = 0.6
 	// DefaultCalm is how many intervals in a row must be calm first.
 	DefaultCalm = 8
 )
