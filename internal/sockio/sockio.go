@@ -23,7 +23,6 @@
 package sockio
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -80,14 +79,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.readFn)
+	err := c.outcome("read", c.rc.Read(c.readFn), c.rerr)
 	n := c.rn
 	c.rbuf = nil
-	if err == nil && c.rerr != 0 {
-		err = c.rerr
-	}
 	if err != nil {
-		return 0, wrapErr("read", c, err)
+		return 0, err
 	}
 	if n == 0 {
 		return 0, io.EOF
@@ -120,16 +116,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
+	err := c.outcome("write", c.rc.Write(c.writeFn), c.werr)
 	n := c.wn
 	c.wbuf = nil
-	if err == nil && c.werr != 0 {
-		err = c.werr
-	}
-	if err != nil {
-		return n, wrapErr("write", c, err)
-	}
-	return n, nil
+	return n, err
 }
 
 // write is the RawConn callback of Write.
@@ -150,17 +140,18 @@ func (c *Conn) write(fd uintptr) bool {
 	return true
 }
 
-// wrapErr gives errors the shape net.Conn's have, so callers that look for
-// a timeout or a closed connection find them.
-func wrapErr(op string, c *Conn, err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return err // the poller's: a deadline or a closed connection
+// outcome is the error of a read or write: the poller's (a deadline or a
+// closed connection, already a *net.OpError), else the system call's,
+// given the shape net.Conn's errors have so that callers find what they
+// look for.
+func (c *Conn) outcome(op string, err error, errno syscall.Errno) error {
+	if err != nil {
+		return err
 	}
-	if errno, ok := err.(syscall.Errno); ok {
-		err = os.NewSyscallError(op, errno)
+	if errno == 0 {
+		return nil
 	}
-	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }
 
 // Listener wraps the connections a TCP listener accepts.

@@ -2,10 +2,7 @@
 
 package sockio
 
-import (
-	"errors"
-	"syscall"
-)
+import "syscall"
 
 // Under the race detector the reads and writes go through package
 // syscall's, which tell the detector that what a goroutine did before it
@@ -22,10 +19,8 @@ func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	return n, errnoOf(err)
 }
 
+// errnoOf is err as package syscall returns it: nil or an Errno.
 func errnoOf(err error) syscall.Errno {
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return 0
+	e, _ := err.(syscall.Errno)
+	return e
 }
