@@ -21,11 +21,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -82,6 +85,7 @@ type Options struct {
 type Backend struct {
 	opts    Options
 	base    string
+	baseURL *url.URL // base, parsed once: post copies it rather than parse a URL per push
 	client  *http.Client
 	signer  *signer // nil with certificate auth
 	breaker *push.Breaker
@@ -91,6 +95,17 @@ type Backend struct {
 	// rendered once: most pushes are such, and rendering headers and JSON
 	// was a visible part of a push's cost. Read-only after New.
 	fixed map[push.Priority]request
+	// authed is fixed's headers with the current provider token added,
+	// remade when the token changes (every 20 minutes or so), so a push
+	// copies no header map.
+	authed atomic.Pointer[authedHeaders]
+}
+
+// authedHeaders are the fixed requests' headers carrying one provider
+// token.
+type authedHeaders struct {
+	auth   string
+	header map[push.Priority]http.Header
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -112,6 +127,7 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	for _, p := range []push.Priority{push.PriorityHigh, push.PrioritySilent, push.PriorityVoIP} {
 		r := b.render(push.Notification{Priority: p})
 		r.header.Del("apns-expiration") // depends on the time of sending
+		r.shared = true
 		b.fixed[p] = r
 	}
 	switch {
@@ -154,6 +170,11 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 			b.base = HostSandbox
 		}
 	}
+	u, err := url.Parse(b.base)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("apns: endpoint %q is not an absolute URL", b.base)
+	}
+	b.baseURL = u
 	client, err := h2client.New(h2client.Options{CAPath: opts.CAPath, Certificates: certs})
 	if err != nil {
 		return nil, fmt.Errorf("apns: %w", err)
@@ -285,11 +306,15 @@ func (b *Backend) Misconfigured() (bool, string) { return b.breaker.Misconfigure
 type request struct {
 	payload []byte
 	header  http.Header
+	// shared marks header as one of fixed's, which nobody may change:
+	// post sends authed's copy of it instead.
+	shared   bool
+	priority push.Priority
 }
 
 // build returns the request for n: the fixed one of its priority when n
-// adds nothing to it, else a fresh rendering. The header and payload it
-// returns are shared: post clones the header before sending.
+// adds nothing to it, else a fresh rendering. The payload is always
+// shared, and so is the header when shared is set.
 func (b *Backend) build(n push.Notification) request {
 	r, ok := b.fixed[n.Priority]
 	if !ok || n.Encrypted != nil || (b.opts.IncludeSummary && n.Summary != nil) {
@@ -298,8 +323,31 @@ func (b *Backend) build(n push.Notification) request {
 	if b.opts.TTL > 0 {
 		r.header = r.header.Clone()
 		r.header.Set("apns-expiration", b.expiration())
+		r.shared = false
 	}
 	return r
+}
+
+// withAuth returns the header of r carrying the provider token auth.
+func (b *Backend) withAuth(r request, auth string) http.Header {
+	if !r.shared {
+		// A header of this push's own.
+		r.header["Authorization"] = []string{auth}
+		return r.header
+	}
+	if a := b.authed.Load(); a != nil && a.auth == auth {
+		return a.header[r.priority]
+	}
+	a := &authedHeaders{auth: auth, header: make(map[push.Priority]http.Header, len(b.fixed))}
+	for p, f := range b.fixed {
+		h := f.header.Clone()
+		h["Authorization"] = []string{auth}
+		a.header[p] = h
+	}
+	// Concurrent pushes may each make one after a new token; the last
+	// stored wins, and every one of them is right for its token.
+	b.authed.Store(a)
+	return a.header[r.priority]
 }
 
 func (b *Backend) expiration() string {
@@ -375,7 +423,7 @@ func (b *Backend) render(n push.Notification) request {
 		}
 	}
 	payload, _ := json.Marshal(body)
-	return request{payload: payload, header: h}
+	return request{payload: payload, header: h, priority: n.Priority}
 }
 
 // maxAnswer bounds what is read of an answer's body: Apple's are a
@@ -391,18 +439,28 @@ func maxPayload(p push.Priority) int {
 }
 
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.base+"/3/device/"+token, bytes.NewReader(r.payload))
-	if err != nil {
-		return answer{}, fmt.Errorf("apns: building request: %w", push.RedactURL(err, b.base+"/3/device/…"))
+	// Built here rather than by http.NewRequest, which would parse the
+	// URL again for every push. The token is hex (ValidateToken), so the
+	// path needs no escaping.
+	u := *b.baseURL
+	u.Path += "/3/device/" + token
+	u.RawPath = ""
+	body := r.payload
+	req := http.Request{
+		Method: http.MethodPost, URL: &u, Host: u.Host,
+		Header:        r.header,
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+		ContentLength: int64(len(body)),
 	}
-	hr.Header = r.header.Clone()
 	if b.signer != nil {
 		auth, err := b.signer.authorization()
 		if err != nil {
 			return answer{}, err
 		}
-		hr.Header["Authorization"] = []string{auth}
+		req.Header = b.withAuth(r, auth)
 	}
+	hr := req.WithContext(ctx)
 	// Straight to the transport: http.Client would copy the headers for
 	// redirects, which no push service sends and which must not carry
 	// the provider token elsewhere anyway.
