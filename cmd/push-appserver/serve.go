@@ -326,10 +326,12 @@ func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]
 		l := logger.With("app", name)
 		attrs := []any{"app", name, "kind", a.Kind, "priority", prio}
 		var b push.Backend
+		var deadline time.Duration
 		switch a.Kind {
 		case config.KindLog:
 			b = logpush.New(l)
 		default:
+			deadline = a.PushDeadline.D()
 			br := push.NewBreaker(name, push.BreakerOptions{}, logger)
 			b, err = newBackend(ctx, name, a, br, l)
 			if err != nil {
@@ -341,7 +343,7 @@ func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]
 			attrs = append(attrs, "environment", apns.Environment(*a.Sandbox, a.Endpoint))
 		}
 		logger.Info("app configured", attrs...)
-		apps = append(apps, appserver.App{Name: name, Priority: prio, Backend: b})
+		apps = append(apps, appserver.App{Name: name, Priority: prio, Backend: b, Deadline: deadline})
 	}
 	return apps, breakers, nil
 }

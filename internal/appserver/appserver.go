@@ -36,6 +36,11 @@ type App struct {
 	Name     string
 	Priority push.Priority
 	Backend  push.Backend
+	// Deadline is how long the backend gives one push, retries included
+	// (the app's push_deadline); 0 when it sets none. The service sets
+	// it on the context it sends with, when it ends before PushTimeout,
+	// so the backend finds it there and starts no timer of its own.
+	Deadline time.Duration
 }
 
 // Observer is told about what the service does, for metrics. A nil Observer
@@ -301,11 +306,11 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
 		return ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.PushTimeout)
-	defer cancel()
-
-	r, err := s.lookup(ctx, node)
+	deadline := start.Add(s.opts.PushTimeout)
+	r, err := s.lookup(ctx, node, deadline)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
 		return s.pushToken(ctx, TokenPush{App: req.TokenApp, Token: node, Request: req}, start)
 	}
 	if errors.Is(err, registry.ErrNotFound) {
@@ -327,9 +332,19 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	prio := app.Priority.Resolve(req.Important())
 
-	if err := s.admit(ctx, node+"\x00"+string(prio), r.Type, start); err != nil {
+	if err := s.admit(ctx, node+"\x00"+string(prio), r.Type, start, deadline); err != nil {
 		return err
 	}
+	// The backend's own deadline counts from here, after any wait for
+	// the throttle's window. Setting the earlier of the two here gives a
+	// push one timer, not two: the backend finds it and sets none.
+	if app.Deadline > 0 {
+		if d := time.Now().Add(app.Deadline); d.Before(deadline) {
+			deadline = d
+		}
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 
 	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: r.Account})
 	now := s.opts.Now().UTC()
@@ -356,14 +371,16 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
 
-// admit waits for the throttle's window for key, or refuses the push
-// with ErrThrottled.
-func (s *Service) admit(ctx context.Context, key, app string, start time.Time) error {
+// admit waits (until deadline at most) for the throttle's window for
+// key, or refuses the push with ErrThrottled.
+func (s *Service) admit(ctx context.Context, key, app string, start, deadline time.Time) error {
 	switch d, wait := s.throttle.admit(key); d {
 	case refuse:
 		s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
 		return ErrThrottled
 	case delaySend:
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
 		// push.Wait: a push waiting for its window does no work, so it
 		// does not hold the adapter's concurrency slot meanwhile.
 		err := push.Wait(ctx, wait)
@@ -376,13 +393,16 @@ func (s *Service) admit(ctx context.Context, key, app string, start time.Time) e
 	return nil
 }
 
-// lookup reads a registration through the cache. Unknown nodes are not
-// cached, so a registration made a moment ago is found at once.
-func (s *Service) lookup(ctx context.Context, node string) (registry.Registration, error) {
+// lookup reads a registration through the cache, asking the store by
+// deadline when it must. Unknown nodes are not cached, so a registration
+// made a moment ago is found at once.
+func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (registry.Registration, error) {
 	now := time.Now()
 	if r, ok := s.cache.get(node, now); ok {
 		return r, nil
 	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	gen := s.cache.generation(node)
 	r, err := s.store.Get(ctx, node)
 	if err == nil {

@@ -536,3 +536,70 @@ func TestOwnerIsSaltedHash(t *testing.T) {
 		t.Fatalf("HTTP re-registration of a bound node: %v", err)
 	}
 }
+
+// deadlines records the deadline each push reaches its backend with, and
+// when.
+type deadlines struct {
+	mu   sync.Mutex
+	left []time.Duration // deadline minus the time Send was called
+}
+
+func (d *deadlines) Send(ctx context.Context, n push.Notification) error {
+	dl, ok := ctx.Deadline()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !ok {
+		d.left = append(d.left, -1)
+		return nil
+	}
+	d.left = append(d.left, time.Until(dl))
+	return nil
+}
+
+// A push reaches its backend bounded by the earlier of PushTimeout and the
+// app's own deadline, and the app's deadline counts from the send, after
+// any wait for the throttle's window.
+func TestPushDeadline(t *testing.T) {
+	ctx := context.Background()
+	const window = 300 * time.Millisecond
+	for _, tt := range []struct {
+		name             string
+		pushTimeout, app time.Duration
+	}{
+		{"app's earlier", 10 * time.Second, 2 * time.Second},
+		{"push timeout earlier", time.Second, 5 * time.Second},
+		{"app sets none", 3 * time.Second, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &deadlines{}
+			svc, err := appserver.New(memory.New(), []appserver.App{{Name: "a", Priority: push.PriorityHigh, Backend: d, Deadline: tt.app}},
+				appserver.Options{PushTimeout: tt.pushTimeout, RateLimit: window}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := svc.Register(ctx, appserver.Caller{}, "a", "n", "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The second push waits for the throttle's next window.
+			for range 2 {
+				if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			for i, left := range d.left {
+				// PushTimeout counts from the push's start, before the
+				// wait; the app's deadline from the send.
+				want := tt.pushTimeout - window*time.Duration(i)
+				if tt.app > 0 {
+					want = min(want, tt.app)
+				}
+				if left > want || left < want-window/2 {
+					t.Errorf("push %d reached the backend with %v left, want %v", i, left, want)
+				}
+			}
+		})
+	}
+}

@@ -100,7 +100,8 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		prio = push.PrioritySilent
 	}
 	key := "token\x00" + tp.App + "\x00" + tp.Token + "\x00" + string(prio)
-	if err := s.admit(ctx, key, tp.App, start); err != nil {
+	deadline, _ := ctx.Deadline() // set by both callers
+	if err := s.admit(ctx, key, tp.App, start, deadline); err != nil {
 		return err
 	}
 	err = app.Backend.Send(ctx, push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted})

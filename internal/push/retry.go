@@ -46,8 +46,9 @@ const DefaultPushDeadline = 5 * time.Second
 // RetryPolicy bounds the retries of one push.
 type RetryPolicy struct {
 	// Budget is how long one push may take, retries included; the
-	// context's own deadline, when earlier, wins. 0 means
-	// DefaultPushDeadline, so a push never retries without end.
+	// context's own deadline, when earlier, wins (and then Retry starts
+	// no timer of its own). 0 means DefaultPushDeadline, so a push never
+	// retries without end.
 	Budget time.Duration
 	// Base and Max shape the backoff between attempts; defaults 100 ms
 	// and 2 s.
@@ -64,8 +65,11 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 	if p.Budget <= 0 {
 		p.Budget = DefaultPushDeadline
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.Budget)
-	defer cancel()
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > p.Budget {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Budget)
+		defer cancel()
+	}
 	b := Backoff{Base: p.Base, Max: p.Max}
 	if b.Base <= 0 {
 		b.Base = 100 * time.Millisecond

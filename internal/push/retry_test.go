@@ -101,3 +101,30 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("after Reset: %v", d)
 	}
 }
+
+// A caller's deadline that ends within the budget is the one the attempts
+// get, in the caller's own context: no timer of Retry's. A later one is
+// cut to the budget.
+func TestRetryKeepsEarlierDeadline(t *testing.T) {
+	parent, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := push.Retry(parent, push.RetryPolicy{Budget: 5 * time.Second}, func(ctx context.Context) error {
+		if ctx != parent {
+			t.Errorf("attempt got a context of Retry's own though the caller's ends first")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, cancel2 := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel2()
+	start := time.Now()
+	push.Retry(long, push.RetryPolicy{Budget: time.Second}, func(ctx context.Context) error {
+		dl, ok := ctx.Deadline()
+		if !ok || dl.After(start.Add(time.Second+100*time.Millisecond)) {
+			t.Errorf("attempt deadline %v (set: %v), want within the 1 s budget", time.Until(dl), ok)
+		}
+		return nil
+	})
+}
