@@ -311,9 +311,9 @@ func TestPushThrottled(t *testing.T) {
 	// during that wait are refused at once.
 	done := make(chan error, 1)
 	waiting := make(chan struct{})
-	wctx := push.WithWaiting(ctx, push.Waiting{
-		Pause:  func() { close(waiting) },
-		Resume: func(context.Context) error { return nil },
+	wctx := push.WithWaiting(ctx, push.WaitingFuncs{
+		PauseFunc:  func() { close(waiting) },
+		ResumeFunc: func(context.Context) error { return nil },
 	})
 	go func() { done <- svc.Push(wctx, appserver.PushRequest{Node: "n", Secret: r.Secret}) }()
 	<-waiting

@@ -99,14 +99,14 @@ func newFixtureOpts(t *testing.T, debugging bool, opts appserver.Options) *fixtu
 		},
 	})
 	waiting := make(chan struct{}, 16)
-	hooks := push.Waiting{
-		Pause: func() {
+	hooks := push.WaitingFuncs{
+		PauseFunc: func() {
 			select {
 			case waiting <- struct{}{}:
 			default:
 			}
 		},
-		Resume: func(context.Context) error { return nil },
+		ResumeFunc: func(context.Context) error { return nil },
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(push.WithWaiting(r.Context(), hooks)))

@@ -52,6 +52,9 @@ func DiscardBody(ctx context.Context, resp *http.Response, limit int64) {
 		fn(newAnswer(resp, body))
 		return
 	}
+	if resp.Body == http.NoBody {
+		return // nothing to drain, and a LimitReader less per push
+	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, limit))
 }
 

@@ -7,13 +7,23 @@ import (
 
 // Waiting is how a caller that bounds concurrent pushes (the XMPP
 // component's in-flight slots) learns that a push only waits on a timer: a
-// throttle window or a retry's backoff. Pause gives the push's slot back;
-// Resume takes one again before the push does work; it fails only when ctx
-// ends first, and the push then ends without one.
-type Waiting struct {
-	Pause  func()
-	Resume func(ctx context.Context) error
+// throttle window or a retry's backoff.
+type Waiting interface {
+	// Pause gives the push's slot back.
+	Pause()
+	// Resume takes one again before the push does work; it fails only
+	// when ctx ends first, and the push then ends without one.
+	Resume(ctx context.Context) error
 }
+
+// WaitingFuncs is a Waiting made of two functions.
+type WaitingFuncs struct {
+	PauseFunc  func()
+	ResumeFunc func(ctx context.Context) error
+}
+
+func (w WaitingFuncs) Pause()                           { w.PauseFunc() }
+func (w WaitingFuncs) Resume(ctx context.Context) error { return w.ResumeFunc(ctx) }
 
 type waitingKey struct{}
 

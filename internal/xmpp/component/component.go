@@ -356,7 +356,7 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 
 // read decodes top-level stanzas until the stream ends and dispatches the
 // IQs, at most MaxInFlight at once (and as many again coming back from a
-// wait, see withSlot). It serves whatever arrives until the stream ends,
+// wait, see slot). It serves whatever arrives until the stream ends,
 // also while the session shuts down (see closeStream).
 func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
@@ -365,9 +365,10 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		defer work.done()
 		// Not the session's context: a push under way when we shut
 		// down still completes (the core bounds it).
-		hctx, release := withSlot(context.Background(), sem, resumed)
-		defer release()
-		c.handle(hctx, q, w)
+		s := &slot{fresh: sem, resumed: resumed}
+		s.held.Store(&s.fresh)
+		defer s.Pause()
+		c.handle(push.WithWaiting(context.Background(), s), q, w)
 	})
 	defer workers.close()
 	for {
@@ -462,31 +463,30 @@ func (p *workers) work(q *iq) {
 // close lets the idle workers end; busy ones end after their IQ.
 func (p *workers) close() { close(p.stop) }
 
-// withSlot lets the handler's push hand its in-flight slot back while it
+// slot lets the handler's push hand its in-flight slot back while it
 // only waits on a timer (a throttle window, a retry's backoff), so that
 // such pushes never hold up fresh ones. After the wait it takes a slot of
 // resumed, a pool of its own: pushes coming back from a wait then never
-// queue in front of fresh ones either. release frees the slot held.
-func withSlot(ctx context.Context, fresh, resumed chan struct{}) (context.Context, func()) {
-	var held atomic.Pointer[chan struct{}]
-	held.Store(&fresh)
-	release := func() {
-		if sem := held.Swap(nil); sem != nil {
-			<-*sem
-		}
+// queue in front of fresh ones either. Pause frees the slot held.
+type slot struct {
+	held           atomic.Pointer[chan struct{}] // &fresh, &resumed or nil
+	fresh, resumed chan struct{}
+}
+
+func (s *slot) Pause() {
+	if sem := s.held.Swap(nil); sem != nil {
+		<-*sem
 	}
-	return push.WithWaiting(ctx, push.Waiting{
-		Pause: release,
-		Resume: func(ctx context.Context) error {
-			select {
-			case resumed <- struct{}{}:
-				held.Store(&resumed)
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		},
-	}), release
+}
+
+func (s *slot) Resume(ctx context.Context) error {
+	select {
+	case s.resumed <- struct{}{}:
+		s.held.Store(&s.resumed)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // tracker counts the IQs being handled and tells when none is.

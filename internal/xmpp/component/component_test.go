@@ -202,9 +202,9 @@ func TestPushReplies(t *testing.T) {
 	req := appserver.PushRequest{Node: "throttled", Secret: throttled.Secret}
 	f.svc.Push(ctx, req) // uses the window
 	waiting := make(chan struct{})
-	go f.svc.Push(push.WithWaiting(ctx, push.Waiting{
-		Pause:  func() { close(waiting) },
-		Resume: func(context.Context) error { return nil },
+	go f.svc.Push(push.WithWaiting(ctx, push.WaitingFuncs{
+		PauseFunc:  func() { close(waiting) },
+		ResumeFunc: func(context.Context) error { return nil },
 	}), req)
 	<-waiting // the second now waits for the next window
 

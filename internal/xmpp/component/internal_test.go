@@ -3,6 +3,7 @@ package component
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -219,5 +220,41 @@ func TestStreamConn(t *testing.T) {
 	}
 	if _, err := sc.ReadByte(); !errors.Is(err, boom) {
 		t.Fatalf("after the error: %v", err)
+	}
+}
+
+// A slot is held in one pool at a time: fresh until the push waits,
+// resumed after it, and released from whichever it holds, once.
+func TestSlot(t *testing.T) {
+	fresh, resumed := make(chan struct{}, 1), make(chan struct{}, 1)
+	fresh <- struct{}{} // what read takes before the handler runs
+	s := &slot{fresh: fresh, resumed: resumed}
+	s.held.Store(&s.fresh)
+	s.Pause()
+	if len(fresh) != 0 {
+		t.Fatal("the fresh slot was not given back on Pause")
+	}
+	if err := s.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(resumed) != 1 || len(fresh) != 0 {
+		t.Fatalf("after Resume: %d fresh, %d resumed held; want 0 and 1", len(fresh), len(resumed))
+	}
+	s.Pause() // the handler's own release at the end
+	s.Pause() // and nothing more
+	if len(resumed) != 0 {
+		t.Fatal("the resumed slot was not given back")
+	}
+	// With every resumed slot taken, Resume gives up when ctx ends, and
+	// the push then holds nothing to give back.
+	resumed <- struct{}{}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Resume(ctx); err == nil {
+		t.Fatal("Resume took a slot from a full pool")
+	}
+	s.Pause()
+	if len(resumed) != 1 {
+		t.Fatal("Pause after a failed Resume freed someone else's slot")
 	}
 }
