@@ -364,7 +364,7 @@ func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, st.err
 	}
 	resp := &http.Response{
-		Status:        strconv.Itoa(st.status) + " " + http.StatusText(st.status),
+		Status:        statusLine(st.status),
 		StatusCode:    st.status,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -379,11 +379,32 @@ func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// statusLine is http.Response's Status for code, without a new string
+// for the answer almost every push gets.
+func statusLine(code int) string {
+	if code == http.StatusOK {
+		return "200 OK"
+	}
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}
+
 func readBody(req *http.Request) ([]byte, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return nil, nil
 	}
 	defer req.Body.Close()
+	if n := req.ContentLength; n > 0 && n <= maxRequestBody {
+		// The length is known: one buffer of it (and a byte to find a
+		// body longer than it said), not io.ReadAll's growing one.
+		body := make([]byte, n, n+1)
+		if _, err := io.ReadFull(req.Body, body); err != nil {
+			return nil, fmt.Errorf("h2client: reading the request body: %w", err)
+		}
+		if m, _ := req.Body.Read(body[n : n+1]); m > 0 {
+			return nil, fmt.Errorf("h2client: request body longer than its Content-Length %d", n)
+		}
+		return body, nil
+	}
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxRequestBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("h2client: reading the request body: %w", err)

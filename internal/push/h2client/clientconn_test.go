@@ -78,8 +78,8 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 		got, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		cancel()
-		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Length") != strconv.Itoa(size) || len(resp.Header.Get("X-Big")) != 40<<10 {
-			t.Fatalf("%d bytes: status %d, x-length %q, x-big %d bytes", size, resp.StatusCode, resp.Header.Get("X-Length"), len(resp.Header.Get("X-Big")))
+		if resp.Status != "200 OK" || resp.Header.Get("X-Length") != strconv.Itoa(size) || len(resp.Header.Get("X-Big")) != 40<<10 {
+			t.Fatalf("%d bytes: status %q, x-length %q, x-big %d bytes", size, resp.Status, resp.Header.Get("X-Length"), len(resp.Header.Get("X-Big")))
 		}
 		if want := bytes.ToUpper(body[:min(size, 100<<10)]); !bytes.Equal(got, want) {
 			t.Fatalf("%d bytes: %d bytes came back, want %d", size, len(got), len(want))
@@ -90,6 +90,42 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 	}
 	if _, err := c.Get(s.URL + "/"); err != nil {
 		t.Fatalf("after a refused response: %v", err)
+	}
+}
+
+// A body that is not as long as the request's ContentLength says is
+// refused before anything is sent; the connection serves the next request.
+func TestBodyLengthMustMatch(t *testing.T) {
+	var served atomic.Int32
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		io.Copy(io.Discard, r.Body)
+	}), nil)
+	c := newClient(t, h2client.Options{CAPath: s.CADir})
+	for _, tt := range []struct {
+		body   string
+		length int64
+		ok     bool
+	}{
+		{"0123456789", 5, false},
+		{"01234", 10, false},
+		{"0123456789", 10, true},
+	} {
+		req, err := http.NewRequest(http.MethodPost, s.URL+"/", strings.NewReader(tt.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = tt.length
+		resp, err := c.Transport.RoundTrip(req)
+		if (err == nil) != tt.ok {
+			t.Fatalf("%d-byte body, ContentLength %d: error %v", len(tt.body), tt.length, err)
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+	}
+	if n := served.Load(); n != 1 {
+		t.Fatalf("the service saw %d requests, want 1", n)
 	}
 }
 
