@@ -122,3 +122,30 @@ func FuzzIQWalk(f *testing.F) {
 		checkStreamIQWalk(t, stanza)
 	})
 }
+
+// BenchmarkStreamIQWalk measures reading one publish IQ, as Prosody sends
+// it, off the stream: lexer, decoder and walk.
+func BenchmarkStreamIQWalk(b *testing.B) {
+	const batch = 1000
+	stanza := `<iq type='set' from='example.org' to='push.example.net' id='5c3f'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='0123456789abcdef0123456789abcdef'>` +
+		`<item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>1</value></field>` +
+		`<field var='last-message-body'><value>New Message!</value></field></x></notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>` +
+		`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>0123456789abcdef0123456789abcdef</value></field></x></publish-options></pubsub></iq>`
+	data := []byte(strings.Repeat(stanza, batch))
+	var d *decoder
+	n := 0
+	for b.Loop() {
+		if n%batch == 0 {
+			d = newDecoder(lexerOver(data, 4096))
+		}
+		n++
+		start, err := d.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		q := new(iq)
+		if err := q.walk(d, start); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
