@@ -1,6 +1,7 @@
 package component
 
 import (
+	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"io"
@@ -59,17 +60,26 @@ func (l *lexer) fail(msg string) {
 }
 
 // getc returns the next byte; at the end of the input or on a read error
-// it returns false with the error in l.err.
+// it returns false with the error in l.err. Small enough to be inlined:
+// it runs for most bytes of a stanza.
 func (l *lexer) getc() (byte, bool) {
+	if c := l.c; c.r < c.w {
+		b := c.buf[c.r]
+		c.r++
+		return b, true
+	}
+	return l.getcFill()
+}
+
+// getcFill is getc once the buffer is read out.
+func (l *lexer) getcFill() (byte, bool) {
 	c := l.c
-	if c.r == c.w {
-		if l.err != nil {
-			return 0, false
-		}
-		if err := c.fill(); err != nil {
-			l.err = err
-			return 0, false
-		}
+	if l.err != nil {
+		return 0, false
+	}
+	if err := c.fill(); err != nil {
+		l.err = err
+		return 0, false
 	}
 	b := c.buf[c.r]
 	c.r++
@@ -78,7 +88,12 @@ func (l *lexer) getc() (byte, bool) {
 
 // mustgetc is getc where the input may not end.
 func (l *lexer) mustgetc() (byte, bool) {
-	b, ok := l.getc()
+	if c := l.c; c.r < c.w {
+		b := c.buf[c.r]
+		c.r++
+		return b, true
+	}
+	b, ok := l.getcFill()
 	if !ok && l.err == io.EOF {
 		l.fail("unexpected EOF")
 	}
@@ -276,18 +291,28 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 
 func (l *lexer) space() {
 	for {
+		c := l.c
+		buf, i := c.buf[:c.w], c.r
+		for i < len(buf) && isSpaceByte(buf[i]) {
+			i++
+		}
+		c.r = i
+		if i < len(buf) {
+			return
+		}
+		// The buffer is read out: see whether more space follows.
 		b, ok := l.getc()
 		if !ok {
 			return
 		}
-		switch b {
-		case ' ', '\r', '\n', '\t':
-		default:
-			l.ungetc()
+		l.ungetc()
+		if !isSpaceByte(b) {
 			return
 		}
 	}
 }
+
+func isSpaceByte(b byte) bool { return b == ' ' || b == '\r' || b == '\n' || b == '\t' }
 
 // nsname reads a name with at most one colon, the part before which is
 // the prefix (Name.Space in a raw token).
@@ -327,26 +352,26 @@ func (l *lexer) readName() bool {
 	if !ok {
 		return false
 	}
-	if b < utf8.RuneSelf && !nameByte[b] {
+	if !nameByte[b] {
 		l.ungetc()
 		return false
 	}
 	l.scratch = append(l.scratch, b)
 	for {
 		c := l.c
-		i := c.r
-		for i < c.w && (c.buf[i] >= utf8.RuneSelf || nameByte[c.buf[i]]) {
+		buf, i := c.buf[:c.w], c.r
+		for i < len(buf) && nameByte[buf[i]] {
 			i++
 		}
-		l.scratch = append(l.scratch, c.buf[c.r:i]...)
+		l.scratch = append(l.scratch, buf[c.r:i]...)
 		c.r = i
-		if i < c.w {
+		if i < len(buf) {
 			return true
 		}
 		if b, ok = l.mustgetc(); !ok {
 			return false
 		}
-		if b < utf8.RuneSelf && !nameByte[b] {
+		if !nameByte[b] {
 			l.ungetc()
 			return true
 		}
@@ -354,10 +379,12 @@ func (l *lexer) readName() bool {
 	}
 }
 
-var nameByte = func() (t [utf8.RuneSelf]bool) {
+// nameByte holds the ASCII bytes a name may hold, and every byte outside
+// ASCII, which isName judges.
+var nameByte = func() (t [256]bool) {
 	for c := range t {
 		t[c] = 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
-			c == '_' || c == ':' || c == '.' || c == '-'
+			c == '_' || c == ':' || c == '.' || c == '-' || c >= utf8.RuneSelf
 	}
 	return t
 }()
@@ -367,14 +394,7 @@ func isName(s []byte) bool {
 	if len(s) == 0 {
 		return false
 	}
-	ascii := true
-	for _, b := range s {
-		if b >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
+	if isASCII(s) {
 		// In ASCII a name may not start with a digit, '.' or '-'.
 		c := s[0]
 		return !('0' <= c && c <= '9' || c == '.' || c == '-')
@@ -397,12 +417,13 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 	l.text = l.text[:0]
 	var b0, b1 byte
 	trunc := 0
+	plain := plainIn(quote, cdata)
 	for {
 		c := l.c
 		// Copy a run of bytes that need no attention at once.
-		if c.r < c.w {
+		if buf := c.buf[:c.w]; c.r < len(buf) {
 			i := c.r
-			for i < c.w && plain(c.buf[i], quote, cdata) {
+			for i < len(buf) && plain[buf[i]] {
 				i++
 			}
 			if n := i - c.r; n > 0 {
@@ -463,6 +484,10 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 	}
 	data := l.text[:len(l.text)-trunc]
 	for i := 0; i < len(data); {
+		if len(data)-i >= 8 && plainASCII(binary.LittleEndian.Uint64(data[i:])) {
+			i += 8
+			continue
+		}
 		if b := data[i]; b < utf8.RuneSelf {
 			if b < 0x20 && b != '\t' && b != '\n' && b != '\r' {
 				l.fail("illegal character code " + strconv.QuoteRune(rune(b)))
@@ -485,19 +510,62 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 	return data
 }
 
-// plain reports whether b in text needs no look: it ends nothing, starts
-// no entity and is not a '\r' to rewrite. A byte right after '\r' is never
-// plain either, since "\r\n" becomes one '\n'.
-func plain(b byte, quote int, cdata bool) bool {
-	switch b {
-	case '\r', '\n':
-		return false
-	case '<', '&':
-		return cdata
-	case '>':
-		return quote >= 0
+// plainIn returns the table of the bytes that need no look in text of
+// that kind: they end nothing, start no entity and are not a '\r' to
+// rewrite. A byte right after '\r' is never plain either, since "\r\n"
+// becomes one '\n'.
+func plainIn(quote int, cdata bool) *[256]bool {
+	switch {
+	case cdata:
+		return &plainTables[0]
+	case quote == '"':
+		return &plainTables[1]
+	case quote == '\'':
+		return &plainTables[2]
 	}
-	return int(b) != quote
+	return &plainTables[3]
+}
+
+// plainTables are plainIn's: CDATA, attribute values in double and in
+// single quotes, and text between tags.
+var plainTables = func() (t [4][256]bool) {
+	for i := range t {
+		for b := range 256 {
+			t[i][b] = b != '\r' && b != '\n'
+		}
+	}
+	for _, q := range []int{1, 2, 3} {
+		t[q]['<'], t[q]['&'] = false, false
+	}
+	t[1]['"'], t[2]['\''] = false, false
+	// The end of "]]>": a CDATA section's, and what text may not hold.
+	t[0]['>'], t[3]['>'] = false, false
+	return t
+}()
+
+// isASCII reports whether s is all ASCII, eight bytes at a time.
+func isASCII(s []byte) bool {
+	for len(s) >= 8 {
+		if binary.LittleEndian.Uint64(s)&0x8080808080808080 != 0 {
+			return false
+		}
+		s = s[8:]
+	}
+	for _, b := range s {
+		if b >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// plainASCII reports whether the eight bytes of w are all ASCII at or
+// above ' ': XML characters that need no closer look.
+func plainASCII(w uint64) bool {
+	const high, space = 0x8080808080808080, 0x2020202020202020
+	// A byte below 0x20 borrows in w-space and sets its high bit there
+	// while clear in w (the classic "has less than" test).
+	return w&high == 0 && (w-space)&^w&high == 0
 }
 
 func inCharacterRange(r rune) bool {
