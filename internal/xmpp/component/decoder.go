@@ -21,27 +21,36 @@ type decoder struct {
 	lx  *lexer
 	err error // sticky
 
-	// ns maps a prefix ("" for the default) to its name space; bound
-	// undoes the bindings of open elements, innermost last.
-	ns    map[string]string
-	bound []binding
-	open  []openElement
+	// ns holds the bindings of the open elements, innermost last: a
+	// prefix ("" for the default) is bound to the space of its last
+	// entry. A stanza is a few levels deep and binds a few prefixes, so
+	// searching this beats a map, which also had to be undone entry by
+	// entry at each end.
+	ns   []binding
+	open []openElement
 }
 
-// binding is a prefix's binding before an open element changed it.
+// maxBindings bounds the name-space declarations in scope at once, and
+// with it the search for a prefix: far more than XMPP ever nests (a
+// stanza has a handful), and without it a peer could make every name's
+// lookup as long as its stanza.
+const maxBindings = 64
+
+var errTooManyBindings = syntaxError("more than 64 name-space declarations in scope")
+
+// binding binds prefix to space.
 type binding struct {
 	prefix, space string
-	was           bool // prefix was bound
 }
 
 // openElement is an element whose end is still to come.
 type openElement struct {
 	raw   xml.Name // as written, prefix in Space
-	bound int      // len(decoder.bound) before its bindings
+	bound int      // len(decoder.ns) before its bindings
 }
 
 func newDecoder(lx *lexer) *decoder {
-	return &decoder{lx: lx, ns: make(map[string]string)}
+	return &decoder{lx: lx}
 }
 
 func (d *decoder) Next() (xmlwalk.Token, error) {
@@ -60,7 +69,7 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 	case xmlwalk.StartElement:
 		// Bindings first: they apply to the element's own name and
 		// attributes.
-		mark := len(d.bound)
+		mark := len(d.ns)
 		for _, a := range d.lx.attr {
 			switch {
 			case a.Name.Space == "xmlns":
@@ -68,6 +77,10 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 			case a.Name.Space == "" && a.Name.Local == "xmlns":
 				d.bind("", a.Value)
 			}
+		}
+		if len(d.ns) > maxBindings {
+			d.err = errTooManyBindings
+			return xmlwalk.Token{}, d.err
 		}
 		d.open = append(d.open, openElement{raw: d.lx.elem, bound: mark})
 		attr := d.lx.attr
@@ -98,24 +111,25 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 		// element's bindings go.
 		name = d.translate(name, true)
 		d.open = d.open[:len(d.open)-1]
-		for len(d.bound) > e.bound {
-			b := d.bound[len(d.bound)-1]
-			d.bound = d.bound[:len(d.bound)-1]
-			if b.was {
-				d.ns[b.prefix] = b.space
-			} else {
-				delete(d.ns, b.prefix)
-			}
-		}
+		clear(d.ns[e.bound:]) // no strings kept alive by dead bindings
+		d.ns = d.ns[:e.bound]
 		return xmlwalk.Token{Kind: k, Name: name}, nil
 	}
 	return xmlwalk.Token{Kind: k, Text: d.lx.data}, nil
 }
 
 func (d *decoder) bind(prefix, space string) {
-	was, ok := d.ns[prefix]
-	d.bound = append(d.bound, binding{prefix: prefix, space: was, was: ok})
-	d.ns[prefix] = space
+	d.ns = append(d.ns, binding{prefix: prefix, space: space})
+}
+
+// lookup returns the space prefix is bound to, if it is.
+func (d *decoder) lookup(prefix string) (string, bool) {
+	for i := len(d.ns) - 1; i >= 0; i-- {
+		if d.ns[i].prefix == prefix {
+			return d.ns[i].space, true
+		}
+	}
+	return "", false
 }
 
 // translate resolves a raw name by encoding/xml's rules, quirks
@@ -133,7 +147,7 @@ func (d *decoder) translate(n xml.Name, element bool) xml.Name {
 	case n.Space == "" && n.Local == "xmlns":
 		return n
 	}
-	if v, ok := d.ns[n.Space]; ok {
+	if v, ok := d.lookup(n.Space); ok {
 		n.Space = v
 	}
 	return n
