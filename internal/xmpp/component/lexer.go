@@ -312,7 +312,9 @@ func (l *lexer) space() {
 	}
 }
 
-func isSpaceByte(b byte) bool { return b == ' ' || b == '\r' || b == '\n' || b == '\t' }
+func isSpaceByte(b byte) bool { return spaceByte[b] }
+
+var spaceByte = [256]bool{' ': true, '\r': true, '\n': true, '\t': true}
 
 // nsname reads a name with at most one colon, the part before which is
 // the prefix (Name.Space in a raw token).
@@ -334,6 +336,22 @@ func (l *lexer) nsname() (xml.Name, bool) {
 }
 
 func (l *lexer) name() (string, bool) {
+	// Mostly the whole name is in the buffer: take it from there
+	// without copying it to scratch first.
+	c := l.c
+	buf, i := c.buf[:c.w], c.r
+	for i < len(buf) && nameByte[buf[i]] {
+		i++
+	}
+	if i > c.r && i < len(buf) {
+		name := buf[c.r:i]
+		if !isName(name) {
+			l.fail("invalid XML name: " + string(name))
+			return "", false
+		}
+		c.r = i
+		return l.intern(name), true
+	}
 	l.scratch = l.scratch[:0]
 	if !l.readName() {
 		return "", false
