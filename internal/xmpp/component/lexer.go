@@ -432,10 +432,32 @@ func isName(s []byte) bool {
 // character references, rewrites "\r\n" and "\r" to "\n" and checks that
 // the result is UTF-8 of XML characters. It returns nil on error.
 func (l *lexer) readText(quote int, cdata bool) []byte {
+	plain := plainIn(quote, cdata)
+	if !cdata {
+		// Mostly the text ends in the buffer with nothing in it to
+		// decode or rewrite: hand it out from there, uncopied. It stays
+		// valid until the next call, as the buffer is refilled only
+		// then.
+		c := l.c
+		buf, i := c.buf[:c.w], c.r
+		for i < len(buf) && plain[buf[i]] {
+			i++
+		}
+		if i < len(buf) && (quote >= 0 && int(buf[i]) == quote || quote < 0 && buf[i] == '<') {
+			data := buf[c.r:i]
+			if !l.xmlChars(data) {
+				return nil
+			}
+			if quote >= 0 {
+				i++ // the closing quote
+			}
+			c.r = i
+			return data
+		}
+	}
 	l.text = l.text[:0]
 	var b0, b1 byte
 	trunc := 0
-	plain := plainIn(quote, cdata)
 	for {
 		c := l.c
 		// Copy a run of bytes that need no attention at once.
@@ -501,6 +523,14 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 		b0, b1 = b1, b
 	}
 	data := l.text[:len(l.text)-trunc]
+	if !l.xmlChars(data) {
+		return nil
+	}
+	return data
+}
+
+// xmlChars checks that data is UTF-8 of XML characters.
+func (l *lexer) xmlChars(data []byte) bool {
 	for i := 0; i < len(data); {
 		if len(data)-i >= 8 && plainASCII(binary.LittleEndian.Uint64(data[i:])) {
 			i += 8
@@ -509,7 +539,7 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 		if b := data[i]; b < utf8.RuneSelf {
 			if b < 0x20 && b != '\t' && b != '\n' && b != '\r' {
 				l.fail("illegal character code " + strconv.QuoteRune(rune(b)))
-				return nil
+				return false
 			}
 			i++
 			continue
@@ -517,15 +547,15 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 		r, size := utf8.DecodeRune(data[i:])
 		if r == utf8.RuneError && size == 1 {
 			l.fail("invalid UTF-8")
-			return nil
+			return false
 		}
 		if !inCharacterRange(r) {
 			l.fail("illegal character code " + strconv.QuoteRune(r))
-			return nil
+			return false
 		}
 		i += size
 	}
-	return data
+	return true
 }
 
 // plainIn returns the table of the bytes that need no look in text of
