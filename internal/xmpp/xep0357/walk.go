@@ -157,14 +157,21 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form) error {
 			f.Type = a.Value
 		}
 	}
+	// The fields' first values share one array: a push's forms have
+	// a few fields of one value each, and a slice per field was an
+	// allocation per field.
+	var values []string
 	for {
 		t, ok, err := xmlwalk.Child(r)
 		if !ok {
 			return err
 		}
 		if t.Name.Local == "field" {
+			if f.Fields == nil {
+				f.Fields = make([]dataform.Field, 0, 4)
+			}
 			f.Fields = append(f.Fields, dataform.Field{})
-			err = readField(r, t, &f.Fields[len(f.Fields)-1])
+			err = readField(r, t, &f.Fields[len(f.Fields)-1], &values)
 		} else {
 			err = r.Skip()
 		}
@@ -174,7 +181,8 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form) error {
 	}
 }
 
-func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field) error {
+// readField reads a field into f; its first value goes into values.
+func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
 		case "var":
@@ -191,7 +199,18 @@ func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field) error {
 		if t.Name.Local == "value" {
 			var v string
 			v, err = xmlwalk.Text(r)
-			f.Values = append(f.Values, v)
+			if len(f.Values) == 0 {
+				if *values == nil {
+					*values = make([]string, 0, 4)
+				}
+				// Capped at one: a second value must not overwrite
+				// the next field's first.
+				*values = append(*values, v)
+				n := len(*values)
+				f.Values = (*values)[n-1 : n : n]
+			} else {
+				f.Values = append(f.Values, v)
+			}
 		} else {
 			err = r.Skip()
 		}

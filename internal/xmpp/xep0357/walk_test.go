@@ -53,6 +53,8 @@ func dump(ps *xep0357.PubSub) string {
 }
 
 var walkCases = []string{
+	// Fields with more than one value, between fields with one.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish-options><x xmlns='jabber:x:data'><field var='a'><value>1</value><value>2</value></field><field var='b'><value>3</value></field><field var='c'><value>4</value><value>5</value><value>6</value></field><field var='d'><value>7</value></field></x></publish-options></pubsub></iq>`,
 	prosodyPublish,
 	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'/></iq>`,
 	`<iq><pubsub xmlns='other'><publish node='n'/></pubsub></iq>`,
