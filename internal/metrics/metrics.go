@@ -6,7 +6,10 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +28,23 @@ type Metrics struct {
 	latency       *prometheus.HistogramVec
 	components    *prometheus.GaugeVec
 	rejections    *prometheus.CounterVec
+
+	// pushed holds the counter and histogram of each app and outcome
+	// seen, copied on write: WithLabelValues hashes the labels and
+	// looks them up under a lock on every call, which on every push
+	// was a visible cost.
+	pushedMu sync.Mutex
+	pushed   atomic.Pointer[map[pushKey]pushSeries]
+}
+
+type pushKey struct {
+	app     string
+	outcome appserver.Outcome
+}
+
+type pushSeries struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 var _ appserver.Observer = (*Metrics)(nil)
@@ -84,8 +104,32 @@ func (m *Metrics) Unregistered(app, reason string) {
 
 // Pushed counts a push and its latency.
 func (m *Metrics) Pushed(app string, o appserver.Outcome, d time.Duration) {
-	m.pushes.WithLabelValues(app, string(o)).Inc()
-	m.latency.WithLabelValues(app, string(o)).Observe(d.Seconds())
+	s := m.series(pushKey{app, o})
+	s.count.Inc()
+	s.latency.Observe(d.Seconds())
+}
+
+func (m *Metrics) series(k pushKey) pushSeries {
+	if p := m.pushed.Load(); p != nil {
+		if s, ok := (*p)[k]; ok {
+			return s
+		}
+	}
+	m.pushedMu.Lock()
+	defer m.pushedMu.Unlock()
+	var old map[pushKey]pushSeries
+	if p := m.pushed.Load(); p != nil {
+		old = *p
+	}
+	if s, ok := old[k]; ok {
+		return s
+	}
+	next := make(map[pushKey]pushSeries, len(old)+1)
+	maps.Copy(next, old)
+	s := pushSeries{m.pushes.WithLabelValues(k.app, string(k.outcome)), m.latency.WithLabelValues(k.app, string(k.outcome))}
+	next[k] = s
+	m.pushed.Store(&next)
+	return s
 }
 
 // Rejected counts a refused push request.

@@ -1,0 +1,53 @@
+package metrics
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+)
+
+// Pushes from many goroutines are counted per app and outcome, each in
+// its own series, the first push of a series included.
+func TestPushedCountsEverySeries(t *testing.T) {
+	m := New()
+	apps := []string{"a", "b", ""}
+	outcomes := []appserver.Outcome{appserver.OutcomeSuccess, appserver.OutcomeFailed}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range 300 {
+				m.Pushed(apps[i%3], outcomes[i/3%2], time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]float64{}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range mt.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			switch f.GetName() {
+			case "push_appserver_pushes_total":
+				counts[key] = mt.GetCounter().GetValue()
+			case "push_appserver_push_duration_seconds":
+				counts[key] = float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	if len(counts) != 12 {
+		t.Fatalf("%d series, want 12: %v", len(counts), counts)
+	}
+	for k, n := range counts {
+		if n != 400 {
+			t.Errorf("%s: %v, want 400", k, n)
+		}
+	}
+}
