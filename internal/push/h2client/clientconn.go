@@ -750,9 +750,17 @@ func (cc *clientConn) onHeaders(f *http2.MetaHeadersFrame) {
 		fields := f.RegularFields()
 		st.status = code
 		st.header = make(http.Header, len(fields))
-		for _, hf := range fields {
+		// One array for the values: most names come once, and a slice
+		// each was an allocation per field.
+		values := make([]string, len(fields))
+		for i, hf := range fields {
 			k := cc.canonical(hf.Name)
-			st.header[k] = append(st.header[k], hf.Value)
+			if vv, ok := st.header[k]; ok {
+				st.header[k] = append(vv, hf.Value)
+				continue
+			}
+			values[i] = hf.Value
+			st.header[k] = values[i : i+1 : i+1]
 		}
 		st.gotHeaders = true
 		cc.answered.Store(true)

@@ -52,6 +52,8 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 			return
 		}
 		w.Header().Set("x-big", strings.Repeat("h", 40<<10))
+		w.Header()["X-Twice"] = []string{"1", "2"}
+		w.Header().Set("x-after", "3")
 		w.Header().Set("x-length", strconv.Itoa(len(body)))
 		if r.URL.Query().Has("huge") {
 			w.Write(make([]byte, 1<<20))
@@ -80,6 +82,9 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 		cancel()
 		if resp.Status != "200 OK" || resp.Header.Get("X-Length") != strconv.Itoa(size) || len(resp.Header.Get("X-Big")) != 40<<10 {
 			t.Fatalf("%d bytes: status %q, x-length %q, x-big %d bytes", size, resp.Status, resp.Header.Get("X-Length"), len(resp.Header.Get("X-Big")))
+		}
+		if tw, af := resp.Header["X-Twice"], resp.Header["X-After"]; len(tw) != 2 || tw[0] != "1" || tw[1] != "2" || len(af) != 1 || af[0] != "3" {
+			t.Fatalf("%d bytes: x-twice %q, x-after %q", size, tw, af)
 		}
 		if want := bytes.ToUpper(body[:min(size, 100<<10)]); !bytes.Equal(got, want) {
 			t.Fatalf("%d bytes: %d bytes came back, want %d", size, len(got), len(want))
