@@ -197,7 +197,24 @@ func nanos(t time.Time) sql.NullInt64 {
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
+// keyRead returns the context to read one row by its key under, the
+// push path's reads. Such a read takes microseconds and in WAL mode never
+// waits for a writer, so ctx is checked once rather than handed down:
+// under a context that can end, database/sql and the driver would each
+// start a goroutine per query to watch it, which was most of a lookup's
+// cost (BenchmarkGet: 9.7 -> 4.1 µs).
+func keyRead(ctx context.Context) (context.Context, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return context.WithoutCancel(ctx), nil
+}
+
 func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
+	ctx, err := keyRead(ctx)
+	if err != nil {
+		return registry.Registration{}, fmt.Errorf("get %s: %w", node, err)
+	}
 	return scan(s.get.QueryRowContext(ctx, node))
 }
 
@@ -311,8 +328,12 @@ func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
 
 func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
 	b := registry.BlockedToken{Type: typ, Token: token}
+	ctx, err := keyRead(ctx)
+	if err != nil {
+		return b, fmt.Errorf("reading blocked token: %w", err)
+	}
 	var since, until int64
-	err := s.getBlocked.QueryRowContext(ctx, typ, token).
+	err = s.getBlocked.QueryRowContext(ctx, typ, token).
 		Scan(&since, &until, &b.Reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, registry.ErrNotFound

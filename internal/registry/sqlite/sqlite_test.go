@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"database/sql"
 	"fmt"
 	"os"
@@ -212,5 +213,22 @@ func TestPathWithURICharacters(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "registry.db")); err != nil {
 		t.Fatalf("the database is not where it was asked for: %v", err)
+	}
+}
+
+// Get reads under a context that can end, and refuses one that has.
+func TestGetHonoursContext(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	defer s.Close()
+	if _, err := register(s, registry.Registration{Node: "n", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if r, err := s.Get(ctx, "n"); err != nil || r.Secret != "s" {
+		t.Fatalf("Get = %+v, %v", r, err)
+	}
+	cancel()
+	if _, err := s.Get(ctx, "n"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Get after the context ended = %v, want context.Canceled", err)
 	}
 }
