@@ -371,16 +371,19 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
 
-// admit waits (until deadline at most) for the throttle's window for
-// key, or refuses the push with ErrThrottled.
+// admit waits (until deadline at most, unless it is zero) for the
+// throttle's window for key, or refuses the push with ErrThrottled.
 func (s *Service) admit(ctx context.Context, key, app string, start, deadline time.Time) error {
 	switch d, wait := s.throttle.admit(key); d {
 	case refuse:
 		s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
 		return ErrThrottled
 	case delaySend:
-		ctx, cancel := context.WithDeadline(ctx, deadline)
-		defer cancel()
+		if !deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+		}
 		// push.Wait: a push waiting for its window does no work, so it
 		// does not hold the adapter's concurrency slot meanwhile.
 		err := push.Wait(ctx, wait)

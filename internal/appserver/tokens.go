@@ -100,7 +100,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		prio = push.PrioritySilent
 	}
 	key := "token\x00" + tp.App + "\x00" + tp.Token + "\x00" + string(prio)
-	deadline, _ := ctx.Deadline() // set by both callers
+	deadline, _ := ctx.Deadline()
 	if err := s.admit(ctx, key, tp.App, start, deadline); err != nil {
 		return err
 	}

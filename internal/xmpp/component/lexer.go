@@ -60,8 +60,9 @@ func (l *lexer) fail(msg string) {
 }
 
 // getc returns the next byte; at the end of the input or on a read error
-// it returns false with the error in l.err. Small enough to be inlined:
-// it runs for most bytes of a stanza.
+// it returns false with the error in l.err. A byte already in the
+// buffer is returned without a further call: getc runs for many bytes of
+// a stanza.
 func (l *lexer) getc() (byte, bool) {
 	if c := l.c; c.r < c.w {
 		b := c.buf[c.r]
