@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -256,5 +257,18 @@ func TestSlot(t *testing.T) {
 	s.Pause()
 	if len(resumed) != 1 {
 		t.Fatal("Pause after a failed Resume freed someone else's slot")
+	}
+}
+
+// escapeText writes what xml.EscapeText writes.
+func TestEscapeText(t *testing.T) {
+	for _, s := range []string{"", "5c3f", "juliet@example.org/phone", "a<b>c&d'e\"f", "tab\there", "nl\ncr\r",
+		"ünïcode", "bad\xffutf8", "\x00ctl", "\uFFFE", "push.example.net"} {
+		var got, want bytes.Buffer
+		escapeText(&got, s)
+		xml.EscapeText(&want, []byte(s))
+		if got.String() != want.String() {
+			t.Errorf("escapeText(%q) = %q, want %q", s, got.String(), want.String())
+		}
 	}
 }
