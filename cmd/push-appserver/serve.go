@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		RateLimit:   cfg.RateLimit.D(),
 		PushTimeout: cfg.PushTimeout.D(),
 		TokenBlock:  cfg.TokenBlock.D(),
+		CacheSize:   cfg.CacheSize(),
 		Observer:    m,
 
 		StrictRegistration:        cfg.StrictRegistration,

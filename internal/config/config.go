@@ -57,6 +57,10 @@ type Config struct {
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless and publish-options pushes. Default 7 days.
 	TokenBlock Duration `toml:"token_block"`
+	// RegistrationCache is how many registrations the push path keeps in
+	// memory (about half a kilobyte each), so a push to one of them reads
+	// no database; 0 turns the cache off. Default 50,000.
+	RegistrationCache int `toml:"registration_cache"`
 	// StrictRegistration makes a new token or type for a registered node,
 	// and an unregistration, need the node's secret (or, for registrations
 	// made over XMPP, the same account). Off by default: mod_push_appserver
@@ -82,6 +86,19 @@ type Config struct {
 	// Whether a zero value was written out, where zero means "off".
 	rateLimitExplicit  bool
 	httpListenExplicit bool
+	cacheExplicit      bool
+}
+
+// DefaultRegistrationCache is RegistrationCache unless configured.
+const DefaultRegistrationCache = 50000
+
+// CacheSize is RegistrationCache as appserver.Options.CacheSize takes it,
+// where 0 means the default and a negative value no cache.
+func (c *Config) CacheSize() int {
+	if c.RegistrationCache == 0 {
+		return -1
+	}
+	return c.RegistrationCache
 }
 
 // HTTP configures the HTTP API listeners.
@@ -291,6 +308,7 @@ func Parse(text, dir string) (*Config, error) {
 	}
 	c.rateLimitExplicit = md.IsDefined("rate_limit")
 	c.httpListenExplicit = md.IsDefined("http", "listen")
+	c.cacheExplicit = md.IsDefined("registration_cache")
 	// A key is unknown when neither our options nor the seed's took it.
 	seedMissed := map[string]bool{}
 	for _, k := range md2.Undecoded() {
@@ -324,6 +342,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.RateLimit == 0 && !c.rateLimitExplicit {
 		c.RateLimit = Duration(5 * time.Second)
+	}
+	if c.RegistrationCache == 0 && !c.cacheExplicit {
+		c.RegistrationCache = DefaultRegistrationCache
 	}
 	if c.PushTimeout == 0 {
 		c.PushTimeout = Duration(appserver.DefaultPushTimeout)
@@ -488,6 +509,9 @@ func (c *Config) validate() []error {
 	checkAddr("metrics_listen", c.MetricsListen)
 	if c.MaxRegistrationsPerDomain < 0 {
 		bad("max_registrations_per_domain", "must not be negative (0 means no cap)")
+	}
+	if c.RegistrationCache < 0 {
+		bad("registration_cache", "must not be negative (0 turns the cache off)")
 	}
 	if c.HTTP.TLSListen != "" {
 		if c.HTTP.TLSCertFile == "" || c.HTTP.TLSKeyFile == "" {

@@ -114,6 +114,7 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"pprof on a public address", `pprof_listen = "192.0.2.1:6060"`, []string{"pprof_listen:", "pprof_allow_remote"}},
 		{"bad metrics_listen", `metrics_listen = "nope"`, []string{"metrics_listen: want host:port"}},
 		{"negative quota", `max_registrations_per_domain = -1`, []string{"max_registrations_per_domain: must not be negative"}},
+		{"negative cache", `registration_cache = -5`, []string{"registration_cache: must not be negative"}},
 		{"database driver", "[database]\ndriver = \"mysql\"", []string{"database.driver: want sqlite or postgres"}},
 		{"postgres without dsn", "[database]\ndriver = \"postgres\"", []string{"database.dsn: required"}},
 		{"postgres dsn from unset env", "[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_TEST_UNSET\"", []string{"database.dsn: environment variable PUSH_APPSERVER_TEST_UNSET is not set"}},
@@ -130,6 +131,30 @@ func TestProblemsNameTheirKey(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The registration cache holds 50,000 unless configured; 0 turns it off,
+// which appserver takes as a negative size (its 0 is its default).
+func TestRegistrationCache(t *testing.T) {
+	for _, tt := range []struct {
+		toml       string
+		want, size int
+	}{
+		{"", DefaultRegistrationCache, DefaultRegistrationCache},
+		{"registration_cache = 200000", 200000, 200000},
+		{"registration_cache = 0", 0, -1},
+	} {
+		c, err := Parse(tt.toml, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.RegistrationCache != tt.want || c.CacheSize() != tt.size {
+			t.Errorf("%q: registration_cache %d, cache size %d; want %d and %d", tt.toml, c.RegistrationCache, c.CacheSize(), tt.want, tt.size)
+		}
+	}
+	if d := Default(); d.RegistrationCache != DefaultRegistrationCache {
+		t.Errorf("default %d", d.RegistrationCache)
 	}
 }
 
