@@ -64,6 +64,10 @@ const (
 	OutcomeFailed    Outcome = "failed"
 )
 
+// DefaultCacheSize is how many registrations the push path keeps in
+// memory unless configured: about 25 MB.
+const DefaultCacheSize = 50000
+
 // DefaultPushTimeout bounds one push from lookup to the push service's
 // answer when the configuration sets no push_timeout.
 const DefaultPushTimeout = 15 * time.Second
@@ -80,7 +84,7 @@ type Options struct {
 	FlushInterval time.Duration
 	Observer      Observer
 	// CacheSize is how many registrations the push path keeps in memory;
-	// 0 means the default (50,000), a negative value turns the cache off
+	// 0 means DefaultCacheSize, a negative value turns the cache off
 	// (for registries shared by several instances without CacheTTL).
 	CacheSize int
 	// CacheTTL bounds how long a cached registration is trusted. Default
@@ -154,7 +158,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		opts.Observer = nopObserver{}
 	}
 	if opts.CacheSize == 0 {
-		opts.CacheSize = 50000
+		opts.CacheSize = DefaultCacheSize
 	}
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = time.Minute

@@ -89,9 +89,6 @@ type Config struct {
 	cacheExplicit      bool
 }
 
-// DefaultRegistrationCache is RegistrationCache unless configured.
-const DefaultRegistrationCache = 50000
-
 // CacheSize is RegistrationCache as appserver.Options.CacheSize takes it,
 // where 0 means the default and a negative value no cache.
 func (c *Config) CacheSize() int {
@@ -344,7 +341,7 @@ func (c *Config) applyDefaults() {
 		c.RateLimit = Duration(5 * time.Second)
 	}
 	if c.RegistrationCache == 0 && !c.cacheExplicit {
-		c.RegistrationCache = DefaultRegistrationCache
+		c.RegistrationCache = appserver.DefaultCacheSize
 	}
 	if c.PushTimeout == 0 {
 		c.PushTimeout = Duration(appserver.DefaultPushTimeout)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
 )
 
 func TestDefaults(t *testing.T) {
@@ -141,7 +143,7 @@ func TestRegistrationCache(t *testing.T) {
 		toml       string
 		want, size int
 	}{
-		{"", DefaultRegistrationCache, DefaultRegistrationCache},
+		{"", appserver.DefaultCacheSize, appserver.DefaultCacheSize},
 		{"registration_cache = 200000", 200000, 200000},
 		{"registration_cache = 0", 0, -1},
 	} {
@@ -153,7 +155,7 @@ func TestRegistrationCache(t *testing.T) {
 			t.Errorf("%q: registration_cache %d, cache size %d; want %d and %d", tt.toml, c.RegistrationCache, c.CacheSize(), tt.want, tt.size)
 		}
 	}
-	if d := Default(); d.RegistrationCache != DefaultRegistrationCache {
+	if d := Default(); d.RegistrationCache != appserver.DefaultCacheSize {
 		t.Errorf("default %d", d.RegistrationCache)
 	}
 }
