@@ -365,8 +365,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		defer work.done()
 		// Not the session's context: a push under way when we shut
 		// down still completes (the core bounds it).
-		s := &slot{fresh: sem, resumed: resumed}
-		s.held.Store(&s.fresh)
+		s := newSlot(sem, resumed)
 		defer s.Pause()
 		c.handle(push.WithWaiting(context.Background(), s), q, w)
 	})
@@ -471,6 +470,13 @@ func (p *workers) close() { close(p.stop) }
 type slot struct {
 	held           atomic.Pointer[chan struct{}] // &fresh, &resumed or nil
 	fresh, resumed chan struct{}
+}
+
+// newSlot returns the slot of a handler that holds one of fresh already.
+func newSlot(fresh, resumed chan struct{}) *slot {
+	s := &slot{fresh: fresh, resumed: resumed}
+	s.held.Store(&s.fresh)
+	return s
 }
 
 func (s *slot) Pause() {

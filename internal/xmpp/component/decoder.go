@@ -3,6 +3,7 @@ package component
 import (
 	"encoding/xml"
 	"io"
+	"strconv"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
@@ -36,7 +37,7 @@ type decoder struct {
 // lookup as long as its stanza.
 const maxBindings = 64
 
-var errTooManyBindings = syntaxError("more than 64 name-space declarations in scope")
+var errTooManyBindings = syntaxError("more than " + strconv.Itoa(maxBindings) + " name-space declarations in scope")
 
 // binding binds prefix to space.
 type binding struct {
