@@ -103,7 +103,7 @@ type regStmts struct {
 }
 
 func (p regStmts) in(ctx context.Context, tx *sql.Tx) txStmts {
-	return txStmts{get: tx.StmtContext(ctx, p.get), holder: tx.StmtContext(ctx, p.holder), upsert: tx.StmtContext(ctx, p.upsert)}
+	return txStmts{tx: tx, get: tx.StmtContext(ctx, p.get), holder: tx.StmtContext(ctx, p.holder), upsert: tx.StmtContext(ctx, p.upsert)}
 }
 
 func (p regStmts) close() {
@@ -114,7 +114,10 @@ func (p regStmts) close() {
 	}
 }
 
-type txStmts struct{ get, holder, upsert *sql.Stmt }
+type txStmts struct {
+	tx                  *sql.Tx
+	get, holder, upsert *sql.Stmt
+}
 
 // register is the read, decision and write of one registration inside the
 // caller's transaction. rowErr is a refusal of this registration (decide's
@@ -143,23 +146,32 @@ func (t txStmts) register(ctx context.Context, node string, decide registry.Deci
 			return registry.Registration{}, nil, err
 		}
 	}
-	if _, err := t.upsert.ExecContext(ctx, r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed),
-		nanos(r.LastSuccessfulPush), nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account); err != nil {
+	if _, err := t.upsert.ExecContext(ctx, regValues(r)...); err != nil {
 		return registry.Registration{}, nil, err
+	}
+	// Outcomes change here only when a registration starts afresh (or an
+	// import brings its own), not on a new registration or a renewal.
+	if !sameStatus(r, old) {
+		if err := setStatus(ctx, t.tx, r); err != nil {
+			return registry.Registration{}, nil, err
+		}
 	}
 	return r, nil, nil
 }
 
 const (
-	sqlGet    = `SELECT ` + columns + ` FROM registrations WHERE node = ?`
+	sqlGet    = selectRegistrations + ` WHERE node = ?`
 	sqlHolder = `SELECT node FROM registrations WHERE device_key = ? AND node <> ?`
-	sqlUpsert = `INSERT INTO registrations (` + columns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	sqlUpsert = `INSERT INTO registrations (` + regColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
-			registered = excluded.registered, renewed = excluded.renewed,
-			last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
-			last_error_reason = excluded.last_error_reason, domain = excluded.domain,
+			registered = excluded.registered, renewed = excluded.renewed, domain = excluded.domain,
 			device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`
 )
+
+// sameStatus says whether a and b have the same push outcomes.
+func sameStatus(a, b registry.Registration) bool {
+	return a.LastSuccessfulPush.Equal(b.LastSuccessfulPush) && a.LastPushError.Equal(b.LastPushError) && a.LastErrorReason == b.LastErrorReason
+}
 
 func prepareRegStmts(ctx context.Context, db *sql.DB) (regStmts, error) {
 	var p regStmts

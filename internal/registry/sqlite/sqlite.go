@@ -47,7 +47,46 @@ type Store struct {
 
 var _ registry.Store = (*Store)(nil)
 
-const columns = `node, type, token, secret, registered, renewed, last_successful_push, last_push_error, last_error_reason, domain, device_key, owner, account`
+// A registration's push outcomes live in a table of their own
+// (006_push_status.sql), so they are written without rewriting its row;
+// it is read joined with them, in the column order scan expects.
+const (
+	// regColumns are the registrations table's own, in regValues's order.
+	regColumns = `node, type, token, secret, registered, renewed, domain, device_key, owner, account`
+	// selectRegistrations is completed by a WHERE clause.
+	selectRegistrations = `SELECT node, type, token, secret, registered, renewed,
+		p.last_successful_push, p.last_push_error, COALESCE(p.last_error_reason, ''), domain, device_key, owner, account
+		FROM registrations LEFT JOIN push_status p USING (node)`
+	// returning is the same list for a DELETE, whose RETURNING can name
+	// no other table. It sees the outcomes as they were before the delete
+	// trigger removed them.
+	returning = `RETURNING node, type, token, secret, registered, renewed,
+		(SELECT last_successful_push FROM push_status p WHERE p.node = registrations.node),
+		(SELECT last_push_error FROM push_status p WHERE p.node = registrations.node),
+		COALESCE((SELECT last_error_reason FROM push_status p WHERE p.node = registrations.node), ''),
+		domain, device_key, owner, account`
+)
+
+// setStatus makes r's push outcomes the stored ones.
+func setStatus(ctx context.Context, tx *sql.Tx, r registry.Registration) error {
+	var err error
+	if r.LastSuccessfulPush.IsZero() && r.LastPushError.IsZero() && r.LastErrorReason == "" {
+		_, err = tx.ExecContext(ctx, `DELETE FROM push_status WHERE node = ?`, r.Node)
+	} else {
+		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO push_status (node, last_successful_push, last_push_error, last_error_reason)
+			VALUES (?, ?, ?, ?)`, r.Node, nanos(r.LastSuccessfulPush), nanos(r.LastPushError), r.LastErrorReason)
+	}
+	if err != nil {
+		return fmt.Errorf("push status: %w", err)
+	}
+	return nil
+}
+
+// regValues are r's values for regColumns.
+func regValues(r registry.Registration) []any {
+	return []any{r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed),
+		r.Domain, nullString(r.DeviceKey), r.Owner, r.Account}
+}
 
 // Open opens (creating if needed) the registry at path and brings its
 // schema up to date.
@@ -83,8 +122,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	s := &Store{read: read, write: write, retention: changeRetention}
-	if s.get, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE node = ?`); err == nil {
-		s.getByKey, err = read.PrepareContext(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = ?`)
+	if s.get, err = read.PrepareContext(ctx, selectRegistrations+` WHERE node = ?`); err == nil {
+		s.getByKey, err = read.PrepareContext(ctx, selectRegistrations+` WHERE device_key = ?`)
 	}
 	if err == nil {
 		s.getBlocked, err = read.PrepareContext(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = ? AND token = ?`)
@@ -226,7 +265,7 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 }
 
 func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
-	r, err := scan(s.write.QueryRowContext(ctx, `DELETE FROM registrations WHERE node = ? AND type = ? RETURNING `+columns, node, typ))
+	r, err := scan(s.write.QueryRowContext(ctx, `DELETE FROM registrations WHERE node = ? AND type = ? `+returning, node, typ))
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return r, fmt.Errorf("delete: %w", err)
 	}
@@ -236,7 +275,7 @@ func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registra
 func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
 	rows, err := s.write.QueryContext(ctx, `DELETE FROM registrations
 		WHERE type = ? AND token = ? AND MAX(registered, COALESCE(renewed, 0)) < ?
-		RETURNING `+columns, typ, token, before.UnixNano())
+		`+returning, typ, token, before.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("delete token: %w", err)
 	}
@@ -255,6 +294,12 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
+// UpdatePushStatus writes a batch in one transaction. A node's first
+// outcome makes its push_status row; every later one finds it, so the
+// UPDATE is all a push usually costs. Only an UPDATE that changed nothing
+// (no row yet, or a newer outcome already there) is followed by an INSERT,
+// which makes the row if the node is still registered and leaves a newer
+// one alone.
 func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushStatus) error {
 	if len(statuses) == 0 {
 		return nil
@@ -264,23 +309,35 @@ func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushSt
 		return fmt.Errorf("push status: %w", err)
 	}
 	defer tx.Rollback()
-	ok, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_successful_push = ?1
-		WHERE node = ?2 AND (last_successful_push IS NULL OR last_successful_push < ?1)`)
-	if err != nil {
-		return fmt.Errorf("push status: %w", err)
+	var st [4]*sql.Stmt
+	for i, q := range [4]string{
+		`UPDATE push_status SET last_successful_push = ?1
+			WHERE node = ?2 AND (last_successful_push IS NULL OR last_successful_push < ?1)`,
+		`INSERT INTO push_status (node, last_successful_push)
+			SELECT ?2, ?1 WHERE EXISTS (SELECT 1 FROM registrations WHERE node = ?2)
+			ON CONFLICT (node) DO NOTHING`,
+		`UPDATE push_status SET last_push_error = ?1, last_error_reason = ?2
+			WHERE node = ?3 AND (last_push_error IS NULL OR last_push_error < ?1)`,
+		`INSERT INTO push_status (node, last_push_error, last_error_reason)
+			SELECT ?3, ?1, ?2 WHERE EXISTS (SELECT 1 FROM registrations WHERE node = ?3)
+			ON CONFLICT (node) DO NOTHING`,
+	} {
+		if st[i], err = tx.PrepareContext(ctx, q); err != nil {
+			return fmt.Errorf("push status: %w", err)
+		}
+		defer st[i].Close()
 	}
-	defer ok.Close()
-	failed, err := tx.PrepareContext(ctx, `UPDATE registrations SET last_push_error = ?1, last_error_reason = ?2
-		WHERE node = ?3 AND (last_push_error IS NULL OR last_push_error < ?1)`)
-	if err != nil {
-		return fmt.Errorf("push status: %w", err)
-	}
-	defer failed.Close()
-	for _, st := range statuses {
-		if st.Success {
-			_, err = ok.ExecContext(ctx, st.At.UnixNano(), st.Node)
-		} else {
-			_, err = failed.ExecContext(ctx, st.At.UnixNano(), st.Reason, st.Node)
+	for _, p := range statuses {
+		update, insert, args := st[0], st[1], []any{p.At.UnixNano(), p.Node}
+		if !p.Success {
+			update, insert, args = st[2], st[3], []any{p.At.UnixNano(), p.Reason, p.Node}
+		}
+		res, err := update.ExecContext(ctx, args...)
+		if err == nil {
+			var n int64
+			if n, err = res.RowsAffected(); err == nil && n == 0 {
+				_, err = insert.ExecContext(ctx, args...)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("push status: %w", err)
@@ -370,7 +427,7 @@ func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, 
 }
 
 func (s *Store) List(ctx context.Context, after string, limit int) ([]registry.Registration, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT `+columns+` FROM registrations WHERE node > ? ORDER BY node LIMIT ?`, after, limit)
+	rows, err := s.read.QueryContext(ctx, selectRegistrations+` WHERE node > ? ORDER BY node LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing registrations: %w", err)
 	}
@@ -413,14 +470,16 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 		return fmt.Errorf("put: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO registrations (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO registrations (`+regColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("put: %w", err)
 	}
 	defer st.Close()
 	for _, r := range rs {
-		if _, err := st.ExecContext(ctx, r.Node, r.Type, r.Token, r.Secret, r.Registered.UnixNano(), nanos(r.Renewed),
-			nanos(r.LastSuccessfulPush), nanos(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account); err != nil {
+		if _, err := st.ExecContext(ctx, regValues(r)...); err != nil {
+			return fmt.Errorf("put %s: %w", r.Node, err)
+		}
+		if err := setStatus(ctx, tx, r); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
 		}
 	}

@@ -151,14 +151,16 @@ func BenchmarkRegister(b *testing.B) {
 
 // BenchmarkUpdatePushStatus writes the outcomes of 1,000 pushes to
 // distinct devices among 20,000, each newer than the last: what the
-// write-behind does every interval under load.
+// write-behind does every interval under load. Rows are the size of real
+// ones (an APNS token and a secret of 64 hex digits each), since what a
+// row costs to rewrite depends on its size.
 func BenchmarkUpdatePushStatus(b *testing.B) {
 	ctx := context.Background()
 	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
 	defer s.Close()
 	const devices, batchSize = 20000, 1000
 	for i := range devices {
-		register(s, registry.Registration{Node: fmt.Sprintf("node-%d", i), Type: "apns", Token: "t", Secret: "s", Registered: time.Now()})
+		register(s, registry.Registration{Node: fmt.Sprintf("node-%d", i), Type: "apns", Token: fmt.Sprintf("%064x", i), Secret: fmt.Sprintf("%064x", -i), Registered: time.Now()})
 	}
 	batch := make([]registry.PushStatus, batchSize)
 	at := time.Now()
@@ -230,5 +232,60 @@ func TestGetHonoursContext(t *testing.T) {
 	cancel()
 	if _, err := s.Get(ctx, "n"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Get after the context ended = %v, want context.Canceled", err)
+	}
+}
+
+// A registry written before push outcomes had a table of their own keeps
+// them across the upgrade, and loses the old columns.
+func TestPushStatusMoved(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("migrations/00[1-5]_*.sql")
+	if len(files) != 5 {
+		t.Fatalf("migrations 1 to 5: %v", files)
+	}
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(string(body)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	at := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	if _, err := db.Exec(`INSERT INTO registrations (node, type, token, secret, registered, last_successful_push, last_push_error, last_error_reason)
+		VALUES ('pushed', 'apns', 't', 's', 1, ?1, ?2, 'BadDeviceToken'), ('never', 'apns', 't', 's', 1, NULL, NULL, '');
+		PRAGMA user_version = 5`, at.UnixNano(), at.Add(time.Second).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := open(t, path)
+	defer s.Close()
+	r, err := s.Get(context.Background(), "pushed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.LastSuccessfulPush.Equal(at) || !r.LastPushError.Equal(at.Add(time.Second)) || r.LastErrorReason != "BadDeviceToken" {
+		t.Fatalf("after the upgrade: %+v", r)
+	}
+	if r, err := s.Get(context.Background(), "never"); err != nil || !r.LastSuccessfulPush.IsZero() || r.LastErrorReason != "" {
+		t.Fatalf("never pushed: %+v, %v", r, err)
+	}
+	db, err = sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM pragma_table_info('registrations') WHERE name LIKE 'last_%'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("old columns left: %d, %v", n, err)
+	}
+	if err := db.QueryRow(`SELECT COUNT(*) FROM push_status`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("push_status rows: %d, %v; want 1", n, err)
 	}
 }

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"UpdatePushStatus", testUpdatePushStatus},
 		{"PushStatusLatestWins", testPushStatusLatestWins},
 		{"PushStatusLargeBatch", testPushStatusLargeBatch},
+		{"PushStatusEndsWithRegistration", testPushStatusEnds},
 		{"ConcurrentRegisterAndStatus", testConcurrentRegisterAndStatus},
 		{"ConcurrentRegisterDistinct", testConcurrentDistinct},
 		{"NodesAndCount", testNodesAndCount},
@@ -349,6 +350,61 @@ func testUpdatePushStatus(t *testing.T, s registry.Store) {
 	}
 	if err := s.UpdatePushStatus(ctx, nil); err != nil {
 		t.Fatalf("empty batch: %v", err)
+	}
+}
+
+// Push outcomes belong to one registration: they are handed back with it
+// when it is deleted, and a node registered afresh (after a delete, for
+// another app, or for the first time after a push to it arrived too late)
+// starts with none.
+func testPushStatusEnds(t *testing.T, s registry.Store) {
+	t1, t2 := base.Add(time.Minute), base.Add(2*time.Minute)
+	pushed := func(nodes ...string) {
+		t.Helper()
+		var batch []registry.PushStatus
+		for _, n := range nodes {
+			batch = append(batch, registry.PushStatus{Node: n, At: t1, Success: true}, registry.PushStatus{Node: n, At: t2, Reason: "Unregistered"})
+		}
+		if err := s.UpdatePushStatus(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hasStatus := func(what string, r registry.Registration, want bool) {
+		t.Helper()
+		got := sameTime(r.LastSuccessfulPush, t1) && sameTime(r.LastPushError, t2) && r.LastErrorReason == "Unregistered"
+		none := r.LastSuccessfulPush.IsZero() && r.LastPushError.IsZero() && r.LastErrorReason == ""
+		if want && !got || !want && !none {
+			t.Fatalf("%s: success %v, error %v %q; want outcomes %v", what, r.LastSuccessfulPush, r.LastPushError, r.LastErrorReason, want)
+		}
+	}
+	for _, n := range []string{"deleted", "by-token", "other-app", "renewed"} {
+		mustRegister(t, s, reg(n, "apns", "tok-"+n, "sec", base))
+	}
+	pushed("deleted", "by-token", "other-app", "renewed", "too-late")
+
+	r, err := s.Delete(ctx, "deleted", "apns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasStatus("deleted registration", r, true)
+	removed, err := s.DeleteToken(ctx, "apns", "tok-by-token", t2)
+	if err != nil || len(removed) != 1 {
+		t.Fatalf("DeleteToken = %+v, %v", removed, err)
+	}
+	hasStatus("registration deleted by token", removed[0], true)
+	hasStatus("renewed", mustRegister(t, s, reg("renewed", "apns", "tok-2", "x", base.Add(time.Hour))), true)
+	for _, r := range []registry.Registration{
+		reg("deleted", "apns", "tok", "sec", base),
+		reg("by-token", "apns", "tok", "sec", base),
+		reg("other-app", "fcm", "tok", "sec", base),
+		reg("too-late", "apns", "tok", "sec", base),
+	} {
+		mustRegister(t, s, r)
+		got, err := s.Get(ctx, r.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hasStatus("registered afresh: "+r.Node, got, false)
 	}
 }
 
