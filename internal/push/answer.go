@@ -28,6 +28,15 @@ func WithAnswerHook(ctx context.Context, fn func(Answer)) context.Context {
 	return context.WithValue(ctx, answerHookKey{}, fn)
 }
 
+// TellAnswer hands ctx's answer hook, if any, the answer a makes; a is
+// called only then. It is for backends that read answers without an
+// http.Response (ReadBody and DiscardBody tell the hook themselves).
+func TellAnswer(ctx context.Context, a func() Answer) {
+	if fn := answerHook(ctx); fn != nil {
+		fn(a())
+	}
+}
+
 func answerHook(ctx context.Context) func(Answer) {
 	fn, _ := ctx.Value(answerHookKey{}).(func(Answer))
 	return fn

@@ -11,7 +11,6 @@
 package apns
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
@@ -21,12 +20,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,12 +84,14 @@ type Options struct {
 // Backend sends pushes for one app. It keeps one HTTP/2 connection pool.
 type Backend struct {
 	opts    Options
-	base    string
-	baseURL *url.URL // base, parsed once: post copies it rather than parse a URL per push
-	client  *http.Client
+	client  *h2client.Client
 	signer  *signer // nil with certificate auth
 	breaker *push.Breaker
 	logger  *slog.Logger
+	// base is the endpoint's URL; addr, authority and path are its parts
+	// as a request needs them, worked out once rather than from a URL per
+	// push. path ends in "/3/device/": the token follows.
+	base, addr, authority, path string
 	// fixed holds, per priority, the request of a notification that
 	// carries nothing of its own (no summary shown, not encrypted),
 	// rendered once: most pushes are such, and rendering headers and JSON
@@ -171,10 +173,14 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 		}
 	}
 	u, err := url.Parse(b.base)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("apns: endpoint %q is not an absolute URL", b.base)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("apns: endpoint %q is not an https URL without query", b.base)
 	}
-	b.baseURL = u
+	b.authority, b.addr = u.Host, u.Host
+	if u.Port() == "" {
+		b.addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	b.path = strings.TrimSuffix(u.EscapedPath(), "/") + "/3/device/"
 	client, err := h2client.New(h2client.Options{CAPath: opts.CAPath, Certificates: certs})
 	if err != nil {
 		return nil, fmt.Errorf("apns: %w", err)
@@ -439,20 +445,8 @@ func maxPayload(p push.Priority) int {
 }
 
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
-	// Built here rather than by http.NewRequest, which would parse the
-	// URL again for every push. The token is hex (ValidateToken), so the
-	// path needs no escaping.
-	u := *b.baseURL
-	u.Path += "/3/device/" + token
-	u.RawPath = ""
-	body := r.payload
-	req := http.Request{
-		Method: http.MethodPost, URL: &u, Host: u.Host,
-		Header:        r.header,
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
-		ContentLength: int64(len(body)),
-	}
+	// The token is hex (ValidateToken), so the path needs no escaping.
+	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path + token, Header: r.header, Body: r.payload}
 	if b.signer != nil {
 		auth, err := b.signer.authorization()
 		if err != nil {
@@ -460,15 +454,17 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 		}
 		req.Header = b.withAuth(r, auth)
 	}
-	hr := req.WithContext(ctx)
-	// Straight to the transport: http.Client would copy the headers for
-	// redirects, which no push service sends and which must not carry
-	// the provider token elsewhere anyway.
-	resp, err := b.client.Transport.RoundTrip(hr)
+	// Straight to our HTTP/2 client: http.Client would copy the headers
+	// for redirects, which no push service sends and which must not
+	// carry the provider token elsewhere anyway.
+	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
 		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: push.RedactURL(err, b.base+"/3/device/…")}
 	}
-	defer resp.Body.Close()
+	body := resp.Body[:min(len(resp.Body), maxAnswer)]
+	push.TellAnswer(ctx, func() push.Answer {
+		return push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path, Status: resp.StatusCode, Header: resp.Header.Clone(), Body: body}
+	})
 	// Canonical keys: Get needs no new string for them.
 	a := answer{status: resp.StatusCode, id: resp.Header.Get("Apns-Id")}
 	// Mostly absent, and Atoi("") allocates its error.
@@ -478,18 +474,15 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 		}
 	}
 	if resp.StatusCode != http.StatusOK {
-		var body struct {
+		var answer struct {
 			Reason    string `json:"reason"`
 			Timestamp int64  `json:"timestamp"`
 		}
-		data, _ := push.ReadBody(ctx, resp, maxAnswer)
-		json.Unmarshal(data, &body)
-		a.reason = body.Reason
-		if body.Timestamp > 0 {
-			a.timestamp = time.UnixMilli(body.Timestamp)
+		json.Unmarshal(body, &answer)
+		a.reason = answer.Reason
+		if answer.Timestamp > 0 {
+			a.timestamp = time.UnixMilli(answer.Timestamp)
 		}
-	} else {
-		push.DiscardBody(ctx, resp, maxAnswer)
 	}
 	return a, nil
 }

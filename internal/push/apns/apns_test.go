@@ -497,6 +497,9 @@ func TestBadCredentials(t *testing.T) {
 		{"no key id", func(o *apns.Options) { o.KeyID = "" }, func(err error) bool { return strings.Contains(err.Error(), "key id and team id") }},
 		{"broken cert", func(o *apns.Options) { o.TokenKeyFile, o.CertFile, o.KeyFile = "", badCert, badCert },
 			func(err error) bool { return strings.Contains(err.Error(), "loading certificate") }},
+		{"endpoint without scheme", func(o *apns.Options) { o.Endpoint = "api.push.apple.com" }, func(err error) bool { return strings.Contains(err.Error(), "not an https URL") }},
+		{"endpoint over http", func(o *apns.Options) { o.Endpoint = "http://api.push.apple.com" }, func(err error) bool { return strings.Contains(err.Error(), "not an https URL") }},
+		{"endpoint with a query", func(o *apns.Options) { o.Endpoint = "https://api.push.apple.com/?x=1" }, func(err error) bool { return strings.Contains(err.Error(), "not an https URL") }},
 		{"ca path missing", func(o *apns.Options) { o.CAPath = filepath.Join(dir, "nope") },
 			func(err error) bool {
 				return errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "CA path")

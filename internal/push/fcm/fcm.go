@@ -122,10 +122,11 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("fcm: priority %q (want high or normal)", opts.Priority)
 	}
-	client, err := h2client.New(h2client.Options{CAPath: opts.CAPath})
+	h2, err := h2client.New(h2client.Options{CAPath: opts.CAPath})
 	if err != nil {
 		return nil, fmt.Errorf("fcm: %w", err)
 	}
+	client := h2.HTTP()
 	if opts.Breaker == nil {
 		opts.Breaker = push.NewBreaker(opts.ProjectID, push.BreakerOptions{}, logger)
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -35,7 +34,7 @@ import (
 // frames of every request queued while one write is under way leave
 // together in one write, and the path goes out as a literal that is never
 // indexed. Responses are small JSON documents and are read whole before
-// RoundTrip returns.
+// roundTrip returns.
 type clientConn struct {
 	nc   net.Conn
 	fr   *http2.Framer
@@ -248,7 +247,7 @@ func (cc *clientConn) start(ctx context.Context) error {
 	return err
 }
 
-// Reserve sets a stream aside for one RoundTrip, or says why the
+// Reserve sets a stream aside for one roundTrip, or says why the
 // connection cannot take one now.
 func (cc *clientConn) Reserve() error {
 	cc.mu.Lock()
@@ -300,20 +299,16 @@ func (cc *clientConn) usableLocked() error {
 	return nil
 }
 
-// RoundTrip sends req on a stream reserved with Reserve and returns the
+// roundTrip sends req on a stream reserved with Reserve and returns the
 // whole response. Errors wrapping errUnprocessed mean the service never
 // saw the request.
-func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
-	body, err := readBody(req)
-	if err == nil {
-		err = checkHeaders(req.Header)
-	}
-	if err != nil {
+func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (*Response, error) {
+	if err := checkHeaders(req.Header); err != nil {
 		cc.unreserve()
 		return nil, err
 	}
+	body := req.Body
 	st := &stream{done: make(chan struct{})}
-	ctx := req.Context()
 
 	cc.wmu.Lock()
 	cc.mu.Lock()
@@ -322,7 +317,7 @@ func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if cc.reserved > 0 {
 		cc.reserved--
 	}
-	err = cc.usableLocked()
+	err := cc.usableLocked()
 	if err == nil {
 		err = cc.werr
 	}
@@ -344,7 +339,7 @@ func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	cc.busy.Store(int32(len(cc.streams)))
 	maxFrame := cc.maxFrame
 	cc.mu.Unlock()
-	cc.writeHeaders(st.id, req, len(body), maxFrame)
+	cc.writeHeaders(st.id, req, maxFrame)
 	sent := 0
 	if len(body) > 0 {
 		sent = cc.writeData(st, body)
@@ -363,56 +358,7 @@ func (cc *clientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st.err != nil {
 		return nil, st.err
 	}
-	resp := &http.Response{
-		Status:        statusLine(st.status),
-		StatusCode:    st.status,
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-		Header:        st.header,
-		ContentLength: int64(len(st.body)),
-		Body:          http.NoBody,
-		Request:       req,
-	}
-	if len(st.body) > 0 {
-		resp.Body = io.NopCloser(bytes.NewReader(st.body))
-	}
-	return resp, nil
-}
-
-// statusLine is http.Response's Status for code, without a new string
-// for the answer almost every push gets.
-func statusLine(code int) string {
-	if code == http.StatusOK {
-		return "200 OK"
-	}
-	return strconv.Itoa(code) + " " + http.StatusText(code)
-}
-
-func readBody(req *http.Request) ([]byte, error) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return nil, nil
-	}
-	defer req.Body.Close()
-	if n := req.ContentLength; n > 0 && n <= maxRequestBody {
-		// The length is known: one buffer of it (and a byte to find a
-		// body longer than it said), not io.ReadAll's growing one.
-		body := make([]byte, n, n+1)
-		if _, err := io.ReadFull(req.Body, body); err != nil {
-			return nil, fmt.Errorf("h2client: reading the request body: %w", err)
-		}
-		if m, _ := req.Body.Read(body[n : n+1]); m > 0 {
-			return nil, fmt.Errorf("h2client: request body longer than its Content-Length %d", n)
-		}
-		return body, nil
-	}
-	body, err := io.ReadAll(io.LimitReader(req.Body, maxRequestBody+1))
-	if err != nil {
-		return nil, fmt.Errorf("h2client: reading the request body: %w", err)
-	}
-	if len(body) > maxRequestBody {
-		return nil, fmt.Errorf("h2client: request body over %d bytes", maxRequestBody)
-	}
-	return body, nil
+	return &Response{StatusCode: st.status, Header: st.header, Body: st.body}, nil
 }
 
 // checkHeaders refuses what cannot be sent as HTTP/2 header fields, before
@@ -441,19 +387,15 @@ var skipHeaders = map[string]bool{
 
 // writeHeaders queues the request's HEADERS (and CONTINUATION) frames;
 // wmu is held.
-func (cc *clientConn) writeHeaders(id uint32, req *http.Request, bodyLen int, maxFrame uint32) {
+func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 	cc.hbuf.Reset()
 	enc := func(name, value string) { cc.henc.WriteField(hpack.HeaderField{Name: name, Value: value}) }
 	enc(":method", req.Method)
 	enc(":scheme", "https")
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	enc(":authority", host)
+	enc(":authority", req.Authority)
 	// Never indexed: device tokens make every path new, and indexing
 	// them would only evict the fields that do repeat.
-	cc.henc.WriteField(hpack.HeaderField{Name: ":path", Value: req.URL.RequestURI(), Sensitive: true})
+	cc.henc.WriteField(hpack.HeaderField{Name: ":path", Value: req.Path, Sensitive: true})
 	for k, vv := range req.Header {
 		name, ok := cc.lower[k]
 		if !ok {
@@ -469,6 +411,7 @@ func (cc *clientConn) writeHeaders(id uint32, req *http.Request, bodyLen int, ma
 			enc(name, v)
 		}
 	}
+	bodyLen := len(req.Body)
 	if bodyLen > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut {
 		enc("content-length", strconv.Itoa(bodyLen))
 	}

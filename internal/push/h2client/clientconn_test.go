@@ -31,13 +31,13 @@ func startServer(t *testing.T, h http.Handler, setup func(*http.Server)) *mockht
 	return s
 }
 
-func newClient(t *testing.T, o h2client.Options) *http.Client {
+func newClient(t *testing.T, o h2client.Options) *h2client.Client {
 	t.Helper()
-	c, err := h2client.New(o)
+	hc, err := h2client.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return hc
 }
 
 // A body larger than the service's receive window goes out as the service
@@ -72,7 +72,7 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		resp, err := c.Do(req.WithContext(ctx))
+		resp, err := c.HTTP().Do(req.WithContext(ctx))
 		if err != nil {
 			cancel()
 			t.Fatalf("%d bytes: %v", size, err)
@@ -90,10 +90,10 @@ func TestLargeBodiesAndHeaders(t *testing.T) {
 			t.Fatalf("%d bytes: %d bytes came back, want %d", size, len(got), len(want))
 		}
 	}
-	if _, err := c.Get(s.URL + "/?huge"); err == nil || !strings.Contains(err.Error(), "too large") {
+	if _, err := c.HTTP().Get(s.URL + "/?huge"); err == nil || !strings.Contains(err.Error(), "too large") {
 		t.Fatalf("1 MB response: %v, want it refused", err)
 	}
-	if _, err := c.Get(s.URL + "/"); err != nil {
+	if _, err := c.HTTP().Get(s.URL + "/"); err != nil {
 		t.Fatalf("after a refused response: %v", err)
 	}
 }
@@ -121,7 +121,7 @@ func TestBodyLengthMustMatch(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.ContentLength = tt.length
-		resp, err := c.Transport.RoundTrip(req)
+		resp, err := c.HTTP().Transport.RoundTrip(req)
 		if (err == nil) != tt.ok {
 			t.Fatalf("%d-byte body, ContentLength %d: error %v", len(tt.body), tt.length, err)
 		}
@@ -149,7 +149,10 @@ func TestStreamLimit(t *testing.T) {
 		inFlight[r.RemoteAddr]--
 		mu.Unlock()
 	}), func(s *http.Server) { s.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 5} })
-	c := newClient(t, h2client.Options{CAPath: s.CADir, MaxConns: 2})
+	c, err := h2client.New(h2client.Options{CAPath: s.CADir, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	for i := range 100 {
@@ -184,7 +187,7 @@ func TestDeadlineResetsOnlyItsStream(t *testing.T) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/slow", strings.NewReader("{}"))
 	start := time.Now()
-	if _, err := c.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := c.HTTP().Do(req); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("slow request: %v, want the deadline", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {

@@ -15,16 +15,19 @@
 package h2client
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,8 +75,39 @@ const (
 	churnWindow = 10 * time.Second
 )
 
+// Client is an HTTP/2-only client. HTTP gives it to code that speaks
+// net/http; Do is the leaner call for a backend that builds its requests
+// itself.
+type Client struct {
+	p    *pool
+	http *http.Client
+}
+
+// Request is a request for Do: an http.Request's parts, the body whole.
+// Without the URL to copy, the body reader and the context copy of an
+// http.Request, and the http.Response around the answer, a push costs
+// several allocations fewer.
+type Request struct {
+	Method string
+	// Addr is the host:port to connect to; Authority is sent as the
+	// request's :authority (host, and port when not 443).
+	Addr, Authority string
+	// Path is the escaped path and query.
+	Path   string
+	Header http.Header
+	Body   []byte
+}
+
+// Response is a whole response: the read loop reads the body before Do
+// returns (push services answer with small JSON documents).
+type Response struct {
+	StatusCode int
+	Header     http.Header
+	Body       []byte
+}
+
 // New returns an HTTP/2-only client.
-func New(o Options) (*http.Client, error) {
+func New(o Options) (*Client, error) {
 	// Session resumption makes a reconnect after GOAWAY a cheap
 	// handshake.
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: o.Certificates, ClientSessionCache: tls.NewLRUClientSessionCache(16)}
@@ -95,7 +129,19 @@ func New(o Options) (*http.Client, error) {
 		pings:    pings{after: cmp.Or(o.PingAfter, 30*time.Second), timeout: cmp.Or(o.PingTimeout, 10*time.Second)},
 		hosts:    map[string]*hostPool{},
 	}
-	return &http.Client{Transport: p}, nil
+	return &Client{p: p, http: &http.Client{Transport: p}}, nil
+}
+
+// HTTP returns the client as an http.Client.
+func (c *Client) HTTP() *http.Client { return c.http }
+
+// Do sends req on one of its host's connections and returns the whole
+// response.
+func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+	if len(req.Body) > maxRequestBody {
+		return nil, fmt.Errorf("h2client: request body over %d bytes", maxRequestBody)
+	}
+	return c.p.do(ctx, req)
 }
 
 // pool is an http.RoundTripper over a set of connections per host.
@@ -125,20 +171,47 @@ func (p *pool) host(addr string) *hostPool {
 // RoundTrip sends req on one of its host's connections.
 func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "https" {
+		closeBody(req)
 		return nil, fmt.Errorf("h2client: scheme %q is not https", req.URL.Scheme)
 	}
-	addr := req.URL.Host
-	if req.URL.Port() == "" {
-		addr = net.JoinHostPort(req.URL.Hostname(), "443")
+	body, err := readBody(req)
+	if err != nil {
+		return nil, err
 	}
-	h := p.host(addr)
+	r := &Request{Method: req.Method, Addr: req.URL.Host, Authority: cmp.Or(req.Host, req.URL.Host), Path: req.URL.RequestURI(), Header: req.Header, Body: body}
+	if req.URL.Port() == "" {
+		r.Addr = net.JoinHostPort(req.URL.Hostname(), "443")
+	}
+	resp, err := p.do(req.Context(), r)
+	if err != nil {
+		return nil, err
+	}
+	hr := &http.Response{
+		Status:        statusLine(resp.StatusCode),
+		StatusCode:    resp.StatusCode,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        resp.Header,
+		ContentLength: int64(len(resp.Body)),
+		Body:          http.NoBody,
+		Request:       req,
+	}
+	if len(resp.Body) > 0 {
+		hr.Body = io.NopCloser(bytes.NewReader(resp.Body))
+	}
+	return hr, nil
+}
+
+// do sends req on one of its host's connections, and again at once on
+// another when one could not take it.
+func (p *pool) do(ctx context.Context, req *Request) (*Response, error) {
+	h := p.host(req.Addr)
 	for resends := 0; ; resends++ {
-		c, err := h.get(req.Context())
+		c, err := h.get(ctx)
 		if err != nil {
-			closeBody(req)
 			return nil, err
 		}
-		resp, err := c.cc.RoundTrip(req)
+		resp, err := c.cc.roundTrip(ctx, req)
 		if err == nil {
 			if c.reported.CompareAndSwap(false, true) {
 				h.connected()
@@ -154,38 +227,55 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			// a loop.
 			h.dialFailed(err)
 		}
-		if !unprocessed(err) || resends >= maxResends || req.Context().Err() != nil {
+		if !unprocessed(err) || resends >= maxResends || ctx.Err() != nil {
 			return nil, err
 		}
-		h.lost()
 		// The server never saw this request: send it again at once, on
 		// another connection.
-		if req, err = rewind(req); err != nil {
-			return nil, err
-		}
+		h.lost()
 	}
+}
+
+// statusLine is http.Response's Status for code, without a new string
+// for the answer almost every push gets.
+func statusLine(code int) string {
+	if code == http.StatusOK {
+		return "200 OK"
+	}
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}
+
+func readBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	defer req.Body.Close()
+	if n := req.ContentLength; n > 0 && n <= maxRequestBody {
+		// The length is known: one buffer of it (and a byte to find a
+		// body longer than it said), not io.ReadAll's growing one.
+		body := make([]byte, n, n+1)
+		if _, err := io.ReadFull(req.Body, body); err != nil {
+			return nil, fmt.Errorf("h2client: reading the request body: %w", err)
+		}
+		if m, _ := req.Body.Read(body[n : n+1]); m > 0 {
+			return nil, fmt.Errorf("h2client: request body longer than its Content-Length %d", n)
+		}
+		return body, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxRequestBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("h2client: reading the request body: %w", err)
+	}
+	if len(body) > maxRequestBody {
+		return nil, fmt.Errorf("h2client: request body over %d bytes", maxRequestBody)
+	}
+	return body, nil
 }
 
 func closeBody(req *http.Request) {
 	if req.Body != nil {
 		req.Body.Close()
 	}
-}
-
-func rewind(req *http.Request) (*http.Request, error) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return req, nil
-	}
-	if req.GetBody == nil {
-		return nil, errors.New("h2client: cannot resend a request without GetBody")
-	}
-	body, err := req.GetBody()
-	if err != nil {
-		return nil, err
-	}
-	r := *req
-	r.Body = body
-	return &r, nil
 }
 
 // unprocessed reports whether err says the service did not process the
@@ -255,7 +345,7 @@ func (h *hostPool) broadcast() {
 // go out as soon as the service is back instead of failing until the
 // backoff ends; one whose deadline comes first fails at once. Either way a
 // call sees at most one dial fail: then it returns that error, and the
-// caller's own retrying decides (RoundTrip calls again only to resend what
+// caller's own retrying decides (do calls again only to resend what
 // a connection refused unprocessed, within the request's deadline).
 func (h *hostPool) get(ctx context.Context) (*conn, error) {
 	h.waiters.Add(1)

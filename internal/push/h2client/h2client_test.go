@@ -3,6 +3,7 @@ package h2client_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,17 +16,19 @@ import (
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 )
 
-// post sends one APNS-shaped request straight through the client, with no
-// retrying above it.
-func post(ctx context.Context, c *http.Client, base string, i int) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/3/device/%064x", base, i+1), bytes.NewReader([]byte(`{"aps":{"content-available":1}}`)))
+const payload = `{"aps":{"content-available":1}}`
+
+// post sends one APNS-shaped request straight through the client as an
+// http.Client, with no retrying above it.
+func post(ctx context.Context, c *h2client.Client, base string, i int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/3/device/%064x", base, i+1), bytes.NewReader([]byte(payload)))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("apns-topic", "im.example.app")
 	req.Header.Set("apns-push-type", "background")
 	req.Header.Set("apns-priority", "5")
-	resp, err := c.Do(req)
+	resp, err := c.HTTP().Do(req)
 	if err != nil {
 		return err
 	}
@@ -37,9 +40,29 @@ func post(ctx context.Context, c *http.Client, base string, i int) error {
 	return nil
 }
 
+// do sends the request post sends through Do.
+func do(ctx context.Context, c *h2client.Client, base string, i int) error {
+	host := strings.TrimPrefix(base, "https://")
+	resp, err := c.Do(ctx, &h2client.Request{
+		Method: http.MethodPost, Addr: host, Authority: host, Path: fmt.Sprintf("/3/device/%064x", i+1),
+		Header: http.Header{"Apns-Topic": {"im.example.app"}, "Apns-Push-Type": {"background"}, "Apns-Priority": {"5"}},
+		Body:   []byte(payload),
+	})
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, resp.Body)
+	}
+	if resp.Header.Get("Apns-Id") == "" {
+		return errors.New("no apns-id in the answer")
+	}
+	return nil
+}
+
 // newMock starts an APNS mock, closed when the test ends, and a client
 // that trusts it.
-func newMock(t *testing.T) (*apnsmock.Server, *http.Client) {
+func newMock(t *testing.T) (*apnsmock.Server, *h2client.Client) {
 	t.Helper()
 	m, err := apnsmock.New(apnsmock.Config{})
 	if err != nil {
@@ -54,27 +77,49 @@ func newMock(t *testing.T) (*apnsmock.Server, *http.Client) {
 }
 
 // Requests a GOAWAY excluded, which the server never processed, go out
-// again on a new connection by the client itself: with GOAWAY after every
-// answer, all 200 arrive, none waits in a sleeping retry.
+// again on a new connection by the client itself, their bodies whole:
+// with GOAWAY after every answer, all 200 arrive, none waits in a
+// sleeping retry.
 func TestResendsWhatGoAwayExcluded(t *testing.T) {
+	for _, send := range []struct {
+		name string
+		fn   func(context.Context, *h2client.Client, string, int) error
+	}{{"http.Client", post}, {"Do", do}} {
+		t.Run(send.name, func(t *testing.T) {
+			m, c := newMock(t)
+			m.GoAwayEvery(1)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second*raceSlowdown)
+			defer cancel()
+			const n = 200
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() { errs[i] = send.fn(ctx, c, m.URL, i) })
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("request %d: %v", i, err)
+				}
+			}
+			if m.Accepted() != n {
+				t.Fatalf("%d of %d accepted over %d connections", m.Accepted(), n, m.Connections())
+			}
+		})
+	}
+}
+
+// Do refuses a body larger than any push service takes before it opens
+// a stream for it.
+func TestDoRefusesHugeBody(t *testing.T) {
 	m, c := newMock(t)
-	m.GoAwayEvery(1)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second*raceSlowdown)
-	defer cancel()
-	const n = 200
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { errs[i] = post(ctx, c, m.URL, i) })
+	host := strings.TrimPrefix(m.URL, "https://")
+	_, err := c.Do(context.Background(), &h2client.Request{Method: http.MethodPost, Addr: host, Authority: host, Path: "/3/device/00", Body: make([]byte, 1<<20+1)})
+	if err == nil || !strings.Contains(err.Error(), "request body over") {
+		t.Fatalf("a body over 1 MiB: %v", err)
 	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("request %d: %v", i, err)
-		}
-	}
-	if m.Accepted() != n {
-		t.Fatalf("%d of %d accepted over %d connections", m.Accepted(), n, m.Connections())
+	if m.Connections() != 0 {
+		t.Fatalf("%d connections opened for it", m.Connections())
 	}
 }
 
