@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -148,6 +149,13 @@ func (q *Queue) writer() {
 			h(first.Node)
 		}
 		batch = append(batch[:0], first)
+		// Let the goroutines that are ready to run first: under load they
+		// are handlers about to queue a registration, and a batch that
+		// waits for them is three to four times larger (5 -> 18 with 64
+		// clients). Each commit costs the same whatever its size, so
+		// registrations cost about a fifth less CPU. Alone, a
+		// registration loses a microsecond.
+		runtime.Gosched()
 		// Take whoever queued up behind the first, up to MaxBatch.
 	collect:
 		for len(batch) < MaxBatch {
