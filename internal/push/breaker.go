@@ -77,13 +77,25 @@ func NewBreaker(app string, opts BreakerOptions, logger *slog.Logger) *Breaker {
 	return &Breaker{app: app, opts: opts, logger: logger}
 }
 
+// asSuspect is errors.As for a *SuspectTokenError, in a function of its
+// own: the target errors.As takes escapes to the heap, and Judge, called
+// for every push, would allocate it for a nil error too.
+func asSuspect(err error) (*SuspectTokenError, bool) {
+	var s *SuspectTokenError
+	ok := errors.As(err, &s)
+	return s, ok
+}
+
 // Judge records the outcome of one push and returns what the push should
 // end with. nil and errors other than *SuspectTokenError pass unchanged;
 // a suspect answer becomes a *DeadTokenError while the app looks healthy
 // and a *TemporaryError while it looks misconfigured.
 func (b *Breaker) Judge(err error) error {
 	var s *SuspectTokenError
-	suspect := errors.As(err, &s)
+	suspect := false
+	if err != nil {
+		s, suspect = asSuspect(err)
+	}
 	now := b.opts.Now()
 
 	b.mu.Lock()

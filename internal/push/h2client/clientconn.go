@@ -302,10 +302,10 @@ func (cc *clientConn) usableLocked() error {
 // roundTrip sends req on a stream reserved with Reserve and returns the
 // whole response. Errors wrapping errUnprocessed mean the service never
 // saw the request.
-func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (*Response, error) {
+func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, error) {
 	if err := checkHeaders(req.Header); err != nil {
 		cc.unreserve()
-		return nil, err
+		return Response{}, err
 	}
 	body := req.Body
 	st := &stream{done: make(chan struct{})}
@@ -326,7 +326,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (*Response, e
 		cc.mu.Unlock()
 		cc.wmu.Unlock()
 		cc.hook()
-		return nil, unprocessedError(err)
+		return Response{}, unprocessedError(err)
 	}
 	st.id = cc.nextID
 	cc.nextID += 2
@@ -353,12 +353,12 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (*Response, e
 	case <-st.done:
 	case <-ctx.Done():
 		cc.abandon(st, http2.ErrCodeCancel)
-		return nil, ctx.Err()
+		return Response{}, ctx.Err()
 	}
 	if st.err != nil {
-		return nil, st.err
+		return Response{}, st.err
 	}
-	return &Response{StatusCode: st.status, Header: st.header, Body: st.body}, nil
+	return Response{StatusCode: st.status, Header: st.header, Body: st.body}, nil
 }
 
 // checkHeaders refuses what cannot be sent as HTTP/2 header fields, before

@@ -137,9 +137,9 @@ func (c *Client) HTTP() *http.Client { return c.http }
 
 // Do sends req on one of its host's connections and returns the whole
 // response.
-func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+func (c *Client) Do(ctx context.Context, req *Request) (Response, error) {
 	if len(req.Body) > maxRequestBody {
-		return nil, fmt.Errorf("h2client: request body over %d bytes", maxRequestBody)
+		return Response{}, fmt.Errorf("h2client: request body over %d bytes", maxRequestBody)
 	}
 	return c.p.do(ctx, req)
 }
@@ -204,12 +204,12 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // do sends req on one of its host's connections, and again at once on
 // another when one could not take it.
-func (p *pool) do(ctx context.Context, req *Request) (*Response, error) {
+func (p *pool) do(ctx context.Context, req *Request) (Response, error) {
 	h := p.host(req.Addr)
 	for resends := 0; ; resends++ {
 		c, err := h.get(ctx)
 		if err != nil {
-			return nil, err
+			return Response{}, err
 		}
 		resp, err := c.cc.roundTrip(ctx, req)
 		if err == nil {
@@ -228,7 +228,7 @@ func (p *pool) do(ctx context.Context, req *Request) (*Response, error) {
 			h.dialFailed(err)
 		}
 		if !unprocessed(err) || resends >= maxResends || ctx.Err() != nil {
-			return nil, err
+			return Response{}, err
 		}
 		// The server never saw this request: send it again at once, on
 		// another connection.
