@@ -125,6 +125,7 @@ type ChangeFeed interface {
 // Service is the app server core. Its methods are safe for concurrent use.
 type Service struct {
 	store    registry.Store
+	pushGet  func(ctx context.Context, node string) (registry.Registration, error) // see pushReader
 	apps     map[string]App
 	opts     Options
 	logger   *slog.Logger
@@ -186,6 +187,10 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		cache:    newCache(opts.CacheSize, opts.CacheTTL),
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
+	}
+	svc.pushGet = store.Get
+	if p, ok := store.(pushReader); ok {
+		svc.pushGet = p.GetForPush
 	}
 	if opts.Changes != nil {
 		// Nothing is cached until Run follows the feed.
@@ -400,6 +405,14 @@ func (s *Service) admit(ctx context.Context, key, app string, start, deadline ti
 	return nil
 }
 
+// pushReader is a store that can read a registration without its push
+// outcomes, which a push does not need and which such a store keeps
+// apart (SQLite). The cache holds what it reads: only pushes read the
+// cache.
+type pushReader interface {
+	GetForPush(ctx context.Context, node string) (registry.Registration, error)
+}
+
 // lookup reads a registration through the cache, asking the store by
 // deadline when it must. Unknown nodes are not cached, so a registration
 // made a moment ago is found at once.
@@ -411,7 +424,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	gen := s.cache.generation(node)
-	r, err := s.store.Get(ctx, node)
+	r, err := s.pushGet(ctx, node)
 	if err == nil {
 		s.cache.put(r, gen, now)
 	}

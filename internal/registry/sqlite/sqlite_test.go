@@ -115,27 +115,76 @@ func TestBadPath(t *testing.T) {
 	}
 }
 
-// BenchmarkGet looks registrations up as the push path does: under a
-// context with a deadline.
+// BenchmarkGet looks registrations of real size, pushed to before, up as
+// the push path does, under a context with a deadline: with their push
+// outcomes (Get, a join) and without (GetForPush).
 func BenchmarkGet(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
 	defer s.Close()
 	const n = 10000
+	var pushed []registry.PushStatus
 	for i := range n {
-		register(s, registry.Registration{Node: fmt.Sprintf("node-%d", i), Type: "apns", Token: "t", Secret: "s", Registered: time.Now()})
+		node := fmt.Sprintf("node-%d", i)
+		register(s, registry.Registration{Node: node, Type: "apns", Token: fmt.Sprintf("%064x", i), Secret: fmt.Sprintf("%064x", -i), Registered: time.Now()})
+		pushed = append(pushed, registry.PushStatus{Node: node, At: time.Now(), Success: true})
 	}
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			if _, err := s.Get(ctx, fmt.Sprintf("node-%d", i%n)); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
-	})
+	if err := s.UpdatePushStatus(ctx, pushed); err != nil {
+		b.Fatal(err)
+	}
+	for _, get := range []struct {
+		name string
+		fn   func(context.Context, string) (registry.Registration, error)
+	}{{"Get", s.Get}, {"GetForPush", s.GetForPush}} {
+		b.Run(get.name, func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					if _, err := get.fn(ctx, fmt.Sprintf("node-%d", i%n)); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+		})
+	}
+}
+
+// GetForPush reads all that Get reads but the push outcomes.
+func TestGetForPush(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	defer s.Close()
+	at := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	want := registry.Registration{Node: "n", Type: "apns", Token: "tok", Secret: "sec", Registered: at, Renewed: at.Add(time.Hour),
+		Domain: "example.org", DeviceKey: "key", Owner: "owner", Account: "user@example.org"}
+	if _, err := register(s, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdatePushStatus(ctx, []registry.PushStatus{{Node: "n", At: at, Success: true}, {Node: "n", At: at, Reason: "r"}}); err != nil {
+		t.Fatal(err)
+	}
+	full, err := s.Get(ctx, "n")
+	if err != nil || full.LastSuccessfulPush.IsZero() || full.LastPushError.IsZero() {
+		t.Fatalf("Get = %+v, %v", full, err)
+	}
+	got, err := s.GetForPush(ctx, "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	full.LastSuccessfulPush, full.LastPushError, full.LastErrorReason = time.Time{}, time.Time{}, ""
+	if got != full {
+		t.Fatalf("GetForPush = %+v\nwant          %+v", got, full)
+	}
+	if _, err := s.GetForPush(ctx, "unknown"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("unknown node: %v", err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.GetForPush(done, "n"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("under an ended context: %v", err)
+	}
 }
 
 func BenchmarkRegister(b *testing.B) {
