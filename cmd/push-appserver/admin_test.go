@@ -182,14 +182,23 @@ func TestMetricsRegistrationsAndExpiry(t *testing.T) {
 	}
 	s := startServer(t, bin, cfg)
 	s.waitHealthy(t, addr)
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// The gauge's first count runs beside the server's start, so it may
+	// come a moment after the server answers.
+	wants := []string{`push_appserver_registrations{app="apns"} 2`, `push_appserver_registrations{app="fcm"} 0`}
+	var metrics string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(b)
+		if strings.Contains(metrics, "push_appserver_registrations{") || time.Now().After(deadline) {
+			break
+		}
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	metrics := string(b)
-	for _, want := range []string{`push_appserver_registrations{app="apns"} 2`, `push_appserver_registrations{app="fcm"} 0`} {
+	for _, want := range wants {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
