@@ -14,9 +14,11 @@ INSERT INTO push_status (node, last_successful_push, last_push_error, last_error
     SELECT node, last_successful_push, last_push_error, last_error_reason FROM registrations
     WHERE last_successful_push IS NOT NULL OR last_push_error IS NOT NULL OR last_error_reason <> '';
 
-ALTER TABLE registrations DROP COLUMN last_successful_push;
-ALTER TABLE registrations DROP COLUMN last_push_error;
-ALTER TABLE registrations DROP COLUMN last_error_reason;
+-- registrations keeps its columns last_successful_push, last_push_error
+-- and last_error_reason, no longer read or written. Dropping them would
+-- rewrite the table, and would break a server of the previous version
+-- still running on this file, as when an upgraded binary's command runs
+-- before the server is restarted: its statements name them.
 
 -- A trigger rather than the store's statements, so a registration deleted
 -- by another process (the admin CLI, the sqlite3 shell) leaves no outcome
