@@ -15,7 +15,8 @@ INSERT INTO push_status (node, last_successful_push, last_push_error, last_error
     WHERE last_successful_push IS NOT NULL OR last_push_error IS NOT NULL OR last_error_reason <> '';
 
 -- registrations keeps its columns last_successful_push, last_push_error
--- and last_error_reason, no longer read or written. Dropping them would
+-- and last_error_reason, no longer read or written: they keep the values
+-- they had at this upgrade. Dropping them would
 -- rewrite the table, and would break a server of the previous version
 -- still running on this file, as when an upgraded binary's command runs
 -- before the server is restarted: its statements name them.
