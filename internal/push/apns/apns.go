@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -176,10 +175,7 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("apns: endpoint %q is not an https URL without query", b.base)
 	}
-	b.authority, b.addr = u.Host, u.Host
-	if u.Port() == "" {
-		b.addr = net.JoinHostPort(u.Hostname(), "443")
-	}
+	b.authority, b.addr = u.Host, h2client.Addr(u)
 	b.path = strings.TrimSuffix(u.EscapedPath(), "/") + "/3/device/"
 	client, err := h2client.New(h2client.Options{CAPath: opts.CAPath, Certificates: certs})
 	if err != nil {

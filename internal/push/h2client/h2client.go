@@ -25,6 +25,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -132,6 +133,14 @@ func New(o Options) (*Client, error) {
 	return &Client{p: p, http: &http.Client{Transport: p}}, nil
 }
 
+// Addr is the host:port to dial for an https URL: its port, or 443.
+func Addr(u *url.URL) string {
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return u.Host
+}
+
 // HTTP returns the client as an http.Client.
 func (c *Client) HTTP() *http.Client { return c.http }
 
@@ -178,10 +187,7 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Request{Method: req.Method, Addr: req.URL.Host, Authority: cmp.Or(req.Host, req.URL.Host), Path: req.URL.RequestURI(), Header: req.Header, Body: body}
-	if req.URL.Port() == "" {
-		r.Addr = net.JoinHostPort(req.URL.Hostname(), "443")
-	}
+	r := &Request{Method: req.Method, Addr: Addr(req.URL), Authority: cmp.Or(req.Host, req.URL.Host), Path: req.URL.RequestURI(), Header: req.Header, Body: body}
 	resp, err := p.do(req.Context(), r)
 	if err != nil {
 		return nil, err
