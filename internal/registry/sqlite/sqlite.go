@@ -59,6 +59,10 @@ const (
 	selectRegistrations = `SELECT node, type, token, secret, registered, renewed,
 		p.last_successful_push, p.last_push_error, COALESCE(p.last_error_reason, ''), domain, device_key, owner, account
 		FROM registrations LEFT JOIN push_status p USING (node)`
+	// selectForPush reads the registration alone (GetForPush), with
+	// NULLs where the outcomes would be, so scan reads both.
+	selectForPush = `SELECT node, type, token, secret, registered, renewed, NULL, NULL, '',
+		domain, device_key, owner, account FROM registrations`
 	// returning is the same list for a DELETE, whose RETURNING can name
 	// no other table. It sees the outcomes as they were before the delete
 	// trigger removed them.
@@ -72,7 +76,7 @@ const (
 // setStatus makes r's push outcomes the stored ones.
 func setStatus(ctx context.Context, tx *sql.Tx, r registry.Registration) error {
 	var err error
-	if r.LastSuccessfulPush.IsZero() && r.LastPushError.IsZero() && r.LastErrorReason == "" {
+	if sameStatus(r, registry.Registration{}) {
 		_, err = tx.ExecContext(ctx, `DELETE FROM push_status WHERE node = ?`, r.Node)
 	} else {
 		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO push_status (node, last_successful_push, last_push_error, last_error_reason)
@@ -128,9 +132,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.getByKey, err = read.PrepareContext(ctx, selectRegistrations+` WHERE device_key = ?`)
 	}
 	if err == nil {
-		// NULLs where the outcomes would be, so scan reads both.
-		s.getForPush, err = read.PrepareContext(ctx, `SELECT node, type, token, secret, registered, renewed, NULL, NULL, '',
-			domain, device_key, owner, account FROM registrations WHERE node = ?`)
+		s.getForPush, err = read.PrepareContext(ctx, selectForPush+` WHERE node = ?`)
 	}
 	if err == nil {
 		s.getBlocked, err = read.PrepareContext(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = ? AND token = ?`)
