@@ -125,7 +125,7 @@ type ChangeFeed interface {
 // Service is the app server core. Its methods are safe for concurrent use.
 type Service struct {
 	store    registry.Store
-	pushGet  func(ctx context.Context, node string) (registry.Registration, error) // see pushReader
+	pushGet  func(ctx context.Context, node string) (registry.PushTarget, error) // see pushReader
 	apps     map[string]App
 	opts     Options
 	logger   *slog.Logger
@@ -188,9 +188,12 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
 	}
-	svc.pushGet = store.Get
+	svc.pushGet = func(ctx context.Context, node string) (registry.PushTarget, error) {
+		r, err := store.Get(ctx, node)
+		return r.Target(), err
+	}
 	if p, ok := store.(pushReader); ok {
-		svc.pushGet = p.GetForPush
+		svc.pushGet = p.GetPushTarget
 	}
 	if opts.Changes != nil {
 		// Nothing is cached until Run follows the feed.
@@ -316,7 +319,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return ErrUnavailable
 	}
 	deadline := start.Add(s.opts.PushTimeout)
-	r, err := s.lookup(ctx, node, deadline)
+	t, err := s.lookup(ctx, node, deadline)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
 		ctx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
@@ -330,18 +333,18 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
-	if subtle.ConstantTimeCompare([]byte(req.Secret), []byte(r.Secret)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(req.Secret), []byte(t.Secret)) != 1 {
 		s.reject(node, RejectWrongSecret, start)
 		return ErrNotFound
 	}
-	app, ok := s.apps[r.Type]
+	app, ok := s.apps[t.Type]
 	if !ok {
-		s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
-		return fmt.Errorf("%w: app %q is not configured", ErrPushFailed, r.Type)
+		s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
+		return fmt.Errorf("%w: app %q is not configured", ErrPushFailed, t.Type)
 	}
 	prio := app.Priority.Resolve(req.Important())
 
-	if err := s.admit(ctx, node+"\x00"+string(prio), r.Type, start, deadline); err != nil {
+	if err := s.admit(ctx, node+"\x00"+string(prio), t.Type, start, deadline); err != nil {
 		return err
 	}
 	// The backend's own deadline counts from here, after any wait for
@@ -355,19 +358,19 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	err = app.Backend.Send(ctx, push.Notification{App: r.Type, Node: node, Token: r.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: r.Account})
+	err = app.Backend.Send(ctx, push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account})
 	now := s.opts.Now().UTC()
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
-		s.opts.Observer.Pushed(r.Type, OutcomeSuccess, time.Since(start))
+		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, time.Since(start))
 		return nil
 	}
 	s.status.add(registry.PushStatus{Node: node, At: now, Reason: push.Truncate(err.Error(), 200)})
 	if dead, ok := push.IsDeadToken(err); ok {
-		s.opts.Observer.Pushed(r.Type, OutcomeDeadToken, time.Since(start))
-		n, uerr := s.UnregisterToken(context.WithoutCancel(ctx), r.Type, r.Token, dead.Since)
+		s.opts.Observer.Pushed(t.Type, OutcomeDeadToken, time.Since(start))
+		n, uerr := s.UnregisterToken(context.WithoutCancel(ctx), t.Type, t.Token, dead.Since)
 		if uerr != nil {
-			s.logger.Error("removing dead token", "app", r.Type, "node", node, "err", uerr)
+			s.logger.Error("removing dead token", "app", t.Type, "node", node, "err", uerr)
 		}
 		if n > 0 {
 			// The node is gone now; say so, so the user's server stops.
@@ -375,8 +378,8 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		}
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
-	s.opts.Observer.Pushed(r.Type, OutcomeFailed, time.Since(start))
-	s.failures.log("app", r.Type, "node", node, "err", err)
+	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
+	s.failures.log("app", t.Type, "node", node, "err", err)
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
 
@@ -405,30 +408,29 @@ func (s *Service) admit(ctx context.Context, key, app string, start, deadline ti
 	return nil
 }
 
-// pushReader is a store that can read a registration without its push
-// outcomes, which a push does not need and which such a store keeps
-// apart (SQLite). The cache holds what it reads: only pushes read the
-// cache.
+// pushReader is a store that can read what a push needs of a
+// registration for less than the whole of it (SQLite: fewer columns, and
+// not the push outcomes, which it keeps in a table of their own).
 type pushReader interface {
-	GetForPush(ctx context.Context, node string) (registry.Registration, error)
+	GetPushTarget(ctx context.Context, node string) (registry.PushTarget, error)
 }
 
-// lookup reads a registration through the cache, asking the store by
-// deadline when it must. Unknown nodes are not cached, so a registration
-// made a moment ago is found at once.
-func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (registry.Registration, error) {
+// lookup reads what a push to node needs through the cache, asking the
+// store by deadline when it must. Unknown nodes are not cached, so a
+// registration made a moment ago is found at once.
+func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (registry.PushTarget, error) {
 	now := time.Now()
-	if r, ok := s.cache.get(node, now); ok {
-		return r, nil
+	if t, ok := s.cache.get(node, now); ok {
+		return t, nil
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	gen := s.cache.generation(node)
-	r, err := s.pushGet(ctx, node)
+	t, err := s.pushGet(ctx, node)
 	if err == nil {
-		s.cache.put(r, gen, now)
+		s.cache.put(node, t, gen, now)
 	}
-	return r, err
+	return t, err
 }
 
 func (s *Service) forgetThrottle(node string) {

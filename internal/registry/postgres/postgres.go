@@ -219,6 +219,21 @@ func (s *Store) Get(ctx context.Context, node string) (registry.Registration, er
 	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1`, node))
 }
 
+// GetPushTarget reads what a push needs of node's registration: the push
+// path's read when its cache misses, four columns instead of thirteen.
+func (s *Store) GetPushTarget(ctx context.Context, node string) (registry.PushTarget, error) {
+	var t registry.PushTarget
+	err := s.pool.QueryRow(ctx, `SELECT type, token, secret, account FROM registrations WHERE node = $1`, node).
+		Scan(&t.Type, &t.Token, &t.Secret, &t.Account)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return registry.PushTarget{}, registry.ErrNotFound
+	}
+	if err != nil {
+		return registry.PushTarget{}, fmt.Errorf("reading registration: %w", err)
+	}
+	return t, nil
+}
+
 func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error) {
 	if key == "" {
 		return registry.Registration{}, registry.ErrNotFound

@@ -115,9 +115,10 @@ func TestBadPath(t *testing.T) {
 	}
 }
 
-// BenchmarkGet looks registrations of real size, pushed to before, up as
-// the push path does, under a context with a deadline: with their push
-// outcomes (Get, a join) and without (GetForPush).
+// BenchmarkGet looks registrations of real size, pushed to before, up
+// under a context with a deadline, as the push path does: whole, with
+// their push outcomes (Get, a join), and what a push needs
+// (GetPushTarget).
 func BenchmarkGet(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
@@ -135,13 +136,16 @@ func BenchmarkGet(b *testing.B) {
 	}
 	for _, get := range []struct {
 		name string
-		fn   func(context.Context, string) (registry.Registration, error)
-	}{{"Get", s.Get}, {"GetForPush", s.GetForPush}} {
+		fn   func(context.Context, string) error
+	}{
+		{"Get", func(ctx context.Context, node string) error { _, err := s.Get(ctx, node); return err }},
+		{"GetPushTarget", func(ctx context.Context, node string) error { _, err := s.GetPushTarget(ctx, node); return err }},
+	} {
 		b.Run(get.name, func(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
-					if _, err := get.fn(ctx, fmt.Sprintf("node-%d", i%n)); err != nil {
+					if err := get.fn(ctx, fmt.Sprintf("node-%d", i%n)); err != nil {
 						b.Fatal(err)
 					}
 					i++
@@ -151,38 +155,34 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
-// GetForPush reads all that Get reads but the push outcomes.
-func TestGetForPush(t *testing.T) {
+// GetPushTarget reads what a push needs, the same as Get's.
+func TestGetPushTarget(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
 	defer s.Close()
 	at := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
-	want := registry.Registration{Node: "n", Type: "apns", Token: "tok", Secret: "sec", Registered: at, Renewed: at.Add(time.Hour),
+	r := registry.Registration{Node: "n", Type: "apns", Token: "tok", Secret: "sec", Registered: at, Renewed: at.Add(time.Hour),
 		Domain: "example.org", DeviceKey: "key", Owner: "owner", Account: "user@example.org"}
-	if _, err := register(s, want); err != nil {
+	if _, err := register(s, r); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpdatePushStatus(ctx, []registry.PushStatus{{Node: "n", At: at, Success: true}, {Node: "n", At: at, Reason: "r"}}); err != nil {
-		t.Fatal(err)
-	}
-	full, err := s.Get(ctx, "n")
-	if err != nil || full.LastSuccessfulPush.IsZero() || full.LastPushError.IsZero() {
+	want := registry.PushTarget{Type: "apns", Token: "tok", Secret: "sec", Account: "user@example.org"}
+	if full, err := s.Get(ctx, "n"); err != nil || full.Target() != want {
 		t.Fatalf("Get = %+v, %v", full, err)
 	}
-	got, err := s.GetForPush(ctx, "n")
+	got, err := s.GetPushTarget(ctx, "n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	full.LastSuccessfulPush, full.LastPushError, full.LastErrorReason = time.Time{}, time.Time{}, ""
-	if got != full {
-		t.Fatalf("GetForPush = %+v\nwant          %+v", got, full)
+	if got != want {
+		t.Fatalf("GetPushTarget = %+v\nwant            %+v", got, want)
 	}
-	if _, err := s.GetForPush(ctx, "unknown"); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := s.GetPushTarget(ctx, "unknown"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("unknown node: %v", err)
 	}
 	done, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := s.GetForPush(done, "n"); !errors.Is(err, context.Canceled) {
+	if _, err := s.GetPushTarget(done, "n"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("under an ended context: %v", err)
 	}
 }

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"Account", testAccount},
 		{"BlockedTokens", testBlockedTokens},
 		{"LongTokens", testLongTokens},
+		{"PushTarget", testPushTarget},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -730,5 +731,42 @@ func testLongTokens(t *testing.T, s registry.Store) {
 	}
 	if _, err := s.GetBlockedToken(ctx, "apns", long); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("after UnblockToken: %v", err)
+	}
+}
+
+// testPushTarget: a store that reads what a push needs on its own
+// (appserver's pushReader) reads what Get does, after every change.
+func testPushTarget(t *testing.T, s registry.Store) {
+	p, ok := s.(interface {
+		GetPushTarget(ctx context.Context, node string) (registry.PushTarget, error)
+	})
+	if !ok {
+		return // the push path reads Get's
+	}
+	check := func(node string) {
+		t.Helper()
+		r, err := s.Get(ctx, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.GetPushTarget(ctx, node)
+		if err != nil || got != r.Target() {
+			t.Fatalf("GetPushTarget(%s) = %+v, %v; Get has %+v", node, got, err, r.Target())
+		}
+	}
+	r := reg("n1", "apns", "tok", "sec", base)
+	r.Account, r.Domain, r.Owner = "user@example.org", "example.org", "owner"
+	mustRegister(t, s, r)
+	check("n1")
+	r.Token, r.Registered = "tok2", base.Add(time.Minute)
+	mustRegister(t, s, r)
+	check("n1")
+	if _, err := s.Delete(ctx, "n1", "apns"); err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []string{"n1", "never"} {
+		if _, err := p.GetPushTarget(ctx, node); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("GetPushTarget(%s) = %v, want ErrNotFound", node, err)
+		}
 	}
 }
