@@ -65,7 +65,7 @@ const (
 )
 
 // DefaultCacheSize is how many registrations the push path keeps in
-// memory unless configured: about 25 MB.
+// memory unless configured: about 16 MB.
 const DefaultCacheSize = 50000
 
 // DefaultPushTimeout bounds one push from lookup to the push service's

@@ -58,7 +58,7 @@ type Config struct {
 	// is refused to tokenless and publish-options pushes. Default 7 days.
 	TokenBlock Duration `toml:"token_block"`
 	// RegistrationCache is how many registrations the push path keeps in
-	// memory (about half a kilobyte each), so a push to one of them reads
+	// memory (about a third of a kilobyte each), so a push to one of them reads
 	// no database; 0 turns the cache off. Default 50,000.
 	RegistrationCache int `toml:"registration_cache"`
 	// StrictRegistration makes a new token or type for a registered node,
