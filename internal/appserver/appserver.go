@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,7 +128,7 @@ type Service struct {
 	apps     map[string]App
 	opts     Options
 	logger   *slog.Logger
-	throttle *throttler
+	throttle *throttler[throttleKey]
 	status   *statusWriter
 	cache    *cache
 
@@ -182,7 +181,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		apps:     m,
 		opts:     opts,
 		logger:   logger,
-		throttle: newThrottler(opts.RateLimit, opts.Now),
+		throttle: newThrottler[throttleKey](opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
 		cache:    newCache(opts.CacheSize, opts.CacheTTL),
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
@@ -344,7 +343,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	prio := app.Priority.Resolve(req.Important())
 
-	if err := s.admit(ctx, node+"\x00"+string(prio), t.Type, start, deadline); err != nil {
+	if err := s.admit(ctx, throttleKey{node: node, prio: prio}, t.Type, start, deadline); err != nil {
 		return err
 	}
 	// The backend's own deadline counts from here, after any wait for
@@ -385,7 +384,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 
 // admit waits (until deadline at most, unless it is zero) for the
 // throttle's window for key, or refuses the push with ErrThrottled.
-func (s *Service) admit(ctx context.Context, key, app string, start, deadline time.Time) error {
+func (s *Service) admit(ctx context.Context, key throttleKey, app string, start, deadline time.Time) error {
 	switch d, wait := s.throttle.admit(key); d {
 	case refuse:
 		s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
@@ -433,9 +432,16 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (
 	return t, err
 }
 
+// throttleKey is what the throttle counts pushes per: a device and a
+// priority, so that a silent push does not hold up an alert.
+type throttleKey struct {
+	node       string // a registered device, or
+	app, token string // a tokenless push's device
+	prio       push.Priority
+}
+
 func (s *Service) forgetThrottle(node string) {
-	prefix := node + "\x00"
-	s.throttle.forget(func(k string) bool { return strings.HasPrefix(k, prefix) })
+	s.throttle.forget(func(k throttleKey) bool { return k.node == node && k.token == "" })
 }
 
 func randomHex(n int) (string, error) {

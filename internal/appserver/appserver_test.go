@@ -356,6 +356,30 @@ func TestUnregister(t *testing.T) {
 	}
 }
 
+// A device registered again after it was removed starts with no throttle
+// window: the window belonged to the registration that is gone.
+func TestUnregisterForgetsThrottle(t *testing.T) {
+	ctx := context.Background()
+	svc, _, b := newService(t, time.Hour)
+	r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Unregister(ctx, appserver.Caller{}, "fcm", "n"); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
+	// Within the old window, the push would wait for its end.
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := svc.Push(wctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+		t.Fatalf("push after registering again: %v", err)
+	}
+	if n := len(b.Sent()); n != 2 {
+		t.Fatalf("%d pushes sent, want 2", n)
+	}
+}
+
 func TestUnregisterToken(t *testing.T) {
 	ctx := context.Background()
 	svc, store, _ := newService(t, 0)

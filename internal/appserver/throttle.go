@@ -23,12 +23,14 @@ const (
 // first of a burst at once, one more at the start of the next window, and
 // the ones in between refused. A push to the same device carries no data,
 // so the delayed one stands in for all that were refused.
-type throttler struct {
+// Keys are comparable values rather than strings built per push, which
+// would be an allocation for every push, throttled or not.
+type throttler[K comparable] struct {
 	distance time.Duration
 	now      func() time.Time
 
 	mu    sync.Mutex
-	slots map[string]*slot
+	slots map[K]slot
 }
 
 type slot struct {
@@ -38,48 +40,50 @@ type slot struct {
 
 // NewThrottle returns a throttle with the given distance; 0 disables it.
 // now is the clock (time.Now outside tests).
-func newThrottler(distance time.Duration, now func() time.Time) *throttler {
-	return &throttler{distance: distance, now: now, slots: make(map[string]*slot)}
+func newThrottler[K comparable](distance time.Duration, now func() time.Time) *throttler[K] {
+	return &throttler[K]{distance: distance, now: now, slots: make(map[K]slot)}
 }
 
 // admit decides about one push for key. For delaySend, wait is how long the
 // caller must wait before sending, and it must call release(key) after it
 // sent (or gave up).
-func (t *throttler) admit(key string) (d decision, wait time.Duration) {
+func (t *throttler[K]) admit(key K) (d decision, wait time.Duration) {
 	if t.distance <= 0 {
 		return sendNow, 0
 	}
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.slots[key]
+	s, ok := t.slots[key]
 	switch {
-	case s == nil:
-		t.slots[key] = &slot{last: now}
+	case !ok:
+		t.slots[key] = slot{last: now}
 		return sendNow, 0
 	case s.pending:
 		return refuse, 0
 	case now.Sub(s.last) > t.distance:
-		s.last = now
+		t.slots[key] = slot{last: now}
 		return sendNow, 0
 	default:
 		s.last = s.last.Add(t.distance)
 		s.pending = true
+		t.slots[key] = s
 		return delaySend, s.last.Sub(now)
 	}
 }
 
 // release ends the wait of a delayed push for key.
-func (t *throttler) release(key string) {
+func (t *throttler[K]) release(key K) {
 	t.mu.Lock()
-	if s := t.slots[key]; s != nil {
+	if s, ok := t.slots[key]; ok {
 		s.pending = false
+		t.slots[key] = s
 	}
 	t.mu.Unlock()
 }
 
 // forget drops all state of keys for which f is true (an unregistered node).
-func (t *throttler) forget(f func(key string) bool) {
+func (t *throttler[K]) forget(f func(key K) bool) {
 	t.mu.Lock()
 	for k := range t.slots {
 		if f(k) {
@@ -91,7 +95,7 @@ func (t *throttler) forget(f func(key string) bool) {
 
 // sweep drops the keys whose window has passed, so memory follows the
 // number of recently active devices, not of all devices ever pushed to.
-func (t *throttler) sweep() {
+func (t *throttler[K]) sweep() {
 	if t.distance <= 0 {
 		return
 	}
@@ -106,7 +110,7 @@ func (t *throttler) sweep() {
 }
 
 // size returns the number of keys held.
-func (t *throttler) size() int {
+func (t *throttler[K]) size() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.slots)

@@ -56,7 +56,7 @@ func TestThrottle(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := &fakeClock{t: time.Unix(1000, 0)}
-			th := newThrottler(5*time.Second, clk.now)
+			th := newThrottler[string](5*time.Second, clk.now)
 			for i, s := range tt.steps {
 				clk.advance(s.after)
 				if s.release {
@@ -73,7 +73,7 @@ func TestThrottle(t *testing.T) {
 }
 
 func TestThrottleOff(t *testing.T) {
-	th := newThrottler(0, time.Now)
+	th := newThrottler[string](0, time.Now)
 	for range 10 {
 		if d, _ := th.admit("a"); d != sendNow {
 			t.Fatalf("disabled throttle said %v", d)
@@ -86,7 +86,7 @@ func TestThrottleOff(t *testing.T) {
 
 func TestThrottleSweep(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
-	th := newThrottler(5*time.Second, clk.now)
+	th := newThrottler[string](5*time.Second, clk.now)
 	th.admit("old")
 	clk.advance(3 * time.Second)
 	th.admit("new")

@@ -99,9 +99,8 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	if tp.Silent && prio != push.PriorityVoIP {
 		prio = push.PrioritySilent
 	}
-	key := "token\x00" + tp.App + "\x00" + tp.Token + "\x00" + string(prio)
 	// Both callers set the push's deadline on ctx already.
-	if err := s.admit(ctx, key, tp.App, start, time.Time{}); err != nil {
+	if err := s.admit(ctx, throttleKey{app: tp.App, token: tp.Token, prio: prio}, tp.App, start, time.Time{}); err != nil {
 		return err
 	}
 	err = app.Backend.Send(ctx, push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted})
