@@ -272,9 +272,10 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 		if data == nil {
 			return 0, l.err
 		}
-		// Name-space URIs and the values of type and var repeat from
-		// stanza to stanza; ids, addresses and nodes do not.
-		if a.Name.Space == "xmlns" || a.Name.Space == "" && (a.Name.Local == "xmlns" || a.Name.Local == "type" || a.Name.Local == "var") {
+		// Name-space URIs, the values of type and var, and the addresses
+		// (a user's server sends all its pushes from its domain, to our
+		// JID) repeat from stanza to stanza; ids and nodes do not.
+		if a.Name.Space == "xmlns" || a.Name.Space == "" && internedAttr(a.Name.Local) {
 			a.Value = l.intern(data)
 		} else {
 			a.Value = string(data)
@@ -288,6 +289,14 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 	}
 	l.elem = name
 	return xmlwalk.StartElement, nil
+}
+
+func internedAttr(local string) bool {
+	switch local {
+	case "xmlns", "type", "var", "from", "to":
+		return true
+	}
+	return false
 }
 
 func (l *lexer) space() {

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 func lexerOver(data []byte, chunk int) *lexer {
@@ -103,4 +107,35 @@ func FuzzLexer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
 		compareLexer(t, data, int(chunk))
 	})
+}
+
+// Values that repeat from stanza to stanza are interned: the second IQ's
+// share the first's memory, so reading them allocates nothing. Ids do not
+// repeat and are not.
+func TestLexerInternsRepeatedValues(t *testing.T) {
+	iq := `<iq type='set' from='example.org' to='push.example.net' id='%s'/>`
+	l := lexerOver([]byte(fmt.Sprintf(iq, "push-1")+fmt.Sprintf(iq, "push-1")), 1<<10)
+	var seen []map[string]string
+	for range 2 {
+		if k, err := l.next(); err != nil || k != xmlwalk.StartElement {
+			t.Fatalf("next = %v, %v", k, err)
+		}
+		vals := map[string]string{}
+		for _, a := range l.attr {
+			vals[a.Name.Local] = a.Value
+		}
+		seen = append(seen, vals)
+		if k, err := l.next(); err != nil || k != xmlwalk.EndElement {
+			t.Fatalf("next = %v, %v", k, err)
+		}
+	}
+	for name, interned := range map[string]bool{"type": true, "from": true, "to": true, "id": false} {
+		a, b := seen[0][name], seen[1][name]
+		if a != b || a == "" {
+			t.Fatalf("%s: %q and %q", name, a, b)
+		}
+		if shared := unsafe.StringData(a) == unsafe.StringData(b); shared != interned {
+			t.Errorf("%s: the two values share memory: %t, want %t", name, shared, interned)
+		}
+	}
 }
