@@ -459,12 +459,12 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	}
 	body := resp.Body[:min(len(resp.Body), maxAnswer)]
 	push.TellAnswer(ctx, func() push.Answer {
-		return push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path, Status: resp.StatusCode, Header: resp.Header.Clone(), Body: body}
+		return push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path, Status: resp.StatusCode, Header: resp.Header(), Body: body}
 	})
 	// Canonical keys: Get needs no new string for them.
-	a := answer{status: resp.StatusCode, id: resp.Header.Get("Apns-Id")}
+	a := answer{status: resp.StatusCode, id: resp.Get("apns-id")}
 	// Mostly absent, and Atoi("") allocates its error.
-	if v := resp.Header.Get("Retry-After"); v != "" {
+	if v := resp.Get("retry-after"); v != "" {
 		if s, err := strconv.Atoi(v); err == nil && s > 0 {
 			a.retryAfter = time.Duration(s) * time.Second
 		}

@@ -74,8 +74,7 @@ type clientConn struct {
 	answered  atomic.Bool  // a response arrived, or a GOAWAY that will answer some
 	frames    atomic.Int64 // frames read, for the liveness check
 	readDone  chan struct{}
-	recvTaken int64             // connection-level receive window used; read loop only
-	canon     map[string]string // canonical response header keys; read loop only
+	recvTaken int64 // connection-level receive window used; read loop only
 }
 
 // pings say when a quiet connection is pinged (after) and when it is
@@ -88,7 +87,7 @@ type stream struct {
 
 	// Set by the read loop before done is closed, read after.
 	status     int
-	header     http.Header
+	fields     []hpack.HeaderField // regular header fields, as the framer gives them
 	body       []byte
 	err        error
 	gotHeaders bool
@@ -195,7 +194,6 @@ func newClientConn(nc net.Conn, hook func()) *clientConn {
 		idleTimeout: 10 * time.Minute,
 		nextID:      1,
 		lower:       map[string]string{},
-		canon:       map[string]string{},
 		streams:     map[uint32]*stream{},
 		maxStreams:  defaultMaxStreams,
 		maxFrame:    16 << 10,
@@ -358,7 +356,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 	if st.err != nil {
 		return Response{}, st.err
 	}
-	return Response{StatusCode: st.status, Header: st.header, Body: st.body}, nil
+	return Response{StatusCode: st.status, Body: st.body, fields: st.fields}, nil
 }
 
 // checkHeaders refuses what cannot be sent as HTTP/2 header fields, before
@@ -690,21 +688,9 @@ func (cc *clientConn) onHeaders(f *http2.MetaHeadersFrame) {
 		if code < 200 {
 			return // interim response (1xx)
 		}
-		fields := f.RegularFields()
 		st.status = code
-		st.header = make(http.Header, len(fields))
-		// One array for the values: most names come once, and a slice
-		// each was an allocation per field.
-		values := make([]string, len(fields))
-		for i, hf := range fields {
-			k := cc.canonical(hf.Name)
-			if vv, ok := st.header[k]; ok {
-				st.header[k] = append(vv, hf.Value)
-				continue
-			}
-			values[i] = hf.Value
-			st.header[k] = values[i : i+1 : i+1]
-		}
+		// The framer makes a new slice per frame: it can be kept.
+		st.fields = f.RegularFields()
 		st.gotHeaders = true
 		cc.answered.Store(true)
 	}
@@ -712,19 +698,6 @@ func (cc *clientConn) onHeaders(f *http2.MetaHeadersFrame) {
 	if f.StreamEnded() {
 		cc.finish(st, nil)
 	}
-}
-
-// canonical returns the key of a response header as net/http spells it,
-// without a new string for the few names a service repeats.
-func (cc *clientConn) canonical(name string) string {
-	if k, ok := cc.canon[name]; ok {
-		return k
-	}
-	k := http.CanonicalHeaderKey(name)
-	if len(cc.canon) < 64 {
-		cc.canon[name] = k
-	}
-	return k
 }
 
 func (cc *clientConn) onData(f *http2.DataFrame) {

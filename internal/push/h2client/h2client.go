@@ -29,11 +29,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 )
@@ -103,8 +105,33 @@ type Request struct {
 // returns (push services answer with small JSON documents).
 type Response struct {
 	StatusCode int
-	Header     http.Header
 	Body       []byte
+
+	// The header fields as they came, names in lower case. A push's
+	// caller looks at one or two of them, and a map of them all was three
+	// allocations per push.
+	fields []hpack.HeaderField
+}
+
+// Get returns the first value of the header field name, in any case, or
+// "" if there is none.
+func (r Response) Get(name string) string {
+	for _, f := range r.fields {
+		if strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// Header returns all the header fields, in a new map.
+func (r Response) Header() http.Header {
+	h := make(http.Header, len(r.fields))
+	for _, f := range r.fields {
+		k := http.CanonicalHeaderKey(f.Name)
+		h[k] = append(h[k], f.Value)
+	}
+	return h
 }
 
 // New returns an HTTP/2-only client.
@@ -197,7 +224,7 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		StatusCode:    resp.StatusCode,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
-		Header:        resp.Header,
+		Header:        resp.Header(),
 		ContentLength: int64(len(resp.Body)),
 		Body:          http.NoBody,
 		Request:       req,

@@ -54,7 +54,7 @@ func do(ctx context.Context, c *h2client.Client, base string, i int) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %d: %s", resp.StatusCode, resp.Body)
 	}
-	if resp.Header.Get("Apns-Id") == "" {
+	if resp.Get("Apns-Id") == "" {
 		return errors.New("no apns-id in the answer")
 	}
 	return nil

@@ -10,7 +10,8 @@ import (
 )
 
 // Response header fields become the response's header, repeated names in
-// the order sent, also when other names come between them.
+// the order sent, also when other names come between them; Get finds a
+// name's first value in any case.
 func TestResponseHeaderFields(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
@@ -26,8 +27,14 @@ func TestResponseHeaderFields(t *testing.T) {
 		},
 	}
 	cc.onHeaders(f)
+	resp := Response{StatusCode: st.status, fields: st.fields}
 	want := map[string][]string{"A": {"1", "3"}, "B": {"2", "5"}, "C": {"4"}}
-	if st.status != 200 || !reflect.DeepEqual(map[string][]string(st.header), want) {
-		t.Fatalf("status %d, header %v; want 200, %v", st.status, st.header, want)
+	if h := resp.Header(); resp.StatusCode != 200 || !reflect.DeepEqual(map[string][]string(h), want) {
+		t.Fatalf("status %d, header %v; want 200, %v", resp.StatusCode, h, want)
+	}
+	for name, want := range map[string]string{"a": "1", "B": "2", "c": "4", ":status": "", "d": ""} {
+		if got := resp.Get(name); got != want {
+			t.Errorf("Get(%q) = %q, want %q", name, got, want)
+		}
 	}
 }
