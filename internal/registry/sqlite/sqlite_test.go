@@ -187,6 +187,16 @@ func TestGetPushTarget(t *testing.T) {
 	}
 }
 
+// The writer checkpoints the log every walCheckpoint pages, not every
+// 1,000 (SQLite's default).
+func TestWALCheckpoint(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	defer s.Close()
+	if n, err := sqlite.WALCheckpoint(s); err != nil || n != 10000 {
+		t.Fatalf("wal_autocheckpoint = %d, %v; want 10000", n, err)
+	}
+}
+
 func BenchmarkRegister(b *testing.B) {
 	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
 	defer s.Close()
