@@ -3,6 +3,8 @@ package appserver
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +82,12 @@ func (w *statusWriter) flush(ctx context.Context) {
 	}
 	clear(w.pending)
 	w.mu.Unlock()
+	// In the order of the store's key, consecutive outcomes find their
+	// rows on the page the one before read, not wherever the map's order
+	// and devices' scattered nodes would send each: writing 5,000
+	// outcomes to scattered devices among 100,000 on SQLite took 7.4-7.8
+	// us a row sorted, 10.5-10.7 not.
+	slices.SortFunc(batch, func(a, b registry.PushStatus) int { return strings.Compare(a.Node, b.Node) })
 	// A failed write loses only timestamps, never a registration; log it
 	// rather than retry forever against a broken disk.
 	if err := w.store.UpdatePushStatus(context.WithoutCancel(ctx), batch); err != nil {
