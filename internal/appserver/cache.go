@@ -12,8 +12,8 @@ import (
 
 // cache keeps what a push needs of recently pushed-to registrations
 // (registry.PushTarget) in memory so the push path does not read the
-// database for every push to the same device. Every
-// change to a registration goes through Service, which drops the entry, so
+// database for every push to the same device. Every change to a
+// registration goes through Service, which drops the entry, so
 // within one instance the cache is never stale. When others write the
 // registry too (other instances, other processes on the same SQLite file),
 // a ChangeFeed drops what they change; while the feed is down
@@ -36,8 +36,8 @@ type cacheShard struct {
 
 // cacheEntry is small enough for the map to hold it in its own slots
 // (Go's maps allocate values over 128 bytes one by one), so an entry
-// costs its strings and a slot: about 290 bytes with APNS's 64-digit
-// tokens, against 430 for a whole registration.
+// costs its strings and a slot: about 320 bytes with a 64-digit token
+// and secret, against 500 for a whole registration.
 type cacheEntry struct {
 	t  registry.PushTarget
 	at time.Time
