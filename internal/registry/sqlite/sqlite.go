@@ -101,9 +101,9 @@ func regValues(r registry.Registration) []any {
 // however often it changed since the last: with SQLite's 1,000 pages
 // (4 MB), checkpoints were a fifth of a registration's CPU. 10,000 pages
 // keep the log under about 40 MB on disk; 100,000 scattered
-// registrations went from 5,800-7,200/s at 142-159 us of CPU each to
-// 9,500-11,200/s at 94-113 us (8,000 pages; 16,000 and 32,000 did little
-// better).
+// registrations went from 6,800-7,100/s at 141-144 us of CPU each to
+// 9,200-10,100/s at 111-122 us (8,000, 16,000 and 32,000 pages were
+// within the noise of one another).
 const walCheckpoint = 10000
 
 // Open opens (creating if needed) the registry at path and brings its
