@@ -118,19 +118,19 @@ func TestBadPath(t *testing.T) {
 	}
 }
 
-// BenchmarkGet looks registrations of real size, pushed to before, up
-// under a context with a deadline, as the push path does: whole, with
-// their push outcomes (Get, a join), and what a push needs
-// (GetPushTarget).
+// BenchmarkGet looks registrations of real size and scattered nodes,
+// pushed to before, up under a context with a deadline, as the push path
+// does: whole, with their push outcomes (Get, a join), and what a push
+// needs (GetPushTarget).
 func BenchmarkGet(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
 	defer s.Close()
 	const n = 10000
+	nodes := scattered(n)
 	var pushed []registry.PushStatus
-	for i := range n {
-		node := fmt.Sprintf("node-%d", i)
+	for i, node := range nodes {
 		register(s, registry.Registration{Node: node, Type: "apns", Token: fmt.Sprintf("%064x", i), Secret: fmt.Sprintf("%064x", -i), Registered: time.Now()})
 		pushed = append(pushed, registry.PushStatus{Node: node, At: time.Now(), Success: true})
 	}
@@ -148,7 +148,7 @@ func BenchmarkGet(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
-					if err := get.fn(ctx, fmt.Sprintf("node-%d", i%n)); err != nil {
+					if err := get.fn(ctx, nodes[i%n]); err != nil {
 						b.Fatal(err)
 					}
 					i++
@@ -222,11 +222,9 @@ func BenchmarkUpdatePushStatus(b *testing.B) {
 	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
 	defer s.Close()
 	const devices, batchSize = 20000, 1000
-	nodes := make([]string, devices)
-	for i := range devices {
-		h := sha256.Sum256(fmt.Appendf(nil, "node %d", i))
-		nodes[i] = hex.EncodeToString(h[:16])
-		register(s, registry.Registration{Node: nodes[i], Type: "apns", Token: fmt.Sprintf("%064x", i), Secret: fmt.Sprintf("%064x", -i), Registered: time.Now()})
+	nodes := scattered(devices)
+	for i, node := range nodes {
+		register(s, registry.Registration{Node: node, Type: "apns", Token: fmt.Sprintf("%064x", i), Secret: fmt.Sprintf("%064x", -i), Registered: time.Now()})
 	}
 	batch := make([]registry.PushStatus, batchSize)
 	at := time.Now()
@@ -242,6 +240,17 @@ func BenchmarkUpdatePushStatus(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batchSize), "ns/row")
+}
+
+// scattered returns n nodes spread over the key space as real devices'
+// are; in order, consecutive rows would share the table's pages.
+func scattered(n int) []string {
+	nodes := make([]string, n)
+	for i := range nodes {
+		h := sha256.Sum256(fmt.Appendf(nil, "node %d", i))
+		nodes[i] = hex.EncodeToString(h[:16])
+	}
+	return nodes
 }
 
 func register(s *sqlite.Store, r registry.Registration) (registry.Registration, error) {
