@@ -461,7 +461,6 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	push.TellAnswer(ctx, func() push.Answer {
 		return push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path, Status: resp.StatusCode, Header: resp.Header(), Body: body}
 	})
-	// Canonical keys: Get needs no new string for them.
 	a := answer{status: resp.StatusCode, id: resp.Get("apns-id")}
 	// Mostly absent, and Atoi("") allocates its error.
 	if v := resp.Get("retry-after"); v != "" {

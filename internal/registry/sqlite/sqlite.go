@@ -59,8 +59,7 @@ const (
 	selectRegistrations = `SELECT node, type, token, secret, registered, renewed,
 		p.last_successful_push, p.last_push_error, COALESCE(p.last_error_reason, ''), domain, device_key, owner, account
 		FROM registrations LEFT JOIN push_status p USING (node)`
-	// selectTarget reads what a push needs (GetPushTarget). Every column
-	// costs the driver a copy of its name and of its value per query.
+	// selectTarget reads what a push needs (GetPushTarget).
 	selectTarget = `SELECT type, token, secret, account FROM registrations WHERE node = ?`
 	// returning is the same list for a DELETE, whose RETURNING can name
 	// no other table. It sees the outcomes as they were before the delete
@@ -142,7 +141,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	s := &Store{read: read, write: write, retention: changeRetention}
-	if s.get, err = read.PrepareContext(ctx, selectRegistrations+` WHERE node = ?`); err == nil {
+	if s.get, err = read.PrepareContext(ctx, sqlGet); err == nil {
 		s.getByKey, err = read.PrepareContext(ctx, selectRegistrations+` WHERE device_key = ?`)
 	}
 	if err == nil {
