@@ -521,6 +521,11 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 		if _, err := st.ExecContext(ctx, regValues(r)...); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
 		}
+		// A replaced row's outcomes went with it (the delete trigger,
+		// which REPLACE fires under recursive_triggers).
+		if sameStatus(r, registry.Registration{}) {
+			continue
+		}
 		if err := setStatus(ctx, tx, r); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
 		}

@@ -655,6 +655,18 @@ func testPut(t *testing.T, s registry.Store) {
 	if n, _ := s.Count(ctx); n != 2 {
 		t.Fatalf("count %d after a second Put, want 2", n)
 	}
+	// A registration put without outcomes replaces one with them.
+	if err := s.Put(ctx, want[1:2]); err != nil {
+		t.Fatal(err)
+	}
+	bare := want[0]
+	bare.LastSuccessfulPush, bare.LastPushError, bare.LastErrorReason = time.Time{}, time.Time{}, ""
+	if err := s.Put(ctx, []registry.Registration{bare}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, "n1"); err != nil || !got.LastSuccessfulPush.IsZero() || !got.LastPushError.IsZero() || got.LastErrorReason != "" {
+		t.Fatalf("after a Put without outcomes: %+v, %v", got, err)
+	}
 }
 
 func testList(t *testing.T, s registry.Store) {
