@@ -14,9 +14,10 @@ func SetHooks(s *Store, queued func(), batchStart func(first string), committed 
 // SetRetention sets how long the change log keeps a change.
 func SetRetention(s *Store, d time.Duration) { s.retention = d }
 
-// WALCheckpoint reports the write connection's wal_autocheckpoint.
-func WALCheckpoint(s *Store) (int, error) {
+// WritePragma reports the write connection's setting of an integer
+// pragma such as wal_autocheckpoint.
+func WritePragma(s *Store, name string) (int, error) {
 	var n int
-	err := s.write.QueryRow(`PRAGMA wal_autocheckpoint`).Scan(&n)
+	err := s.write.QueryRow(`PRAGMA ` + name).Scan(&n)
 	return n, err
 }

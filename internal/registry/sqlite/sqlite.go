@@ -112,7 +112,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("registry %s: %w", path, err)
 	}
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)",
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)",
+		// A registration is answered once its commit is on disk: in WAL
+		// mode, NORMAL would sync only at checkpoints and a power cut
+		// could lose registrations already answered. The group commit
+		// makes this nearly free: 30,000 registrations, 64 at a time,
+		// took about 1,000 fsyncs and the same CPU as with NORMAL.
+		"synchronous(FULL)", "foreign_keys(ON)",
 		// An INSERT OR REPLACE that replaces a row logs its deletion too
 		// (the change log's triggers, 005_changes.sql).
 		"recursive_triggers(ON)"} {

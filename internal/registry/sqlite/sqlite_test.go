@@ -192,11 +192,24 @@ func TestGetPushTarget(t *testing.T) {
 
 // The writer checkpoints the log every walCheckpoint pages, not every
 // 1,000 (SQLite's default).
-func TestWALCheckpoint(t *testing.T) {
+// TestWritePragmas reads back the writer's settings that nothing else
+// would notice: SQLite ignores a pragma it does not know, and without
+// synchronous=FULL a commit in WAL mode reaches the disk only at the
+// next checkpoint, so a power cut loses registrations already answered
+// with OK.
+func TestWritePragmas(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
 	defer s.Close()
-	if n, err := sqlite.WALCheckpoint(s); err != nil || n != 10000 {
-		t.Fatalf("wal_autocheckpoint = %d, %v; want 10000", n, err)
+	for _, tc := range []struct {
+		pragma string
+		want   int
+	}{
+		{"wal_autocheckpoint", 10000},
+		{"synchronous", 2}, // FULL
+	} {
+		if n, err := sqlite.WritePragma(s, tc.pragma); err != nil || n != tc.want {
+			t.Errorf("%s = %d, %v; want %d", tc.pragma, n, err, tc.want)
+		}
 	}
 }
 
