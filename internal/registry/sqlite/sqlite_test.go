@@ -190,13 +190,12 @@ func TestGetPushTarget(t *testing.T) {
 	}
 }
 
-// The writer checkpoints the log every walCheckpoint pages, not every
-// 1,000 (SQLite's default).
 // TestWritePragmas reads back the writer's settings that nothing else
-// would notice: SQLite ignores a pragma it does not know, and without
-// synchronous=FULL a commit in WAL mode reaches the disk only at the
-// next checkpoint, so a power cut loses registrations already answered
-// with OK.
+// would notice, since SQLite ignores a pragma it does not know: the log
+// checkpointed every walCheckpoint pages, not every 1,000 (SQLite's
+// default), and synchronous=FULL, without which a commit in WAL mode
+// reaches the disk only at the next checkpoint, so a power cut loses
+// registrations already answered with OK.
 func TestWritePragmas(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
 	defer s.Close()
