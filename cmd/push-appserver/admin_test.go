@@ -136,6 +136,22 @@ func TestDeleteByAnotherProcess(t *testing.T) {
 			t.Fatalf("push: %q", body)
 		}
 	}
+	// The first push read the registry, the second found the cache.
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`push_appserver_registration_cache_lookups_total{result="hit"} 1` + "\n",
+		`push_appserver_registration_cache_lookups_total{result="miss"} 1` + "\n",
+		`push_appserver_registration_cache_entries 1` + "\n",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	out, err := exec.Command(bin, "registrations", "delete", "-config", cfg, "cached").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "deleted") {
 		t.Fatalf("registrations delete: %v\n%s", err, out)

@@ -132,6 +132,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	if err != nil {
 		return err
 	}
+	m.WatchCache(svc.CacheStats)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

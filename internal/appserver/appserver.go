@@ -183,7 +183,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		logger:   logger,
 		throttle: newThrottler[throttleKey](opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
-		cache:    newCache(opts.CacheSize, opts.CacheTTL),
+		cache:    newCache(opts.CacheSize, opts.CacheTTL, time.Now),
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
 	}
@@ -418,8 +418,7 @@ type pushReader interface {
 // store by deadline when it must. Unknown nodes are not cached, so a
 // registration made a moment ago is found at once.
 func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (registry.PushTarget, error) {
-	now := time.Now()
-	if t, ok := s.cache.get(node, now); ok {
+	if t, ok := s.cache.get(node); ok {
 		return t, nil
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
@@ -427,10 +426,14 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (
 	gen := s.cache.generation(node)
 	t, err := s.pushGet(ctx, node)
 	if err == nil {
-		s.cache.put(node, t, gen, now)
+		s.cache.put(node, t, gen)
 	}
 	return t, err
 }
+
+// CacheStats reports what the registration cache did so far; all zero
+// when it is off.
+func (s *Service) CacheStats() CacheStats { return s.cache.stats() }
 
 // throttleKey is what the throttle counts pushes per: a device and a
 // priority, so that a silent push does not hold up an alert.

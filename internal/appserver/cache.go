@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/maypok86/otter/v2"
+
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
@@ -20,102 +22,135 @@ import (
 // the cache is bypassed (suspended) and it starts empty when the feed is
 // back, since changes in between were not announced. ttl bounds staleness
 // should all of that fail.
+//
+// The entries live in an otter cache (W-TinyLFU): when it is full, a
+// device pushed to once does not push out one pushed to often, which a
+// cache that evicts by recency or at random does. Pushes to many devices
+// each pushed to rarely (a busy group chat's members, a sweep over every
+// device) would otherwise empty the cache of the devices that make most
+// of the pushes.
 type cache struct {
-	shards    [16]cacheShard
+	c         *otter.Cache[string, registry.PushTarget]
 	seed      maphash.Seed
-	max       int // per shard
-	ttl       time.Duration
+	gens      [16]cacheGen
 	suspended atomic.Bool
+
+	hits, misses atomic.Uint64
 }
 
-type cacheShard struct {
+// cacheGen is bumped by every drop of a node that hashes to it, so a read
+// of the database that raced a change is not cached.
+type cacheGen struct {
 	mu  sync.Mutex
-	m   map[string]cacheEntry
-	gen uint64 // bumped by every drop, so a read that raced a change is not cached
+	gen uint64
 }
 
-// cacheEntry is small enough for the map to hold it in its own slots
-// (Go's maps allocate values over 128 bytes one by one), so an entry
-// costs its strings and a slot: about 320 bytes with a 64-digit token
-// and secret, against 500 for a whole registration.
-type cacheEntry struct {
-	t  registry.PushTarget
-	at time.Time
-}
-
-func newCache(size int, ttl time.Duration) *cache {
+// newCache returns a cache of up to size registrations, each trusted for
+// ttl after it was read, by the clock now; nil (no cache) when size is 0
+// or less.
+func newCache(size int, ttl time.Duration, now func() time.Time) *cache {
 	if size <= 0 {
 		return nil
 	}
-	c := &cache{seed: maphash.MakeSeed(), max: max(1, size/16), ttl: ttl}
-	for i := range c.shards {
-		c.shards[i].m = make(map[string]cacheEntry)
+	return &cache{
+		seed: maphash.MakeSeed(),
+		c: otter.Must(&otter.Options[string, registry.PushTarget]{
+			MaximumSize:      size,
+			ExpiryCalculator: otter.ExpiryCreating[string, registry.PushTarget](ttl),
+			// Maintenance (feeding reads and writes to the policy,
+			// evicting, expiring) runs on the goroutine that set it off,
+			// not on one started for it, which would wake another
+			// processor after a miss.
+			// Nothing we pass otter calls back into it, so running it
+			// here cannot deadlock.
+			Executor: func(fn func()) { fn() },
+			// No clean-up goroutine ticking every second: an expired
+			// entry is never served, and goes at the next maintenance.
+			Clock: noTicks{now},
+		}),
 	}
-	return c
 }
 
-func (c *cache) shard(node string) *cacheShard {
-	return &c.shards[maphash.String(c.seed, node)%uint64(len(c.shards))]
+// noTicks is a clock without the periodic ticks otter would use to expire
+// entries proactively.
+type noTicks struct{ now func() time.Time }
+
+func (c noTicks) NowNano() int64                    { return c.now().UnixNano() }
+func (noTicks) Tick(time.Duration) <-chan time.Time { return nil }
+
+func (c *cache) gen(node string) *cacheGen {
+	return &c.gens[maphash.String(c.seed, node)%uint64(len(c.gens))]
 }
 
-func (c *cache) get(node string, now time.Time) (registry.PushTarget, bool) {
-	if c == nil || c.suspended.Load() {
+func (c *cache) get(node string) (registry.PushTarget, bool) {
+	if c == nil {
 		return registry.PushTarget{}, false
 	}
-	s := c.shard(node)
-	s.mu.Lock()
-	e, ok := s.m[node]
-	s.mu.Unlock()
-	if !ok || now.Sub(e.at) > c.ttl {
-		return registry.PushTarget{}, false
+	if !c.suspended.Load() {
+		if t, ok := c.c.GetIfPresent(node); ok {
+			c.hits.Add(1)
+			return t, true
+		}
 	}
-	return e.t, true
+	c.misses.Add(1)
+	return registry.PushTarget{}, false
 }
 
-// generation returns the shard's generation, to pass to put after reading
+// CacheStats is what the registration cache did so far.
+type CacheStats struct {
+	// Hits and Misses count the pushes that found their registration in
+	// the cache and those that read the registry (also while the cache
+	// is bypassed).
+	Hits, Misses uint64
+	// Entries is how many registrations it holds now, including expired
+	// ones not yet dropped.
+	Entries int
+}
+
+func (c *cache) stats() CacheStats {
+	if c == nil {
+		return CacheStats{}
+	}
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Entries: c.c.EstimatedSize()}
+}
+
+// generation returns the node's generation, to pass to put after reading
 // the database.
 func (c *cache) generation(node string) uint64 {
 	if c == nil {
 		return 0
 	}
-	s := c.shard(node)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.gen
+	g := c.gen(node)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.gen
 }
 
-func (c *cache) put(node string, t registry.PushTarget, gen uint64, now time.Time) {
+// put caches t unless node was dropped since gen was taken. The check and
+// the write are under the generation's lock, so a drop either comes
+// before the check (and t is not cached) or invalidates after the write.
+func (c *cache) put(node string, t registry.PushTarget, gen uint64) {
 	if c == nil || c.suspended.Load() {
 		return
 	}
-	s := c.shard(node)
-	s.mu.Lock()
-	if s.gen != gen {
-		s.mu.Unlock()
-		return
+	g := c.gen(node)
+	g.mu.Lock()
+	if g.gen == gen {
+		// A copy: node may share the memory of the request it came in.
+		c.c.Set(strings.Clone(node), t)
 	}
-	if len(s.m) >= c.max {
-		// Evict an arbitrary entry: map order is random, which is as good
-		// as LRU for a cache whose misses cost one indexed read.
-		for k := range s.m {
-			delete(s.m, k)
-			break
-		}
-	}
-	// A copy: node may share the memory of the request it came in.
-	s.m[strings.Clone(node)] = cacheEntry{t: t, at: now}
-	s.mu.Unlock()
+	g.mu.Unlock()
 }
 
 func (c *cache) drop(node string) {
 	if c == nil {
 		return
 	}
-	s := c.shard(node)
-	s.mu.Lock()
-	delete(s.m, node)
-	s.gen++
-	s.mu.Unlock()
+	g := c.gen(node)
+	g.mu.Lock()
+	g.gen++
+	g.mu.Unlock()
+	c.c.Invalidate(node)
 }
 
 // dropAll forgets every entry, and makes reads that raced it uncacheable.
@@ -123,13 +158,13 @@ func (c *cache) dropAll() {
 	if c == nil {
 		return
 	}
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		clear(s.m)
-		s.gen++
-		s.mu.Unlock()
+	for i := range c.gens {
+		g := &c.gens[i]
+		g.mu.Lock()
+		g.gen++
+		g.mu.Unlock()
 	}
+	c.c.InvalidateAll()
 }
 
 // feedLive is told whether the change feed is listening. Going live drops

@@ -162,6 +162,30 @@ func (m *Metrics) WatchApp(app string, misconfigured func() bool) {
 	}))
 }
 
+// WatchCache exports the registration cache's lookups by result
+// (push_appserver_registration_cache_lookups_total{result="hit"|"miss"})
+// and its size (push_appserver_registration_cache_entries), read at each
+// scrape: the hit ratio tells whether registration_cache is large enough.
+func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
+	for _, r := range []struct {
+		result string
+		n      func(appserver.CacheStats) uint64
+	}{
+		{"hit", func(s appserver.CacheStats) uint64 { return s.Hits }},
+		{"miss", func(s appserver.CacheStats) uint64 { return s.Misses }},
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "push_appserver_registration_cache_lookups_total",
+			Help:        "Pushes that found their registration in the cache (hit) and that read it from the registry (miss).",
+			ConstLabels: prometheus.Labels{"result": r.result},
+		}, func() float64 { return float64(r.n(stats())) }))
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "push_appserver_registration_cache_entries",
+		Help: "Registrations held in the push path's cache (registration_cache is the most it holds).",
+	}, func() float64 { return float64(stats().Entries) }))
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

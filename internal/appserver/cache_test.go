@@ -1,0 +1,142 @@
+package appserver
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// push looks node up the way Service.lookup does, caching it on a miss,
+// and reports whether it was a hit.
+func (c *cache) push(node string) bool {
+	if _, ok := c.get(node); ok {
+		return true
+	}
+	c.put(node, registry.PushTarget{Type: "apns", Token: "t-" + node, Secret: "s"}, c.generation(node))
+	return false
+}
+
+// A full cache must keep the devices pushed to often when many devices
+// are each pushed to once (a large group chat, a sweep over every
+// device): evicting at random or by recency would empty it of them.
+func TestCacheKeepsFrequentDevicesThroughAScan(t *testing.T) {
+	const size = 1000
+	c := newCache(size, time.Hour, time.Now)
+	hot := make([]string, size/2)
+	for i := range hot {
+		hot[i] = fmt.Sprintf("hot-%d", i)
+	}
+	for range 5 {
+		for _, n := range hot {
+			c.push(n)
+		}
+	}
+	for i := range 20 * size {
+		c.push(fmt.Sprintf("cold-%d", i))
+	}
+	hits := 0
+	for _, n := range hot {
+		if _, ok := c.get(n); ok {
+			hits++
+		}
+	}
+	if hits < len(hot)*9/10 {
+		t.Errorf("after a scan of %d devices pushed to once, %d of %d frequent devices are cached; want at least 90%%", 20*size, hits, len(hot))
+	}
+	if n := c.stats().Entries; n > size {
+		t.Errorf("cache holds %d entries; want at most %d", n, size)
+	}
+}
+
+func TestCacheEntriesExpire(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c := newCache(100, time.Minute, clock.now)
+	c.push("n")
+	clock.advance(59 * time.Second)
+	if !c.push("n") {
+		t.Fatal("entry gone before its ttl")
+	}
+	clock.advance(2 * time.Second)
+	if c.push("n") {
+		t.Fatal("entry trusted after its ttl")
+	}
+}
+
+// A read of the registry that raced a change must not be cached, and a
+// change must drop what is cached.
+func TestCacheDrops(t *testing.T) {
+	target := registry.PushTarget{Type: "apns", Token: "old"}
+	for _, tc := range []struct {
+		name string
+		// change runs between taking the generation and putting what
+		// was read.
+		change func(c *cache)
+	}{
+		{"drop of the node", func(c *cache) { c.drop("n") }},
+		{"drop of everything", func(c *cache) { c.dropAll() }},
+		{"feed lost and back", func(c *cache) { c.feedLive(false); c.feedLive(true) }},
+	} {
+		t.Run(tc.name+" during the read", func(t *testing.T) {
+			c := newCache(100, time.Hour, time.Now)
+			gen := c.generation("n")
+			tc.change(c)
+			c.put("n", target, gen)
+			if _, ok := c.get("n"); ok {
+				t.Error("a read that raced a change was cached")
+			}
+		})
+		t.Run(tc.name+" after the read", func(t *testing.T) {
+			c := newCache(100, time.Hour, time.Now)
+			c.put("n", target, c.generation("n"))
+			tc.change(c)
+			if _, ok := c.get("n"); ok {
+				t.Error("entry still cached after the change")
+			}
+		})
+	}
+	t.Run("other nodes stay", func(t *testing.T) {
+		c := newCache(100, time.Hour, time.Now)
+		c.push("a")
+		c.push("b")
+		c.drop("a")
+		if _, ok := c.get("b"); !ok {
+			t.Error("dropping a dropped b")
+		}
+	})
+}
+
+func TestCacheBypassedWhileFeedDown(t *testing.T) {
+	c := newCache(100, time.Hour, time.Now)
+	c.feedLive(false)
+	c.push("n")
+	if c.push("n") {
+		t.Fatal("served from the cache while the feed is down")
+	}
+	c.feedLive(true)
+	if c.push("n") {
+		t.Fatal("an entry put while the feed was down survived it")
+	}
+	if !c.push("n") {
+		t.Fatal("not cached once the feed is back")
+	}
+	if s := c.stats(); s.Hits != 1 || s.Misses != 3 || s.Entries != 1 {
+		t.Errorf("stats = %+v; want 1 hit, 3 misses, 1 entry", s)
+	}
+}
+
+func TestCacheOff(t *testing.T) {
+	c := newCache(0, time.Hour, time.Now)
+	if c != nil {
+		t.Fatal("size 0 made a cache")
+	}
+	for range 2 {
+		if c.push("n") {
+			t.Error("a hit without a cache")
+		}
+	}
+	if s := c.stats(); s != (CacheStats{}) {
+		t.Errorf("stats = %+v; want zero", s)
+	}
+}
