@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,7 +59,9 @@ type options struct {
 	soak         time.Duration // >0: soak instead of the phases
 	soakRate     float64
 	soakEvery    time.Duration
-	dsn          string // PostgreSQL registry instead of SQLite
+	dsn          string  // PostgreSQL registry instead of SQLite
+	zipf         float64 // >1: push to devices by a Zipf law of this exponent instead of in turn
+	cache        int     // the server's registration_cache; <0: its default
 }
 
 func main() {
@@ -84,7 +87,13 @@ func main() {
 	flag.Float64Var(&o.soakRate, "soak-rate", 500, "publish IQs per second during -soak")
 	flag.DurationVar(&o.soakEvery, "soak-every", 30*time.Second, "report interval of -soak")
 	flag.StringVar(&o.dsn, "dsn", "", "run the server on this PostgreSQL database (a URL or key=value DSN; its registrations are added to) instead of SQLite")
+	flag.Float64Var(&o.zipf, "zipf", 0, "push to devices by a Zipf law of this exponent (>1, e.g. 1.1: a few devices get most pushes, as in real traffic) instead of to each in turn, which is the worst case for the server's registration cache")
+	flag.IntVar(&o.cache, "cache", -1, "the server's registration_cache (registrations kept in memory; 0: none); default: the server's default")
 	flag.Parse()
+	if o.zipf != 0 && o.zipf <= 1 {
+		fmt.Fprintln(os.Stderr, "pushbench: -zipf must be greater than 1")
+		os.Exit(2)
+	}
 	if o.soak > 0 && (o.count > 0 || o.soakRate <= 0 || o.soakEvery <= 0) {
 		fmt.Fprintln(os.Stderr, "pushbench: -soak needs -soak-rate and -soak-every > 0 and no -instructions")
 		os.Exit(2)
@@ -130,6 +139,7 @@ type Result struct {
 	CPUSeconds   float64 `json:"server_cpu_s"`
 	LoadAvg      float64 `json:"load_avg_1m"` // of the machine at the end: how shared the cores were
 	Backend      string  `json:"backend"`
+	Zipf         float64 `json:"zipf,omitempty"` // exponent of -zipf; absent: each device in turn
 }
 
 func run(o options) error {
@@ -175,10 +185,15 @@ func run(o options) error {
 		return err
 	}
 	pprofAddr, _ := freeAddr()
+	cache := ""
+	if o.cache >= 0 {
+		cache = fmt.Sprintf("registration_cache = %d", o.cache)
+	}
 	cfg := fmt.Sprintf(`data_dir = %q
 rate_limit = 0
 log_level = "warn"
 pprof_listen = %q
+%s
 [http]
 listen = %q
 [[component]]
@@ -186,7 +201,7 @@ jid = "push.bench"
 address = %q
 secret = "bench-secret"
 max_in_flight = 1024
-`, filepath.Join(dir, "data"), pprofAddr, httpAddr, xmpp.Addr())
+`, filepath.Join(dir, "data"), pprofAddr, cache, httpAddr, xmpp.Addr())
 	if o.dsn != "" {
 		cfg += fmt.Sprintf("[database]\ndriver = \"postgres\"\ndsn = %q\n", o.dsn)
 	}
@@ -266,7 +281,7 @@ ca_path = %q
 	if err := waitHTTP(ctx, "http://"+httpAddr, accept); err != nil {
 		return err
 	}
-	res := Result{Backend: o.backend}
+	res := Result{Backend: o.backend, Zipf: o.zipf}
 	fmt.Fprintf(os.Stderr, "registering %d devices ...\n", o.n)
 	before, clientBefore := procCPU(srv.Process.Pid), procCPU(os.Getpid())
 	profiled := startProfile(o, "registrations", pprofAddr)
@@ -280,9 +295,14 @@ ca_path = %q
 	res.RegistrationCPUus = float64((procCPU(srv.Process.Pid) - before).Microseconds()) / float64(len(devices))
 	res.RegistrationClientCPUus = float64((procCPU(os.Getpid()) - clientBefore).Microseconds()) / float64(len(devices))
 
+	// The order of the pushes of the timed phases.
+	order := devices
+	if o.zipf > 0 {
+		order = zipfOrder(devices, o.zipf)
+	}
 	if o.soak > 0 {
 		fmt.Fprintf(os.Stderr, "soak: %.0f publish IQs/s for %s ...\n", o.soakRate, o.soak)
-		sr, err := soak(o, probe, stream, devices, os.Stdout)
+		sr, err := soak(o, probe, stream, order, os.Stdout)
 		line, _ := json.Marshal(sr)
 		fmt.Printf("RESULT %s\n", line)
 		if accepted, ok := mock.Accepted(), soakOK(sr); o.backend == "apns" && int64(accepted) != ok {
@@ -296,7 +316,7 @@ ca_path = %q
 			return err
 		}
 	} else {
-		runPhases(o, probe, pprofAddr, stream, newHTTPPusher("http://"+httpAddr, 1024), devices, &res)
+		runPhases(o, probe, pprofAddr, stream, newHTTPPusher("http://"+httpAddr, 1024), order, &res)
 	}
 	for _, p := range []*Phase{res.Closed, res.Open, res.HTTPClosed, res.HTTPOpen} {
 		if p != nil {
@@ -374,6 +394,20 @@ func register(ctx context.Context, base string, n, c int, sequential bool) ([]de
 	}
 	wg.Wait()
 	return devices, time.Since(start), firstErr
+}
+
+// zipfOrder returns the order in which to push to devices: a device of
+// rank k (its index) is drawn with a probability proportional to
+// 1/(k+1)^s, and the loops go through the order in turn. Long enough
+// that no loop of ours goes round it twice in a run at today's rates,
+// the same in every run (a fixed seed).
+func zipfOrder(devices []device, s float64) []device {
+	z := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), s, 1, uint64(len(devices)-1))
+	order := make([]device, max(len(devices), 1<<20))
+	for i := range order {
+		order[i] = devices[z.Uint64()]
+	}
+	return order
 }
 
 func fetchProfile(u, file string) error {

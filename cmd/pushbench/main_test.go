@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -103,5 +104,35 @@ func TestProcSwitchesCountsSleeps(t *testing.T) {
 	}
 	if v, i := procSwitches(1 << 30); v != -1 || i != -1 {
 		t.Fatalf("a process that does not exist: %v, %v; want -1, -1", v, i)
+	}
+}
+
+// A Zipf order pushes to few devices often and to most rarely, to any
+// of them, and is the same in every run.
+func TestZipfOrder(t *testing.T) {
+	devices := make([]device, 10000)
+	for i := range devices {
+		devices[i] = device{node: fmt.Sprint(i)}
+	}
+	order := zipfOrder(devices, 1.1)
+	if len(order) < len(devices) {
+		t.Fatalf("%d pushes for %d devices", len(order), len(devices))
+	}
+	count := map[string]int{}
+	for _, d := range order {
+		count[d.node]++
+	}
+	top := 0
+	for i := range len(devices) / 100 {
+		top += count[devices[i].node]
+	}
+	if share := float64(top) / float64(len(order)); share < 0.5 {
+		t.Errorf("the first 1%% of devices get %.0f%% of the pushes; want most", 100*share)
+	}
+	if len(count) < len(devices)/2 {
+		t.Errorf("%d of %d devices pushed to; want most of them at least once", len(count), len(devices))
+	}
+	if again := zipfOrder(devices, 1.1); again[12345] != order[12345] || again[len(again)-1] != order[len(order)-1] {
+		t.Error("the order differs between runs")
 	}
 }

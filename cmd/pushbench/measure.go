@@ -30,43 +30,72 @@ type sample struct {
 	// voluntary and involuntary count the context switches of all the
 	// process's threads; <0 when unknown.
 	voluntary, involuntary float64
+	// hits and misses count the registration cache's lookups; <0 when
+	// unknown.
+	hits, misses float64
 }
 
+// Metric names the probe reads from the server's /metrics page.
+const (
+	metricMallocs     = "go_memstats_mallocs_total"
+	metricCacheHits   = `push_appserver_registration_cache_lookups_total{result="hit"}`
+	metricCacheMisses = `push_appserver_registration_cache_lookups_total{result="miss"}`
+)
+
 func (p *serverProbe) sample() sample {
-	s := sample{cpu: procCPU(p.pid), mallocs: -1, syscalls: procSyscalls(p.pid)}
+	s := sample{cpu: procCPU(p.pid), mallocs: -1, syscalls: procSyscalls(p.pid), hits: -1, misses: -1}
 	s.voluntary, s.involuntary = procSwitches(p.pid)
 	if p.metricsURL != "" {
-		if n, err := p.mallocs(); err == nil {
-			s.mallocs = n
+		if m, err := p.metrics(metricMallocs, metricCacheHits, metricCacheMisses); err == nil {
+			s.mallocs = m[metricMallocs]
+			if h, ok := m[metricCacheHits]; ok {
+				s.hits, s.misses = h, m[metricCacheMisses]
+			}
 		}
 	}
 	return s
 }
 
-// mallocs reads go_memstats_mallocs_total, the Go runtime's cumulative
-// count of heap objects allocated.
-func (p *serverProbe) mallocs() (float64, error) {
-	return p.metric("go_memstats_mallocs_total")
-}
-
 // metric reads one unlabelled metric from the server's /metrics page.
 func (p *serverProbe) metric(name string) (float64, error) {
-	resp, err := p.client.Get(p.metricsURL)
+	m, err := p.metrics(name)
 	if err != nil {
 		return 0, err
 	}
+	v, ok := m[name]
+	if !ok {
+		return 0, fmt.Errorf("%s: no %s", p.metricsURL, name)
+	}
+	return v, nil
+}
+
+// metrics reads the named series (a name with its labels, as the page
+// writes them) from one scrape of the server's /metrics page; a series
+// the page lacks is missing from the map.
+func (p *serverProbe) metrics(names ...string) (map[string]float64, error) {
+	resp, err := p.client.Get(p.metricsURL)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", p.metricsURL, resp.Status)
+		return nil, fmt.Errorf("%s: %s", p.metricsURL, resp.Status)
 	}
+	m := make(map[string]float64, len(names))
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		for _, name := range names {
+			if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %s: %w", p.metricsURL, name, err)
+				}
+				m[name] = f
+			}
 		}
 	}
-	return 0, fmt.Errorf("%s: no %s", p.metricsURL, name)
+	return m, sc.Err()
 }
 
 // cost fills the phase's per-push figures from the samples taken around
@@ -81,6 +110,11 @@ func (p *Phase) cost(before, after sample) {
 	}
 	if before.syscalls >= 0 && after.syscalls >= 0 {
 		p.Syscalls = (after.syscalls - before.syscalls) / float64(p.OK)
+	}
+	if before.hits >= 0 && after.hits >= 0 {
+		if n := (after.hits - before.hits) + (after.misses - before.misses); n > 0 {
+			p.CacheHits = (after.hits - before.hits) / n
+		}
 	}
 	if before.voluntary >= 0 && after.voluntary >= 0 {
 		p.Voluntary = (after.voluntary - before.voluntary) / float64(p.OK)

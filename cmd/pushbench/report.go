@@ -23,7 +23,7 @@ func printTable(w io.Writer, r Result) {
 		fmt.Fprintf(tw, "%s\t%.0f pushes/s%s\tp50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n",
 			p.name, p.ph.Rate, target, p.ph.P50ms, p.ph.P90ms, p.ph.P99ms, p.ph.Maxms)
 		fmt.Fprintf(tw, "\tsent %d, ok %d\terrors %v\n", p.ph.Sent, p.ph.OK, p.ph.Errors)
-		fmt.Fprintf(tw, "\tserver CPU %.1f µs/push\tallocs %.1f/push  syscalls %.2f/push  switches %.2f+%.2f/push\n", p.ph.CPUus, p.ph.Allocs, p.ph.Syscalls, p.ph.Voluntary, p.ph.Involuntary)
+		fmt.Fprintf(tw, "\tserver CPU %.1f µs/push\tallocs %.1f/push  syscalls %.2f/push  switches %.2f+%.2f/push  cache hits %.0f%%\n", p.ph.CPUus, p.ph.Allocs, p.ph.Syscalls, p.ph.Voluntary, p.ph.Involuntary, 100*p.ph.CacheHits)
 	}
 	fmt.Fprintf(tw, "push service (%s)\t%d accepted\tsuccess replies %d\n", r.Backend, r.APNSAccepted, r.Successes)
 	if r.InstrPerPush > 0 || r.HTTPInstrPerPush > 0 {

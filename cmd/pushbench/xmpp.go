@@ -143,10 +143,13 @@ type Phase struct {
 	// Context switches of the server's threads per push.
 	Voluntary   float64 `json:"voluntary_switches_per_push,omitempty"`
 	Involuntary float64 `json:"involuntary_switches_per_push,omitempty"`
-	WindowS     float64 `json:"window_s,omitempty"` // of an instruction count
-	mu          sync.Mutex
-	lat         []time.Duration
-	duration    time.Duration
+	// CacheHits is the share of the phase's lookups that found the
+	// registration in the server's cache.
+	CacheHits float64 `json:"cache_hit_ratio,omitempty"`
+	WindowS   float64 `json:"window_s,omitempty"` // of an instruction count
+	mu        sync.Mutex
+	lat       []time.Duration
+	duration  time.Duration
 }
 
 func newPhase() *Phase { return &Phase{Errors: map[string]int64{}} }
