@@ -38,7 +38,7 @@ type slot struct {
 	pending bool      // a delayed push is waiting for last
 }
 
-// NewThrottle returns a throttle with the given distance; 0 disables it.
+// newThrottler returns a throttle with the given distance; 0 disables it.
 // now is the clock (time.Now outside tests).
 func newThrottler[K comparable](distance time.Duration, now func() time.Time) *throttler[K] {
 	return &throttler[K]{distance: distance, now: now, slots: make(map[K]slot)}
