@@ -36,9 +36,12 @@ import (
 // indexed. Responses are small JSON documents and are read whole before
 // roundTrip returns.
 type clientConn struct {
-	nc   net.Conn
-	fr   *http2.Framer
-	hook func() // told whenever room may have opened or the state changed
+	nc net.Conn
+	fr *http2.Framer
+	// hook is told whenever room may have opened: for one request when a
+	// stream ended (all false), for any number when the connection's
+	// state changed (all true).
+	hook func(all bool)
 
 	pings       pings
 	idleTimeout time.Duration // close after this long without requests
@@ -151,7 +154,7 @@ func unprocessedError(reason error) error { return fmt.Errorf("%w: %w", errUnpro
 // known before the first request. The TCP connection under TLS is a
 // sockio.Conn, whose reads and writes cost the runtime less at moderate
 // rates.
-func dialConn(ctx context.Context, d *net.Dialer, cfg *tls.Config, addr string, p pings, hook func()) (*clientConn, error) {
+func dialConn(ctx context.Context, d *net.Dialer, cfg *tls.Config, addr string, p pings, hook func(all bool)) (*clientConn, error) {
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -186,7 +189,7 @@ func dialConn(ctx context.Context, d *net.Dialer, cfg *tls.Config, addr string, 
 	return cc, nil
 }
 
-func newClientConn(nc net.Conn, hook func()) *clientConn {
+func newClientConn(nc net.Conn, hook func(all bool)) *clientConn {
 	cc := &clientConn{
 		nc:          nc,
 		hook:        hook,
@@ -246,18 +249,19 @@ func (cc *clientConn) start(ctx context.Context) error {
 }
 
 // Reserve sets a stream aside for one roundTrip, or says why the
-// connection cannot take one now.
-func (cc *clientConn) Reserve() error {
+// connection cannot take one now. more reports whether it has room for
+// another.
+func (cc *clientConn) Reserve() (more bool, err error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if err := cc.usableLocked(); err != nil {
-		return err
+		return false, err
 	}
 	if len(cc.streams)+cc.reserved >= cc.maxStreams {
-		return errNoRoom
+		return false, errNoRoom
 	}
 	cc.reserved++
-	return nil
+	return len(cc.streams)+cc.reserved < cc.maxStreams, nil
 }
 
 // InFlight counts the requests under way and reserved.
@@ -323,7 +327,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 		// Nothing of the request was written.
 		cc.mu.Unlock()
 		cc.wmu.Unlock()
-		cc.hook()
+		cc.hook(true)
 		return Response{}, unprocessedError(err)
 	}
 	st.id = cc.nextID
@@ -574,7 +578,7 @@ func (cc *clientConn) released() {
 		cc.closeWith(errGoneAway)
 		return
 	}
-	cc.hook()
+	cc.hook(false)
 }
 
 // closeWith ends the connection and fails every request under way with
@@ -596,7 +600,7 @@ func (cc *clientConn) closeWith(err error) {
 	cc.windowGrew = make(chan struct{})
 	cc.mu.Unlock()
 	cc.nc.Close()
-	cc.hook()
+	cc.hook(true)
 }
 
 // Close ends the connection; requests under way fail.
@@ -768,7 +772,7 @@ func (cc *clientConn) onSettings(f *http2.SettingsFrame) error {
 	}
 	cc.fr.WriteSettingsAck()
 	cc.wmu.Unlock()
-	cc.hook()
+	cc.hook(true)
 	return nil
 }
 
@@ -799,6 +803,7 @@ func (cc *clientConn) onGoAway(f *http2.GoAwayFrame) {
 	cc.busy.Store(int32(len(cc.streams)))
 	cc.mu.Unlock()
 	cc.released()
+	cc.hook(true) // waiters may now dial instead
 }
 
 func (cc *clientConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
@@ -869,6 +874,6 @@ func (cc *clientConn) closeIfIdle() bool {
 	}
 	cc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) })
 	cc.nc.Close()
-	cc.hook()
+	cc.hook(true)
 	return true
 }

@@ -169,6 +169,42 @@ func TestStreamLimit(t *testing.T) {
 	}
 }
 
+// A new connection takes a few requests until its first answer; that
+// answer lets all the waiting requests go, though it ended one stream and
+// wakes one waiter: each waiter that finds room left wakes the next.
+func TestFirstAnswerLetsEveryWaiterGo(t *testing.T) {
+	const n, held = 50, 40
+	var arrived, holding atomic.Int32
+	release := make(chan struct{})
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("apns-id", "1")
+		if arrived.Add(1) == 1 {
+			time.Sleep(50 * time.Millisecond) // the others queue meanwhile
+			return
+		}
+		// Answer only once held requests are under way at once.
+		if holding.Add(1) == held {
+			close(release)
+		}
+		<-release
+	}), nil)
+	c := newClient(t, h2client.Options{CAPath: s.CADir, MaxConns: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := do(ctx, c, s.URL, i); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if h := holding.Load(); h < held {
+		t.Fatalf("at most %d requests under way after the first answer, want %d", h, held)
+	}
+}
+
 // A request whose deadline passes fails with the context's error; its
 // stream is reset and the connection goes on serving.
 func TestDeadlineResetsOnlyItsStream(t *testing.T) {

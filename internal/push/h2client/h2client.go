@@ -17,6 +17,7 @@ package h2client
 import (
 	"bytes"
 	"cmp"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -197,7 +198,7 @@ func (p *pool) host(addr string) *hostPool {
 	defer p.mu.Unlock()
 	h := p.hosts[key]
 	if h == nil {
-		h = &hostPool{p: p, addr: addr, wake: make(chan struct{}),
+		h = &hostPool{p: p, addr: addr,
 			backoff: push.Backoff{Base: dialBackoffBase, Max: dialBackoffMax}}
 		p.hosts[key] = h
 	}
@@ -337,12 +338,24 @@ type hostPool struct {
 	lastErr  error
 	failures uint64 // failed dials so far
 
-	// wake is closed and replaced whenever a connection may have room
-	// again or the set of connections changed. Own lock: connection
-	// state hooks run inside ClientConn calls made while mu is held.
-	wakeMu  sync.Mutex
-	wake    chan struct{}
-	waiters atomic.Int32
+	// waiting holds the requests waiting for room, oldest first. A stream
+	// that ends wakes the oldest alone, since it makes room for one:
+	// waking every waiter made each of them take mu and try every
+	// connection, so thousands of waiters (a burst beyond the service's
+	// stream limit) cost quadratic CPU (get was 47 % of the server's
+	// with 6,400 pushes in flight). A change of state (a connection up,
+	// lost or draining, new settings, a failed dial) wakes them all.
+	// Own lock: connection state hooks run inside ClientConn calls made
+	// while mu is held.
+	wakeMu   sync.Mutex
+	waiting  list.List // of *waiter
+	nwaiting atomic.Int32
+}
+
+// A waiter is a request waiting in hostPool.waiting.
+type waiter struct {
+	woken chan struct{} // gets one value when the waiter leaves the queue by a wake
+	el    *list.Element // in waiting; nil once woken
 }
 
 type conn struct {
@@ -351,22 +364,54 @@ type conn struct {
 	failed   atomic.Bool // it died before any response, and was counted
 }
 
-func (h *hostPool) wakeChan() chan struct{} {
+// queue adds a waiter at the back of the queue.
+func (h *hostPool) queue() *waiter {
+	w := &waiter{woken: make(chan struct{}, 1)}
 	h.wakeMu.Lock()
-	defer h.wakeMu.Unlock()
-	return h.wake
+	w.el = h.waiting.PushBack(w)
+	h.nwaiting.Add(1)
+	h.wakeMu.Unlock()
+	return w
 }
 
-func (h *hostPool) broadcast() {
-	// Most state changes (a request ending) find nobody waiting: skip the
-	// lock and the new channel then. A waiter counts itself before it
-	// looks at the state, so it cannot miss a change made after this.
-	if h.waiters.Load() == 0 {
+// leave takes w out of the queue. A wake it got and did not act on goes
+// to the next waiter, so that no room is left unused.
+func (h *hostPool) leave(w *waiter) {
+	h.wakeMu.Lock()
+	queued := w.el != nil
+	if queued {
+		h.waiting.Remove(w.el)
+		w.el = nil
+		h.nwaiting.Add(-1)
+	}
+	h.wakeMu.Unlock()
+	if !queued {
+		select {
+		case <-w.woken:
+			h.wake(false)
+		default:
+		}
+	}
+}
+
+// wake wakes the oldest waiter, or all of them.
+func (h *hostPool) wake(all bool) {
+	// Most streams end with nobody waiting: skip the lock then. A
+	// waiter queues itself before it looks at the connections a last
+	// time, so it cannot miss room made after this.
+	if h.nwaiting.Load() == 0 {
 		return
 	}
 	h.wakeMu.Lock()
-	close(h.wake)
-	h.wake = make(chan struct{})
+	for e := h.waiting.Front(); e != nil; e = h.waiting.Front() {
+		w := h.waiting.Remove(e).(*waiter)
+		w.el = nil
+		h.nwaiting.Add(-1)
+		w.woken <- struct{}{}
+		if !all {
+			break
+		}
+	}
 	h.wakeMu.Unlock()
 }
 
@@ -381,20 +426,22 @@ func (h *hostPool) broadcast() {
 // caller's own retrying decides (do calls again only to resend what
 // a connection refused unprocessed, within the request's deadline).
 func (h *hostPool) get(ctx context.Context) (*conn, error) {
-	h.waiters.Add(1)
-	defer h.waiters.Add(-1)
 	h.mu.Lock()
 	failures := h.failures
 	h.mu.Unlock()
 	var retryAt *time.Timer
+	var w *waiter // while queued, or woken and not yet acting on it
+	woken := false
 	defer func() {
 		if retryAt != nil {
 			retryAt.Stop()
 		}
+		if w != nil {
+			h.leave(w)
+		}
 	}()
 	for {
 		h.mu.Lock()
-		wake := h.wakeChan()
 		if h.failures != failures && len(h.conns) == 0 {
 			err := h.lastErr
 			h.mu.Unlock()
@@ -417,8 +464,14 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 				starting = true
 				continue
 			}
-			if c.cc.Reserve() == nil {
+			if more, err := c.cc.Reserve(); err == nil {
 				h.mu.Unlock()
+				if woken && more {
+					// The room this waiter was woken for may be
+					// more than its own: a new connection's first
+					// answer, a stream limit raised.
+					h.wake(false)
+				}
 				return c, nil
 			}
 		}
@@ -455,9 +508,17 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 			h.dialing++
 			go h.dial()
 		}
+		if w == nil {
+			// Queue up, then look once more: room made between the
+			// look above and the queueing would wake nobody.
+			h.mu.Unlock()
+			w = h.queue()
+			continue
+		}
 		h.mu.Unlock()
 		select {
-		case <-wake:
+		case <-w.woken:
+			w, woken = nil, true
 		case <-timer:
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -470,7 +531,7 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 func (h *hostPool) dial() {
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	cc, err := dialConn(ctx, h.p.dialer, h.p.tls, h.addr, h.p.pings, h.broadcast)
+	cc, err := dialConn(ctx, h.p.dialer, h.p.tls, h.addr, h.p.pings, h.wake)
 	h.mu.Lock()
 	h.dialing--
 	if err != nil {
@@ -479,7 +540,7 @@ func (h *hostPool) dial() {
 		h.conns = append(h.conns, &conn{cc: cc})
 	}
 	h.mu.Unlock()
-	h.broadcast()
+	h.wake(true)
 }
 
 // dialFailed records a failed connection attempt.
@@ -487,7 +548,7 @@ func (h *hostPool) dialFailed(err error) {
 	h.mu.Lock()
 	h.failedLocked(err)
 	h.mu.Unlock()
-	h.broadcast()
+	h.wake(true)
 }
 
 func (h *hostPool) failedLocked(err error) {

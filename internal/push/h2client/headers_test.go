@@ -16,7 +16,7 @@ func TestResponseHeaderFields(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	cc := newClientConn(a, func() {})
+	cc := newClientConn(a, func(bool) {})
 	st := &stream{id: 1, done: make(chan struct{})}
 	cc.streams[1] = st
 	f := &http2.MetaHeadersFrame{
