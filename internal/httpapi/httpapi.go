@@ -1,7 +1,8 @@
 // Package httpapi serves mod_push_appserver's HTTP API (/push_appserver/v1/),
 // byte for byte as the Prosody module answered it, so apps and servers that
-// talk to it can switch without changes; plus health and Prometheus metrics.
-// Debug pages (settings and the HTML forms) exist only with debugging on.
+// talk to it can switch without changes; plus push-batch, several pushes in
+// one request (ours), health and Prometheus metrics. Debug pages (settings
+// and the HTML forms) exist only with debugging on.
 package httpapi
 
 import (
@@ -68,6 +69,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("POST "+v1+"register", a.register)
 	mux.HandleFunc("POST "+v1+"unregister", a.unregister)
 	mux.HandleFunc("POST "+v1+"push", a.push)
+	mux.HandleFunc("POST "+v1+"push-batch", a.pushBatch)
 	for name, fields := range map[string][]string{
 		"register":   {"type", "node", "token"},
 		"unregister": {"type", "node"},

@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+)
+
+// MaxBatchPushes bounds the pushes of one push-batch request, and with them
+// the pushes one request can keep in flight.
+const MaxBatchPushes = 100
+
+// MaxBatchBodySize bounds a push-batch request's body: room for
+// MaxBatchPushes nodes of the longest length a registration allows (256
+// bytes) with 64-character secrets.
+const MaxBatchBodySize = 64 << 10
+
+// batchRequest is a push-batch request's body.
+type batchRequest struct {
+	Pushes []batchPush `json:"pushes"`
+}
+
+type batchPush struct {
+	Node   string `json:"node"`
+	Secret string `json:"secret"`
+}
+
+// batchResult is one push's outcome, in the request's order. Status is
+// "ok" or one of the error codes of batchStatus; Error is then the text
+// the single push endpoint would have answered.
+type batchResult struct {
+	Node   string `json:"node"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// pushBatch sends several pushes for one request, each with its own node
+// and secret and each checked, throttled and reported as /v1/push would.
+// It exists for the backends that wake many devices at once: a request
+// per push costs the server more in HTTP than in the push itself.
+func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
+	pushes, msg := readBatch(r.Body)
+	if msg != "" {
+		badRequest(w, msg)
+		return
+	}
+	results := make([]batchResult, len(pushes))
+	var wg sync.WaitGroup
+	for i, p := range pushes {
+		wg.Go(func() {
+			err := a.Service.Push(r.Context(), appserver.PushRequest{Node: p.Node, Secret: p.Secret})
+			status, text := batchStatus(err)
+			results[i] = batchResult{Node: p.Node, Status: status, Error: text}
+		})
+	}
+	wg.Wait()
+	// Whole, with its length: net/http would send a longer answer than
+	// its buffer chunked, in several writes.
+	b, err := json.Marshal(struct {
+		Results []batchResult `json:"results"`
+	}{results})
+	if err != nil {
+		a.Logger.Error("encoding a push-batch answer", "err", err)
+		http.Error(w, "ERROR\nInternal server error!", http.StatusInternalServerError)
+		return
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Write(b)
+}
+
+// readBatch decodes a push-batch body, or says in one line what is wrong
+// with it.
+func readBatch(body io.Reader) ([]batchPush, string) {
+	b, err := io.ReadAll(io.LimitReader(body, MaxBatchBodySize+1))
+	if err != nil {
+		return nil, "Could not read request body"
+	}
+	if len(b) > MaxBatchBodySize {
+		return nil, fmt.Sprintf("Request body larger than %d bytes", MaxBatchBodySize)
+	}
+	var req batchRequest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, "Malformed JSON: " + firstLine(err)
+	}
+	if dec.More() {
+		return nil, "Malformed JSON: data after the object"
+	}
+	switch {
+	case len(req.Pushes) == 0:
+		return nil, "No pushes"
+	case len(req.Pushes) > MaxBatchPushes:
+		return nil, fmt.Sprintf("More than %d pushes", MaxBatchPushes)
+	}
+	for i, p := range req.Pushes {
+		if p.Node == "" {
+			return nil, fmt.Sprintf("Missing field 'node' in push %d", i)
+		}
+		if p.Secret == "" {
+			return nil, fmt.Sprintf("Missing field 'secret' in push %d", i)
+		}
+	}
+	return req.Pushes, ""
+}
+
+// batchStatus is a push's status code and text in a push-batch answer;
+// the texts are /v1/push's.
+func batchStatus(err error) (status, text string) {
+	switch {
+	case err == nil:
+		return "ok", ""
+	case errors.Is(err, appserver.ErrNotFound):
+		return "not-found", "Node or secret not found!"
+	case errors.Is(err, appserver.ErrThrottled):
+		return "rate-limited", "Rate limit exceeded, try again later!"
+	case errors.Is(err, appserver.ErrUnavailable):
+		return "unavailable", "Shutting down, try again later!"
+	default:
+		return "failed", "Internal server error!"
+	}
+}
