@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -10,17 +11,84 @@ import (
 )
 
 // httpPusher sends push requests to the HTTP API, the way an XMPP server
-// module of mod_push_appserver's era does: one form POST per push.
+// module of mod_push_appserver's era does: one form POST per push; or,
+// with batch > 1, batch pushes per push-batch request, the way a backend
+// waking many devices would.
 type httpPusher struct {
 	client *formClient
+	batch  int
 }
 
-func newHTTPPusher(base string, conns int) *httpPusher {
-	c, err := newFormClient(base, "/push_appserver/v1/push", conns)
+func newHTTPPusher(base string, conns, batch int) *httpPusher {
+	path := "/push_appserver/v1/push"
+	if batch > 1 {
+		path = "/push_appserver/v1/push-batch"
+	}
+	c, err := newFormClient(base, path, conns)
 	if err != nil {
 		panic(err) // base is ours: http://host:port
 	}
-	return &httpPusher{client: c}
+	return &httpPusher{client: c, batch: max(batch, 1)}
+}
+
+// send pushes to the devices of one request and observes each push.
+func (h *httpPusher) send(p *Phase, devices []device) {
+	t := time.Now()
+	if h.batch == 1 {
+		cond := h.push(devices[0])
+		p.observe(time.Since(t), cond)
+		return
+	}
+	conds := h.pushBatch(devices)
+	lat := time.Since(t)
+	for _, c := range conds {
+		p.observe(lat, c)
+	}
+}
+
+// pushBatch sends one push-batch request and returns each push's outcome
+// as push does.
+func (h *httpPusher) pushBatch(devices []device) []string {
+	type item struct {
+		Node   string `json:"node"`
+		Secret string `json:"secret,omitempty"`
+		Status string `json:"status,omitempty"`
+		Error  string `json:"error,omitempty"`
+	}
+	var req struct {
+		Pushes []item `json:"pushes"`
+	}
+	for _, d := range devices {
+		req.Pushes = append(req.Pushes, item{Node: d.node, Secret: d.secret})
+	}
+	body, _ := json.Marshal(req)
+	conds := make([]string, len(devices))
+	fail := func(why string) []string {
+		for i := range conds {
+			conds[i] = why
+		}
+		return conds
+	}
+	status, resp, err := h.client.post(body)
+	if err != nil {
+		return fail("transport")
+	}
+	var ans struct {
+		Results []item `json:"results"`
+	}
+	if status != 200 || json.Unmarshal(resp, &ans) != nil || len(ans.Results) != len(devices) {
+		return fail(fmt.Sprintf("HTTP %d", status))
+	}
+	for i, r := range ans.Results {
+		switch {
+		case r.Node != devices[i].node:
+			conds[i] = "answer for another node"
+		case r.Status == "ok":
+		default:
+			conds[i] = r.Status
+		}
+	}
+	return conds
 }
 
 // push sends one request and returns "" for success, else what went wrong.
@@ -48,14 +116,16 @@ func (h *httpPusher) ClosedLoop(devices []device, c int, d time.Duration, count 
 	end := start.Add(d)
 	for range c {
 		wg.Go(func() {
+			batch := make([]device, h.batch)
 			for time.Now().Before(end) {
-				i := int(next.Add(1)) - 1
+				i := int(next.Add(int64(h.batch))) - h.batch
 				if count > 0 && i >= count {
 					return
 				}
-				t := time.Now()
-				cond := h.push(devices[i%len(devices)])
-				p.observe(time.Since(t), cond)
+				for j := range batch {
+					batch[j] = devices[(i+j)%len(devices)]
+				}
+				h.send(p, batch)
 			}
 		})
 	}
@@ -66,36 +136,38 @@ func (h *httpPusher) ClosedLoop(devices []device, c int, d time.Duration, count 
 	return p
 }
 
-// OpenLoop sends rate requests/s for d, whatever the answers do, with at
-// most maxInFlight outstanding (beyond that a send counts as "overload").
+// OpenLoop sends rate pushes/s for d (in rate/batch requests/s), whatever
+// the answers do, with at most maxInFlight requests outstanding (beyond
+// that a request's pushes count as "overload").
 func (h *httpPusher) OpenLoop(devices []device, rate float64, d time.Duration, maxInFlight int) *Phase {
 	p := newPhase()
 	p.Target = rate
 	slots := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
 	start := time.Now()
-	interval := time.Duration(float64(time.Second) / rate)
+	interval := time.Duration(float64(time.Second) * float64(h.batch) / rate)
 	next := start
 	for i := 0; time.Since(start) < d; i++ {
 		if wait := time.Until(next); wait > 0 {
 			time.Sleep(wait)
 		}
 		next = next.Add(interval)
-		p.Sent++
+		p.Sent += int64(h.batch)
 		select {
 		case slots <- struct{}{}:
 		default:
 			p.mu.Lock()
-			p.Errors["overload"]++
+			p.Errors["overload"] += int64(h.batch)
 			p.mu.Unlock()
 			continue
 		}
-		dev := devices[i%len(devices)]
+		batch := make([]device, h.batch)
+		for j := range batch {
+			batch[j] = devices[(i*h.batch+j)%len(devices)]
+		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			t := time.Now()
-			cond := h.push(dev)
-			p.observe(time.Since(t), cond)
+			h.send(p, batch)
 		})
 	}
 	p.duration = time.Since(start)

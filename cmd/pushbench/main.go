@@ -48,6 +48,7 @@ type options struct {
 	openRate     float64 // 0: half the closed-loop rate
 	openFor      time.Duration
 	httpC        int
+	httpBatch    int // >1: pushes per push-batch request instead of one /v1/push each
 	paths        string
 	count        int // >0: count instructions for this many pushes per path
 	callgrindTo  string
@@ -75,6 +76,7 @@ func main() {
 	flag.IntVar(&o.regC, "reg-c", 64, "registrations in flight (each on its own connection)")
 	flag.BoolVar(&o.sequential, "sequential", false, "register nodes and tokens in order (bench-00000000, ...), as before 2026-12-04, evening: far cheaper for the registry than real devices' scattered ones")
 	flag.IntVar(&o.httpC, "http-c", 64, "HTTP push requests in flight in the closed loop")
+	flag.IntVar(&o.httpBatch, "http-batch", 1, "pushes per HTTP request: more than 1 sends them to /push_appserver/v1/push-batch (at most 100), each request counting as that many pushes")
 	flag.StringVar(&o.paths, "paths", "xmpp,http", "input paths to measure: xmpp (publish IQs), http (/push_appserver/v1/push)")
 	flag.IntVar(&o.count, "instructions", 0, "run the server under valgrind's callgrind and count the instructions of this many pushes per path (closed loop) instead of timing")
 	flag.StringVar(&o.backend, "backend", "apns", "push backend of the benchmark app: apns (against the mock) or log")
@@ -92,6 +94,10 @@ func main() {
 	flag.Parse()
 	if o.zipf != 0 && o.zipf <= 1 {
 		fmt.Fprintln(os.Stderr, "pushbench: -zipf must be greater than 1")
+		os.Exit(2)
+	}
+	if o.httpBatch < 1 || o.httpBatch > 100 {
+		fmt.Fprintln(os.Stderr, "pushbench: -http-batch must be 1 to 100")
 		os.Exit(2)
 	}
 	if o.soak > 0 && (o.count > 0 || o.soakRate <= 0 || o.soakEvery <= 0) {
@@ -139,7 +145,8 @@ type Result struct {
 	CPUSeconds   float64 `json:"server_cpu_s"`
 	LoadAvg      float64 `json:"load_avg_1m"` // of the machine at the end: how shared the cores were
 	Backend      string  `json:"backend"`
-	Zipf         float64 `json:"zipf,omitempty"` // exponent of -zipf; absent: each device in turn
+	Zipf         float64 `json:"zipf,omitempty"`       // exponent of -zipf; absent: each device in turn
+	HTTPBatch    int     `json:"http_batch,omitempty"` // pushes per HTTP request (-http-batch); absent: one
 }
 
 func run(o options) error {
@@ -282,6 +289,9 @@ ca_path = %q
 		return err
 	}
 	res := Result{Backend: o.backend, Zipf: o.zipf}
+	if o.httpBatch > 1 {
+		res.HTTPBatch = o.httpBatch
+	}
 	fmt.Fprintf(os.Stderr, "registering %d devices ...\n", o.n)
 	before, clientBefore := procCPU(srv.Process.Pid), procCPU(os.Getpid())
 	profiled := startProfile(o, "registrations", pprofAddr)
@@ -312,11 +322,11 @@ ca_path = %q
 	}
 	if cg != nil {
 		cg.pid = srv.Process.Pid
-		if err := countInstructions(o, cg, stream, newHTTPPusher("http://"+httpAddr, 1024), devices, &res); err != nil {
+		if err := countInstructions(o, cg, stream, newHTTPPusher("http://"+httpAddr, 1024, o.httpBatch), devices, &res); err != nil {
 			return err
 		}
 	} else {
-		runPhases(o, probe, pprofAddr, stream, newHTTPPusher("http://"+httpAddr, 1024), order, &res)
+		runPhases(o, probe, pprofAddr, stream, newHTTPPusher("http://"+httpAddr, 1024, o.httpBatch), order, &res)
 	}
 	for _, p := range []*Phase{res.Closed, res.Open, res.HTTPClosed, res.HTTPOpen} {
 		if p != nil {

@@ -2,8 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,5 +138,33 @@ func TestZipfOrder(t *testing.T) {
 	}
 	if again := zipfOrder(devices, 1.1); again[12345] != order[12345] || again[len(again)-1] != order[len(order)-1] {
 		t.Error("the order differs between runs")
+	}
+}
+
+// A push-batch answer counts as one outcome per push: a push the server
+// refused, an answer for another node and a request that failed whole are
+// errors of their pushes alone.
+func TestPushBatchOutcomes(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/push_appserver/v1/push-batch" {
+			http.NotFound(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), `"node":"bad"`) {
+			http.Error(w, "ERROR\nMalformed JSON", http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, `{"results":[{"node":"a","status":"ok"},{"node":"b","status":"not-found","error":"x"},{"node":"x","status":"ok"}]}`+"\n")
+	}))
+	defer srv.Close()
+	h := newHTTPPusher(srv.URL, 1, 3)
+	got := h.pushBatch([]device{{node: "a"}, {node: "b"}, {node: "c"}})
+	if want := []string{"", "not-found", "answer for another node"}; !slices.Equal(got, want) {
+		t.Fatalf("outcomes %q, want %q", got, want)
+	}
+	got = h.pushBatch([]device{{node: "a"}, {node: "bad"}})
+	if want := []string{"HTTP 400", "HTTP 400"}; !slices.Equal(got, want) {
+		t.Fatalf("outcomes of a refused request %q, want %q", got, want)
 	}
 }

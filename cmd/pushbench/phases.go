@@ -52,7 +52,11 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 	}
 	if o.path("http") {
 		profiled := startProfile(o, "http", pprofAddr)
-		fmt.Fprintf(os.Stderr, "HTTP closed loop: %d in flight for %s ...\n", o.httpC, o.duration)
+		if o.httpBatch > 1 {
+			fmt.Fprintf(os.Stderr, "HTTP closed loop: %d requests of %d pushes in flight for %s ...\n", o.httpC, o.httpBatch, o.duration)
+		} else {
+			fmt.Fprintf(os.Stderr, "HTTP closed loop: %d in flight for %s ...\n", o.httpC, o.duration)
+		}
 		res.HTTPClosed = measure(func() *Phase { return web.ClosedLoop(devices, o.httpC, o.duration, 0) })
 		profiled()
 		res.HTTPServerCPUus, res.HTTPAllocsPerPush, res.HTTPPushesPS = res.HTTPClosed.CPUus, res.HTTPClosed.Allocs, res.HTTPClosed.Rate
