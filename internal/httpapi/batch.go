@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 )
@@ -54,11 +56,18 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 	results := make([]batchResult, len(pushes))
 	var wg sync.WaitGroup
 	for i, p := range pushes {
-		wg.Go(func() {
+		wg.Add(1)
+		err := a.pushers.run(r.Context(), func() {
+			defer wg.Done()
 			err := a.Service.Push(r.Context(), appserver.PushRequest{Node: p.Node, Secret: p.Secret})
 			status, text := batchStatus(err)
 			results[i] = batchResult{Node: p.Node, Status: status, Error: text}
 		})
+		if err != nil { // the client is gone
+			wg.Done()
+			status, text := batchStatus(err)
+			results[i] = batchResult{Node: p.Node, Status: status, Error: text}
+		}
 	}
 	wg.Wait()
 	// Whole, with its length: net/http would send a longer answer than
@@ -127,5 +136,61 @@ func batchStatus(err error) (status, text string) {
 		return "unavailable", "Shutting down, try again later!"
 	default:
 		return "failed", "Internal server error!"
+	}
+}
+
+// maxBatchInFlight bounds the pushes of all push-batch requests under way
+// at once; more wait for one of them to end. At a push service's answer
+// time of 20 ms, 1,024 carry 50,000 pushes/s.
+const maxBatchInFlight = 1024
+
+// pusherIdle is how long a pusher waits for another push before it ends.
+const pusherIdle = 30 * time.Second
+
+// pushers runs the pushes of push-batch requests on goroutines kept from
+// earlier ones. A push grows its goroutine's stack (the push service's
+// request, SQLite's frames when the registration is not cached), and a
+// fresh goroutine per push paid that copy every time: 14 % of the CPU of
+// a batch. The component's workers keep their stacks the same way.
+type pushers struct {
+	jobs  chan func()
+	slots chan struct{} // one per live pusher
+	idle  time.Duration
+}
+
+func newPushers(max int, idle time.Duration) *pushers {
+	return &pushers{jobs: make(chan func()), slots: make(chan struct{}, max), idle: idle}
+}
+
+// run hands f to an idle pusher, or starts one, or waits for one to be
+// free until ctx is done.
+func (p *pushers) run(ctx context.Context, f func()) error {
+	select {
+	case p.jobs <- f:
+		return nil
+	default:
+	}
+	select {
+	case p.jobs <- f:
+	case p.slots <- struct{}{}:
+		go p.work(f)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (p *pushers) work(f func()) {
+	idle := time.NewTimer(p.idle)
+	defer idle.Stop()
+	for {
+		f()
+		idle.Reset(p.idle)
+		select {
+		case f = <-p.jobs:
+		case <-idle.C:
+			<-p.slots
+			return
+		}
 	}
 }

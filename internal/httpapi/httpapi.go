@@ -63,7 +63,7 @@ type Options struct {
 
 // New returns the API's handler.
 func New(o Options) http.Handler {
-	a := &api{Options: o}
+	a := &api{Options: o, pushers: newPushers(maxBatchInFlight, pusherIdle)}
 	mux := http.NewServeMux()
 	const v1 = "/push_appserver/v1/"
 	mux.HandleFunc("POST "+v1+"register", a.register)
@@ -113,7 +113,10 @@ var formTitles = map[string]string{
 	"push":       "Send Push Request",
 }
 
-type api struct{ Options }
+type api struct {
+	Options
+	pushers *pushers // push-batch's
+}
 
 // readForm decodes a form-encoded body of at most MaxBodySize bytes and
 // checks that every required field is there. The content type is not

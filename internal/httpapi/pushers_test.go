@@ -1,0 +1,55 @@
+package httpapi
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Pushes run on the pushers already started when they are free, at most
+// max at once; a push waits for a free one until its request's context
+// ends; a pusher idle for its idle time ends.
+func TestPushers(t *testing.T) {
+	p := newPushers(2, 50*time.Millisecond)
+	live := func() int { return len(p.slots) }
+
+	// One after the other: one pusher does them all.
+	for range 100 {
+		done := make(chan struct{})
+		if err := p.run(context.Background(), func() { close(done) }); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+	}
+	if n := live(); n != 1 {
+		t.Fatalf("%d pushers for pushes one after the other, want 1", n)
+	}
+
+	// Two blocked: a third waits, and gives up when its context ends.
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		if err := p.run(context.Background(), func() { defer wg.Done(); <-release }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	ran := false
+	if err := p.run(ctx, func() { ran = true }); err == nil || ran || live() != 2 {
+		t.Fatalf("third push: %v, ran %v, %d pushers; want it refused with two busy", err, ran, live())
+	}
+	close(release)
+	wg.Wait()
+
+	// Idle ones end.
+	deadline := time.Now().Add(5 * time.Second)
+	for live() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pushers still live after their idle time", live())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
