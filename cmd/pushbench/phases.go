@@ -62,7 +62,11 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 		res.HTTPServerCPUus, res.HTTPAllocsPerPush, res.HTTPPushesPS = res.HTTPClosed.CPUus, res.HTTPClosed.Allocs, res.HTTPClosed.Rate
 		if rate := openRate(res.HTTPClosed); rate > 0 {
 			profiled := startProfile(o, "http-rate", pprofAddr)
-			fmt.Fprintf(os.Stderr, "HTTP open loop: %.0f requests/s for %s ...\n", rate, o.openFor)
+			if o.httpBatch > 1 {
+				fmt.Fprintf(os.Stderr, "HTTP open loop: %.0f pushes/s in requests of %d for %s ...\n", rate, o.httpBatch, o.openFor)
+			} else {
+				fmt.Fprintf(os.Stderr, "HTTP open loop: %.0f requests/s for %s ...\n", rate, o.openFor)
+			}
 			res.HTTPOpen = measure(func() *Phase { return web.OpenLoop(devices, rate, o.openFor, o.httpC*4) })
 			profiled()
 			res.HTTPRateServerCPUus = res.HTTPOpen.CPUus
