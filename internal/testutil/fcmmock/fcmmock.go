@@ -93,6 +93,14 @@ func New(project string) (*Server, error) {
 	return s, nil
 }
 
+// KeepRequests sets how many requests Requests keeps (100,000 unless
+// set): a benchmark that sends millions needs only the count.
+func (s *Server) KeepRequests(n int) {
+	s.mu.Lock()
+	s.maxRequests = n
+	s.mu.Unlock()
+}
+
 // Close stops the mock.
 func (s *Server) Close() { s.srv.Close() }
 
