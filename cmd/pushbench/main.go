@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 )
 
@@ -79,7 +80,7 @@ func main() {
 	flag.IntVar(&o.httpBatch, "http-batch", 1, "pushes per HTTP request: more than 1 sends them to /push_appserver/v1/push-batch (at most 100), each request counting as that many pushes")
 	flag.StringVar(&o.paths, "paths", "xmpp,http", "input paths to measure: xmpp (publish IQs), http (/push_appserver/v1/push)")
 	flag.IntVar(&o.count, "instructions", 0, "run the server under valgrind's callgrind and count the instructions of this many pushes per path (closed loop) instead of timing")
-	flag.StringVar(&o.backend, "backend", "apns", "push backend of the benchmark app: apns (against the mock) or log")
+	flag.StringVar(&o.backend, "backend", "apns", "push backend of the benchmark app: apns or fcm (each against its mock), or log")
 	flag.StringVar(&o.callgrindTo, "callgrind-out", "", "with -instructions: keep callgrind's dumps (one per path) as this file name plus .1, .2 (for callgrind_annotate)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a 10 s CPU profile of the server, taken during the closed loop of -profile, to this file")
 	flag.StringVar(&o.profilePhase, "profile", "xmpp", "phase of -cpuprofile: xmpp, http (closed loops), xmpp-rate, http-rate (fixed rate; make -open-d at least 10s) or registrations")
@@ -139,7 +140,8 @@ type Result struct {
 	HTTPClosed *Phase `json:"http_closed_loop,omitempty"`
 	HTTPOpen   *Phase `json:"http_open_loop,omitempty"`
 
-	APNSAccepted int     `json:"apns_accepted"`
+	APNSAccepted int     `json:"apns_accepted"`    // as Accepted, with -backend apns
+	Accepted     int     `json:"service_accepted"` // pushes the push service mock accepted
 	Successes    int64   `json:"successes"`
 	PeakRSSMB    float64 `json:"peak_rss_mb"`
 	CPUSeconds   float64 `json:"server_cpu_s"`
@@ -180,6 +182,16 @@ func run(o options) error {
 		return err
 	}
 	defer mock.Close()
+	accepted := mock.Accepted
+	var fcmMock *fcmmock.Server
+	if o.backend == "fcm" {
+		if fcmMock, err = fcmmock.New("bench-project"); err != nil {
+			return err
+		}
+		defer fcmMock.Close()
+		fcmMock.KeepRequests(1)
+		accepted = fcmMock.Accepted
+	}
 
 	xmpp, err := xmppfake.Listen("push.bench", "bench-secret")
 	if err != nil {
@@ -224,6 +236,17 @@ team_id = "BENCHTEAM"
 endpoint = %q
 ca_path = %q
 `, keyFile, mock.URL, mock.CADir)
+	case "fcm":
+		sa, err := fcmMock.WriteServiceAccount(dir)
+		if err != nil {
+			return err
+		}
+		cfg += fmt.Sprintf(`[apps.bench]
+kind = "fcm"
+service_account_file = %q
+endpoint = %q
+ca_path = %q
+`, sa, fcmMock.URL, fcmMock.CADir)
 	case "log":
 		cfg += "[apps.bench]\nkind = \"log\"\n"
 	default:
@@ -315,8 +338,8 @@ ca_path = %q
 		sr, err := soak(o, probe, stream, order, os.Stdout)
 		line, _ := json.Marshal(sr)
 		fmt.Printf("RESULT %s\n", line)
-		if accepted, ok := mock.Accepted(), soakOK(sr); o.backend == "apns" && int64(accepted) != ok {
-			err = errors.Join(err, fmt.Errorf("APNS mock accepted %d pushes but %d were answered with success", accepted, ok))
+		if accepted, ok := accepted(), soakOK(sr); o.backend != "log" && int64(accepted) != ok {
+			err = errors.Join(err, fmt.Errorf("%s mock accepted %d pushes but %d were answered with success", o.backend, accepted, ok))
 		}
 		return err
 	}
@@ -333,15 +356,18 @@ ca_path = %q
 			res.Successes += p.OK
 		}
 	}
-	res.APNSAccepted = mock.Accepted()
+	res.Accepted = accepted()
+	if o.backend == "apns" {
+		res.APNSAccepted = res.Accepted
+	}
 	res.PeakRSSMB, res.CPUSeconds = peakRSS(srv.Process.Pid), procCPU(srv.Process.Pid).Seconds()
 	res.LoadAvg = loadAverage()
 
 	printTable(os.Stdout, res)
 	line, _ := json.Marshal(res)
 	fmt.Printf("RESULT %s\n", line)
-	if o.backend == "apns" && int64(res.APNSAccepted) != res.Successes {
-		return fmt.Errorf("APNS mock accepted %d pushes but %d were answered with success", res.APNSAccepted, res.Successes)
+	if o.backend != "log" && int64(res.Accepted) != res.Successes {
+		return fmt.Errorf("%s mock accepted %d pushes but %d were answered with success", o.backend, res.Accepted, res.Successes)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ func printTable(w io.Writer, r Result) {
 		fmt.Fprintf(tw, "\tsent %d, ok %d\terrors %v\n", p.ph.Sent, p.ph.OK, p.ph.Errors)
 		fmt.Fprintf(tw, "\tserver CPU %.1f µs/push\tallocs %.1f/push  syscalls %.2f/push  switches %.2f+%.2f/push  cache hits %.0f%%\n", p.ph.CPUus, p.ph.Allocs, p.ph.Syscalls, p.ph.Voluntary, p.ph.Involuntary, 100*p.ph.CacheHits)
 	}
-	fmt.Fprintf(tw, "push service (%s)\t%d accepted\tsuccess replies %d\n", r.Backend, r.APNSAccepted, r.Successes)
+	fmt.Fprintf(tw, "push service (%s)\t%d accepted\tsuccess replies %d\n", r.Backend, r.Accepted, r.Successes)
 	if r.InstrPerPush > 0 || r.HTTPInstrPerPush > 0 {
 		fmt.Fprintf(tw, "instructions (callgrind)\tXEP-0357 %.0f/push\tHTTP %.0f/push\n", r.InstrPerPush, r.HTTPInstrPerPush)
 		fmt.Fprintf(tw, "\tidle server: %.0f/s\n", r.IdleInstrPerS)
