@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,7 +34,7 @@ type batchPush struct {
 }
 
 // batchResult is one push's outcome, in the request's order. Status is
-// "ok" or one of the error codes of batchStatus; Error is then the text
+// "ok" or one of the error codes of pushOutcome; Error is then the text
 // the single push endpoint would have answered.
 type batchResult struct {
 	Node   string `json:"node"`
@@ -59,14 +58,11 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 		wg.Add(1)
 		err := a.pushers.run(r.Context(), func() {
 			defer wg.Done()
-			err := a.Service.Push(r.Context(), appserver.PushRequest{Node: p.Node, Secret: p.Secret})
-			status, text := batchStatus(err)
-			results[i] = batchResult{Node: p.Node, Status: status, Error: text}
+			results[i] = batchResultOf(p.Node, a.Service.Push(r.Context(), appserver.PushRequest{Node: p.Node, Secret: p.Secret}))
 		})
 		if err != nil { // the client is gone
 			wg.Done()
-			status, text := batchStatus(err)
-			results[i] = batchResult{Node: p.Node, Status: status, Error: text}
+			results[i] = batchResultOf(p.Node, err)
 		}
 	}
 	wg.Wait()
@@ -84,6 +80,14 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
+}
+
+func batchResultOf(node string, err error) batchResult {
+	if err == nil {
+		return batchResult{Node: node, Status: "ok"}
+	}
+	status, text := pushOutcome(err)
+	return batchResult{Node: node, Status: status, Error: text}
 }
 
 // readBatch decodes a push-batch body, or says in one line what is wrong
@@ -120,23 +124,6 @@ func readBatch(body io.Reader) ([]batchPush, string) {
 		}
 	}
 	return req.Pushes, ""
-}
-
-// batchStatus is a push's status code and text in a push-batch answer;
-// the texts are /v1/push's.
-func batchStatus(err error) (status, text string) {
-	switch {
-	case err == nil:
-		return "ok", ""
-	case errors.Is(err, appserver.ErrNotFound):
-		return "not-found", "Node or secret not found!"
-	case errors.Is(err, appserver.ErrThrottled):
-		return "rate-limited", "Rate limit exceeded, try again later!"
-	case errors.Is(err, appserver.ErrUnavailable):
-		return "unavailable", "Shutting down, try again later!"
-	default:
-		return "failed", "Internal server error!"
-	}
 }
 
 // maxBatchInFlight bounds the pushes of all push-batch requests under way

@@ -220,17 +220,26 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	node := f.Get("node")
 	// No summary: priority auto makes this a silent push, as the seed does.
 	err := a.Service.Push(r.Context(), appserver.PushRequest{Node: node, Secret: f.Get("secret")})
+	if err != nil {
+		_, why := pushOutcome(err)
+		text(w, "ERROR\n"+why)
+		return
+	}
+	text(w, "OK\n"+node)
+}
+
+// pushOutcome is a failed push's status code in a push-batch answer and
+// the text both push endpoints answer.
+func pushOutcome(err error) (status, text string) {
 	switch {
-	case err == nil:
-		text(w, "OK\n"+node)
 	case errors.Is(err, appserver.ErrNotFound):
-		text(w, "ERROR\nNode or secret not found!")
+		return "not-found", "Node or secret not found!"
 	case errors.Is(err, appserver.ErrThrottled):
-		text(w, "ERROR\nRate limit exceeded, try again later!")
+		return "rate-limited", "Rate limit exceeded, try again later!"
 	case errors.Is(err, appserver.ErrUnavailable):
-		text(w, "ERROR\nShutting down, try again later!")
+		return "unavailable", "Shutting down, try again later!"
 	default:
-		text(w, "ERROR\nInternal server error!")
+		return "failed", "Internal server error!"
 	}
 }
 
