@@ -93,12 +93,9 @@ func batchResultOf(node string, err error) batchResult {
 // readBatch decodes a push-batch body, or says in one line what is wrong
 // with it.
 func readBatch(body io.Reader) ([]batchPush, string) {
-	b, err := io.ReadAll(io.LimitReader(body, MaxBatchBodySize+1))
-	if err != nil {
-		return nil, "Could not read request body"
-	}
-	if len(b) > MaxBatchBodySize {
-		return nil, fmt.Sprintf("Request body larger than %d bytes", MaxBatchBodySize)
+	b, msg := readBody(body, MaxBatchBodySize)
+	if msg != "" {
+		return nil, msg
 	}
 	var req batchRequest
 	dec := json.NewDecoder(bytes.NewReader(b))

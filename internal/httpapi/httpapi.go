@@ -122,13 +122,9 @@ type api struct {
 // checks that every required field is there. The content type is not
 // checked: the seed never did, and some clients send none.
 func readForm(w http.ResponseWriter, r *http.Request, required ...string) (url.Values, bool) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodySize+1))
-	if err != nil {
-		badRequest(w, "Could not read request body")
-		return nil, false
-	}
-	if len(body) > MaxBodySize {
-		badRequest(w, fmt.Sprintf("Request body larger than %d bytes", MaxBodySize))
+	body, msg := readBody(r.Body, MaxBodySize)
+	if msg != "" {
+		badRequest(w, msg)
 		return nil, false
 	}
 	form, err := url.ParseQuery(string(body))
@@ -143,6 +139,19 @@ func readForm(w http.ResponseWriter, r *http.Request, required ...string) (url.V
 		}
 	}
 	return form, true
+}
+
+// readBody reads a body of at most limit bytes, or says in one line why
+// it could not.
+func readBody(body io.Reader, limit int) ([]byte, string) {
+	b, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
+	if err != nil {
+		return nil, "Could not read request body"
+	}
+	if len(b) > limit {
+		return nil, fmt.Sprintf("Request body larger than %d bytes", limit)
+	}
+	return b, ""
 }
 
 func badRequest(w http.ResponseWriter, msg string) {
