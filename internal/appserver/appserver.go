@@ -131,6 +131,7 @@ type Service struct {
 	throttle *throttler[throttleKey]
 	status   *statusWriter
 	cache    *cache
+	blocks   *blockCache // what tokenless pushes read of the block list
 
 	rejects  *limitedLog
 	failures *limitedLog // push service failures, so an app that fails every push cannot flood the log
@@ -184,6 +185,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		throttle: newThrottler[throttleKey](opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
 		cache:    newCache(opts.CacheSize, opts.CacheTTL, time.Now),
+		blocks:   newBlockCache(opts.CacheSize, opts.CacheTTL, time.Now),
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
 	}
@@ -318,7 +320,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return ErrUnavailable
 	}
 	deadline := start.Add(s.opts.PushTimeout)
-	t, err := s.lookup(ctx, node, deadline)
+	t, err := s.lookup(ctx, node, deadline, req.Tokenless)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
 		ctx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
@@ -417,16 +419,28 @@ type pushReader interface {
 // lookup reads what a push to node needs through the cache, asking the
 // store by deadline when it must. Unknown nodes are not cached, so a
 // registration made a moment ago is found at once.
-func (s *Service) lookup(ctx context.Context, node string, deadline time.Time) (registry.PushTarget, error) {
+func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool) (registry.PushTarget, error) {
 	if t, ok := s.cache.get(node); ok {
+		if t == (registry.PushTarget{}) {
+			// Kept for a node known not to be registered: no
+			// registration has an empty type.
+			return t, registry.ErrNotFound
+		}
 		return t, nil
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	gen := s.cache.generation(node)
 	t, err := s.pushGet(ctx, node)
-	if err == nil {
+	switch {
+	case err == nil:
 		s.cache.put(node, t, gen)
+	case errors.Is(err, registry.ErrNotFound) && keepAbsent:
+		// A tokenless push's node is the device token, registered as
+		// no node: every push to it would read the registry for
+		// nothing. A registration of it drops the entry like any
+		// other change.
+		s.cache.put(node, registry.PushTarget{}, gen)
 	}
 	return t, err
 }

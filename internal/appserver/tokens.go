@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/maypok86/otter/v2"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -83,10 +86,8 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		return ErrNotFound
 	}
 	now := s.opts.Now()
-	block, err := s.store.GetBlockedToken(ctx, tp.App, tp.Token)
+	block, err := s.blockOf(ctx, tp.App, tp.Token)
 	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		block = registry.BlockedToken{}
 	case err != nil:
 		s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
 		return fmt.Errorf("%w: reading the block list: %w", ErrPushFailed, err)
@@ -109,6 +110,8 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 			// An expired block, and the token works again.
 			if err := s.store.UnblockToken(context.WithoutCancel(ctx), tp.App, tp.Token, block.Until); err != nil {
 				s.logger.Error("unblocking token", "app", tp.App, "err", err)
+			} else {
+				s.blocks.set(tp.App, tp.Token, registry.BlockedToken{})
 			}
 		}
 		s.opts.Observer.Pushed(tp.App, OutcomeSuccess, time.Since(start))
@@ -121,10 +124,84 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 			s.logger.Error("blocking dead token", "app", tp.App, "err", berr)
 			return fmt.Errorf("%w: %w", ErrPushFailed, err)
 		}
+		s.blocks.set(tp.App, tp.Token, b)
 		s.logger.Info("blocked dead token", "app", tp.App, "node", node, "until", b.Until.Format(time.RFC3339))
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
 	s.failures.log("app", tp.App, "node", node, "err", err)
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+// blockOf returns the block list's entry for a token, the zero entry when
+// it has none.
+func (s *Service) blockOf(ctx context.Context, app, token string) (registry.BlockedToken, error) {
+	if b, ok := s.blocks.get(app, token); ok {
+		return b, nil
+	}
+	b, err := s.store.GetBlockedToken(ctx, app, token)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		b = registry.BlockedToken{}
+	case err != nil:
+		return b, err
+	}
+	s.blocks.fill(app, token, b)
+	return b, nil
+}
+
+// blockCache keeps what tokenless pushes read of the block list, so that
+// the pushes to a device token read it once a ttl rather than once each.
+// With the registry's read of the token as a node (which the registration
+// cache now keeps too), that was two database reads per push, and a
+// tokenless push cost 60 % more CPU than a registered one.
+//
+// This instance's own blocks and unblocks replace the entry at once.
+// Another instance's block is seen within ttl: until then this one may
+// push to the token again, and the service's answer that it is dead
+// blocks it here too.
+type blockCache struct {
+	c *otter.Cache[blockKey, registry.BlockedToken]
+}
+
+type blockKey struct{ app, token string }
+
+// newBlockCache returns a cache of up to size entries, each trusted for
+// ttl, by the clock now; nil (no cache) when size is 0 or less.
+func newBlockCache(size int, ttl time.Duration, now func() time.Time) *blockCache {
+	if size <= 0 {
+		return nil
+	}
+	return &blockCache{c: otter.Must(&otter.Options[blockKey, registry.BlockedToken]{
+		MaximumSize:      size,
+		ExpiryCalculator: otter.ExpiryCreating[blockKey, registry.BlockedToken](ttl),
+		// As the registration cache: maintenance on the calling
+		// goroutine, no ticking goroutine.
+		Executor: func(fn func()) { fn() },
+		Clock:    noTicks{now},
+	})}
+}
+
+func (c *blockCache) get(app, token string) (registry.BlockedToken, bool) {
+	if c == nil {
+		return registry.BlockedToken{}, false
+	}
+	return c.c.GetIfPresent(blockKey{app, token})
+}
+
+// fill keeps what a read of the block list found, unless this instance
+// changed the entry meanwhile: its own change is newer than the read.
+func (c *blockCache) fill(app, token string, b registry.BlockedToken) {
+	if c == nil {
+		return
+	}
+	c.c.SetIfAbsent(blockKey{strings.Clone(app), strings.Clone(token)}, b)
+}
+
+// set records this instance's change of a token's entry.
+func (c *blockCache) set(app, token string, b registry.BlockedToken) {
+	if c == nil {
+		return
+	}
+	c.c.Set(blockKey{strings.Clone(app), strings.Clone(token)}, b)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,3 +205,83 @@ func BenchmarkTokenlessPush(b *testing.B) {
 type nopBackend struct{}
 
 func (nopBackend) Send(context.Context, push.Notification) error { return nil }
+
+// countingStore counts the registry reads a push makes.
+type countingStore struct {
+	registry.Store
+	gets, blockReads atomic.Int32
+}
+
+func (c *countingStore) Get(ctx context.Context, node string) (registry.Registration, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, node)
+}
+
+func (c *countingStore) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
+	c.blockReads.Add(1)
+	return c.Store.GetBlockedToken(ctx, typ, token)
+}
+
+// Tokenless pushes to a device token read the registry and the block list
+// once, not once each (Monal pushes this way); the token registered as a
+// node later is a registration at once. An ordinary push to an unknown
+// node keeps reading the registry.
+func TestTokenlessPushesReadOnce(t *testing.T) {
+	ctx := context.Background()
+	store := &countingStore{Store: memory.New()}
+	svc, b := newTokenService(t, store, 0, nil)
+	tokenless := func(node, secret string) error {
+		return svc.Push(ctx, appserver.PushRequest{Node: node, Secret: secret, Tokenless: true, TokenApp: "apns"})
+	}
+	for range 3 {
+		if err := tokenless("ab12", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g, r := store.gets.Load(), store.blockReads.Load(); g != 1 || r != 1 || len(b.Sent()) != 3 {
+		t.Fatalf("3 tokenless pushes: %d registry reads, %d block list reads, %d sent; want 1, 1, 3", g, r, len(b.Sent()))
+	}
+	reg, err := svc.Register(ctx, appserver.Caller{}, "apns", "ab12", "cd34")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tokenless("ab12", "wrong"); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("the token registered as a node, wrong secret = %v, want ErrNotFound", err)
+	}
+	if err := tokenless("ab12", reg.Secret); err != nil || b.Sent()[3].Token != "cd34" {
+		t.Fatalf("the token registered as a node: %v, sent %+v", err, b.Sent())
+	}
+	before := store.gets.Load()
+	for range 2 {
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "unknown", Secret: "s"}); !errors.Is(err, appserver.ErrNotFound) {
+			t.Fatal(err)
+		}
+	}
+	if n := store.gets.Load() - before; n != 2 {
+		t.Fatalf("2 pushes to an unknown node read the registry %d times, want 2", n)
+	}
+}
+
+// A dead answer blocks the token at once for this instance's later pushes,
+// without reading the block list again.
+func TestTokenBlockCached(t *testing.T) {
+	ctx := context.Background()
+	store := &countingStore{Store: memory.New()}
+	svc, b := newTokenService(t, store, 0, nil)
+	send := func() error {
+		return svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: "dead-token"})
+	}
+	if err := send(); err != nil {
+		t.Fatal(err)
+	}
+	b.set("dead-token", &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"})
+	if err := send(); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("dead answer = %v, want ErrNotFound", err)
+	}
+	if err := send(); !errors.Is(err, appserver.ErrNotFound) || len(b.Sent()) != 2 {
+		t.Fatalf("blocked token = %v after %d sends; want ErrNotFound and no send", err, len(b.Sent()))
+	}
+	if n := store.blockReads.Load(); n != 1 {
+		t.Fatalf("block list read %d times, want once", n)
+	}
+}
