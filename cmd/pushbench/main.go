@@ -64,6 +64,7 @@ type options struct {
 	dsn          string  // PostgreSQL registry instead of SQLite
 	zipf         float64 // >1: push to devices by a Zipf law of this exponent instead of in turn
 	cache        int     // the server's registration_cache; <0: its default
+	tokenless    bool    // publish IQs to device tokens (fpush and Monal's tokenless pushes) instead of registered nodes
 }
 
 func main() {
@@ -91,6 +92,7 @@ func main() {
 	flag.DurationVar(&o.soakEvery, "soak-every", 30*time.Second, "report interval of -soak")
 	flag.StringVar(&o.dsn, "dsn", "", "run the server on this PostgreSQL database (a URL or key=value DSN; its registrations are added to) instead of SQLite")
 	flag.Float64Var(&o.zipf, "zipf", 0, "push to devices by a Zipf law of this exponent (>1, e.g. 1.1: a few devices get most pushes, as in real traffic) instead of to each in turn, which is the worst case for the server's registration cache")
+	flag.BoolVar(&o.tokenless, "tokenless", false, "publish IQs whose node is the device token (fpush's and Monal's tokenless pushes, with the component's tokenless = true) instead of a registered node; the HTTP path still pushes to the registered nodes")
 	flag.IntVar(&o.cache, "cache", -1, "the server's registration_cache (registrations kept in memory; 0: none); default: the server's default")
 	flag.Parse()
 	if o.zipf != 0 && o.zipf <= 1 {
@@ -149,6 +151,7 @@ type Result struct {
 	Backend      string  `json:"backend"`
 	Zipf         float64 `json:"zipf,omitempty"`       // exponent of -zipf; absent: each device in turn
 	HTTPBatch    int     `json:"http_batch,omitempty"` // pushes per HTTP request (-http-batch); absent: one
+	Tokenless    bool    `json:"tokenless,omitempty"`  // publish IQs to device tokens (-tokenless)
 }
 
 func run(o options) error {
@@ -220,7 +223,9 @@ jid = "push.bench"
 address = %q
 secret = "bench-secret"
 max_in_flight = 1024
-`, filepath.Join(dir, "data"), pprofAddr, cache, httpAddr, xmpp.Addr())
+tokenless = %t
+tokenless_app = "bench"
+`, filepath.Join(dir, "data"), pprofAddr, cache, httpAddr, xmpp.Addr(), o.tokenless)
 	if o.dsn != "" {
 		cfg += fmt.Sprintf("[database]\ndriver = \"postgres\"\ndsn = %q\n", o.dsn)
 	}
@@ -306,12 +311,13 @@ ca_path = %q
 		return err
 	}
 	stream := newStream(fs, "push.bench")
+	stream.tokenless = o.tokenless
 	defer stream.Close()
 
 	if err := waitHTTP(ctx, "http://"+httpAddr, accept); err != nil {
 		return err
 	}
-	res := Result{Backend: o.backend, Zipf: o.zipf}
+	res := Result{Backend: o.backend, Zipf: o.zipf, Tokenless: o.tokenless}
 	if o.httpBatch > 1 {
 		res.HTTPBatch = o.httpBatch
 	}
@@ -372,7 +378,7 @@ ca_path = %q
 	return nil
 }
 
-type device struct{ node, secret string }
+type device struct{ node, secret, token string }
 
 // deviceKeys returns the node and token of device i. Real devices' are
 // scattered (apps make nodes from UUIDs, push services' tokens look
@@ -424,7 +430,7 @@ func register(ctx context.Context, base string, n, c int, sequential bool) ([]de
 					once.Do(func() { firstErr = fmt.Errorf("register %s: %q", node, body) })
 					return
 				}
-				devices[i] = device{node: node, secret: lines[2]}
+				devices[i] = device{node: node, secret: lines[2], token: token}
 			}
 		})
 	}

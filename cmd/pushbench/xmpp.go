@@ -34,13 +34,20 @@ type stream struct {
 	phase   *Phase
 	slots   chan struct{}
 	seq     atomic.Int64
+	// tokenless: publish to each device's token instead of its node,
+	// as fpush and Monal do.
+	tokenless bool
 }
 
 func (s *stream) Close() { s.conn.Close() }
 
 func (s *stream) send(d device, flush bool) error {
 	id := "b" + strconv.FormatInt(s.seq.Add(1), 36)
-	iq := xmppfake.PublishIQ(id, "example.org", s.jid, d.node, d.secret, true)
+	node := d.node
+	if s.tokenless {
+		node = d.token
+	}
+	iq := xmppfake.PublishIQ(id, "example.org", s.jid, node, d.secret, true)
 	s.mu.Lock()
 	s.pending[id] = time.Now()
 	s.mu.Unlock()
