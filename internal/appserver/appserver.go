@@ -417,8 +417,10 @@ type pushReader interface {
 }
 
 // lookup reads what a push to node needs through the cache, asking the
-// store by deadline when it must. Unknown nodes are not cached, so a
-// registration made a moment ago is found at once.
+// store by deadline when it must. An unknown node is cached only with
+// keepAbsent (tokenless pushes, whose node is a device token): otherwise
+// a registration another writer made a moment ago, which the change feed
+// has yet to announce, is found at once.
 func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool) (registry.PushTarget, error) {
 	if t, ok := s.cache.get(node); ok {
 		if t == (registry.PushTarget{}) {
