@@ -52,23 +52,26 @@ func newCache(size int, ttl time.Duration, now func() time.Time) *cache {
 	if size <= 0 {
 		return nil
 	}
-	return &cache{
-		seed: maphash.MakeSeed(),
-		c: otter.Must(&otter.Options[string, registry.PushTarget]{
-			MaximumSize:      size,
-			ExpiryCalculator: otter.ExpiryCreating[string, registry.PushTarget](ttl),
-			// Maintenance (feeding reads and writes to the policy,
-			// evicting, expiring) runs on the goroutine that set it off,
-			// not on one started for it, which would wake another
-			// processor after a miss.
-			// Nothing we pass otter calls back into it, so running it
-			// here cannot deadlock.
-			Executor: func(fn func()) { fn() },
-			// No clean-up goroutine ticking every second: an expired
-			// entry is never served, and goes at the next maintenance.
-			Clock: noTicks{now},
-		}),
-	}
+	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, now)}
+}
+
+// newOtter returns an otter cache of up to size entries, each trusted for
+// ttl after it was written, by the clock now, that starts no goroutine.
+func newOtter[K comparable, V any](size int, ttl time.Duration, now func() time.Time) *otter.Cache[K, V] {
+	return otter.Must(&otter.Options[K, V]{
+		MaximumSize:      size,
+		ExpiryCalculator: otter.ExpiryCreating[K, V](ttl),
+		// Maintenance (feeding reads and writes to the policy,
+		// evicting, expiring) runs on the goroutine that set it off,
+		// not on one started for it, which would wake another
+		// processor after a miss.
+		// Nothing we pass otter calls back into it, so running it
+		// here cannot deadlock.
+		Executor: func(fn func()) { fn() },
+		// No clean-up goroutine ticking every second: an expired
+		// entry is never served, and goes at the next maintenance.
+		Clock: noTicks{now},
+	})
 }
 
 // noTicks is a clock without the periodic ticks otter would use to expire

@@ -172,14 +172,7 @@ func newBlockCache(size int, ttl time.Duration, now func() time.Time) *blockCach
 	if size <= 0 {
 		return nil
 	}
-	return &blockCache{c: otter.Must(&otter.Options[blockKey, registry.BlockedToken]{
-		MaximumSize:      size,
-		ExpiryCalculator: otter.ExpiryCreating[blockKey, registry.BlockedToken](ttl),
-		// As the registration cache: maintenance on the calling
-		// goroutine, no ticking goroutine.
-		Executor: func(fn func()) { fn() },
-		Clock:    noTicks{now},
-	})}
+	return &blockCache{c: newOtter[blockKey, registry.BlockedToken](size, ttl, now)}
 }
 
 func (c *blockCache) get(app, token string) (registry.BlockedToken, bool) {
