@@ -182,7 +182,7 @@ func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
 	}
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "push_appserver_registration_cache_entries",
-		Help: "Registrations held in the push path's cache (registration_cache is the most it holds).",
+		Help: "Entries in the push path's cache: registrations and, for tokenless pushes, device tokens known to be no registration (registration_cache is the most it holds).",
 	}, func() float64 { return float64(stats().Entries) }))
 }
 
