@@ -96,17 +96,18 @@ type Backend struct {
 	// rendered once: most pushes are such, and rendering headers and JSON
 	// was a visible part of a push's cost. Read-only after New.
 	fixed map[push.Priority]request
-	// authed is fixed's headers with the current provider token added,
-	// remade when the token changes (every 20 minutes or so), so a push
-	// copies no header map.
-	authed atomic.Pointer[authedHeaders]
+	// authed is fixed's header fields with the current provider token
+	// added, remade when the token changes (every 20 minutes or so), so a
+	// push copies no header map, and its connection sends the fields'
+	// encoding of the push before.
+	authed atomic.Pointer[authedFields]
 }
 
-// authedHeaders are the fixed requests' headers carrying one provider
+// authedFields are the fixed requests' header fields carrying one provider
 // token.
-type authedHeaders struct {
+type authedFields struct {
 	auth   string
-	header map[push.Priority]http.Header
+	fields map[push.Priority]*h2client.Fields
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -129,6 +130,10 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 		r := b.render(push.Notification{Priority: p})
 		r.header.Del("apns-expiration") // depends on the time of sending
 		r.shared = true
+		var err error
+		if r.fields, err = h2client.NewFields(r.header); err != nil {
+			return nil, fmt.Errorf("apns: %w", err)
+		}
 		b.fixed[p] = r
 	}
 	switch {
@@ -309,8 +314,11 @@ type request struct {
 	payload []byte
 	header  http.Header
 	// shared marks header as one of fixed's, which nobody may change:
-	// post sends authed's copy of it instead.
+	// post sends fields, or authed's with the provider token, instead,
+	// and extra's after them.
 	shared   bool
+	fields   *h2client.Fields
+	extra    http.Header
 	priority push.Priority
 }
 
@@ -323,33 +331,40 @@ func (b *Backend) build(n push.Notification) request {
 		return b.render(n)
 	}
 	if b.opts.TTL > 0 {
-		r.header = r.header.Clone()
-		r.header.Set("apns-expiration", b.expiration())
-		r.shared = false
+		r.extra = http.Header{"Apns-Expiration": {b.expiration()}}
 	}
 	return r
 }
 
-// withAuth returns the header of r carrying the provider token auth.
-func (b *Backend) withAuth(r request, auth string) http.Header {
+// withAuth sets req's header fields to r's with the provider token auth.
+func (b *Backend) withAuth(req *h2client.Request, r request, auth string) {
 	if !r.shared {
 		// A header of this push's own.
 		r.header["Authorization"] = []string{auth}
-		return r.header
+		req.Header, req.Fields = r.header, nil
+		return
 	}
 	if a := b.authed.Load(); a != nil && a.auth == auth {
-		return a.header[r.priority]
+		req.Header, req.Fields = r.extra, a.fields[r.priority]
+		return
 	}
-	a := &authedHeaders{auth: auth, header: make(map[push.Priority]http.Header, len(b.fixed))}
+	a := &authedFields{auth: auth, fields: make(map[push.Priority]*h2client.Fields, len(b.fixed))}
 	for p, f := range b.fixed {
 		h := f.header.Clone()
 		h["Authorization"] = []string{auth}
-		a.header[p] = h
+		fs, err := h2client.NewFields(h)
+		if err != nil {
+			// Not from a token we signed; sent as a Header, Do
+			// refuses it with the reason.
+			req.Header, req.Fields = h, nil
+			return
+		}
+		a.fields[p] = fs
 	}
 	// Concurrent pushes may each make one after a new token; the last
 	// stored wins, and every one of them is right for its token.
 	b.authed.Store(a)
-	return a.header[r.priority]
+	req.Header, req.Fields = r.extra, a.fields[r.priority]
 }
 
 func (b *Backend) expiration() string {
@@ -443,12 +458,15 @@ func maxPayload(p push.Priority) int {
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
 	// The token is hex (ValidateToken), so the path needs no escaping.
 	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path + token, Header: r.header, Body: r.payload}
+	if r.shared {
+		req.Header, req.Fields = r.extra, r.fields
+	}
 	if b.signer != nil {
 		auth, err := b.signer.authorization()
 		if err != nil {
 			return answer{}, err
 		}
-		req.Header = b.withAuth(r, auth)
+		b.withAuth(&req, r, auth)
 	}
 	// Straight to our HTTP/2 client: http.Client would copy the headers
 	// for redirects, which no push service sends and which must not

@@ -66,8 +66,14 @@ func TestBuildMatchesRender(t *testing.T) {
 			} {
 				for range 2 { // a second build must not see the first's changes
 					got, want := be.build(n), be.render(n)
-					if !reflect.DeepEqual(got.header, want.header) || string(got.payload) != string(want.payload) {
-						t.Fatalf("options %+v, notification %+v:\nbuilt    %v %s\nrendered %v %s", o, n, got.header, got.payload, want.header, want.payload)
+					// What a shared request sends: its fields, made of
+					// header, and then extra.
+					sent := got.header.Clone()
+					for k, v := range got.extra {
+						sent[k] = v
+					}
+					if !reflect.DeepEqual(sent, want.header) || string(got.payload) != string(want.payload) || got.shared != (got.fields != nil) {
+						t.Fatalf("options %+v, notification %+v:\nbuilt    %v %s (shared %v)\nrendered %v %s", o, n, sent, got.payload, got.shared, want.header, want.payload)
 					}
 				}
 				now = now.Add(time.Minute)

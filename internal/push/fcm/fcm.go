@@ -166,22 +166,26 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	return b, nil
 }
 
-// authedHeader is the send request's header for one access token.
+// authedHeader is the send request's header fields for one access token.
 type authedHeader struct {
 	token  string
-	header http.Header
+	fields *h2client.Fields
 }
 
-// header returns the request header carrying tok, made once per token.
-func (b *Backend) header(tok string) http.Header {
+// fields returns the request's header fields carrying tok, made once per
+// token, so that the connection sends their encoding of the push before.
+func (b *Backend) fields(tok string) (*h2client.Fields, error) {
 	if a := b.authed.Load(); a != nil && a.token == tok {
-		return a.header
+		return a.fields, nil
 	}
-	a := &authedHeader{token: tok, header: http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + tok}}}
+	fs, err := h2client.NewFields(http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + tok}})
+	if err != nil {
+		return nil, fmt.Errorf("the access token cannot be sent: %w", err)
+	}
 	// Concurrent pushes may each make one after a new token; the last
 	// stored wins, and every one of them is right for its token.
-	b.authed.Store(a)
-	return a.header
+	b.authed.Store(&authedHeader{token: tok, fields: fs})
+	return fs, nil
 }
 
 // ValidateToken accepts what FCM issues: printable ASCII without spaces.
@@ -403,7 +407,11 @@ func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status i
 	// Straight to our HTTP/2 client, as APNS requests go: http.Client
 	// and the http.Request and http.Response around a request were a
 	// sixth of a push's CPU.
-	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path, Header: b.header(tok), Body: body}
+	fields, err := b.fields(tok)
+	if err != nil {
+		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM access token", Err: err}
+	}
+	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path, Fields: fields, Body: body}
 	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
 		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM request", Err: err}

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -55,8 +54,17 @@ type clientConn struct {
 	werr    error
 	henc    *hpack.Encoder
 	hbuf    bytes.Buffer
-	nextID  uint32
-	lower   map[string]string // header names as sent, by canonical key
+	// encoded keeps the encoding of the Fields sent since the HPACK
+	// table last changed, and prefix that of the pseudo-header fields
+	// before the path; both are forgotten whenever it changes, as every
+	// index in them may then point elsewhere.
+	encoded map[*Fields][]byte
+	prefix  struct {
+		method, authority string
+		block             []byte
+	}
+	nextID uint32
+	lower  map[string]string // header names as sent, by canonical key
 
 	// State shared with the read loop.
 	mu          sync.Mutex
@@ -124,6 +132,9 @@ const (
 	maxStreamID       = 1<<31 - 1
 	// The largest buffer kept for the next write once written.
 	maxSpare = 1 << 20
+	// The most Fields' encodings a connection keeps: a push service
+	// backend sends a few (one per priority).
+	maxEncoded = 64
 )
 
 var (
@@ -363,41 +374,32 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 	return Response{StatusCode: st.status, Body: st.body, fields: st.fields}, nil
 }
 
-// checkHeaders refuses what cannot be sent as HTTP/2 header fields, before
-// a stream is opened for it.
-func checkHeaders(h http.Header) error {
-	for k, vv := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("h2client: invalid header name %q", k)
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("h2client: invalid value of header %q", k)
-			}
-		}
-	}
-	return nil
-}
-
-// Connection-specific fields, which HTTP/2 forbids (RFC 9113 8.2.2), and
-// the ones written from the request itself.
-var skipHeaders = map[string]bool{
-	"connection": true, "proxy-connection": true, "keep-alive": true,
-	"transfer-encoding": true, "upgrade": true, "te": true,
-	"host": true, "content-length": true,
-}
-
 // writeHeaders queues the request's HEADERS (and CONTINUATION) frames;
 // wmu is held.
 func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 	cc.hbuf.Reset()
-	enc := func(name, value string) { cc.henc.WriteField(hpack.HeaderField{Name: name, Value: value}) }
-	enc(":method", req.Method)
-	enc(":scheme", "https")
-	enc(":authority", req.Authority)
+	if p := &cc.prefix; p.block != nil && p.method == req.Method && p.authority == req.Authority {
+		cc.hbuf.Write(p.block)
+	} else if cc.writeFields(hpack.HeaderField{Name: ":method", Value: req.Method},
+		hpack.HeaderField{Name: ":scheme", Value: "https"},
+		hpack.HeaderField{Name: ":authority", Value: req.Authority}) {
+		p.method, p.authority, p.block = req.Method, req.Authority, bytes.Clone(cc.hbuf.Bytes())
+	}
 	// Never indexed: device tokens make every path new, and indexing
 	// them would only evict the fields that do repeat.
 	cc.henc.WriteField(hpack.HeaderField{Name: ":path", Value: req.Path, Sensitive: true})
+	if fs := req.Fields; fs != nil {
+		if b, ok := cc.encoded[fs]; ok {
+			cc.hbuf.Write(b)
+		} else if start := cc.hbuf.Len(); cc.writeFields(fs.list...) {
+			if cc.encoded == nil || len(cc.encoded) >= maxEncoded {
+				// A caller that makes new Fields for each request
+				// would otherwise fill it while the table stays.
+				cc.encoded = map[*Fields][]byte{}
+			}
+			cc.encoded[fs] = bytes.Clone(cc.hbuf.Bytes()[start:])
+		}
+	}
 	for k, vv := range req.Header {
 		name, ok := cc.lower[k]
 		if !ok {
@@ -410,12 +412,15 @@ func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 			continue
 		}
 		for _, v := range vv {
-			enc(name, v)
+			cc.writeFields(hpack.HeaderField{Name: name, Value: v})
 		}
 	}
 	bodyLen := len(req.Body)
 	if bodyLen > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut {
-		enc("content-length", strconv.Itoa(bodyLen))
+		// Not indexed either: payloads of many lengths would each add
+		// an entry, and every entry added makes the encodings kept
+		// above useless.
+		cc.henc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(bodyLen), Sensitive: true})
 	}
 	block := cc.hbuf.Bytes()
 	first := block[:min(len(block), int(maxFrame))]
@@ -426,6 +431,40 @@ func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 		block = block[len(frag):]
 		cc.fr.WriteContinuation(id, len(block) == 0, frag)
 	}
+}
+
+// writeFields encodes fs into the header block and reports whether the
+// HPACK table stayed as it was; if it changed, the encodings kept from
+// before no longer hold and are dropped. wmu is held.
+func (cc *clientConn) writeFields(fs ...hpack.HeaderField) (unchanged bool) {
+	unchanged = true
+	for _, f := range fs {
+		n := cc.hbuf.Len()
+		cc.henc.WriteField(f)
+		if changesTable(cc.hbuf.Bytes()[n]) {
+			unchanged = false
+		}
+	}
+	if !unchanged {
+		cc.forgetEncodings()
+	}
+	return unchanged
+}
+
+// setTableSizeLimit applies the service's SETTINGS_HEADER_TABLE_SIZE.
+// wmu is held.
+func (cc *clientConn) setTableSizeLimit(size uint32) {
+	cc.henc.SetMaxDynamicTableSizeLimit(size)
+	// The encoder may now owe the service a size update, which must
+	// open the next block: only the encoder can write it there.
+	cc.forgetEncodings()
+}
+
+// forgetEncodings drops the encodings kept while the HPACK table was as it
+// no longer is. wmu is held.
+func (cc *clientConn) forgetEncodings() {
+	clear(cc.encoded)
+	cc.prefix.block = nil
 }
 
 // writeData queues as much of body as the send windows allow and returns
@@ -768,7 +807,7 @@ func (cc *clientConn) onSettings(f *http2.SettingsFrame) error {
 	}
 	cc.wmu.Lock()
 	if update {
-		cc.henc.SetMaxDynamicTableSizeLimit(size)
+		cc.setTableSizeLimit(size)
 	}
 	cc.fr.WriteSettingsAck()
 	cc.wmu.Unlock()

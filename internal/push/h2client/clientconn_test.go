@@ -331,3 +331,54 @@ func TestResetStreamFailsOneRequest(t *testing.T) {
 		}
 	}
 }
+
+// Requests with Fields arrive with those fields at net/http's server,
+// whichever Fields, extra Header fields and body lengths come in between,
+// with the server's table at its default and at sizes that evict the
+// fields or keep none.
+func TestFieldsArrive(t *testing.T) {
+	for _, table := range []int{0, 100, 1} { // 0: the server's default
+		t.Run(fmt.Sprint(table), func(t *testing.T) {
+			s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				fmt.Fprintf(w, "%s %s %s %d %d", r.Header.Get("Authorization"), r.Header.Get("Apns-Priority"), r.Header.Get("X-Extra"), r.ContentLength, len(body))
+			}), func(s *http.Server) {
+				if table > 0 {
+					s.HTTP2 = &http.HTTP2Config{MaxDecoderHeaderTableSize: table}
+				}
+			})
+			c := newClient(t, h2client.Options{CAPath: s.CADir})
+			host := strings.TrimPrefix(s.URL, "https://")
+			var fields []*h2client.Fields
+			for i := range 3 {
+				fs, err := h2client.NewFields(http.Header{"Authorization": {fmt.Sprintf("bearer %d%s", i, strings.Repeat("t", 200))}, "Apns-Priority": {fmt.Sprint(i)}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				fields = append(fields, fs)
+			}
+			for i := range 60 {
+				n := i % 3
+				if i%7 == 0 {
+					n = (i / 7) % 3
+				}
+				req := &h2client.Request{Method: http.MethodPost, Addr: host, Authority: host, Path: fmt.Sprintf("/%d", i), Fields: fields[n], Body: make([]byte, i%5)}
+				extra := ""
+				if i%4 == 0 {
+					extra = fmt.Sprint("x", i)
+					req.Header = http.Header{"X-Extra": {extra}}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				resp, err := c.Do(ctx, req)
+				cancel()
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				want := fmt.Sprintf("bearer %d%s %d %s %d %d", n, strings.Repeat("t", 200), n, extra, i%5, i%5)
+				if got := string(resp.Body); resp.StatusCode != 200 || got != want {
+					t.Fatalf("request %d: %d %q\nwant %q", i, resp.StatusCode, got, want)
+				}
+			}
+		})
+	}
+}
