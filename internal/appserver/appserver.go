@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/deadline"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
@@ -132,6 +133,8 @@ type Service struct {
 	status   *statusWriter
 	cache    *cache
 	blocks   *blockCache // what tokenless pushes read of the block list
+	// deadlines gives pushes their deadlines without a timer each.
+	deadlines deadline.Shared
 
 	rejects  *limitedLog
 	failures *limitedLog // push service failures, so an app that fails every push cannot flood the log
@@ -322,7 +325,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	deadline := start.Add(s.opts.PushTimeout)
 	t, err := s.lookup(ctx, node, deadline, req.Tokenless)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
-		ctx, cancel := context.WithDeadline(ctx, deadline)
+		ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 		defer cancel()
 		return s.pushToken(ctx, TokenPush{App: req.TokenApp, Token: node, Request: req}, start)
 	}
@@ -356,7 +359,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 			deadline = d
 		}
 	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 	defer cancel()
 
 	err = app.Backend.Send(ctx, push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account})
@@ -394,7 +397,7 @@ func (s *Service) admit(ctx context.Context, key throttleKey, app string, start,
 	case delaySend:
 		if !deadline.IsZero() {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, deadline)
+			ctx, cancel = s.deadlines.WithDeadline(ctx, deadline)
 			defer cancel()
 		}
 		// push.Wait: a push waiting for its window does no work, so it
@@ -430,7 +433,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		}
 		return t, nil
 	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 	defer cancel()
 	gen := s.cache.generation(node)
 	t, err := s.pushGet(ctx, node)

@@ -44,7 +44,7 @@ func (s *Service) PushToken(ctx context.Context, tp TokenPush) error {
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
 		return ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.PushTimeout)
+	ctx, cancel := s.deadlines.WithDeadline(ctx, start.Add(s.opts.PushTimeout))
 	defer cancel()
 	return s.pushToken(ctx, tp, start)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/deadline"
 )
 
 // Jitter returns a random duration in [d/2, d], so that many waiters that
@@ -65,7 +67,10 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 	if p.Budget <= 0 {
 		p.Budget = DefaultPushDeadline
 	}
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > p.Budget {
+	// The core's deadline for the budget may be rounded up to a shared
+	// slot: within that it is the budget, and another timer would be
+	// for nothing.
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > p.Budget+deadline.Slot {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.Budget)
 		defer cancel()

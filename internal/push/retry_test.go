@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/deadline"
 	"github.com/push-appserver/push-appserver/internal/push"
 )
 
@@ -127,4 +128,34 @@ func TestRetryKeepsEarlierDeadline(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Retry bounds attempts by its budget, unless the caller's deadline is
+// earlier or no later than a shared deadline slot past it: the core's,
+// rounded up to its slot, needs no second timer.
+func TestRetryBudgetDeadline(t *testing.T) {
+	const budget = time.Second
+	for _, tc := range []struct {
+		name  string
+		after time.Duration // the caller's deadline, after now+budget
+		kept  bool
+	}{
+		{"earlier", -budget / 2, true},
+		{"within a slot", deadline.Slot / 2, true},
+		{"later", time.Minute, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := time.Now().Add(budget + tc.after)
+			ctx, cancel := context.WithDeadline(context.Background(), want)
+			defer cancel()
+			var got time.Time
+			push.Retry(ctx, push.RetryPolicy{Budget: budget}, func(ctx context.Context) error {
+				got, _ = ctx.Deadline()
+				return nil
+			})
+			if kept := got.Equal(want); kept != tc.kept || !kept && got.After(time.Now().Add(budget)) {
+				t.Fatalf("attempt's deadline %v, caller's %v (kept %v, want %v)", got, want, kept, tc.kept)
+			}
+		})
+	}
 }
