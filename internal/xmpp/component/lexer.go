@@ -350,12 +350,16 @@ func (l *lexer) name() (string, bool) {
 	// without copying it to scratch first.
 	c := l.c
 	buf, i := c.buf[:c.w], c.r
+	var high byte // the bits of every byte of the name: ASCII if 0x80 is not among them
 	for i < len(buf) && nameByte[buf[i]] {
+		high |= buf[i]
 		i++
 	}
 	if i > c.r && i < len(buf) {
 		name := buf[c.r:i]
-		if !isName(name) {
+		// An ASCII name of name bytes only needs its first byte
+		// judged; isName would look at every byte again.
+		if high < utf8.RuneSelf && !isNameStart(name[0]) || high >= utf8.RuneSelf && !isName(name) {
 			l.fail("invalid XML name: " + string(name))
 			return "", false
 		}
@@ -417,15 +421,17 @@ var nameByte = func() (t [256]bool) {
 	return t
 }()
 
+// isNameStart reports whether the name byte c may start a name: in ASCII
+// a name may not start with a digit, '.' or '-'.
+func isNameStart(c byte) bool { return !('0' <= c && c <= '9' || c == '.' || c == '-') }
+
 // isName checks a name read by readName the way encoding/xml does.
 func isName(s []byte) bool {
 	if len(s) == 0 {
 		return false
 	}
 	if isASCII(s) {
-		// In ASCII a name may not start with a digit, '.' or '-'.
-		c := s[0]
-		return !('0' <= c && c <= '9' || c == '.' || c == '-')
+		return isNameStart(s[0])
 	}
 	// The rest of XML's name characters are Unicode tables that
 	// encoding/xml keeps to itself: ask it. Names outside ASCII are rare
