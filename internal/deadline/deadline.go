@@ -47,6 +47,10 @@ type slot struct {
 // context returned shares its end with the other ones under way whose
 // deadline falls in the same slot; otherwise ctx's cancellation must
 // reach the result, and it is context.WithDeadline's.
+//
+// Unlike context.WithDeadline's, cancel must be called exactly once, when
+// the operation is over (defer it): it counts the slot's users, and the
+// context may stay alive after it for the other users of its slot.
 func (s *Shared) WithDeadline(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
 	if ctx.Done() != nil {
 		return context.WithDeadline(ctx, deadline)
