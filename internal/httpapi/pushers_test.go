@@ -14,13 +14,16 @@ func TestPushers(t *testing.T) {
 	p := newPushers(2, 50*time.Millisecond)
 	live := func() int { return len(p.slots) }
 
-	// One after the other: one pusher does them all.
-	for range 100 {
+	// One after the other: one pusher does them all. The pause lets it
+	// get back to waiting for the next after closing done; without it,
+	// a push may come first and, rightly, start a second.
+	for range 20 {
 		done := make(chan struct{})
 		if err := p.run(context.Background(), func() { close(done) }); err != nil {
 			t.Fatal(err)
 		}
 		<-done
+		time.Sleep(5 * time.Millisecond)
 	}
 	if n := live(); n != 1 {
 		t.Fatalf("%d pushers for pushes one after the other, want 1", n)
