@@ -354,9 +354,11 @@ func (b *Backend) withAuth(req *h2client.Request, r request, auth string) {
 		h["Authorization"] = []string{auth}
 		fs, err := h2client.NewFields(h)
 		if err != nil {
-			// Not from a token we signed; sent as a Header, Do
-			// refuses it with the reason.
-			req.Header, req.Fields = h, nil
+			// Not from a token we signed. Sent as this push's own
+			// header, which Do refuses with the reason.
+			own := r.header.Clone()
+			own["Authorization"] = []string{auth}
+			req.Header, req.Fields = own, nil
 			return
 		}
 		a.fields[p] = fs
