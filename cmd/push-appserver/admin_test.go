@@ -188,10 +188,11 @@ func TestDeleteByAnotherProcess(t *testing.T) {
 // exported and warned about in the log.
 func TestMetricsRegistrationsAndExpiry(t *testing.T) {
 	bin := buildBinary(t)
-	addr := freePort(t)
+	ports := freePorts(t, 2)
+	addr := ports[0]
 	cert, key := selfSigned(t, t.TempDir(), time.Now().Add(10*24*time.Hour))
 	cfg := writeConfig(t, fmt.Sprintf("[http]\nlisten = %q\ntls_listen = %q\ntls_cert_file = %q\ntls_key_file = %q\n[apps.apns]\nkind = \"log\"\n[apps.fcm]\nkind = \"log\"\n",
-		addr, freePort(t), cert, key))
+		addr, ports[1], cert, key))
 	var out, errb bytes.Buffer
 	if code := run([]string{"import", "-config", cfg, "mod_push_appserver", realFileStore}, &out, &errb); code != 0 {
 		t.Fatalf("import: %s", errb.String())

@@ -68,8 +68,8 @@ func TestNoTokensOrSecretsInLogs(t *testing.T) {
 		nil,
 	}
 
-	addr := freePort(t)
-	closed := freePort(t) // nothing listens there
+	ports := freePorts(t, 2)
+	addr, closed := ports[0], ports[1] // nothing listens at closed
 	db := filepath.Join(dir, "data", "registry.db")
 	apnsApp := func(name, endpoint, ca string) string {
 		return fmt.Sprintf("[apps.%s]\nkind = \"apns\"\ntopic = \"im.example.app\"\npriority = \"high\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = %q\nca_path = %q\npush_deadline = \"1s\"\n",

@@ -21,7 +21,8 @@ func TestServeExposure(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "new", "data")
-	api, metricsAddr := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	api, metricsAddr := ports[0], ports[1]
 	cfg := filepath.Join(dir, "c.toml")
 	os.WriteFile(cfg, []byte("data_dir = \""+data+"\"\nmetrics_listen = \""+metricsAddr+"\"\n[http]\nlisten = \""+api+"\"\n"), 0o600)
 	s := startServer(t, bin, cfg)

@@ -53,8 +53,9 @@ func TestWebPushApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mock.Close()
-	addr := freePort(t)
-	_, closedPort, _ := strings.Cut(freePort(t), ":")
+	ports := freePorts(t, 2)
+	addr := ports[0]
+	_, closedPort, _ := strings.Cut(ports[1], ":")
 	config := filepath.Join(dir, "push-appserver.toml")
 	os.WriteFile(config, []byte(fmt.Sprintf(`data_dir = %q
 rate_limit = 0
