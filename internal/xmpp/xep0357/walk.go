@@ -182,6 +182,9 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form) error {
 }
 
 // readField reads a field into f; its first value goes into values.
+// formTypes are the FORM_TYPEs of a push's forms, read without a copy.
+var formTypes = []string{FormSummary, FormPublish}
+
 func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
@@ -198,7 +201,11 @@ func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values 
 		}
 		if t.Name.Local == "value" {
 			var v string
-			v, err = xmlwalk.Text(r)
+			if f.Var == "FORM_TYPE" {
+				v, err = xmlwalk.TextAmong(r, formTypes...)
+			} else {
+				v, err = xmlwalk.Text(r)
+			}
 			if len(f.Values) == 0 {
 				if *values == nil {
 					*values = make([]string, 0, 4)

@@ -89,7 +89,12 @@ func Child(r Reader) (t Token, ok bool, err error) {
 
 // Text returns the character data directly inside the element just
 // started, skipping child elements, and consumes the element.
-func Text(r Reader) (string, error) {
+func Text(r Reader) (string, error) { return TextAmong(r) }
+
+// TextAmong is Text, but a text equal to one of known comes back as that
+// string instead of a copy: a data form's FORM_TYPE, which every push
+// carries, costs no allocation.
+func TextAmong(r Reader, known ...string) (string, error) {
 	var s string
 	var buf []byte // only when the text comes in several pieces
 	for {
@@ -100,7 +105,7 @@ func Text(r Reader) (string, error) {
 		switch t.Kind {
 		case CharData:
 			if buf == nil && s == "" {
-				s = string(t.Text)
+				s = among(t.Text, known)
 				continue
 			}
 			if buf == nil {
@@ -114,11 +119,21 @@ func Text(r Reader) (string, error) {
 			}
 		case EndElement:
 			if buf != nil {
-				return string(buf), nil
+				return among(buf, known), nil
 			}
 			return s, nil
 		}
 	}
+}
+
+// among returns the string of known equal to b, or b as a new string.
+func among(b []byte, known []string) string {
+	for _, k := range known {
+		if string(b) == k {
+			return k
+		}
+	}
+	return string(b)
 }
 
 // Expect fails unless t is the start of local in name space space, with

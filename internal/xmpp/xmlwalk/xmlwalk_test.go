@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // start returns a Decoder over doc positioned after its first start tag.
@@ -30,6 +31,33 @@ func TestText(t *testing.T) {
 	}
 	if _, err := Text(start(t, `<a>x<b></a>`)); err == nil {
 		t.Error("mismatched end: no error")
+	}
+}
+
+// TextAmong hands back the known string itself for a text equal to it,
+// in one piece or several, and a copy of any other.
+func TestTextAmong(t *testing.T) {
+	known := []string{"urn:one", "urn:two"}
+	for _, tc := range []struct {
+		doc, want string
+		kept      bool
+	}{
+		{`<a>urn:two</a>`, "urn:two", true},
+		{`<a>urn:<b/>one</a>`, "urn:one", true},
+		{`<a>urn:three</a>`, "urn:three", false},
+		{`<a>urn:on</a>`, "urn:on", false},
+	} {
+		got, err := TextAmong(start(t, tc.doc), known...)
+		if err != nil || got != tc.want {
+			t.Fatalf("%s: %q, %v; want %q", tc.doc, got, err, tc.want)
+		}
+		kept := false
+		for _, k := range known {
+			kept = kept || unsafe.StringData(got) == unsafe.StringData(k)
+		}
+		if kept != tc.kept {
+			t.Errorf("%s: the known string itself %v, want %v", tc.doc, kept, tc.kept)
+		}
 	}
 }
 
