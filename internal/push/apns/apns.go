@@ -129,7 +129,6 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	for _, p := range []push.Priority{push.PriorityHigh, push.PrioritySilent, push.PriorityVoIP} {
 		r := b.render(push.Notification{Priority: p})
 		r.header.Del("apns-expiration") // depends on the time of sending
-		r.shared = true
 		var err error
 		if r.fields, err = h2client.NewFields(r.header); err != nil {
 			return nil, fmt.Errorf("apns: %w", err)
@@ -313,10 +312,9 @@ func (b *Backend) Misconfigured() (bool, string) { return b.breaker.Misconfigure
 type request struct {
 	payload []byte
 	header  http.Header
-	// shared marks header as one of fixed's, which nobody may change:
-	// post sends fields, or authed's with the provider token, instead,
-	// and extra's after them.
-	shared   bool
+	// fields, when set, marks header as one of fixed's, which nobody
+	// may change: post sends fields, or authed's with the provider
+	// token, instead, and extra's after them.
 	fields   *h2client.Fields
 	extra    http.Header
 	priority push.Priority
@@ -324,7 +322,7 @@ type request struct {
 
 // build returns the request for n: the fixed one of its priority when n
 // adds nothing to it, else a fresh rendering. The payload is always
-// shared, and so is the header when shared is set.
+// shared, and so is the header when fields is set.
 func (b *Backend) build(n push.Notification) request {
 	r, ok := b.fixed[n.Priority]
 	if !ok || n.Encrypted != nil || (b.opts.IncludeSummary && n.Summary != nil) {
@@ -338,7 +336,7 @@ func (b *Backend) build(n push.Notification) request {
 
 // withAuth sets req's header fields to r's with the provider token auth.
 func (b *Backend) withAuth(req *h2client.Request, r request, auth string) {
-	if !r.shared {
+	if r.fields == nil {
 		// A header of this push's own.
 		r.header["Authorization"] = []string{auth}
 		req.Header, req.Fields = r.header, nil
@@ -460,7 +458,7 @@ func maxPayload(p push.Priority) int {
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
 	// The token is hex (ValidateToken), so the path needs no escaping.
 	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path + token, Header: r.header, Body: r.payload}
-	if r.shared {
+	if r.fields != nil {
 		req.Header, req.Fields = r.extra, r.fields
 	}
 	if b.signer != nil {

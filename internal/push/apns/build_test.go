@@ -72,8 +72,8 @@ func TestBuildMatchesRender(t *testing.T) {
 					for k, v := range got.extra {
 						sent[k] = v
 					}
-					if !reflect.DeepEqual(sent, want.header) || string(got.payload) != string(want.payload) || got.shared != (got.fields != nil) {
-						t.Fatalf("options %+v, notification %+v:\nbuilt    %v %s (shared %v)\nrendered %v %s", o, n, sent, got.payload, got.shared, want.header, want.payload)
+					if !reflect.DeepEqual(sent, want.header) || string(got.payload) != string(want.payload) {
+						t.Fatalf("options %+v, notification %+v:\nbuilt    %v %s (fields %v)\nrendered %v %s", o, n, sent, got.payload, got.fields != nil, want.header, want.payload)
 					}
 				}
 				now = now.Add(time.Minute)
