@@ -1,6 +1,7 @@
 package component
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/xml"
 	"errors"
@@ -299,7 +300,15 @@ func internedAttr(local string) bool {
 	return false
 }
 
+// space skips white space. Mostly there is none, or one byte of it,
+// which this checks without the call to spaceRun.
 func (l *lexer) space() {
+	if c := l.c; c.r >= c.w || spaceByte[c.buf[c.r]] {
+		l.spaceRun()
+	}
+}
+
+func (l *lexer) spaceRun() {
 	for {
 		c := l.c
 		buf, i := c.buf[:c.w], c.r
@@ -329,14 +338,15 @@ var spaceByte = [256]bool{' ': true, '\r': true, '\n': true, '\t': true}
 // nsname reads a name with at most one colon, the part before which is
 // the prefix (Name.Space in a raw token).
 func (l *lexer) nsname() (xml.Name, bool) {
-	s, ok := l.name()
+	s, colon, ok := l.name()
 	if !ok {
 		return xml.Name{}, false
 	}
+	if !colon {
+		return xml.Name{Local: s}, true
+	}
 	i := strings.IndexByte(s, ':')
 	switch {
-	case i < 0:
-		return xml.Name{Local: s}, true
 	case strings.IndexByte(s[i+1:], ':') >= 0:
 		return xml.Name{}, false
 	case i == 0 || i == len(s)-1:
@@ -345,36 +355,43 @@ func (l *lexer) nsname() (xml.Name, bool) {
 	return xml.Name{Space: s[:i], Local: s[i+1:]}, true
 }
 
-func (l *lexer) name() (string, bool) {
+// name reads a name and reports whether it holds a colon, so that
+// nsname need not look for one in the many names without.
+func (l *lexer) name() (s string, colon, ok bool) {
 	// Mostly the whole name is in the buffer: take it from there
 	// without copying it to scratch first.
 	c := l.c
-	buf, i := c.buf[:c.w], c.r
-	var high byte // the bits of every byte of the name: ASCII if 0x80 is not among them
-	for i < len(buf) && nameByte[buf[i]] {
-		high |= buf[i]
-		i++
+	rest := c.buf[c.r:c.w]
+	var seen byte // the nameClass bits of every byte of the name
+	n := 0
+	for n < len(rest) {
+		k := nameClass[rest[n]]
+		if k == 0 {
+			break
+		}
+		seen |= k
+		n++
 	}
-	if i > c.r && i < len(buf) {
-		name := buf[c.r:i]
+	if n > 0 && n < len(rest) {
+		name := rest[:n]
 		// An ASCII name of name bytes only needs its first byte
 		// judged; isName would look at every byte again.
-		if high < utf8.RuneSelf && !isNameStart(name[0]) || high >= utf8.RuneSelf && !isName(name) {
+		if seen&nameNonASCII == 0 && !isNameStart(name[0]) || seen&nameNonASCII != 0 && !isName(name) {
 			l.fail("invalid XML name: " + string(name))
-			return "", false
+			return "", false, false
 		}
-		c.r = i
-		return l.intern(name), true
+		c.r += n
+		return l.intern(name), seen&nameColon != 0, true
 	}
 	l.scratch = l.scratch[:0]
 	if !l.readName() {
-		return "", false
+		return "", false, false
 	}
 	if !isName(l.scratch) {
 		l.fail("invalid XML name: " + string(l.scratch))
-		return "", false
+		return "", false, false
 	}
-	return l.intern(l.scratch), true
+	return l.intern(l.scratch), bytes.IndexByte(l.scratch, ':') >= 0, true
 }
 
 // readName appends the bytes of a name to l.scratch: up to the first
@@ -421,6 +438,28 @@ var nameByte = func() (t [256]bool) {
 	return t
 }()
 
+// nameClass tells name's scan what a byte is: not in a name (0), or in
+// one (nameIn) and also a colon or outside ASCII.
+var nameClass = func() (t [256]byte) {
+	for c := range t {
+		switch {
+		case c == ':':
+			t[c] = nameIn | nameColon
+		case c >= utf8.RuneSelf:
+			t[c] = nameIn | nameNonASCII
+		case nameByte[c]:
+			t[c] = nameIn
+		}
+	}
+	return t
+}()
+
+const (
+	nameIn = 1 << iota
+	nameColon
+	nameNonASCII
+)
+
 // isNameStart reports whether the name byte c may start a name: in ASCII
 // a name may not start with a digit, '.' or '-'.
 func isNameStart(c byte) bool { return !('0' <= c && c <= '9' || c == '.' || c == '-') }
@@ -453,21 +492,26 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 		// Mostly the text ends in the buffer with nothing in it to
 		// decode or rewrite: hand it out from there, uncopied. It stays
 		// valid until the next call, as the buffer is refilled only
-		// then.
+		// then. Its printable ASCII start needs no further check.
 		c := l.c
-		buf, i := c.buf[:c.w], c.r
-		for i < len(buf) && plain[buf[i]] {
-			i++
+		rest := c.buf[c.r:c.w]
+		checked := 0
+		for t := printableIn(quote); checked < len(rest) && t[rest[checked]]; {
+			checked++
 		}
-		if i < len(buf) && (quote >= 0 && int(buf[i]) == quote || quote < 0 && buf[i] == '<') {
-			data := buf[c.r:i]
-			if !l.xmlChars(data) {
+		n := checked
+		for n < len(rest) && plain[rest[n]] {
+			n++
+		}
+		if n < len(rest) && (quote >= 0 && int(rest[n]) == quote || quote < 0 && rest[n] == '<') {
+			data := rest[:n]
+			if checked < n && !l.xmlChars(data[checked:]) {
 				return nil
 			}
 			if quote >= 0 {
-				i++ // the closing quote
+				n++ // the closing quote
 			}
-			c.r = i
+			c.r += n
 			return data
 		}
 	}
@@ -604,6 +648,30 @@ var plainTables = func() (t [4][256]bool) {
 	t[1]['"'], t[2]['\''] = false, false
 	// The end of "]]>": a CDATA section's, and what text may not hold.
 	t[0]['>'], t[3]['>'] = false, false
+	return t
+}()
+
+// printableIn returns the table of the plain bytes in text outside
+// CDATA that are also XML characters by themselves: printable ASCII and
+// tab. Text of these alone needs no xmlChars.
+func printableIn(quote int) *[256]bool {
+	switch quote {
+	case '"':
+		return &printableTables[0]
+	case '\'':
+		return &printableTables[1]
+	}
+	return &printableTables[2]
+}
+
+// printableTables are printableIn's: attribute values in double and in
+// single quotes, and text between tags.
+var printableTables = func() (t [3][256]bool) {
+	for i, p := range []*[256]bool{&plainTables[1], &plainTables[2], &plainTables[3]} {
+		for b := range 256 {
+			t[i][b] = p[b] && (b == '\t' || ' ' <= b && b < utf8.RuneSelf)
+		}
+	}
 	return t
 }()
 

@@ -73,7 +73,7 @@ var lexerCases = []string{
 	`<a><![CDATA[<x>&amp;]]]]></a>`, `<a><![CDATA[unterminated`, `<a><![CDAT[x]]></a>`, "<a><![CDATA[a\r\nb]]></a>",
 	`<a>x]]>y</a>`, `<a>]]</a>`, `<a>]</a>]>`,
 	`<a><!-- c --></a>`, `<?xml version='1.0'?><a/>`, `<!DOCTYPE a><a/>`, `<a><!x></a>`,
-	"<a>\x00</a>", "<a>\xff</a>", "<a>\xef\xbf\xbe</a>", "<a>é ü 日本</a>", "<é/>", "<a\xcc\x80/>", "<\xcc\x80a/>", "<a é='1'/>",
+	"<a>\x00</a>", "<a>x\x1fy</a>", "<a b='\x11'/>", "<a b=\"\x7f\x01\"/>", "<a>\x7f \xc3\xa9\x02</a>", "<a>\xff</a>", "<a>\xef\xbf\xbe</a>", "<a>é ü 日本</a>", "<é/>", "<a\xcc\x80/>", "<\xcc\x80a/>", "<a é='1'/>",
 	`<1a/>`, `<-a/>`, `<.a/>`, `<_a/>`, `<a.b-c_d1/>`,
 	`</a>`, `</a b>`, `</ a>`, `<a></b>`, `<a>`, `<a`, `<a b='1`, `<`, `x`, ``, `   `, `<a/><b/>`,
 	"</stream:stream>",
