@@ -10,7 +10,7 @@ BUILD_DATE ?= $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 CONFIG  ?=
 
-.PHONY: all build run test test-deps vet bench bench-instructions clean install dist
+.PHONY: all build run test test-deps vet bench bench-instructions pgo clean install dist
 
 all: build
 
@@ -69,6 +69,11 @@ bench-instructions:
 	./scripts/bench-deps.sh
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/push-appserver-sym ./cmd/push-appserver
 	$(GO) run ./cmd/pushbench -bin bin/push-appserver-sym $(INSTR_ARGS)
+
+# Profiles the server under pushbench and writes the profile go build
+# optimises it by (cmd/push-appserver/default.pgo; see Performance).
+pgo:
+	./scripts/pgo.sh
 
 # Fuzzes every parser of outside input (publish IQs, data forms, ad-hoc
 # commands, the component's stanza reader, HTTP forms, the config file) for
