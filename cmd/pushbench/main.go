@@ -94,6 +94,8 @@ func main() {
 	flag.Float64Var(&o.zipf, "zipf", 0, "push to devices by a Zipf law of this exponent (>1, e.g. 1.1: a few devices get most pushes, as in real traffic) instead of to each in turn, which is the worst case for the server's registration cache")
 	flag.BoolVar(&o.tokenless, "tokenless", false, "publish IQs whose node is the device token (fpush's and Monal's tokenless pushes, with the component's tokenless = true) instead of a registered node; the HTTP path still pushes to the registered nodes")
 	flag.IntVar(&o.cache, "cache", -1, "the server's registration_cache (registrations kept in memory; 0: none); default: the server's default")
+	against := flag.String("against", "", "a second push-appserver binary: run the benchmark alternately on -bin and on this one, -pairs times, and print how this one's figures differ from -bin's pair by pair")
+	pairs := flag.Int("pairs", 3, "runs of each binary with -against")
 	flag.Parse()
 	if o.zipf != 0 && o.zipf <= 1 {
 		fmt.Fprintln(os.Stderr, "pushbench: -zipf must be greater than 1")
@@ -107,7 +109,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pushbench: -soak needs -soak-rate and -soak-every > 0 and no -instructions")
 		os.Exit(2)
 	}
-	if err := run(o); err != nil {
+	if *against != "" {
+		if o.bin == "" || *pairs < 1 || o.soak > 0 || o.cpuprofile != "" || o.heapprofile != "" {
+			fmt.Fprintln(os.Stderr, "pushbench: -against needs -bin, -pairs of at least 1, and no -soak or profiles")
+			os.Exit(2)
+		}
+		if err := compare(o, *against, *pairs, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "pushbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if _, err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "pushbench:", err)
 		os.Exit(1)
 	}
@@ -154,12 +167,14 @@ type Result struct {
 	Tokenless    bool    `json:"tokenless,omitempty"`  // publish IQs to device tokens (-tokenless)
 }
 
-func run(o options) error {
+// run runs the benchmark once and prints its table and RESULT line. The
+// Result is the zero value for a soak.
+func run(o options) (res Result, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "pushbench")
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer os.RemoveAll(dir)
 
@@ -169,27 +184,27 @@ func run(o options) error {
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		build.Stderr = os.Stderr
 		if err := build.Run(); err != nil {
-			return fmt.Errorf("building push-appserver: %w", err)
+			return res, fmt.Errorf("building push-appserver: %w", err)
 		}
 	}
 
 	// The APNS mock, in this process.
 	p8, pub, err := apnsmock.TokenKey()
 	if err != nil {
-		return err
+		return res, err
 	}
 	keyFile := filepath.Join(dir, "key.p8")
 	os.WriteFile(keyFile, p8, 0o600)
 	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "BENCHKEY", TeamID: "BENCHTEAM", Topic: "im.bench.app", KeepRequests: 1})
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer mock.Close()
 	accepted := mock.Accepted
 	var fcmMock *fcmmock.Server
 	if o.backend == "fcm" {
 		if fcmMock, err = fcmmock.New("bench-project"); err != nil {
-			return err
+			return res, err
 		}
 		defer fcmMock.Close()
 		fcmMock.KeepRequests(1)
@@ -198,13 +213,13 @@ func run(o options) error {
 
 	xmpp, err := xmppfake.Listen("push.bench", "bench-secret")
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer xmpp.Close()
 
 	httpAddr, err := freeAddr()
 	if err != nil {
-		return err
+		return res, err
 	}
 	pprofAddr, _ := freeAddr()
 	cache := ""
@@ -244,7 +259,7 @@ ca_path = %q
 	case "fcm":
 		sa, err := fcmMock.WriteServiceAccount(dir)
 		if err != nil {
-			return err
+			return res, err
 		}
 		cfg += fmt.Sprintf(`[apps.bench]
 kind = "fcm"
@@ -255,7 +270,7 @@ ca_path = %q
 	case "log":
 		cfg += "[apps.bench]\nkind = \"log\"\n"
 	default:
-		return fmt.Errorf("unknown backend %q", o.backend)
+		return res, fmt.Errorf("unknown backend %q", o.backend)
 	}
 	cfgFile := filepath.Join(dir, "bench.toml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
@@ -268,7 +283,7 @@ ca_path = %q
 			cg.out = o.callgrindTo
 		}
 		if srv, err = cg.command(o.bin, "serve", "-config", cfgFile); err != nil {
-			return err
+			return res, err
 		}
 	} else {
 		srv = exec.Command(o.bin, "serve", "-config", cfgFile)
@@ -277,14 +292,14 @@ ca_path = %q
 	if o.serverLog != "" {
 		f, err := os.Create(o.serverLog)
 		if err != nil {
-			return err
+			return res, err
 		}
 		defer f.Close()
 		logw = f
 	}
 	srv.Stdout, srv.Stderr = logw, logw
 	if err := srv.Start(); err != nil {
-		return err
+		return res, err
 	}
 	defer func() {
 		// Under valgrind the server may never finish its graceful
@@ -308,16 +323,16 @@ ca_path = %q
 	}
 	fs, err := xmpp.Accept(accept)
 	if err != nil {
-		return err
+		return res, err
 	}
 	stream := newStream(fs, "push.bench")
 	stream.tokenless = o.tokenless
 	defer stream.Close()
 
 	if err := waitHTTP(ctx, "http://"+httpAddr, accept); err != nil {
-		return err
+		return res, err
 	}
-	res := Result{Backend: o.backend, Zipf: o.zipf, Tokenless: o.tokenless}
+	res = Result{Backend: o.backend, Zipf: o.zipf, Tokenless: o.tokenless}
 	if o.httpBatch > 1 {
 		res.HTTPBatch = o.httpBatch
 	}
@@ -327,7 +342,7 @@ ca_path = %q
 	devices, took, err := register(ctx, "http://"+httpAddr, o.n, o.regC, o.sequential)
 	profiled()
 	if err != nil {
-		return err
+		return res, err
 	}
 	res.Registrations = len(devices)
 	res.RegistrationsPS = float64(len(devices)) / took.Seconds()
@@ -347,12 +362,12 @@ ca_path = %q
 		if accepted, ok := accepted(), soakOK(sr); o.backend != "log" && int64(accepted) != ok {
 			err = errors.Join(err, fmt.Errorf("%s mock accepted %d pushes but %d were answered with success", o.backend, accepted, ok))
 		}
-		return err
+		return res, err
 	}
 	if cg != nil {
 		cg.pid = srv.Process.Pid
 		if err := countInstructions(o, cg, stream, newHTTPPusher("http://"+httpAddr, 1024, o.httpBatch), devices, &res); err != nil {
-			return err
+			return res, err
 		}
 	} else {
 		runPhases(o, probe, pprofAddr, stream, newHTTPPusher("http://"+httpAddr, 1024, o.httpBatch), order, &res)
@@ -373,9 +388,9 @@ ca_path = %q
 	line, _ := json.Marshal(res)
 	fmt.Printf("RESULT %s\n", line)
 	if o.backend != "log" && int64(res.Accepted) != res.Successes {
-		return fmt.Errorf("%s mock accepted %d pushes but %d were answered with success", o.backend, res.Accepted, res.Successes)
+		return res, fmt.Errorf("%s mock accepted %d pushes but %d were answered with success", o.backend, res.Accepted, res.Successes)
 	}
-	return nil
+	return res, nil
 }
 
 type device struct{ node, secret, token string }
