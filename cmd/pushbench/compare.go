@@ -8,11 +8,12 @@ import (
 	"text/tabwriter"
 )
 
-// On a machine whose cores are shared, one run of each of two builds says
-// little: the load moves a figure by more than most changes do. compare
-// runs them alternately, A then B, pairs times, so that both see the same
-// stretch of load, and judges B by its difference from the A of its own
-// pair.
+// compare runs the benchmark on o.bin (A) and on against (B)
+// alternately, A then B, pairs times, and prints how B's figures differ
+// from A's. On a machine whose cores are shared, one run of each says
+// little: the load moves a figure by more than most changes do. Runs
+// that alternate see the same stretches of load, and each B is judged by
+// its difference from the A of its own pair.
 func compare(o options, against string, pairs int, w io.Writer) error {
 	var as, bs []Result
 	for i := range pairs {
