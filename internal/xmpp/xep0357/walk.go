@@ -181,10 +181,10 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form) error {
 	}
 }
 
-// readField reads a field into f; its first value goes into values.
 // formTypes are the FORM_TYPEs of a push's forms, read without a copy.
 var formTypes = []string{FormSummary, FormPublish}
 
+// readField reads a field into f; its first value goes into values.
 func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
