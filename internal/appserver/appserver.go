@@ -230,6 +230,14 @@ func (s *Service) Run(ctx context.Context) {
 	s.status.run(ctx, s.opts.FlushInterval)
 }
 
+// changed forgets what the push path keeps of node's registration, which
+// changed or went: its cached push target, and the success last written
+// for it (a node registered afresh starts without outcomes).
+func (s *Service) changed(node string) {
+	s.cache.drop(node)
+	s.status.forget(node)
+}
+
 // follow keeps the cache on the change feed until ctx is done. A feed
 // that fails is followed again after a backoff; the cache is bypassed
 // meanwhile (Follow calls live(false) before it returns).
@@ -237,7 +245,7 @@ func (s *Service) follow(ctx context.Context) {
 	backoff := push.Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		start := time.Now()
-		err := s.opts.Changes.Follow(ctx, s.cache.drop, s.cache.feedLive)
+		err := s.opts.Changes.Follow(ctx, s.changed, s.cache.feedLive)
 		if ctx.Err() != nil {
 			return
 		}
@@ -269,7 +277,7 @@ func (s *Service) UnregisterToken(ctx context.Context, typ, token string, when t
 		return 0, fmt.Errorf("removing dead token: %w", err)
 	}
 	for _, r := range removed {
-		s.cache.drop(r.Node)
+		s.changed(r.Node)
 		s.forgetThrottle(r.Node)
 		s.opts.Observer.Unregistered(typ, "dead_token")
 		s.logger.Info("removed registration with dead token", "app", typ, "node", r.Node, "since", when.UTC().Format(time.RFC3339))

@@ -122,7 +122,7 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
 					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
 				}
-				s.cache.drop(old.Node)
+				s.changed(old.Node)
 			}
 			if r.Node, err = randomHex(nodeBytes); err != nil {
 				return registry.Registration{}, err

@@ -136,9 +136,9 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			return r, nil
 		}
 	}
-	s.cache.drop(r.Node)
+	s.changed(r.Node)
 	stored, err := s.store.Register(ctx, r.Node, decide)
-	s.cache.drop(r.Node)
+	s.changed(r.Node)
 	if errors.Is(err, ErrForbidden) || errors.Is(err, ErrQuota) {
 		s.logger.Info("registration refused", "app", r.Type, "node", r.Node, "reason", err)
 		return registry.Registration{}, err
@@ -226,7 +226,7 @@ func (s *Service) Unregister(ctx context.Context, caller Caller, typ, node strin
 		return registry.Registration{}, err
 	}
 	r, err := s.store.Delete(ctx, node, typ)
-	s.cache.drop(node)
+	s.changed(node)
 	if errors.Is(err, registry.ErrNotFound) {
 		return registry.Registration{}, ErrNotFound
 	}

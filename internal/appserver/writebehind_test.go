@@ -49,3 +49,40 @@ func TestStatusFlushInNodeOrder(t *testing.T) {
 		t.Fatalf("batch in order %q, want %q", strings.Join(got, " "), want)
 	}
 }
+
+// A success less than successResolution after the one last written for
+// its node is not written; a later one is, every error is, and so is the
+// first success after the node's registration changed.
+func TestStatusSuccessResolution(t *testing.T) {
+	rec := &batchRecorder{Store: memory.New()}
+	w := newStatusWriter(rec, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	for i, step := range []struct {
+		at      time.Duration
+		success bool
+		forget  bool
+		written bool
+	}{
+		{0, true, false, true},
+		{successResolution / 2, true, false, false},
+		{successResolution/2 + time.Second, false, false, true},
+		{successResolution - time.Millisecond, true, false, false},
+		{successResolution, true, false, true},
+		{successResolution + time.Second, true, true, true},
+		{successResolution + 2*time.Second, true, false, false},
+		// Two generations on, nothing of the node is kept.
+		{4 * successResolution, true, false, true},
+		// Out of order: older than the last written; the store ignores it.
+		{3 * successResolution, true, false, true},
+	} {
+		if step.forget {
+			w.forget("n")
+		}
+		rec.batches = nil
+		w.add(registry.PushStatus{Node: "n", At: t0.Add(step.at), Success: step.success, Reason: "r"})
+		w.flush(context.Background())
+		if written := len(rec.batches) == 1; written != step.written {
+			t.Fatalf("step %d (%v, success %v): written %v, want %v", i, step.at, step.success, written, step.written)
+		}
+	}
+}
