@@ -15,8 +15,8 @@ import (
 // statusWriter collects push outcomes and writes them in one transaction per
 // interval, so the push path never waits for the disk. Outcomes for the
 // same node and kind (success or error) within one interval collapse into
-// the latest, which is all the record keeps anyway, and a success is not
-// written at all within successResolution of the last one written.
+// the latest, which is all the record keeps anyway, and a device's success
+// is written at most once every successResolution.
 type statusWriter struct {
 	store  registry.Store
 	logger *slog.Logger
@@ -25,32 +25,29 @@ type statusWriter struct {
 	pending map[statusKey]registry.PushStatus
 	kick    chan struct{}
 
-	// recorded is the time (Unix nanoseconds) of the success last handed
-	// to the store, for nodes that had one in the last successResolution
-	// or two; previous is the generation before. Swapping them every
-	// successResolution bounds what they keep without a timer per entry.
-	// Nodes are keyed by a 64-bit hash rather than kept: 65,536 nodes'
-	// strings and times added 29 MB to the server's peak RSS in pushbench,
-	// hashes 5 MB. Two nodes sharing a hash among the few hundred thousand
-	// held would cost one of them a minute of its timestamp.
-	recorded, previous map[uint64]int64
-	rotated            time.Time
-	seed               maphash.Seed
+	// written holds the nodes whose success was handed to the store
+	// since writtenSince: a later success of theirs is dropped until the
+	// set is emptied, successResolution after writtenSince. Nodes are kept
+	// as a 64-bit hash: as strings, with a time each, 65,536 of them added
+	// 29 MB to the server's peak RSS in pushbench. Two nodes sharing a
+	// hash would cost one of them a minute of its timestamp.
+	written      map[uint64]struct{}
+	writtenSince time.Time
+	seed         maphash.Seed
 }
 
-// successResolution is how much later than the last success recorded for
-// a node a success must be to be written: a registration's
-// last_successful_push lags its last push by at most this. A device
-// pushed to every few seconds (a busy group chat) would otherwise have
-// its row rewritten every interval. On SQLite each row written is a page
-// read and a page in the write-ahead log, and that page takes the place
-// of one the push path's reads keep in the shared page cache. Errors are
-// rare, carry a reason, and are all written.
+// successResolution is how often at most a device's success is written: a
+// registration's last_successful_push lags its last push by at most this.
+// A device pushed to every few seconds (a busy group chat) would
+// otherwise have its row rewritten every interval. On SQLite each row
+// written is a page read and a page in the write-ahead log, and that page
+// takes the place of one the push path's reads keep in the shared page
+// cache. Errors are rare, carry a reason, and are all written.
 const successResolution = time.Minute
 
-// maxRecorded bounds each generation of recorded (about 20 bytes an
-// entry); successes to devices beyond it are written as before.
-const maxRecorded = 1 << 16
+// maxWritten bounds written (about 10 bytes a node, 2.5 MB in all);
+// successes to devices beyond it are written every interval.
+const maxWritten = 1 << 18
 
 type statusKey struct {
 	node    string
@@ -66,6 +63,7 @@ func newStatusWriter(store registry.Store, logger *slog.Logger) *statusWriter {
 		logger:  logger,
 		pending: make(map[statusKey]registry.PushStatus),
 		kick:    make(chan struct{}, 1),
+		written: make(map[uint64]struct{}),
 		seed:    maphash.MakeSeed(),
 	}
 }
@@ -93,19 +91,16 @@ func (w *statusWriter) add(s registry.PushStatus) {
 // record says whether success s is to be written, and notes it if so.
 // w.mu must be held.
 func (w *statusWriter) record(s registry.PushStatus) bool {
-	if s.At.Sub(w.rotated) >= successResolution {
-		w.previous, w.recorded, w.rotated = w.recorded, make(map[uint64]int64), s.At
+	if s.At.Sub(w.writtenSince) >= successResolution {
+		clear(w.written)
+		w.writtenSince = s.At
 	}
-	h, at := maphash.String(w.seed, s.Node), s.At.UnixNano()
-	last, ok := w.recorded[h]
-	if !ok {
-		last, ok = w.previous[h]
-	}
-	if ok && at >= last && at-last < int64(successResolution) {
+	h := maphash.String(w.seed, s.Node)
+	if _, ok := w.written[h]; ok {
 		return false
 	}
-	if len(w.recorded) < maxRecorded {
-		w.recorded[h] = at
+	if len(w.written) < maxWritten {
+		w.written[h] = struct{}{}
 	}
 	return true
 }
@@ -115,8 +110,7 @@ func (w *statusWriter) record(s registry.PushStatus) bool {
 func (w *statusWriter) forget(node string) {
 	h := maphash.String(w.seed, node)
 	w.mu.Lock()
-	delete(w.recorded, h)
-	delete(w.previous, h)
+	delete(w.written, h)
 	w.mu.Unlock()
 }
 
