@@ -85,3 +85,48 @@ func TestStatusSuccessResolution(t *testing.T) {
 		}
 	}
 }
+
+// recentSet holds what it was given until a bucket overflows; then it
+// forgets one of the bucket's four, never wrongly holds another.
+func TestRecentSet(t *testing.T) {
+	s := newRecentSet(4)
+	// Hashes of bucket 1 with distinct fingerprints.
+	h := func(i uint64) uint64 { return i<<33 | 1 }
+	for i := range uint64(4) {
+		if s.add(h(i)) {
+			t.Fatalf("hash %d held before it was added", i)
+		}
+	}
+	for i := range uint64(4) {
+		if !s.add(h(i)) {
+			t.Fatalf("hash %d not held", i)
+		}
+	}
+	if s.add(2<<33 | 2) {
+		t.Fatal("a hash of another bucket with a held fingerprint is held")
+	}
+	s.remove(h(1))
+	if s.add(h(1)) {
+		t.Fatal("removed hash still held")
+	}
+	// A fifth hash takes a place: of the five, exactly four are held.
+	s.add(h(4))
+	held := 0
+	for i := range uint64(5) {
+		b, fp := s.slot(h(i))
+		for _, v := range b {
+			if v == fp {
+				held++
+			}
+		}
+	}
+	if held != 4 {
+		t.Fatalf("%d of five held, want 4", held)
+	}
+	s.clear()
+	for i := range uint64(5) {
+		if s.add(h(i)) {
+			t.Fatalf("hash %d held after clear", i)
+		}
+	}
+}
