@@ -56,6 +56,19 @@ type statusKey struct {
 // maxPending is how many outcomes trigger a write before the interval ends.
 const maxPending = 4096
 
+// earlyBatch outcomes pending trigger a write earlyGap after the last
+// one, before the interval ends. A write is a burst of the writer's CPU
+// (about 7 µs a row on SQLite): at 2,000 pushes/s a second's outcomes in
+// one go showed in the p99 of every push (12-18 ms; 4.4-5.0 ms written
+// every 100 ms). Writing whatever is pending every 100 ms instead cost
+// the closed loops a few per cent, as each commit empties the SQLite
+// read connections' page caches; a server with little to write still
+// writes once an interval.
+const (
+	earlyBatch = 256
+	earlyGap   = 100 * time.Millisecond
+)
+
 func newStatusWriter(store registry.Store, logger *slog.Logger) *statusWriter {
 	return &statusWriter{
 		store:   store,
@@ -79,7 +92,7 @@ func (w *statusWriter) add(s registry.PushStatus) {
 	w.pending[k] = s
 	n := len(w.pending)
 	w.mu.Unlock()
-	if n >= maxPending {
+	if n == earlyBatch || n >= maxPending {
 		select {
 		case w.kick <- struct{}{}:
 		default:
@@ -106,19 +119,35 @@ func (w *statusWriter) forget(node string) {
 	w.mu.Unlock()
 }
 
-// run writes pending outcomes every interval until ctx is done.
+// run writes pending outcomes every interval, and sooner when earlyBatch
+// or maxPending of them are pending, until ctx is done.
 func (w *statusWriter) run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-w.kick:
+			if wait := earlyGap - time.Since(last); wait > 0 && w.pendingLen() < maxPending {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
 		w.flush(ctx)
+		last = time.Now()
 	}
+}
+
+func (w *statusWriter) pendingLen() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
 }
 
 // flush writes what is pending now.

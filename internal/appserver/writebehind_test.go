@@ -2,6 +2,7 @@ package appserver
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -128,5 +129,47 @@ func TestRecentSet(t *testing.T) {
 		if s.add(h(i)) {
 			t.Fatalf("hash %d held after clear", i)
 		}
+	}
+}
+
+// batchSignal is a store that says how large each batch of outcomes was.
+type batchSignal struct {
+	registry.Store
+	sizes chan int
+}
+
+func (s batchSignal) UpdatePushStatus(ctx context.Context, b []registry.PushStatus) error {
+	s.sizes <- len(b)
+	return nil
+}
+
+// earlyBatch outcomes are written long before the interval ends, fewer
+// wait for it.
+func TestStatusEarlyWrite(t *testing.T) {
+	store := batchSignal{Store: memory.New(), sizes: make(chan int, 10)}
+	w := newStatusWriter(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.run(ctx, time.Hour)
+	at := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	add := func(from, n int) {
+		for i := range n {
+			w.add(registry.PushStatus{Node: fmt.Sprintf("n%d", from+i), At: at, Success: true})
+		}
+	}
+	add(0, earlyBatch-1)
+	select {
+	case n := <-store.sizes:
+		t.Fatalf("%d outcomes written before the interval ended", n)
+	case <-time.After(3 * earlyGap):
+	}
+	add(earlyBatch, 1)
+	select {
+	case n := <-store.sizes:
+		if n != earlyBatch {
+			t.Fatalf("wrote %d outcomes, want %d", n, earlyBatch)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing written with earlyBatch outcomes pending")
 	}
 }
