@@ -35,8 +35,9 @@ import (
 // indexed. Responses are small JSON documents and are read whole before
 // roundTrip returns.
 type clientConn struct {
-	nc net.Conn
-	fr *http2.Framer
+	nc  net.Conn
+	fr  *http2.Framer
+	hdr *headerReader // the read loop's
 	// hook is told whenever room may have opened: for one request when a
 	// stream ended (all false), for any number when the connection's
 	// state changed (all true).
@@ -98,7 +99,7 @@ type stream struct {
 
 	// Set by the read loop before done is closed, read after.
 	status     int
-	fields     []hpack.HeaderField // regular header fields, as the framer gives them
+	fields     []hpack.HeaderField // regular header fields, in the order they came
 	body       []byte
 	err        error
 	gotHeaders bool
@@ -218,8 +219,9 @@ func newClientConn(nc net.Conn, hook func(all bool)) *clientConn {
 		readDone:    make(chan struct{}),
 	}
 	cc.fr = http2.NewFramer(&cc.out, bufio.NewReaderSize(nc, 16<<10))
-	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	cc.fr.MaxHeaderListSize = maxHeaderListSize
+	// DATA frames are copied from before the next is read.
+	cc.fr.SetReuseFrames()
+	cc.hdr = newHeaderReader()
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
 	return cc
 }
@@ -667,8 +669,17 @@ func (cc *clientConn) readFrames() error {
 		}
 		cc.frames.Add(1)
 		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			cc.onHeaders(f)
+		case *http2.HeadersFrame:
+			// The framer sees to it that the block's CONTINUATION
+			// frames come next, and nothing else.
+			cc.hdr.start(f.StreamID, f.StreamEnded())
+			if err := cc.readHeaders(f.HeaderBlockFragment(), f.HeadersEnded()); err != nil {
+				return err
+			}
+		case *http2.ContinuationFrame:
+			if err := cc.readHeaders(f.HeaderBlockFragment(), f.HeadersEnded()); err != nil {
+				return err
+			}
 		case *http2.DataFrame:
 			cc.onData(f)
 		case *http2.RSTStreamFrame:
@@ -716,29 +727,48 @@ func (cc *clientConn) resetStream(id uint32, code http2.ErrCode, err error) {
 	cc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, code) })
 }
 
-func (cc *clientConn) onHeaders(f *http2.MetaHeadersFrame) {
-	st := cc.stream(f.StreamID)
+// readHeaders decodes a fragment of a response's header block, and acts
+// on the block once it ended.
+func (cc *clientConn) readHeaders(fragment []byte, ended bool) error {
+	if err := cc.hdr.write(fragment); err != nil {
+		return err
+	}
+	if !ended {
+		return nil
+	}
+	if err := cc.hdr.end(); err != nil {
+		return err
+	}
+	cc.onHeaders(cc.hdr)
+	return nil
+}
+
+// onHeaders acts on a header block the read loop decoded.
+func (cc *clientConn) onHeaders(h *headerReader) {
+	st := cc.stream(h.streamID)
 	if st == nil {
 		return // abandoned
 	}
 	if !st.gotHeaders {
-		status := f.PseudoValue("status")
-		code, err := strconv.Atoi(status)
-		if err != nil || len(status) != 3 || f.Truncated {
-			cc.resetStream(f.StreamID, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers (:status %q)", status))
+		if h.invalid != nil {
+			cc.resetStream(h.streamID, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers: %w", h.invalid))
+			return
+		}
+		code, err := strconv.Atoi(h.status)
+		if err != nil || len(h.status) != 3 || h.truncated {
+			cc.resetStream(h.streamID, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers (:status %q)", h.status))
 			return
 		}
 		if code < 200 {
 			return // interim response (1xx)
 		}
 		st.status = code
-		// The framer makes a new slice per frame: it can be kept.
-		st.fields = f.RegularFields()
+		st.fields = h.kept()
 		st.gotHeaders = true
 		cc.answered.Store(true)
 	}
 	// Later HEADERS are trailers, which no push service sends.
-	if f.StreamEnded() {
+	if h.endStream {
 		cc.finish(st, nil)
 	}
 }

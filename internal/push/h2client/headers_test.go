@@ -1,40 +1,153 @@
 package h2client
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 
-	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
-// Response header fields become the response's header, repeated names in
-// the order sent, also when other names come between them; Get finds a
-// name's first value in any case.
-func TestResponseHeaderFields(t *testing.T) {
+// block encodes fields as one header block.
+func block(t *testing.T, enc *hpack.Encoder, buf *bytes.Buffer, fields ...hpack.HeaderField) []byte {
+	t.Helper()
+	buf.Reset()
+	for _, f := range fields {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bytes.Clone(buf.Bytes())
+}
+
+func field(name, value string) hpack.HeaderField { return hpack.HeaderField{Name: name, Value: value} }
+
+// testConn is a connection whose read side is driven by hand, with one
+// stream open.
+func testConn(t *testing.T) (*clientConn, *stream) {
 	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	go io.Copy(io.Discard, b) // the RST_STREAM frames of failed streams
 	cc := newClientConn(a, func(bool) {})
 	st := &stream{id: 1, done: make(chan struct{})}
 	cc.streams[1] = st
-	f := &http2.MetaHeadersFrame{
-		HeadersFrame: &http2.HeadersFrame{FrameHeader: http2.FrameHeader{Type: http2.FrameHeaders, StreamID: 1, Flags: http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream}},
-		Fields: []hpack.HeaderField{
-			{Name: ":status", Value: "200"},
-			{Name: "a", Value: "1"}, {Name: "b", Value: "2"}, {Name: "a", Value: "3"}, {Name: "c", Value: "4"}, {Name: "b", Value: "5"},
-		},
-	}
-	cc.onHeaders(f)
-	resp := Response{StatusCode: st.status, fields: st.fields}
-	want := map[string][]string{"A": {"1", "3"}, "B": {"2", "5"}, "C": {"4"}}
-	if h := resp.Header(); resp.StatusCode != 200 || !reflect.DeepEqual(map[string][]string(h), want) {
-		t.Fatalf("status %d, header %v; want 200, %v", resp.StatusCode, h, want)
-	}
-	for name, want := range map[string]string{"a": "1", "B": "2", "c": "4", ":status": "", "d": ""} {
-		if got := resp.Get(name); got != want {
-			t.Errorf("Get(%q) = %q, want %q", name, got, want)
+	return cc, st
+}
+
+// Response header fields become the response's header, repeated names in
+// the order sent, also when other names come between them; Get finds a
+// name's first value in any case. A block split over frames is the same
+// block.
+func TestResponseHeaderFields(t *testing.T) {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	b := block(t, enc, &buf, field(":status", "200"),
+		field("a", "1"), field("b", "2"), field("a", "3"), field("c", "4"), field("b", "5"))
+	for _, split := range []int{len(b), 1, len(b) / 2} {
+		cc, st := testConn(t)
+		cc.hdr.start(1, true)
+		if err := cc.readHeaders(b[:split], split == len(b)); err != nil {
+			t.Fatal(err)
 		}
+		if split < len(b) {
+			if err := cc.readHeaders(b[split:], true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-st.done
+		resp := Response{StatusCode: st.status, fields: st.fields}
+		want := map[string][]string{"A": {"1", "3"}, "B": {"2", "5"}, "C": {"4"}}
+		if h := resp.Header(); st.err != nil || resp.StatusCode != 200 || !reflect.DeepEqual(map[string][]string(h), want) {
+			t.Fatalf("split at %d: status %d, header %v, %v; want 200, %v", split, resp.StatusCode, h, st.err, want)
+		}
+		for name, want := range map[string]string{"a": "1", "B": "2", "c": "4", ":status": "", "d": ""} {
+			if got := resp.Get(name); got != want {
+				t.Errorf("split at %d: Get(%q) = %q, want %q", split, name, got, want)
+			}
+		}
+	}
+}
+
+// A response's header block that breaks HTTP/2's rules fails its stream
+// alone; one that HPACK cannot decode fails the connection. Interim (1xx)
+// responses are passed over, and a block with no END_STREAM waits for the
+// body.
+func TestResponseHeaderBlocks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		blocks [][]hpack.HeaderField
+		raw    []byte // instead of blocks
+		status int
+		err    string // of the stream; "" for none
+		connErr,
+		open bool // the stream goes on (no END_STREAM)
+	}{
+		{name: "ok", blocks: [][]hpack.HeaderField{{field(":status", "410"), field("apns-id", "x")}}, status: 410},
+		{name: "interim first", blocks: [][]hpack.HeaderField{{field(":status", "100")}, {field(":status", "200")}}, status: 200},
+		{name: "body follows", blocks: [][]hpack.HeaderField{{field(":status", "200")}}, status: 200, open: true},
+		{name: "no status", blocks: [][]hpack.HeaderField{{field("apns-id", "x")}}, err: "malformed response headers"},
+		{name: "status not three digits", blocks: [][]hpack.HeaderField{{field(":status", "20")}}, err: "malformed response headers"},
+		{name: "pseudo after regular", blocks: [][]hpack.HeaderField{{field("a", "1"), field(":status", "200")}}, err: "after a regular"},
+		{name: "request pseudo", blocks: [][]hpack.HeaderField{{field(":status", "200"), field(":path", "/")}}, err: "pseudo-header field \":path\""},
+		{name: "two statuses", blocks: [][]hpack.HeaderField{{field(":status", "200"), field(":status", "500")}}, err: "two :status"},
+		{name: "upper case", blocks: [][]hpack.HeaderField{{field(":status", "200"), field("Apns-Id", "x")}}, err: "invalid header field name"},
+		{name: "bad value", blocks: [][]hpack.HeaderField{{field(":status", "200"), field("a", "x\ny")}}, err: "invalid value"},
+		{name: "too large", blocks: [][]hpack.HeaderField{{field(":status", "200"), field("a", strings.Repeat("x", maxHeaderListSize))}}, err: "malformed response headers"},
+		{name: "endless block", raw: bytes.Repeat([]byte{0x88}, 2*maxHeaderListSize+1), connErr: true},
+		{name: "index beyond the tables", raw: []byte{0xff, 0x80, 0x01}, connErr: true},
+		{name: "cut short", raw: []byte{0x40, 0x85}, connErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, st := testConn(t)
+			var buf bytes.Buffer
+			enc := hpack.NewEncoder(&buf)
+			enc.SetMaxDynamicTableSizeLimit(4096)
+			blocks := [][]byte{tc.raw}
+			if tc.raw == nil {
+				blocks = nil
+				for _, fs := range tc.blocks {
+					blocks = append(blocks, block(t, enc, &buf, fs...))
+				}
+			}
+			var err error
+			for _, b := range blocks {
+				cc.hdr.start(1, !tc.open)
+				if err = cc.readHeaders(b, true); err != nil {
+					break
+				}
+			}
+			if tc.connErr {
+				if err == nil {
+					t.Fatal("the connection goes on; want it failed")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("connection failed: %v", err)
+			}
+			select {
+			case <-st.done:
+				if tc.open {
+					t.Fatalf("stream ended (%v); want it waiting for its body", st.err)
+				}
+			default:
+				if !tc.open {
+					t.Fatal("stream still open")
+				}
+				if st.status != tc.status {
+					t.Fatalf("status %d, want %d", st.status, tc.status)
+				}
+				return
+			}
+			switch {
+			case tc.err == "" && (st.err != nil || st.status != tc.status):
+				t.Fatalf("status %d, %v; want %d", st.status, st.err, tc.status)
+			case tc.err != "" && (st.err == nil || !strings.Contains(st.err.Error(), tc.err)):
+				t.Fatalf("stream error %v, want one saying %q", st.err, tc.err)
+			}
+		})
 	}
 }
