@@ -71,6 +71,14 @@ var walkCases = []string{
 	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><encrypted xmlns='tigase:push:encrypt:0' iv='aXY=' type='aes'>cGF5<b>x</b>bG9hZA==</encrypted><encrypted xmlns='tigase:push:encrypt:0' xmlns:e='e' e:iv='other'/><encrypted xmlns='urn:other' iv='no'>no</encrypted></notification></item></publish></pubsub></iq>`,
 	// publish-options with two forms and comments.
 	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'/><publish-options><!-- c --><x xmlns='jabber:x:data'><field var='secret'><value>s</value></field></x><x xmlns='jabber:x:data' type='t'><field var='k'><value>v</value></field></x></publish-options></pubsub></iq>`,
+	// More than the memory a walk takes at once: two items with a
+	// notification each, a form of eight fields, more forms after it.
+	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'>` +
+		`<field var='a'><value>1</value></field><field var='b'><value>2</value><value>3</value></field><field var='c'><value>4</value></field><field var='d'><value>5</value></field>` +
+		`<field var='e'><value>6</value></field><field var='f'><value>7</value></field><field var='g'><value>8</value></field><field var='h'><value>9</value></field></x>` +
+		`<x xmlns='jabber:x:data'><field var='i'><value>10</value></field></x></notification></item>` +
+		`<item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'><field var='j'><value>11</value></field></x></notification></item></publish>` +
+		`<publish-options><x xmlns='jabber:x:data'><field var='secret'><value>s</value></field></x></publish-options></pubsub></iq>`,
 	// Broken XML inside the payload.
 	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item></publish></pubsub></iq>`,
 	`<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'><field var='a'><value>&bogus;</value></field></x></notification></item></publish></pubsub></iq>`,
