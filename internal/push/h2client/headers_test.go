@@ -77,13 +77,13 @@ func TestResponseHeaderFields(t *testing.T) {
 // body.
 func TestResponseHeaderBlocks(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		blocks [][]hpack.HeaderField
-		raw    []byte // instead of blocks
-		status int
-		err    string // of the stream; "" for none
-		connErr,
-		open bool // the stream goes on (no END_STREAM)
+		name    string
+		blocks  [][]hpack.HeaderField
+		raw     []byte // instead of blocks
+		status  int
+		err     string // of the stream; "" for none
+		connErr bool   // the block fails the connection
+		open    bool   // the stream goes on (no END_STREAM)
 	}{
 		{name: "ok", blocks: [][]hpack.HeaderField{{field(":status", "410"), field("apns-id", "x")}}, status: 410},
 		{name: "interim first", blocks: [][]hpack.HeaderField{{field(":status", "100")}, {field(":status", "200")}}, status: 200},
@@ -104,7 +104,6 @@ func TestResponseHeaderBlocks(t *testing.T) {
 			cc, st := testConn(t)
 			var buf bytes.Buffer
 			enc := hpack.NewEncoder(&buf)
-			enc.SetMaxDynamicTableSizeLimit(4096)
 			blocks := [][]byte{tc.raw}
 			if tc.raw == nil {
 				blocks = nil
