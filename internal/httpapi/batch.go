@@ -54,11 +54,13 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	results := make([]batchResult, len(pushes))
 	var wg sync.WaitGroup
+	ctx := pushContext(r)
 	for i, p := range pushes {
 		wg.Add(1)
+		// A client that is gone stops the pushes not yet started.
 		err := a.pushers.run(r.Context(), func() {
 			defer wg.Done()
-			results[i] = batchResultOf(p.Node, a.Service.Push(r.Context(), appserver.PushRequest{Node: p.Node, Secret: p.Secret}))
+			results[i] = batchResultOf(p.Node, a.Service.Push(ctx, appserver.PushRequest{Node: p.Node, Secret: p.Secret}))
 		})
 		if err != nil { // the client is gone
 			wg.Done()

@@ -228,7 +228,7 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	}
 	node := f.Get("node")
 	// No summary: priority auto makes this a silent push, as the seed does.
-	err := a.Service.Push(r.Context(), appserver.PushRequest{Node: node, Secret: f.Get("secret")})
+	err := a.Service.Push(pushContext(r), appserver.PushRequest{Node: node, Secret: f.Get("secret")})
 	if err != nil {
 		_, why := pushOutcome(err)
 		text(w, "ERROR\n"+why)
@@ -236,6 +236,15 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	}
 	text(w, "OK\n"+node)
 }
+
+// pushContext is the context a requested push runs under: the request's
+// values, but not its end. A push once asked for is carried out whether
+// or not the client waits for the answer, as a publish IQ's push is; its
+// own deadline (the app's push_deadline) bounds it. Under the request's
+// context, which ends when the client hangs up, a push would also take a
+// timer and five allocations of its own, where pushes under way together
+// share their deadline's (internal/deadline).
+func pushContext(r *http.Request) context.Context { return context.WithoutCancel(r.Context()) }
 
 // pushOutcome is a failed push's status code in a push-batch answer and
 // the text both push endpoints answer.

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -390,5 +391,85 @@ func TestReadyFollowsChecks(t *testing.T) {
 	appOK.Store(true)
 	if code, body := get(); code != 200 || body != "READY\n" {
 		t.Fatalf("%d %q", code, body)
+	}
+}
+
+// gate is a push service whose Send waits until released, then reports
+// whether the push's context had ended.
+type gate struct {
+	entered, release chan struct{}
+	ended            chan error
+}
+
+func (g *gate) Send(ctx context.Context, _ push.Notification) error {
+	g.entered <- struct{}{}
+	<-g.release
+	g.ended <- ctx.Err()
+	return nil
+}
+
+// A push once asked for is carried out when the client hangs up before
+// the answer, on /v1/push and on push-batch alike.
+func TestPushOutlivesItsRequest(t *testing.T) {
+	for _, tc := range []struct{ path, body string }{
+		{"/push_appserver/v1/push", "node=n1&secret=%s"},
+		{"/push_appserver/v1/push-batch", `{"pushes": [{"node": "n1", "secret": %q}]}`},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { store.Close() })
+			g := &gate{entered: make(chan struct{}, 1), release: make(chan struct{}), ended: make(chan error, 1)}
+			logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+			svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: g}}, appserver.Options{}, logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := httpapi.New(httpapi.Options{Service: svc, Registrations: store, Logger: logger})
+			requests := make(chan *http.Request, 4)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests <- r
+				h.ServeHTTP(w, r)
+			}))
+			t.Cleanup(srv.Close)
+			f := &fixture{srv: srv}
+			_, body, _ := f.do(t, "POST", "/push_appserver/v1/register", "type=fcm&node=n1&token=tok")
+			<-requests
+			lines := strings.Split(body, "\n")
+			if len(lines) != 3 {
+				t.Fatalf("register: %q", body)
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			req, err := http.NewRequestWithContext(ctx, "POST", srv.URL+tc.path, strings.NewReader(fmt.Sprintf(tc.body, lines[2])))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			done := make(chan error, 1)
+			go func() {
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			<-g.entered
+			cancel()
+			if err := <-done; err == nil {
+				t.Fatal("the request was answered before the push ended")
+			}
+			select {
+			case <-(<-requests).Context().Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("the server did not notice the client hang up")
+			}
+			close(g.release)
+			if err := <-g.ended; err != nil {
+				t.Fatalf("the push's context ended with its request: %v", err)
+			}
+		})
 	}
 }
