@@ -85,7 +85,7 @@ func main() {
 	flag.StringVar(&o.callgrindTo, "callgrind-out", "", "with -instructions: keep callgrind's dumps (one per path) as this file name plus .1, .2 (for callgrind_annotate)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a 10 s CPU profile of the server, taken during the closed loop of -profile, to this file")
 	flag.StringVar(&o.profilePhase, "profile", "xmpp", "phase of -cpuprofile: xmpp, http (closed loops), xmpp-rate, http-rate (fixed rate; make -open-d at least 10s) or registrations")
-	flag.StringVar(&o.heapprofile, "heapprofile", "", "write a heap profile of the server, taken after the closed loop, to this file")
+	flag.StringVar(&o.heapprofile, "heapprofile", "", "write a heap profile of the server, taken after the first closed loop (XEP-0357's, or HTTP's with -paths http), to this file")
 	flag.StringVar(&o.serverLog, "server-log", "", "write the server's log to this file")
 	flag.DurationVar(&o.soak, "soak", 0, "instead of the phases, send publish IQs at -soak-rate for this long, report RSS, goroutines, open fds and p99 every -soak-every, and fail if one keeps growing")
 	flag.Float64Var(&o.soakRate, "soak-rate", 500, "publish IQs per second during -soak")

@@ -31,17 +31,25 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 		}
 		return closed.Rate / 2
 	}
+	// The heap profile's allocation counts are the server's since it
+	// started: taken after the first closed loop, they hold that loop's
+	// pushes and the registrations before it.
+	heapProfile := func() {
+		if o.heapprofile == "" {
+			return
+		}
+		if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/heap", o.heapprofile); err != nil {
+			fmt.Fprintln(os.Stderr, "heap profile:", err)
+		}
+		o.heapprofile = ""
+	}
 	if o.path("xmpp") {
 		profiled := startProfile(o, "xmpp", pprofAddr)
 		fmt.Fprintf(os.Stderr, "XEP-0357 closed loop: %d in flight for %s ...\n", o.concurrency, o.duration)
 		res.Closed = measure(func() *Phase { return stream.ClosedLoop(devices, o.concurrency, o.duration, 0) })
 		res.ServerCPUus, res.AllocsPerPush, res.PushesPS = res.Closed.CPUus, res.Closed.Allocs, res.Closed.Rate
 		profiled()
-		if o.heapprofile != "" {
-			if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/heap", o.heapprofile); err != nil {
-				fmt.Fprintln(os.Stderr, "heap profile:", err)
-			}
-		}
+		heapProfile()
 		if rate := openRate(res.Closed); rate > 0 {
 			profiled := startProfile(o, "xmpp-rate", pprofAddr)
 			fmt.Fprintf(os.Stderr, "XEP-0357 open loop: %.0f IQs/s for %s ...\n", rate, o.openFor)
@@ -59,6 +67,7 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 		}
 		res.HTTPClosed = measure(func() *Phase { return web.ClosedLoop(devices, o.httpC, o.duration, 0) })
 		profiled()
+		heapProfile()
 		res.HTTPServerCPUus, res.HTTPAllocsPerPush, res.HTTPPushesPS = res.HTTPClosed.CPUus, res.HTTPClosed.Allocs, res.HTTPClosed.Rate
 		if rate := openRate(res.HTTPClosed); rate > 0 {
 			profiled := startProfile(o, "http-rate", pprofAddr)
