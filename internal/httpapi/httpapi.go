@@ -167,9 +167,18 @@ func forbidden(w http.ResponseWriter, err error) {
 	io.WriteString(w, "ERROR\n"+firstLine(err))
 }
 
-func text(w http.ResponseWriter, body string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	io.WriteString(w, body)
+// textPlain is the Content-Type of every text answer. net/http copies a
+// handler's header before it writes it and never changes the values, so
+// one slice serves every answer: Header.Set allocated one per answer.
+var textPlain = []string{"text/plain; charset=utf-8"}
+
+// text answers with the lines given, written one after the other into
+// the response's buffer rather than joined first.
+func text(w http.ResponseWriter, lines ...string) {
+	w.Header()["Content-Type"] = textPlain
+	for _, l := range lines {
+		io.WriteString(w, l)
+	}
 }
 
 func (a *api) register(w http.ResponseWriter, r *http.Request) {
@@ -183,7 +192,7 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	reg, err := a.Service.Register(r.Context(), caller, f.Get("type"), f.Get("node"), f.Get("token"))
 	switch {
 	case err == nil:
-		text(w, "OK\n"+reg.Node+"\n"+reg.Secret)
+		text(w, "OK\n", reg.Node, "\n", reg.Secret)
 	case errors.Is(err, appserver.ErrForbidden):
 		forbidden(w, err)
 	case errors.Is(err, appserver.ErrUnknownType):
@@ -208,7 +217,7 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		// The seed answered the secret on a third line, to whoever asked.
 		// The line stays, empty, for clients that count lines.
-		text(w, "OK\n"+reg.Node+"\n")
+		text(w, "OK\n", reg.Node, "\n")
 	case errors.Is(err, appserver.ErrForbidden):
 		forbidden(w, err)
 	case errors.Is(err, appserver.ErrNotFound):
@@ -231,10 +240,10 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	err := a.Service.Push(pushContext(r), appserver.PushRequest{Node: node, Secret: f.Get("secret")})
 	if err != nil {
 		_, why := pushOutcome(err)
-		text(w, "ERROR\n"+why)
+		text(w, "ERROR\n", why)
 		return
 	}
-	text(w, "OK\n"+node)
+	text(w, "OK\n", node)
 }
 
 // pushContext is the context a requested push runs under: the request's
