@@ -116,9 +116,12 @@ endpoint_ports = [%d, %s]
 
 	// Every answer the mock can give, and an endpoint nobody listens on,
 	// for the check below that no subscription shows in logs or reasons.
+	// The 429's Retry-After is past the push's deadline (push_deadline
+	// 1 s, which pushes under way together share rounded up to 10 ms, so
+	// a Retry-After of exactly 1 s may still fit).
 	subs := []webpushmock.Subscription{sub}
 	for i, faults := range [][]webpushmock.Fault{
-		{{Status: 404}}, {{Status: 413}}, {{Status: 429, RetryAfter: "1"}}, {{Status: 400}},
+		{{Status: 404}}, {{Status: 413}}, {{Status: 429, RetryAfter: "2"}}, {{Status: 400}},
 		{{Status: 401}, {Status: 401}}, {{Status: 403}, {Status: 403}}, {{Status: 307, Location: "https://127.0.0.1:1/"}},
 		{{Status: 500}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}},
 		nil,
