@@ -155,14 +155,14 @@ func readBody(body io.Reader, limit int) ([]byte, string) {
 }
 
 func badRequest(w http.ResponseWriter, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header()["Content-Type"] = textPlain
 	w.WriteHeader(http.StatusBadRequest)
 	io.WriteString(w, "ERROR\n"+msg)
 }
 
 // forbidden answers a registration change the caller may not make.
 func forbidden(w http.ResponseWriter, err error) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header()["Content-Type"] = textPlain
 	w.WriteHeader(http.StatusForbidden)
 	io.WriteString(w, "ERROR\n"+firstLine(err))
 }
@@ -308,7 +308,7 @@ func (a *api) forbidden(w http.ResponseWriter) bool {
 	if a.Debugging {
 		return false
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header()["Content-Type"] = textPlain
 	w.WriteHeader(http.StatusForbidden)
 	io.WriteString(w, "ERROR\nDebugging is disabled")
 	return true
@@ -345,7 +345,7 @@ func (a *api) settingsNode(w http.ResponseWriter, r *http.Request) {
 	}
 	reg, err := a.Registrations.Get(r.Context(), r.PathValue("node"))
 	if errors.Is(err, registry.ErrNotFound) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header()["Content-Type"] = textPlain
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, "ERROR\nNode not found!")
 		return
@@ -385,7 +385,7 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	if len(down) > 0 {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header()["Content-Type"] = textPlain
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprint(w, "NOT READY\n"+strings.Join(down, "\n")+"\n")
 		return
