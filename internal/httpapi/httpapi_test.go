@@ -473,3 +473,31 @@ func TestPushOutlivesItsRequest(t *testing.T) {
 		})
 	}
 }
+
+// A body sent without its length (chunked) is limited as one that gives
+// it.
+func TestBodyOfUnknownLength(t *testing.T) {
+	f := newFixture(t, false, 0)
+	for _, tc := range []struct{ body, want string }{
+		{"node=nope&secret=s", "ERROR\nNode or secret not found!"},
+		{"node=nope&secret=" + strings.Repeat("s", httpapi.MaxBodySize), "ERROR\nRequest body larger than 4096 bytes"},
+	} {
+		// A reader net/http cannot tell the length of.
+		body := io.MultiReader(strings.NewReader(tc.body))
+		req, err := http.NewRequest("POST", f.srv.URL+"/push_appserver/v1/push", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// ContentLength 0 with a body: sent chunked.
+		if req.ContentLength != 0 || string(b) != tc.want {
+			t.Errorf("%d bytes (length %d): %q, want %q", len(tc.body), req.ContentLength, b, tc.want)
+		}
+	}
+}
