@@ -155,16 +155,12 @@ func readBody(body io.Reader, limit int) ([]byte, string) {
 }
 
 func badRequest(w http.ResponseWriter, msg string) {
-	w.Header()["Content-Type"] = textPlain
-	w.WriteHeader(http.StatusBadRequest)
-	io.WriteString(w, "ERROR\n"+msg)
+	textStatus(w, http.StatusBadRequest, "ERROR\n", msg)
 }
 
 // forbidden answers a registration change the caller may not make.
 func forbidden(w http.ResponseWriter, err error) {
-	w.Header()["Content-Type"] = textPlain
-	w.WriteHeader(http.StatusForbidden)
-	io.WriteString(w, "ERROR\n"+firstLine(err))
+	textStatus(w, http.StatusForbidden, "ERROR\n", firstLine(err))
 }
 
 // textPlain is the Content-Type of every text answer. net/http copies a
@@ -172,10 +168,14 @@ func forbidden(w http.ResponseWriter, err error) {
 // one slice serves every answer: Header.Set allocated one per answer.
 var textPlain = []string{"text/plain; charset=utf-8"}
 
-// text answers with the lines given, written one after the other into
-// the response's buffer rather than joined first.
-func text(w http.ResponseWriter, lines ...string) {
+// text answers 200 with the lines given.
+func text(w http.ResponseWriter, lines ...string) { textStatus(w, http.StatusOK, lines...) }
+
+// textStatus answers status with the lines given, written one after the
+// other into the response's buffer rather than joined first.
+func textStatus(w http.ResponseWriter, status int, lines ...string) {
 	w.Header()["Content-Type"] = textPlain
+	w.WriteHeader(status)
 	for _, l := range lines {
 		io.WriteString(w, l)
 	}
@@ -308,9 +308,7 @@ func (a *api) forbidden(w http.ResponseWriter) bool {
 	if a.Debugging {
 		return false
 	}
-	w.Header()["Content-Type"] = textPlain
-	w.WriteHeader(http.StatusForbidden)
-	io.WriteString(w, "ERROR\nDebugging is disabled")
+	textStatus(w, http.StatusForbidden, "ERROR\nDebugging is disabled")
 	return true
 }
 
@@ -345,9 +343,7 @@ func (a *api) settingsNode(w http.ResponseWriter, r *http.Request) {
 	}
 	reg, err := a.Registrations.Get(r.Context(), r.PathValue("node"))
 	if errors.Is(err, registry.ErrNotFound) {
-		w.Header()["Content-Type"] = textPlain
-		w.WriteHeader(http.StatusNotFound)
-		io.WriteString(w, "ERROR\nNode not found!")
+		textStatus(w, http.StatusNotFound, "ERROR\nNode not found!")
 		return
 	}
 	if err != nil {
@@ -385,9 +381,7 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	if len(down) > 0 {
-		w.Header()["Content-Type"] = textPlain
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprint(w, "NOT READY\n"+strings.Join(down, "\n")+"\n")
+		textStatus(w, http.StatusServiceUnavailable, "NOT READY\n", strings.Join(down, "\n"), "\n")
 		return
 	}
 	text(w, "READY\n")
