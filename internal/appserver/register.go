@@ -136,7 +136,9 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			return r, nil
 		}
 	}
-	s.changed(r.Node)
+	// The cache entry goes before the write as well as after it; the
+	// success written for the node need only be forgotten after.
+	s.cache.drop(r.Node)
 	stored, err := s.store.Register(ctx, r.Node, decide)
 	s.changed(r.Node)
 	if errors.Is(err, ErrForbidden) || errors.Is(err, ErrQuota) {

@@ -15,8 +15,9 @@ import (
 // statusWriter collects push outcomes and writes them in one transaction per
 // interval, or sooner once earlyBatch are pending, so the push path never
 // waits for the disk. Outcomes for the same node and kind (success or
-// error) pending together collapse into the latest, which is all the record keeps anyway, and a device's success
-// is written at most once every successResolution.
+// error) pending together collapse into the latest, which is all the
+// record keeps anyway, and a device's success is written at most once
+// every successResolution.
 type statusWriter struct {
 	store  registry.Store
 	logger *slog.Logger
