@@ -37,6 +37,10 @@ func TellAnswer(ctx context.Context, a func() Answer) {
 	}
 }
 
+// WantsAnswer reports whether ctx has an answer hook, which shows an
+// answer whole: a backend must then keep every header field.
+func WantsAnswer(ctx context.Context) bool { return answerHook(ctx) != nil }
+
 func answerHook(ctx context.Context) func(Answer) {
 	fn, _ := ctx.Value(answerHookKey{}).(func(Answer))
 	return fn

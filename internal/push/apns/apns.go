@@ -457,7 +457,9 @@ func maxPayload(p push.Priority) int {
 
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
 	// The token is hex (ValidateToken), so the path needs no escaping.
-	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path + token, Header: r.header, Body: r.payload}
+	// A success's apns-id is read only for the debug log.
+	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path + token, Header: r.header, Body: r.payload,
+		SkipSuccessFields: !push.WantsAnswer(ctx) && !b.logger.Enabled(ctx, slog.LevelDebug)}
 	if r.fields != nil {
 		req.Header, req.Fields = r.extra, r.fields
 	}

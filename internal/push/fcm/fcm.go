@@ -411,7 +411,9 @@ func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status i
 	if err != nil {
 		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM access token", Err: err}
 	}
-	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path, Fields: fields, Body: body}
+	// A success is read from its body alone.
+	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path, Fields: fields, Body: body,
+		SkipSuccessFields: !push.WantsAnswer(ctx)}
 	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
 		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM request", Err: err}

@@ -100,6 +100,7 @@ type stream struct {
 	// Set by the read loop before done is closed, read after.
 	status     int
 	fields     []hpack.HeaderField // regular header fields, in the order they came
+	skipOK     bool                // Request.SkipSuccessFields; set before the stream is known
 	body       []byte
 	err        error
 	gotHeaders bool
@@ -232,6 +233,14 @@ func (cc *clientConn) start(ctx context.Context) error {
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamRecvWindow},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
+		// No dynamic table for the service's header fields: an
+		// answer's ids are new with every answer, and a table only
+		// makes us decode them to keep it, even when the caller reads
+		// none (Request.SkipSuccessFields). The fields that repeat,
+		// :status 200 above all, are in HPACK's static table. Our
+		// decoder's table stays at the default (headerReader), so a
+		// service that goes on indexing is still understood.
+		http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0},
 	)
 	cc.fr.WriteWindowUpdate(0, connRecvWindow-65535)
 	if deadline, ok := ctx.Deadline(); ok {
@@ -323,7 +332,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 		return Response{}, err
 	}
 	body := req.Body
-	st := &stream{done: make(chan struct{})}
+	st := &stream{done: make(chan struct{}), skipOK: req.SkipSuccessFields}
 
 	cc.wmu.Lock()
 	cc.mu.Lock()
@@ -672,7 +681,8 @@ func (cc *clientConn) readFrames() error {
 		case *http2.HeadersFrame:
 			// The framer sees to it that the block's CONTINUATION
 			// frames come next, and nothing else.
-			cc.hdr.start(f.StreamID, f.StreamEnded())
+			st := cc.stream(f.StreamID)
+			cc.hdr.start(f.StreamID, f.StreamEnded(), st != nil && st.skipOK)
 			if err := cc.readHeaders(f.HeaderBlockFragment(), f.HeadersEnded()); err != nil {
 				return err
 			}

@@ -104,6 +104,12 @@ type Request struct {
 	Fields *Fields
 	Header http.Header
 	Body   []byte
+	// SkipSuccessFields says the caller reads no header field of a 2xx
+	// response, so the client need not decode them: Response.Get then
+	// finds none. A push service's answer to a push that went through
+	// is a status and an id or two, and decoding the ids was a tenth of
+	// the instructions of a push (see clientConn.start's SETTINGS).
+	SkipSuccessFields bool
 }
 
 // Response is a whole response: the read loop reads the body before Do

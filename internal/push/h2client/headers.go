@@ -37,20 +37,25 @@ type headerReader struct {
 	regular   bool   // a regular field came: no pseudo-header field may follow
 	invalid   error
 	truncated bool
+	// skipOK leaves the fields after a 2xx :status undecoded.
+	skipOK bool
 }
 
 func newHeaderReader() *headerReader {
 	h := &headerReader{}
-	// The table size is HPACK's default, which our SETTINGS leave as it
-	// is.
+	// Our SETTINGS ask the service for a table of 0 bytes, which it
+	// says with a size update in its next header block; until then,
+	// and should it never do so, the table is HPACK's default.
 	h.dec = hpack.NewDecoder(4096, h.field)
 	h.dec.SetMaxStringLength(maxHeaderListSize)
 	return h
 }
 
-// start begins the block of a HEADERS frame.
-func (h *headerReader) start(streamID uint32, endStream bool) {
-	h.streamID, h.endStream = streamID, endStream
+// start begins the block of a HEADERS frame. With skipOK, the fields
+// that follow a 2xx :status are not decoded, unless HPACK's table needs
+// them.
+func (h *headerReader) start(streamID uint32, endStream, skipOK bool) {
+	h.streamID, h.endStream, h.skipOK = streamID, endStream, skipOK
 	h.status, h.fields, h.left, h.read = "", h.fields[:0], maxHeaderListSize, 0
 	h.regular, h.invalid, h.truncated = false, nil, false
 	h.dec.SetEmitEnabled(true)
@@ -113,6 +118,9 @@ func (h *headerReader) field(f hpack.HeaderField) {
 			h.invalid = errors.New("two :status fields")
 		default:
 			h.status = f.Value
+			if h.skipOK && len(f.Value) == 3 && f.Value[0] == '2' {
+				h.dec.SetEmitEnabled(false)
+			}
 		}
 		return
 	}

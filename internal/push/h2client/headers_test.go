@@ -2,12 +2,15 @@ package h2client
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
@@ -48,7 +51,7 @@ func TestResponseHeaderFields(t *testing.T) {
 		field("a", "1"), field("b", "2"), field("a", "3"), field("c", "4"), field("b", "5"))
 	for _, split := range []int{len(b), 1, len(b) / 2} {
 		cc, st := testConn(t)
-		cc.hdr.start(1, true)
+		cc.hdr.start(1, true, false)
 		if err := cc.readHeaders(b[:split], split == len(b)); err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +116,7 @@ func TestResponseHeaderBlocks(t *testing.T) {
 			}
 			var err error
 			for _, b := range blocks {
-				cc.hdr.start(1, !tc.open)
+				cc.hdr.start(1, !tc.open, false)
 				if err = cc.readHeaders(b, true); err != nil {
 					break
 				}
@@ -148,5 +151,78 @@ func TestResponseHeaderBlocks(t *testing.T) {
 				t.Fatalf("stream error %v, want one saying %q", st.err, tc.err)
 			}
 		})
+	}
+}
+
+// With skipOK, a 2xx response comes without its fields, and any other
+// with them. The fields skipped still go into HPACK's table when the
+// service indexes them, so a later block that refers to them decodes.
+func TestSkipSuccessFields(t *testing.T) {
+	cc, _ := testConn(t)
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf) // indexes every field, at HPACK's default table size
+	for i, tc := range []struct {
+		fields []hpack.HeaderField
+		skipOK bool
+		want   []hpack.HeaderField
+	}{
+		{[]hpack.HeaderField{field(":status", "200"), field("apns-id", "a1")}, true, nil},
+		{[]hpack.HeaderField{field(":status", "204"), field("apns-id", "a2"), field("x", "1")}, true, nil},
+		// a1 and a2 are in the table now: they come as indexes.
+		{[]hpack.HeaderField{field(":status", "410"), field("apns-id", "a1"), field("x", "1")}, true, []hpack.HeaderField{field("apns-id", "a1"), field("x", "1")}},
+		{[]hpack.HeaderField{field(":status", "200"), field("apns-id", "a2")}, false, []hpack.HeaderField{field("apns-id", "a2")}},
+		{[]hpack.HeaderField{field(":status", "100"), field("x", "1")}, true, nil},
+		{[]hpack.HeaderField{field(":status", "200"), field("apns-id", "a1"), field("x", "1")}, true, nil},
+	} {
+		id := uint32(2*i + 1)
+		st := &stream{id: id, done: make(chan struct{})}
+		cc.streams[id] = st
+		cc.hdr.start(id, true, tc.skipOK)
+		if err := cc.readHeaders(block(t, enc, &buf, tc.fields...), true); err != nil {
+			t.Fatalf("block %d: %v", i, err)
+		}
+		if tc.fields[0].Value == "100" {
+			if st.gotHeaders {
+				t.Fatalf("block %d: an interim response ended the headers", i)
+			}
+			continue
+		}
+		<-st.done
+		if want, _ := strconv.Atoi(tc.fields[0].Value); st.err != nil || st.status != want || !reflect.DeepEqual(st.fields, tc.want) {
+			t.Fatalf("block %d: status %d, fields %v, %v; want %d, %v", i, st.status, st.fields, st.err, want, tc.want)
+		}
+	}
+}
+
+// The client asks the service to keep no HPACK table for its answers, so
+// that their ids come as literals, which it need not decode.
+func TestAsksForNoHeaderTable(t *testing.T) {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	cc := newClientConn(a, func(bool) {})
+	started := make(chan error, 1)
+	go func() { started <- cc.start(context.Background()) }()
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(b, preface); err != nil || string(preface) != http2.ClientPreface {
+		t.Fatalf("preface %q, %v", preface, err)
+	}
+	fr := http2.NewFramer(b, b)
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f.Header().Type)
+	}
+	if v, ok := sf.Value(http2.SettingHeaderTableSize); !ok || v != 0 {
+		t.Fatalf("SETTINGS_HEADER_TABLE_SIZE %d (sent: %v), want 0", v, ok)
+	}
+	go io.Copy(io.Discard, b) // the window update and the acknowledgement
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-started; err != nil {
+		t.Fatal(err)
 	}
 }
