@@ -104,11 +104,16 @@ func (b *Breaker) Judge(err error) error {
 	if suspect {
 		bk.suspect++
 	}
-	answers, suspects := b.count(now)
-	bad := answers >= b.opts.MinAnswers && 2*suspects > answers
 	var changed, tripped bool
+	// Only a suspect answer can trip the breaker, and only a success can
+	// clear it: a success on a healthy app, nearly every push, need not
+	// sum the window.
+	var answers, suspects int
+	if suspect || b.tripped {
+		answers, suspects = b.count(now)
+	}
 	switch {
-	case !b.tripped && bad && suspect:
+	case !b.tripped && suspect && answers >= b.opts.MinAnswers && 2*suspects > answers:
 		b.tripped, b.cause, changed = true, s.Cause, true
 	case b.tripped && !suspect && err == nil && 2*suspects <= answers:
 		b.tripped, b.cause, changed = false, "", true
