@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -113,5 +114,35 @@ func TestNewFields(t *testing.T) {
 	}
 	if want := []hpack.HeaderField{{Name: "x-two", Value: "1"}, {Name: "x-two", Value: "2"}}; !slices.Equal(fs.list, want) {
 		t.Fatalf("fields %v, want %v", fs.list, want)
+	}
+}
+
+// :path and content-length go as never-indexed literals, their values as
+// they are, and decode to the same field for lengths on either side of
+// each boundary of HPACK's integers.
+func TestLiteralFields(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc := newClientConn(a, func(bool) {})
+	dec := hpack.NewDecoder(4096, nil)
+	for _, n := range []int{0, 1, 126, 127, 128, 254, 255, 16510, 16511, 70000} {
+		value := strings.Repeat("d", n)
+		for _, f := range []struct {
+			name  string
+			index uint64
+		}{{":path", staticPath}, {"content-length", staticContentLength}} {
+			cc.hbuf.Reset()
+			cc.writeLiteral(f.index, value)
+			block := cc.hbuf.Bytes()
+			got, err := dec.DecodeFull(block)
+			want := []hpack.HeaderField{{Name: f.name, Value: value, Sensitive: true}}
+			if err != nil || !slices.Equal(got, want) {
+				t.Fatalf("%s of %d bytes: decoded %.60v, %v", f.name, n, got, err)
+			}
+			if !bytes.HasSuffix(block, []byte(value)) {
+				t.Fatalf("%s of %d bytes: the value is not sent as it is", f.name, n)
+			}
+		}
 	}
 }
