@@ -398,7 +398,7 @@ func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 	}
 	// Never indexed: device tokens make every path new, and indexing
 	// them would only evict the fields that do repeat.
-	cc.writeLiteral(staticPath, req.Path)
+	writeLiteral(&cc.hbuf, staticPath, req.Path)
 	if fs := req.Fields; fs != nil {
 		if b, ok := cc.encoded[fs]; ok {
 			cc.hbuf.Write(b)
@@ -431,7 +431,8 @@ func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 		// Not indexed either: payloads of many lengths would each add
 		// an entry, and every entry added makes the encodings kept
 		// above useless.
-		cc.writeLiteral(staticContentLength, strconv.Itoa(bodyLen))
+		var digits [20]byte
+		writeLiteral(&cc.hbuf, staticContentLength, strconv.AppendInt(digits[:0], int64(bodyLen), 10))
 	}
 	block := cc.hbuf.Bytes()
 	first := block[:min(len(block), int(maxFrame))]
@@ -451,20 +452,21 @@ const (
 	staticContentLength = 28 // content-length
 )
 
-// writeLiteral writes into the header block a field whose name is entry
+// writeLiteral writes to a header block a field whose name is entry
 // index of HPACK's static table, never indexed, its value as it is (RFC
-// 7541 6.2.3). wmu is held.
+// 7541 6.2.3).
 //
 // The encoder would Huffman-code the value: a device token's path came
 // out a quarter shorter, for 1,800 instructions a push, of a request
 // whose payload is several times larger anyway. Its API has no way to
 // leave the code out, and these few bytes need none of its state:
-// a never-indexed field leaves the table alone.
-func (cc *clientConn) writeLiteral(index uint64, value string) {
-	b := cc.hbuf.AvailableBuffer()
+// a never-indexed field leaves the table alone. A value in bytes (the
+// length's digits, made on the stack) costs no string.
+func writeLiteral[T string | []byte](block *bytes.Buffer, index uint64, value T) {
+	b := block.AvailableBuffer()
 	b = appendInt(b, 4, 0x10, index)
 	b = appendInt(b, 7, 0, uint64(len(value))) // 0: not Huffman-coded
-	cc.hbuf.Write(append(b, value...))
+	block.Write(append(b, value...))
 }
 
 // appendInt appends HPACK's representation of i on an n-bit prefix (RFC
