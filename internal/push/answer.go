@@ -28,20 +28,12 @@ func WithAnswerHook(ctx context.Context, fn func(Answer)) context.Context {
 	return context.WithValue(ctx, answerHookKey{}, fn)
 }
 
-// TellAnswer hands ctx's answer hook, if any, the answer a makes; a is
-// called only then. It is for backends that read answers without an
-// http.Response (ReadBody and DiscardBody tell the hook themselves).
-func TellAnswer(ctx context.Context, a func() Answer) {
-	if fn := answerHook(ctx); fn != nil {
-		fn(a())
-	}
-}
-
-// WantsAnswer reports whether ctx has an answer hook, which shows an
-// answer whole: a backend must then keep every header field.
-func WantsAnswer(ctx context.Context) bool { return answerHook(ctx) != nil }
-
-func answerHook(ctx context.Context) func(Answer) {
+// AnswerHook returns ctx's answer hook, nil if there is none. Backends
+// that read answers without an http.Response hand it each answer
+// themselves (ReadBody and DiscardBody do it for the others), and keep
+// every header field of an answer for it. One lookup a push: a context
+// made by context.WithoutCancel, as an HTTP push's is, allocates at each.
+func AnswerHook(ctx context.Context) func(Answer) {
 	fn, _ := ctx.Value(answerHookKey{}).(func(Answer))
 	return fn
 }
@@ -50,7 +42,7 @@ func answerHook(ctx context.Context) func(Answer) {
 // to ctx's answer hook, if any.
 func ReadBody(ctx context.Context, resp *http.Response, limit int64) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	if fn := answerHook(ctx); fn != nil {
+	if fn := AnswerHook(ctx); fn != nil {
 		fn(newAnswer(resp, body))
 	}
 	return body, err
@@ -60,7 +52,7 @@ func ReadBody(ctx context.Context, resp *http.Response, limit int64) ([]byte, er
 // for, so the connection stays reusable; under an answer hook it reads
 // and hands it over instead.
 func DiscardBody(ctx context.Context, resp *http.Response, limit int64) {
-	if fn := answerHook(ctx); fn != nil {
+	if fn := AnswerHook(ctx); fn != nil {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, limit))
 		fn(newAnswer(resp, body))
 		return

@@ -457,9 +457,10 @@ func maxPayload(p push.Priority) int {
 
 func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
 	// The token is hex (ValidateToken), so the path needs no escaping.
+	hook := push.AnswerHook(ctx)
 	// A success's apns-id is read only for the debug log.
 	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path + token, Header: r.header, Body: r.payload,
-		SkipSuccessFields: !push.WantsAnswer(ctx) && !b.logger.Enabled(ctx, slog.LevelDebug)}
+		SkipSuccessFields: hook == nil && !b.logger.Enabled(ctx, slog.LevelDebug)}
 	if r.fields != nil {
 		req.Header, req.Fields = r.extra, r.fields
 	}
@@ -478,9 +479,9 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: push.RedactURL(err, b.base+"/3/device/…")}
 	}
 	body := resp.Body[:min(len(resp.Body), maxAnswer)]
-	push.TellAnswer(ctx, func() push.Answer {
-		return push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path, Status: resp.StatusCode, Header: resp.Header(), Body: body}
-	})
+	if hook != nil {
+		hook(push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path, Status: resp.StatusCode, Header: resp.Header(), Body: body})
+	}
 	a := answer{status: resp.StatusCode, id: resp.Get("apns-id")}
 	// Mostly absent, and Atoi("") allocates its error.
 	if v := resp.Get("retry-after"); v != "" {

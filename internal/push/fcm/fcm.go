@@ -411,17 +411,18 @@ func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status i
 	if err != nil {
 		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM access token", Err: err}
 	}
+	hook := push.AnswerHook(ctx)
 	// A success is read from its body alone.
 	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path, Fields: fields, Body: body,
-		SkipSuccessFields: !push.WantsAnswer(ctx)}
+		SkipSuccessFields: hook == nil}
 	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
 		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM request", Err: err}
 	}
 	answer := resp.Body[:min(len(resp.Body), maxAnswer)]
-	push.TellAnswer(ctx, func() push.Answer {
-		return push.Answer{Method: req.Method, URL: b.sendURL, Status: resp.StatusCode, Header: resp.Header(), Body: answer}
-	})
+	if hook != nil {
+		hook(push.Answer{Method: req.Method, URL: b.sendURL, Status: resp.StatusCode, Header: resp.Header(), Body: answer})
+	}
 	// Mostly absent, and Atoi("") allocates its error.
 	if v := resp.Get("retry-after"); v != "" {
 		if s, err := strconv.Atoi(v); err == nil && s > 0 {
