@@ -429,13 +429,12 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 // MaxInFlight resumed, and the one finishing).
 type workers struct {
 	jobs    chan *iq
-	stop    chan struct{}
 	handle  func(*iq)
 	started atomic.Int64 // goroutines started, for the tests
 }
 
 func newWorkers(handle func(*iq)) *workers {
-	return &workers{jobs: make(chan *iq), stop: make(chan struct{}), handle: handle}
+	return &workers{jobs: make(chan *iq), handle: handle}
 }
 
 // run hands q to an idle worker, or starts one.
@@ -448,19 +447,19 @@ func (p *workers) run(q *iq) {
 	}
 }
 
+// work handles q, then each IQ handed to it, until close. A plain
+// receive rather than a select over jobs and a stop channel: a select
+// was a few hundred instructions of every IQ.
 func (p *workers) work(q *iq) {
-	for {
+	p.handle(q)
+	for q := range p.jobs {
 		p.handle(q)
-		select {
-		case q = <-p.jobs:
-		case <-p.stop:
-			return
-		}
 	}
 }
 
-// close lets the idle workers end; busy ones end after their IQ.
-func (p *workers) close() { close(p.stop) }
+// close lets the idle workers end; busy ones end after their IQ. run
+// must not be called after it: the goroutine that runs them closes them.
+func (p *workers) close() { close(p.jobs) }
 
 // slot lets the handler's push hand its in-flight slot back while it
 // only waits on a timer (a throttle window, a retry's backoff), so that
