@@ -100,7 +100,7 @@ type stream struct {
 	// Set by the read loop before done is closed, read after.
 	status     int
 	fields     []hpack.HeaderField // regular header fields, in the order they came
-	skipOK     bool                // Request.SkipSuccessFields; set before the stream is known
+	skipOK     bool                // Request.SkipSuccessFields; set before the read loop can see the stream
 	body       []byte
 	err        error
 	gotHeaders bool

@@ -23,7 +23,8 @@ import (
 // It checks what the Framer checks of a response: only :status as a
 // pseudo-header field, before every regular one and once; names in
 // lower case and values without forbidden bytes; the list no larger
-// than maxHeaderListSize.
+// than maxHeaderListSize. The fields of a 2xx response whose caller
+// reads none (Request.SkipSuccessFields) are neither checked nor kept.
 type headerReader struct {
 	dec *hpack.Decoder
 

@@ -458,7 +458,8 @@ func (p *workers) work(q *iq) {
 }
 
 // close lets the idle workers end; busy ones end after their IQ. run
-// must not be called after it: the goroutine that runs them closes them.
+// must not be called after it: read, run's only caller, closes them as
+// it returns.
 func (p *workers) close() { close(p.jobs) }
 
 // slot lets the handler's push hand its in-flight slot back while it
