@@ -720,8 +720,7 @@ func (cc *clientConn) readFrames() error {
 		case *http2.HeadersFrame:
 			// The framer sees to it that the block's CONTINUATION
 			// frames come next, and nothing else.
-			st := cc.stream(f.StreamID)
-			cc.hdr.start(f.StreamID, f.StreamEnded(), st != nil && st.skipOK)
+			cc.hdr.start(cc.stream(f.StreamID), f.StreamEnded())
 			if err := cc.readHeaders(f.HeaderBlockFragment(), f.HeadersEnded()); err != nil {
 				return err
 			}
@@ -793,19 +792,23 @@ func (cc *clientConn) readHeaders(fragment []byte, ended bool) error {
 }
 
 // onHeaders acts on a header block the read loop decoded.
+//
+// The stream is the one found when the block began. Abandoned since,
+// it is ended already: finish and resetStream then do nothing, and the
+// status and fields set on it are read by no one.
 func (cc *clientConn) onHeaders(h *headerReader) {
-	st := cc.stream(h.streamID)
+	st := h.st
 	if st == nil {
 		return // abandoned
 	}
 	if !st.gotHeaders {
 		if h.invalid != nil {
-			cc.resetStream(h.streamID, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers: %w", h.invalid))
+			cc.resetStream(st.id, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers: %w", h.invalid))
 			return
 		}
 		code, err := strconv.Atoi(h.status)
 		if err != nil || len(h.status) != 3 || h.truncated {
-			cc.resetStream(h.streamID, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers (:status %q)", h.status))
+			cc.resetStream(st.id, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed response headers (:status %q)", h.status))
 			return
 		}
 		if code < 200 {

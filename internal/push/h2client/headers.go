@@ -28,8 +28,9 @@ import (
 type headerReader struct {
 	dec *hpack.Decoder
 
-	// The block being decoded.
-	streamID  uint32
+	// The block being decoded, and its stream: nil if the stream is
+	// gone (abandoned, or never ours).
+	st        *stream
 	endStream bool
 	status    string
 	fields    []hpack.HeaderField
@@ -38,8 +39,6 @@ type headerReader struct {
 	regular   bool   // a regular field came: no pseudo-header field may follow
 	invalid   error
 	truncated bool
-	// skipOK leaves the fields after a 2xx :status undecoded.
-	skipOK bool
 }
 
 func newHeaderReader() *headerReader {
@@ -52,11 +51,11 @@ func newHeaderReader() *headerReader {
 	return h
 }
 
-// start begins the block of a HEADERS frame. With skipOK, the fields
-// that follow a 2xx :status are not decoded, unless HPACK's table needs
-// them.
-func (h *headerReader) start(streamID uint32, endStream, skipOK bool) {
-	h.streamID, h.endStream, h.skipOK = streamID, endStream, skipOK
+// start begins the block of a HEADERS frame on st. When st's caller
+// reads no field of a success (skipOK), the fields that follow a 2xx
+// :status are not decoded, unless HPACK's table needs them.
+func (h *headerReader) start(st *stream, endStream bool) {
+	h.st, h.endStream = st, endStream
 	h.status, h.fields, h.left, h.read = "", h.fields[:0], maxHeaderListSize, 0
 	h.regular, h.invalid, h.truncated = false, nil, false
 	h.dec.SetEmitEnabled(true)
@@ -119,7 +118,7 @@ func (h *headerReader) field(f hpack.HeaderField) {
 			h.invalid = errors.New("two :status fields")
 		default:
 			h.status = f.Value
-			if h.skipOK && len(f.Value) == 3 && f.Value[0] == '2' {
+			if h.st != nil && h.st.skipOK && len(f.Value) == 3 && f.Value[0] == '2' {
 				h.dec.SetEmitEnabled(false)
 			}
 		}

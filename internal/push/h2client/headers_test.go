@@ -51,7 +51,7 @@ func TestResponseHeaderFields(t *testing.T) {
 		field("a", "1"), field("b", "2"), field("a", "3"), field("c", "4"), field("b", "5"))
 	for _, split := range []int{len(b), 1, len(b) / 2} {
 		cc, st := testConn(t)
-		cc.hdr.start(1, true, false)
+		cc.hdr.start(st, true)
 		if err := cc.readHeaders(b[:split], split == len(b)); err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +116,7 @@ func TestResponseHeaderBlocks(t *testing.T) {
 			}
 			var err error
 			for _, b := range blocks {
-				cc.hdr.start(1, !tc.open, false)
+				cc.hdr.start(st, !tc.open)
 				if err = cc.readHeaders(b, true); err != nil {
 					break
 				}
@@ -175,9 +175,9 @@ func TestSkipSuccessFields(t *testing.T) {
 		{[]hpack.HeaderField{field(":status", "200"), field("apns-id", "a1"), field("x", "1")}, true, nil},
 	} {
 		id := uint32(2*i + 1)
-		st := &stream{id: id, done: make(chan struct{})}
+		st := &stream{id: id, done: make(chan struct{}), skipOK: tc.skipOK}
 		cc.streams[id] = st
-		cc.hdr.start(id, true, tc.skipOK)
+		cc.hdr.start(st, true)
 		if err := cc.readHeaders(block(t, enc, &buf, tc.fields...), true); err != nil {
 			t.Fatalf("block %d: %v", i, err)
 		}
