@@ -47,6 +47,7 @@ type binding struct {
 // openElement is an element whose end is still to come.
 type openElement struct {
 	raw   xml.Name // as written, prefix in Space
+	name  xml.Name // resolved
 	bound int      // len(decoder.ns) before its bindings
 }
 
@@ -83,12 +84,14 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 			d.err = errTooManyBindings
 			return xmlwalk.Token{}, d.err
 		}
-		d.open = append(d.open, openElement{raw: d.lx.elem, bound: mark})
+		name := d.translate(d.lx.elem, true)
+		d.open = append(d.open, openElement{raw: d.lx.elem, name: name, bound: mark})
+		d.expectEnd()
 		attr := d.lx.attr
 		for i := range attr {
 			attr[i].Name = d.translate(attr[i].Name, false)
 		}
-		return xmlwalk.Token{Kind: k, Name: d.translate(d.lx.elem, true), Attr: attr}, nil
+		return xmlwalk.Token{Kind: k, Name: name, Attr: attr}, nil
 	case xmlwalk.EndElement:
 		name := d.lx.elem
 		if len(d.open) == 0 {
@@ -108,15 +111,24 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 			d.err = syntaxError("element <" + e.raw.Local + "> in space " + e.raw.Space + " closed by </" + name.Local + "> in space " + space)
 			return xmlwalk.Token{}, d.err
 		}
-		// The end's name resolves as its start's did, before the
-		// element's bindings go.
-		name = d.translate(name, true)
+		// The end's name resolves as its start's did: same raw name,
+		// same bindings.
 		d.open = d.open[:len(d.open)-1]
+		d.expectEnd()
 		clear(d.ns[e.bound:]) // no strings kept alive by dead bindings
 		d.ns = d.ns[:e.bound]
-		return xmlwalk.Token{Kind: k, Name: name}, nil
+		return xmlwalk.Token{Kind: k, Name: e.name}, nil
 	}
 	return xmlwalk.Token{Kind: k, Text: d.lx.data}, nil
+}
+
+// expectEnd tells the lexer the name of the element an end tag would
+// close now (see lexer.expect).
+func (d *decoder) expectEnd() {
+	d.lx.expect = ""
+	if n := len(d.open); n > 0 && d.open[n-1].raw.Space == "" {
+		d.lx.expect = d.open[n-1].raw.Local
+	}
 }
 
 func (d *decoder) bind(prefix, space string) {

@@ -57,6 +57,10 @@ var decoderCases = []string{
 	`</a>`, `<a>`, `<a><b>`, `<a/></a>`, `<a>text<b>more</b>tail</a>`,
 	`<p:a xmlns:p='u'><x/></p:a><p:b/>`,
 	"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept'><iq/><stream:error/></stream:stream>",
+	// End tags the lexer takes without reading their names, and those
+	// that only look like them.
+	`<a></ab>`, `<ab></a>`, `<a></a >`, "<a></a\n>", `<a></a/>`, `<a></a`, `<a></`, `<a><b></b><c/></a>`,
+	`<a xmlns='u'><a></a></a>`, `<a:b xmlns:a='u'><b></b></a:b>`, `<:a></:a>`, `<a:></a:>`,
 }
 
 // Name-space declarations in scope are bounded; siblings' do not add up.

@@ -41,6 +41,12 @@ type lexer struct {
 	needClose bool // the last StartElement was self-closing
 	toClose   xml.Name
 
+	// expect is the name of the element an end tag would close, when it
+	// has no prefix (the decoder sets it; "" otherwise). An end tag that
+	// is exactly "</"+expect+">" is taken as it stands, without reading
+	// and interning its name: half a stanza's names are in its end tags.
+	expect string
+
 	// known holds names and values seen, one per slot of a hash of a few
 	// of their bytes: cheaper than a map, bounded, and a peer sending
 	// ever new names only makes them allocate, as encoding/xml would.
@@ -165,6 +171,14 @@ func (l *lexer) next() (xmlwalk.Kind, error) {
 	}
 	switch b {
 	case '/':
+		if e := l.expect; e != "" {
+			c := l.c
+			if rest := c.buf[c.r:c.w]; len(rest) > len(e) && rest[len(e)] == '>' && string(rest[:len(e)]) == e {
+				c.r += len(e) + 1
+				l.elem = xml.Name{Local: e}
+				return xmlwalk.EndElement, nil
+			}
+		}
 		name, ok := l.nsname()
 		if !ok {
 			if l.err == nil {
