@@ -47,7 +47,7 @@ type batchResult struct {
 // It exists for the backends that wake many devices at once: a request
 // per push costs the server more in HTTP than in the push itself.
 func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
-	pushes, msg := readBatch(r.Body)
+	pushes, msg := readBatch(r.Body, r.ContentLength)
 	if msg != "" {
 		badRequest(w, msg)
 		return
@@ -94,8 +94,8 @@ func batchResultOf(node string, err error) batchResult {
 
 // readBatch decodes a push-batch body, or says in one line what is wrong
 // with it.
-func readBatch(body io.Reader) ([]batchPush, string) {
-	b, msg := readBody(body, MaxBatchBodySize)
+func readBatch(body io.Reader, length int64) ([]batchPush, string) {
+	b, msg := readBody(body, length, MaxBatchBodySize)
 	if msg != "" {
 		return nil, msg
 	}

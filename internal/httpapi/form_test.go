@@ -1,0 +1,54 @@
+package httpapi
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// formCases are bodies that parseForm must read as url.ParseQuery does:
+// plain ones it reads itself, and those it leaves to url.ParseQuery.
+var formCases = []string{
+	"", "node=n1&secret=s1", "node=n1&node=n2", "secret=s&node=n", "node", "node=", "=x&node=n",
+	"&&node=n&&", "node=a=b", "nod=x&node=y", "xnode=1&node=2", "node=n&secret", "Node=n",
+	"node=n%31", "node=a+b", "node=n;secret=s", "no%64e=n", "node=%zz", "node=\x00\xff&secret=é",
+	"node=n&node=%zz", "a=1&b=2&c=3&node=last",
+}
+
+func checkForm(t *testing.T, body string) {
+	t.Helper()
+	want, wantErr := url.ParseQuery(body)
+	got, err := parseForm(body)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("%q: error %v, url.ParseQuery's %v", body, err, wantErr)
+	}
+	if err != nil {
+		return
+	}
+	names := []string{"node", "secret", "", "x"}
+	for k := range want {
+		names = append(names, k)
+	}
+	for _, field := range strings.Split(body, "&") {
+		k, _, _ := strings.Cut(field, "=")
+		names = append(names, k)
+	}
+	for _, n := range names {
+		if g, w := got.Get(n), want.Get(n); g != w {
+			t.Fatalf("%q: field %q is %q, url.ParseQuery's %q", body, n, g, w)
+		}
+	}
+}
+
+func TestFormMatchesParseQuery(t *testing.T) {
+	for _, c := range formCases {
+		checkForm(t, c)
+	}
+}
+
+func FuzzForm(f *testing.F) {
+	for _, c := range formCases {
+		f.Add(c)
+	}
+	f.Fuzz(checkForm)
+}
