@@ -152,7 +152,9 @@ type form struct {
 }
 
 func parseForm(body string) (form, error) {
-	if !strings.ContainsAny(body, "%+;") {
+	// Three IndexBytes rather than ContainsAny: they go a word at a
+	// time, and ContainsAny byte by byte.
+	if strings.IndexByte(body, '%') < 0 && strings.IndexByte(body, '+') < 0 && strings.IndexByte(body, ';') < 0 {
 		// What url.ParseQuery decodes and refuses ('%' escapes, '+',
 		// and ';', its error) is absent: it would give each field
 		// as written.
