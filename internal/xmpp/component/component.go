@@ -402,8 +402,9 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			}
 			continue
 		}
-		q := new(iq)
-		if err := q.walk(d, t); err != nil {
+		m := new(streamIQ)
+		q := &m.iq
+		if err := q.walkIn(d, t, &m.mem); err != nil {
 			return fmt.Errorf("reading IQ: %w", err)
 		}
 		if q.Type != "get" && q.Type != "set" {

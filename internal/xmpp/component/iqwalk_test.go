@@ -63,8 +63,9 @@ func checkStreamIQWalk(t *testing.T, stanza string) {
 			return
 		}
 	}
-	walk := new(iq)
-	walkErr := walk.walk(d, start)
+	m := new(streamIQ)
+	walk := &m.iq
+	walkErr := walk.walkIn(d, start, &m.mem)
 
 	rd := xml.NewTokenDecoder(lexerOver([]byte(stanza), 3))
 	var rstart xml.StartElement

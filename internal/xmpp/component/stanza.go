@@ -49,7 +49,24 @@ type stanzaReader interface {
 }
 
 // walk reads the IQ that start began.
-func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error {
+// walk reads the IQ from r, whose last token was start.
+func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error { return q.walkIn(r, start, nil) }
+
+// iqMemory is the memory of a push's payload, for walkIn.
+type iqMemory struct {
+	pubsub xep0357.PubSub
+	tree   xep0357.Memory
+}
+
+// streamIQ is an IQ read from the stream together with the memory of its
+// payload: a publish IQ is then one allocation, not three.
+type streamIQ struct {
+	iq
+	mem iqMemory
+}
+
+// walkIn is walk taking the payload's memory from mem, unless it is nil.
+func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory) error {
 	for _, a := range start.Attr {
 		// As reflection does: the last of repeated attributes wins, and
 		// the name space of an attribute does not matter.
@@ -73,10 +90,15 @@ func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error {
 		// merges it. The rare payloads go through reflection.
 		switch {
 		case t.Name.Local == "pubsub" && t.Name.Space == xep0357.NSPubSub:
-			if q.PubSub == nil {
+			var tree *xep0357.Memory
+			switch {
+			case q.PubSub != nil:
+			case mem != nil:
+				q.PubSub, tree = &mem.pubsub, &mem.tree
+			default:
 				q.PubSub = new(xep0357.PubSub)
 			}
-			err = q.PubSub.Walk(r, t)
+			err = q.PubSub.WalkIn(r, t, tree)
 		case t.Name.Local == "command" && t.Name.Space == adhoc.NS:
 			if q.Command == nil {
 				q.Command = new(adhoc.Command)

@@ -57,8 +57,22 @@ func (p *parts) form() *formParts {
 	return &p.forms[p.nforms-1]
 }
 
+// Memory is the memory of the tree below one <pubsub/>, for WalkIn: a
+// reader of many pushes can allocate it together with the rest of what
+// it reads a push into, in one allocation.
+type Memory struct {
+	p    parts
+	used bool
+}
+
 // Walk reads <pubsub/> from r, whose last token was start.
 func (ps *PubSub) Walk(r xmlwalk.Reader, start xmlwalk.Token) error {
+	return ps.WalkIn(r, start, nil)
+}
+
+// WalkIn is Walk taking the tree's memory from mem, unless mem is nil or
+// used by an earlier walk already.
+func (ps *PubSub) WalkIn(r xmlwalk.Reader, start xmlwalk.Token, mem *Memory) error {
 	if err := xmlwalk.Expect(start, NSPubSub, "pubsub"); err != nil {
 		return err
 	}
@@ -70,7 +84,12 @@ func (ps *PubSub) Walk(r xmlwalk.Reader, start xmlwalk.Token) error {
 			return err
 		}
 		if p == nil && (t.Name.Local == "publish" || t.Name.Local == "publish-options") {
-			p = new(parts)
+			if mem != nil && !mem.used {
+				mem.used = true
+				p = &mem.p
+			} else {
+				p = new(parts)
+			}
 		}
 		switch t.Name.Local {
 		case "publish":

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
+	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
 // reflectPubSub has PubSub's fields and tags but not its UnmarshalXML:
@@ -132,5 +133,38 @@ func BenchmarkParseReflection(b *testing.B) {
 		if _, err := xep0357.Parse((*xep0357.PubSub)(v.PubSub)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A Memory serves one walk: a second walk given it takes memory of its
+// own, leaving the first one's tree as it was.
+func TestWalkInMemoryServesOnce(t *testing.T) {
+	walkIn := func(stanza string, mem *xep0357.Memory) *xep0357.PubSub {
+		t.Helper()
+		d := xml.NewDecoder(strings.NewReader(stanza))
+		var st xml.StartElement
+		for st.Name.Local != "pubsub" {
+			tok, err := d.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ = tok.(xml.StartElement)
+		}
+		ps := new(xep0357.PubSub)
+		if err := ps.WalkIn(xmlwalk.Decoder{Decoder: d}, xmlwalk.Token{Kind: xmlwalk.StartElement, Name: st.Name, Attr: st.Attr}, mem); err != nil {
+			t.Fatal(err)
+		}
+		return ps
+	}
+	first, second := prosodyPublish, strings.Replace(prosodyPublish, "<publish node='", "<publish node='other-", 1)
+	mem := new(xep0357.Memory)
+	a := walkIn(first, mem)
+	want := dump(a)
+	b := walkIn(second, mem)
+	if got := dump(a); got != want {
+		t.Fatalf("the first walk's tree changed with the second:\n was %s\n now %s", want, got)
+	}
+	if a.Publish.Node == b.Publish.Node || b.Publish.Node == "" {
+		t.Fatalf("nodes %q and %q", a.Publish.Node, b.Publish.Node)
 	}
 }
