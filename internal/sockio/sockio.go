@@ -23,19 +23,24 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Conn is a TCP connection whose Read and Write go straight to the
-// socket. Everything else (deadlines, addresses, Close) is the
+// socket, and whose deadlines reach the runtime only when an operation
+// waits (see deadline). Everything else (addresses, Close) is the
 // *net.TCPConn's.
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	rdl, wdl deadline
 
 	// The read in progress. RawConn takes a function, and a closure made
 	// per call would be an allocation per read; readFn is bound once.
@@ -66,7 +71,20 @@ func Wrap(c net.Conn) net.Conn {
 	}
 	sc := &Conn{TCPConn: tc, rc: rc}
 	sc.readFn, sc.writeFn = sc.read, sc.write
+	sc.rdl.apply, sc.wdl.apply = tc.SetReadDeadline, tc.SetWriteDeadline
 	return sc
+}
+
+// SetReadDeadline sets the deadline of reads, pending and future ones,
+// as net.Conn's does. The error is the socket's when a read waits.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.rdl.set(t) }
+
+// SetWriteDeadline sets the deadline of writes, as SetReadDeadline.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.wdl.set(t) }
+
+// SetDeadline sets both deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	return errors.Join(c.rdl.set(t), c.wdl.set(t))
 }
 
 // Read reads up to len(p) bytes. It has net.Conn's semantics: a deadline
@@ -78,8 +96,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if !c.rdl.begin() {
+		return 0, c.timeout("read")
+	}
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.outcome("read", c.rc.Read(c.readFn), c.rerr)
+	c.rdl.end()
 	n := c.rn
 	c.rbuf = nil
 	if err != nil {
@@ -100,6 +122,7 @@ func (c *Conn) read(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			c.rdl.wait()
 			return false
 		}
 		c.rn, c.rerr = max(n, 0), e
@@ -115,8 +138,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if !c.wdl.begin() {
+		return 0, c.timeout("write")
+	}
 	c.wbuf, c.wn, c.werr = p, 0, 0
 	err := c.outcome("write", c.rc.Write(c.writeFn), c.werr)
+	c.wdl.end()
 	n := c.wn
 	c.wbuf = nil
 	return n, err
@@ -131,6 +158,7 @@ func (c *Conn) write(fd uintptr) bool {
 			c.wn += n
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			c.wdl.wait()
 			return false
 		default:
 			c.werr = e
@@ -152,6 +180,12 @@ func (c *Conn) outcome(op string, err error, errno syscall.Errno) error {
 		return nil
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
+}
+
+// timeout is the error of an operation begun after its deadline, as
+// net.Conn's.
+func (c *Conn) timeout(op string) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
 }
 
 // Listener wraps the connections a TCP listener accepts.
