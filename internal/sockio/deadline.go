@@ -31,12 +31,13 @@ type deadline struct {
 // error is the poller's; one that is only noted has none.
 func (d *deadline) set(t time.Time) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.want = t
+	var err error
 	if d.waiting {
-		return d.sync()
+		err = d.sync()
 	}
-	return nil
+	d.mu.Unlock()
+	return err
 }
 
 // sync hands want to the poller unless it has it. d.mu must be held.
@@ -54,23 +55,21 @@ func (d *deadline) sync() error {
 // once it passes, the poller fails any operation on the socket.
 func (d *deadline) begin() bool {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.want.IsZero() && !time.Now().Before(d.want) {
-		return false
-	}
-	if !d.applied.IsZero() && (d.want.IsZero() || d.applied.Before(d.want)) {
+	ok := d.want.IsZero() || time.Now().Before(d.want)
+	if ok && !d.applied.IsZero() && (d.want.IsZero() || d.applied.Before(d.want)) {
 		d.sync()
 	}
-	return true
+	d.mu.Unlock()
+	return ok
 }
 
 // wait tells that the operation is about to wait for the socket: the
 // poller gets the deadline now.
 func (d *deadline) wait() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.sync()
 	d.waiting = true
+	d.mu.Unlock()
 }
 
 // end ends the operation.
