@@ -501,3 +501,27 @@ func TestBodyOfUnknownLength(t *testing.T) {
 		}
 	}
 }
+
+// Every answer names the current second in its Date field, though the
+// field is formatted once a second.
+func TestAnswersAreDated(t *testing.T) {
+	h := httpapi.New(httpapi.Options{Logger: slog.New(slog.DiscardHandler)})
+	date := func() time.Time {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		d, err := http.ParseTime(rec.Header().Get("Date"))
+		if err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("status %d, Date %q: %v", rec.Code, rec.Header().Get("Date"), err)
+		}
+		return d
+	}
+	for range 3 {
+		before := time.Now().Truncate(time.Second)
+		d := date()
+		if after := time.Now(); d.Before(before) || d.After(after) {
+			t.Fatalf("Date %v, not within [%v, %v]", d, before, after)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+}
