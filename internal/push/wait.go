@@ -29,7 +29,22 @@ type waitingKey struct{}
 
 // WithWaiting returns ctx carrying w, for Wait to call.
 func WithWaiting(ctx context.Context, w Waiting) context.Context {
-	return context.WithValue(ctx, waitingKey{}, w)
+	return &WaitingContext{Context: ctx, Waiting: w}
+}
+
+// WaitingContext is a context carrying a Waiting, as WithWaiting's. A
+// caller that makes a Waiting for every push can embed one in it, and
+// have the Waiting and its context in one allocation instead of two.
+type WaitingContext struct {
+	context.Context
+	Waiting Waiting
+}
+
+func (c *WaitingContext) Value(key any) any {
+	if key == (waitingKey{}) {
+		return c.Waiting
+	}
+	return c.Context.Value(key)
 }
 
 // Wait sleeps for d unless ctx ends first, without holding the caller's

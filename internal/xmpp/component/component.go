@@ -367,7 +367,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		// down still completes (the core bounds it).
 		s := newSlot(sem, resumed)
 		defer s.Pause()
-		c.handle(push.WithWaiting(context.Background(), s), q, w)
+		c.handle(&s.ctx, q, w)
 	})
 	defer workers.close()
 	for {
@@ -471,11 +471,13 @@ func (p *workers) close() { close(p.jobs) }
 type slot struct {
 	held           atomic.Pointer[chan struct{}] // &fresh, &resumed or nil
 	fresh, resumed chan struct{}
+	ctx            push.WaitingContext // the handler's context, carrying the slot
 }
 
 // newSlot returns the slot of a handler that holds one of fresh already.
 func newSlot(fresh, resumed chan struct{}) *slot {
 	s := &slot{fresh: fresh, resumed: resumed}
+	s.ctx = push.WaitingContext{Context: context.Background(), Waiting: s}
 	s.held.Store(&s.fresh)
 	return s
 }
