@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
@@ -326,13 +327,13 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 }
 
 // pushContext is the context a requested push runs under: the request's
-// values, but not its end. A push once asked for is carried out whether
-// or not the client waits for the answer, as a publish IQ's push is; its
-// own deadline (the app's push_deadline) bounds it. Under the request's
-// context, which ends when the client hangs up, a push would also take a
-// timer and five allocations of its own, where pushes under way together
-// share their deadline's (internal/deadline).
-func pushContext(r *http.Request) context.Context { return context.WithoutCancel(r.Context()) }
+// push values (push.Detach), but not its end. A push once asked for is
+// carried out whether or not the client waits for the answer, as a
+// publish IQ's push is; its own deadline (the app's push_deadline) bounds
+// it. Under the request's context, which ends when the client hangs up, a
+// push would also take a timer and five allocations of its own, where
+// pushes under way together share their deadline's (internal/deadline).
+func pushContext(r *http.Request) context.Context { return push.Detach(r.Context()) }
 
 // pushOutcome is a failed push's status code in a push-batch answer and
 // the text both push endpoints answer.

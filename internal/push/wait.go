@@ -73,3 +73,20 @@ func Wait(ctx context.Context, d time.Duration) error {
 	}
 	return err
 }
+
+// Detach returns the context of a push asked for under ctx that is to
+// outlive it (its caller may hang up): one that never ends, carrying the
+// values of this package that ctx carries (a Waiting, an answer hook),
+// which are all a push reads. context.WithoutCancel would carry every
+// value, but its Value allocates at each lookup, and a push looks up a
+// few.
+func Detach(ctx context.Context) context.Context {
+	out := context.Background()
+	if w, ok := ctx.Value(waitingKey{}).(Waiting); ok {
+		out = WithWaiting(out, w)
+	}
+	if fn := AnswerHook(ctx); fn != nil {
+		out = WithAnswerHook(out, fn)
+	}
+	return out
+}

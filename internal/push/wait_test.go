@@ -38,3 +38,32 @@ func TestWaitPausesAndResumes(t *testing.T) {
 		t.Fatalf("%v, calls %v", err, calls)
 	}
 }
+
+// A detached context never ends and keeps the push values of its parent,
+// and only those.
+func TestDetach(t *testing.T) {
+	type other struct{}
+	w := WaitingFuncs{PauseFunc: func() {}, ResumeFunc: func(context.Context) error { return nil }}
+	var answered bool
+	parent := WithAnswerHook(WithWaiting(context.WithValue(context.Background(), other{}, "x"), w), func(Answer) { answered = true })
+	parent, cancel := context.WithCancel(parent)
+	cancel()
+	ctx := Detach(parent)
+	if ctx.Done() != nil || ctx.Err() != nil {
+		t.Fatal("the detached context ends with its parent")
+	}
+	if _, ok := ctx.Value(waitingKey{}).(Waiting); !ok {
+		t.Fatal("the Waiting is lost")
+	}
+	if fn := AnswerHook(ctx); fn == nil {
+		t.Fatal("the answer hook is lost")
+	} else if fn(Answer{}); !answered {
+		t.Fatal("the answer hook is another")
+	}
+	if ctx.Value(other{}) != nil {
+		t.Fatal("a value a push does not read came along")
+	}
+	if Detach(context.Background()) != context.Background() {
+		t.Fatal("a context without push values should detach to Background")
+	}
+}
