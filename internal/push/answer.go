@@ -31,8 +31,8 @@ func WithAnswerHook(ctx context.Context, fn func(Answer)) context.Context {
 // AnswerHook returns ctx's answer hook, nil if there is none. Backends
 // that read answers without an http.Response hand it each answer
 // themselves (ReadBody and DiscardBody do it for the others), and keep
-// every header field of an answer for it. One lookup a push: a context
-// made by context.WithoutCancel, as an HTTP push's is, allocates at each.
+// every header field of an answer for it. One lookup a push: under some
+// contexts (context.WithoutCancel's) each allocates.
 func AnswerHook(ctx context.Context) func(Answer) {
 	fn, _ := ctx.Value(answerHookKey{}).(func(Answer))
 	return fn
