@@ -94,7 +94,7 @@ func batchResultOf(node string, err error) batchResult {
 
 // readBatch decodes a push-batch body, or says in one line what is wrong
 // with it.
-func readBatch(body io.Reader, length int64) ([]batchPush, string) {
+func readBatch(body io.ReadCloser, length int64) ([]batchPush, string) {
 	b, msg := readBody(body, length, MaxBatchBodySize)
 	if msg != "" {
 		return nil, msg

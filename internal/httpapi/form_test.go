@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"io"
 	"net/url"
 	"strings"
 	"testing"
@@ -51,4 +52,32 @@ func FuzzForm(f *testing.F) {
 		f.Add(c)
 	}
 	f.Fuzz(checkForm)
+}
+
+type closeRecorder struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+// A body read whole is closed; one refused as too large is left to
+// net/http, which then does not read the rest of it.
+func TestReadBodyClosesWhatItRead(t *testing.T) {
+	for _, tc := range []struct {
+		body   string
+		length int64
+		closed bool
+	}{
+		{"node=n", 6, true},
+		{"node=n", -1, true},
+		{strings.Repeat("x", 20), 20, false},
+		{strings.Repeat("x", 20), -1, false},
+	} {
+		b := &closeRecorder{Reader: strings.NewReader(tc.body)}
+		_, msg := readBody(b, tc.length, 10)
+		if b.closed != tc.closed || (msg == "") != tc.closed {
+			t.Errorf("%q (length %d): closed %t, message %q", tc.body, tc.length, b.closed, msg)
+		}
+	}
 }

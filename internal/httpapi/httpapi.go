@@ -209,26 +209,29 @@ func (f form) Get(name string) string {
 
 // readBody reads a body of at most limit bytes, or says in one line why
 // it could not. A body whose length the request declares is read into a
-// buffer of that size, at once.
-func readBody(body io.Reader, length int64, limit int) ([]byte, string) {
+// buffer of that size, at once. A body read whole is closed: net/http
+// would otherwise look for more of it when the answer is written, at the
+// cost of an io.LimitReader an answer.
+func readBody(body io.ReadCloser, length int64, limit int) ([]byte, string) {
 	if length > int64(limit) {
 		return nil, tooLarge(limit)
 	}
+	var b []byte
+	var err error
 	if length >= 0 {
 		// net/http ends the body after the declared length.
-		b := make([]byte, length)
-		if _, err := io.ReadFull(body, b); err != nil {
-			return nil, "Could not read request body"
-		}
-		return b, ""
+		b = make([]byte, length)
+		_, err = io.ReadFull(body, b)
+	} else {
+		b, err = io.ReadAll(io.LimitReader(body, int64(limit)+1))
 	}
-	b, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
 	if err != nil {
 		return nil, "Could not read request body"
 	}
 	if len(b) > limit {
 		return nil, tooLarge(limit)
 	}
+	body.Close()
 	return b, ""
 }
 
