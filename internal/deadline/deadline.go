@@ -56,6 +56,11 @@ func (s *Shared) WithDeadline(ctx context.Context, deadline time.Time) (context.
 		return context.WithDeadline(ctx, deadline)
 	}
 	c := s.acquire(deadline)
+	if ctx == context.Background() {
+		// No values of its own (an HTTP push's): the slot's context
+		// serves as it is, without a sharedCtx made for it.
+		return c.ctx, c.release
+	}
 	return sharedCtx{ctx, c.ctx}, c.release
 }
 

@@ -154,3 +154,22 @@ func TestConcurrentUsers(t *testing.T) {
 		t.Fatalf("%d slots kept after every user ended", len(s.slots))
 	}
 }
+
+// An operation without values of its own gets the slot's context itself:
+// no allocation once the slot is there.
+func TestBackgroundParentAllocatesNothing(t *testing.T) {
+	var s Shared
+	at := time.Now().Add(time.Hour)
+	keep, cancel := s.WithDeadline(context.Background(), at) // the slot stays while this is under way
+	defer cancel()
+	allocs := testing.AllocsPerRun(100, func() {
+		ctx, cancel := s.WithDeadline(context.Background(), at)
+		if ctx.Done() != keep.Done() {
+			t.Fatal("two deadlines in one slot have contexts of their own")
+		}
+		cancel()
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations a deadline, want 0", allocs)
+	}
+}
