@@ -2,6 +2,7 @@ package xep0357
 
 import (
 	"encoding/xml"
+	"strings"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
@@ -30,7 +31,15 @@ type parts struct {
 	forms   [2]formParts
 	nforms  int
 	noted   bool // note was taken
+
+	// text holds the forms' values: a value a string of its own was an
+	// allocation per field.
+	text strings.Builder
 }
+
+// textSize is what text first takes room for: the values of a push's
+// forms (a secret, a message's sender and the start of its body) fit.
+const textSize = 256
 
 // notification returns the memory of the next notification.
 func (p *parts) notification() *Notification {
@@ -216,14 +225,15 @@ func (o *PublishOptions) read(r xmlwalk.Reader, mem *parts) error {
 // returns the form read into.
 func readFormInto(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *parts) (*dataform.Form, error) {
 	if f != nil {
-		return f, readForm(r, start, f, nil)
+		return f, readForm(r, start, f, nil, &mem.text)
 	}
 	fp := mem.form()
-	return &fp.form, readForm(r, start, &fp.form, fp)
+	return &fp.form, readForm(r, start, &fp.form, fp, &mem.text)
 }
 
-// readForm reads a form into f, taking memory from mem unless it is nil.
-func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *formParts) error {
+// readForm reads a form into f, taking memory from mem unless it is nil,
+// and writing the values to text.
+func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *formParts, text *strings.Builder) error {
 	f.XMLName = start.Name
 	for _, a := range start.Attr {
 		if a.Name.Local == "type" {
@@ -251,7 +261,7 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 				f.Fields = make([]dataform.Field, 0, 4)
 			}
 			f.Fields = append(f.Fields, dataform.Field{})
-			err = readField(r, t, &f.Fields[len(f.Fields)-1], &values)
+			err = readField(r, t, &f.Fields[len(f.Fields)-1], &values, text)
 		} else {
 			err = r.Skip()
 		}
@@ -265,7 +275,7 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 var formTypes = []string{FormSummary, FormPublish}
 
 // readField reads a field into f; its first value goes into values.
-func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string) error {
+func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string, text *strings.Builder) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
 		case "var":
@@ -280,11 +290,14 @@ func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values 
 			return err
 		}
 		if t.Name.Local == "value" {
+			if text.Cap() == 0 {
+				text.Grow(textSize)
+			}
 			var v string
 			if f.Var == "FORM_TYPE" {
-				v, err = xmlwalk.TextAmong(r, formTypes...)
+				v, err = xmlwalk.TextIn(r, text, formTypes...)
 			} else {
-				v, err = xmlwalk.Text(r)
+				v, err = xmlwalk.TextIn(r, text)
 			}
 			if len(f.Values) == 0 {
 				if *values == nil {

@@ -13,6 +13,7 @@ package xmlwalk
 import (
 	"encoding/xml"
 	"fmt"
+	"strings"
 )
 
 // Kind tells the tokens a walk sees apart. Comments, processing
@@ -94,9 +95,16 @@ func Text(r Reader) (string, error) { return TextAmong(r) }
 // TextAmong is Text, but a text equal to one of known comes back as that
 // string instead of a copy: a data form's FORM_TYPE, which every push
 // carries, costs no allocation.
-func TextAmong(r Reader, known ...string) (string, error) {
+func TextAmong(r Reader, known ...string) (string, error) { return TextIn(r, nil, known...) }
+
+// TextIn is TextAmong, but a text not among known is written to buf and
+// comes back as the part of buf.String() it took: the texts of one tree
+// then share an allocation or two, as a strings.Builder never changes
+// what it holds. (A text in several pieces may leave its first in buf
+// twice.) A nil buf makes it TextAmong.
+func TextIn(r Reader, buf *strings.Builder, known ...string) (string, error) {
 	var s string
-	var buf []byte // only when the text comes in several pieces
+	var pieces []byte // only when the text comes in several pieces
 	for {
 		t, err := r.Next()
 		if err != nil {
@@ -104,36 +112,42 @@ func TextAmong(r Reader, known ...string) (string, error) {
 		}
 		switch t.Kind {
 		case CharData:
-			if buf == nil && s == "" {
-				s = among(t.Text, known)
+			if pieces == nil && s == "" {
+				s = among(t.Text, known, buf)
 				continue
 			}
-			if buf == nil {
-				buf = append([]byte(s), t.Text...)
+			if pieces == nil {
+				pieces = append([]byte(s), t.Text...)
 			} else {
-				buf = append(buf, t.Text...)
+				pieces = append(pieces, t.Text...)
 			}
 		case StartElement:
 			if err := r.Skip(); err != nil {
 				return "", err
 			}
 		case EndElement:
-			if buf != nil {
-				return among(buf, known), nil
+			if pieces != nil {
+				return among(pieces, known, buf), nil
 			}
 			return s, nil
 		}
 	}
 }
 
-// among returns the string of known equal to b, or b as a new string.
-func among(b []byte, known []string) string {
+// among returns the string of known equal to b, or else b as a new
+// string, written to buf unless buf is nil.
+func among(b []byte, known []string, buf *strings.Builder) string {
 	for _, k := range known {
 		if string(b) == k {
 			return k
 		}
 	}
-	return string(b)
+	if buf == nil || len(b) == 0 {
+		return string(b)
+	}
+	start := buf.Len()
+	buf.Write(b)
+	return buf.String()[start:]
 }
 
 // Expect fails unless t is the start of local in name space space, with

@@ -61,6 +61,39 @@ func TestTextAmong(t *testing.T) {
 	}
 }
 
+// TextIn gives the texts TextAmong gives, writing those it copies to one
+// buffer; a text handed out stays as it was while the buffer takes more
+// and grows.
+func TestTextIn(t *testing.T) {
+	known := []string{"urn:one"}
+	var buf strings.Builder
+	buf.Grow(8)
+	type text struct{ got, want string }
+	var texts []text
+	for _, doc := range []string{
+		`<a>first</a>`, `<a>urn:one</a>`, `<a></a>`, `<a>x<b>skipped</b>y</a>`, `<a>urn:<b/>one</a>`,
+		`<a>` + strings.Repeat("long ", 20) + `</a>`, `<a>&lt;last&gt;</a>`,
+	} {
+		want, err := TextAmong(start(t, doc), known...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := TextIn(start(t, doc), &buf, known...)
+		if err != nil || got != want {
+			t.Fatalf("%s: %q, %v; want %q", doc, got, err, want)
+		}
+		texts = append(texts, text{got, want})
+	}
+	for _, x := range texts {
+		if x.got != x.want {
+			t.Fatalf("a text became %q, was %q", x.got, x.want)
+		}
+	}
+	if b := buf.String(); !strings.HasPrefix(b, "first") || !strings.HasSuffix(b, "<last>") || strings.Contains(b, "urn:one") {
+		t.Fatalf("the buffer holds %q: not the texts copied, or a known one", b)
+	}
+}
+
 func TestChild(t *testing.T) {
 	d := start(t, `<a>text<b x='1'/> <c/></a>`)
 	var names []string
