@@ -267,20 +267,7 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 			}
 			return 0, l.err
 		}
-		l.space()
-		if b, ok = l.mustgetc(); !ok {
-			return 0, l.err
-		}
-		if b != '=' {
-			l.fail("attribute name without = in element")
-			return 0, l.err
-		}
-		l.space()
-		if b, ok = l.mustgetc(); !ok {
-			return 0, l.err
-		}
-		if b != '"' && b != '\'' {
-			l.fail("unquoted or missing attribute value in element")
+		if b, ok = l.equalsQuote(); !ok {
 			return 0, l.err
 		}
 		data := l.readText(int(b), false)
@@ -304,6 +291,34 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 	}
 	l.elem = name
 	return xmlwalk.StartElement, nil
+}
+
+// equalsQuote reads what comes between an attribute's name and its
+// value: '=' and the quote, which it returns, with white space around
+// the '='. Mostly they are the buffer's next two bytes.
+func (l *lexer) equalsQuote() (byte, bool) {
+	if c := l.c; c.r+1 < c.w && c.buf[c.r] == '=' && (c.buf[c.r+1] == '\'' || c.buf[c.r+1] == '"') {
+		c.r += 2
+		return c.buf[c.r-1], true
+	}
+	l.space()
+	b, ok := l.mustgetc()
+	if !ok {
+		return 0, false
+	}
+	if b != '=' {
+		l.fail("attribute name without = in element")
+		return 0, false
+	}
+	l.space()
+	if b, ok = l.mustgetc(); !ok {
+		return 0, false
+	}
+	if b != '"' && b != '\'' {
+		l.fail("unquoted or missing attribute value in element")
+		return 0, false
+	}
+	return b, true
 }
 
 func internedAttr(local string) bool {

@@ -64,6 +64,9 @@ var lexerCases = []string{
 	`<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept'>`,
 	`<iq type='set' from='example.org' to='push.example.net' id='a1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>1</value></field></x></notification></item></publish></pubsub></iq>`,
 	`<a b="1" c='2'/><a b = "x" ></a >`,
+	// Between an attribute's name and its value: the quick path and
+	// every way off it.
+	`<a b='1'c="2" d= '3' e ='4' f=5/>`, `<a b=>`, `<a b='>`, `<a b="x'/>`, `<a b=`, `<a b`, "<a b\t=\n'1'/>", `<a b=x/ c=x/>`,
 	`<a b='1'c='2'/>`,
 	`<a:b:c/>`, `<:a/>`, `<a:/>`, `<p:a xmlns:p='u' p:x='1'/>`,
 	`<a>x &lt;&gt;&amp;&apos;&quot; &#65;&#x42;&#x10FFFF;&#xD800;</a>`,
