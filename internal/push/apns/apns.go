@@ -459,7 +459,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	// The token is hex (ValidateToken), so the path needs no escaping.
 	hook := push.AnswerHook(ctx)
 	// A success's apns-id is read only for the debug log.
-	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path + token, Header: r.header, Body: r.payload,
+	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path, PathTail: token, Header: r.header, Body: r.payload,
 		SkipSuccessFields: hook == nil && !b.logger.Enabled(ctx, slog.LevelDebug)}
 	if r.fields != nil {
 		req.Header, req.Fields = r.extra, r.fields
@@ -480,7 +480,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	}
 	body := resp.Body[:min(len(resp.Body), maxAnswer)]
 	if hook != nil {
-		hook(push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path, Status: resp.StatusCode, Header: resp.Header(), Body: body})
+		hook(push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path + req.PathTail, Status: resp.StatusCode, Header: resp.Header(), Body: body})
 	}
 	a := answer{status: resp.StatusCode, id: resp.Get("apns-id")}
 	// Mostly absent, and Atoi("") allocates its error.

@@ -398,7 +398,7 @@ func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 	}
 	// Never indexed: device tokens make every path new, and indexing
 	// them would only evict the fields that do repeat.
-	writeLiteral(&cc.hbuf, staticPath, req.Path)
+	writeLiteral(&cc.hbuf, staticPath, req.Path, req.PathTail)
 	if fs := req.Fields; fs != nil {
 		if b, ok := cc.encoded[fs]; ok {
 			cc.hbuf.Write(b)
@@ -432,7 +432,7 @@ func (cc *clientConn) writeHeaders(id uint32, req *Request, maxFrame uint32) {
 		// an entry, and every entry added makes the encodings kept
 		// above useless.
 		var digits [20]byte
-		writeLiteral(&cc.hbuf, staticContentLength, strconv.AppendInt(digits[:0], int64(bodyLen), 10))
+		writeLiteral(&cc.hbuf, staticContentLength, strconv.AppendInt(digits[:0], int64(bodyLen), 10), "")
 	}
 	block := cc.hbuf.Bytes()
 	first := block[:min(len(block), int(maxFrame))]
@@ -461,12 +461,13 @@ const (
 // whose payload is several times larger anyway. Its API has no way to
 // leave the code out, and these few bytes need none of its state:
 // a never-indexed field leaves the table alone. A value in bytes (the
-// length's digits, made on the stack) costs no string.
-func writeLiteral[T string | []byte](block *bytes.Buffer, index uint64, value T) {
+// length's digits, made on the stack) costs no string, and one in two
+// parts (value, then tail: a path and its token) no joining.
+func writeLiteral[T string | []byte](block *bytes.Buffer, index uint64, value T, tail string) {
 	b := block.AvailableBuffer()
 	b = appendInt(b, 4, 0x10, index)
-	b = appendInt(b, 7, 0, uint64(len(value))) // 0: not Huffman-coded
-	block.Write(append(b, value...))
+	b = appendInt(b, 7, 0, uint64(len(value)+len(tail))) // 0: not Huffman-coded
+	block.Write(append(append(b, value...), tail...))
 }
 
 // appendInt appends HPACK's representation of i on an n-bit prefix (RFC

@@ -96,8 +96,10 @@ type Request struct {
 	// Addr is the host:port to connect to; Authority is sent as the
 	// request's :authority (host, and port when not 443).
 	Addr, Authority string
-	// Path is the escaped path and query.
-	Path string
+	// Path is the escaped path and query. PathTail, escaped too, follows
+	// it: a caller whose paths are a fixed part and a device token need
+	// not join the two for every request.
+	Path, PathTail string
 	// Fields are sent first, then Header's fields. Fields made once
 	// and sent with many requests cost a connection far less to send
 	// than the same fields in a Header.
