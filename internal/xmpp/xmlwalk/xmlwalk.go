@@ -90,18 +90,15 @@ func Child(r Reader) (t Token, ok bool, err error) {
 
 // Text returns the character data directly inside the element just
 // started, skipping child elements, and consumes the element.
-func Text(r Reader) (string, error) { return TextAmong(r) }
+func Text(r Reader) (string, error) { return TextIn(r, nil) }
 
-// TextAmong is Text, but a text equal to one of known comes back as that
-// string instead of a copy: a data form's FORM_TYPE, which every push
-// carries, costs no allocation.
-func TextAmong(r Reader, known ...string) (string, error) { return TextIn(r, nil, known...) }
-
-// TextIn is TextAmong, but a text not among known is written to buf and
-// comes back as the part of buf.String() it took: the texts of one tree
-// then share an allocation or two, as a strings.Builder never changes
-// what it holds. (A text in several pieces may leave its first in buf
-// twice.) A nil buf makes it TextAmong.
+// TextIn is Text, but a text equal to one of known comes back as that
+// string instead of a copy (a data form's FORM_TYPE, which every push
+// carries, costs no allocation), and any other text, unless buf is nil,
+// is written to buf and comes back as the part of buf.String() it took:
+// the texts of one tree then share an allocation or two, as a
+// strings.Builder never changes what it holds. (A text in several pieces
+// may leave its first in buf twice.)
 func TextIn(r Reader, buf *strings.Builder, known ...string) (string, error) {
 	var s string
 	var pieces []byte // only when the text comes in several pieces

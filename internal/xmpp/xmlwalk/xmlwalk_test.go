@@ -34,9 +34,9 @@ func TestText(t *testing.T) {
 	}
 }
 
-// TextAmong hands back the known string itself for a text equal to it,
+// TextIn hands back the known string itself for a text equal to it,
 // in one piece or several, and a copy of any other.
-func TestTextAmong(t *testing.T) {
+func TestTextInKnown(t *testing.T) {
 	known := []string{"urn:one", "urn:two"}
 	for _, tc := range []struct {
 		doc, want string
@@ -47,7 +47,7 @@ func TestTextAmong(t *testing.T) {
 		{`<a>urn:three</a>`, "urn:three", false},
 		{`<a>urn:on</a>`, "urn:on", false},
 	} {
-		got, err := TextAmong(start(t, tc.doc), known...)
+		got, err := TextIn(start(t, tc.doc), nil, known...)
 		if err != nil || got != tc.want {
 			t.Fatalf("%s: %q, %v; want %q", tc.doc, got, err, tc.want)
 		}
@@ -61,9 +61,9 @@ func TestTextAmong(t *testing.T) {
 	}
 }
 
-// TextIn gives the texts TextAmong gives, writing those it copies to one
-// buffer; a text handed out stays as it was while the buffer takes more
-// and grows.
+// TextIn with a buffer gives the texts it gives without, writing those
+// it copies to the buffer; a text handed out stays as it was while the
+// buffer takes more and grows.
 func TestTextIn(t *testing.T) {
 	known := []string{"urn:one"}
 	var buf strings.Builder
@@ -74,7 +74,7 @@ func TestTextIn(t *testing.T) {
 		`<a>first</a>`, `<a>urn:one</a>`, `<a></a>`, `<a>x<b>skipped</b>y</a>`, `<a>urn:<b/>one</a>`,
 		`<a>` + strings.Repeat("long ", 20) + `</a>`, `<a>&lt;last&gt;</a>`,
 	} {
-		want, err := TextAmong(start(t, doc), known...)
+		want, err := TextIn(start(t, doc), nil, known...)
 		if err != nil {
 			t.Fatal(err)
 		}
