@@ -34,14 +34,14 @@ func (d *deadline) set(t time.Time) error {
 	d.want = t
 	var err error
 	if d.waiting {
-		err = d.sync()
+		err = d.handOver()
 	}
 	d.mu.Unlock()
 	return err
 }
 
-// sync hands want to the poller unless it has it. d.mu must be held.
-func (d *deadline) sync() error {
+// handOver hands want to the poller unless it has it. d.mu must be held.
+func (d *deadline) handOver() error {
 	if d.applied.Equal(d.want) {
 		return nil
 	}
@@ -57,7 +57,7 @@ func (d *deadline) begin() bool {
 	d.mu.Lock()
 	ok := d.want.IsZero() || time.Now().Before(d.want)
 	if ok && !d.applied.IsZero() && (d.want.IsZero() || d.applied.Before(d.want)) {
-		d.sync()
+		d.handOver()
 	}
 	d.mu.Unlock()
 	return ok
@@ -67,7 +67,7 @@ func (d *deadline) begin() bool {
 // poller gets the deadline now.
 func (d *deadline) wait() {
 	d.mu.Lock()
-	d.sync()
+	d.handOver()
 	d.waiting = true
 	d.mu.Unlock()
 }
