@@ -64,7 +64,15 @@ func (c *client) close() {
 		return
 	default:
 	}
+	// Our closing tag, then the server's in answer, before the
+	// connection goes: cut at once, the connection could take a stanza
+	// just sent with it (ejabberd logged "TLS failed" for a client that
+	// sent a message and closed, and never routed the message).
 	c.sess.Close()
+	select {
+	case <-c.done:
+	case <-time.After(2 * time.Second):
+	}
 	c.sess.Conn().Close()
 	<-c.done
 }
