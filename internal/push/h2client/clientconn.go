@@ -70,6 +70,7 @@ type clientConn struct {
 	// State shared with the read loop.
 	mu          sync.Mutex
 	streams     map[uint32]*stream
+	free        []*stream // ended streams to use again (newStreamLocked)
 	reserved    int
 	maxStreams  int
 	maxFrame    uint32 // the service's SETTINGS_MAX_FRAME_SIZE
@@ -94,10 +95,13 @@ type clientConn struct {
 type pings struct{ after, timeout time.Duration }
 
 type stream struct {
-	id   uint32
-	done chan struct{} // closed once the response is complete or failed
+	id uint32
+	// done receives one value when the response is complete or failed,
+	// sent by end. A value rather than a close, so the stream can serve
+	// another request (see recycle).
+	done chan struct{}
 
-	// Set by the read loop before done is closed, read after.
+	// Set by the read loop before end, read after.
 	status     int
 	fields     []hpack.HeaderField // regular header fields, in the order they came
 	skipOK     bool                // Request.SkipSuccessFields; set before the read loop can see the stream
@@ -107,6 +111,46 @@ type stream struct {
 
 	sendWindow int64 // guarded by clientConn.mu
 	sending    bool  // request body not fully sent; guarded by mu
+}
+
+// end records the stream's outcome and wakes the request waiting for it.
+// Only whoever took the stream out of clientConn.streams calls it, so it
+// runs once per request.
+func (st *stream) end(err error) {
+	st.err = err
+	st.done <- struct{}{}
+}
+
+// maxFree bounds the ended streams a connection keeps for new requests:
+// as many as are usually under way at once.
+const maxFree = 256
+
+// newStreamLocked returns a stream for a new request, an ended one if
+// the connection has one; mu is held.
+func (cc *clientConn) newStreamLocked() *stream {
+	if n := len(cc.free); n > 0 {
+		st := cc.free[n-1]
+		cc.free = cc.free[:n-1]
+		return st
+	}
+	return &stream{done: make(chan struct{}, 1)}
+}
+
+// recycle keeps st, whose answer its request has received and read, for
+// a later request on the connection: two allocations fewer per request.
+// Only a stream the read loop ended with its answer comes here, and
+// nothing holds it then: it left streams before end, and the read loop
+// finds streams only there (its header reader's is replaced at the next
+// HEADERS frame). Not so a stream that failed, which another goroutine
+// may have ended (closeWith) while the read loop was writing its answer
+// to it, nor an abandoned one, whose answer may still come.
+func (cc *clientConn) recycle(st *stream) {
+	*st = stream{done: st.done}
+	cc.mu.Lock()
+	if len(cc.free) < maxFree {
+		cc.free = append(cc.free, st)
+	}
+	cc.mu.Unlock()
 }
 
 // frameBuf collects the framer's output until it is written to the
@@ -332,7 +376,6 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 		return Response{}, err
 	}
 	body := req.Body
-	st := &stream{done: make(chan struct{}), skipOK: req.SkipSuccessFields}
 
 	cc.wmu.Lock()
 	cc.mu.Lock()
@@ -352,6 +395,8 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 		cc.hook(true)
 		return Response{}, unprocessedError(err)
 	}
+	st := cc.newStreamLocked()
+	st.skipOK = req.SkipSuccessFields
 	st.id = cc.nextID
 	cc.nextID += 2
 	if cc.nextID > maxStreamID {
@@ -369,20 +414,25 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 		sent = cc.writeData(st, body)
 	}
 	cc.flushLocked()
+	ended := false
 	if sent < len(body) {
-		cc.sendRest(ctx, st, body[sent:])
+		ended = cc.sendRest(ctx, st, body[sent:])
 	}
 
-	select {
-	case <-st.done:
-	case <-ctx.Done():
-		cc.abandon(st, http2.ErrCodeCancel)
-		return Response{}, ctx.Err()
+	if !ended {
+		select {
+		case <-st.done:
+		case <-ctx.Done():
+			cc.abandon(st, http2.ErrCodeCancel)
+			return Response{}, ctx.Err()
+		}
 	}
 	if st.err != nil {
 		return Response{}, st.err
 	}
-	return Response{StatusCode: st.status, Body: st.body, fields: st.fields}, nil
+	resp := Response{StatusCode: st.status, Body: st.body, fields: st.fields}
+	cc.recycle(st)
+	return resp, nil
 }
 
 // writeHeaders queues the request's HEADERS (and CONTINUATION) frames;
@@ -543,15 +593,16 @@ func (cc *clientConn) writeData(st *stream, body []byte) int {
 }
 
 // sendRest sends what of a request body the windows held back, as the
-// service grants more.
-func (cc *clientConn) sendRest(ctx context.Context, st *stream, rest []byte) {
+// service grants more. It reports whether it received the stream's end,
+// which the caller then must not wait for.
+func (cc *clientConn) sendRest(ctx context.Context, st *stream, rest []byte) (ended bool) {
 	for len(rest) > 0 {
 		cc.mu.Lock()
 		grew := cc.windowGrew
 		_, live := cc.streams[st.id]
 		cc.mu.Unlock()
 		if !live {
-			return
+			return false
 		}
 		cc.wmu.Lock()
 		n := cc.writeData(st, rest)
@@ -561,12 +612,13 @@ func (cc *clientConn) sendRest(ctx context.Context, st *stream, rest []byte) {
 			select {
 			case <-grew:
 			case <-st.done:
-				return
+				return true
 			case <-ctx.Done():
-				return
+				return false
 			}
 		}
 	}
+	return false
 }
 
 // write queues the frames fn writes and sends them.
@@ -644,12 +696,12 @@ func (cc *clientConn) finish(st *stream, err error) {
 	delete(cc.streams, st.id)
 	cc.busy.Store(int32(len(cc.streams)))
 	stopSending := err == nil && st.sending
-	st.err = err
-	close(st.done)
+	id := st.id // st may serve another request once ended
+	st.end(err)
 	cc.mu.Unlock()
 	if stopSending {
 		// The service answered before the whole body was sent: stop.
-		cc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(st.id, http2.ErrCodeCancel) })
+		cc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeCancel) })
 	}
 	cc.released()
 }
@@ -682,8 +734,7 @@ func (cc *clientConn) closeWith(err error) {
 	cc.closed = err
 	for id, st := range cc.streams {
 		delete(cc.streams, id)
-		st.err = err
-		close(st.done)
+		st.end(err)
 	}
 	cc.busy.Store(0)
 	close(cc.windowGrew)
@@ -918,8 +969,7 @@ func (cc *clientConn) onGoAway(f *http2.GoAwayFrame) {
 	for id, st := range cc.streams {
 		if id > f.LastStreamID {
 			delete(cc.streams, id)
-			st.err = excluded
-			close(st.done)
+			st.end(excluded)
 		}
 	}
 	cc.busy.Store(int32(len(cc.streams)))

@@ -3,12 +3,14 @@ package h2client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -35,7 +37,7 @@ func testConn(t *testing.T) (*clientConn, *stream) {
 	t.Cleanup(func() { a.Close(); b.Close() })
 	go io.Copy(io.Discard, b) // the RST_STREAM frames of failed streams
 	cc := newClientConn(a, func(bool) {})
-	st := &stream{id: 1, done: make(chan struct{})}
+	st := &stream{id: 1, done: make(chan struct{}, 1)}
 	cc.streams[1] = st
 	return cc, st
 }
@@ -175,7 +177,7 @@ func TestSkipSuccessFields(t *testing.T) {
 		{[]hpack.HeaderField{field(":status", "200"), field("apns-id", "a1"), field("x", "1")}, true, nil},
 	} {
 		id := uint32(2*i + 1)
-		st := &stream{id: id, done: make(chan struct{}), skipOK: tc.skipOK}
+		st := &stream{id: id, done: make(chan struct{}, 1), skipOK: tc.skipOK}
 		cc.streams[id] = st
 		cc.hdr.start(st, true)
 		if err := cc.readHeaders(block(t, enc, &buf, tc.fields...), true); err != nil {
@@ -223,6 +225,74 @@ func TestAsksForNoHeaderTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An ended stream whose request read its answer serves the connection's
+// next request, with nothing of the last answer left on it; one whose
+// request gave up waiting is not used again, as the read loop may still
+// write an answer to it.
+func TestStreamsServeAgain(t *testing.T) {
+	cc, _ := testConn(t)
+	delete(cc.streams, 1)
+	cc.nextID = 3
+	var buf bytes.Buffer
+	ok := block(t, hpack.NewEncoder(&buf), &buf, field(":status", "200"), field("apns-id", "x"))
+	// send starts a request and returns its stream once it is open.
+	send := func(ctx context.Context) (*stream, chan error) {
+		t.Helper()
+		id := cc.nextID
+		errc := make(chan error, 1)
+		go func() {
+			_, err := cc.roundTrip(ctx, &Request{Method: "POST", Authority: "a", Path: "/p", Body: []byte("{}")})
+			errc <- err
+		}()
+		for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(time.Millisecond) {
+			if st := cc.stream(id); st != nil {
+				return st, errc
+			}
+		}
+		t.Fatal("the request opened no stream")
+		return nil, nil
+	}
+	answer := func(st *stream) {
+		t.Helper()
+		cc.hdr.start(st, true)
+		if err := cc.readHeaders(ok, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	first, errc := send(context.Background())
+	answer(first)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	second, errc := send(context.Background())
+	if second != first {
+		t.Fatal("the second request did not get the first one's ended stream")
+	}
+	if second.status != 0 || second.fields != nil || second.gotHeaders || second.err != nil {
+		t.Fatalf("the reused stream kept its last answer: status %d, fields %v, err %v", second.status, second.fields, second.err)
+	}
+	answer(second)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	abandoned, errc := send(ctx)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("abandoned request: %v, want the context's error", err)
+	}
+	next, errc := send(context.Background())
+	if next == abandoned {
+		t.Fatal("an abandoned stream served another request")
+	}
+	answer(next)
+	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
 }
