@@ -85,7 +85,7 @@ func New(logger *slog.Logger) *Governor {
 		Down:     DefaultDown,
 		Calm:     DefaultCalm,
 		logger:   logger,
-		cpu:      processCPU,
+		cpu:      CPUTime,
 		set:      func(n int) { runtime.GOMAXPROCS(n) },
 	}
 }
@@ -152,8 +152,8 @@ func (g *Governor) step(cur int, used float64, calm *int) int {
 	return cur
 }
 
-// processCPU is the CPU time (user and system) the process used so far.
-func processCPU() time.Duration {
+// CPUTime is the CPU time (user and system) the process used so far.
+func CPUTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/procs"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/registry/storetest"
@@ -240,7 +241,7 @@ func BenchmarkUpdatePushStatus(b *testing.B) {
 	}
 	batch := make([]registry.PushStatus, batchSize)
 	at := time.Now()
-	cpu0 := processCPU()
+	cpu0 := procs.CPUTime()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		at = at.Add(time.Millisecond)
@@ -255,16 +256,7 @@ func BenchmarkUpdatePushStatus(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batchSize), "ns/row")
 	// The writes wait for the disk: their CPU is what the push path's
 	// processors lose to them.
-	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N*batchSize), "cpu-ns/row")
-}
-
-// processCPU is the user and system time the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64((procs.CPUTime()-cpu0).Nanoseconds())/float64(b.N*batchSize), "cpu-ns/row")
 }
 
 // scattered returns n nodes spread over the key space as real devices'
