@@ -361,7 +361,7 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
 	resumed := make(chan struct{}, c.opts.MaxInFlight)
-	workers := newWorkers(func(q *iq) {
+	workers := newWorkers(func(q *streamIQ) {
 		defer work.done()
 		// Not the session's context: a push under way when we shut
 		// down still completes (the core bounds it).
@@ -418,7 +418,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		sem <- struct{}{}
 		work.start()
-		workers.run(q)
+		workers.run(m)
 	}
 }
 
@@ -429,17 +429,17 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 // than IQs handled at once at the peak (at most MaxInFlight fresh plus
 // MaxInFlight resumed, and the one finishing).
 type workers struct {
-	jobs    chan *iq
-	handle  func(*iq)
+	jobs    chan *streamIQ
+	handle  func(*streamIQ)
 	started atomic.Int64 // goroutines started, for the tests
 }
 
-func newWorkers(handle func(*iq)) *workers {
-	return &workers{jobs: make(chan *iq), handle: handle}
+func newWorkers(handle func(*streamIQ)) *workers {
+	return &workers{jobs: make(chan *streamIQ), handle: handle}
 }
 
 // run hands q to an idle worker, or starts one.
-func (p *workers) run(q *iq) {
+func (p *workers) run(q *streamIQ) {
 	select {
 	case p.jobs <- q:
 	default:
@@ -451,7 +451,7 @@ func (p *workers) run(q *iq) {
 // work handles q, then each IQ handed to it, until close. A plain
 // receive rather than a select over jobs and a stop channel: a select
 // was a few hundred instructions of every IQ.
-func (p *workers) work(q *iq) {
+func (p *workers) work(q *streamIQ) {
 	p.handle(q)
 	for q := range p.jobs {
 		p.handle(q)
@@ -555,11 +555,12 @@ func (c *Conn) reply(w *writer, render func(*bytes.Buffer)) {
 }
 
 // handle answers one IQ.
-func (c *Conn) handle(ctx context.Context, q *iq, w *writer) {
+func (c *Conn) handle(ctx context.Context, m *streamIQ, w *writer) {
+	q := &m.iq
 	c.reply(w, func(b *bytes.Buffer) {
 		switch {
 		case q.Type == "set" && q.PubSub != nil:
-			c.handlePush(ctx, q, b)
+			c.handlePush(ctx, q, &m.mem.summary, b)
 		case q.Type == "set" && q.Command != nil:
 			resp, err := c.cmds.Execute(ctx, q.From, c.opts.JID, q.Command)
 			if err != nil {
@@ -586,8 +587,10 @@ func (c *Conn) handle(ctx context.Context, q *iq, w *writer) {
 // gone is of type cancel: ejabberd drops the user's push session on the
 // first error of any other type than wait, and Prosody counts them towards
 // disabling push. Everything that may pass is wait.
-func (c *Conn) handlePush(ctx context.Context, q *iq, b *bytes.Buffer) {
-	req, err := xep0357.Parse(q.PubSub)
+//
+// The push's summary is read into sum, the IQ's memory.
+func (c *Conn) handlePush(ctx context.Context, q *iq, sum *push.Summary, b *bytes.Buffer) {
+	req, err := xep0357.ParseInto(q.PubSub, sum)
 	if errors.Is(err, xep0357.ErrNoSecret) && c.secretless() {
 		// Siskin enables push with a node alone; a wrong node finds
 		// nothing, as a wrong secret would.

@@ -126,7 +126,7 @@ func TestWriterLeavesNothingBehind(t *testing.T) {
 func TestWorkersReused(t *testing.T) {
 	var wg sync.WaitGroup
 	release := make(chan struct{})
-	p := newWorkers(func(q *iq) {
+	p := newWorkers(func(q *streamIQ) {
 		defer wg.Done()
 		if q.Type == "block" {
 			<-release
@@ -134,7 +134,7 @@ func TestWorkersReused(t *testing.T) {
 	})
 	for range 100 {
 		wg.Add(1)
-		p.run(&iq{})
+		p.run(&streamIQ{})
 		wg.Wait()
 		// The worker is between its handler's return and its wait for
 		// the next IQ: let it get there.
@@ -148,7 +148,7 @@ func TestWorkersReused(t *testing.T) {
 	before := p.started.Load()
 	wg.Add(10)
 	for range 10 {
-		p.run(&iq{Type: "block"})
+		p.run(&streamIQ{iq: iq{Type: "block"}})
 	}
 	if n := p.started.Load() - before; n < 9 {
 		t.Fatalf("%d workers started for 10 IQs at once", n)

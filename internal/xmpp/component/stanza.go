@@ -8,6 +8,7 @@ import (
 
 	"mellium.im/xmpp/stanza"
 
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
@@ -54,8 +55,9 @@ func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error { return q.walkIn(r
 
 // iqMemory is the memory of a push's payload, for walkIn.
 type iqMemory struct {
-	pubsub xep0357.PubSub
-	tree   xep0357.Memory
+	pubsub  xep0357.PubSub
+	tree    xep0357.Memory
+	summary push.Summary // the push request's (xep0357.ParseInto)
 }
 
 // streamIQ is an IQ read from the stream together with the memory of its

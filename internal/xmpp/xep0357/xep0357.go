@@ -113,7 +113,13 @@ const maxOptions = 16
 // partial summary and unknown fields are fine: servers differ in what they
 // send. The node is required; a publish without a secret is returned
 // with ErrNoSecret.
-func Parse(ps *PubSub) (Request, error) {
+func Parse(ps *PubSub) (Request, error) { return ParseInto(ps, nil) }
+
+// ParseInto is Parse writing the request's summary, if it has one, to sum
+// instead of a new one, unless sum is nil: a reader of many pushes can
+// keep it with the rest of what it read a push into, one allocation
+// fewer a push.
+func ParseInto(ps *PubSub, sum *push.Summary) (Request, error) {
 	if ps == nil || ps.Publish == nil {
 		return Request{}, fmt.Errorf("%w: no publish element", ErrMalformed)
 	}
@@ -130,7 +136,7 @@ func Parse(ps *PubSub) (Request, error) {
 			continue
 		}
 		if n.Form != nil && r.Summary == nil {
-			r.Summary = summary(n.Form)
+			r.Summary = summary(n.Form, sum)
 		}
 		if n.Priority != nil && strings.TrimSpace(*n.Priority) == "high" {
 			r.MarkedHigh = true
@@ -200,8 +206,12 @@ func formFields(f *dataform.Form) []dataform.Field {
 	return f.Fields
 }
 
-func summary(f *dataform.Form) *push.Summary {
-	s := &push.Summary{}
+// summary reads f's summary into s, or into a new one if s is nil.
+func summary(f *dataform.Form, s *push.Summary) *push.Summary {
+	if s == nil {
+		s = new(push.Summary)
+	}
+	*s = push.Summary{}
 	if v, ok := f.Value("message-count"); ok {
 		s.MessageCount, _ = strconv.Atoi(v)
 	}

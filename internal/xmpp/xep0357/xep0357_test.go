@@ -49,6 +49,23 @@ func parse(t *testing.T, stanza string) (xep0357.Request, error) {
 	return xep0357.Parse(v.PubSub)
 }
 
+// parseInto is parse through ParseInto, given memory that holds an
+// earlier push's summary: the result must be Parse's, its summary in that
+// memory.
+func parseInto(t *testing.T, stanza string) (xep0357.Request, error) {
+	t.Helper()
+	var v iq
+	if err := xml.Unmarshal([]byte(stanza), &v); err != nil {
+		return xep0357.Request{}, err
+	}
+	mem := &push.Summary{MessageCount: 9, PendingSubscriptionCount: 9, LastMessageSender: "earlier", LastMessageBody: "earlier", HasLastMessageBody: true}
+	r, err := xep0357.ParseInto(v.PubSub, mem)
+	if r.Summary != nil && r.Summary != mem {
+		t.Errorf("ParseInto's summary is not in the memory it was given")
+	}
+	return r, err
+}
+
 func TestParse(t *testing.T) {
 	unimportant := strings.Replace(prosodyPublish, "<field var='last-message-body'><value>New Message!</value></field>", "", 1)
 	noSummary := strings.Replace(prosodyPublish, "<notification xmlns='urn:xmpp:push:0'>", "<notification xmlns='urn:xmpp:push:0'><!-- -->", 1)
@@ -99,25 +116,37 @@ func TestParse(t *testing.T) {
 		{"huge node", strings.Replace(prosodyPublish, "node='NODE'", "node='"+strings.Repeat("n", 5000)+"'", 1), xep0357.Request{}, true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parse(t, tt.stanza)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("accepted: %+v", got)
+		for _, into := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/into=%t", tt.name, into), func(t *testing.T) {
+				got, err := parse(t, tt.stanza)
+				if into {
+					got, err = parseInto(t, tt.stanza)
 				}
-				if !errors.Is(err, xep0357.ErrMalformed) {
-					t.Fatalf("error %v does not wrap ErrMalformed", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Node != tt.want.Node || got.Secret != tt.want.Secret || got.MarkedHigh != tt.want.MarkedHigh || (got.Summary == nil) != (tt.want.Summary == nil) ||
-				(got.Summary != nil && *got.Summary != *tt.want.Summary) {
-				t.Fatalf("got %+v %+v, want %+v %+v", got, got.Summary, tt.want, tt.want.Summary)
-			}
-		})
+				checkParsed(t, got, err, tt.want, tt.wantErr)
+			})
+		}
+	}
+}
+
+// checkParsed compares a parse's result with the one wanted: an error
+// wrapping ErrMalformed, or the request.
+func checkParsed(t *testing.T, got xep0357.Request, err error, want xep0357.Request, wantErr bool) {
+	t.Helper()
+	if wantErr {
+		if err == nil {
+			t.Fatalf("accepted: %+v", got)
+		}
+		if !errors.Is(err, xep0357.ErrMalformed) {
+			t.Fatalf("error %v does not wrap ErrMalformed", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Node != want.Node || got.Secret != want.Secret || got.MarkedHigh != want.MarkedHigh || (got.Summary == nil) != (want.Summary == nil) ||
+		(got.Summary != nil && *got.Summary != *want.Summary) {
+		t.Fatalf("got %+v %+v, want %+v %+v", got, got.Summary, want, want.Summary)
 	}
 }
 
