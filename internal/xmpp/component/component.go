@@ -365,7 +365,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		defer work.done()
 		// Not the session's context: a push under way when we shut
 		// down still completes (the core bounds it).
-		s := newSlot(sem, resumed)
+		s := q.slot.init(sem, resumed)
 		defer s.Pause()
 		c.handle(&s.ctx, q, w)
 	})
@@ -474,9 +474,10 @@ type slot struct {
 	ctx            push.WaitingContext // the handler's context, carrying the slot
 }
 
-// newSlot returns the slot of a handler that holds one of fresh already.
-func newSlot(fresh, resumed chan struct{}) *slot {
-	s := &slot{fresh: fresh, resumed: resumed}
+// init makes s, zero until then, the slot of a handler that holds one of
+// fresh already, and returns it.
+func (s *slot) init(fresh, resumed chan struct{}) *slot {
+	s.fresh, s.resumed = fresh, resumed
 	s.ctx = push.WaitingContext{Context: context.Background(), Waiting: s}
 	s.held.Store(&s.fresh)
 	return s

@@ -229,7 +229,7 @@ func TestStreamConn(t *testing.T) {
 func TestSlot(t *testing.T) {
 	fresh, resumed := make(chan struct{}, 1), make(chan struct{}, 1)
 	fresh <- struct{}{} // what read takes before the handler runs
-	s := newSlot(fresh, resumed)
+	s := new(slot).init(fresh, resumed)
 	s.Pause()
 	if len(fresh) != 0 {
 		t.Fatal("the fresh slot was not given back on Pause")
