@@ -361,13 +361,13 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer) {
 func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
 	resumed := make(chan struct{}, c.opts.MaxInFlight)
-	workers := newWorkers(func(q *streamIQ) {
+	workers := newWorkers(func(m *streamIQ) {
 		defer work.done()
 		// Not the session's context: a push under way when we shut
 		// down still completes (the core bounds it).
-		s := q.slot.init(sem, resumed)
+		s := m.slot.init(sem, resumed)
 		defer s.Pause()
-		c.handle(&s.ctx, q, w)
+		c.handle(&s.ctx, m, w)
 	})
 	defer workers.close()
 	for {

@@ -53,7 +53,8 @@ type stanzaReader interface {
 // walk reads the IQ from r, whose last token was start.
 func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error { return q.walkIn(r, start, nil) }
 
-// iqMemory is the memory of a push's payload, for walkIn.
+// iqMemory is the memory of a push's payload: walkIn's, and the summary
+// that xep0357.ParseInto reads into.
 type iqMemory struct {
 	pubsub  xep0357.PubSub
 	tree    xep0357.Memory
