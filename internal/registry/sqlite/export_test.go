@@ -21,3 +21,6 @@ func WritePragma(s *Store, name string) (int, error) {
 	err := s.write.QueryRow(`PRAGMA ` + name).Scan(&n)
 	return n, err
 }
+
+// ParseTarget is parseTarget, for its test.
+var ParseTarget = parseTarget

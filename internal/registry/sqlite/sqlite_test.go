@@ -191,6 +191,43 @@ func TestGetPushTarget(t *testing.T) {
 	}
 }
 
+// GetPushTarget reads its four values as one text and splits it by
+// their byte lengths, so values holding colons, digits or characters of
+// several bytes come back as they were stored.
+func TestGetPushTargetAnyText(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	defer s.Close()
+	for i, want := range []registry.PushTarget{
+		{Type: "app:2", Token: "12:ab€", Secret: "3:s:", Account: "ü@example.org/ré:s"},
+		{Type: "fcm", Token: "dGVzdA==:APA91b", Secret: "00", Account: ""},
+		{Type: "€", Token: "€€", Secret: "€€€", Account: "€"},
+	} {
+		node := fmt.Sprintf("node-%d", i)
+		r := registry.Registration{Node: node, Type: want.Type, Token: want.Token, Secret: want.Secret, Account: want.Account, Registered: time.Now()}
+		if _, err := register(s, r); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetPushTarget(ctx, node)
+		if err != nil || got != want {
+			t.Errorf("GetPushTarget(%s) = %+v, %v\nwant %+v", node, got, err, want)
+		}
+	}
+}
+
+// A text that is not selectTarget's shape is refused, not split at a
+// guess.
+func TestParseTargetRefusesMalformed(t *testing.T) {
+	for _, v := range []string{"", "4:", "4:1:1", "a:1:1:xxx", "-1:1:1:xxx", "1:1:1:xx", "99999999999999999999:0:0:x", "0:0:0"} {
+		if got, ok := sqlite.ParseTarget(v); ok {
+			t.Errorf("ParseTarget(%q) = %+v, true; want false", v, got)
+		}
+	}
+	if got, ok := sqlite.ParseTarget("0:0:0:"); !ok || got != (registry.PushTarget{}) {
+		t.Errorf("ParseTarget(\"0:0:0:\") = %+v, %v; want empty values", got, ok)
+	}
+}
+
 // TestWritePragmas reads back the writer's settings that nothing else
 // would notice, since SQLite ignores a pragma it does not know: the log
 // checkpointed every walCheckpoint pages, not every 1,000 (SQLite's
