@@ -312,7 +312,8 @@ func (s *Store) GetPushTarget(ctx context.Context, node string) (registry.PushTa
 	}
 	t, ok := parseTarget(v)
 	if !ok {
-		return registry.PushTarget{}, fmt.Errorf("reading registration: malformed push target %q", v)
+		// Not v itself: it holds the token and the secret.
+		return registry.PushTarget{}, fmt.Errorf("reading registration %s: malformed push target", node)
 	}
 	return t, nil
 }
@@ -328,11 +329,12 @@ func parseTarget(v string) (registry.PushTarget, bool) {
 			return registry.PushTarget{}, false
 		}
 		l, err := strconv.Atoi(v[:colon])
-		if err != nil || l < 0 {
+		if err != nil || l < 0 || l > len(v) {
 			return registry.PushTarget{}, false
 		}
 		n[i], v = l, v[colon+1:]
 	}
+	// Each length is at most len(v) here, so the sum cannot overflow.
 	if n[0]+n[1]+n[2] > len(v) {
 		return registry.PushTarget{}, false
 	}

@@ -218,7 +218,8 @@ func TestGetPushTargetAnyText(t *testing.T) {
 // A text that is not selectTarget's shape is refused, not split at a
 // guess.
 func TestParseTargetRefusesMalformed(t *testing.T) {
-	for _, v := range []string{"", "4:", "4:1:1", "a:1:1:xxx", "-1:1:1:xxx", "1:1:1:xx", "99999999999999999999:0:0:x", "0:0:0"} {
+	for _, v := range []string{"", "4:", "4:1:1", "a:1:1:xxx", "-1:1:1:xxx", "1:1:1:xx", "99999999999999999999:0:0:x", "0:0:0",
+		"9223372036854775807:9223372036854775807:2:xx"} {
 		if got, ok := sqlite.ParseTarget(v); ok {
 			t.Errorf("ParseTarget(%q) = %+v, true; want false", v, got)
 		}
