@@ -1,9 +1,10 @@
 // Package sqlite is the default registry.Store: one SQLite file in WAL mode,
 // through the pure-Go modernc.org/sqlite driver so the server stays a
 // single static binary. Reads go through a pool of connections and never
-// wait for writers; writes go through one connection, which serializes them
-// without SQLITE_BUSY retries. Concurrent registrations are group-committed
-// (see groupcommit.go).
+// wait for writers; the push path's lookup has connections of its own,
+// outside database/sql (lookup.go). Writes go through one connection,
+// which serializes them without SQLITE_BUSY retries. Concurrent
+// registrations are group-committed (see groupcommit.go).
 package sqlite
 
 import (
@@ -35,8 +36,9 @@ type Store struct {
 	read, write *sql.DB
 
 	get, getByKey *sql.Stmt
-	// getTarget reads what a push needs (GetPushTarget).
-	getTarget *sql.Stmt
+	// lookups reads what a push needs (GetPushTarget) on connections of
+	// its own (lookup.go).
+	lookups *lookups
 	// getBlocked is read on every tokenless push.
 	getBlocked *sql.Stmt
 
@@ -128,7 +130,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		q.Add("_pragma", p)
 	}
 	// The path is a URI's: SQLite would decode %xx and stop at ? or #.
-	dsn := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?" + q.Encode()
+	file := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	dsn := file + "?" + q.Encode()
 	// The writer copies the WAL into the database every walCheckpoint
 	// pages instead of SQLite's 1,000 (see walCheckpoint).
 	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate&_pragma="+url.QueryEscape(fmt.Sprintf("wal_autocheckpoint(%d)", walCheckpoint)))
@@ -149,12 +152,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
-	s := &Store{read: read, write: write, retention: changeRetention}
+	s := &Store{read: read, write: write, retention: changeRetention, lookups: newLookups(file+"?mode=ro", n)}
 	if s.get, err = read.PrepareContext(ctx, sqlGet); err == nil {
 		s.getByKey, err = read.PrepareContext(ctx, selectRegistrations+` WHERE device_key = ?`)
-	}
-	if err == nil {
-		s.getTarget, err = read.PrepareContext(ctx, selectTarget)
 	}
 	if err == nil {
 		s.getBlocked, err = read.PrepareContext(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = ? AND token = ?`)
@@ -292,23 +292,21 @@ func (s *Store) Get(ctx context.Context, node string) (registry.Registration, er
 // more: the push path's read when its cache misses. Get would also read
 // the push outcomes (a join) and seven more columns.
 //
-// The four values come as one column: the driver allocates for every
-// column of every row it returns (its name, its declared type, a copy of
-// the value and the value's box), so one column instead of four takes 11
-// of a miss's 32 allocations away (BenchmarkGet), and the four strings
-// share the one the registration cache then keeps.
+// It reads on connections of its own, not through database/sql
+// (lookup.go). The four values come as one text, copied out of SQLite
+// once, whose memory the four strings share and the registration cache
+// then keeps. Like keyRead's reads, the read itself does not watch ctx;
+// waiting for a connection does.
 func (s *Store) GetPushTarget(ctx context.Context, node string) (registry.PushTarget, error) {
-	ctx, err := keyRead(ctx)
+	if err := ctx.Err(); err != nil {
+		return registry.PushTarget{}, fmt.Errorf("get %s: %w", node, err)
+	}
+	v, found, err := s.lookups.get(ctx, node)
 	if err != nil {
 		return registry.PushTarget{}, fmt.Errorf("get %s: %w", node, err)
 	}
-	var v string
-	err = s.getTarget.QueryRowContext(ctx, node).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
+	if !found {
 		return registry.PushTarget{}, registry.ErrNotFound
-	}
-	if err != nil {
-		return registry.PushTarget{}, fmt.Errorf("reading registration: %w", err)
 	}
 	t, ok := parseTarget(v)
 	if !ok {
@@ -615,7 +613,10 @@ func (s *Store) Close() error {
 		s.gc.Close()
 	}
 	s.regStmts.close()
-	for _, st := range []*sql.Stmt{s.get, s.getByKey, s.getTarget, s.getBlocked} {
+	if s.lookups != nil {
+		s.lookups.close()
+	}
+	for _, st := range []*sql.Stmt{s.get, s.getByKey, s.getBlocked} {
 		if st != nil {
 			st.Close()
 		}

@@ -341,8 +341,16 @@ func TestPathWithURICharacters(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := open(t, filepath.Join(dir, "registry.db"))
+	defer s.Close()
 	if _, err := s.Count(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	// The push path's lookups open the file on connections of their own.
+	if _, err := register(s, registry.Registration{Node: "n", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetPushTarget(context.Background(), "n"); err != nil || got.Token != "t" {
+		t.Fatalf("GetPushTarget = %+v, %v", got, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "registry.db")); err != nil {
 		t.Fatalf("the database is not where it was asked for: %v", err)
