@@ -160,7 +160,8 @@ func openLookupConn(dsn string) (_ *lookupConn, err error) {
 			c.close()
 		}
 	}()
-	if c.out = libc.Xcalloc(c.tls, 1, uint64(unsafe.Sizeof(uintptr(0)))); c.out == 0 {
+	// SQLite writes the pointers it hands back even when it fails.
+	if c.out = cMalloc(libc.Xmalloc, c.tls, int(unsafe.Sizeof(uintptr(0)))); c.out == 0 {
 		return nil, errors.New("opening a lookup connection: out of memory")
 	}
 	name, err := libc.CString(dsn)
@@ -204,7 +205,7 @@ func (c *lookupConn) get(node string) (v string, found bool, err error) {
 			libc.Xfree(c.tls, c.node)
 		}
 		c.nodeCap = max(64, len(node))
-		if c.node = libc.Xmalloc(c.tls, uint64(c.nodeCap)); c.node == 0 {
+		if c.node = cMalloc(libc.Xmalloc, c.tls, c.nodeCap); c.node == 0 {
 			c.nodeCap = 0
 			return "", false, errors.New("reading registration: out of memory")
 		}
@@ -271,6 +272,12 @@ func (c *lookupConn) close() {
 		c.out = 0
 	}
 	c.tls.Close()
+}
+
+// cMalloc allocates n bytes of C memory with malloc, whose size_t is a
+// Go type that differs from platform to platform.
+func cMalloc[T ~uint32 | ~uint64](malloc func(*libc.TLS, T) uintptr, tls *libc.TLS, n int) uintptr {
+	return malloc(tls, T(n))
 }
 
 // readPointer reads the pointer the C API wrote at p.
