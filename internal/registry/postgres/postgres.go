@@ -132,7 +132,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("migrating: %w", err)
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `RESET statement_timeout`)
-	const lockKey = 0x7075736801 // "push" 1
+	const lockKey int64 = 0x7075736801 // "push" 1; pg_advisory_lock takes a bigint
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
