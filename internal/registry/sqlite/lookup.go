@@ -263,13 +263,11 @@ func (c *lookupConn) close() {
 		lib.Xsqlite3_close_v2(c.tls, c.db)
 		c.db = 0
 	}
-	if c.node != 0 {
-		libc.Xfree(c.tls, c.node)
-		c.node = 0
-	}
-	if c.out != 0 {
-		libc.Xfree(c.tls, c.out)
-		c.out = 0
+	for _, p := range []*uintptr{&c.node, &c.out} {
+		if *p != 0 {
+			libc.Xfree(c.tls, *p)
+			*p = 0
+		}
 	}
 	c.tls.Close()
 }
