@@ -58,6 +58,16 @@ func TestGrowth(t *testing.T) {
 			s.RSSMB += float64(min(i, 3)) * 4
 			return s
 		}), ""},
+		// A pool that grows to its bound after a burst and stays there
+		// (the component's workers, in a 3-minute soak of 2026-12-05).
+		{"steps up, then flat", []soakSample{
+			{RSSMB: 40, Goroutines: 106, OpenFDs: 27, P99ms: 3.7}, {RSSMB: 41, Goroutines: 180, OpenFDs: 27, P99ms: 4.0},
+			{RSSMB: 42, Goroutines: 228, OpenFDs: 27, P99ms: 6.6}, {RSSMB: 42, Goroutines: 228, OpenFDs: 27, P99ms: 3.3},
+			{RSSMB: 43, Goroutines: 228, OpenFDs: 27, P99ms: 4.9}, {RSSMB: 44, Goroutines: 228, OpenFDs: 27, P99ms: 4.3},
+		}, ""},
+		{"short goroutine leak", []soakSample{
+			{Goroutines: 100}, {Goroutines: 140}, {Goroutines: 180}, {Goroutines: 220}, {Goroutines: 260}, {Goroutines: 300},
+		}, "goroutines"},
 		{"memory leak", series(func(i int) soakSample { s := flat(i); s.RSSMB += float64(i) * 10; return s }), "RSS MB"},
 		{"goroutine leak", series(func(i int) soakSample { s := flat(i); s.Goroutines += float64(i) * 20; return s }), "goroutines"},
 		{"fd leak", series(func(i int) soakSample { s := flat(i); s.OpenFDs += float64(i) * 5; return s }), "open fds"},
