@@ -36,7 +36,10 @@ func openWith(t *testing.T, nodes ...string) *Store {
 
 // A lookup's read transaction ends with the lookup, found or not: one
 // left open would keep every later checkpoint from copying the log past
-// it, and the log would grow without bound.
+// it, and the log would grow without bound. A lookup that finds its row
+// holds the transaction until the statement is reset; one that finds
+// nothing has run to SQLITE_DONE, which ends it on its own: only the
+// first case fails without the reset.
 func TestLookupEndsItsReadTransaction(t *testing.T) {
 	ctx := context.Background()
 	s := openWith(t, "a")
