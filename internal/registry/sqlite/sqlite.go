@@ -132,14 +132,24 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// The path is a URI's: SQLite would decode %xx and stop at ? or #.
 	file := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	dsn := file + "?" + q.Encode()
+	if err := registerWALVFS(); err != nil {
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
 	// The writer copies the WAL into the database every walCheckpoint
-	// pages instead of SQLite's 1,000 (see walCheckpoint).
-	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate&_pragma="+url.QueryEscape(fmt.Sprintf("wal_autocheckpoint(%d)", walCheckpoint)))
+	// pages instead of SQLite's 1,000 (see walCheckpoint), and writes the
+	// WAL through walVFS.
+	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate&vfs="+walVFS+"&_pragma="+url.QueryEscape(fmt.Sprintf("wal_autocheckpoint(%d)", walCheckpoint)))
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
+	// walVFS needs every commit to sync the log.
+	var sync int
+	if err := write.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil || sync < 2 {
+		write.Close()
+		return nil, fmt.Errorf("registry %s: the writer's synchronous is %d, not FULL (%v)", path, sync, err)
+	}
 	if err := migrate(ctx, write); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("registry %s: %w", path, err)
