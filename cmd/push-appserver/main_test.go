@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -230,6 +231,82 @@ func TestServeSmoke(t *testing.T) {
 	}
 	if r.LastSuccessfulPush.Before(pushed.Add(-time.Second)) {
 		t.Fatalf("last successful push %v, want the push at %v written before the process ended", r.LastSuccessfulPush, pushed)
+	}
+}
+
+// Registrations answered OK survive the process being killed while
+// others are under way, batched into commits: the answer comes only
+// once the registration's commit is on disk.
+func TestRegistrationsSurviveKill(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	addr := freePort(t)
+	config := filepath.Join(dir, "push-appserver.toml")
+	os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr)), 0o600)
+
+	answered := map[string]string{} // node: secret
+	var mu sync.Mutex
+	for round := range 5 {
+		s := startServer(t, bin, config)
+		s.waitHealthy(t, addr)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for g := range 16 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					node := fmt.Sprintf("r%d-g%d-%d", round, g, i)
+					resp, err := http.PostForm(s.base+"register", url.Values{"type": {"apns"}, "node": {node}, "token": {fmt.Sprintf("%064x", i<<8|g)}})
+					if err != nil {
+						return // killed
+					}
+					body, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err != nil {
+						return
+					}
+					lines := strings.Split(string(body), "\n")
+					if len(lines) != 3 || lines[0] != "OK" {
+						t.Errorf("register %s: %q", node, body)
+						return
+					}
+					mu.Lock()
+					answered[node] = lines[2]
+					mu.Unlock()
+				}
+			})
+		}
+		time.Sleep(500 * time.Millisecond)
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		wg.Wait()
+		t.Logf("round %d: killed after %v, %d registrations answered so far", round, time.Since(start).Round(time.Millisecond), len(answered))
+	}
+	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "data", "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	lost := 0
+	for node, secret := range answered {
+		r, err := store.Get(t.Context(), node)
+		if err != nil || r.Secret != secret {
+			lost++
+			if lost <= 5 {
+				t.Errorf("registration %s answered OK but after the kill: %v", node, err)
+			}
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d registrations answered OK were lost", lost, len(answered))
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", "registry.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var ok string
+	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
+		t.Fatalf("integrity_check: %q (%v)", ok, err)
 	}
 }
 
