@@ -333,9 +333,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	deadline := start.Add(s.opts.PushTimeout)
 	t, err := s.lookup(ctx, node, deadline, req.Tokenless)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
-		ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
-		defer cancel()
-		return s.pushToken(ctx, TokenPush{App: req.TokenApp, Token: node, Request: req}, start)
+		return s.pushTokenless(ctx, req, start, deadline)
 	}
 	if errors.Is(err, registry.ErrNotFound) {
 		s.reject(node, RejectUnknownNode, start)
@@ -393,6 +391,19 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
 	s.failures.log("app", t.Type, "node", node, "err", err)
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+// pushTokenless pushes to req.Node as a device token of req.TokenApp:
+// a tokenless push whose node is registered as no node.
+//
+// A function of its own so that Push has one defer: the compiler runs a
+// function's defers inline at each return only while returns times
+// defers stay at 15 or fewer, and otherwise records them at run time and
+// finds them again by unwinding the stack when the function returns.
+func (s *Service) pushTokenless(ctx context.Context, req PushRequest, start, deadline time.Time) error {
+	ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
+	defer cancel()
+	return s.pushToken(ctx, TokenPush{App: req.TokenApp, Token: req.Node, Request: req}, start)
 }
 
 // admit waits (until deadline at most, unless it is zero) for the

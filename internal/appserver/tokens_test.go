@@ -285,3 +285,26 @@ func TestTokenBlockCached(t *testing.T) {
 		t.Fatalf("block list read %d times, want once", n)
 	}
 }
+
+// BenchmarkPush measures a push to a registered device whose
+// registration is in the cache: the push path without the registry.
+func BenchmarkPush(b *testing.B) {
+	ctx := context.Background()
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
+		appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "node", "token")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
