@@ -144,15 +144,19 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
-	// walVFS needs every commit to sync the log.
-	var sync int
-	if err := write.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil || sync < 2 {
-		write.Close()
-		return nil, fmt.Errorf("registry %s: the writer's synchronous is %d, not FULL (%v)", path, sync, err)
-	}
 	if err := migrate(ctx, write); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
+	// walVFS needs every commit to sync the log (FULL is 2, EXTRA 3).
+	var sync int
+	if err := write.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
+	if sync < 2 {
+		write.Close()
+		return nil, fmt.Errorf("registry %s: the writer's synchronous is %d, where the log's VFS needs FULL", path, sync)
 	}
 	read, err := sql.Open("sqlite", dsn+"&mode=ro")
 	if err != nil {
