@@ -79,6 +79,20 @@ func freePorts(t *testing.T, n int) []string {
 	return addrs
 }
 
+// minimalConfig writes a configuration with the embedded defaults but
+// for a data directory of its own and the HTTP API at a free loopback
+// address, and returns the directory, the address and the file.
+func minimalConfig(t *testing.T) (dir, addr, config string) {
+	t.Helper()
+	dir = t.TempDir()
+	addr = freePort(t)
+	config = filepath.Join(dir, "push-appserver.toml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, addr, config
+}
+
 // syncBuffer collects a process's log while the test reads it.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -180,10 +194,7 @@ func (s *server) stop(t *testing.T) {
 // backend, restart, and find the registration still there.
 func TestServeSmoke(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	addr := freePort(t)
-	config := filepath.Join(dir, "push-appserver.toml")
-	os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr)), 0o600)
+	dir, addr, config := minimalConfig(t)
 
 	s := startServer(t, bin, config)
 	s.waitHealthy(t, addr)
@@ -239,10 +250,7 @@ func TestServeSmoke(t *testing.T) {
 // once the registration's commit is on disk.
 func TestRegistrationsSurviveKill(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	addr := freePort(t)
-	config := filepath.Join(dir, "push-appserver.toml")
-	os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr)), 0o600)
+	dir, addr, config := minimalConfig(t)
 
 	answered := map[string]string{} // node: secret
 	var mu sync.Mutex

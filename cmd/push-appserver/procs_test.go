@@ -1,11 +1,8 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -45,10 +42,7 @@ func TestIdleServerRunsOnOneProcessor(t *testing.T) {
 		{"GOMAXPROCS set", "GOMAXPROCS=2", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			addr := freePort(t)
-			config := filepath.Join(dir, "config.toml")
-			os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr)), 0o600)
+			_, addr, config := minimalConfig(t)
 			s := startServerEnv(t, bin, config, tt.env)
 			s.waitHealthy(t, addr)
 			deadline := time.Now().Add(10 * time.Second)
