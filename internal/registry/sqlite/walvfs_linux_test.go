@@ -27,8 +27,7 @@ func TestWALWritesGathered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.write.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-		INSERT INTO big (id, v, pad) SELECT i, 1, zeroblob(1000) FROM n`, 4*pages); err != nil {
+	if _, err := s.write.ExecContext(ctx, insertBig, 4*pages); err != nil {
 		t.Fatal(err)
 	}
 	after, err := writeCalls()
