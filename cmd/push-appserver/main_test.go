@@ -175,6 +175,21 @@ func (s *server) post(t *testing.T, path string, form url.Values) string {
 	return string(b)
 }
 
+// register registers node for APNS with token and returns the lines of
+// the answer. The error is the request's: the server is gone.
+func (s *server) register(node, token string) ([]string, error) {
+	resp, err := http.PostForm(s.base+"register", url.Values{"type": {"apns"}, "node": {node}, "token": {token}})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(string(b), "\n"), nil
+}
+
 func (s *server) stop(t *testing.T) {
 	t.Helper()
 	s.cmd.Process.Signal(os.Interrupt)
@@ -263,18 +278,12 @@ func TestRegistrationsSurviveKill(t *testing.T) {
 			wg.Go(func() {
 				for i := 0; ; i++ {
 					node := fmt.Sprintf("r%d-g%d-%d", round, g, i)
-					resp, err := http.PostForm(s.base+"register", url.Values{"type": {"apns"}, "node": {node}, "token": {fmt.Sprintf("%064x", i<<8|g)}})
+					lines, err := s.register(node, fmt.Sprintf("%064x", i<<8|g))
 					if err != nil {
 						return // killed
 					}
-					body, err := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if err != nil {
-						return
-					}
-					lines := strings.Split(string(body), "\n")
 					if len(lines) != 3 || lines[0] != "OK" {
-						t.Errorf("register %s: %q", node, body)
+						t.Errorf("register %s: %q", node, lines)
 						return
 					}
 					mu.Lock()
@@ -289,7 +298,16 @@ func TestRegistrationsSurviveKill(t *testing.T) {
 		wg.Wait()
 		t.Logf("round %d: killed after %v, %d registrations answered so far", round, time.Since(start).Round(time.Millisecond), len(answered))
 	}
-	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "data", "registry.db"))
+	registryHolds(t, filepath.Join(dir, "data", "registry.db"), answered)
+}
+
+// registryHolds fails t unless every registration in answered (node:
+// secret), each answered OK, is in the registry at db with its secret,
+// and the file passes SQLite's integrity check. It returns how many
+// registrations the registry holds. The server must have stopped.
+func registryHolds(t *testing.T, db string, answered map[string]string) int {
+	t.Helper()
+	store, err := sqlite.Open(t.Context(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,22 +318,27 @@ func TestRegistrationsSurviveKill(t *testing.T) {
 		if err != nil || r.Secret != secret {
 			lost++
 			if lost <= 5 {
-				t.Errorf("registration %s answered OK but after the kill: %v", node, err)
+				t.Errorf("registration %s answered OK, then: %v", node, err)
 			}
 		}
 	}
 	if lost > 0 {
 		t.Fatalf("%d of %d registrations answered OK were lost", lost, len(answered))
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", "registry.db")+"?mode=ro")
+	check, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer check.Close()
 	var ok string
-	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
+	if err := check.QueryRow(`PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
 		t.Fatalf("integrity_check: %q (%v)", ok, err)
 	}
+	var n int
+	if err := check.QueryRow(`SELECT COUNT(*) FROM registrations`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestCheckConfig(t *testing.T) {

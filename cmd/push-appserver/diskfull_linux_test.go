@@ -1,0 +1,114 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// setFileSizeLimit sets the soft limit on the size of the files process
+// pid writes (RLIMIT_FSIZE), leaving the hard limit as it is: a write
+// past it fails with EFBIG, as a write to a full disk fails with ENOSPC,
+// and raising it again needs no privilege.
+func setFileSizeLimit(t *testing.T, pid int, soft uint64) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := unix.Rlimit{Cur: min(soft, old.Max), Max: old.Max}
+	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, &lim, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// While the registry's files cannot grow, as on a full disk, a
+// registration is answered with an error, never with OK, pushes to the
+// devices registered before still go out, and the server keeps running;
+// once there is room again, registrations succeed again, and everything
+// answered OK is in the registry, intact.
+func TestRegistrationsWhenDiskFull(t *testing.T) {
+	bin := buildBinary(t)
+	dir, addr, config := minimalConfig(t)
+	db := filepath.Join(dir, "data", "registry.db")
+
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	answered := map[string]string{} // node: secret
+	var mu sync.Mutex
+	// register says whether node was registered; an answer neither OK
+	// nor ERROR fails the test.
+	register := func(node string) bool {
+		lines, err := s.register(node, fmt.Sprintf("%x", sha256.Sum256([]byte(node))))
+		switch {
+		case err != nil:
+			t.Errorf("register %s: %v", node, err)
+		case len(lines) == 3 && lines[0] == "OK" && lines[1] == node:
+			mu.Lock()
+			answered[node] = lines[2]
+			mu.Unlock()
+			return true
+		case lines[0] != "ERROR":
+			t.Errorf("register %s: %q", node, lines)
+		}
+		return false
+	}
+	for i := range 20 {
+		if !register(fmt.Sprintf("before-%d", i)) {
+			t.Fatal("registration refused before the disk filled")
+		}
+	}
+
+	wal, err := os.Stat(db + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for a few commits more, then none: the log only grows until
+	// its checkpoint, thousands of pages away.
+	setFileSizeLimit(t, s.cmd.Process.Pid, uint64(wal.Size())+32<<10)
+	var wg sync.WaitGroup
+	var refused, accepted int
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 40 {
+				ok := register(fmt.Sprintf("full-%d-%d", g, i))
+				mu.Lock()
+				if ok {
+					accepted++
+				} else {
+					refused++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	// Whether answering OK here lost anything is for the checks below.
+	if refused == 0 {
+		t.Errorf("all %d registrations answered OK while the registry's files could not grow", accepted)
+	}
+	t.Logf("while the registry's files could not grow: %d registrations answered OK (before the log reached the limit), %d refused", accepted, refused)
+	// Pushes read the registry and need no room.
+	if body := s.post(t, "push", url.Values{"node": {"before-3"}, "secret": {answered["before-3"]}}); body != "OK\nbefore-3" {
+		t.Fatalf("push while the disk is full: %q", body)
+	}
+
+	setFileSizeLimit(t, s.cmd.Process.Pid, unix.RLIM_INFINITY)
+	for i := range 20 {
+		if !register(fmt.Sprintf("after-%d", i)) {
+			t.Fatalf("registration %d refused once there was room again", i)
+		}
+	}
+	s.stop(t)
+
+	// Nothing refused made it in either.
+	if n := registryHolds(t, db, answered); n != len(answered) {
+		t.Fatalf("%d registrations in the registry, %d answered OK", n, len(answered))
+	}
+}
