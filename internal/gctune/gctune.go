@@ -5,7 +5,7 @@
 // registration cache, buffers): at Go's default GOGC of 100 the collector
 // runs often, and took 10 to 14 % of the instructions of a push. At 200 it
 // runs half as often, for a heap that may grow to three times the live
-// one instead of twice (see the README's performance section).
+// one instead of twice (see docs/performance.md).
 package gctune
 
 import "runtime/debug"

@@ -6,8 +6,8 @@
 // answer back to it) to a second thread, which it must wake first and
 // which goes back to sleep after: measured at 2,000 pushes/s, 3 of the
 // server's voluntary context switches per push with two processors, 1.3
-// with one, and 15-28 % of its CPU per push (see the README's
-// performance section). One processor serves several thousand pushes a
+// with one, and 15-28 % of its CPU per push (see "Moderate rates" in
+// docs/performance.md). One processor serves several thousand pushes a
 // second, more than most servers ever see, but not a burst beyond that.
 //
 // So the Governor runs the server on one processor while it is calm, and

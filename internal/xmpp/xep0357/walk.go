@@ -9,8 +9,8 @@ import (
 )
 
 // UnmarshalXML reads <pubsub/> with a walk over its tokens instead of
-// encoding/xml's reflection, a large part of the cost of a push (see the
-// README's performance section). The result is the one reflection gives
+// encoding/xml's reflection, a large part of the cost of a push (see
+// docs/performance.md). The result is the one reflection gives
 // for these types, field for field, for every input: the tests check it
 // against reflection on the same types, fuzzed. A field added to PubSub or
 // the types under it must be read here too, or those tests fail.
