@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
 
@@ -301,6 +303,25 @@ func TestRegistrationsSurviveKill(t *testing.T) {
 	registryHolds(t, filepath.Join(dir, "data", "registry.db"), answered)
 }
 
+// answeredKept fails t unless every registration in answered (node:
+// secret), each answered OK, is in store with its secret.
+func answeredKept(t *testing.T, store interface {
+	Get(context.Context, string) (registry.Registration, error)
+}, answered map[string]string) {
+	t.Helper()
+	lost := 0
+	for node, secret := range answered {
+		if r, err := store.Get(t.Context(), node); err != nil || r.Secret != secret {
+			if lost++; lost <= 5 {
+				t.Errorf("registration %s answered OK, then: %v", node, err)
+			}
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d registrations answered OK were lost", lost, len(answered))
+	}
+}
+
 // registryHolds fails t unless every registration in answered (node:
 // secret), each answered OK, is in the registry at db with its secret,
 // and the file passes SQLite's integrity check. It returns how many
@@ -312,19 +333,7 @@ func registryHolds(t *testing.T, db string, answered map[string]string) int {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	lost := 0
-	for node, secret := range answered {
-		r, err := store.Get(t.Context(), node)
-		if err != nil || r.Secret != secret {
-			lost++
-			if lost <= 5 {
-				t.Errorf("registration %s answered OK, then: %v", node, err)
-			}
-		}
-	}
-	if lost > 0 {
-		t.Fatalf("%d of %d registrations answered OK were lost", lost, len(answered))
-	}
+	answeredKept(t, store, answered)
 	check, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)

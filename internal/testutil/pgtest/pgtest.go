@@ -35,6 +35,10 @@ type Server struct {
 	proc    *daemon.Process
 	logPath string
 
+	// What launch needs to start the server again (Crash).
+	bin, data string
+	cred      *syscall.Credential
+
 	mu  sync.Mutex
 	seq int
 }
@@ -157,8 +161,31 @@ func (s *Server) start() error {
 		return fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	s.logPath = filepath.Join(s.dir, "postgres.log")
+	s.bin, s.data, s.cred = bin, data, cred
 	return daemon.OnFreePort(func(port int) error { return s.launch(bin, data, cred, port) })
 }
+
+// Crash ends the server as a crash would (SIGQUIT, PostgreSQL's immediate
+// shutdown: its processes exit at once, with no checkpoint) and starts it
+// again on the same port and data directory, where it recovers from its
+// log before it answers. What it survives is what was committed with
+// synchronous_commit on: the server runs with it off, so a test that
+// crashes it turns it on for its own connections (DurableDSN).
+func (s *Server) Crash(t testing.TB) {
+	t.Helper()
+	if s.proc == nil {
+		t.Fatal("PostgreSQL test server: Crash before the server started")
+	}
+	s.proc.Stop(syscall.SIGQUIT)
+	s.proc = nil
+	if err := s.launch(s.bin, s.data, s.cred, s.port); err != nil {
+		t.Fatalf("PostgreSQL test server: starting again after the crash: %v", err)
+	}
+}
+
+// DurableDSN is dsn with synchronous_commit on for its connections: a
+// commit returns once its log is written, so that it survives Crash.
+func DurableDSN(dsn string) string { return dsn + "&synchronous_commit=on" }
 
 func (s *Server) launch(bin, data string, cred *syscall.Credential, port int) error {
 	s.port = port
