@@ -27,7 +27,8 @@ const changeRetention = time.Minute
 // It holds one read connection of its own and asks it PRAGMA
 // data_version every FollowInterval, which changes only when another
 // connection committed: an idle registry costs one pragma per poll, and
-// the change log is read only after a commit. It also prunes the log.
+// the change log is read only after a commit. It also prunes the log, and
+// tries again later when a prune fails.
 func (s *Store) Follow(ctx context.Context, changed func(node string), live func(bool)) error {
 	conn, err := s.read.Conn(ctx)
 	if err != nil {
@@ -59,8 +60,12 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 		}
 		err := f.poll(ctx, changed, live)
 		if now := time.Now(); err == nil && now.Sub(pruned) >= s.retention {
-			if mark > prunedTo {
-				err = s.pruneChanges(ctx, mark)
+			// A prune that fails (a full disk) is tried again, up to a
+			// later mark, at the next retention. Following goes on
+			// meanwhile: ending the feed would turn the caller's cache off
+			// when the server needs it most, and the log only grows by
+			// what can still be written.
+			if mark > prunedTo && s.pruneChanges(ctx, mark) == nil {
 				prunedTo = mark
 			}
 			mark, pruned = f.seq, now

@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -217,4 +218,54 @@ func TestFollowPrunes(t *testing.T) {
 	}
 	f.expect(t, "p1")
 	g.expect(t, "p1")
+}
+
+// A prune that fails (the disk is full) does not end the feed: the
+// follower goes on reporting changes, so the cache it keeps coherent
+// stays on, and the prune is done once it can be.
+func TestFollowOutlivesFailedPrune(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := open(t, path)
+	defer s.Close()
+	sqlite.SetRetention(s, 100*time.Millisecond)
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// Fails every prune, as a full disk fails its write.
+	if _, err := db.Exec(`CREATE TRIGGER no_prune BEFORE DELETE ON registration_changes BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	f := follow(t, s)
+	for i := range 3 {
+		n := fmt.Sprintf("n%d", i)
+		if _, err := register(s, registry.Registration{Node: n, Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		f.expect(t, n)
+		time.Sleep(300 * time.Millisecond) // a prune or more in between
+	}
+	select {
+	case l := <-f.live:
+		t.Fatalf("live(%v) while prunes failed", l)
+	default:
+	}
+	if _, err := db.Exec(`DROP TRIGGER no_prune`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := db.QueryRow(`SELECT COUNT(*) FROM registration_changes`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d changes still logged after prunes could succeed again", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
