@@ -6,8 +6,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -110,5 +112,47 @@ func TestRegistrationsWhenDiskFull(t *testing.T) {
 	// Nothing refused made it in either.
 	if n := registryHolds(t, db, answered); n != len(answered) {
 		t.Fatalf("%d registrations in the registry, %d answered OK", n, len(answered))
+	}
+}
+
+// A server started where the registry's files cannot grow (SQLite must
+// write its shared-memory file before it reads anything) cannot open the
+// registry: it exits at once, and says the disk may be full rather than
+// only "disk I/O error".
+func TestServeOnFullDiskSaysSo(t *testing.T) {
+	bin := buildBinary(t)
+	_, addr, config := minimalConfig(t)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	if lines, err := s.register("n1", "ab12"); err != nil || lines[0] != "OK" {
+		t.Fatalf("register: %q, %v", lines, err)
+	}
+	s.stop(t) // a clean stop removes the log and the shared-memory file
+
+	// The server inherits the limit; the test's own files are not written
+	// while it is down.
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: 0, Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	s = startServer(t, bin, config)
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the server ran on a full disk and exited cleanly")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the server did not exit on a full disk")
+	}
+	if log := s.log.String(); !strings.Contains(log, "is the disk full?") {
+		t.Fatalf("the server's message does not say the disk may be full:\n%s", log)
 	}
 }

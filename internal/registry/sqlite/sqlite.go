@@ -22,7 +22,8 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	modernc "modernc.org/sqlite" // also registers the "sqlite" driver
+	lib "modernc.org/sqlite/lib"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
@@ -146,7 +147,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	write.SetConnMaxIdleTime(0)
 	if err := migrate(ctx, write); err != nil {
 		write.Close()
-		return nil, fmt.Errorf("registry %s: %w", path, err)
+		return nil, fmt.Errorf("registry %s: %w%s", path, err, diskHint(err))
 	}
 	// walVFS needs every commit to sync the log (FULL is 2, EXTRA 3).
 	var sync int
@@ -182,6 +183,19 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	s.gc = groupcommit.Start(committer{s})
 	return s, nil
+}
+
+// diskHint is what a failure to open the registry adds to its message
+// when SQLite gave an I/O error: SQLite says "disk I/O error" for a file
+// it cannot grow, and before it reads anything it must write its
+// shared-memory file, so a server started on a full disk fails so at
+// once, where an operator would look for a broken disk.
+func diskHint(err error) string {
+	var se *modernc.Error
+	if errors.As(err, &se) && (se.Code()&0xff == lib.SQLITE_IOERR || se.Code()&0xff == lib.SQLITE_FULL) {
+		return " (is the disk full?)"
+	}
+	return ""
 }
 
 // ownFile creates the database file readable and writable by us alone
