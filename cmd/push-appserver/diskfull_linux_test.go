@@ -15,19 +15,21 @@ import (
 )
 
 // setFileSizeLimit sets the soft limit on the size of the files process
-// pid writes (RLIMIT_FSIZE), leaving the hard limit as it is: a write
-// past it fails with EFBIG, as a write to a full disk fails with ENOSPC,
-// and raising it again needs no privilege.
-func setFileSizeLimit(t *testing.T, pid int, soft uint64) {
+// pid (0: this one) writes (RLIMIT_FSIZE), leaving the hard limit as it
+// is, and returns the soft limit it replaced: a write past it fails with
+// EFBIG, as a write to a full disk fails with ENOSPC, and raising it
+// again needs no privilege.
+func setFileSizeLimit(t *testing.T, pid int, soft uint64) (old uint64) {
 	t.Helper()
-	var old unix.Rlimit
-	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, nil, &old); err != nil {
+	var lim unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, nil, &lim); err != nil {
 		t.Fatal(err)
 	}
-	lim := unix.Rlimit{Cur: min(soft, old.Max), Max: old.Max}
+	old, lim.Cur = lim.Cur, min(soft, lim.Max)
 	if err := unix.Prlimit(pid, unix.RLIMIT_FSIZE, &lim, nil); err != nil {
 		t.Fatal(err)
 	}
+	return old
 }
 
 // While the registry's files cannot grow, as on a full disk, a
@@ -131,17 +133,9 @@ func TestServeOnFullDiskSaysSo(t *testing.T) {
 
 	// The server inherits the limit; the test's own files are not written
 	// while it is down.
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: 0, Max: old.Max}); err != nil {
-		t.Fatal(err)
-	}
+	old := setFileSizeLimit(t, 0, 0)
 	s = startServer(t, bin, config)
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-		t.Fatal(err)
-	}
+	setFileSizeLimit(t, 0, old)
 	done := make(chan error, 1)
 	go func() { done <- s.cmd.Wait() }()
 	select {

@@ -183,8 +183,9 @@ func (s *Server) Crash(t testing.TB) {
 	}
 }
 
-// DurableDSN is dsn with synchronous_commit on for its connections: a
-// commit returns once its log is written, so that it survives Crash.
+// DurableDSN is dsn, one that DB returned (it has a query already), with
+// synchronous_commit on for its connections: a commit returns once its
+// log is written, so that it survives Crash.
 func DurableDSN(dsn string) string { return dsn + "&synchronous_commit=on" }
 
 func (s *Server) launch(bin, data string, cred *syscall.Credential, port int) error {
