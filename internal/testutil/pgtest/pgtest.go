@@ -35,7 +35,7 @@ type Server struct {
 	proc    *daemon.Process
 	logPath string
 
-	// What launch needs to start the server again (Crash).
+	// What launch needs to start the server again (Up).
 	bin, data string
 	cred      *syscall.Credential
 
@@ -165,21 +165,44 @@ func (s *Server) start() error {
 	return daemon.OnFreePort(func(port int) error { return s.launch(bin, data, cred, port) })
 }
 
-// Crash ends the server as a crash would (SIGQUIT, PostgreSQL's immediate
-// shutdown: its processes exit at once, with no checkpoint) and starts it
-// again on the same port and data directory, where it recovers from its
-// log before it answers. What it survives is what was committed with
+// Crash ends the server as a crash would (Down) and starts it again on
+// the same port and data directory (Up), where it recovers from its log
+// before it answers. What it survives is what was committed with
 // synchronous_commit on: the server runs with it off, so a test that
 // crashes it turns it on for its own connections (DurableDSN).
 func (s *Server) Crash(t testing.TB) {
 	t.Helper()
+	s.Down(t)
+	s.Up(t)
+}
+
+// Down ends the server as a crash would: SIGQUIT, PostgreSQL's immediate
+// shutdown, whose processes exit at once, with no checkpoint. Connections
+// are refused until Up; a test that ends before it calls Up has the
+// server started again for the tests after it.
+func (s *Server) Down(t testing.TB) {
+	t.Helper()
 	if s.proc == nil {
-		t.Fatal("PostgreSQL test server: Crash before the server started")
+		t.Fatal("PostgreSQL test server: Down while it is not running")
 	}
 	s.proc.Stop(syscall.SIGQUIT)
 	s.proc = nil
+	t.Cleanup(func() {
+		if s.proc == nil {
+			s.Up(t)
+		}
+	})
+}
+
+// Up starts the server again after Down, on the same port and data
+// directory, and returns once it answers.
+func (s *Server) Up(t testing.TB) {
+	t.Helper()
+	if s.proc != nil {
+		t.Fatal("PostgreSQL test server: Up while it is running")
+	}
 	if err := s.launch(s.bin, s.data, s.cred, s.port); err != nil {
-		t.Fatalf("PostgreSQL test server: starting again after the crash: %v", err)
+		t.Fatalf("PostgreSQL test server: starting again: %v", err)
 	}
 }
 
