@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -161,4 +163,138 @@ func TestRegistrationsSurvivePostgresCrash(t *testing.T) {
 	}
 	defer store.Close()
 	answeredKept(t, store, answered)
+}
+
+// metric returns the value of the sample line that starts with series in
+// the /metrics of the server listening at addr, or -1 when there is none.
+func metric(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("metric %s: %q", series, line)
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+// While PostgreSQL is down, pushes to the devices pushed to shortly before
+// reach APNS, as the registry last said, and their secret is still
+// checked; pushes to the others fail. Once the database is back,
+// everything pushes again.
+func TestPushesWhilePostgresDown(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	am, _, keyFile, _ := startMocks(t, dir)
+	t.Setenv("PUSH_APPSERVER_DSN", pgtest.DurableDSN(pg.DB(t)))
+	addr, config := postgresConfig(t)
+	base, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Top-level keys go before the tables postgresConfig wrote.
+	if err := os.WriteFile(config, fmt.Appendf(nil, `rate_limit = 0
+%s
+[apps.apns]
+kind = "apns"
+topic = "im.example.app"
+token_key_file = %q
+key_id = "K1"
+team_id = "T1"
+endpoint = %q
+ca_path = %q
+`, base, keyFile, am.URL, am.CADir), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+
+	const n = 20
+	hot, cold := map[string]string{}, map[string]string{} // node: secret
+	for i := range 2 * n {
+		node, set := fmt.Sprintf("hot-%d", i), hot
+		if i >= n {
+			node, set = fmt.Sprintf("cold-%d", i), cold
+		}
+		lines, err := s.register(node, fmt.Sprintf("%064x", i+1))
+		if err != nil || len(lines) != 3 || lines[0] != "OK" {
+			t.Fatalf("register %s: %q, %v", node, lines, err)
+		}
+		set[node] = lines[2]
+	}
+	push := func(node, secret string) string {
+		return s.post(t, "push", url.Values{"node": {node}, "secret": {secret}})
+	}
+	// Push to the hot devices until each push finds its device in the
+	// cache: the change feed announces the registrations above a moment
+	// later, and drops what a push cached before that.
+	const hits = `push_appserver_registration_cache_lookups_total{result="hit"}`
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		before := metric(t, addr, hits)
+		for node, secret := range hot {
+			if body := push(node, secret); body != "OK\n"+node {
+				t.Fatalf("push to %s: %q", node, body)
+			}
+		}
+		if metric(t, addr, hits)-before == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hot devices never all found in the cache")
+		}
+	}
+
+	pg.Down(t)
+	// Until the instance has lost its change feed, it serves its cache
+	// as usual.
+	s.waitLog(t, "registration change feed lost")
+	accepted := am.Accepted()
+	for node, secret := range hot {
+		if body := push(node, secret); body != "OK\n"+node {
+			t.Errorf("push to %s, pushed to before, while PostgreSQL is down: %q", node, body)
+		}
+		if body := push(node, "wrong"); !strings.HasPrefix(body, "ERROR\n") {
+			t.Errorf("push to %s with a wrong secret while PostgreSQL is down: %q", node, body)
+		}
+	}
+	for node, secret := range cold {
+		if body := push(node, secret); !strings.HasPrefix(body, "ERROR\n") {
+			t.Errorf("push to %s, not pushed to before, while PostgreSQL is down: %q", node, body)
+		}
+	}
+	if got := am.Accepted() - accepted; got != n {
+		t.Errorf("APNS accepted %d pushes while PostgreSQL was down, want %d", got, n)
+	}
+	if got := metric(t, addr, "push_appserver_registration_cache_stale_total"); got != 2*n {
+		t.Errorf("stale cache lookups = %v, want %d", got, 2*n)
+	}
+
+	pg.Up(t)
+	node, secret := "cold-"+fmt.Sprint(n), cold["cold-"+fmt.Sprint(n)]
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if body := push(node, secret); body == "OK\n"+node {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pushes fail 20 s after PostgreSQL is back")
+		}
+	}
+	for node, secret := range cold {
+		if body := push(node, secret); body != "OK\n"+node {
+			t.Errorf("push to %s after PostgreSQL is back: %q", node, body)
+		}
+	}
+	s.stop(t)
 }

@@ -138,6 +138,7 @@ type Service struct {
 
 	rejects  *limitedLog
 	failures *limitedLog // push service failures, so an app that fails every push cannot flood the log
+	stale    *limitedLog // pushes sent with what the cache held, the registry unreadable
 	draining atomic.Bool
 
 	saltMu sync.Mutex
@@ -191,6 +192,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		blocks:   newBlockCache(opts.CacheSize, opts.CacheTTL, time.Now),
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
+		stale:    newLimitedLog(logger, opts.Now, slog.LevelWarn, "registry unreadable; pushing to the registration as cached", "pushes to cached registrations not logged (rate limit)"),
 	}
 	svc.pushGet = func(ctx context.Context, node string) (registry.PushTarget, error) {
 		r, err := store.Get(ctx, node)
@@ -253,7 +255,7 @@ func (s *Service) follow(ctx context.Context) {
 			backoff.Reset() // it had been following for a while
 		}
 		wait := backoff.Next()
-		s.logger.Warn("registration change feed failed; caching off until it is back", "err", err, "retry_in", wait)
+		s.logger.Warn("registration change feed failed; cache bypassed until it is back", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
@@ -438,11 +440,21 @@ type pushReader interface {
 	GetPushTarget(ctx context.Context, node string) (registry.PushTarget, error)
 }
 
+// heldReadTimeout bounds the read of a registration the cache holds while
+// its feed is down (see cache.held): a database that does not answer
+// within it is taken as unreadable, so the push still has its time to go
+// out when the database hangs rather than refuses.
+const heldReadTimeout = time.Second
+
 // lookup reads what a push to node needs through the cache, asking the
 // store by deadline when it must. An unknown node is cached only with
 // keepAbsent (tokenless pushes, whose node is a device token): otherwise
 // a registration another writer made a moment ago, which the change feed
 // has yet to announce, is found at once.
+//
+// When the store cannot be read while the change feed is down, what the
+// cache held of the node is used instead (see cache): the push goes out
+// rather than fail with the database.
 func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool) (registry.PushTarget, error) {
 	if t, ok := s.cache.get(node); ok {
 		if t == (registry.PushTarget{}) {
@@ -452,19 +464,33 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		}
 		return t, nil
 	}
-	ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
+	held, holding := s.cache.held(node)
+	holding = holding && held != (registry.PushTarget{})
+	readBy := deadline
+	if holding {
+		if by := time.Now().Add(heldReadTimeout); by.Before(readBy) {
+			readBy = by
+		}
+	}
+	readCtx, cancel := s.deadlines.WithDeadline(ctx, readBy)
 	defer cancel()
 	gen := s.cache.generation(node)
-	t, err := s.pushGet(ctx, node)
+	t, err := s.pushGet(readCtx, node)
 	switch {
 	case err == nil:
 		s.cache.put(node, t, gen)
-	case errors.Is(err, registry.ErrNotFound) && keepAbsent:
-		// A tokenless push's node is the device token, registered as
-		// no node: every push to it would read the registry for
-		// nothing. A registration of it drops the entry like any
-		// other change.
-		s.cache.put(node, registry.PushTarget{}, gen)
+	case errors.Is(err, registry.ErrNotFound):
+		if keepAbsent {
+			// A tokenless push's node is the device token,
+			// registered as no node: every push to it would read
+			// the registry for nothing. A registration of it drops
+			// the entry like any other change.
+			s.cache.put(node, registry.PushTarget{}, gen)
+		}
+	case holding && ctx.Err() == nil && time.Now().Before(deadline):
+		s.cache.served()
+		s.stale.log("node", push.Truncate(node, 64), "err", err)
+		return held, nil
 	}
 	return t, err
 }

@@ -23,6 +23,16 @@ import (
 // back, since changes in between were not announced. ttl bounds staleness
 // should all of that fail.
 //
+// While suspended the cache still holds its entries, and keeps what
+// pushes read meanwhile, but serves them only through held: when the
+// registry cannot be read at all. A feed is lost mostly because the
+// database is (a PostgreSQL restart or failover), and then every push
+// would fail; a push to a device pushed to in the last ttl goes out
+// instead, to the registration as it was when last read. Nobody can
+// change a registration while nobody can write the registry; an instance
+// cut off alone from a database others still write may push to a
+// registration changed meanwhile, for ttl at most.
+//
 // The entries live in an otter cache (W-TinyLFU): when it is full, a
 // device pushed to once does not push out one pushed to often, which a
 // cache that evicts by recency or at random does. Pushes to many devices
@@ -35,7 +45,7 @@ type cache struct {
 	gens      [16]cacheGen
 	suspended atomic.Bool
 
-	hits, misses atomic.Uint64
+	hits, misses, stale atomic.Uint64
 }
 
 // cacheGen is bumped by every drop of a node that hashes to it, so a read
@@ -105,6 +115,10 @@ type CacheStats struct {
 	// the cache and those that read the registry (also while the cache
 	// is bypassed).
 	Hits, Misses uint64
+	// Stale counts the misses served from the cache all the same,
+	// because the registry could not be read while the feed was down
+	// (see held).
+	Stale uint64
 	// Entries is how many registrations it holds now, including expired
 	// ones not yet dropped.
 	Entries int
@@ -114,7 +128,7 @@ func (c *cache) stats() CacheStats {
 	if c == nil {
 		return CacheStats{}
 	}
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Entries: c.c.EstimatedSize()}
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(), Entries: c.c.EstimatedSize()}
 }
 
 // generation returns the node's generation, to pass to put after reading
@@ -129,11 +143,25 @@ func (c *cache) generation(node string) uint64 {
 	return g.gen
 }
 
+// held returns what the cache holds for node while it is suspended, not
+// expired and not dropped since: for a push that could not read the
+// registry. It does not count the push as stale; served does.
+func (c *cache) held(node string) (registry.PushTarget, bool) {
+	if c == nil || !c.suspended.Load() {
+		return registry.PushTarget{}, false
+	}
+	return c.c.GetIfPresent(node)
+}
+
+// served counts a push sent with what held returned.
+func (c *cache) served() { c.stale.Add(1) }
+
 // put caches t unless node was dropped since gen was taken. The check and
 // the write are under the generation's lock, so a drop either comes
 // before the check (and t is not cached) or invalidates after the write.
+// While suspended, t is kept only for held.
 func (c *cache) put(node string, t registry.PushTarget, gen uint64) {
-	if c == nil || c.suspended.Load() {
+	if c == nil {
 		return
 	}
 	g := c.gen(node)
@@ -170,16 +198,17 @@ func (c *cache) dropAll() {
 	c.c.InvalidateAll()
 }
 
-// feedLive is told whether the change feed is listening. Going live drops
-// everything before serving from the cache again; reads that started while
-// suspended hold an older generation and are not cached.
+// feedLive is told whether the change feed is listening. Going down
+// suspends the cache, which keeps its entries for held. Going live drops
+// everything before serving from the cache again, since the changes in
+// between were not announced; reads that started while suspended hold an
+// older generation and are not cached.
 func (c *cache) feedLive(live bool) {
 	if c == nil {
 		return
 	}
 	if !live {
 		c.suspended.Store(true)
-		c.dropAll()
 		return
 	}
 	c.dropAll()

@@ -126,6 +126,50 @@ func TestCacheBypassedWhileFeedDown(t *testing.T) {
 	}
 }
 
+// While the feed is down the cache serves nothing, but held returns what
+// it has of a node, until the entry expires or the node changes: for a
+// push that cannot read the registry.
+func TestCacheHoldsWhileFeedDown(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c := newCache(100, time.Minute, clock.now)
+	for _, n := range []string{"a", "b", "c"} {
+		c.push(n)
+	}
+	if _, ok := c.held("a"); ok {
+		t.Fatal("held returned an entry while the feed is live")
+	}
+	c.feedLive(false)
+	if _, ok := c.get("a"); ok {
+		t.Fatal("served from the cache while the feed is down")
+	}
+	if got, ok := c.held("a"); !ok || got.Token != "t-a" {
+		t.Fatalf("held(a) = %+v, %v; want what was cached before the feed went down", got, ok)
+	}
+	clock.advance(30 * time.Second)
+	c.put("d", registry.PushTarget{Type: "apns", Token: "t-d"}, c.generation("d"))
+	if got, ok := c.held("d"); !ok || got.Token != "t-d" {
+		t.Fatalf("held(d) = %+v, %v; want what was read while the feed was down", got, ok)
+	}
+	c.drop("b")
+	if _, ok := c.held("b"); ok {
+		t.Error("held returned a dropped node")
+	}
+	clock.advance(31 * time.Second)
+	if _, ok := c.held("c"); ok {
+		t.Error("held returned an entry past its ttl")
+	}
+	if _, ok := c.held("d"); !ok {
+		t.Error("held lost an entry within its ttl")
+	}
+	c.feedLive(true)
+	if _, ok := c.get("d"); ok {
+		t.Error("an entry held while the feed was down was served once it was back")
+	}
+	if _, ok := c.held("d"); ok {
+		t.Error("held returned an entry while the feed is live")
+	}
+}
+
 func TestCacheOff(t *testing.T) {
 	c := newCache(0, time.Hour, time.Now)
 	if c != nil {

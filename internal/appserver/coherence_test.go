@@ -195,3 +195,50 @@ func TestThrottlePerInstance(t *testing.T) {
 		t.Fatalf("sent %d via A and %d via B, want one each", a, b)
 	}
 }
+
+// While PostgreSQL is down, a push to a device read in the last ttl goes
+// out to the registration as it was, its secret still checked; a push to
+// one not read since fails as the database does, and nothing is served
+// from the cache once the feed is back but the database is readable.
+func TestPushesWhileDatabaseDown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Durable: Down is a crash, which loses what was not.
+	in := startInstance(t, ctx, pgtest.DurableDSN(pg.DB(t)))
+	r1, err := in.svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := in.svc.Register(ctx, appserver.Caller{}, "fcm", "n2", "tok-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The feed announces this instance's own writes too, and drops them.
+	for range 2 {
+		<-in.feed.changed
+	}
+	in.pushToken(t, "n1", r1.Secret)
+
+	pg.Down(t)
+	in.feed.waitLive(t, false)
+	if tok := in.pushToken(t, "n1", r1.Secret); tok != "tok-1" {
+		t.Fatalf("push while the database is down used %q", tok)
+	}
+	if err := in.svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: "wrong"}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push with a wrong secret while the database is down = %v, want ErrNotFound", err)
+	}
+	if err := in.svc.Push(ctx, appserver.PushRequest{Node: "n2", Secret: r2.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push to a device not cached while the database is down = %v, want ErrPushFailed", err)
+	}
+	if s := in.svc.CacheStats(); s.Stale != 2 {
+		t.Errorf("stale lookups = %d, want 2 (the push and the one with a wrong secret)", s.Stale)
+	}
+	pg.Up(t)
+	in.feed.waitLive(t, true)
+	in.pushToken(t, "n2", r2.Secret)
+	before := in.svc.CacheStats().Stale
+	in.pushToken(t, "n1", r1.Secret)
+	if s := in.svc.CacheStats(); s.Stale != before {
+		t.Errorf("a push served from what the cache held once the database was back")
+	}
+}

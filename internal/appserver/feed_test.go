@@ -5,11 +5,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 )
 
@@ -81,5 +83,78 @@ func TestChangeFeedFollowedAgain(t *testing.T) {
 	<-feed.announced
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("push after the feed announced the deletion: %v, want %v", err, appserver.ErrNotFound)
+	}
+}
+
+// hangingStore is a registry whose reads hang, once hang is set, until
+// their context is done: a database that stopped answering rather than
+// refusing connections.
+type hangingStore struct {
+	*memory.Store
+	hang atomic.Bool
+}
+
+func (s *hangingStore) Get(ctx context.Context, node string) (registry.Registration, error) {
+	if s.hang.Load() {
+		<-ctx.Done()
+		return registry.Registration{}, ctx.Err()
+	}
+	return s.Store.Get(ctx, node)
+}
+
+// lostFeed is live until lose is closed, then down for good.
+type lostFeed struct {
+	live, lose, lost chan struct{}
+}
+
+func (f *lostFeed) Follow(ctx context.Context, changed func(string), live func(bool)) error {
+	live(true)
+	close(f.live)
+	select {
+	case <-ctx.Done():
+	case <-f.lose:
+		live(false)
+		close(f.lost)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// A push to a device the cache held when the feed was lost goes out in
+// time when the database then hangs: its read is given up after a second,
+// not at the push's deadline.
+func TestHeldPushWhileDatabaseHangs(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	store := &hangingStore{Store: memory.New()}
+	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
+	backend := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
+		appserver.Options{Changes: feed, PushTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-feed.live
+	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	close(feed.lose)
+	<-feed.lost
+	store.hang.Store(true)
+	start := time.Now()
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+		t.Fatalf("push while the database hangs = %v after %v", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("push took %v; want the read given up after a second", d)
+	}
+	if sent := backend.Sent(); len(sent) != 2 || sent[1].Token != "tok" {
+		t.Errorf("sent %+v; want two pushes to tok", sent)
 	}
 }

@@ -163,9 +163,11 @@ func (m *Metrics) WatchApp(app string, misconfigured func() bool) {
 }
 
 // WatchCache exports the registration cache's lookups by result
-// (push_appserver_registration_cache_lookups_total{result="hit"|"miss"})
-// and its size (push_appserver_registration_cache_entries), read at each
-// scrape: the hit ratio tells whether registration_cache is large enough.
+// (push_appserver_registration_cache_lookups_total{result="hit"|"miss"}),
+// the pushes it served while the registry was unreadable
+// (push_appserver_registration_cache_stale_total) and its size
+// (push_appserver_registration_cache_entries), read at each scrape: the
+// hit ratio tells whether registration_cache is large enough.
 func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
 	for _, r := range []struct {
 		result string
@@ -180,6 +182,10 @@ func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
 			ConstLabels: prometheus.Labels{"result": r.result},
 		}, func() float64 { return float64(r.n(stats())) }))
 	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "push_appserver_registration_cache_stale_total",
+		Help: "Pushes sent to their registration as cached, of those counted as misses, because the registry could not be read while the change feed was down.",
+	}, func() float64 { return float64(stats().Stale) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "push_appserver_registration_cache_entries",
 		Help: "Entries in the push path's cache: registrations and, for tokenless pushes, device tokens known to be no registration (registration_cache is the most it holds).",

@@ -31,7 +31,8 @@ const ackPrefix = "push_appserver_ack_"
 // channel. The write returns when as many acks as there were other
 // listening instances at the time of the write have arrived, or after
 // echoWait: an instance that does not answer in time is hung or gone (and
-// one whose feed broke bypasses its cache anyway). Writes by a store that
+// one whose feed broke bypasses its cache anyway, unless it cannot read
+// the database either: see appserver's cache). Writes by a store that
 // is not followed (the admin commands, an import) carry no writer id and
 // wait for nothing; the other instances still drop what they change.
 type barrier struct {
