@@ -98,6 +98,10 @@ func TestRegistrationsWhenDiskFull(t *testing.T) {
 		t.Errorf("all %d registrations answered OK while the registry's files could not grow", accepted)
 	}
 	t.Logf("while the registry's files could not grow: %d registrations answered OK (before the log reached the limit), %d refused", accepted, refused)
+	// Each refusal is counted as the server's own failure, for alerts.
+	if got := metric(t, addr, `push_appserver_registration_failures_total{reason="error"}`); got != float64(refused) {
+		t.Errorf("registration failures counted as error: %v, want %d", got, refused)
+	}
 	// Pushes read the registry and need no room.
 	if body := s.post(t, "push", url.Values{"node": {"before-3"}, "secret": {answered["before-3"]}}); body != "OK\nbefore-3" {
 		t.Fatalf("push while the disk is full: %q", body)

@@ -192,6 +192,31 @@ func (s *server) register(node, token string) ([]string, error) {
 	return strings.Split(string(b), "\n"), nil
 }
 
+// metric returns the value of the sample line that starts with series in
+// the /metrics of the server listening at addr, or -1 when there is none.
+func metric(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("metric %s: %q", series, line)
+			}
+			return f
+		}
+	}
+	return -1
+}
+
 func (s *server) stop(t *testing.T) {
 	t.Helper()
 	s.cmd.Process.Signal(os.Interrupt)

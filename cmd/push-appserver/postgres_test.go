@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -154,6 +152,9 @@ func TestRegistrationsSurvivePostgresCrash(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	if got := metric(t, addr, `push_appserver_registration_failures_total{reason="error"}`); got != float64(refused) {
+		t.Errorf("registration failures counted as error: %v, want %d", got, refused)
+	}
 	s.stop(t)
 	t.Logf("%d registrations answered OK, %d refused", len(answered), refused)
 
@@ -163,31 +164,6 @@ func TestRegistrationsSurvivePostgresCrash(t *testing.T) {
 	}
 	defer store.Close()
 	answeredKept(t, store, answered)
-}
-
-// metric returns the value of the sample line that starts with series in
-// the /metrics of the server listening at addr, or -1 when there is none.
-func metric(t *testing.T, addr, series string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err != nil {
-				t.Fatalf("metric %s: %q", series, line)
-			}
-			return f
-		}
-	}
-	return -1
 }
 
 // While PostgreSQL is down, pushes to the devices pushed to shortly before

@@ -51,6 +51,8 @@ type Observer interface {
 	Pushed(app string, outcome Outcome, d time.Duration)
 	// Rejected counts a push refused before any push service was asked.
 	Rejected(reason RejectReason)
+	// RegistrationFailed counts a registration that stored nothing.
+	RegistrationFailed(reason RegistrationFailure)
 }
 
 // Outcome classifies a push for metrics and logs.
@@ -521,7 +523,8 @@ func randomHex(n int) (string, error) {
 
 type nopObserver struct{}
 
-func (nopObserver) Registered(string, bool)               {}
-func (nopObserver) Unregistered(string, string)           {}
-func (nopObserver) Pushed(string, Outcome, time.Duration) {}
-func (nopObserver) Rejected(RejectReason)                 {}
+func (nopObserver) Registered(string, bool)                {}
+func (nopObserver) Unregistered(string, string)            {}
+func (nopObserver) Pushed(string, Outcome, time.Duration)  {}
+func (nopObserver) Rejected(RejectReason)                  {}
+func (nopObserver) RegistrationFailed(RegistrationFailure) {}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -456,9 +457,10 @@ func TestDrain(t *testing.T) {
 
 // rejections records what the observer hears about rejected pushes.
 type rejections struct {
-	mu      sync.Mutex
-	reasons []appserver.RejectReason
-	apps    []string
+	mu       sync.Mutex
+	reasons  []appserver.RejectReason
+	apps     []string
+	failures []appserver.RegistrationFailure
 }
 
 func (r *rejections) Rejected(reason appserver.RejectReason) {
@@ -469,6 +471,12 @@ func (r *rejections) Rejected(reason appserver.RejectReason) {
 
 func (r *rejections) Registered(string, bool)     {}
 func (r *rejections) Unregistered(string, string) {}
+
+func (r *rejections) RegistrationFailed(f appserver.RegistrationFailure) {
+	r.mu.Lock()
+	r.failures = append(r.failures, f)
+	r.mu.Unlock()
+}
 
 func (r *rejections) Pushed(app string, o appserver.Outcome, _ time.Duration) {
 	r.mu.Lock()
@@ -627,5 +635,86 @@ func TestPushDeadline(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// brokenStore is a registry whose writes fail once broken is set, as on a
+// full disk.
+type brokenStore struct {
+	*memory.Store
+	broken atomic.Bool
+}
+
+func (s *brokenStore) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
+	if s.broken.Load() {
+		return registry.Registration{}, errors.New("disk I/O error")
+	}
+	return s.Store.Register(ctx, node, decide)
+}
+
+// Every registration that stores nothing is counted once, by why: the
+// client's mistake, a refusal, or the server's own failure.
+func TestRegistrationFailuresCounted(t *testing.T) {
+	ctx := context.Background()
+	obs := &rejections{}
+	store := &brokenStore{Store: memory.New()}
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Backend: &scripted{answers: map[string]error{}}}},
+		appserver.Options{Observer: obs, MaxRegistrationsPerDomain: 2}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := appserver.Account{Bare: "alice@example.org", Domain: "example.org"}
+	bob := appserver.Account{Bare: "bob@example.org", Domain: "example.org"}
+	for _, tc := range []struct {
+		name     string
+		register func() error
+		want     appserver.RegistrationFailure // "" for none
+	}{
+		{"stored", func() error {
+			_, err := svc.Register(ctx, appserver.Caller{Account: alice}, "fcm", "n1", "tok")
+			return err
+		}, ""},
+		{"unknown app", func() error { _, err := svc.Register(ctx, appserver.Caller{}, "gcm", "n2", "tok"); return err }, appserver.RegistrationInvalid},
+		{"no node", func() error { _, err := svc.Register(ctx, appserver.Caller{}, "fcm", "", "tok"); return err }, appserver.RegistrationInvalid},
+		{"device without account", func() error {
+			_, err := svc.RegisterDevice(ctx, "fcm", appserver.Account{}, "dev", "", "tok")
+			return err
+		}, appserver.RegistrationInvalid},
+		{"tigase, unknown app", func() error { _, err := svc.RegisterTigase(ctx, "gcm", alice, "tok"); return err }, appserver.RegistrationInvalid},
+		{"another account's node", func() error {
+			_, err := svc.Register(ctx, appserver.Caller{Account: bob}, "fcm", "n1", "tok-2")
+			return err
+		}, appserver.RegistrationForbidden},
+		{"device, second of the domain", func() error { _, err := svc.RegisterDevice(ctx, "fcm", bob, "dev", "", "tok"); return err }, ""},
+		{"over the domain's quota", func() error {
+			_, err := svc.Register(ctx, appserver.Caller{Account: bob}, "fcm", "n3", "tok")
+			return err
+		}, appserver.RegistrationQuota},
+		{"registry failing", func() error {
+			store.broken.Store(true)
+			defer store.broken.Store(false)
+			_, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n4", "tok")
+			return err
+		}, appserver.RegistrationError},
+		{"device, registry failing", func() error {
+			store.broken.Store(true)
+			defer store.broken.Store(false)
+			_, err := svc.RegisterDevice(ctx, "fcm", alice, "dev-2", "", "tok")
+			return err
+		}, appserver.RegistrationError},
+	} {
+		obs.mu.Lock()
+		obs.failures = nil
+		obs.mu.Unlock()
+		err := tc.register()
+		obs.mu.Lock()
+		got := obs.failures
+		obs.mu.Unlock()
+		switch {
+		case tc.want == "" && (err != nil || len(got) != 0):
+			t.Errorf("%s: err %v, failures counted %v; want neither", tc.name, err, got)
+		case tc.want != "" && (err == nil || len(got) != 1 || got[0] != tc.want):
+			t.Errorf("%s: err %v, failures counted %v; want an error counted as %s", tc.name, err, got, tc.want)
+		}
 	}
 }

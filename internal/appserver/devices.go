@@ -28,13 +28,13 @@ func (a Account) check() error {
 // kept.
 func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, channel, token string) (registry.Registration, error) {
 	if err := account.check(); err != nil {
-		return registry.Registration{}, err
+		return s.registered(registry.Registration{}, err)
 	}
 	if err := checkText("device id", deviceID, MaxNodeLen); err != nil {
-		return registry.Registration{}, err
+		return s.registered(registry.Registration{}, err)
 	}
 	if len(channel) > 3071 {
-		return registry.Registration{}, fmt.Errorf("%w: channel longer than 3071 bytes", ErrBadRequest)
+		return s.registered(registry.Registration{}, fmt.Errorf("%w: channel longer than 3071 bytes", ErrBadRequest))
 	}
 	parts := []string{account.Bare, deviceID}
 	if channel != "" {
@@ -42,7 +42,7 @@ func (s *Service) RegisterDevice(ctx context.Context, typ string, account Accoun
 		// registered before channels existed keep their node.
 		parts = append(parts, "channel", channel)
 	}
-	return s.registerKeyed(ctx, typ, token, account, parts, registry.Registration{Domain: account.Domain}, 16)
+	return s.registered(s.registerKeyed(ctx, typ, token, account, parts, registry.Registration{Domain: account.Domain}, 16))
 }
 
 // UnregisterDevice removes what RegisterDevice registered for the same
@@ -70,10 +70,10 @@ func (s *Service) UnregisterDevice(ctx context.Context, typ string, account Acco
 // it.
 func (s *Service) RegisterTigase(ctx context.Context, typ string, account Account, token string) (registry.Registration, error) {
 	if err := account.check(); err != nil {
-		return registry.Registration{}, err
+		return s.registered(registry.Registration{}, err)
 	}
 	r := registry.Registration{Domain: account.Domain, Account: account.Bare, Secret: noSecret}
-	return s.registerKeyed(ctx, typ, token, account, []string{"tigase", account.Bare, token}, r, 32)
+	return s.registered(s.registerKeyed(ctx, typ, token, account, []string{"tigase", account.Bare, token}, r, 32))
 }
 
 // UnregisterTigase removes what RegisterTigase registered for the same

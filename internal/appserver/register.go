@@ -33,6 +33,47 @@ type Caller struct {
 	Secret string
 }
 
+// RegistrationFailure is why a registration stored nothing, as counted in
+// metrics. Only "error" is the server's own failure (a full disk, a
+// database away): the one to alert on.
+type RegistrationFailure string
+
+const (
+	// RegistrationInvalid: a value missing, too long or malformed, an app
+	// that is not configured, or a token the app's format refuses.
+	RegistrationInvalid RegistrationFailure = "invalid"
+	// RegistrationForbidden: the node is another account's, or changing
+	// it needs its secret.
+	RegistrationForbidden RegistrationFailure = "forbidden"
+	// RegistrationQuota: the domain holds its quota of registrations.
+	RegistrationQuota RegistrationFailure = "quota"
+	// RegistrationError: the registry could not be read or written.
+	RegistrationError RegistrationFailure = "error"
+)
+
+// RegistrationFailures lists every RegistrationFailure.
+var RegistrationFailures = []RegistrationFailure{RegistrationInvalid, RegistrationForbidden, RegistrationQuota, RegistrationError}
+
+// registered tells the observer about a registration that failed with
+// err, if it did, and returns its arguments.
+func (s *Service) registered(r registry.Registration, err error) (registry.Registration, error) {
+	if err == nil || errors.Is(err, context.Canceled) {
+		// A caller that went away is nobody's failure.
+		return r, err
+	}
+	reason := RegistrationError
+	switch {
+	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrUnknownType), errors.Is(err, ErrInvalidToken):
+		reason = RegistrationInvalid
+	case errors.Is(err, ErrForbidden):
+		reason = RegistrationForbidden
+	case errors.Is(err, ErrQuota):
+		reason = RegistrationQuota
+	}
+	s.opts.Observer.RegistrationFailed(reason)
+	return r, err
+}
+
 // Register creates or renews the registration of node for app typ and
 // returns it with its secret. Who may do what (README, "Security"):
 //
@@ -47,6 +88,10 @@ type Caller struct {
 //     user's server pushes with, so never receives the device's pushes.
 //     With StrictRegistration it is refused instead.
 func (s *Service) Register(ctx context.Context, caller Caller, typ, node, token string) (registry.Registration, error) {
+	return s.registered(s.registerNode(ctx, caller, typ, node, token))
+}
+
+func (s *Service) registerNode(ctx context.Context, caller Caller, typ, node, token string) (registry.Registration, error) {
 	if err := s.checkRegistration(typ, node, token); err != nil {
 		return registry.Registration{}, err
 	}

@@ -28,6 +28,7 @@ type Metrics struct {
 	latency       *prometheus.HistogramVec
 	components    *prometheus.GaugeVec
 	rejections    *prometheus.CounterVec
+	regFailures   *prometheus.CounterVec
 
 	// pushed holds the counter and histogram of each app and outcome
 	// seen, copied on write: WithLabelValues hashes the labels and
@@ -83,7 +84,14 @@ func New() *Metrics {
 	for _, r := range []appserver.RejectReason{appserver.RejectNotFound, appserver.RejectMalformed} {
 		m.rejections.WithLabelValues(string(r))
 	}
-	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections,
+	m.regFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "push_appserver_registration_failures_total",
+		Help: "Registrations that stored nothing, by reason: invalid (a value missing or malformed, an unknown app, a token the app refuses), forbidden, quota, or error (the registry could not be written: alert on this one).",
+	}, []string{"reason"})
+	for _, r := range appserver.RegistrationFailures {
+		m.regFailures.WithLabelValues(string(r))
+	}
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -135,6 +143,11 @@ func (m *Metrics) series(k pushKey) pushSeries {
 // Rejected counts a refused push request.
 func (m *Metrics) Rejected(r appserver.RejectReason) {
 	m.rejections.WithLabelValues(string(r)).Inc()
+}
+
+// RegistrationFailed counts a registration that stored nothing.
+func (m *Metrics) RegistrationFailed(r appserver.RegistrationFailure) {
+	m.regFailures.WithLabelValues(string(r)).Inc()
 }
 
 // ComponentState records whether the component connection for jid is up.
