@@ -167,7 +167,7 @@ func TestContainerImage(t *testing.T) {
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(b)) == "RUNNING" {
+			if resp.StatusCode == http.StatusOK && string(b) == "RUNNING\nregistry: up\n" {
 				break
 			}
 		}

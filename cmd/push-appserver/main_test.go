@@ -251,6 +251,9 @@ func TestServeSmoke(t *testing.T) {
 	if body := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {"wrong"}}); !strings.HasPrefix(body, "ERROR\n") {
 		t.Fatalf("push with wrong secret: %q", body)
 	}
+	if body := s.get(t, "health"); body != "RUNNING\nregistry: up\n" {
+		t.Fatalf("health: %q", body)
+	}
 	s.stop(t)
 	if !strings.Contains(s.log.String(), "push (log backend, not delivered)") {
 		t.Fatalf("log does not show the push:\n%s", s.log.String())

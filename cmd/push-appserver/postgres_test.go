@@ -236,6 +236,14 @@ ca_path = %q
 	// Until the instance has lost its change feed, it serves its cache
 	// as usual.
 	s.waitLog(t, "registration change feed lost")
+	// The health page says the registry is down; the instance stays
+	// ready, as it still serves these pushes.
+	if body := s.get(t, "health"); !strings.HasPrefix(body, "RUNNING\n") || !strings.HasSuffix(body, "\nregistry: down\n") {
+		t.Errorf("health while PostgreSQL is down: %q", body)
+	}
+	if body := s.get(t, "ready"); body != "READY\n" {
+		t.Errorf("ready while PostgreSQL is down: %q", body)
+	}
 	accepted := am.Accepted()
 	for node, secret := range hot {
 		if body := push(node, secret); body != "OK\n"+node {
@@ -271,6 +279,9 @@ ca_path = %q
 		if body := push(node, secret); body != "OK\n"+node {
 			t.Errorf("push to %s after PostgreSQL is back: %q", node, body)
 		}
+	}
+	if body := s.get(t, "health"); !strings.HasPrefix(body, "RUNNING\n") || !strings.HasSuffix(body, "\nregistry: up\n") {
+		t.Errorf("health once PostgreSQL is back: %q", body)
 	}
 	s.stop(t)
 }

@@ -183,8 +183,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		Registrations: store,
 		Debugging:     cfg.Debugging,
 		Metrics:       mh,
-		Checks:        func() []httpapi.Check { return append(componentChecks(), appChecks...) },
-		Logger:        logger,
+		Checks: func() []httpapi.Check {
+			return append(append(componentChecks(), appChecks...), registryCheck(store)...)
+		},
+		Logger: logger,
 	})
 
 	var servers []*http.Server
@@ -301,6 +303,31 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (re
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
 	return sqlite.Open(ctx, cfg.Database.Path)
+}
+
+// pinger is a registry that can say whether it answers.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// registryPingTimeout bounds the health page's wait for the registry.
+const registryPingTimeout = time.Second
+
+// registryCheck is the health page's line for the registry, if it can be
+// pinged: down when it does not answer within registryPingTimeout. It
+// is not a condition of readiness. Every instance shares the registry,
+// so all would be taken out of service together, and an instance that
+// cannot read it still pushes to the devices it cached (see appserver).
+func registryCheck(store any) []httpapi.Check {
+	p, ok := store.(pinger)
+	if !ok {
+		return nil
+	}
+	return []httpapi.Check{{Name: "registry", HealthOnly: true, OK: func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), registryPingTimeout)
+		defer cancel()
+		return p.Ping(ctx) == nil
+	}}}
 }
 
 // appBreaker is an app's misconfiguration breaker, for health and metrics.

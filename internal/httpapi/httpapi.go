@@ -46,6 +46,9 @@ type Registrations interface {
 type Check struct {
 	Name string
 	OK   func() bool
+	// HealthOnly keeps the part off the ready page: it is shown, but the
+	// server serves what it can without it.
+	HealthOnly bool
 }
 
 // Options configure the handler.
@@ -457,7 +460,7 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	var down []string
 	if a.Checks != nil {
 		for _, c := range a.Checks() {
-			if !c.OK() {
+			if !c.HealthOnly && !c.OK() {
 				down = append(down, c.Name+": down")
 			}
 		}

@@ -466,6 +466,14 @@ func (s *Store) Nodes(ctx context.Context, limit int) ([]string, error) {
 	return nodes, nil
 }
 
+// Ping checks that the database answers, on a connection of the pool.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("pinging the database: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) Count(ctx context.Context) (int, error) {
 	var n int
 	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM registrations`).Scan(&n); err != nil {

@@ -480,6 +480,16 @@ func (s *Store) Nodes(ctx context.Context, limit int) ([]string, error) {
 	return nodes, rows.Err()
 }
 
+// Ping checks that the registry's file can be read: its first page, in
+// a read transaction, which takes the log's locks as every read does.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM sqlite_schema LIMIT 1)`).Scan(&n); err != nil {
+		return fmt.Errorf("reading the registry: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) Count(ctx context.Context) (int, error) {
 	var n int
 	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM registrations`).Scan(&n); err != nil {

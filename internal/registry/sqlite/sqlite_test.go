@@ -439,3 +439,20 @@ func TestPushStatusMoved(t *testing.T) {
 		}
 	}
 }
+
+// Ping reads the registry: it fails when the read cannot be made.
+func TestPing(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping of an open registry: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Ping(ctx); err == nil {
+		t.Error("Ping under an ended context succeeded")
+	}
+	s.Close()
+	if err := s.Ping(t.Context()); err == nil {
+		t.Error("Ping of a closed registry succeeded")
+	}
+}
