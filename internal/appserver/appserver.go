@@ -467,7 +467,9 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		return t, nil
 	}
 	held, holding := s.cache.held(node)
-	holding = holding && held != (registry.PushTarget{})
+	// An entry for a node known not to be registered is of use only to
+	// tokenless pushes, as in get.
+	holding = holding && (keepAbsent || held != (registry.PushTarget{}))
 	readBy := deadline
 	if holding {
 		if by := time.Now().Add(heldReadTimeout); by.Before(readBy) {
@@ -492,6 +494,9 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 	case holding && ctx.Err() == nil && time.Now().Before(deadline):
 		s.cache.served()
 		s.stale.log("node", push.Truncate(node, 64), "err", err)
+		if held == (registry.PushTarget{}) {
+			return held, registry.ErrNotFound
+		}
 		return held, nil
 	}
 	return t, err

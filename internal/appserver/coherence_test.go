@@ -218,11 +218,25 @@ func TestPushesWhileDatabaseDown(t *testing.T) {
 		<-in.feed.changed
 	}
 	in.pushToken(t, "n1", r1.Secret)
+	// A tokenless push: its node is a device token, known to be no
+	// registered node once pushed to.
+	tokenless := func(token string) error {
+		return in.svc.Push(ctx, appserver.PushRequest{Node: token, Tokenless: true, TokenApp: "fcm"})
+	}
+	if err := tokenless("device-token-1"); err != nil {
+		t.Fatalf("tokenless push: %v", err)
+	}
 
 	pg.Down(t)
 	in.feed.waitLive(t, false)
 	if tok := in.pushToken(t, "n1", r1.Secret); tok != "tok-1" {
 		t.Fatalf("push while the database is down used %q", tok)
+	}
+	if err := tokenless("device-token-1"); err != nil {
+		t.Errorf("tokenless push to a token pushed to before, while the database is down: %v", err)
+	}
+	if err := tokenless("device-token-2"); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Errorf("tokenless push to a token not pushed to before, while the database is down = %v, want ErrPushFailed", err)
 	}
 	if err := in.svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: "wrong"}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("push with a wrong secret while the database is down = %v, want ErrNotFound", err)
@@ -230,8 +244,8 @@ func TestPushesWhileDatabaseDown(t *testing.T) {
 	if err := in.svc.Push(ctx, appserver.PushRequest{Node: "n2", Secret: r2.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
 		t.Fatalf("push to a device not cached while the database is down = %v, want ErrPushFailed", err)
 	}
-	if s := in.svc.CacheStats(); s.Stale != 2 {
-		t.Errorf("stale lookups = %d, want 2 (the push and the one with a wrong secret)", s.Stale)
+	if s := in.svc.CacheStats(); s.Stale != 3 {
+		t.Errorf("stale lookups = %d, want 3 (the push, the one with a wrong secret, the tokenless one)", s.Stale)
 	}
 	pg.Up(t)
 	in.feed.waitLive(t, true)
