@@ -1,7 +1,7 @@
 // Package deploy holds the files an installation uses (systemd unit,
 // example configurations for push-appserver and the XMPP servers, the
-// container image definition); its tests check that each of them is what the
-// software expects.
+// container image definition, Prometheus alerting rules); its tests check
+// that each of them is what the software expects.
 //
 // The Prosody and ejabberd examples are also what the end-to-end tests run:
 // the launchers in internal/testutil take them from here and put the test's

@@ -5,8 +5,9 @@
 # big server, PostgreSQL's server binaries for the shared registry and
 # MariaDB's for importing Prosody's SQL store from MySQL (the tests run
 # their own servers; the system ones stay off), podman and runc to build
-# and run the container image, and Node.js with http_ece, which checks our
-# WebPush encryption independently of our code.
+# and run the container image, Node.js with http_ece, which checks our
+# WebPush encryption independently of our code, and Prometheus's promtool,
+# which loads and unit-tests the alerting rules in deploy/prometheus.
 # Runs apt-get only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,8 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 # The container image test (deploy/image_test.go) runs podman with runc.
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
+# promtool checks deploy/prometheus's rules (deploy/prometheus_test.go).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # systemd-analyze verifies deploy/push-appserver.service.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
@@ -68,7 +71,7 @@ if ! $sudo apt-get update -qq || ! $sudo apt-get install -y -qq --no-install-rec
   exit 1
 fi
 # The Debian packages start system-wide servers; the tests run their own.
-for svc in prosody postgresql mariadb ejabberd epmd.socket epmd podman.socket; do
+for svc in prosody postgresql mariadb ejabberd epmd.socket epmd podman.socket prometheus; do
   if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
