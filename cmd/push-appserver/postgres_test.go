@@ -244,6 +244,10 @@ ca_path = %q
 	if body := s.get(t, "ready"); body != "READY\n" {
 		t.Errorf("ready while PostgreSQL is down: %q", body)
 	}
+	const bypassed = "push_appserver_registration_cache_bypassed"
+	if got := metric(t, addr, bypassed); got != 1 {
+		t.Errorf("%s = %v while PostgreSQL is down, want 1", bypassed, got)
+	}
 	accepted := am.Accepted()
 	for node, secret := range hot {
 		if body := push(node, secret); body != "OK\n"+node {
@@ -282,6 +286,11 @@ ca_path = %q
 	}
 	if body := s.get(t, "health"); !strings.HasPrefix(body, "RUNNING\n") || !strings.HasSuffix(body, "\nregistry: up\n") {
 		t.Errorf("health once PostgreSQL is back: %q", body)
+	}
+	for deadline := time.Now().Add(20 * time.Second); metric(t, addr, bypassed) != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still not 0 20 s after PostgreSQL is back", bypassed)
+		}
 	}
 	s.stop(t)
 }

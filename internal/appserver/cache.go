@@ -122,13 +122,16 @@ type CacheStats struct {
 	// Entries is how many registrations it holds now, including expired
 	// ones not yet dropped.
 	Entries int
+	// Bypassed is set while the change feed is down: every push reads
+	// the registry (see cache).
+	Bypassed bool
 }
 
 func (c *cache) stats() CacheStats {
 	if c == nil {
 		return CacheStats{}
 	}
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(), Entries: c.c.EstimatedSize()}
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(), Entries: c.c.EstimatedSize(), Bypassed: c.suspended.Load()}
 }
 
 // generation returns the node's generation, to pass to put after reading

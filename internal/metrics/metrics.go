@@ -178,8 +178,9 @@ func (m *Metrics) WatchApp(app string, misconfigured func() bool) {
 // WatchCache exports the registration cache's lookups by result
 // (push_appserver_registration_cache_lookups_total{result="hit"|"miss"}),
 // the pushes it served while the registry was unreadable
-// (push_appserver_registration_cache_stale_total) and its size
-// (push_appserver_registration_cache_entries), read at each scrape: the
+// (push_appserver_registration_cache_stale_total), its size
+// (push_appserver_registration_cache_entries) and whether it is bypassed
+// (push_appserver_registration_cache_bypassed), read at each scrape: the
 // hit ratio tells whether registration_cache is large enough.
 func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
 	for _, r := range []struct {
@@ -199,6 +200,15 @@ func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
 		Name: "push_appserver_registration_cache_stale_total",
 		Help: "Pushes sent to their registration as cached, of those counted as misses, because the registry could not be read while the change feed was down.",
 	}, func() float64 { return float64(stats().Stale) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "push_appserver_registration_cache_bypassed",
+		Help: "1 while the registry's change feed is down (PostgreSQL's LISTEN connection, SQLite's change log), so that every push reads the registry.",
+	}, func() float64 {
+		if stats().Bypassed {
+			return 1
+		}
+		return 0
+	}))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "push_appserver_registration_cache_entries",
 		Help: "Entries in the push path's cache: registrations and, for tokenless pushes, device tokens known to be no registration (registration_cache is the most it holds).",
