@@ -29,7 +29,7 @@ type instance struct {
 	stop    func()
 }
 
-func startInstance(t *testing.T, x *xmppServer, dsn string) *instance {
+func startInstance(t *testing.T, x *xmppServer, dsn string, configure ...func(*appserver.Options)) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store, err := postgres.Open(ctx, dsn, postgres.Options{})
@@ -37,8 +37,11 @@ func startInstance(t *testing.T, x *xmppServer, dsn string) *instance {
 		t.Fatal(err)
 	}
 	in := &instance{backend: &recorder{}}
-	in.svc, err = appserver.New(store, []appserver.App{{Name: "apns", Priority: push.PriorityAuto, Backend: in.backend}},
-		appserver.Options{Changes: store}, logger(t))
+	opts := appserver.Options{Changes: store}
+	for _, c := range configure {
+		c(&opts)
+	}
+	in.svc, err = appserver.New(store, []appserver.App{{Name: "apns", Priority: push.PriorityAuto, Backend: in.backend}}, opts, logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,4 +145,63 @@ func TestProsodyStandbyTakesOver(t *testing.T) {
 	t.Logf("standby took over %v after the active instance stopped", time.Since(start).Round(time.Millisecond))
 	bob.sendChat("alice@"+x.Domain, "to the standby")
 	waitFor(t, func() bool { return b.pushes() == 1 })
+}
+
+// While PostgreSQL is down the user's server keeps its push sessions: a
+// device pushed to within the cache's ttl still gets its pushes, one whose
+// entry expired meanwhile is answered wait, which neither server takes as
+// a reason to disable the session, and once the database is back the
+// device gets its pushes again.
+func TestPushSessionsSurvivePostgresDown(t *testing.T) {
+	eachServer(t, testPushSessionsSurvivePostgresDown)
+}
+
+func testPushSessionsSurvivePostgresDown(t *testing.T, start startServer) {
+	x := start(t)
+	const ttl = 5 * time.Second
+	// Durable: Down is a crash, which loses what was not.
+	in := startInstance(t, x, pgtest.DurableDSN(pg.DB(t)), func(o *appserver.Options) { o.CacheTTL = ttl })
+	waitConnected(t, in.conn)
+	bob := alicePushEnabled(t, x, in)
+	message := func(text string) { bob.sendChat("alice@"+x.Domain, text) }
+
+	// Until the change feed has announced alice's registration, which it
+	// drops from the cache, a push may read it again.
+	var cached time.Time // by then the entry the pushes found was made
+	for i := 0; in.svc.CacheStats().Hits == 0; i++ {
+		if i == 10 {
+			t.Fatal("alice's registration never found in the cache")
+		}
+		message(fmt.Sprintf("before %d", i))
+		waitFor(t, func() bool { return in.pushes() == i+1 })
+		cached = time.Now()
+	}
+	pushed := in.pushes()
+
+	pg.Down(t)
+	waitFor(t, func() bool { return in.svc.CacheStats().Bypassed })
+	message("while PostgreSQL is down")
+	waitFor(t, func() bool { return in.pushes() == pushed+1 })
+	if time.Since(cached) > ttl {
+		t.Fatalf("the push while PostgreSQL was down came %v after the entry was made, past its ttl: the test's timing is off", time.Since(cached))
+	}
+
+	time.Sleep(time.Until(cached.Add(ttl + 100*time.Millisecond)))
+	misses := in.svc.CacheStats().Misses
+	message("once the cache entry has expired")
+	waitFor(t, func() bool { return in.svc.CacheStats().Misses > misses })
+	time.Sleep(200 * time.Millisecond)
+	if in.pushes() != pushed+1 {
+		t.Fatalf("a push went out for a device not in the cache while PostgreSQL was down")
+	}
+
+	pg.Up(t)
+	waitFor(t, func() bool { return !in.svc.CacheStats().Bypassed })
+	message("after PostgreSQL is back")
+	waitFor(t, func() bool { return in.pushes() == pushed+2 })
+	// ejabberd logs the wait as a rejected notification, and keeps the
+	// session; it would say when it disabled one.
+	if strings.Contains(x.Log(), "disabling push") {
+		t.Fatalf("%s disabled a push session:\n%s", x.Name, x.Log())
+	}
 }
