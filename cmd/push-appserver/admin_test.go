@@ -3,14 +3,19 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -229,4 +234,81 @@ func TestMetricsRegistrationsAndExpiry(t *testing.T) {
 	}
 	s.waitLog(t, "certificate expires soon")
 	s.stop(t)
+}
+
+// A backup made while the server registers holds every registration
+// answered before it started, and restored as the command's help says it
+// serves their pushes with their secrets. With PostgreSQL the command
+// points at pg_dump and writes nothing.
+func TestBackupAndRestore(t *testing.T) {
+	bin := buildBinary(t)
+	dir, addr, cfg := minimalConfig(t)
+	db := filepath.Join(dir, "data", "registry.db")
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+	before := map[string]string{} // node: secret
+	for i := range 100 {
+		node := fmt.Sprintf("before-%d", i)
+		lines, err := s.register(node, fmt.Sprintf("%064x", i))
+		if err != nil || len(lines) != 3 || lines[0] != "OK" {
+			t.Fatalf("register %s: %q, %v", node, lines, err)
+		}
+		before[node] = lines[2]
+	}
+	// Registrations go on while the backup is made.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := s.register(fmt.Sprintf("during-%d-%d", g, i), "ab"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	out, err := exec.Command(bin, "backup", "-config", cfg, backup).CombinedOutput()
+	close(stop)
+	wg.Wait()
+	if err != nil || !regexp.MustCompile(`^wrote .*backup\.db: [0-9]+ registrations\n$`).Match(out) {
+		t.Fatalf("backup: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "backup", "-config", cfg, backup).CombinedOutput(); err == nil || !strings.Contains(string(out), "file exists") {
+		t.Errorf("a second backup to the same file: %v\n%s", err, out)
+	}
+	s.stop(t)
+
+	for _, f := range []string{db, db + "-wal", db + "-shm"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(backup, db); err != nil {
+		t.Fatal(err)
+	}
+	s = startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+	for node, secret := range before {
+		if body := s.post(t, "push", url.Values{"node": {node}, "secret": {secret}}); body != "OK\n"+node {
+			t.Fatalf("push to %s after the restore: %q", node, body)
+		}
+	}
+	s.stop(t)
+
+	t.Setenv("PUSH_APPSERVER_DSN", "postgres://nobody@127.0.0.1:1/none")
+	_, pgConfig := postgresConfig(t)
+	pgBackup := filepath.Join(t.TempDir(), "pg.db")
+	if out, err := exec.Command(bin, "backup", "-config", pgConfig, pgBackup).CombinedOutput(); err == nil || !strings.Contains(string(out), "pg_dump") {
+		t.Errorf("backup of a PostgreSQL registry: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(pgBackup); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("backup of a PostgreSQL registry wrote a file: %v", err)
+	}
 }

@@ -24,6 +24,7 @@ func TestSubcommandHelp(t *testing.T) {
 		"check-config":  {"-config"},
 		"import":        {"-config", "-type-map", "-dry-run"},
 		"registrations": {"list", "show", "delete", "count"},
+		"backup":        {"-config", "FILE", "pg_dump"},
 		"send-test":     {"-app", "-token", "-config"},
 		"version":       {},
 		"vapid-keygen":  {"-out"},

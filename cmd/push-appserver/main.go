@@ -56,6 +56,7 @@ func commands() []command {
 		{"vapid-keygen", "write a VAPID key for a webpush app", vapidKeygen},
 		{"import", "import registrations from mod_push_appserver", runImport},
 		{"registrations", "list, show, delete or count registrations", runRegistrations},
+		{"backup", "write a consistent copy of the SQLite registry", runBackup},
 		{"send-test", "send one test push through an app and print the answer", runSendTest},
 		{"version", "print version, commit, Go version and build date", runVersion},
 	}

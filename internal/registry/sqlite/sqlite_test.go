@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -454,5 +455,97 @@ func TestPing(t *testing.T) {
 	s.Close()
 	if err := s.Ping(t.Context()); err == nil {
 		t.Error("Ping of a closed registry succeeded")
+	}
+}
+
+// A backup is the registry as it was, secrets and salt included, made
+// while it is written, readable by its owner alone; it never overwrites
+// a file, and one that failed leaves nothing behind.
+func TestBackup(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := open(t, filepath.Join(dir, "registry.db"))
+	defer s.Close()
+	want := map[string]string{}
+	for i := range 500 {
+		node := fmt.Sprintf("n%d", i)
+		r, err := s.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) {
+			return registry.Registration{Node: node, Type: "apns", Token: fmt.Sprintf("%064x", i), Secret: fmt.Sprintf("secret-%d", i), Registered: time.Now()}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[node] = r.Secret
+	}
+	salt, err := s.InstanceValue(ctx, "device-key-salt", func() (string, error) { return "the-salt", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registrations go on while the backup is made.
+	stop := make(chan struct{})
+	writing := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				writing <- nil
+				return
+			default:
+			}
+			node := fmt.Sprintf("during-%d", i)
+			if _, err := s.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) {
+				return registry.Registration{Node: node, Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}, nil
+			}); err != nil {
+				writing <- err
+				return
+			}
+		}
+	}()
+	path := filepath.Join(dir, "backup.db")
+	n, err := s.Backup(ctx, path)
+	close(stop)
+	if werr := <-writing; werr != nil {
+		t.Fatalf("registering during the backup: %v", werr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < len(want) {
+		t.Errorf("the backup holds %d registrations, want at least %d", n, len(want))
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("backup's mode: %v, %v; want 0600", st.Mode(), err)
+	}
+
+	b := open(t, path)
+	defer b.Close()
+	for node, secret := range want {
+		r, err := b.Get(ctx, node)
+		if err != nil || r.Secret != secret {
+			t.Fatalf("backup's %s: %+v, %v", node, r, err)
+		}
+	}
+	if got, err := b.InstanceValue(ctx, "device-key-salt", func() (string, error) { return "another salt", nil }); err != nil || got != salt {
+		t.Errorf("backup's salt: %q, %v; want %q", got, err, salt)
+	}
+	if count, err := b.Count(ctx); err != nil || count != n {
+		t.Errorf("backup opened holds %d registrations (%v); Backup said %d", count, err, n)
+	}
+
+	if _, err := s.Backup(ctx, path); err == nil || !errors.Is(err, fs.ErrExist) {
+		t.Errorf("a backup over an existing file: %v, want it refused", err)
+	}
+	missing := filepath.Join(dir, "no-such-dir", "backup.db")
+	if _, err := s.Backup(ctx, missing); err == nil {
+		t.Error("a backup into a missing directory succeeded")
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	failed := filepath.Join(dir, "failed.db")
+	if _, err := s.Backup(canceled, failed); err == nil {
+		t.Error("a backup under an ended context succeeded")
+	}
+	if _, err := os.Stat(failed); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a failed backup left its file behind: %v", err)
 	}
 }
