@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
 // echoWait bounds how long a write waits for the other instances to
@@ -71,6 +73,17 @@ func (b *barrier) name(ctx context.Context, tx pgx.Tx) (int, error) {
 	err := tx.QueryRow(ctx, `SELECT set_config('push_appserver.writer', $1, true), (SELECT count(*) - 1 FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name = $2)`, b.id, listenAppName).Scan(nil, &others)
 	return others, err
+}
+
+// announced reports whether writing r where old was (found: there was a
+// row) makes the trigger announce the node, as 007_quiet_renewals.sql
+// decides: a new row, or one whose watched columns change; not a renewal,
+// which writes them as they were. Only for those are acks expected. The
+// values compared are those stored: a device key "" is stored as NULL and
+// read back as "".
+func announced(old registry.Registration, found bool, r registry.Registration) bool {
+	return !found || old.Node != r.Node || old.Type != r.Type || old.Token != r.Token || old.Secret != r.Secret ||
+		old.Domain != r.Domain || old.DeviceKey != r.DeviceKey || old.Owner != r.Owner || old.Account != r.Account
 }
 
 // expect registers a wait for others' acks of node, before the commit

@@ -157,11 +157,13 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 		} else {
 			writes.Queue(sqlInsert, args...)
 		}
+		if announced(old, found, r) {
+			acks.expect(&s.bar, r.Node, others)
+		}
 		cur[r.Node] = r
 		keys.written[r.Node] = true
 		req.R = r
 		live++
-		acks.expect(&s.bar, r.Node, others)
 	}
 	if live > 0 {
 		res := tx.SendBatch(ctx, &writes)

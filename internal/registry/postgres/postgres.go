@@ -268,7 +268,6 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 		if err != nil {
 			return err
 		}
-		a.expect(&s.bar, node, others)
 		old, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1 FOR UPDATE`, node))
 		if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return err
@@ -279,6 +278,9 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 		}
 		if r.Node != node {
 			return errDecide{fmt.Errorf("register: decided on node %q for node %q", r.Node, node)}
+		}
+		if announced(old, found, r) {
+			a.expect(&s.bar, node, others)
 		}
 		args := []any{r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
 			null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account}

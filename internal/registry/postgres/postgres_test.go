@@ -160,6 +160,15 @@ func TestFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	node("n1")
+	// A renewal changes nothing cached: no announcement, so the next one
+	// is n2's.
+	if _, err := register(a, registry.Registration{Node: "n1", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := register(a, registry.Registration{Node: "n2", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	node("n2")
 	// Push status is not what a push reads: no announcement. The next
 	// change is what must arrive.
 	if err := a.UpdatePushStatus(ctx, []registry.PushStatus{{Node: "n1", At: time.Now(), Success: true}}); err != nil {
@@ -269,6 +278,10 @@ func TestWriteBarrier(t *testing.T) {
 	if d := timed("hung"); d < 900*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("write with a hung instance took %v, want about a second", d)
 	}
+	// A renewal is announced to nobody, so it waits for nobody.
+	if d := timed("hung"); d > 500*time.Millisecond {
+		t.Fatalf("renewal with a hung instance took %v: it waited for an answer to an announcement never made", d)
+	}
 	// Registrations at once are committed together and each waits; the
 	// waits overlap, and none holds up the commits of the others.
 	start := time.Now()
@@ -287,6 +300,15 @@ func TestWriteBarrier(t *testing.T) {
 		if d < 900*time.Millisecond {
 			t.Fatalf("write %d of 20 at once took %v, want about a second: it did not wait", i, d)
 		}
+	}
+	// Renewals at once, committed together, wait for nobody either.
+	start = time.Now()
+	for i := range took {
+		wg.Go(func() { timed(fmt.Sprint("many-", i)) })
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("20 renewals at once with a hung instance took %v: they waited for answers to announcements never made", d)
 	}
 	if _, err := a.Delete(context.Background(), "hung", "a"); err != nil {
 		t.Fatal(err)

@@ -76,7 +76,7 @@ func (f *feed) expect(t *testing.T, want string) time.Duration {
 
 // Follow reports what another handle on the same file changes, and what
 // any other writer of the file changes, within FollowInterval or so; push
-// status, which a push does not read, is not reported.
+// status, which a push does not read, is not reported, nor are renewals.
 func TestFollowSeesOtherWriters(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "registry.db")
@@ -100,6 +100,15 @@ func TestFollowSeesOtherWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	took(f.expect(t, "n2"))
+	// A renewal changes nothing a follower caches and is not logged: had
+	// it been, n1 would come before n4.
+	if _, err := register(a, registry.Registration{Node: "n1", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := register(a, registry.Registration{Node: "n4", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	took(f.expect(t, "n4"))
 	r1.Token = "t2"
 	if _, err := register(a, r1); err != nil {
 		t.Fatal(err)
@@ -135,6 +144,7 @@ func TestFollowSeesOtherWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	took(f.expect(t, "n3"))
+	took(f.expect(t, "n4"))
 	t.Logf("slowest change seen after %v", slowest)
 	if slowest > 4*sqlite.FollowInterval {
 		t.Errorf("a change took %v to be seen, want about %v", slowest, sqlite.FollowInterval)
