@@ -41,7 +41,7 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "push-appserver backup: the registry is on %s: back it up with its own tools (pg_dump)\n", cfg.Database.Driver)
 		return 1
 	}
-	ctx, _, store, done, ok := openRegistry(*cfgPath, "backup", stderr)
+	ctx, store, done, ok := openConfigured(cfg, "backup", stderr)
 	if !ok {
 		return 1
 	}

@@ -249,12 +249,18 @@ func openRegistry(cfgPath, name string, stderr io.Writer) (ctx context.Context, 
 	if !ok {
 		return nil, nil, nil, nil, false
 	}
+	ctx, store, done, ok = openConfigured(cfg, name, stderr)
+	return ctx, cfg, store, done, ok
+}
+
+// openConfigured is openRegistry for a configuration already loaded.
+func openConfigured(cfg *config.Config, name string, stderr io.Writer) (ctx context.Context, store registry.Store, done func(), ok bool) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	store, err := openStore(ctx, cfg, cliLogger(stderr))
 	if err != nil {
 		stop()
 		fmt.Fprintf(stderr, "push-appserver %s: %v\n", name, err)
-		return nil, nil, nil, nil, false
+		return nil, nil, nil, false
 	}
-	return ctx, cfg, store, func() { store.Close(); stop() }, true
+	return ctx, store, func() { store.Close(); stop() }, true
 }

@@ -51,9 +51,6 @@ const (
 	RegistrationError RegistrationFailure = "error"
 )
 
-// RegistrationFailures lists every RegistrationFailure.
-var RegistrationFailures = []RegistrationFailure{RegistrationInvalid, RegistrationForbidden, RegistrationQuota, RegistrationError}
-
 // registered tells the observer about a registration that failed with
 // err, if it did, and returns its arguments.
 func (s *Service) registered(r registry.Registration, err error) (registry.Registration, error) {

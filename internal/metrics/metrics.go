@@ -88,7 +88,7 @@ func New() *Metrics {
 		Name: "push_appserver_registration_failures_total",
 		Help: "Registrations that stored nothing, by reason: invalid (a value missing or malformed, an unknown app, a token the app refuses), forbidden, quota, or error (the registry could not be written: alert on this one).",
 	}, []string{"reason"})
-	for _, r := range appserver.RegistrationFailures {
+	for _, r := range []appserver.RegistrationFailure{appserver.RegistrationInvalid, appserver.RegistrationForbidden, appserver.RegistrationQuota, appserver.RegistrationError} {
 		m.regFailures.WithLabelValues(string(r))
 	}
 	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures,
