@@ -66,6 +66,13 @@ const (
 	OutcomeFailed    Outcome = "failed"
 )
 
+// DefaultOutageGrace is how long the registrations cached when the
+// registry's change feed went down keep serving pushes the registry
+// cannot be read for: longer than a database's failover or restart
+// usually takes, short enough that a registration changed where this
+// instance cannot see it is not pushed to for long.
+const DefaultOutageGrace = 10 * time.Minute
+
 // DefaultCacheSize is how many registrations the push path keeps in
 // memory unless configured: about 16 MB.
 const DefaultCacheSize = 50000
@@ -92,6 +99,10 @@ type Options struct {
 	// CacheTTL bounds how long a cached registration is trusted. Default
 	// one minute.
 	CacheTTL time.Duration
+	// OutageGrace is how long, once the change feed is down, what the
+	// cache held then serves the pushes for which the registry cannot be
+	// read (see cache). Default DefaultOutageGrace.
+	OutageGrace time.Duration
 	// StrictRegistration refuses, over HTTP and from other accounts, a new
 	// token or type for a registered node and its unregistration unless the
 	// caller gives the node's secret. Off, a new token without the secret
@@ -170,6 +181,9 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = time.Minute
 	}
+	if opts.OutageGrace <= 0 {
+		opts.OutageGrace = DefaultOutageGrace
+	}
 	m := make(map[string]App, len(apps))
 	for _, a := range apps {
 		if a.Name == "" || a.Backend == nil {
@@ -190,7 +204,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		logger:   logger,
 		throttle: newThrottler[throttleKey](opts.RateLimit, opts.Now),
 		status:   newStatusWriter(store, logger),
-		cache:    newCache(opts.CacheSize, opts.CacheTTL, time.Now),
+		cache:    newCache(opts.CacheSize, opts.CacheTTL, opts.OutageGrace, time.Now),
 		blocks:   newBlockCache(opts.CacheSize, opts.CacheTTL, time.Now),
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),

@@ -27,11 +27,14 @@ import (
 // pushes read meanwhile, but serves them only through held: when the
 // registry cannot be read at all. A feed is lost mostly because the
 // database is (a PostgreSQL restart or failover), and then every push
-// would fail; a push to a device pushed to in the last ttl goes out
-// instead, to the registration as it was when last read. Nobody can
-// change a registration while nobody can write the registry; an instance
-// cut off alone from a database others still write may push to a
-// registration changed meanwhile, for ttl at most.
+// would fail; a push to a device the cache held goes out instead, to the
+// registration as it was when last read. What the cache held when the
+// feed went down is kept apart for that (outage) until grace has passed,
+// even once the entries themselves expire: a failover or a restart of the
+// database takes longer than ttl. Nobody can change a registration while
+// nobody can write the registry; an instance cut off alone from a
+// database others still write may push to a registration changed
+// meanwhile, for grace at most.
 //
 // The entries live in an otter cache (W-TinyLFU): when it is full, a
 // device pushed to once does not push out one pushed to often, which a
@@ -46,6 +49,15 @@ type cache struct {
 	suspended atomic.Bool
 
 	hits, misses, stale atomic.Uint64
+
+	// outage is what the cache held when the feed went down, and what
+	// pushes read since, served by held until outageEnd; nil while the
+	// feed is live. grace is how long it lasts.
+	outageMu  sync.Mutex
+	outage    map[string]registry.PushTarget
+	outageEnd time.Time
+	grace     time.Duration
+	now       func() time.Time
 }
 
 // cacheGen is bumped by every drop of a node that hashes to it, so a read
@@ -56,13 +68,14 @@ type cacheGen struct {
 }
 
 // newCache returns a cache of up to size registrations, each trusted for
-// ttl after it was read, by the clock now; nil (no cache) when size is 0
-// or less.
-func newCache(size int, ttl time.Duration, now func() time.Time) *cache {
+// ttl after it was read, and held for pushes the registry cannot be read
+// for up to grace after the feed went down, by the clock now; nil (no
+// cache) when size is 0 or less.
+func newCache(size int, ttl, grace time.Duration, now func() time.Time) *cache {
 	if size <= 0 {
 		return nil
 	}
-	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, now)}
+	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, now), grace: grace, now: now}
 }
 
 // newOtter returns an otter cache of up to size entries, each trusted for
@@ -146,14 +159,24 @@ func (c *cache) generation(node string) uint64 {
 	return g.gen
 }
 
-// held returns what the cache holds for node while it is suspended, not
-// expired and not dropped since: for a push that could not read the
-// registry. It does not count the push as stale; served does.
+// held returns what the cache holds for node while it is suspended and
+// not dropped since: an entry not expired, else what it held when the
+// feed went down or read since, for grace. For a push that could not read
+// the registry. It does not count the push as stale; served does.
 func (c *cache) held(node string) (registry.PushTarget, bool) {
 	if c == nil || !c.suspended.Load() {
 		return registry.PushTarget{}, false
 	}
-	return c.c.GetIfPresent(node)
+	if t, ok := c.c.GetIfPresent(node); ok {
+		return t, true
+	}
+	c.outageMu.Lock()
+	defer c.outageMu.Unlock()
+	if c.outage == nil || !c.now().Before(c.outageEnd) {
+		return registry.PushTarget{}, false
+	}
+	t, ok := c.outage[node]
+	return t, ok
 }
 
 // served counts a push sent with what held returned.
@@ -171,7 +194,16 @@ func (c *cache) put(node string, t registry.PushTarget, gen uint64) {
 	g.mu.Lock()
 	if g.gen == gen {
 		// A copy: node may share the memory of the request it came in.
-		c.c.Set(strings.Clone(node), t)
+		node = strings.Clone(node)
+		c.c.Set(node, t)
+		if c.suspended.Load() {
+			// Newer than what the outage kept, and to outlive the entry.
+			c.outageMu.Lock()
+			if c.outage != nil {
+				c.outage[node] = t
+			}
+			c.outageMu.Unlock()
+		}
 	}
 	g.mu.Unlock()
 }
@@ -185,6 +217,12 @@ func (c *cache) drop(node string) {
 	g.gen++
 	g.mu.Unlock()
 	c.c.Invalidate(node)
+	// Under outageMu, whether or not suspended: a feed going down now
+	// either copied the entry before this (and it goes here) or finds it
+	// invalidated.
+	c.outageMu.Lock()
+	delete(c.outage, node)
+	c.outageMu.Unlock()
 }
 
 // dropAll forgets every entry, and makes reads that raced it uncacheable.
@@ -211,9 +249,21 @@ func (c *cache) feedLive(live bool) {
 		return
 	}
 	if !live {
-		c.suspended.Store(true)
+		c.outageMu.Lock()
+		defer c.outageMu.Unlock()
+		if c.suspended.Swap(true) {
+			return // down already: the outage keeps its start
+		}
+		c.outage = make(map[string]registry.PushTarget, c.c.EstimatedSize())
+		for node, t := range c.c.All() {
+			c.outage[node] = t
+		}
+		c.outageEnd = c.now().Add(c.grace)
 		return
 	}
 	c.dropAll()
+	c.outageMu.Lock()
+	c.outage = nil
+	c.outageMu.Unlock()
 	c.suspended.Store(false)
 }

@@ -2,6 +2,7 @@ package appserver
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func (c *cache) push(node string) bool {
 // device): evicting at random or by recency would empty it of them.
 func TestCacheKeepsFrequentDevicesThroughAScan(t *testing.T) {
 	const size = 1000
-	c := newCache(size, time.Hour, time.Now)
+	c := newCache(size, time.Hour, time.Hour, time.Now)
 	hot := make([]string, size/2)
 	for i := range hot {
 		hot[i] = fmt.Sprintf("hot-%d", i)
@@ -52,7 +53,7 @@ func TestCacheKeepsFrequentDevicesThroughAScan(t *testing.T) {
 
 func TestCacheEntriesExpire(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	c := newCache(100, time.Minute, clock.now)
+	c := newCache(100, time.Minute, time.Hour, clock.now)
 	c.push("n")
 	clock.advance(59 * time.Second)
 	if !c.push("n") {
@@ -79,7 +80,7 @@ func TestCacheDrops(t *testing.T) {
 		{"feed lost and back", func(c *cache) { c.feedLive(false); c.feedLive(true) }},
 	} {
 		t.Run(tc.name+" during the read", func(t *testing.T) {
-			c := newCache(100, time.Hour, time.Now)
+			c := newCache(100, time.Hour, time.Hour, time.Now)
 			gen := c.generation("n")
 			tc.change(c)
 			c.put("n", target, gen)
@@ -88,7 +89,7 @@ func TestCacheDrops(t *testing.T) {
 			}
 		})
 		t.Run(tc.name+" after the read", func(t *testing.T) {
-			c := newCache(100, time.Hour, time.Now)
+			c := newCache(100, time.Hour, time.Hour, time.Now)
 			c.put("n", target, c.generation("n"))
 			tc.change(c)
 			if _, ok := c.get("n"); ok {
@@ -97,7 +98,7 @@ func TestCacheDrops(t *testing.T) {
 		})
 	}
 	t.Run("other nodes stay", func(t *testing.T) {
-		c := newCache(100, time.Hour, time.Now)
+		c := newCache(100, time.Hour, time.Hour, time.Now)
 		c.push("a")
 		c.push("b")
 		c.drop("a")
@@ -108,7 +109,7 @@ func TestCacheDrops(t *testing.T) {
 }
 
 func TestCacheBypassedWhileFeedDown(t *testing.T) {
-	c := newCache(100, time.Hour, time.Now)
+	c := newCache(100, time.Hour, time.Hour, time.Now)
 	c.feedLive(false)
 	c.push("n")
 	if c.push("n") {
@@ -127,11 +128,12 @@ func TestCacheBypassedWhileFeedDown(t *testing.T) {
 }
 
 // While the feed is down the cache serves nothing, but held returns what
-// it has of a node, until the entry expires or the node changes: for a
-// push that cannot read the registry.
+// it had of a node, or read since, for a push that cannot read the
+// registry: past the entries' ttl, until the outage's grace has passed,
+// and never a node changed meanwhile or an older value than it read.
 func TestCacheHoldsWhileFeedDown(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	c := newCache(100, time.Minute, clock.now)
+	c := newCache(100, time.Minute, 5*time.Minute, clock.now)
 	for _, n := range []string{"a", "b", "c"} {
 		c.push(n)
 	}
@@ -147,6 +149,7 @@ func TestCacheHoldsWhileFeedDown(t *testing.T) {
 	}
 	clock.advance(30 * time.Second)
 	c.put("d", registry.PushTarget{Type: "apns", Token: "t-d"}, c.generation("d"))
+	c.put("c", registry.PushTarget{Type: "apns", Token: "t-c2"}, c.generation("c"))
 	if got, ok := c.held("d"); !ok || got.Token != "t-d" {
 		t.Fatalf("held(d) = %+v, %v; want what was read while the feed was down", got, ok)
 	}
@@ -154,24 +157,67 @@ func TestCacheHoldsWhileFeedDown(t *testing.T) {
 	if _, ok := c.held("b"); ok {
 		t.Error("held returned a dropped node")
 	}
-	clock.advance(31 * time.Second)
-	if _, ok := c.held("c"); ok {
-		t.Error("held returned an entry past its ttl")
+	// Past the entries' ttl, within the outage's grace.
+	clock.advance(3 * time.Minute)
+	if got, ok := c.held("a"); !ok || got.Token != "t-a" {
+		t.Errorf("held(a) = %+v, %v past the ttl; want it held for the outage", got, ok)
 	}
-	if _, ok := c.held("d"); !ok {
-		t.Error("held lost an entry within its ttl")
+	if got, ok := c.held("c"); !ok || got.Token != "t-c2" {
+		t.Errorf("held(c) = %+v, %v; want what was read last, not what the outage began with", got, ok)
+	}
+	if _, ok := c.held("b"); ok {
+		t.Error("held returned a dropped node past the ttl")
+	}
+	// A second live(false) does not start the outage again.
+	c.put("f", registry.PushTarget{Type: "apns", Token: "t-f"}, c.generation("f"))
+	c.feedLive(false)
+	clock.advance(2 * time.Minute)
+	for _, n := range []string{"a", "c", "d", "f"} {
+		if _, ok := c.held(n); ok {
+			t.Errorf("held(%s) past the outage's grace", n)
+		}
 	}
 	c.feedLive(true)
-	if _, ok := c.get("d"); ok {
-		t.Error("an entry held while the feed was down was served once it was back")
+	c.push("e")
+	if _, ok := c.get("e"); !ok {
+		t.Error("not cached once the feed is back")
 	}
-	if _, ok := c.held("d"); ok {
+	if _, ok := c.held("e"); ok {
 		t.Error("held returned an entry while the feed is live")
+	}
+	c.feedLive(false)
+	if _, ok := c.held("a"); ok {
+		t.Error("a new outage holds what an earlier one did")
+	}
+	if _, ok := c.held("e"); !ok {
+		t.Error("a new outage does not hold what the cache had")
+	}
+}
+
+// A node dropped while the feed goes down is not held: the outage's copy
+// is taken either before the drop, which then removes the node from it,
+// or after, when the node is gone from the cache already.
+func TestCacheDropRacesFeedLoss(t *testing.T) {
+	c := newCache(100, time.Hour, time.Hour, time.Now)
+	for i := range 2000 {
+		c.feedLive(true)
+		c.push("n")
+		c.push("other")
+		var wg sync.WaitGroup
+		wg.Go(func() { c.feedLive(false) })
+		wg.Go(func() { c.drop("n") })
+		wg.Wait()
+		if _, ok := c.held("n"); ok {
+			t.Fatalf("round %d: a node dropped as the feed went down is held", i)
+		}
+		if _, ok := c.held("other"); !ok {
+			t.Fatalf("round %d: a node not dropped is not held", i)
+		}
 	}
 }
 
 func TestCacheOff(t *testing.T) {
-	c := newCache(0, time.Hour, time.Now)
+	c := newCache(0, time.Hour, time.Hour, time.Now)
 	if c != nil {
 		t.Fatal("size 0 made a cache")
 	}

@@ -121,15 +121,16 @@ func (f *lostFeed) Follow(ctx context.Context, changed func(string), live func(b
 }
 
 // A push to a device the cache held when the feed was lost goes out in
-// time when the database then hangs: its read is given up after a second,
-// not at the push's deadline.
+// time when the database then hangs, past the entry's ttl: its read is
+// given up after a second, not at the push's deadline, and what the
+// cache held then serves for the outage's grace.
 func TestHeldPushWhileDatabaseHangs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	store := &hangingStore{Store: memory.New()}
 	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
 	backend := &scripted{answers: map[string]error{}}
 	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
-		appserver.Options{Changes: feed, PushTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		appserver.Options{Changes: feed, PushTimeout: 5 * time.Second, CacheTTL: 100 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +147,7 @@ func TestHeldPushWhileDatabaseHangs(t *testing.T) {
 	}
 	close(feed.lose)
 	<-feed.lost
+	time.Sleep(200 * time.Millisecond) // past the entry's ttl
 	store.hang.Store(true)
 	start := time.Now()
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
