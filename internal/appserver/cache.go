@@ -31,7 +31,7 @@ import (
 // registration as it was when last read. What the cache held when the
 // feed went down is kept apart for that (outage) until grace has passed,
 // even once the entries themselves expire: a failover or a restart of the
-// database takes longer than ttl. Nobody can change a registration while
+// database often takes longer than ttl. Nobody can change a registration while
 // nobody can write the registry; an instance cut off alone from a
 // database others still write may push to a registration changed
 // meanwhile, for grace at most.
