@@ -237,9 +237,10 @@ func TestMetricsRegistrationsAndExpiry(t *testing.T) {
 }
 
 // A backup made while the server registers holds every registration
-// answered before it started, and restored as the command's help says it
-// serves their pushes with their secrets. With PostgreSQL the command
-// points at pg_dump and writes nothing.
+// answered before it started, and restored it serves their pushes with
+// their secrets. Restore refuses while the server runs, and keeps the
+// registry it replaces. With PostgreSQL both commands point at
+// PostgreSQL's own tools and write nothing.
 func TestBackupAndRestore(t *testing.T) {
 	bin := buildBinary(t)
 	dir, addr, cfg := minimalConfig(t)
@@ -283,15 +284,32 @@ func TestBackupAndRestore(t *testing.T) {
 	if out, err := exec.Command(bin, "backup", "-config", cfg, backup).CombinedOutput(); err == nil || !strings.Contains(string(out), "file exists") {
 		t.Errorf("a second backup to the same file: %v\n%s", err, out)
 	}
-	s.stop(t)
-
-	for _, f := range []string{db, db + "-wal", db + "-shm"} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			t.Fatal(err)
-		}
+	if out, err := exec.Command(bin, "restore", "-config", cfg, backup).CombinedOutput(); err == nil || !strings.Contains(string(out), "is the server running?") {
+		t.Errorf("restore while the server runs: %v\n%s", err, out)
 	}
-	if err := os.Rename(backup, db); err != nil {
+	if body := s.post(t, "push", url.Values{"node": {"before-1"}, "secret": {before["before-1"]}}); body != "OK\nbefore-1" {
+		t.Fatalf("push after a refused restore: %q", body)
+	}
+	s.stop(t)
+	out, err = exec.Command(bin, "registrations", "count", "-config", cfg).Output()
+	if err != nil {
 		t.Fatal(err)
+	}
+	registered, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out, err = exec.Command(bin, "restore", "-config", cfg, backup).CombinedOutput()
+	m := regexp.MustCompile(`^restored .*backup\.db: ([0-9]+) registrations\nthe registry it replaced is at (.*)\n$`).FindSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if got, _ := strconv.Atoi(string(m[1])); got < len(before) || got >= registered {
+		t.Errorf("restored %d registrations; want the %d made before the backup, and fewer than the %d held at the stop", got, len(before), registered)
+	}
+	if _, err := os.Stat(string(m[2])); err != nil {
+		t.Errorf("the registry replaced is not kept: %v", err)
 	}
 	s = startServer(t, bin, cfg)
 	s.waitHealthy(t, addr)
@@ -310,5 +328,8 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(pgBackup); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("backup of a PostgreSQL registry wrote a file: %v", err)
+	}
+	if out, err := exec.Command(bin, "restore", "-config", pgConfig, db).CombinedOutput(); err == nil || !strings.Contains(string(out), "pg_restore") {
+		t.Errorf("restore of a PostgreSQL registry: %v\n%s", err, out)
 	}
 }

@@ -57,6 +57,7 @@ func commands() []command {
 		{"import", "import registrations from mod_push_appserver", runImport},
 		{"registrations", "list, show, delete or count registrations", runRegistrations},
 		{"backup", "write a consistent copy of the SQLite registry", runBackup},
+		{"restore", "put a backup in place of the SQLite registry (server stopped)", runRestore},
 		{"send-test", "send one test push through an app and print the answer", runSendTest},
 		{"version", "print version, commit, Go version and build date", runVersion},
 	}

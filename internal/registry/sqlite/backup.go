@@ -5,9 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Backup writes a consistent copy of the whole registry (registrations
@@ -72,8 +75,8 @@ func syncFile(path string) error {
 	return nil
 }
 
-// checkCopy opens the copy at path read-only, checks its integrity and
-// counts its registrations.
+// checkCopy opens the copy at path read-only, checks that this program
+// knows its schema and its integrity, and counts its registrations.
 func checkCopy(ctx context.Context, path string) (int, error) {
 	file := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	db, err := sql.Open("sqlite", file+"?mode=ro")
@@ -81,6 +84,13 @@ func checkCopy(ctx context.Context, path string) (int, error) {
 		return 0, err
 	}
 	defer db.Close()
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return 0, err
+	}
+	if err := knownSchema(version); err != nil {
+		return 0, err
+	}
 	var result string
 	if err := db.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&result); err != nil {
 		return 0, err
@@ -93,4 +103,108 @@ func checkCopy(ctx context.Context, path string) (int, error) {
 		return 0, err
 	}
 	return n, nil
+}
+
+// Restore puts the backup at backup in place of the registry at path,
+// which no process may have open: it refuses while one does (a running
+// server), checks the backup first, and keeps the registry it replaces,
+// with its write-ahead log if it has one, beside it as
+// path.replaced-<time>, whose name it returns. The restored registry is
+// opened once, which brings a backup of an older version's schema up to
+// date, and n is how many registrations it holds.
+func Restore(ctx context.Context, backup, path string) (n int, aside string, err error) {
+	if _, err := checkCopy(ctx, backup); err != nil {
+		return 0, "", fmt.Errorf("restore: the backup %s: %w", backup, err)
+	}
+	if err := notInUse(ctx, path); err != nil {
+		return 0, "", fmt.Errorf("restore: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		aside = path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+		// The log and its index go with the file: a log is applied to
+		// whatever file carries its name, and this one holds commits
+		// the file may not have yet.
+		for _, suffix := range []string{"-wal", "-shm", ""} {
+			if err := os.Rename(path+suffix, aside+suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return 0, "", fmt.Errorf("restore: moving the registry aside: %w", err)
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return 0, "", fmt.Errorf("restore: %w", err)
+	}
+	if err := copyFile(backup, path); err != nil {
+		return 0, aside, fmt.Errorf("restore: %w", err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		return 0, aside, fmt.Errorf("restore: opening the restored registry: %w", err)
+	}
+	defer s.Close()
+	if n, err = s.Count(ctx); err != nil {
+		return 0, aside, fmt.Errorf("restore: %w", err)
+	}
+	return n, aside, nil
+}
+
+// notInUse fails when another connection has the registry at path open:
+// an exclusive lock is what no other connection lets SQLite take.
+func notInUse(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	file := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	db, err := sql.Open("sqlite", file+"?_pragma=locking_mode(EXCLUSIVE)&_pragma=busy_timeout(200)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN EXCLUSIVE`); err != nil {
+		return fmt.Errorf("the registry %s is in use (is the server running? stop it first): %w", path, err)
+	}
+	_, err = conn.ExecContext(ctx, `ROLLBACK`)
+	return err
+}
+
+// copyFile copies src to dst, which must not exist, readable by its
+// owner alone, and syncs it: through a temporary name, so that dst is
+// either missing or whole.
+func copyFile(src, dst string) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".restoring"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			out.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = io.Copy(out, in); err != nil {
+		return err
+	}
+	if err = out.Sync(); err != nil {
+		return err
+	}
+	if err = out.Close(); err != nil {
+		return err
+	}
+	if err = os.Link(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err = os.Remove(tmp); err != nil {
+		return err
+	}
+	return syncFile(dst)
 }

@@ -216,6 +216,19 @@ func ownFile(path string) error {
 
 // migrate applies the embedded migrations newer than the file's
 // user_version, each in its own transaction.
+// knownSchema fails for a schema version newer than the migrations this
+// program has.
+func knownSchema(version int) error {
+	files, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	if version > len(files) {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer push-appserver", version, len(files))
+	}
+	return nil
+}
+
 func migrate(ctx context.Context, db *sql.DB) error {
 	var version int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
@@ -226,9 +239,8 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	sort.Strings(files)
-	latest := len(files)
-	if version > latest {
-		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer push-appserver", version, latest)
+	if err := knownSchema(version); err != nil {
+		return err
 	}
 	for i, f := range files[version:] {
 		n := version + i + 1

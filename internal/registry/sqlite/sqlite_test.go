@@ -549,3 +549,107 @@ func TestBackup(t *testing.T) {
 		t.Errorf("a failed backup left its file behind: %v", err)
 	}
 }
+
+// Restore puts a backup in place of a registry nobody has open, keeps
+// the registry it replaces beside it, and refuses, changing nothing, while
+// the registry is open or when the backup is not one it can use.
+func TestRestore(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "registry.db")
+	s := open(t, path)
+	reg := func(s *sqlite.Store, node string) {
+		t.Helper()
+		if _, err := s.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) {
+			return registry.Registration{Node: node, Type: "apns", Token: "t-" + node, Secret: "s-" + node, Registered: time.Now()}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		reg(s, fmt.Sprint("n", i))
+	}
+	backup := filepath.Join(dir, "backup.db")
+	if _, err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	reg(s, "after-backup")
+
+	count := func(p string) int {
+		t.Helper()
+		s := open(t, p)
+		defer s.Close()
+		n, err := s.Count(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, _, err := sqlite.Restore(ctx, backup, path); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("restore while the registry is open: %v", err)
+	}
+	s.Close()
+	if n := count(path); n != 11 {
+		t.Fatalf("after a refused restore the registry holds %d, want 11", n)
+	}
+
+	// Not a registry, and a registry of a newer version: refused too.
+	junk := filepath.Join(dir, "junk.db")
+	os.WriteFile(junk, []byte("not a database at all, not even close to one"), 0o600)
+	newer := filepath.Join(dir, "newer.db")
+	if err := copyTo(backup, newer); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`PRAGMA user_version = 1000`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, bad := range []string{junk, newer, filepath.Join(dir, "missing.db")} {
+		if _, _, err := sqlite.Restore(ctx, bad, path); err == nil {
+			t.Errorf("restore of %s succeeded", filepath.Base(bad))
+		}
+	}
+	if n := count(path); n != 11 {
+		t.Fatalf("after refused restores the registry holds %d, want 11", n)
+	}
+
+	n, aside, err := sqlite.Restore(ctx, backup, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 10 {
+		t.Errorf("restored %d registrations, want 10", n)
+	}
+	if aside == "" || count(aside) != 11 {
+		t.Errorf("the registry replaced is not kept whole at %q", aside)
+	}
+	r := open(t, path)
+	defer r.Close()
+	if got, err := r.Get(ctx, "n3"); err != nil || got.Secret != "s-n3" {
+		t.Errorf("restored n3: %+v, %v", got, err)
+	}
+	if _, err := r.Get(ctx, "after-backup"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("a registration made after the backup is in the restored registry: %v", err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("restored registry's mode: %v, %v; want 0600", st.Mode(), err)
+	}
+
+	// Where there is no registry yet, nothing is kept aside.
+	fresh := filepath.Join(t.TempDir(), "registry.db")
+	if n, aside, err := sqlite.Restore(ctx, backup, fresh); err != nil || n != 10 || aside != "" {
+		t.Errorf("restore where there was no registry: %d, %q, %v", n, aside, err)
+	}
+}
+
+func copyTo(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o600)
+}
