@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -78,8 +77,7 @@ func syncFile(path string) error {
 // checkCopy opens the copy at path read-only, checks that this program
 // knows its schema and its integrity, and counts its registrations.
 func checkCopy(ctx context.Context, path string) (int, error) {
-	file := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	db, err := sql.Open("sqlite", file+"?mode=ro")
+	db, err := sql.Open("sqlite", fileURI(path)+"?mode=ro")
 	if err != nil {
 		return 0, err
 	}
@@ -152,8 +150,7 @@ func notInUse(ctx context.Context, path string) error {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	file := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	db, err := sql.Open("sqlite", file+"?_pragma=locking_mode(EXCLUSIVE)&_pragma=busy_timeout(200)")
+	db, err := sql.Open("sqlite", fileURI(path)+"?_pragma=locking_mode(EXCLUSIVE)&_pragma=busy_timeout(200)")
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,9 @@
 // wait for writers; the push path's lookup has connections of its own,
 // outside database/sql (lookup.go). Writes go through one connection,
 // which serializes them without SQLITE_BUSY retries. Concurrent
-// registrations are group-committed (see groupcommit.go).
+// registrations are group-committed (see groupcommit.go). A consistent
+// copy of the whole registry is taken beside a running server, and put
+// back while none runs (backup.go).
 package sqlite
 
 import (
@@ -130,8 +132,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"recursive_triggers(ON)"} {
 		q.Add("_pragma", p)
 	}
-	// The path is a URI's: SQLite would decode %xx and stop at ? or #.
-	file := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	file := fileURI(path)
 	dsn := file + "?" + q.Encode()
 	if err := registerWALVFS(); err != nil {
 		return nil, fmt.Errorf("registry %s: %w", path, err)
@@ -216,6 +217,12 @@ func ownFile(path string) error {
 
 // migrate applies the embedded migrations newer than the file's
 // user_version, each in its own transaction.
+// fileURI is the URI SQLite opens path by: the path is a URI's, in
+// which SQLite would decode %xx and stop at ? or #.
+func fileURI(path string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+}
+
 // knownSchema fails for a schema version newer than the migrations this
 // program has.
 func knownSchema(version int) error {
