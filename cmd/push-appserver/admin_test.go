@@ -290,6 +290,11 @@ func TestBackupAndRestore(t *testing.T) {
 	if body := s.post(t, "push", url.Values{"node": {"before-1"}, "secret": {before["before-1"]}}); body != "OK\nbefore-1" {
 		t.Fatalf("push after a refused restore: %q", body)
 	}
+	lines, err := s.register("after-backup", "cd")
+	if err != nil || len(lines) != 3 || lines[0] != "OK" {
+		t.Fatalf("register after the backup: %q, %v", lines, err)
+	}
+	afterSecret := lines[2]
 	s.stop(t)
 	out, err = exec.Command(bin, "registrations", "count", "-config", cfg).Output()
 	if err != nil {
@@ -317,6 +322,9 @@ func TestBackupAndRestore(t *testing.T) {
 		if body := s.post(t, "push", url.Values{"node": {node}, "secret": {secret}}); body != "OK\n"+node {
 			t.Fatalf("push to %s after the restore: %q", node, body)
 		}
+	}
+	if body := s.post(t, "push", url.Values{"node": {"after-backup"}, "secret": {afterSecret}}); !strings.HasPrefix(body, "ERROR\n") {
+		t.Errorf("push to a device registered after the backup, after the restore: %q", body)
 	}
 	s.stop(t)
 
