@@ -168,9 +168,21 @@ func TestRegistrationsSurvivePostgresCrash(t *testing.T) {
 
 // While PostgreSQL is down, pushes to the devices pushed to shortly before
 // reach APNS, as the registry last said, and their secret is still
-// checked; pushes to the others fail. Once the database is back,
-// everything pushes again.
+// checked, unless outage_grace is 0; pushes to the others fail. Once the
+// database is back, everything pushes again.
 func TestPushesWhilePostgresDown(t *testing.T) {
+	for _, tc := range []struct {
+		name, option string
+		held         bool // whether pushes to the devices pushed to before go out
+	}{
+		{"default", "", true},
+		{"outage_grace off", "outage_grace = \"0s\"\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testPushesWhilePostgresDown(t, tc.option, tc.held) })
+	}
+}
+
+func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	am, _, keyFile, _ := startMocks(t, dir)
@@ -182,7 +194,7 @@ func TestPushesWhilePostgresDown(t *testing.T) {
 	}
 	// Top-level keys go before the tables postgresConfig wrote.
 	if err := os.WriteFile(config, fmt.Appendf(nil, `rate_limit = 0
-%s
+%s%s
 [apps.apns]
 kind = "apns"
 topic = "im.example.app"
@@ -191,7 +203,7 @@ key_id = "K1"
 team_id = "T1"
 endpoint = %q
 ca_path = %q
-`, base, keyFile, am.URL, am.CADir), 0o600); err != nil {
+`, option, base, keyFile, am.URL, am.CADir), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := startServer(t, bin, config)
@@ -250,7 +262,7 @@ ca_path = %q
 	}
 	accepted := am.Accepted()
 	for node, secret := range hot {
-		if body := push(node, secret); body != "OK\n"+node {
+		if body := push(node, secret); held && body != "OK\n"+node || !held && !strings.HasPrefix(body, "ERROR\n") {
 			t.Errorf("push to %s, pushed to before, while PostgreSQL is down: %q", node, body)
 		}
 		if body := push(node, "wrong"); !strings.HasPrefix(body, "ERROR\n") {
@@ -262,11 +274,15 @@ ca_path = %q
 			t.Errorf("push to %s, not pushed to before, while PostgreSQL is down: %q", node, body)
 		}
 	}
-	if got := am.Accepted() - accepted; got != n {
-		t.Errorf("APNS accepted %d pushes while PostgreSQL was down, want %d", got, n)
+	want := 0
+	if held {
+		want = n
 	}
-	if got := metric(t, addr, "push_appserver_registration_cache_stale_total"); got != 2*n {
-		t.Errorf("stale cache lookups = %v, want %d", got, 2*n)
+	if got := am.Accepted() - accepted; got != want {
+		t.Errorf("APNS accepted %d pushes while PostgreSQL was down, want %d", got, want)
+	}
+	if got := metric(t, addr, "push_appserver_registration_cache_stale_total"); got != float64(2*want) {
+		t.Errorf("stale cache lookups = %v, want %d", got, 2*want)
 	}
 
 	pg.Up(t)

@@ -124,6 +124,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		PushTimeout: cfg.PushTimeout.D(),
 		TokenBlock:  cfg.TokenBlock.D(),
 		CacheSize:   cfg.CacheSize(),
+		OutageGrace: cfg.OutageGraceOption(),
 		Observer:    m,
 
 		StrictRegistration:        cfg.StrictRegistration,

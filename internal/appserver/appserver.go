@@ -101,7 +101,8 @@ type Options struct {
 	CacheTTL time.Duration
 	// OutageGrace is how long, once the change feed is down, what the
 	// cache held then serves the pushes for which the registry cannot be
-	// read (see cache). Default DefaultOutageGrace.
+	// read (see cache). 0 means DefaultOutageGrace; a negative value
+	// turns that off, and such pushes fail.
 	OutageGrace time.Duration
 	// StrictRegistration refuses, over HTTP and from other accounts, a new
 	// token or type for a registered node and its unregistration unless the
@@ -181,7 +182,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = time.Minute
 	}
-	if opts.OutageGrace <= 0 {
+	if opts.OutageGrace == 0 {
 		opts.OutageGrace = DefaultOutageGrace
 	}
 	m := make(map[string]App, len(apps))

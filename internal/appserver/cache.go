@@ -162,9 +162,10 @@ func (c *cache) generation(node string) uint64 {
 // held returns what the cache holds for node while it is suspended and
 // not dropped since: an entry not expired, else what it held when the
 // feed went down or read since, for grace. For a push that could not read
-// the registry. It does not count the push as stale; served does.
+// the registry. Nothing with a negative grace. It does not count the push
+// as stale; served does.
 func (c *cache) held(node string) (registry.PushTarget, bool) {
-	if c == nil || !c.suspended.Load() {
+	if c == nil || c.grace < 0 || !c.suspended.Load() {
 		return registry.PushTarget{}, false
 	}
 	if t, ok := c.c.GetIfPresent(node); ok {

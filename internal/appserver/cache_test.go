@@ -194,6 +194,20 @@ func TestCacheHoldsWhileFeedDown(t *testing.T) {
 	}
 }
 
+// With a negative grace nothing is held: a push the registry cannot be
+// read for fails.
+func TestCacheHoldsNothingWithoutGrace(t *testing.T) {
+	c := newCache(100, time.Hour, -1, time.Now)
+	c.push("a")
+	c.feedLive(false)
+	c.put("b", registry.PushTarget{Type: "apns", Token: "t-b"}, c.generation("b"))
+	for _, n := range []string{"a", "b"} {
+		if _, ok := c.held(n); ok {
+			t.Errorf("held(%s) with the grace off", n)
+		}
+	}
+}
+
 // A node dropped while the feed goes down is not held: the outage's copy
 // is taken either before the drop, which then removes the node from it,
 // or after, when the node is gone from the cache already.

@@ -57,6 +57,11 @@ type Config struct {
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless and publish-options pushes. Default 7 days.
 	TokenBlock Duration `toml:"token_block"`
+	// OutageGrace is how long, once the registry cannot be read (a
+	// database away), the registrations the push path had cached still
+	// serve pushes; 0 turns that off, and such pushes fail. Default ten
+	// minutes.
+	OutageGrace Duration `toml:"outage_grace"`
 	// RegistrationCache is how many registrations the push path keeps in
 	// memory (about a third of a kilobyte each), so a push to one of them reads
 	// no database; 0 turns the cache off. Default 50,000.
@@ -87,10 +92,20 @@ type Config struct {
 	rateLimitExplicit  bool
 	httpListenExplicit bool
 	cacheExplicit      bool
+	graceExplicit      bool
 }
 
 // CacheSize is RegistrationCache as appserver.Options.CacheSize takes it,
 // where 0 means the default and a negative value no cache.
+// OutageGraceOption is OutageGrace as appserver.Options takes it, where
+// 0 means the default and a negative value none.
+func (c *Config) OutageGraceOption() time.Duration {
+	if c.OutageGrace == 0 {
+		return -1
+	}
+	return c.OutageGrace.D()
+}
+
 func (c *Config) CacheSize() int {
 	if c.RegistrationCache == 0 {
 		return -1
@@ -306,6 +321,7 @@ func Parse(text, dir string) (*Config, error) {
 	c.rateLimitExplicit = md.IsDefined("rate_limit")
 	c.httpListenExplicit = md.IsDefined("http", "listen")
 	c.cacheExplicit = md.IsDefined("registration_cache")
+	c.graceExplicit = md.IsDefined("outage_grace")
 	// A key is unknown when neither our options nor the seed's took it.
 	seedMissed := map[string]bool{}
 	for _, k := range md2.Undecoded() {
@@ -342,6 +358,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.RegistrationCache == 0 && !c.cacheExplicit {
 		c.RegistrationCache = appserver.DefaultCacheSize
+	}
+	if c.OutageGrace == 0 && !c.graceExplicit {
+		c.OutageGrace = Duration(appserver.DefaultOutageGrace)
 	}
 	if c.PushTimeout == 0 {
 		c.PushTimeout = Duration(appserver.DefaultPushTimeout)

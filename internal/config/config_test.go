@@ -136,6 +136,30 @@ func TestProblemsNameTheirKey(t *testing.T) {
 	}
 }
 
+// The outage grace is ten minutes unless configured; 0 turns it off,
+// which appserver takes as a negative grace (its 0 is its default).
+func TestOutageGrace(t *testing.T) {
+	for _, tt := range []struct {
+		toml   string
+		option time.Duration
+	}{
+		{"", appserver.DefaultOutageGrace},
+		{`outage_grace = "30m"`, 30 * time.Minute},
+		{`outage_grace = "0s"`, -1},
+	} {
+		c, err := Parse(tt.toml, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.OutageGraceOption(); got != tt.option {
+			t.Errorf("%q: outage grace option %v, want %v", tt.toml, got, tt.option)
+		}
+	}
+	if _, err := Parse(`outage_grace = "-1m"`, ""); err == nil || !strings.Contains(err.Error(), `"outage_grace"): must not be negative`) {
+		t.Errorf("a negative outage_grace: %v", err)
+	}
+}
+
 // The registration cache holds 50,000 unless configured; 0 turns it off,
 // which appserver takes as a negative size (its 0 is its default).
 func TestRegistrationCache(t *testing.T) {
