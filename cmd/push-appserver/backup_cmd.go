@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
 
@@ -30,67 +31,54 @@ has the registry open, and when FILE is not a registry this version can
 use. The registry it replaces is kept beside it, with its write-ahead
 log, as registry.db.replaced-<time>. Start the server afterwards.`
 
-// backuper is a registry that can copy itself to a file.
-type backuper interface {
-	Backup(ctx context.Context, path string) (int, error)
-}
-
-func runBackup(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("backup", backupSynopsis, stdout, stderr)
+// sqliteFileCommand parses the flags of a command that takes one FILE
+// and works on the SQLite registry itself, and loads the configuration,
+// refusing a PostgreSQL registry with the name of its own tool. ok false:
+// exit with code, the problem printed.
+func sqliteFileCommand(name, synopsis, pgTool string, args []string, stdout, stderr io.Writer) (cfg *config.Config, file string, code int, ok bool) {
+	f := newFlags(name, synopsis, stdout, stderr)
 	cfgPath := f.configFlag()
 	rest, code, ok := f.parse(args)
 	if !ok {
-		return code
+		return nil, "", code, false
 	}
 	if len(rest) != 1 {
 		f.usage(stderr)
-		return 2
+		return nil, "", 2, false
 	}
-	cfg, ok := loadConfig(*cfgPath, stderr)
-	if !ok {
-		return 1
+	if cfg, ok = loadConfig(*cfgPath, stderr); !ok {
+		return nil, "", 1, false
 	}
 	if cfg.Database.Driver != "sqlite" {
-		fmt.Fprintf(stderr, "push-appserver backup: the registry is on %s: back it up with its own tools (pg_dump)\n", cfg.Database.Driver)
-		return 1
+		fmt.Fprintf(stderr, "push-appserver %s: the registry is on %s: use its own tools (%s)\n", name, cfg.Database.Driver, pgTool)
+		return nil, "", 1, false
+	}
+	return cfg, rest[0], 0, true
+}
+
+func runBackup(args []string, stdout, stderr io.Writer) int {
+	cfg, file, code, ok := sqliteFileCommand("backup", backupSynopsis, "pg_dump", args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	ctx, store, done, ok := openConfigured(cfg, "backup", stderr)
 	if !ok {
 		return 1
 	}
 	defer done()
-	b, ok := store.(backuper)
-	if !ok {
-		fmt.Fprintf(stderr, "push-appserver backup: this registry cannot be backed up by push-appserver\n")
-		return 1
-	}
-	n, err := b.Backup(ctx, rest[0])
+	n, err := store.(*sqlite.Store).Backup(ctx, file)
 	if err != nil {
 		fmt.Fprintf(stderr, "push-appserver backup: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "wrote %s: %d registrations\n", rest[0], n)
+	fmt.Fprintf(stdout, "wrote %s: %d registrations\n", file, n)
 	return 0
 }
 
 func runRestore(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("restore", restoreSynopsis, stdout, stderr)
-	cfgPath := f.configFlag()
-	rest, code, ok := f.parse(args)
+	cfg, file, code, ok := sqliteFileCommand("restore", restoreSynopsis, "pg_restore", args, stdout, stderr)
 	if !ok {
 		return code
-	}
-	if len(rest) != 1 {
-		f.usage(stderr)
-		return 2
-	}
-	cfg, ok := loadConfig(*cfgPath, stderr)
-	if !ok {
-		return 1
-	}
-	if cfg.Database.Driver != "sqlite" {
-		fmt.Fprintf(stderr, "push-appserver restore: the registry is on %s: restore it with its own tools (pg_restore)\n", cfg.Database.Driver)
-		return 1
 	}
 	// A new machine's data directory may not be there yet.
 	if err := os.MkdirAll(filepath.Dir(cfg.Database.Path), 0o700); err != nil {
@@ -99,12 +87,12 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, aside, err := sqlite.Restore(ctx, rest[0], cfg.Database.Path)
+	n, aside, err := sqlite.Restore(ctx, file, cfg.Database.Path)
 	if err != nil {
 		fmt.Fprintf(stderr, "push-appserver restore: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "restored %s: %d registrations\n", rest[0], n)
+	fmt.Fprintf(stdout, "restored %s: %d registrations\n", file, n)
 	if aside != "" {
 		fmt.Fprintf(stdout, "the registry it replaced is at %s\n", aside)
 	}
