@@ -130,6 +130,12 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return 0, "", fmt.Errorf("restore: %w", err)
 	}
+	// A log left under the registry's name would be applied to the copy.
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(path + suffix); !errors.Is(err, fs.ErrNotExist) {
+			return 0, aside, fmt.Errorf("restore: %s%s is still there (%v); nothing was restored", path, suffix, err)
+		}
+	}
 	if err := copyFile(backup, path); err != nil {
 		return 0, aside, fmt.Errorf("restore: %w", err)
 	}

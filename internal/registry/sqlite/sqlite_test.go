@@ -639,8 +639,17 @@ func TestRestore(t *testing.T) {
 		t.Errorf("restored registry's mode: %v, %v; want 0600", st.Mode(), err)
 	}
 
-	// Where there is no registry yet, nothing is kept aside.
+	// Where there is no registry yet, nothing is kept aside; but a log
+	// left under its name, which SQLite would apply to the copy, stops it.
 	fresh := filepath.Join(t.TempDir(), "registry.db")
+	os.WriteFile(fresh+"-wal", []byte("a stray log"), 0o600)
+	if _, _, err := sqlite.Restore(ctx, backup, fresh); err == nil {
+		t.Error("restore beside a stray log succeeded")
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("restore beside a stray log put the copy in place: %v", err)
+	}
+	os.Remove(fresh + "-wal")
 	if n, aside, err := sqlite.Restore(ctx, backup, fresh); err != nil || n != 10 || aside != "" {
 		t.Errorf("restore where there was no registry: %d, %q, %v", n, aside, err)
 	}
