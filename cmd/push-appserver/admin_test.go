@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -258,26 +257,17 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	// Registrations go on while the backup is made.
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for g := range 4 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := s.register(fmt.Sprintf("during-%d-%d", g, i), "ab"); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
+	wait := clients(4, stop, func(g, i int) bool {
+		if _, err := s.register(fmt.Sprintf("during-%d-%d", g, i), "ab"); err != nil {
+			t.Error(err)
+			return false
+		}
+		return true
+	})
 	backup := filepath.Join(t.TempDir(), "backup.db")
 	out, err := exec.Command(bin, "backup", "-config", cfg, backup).CombinedOutput()
 	close(stop)
-	wg.Wait()
+	wait()
 	if err != nil || !regexp.MustCompile(`^wrote .*backup\.db: [0-9]+ registrations\n$`).Match(out) {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}

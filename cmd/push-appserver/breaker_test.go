@@ -126,21 +126,13 @@ func TestMisconfiguredAppKeepsRegistrations(t *testing.T) {
 rate_limit = 0
 [http]
 listen = %q
-[apps.ios]
-kind = "apns"
-topic = "im.example.app"
-priority = "high"
-token_key_file = %q
-key_id = "K1"
-team_id = "T1"
-endpoint = %q
-ca_path = %q
+%spriority = "high"
 [apps.android]
 kind = "fcm"
 service_account_file = %q
 endpoint = %q
 ca_path = %q
-`, filepath.Join(dir, "data"), addr, keyFile, am.URL, am.CADir, sa, fm.URL+"/wrong/path", fm.CADir), 0o600)
+`, filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile), sa, fm.URL+"/wrong/path", fm.CADir), 0o600)
 
 	s := startServer(t, bin, config)
 	s.waitHealthy(t, addr)

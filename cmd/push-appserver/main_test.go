@@ -290,6 +290,28 @@ func TestServeSmoke(t *testing.T) {
 	}
 }
 
+// clients runs n goroutines, the load of n clients: each calls step(g, i)
+// for i = 0, 1, ... until step returns false or stop is closed (a nil stop
+// never is). The returned wait returns once all of them have stopped.
+func clients(n int, stop <-chan struct{}, step func(g, i int) bool) (wait func()) {
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !step(g, i) {
+					return
+				}
+			}
+		})
+	}
+	return wg.Wait
+}
+
 // Registrations answered OK survive the process being killed while
 // others are under way, batched into commits: the answer comes only
 // once the registration's commit is on disk.
@@ -302,30 +324,26 @@ func TestRegistrationsSurviveKill(t *testing.T) {
 	for round := range 5 {
 		s := startServer(t, bin, config)
 		s.waitHealthy(t, addr)
-		var wg sync.WaitGroup
 		start := time.Now()
-		for g := range 16 {
-			wg.Go(func() {
-				for i := 0; ; i++ {
-					node := fmt.Sprintf("r%d-g%d-%d", round, g, i)
-					lines, err := s.register(node, fmt.Sprintf("%064x", i<<8|g))
-					if err != nil {
-						return // killed
-					}
-					if len(lines) != 3 || lines[0] != "OK" {
-						t.Errorf("register %s: %q", node, lines)
-						return
-					}
-					mu.Lock()
-					answered[node] = lines[2]
-					mu.Unlock()
-				}
-			})
-		}
+		wait := clients(16, nil, func(g, i int) bool {
+			node := fmt.Sprintf("r%d-g%d-%d", round, g, i)
+			lines, err := s.register(node, fmt.Sprintf("%064x", i<<8|g))
+			if err != nil {
+				return false // killed
+			}
+			if len(lines) != 3 || lines[0] != "OK" {
+				t.Errorf("register %s: %q", node, lines)
+				return false
+			}
+			mu.Lock()
+			answered[node] = lines[2]
+			mu.Unlock()
+			return true
+		})
 		time.Sleep(500 * time.Millisecond)
 		s.cmd.Process.Kill()
 		s.cmd.Wait()
-		wg.Wait()
+		wait()
 		t.Logf("round %d: killed after %v, %d registrations answered so far", round, time.Since(start).Round(time.Millisecond), len(answered))
 	}
 	registryHolds(t, filepath.Join(dir, "data", "registry.db"), answered)

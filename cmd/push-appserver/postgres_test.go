@@ -90,39 +90,30 @@ func TestRegistrationsSurvivePostgresCrash(t *testing.T) {
 		refused  int
 		back     atomic.Bool
 		stop     = make(chan struct{})
-		wg       sync.WaitGroup
 	)
-	for g := range 16 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				node := fmt.Sprintf("g%d-%d", g, i)
-				recovered := back.Load()
-				lines, err := s.register(node, fmt.Sprintf("%064x", i<<8|g))
-				if err != nil {
-					t.Errorf("register %s: %v", node, err)
-					return
-				}
-				mu.Lock()
-				switch {
-				case len(lines) == 3 && lines[0] == "OK":
-					answered[node] = lines[2]
-					if recovered {
-						after++
-					}
-				case lines[0] == "ERROR":
-					refused++
-				default:
-					t.Errorf("register %s: %q", node, lines)
-				}
-				mu.Unlock()
+	wait := clients(16, stop, func(g, i int) bool {
+		node := fmt.Sprintf("g%d-%d", g, i)
+		recovered := back.Load()
+		lines, err := s.register(node, fmt.Sprintf("%064x", i<<8|g))
+		if err != nil {
+			t.Errorf("register %s: %v", node, err)
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case len(lines) == 3 && lines[0] == "OK":
+			answered[node] = lines[2]
+			if recovered {
+				after++
 			}
-		})
-	}
+		case lines[0] == "ERROR":
+			refused++
+		default:
+			t.Errorf("register %s: %q", node, lines)
+		}
+		return true
+	})
 	// Five crashes, each after the server has registered again for a
 	// while: a crash catches a batch between its statements and its
 	// commit about one time in three to five.
@@ -144,14 +135,14 @@ func TestRegistrationsSurvivePostgresCrash(t *testing.T) {
 			}
 			if time.Now().After(deadline) {
 				close(stop)
-				wg.Wait()
+				wait()
 				t.Fatalf("crash %d: %d registrations answered OK in 20 s after PostgreSQL was back", round, n)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	close(stop)
-	wg.Wait()
+	wait()
 	if got := metric(t, addr, `push_appserver_registration_failures_total{reason="error"}`); got != float64(refused) {
 		t.Errorf("registration failures counted as error: %v, want %d", got, refused)
 	}
@@ -193,17 +184,7 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 		t.Fatal(err)
 	}
 	// Top-level keys go before the tables postgresConfig wrote.
-	if err := os.WriteFile(config, fmt.Appendf(nil, `rate_limit = 0
-%s%s
-[apps.apns]
-kind = "apns"
-topic = "im.example.app"
-token_key_file = %q
-key_id = "K1"
-team_id = "T1"
-endpoint = %q
-ca_path = %q
-`, option, base, keyFile, am.URL, am.CADir), 0o600); err != nil {
+	if err := os.WriteFile(config, fmt.Appendf(nil, "rate_limit = 0\n%s%s\n%s", option, base, am.AppConfig("apns", keyFile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := startServer(t, bin, config)

@@ -156,15 +156,7 @@ dsn = %q
 jid = %q
 address = %q
 secret = %q
-[apps.apns]
-kind = "apns"
-topic = "im.example.app"
-token_key_file = %q
-key_id = "K1"
-team_id = "T1"
-endpoint = %q
-ca_path = %q
-`, filepath.Join(dir, fmt.Sprint("data", i)), addr, dsn, x.ComponentJID, x.ComponentAddr, x.ComponentSecret, keyFile, mock.URL, mock.CADir)
+%s`, filepath.Join(dir, fmt.Sprint("data", i)), addr, dsn, x.ComponentJID, x.ComponentAddr, x.ComponentSecret, mock.AppConfig("apns", keyFile))
 		os.WriteFile(config, []byte(cfg), 0o600)
 		inst[i] = &binary{t: t, bin: bin, config: config, addr: addr}
 		inst[i].startServing(i == 0 || !standby)

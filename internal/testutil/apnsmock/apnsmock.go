@@ -137,6 +137,22 @@ func New(cfg Config) (*Server, error) {
 // Close stops the mock and removes its files.
 func (s *Server) Close() { s.srv.Close() }
 
+// AppConfig is the push-appserver configuration of an APNS app named app
+// that pushes to this mock with token auth: the p8 key in keyFile, the
+// mock's key ID, team and topic, its endpoint and CA. More keys of the
+// app's table may follow it.
+func (s *Server) AppConfig(app, keyFile string) string {
+	return fmt.Sprintf(`[apps.%s]
+kind = "apns"
+topic = %q
+token_key_file = %q
+key_id = %q
+team_id = %q
+endpoint = %q
+ca_path = %q
+`, app, s.cfg.Topic, keyFile, s.cfg.KeyID, s.cfg.TeamID, s.URL, s.CADir)
+}
+
 // Connections returns how many connections clients opened.
 func (s *Server) Connections() int { return s.srv.Connections() }
 
