@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
 )
 
@@ -265,6 +266,19 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 	if got := metric(t, addr, "push_appserver_registration_cache_stale_total"); got != float64(2*want) {
 		t.Errorf("stale cache lookups = %v, want %d", got, 2*want)
 	}
+	// APNS refuses a push, with a reason PostgreSQL cannot store as it
+	// is: its outcome waits for the database.
+	const pending = "push_appserver_push_status_pending"
+	if held {
+		am.FailToken(fmt.Sprintf("%064x", 1), apnsmock.Fault{Status: 400, Reason: "BadPriority\x00"})
+		if body := push("hot-0", hot["hot-0"]); !strings.HasPrefix(body, "ERROR\n") {
+			t.Errorf("push refused by APNS while PostgreSQL is down: %q", body)
+		}
+		s.waitLog(t, "writing push outcomes; holding them to write again")
+		if got := metric(t, addr, pending); got < 1 {
+			t.Errorf("%s = %v while PostgreSQL is down, want at least 1", pending, got)
+		}
+	}
 
 	pg.Up(t)
 	node, secret := "cold-"+fmt.Sprint(n), cold["cold-"+fmt.Sprint(n)]
@@ -289,5 +303,24 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 			t.Fatalf("%s still not 0 20 s after PostgreSQL is back", bypassed)
 		}
 	}
+	for deadline := time.Now().Add(10 * time.Second); metric(t, addr, pending) != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still not 0 10 s after PostgreSQL is back", pending)
+		}
+	}
+	if got := metric(t, addr, "push_appserver_push_status_dropped_total"); got != 0 {
+		t.Errorf("%v push outcomes dropped, want none", got)
+	}
 	s.stop(t)
+	if !held {
+		return
+	}
+	store, err := postgres.Open(t.Context(), os.Getenv("PUSH_APPSERVER_DSN"), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if r, err := store.Get(t.Context(), "hot-0"); err != nil || r.LastErrorReason != "apns: 400 BadPriority " {
+		t.Errorf("the outcome of the push APNS refused while PostgreSQL was down: %q, %v; want its reason written", r.LastErrorReason, err)
+	}
 }

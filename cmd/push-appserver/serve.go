@@ -134,6 +134,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		return err
 	}
 	m.WatchCache(svc.CacheStats)
+	m.WatchStatus(svc.StatusStats)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,9 +284,12 @@ func (s *Service) follow(ctx context.Context) {
 
 // Close writes pending push outcomes. It does not close the store.
 func (s *Service) Close() error {
-	s.status.flush(context.Background())
+	s.status.close(context.Background())
 	return nil
 }
+
+// StatusStats reports on the write-behind of push outcomes.
+func (s *Service) StatusStats() StatusStats { return s.status.stats() }
 
 // UnregisterToken removes the registrations of app typ with the given token
 // unless they were registered or renewed after when: a device that
@@ -394,7 +398,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, time.Since(start))
 		return nil
 	}
-	s.status.add(registry.PushStatus{Node: node, At: now, Reason: push.Truncate(err.Error(), 200)})
+	s.status.add(registry.PushStatus{Node: node, At: now, Reason: storedReason(err.Error())})
 	if dead, ok := push.IsDeadToken(err); ok {
 		s.opts.Observer.Pushed(t.Type, OutcomeDeadToken, time.Since(start))
 		n, uerr := s.UnregisterToken(context.WithoutCancel(ctx), t.Type, t.Token, dead.Since)
@@ -531,6 +535,21 @@ type throttleKey struct {
 
 func (s *Service) forgetThrottle(node string) {
 	s.throttle.forget(func(k throttleKey) bool { return k.node == node && k.token == "" })
+}
+
+// storedReason makes a push service's reason fit the registry's text
+// columns: PostgreSQL refuses a NUL byte and invalid UTF-8, and one such
+// reason would fail every outcome written in the same batch. The reasons
+// are what push services answered, which nothing here controls.
+func storedReason(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	return push.Truncate(s, 200)
 }
 
 func randomHex(n int) (string, error) {

@@ -244,11 +244,42 @@ func TestPushesWhileDatabaseDown(t *testing.T) {
 	if err := in.svc.Push(ctx, appserver.PushRequest{Node: "n2", Secret: r2.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
 		t.Fatalf("push to a device not cached while the database is down = %v, want ErrPushFailed", err)
 	}
-	if s := in.svc.CacheStats(); s.Stale != 3 {
-		t.Errorf("stale lookups = %d, want 3 (the push, the one with a wrong secret, the tokenless one)", s.Stale)
+	// A push service's refusal: its outcome waits for the database. Its
+	// reason holds what PostgreSQL refuses in text.
+	in.backend.set("tok-1", errors.New("refused\x00 \xff"))
+	refusedAt := time.Now()
+	if err := in.svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push refused by its push service while the database is down = %v, want ErrPushFailed", err)
+	}
+	in.backend.set("tok-1", nil)
+	if s := in.svc.CacheStats(); s.Stale != 4 {
+		t.Errorf("stale lookups = %d, want 4 (two pushes, the one with a wrong secret, the tokenless one)", s.Stale)
+	}
+	// The write-behind tries once a second; let it be refused.
+	for deadline := time.Now().Add(5 * time.Second); in.svc.StatusStats().Pending == 0 || time.Since(refusedAt) < 1500*time.Millisecond; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the refused push's outcome not pending")
+		}
 	}
 	pg.Up(t)
 	in.feed.waitLive(t, true)
+	// The outcome held through the outage is written once the database
+	// is back.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r, err := in.feed.Store.Get(ctx, "n1")
+		if err == nil && r.LastPushError.After(refusedAt) {
+			if want := "refused  \uFFFD"; r.LastErrorReason != want {
+				t.Errorf("reason written %q, want %q", r.LastErrorReason, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the outcome of a push during the outage not written 10 s after the database is back: %+v, %v", r, err)
+		}
+	}
+	if s := in.svc.StatusStats(); s.Pending != 0 || s.Dropped != 0 {
+		t.Errorf("write-behind after the outage: %+v, want nothing pending or dropped", s)
+	}
 	in.pushToken(t, "n2", r2.Secret)
 	before := in.svc.CacheStats().Stale
 	in.pushToken(t, "n1", r1.Secret)

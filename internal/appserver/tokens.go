@@ -119,7 +119,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	}
 	if dead, ok := push.IsDeadToken(err); ok {
 		s.opts.Observer.Pushed(tp.App, OutcomeDeadToken, time.Since(start))
-		b := registry.BlockedToken{Type: tp.App, Token: tp.Token, Since: dead.Since.UTC(), Until: now.Add(s.opts.TokenBlock).UTC(), Reason: push.Truncate(dead.Reason, 200)}
+		b := registry.BlockedToken{Type: tp.App, Token: tp.Token, Since: dead.Since.UTC(), Until: now.Add(s.opts.TokenBlock).UTC(), Reason: storedReason(dead.Reason)}
 		if berr := s.store.BlockToken(context.WithoutCancel(ctx), b); berr != nil {
 			s.logger.Error("blocking dead token", "app", tp.App, "err", berr)
 			return fmt.Errorf("%w: %w", ErrPushFailed, err)

@@ -18,13 +18,29 @@ import (
 // error) pending together collapse into the latest, which is all the
 // record keeps anyway, and a device's success is written at most once
 // every successResolution.
+//
+// A write the store refuses (PostgreSQL down, a full disk) is not lost:
+// its outcomes stay pending, at most maxHeld of them, and are written
+// again at the next interval. Writing an outcome twice is harmless, as
+// the store keeps the later of two times.
 type statusWriter struct {
 	store  registry.Store
 	logger *slog.Logger
+	// maxHeld bounds pending, so that an outage of the store costs a
+	// bounded amount of memory; outcomes beyond it are dropped.
+	maxHeld int
 
 	mu      sync.Mutex
 	pending map[statusKey]registry.PushStatus
 	kick    chan struct{}
+	// writing is how many outcomes the write under way carries.
+	writing int
+	// dropped counts the outcomes lost: beyond maxHeld, or pending
+	// when a last write at Close failed.
+	dropped uint64
+	// failing is when the store began refusing writes, zero while it
+	// takes them; loggedAt is when that was last logged.
+	failing, loggedAt time.Time
 
 	// written holds the nodes whose success was handed to the store
 	// since writtenSince: a later success of theirs is dropped until the
@@ -57,6 +73,15 @@ type statusKey struct {
 // maxPending is how many outcomes trigger a write before the interval ends.
 const maxPending = 4096
 
+// maxHeld is how many outcomes (one per device and kind) wait while the
+// store refuses them: about 8 MB, minutes of pushes to distinct devices
+// on a busy server, while a device pushed to again takes no more room.
+const maxHeld = 1 << 16
+
+// failureLogEvery spaces the log lines of a store that keeps refusing
+// outcomes: one a minute rather than one a write.
+const failureLogEvery = time.Minute
+
 // earlyBatch outcomes pending trigger a write earlyGap after the last
 // one, before the interval ends. A write is a burst of the writer's CPU
 // (about 7 µs a row on SQLite): at 2,000 pushes/s a second's outcomes in
@@ -74,6 +99,7 @@ func newStatusWriter(store registry.Store, logger *slog.Logger) *statusWriter {
 	return &statusWriter{
 		store:   store,
 		logger:  logger,
+		maxHeld: maxHeld,
 		pending: make(map[statusKey]registry.PushStatus),
 		kick:    make(chan struct{}, 1),
 		written: newRecentSet(writtenBuckets),
@@ -86,7 +112,13 @@ func (w *statusWriter) add(s registry.PushStatus) {
 	w.mu.Lock()
 	// A success pending already is replaced by the later one, as before:
 	// the resolution is between writes, not within one.
-	if _, pending := w.pending[k]; !pending && s.Success && !w.record(s) {
+	_, pending := w.pending[k]
+	if !pending && s.Success && !w.record(s) {
+		w.mu.Unlock()
+		return
+	}
+	if !pending && len(w.pending) >= w.maxHeld {
+		w.dropped++
 		w.mu.Unlock()
 		return
 	}
@@ -132,6 +164,12 @@ func (w *statusWriter) run(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		case <-w.kick:
+			if w.retrying() {
+				// A store that refused the last write is tried again
+				// once an interval, not at every outcome past
+				// maxPending.
+				continue
+			}
 			if wait := earlyGap - time.Since(last); wait > 0 && w.pendingLen() < maxPending {
 				select {
 				case <-ctx.Done():
@@ -151,7 +189,29 @@ func (w *statusWriter) pendingLen() int {
 	return len(w.pending)
 }
 
-// flush writes what is pending now.
+func (w *statusWriter) retrying() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.failing.IsZero()
+}
+
+// StatusStats describes the write-behind of push outcomes.
+type StatusStats struct {
+	// Pending is how many outcomes wait to be written, or are being
+	// written: since the last write, or since the store began refusing
+	// them.
+	Pending int
+	// Dropped counts the outcomes lost because maxHeld were waiting.
+	Dropped uint64
+}
+
+func (w *statusWriter) stats() StatusStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return StatusStats{Pending: len(w.pending) + w.writing, Dropped: w.dropped}
+}
+
+// flush writes what is pending now. What the store refuses stays pending.
 func (w *statusWriter) flush(ctx context.Context) {
 	w.mu.Lock()
 	if len(w.pending) == 0 {
@@ -163,6 +223,7 @@ func (w *statusWriter) flush(ctx context.Context) {
 		batch = append(batch, s)
 	}
 	clear(w.pending)
+	w.writing += len(batch)
 	w.mu.Unlock()
 	// In the order of the store's key, consecutive outcomes find their
 	// rows on the page the one before read, not wherever the map's order
@@ -170,10 +231,50 @@ func (w *statusWriter) flush(ctx context.Context) {
 	// outcomes to scattered devices among 100,000 on SQLite took 7.4-7.8
 	// us a row sorted, 10.5-10.7 not.
 	slices.SortFunc(batch, func(a, b registry.PushStatus) int { return strings.Compare(a.Node, b.Node) })
-	// A failed write loses only timestamps, never a registration; log it
-	// rather than retry forever against a broken disk.
-	if err := w.store.UpdatePushStatus(context.WithoutCancel(ctx), batch); err != nil {
-		w.logger.Error("writing push status", "count", len(batch), "err", err)
+	err := w.store.UpdatePushStatus(context.WithoutCancel(ctx), batch)
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writing -= len(batch)
+	if err == nil {
+		if !w.failing.IsZero() {
+			w.logger.Info("push outcomes written again", "count", len(batch), "refused_for", now.Sub(w.failing).Round(time.Second), "dropped", w.dropped)
+			w.failing = time.Time{}
+		}
+		return
+	}
+	// Put back what is not pending anew: a later outcome for the same
+	// node and kind, added during the write, replaces the older one.
+	for _, s := range batch {
+		k := statusKey{s.Node, s.Success}
+		if _, newer := w.pending[k]; newer {
+			continue
+		}
+		if len(w.pending) >= w.maxHeld {
+			w.dropped++
+			continue
+		}
+		w.pending[k] = s
+	}
+	if w.failing.IsZero() {
+		w.failing = now
+	} else if now.Sub(w.loggedAt) < failureLogEvery {
+		return
+	}
+	w.loggedAt = now
+	w.logger.Error("writing push outcomes; holding them to write again", "held", len(w.pending), "dropped", w.dropped, "since", w.failing.Format(time.RFC3339), "err", err)
+}
+
+// close writes what is pending a last time, and counts as dropped what the
+// store still refuses.
+func (w *statusWriter) close(ctx context.Context) {
+	w.flush(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if n := len(w.pending); n > 0 {
+		w.dropped += uint64(n)
+		clear(w.pending)
+		w.logger.Error("push outcomes not written before stopping", "count", n)
 	}
 }
 

@@ -2,11 +2,13 @@ package appserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,5 +173,140 @@ func TestStatusEarlyWrite(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing written with earlyBatch outcomes pending")
+	}
+}
+
+// refusing is a store that refuses outcomes while down, calling during
+// first, and records the batches it takes.
+type refusing struct {
+	registry.Store
+	mu      sync.Mutex
+	down    bool
+	during  func()
+	calls   int
+	batches [][]registry.PushStatus
+}
+
+func (r *refusing) UpdatePushStatus(ctx context.Context, b []registry.PushStatus) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.during != nil {
+		r.during()
+	}
+	if r.down {
+		return errors.New("database down")
+	}
+	r.batches = append(r.batches, slices.Clone(b))
+	return nil
+}
+
+func (r *refusing) setDown(down bool) {
+	r.mu.Lock()
+	r.down = down
+	r.mu.Unlock()
+}
+
+// Outcomes the store refuses stay pending, at most maxHeld of them, the
+// latest per node and kind, and are written once it takes them; what
+// cannot be held is counted, and so is what is still refused at close.
+func TestStatusHeldWhileStoreRefuses(t *testing.T) {
+	store := &refusing{Store: memory.New(), down: true}
+	w := newStatusWriter(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w.maxHeld = 4
+	at := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	out := func(node string, sec int, success bool) registry.PushStatus {
+		return registry.PushStatus{Node: node, At: at.Add(time.Duration(sec) * time.Second), Success: success, Reason: "r"}
+	}
+	w.add(out("a", 0, true))
+	w.add(out("b", 0, false))
+	// An outcome added while the refused write is under way is newer
+	// than the one it carried, and is kept instead.
+	store.during = func() { w.add(out("b", 2, false)) }
+	w.flush(context.Background())
+	store.during = nil
+	if s := w.stats(); s.Pending != 2 || s.Dropped != 0 {
+		t.Fatalf("after a refused write: %+v, want 2 pending", s)
+	}
+	if b := w.pending[statusKey{"b", false}]; !b.At.Equal(at.Add(2 * time.Second)) {
+		t.Fatalf("b's error pending from %v, want the one added during the write", b.At)
+	}
+	w.add(out("a", 1, false))
+	w.add(out("c", 1, true))
+	w.add(out("d", 1, true)) // the fifth: dropped
+	if s := w.stats(); s.Pending != 4 || s.Dropped != 1 {
+		t.Fatalf("after a fifth outcome: %+v, want 4 pending, 1 dropped", s)
+	}
+	w.add(out("b", 3, false))
+	w.flush(context.Background())
+	if s := w.stats(); s.Pending != 4 || s.Dropped != 1 {
+		t.Fatalf("after a second refused write: %+v, want 4 pending, 1 dropped", s)
+	}
+
+	store.setDown(false)
+	w.flush(context.Background())
+	if len(store.batches) != 1 {
+		t.Fatalf("%d batches written, want 1", len(store.batches))
+	}
+	var got []string
+	for _, s := range store.batches[0] {
+		got = append(got, fmt.Sprintf("%s/%v/%d", s.Node, s.Success, s.At.Sub(at)/time.Second))
+	}
+	slices.Sort(got) // a node's two kinds come in either order
+	if want := "a/false/1 a/true/0 b/false/3 c/true/1"; strings.Join(got, " ") != want {
+		t.Errorf("written %q, want %q", strings.Join(got, " "), want)
+	}
+	if s := w.stats(); s.Pending != 0 || s.Dropped != 1 {
+		t.Errorf("after the store took them: %+v, want none pending, 1 dropped", s)
+	}
+
+	store.setDown(true)
+	w.add(out("e", 4, true))
+	w.close(context.Background())
+	if s := w.stats(); s.Pending != 0 || s.Dropped != 2 {
+		t.Errorf("after a refused close: %+v, want none pending, 2 dropped", s)
+	}
+}
+
+// A store that refuses outcomes is tried once an interval, not at every
+// outcome beyond maxPending.
+func TestStatusRetriesOnceAnInterval(t *testing.T) {
+	store := &refusing{Store: memory.New(), down: true}
+	w := newStatusWriter(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const interval = 200 * time.Millisecond
+	go w.run(ctx, interval)
+	at := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	start := time.Now()
+	for i := 0; time.Since(start) < 5*interval; i++ {
+		w.add(registry.PushStatus{Node: fmt.Sprintf("n%d", i), At: at, Success: true})
+		if i > maxPending {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	store.mu.Lock()
+	calls := store.calls
+	store.mu.Unlock()
+	// The first kick at maxPending, then a tick an interval.
+	if calls < 2 || calls > 8 {
+		t.Errorf("%d writes tried in %v at an interval of %v, want 2 to 8", calls, time.Since(start), interval)
+	}
+}
+
+// A push service's reason is stored as text PostgreSQL takes: valid
+// UTF-8, no control characters, at most 200 bytes.
+func TestStoredReason(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"apns: 400 BadDeviceToken", "apns: 400 BadDeviceToken"},
+		{"BadPriority\x00", "BadPriority "},
+		{"a\xffb", "a\uFFFDb"},
+		{"line\nbreak\ttab\x7f", "line break tab "},
+		{"émoji 🙂", "émoji 🙂"},
+		{strings.Repeat("é", 150), strings.Repeat("é", 100)},
+	} {
+		if got := storedReason(tc.in); got != tc.want {
+			t.Errorf("storedReason(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

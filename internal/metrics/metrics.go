@@ -215,6 +215,21 @@ func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
 	}, func() float64 { return float64(stats().Entries) }))
 }
 
+// WatchStatus exports the write-behind of push outcomes: how many wait to
+// be written (push_appserver_push_status_pending), which grows while the
+// registry refuses writes, and how many were lost
+// (push_appserver_push_status_dropped_total).
+func (m *Metrics) WatchStatus(stats func() appserver.StatusStats) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "push_appserver_push_status_pending",
+		Help: "Push outcomes (a device's last success or error) waiting to be written to the registry; they are kept while it refuses writes.",
+	}, func() float64 { return float64(stats().Pending) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "push_appserver_push_status_dropped_total",
+		Help: "Push outcomes never written: more were waiting than are kept while the registry refuses writes, or the registry refused them at shutdown.",
+	}, func() float64 { return float64(stats().Dropped) }))
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
