@@ -231,7 +231,17 @@ func (w *statusWriter) flush(ctx context.Context) {
 	// outcomes to scattered devices among 100,000 on SQLite took 7.4-7.8
 	// us a row sorted, 10.5-10.7 not.
 	slices.SortFunc(batch, func(a, b registry.PushStatus) int { return strings.Compare(a.Node, b.Node) })
-	err := w.store.UpdatePushStatus(context.WithoutCancel(ctx), batch)
+	// At most maxPending a transaction: what was held through an outage
+	// does not hold the registry's write lock, or run into PostgreSQL's
+	// statement_timeout, in one go.
+	var err error
+	written := 0
+	for written < len(batch) && err == nil {
+		chunk := batch[written:min(written+maxPending, len(batch))]
+		if err = w.store.UpdatePushStatus(context.WithoutCancel(ctx), chunk); err == nil {
+			written += len(chunk)
+		}
+	}
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -243,9 +253,10 @@ func (w *statusWriter) flush(ctx context.Context) {
 		}
 		return
 	}
-	// Put back what is not pending anew: a later outcome for the same
-	// node and kind, added during the write, replaces the older one.
-	for _, s := range batch {
+	// Put back what is not written nor pending anew: a later outcome for
+	// the same node and kind, added during the write, replaces the older
+	// one.
+	for _, s := range batch[written:] {
 		k := statusKey{s.Node, s.Success}
 		if _, newer := w.pending[k]; newer {
 			continue

@@ -268,6 +268,40 @@ func TestStatusHeldWhileStoreRefuses(t *testing.T) {
 	}
 }
 
+// What was held is written at most maxPending a transaction; a refusal
+// halfway keeps what was not written.
+func TestStatusHeldWrittenInChunks(t *testing.T) {
+	store := &refusing{Store: memory.New()}
+	w := newStatusWriter(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	at := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	const n = 2*maxPending + 10
+	for i := range n {
+		w.add(registry.PushStatus{Node: fmt.Sprintf("n%05d", i), At: at, Success: true})
+	}
+	store.during = func() { store.down = store.calls == 2 }
+	w.flush(context.Background())
+	if s := w.stats(); s.Pending != n-maxPending {
+		t.Fatalf("after the second chunk was refused: %+v, want %d pending", s, n-maxPending)
+	}
+	store.during = nil
+	store.setDown(false)
+	w.flush(context.Background())
+	var sizes []int
+	seen := map[string]bool{}
+	for _, b := range store.batches {
+		sizes = append(sizes, len(b))
+		for _, s := range b {
+			seen[s.Node] = true
+		}
+	}
+	if want := []int{maxPending, maxPending, 10}; !slices.Equal(sizes, want) {
+		t.Errorf("written in transactions of %v, want %v", sizes, want)
+	}
+	if len(seen) != n {
+		t.Errorf("%d outcomes written, want %d", len(seen), n)
+	}
+}
+
 // A store that refuses outcomes is tried once an interval, not at every
 // outcome beyond maxPending.
 func TestStatusRetriesOnceAnInterval(t *testing.T) {
