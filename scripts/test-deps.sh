@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a Debian machine: a C compiler for
 # the race detector, Prosody with its community modules (mod_cloud_notify)
 # for the end-to-end tests, ejabberd for the same tests against the other
-# big server, PostgreSQL's server binaries for the shared registry and
+# big server, PostgreSQL's server binaries for the shared registry (and
+# PgBouncer, which the registry is tested through too) and
 # MariaDB's for importing Prosody's SQL store from MySQL (the tests run
 # their own servers; the system ones stay off), podman and runc to build
 # and run the container image, Node.js with http_ece, which checks our
@@ -25,6 +26,8 @@ command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 [ -f /usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua ] ||
   [ -f /usr/lib/prosody/modules/mod_cloud_notify.lua ] || missing+=(prosody-modules)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+# PgBouncer, in front of the tests' PostgreSQL (internal/testutil/pgtest).
+[ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 { [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null 2>&1; } || missing+=(mariadb-server)
 command -v ejabberdctl >/dev/null 2>&1 || [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
@@ -71,7 +74,7 @@ if ! $sudo apt-get update -qq || ! $sudo apt-get install -y -qq --no-install-rec
   exit 1
 fi
 # The Debian packages start system-wide servers; the tests run their own.
-for svc in prosody postgresql mariadb ejabberd epmd.socket epmd podman.socket prometheus; do
+for svc in prosody postgresql pgbouncer mariadb ejabberd epmd.socket epmd podman.socket prometheus; do
   if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

@@ -1,8 +1,20 @@
 package postgres
 
-import "github.com/push-appserver/push-appserver/internal/registry/groupcommit"
+import (
+	"context"
+
+	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
+)
 
 // SetHooks makes the store's group-commit writer report to the test.
 func SetHooks(s *Store, queued func(), batchStart func(first string), committed func(nodes []string)) {
 	s.gc.Hooks = groupcommit.Hooks{Queued: queued, BatchStart: batchStart, Committed: committed}
+}
+
+// Setting is the value of a run-time parameter on one of s's pooled
+// connections.
+func Setting(ctx context.Context, s *Store, name string) (string, error) {
+	var v string
+	err := s.pool.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v)
+	return v, err
 }

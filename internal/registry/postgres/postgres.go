@@ -105,12 +105,34 @@ func setParams(c *pgx.ConnConfig, opts Options, app string) {
 	if c.RuntimeParams == nil {
 		c.RuntimeParams = map[string]string{}
 	}
-	c.RuntimeParams["statement_timeout"] = strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
-	c.RuntimeParams["lock_timeout"] = strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
 	c.RuntimeParams["application_name"] = app
+	// The timeouts are set once connected rather than as startup
+	// parameters, which PgBouncer refuses ("unsupported startup
+	// parameter"): it passes on only the few it tracks, application_name
+	// among them.
+	set := timeoutSettings(opts)
+	after := c.AfterConnect
+	c.AfterConnect = func(ctx context.Context, conn *pgconn.PgConn) error {
+		if after != nil {
+			if err := after(ctx, conn); err != nil {
+				return err
+			}
+		}
+		if err := conn.Exec(ctx, set).Close(); err != nil {
+			return fmt.Errorf("setting timeouts: %w", err)
+		}
+		return nil
+	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
+}
+
+// timeoutSettings are the statements that bound a session's statements
+// and lock waits by opts.StatementTimeout.
+func timeoutSettings(opts Options) string {
+	ms := strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
+	return `SET statement_timeout = ` + ms + `; SET lock_timeout = ` + ms
 }
 
 // migrate applies the embedded migrations newer than the database's
@@ -131,7 +153,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, `SET statement_timeout = 0`); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), `RESET statement_timeout`)
+	// Not RESET, which would go back to the server's default: the bound
+	// is set once connected (setParams).
+	defer conn.Exec(context.WithoutCancel(ctx), timeoutSettings(s.opts))
 	const lockKey int64 = 0x7075736801 // "push" 1; pg_advisory_lock takes a bigint
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
 		return fmt.Errorf("migrating: %w", err)
