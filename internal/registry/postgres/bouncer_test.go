@@ -58,6 +58,7 @@ func TestThroughPgBouncer(t *testing.T) {
 		live bool
 	}{
 		{"session", true},
+		{"transaction", false},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())

@@ -8,7 +8,9 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"embed"
 	"errors"
 	"fmt"
@@ -690,6 +692,9 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	if _, err := conn.Exec(ctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+s.bar.ackChannel()); err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
+	if err := s.probe(ctx, conn); err != nil {
+		return err
+	}
 	connected()
 	live(true)
 	s.bar.setLive(true)
@@ -719,6 +724,51 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 				return fmt.Errorf("acknowledging a change: %w", err)
 			}
 		}
+	}
+}
+
+// probeWait bounds how long a notification of probe's may take.
+const probeWait = 5 * time.Second
+
+// probePrefix starts the payload of probe's notification on the ack
+// channel, which no writer id starts with.
+const probePrefix = "probe:"
+
+// probe checks that a notification sent through the pool reaches conn
+// after its LISTEN. Through a pooler in transaction mode (PgBouncer's
+// pool_mode = transaction) every statement works, LISTEN included, but
+// the server connection it ran on goes back to the pool and nothing is
+// ever delivered: the instance would go on serving its cache while the
+// others change registrations. Found here, the feed is not followed, and
+// the cache stays bypassed.
+func (s *Store) probe(ctx context.Context, conn *pgx.Conn) error {
+	b := make([]byte, 8)
+	rand.Read(b)
+	payload := probePrefix + hex.EncodeToString(b)
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, s.bar.ackChannel(), payload); err != nil {
+		return fmt.Errorf("probing the change feed: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, probeWait)
+	defer cancel()
+	for {
+		n, err := conn.WaitForNotification(wctx)
+		if err != nil {
+			if ctx.Err() == nil && wctx.Err() != nil {
+				return fmt.Errorf("a notification sent through the pool did not arrive on the LISTEN connection within %v: "+
+					"the DSN must lead to PostgreSQL itself or to a pooler in session mode, not one in transaction mode, which does not deliver notifications", probeWait)
+			}
+			return err
+		}
+		switch {
+		case n.Channel == s.bar.ackChannel() && n.Payload == payload:
+			return nil
+		case n.Channel == ComponentChannel:
+			if fn := s.released.Load(); fn != nil {
+				(*fn)(n.Payload)
+			}
+		}
+		// Changes before the feed is live need no handling: the cache
+		// starts afresh when it goes live.
 	}
 }
 
