@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
 )
@@ -18,3 +19,7 @@ func Setting(ctx context.Context, s *Store, name string) (string, error) {
 	err := s.pool.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v)
 	return v, err
 }
+
+// SetProbes times the change feed's probes: after quiet for heartbeat,
+// answered within wait.
+func SetProbes(s *Store, heartbeat, wait time.Duration) { s.heartbeat, s.probeWait = heartbeat, wait }

@@ -10,8 +10,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -64,6 +64,8 @@ type Store struct {
 	logger *slog.Logger
 	gc     *groupcommit.Queue
 	bar    barrier
+	// heartbeat and probeWait time the change feed's probes (see probe).
+	heartbeat, probeWait time.Duration
 
 	released atomic.Pointer[func(jid string)] // see OnComponentReleased
 }
@@ -94,7 +96,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier()}
+	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(), heartbeat: defaultHeartbeat, probeWait: probeWait}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -692,17 +694,37 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	if _, err := conn.Exec(ctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+s.bar.ackChannel()); err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
-	if err := s.probe(ctx, conn); err != nil {
+	// The feed goes live once its first probe came back (see probe), and
+	// is probed again whenever it has been quiet for heartbeat.
+	var p probe
+	if err := p.send(ctx, s); err != nil {
 		return err
 	}
-	connected()
-	live(true)
-	s.bar.setLive(true)
-	defer live(false)
-	defer s.bar.setLive(false)
+	following := false
+	defer func() {
+		if following {
+			s.bar.setLive(false)
+			live(false)
+		}
+	}()
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		wait := s.heartbeat
+		if p.payload != "" {
+			wait = time.Until(p.due)
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		n, err := conn.WaitForNotification(wctx)
+		timedOut := err != nil && ctx.Err() == nil && wctx.Err() != nil
+		cancel()
+		switch {
+		case timedOut && p.payload != "":
+			return p.lost(following)
+		case timedOut:
+			if err := p.send(ctx, s); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
 			return err
 		}
 		switch n.Channel {
@@ -713,9 +735,22 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 			continue
 		case Channel:
 		default:
+			if p.payload != "" && n.Payload == p.payload {
+				p.payload = ""
+				if !following {
+					following = true
+					connected()
+					live(true)
+					s.bar.setLive(true)
+				}
+				continue
+			}
 			s.bar.acked(n.Payload)
 			continue
 		}
+		// Heard before the feed is live too: the cache is bypassed then,
+		// but what it keeps for an outage (see appserver's cache) drops
+		// the node, and the writer waits for no one's second.
 		writer, node := parseChange(n.Payload)
 		changed(node)
 		if writer != s.bar.id && isWriterID(writer) {
@@ -727,49 +762,56 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	}
 }
 
-// probeWait bounds how long a notification of probe's may take.
+// defaultHeartbeat is how long the change feed may be quiet before it is
+// probed.
+const defaultHeartbeat = 30 * time.Second
+
+// probeWait bounds how long a probe's notification may take.
 const probeWait = 5 * time.Second
 
-// probePrefix starts the payload of probe's notification on the ack
+// probePrefix starts the payload of a probe's notification on the ack
 // channel, which no writer id starts with.
 const probePrefix = "probe:"
 
-// probe checks that a notification sent through the pool reaches conn
-// after its LISTEN. Through a pooler in transaction mode (PgBouncer's
-// pool_mode = transaction) every statement works, LISTEN included, but
-// the server connection it ran on goes back to the pool and nothing is
-// ever delivered: the instance would go on serving its cache while the
-// others change registrations. Found here, the feed is not followed, and
-// the cache stays bypassed.
-func (s *Store) probe(ctx context.Context, conn *pgx.Conn) error {
+// probe is a notification the feed sends itself through the pool, on its
+// ack channel, to learn that its LISTEN connection still hears what is
+// sent. Two ways it may not:
+//
+//   - through a pooler in transaction mode (PgBouncer's pool_mode =
+//     transaction) every statement works, LISTEN included, but the server
+//     connection it ran on goes back to the pool and nothing is ever
+//     delivered. The first probe finds this, and the feed never goes live.
+//   - a connection cut without a word (a failover that moved the server's
+//     address, a firewall that forgot the connection) reads nothing, and
+//     TCP's keep-alive takes many minutes to tell. Meanwhile the others'
+//     writes would each wait a second for this instance's ack. A probe
+//     whenever the feed has been quiet for heartbeat finds this.
+//
+// Either way the feed stops, and the cache is bypassed until it is back.
+type probe struct {
+	payload string // of the probe under way; "" when none is
+	due     time.Time
+}
+
+func (p *probe) send(ctx context.Context, s *Store) error {
 	b := make([]byte, 8)
 	rand.Read(b)
-	payload := probePrefix + hex.EncodeToString(b)
-	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, s.bar.ackChannel(), payload); err != nil {
+	p.payload, p.due = probePrefix+hex.EncodeToString(b), time.Now().Add(s.probeWait)
+	sctx, cancel := context.WithTimeout(ctx, s.probeWait)
+	defer cancel()
+	if _, err := s.pool.Exec(sctx, `SELECT pg_notify($1, $2)`, s.bar.ackChannel(), p.payload); err != nil {
 		return fmt.Errorf("probing the change feed: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, probeWait)
-	defer cancel()
-	for {
-		n, err := conn.WaitForNotification(wctx)
-		if err != nil {
-			if ctx.Err() == nil && wctx.Err() != nil {
-				return fmt.Errorf("a notification sent through the pool did not arrive on the LISTEN connection within %v: "+
-					"the DSN must lead to PostgreSQL itself or to a pooler in session mode, not one in transaction mode, which does not deliver notifications", probeWait)
-			}
-			return err
-		}
-		switch {
-		case n.Channel == s.bar.ackChannel() && n.Payload == payload:
-			return nil
-		case n.Channel == ComponentChannel:
-			if fn := s.released.Load(); fn != nil {
-				(*fn)(n.Payload)
-			}
-		}
-		// Changes before the feed is live need no handling: the cache
-		// starts afresh when it goes live.
+	return nil
+}
+
+// lost is the error of a probe that did not come back in time.
+func (p *probe) lost(following bool) error {
+	if following {
+		return errors.New("the LISTEN connection stopped hearing notifications: a probe sent through the pool did not arrive")
 	}
+	return errors.New("a notification sent through the pool did not arrive on the LISTEN connection: " +
+		"the DSN must lead to PostgreSQL itself or to a pooler in session mode, not one in transaction mode, which does not deliver notifications")
 }
 
 // ReleaseComponent tells the instances sharing the database that this one
