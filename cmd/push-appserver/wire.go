@@ -141,6 +141,7 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 				PublishOptionsApps:   cc.PublishOptionsApps,
 			},
 			MaxInFlight: cc.MaxInFlight,
+			KeepAlive:   time.Duration(cc.KeepAlive),
 			OnState:     func(up bool) { m.ComponentState(jid, up) },
 			Retry:       retry[jid],
 			Released: func() {

@@ -156,6 +156,11 @@ type Component struct {
 	WebPushCommandApp string `toml:"register_push_webpush_app"`
 	// MaxInFlight bounds pushes handled at once on this connection.
 	MaxInFlight int `toml:"max_in_flight"`
+	// KeepAlive is how long the stream may be quiet before the component
+	// pings the XMPP server, which is given half as long again to answer
+	// before the connection is replaced (see component.Options).
+	// Default 60 s.
+	KeepAlive Duration `toml:"keepalive"`
 	// TigaseProviders turns on Tigase's register-device and
 	// unregister-device commands (Siskin IM, Snikket iOS): each provider
 	// value a client sends ("tigase:messenger:apns:1") names the app it
@@ -419,6 +424,9 @@ func (c *Config) applyDefaults() {
 		if cp.MaxInFlight == 0 {
 			cp.MaxInFlight = component.DefaultMaxInFlight
 		}
+		if cp.KeepAlive == 0 {
+			cp.KeepAlive = Duration(component.DefaultKeepAlive)
+		}
 		if cp.TigaseMaxPayloadSize == 0 {
 			cp.TigaseMaxPayloadSize = 3072
 		}
@@ -590,6 +598,9 @@ func (c *Config) validate() []error {
 		}
 		if cp.MaxInFlight < 1 {
 			bad(key+".max_in_flight", "must be at least 1")
+		}
+		if time.Duration(cp.KeepAlive) < time.Second {
+			bad(key+".keepalive", "must be at least 1s")
 		}
 		for _, provider := range slices.Sorted(maps.Keys(cp.TigaseProviders)) {
 			if app := cp.TigaseProviders[provider]; c.Apps[app] == nil {

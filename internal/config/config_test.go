@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
 func TestDefaults(t *testing.T) {
@@ -107,6 +108,7 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"component without jid and secret", "[[component]]\naddress = \"localhost:5347\"", []string{"component[0].jid: required", "component[0].secret: required"}},
 		{"component secret from unset env", "[[component]]\njid = \"push.example.org\"\nsecret = \"env:PUSH_APPSERVER_TEST_UNSET\"", []string{"component[0].secret: environment variable PUSH_APPSERVER_TEST_UNSET is not set"}},
 		{"component unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ndefault_app = \"nope\"", []string{"component[0].default_app: no app named \"nope\""}},
+		{"component keepalive too short", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\nkeepalive = \"100ms\"", []string{"component[0].keepalive: must be at least 1s"}},
 		{"tigase provider unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ntigase_providers = { \"tigase:messenger:apns:1\" = \"ios\" }", []string{"component[0].tigase_providers: provider \"tigase:messenger:apns:1\": no app named \"ios\""}},
 		{"tokenless unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ntokenless = true\ntokenless_app = \"monal\"", []string{"component[0].tokenless_app: no app named \"monal\""}},
 		{"publish-options unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\npublish_options_apps = { apns = \"ios\" }", []string{"component[0].publish_options_apps: service \"apns\": no app named \"ios\""}},
@@ -277,6 +279,9 @@ vapid_subject = "mailto:ops@example.org"
 		t.Fatalf("apps %+v", c.Apps)
 	}
 	cp := c.Components[0]
+	if cp.KeepAlive.D() != component.DefaultKeepAlive {
+		t.Errorf("component keepalive %v, want the default %v", cp.KeepAlive.D(), component.DefaultKeepAlive)
+	}
 	if cp.WebPushCommandApp != "web" || *cp.FCMCommandApp != "" || *cp.APNSCommandApp != "" || !*cp.V1Commands || cp.MaxInFlight != 256 {
 		t.Fatalf("component defaults %+v", cp)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,4 +288,37 @@ func testRestart(t *testing.T, start startServer) {
 	bob.sendChat("alice@"+s.xmpp.Domain, "after the restart")
 	bob.close()
 	s.waitPushes(t, "token-restart", 1)
+}
+
+func TestKeepAliveThroughServer(t *testing.T) { eachServer(t, testKeepAliveThroughServer) }
+
+// The component's keep-alive ping goes to its own JID; the real server
+// routes it back, so a quiet stream is kept however long it stays quiet,
+// and pushes still arrive on it.
+func testKeepAliveThroughServer(t *testing.T, start startServer) {
+	rec := &recorder{}
+	var drops atomic.Int32
+	s := startStackAppsOn(t, start, map[string]push.Backend{"apns": rec, "fcm": rec}, func(o *component.Options) {
+		o.KeepAlive = 500 * time.Millisecond
+		o.OnState = func(up bool) {
+			if !up {
+				drops.Add(1)
+			}
+		}
+	})
+	s.backend = rec
+	node, secret := s.registerHTTP(t, "alice-phone", "token-keepalive")
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	alice.enablePush(s.xmpp.ComponentJID, node, secret)
+	alice.close()
+	// Quiet for ten keep-alives: an unanswered ping ends the stream
+	// after one and a half.
+	time.Sleep(5 * time.Second)
+	if n := drops.Load(); n != 0 || !s.conn.Connected() {
+		t.Fatalf("the stream was dropped %d times while quiet behind %s (connected: %v)", n, s.xmpp.Name, s.conn.Connected())
+	}
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.xmpp.Domain, "after a quiet while")
+	bob.close()
+	s.waitPushes(t, "token-keepalive", 1)
 }

@@ -19,6 +19,8 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,8 +69,14 @@ type Options struct {
 	// MaxInFlight bounds the stanzas handled at once; when full the reader
 	// waits, which pushes back on the server. Default 256.
 	MaxInFlight int
-	// KeepAlive is the idle time after which a whitespace ping is sent.
-	// Default 60 s.
+	// KeepAlive is how long the stream may be quiet: after half of it
+	// with nothing written, a space goes out (for NATs and firewalls on
+	// the way); after all of it with nothing read, a ping that the XMPP
+	// server routes back to us; and when half of it more passes without
+	// a read, the connection is taken as dead and replaced. A connection
+	// cut without a word (a NAT or firewall that forgot it, a server
+	// whose machine vanished) would otherwise wait for TCP to give up,
+	// many minutes, while the server's pushes go nowhere. Default 60 s.
 	KeepAlive time.Duration
 	// MaxStanza bounds one stanza's size in bytes; a larger one ends the
 	// stream. Default 64 KiB.
@@ -122,7 +130,7 @@ func New(opts Options, svc Service) *Conn {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
 	if opts.KeepAlive <= 0 {
-		opts.KeepAlive = 60 * time.Second
+		opts.KeepAlive = DefaultKeepAlive
 	}
 	if opts.MaxStanza <= 0 {
 		opts.MaxStanza = 64 << 10
@@ -256,7 +264,7 @@ func (c *Conn) session(ctx context.Context) error {
 	defer wg.Wait()
 	kctx, stopKeepAlive := context.WithCancel(ctx)
 	defer stopKeepAlive()
-	wg.Go(func() { c.keepAlive(kctx, w) })
+	wg.Go(func() { c.keepAlive(kctx, w, lr) })
 	readDone := make(chan struct{})
 	drained := make(chan struct{})
 	go func() {
@@ -337,21 +345,65 @@ func (c *Conn) setConnected(v bool) {
 	}
 }
 
-func (c *Conn) keepAlive(ctx context.Context, w *writer) {
-	t := time.NewTicker(c.opts.KeepAlive / 2)
+// DefaultKeepAlive is Options.KeepAlive's default: quiet streams are
+// pinged after a minute, which costs nothing, and a dead one is replaced
+// within two.
+const DefaultKeepAlive = 60 * time.Second
+
+// keepAliveID starts the id of the pings keepAlive sends.
+const keepAliveID = "keepalive-"
+
+// keepAlive keeps the stream's silences short, and ends a stream whose
+// server no longer answers (see Options.KeepAlive) by closing lr's
+// connection, which ends the session like any broken stream. Its ping
+// goes to our own JID: both Prosody and ejabberd route a component's
+// stanza to itself back over the stream, which tests nothing of theirs
+// but their routing and needs no knowledge of their domains.
+func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
+	t := time.NewTicker(c.opts.KeepAlive / 4)
 	defer t.Stop()
+	reads, heard := lr.reads.Load(), time.Now()
+	var pinged time.Time
+	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if time.Since(time.Unix(0, w.last.Load())) >= c.opts.KeepAlive/2 {
+		case now := <-t.C:
+			if r := lr.reads.Load(); r != reads {
+				reads, heard, pinged = r, now, time.Time{}
+			}
+			switch {
+			case !pinged.IsZero() && now.Sub(pinged) >= c.opts.KeepAlive/2:
+				c.logger.Warn("the XMPP server did not answer a ping; reconnecting", "quiet_for", now.Sub(heard).Round(time.Second))
+				lr.Close()
+				return
+			case pinged.IsZero() && now.Sub(heard) >= c.opts.KeepAlive:
+				seq++
+				if err := w.write(pingIQ(c.opts.JID, seq)); err != nil {
+					return
+				}
+				pinged = now
+			case now.Sub(time.Unix(0, w.last.Load())) >= c.opts.KeepAlive/2:
 				if err := w.write([]byte(" ")); err != nil {
 					return
 				}
 			}
 		}
 	}
+}
+
+// pingIQ is keepAlive's ping number seq from and to jid.
+func pingIQ(jid string, seq uint64) []byte {
+	var b bytes.Buffer
+	b.WriteString(`<iq type='get' id='` + keepAliveID)
+	b.WriteString(strconv.FormatUint(seq, 10))
+	b.WriteString(`' from='`)
+	escapeText(&b, jid)
+	b.WriteString(`' to='`)
+	escapeText(&b, jid)
+	b.WriteString(`'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	return b.Bytes()
 }
 
 // read decodes top-level stanzas until the stream ends and dispatches the
@@ -409,6 +461,9 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		if q.Type != "get" && q.Type != "set" {
 			continue // results and errors addressed to us need no answer
+		}
+		if q.Type == "get" && q.From == c.opts.JID && strings.HasPrefix(q.ID, keepAliveID) {
+			continue // our own ping, back: reading it was its purpose
 		}
 		if q.ID == "" {
 			// An answer must carry the request's id; without one the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -499,5 +500,60 @@ func TestShutdownClosesAfterGrace(t *testing.T) {
 	defer f.backend.mu.Unlock()
 	if len(f.backend.sent) != 1 {
 		t.Fatalf("%d pushes sent, want the one under way", len(f.backend.sent))
+	}
+}
+
+// A server that stops answering (a connection cut without a word) is
+// pinged once the stream has been quiet for KeepAlive, and the stream is
+// replaced when half of it more passes without a word.
+func TestKeepAliveReplacesSilentStream(t *testing.T) {
+	const keepAlive = 400 * time.Millisecond
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.KeepAlive = keepAlive })
+	st := f.srv.accept(t)
+	start := time.Now()
+	ping := st.next(t)
+	if ping.XMLName.Local != "iq" || ping.Type != "get" || !strings.HasPrefix(ping.ID, "keepalive-") ||
+		ping.From != compJID || ping.To != compJID || !strings.Contains(ping.Inner, "urn:xmpp:ping") {
+		t.Fatalf("first stanza on a quiet stream: %+v, want a ping to ourselves", ping)
+	}
+	if d := time.Since(start); d < keepAlive/2 {
+		t.Errorf("pinged %v after connecting, before the stream was quiet for %v", d, keepAlive)
+	}
+	// Unanswered: the component closes the connection.
+	st.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, err := st.Dec.Token(); err != nil {
+			break
+		}
+	}
+	if d := time.Since(start); d > 4*keepAlive {
+		t.Errorf("stream closed %v after connecting, want about %v", d, keepAlive*3/2)
+	} else {
+		t.Logf("stream closed %v after connecting", d.Round(time.Millisecond))
+	}
+	f.srv.accept(t) // and connects again
+}
+
+// A server that routes the pings back, as Prosody and ejabberd do, keeps
+// the stream, however long nothing else happens; the pings are not
+// answered.
+func TestKeepAliveAnsweredKeepsStream(t *testing.T) {
+	const keepAlive = 200 * time.Millisecond
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.KeepAlive = keepAlive })
+	st := f.srv.accept(t)
+	pings := 0
+	for end := time.Now().Add(15 * keepAlive); time.Now().Before(end); {
+		r := st.next(t)
+		if r.Type != "get" || !strings.HasPrefix(r.ID, "keepalive-") {
+			t.Fatalf("stanza from the component: %+v, want only pings", r)
+		}
+		pings++
+		st.send(t, fmt.Sprintf("<iq type='get' id='%s' from='%s' to='%s'>%s</iq>", r.ID, compJID, compJID, r.Inner))
+	}
+	if pings < 3 {
+		t.Errorf("%d pings in %v at a keep-alive of %v", pings, 15*keepAlive, keepAlive)
+	}
+	if n := f.srv.Handshakes(); n != 1 || !f.conn.Connected() {
+		t.Errorf("%d handshakes, connected %v: the stream was replaced though the server answered", n, f.conn.Connected())
 	}
 }

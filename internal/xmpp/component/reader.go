@@ -19,6 +19,9 @@ const nsStream = "http://etherx.jabber.org/streams"
 type limitReader struct {
 	net.Conn
 	n, limit atomic.Int64
+	// reads counts the reads that returned data, so the keep-alive can
+	// tell whether the server said anything since it last looked.
+	reads atomic.Uint64
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
@@ -26,7 +29,10 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		return 0, errors.New("stanza too large")
 	}
 	n, err := l.Conn.Read(p)
-	l.n.Add(int64(n))
+	if n > 0 {
+		l.n.Add(int64(n))
+		l.reads.Add(1)
+	}
 	return n, err
 }
 
