@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/admin"
 	"github.com/push-appserver/push-appserver/internal/config"
@@ -15,15 +21,23 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push/logpush"
 )
 
-const registrationsSynopsis = `registrations <list|show|delete|count> [flags]
+const registrationsSynopsis = `registrations <list|show|delete|count|prune> [flags]
 
   list [-type T] [-domain D] [-json] [-show-secrets]   every registration, in node order
   show NODE [-json] [-show-secrets]                     one registration, every field
   delete NODE                                           remove a registration
   count [-type T] [-domain D]                           how many there are
+  prune -idle DAYSd [-type T] [-yes]                    the registrations not registered, renewed
+                                                        or pushed to successfully for that long:
+                                                        counted, and deleted with -yes
 
-They work beside a running server. A running server keeps pushing to a
-deleted registration it has cached for up to one minute.`
+They work beside a running server, which drops what they delete from its
+cache within a second.`
+
+// minPruneIdle is the least -idle prune takes: an app in use renews its
+// registration when it starts, which can be days apart, and a device
+// pushed to now and then is kept by its successes.
+const minPruneIdle = 7 * 24 * time.Hour
 
 func runRegistrations(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("registrations", registrationsSynopsis, stdout, stderr)
@@ -31,6 +45,8 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 	var flt admin.Filter
 	f.StringVar(&flt.Type, "type", "", "only registrations of this app (list, count)")
 	f.StringVar(&flt.Domain, "domain", "", "only registrations of accounts of this domain, known for Conversations' register-push-* registrations (list, count)")
+	idleFlag := f.String("idle", "", "prune: how long a registration has been idle, in days (\"180d\") or as a Go duration; at least 7d")
+	yes := f.Bool("yes", false, "prune: delete, rather than only count")
 	asJSON := f.Bool("json", false, "JSON, one object a line (list) or one object (show)")
 	showSecrets := f.Bool("show-secrets", false, "show the registrations' secrets")
 	rest, code, ok := f.parse(args)
@@ -42,10 +58,22 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	verb, rest := rest[0], rest[1:]
-	wantArgs := map[string]int{"list": 0, "count": 0, "show": 1, "delete": 1}
+	wantArgs := map[string]int{"list": 0, "count": 0, "show": 1, "delete": 1, "prune": 0}
 	if n, known := wantArgs[verb]; !known || len(rest) != n {
 		f.usage(stderr)
 		return 2
+	}
+	var idle time.Duration
+	if verb == "prune" {
+		var err error
+		if idle, err = parseIdle(*idleFlag); err != nil {
+			fmt.Fprintf(stderr, "push-appserver registrations prune: -idle: %v\n", err)
+			return 2
+		}
+		if flt.Domain != "" {
+			fmt.Fprintln(stderr, "push-appserver registrations prune: -domain is not supported")
+			return 2
+		}
 	}
 	ctx, _, store, done, ok := openRegistry(*cfgPath, "registrations", stderr)
 	if !ok {
@@ -76,6 +104,8 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 		if err = derr; err == nil {
 			fmt.Fprintf(stdout, "deleted %s (type %s)\n", r.Node, r.Type)
 		}
+	case "prune":
+		err = prune(ctx, stdout, store, flt.Type, time.Now().Add(-idle), *yes)
 	}
 	if admin.IsNotFound(err) {
 		fmt.Fprintf(stderr, "push-appserver registrations %s: no registration %q\n", verb, rest[0])
@@ -86,6 +116,59 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseIdle reads prune's -idle: days ("180d") or a Go duration, at
+// least minPruneIdle.
+func parseIdle(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, errors.New("required, e.g. -idle 180d")
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return 0, fmt.Errorf("not a number of days: %q", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("not a duration: %q", s)
+		}
+	}
+	if d < minPruneIdle {
+		return 0, fmt.Errorf("%s is less than 7d: an app in use renews its registration only when it starts", s)
+	}
+	return d, nil
+}
+
+// prune counts the registrations idle since before, by type, and deletes
+// them when del is set.
+func prune(ctx context.Context, w io.Writer, store admin.Store, typ string, before time.Time, del bool) error {
+	var n map[string]int
+	var err error
+	if del {
+		n, err = admin.Prune(ctx, store, typ, before)
+	} else {
+		n, err = admin.Idle(ctx, store, typ, before)
+	}
+	total := 0
+	for _, c := range n {
+		total += c
+	}
+	verb := "idle"
+	if del {
+		verb = "deleted, idle"
+	}
+	fmt.Fprintf(w, "%d registrations %s since %s (not registered, renewed or pushed to successfully since)\n", total, verb, before.UTC().Format(time.RFC3339))
+	for _, t := range slices.Sorted(maps.Keys(n)) {
+		fmt.Fprintf(w, "  %s\t%d\n", t, n[t])
+	}
+	if !del && err == nil && total > 0 {
+		fmt.Fprintln(w, "nothing deleted: run again with -yes to delete them")
+	}
+	return err
 }
 
 func runSendTest(args []string, stdout, stderr io.Writer) int {

@@ -331,3 +331,73 @@ func TestBackupAndRestore(t *testing.T) {
 		t.Errorf("restore of a PostgreSQL registry: %v\n%s", err, out)
 	}
 }
+
+// TestPruneBesideRunningServer: registrations idle for -idle (here the two
+// imported from mod_push_appserver's files, registered on 2026-11-25) are
+// counted, and deleted only with -yes; one pushed to since, and one just
+// registered, stay. The running server refuses pushes to what was deleted.
+func TestPruneBesideRunningServer(t *testing.T) {
+	bin := buildBinary(t)
+	addr := freePort(t)
+	cfg := writeConfig(t, fmt.Sprintf("rate_limit = 0\n[http]\nlisten = %q\n[apps.apns]\nkind = \"log\"\n[apps.fcm]\nkind = \"log\"\n", addr))
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+	cli := func(args ...string) (string, string, int) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(append(args[:1:1], append([]string{"-config", cfg}, args[1:]...)...), &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	if out, errs, code := cli("import", "mod_push_appserver", realFileStore); code != 0 || !strings.Contains(out, "2 imported") {
+		t.Fatalf("import: %d\n%s\n%s", code, out, errs)
+	}
+	if body := s.post(t, "register", url.Values{"type": {"fcm"}, "node": {"fresh"}, "token": {"fcm-token"}}); !strings.HasPrefix(body, "OK\n") {
+		t.Fatalf("register: %q", body)
+	}
+	// A push to one imported registration is a sign of life, once the
+	// server has written its outcome.
+	if body := s.post(t, "push", url.Values{"node": {"api02806ed711aa-e429"}, "secret": {secretE429}}); body != "OK\napi02806ed711aa-e429" {
+		t.Fatalf("push: %q", body)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, _, _ := cli("registrations", "show", "-json", "api02806ed711aa-e429")
+		if strings.Contains(out, `"last_successful_push"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the push's outcome not written: %s", out)
+		}
+	}
+
+	for _, idle := range []string{"", "3d", "100h", "soon"} {
+		if _, errs, code := cli("registrations", "prune", "-idle", idle); code != 2 || !strings.Contains(errs, "-idle") {
+			t.Errorf("prune -idle %q: exit %d, %q; want a usage error", idle, code, errs)
+		}
+	}
+	out, errs, code := cli("registrations", "prune", "-idle", "7d")
+	if code != 0 || !strings.HasPrefix(out, "1 registrations idle since ") || !strings.Contains(out, "  apns\t1\n") || !strings.Contains(out, "-yes") {
+		t.Fatalf("prune without -yes: %d\n%s\n%s", code, out, errs)
+	}
+	if out, _, _ := cli("registrations", "count"); strings.TrimSpace(out) != "3" {
+		t.Fatalf("count after prune without -yes: %q, want 3: nothing deleted", out)
+	}
+	out, errs, code = cli("registrations", "prune", "-idle", "7d", "-yes")
+	if code != 0 || !strings.HasPrefix(out, "1 registrations deleted, idle since ") || !strings.Contains(out, "  apns\t1\n") {
+		t.Fatalf("prune -yes: %d\n%s\n%s", code, out, errs)
+	}
+	if _, _, code := cli("registrations", "show", "ft-lua-0000-01e94d1c"); code != 1 {
+		t.Fatalf("the idle registration is still there")
+	}
+	if body := s.post(t, "push", url.Values{"node": {"ft-lua-0000-01e94d1c"}, "secret": {secretLua}}); !strings.HasPrefix(body, "ERROR") {
+		t.Fatalf("push to a pruned registration: %q", body)
+	}
+	for _, node := range []string{"api02806ed711aa-e429", "fresh"} {
+		if _, _, code := cli("registrations", "show", node); code != 0 {
+			t.Errorf("%s pruned though it was not idle", node)
+		}
+	}
+	if out, _, _ := cli("registrations", "prune", "-idle", "7d", "-yes"); !strings.HasPrefix(out, "0 registrations deleted") {
+		t.Errorf("a second prune: %q", out)
+	}
+	s.stop(t)
+}

@@ -1,7 +1,7 @@
 // Package admin owns what an operator does by hand on a running
-// installation: list, show, count and delete registrations in the registry
-// (beside a running server), and send one test push through an app. It
-// never shows a secret unless asked to.
+// installation: list, show, count, delete and prune registrations in the
+// registry (beside a running server), and send one test push through an
+// app. It never shows a secret unless asked to.
 package admin
 
 import (
@@ -22,6 +22,7 @@ type Store interface {
 	List(ctx context.Context, after string, limit int) ([]registry.Registration, error)
 	Count(ctx context.Context) (int, error)
 	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
+	DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error)
 }
 
 // Filter selects registrations; empty fields match everything.
@@ -81,6 +82,40 @@ func Delete(ctx context.Context, s Store, node string) (registry.Registration, e
 		return r, err
 	}
 	return s.Delete(ctx, node, r.Type)
+}
+
+// Idle counts, by type, the registrations of type typ (every type when
+// "") idle since before (registry.Registration.IdleSince), changing
+// nothing.
+func Idle(ctx context.Context, s Store, typ string, before time.Time) (map[string]int, error) {
+	n := map[string]int{}
+	err := Each(ctx, s, Filter{Type: typ}, func(r registry.Registration) error {
+		if r.IdleSince(before) {
+			n[r.Type]++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// pruneBatch is how many registrations one statement of Prune deletes: a
+// running server's registrations wait for each, so each stays short.
+const pruneBatch = 500
+
+// Prune deletes the registrations Idle counts, a batch at a time, and
+// returns how many of each type it deleted. Each is found idle in the
+// statement that deletes it: one renewed meanwhile stays.
+func Prune(ctx context.Context, s Store, typ string, before time.Time) (map[string]int, error) {
+	n := map[string]int{}
+	for {
+		removed, err := s.DeleteIdle(ctx, before, typ, pruneBatch)
+		for _, r := range removed {
+			n[r.Type]++
+		}
+		if err != nil || len(removed) < pruneBatch {
+			return n, err
+		}
+	}
 }
 
 // View is a registration as shown to an operator: JSON field names, times

@@ -87,6 +87,13 @@ func (r Registration) LastRegistered() time.Time {
 	return r.Registered
 }
 
+// IdleSince reports whether the registration showed no sign of life
+// since t: created, renewed and last pushed to successfully all before
+// it. Failed pushes are no sign either way.
+func (r Registration) IdleSince(t time.Time) bool {
+	return r.LastRegistered().Before(t) && r.LastSuccessfulPush.Before(t)
+}
+
 // Decide computes the registration Store.Register writes from the one stored
 // now (found false when the node has none).
 type Decide func(old Registration, found bool) (Registration, error)
@@ -142,6 +149,12 @@ type Store interface {
 	// that was last registered or renewed before the given time, and returns
 	// the ones it removed.
 	DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]Registration, error)
+
+	// DeleteIdle removes up to limit registrations idle since before (see
+	// Registration.IdleSince), of type typ or of any type when typ is "",
+	// and returns the ones it removed. Each goes in the statement that
+	// finds it idle, so a renewal made meanwhile keeps its registration.
+	DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]Registration, error)
 
 	// UpdatePushStatus records push outcomes in one transaction. It never
 	// touches token or secret, so it cannot undo a concurrent Register;

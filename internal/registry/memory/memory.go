@@ -96,6 +96,22 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var removed []registry.Registration
+	for n, r := range s.byNode {
+		if len(removed) == limit {
+			break
+		}
+		if (typ == "" || r.Type == typ) && r.IdleSince(before) {
+			removed = append(removed, r)
+			delete(s.byNode, n)
+		}
+	}
+	return removed, nil
+}
+
 func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushStatus) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -416,6 +416,50 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+	var removed []registry.Registration
+	var w *waiter
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		removed = removed[:0]
+		others, err := s.bar.name(ctx, tx)
+		if err != nil {
+			return err
+		}
+		// SKIP LOCKED: a row a registration is writing now is not idle.
+		rows, err := tx.Query(ctx, `DELETE FROM registrations WHERE node IN (
+				SELECT node FROM registrations
+				WHERE ($2 = '' OR type = $2) AND GREATEST(registered, renewed) < $1
+					AND (last_successful_push IS NULL OR last_successful_push < $1)
+				LIMIT $3 FOR UPDATE SKIP LOCKED)
+			RETURNING `+columns, before, typ, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			r, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			removed = append(removed, r)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(removed) > 0 {
+			w = s.bar.expect(removed[len(removed)-1].Node, others)
+		}
+		return nil
+	})
+	if w != nil {
+		s.bar.wait(ctx, removed[len(removed)-1].Node, w, err == nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("delete idle: %w", err)
+	}
+	return removed, nil
+}
+
 // UpdatePushStatus writes a batch in one transaction. Several instances
 // write batches for the same nodes concurrently: a time only ever moves
 // forward (the latest push wins, whichever instance writes last), and the

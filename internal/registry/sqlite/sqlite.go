@@ -427,6 +427,32 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+	at := before.UnixNano()
+	rows, err := s.write.QueryContext(ctx, `DELETE FROM registrations WHERE node IN (
+			SELECT r.node FROM registrations r LEFT JOIN push_status p USING (node)
+			WHERE (?2 = '' OR r.type = ?2) AND MAX(r.registered, COALESCE(r.renewed, 0)) < ?1
+				AND COALESCE(p.last_successful_push, 0) < ?1
+			LIMIT ?3)
+		`+returning, at, typ, limit)
+	if err != nil {
+		return nil, fmt.Errorf("delete idle: %w", err)
+	}
+	defer rows.Close()
+	var removed []registry.Registration
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return removed, err
+		}
+		removed = append(removed, r)
+	}
+	if err := rows.Err(); err != nil {
+		return removed, fmt.Errorf("delete idle: %w", err)
+	}
+	return removed, nil
+}
+
 // UpdatePushStatus writes a batch in one transaction. A node's first
 // outcome makes its push_status row; every later one finds it, so the
 // UPDATE is all a push usually costs. Only an UPDATE that changed nothing

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"CountDomain", testCountDomain},
 		{"Delete", testDelete},
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
+		{"DeleteIdle", testDeleteIdle},
 		{"UpdatePushStatus", testUpdatePushStatus},
 		{"PushStatusLatestWins", testPushStatusLatestWins},
 		{"PushStatusLargeBatch", testPushStatusLargeBatch},
@@ -323,6 +325,55 @@ func testDeleteToken(t *testing.T, s registry.Store) {
 	}
 	if removed, _ := s.DeleteToken(ctx, "apns", "nope", dead); len(removed) != 0 {
 		t.Fatalf("unknown token removed %+v", removed)
+	}
+}
+
+func testDeleteIdle(t *testing.T, s registry.Store) {
+	cutoff := base.Add(24 * time.Hour)
+	mustRegister(t, s, reg("idle-1", "apns", "T1", "s", base))                     // idle
+	mustRegister(t, s, reg("idle-2", "apns", "T2", "s", base))                     // idle
+	mustRegister(t, s, reg("idle-voip", "voip", "T3", "s", base))                  // idle, another app
+	mustRegister(t, s, reg("failing", "apns", "T4", "s", base))                    // idle: failed pushes are no sign
+	mustRegister(t, s, reg("renewed", "apns", "T5", "s", base))                    // renewed since: kept
+	mustRegister(t, s, reg("renewed", "apns", "T5", "s", cutoff.Add(time.Second))) //
+	mustRegister(t, s, reg("pushed", "apns", "T6", "s", base))                     // pushed to since: kept
+	mustRegister(t, s, reg("new", "apns", "T7", "s", cutoff.Add(time.Minute)))     // registered since: kept
+	mustRegister(t, s, reg("pushed-before", "apns", "T8", "s", base))              // pushed to before only: idle
+	if err := s.UpdatePushStatus(ctx, []registry.PushStatus{
+		{Node: "failing", At: cutoff.Add(time.Hour), Reason: "refused"},
+		{Node: "pushed", At: cutoff.Add(time.Hour), Success: true},
+		{Node: "pushed-before", At: cutoff.Add(-time.Hour), Success: true},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := s.DeleteIdle(ctx, cutoff, "voip", 10)
+	if err != nil || len(removed) != 1 || removed[0].Node != "idle-voip" {
+		t.Fatalf("DeleteIdle of voip = %+v, %v; want idle-voip", removed, err)
+	}
+	var gone []string
+	for {
+		removed, err := s.DeleteIdle(ctx, cutoff, "", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(removed) > 2 {
+			t.Fatalf("removed %d at a limit of 2", len(removed))
+		}
+		for _, r := range removed {
+			gone = append(gone, r.Node)
+		}
+		if len(removed) < 2 {
+			break
+		}
+	}
+	slices.Sort(gone)
+	if want := []string{"failing", "idle-1", "idle-2", "pushed-before"}; !slices.Equal(gone, want) {
+		t.Fatalf("removed %v, want %v", gone, want)
+	}
+	for _, n := range []string{"renewed", "pushed", "new"} {
+		if _, err := s.Get(ctx, n); err != nil {
+			t.Errorf("%s removed: %v", n, err)
+		}
 	}
 }
 
