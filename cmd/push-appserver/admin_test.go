@@ -25,16 +25,17 @@ const (
 	secretLua  = "b6d37d82bc2e0722658895883746d25fd595544874141a7bfc8c22aa04e5c555"
 )
 
-// TestAdminBesideRunningServer imports mod_push_appserver's files and
-// manages registrations with the CLI while the real binary serves the same
-// registry, and pushes through the server with the imported secrets.
-func TestAdminBesideRunningServer(t *testing.T) {
+// importedBesideServer starts the binary with log apps apns and fcm,
+// imports mod_push_appserver's files into its registry with the CLI as a
+// second process would, and returns the server and a function that runs a
+// CLI command on the same configuration (its output, errors, exit code).
+func importedBesideServer(t *testing.T) (*server, func(args ...string) (string, string, int)) {
+	t.Helper()
 	bin := buildBinary(t)
 	addr := freePort(t)
 	cfg := writeConfig(t, fmt.Sprintf("rate_limit = 0\n[http]\nlisten = %q\n[apps.apns]\nkind = \"log\"\n[apps.fcm]\nkind = \"log\"\n", addr))
 	s := startServer(t, bin, cfg)
 	s.waitHealthy(t, addr)
-
 	cli := func(args ...string) (string, string, int) {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -44,6 +45,14 @@ func TestAdminBesideRunningServer(t *testing.T) {
 	if out, errs, code := cli("import", "mod_push_appserver", realFileStore); code != 0 || !strings.Contains(out, "2 imported") {
 		t.Fatalf("import: %d\n%s\n%s", code, out, errs)
 	}
+	return s, cli
+}
+
+// TestAdminBesideRunningServer imports mod_push_appserver's files and
+// manages registrations with the CLI while the real binary serves the same
+// registry, and pushes through the server with the imported secrets.
+func TestAdminBesideRunningServer(t *testing.T) {
+	s, cli := importedBesideServer(t)
 	// The running server pushes with what mod_push_appserver stored.
 	if body := s.post(t, "push", url.Values{"node": {"api02806ed711aa-e429"}, "secret": {secretE429}}); body != "OK\napi02806ed711aa-e429" {
 		t.Fatalf("push with an imported secret: %q", body)
@@ -337,20 +346,7 @@ func TestBackupAndRestore(t *testing.T) {
 // counted, and deleted only with -yes; one pushed to since, and one just
 // registered, stay. The running server refuses pushes to what was deleted.
 func TestPruneBesideRunningServer(t *testing.T) {
-	bin := buildBinary(t)
-	addr := freePort(t)
-	cfg := writeConfig(t, fmt.Sprintf("rate_limit = 0\n[http]\nlisten = %q\n[apps.apns]\nkind = \"log\"\n[apps.fcm]\nkind = \"log\"\n", addr))
-	s := startServer(t, bin, cfg)
-	s.waitHealthy(t, addr)
-	cli := func(args ...string) (string, string, int) {
-		t.Helper()
-		var out, errb bytes.Buffer
-		code := run(append(args[:1:1], append([]string{"-config", cfg}, args[1:]...)...), &out, &errb)
-		return out.String(), errb.String(), code
-	}
-	if out, errs, code := cli("import", "mod_push_appserver", realFileStore); code != 0 || !strings.Contains(out, "2 imported") {
-		t.Fatalf("import: %d\n%s\n%s", code, out, errs)
-	}
+	s, cli := importedBesideServer(t)
 	if body := s.post(t, "register", url.Values{"type": {"fcm"}, "node": {"fresh"}, "token": {"fcm-token"}}); !strings.HasPrefix(body, "OK\n") {
 		t.Fatalf("register: %q", body)
 	}

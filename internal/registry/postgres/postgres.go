@@ -374,6 +374,33 @@ func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registra
 }
 
 func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
+	removed, err := s.deleteAnnounced(ctx, `DELETE FROM registrations
+		WHERE type = $1 AND token = $2 AND GREATEST(registered, renewed) < $3
+		RETURNING `+columns, typ, token, before)
+	if err != nil {
+		return nil, fmt.Errorf("delete token: %w", err)
+	}
+	return removed, nil
+}
+
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+	// SKIP LOCKED: a row a registration is writing now is not idle.
+	removed, err := s.deleteAnnounced(ctx, `DELETE FROM registrations WHERE node IN (
+			SELECT node FROM registrations
+			WHERE ($2 = '' OR type = $2) AND GREATEST(registered, renewed) < $1
+				AND (last_successful_push IS NULL OR last_successful_push < $1)
+			LIMIT $3 FOR UPDATE SKIP LOCKED)
+		RETURNING `+columns, before, typ, limit)
+	if err != nil {
+		return nil, fmt.Errorf("delete idle: %w", err)
+	}
+	return removed, nil
+}
+
+// deleteAnnounced runs a DELETE … RETURNING columns and returns the
+// registrations it removed once the other instances dropped them (see
+// barrier).
+func (s *Store) deleteAnnounced(ctx context.Context, query string, args ...any) ([]registry.Registration, error) {
 	var removed []registry.Registration
 	var w *waiter
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -382,9 +409,7 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `DELETE FROM registrations
-			WHERE type = $1 AND token = $2 AND GREATEST(registered, renewed) < $3
-			RETURNING `+columns, typ, token, before)
+		rows, err := tx.Query(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -410,54 +435,7 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	if w != nil {
 		s.bar.wait(ctx, removed[len(removed)-1].Node, w, err == nil)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("delete token: %w", err)
-	}
-	return removed, nil
-}
-
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
-	var removed []registry.Registration
-	var w *waiter
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		removed = removed[:0]
-		others, err := s.bar.name(ctx, tx)
-		if err != nil {
-			return err
-		}
-		// SKIP LOCKED: a row a registration is writing now is not idle.
-		rows, err := tx.Query(ctx, `DELETE FROM registrations WHERE node IN (
-				SELECT node FROM registrations
-				WHERE ($2 = '' OR type = $2) AND GREATEST(registered, renewed) < $1
-					AND (last_successful_push IS NULL OR last_successful_push < $1)
-				LIMIT $3 FOR UPDATE SKIP LOCKED)
-			RETURNING `+columns, before, typ, limit)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scan(rows)
-			if err != nil {
-				return err
-			}
-			removed = append(removed, r)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(removed) > 0 {
-			w = s.bar.expect(removed[len(removed)-1].Node, others)
-		}
-		return nil
-	})
-	if w != nil {
-		s.bar.wait(ctx, removed[len(removed)-1].Node, w, err == nil)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("delete idle: %w", err)
-	}
-	return removed, nil
+	return removed, err
 }
 
 // UpdatePushStatus writes a batch in one transaction. Several instances

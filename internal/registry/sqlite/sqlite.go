@@ -406,37 +406,21 @@ func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registra
 }
 
 func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
-	rows, err := s.write.QueryContext(ctx, `DELETE FROM registrations
+	removed, err := s.deleteReturning(ctx, `DELETE FROM registrations
 		WHERE type = ? AND token = ? AND MAX(registered, COALESCE(renewed, 0)) < ?
 		`+returning, typ, token, before.UnixNano())
 	if err != nil {
-		return nil, fmt.Errorf("delete token: %w", err)
-	}
-	defer rows.Close()
-	var removed []registry.Registration
-	for rows.Next() {
-		r, err := scan(rows)
-		if err != nil {
-			return removed, err
-		}
-		removed = append(removed, r)
-	}
-	if err := rows.Err(); err != nil {
 		return removed, fmt.Errorf("delete token: %w", err)
 	}
 	return removed, nil
 }
 
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
-	at := before.UnixNano()
-	rows, err := s.write.QueryContext(ctx, `DELETE FROM registrations WHERE node IN (
-			SELECT r.node FROM registrations r LEFT JOIN push_status p USING (node)
-			WHERE (?2 = '' OR r.type = ?2) AND MAX(r.registered, COALESCE(r.renewed, 0)) < ?1
-				AND COALESCE(p.last_successful_push, 0) < ?1
-			LIMIT ?3)
-		`+returning, at, typ, limit)
+// deleteReturning runs a DELETE ending in returning and reads the
+// registrations it removed.
+func (s *Store) deleteReturning(ctx context.Context, query string, args ...any) ([]registry.Registration, error) {
+	rows, err := s.write.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("delete idle: %w", err)
+		return nil, err
 	}
 	defer rows.Close()
 	var removed []registry.Registration
@@ -447,7 +431,17 @@ func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, li
 		}
 		removed = append(removed, r)
 	}
-	if err := rows.Err(); err != nil {
+	return removed, rows.Err()
+}
+
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+	removed, err := s.deleteReturning(ctx, `DELETE FROM registrations WHERE node IN (
+			SELECT r.node FROM registrations r LEFT JOIN push_status p USING (node)
+			WHERE (?2 = '' OR r.type = ?2) AND MAX(r.registered, COALESCE(r.renewed, 0)) < ?1
+				AND COALESCE(p.last_successful_push, 0) < ?1
+			LIMIT ?3)
+		`+returning, before.UnixNano(), typ, limit)
+	if err != nil {
 		return removed, fmt.Errorf("delete idle: %w", err)
 	}
 	return removed, nil
