@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 )
 
@@ -148,18 +147,7 @@ func TestFeedProbesSilentConnection(t *testing.T) {
 	expect(false, 5*time.Second)
 	t.Logf("silent connection found after %v", time.Since(start).Round(time.Millisecond))
 	expect(true, 10*time.Second)
-	other := open(t, direct)
-	if _, err := register(other, registry.Registration{Node: "n1", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		select {
-		case n := <-changed:
-			if n == "n1" {
-				return
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("another instance's write not heard on the new connection")
-		}
+	if !heardOtherWrite(t, direct, changed, "n1") {
+		t.Fatal("another instance's write not heard on the new connection")
 	}
 }
