@@ -201,7 +201,8 @@ type StatusStats struct {
 	// written: since the last write, or since the store began refusing
 	// them.
 	Pending int
-	// Dropped counts the outcomes lost because maxHeld were waiting.
+	// Dropped counts the outcomes never written: beyond the maxHeld
+	// waiting, or still refused when the service closed.
 	Dropped uint64
 }
 

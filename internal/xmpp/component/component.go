@@ -357,8 +357,10 @@ const keepAliveID = "keepalive-"
 // server no longer answers (see Options.KeepAlive) by closing lr's
 // connection, which ends the session like any broken stream. Its ping
 // goes to our own JID: both Prosody and ejabberd route a component's
-// stanza to itself back over the stream, which tests nothing of theirs
-// but their routing and needs no knowledge of their domains.
+// stanza to itself back over the stream, so the ping needs nothing of the
+// server but its routing, and no knowledge of its domains. While the
+// reader waits for a free slot (MaxInFlight) it reads nothing, but pushes
+// end within their timeout, far sooner than a ping goes unanswered.
 func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
 	t := time.NewTicker(c.opts.KeepAlive / 4)
 	defer t.Stop()
