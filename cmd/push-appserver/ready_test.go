@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/prosody"
+	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 )
 
 // waitReady polls the ready page until it answers code with a body
@@ -51,5 +52,47 @@ func TestReadinessFollowsComponent(t *testing.T) {
 
 	p.Restart()
 	waitReady(t, addr, 200, "READY")
+	s.stop(t)
+}
+
+// A component stream whose server goes silent is replaced after the
+// configured keepalive and half as long again, and counted in
+// push_appserver_component_disconnects_total.
+func TestSilentComponentReplaced(t *testing.T) {
+	bin := buildBinary(t)
+	const jid, secret = "push.example.org", "s3cret"
+	srv, err := xmppfake.Listen(jid, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	addr := freePort(t)
+	cfg := writeConfig(t, fmt.Sprintf("[http]\nlisten = %q\n[[component]]\njid = %q\naddress = %q\nsecret = %q\nkeepalive = \"2s\"\n",
+		addr, jid, srv.Addr(), secret))
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+	first, err := srv.Accept(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	start := time.Now()
+	const drops = `push_appserver_component_disconnects_total{jid="push.example.org"}`
+	if got := metric(t, addr, drops); got != 0 {
+		t.Fatalf("%s = %v while connected, want 0", drops, got)
+	}
+	// The fake server reads the ping and never answers.
+	second, err := srv.Accept(10 * time.Second)
+	if err != nil {
+		t.Fatalf("the silent stream was not replaced: %v", err)
+	}
+	defer second.Close()
+	if d := time.Since(start); d < 2*time.Second || d > 6*time.Second {
+		t.Errorf("replaced %v after connecting, want about 3 s at a keepalive of 2 s", d)
+	}
+	if got := metric(t, addr, drops); got != 1 {
+		t.Errorf("%s = %v after one silent stream, want 1", drops, got)
+	}
+	s.waitLog(t, "the XMPP server did not answer a ping")
 	s.stop(t)
 }

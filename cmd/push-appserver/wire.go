@@ -142,8 +142,13 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 			},
 			MaxInFlight: cc.MaxInFlight,
 			KeepAlive:   time.Duration(cc.KeepAlive),
-			OnState:     func(up bool) { m.ComponentState(jid, up) },
-			Retry:       retry[jid],
+			OnState: func(up bool) {
+				m.ComponentState(jid, up)
+				if !up {
+					m.ComponentDisconnected(jid)
+				}
+			},
+			Retry: retry[jid],
 			Released: func() {
 				if ho == nil {
 					return

@@ -29,6 +29,7 @@ type Metrics struct {
 	components    *prometheus.GaugeVec
 	rejections    *prometheus.CounterVec
 	regFailures   *prometheus.CounterVec
+	disconnects   *prometheus.CounterVec
 
 	// pushed holds the counter and histogram of each app and outcome
 	// seen, copied on write: WithLabelValues hashes the labels and
@@ -91,7 +92,11 @@ func New() *Metrics {
 	for _, r := range []appserver.RegistrationFailure{appserver.RegistrationInvalid, appserver.RegistrationForbidden, appserver.RegistrationQuota, appserver.RegistrationError} {
 		m.regFailures.WithLabelValues(string(r))
 	}
-	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures,
+	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "push_appserver_component_disconnects_total",
+		Help: "Times the XMPP component connection for the JID ended, a shutdown's included: broken by the server, a write that stalled, a ping the server did not answer. The log's \"component connection lost\" lines say why.",
+	}, []string{"jid"})
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -151,12 +156,22 @@ func (m *Metrics) RegistrationFailed(r appserver.RegistrationFailure) {
 }
 
 // ComponentState records whether the component connection for jid is up.
+// Its disconnect count starts at 0 here, so that the first one shows as
+// an increase.
 func (m *Metrics) ComponentState(jid string, connected bool) {
 	v := 0.0
 	if connected {
 		v = 1
 	}
 	m.components.WithLabelValues(jid).Set(v)
+	m.disconnects.WithLabelValues(jid)
+}
+
+// ComponentDisconnected counts an end of the component connection for
+// jid: the gauge alone does not show a stream that keeps breaking and
+// coming back between two scrapes.
+func (m *Metrics) ComponentDisconnected(jid string) {
+	m.disconnects.WithLabelValues(jid).Inc()
 }
 
 // WatchApp exports push_appserver_app_misconfigured{app}: 1 while the
