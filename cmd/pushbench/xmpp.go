@@ -79,14 +79,30 @@ func (s *stream) read() {
 		if !ok || st.Name.Local != "iq" {
 			continue
 		}
-		var id, typ string
+		var id, typ, to string
 		for _, a := range st.Attr {
 			switch a.Name.Local {
 			case "id":
 				id = a.Value
 			case "type":
 				typ = a.Value
+			case "to":
+				to = a.Value
 			}
+		}
+		if typ == "get" || typ == "set" {
+			// Not a reply. The component's keep-alive pings itself
+			// through the server, which routes it back, as real
+			// servers do; unanswered, the component would replace the
+			// stream after a quiet minute and a half (a long
+			// registration phase).
+			if err := s.dec.Skip(); err != nil {
+				return
+			}
+			if to == s.jid {
+				s.routeBack(id)
+			}
+			continue
 		}
 		cond := ""
 		if typ == "error" {
@@ -110,6 +126,14 @@ func (s *stream) read() {
 			}
 		}
 	}
+}
+
+// routeBack sends the component the ping with id it addressed to itself.
+func (s *stream) routeBack(id string) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.w.WriteString(`<iq type='get' id='` + id + `' from='` + s.jid + `' to='` + s.jid + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	s.w.Flush()
 }
 
 // condition reads an error reply to its end and returns the condition.
