@@ -1,0 +1,111 @@
+// Package netfreeze is a TCP forwarder whose connections can be made to
+// go silent without closing, as when a NAT or firewall on the way forgets
+// them or a peer's machine vanishes: what a keep-alive or health check
+// must notice, since neither side gets an error for many minutes.
+package netfreeze
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Proxy forwards the connections it accepts to a target address.
+type Proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	frozen []*atomic.Bool
+	conns  []net.Conn
+}
+
+// Start listens on a free loopback port and forwards to target until the
+// test ends.
+func Start(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: target}
+	go p.serve()
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Addr is the host:port to connect to instead of the target.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Port is Addr's port.
+func (p *Proxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+func (p *Proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		frozen := new(atomic.Bool)
+		p.mu.Lock()
+		p.frozen = append(p.frozen, frozen)
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		go carry(u, c, frozen)
+		go carry(c, u, frozen)
+	}
+}
+
+// carry copies from src to dst until either closes, dropping what it
+// reads once frozen.
+func carry(dst, src net.Conn, frozen *atomic.Bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			dst.Close()
+			return
+		}
+		if frozen.Load() {
+			continue
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			src.Close()
+			return
+		}
+	}
+}
+
+// Freeze makes the connections open now carry nothing more, either way,
+// and stay open. Later connections are carried.
+func (p *Proxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, fr := range p.frozen {
+		fr.Store(true)
+	}
+}
+
+// Connections is how many connections the proxy accepted.
+func (p *Proxy) Connections() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.frozen)
+}
+
+// Close stops listening and closes every connection. A client of a
+// frozen connection may otherwise wait long at its own close (pgx waits
+// 15 s for the server's goodbye).
+func (p *Proxy) Close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
