@@ -6,11 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 )
 
@@ -291,4 +293,36 @@ func BenchmarkSend(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
+}
+
+// A connection to a push service that goes silent without closing (a NAT
+// that forgot it) is found by the HTTP/2 health check and left: the next
+// push goes out on a new connection instead of waiting for its deadline
+// on the dead one.
+func TestSilentConnectionLeft(t *testing.T) {
+	mock, keyFile, pub := startMock(t)
+	proxy := netfreeze.Start(t, "127.0.0.1:"+strconv.Itoa(mock.Port))
+	b := newBackend(t, mock, keyFile, webpush.Options{PushDeadline: 2 * time.Second,
+		Guard: webpush.Guard{AllowPrivate: true, Ports: []int{proxy.Port()}}})
+	webpush.SetPings(b, 200*time.Millisecond, 300*time.Millisecond)
+	sub, err := mock.SubscribeAt("https://"+proxy.Addr(), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh}
+	if err := b.Send(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Freeze()
+	time.Sleep(time.Second)
+	start := time.Now()
+	if err := b.Send(context.Background(), n); err != nil {
+		t.Fatalf("push after the connection went silent: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("push after the connection went silent took %v", d)
+	}
+	if c := proxy.Connections(); c != 2 {
+		t.Errorf("%d connections, want 2: the silent one left, a new one for the push", c)
+	}
 }

@@ -74,6 +74,9 @@ type subscription struct {
 	key       *ecdh.PrivateKey
 	auth      []byte
 	serverKey string // the application server key it was created for (base64url)
+	// origin is the endpoint's: the JWT's audience must be it (RFC 8292
+	// section 2), whichever way the request reached the mock.
+	origin string
 }
 
 // New starts a mock.
@@ -128,7 +131,7 @@ func (s *Server) SubscribeAt(origin, serverKey string) (Subscription, error) {
 		return Subscription{}, err
 	}
 	s.mu.Lock()
-	s.subs[id] = &subscription{key: key, auth: auth, serverKey: serverKey}
+	s.subs[id] = &subscription{key: key, auth: auth, serverKey: serverKey, origin: origin}
 	s.mu.Unlock()
 	return Subscription{ID: id, Endpoint: endpoint, JSON: js, Key: key, Auth: auth}, nil
 }
@@ -284,7 +287,7 @@ func (s *Server) checkVAPID(r *http.Request, sub *subscription) (int, string) {
 	}
 	var claims jwt.RegisteredClaims
 	_, err = jwt.ParseWithClaims(v[1], &claims, func(*jwt.Token) (any, error) { return pub, nil },
-		jwt.WithValidMethods([]string{"ES256"}), jwt.WithAudience(s.URL), jwt.WithExpirationRequired())
+		jwt.WithValidMethods([]string{"ES256"}), jwt.WithAudience(sub.origin), jwt.WithExpirationRequired())
 	if err != nil {
 		return http.StatusUnauthorized, "JWT: " + err.Error()
 	}
