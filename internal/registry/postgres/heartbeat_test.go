@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 )
@@ -51,11 +52,36 @@ func TestFeedProbesSilentConnection(t *testing.T) {
 		}
 	}
 	expect(true, 10*time.Second)
-	// Quiet for several heartbeats: every probe comes back.
+	// Quiet for several heartbeats: every probe comes back, and the
+	// connection, whose waits for a notification timed out, still hears
+	// a change.
 	select {
 	case l := <-live:
 		t.Fatalf("live(%v) while the connection is well", l)
 	case <-time.After(time.Second):
+	}
+	// The writer follows too, so it waits for this feed's ack, which
+	// goes out on the connection whose waits timed out.
+	writer := open(t, direct)
+	wlive := make(chan bool, 4)
+	go writer.Follow(ctx, func(string) {}, func(l bool) { wlive <- l })
+	if !<-wlive {
+		t.Fatal("the writer's feed not live")
+	}
+	wrote := time.Now()
+	if _, err := register(writer, registry.Registration{Node: "n0", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(wrote); d > 500*time.Millisecond {
+		t.Errorf("a write took %v: this feed's ack did not come after its heartbeats", d)
+	}
+	select {
+	case n := <-changed:
+		if n != "n0" {
+			t.Fatalf("changed %q, want n0", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("another instance's write not heard after the heartbeats")
 	}
 	f.Freeze()
 	start := time.Now()
