@@ -713,7 +713,10 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+s.bar.ackChannel()); err != nil {
+	lctx, cancel := context.WithTimeout(ctx, s.probeWait)
+	_, err = conn.Exec(lctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+s.bar.ackChannel())
+	cancel()
+	if err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
 	// The feed goes live once its first probe came back (see probe), and
@@ -776,8 +779,13 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		writer, node := parseChange(n.Payload)
 		changed(node)
 		if writer != s.bar.id && isWriterID(writer) {
-			// Dropped: tell the writer, whose write waits for it.
-			if _, err := conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ackPrefix+writer, node); err != nil {
+			// Dropped: tell the writer, whose write waits for it. Bounded
+			// like a probe: on a connection gone silent, an ack without
+			// a deadline would wait forever, and the heartbeat with it.
+			actx, cancel := context.WithTimeout(ctx, s.probeWait)
+			_, err := conn.Exec(actx, `SELECT pg_notify($1, $2)`, ackPrefix+writer, node)
+			cancel()
+			if err != nil {
 				return fmt.Errorf("acknowledging a change: %w", err)
 			}
 		}
