@@ -28,6 +28,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // built is the binary the tests of this package share: compiled once, on
@@ -95,27 +96,9 @@ func minimalConfig(t *testing.T) (dir, addr, config string) {
 	return dir, addr, config
 }
 
-// syncBuffer collects a process's log while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type server struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *logbuf.Buffer
 	base string
 }
 
@@ -128,7 +111,7 @@ func startServer(t *testing.T, bin, config string) *server {
 // environment.
 func startServerEnv(t *testing.T, bin, config string, env ...string) *server {
 	t.Helper()
-	s := &server{log: &syncBuffer{}}
+	s := &server{log: &logbuf.Buffer{}}
 	s.cmd = exec.Command(bin, "serve", "-config", config)
 	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stdout = s.log

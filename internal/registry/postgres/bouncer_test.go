@@ -1,16 +1,15 @@
 package postgres_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // Every connection is bounded by the statement timeout, the pool's once
@@ -49,24 +48,6 @@ func heardOtherWrite(t *testing.T, dsn string, changed <-chan string, node strin
 	}
 }
 
-// syncBuffer is a log destination that tests read while the store writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // Through PgBouncer in session mode the store works as it does on
 // PostgreSQL itself: it connects (PgBouncer refuses startup parameters it
 // does not track, such as statement_timeout), its statements are bounded,
@@ -85,7 +66,7 @@ func TestThroughPgBouncer(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			direct := pg.DB(t)
-			var log syncBuffer
+			var log logbuf.Buffer
 			s, err := postgres.Open(ctx, pg.Bouncer(t, direct, tc.mode), postgres.Options{
 				StatementTimeout: 4 * time.Second,
 				Logger:           slog.New(slog.NewTextHandler(&log, nil)),
