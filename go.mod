@@ -12,6 +12,7 @@ require (
 	golang.org/x/net v0.61.0
 	golang.org/x/oauth2 v0.38.0
 	golang.org/x/sys v0.49.0
+	golang.org/x/time v0.16.0
 	mellium.im/sasl v0.3.2
 	mellium.im/xmpp v0.22.0
 	modernc.org/libc v1.80.1

@@ -118,3 +118,51 @@ func TestPprofRemoteRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestRegisterLimitFromConfig runs the binary with http.register_limit:
+// a client named by the local proxy gets 429 past it; the proxy's own
+// requests, which name no client, do not.
+func TestRegisterLimitFromConfig(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	api := freePort(t)
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte("data_dir = \""+filepath.Join(dir, "data")+"\"\n[http]\nlisten = \""+api+"\"\nregister_limit = 2\n"), 0o600)
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, api)
+
+	register := func(client, node string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.base+"register", strings.NewReader(url.Values{"type": {"apns"}, "node": {node}, "token": {"feedface"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if client != "" {
+			req.Header.Set("X-Forwarded-For", client)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, node := range []string{"n1", "n2"} {
+		if code, body := register("198.51.100.7", node); code != 200 {
+			t.Fatalf("register %s: %d %q", node, code, body)
+		}
+	}
+	if code, body := register("198.51.100.7", "n3"); code != http.StatusTooManyRequests || body != "ERROR\nRate limit exceeded, try again later!" {
+		t.Fatalf("third registration in a minute: %d %q", code, body)
+	}
+	for _, node := range []string{"n4", "n5", "n6"} {
+		if code, body := register("", node); code != 200 {
+			t.Fatalf("register %s naming no client: %d %q", node, code, body)
+		}
+	}
+	if v := metric(t, api, `push_appserver_http_limited_total{endpoint="register"}`); v != 1 {
+		t.Errorf("push_appserver_http_limited_total = %v, want 1", v)
+	}
+	if !strings.Contains(s.log.String(), "named no client") {
+		t.Errorf("the log does not say that the proxy's own registrations are not limited:\n%s", s.log.String())
+	}
+}

@@ -57,6 +57,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	if err := config.CheckPprofListen(cfg.PprofListen, cfg.PprofAllowRemote); err != nil {
 		return fmt.Errorf("pprof: %w", err)
 	}
+	proxies, err := cfg.HTTP.Proxies()
+	if err != nil {
+		return fmt.Errorf("http.trusted_proxies: %w", err)
+	}
 	level := new(slog.LevelVar)
 	logger := newLogger(cfg, logw, level)
 	logger.Info("starting push-appserver", "version", versionString())
@@ -188,7 +192,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		Checks: func() []httpapi.Check {
 			return append(append(componentChecks(), appChecks...), registryCheck(store)...)
 		},
-		Logger: logger,
+		RegisterLimit:  *cfg.HTTP.RegisterLimit,
+		TrustedProxies: proxies,
+		Limited:        m.HTTPLimited,
+		Logger:         logger,
 	})
 
 	var servers []*http.Server

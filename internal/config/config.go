@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
@@ -93,6 +95,7 @@ type Config struct {
 	httpListenExplicit bool
 	cacheExplicit      bool
 	graceExplicit      bool
+	proxiesExplicit    bool
 }
 
 // CacheSize is RegistrationCache as appserver.Options.CacheSize takes it,
@@ -120,6 +123,32 @@ type HTTP struct {
 	TLSCertFile string `toml:"tls_cert_file"`
 	TLSKeyFile  string `toml:"tls_key_file"`
 	Metrics     *bool  `toml:"metrics"` // serve /metrics; default true
+	// RegisterLimit bounds registrations and unregistrations a minute per
+	// client address (an IPv6 client's /64). Default
+	// httpapi.DefaultRegisterLimit; 0 turns it off.
+	RegisterLimit *int `toml:"register_limit"`
+	// TrustedProxies are addresses or CIDR prefixes of reverse proxies,
+	// whose X-Forwarded-For names the client. Default loopback.
+	TrustedProxies []string `toml:"trusted_proxies"`
+}
+
+// Proxies returns TrustedProxies as prefixes, an address as a prefix of
+// its full length.
+func (h HTTP) Proxies() ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, s := range h.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			ps = append(ps, p.Masked())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			// The server sees an IPv4 peer of a dual-stack socket as
+			// IPv4, so that is how it must be written here.
+			a = a.Unmap()
+			ps = append(ps, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			return nil, fmt.Errorf("want an address or a prefix such as 10.0.0.0/8, got %q", s)
+		}
+	}
+	return ps, nil
 }
 
 // Database selects the registry store.
@@ -326,6 +355,7 @@ func Parse(text, dir string) (*Config, error) {
 	c.rateLimitExplicit = md.IsDefined("rate_limit")
 	c.httpListenExplicit = md.IsDefined("http", "listen")
 	c.cacheExplicit = md.IsDefined("registration_cache")
+	c.proxiesExplicit = md.IsDefined("http", "trusted_proxies")
 	c.graceExplicit = md.IsDefined("outage_grace")
 	// A key is unknown when neither our options nor the seed's took it.
 	seedMissed := map[string]bool{}
@@ -379,6 +409,15 @@ func (c *Config) applyDefaults() {
 	if c.HTTP.Metrics == nil {
 		t := true
 		c.HTTP.Metrics = &t
+	}
+	if c.HTTP.RegisterLimit == nil {
+		n := httpapi.DefaultRegisterLimit
+		c.HTTP.RegisterLimit = &n
+	}
+	if c.HTTP.TrustedProxies == nil && !c.proxiesExplicit {
+		for _, p := range httpapi.DefaultTrustedProxies {
+			c.HTTP.TrustedProxies = append(c.HTTP.TrustedProxies, p.String())
+		}
 	}
 	if c.Database.Driver == "" {
 		c.Database.Driver = "sqlite"
@@ -533,6 +572,12 @@ func (c *Config) validate() []error {
 	checkAddr("metrics_listen", c.MetricsListen)
 	if c.MaxRegistrationsPerDomain < 0 {
 		bad("max_registrations_per_domain", "must not be negative (0 means no cap)")
+	}
+	if *c.HTTP.RegisterLimit < 0 {
+		bad("http.register_limit", "must not be negative (0 turns the limit off)")
+	}
+	if _, err := c.HTTP.Proxies(); err != nil {
+		bad("http.trusted_proxies", "%v", err)
 	}
 	if c.RegistrationCache < 0 {
 		bad("registration_cache", "must not be negative (0 turns the cache off)")

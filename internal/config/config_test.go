@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
@@ -183,6 +185,40 @@ func TestRegistrationCache(t *testing.T) {
 	}
 	if d := Default(); d.RegistrationCache != appserver.DefaultCacheSize {
 		t.Errorf("default %d", d.RegistrationCache)
+	}
+}
+
+// The per-client registration limit is on by default, behind a proxy on
+// the machine; an empty list of proxies trusts none.
+func TestRegisterLimit(t *testing.T) {
+	for _, tt := range []struct {
+		toml    string
+		limit   int
+		proxies string
+	}{
+		{"", httpapi.DefaultRegisterLimit, "[127.0.0.0/8 ::1/128]"},
+		{"[http]\nregister_limit = 0", 0, "[127.0.0.0/8 ::1/128]"},
+		{"[http]\nregister_limit = 600\ntrusted_proxies = []", 600, "[]"},
+		{`[http]
+trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::/32", "::ffff:192.0.2.2"]`, httpapi.DefaultRegisterLimit, "[10.0.0.0/8 192.0.2.1/32 2001:db8::/32 192.0.2.2/32]"},
+	} {
+		c, err := Parse(tt.toml, "")
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		ps, err := c.HTTP.Proxies()
+		if err != nil || *c.HTTP.RegisterLimit != tt.limit || fmt.Sprint(ps) != tt.proxies {
+			t.Errorf("%q: limit %d, proxies %v (%v); want %d and %s", tt.toml, *c.HTTP.RegisterLimit, ps, err, tt.limit, tt.proxies)
+		}
+	}
+	for _, tt := range []struct{ toml, want string }{
+		{"[http]\nregister_limit = -1", "http.register_limit: must not be negative"},
+		{`[http]
+trusted_proxies = ["proxy.example.org"]`, `http.trusted_proxies: want an address or a prefix such as 10.0.0.0/8, got "proxy.example.org"`},
+	} {
+		if _, err := Parse(tt.toml, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want %q", tt.toml, err, tt.want)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -63,12 +64,26 @@ type Options struct {
 	// Checks are listed on the health page; the ready page answers 503
 	// while any of them fails.
 	Checks func() []Check
-	Logger *slog.Logger
+	// RegisterLimit bounds the registrations and unregistrations of a
+	// client address (an IPv6 client's /64) to this many a minute, as
+	// many at once; 0 leaves them unbounded.
+	RegisterLimit int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client that RegisterLimit counts.
+	TrustedProxies []netip.Prefix
+	// Limited, when set, is told of each request RegisterLimit refused,
+	// by endpoint.
+	Limited func(endpoint string)
+	Logger  *slog.Logger
 }
 
 // New returns the API's handler.
 func New(o Options) http.Handler {
-	a := &api{Options: o, pushers: newPushers(maxBatchInFlight, pusherIdle)}
+	a := &api{
+		Options: o,
+		pushers: newPushers(maxBatchInFlight, pusherIdle),
+		limit:   newClientLimit(o.RegisterLimit, o.TrustedProxies, o.Logger),
+	}
 	mux := http.NewServeMux()
 	const v1 = "/push_appserver/v1/"
 	mux.HandleFunc("POST "+v1+"register", a.register)
@@ -146,7 +161,24 @@ var formTitles = map[string]string{
 
 type api struct {
 	Options
-	pushers *pushers // push-batch's
+	pushers *pushers     // push-batch's
+	limit   *clientLimit // nil: registrations unbounded
+}
+
+// admit answers 429 and returns false when r's client has used up its
+// registrations for now. It runs before the body is read: a client over
+// its limit costs no more than its request's header.
+func (a *api) admit(w http.ResponseWriter, r *http.Request, endpoint string) bool {
+	ok, wait := a.limit.allow(r)
+	if ok {
+		return true
+	}
+	if a.Limited != nil {
+		a.Limited(endpoint)
+	}
+	w.Header().Set("Retry-After", retryAfter(wait))
+	textStatus(w, http.StatusTooManyRequests, "ERROR\n", "Rate limit exceeded, try again later!")
+	return false
 }
 
 // readForm decodes a form-encoded body of at most MaxBodySize bytes and
@@ -268,6 +300,9 @@ func textStatus(w http.ResponseWriter, status int, lines ...string) {
 }
 
 func (a *api) register(w http.ResponseWriter, r *http.Request) {
+	if !a.admit(w, r, "register") {
+		return
+	}
 	f, ok := readForm(w, r, "type", "node", "token")
 	if !ok {
 		return
@@ -294,6 +329,9 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
+	if !a.admit(w, r, "unregister") {
+		return
+	}
 	f, ok := readForm(w, r, "type", "node")
 	if !ok {
 		return

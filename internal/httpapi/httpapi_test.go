@@ -75,7 +75,7 @@ func newFixture(t *testing.T, debugging bool, rate time.Duration) *fixture {
 	return newFixtureOpts(t, debugging, appserver.Options{RateLimit: rate})
 }
 
-func newFixtureOpts(t *testing.T, debugging bool, opts appserver.Options) *fixture {
+func newFixtureOpts(t *testing.T, debugging bool, opts appserver.Options, apiOpts ...func(*httpapi.Options)) *fixture {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
@@ -93,12 +93,17 @@ func newFixtureOpts(t *testing.T, debugging bool, opts appserver.Options) *fixtu
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := httpapi.New(httpapi.Options{
+	o := httpapi.Options{
 		Service: svc, Registrations: store, Debugging: debugging, Metrics: m.Handler(), Logger: logger,
 		Checks: func() []httpapi.Check {
 			return []httpapi.Check{{Name: "component push.example.org", OK: func() bool { return false }}}
 		},
-	})
+		Limited: m.HTTPLimited,
+	}
+	for _, set := range apiOpts {
+		set(&o)
+	}
+	h := httpapi.New(o)
 	waiting := make(chan struct{}, 16)
 	hooks := push.WaitingFuncs{
 		PauseFunc: func() {

@@ -2,10 +2,14 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/httpapi"
 )
 
 const attackerToken = "ee00ee00"
@@ -141,5 +145,89 @@ func TestXMPPRegistrationNotTakenOverHTTP(t *testing.T) {
 	}
 	if code, body, _ := f.do(t, "POST", "/push_appserver/v1/unregister", "type=fcm&node=jn&secret="+r.Secret); code != 200 || body != "OK\njn\n" {
 		t.Fatalf("unregister with the secret: %d %q", code, body)
+	}
+}
+
+// from makes a request of the HTTP API through a reverse proxy on the
+// test's machine (a trusted proxy by default) for the client xff names.
+func (f *fixture) from(t *testing.T, xff, path, body string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest("POST", f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func TestRegistrationsLimitedPerClient(t *testing.T) {
+	f := newFixtureOpts(t, false, appserver.Options{}, func(o *httpapi.Options) {
+		o.RegisterLimit = 3
+		o.TrustedProxies = httpapi.DefaultTrustedProxies
+	})
+	const a, b = "198.51.100.7", "2001:db8:1:2::1"
+	register := func(client, node string) (int, string, http.Header) {
+		return f.from(t, client, "/push_appserver/v1/register", "type=fcm&node="+node+"&token=tok-"+node)
+	}
+	for i := range 2 {
+		if code, body, _ := register(a, fmt.Sprint("a", i)); code != 200 {
+			t.Fatalf("registration %d: %d %q", i, code, body)
+		}
+	}
+	if code, body, _ := f.from(t, a, "/push_appserver/v1/unregister", "type=fcm&node=a0"); code != 200 {
+		t.Fatalf("unregister: %d %q", code, body)
+	}
+	// The fourth request within the minute, whatever its endpoint.
+	code, body, hdr := register(a, "a9")
+	if code != http.StatusTooManyRequests || body != "ERROR\nRate limit exceeded, try again later!" || hdr.Get("Retry-After") != "20" {
+		t.Fatalf("over the limit: %d %q, Retry-After %q", code, body, hdr.Get("Retry-After"))
+	}
+	if code, _, _ := f.from(t, a, "/push_appserver/v1/unregister", "type=fcm&node=a1"); code != http.StatusTooManyRequests {
+		t.Fatalf("unregister over the limit: %d", code)
+	}
+	if _, err := f.store.Get(context.Background(), "a9"); err == nil {
+		t.Error("a registration refused by the limit was stored")
+	}
+	if _, err := f.store.Get(context.Background(), "a1"); err != nil {
+		t.Errorf("an unregistration refused by the limit removed the node: %v", err)
+	}
+
+	// Another client, and another address in the same IPv6 /64.
+	for i := range 3 {
+		if code, body, _ := register(b, fmt.Sprint("b", i)); code != 200 {
+			t.Fatalf("client b's registration %d: %d %q", i, code, body)
+		}
+	}
+	if code, _, _ := register("2001:db8:1:2::ffff", "b9"); code != http.StatusTooManyRequests {
+		t.Errorf("another address of b's /64 was not counted with b: %d", code)
+	}
+	// A request the proxy names no client for is not limited, and
+	// neither are pushes.
+	for i := range 5 {
+		if code, body, _ := register("", fmt.Sprint("local", i)); code != 200 {
+			t.Fatalf("registration %d naming no client: %d %q", i, code, body)
+		}
+	}
+	_, body, _ = register(a+", 10.0.0.1", "a1") // 10.0.0.1 is no trusted proxy: it is the client
+	if code, _, _ := f.from(t, a, "/push_appserver/v1/push", "node=a1&secret="+secretOf(t, body)); code != 200 {
+		t.Errorf("push from a limited client: %d", code)
+	}
+
+	_, metrics, _ := f.do(t, "GET", "/metrics", "")
+	for _, w := range []string{
+		`push_appserver_http_limited_total{endpoint="register"} 2`,
+		`push_appserver_http_limited_total{endpoint="unregister"} 1`,
+	} {
+		if !strings.Contains(metrics, w) {
+			t.Errorf("metrics lack %q", w)
+		}
 	}
 }

@@ -30,6 +30,7 @@ type Metrics struct {
 	rejections    *prometheus.CounterVec
 	regFailures   *prometheus.CounterVec
 	disconnects   *prometheus.CounterVec
+	httpLimited   *prometheus.CounterVec
 
 	// pushed holds the counter and histogram of each app and outcome
 	// seen, copied on write: WithLabelValues hashes the labels and
@@ -96,7 +97,14 @@ func New() *Metrics {
 		Name: "push_appserver_component_disconnects_total",
 		Help: "Times the XMPP component connection for the JID ended, a shutdown's included: broken by the server, a write that stalled, a ping the server did not answer. The log's \"component connection lost\" lines say why.",
 	}, []string{"jid"})
-	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects,
+	m.httpLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "push_appserver_http_limited_total",
+		Help: "HTTP registrations and unregistrations refused because their client address made more than http.register_limit a minute, by endpoint.",
+	}, []string{"endpoint"})
+	for _, e := range []string{"register", "unregister"} {
+		m.httpLimited.WithLabelValues(e)
+	}
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects, m.httpLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -153,6 +161,12 @@ func (m *Metrics) Rejected(r appserver.RejectReason) {
 // RegistrationFailed counts a registration that stored nothing.
 func (m *Metrics) RegistrationFailed(r appserver.RegistrationFailure) {
 	m.regFailures.WithLabelValues(string(r)).Inc()
+}
+
+// HTTPLimited counts a request of the HTTP API refused by the per-client
+// registration limit.
+func (m *Metrics) HTTPLimited(endpoint string) {
+	m.httpLimited.WithLabelValues(endpoint).Inc()
 }
 
 // ComponentState records whether the component connection for jid is up.

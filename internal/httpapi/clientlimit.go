@@ -1,0 +1,243 @@
+package httpapi
+
+import (
+	"log/slog"
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// DefaultRegisterLimit is how many registrations and unregistrations a
+// client address may make a minute, at once or spread out. An app
+// registers when it starts, so this is far above what the devices behind
+// one address need, even behind a carrier's NAT, and far below what fills
+// a registry.
+const DefaultRegisterLimit = 60
+
+// DefaultTrustedProxies are the addresses whose X-Forwarded-For names the
+// client: a reverse proxy on the same machine, in front of the default
+// listener on 127.0.0.1.
+var DefaultTrustedProxies = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+const (
+	// maxClients bounds the limiter's memory (about 150 bytes a client).
+	// Clients whose bucket has filled again are forgotten when it is
+	// reached; beyond it, new clients share one bucket.
+	maxClients = 65536
+	// maxHops bounds the X-Forwarded-For entries read of a request.
+	maxHops = 32
+	// ipv6Bits is the prefix one IPv6 client is counted by: a home or
+	// a phone gets at least a /64, and can use any address in it.
+	ipv6Bits = 64
+)
+
+// clientLimit bounds the requests of each client address with a token
+// bucket: limit a minute, as many at once. Registrations are what it
+// guards: each new node is a row, and nothing else stops one client from
+// filling the registry. Pushes are not bounded by client: they come from
+// a few XMPP servers in volume, and each device's are throttled already.
+type clientLimit struct {
+	every   rate.Limit // tokens a second
+	burst   int
+	trusted []netip.Prefix
+	logger  *slog.Logger
+	now     func() time.Time
+
+	mu        sync.Mutex
+	clients   map[netip.Addr]*rate.Limiter
+	overflow  *rate.Limiter // the clients beyond maxClients
+	lastSweep time.Time
+
+	warnedAnonymous atomic.Bool
+	warnedOverflow  atomic.Bool
+	warnedUntrusted atomic.Bool
+}
+
+func newClientLimit(perMinute int, trusted []netip.Prefix, logger *slog.Logger) *clientLimit {
+	if perMinute <= 0 {
+		return nil
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l := &clientLimit{
+		every:   rate.Limit(float64(perMinute) / 60),
+		burst:   perMinute,
+		trusted: trusted,
+		logger:  logger,
+		now:     time.Now,
+		clients: map[netip.Addr]*rate.Limiter{},
+	}
+	l.overflow = rate.NewLimiter(l.every, l.burst)
+	return l
+}
+
+// allow takes a token from the bucket of r's client. When there is none
+// it returns false and how long until there is.
+func (l *clientLimit) allow(r *http.Request) (bool, time.Duration) {
+	if l == nil {
+		return true, 0
+	}
+	client, ok := l.client(r)
+	if !ok {
+		return true, 0
+	}
+	now := l.now()
+	lim := l.bucket(client, now)
+	if lim.AllowN(now, 1) {
+		return true, 0
+	}
+	if l.ignoredForwarded(r) && l.warnedUntrusted.CompareAndSwap(false, true) {
+		// Most likely a proxy left out of trusted_proxies, whose
+		// clients all count as one: say so, once.
+		l.logger.Warn("registrations over the limit came with X-Forwarded-For from an address that is not in http.trusted_proxies; if it is a proxy, every client behind it shares one limit", "addr", client.String())
+	}
+	missing := 1 - lim.TokensAt(now)
+	return false, time.Duration(missing / float64(l.every) * float64(time.Second))
+}
+
+// bucket returns client's bucket, made full when new.
+func (l *clientLimit) bucket(client netip.Addr, now time.Time) *rate.Limiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lim, ok := l.clients[client]; ok {
+		return lim
+	}
+	if len(l.clients) >= maxClients && now.Sub(l.lastSweep) >= time.Second {
+		l.lastSweep = now
+		l.sweep(now)
+	}
+	if len(l.clients) >= maxClients {
+		if l.warnedOverflow.CompareAndSwap(false, true) {
+			l.logger.Warn("more client addresses registering than the registration limit tracks; the newest share one limit", "clients", maxClients)
+		}
+		return l.overflow
+	}
+	lim := rate.NewLimiter(l.every, l.burst)
+	l.clients[client] = lim
+	return lim
+}
+
+// sweep forgets the clients whose bucket is full again: a new one would
+// be the same.
+func (l *clientLimit) sweep(now time.Time) {
+	full := float64(l.burst)
+	for c, lim := range l.clients {
+		if lim.TokensAt(now) >= full {
+			delete(l.clients, c)
+		}
+	}
+}
+
+// client returns the address r is counted by, and false when r is not
+// to be limited. The client is the connection's peer unless that is a
+// trusted proxy; then X-Forwarded-For is read from its end (each proxy
+// appends the address it was connected from), and the first address
+// that is not a trusted proxy's is the client: what a client writes
+// itself comes before that and is never believed. A request every hop
+// of which is trusted (a proxy that named no client, a check run on the
+// machine) is not limited, since it names nobody to count it against.
+func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	hop := ap.Addr().Unmap()
+	if !l.isTrusted(hop) {
+		return l.key(hop), true
+	}
+	fields := r.Header.Values("X-Forwarded-For")
+	seen := 0
+	for i := len(fields) - 1; i >= 0; i-- {
+		rest := fields[i]
+		for rest != "" {
+			var entry string
+			if j := strings.LastIndexByte(rest, ','); j >= 0 {
+				rest, entry = rest[:j], rest[j+1:]
+			} else {
+				rest, entry = "", rest
+			}
+			entry = strings.TrimSpace(entry)
+			if entry == "" {
+				continue
+			}
+			if seen++; seen > maxHops {
+				// More trusted proxies in a row than any setup has:
+				// count them against the last rather than read on.
+				return l.key(hop), true
+			}
+			a, ok := parseHop(entry)
+			if !ok {
+				// A trusted proxy wrote what is no address: count
+				// it against that proxy rather than let it pass.
+				return l.key(hop), true
+			}
+			if !l.isTrusted(a) {
+				return l.key(a), true
+			}
+			hop = a
+		}
+	}
+	if l.warnedAnonymous.CompareAndSwap(false, true) {
+		l.logger.Info("a registration came from a trusted proxy that named no client in X-Forwarded-For; such requests are not limited per client", "proxy", hop.String())
+	}
+	return netip.Addr{}, false
+}
+
+// ignoredForwarded reports whether r has an X-Forwarded-For that was not
+// believed, its peer being no trusted proxy.
+func (l *clientLimit) ignoredForwarded(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && !l.isTrusted(ap.Addr().Unmap()) && r.Header.Get("X-Forwarded-For") != ""
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or an address
+// with a port as some proxies write it ("192.0.2.1:4711", "[2001:db8::1]:4711").
+func parseHop(s string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+func (l *clientLimit) isTrusted(a netip.Addr) bool {
+	for _, p := range l.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// key is what a client is counted by: its IPv4 address, or its IPv6
+// address's /64.
+func (l *clientLimit) key(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(ipv6Bits)
+		return p.Addr()
+	}
+	return a
+}
+
+// retryAfter is the Retry-After field for a wait of d: whole seconds,
+// at least one.
+func retryAfter(d time.Duration) string {
+	s := int64(math.Ceil(d.Seconds()))
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}
