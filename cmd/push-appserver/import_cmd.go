@@ -7,7 +7,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/push-appserver/push-appserver/internal/admin"
+	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/migrate/modpushappserver"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
 
 // typeMap is a repeatable -type-map old=new flag.
@@ -34,11 +39,16 @@ func (m typeMap) Set(s string) error {
 }
 
 func runImport(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("import", "import mod_push_appserver [flags] PATH\n\n"+
-		"PATH is Prosody's data_path (file store), the push_appserver folder in it,\n"+
-		"Prosody's SQLite database (storage = \"sql\"), or the URL of its PostgreSQL\n"+
-		"(postgres://user:password@host/db) or MySQL/MariaDB database\n"+
-		"(mysql://user:password@host[:port]/db, or mysql://user:password@/db?socket=PATH).", stdout, stderr)
+	f := newFlags("import", "import mod_push_appserver [flags] PATH\n"+
+		"       import registry [flags] SOURCE\n\n"+
+		"mod_push_appserver: PATH is Prosody's data_path (file store), the push_appserver\n"+
+		"folder in it, Prosody's SQLite database (storage = \"sql\"), or the URL of its\n"+
+		"PostgreSQL (postgres://user:password@host/db) or MySQL/MariaDB database\n"+
+		"(mysql://user:password@host[:port]/db, or mysql://user:password@/db?socket=PATH).\n\n"+
+		"registry: SOURCE is another push-appserver registry, an SQLite file (such as\n"+
+		"data/registry.db or a backup) or a PostgreSQL URL; every registration in it is\n"+
+		"copied into the configured registry as it is, secret, owner and push outcomes\n"+
+		"included, with the salt their account and device hashes need.", stdout, stderr)
 	cfgPath := f.configFlag()
 	types := typeMap{}
 	f.Var(types, "type-map", "rename a type: `old=new` (repeatable, or comma-separated), e.g. apns=ios")
@@ -47,6 +57,13 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	rest, code, ok := f.parse(args)
 	if !ok {
 		return code
+	}
+	if len(rest) == 2 && rest[0] == "registry" {
+		if len(types) > 0 {
+			fmt.Fprintln(stderr, "push-appserver import registry: -type-map is for mod_push_appserver: a registry is copied as it is")
+			return 2
+		}
+		return importRegistry(*cfgPath, rest[1], *dryRun, stdout, stderr)
 	}
 	if len(rest) != 2 || rest[0] != "mod_push_appserver" {
 		f.usage(stderr)
@@ -74,7 +91,7 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 			opts.Progress = stderr
 		}
 	}
-	fmt.Fprintf(stdout, "importing from %s into %s\n", src, cfg.Database.Path)
+	fmt.Fprintf(stdout, "importing from %s into %s\n", src, registryName(cfg))
 	sum, err := modpushappserver.Import(ctx, src, store, opts)
 	sum.WriteTo(stdout)
 	if err != nil {
@@ -96,4 +113,88 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// registryName names the configured registry for a person: its file, or
+// PostgreSQL (whose DSN may hold a password).
+func registryName(cfg *config.Config) string {
+	if cfg.Database.Driver == "postgres" {
+		return "PostgreSQL (database.dsn)"
+	}
+	return cfg.Database.Path
+}
+
+// importRegistry copies the registrations of the push-appserver registry
+// at source into the configured one (admin.Copy).
+func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Writer) int {
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "push-appserver import registry: "+format+"\n", args...)
+		return 1
+	}
+	cfg, ok := loadConfig(cfgPath, stderr)
+	if !ok {
+		return 1
+	}
+	isURL := strings.HasPrefix(source, "postgres://") || strings.HasPrefix(source, "postgresql://")
+	if !isURL {
+		// sqlite.Open would make an empty registry of a mistyped path.
+		st, err := os.Stat(source)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if !st.Mode().IsRegular() {
+			return fail("%s is not a file", source)
+		}
+		if cfg.Database.Driver == "sqlite" && sameFile(source, cfg.Database.Path) {
+			return fail("%s is the configured registry itself", source)
+		}
+	} else if cfg.Database.Driver == "postgres" {
+		if dsn, err := config.ResolveSecret(cfg.Database.DSN); err == nil && dsn == source {
+			return fail("the source is the configured registry itself")
+		}
+	}
+	ctx, dst, done, ok := openConfigured(cfg, "import registry", stderr)
+	if !ok {
+		return 1
+	}
+	defer done()
+	var src registry.Store
+	var err error
+	if isURL {
+		src, err = postgres.Open(ctx, source, postgres.Options{StatementTimeout: cfg.Database.StatementTimeout.D(), Logger: cliLogger(stderr)})
+	} else {
+		src, err = sqlite.Open(ctx, source)
+	}
+	if err != nil {
+		return fail("opening the source: %v", err)
+	}
+	defer src.Close()
+	name := source
+	if isURL {
+		name = "PostgreSQL"
+	}
+	verb := "copying"
+	if dryRun {
+		verb = "would copy (dry run)"
+	}
+	fmt.Fprintf(stdout, "%s registrations from %s into %s\n", verb, name, registryName(cfg))
+	sum, err := admin.Copy(ctx, dst, src, dryRun)
+	sum.WriteTo(stdout)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if !dryRun && sum.Total() > 0 {
+		fmt.Fprintln(stdout, "a server running on the target serves them at once; registrations made on the source from now on are not copied: stop its servers and run this again before moving them")
+	}
+	return 0
+}
+
+// sameFile tells whether paths a and b name the same file.
+func sameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
 }

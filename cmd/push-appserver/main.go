@@ -8,6 +8,7 @@
 //	push-appserver check-config [-config file]
 //	push-appserver vapid-keygen -out file
 //	push-appserver import mod_push_appserver [-config file] [-type-map a=b] [-dry-run] PATH
+//	push-appserver import registry [-config file] [-dry-run] SOURCE
 //	push-appserver registrations list|show|delete|count [flags]
 //	push-appserver send-test -app A -token T [-config file]
 //	push-appserver version
@@ -54,7 +55,7 @@ func commands() []command {
 		{"serve", "run the app server", runServe},
 		{"check-config", "validate the configuration and print every problem", runCheckConfig},
 		{"vapid-keygen", "write a VAPID key for a webpush app", vapidKeygen},
-		{"import", "import registrations from mod_push_appserver", runImport},
+		{"import", "import registrations from mod_push_appserver or another registry", runImport},
 		{"registrations", "list, show, delete or count registrations", runRegistrations},
 		{"backup", "write a consistent copy of the SQLite registry", runBackup},
 		{"restore", "put a backup in place of the SQLite registry (server stopped)", runRestore},

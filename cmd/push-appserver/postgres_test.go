@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -323,4 +324,51 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 	if r, err := store.Get(t.Context(), "hot-0"); err != nil || r.LastErrorReason != "apns: 400 BadPriority " {
 		t.Errorf("the outcome of the push APNS refused while PostgreSQL was down: %q, %v; want its reason written", r.LastErrorReason, err)
 	}
+}
+
+// A deployment that outgrows SQLite moves its registrations to
+// PostgreSQL with `import registry`: a device registered on the SQLite
+// server is pushed through the PostgreSQL one with the same secret.
+func TestImportRegistryIntoPostgres(t *testing.T) {
+	bin := buildBinary(t)
+	dir, addr, sqliteCfg := minimalConfig(t)
+	a := startServer(t, bin, sqliteCfg)
+	a.waitHealthy(t, addr)
+	secret := strings.Split(a.post(t, "register", url.Values{"type": {"apns"}, "node": {"n1"}, "token": {"ab12"}}), "\n")[2]
+	a.stop(t)
+	source := filepath.Join(dir, "data", "registry.db")
+
+	t.Setenv("PUSH_APPSERVER_DSN", pg.DB(t))
+	addr, pgCfg := postgresConfig(t)
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append([]string{"import", "registry", "-config"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{pgCfg, filepath.Join(dir, "missing.db")}, "no such file or directory"},
+		{[]string{sqliteCfg, source}, "is the configured registry itself"},
+		{[]string{pgCfg, "-type-map", "apns=ios", source}, "-type-map is for mod_push_appserver"},
+	} {
+		if out, err := run(tt.args...); err == nil || !strings.Contains(out, tt.want) {
+			t.Errorf("import registry %v: %v\n%s", tt.args, err, out)
+		}
+	}
+	out, err := run(pgCfg, "-dry-run", source)
+	if err != nil || !strings.Contains(out, "would copy") || !strings.Contains(out, "\n1 registrations") {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	out, err = run(pgCfg, source)
+	if err != nil || !strings.Contains(out, "1 registrations, 0 of them bound") || !strings.Contains(out, "1 new in the target") {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+
+	b := startServer(t, bin, pgCfg)
+	b.waitHealthy(t, addr)
+	if body := b.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); body != "OK\nn1" {
+		t.Fatalf("push on PostgreSQL with the secret registered on SQLite: %q", body)
+	}
+	b.stop(t)
 }

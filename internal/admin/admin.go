@@ -1,7 +1,8 @@
 // Package admin owns what an operator does by hand on a running
 // installation: list, show, count, delete and prune registrations in the
-// registry (beside a running server), and send one test push through an
-// app. It never shows a secret unless asked to.
+// registry (beside a running server), copy them into another registry,
+// and send one test push through an app. It never shows a secret unless
+// asked to.
 package admin
 
 import (

@@ -292,12 +292,17 @@ func (s *Service) owner(ctx context.Context, account Account) (string, error) {
 	return s.salted(ctx, "owner", account.Bare)
 }
 
+// SaltName is the registry's instance value that salts the hashes of
+// accounts and devices (Registration.Owner, Registration.DeviceKey). It
+// must go along when registrations move to another registry.
+const SaltName = "device-key-salt"
+
 // salted hashes parts with a salt shared by every instance using the
 // registry. The "device" hash keeps the format device keys always had.
 func (s *Service) salted(ctx context.Context, kind string, parts ...string) (string, error) {
 	s.saltMu.Lock()
 	if s.salt == "" {
-		salt, err := s.store.InstanceValue(ctx, "device-key-salt", func() (string, error) { return randomHex(32) })
+		salt, err := s.store.InstanceValue(ctx, SaltName, func() (string, error) { return randomHex(32) })
 		if err != nil {
 			s.saltMu.Unlock()
 			return "", fmt.Errorf("reading device key salt: %w", err)

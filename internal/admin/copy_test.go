@@ -1,0 +1,255 @@
+package admin_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/admin"
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
+)
+
+var pg = pgtest.New()
+
+func TestMain(m *testing.M) { os.Exit(pg.Run(m)) }
+
+// sent remembers the tokens a push went to.
+type sent struct {
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (s *sent) Send(_ context.Context, n push.Notification) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = append(s.tokens, n.Token)
+	return nil
+}
+
+func service(t *testing.T, store registry.Store) (*appserver.Service, *sent) {
+	t.Helper()
+	backend := &sent{}
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
+		appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, backend
+}
+
+type stores struct {
+	name     string
+	src, dst func(t *testing.T) registry.Store
+}
+
+func sqliteStore(t *testing.T) registry.Store {
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func postgresStore(t *testing.T) registry.Store {
+	s, err := postgres.Open(context.Background(), pg.DB(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+var alice = appserver.Account{Bare: "alice@example.org", Domain: "example.org"}
+
+// A registry copied into another serves the same devices: a push with
+// the secret the user's server holds goes through, an account may still
+// change the registrations it made and nobody else may, a device
+// registered by account and device id keeps its node, and the push
+// outcomes come along.
+func TestCopyServesTheSameDevices(t *testing.T) {
+	for _, tt := range []stores{
+		{"sqlite to postgres", sqliteStore, postgresStore},
+		{"postgres to sqlite", postgresStore, sqliteStore},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			src := tt.src(t)
+			old, _ := service(t, src)
+			plain, err := old.Register(ctx, appserver.Caller{}, "fcm", "plain-node", "token-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			owned, err := old.Register(ctx, appserver.Caller{Account: alice}, "fcm", "alices-node", "token-2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			device, err := old.RegisterDevice(ctx, "fcm", alice, "phone", "", "token-3")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Push(ctx, appserver.PushRequest{Node: plain.Node, Secret: plain.Secret}); err != nil {
+				t.Fatal(err)
+			}
+			old.Close() // writes the push outcome
+
+			dst := tt.dst(t)
+			sum, err := admin.Copy(ctx, dst, src, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Total() != 3 || sum.Copied["fcm"] != 3 || sum.Bound != 2 || sum.New != 3 || sum.Salt != "copied" {
+				t.Fatalf("summary %+v", sum)
+			}
+
+			svc, backend := service(t, dst)
+			if err := svc.Push(ctx, appserver.PushRequest{Node: plain.Node, Secret: plain.Secret}); err != nil {
+				t.Fatalf("push with the secret registered before the copy: %v", err)
+			}
+			if len(backend.tokens) != 1 || backend.tokens[0] != "token-1" {
+				t.Fatalf("pushed to %v", backend.tokens)
+			}
+			r, err := svc.Register(ctx, appserver.Caller{Account: alice}, "fcm", "alices-node", "token-2b")
+			if err != nil || r.Secret != owned.Secret {
+				t.Fatalf("the owning account's new token: %v (secret kept: %v)", err, r.Secret == owned.Secret)
+			}
+			mallory := appserver.Account{Bare: "mallory@example.org", Domain: "example.org"}
+			if _, err := svc.Register(ctx, appserver.Caller{Account: mallory}, "fcm", "alices-node", "token-m"); !errors.Is(err, appserver.ErrForbidden) {
+				t.Fatalf("another account changed alice's registration: %v", err)
+			}
+			again, err := svc.RegisterDevice(ctx, "fcm", alice, "phone", "", "token-3b")
+			if err != nil || again.Node != device.Node || again.Secret != device.Secret {
+				t.Fatalf("the device registered again: %v, node %q secret kept %v; want node %q", err, again.Node, again.Secret == device.Secret, device.Node)
+			}
+			got, err := dst.Get(ctx, plain.Node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// PostgreSQL keeps microseconds.
+			if d := got.Registered.Sub(plain.Registered).Abs(); got.LastSuccessfulPush.IsZero() || d >= time.Microsecond {
+				t.Errorf("copied registration %+v lost its times (registered %v)", got, plain.Registered)
+			}
+
+			// Copied again, nothing is new; the devices' later changes
+			// in the target are replaced by the source's.
+			if sum, err = admin.Copy(ctx, dst, src, false); err != nil || sum.New != 0 || sum.Total() != 3 || sum.Salt != "same" {
+				t.Fatalf("second copy: %+v, %v", sum, err)
+			}
+		})
+	}
+}
+
+// A target with a salt of its own takes no registration bound by the
+// source's, and nothing of it; a dry run writes nothing.
+func TestCopyRefusesAnotherSalt(t *testing.T) {
+	ctx := context.Background()
+	src := sqliteStore(t)
+	old, _ := service(t, src)
+	if _, err := old.Register(ctx, appserver.Caller{Account: alice}, "fcm", "alices-node", "token-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Register(ctx, appserver.Caller{}, "fcm", "plain-node", "token-1"); err != nil {
+		t.Fatal(err)
+	}
+
+	dst := postgresStore(t)
+	other, _ := service(t, dst)
+	if _, err := other.Register(ctx, appserver.Caller{Account: alice}, "fcm", "other-node", "token-9"); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := admin.Copy(ctx, dst, src, true)
+	if err == nil || !errors.Is(err, admin.ErrSaltMismatch) {
+		t.Fatalf("dry run into a registry with another salt: %+v, %v", sum, err)
+	}
+	if _, err := admin.Copy(ctx, dst, src, false); !errors.Is(err, admin.ErrSaltMismatch) {
+		t.Fatalf("copy into a registry with another salt: %v", err)
+	}
+	if n, _ := dst.Count(ctx); n != 1 {
+		t.Errorf("the target holds %d registrations after a refused copy, want its 1", n)
+	}
+
+	// A dry run into an empty registry counts and writes nothing.
+	empty := sqliteStore(t)
+	sum, err = admin.Copy(ctx, empty, src, true)
+	if err != nil || sum.Total() != 2 || sum.Bound != 1 || sum.Salt != "copied" {
+		t.Fatalf("dry run: %+v, %v", sum, err)
+	}
+	if n, _ := empty.Count(ctx); n != 0 {
+		t.Errorf("a dry run wrote %d registrations", n)
+	}
+	if _, err := empty.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "", errors.New("none") }); err == nil {
+		t.Error("a dry run wrote the salt")
+	}
+}
+
+// Copy reads the source a page at a time, to its end.
+func TestCopyEveryPage(t *testing.T) {
+	ctx := context.Background()
+	src := sqliteStore(t)
+	var rs []registry.Registration
+	for i := range 2345 {
+		rs = append(rs, registry.Registration{Node: fmt.Sprintf("node-%05d", i), Type: "fcm", Token: fmt.Sprint("t", i),
+			Secret: fmt.Sprintf("%064x", i), Registered: time.Unix(1_800_000_000, 0)})
+	}
+	if err := src.Put(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	dst := postgresStore(t)
+	sum, err := admin.Copy(ctx, dst, src, false)
+	if err != nil || sum.Total() != 2345 || sum.New != 2345 || sum.Salt != "none" {
+		t.Fatalf("%+v, %v", sum, err)
+	}
+	if r, err := dst.Get(ctx, "node-02344"); err != nil || r.Secret != rs[2344].Secret {
+		t.Fatalf("the last registration: %+v, %v", r, err)
+	}
+}
+
+// BenchmarkCopy copies 20,000 registrations from SQLite into an empty
+// PostgreSQL database.
+func BenchmarkCopy(b *testing.B) {
+	ctx := context.Background()
+	src, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "registry.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	const n = 20000
+	var rs []registry.Registration
+	for i := range n {
+		rs = append(rs, registry.Registration{Node: fmt.Sprintf("%016x", uint64(i)*0x9e3779b97f4a7c15), Type: "fcm",
+			Token: fmt.Sprintf("token-%0150d", i), Secret: fmt.Sprintf("%064x", i), Registered: time.Unix(1_800_000_000, 0),
+			LastSuccessfulPush: time.Unix(1_800_000_100, 0)})
+	}
+	if err := src.Put(ctx, rs); err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dst, err := postgres.Open(ctx, pg.DB(b), postgres.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if sum, err := admin.Copy(ctx, dst, src, false); err != nil || sum.New != n {
+			b.Fatalf("%+v, %v", sum, err)
+		}
+		total += time.Since(start)
+		b.StopTimer()
+		dst.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/total.Seconds(), "registrations/s")
+}
