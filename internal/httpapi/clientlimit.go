@@ -7,11 +7,10 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/push-appserver/push-appserver/internal/ratelimit"
 )
 
 // DefaultRegisterLimit is how many registrations and unregistrations a
@@ -30,10 +29,6 @@ var DefaultTrustedProxies = []netip.Prefix{
 }
 
 const (
-	// maxClients bounds the limiter's memory (about 150 bytes a client).
-	// Clients whose bucket has filled again are forgotten when it is
-	// reached; beyond it, new clients share one bucket.
-	maxClients = 65536
 	// maxHops bounds the X-Forwarded-For entries read of a request.
 	maxHops = 32
 	// ipv6Bits is the prefix one IPv6 client is counted by: a home or
@@ -41,25 +36,15 @@ const (
 	ipv6Bits = 64
 )
 
-// clientLimit bounds the requests of each client address with a token
-// bucket: limit a minute, as many at once. Registrations are what it
-// guards: each new node is a row, and nothing else stops one client from
-// filling the registry. Pushes are not bounded by client: they come from
+// clientLimit bounds the requests of each client address. Registrations
+// are what it guards. Pushes are not bounded by client: they come from
 // a few XMPP servers in volume, and each device's are throttled already.
 type clientLimit struct {
-	every   rate.Limit // tokens a second
-	burst   int
+	buckets *ratelimit.Limiter[netip.Addr]
 	trusted []netip.Prefix
 	logger  *slog.Logger
-	now     func() time.Time
-
-	mu        sync.Mutex
-	clients   map[netip.Addr]*rate.Limiter
-	overflow  *rate.Limiter // the clients beyond maxClients
-	lastSweep time.Time
 
 	warnedAnonymous atomic.Bool
-	warnedOverflow  atomic.Bool
 	warnedUntrusted atomic.Bool
 }
 
@@ -70,16 +55,13 @@ func newClientLimit(perMinute int, trusted []netip.Prefix, logger *slog.Logger) 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	l := &clientLimit{
-		every:   rate.Limit(float64(perMinute) / 60),
-		burst:   perMinute,
+	return &clientLimit{
+		buckets: ratelimit.New[netip.Addr](perMinute, func() {
+			logger.Warn("more client addresses registering than the registration limit tracks; the newest share one limit", "clients", ratelimit.MaxKeys)
+		}),
 		trusted: trusted,
 		logger:  logger,
-		now:     time.Now,
-		clients: map[netip.Addr]*rate.Limiter{},
 	}
-	l.overflow = rate.NewLimiter(l.every, l.burst)
-	return l
 }
 
 // allow takes a token from the bucket of r's client. When there is none
@@ -92,51 +74,13 @@ func (l *clientLimit) allow(r *http.Request) (bool, time.Duration) {
 	if !ok {
 		return true, 0
 	}
-	now := l.now()
-	lim := l.bucket(client, now)
-	if lim.AllowN(now, 1) {
-		return true, 0
-	}
-	if l.ignoredForwarded(r) && l.warnedUntrusted.CompareAndSwap(false, true) {
+	ok, wait := l.buckets.Allow(client)
+	if !ok && l.ignoredForwarded(r) && l.warnedUntrusted.CompareAndSwap(false, true) {
 		// Most likely a proxy left out of trusted_proxies, whose
 		// clients all count as one: say so, once.
 		l.logger.Warn("registrations over the limit came with X-Forwarded-For from an address that is not in http.trusted_proxies; if it is a proxy, every client behind it shares one limit", "addr", client.String())
 	}
-	missing := 1 - lim.TokensAt(now)
-	return false, time.Duration(missing / float64(l.every) * float64(time.Second))
-}
-
-// bucket returns client's bucket, made full when new.
-func (l *clientLimit) bucket(client netip.Addr, now time.Time) *rate.Limiter {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if lim, ok := l.clients[client]; ok {
-		return lim
-	}
-	if len(l.clients) >= maxClients && now.Sub(l.lastSweep) >= time.Second {
-		l.lastSweep = now
-		l.sweep(now)
-	}
-	if len(l.clients) >= maxClients {
-		if l.warnedOverflow.CompareAndSwap(false, true) {
-			l.logger.Warn("more client addresses registering than the registration limit tracks; the newest share one limit", "clients", maxClients)
-		}
-		return l.overflow
-	}
-	lim := rate.NewLimiter(l.every, l.burst)
-	l.clients[client] = lim
-	return lim
-}
-
-// sweep forgets the clients whose bucket is full again: a new one would
-// be the same.
-func (l *clientLimit) sweep(now time.Time) {
-	full := float64(l.burst)
-	for c, lim := range l.clients {
-		if lim.TokensAt(now) >= full {
-			delete(l.clients, c)
-		}
-	}
+	return ok, wait
 }
 
 // client returns the address r is counted by, and false when r is not
