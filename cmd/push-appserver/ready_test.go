@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,4 +96,72 @@ func TestSilentComponentReplaced(t *testing.T) {
 	}
 	s.waitLog(t, "the XMPP server did not answer a ping")
 	s.stop(t)
+}
+
+// account_register_limit reaches the ad-hoc commands: past it, an
+// account's registration is answered wait/resource-constraint, and
+// counted as limited.
+func TestAccountRegisterLimitFromConfig(t *testing.T) {
+	bin := buildBinary(t)
+	const jid, secret = "push.example.org", "s3cret"
+	srv, err := xmppfake.Listen(jid, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	addr := freePort(t)
+	cfg := writeConfig(t, fmt.Sprintf("account_register_limit = 2\n[http]\nlisten = %q\n[[component]]\njid = %q\naddress = %q\nsecret = %q\n",
+		addr, jid, srv.Addr(), secret))
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, addr)
+	st, err := srv.Accept(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i := range 3 {
+		err := st.Send(fmt.Sprintf(`<iq type='set' from='mallory@example.org/a' to='%s' id='reg%d'><command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='type'><value>apns</value></field><field var='node'><value>n%d</value></field><field var='token'><value>ab12</value></field></x></command></iq>`, jid, i, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	answers := map[string]string{}
+	st.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(answers) < 3 {
+		tok, err := st.Dec.Token()
+		if err != nil {
+			t.Fatalf("reading answers (have %v): %v", answers, err)
+		}
+		start, ok := tok.(xml.StartElement)
+		if !ok || start.Name.Local != "iq" {
+			continue
+		}
+		var iq struct {
+			Type  string `xml:"type,attr"`
+			ID    string `xml:"id,attr"`
+			Inner string `xml:",innerxml"`
+		}
+		if err := st.Dec.DecodeElement(&iq, &start); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(iq.ID, "reg") {
+			answers[iq.ID] = iq.Type + " " + iq.Inner
+		}
+	}
+	// They are handled at once, so any one of them may be the third.
+	var results, waits int
+	for _, a := range answers {
+		switch {
+		case strings.HasPrefix(a, "result "):
+			results++
+		case strings.HasPrefix(a, "error ") && strings.Contains(a, "type='wait'") && strings.Contains(a, "<resource-constraint"):
+			waits++
+		}
+	}
+	if results != 2 || waits != 1 {
+		t.Errorf("three registrations in a minute at a limit of 2: %d results, %d wait/resource-constraint: %v", results, waits, answers)
+	}
+	if v := metric(t, addr, `push_appserver_registration_failures_total{reason="limited"}`); v != 1 {
+		t.Errorf("limited registrations counted %v, want 1", v)
+	}
 }

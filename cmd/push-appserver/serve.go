@@ -133,6 +133,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 
 		StrictRegistration:        cfg.StrictRegistration,
 		MaxRegistrationsPerDomain: cfg.MaxRegistrationsPerDomain,
+		AccountRegisterLimit:      *cfg.AccountRegisterLimit,
 	}, logger)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/deadline"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/ratelimit"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
@@ -116,6 +118,12 @@ type Options struct {
 	// allowed. 0 means no cap. Registrations over HTTP carry no domain and
 	// are not counted.
 	MaxRegistrationsPerDomain int
+	// AccountRegisterLimit bounds the registrations and unregistrations
+	// of one XMPP account to this many a minute, as many at once, so
+	// that one account of a public server cannot fill the registry at
+	// the speed its server lets it send. 0 means no bound. Requests over
+	// HTTP carry no account; the HTTP API bounds them by address.
+	AccountRegisterLimit int
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless pushes. Default 7 days.
 	TokenBlock time.Duration
@@ -158,6 +166,11 @@ type Service struct {
 
 	saltMu sync.Mutex
 	salt   string
+
+	// accounts bounds each account's registrations (AccountRegisterLimit),
+	// keyed by a hash of its bare JID: a JID may be 3 KB long.
+	accounts    *ratelimit.Limiter[uint64]
+	accountSeed maphash.Seed
 }
 
 // New returns a service over store for the given apps.
@@ -211,6 +224,10 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
 		stale:    newLimitedLog(logger, opts.Now, slog.LevelWarn, "registry unreadable; pushing to the registration as cached", "pushes to cached registrations not logged (rate limit)"),
+		accounts: ratelimit.New[uint64](opts.AccountRegisterLimit, func() {
+			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
+		}),
+		accountSeed: maphash.MakeSeed(),
 	}
 	svc.pushGet = func(ctx context.Context, node string) (registry.PushTarget, error) {
 		r, err := store.Get(ctx, node)

@@ -724,3 +724,42 @@ func TestRegistrationFailuresCounted(t *testing.T) {
 		}
 	}
 }
+
+// An account past AccountRegisterLimit stores nothing, and is counted
+// as limited; the limit is the account's, not its domain's.
+func TestAccountRegisterLimitCounted(t *testing.T) {
+	ctx := context.Background()
+	obs := &rejections{}
+	store := memory.New()
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Backend: &scripted{answers: map[string]error{}}}},
+		appserver.Options{Observer: obs, AccountRegisterLimit: 2}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := appserver.Account{Bare: "alice@example.org", Domain: "example.org"}
+	for _, node := range []string{"n1", "n2"} {
+		if _, err := svc.Register(ctx, appserver.Caller{Account: alice}, "fcm", node, "tok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = svc.RegisterDevice(ctx, "fcm", alice, "phone", "", "tok")
+	if !errors.Is(err, appserver.ErrLimited) {
+		t.Fatalf("third registration in a minute: %v, want ErrLimited", err)
+	}
+	if _, err := svc.Unregister(ctx, appserver.Caller{Account: alice}, "fcm", "n1"); !errors.Is(err, appserver.ErrLimited) {
+		t.Fatalf("unregistration past the limit: %v, want ErrLimited", err)
+	}
+	if n, _ := store.Count(ctx); n != 2 {
+		t.Errorf("%d registrations stored, want 2", n)
+	}
+	obs.mu.Lock()
+	got := obs.failures
+	obs.mu.Unlock()
+	if len(got) != 1 || got[0] != appserver.RegistrationLimited {
+		t.Errorf("failures counted %v, want one limited", got)
+	}
+	bob := appserver.Account{Bare: "bob@example.org", Domain: "example.org"}
+	if _, err := svc.Register(ctx, appserver.Caller{Account: bob}, "fcm", "n3", "tok"); err != nil {
+		t.Errorf("another account of the domain: %v", err)
+	}
+}

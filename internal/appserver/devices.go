@@ -96,6 +96,9 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 	if err := s.checkRegistration(typ, "-", token); err != nil {
 		return registry.Registration{}, err
 	}
+	if err := s.admitAccount(account); err != nil {
+		return registry.Registration{}, err
+	}
 	key, err := s.salted(ctx, "device", parts...)
 	if err != nil {
 		return registry.Registration{}, err

@@ -22,6 +22,10 @@ var (
 	// ErrQuota: the account's domain holds as many registrations as
 	// MaxRegistrationsPerDomain allows.
 	ErrQuota = errors.New("registration quota of the domain reached")
+	// ErrLimited: the account made more registrations and
+	// unregistrations within the last minute than AccountRegisterLimit
+	// allows; try again later.
+	ErrLimited = errors.New("registration rate limit of the account reached")
 	// ErrThrottled: the push was refused by the rate limit.
 	ErrThrottled = errors.New("rate limit exceeded")
 	// ErrPushFailed: the push service did not accept the push, for a

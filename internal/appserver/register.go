@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -47,6 +49,9 @@ const (
 	RegistrationForbidden RegistrationFailure = "forbidden"
 	// RegistrationQuota: the domain holds its quota of registrations.
 	RegistrationQuota RegistrationFailure = "quota"
+	// RegistrationLimited: the account registered more often than
+	// AccountRegisterLimit allows.
+	RegistrationLimited RegistrationFailure = "limited"
 	// RegistrationError: the registry could not be read or written.
 	RegistrationError RegistrationFailure = "error"
 )
@@ -66,6 +71,8 @@ func (s *Service) registered(r registry.Registration, err error) (registry.Regis
 		reason = RegistrationForbidden
 	case errors.Is(err, ErrQuota):
 		reason = RegistrationQuota
+	case errors.Is(err, ErrLimited):
+		reason = RegistrationLimited
 	}
 	s.opts.Observer.RegistrationFailed(reason)
 	return r, err
@@ -90,6 +97,9 @@ func (s *Service) Register(ctx context.Context, caller Caller, typ, node, token 
 
 func (s *Service) registerNode(ctx context.Context, caller Caller, typ, node, token string) (registry.Registration, error) {
 	if err := s.checkRegistration(typ, node, token); err != nil {
+		return registry.Registration{}, err
+	}
+	if err := s.admitAccount(caller.Account); err != nil {
 		return registry.Registration{}, err
 	}
 	owner, err := s.owner(ctx, caller.Account)
@@ -243,6 +253,9 @@ func (s *Service) Unregister(ctx context.Context, caller Caller, typ, node strin
 	if err := checkText("node", node, MaxNodeLen); err != nil {
 		return registry.Registration{}, err
 	}
+	if err := s.admitAccount(caller.Account); err != nil {
+		return registry.Registration{}, err
+	}
 	owner, err := s.owner(ctx, caller.Account)
 	if err != nil {
 		return registry.Registration{}, err
@@ -281,6 +294,20 @@ func (s *Service) Unregister(ctx context.Context, caller Caller, typ, node strin
 	s.opts.Observer.Unregistered(typ, "request")
 	s.logger.Info("unregistered device", "app", typ, "node", node)
 	return r, nil
+}
+
+// admitAccount takes one of account's registrations for the minute
+// (AccountRegisterLimit), or says when to come back. Callers without an
+// account (HTTP) are bounded by address in the HTTP API.
+func (s *Service) admitAccount(account Account) error {
+	if account.Bare == "" {
+		return nil
+	}
+	if ok, wait := s.accounts.Allow(maphash.String(s.accountSeed, account.Bare)); !ok {
+		s.logger.Info("registration refused: the account's limit is reached", "limit_per_minute", s.opts.AccountRegisterLimit, "retry_in", wait.Round(time.Second))
+		return fmt.Errorf("%w: more than %d registrations a minute from this account; try again in %s", ErrLimited, s.opts.AccountRegisterLimit, wait.Round(time.Second))
+	}
+	return nil
 }
 
 // owner is the value stored for registrations account makes: a salted hash

@@ -56,6 +56,10 @@ type Config struct {
 	// hold (made over XMPP commands), so one domain cannot fill the
 	// registry; 0 (the default) means no cap.
 	MaxRegistrationsPerDomain int `toml:"max_registrations_per_domain"`
+	// AccountRegisterLimit bounds the registrations and unregistrations
+	// of one XMPP account a minute. Default DefaultAccountRegisterLimit;
+	// 0 turns it off.
+	AccountRegisterLimit *int `toml:"account_register_limit"`
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless and publish-options pushes. Default 7 days.
 	TokenBlock Duration `toml:"token_block"`
@@ -318,6 +322,12 @@ func (d *Duration) UnmarshalTOML(v any) error {
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
+// DefaultAccountRegisterLimit is the registrations and unregistrations
+// one XMPP account may make a minute: a client registers when it
+// connects, so even an account with many devices and flaky networks
+// stays far below it.
+const DefaultAccountRegisterLimit = 60
+
 // Default returns the configuration used when no file is given: HTTP on
 // 127.0.0.1:5280, SQLite in ./data, debugging off, and the apps "apns" and
 // "fcm" on the log backend so registrations of the seed's types work.
@@ -409,6 +419,10 @@ func (c *Config) applyDefaults() {
 	if c.HTTP.Metrics == nil {
 		t := true
 		c.HTTP.Metrics = &t
+	}
+	if c.AccountRegisterLimit == nil {
+		n := DefaultAccountRegisterLimit
+		c.AccountRegisterLimit = &n
 	}
 	if c.HTTP.RegisterLimit == nil {
 		n := httpapi.DefaultRegisterLimit
@@ -570,6 +584,9 @@ func (c *Config) validate() []error {
 		bad("pprof_listen", "%v", err)
 	}
 	checkAddr("metrics_listen", c.MetricsListen)
+	if *c.AccountRegisterLimit < 0 {
+		bad("account_register_limit", "must not be negative (0 turns the limit off)")
+	}
 	if c.MaxRegistrationsPerDomain < 0 {
 		bad("max_registrations_per_domain", "must not be negative (0 means no cap)")
 	}

@@ -183,6 +183,15 @@ func TestRegistrationCache(t *testing.T) {
 			t.Errorf("%q: registration_cache %d, cache size %d; want %d and %d", tt.toml, c.RegistrationCache, c.CacheSize(), tt.want, tt.size)
 		}
 	}
+	if d := Default(); *d.AccountRegisterLimit != DefaultAccountRegisterLimit {
+		t.Errorf("default account_register_limit %d", *d.AccountRegisterLimit)
+	}
+	if c, err := Parse("account_register_limit = 0", ""); err != nil || *c.AccountRegisterLimit != 0 {
+		t.Errorf("account_register_limit = 0: %v", err)
+	}
+	if _, err := Parse("account_register_limit = -1", ""); err == nil || !strings.Contains(err.Error(), "account_register_limit: must not be negative") {
+		t.Errorf("a negative account_register_limit: %v", err)
+	}
 	if d := Default(); d.RegistrationCache != appserver.DefaultCacheSize {
 		t.Errorf("default %d", d.RegistrationCache)
 	}

@@ -88,9 +88,9 @@ func New() *Metrics {
 	}
 	m.regFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "push_appserver_registration_failures_total",
-		Help: "Registrations that stored nothing, by reason: invalid (a value missing or malformed, an unknown app, a token the app refuses), forbidden, quota, or error (the registry could not be written: alert on this one).",
+		Help: "Registrations that stored nothing, by reason: invalid (a value missing or malformed, an unknown app, a token the app refuses), forbidden, quota (max_registrations_per_domain), limited (account_register_limit), or error (the registry could not be written: alert on this one).",
 	}, []string{"reason"})
-	for _, r := range []appserver.RegistrationFailure{appserver.RegistrationInvalid, appserver.RegistrationForbidden, appserver.RegistrationQuota, appserver.RegistrationError} {
+	for _, r := range []appserver.RegistrationFailure{appserver.RegistrationInvalid, appserver.RegistrationForbidden, appserver.RegistrationQuota, appserver.RegistrationLimited, appserver.RegistrationError} {
 		m.regFailures.WithLabelValues(string(r))
 	}
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -304,7 +304,7 @@ func registrationError(err error) error {
 		return badRequest("unknown push type")
 	case errors.Is(err, appserver.ErrInvalidToken), errors.Is(err, appserver.ErrBadRequest):
 		return badRequest("%v", err)
-	case errors.Is(err, appserver.ErrQuota):
+	case errors.Is(err, appserver.ErrQuota), errors.Is(err, appserver.ErrLimited):
 		return stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint, Text: map[string]string{"": err.Error()}}
 	case errors.Is(err, appserver.ErrForbidden):
 		return stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden, Text: map[string]string{"": err.Error()}}

@@ -3,6 +3,7 @@ package adhoc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -265,5 +266,45 @@ func TestDomainQuota(t *testing.T) {
 	// HTTP registrations carry no domain and are not counted.
 	if _, err := svc.Register(ctx, appserver.Caller{}, "apns", "http-node", "t5"); err != nil {
 		t.Fatalf("HTTP registration: %v", err)
+	}
+}
+
+// One account cannot register at the speed its server lets it send:
+// past AccountRegisterLimit a minute, whatever the command, it is told
+// to wait (never cancel, which would end a session), and other accounts
+// and HTTP go on.
+func TestAccountRegisterLimit(t *testing.T) {
+	cmds, svc := newCommandsOpts(t, func(s *sqlite.Store) registry.Store { return s }, appserver.Options{AccountRegisterLimit: 3})
+	ctx := context.Background()
+	reg := func(from string, c *adhoc.Command) (*adhoc.Command, error) {
+		return cmds.Execute(ctx, from, component, c)
+	}
+	for i, c := range []*adhoc.Command{
+		command(adhoc.RegisterFCM, "token", "t1", "device-id", "d1"),
+		command(adhoc.V1Register, "type", "apns", "node", "n2", "token", "t2"),
+		command(adhoc.V1Unregister, "type", "apns", "node", "n2"),
+	} {
+		if _, err := reg("mallory@example.org/a", c); err != nil {
+			t.Fatalf("command %d within the limit: %v", i, err)
+		}
+	}
+	for _, c := range []*adhoc.Command{
+		command(adhoc.RegisterFCM, "token", "t3", "device-id", "d3"),
+		command(adhoc.V1Register, "type", "apns", "node", "n3", "token", "t3"),
+		command(adhoc.UnregisterFCM, "device-id", "d1"),
+	} {
+		res, err := reg("mallory@example.org/b", c)
+		var se stanza.Error
+		if !errors.As(err, &se) || se.Condition != stanza.ResourceConstraint || se.Type != stanza.Wait {
+			t.Fatalf("%s past the limit: %+v, %v; want wait/resource-constraint", c.Node, res, err)
+		}
+	}
+	if _, err := reg("juliet@example.org/a", command(adhoc.V1Register, "type", "apns", "node", "n5", "token", "t5")); err != nil {
+		t.Fatalf("another account of the domain: %v", err)
+	}
+	for i := range 5 {
+		if _, err := svc.Register(ctx, appserver.Caller{}, "apns", fmt.Sprint("http-", i), "t6"); err != nil {
+			t.Fatalf("HTTP registration %d: %v", i, err)
+		}
 	}
 }
