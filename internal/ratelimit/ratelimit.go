@@ -19,11 +19,10 @@ const MaxKeys = 65536
 // Limiter allows each key perMinute actions a minute, as many at once.
 // Its zero value is not usable; a nil *Limiter allows everything.
 type Limiter[K comparable] struct {
-	every rate.Limit // tokens a second
-	burst int
-	now   func() time.Time
+	every      rate.Limit // tokens a second
+	burst      int
+	now        func() time.Time
 	overflowed func() // see New; called under mu
-
 
 	mu        sync.Mutex
 	keys      map[K]*rate.Limiter
