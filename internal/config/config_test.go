@@ -205,8 +205,8 @@ func TestRegisterLimit(t *testing.T) {
 		limit   int
 		proxies string
 	}{
-		{"", httpapi.DefaultRegisterLimit, "[127.0.0.0/8 ::1/128]"},
-		{"[http]\nregister_limit = 0", 0, "[127.0.0.0/8 ::1/128]"},
+		{"", httpapi.DefaultRegisterLimit, "[127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7]"},
+		{"[http]\nregister_limit = 0", 0, "[127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7]"},
 		{"[http]\nregister_limit = 600\ntrusted_proxies = []", 600, "[]"},
 		{`[http]
 trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::/32", "::ffff:192.0.2.2"]`, httpapi.DefaultRegisterLimit, "[10.0.0.0/8 192.0.2.1/32 2001:db8::/32 192.0.2.2/32]"},

@@ -21,11 +21,20 @@ import (
 const DefaultRegisterLimit = 60
 
 // DefaultTrustedProxies are the addresses whose X-Forwarded-For names the
-// client: a reverse proxy on the same machine, in front of the default
-// listener on 127.0.0.1.
+// client: loopback, for a reverse proxy on the same machine in front of
+// the default listener on 127.0.0.1, and the private ranges, for one in
+// another container or on another host of the network. Believing too
+// much costs little: the header is read for this limit alone, so a
+// client on a private network could at most evade it. Believing too
+// little costs much: every client behind an unlisted proxy would share
+// one limit, and new devices would fail to register.
 var DefaultTrustedProxies = []netip.Prefix{
 	netip.MustParsePrefix("127.0.0.0/8"),
 	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("fc00::/7"),
 }
 
 const (

@@ -12,7 +12,7 @@ import (
 )
 
 func TestClientOfRequest(t *testing.T) {
-	l := newClientLimit(60, append(DefaultTrustedProxies, netip.MustParsePrefix("10.0.0.0/8")), nil)
+	l := newClientLimit(60, DefaultTrustedProxies, nil)
 	tests := []struct {
 		name   string
 		peer   string
@@ -108,7 +108,7 @@ func TestClientLimitWarnsOfUntrustedProxy(t *testing.T) {
 		peer string
 		warn bool
 	}{
-		{"10.0.0.5:1", true},
+		{"203.0.113.5:1", true},
 		{"127.0.0.1:1", false},
 	} {
 		var log logbuf.Buffer

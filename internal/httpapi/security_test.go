@@ -216,7 +216,7 @@ func TestRegistrationsLimitedPerClient(t *testing.T) {
 			t.Fatalf("registration %d naming no client: %d %q", i, code, body)
 		}
 	}
-	_, body, _ = register(a+", 10.0.0.1", "a1") // 10.0.0.1 is no trusted proxy: it is the client
+	_, body, _ = register(a+", 203.0.113.1", "a1") // 203.0.113.1 is no trusted proxy: it is the client
 	if code, _, _ := f.from(t, a, "/push_appserver/v1/push", "node=a1&secret="+secretOf(t, body)); code != 200 {
 		t.Errorf("push from a limited client: %d", code)
 	}
