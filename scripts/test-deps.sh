@@ -7,8 +7,9 @@
 # MariaDB's for importing Prosody's SQL store from MySQL (the tests run
 # their own servers; the system ones stay off), podman and runc to build
 # and run the container image, Node.js with http_ece, which checks our
-# WebPush encryption independently of our code, and Prometheus's promtool,
-# which loads and unit-tests the alerting rules in deploy/prometheus.
+# WebPush encryption independently of our code, Prometheus's promtool,
+# which loads and unit-tests the alerting rules in deploy/prometheus, and
+# nginx, which runs the reverse proxy example in deploy/nginx.
 # Runs apt-get only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,8 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 # promtool checks deploy/prometheus's rules (deploy/prometheus_test.go).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# nginx runs deploy/nginx's example in front of the binary (cmd/push-appserver).
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # systemd-analyze verifies deploy/push-appserver.service.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
@@ -74,7 +77,7 @@ if ! $sudo apt-get update -qq || ! $sudo apt-get install -y -qq --no-install-rec
   exit 1
 fi
 # The Debian packages start system-wide servers; the tests run their own.
-for svc in prosody postgresql pgbouncer mariadb ejabberd epmd.socket epmd podman.socket prometheus; do
+for svc in prosody postgresql pgbouncer mariadb ejabberd epmd.socket epmd podman.socket prometheus nginx; do
   if command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
