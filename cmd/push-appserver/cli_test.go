@@ -159,6 +159,11 @@ func TestCheckConfigFindings(t *testing.T) {
 		!strings.Contains(out, "warning: push_appserver_apns_topic overrides apps.apns.topic") {
 		t.Fatalf("shadowed setting: %d\n%s", code, out)
 	}
+	// A proxy list that lets every client name itself.
+	if code, out, _ := check(data + "[http]\ntrusted_proxies = [\"0.0.0.0/0\"]\n"); code != 0 ||
+		!strings.Contains(out, "warning: http.trusted_proxies: 0.0.0.0/0 trusts every address") {
+		t.Fatalf("trusting every address: %d\n%s", code, out)
+	}
 	// A seed option that alone creates an app is named as the cause.
 	if code, _, errs := check(data + "push_appserver_fcm_push_priority = \"high\"\n"); code != 1 ||
 		!strings.Contains(errs, "exists only because push_appserver_fcm_push_priority is set") {

@@ -127,7 +127,9 @@ func TestRegisterLimitFromConfig(t *testing.T) {
 	dir := t.TempDir()
 	api := freePort(t)
 	cfg := filepath.Join(dir, "c.toml")
-	os.WriteFile(cfg, []byte("data_dir = \""+filepath.Join(dir, "data")+"\"\n[http]\nlisten = \""+api+"\"\nregister_limit = 2\n"), 0o600)
+	// ::/0 trusts every IPv6 address (warned of at start), not the
+	// IPv4 clients below.
+	os.WriteFile(cfg, []byte("data_dir = \""+filepath.Join(dir, "data")+"\"\n[http]\nlisten = \""+api+"\"\nregister_limit = 2\ntrusted_proxies = [\"127.0.0.0/8\", \"::/0\"]\n"), 0o600)
 	s := startServer(t, bin, cfg)
 	s.waitHealthy(t, api)
 
@@ -161,6 +163,9 @@ func TestRegisterLimitFromConfig(t *testing.T) {
 	}
 	if v := metric(t, api, `push_appserver_http_limited_total{endpoint="register"}`); v != 1 {
 		t.Errorf("push_appserver_http_limited_total = %v, want 1", v)
+	}
+	if !strings.Contains(s.log.String(), "level=WARN msg=\"configuration: http.trusted_proxies: ::/0 trusts every address") {
+		t.Errorf("the log does not warn of a proxy list that trusts every address:\n%s", s.log.String())
 	}
 	if !strings.Contains(s.log.String(), "named no client") {
 		t.Errorf("the log does not say that the proxy's own registrations are not limited:\n%s", s.log.String())

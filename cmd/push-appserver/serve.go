@@ -67,6 +67,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	for _, o := range cfg.Obsolete {
 		logger.Warn("obsolete option ignored", "option", o)
 	}
+	for _, w := range cfg.Warnings {
+		logger.Warn("configuration: " + w)
+	}
 	if cfg.Debugging {
 		logger.Warn("debugging is on: settings pages and forms are served and show secrets; turn it off in production")
 	}

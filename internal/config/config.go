@@ -593,8 +593,14 @@ func (c *Config) validate() []error {
 	if *c.HTTP.RegisterLimit < 0 {
 		bad("http.register_limit", "must not be negative (0 turns the limit off)")
 	}
-	if _, err := c.HTTP.Proxies(); err != nil {
+	if ps, err := c.HTTP.Proxies(); err != nil {
 		bad("http.trusted_proxies", "%v", err)
+	} else if *c.HTTP.RegisterLimit > 0 {
+		for _, p := range ps {
+			if p.Bits() == 0 {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("http.trusted_proxies: %s trusts every address, so any client can name itself in X-Forwarded-For and http.register_limit counts nothing; list your proxies' addresses", p))
+			}
+		}
 	}
 	if c.RegistrationCache < 0 {
 		bad("registration_cache", "must not be negative (0 turns the cache off)")

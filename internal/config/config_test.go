@@ -220,6 +220,13 @@ trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::/32", "::ffff:192.0.2.2
 			t.Errorf("%q: limit %d, proxies %v (%v); want %d and %s", tt.toml, *c.HTTP.RegisterLimit, ps, err, tt.limit, tt.proxies)
 		}
 	}
+	c, err := Parse("[http]\ntrusted_proxies = [\"0.0.0.0/0\", \"10.0.0.0/8\"]", "")
+	if err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "0.0.0.0/0 trusts every address") {
+		t.Errorf("a proxy list that trusts everyone: %v, warnings %q", err, c.Warnings)
+	}
+	if c, err := Parse("[http]\nregister_limit = 0\ntrusted_proxies = [\"::/0\"]", ""); err != nil || len(c.Warnings) != 0 {
+		t.Errorf("trusting everyone with the limit off: %v, warnings %q", err, c.Warnings)
+	}
 	for _, tt := range []struct{ toml, want string }{
 		{"[http]\nregister_limit = -1", "http.register_limit: must not be negative"},
 		{`[http]
