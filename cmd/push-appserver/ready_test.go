@@ -56,27 +56,40 @@ func TestReadinessFollowsComponent(t *testing.T) {
 	s.stop(t)
 }
 
-// A component stream whose server goes silent is replaced after the
-// configured keepalive and half as long again, and counted in
-// push_appserver_component_disconnects_total.
-func TestSilentComponentReplaced(t *testing.T) {
+// fakeComponentJID is the component besideFakeXMPP connects.
+const fakeComponentJID = "push.example.org"
+
+// besideFakeXMPP runs the binary with its component on a fake XMPP
+// server, top added to its configuration's top level and component to
+// its [[component]], and returns the running server, its HTTP address,
+// the fake server and the component's first stream.
+func besideFakeXMPP(t *testing.T, top, component string) (*server, string, *xmppfake.Server, *xmppfake.Stream) {
+	t.Helper()
 	bin := buildBinary(t)
-	const jid, secret = "push.example.org", "s3cret"
-	srv, err := xmppfake.Listen(jid, secret)
+	const secret = "s3cret"
+	srv, err := xmppfake.Listen(fakeComponentJID, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
 	addr := freePort(t)
-	cfg := writeConfig(t, fmt.Sprintf("[http]\nlisten = %q\n[[component]]\njid = %q\naddress = %q\nsecret = %q\nkeepalive = \"2s\"\n",
-		addr, jid, srv.Addr(), secret))
+	cfg := writeConfig(t, fmt.Sprintf("%s[http]\nlisten = %q\n[[component]]\njid = %q\naddress = %q\nsecret = %q\n%s",
+		top, addr, fakeComponentJID, srv.Addr(), secret, component))
 	s := startServer(t, bin, cfg)
 	s.waitHealthy(t, addr)
-	first, err := srv.Accept(10 * time.Second)
+	st, err := srv.Accept(10 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer first.Close()
+	t.Cleanup(st.Close)
+	return s, addr, srv, st
+}
+
+// A component stream whose server goes silent is replaced after the
+// configured keepalive and half as long again, and counted in
+// push_appserver_component_disconnects_total.
+func TestSilentComponentReplaced(t *testing.T) {
+	s, addr, srv, _ := besideFakeXMPP(t, "", "keepalive = \"2s\"\n")
 	start := time.Now()
 	const drops = `push_appserver_component_disconnects_total{jid="push.example.org"}`
 	if got := metric(t, addr, drops); got != 0 {
@@ -102,23 +115,8 @@ func TestSilentComponentReplaced(t *testing.T) {
 // account's registration is answered wait/resource-constraint, and
 // counted as limited.
 func TestAccountRegisterLimitFromConfig(t *testing.T) {
-	bin := buildBinary(t)
-	const jid, secret = "push.example.org", "s3cret"
-	srv, err := xmppfake.Listen(jid, secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	addr := freePort(t)
-	cfg := writeConfig(t, fmt.Sprintf("account_register_limit = 2\n[http]\nlisten = %q\n[[component]]\njid = %q\naddress = %q\nsecret = %q\n",
-		addr, jid, srv.Addr(), secret))
-	s := startServer(t, bin, cfg)
-	s.waitHealthy(t, addr)
-	st, err := srv.Accept(10 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	_, addr, _, st := besideFakeXMPP(t, "account_register_limit = 2\n", "")
+	const jid = fakeComponentJID
 	for i := range 3 {
 		err := st.Send(fmt.Sprintf(`<iq type='set' from='mallory@example.org/a' to='%s' id='reg%d'><command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='type'><value>apns</value></field><field var='node'><value>n%d</value></field><field var='token'><value>ab12</value></field></x></command></iq>`, jid, i, i))
 		if err != nil {
