@@ -123,12 +123,21 @@ func newFixtureOpts(t *testing.T, debugging bool, opts appserver.Options, apiOpt
 
 func (f *fixture) do(t *testing.T, method, path, body string) (int, string, http.Header) {
 	t.Helper()
+	return f.doHeader(t, method, path, body, nil)
+}
+
+// doHeader is do with header fields added to the request.
+func (f *fixture) doHeader(t *testing.T, method, path, body string, header http.Header) (int, string, http.Header) {
+	t.Helper()
 	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -3,7 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -152,20 +151,11 @@ func TestXMPPRegistrationNotTakenOverHTTP(t *testing.T) {
 // test's machine (a trusted proxy by default) for the client xff names.
 func (f *fixture) from(t *testing.T, xff, path, body string) (int, string, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest("POST", f.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var h http.Header
 	if xff != "" {
-		req.Header.Set("X-Forwarded-For", xff)
+		h = http.Header{"X-Forwarded-For": {xff}}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
+	return f.doHeader(t, "POST", path, body, h)
 }
 
 func TestRegistrationsLimitedPerClient(t *testing.T) {
