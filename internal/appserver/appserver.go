@@ -162,6 +162,7 @@ type Service struct {
 	rejects  *limitedLog
 	failures *limitedLog // push service failures, so an app that fails every push cannot flood the log
 	stale    *limitedLog // pushes sent with what the cache held, the registry unreadable
+	limited  *limitedLog // registrations past AccountRegisterLimit: an account flooding us must not flood the log
 	draining atomic.Bool
 
 	saltMu sync.Mutex
@@ -224,6 +225,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
 		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
 		stale:    newLimitedLog(logger, opts.Now, slog.LevelWarn, "registry unreadable; pushing to the registration as cached", "pushes to cached registrations not logged (rate limit)"),
+		limited:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "registration refused: the account's limit is reached", "registrations refused by the account limit not logged (rate limit)"),
 		accounts: ratelimit.New[uint64](opts.AccountRegisterLimit, func() {
 			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
 		}),
