@@ -84,6 +84,12 @@ const DefaultCacheSize = 50000
 // answer when the configuration sets no push_timeout.
 const DefaultPushTimeout = 15 * time.Second
 
+// DefaultAccountRegisterLimit is the configuration's default for
+// Options.AccountRegisterLimit: a client registers when it connects, so
+// even an account with many devices on flaky networks stays far below
+// it.
+const DefaultAccountRegisterLimit = 60
+
 // Options tune the service; the zero value is usable.
 type Options struct {
 	// RateLimit is the throttle distance per node and priority (the seed's

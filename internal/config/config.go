@@ -57,7 +57,8 @@ type Config struct {
 	// registry; 0 (the default) means no cap.
 	MaxRegistrationsPerDomain int `toml:"max_registrations_per_domain"`
 	// AccountRegisterLimit bounds the registrations and unregistrations
-	// of one XMPP account a minute. Default DefaultAccountRegisterLimit;
+	// of one XMPP account a minute. Default
+	// appserver.DefaultAccountRegisterLimit;
 	// 0 turns it off.
 	AccountRegisterLimit *int `toml:"account_register_limit"`
 	// TokenBlock is how long a device token a push service declared dead
@@ -132,7 +133,8 @@ type HTTP struct {
 	// httpapi.DefaultRegisterLimit; 0 turns it off.
 	RegisterLimit *int `toml:"register_limit"`
 	// TrustedProxies are addresses or CIDR prefixes of reverse proxies,
-	// whose X-Forwarded-For names the client. Default loopback.
+	// whose X-Forwarded-For names the client. Default
+	// httpapi.DefaultTrustedProxies: loopback and the private ranges.
 	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
@@ -322,12 +324,6 @@ func (d *Duration) UnmarshalTOML(v any) error {
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// DefaultAccountRegisterLimit is the registrations and unregistrations
-// one XMPP account may make a minute: a client registers when it
-// connects, so even an account with many devices and flaky networks
-// stays far below it.
-const DefaultAccountRegisterLimit = 60
-
 // Default returns the configuration used when no file is given: HTTP on
 // 127.0.0.1:5280, SQLite in ./data, debugging off, and the apps "apns" and
 // "fcm" on the log backend so registrations of the seed's types work.
@@ -421,7 +417,7 @@ func (c *Config) applyDefaults() {
 		c.HTTP.Metrics = &t
 	}
 	if c.AccountRegisterLimit == nil {
-		n := DefaultAccountRegisterLimit
+		n := appserver.DefaultAccountRegisterLimit
 		c.AccountRegisterLimit = &n
 	}
 	if c.HTTP.RegisterLimit == nil {

@@ -183,7 +183,7 @@ func TestRegistrationCache(t *testing.T) {
 			t.Errorf("%q: registration_cache %d, cache size %d; want %d and %d", tt.toml, c.RegistrationCache, c.CacheSize(), tt.want, tt.size)
 		}
 	}
-	if d := Default(); *d.AccountRegisterLimit != DefaultAccountRegisterLimit {
+	if d := Default(); *d.AccountRegisterLimit != appserver.DefaultAccountRegisterLimit {
 		t.Errorf("default account_register_limit %d", *d.AccountRegisterLimit)
 	}
 	if c, err := Parse("account_register_limit = 0", ""); err != nil || *c.AccountRegisterLimit != 0 {
