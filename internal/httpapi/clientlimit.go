@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/push-appserver/push-appserver/internal/ratelimit"
 )
 
@@ -55,6 +57,10 @@ type clientLimit struct {
 
 	warnedAnonymous atomic.Bool
 	warnedUntrusted atomic.Bool
+	// refusals logs a refused client at most once a second: enough to
+	// see who is over the limit (a carrier's NAT, a script), too few to
+	// let a flood of requests flood the log.
+	refusals rate.Sometimes
 }
 
 func newClientLimit(perMinute int, trusted []netip.Prefix, logger *slog.Logger) *clientLimit {
@@ -68,8 +74,9 @@ func newClientLimit(perMinute int, trusted []netip.Prefix, logger *slog.Logger) 
 		buckets: ratelimit.New[netip.Addr](perMinute, func() {
 			logger.Warn("more client addresses registering than the registration limit tracks; the newest share one limit", "clients", ratelimit.MaxKeys)
 		}),
-		trusted: trusted,
-		logger:  logger,
+		trusted:  trusted,
+		logger:   logger,
+		refusals: rate.Sometimes{Interval: time.Second},
 	}
 }
 
@@ -84,7 +91,13 @@ func (l *clientLimit) allow(r *http.Request) (bool, time.Duration) {
 		return true, 0
 	}
 	ok, wait := l.buckets.Allow(client)
-	if !ok && l.ignoredForwarded(r) && l.warnedUntrusted.CompareAndSwap(false, true) {
+	if ok {
+		return true, 0
+	}
+	l.refusals.Do(func() {
+		l.logger.Info("registration refused by the per-client limit", "client", client.String(), "retry_in", wait.Round(time.Second))
+	})
+	if l.ignoredForwarded(r) && l.warnedUntrusted.CompareAndSwap(false, true) {
 		// Most likely a proxy left out of trusted_proxies, whose
 		// clients all count as one: say so, once.
 		l.logger.Warn("registrations over the limit came with X-Forwarded-For from an address that is not in http.trusted_proxies; if it is a proxy, every client behind it shares one limit", "addr", client.String())

@@ -142,3 +142,19 @@ func BenchmarkClientLimit(b *testing.B) {
 		i++
 	}
 }
+
+// Refused clients are named in the log, at most once a second.
+func TestClientLimitLogsRefusals(t *testing.T) {
+	var log logbuf.Buffer
+	l := newClientLimit(1, nil, slog.New(slog.NewTextHandler(&log, nil)))
+	r := &http.Request{RemoteAddr: "198.51.100.7:1", Header: http.Header{}}
+	l.allow(r)
+	for range 3 {
+		if ok, _ := l.allow(r); ok {
+			t.Fatal("allowed past the limit")
+		}
+	}
+	if n := strings.Count(log.String(), `msg="registration refused by the per-client limit" client=198.51.100.7`); n != 1 {
+		t.Errorf("%d log lines for three refusals within a second, want 1:\n%s", n, log.String())
+	}
+}
