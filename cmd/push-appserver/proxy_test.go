@@ -21,16 +21,26 @@ import (
 // loopback one, from which a connection is seen as coming from outside.
 func nonLoopbackIPv4(t *testing.T) string {
 	t.Helper()
-	addrs, err := net.InterfaceAddrs()
+	ifaces, err := net.Interfaces()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-			return n.IP.String()
+	for _, ifc := range ifaces {
+		// A down interface's addresses are not routed, even locally.
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+				return n.IP.String()
+			}
 		}
 	}
-	t.Fatal("this machine has no IPv4 address but loopback ones: the proxy test needs one to connect from")
+	t.Fatal("this machine has no IPv4 address on an interface that is up, but loopback ones: the proxy test needs one to connect from")
 	return ""
 }
 
