@@ -51,12 +51,14 @@ vet:
 # HTTP push requests) a closed loop for 30 s, then 2,000 pushes/s for 30 s;
 # server CPU per push for each. BENCH_ARGS='-n 10000 -d 5s -open-d 5s' for
 # a quick run, '-rate 0' for half the measured maximum; MICRO=0 skips the
-# go test micro-benchmarks.
+# go test micro-benchmarks, some of which run on the tests' PostgreSQL
+# (test-deps installs it).
 BENCH_ARGS ?=
 MICRO      ?= 1
 bench: build
 	$(GO) run ./cmd/pushbench -bin $(BIN) $(BENCH_ARGS)
 ifeq ($(MICRO),1)
+	./scripts/test-deps.sh
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 endif
 
