@@ -158,3 +158,37 @@ func TestClientLimitLogsRefusals(t *testing.T) {
 		t.Errorf("%d log lines for three refusals within a second, want 1:\n%s", n, log.String())
 	}
 }
+
+// Whatever X-Forwarded-For holds, the client read from it is the peer,
+// an address written in it, or nobody.
+func FuzzClientOfRequest(f *testing.F) {
+	for _, xff := range []string{"198.51.100.7", "203.0.113.9, 198.51.100.7", "unknown, 10.0.0.1", "[2001:db8::1]:443",
+		" , ,", "::ffff:192.0.2.1", strings.Repeat("10.0.0.1,", 40), "fe80::1%eth0"} {
+		f.Add("127.0.0.1:4711", xff)
+	}
+	f.Add("198.51.100.7:4711", "10.0.0.1")
+	f.Add("[::1]:4711", "2001:db8:1:2::3")
+	l := newClientLimit(60, DefaultTrustedProxies, nil)
+	f.Fuzz(func(t *testing.T, peer, xff string) {
+		r := &http.Request{RemoteAddr: peer, Header: http.Header{"X-Forwarded-For": {xff}}}
+		c, limited := l.client(r)
+		if !limited {
+			return
+		}
+		var candidates []netip.Addr
+		if ap, err := netip.ParseAddrPort(peer); err == nil {
+			candidates = append(candidates, l.key(ap.Addr().Unmap()))
+		}
+		for _, entry := range strings.Split(xff, ",") {
+			if a, ok := parseHop(strings.TrimSpace(entry)); ok {
+				candidates = append(candidates, l.key(a))
+			}
+		}
+		for _, a := range candidates {
+			if a == c {
+				return
+			}
+		}
+		t.Fatalf("client %v is neither the peer %q nor in X-Forwarded-For %q", c, peer, xff)
+	})
+}
