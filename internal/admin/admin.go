@@ -42,20 +42,22 @@ func (f Filter) empty() bool { return f == Filter{} }
 
 const pageSize = 1000
 
-// Each calls fn with every registration f matches, in node order, reading
-// the registry a page at a time.
-func Each(ctx context.Context, s Store, f Filter, fn func(registry.Registration) error) error {
-	after := ""
-	for {
+// lister is a registry read a page at a time.
+type lister interface {
+	List(ctx context.Context, after string, limit int) ([]registry.Registration, error)
+}
+
+// eachPage calls fn with every page of s's registrations, in node order,
+// until fn or a read fails.
+func eachPage(ctx context.Context, s lister, fn func([]registry.Registration) error) error {
+	for after := ""; ; {
 		page, err := s.List(ctx, after, pageSize)
 		if err != nil {
 			return err
 		}
-		for _, r := range page {
-			if f.match(r) {
-				if err := fn(r); err != nil {
-					return err
-				}
+		if len(page) > 0 {
+			if err := fn(page); err != nil {
+				return err
 			}
 		}
 		if len(page) < pageSize {
@@ -63,6 +65,21 @@ func Each(ctx context.Context, s Store, f Filter, fn func(registry.Registration)
 		}
 		after = page[len(page)-1].Node
 	}
+}
+
+// Each calls fn with every registration f matches, in node order, reading
+// the registry a page at a time.
+func Each(ctx context.Context, s Store, f Filter, fn func(registry.Registration) error) error {
+	return eachPage(ctx, s, func(page []registry.Registration) error {
+		for _, r := range page {
+			if f.match(r) {
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // Count counts the registrations f matches.

@@ -121,18 +121,10 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 	if err != nil {
 		return sum, fmt.Errorf("counting the target's registrations: %w", err)
 	}
-	after := ""
-	for {
-		page, err := src.List(ctx, after, pageSize)
-		if err != nil {
-			return sum, fmt.Errorf("reading the source after node %q: %w", after, err)
-		}
-		if len(page) == 0 {
-			break
-		}
+	err = eachPage(ctx, src, func(page []registry.Registration) error {
 		if !dryRun {
 			if err := dst.Put(ctx, page); err != nil {
-				return sum, fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
+				return fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
 			}
 		}
 		for _, r := range page {
@@ -141,10 +133,10 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 				sum.Bound++
 			}
 		}
-		after = page[len(page)-1].Node
-		if len(page) < pageSize {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return sum, fmt.Errorf("copying: %w", err)
 	}
 	if dryRun {
 		return sum, nil
@@ -162,20 +154,16 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 // others need no salt.
 func mismatch(ctx context.Context, src CopySource) error {
 	n := 0
-	for after := ""; ; {
-		page, err := src.List(ctx, after, pageSize)
-		if err != nil {
-			return fmt.Errorf("reading the source: %w", err)
-		}
+	err := eachPage(ctx, src, func(page []registry.Registration) error {
 		for _, r := range page {
 			if bound(r) {
 				n++
 			}
 		}
-		if len(page) < pageSize {
-			break
-		}
-		after = page[len(page)-1].Node
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the source: %w", err)
 	}
 	if n == 0 {
 		return nil
