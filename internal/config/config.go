@@ -425,7 +425,7 @@ func (c *Config) applyDefaults() {
 		c.HTTP.RegisterLimit = &n
 	}
 	if c.HTTP.TrustedProxies == nil && !c.proxiesExplicit {
-		for _, p := range httpapi.DefaultTrustedProxies {
+		for _, p := range httpapi.DefaultTrustedProxies() {
 			c.HTTP.TrustedProxies = append(c.HTTP.TrustedProxies, p.String())
 		}
 	}

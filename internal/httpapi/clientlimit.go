@@ -22,7 +22,7 @@ import (
 // a registry.
 const DefaultRegisterLimit = 60
 
-// DefaultTrustedProxies are the addresses whose X-Forwarded-For names the
+// DefaultTrustedProxies returns the addresses whose X-Forwarded-For names the
 // client: loopback, for a reverse proxy on the same machine in front of
 // the default listener on 127.0.0.1, and the private ranges, for one in
 // another container or on another host of the network. Believing too
@@ -30,13 +30,18 @@ const DefaultRegisterLimit = 60
 // client on a private network could at most evade it. Believing too
 // little costs much: every client behind an unlisted proxy would share
 // one limit, and new devices would fail to register.
-var DefaultTrustedProxies = []netip.Prefix{
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("::1/128"),
-	netip.MustParsePrefix("10.0.0.0/8"),
-	netip.MustParsePrefix("172.16.0.0/12"),
-	netip.MustParsePrefix("192.168.0.0/16"),
-	netip.MustParsePrefix("fc00::/7"),
+//
+// It is a function, not a variable, so that nobody can change the default
+// for everyone.
+func DefaultTrustedProxies() []netip.Prefix {
+	return []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("172.16.0.0/12"),
+		netip.MustParsePrefix("192.168.0.0/16"),
+		netip.MustParsePrefix("fc00::/7"),
+	}
 }
 
 const (

@@ -12,7 +12,7 @@ import (
 )
 
 func TestClientOfRequest(t *testing.T) {
-	l := newClientLimit(60, DefaultTrustedProxies, nil)
+	l := newClientLimit(60, DefaultTrustedProxies(), nil)
 	tests := []struct {
 		name   string
 		peer   string
@@ -112,7 +112,7 @@ func TestClientLimitWarnsOfUntrustedProxy(t *testing.T) {
 		{"127.0.0.1:1", false},
 	} {
 		var log logbuf.Buffer
-		l := newClientLimit(1, DefaultTrustedProxies, slog.New(slog.NewTextHandler(&log, nil)))
+		l := newClientLimit(1, DefaultTrustedProxies(), slog.New(slog.NewTextHandler(&log, nil)))
 		r := &http.Request{RemoteAddr: tt.peer, Header: http.Header{"X-Forwarded-For": {"198.51.100.7"}}}
 		l.allow(r)
 		if ok, _ := l.allow(r); ok {
@@ -128,7 +128,7 @@ func TestClientLimitWarnsOfUntrustedProxy(t *testing.T) {
 // client read from X-Forwarded-For behind the local proxy, and its
 // bucket, among 10,000 clients.
 func BenchmarkClientLimit(b *testing.B) {
-	l := newClientLimit(1<<30, DefaultTrustedProxies, nil)
+	l := newClientLimit(1<<30, DefaultTrustedProxies(), nil)
 	reqs := make([]*http.Request, 10000)
 	for i := range reqs {
 		reqs[i] = &http.Request{RemoteAddr: "127.0.0.1:4711", Header: http.Header{
@@ -168,7 +168,7 @@ func FuzzClientOfRequest(f *testing.F) {
 	}
 	f.Add("198.51.100.7:4711", "10.0.0.1")
 	f.Add("[::1]:4711", "2001:db8:1:2::3")
-	l := newClientLimit(60, DefaultTrustedProxies, nil)
+	l := newClientLimit(60, DefaultTrustedProxies(), nil)
 	f.Fuzz(func(t *testing.T, peer, xff string) {
 		r := &http.Request{RemoteAddr: peer, Header: http.Header{"X-Forwarded-For": {xff}}}
 		c, limited := l.client(r)

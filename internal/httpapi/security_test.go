@@ -161,7 +161,7 @@ func (f *fixture) from(t *testing.T, xff, path, body string) (int, string, http.
 func TestRegistrationsLimitedPerClient(t *testing.T) {
 	f := newFixtureOpts(t, false, appserver.Options{}, func(o *httpapi.Options) {
 		o.RegisterLimit = 3
-		o.TrustedProxies = httpapi.DefaultTrustedProxies
+		o.TrustedProxies = httpapi.DefaultTrustedProxies()
 	})
 	const a, b = "198.51.100.7", "2001:db8:1:2::1"
 	register := func(client, node string) (int, string, http.Header) {

@@ -50,9 +50,6 @@ func New[K comparable](perMinute int, overflowed func()) *Limiter[K] {
 	return l
 }
 
-// SetClock makes the limiter read the time from now (for tests).
-func (l *Limiter[K]) SetClock(now func() time.Time) { l.now = now }
-
 // Allow takes a token from key's bucket. When there is none it returns
 // false and how long until there is.
 func (l *Limiter[K]) Allow(key K) (bool, time.Duration) {
@@ -66,13 +63,6 @@ func (l *Limiter[K]) Allow(key K) (bool, time.Duration) {
 	}
 	missing := 1 - b.TokensAt(now)
 	return false, time.Duration(missing / float64(l.every) * float64(time.Second))
-}
-
-// Tracked returns how many keys have a bucket of their own.
-func (l *Limiter[K]) Tracked() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.keys)
 }
 
 // bucket returns key's bucket, made full when new.
