@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/reload"
 	"github.com/push-appserver/push-appserver/internal/sockio"
+	"github.com/push-appserver/push-appserver/internal/systemd"
 )
 
 // shutdownGrace is how long in-flight requests get to finish on shutdown.
@@ -188,14 +190,15 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	if *cfg.HTTP.Metrics && cfg.MetricsListen == "" {
 		mh = m.Handler()
 	}
+	checks := func() []httpapi.Check {
+		return append(append(componentChecks(), appChecks...), registryCheck(store)...)
+	}
 	handler := httpapi.New(httpapi.Options{
-		Service:       svc,
-		Registrations: store,
-		Debugging:     cfg.Debugging,
-		Metrics:       mh,
-		Checks: func() []httpapi.Check {
-			return append(append(componentChecks(), appChecks...), registryCheck(store)...)
-		},
+		Service:        svc,
+		Registrations:  store,
+		Debugging:      cfg.Debugging,
+		Metrics:        mh,
+		Checks:         checks,
 		RegisterLimit:  *cfg.HTTP.RegisterLimit,
 		TrustedProxies: proxies,
 		Limited:        m.HTTPLimited,
@@ -262,6 +265,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		servers = append(servers, srv)
 	}
 
+	// Everything listens: systemd may now start what is ordered after us.
+	notify := systemd.New(logger)
+	notify.Ready(serviceStatus(checks()))
+	wg.Go(func() { notify.Follow(runCtx, statusInterval, func() string { return serviceStatus(checks()) }) })
+
 	var runErr error
 wait:
 	for {
@@ -274,10 +282,13 @@ wait:
 			break wait
 		case <-hup:
 			logger.Info("reloading the configuration (SIGHUP)")
+			notify.Reloading()
 			next, err := load()
 			reloader.Reload(runCtx, next, err)
+			notify.Ready(serviceStatus(checks()))
 		}
 	}
+	notify.Stopping()
 	// Shutting down loses no push: the components close their streams
 	// (after answering the pushes under way) and still push what their
 	// XMPP servers had sent them, while the HTTP listeners stop taking
@@ -299,6 +310,25 @@ wait:
 	_ = svc.Close()
 	logger.Info("stopped")
 	return runErr
+}
+
+// statusInterval is how often the status line systemd shows is brought
+// up to date.
+const statusInterval = 5 * time.Second
+
+// serviceStatus is the status line systemd shows: the parts of the
+// health page that are down, if any.
+func serviceStatus(checks []httpapi.Check) string {
+	var down []string
+	for _, c := range checks {
+		if !c.OK() {
+			down = append(down, c.Name)
+		}
+	}
+	if len(down) == 0 {
+		return "serving"
+	}
+	return "serving; down: " + strings.Join(down, ", ")
 }
 
 // openStore opens the registry the config names.

@@ -1,0 +1,117 @@
+// Package systemd tells the service manager how the server is doing
+// (sd_notify(3)): when it has started and serves, when it reloads its
+// configuration and is done, when it stops, and a status line that
+// `systemctl status` shows. With the unit's Type=notify, `systemctl
+// start` returns once the server listens, units ordered after it start
+// only then, and a server that fails while starting fails the start.
+//
+// Outside systemd (no NOTIFY_SOCKET in the environment: a shell, a
+// container) every method does nothing.
+package systemd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+)
+
+// Notifier sends the server's state to the service manager. Its methods
+// are safe for concurrent use; a message that cannot be sent is logged
+// once at warn and otherwise ignored, since the server works the same
+// without it.
+type Notifier struct {
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	status string // the status line last sent
+	held   bool   // reloading or stopping: Status waits for Ready
+	failed bool   // a send failed and was logged
+}
+
+// New returns a notifier that logs to logger.
+func New(logger *slog.Logger) *Notifier {
+	return &Notifier{logger: logger}
+}
+
+// Ready says the server has started (or finished reloading) and serves.
+func (n *Notifier) Ready(status string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.status, n.held = status, false
+	n.send("READY=1\nSTATUS=" + status)
+}
+
+// Reloading says a reload of the configuration has begun; Ready ends it.
+// MONOTONIC_USEC lets systemd 253 and later (Type=notify-reload) tell
+// this reload from an earlier one.
+func (n *Notifier) Reloading() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.held = true
+	n.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading the configuration", monotonicUsec()))
+}
+
+// Stopping says the server is shutting down: it finishes what it has
+// under way first.
+func (n *Notifier) Stopping() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.held = true
+	n.send("STOPPING=1\nSTATUS=stopping: finishing the pushes under way")
+}
+
+// Status sets the status line, if it changed. While a reload is under
+// way or the server stops, the line says so and Status leaves it.
+func (n *Notifier) Status(status string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.held || status == n.status {
+		return
+	}
+	n.status = status
+	n.send("STATUS=" + status)
+}
+
+// Follow sets the status line from status every interval until ctx
+// ends; the line is sent only when it changes.
+func (n *Notifier) Follow(ctx context.Context, interval time.Duration, status func() string) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.Status(status())
+		}
+	}
+}
+
+// send writes one message; n.mu is held.
+func (n *Notifier) send(state string) {
+	sent, err := daemon.SdNotify(false, state)
+	switch {
+	case err != nil && !n.failed:
+		n.failed = true
+		n.logger.Warn("cannot tell systemd how the server is doing (NOTIFY_SOCKET)", "err", err)
+	case sent && n.failed:
+		n.failed = false
+		n.logger.Info("telling systemd how the server is doing again")
+	}
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, the clock systemd
+// compares MONOTONIC_USEC with. Go's time package keeps its monotonic
+// reading private.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
+}

@@ -1,0 +1,118 @@
+package systemd
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
+)
+
+func TestNotifier(t *testing.T) {
+	sock := sdnotify.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
+	n := New(slog.New(slog.DiscardHandler))
+	const wait = 2 * time.Second
+
+	n.Ready("serving")
+	if got := sock.Next(t, wait); got != "READY=1\nSTATUS=serving" {
+		t.Fatalf("ready: %q", got)
+	}
+	// A status line is sent when it changes, not every time it is set.
+	n.Status("serving")
+	n.Status("serving; down: component push.example.org")
+	if got := sock.Next(t, wait); got != "STATUS=serving; down: component push.example.org" {
+		t.Fatalf("status: %q", got)
+	}
+
+	before := monotonicUsec()
+	n.Reloading()
+	f := sdnotify.Fields(sock.Next(t, wait))
+	usec, err := strconv.ParseInt(f["MONOTONIC_USEC"], 10, 64)
+	if f["RELOADING"] != "1" || err != nil || usec < before || usec > monotonicUsec() {
+		t.Fatalf("reloading: %v (CLOCK_MONOTONIC %d before)", f, before)
+	}
+	// The reload's own line stands until it ends.
+	n.Status("serving")
+	sock.Quiet(t, 100*time.Millisecond)
+	n.Ready("serving")
+	if got := sock.Next(t, wait); got != "READY=1\nSTATUS=serving" {
+		t.Fatalf("ready after the reload: %q", got)
+	}
+
+	n.Stopping()
+	if f := sdnotify.Fields(sock.Next(t, wait)); f["STOPPING"] != "1" || !strings.HasPrefix(f["STATUS"], "stopping") {
+		t.Fatalf("stopping: %v", f)
+	}
+	n.Status("serving; down: registry")
+	sock.Quiet(t, 100*time.Millisecond)
+}
+
+func TestFollow(t *testing.T) {
+	sock := sdnotify.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
+	n := New(slog.New(slog.DiscardHandler))
+	n.Ready("serving")
+	sock.Next(t, time.Second)
+
+	lines := make(chan string, 1)
+	lines <- "serving; down: registry"
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		last := "serving"
+		n.Follow(ctx, 10*time.Millisecond, func() string {
+			select {
+			case last = <-lines:
+			default:
+			}
+			return last
+		})
+	}()
+	if got := sock.Next(t, 2*time.Second); got != "STATUS=serving; down: registry" {
+		t.Fatalf("followed status: %q", got)
+	}
+	sock.Quiet(t, 100*time.Millisecond)
+	cancel()
+	<-done
+}
+
+// TestWithoutSystemd: outside systemd nothing is sent and nothing logged.
+func TestWithoutSystemd(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	var log bytes.Buffer
+	n := New(slog.New(slog.NewTextHandler(&log, nil)))
+	n.Ready("serving")
+	n.Reloading()
+	n.Stopping()
+	if log.Len() != 0 {
+		t.Fatalf("log: %s", log.String())
+	}
+}
+
+// TestSocketGone: a socket that cannot be reached is logged once, not at
+// every message, and its coming back is logged too.
+func TestSocketGone(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "gone"))
+	var log bytes.Buffer
+	n := New(slog.New(slog.NewTextHandler(&log, nil)))
+	n.Ready("serving")
+	n.Status("serving; down: registry")
+	n.Status("serving")
+	if c := strings.Count(log.String(), "cannot tell systemd"); c != 1 {
+		t.Fatalf("%d warnings:\n%s", c, log.String())
+	}
+	sock := sdnotify.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
+	n.Status("serving; down: registry")
+	sock.Next(t, time.Second)
+	if !strings.Contains(log.String(), "again") {
+		t.Fatalf("log:\n%s", log.String())
+	}
+}
