@@ -134,6 +134,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		TokenBlock:  cfg.TokenBlock.D(),
 		CacheSize:   cfg.CacheSize(),
 		OutageGrace: cfg.OutageGraceOption(),
+		Redelivery:  cfg.RedeliveryOption(),
 		Observer:    m,
 
 		StrictRegistration:        cfg.StrictRegistration,
@@ -145,6 +146,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	}
 	m.WatchCache(svc.CacheStats)
 	m.WatchStatus(svc.StatusStats)
+	m.WatchRedelivery(svc.RedeliveryStats)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

@@ -133,6 +133,11 @@ type Options struct {
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless pushes. Default 7 days.
 	TokenBlock time.Duration
+	// Redelivery is how long a push that failed for a reason that may
+	// pass is tried again (see redeliver.go), counted from the device's
+	// latest failed push. 0 means DefaultRedelivery; a negative value
+	// turns redelivery off.
+	Redelivery time.Duration
 	// Changes, when the registry has other writers, tells the cache what
 	// they change; the cache is bypassed until it is listening.
 	Changes ChangeFeed
@@ -170,6 +175,8 @@ type Service struct {
 	stale    *limitedLog // pushes sent with what the cache held, the registry unreadable
 	limited  *limitedLog // registrations past AccountRegisterLimit: an account flooding us must not flood the log
 	draining atomic.Bool
+	// redeliver keeps failed pushes to send again; nil when off.
+	redeliver *redeliveries
 
 	saltMu sync.Mutex
 	salt   string
@@ -206,6 +213,9 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 	if opts.OutageGrace == 0 {
 		opts.OutageGrace = DefaultOutageGrace
 	}
+	if opts.Redelivery == 0 {
+		opts.Redelivery = DefaultRedelivery
+	}
 	m := make(map[string]App, len(apps))
 	for _, a := range apps {
 		if a.Name == "" || a.Backend == nil {
@@ -236,6 +246,9 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
 		}),
 		accountSeed: maphash.MakeSeed(),
+	}
+	if opts.Redelivery > 0 {
+		svc.redeliver = newRedeliveries(opts.Redelivery, opts.Now)
 	}
 	svc.pushGet = func(ctx context.Context, node string) (registry.PushTarget, error) {
 		r, err := store.Get(ctx, node)
@@ -271,6 +284,9 @@ func (s *Service) Run(ctx context.Context) {
 	}()
 	if s.opts.Changes != nil && s.cache != nil {
 		go s.follow(ctx)
+	}
+	if s.redeliver != nil {
+		go s.redeliverLoop(ctx)
 	}
 	s.status.run(ctx, s.opts.FlushInterval)
 }
@@ -416,10 +432,12 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	err = app.Backend.Send(ctx, push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account})
+	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account}
+	err = app.Backend.Send(ctx, n)
 	now := s.opts.Now().UTC()
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
+		s.redeliver.settled(redeliveryKey{node: node})
 		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, time.Since(start))
 		return nil
 	}
@@ -438,6 +456,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
 	s.failures.log("app", t.Type, "node", node, "err", err)
+	if redeliverable(err) {
+		s.redeliver.keep(redeliveryKey{node: node}, n)
+	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
 

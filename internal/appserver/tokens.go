@@ -104,8 +104,10 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	if err := s.admit(ctx, throttleKey{app: tp.App, token: tp.Token, prio: prio}, tp.App, start, time.Time{}); err != nil {
 		return err
 	}
-	err = app.Backend.Send(ctx, push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted})
+	n := push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted}
+	err = app.Backend.Send(ctx, n)
 	if err == nil {
+		s.redeliver.settled(redeliveryKey{app: tp.App, token: tp.Token})
 		if !block.Until.IsZero() {
 			// An expired block, and the token works again.
 			if err := s.store.UnblockToken(context.WithoutCancel(ctx), tp.App, tp.Token, block.Until); err != nil {
@@ -119,18 +121,31 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	}
 	if dead, ok := push.IsDeadToken(err); ok {
 		s.opts.Observer.Pushed(tp.App, OutcomeDeadToken, time.Since(start))
-		b := registry.BlockedToken{Type: tp.App, Token: tp.Token, Since: dead.Since.UTC(), Until: now.Add(s.opts.TokenBlock).UTC(), Reason: storedReason(dead.Reason)}
-		if berr := s.store.BlockToken(context.WithoutCancel(ctx), b); berr != nil {
-			s.logger.Error("blocking dead token", "app", tp.App, "err", berr)
+		if s.blockDead(context.WithoutCancel(ctx), tp.App, tp.Token, node, dead) != nil {
 			return fmt.Errorf("%w: %w", ErrPushFailed, err)
 		}
-		s.blocks.set(tp.App, tp.Token, b)
-		s.logger.Info("blocked dead token", "app", tp.App, "node", node, "until", b.Until.Format(time.RFC3339))
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
 	s.failures.log("app", tp.App, "node", node, "err", err)
+	if redeliverable(err) {
+		s.redeliver.keep(redeliveryKey{app: tp.App, token: tp.Token}, n)
+	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+// blockDead puts a token the push service declared dead on the block
+// list for TokenBlock; node is the push's, for the log ("" when the
+// token was the node).
+func (s *Service) blockDead(ctx context.Context, app, token, node string, dead *push.DeadTokenError) error {
+	b := registry.BlockedToken{Type: app, Token: token, Since: dead.Since.UTC(), Until: s.opts.Now().Add(s.opts.TokenBlock).UTC(), Reason: storedReason(dead.Reason)}
+	if err := s.store.BlockToken(ctx, b); err != nil {
+		s.logger.Error("blocking dead token", "app", app, "err", err)
+		return err
+	}
+	s.blocks.set(app, token, b)
+	s.logger.Info("blocked dead token", "app", app, "node", node, "until", b.Until.Format(time.RFC3339))
+	return nil
 }
 
 // blockOf returns the block list's entry for a token, the zero entry when

@@ -69,6 +69,12 @@ type Config struct {
 	// serve pushes; 0 turns that off, and such pushes fail. Default ten
 	// minutes.
 	OutageGrace Duration `toml:"outage_grace"`
+	// Redelivery is how long a push the push service did not take, for
+	// a reason that may pass (its outage, a 5xx or 429, a broken
+	// connection), is sent again, counted from the device's latest such
+	// failure: XMPP servers send each push once. 0 turns it off. Default
+	// ten minutes.
+	Redelivery Duration `toml:"redelivery"`
 	// RegistrationCache is how many registrations the push path keeps in
 	// memory (about a third of a kilobyte each), so a push to one of them reads
 	// no database; 0 turns the cache off. Default 50,000.
@@ -100,6 +106,7 @@ type Config struct {
 	httpListenExplicit bool
 	cacheExplicit      bool
 	graceExplicit      bool
+	redeliveryExplicit bool
 	proxiesExplicit    bool
 }
 
@@ -112,6 +119,15 @@ func (c *Config) OutageGraceOption() time.Duration {
 		return -1
 	}
 	return c.OutageGrace.D()
+}
+
+// RedeliveryOption is Redelivery as appserver.Options takes it, where 0
+// means the default and a negative value none.
+func (c *Config) RedeliveryOption() time.Duration {
+	if c.Redelivery == 0 {
+		return -1
+	}
+	return c.Redelivery.D()
 }
 
 func (c *Config) CacheSize() int {
@@ -363,6 +379,7 @@ func Parse(text, dir string) (*Config, error) {
 	c.cacheExplicit = md.IsDefined("registration_cache")
 	c.proxiesExplicit = md.IsDefined("http", "trusted_proxies")
 	c.graceExplicit = md.IsDefined("outage_grace")
+	c.redeliveryExplicit = md.IsDefined("redelivery")
 	// A key is unknown when neither our options nor the seed's took it.
 	seedMissed := map[string]bool{}
 	for _, k := range md2.Undecoded() {
@@ -402,6 +419,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.OutageGrace == 0 && !c.graceExplicit {
 		c.OutageGrace = Duration(appserver.DefaultOutageGrace)
+	}
+	if c.Redelivery == 0 && !c.redeliveryExplicit {
+		c.Redelivery = Duration(appserver.DefaultRedelivery)
 	}
 	if c.PushTimeout == 0 {
 		c.PushTimeout = Duration(appserver.DefaultPushTimeout)

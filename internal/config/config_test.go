@@ -140,27 +140,34 @@ func TestProblemsNameTheirKey(t *testing.T) {
 	}
 }
 
-// The outage grace is ten minutes unless configured; 0 turns it off,
-// which appserver takes as a negative grace (its 0 is its default).
-func TestOutageGrace(t *testing.T) {
+// The outage grace and redelivery are ten minutes unless configured; 0
+// turns them off, which appserver takes as a negative duration (its 0 is
+// its default).
+func TestOffableDurations(t *testing.T) {
 	for _, tt := range []struct {
 		toml   string
-		option time.Duration
+		option func(*Config) time.Duration
+		want   time.Duration
 	}{
-		{"", appserver.DefaultOutageGrace},
-		{`outage_grace = "30m"`, 30 * time.Minute},
-		{`outage_grace = "0s"`, -1},
+		{"", (*Config).OutageGraceOption, appserver.DefaultOutageGrace},
+		{`outage_grace = "30m"`, (*Config).OutageGraceOption, 30 * time.Minute},
+		{`outage_grace = "0s"`, (*Config).OutageGraceOption, -1},
+		{"", (*Config).RedeliveryOption, appserver.DefaultRedelivery},
+		{`redelivery = "1h"`, (*Config).RedeliveryOption, time.Hour},
+		{`redelivery = 0`, (*Config).RedeliveryOption, -1},
 	} {
 		c, err := Parse(tt.toml, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := c.OutageGraceOption(); got != tt.option {
-			t.Errorf("%q: outage grace option %v, want %v", tt.toml, got, tt.option)
+		if got := tt.option(c); got != tt.want {
+			t.Errorf("%q: option %v, want %v", tt.toml, got, tt.want)
 		}
 	}
-	if _, err := Parse(`outage_grace = "-1m"`, ""); err == nil || !strings.Contains(err.Error(), `"outage_grace"): must not be negative`) {
-		t.Errorf("a negative outage_grace: %v", err)
+	for _, key := range []string{"outage_grace", "redelivery"} {
+		if _, err := Parse(key+` = "-1m"`, ""); err == nil || !strings.Contains(err.Error(), `"`+key+`"): must not be negative`) {
+			t.Errorf("a negative %s: %v", key, err)
+		}
 	}
 }
 

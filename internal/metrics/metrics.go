@@ -259,6 +259,35 @@ func (m *Metrics) WatchStatus(stats func() appserver.StatusStats) {
 	}, func() float64 { return float64(stats().Dropped) }))
 }
 
+// WatchRedelivery exports the pushes kept to be sent again after a
+// failure that may pass: how many devices wait
+// (push_appserver_redelivery_pending) and what became of them
+// (push_appserver_redeliveries_total{outcome}).
+func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "push_appserver_redelivery_pending",
+		Help: "Devices whose last push failed for a reason that may pass (the push service's outage, 5xx, 429, a broken connection) and that wait for it to be sent again.",
+	}, func() float64 { return float64(stats().Pending) }))
+	for _, o := range []struct {
+		outcome string
+		n       func(appserver.RedeliveryStats) uint64
+	}{
+		{"kept", func(s appserver.RedeliveryStats) uint64 { return s.Kept }},
+		{"delivered", func(s appserver.RedeliveryStats) uint64 { return s.Delivered }},
+		{"superseded", func(s appserver.RedeliveryStats) uint64 { return s.Superseded }},
+		{"gone", func(s appserver.RedeliveryStats) uint64 { return s.Gone }},
+		{"expired", func(s appserver.RedeliveryStats) uint64 { return s.Expired }},
+		{"failed", func(s appserver.RedeliveryStats) uint64 { return s.Failed }},
+		{"dropped", func(s appserver.RedeliveryStats) uint64 { return s.Dropped }},
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "push_appserver_redeliveries_total",
+			Help:        "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, or its token dead), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (the wait full, or shutdown).",
+			ConstLabels: prometheus.Labels{"outcome": o.outcome},
+		}, func() float64 { return float64(o.n(stats())) }))
+	}
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

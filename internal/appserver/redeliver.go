@@ -1,0 +1,423 @@
+package appserver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// Redelivery of pushes the push service did not take.
+//
+// A push that fails for a reason that may pass (the push service's
+// outage, its 5xx or 429 answers, a broken connection, a retry budget
+// spent) is answered "try again later", but XMPP servers do not try
+// again: Prosody and ejabberd send each push once. Without more, a
+// message that arrives during a minute of APNS trouble never wakes its
+// device. So the core keeps such a push, one per device, and sends it
+// again with backoff until it goes through or Options.Redelivery has
+// passed since the device's latest failed push.
+//
+// A push that goes through to the device meanwhile ends its wait: the
+// device is awake and fetches every message. A registered node's
+// registration is read again before each attempt, so a device that
+// unregistered or got a new token meanwhile is never pushed to with what
+// it left. VoIP pushes are not kept: iOS rings for each, and a call rung
+// minutes late is over.
+
+// DefaultRedelivery is how long a failed push is tried again unless
+// configured: longer than the push services' usual incidents, short
+// enough that the wake-up still concerns a recent message.
+const DefaultRedelivery = 10 * time.Minute
+
+const (
+	// redeliveryMax bounds the devices waiting, and redeliveryMaxBytes
+	// the text they hold (summaries, encrypted payloads, tokens): a long
+	// outage of a large deployment must not take the server's memory.
+	redeliveryMax      = 65536
+	redeliveryMaxBytes = 32 << 20
+	// redeliveryEntryBytes is what an entry costs beside its text.
+	redeliveryEntryBytes = 256
+	// redeliveryBase and redeliveryMaxWait shape the backoff between
+	// attempts: the push's own retries have just spent seconds, and a
+	// recovering service should not get every waiting push at once.
+	redeliveryBase    = 5 * time.Second
+	redeliveryMaxWait = time.Minute
+	// redeliveryConcurrency bounds the attempts under way at once.
+	redeliveryConcurrency = 64
+	// redeliveryTick is how often due attempts are looked for.
+	redeliveryTick = time.Second
+)
+
+// RedeliveryStats counts what became of the pushes kept for
+// redelivery.
+type RedeliveryStats struct {
+	Pending int // devices waiting now
+	// Kept counts failed pushes kept (a device's later failures, merged
+	// into its wait, are not counted again); Dropped those not kept
+	// because the wait was full, or still waiting at shutdown.
+	Kept, Dropped uint64
+	// Delivered went through on a later attempt; Expired were still
+	// failing when their time ran out; Gone found the registration
+	// removed or the token dead; Failed met a failure that cannot pass
+	// (an app no longer configured, a payload the service refuses).
+	// Superseded ended because a later push to the device went through.
+	Delivered, Expired, Gone, Failed, Superseded uint64
+}
+
+// redeliveryKey names the device of a kept push: a registered node, or
+// for token pushes (tokenless, publish-options) the app and token.
+type redeliveryKey struct {
+	node, app, token string
+}
+
+type pendingPush struct {
+	n      push.Notification
+	sum    push.Summary   // n.Summary's copy: the request's may hold on to a whole stanza
+	enc    push.Encrypted // n.Encrypted's copy
+	size   int
+	failed time.Time // the device's latest failure; the wait ends Redelivery after it
+	due    time.Time
+	wait   push.Backoff
+	// sending is set while an attempt is under way; gen counts the
+	// failures merged in, so an attempt that went through can tell
+	// whether a newer push failed meanwhile.
+	sending bool
+	gen     uint64
+}
+
+// redeliveryAttempt is one due push, taken out under the lock.
+type redeliveryAttempt struct {
+	key redeliveryKey
+	p   *pendingPush
+	n   push.Notification
+	gen uint64
+}
+
+type redeliveries struct {
+	window time.Duration
+	now    func() time.Time
+	// base, maxWait and tick are redeliveryBase, redeliveryMaxWait and
+	// redeliveryTick but in tests.
+	base, maxWait, tick time.Duration
+
+	mu      sync.Mutex
+	pending map[redeliveryKey]*pendingPush
+	bytes   int
+	// count is len(pending), read without the lock by every push that
+	// went through: while nothing waits, that costs one atomic load.
+	count atomic.Int64
+
+	kept, dropped, delivered, expired, gone, failed, superseded atomic.Uint64
+}
+
+func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
+	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick,
+		pending: map[redeliveryKey]*pendingPush{}}
+}
+
+// urgency orders priorities: a device waiting for an alert keeps it when
+// a silent push to it fails later.
+func urgency(p push.Priority) int {
+	if p == push.PriorityHigh {
+		return 1
+	}
+	return 0
+}
+
+func notificationSize(n *push.Notification) int {
+	size := redeliveryEntryBytes + len(n.App) + len(n.Node) + len(n.Token) + len(n.Account)
+	if n.Summary != nil {
+		size += len(n.Summary.LastMessageSender) + len(n.Summary.LastMessageBody)
+	}
+	if n.Encrypted != nil {
+		size += len(n.Encrypted.Payload) + len(n.Encrypted.IV)
+	}
+	return size
+}
+
+// keep holds n, which just failed for a reason that may pass, for
+// redelivery to the device key names.
+func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
+	if r == nil || n.Priority == push.PriorityVoIP {
+		return
+	}
+	if key.node != "" {
+		// Read again at each attempt: the registration may change.
+		n.Token, n.Account = "", ""
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending[key]
+	if p != nil {
+		p.failed = now
+		p.gen++
+		if urgency(n.Priority) >= urgency(p.n.Priority) {
+			r.bytes -= p.size
+			p.set(n)
+			r.bytes += p.size
+		}
+		return
+	}
+	size := notificationSize(&n)
+	if len(r.pending) >= redeliveryMax || r.bytes+size > redeliveryMaxBytes {
+		r.dropped.Add(1)
+		return
+	}
+	p = &pendingPush{failed: now, wait: push.Backoff{Base: r.base, Max: r.maxWait}}
+	p.set(n)
+	p.due = now.Add(p.wait.Next())
+	r.pending[key] = p
+	r.bytes += p.size
+	r.count.Store(int64(len(r.pending)))
+	r.kept.Add(1)
+}
+
+// set makes n the push to send, with copies of what it points to.
+func (p *pendingPush) set(n push.Notification) {
+	if n.Summary != nil {
+		p.sum = *n.Summary
+		n.Summary = &p.sum
+	}
+	if n.Encrypted != nil {
+		p.enc = *n.Encrypted
+		n.Encrypted = &p.enc
+	}
+	p.n = n
+	p.size = notificationSize(&n)
+}
+
+// settled ends the wait of the device key names: a push to it went
+// through.
+func (r *redeliveries) settled(key redeliveryKey) {
+	if r == nil || r.count.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pending[key]; p != nil {
+		r.remove(key, p)
+		r.superseded.Add(1)
+	}
+}
+
+// remove deletes p, which key names; r.mu is held.
+func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
+	delete(r.pending, key)
+	r.bytes -= p.size
+	r.count.Store(int64(len(r.pending)))
+}
+
+// due takes out up to limit pushes whose next attempt is due, and ends
+// the waits whose time ran out.
+func (r *redeliveries) due(limit int) []redeliveryAttempt {
+	if r.count.Load() == 0 || limit <= 0 {
+		return nil
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []redeliveryAttempt
+	for key, p := range r.pending {
+		switch {
+		case p.sending:
+		case now.Sub(p.failed) > r.window:
+			r.remove(key, p)
+			r.expired.Add(1)
+		case !p.due.After(now) && len(out) < limit:
+			p.sending = true
+			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, gen: p.gen})
+		}
+	}
+	return out
+}
+
+// redeliveryResult is what an attempt came to.
+type redeliveryResult int
+
+const (
+	redelivered redeliveryResult = iota
+	redeliverLater
+	redeliveryGone
+	redeliveryFailed
+)
+
+// done records what attempt a came to. retryAfter is the push service's
+// hint when it asked for time.
+func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfter time.Duration) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending[a.key]
+	if p != a.p {
+		// A push to the device went through meanwhile, and ended the
+		// wait; it was counted then.
+		if res == redelivered {
+			r.delivered.Add(1)
+		}
+		return
+	}
+	p.sending = false
+	switch res {
+	case redelivered:
+		r.delivered.Add(1)
+		if p.gen == a.gen {
+			r.remove(a.key, p)
+			return
+		}
+		// A newer push failed while this one went out: send that one
+		// too, soon.
+		p.wait.Reset()
+		p.due = now.Add(p.wait.Next())
+	case redeliverLater:
+		p.due = now.Add(max(p.wait.Next(), retryAfter))
+		if p.due.Sub(p.failed) > r.window {
+			r.remove(a.key, p)
+			r.expired.Add(1)
+		}
+	case redeliveryGone:
+		r.remove(a.key, p)
+		r.gone.Add(1)
+	default:
+		r.remove(a.key, p)
+		r.failed.Add(1)
+	}
+}
+
+// drop ends every wait, at shutdown; it returns how many there were.
+func (r *redeliveries) drop() int {
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.pending)
+	clear(r.pending)
+	r.bytes = 0
+	r.count.Store(0)
+	r.dropped.Add(uint64(n))
+	return n
+}
+
+func (r *redeliveries) stats() RedeliveryStats {
+	if r == nil {
+		return RedeliveryStats{}
+	}
+	return RedeliveryStats{
+		Pending: int(r.count.Load()),
+		Kept:    r.kept.Load(), Dropped: r.dropped.Load(),
+		Delivered: r.delivered.Load(), Expired: r.expired.Load(), Gone: r.gone.Load(),
+		Failed: r.failed.Load(), Superseded: r.superseded.Load(),
+	}
+}
+
+// RedeliveryStats reports the pushes kept for redelivery; all zero when
+// redelivery is off.
+func (s *Service) RedeliveryStats() RedeliveryStats { return s.redeliver.stats() }
+
+// redeliverable reports whether a push that failed with err may go
+// through later.
+func redeliverable(err error) bool {
+	return push.IsTemporary(err) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// redeliverLoop sends the kept pushes as they fall due until ctx is
+// done; what still waits then is dropped and logged.
+func (s *Service) redeliverLoop(ctx context.Context) {
+	r := s.redeliver
+	sem := make(chan struct{}, redeliveryConcurrency)
+	var wg sync.WaitGroup
+	t := time.NewTicker(r.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			if n := r.drop(); n > 0 {
+				s.logger.Warn("pushes waiting for redelivery dropped at shutdown", "pushes", n)
+			}
+			return
+		case <-t.C:
+		}
+		for _, a := range r.due(cap(sem) - len(sem)) {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				res, after := s.redeliverOne(ctx, a)
+				r.done(a, res, after)
+			})
+		}
+	}
+}
+
+// redeliverOne makes one attempt at a kept push.
+func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeliveryResult, time.Duration) {
+	n := a.n
+	deadline := s.opts.Now().Add(s.opts.PushTimeout)
+	if a.key.node != "" {
+		t, err := s.lookup(ctx, a.key.node, deadline, false)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			return redeliveryGone, 0
+		case err != nil:
+			return redeliverLater, 0
+		}
+		n.App, n.Token, n.Account = t.Type, t.Token, t.Account
+	} else {
+		block, err := s.blockOf(ctx, n.App, n.Token)
+		switch {
+		case err != nil:
+			return redeliverLater, 0
+		case s.opts.Now().Before(block.Until):
+			return redeliveryGone, 0
+		}
+	}
+	app, ok := s.apps[n.App]
+	if !ok {
+		return redeliveryFailed, 0
+	}
+	if app.Deadline > 0 {
+		if d := s.opts.Now().Add(app.Deadline); d.Before(deadline) {
+			deadline = d
+		}
+	}
+	sctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
+	defer cancel()
+	err := app.Backend.Send(sctx, n)
+	if ctx.Err() != nil {
+		return redeliverLater, 0
+	}
+	now := s.opts.Now().UTC()
+	switch dead, isDead := push.IsDeadToken(err); {
+	case err == nil:
+		if a.key.node != "" {
+			s.status.add(registry.PushStatus{Node: a.key.node, At: now, Success: true})
+		}
+		s.logger.Debug("push redelivered", "app", n.App, "node", n.Node)
+		return redelivered, 0
+	case isDead:
+		if a.key.node != "" {
+			s.status.add(registry.PushStatus{Node: a.key.node, At: now, Reason: storedReason(err.Error())})
+			if _, uerr := s.UnregisterToken(context.WithoutCancel(ctx), n.App, n.Token, dead.Since); uerr != nil {
+				s.logger.Error("removing dead token", "app", n.App, "node", n.Node, "err", uerr)
+			}
+		} else if berr := s.blockDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, dead); berr != nil {
+			return redeliveryFailed, 0
+		}
+		return redeliveryGone, 0
+	case redeliverable(err):
+		var te *push.TemporaryError
+		var after time.Duration
+		if errors.As(err, &te) {
+			after = te.RetryAfter
+		}
+		return redeliverLater, after
+	default:
+		return redeliveryFailed, 0
+	}
+}

@@ -1,0 +1,152 @@
+package appserver
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+// clock is a settable time for the redelivery's bookkeeping.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func newTestRedeliveries() (*redeliveries, *clock) {
+	c := &clock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
+	return newRedeliveries(10*time.Minute, c.now), c
+}
+
+func TestRedeliveryBookkeeping(t *testing.T) {
+	r, c := newTestRedeliveries()
+	node := redeliveryKey{node: "n1"}
+	sum := &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true}
+	r.keep(node, push.Notification{App: "apns", Node: "n1", Token: "tok", Account: "a@example.org", Priority: push.PrioritySilent, Summary: sum})
+	sum.LastMessageBody = "changed by the stanza's owner"
+
+	if got := r.due(10); len(got) != 0 {
+		t.Fatalf("due at once: %v", got)
+	}
+	c.advance(redeliveryBase)
+	got := r.due(10)
+	if len(got) != 1 {
+		t.Fatalf("due after the base wait: %d", len(got))
+	}
+	n := got[0].n
+	if n.Token != "" || n.Account != "" {
+		t.Errorf("a node's push kept its token or account, which are read again: %+v", n)
+	}
+	if n.Summary == sum || n.Summary.LastMessageBody != "hello" {
+		t.Errorf("summary not copied: %+v", n.Summary)
+	}
+	if again := r.due(10); len(again) != 0 {
+		t.Fatal("an attempt under way taken twice")
+	}
+	r.done(got[0], redelivered, 0)
+	if s := r.stats(); s.Pending != 0 || s.Kept != 1 || s.Delivered != 1 || r.bytes != 0 {
+		t.Fatalf("after delivery: %+v, %d bytes", s, r.bytes)
+	}
+}
+
+func TestRedeliveryMergesPerDevice(t *testing.T) {
+	r, c := newTestRedeliveries()
+	key := redeliveryKey{node: "n1"}
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "hi", HasLastMessageBody: true}})
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	// VoIP pushes are never kept: a call rung late is over.
+	r.keep(redeliveryKey{node: "n2"}, push.Notification{App: "voip", Node: "n2", Priority: push.PriorityVoIP})
+	if s := r.stats(); s.Pending != 1 || s.Kept != 1 {
+		t.Fatalf("%+v", s)
+	}
+	c.advance(redeliveryBase)
+	got := r.due(10)
+	if len(got) != 1 || got[0].n.Priority != push.PriorityHigh || got[0].n.Summary.LastMessageBody != "hi" {
+		t.Fatalf("the device should wait for its alert: %+v", got)
+	}
+
+	// A push that fails while the attempt is under way is sent too, even
+	// when the attempt goes through.
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "second", HasLastMessageBody: true}})
+	r.done(got[0], redelivered, 0)
+	c.advance(redeliveryBase)
+	got = r.due(10)
+	if len(got) != 1 || got[0].n.Summary.LastMessageBody != "second" {
+		t.Fatalf("the push that failed meanwhile: %+v", got)
+	}
+	r.done(got[0], redelivered, 0)
+	if s := r.stats(); s.Pending != 0 || s.Delivered != 2 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+func TestRedeliverySettled(t *testing.T) {
+	r, c := newTestRedeliveries()
+	a, b := redeliveryKey{node: "a"}, redeliveryKey{app: "fcm", token: "tok-b"}
+	r.keep(a, push.Notification{App: "apns", Node: "a", Priority: push.PrioritySilent})
+	r.keep(b, push.Notification{App: "fcm", Token: "tok-b", Priority: push.PriorityHigh})
+	r.settled(a)
+	c.advance(redeliveryBase)
+	got := r.due(10)
+	if len(got) != 1 || got[0].key != b || got[0].n.Token != "tok-b" {
+		t.Fatalf("due: %+v", got)
+	}
+	// A push to b goes through while its redelivery is under way.
+	r.settled(b)
+	r.done(got[0], redeliverLater, 0)
+	if s := r.stats(); s.Pending != 0 || s.Superseded != 2 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+func TestRedeliveryExpires(t *testing.T) {
+	r, c := newTestRedeliveries()
+	key := redeliveryKey{node: "n1"}
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	attempts := 0
+	for range 100 {
+		c.advance(redeliveryMaxWait)
+		got := r.due(10)
+		if len(got) == 0 {
+			break
+		}
+		attempts++
+		r.done(got[0], redeliverLater, 0)
+	}
+	s := r.stats()
+	if s.Pending != 0 || s.Expired != 1 || attempts < 5 || attempts > 11 {
+		t.Fatalf("%+v after %d attempts", s, attempts)
+	}
+
+	// A later failure of the device starts its time again.
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	c.advance(9 * time.Minute)
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	c.advance(2 * time.Minute)
+	if got := r.due(10); len(got) != 1 {
+		t.Fatal("a push that failed two minutes ago expired")
+	}
+}
+
+func TestRedeliveryBounds(t *testing.T) {
+	r, _ := newTestRedeliveries()
+	big := strings.Repeat("x", 1<<20)
+	for i := range 40 {
+		r.keep(redeliveryKey{app: "web", token: string(rune('a'+i)) + "tok"}, push.Notification{App: "web", Priority: push.PriorityHigh, Encrypted: &push.Encrypted{Payload: big}})
+	}
+	if s := r.stats(); s.Pending != 31 || s.Dropped != 9 || r.bytes > redeliveryMaxBytes {
+		t.Fatalf("%+v, %d bytes", s, r.bytes)
+	}
+	r.drop()
+	for i := range redeliveryMax + 10 {
+		r.keep(redeliveryKey{node: strconv.Itoa(i)}, push.Notification{App: "apns", Priority: push.PrioritySilent})
+	}
+	if s := r.stats(); s.Pending != redeliveryMax {
+		t.Fatalf("%+v", s)
+	}
+	if got := r.due(5); len(got) != 0 {
+		t.Fatal("due before its time")
+	}
+}
