@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -26,6 +27,9 @@ import (
 // without it.
 type Notifier struct {
 	logger *slog.Logger
+	// managed is whether systemd gave us a socket: without one, Follow
+	// does not compute a status nobody reads.
+	managed bool
 
 	mu     sync.Mutex
 	status string // the status line last sent
@@ -35,7 +39,7 @@ type Notifier struct {
 
 // New returns a notifier that logs to logger.
 func New(logger *slog.Logger) *Notifier {
-	return &Notifier{logger: logger}
+	return &Notifier{logger: logger, managed: os.Getenv("NOTIFY_SOCKET") != ""}
 }
 
 // Ready says the server has started (or finished reloading) and serves.
@@ -78,8 +82,13 @@ func (n *Notifier) Status(status string) {
 }
 
 // Follow sets the status line from status every interval until ctx
-// ends; the line is sent only when it changes.
+// ends; the line is sent only when it changes. Outside systemd it
+// returns at once: status may be dear (the health checks ping the
+// registry).
 func (n *Notifier) Follow(ctx context.Context, interval time.Duration, status func() string) {
+	if !n.managed {
+		return
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

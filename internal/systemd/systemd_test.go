@@ -116,3 +116,17 @@ func TestSocketGone(t *testing.T) {
 		t.Fatalf("log:\n%s", log.String())
 	}
 }
+
+// TestFollowOutsideSystemd: without a socket the status is never
+// computed, since computing it pings the registry.
+func TestFollowOutsideSystemd(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	n := New(slog.New(slog.DiscardHandler))
+	calls := 0
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	n.Follow(ctx, time.Millisecond, func() string { calls++; return "serving" })
+	if calls != 0 {
+		t.Fatalf("status computed %d times outside systemd", calls)
+	}
+}
