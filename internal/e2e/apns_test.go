@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -48,6 +49,56 @@ func testToAPNS(t *testing.T, start startServer) {
 	waitFor(t, func() bool { return strings.Contains(s.xmpp.Log(), s.xmpp.Rejected) })
 }
 
+// TestRedeliveredAfterAPNSOutage: a message that arrives while APNS
+// answers 503 gets its push through once APNS is back, although the
+// user's server, told "wait", never sends it again; and the push
+// session survives (ejabberd deletes it on any error but wait).
+func TestRedeliveredAfterAPNSOutage(t *testing.T) { eachServer(t, testRedeliveredAfterAPNSOutage) }
+
+func testRedeliveredAfterAPNSOutage(t *testing.T, start startServer) {
+	mock, backend := apnsStack(t, func(o *apns.Options) { o.PushDeadline = 500 * time.Millisecond })
+	s := startStackWithOn(t, start, &recorder{}, backend)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	token := strings.Repeat("0dd5", 16)
+	node, secret := s.registerHTTP(t, "alice-iphone", token)
+	down := make([]apnsmock.Fault, 100)
+	for i := range down {
+		down[i] = apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}
+	}
+	mock.FailToken(token, down...)
+	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
+	s.offlineMessage(t, alice, node, secret)
+	waitFor(t, func() bool { return s.svc.RedeliveryStats().Kept == 1 })
+	if mock.Accepted() != 0 {
+		t.Fatal("APNS accepted a push while answering 503")
+	}
+	mock.Reset() // APNS is back
+
+	// The first attempt comes 2.5 to 5 s after the failure.
+	deadline := time.Now().Add(15 * time.Second)
+	for mock.Accepted() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the push never reached APNS once it was back: %+v", s.svc.RedeliveryStats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := mock.Requests()[0]; r.Token != token || r.PushType != "alert" {
+		t.Fatalf("APNS got %+v", r)
+	}
+	if st := s.svc.RedeliveryStats(); st.Delivered != 1 || st.Pending != 0 {
+		t.Fatalf("%+v", st)
+	}
+
+	// The user's server still pushes to the device.
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	bob.sendChat("alice@"+s.xmpp.Domain, "still there?")
+	waitFor(t, func() bool { return mock.Accepted() == 2 })
+}
+
 // TestProsodyPriorityAuto: with priority auto, a chat message reaches the
 // APNS mock as an alert and a bare delivery receipt as a silent
 // background push, as mod_push_appserver sends them.
@@ -74,8 +125,9 @@ func TestProsodyPriorityAuto(t *testing.T) {
 	}
 }
 
-// apnsStack starts the APNS mock and a token-authenticated backend for it.
-func apnsStack(t *testing.T) (*apnsmock.Server, *apns.Backend) {
+// apnsStack starts the APNS mock and a token-authenticated backend for
+// it, with the options configure changes.
+func apnsStack(t *testing.T, configure ...func(*apns.Options)) (*apnsmock.Server, *apns.Backend) {
 	t.Helper()
 	p8, pub, err := apnsmock.TokenKey()
 	if err != nil {
@@ -88,10 +140,14 @@ func apnsStack(t *testing.T) (*apnsmock.Server, *apns.Backend) {
 		t.Fatal(err)
 	}
 	t.Cleanup(mock.Close)
-	backend, err := apns.New(apns.Options{
+	opts := apns.Options{
 		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
 		TokenKeyFile: keyFile, KeyID: "KEY1", TeamID: "TEAM1", AlertTitle: "New Message", AlertBody: "New Message", MutableContent: true,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	for _, c := range configure {
+		c(&opts)
+	}
+	backend, err := apns.New(opts, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
