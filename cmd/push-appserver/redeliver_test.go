@@ -14,8 +14,9 @@ import (
 
 // TestRedeliveryAfterAPNSOutage runs the binary against the APNS mock
 // answering 503 for a while: the push is answered "ERROR" (the user's
-// server would hear "wait"), and once APNS takes pushes again the device
-// gets it all the same, once.
+// server would hear "wait"). The server is restarted meanwhile, as an
+// operator might do about failing pushes; once APNS takes pushes again
+// the device gets the push all the same, once.
 func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
@@ -45,7 +46,13 @@ func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 	if am.Accepted() != 0 {
 		t.Fatal("APNS accepted a push while answering 503")
 	}
+	s.stop(t)
+	if !strings.Contains(s.log.String(), "kept in the registry") {
+		t.Fatalf("the waiting push was not kept at the stop:\n%s", s.log.String())
+	}
 	am.Reset() // APNS is back
+	s = startServer(t, bin, config)
+	s.waitHealthy(t, addr)
 
 	deadline := time.Now().Add(20 * time.Second)
 	for am.Accepted() == 0 {

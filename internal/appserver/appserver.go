@@ -285,10 +285,14 @@ func (s *Service) Run(ctx context.Context) {
 	if s.opts.Changes != nil && s.cache != nil {
 		go s.follow(ctx)
 	}
+	var redelivery sync.WaitGroup
 	if s.redeliver != nil {
-		go s.redeliverLoop(ctx)
+		// Waited for: its last act writes to the registry, which Close
+		// may close after Run returns.
+		redelivery.Go(func() { s.redeliverLoop(ctx) })
 	}
 	s.status.run(ctx, s.opts.FlushInterval)
+	redelivery.Wait()
 }
 
 // changed forgets what the push path keeps of node's registration, which

@@ -2,6 +2,7 @@ package appserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -51,6 +52,11 @@ const (
 	redeliveryConcurrency = 64
 	// redeliveryTick is how often due attempts are looked for.
 	redeliveryTick = time.Second
+	// heldPollInterval is how often the registry is asked for pushes
+	// held by instances that stopped.
+	heldPollInterval = 30 * time.Second
+	// holdTimeout bounds the write of the waiting pushes at shutdown.
+	holdTimeout = 10 * time.Second
 )
 
 // RedeliveryStats counts what became of the pushes kept for
@@ -101,9 +107,10 @@ type redeliveryAttempt struct {
 type redeliveries struct {
 	window time.Duration
 	now    func() time.Time
-	// base, maxWait and tick are redeliveryBase, redeliveryMaxWait and
-	// redeliveryTick but in tests.
-	base, maxWait, tick time.Duration
+	// base, maxWait, tick and poll are redeliveryBase,
+	// redeliveryMaxWait, redeliveryTick and heldPollInterval but in
+	// tests.
+	base, maxWait, tick, poll time.Duration
 
 	mu      sync.Mutex
 	pending map[redeliveryKey]*pendingPush
@@ -116,7 +123,7 @@ type redeliveries struct {
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
-	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick,
+	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
 		pending: map[redeliveryKey]*pendingPush{}}
 }
 
@@ -176,6 +183,55 @@ func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
 	r.bytes += p.size
 	r.count.Store(int64(len(r.pending)))
 	r.kept.Add(1)
+}
+
+// restore takes back a push another server held at its stop (or this
+// one, before a restart), which last failed at failed. It reports whether
+// the push is kept: it is not when its time ran out meanwhile, or the
+// wait is full.
+func (r *redeliveries) restore(key redeliveryKey, n push.Notification, failed time.Time) bool {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(failed) > r.window {
+		r.expired.Add(1)
+		return false
+	}
+	if p := r.pending[key]; p != nil {
+		// This server failed to push to the device since: its push is
+		// the newer.
+		if failed.After(p.failed) {
+			p.failed = failed
+		}
+		return true
+	}
+	size := notificationSize(&n)
+	if len(r.pending) >= redeliveryMax || r.bytes+size > redeliveryMaxBytes {
+		r.dropped.Add(1)
+		return false
+	}
+	p := &pendingPush{failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}}
+	p.set(n)
+	p.due = now.Add(p.wait.Next())
+	r.pending[key] = p
+	r.bytes += p.size
+	r.count.Store(int64(len(r.pending)))
+	return true
+}
+
+// takeAll removes every waiting push, at shutdown, for the registry to
+// hold.
+func (r *redeliveries) takeAll() []redeliveryAttempt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]redeliveryAttempt, 0, len(r.pending))
+	for key, p := range r.pending {
+		out = append(out, redeliveryAttempt{key: key, p: p, n: p.n})
+	}
+	clear(r.pending)
+	r.bytes = 0
+	r.count.Store(0)
+	return out
 }
 
 // set makes n the push to send, with copies of what it points to.
@@ -289,21 +345,6 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 	}
 }
 
-// drop ends every wait, at shutdown; it returns how many there were.
-func (r *redeliveries) drop() int {
-	if r == nil {
-		return 0
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := len(r.pending)
-	clear(r.pending)
-	r.bytes = 0
-	r.count.Store(0)
-	r.dropped.Add(uint64(n))
-	return n
-}
-
 func (r *redeliveries) stats() RedeliveryStats {
 	if r == nil {
 		return RedeliveryStats{}
@@ -327,22 +368,28 @@ func redeliverable(err error) bool {
 }
 
 // redeliverLoop sends the kept pushes as they fall due until ctx is
-// done; what still waits then is dropped and logged.
+// done, and then has the registry hold what still waits. It takes what
+// the registry holds at its start and every heldPollInterval after, so
+// that pushes held by an instance that stopped are sent by one that runs.
 func (s *Service) redeliverLoop(ctx context.Context) {
 	r := s.redeliver
 	sem := make(chan struct{}, redeliveryConcurrency)
 	var wg sync.WaitGroup
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
+	s.takeHeld(ctx)
+	lastTake := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
-			if n := r.drop(); n > 0 {
-				s.logger.Warn("pushes waiting for redelivery dropped at shutdown", "pushes", n)
-			}
+			s.holdPending()
 			return
 		case <-t.C:
+		}
+		if time.Since(lastTake) >= r.poll {
+			s.takeHeld(ctx)
+			lastTake = time.Now()
 		}
 		for _, a := range r.due(cap(sem) - len(sem)) {
 			sem <- struct{}{}
@@ -419,5 +466,83 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		return redeliverLater, after
 	default:
 		return redeliveryFailed, 0
+	}
+}
+
+// heldPush is a waiting push as the registry holds it across a restart.
+type heldPush struct {
+	// ByNode: the push is to a registered node, read again before each
+	// attempt; otherwise to App's Token (tokenless, publish-options).
+	ByNode    bool            `json:"by_node,omitempty"`
+	Node      string          `json:"node,omitempty"`
+	App       string          `json:"app"`
+	Token     string          `json:"token,omitempty"`
+	Priority  push.Priority   `json:"priority"`
+	Summary   *push.Summary   `json:"summary,omitempty"`
+	Encrypted *push.Encrypted `json:"encrypted,omitempty"`
+}
+
+// holdPending has the registry hold the pushes still waiting, at
+// shutdown, for the next server to start (or another instance) to send.
+func (s *Service) holdPending() {
+	waiting := s.redeliver.takeAll()
+	if len(waiting) == 0 {
+		return
+	}
+	held := make([]registry.HeldPush, 0, len(waiting))
+	for _, a := range waiting {
+		h := heldPush{ByNode: a.key.node != "", Node: a.n.Node, App: a.n.App, Token: a.key.token,
+			Priority: a.n.Priority, Summary: a.n.Summary, Encrypted: a.n.Encrypted}
+		b, err := json.Marshal(h)
+		if err != nil {
+			continue
+		}
+		held = append(held, registry.HeldPush{FailedAt: a.p.failed, Push: b})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
+	defer cancel()
+	if err := s.store.HoldPushes(ctx, held); err != nil {
+		s.redeliver.dropped.Add(uint64(len(waiting)))
+		s.logger.Error("pushes waiting for redelivery lost at shutdown: the registry did not keep them", "pushes", len(waiting), "err", err)
+		return
+	}
+	s.logger.Info("pushes waiting for redelivery kept in the registry for the next start", "pushes", len(held))
+}
+
+// takeHeld takes the pushes the registry holds (see holdPending) into
+// this server's wait.
+func (s *Service) takeHeld(ctx context.Context) {
+	const page = 1000
+	kept := 0
+	for range redeliveryMax / page {
+		held, err := s.store.TakeHeldPushes(ctx, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("reading the pushes held for redelivery", "err", err)
+			}
+			return
+		}
+		for _, hp := range held {
+			var h heldPush
+			if err := json.Unmarshal(hp.Push, &h); err != nil || h.App == "" {
+				s.redeliver.failed.Add(1)
+				s.logger.Warn("a push held for redelivery cannot be read; skipped", "err", err)
+				continue
+			}
+			key := redeliveryKey{app: h.App, token: h.Token}
+			if h.ByNode {
+				key = redeliveryKey{node: h.Node}
+			}
+			n := push.Notification{App: h.App, Node: h.Node, Token: h.Token, Priority: h.Priority, Summary: h.Summary, Encrypted: h.Encrypted}
+			if s.redeliver.restore(key, n, hp.FailedAt) {
+				kept++
+			}
+		}
+		if len(held) < page {
+			break
+		}
+	}
+	if kept > 0 {
+		s.logger.Info("pushes held for redelivery taken from the registry", "pushes", kept)
 	}
 }

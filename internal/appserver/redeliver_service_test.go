@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +20,15 @@ import (
 func redeliveringService(t *testing.T, redelivery time.Duration) (*appserver.Service, registry.Store, *scripted) {
 	t.Helper()
 	store := memory.New()
-	b := &scripted{answers: map[string]error{}}
+	svc, b, _ := startRedelivering(t, store, redelivery)
+	return svc, store, b
+}
+
+// startRedelivering starts a redelivering service over store; stop ends
+// its Run, as a shutdown does.
+func startRedelivering(t *testing.T, store registry.Store, redelivery time.Duration) (svc *appserver.Service, b *scripted, stop func()) {
+	t.Helper()
+	b = &scripted{answers: map[string]error{}}
 	svc, err := appserver.New(store, []appserver.App{
 		{Name: "apns", Priority: push.PriorityAuto, Backend: hexOnly{b}},
 		{Name: "voip", Priority: push.PriorityVoIP, Backend: b},
@@ -34,8 +43,10 @@ func redeliveringService(t *testing.T, redelivery time.Duration) (*appserver.Ser
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; svc.Close() })
-	return svc, store, b
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; svc.Close() }) }
+	t.Cleanup(stop)
+	return svc, b, stop
 }
 
 // sentTo counts the pushes the backend got for token.
@@ -182,5 +193,88 @@ func TestRedeliveryOff(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if s := svc.RedeliveryStats(); s != (appserver.RedeliveryStats{}) || sentTo(b, "t1") != 1 {
 		t.Fatalf("%+v", s)
+	}
+}
+
+// TestRedeliveryAcrossRestart: the pushes still waiting when a server
+// stops are held in the registry, and the next server sends them; one
+// whose device unregistered meanwhile is not sent.
+func TestRedeliveryAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	first, b1, stop := startRedelivering(t, store, time.Minute)
+	a, _ := first.Register(ctx, appserver.Caller{}, "fcm", "a", "token-a")
+	gone, _ := first.Register(ctx, appserver.Caller{}, "fcm", "gone", "token-gone")
+	for _, tok := range []string{"token-a", "token-gone", "ab12"} {
+		b1.set(tok, outage)
+	}
+	first.Push(ctx, appserver.PushRequest{Node: "a", Secret: a.Secret, MarkedHigh: true, Summary: &push.Summary{LastMessageSender: "bob@example.org", MessageCount: 2}})
+	first.Push(ctx, appserver.PushRequest{Node: "gone", Secret: gone.Secret})
+	first.Push(ctx, appserver.PushRequest{Node: "ab12", Tokenless: true, TokenApp: "apns"})
+	if s := first.RedeliveryStats(); s.Kept != 3 {
+		t.Fatalf("%+v", s)
+	}
+	stop()
+	if s := first.RedeliveryStats(); s.Pending != 0 || s.Dropped != 0 {
+		t.Fatalf("after the stop: %+v", s)
+	}
+	if _, err := first.Unregister(ctx, appserver.Caller{}, "fcm", "gone"); err != nil {
+		t.Fatal(err)
+	}
+
+	second, b2, _ := startRedelivering(t, store, time.Minute)
+	s := waitStats(t, second, func(s appserver.RedeliveryStats) bool { return s.Delivered == 2 && s.Gone == 1 })
+	if s.Pending != 0 {
+		t.Fatalf("%+v", s)
+	}
+	var toA push.Notification
+	for _, n := range b2.Sent() {
+		if n.Token == "token-a" {
+			toA = n
+		}
+	}
+	if toA.Node != "a" || toA.App != "fcm" || toA.Priority != push.PriorityHigh || toA.Summary == nil || toA.Summary.LastMessageSender != "bob@example.org" || toA.Summary.MessageCount != 2 {
+		t.Fatalf("the held push as sent: %+v", toA)
+	}
+	if sentTo(b2, "ab12") != 1 || sentTo(b2, "token-gone") != 0 {
+		t.Fatalf("sent: %+v", b2.Sent())
+	}
+}
+
+// TestRedeliveryHandedToRunningInstance: an instance that stops hands
+// its waiting pushes to one that keeps running on the same registry.
+func TestRedeliveryHandedToRunningInstance(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	running, b, _ := startRedelivering(t, store, time.Minute)
+	stopping, b1, stop := startRedelivering(t, store, time.Minute)
+	reg, _ := stopping.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b1.set("t1", outage)
+	stopping.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	// Once it has tried again, the running one has long made the take
+	// of its start: what it gets now comes from polling.
+	waitStats(t, stopping, func(appserver.RedeliveryStats) bool { return sentTo(b1, "t1") >= 2 })
+	stop()
+	waitStats(t, running, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
+	if sentTo(b, "t1") != 1 {
+		t.Fatalf("sent: %+v", b.Sent())
+	}
+}
+
+// TestHeldPushExpires: a push held longer than redelivery allows is not
+// sent by the next server.
+func TestHeldPushExpires(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	first, b1, stop := startRedelivering(t, store, 200*time.Millisecond)
+	reg, _ := first.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b1.set("t1", outage)
+	first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	stop()
+	time.Sleep(300 * time.Millisecond)
+	second, b2, _ := startRedelivering(t, store, 200*time.Millisecond)
+	waitStats(t, second, func(s appserver.RedeliveryStats) bool { return s.Expired == 1 })
+	if sentTo(b2, "t1") != 0 {
+		t.Fatalf("sent: %+v", b2.Sent())
 	}
 }

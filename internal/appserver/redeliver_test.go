@@ -139,7 +139,7 @@ func TestRedeliveryBounds(t *testing.T) {
 	if s := r.stats(); s.Pending != 31 || s.Dropped != 9 || r.bytes > redeliveryMaxBytes {
 		t.Fatalf("%+v, %d bytes", s, r.bytes)
 	}
-	r.drop()
+	r.takeAll()
 	for i := range redeliveryMax + 10 {
 		r.keep(redeliveryKey{node: strconv.Itoa(i)}, push.Notification{App: "apns", Priority: push.PrioritySilent})
 	}

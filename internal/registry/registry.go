@@ -122,6 +122,15 @@ type PushStatus struct {
 	Reason  string // error reason when !Success
 }
 
+// HeldPush is a push that failed and was still waiting to be sent again
+// when its server stopped, kept in the registry for the next server to
+// start. Push is that server's encoding of it; FailedAt is when the
+// device's latest push failed.
+type HeldPush struct {
+	FailedAt time.Time
+	Push     []byte
+}
+
 // Store persists registrations. Every method is safe for concurrent use.
 type Store interface {
 	// Get returns the registration for node, or ErrNotFound.
@@ -201,6 +210,13 @@ type Store interface {
 	// CountDomain returns the number of registrations whose Domain is
 	// domain (an indexed count, for the per-domain quota); 0 for "".
 	CountDomain(ctx context.Context, domain string) (int, error)
+
+	// HoldPushes keeps ps, all in one transaction, until TakeHeldPushes.
+	HoldPushes(ctx context.Context, ps []HeldPush) error
+
+	// TakeHeldPushes removes and returns up to limit held pushes, oldest
+	// first. Several servers taking at once each get different ones.
+	TakeHeldPushes(ctx context.Context, limit int) ([]HeldPush, error)
 
 	// InstanceValue returns the value stored under name, creating it with gen
 	// on first use. It holds values that all instances sharing the registry

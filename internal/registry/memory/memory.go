@@ -3,8 +3,10 @@
 package memory
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ type Store struct {
 	byNode  map[string]registry.Registration
 	values  map[string]string
 	blocked map[[2]string]registry.BlockedToken
+	held    []registry.HeldPush
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -191,6 +194,26 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		p.Push = bytes.Clone(p.Push)
+		s.held = append(s.held, p)
+	}
+	return nil
+}
+
+func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slices.SortStableFunc(s.held, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
+	n := min(limit, len(s.held))
+	out := slices.Clone(s.held[:n])
+	s.held = slices.Delete(s.held, 0, n)
+	return out, nil
 }
 
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {

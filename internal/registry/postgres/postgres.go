@@ -579,6 +579,40 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
+func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
+	at := make([]time.Time, len(ps))
+	push := make([][]byte, len(ps))
+	for i, p := range ps {
+		at[i], push[i] = p.FailedAt, p.Push
+	}
+	// One statement, so it is one transaction through any pooler.
+	if _, err := s.pool.Exec(ctx, `INSERT INTO held_pushes (failed_at, push) SELECT * FROM unnest($1::timestamptz[], $2::bytea[])`, at, push); err != nil {
+		return fmt.Errorf("holding pushes: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
+	// SKIP LOCKED: instances starting together each take other rows
+	// rather than wait for one another.
+	rows, err := s.pool.Query(ctx, `DELETE FROM held_pushes WHERE id IN
+		(SELECT id FROM held_pushes ORDER BY failed_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING failed_at, push`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (registry.HeldPush, error) {
+		var p registry.HeldPush
+		err := r.Scan(&p.FailedAt, &p.Push)
+		p.FailedAt = p.FailedAt.UTC()
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	return out, nil
+}
+
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM blocked_tokens WHERE until < $1`, before)
 	if err != nil {

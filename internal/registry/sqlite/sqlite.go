@@ -580,6 +580,44 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
+func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("holding pushes: %w", err)
+	}
+	defer tx.Rollback()
+	for _, p := range ps {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO held_pushes (failed_at, push) VALUES (?, ?)`, p.FailedAt.UnixNano(), p.Push); err != nil {
+			return fmt.Errorf("holding pushes: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("holding pushes: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
+	rows, err := s.write.QueryContext(ctx, `DELETE FROM held_pushes WHERE id IN (SELECT id FROM held_pushes ORDER BY failed_at, id LIMIT ?) RETURNING failed_at, push`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.HeldPush
+	for rows.Next() {
+		var at int64
+		var p []byte
+		if err := rows.Scan(&at, &p); err != nil {
+			return nil, fmt.Errorf("taking held pushes: %w", err)
+		}
+		out = append(out, registry.HeldPush{FailedAt: time.Unix(0, at).UTC(), Push: p})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	return out, nil
+}
+
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
 	res, err := s.write.ExecContext(ctx, `DELETE FROM blocked_tokens WHERE until < ?`, before.UnixNano())
 	if err != nil {

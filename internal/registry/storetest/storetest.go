@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"BlockedTokens", testBlockedTokens},
 		{"LongTokens", testLongTokens},
 		{"PushTarget", testPushTarget},
+		{"HeldPushes", testHeldPushes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -831,5 +832,45 @@ func testPushTarget(t *testing.T, s registry.Store) {
 		if _, err := p.GetPushTarget(ctx, node); !errors.Is(err, registry.ErrNotFound) {
 			t.Fatalf("GetPushTarget(%s) = %v, want ErrNotFound", node, err)
 		}
+	}
+}
+
+// testHeldPushes: pushes held at a server's stop are taken by the next,
+// oldest first, each once.
+func testHeldPushes(t *testing.T, s registry.Store) {
+	if got, err := s.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
+		t.Fatalf("empty: %v, %v", got, err)
+	}
+	held := []registry.HeldPush{
+		{FailedAt: base.Add(2 * time.Second), Push: []byte(`{"node":"b"}`)},
+		{FailedAt: base, Push: []byte(`{"node":"a"}`)},
+		{FailedAt: base.Add(time.Second), Push: []byte{0, 1, 2, 0xff}},
+	}
+	if err := s.HoldPushes(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HoldPushes(ctx, nil); err != nil {
+		t.Fatalf("holding nothing: %v", err)
+	}
+	first, err := s.TakeHeldPushes(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, err := s.TakeHeldPushes(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := append(first, rest...)
+	want := []registry.HeldPush{held[1], held[2], held[0]}
+	if len(first) != 2 || len(got) != 3 {
+		t.Fatalf("took %d, then %d", len(first), len(rest))
+	}
+	for i := range want {
+		if !sameTime(got[i].FailedAt, want[i].FailedAt) || string(got[i].Push) != string(want[i].Push) {
+			t.Fatalf("held push %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if again, err := s.TakeHeldPushes(ctx, 10); err != nil || len(again) != 0 {
+		t.Fatalf("taken twice: %v, %v", again, err)
 	}
 }
