@@ -48,8 +48,10 @@ const (
 	// recovering service should not get every waiting push at once.
 	redeliveryBase    = 5 * time.Second
 	redeliveryMaxWait = time.Minute
-	// redeliveryConcurrency bounds the attempts under way at once.
+	// redeliveryConcurrency bounds the attempts under way at once, and
+	// redeliveryBatch those taken out at each tick.
 	redeliveryConcurrency = 64
+	redeliveryBatch       = 4096
 	// redeliveryTick is how often due attempts are looked for.
 	redeliveryTick = time.Second
 	// heldPollInterval is how often the registry is asked for pushes
@@ -391,8 +393,16 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			s.takeHeld(ctx)
 			lastTake = time.Now()
 		}
-		for _, a := range r.due(cap(sem) - len(sem)) {
-			sem <- struct{}{}
+		// A batch larger than the attempts that may run at once: after
+		// an outage every device falls due within seconds, and taking
+		// only the free slots each tick would send 64 a second.
+		for _, a := range r.due(redeliveryBatch) {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				// The rest stay waiting; holdPending keeps them.
+				continue
+			}
 			wg.Go(func() {
 				defer func() { <-sem }()
 				res, after := s.redeliverOne(ctx, a)

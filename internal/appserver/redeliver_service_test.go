@@ -3,9 +3,11 @@ package appserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,3 +280,58 @@ func TestHeldPushExpires(t *testing.T) {
 		t.Fatalf("sent: %+v", b2.Sent())
 	}
 }
+
+// slow is a backend that takes a millisecond to answer.
+type slow struct{ sent atomic.Int64 }
+
+func (b *slow) Send(ctx context.Context, n push.Notification) error {
+	time.Sleep(time.Millisecond)
+	b.sent.Add(1)
+	return nil
+}
+
+// TestRedeliveryKeepsUpAfterAnOutage: once the push service is back,
+// every device waiting is sent to within the next look for due pushes,
+// not as many a look as may be under way at once.
+func TestRedeliveryKeepsUpAfterAnOutage(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	back := &slow{}
+	var down atomic.Bool
+	down.Store(true)
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backendFunc(func(ctx context.Context, n push.Notification) error {
+		if down.Load() {
+			return b.Send(ctx, n)
+		}
+		return back.Send(ctx, n)
+	})}}, appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every device falls due within 20 ms; the service looks every 300.
+	svc.SetRedeliveryTiming(20*time.Millisecond, 300*time.Millisecond)
+	const devices = 1000
+	for i := range devices {
+		tok := fmt.Sprintf("t%d", i)
+		b.set(tok, outage)
+		reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", fmt.Sprintf("n%d", i), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Push(ctx, appserver.PushRequest{Node: reg.Node, Secret: reg.Secret})
+	}
+	down.Store(false)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(700 * time.Millisecond)
+	if s := svc.RedeliveryStats(); s.Delivered != devices {
+		t.Fatalf("%d of %d delivered after two looks: %+v", back.sent.Load(), devices, s)
+	}
+}
+
+type backendFunc func(ctx context.Context, n push.Notification) error
+
+func (f backendFunc) Send(ctx context.Context, n push.Notification) error { return f(ctx, n) }
