@@ -29,6 +29,10 @@ import (
 // unregistered or got a new token meanwhile is never pushed to with what
 // it left. VoIP pushes are not kept: iOS rings for each, and a call rung
 // minutes late is over.
+//
+// What still waits when the server stops is held in the registry
+// (Store.HoldPushes) and taken by the next server to start, or by an
+// instance still running on the same registry within heldPollInterval.
 
 // DefaultRedelivery is how long a failed push is tried again unless
 // configured: longer than the push services' usual incidents, short
