@@ -61,6 +61,9 @@ const (
 	// heldPollInterval is how often the registry is asked for pushes
 	// held by instances that stopped.
 	heldPollInterval = 30 * time.Second
+	// redeliverySummaryInterval is how often the log sums up what
+	// redelivery did, when it did anything.
+	redeliverySummaryInterval = time.Minute
 	// holdTimeout bounds the write of the waiting pushes at shutdown.
 	holdTimeout = 10 * time.Second
 )
@@ -384,7 +387,8 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
 	s.takeHeld(ctx)
-	lastTake := time.Now()
+	lastTake, lastSummary := time.Now(), time.Now()
+	summarized := r.stats()
 	for {
 		select {
 		case <-ctx.Done():
@@ -396,6 +400,10 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 		if time.Since(lastTake) >= r.poll {
 			s.takeHeld(ctx)
 			lastTake = time.Now()
+		}
+		if time.Since(lastSummary) >= redeliverySummaryInterval {
+			summarized = s.summarizeRedelivery(summarized)
+			lastSummary = time.Now()
 		}
 		// A batch larger than the attempts that may run at once: after
 		// an outage every device falls due within seconds, and taking
@@ -414,6 +422,24 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			})
 		}
 	}
+}
+
+// summarizeRedelivery logs what redelivery did since prev, if anything,
+// and returns the stats it summed up: an operator sees an outage's pushes
+// arrive (or not) without a metrics system, in a line a minute.
+func (s *Service) summarizeRedelivery(prev RedeliveryStats) RedeliveryStats {
+	now := s.redeliver.stats()
+	cur, last := now, prev
+	cur.Pending, last.Pending = 0, 0
+	if cur == last {
+		return now
+	}
+	s.logger.Info("redelivery of failed pushes in the last minute",
+		"kept", now.Kept-prev.Kept, "delivered", now.Delivered-prev.Delivered,
+		"superseded", now.Superseded-prev.Superseded, "gone", now.Gone-prev.Gone,
+		"expired", now.Expired-prev.Expired, "failed", now.Failed-prev.Failed,
+		"dropped", now.Dropped-prev.Dropped, "waiting", now.Pending)
+	return now
 }
 
 // redeliverOne makes one attempt at a kept push.

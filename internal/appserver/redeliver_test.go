@@ -1,6 +1,7 @@
 package appserver
 
 import (
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -148,5 +149,32 @@ func TestRedeliveryBounds(t *testing.T) {
 	}
 	if got := r.due(5); len(got) != 0 {
 		t.Fatal("due before its time")
+	}
+}
+
+// TestRedeliverySummary: the log sums up a minute of redelivery when
+// something happened in it, and stays quiet otherwise.
+func TestRedeliverySummary(t *testing.T) {
+	r, c := newTestRedeliveries()
+	var log strings.Builder
+	s := &Service{redeliver: r, logger: slog.New(slog.NewTextHandler(&log, nil))}
+	last := s.summarizeRedelivery(RedeliveryStats{})
+	if log.Len() != 0 {
+		t.Fatalf("summed up nothing: %s", log.String())
+	}
+	r.keep(redeliveryKey{node: "a"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
+	r.keep(redeliveryKey{node: "b"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
+	c.advance(redeliveryBase)
+	for _, a := range r.due(1) {
+		r.done(a, redelivered, 0)
+	}
+	last = s.summarizeRedelivery(last)
+	if !strings.Contains(log.String(), "kept=2 delivered=1 superseded=0 gone=0 expired=0 failed=0 dropped=0 waiting=1") {
+		t.Fatalf("summary: %s", log.String())
+	}
+	log.Reset()
+	s.summarizeRedelivery(last)
+	if log.Len() != 0 {
+		t.Fatalf("a quiet minute summed up: %s", log.String())
 	}
 }
