@@ -202,7 +202,13 @@ func metric(t *testing.T, addr, series string) float64 {
 
 func (s *server) stop(t *testing.T) {
 	t.Helper()
-	s.cmd.Process.Signal(os.Interrupt)
+	s.stopWith(t, os.Interrupt)
+}
+
+// stopWith sends sig and waits for the server to exit cleanly.
+func (s *server) stopWith(t *testing.T, sig os.Signal) {
+	t.Helper()
+	s.cmd.Process.Signal(sig)
 	done := make(chan error, 1)
 	go func() { done <- s.cmd.Wait() }()
 	select {
@@ -211,7 +217,7 @@ func (s *server) stop(t *testing.T) {
 			t.Fatalf("server exited with %v", err)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("server did not stop on SIGINT")
+		t.Fatalf("server did not stop on %v", sig)
 	}
 }
 

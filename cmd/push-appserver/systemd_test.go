@@ -45,19 +45,9 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatalf("after the reload: %v", f)
 	}
 
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	if f := sdnotify.Fields(sock.Next(t, 10*time.Second)); f["STOPPING"] != "1" || !strings.HasPrefix(f["STATUS"], "stopping") {
+	s.stopWith(t, syscall.SIGTERM)
+	if f := sdnotify.Fields(sock.Next(t, time.Second)); f["STOPPING"] != "1" || !strings.HasPrefix(f["STATUS"], "stopping") {
 		t.Fatalf("on SIGTERM: %v", f)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("server exited with %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("server did not stop on SIGTERM")
 	}
 }
 
