@@ -214,8 +214,9 @@ type Store interface {
 	// HoldPushes keeps ps, all in one transaction, until TakeHeldPushes.
 	HoldPushes(ctx context.Context, ps []HeldPush) error
 
-	// TakeHeldPushes removes and returns up to limit held pushes, oldest
-	// first. Several servers taking at once each get different ones.
+	// TakeHeldPushes removes and returns up to limit held pushes, the
+	// oldest, in the order they failed. Several servers taking at once
+	// each get different ones.
 	TakeHeldPushes(ctx context.Context, limit int) ([]HeldPush, error)
 
 	// InstanceValue returns the value stored under name, creating it with gen

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -610,6 +611,8 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	if err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
 	}
+	// RETURNING gives rows in no set order.
+	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
 	return out, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -615,6 +616,8 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
 	}
+	// RETURNING gives rows in no set order.
+	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
 	return out, nil
 }
 
