@@ -73,8 +73,9 @@ const (
 type RedeliveryStats struct {
 	Pending int // devices waiting now
 	// Kept counts failed pushes kept (a device's later failures, merged
-	// into its wait, are not counted again); Dropped those not kept
-	// because the wait was full, or still waiting at shutdown.
+	// into its wait, are not counted again); Dropped those not kept for
+	// want of room, or waiting at shutdown when the registry could not
+	// hold them.
 	Kept, Dropped uint64
 	// Delivered went through on a later attempt; Expired were still
 	// failing when their time ran out; Gone found the registration
@@ -92,8 +93,6 @@ type redeliveryKey struct {
 
 type pendingPush struct {
 	n      push.Notification
-	sum    push.Summary   // n.Summary's copy: the request's may hold on to a whole stanza
-	enc    push.Encrypted // n.Encrypted's copy
 	size   int
 	failed time.Time // the device's latest failure; the wait ends Redelivery after it
 	due    time.Time
@@ -180,18 +179,25 @@ func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
 		}
 		return
 	}
-	size := notificationSize(&n)
-	if len(r.pending) >= redeliveryMax || r.bytes+size > redeliveryMaxBytes {
-		r.dropped.Add(1)
-		return
+	if r.add(key, n, now, now) {
+		r.kept.Add(1)
 	}
-	p = &pendingPush{failed: now, wait: push.Backoff{Base: r.base, Max: r.maxWait}}
+}
+
+// add starts the wait of a device that has none, unless there is no room
+// for it; r.mu is held.
+func (r *redeliveries) add(key redeliveryKey, n push.Notification, failed, now time.Time) bool {
+	if len(r.pending) >= redeliveryMax || r.bytes+notificationSize(&n) > redeliveryMaxBytes {
+		r.dropped.Add(1)
+		return false
+	}
+	p := &pendingPush{failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}}
 	p.set(n)
 	p.due = now.Add(p.wait.Next())
 	r.pending[key] = p
 	r.bytes += p.size
 	r.count.Store(int64(len(r.pending)))
-	r.kept.Add(1)
+	return true
 }
 
 // restore takes back a push another server held at its stop (or this
@@ -214,18 +220,7 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, failed ti
 		}
 		return true
 	}
-	size := notificationSize(&n)
-	if len(r.pending) >= redeliveryMax || r.bytes+size > redeliveryMaxBytes {
-		r.dropped.Add(1)
-		return false
-	}
-	p := &pendingPush{failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}}
-	p.set(n)
-	p.due = now.Add(p.wait.Next())
-	r.pending[key] = p
-	r.bytes += p.size
-	r.count.Store(int64(len(r.pending)))
-	return true
+	return r.add(key, n, failed, now)
 }
 
 // takeAll removes every waiting push, at shutdown, for the registry to
@@ -243,15 +238,17 @@ func (r *redeliveries) takeAll() []redeliveryAttempt {
 	return out
 }
 
-// set makes n the push to send, with copies of what it points to.
+// set makes n the push to send. What it points to is copied: the
+// request's summary may hold on to a whole stanza, and an attempt under
+// way may still read the push this one replaces.
 func (p *pendingPush) set(n push.Notification) {
 	if n.Summary != nil {
-		p.sum = *n.Summary
-		n.Summary = &p.sum
+		sum := *n.Summary
+		n.Summary = &sum
 	}
 	if n.Encrypted != nil {
-		p.enc = *n.Encrypted
-		n.Encrypted = &p.enc
+		enc := *n.Encrypted
+		n.Encrypted = &enc
 	}
 	p.n = n
 	p.size = notificationSize(&n)

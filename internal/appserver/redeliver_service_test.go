@@ -335,3 +335,42 @@ func TestRedeliveryKeepsUpAfterAnOutage(t *testing.T) {
 type backendFunc func(ctx context.Context, n push.Notification) error
 
 func (f backendFunc) Send(ctx context.Context, n push.Notification) error { return f(ctx, n) }
+
+// TestRedeliveryAttemptKeepsItsPush: a push that fails while an attempt
+// for the same device is under way does not change what that attempt
+// sends.
+func TestRedeliveryAttemptKeepsItsPush(t *testing.T) {
+	ctx := context.Background()
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int64
+	var seen atomic.Value
+	backend := backendFunc(func(ctx context.Context, n push.Notification) error {
+		if calls.Add(1) == 2 { // the first redelivery attempt
+			close(inFlight)
+			<-release
+			seen.Store(n.Summary.LastMessageBody)
+		}
+		return outage
+	})
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityAuto, Backend: backend}},
+		appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { svc.Run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	body := func(b string) *push.Summary { return &push.Summary{LastMessageBody: b, HasLastMessageBody: true} }
+	svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret, Summary: body("first")})
+	<-inFlight
+	svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret, Summary: body("second")})
+	close(release)
+	waitStats(t, svc, func(appserver.RedeliveryStats) bool { return seen.Load() != nil })
+	if got := seen.Load(); got != "first" {
+		t.Fatalf("the attempt under way sent %q", got)
+	}
+}
