@@ -317,11 +317,8 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 	defer r.mu.Unlock()
 	p := r.pending[a.key]
 	if p != a.p {
-		// A push to the device went through meanwhile, and ended the
-		// wait; it was counted then.
-		if res == redelivered {
-			r.delivered.Add(1)
-		}
+		// A push to the device went through meanwhile and ended the
+		// wait, counted then as superseded: each wait ends once.
 		return
 	}
 	p.sending = false
