@@ -212,12 +212,13 @@ func (m *Metrics) WatchApp(app string, misconfigured func() bool) {
 // (push_appserver_registration_cache_bypassed), read at each scrape: the
 // hit ratio tells whether registration_cache is large enough.
 func (m *Metrics) WatchCache(stats func() appserver.CacheStats) {
-	registerCounters(m.reg, "push_appserver_registration_cache_lookups_total",
-		"Pushes that found their registration in the cache (hit) and that read it from the registry (miss).",
-		"result", stats, []labeled[appserver.CacheStats]{
-			{"hit", func(s appserver.CacheStats) uint64 { return s.Hits }},
-			{"miss", func(s appserver.CacheStats) uint64 { return s.Misses }},
-		})
+	registerCounters(m.reg, prometheus.CounterOpts{
+		Name: "push_appserver_registration_cache_lookups_total",
+		Help: "Pushes that found their registration in the cache (hit) and that read it from the registry (miss).",
+	}, "result", stats, []labeled[appserver.CacheStats]{
+		{"hit", func(s appserver.CacheStats) uint64 { return s.Hits }},
+		{"miss", func(s appserver.CacheStats) uint64 { return s.Misses }},
+	})
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "push_appserver_registration_cache_stale_total",
 		Help: "Pushes sent to their registration as cached, of those counted as misses, because the registry could not be read while the change feed was down.",
@@ -261,17 +262,18 @@ func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats) {
 		Name: "push_appserver_redelivery_pending",
 		Help: "Devices whose last push failed for a reason that may pass (the push service's outage, 5xx, 429, a broken connection) and that wait for it to be sent again.",
 	}, func() float64 { return float64(stats().Pending) }))
-	registerCounters(m.reg, "push_appserver_redeliveries_total",
-		"Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, or its token dead), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, or the registry could not hold them at shutdown).",
-		"outcome", stats, []labeled[appserver.RedeliveryStats]{
-			{"kept", func(s appserver.RedeliveryStats) uint64 { return s.Kept }},
-			{"delivered", func(s appserver.RedeliveryStats) uint64 { return s.Delivered }},
-			{"superseded", func(s appserver.RedeliveryStats) uint64 { return s.Superseded }},
-			{"gone", func(s appserver.RedeliveryStats) uint64 { return s.Gone }},
-			{"expired", func(s appserver.RedeliveryStats) uint64 { return s.Expired }},
-			{"failed", func(s appserver.RedeliveryStats) uint64 { return s.Failed }},
-			{"dropped", func(s appserver.RedeliveryStats) uint64 { return s.Dropped }},
-		})
+	registerCounters(m.reg, prometheus.CounterOpts{
+		Name: "push_appserver_redeliveries_total",
+		Help: "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, or its token dead), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, or the registry could not hold them at shutdown).",
+	}, "outcome", stats, []labeled[appserver.RedeliveryStats]{
+		{"kept", func(s appserver.RedeliveryStats) uint64 { return s.Kept }},
+		{"delivered", func(s appserver.RedeliveryStats) uint64 { return s.Delivered }},
+		{"superseded", func(s appserver.RedeliveryStats) uint64 { return s.Superseded }},
+		{"gone", func(s appserver.RedeliveryStats) uint64 { return s.Gone }},
+		{"expired", func(s appserver.RedeliveryStats) uint64 { return s.Expired }},
+		{"failed", func(s appserver.RedeliveryStats) uint64 { return s.Failed }},
+		{"dropped", func(s appserver.RedeliveryStats) uint64 { return s.Dropped }},
+	})
 }
 
 // labeled is one value of a counter's label and how to read its count
@@ -281,13 +283,13 @@ type labeled[S any] struct {
 	n     func(S) uint64
 }
 
-// registerCounters registers the counter name with one series per
-// label value, each read from stats at every scrape.
-func registerCounters[S any](reg *prometheus.Registry, name, help, label string, stats func() S, series []labeled[S]) {
+// registerCounters registers the counter opts describes with one series
+// per value of label, each read from stats at every scrape.
+func registerCounters[S any](reg *prometheus.Registry, opts prometheus.CounterOpts, label string, stats func() S, series []labeled[S]) {
 	for _, l := range series {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: name, Help: help, ConstLabels: prometheus.Labels{label: l.value},
-		}, func() float64 { return float64(l.n(stats())) }))
+		o := opts
+		o.ConstLabels = prometheus.Labels{label: l.value}
+		reg.MustRegister(prometheus.NewCounterFunc(o, func() float64 { return float64(l.n(stats())) }))
 	}
 }
 
