@@ -121,6 +121,10 @@ func (c *Config) OutageGraceOption() time.Duration {
 	return c.OutageGrace.D()
 }
 
+// maxSensibleRedelivery is the longest redelivery that draws no
+// warning.
+const maxSensibleRedelivery = time.Hour
+
 // RedeliveryOption is Redelivery as appserver.Options takes it, where 0
 // means the default and a negative value none.
 func (c *Config) RedeliveryOption() time.Duration {
@@ -620,6 +624,9 @@ func (c *Config) validate() []error {
 	}
 	if c.RegistrationCache < 0 {
 		bad("registration_cache", "must not be negative (0 turns the cache off)")
+	}
+	if c.Redelivery.D() > maxSensibleRedelivery {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("redelivery: %s sends a failed push that late, waking devices for messages long read; an hour at most is usual", c.Redelivery.D()))
 	}
 	if c.HTTP.TLSListen != "" {
 		if c.HTTP.TLSCertFile == "" || c.HTTP.TLSKeyFile == "" {

@@ -164,6 +164,12 @@ func TestOffableDurations(t *testing.T) {
 			t.Errorf("%q: option %v, want %v", tt.toml, got, tt.want)
 		}
 	}
+	for toml, warned := range map[string]bool{`redelivery = "1h"`: false, `redelivery = "6h"`: true} {
+		c, err := Parse(toml, "")
+		if err != nil || (len(c.Warnings) == 1) != warned || warned && !strings.Contains(c.Warnings[0], "redelivery: 6h0m0s sends a failed push that late") {
+			t.Errorf("%s: %v, warnings %q", toml, err, c.Warnings)
+		}
+	}
 	for _, key := range []string{"outage_grace", "redelivery"} {
 		if _, err := Parse(key+` = "-1m"`, ""); err == nil || !strings.Contains(err.Error(), `"`+key+`"): must not be negative`) {
 			t.Errorf("a negative %s: %v", key, err)
