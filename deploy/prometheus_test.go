@@ -25,6 +25,26 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 
+	text, err := os.ReadFile(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := exportedMetrics(t)
+	named := namedMetrics(string(text))
+	if len(named) == 0 {
+		t.Fatal("the rules name no metric")
+	}
+	for m := range named {
+		if !exported[m] {
+			t.Errorf("the rules name %s, which the server does not export", m)
+		}
+	}
+}
+
+// exportedMetrics is the set of push_appserver_ metrics the server
+// declares in internal/metrics, found by their Name: fields.
+func exportedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
 	exported := map[string]bool{}
 	sources, err := filepath.Glob("../internal/metrics/*.go")
 	if err != nil {
@@ -46,22 +66,18 @@ func TestAlertRules(t *testing.T) {
 	if len(exported) < 10 {
 		t.Fatalf("found %d metric names in internal/metrics; has the way they are declared changed?", len(exported))
 	}
-	text, err := os.ReadFile(rules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	named := regexp.MustCompile(`push_appserver_\w+`).FindAllString(string(text), -1)
-	if len(named) == 0 {
-		t.Fatal("the rules name no metric")
-	}
-	for _, m := range named {
-		// A histogram's series carry suffixes its declaration does not.
-		base := m
+	return exported
+}
+
+// namedMetrics is the set of push_appserver_ metrics text names, a
+// histogram's series by the histogram's name.
+func namedMetrics(text string) map[string]bool {
+	named := map[string]bool{}
+	for _, m := range regexp.MustCompile(`push_appserver_\w+`).FindAllString(text, -1) {
 		for _, s := range []string{"_bucket", "_count", "_sum"} {
-			base = strings.TrimSuffix(base, s)
+			m = strings.TrimSuffix(m, s)
 		}
-		if !exported[base] {
-			t.Errorf("the rules name %s, which the server does not export", m)
-		}
+		named[m] = true
 	}
+	return named
 }
