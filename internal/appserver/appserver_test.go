@@ -61,15 +61,21 @@ func newService(t *testing.T, rate time.Duration) (*appserver.Service, registry.
 	t.Helper()
 	store := memory.New()
 	b := &scripted{answers: map[string]error{}}
-	svc, err := appserver.New(store, []appserver.App{
-		{Name: "apns", Priority: push.PriorityAuto, Backend: hexOnly{b}},
-		{Name: "voip", Priority: push.PriorityVoIP, Backend: b},
-		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
-	}, appserver.Options{RateLimit: rate}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc, err := appserver.New(store, testApps(b), appserver.Options{RateLimit: rate}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return svc, store, b
+}
+
+// testApps are the apps of the tests' services, all on b: apns (whose
+// tokens must be hex), voip and fcm.
+func testApps(b *scripted) []appserver.App {
+	return []appserver.App{
+		{Name: "apns", Priority: push.PriorityAuto, Backend: hexOnly{b}},
+		{Name: "voip", Priority: push.PriorityVoIP, Backend: b},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
+	}
 }
 
 var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)

@@ -31,11 +31,7 @@ func redeliveringService(t *testing.T, redelivery time.Duration) (*appserver.Ser
 func startRedelivering(t *testing.T, store registry.Store, redelivery time.Duration) (svc *appserver.Service, b *scripted, stop func()) {
 	t.Helper()
 	b = &scripted{answers: map[string]error{}}
-	svc, err := appserver.New(store, []appserver.App{
-		{Name: "apns", Priority: push.PriorityAuto, Backend: hexOnly{b}},
-		{Name: "voip", Priority: push.PriorityVoIP, Backend: b},
-		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
-	}, appserver.Options{Redelivery: redelivery}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc, err := appserver.New(store, testApps(b), appserver.Options{Redelivery: redelivery}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
