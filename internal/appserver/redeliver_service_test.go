@@ -369,3 +369,25 @@ func TestRedeliveryAttemptKeepsItsPush(t *testing.T) {
 		t.Fatalf("the attempt under way sent %q", got)
 	}
 }
+
+// refusingHold is a registry that cannot hold pushes, as a database that
+// went away before the server stopped.
+type refusingHold struct{ registry.Store }
+
+func (refusingHold) HoldPushes(context.Context, []registry.HeldPush) error {
+	return errors.New("connection refused")
+}
+
+// TestRedeliveryHoldRefused: pushes the registry cannot hold at a stop
+// are counted as dropped and logged, not lost without a word.
+func TestRedeliveryHoldRefused(t *testing.T) {
+	ctx := context.Background()
+	svc, b, stop := startRedelivering(t, refusingHold{memory.New()}, time.Minute)
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b.set("t1", outage)
+	svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	stop()
+	if s := svc.RedeliveryStats(); s.Dropped != 1 || s.Pending != 0 {
+		t.Fatalf("%+v", s)
+	}
+}
