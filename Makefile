@@ -98,6 +98,9 @@ install: build
 	install -D -m 0644 deploy/push-appserver.sysusers $(DESTDIR)$(SYSUSERSDIR)/push-appserver.conf
 	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' deploy/push-appserver.service > $(BIN).service
 	install -D -m 0644 $(BIN).service $(DESTDIR)$(SYSTEMDDIR)/push-appserver.service
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' deploy/push-appserver-backup.service > $(BIN)-backup.service
+	install -D -m 0644 $(BIN)-backup.service $(DESTDIR)$(SYSTEMDDIR)/push-appserver-backup.service
+	install -D -m 0644 deploy/push-appserver-backup.timer $(DESTDIR)$(SYSTEMDDIR)/push-appserver-backup.timer
 	install -d -m 0750 $(DESTDIR)/etc/push-appserver
 	test -e $(DESTDIR)/etc/push-appserver/push-appserver.toml || \
 		install -m 0640 deploy/push-appserver.toml $(DESTDIR)/etc/push-appserver/push-appserver.toml
@@ -107,6 +110,7 @@ install: build
 		systemctl daemon-reload 2>/dev/null || true; \
 	fi
 	@echo "installed; edit /etc/push-appserver/push-appserver.toml, then: systemctl enable --now push-appserver"
+	@echo "daily backups of the registry: systemctl enable --now push-appserver-backup.timer"
 
 # Static binaries for linux/amd64 and linux/arm64 with their SHA-256 sums.
 DIST_ARCHS ?= amd64 arm64
