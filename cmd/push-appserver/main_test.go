@@ -175,9 +175,8 @@ func (s *server) register(node, token string) ([]string, error) {
 	return strings.Split(string(b), "\n"), nil
 }
 
-// metric returns the value of the sample line that starts with series in
-// the /metrics of the server listening at addr, or -1 when there is none.
-func metric(t *testing.T, addr, series string) float64 {
+// scrape returns the /metrics of the server listening at addr.
+func scrape(t *testing.T, addr string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -188,7 +187,14 @@ func metric(t *testing.T, addr, series string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.Lines(string(body)) {
+	return string(body)
+}
+
+// metric returns the value of the sample line that starts with series in
+// the /metrics of the server listening at addr, or -1 when there is none.
+func metric(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	for line := range strings.Lines(scrape(t, addr)) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
 			var f float64
 			if _, err := fmt.Sscan(v, &f); err != nil {
@@ -242,6 +248,9 @@ func TestServeSmoke(t *testing.T) {
 	}
 	if body := s.get(t, "health"); body != "RUNNING\nregistry: up\n" {
 		t.Fatalf("health: %q", body)
+	}
+	if !regexp.MustCompile(`(?m)^push_appserver_build_info\{commit="[^"]+",goversion="go[^"]+",version="[^"]+"\} 1$`).MatchString(scrape(t, addr)) {
+		t.Fatal("/metrics has no push_appserver_build_info naming the build")
 	}
 	s.stop(t)
 	if !strings.Contains(s.log.String(), "push (log backend, not delivered)") {

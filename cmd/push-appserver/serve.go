@@ -119,6 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	})
 
 	m := metrics.New()
+	m.BuildInfo(versionString(), commitString())
 	var appChecks []httpapi.Check
 	for _, b := range breakers {
 		bad := func() bool { ok, _ := b.breaker.Misconfigured(); return ok }

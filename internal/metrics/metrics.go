@@ -8,6 +8,7 @@ package metrics
 import (
 	"maps"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -291,6 +292,19 @@ func registerCounters[S any](reg *prometheus.Registry, opts prometheus.CounterOp
 		o.ConstLabels = prometheus.Labels{label: l.value}
 		reg.MustRegister(prometheus.NewCounterFunc(o, func() float64 { return float64(l.n(stats())) }))
 	}
+}
+
+// BuildInfo exports push_appserver_build_info{version, commit,
+// goversion}, always 1: during a rolling upgrade it shows which
+// instance runs which build.
+func (m *Metrics) BuildInfo(version, commit string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "push_appserver_build_info",
+		Help:        "Always 1; its labels name the build the instance runs.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	m.reg.MustRegister(g)
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -50,4 +51,29 @@ func TestPushedCountsEverySeries(t *testing.T) {
 			t.Errorf("%s: %v, want 400", k, n)
 		}
 	}
+}
+
+// The build the instance runs is one series, always 1.
+func TestBuildInfo(t *testing.T) {
+	m := New()
+	m.BuildInfo("v1.2.3", "abc123")
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "push_appserver_build_info" {
+			continue
+		}
+		labels := map[string]string{}
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if len(f.GetMetric()) != 1 || f.GetMetric()[0].GetGauge().GetValue() != 1 ||
+			labels["version"] != "v1.2.3" || labels["commit"] != "abc123" || labels["goversion"] != runtime.Version() {
+			t.Fatalf("build info: %v", f)
+		}
+		return
+	}
+	t.Fatal("no push_appserver_build_info")
 }
