@@ -12,6 +12,7 @@ package deploy
 import (
 	_ "embed"
 	"fmt"
+	"net"
 	"strings"
 )
 
@@ -33,6 +34,57 @@ var ProsodyExample string
 //
 //go:embed ejabberd/push-appserver.yml
 var EjabberdExample string
+
+// ConfigExample is push-appserver.toml, the commented configuration
+// make install puts in /etc/push-appserver.
+//
+//go:embed push-appserver.toml
+var ConfigExample string
+
+// The example configuration's component address and secret, which
+// NewSetup replaces.
+const (
+	exampleAddress = `"127.0.0.1:` + ExamplePort + `"`
+	exampleSecret  = `"env:PUSH_APPSERVER_COMPONENT_SECRET"   # or file:/etc/push-appserver/component-secret`
+)
+
+// Setup is the configuration of a new installation: push-appserver's and
+// the XMPP servers' sides of one component, with one secret.
+type Setup struct {
+	Config, Prosody, Ejabberd string
+}
+
+// NewSetup fills the examples for the component v.Component on the XMPP
+// server of v.Domain, which takes components at address (host:port;
+// v.Port is taken from it) with the secret v.Secret. push-appserver's
+// configuration reads the secret from secretFile, so that the file can be
+// kept from whoever reads the configuration.
+func NewSetup(v Values, address, secretFile string) (Setup, error) {
+	_, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return Setup{}, fmt.Errorf("component address: %w", err)
+	}
+	v.Port = port
+	var s Setup
+	if s.Prosody, err = Fill(ProsodyExample, v); err != nil {
+		return Setup{}, fmt.Errorf("prosody example: %w", err)
+	}
+	if s.Ejabberd, err = Fill(EjabberdExample, v); err != nil {
+		return Setup{}, fmt.Errorf("ejabberd example: %w", err)
+	}
+	s.Config = ConfigExample
+	for _, r := range [][2]string{
+		{exampleAddress, fmt.Sprintf("%q", address)},
+		{exampleSecret, fmt.Sprintf("%q", "file:"+secretFile)},
+		{`"` + ExampleComponent + `"`, fmt.Sprintf("%q", v.Component)},
+	} {
+		if !strings.Contains(s.Config, r[0]) {
+			return Setup{}, fmt.Errorf("the example configuration does not contain %s", r[0])
+		}
+		s.Config = strings.ReplaceAll(s.Config, r[0], r[1])
+	}
+	return s, nil
+}
 
 // Values are what a running setup has in place of the example values.
 type Values struct {

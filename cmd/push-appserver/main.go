@@ -52,6 +52,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"init", "write a new installation's configuration, with the XMPP server's side", runInit},
 		{"serve", "run the app server", runServe},
 		{"check-config", "validate the configuration and print every problem", runCheckConfig},
 		{"vapid-keygen", "write a VAPID key for a webpush app", vapidKeygen},

@@ -47,6 +47,11 @@ type Options struct {
 	ComponentJID string
 	// Extra is appended to the global section of the config.
 	Extra string
+	// Component, when set, returns the file that configures the
+	// component and mod_cloud_notify (with VirtualHost "localhost") for
+	// the component port at addr, instead of the operators' example
+	// filled in; the component's secret is then the file's.
+	Component func(addr string) (string, error)
 }
 
 // Start writes a config and starts Prosody (the test fails if it is not
@@ -80,8 +85,12 @@ func Start(t testing.TB, opts Options) *Server {
 	// example, with this instance's domain, port, jid and secret.
 	example, err := deploy.Fill(deploy.ProsodyExample, deploy.Values{
 		Domain: s.Domain, Component: s.ComponentJID, Port: daemon.Port(s.ComponentAddr), Secret: s.ComponentSecret})
+	if opts.Component != nil {
+		s.ComponentSecret = ""
+		example, err = opts.Component(s.ComponentAddr)
+	}
 	if err != nil {
-		t.Fatalf("deploy/prosody/push-appserver.cfg.lua: %v", err)
+		t.Fatalf("the component's Prosody configuration: %v", err)
 	}
 	examplePath := filepath.Join(dir, "push-appserver.cfg.lua")
 	if err := os.WriteFile(examplePath, []byte(example), 0o640); err != nil {
