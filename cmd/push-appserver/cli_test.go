@@ -29,6 +29,7 @@ func TestSubcommandHelp(t *testing.T) {
 		"send-test":     {"-app", "-token", "-config"},
 		"version":       {},
 		"vapid-keygen":  {"-out"},
+		"init":          {"-jid", "-domain", "-address", "-dir"},
 	}
 	for _, c := range commands() {
 		t.Run(c.name, func(t *testing.T) {
