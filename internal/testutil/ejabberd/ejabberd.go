@@ -52,6 +52,11 @@ type Options struct {
 	ComponentJID string
 	// Extra is appended to the top level of ejabberd.yml.
 	Extra string
+	// Component, when set, returns the file that configures the
+	// component listener and mod_push for the component port at addr,
+	// instead of the operators' example filled in; the component's
+	// secret is then the file's.
+	Component func(addr string) (string, error)
 }
 
 const ctlPath = "/usr/sbin/ejabberdctl"
@@ -95,8 +100,12 @@ func Start(t testing.TB, opts Options) *Server {
 	// with this instance's port, jid and secret.
 	example, err := deploy.Fill(deploy.EjabberdExample, deploy.Values{
 		Domain: s.Domain, Component: s.ComponentJID, Port: daemon.Port(s.ComponentAddr), Secret: s.ComponentSecret})
+	if opts.Component != nil {
+		s.ComponentSecret = ""
+		example, err = opts.Component(s.ComponentAddr)
+	}
 	if err != nil {
-		t.Fatalf("deploy/ejabberd/push-appserver.yml: %v", err)
+		t.Fatalf("the component's ejabberd configuration: %v", err)
 	}
 	examplePath := filepath.Join(dir, "push-appserver.yml")
 	if err := os.WriteFile(examplePath, []byte(example), 0o640); err != nil {
