@@ -324,9 +324,13 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 	p.sending = false
 	switch res {
 	case redelivered:
-		r.delivered.Add(1)
+		// Removed before it is counted, as every end of a wait is: a
+		// reader of the stats that sees it delivered sees it gone.
 		if p.gen == a.gen {
 			r.remove(a.key, p)
+		}
+		r.delivered.Add(1)
+		if p.gen == a.gen {
 			return
 		}
 		// A newer push failed while this one went out: send that one
