@@ -324,15 +324,15 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 	p.sending = false
 	switch res {
 	case redelivered:
-		// Removed before it is counted, as every end of a wait is: a
-		// reader of the stats that sees it delivered sees it gone.
 		if p.gen == a.gen {
+			// Removed before it is counted, as every end of a wait
+			// is: a reader of the stats that sees it delivered sees
+			// it gone.
 			r.remove(a.key, p)
-		}
-		r.delivered.Add(1)
-		if p.gen == a.gen {
+			r.delivered.Add(1)
 			return
 		}
+		r.delivered.Add(1)
 		// A newer push failed while this one went out: send that one
 		// too, soon.
 		p.wait.Reset()
