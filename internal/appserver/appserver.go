@@ -448,11 +448,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.status.add(registry.PushStatus{Node: node, At: now, Reason: storedReason(err.Error())})
 	if dead, ok := push.IsDeadToken(err); ok {
 		s.opts.Observer.Pushed(t.Type, OutcomeDeadToken, time.Since(start))
-		n, uerr := s.UnregisterToken(context.WithoutCancel(ctx), t.Type, t.Token, dead.Since)
-		if uerr != nil {
-			s.logger.Error("removing dead token", "app", t.Type, "node", node, "err", uerr)
-		}
-		if n > 0 {
+		if s.unregisterDead(context.WithoutCancel(ctx), t.Type, t.Token, node, dead) > 0 {
 			// The node is gone now; say so, so the user's server stops.
 			return fmt.Errorf("%w: %w", ErrNotFound, err)
 		}

@@ -488,9 +488,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	case isDead:
 		if a.key.node != "" {
 			s.status.add(registry.PushStatus{Node: a.key.node, At: now, Reason: storedReason(err.Error())})
-			if _, uerr := s.UnregisterToken(context.WithoutCancel(ctx), n.App, n.Token, dead.Since); uerr != nil {
-				s.logger.Error("removing dead token", "app", n.App, "node", n.Node, "err", uerr)
-			}
+			s.unregisterDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, dead)
 		} else if berr := s.blockDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, dead); berr != nil {
 			return redeliveryFailed, 0
 		}

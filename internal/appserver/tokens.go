@@ -134,6 +134,17 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
 
+// unregisterDead removes the registrations of a token its push service
+// declared dead (those not renewed since) and says how many went; node
+// is the push's, for the log.
+func (s *Service) unregisterDead(ctx context.Context, app, token, node string, dead *push.DeadTokenError) int {
+	n, err := s.UnregisterToken(ctx, app, token, dead.Since)
+	if err != nil {
+		s.logger.Error("removing dead token", "app", app, "node", node, "err", err)
+	}
+	return n
+}
+
 // blockDead puts a token the push service declared dead on the block
 // list for TokenBlock; node is the push's, for the log ("" when the
 // token was the node).
