@@ -202,16 +202,13 @@ func (r *redeliveries) add(key redeliveryKey, n push.Notification, failed, now t
 
 // restore takes back a push another server held at its stop (or this
 // one, before a restart), which last failed at failed. It reports whether
-// the push is kept: it is not when its time ran out meanwhile, or the
-// wait is full.
+// the push is kept: it is not when the wait is full. One whose time ran
+// out meanwhile is kept and ends as expired at the next look, as any
+// other.
 func (r *redeliveries) restore(key redeliveryKey, n push.Notification, failed time.Time) bool {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now.Sub(failed) > r.window {
-		r.expired.Add(1)
-		return false
-	}
 	if p := r.pending[key]; p != nil {
 		// This server failed to push to the device since: its push is
 		// the newer.
