@@ -61,16 +61,19 @@ func sentTo(b *scripted, token string) int {
 // waitStats waits until the service's redelivery stats satisfy ok.
 func waitStats(t *testing.T, svc *appserver.Service, ok func(appserver.RedeliveryStats) bool) appserver.RedeliveryStats {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := svc.RedeliveryStats()
-		if ok(s) {
-			return s
-		}
+	var s appserver.RedeliveryStats
+	eventually(t, func() bool { s = svc.RedeliveryStats(); return ok(s) }, func() string { return fmt.Sprintf("redelivery stats: %+v", s) })
+	return s
+}
+
+// eventually waits up to 5 s for cond, and fails the test with what
+// says when it does not come.
+func eventually(t *testing.T, cond func() bool, what func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("redelivery stats: %+v", s)
+			t.Fatal(what())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -251,7 +254,7 @@ func TestRedeliveryHandedToRunningInstance(t *testing.T) {
 	stopping.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
 	// Once it has tried again, the running one has long made the take
 	// of its start: what it gets now comes from polling.
-	waitStats(t, stopping, func(appserver.RedeliveryStats) bool { return sentTo(b1, "t1") >= 2 })
+	eventually(t, func() bool { return sentTo(b1, "t1") >= 2 }, func() string { return "the stopping instance never tried again" })
 	stop()
 	waitStats(t, running, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
 	if sentTo(b, "t1") != 1 {
@@ -364,7 +367,7 @@ func TestRedeliveryAttemptKeepsItsPush(t *testing.T) {
 	<-inFlight
 	svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret, Summary: body("second")})
 	close(release)
-	waitStats(t, svc, func(appserver.RedeliveryStats) bool { return seen.Load() != nil })
+	eventually(t, func() bool { return seen.Load() != nil }, func() string { return "the attempt under way never ended" })
 	if got := seen.Load(); got != "first" {
 		t.Fatalf("the attempt under way sent %q", got)
 	}
