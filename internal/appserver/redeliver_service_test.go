@@ -38,13 +38,19 @@ func startRedelivering(t *testing.T, store registry.Store, redelivery time.Durat
 	if redelivery > 0 {
 		svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
 	}
+	return svc, b, running(t, svc)
+}
+
+// running runs svc until the test ends; stop ends its Run sooner, as a
+// shutdown does.
+func running(t *testing.T, svc *appserver.Service) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { svc.Run(ctx); close(done) }()
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done; svc.Close() }) }
 	t.Cleanup(stop)
-	return svc, b, stop
+	return stop
 }
 
 // sentTo counts the pushes the backend got for token.
@@ -322,10 +328,7 @@ func TestRedeliveryKeepsUpAfterAnOutage(t *testing.T) {
 		svc.Push(ctx, appserver.PushRequest{Node: reg.Node, Secret: reg.Secret})
 	}
 	down.Store(false)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { svc.Run(runCtx); close(done) }()
-	defer func() { cancel(); <-done }()
+	running(t, svc)
 	// Taking as many a look as may run at once (64) would need 16 s.
 	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Delivered == devices })
 }
@@ -356,10 +359,7 @@ func TestRedeliveryAttemptKeepsItsPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { svc.Run(runCtx); close(done) }()
-	defer func() { cancel(); <-done }()
+	running(t, svc)
 
 	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
 	body := func(b string) *push.Summary { return &push.Summary{LastMessageBody: b, HasLastMessageBody: true} }
