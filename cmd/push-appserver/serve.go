@@ -269,9 +269,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	}
 
 	// Everything listens: systemd may now start what is ordered after us.
-	notify := systemd.New(logger)
-	notify.Ready(serviceStatus(checks()))
-	wg.Go(func() { notify.Follow(runCtx, statusInterval, func() string { return serviceStatus(checks()) }) })
+	notify := systemd.New(logger, func() string { return serviceStatus(checks()) })
+	notify.Ready()
+	wg.Go(func() { notify.Follow(runCtx, statusInterval) })
 
 	var runErr error
 wait:
@@ -288,7 +288,7 @@ wait:
 			notify.Reloading()
 			next, err := load()
 			reloader.Reload(runCtx, next, err)
-			notify.Ready(serviceStatus(checks()))
+			notify.Ready()
 		}
 	}
 	notify.Stopping()

@@ -27,9 +27,11 @@ import (
 // without it.
 type Notifier struct {
 	logger *slog.Logger
-	// managed is whether systemd gave us a socket: without one, Follow
-	// does not compute a status nobody reads.
-	managed bool
+	// statusOf computes the status line. It may be dear (the health
+	// checks ping the registry), so it is called only when managed:
+	// when systemd gave us a socket.
+	statusOf func() string
+	managed  bool
 
 	mu     sync.Mutex
 	status string // the status line last sent
@@ -37,13 +39,18 @@ type Notifier struct {
 	failed bool   // a send failed and was logged
 }
 
-// New returns a notifier that logs to logger.
-func New(logger *slog.Logger) *Notifier {
-	return &Notifier{logger: logger, managed: os.Getenv("NOTIFY_SOCKET") != ""}
+// New returns a notifier that logs to logger and takes its status line
+// from status.
+func New(logger *slog.Logger, status func() string) *Notifier {
+	return &Notifier{logger: logger, statusOf: status, managed: os.Getenv("NOTIFY_SOCKET") != ""}
 }
 
 // Ready says the server has started (or finished reloading) and serves.
-func (n *Notifier) Ready(status string) {
+func (n *Notifier) Ready() {
+	if !n.managed {
+		return
+	}
+	status := n.statusOf()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.status, n.held = status, false
@@ -81,11 +88,10 @@ func (n *Notifier) Status(status string) {
 	n.send("STATUS=" + status)
 }
 
-// Follow sets the status line from status every interval until ctx
+// Follow brings the status line up to date every interval until ctx
 // ends; the line is sent only when it changes. Outside systemd it
-// returns at once: status may be dear (the health checks ping the
-// registry).
-func (n *Notifier) Follow(ctx context.Context, interval time.Duration, status func() string) {
+// returns at once.
+func (n *Notifier) Follow(ctx context.Context, interval time.Duration) {
 	if !n.managed {
 		return
 	}
@@ -96,7 +102,7 @@ func (n *Notifier) Follow(ctx context.Context, interval time.Duration, status fu
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.Status(status())
+			n.Status(n.statusOf())
 		}
 	}
 }

@@ -16,10 +16,10 @@ import (
 func TestNotifier(t *testing.T) {
 	sock := sdnotify.Listen(t)
 	t.Setenv("NOTIFY_SOCKET", sock.Path)
-	n := New(slog.New(slog.DiscardHandler))
+	n := New(slog.New(slog.DiscardHandler), func() string { return "serving" })
 	const wait = 2 * time.Second
 
-	n.Ready("serving")
+	n.Ready()
 	if got := sock.Next(t, wait); got != "READY=1\nSTATUS=serving" {
 		t.Fatalf("ready: %q", got)
 	}
@@ -40,7 +40,7 @@ func TestNotifier(t *testing.T) {
 	// The reload's own line stands until it ends.
 	n.Status("serving")
 	sock.Quiet(t, 100*time.Millisecond)
-	n.Ready("serving")
+	n.Ready()
 	if got := sock.Next(t, wait); got != "READY=1\nSTATUS=serving" {
 		t.Fatalf("ready after the reload: %q", got)
 	}
@@ -56,24 +56,24 @@ func TestNotifier(t *testing.T) {
 func TestFollow(t *testing.T) {
 	sock := sdnotify.Listen(t)
 	t.Setenv("NOTIFY_SOCKET", sock.Path)
-	n := New(slog.New(slog.DiscardHandler))
-	n.Ready("serving")
+	lines := make(chan string, 1)
+	last := "serving"
+	n := New(slog.New(slog.DiscardHandler), func() string {
+		select {
+		case last = <-lines:
+		default:
+		}
+		return last
+	})
+	n.Ready()
 	sock.Next(t, time.Second)
 
-	lines := make(chan string, 1)
 	lines <- "serving; down: registry"
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		last := "serving"
-		n.Follow(ctx, 10*time.Millisecond, func() string {
-			select {
-			case last = <-lines:
-			default:
-			}
-			return last
-		})
+		n.Follow(ctx, 10*time.Millisecond)
 	}()
 	if got := sock.Next(t, 2*time.Second); got != "STATUS=serving; down: registry" {
 		t.Fatalf("followed status: %q", got)
@@ -87,8 +87,8 @@ func TestFollow(t *testing.T) {
 func TestWithoutSystemd(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	var log bytes.Buffer
-	n := New(slog.New(slog.NewTextHandler(&log, nil)))
-	n.Ready("serving")
+	n := New(slog.New(slog.NewTextHandler(&log, nil)), func() string { return "serving" })
+	n.Ready()
 	n.Reloading()
 	n.Stopping()
 	if log.Len() != 0 {
@@ -101,8 +101,8 @@ func TestWithoutSystemd(t *testing.T) {
 func TestSocketGone(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "gone"))
 	var log bytes.Buffer
-	n := New(slog.New(slog.NewTextHandler(&log, nil)))
-	n.Ready("serving")
+	n := New(slog.New(slog.NewTextHandler(&log, nil)), func() string { return "serving" })
+	n.Ready()
 	n.Status("serving; down: registry")
 	n.Status("serving")
 	if c := strings.Count(log.String(), "cannot tell systemd"); c != 1 {
@@ -121,11 +121,12 @@ func TestSocketGone(t *testing.T) {
 // computed, since computing it pings the registry.
 func TestFollowOutsideSystemd(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
-	n := New(slog.New(slog.DiscardHandler))
 	calls := 0
+	n := New(slog.New(slog.DiscardHandler), func() string { calls++; return "serving" })
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	n.Follow(ctx, time.Millisecond, func() string { calls++; return "serving" })
+	n.Ready()
+	n.Follow(ctx, time.Millisecond)
 	if calls != 0 {
 		t.Fatalf("status computed %d times outside systemd", calls)
 	}
