@@ -118,7 +118,10 @@ type Conn struct {
 	svc       Service
 	cmds      *adhoc.Commands
 	connected atomic.Bool
-	logger    *slog.Logger
+	// standingBy: the XMPP server refused the last attempt because it
+	// has another connection for the component (see Run).
+	standingBy atomic.Bool
+	logger     *slog.Logger
 	// warnedCleartext: the warning about a non-loopback peer is logged
 	// once per connection, not on every reconnect.
 	warnedCleartext atomic.Bool
@@ -164,6 +167,11 @@ func New(opts Options, svc Service) *Conn {
 // Connected reports whether the stream is established now.
 func (c *Conn) Connected() bool { return c.connected.Load() }
 
+// StandingBy reports whether the XMPP server refused the last attempt to
+// connect because another connection serves the component (Prosody takes
+// one per component), so this one waits for it to go.
+func (c *Conn) StandingBy() bool { return c.standingBy.Load() }
+
 // Run keeps the connection up until ctx is done, and returns ctx's error.
 //
 // Reconnection: jittered exponential backoff from 100 ms, capped at
@@ -180,7 +188,6 @@ func (c *Conn) Run(ctx context.Context) error {
 	floor := min(time.Second, c.opts.MaxBackoff)
 	backoff := push.Backoff{Base: min(100*time.Millisecond, c.opts.MaxBackoff), Max: c.opts.MaxBackoff}
 	failures := 0
-	standingBy := false
 	for {
 		start := time.Now()
 		err := c.session(ctx)
@@ -200,12 +207,11 @@ func (c *Conn) Run(ctx context.Context) error {
 		case errors.Is(err, stream.Conflict):
 			// Prosody takes one connection per component: another
 			// instance serves it, this one stands by.
-			if !standingBy {
+			if !c.standingBy.Swap(true) {
 				c.logger.Info("standing by: the XMPP server has another connection for this component; retrying until it goes", "every", floor)
 			}
-			standingBy = true
 		default:
-			standingBy = false
+			c.standingBy.Store(false)
 			c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		}
 		t := time.NewTimer(wait)
@@ -337,6 +343,9 @@ func leavesHost(a net.Addr) bool {
 }
 
 func (c *Conn) setConnected(v bool) {
+	if v {
+		c.standingBy.Store(false)
+	}
 	if c.connected.Swap(v) == v {
 		return
 	}
