@@ -37,6 +37,7 @@ type Notifier struct {
 	status string // the status line last sent
 	held   bool   // reloading or stopping: Status waits for Ready
 	failed bool   // a send failed and was logged
+	gone   bool   // another process took over as the service's main one
 }
 
 // New returns a notifier that logs to logger and takes its status line
@@ -55,6 +56,31 @@ func (n *Notifier) Ready() {
 	defer n.mu.Unlock()
 	n.status, n.held = status, false
 	n.send("READY=1\nSTATUS=" + status)
+}
+
+// TakeOver says this process, started by an upgrade (package upgrade),
+// is now the service's main process, and serves. It must come before the
+// old process exits: systemd takes the main process's exit for the
+// service's. The unit needs NotifyAccess=all, since systemd hears only
+// its main process otherwise.
+func (n *Notifier) TakeOver() {
+	if !n.managed {
+		return
+	}
+	status := n.statusOf()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.status, n.held = status, false
+	n.send(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), status))
+}
+
+// HandOver says nothing, and makes the notifier say nothing from now on:
+// a new process took over as the service's main one, and what this one
+// would say (STOPPING=1 above all) would be taken for the service's.
+func (n *Notifier) HandOver() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.gone = true
 }
 
 // Reloading says a reload of the configuration has begun; Ready ends it.
@@ -109,6 +135,9 @@ func (n *Notifier) Follow(ctx context.Context, interval time.Duration) {
 
 // send writes one message; n.mu is held.
 func (n *Notifier) send(state string) {
+	if n.gone {
+		return
+	}
 	sent, err := daemon.SdNotify(false, state)
 	switch {
 	case err != nil && !n.failed:

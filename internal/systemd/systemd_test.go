@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -130,4 +131,36 @@ func TestFollowOutsideSystemd(t *testing.T) {
 	if calls != 0 {
 		t.Fatalf("status computed %d times outside systemd", calls)
 	}
+}
+
+// TestUpgrade: the new process of an upgrade names itself the main
+// process as it says it is ready; the old one, once handed over, says
+// nothing more, neither STOPPING=1 nor a status line.
+func TestUpgrade(t *testing.T) {
+	sock := sdnotify.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
+	status := "serving"
+	n := New(slog.New(slog.DiscardHandler), func() string { return status })
+
+	n.TakeOver()
+	f := sdnotify.Fields(sock.Next(t, 2*time.Second))
+	if f["MAINPID"] != strconv.Itoa(os.Getpid()) || f["READY"] != "1" || f["STATUS"] != "serving" {
+		t.Fatalf("take over: %v", f)
+	}
+
+	n.HandOver()
+	status = "serving; down: registry"
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Follow(ctx, 10*time.Millisecond)
+	}()
+	n.Status(status)
+	n.Reloading()
+	n.Ready()
+	n.Stopping()
+	sock.Quiet(t, 100*time.Millisecond)
+	cancel()
+	<-done
 }
