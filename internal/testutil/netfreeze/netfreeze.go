@@ -1,7 +1,9 @@
 // Package netfreeze is a TCP forwarder whose connections can be made to
 // go silent without closing, as when a NAT or firewall on the way forgets
 // them or a peer's machine vanishes: what a keep-alive or health check
-// must notice, since neither side gets an error for many minutes.
+// must notice, since neither side gets an error for many minutes. New
+// connections can also be made slow to reach the target, as through a
+// slow network or to a busy server.
 package netfreeze
 
 import (
@@ -9,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Proxy forwards the connections it accepts to a target address.
@@ -18,6 +21,7 @@ type Proxy struct {
 	mu     sync.Mutex
 	frozen []*atomic.Bool
 	conns  []net.Conn
+	delay  atomic.Int64 // see Delay
 }
 
 // Start listens on a free loopback port and forwards to target until the
@@ -46,20 +50,34 @@ func (p *Proxy) serve() {
 		if err != nil {
 			return
 		}
-		u, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
+		if d := time.Duration(p.delay.Load()); d > 0 {
+			time.AfterFunc(d, func() { p.forward(c) })
 			continue
 		}
-		frozen := new(atomic.Bool)
-		p.mu.Lock()
-		p.frozen = append(p.frozen, frozen)
-		p.conns = append(p.conns, c, u)
-		p.mu.Unlock()
-		go carry(u, c, frozen)
-		go carry(c, u, frozen)
+		p.forward(c)
 	}
 }
+
+// forward connects c to the target.
+func (p *Proxy) forward(c net.Conn) {
+	u, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	frozen := new(atomic.Bool)
+	p.mu.Lock()
+	p.frozen = append(p.frozen, frozen)
+	p.conns = append(p.conns, c, u)
+	p.mu.Unlock()
+	go carry(u, c, frozen)
+	go carry(c, u, frozen)
+}
+
+// Delay makes connections accepted from now on reach the target only
+// after d: their client waits that long for the target's first word. 0
+// ends it.
+func (p *Proxy) Delay(d time.Duration) { p.delay.Store(int64(d)) }
 
 // carry copies from src to dst until either closes, dropping what it
 // reads once frozen.
