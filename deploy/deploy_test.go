@@ -84,7 +84,7 @@ func unit(t *testing.T, path string) map[string][]string {
 func TestSystemdUnit(t *testing.T) {
 	u := unit(t, "push-appserver.service")
 	for k, want := range map[string]string{
-		"Type": "notify", "NotifyAccess": "main", "User": "push-appserver", "StateDirectory": "push-appserver", "ProtectSystem": "strict",
+		"Type": "notify", "NotifyAccess": "all", "User": "push-appserver", "StateDirectory": "push-appserver", "ProtectSystem": "strict",
 		"NoNewPrivileges": "yes", "ProtectHome": "yes", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
 		"ExecReload": "/bin/kill -HUP $MAINPID", "WorkingDirectory": "/var/lib/push-appserver",
 	} {

@@ -193,6 +193,24 @@ func TestContainerImage(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^Uid:\s+65532\s`).Match(status) {
 		t.Fatalf("the server does not run as 65532:\n%s", status)
 	}
+	// An upgrade (SIGUSR2) would end the container with its entry point,
+	// so it is refused there, and the server serves on.
+	pm.run("kill", "-s", "USR2", id)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(pm.run("logs", id), "upgrade failed"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refused upgrade in the log:\n%s", pm.run("logs", id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if logs := pm.run("logs", id); !strings.Contains(logs, "PID 1") {
+		t.Fatalf("the refusal does not say why:\n%s", logs)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if resp, err := http.Get(base + "health"); err != nil {
+		t.Fatalf("after SIGUSR2: %v\n%s", err, pm.run("logs", id))
+	} else {
+		resp.Body.Close()
+	}
 	pm.run("stop", "-t", "20", id)
 	if code := pm.run("inspect", "--format", "{{.State.ExitCode}}", id); code != "0" {
 		t.Fatalf("exit code %s after SIGTERM\n%s", code, pm.run("logs", id))

@@ -33,6 +33,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/reload"
 	"github.com/push-appserver/push-appserver/internal/sockio"
 	"github.com/push-appserver/push-appserver/internal/systemd"
+	"github.com/push-appserver/push-appserver/internal/upgrade"
 )
 
 // shutdownGrace is how long in-flight requests get to finish on shutdown.
@@ -52,9 +53,27 @@ func newLogger(cfg *config.Config, w io.Writer, level *slog.LevelVar) *slog.Logg
 	return slog.New(logging.Redact(h))
 }
 
-// serve runs the server until ctx ends. Each value on hup reloads the
-// configuration with load and applies what can change in place.
-func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan os.Signal, load func() (*config.Config, error)) error {
+// signals are the signals serve acts on besides the ones that stop it.
+type signals struct {
+	// reload: read the configuration again (with serve's load) and apply
+	// what can change in place.
+	reload <-chan os.Signal
+	// upgrade: hand over to a new process of the binary (package upgrade).
+	upgrade <-chan os.Signal
+}
+
+// upgradeTimeout bounds how long a new process started by an upgrade may
+// take to be ready before it is killed and the old one serves on.
+const upgradeTimeout = time.Minute
+
+// settleTimeout bounds how long a new process started by an upgrade waits
+// for its components to connect (or stand by) before it says it is ready,
+// so that the old one does not close its streams before another serves.
+const settleTimeout = 20 * time.Second
+
+// serve runs the server until ctx ends, or until a new process it started
+// on sig.upgrade took over.
+func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals, load func() (*config.Config, error)) error {
 	// Checked here too: the -pprof flag bypasses the config's validation.
 	if err := config.CheckPprofListen(cfg.PprofListen, cfg.PprofAllowRemote); err != nil {
 		return fmt.Errorf("pprof: %w", err)
@@ -65,7 +84,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	}
 	level := new(slog.LevelVar)
 	logger := newLogger(cfg, logw, level)
-	logger.Info("starting push-appserver", "version", versionString())
+	logger.Info("starting push-appserver", "version", versionString(), "pid", os.Getpid())
 	for _, o := range cfg.Obsolete {
 		logger.Warn("obsolete option ignored", "option", o)
 	}
@@ -78,6 +97,17 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	if procs.Enabled(os.Getenv) {
 		// One processor while calm, all of them when busy (package procs).
 		go procs.New(logger).Run(ctx)
+	}
+
+	// Before anything listens: a process started by an upgrade takes its
+	// parent's sockets from here.
+	up, err := upgrade.New(logger, upgradeTimeout)
+	if err != nil {
+		return err
+	}
+	defer up.Stop()
+	if up.Inherited() {
+		logger.Info("started by an upgrade: taking over from the old process once ready")
 	}
 
 	store, err := openStore(ctx, cfg, logger)
@@ -178,7 +208,14 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	compCtx, stopComponents := context.WithCancel(runCtx)
 	defer stopComponents()
 	var compWG sync.WaitGroup
-	componentChecks, err := startComponents(compCtx, &compWG, cfg, svc, store, m, logger)
+	// Whoever stands by for a component (Prosody takes one connection per
+	// component) hears at once when another process released it: another
+	// instance on a shared registry, or the old process of an upgrade.
+	handovers := []handover{up}
+	if ho, ok := store.(handover); ok {
+		handovers = append(handovers, ho)
+	}
+	componentChecks, settled, err := startComponents(compCtx, &compWG, cfg, svc, handovers, m, logger)
 	if err != nil {
 		stopComponents()
 		compWG.Wait()
@@ -211,7 +248,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 	var servers []*http.Server
 	errc := make(chan error, 4)
 	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
-		l, err := net.Listen("tcp", addr)
+		l, err := up.Listen(addr)
 		if err != nil {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
@@ -259,7 +296,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 		}
 	}
 	if cfg.PprofListen != "" {
-		srv, err := startPprof(cfg.PprofListen, logger)
+		srv, err := startPprof(cfg.PprofListen, up.Listen, logger)
 		if err != nil {
 			cancel()
 			wg.Wait()
@@ -270,10 +307,26 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, hup <-chan o
 
 	// Everything listens: systemd may now start what is ordered after us.
 	notify := systemd.New(logger, func() string { return serviceStatus(checks()) })
-	notify.Ready()
+	if up.Inherited() {
+		// The old process closes its component streams once this one is
+		// ready: ejabberd must have ours by then, or it answers publishes
+		// in between with an error that deletes push sessions.
+		if !waitSettled(ctx, settled, settleTimeout) {
+			logger.Warn("taking over although not every component is connected or standing by", "waited", settleTimeout)
+		}
+		notify.TakeOver()
+	} else {
+		notify.Ready()
+	}
+	if err := up.Ready(); err != nil {
+		logger.Error("cannot tell the old process this one is ready", "err", err)
+	}
 	wg.Go(func() { notify.Follow(runCtx, statusInterval) })
+	upgrades := make(chan error, 1)
+	upgrading := false
 
 	var runErr error
+	handedOver := false
 wait:
 	for {
 		select {
@@ -283,15 +336,38 @@ wait:
 		case runErr = <-errc:
 			logger.Error("stopping", "err", runErr)
 			break wait
-		case <-hup:
+		case <-sig.reload:
 			logger.Info("reloading the configuration (SIGHUP)")
 			notify.Reloading()
 			next, err := load()
 			reloader.Reload(runCtx, next, err)
 			notify.Ready()
+		case <-sig.upgrade:
+			if upgrading {
+				logger.Warn("upgrade (SIGUSR2) ignored: one is under way")
+				continue
+			}
+			upgrading = true
+			logger.Info("upgrade (SIGUSR2): starting a new process of the binary", "path", os.Args[0])
+			go func() { upgrades <- up.Upgrade() }()
+		case err := <-upgrades:
+			// On success HandedOver is closed too; the next round of
+			// the loop takes it.
+			upgrading = false
+			if err != nil {
+				logger.Error("upgrade failed: this process serves on", "err", err)
+			}
+		case <-up.HandedOver():
+			logger.Info("the new process is ready: handing over to it, finishing what is under way")
+			handedOver = true
+			break wait
 		}
 	}
-	notify.Stopping()
+	if handedOver {
+		notify.HandOver()
+	} else {
+		notify.Stopping()
+	}
 	// Shutting down loses no push: the components close their streams
 	// (after answering the pushes under way) and still push what their
 	// XMPP servers had sent them, while the HTTP listeners stop taking
@@ -423,14 +499,14 @@ func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]
 	return apps, breakers, nil
 }
 
-func startPprof(addr string, logger *slog.Logger) (*http.Server, error) {
+func startPprof(addr string, listen func(addr string) (net.Listener, error), logger *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("pprof listener: %w", err)
 	}

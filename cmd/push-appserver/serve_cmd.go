@@ -33,6 +33,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// SIGUSR2 hands over to a new process of the binary (package
+	// upgrade); caught from the start for the same reason.
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	cfg, ok := loadConfig(*cfgPath, stderr)
 	if !ok {
 		return 1
@@ -50,7 +55,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	gctune.Apply(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, stderr, hup, load); err != nil {
+	if err := serve(ctx, cfg, stderr, signals{reload: hup, upgrade: usr2}, load); err != nil {
 		fmt.Fprintf(stderr, "push-appserver: %v\n", err)
 		return 1
 	}

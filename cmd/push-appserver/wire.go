@@ -15,7 +15,6 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
-	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -87,25 +86,27 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 	return nil, fmt.Errorf("unknown kind %q", a.Kind)
 }
 
-// startComponents connects every configured XMPP component and returns the
-// health checks for them.
-// handover is what a registry shared by several instances offers the
-// components: an instance that closes its connection for a component says
-// so, and one standing by for it (Prosody takes one connection per
-// component) connects at once instead of at its next retry.
+// handover is what a process standing by for a component (Prosody takes
+// one connection per component) hears from the one that serves it: the
+// other instances on a shared registry, or the old process of an upgrade.
+// The process that closes its connection for a component says so, and
+// the one standing by connects at once instead of at its next retry.
 type handover interface {
 	ReleaseComponent(ctx context.Context, jid string) error
 	OnComponentReleased(fn func(jid string))
 }
 
-func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, store registry.Store, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, error) {
+// startComponents connects every configured XMPP component. It returns
+// the health checks for them, and a function that reports whether every
+// component is connected or standing by for another process's connection.
+func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, handovers []handover, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, func() bool, error) {
 	var checks []httpapi.Check
-	ho, _ := store.(handover)
+	var conns []*component.Conn
 	retry := map[string]chan struct{}{}
-	if ho != nil {
-		for _, cc := range cfg.Components {
-			retry[cc.JID] = make(chan struct{}, 1)
-		}
+	for _, cc := range cfg.Components {
+		retry[cc.JID] = make(chan struct{}, 1)
+	}
+	for _, ho := range handovers {
 		ho.OnComponentReleased(func(jid string) {
 			select {
 			case retry[jid] <- struct{}{}:
@@ -116,7 +117,7 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 	for _, cc := range cfg.Components {
 		secret, err := config.ResolveSecret(cc.Secret)
 		if err != nil {
-			return nil, fmt.Errorf("component %s: %w", cc.JID, err)
+			return nil, nil, fmt.Errorf("component %s: %w", cc.JID, err)
 		}
 		jid := cc.JID
 		m.ComponentState(jid, false)
@@ -150,19 +151,40 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 			},
 			Retry: retry[jid],
 			Released: func() {
-				if ho == nil {
-					return
-				}
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 				defer cancel()
-				if err := ho.ReleaseComponent(rctx, jid); err != nil {
-					logger.Warn("could not tell the other instances that this one released the component", "component", jid, "err", err)
+				for _, ho := range handovers {
+					if err := ho.ReleaseComponent(rctx, jid); err != nil {
+						logger.Warn("could not tell the processes standing by that this one released the component", "component", jid, "err", err)
+					}
 				}
 			},
 			Logger: logger,
 		}, svc)
 		wg.Go(func() { conn.Run(ctx) })
+		conns = append(conns, conn)
 		checks = append(checks, httpapi.Check{Name: "component " + jid, OK: conn.Connected})
 	}
-	return func() []httpapi.Check { return checks }, nil
+	settled := func() bool {
+		for _, c := range conns {
+			if !c.Connected() && !c.StandingBy() {
+				return false
+			}
+		}
+		return true
+	}
+	return func() []httpapi.Check { return checks }, settled, nil
+}
+
+// waitSettled waits until settled reports true, for at most timeout, and
+// reports whether it did.
+func waitSettled(ctx context.Context, settled func() bool, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for !settled() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }

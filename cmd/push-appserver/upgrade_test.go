@@ -1,0 +1,47 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
+)
+
+// TestFailedUpgradeServesOn: when the new process of an upgrade cannot
+// start (here the configuration was broken after the server started), the
+// old one serves on as if nothing happened, and says nothing to systemd;
+// it still stops cleanly afterwards. (A successful upgrade behind real
+// XMPP servers: TestUpgradeInPlace in internal/e2e.)
+func TestFailedUpgradeServesOn(t *testing.T) {
+	bin := buildBinary(t)
+	_, addr, config := minimalConfig(t)
+	sock := sdnotify.Listen(t)
+	s := startServerEnv(t, bin, config, "NOTIFY_SOCKET="+sock.Path)
+	if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); f["READY"] != "1" {
+		t.Fatalf("first message: %v", f)
+	}
+	s.waitHealthy(t, addr)
+
+	if err := os.WriteFile(config, []byte("this is not TOML\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGUSR2)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(s.log.String(), "upgrade failed: this process serves on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed upgrade in the log:\n%s", s.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sock.Quiet(t, 300*time.Millisecond)
+	if lines, err := s.register("after-upgrade", strings.Repeat("ab", 32)); err != nil || lines[0] != "OK" {
+		t.Fatalf("register after the failed upgrade: %q, %v", lines, err)
+	}
+	s.stop(t)
+	if f := sdnotify.Fields(sock.Next(t, time.Second)); f["STOPPING"] != "1" {
+		t.Fatalf("on SIGINT: %v", f)
+	}
+}

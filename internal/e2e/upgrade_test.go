@@ -1,0 +1,266 @@
+package e2e_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
+	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
+	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
+)
+
+// One real instance on the default SQLite registry behind a real XMPP
+// server, pushing to the APNS mock while bob writes to alice (offline,
+// push enabled) every 20 ms, is upgraded in place twice with SIGUSR2, as
+// an operator does after installing a new binary: the new process
+// inherits the HTTP listener, connects its component beside the old one's
+// (ejabberd) or stands by for it (Prosody), 3 s late, tells systemd
+// it is the main process now, and only then does the old one shut down. No push session
+// is disabled, every message gives a push but for the XMPP server's own
+// handover window, and the HTTP API never refuses a connection.
+//
+// A restart instead (stop, then start) leaves a gap in which ejabberd
+// answers publishes itself, with auth/forbidden, and deletes the push
+// session of everyone messaged in it.
+func TestUpgradeInPlace(t *testing.T) {
+	t.Run("ejabberd", func(t *testing.T) { upgradeInPlace(t, startEjabberd(t), false) })
+	t.Run("Prosody", func(t *testing.T) { upgradeInPlace(t, startProsody(t), true) })
+}
+
+func upgradeInPlace(t *testing.T, x *xmppServer, standby bool) {
+	dir := t.TempDir()
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	// Apple answering in 200 ms keeps pushes under way at every handover.
+	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Latency: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+
+	// The component connects through a forwarder that makes the new
+	// process's connection 3 s late at each upgrade, later than the old
+	// one takes to close its stream.
+	proxy := netfreeze.Start(t, x.ComponentAddr)
+	addr := daemon.FreeAddr(t)
+	config := filepath.Join(dir, "push-appserver.toml")
+	os.WriteFile(config, fmt.Appendf(nil, `data_dir = %q
+rate_limit = 0
+[http]
+listen = %q
+[[component]]
+jid = %q
+address = %q
+secret = %q
+%s`, filepath.Join(dir, "data"), addr, x.ComponentJID, proxy.Addr(), x.ComponentSecret, mock.AppConfig("apns", keyFile)), 0o600)
+
+	// The log goes to a file: the processes the server starts write to
+	// it long after the first has exited.
+	logFile := filepath.Join(dir, "server.log")
+	logw, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logw.Close()
+	serverLog := func() string { b, _ := os.ReadFile(logFile); return string(b) }
+	sock := sdnotify.Listen(t)
+	cmd := exec.Command(buildServer(t), "serve", "-config", config)
+	cmd.Stdout, cmd.Stderr = logw, logw
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock.Path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		// Whichever process serves at the end is no child of ours.
+		syscall.Kill(pid, syscall.SIGTERM)
+		for deadline := time.Now().Add(30 * time.Second); !gone(pid) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("server log:\n%s", serverLog())
+		}
+	})
+	if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); f["READY"] != "1" {
+		t.Fatalf("first message: %v", f)
+	}
+	up := func() bool { return componentUp(addr) }
+	waitFor(t, up)
+
+	token := strings.Repeat("ab", 32)
+	resp, err := http.PostForm("http://"+addr+"/push_appserver/v1/register", url.Values{"type": {"apns"}, "node": {"alice-phone"}, "token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lines := strings.Split(string(body), "\n")
+	if len(lines) != 3 || lines[0] != "OK" {
+		t.Fatalf("register: %q", body)
+	}
+	alice := login(t, x.C2SAddr, "alice", x.Domain, "alice-pw")
+	alice.enablePush(x.ComponentJID, lines[1], lines[2])
+	alice.close()
+	bob := login(t, x.C2SAddr, "bob", x.Domain, "bob-pw")
+
+	// bob writes every 20 ms, and the HTTP API is asked every 5 ms,
+	// until told to stop.
+	stop := make(chan struct{})
+	var sent int
+	var refused atomic.Int32
+	var firstRefusal atomic.Value
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			bob.sendChat("alice@"+x.Domain, fmt.Sprintf("message %d", sent))
+			sent++
+		}
+	})
+	wg.Go(func() {
+		client := &http.Client{Timeout: 5 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			resp, err := client.Get("http://" + addr + "/push_appserver/v1/health")
+			if err != nil {
+				if refused.Add(1) == 1 {
+					firstRefusal.Store(err.Error())
+				}
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+	// On a failure, before bob's connection is closed.
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(halt)
+	waitFor(t, func() bool { return mock.Accepted() >= 5 })
+
+	for round := range 2 {
+		old := pid
+		// The old process must not close its stream before the new one
+		// has its own (ejabberd) or stands by (Prosody), or ejabberd
+		// answers the publishes in between with auth/forbidden.
+		proxy.Delay(3 * time.Second)
+		syscall.Kill(old, syscall.SIGUSR2)
+		f := sdnotify.Fields(sock.Next(t, 60*time.Second))
+		proxy.Delay(0)
+		next, _ := strconv.Atoi(f["MAINPID"])
+		if next == 0 || next == old || f["READY"] != "1" {
+			t.Fatalf("upgrade %d: the new process said %v, want MAINPID (not %d) and READY=1", round+1, f, old)
+		}
+		pid = next
+		// The old process goes once it has finished what it had under
+		// way, and says nothing more to systemd: a STOPPING=1 now would
+		// be taken for the service's.
+		if round == 0 {
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Fatalf("the old process exited with %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the old process did not exit after the upgrade")
+			}
+		} else {
+			for deadline := time.Now().Add(30 * time.Second); !gone(old); {
+				if time.Now().After(deadline) {
+					t.Fatalf("upgrade %d: the old process did not exit", round+1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		sock.Quiet(t, 200*time.Millisecond)
+		if standby {
+			// The new process stood by, and connected when the old one
+			// released the component.
+			waitFor(t, up)
+		}
+		at := mock.Accepted()
+		waitFor(t, func() bool { return mock.Accepted() >= at+5 })
+	}
+	halt()
+	deadline := time.Now().Add(10 * time.Second)
+	for mock.Accepted() < sent && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	delivered := mock.Accepted()
+	disabled := strings.Count(x.Log(), "disabling push")
+	t.Logf("two upgrades behind %s: %d messages, %d pushes at the APNS mock, %d push sessions disabled, %d HTTP requests refused",
+		x.Name, sent, delivered, disabled, refused.Load())
+	if disabled != 0 {
+		t.Fatalf("%s disabled %d push sessions:\n%s", x.Name, disabled, x.Log())
+	}
+	if n := refused.Load(); n != 0 {
+		t.Fatalf("%d HTTP requests failed during the upgrades, the first: %v", n, firstRefusal.Load())
+	}
+	if delivered > sent {
+		t.Fatalf("%d pushes for %d messages", delivered, sent)
+	}
+	// A message may find the XMPP server between two connections (see
+	// TestRollingRestart): ejabberd between reading the old stream's close
+	// and dropping its route, Prosody between the old close and the new
+	// handshake. Neither disables the session for it.
+	if lost, allowed := sent-delivered, 2; lost > allowed {
+		t.Fatalf("%d of %d messages gave no push, want at most %d", lost, sent, allowed)
+	}
+	// The session is still there: one more message pushes.
+	bob.sendChat("alice@"+x.Domain, "after the upgrades")
+	waitFor(t, func() bool { return mock.Accepted() == delivered+1 })
+}
+
+// componentUp reports whether the server at addr says its component is
+// connected.
+func componentUp(addr string) bool {
+	resp, err := http.Get("http://" + addr + "/push_appserver/v1/health")
+	if err != nil {
+		return false
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return strings.Contains(string(body), "component push.localhost: up")
+}
+
+// gone reports whether process pid has exited. A process the test did not
+// start is reaped by whoever adopted it, perhaps never: a zombie is gone.
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
+}

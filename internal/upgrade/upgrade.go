@@ -1,0 +1,201 @@
+// Package upgrade hands the running server over to a new process of its
+// binary, usually a newer one just installed, with no moment in which
+// nobody serves.
+//
+// A restart leaves a gap between the old process closing its component
+// stream and the new one connecting. ejabberd answers a publish that
+// finds no component with an error of type auth, and deletes the user's
+// push session for it: every user who gets a message in that gap loses
+// push until the app enables it again. The HTTP API refuses connections
+// in that gap too. An upgrade has no gap: the new process inherits the
+// listening sockets, opens the registry beside the old one, connects its
+// components (ejabberd takes a second connection for a component;
+// Prosody refuses it, so the new process stands by), and says it is
+// ready. Only then does the old process shut down as on SIGTERM,
+// finishing what it has under way; once its component stream is closed
+// it tells the new one through a pipe, which connects at once where it
+// stood by. If the new process fails to start, or is not ready in time,
+// it is killed and the old one serves on.
+//
+// The sockets and the readiness handshake are cloudflare/tableflip's,
+// the library Cloudflare's own Go services upgrade with.
+package upgrade
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+)
+
+// releasedFile names the pipe through which the old process tells the new
+// one which component streams it closed.
+const releasedFile = "component-released"
+
+// Process is this process's part in upgrades: as the old process, the one
+// that starts a new one and hands over; as the new one, the one that
+// inherits from its parent.
+type Process struct {
+	tf     *tableflip.Upgrader // nil: not this process's first (see New)
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	released *os.File // the write end of the pipe to the new process, once it is ready
+}
+
+// taken: a process has one parent and one set of inherited sockets, so
+// only its first Process takes part in upgrades (tableflip allows one
+// Upgrader a process).
+var taken atomic.Bool
+
+// New sets up this process's part. A process started by an upgrade
+// inherits its parent's sockets from here on. timeout bounds how long a
+// new process may take to be ready.
+//
+// Only the first Process of a process takes part. Later ones (tests run
+// several servers in one process) listen anew, never inherit, and refuse
+// to upgrade.
+func New(logger *slog.Logger, timeout time.Duration) (*Process, error) {
+	p := &Process{logger: logger}
+	if !taken.CompareAndSwap(false, true) {
+		return p, nil
+	}
+	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: %w", err)
+	}
+	p.tf = tf
+	return p, nil
+}
+
+// Inherited reports whether this process was started by an upgrade.
+func (p *Process) Inherited() bool { return p.tf != nil && p.tf.HasParent() }
+
+// Listen returns the TCP listener for addr that the old process passed
+// on, or a new one. The address must be the same string as the old
+// process listened on (":5280" is not "0.0.0.0:5280"), and its port
+// not 0, to be passed on.
+func (p *Process) Listen(addr string) (net.Listener, error) {
+	if p.tf == nil {
+		return net.Listen("tcp", addr)
+	}
+	return p.tf.Listen("tcp", addr)
+}
+
+// Ready says this process serves: a new process's parent now shuts down,
+// and this one may itself be upgraded from now on. Sockets inherited and
+// not listened on again (an address the new configuration dropped) are
+// closed.
+func (p *Process) Ready() error {
+	if p.tf == nil {
+		return nil
+	}
+	if err := p.tf.Ready(); err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	return nil
+}
+
+// HandedOver is closed when a new process is ready: this one should
+// shut down now, as on SIGTERM.
+func (p *Process) HandedOver() <-chan struct{} {
+	if p.tf == nil {
+		return nil // never
+	}
+	return p.tf.Exit()
+}
+
+// Upgrade starts a new process of the binary at the path this one was
+// started from, with the same arguments and environment, and waits until
+// it is ready (nil; HandedOver is then closed) or has failed (it is
+// killed if it still runs, and this process serves on).
+func (p *Process) Upgrade() error {
+	if p.tf == nil {
+		return errors.New("upgrade: only the first server of a process can be upgraded")
+	}
+	if os.Getpid() == 1 {
+		// A container's entry point: the container ends when it exits,
+		// and takes the new process with it.
+		return errors.New("upgrade: this process is PID 1, as a container's entry point is; the container would end with it: replace the container instead")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	// tableflip passes a duplicate; ours is not needed here.
+	err = p.tf.AddFile(releasedFile, r)
+	r.Close()
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	if err := p.tf.Upgrade(); err != nil {
+		w.Close()
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	p.mu.Lock()
+	p.released = w
+	p.mu.Unlock()
+	return nil
+}
+
+// Stop ends upgrades: the process shuts down for good.
+func (p *Process) Stop() {
+	if p.tf != nil {
+		p.tf.Stop()
+	}
+}
+
+// ReleaseComponent tells the new process that this one closed its stream
+// for the component jid, so that it connects at once if it stood by.
+// Without a new process it does nothing.
+func (p *Process) ReleaseComponent(_ context.Context, jid string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released == nil {
+		return nil
+	}
+	if _, err := io.WriteString(p.released, jid+"\n"); err != nil {
+		return fmt.Errorf("upgrade: telling the new process: %w", err)
+	}
+	return nil
+}
+
+// OnComponentReleased calls fn with each component JID whose stream the
+// old process closed, until the old process exits. In a process not
+// started by an upgrade it does nothing.
+func (p *Process) OnComponentReleased(fn func(jid string)) {
+	if p.tf == nil {
+		return
+	}
+	f, err := p.tf.File(releasedFile)
+	if err != nil {
+		p.logger.Warn("upgrade: the old process's pipe is unusable; a component standing by connects at its next retry", "err", err)
+		return
+	}
+	if f == nil {
+		return
+	}
+	go func() {
+		defer f.Close()
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if jid := strings.TrimSpace(s.Text()); jid != "" {
+				fn(jid)
+			}
+		}
+		if err := s.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
+			p.logger.Debug("upgrade: reading the old process's pipe", "err", err)
+		}
+	}()
+}
