@@ -111,6 +111,7 @@ install: build
 	fi
 	@echo "installed; edit /etc/push-appserver/push-appserver.toml, then: systemctl enable --now push-appserver"
 	@echo "daily backups of the registry: systemctl enable --now push-appserver-backup.timer"
+	@echo "already running? switch to the new binary without a gap: systemctl kill -s USR2 --kill-whom=main push-appserver"
 
 # Static binaries for linux/amd64 and linux/arm64 with their SHA-256 sums.
 DIST_ARCHS ?= amd64 arm64
