@@ -56,6 +56,9 @@ type Observer interface {
 	Rejected(reason RejectReason)
 	// RegistrationFailed counts a registration that stored nothing.
 	RegistrationFailed(reason RegistrationFailure)
+	// Panicked counts a panic recovered where it would have ended the
+	// process: "push_service" for an app's backend sending a push.
+	Panicked(where string)
 }
 
 // Outcome classifies a push for metrics and logs.
@@ -437,7 +440,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	defer cancel()
 
 	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account}
-	err = app.Backend.Send(ctx, n)
+	err = s.send(ctx, app.Backend, n)
 	now := s.opts.Now().UTC()
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
@@ -613,3 +616,4 @@ func (nopObserver) Unregistered(string, string)            {}
 func (nopObserver) Pushed(string, Outcome, time.Duration)  {}
 func (nopObserver) Rejected(RejectReason)                  {}
 func (nopObserver) RegistrationFailed(RegistrationFailure) {}
+func (nopObserver) Panicked(string)                        {}

@@ -33,8 +33,15 @@ func (b *scripted) Send(ctx context.Context, n push.Notification) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.sent = append(b.sent, n)
+	if b.answers[n.Token] == errPanic {
+		var answer []string
+		_ = answer[len(n.Token)] // a client's bug, set off by one answer
+	}
 	return b.answers[n.Token]
 }
+
+// errPanic, set as a token's answer, makes scripted panic instead.
+var errPanic = errors.New("panic")
 
 func (b *scripted) set(token string, err error) {
 	b.mu.Lock()
@@ -467,6 +474,7 @@ type rejections struct {
 	reasons  []appserver.RejectReason
 	apps     []string
 	failures []appserver.RegistrationFailure
+	panics   []string
 }
 
 func (r *rejections) Rejected(reason appserver.RejectReason) {
@@ -477,6 +485,12 @@ func (r *rejections) Rejected(reason appserver.RejectReason) {
 
 func (r *rejections) Registered(string, bool)     {}
 func (r *rejections) Unregistered(string, string) {}
+
+func (r *rejections) Panicked(where string) {
+	r.mu.Lock()
+	r.panics = append(r.panics, where)
+	r.mu.Unlock()
+}
 
 func (r *rejections) RegistrationFailed(f appserver.RegistrationFailure) {
 	r.mu.Lock()

@@ -470,7 +470,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	}
 	sctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 	defer cancel()
-	err := app.Backend.Send(sctx, n)
+	err := s.send(sctx, app.Backend, n)
 	if ctx.Err() != nil {
 		return redeliverLater, 0
 	}

@@ -32,6 +32,7 @@ type Metrics struct {
 	regFailures   *prometheus.CounterVec
 	disconnects   *prometheus.CounterVec
 	httpLimited   *prometheus.CounterVec
+	panics        *prometheus.CounterVec
 
 	// pushed holds the counter and histogram of each app and outcome
 	// seen, copied on write: WithLabelValues hashes the labels and
@@ -105,7 +106,14 @@ func New() *Metrics {
 	for _, e := range []string{"register", "unregister"} {
 		m.httpLimited.WithLabelValues(e)
 	}
-	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects, m.httpLimited,
+	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "push_appserver_panics_total",
+		Help: "Panics recovered instead of ending the process, by where: push_service (an app's client of its push service; the push failed), component (handling an IQ; answered wait), http (handling a request; answered 500). Each is a bug: the log has its stack.",
+	}, []string{"where"})
+	for _, w := range []string{"push_service", "component", "http"} {
+		m.panics.WithLabelValues(w)
+	}
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects, m.httpLimited, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -168,6 +176,11 @@ func (m *Metrics) RegistrationFailed(r appserver.RegistrationFailure) {
 // registration limit.
 func (m *Metrics) HTTPLimited(endpoint string) {
 	m.httpLimited.WithLabelValues(endpoint).Inc()
+}
+
+// Panicked counts a panic recovered where it would have ended the process.
+func (m *Metrics) Panicked(where string) {
+	m.panics.WithLabelValues(where).Inc()
 }
 
 // ComponentState records whether the component connection for jid is up.
