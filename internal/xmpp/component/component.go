@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,6 +110,9 @@ type Options struct {
 	Retry <-chan struct{}
 	// OnState, when set, is called on every connect and disconnect.
 	OnState func(connected bool)
+	// OnPanic, when set, is called for each IQ whose handling panicked
+	// (and was answered wait).
+	OnPanic func()
 	Logger  *slog.Logger
 }
 
@@ -625,6 +629,7 @@ func (c *Conn) reply(w *writer, render func(*bytes.Buffer)) {
 func (c *Conn) handle(ctx context.Context, m *streamIQ, w *writer) {
 	q := &m.iq
 	c.reply(w, func(b *bytes.Buffer) {
+		defer c.recoverIQ(q, b)
 		switch {
 		case q.Type == "set" && q.PubSub != nil:
 			c.handlePush(ctx, q, &m.mem.summary, b)
@@ -648,6 +653,24 @@ func (c *Conn) handle(ctx context.Context, m *streamIQ, w *writer) {
 			errorIQ(b, q, stanzaErr(stanza.Cancel, stanza.ServiceUnavailable, ""))
 		}
 	})
+}
+
+// recoverIQ, deferred while an IQ is handled, answers it wait when its
+// handling panicked, and logs the panic with its stack. A bug that one
+// odd stanza sets off must not end the process: every push under way
+// would be lost, and while no component is connected ejabberd answers
+// publishes with an error that deletes push sessions.
+func (c *Conn) recoverIQ(q *iq, b *bytes.Buffer) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if c.opts.OnPanic != nil {
+		c.opts.OnPanic()
+	}
+	c.logger.Error("handling an IQ panicked; answered wait and the server goes on", "from", q.From, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	b.Reset()
+	errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, ""))
 }
 
 // handlePush answers a publish. Only an answer that the registration is
