@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -60,7 +61,7 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 		// A client that is gone stops the pushes not yet started.
 		err := a.pushers.run(r.Context(), func() {
 			defer wg.Done()
-			results[i] = batchResultOf(p.Node, a.Service.Push(ctx, appserver.PushRequest{Node: p.Node, Secret: p.Secret}))
+			results[i] = batchResultOf(p.Node, a.batchPush(ctx, p))
 		})
 		if err != nil { // the client is gone
 			wg.Done()
@@ -82,6 +83,22 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
+}
+
+// errPanicked fails a push of a batch whose handling panicked.
+var errPanicked = errors.New("handling the push panicked")
+
+// batchPush sends one push of a batch. It runs on a pusher, off the
+// request's goroutine, where nothing else would recover a panic: one
+// fails its own push only.
+func (a *api) batchPush(ctx context.Context, p batchPush) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.guard.logPanic(r, "path", "push-batch")
+			err = errPanicked
+		}
+	}()
+	return a.Service.Push(ctx, appserver.PushRequest{Node: p.Node, Secret: p.Secret})
 }
 
 func batchResultOf(node string, err error) batchResult {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -74,12 +75,20 @@ type Options struct {
 	// Limited, when set, is told of each request RegisterLimit refused,
 	// by endpoint.
 	Limited func(endpoint string)
-	Logger  *slog.Logger
+	// Panicked, when set, is told of each request whose handler panicked
+	// (and was answered 500).
+	Panicked func()
+	Logger   *slog.Logger
 }
 
 // New returns the API's handler.
 func New(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := &guarded{panicked: o.Panicked, logger: o.Logger}
 	a := &api{
+		guard:   g,
 		Options: o,
 		pushers: newPushers(maxBatchInFlight, pusherIdle),
 		limit:   newClientLimit(o.RegisterLimit, o.TrustedProxies, o.Logger),
@@ -108,7 +117,41 @@ func New(o Options) http.Handler {
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
-	return &dated{next: mux}
+	g.next = mux
+	return &dated{next: g}
+}
+
+// guarded answers a request whose handler panicked with the API's
+// internal error, and logs the panic with its stack at error. net/http
+// would recover too, but close the connection without an answer and log
+// to its own logger, where no metric counts it.
+type guarded struct {
+	next     http.Handler
+	panicked func()
+	logger   *slog.Logger
+}
+
+func (g *guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		if p == http.ErrAbortHandler {
+			panic(p) // net/http's own way to cut a request short
+		}
+		g.logPanic(p, "method", r.Method, "path", r.URL.Path)
+		http.Error(w, "ERROR\nInternal server error!", http.StatusInternalServerError)
+	}()
+	g.next.ServeHTTP(w, r)
+}
+
+// logPanic counts the panic p and logs it with the stack and args.
+func (g *guarded) logPanic(p any, args ...any) {
+	if g.panicked != nil {
+		g.panicked()
+	}
+	g.logger.Error("handling a request panicked; it failed and the server goes on", append(args, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))...)
 }
 
 // dated gives every answer its Date header field. net/http formats one
@@ -163,6 +206,7 @@ type api struct {
 	Options
 	pushers *pushers     // push-batch's
 	limit   *clientLimit // nil: registrations unbounded
+	guard   *guarded     // logs and counts panics
 }
 
 // admit answers 429 and returns false when r's client has used up its
