@@ -242,6 +242,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		RegisterLimit:  *cfg.HTTP.RegisterLimit,
 		TrustedProxies: proxies,
 		Limited:        m.HTTPLimited,
+		Panicked:       func() { m.Panicked("http") },
 		Logger:         logger,
 	})
 

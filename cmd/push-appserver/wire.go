@@ -149,7 +149,8 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 					m.ComponentDisconnected(jid)
 				}
 			},
-			Retry: retry[jid],
+			OnPanic: func() { m.Panicked("component") },
+			Retry:   retry[jid],
 			Released: func() {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 				defer cancel()
