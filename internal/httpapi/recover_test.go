@@ -16,8 +16,8 @@ type buggy struct{ httpapi.Service }
 
 func (b buggy) Push(ctx context.Context, req appserver.PushRequest) error {
 	if req.Node == "bug" {
-		var m map[string]int
-		m[req.Node]++ // assignment to a nil map
+		var found []string
+		_ = found[len(req.Node)] // index out of range
 	}
 	return b.Service.Push(ctx, req)
 }
