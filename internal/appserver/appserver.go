@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/deadline"
+	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/ratelimit"
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -173,10 +174,11 @@ type Service struct {
 	// deadlines gives pushes their deadlines without a timer each.
 	deadlines deadline.Shared
 
-	rejects  *limitedLog
-	failures *limitedLog // push service failures, so an app that fails every push cannot flood the log
-	stale    *limitedLog // pushes sent with what the cache held, the registry unreadable
-	limited  *limitedLog // registrations past AccountRegisterLimit: an account flooding us must not flood the log
+	rejects  *logging.Limited
+	failures *logging.Limited // push service failures, so an app that fails every push cannot flood the log
+	stale    *logging.Limited // pushes sent with what the cache held, the registry unreadable
+	limited  *logging.Limited // registrations past AccountRegisterLimit: an account flooding us must not flood the log
+	panics   *logging.Limited // push service clients that panicked, one stack a second
 	draining atomic.Bool
 	// redeliver keeps failed pushes to send again; nil when off.
 	redeliver *redeliveries
@@ -241,10 +243,11 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		status:   newStatusWriter(store, logger),
 		cache:    newCache(opts.CacheSize, opts.CacheTTL, opts.OutageGrace, time.Now),
 		blocks:   newBlockCache(opts.CacheSize, opts.CacheTTL, time.Now),
-		rejects:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "push rejected", "push rejections not logged (rate limit)"),
-		failures: newLimitedLog(logger, opts.Now, slog.LevelWarn, "push failed", "push failures not logged (rate limit)"),
-		stale:    newLimitedLog(logger, opts.Now, slog.LevelWarn, "registry unreadable; pushing to the registration as cached", "pushes to cached registrations not logged (rate limit)"),
-		limited:  newLimitedLog(logger, opts.Now, slog.LevelInfo, "registration refused: the account's limit is reached", "registrations refused by the account limit not logged (rate limit)"),
+		rejects:  logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "push rejected", "push rejections not logged (rate limit)"),
+		failures: logging.NewLimited(logger, opts.Now, slog.LevelWarn, logLimit, "push failed", "push failures not logged (rate limit)"),
+		stale:    logging.NewLimited(logger, opts.Now, slog.LevelWarn, logLimit, "registry unreadable; pushing to the registration as cached", "pushes to cached registrations not logged (rate limit)"),
+		limited:  logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "registration refused: the account's limit is reached", "registrations refused by the account limit not logged (rate limit)"),
+		panics:   logging.NewLimited(logger, opts.Now, slog.LevelError, 1, "the push service's client panicked; the push failed and the server goes on", "panics of push service clients not logged (rate limit)"),
 		accounts: ratelimit.New[uint64](opts.AccountRegisterLimit, func() {
 			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
 		}),
@@ -458,7 +461,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
-	s.failures.log("app", t.Type, "node", node, "err", err)
+	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
 		s.redeliver.keep(redeliveryKey{node: node}, n)
 	}
@@ -561,7 +564,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		}
 	case holding && ctx.Err() == nil && time.Now().Before(deadline):
 		s.cache.served()
-		s.stale.log("node", push.Truncate(node, 64), "err", err)
+		s.stale.Log("node", push.Truncate(node, 64), "err", err)
 		if held == (registry.PushTarget{}) {
 			return held, registry.ErrNotFound
 		}

@@ -15,12 +15,13 @@ import (
 // with an error that deletes push sessions. The error is a plain failure
 // (the user's server hears wait, and the push is not kept to be sent
 // again, which could set it off again), counted in metrics and logged at
-// error with the stack, which is what a fix needs.
+// error with the stack, which is what a fix needs (one a second: the same
+// answer may come again and again).
 func (s *Service) send(ctx context.Context, b push.Backend, n push.Notification) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.opts.Observer.Panicked("push_service")
-			s.logger.Error("the push service's client panicked; the push failed and the server goes on", "app", n.App, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.panics.Log("app", n.App, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			err = fmt.Errorf("push service client of app %s panicked: %v", n.App, r)
 		}
 	}()

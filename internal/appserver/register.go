@@ -304,7 +304,7 @@ func (s *Service) admitAccount(account Account) error {
 		return nil
 	}
 	if ok, wait := s.accounts.Allow(maphash.String(s.accountSeed, account.Bare)); !ok {
-		s.limited.log("limit_per_minute", s.opts.AccountRegisterLimit, "retry_in", wait.Round(time.Second))
+		s.limited.Log("limit_per_minute", s.opts.AccountRegisterLimit, "retry_in", wait.Round(time.Second))
 		return fmt.Errorf("%w: more than %d registrations a minute from this account; try again in %s", ErrLimited, s.opts.AccountRegisterLimit, wait.Round(time.Second))
 	}
 	return nil

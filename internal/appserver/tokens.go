@@ -127,7 +127,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
-	s.failures.log("app", tp.App, "node", node, "err", err)
+	s.failures.Log("app", tp.App, "node", node, "err", err)
 	if redeliverable(err) {
 		s.redeliver.keep(redeliveryKey{app: tp.App, token: tp.Token}, n)
 	}

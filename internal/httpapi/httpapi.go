@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
@@ -86,7 +87,8 @@ func New(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	g := &guarded{panicked: o.Panicked, logger: o.Logger}
+	g := &guarded{panicked: o.Panicked, log: logging.NewLimited(o.Logger, time.Now, slog.LevelError, 1,
+		"handling a request panicked; it failed and the server goes on", "panics while handling requests not logged (rate limit)")}
 	a := &api{
 		guard:   g,
 		Options: o,
@@ -128,7 +130,7 @@ func New(o Options) http.Handler {
 type guarded struct {
 	next     http.Handler
 	panicked func()
-	logger   *slog.Logger
+	log      *logging.Limited // one stack a second: the same request may come again and again
 }
 
 func (g *guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +153,7 @@ func (g *guarded) logPanic(p any, args ...any) {
 	if g.panicked != nil {
 		g.panicked()
 	}
-	g.logger.Error("handling a request panicked; it failed and the server goes on", append(args, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))...)
+	g.log.Log(append(args, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))...)
 }
 
 // dated gives every answer its Date header field. net/http formats one

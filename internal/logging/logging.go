@@ -4,7 +4,9 @@
 // it, see README "Security"), so above debug a node appears only as
 // node_ref, a short hash that lets an operator follow one device through
 // the log without the log handing nodes out. The rule is applied here,
-// once, to every record, rather than at each place that logs.
+// once, to every record, rather than at each place that logs. Limited
+// bounds how often one kind of line is written, so that no flood of bad
+// input fills the disk.
 package logging
 
 import (

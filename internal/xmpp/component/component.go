@@ -32,6 +32,7 @@ import (
 	"mellium.im/xmpp/stream"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/sockio"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
@@ -126,6 +127,7 @@ type Conn struct {
 	// has another connection for the component (see Run).
 	standingBy atomic.Bool
 	logger     *slog.Logger
+	panics     *logging.Limited // IQs whose handling panicked, one stack a second
 	// warnedCleartext: the warning about a non-loopback peer is logged
 	// once per connection, not on every reconnect.
 	warnedCleartext atomic.Bool
@@ -160,11 +162,13 @@ func New(opts Options, svc Service) *Conn {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	logger := opts.Logger.With("component", opts.JID)
 	return &Conn{
 		opts:   opts,
 		svc:    svc,
 		cmds:   adhoc.New(svc, opts.Commands),
-		logger: opts.Logger.With("component", opts.JID),
+		logger: logger,
+		panics: logging.NewLimited(logger, time.Now, slog.LevelError, 1, "handling an IQ panicked; answered wait and the server goes on", "panics while handling IQs not logged (rate limit)"),
 	}
 }
 
@@ -656,8 +660,9 @@ func (c *Conn) handle(ctx context.Context, m *streamIQ, w *writer) {
 }
 
 // recoverIQ, deferred while an IQ is handled, answers it wait when its
-// handling panicked, and logs the panic with its stack. A bug that one
-// odd stanza sets off must not end the process: every push under way
+// handling panicked, and logs the panic with its stack (one a second: the
+// same stanza may come again and again). A bug that one odd stanza sets
+// off must not end the process: every push under way
 // would be lost, and while no component is connected ejabberd answers
 // publishes with an error that deletes push sessions.
 func (c *Conn) recoverIQ(q *iq, b *bytes.Buffer) {
@@ -668,7 +673,7 @@ func (c *Conn) recoverIQ(q *iq, b *bytes.Buffer) {
 	if c.opts.OnPanic != nil {
 		c.opts.OnPanic()
 	}
-	c.logger.Error("handling an IQ panicked; answered wait and the server goes on", "from", q.From, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	c.panics.Log("panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 	b.Reset()
 	errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, ""))
 }

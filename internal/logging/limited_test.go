@@ -1,0 +1,43 @@
+package logging
+
+import (
+	"bytes"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLimited: at most perSecond lines a second; the rest are counted in
+// one summary line, written with the first line of a later second.
+func TestLimited(t *testing.T) {
+	for _, tt := range []struct {
+		perSecond, first, want int
+	}{
+		{perSecond: 10, first: 12, want: 10},
+		{perSecond: 1, first: 5, want: 1},
+		{perSecond: 3, first: 2, want: 2},
+	} {
+		var buf bytes.Buffer
+		now := time.Unix(1000, 0)
+		l := NewLimited(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return now }, slog.LevelWarn, tt.perSecond, "it happened", "not logged")
+		for range tt.first {
+			l.Log("k", "v")
+		}
+		if got := strings.Count(buf.String(), "msg=\"it happened\""); got != tt.want {
+			t.Errorf("perSecond %d, %d lines in a second: %d written, want %d:\n%s", tt.perSecond, tt.first, got, tt.want, buf.String())
+		}
+		buf.Reset()
+		now = now.Add(time.Second)
+		l.Log("k", "v")
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		if dropped := tt.first - tt.want; dropped > 0 {
+			if len(lines) != 2 || !strings.Contains(lines[0], "msg=\"not logged\" count="+strconv.Itoa(dropped)) || !strings.Contains(lines[1], "it happened") {
+				t.Errorf("perSecond %d, the next second: %q", tt.perSecond, lines)
+			}
+		} else if len(lines) != 1 || !strings.Contains(lines[0], "level=WARN msg=\"it happened\" k=v") {
+			t.Errorf("perSecond %d, the next second: %q", tt.perSecond, lines)
+		}
+	}
+}
