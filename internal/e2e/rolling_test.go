@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,15 +47,7 @@ func (b *binary) Write(p []byte) (int, error) {
 }
 
 // up reports whether the instance's component is connected.
-func (b *binary) up() bool {
-	resp, err := http.Get("http://" + b.addr + "/push_appserver/v1/health")
-	if err != nil {
-		return false
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return strings.Contains(string(body), "component push.localhost: up")
-}
+func (b *binary) up() bool { return componentUp(b.addr) }
 
 // startServing starts the instance and waits until it serves HTTP, and
 // with connected until its component is connected too (a standby's is
@@ -171,40 +162,7 @@ secret = %q
 		})
 	}
 
-	token := strings.Repeat("ab", 32)
-	resp, err := http.PostForm("http://"+inst[0].addr+"/push_appserver/v1/register", url.Values{"type": {"apns"}, "node": {"alice-phone"}, "token": {token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	lines := strings.Split(string(body), "\n")
-	if len(lines) != 3 || lines[0] != "OK" {
-		t.Fatalf("register: %q", body)
-	}
-	alice := login(t, x.C2SAddr, "alice", x.Domain, "alice-pw")
-	alice.enablePush(x.ComponentJID, lines[1], lines[2])
-	alice.close()
-	bob := login(t, x.C2SAddr, "bob", x.Domain, "bob-pw")
-
-	// bob writes every 20 ms until told to stop.
-	stop := make(chan struct{})
-	var sent int
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			bob.sendChat("alice@"+x.Domain, fmt.Sprintf("message %d", sent))
-			sent++
-		}
-	})
-	waitFor(t, func() bool { return mock.Accepted() >= 5 })
+	tr := startTraffic(t, x, inst[0].addr, mock)
 	var takeovers []time.Duration
 	for i, in := range inst {
 		other := inst[1-i]
@@ -223,28 +181,11 @@ secret = %q
 			takeovers = append(takeovers, time.Since(stopped))
 		}
 		in.startServing(!standby)
-		at := mock.Accepted()
-		waitFor(t, func() bool { return mock.Accepted() >= at+5 })
+		tr.waitPushes(t, 5)
 	}
-	close(stop)
-	wg.Wait()
 	// Every message pushes: an instance that shuts down serves what
 	// ejabberd routes to it until ejabberd has seen its stream close.
-	deadline := time.Now().Add(10 * time.Second)
-	for mock.Accepted() < sent && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	delivered := mock.Accepted()
-	disabled := strings.Count(x.Log(), "disabling push")
-	t.Logf("rolling restart behind %s: %d messages, %d pushes at the APNS mock, %d push sessions disabled; standby took over after %v",
-		x.Name, sent, delivered, disabled, takeovers)
-	if disabled != 0 {
-		t.Fatalf("%s disabled %d push sessions:\n%s", x.Name, disabled, x.Log())
-	}
-	lost := sent - delivered
-	if delivered > sent {
-		t.Fatalf("%d pushes for %d messages", delivered, sent)
-	}
+	//
 	// Prosody refuses a second connection, so between the active
 	// instance's close and the standby's handshake (a few milliseconds:
 	// the active one tells it through PostgreSQL) a message may find no
@@ -259,12 +200,9 @@ secret = %q
 	// (mod_push sees a timeout and keeps the session). It took one
 	// message once, in a full race-detector run of the suite; the drain
 	// this test guards lost 8 to 11 of 60 without it.
-	if allowed := map[bool]int{false: len(inst), true: 2 * len(inst)}[standby]; lost > allowed {
-		t.Fatalf("%d of %d messages gave no push, want at most %d", lost, sent, allowed)
-	}
-	// The session is still there: one more message pushes.
-	bob.sendChat("alice@"+x.Domain, "after the restarts")
-	waitFor(t, func() bool { return mock.Accepted() == delivered+1 })
+	sent, delivered := tr.check(t, map[bool]int{false: len(inst), true: 2 * len(inst)}[standby])
+	t.Logf("rolling restart behind %s: %d messages, %d pushes at the APNS mock; standby took over after %v",
+		x.Name, sent, delivered, takeovers)
 
 	if !standby {
 		return
@@ -289,6 +227,6 @@ secret = %q
 	if took > 2500*time.Millisecond {
 		t.Fatalf("standby took over %v after a kill, want within 2 s", took)
 	}
-	bob.sendChat("alice@"+x.Domain, "after the crash")
+	tr.bob.sendChat("alice@"+x.Domain, "after the crash")
 	waitFor(t, func() bool { return mock.Accepted() == delivered+2 })
 }

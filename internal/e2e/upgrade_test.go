@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,42 +106,12 @@ secret = %q
 	up := func() bool { return componentUp(addr) }
 	waitFor(t, up)
 
-	token := strings.Repeat("ab", 32)
-	resp, err := http.PostForm("http://"+addr+"/push_appserver/v1/register", url.Values{"type": {"apns"}, "node": {"alice-phone"}, "token": {token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	lines := strings.Split(string(body), "\n")
-	if len(lines) != 3 || lines[0] != "OK" {
-		t.Fatalf("register: %q", body)
-	}
-	alice := login(t, x.C2SAddr, "alice", x.Domain, "alice-pw")
-	alice.enablePush(x.ComponentJID, lines[1], lines[2])
-	alice.close()
-	bob := login(t, x.C2SAddr, "bob", x.Domain, "bob-pw")
-
-	// bob writes every 20 ms, and the HTTP API is asked every 5 ms,
-	// until told to stop.
+	tr := startTraffic(t, x, addr, mock)
+	// The HTTP API is asked every 5 ms throughout.
 	stop := make(chan struct{})
-	var sent int
 	var refused atomic.Int32
 	var firstRefusal atomic.Value
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			bob.sendChat("alice@"+x.Domain, fmt.Sprintf("message %d", sent))
-			sent++
-		}
-	})
 	wg.Go(func() {
 		client := &http.Client{Timeout: 5 * time.Second}
 		for {
@@ -162,10 +131,8 @@ secret = %q
 			resp.Body.Close()
 		}
 	})
-	// On a failure, before bob's connection is closed.
 	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	t.Cleanup(halt)
-	waitFor(t, func() bool { return mock.Accepted() >= 5 })
 
 	for round := range 2 {
 		old := pid
@@ -207,49 +174,19 @@ secret = %q
 			// released the component.
 			waitFor(t, up)
 		}
-		at := mock.Accepted()
-		waitFor(t, func() bool { return mock.Accepted() >= at+5 })
+		tr.waitPushes(t, 5)
 	}
 	halt()
-	deadline := time.Now().Add(10 * time.Second)
-	for mock.Accepted() < sent && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	delivered := mock.Accepted()
-	disabled := strings.Count(x.Log(), "disabling push")
-	t.Logf("two upgrades behind %s: %d messages, %d pushes at the APNS mock, %d push sessions disabled, %d HTTP requests refused",
-		x.Name, sent, delivered, disabled, refused.Load())
-	if disabled != 0 {
-		t.Fatalf("%s disabled %d push sessions:\n%s", x.Name, disabled, x.Log())
-	}
-	if n := refused.Load(); n != 0 {
-		t.Fatalf("%d HTTP requests failed during the upgrades, the first: %v", n, firstRefusal.Load())
-	}
-	if delivered > sent {
-		t.Fatalf("%d pushes for %d messages", delivered, sent)
-	}
 	// A message may find the XMPP server between two connections (see
 	// TestRollingRestart): ejabberd between reading the old stream's close
 	// and dropping its route, Prosody between the old close and the new
 	// handshake. Neither disables the session for it.
-	if lost, allowed := sent-delivered, 2; lost > allowed {
-		t.Fatalf("%d of %d messages gave no push, want at most %d", lost, sent, allowed)
+	sent, delivered := tr.check(t, 2)
+	t.Logf("two upgrades behind %s: %d messages, %d pushes at the APNS mock, %d HTTP requests refused",
+		x.Name, sent, delivered, refused.Load())
+	if n := refused.Load(); n != 0 {
+		t.Fatalf("%d HTTP requests failed during the upgrades, the first: %v", n, firstRefusal.Load())
 	}
-	// The session is still there: one more message pushes.
-	bob.sendChat("alice@"+x.Domain, "after the upgrades")
-	waitFor(t, func() bool { return mock.Accepted() == delivered+1 })
-}
-
-// componentUp reports whether the server at addr says its component is
-// connected.
-func componentUp(addr string) bool {
-	resp, err := http.Get("http://" + addr + "/push_appserver/v1/health")
-	if err != nil {
-		return false
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return strings.Contains(string(body), "component push.localhost: up")
 }
 
 // gone reports whether process pid has exited. A process the test did not
