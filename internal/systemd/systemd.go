@@ -47,23 +47,18 @@ func New(logger *slog.Logger, status func() string) *Notifier {
 }
 
 // Ready says the server has started (or finished reloading) and serves.
-func (n *Notifier) Ready() {
-	if !n.managed {
-		return
-	}
-	status := n.statusOf()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.status, n.held = status, false
-	n.send("READY=1\nSTATUS=" + status)
-}
+func (n *Notifier) Ready() { n.ready("READY=1") }
 
 // TakeOver says this process, started by an upgrade (package upgrade),
 // is now the service's main process, and serves. It must come before the
 // old process exits: systemd takes the main process's exit for the
 // service's. The unit needs NotifyAccess=all, since systemd hears only
 // its main process otherwise.
-func (n *Notifier) TakeOver() {
+func (n *Notifier) TakeOver() { n.ready(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())) }
+
+// ready sends state with the status line, which it sets and releases
+// from a reload's or a stop's hold.
+func (n *Notifier) ready(state string) {
 	if !n.managed {
 		return
 	}
@@ -71,7 +66,7 @@ func (n *Notifier) TakeOver() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.status, n.held = status, false
-	n.send(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=%s", os.Getpid(), status))
+	n.send(state + "\nSTATUS=" + status)
 }
 
 // HandOver says nothing, and makes the notifier say nothing from now on:
