@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
@@ -117,19 +116,7 @@ func TestRollingRestart(t *testing.T) {
 func rollingRestart(t *testing.T, x *xmppServer, standby bool) {
 	dsn := pg.DB(t)
 	dir := t.TempDir()
-	p8, pub, err := apnsmock.TokenKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "key.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	// Apple answering in 200 ms keeps pushes under way whenever an
-	// instance stops.
-	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Latency: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mock.Close)
+	mock, keyFile := slowAPNS(t, dir)
 
 	bin := buildServer(t)
 	var inst [2]*binary

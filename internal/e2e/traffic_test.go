@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -102,6 +104,26 @@ func (tr *traffic) check(t *testing.T, allowed int) (sent, delivered int) {
 	tr.bob.sendChat("alice@"+tr.x.Domain, "one more")
 	waitFor(t, func() bool { return tr.mock.Accepted() == delivered+1 })
 	return sent, delivered
+}
+
+// slowAPNS is an APNS mock answering in 200 ms, which keeps pushes under
+// way whenever the app server changes, and the p8 key file for it in dir.
+func slowAPNS(t *testing.T, dir string) (*apnsmock.Server, string) {
+	t.Helper()
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "key.p8")
+	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Latency: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+	return mock, keyFile
 }
 
 // componentUp reports whether the server at addr says its component is

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
@@ -41,18 +40,7 @@ func TestUpgradeInPlace(t *testing.T) {
 
 func upgradeInPlace(t *testing.T, x *xmppServer, standby bool) {
 	dir := t.TempDir()
-	p8, pub, err := apnsmock.TokenKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "key.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	// Apple answering in 200 ms keeps pushes under way at every handover.
-	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Latency: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mock.Close)
+	mock, keyFile := slowAPNS(t, dir)
 
 	// The component connects through a forwarder that makes the new
 	// process's connection 3 s late at each upgrade, later than the old
