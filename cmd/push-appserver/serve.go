@@ -368,6 +368,10 @@ wait:
 		notify.HandOver()
 	} else {
 		notify.Stopping()
+		// Told to stop while a new process starts: it is killed now, not
+		// left to connect its components while this one drains (the
+		// deferred Stop comes only at the end).
+		up.Stop()
 	}
 	// Shutting down loses no push: the components close their streams
 	// (after answering the pushes under way) and still push what their

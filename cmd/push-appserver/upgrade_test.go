@@ -1,12 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
 )
 
@@ -43,5 +47,41 @@ func TestFailedUpgradeServesOn(t *testing.T) {
 	s.stop(t)
 	if f := sdnotify.Fields(sock.Next(t, time.Second)); f["STOPPING"] != "1" {
 		t.Fatalf("on SIGINT: %v", f)
+	}
+}
+
+// TestStopDuringUpgrade: a server told to stop while the new process of
+// an upgrade is still starting (here it waits for a component whose XMPP
+// server is not there) takes that process down with it, rather than
+// leave it to serve on its own.
+func TestStopDuringUpgrade(t *testing.T) {
+	bin := buildBinary(t)
+	_, addr, config := minimalConfig(t)
+	f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "[[component]]\njid = \"push.example.org\"\naddress = %q\nsecret = \"s3cret\"\n", freePort(t))
+	f.Close()
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+
+	s.cmd.Process.Signal(syscall.SIGUSR2)
+	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`)
+	var child int
+	for deadline := time.Now().Add(20 * time.Second); child == 0; time.Sleep(20 * time.Millisecond) {
+		if m := pids.FindAllStringSubmatch(s.log.String(), -1); len(m) == 2 {
+			child, _ = strconv.Atoi(m[1][1])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new process started:\n%s", s.log.String())
+		}
+	}
+	s.stop(t)
+	for deadline := time.Now().Add(5 * time.Second); !daemon.Exited(child); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(child, syscall.SIGKILL)
+			t.Fatalf("the new process %d still runs after the old one stopped:\n%s", child, s.log.String())
+		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -80,7 +79,7 @@ secret = %q
 	t.Cleanup(func() {
 		// Whichever process serves at the end is no child of ours.
 		syscall.Kill(pid, syscall.SIGTERM)
-		for deadline := time.Now().Add(30 * time.Second); !gone(pid) && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(30 * time.Second); !daemon.Exited(pid) && time.Now().Before(deadline); {
 			time.Sleep(20 * time.Millisecond)
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
@@ -149,7 +148,7 @@ secret = %q
 				t.Fatal("the old process did not exit after the upgrade")
 			}
 		} else {
-			for deadline := time.Now().Add(30 * time.Second); !gone(old); {
+			for deadline := time.Now().Add(30 * time.Second); !daemon.Exited(old); {
 				if time.Now().After(deadline) {
 					t.Fatalf("upgrade %d: the old process did not exit", round+1)
 				}
@@ -175,17 +174,4 @@ secret = %q
 	if n := refused.Load(); n != 0 {
 		t.Fatalf("%d HTTP requests failed during the upgrades, the first: %v", n, firstRefusal.Load())
 	}
-}
-
-// gone reports whether process pid has exited. A process the test did not
-// start is reaped by whoever adopted it, perhaps never: a zombie is gone.
-func gone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// The state follows the command name, which is in parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }

@@ -1,7 +1,7 @@
 // Package daemon holds what the launchers of real servers in tests (Prosody,
 // ejabberd) share: free loopback ports, a self-signed certificate, running
 // the server as its Debian service user when the tests run as root, waiting
-// for its ports, and reading its log.
+// for its ports, reading its log, and telling when a process is gone.
 package daemon
 
 import (
@@ -210,6 +210,20 @@ func WaitReady(what string, ready func(context.Context) error, exited <-chan str
 // Kill kills the process group of pid (SIGKILL, as a crash would).
 func Kill(pid int) {
 	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// Exited reports whether process pid has exited. A process the test did
+// not start is reaped by whoever adopted it, perhaps never: a zombie has
+// exited.
+func Exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
 
 // Tail returns the last n lines of the file at path.
