@@ -127,13 +127,21 @@ secret = %q
 		// has its own (ejabberd) or stands by (Prosody), or ejabberd
 		// answers the publishes in between with auth/forbidden.
 		proxy.Delay(3 * time.Second)
+		signalled := time.Now()
 		syscall.Kill(old, syscall.SIGUSR2)
 		f := sdnotify.Fields(sock.Next(t, 60*time.Second))
+		took := time.Since(signalled)
 		proxy.Delay(0)
 		next, _ := strconv.Atoi(f["MAINPID"])
 		if next == 0 || next == old || f["READY"] != "1" {
 			t.Fatalf("upgrade %d: the new process said %v, want MAINPID (not %d) and READY=1", round+1, f, old)
 		}
+		// Ready once its component is connected, or stands by: 3 s and
+		// the start, not the 20 s a new process waits at most.
+		if took > 10*time.Second {
+			t.Fatalf("upgrade %d: the new process took over after %v", round+1, took)
+		}
+		t.Logf("upgrade %d: the new process took over after %v", round+1, took.Round(time.Millisecond))
 		pid = next
 		// The old process goes once it has finished what it had under
 		// way, and says nothing more to systemd: a STOPPING=1 now would
