@@ -662,9 +662,9 @@ func (c *Conn) handle(ctx context.Context, m *streamIQ, w *writer) {
 // recoverIQ, deferred while an IQ is handled, answers it wait when its
 // handling panicked, and logs the panic with its stack (one a second: the
 // same stanza may come again and again). A bug that one odd stanza sets
-// off must not end the process: every push under way
-// would be lost, and while no component is connected ejabberd answers
-// publishes with an error that deletes push sessions.
+// off must not end the process: every push under way would be lost, and
+// while no component is connected ejabberd answers publishes with an
+// error that deletes push sessions.
 func (c *Conn) recoverIQ(q *iq, b *bytes.Buffer) {
 	p := recover()
 	if p == nil {
