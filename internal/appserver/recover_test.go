@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 )
 
@@ -57,5 +58,37 @@ func TestPushServicePanic(t *testing.T) {
 	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Failed == 1 && s.Pending == 0 })
 	if got := panics(); len(got) != 2 {
 		t.Fatalf("panics counted: %v", got)
+	}
+}
+
+// TestPanicOfAConnection: a panic a push service client recovered on a
+// goroutine of its own (a connection's read loop) comes back as the error
+// of every push on that connection; it is counted once, and the pushes
+// are failures that may pass, kept to be sent again.
+func TestPanicOfAConnection(t *testing.T) {
+	ctx := context.Background()
+	obs := &rejections{}
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{Observer: obs, Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(t, svc)
+	lost := &push.PanicError{Value: "index out of range", Stack: []byte("goroutine 7 [running]:")}
+	for _, node := range []string{"n1", "n2"} {
+		reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t-"+node)
+		b.set("t-"+node, &push.TemporaryError{Reason: "connection lost", Err: lost})
+		if err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+			t.Fatalf("push to %s: %v", node, err)
+		}
+	}
+	obs.mu.Lock()
+	panics := slices.Clone(obs.panics)
+	obs.mu.Unlock()
+	if !slices.Equal(panics, []string{"push_service"}) {
+		t.Fatalf("panics counted: %v", panics)
+	}
+	if s := svc.RedeliveryStats(); s.Kept != 2 {
+		t.Fatalf("the pushes were not kept to be sent again: %+v", s)
 	}
 }

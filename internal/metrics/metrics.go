@@ -108,7 +108,7 @@ func New() *Metrics {
 	}
 	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "push_appserver_panics_total",
-		Help: "Panics recovered instead of ending the process, by where: push_service (an app's client of its push service; the push failed), component (handling an IQ; answered wait), http (handling a request; answered 500). Each is a bug: the log has its stack.",
+		Help: "Panics recovered instead of ending the process, by where: push_service (an app's client of its push service; the push failed, or every push on the connection whose read loop panicked), component (handling an IQ; answered wait), http (handling a request; answered 500). Each is a bug: the log has its stack.",
 	}, []string{"where"})
 	for _, w := range []string{"push_service", "component", "http"} {
 		m.panics.WithLabelValues(w)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -122,6 +123,23 @@ type DeadTokenError struct {
 func (e *DeadTokenError) Error() string {
 	return fmt.Sprintf("push token is no longer valid (%s, since %s)", e.Reason, e.Since.UTC().Format(time.RFC3339))
 }
+
+// PanicError is a panic recovered where it happened, a push service
+// client's own goroutine (its connection's read loop) for one: a bug,
+// turned into the failure of what it hit. The core counts and logs it as
+// a panic; Stack is where it happened.
+type PanicError struct {
+	Value any
+	Stack []byte
+
+	reported atomic.Bool
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// Report reports true to its first caller only: a panic that failed
+// several requests (every one on a connection) is one panic.
+func (e *PanicError) Report() bool { return e.reported.CompareAndSwap(false, true) }
 
 // TemporaryError reports a failure that may succeed later: rate limits,
 // server errors, broken connections. RetryAfter is the service's hint, or 0.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/sockio"
 )
 
@@ -752,8 +754,50 @@ func (cc *clientConn) Close() error {
 
 func (cc *clientConn) readLoop() {
 	defer close(cc.readDone)
-	err := cc.readFrames()
+	err := cc.readFramesRecovered()
 	cc.closeWith(fmt.Errorf("h2client: connection lost: %w", err))
+}
+
+// readFramesRecovered is readFrames, with a panic turned into the end of
+// the connection (a *push.PanicError): a bug that one odd frame from a
+// push service sets off fails the requests on this connection, which
+// callers retry on another, rather than the process. Unless the panic
+// left one of the connection's locks held (it came inside a section that
+// unlocks without defer): then nothing can end the connection cleanly,
+// and the panic goes on as before.
+func (cc *clientConn) readFramesRecovered() (err error) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		if !cc.unlocked(100 * time.Millisecond) {
+			panic(p)
+		}
+		err = &push.PanicError{Value: p, Stack: debug.Stack()}
+	}()
+	return cc.readFrames()
+}
+
+// unlocked reports whether both of the connection's locks can be taken
+// within wait: held that long, one was left held. Another goroutine
+// holds either for microseconds at a time.
+func (cc *clientConn) unlocked(wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(time.Millisecond) {
+		if cc.mu.TryLock() {
+			ok := cc.wmu.TryLock()
+			if ok {
+				cc.wmu.Unlock()
+			}
+			cc.mu.Unlock()
+			if ok {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 func (cc *clientConn) readFrames() error {
