@@ -20,23 +20,10 @@ import (
 // where an unrecovered panic would end the process.
 func TestPushServicePanic(t *testing.T) {
 	ctx := context.Background()
-	obs := &rejections{}
-	b := &scripted{answers: map[string]error{}}
-	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{Observer: obs, Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
-	running(t, svc)
-	panics := func() []string {
-		obs.mu.Lock()
-		defer obs.mu.Unlock()
-		return slices.Clone(obs.panics)
-	}
-
+	svc, b, panics := panicCounting(t)
 	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
 	b.set("t1", errPanic)
-	err = svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
 	if !errors.Is(err, appserver.ErrPushFailed) || errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("push whose client panicked: %v", err)
 	}
@@ -67,13 +54,7 @@ func TestPushServicePanic(t *testing.T) {
 // are failures that may pass, kept to be sent again.
 func TestPanicOfAConnection(t *testing.T) {
 	ctx := context.Background()
-	obs := &rejections{}
-	b := &scripted{answers: map[string]error{}}
-	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{Observer: obs, Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	running(t, svc)
+	svc, b, panics := panicCounting(t)
 	lost := &push.PanicError{Value: "index out of range", Stack: []byte("goroutine 7 [running]:")}
 	for _, node := range []string{"n1", "n2"} {
 		reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t-"+node)
@@ -82,13 +63,29 @@ func TestPanicOfAConnection(t *testing.T) {
 			t.Fatalf("push to %s: %v", node, err)
 		}
 	}
-	obs.mu.Lock()
-	panics := slices.Clone(obs.panics)
-	obs.mu.Unlock()
-	if !slices.Equal(panics, []string{"push_service"}) {
-		t.Fatalf("panics counted: %v", panics)
+	if got := panics(); !slices.Equal(got, []string{"push_service"}) {
+		t.Fatalf("panics counted: %v", got)
 	}
 	if s := svc.RedeliveryStats(); s.Kept != 2 {
 		t.Fatalf("the pushes were not kept to be sent again: %+v", s)
+	}
+}
+
+// panicCounting runs a redelivering service whose apps push through b
+// until the test ends; panics returns the panics its observer heard of.
+func panicCounting(t *testing.T) (svc *appserver.Service, b *scripted, panics func() []string) {
+	t.Helper()
+	obs := &rejections{}
+	b = &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{Observer: obs, Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	running(t, svc)
+	return svc, b, func() []string {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return slices.Clone(obs.panics)
 	}
 }
