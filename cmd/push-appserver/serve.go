@@ -343,6 +343,11 @@ wait:
 			next, err := load()
 			reloader.Reload(runCtx, next, err)
 			notify.Ready()
+			if upgrade.BinaryReplaced() {
+				// A reload after installing a new binary applies the
+				// configuration, not the binary.
+				logger.Warn("the binary was replaced since this process started, and a reload does not run the new one: SIGUSR2 switches to it without a gap (systemctl kill -s USR2 --kill-whom=main push-appserver)")
+			}
 		case <-sig.upgrade:
 			if upgrading {
 				logger.Warn("upgrade (SIGUSR2) ignored: one is under way")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -84,4 +85,52 @@ func TestStopDuringUpgrade(t *testing.T) {
 			t.Fatalf("the new process %d still runs after the old one stopped:\n%s", child, s.log.String())
 		}
 	}
+}
+
+// TestReloadNamesAReplacedBinary: a reload after installing a new binary
+// says that the reload does not run it, and how to switch to it; a
+// reload with the binary as it was says nothing of it.
+func TestReloadNamesAReplacedBinary(t *testing.T) {
+	built := buildBinary(t)
+	dir, addr, config := minimalConfig(t)
+	bin := filepath.Join(dir, "push-appserver")
+	copyBinary := func() {
+		b, err := os.ReadFile(built)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As install(1) does: a new file renamed over the old.
+		if err := os.WriteFile(bin+".new", b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(bin+".new", bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyBinary()
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	const hint = "the binary was replaced since this process started"
+	reload := func(n int) {
+		t.Helper()
+		s.cmd.Process.Signal(syscall.SIGHUP)
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(s.log.String(), "reloading the configuration") < n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no reload:\n%s", s.log.String())
+			}
+		}
+	}
+	reload(1)
+	time.Sleep(300 * time.Millisecond)
+	if strings.Contains(s.log.String(), hint) {
+		t.Fatalf("a replaced binary named, with the binary as it was:\n%s", s.log.String())
+	}
+	copyBinary()
+	reload(2)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.log.String(), hint); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the replaced binary is not named:\n%s", s.log.String())
+		}
+	}
+	s.stop(t)
 }

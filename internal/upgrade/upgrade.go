@@ -199,3 +199,12 @@ func (p *Process) OnComponentReleased(fn func(jid string)) {
 		}
 	}()
 }
+
+// BinaryReplaced reports whether the file this process runs from has been
+// replaced or removed since it started, as installing a new binary does:
+// then an upgrade would run the new one. On Linux the kernel marks the
+// link /proc/self/exe "(deleted)"; elsewhere it reports false.
+func BinaryReplaced() bool {
+	exe, err := os.Readlink("/proc/self/exe")
+	return err == nil && strings.HasSuffix(exe, " (deleted)")
+}
