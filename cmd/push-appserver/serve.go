@@ -307,7 +307,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 
 	// Everything listens: systemd may now start what is ordered after us.
-	notify := systemd.New(logger, func() string { return serviceStatus(checks()) })
+	notify := systemd.New(logger, func() string { return serviceStatus(checks(), upgrade.BinaryReplaced()) })
 	if up.Inherited() {
 		// The old process closes its component streams once this one is
 		// ready: ejabberd must have ours by then, or it answers publishes
@@ -406,18 +406,24 @@ wait:
 const statusInterval = 5 * time.Second
 
 // serviceStatus is the status line systemd shows: the parts of the
-// health page that are down, if any.
-func serviceStatus(checks []httpapi.Check) string {
+// health page that are down, if any, and whether a new binary waits to be
+// switched to (replaced: see upgrade.BinaryReplaced), which is what
+// `systemctl status` after installing one should say.
+func serviceStatus(checks []httpapi.Check, replaced bool) string {
 	var down []string
 	for _, c := range checks {
 		if !c.OK() {
 			down = append(down, c.Name)
 		}
 	}
-	if len(down) == 0 {
-		return "serving"
+	status := "serving"
+	if len(down) > 0 {
+		status += "; down: " + strings.Join(down, ", ")
 	}
-	return "serving; down: " + strings.Join(down, ", ")
+	if replaced {
+		status += "; a new binary is installed: SIGUSR2 switches to it"
+	}
+	return status
 }
 
 // openStore opens the registry the config names.

@@ -87,14 +87,15 @@ func TestStopDuringUpgrade(t *testing.T) {
 	}
 }
 
-// TestReloadNamesAReplacedBinary: a reload after installing a new binary
-// says that the reload does not run it, and how to switch to it; a
-// reload with the binary as it was says nothing of it.
-func TestReloadNamesAReplacedBinary(t *testing.T) {
+// TestReplacedBinaryNamed: after a new binary is installed, the status
+// line systemd shows says so, and a reload (which applies the
+// configuration, not the binary) says how to switch to it; with the
+// binary as it was, neither says anything of it.
+func TestReplacedBinaryNamed(t *testing.T) {
 	built := buildBinary(t)
 	dir, addr, config := minimalConfig(t)
 	bin := filepath.Join(dir, "push-appserver")
-	copyBinary := func() {
+	install := func() {
 		b, err := os.ReadFile(built)
 		if err != nil {
 			t.Fatal(err)
@@ -107,29 +108,40 @@ func TestReloadNamesAReplacedBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	copyBinary()
-	s := startServer(t, bin, config)
+	install()
+	sock := sdnotify.Listen(t)
+	s := startServerEnv(t, bin, config, "NOTIFY_SOCKET="+sock.Path)
+	if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); f["READY"] != "1" || f["STATUS"] != "serving" {
+		t.Fatalf("first message: %v", f)
+	}
 	s.waitHealthy(t, addr)
 	const hint = "the binary was replaced since this process started"
-	reload := func(n int) {
+	reload := func() map[string]string {
 		t.Helper()
 		s.cmd.Process.Signal(syscall.SIGHUP)
-		for deadline := time.Now().Add(10 * time.Second); strings.Count(s.log.String(), "reloading the configuration") < n; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no reload:\n%s", s.log.String())
-			}
+		if f := sdnotify.Fields(sock.Next(t, 10*time.Second)); f["RELOADING"] != "1" {
+			t.Fatalf("on SIGHUP: %v", f)
 		}
+		return sdnotify.Fields(sock.Next(t, 10*time.Second))
 	}
-	reload(1)
-	time.Sleep(300 * time.Millisecond)
+	if f := reload(); f["READY"] != "1" || f["STATUS"] != "serving" {
+		t.Fatalf("after a reload with the binary as it was: %v", f)
+	}
 	if strings.Contains(s.log.String(), hint) {
 		t.Fatalf("a replaced binary named, with the binary as it was:\n%s", s.log.String())
 	}
-	copyBinary()
-	reload(2)
+
+	install()
+	const status = "serving; a new binary is installed: SIGUSR2 switches to it"
+	if f := sdnotify.Fields(sock.Next(t, 10*time.Second)); f["STATUS"] != status {
+		t.Fatalf("status after the binary was replaced: %v", f)
+	}
+	if f := reload(); f["READY"] != "1" || f["STATUS"] != status {
+		t.Fatalf("after a reload with the binary replaced: %v", f)
+	}
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.log.String(), hint); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the replaced binary is not named:\n%s", s.log.String())
+			t.Fatalf("the reload does not name the replaced binary:\n%s", s.log.String())
 		}
 	}
 	s.stop(t)
