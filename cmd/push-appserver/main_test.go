@@ -82,6 +82,20 @@ func freePorts(t *testing.T, n int) []string {
 	return addrs
 }
 
+// addAbsentComponent adds to config the component push.example.org, whose
+// XMPP server is not there: nothing listens at its address.
+func addAbsentComponent(t *testing.T, config string) {
+	t.Helper()
+	f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "[[component]]\njid = \"push.example.org\"\naddress = %q\nsecret = \"s3cret\"\n", freePort(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // minimalConfig writes a configuration with the embedded defaults but
 // for a data directory of its own and the HTTP API at a free loopback
 // address, and returns the directory, the address and the file.

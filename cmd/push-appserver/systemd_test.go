@@ -56,13 +56,7 @@ func TestSystemdNotify(t *testing.T) {
 func TestSystemdStatusNamesWhatIsDown(t *testing.T) {
 	bin := buildBinary(t)
 	_, _, config := minimalConfig(t)
-	f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Nothing listens at the component's address.
-	fmt.Fprintf(f, "[[component]]\njid = \"push.example.org\"\naddress = %q\nsecret = \"s3cret\"\n", freePort(t))
-	f.Close()
+	addAbsentComponent(t, config)
 	sock := sdnotify.Listen(t)
 	startServerEnv(t, bin, config, "NOTIFY_SOCKET="+sock.Path)
 	msg := sdnotify.Fields(sock.Next(t, 20*time.Second))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,12 +57,7 @@ func TestFailedUpgradeServesOn(t *testing.T) {
 func TestStopDuringUpgrade(t *testing.T) {
 	bin := buildBinary(t)
 	_, addr, config := minimalConfig(t)
-	f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "[[component]]\njid = \"push.example.org\"\naddress = %q\nsecret = \"s3cret\"\n", freePort(t))
-	f.Close()
+	addAbsentComponent(t, config)
 	s := startServer(t, bin, config)
 	s.waitHealthy(t, addr)
 
