@@ -110,8 +110,6 @@ type Config struct {
 	proxiesExplicit    bool
 }
 
-// CacheSize is RegistrationCache as appserver.Options.CacheSize takes it,
-// where 0 means the default and a negative value no cache.
 // OutageGraceOption is OutageGrace as appserver.Options takes it, where
 // 0 means the default and a negative value none.
 func (c *Config) OutageGraceOption() time.Duration {
@@ -134,6 +132,8 @@ func (c *Config) RedeliveryOption() time.Duration {
 	return c.Redelivery.D()
 }
 
+// CacheSize is RegistrationCache as appserver.Options.CacheSize takes it,
+// where 0 means the default and a negative value no cache.
 func (c *Config) CacheSize() int {
 	if c.RegistrationCache == 0 {
 		return -1
