@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -161,7 +162,8 @@ func TestRegistrationsSurvivePostgresCrash(t *testing.T) {
 
 // While PostgreSQL is down, pushes to the devices pushed to shortly before
 // reach APNS, as the registry last said, and their secret is still
-// checked, unless outage_grace is 0; pushes to the others fail. Once the
+// checked, unless outage_grace is 0; pushes to the others fail, and are
+// sent once the database is back if their secret was right. Once the
 // database is back, everything pushes again.
 func TestPushesWhilePostgresDown(t *testing.T) {
 	for _, tc := range []struct {
@@ -194,16 +196,31 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 
 	const n = 20
 	hot, cold := map[string]string{}, map[string]string{} // node: secret
-	for i := range 2 * n {
+	token := map[string]string{}
+	for i := range 2*n + 1 {
 		node, set := fmt.Sprintf("hot-%d", i), hot
-		if i >= n {
+		switch {
+		case i == 2*n:
+			// Pushed to only with a wrong secret.
+			node, set = "guessed", map[string]string{}
+		case i >= n:
 			node, set = fmt.Sprintf("cold-%d", i), cold
 		}
+		token[node] = fmt.Sprintf("%064x", i+1)
 		lines, err := s.register(node, fmt.Sprintf("%064x", i+1))
 		if err != nil || len(lines) != 3 || lines[0] != "OK" {
 			t.Fatalf("register %s: %q, %v", node, lines, err)
 		}
 		set[node] = lines[2]
+	}
+	requests := func(node string) int {
+		k := 0
+		for _, r := range am.Requests() {
+			if r.Token == token[node] {
+				k++
+			}
+		}
+		return k
 	}
 	push := func(node, secret string) string {
 		return s.post(t, "push", url.Values{"node": {node}, "secret": {secret}})
@@ -256,6 +273,13 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 		if body := push(node, secret); !strings.HasPrefix(body, "ERROR\n") {
 			t.Errorf("push to %s, not pushed to before, while PostgreSQL is down: %q", node, body)
 		}
+		// Does not take the place of the push kept above.
+		if body := push(node, "wrong"); !strings.HasPrefix(body, "ERROR\n") {
+			t.Errorf("push to %s with a wrong secret while PostgreSQL is down: %q", node, body)
+		}
+	}
+	if body := push("guessed", "wrong"); !strings.HasPrefix(body, "ERROR\n") {
+		t.Errorf("push with a wrong secret to a device not pushed to before, while PostgreSQL is down: %q", body)
 	}
 	want := 0
 	if held {
@@ -282,6 +306,47 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 	}
 
 	pg.Up(t)
+	// The pushes that failed for want of their registration go out once
+	// the database answers, once each; the one with a wrong secret not.
+	failed := maps.Clone(cold)
+	if !held {
+		maps.Copy(failed, hot)
+	}
+	before := map[string]int{}
+	for node := range failed {
+		before[node] = requests(node)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		missing := 0
+		for node := range failed {
+			if requests(node) == before[node] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d pushes that failed while PostgreSQL was down not sent 30 s after it is back", missing, len(failed))
+		}
+	}
+	const gone = `push_appserver_redeliveries_total{outcome="gone"}`
+	for deadline := time.Now().Add(10 * time.Second); metric(t, addr, gone) < 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the push with a wrong secret not dropped 10 s after PostgreSQL is back")
+		}
+	}
+	for node := range failed {
+		if got := requests(node) - before[node]; got != 1 {
+			t.Errorf("%d pushes to %s sent once PostgreSQL is back, want 1", got, node)
+		}
+	}
+	if got := requests("guessed"); got != 0 {
+		t.Errorf("%d pushes sent to a device pushed to with a wrong secret alone", got)
+	}
+	if got, want := metric(t, addr, `push_appserver_redeliveries_total{outcome="kept"}`), float64(len(failed)+1); got != want {
+		t.Errorf("pushes kept for redelivery: %v, want %v", got, want)
+	}
 	node, secret := "cold-"+fmt.Sprint(n), cold["cold-"+fmt.Sprint(n)]
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if body := push(node, secret); body == "OK\n"+node {

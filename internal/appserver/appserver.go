@@ -309,6 +309,16 @@ func (s *Service) changed(node string) {
 	s.status.forget(node)
 }
 
+// feedLive hears whether the change feed listens. That it listens again
+// after a loss is the first sign that the registry answers again: the
+// pushes kept because it could not be read need wait no longer.
+func (s *Service) feedLive(live bool) {
+	s.cache.feedLive(live)
+	if live {
+		s.redeliver.registryBack()
+	}
+}
+
 // follow keeps the cache on the change feed until ctx is done. A feed
 // that fails is followed again after a backoff; the cache is bypassed
 // meanwhile (Follow calls live(false) before it returns).
@@ -316,7 +326,7 @@ func (s *Service) follow(ctx context.Context) {
 	backoff := push.Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		start := time.Now()
-		err := s.opts.Changes.Follow(ctx, s.changed, s.cache.feedLive)
+		err := s.opts.Changes.Follow(ctx, s.changed, s.feedLive)
 		if ctx.Err() != nil {
 			return
 		}
@@ -415,6 +425,13 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	if err != nil {
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
+		// The registry, not the caller, failed: send it once the
+		// registration can be read. Tokenless pushes are not kept: the
+		// read decides whether their node is a token at all.
+		if ctx.Err() == nil && !req.Tokenless {
+			s.redeliver.keepUnread(node, unreadPush{secret: req.Secret, important: req.Important()},
+				push.Notification{Node: node, Summary: req.Summary, Encrypted: req.Encrypted})
+		}
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
 	if subtle.ConstantTimeCompare([]byte(req.Secret), []byte(t.Secret)) != 1 {

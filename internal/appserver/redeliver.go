@@ -2,6 +2,7 @@ package appserver
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"sync"
@@ -30,6 +31,16 @@ import (
 // it left. VoIP pushes are not kept: iOS rings for each, and a call rung
 // minutes late is over.
 //
+// A push whose registration could not be read (the registry away, the
+// device not in the cache, or its outage grace spent) is kept too, with
+// the secret it came with: the registration, read when the registry
+// answers again, decides whether it goes out at all, to which app, and
+// at which priority. Such a push is "unread": it never replaces a push
+// to the device whose secret was checked, nor one with another secret,
+// since whoever sent it may have guessed the node; and it takes at most
+// half the room, so that a flood of unknown nodes during an outage
+// cannot crowd out pushes the push service refused.
+//
 // What still waits when the server stops is held in the registry
 // (Store.HoldPushes) and taken by the next server to start, or by an
 // instance still running on the same registry within heldPollInterval.
@@ -43,8 +54,10 @@ const (
 	// redeliveryMax bounds the devices waiting, and redeliveryMaxBytes
 	// the text they hold (summaries, encrypted payloads, tokens): a long
 	// outage of a large deployment must not take the server's memory.
-	redeliveryMax      = 65536
-	redeliveryMaxBytes = 32 << 20
+	redeliveryMax = 65536
+	// redeliveryMaxUnread bounds the unread pushes among them.
+	redeliveryMaxUnread = redeliveryMax / 2
+	redeliveryMaxBytes  = 32 << 20
 	// redeliveryEntryBytes is what an entry costs beside its text.
 	redeliveryEntryBytes = 256
 	// redeliveryBase and redeliveryMaxWait shape the backoff between
@@ -82,6 +95,8 @@ type RedeliveryStats struct {
 	// removed or the token dead; Failed met a failure that cannot pass
 	// (an app no longer configured, a payload the service refuses).
 	// Superseded ended because a later push to the device went through.
+	// Gone also counts unread pushes whose node was not registered or
+	// whose secret was not the registration's.
 	Delivered, Expired, Gone, Failed, Superseded uint64
 }
 
@@ -92,7 +107,10 @@ type redeliveryKey struct {
 }
 
 type pendingPush struct {
-	n      push.Notification
+	n push.Notification
+	// unread is what a push whose registration could not be read came
+	// with, to check once it can be; nil for pushes checked already.
+	unread *unreadPush
 	size   int
 	failed time.Time // the device's latest failure; the wait ends Redelivery after it
 	due    time.Time
@@ -104,12 +122,21 @@ type pendingPush struct {
 	gen     uint64
 }
 
+// unreadPush is what decides, once its registration can be read, whether
+// and how a push goes out. It is never changed once made: attempts under
+// way share it.
+type unreadPush struct {
+	secret    string
+	important bool // see PushRequest.Important
+}
+
 // redeliveryAttempt is one due push, taken out under the lock.
 type redeliveryAttempt struct {
-	key redeliveryKey
-	p   *pendingPush
-	n   push.Notification
-	gen uint64
+	key    redeliveryKey
+	p      *pendingPush
+	n      push.Notification
+	unread *unreadPush
+	gen    uint64
 }
 
 type redeliveries struct {
@@ -123,6 +150,7 @@ type redeliveries struct {
 	mu      sync.Mutex
 	pending map[redeliveryKey]*pendingPush
 	bytes   int
+	unread  int // pending pushes whose registration is still to be read
 	// count is len(pending), read without the lock by every push that
 	// went through: while nothing waits, that costs one atomic load.
 	count atomic.Int64
@@ -144,8 +172,11 @@ func urgency(p push.Priority) int {
 	return 0
 }
 
-func notificationSize(n *push.Notification) int {
+func notificationSize(n *push.Notification, u *unreadPush) int {
 	size := redeliveryEntryBytes + len(n.App) + len(n.Node) + len(n.Token) + len(n.Account)
+	if u != nil {
+		size += len(u.secret)
+	}
 	if n.Summary != nil {
 		size += len(n.Summary.LastMessageSender) + len(n.Summary.LastMessageBody)
 	}
@@ -172,40 +203,92 @@ func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
 	if p != nil {
 		p.failed = now
 		p.gen++
+		// An unread push has no priority yet (the least urgency), so
+		// a push that was checked replaces it.
 		if urgency(n.Priority) >= urgency(p.n.Priority) {
-			r.bytes -= p.size
-			p.set(n)
-			r.bytes += p.size
+			r.replace(p, n, nil)
 		}
 		return
 	}
-	if r.add(key, n, now, now) {
+	if r.add(key, n, nil, now, now) {
 		r.kept.Add(1)
 	}
 }
 
-// add starts the wait of a device that has none, unless there is no room
-// for it; r.mu is held.
-func (r *redeliveries) add(key redeliveryKey, n push.Notification, failed, now time.Time) bool {
-	if len(r.pending) >= redeliveryMax || r.bytes+notificationSize(&n) > redeliveryMaxBytes {
+// keepUnread holds n, a push to node whose registration could not be
+// read, for redelivery once it can be, with what decides then whether it
+// goes out (see unreadPush).
+func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification) {
+	if r == nil {
+		return
+	}
+	// Only the registration, read at each attempt, says these.
+	n.App, n.Token, n.Account, n.Priority = "", "", "", ""
+	key := redeliveryKey{node: node}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pending[key]; p != nil {
+		// A later push with the same secret is the same sender's:
+		// newer, so it is the one to send. Any other leaves the wait
+		// as it is.
+		if p.unread != nil && subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.unread.secret)) == 1 {
+			p.failed = now
+			p.gen++
+			if u.important || !p.unread.important {
+				r.replace(p, n, &u)
+			}
+		}
+		return
+	}
+	if r.unread >= redeliveryMaxUnread {
+		r.dropped.Add(1)
+		return
+	}
+	if r.add(key, n, &u, now, now) {
+		r.kept.Add(1)
+	}
+}
+
+// replace makes n (unread with u) the push p sends; r.mu is held.
+func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPush) {
+	r.bytes -= p.size
+	if p.unread != nil {
+		r.unread--
+	}
+	p.set(n, u)
+	r.bytes += p.size
+	if u != nil {
+		r.unread++
+	}
+}
+
+// add starts the wait of a device that has none (unread with u, when u
+// is not nil), unless there is no room for it; r.mu is held.
+func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush, failed, now time.Time) bool {
+	if len(r.pending) >= redeliveryMax || r.bytes+notificationSize(&n, u) > redeliveryMaxBytes {
 		r.dropped.Add(1)
 		return false
 	}
 	p := &pendingPush{failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}}
-	p.set(n)
+	p.set(n, u)
 	p.due = now.Add(p.wait.Next())
 	r.pending[key] = p
 	r.bytes += p.size
+	if u != nil {
+		r.unread++
+	}
 	r.count.Store(int64(len(r.pending)))
 	return true
 }
 
 // restore takes back a push another server held at its stop (or this
-// one, before a restart), which last failed at failed. It reports whether
+// one, before a restart), which last failed at failed (unread with u, when
+// u is not nil). It reports whether
 // the push is kept: it is not when the wait is full. One whose time ran
 // out meanwhile is kept and ends as expired at the next look, as any
 // other.
-func (r *redeliveries) restore(key redeliveryKey, n push.Notification, failed time.Time) bool {
+func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unreadPush, failed time.Time) bool {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -217,7 +300,11 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, failed ti
 		}
 		return true
 	}
-	return r.add(key, n, failed, now)
+	if u != nil && r.unread >= redeliveryMaxUnread {
+		r.dropped.Add(1)
+		return false
+	}
+	return r.add(key, n, u, failed, now)
 }
 
 // takeAll removes every waiting push, at shutdown, for the registry to
@@ -227,10 +314,10 @@ func (r *redeliveries) takeAll() []redeliveryAttempt {
 	defer r.mu.Unlock()
 	out := make([]redeliveryAttempt, 0, len(r.pending))
 	for key, p := range r.pending {
-		out = append(out, redeliveryAttempt{key: key, p: p, n: p.n})
+		out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread})
 	}
 	clear(r.pending)
-	r.bytes = 0
+	r.bytes, r.unread = 0, 0
 	r.count.Store(0)
 	return out
 }
@@ -238,7 +325,7 @@ func (r *redeliveries) takeAll() []redeliveryAttempt {
 // set makes n the push to send. What it points to is copied: the
 // request's summary may hold on to a whole stanza, and an attempt under
 // way may still read the push this one replaces.
-func (p *pendingPush) set(n push.Notification) {
+func (p *pendingPush) set(n push.Notification, u *unreadPush) {
 	if n.Summary != nil {
 		sum := *n.Summary
 		n.Summary = &sum
@@ -247,8 +334,8 @@ func (p *pendingPush) set(n push.Notification) {
 		enc := *n.Encrypted
 		n.Encrypted = &enc
 	}
-	p.n = n
-	p.size = notificationSize(&n)
+	p.n, p.unread = n, u
+	p.size = notificationSize(&n, u)
 }
 
 // settled ends the wait of the device key names: a push to it went
@@ -269,7 +356,28 @@ func (r *redeliveries) settled(key redeliveryKey) {
 func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	delete(r.pending, key)
 	r.bytes -= p.size
+	if p.unread != nil {
+		r.unread--
+	}
 	r.count.Store(int64(len(r.pending)))
+}
+
+// registryBack makes the unread pushes due at once: the registry answers
+// again, and they have waited for nothing else. Their backoff, grown
+// while it was away, starts over.
+func (r *redeliveries) registryBack() {
+	if r == nil || r.count.Load() == 0 {
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.pending {
+		if p.unread != nil && !p.sending {
+			p.wait.Reset()
+			p.due = now
+		}
+	}
 }
 
 // due takes out up to limit pushes whose next attempt is due, and ends
@@ -290,7 +398,7 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 			r.expired.Add(1)
 		case !p.due.After(now) && len(out) < limit:
 			p.sending = true
-			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, gen: p.gen})
+			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, gen: p.gen})
 		}
 	}
 	return out
@@ -445,9 +553,15 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		t, err := s.lookup(ctx, a.key.node, deadline, false)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
+			if a.unread != nil {
+				s.rejected(a.key.node, RejectUnknownNode)
+			}
 			return redeliveryGone, 0
 		case err != nil:
 			return redeliverLater, 0
+		case a.unread != nil && subtle.ConstantTimeCompare([]byte(a.unread.secret), []byte(t.Secret)) != 1:
+			s.rejected(a.key.node, RejectWrongSecret)
+			return redeliveryGone, 0
 		}
 		n.App, n.Token, n.Account = t.Type, t.Token, t.Account
 	} else {
@@ -462,6 +576,13 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	app, ok := s.apps[n.App]
 	if !ok {
 		return redeliveryFailed, 0
+	}
+	if a.unread != nil {
+		n.Priority = app.Priority.Resolve(a.unread.important)
+		if n.Priority == push.PriorityVoIP {
+			// Not kept when checked at once either (see keep).
+			return redeliveryFailed, 0
+		}
 	}
 	if app.Deadline > 0 {
 		if d := s.opts.Now().Add(app.Deadline); d.Before(deadline) {
@@ -513,6 +634,12 @@ type heldPush struct {
 	Priority  push.Priority   `json:"priority"`
 	Summary   *push.Summary   `json:"summary,omitempty"`
 	Encrypted *push.Encrypted `json:"encrypted,omitempty"`
+	// Unread: the push's registration could not be read, and Secret
+	// and Important are what it came with (see unreadPush); App and
+	// Priority are then empty.
+	Unread    bool   `json:"unread,omitempty"`
+	Secret    string `json:"secret,omitempty"`
+	Important bool   `json:"important,omitempty"`
 }
 
 // holdPending has the registry hold the pushes still waiting, at
@@ -526,6 +653,9 @@ func (s *Service) holdPending() {
 	for _, a := range waiting {
 		h := heldPush{ByNode: a.key.node != "", Node: a.n.Node, App: a.n.App, Token: a.key.token,
 			Priority: a.n.Priority, Summary: a.n.Summary, Encrypted: a.n.Encrypted}
+		if a.unread != nil {
+			h.Unread, h.Secret, h.Important = true, a.unread.secret, a.unread.important
+		}
 		b, err := json.Marshal(h)
 		if err != nil {
 			continue
@@ -557,7 +687,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 		}
 		for _, hp := range held {
 			var h heldPush
-			if err := json.Unmarshal(hp.Push, &h); err != nil || h.App == "" {
+			if err := json.Unmarshal(hp.Push, &h); err != nil || h.App == "" && !(h.Unread && h.ByNode) {
 				s.redeliver.failed.Add(1)
 				s.logger.Warn("a push held for redelivery cannot be read; skipped", "err", err)
 				continue
@@ -567,7 +697,11 @@ func (s *Service) takeHeld(ctx context.Context) {
 				key = redeliveryKey{node: h.Node}
 			}
 			n := push.Notification{App: h.App, Node: h.Node, Token: h.Token, Priority: h.Priority, Summary: h.Summary, Encrypted: h.Encrypted}
-			if s.redeliver.restore(key, n, hp.FailedAt) {
+			var u *unreadPush
+			if h.Unread && h.ByNode {
+				u = &unreadPush{secret: h.Secret, important: h.Important}
+			}
+			if s.redeliver.restore(key, n, u, hp.FailedAt) {
 				kept++
 			}
 		}

@@ -150,6 +150,29 @@ func TestRedeliveryBounds(t *testing.T) {
 	if got := r.due(5); len(got) != 0 {
 		t.Fatal("due before its time")
 	}
+
+	// Unread pushes take half the room at most: pushes the push
+	// service refused still find room after a flood of unknown nodes.
+	r.takeAll()
+	for i := range redeliveryMax {
+		r.keepUnread("u"+strconv.Itoa(i), unreadPush{secret: "s"}, push.Notification{Node: "u" + strconv.Itoa(i)})
+	}
+	if s := r.stats(); s.Pending != redeliveryMaxUnread || r.unread != redeliveryMaxUnread {
+		t.Fatalf("unread: %+v, %d unread", s, r.unread)
+	}
+	r.keep(redeliveryKey{node: "checked"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
+	if s := r.stats(); s.Pending != redeliveryMaxUnread+1 {
+		t.Fatalf("a checked push found no room after unread ones: %+v", s)
+	}
+	// A checked push replacing an unread one frees its place.
+	r.keep(redeliveryKey{node: "u0"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
+	if r.unread != redeliveryMaxUnread-1 {
+		t.Fatalf("%d unread after a checked push replaced one", r.unread)
+	}
+	r.takeAll()
+	if r.unread != 0 || r.bytes != 0 {
+		t.Fatalf("%d unread, %d bytes after takeAll", r.unread, r.bytes)
+	}
 }
 
 // TestRedeliverySummary: the log sums up a minute of redelivery when

@@ -151,7 +151,8 @@ func TestProsodyStandbyTakesOver(t *testing.T) {
 // device the cache held still gets its pushes; once the cache holds it
 // no more (its entry expired and the outage's grace passed) a push is
 // answered wait, which neither server takes as a reason to disable the
-// session; and once the database is back the device gets its pushes again.
+// session, and is sent once the database is back; and the device gets its
+// pushes again.
 func TestPushSessionsSurvivePostgresDown(t *testing.T) {
 	eachServer(t, testPushSessionsSurvivePostgresDown)
 }
@@ -195,8 +196,16 @@ func testPushSessionsSurvivePostgresDown(t *testing.T, start startServer) {
 
 	pg.Up(t)
 	waitFor(t, func() bool { return !in.svc.CacheStats().Bypassed })
-	message("after PostgreSQL is back")
 	waitFor(t, func() bool { return in.pushes() == pushed+2 })
+	// At the priority the message's push had when it went out at once.
+	if n := in.backend.forToken("alice-token"); n[len(n)-1].Priority != n[0].Priority {
+		t.Errorf("the push kept while PostgreSQL was down went out as %+v; want %s, as the first", n[len(n)-1], n[0].Priority)
+	}
+	if s := in.svc.RedeliveryStats(); s.Kept != 1 || s.Delivered != 1 {
+		t.Errorf("redelivery: %+v; want the push kept while PostgreSQL was down delivered", s)
+	}
+	message("after PostgreSQL is back")
+	waitFor(t, func() bool { return in.pushes() == pushed+3 })
 	// ejabberd logs the wait as a rejected notification, and keeps the
 	// session; it would say when it disabled one.
 	if strings.Contains(x.Log(), "disabling push") {

@@ -274,11 +274,11 @@ func (m *Metrics) WatchStatus(stats func() appserver.StatusStats) {
 func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "push_appserver_redelivery_pending",
-		Help: "Devices whose last push failed for a reason that may pass (the push service's outage, 5xx, 429, a broken connection) and that wait for it to be sent again.",
+		Help: "Devices whose last push failed for a reason that may pass (the push service's outage, 5xx, 429, a broken connection, the registry unreadable) and that wait for it to be sent again.",
 	}, func() float64 { return float64(stats().Pending) }))
 	registerCounters(m.reg, prometheus.CounterOpts{
 		Name: "push_appserver_redeliveries_total",
-		Help: "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, or its token dead), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, or the registry could not hold them at shutdown).",
+		Help: "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, its token dead, or a wrong secret found once the registry could be read), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, or the registry could not hold them at shutdown).",
 	}, "outcome", stats, []labeled[appserver.RedeliveryStats]{
 		{"kept", func(s appserver.RedeliveryStats) uint64 { return s.Kept }},
 		{"delivered", func(s appserver.RedeliveryStats) uint64 { return s.Delivered }},
