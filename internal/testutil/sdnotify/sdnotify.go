@@ -9,13 +9,23 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Socket receives the messages of a process given its Path as
 // NOTIFY_SOCKET.
 type Socket struct {
 	Path string
-	msgs chan string
+	msgs chan Message
+}
+
+// Message is one message and the process that sent it, which the kernel
+// names (SO_PASSCRED), as systemd tells the main process's messages from
+// others'.
+type Message struct {
+	Text string
+	PID  int
 }
 
 // Listen opens a socket in a directory of the test's, closed when the
@@ -28,16 +38,33 @@ func Listen(t *testing.T) *Socket {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	s := &Socket{Path: path, msgs: make(chan string, 64)}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	s := &Socket{Path: path, msgs: make(chan Message, 256)}
 	go func() {
 		buf := make([]byte, 4096)
+		oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 		for {
-			n, err := conn.Read(buf)
+			n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 			if err != nil {
 				close(s.msgs)
 				return
 			}
-			s.msgs <- string(buf[:n])
+			m := Message{Text: string(buf[:n])}
+			if cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(cmsgs) > 0 {
+				if cred, err := unix.ParseUnixCredentials(&cmsgs[0]); err == nil {
+					m.PID = int(cred.Pid)
+				}
+			}
+			s.msgs <- m
 		}
 	}()
 	return s
@@ -47,6 +74,12 @@ func Listen(t *testing.T) *Socket {
 // within timeout.
 func (s *Socket) Next(t *testing.T, timeout time.Duration) string {
 	t.Helper()
+	return s.NextMessage(t, timeout).Text
+}
+
+// NextMessage is Next with the sender.
+func (s *Socket) NextMessage(t *testing.T, timeout time.Duration) Message {
+	t.Helper()
 	select {
 	case m, ok := <-s.msgs:
 		if !ok {
@@ -55,7 +88,7 @@ func (s *Socket) Next(t *testing.T, timeout time.Duration) string {
 		return m
 	case <-time.After(timeout):
 		t.Fatalf("no message on the notify socket within %v", timeout)
-		return ""
+		return Message{}
 	}
 }
 
@@ -64,7 +97,7 @@ func (s *Socket) Quiet(t *testing.T, d time.Duration) {
 	t.Helper()
 	select {
 	case m := <-s.msgs:
-		t.Fatalf("unexpected message on the notify socket: %q", m)
+		t.Fatalf("unexpected message on the notify socket: %q", m.Text)
 	case <-time.After(d):
 	}
 }
@@ -78,4 +111,16 @@ func Fields(msg string) map[string]string {
 		}
 	}
 	return f
+}
+
+// Drain discards the messages that come within d.
+func (s *Socket) Drain(d time.Duration) {
+	deadline := time.After(d)
+	for {
+		select {
+		case <-s.msgs:
+		case <-deadline:
+			return
+		}
+	}
 }
