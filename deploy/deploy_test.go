@@ -87,6 +87,7 @@ func TestSystemdUnit(t *testing.T) {
 		"Type": "notify", "NotifyAccess": "all", "User": "push-appserver", "StateDirectory": "push-appserver", "ProtectSystem": "strict",
 		"NoNewPrivileges": "yes", "ProtectHome": "yes", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
 		"ExecReload": "/bin/kill -HUP $MAINPID", "WorkingDirectory": "/var/lib/push-appserver",
+		"WatchdogSec": "30s",
 	} {
 		if len(u[k]) == 0 || u[k][0] != want {
 			t.Errorf("%s=%v, want %q", k, u[k], want)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -139,4 +140,93 @@ func TestReplacedBinaryNamed(t *testing.T) {
 		}
 	}
 	s.stop(t)
+}
+
+// TestWatchdogAcrossUpgrades: under a unit's WatchdogSec the server
+// feeds systemd's watchdog, and after an upgrade the new process does
+// (systemd named the old one in WATCHDOG_PID, which the new one
+// inherits), also after a second upgrade.
+func TestWatchdogAcrossUpgrades(t *testing.T) {
+	bin := buildBinary(t)
+	_, addr, config := minimalConfig(t)
+	sock := sdnotify.Listen(t)
+	logFile := filepath.Join(t.TempDir(), "server.log")
+	logw, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logw.Close()
+	// systemd sets WATCHDOG_PID to the process it starts: here the
+	// shell, whose PID exec keeps.
+	cmd := exec.Command("/bin/sh", "-c", `WATCHDOG_PID=$$ exec "$0" serve -config "$1"`, bin, config)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock.Path, "WATCHDOG_USEC=400000")
+	cmd.Stdout, cmd.Stderr = logw, logw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		// After an upgrade the process that serves is no child of ours.
+		syscall.Kill(pid, syscall.SIGTERM)
+		for deadline := time.Now().Add(20 * time.Second); !daemon.Exited(pid) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			t.Logf("server log:\n%s", b)
+		}
+	})
+	// next returns the next message that ok accepts, skipping others.
+	next := func(ok func(sdnotify.Message) bool, within time.Duration, what string) sdnotify.Message {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			if m := sock.NextMessage(t, time.Until(deadline)+time.Second); ok(m) {
+				return m
+			}
+		}
+		t.Fatalf("no %s within %v", what, within)
+		return sdnotify.Message{}
+	}
+	// fed checks that pid alone feeds the watchdog, every 200 ms.
+	fed := func(pid int) {
+		t.Helper()
+		start, n := time.Now(), 0
+		for time.Since(start) < time.Second {
+			m := sock.NextMessage(t, time.Second)
+			if m.Text != "WATCHDOG=1" {
+				continue
+			}
+			if m.PID != pid {
+				t.Fatalf("WATCHDOG=1 from %d, want %d, the main process", m.PID, pid)
+			}
+			n++
+		}
+		if n < 4 {
+			t.Fatalf("%d WATCHDOG=1 from %d in a second, want 5", n, pid)
+		}
+	}
+	next(func(m sdnotify.Message) bool { return sdnotify.Fields(m.Text)["READY"] == "1" }, 20*time.Second, "READY=1")
+	fed(pid)
+	for round := range 2 {
+		old := pid
+		syscall.Kill(old, syscall.SIGUSR2)
+		m := next(func(m sdnotify.Message) bool { return sdnotify.Fields(m.Text)["MAINPID"] != "" }, 20*time.Second, "MAINPID")
+		pid, _ = strconv.Atoi(sdnotify.Fields(m.Text)["MAINPID"])
+		if pid == old || m.PID != pid {
+			t.Fatalf("upgrade %d: MAINPID=%d from %d; the old process was %d", round+1, pid, m.PID, old)
+		}
+		for deadline := time.Now().Add(20 * time.Second); !daemon.Exited(old); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("upgrade %d: the old process did not exit", round+1)
+			}
+		}
+		sock.Drain(100 * time.Millisecond) // what the old process sent before it went
+		fed(pid)
+	}
+	if lines, err := (&server{base: "http://" + addr + "/push_appserver/v1/"}).register("after", strings.Repeat("ab", 32)); err != nil || lines[0] != "OK" {
+		t.Fatalf("register after the upgrades: %q, %v", lines, err)
+	}
 }

@@ -4,6 +4,8 @@
 // `systemctl status` shows. With the unit's Type=notify, `systemctl
 // start` returns once the server listens, units ordered after it start
 // only then, and a server that fails while starting fails the start.
+// With the unit's WatchdogSec, the server also feeds systemd's watchdog
+// while it works (see Watchdog).
 //
 // Outside systemd (no NOTIFY_SOCKET in the environment: a shell, a
 // container) every method does nothing.
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -54,7 +57,17 @@ func (n *Notifier) Ready() { n.ready("READY=1") }
 // old process exits: systemd takes the main process's exit for the
 // service's. The unit needs NotifyAccess=all, since systemd hears only
 // its main process otherwise.
-func (n *Notifier) TakeOver() { n.ready(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())) }
+//
+// It also makes this process the one that feeds the watchdog, if the old
+// one did: systemd named the old one in WATCHDOG_PID, which this one
+// inherited, and would otherwise kill the service once the old one has
+// gone. Call it before Watchdog.
+func (n *Notifier) TakeOver() {
+	if pid, err := strconv.Atoi(os.Getenv("WATCHDOG_PID")); err == nil && pid == os.Getppid() {
+		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	}
+	n.ready(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()))
+}
 
 // ready sends state with the status line, which it sets and releases
 // from a reload's or a stop's hold.
@@ -124,6 +137,40 @@ func (n *Notifier) Follow(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			n.Status(n.statusOf())
+		}
+	}
+}
+
+// Watchdog feeds systemd's watchdog while the server works, until ctx
+// ends: twice in each WatchdogSec it calls alive, and once alive returns
+// it sends WATCHDOG=1. An alive that does not return (the core's locks
+// held for good, a stalled process) stops the messages, and systemd then
+// kills the service with SIGABRT, on which Go writes every goroutine's
+// stack to the journal, and starts it again (Restart=on-failure).
+//
+// It returns at once unless systemd asked this process for them
+// (WATCHDOG_USEC, and WATCHDOG_PID naming it: the unit's other processes
+// must not answer for it).
+func (n *Notifier) Watchdog(ctx context.Context, alive func()) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		n.logger.Warn("systemd's watchdog settings cannot be read; not feeding it", "err", err)
+		return
+	}
+	if interval <= 0 || !n.managed {
+		return
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		alive()
+		n.mu.Lock()
+		n.send("WATCHDOG=1")
+		n.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,10 +143,16 @@ func TestUpgrade(t *testing.T) {
 	status := "serving"
 	n := New(slog.New(slog.DiscardHandler), func() string { return status })
 
+	// systemd named the old process, this one's parent, as the one to
+	// feed the watchdog.
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getppid()))
 	n.TakeOver()
 	f := sdnotify.Fields(sock.Next(t, 2*time.Second))
 	if f["MAINPID"] != strconv.Itoa(os.Getpid()) || f["READY"] != "1" || f["STATUS"] != "serving" {
 		t.Fatalf("take over: %v", f)
+	}
+	if got := os.Getenv("WATCHDOG_PID"); got != strconv.Itoa(os.Getpid()) {
+		t.Errorf("WATCHDOG_PID after the take-over: %s, want this process", got)
 	}
 
 	n.HandOver()
@@ -161,6 +168,52 @@ func TestUpgrade(t *testing.T) {
 	n.Ready()
 	n.Stopping()
 	sock.Quiet(t, 100*time.Millisecond)
+	cancel()
+	<-done
+}
+
+// TestWatchdog: with WATCHDOG_USEC and WATCHDOG_PID naming this process,
+// WATCHDOG=1 comes twice in each interval, but only while alive returns;
+// with another process's WATCHDOG_PID nothing is sent.
+func TestWatchdog(t *testing.T) {
+	sock := sdnotify.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	n := New(slog.New(slog.DiscardHandler), func() string { return "serving" })
+
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getppid()))
+	n.Watchdog(t.Context(), func() {}) // returns at once
+	sock.Quiet(t, 50*time.Millisecond)
+
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	var stuck sync.Mutex
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Watchdog(ctx, func() {
+			stuck.Lock()
+			//lint:ignore SA2001 a stand-in for the core's locks
+			stuck.Unlock()
+		})
+	}()
+	start := time.Now()
+	for range 3 {
+		if got := sock.Next(t, time.Second); got != "WATCHDOG=1" {
+			t.Fatalf("watchdog: %q", got)
+		}
+	}
+	// The first at once, then every 100 ms.
+	if d := time.Since(start); d < 150*time.Millisecond || d > 600*time.Millisecond {
+		t.Errorf("three messages in %v, want about 200 ms", d)
+	}
+	stuck.Lock()
+	sock.Drain(150 * time.Millisecond) // one may have passed alive already
+	sock.Quiet(t, 400*time.Millisecond)
+	stuck.Unlock()
+	if got := sock.Next(t, time.Second); got != "WATCHDOG=1" {
+		t.Fatalf("watchdog once alive returns again: %q", got)
+	}
 	cancel()
 	<-done
 }
