@@ -16,6 +16,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
+	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
 )
 
 var pg = pgtest.New()
@@ -436,4 +437,64 @@ func TestImportRegistryIntoPostgres(t *testing.T) {
 		t.Fatalf("push on PostgreSQL with the secret registered on SQLite: %q", body)
 	}
 	b.stop(t)
+}
+
+// A server started while PostgreSQL is down waits for it, saying so in
+// the log and to systemd, and starts once it is up; told to stop
+// meanwhile, it exits cleanly. A database that does not exist is no
+// reason to wait: the server exits at once, naming it.
+func TestServerWaitsForPostgres(t *testing.T) {
+	bin := buildBinary(t)
+	dsn := pg.DB(t)
+	addr, config := postgresConfig(t)
+
+	t.Run("no such database", func(t *testing.T) {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/no_such_database"
+		s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN="+u.String())
+		done := make(chan error, 1)
+		go func() { done <- s.cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(s.log.String(), "no_such_database") {
+				t.Fatalf("exit %v; log:\n%s", err, s.log.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server waits for a database that does not exist")
+		}
+	})
+
+	pg.Down(t)
+	t.Run("stopped while waiting", func(t *testing.T) {
+		s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN="+dsn)
+		s.waitLog(t, "PostgreSQL cannot be reached; waiting for it")
+		s.stop(t)
+	})
+
+	sock := sdnotify.Listen(t)
+	s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN="+dsn, "NOTIFY_SOCKET="+sock.Path)
+	if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); !strings.HasPrefix(f["STATUS"], "starting: waiting for PostgreSQL: ") || f["READY"] != "" {
+		t.Fatalf("first message while PostgreSQL is down: %v", f)
+	}
+	// Tried again with backoff, not given up.
+	for deadline := time.Now().Add(20 * time.Second); strings.Count(s.log.String(), "PostgreSQL cannot be reached") < 3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than three attempts in 20 s:\n%s", s.log.String())
+		}
+	}
+	pg.Up(t)
+	for {
+		f := sdnotify.Fields(sock.Next(t, 30*time.Second))
+		if f["READY"] == "1" {
+			break
+		}
+	}
+	s.waitHealthy(t, addr)
+	if lines, err := s.register("after-the-wait", strings.Repeat("cd", 32)); err != nil || lines[0] != "OK" {
+		t.Fatalf("register once PostgreSQL is up: %q, %v", lines, err)
+	}
+	s.stop(t)
 }

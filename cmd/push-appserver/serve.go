@@ -110,7 +110,12 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		logger.Info("started by an upgrade: taking over from the old process once ready")
 	}
 
-	store, err := openStore(ctx, cfg, logger)
+	store, err := waitForRegistry(ctx, cfg, logger, systemd.New(logger, func() string { return "starting" }))
+	if errors.Is(err, errStoppedStarting) {
+		// Told to stop before it started: nothing failed.
+		logger.Info(err.Error())
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("opening registry: %w", err)
 	}
@@ -434,6 +439,46 @@ func serviceStatus(checks []httpapi.Check, replaced bool) string {
 		status += "; a new binary is installed: SIGUSR2 switches to it"
 	}
 	return status
+}
+
+// The waits between attempts to reach PostgreSQL at start.
+const (
+	registryRetryBase = 500 * time.Millisecond
+	registryRetryMax  = 10 * time.Second
+)
+
+// errStoppedStarting: the server was told to stop before its registry was
+// open, as while it waited for PostgreSQL.
+var errStoppedStarting = errors.New("stopped before the registry was open")
+
+// waitForRegistry opens the registry, waiting while PostgreSQL cannot be
+// reached (see postgres.Unreachable), with backoff, until ctx ends: a
+// server started before its database, at boot or while the database
+// restarts, starts once the database answers instead of exiting, and
+// systemd does not give up on it after five quick failures.
+// `systemctl status` says what it waits for; systemd's start timeout
+// still bounds the wait.
+func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *systemd.Notifier) (registry.Store, error) {
+	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
+	for {
+		store, err := openStore(ctx, cfg, logger)
+		switch {
+		case err == nil:
+			return store, nil
+		case ctx.Err() != nil:
+			return nil, errStoppedStarting
+		case !postgres.Unreachable(err):
+			return nil, err
+		}
+		d := wait.Next()
+		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
+		notify.Status("starting: waiting for PostgreSQL: " + err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, errStoppedStarting
+		case <-time.After(d):
+		}
+	}
 }
 
 // openStore opens the registry the config names.
