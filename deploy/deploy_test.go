@@ -87,7 +87,7 @@ func TestSystemdUnit(t *testing.T) {
 		"Type": "notify", "NotifyAccess": "all", "User": "push-appserver", "StateDirectory": "push-appserver", "ProtectSystem": "strict",
 		"NoNewPrivileges": "yes", "ProtectHome": "yes", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
 		"ExecReload": "/bin/kill -HUP $MAINPID", "WorkingDirectory": "/var/lib/push-appserver",
-		"WatchdogSec": "30s",
+		"WatchdogSec": "30s", "Restart": "on-failure", "RestartSec": "100ms",
 	} {
 		if len(u[k]) == 0 || u[k][0] != want {
 			t.Errorf("%s=%v, want %q", k, u[k], want)
