@@ -74,11 +74,9 @@ func TestStopDuringUpgrade(t *testing.T) {
 		}
 	}
 	s.stop(t)
-	for deadline := time.Now().Add(5 * time.Second); !daemon.Exited(child); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			syscall.Kill(child, syscall.SIGKILL)
-			t.Fatalf("the new process %d still runs after the old one stopped:\n%s", child, s.log.String())
-		}
+	if !daemon.WaitExited(child, 5*time.Second) {
+		syscall.Kill(child, syscall.SIGKILL)
+		t.Fatalf("the new process %d still runs after the old one stopped:\n%s", child, s.log.String())
 	}
 }
 
@@ -168,11 +166,7 @@ func TestWatchdogAcrossUpgrades(t *testing.T) {
 	pid := cmd.Process.Pid
 	t.Cleanup(func() {
 		// After an upgrade the process that serves is no child of ours.
-		syscall.Kill(pid, syscall.SIGTERM)
-		for deadline := time.Now().Add(20 * time.Second); !daemon.Exited(pid) && time.Now().Before(deadline); {
-			time.Sleep(20 * time.Millisecond)
-		}
-		syscall.Kill(pid, syscall.SIGKILL)
+		daemon.Stop(pid, 20*time.Second)
 		if t.Failed() {
 			b, _ := os.ReadFile(logFile)
 			t.Logf("server log:\n%s", b)
@@ -218,10 +212,8 @@ func TestWatchdogAcrossUpgrades(t *testing.T) {
 		if pid == old || m.PID != pid {
 			t.Fatalf("upgrade %d: MAINPID=%d from %d; the old process was %d", round+1, pid, m.PID, old)
 		}
-		for deadline := time.Now().Add(20 * time.Second); !daemon.Exited(old); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("upgrade %d: the old process did not exit", round+1)
-			}
+		if !daemon.WaitExited(old, 20*time.Second) {
+			t.Fatalf("upgrade %d: the old process did not exit", round+1)
 		}
 		sock.Drain(100 * time.Millisecond) // what the old process sent before it went
 		fed(pid)

@@ -78,11 +78,7 @@ secret = %q
 	pid := cmd.Process.Pid
 	t.Cleanup(func() {
 		// Whichever process serves at the end is no child of ours.
-		syscall.Kill(pid, syscall.SIGTERM)
-		for deadline := time.Now().Add(30 * time.Second); !daemon.Exited(pid) && time.Now().Before(deadline); {
-			time.Sleep(20 * time.Millisecond)
-		}
-		syscall.Kill(pid, syscall.SIGKILL)
+		daemon.Stop(pid, 30*time.Second)
 		if t.Failed() {
 			t.Logf("server log:\n%s", serverLog())
 		}
@@ -156,11 +152,8 @@ secret = %q
 				t.Fatal("the old process did not exit after the upgrade")
 			}
 		} else {
-			for deadline := time.Now().Add(30 * time.Second); !daemon.Exited(old); {
-				if time.Now().After(deadline) {
-					t.Fatalf("upgrade %d: the old process did not exit", round+1)
-				}
-				time.Sleep(20 * time.Millisecond)
+			if !daemon.WaitExited(old, 30*time.Second) {
+				t.Fatalf("upgrade %d: the old process did not exit", round+1)
 			}
 		}
 		sock.Quiet(t, 200*time.Millisecond)

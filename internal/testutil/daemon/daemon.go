@@ -226,6 +226,27 @@ func Exited(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
 
+// WaitExited waits up to timeout for process pid to exit, and reports
+// whether it did.
+func WaitExited(pid int, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); !Exited(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// Stop ends process pid, which need not be the test's child (the new
+// process of a server's upgrade is its parent's): SIGTERM, and SIGKILL
+// if it has not exited within timeout.
+func Stop(pid int, timeout time.Duration) {
+	syscall.Kill(pid, syscall.SIGTERM)
+	if !WaitExited(pid, timeout) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
 // Tail returns the last n lines of the file at path.
 func Tail(path string, n int) string {
 	b, _ := os.ReadFile(path)
