@@ -4,12 +4,17 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
 // TestRedeliveryAfterAPNSOutage runs the binary against the APNS mock
@@ -76,4 +81,66 @@ func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 		t.Fatalf("APNS got %d requests after it took the push", n)
 	}
 	s.stop(t)
+}
+
+// TestRedeliveryCrossesUpgrade: a push waiting for redelivery when the
+// server is upgraded in place passes through the registry to the new
+// process, which takes it as soon as the old one has gone (it hears of
+// it through the upgrade's pipe), not at its next look 30 s later, and
+// sends it once APNS takes pushes again.
+func TestRedeliveryCrossesUpgrade(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	am, _, keyFile, _ := startMocks(t, dir)
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%spush_deadline = \"1s\"\n",
+		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := startUpgradable(t, exec.Command(bin, "serve", "-config", config))
+	s := &server{}
+	s.waitHealthy(t, addr)
+	token := strings.Repeat("5e", 32)
+	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {token}}), "\n")
+	if reg[0] != "OK" {
+		t.Fatalf("register: %q", reg)
+	}
+	down := make([]apnsmock.Fault, 1000)
+	for i := range down {
+		down[i] = apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}
+	}
+	am.FailToken(token, down...)
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {reg[2]}}); !strings.HasPrefix(got, "ERROR") {
+		t.Fatalf("push while APNS answers 503: %q", got)
+	}
+
+	old := u.pid
+	syscall.Kill(old, syscall.SIGUSR2)
+	if !daemon.WaitExited(old, 20*time.Second) {
+		t.Fatal("the old process did not exit after the upgrade")
+	}
+	gone := time.Now()
+	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(u.log(), -1)
+	if len(pids) != 2 {
+		t.Fatalf("%d processes started, want 2", len(pids))
+	}
+	u.pid, _ = strconv.Atoi(pids[1][1])
+	for !strings.Contains(u.log(), "pushes held for redelivery taken from the registry") {
+		if time.Since(gone) > 5*time.Second {
+			t.Fatal("the new process did not take the held push within 5 s of the old one's exit")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the new process took the held push %v after the old one exited", time.Since(gone).Round(time.Millisecond))
+	am.Reset() // APNS is back
+	for deadline := time.Now().Add(20 * time.Second); am.Accepted() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the push never reached APNS once it was back")
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := am.Total(); n != 1 {
+		t.Fatalf("APNS got %d requests after it was back, want 1", n)
+	}
 }

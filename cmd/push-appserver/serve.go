@@ -220,6 +220,13 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	if ho, ok := store.(handover); ok {
 		handovers = append(handovers, ho)
 	}
+	// Pushes waiting for redelivery pass through the registry when a
+	// process stops; the one that serves on takes them as soon as it
+	// hears of it rather than at its next look.
+	up.OnOldProcessGone(svc.TakeHeldSoon)
+	if h, ok := store.(interface{ OnPushesHeld(func()) }); ok {
+		h.OnPushesHeld(svc.TakeHeldSoon)
+	}
 	componentChecks, settled, err := startComponents(compCtx, &compWG, cfg, svc, handovers, m, logger)
 	if err != nil {
 		stopComponents()

@@ -8,3 +8,7 @@ import "time"
 func (s *Service) SetRedeliveryTiming(base, tick time.Duration) {
 	s.redeliver.base, s.redeliver.maxWait, s.redeliver.tick, s.redeliver.poll = base, 4*base, tick, 10*tick
 }
+
+// SetHeldPoll sets how often the registry is asked for held pushes;
+// call it after SetRedeliveryTiming and before Run.
+func (s *Service) SetHeldPoll(d time.Duration) { s.redeliver.poll = d }

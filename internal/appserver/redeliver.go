@@ -156,6 +156,10 @@ type redeliveries struct {
 	count atomic.Int64
 
 	kept, dropped, delivered, expired, gone, failed, superseded atomic.Uint64
+
+	// takeSoon asks the loop to take what the registry holds at its next
+	// tick rather than its next poll (see TakeHeldSoon).
+	takeSoon atomic.Bool
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
@@ -500,7 +504,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if time.Since(lastTake) >= r.poll {
+		if r.takeSoon.Swap(false) || time.Since(lastTake) >= r.poll {
 			s.takeHeld(ctx)
 			lastTake = time.Now()
 		}
@@ -670,6 +674,16 @@ func (s *Service) holdPending() {
 		return
 	}
 	s.logger.Info("pushes waiting for redelivery kept in the registry for the next start", "pushes", len(held))
+}
+
+// TakeHeldSoon says another process has just held its waiting pushes in
+// the registry (an instance that stopped, the old process of an upgrade):
+// they are taken within a second instead of at the next look, up to
+// heldPollInterval later. It does nothing while redelivery is off.
+func (s *Service) TakeHeldSoon() {
+	if s.redeliver != nil {
+		s.redeliver.takeSoon.Store(true)
+	}
 }
 
 // takeHeld takes the pushes the registry holds (see holdPending) into

@@ -268,6 +268,33 @@ func TestRedeliveryHandedToRunningInstance(t *testing.T) {
 	}
 }
 
+// TestTakeHeldSoon: told that another process has just held pushes, a
+// running instance takes them at once rather than at its next look.
+func TestTakeHeldSoon(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	taker, err := appserver.New(store, testApps(b), appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	taker.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	taker.SetHeldPoll(time.Hour) // its start's take is made and done
+	running(t, taker)
+	stopping, b1, stop := startRedelivering(t, store, time.Minute)
+	reg, _ := stopping.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b1.set("t1", outage)
+	stopping.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	time.Sleep(50 * time.Millisecond)
+	stop()
+	time.Sleep(200 * time.Millisecond)
+	if sentTo(b, "t1") != 0 {
+		t.Fatal("taken before the next look without being told")
+	}
+	taker.TakeHeldSoon()
+	waitStats(t, taker, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
+}
+
 // TestHeldPushExpires: a push held longer than redelivery allows is not
 // sent by the next server.
 func TestHeldPushExpires(t *testing.T) {

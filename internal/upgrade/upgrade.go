@@ -39,7 +39,8 @@ import (
 )
 
 // releasedFile names the pipe through which the old process tells the new
-// one which component streams it closed.
+// one which component streams it closed. The old process holds its write
+// end until it exits, so its end of file says the old process is gone.
 const releasedFile = "component-released"
 
 // Process is this process's part in upgrades: as the old process, the one
@@ -51,6 +52,11 @@ type Process struct {
 
 	mu       sync.Mutex
 	released *os.File // the write end of the pipe to the new process, once it is ready
+
+	// What the new process does with what the old one says (see
+	// OnComponentReleased, OnOldProcessGone); set before Ready.
+	onReleased func(jid string)
+	onGone     func()
 }
 
 // taken: a process has one parent and one set of inherited sockets, so
@@ -100,6 +106,9 @@ func (p *Process) Ready() error {
 	if p.tf == nil {
 		return nil
 	}
+	// Before the old process hears that this one is ready: it closes its
+	// streams then, and says so.
+	p.follow()
 	if err := p.tf.Ready(); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
@@ -171,31 +180,43 @@ func (p *Process) ReleaseComponent(_ context.Context, jid string) error {
 	return nil
 }
 
-// OnComponentReleased calls fn with each component JID whose stream the
-// old process closed, until the old process exits. In a process not
-// started by an upgrade it does nothing.
-func (p *Process) OnComponentReleased(fn func(jid string)) {
-	if p.tf == nil {
-		return
-	}
+// OnComponentReleased makes a process started by an upgrade call fn with
+// each component JID whose stream the old process closed. Call it before
+// Ready.
+func (p *Process) OnComponentReleased(fn func(jid string)) { p.onReleased = fn }
+
+// OnOldProcessGone makes a process started by an upgrade call fn once the
+// old process has exited: whatever it wrote to the registry on its way
+// out (the pushes waiting for redelivery) is there then. Call it before
+// Ready.
+func (p *Process) OnOldProcessGone(fn func()) { p.onGone = fn }
+
+// follow reads, in a process started by an upgrade, what the old process
+// says through its pipe, until it exits.
+func (p *Process) follow() {
 	f, err := p.tf.File(releasedFile)
 	if err != nil {
 		p.logger.Warn("upgrade: the old process's pipe is unusable; a component standing by connects at its next retry", "err", err)
 		return
 	}
 	if f == nil {
-		return
+		return // not started by an upgrade
 	}
+	released, gone := p.onReleased, p.onGone
 	go func() {
 		defer f.Close()
 		s := bufio.NewScanner(f)
 		for s.Scan() {
-			if jid := strings.TrimSpace(s.Text()); jid != "" {
-				fn(jid)
+			if jid := strings.TrimSpace(s.Text()); jid != "" && released != nil {
+				released(jid)
 			}
 		}
 		if err := s.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
 			p.logger.Debug("upgrade: reading the old process's pipe", "err", err)
+			return
+		}
+		if gone != nil {
+			gone()
 		}
 	}()
 }

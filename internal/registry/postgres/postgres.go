@@ -41,6 +41,10 @@ const Channel = "push_appserver_registrations"
 // that it released a component JID (see ReleaseComponent).
 const ComponentChannel = "push_appserver_components"
 
+// HeldChannel is the NOTIFY channel on which an instance announces that it
+// held pushes for the others to send (see HoldPushes).
+const HeldChannel = "push_appserver_held"
+
 // Application names, so an operator sees in pg_stat_activity which
 // connection does what.
 const (
@@ -69,6 +73,7 @@ type Store struct {
 	heartbeat, probeWait time.Duration
 
 	released atomic.Pointer[func(jid string)] // see OnComponentReleased
+	held     atomic.Pointer[func()]           // see OnPushesHeld
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -586,8 +591,11 @@ func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
 	for i, p := range ps {
 		at[i], push[i] = p.FailedAt, p.Push
 	}
-	// One statement, so it is one transaction through any pooler.
-	if _, err := s.pool.Exec(ctx, `INSERT INTO held_pushes (failed_at, push) SELECT * FROM unnest($1::timestamptz[], $2::bytea[])`, at, push); err != nil {
+	// One statement, so it is one transaction through any pooler; the
+	// other instances hear of it once it is committed.
+	if _, err := s.pool.Exec(ctx, `WITH held AS (
+			INSERT INTO held_pushes (failed_at, push) SELECT * FROM unnest($1::timestamptz[], $2::bytea[]) RETURNING 1)
+		SELECT pg_notify($3, count(*)::text) FROM held`, at, push, HeldChannel); err != nil {
 		return fmt.Errorf("holding pushes: %w", err)
 	}
 	return nil
@@ -751,7 +759,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	lctx, cancel := context.WithTimeout(ctx, s.probeWait)
-	_, err = conn.Exec(lctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+s.bar.ackChannel())
+	_, err = conn.Exec(lctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+HeldChannel+`; LISTEN `+s.bar.ackChannel())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
@@ -793,6 +801,11 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		case ComponentChannel:
 			if fn := s.released.Load(); fn != nil {
 				(*fn)(n.Payload)
+			}
+			continue
+		case HeldChannel:
+			if fn := s.held.Load(); fn != nil {
+				(*fn)()
 			}
 			continue
 		case Channel:
@@ -895,6 +908,11 @@ func (s *Store) ReleaseComponent(ctx context.Context, jid string) error {
 // OnComponentReleased makes Follow call fn with every component JID that
 // an instance released.
 func (s *Store) OnComponentReleased(fn func(jid string)) { s.released.Store(&fn) }
+
+// OnPushesHeld makes Follow call fn whenever an instance held pushes for
+// the others (HoldPushes), as it does when it stops: one still running
+// takes them at once instead of at its next look.
+func (s *Store) OnPushesHeld(fn func()) { s.held.Store(&fn) }
 
 // Close stores the registrations queued, then closes the pool.
 func (s *Store) Close() error {

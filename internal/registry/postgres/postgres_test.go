@@ -335,3 +335,24 @@ func TestComponentReleased(t *testing.T) {
 		t.Fatal("release not announced")
 	}
 }
+
+// Pushes held through one store are announced to every followed one, once
+// committed, and can be taken then.
+func TestPushesHeldAnnounced(t *testing.T) {
+	dsn := pg.DB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	held := make(chan struct{}, 4)
+	b.OnPushesHeld(func() { held <- struct{}{} })
+	follow(t, b)
+	if err := a.HoldPushes(context.Background(), []registry.HeldPush{{FailedAt: time.Now(), Push: []byte(`{"app":"apns"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("held pushes not announced")
+	}
+	if got, err := b.TakeHeldPushes(context.Background(), 10); err != nil || len(got) != 1 {
+		t.Fatalf("taken once announced: %v, %v", got, err)
+	}
+}
