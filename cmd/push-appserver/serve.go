@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
@@ -110,7 +111,56 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		logger.Info("started by an upgrade: taking over from the old process once ready")
 	}
 
-	store, err := waitForRegistry(ctx, cfg, logger, systemd.New(logger, func() string { return "starting" }))
+	var tlsCert *reload.Certificate // loaded below, before the TLS listener
+	var servers []*http.Server
+	errc := make(chan error, 4)
+	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
+		l, err := up.Listen(addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		ln := sockio.Listener{Listener: l}
+		srv := httpapi.NewServer(addr, handler, logger)
+		servers = append(servers, srv)
+		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)
+		go func() {
+			var err error
+			if withTLS {
+				// The certificate comes from the reloadable holder, so
+				// SIGHUP picks up a renewed one.
+				srv.TLSConfig = &tls.Config{GetCertificate: tlsCert.GetCertificate}
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("HTTP server on %s: %w", addr, err)
+			}
+		}()
+		return nil
+	}
+
+	// Until the registry is open, which takes as long as PostgreSQL keeps
+	// the server waiting, the plain HTTP API answers its health page (the
+	// process runs) and 503 elsewhere, so that a container's liveness
+	// probe does not restart a server that waits. Not in a process started
+	// by an upgrade: the old one answers on the same sockets meanwhile.
+	var starting atomic.Pointer[string]
+	opening := "opening the registry"
+	starting.Store(&opening)
+	startingStatus := systemd.New(logger, func() string { return "starting" })
+	waiting := func(why string) {
+		starting.Store(&why)
+		startingStatus.Status("starting: " + why)
+	}
+	var api *httpapi.Switch
+	if cfg.HTTP.Listen != "" && !up.Inherited() {
+		api = httpapi.NewSwitch(httpapi.Starting(func() string { return *starting.Load() }))
+		if err := listen("HTTP API", cfg.HTTP.Listen, api, false); err != nil {
+			return err
+		}
+	}
+	store, err := waitForRegistry(ctx, cfg, logger, waiting)
 	if errors.Is(err, errStoppedStarting) {
 		// Told to stop before it started: nothing failed.
 		logger.Info(err.Error())
@@ -137,7 +187,6 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		swaps[apps[i].Name] = sw
 		apps[i].Backend = sw
 	}
-	var tlsCert *reload.Certificate
 	if cfg.HTTP.TLSListen != "" {
 		if tlsCert, err = reload.LoadCertificate(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
 			return fmt.Errorf("http.tls_cert_file: %w", err)
@@ -258,34 +307,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		Logger:         logger,
 	})
 
-	var servers []*http.Server
-	errc := make(chan error, 4)
-	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
-		l, err := up.Listen(addr)
-		if err != nil {
-			return fmt.Errorf("listening on %s: %w", addr, err)
-		}
-		ln := sockio.Listener{Listener: l}
-		srv := httpapi.NewServer(addr, handler, logger)
-		servers = append(servers, srv)
-		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)
-		go func() {
-			var err error
-			if withTLS {
-				// The certificate comes from the reloadable holder, so
-				// SIGHUP picks up a renewed one.
-				srv.TLSConfig = &tls.Config{GetCertificate: tlsCert.GetCertificate}
-				err = srv.ServeTLS(ln, "", "")
-			} else {
-				err = srv.Serve(ln)
-			}
-			if !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("HTTP server on %s: %w", addr, err)
-			}
-		}()
-		return nil
-	}
-	if cfg.HTTP.Listen != "" {
+	if api != nil {
+		api.Set(handler)
+	} else if cfg.HTTP.Listen != "" {
 		if err := listen("HTTP API", cfg.HTTP.Listen, handler, false); err != nil {
 			cancel()
 			wg.Wait()
@@ -463,9 +487,9 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 // server started before its database, at boot or while the database
 // restarts, starts once the database answers instead of exiting, and
 // systemd does not give up on it after five quick failures.
-// `systemctl status` says what it waits for; systemd's start timeout
-// still bounds the wait.
-func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *systemd.Notifier) (registry.Store, error) {
+// waiting hears what it waits for, for `systemctl status` and the health
+// page; systemd's start timeout still bounds the wait.
+func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(why string)) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
 		store, err := openStore(ctx, cfg, logger)
@@ -479,7 +503,7 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		}
 		d := wait.Next()
 		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
-		notify.Status("starting: waiting for PostgreSQL: " + err.Error())
+		waiting("waiting for PostgreSQL: " + err.Error())
 		select {
 		case <-ctx.Done():
 			return nil, errStoppedStarting
