@@ -149,9 +149,12 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	opening := "opening the registry"
 	starting.Store(&opening)
 	startingStatus := systemd.New(logger, func() string { return "starting" })
-	waiting := func(why string) {
+	// The error goes to systemd's status line, which only the operator
+	// reads, not to the health page, which may face the internet: it
+	// names the database's host and user.
+	waiting := func(why string, err error) {
 		starting.Store(&why)
-		startingStatus.Status("starting: " + why)
+		startingStatus.Status(fmt.Sprintf("starting: %s: %v", why, err))
 	}
 	var api *httpapi.Switch
 	if cfg.HTTP.Listen != "" && !up.Inherited() {
@@ -487,9 +490,9 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 // server started before its database, at boot or while the database
 // restarts, starts once the database answers instead of exiting, and
 // systemd does not give up on it after five quick failures.
-// waiting hears what it waits for, for `systemctl status` and the health
-// page; systemd's start timeout still bounds the wait.
-func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(why string)) (registry.Store, error) {
+// waiting hears what it waits for and why, for `systemctl status` and the
+// health page; systemd's start timeout still bounds the wait.
+func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(why string, err error)) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
 		store, err := openStore(ctx, cfg, logger)
@@ -503,7 +506,7 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		}
 		d := wait.Next()
 		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
-		waiting("waiting for PostgreSQL: " + err.Error())
+		waiting("waiting for PostgreSQL", err)
 		select {
 		case <-ctx.Done():
 			return nil, errStoppedStarting
