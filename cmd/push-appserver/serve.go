@@ -149,12 +149,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	opening := "opening the registry"
 	starting.Store(&opening)
 	startingStatus := systemd.New(logger, func() string { return "starting" })
-	// The error goes to systemd's status line, which only the operator
-	// reads, not to the health page, which may face the internet: it
-	// names the database's host and user.
-	waiting := func(why string, err error) {
+	waiting := func(why string) {
 		starting.Store(&why)
-		startingStatus.Status(fmt.Sprintf("starting: %s: %v", why, err))
+		startingStatus.Status("starting: " + why)
 	}
 	var api *httpapi.Switch
 	if cfg.HTTP.Listen != "" && !up.Inherited() {
@@ -490,9 +487,9 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 // server started before its database, at boot or while the database
 // restarts, starts once the database answers instead of exiting, and
 // systemd does not give up on it after five quick failures.
-// waiting hears what it waits for and why, for `systemctl status` and the
-// health page; systemd's start timeout still bounds the wait.
-func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(why string, err error)) (registry.Store, error) {
+// waiting hears what it waits for, for `systemctl status` and the health
+// page; systemd's start timeout still bounds the wait.
+func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(why string)) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
 		store, err := openStore(ctx, cfg, logger)
@@ -506,7 +503,7 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		}
 		d := wait.Next()
 		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
-		waiting("waiting for PostgreSQL", err)
+		waiting("waiting for PostgreSQL: " + err.Error())
 		select {
 		case <-ctx.Done():
 			return nil, errStoppedStarting
