@@ -15,7 +15,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
@@ -111,56 +110,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		logger.Info("started by an upgrade: taking over from the old process once ready")
 	}
 
-	var tlsCert *reload.Certificate // loaded below, before the TLS listener
-	var servers []*http.Server
-	errc := make(chan error, 4)
-	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
-		l, err := up.Listen(addr)
-		if err != nil {
-			return fmt.Errorf("listening on %s: %w", addr, err)
-		}
-		ln := sockio.Listener{Listener: l}
-		srv := httpapi.NewServer(addr, handler, logger)
-		servers = append(servers, srv)
-		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)
-		go func() {
-			var err error
-			if withTLS {
-				// The certificate comes from the reloadable holder, so
-				// SIGHUP picks up a renewed one.
-				srv.TLSConfig = &tls.Config{GetCertificate: tlsCert.GetCertificate}
-				err = srv.ServeTLS(ln, "", "")
-			} else {
-				err = srv.Serve(ln)
-			}
-			if !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("HTTP server on %s: %w", addr, err)
-			}
-		}()
-		return nil
-	}
-
-	// Until the registry is open, which takes as long as PostgreSQL keeps
-	// the server waiting, the plain HTTP API answers its health page (the
-	// process runs) and 503 elsewhere, so that a container's liveness
-	// probe does not restart a server that waits. Not in a process started
-	// by an upgrade: the old one answers on the same sockets meanwhile.
-	var starting atomic.Pointer[string]
-	opening := "opening the registry"
-	starting.Store(&opening)
-	startingStatus := systemd.New(logger, func() string { return "starting" })
-	waiting := func(why string) {
-		starting.Store(&why)
-		startingStatus.Status("starting: " + why)
-	}
-	var api *httpapi.Switch
-	if cfg.HTTP.Listen != "" && !up.Inherited() {
-		api = httpapi.NewSwitch(httpapi.Starting(func() string { return *starting.Load() }))
-		if err := listen("HTTP API", cfg.HTTP.Listen, api, false); err != nil {
-			return err
-		}
-	}
-	store, err := waitForRegistry(ctx, cfg, logger, waiting)
+	store, err := waitForRegistry(ctx, cfg, logger, systemd.New(logger, func() string { return "starting" }))
 	if errors.Is(err, errStoppedStarting) {
 		// Told to stop before it started: nothing failed.
 		logger.Info(err.Error())
@@ -187,6 +137,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		swaps[apps[i].Name] = sw
 		apps[i].Backend = sw
 	}
+	var tlsCert *reload.Certificate
 	if cfg.HTTP.TLSListen != "" {
 		if tlsCert, err = reload.LoadCertificate(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
 			return fmt.Errorf("http.tls_cert_file: %w", err)
@@ -307,9 +258,34 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		Logger:         logger,
 	})
 
-	if api != nil {
-		api.Set(handler)
-	} else if cfg.HTTP.Listen != "" {
+	var servers []*http.Server
+	errc := make(chan error, 4)
+	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
+		l, err := up.Listen(addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		ln := sockio.Listener{Listener: l}
+		srv := httpapi.NewServer(addr, handler, logger)
+		servers = append(servers, srv)
+		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)
+		go func() {
+			var err error
+			if withTLS {
+				// The certificate comes from the reloadable holder, so
+				// SIGHUP picks up a renewed one.
+				srv.TLSConfig = &tls.Config{GetCertificate: tlsCert.GetCertificate}
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("HTTP server on %s: %w", addr, err)
+			}
+		}()
+		return nil
+	}
+	if cfg.HTTP.Listen != "" {
 		if err := listen("HTTP API", cfg.HTTP.Listen, handler, false); err != nil {
 			cancel()
 			wg.Wait()
@@ -487,9 +463,9 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 // server started before its database, at boot or while the database
 // restarts, starts once the database answers instead of exiting, and
 // systemd does not give up on it after five quick failures.
-// waiting hears what it waits for, for `systemctl status` and the health
-// page; systemd's start timeout still bounds the wait.
-func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(why string)) (registry.Store, error) {
+// `systemctl status` says what it waits for; systemd's start timeout
+// still bounds the wait.
+func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *systemd.Notifier) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
 		store, err := openStore(ctx, cfg, logger)
@@ -503,7 +479,7 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		}
 		d := wait.Next()
 		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
-		waiting("waiting for PostgreSQL: " + err.Error())
+		notify.Status("starting: waiting for PostgreSQL: " + err.Error())
 		select {
 		case <-ctx.Done():
 			return nil, errStoppedStarting

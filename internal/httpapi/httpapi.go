@@ -96,6 +96,7 @@ func New(o Options) http.Handler {
 		limit:   newClientLimit(o.RegisterLimit, o.TrustedProxies, o.Logger),
 	}
 	mux := http.NewServeMux()
+	const v1 = "/push_appserver/v1/"
 	mux.HandleFunc("POST "+v1+"register", a.register)
 	mux.HandleFunc("POST "+v1+"unregister", a.unregister)
 	mux.HandleFunc("POST "+v1+"push", a.push)
@@ -196,9 +197,6 @@ func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 }
-
-// v1 is the path of the API mod_push_appserver's clients speak.
-const v1 = "/push_appserver/v1/"
 
 var formTitles = map[string]string{
 	"register":   "Register Push Node",
