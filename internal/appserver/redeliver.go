@@ -431,6 +431,14 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 		return
 	}
 	p.sending = false
+	if a.unread != nil && p.unread != a.unread && (res == redeliveryGone || res == redeliveryFailed) {
+		// A wrong secret or an unknown node ends the unread push the
+		// attempt took, not the push that replaced it meanwhile (one
+		// whose secret was checked, say): that one goes out soon.
+		p.wait.Reset()
+		p.due = now.Add(p.wait.Next())
+		return
+	}
 	switch res {
 	case redelivered:
 		if p.gen == a.gen {

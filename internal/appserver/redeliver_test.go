@@ -131,6 +131,32 @@ func TestRedeliveryExpires(t *testing.T) {
 	}
 }
 
+// An unread push that turns out to have a wrong secret ends its wait,
+// unless a push whose secret was checked replaced it meanwhile: that one
+// still goes out.
+func TestUnreadAttemptEndsOnlyItsPush(t *testing.T) {
+	r, c := newTestRedeliveries()
+	r.keepUnread("n1", unreadPush{secret: "guessed"}, push.Notification{Node: "n1"})
+	r.keepUnread("n2", unreadPush{secret: "guessed"}, push.Notification{Node: "n2"})
+	c.advance(redeliveryBase)
+	attempts := r.due(10)
+	if len(attempts) != 2 {
+		t.Fatalf("%d due", len(attempts))
+	}
+	// While the attempts run, a checked push to n1 fails.
+	r.keep(redeliveryKey{node: "n1"}, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
+	for _, a := range attempts {
+		r.done(a, redeliveryGone, 0)
+	}
+	if s := r.stats(); s.Pending != 1 || s.Gone != 1 {
+		t.Fatalf("%+v", s)
+	}
+	c.advance(redeliveryBase)
+	if got := r.due(10); len(got) != 1 || got[0].key.node != "n1" || got[0].unread != nil || got[0].n.Priority != push.PriorityHigh {
+		t.Fatalf("due after the attempts: %+v", got)
+	}
+}
+
 func TestRedeliveryBounds(t *testing.T) {
 	r, _ := newTestRedeliveries()
 	big := strings.Repeat("x", 1<<20)
