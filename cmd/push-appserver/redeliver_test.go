@@ -24,30 +24,10 @@ import (
 // the device gets the push all the same, once.
 func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	am, _, keyFile, _ := startMocks(t, dir)
-	addr := freePort(t)
-	config := filepath.Join(dir, "c.toml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%spush_deadline = \"1s\"\n",
-		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	am, addr, config := apnsConfig(t)
 	s := startServer(t, bin, config)
 	s.waitHealthy(t, addr)
-	token := strings.Repeat("5e", 32)
-	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {token}}), "\n")
-	if reg[0] != "OK" {
-		t.Fatalf("register: %q", reg)
-	}
-
-	down := make([]apnsmock.Fault, 100)
-	for i := range down {
-		down[i] = apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}
-	}
-	am.FailToken(token, down...)
-	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {reg[2]}}); !strings.HasPrefix(got, "ERROR") {
-		t.Fatalf("push while APNS answers 503: %q", got)
-	}
+	token := pushDuringOutage(t, s, am)
 	if am.Accepted() != 0 {
 		t.Fatal("APNS accepted a push while answering 503")
 	}
@@ -90,30 +70,11 @@ func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 // sends it once APNS takes pushes again.
 func TestRedeliveryCrossesUpgrade(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	am, _, keyFile, _ := startMocks(t, dir)
-	addr := freePort(t)
-	config := filepath.Join(dir, "c.toml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%spush_deadline = \"1s\"\n",
-		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	am, addr, config := apnsConfig(t)
 	u := startUpgradable(t, exec.Command(bin, "serve", "-config", config))
 	s := &server{}
 	s.waitHealthy(t, addr)
-	token := strings.Repeat("5e", 32)
-	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {token}}), "\n")
-	if reg[0] != "OK" {
-		t.Fatalf("register: %q", reg)
-	}
-	down := make([]apnsmock.Fault, 1000)
-	for i := range down {
-		down[i] = apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}
-	}
-	am.FailToken(token, down...)
-	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {reg[2]}}); !strings.HasPrefix(got, "ERROR") {
-		t.Fatalf("push while APNS answers 503: %q", got)
-	}
+	pushDuringOutage(t, s, am)
 
 	old := u.pid
 	syscall.Kill(old, syscall.SIGUSR2)
@@ -143,4 +104,41 @@ func TestRedeliveryCrossesUpgrade(t *testing.T) {
 	if n := am.Total(); n != 1 {
 		t.Fatalf("APNS got %d requests after it was back, want 1", n)
 	}
+}
+
+// apnsConfig writes a configuration whose app ios pushes to an APNS mock
+// with a deadline of a second, and returns the mock, the HTTP API's
+// address and the file.
+func apnsConfig(t *testing.T) (am *apnsmock.Server, addr, config string) {
+	t.Helper()
+	dir := t.TempDir()
+	am, _, keyFile, _ := startMocks(t, dir)
+	addr = freePort(t)
+	config = filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%spush_deadline = \"1s\"\n",
+		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return am, addr, config
+}
+
+// pushDuringOutage registers node n1 of app ios, has APNS answer 503 to
+// its token until am.Reset, and pushes to it once: the push fails, and
+// is kept for redelivery. It returns the token.
+func pushDuringOutage(t *testing.T, s *server, am *apnsmock.Server) string {
+	t.Helper()
+	token := strings.Repeat("5e", 32)
+	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {token}}), "\n")
+	if reg[0] != "OK" {
+		t.Fatalf("register: %q", reg)
+	}
+	down := make([]apnsmock.Fault, 1000)
+	for i := range down {
+		down[i] = apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}
+	}
+	am.FailToken(token, down...)
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {reg[2]}}); !strings.HasPrefix(got, "ERROR") {
+		t.Fatalf("push while APNS answers 503: %q", got)
+	}
+	return token
 }
