@@ -595,7 +595,7 @@ func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
 	// other instances hear of it once it is committed.
 	if _, err := s.pool.Exec(ctx, `WITH held AS (
 			INSERT INTO held_pushes (failed_at, push) SELECT * FROM unnest($1::timestamptz[], $2::bytea[]) RETURNING 1)
-		SELECT pg_notify($3, count(*)::text) FROM held`, at, push, HeldChannel); err != nil {
+		SELECT pg_notify($3, count(*)::text) FROM held HAVING count(*) > 0`, at, push, HeldChannel); err != nil {
 		return fmt.Errorf("holding pushes: %w", err)
 	}
 	return nil
