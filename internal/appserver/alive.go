@@ -8,8 +8,13 @@ import "sync"
 // systemd.Notifier.Watchdog), so that a deadlock in the core, which would
 // leave a server that accepts every push and answers none, ends in a
 // restart instead.
+//
+// Only locks held around work in memory are taken, never one held while
+// the registry is asked (saltMu, until the salt is read): a database that
+// hangs must not look like a deadlock, or the watchdog would restart the
+// server in the middle of an outage it rides out.
 func (s *Service) Alive() {
-	locks := []*sync.Mutex{&s.saltMu, &s.status.mu, &s.throttle.mu}
+	locks := []*sync.Mutex{&s.status.mu, &s.throttle.mu}
 	if s.redeliver != nil {
 		locks = append(locks, &s.redeliver.mu)
 	}
