@@ -335,16 +335,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		logger.Error("cannot tell the old process this one is ready", "err", err)
 	}
 	wg.Go(func() { notify.Follow(runCtx, statusInterval) })
-	// Fed while the core's locks can be taken and the health checks
-	// return (a stuck check would hold the status line too).
-	wg.Go(func() {
-		notify.Watchdog(runCtx, func() {
-			svc.Alive()
-			for _, c := range checks() {
-				c.OK()
-			}
-		})
-	})
+	// Fed while the core's locks can be taken. Not the health checks:
+	// they ask the registry, and a disk or database that hangs is an
+	// outage the server rides out with its cache, not a reason to
+	// restart it.
+	wg.Go(func() { notify.Watchdog(runCtx, svc.Alive) })
 	upgrades := make(chan error, 1)
 	upgrading := false
 
