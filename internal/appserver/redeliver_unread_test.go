@@ -158,7 +158,8 @@ func TestRedeliveryOfUnreadPushes(t *testing.T) {
 func TestUnreadPushCheckedPushWins(t *testing.T) {
 	ctx := context.Background()
 	store := &unreadableStore{Store: memory.New()}
-	svc, b, _ := unreadService(t, store, nil, 20*time.Millisecond)
+	// No attempt falls due before the checked push below comes.
+	svc, b, _ := unreadService(t, store, nil, 400*time.Millisecond)
 	alice, _ := svc.Register(ctx, appserver.Caller{}, "apns", "alice", aliceToken)
 	bob, _ := svc.Register(ctx, appserver.Caller{}, "apns", "bob", bobToken)
 	store.down.Store(true)
