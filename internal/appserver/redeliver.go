@@ -245,10 +245,6 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		}
 		return
 	}
-	if r.unread >= redeliveryMaxUnread {
-		r.dropped.Add(1)
-		return
-	}
 	if r.add(key, n, &u, now, now) {
 		r.kept.Add(1)
 	}
@@ -268,9 +264,11 @@ func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPus
 }
 
 // add starts the wait of a device that has none (unread with u, when u
-// is not nil), unless there is no room for it; r.mu is held.
+// is not nil), unless there is no room for it (for an unread push, in
+// its half); r.mu is held.
 func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush, failed, now time.Time) bool {
-	if len(r.pending) >= redeliveryMax || r.bytes+notificationSize(&n, u) > redeliveryMaxBytes {
+	if len(r.pending) >= redeliveryMax || r.bytes+notificationSize(&n, u) > redeliveryMaxBytes ||
+		u != nil && r.unread >= redeliveryMaxUnread {
 		r.dropped.Add(1)
 		return false
 	}
@@ -303,10 +301,6 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 			p.failed = failed
 		}
 		return true
-	}
-	if u != nil && r.unread >= redeliveryMaxUnread {
-		r.dropped.Add(1)
-		return false
 	}
 	return r.add(key, n, u, failed, now)
 }
