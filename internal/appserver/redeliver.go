@@ -221,13 +221,12 @@ func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
 
 // keepUnread holds n, a push to node whose registration could not be
 // read, for redelivery once it can be, with what decides then whether it
-// goes out (see unreadPush).
+// goes out (see unreadPush). n carries no app, token or priority: only
+// the registration, read at each attempt, says these.
 func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification) {
 	if r == nil {
 		return
 	}
-	// Only the registration, read at each attempt, says these.
-	n.App, n.Token, n.Account, n.Priority = "", "", "", ""
 	key := redeliveryKey{node: node}
 	now := r.now()
 	r.mu.Lock()
