@@ -71,23 +71,23 @@ func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 func TestRedeliveryCrossesUpgrade(t *testing.T) {
 	bin := buildBinary(t)
 	am, addr, config := apnsConfig(t)
-	u := startUpgradable(t, exec.Command(bin, "serve", "-config", config))
+	u := daemon.StartUpgradable(t, exec.Command(bin, "serve", "-config", config), 20*time.Second)
 	s := &server{}
 	s.waitHealthy(t, addr)
 	pushDuringOutage(t, s, am)
 
-	old := u.pid
+	old := u.PID
 	syscall.Kill(old, syscall.SIGUSR2)
 	if !daemon.WaitExited(old, 20*time.Second) {
 		t.Fatal("the old process did not exit after the upgrade")
 	}
 	gone := time.Now()
-	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(u.log(), -1)
+	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(u.Log(), -1)
 	if len(pids) != 2 {
 		t.Fatalf("%d processes started, want 2", len(pids))
 	}
-	u.pid, _ = strconv.Atoi(pids[1][1])
-	for !strings.Contains(u.log(), "pushes held for redelivery taken from the registry") {
+	u.PID, _ = strconv.Atoi(pids[1][1])
+	for !strings.Contains(u.Log(), "pushes held for redelivery taken from the registry") {
 		if time.Since(gone) > 5*time.Second {
 			t.Fatal("the new process did not take the held push within 5 s of the old one's exit")
 		}

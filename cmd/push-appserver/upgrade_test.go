@@ -152,7 +152,7 @@ func TestWatchdogAcrossUpgrades(t *testing.T) {
 	// shell, whose PID exec keeps.
 	cmd := exec.Command("/bin/sh", "-c", `WATCHDOG_PID=$$ exec "$0" serve -config "$1"`, bin, config)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock.Path, "WATCHDOG_USEC=400000")
-	u := startUpgradable(t, cmd)
+	u := daemon.StartUpgradable(t, cmd, 20*time.Second)
 	// next returns the next message that ok accepts, skipping others.
 	next := func(ok func(sdnotify.Message) bool, within time.Duration, what string) sdnotify.Message {
 		t.Helper()
@@ -184,61 +184,22 @@ func TestWatchdogAcrossUpgrades(t *testing.T) {
 		}
 	}
 	next(func(m sdnotify.Message) bool { return sdnotify.Fields(m.Text)["READY"] == "1" }, 20*time.Second, "READY=1")
-	fed(u.pid)
+	fed(u.PID)
 	for round := range 2 {
-		old := u.pid
+		old := u.PID
 		syscall.Kill(old, syscall.SIGUSR2)
 		m := next(func(m sdnotify.Message) bool { return sdnotify.Fields(m.Text)["MAINPID"] != "" }, 20*time.Second, "MAINPID")
-		u.pid, _ = strconv.Atoi(sdnotify.Fields(m.Text)["MAINPID"])
-		if u.pid == old || m.PID != u.pid {
-			t.Fatalf("upgrade %d: MAINPID=%d from %d; the old process was %d", round+1, u.pid, m.PID, old)
+		u.PID, _ = strconv.Atoi(sdnotify.Fields(m.Text)["MAINPID"])
+		if u.PID == old || m.PID != u.PID {
+			t.Fatalf("upgrade %d: MAINPID=%d from %d; the old process was %d", round+1, u.PID, m.PID, old)
 		}
 		if !daemon.WaitExited(old, 20*time.Second) {
 			t.Fatalf("upgrade %d: the old process did not exit", round+1)
 		}
 		sock.Drain(100 * time.Millisecond) // what the old process sent before it went
-		fed(u.pid)
+		fed(u.PID)
 	}
 	if lines, err := (&server{base: "http://" + addr + "/push_appserver/v1/"}).register("after", strings.Repeat("ab", 32)); err != nil || lines[0] != "OK" {
 		t.Fatalf("register after the upgrades: %q, %v", lines, err)
 	}
-}
-
-// upgradable is a server whose process upgrades replace. Its log goes to
-// a file, which the new processes write to after the first has gone; the
-// test sets pid to the process that serves, which is stopped when the
-// test ends.
-type upgradable struct {
-	pid     int
-	logFile string
-}
-
-func (u *upgradable) log() string {
-	b, _ := os.ReadFile(u.logFile)
-	return string(b)
-}
-
-// startUpgradable starts cmd, a server, with its output going to a file.
-func startUpgradable(t *testing.T, cmd *exec.Cmd) *upgradable {
-	t.Helper()
-	u := &upgradable{logFile: filepath.Join(t.TempDir(), "server.log")}
-	logw, err := os.Create(u.logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logw.Close()
-	cmd.Stdout, cmd.Stderr = logw, logw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go cmd.Wait()
-	u.pid = cmd.Process.Pid
-	t.Cleanup(func() {
-		// After an upgrade the process that serves is no child of ours.
-		daemon.Stop(u.pid, 20*time.Second)
-		if t.Failed() {
-			t.Logf("server log:\n%s", u.log())
-		}
-	})
-	return u
 }

@@ -57,32 +57,10 @@ address = %q
 secret = %q
 %s`, filepath.Join(dir, "data"), addr, x.ComponentJID, proxy.Addr(), x.ComponentSecret, mock.AppConfig("apns", keyFile)), 0o600)
 
-	// The log goes to a file: the processes the server starts write to
-	// it long after the first has exited.
-	logFile := filepath.Join(dir, "server.log")
-	logw, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logw.Close()
-	serverLog := func() string { b, _ := os.ReadFile(logFile); return string(b) }
 	sock := sdnotify.Listen(t)
 	cmd := exec.Command(buildServer(t), "serve", "-config", config)
-	cmd.Stdout, cmd.Stderr = logw, logw
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock.Path)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	pid := cmd.Process.Pid
-	t.Cleanup(func() {
-		// Whichever process serves at the end is no child of ours.
-		daemon.Stop(pid, 30*time.Second)
-		if t.Failed() {
-			t.Logf("server log:\n%s", serverLog())
-		}
-	})
+	server := daemon.StartUpgradable(t, cmd, 30*time.Second)
 	if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); f["READY"] != "1" {
 		t.Fatalf("first message: %v", f)
 	}
@@ -118,7 +96,7 @@ secret = %q
 	t.Cleanup(halt)
 
 	for round := range 2 {
-		old := pid
+		old := server.PID
 		// The old process must not close its stream before the new one
 		// has its own (ejabberd) or stands by (Prosody), or ejabberd
 		// answers the publishes in between with auth/forbidden.
@@ -138,13 +116,13 @@ secret = %q
 			t.Fatalf("upgrade %d: the new process took over after %v", round+1, took)
 		}
 		t.Logf("upgrade %d: the new process took over after %v", round+1, took.Round(time.Millisecond))
-		pid = next
+		server.PID = next
 		// The old process goes once it has finished what it had under
 		// way, and says nothing more to systemd: a STOPPING=1 now would
 		// be taken for the service's.
 		if round == 0 {
 			select {
-			case err := <-exited:
+			case err := <-server.Exited:
 				if err != nil {
 					t.Fatalf("the old process exited with %v", err)
 				}

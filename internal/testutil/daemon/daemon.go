@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -245,6 +246,51 @@ func Stop(pid int, timeout time.Duration) {
 	if !WaitExited(pid, timeout) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+}
+
+// Upgradable is a server whose process upgrades in place replace. Its log
+// goes to a file, which the new processes write to after the first has
+// gone; the test sets PID to the process that serves, which is stopped
+// when the test ends.
+type Upgradable struct {
+	PID int
+	// Exited receives the first process's exit, which the test started.
+	Exited  <-chan error
+	logFile string
+}
+
+// Log returns what the server's processes have logged so far.
+func (u *Upgradable) Log() string {
+	b, _ := os.ReadFile(u.logFile)
+	return string(b)
+}
+
+// StartUpgradable starts cmd, a server, with its output going to a file.
+// When the test ends it stops the process u.PID names then, waiting up
+// to stopWait for it, and shows the log if the test failed.
+func StartUpgradable(t testing.TB, cmd *exec.Cmd, stopWait time.Duration) *Upgradable {
+	t.Helper()
+	u := &Upgradable{logFile: filepath.Join(t.TempDir(), "server.log")}
+	logw, err := os.Create(u.logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logw.Close()
+	cmd.Stdout, cmd.Stderr = logw, logw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	u.PID, u.Exited = cmd.Process.Pid, exited
+	t.Cleanup(func() {
+		// After an upgrade the process that serves is no child of ours.
+		Stop(u.PID, stopWait)
+		if t.Failed() {
+			t.Logf("server log:\n%s", u.Log())
+		}
+	})
+	return u
 }
 
 // Tail returns the last n lines of the file at path.
