@@ -182,12 +182,16 @@ func TestWatchdog(t *testing.T) {
 	n := New(slog.New(slog.DiscardHandler), func() string { return "serving" })
 
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getppid()))
-	n.Watchdog(t.Context(), func() {}) // returns at once
+	// It returns at once; bounded all the same, so that a Watchdog that
+	// pinged for another process fails the test rather than hang it.
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	n.Watchdog(ctx, func() {})
+	cancel()
 	sock.Quiet(t, 50*time.Millisecond)
 
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	var stuck sync.Mutex
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel = context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
