@@ -12,3 +12,7 @@ func (s *Service) SetRedeliveryTiming(base, tick time.Duration) {
 // SetHeldPoll sets how often the registry is asked for held pushes;
 // call it after SetRedeliveryTiming and before Run.
 func (s *Service) SetHeldPoll(d time.Duration) { s.redeliver.poll = d }
+
+// SetRedeliveryLease sets the lease under which the registry keeps this
+// server's waiting pushes; call it before Run.
+func (s *Service) SetRedeliveryLease(d time.Duration) { s.redeliver.lease = d }

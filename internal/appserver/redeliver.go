@@ -2,9 +2,13 @@ package appserver
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +45,12 @@ import (
 // half the room, so that a flood of unknown nodes during an outage
 // cannot crowd out pushes the push service refused.
 //
-// What still waits when the server stops is held in the registry
-// (Store.HoldPushes) and taken by the next server to start, or by an
-// instance still running on the same registry within heldPollInterval.
+// What waits is written to the registry too, within a second of each
+// change (Store.KeepPushes), under a lease this server renews while it
+// runs, so that no push is lost with the process. At a clean stop the
+// server releases them, and the next server to start, or an instance
+// still running on the same registry, takes them at once; a server that
+// died without a word leaves them to be taken once its lease has run out.
 
 // DefaultRedelivery is how long a failed push is tried again unless
 // configured: longer than the push services' usual incidents, short
@@ -72,8 +79,14 @@ const (
 	// redeliveryTick is how often due attempts are looked for.
 	redeliveryTick = time.Second
 	// heldPollInterval is how often the registry is asked for pushes
-	// held by instances that stopped.
-	heldPollInterval = 30 * time.Second
+	// released by instances that stopped or whose lease ran out.
+	heldPollInterval = 10 * time.Second
+	// redeliveryLease is how long the registry keeps the pushes this
+	// server wrote for it alone without hearing from it: a server that
+	// died leaves its pushes to the others (or to its successor) after
+	// this long. It is renewed every third of it, so that a renewal or
+	// two may fail (a slow database) without the lease running out.
+	redeliveryLease = 10 * time.Second
 	// redeliverySummaryInterval is how often the log sums up what
 	// redelivery did, when it did anything.
 	redeliverySummaryInterval = time.Minute
@@ -142,15 +155,21 @@ type redeliveryAttempt struct {
 type redeliveries struct {
 	window time.Duration
 	now    func() time.Time
-	// base, maxWait, tick and poll are redeliveryBase,
-	// redeliveryMaxWait, redeliveryTick and heldPollInterval but in
-	// tests.
-	base, maxWait, tick, poll time.Duration
+	// base, maxWait, tick, poll and lease are redeliveryBase,
+	// redeliveryMaxWait, redeliveryTick, heldPollInterval and
+	// redeliveryLease but in tests.
+	base, maxWait, tick, poll, lease time.Duration
+	// owner names this server in the registry, whose lease holds the
+	// pushes it wrote (see writePending).
+	owner string
 
 	mu      sync.Mutex
 	pending map[redeliveryKey]*pendingPush
 	bytes   int
 	unread  int // pending pushes whose registration is still to be read
+	// dirty holds the devices whose wait changed (began, took another
+	// push, ended) since it was last written to the registry.
+	dirty map[redeliveryKey]struct{}
 	// count is len(pending), read without the lock by every push that
 	// went through: while nothing waits, that costs one atomic load.
 	count atomic.Int64
@@ -160,11 +179,27 @@ type redeliveries struct {
 	// takeSoon asks the loop to take what the registry holds at its next
 	// tick rather than its next poll (see TakeHeldSoon).
 	takeSoon atomic.Bool
+
+	// Of the loop alone: whether this server holds a lease to renew, when
+	// it last renewed it, and why the last write failed, if it did.
+	leased   bool
+	renewed  time.Time
+	writeErr error
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
+	host, _ := os.Hostname()
 	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
-		pending: map[redeliveryKey]*pendingPush{}}
+		lease: redeliveryLease, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
+		pending: map[redeliveryKey]*pendingPush{}, dirty: map[redeliveryKey]struct{}{}}
+}
+
+// device names k's device in the registry (HeldPush.Device).
+func (k redeliveryKey) device() string {
+	if k.node != "" {
+		return "node " + k.node
+	}
+	return "token " + strconv.Quote(k.app) + " " + k.token
 }
 
 // urgency orders priorities: a device waiting for an alert keeps it when
@@ -207,6 +242,7 @@ func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
 	if p != nil {
 		p.failed = now
 		p.gen++
+		r.dirty[key] = struct{}{}
 		// An unread push has no priority yet (the least urgency), so
 		// a push that was checked replaces it.
 		if urgency(n.Priority) >= urgency(p.n.Priority) {
@@ -238,6 +274,7 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		if p.unread != nil && subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.unread.secret)) == 1 {
 			p.failed = now
 			p.gen++
+			r.dirty[key] = struct{}{}
 			if u.important || !p.unread.important {
 				r.replace(p, n, &u)
 			}
@@ -275,6 +312,7 @@ func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush
 	p.set(n, u)
 	p.due = now.Add(p.wait.Next())
 	r.pending[key] = p
+	r.dirty[key] = struct{}{}
 	r.bytes += p.size
 	if u != nil {
 		r.unread++
@@ -299,13 +337,14 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		if failed.After(p.failed) {
 			p.failed = failed
 		}
+		r.dirty[key] = struct{}{}
 		return true
 	}
 	return r.add(key, n, u, failed, now)
 }
 
-// takeAll removes every waiting push, at shutdown, for the registry to
-// hold.
+// takeAll removes every waiting push, at shutdown, once the registry
+// holds them.
 func (r *redeliveries) takeAll() []redeliveryAttempt {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -314,6 +353,7 @@ func (r *redeliveries) takeAll() []redeliveryAttempt {
 		out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread})
 	}
 	clear(r.pending)
+	clear(r.dirty)
 	r.bytes, r.unread = 0, 0
 	r.count.Store(0)
 	return out
@@ -352,6 +392,7 @@ func (r *redeliveries) settled(key redeliveryKey) {
 // remove deletes p, which key names; r.mu is held.
 func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	delete(r.pending, key)
+	r.dirty[key] = struct{}{}
 	r.bytes -= p.size
 	if p.unread != nil {
 		r.unread--
@@ -485,9 +526,10 @@ func redeliverable(err error) bool {
 }
 
 // redeliverLoop sends the kept pushes as they fall due until ctx is
-// done, and then has the registry hold what still waits. It takes what
-// the registry holds at its start and every heldPollInterval after, so
-// that pushes held by an instance that stopped are sent by one that runs.
+// done, writes what waits to the registry as it changes, and at the end
+// releases it there for the next server. It takes what the registry holds
+// at its start and every heldPollInterval after, so that pushes released
+// by an instance that stopped or died are sent by one that runs.
 func (s *Service) redeliverLoop(ctx context.Context) {
 	r := s.redeliver
 	sem := make(chan struct{}, redeliveryConcurrency)
@@ -495,6 +537,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
 	s.takeHeld(ctx)
+	s.writePending(ctx)
 	lastTake, lastSummary := time.Now(), time.Now()
 	summarized := r.stats()
 	for {
@@ -509,6 +552,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			s.takeHeld(ctx)
 			lastTake = time.Now()
 		}
+		s.writePending(ctx)
 		if time.Since(lastSummary) >= redeliverySummaryInterval {
 			summarized = s.summarizeRedelivery(summarized)
 			lastSummary = time.Now()
@@ -647,34 +691,156 @@ type heldPush struct {
 	Important bool   `json:"important,omitempty"`
 }
 
-// holdPending has the registry hold the pushes still waiting, at
-// shutdown, for the next server to start (or another instance) to send.
-func (s *Service) holdPending() {
-	waiting := s.redeliver.takeAll()
-	if len(waiting) == 0 {
-		return
+// pendingWrite is what writePending writes: the devices whose wait
+// changed, and for those that still wait, their push.
+type pendingWrite struct {
+	keys []redeliveryKey
+	put  []registry.HeldPush
+	del  []string
+}
+
+// changed takes out the devices whose wait changed since the last write,
+// with what the registry is to hold for them.
+func (r *redeliveries) changed() pendingWrite {
+	type waiting struct {
+		key    redeliveryKey
+		n      push.Notification
+		unread *unreadPush
+		failed time.Time
 	}
-	held := make([]registry.HeldPush, 0, len(waiting))
-	for _, a := range waiting {
-		h := heldPush{ByNode: a.key.node != "", Node: a.n.Node, App: a.n.App, Token: a.key.token,
-			Priority: a.n.Priority, Summary: a.n.Summary, Encrypted: a.n.Encrypted}
-		if a.unread != nil {
-			h.Unread, h.Secret, h.Important = true, a.unread.secret, a.unread.important
+	r.mu.Lock()
+	keys := make([]redeliveryKey, 0, len(r.dirty))
+	var put []waiting
+	var del []string
+	for key := range r.dirty {
+		keys = append(keys, key)
+		if p := r.pending[key]; p != nil {
+			put = append(put, waiting{key, p.n, p.unread, p.failed})
+		} else {
+			del = append(del, key.device())
+		}
+	}
+	clear(r.dirty)
+	r.mu.Unlock()
+	// Encoded outside the lock: what set made is never changed.
+	w := pendingWrite{keys: keys, del: del, put: make([]registry.HeldPush, 0, len(put))}
+	for _, p := range put {
+		h := heldPush{ByNode: p.key.node != "", Node: p.n.Node, App: p.n.App, Token: p.key.token,
+			Priority: p.n.Priority, Summary: p.n.Summary, Encrypted: p.n.Encrypted}
+		if p.unread != nil {
+			h.Unread, h.Secret, h.Important = true, p.unread.secret, p.unread.important
 		}
 		b, err := json.Marshal(h)
 		if err != nil {
 			continue
 		}
-		held = append(held, registry.HeldPush{FailedAt: a.p.failed, Push: b})
+		w.put = append(w.put, registry.HeldPush{Device: p.key.device(), FailedAt: p.failed, Push: b})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
-	defer cancel()
-	if err := s.store.HoldPushes(ctx, held); err != nil {
-		s.redeliver.dropped.Add(uint64(len(waiting)))
-		s.logger.Error("pushes waiting for redelivery lost at shutdown: the registry did not keep them", "pushes", len(waiting), "err", err)
+	return w
+}
+
+// unwritten marks keys changed again: their write failed.
+func (r *redeliveries) unwritten(keys []redeliveryKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
+		r.dirty[k] = struct{}{}
+	}
+}
+
+// unwrittenCount is the number of devices waiting whose push the registry
+// does not hold as it is.
+func (r *redeliveries) unwrittenCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for key := range r.dirty {
+		if r.pending[key] != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// leaseLost ends the waits the registry gave to other servers when this
+// one's lease ran out (keys, whose write was refused, excepted): whoever
+// takes them sends them, this server too at its next take. It returns how
+// many ended.
+func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
+		r.dirty[k] = struct{}{}
+	}
+	n := 0
+	for key, p := range r.pending {
+		if _, changed := r.dirty[key]; !changed {
+			r.remove(key, p)
+			delete(r.dirty, key)
+			n++
+		}
+	}
+	return n
+}
+
+// writePending writes to the registry what changed in the wait since the
+// last write, under this server's lease, and renews the lease when it is
+// due: a server that dies loses no push it kept more than a tick ago.
+func (s *Service) writePending(ctx context.Context) {
+	r := s.redeliver
+	w := r.changed()
+	if len(w.keys) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
 		return
 	}
-	s.logger.Info("pushes waiting for redelivery kept in the registry for the next start", "pushes", len(held))
+	started := time.Now()
+	err := s.store.KeepPushes(ctx, r.owner, r.lease, r.leased, w.put, w.del)
+	switch {
+	case err == nil:
+		if r.writeErr != nil {
+			s.logger.Info("pushes waiting for redelivery written to the registry again")
+		}
+		r.writeErr = nil
+		// With nothing waiting, the registry holds nothing of this
+		// server's: there is no lease to keep.
+		r.leased, r.renewed = r.count.Load() > 0, started
+	case errors.Is(err, registry.ErrLeaseLost):
+		n := r.leaseLost(w.keys)
+		r.leased = false
+		r.takeSoon.Store(true)
+		s.logger.Warn("the registry gave the pushes this server kept for redelivery to other servers: it had not renewed its lease in time",
+			"pushes", n, "lease", r.lease)
+	default:
+		r.unwritten(w.keys)
+		if r.writeErr == nil && ctx.Err() == nil {
+			s.logger.Warn("writing the pushes waiting for redelivery to the registry; they are lost if this server dies before a write succeeds", "err", err)
+		}
+		r.writeErr = err
+	}
+}
+
+// holdPending writes what still waits to the registry at shutdown and
+// releases it there, for the next server to start (or another instance)
+// to send.
+func (s *Service) holdPending() {
+	r := s.redeliver
+	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
+	defer cancel()
+	s.writePending(ctx)
+	lost := r.unwrittenCount()
+	waiting := len(r.takeAll())
+	if lost > 0 {
+		r.dropped.Add(uint64(lost))
+		s.logger.Error("pushes waiting for redelivery lost at shutdown: the registry did not keep them", "pushes", lost, "err", r.writeErr)
+	}
+	if waiting == lost && !r.leased {
+		return
+	}
+	if err := s.store.ReleasePushes(ctx, r.owner); err != nil {
+		s.logger.Warn("releasing the pushes waiting for redelivery; the next server takes them once this one's lease has run out",
+			"pushes", waiting-lost, "lease", r.lease, "err", err)
+		return
+	}
+	s.logger.Info("pushes waiting for redelivery kept in the registry for the next start", "pushes", waiting-lost)
 }
 
 // TakeHeldSoon says another process has just held its waiting pushes in

@@ -295,6 +295,86 @@ func TestTakeHeldSoon(t *testing.T) {
 	waitStats(t, taker, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
 }
 
+// dyingStore is a registry that a server stops reaching when dead is
+// set, as one whose process was killed: nothing it keeps is written any
+// more, nor released.
+type dyingStore struct {
+	registry.Store
+	dead    atomic.Bool
+	written atomic.Int64 // pushes written
+}
+
+var errDead = errors.New("the process is dead")
+
+func (d *dyingStore) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
+	if d.dead.Load() {
+		return errDead
+	}
+	err := d.Store.KeepPushes(ctx, owner, lease, renew, put, del)
+	if err == nil {
+		d.written.Add(int64(len(put)))
+	}
+	return err
+}
+
+func (d *dyingStore) ReleasePushes(ctx context.Context, owner string) error {
+	if d.dead.Load() {
+		return errDead
+	}
+	return d.Store.ReleasePushes(ctx, owner)
+}
+
+func (d *dyingStore) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
+	if d.dead.Load() {
+		return nil, errDead
+	}
+	return d.Store.TakeHeldPushes(ctx, limit)
+}
+
+// TestRedeliveryOutlivesItsServer: a waiting push is written to the
+// registry as it is kept. Another instance leaves it alone while its
+// server renews its lease; once that server dies, the other takes and
+// sends it when the lease has run out. The dead server, come back, finds
+// its lease lost and lets the push go rather than send it twice.
+func TestRedeliveryOutlivesItsServer(t *testing.T) {
+	ctx := context.Background()
+	const lease = 300 * time.Millisecond
+	store := memory.New()
+	dying := &dyingStore{Store: store}
+	b1 := &scripted{answers: map[string]error{}}
+	first, err := appserver.New(dying, testApps(b1), appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	first.SetRedeliveryLease(lease)
+	running(t, first)
+	other, b, _ := startRedelivering(t, store, time.Minute)
+
+	reg, _ := first.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b1.set("t1", outage)
+	first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	eventually(t, func() bool { return dying.written.Load() == 1 }, func() string { return "the waiting push was not written to the registry" })
+	time.Sleep(3 * lease)
+	if s := other.RedeliveryStats(); s.Pending != 0 || sentTo(b, "t1") != 0 {
+		t.Fatalf("another instance took the push while its server renewed the lease: %+v", s)
+	}
+
+	dying.dead.Store(true)
+	waitStats(t, other, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
+
+	dying.dead.Store(false)
+	waitStats(t, first, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
+	b1.set("t1", nil)
+	time.Sleep(3 * lease)
+	if s := first.RedeliveryStats(); s.Pending != 0 || s.Delivered != 0 {
+		t.Fatalf("the server back from the dead sent the push again: %+v", s)
+	}
+	if n := sentTo(b, "t1"); n != 1 {
+		t.Fatalf("the other instance sent %d pushes", n)
+	}
+}
+
 // TestHeldPushExpires: a push held longer than redelivery allows is not
 // sent by the next server.
 func TestHeldPushExpires(t *testing.T) {
@@ -400,11 +480,11 @@ func TestRedeliveryAttemptKeepsItsPush(t *testing.T) {
 	}
 }
 
-// refusingHold is a registry that cannot hold pushes, as a database that
-// went away before the server stopped.
+// refusingHold is a registry that cannot keep pushes, as a database that
+// went away.
 type refusingHold struct{ registry.Store }
 
-func (refusingHold) HoldPushes(context.Context, []registry.HeldPush) error {
+func (refusingHold) KeepPushes(context.Context, string, time.Duration, bool, []registry.HeldPush, []string) error {
 	return errors.New("connection refused")
 }
 

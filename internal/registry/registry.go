@@ -122,14 +122,20 @@ type PushStatus struct {
 	Reason  string // error reason when !Success
 }
 
-// HeldPush is a push that failed and was still waiting to be sent again
-// when its server stopped, kept in the registry for the next server to
-// start. Push is that server's encoding of it; FailedAt is when the
-// device's latest push failed.
+// HeldPush is a push that failed and waits to be sent again, kept in the
+// registry so that it outlives the server that keeps it (see KeepPushes).
+// Device names the device it is for, one push per device and owner; Push
+// is the server's encoding of it; FailedAt is when the device's latest
+// push failed.
 type HeldPush struct {
+	Device   string
 	FailedAt time.Time
 	Push     []byte
 }
+
+// ErrLeaseLost is KeepPushes' error for an owner whose lease ran out and
+// whose pushes went to whoever takes held pushes.
+var ErrLeaseLost = errors.New("the lease on the pushes kept ran out: they were given to other servers")
 
 // Store persists registrations. Every method is safe for concurrent use.
 type Store interface {
@@ -211,12 +217,23 @@ type Store interface {
 	// domain (an indexed count, for the per-domain quota); 0 for "".
 	CountDomain(ctx context.Context, domain string) (int, error)
 
-	// HoldPushes keeps ps, all in one transaction, until TakeHeldPushes.
-	HoldPushes(ctx context.Context, ps []HeldPush) error
+	// KeepPushes writes, in one transaction, what owner keeps waiting for
+	// redelivery: each of put replaces owner's push to its Device, each
+	// device in del loses owner's push, and owner's lease is extended to
+	// lease from now. While its lease lasts, TakeHeldPushes leaves owner's
+	// pushes alone; once it has run out they are anyone's. With renew
+	// set, an owner whose lease ran out meanwhile gets ErrLeaseLost and
+	// nothing is written; without, a new lease starts.
+	KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []HeldPush, del []string) error
 
-	// TakeHeldPushes removes and returns up to limit held pushes, the
-	// oldest, in the order they failed. Several servers taking at once
-	// each get different ones.
+	// ReleasePushes ends owner's lease at once, as a server does when it
+	// stops: its pushes are anyone's to take.
+	ReleasePushes(ctx context.Context, owner string) error
+
+	// TakeHeldPushes removes and returns up to limit pushes that no lease
+	// holds (released, or their owner's lease ran out), the oldest, in
+	// the order they failed. Several servers taking at once each get
+	// different ones.
 	TakeHeldPushes(ctx context.Context, limit int) ([]HeldPush, error)
 
 	// InstanceValue returns the value stored under name, creating it with gen

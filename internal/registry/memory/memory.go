@@ -20,14 +20,16 @@ type Store struct {
 	byNode  map[string]registry.Registration
 	values  map[string]string
 	blocked map[[2]string]registry.BlockedToken
-	held    []registry.HeldPush
+	held    []heldPush
+	leases  map[string]time.Time // owner: when its lease runs out
 }
 
 var _ registry.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{byNode: map[string]registry.Registration{}, values: map[string]string{}, blocked: map[[2]string]registry.BlockedToken{}}
+	return &Store{byNode: map[string]registry.Registration{}, values: map[string]string{}, blocked: map[[2]string]registry.BlockedToken{},
+		leases: map[string]time.Time{}}
 }
 
 func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
@@ -196,23 +198,70 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
-func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
+// heldPush is a held push with the server that keeps it; "" once
+// released.
+type heldPush struct {
+	owner string
+	registry.HeldPush
+}
+
+func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range ps {
+	if _, ok := s.leases[owner]; renew && !ok {
+		return registry.ErrLeaseLost
+	}
+	s.leases[owner] = time.Now().Add(lease)
+	gone := map[string]bool{}
+	for _, d := range del {
+		gone[d] = true
+	}
+	for _, p := range put {
+		gone[p.Device] = true
+	}
+	s.held = slices.DeleteFunc(s.held, func(h heldPush) bool { return h.owner == owner && gone[h.Device] })
+	for _, p := range put {
 		p.Push = bytes.Clone(p.Push)
-		s.held = append(s.held, p)
+		s.held = append(s.held, heldPush{owner, p})
 	}
 	return nil
+}
+
+func (s *Store) ReleasePushes(ctx context.Context, owner string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.release(owner)
+	return nil
+}
+
+// release gives owner's pushes to anyone; s.mu is held.
+func (s *Store) release(owner string) {
+	delete(s.leases, owner)
+	for i := range s.held {
+		if s.held[i].owner == owner {
+			s.held[i].owner = ""
+		}
+	}
 }
 
 func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	slices.SortStableFunc(s.held, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
-	n := min(limit, len(s.held))
-	out := slices.Clone(s.held[:n])
-	s.held = slices.Delete(s.held, 0, n)
+	now := time.Now()
+	for owner, until := range s.leases {
+		if until.Before(now) {
+			s.release(owner)
+		}
+	}
+	slices.SortStableFunc(s.held, func(a, b heldPush) int { return a.FailedAt.Compare(b.FailedAt) })
+	var out []registry.HeldPush
+	s.held = slices.DeleteFunc(s.held, func(h heldPush) bool {
+		if h.owner != "" || len(out) >= limit {
+			return false
+		}
+		out = append(out, h.HeldPush)
+		return true
+	})
 	return out, nil
 }
 

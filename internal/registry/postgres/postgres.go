@@ -42,7 +42,7 @@ const Channel = "push_appserver_registrations"
 const ComponentChannel = "push_appserver_components"
 
 // HeldChannel is the NOTIFY channel on which an instance announces that it
-// held pushes for the others to send (see HoldPushes).
+// released the pushes it kept for the others to send (see ReleasePushes).
 const HeldChannel = "push_appserver_held"
 
 // Application names, so an operator sees in pg_stat_activity which
@@ -585,27 +585,73 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
-func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
-	at := make([]time.Time, len(ps))
-	push := make([][]byte, len(ps))
-	for i, p := range ps {
-		at[i], push[i] = p.FailedAt, p.Push
+func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
+	device := make([]string, len(put))
+	at := make([]time.Time, len(put))
+	push := make([][]byte, len(put))
+	for i, p := range put {
+		device[i], at[i], push[i] = p.Device, p.FailedAt, p.Push
 	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The row lock taken here orders a renewal with a taker's
+		// expiry (TakeHeldPushes): one that comes second finds the
+		// lease renewed, or gone.
+		if renew {
+			tag, err := tx.Exec(ctx, `UPDATE redelivery_owners SET lease_until = now() + $2::interval WHERE owner = $1`, owner, lease)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				return registry.ErrLeaseLost
+			}
+		} else if _, err := tx.Exec(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES ($1, now() + $2::interval)
+			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, lease); err != nil {
+			return err
+		}
+		if len(del) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM held_pushes WHERE owner = $1 AND device = ANY($2)`, owner, del); err != nil {
+				return err
+			}
+		}
+		if len(put) > 0 {
+			if _, err := tx.Exec(ctx, `INSERT INTO held_pushes (owner, device, failed_at, push)
+				SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::bytea[])
+				ON CONFLICT (owner, device) DO UPDATE SET failed_at = excluded.failed_at, push = excluded.push`,
+				owner, device, at, push); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, registry.ErrLeaseLost) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("keeping pushes: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) ReleasePushes(ctx context.Context, owner string) error {
 	// One statement, so it is one transaction through any pooler; the
 	// other instances hear of it once it is committed.
-	if _, err := s.pool.Exec(ctx, `WITH held AS (
-			INSERT INTO held_pushes (failed_at, push) SELECT * FROM unnest($1::timestamptz[], $2::bytea[]) RETURNING 1)
-		SELECT pg_notify($3, count(*)::text) FROM held HAVING count(*) > 0`, at, push, HeldChannel); err != nil {
-		return fmt.Errorf("holding pushes: %w", err)
+	if _, err := s.pool.Exec(ctx, `WITH lease AS (DELETE FROM redelivery_owners WHERE owner = $1),
+			released AS (UPDATE held_pushes SET owner = NULL WHERE owner = $1 RETURNING 1)
+		SELECT pg_notify($2, count(*)::text) FROM released HAVING count(*) > 0`, owner, HeldChannel); err != nil {
+		return fmt.Errorf("releasing pushes: %w", err)
 	}
 	return nil
 }
 
 func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
+	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() RETURNING owner)
+		UPDATE held_pushes SET owner = NULL WHERE owner IN (SELECT owner FROM lapsed)`); err != nil {
+		return nil, fmt.Errorf("releasing pushes of lapsed leases: %w", err)
+	}
 	// SKIP LOCKED: instances starting together each take other rows
 	// rather than wait for one another.
 	rows, err := s.pool.Query(ctx, `DELETE FROM held_pushes WHERE id IN
-		(SELECT id FROM held_pushes ORDER BY failed_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
 		RETURNING failed_at, push`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
@@ -910,7 +956,7 @@ func (s *Store) ReleaseComponent(ctx context.Context, jid string) error {
 func (s *Store) OnComponentReleased(fn func(jid string)) { s.released.Store(&fn) }
 
 // OnPushesHeld makes Follow call fn whenever an instance held pushes for
-// the others (HoldPushes), as it does when it stops: one still running
+// the others (ReleasePushes), as it does when it stops: one still running
 // takes them at once instead of at its next look.
 func (s *Store) OnPushesHeld(fn func()) { s.held.Store(&fn) }
 

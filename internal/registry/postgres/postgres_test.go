@@ -336,15 +336,19 @@ func TestComponentReleased(t *testing.T) {
 	}
 }
 
-// Pushes held through one store are announced to every followed one, once
-// committed, and can be taken then.
+// Pushes released through one store are announced to every followed one,
+// once committed, and can be taken then.
 func TestPushesHeldAnnounced(t *testing.T) {
 	dsn := pg.DB(t)
 	a, b := open(t, dsn), open(t, dsn)
 	held := make(chan struct{}, 4)
 	b.OnPushesHeld(func() { held <- struct{}{} })
 	follow(t, b)
-	if err := a.HoldPushes(context.Background(), []registry.HeldPush{{FailedAt: time.Now(), Push: []byte(`{"app":"apns"}`)}}); err != nil {
+	ctx := context.Background()
+	if err := a.KeepPushes(ctx, "a", time.Hour, false, []registry.HeldPush{{Device: "d", FailedAt: time.Now(), Push: []byte(`{"app":"apns"}`)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReleasePushes(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -581,25 +581,85 @@ func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
 	return n, nil
 }
 
-func (s *Store) HoldPushes(ctx context.Context, ps []registry.HeldPush) error {
+func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("holding pushes: %w", err)
+		return fmt.Errorf("keeping pushes: %w", err)
 	}
 	defer tx.Rollback()
-	for _, p := range ps {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO held_pushes (failed_at, push) VALUES (?, ?)`, p.FailedAt.UnixNano(), p.Push); err != nil {
-			return fmt.Errorf("holding pushes: %w", err)
+	until := time.Now().Add(lease).UnixNano()
+	if renew {
+		res, err := tx.ExecContext(ctx, `UPDATE redelivery_owners SET lease_until = ? WHERE owner = ?`, until, owner)
+		if err != nil {
+			return fmt.Errorf("keeping pushes: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return registry.ErrLeaseLost
+		}
+	} else if _, err := tx.ExecContext(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES (?, ?)
+		ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, until); err != nil {
+		return fmt.Errorf("keeping pushes: %w", err)
+	}
+	for _, d := range del {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM held_pushes WHERE owner = ? AND device = ?`, owner, d); err != nil {
+			return fmt.Errorf("keeping pushes: %w", err)
+		}
+	}
+	for _, p := range put {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO held_pushes (owner, device, failed_at, push) VALUES (?, ?, ?, ?)
+			ON CONFLICT (owner, device) DO UPDATE SET failed_at = excluded.failed_at, push = excluded.push`,
+			owner, p.Device, p.FailedAt.UnixNano(), p.Push); err != nil {
+			return fmt.Errorf("keeping pushes: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("holding pushes: %w", err)
+		return fmt.Errorf("keeping pushes: %w", err)
+	}
+	return nil
+}
+
+// expireOwners releases the pushes of the owners whose lease ran out by
+// now, in tx.
+func expireOwners(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE held_pushes SET owner = NULL
+		WHERE owner IN (SELECT owner FROM redelivery_owners WHERE lease_until < ?)`, now.UnixNano()); err != nil {
+		return fmt.Errorf("releasing pushes of lapsed leases: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM redelivery_owners WHERE lease_until < ?`, now.UnixNano()); err != nil {
+		return fmt.Errorf("releasing pushes of lapsed leases: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) ReleasePushes(ctx context.Context, owner string) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("releasing pushes: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE held_pushes SET owner = NULL WHERE owner = ?`, owner); err != nil {
+		return fmt.Errorf("releasing pushes: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM redelivery_owners WHERE owner = ?`, owner); err != nil {
+		return fmt.Errorf("releasing pushes: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("releasing pushes: %w", err)
 	}
 	return nil
 }
 
 func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
-	rows, err := s.write.QueryContext(ctx, `DELETE FROM held_pushes WHERE id IN (SELECT id FROM held_pushes ORDER BY failed_at, id LIMIT ?) RETURNING failed_at, push`, limit)
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	defer tx.Rollback()
+	if err := expireOwners(ctx, tx, time.Now()); err != nil {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, `DELETE FROM held_pushes WHERE id IN
+		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING failed_at, push`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
 	}
@@ -614,6 +674,10 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 		out = append(out, registry.HeldPush{FailedAt: time.Unix(0, at).UTC(), Push: p})
 	}
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	rows.Close()
+	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
 	}
 	// RETURNING gives rows in no set order.

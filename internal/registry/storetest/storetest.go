@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"LongTokens", testLongTokens},
 		{"PushTarget", testPushTarget},
 		{"HeldPushes", testHeldPushes},
+		{"LapsedLease", testLapsedLease},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -835,24 +836,39 @@ func testPushTarget(t *testing.T, s registry.Store) {
 	}
 }
 
-// testHeldPushes: pushes held at a server's stop are taken by the next,
-// oldest first, each once.
+// testHeldPushes: pushes kept by a server that released them (at its
+// stop) are taken by the next, oldest first, each once, as the server
+// last wrote them.
 func testHeldPushes(t *testing.T, s registry.Store) {
 	if got, err := s.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
 		t.Fatalf("empty: %v, %v", got, err)
 	}
 	held := []registry.HeldPush{
-		{FailedAt: base.Add(2 * time.Second), Push: []byte(`{"node":"b"}`)},
-		{FailedAt: base, Push: []byte(`{"node":"a"}`)},
-		{FailedAt: base.Add(time.Second), Push: []byte{0, 1, 2, 0xff}},
+		{Device: "b", FailedAt: base.Add(2 * time.Second), Push: []byte(`{"node":"b"}`)},
+		{Device: "a", FailedAt: base, Push: []byte(`{"node":"a"}`)},
+		{Device: "c", FailedAt: base.Add(time.Second), Push: []byte{0, 1, 2, 0xff}},
 	}
-	if err := s.HoldPushes(ctx, held); err != nil {
+	if err := s.KeepPushes(ctx, "s1", time.Hour, false, held, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.HoldPushes(ctx, nil); err != nil {
-		t.Fatalf("holding nothing: %v", err)
+	// A device's push replaced, another's gone, a third's kept again
+	// unchanged, one never kept removed: all in one write.
+	held[0].Push = []byte(`{"node":"b","priority":"high"}`)
+	if err := s.KeepPushes(ctx, "s1", time.Hour, true, []registry.HeldPush{held[0], held[2]}, []string{"a", "never"}); err != nil {
+		t.Fatal(err)
 	}
-	first, err := s.TakeHeldPushes(ctx, 2)
+	if got, err := s.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
+		t.Fatalf("taken under a live lease: %v, %v", got, err)
+	}
+	// Another server's pushes to the same devices are its own.
+	other := registry.HeldPush{Device: "a", FailedAt: base.Add(-time.Second), Push: []byte(`{"node":"a","other":true}`)}
+	if err := s.KeepPushes(ctx, "s2", time.Hour, false, []registry.HeldPush{other}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleasePushes(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.TakeHeldPushes(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -861,9 +877,9 @@ func testHeldPushes(t *testing.T, s registry.Store) {
 		t.Fatal(err)
 	}
 	got := append(first, rest...)
-	want := []registry.HeldPush{held[1], held[2], held[0]}
-	if len(first) != 2 || len(got) != 3 {
-		t.Fatalf("took %d, then %d", len(first), len(rest))
+	want := []registry.HeldPush{held[2], held[0]}
+	if len(first) != 1 || len(got) != 2 {
+		t.Fatalf("took %d, then %d: %+v", len(first), len(rest), got)
 	}
 	for i := range want {
 		if !sameTime(got[i].FailedAt, want[i].FailedAt) || string(got[i].Push) != string(want[i].Push) {
@@ -871,6 +887,56 @@ func testHeldPushes(t *testing.T, s registry.Store) {
 		}
 	}
 	if again, err := s.TakeHeldPushes(ctx, 10); err != nil || len(again) != 0 {
-		t.Fatalf("taken twice: %v, %v", again, err)
+		t.Fatalf("taken twice, or s2's taken under its lease: %v, %v", again, err)
+	}
+	if err := s.KeepPushes(ctx, "s1", time.Hour, true, nil, nil); !errors.Is(err, registry.ErrLeaseLost) {
+		t.Fatalf("renewing a released lease: %v, want ErrLeaseLost", err)
+	}
+	if err := s.ReleasePushes(ctx, "s2"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.TakeHeldPushes(ctx, 10); err != nil || len(got) != 1 || string(got[0].Push) != string(other.Push) {
+		t.Fatalf("s2's push after its release: %v, %v", got, err)
+	}
+}
+
+// testLapsedLease: the pushes of a server that stopped renewing its lease
+// (one that died) are anyone's once it has run out, and that server
+// learns it lost them.
+func testLapsedLease(t *testing.T, s registry.Store) {
+	const lease = 300 * time.Millisecond
+	kept := []registry.HeldPush{{Device: "a", FailedAt: base, Push: []byte("a")}}
+	if err := s.KeepPushes(ctx, "dies", lease, false, kept, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.KeepPushes(ctx, "lives", lease, false, []registry.HeldPush{{Device: "b", FailedAt: base, Push: []byte("b")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		time.Sleep(lease / 2)
+		if err := s.KeepPushes(ctx, "lives", lease, true, nil, nil); err != nil {
+			t.Fatalf("renewing a live lease: %v", err)
+		}
+	}
+	got, err := s.TakeHeldPushes(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || string(got[0].Push) != "a" {
+		t.Fatalf("after the lease ran out took %+v, want the push of the server that stopped renewing only", got)
+	}
+	if err := s.KeepPushes(ctx, "dies", lease, true, kept, nil); !errors.Is(err, registry.ErrLeaseLost) {
+		t.Fatalf("renewing a lease that ran out and was taken: %v, want ErrLeaseLost", err)
+	}
+	// Nothing was written: there is nothing to take.
+	if got, err := s.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
+		t.Fatalf("after a lost renewal: %+v, %v", got, err)
+	}
+	// Starting a new lease is allowed.
+	if err := s.KeepPushes(ctx, "dies", lease, false, kept, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
+		t.Fatalf("under the new lease: %+v, %v", got, err)
 	}
 }
