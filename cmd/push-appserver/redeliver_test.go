@@ -63,10 +63,43 @@ func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 	s.stop(t)
 }
 
+// TestRedeliveryAfterCrash: a push waiting for redelivery outlives a
+// server killed without a chance to hold it (SIGKILL, as the OOM killer
+// or the watchdog would): it was written to the registry as it was kept,
+// and the next server sends it once the dead one's lease has run out.
+func TestRedeliveryAfterCrash(t *testing.T) {
+	bin := buildBinary(t)
+	am, addr, config := apnsConfig(t)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	token := pushDuringOutage(t, s, am)
+	// Written within a tick (a second) of being kept.
+	time.Sleep(2500 * time.Millisecond)
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	killed := time.Now()
+	am.Reset() // APNS is back
+
+	s = startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	// The lease (10 s) and a look for released pushes (every 10 s).
+	for deadline := time.Now().Add(30 * time.Second); am.Accepted() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the push kept by the killed server never reached APNS")
+		}
+	}
+	t.Logf("sent %v after the kill", time.Since(killed).Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	if reqs := am.Requests(); len(reqs) != 1 || reqs[0].Token != token {
+		t.Fatalf("APNS got %+v", reqs)
+	}
+	s.stop(t)
+}
+
 // TestRedeliveryCrossesUpgrade: a push waiting for redelivery when the
 // server is upgraded in place passes through the registry to the new
 // process, which takes it as soon as the old one has gone (it hears of
-// it through the upgrade's pipe), not at its next look 30 s later, and
+// it through the upgrade's pipe), not at its next look 10 s later, and
 // sends it once APNS takes pushes again.
 func TestRedeliveryCrossesUpgrade(t *testing.T) {
 	bin := buildBinary(t)
