@@ -600,16 +600,30 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 		ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, until); err != nil {
 		return fmt.Errorf("keeping pushes: %w", err)
 	}
-	for _, d := range del {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM held_pushes WHERE owner = ? AND device = ?`, owner, d); err != nil {
+	if len(del) > 0 {
+		st, err := tx.PrepareContext(ctx, `DELETE FROM held_pushes WHERE owner = ? AND device = ?`)
+		if err != nil {
 			return fmt.Errorf("keeping pushes: %w", err)
 		}
+		defer st.Close()
+		for _, d := range del {
+			if _, err := st.ExecContext(ctx, owner, d); err != nil {
+				return fmt.Errorf("keeping pushes: %w", err)
+			}
+		}
 	}
-	for _, p := range put {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO held_pushes (owner, device, failed_at, push) VALUES (?, ?, ?, ?)
-			ON CONFLICT (owner, device) DO UPDATE SET failed_at = excluded.failed_at, push = excluded.push`,
-			owner, p.Device, p.FailedAt.UnixNano(), p.Push); err != nil {
+	if len(put) > 0 {
+		// Prepared once: an outage's second may bring thousands.
+		st, err := tx.PrepareContext(ctx, `INSERT INTO held_pushes (owner, device, failed_at, push) VALUES (?, ?, ?, ?)
+			ON CONFLICT (owner, device) DO UPDATE SET failed_at = excluded.failed_at, push = excluded.push`)
+		if err != nil {
 			return fmt.Errorf("keeping pushes: %w", err)
+		}
+		defer st.Close()
+		for _, p := range put {
+			if _, err := st.ExecContext(ctx, owner, p.Device, p.FailedAt.UnixNano(), p.Push); err != nil {
+				return fmt.Errorf("keeping pushes: %w", err)
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
