@@ -394,6 +394,55 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 
 // A deployment that outgrows SQLite moves its registrations to
 // PostgreSQL with `import registry`: a device registered on the SQLite
+
+// TestRedeliveryAfterInstanceDies: of two instances on one PostgreSQL,
+// the one keeping a push for redelivery is killed (kill -9: no chance to
+// hand it over); the other sends it once the dead one's lease has run
+// out and APNS takes pushes again, once.
+func TestRedeliveryAfterInstanceDies(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	am, _, keyFile, _ := startMocks(t, dir)
+	t.Setenv("PUSH_APPSERVER_DSN", pg.DB(t))
+	var srv [2]*server
+	for i := range srv {
+		addr, config := postgresConfig(t)
+		base, err := os.ReadFile(config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(config, fmt.Appendf(nil, "rate_limit = 0\n%s\n%spush_deadline = \"1s\"\n", base, am.AppConfig("ios", keyFile)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		srv[i] = startServer(t, bin, config)
+		srv[i].waitHealthy(t, addr)
+	}
+	dies, lives := srv[0], srv[1]
+	token := pushDuringOutage(t, dies, am)
+	// Written within a tick (a second) of being kept.
+	time.Sleep(2500 * time.Millisecond)
+	dies.cmd.Process.Kill()
+	dies.cmd.Wait()
+	killed := time.Now()
+	am.Reset() // APNS is back
+	// The lease (10 s), the other's look for released pushes (every 10
+	// s), and the first attempt's backoff (up to 5 s).
+	for deadline := time.Now().Add(45 * time.Second); am.Accepted() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the push kept by the killed instance never reached APNS")
+		}
+	}
+	t.Logf("sent %v after the kill", time.Since(killed).Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	if reqs := am.Requests(); len(reqs) != 1 || reqs[0].Token != token {
+		t.Fatalf("APNS got %+v", reqs)
+	}
+	if !strings.Contains(lives.log.String(), "pushes held for redelivery taken from the registry") {
+		t.Fatalf("the push was not taken by the other instance:\n%s", lives.log.String())
+	}
+	lives.stop(t)
+}
+
 // server is pushed through the PostgreSQL one with the same secret.
 func TestImportRegistryIntoPostgres(t *testing.T) {
 	bin := buildBinary(t)

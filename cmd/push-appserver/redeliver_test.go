@@ -82,8 +82,9 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 
 	s = startServer(t, bin, config)
 	s.waitHealthy(t, addr)
-	// The lease (10 s) and a look for released pushes (every 10 s).
-	for deadline := time.Now().Add(30 * time.Second); am.Accepted() == 0; time.Sleep(50 * time.Millisecond) {
+	// The lease (10 s), a look for released pushes (every 10 s), and the
+	// first attempt's backoff (up to 5 s).
+	for deadline := time.Now().Add(45 * time.Second); am.Accepted() == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the push kept by the killed server never reached APNS")
 		}
