@@ -73,17 +73,30 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 	s := startServer(t, bin, config)
 	s.waitHealthy(t, addr)
 	token := pushDuringOutage(t, s, am)
-	// Written within a tick (a second) of being kept.
+	killed := killKeeping(s, am)
+	s = startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	sentOnceAfterKill(t, am, token, killed)
+	s.stop(t)
+}
+
+// killKeeping kills s (kill -9) once the push it keeps for redelivery has
+// been written to the registry, within a tick (a second) of being kept,
+// and has APNS take pushes again. It returns when s died.
+func killKeeping(s *server, am *apnsmock.Server) (killed time.Time) {
 	time.Sleep(2500 * time.Millisecond)
 	s.cmd.Process.Kill()
 	s.cmd.Wait()
-	killed := time.Now()
-	am.Reset() // APNS is back
+	am.Reset()
+	return time.Now()
+}
 
-	s = startServer(t, bin, config)
-	s.waitHealthy(t, addr)
-	// The lease (10 s), a look for released pushes (every 10 s), and the
-	// first attempt's backoff (up to 5 s).
+// sentOnceAfterKill waits for the push to token that a server killed at
+// killed kept to reach APNS, sent by another, and checks that it came
+// once: after the lease (10 s), a look for released pushes (every 10 s)
+// and the first attempt's backoff (up to 5 s).
+func sentOnceAfterKill(t *testing.T, am *apnsmock.Server, token string, killed time.Time) {
+	t.Helper()
 	for deadline := time.Now().Add(45 * time.Second); am.Accepted() == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the push kept by the killed server never reached APNS")
@@ -94,7 +107,6 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 	if reqs := am.Requests(); len(reqs) != 1 || reqs[0].Token != token {
 		t.Fatalf("APNS got %+v", reqs)
 	}
-	s.stop(t)
 }
 
 // TestRedeliveryCrossesUpgrade: a push waiting for redelivery when the
