@@ -338,7 +338,9 @@ func (d *dyingStore) TakeHeldPushes(ctx context.Context, limit int) ([]registry.
 // its lease lost and lets the push go rather than send it twice.
 func TestRedeliveryOutlivesItsServer(t *testing.T) {
 	ctx := context.Background()
-	const lease = 300 * time.Millisecond
+	// Long beside the ticks (5 ms): a loaded machine must not let the
+	// live server's lease run out.
+	const lease = time.Second
 	store := memory.New()
 	dying := &dyingStore{Store: store}
 	b1 := &scripted{answers: map[string]error{}}
@@ -355,7 +357,7 @@ func TestRedeliveryOutlivesItsServer(t *testing.T) {
 	b1.set("t1", outage)
 	first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
 	eventually(t, func() bool { return dying.written.Load() == 1 }, func() string { return "the waiting push was not written to the registry" })
-	time.Sleep(3 * lease)
+	time.Sleep(2 * lease)
 	if s := other.RedeliveryStats(); s.Pending != 0 || sentTo(b, "t1") != 0 {
 		t.Fatalf("another instance took the push while its server renewed the lease: %+v", s)
 	}
@@ -366,7 +368,7 @@ func TestRedeliveryOutlivesItsServer(t *testing.T) {
 	dying.dead.Store(false)
 	waitStats(t, first, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
 	b1.set("t1", nil)
-	time.Sleep(3 * lease)
+	time.Sleep(lease)
 	if s := first.RedeliveryStats(); s.Pending != 0 || s.Delivered != 0 {
 		t.Fatalf("the server back from the dead sent the push again: %+v", s)
 	}
