@@ -1,0 +1,247 @@
+package appserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// The registry's side of redelivery: what waits is written there as it
+// changes, under this server's lease, released at a stop, and taken from
+// there when another server released it or died (see redeliver.go).
+
+// device names k's device in the registry (HeldPush.Device).
+func (k redeliveryKey) device() string {
+	if k.node != "" {
+		return "node " + k.node
+	}
+	return "token " + strconv.Quote(k.app) + " " + k.token
+}
+
+// heldPush is a waiting push as the registry holds it.
+type heldPush struct {
+	// ByNode: the push is to a registered node, read again before each
+	// attempt; otherwise to App's Token (tokenless, publish-options).
+	ByNode    bool            `json:"by_node,omitempty"`
+	Node      string          `json:"node,omitempty"`
+	App       string          `json:"app"`
+	Token     string          `json:"token,omitempty"`
+	Priority  push.Priority   `json:"priority"`
+	Summary   *push.Summary   `json:"summary,omitempty"`
+	Encrypted *push.Encrypted `json:"encrypted,omitempty"`
+	// Unread: the push's registration could not be read, and Secret
+	// and Important are what it came with (see unreadPush); App and
+	// Priority are then empty.
+	Unread    bool   `json:"unread,omitempty"`
+	Secret    string `json:"secret,omitempty"`
+	Important bool   `json:"important,omitempty"`
+}
+
+// pendingWrite is what writePending writes: the devices whose wait
+// changed, and for those that still wait, their push.
+type pendingWrite struct {
+	keys []redeliveryKey
+	put  []registry.HeldPush
+	del  []string
+}
+
+// changed takes out the devices whose wait changed since the last write,
+// with what the registry is to hold for them.
+func (r *redeliveries) changed() pendingWrite {
+	type waiting struct {
+		key    redeliveryKey
+		n      push.Notification
+		unread *unreadPush
+		failed time.Time
+	}
+	r.mu.Lock()
+	keys := make([]redeliveryKey, 0, len(r.dirty))
+	var put []waiting
+	var del []string
+	for key := range r.dirty {
+		keys = append(keys, key)
+		if p := r.pending[key]; p != nil {
+			put = append(put, waiting{key, p.n, p.unread, p.failed})
+		} else {
+			del = append(del, key.device())
+		}
+	}
+	clear(r.dirty)
+	r.mu.Unlock()
+	// Encoded outside the lock: what set made is never changed.
+	w := pendingWrite{keys: keys, del: del, put: make([]registry.HeldPush, 0, len(put))}
+	for _, p := range put {
+		h := heldPush{ByNode: p.key.node != "", Node: p.n.Node, App: p.n.App, Token: p.key.token,
+			Priority: p.n.Priority, Summary: p.n.Summary, Encrypted: p.n.Encrypted}
+		if p.unread != nil {
+			h.Unread, h.Secret, h.Important = true, p.unread.secret, p.unread.important
+		}
+		b, err := json.Marshal(h)
+		if err != nil {
+			continue
+		}
+		w.put = append(w.put, registry.HeldPush{Device: p.key.device(), FailedAt: p.failed, Push: b})
+	}
+	return w
+}
+
+// unwritten marks keys changed again: their write failed.
+func (r *redeliveries) unwritten(keys []redeliveryKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
+		r.dirty[k] = struct{}{}
+	}
+}
+
+// unwrittenCount is the number of devices waiting whose push the registry
+// does not hold as it is.
+func (r *redeliveries) unwrittenCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for key := range r.dirty {
+		if r.pending[key] != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// leaseLost ends the waits the registry gave to other servers when this
+// one's lease ran out (keys, whose write was refused, excepted): whoever
+// takes them sends them, this server too at its next take. It returns how
+// many ended.
+func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
+		r.dirty[k] = struct{}{}
+	}
+	n := 0
+	for key, p := range r.pending {
+		if _, changed := r.dirty[key]; !changed {
+			r.remove(key, p)
+			delete(r.dirty, key)
+			n++
+		}
+	}
+	return n
+}
+
+// writePending writes to the registry what changed in the wait since the
+// last write, under this server's lease, and renews the lease when it is
+// due: a server that dies loses no push it kept more than a tick ago.
+func (s *Service) writePending(ctx context.Context) {
+	r := s.redeliver
+	w := r.changed()
+	if len(w.keys) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
+		return
+	}
+	started := time.Now()
+	err := s.store.KeepPushes(ctx, r.owner, r.lease, r.leased, w.put, w.del)
+	switch {
+	case err == nil:
+		if r.writeErr != nil {
+			s.logger.Info("pushes waiting for redelivery written to the registry again")
+		}
+		r.writeErr = nil
+		// With nothing waiting, the registry holds nothing of this
+		// server's: there is no lease to keep.
+		r.leased, r.renewed = r.count.Load() > 0, started
+	case errors.Is(err, registry.ErrLeaseLost):
+		n := r.leaseLost(w.keys)
+		r.leased = false
+		r.takeSoon.Store(true)
+		s.logger.Warn("the registry gave the pushes this server kept for redelivery to other servers: it had not renewed its lease in time",
+			"pushes", n, "lease", r.lease)
+	default:
+		r.unwritten(w.keys)
+		if r.writeErr == nil && ctx.Err() == nil {
+			s.logger.Warn("writing the pushes waiting for redelivery to the registry; they are lost if this server dies before a write succeeds", "err", err)
+		}
+		r.writeErr = err
+	}
+}
+
+// holdPending writes what still waits to the registry at shutdown and
+// releases it there, for the next server to start (or another instance)
+// to send.
+func (s *Service) holdPending() {
+	r := s.redeliver
+	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
+	defer cancel()
+	s.writePending(ctx)
+	lost := r.unwrittenCount()
+	waiting := len(r.takeAll())
+	if lost > 0 {
+		r.dropped.Add(uint64(lost))
+		s.logger.Error("pushes waiting for redelivery lost at shutdown: the registry did not keep them", "pushes", lost, "err", r.writeErr)
+	}
+	if waiting == lost && !r.leased {
+		return
+	}
+	if err := s.store.ReleasePushes(ctx, r.owner); err != nil {
+		s.logger.Warn("releasing the pushes waiting for redelivery; the next server takes them once this one's lease has run out",
+			"pushes", waiting-lost, "lease", r.lease, "err", err)
+		return
+	}
+	s.logger.Info("pushes waiting for redelivery kept in the registry for the next start", "pushes", waiting-lost)
+}
+
+// TakeHeldSoon says another process has just released its waiting pushes
+// in the registry (an instance that stopped, the old process of an upgrade):
+// they are taken within a second instead of at the next look, up to
+// heldPollInterval later. It does nothing while redelivery is off.
+func (s *Service) TakeHeldSoon() {
+	if s.redeliver != nil {
+		s.redeliver.takeSoon.Store(true)
+	}
+}
+
+// takeHeld takes the pushes the registry holds (see holdPending) into
+// this server's wait.
+func (s *Service) takeHeld(ctx context.Context) {
+	const page = 1000
+	kept := 0
+	for range redeliveryMax / page {
+		held, err := s.store.TakeHeldPushes(ctx, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("reading the pushes held for redelivery", "err", err)
+			}
+			return
+		}
+		for _, hp := range held {
+			var h heldPush
+			if err := json.Unmarshal(hp.Push, &h); err != nil || h.App == "" && !(h.Unread && h.ByNode) {
+				s.redeliver.failed.Add(1)
+				s.logger.Warn("a push held for redelivery cannot be read; skipped", "err", err)
+				continue
+			}
+			key := redeliveryKey{app: h.App, token: h.Token}
+			if h.ByNode {
+				key = redeliveryKey{node: h.Node}
+			}
+			n := push.Notification{App: h.App, Node: h.Node, Token: h.Token, Priority: h.Priority, Summary: h.Summary, Encrypted: h.Encrypted}
+			var u *unreadPush
+			if h.Unread && h.ByNode {
+				u = &unreadPush{secret: h.Secret, important: h.Important}
+			}
+			if s.redeliver.restore(key, n, u, hp.FailedAt) {
+				kept++
+			}
+		}
+		if len(held) < page {
+			break
+		}
+	}
+	if kept > 0 {
+		s.logger.Info("pushes held for redelivery taken from the registry", "pushes", kept)
+	}
+}
