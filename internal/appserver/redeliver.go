@@ -71,10 +71,8 @@ const (
 	// recovering service should not get every waiting push at once.
 	redeliveryBase    = 5 * time.Second
 	redeliveryMaxWait = time.Minute
-	// redeliveryConcurrency bounds the attempts under way at once, and
-	// redeliveryBatch those taken out at each tick.
+	// redeliveryConcurrency bounds the attempts under way at once.
 	redeliveryConcurrency = 64
-	redeliveryBatch       = 4096
 	// redeliveryTick is how often due attempts are looked for.
 	redeliveryTick = time.Second
 	// heldPollInterval is how often the registry is asked for pushes
@@ -180,10 +178,12 @@ type redeliveries struct {
 	takeSoon atomic.Bool
 
 	// Of the loop alone: whether this server holds a lease to renew, when
-	// it last renewed it, and why the last write failed, if it did.
-	leased   bool
-	renewed  time.Time
-	writeErr error
+	// it last renewed it, whether the lease has run out by this server's
+	// clock since (its renewals failing), and why the last write failed,
+	// if it did.
+	leased, lapsed bool
+	renewed        time.Time
+	writeErr       error
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
@@ -410,7 +410,9 @@ func (r *redeliveries) registryBack() {
 }
 
 // due takes out up to limit pushes whose next attempt is due, and ends
-// the waits whose time ran out.
+// the waits whose time ran out. While this server's lease has run out by
+// its own clock (lapsed), the pushes written under it are left alone:
+// another server may have taken them from the registry.
 func (r *redeliveries) due(limit int) []redeliveryAttempt {
 	if r.count.Load() == 0 || limit <= 0 {
 		return nil
@@ -425,7 +427,7 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 		case now.Sub(p.failed) > r.window:
 			r.remove(key, p)
 			r.expired.Add(1)
-		case !p.due.After(now) && len(out) < limit:
+		case !p.due.After(now) && len(out) < limit && !(r.lapsed && r.written(key)):
 			p.sending = true
 			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, gen: p.gen})
 		}
@@ -531,35 +533,42 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	s.writePending(ctx)
 	lastTake, lastSummary := time.Now(), time.Now()
 	summarized := r.stats()
+	// freed says an attempt ended: after an outage every device falls
+	// due within seconds, and waiting for the next tick to fill the free
+	// slots would send 64 a second.
+	freed := make(chan struct{}, 1)
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			s.holdPending()
 			return
+		case <-freed:
 		case <-t.C:
-		}
-		if r.takeSoon.Swap(false) || time.Since(lastTake) >= r.poll {
-			s.takeHeld(ctx)
-			lastTake = time.Now()
-		}
-		s.writePending(ctx)
-		if time.Since(lastSummary) >= redeliverySummaryInterval {
-			summarized = s.summarizeRedelivery(summarized)
-			lastSummary = time.Now()
-		}
-		// A batch larger than the attempts that may run at once: after
-		// an outage every device falls due within seconds, and taking
-		// only the free slots each tick would send 64 a second.
-		for _, a := range r.due(redeliveryBatch) {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				// The rest stay waiting; holdPending keeps them.
-				continue
+			if r.takeSoon.Swap(false) || time.Since(lastTake) >= r.poll {
+				s.takeHeld(ctx)
+				lastTake = time.Now()
 			}
+			s.writePending(ctx)
+			if time.Since(lastSummary) >= redeliverySummaryInterval {
+				summarized = s.summarizeRedelivery(summarized)
+				lastSummary = time.Now()
+			}
+		}
+		// Only as many as there are free slots, so the loop never waits
+		// for one: it must write and renew the lease each tick however
+		// long the attempts take. Only the loop fills slots, so the ones
+		// counted free stay free.
+		for _, a := range r.due(cap(sem) - len(sem)) {
+			sem <- struct{}{}
 			wg.Go(func() {
-				defer func() { <-sem }()
+				defer func() {
+					<-sem
+					select {
+					case freed <- struct{}{}:
+					default:
+					}
+				}()
 				res, after := s.redeliverOne(ctx, a)
 				r.done(a, res, after)
 			})

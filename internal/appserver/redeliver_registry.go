@@ -90,6 +90,13 @@ func (r *redeliveries) changed() pendingWrite {
 	return w
 }
 
+// written reports whether the registry holds key's wait as it is; r.mu
+// is held.
+func (r *redeliveries) written(key redeliveryKey) bool {
+	_, changed := r.dirty[key]
+	return !changed
+}
+
 // unwritten marks keys changed again: their write failed.
 func (r *redeliveries) unwritten(keys []redeliveryKey) {
 	r.mu.Lock()
@@ -125,7 +132,7 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 	}
 	n := 0
 	for key, p := range r.pending {
-		if _, changed := r.dirty[key]; !changed {
+		if r.written(key) {
 			r.remove(key, p)
 			delete(r.dirty, key)
 			n++
@@ -136,12 +143,19 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 
 // writePending writes to the registry what changed in the wait since the
 // last write, under this server's lease, and renews the lease when it is
-// due: a server that dies loses no push it kept more than a tick ago.
-func (s *Service) writePending(ctx context.Context) {
+// due: a server that dies loses no push it kept more than a tick ago. It
+// returns the write's error, if it made one.
+func (s *Service) writePending(ctx context.Context) error {
 	r := s.redeliver
+	defer func() {
+		// Measured from the start of the last renewal that went
+		// through, so this server stops before the registry would let
+		// another take its pushes.
+		r.lapsed = r.leased && time.Since(r.renewed) >= r.lease
+	}()
 	w := r.changed()
 	if len(w.keys) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
-		return
+		return nil
 	}
 	started := time.Now()
 	err := s.store.KeepPushes(ctx, r.owner, r.lease, r.leased, w.put, w.del)
@@ -167,6 +181,7 @@ func (s *Service) writePending(ctx context.Context) {
 		}
 		r.writeErr = err
 	}
+	return err
 }
 
 // holdPending writes what still waits to the registry at shutdown and
@@ -176,7 +191,11 @@ func (s *Service) holdPending() {
 	r := s.redeliver
 	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
 	defer cancel()
-	s.writePending(ctx)
+	if errors.Is(s.writePending(ctx), registry.ErrLeaseLost) {
+		// What changed since the last write is written under a new
+		// lease; the rest went to the other servers.
+		s.writePending(ctx)
+	}
 	lost := r.unwrittenCount()
 	waiting := len(r.takeAll())
 	if lost > 0 {

@@ -333,9 +333,11 @@ func (d *dyingStore) TakeHeldPushes(ctx context.Context, limit int) ([]registry.
 
 // TestRedeliveryOutlivesItsServer: a waiting push is written to the
 // registry as it is kept. Another instance leaves it alone while its
-// server renews its lease; once that server dies, the other takes and
-// sends it when the lease has run out. The dead server, come back, finds
-// its lease lost and lets the push go rather than send it twice.
+// server renews its lease; once that server stops reaching the registry
+// (it died, or is cut off), the other takes and sends it when the lease
+// has run out. The server cut off sends it no more once its lease has run
+// out by its own clock, and, back, finds its lease lost and lets the push
+// go.
 func TestRedeliveryOutlivesItsServer(t *testing.T) {
 	ctx := context.Background()
 	// Long beside the ticks (5 ms): a loaded machine must not let the
@@ -364,16 +366,61 @@ func TestRedeliveryOutlivesItsServer(t *testing.T) {
 
 	dying.dead.Store(true)
 	waitStats(t, other, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
+	b1.set("t1", nil) // its push service is back too
+	time.Sleep(lease / 2)
+	if s := first.RedeliveryStats(); s.Delivered != 0 {
+		t.Fatalf("the server cut off from the registry sent the push after its lease ran out: %+v", s)
+	}
 
 	dying.dead.Store(false)
 	waitStats(t, first, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
-	b1.set("t1", nil)
 	time.Sleep(lease)
 	if s := first.RedeliveryStats(); s.Pending != 0 || s.Delivered != 0 {
-		t.Fatalf("the server back from the dead sent the push again: %+v", s)
+		t.Fatalf("the server back sent the push again: %+v", s)
 	}
 	if n := sentTo(b, "t1"); n != 1 {
 		t.Fatalf("the other instance sent %d pushes", n)
+	}
+}
+
+// TestLeaseRenewedWhileAttemptsRun: a server sending many waiting pushes
+// to a push service that answers slowly still writes and renews its lease
+// each tick, so no other instance takes the pushes it is sending.
+func TestLeaseRenewedWhileAttemptsRun(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	var slowly atomic.Bool
+	first, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backendFunc(func(ctx context.Context, n push.Notification) error {
+		if slowly.Load() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return b.Send(ctx, n)
+	})}}, appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	const lease = time.Second
+	first.SetRedeliveryLease(lease)
+	// 64 attempts at a time, 100 ms each: a round of them all takes
+	// longer than the lease.
+	const devices = 1000
+	for i := range devices {
+		tok := fmt.Sprintf("t%d", i)
+		b.set(tok, outage)
+		reg, err := first.Register(ctx, appserver.Caller{}, "fcm", fmt.Sprintf("n%d", i), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.Push(ctx, appserver.PushRequest{Node: reg.Node, Secret: reg.Secret})
+	}
+	slowly.Store(true)
+	running(t, first)
+	other, b2, _ := startRedelivering(t, store, time.Minute)
+	time.Sleep(4 * lease)
+	if s := other.RedeliveryStats(); s.Pending != 0 || len(b2.Sent()) != 0 {
+		t.Fatalf("another instance took pushes of a server busy sending them: %+v, %d sent", s, len(b2.Sent()))
 	}
 }
 
