@@ -71,8 +71,10 @@ const (
 	// recovering service should not get every waiting push at once.
 	redeliveryBase    = 5 * time.Second
 	redeliveryMaxWait = time.Minute
-	// redeliveryConcurrency bounds the attempts under way at once.
+	// redeliveryConcurrency bounds the attempts under way at once, and
+	// redeliveryBatch those taken out at a tick to start as slots free.
 	redeliveryConcurrency = 64
+	redeliveryBatch       = 4096
 	// redeliveryTick is how often due attempts are looked for.
 	redeliveryTick = time.Second
 	// heldPollInterval is how often the registry is asked for pushes
@@ -435,6 +437,22 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 	return out
 }
 
+// mayStart reports whether attempt a, taken out by due, may still be
+// made: not once this server's lease has run out by its clock, if the
+// registry holds the push (see due). One that may not goes back to
+// waiting.
+func (r *redeliveries) mayStart(a redeliveryAttempt) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.lapsed || !r.written(a.key) {
+		return true
+	}
+	if p := r.pending[a.key]; p == a.p {
+		p.sending = false
+	}
+	return false
+}
+
 // redeliveryResult is what an attempt came to.
 type redeliveryResult int
 
@@ -533,13 +551,18 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	s.writePending(ctx)
 	lastTake, lastSummary := time.Now(), time.Now()
 	summarized := r.stats()
-	// freed says an attempt ended: after an outage every device falls
-	// due within seconds, and waiting for the next tick to fill the free
-	// slots would send 64 a second.
+	// The due pushes are taken out a batch at a time, larger than the
+	// attempts that may run at once (after an outage every device falls
+	// due within seconds, and taking only the free slots each tick would
+	// send 64 a second), and started as slots free up. The loop never
+	// waits for a slot: it must write and renew the lease each tick
+	// however long the attempts take. freed says one ended.
+	var queue []redeliveryAttempt
 	freed := make(chan struct{}, 1)
 	for {
 		select {
 		case <-ctx.Done():
+			// What is queued stays waiting; holdPending keeps it.
 			wg.Wait()
 			s.holdPending()
 			return
@@ -554,12 +577,17 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 				summarized = s.summarizeRedelivery(summarized)
 				lastSummary = time.Now()
 			}
+			if len(queue) == 0 {
+				queue = r.due(redeliveryBatch)
+			}
 		}
-		// Only as many as there are free slots, so the loop never waits
-		// for one: it must write and renew the lease each tick however
-		// long the attempts take. Only the loop fills slots, so the ones
-		// counted free stay free.
-		for _, a := range r.due(cap(sem) - len(sem)) {
+		// Only the loop fills slots, so one seen free stays free.
+		for len(queue) > 0 && len(sem) < cap(sem) {
+			a := queue[0]
+			queue = queue[1:]
+			if !r.mayStart(a) {
+				continue
+			}
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() {
