@@ -220,7 +220,13 @@ func notificationSize(n *push.Notification, u *unreadPush) int {
 
 // keep holds n, which just failed for a reason that may pass, for
 // redelivery to the device key names.
-func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
+func (r *redeliveries) keep(key redeliveryKey, n push.Notification) { r.keepChecked(key, n, "") }
+
+// keepChecked is keep for a push to a registered node whose registration
+// has secret: an unread push waiting for the device with that same secret
+// is the same sender's, and an alert among them is not replaced by a
+// silent push.
+func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secret string) {
 	if r == nil || n.Priority == push.PriorityVoIP {
 		return
 	}
@@ -234,11 +240,19 @@ func (r *redeliveries) keep(key redeliveryKey, n push.Notification) {
 	p := r.pending[key]
 	if p != nil {
 		p.failed = now
-		p.gen++
 		r.dirty[key] = struct{}{}
 		// An unread push has no priority yet (the least urgency), so
-		// a push that was checked replaces it.
-		if urgency(n.Priority) >= urgency(p.n.Priority) {
+		// a push that was checked replaces it, unless it is an alert
+		// whose secret is now known to be right.
+		waiting := urgency(p.n.Priority)
+		if p.unread != nil && p.unread.important && secret != "" &&
+			subtle.ConstantTimeCompare([]byte(secret), []byte(p.unread.secret)) == 1 {
+			waiting = urgency(push.PriorityHigh)
+		}
+		if urgency(n.Priority) >= waiting {
+			// Counted only for a push that replaces: an attempt under
+			// way at the one it replaced must send this one too.
+			p.gen++
 			r.replace(p, n, nil)
 		}
 		return
@@ -266,9 +280,9 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		// as it is.
 		if p.unread != nil && subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.unread.secret)) == 1 {
 			p.failed = now
-			p.gen++
 			r.dirty[key] = struct{}{}
 			if u.important || !p.unread.important {
+				p.gen++
 				r.replace(p, n, &u)
 			}
 		}
@@ -326,9 +340,14 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 	defer r.mu.Unlock()
 	if p := r.pending[key]; p != nil {
 		// This server failed to push to the device since: its push is
-		// the newer.
+		// the newer, unless it is unread and the one taken was checked,
+		// which an unread push never replaces.
 		if failed.After(p.failed) {
 			p.failed = failed
+		}
+		if p.unread != nil && u == nil {
+			p.gen++
+			r.replace(p, n, nil)
 		}
 		r.dirty[key] = struct{}{}
 		return true

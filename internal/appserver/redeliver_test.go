@@ -227,3 +227,64 @@ func TestRedeliverySummary(t *testing.T) {
 		t.Fatalf("a quiet minute summed up: %s", log.String())
 	}
 }
+
+// TestUnreadAgainstChecked: an unread push never displaces a checked one,
+// whether the checked one comes from this server's push or from the
+// registry; and an unread alert whose secret turns out right is not
+// replaced by its sender's later silent push.
+func TestUnreadAgainstChecked(t *testing.T) {
+	silent := push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent}
+	alert := push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh}
+	unread := push.Notification{Node: "n1"}
+	key := redeliveryKey{node: "n1"}
+	pending := func(r *redeliveries) *pendingPush {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.pending[key]
+	}
+
+	// A checked push taken from the registry replaces a guess waiting
+	// here.
+	r, _ := newTestRedeliveries()
+	r.keepUnread("n1", unreadPush{secret: "guessed", important: true}, unread)
+	if !r.restore(key, alert, nil, r.now()) {
+		t.Fatal("not restored")
+	}
+	if p := pending(r); p.unread != nil || p.n.Priority != push.PriorityHigh {
+		t.Fatalf("after taking a checked push from the registry: unread %v, %v", p.unread, p.n.Priority)
+	}
+
+	// The sender's own silent push leaves its alert waiting; anyone
+	// else's checked push replaces a guess.
+	r, _ = newTestRedeliveries()
+	r.keepUnread("n1", unreadPush{secret: "right", important: true}, unread)
+	r.keepChecked(key, silent, "right")
+	if p := pending(r); p.unread == nil || !p.unread.important {
+		t.Fatalf("the sender's alert replaced by its silent push: %+v", p)
+	}
+	r.keepChecked(key, silent, "another")
+	if p := pending(r); p.unread != nil || p.n.Priority != push.PrioritySilent {
+		t.Fatalf("a checked push did not replace a guess: %+v", p)
+	}
+}
+
+// TestDeliveredNotRepeated: a push that went through ends the wait when
+// the pushes that failed meanwhile did not replace it: the device is
+// awake.
+func TestDeliveredNotRepeated(t *testing.T) {
+	r, _ := newTestRedeliveries()
+	key := redeliveryKey{node: "n1"}
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
+	r.mu.Lock()
+	r.pending[key].due = r.now()
+	r.mu.Unlock()
+	attempts := r.due(10)
+	if len(attempts) != 1 {
+		t.Fatalf("%d due", len(attempts))
+	}
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	r.done(attempts[0], redelivered, 0)
+	if s := r.stats(); s.Pending != 0 || s.Delivered != 1 {
+		t.Fatalf("%+v", s)
+	}
+}
