@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/push-appserver/push-appserver/internal/deadline"
 	"github.com/push-appserver/push-appserver/internal/logging"
@@ -414,6 +415,13 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
 		return ErrUnavailable
 	}
+	if !utf8.ValidString(node) || strings.IndexByte(node, 0) >= 0 {
+		// No one can have registered it (Register refuses it), and
+		// PostgreSQL cannot even look it up: its error would make the
+		// push look like one the registry failed to read.
+		s.reject(node, RejectUnknownNode, start)
+		return ErrNotFound
+	}
 	deadline := start.Add(s.opts.PushTimeout)
 	t, err := s.lookup(ctx, node, deadline, req.Tokenless)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
@@ -480,7 +488,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
 	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
-		s.redeliver.keep(redeliveryKey{node: node}, n)
+		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret)
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }

@@ -2,6 +2,8 @@ package appserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -15,12 +17,17 @@ import (
 // changes, under this server's lease, released at a stop, and taken from
 // there when another server released it or died (see redeliver.go).
 
-// device names k's device in the registry (HeldPush.Device).
+// device names k's device in the registry (HeldPush.Device): a hash, so
+// that a node or token of any length or bytes makes a name every store
+// can index, and one push's name cannot fail the write of all the others.
 func (k redeliveryKey) device() string {
+	var h [sha256.Size]byte
 	if k.node != "" {
-		return "node " + k.node
+		h = sha256.Sum256([]byte("node " + k.node))
+	} else {
+		h = sha256.Sum256([]byte("token " + strconv.Quote(k.app) + " " + k.token))
 	}
-	return "token " + strconv.Quote(k.app) + " " + k.token
+	return hex.EncodeToString(h[:16])
 }
 
 // heldPush is a waiting push as the registry holds it.

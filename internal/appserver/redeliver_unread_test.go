@@ -214,3 +214,22 @@ func TestUnreadPushHeldAcrossRestart(t *testing.T) {
 		t.Fatalf("sent %+v", b.Sent())
 	}
 }
+
+// TestPushToImpossibleNode: a node no one can have registered (not UTF-8,
+// or with a NUL) is unknown, even while the registry cannot be read: it
+// is not kept, where PostgreSQL, unable to even look it up, would fail
+// every write of the waiting pushes with it.
+func TestPushToImpossibleNode(t *testing.T) {
+	ctx := context.Background()
+	store := &unreadableStore{Store: memory.New()}
+	svc, _, _ := unreadService(t, store, nil, time.Hour)
+	store.down.Store(true)
+	for _, node := range []string{"bad\xff", "nul\x00"} {
+		if err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: "s"}); !errors.Is(err, appserver.ErrNotFound) {
+			t.Fatalf("push to %q: %v", node, err)
+		}
+	}
+	if s := svc.RedeliveryStats(); s.Kept != 0 {
+		t.Fatalf("%+v", s)
+	}
+}

@@ -124,9 +124,9 @@ type PushStatus struct {
 
 // HeldPush is a push that failed and waits to be sent again, kept in the
 // registry so that it outlives the server that keeps it (see KeepPushes).
-// Device names the device it is for, one push per device and owner; Push
-// is the server's encoding of it; FailedAt is when the device's latest
-// push failed.
+// Device names the device it is for (a short ASCII name), one push per
+// device and owner; Push is the server's encoding of it; FailedAt is when
+// the device's latest push failed.
 type HeldPush struct {
 	Device   string
 	FailedAt time.Time
