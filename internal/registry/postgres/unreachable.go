@@ -1,24 +1,30 @@
 package postgres
 
 import (
-	"crypto/tls"
-	"crypto/x509"
+	"context"
 	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Unreachable reports whether err, from Open, says PostgreSQL could not
 // be reached: the connection refused or unanswered, its name not
-// resolved, the server starting up, shutting down or out of connections.
-// These pass, and a server starting beside a database that is not up yet
-// should wait for it rather than exit (systemd gives up on a unit that
-// fails to start five times in ten seconds). A refused login, a database
-// that does not exist or a certificate that does not verify need the
-// operator, and are not unreachable.
+// resolved, the attempt out of time, the server starting up, shutting
+// down or out of connections, or PgBouncer unable to reach it. These
+// pass, and a server starting beside a database that is not up yet should
+// wait for it rather than exit (systemd gives up on a unit that fails to
+// start five times in ten seconds).
+//
+// It names what passes rather than what does not: anything else, such as
+// a refused login, a database that does not exist, a certificate that
+// does not verify or a server that refuses TLS the DSN requires, needs the
+// operator, and waiting for it would bury the cause in a retry loop.
 func Unreachable(err error) bool {
-	var ce *pgconn.ConnectError
-	if !errors.As(err, &ce) {
+	if err == nil {
 		return false
 	}
 	var pe *pgconn.PgError
@@ -28,17 +34,28 @@ func Unreachable(err error) bool {
 			"57P01", // admin_shutdown
 			"53300": // too_many_connections
 			return true
+		case "08P01":
+			// PgBouncer's protocol errors: these say it cannot reach
+			// the server behind it; others (no such database) do not.
+			for _, s := range []string{"server_login_retry", "cannot connect to server", "query_wait_timeout"} {
+				if strings.Contains(pe.Message, s) {
+					return true
+				}
+			}
 		}
 		return false
 	}
 	var (
-		verify    *tls.CertificateVerificationError
-		authority x509.UnknownAuthorityError
-		host      x509.HostnameError
-		invalid   x509.CertificateInvalidError
+		dns *net.DNSError
+		op  *net.OpError
 	)
-	if errors.As(err, &verify) || errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid) {
-		return false
+	switch {
+	case errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &dns),
+		errors.As(err, &op) && op.Op == "dial",
+		// Closed before it answered, as a server going down does.
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return true
 	}
-	return true
+	return false
 }

@@ -52,11 +52,53 @@ func TestUnreachable(t *testing.T) {
 			t.Errorf("%s: Open = %v, unreachable %v; want unreachable %v", tc.name, err, postgres.Unreachable(err), tc.unreachable)
 		}
 	}
+	// Needs the operator too: TLS the server does not speak, an
+	// authentication method it does not use.
+	for _, opt := range []string{"sslmode=require", "require_auth=scram-sha-256"} {
+		if err := open(dsn + "&" + opt); err == nil || postgres.Unreachable(err) {
+			t.Errorf("%s: Open = %v, unreachable %v; want an error that is not", opt, err, postgres.Unreachable(err))
+		}
+	}
+	// A server that takes the connection and never answers: the
+	// attempt's own deadline ends it.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	mute := *u
+	mute.Host = silent.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := postgres.Open(ctx, mute.String(), postgres.Options{}); err == nil || !postgres.Unreachable(err) {
+		t.Errorf("a server that never answers: Open = %v, unreachable %v", err, postgres.Unreachable(err))
+	}
+
 	if err := open(dsn); err != nil {
 		t.Fatal(err)
 	}
+	bouncer := pg.Bouncer(t, dsn, "session")
 	pg.Down(t)
 	if err := open(dsn); err == nil || !postgres.Unreachable(err) {
 		t.Errorf("PostgreSQL down: Open = %v, unreachable %v", err, postgres.Unreachable(err))
+	}
+	// PgBouncer holds the first connection until its server answers (the
+	// attempt's deadline ends it), then refuses the next ones at once.
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := postgres.Open(ctx, bouncer, postgres.Options{})
+		cancel()
+		if err == nil || !postgres.Unreachable(err) {
+			t.Errorf("PostgreSQL down behind PgBouncer, attempt %d: Open = %v, unreachable %v", i+1, err, postgres.Unreachable(err))
+		}
 	}
 }
