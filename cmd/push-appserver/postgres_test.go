@@ -497,9 +497,20 @@ func TestServerWaitsForPostgres(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("the server waits for a database that does not exist")
 		}
+		if out, err := checkConfigWith(bin, config, u.String()); err == nil {
+			t.Fatalf("check-config passes a database that does not exist:\n%s", out)
+		}
 	})
 
 	pg.Down(t)
+	// The unit runs check-config before serve: it must not fail the
+	// start that serve would wait through.
+	t.Run("check-config while down", func(t *testing.T) {
+		out, err := checkConfigWith(bin, config, dsn)
+		if err != nil || !strings.Contains(out, "warning: registry not checked") {
+			t.Fatalf("check-config while PostgreSQL is down: %v\n%s", err, out)
+		}
+	})
 	t.Run("stopped while waiting", func(t *testing.T) {
 		s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN="+dsn)
 		s.waitLog(t, "PostgreSQL cannot be reached; waiting for it")
@@ -507,8 +518,13 @@ func TestServerWaitsForPostgres(t *testing.T) {
 	})
 
 	sock := sdnotify.Listen(t)
-	s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN="+dsn, "NOTIFY_SOCKET="+sock.Path)
-	if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); !strings.HasPrefix(f["STATUS"], "starting: waiting for PostgreSQL: ") || f["READY"] != "" {
+	// sslmode=prefer, libpq's and pgx's default: each attempt tries TLS,
+	// then without, and pgx's error has a line for each.
+	prefer := strings.Replace(dsn, "sslmode=disable", "sslmode=prefer", 1)
+	s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN="+prefer, "NOTIFY_SOCKET="+sock.Path)
+	// The status line keeps the cause, which pgx puts on a line of its own.
+	if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); !strings.HasPrefix(f["STATUS"], "starting: waiting for PostgreSQL: ") ||
+		!strings.Contains(f["STATUS"], "connection refused") || f["READY"] != "" {
 		t.Fatalf("first message while PostgreSQL is down: %v", f)
 	}
 	// Tried again with backoff, not given up.
@@ -529,4 +545,13 @@ func TestServerWaitsForPostgres(t *testing.T) {
 		t.Fatalf("register once PostgreSQL is up: %q, %v", lines, err)
 	}
 	s.stop(t)
+}
+
+// checkConfigWith runs check-config on config with dsn in the environment, as
+// the unit's ExecStartPre does, and returns what it printed.
+func checkConfigWith(bin, config, dsn string) (string, error) {
+	cmd := exec.Command(bin, "check-config", "-config", config)
+	cmd.Env = append(os.Environ(), "PUSH_APPSERVER_DSN="+dsn)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

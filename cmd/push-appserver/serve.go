@@ -110,7 +110,14 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		logger.Info("started by an upgrade: taking over from the old process once ready")
 	}
 
-	store, err := waitForRegistry(ctx, cfg, logger, systemd.New(logger, func() string { return "starting" }))
+	// A process started by an upgrade leaves the status line to the one
+	// serving until it takes over: that one would not set it back if the
+	// upgrade failed.
+	var waiting *systemd.Notifier
+	if !up.Inherited() {
+		waiting = systemd.New(logger, func() string { return "starting" })
+	}
+	store, err := waitForRegistry(ctx, cfg, logger, waiting)
 	if errors.Is(err, errStoppedStarting) {
 		// Told to stop before it started: nothing failed.
 		logger.Info(err.Error())
@@ -447,6 +454,11 @@ func serviceStatus(checks []httpapi.Check, replaced bool) string {
 const (
 	registryRetryBase = 500 * time.Millisecond
 	registryRetryMax  = 10 * time.Second
+	// registryAttemptTimeout bounds one attempt to open PostgreSQL:
+	// PgBouncer holds a connection until the server behind it answers
+	// (for up to its query_wait_timeout, 120 s), past systemd's start
+	// timeout, and a host that drops packets is answered by no one.
+	registryAttemptTimeout = 15 * time.Second
 )
 
 // errStoppedStarting: the server was told to stop before its registry was
@@ -463,7 +475,12 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *systemd.Notifier) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
-		store, err := openStore(ctx, cfg, logger)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if cfg.Database.Driver == "postgres" {
+			actx, cancel = context.WithTimeout(ctx, registryAttemptTimeout)
+		}
+		store, err := openStore(actx, cfg, logger)
+		cancel()
 		switch {
 		case err == nil:
 			return store, nil
@@ -474,7 +491,11 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		}
 		d := wait.Next()
 		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
-		notify.Status("starting: waiting for PostgreSQL: " + err.Error())
+		if notify != nil {
+			// pgx's errors span lines, and systemd keeps a status
+			// line's first.
+			notify.Status("starting: waiting for PostgreSQL: " + strings.Join(strings.Fields(err.Error()), " "))
+		}
 		select {
 		case <-ctx.Done():
 			return nil, errStoppedStarting

@@ -16,6 +16,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 )
 
 func runServe(args []string, stdout, stderr io.Writer) int {
@@ -88,7 +89,12 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	// nothing.
 	if _, err := os.Stat(cfg.Database.Path); cfg.Database.Driver != "sqlite" || err == nil {
 		opts.TypeCounts = func(ctx context.Context) (map[string]int, error) {
-			store, err := openStore(ctx, cfg, quiet)
+			actx, cancel := context.WithTimeout(ctx, registryAttemptTimeout)
+			defer cancel()
+			store, err := openStore(actx, cfg, quiet)
+			if cfg.Database.Driver == "postgres" && postgres.Unreachable(err) {
+				return nil, fmt.Errorf("%w: %w", configcheck.ErrUnreachable, err)
+			}
 			if err != nil {
 				return nil, err
 			}

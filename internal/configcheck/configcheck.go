@@ -18,6 +18,12 @@ import (
 	"github.com/push-appserver/push-appserver/internal/config"
 )
 
+// ErrUnreachable marks a registry that could not be reached, as
+// PostgreSQL still starting at boot: a warning, not an error, since serve
+// waits for it, and a unit that runs check-config before serve must not
+// fail then.
+var ErrUnreachable = errors.New("the registry cannot be reached; serve waits for it")
+
 // Finding is one result: a problem (Error) or a warning.
 type Finding struct {
 	Error bool
@@ -37,7 +43,7 @@ type Options struct {
 	// keys and certificates; nil skips that check.
 	BuildApp func(ctx context.Context, name string, a *config.App) error
 	// TypeCounts returns the registry's registrations per type; nil skips
-	// that check.
+	// that check. An error wrapping ErrUnreachable is a warning only.
 	TypeCounts func(ctx context.Context) (map[string]int, error)
 	Now        func() time.Time
 }
@@ -83,7 +89,10 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
 	}
 	if opts.TypeCounts != nil {
 		counts, err := opts.TypeCounts(ctx)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrUnreachable):
+			warn("registry not checked: %v", err)
+		case err != nil:
 			fail("registry: %v", err)
 		}
 		types := make([]string, 0, len(counts))
