@@ -387,7 +387,6 @@ func TestRedeliveryOutlivesItsServer(t *testing.T) {
 // to a push service that answers slowly still writes and renews its lease
 // each tick, so no other instance takes the pushes it is sending.
 func TestLeaseRenewedWhileAttemptsRun(t *testing.T) {
-	ctx := context.Background()
 	store := memory.New()
 	b := &scripted{answers: map[string]error{}}
 	var slowly atomic.Bool
@@ -406,15 +405,7 @@ func TestLeaseRenewedWhileAttemptsRun(t *testing.T) {
 	// 64 attempts at a time, 100 ms each: a round of them all takes
 	// longer than the lease.
 	const devices = 1000
-	for i := range devices {
-		tok := fmt.Sprintf("t%d", i)
-		b.set(tok, outage)
-		reg, err := first.Register(ctx, appserver.Caller{}, "fcm", fmt.Sprintf("n%d", i), tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		first.Push(ctx, appserver.PushRequest{Node: reg.Node, Secret: reg.Secret})
-	}
+	pushDuringOutage(t, first, b, devices)
 	slowly.Store(true)
 	running(t, first)
 	other, b2, _ := startRedelivering(t, store, time.Minute)
@@ -455,7 +446,6 @@ func (b *slow) Send(ctx context.Context, n push.Notification) error {
 // every device waiting is sent to within the next look for due pushes,
 // not as many a look as may be under way at once.
 func TestRedeliveryKeepsUpAfterAnOutage(t *testing.T) {
-	ctx := context.Background()
 	store := memory.New()
 	b := &scripted{answers: map[string]error{}}
 	back := &slow{}
@@ -474,6 +464,19 @@ func TestRedeliveryKeepsUpAfterAnOutage(t *testing.T) {
 	// second, as it does outside tests.
 	svc.SetRedeliveryTiming(20*time.Millisecond, time.Second)
 	const devices = 1000
+	pushDuringOutage(t, svc, b, devices)
+	down.Store(false)
+	running(t, svc)
+	// Taking as many a look as may run at once (64) would need 16 s.
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Delivered == devices })
+}
+
+// pushDuringOutage registers devices devices of app fcm on svc (nodes n0,
+// n1, ..., tokens t0, t1, ...), has b fail each token's pushes as in an
+// outage, and pushes to each once: each push is kept for redelivery.
+func pushDuringOutage(t *testing.T, svc *appserver.Service, b *scripted, devices int) {
+	t.Helper()
+	ctx := context.Background()
 	for i := range devices {
 		tok := fmt.Sprintf("t%d", i)
 		b.set(tok, outage)
@@ -483,10 +486,6 @@ func TestRedeliveryKeepsUpAfterAnOutage(t *testing.T) {
 		}
 		svc.Push(ctx, appserver.PushRequest{Node: reg.Node, Secret: reg.Secret})
 	}
-	down.Store(false)
-	running(t, svc)
-	// Taking as many a look as may run at once (64) would need 16 s.
-	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Delivered == devices })
 }
 
 type backendFunc func(ctx context.Context, n push.Notification) error
