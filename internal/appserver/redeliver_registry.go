@@ -69,19 +69,23 @@ func (r *redeliveries) changed() pendingWrite {
 	r.mu.Lock()
 	keys := make([]redeliveryKey, 0, len(r.dirty))
 	var put []waiting
-	var del []string
+	var gone []redeliveryKey
 	for key := range r.dirty {
 		keys = append(keys, key)
 		if p := r.pending[key]; p != nil {
 			put = append(put, waiting{key, p.n, p.unread, p.failed})
 		} else {
-			del = append(del, key.device())
+			gone = append(gone, key)
 		}
 	}
 	clear(r.dirty)
 	r.mu.Unlock()
-	// Encoded outside the lock: what set made is never changed.
-	w := pendingWrite{keys: keys, del: del, put: make([]registry.HeldPush, 0, len(put))}
+	// Named and encoded outside the lock, which pushes wait for: what set
+	// made is never changed.
+	w := pendingWrite{keys: keys, del: make([]string, len(gone)), put: make([]registry.HeldPush, 0, len(put))}
+	for i, key := range gone {
+		w.del[i] = key.device()
+	}
 	for _, p := range put {
 		h := heldPush{ByNode: p.key.node != "", Node: p.n.Node, App: p.n.App, Token: p.key.token,
 			Priority: p.n.Priority, Summary: p.n.Summary, Encrypted: p.n.Encrypted}
