@@ -454,11 +454,6 @@ func serviceStatus(checks []httpapi.Check, replaced bool) string {
 const (
 	registryRetryBase = 500 * time.Millisecond
 	registryRetryMax  = 10 * time.Second
-	// registryAttemptTimeout bounds one attempt to open PostgreSQL:
-	// PgBouncer holds a connection until the server behind it answers
-	// (for up to its query_wait_timeout, 120 s), past systemd's start
-	// timeout, and a host that drops packets is answered by no one.
-	registryAttemptTimeout = 15 * time.Second
 )
 
 // errStoppedStarting: the server was told to stop before its registry was
@@ -475,12 +470,9 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *systemd.Notifier) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if cfg.Database.Driver == "postgres" {
-			actx, cancel = context.WithTimeout(ctx, registryAttemptTimeout)
-		}
-		store, err := openStore(actx, cfg, logger)
-		cancel()
+		// Each attempt's connection is bounded (postgres.Options
+		// ConnectTimeout), its migrations not.
+		store, err := openStore(ctx, cfg, logger)
 		switch {
 		case err == nil:
 			return store, nil

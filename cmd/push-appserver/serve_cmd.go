@@ -89,9 +89,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	// nothing.
 	if _, err := os.Stat(cfg.Database.Path); cfg.Database.Driver != "sqlite" || err == nil {
 		opts.TypeCounts = func(ctx context.Context) (map[string]int, error) {
-			actx, cancel := context.WithTimeout(ctx, registryAttemptTimeout)
-			defer cancel()
-			store, err := openStore(actx, cfg, quiet)
+			store, err := openStore(ctx, cfg, quiet)
 			if cfg.Database.Driver == "postgres" && postgres.Unreachable(err) {
 				return nil, fmt.Errorf("%w: %w", configcheck.ErrUnreachable, err)
 			}

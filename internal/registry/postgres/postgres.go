@@ -56,6 +56,12 @@ const (
 type Options struct {
 	// StatementTimeout bounds every statement on the server side. Default 5 s.
 	StatementTimeout time.Duration
+	// ConnectTimeout bounds Open's first connection, its session set up
+	// included: PgBouncer holds a connection until the server behind it
+	// answers (up to its query_wait_timeout, 120 s). Default 15 s. The
+	// migrations after it are not bounded: one may take long on a large
+	// registry, and cutting it off would only start it again.
+	ConnectTimeout time.Duration
 	// MaxConns is the pool size. Default pgx's (at least 4).
 	MaxConns int32
 	Logger   *slog.Logger
@@ -86,6 +92,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.StatementTimeout <= 0 {
 		opts.StatementTimeout = 5 * time.Second
 	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 15 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -100,6 +109,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
+	err = pool.Ping(cctx)
+	cancel()
+	if err != nil {
+		pool.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
 	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(), heartbeat: defaultHeartbeat, probeWait: probeWait}

@@ -14,7 +14,8 @@ import (
 // Unreachable reports whether err, from Open, says PostgreSQL could not
 // be reached: the connection refused or unanswered, its name not
 // resolved, the attempt out of time, the server starting up, shutting
-// down or out of connections, or PgBouncer unable to reach it. These
+// down, out of connections or a standby where a primary is wanted (a
+// failover), or PgBouncer unable to reach it. These
 // pass, and a server starting beside a database that is not up yet should
 // wait for it rather than exit (systemd gives up on a unit that fails to
 // start five times in ten seconds).
@@ -51,10 +52,13 @@ func Unreachable(err error) bool {
 	)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded),
+		// target_session_attrs=read-write or primary while every host
+		// is a standby: a failover under way.
+		errors.Is(err, pgconn.ErrReadOnlyConnection), errors.Is(err, pgconn.ErrStandbyConnection),
 		errors.As(err, &dns),
 		errors.As(err, &op) && op.Op == "dial",
 		// Closed before it answered, as a server going down does.
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return true
 	}
 	return false

@@ -59,6 +59,10 @@ func TestUnreachable(t *testing.T) {
 			t.Errorf("%s: Open = %v, unreachable %v; want an error that is not", opt, err, postgres.Unreachable(err))
 		}
 	}
+	// A standby where a primary is wanted passes: a failover under way.
+	if err := open(dsn + "&target_session_attrs=read-write&default_transaction_read_only=on"); err == nil || !postgres.Unreachable(err) {
+		t.Errorf("a read-only server where read-write is wanted: Open = %v, unreachable %v", err, postgres.Unreachable(err))
+	}
 	// A server that takes the connection and never answers: the
 	// attempt's own deadline ends it.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,12 +95,11 @@ func TestUnreachable(t *testing.T) {
 	if err := open(dsn); err == nil || !postgres.Unreachable(err) {
 		t.Errorf("PostgreSQL down: Open = %v, unreachable %v", err, postgres.Unreachable(err))
 	}
-	// PgBouncer holds the first connection until its server answers (the
-	// attempt's deadline ends it), then refuses the next ones at once.
+	// PgBouncer holds the first connection until its server answers
+	// (Open's own bound on connecting ends it), then refuses the next
+	// ones at once.
 	for i := range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, err := postgres.Open(ctx, bouncer, postgres.Options{})
-		cancel()
+		_, err := postgres.Open(context.Background(), bouncer, postgres.Options{ConnectTimeout: 2 * time.Second})
 		if err == nil || !postgres.Unreachable(err) {
 			t.Errorf("PostgreSQL down behind PgBouncer, attempt %d: Open = %v, unreachable %v", i+1, err, postgres.Unreachable(err))
 		}
