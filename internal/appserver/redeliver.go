@@ -180,12 +180,10 @@ type redeliveries struct {
 	takeSoon atomic.Bool
 
 	// Of the loop alone: whether this server holds a lease to renew, when
-	// it last renewed it, whether the lease has run out by this server's
-	// clock since (its renewals failing), and why the last write failed,
-	// if it did.
-	leased, lapsed bool
-	renewed        time.Time
-	writeErr       error
+	// it last renewed it, and why the last write failed, if it did.
+	leased   bool
+	renewed  time.Time
+	writeErr error
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
@@ -431,9 +429,7 @@ func (r *redeliveries) registryBack() {
 }
 
 // due takes out up to limit pushes whose next attempt is due, and ends
-// the waits whose time ran out. While this server's lease has run out by
-// its own clock (lapsed), the pushes written under it are left alone:
-// another server may have taken them from the registry.
+// the waits whose time ran out.
 func (r *redeliveries) due(limit int) []redeliveryAttempt {
 	if r.count.Load() == 0 || limit <= 0 {
 		return nil
@@ -448,7 +444,7 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 		case now.Sub(p.failed) > r.window:
 			r.remove(key, p)
 			r.expired.Add(1)
-		case !p.due.After(now) && len(out) < limit && !(r.lapsed && r.written(key)):
+		case !p.due.After(now) && len(out) < limit:
 			p.sending = true
 			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, gen: p.gen})
 		}
@@ -456,20 +452,19 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 	return out
 }
 
-// mayStart reports whether attempt a, taken out by due, may still be
-// made: not once this server's lease has run out by its clock, if the
-// registry holds the push (see due). One that may not goes back to
-// waiting.
-func (r *redeliveries) mayStart(a redeliveryAttempt) bool {
+// current brings attempt a, taken out by due and queued since, up to
+// date: it reports false when its wait ended or began again meanwhile (a
+// push went through, the lease was lost), and gives the push that
+// replaced a's meanwhile.
+func (r *redeliveries) current(a redeliveryAttempt) (redeliveryAttempt, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.lapsed || !r.written(a.key) {
-		return true
+	p := r.pending[a.key]
+	if p != a.p {
+		return a, false
 	}
-	if p := r.pending[a.key]; p == a.p {
-		p.sending = false
-	}
-	return false
+	a.n, a.unread, a.gen = p.n, p.unread, p.gen
+	return a, true
 }
 
 // redeliveryResult is what an attempt came to.
@@ -602,9 +597,9 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 		}
 		// Only the loop fills slots, so one seen free stays free.
 		for len(queue) > 0 && len(sem) < cap(sem) {
-			a := queue[0]
+			a, ok := r.current(queue[0])
 			queue = queue[1:]
-			if !r.mayStart(a) {
+			if !ok {
 				continue
 			}
 			sem <- struct{}{}

@@ -158,18 +158,16 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 // returns the write's error, if it made one.
 func (s *Service) writePending(ctx context.Context) error {
 	r := s.redeliver
-	defer func() {
-		// Measured from the start of the last renewal that went
-		// through, so this server stops before the registry would let
-		// another take its pushes.
-		r.lapsed = r.leased && time.Since(r.renewed) >= r.lease
-	}()
 	w := r.changed()
 	if len(w.keys) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
 		return nil
 	}
 	started := time.Now()
-	err := s.store.KeepPushes(ctx, r.owner, r.lease, r.leased, w.put, w.del)
+	// Bounded, so that a registry that hangs does not hold the loop, and
+	// the attempts it starts, past a renewal or two.
+	wctx, cancel := context.WithTimeout(ctx, r.lease/3)
+	err := s.store.KeepPushes(wctx, r.owner, r.lease, r.leased, w.put, w.del)
+	cancel()
 	switch {
 	case err == nil:
 		if r.writeErr != nil {

@@ -288,3 +288,32 @@ func TestDeliveredNotRepeated(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+// TestQueuedAttemptCurrent: an attempt taken out and queued is not made
+// once its wait ended meanwhile, and makes the push that replaced its own.
+func TestQueuedAttemptCurrent(t *testing.T) {
+	r, c := newTestRedeliveries()
+	a, b := redeliveryKey{node: "a"}, redeliveryKey{node: "b"}
+	r.keep(a, push.Notification{App: "apns", Node: "a", Priority: push.PrioritySilent})
+	r.keep(b, push.Notification{App: "apns", Node: "b", Priority: push.PrioritySilent})
+	c.advance(redeliveryMaxWait)
+	queued := r.due(10)
+	if len(queued) != 2 {
+		t.Fatalf("%d due", len(queued))
+	}
+	r.settled(a)
+	r.keep(b, push.Notification{App: "apns", Node: "b", Priority: push.PriorityHigh})
+	for _, q := range queued {
+		got, ok := r.current(q)
+		switch q.key {
+		case a:
+			if ok {
+				t.Error("an attempt at a wait that ended is still made")
+			}
+		case b:
+			if !ok || got.n.Priority != push.PriorityHigh || got.gen != q.gen+1 {
+				t.Errorf("the attempt at b: %v, %+v; want the alert that replaced its push", ok, got)
+			}
+		}
+	}
+}
