@@ -175,8 +175,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
 	defer conn.Release()
-	// Migrations may take longer than a push-path statement.
-	if _, err := conn.Exec(ctx, `SET statement_timeout = 0`); err != nil {
+	// Migrations may take longer than a push-path statement, and an
+	// instance starting beside one that migrates waits for its lock.
+	if _, err := conn.Exec(ctx, `SET statement_timeout = 0; SET lock_timeout = 0`); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
 	// Not RESET, which would go back to the server's default: the bound
