@@ -454,13 +454,19 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 
 // current brings attempt a, taken out by due and queued since, up to
 // date: it reports false when its wait ended or began again meanwhile (a
-// push went through, the lease was lost), and gives the push that
-// replaced a's meanwhile.
+// push went through, the lease was lost, its time ran out in the queue),
+// and gives the push that replaced a's meanwhile.
 func (r *redeliveries) current(a redeliveryAttempt) (redeliveryAttempt, bool) {
+	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.pending[a.key]
 	if p != a.p {
+		return a, false
+	}
+	if now.Sub(p.failed) > r.window {
+		r.remove(a.key, p)
+		r.expired.Add(1)
 		return a, false
 	}
 	a.n, a.unread, a.gen = p.n, p.unread, p.gen
@@ -582,11 +588,15 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			return
 		case <-freed:
 		case <-t.C:
+			// Written first: a take may give back this server's own
+			// rows once its lease lapsed, and a wait that ended since
+			// must be gone from the registry by then.
+			s.writePending(ctx)
 			if r.takeSoon.Swap(false) || time.Since(lastTake) >= r.poll {
 				s.takeHeld(ctx)
 				lastTake = time.Now()
+				s.writePending(ctx)
 			}
-			s.writePending(ctx)
 			if time.Since(lastSummary) >= redeliverySummaryInterval {
 				summarized = s.summarizeRedelivery(summarized)
 				lastSummary = time.Now()
@@ -683,7 +693,9 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	sctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 	defer cancel()
 	err := s.send(sctx, app.Backend, n)
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
+		// Stopping: the push waits, for the next server. One that went
+		// through as the stop began is done, not handed over.
 		return redeliverLater, 0
 	}
 	now := s.opts.Now().UTC()

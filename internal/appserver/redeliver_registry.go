@@ -237,8 +237,11 @@ func (s *Service) TakeHeldSoon() {
 func (s *Service) takeHeld(ctx context.Context) {
 	const page = 1000
 	kept := 0
+	// Bounded as writePending is: the loop must not hang on it.
+	tctx, cancel := context.WithTimeout(ctx, s.redeliver.lease/3)
+	defer cancel()
 	for range redeliveryMax / page {
-		held, err := s.store.TakeHeldPushes(ctx, page)
+		held, err := s.store.TakeHeldPushes(tctx, page)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logger.Warn("reading the pushes held for redelivery", "err", err)

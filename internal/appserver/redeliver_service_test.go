@@ -410,6 +410,37 @@ func TestLeaseRenewedWhileAttemptsRun(t *testing.T) {
 	}
 }
 
+// TestSentAsStopBegins: a push that goes through just as the server
+// stops is done, not handed to the next server to send again.
+func TestSentAsStopBegins(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	var calls atomic.Int64
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityAuto, Backend: backendFunc(func(ctx context.Context, n push.Notification) error {
+		if calls.Add(1) == 1 {
+			return outage
+		}
+		// The attempt goes through as the stop begins.
+		<-ctx.Done()
+		return nil
+	})}}, appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	stop := running(t, svc)
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	eventually(t, func() bool { return calls.Load() == 2 }, func() string { return "never tried again" })
+	stop()
+	if s := svc.RedeliveryStats(); s.Delivered != 1 {
+		t.Fatalf("%+v", s)
+	}
+	if held, err := store.TakeHeldPushes(ctx, 10); err != nil || len(held) != 0 {
+		t.Fatalf("handed over after it went through: %d, %v", len(held), err)
+	}
+}
+
 // TestHeldPushExpires: a push held longer than redelivery allows is not
 // sent by the next server.
 func TestHeldPushExpires(t *testing.T) {

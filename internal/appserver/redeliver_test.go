@@ -317,3 +317,23 @@ func TestQueuedAttemptCurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuedAttemptExpires: an attempt that waited in the queue past its
+// push's time is not made, and counts as expired.
+func TestQueuedAttemptExpires(t *testing.T) {
+	r, c := newTestRedeliveries()
+	key := redeliveryKey{node: "a"}
+	r.keep(key, push.Notification{App: "apns", Node: "a", Priority: push.PrioritySilent})
+	c.advance(redeliveryMaxWait)
+	queued := r.due(10)
+	if len(queued) != 1 {
+		t.Fatalf("%d due", len(queued))
+	}
+	c.advance(r.window)
+	if _, ok := r.current(queued[0]); ok {
+		t.Fatal("an attempt past its push's time is still made")
+	}
+	if s := r.stats(); s.Pending != 0 || s.Expired != 1 {
+		t.Fatalf("%+v", s)
+	}
+}
