@@ -353,20 +353,17 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 	return r.add(key, n, u, failed, now)
 }
 
-// takeAll removes every waiting push, at shutdown, once the registry
-// holds them.
-func (r *redeliveries) takeAll() []redeliveryAttempt {
+// dropAll ends every wait, at shutdown, once the registry holds what
+// waits, and returns how many there were.
+func (r *redeliveries) dropAll() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]redeliveryAttempt, 0, len(r.pending))
-	for key, p := range r.pending {
-		out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread})
-	}
+	n := len(r.pending)
 	clear(r.pending)
 	clear(r.dirty)
 	r.bytes, r.unread = 0, 0
 	r.count.Store(0)
-	return out
+	return n
 }
 
 // set makes n the push to send. What it points to is copied: the

@@ -49,6 +49,32 @@ type heldPush struct {
 	Important bool   `json:"important,omitempty"`
 }
 
+// heldPushOf is the push n to the device key names (unread with u, when
+// u is not nil) as the registry holds it; wait reads it back.
+func heldPushOf(key redeliveryKey, n push.Notification, u *unreadPush) heldPush {
+	h := heldPush{ByNode: key.node != "", Node: n.Node, App: n.App, Token: key.token,
+		Priority: n.Priority, Summary: n.Summary, Encrypted: n.Encrypted}
+	if u != nil {
+		h.Unread, h.Secret, h.Important = true, u.secret, u.important
+	}
+	return h
+}
+
+// wait is the device, push and (for an unread push) what decides it that
+// h holds.
+func (h heldPush) wait() (redeliveryKey, push.Notification, *unreadPush) {
+	key := redeliveryKey{app: h.App, token: h.Token}
+	if h.ByNode {
+		key = redeliveryKey{node: h.Node}
+	}
+	n := push.Notification{App: h.App, Node: h.Node, Token: h.Token, Priority: h.Priority, Summary: h.Summary, Encrypted: h.Encrypted}
+	var u *unreadPush
+	if h.Unread && h.ByNode {
+		u = &unreadPush{secret: h.Secret, important: h.Important}
+	}
+	return key, n, u
+}
+
 // pendingWrite is what writePending writes: the devices whose wait
 // changed, and for those that still wait, their push.
 type pendingWrite struct {
@@ -87,25 +113,13 @@ func (r *redeliveries) changed() pendingWrite {
 		w.del[i] = key.device()
 	}
 	for _, p := range put {
-		h := heldPush{ByNode: p.key.node != "", Node: p.n.Node, App: p.n.App, Token: p.key.token,
-			Priority: p.n.Priority, Summary: p.n.Summary, Encrypted: p.n.Encrypted}
-		if p.unread != nil {
-			h.Unread, h.Secret, h.Important = true, p.unread.secret, p.unread.important
-		}
-		b, err := json.Marshal(h)
+		b, err := json.Marshal(heldPushOf(p.key, p.n, p.unread))
 		if err != nil {
 			continue
 		}
 		w.put = append(w.put, registry.HeldPush{Device: p.key.device(), FailedAt: p.failed, Push: b})
 	}
 	return w
-}
-
-// written reports whether the registry holds key's wait as it is; r.mu
-// is held.
-func (r *redeliveries) written(key redeliveryKey) bool {
-	_, changed := r.dirty[key]
-	return !changed
 }
 
 // unwritten marks keys changed again: their write failed.
@@ -143,7 +157,7 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 	}
 	n := 0
 	for key, p := range r.pending {
-		if r.written(key) {
+		if _, changed := r.dirty[key]; !changed {
 			r.remove(key, p)
 			delete(r.dirty, key)
 			n++
@@ -206,7 +220,7 @@ func (s *Service) holdPending() {
 		s.writePending(ctx)
 	}
 	lost := r.unwrittenCount()
-	waiting := len(r.takeAll())
+	waiting := r.dropAll()
 	if lost > 0 {
 		r.dropped.Add(uint64(lost))
 		s.logger.Error("pushes waiting for redelivery lost at shutdown: the registry did not keep them", "pushes", lost, "err", r.writeErr)
@@ -255,15 +269,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 				s.logger.Warn("a push held for redelivery cannot be read; skipped", "err", err)
 				continue
 			}
-			key := redeliveryKey{app: h.App, token: h.Token}
-			if h.ByNode {
-				key = redeliveryKey{node: h.Node}
-			}
-			n := push.Notification{App: h.App, Node: h.Node, Token: h.Token, Priority: h.Priority, Summary: h.Summary, Encrypted: h.Encrypted}
-			var u *unreadPush
-			if h.Unread && h.ByNode {
-				u = &unreadPush{secret: h.Secret, important: h.Important}
-			}
+			key, n, u := h.wait()
 			if s.redeliver.restore(key, n, u, hp.FailedAt) {
 				kept++
 			}

@@ -166,7 +166,7 @@ func TestRedeliveryBounds(t *testing.T) {
 	if s := r.stats(); s.Pending != 31 || s.Dropped != 9 || r.bytes > redeliveryMaxBytes {
 		t.Fatalf("%+v, %d bytes", s, r.bytes)
 	}
-	r.takeAll()
+	r.dropAll()
 	for i := range redeliveryMax + 10 {
 		r.keep(redeliveryKey{node: strconv.Itoa(i)}, push.Notification{App: "apns", Priority: push.PrioritySilent})
 	}
@@ -179,7 +179,7 @@ func TestRedeliveryBounds(t *testing.T) {
 
 	// Unread pushes take half the room at most: pushes the push
 	// service refused still find room after a flood of unknown nodes.
-	r.takeAll()
+	r.dropAll()
 	for i := range redeliveryMax {
 		r.keepUnread("u"+strconv.Itoa(i), unreadPush{secret: "s"}, push.Notification{Node: "u" + strconv.Itoa(i)})
 	}
@@ -195,9 +195,9 @@ func TestRedeliveryBounds(t *testing.T) {
 	if r.unread != redeliveryMaxUnread-1 {
 		t.Fatalf("%d unread after a checked push replaced one", r.unread)
 	}
-	r.takeAll()
+	r.dropAll()
 	if r.unread != 0 || r.bytes != 0 {
-		t.Fatalf("%d unread, %d bytes after takeAll", r.unread, r.bytes)
+		t.Fatalf("%d unread, %d bytes after dropAll", r.unread, r.bytes)
 	}
 }
 
