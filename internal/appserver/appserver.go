@@ -357,9 +357,15 @@ func (s *Service) StatusStats() StatusStats { return s.status.stats() }
 // unless they were registered or renewed after when: a device that
 // re-registered after the push service declared its token dead is alive.
 func (s *Service) UnregisterToken(ctx context.Context, typ, token string, when time.Time) (int, error) {
+	removed, err := s.unregisterToken(ctx, typ, token, when)
+	return len(removed), err
+}
+
+// unregisterToken is UnregisterToken, returning the registrations removed.
+func (s *Service) unregisterToken(ctx context.Context, typ, token string, when time.Time) ([]registry.Registration, error) {
 	removed, err := s.store.DeleteToken(ctx, typ, token, when)
 	if err != nil {
-		return 0, fmt.Errorf("removing dead token: %w", err)
+		return nil, fmt.Errorf("removing dead token: %w", err)
 	}
 	for _, r := range removed {
 		s.changed(r.Node)
@@ -367,7 +373,7 @@ func (s *Service) UnregisterToken(ctx context.Context, typ, token string, when t
 		s.opts.Observer.Unregistered(typ, "dead_token")
 		s.logger.Info("removed registration with dead token", "app", typ, "node", r.Node, "since", when.UTC().Format(time.RFC3339))
 	}
-	return len(removed), nil
+	return removed, nil
 }
 
 // PushRequest is one push as an adapter received it.
@@ -479,7 +485,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.status.add(registry.PushStatus{Node: node, At: now, Reason: storedReason(err.Error())})
 	if dead, ok := push.IsDeadToken(err); ok {
 		s.opts.Observer.Pushed(t.Type, OutcomeDeadToken, time.Since(start))
-		if s.unregisterDead(context.WithoutCancel(ctx), t.Type, t.Token, node, dead) > 0 {
+		if s.unregisterDead(context.WithoutCancel(ctx), t.Type, t.Token, node, dead) {
 			// The node is gone now; say so, so the user's server stops.
 			return fmt.Errorf("%w: %w", ErrNotFound, err)
 		}

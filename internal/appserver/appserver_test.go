@@ -453,6 +453,25 @@ func TestOnlyGoneIsNotFound(t *testing.T) {
 			t.Fatalf("Push = %v, want ErrPushFailed (our configuration, not the device)", err)
 		}
 	})
+	t.Run("token dead, another node of it removed", func(t *testing.T) {
+		// Two nodes share a token (an app with two accounts); the token
+		// died between their registrations: the older node goes, the
+		// pushed one stays and must not be called gone.
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		store := memory.New()
+		b := &scripted{answers: map[string]error{}}
+		svc, _ := appserver.New(store, testApps(b), appserver.Options{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+		svc.Register(ctx, appserver.Caller{}, "fcm", "older", "tok")
+		now = now.Add(time.Hour)
+		reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok")
+		b.set("tok", &push.DeadTokenError{Since: now.Add(-time.Minute), Reason: "Unregistered"})
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+			t.Fatalf("Push = %v, want ErrPushFailed (the node is still registered)", err)
+		}
+		if _, err := store.Get(ctx, "older"); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("the older node of the dead token is still there: %v", err)
+		}
+	})
 }
 
 func TestDrain(t *testing.T) {

@@ -135,14 +135,21 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 }
 
 // unregisterDead removes the registrations of a token its push service
-// declared dead (those not renewed since) and says how many went; node
-// is the push's, for the log.
-func (s *Service) unregisterDead(ctx context.Context, app, token, node string, dead *push.DeadTokenError) int {
-	n, err := s.UnregisterToken(ctx, app, token, dead.Since)
+// declared dead (those not renewed since) and says whether node, the
+// push's, was among them. Other nodes may share the token (an app with
+// several accounts, p2's node per group chat) and may go while node,
+// registered again since, stays: its server must not hear it is gone.
+func (s *Service) unregisterDead(ctx context.Context, app, token, node string, dead *push.DeadTokenError) bool {
+	removed, err := s.unregisterToken(ctx, app, token, dead.Since)
 	if err != nil {
 		s.logger.Error("removing dead token", "app", app, "node", node, "err", err)
 	}
-	return n
+	for _, r := range removed {
+		if r.Node == node {
+			return true
+		}
+	}
+	return false
 }
 
 // blockDead puts a token the push service declared dead on the block
