@@ -102,5 +102,24 @@ push_deadline = "3s"
 	if got := push(); got != "OK\nn1" {
 		t.Fatalf("push after a broken config: %q", got)
 	}
+
+	// A reload rebuilds the app, which may now talk to another
+	// environment or topic: until a push goes through again, a refused
+	// token is not taken against the device.
+	applied := strings.Count(s.log.String(), "reload: applied")
+	write("debug", addr, filepath.Join(dir, "new.p8"), "K2")
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(20 * time.Second); strings.Count(s.log.String(), "reload: applied") == applied; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the last reload was not applied")
+		}
+	}
+	m.FailToken(token, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+	if got := push(); !strings.HasPrefix(got, "ERROR") {
+		t.Fatalf("push refused for its token: %q", got)
+	}
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push after a refusal before the reloaded app proved itself: %q (registration deleted?)", got)
+	}
 	s.stop(t)
 }

@@ -156,6 +156,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			if a.Kind == config.KindLog {
 				return logpush.New(logger.With("app", name)), nil
 			}
+			// The options or the key files may have changed: the app
+			// proves itself again before a refusal counts against a token.
+			if br := breakerOf[name]; br != nil {
+				br.Reset()
+			}
 			return newBackend(ctx, name, a, breakerOf[name], logger.With("app", name))
 		},
 	})

@@ -39,14 +39,26 @@ type BreakerOptions struct {
 const breakerBuckets = 6
 
 // Breaker keeps one app from wiping its registrations when the app, not
-// the tokens, is wrong. While suspect answers are a minority of the app's
-// recent answers, each one is taken at its word (the token is dead); once
-// they are more than half of at least MinAnswers answers in the window,
-// the app is marked misconfigured: suspect answers become temporary
-// failures (the user's server hears "wait", nothing is deleted), an error
-// is logged once with the likely cause, and the mark clears by itself when
-// successes are the majority again. One Breaker per app, shared by all of
-// its pushes; safe for concurrent use.
+// the tokens, is wrong.
+//
+// A suspect answer is taken at its word (the token is dead) only where
+// the app's configuration has proven itself: a push of the app has gone
+// through since it was configured (since NewBreaker or the last Reset),
+// to the same push service where the app reaches several (a WebPush
+// app's origins). Before that, the answer may be ours: a production app
+// left on the sandbox refuses every token, and a server with a few pushes
+// an hour would otherwise lose a registration with each. Such a push is a
+// temporary failure (the user's server hears "wait", nothing is deleted),
+// and a warning names the likely cause.
+//
+// Once proven, suspect answers that are a minority of the app's recent
+// answers are dead tokens; once they are more than half of at least
+// MinAnswers answers in the window (a key or setting that stopped working
+// since), the app is marked misconfigured: suspect answers become
+// temporary failures again, an error is logged once with the likely
+// cause, and the mark clears by itself when successes are the majority
+// again. One Breaker per app, shared by all of its pushes; safe for
+// concurrent use.
 type Breaker struct {
 	app    string
 	opts   BreakerOptions
@@ -56,7 +68,18 @@ type Breaker struct {
 	buckets [breakerBuckets]breakerBucket
 	tripped bool
 	cause   string
+	// proven holds the scopes with a success since the configuration
+	// was set; provenAll is the scope "", the only one of APNS and FCM.
+	proven    map[string]struct{}
+	provenAll bool
+	// warned is when an unproven refusal was last logged.
+	warned time.Time
 }
+
+// maxProvenScopes bounds the scopes a Breaker remembers: a WebPush app's
+// subscriptions may name any number of push services. Past it the
+// memory starts again, and each scope proves itself anew.
+const maxProvenScopes = 10_000
 
 type breakerBucket struct {
 	start            time.Time
@@ -86,11 +109,15 @@ func asSuspect(err error) (*SuspectTokenError, bool) {
 	return s, ok
 }
 
-// Judge records the outcome of one push and returns what the push should
-// end with. nil and errors other than *SuspectTokenError pass unchanged;
-// a suspect answer becomes a *DeadTokenError while the app looks healthy
-// and a *TemporaryError while it looks misconfigured.
-func (b *Breaker) Judge(err error) error {
+// Judge is JudgeAt for an app that reaches one push service.
+func (b *Breaker) Judge(err error) error { return b.JudgeAt("", err) }
+
+// JudgeAt records the outcome of one push to the push service scope names
+// ("" for the app's only one) and returns what the push should end with.
+// nil and errors other than *SuspectTokenError pass unchanged; a suspect
+// answer becomes a *DeadTokenError while the app has proven itself to
+// scope and looks healthy, and a *TemporaryError otherwise.
+func (b *Breaker) JudgeAt(scope string, err error) error {
 	var s *SuspectTokenError
 	suspect := false
 	if err != nil {
@@ -99,6 +126,14 @@ func (b *Breaker) Judge(err error) error {
 	now := b.opts.Now()
 
 	b.mu.Lock()
+	if err == nil {
+		b.prove(scope)
+	}
+	proven := b.isProven(scope)
+	warn := suspect && !proven && now.Sub(b.warned) >= b.opts.Window
+	if warn {
+		b.warned = now
+	}
 	bk := b.bucket(now)
 	bk.answers++
 	if suspect {
@@ -127,13 +162,52 @@ func (b *Breaker) Judge(err error) error {
 	} else if changed {
 		b.logger.Info("app answers normally again", "app", b.app)
 	}
+	if warn {
+		b.logger.Warn("push service refuses a token, but no push of this app has gone through there since it was configured: keeping the registration and answering 'wait', since the configuration may be at fault",
+			"app", b.app, "service", scope, "answer", s.Reason, "likely_cause", s.Cause)
+	}
 	if !suspect {
 		return err
 	}
 	if tripped {
 		return &TemporaryError{Reason: fmt.Sprintf("app looks misconfigured (%s, %s)", s.Reason, cause), Err: err}
 	}
+	if !proven {
+		return &TemporaryError{Reason: fmt.Sprintf("refused (%s) before any push of the app went through: %s", s.Reason, s.Cause), Err: err}
+	}
 	return &DeadTokenError{Since: now, Reason: s.Reason}
+}
+
+// Reset forgets where the app has proven itself, for a configuration
+// that may have changed (a reload rebuilds the app's backend).
+func (b *Breaker) Reset() {
+	b.mu.Lock()
+	b.proven, b.provenAll, b.warned = nil, false, time.Time{}
+	b.mu.Unlock()
+}
+
+// prove records a success at scope; b.mu is held.
+func (b *Breaker) prove(scope string) {
+	if scope == "" {
+		b.provenAll = true
+		return
+	}
+	if _, ok := b.proven[scope]; ok {
+		return
+	}
+	if b.proven == nil || len(b.proven) >= maxProvenScopes {
+		b.proven = make(map[string]struct{})
+	}
+	b.proven[scope] = struct{}{}
+}
+
+// isProven reports whether scope has seen a success; b.mu is held.
+func (b *Breaker) isProven(scope string) bool {
+	if scope == "" {
+		return b.provenAll
+	}
+	_, ok := b.proven[scope]
+	return ok
 }
 
 // Misconfigured reports whether the app is marked misconfigured now, and

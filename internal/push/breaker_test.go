@@ -88,8 +88,11 @@ func TestBreaker(t *testing.T) {
 // A small app with few pushes is never judged misconfigured on too little
 // evidence, and concurrent use is safe.
 func TestBreakerConcurrent(t *testing.T) {
-	b := push.NewBreaker("a", push.BreakerOptions{MinAnswers: 20}, slog.New(slog.DiscardHandler))
+	now := time.Unix(1_800_000_000, 0)
+	b := push.NewBreaker("a", push.BreakerOptions{MinAnswers: 20, Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
 	suspect := &push.SuspectTokenError{Reason: "BadDeviceToken"}
+	b.Judge(nil) // proven, a while ago
+	now = now.Add(5 * time.Minute)
 	done := make(chan int)
 	for range 50 {
 		go func() {
@@ -107,5 +110,66 @@ func TestBreakerConcurrent(t *testing.T) {
 	}
 	if dead != 19 {
 		t.Fatalf("%d taken as dead, want 19 (the answers before the 20th)", dead)
+	}
+}
+
+// An app that has not yet delivered a push since it was configured takes
+// no refusal at its word, however few pushes it sends: a production app
+// left on the sandbox refuses every token, and at a few pushes a minute
+// the window never holds enough answers to trip.
+func TestBreakerUnproven(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b := push.NewBreaker("ios", push.BreakerOptions{Now: func() time.Time { return now }},
+		slog.New(slog.NewTextHandler(&logs, nil)))
+	suspect := &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"}
+
+	for i := range 60 { // 60 devices, 6 pushes a minute, for ten minutes
+		err := b.Judge(suspect)
+		if !push.IsTemporary(err) || !errors.Is(err, suspect) {
+			t.Fatalf("push %d = %v, want a temporary failure (nothing proven yet)", i, err)
+		}
+		now = now.Add(10 * time.Second)
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 10 {
+		t.Fatalf("%d warnings in ten minutes, want one a minute:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "sandbox/production mismatch?") {
+		t.Fatalf("the warning does not name the likely cause:\n%s", logs.String())
+	}
+	if bad, _ := b.Misconfigured(); bad {
+		t.Fatal("marked misconfigured on too few answers")
+	}
+
+	// One push goes through: the configuration works, and a refusal now
+	// means the token.
+	b.Judge(nil)
+	if _, ok := push.IsDeadToken(b.Judge(suspect)); !ok {
+		t.Fatal("a refusal after a success is not a dead token")
+	}
+
+	// A reload may have changed the configuration: prove it again.
+	b.Reset()
+	if err := b.Judge(suspect); !push.IsTemporary(err) {
+		t.Fatalf("after Reset: %v, want a temporary failure", err)
+	}
+}
+
+// A WebPush app reaches many push services, and one of them may refuse
+// what the others take (a VAPID subject it does not accept): a success
+// at one proves nothing at another.
+func TestBreakerScopes(t *testing.T) {
+	b := push.NewBreaker("web", push.BreakerOptions{}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "403 Forbidden"}
+	for range 100 {
+		b.JudgeAt("https://fcm.googleapis.com", nil)
+	}
+	for range 10 {
+		if err := b.JudgeAt("https://web.push.apple.com", suspect); !push.IsTemporary(err) {
+			t.Fatalf("refusal by a service never proven = %v, want temporary", err)
+		}
+	}
+	if _, ok := push.IsDeadToken(b.JudgeAt("https://fcm.googleapis.com", suspect)); !ok {
+		t.Fatal("refusal by a proven service is not a dead token")
 	}
 }

@@ -239,10 +239,27 @@ func TestAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m, o := tokenSetup(t)
+			b := newBackend(t, o)
+			// One push goes through first: the app's configuration has
+			// proven itself, so a refused token is the token's fault.
+			if err := send(t, b, push.PriorityHigh, nil); err != nil {
+				t.Fatal(err)
+			}
 			m.FailToken(token, tt.faults...)
-			tt.check(t, send(t, newBackend(t, o), push.PriorityHigh, nil))
-			if n := m.Total(); n != tt.wantTries {
+			tt.check(t, send(t, b, push.PriorityHigh, nil))
+			if n := m.Total() - 1; n != tt.wantTries {
 				t.Fatalf("%d requests, want %d", n, tt.wantTries)
+			}
+		})
+	}
+	// Before any push went through, every token refused may be the
+	// configuration's fault (a production app on the sandbox): kept.
+	for _, reason := range []string{"BadDeviceToken", "DeviceTokenNotForTopic"} {
+		t.Run(reason+" before any success", func(t *testing.T) {
+			m, o := tokenSetup(t)
+			m.FailToken(token, apnsmock.Fault{Status: 400, Reason: reason})
+			if err := send(t, newBackend(t, o), push.PriorityHigh, nil); !push.IsTemporary(err) {
+				t.Fatalf("%v, want a temporary failure", err)
 			}
 		})
 	}

@@ -156,13 +156,28 @@ func TestAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m, o := setup(t)
+			b := newBackend(t, o)
+			// One push goes through first: the app's configuration has
+			// proven itself, so a refused token is the token's fault.
+			if err := send(b, nil); err != nil {
+				t.Fatal(err)
+			}
 			m.FailToken(token, tt.faults...)
-			tt.check(t, send(newBackend(t, o), nil))
-			if n := len(m.Requests()); n != tt.tries {
+			tt.check(t, send(b, nil))
+			if n := len(m.Requests()) - 1; n != tt.tries {
 				t.Fatalf("%d requests, want %d", n, tt.tries)
 			}
 		})
 	}
+	// Before any push went through, a token refused may be the
+	// configuration's fault (another project's service account): kept.
+	t.Run("sender id mismatch before any success", func(t *testing.T) {
+		m, o := setup(t)
+		m.FailToken(token, fcmmock.Fault{Status: 403, Code: "SENDER_ID_MISMATCH", Message: "SenderId mismatch"})
+		if err := send(newBackend(t, o), nil); !push.IsTemporary(err) {
+			t.Fatalf("%v, want a temporary failure", err)
+		}
+	})
 }
 
 func TestRetryAfterAndDeadline(t *testing.T) {

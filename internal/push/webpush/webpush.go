@@ -246,7 +246,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		b.logger.Warn("push service rejected push", "node", n.Node, "origin", origin, "status", status)
 		return fmt.Errorf("webpush: %d %s", status, http.StatusText(status))
 	})
-	return b.opts.Breaker.Judge(err)
+	return b.opts.Breaker.JudgeAt(origin, err)
 }
 
 func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority) (int, time.Duration, error) {

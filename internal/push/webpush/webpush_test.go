@@ -171,6 +171,11 @@ func TestSendAnswers(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			mock, b, pub := setup(t, webpush.Options{})
+			// A push goes through first: the app's key and subject have
+			// proven themselves at this push service.
+			if err := b.Send(context.Background(), push.Notification{Node: "n0", Token: subscribe(t, mock, pub).JSON}); err != nil {
+				t.Fatal(err)
+			}
 			sub := subscribe(t, mock, pub)
 			for i, f := range c.faults {
 				if f.Location == "self" {
@@ -185,7 +190,7 @@ func TestSendAnswers(t *testing.T) {
 			if !c.check(err) {
 				t.Fatalf("Send = %v", err)
 			}
-			ms := mock.Messages()
+			ms := mock.Messages()[1:]
 			if len(ms) != c.requests {
 				t.Fatalf("%d requests, want %d", len(ms), c.requests)
 			}
@@ -197,6 +202,31 @@ func TestSendAnswers(t *testing.T) {
 }
 
 func isDead(err error) bool { _, ok := push.IsDeadToken(err); return ok }
+
+// TestSendRefusedByUnprovenService: a push service where no push of the
+// app has gone through refuses our VAPID token (Apple's refuses a subject
+// at localhost that others take): the subscription is kept, however
+// well the app fares at other push services.
+func TestSendRefusedByUnprovenService(t *testing.T) {
+	mock, keyFile, pub := startMock(t)
+	// The other push service is the mock behind a port of its own.
+	proxy := netfreeze.Start(t, "127.0.0.1:"+strconv.Itoa(mock.Port))
+	b := newBackend(t, mock, keyFile, webpush.Options{Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, proxy.Port()}}})
+	for range 30 {
+		if err := b.Send(context.Background(), push.Notification{Node: "n0", Token: subscribe(t, mock, pub).JSON}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := mock.SubscribeAt("https://"+proxy.Addr(), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mock.Fail(other.ID, webpushmock.Fault{Status: 403}, webpushmock.Fault{Status: 403})
+	err = b.Send(context.Background(), push.Notification{Node: "n1", Token: other.JSON, Priority: push.PriorityHigh})
+	if !push.IsTemporary(err) {
+		t.Fatalf("Send = %v, want a temporary failure (nothing proven at that service)", err)
+	}
+}
 
 // TestSendRetriesEndAtDeadline: a service that keeps failing gets retries
 // until the push deadline, then the core sees a temporary error.
