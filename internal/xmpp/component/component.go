@@ -95,6 +95,11 @@ type Options struct {
 	// when full, handlers wait and the reader stops reading. Default
 	// 256 KiB.
 	MaxReplyQueue int
+	// HandshakeTimeout bounds the stream's opening and the handshake: a
+	// server that accepts the connection and says nothing more (hung, or
+	// a proxy in front of a dead one) is left and tried again. Default
+	// 15 s.
+	HandshakeTimeout time.Duration
 	// CloseGrace bounds how long a shutdown waits for the pushes under way
 	// to answer before it closes the stream. Default 1 s.
 	CloseGrace time.Duration
@@ -152,6 +157,9 @@ func New(opts Options, svc Service) *Conn {
 	}
 	if opts.MaxReplyQueue <= 0 {
 		opts.MaxReplyQueue = 256 << 10
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 15 * time.Second
 	}
 	if opts.CloseGrace <= 0 {
 		opts.CloseGrace = time.Second
@@ -257,12 +265,26 @@ func (c *Conn) session(ctx context.Context) error {
 	lr.limit.Store(c.opts.MaxStanza)
 	sc := newStreamConn(lr)
 
-	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	_, err = component.NewSession(hctx, addr, []byte(c.opts.Secret), sc)
-	cancel()
+	// The handshake's bound is the connection's deadline. NewSession
+	// ends on its context by setting a deadline in the past and clearing
+	// it at once, and a read blocked meanwhile goes on waiting: a server
+	// that accepts and never answers held the component, and a shutdown,
+	// for good. A shutdown gives a handshake under way a second more, so
+	// that a stream the server already counts as ours is closed cleanly.
+	raw.SetDeadline(time.Now().Add(c.opts.HandshakeTimeout))
+	cut := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		raw.SetDeadline(time.Now().Add(time.Second))
+		close(cut)
+	})
+	_, err = component.NewSession(context.WithoutCancel(ctx), addr, []byte(c.opts.Secret), sc)
+	if !stop() {
+		<-cut
+	}
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
+	raw.SetDeadline(time.Time{})
 	dec, err := stanzaDecoder(sc)
 	if err != nil {
 		return fmt.Errorf("reading the stream: %w", err)
@@ -287,10 +309,19 @@ func (c *Conn) session(ctx context.Context) error {
 		case <-ctx.Done():
 			c.closeStream(raw, w, work, readDone)
 		case <-readDone:
-			// A broken stream: the pushes under way still finish (their
-			// answers have nowhere to go).
+			if ctx.Err() == nil {
+				// A broken stream: reconnect at once. The pushes
+				// under way finish on their own, and their answers
+				// have nowhere to go; waiting for them (a slow push
+				// service, a push the throttle holds for its next
+				// window) kept us away from the XMPP server, which
+				// meanwhile answers publishes with errors of its own
+				// (ejabberd drops the push session at the first).
+				return
+			}
 		}
-		// The reader has stopped: no handler starts any more.
+		// Shutting down: the reader has stopped, no handler starts any
+		// more, and the pushes under way finish before the core closes.
 		<-work.quiet()
 	}()
 
@@ -307,7 +338,10 @@ func (c *Conn) session(ctx context.Context) error {
 		c.logger.Info("component stream closed")
 		return ctx.Err()
 	}
-	w.flush() // answers of pushes that finished after the stream broke
+	w.flush() // answers of pushes that finished as the stream broke
+	// Pushes still under way find the writer failed, and a handler
+	// waiting for room in its queue is let go.
+	w.fail(fmt.Errorf("stream ended: %w", err))
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -384,6 +385,91 @@ func TestReconnectAndState(t *testing.T) {
 	case v := <-states:
 		t.Fatalf("extra state change %v", v)
 	default:
+	}
+}
+
+// TestReconnectNotHeldByPushes: a stream that breaks while pushes are under
+// way is replaced at once, not when they end: meanwhile the XMPP server
+// answers publishes with errors of its own, and ejabberd drops the push
+// session at the first. A push can be under way for long: at a slow push
+// service, or held by the throttle for its next window (the last push of
+// every burst).
+func TestReconnectNotHeldByPushes(t *testing.T) {
+	t.Run("slow push service", func(t *testing.T) {
+		f := newFixture(t, 0, secret)
+		st := f.srv.accept(t)
+		r, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "slow", "slow")
+		st.send(t, publish("p1", "slow", r.Secret, true))
+		waitSlow(f.backend)
+		st.Close()
+		if _, err := f.srv.Accept(3 * time.Second); err != nil {
+			t.Fatalf("no reconnect while a push waits for its push service: %v", err)
+		}
+	})
+	t.Run("throttled push", func(t *testing.T) {
+		f := newFixture(t, time.Hour, secret)
+		st := f.srv.accept(t)
+		r, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "n", "tok")
+		st.send(t, publish("p1", "n", r.Secret, true))
+		if rep := st.next(t); rep.Type != "result" {
+			t.Fatalf("first push: %+v", rep)
+		}
+		st.send(t, publish("p2", "n", r.Secret, true)) // held for the next window
+		time.Sleep(100 * time.Millisecond)
+		st.Close()
+		if _, err := f.srv.Accept(3 * time.Second); err != nil {
+			t.Fatalf("no reconnect while the throttle holds a push: %v", err)
+		}
+	})
+}
+
+// TestHandshakeTimesOut: a server that accepts the connection and never
+// answers (hung, or a proxy in front of a dead one) is left and tried
+// again, and does not hold up a shutdown.
+func TestHandshakeTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // and never a word
+		}
+	}()
+	for _, tt := range []struct {
+		name    string
+		timeout time.Duration
+	}{{"timeout", 300 * time.Millisecond}, {"shutdown", time.Hour}} {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := component.New(component.Options{Addr: ln.Addr().String(), JID: compJID, Secret: secret,
+				MaxBackoff: 100 * time.Millisecond, HandshakeTimeout: tt.timeout}, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- conn.Run(ctx) }()
+			first := <-accepted
+			defer first.Close()
+			if tt.name == "timeout" {
+				select {
+				case c := <-accepted:
+					c.Close()
+				case <-time.After(10 * time.Second):
+					t.Fatal("no second attempt after the server went silent in the handshake")
+				}
+			}
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not return on shutdown during a silent handshake")
+			}
+		})
 	}
 }
 
