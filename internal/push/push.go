@@ -91,9 +91,11 @@ type Encrypted struct {
 	IV      string
 }
 
-// ErrPayloadTooLarge is returned by backends for a notification whose
-// payload exceeds what the push service takes (APNS and FCM: 4 KiB). It
-// is the sender's mistake, so retrying cannot help.
+// ErrPayloadTooLarge is returned by backends for an encrypted
+// notification whose payload exceeds what the push service takes (APNS
+// and FCM: 4 KiB). The user's server encrypted too much, so retrying
+// cannot help; text of our own choosing (a summary) is shortened to fit
+// instead.
 var ErrPayloadTooLarge = errors.New("push payload larger than the push service takes")
 
 // Backend delivers notifications to one push service for one app. Send
@@ -185,6 +187,31 @@ func RedactURL(err error, shown string) error {
 		ue.URL = shown
 	}
 	return err
+}
+
+// Fit returns what encode gives once fits accepts it, shortening texts
+// for it: the longest is halved (at a character boundary) and encode
+// called again, until the result fits or every text is empty, when the
+// last result is returned as it is. A summary's sender and body are what
+// a message's author wrote, and their encoding may grow (JSON writes each
+// < as \u003c, six bytes), so a cut before encoding cannot promise the
+// size after it.
+func Fit(encode func() []byte, fits func([]byte) bool, texts ...*string) []byte {
+	out := encode()
+	for !fits(out) {
+		var longest *string
+		for _, t := range texts {
+			if longest == nil || len(*t) > len(*longest) {
+				longest = t
+			}
+		}
+		if longest == nil || *longest == "" {
+			return out
+		}
+		*longest = Truncate(*longest, len(*longest)/2)
+		out = encode()
+	}
+	return out
 }
 
 // Truncate shortens s to at most n bytes without splitting a UTF-8

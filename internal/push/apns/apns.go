@@ -234,6 +234,11 @@ type answer struct {
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	req := b.build(n)
 	if max := maxPayload(n.Priority); len(req.payload) > max {
+		if n.Encrypted == nil {
+			// Of our making (an alert text configured too long): not
+			// the user's server's to fix.
+			return fmt.Errorf("apns: %d-byte payload, Apple takes %d", len(req.payload), max)
+		}
 		return fmt.Errorf("apns: %d-byte payload, Apple takes %d: %w", len(req.payload), max, push.ErrPayloadTooLarge)
 	}
 	refreshed := false
@@ -377,6 +382,11 @@ func (b *Backend) render(n push.Notification) request {
 	h.Set("content-type", "application/json")
 	topic := b.opts.Topic
 	aps := map[string]any{}
+	// The alert's title and text, and those of them that came from the
+	// summary, which are shortened should the payload not fit.
+	var alert map[string]string
+	var title, text string
+	var texts []*string
 	switch n.Priority {
 	case push.PrioritySilent:
 		h.Set("apns-push-type", "background")
@@ -389,22 +399,18 @@ func (b *Backend) render(n push.Notification) request {
 	default:
 		h.Set("apns-push-type", "alert")
 		h.Set("apns-priority", "10")
-		title, text := b.opts.AlertTitle, b.opts.AlertBody
+		title, text = b.opts.AlertTitle, b.opts.AlertBody
 		if b.opts.IncludeSummary && n.Summary != nil {
 			if n.Summary.LastMessageSender != "" {
 				title = n.Summary.LastMessageSender
+				texts = append(texts, &title)
 			}
 			if n.Summary.LastMessageBody != "" {
 				text = push.Truncate(n.Summary.LastMessageBody, 2048)
+				texts = append(texts, &text)
 			}
 		}
-		alert := map[string]string{}
-		if title != "" {
-			alert["title"] = title
-		}
-		if text != "" {
-			alert["body"] = text
-		}
+		alert = map[string]string{}
 		aps["alert"] = alert
 		if b.opts.Sound != "" {
 			aps["sound"] = b.opts.Sound
@@ -439,8 +445,26 @@ func (b *Backend) render(n push.Notification) request {
 			aps["mutable-content"] = 1
 		}
 	}
-	payload, _ := json.Marshal(body)
+	encode := func() []byte {
+		if alert != nil {
+			setOrDelete(alert, "title", title)
+			setOrDelete(alert, "body", text)
+		}
+		out, _ := json.Marshal(body)
+		return out
+	}
+	max := maxPayload(n.Priority)
+	payload := push.Fit(encode, func(b []byte) bool { return len(b) <= max }, texts...)
 	return request{payload: payload, header: h, priority: n.Priority}
+}
+
+// setOrDelete sets m[k] to v, or deletes it when v is empty.
+func setOrDelete(m map[string]string, k, v string) {
+	if v == "" {
+		delete(m, k)
+	} else {
+		m[k] = v
+	}
 }
 
 // maxAnswer bounds what is read of an answer's body: Apple's are a

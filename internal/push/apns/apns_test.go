@@ -152,6 +152,16 @@ func TestOptionsReachAPNS(t *testing.T) {
 					t.Fatalf("status %d size %d", r.Status, len(r.RawPayload))
 				}
 			}},
+		// JSON writes < > & as six bytes each and " \ and newlines as two:
+		// a body of code or markup grows threefold and more when encoded.
+		{"body that grows when encoded stays under the size limit", func(o *apns.Options) { o.IncludeSummary = true }, push.PriorityHigh,
+			&push.Summary{LastMessageSender: strings.Repeat("&", 1000), LastMessageBody: strings.Repeat("<b>\"\n", 400), HasLastMessageBody: true}, func(t *testing.T, r apnsmock.Request) {
+				alert, _ := r.Payload["aps"].(map[string]any)["alert"].(map[string]any)
+				body, _ := alert["body"].(string)
+				if r.Status != 200 || len(r.RawPayload) > 4096 || len(body) < 200 || !strings.HasPrefix(strings.Repeat("<b>\"\n", 400), body) {
+					t.Fatalf("status %d size %d body %q", r.Status, len(r.RawPayload), body)
+				}
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

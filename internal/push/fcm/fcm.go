@@ -249,6 +249,9 @@ func (e *fcmError) code() string {
 func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	body := b.build(n)
 	if size := dataSize(body); size > maxData {
+		if n.Encrypted == nil {
+			return fmt.Errorf("fcm: %d bytes of data, FCM takes %d", size, maxData)
+		}
 		return fmt.Errorf("fcm: %d bytes of data, FCM takes %d: %w", size, maxData, push.ErrPayloadTooLarge)
 	}
 	refreshed := false
@@ -372,6 +375,7 @@ type notification struct {
 
 func (b *Backend) build(n push.Notification) []byte {
 	var m message
+	var texts []*string // the summary's, shortened should the data not fit
 	m.Message.Token = n.Token
 	d := &m.Message.Data
 	d.Node = n.Node
@@ -380,9 +384,11 @@ func (b *Backend) build(n push.Notification) []byte {
 			d.MessageCount = strconv.Itoa(n.Summary.MessageCount)
 		}
 		d.LastMessageSender = n.Summary.LastMessageSender
+		texts = append(texts, &d.LastMessageSender)
 		if n.Summary.HasLastMessageBody {
 			body := push.Truncate(n.Summary.LastMessageBody, 2048)
 			d.LastMessageBody = &body
+			texts = append(texts, d.LastMessageBody)
 		}
 	}
 	if e := n.Encrypted; e != nil {
@@ -394,8 +400,10 @@ func (b *Backend) build(n push.Notification) []byte {
 	if n.Priority == push.PrioritySilent {
 		m.Message.Android = b.silentAndroid
 	}
-	out, _ := json.Marshal(&m)
-	return out
+	return push.Fit(func() []byte {
+		out, _ := json.Marshal(&m)
+		return out
+	}, func(b []byte) bool { return dataSize(b) <= maxData }, texts...)
 }
 
 func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status int, ferr *fcmError, name string, retryAfter time.Duration, err error) {

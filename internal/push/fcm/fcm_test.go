@@ -87,6 +87,24 @@ func TestOptionsReachFCM(t *testing.T) {
 			}
 		}},
 	}
+	// FCM counts its 4,096 bytes over the data's keys and values: a long
+	// sender and a long body are shortened until they fit together.
+	t.Run("long sender and body fit", func(t *testing.T) {
+		m, o := setup(t)
+		o.IncludeSummary = true
+		long := &push.Summary{LastMessageSender: strings.Repeat("j", 3000) + "@example.org", LastMessageBody: strings.Repeat("b", 3000), HasLastMessageBody: true}
+		if err := send(newBackend(t, o), long); err != nil {
+			t.Fatal(err)
+		}
+		data := m.Requests()[0].Message["data"].(map[string]any)
+		size := 0
+		for k, v := range data {
+			size += len(k) + len(v.(string))
+		}
+		if size > 4096 || len(data["last-message-body"].(string)) < 500 {
+			t.Fatalf("%d bytes of data, body %d bytes", size, len(data["last-message-body"].(string)))
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m, o := setup(t)

@@ -173,8 +173,8 @@ type Payload struct {
 	LastMessageBody   string `json:"last-message-body,omitempty"`
 }
 
-// payload builds the plaintext; the body is shortened until everything
-// fits the one record RFC 8291 allows.
+// payload builds the plaintext; the summary's texts are shortened until
+// everything fits the one record RFC 8291 allows.
 func (b *Backend) payload(n push.Notification) []byte {
 	p := Payload{Node: n.Node}
 	if n.Summary != nil {
@@ -184,13 +184,10 @@ func (b *Backend) payload(n push.Notification) []byte {
 			p.LastMessageBody = push.Truncate(n.Summary.LastMessageBody, 2048)
 		}
 	}
-	for {
+	return push.Fit(func() []byte {
 		out, _ := json.Marshal(p)
-		if len(out) <= MaxPlaintext || p.LastMessageBody == "" {
-			return out
-		}
-		p.LastMessageBody = push.Truncate(p.LastMessageBody, len(p.LastMessageBody)/2)
-	}
+		return out
+	}, func(b []byte) bool { return len(b) <= MaxPlaintext }, &p.LastMessageBody, &p.LastMessageSender)
 }
 
 // urgency maps the push's priority onto RFC 8030 Urgency: an alert may
