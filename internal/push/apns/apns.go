@@ -228,6 +228,7 @@ type answer struct {
 	timestamp  time.Time
 	retryAfter time.Duration
 	id         string // apns-id, Apple's name for the notification
+	auth       string // the provider token sent, with token auth
 }
 
 // Send delivers n, retrying transient failures until the push deadline.
@@ -271,7 +272,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken"):
 				// Apple says our token is stale: sign a new one and try
 				// again at once, but only once per push.
-				b.signer.invalidate()
+				b.signer.invalidate(a.auth)
 				refreshed = true
 				continue
 			case a.status == http.StatusTooManyRequests || a.status >= 500:
@@ -488,9 +489,10 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	if r.fields != nil {
 		req.Header, req.Fields = r.extra, r.fields
 	}
+	var auth string
 	if b.signer != nil {
-		auth, err := b.signer.authorization()
-		if err != nil {
+		var err error
+		if auth, err = b.signer.authorization(); err != nil {
 			return answer{}, err
 		}
 		b.withAuth(&req, r, auth)
@@ -506,7 +508,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	if hook != nil {
 		hook(push.Answer{Method: req.Method, URL: "https://" + req.Authority + req.Path + req.PathTail, Status: resp.StatusCode, Header: resp.Header(), Body: body})
 	}
-	a := answer{status: resp.StatusCode, id: resp.Get("apns-id")}
+	a := answer{status: resp.StatusCode, id: resp.Get("apns-id"), auth: auth}
 	// Mostly absent, and Atoi("") allocates its error.
 	if v := resp.Get("retry-after"); v != "" {
 		if s, err := strconv.Atoi(v); err == nil && s > 0 {
@@ -556,9 +558,15 @@ func (s *signer) authorization() (string, error) {
 	return s.token, nil
 }
 
-// invalidate drops the cached token so the next request signs a new one.
-func (s *signer) invalidate() {
+// invalidate drops the cached token, if it is still refused (the one
+// sent), so that the next request signs a new one. The pushes in flight
+// when Apple stops taking a token are all refused with it: each signing
+// afresh would replace the one just signed, and Apple answers
+// TooManyProviderTokenUpdates to more than one new token in 20 minutes.
+func (s *signer) invalidate(refused string) {
 	s.mu.Lock()
-	s.token = ""
+	if s.token == refused {
+		s.token = ""
+	}
 	s.mu.Unlock()
 }

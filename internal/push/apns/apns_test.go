@@ -275,6 +275,43 @@ func TestAnswers(t *testing.T) {
 	}
 }
 
+// TestExpiredProviderTokenSignedAfreshOnce: every push in flight when
+// Apple stops taking our provider token is refused with it; one new token
+// must follow, not one per push (Apple answers TooManyProviderTokenUpdates
+// to more than one in 20 minutes).
+func TestExpiredProviderTokenSignedAfreshOnce(t *testing.T) {
+	m, o := tokenSetup(t)
+	b := newBackend(t, o)
+	if err := send(t, b, push.PriorityHigh, nil); err != nil { // a token in use
+		t.Fatal(err)
+	}
+	const n = 30
+	faults := make([]apnsmock.Fault, n)
+	for i := range faults {
+		faults[i] = apnsmock.Fault{Status: 403, Reason: "ExpiredProviderToken", Delay: 50 * time.Millisecond}
+	}
+	m.FailNext(faults...)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if err := send(t, b, push.PriorityHigh, nil); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	first := m.Requests()[0].Bearer
+	signed := map[string]bool{}
+	for _, r := range m.Requests() {
+		if r.Bearer != first {
+			signed[r.Bearer] = true
+		}
+	}
+	if len(signed) != 1 {
+		t.Fatalf("one expiry made the backend sign %d new provider tokens, want 1", len(signed))
+	}
+}
+
 func TestRetriesEndAtDeadline(t *testing.T) {
 	m, o := tokenSetup(t)
 	o.PushDeadline = 700 * time.Millisecond

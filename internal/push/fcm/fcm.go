@@ -86,8 +86,11 @@ type Backend struct {
 	ctx       context.Context // carries the HTTP client for token requests
 	logger    *slog.Logger
 
-	mu sync.Mutex
-	ts oauth2.TokenSource
+	// token is the access token in use while it is valid, read without
+	// a lock by every push; ts fetches the next one.
+	token atomic.Pointer[oauth2.Token]
+	mu    sync.Mutex
+	ts    oauth2.TokenSource
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -201,27 +204,59 @@ func (b *Backend) ValidateToken(tok string) error {
 	return nil
 }
 
-// accessToken returns a cached access token; after refresh it returns a
-// new one even if the cached one has not expired (after a 401).
-func (b *Backend) accessToken(refresh bool) (string, error) {
+// accessToken returns the access token to send, fetching one when the
+// last has expired. refused, when not empty, is one FCM just answered 401
+// to: a new one is fetched even if it has not expired, unless another
+// push already did (the pushes in flight are all refused together).
+//
+// A fetch is bounded by ctx, the push's deadline: the token source takes
+// no context, and a slow token endpoint would hold the push, and the
+// pushes queued behind the fetch, for its HTTP client's 10 s.
+func (b *Backend) accessToken(ctx context.Context, refused string) (string, error) {
+	if t := b.token.Load(); t != nil && t.AccessToken != refused && t.Valid() {
+		return t.AccessToken, nil
+	}
 	b.mu.Lock()
-	if refresh {
+	if t := b.token.Load(); refused != "" && t != nil && t.AccessToken == refused {
+		// The old source would hand out the refused token until it
+		// expires.
 		b.ts = b.conf(b.ctx)
+		b.token.Store(nil)
 	}
 	ts := b.ts
 	b.mu.Unlock()
-	t, err := ts.Token()
-	if err != nil {
+
+	type fetched struct {
+		t   *oauth2.Token
+		err error
+	}
+	ch := make(chan fetched, 1)
+	go func() {
+		t, err := ts.Token()
+		ch <- fetched{t, err}
+	}()
+	var f fetched
+	select {
+	case f = <-ch:
+	case <-ctx.Done():
+		return "", &push.TemporaryError{Reason: "FCM access token", Err: ctx.Err()}
+	}
+	if f.err != nil {
 		// Google refusing the service account (invalid_grant, a deleted
 		// key) will not heal by retrying; anything else (network, 5xx)
 		// may.
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
-			return "", fmt.Errorf("fcm: access token: %w", err)
+		if errors.As(f.err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+			return "", fmt.Errorf("fcm: access token: %w", f.err)
 		}
-		return "", &push.TemporaryError{Reason: "FCM access token", Err: err}
+		return "", &push.TemporaryError{Reason: "FCM access token", Err: f.err}
 	}
-	return t.AccessToken, nil
+	b.mu.Lock()
+	if b.ts == ts {
+		b.token.Store(f.t)
+	}
+	b.mu.Unlock()
+	return f.t.AccessToken, nil
 }
 
 type fcmError struct {
@@ -256,9 +291,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	}
 	refreshed := false
 	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
-		refreshNow := false
+		refused := ""
 		for {
-			status, ferr, name, retryAfter, err := b.post(ctx, body, refreshNow)
+			status, ferr, name, retryAfter, tok, err := b.post(ctx, body, refused)
 			switch {
 			case err != nil:
 				return err
@@ -286,7 +321,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case status == http.StatusUnauthorized && ferr.code() != "THIRD_PARTY_AUTH_ERROR" && !refreshed:
 				// Our access token was revoked or expired early: fetch
 				// a new one and try again at once, once per push.
-				refreshed, refreshNow = true, true
+				refreshed, refused = true, tok
 				continue
 			case status == http.StatusTooManyRequests || status >= 500:
 				return &push.TemporaryError{Reason: fmt.Sprintf("FCM %d %s", status, ferr.code()), RetryAfter: retryAfter}
@@ -406,18 +441,20 @@ func (b *Backend) build(n push.Notification) []byte {
 	}, func(b []byte) bool { return dataSize(b) <= maxData }, texts...)
 }
 
-func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status int, ferr *fcmError, name string, retryAfter time.Duration, err error) {
+// post sends body once with an access token; refused is a token FCM
+// refused for this push, tok the one sent.
+func (b *Backend) post(ctx context.Context, body []byte, refused string) (status int, ferr *fcmError, name string, retryAfter time.Duration, tok string, err error) {
 	ferr = &fcmError{}
-	tok, err := b.accessToken(refresh)
+	tok, err = b.accessToken(ctx, refused)
 	if err != nil {
-		return 0, ferr, "", 0, err
+		return 0, ferr, "", 0, "", err
 	}
 	// Straight to our HTTP/2 client, as APNS requests go: http.Client
 	// and the http.Request and http.Response around a request were a
 	// sixth of a push's CPU.
 	fields, err := b.fields(tok)
 	if err != nil {
-		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM access token", Err: err}
+		return 0, ferr, "", 0, tok, &push.TemporaryError{Reason: "FCM access token", Err: err}
 	}
 	hook := push.AnswerHook(ctx)
 	// A success is read from its body alone.
@@ -425,7 +462,7 @@ func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status i
 		SkipSuccessFields: hook == nil}
 	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
-		return 0, ferr, "", 0, &push.TemporaryError{Reason: "FCM request", Err: err}
+		return 0, ferr, "", 0, tok, &push.TemporaryError{Reason: "FCM request", Err: err}
 	}
 	answer := resp.Body[:min(len(resp.Body), maxAnswer)]
 	if hook != nil {
@@ -447,5 +484,5 @@ func (b *Backend) post(ctx context.Context, body []byte, refresh bool) (status i
 		json.Unmarshal(answer, &ok)
 		name = ok.Name
 	}
-	return resp.StatusCode, ferr, name, retryAfter, nil
+	return resp.StatusCode, ferr, name, retryAfter, tok, nil
 }

@@ -238,15 +238,36 @@ func TestAccessTokenCachedAndRefreshedOn401(t *testing.T) {
 	if n := m.TokenRequests(); n != 1 {
 		t.Fatalf("%d token requests for 20 pushes, want 1", n)
 	}
+	// Every push in flight is refused with the revoked token: one new
+	// token serves them all.
 	m.RevokeTokens()
-	if err := send(b, nil); err != nil {
-		t.Fatal(err)
+	for range 20 {
+		wg.Go(func() {
+			if err := send(b, nil); err != nil {
+				t.Error(err)
+			}
+		})
 	}
+	wg.Wait()
 	if n := m.TokenRequests(); n != 2 {
 		t.Fatalf("%d token requests after a 401, want 2", n)
 	}
-	if m.Accepted() != 21 {
+	if m.Accepted() != 40 {
 		t.Fatalf("%d accepted", m.Accepted())
+	}
+}
+
+// A slow token endpoint holds a push no longer than its deadline.
+func TestAccessTokenFetchBoundedByDeadline(t *testing.T) {
+	m, o := setup(t)
+	m.SetTokenDelay(3 * time.Second)
+	o.PushDeadline = 300 * time.Millisecond
+	start := time.Now()
+	if err := send(newBackend(t, o), nil); !push.IsTemporary(err) {
+		t.Fatalf("Send = %v, want a temporary failure", err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("Send took %v with a deadline of 300 ms", d)
 	}
 }
 

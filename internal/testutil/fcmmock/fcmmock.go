@@ -64,6 +64,7 @@ type Server struct {
 	email       string
 	project     string
 	tokenTTL    time.Duration
+	tokenDelay  time.Duration
 	mu          sync.Mutex
 	tokens      map[string]time.Time
 	tokenCalls  int
@@ -136,6 +137,14 @@ func (s *Server) SetTokenTTL(d time.Duration) {
 	s.mu.Unlock()
 }
 
+// SetTokenDelay makes the token endpoint answer d late, as a slow or
+// distant one does.
+func (s *Server) SetTokenDelay(d time.Duration) {
+	s.mu.Lock()
+	s.tokenDelay = d
+	s.mu.Unlock()
+}
+
 // RevokeTokens makes every issued access token invalid (401).
 func (s *Server) RevokeTokens() {
 	s.mu.Lock()
@@ -171,6 +180,10 @@ func (s *Server) FailToken(token string, faults ...Fault) { s.faults.ForToken(to
 func (s *Server) FailNext(faults ...Fault) { s.faults.Next(faults...) }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	delay := s.tokenDelay
+	s.mu.Unlock()
+	time.Sleep(delay)
 	if err := r.ParseForm(); err != nil {
 		oauthError(w, "invalid_request")
 		return
