@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -628,6 +629,11 @@ func (c *Config) validate() []error {
 	if c.Redelivery.D() > maxSensibleRedelivery {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("redelivery: %s sends a failed push that late, waking devices for messages long read; an hour at most is usual", c.Redelivery.D()))
 	}
+	for _, name := range slices.Sorted(maps.Keys(c.Apps)) {
+		if a := c.Apps[name]; a != nil && a.Kind == KindWebPush && localSubject(a.VAPIDSubject) {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("apps.%s.vapid_subject: %q names a host nobody outside can reach; Apple's push service refuses such a subject (BadJwtToken), so Safari and iOS subscriptions get no pushes: give an address or a site of yours", name, a.VAPIDSubject))
+		}
+	}
 	if c.HTTP.TLSListen != "" {
 		if c.HTTP.TLSCertFile == "" || c.HTTP.TLSKeyFile == "" {
 			bad("http.tls_listen", "needs http.tls_cert_file and http.tls_key_file")
@@ -711,6 +717,32 @@ func (c *Config) validate() []error {
 		}
 	}
 	return ps
+}
+
+// localSubject reports whether a VAPID subject's host is one no push
+// service's operator could reach: localhost, a name reserved for local or
+// test use (RFC 6761, RFC 6762), or a loopback or private address.
+func localSubject(sub string) bool {
+	var host string
+	if rest, ok := strings.CutPrefix(sub, "mailto:"); ok {
+		rest, _, _ = strings.Cut(rest, "?")
+		_, host, _ = strings.Cut(rest, "@")
+	} else if u, err := url.Parse(sub); err == nil {
+		host = u.Hostname()
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()
+	}
+	if host == "localhost" {
+		return true
+	}
+	for _, tld := range []string{".localhost", ".local", ".test", ".invalid", ".example", ".internal", ".lan", ".home.arpa"} {
+		if strings.HasSuffix(host, tld) {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *App) validate(key string) []error {

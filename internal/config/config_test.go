@@ -351,3 +351,33 @@ vapid_subject = "mailto:ops@example.org"
 		t.Fatalf("component defaults %+v", cp)
 	}
 }
+
+// A VAPID subject at a host nobody outside can reach loads, but Apple's
+// push service refuses it: said at the start and by check-config.
+func TestLocalVAPIDSubjectWarned(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "vapid.pem")
+	os.WriteFile(key, []byte("key"), 0o600)
+	for _, tt := range []struct {
+		subject string
+		warned  bool
+	}{
+		{"mailto:ops@example.org", false},
+		{"https://push.example.org/contact", false},
+		{"mailto:admin@localhost", true},
+		{"mailto:Admin@Box.Local.?subject=x", true},
+		{"mailto:me@printer.lan", true},
+		{"https://127.0.0.1/", true},
+		{"https://[::1]:8443/", true},
+		{"https://intranet.test", true},
+		{"mailto:ops@10.0.0.5", true},
+	} {
+		c, err := Parse(fmt.Sprintf("[apps.web]\nkind = \"webpush\"\nvapid_key_file = %q\nvapid_subject = %q\n", key, tt.subject), "")
+		if err != nil {
+			t.Fatalf("%s: %v", tt.subject, err)
+		}
+		warned := len(c.Warnings) == 1 && strings.Contains(c.Warnings[0], "apps.web.vapid_subject") && strings.Contains(c.Warnings[0], "BadJwtToken")
+		if warned != tt.warned || len(c.Warnings) > 1 {
+			t.Errorf("%s: warnings %q, want warned %v", tt.subject, c.Warnings, tt.warned)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,5 +124,24 @@ func TestVAPIDToken(t *testing.T) {
 	clock = now.Add(vapidLifetime - vapidRenew + time.Second)
 	if h4, _ := v.authorization("https://push.example.org"); h4 == h {
 		t.Fatal("token reused past its renewal")
+	}
+}
+
+// The VAPID audience is the endpoint's origin in its one RFC 6454 form.
+func TestOriginOf(t *testing.T) {
+	for _, tt := range []struct{ endpoint, want string }{
+		{"https://push.example.net/wpush/v2/x", "https://push.example.net"},
+		{"https://Push.Example.NET:443/x", "https://push.example.net"},
+		{"https://push.example.net:8443/x", "https://push.example.net:8443"},
+		{"https://[2001:DB8::1]:443/x", "https://[2001:db8::1]"},
+		{"https://[2001:db8::1]:8443/x", "https://[2001:db8::1]:8443"},
+	} {
+		u, err := url.Parse(tt.endpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := originOf(u); got != tt.want {
+			t.Errorf("originOf(%s) = %s, want %s", tt.endpoint, got, tt.want)
+		}
 	}
 }

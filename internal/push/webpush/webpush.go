@@ -24,7 +24,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -212,7 +214,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	if err != nil {
 		return err
 	}
-	origin := sub.Endpoint.Scheme + "://" + sub.Endpoint.Host
+	origin := originOf(sub.Endpoint)
 	refreshed := false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		status, retryAfter, err := b.post(ctx, sub, origin, body, n.Priority)
@@ -244,6 +246,21 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		return fmt.Errorf("webpush: %d %s", status, http.StatusText(status))
 	})
 	return b.opts.Breaker.JudgeAt(origin, err)
+}
+
+// originOf is the push service's origin (RFC 6454) as the VAPID token's
+// audience names it: lower case, without the default port. A service
+// may refuse a token for "https://Push.example:443" that it takes for
+// "https://push.example".
+func originOf(u *url.URL) string {
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if port == "" || port == "443" {
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		return "https://" + host
+	}
+	return "https://" + net.JoinHostPort(host, port)
 }
 
 func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority) (int, time.Duration, error) {
