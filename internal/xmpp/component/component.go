@@ -80,8 +80,13 @@ type Options struct {
 	// whose machine vanished) would otherwise wait for TCP to give up,
 	// many minutes, while the server's pushes go nowhere. Default 60 s.
 	KeepAlive time.Duration
-	// MaxStanza bounds one stanza's size in bytes; a larger one ends the
-	// stream. Default 64 KiB.
+	// MaxStanza bounds an IQ's size in bytes; a larger one ends the
+	// stream. Default 64 KiB. Messages and presences, which carry nothing
+	// for us and are skipped without being kept, may be skippedStanzas
+	// times larger: anyone can send one to our JID, and XMPP servers
+	// route stanzas of up to 256 KiB (Prosody's clients) or 512 KiB
+	// (between servers), so one such message would otherwise take the
+	// component off its server.
 	MaxStanza int64
 	// MaxBackoff caps the wait between reconnection attempts. Default
 	// 1.8 s: the component is back within 2 s of the XMPP server, and
@@ -459,6 +464,9 @@ func pingIQ(jid string, seq uint64) []byte {
 	return b.Bytes()
 }
 
+// skippedStanzas is how many times MaxStanza a skipped stanza may be.
+const skippedStanzas = 16
+
 // read decodes top-level stanzas until the stream ends and dispatches the
 // IQs, at most MaxInFlight at once (and as many again coming back from a
 // wait, see slot). It serves whatever arrives until the stream ends,
@@ -502,9 +510,13 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		if t.Name.Local != "iq" {
 			// Messages and presences carry nothing for us.
-			if err := d.Skip(); err != nil {
+			lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
+			err := d.Skip()
+			lr.limit.Store(c.opts.MaxStanza)
+			if err != nil {
 				return err
 			}
+			d.shrink()
 			continue
 		}
 		m := new(streamIQ)

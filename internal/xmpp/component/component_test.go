@@ -334,8 +334,16 @@ func TestHostileInput(t *testing.T) {
 	if r := st.next(t); r.ID != "after" || r.Type != "result" {
 		t.Fatalf("after ignored stanzas: %+v", r)
 	}
-	// A stanza over the size limit ends the stream; the component comes back.
-	st.send(t, `<message><body>`+strings.Repeat("x", 64<<10)+`</body></message>`)
+	// A message over MaxStanza (16 KiB here) is skipped like the others:
+	// anyone can send one to our JID.
+	st.send(t, `<message from='mallory@example.org/x' to='`+compJID+`'><body>`+strings.Repeat("x&lt;&amp;", 20<<10)+`</body></message>`)
+	st.send(t, `<presence>`+strings.Repeat("<a>", 20<<10)+strings.Repeat("</a>", 20<<10)+`</presence>`)
+	st.send(t, publish("after large", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "after large" || r.Type != "result" {
+		t.Fatalf("after large messages: %+v", r)
+	}
+	// An IQ over the size limit ends the stream; the component comes back.
+	st.send(t, `<iq type='get' id='big' to='`+compJID+`'><query xmlns='jabber:iq:version'>`+strings.Repeat("x", 32<<10)+`</query></iq>`)
 	st2 := f.srv.accept(t)
 	st2.send(t, publish("again", "ok", ok.Secret, true))
 	if r := st2.next(t); r.ID != "again" || r.Type != "result" {

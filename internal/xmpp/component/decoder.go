@@ -55,6 +55,21 @@ func newDecoder(lx *lexer) *decoder {
 	return &decoder{lx: lx}
 }
 
+// shrink lets go of buffers a large stanza grew (its text, its nesting)
+// past what stanzas need, between stanzas, so that one large message does
+// not hold its size for the rest of the connection.
+func (d *decoder) shrink() {
+	if cap(d.lx.text) > 64<<10 {
+		d.lx.text = make([]byte, 0, 512)
+	}
+	if cap(d.open) > 1024 {
+		d.open = nil
+	}
+	if cap(d.ns) > 1024 {
+		d.ns = nil
+	}
+}
+
 func (d *decoder) Next() (xmlwalk.Token, error) {
 	if d.err != nil {
 		return xmlwalk.Token{}, d.err
