@@ -137,6 +137,11 @@ func badRequest(format string, args ...any) error {
 // Execute runs cmd for the entity from (a full JID), answering as jid (our
 // component JID). The error, if any, is a stanza.Error to send back.
 func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) (*Command, error) {
+	if cmd.Action == "cancel" {
+		// Nothing of a one-step command is kept between steps, so there
+		// is nothing to undo; XEP-0050 §3.4 asks for this answer.
+		return &Command{Node: cmd.Node, SessionID: cmd.SessionID, Status: "canceled"}, nil
+	}
 	if cmd.Action != "" && cmd.Action != "execute" && cmd.Action != "complete" {
 		return nil, badRequest("action %q is not supported: these commands complete in one step", cmd.Action)
 	}

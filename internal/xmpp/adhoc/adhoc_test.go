@@ -122,3 +122,17 @@ func TestRegisterWebPush(t *testing.T) {
 		t.Fatal("the command ran without a webpush app")
 	}
 }
+
+// A command canceled (XEP-0050 §3.4) is answered canceled and does nothing.
+func TestCancel(t *testing.T) {
+	reg := &registrar{}
+	cmds := New(reg, Options{V1: true, WebPushApp: "web"})
+	res, err := cmds.Execute(context.Background(), "juliet@example.org/phone", "push.example.org",
+		&Command{Node: RegisterWebPush, Action: "cancel", SessionID: "s1", Form: form("device-id", "browser-1")})
+	if err != nil || res.Status != "canceled" || res.SessionID != "s1" || res.Node != RegisterWebPush {
+		t.Fatalf("Execute = %+v, %v; want status canceled", res, err)
+	}
+	if *reg != (registrar{}) {
+		t.Fatalf("a canceled command reached the registrar: %+v", reg)
+	}
+}

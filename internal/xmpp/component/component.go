@@ -768,8 +768,11 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 		return stanza.Modify, stanza.NotAcceptable, "Encrypted notification too large for the push service"
 	case errors.Is(err, appserver.ErrUnknownType):
 		// A tokenless or publish-options push naming an app we do not
-		// have: it can never work.
-		return stanza.Cancel, stanza.BadRequest, "Unknown push module or service"
+		// have: a client's mistake, or ours (an app not configured yet,
+		// renamed, left out of a reload). Not cancel, on which ejabberd
+		// drops the push session: once the app is configured, pushes
+		// go through without the user enabling push again.
+		return stanza.Wait, stanza.InternalServerError, "Unknown push module or service"
 	case errors.Is(err, appserver.ErrNotFound):
 		return stanza.Cancel, stanza.ItemNotFound, "Unknown push node/secret"
 	case errors.Is(err, appserver.ErrThrottled):

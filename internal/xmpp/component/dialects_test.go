@@ -172,10 +172,10 @@ func TestTokenlessAndPublishOptionsAnswers(t *testing.T) {
 		{"pushModule names the app", optionsPublish("1", "tok-a", "pushModule", "apns"), "result", "", "tok-a", "apns"},
 		{"default app", optionsPublish("2", "tok-b"), "result", "", "tok-b", "fcm"},
 		{"other fields ignored", optionsPublish("3", "tok-c", "pushModule", "fcm", "x-ejabberd", "1", "x-siskin", "2"), "result", "", "tok-c", "fcm"},
-		{"unknown pushModule", optionsPublish("4", "tok-d", "pushModule", "monalProdiOS"), "error", "<error type='cancel'><bad-request", "", ""},
+		{"unknown pushModule", optionsPublish("4", "tok-d", "pushModule", "monalProdiOS"), "error", "<error type='wait'><internal-server-error", "", ""},
 		{"publish-options token", optionsPublish("5", "some-node", "device_id", "tok-e", "service", "google", "silent", "true"), "result", "", "tok-e", "fcm"},
 		{"service naming an app", optionsPublish("6", "some-node", "device_id", "tok-f", "service", "apns"), "result", "", "tok-f", "apns"},
-		{"unknown service", optionsPublish("7", "some-node", "device_id", "tok-g", "service", "hms"), "error", "<error type='cancel'><bad-request", "", ""},
+		{"unknown service", optionsPublish("7", "some-node", "device_id", "tok-g", "service", "hms"), "error", "<error type='wait'><internal-server-error", "", ""},
 	} {
 		st.send(t, tc.stanza)
 		r := st.next(t)
