@@ -14,7 +14,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
@@ -148,7 +150,7 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 			skip(rec, rec.Err.Error())
 			return nil
 		}
-		r, note, problem := convert(rec, opts.TypeMap, apps, start)
+		r, timeless, note, problem := convert(rec, opts.TypeMap, apps, start)
 		if problem != "" {
 			skip(rec, problem)
 			return nil
@@ -165,8 +167,15 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 			sum.Imported++
 		case err != nil:
 			return fmt.Errorf("reading registration %s: %w", r.Node, err)
-		case sameRegistration(old, r):
+		case sameRegistration(old, r), timeless && sameDevice(old, r):
 			sum.Unchanged++
+			return nil
+		case timeless:
+			// Its time would be this run's, newer than anything here:
+			// a device that registered here since the switch (a new
+			// token, and with it a new secret its server now uses)
+			// would be put back to what it had there.
+			skip(rec, "registered here, and the record has no time to tell which is newer")
 			return nil
 		case old.LastRegistered().After(r.LastRegistered()):
 			skip(rec, "registered here more recently than in mod_push_appserver")
@@ -200,18 +209,27 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 // sameRegistration tells whether a re-run would change what matters: the
 // push status written here since stays.
 func sameRegistration(a, b registry.Registration) bool {
-	return a.Type == b.Type && a.Token == b.Token && a.Secret == b.Secret &&
-		a.Registered.Equal(b.Registered) && a.Renewed.Equal(b.Renewed)
+	return sameDevice(a, b) && a.Registered.Equal(b.Registered) && a.Renewed.Equal(b.Renewed)
+}
+
+// sameDevice tells whether two registrations push to the same device
+// with the same secret.
+func sameDevice(a, b registry.Registration) bool {
+	return a.Type == b.Type && a.Token == b.Token && a.Secret == b.Secret
 }
 
 // Limits of what a record may hold, as for registrations over the API.
+// A node is the registry's key: PostgreSQL's index takes keys up to about
+// 2,700 bytes, and the API's nodes are at most 256.
 const (
 	maxField = 4096
+	maxNode  = 1024
 )
 
 // convert makes a registration of a record, or says why it cannot be
 // pushed (problem), or imports it with a note on what our API would refuse.
-func convert(rec Record, typeMap map[string]string, apps map[string]bool, now time.Time) (r registry.Registration, note, problem string) {
+// timeless is set when the record gave no time and the import's is used.
+func convert(rec Record, typeMap map[string]string, apps map[string]bool, now time.Time) (r registry.Registration, timeless bool, note, problem string) {
 	str := func(k string) (string, bool) {
 		switch v := rec.Fields[k].(type) {
 		case string:
@@ -233,23 +251,29 @@ func convert(rec Record, typeMap map[string]string, apps map[string]bool, now ti
 	secret, okS := str("secret")
 	switch {
 	case r.Node == "":
-		return r, "", "empty node"
+		return r, false, "", "empty node"
 	case !okT || !okTok || !okS:
-		return r, "", "type, token or secret is not a string"
-	case len(r.Node) > maxField || len(token) > maxField || len(secret) > maxField || len(typ) > maxField:
-		return r, "", fmt.Sprintf("a field longer than %d bytes", maxField)
+		return r, false, "", "type, token or secret is not a string"
+	case len(r.Node) > maxNode:
+		return r, false, "", fmt.Sprintf("node longer than %d bytes", maxNode)
+	case len(token) > maxField || len(secret) > maxField || len(typ) > maxField:
+		return r, false, "", fmt.Sprintf("a field longer than %d bytes", maxField)
+	case !text(r.Node) || !text(typ) || !text(token) || !text(secret):
+		// Lua strings are bytes; the registry's are text (PostgreSQL
+		// refuses such a row, and the batch it is in with it).
+		return r, false, "", "node, type, token or secret is not UTF-8 text, or holds a NUL"
 	case secret == "":
-		return r, "", "no secret: the user's server could not authenticate its pushes"
+		return r, false, "", "no secret: the user's server could not authenticate its pushes"
 	case typ == "":
-		return r, "", "no type"
+		return r, false, "", "no type"
 	case token == "":
-		return r, "", "empty token: there is no device to push to"
+		return r, false, "", "empty token: there is no device to push to"
 	}
 	if m, ok := typeMap[typ]; ok {
 		typ = m
 	}
 	if !apps[typ] {
-		return r, "", fmt.Sprintf("type %q is not a configured app (configure it, or rename it with --type-map %s=APP)", typ, typ)
+		return r, false, "", fmt.Sprintf("type %q is not a configured app (configure it, or rename it with --type-map %s=APP)", typ, typ)
 	}
 	r.Type, r.Token, r.Secret = typ, token, secret
 	if !isHex(token) && note == "" {
@@ -274,7 +298,7 @@ func convert(rec Record, typeMap map[string]string, apps map[string]bool, now ti
 		*f.t = t
 	}
 	if reason, ok := str("last_push_error_reason"); ok {
-		r.LastErrorReason = truncate(reason, 200)
+		r.LastErrorReason = push.Truncate(strings.ToValidUTF8(strings.ReplaceAll(reason, "\x00", ""), "?"), 200)
 	}
 	if len(bad) > 0 && note == "" {
 		note = "unreadable " + strings.Join(bad, ", ") + " left empty"
@@ -285,12 +309,18 @@ func convert(rec Record, typeMap map[string]string, apps map[string]bool, now ti
 		r.Registered = r.Renewed
 		if r.Registered.IsZero() {
 			r.Registered = now.UTC().Truncate(time.Second)
+			timeless = true
 			if note == "" {
 				note = "no registration time: the import's time is used"
 			}
 		}
 	}
-	return r, note, ""
+	return r, timeless, note, ""
+}
+
+// text reports whether s is UTF-8 without NUL, as the registry stores.
+func text(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // timestamp reads mod_push_appserver's times: ISO 8601 strings as
@@ -326,11 +356,4 @@ func isHex(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

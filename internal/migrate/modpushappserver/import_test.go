@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
 
@@ -207,6 +209,10 @@ func TestImportSQLStore(t *testing.T) {
 		{"push.example.org", "n2", "push_appserver", "registered", "number", "1489716621"},
 		// Unreadable value.
 		{"push.example.org", "n3", "push_appserver", "type", "boolean", "maybe"},
+		// A node longer than a registry key may be.
+		{"push.example.org", strings.Repeat("n", 1025), "push_appserver", "type", "string", "apns"},
+		{"push.example.org", strings.Repeat("n", 1025), "push_appserver", "token", "string", "abcd"},
+		{"push.example.org", strings.Repeat("n", 1025), "push_appserver", "secret", "string", secret1},
 		// Other stores and hosts' accounts are not ours.
 		{"example.org", "alice", "accounts", "password", "string", "secret"},
 		{"example.org", "alice", "roster", "", "json", "{}"},
@@ -222,10 +228,10 @@ func TestImportSQLStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Total != 3 || sum.Imported != 2 || sum.SkippedTotal() != 1 {
+	if sum.Total != 4 || sum.Imported != 2 || sum.SkippedTotal() != 2 {
 		t.Fatalf("summary %+v\n%s", sum, report.String())
 	}
-	if !strings.Contains(report.String(), `user "n3": key "type": invalid boolean`) {
+	if !strings.Contains(report.String(), `user "n3": key "type": invalid boolean`) || !strings.Contains(report.String(), "node longer than 1024 bytes") {
 		t.Fatalf("report:\n%s", report.String())
 	}
 	r, err := dst.Get(ctx, "n1")
@@ -260,5 +266,84 @@ func TestImportMany(t *testing.T) {
 	}
 	if r, _ := dst.Get(ctx, "node-000042"); r.Secret != fmt.Sprintf("%064x", 43) {
 		t.Fatalf("node-000042: %+v", r)
+	}
+}
+
+// A record with no time takes the import's, newer than anything here: a
+// re-run must not let it replace a device's registration made here since
+// the switch (a new token, and a new secret its server now pushes with).
+func TestImportRerunTimelessRecord(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "push_appserver")
+	writeFile(t, filepath.Join(store, "n.dat"), `return { type = "apns", token = "aa", secret = "`+secret1+`" };`)
+	dst := openRegistry(t)
+	t0 := mustTime("2025-01-01T00:00:00Z")
+	run := func(now time.Time) Summary {
+		t.Helper()
+		sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	if sum := run(t0); sum.Imported != 1 {
+		t.Fatalf("first run: %+v", sum)
+	}
+	if sum := run(t0.Add(time.Hour)); sum.Unchanged != 1 {
+		t.Fatalf("re-run with nothing changed here: %+v, want it unchanged", sum)
+	}
+	mine := registry.Registration{Node: "n", Type: "apns", Token: "bb", Secret: "mine", Registered: t0.Add(2 * time.Hour)}
+	if err := dst.Put(ctx, []registry.Registration{mine}); err != nil {
+		t.Fatal(err)
+	}
+	if sum := run(t0.Add(24 * time.Hour)); sum.SkippedTotal() != 1 {
+		t.Fatalf("re-run after the device registered here: %+v, want it skipped", sum)
+	}
+	if r, _ := dst.Get(ctx, "n"); r.Secret != "mine" || r.Token != "bb" {
+		t.Fatalf("the registration made here was replaced: %+v", r)
+	}
+}
+
+// Lua strings are bytes: a record the registry cannot store as text is
+// skipped and named, and the records beside it are imported, on
+// PostgreSQL too, which refuses a whole batch over one such row.
+func TestImportOddRecords(t *testing.T) {
+	good := `return { type = "apns", token = "aa", secret = "` + secret1 + `", registered = "2020-01-01T00:00:00Z", last_push_error_reason = "` + strings.Repeat("é", 99) + `x\255" };`
+	odd := map[string]string{
+		"nul.dat":   `return { type = "apns", token = "b\0b", secret = "` + secret1 + `", registered = "2020-01-01T00:00:00Z" };`,
+		"bytes.dat": `return { type = "apns", token = "b\255b", secret = "` + secret1 + `", registered = "2020-01-01T00:00:00Z" };`,
+	}
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			store := filepath.Join(t.TempDir(), "push_appserver")
+			writeFile(t, filepath.Join(store, "good.dat"), good)
+			for f, rec := range odd {
+				writeFile(t, filepath.Join(store, f), rec)
+			}
+			var dst registry.Store = openRegistry(t)
+			if driver == "postgres" {
+				p, err := postgres.Open(ctx, pg.DB(t), postgres.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { p.Close() })
+				dst = p
+			}
+			var report bytes.Buffer
+			sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}, Report: &report})
+			if err != nil {
+				t.Fatalf("import failed as a whole: %v\n%s", err, report.String())
+			}
+			if sum.Imported != 1 || sum.SkippedTotal() != 2 {
+				t.Fatalf("summary %+v\n%s", sum, report.String())
+			}
+			for _, want := range []string{"nul.dat: node, type, token or secret is not UTF-8 text", "bytes.dat: node, type, token or secret is not UTF-8 text"} {
+				if !strings.Contains(report.String(), want) {
+					t.Errorf("report lacks %q:\n%s", want, report.String())
+				}
+			}
+			if r, err := dst.Get(ctx, "good"); err != nil || !utf8.ValidString(r.LastErrorReason) {
+				t.Fatalf("good: %+v, %v", r, err)
+			}
+		})
 	}
 }
