@@ -14,6 +14,7 @@ var formCases = []string{
 	"&&node=n&&", "node=a=b", "nod=x&node=y", "xnode=1&node=2", "node=n&secret", "Node=n",
 	"node=n%31", "node=a+b", "node=n;secret=s", "no%64e=n", "node=%zz", "node=\x00\xff&secret=é",
 	"node=n&node=%zz", "a=1&b=2&c=3&node=last",
+	"a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&j=10&c=11", "a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&j=10&k=11", "=x&=y", "node&node=", "=&=&h&h",
 }
 
 func checkForm(t *testing.T, body string) {
@@ -38,6 +39,13 @@ func checkForm(t *testing.T, body string) {
 		if g, w := got.Get(n), want.Get(n); g != w {
 			t.Fatalf("%q: field %q is %q, url.ParseQuery's %q", body, n, g, w)
 		}
+	}
+	dup := false
+	for _, v := range want {
+		dup = dup || len(v) > 1
+	}
+	if g, ok := got.duplicate(); ok != dup || ok && len(want[g]) < 2 {
+		t.Fatalf("%q: duplicate field %q (%v), url.ParseQuery has one: %v", body, g, ok, dup)
 	}
 }
 

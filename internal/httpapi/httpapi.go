@@ -241,6 +241,12 @@ func readForm(w http.ResponseWriter, r *http.Request, required ...string) (form,
 		badRequest(w, "Malformed form data")
 		return form{}, false
 	}
+	// A field given twice has no one meaning: we would read the first,
+	// mod_push_appserver (Prosody's form decoding) took the last.
+	if name, dup := f.duplicate(); dup {
+		badRequest(w, fmt.Sprintf("Duplicate field '%s'", name))
+		return form{}, false
+	}
 	for _, name := range required {
 		if f.Get(name) == "" {
 			badRequest(w, fmt.Sprintf("Missing field '%s'", name))
@@ -286,6 +292,53 @@ func (f form) Get(name string) string {
 		}
 	}
 	return ""
+}
+
+// duplicate returns the name of a field the form gives more than once
+// ("" is a name too), and whether there is one.
+func (f form) duplicate() (string, bool) {
+	if f.values != nil {
+		for k, v := range f.values {
+			if len(v) > 1 {
+				return k, true
+			}
+		}
+		return "", false
+	}
+	// A form has a handful of fields: comparing each with those before
+	// it beats a map, up to a point.
+	var few [8]string
+	var many map[string]bool
+	n := 0
+	for rest := f.plain; rest != ""; {
+		var field string
+		field, rest, _ = strings.Cut(rest, "&")
+		if field == "" {
+			continue
+		}
+		k, _, _ := strings.Cut(field, "=")
+		if n < len(few) {
+			for _, seen := range few[:n] {
+				if seen == k {
+					return k, true
+				}
+			}
+			few[n] = k
+		} else {
+			if many == nil {
+				many = make(map[string]bool)
+				for _, seen := range few {
+					many[seen] = true
+				}
+			}
+			if many[k] {
+				return k, true
+			}
+			many[k] = true
+		}
+		n++
+	}
+	return "", false
 }
 
 // readBody reads a body of at most limit bytes, or says in one line why

@@ -210,6 +210,10 @@ func TestErrors(t *testing.T) {
 		{"register empty body", "POST", "/push_appserver/v1/register", "", 400, "ERROR\nMissing field 'type'"},
 		{"register oversized body", "POST", "/push_appserver/v1/register", big, 400, "ERROR\nRequest body larger than 4096 bytes"},
 		{"register malformed form", "POST", "/push_appserver/v1/register", "type=%zz&node=n&token=t", 400, "ERROR\nMalformed form data"},
+		{"register node twice", "POST", "/push_appserver/v1/register", "type=fcm&node=first&token=t&node=known", 400, "ERROR\nDuplicate field 'node'"},
+		{"register token twice, escaped", "POST", "/push_appserver/v1/register", "type=fcm&node=known&token=t&token=%74", 400, "ERROR\nDuplicate field 'token'"},
+		{"unregister node twice", "POST", "/push_appserver/v1/unregister", "type=fcm&node=nope&node=known", 400, "ERROR\nDuplicate field 'node'"},
+		{"push secret twice", "POST", "/push_appserver/v1/push", "node=known&secret=x&secret=" + secret, 400, "ERROR\nDuplicate field 'secret'"},
 		{"register unknown type", "POST", "/push_appserver/v1/register", "type=gcm&node=n1&token=ab", 200, "ERROR\nUnknown push type!"},
 		{"register invalid token", "POST", "/push_appserver/v1/register", "type=apns&node=n1&token=XYZ", 200, "ERROR\ninvalid push token: token is not hex"},
 		{"register node too long", "POST", "/push_appserver/v1/register", "type=fcm&token=t&node=" + strings.Repeat("n", 300), 400, "ERROR\nbad request: node longer than 256 bytes"},
@@ -252,6 +256,9 @@ func TestErrors(t *testing.T) {
 				t.Errorf("body %q, want %q", body, tt.want)
 			}
 		})
+	}
+	if _, err := f.store.Get(context.Background(), "first"); err == nil {
+		t.Fatal("a form with a field twice registered a node")
 	}
 	// None of that changed the one registration.
 	r, err := f.store.Get(context.Background(), "known")
