@@ -158,10 +158,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			}
 			// The options or the key files may have changed: the app
 			// proves itself again before a refusal counts against a token.
-			if br := breakerOf[name]; br != nil {
-				br.Reset()
+			var br *push.Breaker
+			if b := breakerOf[name]; b != nil {
+				br = b.Fresh()
 			}
-			return newBackend(ctx, name, a, breakerOf[name], logger.With("app", name))
+			return newBackend(ctx, name, a, br, logger.With("app", name))
 		},
 	})
 

@@ -43,7 +43,7 @@ const breakerBuckets = 6
 //
 // A suspect answer is taken at its word (the token is dead) only where
 // the app's configuration has proven itself: a push of the app has gone
-// through since it was configured (since NewBreaker or the last Reset),
+// through since it was configured (the Breaker's, from NewBreaker or Fresh),
 // to the same push service where the app reaches several (a WebPush
 // app's origins). Before that, the answer may be ours: a production app
 // left on the sandbox refuses every token, and a server with a few pushes
@@ -57,9 +57,22 @@ const breakerBuckets = 6
 // since), the app is marked misconfigured: suspect answers become
 // temporary failures again, an error is logged once with the likely
 // cause, and the mark clears by itself when successes are the majority
-// again. One Breaker per app, shared by all of its pushes; safe for
-// concurrent use.
+// again. One Breaker per configuration of an app, shared by all of its
+// pushes; safe for concurrent use.
 type Breaker struct {
+	// The app's answers and mark, shared with the Breakers Fresh makes
+	// for its later configurations.
+	*breakerState
+	// proven holds the scopes with a success under this configuration;
+	// provenAll is the scope "", the only one of APNS and FCM. Guarded
+	// by mu.
+	proven    map[string]struct{}
+	provenAll bool
+	// warned is when an unproven refusal was last logged.
+	warned time.Time
+}
+
+type breakerState struct {
 	app    string
 	opts   BreakerOptions
 	logger *slog.Logger
@@ -68,12 +81,6 @@ type Breaker struct {
 	buckets [breakerBuckets]breakerBucket
 	tripped bool
 	cause   string
-	// proven holds the scopes with a success since the configuration
-	// was set; provenAll is the scope "", the only one of APNS and FCM.
-	proven    map[string]struct{}
-	provenAll bool
-	// warned is when an unproven refusal was last logged.
-	warned time.Time
 }
 
 // maxProvenScopes bounds the scopes a Breaker remembers: a WebPush app's
@@ -97,7 +104,7 @@ func NewBreaker(app string, opts BreakerOptions, logger *slog.Logger) *Breaker {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Breaker{app: app, opts: opts, logger: logger}
+	return &Breaker{breakerState: &breakerState{app: app, opts: opts, logger: logger}}
 }
 
 // asSuspect is errors.As for a *SuspectTokenError, in a function of its
@@ -178,12 +185,13 @@ func (b *Breaker) JudgeAt(scope string, err error) error {
 	return &DeadTokenError{Since: now, Reason: s.Reason}
 }
 
-// Reset forgets where the app has proven itself, for a configuration
-// that may have changed (a reload rebuilds the app's backend).
-func (b *Breaker) Reset() {
-	b.mu.Lock()
-	b.proven, b.provenAll, b.warned = nil, false, time.Time{}
-	b.mu.Unlock()
+// Fresh returns a Breaker for a new configuration of the app (a reload
+// rebuilds its backend): it shares the app's recent answers and its mark,
+// which the health page and the metrics read from any of them, but has
+// proven nothing yet. Pushes of the old configuration still under way go
+// on proving the old one only.
+func (b *Breaker) Fresh() *Breaker {
+	return &Breaker{breakerState: b.breakerState}
 }
 
 // prove records a success at scope; b.mu is held.

@@ -148,10 +148,24 @@ func TestBreakerUnproven(t *testing.T) {
 		t.Fatal("a refusal after a success is not a dead token")
 	}
 
-	// A reload may have changed the configuration: prove it again.
-	b.Reset()
-	if err := b.Judge(suspect); !push.IsTemporary(err) {
-		t.Fatalf("after Reset: %v, want a temporary failure", err)
+	// A reload may have changed the configuration: the new one proves
+	// itself, whatever the old one's pushes still under way do; the
+	// app's mark is shared.
+	fresh := b.Fresh()
+	b.Judge(nil)
+	if err := fresh.Judge(suspect); !push.IsTemporary(err) {
+		t.Fatalf("a fresh breaker: %v, want a temporary failure", err)
+	}
+	fresh.Judge(nil)
+	if _, ok := push.IsDeadToken(fresh.Judge(suspect)); !ok {
+		t.Fatal("a refusal after the fresh breaker's success is not a dead token")
+	}
+	now = now.Add(5 * time.Minute)
+	for range 30 {
+		fresh.Judge(suspect)
+	}
+	if bad, _ := b.Misconfigured(); !bad {
+		t.Fatal("the app's mark is not shared with the fresh breaker's")
 	}
 }
 
