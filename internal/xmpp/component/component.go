@@ -141,6 +141,8 @@ type Conn struct {
 	// warnedCleartext: the warning about a non-loopback peer is logged
 	// once per connection, not on every reconnect.
 	warnedCleartext atomic.Bool
+	// handlers counts the IQs being handled, of every session.
+	handlers sync.WaitGroup
 }
 
 // New returns a connection; call Run to connect.
@@ -202,6 +204,11 @@ func (c *Conn) StandingBy() bool { return c.standingBy.Load() }
 // server that is down is not hammered. An attempt is one TCP dial, cheap
 // for both sides while the server is down.
 func (c *Conn) Run(ctx context.Context) error {
+	// Pushes of a stream that broke go on after their session ended; a
+	// shutdown waits for them too, as for its own session's, so that
+	// none is cut off (the user's server had no answer and sends it no
+	// more) or outlives the core it reports to.
+	defer c.handlers.Wait()
 	const (
 		quickAttempts = 4
 		stable        = 10 * time.Second // a session this long was a success
@@ -475,6 +482,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 	sem := make(chan struct{}, c.opts.MaxInFlight)
 	resumed := make(chan struct{}, c.opts.MaxInFlight)
 	workers := newWorkers(func(m *streamIQ) {
+		defer c.handlers.Done()
 		defer work.done()
 		// Not the session's context: a push under way when we shut
 		// down still completes (the core bounds it).
@@ -537,6 +545,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			continue
 		}
 		sem <- struct{}{}
+		c.handlers.Add(1)
 		work.start()
 		workers.run(m)
 	}

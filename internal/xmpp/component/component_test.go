@@ -431,6 +431,28 @@ func TestReconnectNotHeldByPushes(t *testing.T) {
 	})
 }
 
+// TestShutdownWaitsForPushesOfBrokenStream: a push of a stream that broke
+// goes on after its session; a shutdown waits for it as for its own
+// session's, so that it is neither cut off nor outlives the core.
+func TestShutdownWaitsForPushesOfBrokenStream(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.CloseGrace = 200 * time.Millisecond })
+	st := f.srv.accept(t)
+	slow, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "slow", "slow")
+	st.send(t, publish("under-way", "slow", slow.Secret, true))
+	waitSlow(f.backend)
+	st.Close()
+	st2 := f.srv.accept(t)
+	f.cancel()
+	st2.waitClosed(t)
+	st2.send(t, "</stream:stream>")
+	select {
+	case err := <-f.done:
+		f.done <- err // for the cleanup
+		t.Fatal("Run returned while a push of the broken stream was under way")
+	case <-time.After(time.Second):
+	}
+}
+
 // TestHandshakeTimesOut: a server that accepts the connection and never
 // answers (hung, or a proxy in front of a dead one) is left and tried
 // again, and does not hold up a shutdown.
