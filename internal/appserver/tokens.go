@@ -69,6 +69,14 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		// out of the payload.
 		node = ""
 	}
+	if tp.App == "" {
+		// A publish to a node we do not know that names no app, with
+		// none configured to take it (no tokenless_app): nothing to push
+		// to, now or after any configuration change, as for a
+		// registered server's unknown node.
+		s.reject(node, RejectUnknownNode, start)
+		return ErrNotFound
+	}
 	app, ok := s.apps[tp.App]
 	if !ok {
 		s.opts.Observer.Rejected(RejectMalformed)

@@ -79,6 +79,11 @@ func TestTokenless(t *testing.T) {
 	if err := tokenless("ab12", "", "nope"); !errors.Is(err, appserver.ErrUnknownType) {
 		t.Fatalf("unknown app = %v, want ErrUnknownType", err)
 	}
+	// No app named and none to default to: an unknown node like any
+	// other, not an app that may be configured later.
+	if err := tokenless("ab12", "", ""); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("no app = %v, want ErrNotFound", err)
+	}
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "ab12"}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("the same publish without tokenless = %v, want ErrNotFound", err)
 	}
