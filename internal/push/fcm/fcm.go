@@ -91,6 +91,7 @@ type Backend struct {
 	token atomic.Pointer[oauth2.Token]
 	mu    sync.Mutex
 	ts    oauth2.TokenSource
+	fetch *tokenFetch // the fetch under way, if any
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -209,9 +210,11 @@ func (b *Backend) ValidateToken(tok string) error {
 // to: a new one is fetched even if it has not expired, unless another
 // push already did (the pushes in flight are all refused together).
 //
-// A fetch is bounded by ctx, the push's deadline: the token source takes
-// no context, and a slow token endpoint would hold the push, and the
-// pushes queued behind the fetch, for its HTTP client's 10 s.
+// One fetch at a time, which every push needing a token waits for, each
+// no longer than its deadline (ctx): the token source takes no context,
+// and a slow token endpoint held a push, and those behind it, for its
+// HTTP client's 10 s; a fetch of each push's own would pile up while
+// the endpoint is away.
 func (b *Backend) accessToken(ctx context.Context, refused string) (string, error) {
 	if t := b.token.Load(); t != nil && t.AccessToken != refused && t.Valid() {
 		return t.AccessToken, nil
@@ -222,22 +225,18 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 		// expires.
 		b.ts = b.conf(b.ctx)
 		b.token.Store(nil)
+		b.fetch = nil
 	}
-	ts := b.ts
+	f := b.fetch
+	if f == nil {
+		f = &tokenFetch{done: make(chan struct{})}
+		b.fetch = f
+		go b.fetchToken(f, b.ts)
+	}
 	b.mu.Unlock()
 
-	type fetched struct {
-		t   *oauth2.Token
-		err error
-	}
-	ch := make(chan fetched, 1)
-	go func() {
-		t, err := ts.Token()
-		ch <- fetched{t, err}
-	}()
-	var f fetched
 	select {
-	case f = <-ch:
+	case <-f.done:
 	case <-ctx.Done():
 		return "", &push.TemporaryError{Reason: "FCM access token", Err: ctx.Err()}
 	}
@@ -251,12 +250,30 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 		}
 		return "", &push.TemporaryError{Reason: "FCM access token", Err: f.err}
 	}
+	return f.t.AccessToken, nil
+}
+
+// tokenFetch is one fetch of an access token; t and err are set before
+// done is closed.
+type tokenFetch struct {
+	done chan struct{}
+	t    *oauth2.Token
+	err  error
+}
+
+// fetchToken runs f from ts and, if ts is still the source, keeps its
+// token for the pushes that follow.
+func (b *Backend) fetchToken(f *tokenFetch, ts oauth2.TokenSource) {
+	f.t, f.err = ts.Token()
 	b.mu.Lock()
-	if b.ts == ts {
+	if b.fetch == f {
+		b.fetch = nil
+	}
+	if f.err == nil && b.ts == ts {
 		b.token.Store(f.t)
 	}
 	b.mu.Unlock()
-	return f.t.AccessToken, nil
+	close(f.done)
 }
 
 type fcmError struct {

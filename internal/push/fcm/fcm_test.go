@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -268,6 +269,17 @@ func TestAccessTokenFetchBoundedByDeadline(t *testing.T) {
 	}
 	if d := time.Since(start); d > 1500*time.Millisecond {
 		t.Fatalf("Send took %v with a deadline of 300 ms", d)
+	}
+	// The pushes that follow wait for the same fetch: none leaves one
+	// of its own behind.
+	o.PushDeadline = 30 * time.Millisecond
+	b := newBackend(t, o)
+	before := runtime.NumGoroutine()
+	for range 40 {
+		send(b, nil)
+	}
+	if extra := runtime.NumGoroutine() - before; extra > 10 {
+		t.Fatalf("%d goroutines left behind by 40 pushes that ended", extra)
 	}
 }
 
