@@ -137,6 +137,13 @@ func badRequest(format string, args ...any) error {
 // Execute runs cmd for the entity from (a full JID), answering as jid (our
 // component JID). The error, if any, is a stanza.Error to send back.
 func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) (*Command, error) {
+	enabled := false
+	for _, it := range c.Items() {
+		enabled = enabled || it.Node == cmd.Node
+	}
+	if !enabled {
+		return nil, stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound, Text: map[string]string{"": "unknown command"}}
+	}
 	if cmd.Action == "cancel" {
 		// Nothing of a one-step command is kept between steps, so there
 		// is nothing to undo; XEP-0050 §3.4 asks for this answer.
@@ -144,13 +151,6 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 	}
 	if cmd.Action != "" && cmd.Action != "execute" && cmd.Action != "complete" {
 		return nil, badRequest("action %q is not supported: these commands complete in one step", cmd.Action)
-	}
-	enabled := false
-	for _, it := range c.Items() {
-		enabled = enabled || it.Node == cmd.Node
-	}
-	if !enabled {
-		return nil, stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound, Text: map[string]string{"": "unknown command"}}
 	}
 	if cmd.Form == nil {
 		return nil, badRequest("the command needs a data form")

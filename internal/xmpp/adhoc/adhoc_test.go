@@ -135,4 +135,9 @@ func TestCancel(t *testing.T) {
 	if *reg != (registrar{}) {
 		t.Fatalf("a canceled command reached the registrar: %+v", reg)
 	}
+	var se stanza.Error
+	if _, err := cmds.Execute(context.Background(), "juliet@example.org/phone", "push.example.org",
+		&Command{Node: "no-such-command", Action: "cancel"}); !errors.As(err, &se) || se.Condition != stanza.ItemNotFound {
+		t.Fatalf("cancel of an unknown command = %v, want item-not-found", err)
+	}
 }
