@@ -113,6 +113,15 @@ type blocking struct {
 	changed *sync.Cond // on mu
 }
 
+// pushUnderWay sends a publish whose push waits in the backend (token
+// "slow") until the test ends, and returns once it is there.
+func (f *fixture) pushUnderWay(t *testing.T, st *stream) {
+	t.Helper()
+	slow, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "slow", "slow")
+	st.send(t, publish("under-way", "slow", slow.Secret, true))
+	waitSlow(f.backend)
+}
+
 // waitSlow waits until a push to token "slow" is inside Send.
 func waitSlow(b *blocking) {
 	b.mu.Lock()
@@ -406,9 +415,7 @@ func TestReconnectNotHeldByPushes(t *testing.T) {
 	t.Run("slow push service", func(t *testing.T) {
 		f := newFixture(t, 0, secret)
 		st := f.srv.accept(t)
-		r, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "slow", "slow")
-		st.send(t, publish("p1", "slow", r.Secret, true))
-		waitSlow(f.backend)
+		f.pushUnderWay(t, st)
 		st.Close()
 		if _, err := f.srv.Accept(3 * time.Second); err != nil {
 			t.Fatalf("no reconnect while a push waits for its push service: %v", err)
@@ -437,9 +444,7 @@ func TestReconnectNotHeldByPushes(t *testing.T) {
 func TestShutdownWaitsForPushesOfBrokenStream(t *testing.T) {
 	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.CloseGrace = 200 * time.Millisecond })
 	st := f.srv.accept(t)
-	slow, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "slow", "slow")
-	st.send(t, publish("under-way", "slow", slow.Secret, true))
-	waitSlow(f.backend)
+	f.pushUnderWay(t, st)
 	st.Close()
 	st2 := f.srv.accept(t)
 	f.cancel()
@@ -595,9 +600,7 @@ func TestShutdownServesUntilClosed(t *testing.T) {
 func TestShutdownClosesAfterGrace(t *testing.T) {
 	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.CloseGrace = 200 * time.Millisecond })
 	st := f.srv.accept(t)
-	slow, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "slow", "slow")
-	st.send(t, publish("under-way", "slow", slow.Secret, true))
-	waitSlow(f.backend)
+	f.pushUnderWay(t, st)
 	begin := time.Now()
 	f.cancel()
 	st.waitClosed(t)
