@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -370,14 +371,22 @@ func (r *redeliveries) dropAll() int {
 // request's summary may hold on to a whole stanza, and an attempt under
 // way may still read the push this one replaces.
 func (p *pendingPush) set(n push.Notification, u *unreadPush) {
+	// Copies, of the strings too: a summary's are cut from the publish
+	// IQ's text, and a cut keeps the whole alive, up to 64 KiB where
+	// notificationSize counts at most 4 KiB, for as long as the push
+	// waits (an outage keeps thousands).
 	if n.Summary != nil {
 		sum := *n.Summary
+		sum.LastMessageSender = strings.Clone(sum.LastMessageSender)
+		sum.LastMessageBody = strings.Clone(sum.LastMessageBody)
 		n.Summary = &sum
 	}
 	if n.Encrypted != nil {
 		enc := *n.Encrypted
+		enc.Payload, enc.IV = strings.Clone(enc.Payload), strings.Clone(enc.IV)
 		n.Encrypted = &enc
 	}
+	n.Node, n.Token, n.Account = strings.Clone(n.Node), strings.Clone(n.Token), strings.Clone(n.Account)
 	p.n, p.unread = n, u
 	p.size = notificationSize(&n, u)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 )
@@ -48,6 +49,29 @@ func TestRedeliveryBookkeeping(t *testing.T) {
 	r.done(got[0], redelivered, 0)
 	if s := r.stats(); s.Pending != 0 || s.Kept != 1 || s.Delivered != 1 || r.bytes != 0 {
 		t.Fatalf("after delivery: %+v, %d bytes", s, r.bytes)
+	}
+}
+
+// A kept push holds copies of its strings, not cuts of the publish's
+// text: a summary's body is a cut of the IQ's (at most 4 KiB of up to
+// 64), which would stay alive, uncounted, for as long as the push waits.
+func TestRedeliveryKeepsNoCutOfTheStanza(t *testing.T) {
+	r, c := newTestRedeliveries()
+	text := strings.Repeat("m", 60<<10)
+	sum := &push.Summary{LastMessageSender: text[:100], LastMessageBody: text[:4096], HasLastMessageBody: true}
+	enc := &push.Encrypted{Payload: text[:1000], IV: text[:16]}
+	r.keep(redeliveryKey{app: "apns", token: text[:64]}, push.Notification{App: "apns", Node: text[:10], Token: text[:64], Priority: push.PriorityHigh, Summary: sum, Encrypted: enc})
+	c.advance(redeliveryBase)
+	got := r.due(1)
+	if len(got) != 1 {
+		t.Fatal("not due")
+	}
+	n := got[0].n
+	for name, s := range map[string]string{"sender": n.Summary.LastMessageSender, "body": n.Summary.LastMessageBody,
+		"payload": n.Encrypted.Payload, "iv": n.Encrypted.IV, "node": n.Node, "token": n.Token} {
+		if unsafe.StringData(s) == unsafe.StringData(text) {
+			t.Errorf("the kept %s is a cut of the stanza's text", name)
+		}
 	}
 }
 
