@@ -609,6 +609,43 @@ func TestOwnerIsSaltedHash(t *testing.T) {
 	}
 }
 
+// A node registered without an account (over HTTP, or imported) is bound
+// to no account that names it without its secret: the device, which
+// re-registers without an account, would be refused for good.
+func TestUnboundNodeStaysUnbound(t *testing.T) {
+	ctx := context.Background()
+	mallory := appserver.Caller{Account: appserver.Account{Bare: "mallory@evil.example", Domain: "evil.example"}}
+	for _, strict := range []bool{false, true} {
+		store := memory.New()
+		svc, _ := appserver.New(store, testApps(&scripted{answers: map[string]error{}}), appserver.Options{StrictRegistration: strict}, slog.New(slog.DiscardHandler))
+		reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "device-node", "device-token")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Knowing the node, and maybe the token.
+		svc.Register(ctx, mallory, "fcm", "device-node", "mallory-token")
+		svc.Register(ctx, mallory, "fcm", "device-node", "device-token")
+		svc.Register(ctx, mallory, "apns", "device-node", "ab12")
+		if r, _ := store.Get(ctx, "device-node"); r.Owner != "" {
+			t.Fatalf("strict %v: the node is bound now", strict)
+		}
+		again, err := svc.Register(ctx, appserver.Caller{}, "fcm", "device-node", "device-token")
+		if err != nil {
+			t.Fatalf("strict %v: the device cannot re-register its node: %v", strict, err)
+		}
+		if strict && again.Secret != reg.Secret {
+			t.Fatal("strict: the secret changed")
+		}
+		// With the secret, an account may take it.
+		if _, err := svc.Register(ctx, appserver.Caller{Account: juliet, Secret: again.Secret}, "fcm", "device-node", "device-token"); err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := store.Get(ctx, "device-node"); r.Owner == "" {
+			t.Fatalf("strict %v: not bound with the secret given", strict)
+		}
+	}
+}
+
 // deadlines records the deadline each push reaches its backend with, and
 // when.
 type deadlines struct {

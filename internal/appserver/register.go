@@ -85,8 +85,9 @@ func (s *Service) registered(r registry.Registration, err error) (registry.Regis
 //     account when it comes over XMPP.
 //   - The same type and token again renews it and keeps the secret, so
 //     clients that re-register on every start keep working.
-//   - A node bound to an account can be renewed or changed only by that
-//     account, or by a caller that gives its secret.
+//   - A node bound to an account can be changed only by that account, or
+//     by a caller that gives its secret; a node registered without an
+//     account stays unbound unless its secret is given.
 //   - A new token (or type) for an unbound node, without the secret, gets a
 //     new secret: whoever knows only the node never learns the secret the
 //     user's server pushes with, so never receives the device's pushes.
@@ -140,7 +141,10 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 	}
 	var how string
 	decide := func(old registry.Registration, found bool) (registry.Registration, error) {
-		if full && (!found || old.Domain != r.Domain) {
+		// The same type and token again is the device renewing, which
+		// the domain's quota always lets through.
+		same := found && old.Type == r.Type && old.Token == r.Token
+		if full && (!found || old.Domain != r.Domain && !same) {
 			// Counted before the write, so concurrent registrations can
 			// pass the cap by a few: a guard against filling the
 			// registry, not an exact count.
@@ -155,6 +159,14 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 		if old.Owner != "" && !mine && !proof {
 			return registry.Registration{}, fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
 		}
+		// A node is bound to the account that made it, or to one that
+		// gives its secret, never on other grounds: a node registered
+		// without an account (over HTTP, or imported) would otherwise
+		// go to whoever names it first, and the device, re-registering
+		// without an account as always, be refused for good.
+		if old.Owner == "" && !proof {
+			r.Owner = ""
+		}
 		switch {
 		case old.Type != r.Type:
 			// Another app: start afresh, as mod_push_appserver did.
@@ -163,14 +175,14 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			}
 			how = regRotated
 			return r, nil
-		case old.Token == r.Token || mine || proof:
+		case same || mine || proof:
 			how = regRenewed
 			old.Token = r.Token
 			old.Renewed = r.Registered
 			if old.Owner == "" {
-				old.Owner = owner // bind registrations made before owners were kept
+				old.Owner = r.Owner
 			}
-			if r.DeviceKey != "" {
+			if r.DeviceKey != "" && (mine || proof) {
 				old.Domain, old.DeviceKey, old.Account = r.Domain, r.DeviceKey, r.Account
 			}
 			if old.Domain == "" {

@@ -267,6 +267,11 @@ func TestDomainQuota(t *testing.T) {
 	if _, err := svc.Register(ctx, appserver.Caller{}, "apns", "http-node", "t5"); err != nil {
 		t.Fatalf("HTTP registration: %v", err)
 	}
+	// The device renewing its HTTP (or imported) node over XMPP, at the
+	// quota: a renewal, which always passes.
+	if _, err := reg("juliet@spam.example/a", command(adhoc.V1Register, "type", "apns", "node", "http-node", "token", "t5")); err != nil {
+		t.Fatalf("renewal of a node without a domain past the quota: %v", err)
+	}
 }
 
 // One account cannot register at the speed its server lets it send:
