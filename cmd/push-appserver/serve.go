@@ -141,6 +141,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	swaps := map[string]*reload.Backend{}
 	for i := range apps {
 		sw := reload.NewBackend(apps[i].Backend)
+		sw.SetPushDeadline(apps[i].Deadline)
 		swaps[apps[i].Name] = sw
 		apps[i].Backend = sw
 	}

@@ -44,8 +44,26 @@ type App struct {
 	// Deadline is how long the backend gives one push, retries included
 	// (the app's push_deadline); 0 when it sets none. The service sets
 	// it on the context it sends with, when it ends before PushTimeout,
-	// so the backend finds it there and starts no timer of its own.
+	// so the backend finds it there and starts no timer of its own. A
+	// Backend that is a PushDeadliner (one a reload swaps, with its
+	// deadline) is asked at each push instead.
 	Deadline time.Duration
+
+	deadliner PushDeadliner // Backend, when it is one
+}
+
+// PushDeadliner is a Backend whose push deadline may change while the
+// service runs.
+type PushDeadliner interface {
+	PushDeadline() time.Duration
+}
+
+// deadline is the app's push deadline now.
+func (a *App) deadline() time.Duration {
+	if a.deadliner != nil {
+		return a.deadliner.PushDeadline()
+	}
+	return a.Deadline
 }
 
 // Observer is told about what the service does, for metrics. A nil Observer
@@ -233,6 +251,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		if a.Priority == "" {
 			a.Priority = push.PriorityAuto
 		}
+		a.deadliner, _ = a.Backend.(PushDeadliner)
 		m[a.Name] = a
 	}
 	svc := &Service{
@@ -465,8 +484,8 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	// The backend's own deadline counts from here, after any wait for
 	// the throttle's window. Setting the earlier of the two here gives a
 	// push one timer, not two: the backend finds it and sets none.
-	if app.Deadline > 0 {
-		if d := time.Now().Add(app.Deadline); d.Before(deadline) {
+	if dl := app.deadline(); dl > 0 {
+		if d := time.Now().Add(dl); d.Before(deadline) {
 			deadline = d
 		}
 	}

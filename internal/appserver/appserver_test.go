@@ -718,7 +718,34 @@ func TestPushDeadline(t *testing.T) {
 			}
 		})
 	}
+	// A backend that carries its deadline (one a reload swaps) is asked
+	// at each push: a longer one after a reload counts at once.
+	t.Run("backend's own, changed", func(t *testing.T) {
+		d := &reloadedDeadlines{deadlines: &deadlines{}}
+		d.d.Store(int64(time.Second))
+		svc, _ := appserver.New(memory.New(), []appserver.App{{Name: "a", Priority: push.PriorityHigh, Backend: d, Deadline: time.Second}},
+			appserver.Options{PushTimeout: time.Minute}, slog.New(slog.DiscardHandler))
+		r, _ := svc.Register(ctx, appserver.Caller{}, "a", "n", "t")
+		d.d.Store(int64(6 * time.Second))
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+			t.Fatal(err)
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if left := d.left[0]; left < 5*time.Second {
+			t.Errorf("the push reached the backend with %v left, want the new 6 s", left)
+		}
+	})
 }
+
+// reloadedDeadlines is deadlines behind a backend that says its push
+// deadline, as a reloadable one does.
+type reloadedDeadlines struct {
+	*deadlines
+	d atomic.Int64
+}
+
+func (r *reloadedDeadlines) PushDeadline() time.Duration { return time.Duration(r.d.Load()) }
 
 // brokenStore is a registry whose writes fail once broken is set, as on a
 // full disk.

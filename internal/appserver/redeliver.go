@@ -691,8 +691,8 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 			return redeliveryFailed, 0
 		}
 	}
-	if app.Deadline > 0 {
-		if d := s.opts.Now().Add(app.Deadline); d.Before(deadline) {
+	if dl := app.deadline(); dl > 0 {
+		if d := s.opts.Now().Add(dl); d.Before(deadline) {
 			deadline = d
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -23,7 +24,8 @@ import (
 // Backend is an app's push backend that a reload can replace while pushes
 // go through it.
 type Backend struct {
-	p atomic.Pointer[push.Backend]
+	p        atomic.Pointer[push.Backend]
+	deadline atomic.Int64 // the app's push_deadline, in nanoseconds
 }
 
 // NewBackend wraps b.
@@ -50,6 +52,13 @@ func (s *Backend) ValidateToken(token string) error {
 
 // Swap replaces the backend; pushes already under way finish on the old.
 func (s *Backend) Swap(b push.Backend) { s.p.Store(&b) }
+
+// PushDeadline is the app's push deadline, which the core gives each push
+// (appserver.PushDeadliner): it changes with the backend at a reload.
+func (s *Backend) PushDeadline() time.Duration { return time.Duration(s.deadline.Load()) }
+
+// SetPushDeadline sets what PushDeadline says.
+func (s *Backend) SetPushDeadline(d time.Duration) { s.deadline.Store(int64(d)) }
 
 // Certificate is a TLS certificate and key read from files, reloadable.
 type Certificate struct {
@@ -178,6 +187,9 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 			continue
 		}
 		sw.Swap(b)
+		if nw.Kind != config.KindLog {
+			sw.SetPushDeadline(nw.PushDeadline.D())
+		}
 		prio := old.Priority
 		*old = *nw
 		old.Priority = prio // still the running one until a restart

@@ -3,10 +3,14 @@ package reload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -66,5 +70,28 @@ func TestReload(t *testing.T) {
 	res = r.Reload(context.Background(), nil, errors.New("rate_limit: not a duration"))
 	if res.ConfigProblems == nil || len(res.Applied) != 0 || builds != 2 {
 		t.Errorf("a config with problems: %+v, %d builds", res, builds)
+	}
+}
+
+// A reload's push_deadline reaches the core with the rebuilt backend
+// (appserver.PushDeadliner): a longer one too, which the core's cap at
+// the old value would otherwise cut.
+func TestReloadPushDeadline(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "vapid.pem")
+	os.WriteFile(key, []byte("key"), 0o600)
+	app := "[apps.web]\nkind = \"webpush\"\nvapid_key_file = %q\nvapid_subject = \"mailto:ops@example.org\"\npush_deadline = %q\n"
+	running := parse(t, fmt.Sprintf(app, key, "1s"))
+	sw := NewBackend(named("w1"))
+	sw.SetPushDeadline(time.Second)
+	r := New(running, Options{
+		Logger: slog.New(slog.DiscardHandler),
+		Apps:   map[string]*Backend{"web": sw},
+		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
+			return named("w2"), nil
+		},
+	})
+	res := r.Reload(context.Background(), parse(t, fmt.Sprintf(app, key, "6s")), nil)
+	if len(res.Applied) != 1 || sw.PushDeadline() != 6*time.Second {
+		t.Fatalf("applied %v, push deadline %v, want 6s", res.Applied, sw.PushDeadline())
 	}
 }
