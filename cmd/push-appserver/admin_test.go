@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -233,14 +234,35 @@ func TestMetricsRegistrationsAndExpiry(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
-	m := regexp.MustCompile(`push_appserver_certificate_expiry_seconds\{certificate="http.tls_cert_file"\} (\S+)`).FindStringSubmatch(metrics)
-	if m == nil {
-		t.Fatalf("no expiry metric:\n%s", metrics)
+	expiry := func(metrics string) float64 {
+		t.Helper()
+		m := regexp.MustCompile(`push_appserver_certificate_expiry_seconds\{certificate="http.tls_cert_file"\} (\S+)`).FindStringSubmatch(metrics)
+		if m == nil {
+			t.Fatalf("no expiry metric:\n%s", metrics)
+		}
+		secs, _ := strconv.ParseFloat(m[1], 64)
+		return secs
 	}
-	if secs, _ := strconv.ParseFloat(m[1], 64); secs < 9*86400 || secs > 10*86400 {
-		t.Fatalf("expiry %s s, want about 10 days", m[1])
+	if secs := expiry(metrics); secs < 9*86400 || secs > 10*86400 {
+		t.Fatalf("expiry %.0f s, want about 10 days", secs)
 	}
 	s.waitLog(t, "certificate expires soon")
+
+	// Renewed into another file and reloaded: the metric follows.
+	cert2, key2 := selfSigned(t, t.TempDir(), time.Now().Add(90*24*time.Hour))
+	text, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.NewReplacer(cert, cert2, key, key2).Replace(string(text))), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "reload: applied")
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if secs := expiry(string(b)); secs < 89*86400 {
+		t.Fatalf("expiry %.0f s after the renewed certificate was reloaded, want about 90 days", secs)
+	}
 	s.stop(t)
 }
 

@@ -201,21 +201,36 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { svc.Run(runCtx) })
+	// Certificates are read where the running configuration says, as
+	// the last reload left it: one renewed into another file and
+	// reloaded shows at once.
+	expiry := func(path func(*config.Config) string) func() (time.Time, error) {
+		return func() (time.Time, error) {
+			var p string
+			reloader.Running(func(c *config.Config) { p = path(c) })
+			if p == "" {
+				return time.Time{}, metrics.ErrNoCertificate
+			}
+			return configcheck.CertificateExpiry(p)
+		}
+	}
 	appNames := make([]string, 0, len(cfg.Apps))
 	for n, a := range cfg.Apps {
 		appNames = append(appNames, n)
 		if a.Kind == config.KindAPNS && a.CertFile != "" {
-			path := a.CertFile
 			wg.Go(func() {
-				m.WatchExpiry(runCtx, "apps."+n+".cert_file", func() (time.Time, error) { return configcheck.CertificateExpiry(path) },
-					config.CertificateExpiryWarning, logger)
+				m.WatchExpiry(runCtx, "apps."+n+".cert_file", expiry(func(c *config.Config) string {
+					if a := c.Apps[n]; a != nil {
+						return a.CertFile
+					}
+					return ""
+				}), config.CertificateExpiryWarning, logger)
 			})
 		}
 	}
 	if cfg.HTTP.TLSListen != "" {
-		path := cfg.HTTP.TLSCertFile
 		wg.Go(func() {
-			m.WatchExpiry(runCtx, "http.tls_cert_file", func() (time.Time, error) { return configcheck.CertificateExpiry(path) },
+			m.WatchExpiry(runCtx, "http.tls_cert_file", expiry(func(c *config.Config) string { return c.HTTP.TLSCertFile }),
 				config.CertificateExpiryWarning, logger)
 		})
 	}

@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"math"
 
 	"time"
 
@@ -46,6 +48,12 @@ func (m *Metrics) WatchRegistrations(ctx context.Context, interval time.Duration
 	}
 }
 
+// ErrNoCertificate is what an expiry function of WatchExpiry returns when
+// the setting it watches names no certificate any more (a reload took it
+// out): the gauge is then NaN, which no threshold matches, and nothing is
+// logged.
+var ErrNoCertificate = errors.New("no certificate configured")
+
 // WatchExpiry exports push_appserver_certificate_expiry_seconds{certificate}
 // (seconds until the certificate that expiry reads expires; read at each
 // scrape, so a certificate renewed and reloaded shows at once) and logs a
@@ -57,13 +65,19 @@ func (m *Metrics) WatchExpiry(ctx context.Context, name string, expiry func() (t
 		ConstLabels: prometheus.Labels{"certificate": name},
 	}, func() float64 {
 		t, err := expiry()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNoCertificate):
+			return math.NaN()
+		case err != nil:
 			return 0
 		}
 		return time.Until(t).Seconds()
 	}))
 	check := func() {
 		t, err := expiry()
+		if errors.Is(err, ErrNoCertificate) {
+			return
+		}
 		if err != nil {
 			logger.Warn("reading certificate expiry", "certificate", name, "err", err)
 			return

@@ -130,6 +130,14 @@ type Result struct {
 
 // Reload applies next, the configuration as loaded again (loadErr its
 // problems), and logs what happened.
+// Running calls read with the running configuration, as the last reload
+// left it, under the lock reloads take.
+func (r *Reloader) Running(read func(*config.Config)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	read(r.running)
+}
+
 func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr error) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
