@@ -299,8 +299,19 @@ func TestBackupAndRestore(t *testing.T) {
 	out, err := exec.Command(bin, "backup", "-config", cfg, backup).CombinedOutput()
 	close(stop)
 	wait()
-	if err != nil || !regexp.MustCompile(`^wrote .*backup\.db: [0-9]+ registrations\n$`).Match(out) {
+	if err != nil || !regexp.MustCompile(`^wrote .*backup\.db: [0-9]+ registrations of `+regexp.QuoteMeta(db)+`\n$`).Match(out) {
 		t.Fatalf("backup: %v\n%s", err, out)
+	}
+	// Without the server's configuration: no registry there, and none
+	// made to back up.
+	elsewhere := t.TempDir()
+	cmd := exec.Command(bin, "backup", filepath.Join(elsewhere, "b.db"))
+	cmd.Dir = elsewhere
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "no registry at") {
+		t.Errorf("a backup where no registry is: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, "data")); err == nil {
+		t.Error("a backup where no registry is made one")
 	}
 	if out, err := exec.Command(bin, "backup", "-config", cfg, backup).CombinedOutput(); err == nil || !strings.Contains(string(out), "file exists") {
 		t.Errorf("a second backup to the same file: %v\n%s", err, out)
@@ -327,7 +338,7 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 
 	out, err = exec.Command(bin, "restore", "-config", cfg, backup).CombinedOutput()
-	m := regexp.MustCompile(`^restored .*backup\.db: ([0-9]+) registrations\nthe registry it replaced is at (.*)\n$`).FindSubmatch(out)
+	m := regexp.MustCompile(`^restored .*backup\.db: ([0-9]+) registrations, into `+regexp.QuoteMeta(db)+`\nthe registry it replaced is at (.*)\n$`).FindSubmatch(out)
 	if err != nil || m == nil {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}

@@ -61,6 +61,13 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
+	// Opening would create an empty registry: a backup run without the
+	// server's -config, in another directory, would then report an
+	// empty copy of a registry that is not the server's.
+	if _, err := os.Stat(cfg.Database.Path); err != nil {
+		fmt.Fprintf(stderr, "push-appserver backup: no registry at %s (is -config the server's?): %v\n", cfg.Database.Path, err)
+		return 1
+	}
 	ctx, store, done, ok := openConfigured(cfg, "backup", stderr)
 	if !ok {
 		return 1
@@ -71,7 +78,7 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "push-appserver backup: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "wrote %s: %d registrations\n", file, n)
+	fmt.Fprintf(stdout, "wrote %s: %d registrations of %s\n", file, n, cfg.Database.Path)
 	return 0
 }
 
@@ -92,7 +99,7 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "push-appserver restore: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "restored %s: %d registrations\n", file, n)
+	fmt.Fprintf(stdout, "restored %s: %d registrations, into %s\n", file, n, cfg.Database.Path)
 	if aside != "" {
 		fmt.Fprintf(stdout, "the registry it replaced is at %s\n", aside)
 	}
