@@ -338,7 +338,7 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 
 	out, err = exec.Command(bin, "restore", "-config", cfg, backup).CombinedOutput()
-	m := regexp.MustCompile(`^restored .*backup\.db: ([0-9]+) registrations, into `+regexp.QuoteMeta(db)+`\nthe registry it replaced is at (.*)\n$`).FindSubmatch(out)
+	m := regexp.MustCompile(`^restored .*backup\.db: ([0-9]+) registrations, into ` + regexp.QuoteMeta(db) + `\nthe registry it replaced is at (.*)\n$`).FindSubmatch(out)
 	if err != nil || m == nil {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}

@@ -20,7 +20,8 @@ secrets, push outcomes, the token block list, the device-key salt) to
 FILE, which must not exist, readable by its owner alone, and checks it.
 It works beside a running server, whose registrations go on meanwhile.
 
-"push-appserver restore FILE" puts it back. A PostgreSQL registry is
+"push-appserver restore -config file FILE", run as the server's user
+with the server stopped, puts it back. A PostgreSQL registry is
 backed up with pg_dump.`
 
 const restoreSynopsis = `restore [-config file] FILE

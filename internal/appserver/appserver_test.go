@@ -636,7 +636,8 @@ func TestUnboundNodeStaysUnbound(t *testing.T) {
 		if strict && again.Secret != reg.Secret {
 			t.Fatal("strict: the secret changed")
 		}
-		// With the secret, an account may take it.
+		// With the secret, an account may take it (the core allows it;
+		// no command sends a secret today).
 		if _, err := svc.Register(ctx, appserver.Caller{Account: juliet, Secret: again.Secret}, "fcm", "device-node", "device-token"); err != nil {
 			t.Fatal(err)
 		}

@@ -3,9 +3,12 @@ package appserver_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
 )
 
 // p2's register-push-fcm takes an optional muc field: that channel gets
@@ -104,5 +107,34 @@ func TestPushWithoutSecretNeedsSecretlessRegistration(t *testing.T) {
 	r, _ := svc.Register(ctx, appserver.Caller{}, "apns", "n1", "aa")
 	if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node}); !errors.Is(err, appserver.ErrNotFound) {
 		t.Fatalf("push without secret = %v, want ErrNotFound", err)
+	}
+}
+
+// A p2 registration stored before owners were kept has no owner: its
+// device key, a salted hash of the account's JID, proves the account, so
+// the device's new token keeps its secret (strict mode too) and binds it.
+func TestKeyedRegistrationWithoutOwner(t *testing.T) {
+	ctx := context.Background()
+	for _, strict := range []bool{false, true} {
+		store := memory.New()
+		svc, _ := appserver.New(store, testApps(&scripted{answers: map[string]error{}}), appserver.Options{StrictRegistration: strict}, slog.New(slog.DiscardHandler))
+		a, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.Register(ctx, a.Node, func(old registry.Registration, found bool) (registry.Registration, error) {
+			old.Owner = ""
+			return old, nil
+		})
+		if _, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok1"); err != nil {
+			t.Fatal(err)
+		}
+		b, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok2")
+		if err != nil || b.Secret != a.Secret {
+			t.Fatalf("strict %v: the device's new token: %v, secret kept %v", strict, err, b.Secret == a.Secret)
+		}
+		if r, _ := store.Get(ctx, a.Node); r.Owner == "" {
+			t.Errorf("strict %v: still unbound", strict)
+		}
 	}
 }

@@ -155,7 +155,10 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			return r, nil
 		}
 		proof := caller.Secret != "" && subtle.ConstantTimeCompare([]byte(caller.Secret), []byte(old.Secret)) == 1
-		mine := owner != "" && old.Owner == owner
+		// A device key is a salted hash of the account's JID: finding
+		// the node by it proves the account, as its owner does (and is
+		// all a registration stored before owners were kept has).
+		mine := owner != "" && (old.Owner == owner || r.DeviceKey != "" && old.DeviceKey == r.DeviceKey)
 		if old.Owner != "" && !mine && !proof {
 			return registry.Registration{}, fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
 		}
@@ -164,7 +167,7 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 		// without an account (over HTTP, or imported) would otherwise
 		// go to whoever names it first, and the device, re-registering
 		// without an account as always, be refused for good.
-		if old.Owner == "" && !proof {
+		if old.Owner == "" && !proof && !mine {
 			r.Owner = ""
 		}
 		switch {

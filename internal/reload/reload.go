@@ -128,8 +128,6 @@ type Result struct {
 	ConfigProblems error // the file did not load: nothing was applied
 }
 
-// Reload applies next, the configuration as loaded again (loadErr its
-// problems), and logs what happened.
 // Running calls read with the running configuration, as the last reload
 // left it, under the lock reloads take.
 func (r *Reloader) Running(read func(*config.Config)) {
@@ -138,6 +136,8 @@ func (r *Reloader) Running(read func(*config.Config)) {
 	read(r.running)
 }
 
+// Reload applies next, the configuration as loaded again (loadErr its
+// problems), and logs what happened.
 func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr error) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
