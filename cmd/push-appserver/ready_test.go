@@ -56,6 +56,29 @@ func TestReadinessFollowsComponent(t *testing.T) {
 	s.stop(t)
 }
 
+// TestStandbyIsReady: Prosody takes one connection per component, so a
+// second instance stands by; it serves its HTTP API and takes over when
+// the first goes, so it is ready (else a rolling update that waits for
+// the new instance's readiness before stopping the old would wait for
+// ever), and its health page says it stands by.
+func TestStandbyIsReady(t *testing.T) {
+	bin := buildBinary(t)
+	p := prosody.Start(t, prosody.Options{})
+	component := fmt.Sprintf("[[component]]\njid = %q\naddress = %q\nsecret = %q\n", p.ComponentJID, p.ComponentAddr, p.ComponentSecret)
+	first, second := freePort(t), freePort(t)
+	s1 := startServer(t, bin, writeConfig(t, fmt.Sprintf("[http]\nlisten = %q\n%s", first, component)))
+	waitReady(t, first, 200, "READY")
+	s2 := startServer(t, bin, writeConfig(t, fmt.Sprintf("[http]\nlisten = %q\n%s", second, component)))
+	s2.waitHealthy(t, second)
+	s2.waitLog(t, "standing by")
+	waitReady(t, second, 200, "READY")
+	if body := s2.get(t, "health"); !strings.Contains(body, "component "+p.ComponentJID+": standing by") {
+		t.Fatalf("health of the instance standing by:\n%s", body)
+	}
+	s1.stop(t)
+	s2.stop(t)
+}
+
 // fakeComponentJID is the component besideFakeXMPP connects.
 const fakeComponentJID = "push.example.org"
 

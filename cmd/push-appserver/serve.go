@@ -173,7 +173,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	for _, b := range breakers {
 		bad := func() bool { ok, _ := b.breaker.Misconfigured(); return ok }
 		m.WatchApp(b.app, bad)
-		appChecks = append(appChecks, httpapi.Check{Name: "app " + b.app, OK: func() bool { return !bad() }})
+		// On the health page only: every instance shares the app's
+		// configuration, and would leave service together.
+		appChecks = append(appChecks, httpapi.Check{Name: "app " + b.app, OK: func() bool { return !bad() }, HealthOnly: true})
 	}
 	// A shared registry tells every instance what the others change.
 	changes, _ := store.(appserver.ChangeFeed)

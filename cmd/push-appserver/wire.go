@@ -164,7 +164,7 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 		}, svc)
 		wg.Go(func() { conn.Run(ctx) })
 		conns = append(conns, conn)
-		checks = append(checks, httpapi.Check{Name: "component " + jid, OK: conn.Connected})
+		checks = append(checks, httpapi.Check{Name: "component " + jid, OK: conn.Connected, StandingBy: conn.StandingBy})
 	}
 	settled := func() bool {
 		for _, c := range conns {

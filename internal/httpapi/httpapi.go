@@ -49,9 +49,25 @@ type Registrations interface {
 type Check struct {
 	Name string
 	OK   func() bool
+	// StandingBy, when set, says whether a part that is not OK waits for
+	// its turn (a component another instance serves, as Prosody takes
+	// one connection per component): shown so, and ready, since the
+	// instance serves the rest and takes over when the other goes.
+	StandingBy func() bool
 	// HealthOnly keeps the part off the ready page: it is shown, but the
 	// server serves what it can without it.
 	HealthOnly bool
+}
+
+// state says how the part is and whether that counts as ready.
+func (c Check) state() (string, bool) {
+	switch {
+	case c.OK():
+		return "up", true
+	case c.StandingBy != nil && c.StandingBy():
+		return "standing by", true
+	}
+	return "down", false
 }
 
 // Options configure the handler.
@@ -591,13 +607,14 @@ func (a *api) settingsNode(w http.ResponseWriter, r *http.Request) {
 
 // ready is for load balancers and orchestrators: 200 while every part
 // works, 503 naming the parts that do not (a component that lost its XMPP
-// server, an app whose push service says it is misconfigured). Liveness
-// stays with health.
+// server). Liveness stays with health, and so do the parts every instance
+// shares (the registry, an app's configuration), whose failure would take
+// all of them out of service together.
 func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	var down []string
 	if a.Checks != nil {
 		for _, c := range a.Checks() {
-			if !c.HealthOnly && !c.OK() {
+			if _, ok := c.state(); !c.HealthOnly && !ok {
 				down = append(down, c.Name+": down")
 			}
 		}
@@ -618,10 +635,7 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) {
 	b.WriteString("RUNNING\n")
 	if a.Checks != nil {
 		for _, c := range a.Checks() {
-			state := "up"
-			if !c.OK() {
-				state = "down"
-			}
+			state, _ := c.state()
 			fmt.Fprintf(&b, "%s: %s\n", c.Name, state)
 		}
 	}

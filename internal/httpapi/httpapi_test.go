@@ -395,27 +395,33 @@ func TestPushStatusWrittenBehind(t *testing.T) {
 // Readiness follows every check but those for the health page only,
 // which the health page shows all the same.
 func TestReadyFollowsChecks(t *testing.T) {
-	var up, appOK, registryOK atomic.Bool
+	var up, standby, appOK, registryOK atomic.Bool
 	h := httpapi.New(httpapi.Options{Checks: func() []httpapi.Check {
-		return []httpapi.Check{{Name: "component push.example.org", OK: up.Load}, {Name: "app ios", OK: appOK.Load},
-			{Name: "registry", OK: registryOK.Load, HealthOnly: true}}
+		return []httpapi.Check{{Name: "component push.example.org", OK: up.Load, StandingBy: standby.Load},
+			{Name: "app ios", OK: appOK.Load, HealthOnly: true}, {Name: "registry", OK: registryOK.Load, HealthOnly: true}}
 	}})
 	get := func(page string) (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/push_appserver/v1/"+page, nil))
 		return rec.Code, rec.Body.String()
 	}
-	if code, body := get("ready"); code != 503 || body != "NOT READY\ncomponent push.example.org: down\napp ios: down\n" {
+	if code, body := get("ready"); code != 503 || body != "NOT READY\ncomponent push.example.org: down\n" {
 		t.Fatalf("%d %q", code, body)
 	}
+	// Another instance serves the component: this one stands by, ready.
+	standby.Store(true)
+	if code, body := get("ready"); code != 200 || body != "READY\n" {
+		t.Fatalf("standing by: %d %q", code, body)
+	}
+	if code, body := get("health"); code != 200 || body != "RUNNING\ncomponent push.example.org: standing by\napp ios: down\nregistry: down\n" {
+		t.Fatalf("health: %d %q", code, body)
+	}
+	standby.Store(false)
 	up.Store(true)
-	if code, body := get("ready"); code != 503 || body != "NOT READY\napp ios: down\n" {
-		t.Fatalf("%d %q", code, body)
-	}
-	appOK.Store(true)
 	if code, body := get("ready"); code != 200 || body != "READY\n" {
 		t.Fatalf("%d %q", code, body)
 	}
+	appOK.Store(true)
 	if code, body := get("health"); code != 200 || body != "RUNNING\ncomponent push.example.org: up\napp ios: up\nregistry: down\n" {
 		t.Fatalf("health: %d %q", code, body)
 	}
