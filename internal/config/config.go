@@ -165,6 +165,14 @@ func (h HTTP) Proxies() ([]netip.Prefix, error) {
 	var ps []netip.Prefix
 	for _, s := range h.TrustedProxies {
 		if p, err := netip.ParsePrefix(s); err == nil {
+			if p.Addr().Is4In6() {
+				// Written as a dual-stack socket shows IPv4 peers
+				// (::ffff:192.0.2.0/120); they are compared as IPv4.
+				if p.Bits() < 96 {
+					return nil, fmt.Errorf("%q: an IPv4-mapped prefix shorter than /96 also covers IPv6 addresses; write the IPv4 and IPv6 prefixes apart", s)
+				}
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
 			ps = append(ps, p.Masked())
 		} else if a, err := netip.ParseAddr(s); err == nil {
 			// The server sees an IPv4 peer of a dual-stack socket as

@@ -223,6 +223,8 @@ func TestRegisterLimit(t *testing.T) {
 		{"[http]\nregister_limit = 600\ntrusted_proxies = []", 600, "[]"},
 		{`[http]
 trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::/32", "::ffff:192.0.2.2"]`, httpapi.DefaultRegisterLimit, "[10.0.0.0/8 192.0.2.1/32 2001:db8::/32 192.0.2.2/32]"},
+		{`[http]
+trusted_proxies = ["::ffff:192.0.2.0/120"]`, httpapi.DefaultRegisterLimit, "[192.0.2.0/24]"},
 	} {
 		c, err := Parse(tt.toml, "")
 		if err != nil {
@@ -244,6 +246,8 @@ trusted_proxies = ["10.1.2.3/8", "192.0.2.1", "2001:db8::/32", "::ffff:192.0.2.2
 		{"[http]\nregister_limit = -1", "http.register_limit: must not be negative"},
 		{`[http]
 trusted_proxies = ["proxy.example.org"]`, `http.trusted_proxies: want an address or a prefix such as 10.0.0.0/8, got "proxy.example.org"`},
+		{`[http]
+trusted_proxies = ["::ffff:0.0.0.0/80"]`, `an IPv4-mapped prefix shorter than /96`},
 	} {
 		if _, err := Parse(tt.toml, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: %v, want %q", tt.toml, err, tt.want)
