@@ -117,10 +117,26 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
 }
 
+// Prefixes of IPv6 addresses that carry an IPv4 address a translator or
+// tunnel on the way connects to: NAT64's well-known prefix (RFC 6052:
+// the IPv4 address in the last 32 bits) and 6to4 (RFC 3056: in bits 16
+// to 48).
+var (
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")
+	sixTo4 = netip.MustParsePrefix("2002::/16")
+)
+
 // isPublic reports whether ip is a globally reachable unicast address.
-// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+// IPv6 addresses that carry an IPv4 address (IPv4-mapped, NAT64's
+// well-known prefix, 6to4) are judged as the IPv4 address they carry: a
+// host behind DNS64/NAT64 reaches 10.0.0.5 through 64:ff9b::a00:5.
 func isPublic(ip netip.Addr) bool {
 	ip = ip.Unmap()
+	if a := ip.As16(); nat64.Contains(ip) {
+		ip = netip.AddrFrom4([4]byte(a[12:16]))
+	} else if sixTo4.Contains(ip) {
+		ip = netip.AddrFrom4([4]byte(a[2:6]))
+	}
 	// Not global unicast: loopback, link-local, multicast, unspecified,
 	// broadcast. Private (RFC 1918, fc00::/7) is global unicast to netip.
 	if !ip.IsGlobalUnicast() || ip.IsPrivate() {
