@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,6 +139,29 @@ func TestSendLongBodyFits(t *testing.T) {
 	}
 	if mock.Accepted() != 1 {
 		t.Fatal("not accepted")
+	}
+}
+
+// TestSendShortenedAfter413: a push service that takes less than RFC
+// 8030's 4,096 bytes (Mozilla's, bridging Firefox on Android and iOS to
+// FCM and APNS) refuses a long summary with 413: the push goes again
+// without its text, and wakes the device.
+func TestSendShortenedAfter413(t *testing.T) {
+	mock, b, pub := setup(t, webpush.Options{IncludeSummary: true})
+	sub := subscribe(t, mock, pub)
+	mock.Fail(sub.ID, webpushmock.Fault{Status: 413})
+	s := summary()
+	s.LastMessageBody = strings.Repeat("<b>", 1000)
+	if err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh, Summary: s}); err != nil {
+		t.Fatalf("Send = %v, want the push sent without its text", err)
+	}
+	ms := mock.Messages()
+	if len(ms) != 2 || ms[1].Status != 201 {
+		t.Fatalf("%d requests", len(ms))
+	}
+	var got webpush.Payload
+	if err := json.Unmarshal(ms[1].Plaintext, &got); err != nil || got.Node != "n1" || got.MessageCount != 3 || got.LastMessageBody != "" || got.LastMessageSender != "" {
+		t.Fatalf("second payload %s, %v", ms[1].Plaintext, err)
 	}
 }
 
