@@ -768,6 +768,12 @@ func (a *App) validate(key string) []error {
 			bad("ca_path", "not a directory: %s", a.CAPath)
 		}
 	}
+	if d := a.TTL.D(); d < 0 || d > 0 && d < time.Second {
+		// Push services count whole seconds: a shorter one goes out
+		// as 0, "deliver now or drop", which loses every push to a
+		// device that is away for a moment.
+		bad("ttl", "want 0 (the service's default) or at least a second, got %s", d)
+	}
 	switch a.Kind {
 	case KindLog:
 	case KindAPNS:

@@ -102,6 +102,7 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"apns missing cert file", "[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"", []string{"apps.ios.cert_file:", "apps.ios.key_file:"}},
 		{"apns token incomplete", "[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\nkey_id = \"K\"", []string{"apps.ios.token_key_file: token auth needs"}},
 		{"fcm without account", "[apps.a]\nkind = \"fcm\"", []string{"apps.a.service_account_file: required"}},
+		{"ttl under a second", "[apps.a]\nkind = \"log\"\nttl = \"500ms\"", []string{"apps.a.ttl: want 0 (the service's default) or at least a second"}},
 		{"fcm bad priority", "[apps.a]\nkind = \"fcm\"\nservice_account_file = \"/x\"\nandroid_priority = \"max\"", []string{"apps.a.android_priority"}},
 		{"webpush without key and subject", "[apps.web]\nkind = \"webpush\"", []string{"apps.web.vapid_key_file: required", "apps.web.vapid_subject: required"}},
 		{"webpush bad subject and missing key", "[apps.web]\nkind = \"webpush\"\nvapid_key_file = \"/nonexistent.pem\"\nvapid_subject = \"ops@example.org\"", []string{"apps.web.vapid_key_file:", "apps.web.vapid_subject: required"}},

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -292,8 +293,14 @@ func webPushToken(endpoint, p256dh, auth string) (string, error) {
 		} `json:"keys"`
 	}
 	sub.Endpoint, sub.Keys.P256DH, sub.Keys.Auth = endpoint, p256dh, auth
-	b, err := json.Marshal(sub)
-	return string(b), err
+	// As the browser's PushSubscription.toJSON() and the HTTP API's
+	// tokens are written: without HTML escaping, which makes each & of
+	// an endpoint six bytes against the token's limit.
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(sub)
+	return strings.TrimSuffix(b.String(), "\n"), err
 }
 
 func (c *Commands) typ(t string) string {
