@@ -131,7 +131,9 @@ var (
 // well-known prefix, 6to4) are judged as the IPv4 address they carry: a
 // host behind DNS64/NAT64 reaches 10.0.0.5 through 64:ff9b::a00:5.
 func isPublic(ip netip.Addr) bool {
-	ip = ip.Unmap()
+	// Without its zone: netip's prefixes contain no zoned address, and
+	// the zone names an interface, not another destination.
+	ip = ip.WithZone("").Unmap()
 	if a := ip.As16(); nat64.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte(a[12:16]))
 	} else if sixTo4.Contains(ip) {

@@ -36,13 +36,16 @@ func TestIsPublic(t *testing.T) {
 		{"::ffff:8.8.8.8", true},
 		// NAT64 and 6to4 carry an IPv4 address a translator or tunnel
 		// connects to.
-		{"64:ff9b::a00:5", false},     // 10.0.0.5
-		{"64:ff9b::a9fe:a9fe", false}, // 169.254.169.254
-		{"64:ff9b::7f00:1", false},    // 127.0.0.1
-		{"64:ff9b::808:808", true},    // 8.8.8.8
-		{"2002:a00:5::1", false},      // 10.0.0.5
-		{"2002:808:808::1", true},     // 8.8.8.8
-		{"64:ff9b:1::a00:5", false},   // local-use NAT64
+		{"64:ff9b::a00:5", false},       // 10.0.0.5
+		{"64:ff9b::a9fe:a9fe", false},   // 169.254.169.254
+		{"64:ff9b::7f00:1", false},      // 127.0.0.1
+		{"64:ff9b::808:808", true},      // 8.8.8.8
+		{"2002:a00:5::1", false},        // 10.0.0.5
+		{"2002:808:808::1", true},       // 8.8.8.8
+		{"64:ff9b:1::a00:5", false},     // local-use NAT64
+		{"64:ff9b::a9fe:a9fe%1", false}, // a zone changes nothing
+		{"2002:a00:5::1%eth0", false},
+		{"2001:db8::1%1", false},
 	} {
 		if got := isPublic(netip.MustParseAddr(c.ip)); got != c.public {
 			t.Errorf("isPublic(%s) = %v", c.ip, got)
