@@ -460,7 +460,7 @@ const statusInterval = 5 * time.Second
 func serviceStatus(checks []httpapi.Check, replaced bool) string {
 	var down []string
 	for _, c := range checks {
-		if !c.OK() {
+		if state, _ := c.State(); state == "down" {
 			down = append(down, c.Name)
 		}
 	}

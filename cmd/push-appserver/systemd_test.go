@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
 )
 
@@ -97,4 +98,18 @@ func TestSystemdNotReadyWhenStartFails(t *testing.T) {
 		t.Fatal("server did not exit")
 	}
 	sock.Quiet(t, 200*time.Millisecond)
+}
+
+// The status line names what the health page calls down: a component
+// standing by for another instance is not.
+func TestServiceStatusStandingBy(t *testing.T) {
+	yes, no := func() bool { return true }, func() bool { return false }
+	checks := []httpapi.Check{
+		{Name: "component a.example.org", OK: no, StandingBy: yes},
+		{Name: "component b.example.org", OK: no, StandingBy: no},
+		{Name: "registry", OK: yes, HealthOnly: true},
+	}
+	if got, want := serviceStatus(checks, false), "serving; down: component b.example.org"; got != want {
+		t.Fatalf("status %q, want %q", got, want)
+	}
 }

@@ -59,8 +59,9 @@ type Check struct {
 	HealthOnly bool
 }
 
-// state says how the part is and whether that counts as ready.
-func (c Check) state() (string, bool) {
+// State says how the part is ("up", "standing by" or "down"), as the
+// health page shows it, and whether that counts as ready.
+func (c Check) State() (string, bool) {
 	switch {
 	case c.OK():
 		return "up", true
@@ -614,7 +615,7 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	var down []string
 	if a.Checks != nil {
 		for _, c := range a.Checks() {
-			if _, ok := c.state(); !c.HealthOnly && !ok {
+			if _, ok := c.State(); !c.HealthOnly && !ok {
 				down = append(down, c.Name+": down")
 			}
 		}
@@ -635,7 +636,7 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) {
 	b.WriteString("RUNNING\n")
 	if a.Checks != nil {
 		for _, c := range a.Checks() {
-			state, _ := c.state()
+			state, _ := c.State()
 			fmt.Fprintf(&b, "%s: %s\n", c.Name, state)
 		}
 	}
