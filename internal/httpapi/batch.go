@@ -212,7 +212,9 @@ func strictBatch(b []byte) string {
 			}
 			stack = stack[:top]
 			if top == 0 {
-				if len(bytes.TrimSpace(b[i+1:])) > 0 {
+				// JSON's whitespace only: bytes.TrimSpace's Unicode
+				// spaces after the object are data.
+				if len(bytes.TrimLeft(b[i+1:], " \t\r\n")) > 0 {
 					return "Malformed JSON: data after the object"
 				}
 				return ""

@@ -106,6 +106,7 @@ func TestPushBatchBadRequests(t *testing.T) {
 		{"unknown field", `{"pushes": [` + one + `], "priority": "high"}`, "ERROR\nMalformed JSON: *"},
 		{"data after", `{"pushes": [` + one + `]} {}`, "ERROR\nMalformed JSON: data after the object"},
 		{"brackets after", `{"pushes": [` + one + `]}]]}}`, "ERROR\nMalformed JSON: data after the object"},
+		{"a space JSON does not know after", `{"pushes": [` + one + "]}\u00a0\v", "ERROR\nMalformed JSON: data after the object"},
 		{"a field twice", `{"pushes": [{"node": "n1", "secret": "x", "node": "n2"}]}`, "ERROR\nMalformed JSON: field \"node\" given twice"},
 		{"the list twice", `{"pushes": [` + one + `], "pushes": [` + one + `]}`, "ERROR\nMalformed JSON: field \"pushes\" given twice"},
 		{"a key in other case", `{"PUSHES": [` + one + `]}`, "ERROR\nMalformed JSON: unknown field \"PUSHES\""},
