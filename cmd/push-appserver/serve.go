@@ -460,7 +460,7 @@ const statusInterval = 5 * time.Second
 func serviceStatus(checks []httpapi.Check, replaced bool) string {
 	var down []string
 	for _, c := range checks {
-		if state, _ := c.State(); state == "down" {
+		if _, ok := c.State(); !ok {
 			down = append(down, c.Name)
 		}
 	}

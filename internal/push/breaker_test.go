@@ -11,12 +11,18 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 )
 
+// newTestBreaker returns a breaker of app "ios" on the clock *now,
+// logging into logs, and the answer a sandbox gives a production token.
+func newTestBreaker(now *time.Time, logs *bytes.Buffer) (*push.Breaker, *push.SuspectTokenError) {
+	b := push.NewBreaker("ios", push.BreakerOptions{Now: func() time.Time { return *now }},
+		slog.New(slog.NewTextHandler(logs, nil)))
+	return b, &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"}
+}
+
 func TestBreaker(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	var logs bytes.Buffer
-	b := push.NewBreaker("ios", push.BreakerOptions{Now: func() time.Time { return now }},
-		slog.New(slog.NewTextHandler(&logs, nil)))
-	suspect := &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"}
+	b, suspect := newTestBreaker(&now, &logs)
 	other := errors.New("apns: 400 BadTopic")
 
 	// A healthy app: a few bad tokens among many good ones are dead.
@@ -120,9 +126,7 @@ func TestBreakerConcurrent(t *testing.T) {
 func TestBreakerUnproven(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	var logs bytes.Buffer
-	b := push.NewBreaker("ios", push.BreakerOptions{Now: func() time.Time { return now }},
-		slog.New(slog.NewTextHandler(&logs, nil)))
-	suspect := &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"}
+	b, suspect := newTestBreaker(&now, &logs)
 
 	for i := range 60 { // 60 devices, 6 pushes a minute, for ten minutes
 		err := b.Judge(suspect)

@@ -150,3 +150,30 @@ func TestSubtreeEndsWithItsElement(t *testing.T) {
 		t.Fatalf("after the subtree: %+v, %v; want <next/>", next, err)
 	}
 }
+
+// A large stanza skipped between small ones leaves no buffer of its size
+// behind: shrink lets go of the text and nesting it grew.
+func TestDecoderShrinksAfterLargeStanza(t *testing.T) {
+	big := "<message><body>" + strings.Repeat("x&amp;", 40<<10) + "</body>" +
+		strings.Repeat("<a>", 2000) + strings.Repeat("</a>", 2000) + "</message><iq/>"
+	d := newDecoder(lexerOver([]byte("<stream>"+big), 4096))
+	if _, err := d.Next(); err != nil { // <stream>
+		t.Fatal(err)
+	}
+	if _, err := d.Next(); err != nil { // <message>
+		t.Fatal(err)
+	}
+	if err := d.Skip(); err != nil {
+		t.Fatal(err)
+	}
+	if cap(d.lx.text) <= 64<<10 || cap(d.open) <= 1024 {
+		t.Fatalf("the large stanza grew nothing to let go of: text %d, open %d", cap(d.lx.text), cap(d.open))
+	}
+	d.shrink()
+	if cap(d.lx.text) > 64<<10 || cap(d.open) > 1024 {
+		t.Fatalf("after shrink: text %d bytes, nesting %d", cap(d.lx.text), cap(d.open))
+	}
+	if tok, err := d.Next(); err != nil || tok.Name.Local != "iq" {
+		t.Fatalf("the next stanza: %+v, %v", tok, err)
+	}
+}
