@@ -51,14 +51,18 @@ const breakerBuckets = 6
 // temporary failure (the user's server hears "wait", nothing is deleted),
 // and a warning names the likely cause.
 //
-// Once proven, suspect answers that are a minority of the app's recent
-// answers are dead tokens; once they are more than half of at least
-// MinAnswers answers in the window (a key or setting that stopped working
-// since), the app is marked misconfigured: suspect answers become
-// temporary failures again, an error is logged once with the likely
-// cause, and the mark clears by itself when successes are the majority
-// again. One Breaker per configuration of an app, shared by all of its
-// pushes; safe for concurrent use.
+// Once proven, suspect answers that are a minority of the recent answers
+// of their push service are dead tokens; once they are more than half of
+// at least MinAnswers answers in the window (a key or setting that
+// stopped working since), that service is marked refusing: suspect
+// answers from it become temporary failures again, an error is logged
+// once with the likely cause, and the mark clears by itself when
+// successes are the majority there again. Each push service is judged by
+// its own answers: a WebPush subscription chooses its push service, so
+// one that accepts everything (or one of an attacker's) must not outvote
+// another that refuses our key, nor one that refuses everything mark the
+// whole app. One Breaker per configuration of an app, shared by all of
+// its pushes; safe for concurrent use.
 type Breaker struct {
 	// The app's answers and mark, shared with the Breakers Fresh makes
 	// for its later configurations.
@@ -77,15 +81,28 @@ type breakerState struct {
 	opts   BreakerOptions
 	logger *slog.Logger
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// all holds every answer of the app: the window of the scope "",
+	// the only push service of APNS and FCM apps, and for the others
+	// the whole against which the share of refusing services is
+	// judged (Misconfigured). scopes holds the other scopes' windows.
+	all    breakerWindow
+	scopes map[string]*breakerWindow
+	// tripped counts the windows marked refusing.
+	tripped int
+}
+
+// breakerWindow is one push service's recent answers and its mark.
+type breakerWindow struct {
 	buckets [breakerBuckets]breakerBucket
 	tripped bool
 	cause   string
 }
 
-// maxProvenScopes bounds the scopes a Breaker remembers: a WebPush app's
-// subscriptions may name any number of push services. Past it the
-// memory starts again, and each scope proves itself anew.
+// maxProvenScopes bounds the scopes a Breaker remembers (those proven,
+// and the windows of answers): a WebPush app's subscriptions may name any
+// number of push services. Past it the memory starts again, and each
+// scope proves itself anew; a window marked refusing is kept.
 const maxProvenScopes = 10_000
 
 type breakerBucket struct {
@@ -141,33 +158,35 @@ func (b *Breaker) JudgeAt(scope string, err error) error {
 	if warn {
 		b.warned = now
 	}
-	bk := b.bucket(now)
-	bk.answers++
-	if suspect {
-		bk.suspect++
+	w := b.window(scope)
+	b.all.add(b.opts, now, suspect)
+	if w != &b.all {
+		w.add(b.opts, now, suspect)
 	}
 	var changed, tripped bool
 	// Only a suspect answer can trip the breaker, and only a success can
 	// clear it: a success on a healthy app, nearly every push, need not
 	// sum the window.
 	var answers, suspects int
-	if suspect || b.tripped {
-		answers, suspects = b.count(now)
+	if suspect || w.tripped {
+		answers, suspects = w.count(b.opts, now)
 	}
 	switch {
-	case !b.tripped && suspect && answers >= b.opts.MinAnswers && 2*suspects > answers:
-		b.tripped, b.cause, changed = true, s.Cause, true
-	case b.tripped && !suspect && err == nil && 2*suspects <= answers:
-		b.tripped, b.cause, changed = false, "", true
+	case !w.tripped && suspect && answers >= b.opts.MinAnswers && 2*suspects > answers:
+		w.tripped, w.cause, changed = true, s.Cause, true
+		b.tripped++
+	case w.tripped && !suspect && err == nil && 2*suspects <= answers:
+		w.tripped, w.cause, changed = false, "", true
+		b.tripped--
 	}
-	tripped, cause := b.tripped, b.cause
+	tripped, cause := w.tripped, w.cause
 	b.mu.Unlock()
 
 	if changed && tripped {
 		b.logger.Error("app looks misconfigured: most of its pushes are refused for their token; keeping the registrations and answering 'wait' until pushes succeed again",
-			"app", b.app, "answer", s.Reason, "likely_cause", cause, "refused", suspects, "answers", answers, "window", b.opts.Window)
+			"app", b.app, "service", scope, "answer", s.Reason, "likely_cause", cause, "refused", suspects, "answers", answers, "window", b.opts.Window)
 	} else if changed {
-		b.logger.Info("app answers normally again", "app", b.app)
+		b.logger.Info("app answers normally again", "app", b.app, "service", scope)
 	}
 	if warn {
 		b.logger.Warn("push service refuses a token, but no push of this app has gone through there since it was configured: keeping the registration and answering 'wait', since the configuration may be at fault",
@@ -218,19 +237,82 @@ func (b *Breaker) isProven(scope string) bool {
 	return ok
 }
 
+// window returns scope's window of answers, making it if need be; b.mu
+// is held. An app of one push service judges by all of its answers.
+func (b *Breaker) window(scope string) *breakerWindow {
+	if scope == "" {
+		return &b.all
+	}
+	if w, ok := b.scopes[scope]; ok {
+		return w
+	}
+	if len(b.scopes) >= maxProvenScopes {
+		// Forget the unmarked windows: at most a minute of their
+		// answers, which their services give again.
+		for k, w := range b.scopes {
+			if !w.tripped {
+				delete(b.scopes, k)
+			}
+		}
+		if len(b.scopes) >= maxProvenScopes/2 {
+			b.scopes, b.tripped = nil, 0
+			if b.all.tripped {
+				b.tripped = 1
+			}
+		}
+	}
+	if b.scopes == nil {
+		b.scopes = make(map[string]*breakerWindow)
+	}
+	w := &breakerWindow{}
+	b.scopes[scope] = w
+	return w
+}
+
 // Misconfigured reports whether the app is marked misconfigured now, and
-// the likely cause, for health checks, readiness and metrics.
+// the likely cause, for health checks, readiness and metrics: its only
+// push service refuses it, or those that do gave most of its answers in
+// the window (a WebPush app with one subscription at a service that
+// refuses everything is not down).
 func (b *Breaker) Misconfigured() (bool, string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.tripped, b.cause
+	if b.all.tripped {
+		return true, b.all.cause
+	}
+	if b.tripped == 0 {
+		return false, ""
+	}
+	now := b.opts.Now()
+	all, _ := b.all.count(b.opts, now)
+	refusing, cause := 0, ""
+	for _, w := range b.scopes {
+		if w.tripped {
+			n, _ := w.count(b.opts, now)
+			refusing += n
+			cause = w.cause
+		}
+	}
+	if all >= b.opts.MinAnswers && 2*refusing > all {
+		return true, cause
+	}
+	return false, ""
+}
+
+// add counts one answer at now.
+func (w *breakerWindow) add(opts BreakerOptions, now time.Time, suspect bool) {
+	bk := w.bucket(opts, now)
+	bk.answers++
+	if suspect {
+		bk.suspect++
+	}
 }
 
 // bucket returns the bucket for now, recycling a stale one.
-func (b *Breaker) bucket(now time.Time) *breakerBucket {
-	width := b.opts.Window / breakerBuckets
+func (w *breakerWindow) bucket(opts BreakerOptions, now time.Time) *breakerBucket {
+	width := opts.Window / breakerBuckets
 	start := now.Truncate(width)
-	bk := &b.buckets[(start.UnixNano()/int64(width))%breakerBuckets]
+	bk := &w.buckets[(start.UnixNano()/int64(width))%breakerBuckets]
 	if !bk.start.Equal(start) {
 		*bk = breakerBucket{start: start}
 	}
@@ -238,9 +320,9 @@ func (b *Breaker) bucket(now time.Time) *breakerBucket {
 }
 
 // count sums the buckets still inside the window.
-func (b *Breaker) count(now time.Time) (answers, suspects int) {
-	for _, bk := range b.buckets {
-		if now.Sub(bk.start) < b.opts.Window {
+func (w *breakerWindow) count(opts BreakerOptions, now time.Time) (answers, suspects int) {
+	for _, bk := range w.buckets {
+		if now.Sub(bk.start) < opts.Window {
 			answers += bk.answers
 			suspects += bk.suspect
 		}

@@ -191,3 +191,50 @@ func TestBreakerScopes(t *testing.T) {
 		t.Fatal("refusal by a proven service is not a dead token")
 	}
 }
+
+// Each push service is judged by its own answers: one that refuses every
+// token of ours is not outvoted by another that accepts everything, and
+// marks the app only while it gives most of the app's answers.
+func TestBreakerJudgesEachScope(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
+	const apple, other = "https://web.push.apple.com", "https://up.example.net"
+	b.JudgeAt(apple, nil)
+	dead := 0
+	for range 60 {
+		if _, ok := push.IsDeadToken(b.JudgeAt(apple, suspect)); ok {
+			dead++
+		}
+		for range 3 {
+			if err := b.JudgeAt(other, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if dead >= 20 {
+		t.Fatalf("%d of 60 refusals by a service refusing everything taken as dead tokens", dead)
+	}
+	if bad, _ := b.Misconfigured(); bad {
+		t.Fatal("app marked misconfigured by a service giving a quarter of its answers")
+	}
+	// The other service is still judged by its own answers.
+	if _, ok := push.IsDeadToken(b.JudgeAt(other, suspect)); !ok {
+		t.Fatal("a refusal among successes at another service is not a dead token")
+	}
+
+	// A minute on, the refusing service gives most of the app's answers.
+	now = now.Add(2 * time.Minute)
+	for range 30 {
+		b.JudgeAt(apple, suspect)
+	}
+	if bad, cause := b.Misconfigured(); !bad || cause != suspect.Cause {
+		t.Fatalf("Misconfigured() = %v, %q with a refusing service giving every answer", bad, cause)
+	}
+	// A success there clears its mark once successes are the majority.
+	now = now.Add(2 * time.Minute)
+	b.JudgeAt(apple, nil)
+	if bad, _ := b.Misconfigured(); bad {
+		t.Fatal("still misconfigured after the service accepted again")
+	}
+}

@@ -252,6 +252,46 @@ func TestSendRefusedByUnprovenService(t *testing.T) {
 	}
 }
 
+// TestSendJudgedByEachService: a proven push service that starts refusing
+// every push of ours (403) while another keeps accepting more (a
+// UnifiedPush distributor that checks no VAPID token, or an endpoint of
+// an attacker's) is judged by its own answers: past the breaker's
+// threshold its refusals keep the subscriptions.
+func TestSendJudgedByEachService(t *testing.T) {
+	mock, keyFile, pub := startMock(t)
+	proxy := netfreeze.Start(t, "127.0.0.1:"+strconv.Itoa(mock.Port))
+	breaker := push.NewBreaker("web", push.BreakerOptions{MinAnswers: 6}, quiet())
+	b := newBackend(t, mock, keyFile, webpush.Options{Breaker: breaker, Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, proxy.Port()}}})
+	send := func(s webpushmock.Subscription) error {
+		return b.Send(context.Background(), push.Notification{Node: "n1", Token: s.JSON, Priority: push.PriorityHigh})
+	}
+	other, err := mock.SubscribeAt("https://"+proxy.Addr(), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []webpushmock.Subscription{subscribe(t, mock, pub), other} {
+		if err := send(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead := 0
+	for range 20 {
+		s := subscribe(t, mock, pub)
+		mock.Fail(s.ID, webpushmock.Fault{Status: 403}, webpushmock.Fault{Status: 403})
+		if isDead(send(s)) {
+			dead++
+		}
+		for range 2 {
+			if err := send(other); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if dead > 6 {
+		t.Fatalf("%d of 20 subscriptions at a service refusing every push of ours taken as dead", dead)
+	}
+}
+
 // TestSendRetriesEndAtDeadline: a service that keeps failing gets retries
 // until the push deadline, then the core sees a temporary error.
 func TestSendRetriesEndAtDeadline(t *testing.T) {
