@@ -1,7 +1,10 @@
 package webpush
 
 import (
+	"context"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -10,4 +13,17 @@ import (
 func SetPings(b *Backend, after, timeout time.Duration) {
 	h := b.client.Transport.(*http.Transport).HTTP2
 	h.SendPingTimeout, h.PingTimeout = after, timeout
+}
+
+// ResolveExampleTo makes b's connections to any *.example.com host go to
+// ip, as a wildcard DNS name would, through b's own dialing.
+func ResolveExampleTo(b *Backend, ip string) {
+	tr := b.client.Transport.(*http.Transport)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, port, err := net.SplitHostPort(addr); err == nil && strings.HasSuffix(host, ".example.com") {
+			addr = net.JoinHostPort(ip, port)
+		}
+		return dial(ctx, network, addr)
+	}
 }

@@ -27,6 +27,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -66,9 +68,22 @@ type Options struct {
 	// health and metrics; a private one when nil.
 	Breaker *push.Breaker
 
+	// MaxConnections is how many connections to push services may be
+	// open before the idle ones are closed; DefaultMaxConnections when 0.
+	MaxConnections int
+
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
+
+// DefaultMaxConnections bounds the connections a WebPush app keeps open.
+// Subscriptions choose their push service, and HTTP/2's idle connections
+// are bounded by no MaxIdleConns: one who registers endpoints at many
+// hosts (a wildcard domain, one server behind them) and pushes to each
+// would otherwise hold a connection and its buffers open to every one of
+// them for IdleConnTimeout, and run the process out of file descriptors.
+// Real apps reach a few big push services and some UnifiedPush servers.
+const DefaultMaxConnections = 1024
 
 // Backend sends pushes for one app to every push service its subscriptions
 // name, over one pooled client.
@@ -92,6 +107,9 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	}
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultTTL
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
 	}
 	if err := CheckSubject(opts.VAPIDSubject); err != nil {
 		return nil, err
@@ -120,33 +138,60 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	logger.Info("webpush app ready", "vapid_public_key", v.k, "vapid_subject", opts.VAPIDSubject)
 	b := &Backend{opts: opts, vapid: v, logger: logger}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: b.opts.Guard.control}
+	tr := &http.Transport{
+		Proxy:                  nil,
+		TLSClientConfig:        tlsConfig,
+		ForceAttemptHTTP2:      true,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ResponseHeaderTimeout:  30 * time.Second,
+		MaxIdleConnsPerHost:    16,
+		IdleConnTimeout:        5 * time.Minute,
+		MaxResponseHeaderBytes: 16 << 10,
+		// A connection the network dropped without a word (a NAT
+		// that forgot it) would take every push to that service
+		// down with it, each at its deadline, until TCP gave up
+		// many minutes later. Pinged after 30 s without a frame, it
+		// goes 10 s later, as the APNS and FCM connections do.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
+	}
+	var open atomic.Int64
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if open.Load() >= int64(b.opts.MaxConnections) {
+			// The busy connections stay; the big services' are rarely
+			// idle for long, and a push to one whose was closed dials
+			// it again.
+			tr.CloseIdleConnections()
+		}
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		open.Add(1)
+		return &countedConn{Conn: c, open: &open}, nil
+	}
 	b.client = &http.Client{
 		// net/http's transport: one pool per origin, HTTP/2 where the push
 		// service offers it (the big ones do), HTTP/1.1 otherwise (some
 		// UnifiedPush distributors). No proxy from the environment: a proxy
 		// would connect for us and the guard would see only the proxy.
-		Transport: &http.Transport{
-			Proxy:                  nil,
-			DialContext:            dialer.DialContext,
-			TLSClientConfig:        tlsConfig,
-			ForceAttemptHTTP2:      true,
-			TLSHandshakeTimeout:    10 * time.Second,
-			ResponseHeaderTimeout:  30 * time.Second,
-			MaxIdleConnsPerHost:    16,
-			IdleConnTimeout:        5 * time.Minute,
-			MaxResponseHeaderBytes: 16 << 10,
-			// A connection the network dropped without a word (a NAT
-			// that forgot it) would take every push to that service
-			// down with it, each at its deadline, until TCP gave up
-			// many minutes later. Pinged after 30 s without a frame, it
-			// goes 10 s later, as the APNS and FCM connections do.
-			HTTP2: &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
-		},
+		Transport: tr,
 		// A push service answers; it does not redirect. Following a
 		// redirect would let an endpoint send us anywhere.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return b, nil
+}
+
+// countedConn counts itself out of open when it closes.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
 }
 
 // The HTTP/2 health check of the connections to push services.

@@ -3,8 +3,10 @@ package webpush_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -290,6 +292,48 @@ func TestSendJudgedByEachService(t *testing.T) {
 	if dead > 6 {
 		t.Fatalf("%d of 20 subscriptions at a service refusing every push of ours taken as dead", dead)
 	}
+}
+
+// TestConnectionsBounded: subscriptions choose their push service, so one
+// who registers endpoints at many hosts of a wildcard domain (one server
+// behind them) has us connect to each. Past MaxConnections the idle
+// connections are closed, not kept for IdleConnTimeout.
+func TestConnectionsBounded(t *testing.T) {
+	const origins, limit = 120, 40
+	mock, b, pub := setup(t, webpush.Options{MaxConnections: limit})
+	webpush.ResolveExampleTo(b, "127.0.0.1")
+	before := openFDs(t)
+	for i := range origins {
+		sub, err := mock.SubscribeAt(fmt.Sprintf("https://h%d.example.com:%d", i, mock.Port), pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each connection is two descriptors here, ours and the mock's; the
+	// mock closes its side a moment after ours.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		held := (openFDs(t) - before) / 2
+		if held <= limit+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open after pushes to %d push services, with a limit of %d", held, origins, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 // TestSendRetriesEndAtDeadline: a service that keeps failing gets retries
