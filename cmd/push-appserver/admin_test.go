@@ -430,3 +430,32 @@ func TestPruneBesideRunningServer(t *testing.T) {
 	}
 	s.stop(t)
 }
+
+// TestRegistryCommandsWithoutComponentSecret: the shipped configuration
+// reads the component secret from the service's environment file, which
+// an operator's shell does not load. The commands that work on the
+// registry alone do not need it; serve and check-config still do.
+func TestRegistryCommandsWithoutComponentSecret(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, "[[component]]\njid = \"push.example.org\"\nsecret = \"env:PUSH_APPSERVER_TEST_SECRET_NOT_SET\"\n")
+	cli := func(args ...string) (string, int) {
+		var out, errb bytes.Buffer
+		code := run(append([]string{args[0], "-config", cfg}, args[1:]...), &out, &errb)
+		return out.String() + errb.String(), code
+	}
+	backup := filepath.Join(dir, "backup.db")
+	for _, args := range [][]string{
+		{"import", "mod_push_appserver", realFileStore},
+		{"registrations", "count"},
+		{"registrations", "list"},
+		{"backup", backup},
+		{"restore", backup},
+	} {
+		if out, code := cli(args...); code != 0 {
+			t.Errorf("%s: exit %d\n%s", strings.Join(args, " "), code, out)
+		}
+	}
+	if out, code := cli("check-config"); code == 0 || !strings.Contains(out, "PUSH_APPSERVER_TEST_SECRET_NOT_SET") {
+		t.Errorf("check-config without the component secret: exit %d\n%s", code, out)
+	}
+}

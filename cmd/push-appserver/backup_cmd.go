@@ -47,7 +47,7 @@ func sqliteFileCommand(name, synopsis, pgTool string, args []string, stdout, std
 		f.usage(stderr)
 		return nil, "", 2, false
 	}
-	if cfg, ok = loadConfig(*cfgPath, stderr); !ok {
+	if cfg, ok = loadRegistryConfig(*cfgPath, stderr); !ok {
 		return nil, "", 1, false
 	}
 	if cfg.Database.Driver != "sqlite" {

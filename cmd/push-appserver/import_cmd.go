@@ -131,7 +131,7 @@ func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "push-appserver import registry: "+format+"\n", args...)
 		return 1
 	}
-	cfg, ok := loadConfig(cfgPath, stderr)
+	cfg, ok := loadRegistryConfig(cfgPath, stderr)
 	if !ok {
 		return 1
 	}

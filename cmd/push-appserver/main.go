@@ -186,6 +186,21 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	return cfg, true
 }
 
+// loadRegistryConfig is loadConfig for the commands that work on the
+// registry alone: a component secret they do not use, such as an env:
+// variable only the service's environment file sets, does not stop them.
+func loadRegistryConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	cfg, err := config.Load(path)
+	if err != nil && cfg != nil && config.OnlyComponentSecrets(err) {
+		return cfg, true
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "push-appserver: invalid configuration:\n%v\n", err)
+		return nil, false
+	}
+	return cfg, true
+}
+
 func runVersion(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("version", "version", stdout, stderr)
 	if rest, code, ok := f.parse(args); !ok {
@@ -248,7 +263,7 @@ func cliLogger(w io.Writer) *slog.Logger {
 // one-shot command, with a context that ends on SIGINT or SIGTERM; done
 // releases them. ok false: the problem was printed.
 func openRegistry(cfgPath, name string, stderr io.Writer) (ctx context.Context, cfg *config.Config, store registry.Store, done func(), ok bool) {
-	cfg, ok = loadConfig(cfgPath, stderr)
+	cfg, ok = loadRegistryConfig(cfgPath, stderr)
 	if !ok {
 		return nil, nil, nil, nil, false
 	}

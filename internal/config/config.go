@@ -692,7 +692,7 @@ func (c *Config) validate() []error {
 		seen[cp.JID] = true
 		checkAddr(key+".address", cp.Address)
 		if s, err := ResolveSecret(cp.Secret); err != nil {
-			bad(key+".secret", "%v", err)
+			ps = append(ps, &ComponentSecretError{fmt.Errorf("%s.secret: %v", key, err)})
 		} else if s == "" {
 			bad(key+".secret", "required (a literal, env:NAME or file:/path)")
 		}
@@ -725,6 +725,33 @@ func (c *Config) validate() []error {
 		}
 	}
 	return ps
+}
+
+// ComponentSecretError is a component secret that could not be read (an
+// env: variable not set, a file: not readable). Only serve needs the
+// secret: the commands that work on the registry alone (backup, restore,
+// registrations, import), run from an operator's shell without the
+// service's environment, go on (OnlyComponentSecrets).
+type ComponentSecretError struct{ err error }
+
+func (e *ComponentSecretError) Error() string { return e.err.Error() }
+func (e *ComponentSecretError) Unwrap() error { return e.err }
+
+// OnlyComponentSecrets reports whether every problem in err, as Load
+// returns it, is a ComponentSecretError.
+func OnlyComponentSecrets(err error) bool {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		if cs := (*ComponentSecretError)(nil); !errors.As(e, &cs) {
+			return false
+		}
+	}
+	return len(errs) > 0
 }
 
 // localSubject reports whether a VAPID subject's host is one no push
