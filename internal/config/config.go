@@ -523,12 +523,10 @@ func (a *App) applyDefaults() {
 		a.Kind = KindLog
 	}
 	if a.Priority == "" {
-		switch a.Kind {
-		case KindFCM:
-			a.Priority = "high"
-		default:
-			a.Priority = "auto"
-		}
+		// auto for every kind, as the README says: an FCM app's
+		// notification_title goes only on pushes the user's server
+		// marked important, not on every receipt and chat state.
+		a.Priority = "auto"
 	}
 	if a.PushDeadline == 0 {
 		a.PushDeadline = Duration(push.DefaultPushDeadline)

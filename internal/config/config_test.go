@@ -386,3 +386,20 @@ func TestLocalVAPIDSubjectWarned(t *testing.T) {
 		}
 	}
 }
+
+// An FCM app without a priority is auto, as every kind: its
+// notification_title goes on pushes the user's server marked important,
+// not on every receipt and chat state.
+func TestDefaultPriorityIsAuto(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "sa.json", "{}")
+	c, err := Parse("[apps.android]\nkind = \"fcm\"\nservice_account_file = \"sa.json\"\nnotification_title = \"New message\"\n[apps.ios]\nkind = \"apns\"\n", dir)
+	if err != nil && !strings.Contains(err.Error(), "apps.ios") {
+		t.Fatal(err)
+	}
+	for name, a := range c.Apps {
+		if a.Priority != "auto" {
+			t.Errorf("app %s (%s) without a priority: %q, want auto", name, a.Kind, a.Priority)
+		}
+	}
+}
