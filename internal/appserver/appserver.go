@@ -478,9 +478,11 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	prio := app.Priority.Resolve(req.Important())
 
-	if err := s.admit(ctx, throttleKey{node: node, prio: prio}, t.Type, start, deadline); err != nil {
+	waited, err := s.admit(ctx, throttleKey{node: node, prio: prio}, t.Type, start, deadline)
+	if err != nil {
 		return err
 	}
+	start = start.Add(waited)
 	// The backend's own deadline counts from here, after any wait for
 	// the throttle's window. Setting the earlier of the two here gives a
 	// push one timer, not two: the backend finds it and sets none.
@@ -532,12 +534,15 @@ func (s *Service) pushTokenless(ctx context.Context, req PushRequest, start, dea
 }
 
 // admit waits (until deadline at most, unless it is zero) for the
-// throttle's window for key, or refuses the push with ErrThrottled.
-func (s *Service) admit(ctx context.Context, key throttleKey, app string, start, deadline time.Time) error {
+// throttle's window for key, or refuses the push with ErrThrottled. It
+// returns how long it waited, which the caller leaves out of the push's
+// latency: that measures us and the push service, and the alert on it
+// would otherwise fire on every burst of messages to one device.
+func (s *Service) admit(ctx context.Context, key throttleKey, app string, start, deadline time.Time) (waited time.Duration, err error) {
 	switch d, wait := s.throttle.admit(key); d {
 	case refuse:
 		s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
-		return ErrThrottled
+		return 0, ErrThrottled
 	case delaySend:
 		if !deadline.IsZero() {
 			var cancel context.CancelFunc
@@ -546,14 +551,16 @@ func (s *Service) admit(ctx context.Context, key throttleKey, app string, start,
 		}
 		// push.Wait: a push waiting for its window does no work, so it
 		// does not hold the adapter's concurrency slot meanwhile.
+		began := time.Now()
 		err := push.Wait(ctx, wait)
 		s.throttle.release(key)
 		if err != nil {
 			s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
-			return fmt.Errorf("%w: %w", ErrThrottled, err)
+			return 0, fmt.Errorf("%w: %w", ErrThrottled, err)
 		}
+		return time.Since(began), nil
 	}
-	return nil
+	return 0, nil
 }
 
 // pushReader is a store that can read what a push needs of a

@@ -494,6 +494,8 @@ type rejections struct {
 	apps     []string
 	failures []appserver.RegistrationFailure
 	panics   []string
+	// took holds the latency of each push that succeeded.
+	took []time.Duration
 }
 
 func (r *rejections) Rejected(reason appserver.RejectReason) {
@@ -517,10 +519,52 @@ func (r *rejections) RegistrationFailed(f appserver.RegistrationFailure) {
 	r.mu.Unlock()
 }
 
-func (r *rejections) Pushed(app string, o appserver.Outcome, _ time.Duration) {
+func (r *rejections) Pushed(app string, o appserver.Outcome, d time.Duration) {
 	r.mu.Lock()
 	r.apps = append(r.apps, app+"/"+string(o))
+	if o == appserver.OutcomeSuccess {
+		r.took = append(r.took, d)
+	}
 	r.mu.Unlock()
+}
+
+// TestThrottleWaitIsNotLatency: the rate limit holds a device's second
+// push of a burst back to its next window on purpose. The latency that
+// the metrics and the PushAppserverPushesSlow alert read measures us
+// and the push service, so that wait is left out of it, for pushes to
+// a registration and to a token.
+func TestThrottleWaitIsNotLatency(t *testing.T) {
+	ctx := context.Background()
+	obs := &rejections{}
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{RateLimit: 400 * time.Millisecond, Observer: obs}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if err := svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: "tok2"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.took) != 4 {
+		t.Fatalf("successes observed: %v", obs.took)
+	}
+	for _, d := range obs.took {
+		if d > 200*time.Millisecond {
+			t.Fatalf("latencies %v: the rate limit's wait (about 400 ms) counted", obs.took)
+		}
+	}
 }
 
 func TestRejectionsLoggedAndCounted(t *testing.T) {

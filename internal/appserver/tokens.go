@@ -109,9 +109,11 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		prio = push.PrioritySilent
 	}
 	// Both callers set the push's deadline on ctx already.
-	if err := s.admit(ctx, throttleKey{app: tp.App, token: tp.Token, prio: prio}, tp.App, start, time.Time{}); err != nil {
+	waited, err := s.admit(ctx, throttleKey{app: tp.App, token: tp.Token, prio: prio}, tp.App, start, time.Time{})
+	if err != nil {
 		return err
 	}
+	start = start.Add(waited)
 	n := push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted}
 	err = s.send(ctx, app.Backend, n)
 	if err == nil {
