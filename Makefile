@@ -106,7 +106,12 @@ install: build
 		install -m 0640 deploy/push-appserver.toml $(DESTDIR)/etc/push-appserver/push-appserver.toml
 	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
 		systemd-sysusers $(SYSUSERSDIR)/push-appserver.conf && \
-		chgrp push-appserver /etc/push-appserver /etc/push-appserver/push-appserver.toml; \
+		chgrp push-appserver /etc/push-appserver /etc/push-appserver/push-appserver.toml && \
+		chmod g+r /etc/push-appserver/push-appserver.toml; \
+		if [ -e /etc/push-appserver/component-secret ]; then \
+			chgrp push-appserver /etc/push-appserver/component-secret && \
+			chmod 0640 /etc/push-appserver/component-secret; \
+		fi; \
 		systemctl daemon-reload 2>/dev/null || true; \
 	fi
 	@echo "installed; edit /etc/push-appserver/push-appserver.toml, then: systemctl enable --now push-appserver"

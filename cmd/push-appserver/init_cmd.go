@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/push-appserver/push-appserver/deploy"
@@ -18,7 +20,22 @@ import (
 // initFile is one file init writes.
 type initFile struct {
 	name, text string
-	mode       fs.FileMode
+	// group is the group of the service that reads the file: it gets
+	// the file, readable (0640), where the group exists; elsewhere the
+	// file stays its owner's alone (0600).
+	group string
+}
+
+// lookupGroup returns the ID of a group, false where there is none.
+type lookupGroup func(name string) (gid int, ok bool)
+
+func systemGroup(name string) (int, bool) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, false
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	return gid, err == nil
 }
 
 // runInit writes a new installation's configuration: push-appserver's,
@@ -39,14 +56,14 @@ func runInit(args []string, stdout, stderr io.Writer) int {
 		f.usage(stderr)
 		return 2
 	}
-	if err := initFiles(*jid, *domain, *address, *dir, stdout); err != nil {
+	if err := initFiles(*jid, *domain, *address, *dir, systemGroup, stdout); err != nil {
 		fmt.Fprintf(stderr, "push-appserver init: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func initFiles(jid, domain, address, dir string, stdout io.Writer) error {
+func initFiles(jid, domain, address, dir string, group lookupGroup, stdout io.Writer) error {
 	for _, name := range []struct{ what, v string }{{"-jid", jid}, {"-domain", domain}} {
 		if strings.ContainsAny(name.v, " \t\r\n\"'\\/@{}") {
 			return fmt.Errorf("%s %q: a domain name is wanted", name.what, name.v)
@@ -70,12 +87,14 @@ func initFiles(jid, domain, address, dir string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The XMPP servers' files hold the secret too.
+	// The XMPP servers' files hold the secret too. The unit runs as
+	// push-appserver, Prosody and ejabberd as users of their own: a file
+	// of root's alone would keep each from starting.
 	files := []initFile{
-		{"push-appserver.toml", setup.Config, 0o640},
-		{"component-secret", secret + "\n", 0o600},
-		{"prosody-push-appserver.cfg.lua", setup.Prosody, 0o600},
-		{"ejabberd-push-appserver.yml", setup.Ejabberd, 0o600},
+		{"push-appserver.toml", setup.Config, "push-appserver"},
+		{"component-secret", secret + "\n", "push-appserver"},
+		{"prosody-push-appserver.cfg.lua", setup.Prosody, "prosody"},
+		{"ejabberd-push-appserver.yml", setup.Ejabberd, "ejabberd"},
 	}
 	for _, f := range files {
 		switch _, err := os.Lstat(filepath.Join(dir, f.name)); {
@@ -85,11 +104,36 @@ func initFiles(jid, domain, address, dir string, stdout io.Writer) error {
 			return err
 		}
 	}
+	_, err = os.Stat(dir)
+	madeDir := errors.Is(err, fs.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
+	if gid, ok := group("push-appserver"); ok && madeDir {
+		if err := os.Chown(dir, -1, gid); err != nil {
+			return fmt.Errorf("giving %s to group push-appserver: %w", dir, err)
+		}
+	}
+	var private []string
 	for _, f := range files {
-		if err := writeNew(filepath.Join(dir, f.name), f.text, f.mode); err != nil {
+		path := filepath.Join(dir, f.name)
+		gid, ok := group(f.group)
+		if !ok {
+			private = append(private, fmt.Sprintf("  chgrp %s %s && chmod 0640 %[2]s", f.group, path))
+			if err := writeNew(path, f.text, 0o600); err != nil {
+				return err
+			}
+			continue
+		}
+		// Written for the owner alone, then given to the group: never
+		// readable by anyone else on the way.
+		if err := writeNew(path, f.text, 0o600); err != nil {
+			return err
+		}
+		if err := os.Chown(path, -1, gid); err != nil {
+			return fmt.Errorf("giving %s to group %s: %w", path, f.group, err)
+		}
+		if err := os.Chmod(path, 0o640); err != nil {
 			return err
 		}
 	}
@@ -101,6 +145,9 @@ func initFiles(jid, domain, address, dir string, stdout io.Writer) error {
 The XMPP server's file holds the same secret: keep it readable by that server only.
 Then: push-appserver check-config -config %[1]s/push-appserver.toml
 `, dir, jid, address)
+	if len(private) > 0 {
+		fmt.Fprintf(stdout, "These groups are not here yet, so their files are readable by their owner only; once the service's user exists (make install makes push-appserver's):\n%s\n", strings.Join(private, "\n"))
+	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		fmt.Fprintf(stdout, "The XMPP server is not on this machine: in its file, let it take components on %s, not on loopback alone.\n", host)
 	}

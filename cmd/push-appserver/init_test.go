@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,11 +57,7 @@ func initConnects(t *testing.T, bin, dir string) {
 	if err != nil || !regexp.MustCompile(`^[0-9a-f]{64}\n$`).Match(secret) {
 		t.Fatalf("component-secret: %q, %v", secret, err)
 	}
-	for name, mode := range map[string]os.FileMode{"component-secret": 0o600, "prosody-push-appserver.cfg.lua": 0o600, "ejabberd-push-appserver.yml": 0o600, "push-appserver.toml": 0o640} {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != mode {
-			t.Errorf("%s: %v, %v; want mode %v", name, fi.Mode(), err, mode)
-		}
-	}
+	checkInitModes(t, dir, systemGroup)
 
 	text, err := os.ReadFile(filepath.Join(dir, "push-appserver.toml"))
 	if err != nil {
@@ -100,5 +97,56 @@ func initConnects(t *testing.T, bin, dir string) {
 	}
 	if again, _ := os.ReadFile(filepath.Join(dir, "component-secret")); string(again) != string(secret) {
 		t.Fatal("the secret changed")
+	}
+}
+
+// checkInitModes checks that each file init wrote in dir is its group's
+// to read where group finds it, and its owner's alone elsewhere.
+func checkInitModes(t *testing.T, dir string, group lookupGroup) {
+	t.Helper()
+	for name, g := range map[string]string{"component-secret": "push-appserver", "push-appserver.toml": "push-appserver", "prosody-push-appserver.cfg.lua": "prosody", "ejabberd-push-appserver.yml": "ejabberd"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gid, ok := group(g)
+		mode := os.FileMode(0o600)
+		if ok {
+			mode = 0o640
+		}
+		if fi.Mode().Perm() != mode || ok && int(fi.Sys().(*syscall.Stat_t).Gid) != gid {
+			t.Errorf("%s: mode %v, group %d; want %v, group %s (%d, %v)", name, fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid, mode, g, gid, ok)
+		}
+	}
+}
+
+// TestInitGroups: the service that reads each file can, where its group
+// exists (the unit runs as push-appserver, Prosody and ejabberd as users
+// of their own), and where it does not yet, nobody but the owner can and
+// init says how to hand the file over.
+func TestInitGroups(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		groups map[string]bool
+	}{
+		{"every group", map[string]bool{"push-appserver": true, "prosody": true, "ejabberd": true}},
+		{"no service user yet", map[string]bool{"prosody": true}},
+		{"none", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Groups are faked as the test's own, which it may give files to.
+			group := func(name string) (int, bool) { return os.Getgid(), tc.groups[name] }
+			dir := filepath.Join(t.TempDir(), "etc")
+			var out strings.Builder
+			if err := initFiles("push.example.org", "example.org", "127.0.0.1:5347", dir, group, &out); err != nil {
+				t.Fatal(err)
+			}
+			checkInitModes(t, dir, group)
+			for _, g := range []string{"push-appserver", "prosody", "ejabberd"} {
+				if hint := "chgrp " + g + " "; strings.Contains(out.String(), hint) == tc.groups[g] {
+					t.Errorf("group %s here: %v, but the output's hint %q is there: %v\n%s", g, tc.groups[g], hint, !tc.groups[g], out.String())
+				}
+			}
+		})
 	}
 }
