@@ -99,7 +99,7 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if sum.Imported+sum.Updated > 0 && !*dryRun {
-		fmt.Fprintln(stdout, "a running push-appserver sees changed registrations within its cache lifetime (one minute)")
+		fmt.Fprintln(stdout, "a running push-appserver sees the changed registrations within a second")
 	}
 	return 0
 }

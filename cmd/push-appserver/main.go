@@ -57,7 +57,7 @@ func commands() []command {
 		{"check-config", "validate the configuration and print every problem", runCheckConfig},
 		{"vapid-keygen", "write a VAPID key for a webpush app", vapidKeygen},
 		{"import", "import registrations from mod_push_appserver or another registry", runImport},
-		{"registrations", "list, show, delete or count registrations", runRegistrations},
+		{"registrations", "list, show, count, delete or prune registrations", runRegistrations},
 		{"backup", "write a consistent copy of the SQLite registry", runBackup},
 		{"restore", "put a backup in place of the SQLite registry (server stopped)", runRestore},
 		{"send-test", "send one test push through an app and print the answer", runSendTest},

@@ -154,7 +154,11 @@ func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	registryName := cfg.Database.Path
+	if cfg.Database.Driver == "postgres" {
+		registryName = "PostgreSQL (database.dsn)"
+	}
 	fmt.Fprintf(stdout, "configuration loaded: %d app(s), %d component(s), HTTP on %q, registry %s\n",
-		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, cfg.Database.Path)
+		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, registryName)
 	return 0
 }
