@@ -86,7 +86,10 @@ type Options struct {
 	// times larger: anyone can send one to our JID, and XMPP servers
 	// route stanzas of up to 256 KiB (Prosody's clients) or 512 KiB
 	// (between servers), so one such message would otherwise take the
-	// component off its server.
+	// component off its server. So may a push publish, whose walk keeps
+	// a few KiB of it: with Prosody's push_notification_with_body or
+	// ejabberd's include_body, it carries a message's whole body, and
+	// anyone could send a message long enough.
 	MaxStanza int64
 	// MaxBackoff caps the wait between reconnection attempts. Default
 	// 1.8 s: the component is back within 2 s of the XMPP server, and
@@ -471,7 +474,8 @@ func pingIQ(jid string, seq uint64) []byte {
 	return b.Bytes()
 }
 
-// skippedStanzas is how many times MaxStanza a skipped stanza may be.
+// skippedStanzas is how many times MaxStanza a skipped stanza, or a
+// push publish, may be.
 const skippedStanzas = 16
 
 // read decodes top-level stanzas until the stream ends and dispatches the
@@ -491,6 +495,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		c.handle(&s.ctx, m, w)
 	})
 	defer workers.close()
+	publish := func() { lr.limit.Store(skippedStanzas * c.opts.MaxStanza) }
 	for {
 		lr.n.Store(0)
 		t, err := d.Next()
@@ -529,7 +534,12 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		m := new(streamIQ)
 		q := &m.iq
-		if err := q.walkIn(d, t, &m.mem); err != nil {
+		err = q.walkIn(d, t, &m.mem, publish)
+		lr.limit.Store(c.opts.MaxStanza)
+		if lr.n.Load() > c.opts.MaxStanza {
+			d.shrink()
+		}
+		if err != nil {
 			return fmt.Errorf("reading IQ: %w", err)
 		}
 		if q.Type != "get" && q.Type != "set" {

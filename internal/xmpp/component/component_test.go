@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -328,6 +329,49 @@ func TestDiscoAndCommands(t *testing.T) {
 				t.Fatalf("reply %s %q, want %q", r.Type, r.Inner, tt.want)
 			}
 		})
+	}
+}
+
+// TestLongPublish: with Prosody's push_notification_with_body or
+// ejabberd's include_body, a publish carries a message's whole body, and
+// anyone can send a long message (both servers take 256 KiB from a
+// client). Such a publish is answered and pushed, and the stream stays:
+// while the component reconnected, ejabberd would answer other users'
+// publishes with errors and delete their push sessions. A publish past
+// the bound for skipped stanzas still ends the stream.
+func TestLongPublish(t *testing.T) {
+	f := newFixture(t, 0, secret) // MaxStanza 16 KiB
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	long := strings.Replace(publish("long", "ok", ok.Secret, true), "New Message!", strings.Repeat("x&lt;", 40<<10), 1)
+	st.send(t, long)
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	got := map[string]string{}
+	for range 2 {
+		r := st.next(t)
+		got[r.ID] = r.Type
+	}
+	if got["long"] != "result" || got["after"] != "result" {
+		t.Fatalf("answers: %v", got)
+	}
+	f.backend.mu.Lock()
+	sent := slices.Clone(f.backend.sent)
+	f.backend.mu.Unlock()
+	bodies := []int{}
+	for _, n := range sent {
+		if n.Summary != nil {
+			bodies = append(bodies, len(n.Summary.LastMessageBody))
+		}
+	}
+	slices.Sort(bodies)
+	if len(bodies) != 2 || bodies[0] != len("New Message!") || bodies[1] != 4096 {
+		t.Fatalf("bodies of the pushes sent: %v bytes", bodies)
+	}
+	st.send(t, strings.Replace(publish("too long", "ok", ok.Secret, true), "New Message!", strings.Repeat("x", 300<<10), 1))
+	st2 := f.srv.accept(t)
+	st2.send(t, publish("again", "ok", ok.Secret, true))
+	if r := st2.next(t); r.ID != "again" || r.Type != "result" {
+		t.Fatalf("after reconnect: %+v", r)
 	}
 }
 

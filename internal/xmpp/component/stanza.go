@@ -51,7 +51,7 @@ type stanzaReader interface {
 
 // walk reads the IQ that start began.
 // walk reads the IQ from r, whose last token was start.
-func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error { return q.walkIn(r, start, nil) }
+func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error { return q.walkIn(r, start, nil, nil) }
 
 // iqMemory is the memory of a push's payload: walkIn's, and the summary
 // that xep0357.ParseInto reads into.
@@ -72,7 +72,11 @@ type streamIQ struct {
 }
 
 // walkIn is walk taking the payload's memory from mem, unless it is nil.
-func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory) error {
+// It calls publish, unless it is nil, as a <pubsub/> begins: a publish
+// may carry a long message's whole body, and its walk keeps no more of
+// it than a push uses (see xep0357.WalkIn), so the reader may let it be
+// longer than other IQs.
+func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory, publish func()) error {
 	for _, a := range start.Attr {
 		// As reflection does: the last of repeated attributes wins, and
 		// the name space of an attribute does not matter.
@@ -96,6 +100,9 @@ func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory) error {
 		// merges it. The rare payloads go through reflection.
 		switch {
 		case t.Name.Local == "pubsub" && t.Name.Space == xep0357.NSPubSub:
+			if publish != nil {
+				publish()
+			}
 			var tree *xep0357.Memory
 			switch {
 			case q.PubSub != nil:

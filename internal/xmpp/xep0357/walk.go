@@ -32,6 +32,10 @@ type parts struct {
 	nforms  int
 	noted   bool // note was taken
 
+	// What the notifications' and the publish options' texts took of
+	// their budgets.
+	noteUsed, optionsUsed int
+
 	// text holds the forms' values: a value a string of its own was an
 	// allocation per field.
 	text strings.Builder
@@ -40,6 +44,26 @@ type parts struct {
 // textSize is what text first takes room for: the values of a push's
 // forms (a secret, a message's sender and the start of its body) fit.
 const textSize = 256
+
+// What a walk keeps of a tree, whatever its size. A publish may be far
+// larger than anything we use of it (the whole of a long message's body,
+// with Prosody's push_notification_with_body), and the component reads
+// such a stanza rather than drop its stream; these bounds keep what the
+// walk holds near the size of a real push. Each is above what Parse
+// takes, so it answers as it would for the whole tree: a cut secret or
+// option is still too long, a cut body is cut further for the summary,
+// and a cut encrypted payload still too large. The notifications and the
+// publish options have budgets of their own, so that no summary can
+// crowd out the secret.
+const (
+	maxValue       = 2 * maxFieldSize // bytes kept of one value or priority
+	maxPayload     = 2 * maxEncrypted // bytes kept of an encrypted payload
+	maxNoteText    = 48 << 10         // bytes kept of the notifications' texts
+	maxOptionsText = 16 << 10         // bytes kept of the publish options' values
+	maxItems       = 16               // items kept of a publish
+	maxFields      = 64               // fields kept of one form
+	maxValues      = 64               // values kept of one field
+)
 
 // notification returns the memory of the next notification.
 func (p *parts) notification() *Notification {
@@ -125,6 +149,10 @@ func (p *Publish) read(r xmlwalk.Reader, start xmlwalk.Token, mem *parts) error 
 	for _, a := range start.Attr {
 		if a.Name.Local == "node" {
 			p.Node = a.Value
+			if len(p.Node) > maxValue {
+				// Too long for Parse all the same.
+				p.Node = strings.Clone(p.Node[:maxValue])
+			}
 		}
 	}
 	for {
@@ -132,7 +160,7 @@ func (p *Publish) read(r xmlwalk.Reader, start xmlwalk.Token, mem *parts) error 
 		if !ok {
 			return err
 		}
-		if t.Name.Local == "item" {
+		if t.Name.Local == "item" && len(p.Items) < maxItems {
 			if p.Items == nil {
 				p.Items = mem.items[:0]
 			}
@@ -175,7 +203,7 @@ func (n *Notification) read(r xmlwalk.Reader, mem *parts) error {
 		}
 		switch {
 		case t.Name.Local == "x" && t.Name.Space == dataform.NS:
-			n.Form, err = readFormInto(r, t, n.Form, mem)
+			n.Form, err = readFormInto(r, t, n.Form, mem, &mem.noteUsed, maxNoteText)
 		case t.Name.Local == "encrypted" && t.Name.Space == NSEncrypt:
 			if n.Encrypted == nil {
 				n.Encrypted = new(Encrypted)
@@ -188,12 +216,14 @@ func (n *Notification) read(r xmlwalk.Reader, mem *parts) error {
 					n.Encrypted.Type = a.Value
 				}
 			}
-			n.Encrypted.Payload, err = xmlwalk.Text(r)
+			n.Encrypted.Payload, err = xmlwalk.TextCut(r, nil, min(maxPayload, max(maxNoteText-mem.noteUsed, 0)))
+			mem.noteUsed += len(n.Encrypted.Payload)
 		case t.Name.Local == "priority" && t.Name.Space == NSPriority:
 			if n.Priority == nil {
 				n.Priority = new(string)
 			}
-			*n.Priority, err = xmlwalk.Text(r)
+			*n.Priority, err = xmlwalk.TextCut(r, nil, min(maxValue, max(maxNoteText-mem.noteUsed, 0)))
+			mem.noteUsed += len(*n.Priority)
 		default:
 			err = r.Skip()
 		}
@@ -210,7 +240,7 @@ func (o *PublishOptions) read(r xmlwalk.Reader, mem *parts) error {
 			return err
 		}
 		if t.Name.Local == "x" && t.Name.Space == dataform.NS {
-			o.Form, err = readFormInto(r, t, o.Form, mem)
+			o.Form, err = readFormInto(r, t, o.Form, mem, &mem.optionsUsed, maxOptionsText)
 		} else {
 			err = r.Skip()
 		}
@@ -223,17 +253,24 @@ func (o *PublishOptions) read(r xmlwalk.Reader, mem *parts) error {
 // readFormInto reads a form into f, which is nil for the element's first
 // form: a repeated form merges into the first, as with reflection. It
 // returns the form read into.
-func readFormInto(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *parts) (*dataform.Form, error) {
+func readFormInto(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *parts, used *int, budget int) (*dataform.Form, error) {
+	b := textBudget{used: used, max: budget}
 	if f != nil {
-		return f, readForm(r, start, f, nil, &mem.text)
+		return f, readForm(r, start, f, nil, &mem.text, b)
 	}
 	fp := mem.form()
-	return &fp.form, readForm(r, start, &fp.form, fp, &mem.text)
+	return &fp.form, readForm(r, start, &fp.form, fp, &mem.text, b)
+}
+
+// textBudget is what values may still take of their budget of max bytes.
+type textBudget struct {
+	used *int
+	max  int
 }
 
 // readForm reads a form into f, taking memory from mem unless it is nil,
 // and writing the values to text.
-func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *formParts, text *strings.Builder) error {
+func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *formParts, text *strings.Builder, b textBudget) error {
 	f.XMLName = start.Name
 	for _, a := range start.Attr {
 		if a.Name.Local == "type" {
@@ -252,7 +289,7 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 		if !ok {
 			return err
 		}
-		if t.Name.Local == "field" {
+		if t.Name.Local == "field" && len(f.Fields) < maxFields {
 			switch {
 			case f.Fields != nil:
 			case mem != nil:
@@ -261,7 +298,7 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 				f.Fields = make([]dataform.Field, 0, 4)
 			}
 			f.Fields = append(f.Fields, dataform.Field{})
-			err = readField(r, t, &f.Fields[len(f.Fields)-1], &values, text)
+			err = readField(r, t, &f.Fields[len(f.Fields)-1], &values, text, b)
 		} else {
 			err = r.Skip()
 		}
@@ -275,7 +312,7 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 var formTypes = []string{FormSummary, FormPublish}
 
 // readField reads a field into f; its first value goes into values.
-func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string, text *strings.Builder) error {
+func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string, text *strings.Builder, b textBudget) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
 		case "var":
@@ -289,16 +326,18 @@ func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values 
 		if !ok {
 			return err
 		}
-		if t.Name.Local == "value" {
+		if t.Name.Local == "value" && len(f.Values) < maxValues {
 			if text.Cap() == 0 {
 				text.Grow(textSize)
 			}
+			keep := min(maxValue, max(b.max-*b.used, 0))
 			var v string
 			if f.Var == "FORM_TYPE" {
-				v, err = xmlwalk.TextIn(r, text, formTypes...)
+				v, err = xmlwalk.TextCut(r, text, keep, formTypes...)
 			} else {
-				v, err = xmlwalk.TextIn(r, text)
+				v, err = xmlwalk.TextCut(r, text, keep)
 			}
+			*b.used += len(v)
 			if len(f.Values) == 0 {
 				if *values == nil {
 					*values = make([]string, 0, 4)

@@ -114,7 +114,10 @@ func FuzzWalkMatchesReflection(f *testing.F) {
 		f.Add(c)
 	}
 	f.Fuzz(func(t *testing.T, stanza string) {
-		if len(stanza) > 64<<10 || strings.Count(stanza, "<") > 2000 {
+		// The walk keeps at most 8 KiB of a text, 64 fields of a
+		// form, 64 values of a field and 16 items (see maxValue and
+		// the rest), where reflection keeps everything.
+		if len(stanza) > 8<<10 || strings.Count(stanza, "field") > 64 || strings.Count(stanza, "value") > 64 || strings.Count(stanza, "item") > 16 {
 			return
 		}
 		checkSame(t, stanza)
@@ -166,5 +169,85 @@ func TestWalkInMemoryServesOnce(t *testing.T) {
 	}
 	if a.Publish.Node == b.Publish.Node || b.Publish.Node == "" {
 		t.Fatalf("nodes %q and %q", a.Publish.Node, b.Publish.Node)
+	}
+}
+
+// TestWalkKeepsLittleOfALargeTree: a publish may be far larger than a
+// push uses of it (a long message's whole body), and the component reads
+// it rather than drop its stream. The walk keeps a few KiB of it, and
+// Parse answers as it would for the whole tree.
+func TestWalkKeepsLittleOfALargeTree(t *testing.T) {
+	field := func(v, value string) string {
+		return `<field var='` + v + `'><value>` + value + `</value></field>`
+	}
+	form := func(typ string, fields ...string) string {
+		return `<x xmlns='jabber:x:data' type='submit'>` + field("FORM_TYPE", typ) + strings.Join(fields, "") + `</x>`
+	}
+	tree := func(node, note, options string) string {
+		return `<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node + `'><item><notification xmlns='urn:xmpp:push:0'>` + note +
+			`</notification></item></publish><publish-options>` + options + `</publish-options></pubsub>`
+	}
+	secret := form(xep0357.FormPublish, field("secret", "s3cr3t"))
+	long := strings.Repeat("é", 100<<10)
+	many := strings.Repeat(field("x-filler", "abc"), 1000)
+	values := `<field var='x-values'>` + strings.Repeat(`<value>v</value>`, 1000) + `</field>`
+	for _, tc := range []struct {
+		name, tree string
+		body       int    // bytes of the summary's body; -1: a body cut anyhow
+		err        string // of Parse, "" for none
+	}{
+		{"long body", tree("n", form(xep0357.FormSummary, field("last-message-body", long), field("last-message-sender", long)), secret), 4096, ""},
+		{"many fields", tree("n", form(xep0357.FormSummary, field("last-message-body", "hi"), many, values), secret), 2, ""},
+		{"many long fields", tree("n", form(xep0357.FormSummary, strings.Repeat(field("x-filler", long[:20<<10]), 20), field("last-message-body", "hi")), secret), -1, ""},
+		{"long secret", tree("n", "", form(xep0357.FormPublish, field("secret", long))), 0, "secret too long"},
+		{"long node", tree(strings.Repeat("n", 100<<10), "", secret), 0, "node too long"},
+		{"long encrypted payload", tree("n", `<encrypted xmlns='tigase:push:encrypt:0' iv='aXY='>`+strings.Repeat("QUFB", 20<<10)+`</encrypted>`, secret), 0, "too large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ps xep0357.PubSub
+			if err := xml.Unmarshal([]byte(tc.tree), &ps); err != nil {
+				t.Fatal(err)
+			}
+			kept := len(ps.Publish.Node)
+			for _, it := range ps.Publish.Items {
+				if n := it.Notification; n != nil {
+					if n.Encrypted != nil {
+						kept += len(n.Encrypted.Payload)
+					}
+					if n.Form != nil {
+						if len(n.Form.Fields) > 64 {
+							t.Errorf("%d fields kept", len(n.Form.Fields))
+						}
+						for _, f := range n.Form.Fields {
+							if len(f.Values) > 64 {
+								t.Errorf("%d values kept of %s", len(f.Values), f.Var)
+							}
+							for _, v := range f.Values {
+								kept += len(v)
+							}
+						}
+					}
+				}
+			}
+			if kept > 64<<10 {
+				t.Errorf("%d bytes of text kept", kept)
+			}
+			r, err := xep0357.Parse(&ps)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatal(err)
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Parse = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if r.Secret != "s3cr3t" {
+				t.Errorf("secret %q", r.Secret)
+			}
+			if s := r.Summary; tc.body >= 0 && (s == nil || len(s.LastMessageBody) != tc.body || !strings.HasPrefix(long, s.LastMessageBody) && s.LastMessageBody != "hi") {
+				t.Errorf("summary %+v, want a body of %d bytes", s, tc.body)
+			}
+		})
 	}
 }

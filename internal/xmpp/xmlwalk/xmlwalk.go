@@ -13,7 +13,9 @@ package xmlwalk
 import (
 	"encoding/xml"
 	"fmt"
+	"math"
 	"strings"
+	"unicode/utf8"
 )
 
 // Kind tells the tokens a walk sees apart. Comments, processing
@@ -100,6 +102,14 @@ func Text(r Reader) (string, error) { return TextIn(r, nil) }
 // strings.Builder never changes what it holds. (A text in several pieces
 // may leave its first in buf twice.)
 func TextIn(r Reader, buf *strings.Builder, known ...string) (string, error) {
+	return TextCut(r, buf, math.MaxInt, known...)
+}
+
+// TextCut is TextIn keeping at most max bytes of the text, cut where a
+// UTF-8 sequence begins: the rest is read and dropped, so that a text
+// far longer than anything its reader uses takes no more memory than
+// that.
+func TextCut(r Reader, buf *strings.Builder, max int, known ...string) (string, error) {
 	var s string
 	var pieces []byte // only when the text comes in several pieces
 	for {
@@ -109,14 +119,15 @@ func TextIn(r Reader, buf *strings.Builder, known ...string) (string, error) {
 		}
 		switch t.Kind {
 		case CharData:
+			text := t.Text
 			if pieces == nil && s == "" {
-				s = among(t.Text, known, buf)
+				s = among(cut(text, max), known, buf)
 				continue
 			}
 			if pieces == nil {
-				pieces = append([]byte(s), t.Text...)
+				pieces = append([]byte(s), cut(text, max-len(s))...)
 			} else {
-				pieces = append(pieces, t.Text...)
+				pieces = append(pieces, cut(text, max-len(pieces))...)
 			}
 		case StartElement:
 			if err := r.Skip(); err != nil {
@@ -124,11 +135,27 @@ func TextIn(r Reader, buf *strings.Builder, known ...string) (string, error) {
 			}
 		case EndElement:
 			if pieces != nil {
-				return among(pieces, known, buf), nil
+				return among(cut(pieces, max), known, buf), nil
 			}
 			return s, nil
 		}
 	}
+}
+
+// cut returns at most max bytes of b, ending before a UTF-8 sequence
+// that would not fit whole.
+func cut(b []byte, max int) []byte {
+	if len(b) <= max {
+		return b
+	}
+	if max <= 0 {
+		return nil
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(b[i]) {
+		i--
+	}
+	return b[:i]
 }
 
 // among returns the string of known equal to b, or else b as a new

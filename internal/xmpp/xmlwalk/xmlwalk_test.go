@@ -127,3 +127,28 @@ func TestExpect(t *testing.T) {
 		t.Error("other name: no error")
 	}
 }
+
+// TextCut keeps at most max bytes, never half of a UTF-8 sequence, in
+// one piece or several, and consumes the whole element all the same.
+func TestTextCut(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		max  int
+		want string
+	}{
+		{`<a>abcdef</a>`, 4, "abcd"},
+		{`<a>abc</a>`, 4, "abc"},
+		{`<a>abcdef</a>`, 0, ""},
+		{`<a>aé</a>`, 2, "a"}, // é is two bytes
+		{`<a>aé</a>`, 3, "aé"},
+		{`<a>ab<b/>cd<b/>ef</a>`, 3, "abc"},
+		{`<a>ab<b/>cd&amp;ef</a>`, 5, "abcd&"},
+		{`<a>a<b/>éé</a>`, 4, "aé"},
+	} {
+		d := start(t, tc.doc+`<next/>`)
+		got, err := TextCut(d, nil, tc.max)
+		if err != nil || got != tc.want {
+			t.Errorf("%s, %d: %q, %v; want %q", tc.doc, tc.max, got, err, tc.want)
+		}
+	}
+}
