@@ -42,7 +42,7 @@ func (s *Service) RegisterDevice(ctx context.Context, typ string, account Accoun
 		// registered before channels existed keep their node.
 		parts = append(parts, "channel", channel)
 	}
-	return s.registered(s.registerKeyed(ctx, typ, token, account, parts, registry.Registration{Domain: account.Domain}, 16))
+	return s.registered(s.registerKeyed(ctx, typ, token, account, parts, registry.Registration{Domain: account.Domain}, "", 16))
 }
 
 // UnregisterDevice removes what RegisterDevice registered for the same
@@ -64,7 +64,8 @@ func (s *Service) UnregisterDevice(ctx context.Context, typ string, account Acco
 // RegisterTigase registers a device the way Tigase's push component does
 // for its register-device command: by account and device token, with a
 // node of ours and no secret, because Siskin enables push with the node
-// alone. The node is 32 random bytes so that it cannot be guessed. The
+// alone. The node is 32 random bytes so that it cannot be guessed, after
+// tigaseNodePrefix. The
 // account's bare JID is kept, because the push must carry it: Siskin's
 // notification extension picks the key that decrypts an encrypted push by
 // it.
@@ -73,7 +74,7 @@ func (s *Service) RegisterTigase(ctx context.Context, typ string, account Accoun
 		return s.registered(registry.Registration{}, err)
 	}
 	r := registry.Registration{Domain: account.Domain, Account: account.Bare, Secret: noSecret}
-	return s.registered(s.registerKeyed(ctx, typ, token, account, []string{"tigase", account.Bare, token}, r, 32))
+	return s.registered(s.registerKeyed(ctx, typ, token, account, []string{"tigase", account.Bare, token}, r, tigaseNodePrefix, 32))
 }
 
 // UnregisterTigase removes what RegisterTigase registered for the same
@@ -88,11 +89,18 @@ func (s *Service) UnregisterTigase(ctx context.Context, typ string, account Acco
 	return s.unregisterKeyed(ctx, typ, account, []string{"tigase", account.Bare, token})
 }
 
+// tigaseNodePrefix begins the nodes of Tigase registrations. 64 hex
+// digits alone are an APNS device token's shape: on a component that also
+// takes tokenless publishes, a publish to a Tigase node removed since
+// (unregister-device, a dead token) would go to APNS with the node as its
+// token, where the prefix makes it no token at all (ErrNotFound).
+const tigaseNodePrefix = "tigase-"
+
 // registerKeyed registers r (its Domain, Account and Secret as given) under
 // the device key hashed from parts, keeping the node of an earlier
 // registration with the same key and type, or choosing a random node of
-// nodeBytes bytes.
-func (s *Service) registerKeyed(ctx context.Context, typ, token string, account Account, parts []string, r registry.Registration, nodeBytes int) (registry.Registration, error) {
+// nodeBytes bytes after prefix.
+func (s *Service) registerKeyed(ctx context.Context, typ, token string, account Account, parts []string, r registry.Registration, prefix string, nodeBytes int) (registry.Registration, error) {
 	if err := s.checkRegistration(typ, "-", token); err != nil {
 		return registry.Registration{}, err
 	}
@@ -130,6 +138,7 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 			if r.Node, err = randomHex(nodeBytes); err != nil {
 				return registry.Registration{}, err
 			}
+			r.Node = prefix + r.Node
 		default:
 			return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
 		}

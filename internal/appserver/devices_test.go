@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
@@ -69,8 +70,10 @@ func TestRegisterTigase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Node) != 64 || r.Secret != "" {
-		t.Fatalf("registration %+v: want a 64-hex-digit node and no secret", r)
+	// Not an APNS token's shape (hex), which a tokenless publish to the
+	// node, once removed, would be taken for.
+	if hexDigits, ok := strings.CutPrefix(r.Node, "tigase-"); !ok || len(hexDigits) != 64 || r.Secret != "" {
+		t.Fatalf("registration %+v: want a node of tigase- and 64 hex digits, and no secret", r)
 	}
 	stored, _ := store.Get(ctx, r.Node)
 	if stored.Account != juliet.Bare {

@@ -26,7 +26,7 @@ func TestProsodySiskinRegisterDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res["status"] != "completed" || len(res["node"]) != 64 || res["max-payload-size"] != "3072" {
+	if res["status"] != "completed" || len(res["node"]) != len("tigase-")+64 || res["max-payload-size"] != "3072" {
 		t.Fatalf("register-device answered %v", res)
 	}
 	alice.enablePushWith(s.xmpp.ComponentJID, res["node"], nil)

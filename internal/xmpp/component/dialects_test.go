@@ -67,7 +67,7 @@ func TestTigaseRegisterDevice(t *testing.T) {
 		t.Fatalf("register-device: %s %s", r.Type, r.Inner)
 	}
 	node := field(t, r.Inner, "node")
-	if len(node) != 64 || field(t, r.Inner, "max-payload-size") != "3072" || !strings.Contains(r.Inner, `<field var="features" type="text-multi"><value>tigase:push:encrypt:0</value>`) {
+	if len(node) != len("tigase-")+64 || field(t, r.Inner, "max-payload-size") != "3072" || !strings.Contains(r.Inner, `<field var="features" type="text-multi"><value>tigase:push:encrypt:0</value>`) {
 		t.Fatalf("register-device answer %s", r.Inner)
 	}
 	if strings.Contains(r.Inner, `var="secret"`) {
