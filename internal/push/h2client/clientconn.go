@@ -88,6 +88,7 @@ type clientConn struct {
 	busy      atomic.Int32 // len(streams), readable without mu
 	answered  atomic.Bool  // a response arrived, or a GOAWAY that will answer some
 	frames    atomic.Int64 // frames read, for the liveness check
+	lastRead  atomic.Int64 // when the last frame was read, as since(epoch)
 	readDone  chan struct{}
 	recvTaken int64 // connection-level receive window used; read loop only
 }
@@ -377,6 +378,13 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *Request) (Response, er
 		cc.unreserve()
 		return Response{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		// Its caller gave up already (it waited for room until its
+		// deadline): sent now, the push would be delivered and yet
+		// counted as failed, and sent again later.
+		cc.unreserve()
+		return Response{}, err
+	}
 	body := req.Body
 
 	cc.wmu.Lock()
@@ -652,6 +660,12 @@ func (cc *clientConn) flushLocked() {
 		buf := cc.out.b
 		cc.out.b = cc.spare[:0]
 		cc.wmu.Unlock()
+		// The goroutine writing is a request's, which waits for no
+		// context meanwhile: a socket that takes nothing for as long
+		// as a ping may go unanswered ends the connection, rather than
+		// hold that request until the ping check (sockio notes the
+		// deadline; it costs a timer only when the write waits).
+		cc.nc.SetWriteDeadline(time.Now().Add(cc.pings.timeout))
 		_, err := cc.nc.Write(buf)
 		cc.wmu.Lock()
 		if cap(buf) <= maxSpare {
@@ -812,6 +826,7 @@ func (cc *clientConn) readFrames() error {
 			return err
 		}
 		cc.frames.Add(1)
+		cc.lastRead.Store(int64(time.Since(epoch)))
 		switch f := f.(type) {
 		case *http2.HeadersFrame:
 			// The framer sees to it that the block's CONTINUATION
@@ -1043,9 +1058,9 @@ func (cc *clientConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 // it when nothing arrives within pingTimeout after; it also closes a
 // connection unused for idleTimeout.
 func (cc *clientConn) watch() {
+	cc.lastRead.Store(int64(time.Since(epoch)))
 	t := time.NewTimer(cc.pings.after)
 	defer t.Stop()
-	seen := cc.frames.Load()
 	for {
 		select {
 		case <-cc.readDone:
@@ -1055,11 +1070,14 @@ func (cc *clientConn) watch() {
 		if cc.closeIfIdle() {
 			return
 		}
-		if n := cc.frames.Load(); n != seen {
-			seen = n
-			t.Reset(cc.pings.after)
+		// Quiet since the last frame read, not since the last look: a
+		// frame just after one look would otherwise put the ping off
+		// until the look after next, almost twice pingAfter.
+		if quiet := time.Since(epoch) - time.Duration(cc.lastRead.Load()); quiet < cc.pings.after {
+			t.Reset(cc.pings.after - quiet)
 			continue
 		}
+		seen := cc.frames.Load()
 		cc.write(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{'p', 'u', 's', 'h'}) })
 		t.Reset(cc.pings.timeout)
 		select {
@@ -1071,10 +1089,13 @@ func (cc *clientConn) watch() {
 			cc.closeWith(fmt.Errorf("h2client: no answer to a ping in %s", cc.pings.timeout))
 			return
 		}
-		seen = cc.frames.Load()
 		t.Reset(cc.pings.after)
 	}
 }
+
+// epoch is what lastRead counts from: time.Since reads the monotonic
+// clock.
+var epoch = time.Now()
 
 func (cc *clientConn) closeIfIdle() bool {
 	cc.mu.Lock()

@@ -382,3 +382,33 @@ func TestFieldsArrive(t *testing.T) {
 		})
 	}
 }
+
+// A connection is pinged once it has been quiet for PingAfter, and closed
+// PingTimeout later when nothing came (Options' doc, README: "quiet for
+// 30 s is pinged and dropped when no answer comes within 10 s"), however
+// the last frame fell against the watch's own ticks.
+func TestQuietConnectionPingedOnTime(t *testing.T) {
+	const after, timeout = time.Second, 200 * time.Millisecond
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
+	b := newBlackhole(t, strings.TrimPrefix(s.URL, "https://"))
+	base := "https://" + b.ln.Addr().String()
+	c := newClient(t, h2client.Options{CAPath: s.CADir, PingAfter: after, PingTimeout: timeout})
+	if err := post(context.Background(), c, base, 0); err != nil { // dials: the watch starts
+		t.Fatal(err)
+	}
+	// Just after the watch's first look, which saw the answer above.
+	time.Sleep(after + 100*time.Millisecond)
+	if err := post(context.Background(), c, base, 1); err != nil {
+		t.Fatal(err)
+	}
+	b.dropped.Store(true) // the last frame came just now
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := post(ctx, c, base, 2)
+	took := time.Since(start)
+	t.Logf("request on the dead path failed after %s: %v", took, err)
+	if limit := after + timeout + 400*time.Millisecond; took > limit {
+		t.Fatalf("the connection, quiet since %s ago, was dropped only then; want within %s (PingAfter %s + PingTimeout %s)", took, limit, after, timeout)
+	}
+}
