@@ -74,6 +74,26 @@ func Wait(ctx context.Context, d time.Duration) error {
 	return err
 }
 
+// Elsewhere runs fn, a push's request to a service that someone else
+// chose and that may take its time (a WebPush subscription names its
+// push service), without holding ctx's concurrency slot meanwhile: a
+// few pushes to an endpoint that never answers would otherwise hold every
+// slot of the XMPP connection, and every other user's pushes with them.
+// The caller bounds such requests itself. The slot is taken again before
+// Elsewhere returns fn's error; should ctx end first, the push goes on
+// without one, since what remains is to say how it went.
+func Elsewhere(ctx context.Context, fn func() error) error {
+	w, hooked := ctx.Value(waitingKey{}).(Waiting)
+	if hooked {
+		w.Pause()
+	}
+	err := fn()
+	if hooked {
+		w.Resume(ctx)
+	}
+	return err
+}
+
 // Detach returns the context of a push asked for under ctx that is to
 // outlive it (its caller may hang up): one that never ends, carrying the
 // values of this package that ctx carries (a Waiting, an answer hook),

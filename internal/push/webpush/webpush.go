@@ -68,6 +68,12 @@ type Options struct {
 	// health and metrics; a private one when nil.
 	Breaker *push.Breaker
 
+	// MaxPushes bounds the pushes under way at once (DefaultMaxPushes
+	// when 0), MaxPushesPerService those at one push service
+	// (DefaultMaxPushesPerService when 0). A push past either fails at
+	// once as a temporary failure (the user's server hears wait).
+	MaxPushes, MaxPushesPerService int
+
 	// MaxConnections is how many connections to push services may be
 	// open before the idle ones are closed; DefaultMaxConnections when 0.
 	MaxConnections int
@@ -85,13 +91,57 @@ type Options struct {
 // Real apps reach a few big push services and some UnifiedPush servers.
 const DefaultMaxConnections = 1024
 
+// The bounds of the pushes under way. A push waits on its push service
+// without holding a slot of the XMPP connection it came from (see
+// push.Elsewhere), since subscriptions choose their service, and one that
+// never answers would otherwise stop every push on the connection; these
+// bound what such a service can hold instead: a tenth of a second each,
+// 256 pushes to one service make 2,560 a second.
+const (
+	DefaultMaxPushes           = 1024
+	DefaultMaxPushesPerService = 256
+)
+
 // Backend sends pushes for one app to every push service its subscriptions
 // name, over one pooled client.
 type Backend struct {
-	opts   Options
-	vapid  *vapid
-	client *http.Client
-	logger *slog.Logger
+	opts    Options
+	vapid   *vapid
+	client  *http.Client
+	logger  *slog.Logger
+	flights flights
+}
+
+// flights counts the pushes under way, in all and by push service.
+type flights struct {
+	mu         sync.Mutex
+	total      int
+	perService map[string]int
+}
+
+// take counts a push to origin in, unless that would pass a bound.
+func (f *flights) take(origin string, max, maxPer int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.total >= max || f.perService[origin] >= maxPer {
+		return false
+	}
+	if f.perService == nil {
+		f.perService = make(map[string]int)
+	}
+	f.total++
+	f.perService[origin]++
+	return true
+}
+
+// done counts a push to origin out.
+func (f *flights) done(origin string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.total--
+	if f.perService[origin]--; f.perService[origin] == 0 {
+		delete(f.perService, origin)
+	}
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -110,6 +160,12 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	}
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxPushes <= 0 {
+		opts.MaxPushes = DefaultMaxPushes
+	}
+	if opts.MaxPushesPerService <= 0 {
+		opts.MaxPushesPerService = DefaultMaxPushesPerService
 	}
 	if err := CheckSubject(opts.VAPIDSubject); err != nil {
 		return nil, err
@@ -260,6 +316,11 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		return err
 	}
 	origin := originOf(sub.Endpoint)
+	if !b.flights.take(origin, b.opts.MaxPushes, b.opts.MaxPushesPerService) {
+		// Not the service's answer: nothing for the breaker to judge.
+		return &push.TemporaryError{Reason: "too many pushes under way at " + origin}
+	}
+	defer b.flights.done(origin)
 	refreshed, shortened := false, false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
 		status, retryAfter, err := b.post(ctx, sub, origin, body, n.Priority)
@@ -345,13 +406,19 @@ func (b *Backend) post(ctx context.Context, sub Subscription, origin string, bod
 		req.Header.Set("Topic", DefaultTopic)
 	}
 	req.Header.Set("Authorization", auth)
-	resp, err := b.client.Do(req)
+	var resp *http.Response
+	err = push.Elsewhere(ctx, func() error {
+		var err error
+		if resp, err = b.client.Do(req); err == nil {
+			push.DiscardBody(ctx, resp, maxAnswer)
+			resp.Body.Close()
+		}
+		return err
+	})
 	if err != nil {
 		// The endpoint's path is the subscription: keep it out of logs.
 		return 0, 0, push.RedactURL(err, origin+"/…")
 	}
-	defer resp.Body.Close()
-	push.DiscardBody(ctx, resp, maxAnswer)
 	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), b.opts.Now()), nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -334,6 +335,59 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// TestPushesUnderWayBounded: pushes to a push service that takes the
+// connection and never answers are bounded, at that service and in all:
+// one more fails at once, as a temporary failure, while a push to another
+// service still goes through until the bound of all is reached.
+func TestPushesUnderWayBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	hang := ln.Addr().(*net.TCPAddr).Port
+	mock, keyFile, pub := startMock(t)
+	b := newBackend(t, mock, keyFile, webpush.Options{PushDeadline: 3 * time.Second, MaxPushes: 3, MaxPushesPerService: 2,
+		Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, hang}}})
+	send := func(s webpushmock.Subscription) error {
+		return b.Send(context.Background(), push.Notification{Node: "n", Token: s.JSON, Priority: push.PriorityHigh})
+	}
+	hanging, err := mock.SubscribeAt("https://127.0.0.1:"+strconv.Itoa(hang), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		go send(hanging)
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if err := send(hanging); !push.IsTemporary(err) || time.Since(start) > time.Second {
+		t.Fatalf("a third push to the hanging service: %v after %v, want a temporary failure at once", err, time.Since(start))
+	}
+	if err := send(subscribe(t, mock, pub)); err != nil {
+		t.Fatalf("a push to another service: %v", err)
+	}
+	// The same service under another name is another origin.
+	other, err := mock.SubscribeAt("https://localhost:"+strconv.Itoa(hang), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go send(other)
+	time.Sleep(200 * time.Millisecond)
+	if err := send(subscribe(t, mock, pub)); !push.IsTemporary(err) {
+		t.Fatalf("a push past the bound of all: %v, want a temporary failure", err)
+	}
 }
 
 // TestSendRetriesEndAtDeadline: a service that keeps failing gets retries

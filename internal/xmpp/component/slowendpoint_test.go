@@ -1,0 +1,112 @@
+package component_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
+)
+
+// TestSlowWebPushEndpointHoldsNoConnection: a WebPush endpoint is chosen
+// by whoever registers. One user registers a few subscriptions at an
+// endpoint that accepts connections and never answers, and publishes to
+// them (any XMPP user can send publishes to the component). Those pushes
+// may fail at their deadline, but a push to another user's device on the
+// same connection must not wait for them.
+func TestSlowWebPushEndpointHoldsNoConnection(t *testing.T) {
+	const slots = 8
+	const deadline = 3 * time.Second
+	// The attacker's endpoint: takes the TCP connection, says nothing.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	hangPort := ln.Addr().(*net.TCPAddr).Port
+	mock, err := webpushmock.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+	keyFile := filepath.Join(t.TempDir(), "vapid.pem")
+	pub, err := webpush.GenerateVAPIDKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	web, err := webpush.New(webpush.Options{VAPIDKeyFile: keyFile, VAPIDSubject: "mailto:ops@example.org", CAPath: mock.CADir,
+		PushDeadline: deadline, Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, hangPort}}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "web", Priority: push.PriorityHigh, Backend: web}},
+		appserver.Options{RateLimit: time.Minute, PushTimeout: 15 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newFakeServer(t, secret)
+	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	st := srv.accept(t)
+
+	bad, err := mock.SubscribeAt("https://127.0.0.1:"+strconv.Itoa(hangPort), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := mock.Subscribe(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := func(node, token string) string {
+		r, err := svc.Register(ctx, appserver.Caller{}, "web", node, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Secret
+	}
+	for i := range slots {
+		node := fmt.Sprint("attacker-", i)
+		st.send(t, publish(node, node, reg(node, bad.JSON), true))
+	}
+	time.Sleep(200 * time.Millisecond)
+	victim := reg("victim", good.JSON)
+	start := time.Now()
+	st.send(t, publish("victim", "victim", victim, true))
+	for {
+		r := st.next(t)
+		if r.ID != "victim" {
+			continue
+		}
+		took := time.Since(start)
+		if r.Type != "result" {
+			t.Fatalf("victim's push: %+v", r)
+		}
+		if took > time.Second {
+			t.Fatalf("victim's push answered after %v: %d pushes to one hanging endpoint held every slot of the connection", took.Round(time.Millisecond), slots)
+		}
+		return
+	}
+}
