@@ -134,6 +134,7 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 
 				TigaseProviders: cc.TigaseProviders,
 				MaxPayloadSize:  cc.TigaseMaxPayloadSize,
+				Domains:         cc.Domains,
 			},
 			Dialects: component.Dialects{
 				Tokenless:            cc.Tokenless,

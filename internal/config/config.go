@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"mellium.im/xmpp/jid"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
@@ -234,6 +235,14 @@ type Component struct {
 	// answers: how large an encrypted notification the user's server may
 	// send. Default 3072, what Siskin asks its server for.
 	TigaseMaxPayloadSize int `toml:"tigase_max_payload_size"`
+	// Domains, unless empty, are the XMPP domains whose accounts may run
+	// the registration commands through this component. The server at
+	// the other end vouches for every sender and can claim any, so where
+	// one process serves components of servers run by others, give each
+	// its own domains. Empty (the default): any domain, as a component
+	// on one's own server that users of other servers reach over
+	// server-to-server XMPP needs.
+	Domains []string `toml:"domains"`
 	// Tokenless takes a publish whose node is not registered as a push to
 	// that node as a device token (fpush, Monal): of the app named in the
 	// publish-options field pushModule, or of TokenlessApp (default:
@@ -697,6 +706,14 @@ func (c *Config) validate() []error {
 		for k, app := range map[string]string{"default_app": cp.DefaultApp, "register_push_fcm_app": *cp.FCMCommandApp, "register_push_apns_app": *cp.APNSCommandApp, "register_push_webpush_app": cp.WebPushCommandApp} {
 			if app != "" && c.Apps[app] == nil {
 				bad(key+"."+k, "no app named %q", app)
+			}
+		}
+		for j, d := range cp.Domains {
+			// As the commands see a sender's domain: jid's normal form.
+			if dj, err := jid.Parse(d); err != nil || dj.Localpart() != "" || dj.Resourcepart() != "" {
+				bad(key+".domains", "want XMPP domains such as example.org, got %q", d)
+			} else {
+				c.Components[i].Domains[j] = dj.Domainpart()
 			}
 		}
 		if cp.MaxInFlight < 1 {

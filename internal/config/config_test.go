@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -400,6 +401,24 @@ func TestDefaultPriorityIsAuto(t *testing.T) {
 	for name, a := range c.Apps {
 		if a.Priority != "auto" {
 			t.Errorf("app %s (%s) without a priority: %q, want auto", name, a.Kind, a.Priority)
+		}
+	}
+}
+
+// A component's domains are taken in the form the commands see a
+// sender's domain in, and anything but a domain is refused.
+func TestComponentDomains(t *testing.T) {
+	c, err := Parse("[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ndomains = [\"Example.ORG\", \"other.example\"]\n", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Components[0].Domains; !slices.Equal(got, []string{"example.org", "other.example"}) {
+		t.Fatalf("domains %q", got)
+	}
+	for _, d := range []string{"juliet@example.org", "example.org/res", ""} {
+		_, err := Parse("[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ndomains = [\""+d+"\"]\n", t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), "component[0].domains") {
+			t.Errorf("domain %q: %v", d, err)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,6 +95,12 @@ type Options struct {
 	// WebPushApp is the app register-push-webpush registers into; ""
 	// turns the command off.
 	WebPushApp string
+	// Domains, unless empty, are the XMPP domains whose accounts may
+	// run the commands here. The server at the other end of the stream
+	// vouches for every sender, and can claim any: where one process
+	// serves components of servers run by others, each would otherwise
+	// act for the others' accounts. Lower case.
+	Domains []string
 }
 
 // Item is one command for disco#items.
@@ -166,15 +173,12 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 	}
 	// Every command is bound to the account that sent it: the user's
 	// server vouches for the JID, and registrations belong to it.
-	account, perr := accountOf(from)
-	if perr != nil {
-		return nil, badRequest("%v", perr)
+	account, err := c.account(from)
+	if err != nil {
+		return nil, err
 	}
 	caller := appserver.Caller{Account: account}
-	var (
-		r   registry.Registration
-		err error
-	)
+	var r registry.Registration
 	switch cmd.Node {
 	case V1Register:
 		typ, node, token := c.typ(field("type")), field("node"), field("token")
@@ -237,10 +241,6 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		}
 		if device == "" {
 			return nil, badRequest("field device-id is required")
-		}
-		account, perr := accountOf(from)
-		if perr != nil {
-			return nil, badRequest("%v", perr)
 		}
 		r, err = c.reg.RegisterDevice(ctx, c.opts.WebPushApp, account, device, "", token)
 	}
@@ -330,6 +330,21 @@ func sessionID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// account is the account that sent a command, or its error answer: the
+// sender is no account, or one of a domain this component does not
+// speak for (Options.Domains).
+func (c *Commands) account(from string) (appserver.Account, error) {
+	a, err := accountOf(from)
+	if err != nil {
+		return a, badRequest("%v", err)
+	}
+	if len(c.opts.Domains) > 0 && !slices.Contains(c.opts.Domains, a.Domain) {
+		return appserver.Account{}, stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden,
+			Text: map[string]string{"": "accounts of " + a.Domain + " register through their own server's push component"}}
+	}
+	return a, nil
 }
 
 // accountOf normalises the sender's full JID to the account that owns the

@@ -141,3 +141,33 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("cancel of an unknown command = %v, want item-not-found", err)
 	}
 }
+
+// With Domains, the commands take accounts of those domains only: the
+// server at the other end of the stream can claim any sender, and where
+// one process serves components of several servers, a hostile one would
+// otherwise act for the others' accounts.
+func TestDomains(t *testing.T) {
+	const sub = `{"endpoint":"https://push.example/x","keys":{"p256dh":"BKEY","auth":"AUTH"}}`
+	for _, tc := range []struct {
+		domains []string
+		from    string
+		ok      bool
+	}{
+		{nil, "mallory@evil.example/x", true},
+		{[]string{"example.org"}, "Juliet@Example.ORG/phone", true},
+		{[]string{"other.example", "example.org"}, "juliet@example.org/phone", true},
+		{[]string{"example.org"}, "juliet@evil.example/phone", false},
+		{[]string{"example.org"}, "juliet@sub.example.org/phone", false},
+	} {
+		reg := &registrar{}
+		_, err := New(reg, Options{WebPushApp: "web", Domains: tc.domains}).Execute(context.Background(), tc.from, "push.example.org",
+			&Command{Node: RegisterWebPush, Form: form("device-id", "b", "subscription", sub)})
+		var se stanza.Error
+		switch {
+		case tc.ok && (err != nil || reg.app != "web"):
+			t.Errorf("%v, %s: %v, registered %+v", tc.domains, tc.from, err, reg)
+		case !tc.ok && (!errors.As(err, &se) || se.Condition != stanza.Forbidden || reg.app != ""):
+			t.Errorf("%v, %s: %v, registered %+v; want forbidden and nothing", tc.domains, tc.from, err, reg)
+		}
+	}
+}
