@@ -88,7 +88,6 @@ type clientConn struct {
 	busy      atomic.Int32 // len(streams), readable without mu
 	answered  atomic.Bool  // a response arrived, or a GOAWAY that will answer some
 	frames    atomic.Int64 // frames read, for the liveness check
-	lastRead  atomic.Int64 // when the last frame was read, as since(epoch)
 	readDone  chan struct{}
 	recvTaken int64 // connection-level receive window used; read loop only
 }
@@ -826,7 +825,6 @@ func (cc *clientConn) readFrames() error {
 			return err
 		}
 		cc.frames.Add(1)
-		cc.lastRead.Store(int64(time.Since(epoch)))
 		switch f := f.(type) {
 		case *http2.HeadersFrame:
 			// The framer sees to it that the block's CONTINUATION
@@ -1056,11 +1054,17 @@ func (cc *clientConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 
 // watch pings a connection that has been quiet for pingAfter and closes
 // it when nothing arrives within pingTimeout after; it also closes a
-// connection unused for idleTimeout.
+// connection unused for idleTimeout. It looks at the count of frames read
+// watchLooks times per pingAfter, rather than have the read loop note the
+// time of every frame, which every push would pay for: a connection is
+// pinged between pingAfter and a quarter more after its last frame. (It
+// once looked once per pingAfter, and a frame just after one look put the
+// ping off to the look after next: almost twice as late.)
 func (cc *clientConn) watch() {
-	cc.lastRead.Store(int64(time.Since(epoch)))
-	t := time.NewTimer(cc.pings.after)
+	look := cc.pings.after / watchLooks
+	t := time.NewTimer(look)
 	defer t.Stop()
+	seen, quietSince := cc.frames.Load(), time.Now()
 	for {
 		select {
 		case <-cc.readDone:
@@ -1070,14 +1074,13 @@ func (cc *clientConn) watch() {
 		if cc.closeIfIdle() {
 			return
 		}
-		// Quiet since the last frame read, not since the last look: a
-		// frame just after one look would otherwise put the ping off
-		// until the look after next, almost twice pingAfter.
-		if quiet := time.Since(epoch) - time.Duration(cc.lastRead.Load()); quiet < cc.pings.after {
-			t.Reset(cc.pings.after - quiet)
+		if n := cc.frames.Load(); n != seen || time.Since(quietSince) < cc.pings.after {
+			if n != seen {
+				seen, quietSince = n, time.Now()
+			}
+			t.Reset(look)
 			continue
 		}
-		seen := cc.frames.Load()
 		cc.write(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{'p', 'u', 's', 'h'}) })
 		t.Reset(cc.pings.timeout)
 		select {
@@ -1089,13 +1092,13 @@ func (cc *clientConn) watch() {
 			cc.closeWith(fmt.Errorf("h2client: no answer to a ping in %s", cc.pings.timeout))
 			return
 		}
-		t.Reset(cc.pings.after)
+		seen, quietSince = cc.frames.Load(), time.Now()
+		t.Reset(look)
 	}
 }
 
-// epoch is what lastRead counts from: time.Since reads the monotonic
-// clock.
-var epoch = time.Now()
+// watchLooks is how many times per pingAfter watch looks.
+const watchLooks = 4
 
 func (cc *clientConn) closeIfIdle() bool {
 	cc.mu.Lock()

@@ -52,8 +52,9 @@ type Options struct {
 	// opened only when the others are at the service's stream limit.
 	MaxConns int
 	// PingAfter is how long a connection may stay quiet before it is
-	// pinged, PingTimeout how long after that it may stay quiet before
-	// it is taken for dead and closed; defaults 30 s and 10 s.
+	// pinged (up to a quarter more), PingTimeout how long after that it
+	// may stay quiet before it is taken for dead and closed; defaults
+	// 30 s and 10 s.
 	PingAfter, PingTimeout time.Duration
 }
 
