@@ -911,3 +911,125 @@ func TestAccountRegisterLimitCounted(t *testing.T) {
 		t.Errorf("another account of the domain: %v", err)
 	}
 }
+
+// A Tigase registration stores no secret. A caller that gives no secret
+// either (an HTTP client, another account) proves nothing by it: it must
+// not take the node over with its own token, nor remove it.
+func TestEmptySecretIsNoProof(t *testing.T) {
+	ctx := context.Background()
+	mallory := appserver.Caller{Account: appserver.Account{Bare: "mallory@evil.example", Domain: "evil.example"}}
+	for _, strict := range []bool{false, true} {
+		store := memory.New()
+		svc, _ := appserver.New(store, testApps(&scripted{answers: map[string]error{}}), appserver.Options{StrictRegistration: strict}, slog.New(slog.DiscardHandler))
+		reg, err := svc.RegisterTigase(ctx, "fcm", juliet, "device-token")
+		if err != nil || reg.Secret != "" {
+			t.Fatalf("tigase registration: %+v %v", reg, err)
+		}
+		for _, c := range []appserver.Caller{{}, mallory} {
+			if _, err := svc.Register(ctx, c, "fcm", reg.Node, "evil-token"); !errors.Is(err, appserver.ErrForbidden) {
+				t.Errorf("strict %v: %+v re-registered a secretless node without proof: %v", strict, c.Account, err)
+			}
+			if _, err := svc.Unregister(ctx, c, "fcm", reg.Node); !errors.Is(err, appserver.ErrForbidden) {
+				t.Errorf("strict %v: %+v unregistered a secretless node without proof: %v", strict, c.Account, err)
+			}
+		}
+		if r, err := store.Get(ctx, reg.Node); err != nil || r.Token != "device-token" {
+			t.Fatalf("strict %v: registration now %+v %v", strict, r, err)
+		}
+	}
+}
+
+// With StrictRegistration an unbound node is removed only with its
+// secret, and a node of another type is not found (its existence is not
+// revealed by a "forbidden").
+func TestStrictUnregister(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	svc, _ := appserver.New(store, testApps(&scripted{answers: map[string]error{}}), appserver.Options{StrictRegistration: true}, slog.New(slog.DiscardHandler))
+	reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Unregister(ctx, appserver.Caller{}, "apns", "n"); !errors.Is(err, appserver.ErrNotFound) {
+		t.Errorf("unregister under another type: %v, want ErrNotFound", err)
+	}
+	if _, err := svc.Unregister(ctx, appserver.Caller{}, "fcm", "n"); !errors.Is(err, appserver.ErrForbidden) {
+		t.Errorf("strict unregister without the secret: %v, want ErrForbidden", err)
+	}
+	if _, err := svc.Unregister(ctx, appserver.Caller{Secret: "wrong"}, "fcm", "n"); !errors.Is(err, appserver.ErrForbidden) {
+		t.Errorf("strict unregister with a wrong secret: %v, want ErrForbidden", err)
+	}
+	if _, err := store.Get(ctx, "n"); err != nil {
+		t.Fatalf("registration gone: %v", err)
+	}
+	if _, err := svc.Unregister(ctx, appserver.Caller{Secret: reg.Secret}, "fcm", "n"); err != nil {
+		t.Fatalf("strict unregister with the secret: %v", err)
+	}
+}
+
+// The push a throttle delayed ends its wait: the pushes after it, once
+// its window has passed, go out again. A slot left waiting would refuse
+// every later push to the device (and sweep never drops a waiting slot).
+func TestThrottleAfterDelayedPush(t *testing.T) {
+	ctx := context.Background()
+	const window = 100 * time.Millisecond
+	svc, _, b := newService(t, window)
+	r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
+	for i := range 2 { // the first at once, the second delayed
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+			t.Fatalf("push %d: %v", i+1, err)
+		}
+	}
+	time.Sleep(3 * window)
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+		t.Fatalf("push after the delayed one's window passed: %v", err)
+	}
+	if n := len(b.Sent()); n != 3 {
+		t.Fatalf("%d pushes sent, want 3", n)
+	}
+}
+
+// hookedStore runs before, once, at the start of the next Register.
+type hookedStore struct {
+	*memory.Store
+	before func()
+}
+
+func (s *hookedStore) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
+	if f := s.before; f != nil {
+		s.before = nil
+		f()
+	}
+	return s.Store.Register(ctx, node, decide)
+}
+
+// A push that reads a registration while it is being replaced caches
+// what it read; the replacement's write drops that entry again, so the
+// pushes with the new secret are not refused as "item-not-found" (which
+// makes ejabberd disable push) for as long as the cache keeps it.
+func TestPushDuringRegistrationNotCachedStale(t *testing.T) {
+	ctx := context.Background()
+	store := &hookedStore{Store: memory.New()}
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, testApps(b), appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "old-token")
+	store.before = func() {
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: old.Secret}); err != nil {
+			t.Errorf("push while registering: %v", err)
+		}
+	}
+	// A new token without the secret: a new secret.
+	reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "new-token")
+	if err != nil || reg.Secret == old.Secret {
+		t.Fatalf("re-registration: %+v %v", reg, err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: reg.Secret}); err != nil {
+		t.Fatalf("push with the new secret after the registration: %v", err)
+	}
+	if got := b.Sent(); got[len(got)-1].Token != "new-token" {
+		t.Fatalf("pushed to %+v", got[len(got)-1])
+	}
+}

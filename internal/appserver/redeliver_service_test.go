@@ -575,3 +575,25 @@ func TestRedeliveryHoldRefused(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+// A tokenless push kept for redelivery is not sent once its token is on
+// the block list (declared dead by a later push meanwhile).
+func TestRedeliveryHonoursTokenBlock(t *testing.T) {
+	ctx := context.Background()
+	svc, _, b := redeliveringService(t, time.Minute)
+	tp := appserver.TokenPush{App: "fcm", Token: "tk"}
+	b.set("tk", outage)
+	if err := svc.PushToken(ctx, tp); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push during the outage: %v", err)
+	}
+	b.set("tk", &push.DeadTokenError{Since: time.Now(), Reason: "Unregistered"})
+	if err := svc.PushToken(ctx, tp); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push to the dead token: %v", err)
+	}
+	sent := sentTo(b, "tk")
+	b.set("tk", nil)
+	s := waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
+	if s.Delivered != 0 || sentTo(b, "tk") != sent {
+		t.Fatalf("a blocked token was pushed to again: %+v, %d pushes after the block", s, sentTo(b, "tk")-sent)
+	}
+}

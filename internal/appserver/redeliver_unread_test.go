@@ -233,3 +233,27 @@ func TestPushToImpossibleNode(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+// An alert held while the registry was away is not replaced by a later
+// silent push of the same sender: the device would wake without showing
+// the message that arrived first.
+func TestUnreadAlertNotReplacedBySilent(t *testing.T) {
+	ctx := context.Background()
+	store := &unreadableStore{Store: memory.New()}
+	feed := newSwitchedFeed()
+	svc, b, _ := unreadService(t, store, feed, time.Hour)
+	<-feed.switched
+	bob, _ := svc.Register(ctx, appserver.Caller{}, "apns", "bob", bobToken)
+	feed.lose <- struct{}{}
+	<-feed.switched
+	store.down.Store(true)
+	svc.Push(ctx, appserver.PushRequest{Node: "bob", Secret: bob.Secret, MarkedHigh: true})
+	svc.Push(ctx, appserver.PushRequest{Node: "bob", Secret: bob.Secret}) // a receipt, say
+	store.down.Store(false)
+	feed.back <- struct{}{}
+	<-feed.switched
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
+	if n := sentOnce(t, b, bobToken); n.Priority != push.PriorityHigh {
+		t.Fatalf("bob's push as sent: %+v; want the alert", n)
+	}
+}

@@ -313,3 +313,21 @@ func BenchmarkPush(b *testing.B) {
 		}
 	})
 }
+
+// MongooseIM's silent publish option makes a push silent, except to a
+// VoIP app: a call sent as a background push to the app's normal topic
+// would not ring.
+func TestSilentOptionKeepsVoIP(t *testing.T) {
+	ctx := context.Background()
+	svc, _, b := newService(t, 0)
+	if err := svc.PushToken(ctx, appserver.TokenPush{App: "voip", Token: "call-token", Silent: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: "fcm-token", Silent: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := b.Sent()
+	if len(got) != 2 || got[0].Priority != push.PriorityVoIP || got[1].Priority != push.PrioritySilent {
+		t.Fatalf("sent %+v; want the call as VoIP and the fcm push silent", got)
+	}
+}

@@ -1,10 +1,12 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -560,5 +562,34 @@ func TestAnswersAreDated(t *testing.T) {
 			t.Fatalf("Date %v, not within [%v, %v]", d, before, after)
 		}
 		time.Sleep(400 * time.Millisecond)
+	}
+}
+
+// A request whose Content-Length says more than the limit is refused at
+// once, before anything is read or allocated for it: a body buffer of the
+// declared size would let one request (Content-Length: 1 TB) take the
+// daemon's memory, and a client that sends the body slowly hold it.
+func TestDeclaredLengthOverLimitRefusedUnread(t *testing.T) {
+	f := newFixture(t, false, 0)
+	conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	body := "node=nope&secret=s"
+	_, err = io.WriteString(conn, "POST /push_appserver/v1/push HTTP/1.1\r\nHost: x\r\n"+
+		"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 268435456\r\n\r\n"+body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a request declaring a 256 MiB body: %v", err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "larger than 4096 bytes") {
+		t.Fatalf("answer %d %q, want 400 and the body too large", resp.StatusCode, b)
 	}
 }

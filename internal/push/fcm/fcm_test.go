@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,6 +20,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
 
 const token = "fcm-device-token:APA91b-abc_123"
@@ -386,5 +388,55 @@ func TestPriorities(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), `msg="push sent" node=node-1`); n != 2 || !strings.Contains(logs.String(), "message=projects/chat-app-1234/messages/") {
 		t.Fatalf("sent pushes not logged with their FCM name:\n%s", logs.String())
+	}
+}
+
+// Google's token endpoint failing (a 503) is an outage that passes: the
+// push fails temporarily, so that it is retried and redelivered, not
+// dropped as if the service account were refused.
+func TestTokenEndpointOutageIsTemporary(t *testing.T) {
+	m, o := setup(t)
+	down, err := mockhttp.Start("tokendown", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":"backend_error"}`))
+	}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	// One CA path trusting both the mock FCM and the failing endpoint.
+	ca := t.TempDir()
+	for _, dir := range []string{m.CADir, down.CADir} {
+		pems, _ := filepath.Glob(filepath.Join(dir, "*.pem"))
+		for _, p := range pems {
+			b, _ := os.ReadFile(p)
+			os.WriteFile(filepath.Join(ca, filepath.Base(p)), b, 0o644)
+		}
+	}
+	o.CAPath = ca
+	o.TokenURL = down.URL + "/token"
+	o.PushDeadline = 300 * time.Millisecond
+	err = send(newBackend(t, o), nil)
+	if !push.IsTemporary(err) {
+		t.Fatalf("Send with the token endpoint answering 503 = %v, want a temporary failure", err)
+	}
+}
+
+// An access token FCM refuses (401) is replaced once per push: a push
+// that is refused again fails, rather than fetching token after token
+// from Google for as long as its deadline lasts.
+func TestRepeated401RefreshesOnce(t *testing.T) {
+	m, o := setup(t)
+	faults := make([]fcmmock.Fault, 50)
+	for i := range faults {
+		faults[i] = fcmmock.Fault{Status: http.StatusUnauthorized}
+	}
+	m.FailToken(token, faults...)
+	if err := send(newBackend(t, o), nil); err == nil {
+		t.Fatal("a push refused with 401 after a fresh token succeeded")
+	}
+	if n := m.TokenRequests(); n > 2 {
+		t.Fatalf("%d token requests for one push refused with 401, want at most 2", n)
 	}
 }

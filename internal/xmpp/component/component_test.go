@@ -720,3 +720,18 @@ func TestKeepAliveAnsweredKeepsStream(t *testing.T) {
 		t.Errorf("%d handshakes, connected %v: the stream was replaced though the server answered", n, f.conn.Connected())
 	}
 }
+
+// A publish that arrives while the service drains (a shutdown) is
+// answered wait: ejabberd drops the user's push session on any other
+// error type, so a restart must never answer cancel.
+func TestDrainingPushAnsweredWait(t *testing.T) {
+	f := newFixture(t, time.Hour, secret)
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	f.svc.Drain()
+	st.send(t, publish("1", "ok", ok.Secret, true))
+	r := st.next(t)
+	if r.Type != "error" || !strings.HasPrefix(r.Inner, "<error type='wait'><service-unavailable") {
+		t.Fatalf("publish while draining answered %s %q, want wait/service-unavailable", r.Type, r.Inner)
+	}
+}
