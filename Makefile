@@ -101,7 +101,7 @@ install: build
 	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' deploy/push-appserver-backup.service > $(BIN)-backup.service
 	install -D -m 0644 $(BIN)-backup.service $(DESTDIR)$(SYSTEMDDIR)/push-appserver-backup.service
 	install -D -m 0644 deploy/push-appserver-backup.timer $(DESTDIR)$(SYSTEMDDIR)/push-appserver-backup.timer
-	install -d -m 0750 $(DESTDIR)/etc/push-appserver
+	install -d -m 0751 $(DESTDIR)/etc/push-appserver
 	test -e $(DESTDIR)/etc/push-appserver/push-appserver.toml || \
 		install -m 0640 deploy/push-appserver.toml $(DESTDIR)/etc/push-appserver/push-appserver.toml
 	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \

@@ -106,35 +106,38 @@ func initFiles(jid, domain, address, dir string, group lookupGroup, stdout io.Wr
 	}
 	_, err = os.Stat(dir)
 	madeDir := errors.Is(err, fs.ErrNotExist)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o751); err != nil {
 		return err
 	}
-	if gid, ok := group("push-appserver"); ok && madeDir {
-		if err := os.Chown(dir, -1, gid); err != nil {
-			return fmt.Errorf("giving %s to group push-appserver: %w", dir, err)
+	if madeDir {
+		// Searchable by others, whatever the umask: Prosody and
+		// ejabberd, running as users of their own, Include their files
+		// where they are; the files' own modes guard them.
+		if err := os.Chmod(dir, 0o751); err != nil {
+			return err
+		}
+		if gid, ok := group("push-appserver"); ok {
+			if err := os.Chown(dir, -1, gid); err != nil && !errors.Is(err, fs.ErrPermission) {
+				return fmt.Errorf("giving %s to group push-appserver: %w", dir, err)
+			}
 		}
 	}
 	var private []string
 	for _, f := range files {
 		path := filepath.Join(dir, f.name)
+		// Written for the owner alone, then given to the group: never
+		// readable by anyone else on the way. Where the group is not
+		// here yet, or we may not give files to it (not root), the file
+		// stays its owner's, and init says what to run later.
 		gid, ok := group(f.group)
 		if !ok {
+			gid = -1
+		}
+		switch err := writeNew(path, f.text, gid); {
+		case errors.Is(err, errNoGroup):
 			private = append(private, fmt.Sprintf("  chgrp %s %s && chmod 0640 %[2]s", f.group, path))
-			if err := writeNew(path, f.text, 0o600); err != nil {
-				return err
-			}
-			continue
-		}
-		// Written for the owner alone, then given to the group: never
-		// readable by anyone else on the way.
-		if err := writeNew(path, f.text, 0o600); err != nil {
-			return err
-		}
-		if err := os.Chown(path, -1, gid); err != nil {
-			return fmt.Errorf("giving %s to group %s: %w", path, f.group, err)
-		}
-		if err := os.Chmod(path, 0o640); err != nil {
-			return err
+		case err != nil:
+			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
 	fmt.Fprintf(stdout, `wrote in %[1]s:
@@ -146,7 +149,7 @@ The XMPP server's file holds the same secret: keep it readable by that server on
 Then: push-appserver check-config -config %[1]s/push-appserver.toml
 `, dir, jid, address)
 	if len(private) > 0 {
-		fmt.Fprintf(stdout, "These groups are not here yet, so their files are readable by their owner only; once the service's user exists (make install makes push-appserver's):\n%s\n", strings.Join(private, "\n"))
+		fmt.Fprintf(stdout, "These files are readable by their owner only (their group is not here yet, or init did not run as root); once the service's user exists (make install makes push-appserver's), as root:\n%s\n", strings.Join(private, "\n"))
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		fmt.Fprintf(stdout, "The XMPP server is not on this machine: in its file, let it take components on %s, not on loopback alone.\n", host)
@@ -154,13 +157,38 @@ Then: push-appserver check-config -config %[1]s/push-appserver.toml
 	return nil
 }
 
-// writeNew writes text to a file that must not exist, with mode.
-func writeNew(path, text string, mode fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+// errNoGroup is writeNew's file written, but not given to its group.
+var errNoGroup = errors.New("not given to the group")
+
+// writeNew writes text to a file that must not exist, its owner's alone
+// (0600), and then, unless gid is -1, gives it to group gid readable
+// (0640); it
+// changes the file it opened, not whatever the path names by then. When
+// there is no group to give it to, or we may not (not root), the file
+// stays as written and the error is errNoGroup.
+func writeNew(path, text string, gid int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
 	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	if gid == -1 {
+		if err := f.Close(); err != nil {
+			return err
+		}
+		return errNoGroup
+	}
+	if err := f.Chown(-1, gid); err != nil {
+		f.Close()
+		if errors.Is(err, fs.ErrPermission) {
+			return errNoGroup
+		}
+		return err
+	}
+	if err := f.Chmod(0o640); err != nil {
 		f.Close()
 		return err
 	}

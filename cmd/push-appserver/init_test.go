@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -148,5 +151,69 @@ func TestInitGroups(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInitDirectory: the directory init makes is searchable by others
+// whatever the umask, so that Prosody and ejabberd, running as users of
+// their own, reach the files given to their groups; the files' modes
+// guard the rest.
+func TestInitDirectory(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "etc")
+	group := func(string) (int, bool) { return os.Getgid(), true }
+	if err := initFiles("push.example.org", "example.org", "127.0.0.1:5347", dir, group, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o751 {
+		t.Fatalf("directory %v, %v; want mode 0751", fi.Mode(), err)
+	}
+	checkInitModes(t, dir, group)
+}
+
+// TestInitNotRoot: run by someone who may not give files to the
+// services' groups (not root), init still writes every file, its owner's
+// alone, and says what to run; it does not stop half-way, which would
+// leave files that a second run refuses to overwrite.
+func TestInitNotRoot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etc")
+	var out []byte
+	var err error
+	if os.Geteuid() == 0 {
+		// As nobody, with the real groups of this machine (the test
+		// dependencies install Prosody and ejabberd).
+		bin := buildBinary(t)
+		os.Chmod(filepath.Dir(bin), 0o755)
+		for p := filepath.Dir(dir); p != "/"; p = filepath.Dir(p) {
+			os.Chmod(p, 0o755)
+		}
+		os.Chmod(filepath.Dir(dir), 0o777)
+		u, lerr := user.Lookup("nobody")
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cmd := exec.Command(bin, "init", "-jid", "push.example.org", "-domain", "example.org", "-dir", dir)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+		out, err = cmd.CombinedOutput()
+	} else {
+		// Root's group, which is not ours to give files to.
+		var b bytes.Buffer
+		err = initFiles("push.example.org", "example.org", "127.0.0.1:5347", dir, func(string) (int, bool) { return 0, true }, &b)
+		out = b.Bytes()
+	}
+	if err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	for _, name := range []string{"push-appserver.toml", "component-secret", "prosody-push-appserver.cfg.lua", "ejabberd-push-appserver.yml"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v; want mode 0600", name, fi, err)
+		}
+		if !strings.Contains(string(out), filepath.Join(dir, name)) {
+			t.Errorf("no chgrp printed for %s:\n%s", name, out)
+		}
 	}
 }
