@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -255,9 +256,25 @@ func (b *Breaker) window(scope string) *breakerWindow {
 			}
 		}
 		if len(b.scopes) >= maxProvenScopes/2 {
-			b.scopes, b.tripped = nil, 0
-			if b.all.tripped {
-				b.tripped = 1
+			// Marked windows past half the bound: keep those of the
+			// busiest services, whose marks keep the most
+			// registrations. Subscriptions choose their service, and
+			// dropping every mark would let anyone with enough
+			// refusing services of their own unmark a real one.
+			now := b.opts.Now()
+			type scopeAnswers struct {
+				scope   string
+				answers int
+			}
+			marked := make([]scopeAnswers, 0, len(b.scopes))
+			for k, w := range b.scopes {
+				n, _ := w.count(b.opts, now)
+				marked = append(marked, scopeAnswers{k, n})
+			}
+			slices.SortFunc(marked, func(x, y scopeAnswers) int { return y.answers - x.answers })
+			for _, m := range marked[maxProvenScopes/4:] {
+				delete(b.scopes, m.scope)
+				b.tripped--
 			}
 		}
 	}
@@ -286,14 +303,22 @@ func (b *Breaker) Misconfigured() (bool, string) {
 	now := b.opts.Now()
 	all, _ := b.all.count(b.opts, now)
 	refusing, cause := 0, ""
+	// A key of ours that stopped working is refused by every service;
+	// one refusing while as many others answer normally is that
+	// service's doing, however many of the answers it gave.
+	refusingScopes, normalScopes := 0, 0
 	for _, w := range b.scopes {
-		if w.tripped {
-			n, _ := w.count(b.opts, now)
+		n, _ := w.count(b.opts, now)
+		switch {
+		case w.tripped && n > 0:
 			refusing += n
 			cause = w.cause
+			refusingScopes++
+		case n > 0:
+			normalScopes++
 		}
 	}
-	if all >= b.opts.MinAnswers && 2*refusing > all {
+	if all >= b.opts.MinAnswers && 2*refusing > all && refusingScopes > normalScopes {
 		return true, cause
 	}
 	return false, ""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -236,5 +237,57 @@ func TestBreakerJudgesEachScope(t *testing.T) {
 	b.JudgeAt(apple, nil)
 	if bad, _ := b.Misconfigured(); bad {
 		t.Fatal("still misconfigured after the service accepted again")
+	}
+}
+
+// A push service marked refusing keeps its mark however many other
+// scopes come and go (maxProvenScopes: "a window marked refusing is
+// kept"). Subscriptions choose their push service: one who makes 5,000
+// of their own services refuse (20 pushes each, at any pace, since a
+// mark never ages) and then pushes to new ones has every window dropped,
+// and the real service's refusals of our key are dead tokens again.
+func TestBreakerRefusingMarkSurvivesManyScopes(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
+	const mozilla = "https://updates.push.services.mozilla.com"
+	b.JudgeAt(mozilla, nil)
+	for range 40 {
+		b.JudgeAt(mozilla, suspect)
+	}
+	if _, ok := push.IsDeadToken(b.JudgeAt(mozilla, suspect)); ok {
+		t.Fatal("setup: the refusing service is not marked")
+	}
+	for i := range 5000 {
+		scope := "https://h" + strconv.Itoa(i) + ".evil.example"
+		for range 20 {
+			b.JudgeAt(scope, suspect)
+		}
+	}
+	for i := range 5000 {
+		b.JudgeAt("https://n"+strconv.Itoa(i)+".evil.example", nil)
+	}
+	if _, ok := push.IsDeadToken(b.JudgeAt(mozilla, suspect)); ok {
+		t.Fatal("the real service's refusal of our key deletes a registration: its mark was dropped with the attacker's scopes")
+	}
+}
+
+// Misconfigured: "a WebPush app with one subscription at a service that
+// refuses everything is not down". One active user whose own UnifiedPush
+// server refuses our VAPID token, on a server whose other users push
+// less, turns the app's health check and metric to misconfigured,
+// though every other push service takes its pushes.
+func TestBreakerOneRefusingSubscriptionIsNotDown(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
+	for range 10 {
+		b.JudgeAt("https://fcm.googleapis.com", nil)
+	}
+	for range 25 {
+		b.JudgeAt("https://ntfy.alice.example", suspect)
+	}
+	if bad, cause := b.Misconfigured(); bad {
+		t.Fatalf("app reported misconfigured (%s): one subscription's service refuses, every other service accepts", cause)
 	}
 }

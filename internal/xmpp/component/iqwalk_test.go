@@ -3,6 +3,7 @@ package component
 import (
 	"encoding/xml"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -154,5 +155,123 @@ func BenchmarkStreamIQWalk(b *testing.B) {
 		if err := q.walk(d, start); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// keptBytes sums the bytes of every string reachable from v.
+func keptBytes(v reflect.Value) int {
+	switch v.Kind() {
+	case reflect.String:
+		return v.Len()
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return 0
+		}
+		return keptBytes(v.Elem())
+	case reflect.Struct:
+		n := 0
+		for i := range v.NumField() {
+			n += keptBytes(v.Field(i))
+		}
+		return n
+	case reflect.Slice, reflect.Array:
+		n := 0
+		for i := range v.Len() {
+			n += keptBytes(v.Index(i))
+		}
+		return n
+	}
+	return 0
+}
+
+// walkStream walks stanza as read does, and returns what the IQ keeps.
+func walkStream(t *testing.T, stanza string) (*streamIQ, int) {
+	t.Helper()
+	d := newDecoder(lexerOver([]byte(stanza), 4096))
+	start, err := d.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(streamIQ)
+	raised := false
+	if err := m.iq.walkIn(d, start, &m.mem, func() { raised = true }); err != nil {
+		t.Fatal(err)
+	}
+	if !raised {
+		t.Fatal("the limit was not raised")
+	}
+	return m, keptBytes(reflect.ValueOf(&m.iq))
+}
+
+// The budgets of a publish's texts (xep0357 maxNoteText, maxOptionsText)
+// are per <pubsub/>: each repeated <pubsub/> of an IQ merges into the
+// first but walks with budgets of its own, so an IQ of 16 of them keeps
+// 16 times the bound.
+func TestRepeatedPubSubSharesTheBudget(t *testing.T) {
+	v := strings.Repeat("b", 8000)
+	var b strings.Builder
+	b.WriteString(`<iq type='set' id='1' from='example.org' to='push.example.net'>`)
+	for range 16 {
+		b.WriteString(`<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'>`)
+		for range 6 {
+			b.WriteString(`<field var='x-filler'><value>` + v + `</value></field>`)
+		}
+		b.WriteString(`</x></notification></item></publish></pubsub>`)
+	}
+	b.WriteString(`</iq>`)
+	if b.Len() > 16*64<<10 {
+		t.Fatalf("the IQ is %d bytes, more than the component reads", b.Len())
+	}
+	_, kept := walkStream(t, b.String())
+	if kept > 64<<10 {
+		t.Errorf("%d bytes kept of a %d-byte IQ; want at most 64 KiB (48 KiB of notification texts, 16 of options)", kept, b.Len())
+	}
+}
+
+// A <pubsub/> raises the limit for the rest of its IQ, not for itself:
+// a command (or disco query) after it is read by reflection, whole, up
+// to 16 times MaxStanza, where alone it would have ended the stream at
+// MaxStanza.
+func TestPayloadAfterPubSubKeptWhole(t *testing.T) {
+	stanza := `<iq type='set' id='1' from='a@example.org/r' to='push.example.net'><pubsub xmlns='http://jabber.org/protocol/pubsub'/>` +
+		`<command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='execute'><x xmlns='jabber:x:data' type='submit'>` +
+		`<field var='token'><value>` + strings.Repeat("t", 900<<10) + `</value></field></x></command></iq>`
+	_, kept := walkStream(t, stanza)
+	if kept > 64<<10 {
+		t.Errorf("%d bytes kept of a %d-byte IQ whose only publish is empty; want at most 64 KiB", kept, len(stanza))
+	}
+}
+
+// What a publish's walk keeps is bounded in bytes of text, but not in
+// the number of values it keeps: 16 items, 64 fields of 64 empty values
+// each, hold a string header (and a field) per value, about twice the
+// bytes of the stanza that carried them.
+func TestPublishOfEmptyValuesKeptSmall(t *testing.T) {
+	values := strings.Repeat(`<value/>`, 64)
+	var form strings.Builder
+	form.WriteString(`<x xmlns='jabber:x:data'>`)
+	for range 64 {
+		form.WriteString(`<field var='f'>` + values + `</field>`)
+	}
+	form.WriteString(`</x>`)
+	var b strings.Builder
+	b.WriteString(`<iq type='set' id='1' from='example.org' to='push.example.net'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'>`)
+	for range 16 {
+		b.WriteString(`<item><notification xmlns='urn:xmpp:push:0'>` + form.String() + `</notification></item>`)
+	}
+	b.WriteString(`</publish><publish-options>` + form.String() + `</publish-options></pubsub></iq>`)
+	stanza := b.String()
+	if len(stanza) > 16*64<<10 {
+		t.Fatalf("the IQ is %d bytes, more than the component reads", len(stanza))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m, _ := walkStream(t, stanza)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(m)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 256<<10 {
+		t.Errorf("walk of a %d-byte publish holds %d bytes; want at most 256 KiB", len(stanza), held)
 	}
 }

@@ -91,6 +91,7 @@ func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory, publish 
 			q.To = a.Value
 		}
 	}
+	raised := false
 	for {
 		t, ok, err := xmlwalk.Child(r)
 		if !ok {
@@ -99,9 +100,16 @@ func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory, publish 
 		// A repeated payload merges into the first, as reflection
 		// merges it. The rare payloads go through reflection.
 		switch {
+		case raised:
+			// After a publish the reader let be longer than other IQs,
+			// nothing more is kept: a repeated publish would walk with
+			// budgets of its own, a command by reflection, whole. The
+			// publish is what the IQ is answered for.
+			err = r.Skip()
 		case t.Name.Local == "pubsub" && t.Name.Space == xep0357.NSPubSub:
 			if publish != nil {
 				publish()
+				raised = true
 			}
 			var tree *xep0357.Memory
 			switch {

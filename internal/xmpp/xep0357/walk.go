@@ -3,6 +3,7 @@ package xep0357
 import (
 	"encoding/xml"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
@@ -63,6 +64,9 @@ const (
 	maxItems       = 16               // items kept of a publish
 	maxFields      = 64               // fields kept of one form
 	maxValues      = 64               // values kept of one field
+	// What keeping a field, or a value, costs of a budget besides its
+	// text: the memory of a dataform.Field, of a string.
+	fieldCost, valueCost = 64, 16
 )
 
 // notification returns the memory of the next notification.
@@ -211,9 +215,9 @@ func (n *Notification) read(r xmlwalk.Reader, mem *parts) error {
 			for _, a := range t.Attr {
 				switch a.Name.Local {
 				case "iv":
-					n.Encrypted.IV = a.Value
+					n.Encrypted.IV = budgetAttr(a.Value, textBudget{&mem.noteUsed, maxNoteText})
 				case "type":
-					n.Encrypted.Type = a.Value
+					n.Encrypted.Type = budgetAttr(a.Value, textBudget{&mem.noteUsed, maxNoteText})
 				}
 			}
 			n.Encrypted.Payload, err = xmlwalk.TextCut(r, nil, min(maxPayload, max(maxNoteText-mem.noteUsed, 0)))
@@ -262,6 +266,26 @@ func readFormInto(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *
 	return &fp.form, readForm(r, start, &fp.form, fp, &mem.text, b)
 }
 
+// cutAttr is s cut to at most max bytes, where a UTF-8 sequence begins,
+// in a string of its own.
+func cutAttr(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	for max > 0 && !utf8.RuneStart(s[max]) {
+		max--
+	}
+	return strings.Clone(s[:max])
+}
+
+// budgetAttr is an attribute kept (a field's var or type, a form's type,
+// an encrypted payload's iv or type), cut as values are, counted in b.
+func budgetAttr(s string, b textBudget) string {
+	s = cutAttr(s, min(maxValue, max(b.max-*b.used, 0)))
+	*b.used += len(s)
+	return s
+}
+
 // textBudget is what values may still take of their budget of max bytes.
 type textBudget struct {
 	used *int
@@ -274,7 +298,7 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 	f.XMLName = start.Name
 	for _, a := range start.Attr {
 		if a.Name.Local == "type" {
-			f.Type = a.Value
+			f.Type = budgetAttr(a.Value, b)
 		}
 	}
 	// The fields' first values share one array: a push's forms have
@@ -289,7 +313,9 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 		if !ok {
 			return err
 		}
-		if t.Name.Local == "field" && len(f.Fields) < maxFields {
+		if t.Name.Local == "field" && len(f.Fields) < maxFields && *b.used < b.max {
+			// A field kept costs its memory, text or not.
+			*b.used += fieldCost
 			switch {
 			case f.Fields != nil:
 			case mem != nil:
@@ -316,9 +342,9 @@ func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values 
 	for _, a := range start.Attr {
 		switch a.Name.Local {
 		case "var":
-			f.Var = a.Value
+			f.Var = budgetAttr(a.Value, b)
 		case "type":
-			f.Type = a.Value
+			f.Type = budgetAttr(a.Value, b)
 		}
 	}
 	for {
@@ -326,7 +352,7 @@ func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values 
 		if !ok {
 			return err
 		}
-		if t.Name.Local == "value" && len(f.Values) < maxValues {
+		if t.Name.Local == "value" && len(f.Values) < maxValues && *b.used < b.max {
 			if text.Cap() == 0 {
 				text.Grow(textSize)
 			}
@@ -337,7 +363,7 @@ func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values 
 			} else {
 				v, err = xmlwalk.TextCut(r, text, keep)
 			}
-			*b.used += len(v)
+			*b.used += len(v) + valueCost
 			if len(f.Values) == 0 {
 				if *values == nil {
 					*values = make([]string, 0, 4)

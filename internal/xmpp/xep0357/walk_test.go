@@ -251,3 +251,60 @@ func TestWalkKeepsLittleOfALargeTree(t *testing.T) {
 		})
 	}
 }
+
+// keptBytes sums the bytes of every string reachable from v: what a walk
+// keeps of a tree, attributes included.
+func keptBytes(v reflect.Value) int {
+	switch v.Kind() {
+	case reflect.String:
+		return v.Len()
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return 0
+		}
+		return keptBytes(v.Elem())
+	case reflect.Struct:
+		n := 0
+		for i := range v.NumField() {
+			n += keptBytes(v.Field(i))
+		}
+		return n
+	case reflect.Slice, reflect.Array:
+		n := 0
+		for i := range v.Len() {
+			n += keptBytes(v.Index(i))
+		}
+		return n
+	}
+	return 0
+}
+
+// TestWalkKeepsLittleOfLongAttributes: the bounds on what a walk keeps
+// (TestWalkKeepsLittleOfALargeTree) cover texts only. A field's var and
+// type, and an encrypted payload's iv and type, are kept whole, so a
+// publish of the 16x MaxStanza the component now reads is kept nearly
+// whole while its push is under way, and it still pushes (the summary
+// skips fields it does not know).
+func TestWalkKeepsLittleOfLongAttributes(t *testing.T) {
+	long := strings.Repeat("v", 8000)
+	var fields strings.Builder
+	for i := range 60 {
+		fields.WriteString(`<field var='x-` + string(rune('a'+i%26)) + long + `' type='` + long + `'/>`)
+	}
+	tree := `<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'>` +
+		`<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` +
+		`<field var='last-message-body'><value>hi</value></field>` + fields.String() + `</x>` +
+		`</notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>` +
+		`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` +
+		`<field var='secret'><value>s3cr3t</value></field></x></publish-options></pubsub>`
+	var ps xep0357.PubSub
+	if err := xml.Unmarshal([]byte(tree), &ps); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := xep0357.Parse(&ps); err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if kept := keptBytes(reflect.ValueOf(&ps)); kept > 64<<10 {
+		t.Errorf("%d bytes kept of a %d-byte publish that pushes; want at most 64 KiB", kept, len(tree))
+	}
+}

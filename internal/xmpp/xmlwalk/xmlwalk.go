@@ -119,15 +119,23 @@ func TextCut(r Reader, buf *strings.Builder, max int, known ...string) (string, 
 		}
 		switch t.Kind {
 		case CharData:
-			text := t.Text
+			kept := len(s)
+			if pieces != nil {
+				kept = len(pieces)
+			}
+			text := cut(t.Text, max-kept)
+			if len(text) < len(t.Text) {
+				// Cut short: what follows is not the text's start.
+				max = kept + len(text)
+			}
 			if pieces == nil && s == "" {
-				s = among(cut(text, max), known, buf)
+				s = among(text, known, buf)
 				continue
 			}
 			if pieces == nil {
-				pieces = append([]byte(s), cut(text, max-len(s))...)
+				pieces = append([]byte(s), text...)
 			} else {
-				pieces = append(pieces, cut(text, max-len(pieces))...)
+				pieces = append(pieces, text...)
 			}
 		case StartElement:
 			if err := r.Skip(); err != nil {

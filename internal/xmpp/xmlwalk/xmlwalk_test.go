@@ -152,3 +152,23 @@ func TestTextCut(t *testing.T) {
 		}
 	}
 }
+
+// What TextCut keeps of a text in several pieces is the start of the
+// text: a piece cut short before a UTF-8 sequence ends the text kept, and
+// a later piece's first bytes do not fill the room it left.
+func TestTextCutKeepsAPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		max  int
+		want string
+	}{
+		{`<a>abcdé<![CDATA[xyz]]></a>`, 5, "abcd"},
+		{`<a>ab<b/>cdé<b/>xyz</a>`, 5, "abcd"},
+	} {
+		d := start(t, tc.doc+`<next/>`)
+		got, err := TextCut(d, nil, tc.max)
+		if err != nil || got != tc.want {
+			t.Errorf("%s, %d: %q, %v; want %q", tc.doc, tc.max, got, err, tc.want)
+		}
+	}
+}
