@@ -104,18 +104,30 @@ func initFiles(jid, domain, address, dir string, group lookupGroup, stdout io.Wr
 			return err
 		}
 	}
-	_, err = os.Stat(dir)
-	madeDir := errors.Is(err, fs.ErrNotExist)
+	// The directories missing on the way, outermost first.
+	var made []string
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || !errors.Is(err, fs.ErrNotExist) || p == filepath.Dir(p) {
+			break
+		}
+		made = append([]string{p}, made...)
+	}
+	madeDir := len(made) > 0
+	for _, p := range made {
+		if err := os.Mkdir(p, 0o751); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		// Searchable by others, whatever the umask: Prosody and
+		// ejabberd, running as users of their own, Include their files
+		// where they are; the files' own modes guard them.
+		if err := os.Chmod(p, 0o751); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o751); err != nil {
 		return err
 	}
 	if madeDir {
-		// Searchable by others, whatever the umask: Prosody and
-		// ejabberd, running as users of their own, Include their files
-		// where they are; the files' own modes guard them.
-		if err := os.Chmod(dir, 0o751); err != nil {
-			return err
-		}
 		if gid, ok := group("push-appserver"); ok {
 			if err := os.Chown(dir, -1, gid); err != nil && !errors.Is(err, fs.ErrPermission) {
 				return fmt.Errorf("giving %s to group push-appserver: %w", dir, err)

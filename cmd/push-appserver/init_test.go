@@ -185,7 +185,9 @@ func TestInitNotRoot(t *testing.T) {
 		// dependencies install Prosody and ejabberd).
 		bin := buildBinary(t)
 		os.Chmod(filepath.Dir(bin), 0o755)
-		for p := filepath.Dir(dir); p != "/"; p = filepath.Dir(p) {
+		// Only the test's own directories: /tmp above them is 1777,
+		// and made 0755 it is closed to every other user.
+		for p := filepath.Dir(dir); p != filepath.Clean(os.TempDir()) && p != "/"; p = filepath.Dir(p) {
 			os.Chmod(p, 0o755)
 		}
 		os.Chmod(filepath.Dir(dir), 0o777)
@@ -214,6 +216,27 @@ func TestInitNotRoot(t *testing.T) {
 		}
 		if !strings.Contains(string(out), filepath.Join(dir, name)) {
 			t.Errorf("no chgrp printed for %s:\n%s", name, out)
+		}
+	}
+}
+
+// TestInitParentDirectories: "made so past the umask" holds for the
+// directory init makes, not for the parents MkdirAll makes on the way
+// (-dir /srv/xmpp/push-appserver on a new /srv/xmpp): under umask 077
+// they are 0700, and Prosody and ejabberd, running as users of their
+// own, cannot reach the files given to their groups.
+func TestInitParentDirectories(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	top := t.TempDir()
+	dir := filepath.Join(top, "srv", "xmpp", "push-appserver")
+	group := func(string) (int, bool) { return os.Getgid(), true }
+	if err := initFiles("push.example.org", "example.org", "127.0.0.1:5347", dir, group, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for p := dir; p != top; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			t.Errorf("%s: %v, %v; others may not search it", p, fi.Mode(), err)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 )
@@ -91,6 +90,9 @@ type breakerState struct {
 	scopes map[string]*breakerWindow
 	// tripped counts the windows marked refusing.
 	tripped int
+	// overflow judges the scopes new while scopes is full of marked
+	// windows; always marked, never counted in tripped.
+	overflow breakerWindow
 }
 
 // breakerWindow is one push service's recent answers and its mark.
@@ -122,7 +124,8 @@ func NewBreaker(app string, opts BreakerOptions, logger *slog.Logger) *Breaker {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Breaker{breakerState: &breakerState{app: app, opts: opts, logger: logger}}
+	return &Breaker{breakerState: &breakerState{app: app, opts: opts, logger: logger,
+		overflow: breakerWindow{tripped: true, cause: "too many push services refusing at once"}}}
 }
 
 // asSuspect is errors.As for a *SuspectTokenError, in a function of its
@@ -176,7 +179,7 @@ func (b *Breaker) JudgeAt(scope string, err error) error {
 	case !w.tripped && suspect && answers >= b.opts.MinAnswers && 2*suspects > answers:
 		w.tripped, w.cause, changed = true, s.Cause, true
 		b.tripped++
-	case w.tripped && !suspect && err == nil && 2*suspects <= answers:
+	case w.tripped && !suspect && err == nil && 2*suspects <= answers && w != &b.overflow:
 		w.tripped, w.cause, changed = false, "", true
 		b.tripped--
 	}
@@ -256,26 +259,13 @@ func (b *Breaker) window(scope string) *breakerWindow {
 			}
 		}
 		if len(b.scopes) >= maxProvenScopes/2 {
-			// Marked windows past half the bound: keep those of the
-			// busiest services, whose marks keep the most
-			// registrations. Subscriptions choose their service, and
-			// dropping every mark would let anyone with enough
-			// refusing services of their own unmark a real one.
-			now := b.opts.Now()
-			type scopeAnswers struct {
-				scope   string
-				answers int
-			}
-			marked := make([]scopeAnswers, 0, len(b.scopes))
-			for k, w := range b.scopes {
-				n, _ := w.count(b.opts, now)
-				marked = append(marked, scopeAnswers{k, n})
-			}
-			slices.SortFunc(marked, func(x, y scopeAnswers) int { return y.answers - x.answers })
-			for _, m := range marked[maxProvenScopes/4:] {
-				delete(b.scopes, m.scope)
-				b.tripped--
-			}
+			// Marked windows past half the bound: every mark is kept
+			// (subscriptions choose their service, and dropping one
+			// would let anyone with enough refusing services of their
+			// own unmark a real one). New services share one window
+			// that is always marked: their refusals keep the
+			// registrations until marks clear.
+			return &b.overflow
 		}
 	}
 	if b.scopes == nil {
@@ -308,13 +298,18 @@ func (b *Breaker) Misconfigured() (bool, string) {
 	// service's doing, however many of the answers it gave.
 	refusingScopes, normalScopes := 0, 0
 	for _, w := range b.scopes {
-		n, _ := w.count(b.opts, now)
+		// A service too quiet to be marked, refusing most of what it
+		// was sent, does not answer normally either.
+		n, s := w.count(b.opts, now)
 		switch {
-		case w.tripped && n > 0:
+		case n == 0:
+		case w.tripped || 2*s > n:
 			refusing += n
-			cause = w.cause
+			if w.tripped {
+				cause = w.cause
+			}
 			refusingScopes++
-		case n > 0:
+		default:
 			normalScopes++
 		}
 	}

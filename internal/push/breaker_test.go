@@ -291,3 +291,64 @@ func TestBreakerOneRefusingSubscriptionIsNotDown(t *testing.T) {
 		t.Fatalf("app reported misconfigured (%s): one subscription's service refuses, every other service accepts", cause)
 	}
 }
+
+// A WebPush app whose VAPID key is broken everywhere: every push service
+// refuses every push. The busiest service gets its 20 answers a minute and
+// is marked; the others, each with a few subscriptions, refuse every one
+// of their pushes too but stay below MinAnswers, and Misconfigured counts
+// each of them as a service "answering normally". The health page and the
+// metric call the app fine while none of its pushes go through.
+func TestBreakerKeyBrokenEverywhereIsMisconfigured(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
+	for range 30 {
+		b.JudgeAt("https://fcm.googleapis.com", suspect)
+	}
+	for range 6 {
+		b.JudgeAt("https://updates.push.services.mozilla.com", suspect)
+	}
+	for range 3 {
+		b.JudgeAt("https://web.push.apple.com", suspect)
+	}
+	if bad, _ := b.Misconfigured(); !bad {
+		t.Fatal("Misconfigured() = false: every answer of every push service in the window refused our key")
+	}
+}
+
+// The busiest marked scopes are kept (window's pruning), ranked by their
+// answers in the last minute. A real service whose mark is a few minutes
+// old and that was quiet this last minute ranks below scopes of one's own
+// that answered once in it: its mark is dropped, and its next refusals of
+// our key delete registrations again.
+func TestBreakerQuietRefusingMarkSurvivesManyScopes(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
+	const mozilla = "https://updates.push.services.mozilla.com"
+	b.JudgeAt(mozilla, nil)
+	for range 40 {
+		b.JudgeAt(mozilla, suspect)
+	}
+	// Marks never age: the attacker's services refuse at any pace.
+	for i := range 5000 {
+		now = now.Add(time.Second)
+		scope := "https://h" + strconv.Itoa(i) + ".evil.example"
+		for range 20 {
+			b.JudgeAt(scope, suspect)
+		}
+	}
+	// A minute in which Mozilla had no push, the attacker's services one
+	// each, and new services of theirs past the bound (unproven: each
+	// refusal a temporary failure of their own pushes).
+	now = now.Add(2 * time.Minute)
+	for i := range 5000 {
+		b.JudgeAt("https://h"+strconv.Itoa(i)+".evil.example", suspect)
+	}
+	for i := range 5000 {
+		b.JudgeAt("https://n"+strconv.Itoa(i)+".evil.example", suspect)
+	}
+	if _, ok := push.IsDeadToken(b.JudgeAt(mozilla, suspect)); ok {
+		t.Fatal("the real service's refusal of our key deletes a registration: its mark was dropped for the attacker's busier scopes")
+	}
+}

@@ -275,3 +275,33 @@ func TestPublishOfEmptyValuesKeptSmall(t *testing.T) {
 		t.Errorf("walk of a %d-byte publish holds %d bytes; want at most 256 KiB", len(stanza), held)
 	}
 }
+
+// What a publish's walk holds is about its budgets of text (64 KiB: 48
+// for the notifications, 16 for the publish options) and a little more.
+// Values in xep0357's walk share one strings.Builder: each growth copies
+// it, and the strings already taken of the old array keep it alive, so
+// eleven 8 KiB values hold about 2.7 times their bytes. A value in two
+// pieces (text, then an empty CDATA section) is written to the builder
+// twice, first piece and whole: a 91 KB publish then holds half a MiB,
+// for each of the up to 2*MaxInFlight pushes waiting at a slow service.
+func TestPublishOfLongValuesKeptSmall(t *testing.T) {
+	v := strings.Repeat("a", 8191)
+	head := `<iq type='set' id='1' from='example.org' to='push.example.net'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'>`
+	for _, tc := range []struct{ name, field string }{
+		{"one piece", `<field var='f'><value>` + v + `a</value></field>`},
+		{"two pieces", `<field var='f'><value>` + v + `<![CDATA[]]>a</value></field>`},
+	} {
+		form := func(n int) string { return `<x xmlns='jabber:x:data'>` + strings.Repeat(tc.field, n) + `</x>` }
+		stanza := head + form(8) + `</notification></item></publish><publish-options>` + form(3) + `</publish-options></pubsub></iq>`
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		m, kept := walkStream(t, stanza)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(m)
+		if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 128<<10 {
+			t.Errorf("%s: walk of a %d-byte publish keeps %d bytes of text but holds %d bytes; want at most 128 KiB", tc.name, len(stanza), kept, held)
+		}
+	}
+}

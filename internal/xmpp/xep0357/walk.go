@@ -215,9 +215,9 @@ func (n *Notification) read(r xmlwalk.Reader, mem *parts) error {
 			for _, a := range t.Attr {
 				switch a.Name.Local {
 				case "iv":
-					n.Encrypted.IV = budgetAttr(a.Value, textBudget{&mem.noteUsed, maxNoteText})
+					n.Encrypted.IV = budgetAttr(a.Value, textBudget{used: &mem.noteUsed, max: maxNoteText})
 				case "type":
-					n.Encrypted.Type = budgetAttr(a.Value, textBudget{&mem.noteUsed, maxNoteText})
+					n.Encrypted.Type = budgetAttr(a.Value, textBudget{used: &mem.noteUsed, max: maxNoteText})
 				}
 			}
 			n.Encrypted.Payload, err = xmlwalk.TextCut(r, nil, min(maxPayload, max(maxNoteText-mem.noteUsed, 0)))
@@ -258,7 +258,7 @@ func (o *PublishOptions) read(r xmlwalk.Reader, mem *parts) error {
 // form: a repeated form merges into the first, as with reflection. It
 // returns the form read into.
 func readFormInto(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *parts, used *int, budget int) (*dataform.Form, error) {
-	b := textBudget{used: used, max: budget}
+	b := textBudget{used: used, max: budget, secret: used == &mem.optionsUsed}
 	if f != nil {
 		return f, readForm(r, start, f, nil, &mem.text, b)
 	}
@@ -290,6 +290,8 @@ func budgetAttr(s string, b textBudget) string {
 type textBudget struct {
 	used *int
 	max  int
+	// secret: the publish options', where the secret is kept past max.
+	secret bool
 }
 
 // readForm reads a form into f, taking memory from mem unless it is nil,
@@ -313,7 +315,15 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 		if !ok {
 			return err
 		}
-		if t.Name.Local == "field" && len(f.Fields) < maxFields && *b.used < b.max {
+		keep, fb := t.Name.Local == "field" && len(f.Fields) < maxFields && *b.used < b.max, b
+		if b.secret && t.Name.Local == "field" && isSecret(t) && !hasSecret(f) {
+			// The publish options' first secret has a budget of its
+			// own, whatever the other fields took: Parse looks for it
+			// among all the fields of the whole tree.
+			keep, fb = true, textBudget{used: new(int), max: fieldCost + len("secret") + maxValue + valueCost}
+		}
+		if keep {
+			b := fb
 			// A field kept costs its memory, text or not.
 			*b.used += fieldCost
 			switch {
@@ -332,6 +342,27 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 			return err
 		}
 	}
+}
+
+// isSecret reports whether the field t begins is the secret's.
+func isSecret(t xmlwalk.Token) bool {
+	v := ""
+	for _, a := range t.Attr {
+		if a.Name.Local == "var" {
+			v = a.Value // the last, as reflection has it
+		}
+	}
+	return v == "secret"
+}
+
+// hasSecret reports whether f holds the secret's field already.
+func hasSecret(f *dataform.Form) bool {
+	for _, x := range f.Fields {
+		if x.Var == "secret" {
+			return true
+		}
+	}
+	return false
 }
 
 // formTypes are the FORM_TYPEs of a push's forms, read without a copy.

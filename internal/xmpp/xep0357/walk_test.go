@@ -308,3 +308,30 @@ func TestWalkKeepsLittleOfLongAttributes(t *testing.T) {
 		t.Errorf("%d bytes kept of a %d-byte publish that pushes; want at most 64 KiB", kept, len(tree))
 	}
 }
+
+// The walk's budgets are "above what Parse takes, so it answers as it
+// would for the whole tree": but the publish options' 16 KiB are shared
+// by every field, and options Parse accepts (each under 4 KiB, the 17th
+// on not even looked at) spend it before the secret. The secret is then
+// cut or not kept, and a publish the whole tree pushes is refused.
+func TestWalkOptionsDoNotCrowdOutTheSecret(t *testing.T) {
+	var opts strings.Builder
+	for i := range 20 {
+		opts.WriteString(`<field var='opt` + string(rune('a'+i)) + `'><value>` + strings.Repeat("o", 900) + `</value></field>`)
+	}
+	stanza := `<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'/><publish-options><x xmlns='jabber:x:data' type='submit'>` +
+		`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` + opts.String() +
+		`<field var='secret'><value>s3cr3t</value></field></x></publish-options></pubsub></iq>`
+	walk, refl, werr, rerr := decodeBoth(stanza)
+	if werr != nil || rerr != nil {
+		t.Fatal(werr, rerr)
+	}
+	wr, werr := xep0357.Parse(walk)
+	rr, rerr := xep0357.Parse(refl)
+	if rerr != nil {
+		t.Fatalf("setup: the whole tree does not parse: %v", rerr)
+	}
+	if werr != nil || wr.Secret != rr.Secret {
+		t.Fatalf("walk: secret %q, %v; the whole tree: secret %q", wr.Secret, werr, rr.Secret)
+	}
+}

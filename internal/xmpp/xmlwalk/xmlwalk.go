@@ -96,8 +96,9 @@ func Text(r Reader) (string, error) { return TextIn(r, nil) }
 
 // TextIn is Text, but a text equal to one of known comes back as that
 // string instead of a copy (a data form's FORM_TYPE, which every push
-// carries, costs no allocation), and any other text, unless buf is nil,
-// is written to buf and comes back as the part of buf.String() it took:
+// carries, costs no allocation), and any other text that fits in buf's
+// room (buf not nil), is written to buf without growing it and comes back
+// as the part of buf.String() it took:
 // the texts of one tree then share an allocation or two, as a
 // strings.Builder never changes what it holds. (A text in several pieces
 // may leave its first in buf twice.)
@@ -167,14 +168,16 @@ func cut(b []byte, max int) []byte {
 }
 
 // among returns the string of known equal to b, or else b as a new
-// string, written to buf unless buf is nil.
+// string, written to buf if buf has room for it without growing.
 func among(b []byte, known []string, buf *strings.Builder) string {
 	for _, k := range known {
 		if string(b) == k {
 			return k
 		}
 	}
-	if buf == nil || len(b) == 0 {
+	if buf == nil || len(b) == 0 || len(b) > buf.Cap()-buf.Len() {
+		// Only what fits: a growth would copy buf, and the strings
+		// already taken of it would keep the old array alive.
 		return string(b)
 	}
 	start := buf.Len()

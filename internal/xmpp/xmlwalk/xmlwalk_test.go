@@ -67,7 +67,8 @@ func TestTextInKnown(t *testing.T) {
 func TestTextIn(t *testing.T) {
 	known := []string{"urn:one"}
 	var buf strings.Builder
-	buf.Grow(8)
+	buf.Grow(32)
+	capacity := buf.Cap()
 	type text struct{ got, want string }
 	var texts []text
 	for _, doc := range []string{
@@ -91,6 +92,9 @@ func TestTextIn(t *testing.T) {
 	}
 	if b := buf.String(); !strings.HasPrefix(b, "first") || !strings.HasSuffix(b, "<last>") || strings.Contains(b, "urn:one") {
 		t.Fatalf("the buffer holds %q: not the texts copied, or a known one", b)
+	}
+	if buf.Cap() != capacity {
+		t.Fatalf("the buffer grew from %d to %d bytes: the strings taken of it keep each old array", capacity, buf.Cap())
 	}
 }
 
