@@ -308,7 +308,11 @@ func (s *Service) Run(ctx context.Context) {
 			}
 		}
 	}()
-	if s.opts.Changes != nil && s.cache != nil {
+	if s.opts.Changes != nil {
+		// Followed with the cache off too: the feed carries what this
+		// instance must hear and say besides (its acks, whose count
+		// makes its own writes wait for the others; pushes held at
+		// another's stop; components released; the registry back).
 		go s.follow(ctx)
 	}
 	var redelivery sync.WaitGroup
@@ -483,6 +487,31 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return err
 	}
 	start = start.Add(waited)
+	if waited > 0 {
+		// The push waited for its window: the registration may have
+		// changed or gone meanwhile (here or on another instance), and
+		// its change was answered. Read it again (from the cache, which
+		// every change drops) so no push goes out with what it left.
+		t2, err := s.lookup(ctx, node, deadline, false)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			s.reject(node, RejectUnknownNode, start)
+			return ErrNotFound
+		case err == nil && subtle.ConstantTimeCompare([]byte(req.Secret), []byte(t2.Secret)) != 1:
+			s.reject(node, RejectWrongSecret, start)
+			return ErrNotFound
+		case err == nil:
+			if t2.Type != t.Type {
+				a, ok := s.apps[t2.Type]
+				if !ok {
+					s.opts.Observer.Pushed(t2.Type, OutcomeFailed, time.Since(start))
+					return fmt.Errorf("%w: app %q is not configured", ErrPushFailed, t2.Type)
+				}
+				app, prio = a, a.Priority.Resolve(req.Important())
+			}
+			t = t2
+		}
+	}
 	// The backend's own deadline counts from here, after any wait for
 	// the throttle's window. Setting the earlier of the two here gives a
 	// push one timer, not two: the backend finds it and sets none.

@@ -287,3 +287,161 @@ func TestPushesWhileDatabaseDown(t *testing.T) {
 		t.Errorf("a push served from what the cache held once the database was back")
 	}
 }
+
+// TestThrottledPushUsesTokenOfItsSend: a push held by B's throttle for its
+// window (the last of a burst) goes out after A changed the device's token
+// and was answered. README: "right after the answer no instance pushes to
+// a removed device or an old token".
+func TestThrottledPushUsesTokenOfItsSend(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pg.DB(t)
+	a := startInstance(t, ctx, dsn)
+	store, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	b := &instance{feed: &tap{Store: store, changed: make(chan string, 100), live: make(chan bool, 100)}, backend: &scripted{answers: map[string]error{}}}
+	b.svc, err = appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b.backend}},
+		appserver.Options{Changes: b.feed, CacheTTL: time.Hour, RateLimit: 2 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { b.svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { <-done })
+	b.feed.waitLive(t, true)
+
+	r, err := a.svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := b.pushToken(t, "n1", r.Secret); tok != "tok-1" {
+		t.Fatalf("first push via B used %q", tok)
+	}
+	second := make(chan error, 1)
+	go func() { second <- b.svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r.Secret}) }()
+	time.Sleep(300 * time.Millisecond) // the second push waits for B's next window
+	if _, err := a.svc.Register(ctx, appserver.Caller{Secret: r.Secret}, "fcm", "n1", "tok-2"); err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	if err := <-second; err != nil {
+		t.Fatalf("second push: %v", err)
+	}
+	sent := b.backend.Sent()
+	if last := sent[len(sent)-1]; last.Token != "tok-2" {
+		t.Fatalf("B pushed to %q %v after A's change to tok-2 was answered", last.Token, time.Since(answered).Round(time.Millisecond))
+	}
+}
+
+// TestUncachedInstanceHearsReleases: with the registration cache off
+// (registration_cache = 0), an instance on PostgreSQL must still hear
+// what the others announce through it: pushes held at a stop (taken "at
+// once"), a component released (a Prosody standby connects "at once").
+func TestUncachedInstanceHearsReleases(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pg.DB(t)
+	store, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: &scripted{answers: map[string]error{}}}},
+		appserver.Options{Changes: store, CacheSize: -1, Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan string, 1)
+	store.OnComponentReleased(func(jid string) { released <- jid }) // as serve.go wires it
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(time.Second)
+
+	other, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	if err := other.ReleaseComponent(ctx, "push.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-released:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the uncached instance never heard that another released the component")
+	}
+}
+
+// slowTap is a change feed whose instance takes a while to drop what it
+// cached (its ack follows then).
+type slowTap struct {
+	*postgres.Store
+	delay time.Duration
+}
+
+func (f slowTap) Follow(ctx context.Context, changed func(string), live func(bool)) error {
+	return f.Store.Follow(ctx, func(n string) { time.Sleep(f.delay); changed(n) }, live)
+}
+
+// TestUncachedWriterWaitsForOthers: a change made through an instance
+// whose cache is off is answered only once the other listening instances
+// dropped their copy, as through any other instance.
+var cacheA = -1
+
+func TestUncachedWriterWaitsForOthers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pg.DB(t)
+	open := func() *postgres.Store {
+		s, err := postgres.Open(ctx, dsn, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	run := func(svc *appserver.Service) {
+		done := make(chan struct{})
+		go func() { svc.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	sa := open()
+	a, err := appserver.New(sa, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: &scripted{answers: map[string]error{}}}},
+		appserver.Options{Changes: sa, CacheSize: cacheA}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(a)
+	sb := open()
+	bBackend := &scripted{answers: map[string]error{}}
+	b, err := appserver.New(sb, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: bBackend}},
+		appserver.Options{Changes: slowTap{sb, 300 * time.Millisecond}, CacheTTL: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(b)
+	time.Sleep(time.Second) // both listening
+
+	r, err := a.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := b.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r.Secret}); err != nil {
+		t.Fatal(err) // cached on B now
+	}
+	if _, err := a.Register(ctx, appserver.Caller{Secret: r.Secret}, "fcm", "n1", "tok-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	sent := bBackend.Sent()
+	if tok := sent[len(sent)-1].Token; tok != "tok-2" {
+		t.Fatalf("B pushed to %q right after A's change to tok-2 was answered", tok)
+	}
+}

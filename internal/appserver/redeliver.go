@@ -170,6 +170,11 @@ type redeliveries struct {
 	// dirty holds the devices whose wait changed (began, took another
 	// push, ended) since it was last written to the registry.
 	dirty map[redeliveryKey]struct{}
+	// stored holds the devices whose push the registry may hold: written
+	// and not deleted since. Only their end needs writing; a wait that
+	// began and ended while the registry refused writes leaves nothing to
+	// write, so dirty stays within the wait's bound through an outage.
+	stored map[redeliveryKey]struct{}
 	// count is len(pending), read without the lock by every push that
 	// went through: while nothing waits, that costs one atomic load.
 	count atomic.Int64
@@ -185,13 +190,17 @@ type redeliveries struct {
 	leased   bool
 	renewed  time.Time
 	writeErr error
+	// moved names the rows a take moved to this server (see
+	// registry.HeldMover), deleted by the next write, which holds what
+	// they became here.
+	moved []string
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
 	host, _ := os.Hostname()
 	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
 		lease: redeliveryLease, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
-		pending: map[redeliveryKey]*pendingPush{}, dirty: map[redeliveryKey]struct{}{}}
+		pending: map[redeliveryKey]*pendingPush{}, dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}}
 }
 
 // urgency orders priorities: a device waiting for an alert keeps it when
@@ -248,11 +257,10 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 			subtle.ConstantTimeCompare([]byte(secret), []byte(p.unread.secret)) == 1 {
 			waiting = urgency(push.PriorityHigh)
 		}
-		if urgency(n.Priority) >= waiting {
+		if urgency(n.Priority) >= waiting && r.replace(p, n, nil) {
 			// Counted only for a push that replaces: an attempt under
 			// way at the one it replaced must send this one too.
 			p.gen++
-			r.replace(p, n, nil)
 		}
 		return
 	}
@@ -280,9 +288,8 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		if p.unread != nil && subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.unread.secret)) == 1 {
 			p.failed = now
 			r.dirty[key] = struct{}{}
-			if u.important || !p.unread.important {
+			if (u.important || !p.unread.important) && r.replace(p, n, &u) {
 				p.gen++
-				r.replace(p, n, &u)
 			}
 		}
 		return
@@ -292,8 +299,14 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 	}
 }
 
-// replace makes n (unread with u) the push p sends; r.mu is held.
-func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPush) {
+// replace makes n (unread with u) the push p sends, unless it would take
+// the wait past redeliveryMaxBytes (then p stays as it is, and n counts
+// as dropped); r.mu is held. It reports whether it replaced.
+func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPush) bool {
+	if r.bytes-p.size+notificationSize(&n, u) > redeliveryMaxBytes {
+		r.dropped.Add(1)
+		return false
+	}
 	r.bytes -= p.size
 	if p.unread != nil {
 		r.unread--
@@ -303,6 +316,7 @@ func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPus
 	if u != nil {
 		r.unread++
 	}
+	return true
 }
 
 // add starts the wait of a device that has none (unread with u, when u
@@ -341,12 +355,16 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		// This server failed to push to the device since: its push is
 		// the newer, unless it is unread and the one taken was checked,
 		// which an unread push never replaces.
-		if failed.After(p.failed) {
+		newer := failed.After(p.failed)
+		if newer {
 			p.failed = failed
 		}
-		if p.unread != nil && u == nil {
+		// A checked push replaces an unread one; between checked pushes
+		// the more urgent wins (an alert is not lost to a silent push),
+		// and of equal urgency the newer.
+		if u == nil && (p.unread != nil || urgency(n.Priority) > urgency(p.n.Priority) ||
+			urgency(n.Priority) == urgency(p.n.Priority) && newer) && r.replace(p, n, nil) {
 			p.gen++
-			r.replace(p, n, nil)
 		}
 		r.dirty[key] = struct{}{}
 		return true
@@ -362,6 +380,7 @@ func (r *redeliveries) dropAll() int {
 	n := len(r.pending)
 	clear(r.pending)
 	clear(r.dirty)
+	clear(r.stored)
 	r.bytes, r.unread = 0, 0
 	r.count.Store(0)
 	return n
@@ -408,7 +427,11 @@ func (r *redeliveries) settled(key redeliveryKey) {
 // remove deletes p, which key names; r.mu is held.
 func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	delete(r.pending, key)
-	r.dirty[key] = struct{}{}
+	if _, ok := r.stored[key]; ok {
+		r.dirty[key] = struct{}{}
+	} else {
+		delete(r.dirty, key)
+	}
 	r.bytes -= p.size
 	if p.unread != nil {
 		r.unread--

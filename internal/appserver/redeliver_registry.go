@@ -78,9 +78,10 @@ func (h heldPush) wait() (redeliveryKey, push.Notification, *unreadPush) {
 // pendingWrite is what writePending writes: the devices whose wait
 // changed, and for those that still wait, their push.
 type pendingWrite struct {
-	keys []redeliveryKey
-	put  []registry.HeldPush
-	del  []string
+	keys          []redeliveryKey
+	putKeys, gone []redeliveryKey
+	put           []registry.HeldPush
+	del           []string
 }
 
 // changed takes out the devices whose wait changed since the last write,
@@ -108,7 +109,7 @@ func (r *redeliveries) changed() pendingWrite {
 	r.mu.Unlock()
 	// Named and encoded outside the lock, which pushes wait for: what set
 	// made is never changed.
-	w := pendingWrite{keys: keys, del: make([]string, len(gone)), put: make([]registry.HeldPush, 0, len(put))}
+	w := pendingWrite{keys: keys, gone: gone, del: make([]string, len(gone)), put: make([]registry.HeldPush, 0, len(put))}
 	for i, key := range gone {
 		w.del[i] = key.device()
 	}
@@ -117,9 +118,32 @@ func (r *redeliveries) changed() pendingWrite {
 		if err != nil {
 			continue
 		}
+		w.putKeys = append(w.putKeys, p.key)
 		w.put = append(w.put, registry.HeldPush{Device: p.key.device(), FailedAt: p.failed, Push: b})
 	}
 	return w
+}
+
+// written records that the registry now holds w's puts and none of its
+// deletes. A wait that ended while its put was being written is marked
+// changed, so that its row is deleted too.
+func (r *redeliveries) written(w pendingWrite) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range w.gone {
+		delete(r.stored, k)
+	}
+	for _, k := range w.putKeys {
+		r.stored[k] = struct{}{}
+		if r.pending[k] == nil {
+			r.dirty[k] = struct{}{}
+		}
+	}
+}
+
+// room is how many more devices may wait.
+func (r *redeliveries) room() int {
+	return redeliveryMax - int(r.count.Load())
 }
 
 // unwritten marks keys changed again: their write failed.
@@ -127,7 +151,12 @@ func (r *redeliveries) unwritten(keys []redeliveryKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range keys {
-		r.dirty[k] = struct{}{}
+		// A wait that ended and was never written leaves nothing to
+		// write: remembering it would grow with every device that waits
+		// while the registry refuses writes.
+		if _, ok := r.stored[k]; ok || r.pending[k] != nil {
+			r.dirty[k] = struct{}{}
+		}
 	}
 }
 
@@ -163,6 +192,9 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 			n++
 		}
 	}
+	// The registry holds nothing of this server's now but what it writes
+	// from here on.
+	clear(r.stored)
 	return n
 }
 
@@ -173,9 +205,11 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 func (s *Service) writePending(ctx context.Context) error {
 	r := s.redeliver
 	w := r.changed()
-	if len(w.keys) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
+	if len(w.keys) == 0 && len(r.moved) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
 		return nil
 	}
+	moved := len(r.moved)
+	w.del = append(w.del, r.moved...)
 	started := time.Now()
 	// Bounded, so that a registry that hangs does not hold the loop, and
 	// the attempts it starts, past a renewal or two.
@@ -184,6 +218,8 @@ func (s *Service) writePending(ctx context.Context) error {
 	cancel()
 	switch {
 	case err == nil:
+		r.written(w)
+		r.moved = r.moved[moved:]
 		if r.writeErr != nil {
 			s.logger.Info("pushes waiting for redelivery written to the registry again")
 		}
@@ -192,6 +228,8 @@ func (s *Service) writePending(ctx context.Context) error {
 		// server's: there is no lease to keep.
 		r.leased, r.renewed = r.count.Load() > 0, started
 	case errors.Is(err, registry.ErrLeaseLost):
+		// The rows moved here went to the others with the rest.
+		r.moved = nil
 		n := r.leaseLost(w.keys)
 		r.leased = false
 		r.takeSoon.Store(true)
@@ -255,7 +293,29 @@ func (s *Service) takeHeld(ctx context.Context) {
 	tctx, cancel := context.WithTimeout(ctx, s.redeliver.lease/3)
 	defer cancel()
 	for range redeliveryMax / page {
-		held, err := s.store.TakeHeldPushes(tctx, page)
+		// Only what finds room: a push taken is gone from the registry,
+		// and one this server has no room for is better left there for
+		// an instance that has (or for this one, later).
+		limit := min(page, s.redeliver.room())
+		if limit <= 0 {
+			break
+		}
+		var held []registry.HeldPush
+		var err error
+		if m, ok := s.store.(registry.HeldMover); ok {
+			// Moved rather than deleted: until the write that holds what
+			// they become here, the registry still has them, under this
+			// server's lease.
+			held, err = m.MoveHeldPushes(tctx, s.redeliver.owner, s.redeliver.lease, limit)
+			if err == nil && len(held) > 0 {
+				s.redeliver.leased, s.redeliver.renewed = true, time.Now()
+				for _, hp := range held {
+					s.redeliver.moved = append(s.redeliver.moved, hp.Device)
+				}
+			}
+		} else {
+			held, err = s.store.TakeHeldPushes(tctx, limit)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logger.Warn("reading the pushes held for redelivery", "err", err)
@@ -274,7 +334,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 				kept++
 			}
 		}
-		if len(held) < page {
+		if len(held) < limit {
 			break
 		}
 	}

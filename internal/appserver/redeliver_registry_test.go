@@ -2,11 +2,14 @@ package appserver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 )
 
@@ -38,5 +41,198 @@ func TestHoldAfterLeaseLost(t *testing.T) {
 	held, err := store.TakeHeldPushes(ctx, 10)
 	if err != nil || len(held) != 2 {
 		t.Fatalf("held after the stop: %d, %v; want the push written before the lease was lost and the one kept since", len(held), err)
+	}
+}
+
+// TestTakeHeldLeavesWhatFindsNoRoom: a server whose wait is full (a long
+// outage) must not take pushes another instance released at its stop only
+// to drop them: they stay in the registry for an instance with room (or
+// for this one, once its wait has room again).
+func TestTakeHeldLeavesWhatFindsNoRoom(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	// The stopping instance: 10 pushes written and released.
+	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		node := "a" + strconv.Itoa(i)
+		a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh})
+	}
+	a.holdPending()
+
+	// The instance still running, its wait full.
+	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range redeliveryMax {
+		node := "b" + strconv.Itoa(i)
+		b.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent})
+	}
+	b.takeHeld(ctx)
+	left, err := store.TakeHeldPushes(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.redeliver.stats(); len(left) != 10 {
+		t.Fatalf("%d of the 10 released pushes left in the registry; the full instance took and dropped the rest (%+v)", len(left), st)
+	}
+}
+
+// TestTakenAlertNotDowngraded: a device waits for an alert on one
+// instance and for a later silent push on another. When the first stops
+// and the second takes its pushes, the device must still get its alert
+// ("an alert waiting is not replaced by a later silent push").
+func TestTakenAlertNotDowngraded(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := redeliveryKey{node: "n1"}
+	alert := &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true}
+	a.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: alert})
+	time.Sleep(time.Millisecond)
+	b.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	a.holdPending() // a stops
+	b.takeHeld(ctx)
+	b.redeliver.pending[key].due = time.Time{}
+	got := b.redeliver.due(10)
+	if len(got) != 1 || got[0].n.Priority != push.PriorityHigh {
+		t.Fatalf("the device waits for %+v, want its alert", got[0].n)
+	}
+}
+
+// TestTakenNewerPushReplaces: the push taken from the registry failed
+// after the one this server keeps for the device: it is the newer, and
+// the one to send (restore's own comment says the newer wins).
+func TestTakenNewerPushReplaces(t *testing.T) {
+	r, c := newTestRedeliveries()
+	key := redeliveryKey{node: "n1"}
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "old", HasLastMessageBody: true}})
+	c.advance(time.Second)
+	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "new", HasLastMessageBody: true}}, nil, c.now())
+	c.advance(redeliveryBase)
+	got := r.due(10)
+	if len(got) != 1 || got[0].n.Summary.LastMessageBody != "new" {
+		t.Fatalf("the device waits for %q, want the newer push", got[0].n.Summary.LastMessageBody)
+	}
+}
+
+// failingKeep is a registry whose writes of waiting pushes fail (a
+// statement timeout, a lock wait) while everything else works.
+type failingKeep struct{ *memory.Store }
+
+func (failingKeep) KeepPushes(context.Context, string, time.Duration, bool, []registry.HeldPush, []string) error {
+	return errors.New("canceling statement due to statement timeout")
+}
+
+// TestTakenPushSurvivesTakerDeath: a push released by a stopping instance
+// is durable in the registry. The instance that takes it must not make it
+// less so: if its write of what it took fails and it is then killed, the
+// push must still be in the registry for the next server.
+func TestTakenPushSurvivesTakerDeath(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.redeliver.keep(redeliveryKey{node: "n1"}, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
+	a.holdPending() // a stops cleanly: the push is in the registry
+
+	b, err := New(failingKeep{store}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.redeliver.lease = 50 * time.Millisecond
+	b.takeHeld(ctx)
+	_ = b.writePending(ctx) // fails; b is then killed (no holdPending)
+
+	time.Sleep(100 * time.Millisecond) // whatever lease b held runs out
+	left, err := store.TakeHeldPushes(ctx, 10)
+	if err != nil || len(left) != 1 {
+		t.Fatalf("after the taker died, %d pushes left in the registry (%v): the push answered wait is lost", len(left), err)
+	}
+}
+
+// TestDirtyBoundedWhileRegistryRefusesWrites: while the registry refuses
+// the writes of waiting pushes (PostgreSQL down for an hour), devices keep
+// beginning and ending waits. What is remembered to be written must stay
+// within the wait's bound, not grow with every device that ever waited.
+func TestDirtyBoundedWhileRegistryRefusesWrites(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(failingKeep{memory.New()}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.redeliver
+	const devices = 4 * redeliveryMax
+	for i := range devices {
+		key := redeliveryKey{node: "n" + strconv.Itoa(i)}
+		r.keep(key, push.Notification{App: "apns", Node: key.node, Priority: push.PrioritySilent})
+		r.settled(key) // a later push went through
+		if i%1000 == 0 {
+			_ = s.writePending(ctx) // the loop's tick: refused
+		}
+	}
+	_ = s.writePending(ctx)
+	if st := r.stats(); len(r.dirty) > redeliveryMax {
+		t.Fatalf("%d devices remembered for the registry, none waiting (%+v); bound %d", len(r.dirty), st, redeliveryMax)
+	}
+}
+
+// hookedKeep refuses writes like failingKeep, running during after what
+// the test does while a write is under way.
+type hookedKeep struct {
+	*memory.Store
+	during func()
+}
+
+func (h hookedKeep) KeepPushes(context.Context, string, time.Duration, bool, []registry.HeldPush, []string) error {
+	h.during()
+	return errors.New("canceling statement due to statement timeout")
+}
+
+// TestDirtyBoundedWhenWaitsEndDuringWrites is the test above with the
+// waits ending while the (refused) writes are under way, as they do when
+// the loop writes and pushes go through at the same time.
+func TestDirtyBoundedWhenWaitsEndDuringWrites(t *testing.T) {
+	ctx := context.Background()
+	var r *redeliveries
+	i := 0
+	// During each write, the waits the write carries end (a later push
+	// went through) and as many new ones begin.
+	during := func() {
+		for k := i - 1000; k < i; k++ {
+			if k >= 0 {
+				r.settled(redeliveryKey{node: "n" + strconv.Itoa(k)})
+			}
+		}
+		for range 1000 {
+			key := redeliveryKey{node: "n" + strconv.Itoa(i)}
+			r.keep(key, push.Notification{App: "apns", Node: key.node, Priority: push.PrioritySilent})
+			i++
+		}
+	}
+	s, err := New(hookedKeep{memory.New(), during}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = s.redeliver
+	// Each write sees the devices of the write before as changed.
+	r.keep(redeliveryKey{node: "x"}, push.Notification{App: "apns", Node: "x", Priority: push.PrioritySilent})
+	for range 4 * redeliveryMax / 1000 {
+		_ = s.writePending(ctx)
+	}
+	if len(r.dirty) > redeliveryMax {
+		t.Fatalf("%d devices remembered for the registry, %d waiting; bound %d", len(r.dirty), len(r.pending), redeliveryMax)
 	}
 }

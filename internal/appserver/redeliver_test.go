@@ -361,3 +361,23 @@ func TestQueuedAttemptExpires(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+// TestRedeliveryBytesBoundOnReplace: the 32 MB bound holds for pushes that
+// replace a device's wait too, not only for devices that begin one. A
+// silent push kept for many devices, each then replaced by an alert with a
+// full summary, must not take the wait past redeliveryMaxBytes.
+func TestRedeliveryBytesBoundOnReplace(t *testing.T) {
+	r, _ := newTestRedeliveries()
+	const devices = 8192
+	for i := range devices {
+		r.keep(redeliveryKey{node: "n" + strconv.Itoa(i)}, push.Notification{App: "apns", Node: "n" + strconv.Itoa(i), Priority: push.PrioritySilent})
+	}
+	before := r.bytes
+	full := &push.Summary{LastMessageSender: strings.Repeat("s", 4096), LastMessageBody: strings.Repeat("b", 4096), HasLastMessageBody: true}
+	for i := range devices {
+		r.keep(redeliveryKey{node: "n" + strconv.Itoa(i)}, push.Notification{App: "apns", Node: "n" + strconv.Itoa(i), Priority: push.PriorityHigh, Summary: full})
+	}
+	if r.bytes > redeliveryMaxBytes {
+		t.Fatalf("%d bytes wait (%d before the alerts replaced the silent pushes), bound %d", r.bytes, before, redeliveryMaxBytes)
+	}
+}

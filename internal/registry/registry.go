@@ -137,6 +137,17 @@ type HeldPush struct {
 // whose pushes went to whoever takes held pushes.
 var ErrLeaseLost = errors.New("the lease on the pushes kept ran out: they were given to other servers")
 
+// HeldMover is a Store that can take held pushes without a moment in which
+// only the taker's memory holds them: MoveHeldPushes is TakeHeldPushes,
+// but the pushes it returns stay in the registry, moved to owner under a
+// lease from now (as KeepPushes would start it), each under a Device of
+// its own that no KeepPushes of owner writes otherwise. The taker deletes
+// them (KeepPushes' del) in the write that holds what it made of them; if
+// it dies first, they go to the others once its lease has run out.
+type HeldMover interface {
+	MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]HeldPush, error)
+}
+
 // Store persists registrations. Every method is safe for concurrent use.
 type Store interface {
 	// Get returns the registration for node, or ErrNotFound.

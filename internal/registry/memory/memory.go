@@ -22,6 +22,7 @@ type Store struct {
 	blocked map[[2]string]registry.BlockedToken
 	held    []heldPush
 	leases  map[string]time.Time // owner: when its lease runs out
+	moved   int                  // names the pushes MoveHeldPushes moved
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -262,6 +263,29 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 		out = append(out, h.HeldPush)
 		return true
 	})
+	return out, nil
+}
+
+func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]registry.HeldPush, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for o, until := range s.leases {
+		if until.Before(now) {
+			s.release(o)
+		}
+	}
+	s.leases[owner] = now.Add(lease)
+	slices.SortStableFunc(s.held, func(a, b heldPush) int { return a.FailedAt.Compare(b.FailedAt) })
+	var out []registry.HeldPush
+	for i := range s.held {
+		if s.held[i].owner != "" || len(out) >= limit {
+			continue
+		}
+		s.moved++
+		s.held[i].owner, s.held[i].Device = owner, fmt.Sprintf("moved/%d", s.moved)
+		out = append(out, s.held[i].HeldPush)
+	}
 	return out, nil
 }
 

@@ -687,6 +687,38 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	return out, nil
 }
 
+func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]registry.HeldPush, error) {
+	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() RETURNING owner)
+		UPDATE held_pushes SET owner = NULL WHERE owner IN (SELECT owner FROM lapsed)`); err != nil {
+		return nil, fmt.Errorf("releasing pushes of lapsed leases: %w", err)
+	}
+	var out []registry.HeldPush
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES ($1, now() + $2::interval)
+			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, lease); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `UPDATE held_pushes SET owner = $1, device = 'moved/' || id WHERE id IN
+			(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING device, failed_at, push`, owner, limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (registry.HeldPush, error) {
+			var p registry.HeldPush
+			err := r.Scan(&p.Device, &p.FailedAt, &p.Push)
+			p.FailedAt = p.FailedAt.UTC()
+			return p, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
+	return out, nil
+}
+
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM blocked_tokens WHERE until < $1`, before)
 	if err != nil {

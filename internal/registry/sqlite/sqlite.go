@@ -699,6 +699,47 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	return out, nil
 }
 
+func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]registry.HeldPush, error) {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	defer tx.Rollback()
+	now := time.Now()
+	if err := expireOwners(ctx, tx, now); err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES (?, ?)
+		ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, now.Add(lease).UnixNano()); err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `UPDATE held_pushes SET owner = ?, device = 'moved/' || id WHERE id IN
+		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING device, failed_at, push`, owner, limit)
+	if err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.HeldPush
+	for rows.Next() {
+		var at int64
+		var d string
+		var p []byte
+		if err := rows.Scan(&d, &at, &p); err != nil {
+			return nil, fmt.Errorf("taking held pushes: %w", err)
+		}
+		out = append(out, registry.HeldPush{Device: d, FailedAt: time.Unix(0, at).UTC(), Push: p})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	rows.Close()
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("taking held pushes: %w", err)
+	}
+	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
+	return out, nil
+}
+
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
 	res, err := s.write.ExecContext(ctx, `DELETE FROM blocked_tokens WHERE until < ?`, before.UnixNano())
 	if err != nil {

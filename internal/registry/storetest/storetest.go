@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"LongTokens", testLongTokens},
 		{"PushTarget", testPushTarget},
 		{"HeldPushes", testHeldPushes},
+		{"MovedHeldPushes", testMovedHeldPushes},
 		{"LapsedLease", testLapsedLease},
 	}
 	for _, tt := range tests {
@@ -938,5 +939,60 @@ func testLapsedLease(t *testing.T, s registry.Store) {
 	}
 	if got, err := s.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
 		t.Fatalf("under the new lease: %+v, %v", got, err)
+	}
+}
+
+// testMovedHeldPushes: a store that moves held pushes to their taker
+// (registry.HeldMover) keeps them under the taker's lease until the
+// taker's write deletes them, and gives them to the others if the taker
+// dies first.
+func testMovedHeldPushes(t *testing.T, s registry.Store) {
+	m, ok := s.(registry.HeldMover)
+	if !ok {
+		t.Skip("not a HeldMover")
+	}
+	const lease = 300 * time.Millisecond
+	if err := s.KeepPushes(ctx, "stopped", time.Hour, false, []registry.HeldPush{
+		{Device: "a", FailedAt: base, Push: []byte("a")}, {Device: "b", FailedAt: base.Add(time.Second), Push: []byte("b")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleasePushes(ctx, "stopped"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.MoveHeldPushes(ctx, "taker", lease, 1)
+	if err != nil || len(got) != 1 || string(got[0].Push) != "a" || got[0].Device == "" {
+		t.Fatalf("moved %+v, %v", got, err)
+	}
+	// The taker holds a lease now, and the push under it.
+	if err := s.KeepPushes(ctx, "taker", lease, true, nil, nil); err != nil {
+		t.Fatalf("renewing the lease the move started: %v", err)
+	}
+	if other, err := s.TakeHeldPushes(ctx, 10); err != nil || len(other) != 1 || string(other[0].Push) != "b" {
+		t.Fatalf("another took %+v, %v; want the push not moved only", other, err)
+	}
+	// The taker dies before its write: the moved push goes to the others.
+	time.Sleep(2 * lease)
+	if again, err := s.TakeHeldPushes(ctx, 10); err != nil || len(again) != 1 || string(again[0].Push) != "a" {
+		t.Fatalf("after the taker died: %+v, %v", again, err)
+	}
+	// A taker that lives deletes what it moved in its next write.
+	if err := s.KeepPushes(ctx, "stopped", time.Hour, false, []registry.HeldPush{{Device: "a", FailedAt: base, Push: []byte("a")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleasePushes(ctx, "stopped"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = m.MoveHeldPushes(ctx, "lives", time.Hour, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("moved %+v, %v", got, err)
+	}
+	if err := s.KeepPushes(ctx, "lives", time.Hour, true, []registry.HeldPush{{Device: "merged", FailedAt: base, Push: []byte("m")}}, []string{got[0].Device}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleasePushes(ctx, "lives"); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := s.TakeHeldPushes(ctx, 10); err != nil || len(left) != 1 || string(left[0].Push) != "m" {
+		t.Fatalf("after the taker's write and release: %+v, %v; want its push only", left, err)
 	}
 }
