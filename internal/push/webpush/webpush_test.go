@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -342,21 +341,8 @@ func openFDs(t *testing.T) int {
 // one more fails at once, as a temporary failure, while a push to another
 // service still goes through until the bound of all is reached.
 func TestPushesUnderWayBounded(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
-	hang := ln.Addr().(*net.TCPAddr).Port
+	// An endpoint that takes the connection and says nothing.
+	hang := netfreeze.Silent(t)
 	mock, keyFile, pub := startMock(t)
 	b := newBackend(t, mock, keyFile, webpush.Options{PushDeadline: 3 * time.Second, MaxPushes: 3, MaxPushesPerService: 2,
 		Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, hang}}})

@@ -664,42 +664,24 @@ func (s *Store) ReleasePushes(ctx context.Context, owner string) error {
 }
 
 func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("taking held pushes: %w", err)
-	}
-	defer tx.Rollback()
-	if err := expireOwners(ctx, tx, time.Now()); err != nil {
-		return nil, err
-	}
-	rows, err := tx.QueryContext(ctx, `DELETE FROM held_pushes WHERE id IN
-		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING failed_at, push`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("taking held pushes: %w", err)
-	}
-	defer rows.Close()
-	var out []registry.HeldPush
-	for rows.Next() {
-		var at int64
-		var p []byte
-		if err := rows.Scan(&at, &p); err != nil {
-			return nil, fmt.Errorf("taking held pushes: %w", err)
-		}
-		out = append(out, registry.HeldPush{FailedAt: time.Unix(0, at).UTC(), Push: p})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("taking held pushes: %w", err)
-	}
-	rows.Close()
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("taking held pushes: %w", err)
-	}
-	// RETURNING gives rows in no set order.
-	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
-	return out, nil
+	return s.takeHeld(ctx, nil, `DELETE FROM held_pushes WHERE id IN
+		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING '', failed_at, push`, limit)
 }
 
 func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]registry.HeldPush, error) {
+	startLease := func(tx *sql.Tx, now time.Time) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES (?, ?)
+			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, now.Add(lease).UnixNano())
+		return err
+	}
+	return s.takeHeld(ctx, startLease, `UPDATE held_pushes SET owner = ?, device = 'moved/' || id WHERE id IN
+		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING device, failed_at, push`, owner, limit)
+}
+
+// takeHeld runs query, which takes the held pushes no server owns and
+// returns their device, time and push, in one transaction with the
+// release of lapsed leases and then before, unless it is nil.
+func (s *Store) takeHeld(ctx context.Context, before func(*sql.Tx, time.Time) error, query string, args ...any) ([]registry.HeldPush, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
@@ -709,12 +691,12 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 	if err := expireOwners(ctx, tx, now); err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES (?, ?)
-		ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, now.Add(lease).UnixNano()); err != nil {
-		return nil, fmt.Errorf("taking held pushes: %w", err)
+	if before != nil {
+		if err := before(tx, now); err != nil {
+			return nil, fmt.Errorf("taking held pushes: %w", err)
+		}
 	}
-	rows, err := tx.QueryContext(ctx, `UPDATE held_pushes SET owner = ?, device = 'moved/' || id WHERE id IN
-		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING device, failed_at, push`, owner, limit)
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
 	}
@@ -736,6 +718,7 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
 	}
+	// RETURNING gives rows in no set order.
 	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
 	return out, nil
 }

@@ -127,3 +127,35 @@ func (p *Proxy) Close() {
 		c.Close()
 	}
 }
+
+// Silent listens on a free loopback port, takes every connection and
+// says nothing, as a server whose process hangs while its kernel still
+// accepts; it returns the port. Everything closes when the test ends.
+func Silent(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}

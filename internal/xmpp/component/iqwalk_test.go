@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/push-appserver/push-appserver/internal/testutil/retained"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
 
@@ -158,32 +159,6 @@ func BenchmarkStreamIQWalk(b *testing.B) {
 	}
 }
 
-// keptBytes sums the bytes of every string reachable from v.
-func keptBytes(v reflect.Value) int {
-	switch v.Kind() {
-	case reflect.String:
-		return v.Len()
-	case reflect.Pointer, reflect.Interface:
-		if v.IsNil() {
-			return 0
-		}
-		return keptBytes(v.Elem())
-	case reflect.Struct:
-		n := 0
-		for i := range v.NumField() {
-			n += keptBytes(v.Field(i))
-		}
-		return n
-	case reflect.Slice, reflect.Array:
-		n := 0
-		for i := range v.Len() {
-			n += keptBytes(v.Index(i))
-		}
-		return n
-	}
-	return 0
-}
-
 // walkStream walks stanza as read does, and returns what the IQ keeps.
 func walkStream(t *testing.T, stanza string) (*streamIQ, int) {
 	t.Helper()
@@ -200,7 +175,7 @@ func walkStream(t *testing.T, stanza string) (*streamIQ, int) {
 	if !raised {
 		t.Fatal("the limit was not raised")
 	}
-	return m, keptBytes(reflect.ValueOf(&m.iq))
+	return m, retained.StringBytes(&m.iq)
 }
 
 // The budgets of a publish's texts (xep0357 maxNoteText, maxOptionsText)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
@@ -27,22 +27,8 @@ import (
 func TestSlowWebPushEndpointHoldsNoConnection(t *testing.T) {
 	const slots = 8
 	const deadline = 3 * time.Second
-	// The attacker's endpoint: takes the TCP connection, says nothing.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
-	hangPort := ln.Addr().(*net.TCPAddr).Port
+	// An endpoint that takes the connection and says nothing.
+	hangPort := netfreeze.Silent(t)
 	mock, err := webpushmock.New()
 	if err != nil {
 		t.Fatal(err)

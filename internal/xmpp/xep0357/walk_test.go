@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/push-appserver/push-appserver/internal/testutil/retained"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
@@ -252,33 +253,6 @@ func TestWalkKeepsLittleOfALargeTree(t *testing.T) {
 	}
 }
 
-// keptBytes sums the bytes of every string reachable from v: what a walk
-// keeps of a tree, attributes included.
-func keptBytes(v reflect.Value) int {
-	switch v.Kind() {
-	case reflect.String:
-		return v.Len()
-	case reflect.Pointer, reflect.Interface:
-		if v.IsNil() {
-			return 0
-		}
-		return keptBytes(v.Elem())
-	case reflect.Struct:
-		n := 0
-		for i := range v.NumField() {
-			n += keptBytes(v.Field(i))
-		}
-		return n
-	case reflect.Slice, reflect.Array:
-		n := 0
-		for i := range v.Len() {
-			n += keptBytes(v.Index(i))
-		}
-		return n
-	}
-	return 0
-}
-
 // TestWalkKeepsLittleOfLongAttributes: the bounds on what a walk keeps
 // (TestWalkKeepsLittleOfALargeTree) cover texts only. A field's var and
 // type, and an encrypted payload's iv and type, are kept whole, so a
@@ -304,7 +278,7 @@ func TestWalkKeepsLittleOfLongAttributes(t *testing.T) {
 	if _, err := xep0357.Parse(&ps); err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	if kept := keptBytes(reflect.ValueOf(&ps)); kept > 64<<10 {
+	if kept := retained.StringBytes(&ps); kept > 64<<10 {
 		t.Errorf("%d bytes kept of a %d-byte publish that pushes; want at most 64 KiB", kept, len(tree))
 	}
 }
