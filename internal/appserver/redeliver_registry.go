@@ -141,15 +141,29 @@ func (r *redeliveries) written(w pendingWrite) {
 	}
 }
 
+// maxUncertain bounds the devices a failed write adds to those
+// remembered as stored (see unwritten), so that what is remembered to
+// write stays bounded through a long outage.
+const maxUncertain = redeliveryMax / 2
+
 // room is how many more devices may wait.
 func (r *redeliveries) room() int {
 	return redeliveryMax - int(r.count.Load())
 }
 
-// unwritten marks keys changed again: their write failed.
-func (r *redeliveries) unwritten(keys []redeliveryKey) {
+// unwritten marks keys changed again: their write failed. Its puts may
+// have been stored all the same (a commit whose answer was lost), so
+// they count as stored, for a wait that ends to have its row deleted,
+// within a bound: past it, such a row may be sent again by the server
+// that takes it after this one stops, a duplicate rather than a loss.
+func (r *redeliveries) unwritten(keys, puts []redeliveryKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for _, k := range puts {
+		if len(r.stored) < maxUncertain {
+			r.stored[k] = struct{}{}
+		}
+	}
 	for _, k := range keys {
 		// A wait that ended and was never written leaves nothing to
 		// write: remembering it would grow with every device that waits
@@ -228,15 +242,9 @@ func (s *Service) writePending(ctx context.Context) error {
 		// server's: there is no lease to keep.
 		r.leased, r.renewed = r.count.Load() > 0, started
 	case errors.Is(err, registry.ErrLeaseLost):
-		// The rows moved here went to the others with the rest.
-		r.moved = nil
-		n := r.leaseLost(w.keys)
-		r.leased = false
-		r.takeSoon.Store(true)
-		s.logger.Warn("the registry gave the pushes this server kept for redelivery to other servers: it had not renewed its lease in time",
-			"pushes", n, "lease", r.lease)
+		s.lostLease(w.keys)
 	default:
-		r.unwritten(w.keys)
+		r.unwritten(w.keys, w.putKeys)
 		if r.writeErr == nil && ctx.Err() == nil {
 			s.logger.Warn("writing the pushes waiting for redelivery to the registry; they are lost if this server dies before a write succeeds", "err", err)
 		}
@@ -284,6 +292,20 @@ func (s *Service) TakeHeldSoon() {
 	}
 }
 
+// lostLease ends the waits the registry gave to other servers when this
+// server's lease ran out (keys, whose write was refused, excepted; see
+// leaseLost).
+func (s *Service) lostLease(keys []redeliveryKey) {
+	r := s.redeliver
+	// The rows moved here went to the others with the rest.
+	r.moved = nil
+	n := r.leaseLost(keys)
+	r.leased = false
+	r.takeSoon.Store(true)
+	s.logger.Warn("the registry gave the pushes this server kept for redelivery to other servers: it had not renewed its lease in time",
+		"pushes", n, "lease", r.lease)
+}
+
 // takeHeld takes the pushes the registry holds (see holdPending) into
 // this server's wait.
 func (s *Service) takeHeld(ctx context.Context) {
@@ -302,19 +324,22 @@ func (s *Service) takeHeld(ctx context.Context) {
 		}
 		var held []registry.HeldPush
 		var err error
-		if m, ok := s.store.(registry.HeldMover); ok {
+		m, moving := s.store.(registry.HeldMover)
+		if moving {
 			// Moved rather than deleted: until the write that holds what
 			// they become here, the registry still has them, under this
-			// server's lease.
-			held, err = m.MoveHeldPushes(tctx, s.redeliver.owner, s.redeliver.lease, limit)
+			// server's lease (renewed, when it holds one: a lease that
+			// ran out is lost, not started afresh).
+			held, err = m.MoveHeldPushes(tctx, s.redeliver.owner, s.redeliver.lease, s.redeliver.leased, limit)
 			if err == nil && len(held) > 0 {
 				s.redeliver.leased, s.redeliver.renewed = true, time.Now()
-				for _, hp := range held {
-					s.redeliver.moved = append(s.redeliver.moved, hp.Device)
-				}
 			}
 		} else {
 			held, err = s.store.TakeHeldPushes(tctx, limit)
+		}
+		if errors.Is(err, registry.ErrLeaseLost) {
+			s.lostLease(nil)
+			return
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -322,17 +347,38 @@ func (s *Service) takeHeld(ctx context.Context) {
 			}
 			return
 		}
+		var refused []string
 		for _, hp := range held {
 			var h heldPush
 			if err := json.Unmarshal(hp.Push, &h); err != nil || h.App == "" && !(h.Unread && h.ByNode) {
 				s.redeliver.failed.Add(1)
 				s.logger.Warn("a push held for redelivery cannot be read; skipped", "err", err)
+				if moving {
+					s.redeliver.moved = append(s.redeliver.moved, hp.Device)
+				}
 				continue
 			}
 			key, n, u := h.wait()
 			if s.redeliver.restore(key, n, u, hp.FailedAt) {
 				kept++
+				if moving {
+					s.redeliver.moved = append(s.redeliver.moved, hp.Device)
+				}
+			} else if moving {
+				// No room (the wait's bytes, or its unread half).
+				refused = append(refused, hp.Device)
 			}
+		}
+		if len(refused) > 0 {
+			// Back to whoever takes held pushes, this server too once
+			// it has room: a row left under its lease would wait for
+			// its stop, past the push's window.
+			if err := m.ReturnHeldPushes(tctx, s.redeliver.owner, refused); err != nil {
+				// Under this server's lease until it stops or the
+				// lease runs out; never lost.
+				s.logger.Warn("giving back held pushes this server has no room for", "err", err)
+			}
+			break
 		}
 		if len(held) < limit {
 			break

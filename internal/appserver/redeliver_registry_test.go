@@ -2,6 +2,7 @@ package appserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -234,5 +235,159 @@ func TestDirtyBoundedWhenWaitsEndDuringWrites(t *testing.T) {
 	}
 	if len(r.dirty) > redeliveryMax {
 		t.Fatalf("%d devices remembered for the registry, %d waiting; bound %d", len(r.dirty), len(r.pending), redeliveryMax)
+	}
+}
+
+// TestTakeHeldLeavesWhatFindsNoBytes: as TestTakeHeldLeavesWhatFindsNoRoom,
+// with the wait full by its bytes (encrypted payloads of a few KB reach
+// 32 MB with ~7,500 devices, far from the device bound). The taker must
+// not move pushes it cannot keep, for its next write to delete.
+func TestTakeHeldLeavesWhatFindsNoBytes(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		node := "a" + strconv.Itoa(i)
+		a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh,
+			Summary: &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true}})
+	}
+	a.holdPending()
+
+	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := string(make([]byte, 4000))
+	for i := 0; ; i++ {
+		node := "b" + strconv.Itoa(i)
+		before := b.redeliver.stats().Dropped
+		b.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent,
+			Encrypted: &push.Encrypted{Payload: payload}})
+		if b.redeliver.stats().Dropped > before {
+			break // full by bytes
+		}
+	}
+	for i := 0; ; i++ {
+		node := "c" + strconv.Itoa(i)
+		before := b.redeliver.stats().Dropped
+		b.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent})
+		if b.redeliver.stats().Dropped > before {
+			break // not even a small push fits
+		}
+	}
+	t.Logf("b waits for %d devices (%d bytes)", b.redeliver.stats().Pending, b.redeliver.bytes)
+	b.takeHeld(ctx)
+	_ = b.writePending(ctx)
+	left, err := store.TakeHeldPushes(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.redeliver.stats(); len(left) != 10 {
+		t.Fatalf("%d of the 10 released alerts left in the registry, none kept by b (%+v): lost", len(left), st)
+	}
+}
+
+// commitThenFail is a registry whose write of waiting pushes commits but
+// reports an error once (the answer to COMMIT lost: the connection broke,
+// the write's context ran out as the commit came back).
+type commitThenFail struct {
+	*memory.Store
+	fail *bool
+}
+
+func (c commitThenFail) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
+	err := c.Store.KeepPushes(ctx, owner, lease, renew, put, del)
+	if *c.fail {
+		*c.fail = false
+		return errors.New("unexpected EOF")
+	}
+	return err
+}
+
+// TestEndedWaitNotLeftAfterUncertainWrite: a write whose outcome is
+// unknown may have stored the push. If the device's wait then ends, the
+// registry must not keep the push: the next server would send it again
+// after this one stops.
+func TestEndedWaitNotLeftAfterUncertainWrite(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	fail := true
+	s, err := New(commitThenFail{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.redeliver
+	key := redeliveryKey{node: "n1"}
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
+	_ = s.writePending(ctx) // committed, reported failed
+	r.settled(key)          // a later push went through: the wait ends
+	// Another device keeps the lease alive and the loop writing.
+	r.keep(redeliveryKey{node: "n2"}, push.Notification{App: "apns", Node: "n2", Priority: push.PrioritySilent})
+	if err := s.writePending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.holdPending()
+	held, err := store.TakeHeldPushes(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range held {
+		var hp heldPush
+		_ = json.Unmarshal(h.Push, &hp)
+		if hp.Node == "n1" {
+			t.Fatalf("the push to n1, whose wait ended, is handed to the next server: %d held", len(held))
+		}
+	}
+}
+
+// toggledKeep refuses the writes of waiting pushes while *fail is set.
+type toggledKeep struct {
+	*memory.Store
+	fail *bool
+}
+
+func (s toggledKeep) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
+	if *s.fail {
+		return errors.New("canceling statement due to statement timeout")
+	}
+	return s.Store.KeepPushes(ctx, owner, lease, renew, put, del)
+}
+
+// TestMoveDoesNotHideLostLease: the loop's tick when writes fail for
+// longer than the lease: the write fails, another instance takes the
+// lapsed pushes, and the take of this tick (a poll, or another instance's
+// stop) moves held pushes here. The next write must still report the
+// lease lost, so that this server lets go of the pushes the other took.
+func TestMoveDoesNotHideLostLease(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	fail := false
+	s, err := New(toggledKeep{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.redeliver
+	r.lease = 50 * time.Millisecond
+	key := redeliveryKey{node: "n1"}
+	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
+	if err := s.writePending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fail = true
+	time.Sleep(100 * time.Millisecond)
+	r.renewed = time.Time{}
+	_ = s.writePending(ctx) // refused: the lease runs out meanwhile
+	other, err := store.TakeHeldPushes(ctx, 10)
+	if err != nil || len(other) != 1 {
+		t.Fatalf("the other instance took %d, %v", len(other), err)
+	}
+	fail = false
+	s.takeHeld(ctx) // same tick: a poll
+	err = s.writePending(ctx)
+	if r.pending[key] != nil {
+		t.Fatalf("write: %v; n1 still waits here although another instance took it: sent from both", err)
 	}
 }

@@ -140,12 +140,18 @@ var ErrLeaseLost = errors.New("the lease on the pushes kept ran out: they were g
 // HeldMover is a Store that can take held pushes without a moment in which
 // only the taker's memory holds them: MoveHeldPushes is TakeHeldPushes,
 // but the pushes it returns stay in the registry, moved to owner under a
-// lease from now (as KeepPushes would start it), each under a Device of
-// its own that no KeepPushes of owner writes otherwise. The taker deletes
-// them (KeepPushes' del) in the write that holds what it made of them; if
-// it dies first, they go to the others once its lease has run out.
+// lease from now (as KeepPushes would start it, or with renew, renew it:
+// ErrLeaseLost when it ran out, as KeepPushes says), each under a Device
+// of its own that no KeepPushes of owner writes otherwise. The taker
+// deletes them (KeepPushes' del) in the write that holds what it made of
+// them; if it dies first, they go to the others once its lease has run
+// out.
+//
+// ReturnHeldPushes gives pushes moved to owner (by their Device) back to
+// whoever takes held pushes: those the taker found no room for.
 type HeldMover interface {
-	MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]HeldPush, error)
+	MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, renew bool, limit int) ([]HeldPush, error)
+	ReturnHeldPushes(ctx context.Context, owner string, devices []string) error
 }
 
 // Store persists registrations. Every method is safe for concurrent use.

@@ -266,7 +266,7 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	return out, nil
 }
 
-func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]registry.HeldPush, error) {
+func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, renew bool, limit int) ([]registry.HeldPush, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -274,6 +274,9 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 		if until.Before(now) {
 			s.release(o)
 		}
+	}
+	if _, ok := s.leases[owner]; renew && !ok {
+		return nil, registry.ErrLeaseLost
 	}
 	s.leases[owner] = now.Add(lease)
 	slices.SortStableFunc(s.held, func(a, b heldPush) int { return a.FailedAt.Compare(b.FailedAt) })
@@ -287,6 +290,17 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 		out = append(out, s.held[i].HeldPush)
 	}
 	return out, nil
+}
+
+func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.held {
+		if s.held[i].owner == owner && slices.Contains(devices, s.held[i].Device) {
+			s.held[i].owner = ""
+		}
+	}
+	return nil
 }
 
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {

@@ -687,14 +687,23 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	return out, nil
 }
 
-func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]registry.HeldPush, error) {
+func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, renew bool, limit int) ([]registry.HeldPush, error) {
 	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() RETURNING owner)
 		UPDATE held_pushes SET owner = NULL WHERE owner IN (SELECT owner FROM lapsed)`); err != nil {
 		return nil, fmt.Errorf("releasing pushes of lapsed leases: %w", err)
 	}
 	var out []registry.HeldPush
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES ($1, now() + $2::interval)
+		if renew {
+			// After the release above: a lease that ran out is gone.
+			tag, err := tx.Exec(ctx, `UPDATE redelivery_owners SET lease_until = now() + $2::interval WHERE owner = $1`, owner, lease)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				return registry.ErrLeaseLost
+			}
+		} else if _, err := tx.Exec(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES ($1, now() + $2::interval)
 			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, lease); err != nil {
 			return err
 		}
@@ -717,6 +726,13 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 	}
 	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
 	return out, nil
+}
+
+func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE held_pushes SET owner = NULL WHERE owner = $1 AND device = ANY($2)`, owner, devices); err != nil {
+		return fmt.Errorf("giving held pushes back: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {

@@ -10,6 +10,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -668,14 +669,42 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING '', failed_at, push`, limit)
 }
 
-func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, limit int) ([]registry.HeldPush, error) {
+func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, renew bool, limit int) ([]registry.HeldPush, error) {
 	startLease := func(tx *sql.Tx, now time.Time) error {
+		if renew {
+			// After expireOwners: a lease that ran out is gone.
+			res, err := tx.ExecContext(ctx, `UPDATE redelivery_owners SET lease_until = ? WHERE owner = ?`, now.Add(lease).UnixNano(), owner)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				return cmp.Or(err, registry.ErrLeaseLost)
+			}
+			return nil
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES (?, ?)
 			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, now.Add(lease).UnixNano())
 		return err
 	}
 	return s.takeHeld(ctx, startLease, `UPDATE held_pushes SET owner = ?, device = 'moved/' || id WHERE id IN
 		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING device, failed_at, push`, owner, limit)
+}
+
+func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("giving held pushes back: %w", err)
+	}
+	defer tx.Rollback()
+	for _, d := range devices {
+		if _, err := tx.ExecContext(ctx, `UPDATE held_pushes SET owner = NULL WHERE owner = ? AND device = ?`, owner, d); err != nil {
+			return fmt.Errorf("giving held pushes back: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("giving held pushes back: %w", err)
+	}
+	return nil
 }
 
 // takeHeld runs query, which takes the held pushes no server owns and

@@ -52,6 +52,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"PushTarget", testPushTarget},
 		{"HeldPushes", testHeldPushes},
 		{"MovedHeldPushes", testMovedHeldPushes},
+		{"MoveKeepsLeaseLost", testMoveKeepsLeaseLost},
+		{"ReturnHeldPushes", testReturnHeldPushes},
 		{"LapsedLease", testLapsedLease},
 	}
 	for _, tt := range tests {
@@ -959,7 +961,7 @@ func testMovedHeldPushes(t *testing.T, s registry.Store) {
 	if err := s.ReleasePushes(ctx, "stopped"); err != nil {
 		t.Fatal(err)
 	}
-	got, err := m.MoveHeldPushes(ctx, "taker", lease, 1)
+	got, err := m.MoveHeldPushes(ctx, "taker", lease, false, 1)
 	if err != nil || len(got) != 1 || string(got[0].Push) != "a" || got[0].Device == "" {
 		t.Fatalf("moved %+v, %v", got, err)
 	}
@@ -982,7 +984,7 @@ func testMovedHeldPushes(t *testing.T, s registry.Store) {
 	if err := s.ReleasePushes(ctx, "stopped"); err != nil {
 		t.Fatal(err)
 	}
-	got, err = m.MoveHeldPushes(ctx, "lives", time.Hour, 10)
+	got, err = m.MoveHeldPushes(ctx, "lives", time.Hour, false, 10)
 	if err != nil || len(got) != 1 {
 		t.Fatalf("moved %+v, %v", got, err)
 	}
@@ -994,5 +996,57 @@ func testMovedHeldPushes(t *testing.T, s registry.Store) {
 	}
 	if left, err := s.TakeHeldPushes(ctx, 10); err != nil || len(left) != 1 || string(left[0].Push) != "m" {
 		t.Fatalf("after the taker's write and release: %+v, %v; want its push only", left, err)
+	}
+}
+
+// testMoveKeepsLeaseLost: an owner whose lease ran out, and whose pushes
+// another server took, must learn it at its next renewal (ErrLeaseLost,
+// so that it stops sending them), even when it moved held pushes in
+// between: the move must not hand it a fresh lease that hides the loss.
+func testMoveKeepsLeaseLost(t *testing.T, s registry.Store) {
+	m, ok := s.(registry.HeldMover)
+	if !ok {
+		t.Skip("not a HeldMover")
+	}
+	const lease = 200 * time.Millisecond
+	if err := s.KeepPushes(ctx, "x", lease, false, []registry.HeldPush{{Device: "a", FailedAt: base, Push: []byte("a")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * lease) // x is slow: its lease runs out
+	if took, err := s.TakeHeldPushes(ctx, 10); err != nil || len(took) != 1 {
+		t.Fatalf("another server took %+v, %v", took, err)
+	}
+	if _, err := m.MoveHeldPushes(ctx, "x", time.Hour, true, 10); !errors.Is(err, registry.ErrLeaseLost) {
+		t.Fatalf("move renewing a lease that ran out: %v, want ErrLeaseLost", err)
+	}
+	if err := s.KeepPushes(ctx, "x", time.Hour, true, nil, nil); !errors.Is(err, registry.ErrLeaseLost) {
+		t.Fatalf("renewal after the lease was lost and a move: %v, want ErrLeaseLost (x still sends the push another server took)", err)
+	}
+}
+
+// testReturnHeldPushes: pushes moved to a taker that has no room for them
+// go back to whoever takes held pushes; the others stay the taker's.
+func testReturnHeldPushes(t *testing.T, s registry.Store) {
+	m, ok := s.(registry.HeldMover)
+	if !ok {
+		t.Fatal("not a HeldMover")
+	}
+	put := []registry.HeldPush{{Device: "a", FailedAt: base, Push: []byte("a")}, {Device: "b", FailedAt: base.Add(time.Second), Push: []byte("b")}}
+	if err := s.KeepPushes(ctx, "gone", time.Hour, false, put, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleasePushes(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := m.MoveHeldPushes(ctx, "full", time.Hour, false, 10)
+	if err != nil || len(moved) != 2 {
+		t.Fatalf("moved %+v, %v", moved, err)
+	}
+	if err := m.ReturnHeldPushes(ctx, "full", []string{moved[1].Device}); err != nil {
+		t.Fatal(err)
+	}
+	took, err := s.TakeHeldPushes(ctx, 10)
+	if err != nil || len(took) != 1 || string(took[0].Push) != "b" {
+		t.Fatalf("taken after the give-back: %+v, %v; want b alone", took, err)
 	}
 }
