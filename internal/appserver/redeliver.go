@@ -194,13 +194,19 @@ type redeliveries struct {
 	// registry.HeldMover), deleted by the next write, which holds what
 	// they became here.
 	moved []string
+	// fromMove holds the devices whose wait is a moved row's push alone,
+	// not yet written as this server's: at a lost lease, the row went to
+	// the others, and the wait with it. refused names the moved rows
+	// whose give-back failed, given back at the next take.
+	fromMove map[redeliveryKey]struct{}
+	refused  []string
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
 	host, _ := os.Hostname()
 	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
 		lease: redeliveryLease, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
-		pending: map[redeliveryKey]*pendingPush{}, dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}}
+		pending: map[redeliveryKey]*pendingPush{}, dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{}}
 }
 
 // urgency orders priorities: a device waiting for an alert keeps it when
@@ -249,6 +255,7 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 	if p != nil {
 		p.failed = now
 		r.dirty[key] = struct{}{}
+		delete(r.fromMove, key)
 		// An unread push has no priority yet (the least urgency), so
 		// a push that was checked replaces it, unless it is an alert
 		// whose secret is now known to be right.
@@ -288,6 +295,7 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		if p.unread != nil && subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.unread.secret)) == 1 {
 			p.failed = now
 			r.dirty[key] = struct{}{}
+			delete(r.fromMove, key)
 			if (u.important || !p.unread.important) && r.replace(p, n, &u) {
 				p.gen++
 			}
@@ -363,13 +371,21 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		// the more urgent wins (an alert is not lost to a silent push),
 		// and of equal urgency the newer.
 		if u == nil && (p.unread != nil || urgency(n.Priority) > urgency(p.n.Priority) ||
-			urgency(n.Priority) == urgency(p.n.Priority) && newer) && r.replace(p, n, nil) {
+			urgency(n.Priority) == urgency(p.n.Priority) && newer) {
+			if !r.replace(p, n, nil) {
+				// Not kept: its row is its only copy.
+				return false
+			}
 			p.gen++
 		}
 		r.dirty[key] = struct{}{}
 		return true
 	}
-	return r.add(key, n, u, failed, now)
+	if !r.add(key, n, u, failed, now) {
+		return false
+	}
+	r.fromMove[key] = struct{}{}
+	return true
 }
 
 // dropAll ends every wait, at shutdown, once the registry holds what
@@ -381,6 +397,7 @@ func (r *redeliveries) dropAll() int {
 	clear(r.pending)
 	clear(r.dirty)
 	clear(r.stored)
+	clear(r.fromMove)
 	r.bytes, r.unread = 0, 0
 	r.count.Store(0)
 	return n
@@ -427,6 +444,7 @@ func (r *redeliveries) settled(key redeliveryKey) {
 // remove deletes p, which key names; r.mu is held.
 func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	delete(r.pending, key)
+	delete(r.fromMove, key)
 	if _, ok := r.stored[key]; ok {
 		r.dirty[key] = struct{}{}
 	} else {

@@ -135,6 +135,7 @@ func (r *redeliveries) written(w pendingWrite) {
 	}
 	for _, k := range w.putKeys {
 		r.stored[k] = struct{}{}
+		delete(r.fromMove, k)
 		if r.pending[k] == nil {
 			r.dirty[k] = struct{}{}
 		}
@@ -200,7 +201,8 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 	}
 	n := 0
 	for key, p := range r.pending {
-		if _, changed := r.dirty[key]; !changed {
+		_, changed := r.dirty[key]
+		if _, moved := r.fromMove[key]; moved || !changed {
 			r.remove(key, p)
 			delete(r.dirty, key)
 			n++
@@ -209,6 +211,7 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 	// The registry holds nothing of this server's now but what it writes
 	// from here on.
 	clear(r.stored)
+	clear(r.fromMove)
 	return n
 }
 
@@ -298,7 +301,7 @@ func (s *Service) TakeHeldSoon() {
 func (s *Service) lostLease(keys []redeliveryKey) {
 	r := s.redeliver
 	// The rows moved here went to the others with the rest.
-	r.moved = nil
+	r.moved, r.refused = nil, nil
 	n := r.leaseLost(keys)
 	r.leased = false
 	r.takeSoon.Store(true)
@@ -314,6 +317,15 @@ func (s *Service) takeHeld(ctx context.Context) {
 	// Bounded as writePending is: the loop must not hang on it.
 	tctx, cancel := context.WithTimeout(ctx, s.redeliver.lease/3)
 	defer cancel()
+	if m, ok := s.store.(registry.HeldMover); ok && len(s.redeliver.refused) > 0 {
+		if err := m.ReturnHeldPushes(tctx, s.redeliver.owner, s.redeliver.refused); err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("giving back held pushes this server has no room for", "err", err)
+			}
+			return
+		}
+		s.redeliver.refused = nil
+	}
 	for range redeliveryMax / page {
 		// Only what finds room: a push taken is gone from the registry,
 		// and one this server has no room for is better left there for
@@ -374,9 +386,10 @@ func (s *Service) takeHeld(ctx context.Context) {
 			// it has room: a row left under its lease would wait for
 			// its stop, past the push's window.
 			if err := m.ReturnHeldPushes(tctx, s.redeliver.owner, refused); err != nil {
-				// Under this server's lease until it stops or the
-				// lease runs out; never lost.
+				// Under this server's lease, given back at the next
+				// take (or with the rest at its stop).
 				s.logger.Warn("giving back held pushes this server has no room for", "err", err)
+				s.redeliver.refused = append(s.redeliver.refused, refused...)
 			}
 			break
 		}

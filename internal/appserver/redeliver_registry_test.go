@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -260,24 +261,7 @@ func TestTakeHeldLeavesWhatFindsNoBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload := string(make([]byte, 4000))
-	for i := 0; ; i++ {
-		node := "b" + strconv.Itoa(i)
-		before := b.redeliver.stats().Dropped
-		b.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent,
-			Encrypted: &push.Encrypted{Payload: payload}})
-		if b.redeliver.stats().Dropped > before {
-			break // full by bytes
-		}
-	}
-	for i := 0; ; i++ {
-		node := "c" + strconv.Itoa(i)
-		before := b.redeliver.stats().Dropped
-		b.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent})
-		if b.redeliver.stats().Dropped > before {
-			break // not even a small push fits
-		}
-	}
+	fillByBytes(b)
 	t.Logf("b waits for %d devices (%d bytes)", b.redeliver.stats().Pending, b.redeliver.bytes)
 	b.takeHeld(ctx)
 	_ = b.writePending(ctx)
@@ -389,5 +373,180 @@ func TestMoveDoesNotHideLostLease(t *testing.T) {
 	err = s.writePending(ctx)
 	if r.pending[key] != nil {
 		t.Fatalf("write: %v; n1 still waits here although another instance took it: sent from both", err)
+	}
+}
+
+// releaseOne is a server that held the push to node and stopped: its row
+// is in the registry, released, for any instance to take.
+func releaseOne(t *testing.T, store registry.Store, node string) {
+	t.Helper()
+	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh})
+	a.holdPending()
+}
+
+// TestLostLeaseLetsGoOfMovedPushes: a server moves a released push to
+// itself, its writes then fail for longer than its lease, and another
+// instance takes the moved row (now lapsed) and sends it. When this
+// server learns the lease is lost, at its next write or at its next
+// take's move, the push it took must not stay in its wait too: it is
+// the very row the other instance took, not a change of its own.
+func TestLostLeaseLetsGoOfMovedPushes(t *testing.T) {
+	for _, via := range []string{"write", "move"} {
+		t.Run(via, func(t *testing.T) {
+			ctx := context.Background()
+			store := memory.New()
+			releaseOne(t, store, "n1")
+			fail := false
+			s, err := New(toggledKeep{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.redeliver
+			r.lease = 50 * time.Millisecond
+			s.takeHeld(ctx) // moved here, under s's lease
+			key := redeliveryKey{node: "n1"}
+			if r.pending[key] == nil || len(r.moved) != 1 {
+				t.Fatalf("take: pending %v, moved %v", r.pending[key] != nil, r.moved)
+			}
+			fail = true
+			_ = s.writePending(ctx) // refused: the moved row stays moved
+			time.Sleep(100 * time.Millisecond)
+			other, err := store.TakeHeldPushes(ctx, 10) // another instance, after the lapse
+			if err != nil || len(other) != 1 {
+				t.Fatalf("the other instance took %d, %v", len(other), err)
+			}
+			fail = false
+			r.renewed = time.Time{}
+			if via == "write" {
+				err = s.writePending(ctx)
+			} else {
+				releaseOne(t, store, "n2") // something to move
+				s.takeHeld(ctx)
+				err = s.writePending(ctx)
+			}
+			if r.pending[key] != nil {
+				t.Fatalf("after %v: n1 still waits here although another instance took its moved row: sent by both", err)
+			}
+		})
+	}
+}
+
+// failingReturn refuses the give-back of held pushes while *fail is set.
+type failingReturn struct {
+	*memory.Store
+	fail *bool
+}
+
+func (s failingReturn) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {
+	if *s.fail {
+		return errors.New("connection reset by peer")
+	}
+	return s.Store.ReturnHeldPushes(ctx, owner, devices)
+}
+
+// TestFailedGiveBackRetried: a taker full by its wait's bytes moved
+// pushes it could not keep and failed to give them back (one error). As
+// long as it keeps any wait its lease is renewed, so no other instance
+// can take them: they must be given back at a later take, not held
+// until this server stops, past their window.
+func TestFailedGiveBackRetried(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		node := "a" + strconv.Itoa(i)
+		a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh,
+			Summary: &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true}})
+	}
+	a.holdPending()
+
+	fail := true
+	b, err := New(failingReturn{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillByBytes(b)
+	b.takeHeld(ctx) // moves, finds no bytes, the give-back fails
+	fail = false
+	// The loop goes on: writes renew the lease, polls take again.
+	for range 3 {
+		b.redeliver.renewed = time.Time{}
+		if err := b.writePending(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.takeHeld(ctx)
+	}
+	left, err := store.TakeHeldPushes(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 10 {
+		t.Fatalf("%d of the 10 alerts b could not keep given back; the rest wait under b's lease until b stops", len(left))
+	}
+}
+
+// TestTakeHeldAlertNotLostToSilentWhenFull: the taker waits with a silent
+// push for the device a released alert is for, and its wait is full by
+// its bytes. The alert cannot replace the silent push; it must not be
+// deleted as if kept (its row is the alert's only copy), but given back.
+func TestTakeHeldAlertNotLostToSilentWhenFull(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := redeliveryKey{node: "n1"}
+	a.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh,
+		Summary: &push.Summary{LastMessageBody: strings.Repeat("x", 1000), HasLastMessageBody: true}})
+	a.holdPending()
+
+	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
+	fillByBytes(b)
+	b.takeHeld(ctx)
+	if err := b.writePending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	left, err := store.TakeHeldPushes(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := b.redeliver.pending[key]; len(left) == 0 && (p == nil || p.n.Priority != push.PriorityHigh) {
+		t.Fatalf("the alert to n1 is neither in b's wait nor in the registry: lost to b's silent push (%+v)", b.redeliver.stats())
+	}
+}
+
+// fillByBytes fills s's wait up to its bound of bytes (encrypted
+// payloads of 4 KB reach it with about 7,900 devices, far from the bound
+// of devices), until not even a small push finds room.
+func fillByBytes(s *Service) {
+	payload := string(make([]byte, 4000))
+	for i := 0; ; i++ {
+		node := "b" + strconv.Itoa(i)
+		before := s.redeliver.stats().Dropped
+		s.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent,
+			Encrypted: &push.Encrypted{Payload: payload}})
+		if s.redeliver.stats().Dropped > before {
+			break
+		}
+	}
+	for i := 0; ; i++ {
+		node := "c" + strconv.Itoa(i)
+		before := s.redeliver.stats().Dropped
+		s.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent})
+		if s.redeliver.stats().Dropped > before {
+			break
+		}
 	}
 }
