@@ -351,11 +351,12 @@ func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush
 
 // restore takes back a push another server held at its stop (or this
 // one, before a restart), which last failed at failed (unread with u, when
-// u is not nil). It reports whether
-// the push is kept: it is not when the wait is full. One whose time ran
-// out meanwhile is kept and ends as expired at the next look, as any
-// other.
-func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unreadPush, failed time.Time) bool {
+// u is not nil); moved says its row is still in the registry, moved to
+// this server (registry.HeldMover), rather than deleted. It reports
+// whether the push is kept: it is not when the wait is full. One whose
+// time ran out meanwhile is kept and ends as expired at the next look, as
+// any other.
+func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unreadPush, failed time.Time, moved bool) bool {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -364,9 +365,12 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		// the newer, unless it is unread and the one taken was checked,
 		// which an unread push never replaces.
 		newer := failed.After(p.failed)
-		if newer {
-			p.failed = failed
-		}
+		// A wait the registry holds as it is (written, unchanged since)
+		// is, with the moved row, made of rows only: at a lost lease
+		// both go to the others, and the wait with them.
+		_, stored := r.stored[key]
+		_, changed := r.dirty[key]
+		clean := stored && !changed
 		// A checked push replaces an unread one; between checked pushes
 		// the more urgent wins (an alert is not lost to a silent push),
 		// and of equal urgency the newer.
@@ -378,13 +382,21 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 			}
 			p.gen++
 		}
+		if newer {
+			p.failed = failed
+		}
+		if clean && moved {
+			r.fromMove[key] = struct{}{}
+		}
 		r.dirty[key] = struct{}{}
 		return true
 	}
 	if !r.add(key, n, u, failed, now) {
 		return false
 	}
-	r.fromMove[key] = struct{}{}
+	if moved {
+		r.fromMove[key] = struct{}{}
+	}
 	return true
 }
 

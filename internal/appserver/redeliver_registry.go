@@ -371,7 +371,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 				continue
 			}
 			key, n, u := h.wait()
-			if s.redeliver.restore(key, n, u, hp.FailedAt) {
+			if s.redeliver.restore(key, n, u, hp.FailedAt, moving) {
 				kept++
 				if moving {
 					s.redeliver.moved = append(s.redeliver.moved, hp.Device)

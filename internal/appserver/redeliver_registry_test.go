@@ -120,7 +120,7 @@ func TestTakenNewerPushReplaces(t *testing.T) {
 	key := redeliveryKey{node: "n1"}
 	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "old", HasLastMessageBody: true}})
 	c.advance(time.Second)
-	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "new", HasLastMessageBody: true}}, nil, c.now())
+	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "new", HasLastMessageBody: true}}, nil, c.now(), true)
 	c.advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 || got[0].n.Summary.LastMessageBody != "new" {
@@ -548,5 +548,53 @@ func fillByBytes(s *Service) {
 		if s.redeliver.stats().Dropped > before {
 			break
 		}
+	}
+}
+
+// TestLostLeaseLetsGoOfMovedPushMergedIntoStoredWait: this server waits
+// for n1 with a silent push the registry holds as it is (written, not
+// changed since). It moves a released alert to n1 here (the alert
+// replaces the silent push), and before its next write its lease runs
+// out: both rows, its own and the moved one, go to another instance,
+// which sends the alert. The wait here is nothing but those two rows: it
+// must end with the lease, or both instances send the alert.
+func TestLostLeaseLetsGoOfMovedPushMergedIntoStoredWait(t *testing.T) {
+	for _, replaces := range []bool{true, false} {
+		t.Run(strconv.FormatBool(replaces), func(t *testing.T) {
+			ctx := context.Background()
+			store := memory.New()
+			s, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.redeliver
+			r.lease = 50 * time.Millisecond
+			key := redeliveryKey{node: "n1"}
+			own := push.PrioritySilent
+			if !replaces {
+				own = push.PriorityHigh
+			}
+			r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: own})
+			if err := s.writePending(ctx); err != nil {
+				t.Fatal(err)
+			}
+			releaseOne(t, store, "n1") // another server's alert to n1, released
+			s.takeHeld(ctx)
+			if len(r.moved) != 1 {
+				t.Fatalf("moved %v", r.moved)
+			}
+			time.Sleep(100 * time.Millisecond) // the lease runs out before the next write
+			other, err := store.TakeHeldPushes(ctx, 10)
+			if err != nil || len(other) != 2 {
+				t.Fatalf("the other instance took %d, %v", len(other), err)
+			}
+			err = s.writePending(ctx)
+			if !errors.Is(err, registry.ErrLeaseLost) {
+				t.Fatalf("write: %v", err)
+			}
+			if p := r.pending[key]; p != nil {
+				t.Fatalf("n1 still waits here (%v) although the other instance took both rows it is made of: sent by both", p.n.Priority)
+			}
+		})
 	}
 }
