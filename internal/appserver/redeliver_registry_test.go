@@ -22,7 +22,7 @@ import (
 func TestHoldAfterLeaseLost(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	s, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	s, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestTakeHeldLeavesWhatFindsNoRoom(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
 	// The stopping instance: 10 pushes written and released.
-	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	a, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestTakeHeldLeavesWhatFindsNoRoom(t *testing.T) {
 	a.holdPending()
 
 	// The instance still running, its wait full.
-	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	b, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +90,11 @@ func TestTakeHeldLeavesWhatFindsNoRoom(t *testing.T) {
 func TestTakenAlertNotDowngraded(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	a, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	b, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func (failingKeep) KeepPushes(context.Context, string, time.Duration, bool, []re
 func TestTakenPushSurvivesTakerDeath(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	a, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestDirtyBoundedWhenWaitsEndDuringWrites(t *testing.T) {
 func TestTakeHeldLeavesWhatFindsNoBytes(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	a, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestTakeHeldLeavesWhatFindsNoBytes(t *testing.T) {
 	}
 	a.holdPending()
 
-	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	b, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +380,7 @@ func TestMoveDoesNotHideLostLease(t *testing.T) {
 // is in the registry, released, for any instance to take.
 func releaseOne(t *testing.T, store registry.Store, node string) {
 	t.Helper()
-	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	a, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +456,7 @@ func (s failingReturn) ReturnHeldPushes(ctx context.Context, owner string, devic
 func TestFailedGiveBackRetried(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	a, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +499,7 @@ func TestFailedGiveBackRetried(t *testing.T) {
 func TestTakeHeldAlertNotLostToSilentWhenFull(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	a, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +508,7 @@ func TestTakeHeldAlertNotLostToSilentWhenFull(t *testing.T) {
 		Summary: &push.Summary{LastMessageBody: strings.Repeat("x", 1000), HasLastMessageBody: true}})
 	a.holdPending()
 
-	b, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	b, err := redeliveringOn(store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,7 +563,7 @@ func TestLostLeaseLetsGoOfMovedPushMergedIntoStoredWait(t *testing.T) {
 		t.Run(strconv.FormatBool(replaces), func(t *testing.T) {
 			ctx := context.Background()
 			store := memory.New()
-			s, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+			s, err := redeliveringOn(store)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -597,4 +597,10 @@ func TestLostLeaseLetsGoOfMovedPushMergedIntoStoredWait(t *testing.T) {
 			}
 		})
 	}
+}
+
+// redeliveringOn is a server with a minute of redelivery on store, and
+// no apps: the tests drive its wait directly.
+func redeliveringOn(store registry.Store) (*Service, error) {
+	return New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 }

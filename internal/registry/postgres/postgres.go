@@ -613,16 +613,7 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 		// The row lock taken here orders a renewal with a taker's
 		// expiry (TakeHeldPushes): one that comes second finds the
 		// lease renewed, or gone.
-		if renew {
-			tag, err := tx.Exec(ctx, `UPDATE redelivery_owners SET lease_until = now() + $2::interval WHERE owner = $1`, owner, lease)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				return registry.ErrLeaseLost
-			}
-		} else if _, err := tx.Exec(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES ($1, now() + $2::interval)
-			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, lease); err != nil {
+		if err := startLease(ctx, tx, owner, lease, renew); err != nil {
 			return err
 		}
 		if len(del) > 0 {
@@ -687,6 +678,24 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	return out, nil
 }
 
+// startLease starts owner's lease for lease from now, or with renew
+// renews it: ErrLeaseLost when it ran out and was given up.
+func startLease(ctx context.Context, tx pgx.Tx, owner string, lease time.Duration, renew bool) error {
+	if !renew {
+		_, err := tx.Exec(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES ($1, now() + $2::interval)
+			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, lease)
+		return err
+	}
+	tag, err := tx.Exec(ctx, `UPDATE redelivery_owners SET lease_until = now() + $2::interval WHERE owner = $1`, owner, lease)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return registry.ErrLeaseLost
+	}
+	return nil
+}
+
 func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, renew bool, limit int) ([]registry.HeldPush, error) {
 	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() RETURNING owner)
 		UPDATE held_pushes SET owner = NULL WHERE owner IN (SELECT owner FROM lapsed)`); err != nil {
@@ -694,17 +703,8 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 	}
 	var out []registry.HeldPush
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if renew {
-			// After the release above: a lease that ran out is gone.
-			tag, err := tx.Exec(ctx, `UPDATE redelivery_owners SET lease_until = now() + $2::interval WHERE owner = $1`, owner, lease)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				return registry.ErrLeaseLost
-			}
-		} else if _, err := tx.Exec(ctx, `INSERT INTO redelivery_owners (owner, lease_until) VALUES ($1, now() + $2::interval)
-			ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until`, owner, lease); err != nil {
+		// After the release above: a lease that ran out is gone.
+		if err := startLease(ctx, tx, owner, lease, renew); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, `UPDATE held_pushes SET owner = $1, device = 'moved/' || id WHERE id IN
