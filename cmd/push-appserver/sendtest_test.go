@@ -3,12 +3,10 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
@@ -130,17 +128,7 @@ func TestSendTestFCM(t *testing.T) {
 // TestSendTestWebPush: a WebPush answer is shown with its Location; the
 // endpoint, which is the subscription, only with -show-secrets.
 func TestSendTestWebPush(t *testing.T) {
-	dir := t.TempDir()
-	m, err := webpushmock.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	keyFile := filepath.Join(dir, "vapid.pem")
-	pub, err := webpush.GenerateVAPIDKey(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, keyFile, pub := webpushmock.Start(t)
 	sub, err := m.Subscribe(pub)
 	if err != nil {
 		t.Fatal(err)

@@ -22,10 +22,7 @@ import (
 func TestHoldAfterLeaseLost(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	s, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := redeliveringOn(t, store)
 	r := s.redeliver
 	r.keep(redeliveryKey{node: "written"}, push.Notification{App: "apns", Node: "written", Priority: push.PrioritySilent})
 	if err := s.writePending(ctx); err != nil || !r.leased {
@@ -54,21 +51,10 @@ func TestTakeHeldLeavesWhatFindsNoRoom(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
 	// The stopping instance: 10 pushes written and released.
-	a, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		node := "a" + strconv.Itoa(i)
-		a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh})
-	}
-	a.holdPending()
+	release(t, store, tenNodes(), nil)
 
 	// The instance still running, its wait full.
-	b, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := redeliveringOn(t, store)
 	for i := range redeliveryMax {
 		node := "b" + strconv.Itoa(i)
 		b.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PrioritySilent})
@@ -90,14 +76,8 @@ func TestTakeHeldLeavesWhatFindsNoRoom(t *testing.T) {
 func TestTakenAlertNotDowngraded(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := redeliveringOn(t, store)
+	b := redeliveringOn(t, store)
 	key := redeliveryKey{node: "n1"}
 	alert := &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true}
 	a.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: alert})
@@ -143,10 +123,7 @@ func (failingKeep) KeepPushes(context.Context, string, time.Duration, bool, []re
 func TestTakenPushSurvivesTakerDeath(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := redeliveringOn(t, store)
 	a.redeliver.keep(redeliveryKey{node: "n1"}, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
 	a.holdPending() // a stops cleanly: the push is in the registry
 
@@ -246,21 +223,9 @@ func TestDirtyBoundedWhenWaitsEndDuringWrites(t *testing.T) {
 func TestTakeHeldLeavesWhatFindsNoBytes(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		node := "a" + strconv.Itoa(i)
-		a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh,
-			Summary: &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true}})
-	}
-	a.holdPending()
+	release(t, store, tenNodes(), &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true})
 
-	b, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := redeliveringOn(t, store)
 	fillByBytes(b)
 	t.Logf("b waits for %d devices (%d bytes)", b.redeliver.stats().Pending, b.redeliver.bytes)
 	b.takeHeld(ctx)
@@ -380,12 +345,28 @@ func TestMoveDoesNotHideLostLease(t *testing.T) {
 // is in the registry, released, for any instance to take.
 func releaseOne(t *testing.T, store registry.Store, node string) {
 	t.Helper()
-	a, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
+	release(t, store, []string{node}, nil)
+}
+
+// release is a server that held an alert (with summary sum) to each of
+// nodes and stopped: their rows are in the registry, released, for any
+// instance to take.
+func release(t *testing.T, store registry.Store, nodes []string, sum *push.Summary) {
+	t.Helper()
+	a := redeliveringOn(t, store)
+	for _, node := range nodes {
+		a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh, Summary: sum})
 	}
-	a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh})
 	a.holdPending()
+}
+
+// tenNodes are a0 to a9.
+func tenNodes() []string {
+	nodes := make([]string, 10)
+	for i := range nodes {
+		nodes[i] = "a" + strconv.Itoa(i)
+	}
+	return nodes
 }
 
 // TestLostLeaseLetsGoOfMovedPushes: a server moves a released push to
@@ -456,16 +437,7 @@ func (s failingReturn) ReturnHeldPushes(ctx context.Context, owner string, devic
 func TestFailedGiveBackRetried(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		node := "a" + strconv.Itoa(i)
-		a.redeliver.keep(redeliveryKey{node: node}, push.Notification{App: "apns", Node: node, Priority: push.PriorityHigh,
-			Summary: &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true}})
-	}
-	a.holdPending()
+	release(t, store, tenNodes(), &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true})
 
 	fail := true
 	b, err := New(failingReturn{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
@@ -499,19 +471,13 @@ func TestFailedGiveBackRetried(t *testing.T) {
 func TestTakeHeldAlertNotLostToSilentWhenFull(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	a, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := redeliveringOn(t, store)
 	key := redeliveryKey{node: "n1"}
 	a.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh,
 		Summary: &push.Summary{LastMessageBody: strings.Repeat("x", 1000), HasLastMessageBody: true}})
 	a.holdPending()
 
-	b, err := redeliveringOn(store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := redeliveringOn(t, store)
 	b.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
 	fillByBytes(b)
 	b.takeHeld(ctx)
@@ -563,10 +529,7 @@ func TestLostLeaseLetsGoOfMovedPushMergedIntoStoredWait(t *testing.T) {
 		t.Run(strconv.FormatBool(replaces), func(t *testing.T) {
 			ctx := context.Background()
 			store := memory.New()
-			s, err := redeliveringOn(store)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := redeliveringOn(t, store)
 			r := s.redeliver
 			r.lease = 50 * time.Millisecond
 			key := redeliveryKey{node: "n1"}
@@ -601,6 +564,11 @@ func TestLostLeaseLetsGoOfMovedPushMergedIntoStoredWait(t *testing.T) {
 
 // redeliveringOn is a server with a minute of redelivery on store, and
 // no apps: the tests drive its wait directly.
-func redeliveringOn(store registry.Store) (*Service, error) {
-	return New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+func redeliveringOn(t *testing.T, store registry.Store) *Service {
+	t.Helper()
+	s, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"encoding/json"
-	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -18,16 +17,7 @@ import (
 // with a valid VAPID token and decrypts, with the browser's key, to the
 // JSON a service worker reads.
 func TestProsodyWebPush(t *testing.T) {
-	mock, err := webpushmock.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mock.Close()
-	keyFile := filepath.Join(t.TempDir(), "vapid.pem")
-	pub, err := webpush.GenerateVAPIDKey(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mock, keyFile, pub := webpushmock.Start(t)
 	backend, err := webpush.New(webpush.Options{
 		VAPIDKeyFile: keyFile, VAPIDSubject: "mailto:ops@example.org", CAPath: mock.CADir,
 		IncludeSummary: true, Collapse: true,

@@ -240,17 +240,13 @@ func TestBreakerJudgesEachScope(t *testing.T) {
 	}
 }
 
-// A push service marked refusing keeps its mark however many other
-// scopes come and go (maxProvenScopes: "a window marked refusing is
-// kept"). Subscriptions choose their push service: one who makes 5,000
-// of their own services refuse (20 pushes each, at any pace, since a
-// mark never ages) and then pushes to new ones has every window dropped,
-// and the real service's refusals of our key are dead tokens again.
-func TestBreakerRefusingMarkSurvivesManyScopes(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
-	suspect := &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
-	const mozilla = "https://updates.push.services.mozilla.com"
+// markedMozilla returns a WebPush app's breaker on the clock *now, its
+// proven service mozilla marked refusing our key, and that refusal.
+func markedMozilla(t *testing.T, now *time.Time) (b *push.Breaker, mozilla string, suspect *push.SuspectTokenError) {
+	t.Helper()
+	b = push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return *now }}, slog.New(slog.DiscardHandler))
+	suspect = &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
+	mozilla = "https://updates.push.services.mozilla.com"
 	b.JudgeAt(mozilla, nil)
 	for range 40 {
 		b.JudgeAt(mozilla, suspect)
@@ -258,6 +254,17 @@ func TestBreakerRefusingMarkSurvivesManyScopes(t *testing.T) {
 	if _, ok := push.IsDeadToken(b.JudgeAt(mozilla, suspect)); ok {
 		t.Fatal("setup: the refusing service is not marked")
 	}
+	return b, mozilla, suspect
+}
+
+// A push service marked refusing keeps its mark however many other
+// scopes come and go. Subscriptions choose their push service: one who
+// makes 5,000 services of their own refuse (20 pushes each, at any pace,
+// since a mark never ages) and then pushes to new ones must not unmark
+// the real service, whose refusals of our key would be dead tokens again.
+func TestBreakerRefusingMarkSurvivesManyScopes(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	b, mozilla, suspect := markedMozilla(t, &now)
 	for i := range 5000 {
 		scope := "https://h" + strconv.Itoa(i) + ".evil.example"
 		for range 20 {
@@ -272,11 +279,11 @@ func TestBreakerRefusingMarkSurvivesManyScopes(t *testing.T) {
 	}
 }
 
-// Misconfigured: "a WebPush app with one subscription at a service that
-// refuses everything is not down". One active user whose own UnifiedPush
-// server refuses our VAPID token, on a server whose other users push
-// less, turns the app's health check and metric to misconfigured,
-// though every other push service takes its pushes.
+// A WebPush app with one subscription at a service that refuses
+// everything is not down: one active user's own UnifiedPush server
+// refusing our VAPID token, while every other push service takes its
+// pushes, must not turn the health check and metric to misconfigured,
+// however many of the answers it gives.
 func TestBreakerOneRefusingSubscriptionIsNotDown(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
@@ -295,9 +302,8 @@ func TestBreakerOneRefusingSubscriptionIsNotDown(t *testing.T) {
 // A WebPush app whose VAPID key is broken everywhere: every push service
 // refuses every push. The busiest service gets its 20 answers a minute and
 // is marked; the others, each with a few subscriptions, refuse every one
-// of their pushes too but stay below MinAnswers, and Misconfigured counts
-// each of them as a service "answering normally". The health page and the
-// metric call the app fine while none of its pushes go through.
+// of their pushes too but stay below MinAnswers. They do not count as
+// answering normally, and the app is misconfigured.
 func TestBreakerKeyBrokenEverywhereIsMisconfigured(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
@@ -316,20 +322,12 @@ func TestBreakerKeyBrokenEverywhereIsMisconfigured(t *testing.T) {
 	}
 }
 
-// The busiest marked scopes are kept (window's pruning), ranked by their
-// answers in the last minute. A real service whose mark is a few minutes
-// old and that was quiet this last minute ranks below scopes of one's own
-// that answered once in it: its mark is dropped, and its next refusals of
-// our key delete registrations again.
+// The same, for a real service quiet in the last minute while the
+// attacker's services each answered in it: no ranking of marks by recent
+// answers may drop its mark.
 func TestBreakerQuietRefusingMarkSurvivesManyScopes(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
-	suspect := &push.SuspectTokenError{Reason: "403 Forbidden", Cause: "VAPID key refused?"}
-	const mozilla = "https://updates.push.services.mozilla.com"
-	b.JudgeAt(mozilla, nil)
-	for range 40 {
-		b.JudgeAt(mozilla, suspect)
-	}
+	b, mozilla, suspect := markedMozilla(t, &now)
 	// Marks never age: the attacker's services refuse at any pace.
 	for i := range 5000 {
 		now = now.Add(time.Second)

@@ -36,17 +36,7 @@ func setup(t testing.TB, opts webpush.Options) (*webpushmock.Server, *webpush.Ba
 // public half.
 func startMock(t testing.TB) (*webpushmock.Server, string, string) {
 	t.Helper()
-	mock, err := webpushmock.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mock.Close)
-	keyFile := filepath.Join(t.TempDir(), "vapid.pem")
-	pub, err := webpush.GenerateVAPIDKey(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mock, keyFile, pub
+	return webpushmock.Start(t)
 }
 
 // newBackend makes a backend signing with keyFile and trusting the mock.

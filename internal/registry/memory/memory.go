@@ -245,15 +245,20 @@ func (s *Store) release(owner string) {
 	}
 }
 
-func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
+// releaseLapsed gives the pushes of every lease run out by now to
+// whoever takes them; s.mu is held.
+func (s *Store) releaseLapsed(now time.Time) {
 	for owner, until := range s.leases {
 		if until.Before(now) {
 			s.release(owner)
 		}
 	}
+}
+
+func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseLapsed(time.Now())
 	slices.SortStableFunc(s.held, func(a, b heldPush) int { return a.FailedAt.Compare(b.FailedAt) })
 	var out []registry.HeldPush
 	s.held = slices.DeleteFunc(s.held, func(h heldPush) bool {
@@ -270,11 +275,7 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	for o, until := range s.leases {
-		if until.Before(now) {
-			s.release(o)
-		}
-	}
+	s.releaseLapsed(now)
 	if _, ok := s.leases[owner]; renew && !ok {
 		return nil, registry.ErrLeaseLost
 	}

@@ -20,10 +20,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -96,6 +98,23 @@ func New() (*Server, error) {
 
 // Close stops the mock.
 func (s *Server) Close() { s.srv.Close() }
+
+// Start starts a mock, closed when the test ends, and writes a VAPID key
+// for the app server under test, returning the key's file and its public
+// half, which subscriptions are made for.
+func Start(t testing.TB) (s *Server, keyFile, pub string) {
+	t.Helper()
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	keyFile = filepath.Join(t.TempDir(), "vapid.pem")
+	if pub, err = webpush.GenerateVAPIDKey(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	return s, keyFile, pub
+}
 
 // Subscription is what a browser gets from PushManager.subscribe.
 type Subscription struct {

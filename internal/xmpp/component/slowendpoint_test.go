@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
-	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
 // TestSlowWebPushEndpointHoldsNoConnection: a WebPush endpoint is chosen
@@ -29,16 +27,7 @@ func TestSlowWebPushEndpointHoldsNoConnection(t *testing.T) {
 	const deadline = 3 * time.Second
 	// An endpoint that takes the connection and says nothing.
 	hangPort := netfreeze.Silent(t)
-	mock, err := webpushmock.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mock.Close)
-	keyFile := filepath.Join(t.TempDir(), "vapid.pem")
-	pub, err := webpush.GenerateVAPIDKey(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mock, keyFile, pub := webpushmock.Start(t)
 	logger := slog.New(slog.DiscardHandler)
 	web, err := webpush.New(webpush.Options{VAPIDKeyFile: keyFile, VAPIDSubject: "mailto:ops@example.org", CAPath: mock.CADir,
 		PushDeadline: deadline, Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, hangPort}}}, logger)
@@ -50,13 +39,7 @@ func TestSlowWebPushEndpointHoldsNoConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newFakeServer(t, secret)
-	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- conn.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	st := srv.accept(t)
+	st := serveWith(t, svc, slots, logger)
 
 	bad, err := mock.SubscribeAt("https://127.0.0.1:"+strconv.Itoa(hangPort), pub)
 	if err != nil {
@@ -67,7 +50,7 @@ func TestSlowWebPushEndpointHoldsNoConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := func(node, token string) string {
-		r, err := svc.Register(ctx, appserver.Caller{}, "web", node, token)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "web", node, token)
 		if err != nil {
 			t.Fatal(err)
 		}

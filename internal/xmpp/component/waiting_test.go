@@ -69,13 +69,7 @@ func TestFreshPushNotHeldUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newFakeServer(t, secret)
-	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- conn.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	st := srv.accept(t)
+	st := serveWith(t, svc, slots, logger)
 
 	good, bad := strings.Repeat("0a", 32), strings.Repeat("0b", 32)
 	faults := make([]apnsmock.Fault, 100*retrying)
@@ -84,7 +78,7 @@ func TestFreshPushNotHeldUp(t *testing.T) {
 	}
 	mock.FailToken(bad, faults...)
 	reg := func(node, token string) string {
-		r, err := svc.Register(ctx, appserver.Caller{}, "apns", node, token)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "apns", node, token)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,4 +128,18 @@ func TestFreshPushNotHeldUp(t *testing.T) {
 		}
 		return
 	}
+}
+
+// serveWith runs a component with slots in-flight slots in front of svc
+// against a fake XMPP server until the test ends, and returns the stream
+// it connected on.
+func serveWith(t *testing.T, svc *appserver.Service, slots int, logger *slog.Logger) *stream {
+	t.Helper()
+	srv := newFakeServer(t, secret)
+	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv.accept(t)
 }
