@@ -278,7 +278,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case a.status == http.StatusTooManyRequests || a.status >= 500:
 				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter}
 			default:
-				b.logger.Warn("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
+				b.logger.Debug("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
 				return fmt.Errorf("apns: %d %s", a.status, a.reason)
 			}
 		}

@@ -343,7 +343,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case status == http.StatusTooManyRequests || status >= 500:
 				return &push.TemporaryError{Reason: fmt.Sprintf("FCM %d %s", status, ferr.code()), RetryAfter: retryAfter}
 			default:
-				b.logger.Warn("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
+				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
 				return fmt.Errorf("fcm: %d %s: %s", status, ferr.code(), ferr.Error.Message)
 			}
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
 
@@ -438,5 +439,33 @@ func TestRepeated401RefreshesOnce(t *testing.T) {
 	}
 	if n := m.TokenRequests(); n > 2 {
 		t.Fatalf("%d token requests for one push refused with 401, want at most 2", n)
+	}
+}
+
+// TestRefusalsDoNotFloodLog: an FCM that refuses every push (the service
+// account lost its permission: 403 PERMISSION_DENIED) must not get one
+// warn line per push into the log.
+func TestRefusalsDoNotFloodLog(t *testing.T) {
+	m, o := setup(t)
+	var buf logbuf.Buffer
+	b, err := fcm.New(o, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	faults := make([]fcmmock.Fault, n)
+	for i := range faults {
+		faults[i] = fcmmock.Fault{Status: 403, Code: "PERMISSION_DENIED", Message: "Permission 'cloudmessaging.messages.create' denied"}
+	}
+	m.FailToken(token, faults...)
+	for i := 0; i < n; i++ {
+		if err := send(b, nil); err == nil {
+			t.Fatal("push accepted")
+		}
+	}
+	lines := strings.Count(buf.String(), "FCM rejected push")
+	t.Logf("first line: %.200s", buf.String())
+	if lines > 20 {
+		t.Errorf("%d refused pushes wrote %d warn lines, no rate limit", n, lines)
 	}
 }

@@ -360,8 +360,10 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		case status == http.StatusRequestEntityTooLarge:
 			return fmt.Errorf("webpush: %d payload too large", status)
 		}
-		b.logger.Warn("push service rejected push", "node", n.Node, "origin", origin, "status", status)
-		return fmt.Errorf("webpush: %d %s", status, http.StatusText(status))
+		// The core logs the failure, at most 10 lines a second: the
+		// subscription chose this service, which may be anyone's.
+		b.logger.Debug("push service rejected push", "node", n.Node, "origin", origin, "status", status)
+		return fmt.Errorf("webpush: %d %s from %s", status, http.StatusText(status), origin)
 	})
 	return b.opts.Breaker.JudgeAt(origin, err)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 )
@@ -492,5 +493,36 @@ func TestSilentConnectionLeft(t *testing.T) {
 	}
 	if c := proxy.Connections(); c != 2 {
 		t.Errorf("%d connections, want 2: the silent one left, a new one for the push", c)
+	}
+}
+
+// TestRefusalsDoNotFloodLog: a subscription chooses its push service, so
+// anyone who registers one at a server of their own that answers every
+// push with, say, 418 must not get one warn line per push into the log.
+func TestRefusalsDoNotFloodLog(t *testing.T) {
+	mock, keyFile, pub := startMock(t)
+	var buf logbuf.Buffer
+	b, err := webpush.New(webpush.Options{VAPIDKeyFile: keyFile, VAPIDSubject: "mailto:ops@example.org", CAPath: mock.CADir,
+		Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}},
+		slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribe(t, mock, pub)
+	const n = 100
+	faults := make([]webpushmock.Fault, n)
+	for i := range faults {
+		faults[i] = webpushmock.Fault{Status: 418}
+	}
+	mock.Fail(sub.ID, faults...)
+	for i := 0; i < n; i++ {
+		if err := b.Send(context.Background(), push.Notification{Node: "n", Token: sub.JSON}); err == nil {
+			t.Fatal("push accepted")
+		}
+	}
+	lines := strings.Count(buf.String(), "push service rejected push")
+	t.Logf("first line: %.200s", buf.String())
+	if lines > 20 {
+		t.Errorf("%d refused pushes wrote %d warn lines, no rate limit", n, lines)
 	}
 }
