@@ -273,8 +273,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	if *cfg.HTTP.Metrics && cfg.MetricsListen == "" {
 		mh = m.Handler()
 	}
+	registryChecks := registryCheck(runCtx, store)
 	checks := func() []httpapi.Check {
-		return append(append(componentChecks(), appChecks...), registryCheck(store)...)
+		return append(append(componentChecks(), appChecks...), registryChecks...)
 	}
 	handler := httpapi.New(httpapi.Options{
 		Service:        svc,
@@ -542,24 +543,26 @@ type pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// registryPingTimeout bounds the health page's wait for the registry.
-const registryPingTimeout = time.Second
+// The health page's line for the registry comes from a ping every
+// registryPingEvery, down when it does not answer within
+// registryPingTimeout.
+const (
+	registryPingEvery   = 2 * time.Second
+	registryPingTimeout = time.Second
+)
 
 // registryCheck is the health page's line for the registry, if it can be
-// pinged: down when it does not answer within registryPingTimeout. It
-// is not a condition of readiness. Every instance shares the registry,
-// so all would be taken out of service together, and an instance that
-// cannot read it still pushes to the devices it cached (see appserver).
-func registryCheck(store any) []httpapi.Check {
+// pinged, until ctx ends. It is not a condition of readiness. Every
+// instance shares the registry, so all would be taken out of service
+// together, and an instance that cannot read it still pushes to the
+// devices it cached (see appserver).
+func registryCheck(ctx context.Context, store any) []httpapi.Check {
 	p, ok := store.(pinger)
 	if !ok {
 		return nil
 	}
-	return []httpapi.Check{{Name: "registry", HealthOnly: true, OK: func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), registryPingTimeout)
-		defer cancel()
-		return p.Ping(ctx) == nil
-	}}}
+	probe := httpapi.StartProbe(ctx, registryPingEvery, registryPingTimeout, p.Ping)
+	return []httpapi.Check{{Name: "registry", HealthOnly: true, OK: probe.OK}}
 }
 
 // appBreaker is an app's misconfiguration breaker, for health and metrics.

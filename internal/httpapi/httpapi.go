@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -211,8 +212,26 @@ func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 		WriteTimeout:      40 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:          log.New(&serverLog{logger: logger, handshakes: logging.NewLimited(logger, time.Now, slog.LevelInfo, 1, "TLS handshake failed", "TLS handshakes failed (rate limit)")}, "", 0),
 	}
+}
+
+// serverLog is net/http's error log. A failed TLS handshake is one line
+// per connection that anyone on the internet can open (a port scanner,
+// plain HTTP on the HTTPS port): at most one a second, the rest counted.
+type serverLog struct {
+	logger     *slog.Logger
+	handshakes *logging.Limited
+}
+
+func (l *serverLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		l.handshakes.Log("err", msg)
+	} else {
+		l.logger.Warn(msg)
+	}
+	return len(p), nil
 }
 
 var formTitles = map[string]string{
@@ -615,7 +634,10 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	var down []string
 	if a.Checks != nil {
 		for _, c := range a.Checks() {
-			if _, ok := c.State(); !c.HealthOnly && !ok {
+			if c.HealthOnly {
+				continue // not waited for either: a hung registry must not time the probe out
+			}
+			if _, ok := c.State(); !ok {
 				down = append(down, c.Name+": down")
 			}
 		}

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 type fixture struct {
@@ -591,5 +593,72 @@ func TestDeclaredLengthOverLimitRefusedUnread(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "larger than 4096 bytes") {
 		t.Fatalf("answer %d %q, want 400 and the body too large", resp.StatusCode, b)
+	}
+}
+
+// TestTLSHandshakeFailuresDoNotFloodLog: anyone who can reach
+// http.tls_listen (a port scanner, a client speaking plain HTTP, one that
+// hangs up) must not get a warn line per connection into the log.
+func TestTLSHandshakeFailuresDoNotFloodLog(t *testing.T) {
+	var buf logbuf.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	certSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	certSrv.StartTLS()
+	cert := certSrv.TLS.Certificates[0]
+	certSrv.Close()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.NewServer(ln.Addr().String(), http.NotFoundHandler(), logger)
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+
+	const n = 200
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "garbage that is no TLS ClientHello\r\n\r\n")
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+	lines := strings.Count(buf.String(), "TLS handshake error")
+	t.Logf("first line: %.200s", buf.String())
+	if lines > 20 {
+		t.Errorf("%d bad connections wrote %d warn lines about TLS handshakes, no rate limit", n, lines)
+	}
+}
+
+// TestReadyDoesNotWaitForHealthOnlyChecks: the ready page does not depend
+// on the parts every instance shares (the registry): it must not wait for
+// them either, or a hung registry makes every instance's readiness probe
+// time out at once.
+func TestReadyDoesNotWaitForHealthOnlyChecks(t *testing.T) {
+	h := httpapi.New(httpapi.Options{Checks: func() []httpapi.Check {
+		return []httpapi.Check{
+			{Name: "component push.example.org", OK: func() bool { return true }},
+			// What registryCheck does with a registry that hangs:
+			// waits registryPingTimeout (1 s), then says down.
+			{Name: "registry", HealthOnly: true, OK: func() bool { time.Sleep(time.Second); return false }},
+		}
+	}})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	start := time.Now()
+	resp, err := http.Get(srv.URL + "/push_appserver/v1/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	t.Logf("ready: %d %q in %v", resp.StatusCode, b, took)
+	if took > 500*time.Millisecond {
+		t.Errorf("ready page took %v waiting for a health-only check (kubelet's default probe timeout is 1 s)", took)
 	}
 }
