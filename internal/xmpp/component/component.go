@@ -485,7 +485,8 @@ const skippedStanzas = 16
 func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {
 	sem := make(chan struct{}, c.opts.MaxInFlight)
 	resumed := make(chan struct{}, c.opts.MaxInFlight)
-	workers := newWorkers(func(m *streamIQ) {
+	// Fresh and resumed handlers at once, and the one finishing.
+	workers := newWorkers(2*c.opts.MaxInFlight+1, func(m *streamIQ) {
 		defer c.handlers.Done()
 		defer work.done()
 		// Not the session's context: a push under way when we shut
@@ -564,17 +565,21 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 // workers hands IQs to goroutines that stay for the session, so that an IQ
 // runs on a stack already grown by an earlier one: a fresh goroutine per
 // IQ grew its stack through SQLite's deep frames and the XML decoder every
-// time, about a tenth of the CPU of a push. There are never more workers
-// than IQs handled at once at the peak (at most MaxInFlight fresh plus
-// MaxInFlight resumed, and the one finishing).
+// time, about a tenth of the CPU of a push. A handler waiting on a timer
+// (Pause) keeps its worker, so a burst of such pushes starts as many; once
+// they are done, the workers past keep end rather than stay parked for the
+// rest of the session.
 type workers struct {
 	jobs    chan *streamIQ
 	handle  func(*streamIQ)
+	keep    int64
+	live    atomic.Int64
 	started atomic.Int64 // goroutines started, for the tests
 }
 
-func newWorkers(handle func(*streamIQ)) *workers {
-	return &workers{jobs: make(chan *streamIQ), handle: handle}
+// newWorkers returns workers of which at most keep wait for an IQ.
+func newWorkers(keep int, handle func(*streamIQ)) *workers {
+	return &workers{jobs: make(chan *streamIQ), handle: handle, keep: int64(keep)}
 }
 
 // run hands q to an idle worker, or starts one.
@@ -583,16 +588,26 @@ func (p *workers) run(q *streamIQ) {
 	case p.jobs <- q:
 	default:
 		p.started.Add(1)
+		p.live.Add(1)
 		go p.work(q)
 	}
 }
 
-// work handles q, then each IQ handed to it, until close. A plain
-// receive rather than a select over jobs and a stop channel: a select
-// was a few hundred instructions of every IQ.
+// work handles q, then each IQ handed to it, until close or until more
+// than keep workers are left. A plain receive rather than a select over
+// jobs and a stop channel: a select was a few hundred instructions of
+// every IQ.
 func (p *workers) work(q *streamIQ) {
 	p.handle(q)
-	for q := range p.jobs {
+	for {
+		if n := p.live.Load(); n > p.keep && p.live.CompareAndSwap(n, n-1) {
+			return
+		}
+		q, ok := <-p.jobs
+		if !ok {
+			p.live.Add(-1)
+			return
+		}
 		p.handle(q)
 	}
 }

@@ -126,7 +126,7 @@ func TestWriterLeavesNothingBehind(t *testing.T) {
 func TestWorkersReused(t *testing.T) {
 	var wg sync.WaitGroup
 	release := make(chan struct{})
-	p := newWorkers(func(q *streamIQ) {
+	p := newWorkers(100, func(q *streamIQ) {
 		defer wg.Done()
 		if q.Type == "block" {
 			<-release

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -142,4 +143,55 @@ func serveWith(t *testing.T, svc *appserver.Service, slots int, logger *slog.Log
 	go func() { done <- conn.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return srv.accept(t)
+}
+
+// nopBackend accepts every push.
+type nopBackend struct{}
+
+func (nopBackend) Send(context.Context, push.Notification) error { return nil }
+
+// TestWorkersEndAfterWaitingBurst: each push waiting on a timer (here its
+// throttle window; an APNS or FCM incident's retry backoff does the same)
+// holds a worker goroutine; once the burst is answered, the workers past
+// what the slots can use end instead of staying parked for the session.
+func TestWorkersEndAfterWaitingBurst(t *testing.T) {
+	const slots, devices = 8, 2000
+	logger := slog.New(slog.DiscardHandler)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
+		appserver.Options{RateLimit: time.Second, PushTimeout: 5 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := serveWith(t, svc, slots, logger)
+	secrets := make([]string, devices)
+	for i := range devices {
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", fmt.Sprint("d", i), "tok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[i] = r.Secret
+	}
+	for i := range devices {
+		st.send(t, publish(fmt.Sprint("first-", i), fmt.Sprint("d", i), secrets[i], true))
+	}
+	for range devices {
+		st.next(t)
+	}
+	runtime.GC()
+	before := runtime.NumGoroutine()
+	for i := range devices {
+		st.send(t, publish(fmt.Sprint("second-", i), fmt.Sprint("d", i), secrets[i], true))
+	}
+	for range devices {
+		if r := st.next(t); r.Type != "result" {
+			t.Fatalf("second push: %+v", r)
+		}
+	}
+	// Every push is answered; the session is idle from here on.
+	time.Sleep(2 * time.Second)
+	after := runtime.NumGoroutine()
+	t.Logf("goroutines: %d before the burst, %d idle afterwards", before, after)
+	if after-before > 2*slots+1 {
+		t.Errorf("%d goroutines left parked by an idle session after %d waiting pushes (%d slots)", after-before, devices, slots)
+	}
 }
