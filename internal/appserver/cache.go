@@ -57,6 +57,7 @@ type cache struct {
 	outage    map[string]registry.PushTarget
 	outageEnd time.Time
 	grace     time.Duration
+	size      int // the entries c holds at most
 	now       func() time.Time
 }
 
@@ -75,7 +76,7 @@ func newCache(size int, ttl, grace time.Duration, now func() time.Time) *cache {
 	if size <= 0 {
 		return nil
 	}
-	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, now), grace: grace, now: now}
+	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, now), grace: grace, size: size, now: now}
 }
 
 // newOtter returns an otter cache of up to size entries, each trusted for
@@ -200,7 +201,16 @@ func (c *cache) put(node string, t registry.PushTarget, gen uint64) {
 		if c.suspended.Load() {
 			// Newer than what the outage kept, and to outlive the entry.
 			c.outageMu.Lock()
-			if c.outage != nil {
+			switch _, kept := c.outage[node]; {
+			case c.outage == nil:
+			case !c.now().Before(c.outageEnd):
+				// Its grace is over: held serves nothing from it.
+				c.outage = nil
+			case kept || len(c.outage) < 2*c.size:
+				// What the cache held when the feed went down
+				// (up to size), and as many read since: a feed
+				// that stays down (a pooler in transaction mode)
+				// must not make it hold every node ever read.
 				c.outage[node] = t
 			}
 			c.outageMu.Unlock()

@@ -194,6 +194,36 @@ func TestCacheHoldsWhileFeedDown(t *testing.T) {
 	}
 }
 
+// A feed that stays down does not make held keep every node read since:
+// at most what the cache held and as many again; and nothing once the
+// outage's grace has passed.
+func TestCacheOutageBounded(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	const size = 100
+	c := newCache(size, time.Minute, 5*time.Minute, clock.now)
+	for i := range size {
+		c.push(fmt.Sprint("before-", i))
+	}
+	c.feedLive(false)
+	for i := range 100 * size {
+		c.push(fmt.Sprint("since-", i))
+	}
+	if n := len(c.outage); n > 2*size {
+		t.Errorf("the outage holds %d nodes, cache size %d", n, size)
+	}
+	if _, ok := c.held("since-0"); !ok {
+		t.Error("a node read during the outage is not held")
+	}
+	if _, ok := c.held("before-0"); !ok {
+		t.Error("a node cached before the outage is not held")
+	}
+	clock.advance(6 * time.Minute)
+	c.push("after-grace")
+	if c.outage != nil {
+		t.Errorf("the outage holds %d nodes past its grace", len(c.outage))
+	}
+}
+
 // With a negative grace nothing is held: a push the registry cannot be
 // read for fails.
 func TestCacheHoldsNothingWithoutGrace(t *testing.T) {
