@@ -242,10 +242,11 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 	}
 	if f.err != nil {
 		// Google refusing the service account (invalid_grant, a deleted
-		// key) will not heal by retrying; anything else (network, 5xx)
-		// may.
+		// key) will not heal by retrying; anything else (network, 5xx,
+		// a busy endpoint's 429 or 408) may.
 		var re *oauth2.RetrieveError
-		if errors.As(f.err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+		if errors.As(f.err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 &&
+			re.Response.StatusCode != http.StatusTooManyRequests && re.Response.StatusCode != http.StatusRequestTimeout {
 			return "", fmt.Errorf("fcm: access token: %w", f.err)
 		}
 		return "", &push.TemporaryError{Reason: "FCM access token", Err: f.err}

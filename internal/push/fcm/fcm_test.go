@@ -392,35 +392,37 @@ func TestPriorities(t *testing.T) {
 	}
 }
 
-// Google's token endpoint failing (a 503) is an outage that passes: the
-// push fails temporarily, so that it is retried and redelivered, not
-// dropped as if the service account were refused.
+// Google's token endpoint failing (a 503, or a 429 or 408: it is busy)
+// is an outage that passes: the push fails temporarily, so that it is
+// retried and redelivered, not dropped as if the service account were
+// refused.
 func TestTokenEndpointOutageIsTemporary(t *testing.T) {
-	m, o := setup(t)
-	down, err := mockhttp.Start("tokendown", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(`{"error":"backend_error"}`))
-	}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer down.Close()
-	// One CA path trusting both the mock FCM and the failing endpoint.
-	ca := t.TempDir()
-	for _, dir := range []string{m.CADir, down.CADir} {
-		pems, _ := filepath.Glob(filepath.Join(dir, "*.pem"))
-		for _, p := range pems {
-			b, _ := os.ReadFile(p)
-			os.WriteFile(filepath.Join(ca, filepath.Base(p)), b, 0o644)
+	for _, status := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusRequestTimeout} {
+		m, o := setup(t)
+		down, err := mockhttp.Start("tokendown", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write([]byte(`{"error":"backend_error"}`))
+		}), nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	o.CAPath = ca
-	o.TokenURL = down.URL + "/token"
-	o.PushDeadline = 300 * time.Millisecond
-	err = send(newBackend(t, o), nil)
-	if !push.IsTemporary(err) {
-		t.Fatalf("Send with the token endpoint answering 503 = %v, want a temporary failure", err)
+		defer down.Close()
+		// One CA path trusting both the mock FCM and the failing endpoint.
+		ca := t.TempDir()
+		for _, dir := range []string{m.CADir, down.CADir} {
+			pems, _ := filepath.Glob(filepath.Join(dir, "*.pem"))
+			for _, p := range pems {
+				b, _ := os.ReadFile(p)
+				os.WriteFile(filepath.Join(ca, filepath.Base(p)), b, 0o644)
+			}
+		}
+		o.CAPath = ca
+		o.TokenURL = down.URL + "/token"
+		o.PushDeadline = 300 * time.Millisecond
+		if err := send(newBackend(t, o), nil); !push.IsTemporary(err) {
+			t.Errorf("Send with the token endpoint answering %d = %v, want a temporary failure", status, err)
+		}
 	}
 }
 
