@@ -121,7 +121,7 @@ endpoint_ports = [%d, %s]
 	// a Retry-After of exactly 1 s may still fit).
 	subs := []webpushmock.Subscription{sub}
 	for i, faults := range [][]webpushmock.Fault{
-		{{Status: 404}}, {{Status: 413}}, {{Status: 429, RetryAfter: "2"}}, {{Status: 400}},
+		{{Status: 404}}, {{Status: 413}}, {{Status: 429, RetryAfter: "2"}}, {{Status: 400}, {Status: 400}},
 		{{Status: 401}, {Status: 401}}, {{Status: 403}, {Status: 403}}, {{Status: 307, Location: "https://127.0.0.1:1/"}},
 		{{Status: 500}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}, {Status: 503}},
 		nil,

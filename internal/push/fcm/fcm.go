@@ -283,8 +283,11 @@ type fcmError struct {
 		Message string `json:"message"`
 		Status  string `json:"status"`
 		Details []struct {
-			Type      string `json:"@type"`
-			ErrorCode string `json:"errorCode"`
+			Type            string `json:"@type"`
+			ErrorCode       string `json:"errorCode"`
+			FieldViolations []struct {
+				Field string `json:"field"`
+			} `json:"fieldViolations"`
 		} `json:"details"`
 	} `json:"error"`
 }
@@ -342,6 +345,11 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				refreshed, refused = true, tok
 				continue
 			case status == http.StatusTooManyRequests || status >= 500:
+				if retryAfter == 0 && status == http.StatusTooManyRequests {
+					// FCM's ErrorCode reference: back off "with a
+					// minimum initial delay of 1 minute".
+					retryAfter = time.Minute
+				}
 				return &push.TemporaryError{Reason: fmt.Sprintf("FCM %d %s", status, ferr.code()), RetryAfter: retryAfter}
 			default:
 				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
@@ -360,7 +368,19 @@ func (b *Backend) Misconfigured() (bool, string) { return b.breaker.Misconfigure
 // (the token is dead) from one about the message (our bug).
 func isTokenProblem(e *fcmError) bool {
 	m := strings.ToLower(e.Error.Message)
-	return strings.Contains(m, "registration token") || strings.Contains(m, "message.token")
+	if strings.Contains(m, "registration token") || strings.Contains(m, "message.token") {
+		return true
+	}
+	// FCM often says only "Request contains an invalid argument." and
+	// names the field in a google.rpc.BadRequest detail.
+	for _, d := range e.Error.Details {
+		for _, v := range d.FieldViolations {
+			if v.Field == "message.token" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // maxData is FCM's limit on a message's data: 4 KiB of keys and values.

@@ -149,7 +149,7 @@ func TestAnswers(t *testing.T) {
 				t.Fatalf("%v", err)
 			}
 		}, 1},
-		{"quota, unavailable, internal, then success", []fcmmock.Fault{{Status: 429, Code: "QUOTA_EXCEEDED"}, {Status: 503, Code: "UNAVAILABLE"}, {Status: 500, Code: "INTERNAL"}}, func(t *testing.T, err error) {
+		{"quota, unavailable, internal, then success", []fcmmock.Fault{{Status: 429, Code: "QUOTA_EXCEEDED", RetryAfter: "1"}, {Status: 503, Code: "UNAVAILABLE"}, {Status: 500, Code: "INTERNAL"}}, func(t *testing.T, err error) {
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -469,5 +469,49 @@ func TestRefusalsDoNotFloodLog(t *testing.T) {
 	t.Logf("first line: %.200s", buf.String())
 	if lines > 20 {
 		t.Errorf("%d refused pushes wrote %d warn lines, no rate limit", n, lines)
+	}
+}
+
+// TestInvalidTokenAsFCMAnswersIt: FCM's answer to a malformed or foreign
+// registration token is often the generic "Request contains an invalid
+// argument." with the token named only in a google.rpc.BadRequest field
+// violation (firebase-admin-python#187, #805; bloomberg/pushiko's recorded
+// answers). README: an INVALID_ARGUMENT about the token counts against the
+// token once the app has proven itself.
+func TestInvalidTokenAsFCMAnswersIt(t *testing.T) {
+	m, o := setup(t)
+	b := newBackend(t, o)
+	if err := send(b, nil); err != nil { // the app proves itself
+		t.Fatal(err)
+	}
+	m.FailToken(token, fcmmock.Fault{Status: 400, Code: "INVALID_ARGUMENT", Message: "Request contains an invalid argument.",
+		Details: []map[string]any{{"@type": "type.googleapis.com/google.rpc.BadRequest",
+			"fieldViolations": []any{map[string]any{"field": "message.token", "description": "Invalid registration token"}}}}})
+	err := send(b, nil)
+	if _, ok := push.IsDeadToken(err); !ok {
+		t.Fatalf("Send = %v (temporary %v), want the token taken as dead", err, push.IsTemporary(err))
+	}
+}
+
+// TestQuotaExceededWithoutRetryAfter: FCM's ErrorCode reference has a
+// sender that exceeded the message rate (QUOTA_EXCEEDED, 429) retry with
+// exponential backoff "with a minimum initial delay of 1 minute" when no
+// Retry-After says otherwise; hammering it within the push deadline keeps
+// the project over its quota.
+func TestQuotaExceededWithoutRetryAfter(t *testing.T) {
+	m, o := setup(t)
+	b := newBackend(t, o)
+	faults := make([]fcmmock.Fault, 100)
+	for i := range faults {
+		faults[i] = fcmmock.Fault{Status: 429, Code: "QUOTA_EXCEEDED", Message: "Quota exceeded for quota metric 'Send requests'"}
+	}
+	m.FailToken(token, faults...)
+	err := send(b, nil)
+	var te *push.TemporaryError
+	if !errors.As(err, &te) {
+		t.Fatalf("Send = %v, want temporary", err)
+	}
+	if n := len(m.Requests()); n > 1 || te.RetryAfter < time.Minute {
+		t.Fatalf("%d requests within the push deadline after QUOTA_EXCEEDED without Retry-After; RetryAfter handed to redelivery %v", n, te.RetryAfter)
 	}
 }

@@ -348,7 +348,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			return &push.DeadTokenError{Since: b.opts.Now(), Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
 		case status == http.StatusTooManyRequests || status >= 500:
 			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
-		case (status == http.StatusUnauthorized || status == http.StatusForbidden) && !refreshed:
+		case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && !refreshed:
 			// A token signed a moment before a key change or with a clock
 			// the service disputes: sign afresh once before giving up.
 			b.vapid.invalidate(origin)

@@ -176,7 +176,8 @@ func TestSendAnswers(t *testing.T) {
 		}, 1},
 		{"429 then ok", []webpushmock.Fault{{Status: 429, RetryAfter: "1"}}, false, func(err error) bool { return err == nil }, 2},
 		{"500, 503 then ok", []webpushmock.Fault{{Status: 500}, {Status: 503}}, false, func(err error) bool { return err == nil }, 3},
-		{"400 refused for this subscription", []webpushmock.Fault{{Status: 400}}, false, isDead, 1},
+		{"400 refresh then ok", []webpushmock.Fault{{Status: 400}}, false, func(err error) bool { return err == nil }, 2},
+		{"400 twice refused for this subscription", []webpushmock.Fault{{Status: 400}, {Status: 400}}, false, isDead, 2},
 		{"401 refresh then ok", []webpushmock.Fault{{Status: 401}}, false, func(err error) bool { return err == nil }, 2},
 		{"403 twice refused for this subscription", []webpushmock.Fault{{Status: 403}, {Status: 403}}, false, isDead, 2},
 		// The redirect leads back to the subscription itself, which would

@@ -50,6 +50,9 @@ type Fault struct {
 	Message    string
 	RetryAfter string // Retry-After header value
 	Delay      time.Duration
+	// Details are more entries of the error's details, after the
+	// FcmError one (google.rpc.BadRequest's fieldViolations, ...).
+	Details []map[string]any
 }
 
 // Server is a running mock.
@@ -225,6 +228,7 @@ var ttlRE = regexp.MustCompile(`^\d+(\.\d{1,9})?s$`)
 
 func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	req := Request{Project: r.PathValue("project")}
+	var extra []map[string]any
 	fail := func(status int, code, status2, msg string, retryAfter string) {
 		req.Status, req.Code = status, code
 		s.record(req, false)
@@ -233,8 +237,11 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
-		body := map[string]any{"error": map[string]any{"code": status, "message": msg, "status": status2,
-			"details": []any{map[string]any{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}}}}
+		details := []any{map[string]any{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}}
+		for _, d := range extra {
+			details = append(details, d)
+		}
+		body := map[string]any{"error": map[string]any{"code": status, "message": msg, "status": status2, "details": details}}
 		json.NewEncoder(w).Encode(body)
 	}
 	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -269,6 +276,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(f.Delay)
 		}
 		if f.Status != 0 {
+			extra = f.Details
 			status := map[int]string{400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}[f.Status]
 			fail(f.Status, f.Code, status, f.Message, f.RetryAfter)
 			return
