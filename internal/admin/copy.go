@@ -21,6 +21,7 @@ type CopySource interface {
 // CopyTarget is what Copy needs of the registry it copies into.
 type CopyTarget interface {
 	Count(ctx context.Context) (int, error)
+	Get(ctx context.Context, node string) (registry.Registration, error)
 	Put(ctx context.Context, rs []registry.Registration) error
 	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
 }
@@ -131,6 +132,14 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 			sum.Copied[r.Type]++
 			if bound(r) {
 				sum.Bound++
+			}
+			if dryRun {
+				switch _, err := dst.Get(ctx, r.Node); {
+				case errors.Is(err, registry.ErrNotFound):
+					sum.New++
+				case err != nil:
+					return fmt.Errorf("reading the target: %w", err)
+				}
 			}
 		}
 		return nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -182,7 +183,7 @@ func TestCopyRefusesAnotherSalt(t *testing.T) {
 	// A dry run into an empty registry counts and writes nothing.
 	empty := sqliteStore(t)
 	sum, err = admin.Copy(ctx, empty, src, true)
-	if err != nil || sum.Total() != 2 || sum.Bound != 1 || sum.Salt != "copied" {
+	if err != nil || sum.Total() != 2 || sum.Bound != 1 || sum.Salt != "copied" || sum.New != 2 {
 		t.Fatalf("dry run: %+v, %v", sum, err)
 	}
 	if n, _ := empty.Count(ctx); n != 0 {
@@ -252,4 +253,35 @@ func BenchmarkCopy(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/total.Seconds(), "registrations/s")
+}
+
+// A registration of the source whose device key is held here by another
+// node (the device moved to another app here since: a new node) must not
+// silently delete that node: its user's server pushes with it.
+func TestCopyKeepsOtherNodeOfSameDevice(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { copyKeepsOtherNode(t, sqliteStore(t), sqliteStore(t)) })
+	t.Run("postgres", func(t *testing.T) { copyKeepsOtherNode(t, sqliteStore(t), postgresStore(t)) })
+}
+
+func copyKeepsOtherNode(t *testing.T, src, dst registry.Store) {
+	ctx := context.Background()
+	for _, s := range []registry.Store{src, dst} {
+		if _, err := s.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "salt", nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC()
+	if err := src.Put(ctx, []registry.Registration{{Node: "old-node", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Put(ctx, []registry.Registration{{Node: "new-node", Type: "fcm", Token: "t2", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
+	t.Logf("copy: %+v, %v", sum, err)
+	if _, gerr := dst.Get(ctx, "new-node"); gerr != nil && err == nil {
+		var b strings.Builder
+		sum.WriteTo(&b)
+		t.Fatalf("copy succeeded and node new-node of the target is gone (%v); its summary: %s", gerr, b.String())
+	}
 }

@@ -209,6 +209,8 @@ type Store interface {
 
 	// Put writes registrations exactly as given, secret and times included,
 	// each replacing any registration of its node, all in one transaction.
+	// It fails, changing nothing, where one's device key is held by
+	// another node: that node's user's server pushes with it.
 	// It brings registrations over from another app server; requests go
 	// through Register.
 	Put(ctx context.Context, rs []Registration) error

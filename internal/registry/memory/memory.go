@@ -348,14 +348,16 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range rs {
-		if r.DeviceKey != "" {
-			// As in SQL, the new record replaces one holding its device key.
-			for n, old := range s.byNode {
-				if old.DeviceKey == r.DeviceKey && n != r.Node {
-					delete(s.byNode, n)
-				}
+		if r.DeviceKey == "" {
+			continue
+		}
+		for n, old := range s.byNode {
+			if old.DeviceKey == r.DeviceKey && n != r.Node && !slices.ContainsFunc(rs, func(o registry.Registration) bool { return o.Node == n }) {
+				return fmt.Errorf("put %s: %w: its device key is node %s's", r.Node, registry.ErrConflict, n)
 			}
 		}
+	}
+	for _, r := range rs {
 		s.byNode[r.Node] = r
 	}
 	return nil

@@ -117,8 +117,22 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 	if err := notInUse(ctx, path); err != nil {
 		return 0, "", fmt.Errorf("restore: %w", err)
 	}
+	if bs, err := os.Stat(backup); err == nil {
+		if ps, err := os.Stat(path); err == nil && os.SameFile(bs, ps) {
+			return 0, "", fmt.Errorf("restore: %s is the registry itself; nothing was restored", backup)
+		}
+	}
 	if _, err := os.Stat(path); err == nil {
-		aside = path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+		stamp := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+		aside = stamp
+		// Never over an earlier one (two restores within a second):
+		// Rename would replace it.
+		for i := 1; ; i++ {
+			if _, err := os.Lstat(aside); errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			aside = fmt.Sprintf("%s-%d", stamp, i)
+		}
 		// The log and its index go with the file: a log is applied to
 		// whatever file carries its name, and this one holds commits
 		// the file may not have yet.
@@ -137,7 +151,16 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 		}
 	}
 	if err := copyFile(backup, path); err != nil {
-		return 0, aside, fmt.Errorf("restore: %w", err)
+		// Nothing is in the registry's place: put the one moved aside
+		// back, or a server started next would make an empty one.
+		if aside != "" {
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				if rerr := os.Rename(aside+suffix, path+suffix); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+					return 0, aside, fmt.Errorf("restore: %w; the registry it replaced is at %s: %v", err, aside, rerr)
+				}
+			}
+		}
+		return 0, "", fmt.Errorf("restore: %w; nothing was restored", err)
 	}
 	s, err := Open(ctx, path)
 	if err != nil {
@@ -182,11 +205,13 @@ func copyFile(src, dst string) (err error) {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".restoring"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	// A name of its own: one left by an interrupted restore is no
+	// obstacle.
+	out, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".restoring-*")
 	if err != nil {
 		return err
 	}
+	tmp := out.Name()
 	defer func() {
 		if err != nil {
 			out.Close()
@@ -210,4 +235,29 @@ func copyFile(src, dst string) (err error) {
 		return err
 	}
 	return syncFile(dst)
+}
+
+// OpenCopy opens a copy of the registry at path, read in one read-only
+// transaction and written into dir, for a command that only reads that
+// registry (import's source, a dry run's target): opening it would
+// migrate it to this program's schema and make it the opener's alone.
+// The copy goes with dir, which the caller removes.
+func OpenCopy(ctx context.Context, path, dir string) (*Store, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, err // SQLite would make an empty registry of it
+	}
+	db, err := sql.Open("sqlite", fileURI(abs)+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	copyPath := filepath.Join(dir, "registry.db")
+	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, copyPath); err != nil {
+		return nil, fmt.Errorf("copying %s: %w%s", path, err, diskHint(err))
+	}
+	return Open(ctx, copyPath)
 }

@@ -264,6 +264,20 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		if err != nil {
 			return fmt.Errorf("migration %d: %w", n, err)
 		}
+		// Read again under the write lock (the writer's transactions are
+		// IMMEDIATE): another process may have migrated meanwhile.
+		var now int
+		if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&now); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", n, err)
+		}
+		if now >= n {
+			tx.Rollback()
+			if err := knownSchema(now); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migration %d: %w", n, err)
@@ -805,7 +819,13 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 		return fmt.Errorf("put: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO registrations (`+regColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	// An upsert on the node alone: INSERT OR REPLACE would also delete
+	// another node holding the same device key, silently (PostgreSQL's
+	// Put refuses that).
+	st, err := tx.PrepareContext(ctx, `INSERT INTO registrations (`+regColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
+			registered = excluded.registered, renewed = excluded.renewed, domain = excluded.domain,
+			device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`)
 	if err != nil {
 		return fmt.Errorf("put: %w", err)
 	}
@@ -814,11 +834,7 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 		if _, err := st.ExecContext(ctx, regValues(r)...); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
 		}
-		// A replaced row's outcomes went with it (the delete trigger,
-		// which REPLACE fires under recursive_triggers).
-		if sameStatus(r, registry.Registration{}) {
-			continue
-		}
+		// The replaced row's outcomes are replaced too (or removed).
 		if err := setStatus(ctx, tx, r); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
 		}

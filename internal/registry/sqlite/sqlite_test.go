@@ -683,3 +683,116 @@ func BenchmarkKeepPushes(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*perWrite), "µs/push")
 }
+
+// Two processes opening a registry of an older schema at once (a new
+// binary's server starting while its backup timer or an admin command
+// runs): the second must wait for the first's migration, not run it again.
+func TestConcurrentOpensMigrateOnce(t *testing.T) {
+	for round := range 5 {
+		path := filepath.Join(t.TempDir(), "registry.db")
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, _ := filepath.Glob("migrations/00[1-5]_*.sql")
+		for _, f := range files {
+			body, _ := os.ReadFile(f)
+			if _, err := db.Exec(string(body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.Exec(`INSERT INTO registrations (node, type, token, secret, registered) VALUES ('n', 'apns', 't', 's', 1); PRAGMA user_version = 5`); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				s, err := sqlite.Open(context.Background(), path)
+				if err == nil {
+					s.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: a second process opening the registry while the first migrates it: %v", round, err)
+			}
+		}
+	}
+}
+
+// A restore that fails after the checks (a .restoring file left by an
+// interrupted restore; FILE naming the registry itself) must leave the
+// registry where it was: a server started next would otherwise create an
+// empty one and answer every push item-not-found.
+func TestRestoreFailureKeepsRegistry(t *testing.T) {
+	for _, tc := range []string{"leftover temporary file", "backup is the registry"} {
+		t.Run(tc, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			path := filepath.Join(dir, "registry.db")
+			s := open(t, path)
+			if _, err := s.Register(ctx, "n1", func(registry.Registration, bool) (registry.Registration, error) {
+				return registry.Registration{Node: "n1", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			backup := filepath.Join(dir, "backup.db")
+			if _, err := s.Backup(ctx, backup); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if tc == "leftover temporary file" {
+				os.WriteFile(path+".restoring", []byte("partial"), 0o600)
+			} else {
+				backup = path
+			}
+			_, aside, err := sqlite.Restore(ctx, backup, path)
+			t.Logf("restore: aside %q, err %v", aside, err)
+			if err == nil {
+				return
+			}
+			if _, serr := os.Stat(path); serr != nil {
+				t.Fatalf("the restore failed (%v) and left no registry at %s: %v", err, path, serr)
+			}
+		})
+	}
+}
+
+// Two restores in a row (the wrong backup, then the right one) keep the
+// registry the first replaced: each restore keeps what it replaces.
+func TestRestoreTwiceKeepsFirstReplaced(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "registry.db")
+	mk := func(p string, nodes ...string) {
+		s := open(t, p)
+		for _, n := range nodes {
+			if _, err := s.Register(ctx, n, func(registry.Registration, bool) (registry.Registration, error) {
+				return registry.Registration{Node: n, Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+	}
+	mk(path, "original")
+	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	mk(a, "from-a")
+	mk(b, "from-b")
+	_, aside1, err := sqlite.Restore(ctx, a, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, aside2, err := sqlite.Restore(ctx, b, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, aside1)
+	defer s.Close()
+	if _, err := s.Get(ctx, "original"); err != nil {
+		t.Fatalf("the registry the first restore replaced is gone (first kept at %s, second at %s): %v", aside1, aside2, err)
+	}
+}

@@ -723,6 +723,23 @@ func testPut(t *testing.T, s registry.Store) {
 	if got, err := s.Get(ctx, "n1"); err != nil || !got.LastSuccessfulPush.IsZero() || !got.LastPushError.IsZero() || got.LastErrorReason != "" {
 		t.Fatalf("after a Put without outcomes: %+v, %v", got, err)
 	}
+	// A registration whose device key another node holds is refused, and
+	// the other node stays: its user's server pushes with it.
+	device := registry.Registration{Node: "n3", Type: "fcm", Token: "t3", Secret: "s3", Registered: base, DeviceKey: "device-1", Owner: "o"}
+	if err := s.Put(ctx, []registry.Registration{device}); err != nil {
+		t.Fatal(err)
+	}
+	moved := device
+	moved.Node, moved.Secret = "n4", "s4"
+	if err := s.Put(ctx, []registry.Registration{want[1], moved}); err == nil {
+		t.Error("Put took a device key another node holds")
+	}
+	if got, err := s.Get(ctx, "n3"); err != nil || got.Secret != "s3" {
+		t.Errorf("the node holding the device key after a Put of another: %+v, %v", got, err)
+	}
+	if _, err := s.Get(ctx, "n4"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("the refused Put wrote its node: %v", err)
+	}
 }
 
 func testList(t *testing.T, s registry.Store) {
