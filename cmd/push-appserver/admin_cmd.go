@@ -75,7 +75,11 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	ctx, _, store, done, ok := openRegistry(*cfgPath, "registrations", stderr)
+	cfg, ok := loadRegistryConfig(*cfgPath, stderr)
+	if !ok {
+		return 1
+	}
+	ctx, store, done, ok := openExisting(cfg, "registrations", stderr)
 	if !ok {
 		return 1
 	}

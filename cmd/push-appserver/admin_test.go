@@ -459,3 +459,19 @@ func TestRegistryCommandsWithoutComponentSecret(t *testing.T) {
 		t.Errorf("check-config without the component secret: exit %d\n%s", code, out)
 	}
 }
+
+// The registrations commands on a configuration whose registry does not
+// exist (a -config that is not the server's, a mistyped data_dir) must
+// say so, as backup does, not report an empty registry made on the spot.
+func TestRegistrationsCommandsWithoutRegistry(t *testing.T) {
+	cfg := writeConfig(t, "")
+	dbPath := filepath.Join(filepath.Dir(cfg), "data", "registry.db")
+	for _, args := range [][]string{{"registrations", "count"}, {"registrations", "list"}} {
+		var out, errb bytes.Buffer
+		code := run(append(args[:1:1], append([]string{"-config", cfg}, args[1:]...)...), &out, &errb)
+		_, statErr := os.Stat(dbPath)
+		if code == 0 || statErr == nil {
+			t.Errorf("%v without a registry: exit %d, stdout %q, stderr %q; registry created: %v", args, code, out.String(), errb.String(), statErr == nil)
+		}
+	}
+}

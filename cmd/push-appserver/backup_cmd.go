@@ -62,14 +62,7 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	// Opening would create an empty registry: a backup run without the
-	// server's -config, in another directory, would then report an
-	// empty copy of a registry that is not the server's.
-	if _, err := os.Stat(cfg.Database.Path); err != nil {
-		fmt.Fprintf(stderr, "push-appserver backup: no registry at %s (is -config the server's?): %v\n", cfg.Database.Path, err)
-		return 1
-	}
-	ctx, store, done, ok := openConfigured(cfg, "backup", stderr)
+	ctx, store, done, ok := openExisting(cfg, "backup", stderr)
 	if !ok {
 		return 1
 	}

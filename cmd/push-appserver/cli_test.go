@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"database/sql"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -200,5 +201,62 @@ func TestCheckConfigFindings(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"check-config", "-config", cfgPath}, &out, &errb); code != 0 || !strings.Contains(out.String(), `2 registration(s) of type "ios", but no app "ios"`) {
 		t.Fatalf("orphaned registrations: %d\n%s", code, out.String())
+	}
+}
+
+// README: the dry run "reads the store and writes nothing". Run before
+// the server's first start (as the steps say), it must not create the
+// registry: made by root, the server's user could not open it.
+func TestImportDryRunWritesNothing(t *testing.T) {
+	cfg := writeConfig(t, "")
+	dataDir := filepath.Join(filepath.Dir(cfg), "data")
+	os.MkdirAll(dataDir, 0o700)
+	var out, errb bytes.Buffer
+	if code := run([]string{"import", "mod_push_appserver", "-config", cfg, "-dry-run", realFileStore}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "2 imported") {
+		t.Fatalf("stdout:\n%s", out.String())
+	}
+	if entries, _ := os.ReadDir(dataDir); len(entries) > 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("the dry run wrote into the data directory: %v", names)
+	}
+}
+
+// import registry reads its source: a backup of an older version (or
+// another server's live registry) must not be migrated or re-moded by it.
+func TestImportRegistryLeavesSourceAlone(t *testing.T) {
+	cfg := writeConfig(t, "")
+	src := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("../../internal/registry/sqlite/migrations/00[1-5]_*.sql")
+	for _, f := range files {
+		body, _ := os.ReadFile(f)
+		if _, err := db.Exec(string(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO registrations (node, type, token, secret, registered) VALUES ('n', 'apns', 't', 's', 1); PRAGMA user_version = 5`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	os.Chmod(src, 0o640)
+	var out, errb bytes.Buffer
+	code := run([]string{"import", "registry", "-config", cfg, "-dry-run", src}, &out, &errb)
+	t.Logf("exit %d\n%s%s", code, out.String(), errb.String())
+	db, _ = sql.Open("sqlite", src+"?mode=ro")
+	defer db.Close()
+	var v int
+	db.QueryRow(`PRAGMA user_version`).Scan(&v)
+	st, _ := os.Stat(src)
+	if v != 5 || st.Mode().Perm() != 0o640 {
+		t.Fatalf("a dry run of import registry changed its source: schema version %d (was 5), mode %v (was 0640)", v, st.Mode().Perm())
 	}
 }

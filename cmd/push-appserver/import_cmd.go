@@ -1,16 +1,22 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/push-appserver/push-appserver/internal/admin"
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/migrate/modpushappserver"
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
@@ -69,7 +75,11 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		f.usage(stderr)
 		return 2
 	}
-	ctx, cfg, store, done, ok := openRegistry(*cfgPath, "import", stderr)
+	cfg, ok := loadRegistryConfig(*cfgPath, stderr)
+	if !ok {
+		return 1
+	}
+	ctx, store, done, ok := openTarget(cfg, *dryRun, "import", stderr)
 	if !ok {
 		return 1
 	}
@@ -153,7 +163,7 @@ func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Write
 			return fail("the source is the configured registry itself")
 		}
 	}
-	ctx, dst, done, ok := openConfigured(cfg, "import registry", stderr)
+	ctx, dst, done, ok := openTarget(cfg, dryRun, "import registry", stderr)
 	if !ok {
 		return 1
 	}
@@ -163,7 +173,14 @@ func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Write
 	if isURL {
 		src, err = postgres.Open(ctx, source, postgres.Options{StatementTimeout: cfg.Database.StatementTimeout.D(), Logger: cliLogger(stderr)})
 	} else {
-		src, err = sqlite.Open(ctx, source)
+		// A copy: the source (a backup, another server's registry)
+		// is read, never migrated or re-moded.
+		dir, derr := os.MkdirTemp("", "push-appserver-import-")
+		if derr != nil {
+			return fail("%v", derr)
+		}
+		defer os.RemoveAll(dir)
+		src, err = sqlite.OpenCopy(ctx, source, dir)
 	}
 	if err != nil {
 		return fail("opening the source: %v", err)
@@ -197,4 +214,28 @@ func sameFile(a, b string) bool {
 	}
 	sb, err := os.Stat(b)
 	return err == nil && os.SameFile(sa, sb)
+}
+
+// openTarget opens the configured registry for an import, or for a dry
+// run, which writes nothing, a copy of it (an empty one where there is
+// none yet: made by root, a registry the server's user could not open).
+func openTarget(cfg *config.Config, dryRun bool, name string, stderr io.Writer) (ctx context.Context, store registry.Store, done func(), ok bool) {
+	if !dryRun || cfg.Database.Driver != "sqlite" {
+		return openConfigured(cfg, name, stderr)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if _, err := os.Stat(cfg.Database.Path); errors.Is(err, fs.ErrNotExist) {
+		return ctx, memory.New(), stop, true
+	}
+	dir, err := os.MkdirTemp("", "push-appserver-dry-run-")
+	if err == nil {
+		var s *sqlite.Store
+		if s, err = sqlite.OpenCopy(ctx, cfg.Database.Path, dir); err == nil {
+			return ctx, s, func() { s.Close(); os.RemoveAll(dir); stop() }, true
+		}
+		os.RemoveAll(dir)
+	}
+	stop()
+	fmt.Fprintf(stderr, "push-appserver %s: opening a copy of the registry: %v\n", name, err)
+	return nil, nil, nil, false
 }

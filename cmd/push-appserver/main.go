@@ -259,19 +259,24 @@ func cliLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// openRegistry loads the configuration and opens its registry for a
-// one-shot command, with a context that ends on SIGINT or SIGTERM; done
-// releases them. ok false: the problem was printed.
-func openRegistry(cfgPath, name string, stderr io.Writer) (ctx context.Context, cfg *config.Config, store registry.Store, done func(), ok bool) {
-	cfg, ok = loadRegistryConfig(cfgPath, stderr)
-	if !ok {
-		return nil, nil, nil, nil, false
+// openExisting is openConfigured for a command that reads the server's
+// registry: opening an SQLite file that is not there would make an
+// empty registry, and the command would report on it (a -config that is
+// not the server's, a mistyped data_dir), leaving a file behind that,
+// made by root, the server's user could not open.
+func openExisting(cfg *config.Config, name string, stderr io.Writer) (ctx context.Context, store registry.Store, done func(), ok bool) {
+	if cfg.Database.Driver == "sqlite" {
+		if _, err := os.Stat(cfg.Database.Path); err != nil {
+			fmt.Fprintf(stderr, "push-appserver %s: no registry at %s (is -config the server's?): %v\n", name, cfg.Database.Path, err)
+			return nil, nil, nil, false
+		}
 	}
-	ctx, store, done, ok = openConfigured(cfg, name, stderr)
-	return ctx, cfg, store, done, ok
+	return openConfigured(cfg, name, stderr)
 }
 
-// openConfigured is openRegistry for a configuration already loaded.
+// openConfigured opens cfg's registry for a one-shot command, with a
+// context that ends on SIGINT or SIGTERM; done releases them. ok false:
+// the problem was printed.
 func openConfigured(cfg *config.Config, name string, stderr io.Writer) (ctx context.Context, store registry.Store, done func(), ok bool) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	store, err := openStore(ctx, cfg, cliLogger(stderr))

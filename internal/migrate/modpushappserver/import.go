@@ -124,24 +124,58 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 	}
 	prog := newProgress(opts.Progress, total, opts.Now)
 
-	var batch []registry.Registration
-	seen := map[string]string{} // node → source, across hosts
-	flush := func() error {
-		if len(batch) == 0 || opts.DryRun {
-			batch = batch[:0]
-			return nil
-		}
-		if err := dst.Put(ctx, batch); err != nil {
-			return fmt.Errorf("writing registrations: %w", err)
-		}
-		batch = batch[:0]
-		return nil
+	// pending is a record to write, with what the registry held of its
+	// node when it was judged (found says whether it held any).
+	type pending struct {
+		rec   Record
+		r     registry.Registration
+		old   registry.Registration
+		found bool
 	}
+	var batch []pending
+	var rs []registry.Registration
+	seen := map[string]string{} // node → source, across hosts
 	skip := func(rec Record, reason string) {
 		sum.Skipped[reason]++
 		if opts.Report != nil {
 			fmt.Fprintf(opts.Report, "skipped %s: %s\n", rec.Source, reason)
 		}
+	}
+	flush := func() error {
+		if len(batch) == 0 || opts.DryRun {
+			batch = batch[:0]
+			return nil
+		}
+		// A server running on the registry may have registered a node
+		// since it was judged (a device re-registering): its newer
+		// registration stays. What changes between this look and the
+		// write, a moment, is not seen.
+		rs = rs[:0]
+		for _, p := range batch {
+			now, err := dst.Get(ctx, p.r.Node)
+			found := err == nil
+			if err != nil && !errors.Is(err, registry.ErrNotFound) {
+				return fmt.Errorf("reading registration %s: %w", p.r.Node, err)
+			}
+			if found != p.found || found && !sameRegistration(now, p.old) {
+				if p.found {
+					sum.Updated--
+				} else {
+					sum.Imported--
+				}
+				skip(p.rec, "registered here while the import ran")
+				continue
+			}
+			rs = append(rs, p.r)
+		}
+		batch = batch[:0]
+		if len(rs) == 0 {
+			return nil
+		}
+		if err := dst.Put(ctx, rs); err != nil {
+			return fmt.Errorf("writing registrations: %w", err)
+		}
+		return nil
 	}
 	err = src.Records(ctx, func(rec Record) error {
 		sum.Total++
@@ -189,7 +223,7 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 				fmt.Fprintf(opts.Report, "imported %s as stored: %s\n", rec.Source, note)
 			}
 		}
-		batch = append(batch, r)
+		batch = append(batch, pending{rec: rec, r: r, old: old, found: err == nil})
 		if len(batch) >= opts.BatchSize {
 			return flush()
 		}

@@ -347,3 +347,44 @@ func TestImportOddRecords(t *testing.T) {
 		})
 	}
 }
+
+// racingStore lets a device register through the running server between
+// the import's look at its node and the batch's write.
+type racingStore struct {
+	*sqlite.Store
+	node  string
+	after func()
+}
+
+func (s racingStore) Get(ctx context.Context, node string) (registry.Registration, error) {
+	r, err := s.Store.Get(ctx, node)
+	if node == s.node && s.after != nil {
+		s.after()
+	}
+	return r, err
+}
+
+// A re-run of the import beside the serving push-appserver (README: "a
+// device that registered here after the switch keeps its newer
+// registration") must not put the old record over a registration the
+// device made while the import ran.
+func TestImportKeepsRegistrationMadeDuringImport(t *testing.T) {
+	dst := openRegistry(t)
+	const node = "ft-lua-0000-01e94d1c"
+	newer := registry.Registration{Node: node, Type: "apns", Token: "ab12", Secret: "new-secret", Registered: time.Now().UTC()}
+	st := racingStore{Store: dst, node: node, after: func() {
+		if _, err := dst.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) { return newer, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	if _, err := Import(ctx, FileStore{Dir: "testdata/filestore"}, st, Options{Apps: []string{"apns"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := dst.Get(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Secret != "new-secret" || got.Token != "ab12" {
+		t.Fatalf("the registration the device made during the import was replaced by the older record: token %q secret %q", got.Token, got.Secret)
+	}
+}
