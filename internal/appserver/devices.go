@@ -129,7 +129,13 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 			r.Node = old.Node
 		case err == nil || errors.Is(err, registry.ErrNotFound):
 			if err == nil {
-				// Same device moved to another app: start afresh.
+				// Same device moved to another app: start afresh, but
+				// not when the new registration will be refused for
+				// the domain's quota, which the old one's removal does
+				// not bring it under: the refusal must change nothing.
+				if err := s.moveAdmitted(ctx, r.Domain, old); err != nil {
+					return registry.Registration{}, err
+				}
 				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
 					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
 				}
@@ -163,4 +169,24 @@ func (s *Service) unregisterKeyed(ctx context.Context, typ string, account Accou
 		return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
 	}
 	return s.Unregister(ctx, Caller{Account: account}, typ, r.Node)
+}
+
+// moveAdmitted says whether a device's registration old, moved to another
+// app under a new node in domain, would be within the domain's quota once
+// old is gone.
+func (s *Service) moveAdmitted(ctx context.Context, domain string, old registry.Registration) error {
+	if s.opts.MaxRegistrationsPerDomain <= 0 || domain == "" {
+		return nil
+	}
+	n, err := s.store.CountDomain(ctx, domain)
+	if err != nil {
+		return fmt.Errorf("counting registrations of %s: %w", domain, err)
+	}
+	if old.Domain == domain {
+		n--
+	}
+	if n >= s.opts.MaxRegistrationsPerDomain {
+		return fmt.Errorf("%w: %d registrations for %s", ErrQuota, s.opts.MaxRegistrationsPerDomain, domain)
+	}
+	return nil
 }

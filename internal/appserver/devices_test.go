@@ -141,3 +141,40 @@ func TestKeyedRegistrationWithoutOwner(t *testing.T) {
 		}
 	}
 }
+
+// A device moving to another app (register-push-apns after
+// register-push-fcm with the same device id) while its domain holds more
+// than its quota (the operator lowered max_registrations_per_domain) is
+// refused with wait/resource-constraint: its old registration must then
+// still be there, not deleted by the refused move.
+func TestRefusedAppMoveKeepsRegistration(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	logger := slog.New(slog.DiscardHandler)
+	before, err := appserver.New(store, testApps(b), appserver.Options{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	romeo := appserver.Account{Bare: "romeo@example.org", Domain: "example.org"}
+	old, err := before.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"a", "b"} {
+		if _, err := before.RegisterDevice(ctx, "fcm", romeo, d, "", "tok-"+d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Restarted with a quota the domain already exceeds.
+	after, err := appserver.New(store, testApps(b), appserver.Options{MaxRegistrationsPerDomain: 2}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = after.RegisterDevice(ctx, "apns", juliet, "dev1", "", "ab12"); !errors.Is(err, appserver.ErrQuota) {
+		t.Fatalf("move over the quota answered %v", err)
+	}
+	if got, gerr := store.Get(ctx, old.Node); gerr != nil || got.Token != "tok" {
+		t.Fatalf("refused move deleted the device's registration: %+v, %v", got, gerr)
+	}
+}
