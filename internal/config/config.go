@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -341,9 +342,16 @@ type Duration time.Duration
 func (d *Duration) UnmarshalTOML(v any) error {
 	switch v := v.(type) {
 	case int64:
+		if v > int64(math.MaxInt64/time.Second) {
+			return fmt.Errorf("%d seconds is too long", v)
+		}
 		*d = Duration(time.Duration(v) * time.Second)
 	case float64:
-		*d = Duration(time.Duration(v * float64(time.Second)))
+		ns := v * float64(time.Second)
+		if math.IsNaN(ns) || ns >= math.MaxInt64 {
+			return fmt.Errorf("%v seconds is too long", v)
+		}
+		*d = Duration(time.Duration(ns))
 	case string:
 		p, err := time.ParseDuration(v)
 		if err != nil {

@@ -422,3 +422,18 @@ func TestComponentDomains(t *testing.T) {
 		}
 	}
 }
+
+// A number of seconds too large for a time.Duration is refused, not
+// wrapped round to a small one.
+func TestDurationOverflowRefused(t *testing.T) {
+	for _, text := range []string{
+		"rate_limit = 18446744074",                    // wraps to 0.29 s
+		"token_block = 18446744083",                   // wraps to 9.3 s
+		"[apps.a]\nkind = \"log\"\nttl = 18446744674", // wraps to 10 min
+	} {
+		c, err := Parse(text, t.TempDir())
+		if err == nil {
+			t.Errorf("%q accepted: rate_limit %v, token_block %v, apps %+v", text, c.RateLimit.D(), c.TokenBlock.D(), c.Apps)
+		}
+	}
+}

@@ -199,6 +199,11 @@ func strictBatch(b []byte) string {
 			i = j
 		case '{', '[':
 			stack = append(stack, frame{object: b[i] == '{'})
+			if len(stack) > 3 {
+				// {"pushes": [{...}]} is three deep: a deeper body is
+				// refused before its stack costs more than its bytes.
+				return "Malformed JSON: nested too deeply"
+			}
 			if b[i] == '{' {
 				objects++
 			}

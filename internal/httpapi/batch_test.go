@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -171,4 +172,26 @@ func FuzzPushBatch(f *testing.F) {
 			t.Fatalf("%q: status %d %q", body, rec.Code, got)
 		}
 	})
+}
+
+// A push-batch request costs memory in proportion to its body, not 300
+// times it: anyone may send one, as many at once as they like.
+func TestPushBatchNestingMemoryBounded(t *testing.T) {
+	h := httpapi.New(httpapi.Options{Service: logcore.New(t, appserver.Options{}), Logger: slog.New(slog.DiscardHandler)})
+	body := `{"pushes":` + strings.Repeat("[", httpapi.MaxBatchBodySize-20)
+	allocated := func() uint64 {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", batchPath, strings.NewReader(body)))
+		runtime.ReadMemStats(&m1)
+		if rec.Code != http.StatusBadRequest {
+			t.Fatalf("answered %d %q", rec.Code, rec.Body.String())
+		}
+		return m1.TotalAlloc - m0.TotalAlloc
+	}
+	if n := allocated(); n > 8*httpapi.MaxBatchBodySize {
+		t.Fatalf("a %d-byte body nested %d deep allocated %d bytes (%dx)", len(body), len(body)-10, n, n/uint64(len(body)))
+	}
 }

@@ -280,7 +280,12 @@ func readForm(w http.ResponseWriter, r *http.Request, required ...string) (form,
 	// A field given twice has no one meaning: we would read the first,
 	// mod_push_appserver (Prosody's form decoding) took the last.
 	if name, dup := f.duplicate(); dup {
-		badRequest(w, fmt.Sprintf("Duplicate field '%s'", name))
+		msg := fmt.Sprintf("Duplicate field '%s'", name)
+		if strings.ContainsAny(name, "\r\n") {
+			// The name is the client's: it must not add lines.
+			msg = fmt.Sprintf("Duplicate field %q", name)
+		}
+		badRequest(w, msg)
 		return form{}, false
 	}
 	for _, name := range required {

@@ -662,3 +662,15 @@ func TestReadyDoesNotWaitForHealthOnlyChecks(t *testing.T) {
 		t.Errorf("ready page took %v waiting for a health-only check (kubelet's default probe timeout is 1 s)", took)
 	}
 }
+
+// A duplicate field's name is echoed in the answer: one with a line break
+// (written %0A in the form) must not add lines to it.
+func TestDuplicateFieldAnswerIsOneLine(t *testing.T) {
+	f := newFixture(t, false, 0)
+	for _, body := range []string{"a%0AOK%0Anode=1&a%0AOK%0Anode=2", "\n&\n", "type=fcm&node=n&token=t&x%0D%0A=1&x%0D%0A=2"} {
+		code, got, _ := f.do(t, "POST", "/push_appserver/v1/register", body)
+		if code != 400 || !strings.HasPrefix(got, "ERROR\n") || strings.Count(got, "\n") != 1 {
+			t.Errorf("%q: %d %q", body, code, got)
+		}
+	}
+}

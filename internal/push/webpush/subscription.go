@@ -62,7 +62,8 @@ func ParseSubscription(token string) (Subscription, error) {
 	if err := dec.Decode(&sj); err != nil {
 		return Subscription{}, fmt.Errorf("subscription is not PushSubscription JSON: %w", err)
 	}
-	if dec.More() {
+	// dec.More reports false before '}' and ']' as well as at the end.
+	if strings.TrimLeft(token[dec.InputOffset():], " \t\r\n") != "" {
 		return Subscription{}, errors.New("subscription: trailing data after the JSON object")
 	}
 	return newSubscription(sj.Endpoint, sj.Keys.P256DH, sj.Keys.Auth)

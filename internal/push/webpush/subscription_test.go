@@ -1,6 +1,9 @@
 package webpush
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -78,5 +81,71 @@ func TestSubscriptionJSON(t *testing.T) {
 	}
 	if _, err := SubscriptionJSON("http://x", p256dh, auth); err == nil {
 		t.Fatal("an http endpoint was taken")
+	}
+}
+
+var fuzzGuard = &Guard{Hosts: []string{"fcm.googleapis.com", "*.push.services.mozilla.com"}, Ports: []int{443, 8443}}
+
+// FuzzSubscription: what ParseSubscription accepts is one JSON object, and
+// the URL we later request (Endpoint.String(), parsed again by net/http)
+// names the host and port the guard judged and the VAPID origin names.
+func FuzzSubscription(f *testing.F) {
+	for _, ep := range []string{
+		"https://fcm.googleapis.com/fcm/send/x", "https://a.push.services.mozilla.com:8443/wpush/v2/x",
+		"https://[::1]/x", "https://FCM.googleapis.com./x?y=1", "https://h/%2e%2e/x",
+	} {
+		f.Add(subJSON(ep, p256dh, auth))
+	}
+	f.Add(subJSON("https://fcm.googleapis.com/x", p256dh, auth) + "}")
+	f.Add(`{"endpoint":"https://a/","ENDPOINT":"https://b/","keys":{"p256dh":"` + p256dh + `","auth":"` + auth + `"}}`)
+	f.Fuzz(func(t *testing.T, token string) {
+		s, err := ParseSubscription(token)
+		if err != nil {
+			return
+		}
+		var v map[string]any
+		if err := json.Unmarshal([]byte(token), &v); err != nil {
+			t.Errorf("accepted a subscription that is not one JSON object (%v): %q", err, token)
+		}
+		u := s.Endpoint
+		req, err := http.NewRequest("POST", u.String(), nil)
+		if err != nil {
+			t.Fatalf("accepted endpoint %q, but no request can be made of %q: %v", token, u.String(), err)
+		}
+		r := req.URL
+		if r.Hostname() != u.Hostname() || r.Port() != u.Port() || r.Scheme != u.Scheme {
+			t.Fatalf("%q: guard saw host %q port %q, request goes to %q port %q", token, u.Hostname(), u.Port(), r.Hostname(), r.Port())
+		}
+		if e1, e2 := fuzzGuard.CheckURL(u), fuzzGuard.CheckURL(r); (e1 == nil) != (e2 == nil) {
+			t.Fatalf("%q: guard %v on the parsed URL, %v on the request's", token, e1, e2)
+		}
+		if o1, o2 := originOf(u), originOf(r); o1 != o2 {
+			t.Fatalf("%q: origin %q vs %q", token, o1, o2)
+		}
+		if _, err := url.Parse(originOf(u)); err != nil {
+			t.Fatalf("%q: origin %q does not parse: %v", token, originOf(u), err)
+		}
+		// The three-field form round trips.
+		var sj subscriptionJSON
+		json.Unmarshal([]byte(token), &sj)
+		tok, err := SubscriptionJSON(sj.Endpoint, sj.Keys.P256DH, sj.Keys.Auth)
+		if err != nil {
+			t.Fatalf("%q: SubscriptionJSON refuses its parts: %v", token, err)
+		}
+		s2, err := ParseSubscription(tok)
+		if err != nil || s2.Endpoint.String() != u.String() || string(s2.Auth) != string(s.Auth) || !s2.P256DH.Equal(s.P256DH) {
+			t.Fatalf("%q: round trip %q: %v", token, tok, err)
+		}
+	})
+}
+
+// A closing bracket after the object is trailing data too: json.Decoder's
+// More reports false before '}' and ']', so the check let them through.
+func TestParseSubscriptionTrailingBracket(t *testing.T) {
+	ep := "https://fcm.googleapis.com/fcm/send/x"
+	for _, tail := range []string{"}", "]", " ]]}"} {
+		if _, err := ParseSubscription(subJSON(ep, p256dh, auth) + tail); err == nil {
+			t.Errorf("subscription with %q after the object accepted", tail)
+		}
 	}
 }
