@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -169,5 +170,18 @@ func TestRegisterLimitFromConfig(t *testing.T) {
 	}
 	if !strings.Contains(s.log.String(), "named no client") {
 		t.Errorf("the log does not say that the proxy's own registrations are not limited:\n%s", s.log.String())
+	}
+}
+
+// The pprof listener bounds what a client may keep open: a request's
+// reading, and an idle connection.
+func TestPprofListenerTimeouts(t *testing.T) {
+	srv, err := startPprof("127.0.0.1:0", func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 {
+		t.Fatalf("pprof server timeouts: header %v, read %v, idle %v", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.IdleTimeout)
 	}
 }

@@ -623,7 +623,9 @@ func startPprof(addr string, listen func(addr string) (net.Listener, error), log
 	if err != nil {
 		return nil, fmt.Errorf("pprof listener: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// No WriteTimeout: a CPU profile or trace streams for as long as
+	// asked. Idle connections go, as on every listener.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}
 	logger.Warn("pprof enabled", "addr", ln.Addr().String())
 	go srv.Serve(ln)
 	return srv, nil
