@@ -452,8 +452,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return ErrNotFound
 	}
 	deadline := start.Add(s.opts.PushTimeout)
-	t, err := s.lookup(ctx, node, deadline, req.Tokenless)
+	t, hit, err := s.lookup(ctx, node, deadline, req.Tokenless)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
+		s.cache.count(hit)
 		return s.pushTokenless(ctx, req, start, deadline)
 	}
 	if errors.Is(err, registry.ErrNotFound) {
@@ -475,6 +476,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		s.reject(node, RejectWrongSecret, start)
 		return ErrNotFound
 	}
+	s.cache.count(hit)
 	app, ok := s.apps[t.Type]
 	if !ok {
 		s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
@@ -492,7 +494,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		// changed or gone meanwhile (here or on another instance), and
 		// its change was answered. Read it again (from the cache, which
 		// every change drops) so no push goes out with what it left.
-		t2, err := s.lookup(ctx, node, deadline, false)
+		t2, _, err := s.lookup(ctx, node, deadline, false)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			s.reject(node, RejectUnknownNode, start)
@@ -614,14 +616,14 @@ const heldReadTimeout = time.Second
 // When the store cannot be read while the change feed is down, what the
 // cache held of the node is used instead (see cache): the push goes out
 // rather than fail with the database.
-func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool) (registry.PushTarget, error) {
+func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool) (t registry.PushTarget, hit bool, err error) {
 	if t, ok := s.cache.get(node); ok {
 		if t == (registry.PushTarget{}) {
 			// Kept for a node known not to be registered: no
 			// registration has an empty type.
-			return t, registry.ErrNotFound
+			return t, true, registry.ErrNotFound
 		}
-		return t, nil
+		return t, true, nil
 	}
 	held, holding := s.cache.held(node)
 	// An entry for a node known not to be registered is of use only to
@@ -636,7 +638,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 	readCtx, cancel := s.deadlines.WithDeadline(ctx, readBy)
 	defer cancel()
 	gen := s.cache.generation(node)
-	t, err := s.pushGet(readCtx, node)
+	t, err = s.pushGet(readCtx, node)
 	switch {
 	case err == nil:
 		s.cache.put(node, t, gen)
@@ -652,11 +654,11 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		s.cache.served()
 		s.stale.Log("node", push.Truncate(node, 64), "err", err)
 		if held == (registry.PushTarget{}) {
-			return held, registry.ErrNotFound
+			return held, false, registry.ErrNotFound
 		}
-		return held, nil
+		return held, false, nil
 	}
-	return t, err
+	return t, false, err
 }
 
 // CacheStats reports what the registration cache did so far; all zero

@@ -115,19 +115,32 @@ func (c *cache) get(node string) (registry.PushTarget, bool) {
 	}
 	if !c.suspended.Load() {
 		if t, ok := c.c.GetIfPresent(node); ok {
-			c.hits.Add(1)
 			return t, true
 		}
 	}
-	c.misses.Add(1)
 	return registry.PushTarget{}, false
+}
+
+// count counts a push that found its registration in the cache (hit) or
+// read the registry. Only pushes whose secret matched are counted: the
+// counts of the others would tell a node that is registered (cached
+// after the first) from one that is not.
+func (c *cache) count(hit bool) {
+	if c == nil {
+		return
+	}
+	if hit {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+	}
 }
 
 // CacheStats is what the registration cache did so far.
 type CacheStats struct {
 	// Hits and Misses count the pushes that found their registration in
 	// the cache and those that read the registry (also while the cache
-	// is bypassed).
+	// is bypassed), of those with the right secret and tokenless ones.
 	Hits, Misses uint64
 	// Stale counts the misses served from the cache all the same,
 	// because the registry could not be read while the feed was down

@@ -10,12 +10,15 @@ import (
 )
 
 // push looks node up the way Service.lookup does, caching it on a miss,
-// and reports whether it was a hit.
+// counts it as Push does a push with the right secret, and reports
+// whether it was a hit.
 func (c *cache) push(node string) bool {
 	if _, ok := c.get(node); ok {
+		c.count(true)
 		return true
 	}
 	c.put(node, registry.PushTarget{Type: "apns", Token: "t-" + node, Secret: "s"}, c.generation(node))
+	c.count(false)
 	return false
 }
 

@@ -674,3 +674,70 @@ func TestDuplicateFieldAnswerIsOneLine(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsDoNotTellWrongSecretFromUnknownNode: README, "What to expose
+// where": the labels of /metrics (served on the API's port by default)
+// never tell a wrong secret from an unknown node. The cache's lookup
+// counter does: pushes with a wrong secret to a node that exists are
+// hits, to one that does not are misses.
+func TestMetricsDoNotTellWrongSecretFromUnknownNode(t *testing.T) {
+	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	m := metrics.New()
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: &recorder{}}},
+		appserver.Options{Observer: m}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WatchCache(svc.CacheStats)
+	srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: svc, Registrations: store, Metrics: m.Handler()}))
+	defer srv.Close()
+	post := func(path, body string) string {
+		resp, err := http.Post(srv.URL+path, "application/x-www-form-urlencoded", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	lookups := func() string {
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "push_appserver_registration_cache_lookups_total{") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	secret := strings.Split(post("/push_appserver/v1/register", "type=fcm&node=victim&token=tok"), "\n")[2]
+	before := lookups()
+	// The prober knows no secret.
+	for i := 0; i < 10; i++ {
+		post("/push_appserver/v1/push", "node=victim&secret=guess")
+	}
+	existing := lookups()
+	for i := 0; i < 10; i++ {
+		post("/push_appserver/v1/push", "node=nobody&secret=guess")
+	}
+	unknown := lookups()
+	if existing != before || unknown != before {
+		t.Errorf("the cache's counters moved with wrong secrets: %s, after 10 to a registered node %s, after 10 to an unknown one %s", before, existing, unknown)
+	}
+	// The right secret is counted.
+	if got := post("/push_appserver/v1/push", "node=victim&secret="+secret); got != "OK\nvictim" {
+		t.Fatalf("push: %q", got)
+	}
+	if after := lookups(); after == before {
+		t.Errorf("a push with the right secret left the cache's counters at %s", after)
+	}
+}
