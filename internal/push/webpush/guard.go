@@ -115,6 +115,8 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
 	netip.MustParsePrefix("100::/64"),        // discard
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+	netip.MustParsePrefix("2001:2::/48"),     // benchmarking
+	netip.MustParsePrefix("3fff::/20"),       // documentation (RFC 9637)
 }
 
 // Prefixes of IPv6 addresses that carry an IPv4 address a translator or
@@ -124,6 +126,11 @@ var nonPublic = []netip.Prefix{
 var (
 	nat64  = netip.MustParsePrefix("64:ff9b::/96")
 	sixTo4 = netip.MustParsePrefix("2002::/16")
+	// IANA's global unicast space: the rest of IPv6 is reserved (::/8
+	// with the IPv4-compatible ::a.b.c.d that Linux's sit0 takes as its
+	// own, fec0::/10) or special (5f00::/16 SRv6), whatever netip's
+	// IsGlobalUnicast says of it.
+	globalV6 = netip.MustParsePrefix("2000::/3")
 )
 
 // isPublic reports whether ip is a globally reachable unicast address.
@@ -138,6 +145,9 @@ func isPublic(ip netip.Addr) bool {
 		ip = netip.AddrFrom4([4]byte(a[12:16]))
 	} else if sixTo4.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte(a[2:6]))
+	}
+	if ip.Is6() && !globalV6.Contains(ip) {
+		return false
 	}
 	// Not global unicast: loopback, link-local, multicast, unspecified,
 	// broadcast. Private (RFC 1918, fc00::/7) is global unicast to netip.

@@ -46,6 +46,18 @@ func TestIsPublic(t *testing.T) {
 		{"64:ff9b::a9fe:a9fe%1", false}, // a zone changes nothing
 		{"2002:a00:5::1%eth0", false},
 		{"2001:db8::1%1", false},
+		// Outside 2000::/3, which netip calls global unicast all the
+		// same. ::a.b.c.d (IPv4-compatible, in the reserved ::/8) is the
+		// host itself once Linux's sit module is loaded: sit0 takes
+		// ::127.0.0.1 and ::<each own IPv4 address>.
+		{"::7f00:1", false},        // ::127.0.0.1
+		{"::a00:5", false},         // ::10.0.0.5
+		{"::a9fe:a9fe", false},     // ::169.254.169.254
+		{"::ffff:0:7f00:1", false}, // IPv4-translated (SIIT) 127.0.0.1
+		{"fec0::1", false},         // site-local (deprecated, reserved)
+		{"5f00::1", false},         // SRv6 SIDs (RFC 9602)
+		{"3fff::1", false},         // documentation (RFC 9637)
+		{"2001:2::1", false},       // benchmarking (RFC 5180)
 	} {
 		if got := isPublic(netip.MustParseAddr(c.ip)); got != c.public {
 			t.Errorf("isPublic(%s) = %v", c.ip, got)
