@@ -102,6 +102,7 @@ type handover interface {
 func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, handovers []handover, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, func() bool, error) {
 	var checks []httpapi.Check
 	var conns []*component.Conn
+	peers := &component.Peers{}
 	retry := map[string]chan struct{}{}
 	for _, cc := range cfg.Components {
 		retry[cc.JID] = make(chan struct{}, 1)
@@ -144,6 +145,7 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 			},
 			MaxInFlight: cc.MaxInFlight,
 			KeepAlive:   time.Duration(cc.KeepAlive),
+			Peers:       peers,
 			OnState: func(up bool) {
 				m.ComponentState(jid, up)
 				if !up {

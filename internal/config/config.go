@@ -223,8 +223,8 @@ type Component struct {
 	// MaxInFlight bounds pushes handled at once on this connection.
 	MaxInFlight int `toml:"max_in_flight"`
 	// KeepAlive is how long the stream may be quiet before the component
-	// pings the XMPP server, which is given half as long again to answer
-	// before the connection is replaced (see component.Options).
+	// pings the XMPP server; three pings, half as long apart, unanswered
+	// and the connection is replaced (see component.Options).
 	// Default 60 s.
 	KeepAlive Duration `toml:"keepalive"`
 	// TigaseProviders turns on Tigase's register-device and

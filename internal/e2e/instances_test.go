@@ -8,10 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/deploy"
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
+	"github.com/push-appserver/push-appserver/internal/testutil/ejabberd"
 	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
@@ -210,5 +214,79 @@ func testPushSessionsSurvivePostgresDown(t *testing.T, start startServer) {
 	// session; it would say when it disabled one.
 	if strings.Contains(x.Log(), "disabling push") {
 		t.Fatalf("%s disabled a push session:\n%s", x.Name, x.Log())
+	}
+}
+
+// ejabberd with two component hosts in one ejabberd_service listener (the
+// form README's example extends) routes every host over every connection
+// to it: a stanza for push.localhost may reach push2.localhost's
+// connection, which serves it as push.localhost would (component.Peers).
+// Here push.localhost takes fpush-style tokenless pushes (Monal) and
+// push2.localhost does not: served with push2's options, such a publish
+// was answered modify/bad-request, and ejabberd deleted the push session.
+func TestEjabberdTwoHostsOneListener(t *testing.T) {
+	e := ejabberd.Start(t, ejabberd.Options{Component: func(addr string) (string, error) {
+		s, err := deploy.Fill(deploy.EjabberdExample, deploy.Values{Domain: "localhost", Component: "push.localhost", Port: daemon.Port(addr), Secret: "component-secret"})
+		s = strings.Replace(s, "\nmodules:", "      push2.localhost:\n        password: \"second-secret\"\n\nmodules:", 1)
+		return s, err
+	}})
+	e.Register("alice", "alice-pw")
+	e.Register("bob", "bob-pw")
+	x := &xmppServer{Name: "ejabberd", Domain: e.Domain, ComponentJID: e.ComponentJID, ComponentSecret: "component-secret", C2SAddr: e.C2SAddr, ComponentAddr: e.ComponentAddr, Log: e.Log}
+	rec := &recorder{}
+	peers := &component.Peers{} // one process's components, as wire.go passes them
+	s := startStackAppsOn(t, func(t *testing.T) *xmppServer { return x }, map[string]push.Backend{"apns": rec, "fcm": rec}, func(o *component.Options) {
+		o.Dialects = component.Dialects{Tokenless: true, TokenlessApp: "apns"}
+		o.Peers = peers
+	})
+	s.backend = rec
+	c2 := component.New(component.Options{Addr: x.ComponentAddr, JID: "push2.localhost", Secret: "second-secret",
+		Commands: adhoc.Options{V1: true}, Logger: logger(t), Peers: peers}, s.svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c2.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitConnected(t, c2)
+
+	// The command answer names the connection's JID, not the one asked.
+	alice := login(t, x.C2SAddr, "alice", x.Domain, "alice-pw")
+	wrongJID := 0
+	for range 8 {
+		res, err := alice.command("push.localhost", adhoc.V1Register, map[string]string{"type": "apns", "node": "n1", "token": "t1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res["jid"] != "push.localhost" {
+			wrongJID++
+		}
+	}
+	t.Logf("%d of 8 v1-register-push answers to push.localhost named jid push2.localhost", wrongJID)
+
+	const token = "5eed5eed5eed5eed5eed5eed5eed5eed"
+	bob := login(t, x.C2SAddr, "bob", x.Domain, "bob-pw")
+	lost := 0
+	for i := range 8 {
+		alice.enablePushWith("push.localhost", token, map[string]string{"pushModule": "apns"})
+		alice.close()
+		before := len(rec.forToken(token))
+		bob.sendChat("alice@"+x.Domain, fmt.Sprint("message ", i))
+		deadline := time.Now().Add(3 * time.Second)
+		for len(rec.forToken(token)) == before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(rec.forToken(token)) == before {
+			lost++
+		}
+		alice = login(t, x.C2SAddr, "alice", x.Domain, "alice-pw")
+	}
+	var lines []string
+	for _, l := range strings.Split(x.Log(), "\n") {
+		if (strings.Contains(l, "mod_push") && !strings.Contains(l, "Enabling")) || strings.Contains(l, "rejected") {
+			lines = append(lines, l)
+		}
+	}
+	t.Logf("ejabberd log:\n%s", strings.Join(lines[:min(6, len(lines))], "\n"))
+	if wrongJID > 0 || lost > 0 {
+		t.Fatalf("stanzas for push.localhost were handled by push2.localhost's connection: %d command answers named push2.localhost, %d of 8 tokenless pushes lost", wrongJID, lost)
 	}
 }

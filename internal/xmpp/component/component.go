@@ -12,6 +12,8 @@ package component
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -74,8 +76,11 @@ type Options struct {
 	// KeepAlive is how long the stream may be quiet: after half of it
 	// with nothing written, a space goes out (for NATs and firewalls on
 	// the way); after all of it with nothing read, a ping that the XMPP
-	// server routes back to us; and when half of it more passes without
-	// a read, the connection is taken as dead and replaced. A connection
+	// server routes back to us; and when three pings, half of it apart,
+	// pass without a read, the connection is taken as dead and replaced
+	// (three: ejabberd balances a ping to our JID over every instance
+	// connected with it, so one may go to another, which answers it
+	// with a result balanced again). A connection
 	// cut without a word (a NAT or firewall that forgot it, a server
 	// whose machine vanished) would otherwise wait for TCP to give up,
 	// many minutes, while the server's pushes go nowhere. Default 60 s.
@@ -128,6 +133,51 @@ type Options struct {
 	// (and was answered wait).
 	OnPanic func()
 	Logger  *slog.Logger
+	// Peers, when set, are the process's connections by JID, this one
+	// included (New adds it). An XMPP server may route a stanza for one
+	// component over another's stream: ejabberd routes every host of one
+	// ejabberd_service listener over every connection to it. Such a
+	// stanza is then served as the component it is addressed to would.
+	Peers *Peers
+}
+
+// Peers are the component connections of one process, by JID.
+type Peers struct {
+	mu sync.RWMutex
+	m  map[string]*Conn
+}
+
+func (p *Peers) add(c *Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]*Conn{}
+	}
+	p.m[c.opts.JID] = c
+}
+
+// servingFor is the connection whose configuration serves a stanza
+// addressed to to: c's own, unless to names another of the process's
+// components.
+func (c *Conn) servingFor(to string) *Conn {
+	if c.opts.Peers == nil {
+		return c
+	}
+	if i := strings.IndexByte(to, '/'); i >= 0 {
+		to = to[:i]
+	}
+	if i := strings.IndexByte(to, '@'); i >= 0 {
+		to = to[i+1:]
+	}
+	if to == "" || to == c.opts.JID {
+		return c
+	}
+	c.opts.Peers.mu.RLock()
+	defer c.opts.Peers.mu.RUnlock()
+	if o := c.opts.Peers.m[to]; o != nil {
+		return o
+	}
+	return c
 }
 
 // Conn is one component connection, kept up until Run's context ends.
@@ -146,6 +196,12 @@ type Conn struct {
 	warnedCleartext atomic.Bool
 	// handlers counts the IQs being handled, of every session.
 	handlers sync.WaitGroup
+	// peerReads counts this component's keep-alive pings that the XMPP
+	// server routed back over another of the process's streams (Peers).
+	peerReads atomic.Uint64
+	// pingTag tells this connection's keep-alive pings from those of
+	// other processes on the same JID.
+	pingTag string
 }
 
 // New returns a connection; call Run to connect.
@@ -181,13 +237,20 @@ func New(opts Options, svc Service) *Conn {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	logger := opts.Logger.With("component", opts.JID)
-	return &Conn{
+	c := &Conn{
 		opts:   opts,
 		svc:    svc,
 		cmds:   adhoc.New(svc, opts.Commands),
 		logger: logger,
 		panics: logging.NewLimited(logger, time.Now, slog.LevelError, 1, "handling an IQ panicked; answered wait and the server goes on", "panics while handling IQs not logged (rate limit)"),
 	}
+	var tag [4]byte
+	crand.Read(tag[:])
+	c.pingTag = hex.EncodeToString(tag[:])
+	if opts.Peers != nil {
+		opts.Peers.add(c)
+	}
+	return c
 }
 
 // Connected reports whether the stream is established now.
@@ -430,28 +493,43 @@ const keepAliveID = "keepalive-"
 func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
 	t := time.NewTicker(c.opts.KeepAlive / 4)
 	defer t.Stop()
-	reads, heard := lr.reads.Load(), time.Now()
+	reads, heard := lr.reads.Load()+c.peerReads.Load(), time.Now()
 	var pinged time.Time
 	var seq uint64
+	// unanswered counts the pings sent since the last read: ejabberd
+	// balances a ping to our own JID over every connection with it (other
+	// instances, see Options.Peers), so one ping may reach another
+	// connection, which answers it with a result that is balanced again.
+	// A stream is taken as dead only after maxUnanswered pings in a row.
+	unanswered := 0
+	const maxUnanswered = 3
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if r := lr.reads.Load(); r != reads {
-				reads, heard, pinged = r, now, time.Time{}
+			if r := lr.reads.Load() + c.peerReads.Load(); r != reads {
+				reads, heard, pinged, unanswered = r, now, time.Time{}, 0
 			}
 			switch {
+			case !pinged.IsZero() && now.Sub(pinged) >= c.opts.KeepAlive/2 && unanswered < maxUnanswered:
+				seq++
+				if err := w.write(pingIQ(c.opts.JID, c.pingTag, seq)); err != nil {
+					return
+				}
+				pinged = now
+				unanswered++
 			case !pinged.IsZero() && now.Sub(pinged) >= c.opts.KeepAlive/2:
 				c.logger.Warn("the XMPP server did not answer a ping; reconnecting", "quiet_for", now.Sub(heard).Round(time.Second))
 				lr.Close()
 				return
 			case pinged.IsZero() && now.Sub(heard) >= c.opts.KeepAlive:
 				seq++
-				if err := w.write(pingIQ(c.opts.JID, seq)); err != nil {
+				if err := w.write(pingIQ(c.opts.JID, c.pingTag, seq)); err != nil {
 					return
 				}
 				pinged = now
+				unanswered = 1
 			case now.Sub(time.Unix(0, w.last.Load())) >= c.opts.KeepAlive/2:
 				if err := w.write([]byte(" ")); err != nil {
 					return
@@ -462,9 +540,9 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
 }
 
 // pingIQ is keepAlive's ping number seq from and to jid.
-func pingIQ(jid string, seq uint64) []byte {
+func pingIQ(jid, tag string, seq uint64) []byte {
 	var b bytes.Buffer
-	b.WriteString(`<iq type='get' id='` + keepAliveID)
+	b.WriteString(`<iq type='get' id='` + keepAliveID + tag + `-`)
 	b.WriteString(strconv.FormatUint(seq, 10))
 	b.WriteString(`' from='`)
 	escapeText(&b, jid)
@@ -546,8 +624,21 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		if q.Type != "get" && q.Type != "set" {
 			continue // results and errors addressed to us need no answer
 		}
-		if q.Type == "get" && q.From == c.opts.JID && strings.HasPrefix(q.ID, keepAliveID) {
-			continue // our own ping, back: reading it was its purpose
+		if q.Type == "get" && q.From == q.To && strings.HasPrefix(q.ID, keepAliveID) {
+			if q.From == c.opts.JID {
+				if !strings.HasPrefix(q.ID, keepAliveID+c.pingTag+"-") {
+					// Another instance's ping on our JID, balanced
+					// here: answer, and the answer may reach it.
+					c.reply(w, func(b *bytes.Buffer) { resultIQ(b, q) })
+				}
+				continue // our own ping, back: reading it was its purpose
+			}
+			if p := c.servingFor(q.From); p != c {
+				// Another component's of this process, routed here:
+				// the server answered it all the same.
+				p.peerReads.Add(1)
+				continue
+			}
 		}
 		if q.ID == "" {
 			// An answer must carry the request's id; without one the
@@ -712,13 +803,14 @@ func (c *Conn) reply(w *writer, render func(*bytes.Buffer)) {
 // handle answers one IQ.
 func (c *Conn) handle(ctx context.Context, m *streamIQ, w *writer) {
 	q := &m.iq
+	h := c.servingFor(q.To)
 	c.reply(w, func(b *bytes.Buffer) {
 		defer c.recoverIQ(q, b)
 		switch {
 		case q.Type == "set" && q.PubSub != nil:
-			c.handlePush(ctx, q, &m.mem.summary, b)
+			h.handlePush(ctx, q, &m.mem.summary, b)
 		case q.Type == "set" && q.Command != nil:
-			resp, err := c.cmds.Execute(ctx, q.From, c.opts.JID, q.Command)
+			resp, err := h.cmds.Execute(ctx, q.From, h.opts.JID, q.Command)
 			if err != nil {
 				var se stanza.Error
 				if !errors.As(err, &se) {
@@ -730,9 +822,9 @@ func (c *Conn) handle(ctx context.Context, m *streamIQ, w *writer) {
 				errorIQ(b, q, stanzaErr(stanza.Wait, stanza.InternalServerError, ""))
 			}
 		case q.Type == "get" && q.Info != nil:
-			payloadIQ(b, q, c.discoInfo(q.Info.Node))
+			payloadIQ(b, q, h.discoInfo(q.Info.Node))
 		case q.Type == "get" && q.Items != nil:
-			payloadIQ(b, q, c.discoItems(q.Items.Node))
+			payloadIQ(b, q, h.discoItems(q.Items.Node))
 		default:
 			errorIQ(b, q, stanzaErr(stanza.Cancel, stanza.ServiceUnavailable, ""))
 		}
