@@ -292,12 +292,15 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 
 	var servers []*http.Server
 	errc := make(chan error, 4)
+	// Shared by every listener: together they leave the process the
+	// descriptors it needs for its own connections.
+	connSlots := make(chan struct{}, httpapi.ConnectionCap())
 	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
 		l, err := up.Listen(addr)
 		if err != nil {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
-		ln := sockio.Listener{Listener: l}
+		ln := httpapi.LimitListener(sockio.Listener{Listener: l}, connSlots)
 		srv := httpapi.NewServer(addr, handler, logger)
 		servers = append(servers, srv)
 		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)

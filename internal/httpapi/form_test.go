@@ -3,8 +3,10 @@ package httpapi
 import (
 	"io"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // formCases are bodies that parseForm must read as url.ParseQuery does:
@@ -86,6 +88,31 @@ func TestReadBodyClosesWhatItRead(t *testing.T) {
 		_, msg := readBody(b, tc.length, 10)
 		if b.closed != tc.closed || (msg == "") != tc.closed {
 			t.Errorf("%q (length %d): closed %t, message %q", tc.body, tc.length, b.closed, msg)
+		}
+	}
+}
+
+// A declared body is not allocated before it arrives: a client that
+// declares push-batch's 64 KiB and sends a few bytes costs about what it
+// sent. A body that does arrive is read whole, whatever its size.
+func TestReadBodyGrowsAsItArrives(t *testing.T) {
+	const limit = 64 << 10
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	_, msg := readBody(io.NopCloser(strings.NewReader("{\"pushes\":")), limit, limit)
+	runtime.ReadMemStats(&m1)
+	if msg == "" {
+		t.Fatal("a body shorter than declared was read")
+	}
+	if n := m1.TotalAlloc - m0.TotalAlloc; n > 8<<10 {
+		t.Errorf("a 10-byte body declared at %d bytes allocated %d", limit, n)
+	}
+	for _, n := range []int{0, 1, firstBodyBuffer, firstBodyBuffer + 1, 3 * firstBodyBuffer, limit} {
+		body := strings.Repeat("x", n)
+		b, msg := readBody(io.NopCloser(iotest.OneByteReader(strings.NewReader(body))), int64(n), limit)
+		if msg != "" || string(b) != body {
+			t.Errorf("a body of %d bytes read as %d bytes, %q", n, len(b), msg)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -383,8 +384,11 @@ func (f form) duplicate() (string, bool) {
 }
 
 // readBody reads a body of at most limit bytes, or says in one line why
-// it could not. A body whose length the request declares is read into a
-// buffer of that size, at once. A body read whole is closed: net/http
+// it could not. A small body whose length the request declares is read
+// into a buffer of that size, at once; a larger one into a buffer that
+// grows as it arrives, or a client that declares the limit and sends
+// nothing would have it allocated (on HTTP/2, for each of 250 streams of
+// a connection). A body read whole is closed: net/http
 // would otherwise look for more of it when the answer is written, at the
 // cost of an io.LimitReader an answer.
 func readBody(body io.ReadCloser, length int64, limit int) ([]byte, string) {
@@ -393,11 +397,14 @@ func readBody(body io.ReadCloser, length int64, limit int) ([]byte, string) {
 	}
 	var b []byte
 	var err error
-	if length >= 0 {
+	switch {
+	case length >= 0 && length <= firstBodyBuffer:
 		// net/http ends the body after the declared length.
 		b = make([]byte, length)
 		_, err = io.ReadFull(body, b)
-	} else {
+	case length >= 0:
+		b, err = readGrowing(body, int(length))
+	default:
 		b, err = io.ReadAll(io.LimitReader(body, int64(limit)+1))
 	}
 	if err != nil {
@@ -408,6 +415,29 @@ func readBody(body io.ReadCloser, length int64, limit int) ([]byte, string) {
 	}
 	body.Close()
 	return b, ""
+}
+
+// firstBodyBuffer is what readBody gives a declared body at first: a
+// push's form fits.
+const firstBodyBuffer = 1024
+
+// readGrowing reads n bytes of r into a buffer that doubles as they come.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	b := make([]byte, 0, firstBodyBuffer)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(cap(b), n-len(b)))
+		}
+		m, err := r.Read(b[len(b):min(cap(b), n)])
+		b = b[:len(b)+m]
+		if err == io.EOF && len(b) < n {
+			return b, io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 func tooLarge(limit int) string { return fmt.Sprintf("Request body larger than %d bytes", limit) }
