@@ -546,7 +546,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
 	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
-		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret)
+		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, retryAfter(err))
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }

@@ -124,6 +124,7 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 	// so every node and secret we answer works.
 	for attempt := 0; ; attempt++ {
 		r := tmpl
+		moved := false
 		switch old, err := s.store.GetByDeviceKey(ctx, key); {
 		case err == nil && old.Type == typ:
 			r.Node = old.Node
@@ -140,6 +141,7 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
 				}
 				s.changed(old.Node)
+				moved = true
 			}
 			if r.Node, err = randomHex(nodeBytes); err != nil {
 				return registry.Registration{}, err
@@ -148,7 +150,7 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 		default:
 			return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
 		}
-		stored, err := s.register(ctx, caller, owner, r)
+		stored, err := s.register(ctx, caller, owner, r, moved)
 		if errors.Is(err, registry.ErrConflict) && attempt < maxConflictRetries {
 			continue
 		}

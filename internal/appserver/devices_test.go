@@ -178,3 +178,55 @@ func TestRefusedAppMoveKeepsRegistration(t *testing.T) {
 		t.Fatalf("refused move deleted the device's registration: %+v, %v", got, gerr)
 	}
 }
+
+// deleteHook runs after between a Delete and whatever follows it: another
+// registration of the domain arriving at that moment.
+type deleteHook struct {
+	*memory.Store
+	after func(node string)
+}
+
+func (s deleteHook) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
+	r, err := s.Store.Delete(ctx, node, typ)
+	if s.after != nil {
+		s.after(node)
+	}
+	return r, err
+}
+
+// The commit's other cause, "concurrent registrations past it": the
+// quota is checked, the old node deleted, and a registration of another
+// user of the domain arriving in between fills the quota; the move is then
+// refused and the device has no registration left.
+func TestRefusedAppMoveKeepsRegistrationConcurrent(t *testing.T) {
+	ctx := context.Background()
+	hook := &deleteHook{Store: memory.New()}
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(hook, testApps(b), appserver.Options{MaxRegistrationsPerDomain: 2}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	romeo := appserver.Account{Bare: "romeo@example.org", Domain: "example.org"}
+	old, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RegisterDevice(ctx, "fcm", romeo, "a", "", "tok-a"); err != nil {
+		t.Fatal(err)
+	}
+	hook.after = func(node string) {
+		if node == old.Node {
+			if _, err := svc.RegisterDevice(ctx, "fcm", romeo, "b", "", "tok-b"); err != nil {
+				t.Errorf("concurrent registration: %v", err)
+			}
+		}
+	}
+	_, err = svc.RegisterDevice(ctx, "apns", juliet, "dev1", "", "ab12")
+	t.Logf("move answered %v", err)
+	if err == nil {
+		return // the move went through: the device has a registration
+	}
+	if got, gerr := hook.Get(ctx, old.Node); gerr != nil || got.Token != "tok" {
+		t.Fatalf("refused move (%v) deleted the device's registration: %+v, %v", err, got, gerr)
+	}
+}

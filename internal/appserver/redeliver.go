@@ -234,13 +234,14 @@ func notificationSize(n *push.Notification, u *unreadPush) int {
 
 // keep holds n, which just failed for a reason that may pass, for
 // redelivery to the device key names.
-func (r *redeliveries) keep(key redeliveryKey, n push.Notification) { r.keepChecked(key, n, "") }
+func (r *redeliveries) keep(key redeliveryKey, n push.Notification) { r.keepChecked(key, n, "", 0) }
 
 // keepChecked is keep for a push to a registered node whose registration
 // has secret: an unread push waiting for the device with that same secret
 // is the same sender's, and an alert among them is not replaced by a
-// silent push.
-func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secret string) {
+// silent push. after is the push service's Retry-After, if it gave one:
+// no attempt comes sooner.
+func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secret string, after time.Duration) {
 	if r == nil || n.Priority == push.PriorityVoIP {
 		return
 	}
@@ -251,8 +252,12 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := r.pending[key]
-	if p != nil {
+	defer func() {
+		if p := r.pending[key]; p != nil && p.due.Before(now.Add(after)) {
+			p.due = now.Add(after)
+		}
+	}()
+	if p := r.pending[key]; p != nil {
 		p.failed = now
 		r.dirty[key] = struct{}{}
 		delete(r.fromMove, key)
@@ -608,6 +613,15 @@ func (r *redeliveries) stats() RedeliveryStats {
 // RedeliveryStats reports the pushes kept for redelivery; all zero when
 // redelivery is off.
 func (s *Service) RedeliveryStats() RedeliveryStats { return s.redeliver.stats() }
+
+// retryAfter is the push service's Retry-After in err, or 0.
+func retryAfter(err error) time.Duration {
+	var te *push.TemporaryError
+	if errors.As(err, &te) {
+		return te.RetryAfter
+	}
+	return 0
+}
 
 // redeliverable reports whether a push that failed with err may go
 // through later.

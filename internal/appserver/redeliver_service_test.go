@@ -597,3 +597,22 @@ func TestRedeliveryHonoursTokenBlock(t *testing.T) {
 		t.Fatalf("a blocked token was pushed to again: %+v, %d pushes after the block", s, sentTo(b, "tk")-sent)
 	}
 }
+
+// README: "An FCM 429 without Retry-After waits a minute, as Google asks:
+// the push is answered wait at once and sent again by redelivery." The
+// service's wait (here 500 ms, redelivery's base 20 ms) must hold for the
+// first redelivery too, not only from the second on.
+func TestRedeliveryHonoursFirstRetryAfter(t *testing.T) {
+	ctx := context.Background()
+	svc, _, b := redeliveringService(t, time.Minute)
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b.set("t1", &push.TemporaryError{Reason: "FCM 429 QUOTA_EXCEEDED", RetryAfter: 500 * time.Millisecond})
+	start := time.Now()
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := sentTo(b, "t1"); n > 1 {
+		t.Fatalf("the service asked for 500 ms and got %d requests within %v", n, time.Since(start).Round(time.Millisecond))
+	}
+}

@@ -282,11 +282,11 @@ func TestUnreadAgainstChecked(t *testing.T) {
 	// else's checked push replaces a guess.
 	r, _ = newTestRedeliveries()
 	r.keepUnread("n1", unreadPush{secret: "right", important: true}, unread)
-	r.keepChecked(key, silent, "right")
+	r.keepChecked(key, silent, "right", 0)
 	if p := pending(r); p.unread == nil || !p.unread.important {
 		t.Fatalf("the sender's alert replaced by its silent push: %+v", p)
 	}
-	r.keepChecked(key, silent, "another")
+	r.keepChecked(key, silent, "another", 0)
 	if p := pending(r); p.unread != nil || p.n.Priority != push.PrioritySilent {
 		t.Fatalf("a checked push did not replace a guess: %+v", p)
 	}

@@ -107,7 +107,7 @@ func (s *Service) registerNode(ctx context.Context, caller Caller, typ, node, to
 	if err != nil {
 		return registry.Registration{}, err
 	}
-	return s.register(ctx, caller, owner, registry.Registration{Node: node, Type: typ, Token: token, Domain: caller.Account.Domain})
+	return s.register(ctx, caller, owner, registry.Registration{Node: node, Type: typ, Token: token, Domain: caller.Account.Domain}, false)
 }
 
 // maxConflictRetries bounds how often a registration that lost a race is
@@ -124,7 +124,7 @@ const (
 // register stores r with a fresh secret, or renews it. A registration
 // made with r.Secret set to noSecret stores none: its publishes carry no
 // secret, and its node, 32 random bytes, is the credential.
-func (s *Service) register(ctx context.Context, caller Caller, owner string, r registry.Registration) (registry.Registration, error) {
+func (s *Service) register(ctx context.Context, caller Caller, owner string, r registry.Registration, moved bool) (registry.Registration, error) {
 	secret := ""
 	if r.Secret != noSecret {
 		var err error
@@ -135,9 +135,15 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 	r.Secret = secret
 	r.Owner = owner
 	r.Registered = s.opts.Now().UTC()
-	full, err := s.domainFull(ctx, r.Domain)
-	if err != nil {
-		return registry.Registration{}, err
+	// A device moved from another app replaces a registration the
+	// domain's count held: admitted already (moveAdmitted), and its old
+	// node is gone, so a refusal now would leave it none.
+	full := false
+	if !moved {
+		var err error
+		if full, err = s.domainFull(ctx, r.Domain); err != nil {
+			return registry.Registration{}, err
+		}
 	}
 	var how string
 	decide := func(old registry.Registration, found bool) (registry.Registration, error) {

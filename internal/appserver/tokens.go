@@ -139,7 +139,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
 	s.failures.Log("app", tp.App, "node", node, "err", err)
 	if redeliverable(err) {
-		s.redeliver.keep(redeliveryKey{app: tp.App, token: tp.Token}, n)
+		s.redeliver.keepChecked(redeliveryKey{app: tp.App, token: tp.Token}, n, "", retryAfter(err))
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
