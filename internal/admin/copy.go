@@ -22,6 +22,8 @@ type CopySource interface {
 type CopyTarget interface {
 	Count(ctx context.Context) (int, error)
 	Get(ctx context.Context, node string) (registry.Registration, error)
+	GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error)
+	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
 	Put(ctx context.Context, rs []registry.Registration) error
 	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
 }
@@ -40,6 +42,9 @@ type CopySummary struct {
 	// so nothing is bound), "copied", "same" (the target had it), or that
 	// the target keeps its own, the source having nothing bound.
 	Salt string
+	// Kept counts registrations of the source not copied because their
+	// device is registered here under another node more recently.
+	Kept int
 }
 
 // Total is the number of registrations copied.
@@ -63,6 +68,9 @@ func (s CopySummary) WriteTo(w io.Writer) (int64, error) {
 	}
 	pr("%d registrations, %d of them bound to an account or device (salt: %s); %d new in the target, %d replaced one of the same node\n",
 		s.Total(), s.Bound, s.Salt, s.New, s.Total()-s.New)
+	if s.Kept > 0 {
+		pr("%d not copied: their device registered here under another node more recently\n", s.Kept)
+	}
 	return n, nil
 }
 
@@ -123,7 +131,11 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 		return sum, fmt.Errorf("counting the target's registrations: %w", err)
 	}
 	err = eachPage(ctx, src, func(page []registry.Registration) error {
-		if !dryRun {
+		page, err := settleDevices(ctx, dst, page, dryRun, &sum)
+		if err != nil {
+			return err
+		}
+		if !dryRun && len(page) > 0 {
 			if err := dst.Put(ctx, page); err != nil {
 				return fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
 			}
@@ -156,6 +168,38 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 	}
 	sum.New = n - before
 	return sum, nil
+}
+
+// settleDevices returns page without the registrations whose device key
+// another node holds in dst and registered more recently (counted in
+// sum.Kept); an older such node, the device's registration before it
+// moved on the source, is deleted from dst (unless dryRun), as the copy
+// replaces what the source replaced.
+func settleDevices(ctx context.Context, dst CopyTarget, page []registry.Registration, dryRun bool, sum *CopySummary) ([]registry.Registration, error) {
+	out := page[:0:0]
+	for _, r := range page {
+		if r.DeviceKey == "" {
+			out = append(out, r)
+			continue
+		}
+		held, err := dst.GetByDeviceKey(ctx, r.DeviceKey)
+		switch {
+		case errors.Is(err, registry.ErrNotFound) || err == nil && held.Node == r.Node:
+		case err != nil:
+			return nil, fmt.Errorf("reading the target: %w", err)
+		case slices.ContainsFunc(page, func(o registry.Registration) bool { return o.Node == held.Node }):
+			// Written with this page: Put judges it.
+		case held.LastRegistered().After(r.LastRegistered()):
+			sum.Kept++
+			continue
+		case !dryRun:
+			if _, err := dst.Delete(ctx, held.Node, held.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
+				return nil, fmt.Errorf("replacing node %q of the same device: %w", held.Node, err)
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // mismatch is ErrSaltMismatch with how many registrations it concerns,

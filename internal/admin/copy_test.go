@@ -285,3 +285,42 @@ func copyKeepsOtherNode(t *testing.T, src, dst registry.Store) {
 		t.Fatalf("copy succeeded and node new-node of the target is gone (%v); its summary: %s", gerr, b.String())
 	}
 }
+
+// README's own steps: copy while the source still serves, then "stop its
+// servers and run this again". A device that, between the two runs,
+// unregistered and registered again (or moved to another app) has a new
+// node on the source with its old device key; the target still holds the
+// first run's copy of the old node. The second run must still bring over
+// the registrations made on the source meanwhile.
+func TestCopyRerunAfterDeviceMovedOnSource(t *testing.T) {
+	ctx := context.Background()
+	src, dst := sqliteStore(t), sqliteStore(t)
+	if _, err := src.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "salt", nil }); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	old := registry.Registration{Node: "b-old", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}
+	if err := src.Put(ctx, []registry.Registration{old}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); err != nil {
+		t.Fatal(err)
+	}
+	// On the source, meanwhile: the device re-registers under a new node
+	// (same device key), and another user registers.
+	if _, err := src.Delete(ctx, old.Node, old.Type); err != nil {
+		t.Fatal(err)
+	}
+	moved := registry.Registration{Node: "a-new", Type: "fcm", Token: "t1", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}
+	other := registry.Registration{Node: "c-other", Type: "fcm", Token: "t3", Secret: "s3", Registered: now}
+	if err := src.Put(ctx, []registry.Registration{moved, other}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
+	t.Logf("second run: %+v, %v", sum, err)
+	for _, node := range []string{"a-new", "c-other"} {
+		if _, gerr := dst.Get(ctx, node); gerr != nil {
+			t.Errorf("after the second run, node %s registered on the source is not in the target: %v (copy: %v)", node, gerr, err)
+		}
+	}
+}

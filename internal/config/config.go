@@ -342,13 +342,13 @@ type Duration time.Duration
 func (d *Duration) UnmarshalTOML(v any) error {
 	switch v := v.(type) {
 	case int64:
-		if v > int64(math.MaxInt64/time.Second) {
+		if v > int64(math.MaxInt64/time.Second) || v < int64(math.MinInt64/time.Second) {
 			return fmt.Errorf("%d seconds is too long", v)
 		}
 		*d = Duration(time.Duration(v) * time.Second)
 	case float64:
 		ns := v * float64(time.Second)
-		if math.IsNaN(ns) || ns >= math.MaxInt64 {
+		if math.IsNaN(ns) || ns >= math.MaxInt64 || ns <= math.MinInt64 {
 			return fmt.Errorf("%v seconds is too long", v)
 		}
 		*d = Duration(time.Duration(ns))

@@ -437,3 +437,19 @@ func TestDurationOverflowRefused(t *testing.T) {
 		}
 	}
 }
+
+// The same wrap-around, below zero: a negative number of seconds too
+// large for a time.Duration wraps to a positive one.
+func TestDurationNegativeOverflowRefused(t *testing.T) {
+	for _, text := range []string{
+		"redelivery = -18446744073", // wraps to +0.709551616 s... of redelivery
+		"rate_limit = -18446744073", // wraps to +0.7 s
+		"token_block = -9223372037", // wraps to +292 years
+		"redelivery = -1e300",       // float: implementation-defined
+	} {
+		c, err := Parse(text, t.TempDir())
+		if err == nil {
+			t.Errorf("%q accepted: rate_limit %v, token_block %v, redelivery %v", text, c.RateLimit.D(), c.TokenBlock.D(), c.Redelivery.D())
+		}
+	}
+}

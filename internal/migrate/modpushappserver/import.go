@@ -131,6 +131,7 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 		r     registry.Registration
 		old   registry.Registration
 		found bool
+		note  string
 	}
 	var batch []pending
 	var rs []registry.Registration
@@ -162,6 +163,11 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 					sum.Updated--
 				} else {
 					sum.Imported--
+				}
+				if p.note != "" {
+					if sum.Notes[p.note]--; sum.Notes[p.note] == 0 {
+						delete(sum.Notes, p.note)
+					}
 				}
 				skip(p.rec, "registered here while the import ran")
 				continue
@@ -223,7 +229,7 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 				fmt.Fprintf(opts.Report, "imported %s as stored: %s\n", rec.Source, note)
 			}
 		}
-		batch = append(batch, pending{rec: rec, r: r, old: old, found: err == nil})
+		batch = append(batch, pending{rec: rec, r: r, old: old, found: err == nil, note: note})
 		if len(batch) >= opts.BatchSize {
 			return flush()
 		}

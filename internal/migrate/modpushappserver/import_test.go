@@ -388,3 +388,42 @@ func TestImportKeepsRegistrationMadeDuringImport(t *testing.T) {
 		t.Fatalf("the registration the device made during the import was replaced by the older record: token %q secret %q", got.Token, got.Secret)
 	}
 }
+
+// oneRecord is a Source of the records given.
+type oneRecord []Record
+
+func (s oneRecord) Count(context.Context) (int, error) { return len(s), nil }
+func (s oneRecord) Records(_ context.Context, fn func(Record) error) error {
+	for _, r := range s {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (s oneRecord) String() string { return "records" }
+
+// A record left out at the batch's re-check ("registered here while the
+// import ran") was not imported: the summary's "imported as stored" must
+// not count it.
+func TestImportRecheckSummary(t *testing.T) {
+	dst := openRegistry(t)
+	const node = "n1"
+	newer := registry.Registration{Node: node, Type: "apns", Token: "ab12", Secret: "new-secret", Registered: time.Now().UTC()}
+	st := racingStore{Store: dst, node: node, after: func() {
+		if _, err := dst.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) { return newer, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	src := oneRecord{{Source: "n1.dat", Host: "h", Node: node, Fields: map[string]any{
+		"node": "other", "type": "apns", "token": "cd34", "secret": "old", "timestamp": float64(time.Now().Add(-time.Hour).Unix())}}}
+	sum, err := Import(ctx, src, st, Options{Apps: []string{"apns"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	sum.WriteTo(&b)
+	if sum.Imported+sum.Updated != 0 || len(sum.Notes) != 0 {
+		t.Fatalf("nothing was imported, yet the summary says:\n%s", b.String())
+	}
+}
