@@ -120,18 +120,32 @@ func Idle(ctx context.Context, s Store, typ string, before time.Time) (map[strin
 // running server's registrations wait for each, so each stays short.
 const pruneBatch = 500
 
+// pruneGap is the least pause between two batches of Prune: longer than
+// the step of SQLite's busy handler (100 ms).
+const pruneGap = 150 * time.Millisecond
+
 // Prune deletes the registrations Idle counts, a batch at a time, and
 // returns how many of each type it deleted. Each is found idle in the
 // statement that deletes it: one renewed meanwhile stays.
 func Prune(ctx context.Context, s Store, typ string, before time.Time) (map[string]int, error) {
 	n := map[string]int{}
 	for {
+		start := time.Now()
 		removed, err := s.DeleteIdle(ctx, before, typ, pruneBatch)
 		for _, r := range removed {
 			n[r.Type]++
 		}
 		if err != nil || len(removed) < pruneBatch {
 			return n, err
+		}
+		// Let a running server's writes in between two batches: on
+		// SQLite it waits for the write lock in a busy handler that
+		// looks again only every 100 ms, and a next batch started at
+		// once takes the lock before it, batch after batch.
+		select {
+		case <-ctx.Done():
+			return n, ctx.Err()
+		case <-time.After(max(pruneGap, time.Since(start))):
 		}
 	}
 }
