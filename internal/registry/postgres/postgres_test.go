@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +54,25 @@ func TestMigrateConcurrentlyAndReopen(t *testing.T) {
 	s := open(t, dsn)
 	if _, err := register(s, registry.Registration{Node: "n", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Registrations' pages keep room for the updates of push outcomes, which
+// are then HOT (no new index entries, no dead index tuples).
+func TestRegistrationsFillfactor(t *testing.T) {
+	dsn := pg.DB(t)
+	open(t, dsn)
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var opts []string
+	if err := conn.QueryRow(context.Background(), `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE relname = 'registrations'`).Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(opts, "fillfactor=85") {
+		t.Fatalf("registrations' options %v, want fillfactor=85", opts)
 	}
 }
 
