@@ -724,7 +724,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	n := a.n
 	deadline := s.opts.Now().Add(s.opts.PushTimeout)
 	if a.key.node != "" {
-		t, _, err := s.lookup(ctx, a.key.node, deadline, false)
+		t, _, err := s.lookup(ctx, a.key.node, deadline, false, "")
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			if a.unread != nil {

@@ -174,7 +174,9 @@ func (c *Conn) servingFor(to string) *Conn {
 	}
 	c.opts.Peers.mu.RLock()
 	defer c.opts.Peers.mu.RUnlock()
-	if o := c.opts.Peers.m[to]; o != nil {
+	// Only a component on the same XMPP server: another server (run by
+	// others, with domains of its own) may not speak for it.
+	if o := c.opts.Peers.m[to]; o != nil && o.opts.Addr == c.opts.Addr {
 		return o
 	}
 	return c
@@ -476,7 +478,7 @@ func (c *Conn) setConnected(v bool) {
 
 // DefaultKeepAlive is Options.KeepAlive's default: quiet streams are
 // pinged after a minute, which costs nothing, and a dead one is replaced
-// within two.
+// within three.
 const DefaultKeepAlive = 60 * time.Second
 
 // keepAliveID starts the id of the pings keepAlive sends.
@@ -625,19 +627,20 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			continue // results and errors addressed to us need no answer
 		}
 		if q.Type == "get" && q.From == q.To && strings.HasPrefix(q.ID, keepAliveID) {
-			if q.From == c.opts.JID {
-				if !strings.HasPrefix(q.ID, keepAliveID+c.pingTag+"-") {
-					// Another instance's ping on our JID, balanced
-					// here: answer, and the answer may reach it.
+			if p := c.servingFor(q.From); p.opts.JID == q.From {
+				switch {
+				case !strings.HasPrefix(q.ID, keepAliveID+p.pingTag+"-"):
+					// Another instance's ping on our JID or a
+					// peer's, balanced here: answer, and the answer
+					// may reach it.
 					c.reply(w, func(b *bytes.Buffer) { resultIQ(b, q) })
+				case p != c:
+					// A ping of another component of this process,
+					// routed here: the server answered it all the
+					// same.
+					p.peerReads.Add(1)
 				}
 				continue // our own ping, back: reading it was its purpose
-			}
-			if p := c.servingFor(q.From); p != c {
-				// Another component's of this process, routed here:
-				// the server answered it all the same.
-				p.peerReads.Add(1)
-				continue
 			}
 		}
 		if q.ID == "" {
