@@ -462,6 +462,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return ErrNotFound
 	}
 	if err != nil {
+		s.cache.count(hit) // a miss, of any node alike
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
 		// The registry, not the caller, failed: send it once the
 		// registration can be read. Tokenless pushes are not kept: the

@@ -122,9 +122,10 @@ func (c *cache) get(node string) (registry.PushTarget, bool) {
 }
 
 // count counts a push that found its registration in the cache (hit) or
-// read the registry. Only pushes whose secret matched are counted: the
-// counts of the others would tell a node that is registered (cached
-// after the first) from one that is not.
+// read the registry. Only pushes whose secret matched are counted, and
+// those the registry failed to answer: the counts of the others would
+// tell a node that is registered (cached after the first) from one that
+// is not.
 func (c *cache) count(hit bool) {
 	if c == nil {
 		return
@@ -140,7 +141,8 @@ func (c *cache) count(hit bool) {
 type CacheStats struct {
 	// Hits and Misses count the pushes that found their registration in
 	// the cache and those that read the registry (also while the cache
-	// is bypassed), of those with the right secret and tokenless ones.
+	// is bypassed), of those with the right secret, tokenless ones and
+	// those the registry failed to answer.
 	Hits, Misses uint64
 	// Stale counts the misses served from the cache all the same,
 	// because the registry could not be read while the feed was down
