@@ -452,7 +452,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return ErrNotFound
 	}
 	deadline := start.Add(s.opts.PushTimeout)
-	t, hit, err := s.lookup(ctx, node, deadline, req.Tokenless, req.Secret)
+	t, hit, err := s.lookup(ctx, node, deadline, req.Tokenless, &req.Secret)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
 		s.cache.count(hit)
 		return s.pushTokenless(ctx, req, start, deadline)
@@ -495,7 +495,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		// changed or gone meanwhile (here or on another instance), and
 		// its change was answered. Read it again (from the cache, which
 		// every change drops) so no push goes out with what it left.
-		t2, _, err := s.lookup(ctx, node, deadline, false, "")
+		t2, _, err := s.lookup(ctx, node, deadline, false, nil)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			s.reject(node, RejectUnknownNode, start)
@@ -618,10 +618,11 @@ const heldReadTimeout = time.Second
 // cache held of the node is used instead (see cache): the push goes out
 // rather than fail with the database.
 //
-// A registration read is cached only when secret is empty or matches it:
+// A registration read is cached only when secret is nil (nothing to
+// check) or matches it, an empty secret included:
 // the cache's size, on /metrics, must not tell a registered node from an
 // unknown one to someone who knows no secret.
-func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool, secret string) (t registry.PushTarget, hit bool, err error) {
+func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool, secret *string) (t registry.PushTarget, hit bool, err error) {
 	if t, ok := s.cache.get(node); ok {
 		if t == (registry.PushTarget{}) {
 			// Kept for a node known not to be registered: no
@@ -646,7 +647,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 	t, err = s.pushGet(readCtx, node)
 	switch {
 	case err == nil:
-		if secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(t.Secret)) == 1 {
+		if secret == nil || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
 			s.cache.put(node, t, gen)
 		}
 	case errors.Is(err, registry.ErrNotFound):

@@ -724,7 +724,11 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	n := a.n
 	deadline := s.opts.Now().Add(s.opts.PushTimeout)
 	if a.key.node != "" {
-		t, _, err := s.lookup(ctx, a.key.node, deadline, false, "")
+		var secret *string // checked below, for a push kept unread
+		if a.unread != nil {
+			secret = &a.unread.secret
+		}
+		t, _, err := s.lookup(ctx, a.key.node, deadline, false, secret)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			if a.unread != nil {

@@ -176,10 +176,18 @@ func (c *Conn) servingFor(to string) *Conn {
 	defer c.opts.Peers.mu.RUnlock()
 	// Only a component on the same XMPP server: another server (run by
 	// others, with domains of its own) may not speak for it.
-	if o := c.opts.Peers.m[to]; o != nil && o.opts.Addr == c.opts.Addr {
+	if o := c.opts.Peers.m[to]; o != nil && (o.opts.Addr == c.opts.Addr || sameListener(o, c)) {
 		return o
 	}
 	return c
+}
+
+// sameListener reports whether a's and b's last streams went to one
+// address and port: the same server, whatever the addresses configured
+// (a host name and its IP, the default and "localhost:5347").
+func sameListener(a, b *Conn) bool {
+	ra, rb := a.remote.Load(), b.remote.Load()
+	return ra != nil && rb != nil && *ra == *rb
 }
 
 // Conn is one component connection, kept up until Run's context ends.
@@ -204,6 +212,8 @@ type Conn struct {
 	// pingTag tells this connection's keep-alive pings from those of
 	// other processes on the same JID.
 	pingTag string
+	// remote is the address and port the last stream was dialed to.
+	remote atomic.Pointer[string]
 }
 
 // New returns a connection; call Run to connect.
@@ -338,6 +348,8 @@ func (c *Conn) session(ctx context.Context) error {
 	}
 	raw = sockio.Wrap(raw)
 	defer raw.Close()
+	remote := raw.RemoteAddr().String()
+	c.remote.Store(&remote)
 	if leavesHost(raw.RemoteAddr()) && c.warnedCleartext.CompareAndSwap(false, true) {
 		c.logger.Warn("the component connection is not encrypted and leaves this machine: secrets, tokens and push contents cross the network in clear text; connect to the XMPP server over loopback or a tunnel", "addr", raw.RemoteAddr().String())
 	}

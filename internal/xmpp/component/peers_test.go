@@ -127,3 +127,29 @@ func TestPeerPingOfOtherInstance(t *testing.T) {
 		t.Errorf("%s's dead stream not replaced after %v at a keep-alive of %v: the other instance's pings counted as heard", peer, time.Since(start).Round(time.Millisecond), keepAlive)
 	}
 }
+
+// Two components of one process on one ejabberd listener, the second's
+// address written with the host name and the first's with the IP (or
+// one left at the default 127.0.0.1:5347, the other "localhost:5347"):
+// still the same XMPP server, which routes push2's stanzas over push's
+// stream. A secretless (fpush-style) publish for push2, whose component
+// takes tokenless pushes, arriving on push's stream must be served with
+// push2's options, not answered modify/bad-request (on which ejabberd
+// deletes the push session).
+func TestPeersSameServerOtherAddressSpelling(t *testing.T) {
+	peers := &component.Peers{}
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.Peers = peers })
+	st := f.srv.accept(t)
+	const peer = "push2.example.net"
+	srv, _ := peerConn(t, f, peers, peer, true, func(o *component.Options) {
+		o.Addr = strings.Replace(o.Addr, "127.0.0.1", "localhost", 1)
+		o.Dialects = component.Dialects{Tokenless: true, TokenlessApp: "apns"}
+	})
+	srv.accept(t)
+
+	const token = "5eed5eed5eed5eed"
+	st.send(t, `<iq type='set' from='example.org' to='`+peer+`' id='p1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='`+token+`'><item><notification xmlns='urn:xmpp:push:0'/></item></publish></pubsub></iq>`)
+	if r := st.next(t); r.Type != "result" {
+		t.Fatalf("tokenless publish for %s routed over %s's stream (same server, address spelt otherwise): %s %s; want a result", peer, compJID, r.Type, r.Inner)
+	}
+}
