@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/oldregistry"
 )
 
 func TestSubcommandHelp(t *testing.T) {
@@ -232,26 +233,13 @@ func TestImportDryRunWritesNothing(t *testing.T) {
 func TestImportRegistryLeavesSourceAlone(t *testing.T) {
 	cfg := writeConfig(t, "")
 	src := filepath.Join(t.TempDir(), "old.db")
-	db, err := sql.Open("sqlite", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob("../../internal/registry/sqlite/migrations/00[1-5]_*.sql")
-	for _, f := range files {
-		body, _ := os.ReadFile(f)
-		if _, err := db.Exec(string(body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec(`INSERT INTO registrations (node, type, token, secret, registered) VALUES ('n', 'apns', 't', 's', 1); PRAGMA user_version = 5`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	oldregistry.Write(t, src, "../../internal/registry/sqlite/migrations", 5,
+		`INSERT INTO registrations (node, type, token, secret, registered) VALUES ('n', 'apns', 't', 's', 1)`)
 	os.Chmod(src, 0o640)
 	var out, errb bytes.Buffer
 	code := run([]string{"import", "registry", "-config", cfg, "-dry-run", src}, &out, &errb)
 	t.Logf("exit %d\n%s%s", code, out.String(), errb.String())
-	db, _ = sql.Open("sqlite", src+"?mode=ro")
+	db, _ := sql.Open("sqlite", src+"?mode=ro")
 	defer db.Close()
 	var v int
 	db.QueryRow(`PRAGMA user_version`).Scan(&v)

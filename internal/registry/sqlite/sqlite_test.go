@@ -21,6 +21,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/registry/storetest"
+	"github.com/push-appserver/push-appserver/internal/testutil/oldregistry"
 )
 
 func open(t testing.TB, path string) *sqlite.Store {
@@ -382,30 +383,9 @@ func TestGetHonoursContext(t *testing.T) {
 // server's restart) can still read and write it.
 func TestPushStatusMoved(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registry.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob("migrations/00[1-5]_*.sql")
-	if len(files) != 5 {
-		t.Fatalf("migrations 1 to 5: %v", files)
-	}
-	for _, f := range files {
-		body, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(string(body)); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-	}
 	at := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
-	if _, err := db.Exec(`INSERT INTO registrations (node, type, token, secret, registered, last_successful_push, last_push_error, last_error_reason)
-		VALUES ('pushed', 'apns', 't', 's', 1, ?1, ?2, 'BadDeviceToken'), ('never', 'apns', 't', 's', 1, NULL, NULL, '');
-		PRAGMA user_version = 5`, at.UnixNano(), at.Add(time.Second).UnixNano()); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	oldregistry.Write(t, path, "migrations", 5, `INSERT INTO registrations (node, type, token, secret, registered, last_successful_push, last_push_error, last_error_reason)
+		VALUES ('pushed', 'apns', 't', 's', 1, ?1, ?2, 'BadDeviceToken'), ('never', 'apns', 't', 's', 1, NULL, NULL, '')`, at.UnixNano(), at.Add(time.Second).UnixNano())
 
 	s := open(t, path)
 	defer s.Close()
@@ -419,7 +399,7 @@ func TestPushStatusMoved(t *testing.T) {
 	if r, err := s.Get(context.Background(), "never"); err != nil || !r.LastSuccessfulPush.IsZero() || r.LastErrorReason != "" {
 		t.Fatalf("never pushed: %+v, %v", r, err)
 	}
-	db, err = sql.Open("sqlite", path)
+	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -690,21 +670,7 @@ func BenchmarkKeepPushes(b *testing.B) {
 func TestConcurrentOpensMigrateOnce(t *testing.T) {
 	for round := range 5 {
 		path := filepath.Join(t.TempDir(), "registry.db")
-		db, err := sql.Open("sqlite", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files, _ := filepath.Glob("migrations/00[1-5]_*.sql")
-		for _, f := range files {
-			body, _ := os.ReadFile(f)
-			if _, err := db.Exec(string(body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := db.Exec(`INSERT INTO registrations (node, type, token, secret, registered) VALUES ('n', 'apns', 't', 's', 1); PRAGMA user_version = 5`); err != nil {
-			t.Fatal(err)
-		}
-		db.Close()
+		oldregistry.Write(t, path, "migrations", 5, `INSERT INTO registrations (node, type, token, secret, registered) VALUES ('n', 'apns', 't', 's', 1)`)
 		errs := make(chan error, 2)
 		for range 2 {
 			go func() {
