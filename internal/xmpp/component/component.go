@@ -137,7 +137,10 @@ type Options struct {
 	// included (New adds it). An XMPP server may route a stanza for one
 	// component over another's stream: ejabberd routes every host of one
 	// ejabberd_service listener over every connection to it. Such a
-	// stanza is then served as the component it is addressed to would.
+	// stanza is then served as the component it is addressed to would,
+	// if that one is connected to the same server (the same address,
+	// or a stream to the same IP and port): another server may not act
+	// for its accounts.
 	Peers *Peers
 }
 
