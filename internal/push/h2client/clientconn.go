@@ -755,7 +755,16 @@ func (cc *clientConn) closeWith(err error) {
 	close(cc.windowGrew)
 	cc.windowGrew = make(chan struct{})
 	cc.mu.Unlock()
-	cc.nc.Close()
+	// Not tls.Conn's Close: with no write under way it sends close_notify
+	// under a write deadline of its own, 5 s, and waits for it. On a
+	// connection that failed because the service stopped reading, a
+	// socket buffer too full for even that alert held the goroutine
+	// here (the request that was writing, or the ping watch) 5 s longer.
+	if tc, ok := cc.nc.(*tls.Conn); ok {
+		tc.NetConn().Close()
+	} else {
+		cc.nc.Close()
+	}
 	cc.hook(true)
 }
 
