@@ -26,7 +26,9 @@ func TestRetry(t *testing.T) {
 			[]error{errPermanent}, func(err error) bool { return errors.Is(err, errPermanent) }, 1, 0},
 		{"temporary then success", push.RetryPolicy{Budget: 5 * time.Second, Base: time.Millisecond},
 			[]error{&push.TemporaryError{Reason: "503"}, &push.TemporaryError{Reason: "503"}, nil}, func(err error) bool { return err == nil }, 3, 0},
-		{"transport error stays inside", push.RetryPolicy{Budget: 50 * time.Millisecond, Base: 5 * time.Millisecond},
+		// Budget: 100 backoffs at Base, so that a thread a loaded machine
+		// leaves unrun for a few ms still sees the retries asked for.
+		{"transport error stays inside", push.RetryPolicy{Budget: 500 * time.Millisecond, Base: 5 * time.Millisecond},
 			[]error{&push.TemporaryError{Reason: "request", Err: io.ErrUnexpectedEOF}},
 			func(err error) bool { return push.IsTemporary(err) && errors.Is(err, io.ErrUnexpectedEOF) }, -1, 0},
 		{"retry-after honoured", push.RetryPolicy{Budget: 5 * time.Second, Base: time.Millisecond},
