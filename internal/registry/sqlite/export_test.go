@@ -24,3 +24,5 @@ func WritePragma(s *Store, name string) (int, error) {
 
 // ParseTarget is parseTarget, for its test.
 var ParseTarget = parseTarget
+
+const ReleasedPushes = releasedPushes

@@ -678,9 +678,15 @@ func (s *Store) ReleasePushes(ctx context.Context, owner string) error {
 	return nil
 }
 
+// releasedPushes selects a page of the released held pushes, oldest
+// first, through their index (migration 010): SQLite's planner, without
+// statistics, would take the owner index and sort every released push
+// for each page.
+const releasedPushes = `SELECT id FROM held_pushes INDEXED BY held_pushes_released WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?`
+
 func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
 	return s.takeHeld(ctx, nil, `DELETE FROM held_pushes WHERE id IN
-		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING '', failed_at, push`, limit)
+		(`+releasedPushes+`) RETURNING '', failed_at, push`, limit)
 }
 
 func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, renew bool, limit int) ([]registry.HeldPush, error) {
@@ -701,7 +707,7 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 		return err
 	}
 	return s.takeHeld(ctx, startLease, `UPDATE held_pushes SET owner = ?, device = 'moved/' || id WHERE id IN
-		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT ?) RETURNING device, failed_at, push`, owner, limit)
+		(`+releasedPushes+`) RETURNING device, failed_at, push`, owner, limit)
 }
 
 func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {

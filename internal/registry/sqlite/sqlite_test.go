@@ -762,3 +762,32 @@ func TestRestoreTwiceKeepsFirstReplaced(t *testing.T) {
 		t.Fatalf("the registry the first restore replaced is gone (first kept at %s, second at %s): %v", aside1, aside2, err)
 	}
 }
+
+// Released held pushes are taken through their index, in its order: no
+// sort of the whole released set for each page, under the write lock.
+func TestReleasedPushesIndexed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	open(t, path).Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`EXPLAIN QUERY PLAN `+sqlite.ReleasedPushes, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if p := strings.Join(plan, "; "); !strings.Contains(p, "held_pushes_released") || strings.Contains(p, "TEMP B-TREE") {
+		t.Fatalf("plan of taking released pushes: %s", p)
+	}
+}
