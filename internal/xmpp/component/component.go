@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -190,7 +191,25 @@ func (c *Conn) servingFor(to string) *Conn {
 // (a host name and its IP, the default and "localhost:5347").
 func sameListener(a, b *Conn) bool {
 	ra, rb := a.remote.Load(), b.remote.Load()
-	return ra != nil && rb != nil && *ra == *rb
+	if ra == nil || rb == nil {
+		return false
+	}
+	if *ra == *rb {
+		return true
+	}
+	// One port at 127.0.0.1 and ::1: one listener on this machine (a
+	// dual-stack "::", or "localhost" resolved to ::1 beside 127.0.0.1).
+	// Not the rest of 127/8, where servers of their own may listen.
+	pa, err1 := netip.ParseAddrPort(*ra)
+	pb, err2 := netip.ParseAddrPort(*rb)
+	return err1 == nil && err2 == nil && pa.Port() == pb.Port() &&
+		loopbackHost(pa.Addr()) && loopbackHost(pb.Addr())
+}
+
+// loopbackHost is 127.0.0.1 or ::1, which "localhost" resolves to.
+func loopbackHost(a netip.Addr) bool {
+	a = a.Unmap()
+	return a == netip.IPv6Loopback() || a == netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
 // Conn is one component connection, kept up until Run's context ends.

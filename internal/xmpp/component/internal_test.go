@@ -271,3 +271,31 @@ func TestEscapeText(t *testing.T) {
 		}
 	}
 }
+
+// Two components' streams to one listener are on the same server, and
+// so are streams to one port at 127.0.0.1 and ::1 (a dual-stack
+// listener); anything else may be another server's.
+func TestSameListener(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{"127.0.0.1:5347", "127.0.0.1:5347", true},
+		{"127.0.0.1:5347", "[::1]:5347", true},
+		{"[::ffff:127.0.0.1]:5347", "[::1]:5347", true},
+		{"127.0.0.1:5347", "127.0.0.2:5347", false}, // another server may bind it
+		{"127.0.0.1:5347", "[::1]:5348", false},
+		{"10.0.0.1:5347", "127.0.0.1:5347", false},
+		{"10.0.0.1:5347", "10.0.0.2:5347", false},
+		{"", "127.0.0.1:5347", false},
+	} {
+		a, b := &Conn{}, &Conn{}
+		if c.a != "" {
+			a.remote.Store(&c.a)
+		}
+		b.remote.Store(&c.b)
+		if got := sameListener(a, b); got != c.same {
+			t.Errorf("sameListener(%s, %s) = %v", c.a, c.b, got)
+		}
+	}
+}
