@@ -2,6 +2,8 @@ package appserver
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -23,8 +25,9 @@ func (a Account) check() error {
 // Conversations' register-push-* commands do: the node and secret are ours
 // to choose, and the same account and device get the same node again. A
 // non-empty channel (a group chat's bare JID, p2's optional muc field)
-// gives that channel its own node and secret on the same device. Only the
-// account's domain and a salted hash of account, device and channel are
+// gives that channel its own node and secret on the same device. The
+// account's domain, a salted hash of account, device and channel, and
+// the fingerprints p2 sends back in every push (p2Fingerprints) are
 // kept.
 func (s *Service) RegisterDevice(ctx context.Context, typ string, account Account, deviceID, channel, token string) (registry.Registration, error) {
 	if err := account.check(); err != nil {
@@ -42,7 +45,25 @@ func (s *Service) RegisterDevice(ctx context.Context, typ string, account Accoun
 		// registered before channels existed keep their node.
 		parts = append(parts, "channel", channel)
 	}
-	return s.registered(s.registerKeyed(ctx, typ, token, account, parts, registry.Registration{Domain: account.Domain}, "", 16))
+	r := registry.Registration{Domain: account.Domain, Account: p2Fingerprints(account.Bare, deviceID, channel)}
+	return s.registered(s.registerKeyed(ctx, typ, token, account, parts, r, "", 16))
+}
+
+// p2Fingerprints is what p2, Conversations' app server, sends back in
+// every push: data.account, sha1 in hex of the bare JID, a zero byte and
+// the device id, and for a channel data.channel, the same of the
+// channel's JID; Conversations wakes the account whose fingerprint it is
+// (and rejoins the channel), and drops a push without one. Kept as the
+// registration's Account: the two apart by a space, which no JID holds.
+func p2Fingerprints(bare, deviceID, channel string) string {
+	fp := func(jid string) string {
+		sum := sha1.Sum([]byte(jid + "\x00" + deviceID))
+		return hex.EncodeToString(sum[:])
+	}
+	if channel == "" {
+		return fp(bare)
+	}
+	return fp(bare) + " " + fp(channel)
 }
 
 // UnregisterDevice removes what RegisterDevice registered for the same

@@ -30,6 +30,12 @@ func TestRegisterDeviceChannels(t *testing.T) {
 	if room.Node == own.Node || room.Secret == own.Secret || other.Node == room.Node {
 		t.Fatalf("channels share nodes or secrets: own %+v room %+v other %+v", own, room, other)
 	}
+	// What p2 sends back in every push, and Conversations matches: sha1
+	// of bare JID, a zero byte and the device id (and of the channel).
+	if own.Account != "91065e9185829f3db3c007e46cc2fb81790039ba" ||
+		room.Account != "91065e9185829f3db3c007e46cc2fb81790039ba 423e7be35d33ee516d9894ee41b2d061196d7f3a" {
+		t.Fatalf("p2 fingerprints: own %q, room %q", own.Account, room.Account)
+	}
 	again, _ := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "room@conference.example.org", "tok2")
 	if again.Node != room.Node || again.Secret != room.Secret {
 		t.Fatalf("re-registering the channel changed node or secret: %+v vs %+v", again, room)

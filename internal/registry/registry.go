@@ -47,10 +47,11 @@ type Registration struct {
 	// remove the registration without proving it knows the secret.
 	Owner string
 
-	// Account is the bare JID the device registered from, kept only by
-	// schemes whose client needs it back in every push (Tigase
-	// register-device: Siskin's notification extension picks the key that
-	// decrypts the push by it). Empty otherwise.
+	// Account is what a scheme's client needs back in every push: the
+	// bare JID the device registered from (Tigase register-device:
+	// Siskin's notification extension picks the key that decrypts the
+	// push by it), or p2's fingerprints of the account and channel,
+	// apart by a space (Conversations' register-push-*). Empty otherwise.
 	Account string
 }
 

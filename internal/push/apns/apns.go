@@ -439,8 +439,8 @@ func (b *Backend) render(n push.Notification) request {
 		// userInfo "account", "encrypted", "iv"); mutable-content makes
 		// iOS run the extension.
 		body["encrypted"], body["iv"] = e.Payload, e.IV
-		if n.Account != "" {
-			body["account"] = n.Account
+		if account, _, _ := strings.Cut(n.Account, " "); account != "" {
+			body["account"] = account
 		}
 		if n.Priority != push.PrioritySilent && n.Priority != push.PriorityVoIP {
 			aps["mutable-content"] = 1

@@ -32,8 +32,13 @@ func mapBuild(o Options, n push.Notification) []byte {
 	}
 	if e := n.Encrypted; e != nil {
 		data["encrypted"], data["iv"] = e.Payload, e.IV
-		if n.Account != "" {
-			data["account"] = n.Account
+	}
+	// Sent with every push since p2's fingerprints (Conversations drops
+	// a push without "account"), the channel's after a space.
+	if account, channel, _ := strings.Cut(n.Account, " "); account != "" {
+		data["account"] = account
+		if channel != "" {
+			data["channel"] = channel
 		}
 	}
 	android := map[string]any{"priority": strings.ToUpper(o.Priority)}
@@ -88,7 +93,7 @@ func TestBuildMatchesMaps(t *testing.T) {
 		o = b.opts // with the defaults New fills in
 		for _, s := range summaries {
 			for _, e := range encrypted {
-				for _, account := range []string{"", "romeo@example.net"} {
+				for _, account := range []string{"", "romeo@example.net", "91065e9185829f3db3c007e46cc2fb81790039ba", "91065e9185829f3db3c007e46cc2fb81790039ba 423e7be35d33ee516d9894ee41b2d061196d7f3a"} {
 					for _, p := range []push.Priority{push.PrioritySilent, push.PriorityHigh, push.PriorityVoIP} {
 						note := push.Notification{Node: "node-1", Token: "tok:en/1", Priority: p, Summary: s, Encrypted: e, Account: account}
 						var got, want any
@@ -105,7 +110,7 @@ func TestBuildMatchesMaps(t *testing.T) {
 			}
 		}
 	}
-	if n != 4*5*3*2*3 {
+	if n != 4*5*3*4*3 {
 		t.Fatal(fmt.Sprint(n, " cases"))
 	}
 }

@@ -431,7 +431,11 @@ type data struct {
 	// Siskin reads on iOS.
 	Encrypted *string `json:"encrypted,omitempty"`
 	IV        *string `json:"iv,omitempty"`
-	Account   string  `json:"account,omitempty"`
+	// The account (and channel) the push is for, as the client knows
+	// it: Siskin's bare JID, or p2's fingerprints, without which
+	// Conversations drops the push.
+	Account string `json:"account,omitempty"`
+	Channel string `json:"channel,omitempty"`
 }
 
 type android struct {
@@ -464,9 +468,9 @@ func (b *Backend) build(n push.Notification) []byte {
 			texts = append(texts, d.LastMessageBody)
 		}
 	}
+	d.Account, d.Channel, _ = strings.Cut(n.Account, " ")
 	if e := n.Encrypted; e != nil {
 		d.Encrypted, d.IV = &e.Payload, &e.IV
-		d.Account = n.Account
 	}
 	// Silent pushes are data messages only: the app wakes and decides.
 	m.Message.Android = b.android

@@ -36,6 +36,9 @@ type parts struct {
 	// What the notifications' and the publish options' texts took of
 	// their budgets.
 	noteUsed, optionsUsed int
+	// payloadKept: the first encrypted payload was read, with its own
+	// budget.
+	payloadKept bool
 
 	// text holds the forms' values: a value a string of its own was an
 	// allocation per field.
@@ -220,7 +223,14 @@ func (n *Notification) read(r xmlwalk.Reader, mem *parts) error {
 					n.Encrypted.Type = budgetAttr(a.Value, textBudget{used: &mem.noteUsed, max: maxNoteText})
 				}
 			}
-			n.Encrypted.Payload, err = xmlwalk.TextCut(r, nil, min(maxPayload, max(maxNoteText-mem.noteUsed, 0)))
+			// The first payload has a budget of its own, as the
+			// secret has: a summary before it must not cut it to a
+			// shorter ciphertext that still looks like base64.
+			keep := min(maxPayload, max(maxNoteText-mem.noteUsed, 0))
+			if !mem.payloadKept {
+				keep, mem.payloadKept = maxPayload, true
+			}
+			n.Encrypted.Payload, err = xmlwalk.TextCut(r, nil, keep)
 			mem.noteUsed += len(n.Encrypted.Payload)
 		case t.Name.Local == "priority" && t.Name.Space == NSPriority:
 			if n.Priority == nil {

@@ -309,3 +309,42 @@ func TestWalkOptionsDoNotCrowdOutTheSecret(t *testing.T) {
 		t.Fatalf("walk: secret %q, %v; the whole tree: secret %q", wr.Secret, werr, rr.Secret)
 	}
 }
+
+// The walk's budget for the notifications' texts is shared by the summary
+// form and the encrypted payload: a summary that spends it (its fields
+// each under what Parse takes) leaves the encrypted payload that follows
+// cut, and a payload that is cut where base64 allows goes on as a shorter
+// ciphertext the device cannot decrypt, where the whole tree pushes it
+// whole.
+func TestWalkEncryptedPayloadNotCrowdedOut(t *testing.T) {
+	var fields strings.Builder
+	for i := range 5 {
+		fields.WriteString(`<field var='x-` + string(rune('a'+i)) + `'><value>` + strings.Repeat("f", 8000) + `</value></field>`)
+	}
+	payload := strings.Repeat("QUFB", 3000) // 12,000 bytes, under maxEncrypted
+	for pad := 0; pad < 4; pad++ {
+		stanza := `<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'>` +
+			`<x xmlns='jabber:x:data' type='form'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` + fields.String() +
+			`<field var='x-pad'><value>` + strings.Repeat("p", pad) + `</value></field></x>` +
+			`<encrypted xmlns='tigase:push:encrypt:0' iv='aXZpdml2aXZpdml2'>` + payload + `</encrypted>` +
+			`</notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>` +
+			`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` +
+			`<field var='secret'><value>s3cr3t</value></field></x></publish-options></pubsub></iq>`
+		walk, refl, werr, rerr := decodeBoth(stanza)
+		if werr != nil || rerr != nil {
+			t.Fatal(werr, rerr)
+		}
+		rr, rerr := xep0357.Parse(refl)
+		if rerr != nil || rr.Encrypted == nil || rr.Encrypted.Payload != payload {
+			t.Fatalf("setup: the whole tree: %+v, %v", rr.Encrypted, rerr)
+		}
+		wr, werr := xep0357.Parse(walk)
+		if werr != nil || wr.Encrypted == nil || wr.Encrypted.Payload != payload {
+			got := -1
+			if wr.Encrypted != nil {
+				got = len(wr.Encrypted.Payload)
+			}
+			t.Errorf("pad %d: walk: %d-byte payload, %v; the whole tree: the %d-byte payload", pad, got, werr, len(payload))
+		}
+	}
+}
