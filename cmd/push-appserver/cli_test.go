@@ -248,3 +248,16 @@ func TestImportRegistryLeavesSourceAlone(t *testing.T) {
 		t.Fatalf("a dry run of import registry changed its source: schema version %d (was 5), mode %v (was 0640)", v, st.Mode().Perm())
 	}
 }
+
+// A TLS key that does not go with the certificate (a renewal that
+// replaced one of the two) fails check-config, which the unit runs
+// before serve, as it fails serve.
+func TestCheckConfigTLSKeyMismatch(t *testing.T) {
+	cert, _ := selfSigned(t, t.TempDir(), time.Now().Add(365*24*time.Hour))
+	_, otherKey := selfSigned(t, t.TempDir(), time.Now().Add(365*24*time.Hour))
+	path := writeConfig(t, fmt.Sprintf("[http]\nlisten = \"\"\ntls_listen = \"127.0.0.1:0\"\ntls_cert_file = %q\ntls_key_file = %q\n", cert, otherKey))
+	var out, errb bytes.Buffer
+	if code := run([]string{"check-config", "-config", path}, &out, &errb); code == 0 || !strings.Contains(out.String()+errb.String(), "http.tls_key_file") {
+		t.Fatalf("check-config with a key of another certificate: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}

@@ -398,7 +398,7 @@ func Parse(text, dir string) (*Config, error) {
 	c := &Config{}
 	md, err := toml.Decode(text, c)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w", redactParseError(err))
 	}
 	md2, err := toml.Decode(text, &c.seed)
 	if err != nil {
@@ -429,6 +429,24 @@ func Parse(text, dir string) (*Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// redactParseError keeps a value that may be a secret (one written
+// without quotes) out of a TOML syntax error.
+func redactParseError(err error) error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	k := pe.LastKey
+	if i := strings.LastIndexByte(k, '.'); i >= 0 {
+		k = k[i+1:]
+	}
+	switch k {
+	case "secret", "dsn", "key_password":
+		return fmt.Errorf("toml: line %d (last key %q): not a valid value (a string needs quotes)", pe.Position.Line, pe.LastKey)
+	}
+	return err
 }
 
 func (c *Config) applyDefaults() {
@@ -649,6 +667,11 @@ func (c *Config) validate() []error {
 	if c.RegistrationCache < 0 {
 		bad("registration_cache", "must not be negative (0 turns the cache off)")
 	}
+	if c.RateLimit > 0 && c.RateLimit >= c.PushTimeout {
+		// The throttle holds a burst's last push for the next window,
+		// within push_timeout: one that ends first drops that push.
+		bad("rate_limit", "%s is not below push_timeout (%s): the last push of a burst, held for the next window, would be dropped; lower rate_limit or raise push_timeout", c.RateLimit.D(), c.PushTimeout.D())
+	}
 	if c.Redelivery.D() > maxSensibleRedelivery {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("redelivery: %s sends a failed push that late, waking devices for messages long read; an hour at most is usual", c.Redelivery.D()))
 	}
@@ -701,10 +724,10 @@ func (c *Config) validate() []error {
 			bad(key+".jid", "required")
 		} else if strings.ContainsAny(cp.JID, "@/ ") {
 			bad(key+".jid", "want a bare domain JID such as push.example.org, got %q", cp.JID)
-		} else if seen[cp.JID] {
+		} else if seen[jidKey(cp.JID)] {
 			bad(key+".jid", "%q configured twice", cp.JID)
 		}
-		seen[cp.JID] = true
+		seen[jidKey(cp.JID)] = true
 		checkAddr(key+".address", cp.Address)
 		if s, err := ResolveSecret(cp.Secret); err != nil {
 			ps = append(ps, &ComponentSecretError{fmt.Errorf("%s.secret: %v", key, err)})
@@ -748,6 +771,14 @@ func (c *Config) validate() []error {
 		}
 	}
 	return ps
+}
+
+// jidKey is a component JID as the XMPP server compares it.
+func jidKey(s string) string {
+	if j, err := jid.Parse(s); err == nil {
+		return j.Domainpart()
+	}
+	return s
 }
 
 // ComponentSecretError is a component secret that could not be read (an
@@ -826,6 +857,16 @@ func (a *App) validate(key string) []error {
 	}
 	switch a.Kind {
 	case KindLog:
+		// A push service's settings on a log app (kind left out, or
+		// left "log" from the installed file): every push would be
+		// answered success and never sent.
+		for _, kv := range [][2]string{{"topic", a.Topic}, {"cert_file", a.CertFile}, {"key_file", a.KeyFile}, {"pkcs12_file", a.PKCS12File},
+			{"token_key_file", a.TokenKeyFile}, {"service_account_file", a.ServiceAccountFile}, {"vapid_key_file", a.VAPIDKeyFile}} {
+			if kv[1] != "" {
+				bad("kind", "%q only logs pushes and sends none, but %s is set: set kind to apns, fcm or webpush", a.Kind, kv[0])
+				break
+			}
+		}
 	case KindAPNS:
 		if a.Topic == "" {
 			bad("topic", "required for kind apns (the app's bundle id)")

@@ -453,3 +453,117 @@ func TestDurationNegativeOverflowRefused(t *testing.T) {
 		}
 	}
 }
+
+// The installed file (deploy/push-appserver.toml) defines [apps.apns]
+// with kind = "log". An operator moving from mod_push_appserver copies
+// the module's options to the top of it, as README says they can be: the
+// options configure the existing app, which stays a log app. The file
+// loads without a word and every push is only logged: no device is ever
+// woken, while the users' servers hear success.
+func TestSeedOptionsOnInstalledLogAppRefused(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "push.pem", "x")
+	writeFile(t, dir, "push.key", "x")
+	installed, err := os.ReadFile("../../deploy/push-appserver.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := `
+push_appserver_apns_cert = "push.pem"
+push_appserver_apns_key = "push.key"
+push_appserver_apns_topic = "im.example.app"
+push_appserver_apns_sandbox = false
+` + string(installed)
+	t.Setenv("PUSH_APPSERVER_COMPONENT_SECRET", "s")
+	c, err := Parse(text, dir)
+	a := c.Apps["apns"]
+	t.Logf("err=%v kind=%q cert=%q warnings=%q", err, a.Kind, a.CertFile, c.Warnings)
+	if err == nil && a.Kind == KindLog && len(c.Warnings) == 0 {
+		t.Errorf("APNS credentials and topic were put on a log app, which sends nothing; loaded without an error or warning")
+	}
+}
+
+// An app written with APNS credentials but no kind (or kind = "log"
+// left from the template) is a log app: pushes are answered success
+// and never sent.
+func TestAppWithCredentialsButNoKindRefused(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "AuthKey.p8", "x")
+	writeFile(t, dir, "sa.json", "{}")
+	for name, text := range map[string]string{
+		"apns, no kind": `
+[apps.ios]
+topic          = "im.example.app"
+sandbox        = false
+token_key_file = "AuthKey.p8"
+key_id         = "ABC123"
+team_id        = "TEAM123456"
+`,
+		"fcm, kind left log": `
+[apps.android]
+kind                 = "log"
+service_account_file = "sa.json"
+`,
+	} {
+		c, err := Parse(text, dir)
+		var kinds []string
+		for n, a := range c.Apps {
+			kinds = append(kinds, n+"="+a.Kind)
+		}
+		t.Logf("%s: err=%v apps=%s warnings=%q", name, err, strings.Join(kinds, ","), c.Warnings)
+		if err == nil && len(c.Warnings) == 0 {
+			t.Errorf("%s: push-service settings on a log app loaded without an error or warning", name)
+		}
+	}
+}
+
+// rate_limit at or above push_timeout: the push the throttle holds for
+// the next window outlives its deadline and is dropped (see
+// appserver.TestRateLimitLongerThanPushTimeoutLosesLastPush).
+func TestRateLimitNotBelowPushTimeoutRefused(t *testing.T) {
+	for _, text := range []string{
+		"rate_limit = 20", // default push_timeout 15 s
+		"rate_limit = 10\npush_timeout = \"10s\"",
+		"push_appserver_rate_limit = 30",
+	} {
+		c, err := Parse(text, "")
+		t.Logf("%q: err=%v rate=%v push_timeout=%v warnings=%q", text, err, c.RateLimit.D(), c.PushTimeout.D(), c.Warnings)
+		if err == nil && len(c.Warnings) == 0 {
+			t.Errorf("%q: rate_limit %v >= push_timeout %v accepted without a word", text, c.RateLimit.D(), c.PushTimeout.D())
+		}
+	}
+}
+
+// Two [[component]] tables for one JID, written in different case: the
+// same component to the XMPP server (domains are case-insensitive), so
+// the second connection is refused for ever, but the duplicate check
+// compares the strings as written.
+func TestComponentJIDTwiceInOtherCaseRefused(t *testing.T) {
+	_, err := Parse(`
+[[component]]
+jid = "push.example.org"
+secret = "s"
+[[component]]
+jid = "Push.Example.ORG"
+secret = "s"
+`, "")
+	t.Logf("err=%v", err)
+	if err == nil {
+		t.Errorf("the same component JID twice (in other case) was accepted")
+	}
+}
+
+// A secret written without quotes: the TOML error repeats it.
+func TestUnquotedSecretNotInError(t *testing.T) {
+	const secret = "correcthorsebatterystaple"
+	for _, text := range []string{
+		"[[component]]\njid = \"p.example.org\"\nsecret = " + secret + "\n",
+		"[apps.a]\nkind = \"apns\"\nkey_password = " + secret + "\n",
+	} {
+		_, err := Parse(text, "")
+		t.Logf("%v", err)
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("the error prints the secret")
+		}
+	}
+}

@@ -6,6 +6,7 @@ package configcheck
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -85,6 +86,11 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
 		}
 	}
 	if cfg.HTTP.TLSListen != "" {
+		// As serve loads them: a key that does not match, or cannot be
+		// read, stops it.
+		if _, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
+			fail("http.tls_key_file: %v", err)
+		}
 		checkExpiry(&out, "http.tls_cert_file", cfg.HTTP.TLSCertFile, opts.Now())
 	}
 	if opts.TypeCounts != nil {
