@@ -215,12 +215,18 @@ func (n *Notification) read(r xmlwalk.Reader, mem *parts) error {
 			if n.Encrypted == nil {
 				n.Encrypted = new(Encrypted)
 			}
+			// The first payload's iv and type share its own budget: a
+			// cut iv still looks like base64, a cut "voip" is no call.
+			attrs := textBudget{used: &mem.noteUsed, max: maxNoteText}
+			if !mem.payloadKept {
+				attrs.max = mem.noteUsed + 2*maxValue
+			}
 			for _, a := range t.Attr {
 				switch a.Name.Local {
 				case "iv":
-					n.Encrypted.IV = budgetAttr(a.Value, textBudget{used: &mem.noteUsed, max: maxNoteText})
+					n.Encrypted.IV = budgetAttr(a.Value, attrs)
 				case "type":
-					n.Encrypted.Type = budgetAttr(a.Value, textBudget{used: &mem.noteUsed, max: maxNoteText})
+					n.Encrypted.Type = budgetAttr(a.Value, attrs)
 				}
 			}
 			// The first payload has a budget of its own, as the

@@ -348,3 +348,41 @@ func TestWalkEncryptedPayloadNotCrowdedOut(t *testing.T) {
 		}
 	}
 }
+
+// As TestWalkEncryptedPayloadNotCrowdedOut, for the IV: a summary that
+// leaves less of the budget than the IV takes cuts the IV, and an IV cut
+// to a multiple of 4 still passes as base64, so the push goes out with
+// the whole ciphertext and a wrong IV, which the whole tree does not do.
+func TestWalkEncryptedIVNotCrowdedOut(t *testing.T) {
+	var fields strings.Builder
+	for i := range 5 {
+		fields.WriteString(`<field var='x-` + string(rune('a'+i)) + `'><value>` + strings.Repeat("f", 8000) + `</value></field>`)
+	}
+	payload := strings.Repeat("QUFB", 300)
+	const iv = "aXZpdml2aXZpdml2"
+	bad := 0
+	for pad := 8356; pad < 8372; pad++ {
+		stanza := `<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'>` +
+			`<x xmlns='jabber:x:data' type='form'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` + fields.String() +
+			`<field var='x-pad'><value>` + strings.Repeat("p", pad%4000) + `</value></field>` + strings.Repeat(`<field var='x-q'><value>`+strings.Repeat("q", 4000)+`</value></field>`, pad/4000) + `</x>` +
+			`<encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'>` + payload + `</encrypted>` +
+			`</notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>` +
+			`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` +
+			`<field var='secret'><value>s3cr3t</value></field></x></publish-options></pubsub></iq>`
+		walk, refl, werr, rerr := decodeBoth(stanza)
+		if werr != nil || rerr != nil {
+			t.Fatal(werr, rerr)
+		}
+		rr, rerr := xep0357.Parse(refl)
+		if rerr != nil || rr.Encrypted == nil || rr.Encrypted.IV != iv {
+			continue
+		}
+		wr, werr := xep0357.Parse(walk)
+		if werr == nil && wr.Encrypted != nil && wr.Encrypted.IV != iv {
+			t.Errorf("pad %d: walk pushes IV %q and the whole %d-byte payload; the whole tree pushes IV %q", pad, wr.Encrypted.IV, len(wr.Encrypted.Payload), iv)
+			if bad++; bad > 3 {
+				return
+			}
+		}
+	}
+}
