@@ -15,7 +15,10 @@ import (
 
 // TestProsodyConversationsToFCM: Conversations' register-push-fcm through
 // Prosody, then an offline message, reaches the FCM mock as a high-priority
-// data message for the registered token.
+// data message for the registered token, with the account's fingerprint
+// as p2 sends it: sha1 hex of bare JID "\0" android id. Conversations
+// (PushMessageReceiver) drops a push without it ("received push w/o
+// account"), and wakes the account whose getAccountFingerprint it is.
 func TestProsodyConversationsToFCM(t *testing.T) {
 	mock, backend := fcmStack(t)
 	s := startStackWithApps(t, map[string]push.Backend{"fcm": backend, "apns": &recorder{}})
@@ -29,6 +32,10 @@ func TestProsodyConversationsToFCM(t *testing.T) {
 	m := mock.Requests()[0].Message
 	if m["token"] != "fcm:device-token-1" || m["android"].(map[string]any)["priority"] != "HIGH" {
 		t.Fatalf("FCM got %v", m)
+	}
+	sum := sha1.Sum([]byte("alice@" + s.xmpp.Domain + "\x00android-1"))
+	if data, _ := m["data"].(map[string]any); data["account"] != hex.EncodeToString(sum[:]) {
+		t.Fatalf("FCM data %v: not the account's fingerprint, Conversations drops this push", data)
 	}
 }
 
@@ -50,26 +57,4 @@ func fcmStack(t *testing.T) (*fcmmock.Server, *fcm.Backend) {
 		t.Fatal(err)
 	}
 	return mock, backend
-}
-
-// TestProsodyConversationsPushCarriesAccount: Conversations (eu.siacs.
-// conversations.receiver.PushMessageReceiver) drops a push whose data has
-// no "account" ("received push w/o account"), and XmppConnectionService
-// pings at once only the account whose getAccountFingerprint, sha1 hex of
-// bare JID "\0" android id, equals it; p2 sends exactly that.
-func TestProsodyConversationsPushCarriesAccount(t *testing.T) {
-	mock, backend := fcmStack(t)
-	s := startStackWithApps(t, map[string]push.Backend{"fcm": backend, "apns": &recorder{}})
-	alice := login(t, s.xmpp.C2SAddr, "alice", s.xmpp.Domain, "alice-pw")
-	res, err := alice.command(s.xmpp.ComponentJID, adhoc.RegisterFCM, map[string]string{"token": "fcm:device-token-1", "android-id": "android-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.offlineMessage(t, alice, res["node"], res["secret"])
-	waitFor(t, func() bool { return mock.Accepted() == 1 })
-	data, _ := mock.Requests()[0].Message["data"].(map[string]any)
-	sum := sha1.Sum([]byte("alice@" + s.xmpp.Domain + "\x00android-1"))
-	if want := hex.EncodeToString(sum[:]); data["account"] != want {
-		t.Fatalf("FCM data %v: no account %s, Conversations drops this push", data, want)
-	}
 }

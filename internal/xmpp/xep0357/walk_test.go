@@ -317,20 +317,9 @@ func TestWalkOptionsDoNotCrowdOutTheSecret(t *testing.T) {
 // ciphertext the device cannot decrypt, where the whole tree pushes it
 // whole.
 func TestWalkEncryptedPayloadNotCrowdedOut(t *testing.T) {
-	var fields strings.Builder
-	for i := range 5 {
-		fields.WriteString(`<field var='x-` + string(rune('a'+i)) + `'><value>` + strings.Repeat("f", 8000) + `</value></field>`)
-	}
 	payload := strings.Repeat("QUFB", 3000) // 12,000 bytes, under maxEncrypted
 	for pad := 0; pad < 4; pad++ {
-		stanza := `<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'>` +
-			`<x xmlns='jabber:x:data' type='form'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` + fields.String() +
-			`<field var='x-pad'><value>` + strings.Repeat("p", pad) + `</value></field></x>` +
-			`<encrypted xmlns='tigase:push:encrypt:0' iv='aXZpdml2aXZpdml2'>` + payload + `</encrypted>` +
-			`</notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>` +
-			`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` +
-			`<field var='secret'><value>s3cr3t</value></field></x></publish-options></pubsub></iq>`
-		walk, refl, werr, rerr := decodeBoth(stanza)
+		walk, refl, werr, rerr := decodeBoth(encryptedAfterSummary(pad, "aXZpdml2aXZpdml2", payload))
 		if werr != nil || rerr != nil {
 			t.Fatal(werr, rerr)
 		}
@@ -354,22 +343,11 @@ func TestWalkEncryptedPayloadNotCrowdedOut(t *testing.T) {
 // to a multiple of 4 still passes as base64, so the push goes out with
 // the whole ciphertext and a wrong IV, which the whole tree does not do.
 func TestWalkEncryptedIVNotCrowdedOut(t *testing.T) {
-	var fields strings.Builder
-	for i := range 5 {
-		fields.WriteString(`<field var='x-` + string(rune('a'+i)) + `'><value>` + strings.Repeat("f", 8000) + `</value></field>`)
-	}
 	payload := strings.Repeat("QUFB", 300)
 	const iv = "aXZpdml2aXZpdml2"
 	bad := 0
 	for pad := 8356; pad < 8372; pad++ {
-		stanza := `<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'>` +
-			`<x xmlns='jabber:x:data' type='form'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` + fields.String() +
-			`<field var='x-pad'><value>` + strings.Repeat("p", pad%4000) + `</value></field>` + strings.Repeat(`<field var='x-q'><value>`+strings.Repeat("q", 4000)+`</value></field>`, pad/4000) + `</x>` +
-			`<encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'>` + payload + `</encrypted>` +
-			`</notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>` +
-			`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` +
-			`<field var='secret'><value>s3cr3t</value></field></x></publish-options></pubsub></iq>`
-		walk, refl, werr, rerr := decodeBoth(stanza)
+		walk, refl, werr, rerr := decodeBoth(encryptedAfterSummary(pad, iv, payload))
 		if werr != nil || rerr != nil {
 			t.Fatal(werr, rerr)
 		}
@@ -385,4 +363,22 @@ func TestWalkEncryptedIVNotCrowdedOut(t *testing.T) {
 			}
 		}
 	}
+}
+
+// encryptedAfterSummary is a publish whose notification holds a summary
+// form of about 40 KB, and pad bytes more in fields of at most 4,000
+// (each under what Parse takes), before an encrypted payload.
+func encryptedAfterSummary(pad int, iv, payload string) string {
+	var fields strings.Builder
+	for i := range 5 {
+		fields.WriteString(`<field var='x-` + string(rune('a'+i)) + `'><value>` + strings.Repeat("f", 8000) + `</value></field>`)
+	}
+	fields.WriteString(`<field var='x-pad'><value>` + strings.Repeat("p", pad%4000) + `</value></field>`)
+	fields.WriteString(strings.Repeat(`<field var='x-q'><value>`+strings.Repeat("q", 4000)+`</value></field>`, pad/4000))
+	return `<iq><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'>` +
+		`<x xmlns='jabber:x:data' type='form'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>` + fields.String() + `</x>` +
+		`<encrypted xmlns='tigase:push:encrypt:0' iv='` + iv + `'>` + payload + `</encrypted>` +
+		`</notification></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>` +
+		`<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>` +
+		`<field var='secret'><value>s3cr3t</value></field></x></publish-options></pubsub></iq>`
 }
