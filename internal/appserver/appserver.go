@@ -584,12 +584,12 @@ func (s *Service) admit(ctx context.Context, key throttleKey, app string, start,
 		// push.Wait: a push waiting for its window does no work, so it
 		// does not hold the adapter's concurrency slot meanwhile.
 		began := time.Now()
-		err := push.Wait(ctx, wait)
-		s.throttle.release(key)
-		if err != nil {
+		if err := push.Wait(ctx, wait); err != nil {
+			s.throttle.abandon(key)
 			s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
 			return 0, fmt.Errorf("%w: %w", ErrThrottled, err)
 		}
+		s.throttle.release(key)
 		return time.Since(began), nil
 	}
 	return 0, nil

@@ -82,6 +82,18 @@ func (t *throttler[K]) release(key K) {
 	t.mu.Unlock()
 }
 
+// abandon ends the wait of a delayed push for key that was not sent (its
+// deadline came first, or the server stops): the window it took goes
+// back, or every later push of the device would wait behind it.
+func (t *throttler[K]) abandon(key K) {
+	t.mu.Lock()
+	if s, ok := t.slots[key]; ok && s.pending {
+		s.last, s.pending = s.last.Add(-t.distance), false
+		t.slots[key] = s
+	}
+	t.mu.Unlock()
+}
+
 // forget drops all state of keys for which f is true (an unregistered node).
 func (t *throttler[K]) forget(f func(key K) bool) {
 	t.mu.Lock()

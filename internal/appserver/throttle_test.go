@@ -15,6 +15,7 @@ func TestThrottle(t *testing.T) {
 		after    time.Duration // clock advance before the call
 		key      string
 		release  bool // call release(key) instead of admit
+		abandon  bool // call abandon(key) instead of admit
 		want     decision
 		wantWait time.Duration
 	}
@@ -36,6 +37,12 @@ func TestThrottle(t *testing.T) {
 			{after: time.Second, key: "a", want: delaySend, wantWait: 4 * time.Second},
 			{after: 4 * time.Second, key: "a", release: true},
 			{after: time.Second, key: "a", want: delaySend, wantWait: 4 * time.Second},
+		}},
+		{"a delayed push given up gives its window back", []step{
+			{key: "a", want: sendNow},
+			{after: time.Second, key: "a", want: delaySend, wantWait: 4 * time.Second},
+			{after: time.Second, key: "a", abandon: true},
+			{after: 4 * time.Second, key: "a", want: sendNow},
 		}},
 		{"a quiet period resets the burst", []step{
 			{key: "a", want: sendNow},
@@ -61,6 +68,10 @@ func TestThrottle(t *testing.T) {
 				clk.advance(s.after)
 				if s.release {
 					th.release(s.key)
+					continue
+				}
+				if s.abandon {
+					th.abandon(s.key)
 					continue
 				}
 				d, w := th.admit(s.key)
