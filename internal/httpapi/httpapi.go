@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -403,7 +402,11 @@ func readBody(body io.ReadCloser, length int64, limit int) ([]byte, string) {
 		b = make([]byte, length)
 		_, err = io.ReadFull(body, b)
 	case length >= 0:
-		b, err = readGrowing(body, int(length))
+		// io.ReadAll's buffer grows as the body arrives.
+		b, err = io.ReadAll(io.LimitReader(body, length))
+		if err == nil && int64(len(b)) < length {
+			err = io.ErrUnexpectedEOF
+		}
 	default:
 		b, err = io.ReadAll(io.LimitReader(body, int64(limit)+1))
 	}
@@ -417,28 +420,9 @@ func readBody(body io.ReadCloser, length int64, limit int) ([]byte, string) {
 	return b, ""
 }
 
-// firstBodyBuffer is what readBody gives a declared body at first: a
-// push's form fits.
+// firstBodyBuffer is the largest declared body readBody allocates whole
+// at once: a push's form fits.
 const firstBodyBuffer = 1024
-
-// readGrowing reads n bytes of r into a buffer that doubles as they come.
-func readGrowing(r io.Reader, n int) ([]byte, error) {
-	b := make([]byte, 0, firstBodyBuffer)
-	for len(b) < n {
-		if len(b) == cap(b) {
-			b = slices.Grow(b, min(cap(b), n-len(b)))
-		}
-		m, err := r.Read(b[len(b):min(cap(b), n)])
-		b = b[:len(b)+m]
-		if err == io.EOF && len(b) < n {
-			return b, io.ErrUnexpectedEOF
-		}
-		if err != nil && err != io.EOF {
-			return b, err
-		}
-	}
-	return b, nil
-}
 
 func tooLarge(limit int) string { return fmt.Sprintf("Request body larger than %d bytes", limit) }
 
