@@ -175,12 +175,7 @@ func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Write
 	} else {
 		// A copy: the source (a backup, another server's registry)
 		// is read, never migrated or re-moded.
-		dir, derr := os.MkdirTemp("", "push-appserver-import-")
-		if derr != nil {
-			return fail("%v", derr)
-		}
-		defer os.RemoveAll(dir)
-		src, err = sqlite.OpenCopy(ctx, source, dir)
+		src, err = sqlite.OpenCopy(ctx, source)
 	}
 	if err != nil {
 		return fail("opening the source: %v", err)
@@ -227,13 +222,9 @@ func openTarget(cfg *config.Config, dryRun bool, name string, stderr io.Writer) 
 	if _, err := os.Stat(cfg.Database.Path); errors.Is(err, fs.ErrNotExist) {
 		return ctx, memory.New(), stop, true
 	}
-	dir, err := os.MkdirTemp("", "push-appserver-dry-run-")
+	s, err := sqlite.OpenCopy(ctx, cfg.Database.Path)
 	if err == nil {
-		var s *sqlite.Store
-		if s, err = sqlite.OpenCopy(ctx, cfg.Database.Path, dir); err == nil {
-			return ctx, s, func() { s.Close(); os.RemoveAll(dir); stop() }, true
-		}
-		os.RemoveAll(dir)
+		return ctx, s, func() { s.Close(); stop() }, true
 	}
 	stop()
 	fmt.Fprintf(stderr, "push-appserver %s: opening a copy of the registry: %v\n", name, err)

@@ -238,11 +238,12 @@ func copyFile(src, dst string) (err error) {
 }
 
 // OpenCopy opens a copy of the registry at path, read in one read-only
-// transaction and written into dir, for a command that only reads that
-// registry (import's source, a dry run's target): opening it would
-// migrate it to this program's schema and make it the opener's alone.
-// The copy goes with dir, which the caller removes.
-func OpenCopy(ctx context.Context, path, dir string) (*Store, error) {
+// transaction and written into a directory of its own under the system's
+// temporary one, for a command that only reads that registry (import's
+// source, a dry run's target): opening it would migrate it to this
+// program's schema and make it the opener's alone. Closing the store
+// removes the copy.
+func OpenCopy(ctx context.Context, path string) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -255,9 +256,20 @@ func OpenCopy(ctx context.Context, path, dir string) (*Store, error) {
 		return nil, err
 	}
 	defer db.Close()
+	dir, err := os.MkdirTemp("", "push-appserver-copy-")
+	if err != nil {
+		return nil, err
+	}
 	copyPath := filepath.Join(dir, "registry.db")
 	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, copyPath); err != nil {
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("copying %s: %w%s", path, err, diskHint(err))
 	}
-	return Open(ctx, copyPath)
+	s, err := Open(ctx, copyPath)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s.removeOnClose = dir
+	return s, nil
 }

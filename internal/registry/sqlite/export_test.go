@@ -26,3 +26,6 @@ func WritePragma(s *Store, name string) (int, error) {
 var ParseTarget = parseTarget
 
 const ReleasedPushes = releasedPushes
+
+// CopyDir is where OpenCopy put s's copy.
+func CopyDir(s *Store) string { return s.removeOnClose }

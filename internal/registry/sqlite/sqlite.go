@@ -52,6 +52,9 @@ type Store struct {
 
 	// retention is how long the change log keeps a change (changes.go).
 	retention time.Duration
+
+	// removeOnClose is the directory of a copy (OpenCopy), gone with it.
+	removeOnClose string
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -892,5 +895,9 @@ func (s *Store) Close() error {
 			st.Close()
 		}
 	}
-	return errors.Join(s.read.Close(), s.write.Close())
+	err := errors.Join(s.read.Close(), s.write.Close())
+	if s.removeOnClose != "" {
+		err = errors.Join(err, os.RemoveAll(s.removeOnClose))
+	}
+	return err
 }

@@ -791,3 +791,38 @@ func TestReleasedPushesIndexed(t *testing.T) {
 		t.Fatalf("plan of taking released pushes: %s", p)
 	}
 }
+
+// OpenCopy reads a registry without writing it: the copy holds its
+// registrations, the file stays as it was, and closing the copy removes it.
+func TestOpenCopy(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := open(t, path)
+	if _, err := s.Register(ctx, "n1", func(registry.Registration, bool) (registry.Registration, error) {
+		return registry.Registration{Node: "n1", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	before, _ := os.Stat(path)
+	c, err := sqlite.OpenCopy(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, "n1"); err != nil {
+		t.Fatalf("the copy: %v", err)
+	}
+	dir := sqlite.CopyDir(c)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the copy's directory %s after Close: %v", dir, err)
+	}
+	if after, _ := os.Stat(path); !after.ModTime().Equal(before.ModTime()) || after.Mode() != before.Mode() {
+		t.Errorf("the registry copied changed: %v %v, was %v %v", after.ModTime(), after.Mode(), before.ModTime(), before.Mode())
+	}
+	if _, err := sqlite.OpenCopy(ctx, filepath.Join(t.TempDir(), "none.db")); err == nil {
+		t.Error("a copy of a registry that is not there")
+	}
+}
