@@ -616,7 +616,7 @@ const heldReadTimeout = time.Second
 //
 // When the store cannot be read while the change feed is down, what the
 // cache held of the node is used instead (see cache): the push goes out
-// rather than fail with the database.
+// rather than fail with the database, if secret (when not nil) matches.
 //
 // A registration read is cached only when secret is nil (nothing to
 // check) or matches it, an empty secret included:
@@ -658,6 +658,13 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 			// the entry like any other change.
 			s.cache.put(node, registry.PushTarget{}, gen)
 		}
+	case holding && secret != nil && held != (registry.PushTarget{}) &&
+		subtle.ConstantTimeCompare([]byte(*secret), []byte(held.Secret)) != 1:
+		// Answered as a node the cache does not hold is (the registry
+		// failed), not "not found", which would tell a registered
+		// node from an unknown one to someone who knows no secret.
+		// The push is kept unread like that one, and checked again
+		// once the registry can be read.
 	case holding && ctx.Err() == nil && time.Now().Before(deadline):
 		s.cache.served()
 		s.stale.Log("node", push.Truncate(node, 64), "err", err)

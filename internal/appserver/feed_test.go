@@ -91,10 +91,13 @@ func TestChangeFeedFollowedAgain(t *testing.T) {
 // refusing connections.
 type hangingStore struct {
 	*memory.Store
-	hang atomic.Bool
+	hang, fail atomic.Bool
 }
 
 func (s *hangingStore) Get(ctx context.Context, node string) (registry.Registration, error) {
+	if s.fail.Load() {
+		return registry.Registration{}, errors.New("connection refused")
+	}
 	if s.hang.Load() {
 		<-ctx.Done()
 		return registry.Registration{}, ctx.Err()
@@ -158,5 +161,48 @@ func TestHeldPushWhileDatabaseHangs(t *testing.T) {
 	}
 	if sent := backend.Sent(); len(sent) != 2 || sent[1].Token != "tok" {
 		t.Errorf("sent %+v; want two pushes to tok", sent)
+	}
+}
+
+// While the registry cannot be read, a push to a node the cache holds
+// with a wrong secret is answered as one to an unknown node is (the
+// registry failed, try again), not "not found": the answers must not
+// tell someone who knows no secret which nodes are registered.
+func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	store := &hangingStore{Store: memory.New()}
+	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
+	backend := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
+		appserver.Options{Changes: feed, PushTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-feed.live
+	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "victim", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: r.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	close(feed.lose)
+	<-feed.lost
+	store.fail.Store(true)
+	registered := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: "made-up"})
+	unknown := svc.Push(ctx, appserver.PushRequest{Node: "nobody", Secret: "made-up"})
+	if registered == nil || unknown == nil ||
+		errors.Is(registered, appserver.ErrNotFound) != errors.Is(unknown, appserver.ErrNotFound) ||
+		errors.Is(registered, appserver.ErrPushFailed) != errors.Is(unknown, appserver.ErrPushFailed) {
+		t.Errorf("wrong secret for a held node: %v; unknown node: %v; want the same answer", registered, unknown)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: r.Secret}); err != nil {
+		t.Errorf("push with the right secret during the outage: %v; want it sent with what the cache held", err)
+	}
+	if sent := backend.Sent(); len(sent) != 2 {
+		t.Errorf("sent %d pushes; want 2, none for the wrong secret", len(sent))
 	}
 }
