@@ -201,7 +201,8 @@ func (s *Service) moveAdmitted(ctx context.Context, domain string, old registry.
 	if s.opts.MaxRegistrationsPerDomain <= 0 || domain == "" {
 		return nil
 	}
-	n, err := s.store.CountDomain(ctx, domain)
+	// One past the quota: old, counted out below, may be among them.
+	n, err := s.store.CountDomain(ctx, domain, s.opts.MaxRegistrationsPerDomain+1)
 	if err != nil {
 		return fmt.Errorf("counting registrations of %s: %w", domain, err)
 	}

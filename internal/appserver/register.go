@@ -231,7 +231,7 @@ func (s *Service) domainFull(ctx context.Context, domain string) (bool, error) {
 	if s.opts.MaxRegistrationsPerDomain <= 0 || domain == "" {
 		return false, nil
 	}
-	n, err := s.store.CountDomain(ctx, domain)
+	n, err := s.store.CountDomain(ctx, domain, s.opts.MaxRegistrationsPerDomain)
 	if err != nil {
 		return false, fmt.Errorf("counting registrations of %s: %w", domain, err)
 	}

@@ -187,12 +187,15 @@ func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.
 	return nil
 }
 
-func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
+func (s *Store) CountDomain(ctx context.Context, domain string, limit int) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
 	for _, r := range s.byNode {
-		if r.Domain == domain {
+		if n >= limit {
+			break
+		}
+		if r.Domain == domain && domain != "" {
 			n++
 		}
 	}

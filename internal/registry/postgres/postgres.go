@@ -594,9 +594,10 @@ func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.
 	return nil
 }
 
-func (s *Store) CountDomain(ctx context.Context, domain string) (int, error) {
+func (s *Store) CountDomain(ctx context.Context, domain string, limit int) (int, error) {
 	var n int
-	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM registrations WHERE domain = $1 AND domain <> ''`, domain).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM (
+			SELECT 1 FROM registrations WHERE domain = $1 AND domain <> '' LIMIT $2) AS d`, domain, limit).Scan(&n); err != nil {
 		return 0, fmt.Errorf("counting registrations of %s: %w", domain, err)
 	}
 	return n, nil

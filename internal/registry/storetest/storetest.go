@@ -284,9 +284,15 @@ func testCountDomain(t *testing.T, s registry.Store) {
 		r.Domain = d
 		mustRegister(t, s, r)
 	}
-	for d, want := range map[string]int{"a.example": 2, "b.example": 1, "c.example": 0} {
-		if n, err := s.CountDomain(ctx, d); err != nil || n != want {
-			t.Errorf("CountDomain(%s) = %d, %v; want %d", d, n, err, want)
+	for _, c := range []struct {
+		domain      string
+		limit, want int
+	}{
+		{"a.example", 10, 2}, {"b.example", 10, 1}, {"c.example", 10, 0}, {"", 10, 0},
+		{"a.example", 2, 2}, {"a.example", 1, 1}, {"a.example", 0, 0},
+	} {
+		if n, err := s.CountDomain(ctx, c.domain, c.limit); err != nil || n != c.want {
+			t.Errorf("CountDomain(%q, %d) = %d, %v; want %d", c.domain, c.limit, n, err, c.want)
 		}
 	}
 }
