@@ -299,20 +299,37 @@ func (p *luaParser) longBody(level int) (string, error) {
 	if k < 0 {
 		return "", p.errorf("unterminated long string")
 	}
-	body := p.s[p.i : p.i+k]
+	body := luaNewlines(p.s[p.i : p.i+k])
 	p.i += k + len(end)
 	// Lua drops a newline right after the opening bracket.
-	if strings.HasPrefix(body, "\r\n") {
-		body = body[2:]
-	} else if strings.HasPrefix(body, "\n") {
-		body = body[1:]
+	return strings.TrimPrefix(body, "\n"), nil
+}
+
+// luaNewlines reads line ends as Lua's lexer does in a long string: each
+// of \n, \r, \r\n and \n\r is one \n, so that a file saved with CRLF
+// line ends gives the strings Lua would.
+func luaNewlines(s string) string {
+	if strings.IndexByte(s, '\r') < 0 {
+		return s
 	}
-	return body, nil
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\n' && c != '\r' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('\n')
+		if i+1 < len(s) && (s[i+1] == '\n' || s[i+1] == '\r') && s[i+1] != c {
+			i++
+		}
+	}
+	return b.String()
 }
 
 var simpleEscapes = map[byte]byte{
 	'a': '\a', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t', 'v': '\v',
-	'\\': '\\', '"': '"', '\'': '\'', '\n': '\n',
+	'\\': '\\', '"': '"', '\'': '\'',
 }
 
 // quoted reads a "..." or '...' string with Lua's escapes (5.1 to 5.4):
@@ -331,7 +348,7 @@ func (p *luaParser) quoted() (string, error) {
 		case c == q:
 			p.i++
 			return b.String(), nil
-		case c == '\n':
+		case c == '\n' || c == '\r':
 			return "", p.errorf("newline in string")
 		case c != '\\':
 			b.WriteByte(c)
@@ -343,6 +360,15 @@ func (p *luaParser) quoted() (string, error) {
 			return "", p.errorf("unterminated string")
 		}
 		e := p.s[p.i]
+		if e == '\r' || e == '\n' {
+			// An escaped line end, of any of Lua's four kinds, is one \n.
+			b.WriteByte('\n')
+			p.i++
+			if p.i < len(p.s) && (p.s[p.i] == '\n' || p.s[p.i] == '\r') && p.s[p.i] != e {
+				p.i++
+			}
+			continue
+		}
 		if r, ok := simpleEscapes[e]; ok {
 			b.WriteByte(r)
 			p.i++
