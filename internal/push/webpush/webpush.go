@@ -346,6 +346,15 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			return nil
 		case status == http.StatusNotFound || status == http.StatusGone:
 			return &push.DeadTokenError{Since: b.opts.Now(), Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
+		case status == http.StatusInsufficientStorage:
+			// ntfy's answer (code 50701) for a UnifiedPush topic no
+			// device has subscribed to for hours: a device that has
+			// not connected since. Not a dead subscription (the
+			// device subscribes again when it connects, and fetches
+			// its messages then), but nothing a retry within the
+			// push's seconds, or a redelivery within minutes, would
+			// change: ntfy would only count each against us.
+			return fmt.Errorf("webpush: %d %s from %s: no device subscribed there lately", status, http.StatusText(status), origin)
 		case status == http.StatusTooManyRequests || status >= 500:
 			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
 		case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && !refreshed:

@@ -175,6 +175,13 @@ func TestSendAnswers(t *testing.T) {
 			return err != nil && !push.IsTemporary(err) && !isDead(err)
 		}, 1},
 		{"429 then ok", []webpushmock.Fault{{Status: 429, RetryAfter: "1"}}, false, func(err error) bool { return err == nil }, 2},
+		// ntfy's "no subscriber lately" (code 50701): the device has
+		// not been connected for hours, and seconds will not change
+		// that. Nor is its subscription dead: it subscribes again
+		// when it connects.
+		{"507 no retry, not dead", []webpushmock.Fault{{Status: 507}, {Status: 507}}, false, func(err error) bool {
+			return err != nil && !push.IsTemporary(err) && !isDead(err)
+		}, 1},
 		{"500, 503 then ok", []webpushmock.Fault{{Status: 500}, {Status: 503}}, false, func(err error) bool { return err == nil }, 3},
 		{"400 refresh then ok", []webpushmock.Fault{{Status: 400}}, false, func(err error) bool { return err == nil }, 2},
 		{"400 twice refused for this subscription", []webpushmock.Fault{{Status: 400}, {Status: 400}}, false, isDead, 2},
