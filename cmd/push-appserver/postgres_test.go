@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"maps"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -541,6 +545,165 @@ func TestServerWaitsForPostgres(t *testing.T) {
 		t.Fatalf("register once PostgreSQL is up: %q, %v", lines, err)
 	}
 	s.stop(t)
+}
+
+// A server waiting for PostgreSQL listens meanwhile: its health page
+// answers 200 (a liveness probe lets it wait) and its ready page 503,
+// both saying why, with no password from the DSN; a registration is
+// answered 503 with Retry-After, never as if it had been stored; metrics
+// are served. Once PostgreSQL is up, the connection a client opened
+// during the wait gets the full API: a registration stored, ready 200.
+func TestServerServesWhileWaitingForPostgres(t *testing.T) {
+	bin := buildBinary(t)
+	u, err := url.Parse(pg.DB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test server trusts every login: the password is there to be
+	// looked for.
+	const password = "pw-Zq81xK3v"
+	u.User = url.UserPassword(u.User.Username(), password)
+	dir := t.TempDir()
+	ports := freePorts(t, 2)
+	addr, metricsAddr := ports[0], ports[1]
+	config := filepath.Join(dir, "push-appserver.toml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\nmetrics_listen = %q\n[http]\nlisten = %q\n[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_DSN\"\n",
+		filepath.Join(dir, "data"), metricsAddr, addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	pg.Down(t)
+	s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN="+u.String())
+	s.base = "http://" + addr + "/push_appserver/v1/"
+
+	// One client, whose connections are counted: the API must come to
+	// the connection opened while the server waited.
+	var dials atomic.Int32
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, a)
+			if err == nil && a == addr {
+				dials.Add(1)
+			}
+			return c, err
+		},
+	}}
+	defer client.CloseIdleConnections()
+	do := func(method, path string, form url.Values) (*http.Response, string, error) {
+		req, err := http.NewRequest(method, s.base+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+
+	// The first attempt may not have failed yet: the page says so once
+	// it has.
+	var health string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, body, err := do("GET", "health", nil)
+		if err == nil {
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("health while waiting: %d %q", resp.StatusCode, body)
+			}
+			if strings.Contains(body, "waiting for PostgreSQL") {
+				health = body
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the health page never said it waits for PostgreSQL: %v, %q", err, body)
+		}
+	}
+	if !strings.HasPrefix(health, "STARTING\nwaiting for PostgreSQL: ") || !strings.Contains(health, "connection refused") || strings.Count(health, "\n") != 2 {
+		t.Fatalf("health while waiting: %q", health)
+	}
+	resp, ready, err := do("GET", "ready", nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(ready, "NOT READY\nwaiting for PostgreSQL: ") {
+		t.Fatalf("ready while waiting: %v %v %q", err, resp, ready)
+	}
+	form := url.Values{"type": {"apns"}, "node": {"during-the-wait"}, "token": {strings.Repeat("ef", 32)}}
+	resp, reg, err := do("POST", "register", form)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.HasPrefix(reg, "ERROR\n") {
+		t.Fatalf("register while waiting: %v %v %q", err, resp, reg)
+	}
+	for _, body := range []string{health, ready, reg, s.log.String()} {
+		if strings.Contains(body, password) {
+			t.Fatalf("the DSN's password is shown: %q", body)
+		}
+	}
+	if !strings.Contains(scrape(t, metricsAddr), "push_appserver_build_info{") {
+		t.Fatal("no build info on the metrics listener while waiting")
+	}
+
+	pg.Up(t)
+	// Registrations are retried, as Retry-After asks, until one is
+	// stored.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, reg, err = do("POST", "register", form)
+		if err != nil {
+			t.Fatalf("register once PostgreSQL is up: %v", err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("register once PostgreSQL is up: %d %q", resp.StatusCode, reg)
+		}
+	}
+	if lines := strings.Split(reg, "\n"); len(lines) != 3 || lines[0] != "OK" || lines[1] != "during-the-wait" {
+		t.Fatalf("register once PostgreSQL is up: %q", reg)
+	}
+	if resp, ready, err := do("GET", "ready", nil); err != nil || resp.StatusCode != http.StatusOK || ready != "READY\n" {
+		t.Fatalf("ready once PostgreSQL is up: %v %v %q", err, resp, ready)
+	}
+	if resp, health, err := do("GET", "health", nil); err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(health, "RUNNING\n") {
+		t.Fatalf("health once PostgreSQL is up: %v %v %q", err, resp, health)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections to the API, want the one opened while the server waited", n)
+	}
+	s.stop(t)
+}
+
+// A port taken ends the start at once, before any wait for PostgreSQL:
+// the operator sees why without waiting out the database.
+func TestServeBindsBeforeWaitingForPostgres(t *testing.T) {
+	bin := buildBinary(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	config := filepath.Join(dir, "push-appserver.toml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_DSN\"\n",
+		filepath.Join(dir, "data"), busy.Addr().String())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens there: a server that opened the registry first
+	// would wait for it for ever.
+	s := startServerEnv(t, bin, config, "PUSH_APPSERVER_DSN=postgres://postgres@"+freePort(t)+"/db?sslmode=disable")
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		log := s.log.String()
+		if err == nil || !strings.Contains(log, "listening on "+busy.Addr().String()) || strings.Contains(log, "waiting for it") {
+			t.Fatalf("exit %v; log:\n%s", err, log)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running with its port taken; log:\n%s", s.log.String())
+	}
 }
 
 // checkConfigWith runs check-config on config with dsn in the environment, as

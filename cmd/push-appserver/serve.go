@@ -110,14 +110,79 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		logger.Info("started by an upgrade: taking over from the old process once ready")
 	}
 
+	// The HTTP listeners are bound before the registry is opened, so that
+	// a port taken ends the start at once rather than after a wait for
+	// PostgreSQL, and serve meanwhile a page that says what the server
+	// waits for (httpapi.Starting): refused connections had an
+	// orchestrator's liveness probe restart the server in a loop. The
+	// API takes over on the same listeners once it is built.
+	var tlsCert *reload.Certificate
+	if cfg.HTTP.TLSListen != "" {
+		if tlsCert, err = reload.LoadCertificate(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
+			return fmt.Errorf("http.tls_cert_file: %w", err)
+		}
+	}
+	m := metrics.New()
+	m.BuildInfo(versionString(), commitString())
+	// /metrics goes on its own listener when metrics_listen says so, and
+	// then not on the API's public port.
+	var mh http.Handler
+	if *cfg.HTTP.Metrics && cfg.MetricsListen == "" {
+		mh = m.Handler()
+	}
+	starting := httpapi.NewStarting("opening the registry", mh, registryRetryMax)
+	api := httpapi.NewSwitch(starting)
+	hl := &httpListeners{listen: up.Listen, logger: logger, errc: make(chan error, 4),
+		// Shared by every listener: together they leave the process
+		// the descriptors it needs for its own connections.
+		slots: make(chan struct{}, httpapi.ConnectionCap())}
+	defer hl.close()
+	if cfg.HTTP.Listen != "" {
+		if err := hl.bind("HTTP API", cfg.HTTP.Listen, api, nil); err != nil {
+			return err
+		}
+	}
+	if cfg.HTTP.TLSListen != "" {
+		// The certificate comes from the reloadable holder, so SIGHUP
+		// picks up a renewed one.
+		if err := hl.bind("HTTP API", cfg.HTTP.TLSListen, api, &tls.Config{GetCertificate: tlsCert.GetCertificate}); err != nil {
+			return err
+		}
+	}
+	if cfg.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		if err := hl.bind("metrics", cfg.MetricsListen, mux, nil); err != nil {
+			return err
+		}
+	}
+	if cfg.PprofListen != "" {
+		srv, err := startPprof(cfg.PprofListen, up.Listen, logger)
+		if err != nil {
+			return err
+		}
+		hl.servers = append(hl.servers, srv)
+	}
+	// A process started by an upgrade serves once it can serve in full:
+	// until then the old process, which accepts on the same sockets,
+	// answers every connection.
+	if !up.Inherited() {
+		hl.serve()
+	}
+
 	// A process started by an upgrade leaves the status line to the one
 	// serving until it takes over: that one would not set it back if the
 	// upgrade failed.
-	var waiting *systemd.Notifier
+	var status *systemd.Notifier
 	if !up.Inherited() {
-		waiting = systemd.New(logger, func() string { return "starting" })
+		status = systemd.New(logger, func() string { return "starting" })
 	}
-	store, err := waitForRegistry(ctx, cfg, logger, waiting)
+	store, err := waitForRegistry(ctx, cfg, logger, func(reason string) {
+		starting.SetReason(reason)
+		if status != nil {
+			status.Status("starting: " + reason)
+		}
+	})
 	if errors.Is(err, errStoppedStarting) {
 		// Told to stop before it started: nothing failed.
 		logger.Info(err.Error())
@@ -127,6 +192,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		return fmt.Errorf("opening registry: %w", err)
 	}
 	defer store.Close()
+	starting.SetReason("starting")
 
 	apps, breakers, err := buildApps(ctx, cfg, logger)
 	if err != nil {
@@ -145,12 +211,6 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		swaps[apps[i].Name] = sw
 		apps[i].Backend = sw
 	}
-	var tlsCert *reload.Certificate
-	if cfg.HTTP.TLSListen != "" {
-		if tlsCert, err = reload.LoadCertificate(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile); err != nil {
-			return fmt.Errorf("http.tls_cert_file: %w", err)
-		}
-	}
 	reloader := reload.New(cfg, reload.Options{
 		Logger: logger, Level: level, Apps: swaps, TLS: tlsCert,
 		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
@@ -167,8 +227,6 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		},
 	})
 
-	m := metrics.New()
-	m.BuildInfo(versionString(), commitString())
 	var appChecks []httpapi.Check
 	for _, b := range breakers {
 		bad := func() bool { ok, _ := b.breaker.Misconfigured(); return ok }
@@ -267,12 +325,6 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		return err
 	}
 
-	// /metrics goes on its own listener when metrics_listen says so, and
-	// then not on the API's public port.
-	var mh http.Handler
-	if *cfg.HTTP.Metrics && cfg.MetricsListen == "" {
-		mh = m.Handler()
-	}
 	registryChecks := registryCheck(runCtx, store)
 	checks := func() []httpapi.Check {
 		return append(append(componentChecks(), appChecks...), registryChecks...)
@@ -290,70 +342,14 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		Logger:         logger,
 	})
 
-	var servers []*http.Server
-	errc := make(chan error, 4)
-	// Shared by every listener: together they leave the process the
-	// descriptors it needs for its own connections.
-	connSlots := make(chan struct{}, httpapi.ConnectionCap())
-	listen := func(what, addr string, handler http.Handler, withTLS bool) error {
-		l, err := up.Listen(addr)
-		if err != nil {
-			return fmt.Errorf("listening on %s: %w", addr, err)
-		}
-		ln := httpapi.LimitListener(sockio.Listener{Listener: l}, connSlots)
-		srv := httpapi.NewServer(addr, handler, logger)
-		servers = append(servers, srv)
-		logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", withTLS)
-		go func() {
-			var err error
-			if withTLS {
-				// The certificate comes from the reloadable holder, so
-				// SIGHUP picks up a renewed one.
-				srv.TLSConfig = &tls.Config{GetCertificate: tlsCert.GetCertificate}
-				err = srv.ServeTLS(ln, "", "")
-			} else {
-				err = srv.Serve(ln)
-			}
-			if !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("HTTP server on %s: %w", addr, err)
-			}
-		}()
-		return nil
-	}
-	if cfg.HTTP.Listen != "" {
-		if err := listen("HTTP API", cfg.HTTP.Listen, handler, false); err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
-	}
-	if cfg.HTTP.TLSListen != "" {
-		if err := listen("HTTP API", cfg.HTTP.TLSListen, handler, true); err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
-	}
-	if cfg.MetricsListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", m.Handler())
-		if err := listen("metrics", cfg.MetricsListen, mux, false); err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
-	}
-	if cfg.PprofListen != "" {
-		srv, err := startPprof(cfg.PprofListen, up.Listen, logger)
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
-		servers = append(servers, srv)
+	// From here on every request, on connections opened while the server
+	// started too, gets the API.
+	api.Set(handler)
+	if up.Inherited() {
+		hl.serve()
 	}
 
-	// Everything listens: systemd may now start what is ordered after us.
+	// Everything serves: systemd may now start what is ordered after us.
 	notify := systemd.New(logger, func() string { return serviceStatus(checks(), upgrade.BinaryReplaced()) })
 	if up.Inherited() {
 		// The old process closes its component streams once this one is
@@ -386,7 +382,7 @@ wait:
 		case <-ctx.Done():
 			logger.Info("shutting down")
 			break wait
-		case runErr = <-errc:
+		case runErr = <-hl.errc:
 			logger.Error("stopping", "err", runErr)
 			break wait
 		case <-sig.reload:
@@ -440,7 +436,7 @@ wait:
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer scancel()
 	var shut sync.WaitGroup
-	for _, srv := range servers {
+	for _, srv := range hl.servers {
 		shut.Go(func() { _ = srv.Shutdown(sctx) })
 	}
 	shut.Wait()
@@ -492,10 +488,10 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 // reached (see postgres.Unreachable), with backoff, until ctx ends: a
 // server started before its database, at boot or while the database
 // restarts, starts once the database answers instead of exiting, and
-// systemd does not give up on it after five quick failures.
-// `systemctl status` says what it waits for; systemd's start timeout
-// still bounds the wait.
-func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *systemd.Notifier) (registry.Store, error) {
+// systemd does not give up on it after five quick failures. Each time it
+// waits it tells waiting why, in one line (`systemctl status` and the
+// health page show it); systemd's start timeout still bounds the wait.
+func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(reason string)) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
 		// Each attempt's connection is bounded (postgres.Options
@@ -511,11 +507,10 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		}
 		d := wait.Next()
 		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
-		if notify != nil {
-			// pgx's errors span lines, and systemd keeps a status
-			// line's first.
-			notify.Status("starting: waiting for PostgreSQL: " + strings.Join(strings.Fields(err.Error()), " "))
-		}
+		// pgx's errors span lines, and systemd keeps a status line's
+		// first. They name the user, database and address, never the
+		// password (postgres.Open words a DSN it cannot parse itself).
+		waiting("waiting for PostgreSQL: " + strings.Join(strings.Fields(err.Error()), " "))
 		select {
 		case <-ctx.Done():
 			return nil, errStoppedStarting
@@ -613,6 +608,66 @@ func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]
 		apps = append(apps, appserver.App{Name: name, Priority: prio, Backend: b, Deadline: deadline})
 	}
 	return apps, breakers, nil
+}
+
+// httpListeners are the HTTP listeners, bound before they serve (see
+// serve).
+type httpListeners struct {
+	listen  func(addr string) (net.Listener, error)
+	slots   chan struct{} // see httpapi.LimitListener
+	logger  *slog.Logger
+	servers []*http.Server
+	pending []func()       // each starts one bound server
+	unused  []net.Listener // those of pending
+	// errc gets the error of a server that stopped serving on its own.
+	errc chan error
+}
+
+// bind listens on addr for handler, with TLS when tlsConfig is set; the
+// server serves from serve on.
+func (h *httpListeners) bind(what, addr string, handler http.Handler, tlsConfig *tls.Config) error {
+	l, err := h.listen(addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	ln := httpapi.LimitListener(sockio.Listener{Listener: l}, h.slots)
+	srv := httpapi.NewServer(addr, handler, h.logger)
+	srv.TLSConfig = tlsConfig
+	h.servers = append(h.servers, srv)
+	h.logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil)
+	h.unused = append(h.unused, ln)
+	h.pending = append(h.pending, func() {
+		var err error
+		if tlsConfig != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			h.errc <- fmt.Errorf("HTTP server on %s: %w", addr, err)
+		}
+	})
+	return nil
+}
+
+// serve starts serving on every listener bound so far.
+func (h *httpListeners) serve() {
+	for _, run := range h.pending {
+		go run()
+	}
+	h.pending, h.unused = nil, nil
+}
+
+// close closes the listeners and their connections at once, as when the
+// start fails; after a graceful Shutdown it ends what the grace left.
+func (h *httpListeners) close() {
+	for _, srv := range h.servers {
+		_ = srv.Close()
+	}
+	// A server knows its listener only once it serves.
+	for _, ln := range h.unused {
+		_ = ln.Close()
+	}
 }
 
 func startPprof(addr string, listen func(addr string) (net.Listener, error), logger *slog.Logger) (*http.Server, error) {

@@ -482,14 +482,20 @@ func fetchProfile(u, file string) error {
 	return err
 }
 
-// waitHTTP waits until the server's HTTP API answers.
+// waitHTTP waits until the server's HTTP API serves: its health page
+// says RUNNING, where a server still starting says STARTING and answers
+// registrations 503.
 func waitHTTP(ctx context.Context, base string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := http.Get(base + "/push_appserver/v1/health")
 		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			return nil
+			if strings.HasPrefix(string(b), "RUNNING\n") {
+				return nil
+			}
+			err = fmt.Errorf("health: %q", b)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("HTTP API not up: %w", err)

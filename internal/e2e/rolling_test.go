@@ -67,7 +67,8 @@ func (b *binary) startServing(connected bool) {
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if !connected || strings.Contains(string(body), "component push.localhost: up") {
+			// STARTING until the registry is open.
+			if strings.HasPrefix(string(body), "RUNNING\n") && (!connected || strings.Contains(string(body), "component push.localhost: up")) {
 				return
 			}
 		}
