@@ -641,8 +641,8 @@ func TestServerServesWhileWaitingForPostgres(t *testing.T) {
 			t.Fatalf("the DSN's password is shown: %q", body)
 		}
 	}
-	if !strings.Contains(scrape(t, metricsAddr), "push_appserver_build_info{") {
-		t.Fatal("no build info on the metrics listener while waiting")
+	if m := scrape(t, metricsAddr); !strings.Contains(m, "push_appserver_build_info{") || !strings.Contains(m, "\npush_appserver_starting 1\n") {
+		t.Fatalf("build info and push_appserver_starting 1 on the metrics listener while waiting:\n%s", m)
 	}
 
 	pg.Up(t)
@@ -668,6 +668,9 @@ func TestServerServesWhileWaitingForPostgres(t *testing.T) {
 	}
 	if resp, health, err := do("GET", "health", nil); err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(health, "RUNNING\n") {
 		t.Fatalf("health once PostgreSQL is up: %v %v %q", err, resp, health)
+	}
+	if m := scrape(t, metricsAddr); !strings.Contains(m, "\npush_appserver_starting 0\n") {
+		t.Fatalf("push_appserver_starting is not 0 once the server serves:\n%s", m)
 	}
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("%d connections to the API, want the one opened while the server waited", n)

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
@@ -124,6 +125,8 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	m := metrics.New()
 	m.BuildInfo(versionString(), commitString())
+	var serving atomic.Bool
+	m.Starting(func() bool { return !serving.Load() })
 	// /metrics goes on its own listener when metrics_listen says so, and
 	// then not on the API's public port.
 	var mh http.Handler
@@ -345,6 +348,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// From here on every request, on connections opened while the server
 	// started too, gets the API.
 	api.Set(handler)
+	serving.Store(true)
 	if up.Inherited() {
 		hl.serve()
 	}

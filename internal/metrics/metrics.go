@@ -320,6 +320,22 @@ func (m *Metrics) BuildInfo(version, commit string) {
 	m.reg.MustRegister(g)
 }
 
+// Starting exports push_appserver_starting, 1 while starting says the
+// server does not serve yet, as while it waits for PostgreSQL. Its
+// listeners answer meanwhile, so Prometheus's up is 1 and scrapes
+// succeed: this is what tells a server that never got going.
+func (m *Metrics) Starting(starting func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "push_appserver_starting",
+		Help: "1 while the server has not started serving yet (waiting for PostgreSQL, see /push_appserver/v1/health for why), 0 once it serves.",
+	}, func() float64 {
+		if starting() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
