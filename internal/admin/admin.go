@@ -23,7 +23,7 @@ type Store interface {
 	List(ctx context.Context, after string, limit int) ([]registry.Registration, error)
 	Count(ctx context.Context) (int, error)
 	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
-	DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error)
+	DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error)
 }
 
 // Filter selects registrations; empty fields match everything.
@@ -127,13 +127,27 @@ const pruneGap = 150 * time.Millisecond
 // Prune deletes the registrations Idle counts, a batch at a time, and
 // returns how many of each type it deleted. Each is found idle in the
 // statement that deletes it: one renewed meanwhile stays.
+//
+// Each batch reads on from the greatest node of the one before, so the
+// prune reads the registry once: reading from the start every time read
+// again, batch after batch, every registration in use that the earlier
+// ones passed (with every tenth of 300,000 idle on SQLite, 9.2 s in
+// statements against 2.3 s). A registration made behind a batch since is
+// new, so not idle; one a batch skipped because a server was writing it
+// (PostgreSQL's SKIP LOCKED) is left to the next prune. Greatest is by
+// Go's string order: where the database orders nodes otherwise (a
+// PostgreSQL collation other than C) a batch reads again part of what
+// the one before read and never skips a node, since every node a batch
+// took lies within what it read.
 func Prune(ctx context.Context, s Store, typ string, before time.Time) (map[string]int, error) {
 	n := map[string]int{}
+	after := ""
 	for {
 		start := time.Now()
-		removed, err := s.DeleteIdle(ctx, before, typ, pruneBatch)
+		removed, err := s.DeleteIdle(ctx, before, typ, after, pruneBatch)
 		for _, r := range removed {
 			n[r.Type]++
+			after = max(after, r.Node)
 		}
 		if err != nil || len(removed) < pruneBatch {
 			return n, err

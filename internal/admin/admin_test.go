@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -29,8 +30,9 @@ func TestPrune(t *testing.T) {
 	if err := s.Put(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
+	w := &watched{Store: s}
 	start := time.Now()
-	n, err := admin.Prune(ctx, s, "", time.Now().Add(-180*24*time.Hour))
+	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour))
 	took := time.Since(start)
 	if err != nil || n["fcm"] != 1100 {
 		t.Fatalf("pruned %v, %v; want 1100", n, err)
@@ -42,18 +44,31 @@ func TestPrune(t *testing.T) {
 	if took < 300*time.Millisecond {
 		t.Errorf("three batches in %v: no pause between them", took)
 	}
+	// Each batch looks on from where the one before stopped, not from
+	// the start: the registrations in use it passed are not read again.
+	if want := append([]string{""}, w.greatest[:len(w.greatest)-1]...); len(w.after) != 3 || !slices.Equal(w.after, want) {
+		t.Errorf("batches looked after %q, want %q", w.after, want)
+	}
 }
 
-// timedStore adds up the time its DeleteIdle statements take.
-type timedStore struct {
+// watched records what Prune asks of a store.
+type watched struct {
 	admin.Store
-	took time.Duration
+	took     time.Duration // in DeleteIdle
+	after    []string      // DeleteIdle's after, call by call
+	greatest []string      // the greatest node each call removed
 }
 
-func (s *timedStore) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+func (s *watched) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
 	start := time.Now()
-	defer func() { s.took += time.Since(start) }()
-	return s.Store.DeleteIdle(ctx, before, typ, limit)
+	removed, err := s.Store.DeleteIdle(ctx, before, typ, after, limit)
+	s.took += time.Since(start)
+	g := ""
+	for _, r := range removed {
+		g = max(g, r.Node)
+	}
+	s.after, s.greatest = append(s.after, after), append(s.greatest, g)
+	return removed, err
 }
 
 // BenchmarkPrune prunes a SQLite registry of 300,000 registrations of
@@ -87,7 +102,7 @@ func BenchmarkPrune(b *testing.B) {
 	if err := s.Put(ctx, rs); err != nil {
 		b.Fatal(err)
 	}
-	ts := &timedStore{Store: s}
+	ts := &watched{Store: s}
 	for b.Loop() {
 		b.StopTimer()
 		if err := s.Put(ctx, idle); err != nil {

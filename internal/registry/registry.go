@@ -185,9 +185,13 @@ type Store interface {
 
 	// DeleteIdle removes up to limit registrations idle since before (see
 	// Registration.IdleSince), of type typ or of any type when typ is "",
-	// and returns the ones it removed. Each goes in the statement that
+	// and returns the ones it removed, in no particular order. It looks
+	// only at nodes after the node given (all when after is ""), in node
+	// order, and takes the first idle ones, so a prune that passes the
+	// greatest node of one batch to the next reads each registration
+	// once, not again for every batch. Each goes in the statement that
 	// finds it idle, so a renewal made meanwhile keeps its registration.
-	DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]Registration, error)
+	DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]Registration, error)
 
 	// UpdatePushStatus records push outcomes in one transaction. It never
 	// touches token or secret, so it cannot undo a concurrent Register;

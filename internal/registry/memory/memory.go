@@ -102,18 +102,25 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var removed []registry.Registration
+	var idle []string
 	for n, r := range s.byNode {
-		if len(removed) == limit {
-			break
+		if n > after && (typ == "" || r.Type == typ) && r.IdleSince(before) {
+			idle = append(idle, n)
 		}
-		if (typ == "" || r.Type == typ) && r.IdleSince(before) {
-			removed = append(removed, r)
-			delete(s.byNode, n)
-		}
+	}
+	// The first in node order, as the databases take them: the next
+	// batch starts after the greatest node of this one.
+	sort.Strings(idle)
+	if limit >= 0 && len(idle) > limit {
+		idle = idle[:limit]
+	}
+	var removed []registry.Registration
+	for _, n := range idle {
+		removed = append(removed, s.byNode[n])
+		delete(s.byNode, n)
 	}
 	return removed, nil
 }

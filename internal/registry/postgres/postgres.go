@@ -406,14 +406,18 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
-	// SKIP LOCKED: a row a registration is writing now is not idle.
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
+	// SKIP LOCKED: a row a registration is writing now is not idle. Along
+	// the primary key from after: the registrations in use that an
+	// earlier batch passed are not read again. The rows come back in the
+	// order they were deleted, which is that of their notifications, as
+	// deleteAnnounced needs; not sorted by node.
 	removed, err := s.deleteAnnounced(ctx, `DELETE FROM registrations WHERE node IN (
 			SELECT node FROM registrations
-			WHERE ($2 = '' OR type = $2) AND GREATEST(registered, renewed) < $1
+			WHERE node > $4 AND ($2 = '' OR type = $2) AND GREATEST(registered, renewed) < $1
 				AND (last_successful_push IS NULL OR last_successful_push < $1)
-			LIMIT $3 FOR UPDATE SKIP LOCKED)
-		RETURNING `+columns, before, typ, limit)
+			ORDER BY node LIMIT $3 FOR UPDATE SKIP LOCKED)
+		RETURNING `+columns, before, typ, limit, after)
 	if err != nil {
 		return nil, fmt.Errorf("delete idle: %w", err)
 	}

@@ -453,13 +453,15 @@ func (s *Store) deleteReturning(ctx context.Context, query string, args ...any) 
 	return removed, rows.Err()
 }
 
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ string, limit int) ([]registry.Registration, error) {
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
+	// Along the primary key from after: the registrations in use that an
+	// earlier batch passed are not read again.
 	removed, err := s.deleteReturning(ctx, `DELETE FROM registrations WHERE node IN (
 			SELECT r.node FROM registrations r LEFT JOIN push_status p USING (node)
-			WHERE (?2 = '' OR r.type = ?2) AND MAX(r.registered, COALESCE(r.renewed, 0)) < ?1
+			WHERE r.node > ?4 AND (?2 = '' OR r.type = ?2) AND MAX(r.registered, COALESCE(r.renewed, 0)) < ?1
 				AND COALESCE(p.last_successful_push, 0) < ?1
-			LIMIT ?3)
-		`+returning, before.UnixNano(), typ, limit)
+			ORDER BY r.node LIMIT ?3)
+		`+returning, before.UnixNano(), typ, limit, after)
 	if err != nil {
 		return removed, fmt.Errorf("delete idle: %w", err)
 	}

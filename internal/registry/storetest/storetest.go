@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"Delete", testDelete},
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
 		{"DeleteIdle", testDeleteIdle},
+		{"DeleteIdleAfter", testDeleteIdleAfter},
 		{"UpdatePushStatus", testUpdatePushStatus},
 		{"PushStatusLatestWins", testPushStatusLatestWins},
 		{"PushStatusLargeBatch", testPushStatusLargeBatch},
@@ -357,13 +358,13 @@ func testDeleteIdle(t *testing.T, s registry.Store) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := s.DeleteIdle(ctx, cutoff, "voip", 10)
+	removed, err := s.DeleteIdle(ctx, cutoff, "voip", "", 10)
 	if err != nil || len(removed) != 1 || removed[0].Node != "idle-voip" {
 		t.Fatalf("DeleteIdle of voip = %+v, %v; want idle-voip", removed, err)
 	}
 	var gone []string
 	for {
-		removed, err := s.DeleteIdle(ctx, cutoff, "", 2)
+		removed, err := s.DeleteIdle(ctx, cutoff, "", "", 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -385,6 +386,85 @@ func testDeleteIdle(t *testing.T, s registry.Store) {
 		if _, err := s.Get(ctx, n); err != nil {
 			t.Errorf("%s removed: %v", n, err)
 		}
+	}
+}
+
+// A prune takes idle registrations a batch at a time, each batch looking
+// on after the greatest node of the one before (so that it does not read
+// again what the earlier ones passed): every idle registration goes,
+// however few and scattered among those in use, and no other.
+func testDeleteIdleAfter(t *testing.T, s registry.Store) {
+	cutoff := base.Add(24 * time.Hour)
+	since := cutoff.Add(time.Hour)
+	var rs []registry.Registration
+	var idle []string
+	for i := range 400 {
+		r := reg(fmt.Sprintf("n%03d", i), "fcm", fmt.Sprint("T", i), "s", base)
+		switch i % 20 {
+		case 3:
+			idle = append(idle, r.Node)
+		case 13:
+			r.LastPushError = since // idle: failed pushes are no sign
+			idle = append(idle, r.Node)
+		case 0, 4, 8, 12, 16:
+			r.Renewed = since
+		case 1, 5, 9, 17:
+			r.LastSuccessfulPush = since
+		default:
+			r.Registered = since
+		}
+		rs = append(rs, r)
+	}
+	if err := s.Put(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	const limit = 7
+	var gone []string
+	after, batches := "", 0
+	for {
+		removed, err := s.DeleteIdle(ctx, cutoff, "", after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if batches++; len(removed) > limit {
+			t.Fatalf("removed %d at a limit of %d", len(removed), limit)
+		}
+		next := after
+		for _, r := range removed {
+			if r.Node <= after {
+				t.Fatalf("the batch after %s removed %s", after, r.Node)
+			}
+			gone = append(gone, r.Node)
+			next = max(next, r.Node)
+		}
+		if len(removed) < limit {
+			break
+		}
+		after = next
+	}
+	slices.Sort(gone)
+	if !slices.Equal(gone, idle) {
+		t.Fatalf("removed %v, want %v", gone, idle)
+	}
+	if batches < len(idle)/limit {
+		t.Fatalf("%d batches of at most %d removed %d", batches, limit, len(idle))
+	}
+	left, err := s.List(ctx, "", 1000)
+	if err != nil || len(left) != len(rs)-len(idle) {
+		t.Fatalf("%d left, %v; want %d", len(left), err, len(rs)-len(idle))
+	}
+
+	// Registrations up to after are not looked at: a prune's batch
+	// leaves alone what the batches before it passed.
+	if err := s.Put(ctx, []registry.Registration{reg("n100a", "fcm", "Ta", "s", base), reg("n300a", "fcm", "Tb", "s", base)}); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := s.DeleteIdle(ctx, cutoff, "", "n200", limit)
+	if err != nil || len(removed) != 1 || removed[0].Node != "n300a" {
+		t.Fatalf("DeleteIdle after n200 = %+v, %v; want n300a", removed, err)
+	}
+	if _, err := s.Get(ctx, "n100a"); err != nil {
+		t.Fatalf("n100a, before n200, removed: %v", err)
 	}
 }
 
