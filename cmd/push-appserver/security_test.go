@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/logging"
 )
@@ -170,6 +174,73 @@ func TestRegisterLimitFromConfig(t *testing.T) {
 	}
 	if !strings.Contains(s.log.String(), "named no client") {
 		t.Errorf("the log does not say that the proxy's own registrations are not limited:\n%s", s.log.String())
+	}
+}
+
+// TestConnectionsPerClientFromConfig runs the binary with
+// http.max_connections_per_client: past it, a client's connection to the
+// TLS listener is closed at once, while loopback on the plain one is
+// still served; the refusal is counted and the client named in the log.
+func TestConnectionsPerClientFromConfig(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	api := freePort(t)
+	// Connected to this machine's other address, the server sees it as
+	// the client, not loopback.
+	l, err := net.Listen("tcp", net.JoinHostPort(nonLoopbackIPv4(t), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	external := l.Addr().String()
+	l.Close()
+	certFile, keyFile := selfSigned(t, dir, time.Now().Add(time.Hour))
+	cfg := filepath.Join(dir, "c.toml")
+	// That address is likely a private one, which the default list
+	// trusts as a proxy and so exempts.
+	os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\ntls_listen = %q\ntls_cert_file = %q\ntls_key_file = %q\nmax_connections_per_client = 2\ntrusted_proxies = []\n",
+		filepath.Join(dir, "data"), api, external, certFile, keyFile)), 0o600)
+	s := startServer(t, bin, cfg)
+	s.waitHealthy(t, api)
+
+	// hold opens a connection and has a request answered on it, after
+	// which the server keeps it for its idle timeout.
+	hold := func() error {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", external, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /push_appserver/v1/health HTTP/1.1\r\nHost: push.example.org\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	for i := range 2 {
+		if err := hold(); err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+	}
+	if err := hold(); err == nil {
+		t.Fatal("a third connection of the client was served")
+	}
+	if lines, err := s.register("n1", "feedface"); err != nil || lines[0] != "OK" {
+		t.Fatalf("a registration from loopback while the client is at its cap: %v %v", lines, err)
+	}
+	if v := metric(t, api, `push_appserver_http_connections_refused_total{limit="per_client"}`); v != 1 {
+		t.Errorf("connections refused per client: %v, want 1", v)
+	}
+	if v := metric(t, api, `push_appserver_http_connections_refused_total{limit="descriptors"}`); v != 0 {
+		t.Errorf("connections refused for the descriptors: %v, want 0", v)
+	}
+	host, _, _ := net.SplitHostPort(external)
+	if !strings.Contains(s.log.String(), "connection refused: its client holds http.max_connections_per_client already\" client="+host+" max=2") {
+		t.Errorf("the log does not name the refused client:\n%s", s.log.String())
 	}
 }
 

@@ -137,8 +137,17 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	api := httpapi.NewSwitch(starting)
 	hl := &httpListeners{listen: up.Listen, logger: logger, errc: make(chan error, 4),
 		// Shared by every listener: together they leave the process
-		// the descriptors it needs for its own connections.
-		slots: make(chan struct{}, httpapi.ConnectionCap())}
+		// the descriptors it needs for its own connections. A client's
+		// connections to any of them count against its one share; the
+		// trusted proxies have none, every connection behind one being
+		// the proxy's.
+		conns: httpapi.NewConnLimit(httpapi.ConnLimitOptions{
+			Slots:     httpapi.ConnectionCap(),
+			PerClient: *cfg.HTTP.MaxConnectionsPerClient,
+			Exempt:    proxies,
+			Refused:   m.HTTPConnectionRefused,
+			Logger:    logger,
+		})}
 	defer hl.close()
 	if cfg.HTTP.Listen != "" {
 		if err := hl.bind("HTTP API", cfg.HTTP.Listen, api, nil); err != nil {
@@ -618,7 +627,7 @@ func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]
 // serve).
 type httpListeners struct {
 	listen  func(addr string) (net.Listener, error)
-	slots   chan struct{} // see httpapi.LimitListener
+	conns   *httpapi.ConnLimit // see httpapi.LimitListener
 	logger  *slog.Logger
 	servers []*http.Server
 	pending []func()       // each starts one bound server
@@ -634,7 +643,7 @@ func (h *httpListeners) bind(what, addr string, handler http.Handler, tlsConfig 
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	ln := httpapi.LimitListener(sockio.Listener{Listener: l}, h.slots)
+	ln := httpapi.LimitListener(sockio.Listener{Listener: l}, h.conns)
 	srv := httpapi.NewServer(addr, handler, h.logger)
 	srv.TLSConfig = tlsConfig
 	h.servers = append(h.servers, srv)

@@ -159,6 +159,11 @@ type HTTP struct {
 	// whose X-Forwarded-For names the client. Default
 	// httpapi.DefaultTrustedProxies: loopback and the private ranges.
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// MaxConnectionsPerClient bounds the connections one client address
+	// (an IPv6 client's /64) holds at once on the HTTP listeners;
+	// loopback and TrustedProxies are not bounded. Default
+	// httpapi.DefaultMaxConnectionsPerClient; 0 turns it off.
+	MaxConnectionsPerClient *int `toml:"max_connections_per_client"`
 }
 
 // Proxies returns TrustedProxies as prefixes, an address as a prefix of
@@ -492,6 +497,10 @@ func (c *Config) applyDefaults() {
 		n := httpapi.DefaultRegisterLimit
 		c.HTTP.RegisterLimit = &n
 	}
+	if c.HTTP.MaxConnectionsPerClient == nil {
+		n := httpapi.DefaultMaxConnectionsPerClient
+		c.HTTP.MaxConnectionsPerClient = &n
+	}
 	if c.HTTP.TrustedProxies == nil && !c.proxiesExplicit {
 		for _, p := range httpapi.DefaultTrustedProxies() {
 			c.HTTP.TrustedProxies = append(c.HTTP.TrustedProxies, p.String())
@@ -654,6 +663,9 @@ func (c *Config) validate() []error {
 	}
 	if *c.HTTP.RegisterLimit < 0 {
 		bad("http.register_limit", "must not be negative (0 turns the limit off)")
+	}
+	if *c.HTTP.MaxConnectionsPerClient < 0 {
+		bad("http.max_connections_per_client", "must not be negative (0 means no cap)")
 	}
 	if ps, err := c.HTTP.Proxies(); err != nil {
 		bad("http.trusted_proxies", "%v", err)

@@ -257,6 +257,32 @@ trusted_proxies = ["::ffff:0.0.0.0/80"]`, `an IPv4-mapped prefix shorter than /9
 	}
 }
 
+// The per-client connection cap is on by default; 0 turns it off.
+func TestMaxConnectionsPerClient(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want int
+	}{
+		{"", httpapi.DefaultMaxConnectionsPerClient},
+		{"[http]\nmax_connections_per_client = 0", 0},
+		{"[http]\nmax_connections_per_client = 16", 16},
+	} {
+		c, err := Parse(tt.toml, "")
+		if err != nil {
+			t.Fatalf("%q: %v", tt.toml, err)
+		}
+		if *c.HTTP.MaxConnectionsPerClient != tt.want {
+			t.Errorf("%q: max_connections_per_client %d, want %d", tt.toml, *c.HTTP.MaxConnectionsPerClient, tt.want)
+		}
+	}
+	if d := Default(); *d.HTTP.MaxConnectionsPerClient != httpapi.DefaultMaxConnectionsPerClient {
+		t.Errorf("default max_connections_per_client %d", *d.HTTP.MaxConnectionsPerClient)
+	}
+	if _, err := Parse("[http]\nmax_connections_per_client = -1", ""); err == nil || !strings.Contains(err.Error(), "http.max_connections_per_client: must not be negative") {
+		t.Errorf("a negative max_connections_per_client: %v", err)
+	}
+}
+
 func TestSecurityOptions(t *testing.T) {
 	c, err := Parse("strict_registration = true\nmax_registrations_per_domain = 500\nmetrics_listen = \"127.0.0.1:9100\"\npprof_listen = \"[::1]:6060\"\n", "")
 	if err != nil {

@@ -125,7 +125,7 @@ func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
 	}
 	hop := ap.Addr().Unmap()
 	if !l.isTrusted(hop) {
-		return l.key(hop), true
+		return clientKey(hop), true
 	}
 	fields := r.Header.Values("X-Forwarded-For")
 	seen := 0
@@ -145,16 +145,16 @@ func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
 			if seen++; seen > maxHops {
 				// More trusted proxies in a row than any setup has:
 				// count them against the last rather than read on.
-				return l.key(hop), true
+				return clientKey(hop), true
 			}
 			a, ok := parseHop(entry)
 			if !ok {
 				// A trusted proxy wrote what is no address: count
 				// it against that proxy rather than let it pass.
-				return l.key(hop), true
+				return clientKey(hop), true
 			}
 			if !l.isTrusted(a) {
-				return l.key(a), true
+				return clientKey(a), true
 			}
 			hop = a
 		}
@@ -193,9 +193,9 @@ func (l *clientLimit) isTrusted(a netip.Addr) bool {
 	return false
 }
 
-// key is what a client is counted by: its IPv4 address, or its IPv6
-// address's /64.
-func (l *clientLimit) key(a netip.Addr) netip.Addr {
+// clientKey is what a client is counted by: its IPv4 address, or its
+// IPv6 address's /64.
+func clientKey(a netip.Addr) netip.Addr {
 	if a.Is6() {
 		p, _ := a.Prefix(ipv6Bits)
 		return p.Addr()

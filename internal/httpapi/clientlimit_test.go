@@ -177,11 +177,11 @@ func FuzzClientOfRequest(f *testing.F) {
 		}
 		var candidates []netip.Addr
 		if ap, err := netip.ParseAddrPort(peer); err == nil {
-			candidates = append(candidates, l.key(ap.Addr().Unmap()))
+			candidates = append(candidates, clientKey(ap.Addr().Unmap()))
 		}
 		for _, entry := range strings.Split(xff, ",") {
 			if a, ok := parseHop(strings.TrimSpace(entry)); ok {
-				candidates = append(candidates, l.key(a))
+				candidates = append(candidates, clientKey(a))
 			}
 		}
 		for _, a := range candidates {

@@ -1,9 +1,14 @@
 package httpapi
 
 import (
+	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
+	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // ConnectionCap is how many connections the API listeners may hold
@@ -18,16 +23,184 @@ func ConnectionCap() int {
 	return max(int(l.Cur)-max(int(l.Cur)/4, 100), 16)
 }
 
-// LimitListener closes at once what it accepts past the slots sem holds
+// DefaultMaxConnectionsPerClient is how many connections one client
+// address (an IPv6 client's /64) may hold at once. An app holds one or
+// two, a browser six, an XMPP server pushing over HTTP/1.1 a keep-alive
+// pool of tens (over HTTP/2, one). The most are those of many phones
+// behind one carrier's NAT: within http.register_limit they register
+// about once a second, and each connection stays at most the 90 s idle
+// timeout, so about 90. Yet without a bound one address could hold every
+// slot of ConnectionCap (tens of thousands under systemd) with idle
+// connections, each costing memory, and every other client would be
+// refused.
+const DefaultMaxConnectionsPerClient = 128
+
+// Why a connection was closed at once, as ConnLimitOptions.Refused is
+// told.
+const (
+	// RefusedSlots: every slot of the listeners was taken.
+	RefusedSlots = "descriptors"
+	// RefusedClient: its client held PerClient connections already.
+	RefusedClient = "per_client"
+)
+
+// ConnLimitOptions bound the connections of the API's listeners.
+type ConnLimitOptions struct {
+	// Slots is how many connections the listeners may hold together
+	// (ConnectionCap); at least one.
+	Slots int
+	// PerClient is how many of them one client may hold, an IPv6
+	// client's /64 counted as one; 0 leaves clients unbounded but by
+	// Slots.
+	PerClient int
+	// Exempt are addresses PerClient does not bound, beside loopback:
+	// the reverse proxies (http.trusted_proxies), every client's
+	// connections coming from them.
+	Exempt []netip.Prefix
+	// Refused, when set, is told of each connection closed at once, by
+	// RefusedSlots or RefusedClient.
+	Refused func(limit string)
+	Logger  *slog.Logger
+}
+
+// ConnLimit holds the connection slots that the API's listeners share,
+// and how many each client holds: a client's connections to the plain
+// and the TLS listener count together.
+type ConnLimit struct {
+	slots     int
+	perClient int
+	exempt    []netip.Prefix
+	refused   func(string)
+	logger    *slog.Logger
+	// refusals logs a refused client at most once a second, as the
+	// registration limit does.
+	refusals rate.Sometimes
+
+	mu   sync.Mutex
+	held int
+	// clients holds the connections of each client that has any, and
+	// nothing else: an entry goes with its client's last connection, so
+	// addresses seen once do not pile up.
+	clients map[netip.Addr]int
+}
+
+// NewConnLimit returns the slots o describes.
+func NewConnLimit(o ConnLimitOptions) *ConnLimit {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &ConnLimit{
+		slots:     max(o.Slots, 1),
+		perClient: o.PerClient,
+		exempt:    o.Exempt,
+		refused:   o.Refused,
+		logger:    o.Logger,
+		refusals:  rate.Sometimes{Interval: time.Second},
+	}
+	if l.perClient > 0 {
+		l.clients = make(map[netip.Addr]int)
+	}
+	return l
+}
+
+// client returns what c is counted by, or the zero Addr when its
+// client is not bounded (PerClient off, loopback, an exempt proxy, a
+// peer that is no IP address).
+func (l *ConnLimit) client(c net.Conn) netip.Addr {
+	if l.perClient <= 0 {
+		return netip.Addr{}
+	}
+	// The *net.TCPAddr the connection keeps: a String and a parse would
+	// cost allocations on every accept.
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
+	}
+	a, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return netip.Addr{}
+	}
+	a = a.Unmap()
+	if a.IsLoopback() {
+		return netip.Addr{}
+	}
+	for _, p := range l.exempt {
+		if p.Contains(a) {
+			return netip.Addr{}
+		}
+	}
+	return clientKey(a)
+}
+
+// take takes a slot for a connection of client (the zero Addr: one not
+// bounded per client), or returns why not.
+func (l *ConnLimit) take(client netip.Addr) (refused string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// The client's bound first: a client over it is named as such even
+	// when the slots are gone too.
+	n := 0
+	if client.IsValid() {
+		if n = l.clients[client]; n >= l.perClient {
+			return RefusedClient
+		}
+	}
+	if l.held >= l.slots {
+		return RefusedSlots
+	}
+	l.held++
+	if client.IsValid() {
+		l.clients[client] = n + 1
+	}
+	return ""
+}
+
+// release gives back what take took.
+func (l *ConnLimit) release(client netip.Addr) {
+	l.mu.Lock()
+	l.held--
+	if client.IsValid() {
+		if n := l.clients[client]; n > 1 {
+			l.clients[client] = n - 1
+		} else {
+			delete(l.clients, client)
+		}
+	}
+	l.mu.Unlock()
+}
+
+func (l *ConnLimit) refuse(c net.Conn, client netip.Addr, why string) {
+	c.Close()
+	if l.refused != nil {
+		l.refused(why)
+	}
+	if why == RefusedClient {
+		l.refusals.Do(func() {
+			l.logger.Info("connection refused: its client holds http.max_connections_per_client already", "client", clientString(client), "max", l.perClient)
+		})
+	}
+}
+
+// clientString names a client as it is counted: an IPv6 one by its /64.
+func clientString(a netip.Addr) string {
+	if a.Is6() {
+		return netip.PrefixFrom(a, ipv6Bits).String()
+	}
+	return a.String()
+}
+
+// LimitListener closes at once what it accepts past lim: past the slots
 // (one per open connection), so that a flood of connections cannot take
-// the descriptors the process needs, nor sit in the kernel's backlog.
-func LimitListener(l net.Listener, sem chan struct{}) net.Listener {
-	return &limitListener{Listener: l, sem: sem}
+// the descriptors the process needs, nor sit in the kernel's backlog;
+// past its client's share, so that one client cannot take the slots of
+// all others.
+func LimitListener(l net.Listener, lim *ConnLimit) net.Listener {
+	return &limitListener{Listener: l, lim: lim}
 }
 
 type limitListener struct {
 	net.Listener
-	sem chan struct{}
+	lim *ConnLimit
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -36,23 +209,24 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		select {
-		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, sem: l.sem}, nil
-		default:
-			c.Close()
+		client := l.lim.client(c)
+		if why := l.lim.take(client); why != "" {
+			l.lim.refuse(c, client, why)
+			continue
 		}
+		return &limitConn{Conn: c, lim: l.lim, client: client}, nil
 	}
 }
 
 type limitConn struct {
 	net.Conn
-	sem  chan struct{}
-	once sync.Once
+	lim    *ConnLimit
+	client netip.Addr
+	once   sync.Once
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { <-c.sem })
+	c.once.Do(func() { c.lim.release(c.client) })
 	return err
 }

@@ -1,12 +1,16 @@
-package httpapi_test
+package httpapi
 
 import (
+	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // Past its slots the listener closes what it accepts at once; a slot
@@ -16,9 +20,20 @@ func TestLimitListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := httpapi.LimitListener(raw, make(chan struct{}, 2))
+	var refused []string
+	ln := LimitListener(raw, NewConnLimit(ConnLimitOptions{Slots: 2, PerClient: 1, Refused: func(why string) { refused = append(refused, why) }}))
 	defer ln.Close()
 	accepted := make(chan net.Conn, 8)
+	next := func() net.Conn {
+		t.Helper()
+		select {
+		case c := <-accepted:
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatal("a connection within the slots was not accepted")
+			return nil
+		}
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -41,29 +56,239 @@ func TestLimitListener(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		return err == io.EOF
 	}
+	// Both from loopback, which the per-client cap does not bound.
 	dial()
 	dial()
-	first := <-accepted
-	<-accepted
+	first := next()
+	next()
 	third := dial()
 	if !closed(third) {
 		t.Fatal("a connection past the slots stayed open")
 	}
 	first.Close()
 	fourth := dial()
-	select {
-	case <-accepted:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a slot freed by a close was not taken")
-	}
+	next()
 	if closed(fourth) {
 		t.Fatal("the connection in the freed slot was closed")
+	}
+	// Read after the accept that followed the refusal.
+	if strings.Join(refused, " ") != RefusedSlots {
+		t.Fatalf("refusals told: %q, want one %q", refused, RefusedSlots)
 	}
 }
 
 // The cap leaves descriptors for the process's own connections.
 func TestConnectionCap(t *testing.T) {
-	if n := httpapi.ConnectionCap(); n < 16 || n > 1<<16 {
+	if n := ConnectionCap(); n < 16 || n > 1<<16 {
 		t.Fatalf("ConnectionCap() = %d", n)
+	}
+}
+
+// queueListener hands out the connections queued in it, then errDrained:
+// a refused connection shows as the error, without a network or a
+// goroutine between the test and Accept.
+type queueListener struct {
+	net.Listener
+	queue []net.Conn
+}
+
+var errDrained = errors.New("no connection queued")
+
+func (l *queueListener) Accept() (net.Conn, error) {
+	if len(l.queue) == 0 {
+		return nil, errDrained
+	}
+	c := l.queue[0]
+	l.queue = l.queue[1:]
+	return c, nil
+}
+
+// peerConn is a connection from peer that only records its Close.
+type peerConn struct {
+	net.Conn
+	peer   *net.TCPAddr
+	closed int
+}
+
+func (c *peerConn) RemoteAddr() net.Addr { return c.peer }
+func (c *peerConn) Close() error         { c.closed++; return nil }
+
+// limitHarness accepts connections from given addresses through a
+// LimitListener of lim.
+type limitHarness struct {
+	t   *testing.T
+	lim *ConnLimit
+	ql  *queueListener
+	ln  net.Listener
+}
+
+func newLimitHarness(t *testing.T, o ConnLimitOptions) *limitHarness {
+	lim := NewConnLimit(o)
+	ql := &queueListener{}
+	return &limitHarness{t: t, lim: lim, ql: ql, ln: LimitListener(ql, lim)}
+}
+
+// accept offers a connection from peer ("198.51.100.7", "2001:db8::1")
+// and returns it when it was admitted, nil when it was closed at once.
+func (h *limitHarness) accept(peer string) net.Conn {
+	h.t.Helper()
+	pc := &peerConn{peer: net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(peer), 4711))}
+	if a := netip.MustParseAddr(peer); a.Is4() {
+		// As net reports an IPv4 peer: in 16 bytes.
+		pc.peer.IP = pc.peer.IP.To16()
+	}
+	h.ql.queue = append(h.ql.queue, pc)
+	c, err := h.ln.Accept()
+	switch {
+	case err == nil && pc.closed == 0:
+		return c
+	case errors.Is(err, errDrained) && pc.closed == 1:
+		return nil
+	default:
+		h.t.Fatalf("a connection from %s: %v, closed %d times", peer, err, pc.closed)
+		return nil
+	}
+}
+
+// clients is how many clients the limit keeps an entry for.
+func (h *limitHarness) clients() int {
+	h.lim.mu.Lock()
+	defer h.lim.mu.Unlock()
+	return len(h.lim.clients)
+}
+
+// A client at its share is refused while another is admitted; a close
+// frees the share; the bookkeeping is gone once every connection is.
+func TestPerClientLimit(t *testing.T) {
+	var refused []string
+	log := &logbuf.Buffer{}
+	h := newLimitHarness(t, ConnLimitOptions{Slots: 100, PerClient: 2, Refused: func(why string) { refused = append(refused, why) },
+		Logger: slog.New(slog.NewTextHandler(log, nil))})
+	a1, a2 := h.accept("198.51.100.7"), h.accept("198.51.100.7")
+	if a1 == nil || a2 == nil {
+		t.Fatal("a client's first two connections were refused")
+	}
+	if h.accept("198.51.100.7") != nil {
+		t.Fatal("a client's third connection was admitted")
+	}
+	b := h.accept("198.51.100.8")
+	if b == nil {
+		t.Fatal("another client was refused while the first was at its share")
+	}
+	if h.accept("::ffff:198.51.100.7") != nil {
+		t.Fatal("the client, mapped into IPv6, was admitted past its share")
+	}
+	a1.Close()
+	a1.Close()
+	a3 := h.accept("198.51.100.7")
+	if a3 == nil {
+		t.Fatal("the share a close freed was not given")
+	}
+	if h.accept("198.51.100.7") != nil {
+		t.Fatal("a connection closed twice freed two of its client's share")
+	}
+	if got := strings.Join(refused, " "); got != "per_client per_client per_client" {
+		t.Errorf("refusals told: %q", got)
+	}
+	if !strings.Contains(log.String(), "client=198.51.100.7 max=2") {
+		t.Errorf("the log does not name the refused client:\n%s", log.String())
+	}
+	for _, c := range []net.Conn{a2, a3, b} {
+		c.Close()
+	}
+	if n := h.clients(); n != 0 {
+		t.Fatalf("%d clients kept after all their connections closed", n)
+	}
+	if h.lim.held != 0 {
+		t.Fatalf("%d slots held after all connections closed", h.lim.held)
+	}
+}
+
+// An IPv6 client is its /64: a host has all of it to pick addresses from.
+func TestPerClientLimitIPv6(t *testing.T) {
+	h := newLimitHarness(t, ConnLimitOptions{Slots: 100, PerClient: 1})
+	if h.accept("2001:db8:1:2::1") == nil {
+		t.Fatal("the first connection of a /64 was refused")
+	}
+	if h.accept("2001:db8:1:2:ffff:ffff:ffff:fffe") != nil {
+		t.Fatal("another address of the same /64 was admitted past its share")
+	}
+	if h.accept("2001:db8:1:3::1") == nil {
+		t.Fatal("the next /64 was refused")
+	}
+	if h.accept("fe80::1%eth0") == nil {
+		t.Fatal("a link-local address with a zone was refused")
+	}
+	if h.accept("fe80::2%eth1") != nil {
+		t.Fatal("link-local addresses on other interfaces were counted apart")
+	}
+}
+
+// Loopback and the trusted proxies, through which other clients come,
+// are bounded by the slots alone; a cap of 0 bounds no client.
+func TestPerClientLimitExempt(t *testing.T) {
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:ffff::/48")}
+	for _, tt := range []struct {
+		name      string
+		perClient int
+		peer      string
+		exempt    bool
+	}{
+		{"IPv4 loopback", 1, "127.0.0.1", true},
+		{"another IPv4 loopback address", 1, "127.3.2.1", true},
+		{"IPv6 loopback", 1, "::1", true},
+		{"IPv4 loopback mapped into IPv6", 1, "::ffff:127.0.0.1", true},
+		{"a trusted proxy", 1, "10.1.2.3", true},
+		{"a trusted IPv6 proxy", 1, "2001:db8:ffff:1::5", true},
+		{"a trusted proxy mapped into IPv6", 1, "::ffff:10.1.2.3", true},
+		{"another client", 1, "192.168.1.1", false},
+		{"an IPv6 client beside the proxies", 1, "2001:db8:fffe::1", false},
+		{"no per-client cap", 0, "198.51.100.7", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newLimitHarness(t, ConnLimitOptions{Slots: 3, PerClient: tt.perClient, Exempt: proxies})
+			var held []net.Conn
+			for range 3 {
+				if c := h.accept(tt.peer); c != nil {
+					held = append(held, c)
+				}
+			}
+			admitted, clients := 1, 1
+			if tt.exempt {
+				admitted, clients = 3, 0
+			}
+			if len(held) != admitted {
+				t.Fatalf("%d of 3 connections admitted, want %d", len(held), admitted)
+			}
+			if tt.exempt && h.accept(tt.peer) != nil {
+				t.Fatal("admitted past the slots")
+			}
+			if n := h.clients(); n != clients {
+				t.Fatalf("%d clients kept, want %d", n, clients)
+			}
+			for _, c := range held {
+				c.Close()
+			}
+			if n := h.clients(); n != 0 {
+				t.Fatalf("%d clients kept after their connections closed", n)
+			}
+		})
+	}
+}
+
+// A client over its share is named as such even when the slots are gone
+// too; one that was refused for the slots takes no share.
+func TestPerClientLimitAndSlots(t *testing.T) {
+	var refused []string
+	h := newLimitHarness(t, ConnLimitOptions{Slots: 2, PerClient: 1, Refused: func(why string) { refused = append(refused, why) }})
+	h.accept("198.51.100.7")
+	h.accept("198.51.100.8")
+	h.accept("198.51.100.7")
+	h.accept("198.51.100.9")
+	if got := strings.Join(refused, " "); got != "per_client descriptors" {
+		t.Errorf("refusals told: %q", got)
+	}
+	if n := h.clients(); n != 2 {
+		t.Fatalf("%d clients kept, want the 2 admitted", n)
 	}
 }

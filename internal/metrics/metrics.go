@@ -32,6 +32,7 @@ type Metrics struct {
 	regFailures   *prometheus.CounterVec
 	disconnects   *prometheus.CounterVec
 	httpLimited   *prometheus.CounterVec
+	connRefused   *prometheus.CounterVec
 	panics        *prometheus.CounterVec
 
 	// pushed holds the counter and histogram of each app and outcome
@@ -106,6 +107,13 @@ func New() *Metrics {
 	for _, e := range []string{"register", "unregister"} {
 		m.httpLimited.WithLabelValues(e)
 	}
+	m.connRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "push_appserver_http_connections_refused_total",
+		Help: "Connections to the HTTP listeners closed as soon as accepted, by limit: descriptors (the listeners held every connection the descriptor limit leaves them) or per_client (the client address, an IPv6 client's /64, held http.max_connections_per_client).",
+	}, []string{"limit"})
+	for _, l := range []string{"descriptors", "per_client"} {
+		m.connRefused.WithLabelValues(l)
+	}
 	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "push_appserver_panics_total",
 		Help: "Panics recovered instead of ending the process, by where: push_service (an app's client of its push service; the push failed, or every push on the connection whose read loop panicked), component (handling an IQ; answered wait), http (handling a request; answered 500). Each is a bug: the log has its stack.",
@@ -113,7 +121,7 @@ func New() *Metrics {
 	for _, w := range []string{"push_service", "component", "http"} {
 		m.panics.WithLabelValues(w)
 	}
-	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects, m.httpLimited, m.panics,
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects, m.httpLimited, m.connRefused, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -176,6 +184,12 @@ func (m *Metrics) RegistrationFailed(r appserver.RegistrationFailure) {
 // registration limit.
 func (m *Metrics) HTTPLimited(endpoint string) {
 	m.httpLimited.WithLabelValues(endpoint).Inc()
+}
+
+// HTTPConnectionRefused counts a connection the HTTP listeners closed at
+// once, by the limit it was past (httpapi.RefusedSlots or RefusedClient).
+func (m *Metrics) HTTPConnectionRefused(limit string) {
+	m.connRefused.WithLabelValues(limit).Inc()
 }
 
 // Panicked counts a panic recovered where it would have ended the process.
