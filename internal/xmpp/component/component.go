@@ -396,7 +396,7 @@ func (c *Conn) session(ctx context.Context) error {
 		<-cut
 	}
 	if err != nil {
-		return fmt.Errorf("handshake: %w", err)
+		return fmt.Errorf("handshake: %w%s", err, handshakeHint(err, c.opts.JID))
 	}
 	raw.SetDeadline(time.Time{})
 	dec, err := stanzaDecoder(sc)
@@ -984,4 +984,23 @@ func (c *Conn) discoItems(node string) *discoItems {
 		}
 	}
 	return res
+}
+
+// handshakeHint says what an operator fixes for the XMPP server's refusal
+// of the handshake, which it repeats for as long as the configurations
+// disagree: a bare "not-authorized" names neither the secret nor the
+// JID. ejabberd answers not-authorized for a JID its listener does not
+// list too.
+func handshakeHint(err error, jid string) string {
+	var se stream.Error
+	if !errors.As(err, &se) {
+		return ""
+	}
+	switch se.Err {
+	case "not-authorized":
+		return fmt.Sprintf(" (the XMPP server refused the secret for %s: it must be [[component]] secret, and the server must have the component: Prosody's component_secret of Component %q, or ejabberd's password of %[1]s in the ejabberd_service listener's hosts)", jid, jid)
+	case "host-unknown", "improper-addressing":
+		return fmt.Sprintf(" (the XMPP server has no component %s: Prosody needs Component %[1]q, ejabberd %[1]s in the ejabberd_service listener's hosts)", jid)
+	}
+	return ""
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
@@ -554,9 +555,10 @@ func TestHandshakeTimesOut(t *testing.T) {
 
 // TestWrongSecretRetries: a handshake the server refuses is tried again
 // (the secret may be fixed on the server's side), and never counts as
-// connected.
+// connected. The log says what to fix, not only "not-authorized".
 func TestWrongSecretRetries(t *testing.T) {
-	f := newFixture(t, 0, "wrong")
+	var log logbuf.Buffer
+	f := newFixtureWith(t, 0, "wrong", func(o *component.Options) { o.Logger = slog.New(slog.NewTextHandler(&log, nil)) })
 	rejected := 0
 	timeout := time.After(10 * time.Second)
 	for rejected < 3 {
@@ -573,6 +575,13 @@ func TestWrongSecretRetries(t *testing.T) {
 		}
 		if f.conn.Connected() {
 			t.Fatal("connected with a wrong secret")
+		}
+	}
+	for !strings.Contains(log.String(), "not-authorized (the XMPP server refused the secret for "+compJID) {
+		select {
+		case <-timeout:
+			t.Fatalf("the log does not say which secret to fix:\n%s", log.String())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
