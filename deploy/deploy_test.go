@@ -8,9 +8,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/deploy"
 	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -201,5 +203,87 @@ Include "`+example+`"
 	}
 	if !strings.Contains(string(text), `Component "push.example.org"`) || !strings.Contains(string(text), `"cloud_notify"`) {
 		t.Fatal("the Prosody example lacks the component or mod_cloud_notify")
+	}
+}
+
+// The ejabberd example is included from the operator's ejabberd.yml, and
+// ejabberd refuses to start when an included file names a module the main
+// file names too (Debian's ejabberd.yml enables mod_push and
+// mod_push_keepalive): "Duplicated option: mod_push" took the operator's
+// whole XMPP server down. So the example names no module.
+func TestEjabberdExampleNamesNoModule(t *testing.T) {
+	for _, line := range strings.Split(deploy.EjabberdExample, "\n") {
+		if strings.HasPrefix(line, "modules:") {
+			t.Fatalf("the ejabberd example has a modules: section; included into Debian's ejabberd.yml, ejabberd would not start")
+		}
+	}
+	debian, err := os.ReadFile("/etc/ejabberd/ejabberd.yml")
+	if err != nil {
+		t.Fatalf("%v: Debian's ejabberd is needed (scripts/test-deps.sh)", err)
+	}
+	// What the example's comment tells operators holds for Debian's file.
+	for _, m := range []string{"  mod_push:", "  mod_push_keepalive:"} {
+		if !strings.Contains(string(debian), "\n"+m) {
+			t.Errorf("Debian's ejabberd.yml no longer enables %s, as the example's comment says it does", strings.TrimSpace(m))
+		}
+	}
+}
+
+// The Prosody example is included at the end of the operator's
+// prosody.cfg.lua, whose VirtualHost may set modules_enabled of its own:
+// a modules_enabled set for that host in the example replaced the list,
+// and Prosody stopped loading the operator's modules without a word.
+func TestProsodyExampleKeepsHostModules(t *testing.T) {
+	if _, err := exec.LookPath("prosody"); err != nil {
+		t.Fatal("prosody is missing: run scripts/test-deps.sh")
+	}
+	dir, err := os.MkdirTemp("", "prosody-include-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	addrs := daemon.FreeAddrs(t, 2)
+	example, err := deploy.Fill(deploy.ProsodyExample, deploy.Values{Domain: "example.org", Component: "push.example.org", Port: daemon.Port(addrs[1]), Secret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "push-appserver.cfg.lua"), []byte(example), 0o644)
+	log := filepath.Join(dir, "prosody.log")
+	// The operator's file, with cloud_notify enabled where the example's
+	// comment says.
+	os.WriteFile(filepath.Join(dir, "prosody.cfg.lua"), []byte(`daemonize = false
+pidfile = "`+dir+`/p.pid"
+data_path = "`+dir+`"
+log = { { levels = { min = "debug" }, to = "file", filename = "`+log+`" } }
+plugin_paths = { "/usr/lib/prosody/modules" }
+modules_enabled = { "disco" }
+modules_disabled = { "s2s", "http", "posix" }
+c2s_ports = { `+daemon.Port(addrs[0])+` }
+c2s_interfaces = { "127.0.0.1" }
+s2s_ports = { }
+
+VirtualHost "example.org"
+    modules_enabled = { "uptime", "cloud_notify" }
+
+Include "`+filepath.Join(dir, "push-appserver.cfg.lua")+`"
+`), 0o644)
+	daemon.Chown(dir, "prosody")
+	cmd := exec.Command("prosody", "--config", filepath.Join(dir, "prosody.cfg.lua"))
+	cmd.SysProcAttr = daemon.SysProcAttr("prosody")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { daemon.Stop(cmd.Process.Pid, 5*time.Second); cmd.Wait() })
+	loaded := func(s, module string) bool {
+		return strings.Contains(s, "example.org:"+module) || strings.Contains(s, "mod_"+module)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(log)
+		if loaded(string(b), "uptime") && loaded(string(b), "cloud_notify") && strings.Contains(string(b), "push.example.org") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with the example included, Prosody does not load the host's own mod_uptime and mod_cloud_notify (and the component):\n%s", daemon.Tail(log, 40))
+		}
 	}
 }

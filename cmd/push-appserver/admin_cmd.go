@@ -44,7 +44,7 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 	cfgPath := f.configFlag()
 	var flt admin.Filter
 	f.StringVar(&flt.Type, "type", "", "only registrations of this app (list, count)")
-	f.StringVar(&flt.Domain, "domain", "", "only registrations of accounts of this domain, known for Conversations' register-push-* registrations (list, count)")
+	f.StringVar(&flt.Domain, "domain", "", "only registrations of accounts of this domain, known for registrations made over XMPP, not over HTTP or imported (list, count)")
 	idleFlag := f.String("idle", "", "prune: how long a registration has been idle, in days (\"180d\") or as a Go duration; at least 7d")
 	yes := f.Bool("yes", false, "prune: delete, rather than only count")
 	asJSON := f.Bool("json", false, "JSON, one object a line (list) or one object (show)")

@@ -1,17 +1,21 @@
--- Prosody side of push-appserver: the component it connects as, and
--- mod_cloud_notify (XEP-0357) on the users' host. Include it at the end of
--- prosody.cfg.lua (Include "conf.d/push-appserver.cfg.lua"), or copy the
--- lines. The component secret must be the one in push-appserver's
+-- Prosody side of push-appserver: the component it connects as, and the
+-- options of mod_cloud_notify (XEP-0357) on the users' host. Include it at
+-- the end of prosody.cfg.lua (Include "conf.d/push-appserver.cfg.lua"), or
+-- copy the lines. The component secret must be the one in push-appserver's
 -- [[component]] table. Our end-to-end tests run Prosody with this file,
 -- their own domain, port, jid and secret put in.
+--
+-- mod_cloud_notify itself (Debian package prosody-modules) is enabled in
+-- prosody.cfg.lua: add "cloud_notify" to its modules_enabled, the global
+-- list or that of VirtualHost "example.org". Not here: a modules_enabled
+-- set for the host in this file would replace the one prosody.cfg.lua
+-- gives it, and Prosody would silently stop loading those modules.
 
 -- Prosody listens for components on loopback only.
 component_ports = { 5347 }
 component_interfaces = { "127.0.0.1" }
 
 VirtualHost "example.org"
-    -- Added to the global modules_enabled for this host.
-    modules_enabled = { "cloud_notify" }
     -- Pushes for messages carry the dummy text "New Message!" as their
     -- body, which makes them alert pushes. true sends sender and real
     -- body instead, only if the apps' privacy policy allows it

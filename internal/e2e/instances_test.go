@@ -227,7 +227,8 @@ func testPushSessionsSurvivePostgresDown(t *testing.T, start startServer) {
 func TestEjabberdTwoHostsOneListener(t *testing.T) {
 	e := ejabberd.Start(t, ejabberd.Options{Component: func(addr string) (string, error) {
 		s, err := deploy.Fill(deploy.EjabberdExample, deploy.Values{Domain: "localhost", Component: "push.localhost", Port: daemon.Port(addr), Secret: "component-secret"})
-		s = strings.Replace(s, "\nmodules:", "      push2.localhost:\n        password: \"second-secret\"\n\nmodules:", 1)
+		// The listener's hosts end the example.
+		s += "      push2.localhost:\n        password: \"second-secret\"\n"
 		return s, err
 	}})
 	e.Register("alice", "alice-pw")

@@ -96,8 +96,8 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s.log = filepath.Join(dir, "logs", "ejabberd.log")
-	// The component listener and mod_push are the operators' example,
-	// with this instance's port, jid and secret.
+	// The component listener is the operators' example, with this
+	// instance's port, jid and secret.
 	example, err := deploy.Fill(deploy.EjabberdExample, deploy.Values{
 		Domain: s.Domain, Component: s.ComponentJID, Port: daemon.Port(s.ComponentAddr), Secret: s.ComponentSecret})
 	if opts.Component != nil {
@@ -130,6 +130,12 @@ modules:
   mod_roster: {}
   mod_offline: {}
   # no mod_stream_mgmt: a disconnect is final, so the next message pushes
+  # The users' side as the example's comment gives it: the main file's,
+  # as in Debian's ejabberd.yml, not the included one's.
+  mod_push:
+    include_body: "New message"
+    include_sender: false
+  mod_push_keepalive: {}
 include_config_file: [%[4]q]
 %[5]s
 `, s.Domain, pemPath, daemon.Port(s.C2SAddr), examplePath, opts.Extra)

@@ -81,8 +81,10 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	}
 	daemon.WriteCert(t, filepath.Join(dir, "certs"), s.Domain)
-	// The component, its port and mod_cloud_notify are the operators'
-	// example, with this instance's domain, port, jid and secret.
+	// The component, its port and mod_cloud_notify's options are the
+	// operators' example, with this instance's domain, port, jid and
+	// secret; mod_cloud_notify is enabled in the main file, as the
+	// example asks.
 	example, err := deploy.Fill(deploy.ProsodyExample, deploy.Values{
 		Domain: s.Domain, Component: s.ComponentJID, Port: daemon.Port(s.ComponentAddr), Secret: s.ComponentSecret})
 	if opts.Component != nil {
@@ -102,7 +104,7 @@ pidfile = %[1]q
 data_path = %[2]q
 log = { { levels = { min = "debug" }, to = "file", filename = %[3]q } }
 plugin_paths = { "/usr/lib/prosody/modules" }
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "offline" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "offline", "cloud_notify" }
 modules_disabled = { "s2s", "http", "posix" }
 c2s_ports = { %[4]s }
 c2s_interfaces = { "127.0.0.1" }
