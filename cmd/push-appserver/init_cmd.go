@@ -155,8 +155,8 @@ func initFiles(jid, domain, address, dir string, group lookupGroup, stdout io.Wr
 	fmt.Fprintf(stdout, `wrote in %[1]s:
   push-appserver.toml             push-appserver's configuration (component %[2]s at %[3]s; apps log pushes until you configure APNS or FCM)
   component-secret                the component secret, read by push-appserver.toml
-  prosody-push-appserver.cfg.lua  for Prosody: Include it at the end of prosody.cfg.lua
-  ejabberd-push-appserver.yml     for ejabberd: include_config_file it from ejabberd.yml
+  prosody-push-appserver.cfg.lua  for Prosody: Include it at the end of prosody.cfg.lua, whose modules_enabled needs "cloud_notify"
+  ejabberd-push-appserver.yml     for ejabberd: include_config_file it from ejabberd.yml, whose modules need mod_push (Debian's has it)
 The XMPP server's file holds the same secret: keep it readable by that server only.
 Then: push-appserver check-config -config %[1]s/push-appserver.toml
 `, dir, jid, address)
