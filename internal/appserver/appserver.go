@@ -635,6 +635,17 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 	// An entry for a node known not to be registered is of use only to
 	// tokenless pushes, as in get.
 	holding = holding && (keepAbsent || held != (registry.PushTarget{}))
+	if holding && secret != nil && held != (registry.PushTarget{}) &&
+		subtle.ConstantTimeCompare([]byte(*secret), []byte(held.Secret)) != 1 {
+		// Not held for a wrong secret: the push takes the path of one to
+		// a node the cache does not hold, its answer (the registry
+		// failed, not "not found") and its time (the whole read, not
+		// heldReadTimeout), which would otherwise tell a registered
+		// node from an unknown one to someone who knows no secret. It
+		// is kept unread like that one, and checked again once the
+		// registry can be read.
+		holding = false
+	}
 	readBy := deadline
 	if holding {
 		if by := time.Now().Add(heldReadTimeout); by.Before(readBy) {
@@ -658,13 +669,6 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 			// the entry like any other change.
 			s.cache.put(node, registry.PushTarget{}, gen)
 		}
-	case holding && secret != nil && held != (registry.PushTarget{}) &&
-		subtle.ConstantTimeCompare([]byte(*secret), []byte(held.Secret)) != 1:
-		// Answered as a node the cache does not hold is (the registry
-		// failed), not "not found", which would tell a registered
-		// node from an unknown one to someone who knows no secret.
-		// The push is kept unread like that one, and checked again
-		// once the registry can be read.
 	case holding && ctx.Err() == nil && time.Now().Before(deadline):
 		s.cache.served()
 		s.stale.Log("node", push.Truncate(node, 64), "err", err)

@@ -206,3 +206,45 @@ func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
 		t.Errorf("sent %d pushes; want 2, none for the wrong secret", len(sent))
 	}
 }
+
+// While the registry hangs (no answer, rather than refused), a push with
+// a wrong secret to a node the cache holds takes as long to be answered
+// as one to an unknown node: otherwise the time to the answer tells a
+// registered node from an unknown one to someone who knows no secret.
+func TestOutageHangTimingDoesNotTellRegisteredNodes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	store := &hangingStore{Store: memory.New()}
+	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
+	backend := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
+		appserver.Options{Changes: feed, PushTimeout: 2500 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-feed.live
+	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "victim", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: r.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	close(feed.lose)
+	<-feed.lost
+	store.hang.Store(true)
+	start := time.Now()
+	registered := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: "made-up"})
+	dRegistered := time.Since(start)
+	start = time.Now()
+	unknown := svc.Push(ctx, appserver.PushRequest{Node: "nobody", Secret: "made-up"})
+	dUnknown := time.Since(start)
+	if registered == nil || unknown == nil {
+		t.Fatalf("wrong secret for a held node: %v; unknown node: %v; want both failed", registered, unknown)
+	}
+	if diff := dUnknown - dRegistered; diff > time.Second || diff < -time.Second {
+		t.Errorf("wrong secret for a held node answered after %v, unknown node after %v; want the same time", dRegistered, dUnknown)
+	}
+}
