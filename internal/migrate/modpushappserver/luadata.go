@@ -82,7 +82,8 @@ func (p *luaParser) skipSpace() {
 				}
 				continue
 			}
-			if j := strings.IndexByte(p.s[p.i:], '\n'); j >= 0 {
+			// A short comment ends at \n or \r, as in Lua's lexer.
+			if j := strings.IndexAny(p.s[p.i:], "\n\r"); j >= 0 {
 				p.i += j + 1
 			} else {
 				p.i = len(p.s)

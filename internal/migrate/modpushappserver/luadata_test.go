@@ -22,6 +22,9 @@ two" };`, map[string]any{"a": "q\"\\\n\tA1é", "b": "x'y", "c": "Aéz", "d": "li
 			map[string]any{"n": 12.0, "f": -1500.0, "h": 16.0, "yes": true, "no": false, "t": map[string]any{"1": 1.0, "2": "two", "10": "long"}}, ""},
 		{"crlf line ends", "return {\r\n\ta = [[\r\none\r\ntwo\rthree\n\rfour]];\r\n\tb = \"x\\\r\ny\";\r\n\tc = [==[\n\rz]==];\r\n};\r\n",
 			map[string]any{"a": "one\ntwo\nthree\nfour", "b": "x\ny", "c": "z"}, ""},
+		// lua5.4 reads these so.
+		{"comment ends at cr", "return {\r-- note\rtype = \"apns\";\r}\r", map[string]any{"type": "apns"}, ""},
+		{"comment ends at a lone cr", "return {\n-- note\rtype = \"apns\";\n}\n", map[string]any{"type": "apns"}, ""},
 		{"carriage return in string", "return { a = \"x\ry\" }", nil, "newline in string"},
 		{"long string levels", "return { s = [==[a]]b]==], --[[ block\ncomment ]] k = 1 }", map[string]any{"s": "a]]b", "k": 1.0}, ""},
 		{"empty", "return {};", map[string]any{}, ""},
