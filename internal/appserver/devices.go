@@ -202,7 +202,9 @@ func (s *Service) moveAdmitted(ctx context.Context, domain string, old registry.
 		return nil
 	}
 	// One past the quota: old, counted out below, may be among them.
-	n, err := s.store.CountDomain(ctx, domain, s.opts.MaxRegistrationsPerDomain+1)
+	// (Not past the largest int: a negative limit is none on SQLite and
+	// an error on PostgreSQL.)
+	n, err := s.store.CountDomain(ctx, domain, max(s.opts.MaxRegistrationsPerDomain, s.opts.MaxRegistrationsPerDomain+1))
 	if err != nil {
 		return fmt.Errorf("counting registrations of %s: %w", domain, err)
 	}

@@ -236,3 +236,33 @@ func TestRefusedAppMoveKeepsRegistrationConcurrent(t *testing.T) {
 		t.Fatalf("refused move (%v) deleted the device's registration: %+v, %v", err, got, gerr)
 	}
 }
+
+// limitCheckingStore refuses a negative CountDomain limit, as
+// PostgreSQL's LIMIT does ("LIMIT must not be negative").
+type limitCheckingStore struct{ *memory.Store }
+
+func (s limitCheckingStore) CountDomain(ctx context.Context, domain string, limit int) (int, error) {
+	if limit < 0 {
+		return 0, errors.New("ERROR: LIMIT must not be negative (SQLSTATE 2201W)")
+	}
+	return s.Store.CountDomain(ctx, domain, limit)
+}
+
+// max_registrations_per_domain as large as it goes (a quota that never
+// bites) lets a device move to another app: the count one past the quota
+// must not overflow into a negative limit, which PostgreSQL refuses.
+func TestAppMoveUnderLargestQuota(t *testing.T) {
+	ctx := context.Background()
+	store := limitCheckingStore{memory.New()}
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, testApps(b), appserver.Options{MaxRegistrationsPerDomain: int(^uint(0) >> 1)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RegisterDevice(ctx, "fcm", juliet, "dev1", "", "tok"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RegisterDevice(ctx, "apns", juliet, "dev1", "", "ab12"); err != nil {
+		t.Fatalf("move to another app under the largest quota: %v", err)
+	}
+}
