@@ -169,3 +169,46 @@ func TestBehindNginx(t *testing.T) {
 		t.Errorf("limited registrations counted %v, want 3", v)
 	}
 }
+
+// Two instances behind nginx's upstream (deploy/nginx, nginx OSS: no
+// active health checks, the next upstream tried only on a connection
+// error or timeout). One serves; the other cannot reach PostgreSQL (out
+// of connections, not yet routed, ...) and waits. Every registration
+// must be stored by the one that serves, as when the waiting one refused
+// connections.
+func TestBehindNginxWhileOneInstanceWaits(t *testing.T) {
+	bin := buildBinary(t)
+	_, serving, cfg := minimalConfig(t)
+	a := startServer(t, bin, cfg)
+	a.waitHealthy(t, serving)
+
+	dir := t.TempDir()
+	waiting := freePort(t)
+	cfgB := filepath.Join(dir, "b.toml")
+	os.WriteFile(cfgB, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_DSN\"\n",
+		filepath.Join(dir, "data"), waiting)), 0o600)
+	b := startServerEnv(t, bin, cfgB, "PUSH_APPSERVER_DSN=postgres://postgres@"+freePort(t)+"/db?sslmode=disable&connect_timeout=1")
+	b.waitLog(t, "PostgreSQL cannot be reached; waiting for it")
+
+	proxy := startNginx(t, serving+";\n    server "+waiting)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 10 * time.Second}
+	failed := 0
+	var first string
+	for i := range 20 {
+		resp, err := client.PostForm("https://"+proxy+"/push_appserver/v1/register",
+			url.Values{"type": {"apns"}, "node": {fmt.Sprintf("n%d", i)}, "token": {"ab12"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "OK\n") {
+			if failed++; failed == 1 {
+				first = fmt.Sprintf("%d %q", resp.StatusCode, body)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of 20 registrations through nginx failed while one instance waited for PostgreSQL, the first: %s", failed, first)
+	}
+}

@@ -193,9 +193,18 @@ func (l *clientLimit) isTrusted(a netip.Addr) bool {
 	return false
 }
 
+// nat64 is RFC 6052's well-known prefix, in which a translator names
+// each IPv4 client by its own address.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
 // clientKey is what a client is counted by: its IPv4 address, or its
 // IPv6 address's /64.
 func clientKey(a netip.Addr) netip.Addr {
+	if nat64.Contains(a) {
+		// An IPv4 client translated (RFC 6052): its IPv4 address.
+		b := a.As16()
+		return netip.AddrFrom4([4]byte(b[12:]))
+	}
 	if a.Is6() {
 		p, _ := a.Prefix(ipv6Bits)
 		return p.Addr()

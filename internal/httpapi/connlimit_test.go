@@ -1,10 +1,14 @@
 package httpapi
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -290,5 +294,121 @@ func TestPerClientLimitAndSlots(t *testing.T) {
 	}
 	if n := h.clients(); n != 2 {
 		t.Fatalf("%d clients kept, want the 2 admitted", n)
+	}
+}
+
+// publicPeerListener makes every accepted connection look as if it came
+// from 198.51.100.7, so that the per-client cap applies on loopback.
+type publicPeerListener struct{ net.Listener }
+
+type publicPeerConn struct{ net.Conn }
+
+func (c publicPeerConn) RemoteAddr() net.Addr {
+	return net.TCPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.7:4711"))
+}
+
+func (l publicPeerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return publicPeerConn{c}, nil
+}
+
+func (l *ConnLimit) counts() (int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held, len(l.clients)
+}
+
+func waitReleased(t *testing.T, lim *ConnLimit, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		h, c := lim.counts()
+		if h == 0 && c == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d slots, %d clients still held", what, h, c)
+		}
+	}
+}
+
+// Every way a connection ends gives its slot and its client's share back.
+func TestConnLimitClosePaths(t *testing.T) {
+	lim := NewConnLimit(ConnLimitOptions{Slots: 100, PerClient: 4})
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK\n") }))
+	srv.Listener.Close()
+	srv.Listener = LimitListener(publicPeerListener{raw}, lim)
+	srv.Config.ReadHeaderTimeout = 300 * time.Millisecond
+	srv.Config.IdleTimeout = 300 * time.Millisecond
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	addr := raw.Addr().String()
+
+	// Garbage instead of a handshake.
+	c, _ := net.Dial("tcp", addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
+	io.Copy(io.Discard, c)
+	c.Close()
+	waitReleased(t, lim, "TLS handshake failed")
+
+	// Nothing sent: the handshake times out.
+	c, _ = net.Dial("tcp", addr)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, c)
+	c.Close()
+	waitReleased(t, lim, "TLS handshake timed out")
+
+	// HTTP/2, idle after a request.
+	client := srv.Client()
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("HTTP/%d", resp.ProtoMajor)
+	}
+	waitReleased(t, lim, "HTTP/2 idle")
+
+	// HTTP/1.1 kept alive, the client hangs up mid-request.
+	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(tc, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+	tc.Close()
+	waitReleased(t, lim, "client hung up mid-request")
+
+	// Kept alive, then Shutdown.
+	tc, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	srv.Config.Shutdown(ctx)
+	srv.Config.Close()
+	waitReleased(t, lim, "Shutdown, then Close")
+}
+
+// An IPv4 client translated into IPv6 (RFC 6052's 64:ff9b::/96, as a
+// server behind SIIT-DC or a NAT46 front sees every IPv4 client) is its
+// IPv4 address, not the translator's /64: two IPv4 clients are two.
+func TestPerClientLimitNAT64(t *testing.T) {
+	h := newLimitHarness(t, ConnLimitOptions{Slots: 100, PerClient: 1})
+	if h.accept("64:ff9b::c633:6407") == nil { // 198.51.100.7
+		t.Fatal("the first IPv4 client was refused")
+	}
+	if h.accept("64:ff9b::cb00:7105") == nil { // 203.0.113.5
+		t.Fatal("another IPv4 client, translated by the same NAT64 prefix, was refused: all IPv4 clients share one share")
 	}
 }
