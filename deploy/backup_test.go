@@ -75,6 +75,10 @@ func TestBackupTimer(t *testing.T) {
 	if err := os.MkdirAll(backups, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// What a run killed midway left.
+	partial := filepath.Join(backups, ".registry-20261201T000000Z.db.partial-123")
+	os.WriteFile(partial, []byte("half"), 0o600)
+	os.WriteFile(partial+"-journal", nil, 0o600)
 	for i := 1; i <= 15; i++ {
 		old := filepath.Join(backups, fmt.Sprintf("registry-old%02d.db", i))
 		os.WriteFile(old, nil, 0o600)
@@ -120,7 +124,7 @@ func TestBackupTimer(t *testing.T) {
 	if len(all) != 14 {
 		t.Fatalf("%d backups kept, want the 14 newest: %v", len(all), all)
 	}
-	for _, gone := range []string{"registry-old14.db", "registry-old15.db"} {
+	for _, gone := range []string{"registry-old14.db", "registry-old15.db", filepath.Base(partial), filepath.Base(partial) + "-journal"} {
 		if _, err := os.Stat(filepath.Join(backups, gone)); !os.IsNotExist(err) {
 			t.Errorf("%s, among the oldest, was kept", gone)
 		}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -20,9 +21,13 @@ import (
 // and the copy is what the registry held when that transaction began.
 //
 // The copy is readable by its owner alone, as the registry is, and is on
-// disk (synced) before Backup returns; a copy that is not whole is
-// removed. It is checked before it counts: integrity_check on a fresh
-// connection to it.
+// disk (synced) before Backup returns. It is checked before it counts:
+// integrity_check on a fresh connection to it. Until then it is written
+// under a name of its own beside path (".<name>.partial-<random>"), so a
+// backup killed midway (kill -9, the OOM killer, a power cut), which no
+// deferred removal survives, leaves no copy that is not whole under a
+// name a retention such as push-appserver-backup.service's counts as a
+// backup.
 func (s *Store) Backup(ctx context.Context, path string) (int, error) {
 	// An absolute path never starts with "file:", which SQLite would take
 	// as a URI.
@@ -30,30 +35,54 @@ func (s *Store) Backup(ctx context.Context, path string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("backup: %w", err)
 	}
-	f, err := os.OpenFile(abs, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	// Refused at once rather than after the copy; linking it in below
+	// refuses again if the name was taken meanwhile.
+	if _, err := os.Lstat(abs); err == nil {
+		return 0, fmt.Errorf("backup: %w", &fs.PathError{Op: "create", Path: abs, Err: syscall.EEXIST})
+	}
+	f, err := os.CreateTemp(filepath.Dir(abs), "."+filepath.Base(abs)+".partial-*")
 	if err != nil {
 		return 0, fmt.Errorf("backup: %w", err)
 	}
+	tmp := f.Name()
 	f.Close()
-	done := false
 	defer func() {
-		if !done {
-			os.Remove(abs)
-		}
+		os.Remove(tmp)
+		os.Remove(tmp + "-journal")
 	}()
-	// VACUUM INTO writes into an empty file it finds, keeping its mode.
-	if _, err := s.read.ExecContext(ctx, `VACUUM INTO ?`, abs); err != nil {
+	// VACUUM INTO writes into an empty file it finds, keeping its mode
+	// (CreateTemp's 0600).
+	if _, err := s.read.ExecContext(ctx, `VACUUM INTO ?`, tmp); err != nil {
 		return 0, fmt.Errorf("backup to %s: %w%s", path, err, diskHint(err))
+	}
+	if err := syncFile(tmp); err != nil {
+		return 0, fmt.Errorf("backup to %s: %w", path, err)
+	}
+	n, err := checkCopy(ctx, tmp)
+	if err != nil {
+		return 0, fmt.Errorf("backup to %s: checking the copy: %w", path, err)
+	}
+	if err := linkNew(tmp, abs); err != nil {
+		return 0, fmt.Errorf("backup: %w", err)
 	}
 	if err := syncFile(abs); err != nil {
 		return 0, fmt.Errorf("backup to %s: %w", path, err)
 	}
-	n, err := checkCopy(ctx, abs)
-	if err != nil {
-		return 0, fmt.Errorf("backup to %s: checking the copy: %w", path, err)
-	}
-	done = true
 	return n, nil
+}
+
+// linkNew gives the file at tmp the name path, which must not exist: a
+// hard link, which never replaces a file, or, on a file system without
+// them (FAT, some network shares), a rename once path is found free.
+func linkNew(tmp, path string) error {
+	err := os.Link(tmp, path)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if _, serr := os.Lstat(path); serr == nil {
+		return &fs.PathError{Op: "create", Path: path, Err: syscall.EEXIST}
+	}
+	return os.Rename(tmp, path)
 }
 
 // syncFile flushes path and its directory's entry for it to disk.

@@ -439,6 +439,56 @@ func TestPing(t *testing.T) {
 	}
 }
 
+// A backup killed midway (kill -9, which no deferred removal survives)
+// left a copy that was not whole under the backup's own name, which
+// push-appserver-backup.service's retention counts as a backup. The name
+// now appears only once the copy is whole and checked: whenever it is
+// seen while the backup runs, it names the whole copy.
+func TestBackupNameOnlyWhole(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "registry.db")
+	s := open(t, path)
+	defer s.Close()
+	// Large enough that copying it takes a while to watch.
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 100000)
+		INSERT INTO registrations (node, type, token, secret, registered) SELECT printf('n%07d', i), 'apns', printf('%064d', i), printf('%064d', -i), 1 FROM c`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	backup := filepath.Join(dir, "backup.db")
+	done := make(chan error, 1)
+	go func() { _, err := s.Backup(ctx, backup); done <- err }()
+	seen := int64(-1)
+	for finished := false; !finished; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+		if fi, err := os.Stat(backup); err == nil && seen < 0 {
+			seen = fi.Size()
+		}
+	}
+	fi, err := os.Stat(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen != fi.Size() {
+		t.Errorf("the backup's name named %d bytes while the backup ran, the whole copy is %d: a backup killed then leaves a copy that is not whole", seen, fi.Size())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".backup.db.partial-*")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
 // A backup is the registry as it was, secrets and salt included, made
 // while it is written, readable by its owner alone; it never overwrites
 // a file, and one that failed leaves nothing behind.
