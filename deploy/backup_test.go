@@ -79,6 +79,13 @@ func TestBackupTimer(t *testing.T) {
 	partial := filepath.Join(backups, ".registry-20261201T000000Z.db.partial-123")
 	os.WriteFile(partial, []byte("half"), 0o600)
 	os.WriteFile(partial+"-journal", nil, 0o600)
+	for _, p := range []string{partial, partial + "-journal"} {
+		at := time.Now().Add(-2 * time.Hour)
+		os.Chtimes(p, at, at)
+	}
+	// What a manual backup is writing meanwhile stays.
+	writing := filepath.Join(backups, ".registry-manual.db.partial-456")
+	os.WriteFile(writing, []byte("being written"), 0o600)
 	for i := 1; i <= 15; i++ {
 		old := filepath.Join(backups, fmt.Sprintf("registry-old%02d.db", i))
 		os.WriteFile(old, nil, 0o600)
@@ -123,6 +130,9 @@ func TestBackupTimer(t *testing.T) {
 	all, _ := filepath.Glob(filepath.Join(backups, "registry-*.db"))
 	if len(all) != 14 {
 		t.Fatalf("%d backups kept, want the 14 newest: %v", len(all), all)
+	}
+	if _, err := os.Stat(writing); err != nil {
+		t.Errorf("a partial copy a backup is writing was removed: %v", err)
 	}
 	for _, gone := range []string{"registry-old14.db", "registry-old15.db", filepath.Base(partial), filepath.Base(partial) + "-journal"} {
 		if _, err := os.Stat(filepath.Join(backups, gone)); !os.IsNotExist(err) {

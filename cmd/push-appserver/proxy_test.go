@@ -65,11 +65,11 @@ func startNginx(t *testing.T, upstream string) string {
 	site := strings.NewReplacer(
 		"listen 443 ssl http2;", "listen "+port+" ssl http2;",
 		"listen [::]:443 ssl http2;", "",
-		"server 127.0.0.1:5280;", "server "+upstream+";",
+		"server 127.0.0.1:5280 max_fails=0;", "server "+strings.ReplaceAll(upstream, ";\n", " max_fails=0;\n")+" max_fails=0;",
 		"/etc/letsencrypt/live/push.example.org/fullchain.pem", cert,
 		"/etc/letsencrypt/live/push.example.org/privkey.pem", key,
 	).Replace(string(example))
-	if !strings.Contains(site, upstream) || !strings.Contains(site, cert) || !strings.Contains(site, "listen "+port) {
+	if !strings.Contains(site, strings.SplitN(upstream, ";", 2)[0]+" max_fails=0;") || !strings.Contains(site, cert) || !strings.Contains(site, "listen "+port) {
 		t.Fatalf("the example no longer has the lines the test replaces:\n%s", site)
 	}
 	os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644)
@@ -210,5 +210,121 @@ func TestBehindNginxWhileOneInstanceWaits(t *testing.T) {
 	}
 	if failed > 0 {
 		t.Fatalf("%d of 20 registrations through nginx failed while one instance waited for PostgreSQL, the first: %s", failed, first)
+	}
+}
+
+// Two serving instances behind deploy/nginx whose component cannot reach
+// the XMPP server (restarting, say): their ready pages answer 503. Two
+// probes of ready through nginx (an uptime monitor) must not take the
+// instances out of nginx's rotation: with http_503 in
+// proxy_next_upstream and nginx's default max_fails=1, each 503 counted
+// as a failure, and for fail_timeout (10 s) every registration got
+// nginx's 502 "no live upstreams".
+func TestBehindNginxReadyProbed(t *testing.T) {
+	bin := buildBinary(t)
+	var addrs []string
+	for range 2 {
+		dir := t.TempDir()
+		addr := freePort(t)
+		cfg := filepath.Join(dir, "c.toml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n[[component]]\njid = \"push.localhost\"\naddress = %q\nsecret = \"s\"\n",
+			filepath.Join(dir, "data"), addr, freePort(t))), 0o600)
+		s := startServer(t, bin, cfg)
+		s.waitHealthy(t, addr)
+		addrs = append(addrs, addr)
+	}
+	proxy := startNginx(t, addrs[0]+";\n    server "+addrs[1])
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 10 * time.Second}
+	register := func(node string) string {
+		resp, err := client.PostForm("https://"+proxy+"/push_appserver/v1/register",
+			url.Values{"type": {"apns"}, "node": {node}, "token": {"ab12"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return fmt.Sprintf("%d %q", resp.StatusCode, body)
+	}
+	for range 2 {
+		resp, err := client.Get("https://" + proxy + "/push_appserver/v1/ready")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("ready through nginx with the components down: %d, want 503", resp.StatusCode)
+		}
+	}
+	failed := 0
+	var first string
+	for i := range 10 {
+		if r := register(fmt.Sprintf("n%d", i+1)); r[:3] != "200" {
+			if failed++; failed == 1 {
+				first = r
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of 10 registrations through nginx failed after one probe of ready through it, the first: %s", failed, first)
+	}
+}
+
+// A rolling restart behind deploy/nginx: instance B answered a request
+// while it was starting (503), which nginx counts as a failure of B for
+// fail_timeout (10 s); B is serving soon after, and A is restarted in
+// turn: with nginx's default max_fails=1 every request in that window
+// got nginx's 502 "no live upstreams", though B serves.
+func TestBehindNginxRollingRestart(t *testing.T) {
+	bin := buildBinary(t)
+	_, servingA, cfgA := minimalConfig(t)
+	a := startServer(t, bin, cfgA)
+	a.waitHealthy(t, servingA)
+
+	dir := t.TempDir()
+	portB := freePort(t)
+	cfgWait := filepath.Join(dir, "wait.toml")
+	os.WriteFile(cfgWait, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_DSN\"\n",
+		filepath.Join(dir, "data"), portB)), 0o600)
+	b := startServerEnv(t, bin, cfgWait, "PUSH_APPSERVER_DSN=postgres://postgres@"+freePort(t)+"/db?sslmode=disable&connect_timeout=1")
+	b.waitLog(t, "PostgreSQL cannot be reached; waiting for it")
+
+	proxy := startNginx(t, servingA+";\n    server "+portB)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 10 * time.Second}
+	register := func(node string) string {
+		resp, err := client.PostForm("https://"+proxy+"/push_appserver/v1/register",
+			url.Values{"type": {"apns"}, "node": {node}, "token": {"ab12"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return fmt.Sprintf("%d %q", resp.StatusCode, body)
+	}
+	// Requests while B starts: each is served by A.
+	for i := range 4 {
+		if r := register(fmt.Sprintf("w%d", i)); r[:3] != "200" {
+			t.Errorf("while B starts: %s", r)
+		}
+	}
+	// B is serving now (its registry open), at the same address.
+	b.stop(t)
+	cfgB := filepath.Join(dir, "b.toml")
+	os.WriteFile(cfgB, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n", filepath.Join(dir, "data2"), portB)), 0o600)
+	b2 := startServer(t, bin, cfgB)
+	b2.waitHealthy(t, portB)
+	// A restarts in turn.
+	a.stop(t)
+	failed := 0
+	var first string
+	for i := range 10 {
+		if r := register(fmt.Sprintf("n%d", i)); r[:3] != "200" {
+			if failed++; failed == 1 {
+				first = r
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of 10 registrations through nginx failed with B serving and A restarting, the first: %s", failed, first)
 	}
 }
