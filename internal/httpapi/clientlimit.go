@@ -100,12 +100,13 @@ func (l *clientLimit) allow(r *http.Request) (bool, time.Duration) {
 		return true, 0
 	}
 	l.refusals.Do(func() {
-		l.logger.Info("registration refused by the per-client limit", "client", client.String(), "retry_in", wait.Round(time.Second))
+		l.logger.Info("registration refused by the per-client limit", "client", clientString(client), "retry_in", wait.Round(time.Second))
 	})
-	if l.ignoredForwarded(r) && l.warnedUntrusted.CompareAndSwap(false, true) {
+	if peer, ok := l.ignoredForwarded(r); ok && l.warnedUntrusted.CompareAndSwap(false, true) {
 		// Most likely a proxy left out of trusted_proxies, whose
-		// clients all count as one: say so, once.
-		l.logger.Warn("registrations over the limit came with X-Forwarded-For from an address that is not in http.trusted_proxies; if it is a proxy, every client behind it shares one limit", "addr", client.String())
+		// clients all count as one: say so, once, naming the address
+		// to list (not the /64 it is counted by).
+		l.logger.Warn("registrations over the limit came with X-Forwarded-For from an address that is not in http.trusted_proxies; if it is a proxy, every client behind it shares one limit", "addr", peer.String())
 	}
 	return ok, wait
 }
@@ -123,7 +124,9 @@ func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	hop := ap.Addr().Unmap()
+	// Without its zone, as the connection limit sees it: a prefix
+	// contains no zoned address.
+	hop := ap.Addr().Unmap().WithZone("")
 	if !l.isTrusted(hop) {
 		return clientKey(hop), true
 	}
@@ -167,19 +170,23 @@ func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
 
 // ignoredForwarded reports whether r has an X-Forwarded-For that was not
 // believed, its peer being no trusted proxy.
-func (l *clientLimit) ignoredForwarded(r *http.Request) bool {
+func (l *clientLimit) ignoredForwarded(r *http.Request) (netip.Addr, bool) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	return err == nil && !l.isTrusted(ap.Addr().Unmap()) && r.Header.Get("X-Forwarded-For") != ""
+	peer := ap.Addr().Unmap().WithZone("")
+	return peer, err == nil && !l.isTrusted(peer) && r.Header.Get("X-Forwarded-For") != ""
 }
 
 // parseHop reads one X-Forwarded-For entry: an address, or an address
 // with a port as some proxies write it ("192.0.2.1:4711", "[2001:db8::1]:4711").
 func parseHop(s string) (netip.Addr, bool) {
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		s = s[1 : len(s)-1] // "[2001:db8::1]", a bracketed address without a port
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), true
+		return a.Unmap().WithZone(""), true
 	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), true
+		return ap.Addr().Unmap().WithZone(""), true
 	}
 	return netip.Addr{}, false
 }
@@ -197,10 +204,14 @@ func (l *clientLimit) isTrusted(a netip.Addr) bool {
 // each IPv4 client by its own address.
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
+// nat64Local is RFC 8215's local-use prefix, taken with the /96 embedding
+// (the IPv4 address in the last 32 bits) that translators use by default.
+var nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+
 // clientKey is what a client is counted by: its IPv4 address, or its
 // IPv6 address's /64.
 func clientKey(a netip.Addr) netip.Addr {
-	if nat64.Contains(a) {
+	if nat64.Contains(a) || nat64Local.Contains(a) {
 		// An IPv4 client translated (RFC 6052): its IPv4 address.
 		b := a.As16()
 		return netip.AddrFrom4([4]byte(b[12:]))

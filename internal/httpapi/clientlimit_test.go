@@ -192,3 +192,46 @@ func FuzzClientOfRequest(f *testing.F) {
 		t.Fatalf("client %v is neither the peer %q nor in X-Forwarded-For %q", c, peer, xff)
 	})
 }
+
+// TestClientOfRequestIPv6Zones: a reverse proxy reaching us over an IPv6
+// link-local address (RemoteAddr "[fe80::1%eth0]:port", as Go writes it)
+// is a trusted proxy when trusted_proxies lists it (the connection limit
+// sees it so); its clients are each counted by their own address, not all
+// against the proxy. Bracketed X-Forwarded-For entries without a port are
+// addresses too.
+func TestClientOfRequestIPv6Zones(t *testing.T) {
+	l := newClientLimit(60, []netip.Prefix{netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("::1/128")}, nil)
+	for _, tt := range []struct{ name, peer, xff, client string }{
+		{"link-local proxy with its zone", "[fe80::1%eth0]:4711", "2001:db8:1::7", "2001:db8:1::"},
+		{"bracketed entry without a port", "[::1]:4711", "[2001:db8:2::7]", "2001:db8:2::"},
+	} {
+		r := &http.Request{RemoteAddr: tt.peer, Header: http.Header{"X-Forwarded-For": {tt.xff}}}
+		c, limited := l.client(r)
+		if got := c.String(); !limited || got != tt.client {
+			t.Errorf("%s: client = %q (limited %v), want %q", tt.name, got, limited, tt.client)
+		}
+	}
+}
+
+// TestUntrustedProxyWarningNamesIPv6Proxy: the warning that tells the
+// operator an X-Forwarded-For came from an address missing in
+// http.trusted_proxies must name that address. An IPv6 proxy named by
+// its /64's first address (2001:db8:1:2::) is an address that, copied
+// into trusted_proxies, trusts nothing: the proxy stays untrusted and its
+// clients keep sharing one limit.
+func TestUntrustedProxyWarningNamesIPv6Proxy(t *testing.T) {
+	var log logbuf.Buffer
+	l := newClientLimit(1, DefaultTrustedProxies(), slog.New(slog.NewTextHandler(&log, nil)))
+	r := &http.Request{RemoteAddr: "[2001:db8:1:2::5]:4711", Header: http.Header{"X-Forwarded-For": {"198.51.100.7"}}}
+	l.allow(r)
+	l.allow(r)
+	var warning string
+	for _, line := range strings.Split(log.String(), "\n") {
+		if strings.Contains(line, "not in http.trusted_proxies") {
+			warning = line
+		}
+	}
+	if !strings.Contains(warning, "addr=2001:db8:1:2::5") {
+		t.Fatalf("warning does not name the proxy 2001:db8:1:2::5:\n%s", warning)
+	}
+}

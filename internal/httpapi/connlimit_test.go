@@ -412,3 +412,15 @@ func TestPerClientLimitNAT64(t *testing.T) {
 		t.Fatal("another IPv4 client, translated by the same NAT64 prefix, was refused: all IPv4 clients share one share")
 	}
 }
+
+// The local-use NAT64 prefix (RFC 8215's 64:ff9b:1::/48, here with the
+// common /96 embedding), which a SIIT-DC or NAT46 front of an IPv6-only
+// site may use in place of 64:ff9b::/96 (and which the WebPush guard
+// knows as NAT64): two IPv4 clients are still two, not one /64.
+func TestPerClientLimitLocalUseNAT64(t *testing.T) {
+	a := clientKey(netip.MustParseAddr("64:ff9b:1::c633:6407")) // 198.51.100.7
+	b := clientKey(netip.MustParseAddr("64:ff9b:1::cb00:7105")) // 203.0.113.5
+	if a == b {
+		t.Fatalf("two IPv4 clients behind a local-use NAT64 prefix share one limit: both counted as %s", a)
+	}
+}
