@@ -60,7 +60,7 @@ type Setup struct {
 // configuration reads the secret from secretFile, so that the file can be
 // kept from whoever reads the configuration.
 func NewSetup(v Values, address, secretFile string) (Setup, error) {
-	_, port, err := net.SplitHostPort(address)
+	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		return Setup{}, fmt.Errorf("component address: %w", err)
 	}
@@ -71,6 +71,11 @@ func NewSetup(v Values, address, secretFile string) (Setup, error) {
 	}
 	if s.Ejabberd, err = Fill(EjabberdExample, v); err != nil {
 		return Setup{}, fmt.Errorf("ejabberd example: %w", err)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() && ip.To4() == nil {
+		// IPv6 loopback: the servers must listen where we connect.
+		s.Prosody = strings.ReplaceAll(s.Prosody, `"127.0.0.1"`, fmt.Sprintf("%q", host))
+		s.Ejabberd = strings.ReplaceAll(s.Ejabberd, `"127.0.0.1"`, fmt.Sprintf("%q", host))
 	}
 	s.Config = ConfigExample
 	for _, r := range [][2]string{

@@ -240,3 +240,39 @@ func TestInitParentDirectories(t *testing.T) {
 		}
 	}
 }
+
+// TestInitIPv6LoopbackAddress: init -address "[::1]:5347" (an IPv6-only
+// host's loopback) writes XMPP server files that listen where the
+// configuration connects: on ::1, not on 127.0.0.1.
+func TestInitIPv6LoopbackAddress(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	group := func(string) (int, bool) { return os.Getgid(), true }
+	if err := initFiles("push.example.org", "example.org", "[::1]:5347", dir, group, &out); err != nil {
+		t.Fatal(err)
+	}
+	toml, _ := os.ReadFile(filepath.Join(dir, "push-appserver.toml"))
+	if !strings.Contains(string(toml), `"[::1]:5347"`) {
+		t.Fatalf("push-appserver.toml does not connect to [::1]:5347:\n%s", toml)
+	}
+	for file, want := range map[string]string{
+		"prosody-push-appserver.cfg.lua": `component_interfaces = { "::1" }`,
+		"ejabberd-push-appserver.yml":    `ip: "::1"`,
+	} {
+		b, _ := os.ReadFile(filepath.Join(dir, file))
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s does not listen where push-appserver.toml connects ([::1]:5347); want %s in:\n%s", file, want, grepLines(string(b), "127.0.0.1"))
+		}
+	}
+	t.Logf("init's output:\n%s", out.String())
+}
+
+func grepLines(s, sub string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
