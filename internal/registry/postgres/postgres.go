@@ -656,8 +656,13 @@ func (s *Store) ReleasePushes(ctx context.Context, owner string) error {
 	return nil
 }
 
+// A lease ending more than two hours ahead of the database's clock is
+// lapsed too: no lease is that long (appserver's is 10 s, the store
+// tests' an hour), so that clock has stepped back since it was written,
+// and its held pushes would otherwise wait out the step, far past their
+// redelivery window.
 func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldPush, error) {
-	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() RETURNING owner)
+	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() OR lease_until > now() + interval '2 hours' RETURNING owner)
 		UPDATE held_pushes SET owner = NULL WHERE owner IN (SELECT owner FROM lapsed)`); err != nil {
 		return nil, fmt.Errorf("releasing pushes of lapsed leases: %w", err)
 	}
@@ -702,7 +707,7 @@ func startLease(ctx context.Context, tx pgx.Tx, owner string, lease time.Duratio
 }
 
 func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Duration, renew bool, limit int) ([]registry.HeldPush, error) {
-	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() RETURNING owner)
+	if _, err := s.pool.Exec(ctx, `WITH lapsed AS (DELETE FROM redelivery_owners WHERE lease_until < now() OR lease_until > now() + interval '2 hours' RETURNING owner)
 		UPDATE held_pushes SET owner = NULL WHERE owner IN (SELECT owner FROM lapsed)`); err != nil {
 		return nil, fmt.Errorf("releasing pushes of lapsed leases: %w", err)
 	}

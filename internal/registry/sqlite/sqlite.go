@@ -653,14 +653,21 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 	return nil
 }
 
+// maxLeaseAhead bounds how far ahead of now a lease may end: more than
+// any server asks for (appserver's is 10 s; the store tests' an hour).
+const maxLeaseAhead = 2 * time.Hour
+
 // expireOwners releases the pushes of the owners whose lease ran out by
 // now, in tx.
 func expireOwners(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	// A lease ending further ahead than any lease is long was written by
+	// a clock that has stepped back since: lapsed too.
+	far := now.Add(maxLeaseAhead).UnixNano()
 	if _, err := tx.ExecContext(ctx, `UPDATE held_pushes SET owner = NULL
-		WHERE owner IN (SELECT owner FROM redelivery_owners WHERE lease_until < ?)`, now.UnixNano()); err != nil {
+		WHERE owner IN (SELECT owner FROM redelivery_owners WHERE lease_until < ? OR lease_until > ?)`, now.UnixNano(), far); err != nil {
 		return fmt.Errorf("releasing pushes of lapsed leases: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM redelivery_owners WHERE lease_until < ?`, now.UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM redelivery_owners WHERE lease_until < ? OR lease_until > ?`, now.UnixNano(), far); err != nil {
 		return fmt.Errorf("releasing pushes of lapsed leases: %w", err)
 	}
 	return nil

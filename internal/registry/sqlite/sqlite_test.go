@@ -876,3 +876,36 @@ func TestOpenCopy(t *testing.T) {
 		t.Error("a copy of a registry that is not there")
 	}
 }
+
+// TestHeldPushesOfAClockThatSteppedBack: a server ran with its clock a day
+// fast, kept a push for redelivery under its 10 s lease, and died; the
+// clock was stepped back (NTP) before the next server started. The dead
+// server's lease ran out long ago by any real clock, but its stored end is
+// a day ahead of the new clock: the push must not wait a day (its
+// redelivery window is minutes) for the lease to lapse. No lease is ever
+// written more than its length ahead of its writer's clock.
+func TestHeldPushesOfAClockThatSteppedBack(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := open(t, path)
+	if err := s.KeepPushes(ctx, "dead-server", 10*time.Second, false,
+		[]registry.HeldPush{{Device: "d1", FailedAt: time.Now().Add(24 * time.Hour), Push: []byte(`{"app":"apns"}`)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the fast clock wrote it: it ran out a second ago by that clock.
+	if _, err := db.Exec(`UPDATE redelivery_owners SET lease_until = ?`, time.Now().Add(24*time.Hour-time.Second).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s = open(t, path)
+	defer s.Close()
+	held, err := s.MoveHeldPushes(ctx, "next-server", 10*time.Second, false, 100)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("the next server took %d held pushes (%v), want the dead server's 1: its lease ends a day from now by the stepped-back clock", len(held), err)
+	}
+}
