@@ -170,33 +170,15 @@ func TestBehindNginx(t *testing.T) {
 	}
 }
 
-// Two instances behind nginx's upstream (deploy/nginx, nginx OSS: no
-// active health checks, the next upstream tried only on a connection
-// error or timeout). One serves; the other cannot reach PostgreSQL (out
-// of connections, not yet routed, ...) and waits. Every registration
-// must be stored by the one that serves, as when the waiting one refused
-// connections.
-func TestBehindNginxWhileOneInstanceWaits(t *testing.T) {
-	bin := buildBinary(t)
-	_, serving, cfg := minimalConfig(t)
-	a := startServer(t, bin, cfg)
-	a.waitHealthy(t, serving)
-
-	dir := t.TempDir()
-	waiting := freePort(t)
-	cfgB := filepath.Join(dir, "b.toml")
-	os.WriteFile(cfgB, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_DSN\"\n",
-		filepath.Join(dir, "data"), waiting)), 0o600)
-	b := startServerEnv(t, bin, cfgB, "PUSH_APPSERVER_DSN=postgres://postgres@"+freePort(t)+"/db?sslmode=disable&connect_timeout=1")
-	b.waitLog(t, "PostgreSQL cannot be reached; waiting for it")
-
-	proxy := startNginx(t, serving+";\n    server "+waiting)
+// registerThrough registers n nodes named prefix0, prefix1, ... through
+// nginx at proxy and returns how many were not stored, and the first
+// such answer.
+func registerThrough(t *testing.T, proxy, prefix string, n int) (failed int, first string) {
+	t.Helper()
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 10 * time.Second}
-	failed := 0
-	var first string
-	for i := range 20 {
+	for i := range n {
 		resp, err := client.PostForm("https://"+proxy+"/push_appserver/v1/register",
-			url.Values{"type": {"apns"}, "node": {fmt.Sprintf("n%d", i)}, "token": {"ab12"}})
+			url.Values{"type": {"apns"}, "node": {fmt.Sprintf("%s%d", prefix, i)}, "token": {"ab12"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +190,36 @@ func TestBehindNginxWhileOneInstanceWaits(t *testing.T) {
 			}
 		}
 	}
-	if failed > 0 {
+	return failed, first
+}
+
+// startWaiting starts an instance that waits for a PostgreSQL nothing
+// serves, in dir, and returns it and its API's address.
+func startWaiting(t *testing.T, bin, dir string) (*server, string) {
+	addr := freePort(t)
+	cfg := filepath.Join(dir, "wait.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_DSN\"\n",
+		filepath.Join(dir, "data"), addr)), 0o600)
+	s := startServerEnv(t, bin, cfg, "PUSH_APPSERVER_DSN=postgres://postgres@"+freePort(t)+"/db?sslmode=disable&connect_timeout=1")
+	s.waitLog(t, "PostgreSQL cannot be reached; waiting for it")
+	return s, addr
+}
+
+// Two instances behind nginx's upstream (deploy/nginx, nginx OSS: no
+// active health checks, the next upstream tried only on a connection
+// error or timeout, or on what proxy_next_upstream names). One serves;
+// the other cannot reach PostgreSQL (out of connections, not yet
+// routed, ...) and waits, answering 503. Every registration must be
+// stored by the one that serves, as when the waiting one refused
+// connections.
+func TestBehindNginxWhileOneInstanceWaits(t *testing.T) {
+	bin := buildBinary(t)
+	_, serving, cfg := minimalConfig(t)
+	a := startServer(t, bin, cfg)
+	a.waitHealthy(t, serving)
+	_, waiting := startWaiting(t, bin, t.TempDir())
+	proxy := startNginx(t, serving+";\n    server "+waiting)
+	if failed, first := registerThrough(t, proxy, "n", 20); failed > 0 {
 		t.Fatalf("%d of 20 registrations through nginx failed while one instance waited for PostgreSQL, the first: %s", failed, first)
 	}
 }
@@ -235,16 +246,6 @@ func TestBehindNginxReadyProbed(t *testing.T) {
 	}
 	proxy := startNginx(t, addrs[0]+";\n    server "+addrs[1])
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 10 * time.Second}
-	register := func(node string) string {
-		resp, err := client.PostForm("https://"+proxy+"/push_appserver/v1/register",
-			url.Values{"type": {"apns"}, "node": {node}, "token": {"ab12"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return fmt.Sprintf("%d %q", resp.StatusCode, body)
-	}
 	for range 2 {
 		resp, err := client.Get("https://" + proxy + "/push_appserver/v1/ready")
 		if err != nil {
@@ -256,17 +257,8 @@ func TestBehindNginxReadyProbed(t *testing.T) {
 			t.Fatalf("ready through nginx with the components down: %d, want 503", resp.StatusCode)
 		}
 	}
-	failed := 0
-	var first string
-	for i := range 10 {
-		if r := register(fmt.Sprintf("n%d", i+1)); r[:3] != "200" {
-			if failed++; failed == 1 {
-				first = r
-			}
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of 10 registrations through nginx failed after one probe of ready through it, the first: %s", failed, first)
+	if failed, first := registerThrough(t, proxy, "n", 10); failed > 0 {
+		t.Fatalf("%d of 10 registrations through nginx failed after two probes of ready through it, the first: %s", failed, first)
 	}
 }
 
@@ -280,32 +272,12 @@ func TestBehindNginxRollingRestart(t *testing.T) {
 	_, servingA, cfgA := minimalConfig(t)
 	a := startServer(t, bin, cfgA)
 	a.waitHealthy(t, servingA)
-
 	dir := t.TempDir()
-	portB := freePort(t)
-	cfgWait := filepath.Join(dir, "wait.toml")
-	os.WriteFile(cfgWait, []byte(fmt.Sprintf("data_dir = %q\n[http]\nlisten = %q\n[database]\ndriver = \"postgres\"\ndsn = \"env:PUSH_APPSERVER_DSN\"\n",
-		filepath.Join(dir, "data"), portB)), 0o600)
-	b := startServerEnv(t, bin, cfgWait, "PUSH_APPSERVER_DSN=postgres://postgres@"+freePort(t)+"/db?sslmode=disable&connect_timeout=1")
-	b.waitLog(t, "PostgreSQL cannot be reached; waiting for it")
-
+	b, portB := startWaiting(t, bin, dir)
 	proxy := startNginx(t, servingA+";\n    server "+portB)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 10 * time.Second}
-	register := func(node string) string {
-		resp, err := client.PostForm("https://"+proxy+"/push_appserver/v1/register",
-			url.Values{"type": {"apns"}, "node": {node}, "token": {"ab12"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return fmt.Sprintf("%d %q", resp.StatusCode, body)
-	}
 	// Requests while B starts: each is served by A.
-	for i := range 4 {
-		if r := register(fmt.Sprintf("w%d", i)); r[:3] != "200" {
-			t.Errorf("while B starts: %s", r)
-		}
+	if failed, first := registerThrough(t, proxy, "w", 4); failed > 0 {
+		t.Errorf("%d of 4 registrations failed while B starts, the first: %s", failed, first)
 	}
 	// B is serving now (its registry open), at the same address.
 	b.stop(t)
@@ -315,16 +287,7 @@ func TestBehindNginxRollingRestart(t *testing.T) {
 	b2.waitHealthy(t, portB)
 	// A restarts in turn.
 	a.stop(t)
-	failed := 0
-	var first string
-	for i := range 10 {
-		if r := register(fmt.Sprintf("n%d", i)); r[:3] != "200" {
-			if failed++; failed == 1 {
-				first = r
-			}
-		}
-	}
-	if failed > 0 {
+	if failed, first := registerThrough(t, proxy, "n", 10); failed > 0 {
 		t.Fatalf("%d of 10 registrations through nginx failed with B serving and A restarting, the first: %s", failed, first)
 	}
 }

@@ -164,23 +164,23 @@ func TestHeldPushWhileDatabaseHangs(t *testing.T) {
 	}
 }
 
-// While the registry cannot be read, a push to a node the cache holds
-// with a wrong secret is answered as one to an unknown node is (the
-// registry failed, try again), not "not found": the answers must not
-// tell someone who knows no secret which nodes are registered.
-func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
+// heldVictim is a service whose cache holds the registered node "victim"
+// (its secret returned) and whose change feed is lost, so that pushes
+// read its store, which the test then makes fail or hang.
+func heldVictim(t *testing.T, pushTimeout time.Duration) (*appserver.Service, *hangingStore, *scripted, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store := &hangingStore{Store: memory.New()}
 	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
 	backend := &scripted{answers: map[string]error{}}
 	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
-		appserver.Options{Changes: feed, PushTimeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		appserver.Options{Changes: feed, PushTimeout: pushTimeout}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { svc.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
 	<-feed.live
 	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "victim", "tok")
 	if err != nil {
@@ -191,6 +191,16 @@ func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
 	}
 	close(feed.lose)
 	<-feed.lost
+	return svc, store, backend, r.Secret
+}
+
+// While the registry cannot be read, a push to a node the cache holds
+// with a wrong secret is answered as one to an unknown node is (the
+// registry failed, try again), not "not found": the answers must not
+// tell someone who knows no secret which nodes are registered.
+func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
+	ctx := context.Background()
+	svc, store, backend, secret := heldVictim(t, 5*time.Second)
 	store.fail.Store(true)
 	registered := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: "made-up"})
 	unknown := svc.Push(ctx, appserver.PushRequest{Node: "nobody", Secret: "made-up"})
@@ -199,7 +209,7 @@ func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
 		errors.Is(registered, appserver.ErrPushFailed) != errors.Is(unknown, appserver.ErrPushFailed) {
 		t.Errorf("wrong secret for a held node: %v; unknown node: %v; want the same answer", registered, unknown)
 	}
-	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: r.Secret}); err != nil {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: secret}); err != nil {
 		t.Errorf("push with the right secret during the outage: %v; want it sent with what the cache held", err)
 	}
 	if sent := backend.Sent(); len(sent) != 2 {
@@ -212,28 +222,8 @@ func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
 // as one to an unknown node: otherwise the time to the answer tells a
 // registered node from an unknown one to someone who knows no secret.
 func TestOutageHangTimingDoesNotTellRegisteredNodes(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	store := &hangingStore{Store: memory.New()}
-	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
-	backend := &scripted{answers: map[string]error{}}
-	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
-		appserver.Options{Changes: feed, PushTimeout: 2500 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { svc.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	<-feed.live
-	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "victim", "tok")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: r.Secret}); err != nil {
-		t.Fatal(err)
-	}
-	close(feed.lose)
-	<-feed.lost
+	ctx := context.Background()
+	svc, store, _, _ := heldVictim(t, 2500*time.Millisecond)
 	store.hang.Store(true)
 	start := time.Now()
 	registered := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: "made-up"})
