@@ -72,10 +72,17 @@ func NewSetup(v Values, address, secretFile string) (Setup, error) {
 	if s.Ejabberd, err = Fill(EjabberdExample, v); err != nil {
 		return Setup{}, fmt.Errorf("ejabberd example: %w", err)
 	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() && ip.To4() == nil {
-		// IPv6 loopback: the servers must listen where we connect.
-		s.Prosody = strings.ReplaceAll(s.Prosody, `"127.0.0.1"`, fmt.Sprintf("%q", host))
-		s.Ejabberd = strings.ReplaceAll(s.Ejabberd, `"127.0.0.1"`, fmt.Sprintf("%q", host))
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		// A loopback address but the examples' (::1, 127.0.0.2): the
+		// servers must listen where we connect.
+		listen := ip.String()
+		if v4 := ip.To4(); v4 != nil {
+			listen = v4.String()
+		}
+		if listen != "127.0.0.1" {
+			s.Prosody = strings.ReplaceAll(s.Prosody, `"127.0.0.1"`, fmt.Sprintf("%q", listen))
+			s.Ejabberd = strings.ReplaceAll(s.Ejabberd, `"127.0.0.1"`, fmt.Sprintf("%q", listen))
+		}
 	}
 	s.Config = ConfigExample
 	for _, r := range [][2]string{

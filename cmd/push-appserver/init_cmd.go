@@ -163,7 +163,7 @@ Then: push-appserver check-config -config %[1]s/push-appserver.toml
 	if len(private) > 0 {
 		fmt.Fprintf(stdout, "These files are readable by their owner only (their group is not here yet, or init did not run as root); once the service's user exists (make install makes push-appserver's), as root:\n%s\n", strings.Join(private, "\n"))
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback() && !ip.IsUnspecified()) {
 		fmt.Fprintf(stdout, "The XMPP server is not on this machine: in its file, let it take components on %s, not on loopback alone.\n", host)
 	}
 	return nil

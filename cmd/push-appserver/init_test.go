@@ -276,3 +276,31 @@ func grepLines(s, sub string) string {
 	}
 	return b.String()
 }
+
+// Another loopback address must also give XMPP server files that listen
+// where push-appserver.toml connects (the component dials
+// 127.0.0.2, Prosody listens on 127.0.0.1 alone: connection refused, and
+// no hint since 127.0.0.2 is loopback). The unspecified address, which the
+// component dials as this machine, must not be called another machine
+// whose XMPP server should listen on "::" (every interface).
+func TestInitOtherLocalAddresses(t *testing.T) {
+	group := func(string) (int, bool) { return os.Getgid(), true }
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if err := initFiles("push.example.org", "example.org", "127.0.0.2:5347", dir, group, &out); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "prosody-push-appserver.cfg.lua"))
+	if !strings.Contains(string(b), `component_interfaces = { "127.0.0.2" }`) {
+		t.Errorf("-address 127.0.0.2:5347: Prosody's file has %s", strings.TrimSpace(grepLines(string(b), "component_interfaces")))
+	}
+	for _, addr := range []string{"[::]:5347", "0.0.0.0:5347"} {
+		out.Reset()
+		if err := initFiles("push.example.org", "example.org", addr, t.TempDir(), group, &out); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), "not on this machine") {
+			t.Errorf("-address %s (this machine, as dialled): init says %q", addr, strings.TrimSpace(grepLines(out.String(), "not on this machine")))
+		}
+	}
+}
