@@ -109,6 +109,7 @@ type Values struct {
 // example's); the users' domain is replaced where it is named (ejabberd's
 // example leaves hosts to the main file).
 func Fill(example string, v Values) (string, error) {
+	var pairs []string
 	for _, r := range []struct {
 		old, new string
 		required bool
@@ -122,7 +123,10 @@ func Fill(example string, v Values) (string, error) {
 		if r.required && !strings.Contains(example, r.old) {
 			return "", fmt.Errorf("the example does not contain %s", r.old)
 		}
-		example = strings.ReplaceAll(example, r.old, r.new)
+		pairs = append(pairs, r.old, r.new)
 	}
-	return example, nil
+	// In one pass, so that nothing put in is replaced again: a random
+	// secret holding "5347" had the port put in its middle, and the XMPP
+	// server then refused the component's handshake.
+	return strings.NewReplacer(pairs...).Replace(example), nil
 }

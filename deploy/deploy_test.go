@@ -56,6 +56,18 @@ func TestXMPPExamplesMatchComponent(t *testing.T) {
 			t.Errorf("%s: the test's values are not in:\n%s", name, filled)
 		}
 	}
+	// What is put in is not replaced again: a secret or a JID holding
+	// the example's port keeps it.
+	odd := deploy.Values{Domain: "d5347.test", Component: "push.d5347.test", Port: "1234", Secret: "ab5347cd"}
+	for name, example := range map[string]string{"prosody": deploy.ProsodyExample, "ejabberd": deploy.EjabberdExample} {
+		filled, err := deploy.Fill(example, odd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(filled, `"ab5347cd"`) || !strings.Contains(filled, "push.d5347.test") {
+			t.Errorf("%s: the secret or the component changed in filling in:\n%s", name, filled)
+		}
+	}
 	// An example that no longer names what the tests fill in is an error.
 	for _, drop := range []string{deploy.ExampleComponent, deploy.ExamplePort, deploy.ExampleSecret} {
 		if _, err := deploy.Fill(strings.ReplaceAll(deploy.ProsodyExample, drop, "x"), v); err == nil {
