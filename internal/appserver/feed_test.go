@@ -123,58 +123,18 @@ func (f *lostFeed) Follow(ctx context.Context, changed func(string), live func(b
 	return nil
 }
 
-// A push to a device the cache held when the feed was lost goes out in
-// time when the database then hangs, past the entry's ttl: its read is
-// given up after a second, not at the push's deadline, and what the
-// cache held then serves for the outage's grace.
-func TestHeldPushWhileDatabaseHangs(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	store := &hangingStore{Store: memory.New()}
-	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
-	backend := &scripted{answers: map[string]error{}}
-	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
-		appserver.Options{Changes: feed, PushTimeout: 5 * time.Second, CacheTTL: 100 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { svc.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	<-feed.live
-	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
-		t.Fatal(err)
-	}
-	close(feed.lose)
-	<-feed.lost
-	time.Sleep(200 * time.Millisecond) // past the entry's ttl
-	store.hang.Store(true)
-	start := time.Now()
-	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
-		t.Fatalf("push while the database hangs = %v after %v", err, time.Since(start))
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("push took %v; want the read given up after a second", d)
-	}
-	if sent := backend.Sent(); len(sent) != 2 || sent[1].Token != "tok" {
-		t.Errorf("sent %+v; want two pushes to tok", sent)
-	}
-}
-
-// heldVictim is a service whose cache holds the registered node "victim"
-// (its secret returned) and whose change feed is lost, so that pushes
-// read its store, which the test then makes fail or hang.
-func heldVictim(t *testing.T, pushTimeout time.Duration) (*appserver.Service, *hangingStore, *scripted, string) {
+// heldVictim is a service with opts whose cache holds the registered
+// node "victim" (its secret returned) and whose change feed is lost, so
+// that pushes read its store, which the test then makes fail or hang.
+func heldVictim(t *testing.T, opts appserver.Options) (*appserver.Service, *hangingStore, *scripted, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store := &hangingStore{Store: memory.New()}
 	feed := &lostFeed{live: make(chan struct{}), lose: make(chan struct{}), lost: make(chan struct{})}
 	backend := &scripted{answers: map[string]error{}}
+	opts.Changes = feed
 	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: backend}},
-		appserver.Options{Changes: feed, PushTimeout: pushTimeout}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		opts, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,13 +154,34 @@ func heldVictim(t *testing.T, pushTimeout time.Duration) (*appserver.Service, *h
 	return svc, store, backend, r.Secret
 }
 
+// A push to a device the cache held when the feed was lost goes out in
+// time when the database then hangs, past the entry's ttl: its read is
+// given up after a second, not at the push's deadline, and what the
+// cache held then serves for the outage's grace.
+func TestHeldPushWhileDatabaseHangs(t *testing.T) {
+	ctx := context.Background()
+	svc, store, backend, secret := heldVictim(t, appserver.Options{PushTimeout: 5 * time.Second, CacheTTL: 100 * time.Millisecond})
+	time.Sleep(200 * time.Millisecond) // past the entry's ttl
+	store.hang.Store(true)
+	start := time.Now()
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: secret}); err != nil {
+		t.Fatalf("push while the database hangs = %v after %v", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("push took %v; want the read given up after a second", d)
+	}
+	if sent := backend.Sent(); len(sent) != 2 || sent[1].Token != "tok" {
+		t.Errorf("sent %+v; want two pushes to tok", sent)
+	}
+}
+
 // While the registry cannot be read, a push to a node the cache holds
 // with a wrong secret is answered as one to an unknown node is (the
 // registry failed, try again), not "not found": the answers must not
 // tell someone who knows no secret which nodes are registered.
 func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
 	ctx := context.Background()
-	svc, store, backend, secret := heldVictim(t, 5*time.Second)
+	svc, store, backend, secret := heldVictim(t, appserver.Options{PushTimeout: 5 * time.Second})
 	store.fail.Store(true)
 	registered := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: "made-up"})
 	unknown := svc.Push(ctx, appserver.PushRequest{Node: "nobody", Secret: "made-up"})
@@ -223,7 +204,7 @@ func TestOutageDoesNotTellRegisteredNodes(t *testing.T) {
 // registered node from an unknown one to someone who knows no secret.
 func TestOutageHangTimingDoesNotTellRegisteredNodes(t *testing.T) {
 	ctx := context.Background()
-	svc, store, _, _ := heldVictim(t, 2500*time.Millisecond)
+	svc, store, _, _ := heldVictim(t, appserver.Options{PushTimeout: 2500 * time.Millisecond})
 	store.hang.Store(true)
 	start := time.Now()
 	registered := svc.Push(ctx, appserver.PushRequest{Node: "victim", Secret: "made-up"})
