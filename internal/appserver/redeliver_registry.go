@@ -176,13 +176,15 @@ func (r *redeliveries) unwritten(keys, puts []redeliveryKey) {
 }
 
 // unwrittenCount is the number of devices waiting whose push the registry
-// does not hold as it is.
+// does not hold as it is. A wait that is a moved row's push alone is
+// held: the row stays in the registry, this server's, until a write
+// replaces it.
 func (r *redeliveries) unwrittenCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
 	for key := range r.dirty {
-		if r.pending[key] != nil {
+		if _, moved := r.fromMove[key]; r.pending[key] != nil && !moved {
 			n++
 		}
 	}

@@ -572,3 +572,32 @@ func redeliveringOn(t *testing.T, store registry.Store) *Service {
 	}
 	return s
 }
+
+// TestStopKeepsMovedPushes: a push this server took from the registry
+// stays there, moved to it, until a write holds what it became. If that
+// write fails at the stop, the push is still in the registry: released
+// for the next server, not counted (and logged) as lost.
+func TestStopKeepsMovedPushes(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	a := redeliveringOn(t, store)
+	a.redeliver.keep(redeliveryKey{node: "n1"}, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
+	a.holdPending()
+
+	b, err := New(failingKeep{store}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.takeHeld(ctx)
+	if n := b.redeliver.stats().Pending; n != 1 {
+		t.Fatalf("b took %d pushes, want 1", n)
+	}
+	b.holdPending() // its writes fail
+	if st := b.redeliver.stats(); st.Dropped != 0 {
+		t.Errorf("the moved push counted as dropped at the stop (%+v), though the registry holds it", st)
+	}
+	left, err := store.TakeHeldPushes(ctx, 10)
+	if err != nil || len(left) != 1 {
+		t.Fatalf("after the stop, %d pushes released in the registry (%v), want the moved one", len(left), err)
+	}
+}
