@@ -68,20 +68,35 @@ type cacheGen struct {
 	gen uint64
 }
 
+// cacheClock is what the caches go by: now for the outage's grace, and
+// elapsed, on the monotonic clock, for the entries' ttl. Otter keeps an
+// entry's expiry as a number of nanoseconds, so a ttl counted on the wall
+// clock would stretch by as much as NTP or an operator steps it back.
+type cacheClock struct {
+	now     func() time.Time
+	elapsed func() time.Duration
+}
+
+// systemClock is the running server's cacheClock.
+func systemClock() cacheClock {
+	start := time.Now()
+	return cacheClock{now: time.Now, elapsed: func() time.Duration { return time.Since(start) }}
+}
+
 // newCache returns a cache of up to size registrations, each trusted for
 // ttl after it was read, and held for pushes the registry cannot be read
-// for up to grace after the feed went down, by the clock now; nil (no
-// cache) when size is 0 or less.
-func newCache(size int, ttl, grace time.Duration, now func() time.Time) *cache {
+// for up to grace after the feed went down, by clock; nil (no cache)
+// when size is 0 or less.
+func newCache(size int, ttl, grace time.Duration, clock cacheClock) *cache {
 	if size <= 0 {
 		return nil
 	}
-	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, now), grace: grace, size: size, now: now}
+	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, clock.elapsed), grace: grace, size: size, now: clock.now}
 }
 
 // newOtter returns an otter cache of up to size entries, each trusted for
-// ttl after it was written, by the clock now, that starts no goroutine.
-func newOtter[K comparable, V any](size int, ttl time.Duration, now func() time.Time) *otter.Cache[K, V] {
+// ttl after it was written, by the clock elapsed, that starts no goroutine.
+func newOtter[K comparable, V any](size int, ttl time.Duration, elapsed func() time.Duration) *otter.Cache[K, V] {
 	return otter.Must(&otter.Options[K, V]{
 		MaximumSize:      size,
 		ExpiryCalculator: otter.ExpiryCreating[K, V](ttl),
@@ -94,15 +109,15 @@ func newOtter[K comparable, V any](size int, ttl time.Duration, now func() time.
 		Executor: func(fn func()) { fn() },
 		// No clean-up goroutine ticking every second: an expired
 		// entry is never served, and goes at the next maintenance.
-		Clock: noTicks{now},
+		Clock: noTicks{elapsed},
 	})
 }
 
 // noTicks is a clock without the periodic ticks otter would use to expire
 // entries proactively.
-type noTicks struct{ now func() time.Time }
+type noTicks struct{ elapsed func() time.Duration }
 
-func (c noTicks) NowNano() int64                    { return c.now().UnixNano() }
+func (c noTicks) NowNano() int64                    { return int64(c.elapsed()) }
 func (noTicks) Tick(time.Duration) <-chan time.Time { return nil }
 
 func (c *cache) gen(node string) *cacheGen {

@@ -27,7 +27,7 @@ func (c *cache) push(node string) bool {
 // device): evicting at random or by recency would empty it of them.
 func TestCacheKeepsFrequentDevicesThroughAScan(t *testing.T) {
 	const size = 1000
-	c := newCache(size, time.Hour, time.Hour, time.Now)
+	c := newCache(size, time.Hour, time.Hour, systemClock())
 	hot := make([]string, size/2)
 	for i := range hot {
 		hot[i] = fmt.Sprintf("hot-%d", i)
@@ -56,7 +56,7 @@ func TestCacheKeepsFrequentDevicesThroughAScan(t *testing.T) {
 
 func TestCacheEntriesExpire(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	c := newCache(100, time.Minute, time.Hour, clock.now)
+	c := newCache(100, time.Minute, time.Hour, clock.cacheClock())
 	c.push("n")
 	clock.advance(59 * time.Second)
 	if !c.push("n") {
@@ -65,6 +65,26 @@ func TestCacheEntriesExpire(t *testing.T) {
 	clock.advance(2 * time.Second)
 	if c.push("n") {
 		t.Fatal("entry trusted after its ttl")
+	}
+}
+
+// An entry's ttl runs on the monotonic clock: stepping the wall clock
+// back (NTP correcting a clock that ran fast) must not keep an entry
+// trusted past its ttl, nor stepping it forward end it early.
+func TestCacheTTLIgnoresWallClockSteps(t *testing.T) {
+	for _, step := range []time.Duration{-24 * time.Hour, 24 * time.Hour} {
+		clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+		c := newCache(100, time.Minute, time.Hour, clock.cacheClock())
+		c.push("n")
+		clock.step(step)
+		clock.advance(59 * time.Second)
+		if !c.push("n") {
+			t.Fatalf("wall clock stepped by %v: entry gone before its ttl", step)
+		}
+		clock.advance(2 * time.Second)
+		if c.push("n") {
+			t.Fatalf("wall clock stepped by %v: entry trusted after its ttl", step)
+		}
 	}
 }
 
@@ -83,7 +103,7 @@ func TestCacheDrops(t *testing.T) {
 		{"feed lost and back", func(c *cache) { c.feedLive(false); c.feedLive(true) }},
 	} {
 		t.Run(tc.name+" during the read", func(t *testing.T) {
-			c := newCache(100, time.Hour, time.Hour, time.Now)
+			c := newCache(100, time.Hour, time.Hour, systemClock())
 			gen := c.generation("n")
 			tc.change(c)
 			c.put("n", target, gen)
@@ -92,7 +112,7 @@ func TestCacheDrops(t *testing.T) {
 			}
 		})
 		t.Run(tc.name+" after the read", func(t *testing.T) {
-			c := newCache(100, time.Hour, time.Hour, time.Now)
+			c := newCache(100, time.Hour, time.Hour, systemClock())
 			c.put("n", target, c.generation("n"))
 			tc.change(c)
 			if _, ok := c.get("n"); ok {
@@ -101,7 +121,7 @@ func TestCacheDrops(t *testing.T) {
 		})
 	}
 	t.Run("other nodes stay", func(t *testing.T) {
-		c := newCache(100, time.Hour, time.Hour, time.Now)
+		c := newCache(100, time.Hour, time.Hour, systemClock())
 		c.push("a")
 		c.push("b")
 		c.drop("a")
@@ -112,7 +132,7 @@ func TestCacheDrops(t *testing.T) {
 }
 
 func TestCacheBypassedWhileFeedDown(t *testing.T) {
-	c := newCache(100, time.Hour, time.Hour, time.Now)
+	c := newCache(100, time.Hour, time.Hour, systemClock())
 	c.feedLive(false)
 	c.push("n")
 	if c.push("n") {
@@ -136,7 +156,7 @@ func TestCacheBypassedWhileFeedDown(t *testing.T) {
 // and never a node changed meanwhile or an older value than it read.
 func TestCacheHoldsWhileFeedDown(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	c := newCache(100, time.Minute, 5*time.Minute, clock.now)
+	c := newCache(100, time.Minute, 5*time.Minute, clock.cacheClock())
 	for _, n := range []string{"a", "b", "c"} {
 		c.push(n)
 	}
@@ -203,7 +223,7 @@ func TestCacheHoldsWhileFeedDown(t *testing.T) {
 func TestCacheOutageBounded(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	const size = 100
-	c := newCache(size, time.Minute, 5*time.Minute, clock.now)
+	c := newCache(size, time.Minute, 5*time.Minute, clock.cacheClock())
 	for i := range size {
 		c.push(fmt.Sprint("before-", i))
 	}
@@ -230,7 +250,7 @@ func TestCacheOutageBounded(t *testing.T) {
 // With a negative grace nothing is held: a push the registry cannot be
 // read for fails.
 func TestCacheHoldsNothingWithoutGrace(t *testing.T) {
-	c := newCache(100, time.Hour, -1, time.Now)
+	c := newCache(100, time.Hour, -1, systemClock())
 	c.push("a")
 	c.feedLive(false)
 	c.put("b", registry.PushTarget{Type: "apns", Token: "t-b"}, c.generation("b"))
@@ -245,7 +265,7 @@ func TestCacheHoldsNothingWithoutGrace(t *testing.T) {
 // is taken either before the drop, which then removes the node from it,
 // or after, when the node is gone from the cache already.
 func TestCacheDropRacesFeedLoss(t *testing.T) {
-	c := newCache(100, time.Hour, time.Hour, time.Now)
+	c := newCache(100, time.Hour, time.Hour, systemClock())
 	for i := range 2000 {
 		c.feedLive(true)
 		c.push("n")
@@ -264,7 +284,7 @@ func TestCacheDropRacesFeedLoss(t *testing.T) {
 }
 
 func TestCacheOff(t *testing.T) {
-	c := newCache(0, time.Hour, time.Hour, time.Now)
+	c := newCache(0, time.Hour, time.Hour, systemClock())
 	if c != nil {
 		t.Fatal("size 0 made a cache")
 	}

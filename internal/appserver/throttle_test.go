@@ -5,10 +5,21 @@ import (
 	"time"
 )
 
-type fakeClock struct{ t time.Time }
+// fakeClock is a wall clock (t) and a monotonic one (mono) that tests
+// move: advance moves both, as time passing does; step moves the wall
+// clock alone, as NTP or an operator's date does.
+type fakeClock struct {
+	t    time.Time
+	mono time.Duration
+}
 
 func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func (c *fakeClock) advance(d time.Duration) { c.t, c.mono = c.t.Add(d), c.mono+d }
+func (c *fakeClock) step(d time.Duration)    { c.t = c.t.Add(d) }
+
+func (c *fakeClock) cacheClock() cacheClock {
+	return cacheClock{now: c.now, elapsed: func() time.Duration { return c.mono }}
+}
 
 func TestThrottle(t *testing.T) {
 	type step struct {

@@ -210,12 +210,12 @@ type blockCache struct {
 type blockKey struct{ app, token string }
 
 // newBlockCache returns a cache of up to size entries, each trusted for
-// ttl, by the clock now; nil (no cache) when size is 0 or less.
-func newBlockCache(size int, ttl time.Duration, now func() time.Time) *blockCache {
+// ttl, by clock; nil (no cache) when size is 0 or less.
+func newBlockCache(size int, ttl time.Duration, clock cacheClock) *blockCache {
 	if size <= 0 {
 		return nil
 	}
-	return &blockCache{c: newOtter[blockKey, registry.BlockedToken](size, ttl, now)}
+	return &blockCache{c: newOtter[blockKey, registry.BlockedToken](size, ttl, clock.elapsed)}
 }
 
 func (c *blockCache) get(app, token string) (registry.BlockedToken, bool) {
