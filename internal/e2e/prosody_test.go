@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"mellium.im/xmpp/stanza"
+
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -22,6 +24,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
+	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
 )
 
 // recorder is a push backend that remembers what it was asked to send.
@@ -270,6 +273,35 @@ func testWrongSecret(t *testing.T, start startServer) {
 			t.Fatalf("%s did not log an error reply from the app server", s.xmpp.Name)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Any user of any server can send the component an IQ, and the XMPP
+// servers route more than the component's 64 KiB for one (Prosody takes
+// 256 KiB from a client): such a command is answered with an error, and
+// the component's stream, which carries everyone's pushes, stays up.
+func TestOversizeCommandFromUser(t *testing.T) { eachServer(t, testOversizeCommandFromUser) }
+
+func testOversizeCommandFromUser(t *testing.T, start startServer) {
+	var drops atomic.Int32
+	s := startStackAppsOn(t, start, map[string]push.Backend{"apns": &recorder{}, "fcm": &recorder{}}, func(o *component.Options) {
+		o.OnState = func(up bool) {
+			if !up {
+				drops.Add(1)
+			}
+		}
+	})
+	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	form := &dataform.Form{Type: "submit", Fields: []dataform.Field{
+		{Var: "type", Values: []string{"apns"}}, {Var: "node", Values: []string{"n"}}, {Var: "token", Values: []string{"ab"}},
+		{Var: "padding", Values: []string{strings.Repeat("x", 70<<10)}},
+	}}
+	err := bob.iq(s.xmpp.ComponentJID, stanza.SetIQ, adhoc.Command{Node: adhoc.V1Register, Action: "execute", Form: form}, nil)
+	if err == nil || !strings.Contains(err.Error(), "modify") || !strings.Contains(err.Error(), "not-acceptable") {
+		t.Errorf("answer to a 70 KiB command: %v, want modify/not-acceptable", err)
+	}
+	if n := drops.Load(); n > 0 {
+		t.Fatalf("one user's IQ took the component off %s (%d streams lost)", s.xmpp.Name, n)
 	}
 }
 

@@ -86,16 +86,18 @@ type Options struct {
 	// whose machine vanished) would otherwise wait for TCP to give up,
 	// many minutes, while the server's pushes go nowhere. Default 60 s.
 	KeepAlive time.Duration
-	// MaxStanza bounds an IQ's size in bytes; a larger one ends the
-	// stream. Default 64 KiB. Messages and presences, which carry nothing
-	// for us and are skipped without being kept, may be skippedStanzas
-	// times larger: anyone can send one to our JID, and XMPP servers
-	// route stanzas of up to 256 KiB (Prosody's clients) or 512 KiB
-	// (between servers), so one such message would otherwise take the
-	// component off its server. So may a push publish, whose walk keeps
-	// a few KiB of it: with Prosody's push_notification_with_body or
-	// ejabberd's include_body, it carries a message's whole body, and
-	// anyone could send a message long enough.
+	// MaxStanza bounds the size in bytes of the IQs served: a larger one
+	// is answered modify/not-acceptable. Default 64 KiB. Any stanza may
+	// be skippedStanzas times larger before it ends the stream: anyone
+	// can send one to our JID, and XMPP servers route stanzas of up to
+	// 256 KiB (Prosody's clients) or 512 KiB (between servers), so one
+	// such stanza would otherwise take the component, and every push it
+	// carries, off its server. Messages and presences carry nothing for
+	// us and are skipped without being kept. A push publish is served up
+	// to that size, since its walk keeps a few KiB of it: with Prosody's
+	// push_notification_with_body or ejabberd's include_body, it carries
+	// a message's whole body, and anyone could send a message long
+	// enough.
 	MaxStanza int64
 	// MaxBackoff caps the wait between reconnection attempts. Default
 	// 1.8 s: the component is back within 2 s of the XMPP server, and
@@ -588,8 +590,8 @@ func pingIQ(jid, tag string, seq uint64) []byte {
 	return b.Bytes()
 }
 
-// skippedStanzas is how many times MaxStanza a skipped stanza, or a
-// push publish, may be.
+// skippedStanzas is how many times MaxStanza a stanza may be before it
+// ends the stream (see Options.MaxStanza).
 const skippedStanzas = 16
 
 // read decodes top-level stanzas until the stream ends and dispatches the
@@ -649,9 +651,15 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		m := new(streamIQ)
 		q := &m.iq
+		// Anyone can address an IQ to our JID, and servers route
+		// stanzas far larger than MaxStanza: it is read within the
+		// bound of skipped stanzas, and one too large to serve is
+		// answered with an error rather than the stream left.
+		lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
 		err = q.walkIn(d, t, &m.mem, publish)
 		lr.limit.Store(c.opts.MaxStanza)
-		if lr.n.Load() > c.opts.MaxStanza {
+		over := lr.n.Load() > c.opts.MaxStanza
+		if over {
 			d.shrink()
 		}
 		if err != nil {
@@ -659,6 +667,12 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		if q.Type != "get" && q.Type != "set" {
 			continue // results and errors addressed to us need no answer
+		}
+		if over && q.PubSub == nil {
+			c.reply(w, func(b *bytes.Buffer) {
+				errorIQ(b, q, stanzaErr(stanza.Modify, stanza.NotAcceptable, "IQ too large"))
+			})
+			continue
 		}
 		if q.Type == "get" && q.From == q.To && strings.HasPrefix(q.ID, keepAliveID) {
 			if p := c.servingFor(q.From); p.opts.JID == q.From {

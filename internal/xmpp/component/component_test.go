@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -376,6 +377,35 @@ func TestLongPublish(t *testing.T) {
 	}
 }
 
+// Anyone can address an IQ to the component's JID, and XMPP servers
+// route stanzas larger than MaxStanza (Prosody takes 256 KiB from a
+// client). A command a little over it is answered with an error on the
+// same stream: ending the stream would cost the pushes under way their
+// answers, and ejabberd, while the component reconnects, answers publishes
+// with an error that deletes users' push sessions.
+func TestOversizeCommandIQKeepsStream(t *testing.T) {
+	f := newFixture(t, 0, secret) // MaxStanza 16 KiB
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	big := `<iq type='set' id='big' from='mallory@evil.example/x' to='` + compJID + `'>` +
+		`<command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='execute'>` +
+		`<x xmlns='jabber:x:data' type='submit'><field var='junk'><value>` + strings.Repeat("x", 20<<10) + `</value></field>` +
+		`<field var='type'><value>apns</value></field><field var='node'><value>n</value></field><field var='token'><value>ab</value></field></x></command></iq>`
+	st.send(t, big)
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	got := map[string]string{}
+	for range 2 {
+		r := st.next(t) // fails with a read error when the component dropped the stream
+		got[r.ID] = r.Type
+	}
+	if got["after"] != "result" || got["big"] != "error" {
+		t.Fatalf("answers on the same stream: %v", got)
+	}
+	if err := f.svc.Push(context.Background(), appserver.PushRequest{Node: "n", Secret: "x"}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("the command too large registered its node: %v", err)
+	}
+}
+
 func TestHostileInput(t *testing.T) {
 	f := newFixture(t, 0, secret)
 	st := f.srv.accept(t)
@@ -397,7 +427,7 @@ func TestHostileInput(t *testing.T) {
 		t.Fatalf("after large messages: %+v", r)
 	}
 	// An IQ over the size limit ends the stream; the component comes back.
-	st.send(t, `<iq type='get' id='big' to='`+compJID+`'><query xmlns='jabber:iq:version'>`+strings.Repeat("x", 32<<10)+`</query></iq>`)
+	st.send(t, `<iq type='get' id='big' to='`+compJID+`'><query xmlns='jabber:iq:version'>`+strings.Repeat("x", 300<<10)+`</query></iq>`)
 	st2 := f.srv.accept(t)
 	st2.send(t, publish("again", "ok", ok.Secret, true))
 	if r := st2.next(t); r.ID != "again" || r.Type != "result" {

@@ -72,10 +72,11 @@ type streamIQ struct {
 }
 
 // walkIn is walk taking the payload's memory from mem, unless it is nil.
-// It calls publish, unless it is nil, as a <pubsub/> begins: a publish
-// may carry a long message's whole body, and its walk keeps no more of
-// it than a push uses (see xep0357.WalkIn), so the reader may let it be
-// longer than other IQs.
+// It calls publish, unless it is nil, as a <pubsub/> begins, and keeps
+// nothing of the IQ's payloads after it: a publish may carry a long
+// message's whole body, and its walk keeps no more of it than a push uses
+// (see xep0357.WalkIn), so it is served up to a size other IQs are
+// refused at.
 func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory, publish func()) error {
 	for _, a := range start.Attr {
 		// As reflection does: the last of repeated attributes wins, and
