@@ -191,7 +191,7 @@ func (s *Service) unregisterKeyed(ctx context.Context, typ string, account Accou
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("looking up device: %w", err)
 	}
-	return s.Unregister(ctx, Caller{Account: account}, typ, r.Node)
+	return s.unregister(ctx, Caller{Account: account}, typ, r.Node, key)
 }
 
 // moveAdmitted says whether a device's registration old, moved to another

@@ -165,7 +165,9 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 		// the node by it proves the account, as its owner does (and is
 		// all a registration stored before owners were kept has).
 		mine := owner != "" && (old.Owner == owner || r.DeviceKey != "" && old.DeviceKey == r.DeviceKey)
-		if old.Owner != "" && !mine && !proof {
+		// A device key without an owner is a registration stored before
+		// owners were kept: bound to its account all the same.
+		if (old.Owner != "" || old.DeviceKey != "") && !mine && !proof {
 			return registry.Registration{}, fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
 		}
 		// A node is bound to the account that made it, or to one that
@@ -268,6 +270,13 @@ func (s *Service) checkRegistration(typ, node, token string) error {
 // that gives its secret; an unbound one for anyone who names it (the
 // seed's API), or with StrictRegistration only with its secret.
 func (s *Service) Unregister(ctx context.Context, caller Caller, typ, node string) (registry.Registration, error) {
+	return s.unregister(ctx, caller, typ, node, "")
+}
+
+// unregister is Unregister; deviceKey, when set, is the device key the
+// caller's account and device hash to, which proves the account as its
+// owner does.
+func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, deviceKey string) (registry.Registration, error) {
 	if err := checkText("type", typ, MaxTypeLen); err != nil {
 		return registry.Registration{}, err
 	}
@@ -292,9 +301,9 @@ func (s *Service) Unregister(ctx context.Context, caller Caller, typ, node strin
 		return registry.Registration{}, fmt.Errorf("looking up registration: %w", err)
 	}
 	proof := caller.Secret != "" && subtle.ConstantTimeCompare([]byte(caller.Secret), []byte(old.Secret)) == 1
-	mine := owner != "" && old.Owner == owner
+	mine := owner != "" && (old.Owner == owner || deviceKey != "" && old.DeviceKey == deviceKey)
 	switch {
-	case old.Owner != "" && !mine && !proof:
+	case (old.Owner != "" || old.DeviceKey != "") && !mine && !proof:
 		err = fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
 	case old.Owner == "" && !proof && s.opts.StrictRegistration:
 		err = fmt.Errorf("%w: give the node's secret to unregister it", ErrForbidden)

@@ -222,6 +222,46 @@ func TestDeviceRegistrationBoundToAccount(t *testing.T) {
 	}
 }
 
+// A register-push-fcm registration stored before owners were kept has its
+// device key and no owner. The device key binds it to its account all the
+// same: another account that learns the node can neither replace its token
+// nor remove it, while its own account still can.
+func TestLegacyDeviceRegistrationBoundToAccount(t *testing.T) {
+	var db *sqlite.Store
+	cmds, svc := newCommandsOver(t, func(s *sqlite.Store) registry.Store { db = s; return s })
+	ctx := context.Background()
+	res, err := cmds.Execute(ctx, "juliet@example.org/phone", component, command(adhoc.RegisterFCM, "token", "t1", "device-id", "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, secret := value(t, res, "node"), value(t, res, "secret")
+	// As a registry written before owners were kept holds it.
+	if _, err := db.Register(ctx, node, func(old registry.Registration, found bool) (registry.Registration, error) {
+		old.Owner = ""
+		return old, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*adhoc.Command{
+		command(adhoc.V1Register, "type", "fcm", "node", node, "token", "romeo-token"),
+		command(adhoc.V1Unregister, "type", "fcm", "node", node),
+	} {
+		_, err := cmds.Execute(ctx, "romeo@example.net/laptop", component, c)
+		if condition(err) != stanza.Forbidden {
+			t.Errorf("%s of juliet's node from romeo: %v, want forbidden", c.Node, err)
+		}
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: secret}); err != nil {
+		t.Fatalf("juliet's registration broke: %v", err)
+	}
+	if _, err := cmds.Execute(ctx, "juliet@example.org/phone", component, command(adhoc.UnregisterFCM, "device-id", "dev")); err != nil {
+		t.Fatalf("juliet unregisters her own device: %v", err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: secret}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push after juliet unregistered: %v, want not found", err)
+	}
+}
+
 // One XMPP domain cannot fill the registry: past the quota its new
 // registrations are refused (wait/resource-constraint), renewals and other
 // domains go on.
