@@ -3,8 +3,10 @@ package appserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -13,9 +15,11 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 )
 
 // clock is a settable time source.
@@ -329,5 +333,56 @@ func TestSilentOptionKeepsVoIP(t *testing.T) {
 	got := b.Sent()
 	if len(got) != 2 || got[0].Priority != push.PriorityVoIP || got[1].Priority != push.PrioritySilent {
 		t.Fatalf("sent %+v; want the call as VoIP and the fcm push silent", got)
+	}
+}
+
+// A production app left on sandbox = true, through the core (the mock
+// plays Apple's sandbox: it takes the developer's token and answers
+// BadDeviceToken to every App Store token). After the developer's one push
+// went through, the users' pushes must be answered wait and their
+// registrations kept, not item-not-found (cancel: ejabberd deletes the
+// push session) with the registrations deleted.
+func TestSandboxMismatchKeepsProductionDevices(t *testing.T) {
+	ctx := context.Background()
+	p8, pub, _ := apnsmock.TokenKey()
+	keyFile := filepath.Join(t.TempDir(), "key.p8")
+	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := apns.New(apns.Options{Topic: "im.example.app", Sandbox: true, Endpoint: m.URL, CAPath: m.CADir,
+		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memory.New()
+	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}}, appserver.Options{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := svc.Register(ctx, appserver.Caller{}, "ios", "developer", fmt.Sprintf("%064x", 999))
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "developer", Secret: dev.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	gone := 0
+	for i := range 5 {
+		tok := fmt.Sprintf("%064x", i+1)
+		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+		node := fmt.Sprint("user-", i)
+		reg, _ := svc.Register(ctx, appserver.Caller{}, "ios", node, tok)
+		err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret})
+		_, getErr := store.Get(ctx, node)
+		if errors.Is(err, appserver.ErrNotFound) || errors.Is(getErr, registry.ErrNotFound) {
+			gone++
+			t.Logf("%s: push answered %v (IQ cancel/item-not-found); registration deleted: %v", node, err, errors.Is(getErr, registry.ErrNotFound))
+		}
+	}
+	if gone > 0 {
+		t.Fatalf("%d of 5 production devices deleted and told cancel, on a production app left on the sandbox", gone)
 	}
 }

@@ -72,6 +72,15 @@ type Breaker struct {
 	// by mu.
 	proven    map[string]struct{}
 	provenAll bool
+	// since and sinceAll count, per proven scope (sinceAll for ""), the
+	// answers and refusals since it proved itself under this
+	// configuration: while the window holds too few answers to judge, a
+	// refusal is a dead token only if refusals are a minority of these.
+	// One development build's success would otherwise prove a production
+	// app left on the sandbox, and on a quiet server every user's token
+	// after it would be taken as dead. Guarded by mu.
+	since    map[string]*tally
+	sinceAll tally
 	// warned is when an unproven refusal was last logged.
 	warned time.Time
 }
@@ -107,6 +116,9 @@ type breakerWindow struct {
 // number of push services. Past it the memory starts again, and each
 // scope proves itself anew; a window marked refusing is kept.
 const maxProvenScopes = 10_000
+
+// tally is a scope's answers and refusals since it proved itself.
+type tally struct{ answers, suspects int }
 
 type breakerBucket struct {
 	start            time.Time
@@ -184,6 +196,19 @@ func (b *Breaker) JudgeAt(scope string, err error) error {
 		b.tripped--
 	}
 	tripped, cause := w.tripped, w.cause
+	var record tally
+	if changed && !tripped {
+		// Answering normally again: judged afresh from here.
+		*b.sinceProven(scope) = tally{}
+	}
+	if proven && !tripped {
+		t := b.sinceProven(scope)
+		t.answers++
+		if suspect {
+			t.suspects++
+		}
+		record = *t
+	}
 	b.mu.Unlock()
 
 	if changed && tripped {
@@ -204,6 +229,12 @@ func (b *Breaker) JudgeAt(scope string, err error) error {
 	}
 	if !proven {
 		return &TemporaryError{Reason: fmt.Sprintf("refused (%s) before any push of the app went through: %s", s.Reason, s.Cause), Err: err}
+	}
+	if answers < b.opts.MinAnswers && 2*record.suspects >= record.answers {
+		// Too few answers in the window to trip, but refusals are no
+		// minority of what the app heard since it proved itself: the
+		// configuration may be at fault.
+		return &TemporaryError{Reason: fmt.Sprintf("refused (%s) as often as not since the app's configuration proved itself: %s", s.Reason, s.Cause), Err: err}
 	}
 	return &DeadTokenError{Since: now, Reason: s.Reason}
 }
@@ -230,6 +261,22 @@ func (b *Breaker) prove(scope string) {
 		b.proven = make(map[string]struct{})
 	}
 	b.proven[scope] = struct{}{}
+}
+
+// sinceProven returns scope's tally since it proved itself; b.mu is held.
+func (b *Breaker) sinceProven(scope string) *tally {
+	if scope == "" {
+		return &b.sinceAll
+	}
+	if t, ok := b.since[scope]; ok {
+		return t
+	}
+	if b.since == nil || len(b.since) >= maxProvenScopes {
+		b.since = make(map[string]*tally)
+	}
+	t := &tally{}
+	b.since[scope] = t
+	return t
 }
 
 // isProven reports whether scope has seen a success; b.mu is held.

@@ -256,7 +256,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 					b.logger.Debug("push sent", "node", n.Node, "push_type", req.header.Get("apns-push-type"), "apns_id", a.id)
 				}
 				return nil
-			case a.status == http.StatusGone:
+			case a.status == http.StatusGone && (a.reason == "Unregistered" || a.reason == "ExpiredToken"):
+				// Apple's word that the token is dead; a 410 without
+				// it (a proxy, a wrong endpoint) proves nothing.
 				since := a.timestamp
 				if since.IsZero() {
 					since = b.opts.Now()

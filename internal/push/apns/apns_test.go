@@ -253,12 +253,14 @@ func TestAnswers(t *testing.T) {
 			b := newBackend(t, o)
 			// One push goes through first: the app's configuration has
 			// proven itself, so a refused token is the token's fault.
-			if err := send(t, b, push.PriorityHigh, nil); err != nil {
-				t.Fatal(err)
+			for range 2 {
+				if err := send(t, b, push.PriorityHigh, nil); err != nil {
+					t.Fatal(err)
+				}
 			}
 			m.FailToken(token, tt.faults...)
 			tt.check(t, send(t, b, push.PriorityHigh, nil))
-			if n := m.Total() - 1; n != tt.wantTries {
+			if n := m.Total() - 2; n != tt.wantTries {
 				t.Fatalf("%d requests, want %d", n, tt.wantTries)
 			}
 		})
@@ -691,5 +693,43 @@ func TestRefusalsDoNotFloodLog(t *testing.T) {
 	t.Logf("first line: %.200s", out)
 	if lines > 20 {
 		t.Errorf("%d refused pushes wrote %d warn lines, no rate limit", n, lines)
+	}
+}
+
+// A production (App Store) app left on sandbox = true, the seed's default.
+// The developer's own build registers too, and its sandbox token works:
+// that one success proves the configuration. The users' pushes, a few a
+// minute, are all refused BadDeviceToken, most of the app's answers, and
+// so count against the app's configuration, not against their tokens.
+func TestSandboxMismatchProvenByOneDevToken(t *testing.T) {
+	m, o := tokenSetup(t)
+	o.PushDeadline = 0
+	b := newBackend(t, o)
+	// The developer's device: its sandbox token goes through.
+	if err := b.Send(context.Background(), push.Notification{App: "ios", Node: "dev", Token: token, Priority: push.PriorityHigh}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := 0
+	for i := range 10 {
+		tok := fmt.Sprintf("%064x", i+1)
+		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+		err := b.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("user-", i), Token: tok, Priority: push.PriorityHigh})
+		if _, ok := push.IsDeadToken(err); ok {
+			deleted++
+		}
+	}
+	if deleted > 0 {
+		t.Fatalf("%d of 10 production registrations declared dead (deleted, user's server told cancel) after 1 success and 10 BadDeviceToken", deleted)
+	}
+}
+
+// A 410 without Apple's reason (a proxy or a wrong endpoint answering
+// Gone) is no proof the token is dead.
+func TestBare410IsNotApplesUnregistered(t *testing.T) {
+	m, o := tokenSetup(t)
+	b := newBackend(t, o)
+	m.FailToken(token, apnsmock.Fault{Status: 410})
+	if d, ok := push.IsDeadToken(send(t, b, push.PriorityHigh, nil)); ok {
+		t.Fatalf("bare 410 without reason taken as dead token: %v", d)
 	}
 }

@@ -198,8 +198,10 @@ func TestSendAnswers(t *testing.T) {
 			mock, b, pub := setup(t, webpush.Options{})
 			// A push goes through first: the app's key and subject have
 			// proven themselves at this push service.
-			if err := b.Send(context.Background(), push.Notification{Node: "n0", Token: subscribe(t, mock, pub).JSON}); err != nil {
-				t.Fatal(err)
+			for range 2 {
+				if err := b.Send(context.Background(), push.Notification{Node: "n0", Token: subscribe(t, mock, pub).JSON}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			sub := subscribe(t, mock, pub)
 			for i, f := range c.faults {
@@ -215,7 +217,7 @@ func TestSendAnswers(t *testing.T) {
 			if !c.check(err) {
 				t.Fatalf("Send = %v", err)
 			}
-			ms := mock.Messages()[1:]
+			ms := mock.Messages()[2:]
 			if len(ms) != c.requests {
 				t.Fatalf("%d requests, want %d", len(ms), c.requests)
 			}
@@ -532,5 +534,46 @@ func TestRefusalsDoNotFloodLog(t *testing.T) {
 	t.Logf("first line: %.200s", buf.String())
 	if lines > 20 {
 		t.Errorf("%d refused pushes wrote %d warn lines, no rate limit", n, lines)
+	}
+}
+
+// The operator replaces vapid_key_file by mistake (vapid-keygen over the
+// old file) and reloads. One browser subscribes afresh with the new public
+// key and its push goes through; the ten subscriptions made for the old
+// key are refused (403). On a quiet server (under 20 pushes a minute)
+// they must be kept all the same, so that putting the old key back
+// helps.
+func TestReplacedVAPIDKeyQuietServer(t *testing.T) {
+	mock, _, oldPub := startMock(t)
+	guard := webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}
+	breaker := push.NewBreaker("web", push.BreakerOptions{}, quiet())
+	// The subscriptions worked with the old key (long ago: nothing of
+	// it is in the breaker's minute).
+	var subs []webpushmock.Subscription
+	for range 10 {
+		subs = append(subs, subscribe(t, mock, oldPub))
+	}
+	send := func(b *webpush.Backend, s webpushmock.Subscription) error {
+		return b.Send(context.Background(), push.Notification{Node: "n", Token: s.JSON, Priority: push.PriorityHigh})
+	}
+	// Key replaced, reloaded: a new backend with a fresh breaker, as
+	// cmd/push-appserver's BuildApp makes it.
+	newKeyFile := filepath.Join(t.TempDir(), "vapid.pem")
+	newPub, err := webpush.GenerateVAPIDKey(newKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb := newBackend(t, mock, newKeyFile, webpush.Options{Breaker: breaker.Fresh(), Guard: guard})
+	if err := send(nb, subscribe(t, mock, newPub)); err != nil {
+		t.Fatal(err)
+	}
+	deleted := 0
+	for _, s := range subs {
+		if isDead(send(nb, s)) {
+			deleted++
+		}
+	}
+	if deleted > 0 {
+		t.Fatalf("%d of 10 subscriptions made for the replaced key declared dead (deleted) while refusals were 10 of 11 answers", deleted)
 	}
 }
