@@ -481,7 +481,13 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	app, ok := s.apps[t.Type]
 	if !ok {
 		s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
-		return fmt.Errorf("%w: app %q is not configured", ErrPushFailed, t.Type)
+		err := fmt.Errorf("%w: app %q is not configured", ErrPushFailed, t.Type)
+		s.failures.Log("app", t.Type, "node", node, "err", err)
+		// Sent once the app is back (a restart that fixes the
+		// configuration takes it from the registry).
+		s.redeliver.keepUnread(node, unreadPush{secret: req.Secret, important: req.Important()},
+			push.Notification{Node: node, Summary: req.Summary, Encrypted: req.Encrypted})
+		return err
 	}
 	prio := app.Priority.Resolve(req.Important())
 

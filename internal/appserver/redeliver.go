@@ -106,7 +106,8 @@ type RedeliveryStats struct {
 	// Delivered went through on a later attempt; Expired were still
 	// failing when their time ran out; Gone found the registration
 	// removed or the token dead; Failed met a failure that cannot pass
-	// (an app no longer configured, a payload the service refuses).
+	// (a payload the service refuses; a push to an app left out of the
+	// configuration waits instead, since putting it back is ours to do).
 	// Superseded ended because a later push to the device went through.
 	// Gone also counts unread pushes whose node was not registered or
 	// whose secret was not the registration's.
@@ -753,7 +754,10 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	}
 	app, ok := s.apps[n.App]
 	if !ok {
-		return redeliveryFailed, 0
+		// Left out of this configuration (renamed, a restart with a
+		// mistake): ours to fix, and the user's server heard wait.
+		// Kept until its time runs out, for a server that has it.
+		return redeliverLater, 0
 	}
 	if a.unread != nil {
 		n.Priority = app.Priority.Resolve(a.unread.important)

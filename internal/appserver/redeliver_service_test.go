@@ -1,11 +1,13 @@
 package appserver_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -615,4 +617,49 @@ func TestRedeliveryHonoursFirstRetryAfter(t *testing.T) {
 	if n := sentTo(b, "t1"); n > 1 {
 		t.Fatalf("the service asked for 500 ms and got %d requests within %v", n, time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// An operator restarts with an app renamed by mistake ([apps.fcm] became
+// [apps.android]) while a push of it waits for redelivery. The user's
+// server was answered wait (an app left out is a mistake of ours that
+// passes), and the operator puts the name back and restarts within the
+// redelivery window: the push must still go out.
+func TestHeldPushSurvivesAppLeftOutAtRestart(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	first, b1, stop := startRedelivering(t, store, time.Minute)
+	reg, _ := first.Register(ctx, appserver.Caller{}, "fcm", "n1", "token-1")
+	b1.set("token-1", outage)
+	first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret, MarkedHigh: true})
+	if s := first.RedeliveryStats(); s.Kept != 1 {
+		t.Fatalf("%+v", s)
+	}
+	stop()
+
+	// Restarted with the app renamed.
+	b2 := &scripted{answers: map[string]error{}}
+	var logs bytes.Buffer
+	renamed := []appserver.App{{Name: "android", Priority: push.PriorityHigh, Backend: b2}}
+	second, err := appserver.New(store, renamed, appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	stop2 := running(t, second)
+	if err := second.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push to a registration of an app left out: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	s2 := second.RedeliveryStats()
+	stop2()
+	t.Logf("renamed-app server: redelivery %+v; log:\n%s", s2, logs.String())
+	if !strings.Contains(logs.String(), "fcm") {
+		t.Errorf("nothing logged about pushes to app %q, which is not configured", "fcm")
+	}
+
+	// Name put back, restarted again within the redelivery window.
+	third, b3, _ := startRedelivering(t, store, time.Minute)
+	eventually(t, func() bool { return sentTo(b3, "token-1") > 0 }, func() string {
+		return fmt.Sprintf("the push held for app fcm was lost while the app was left out of the configuration: %+v", third.RedeliveryStats())
+	})
 }
