@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"sort"
@@ -50,8 +51,17 @@ func (s *Backend) ValidateToken(token string) error {
 	return nil
 }
 
-// Swap replaces the backend; pushes already under way finish on the old.
-func (s *Backend) Swap(b push.Backend) { s.p.Store(&b) }
+// Swap replaces the backend; pushes already under way finish on the old,
+// which is closed (when it is an io.Closer: its connections to the push
+// service) after retire, by when they have ended. Left open, each reload
+// would leave its connections, and their goroutines, until they had idled
+// for minutes: a server reloaded by automation piles them up.
+func (s *Backend) Swap(b push.Backend, retire time.Duration) {
+	old := *s.p.Swap(&b)
+	if c, ok := old.(io.Closer); ok {
+		time.AfterFunc(retire, func() { c.Close() })
+	}
+}
 
 // PushDeadline is the app's push deadline, which the core gives each push
 // (appserver.PushDeadliner): it changes with the backend at a reload.
@@ -194,7 +204,9 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", key, err))
 			continue
 		}
-		sw.Swap(b)
+		// push_timeout bounds a push end to end, retries included: a
+		// second after it, nothing is left on the old backend.
+		sw.Swap(b, cur.PushTimeout.D()+time.Second)
 		if nw.Kind != config.KindLog {
 			sw.SetPushDeadline(nw.PushDeadline.D())
 		}

@@ -95,3 +95,57 @@ func TestReloadPushDeadline(t *testing.T) {
 		t.Fatalf("applied %v, push deadline %v, want 6s", res.Applied, sw.PushDeadline())
 	}
 }
+
+// closer is a backend that records when it is closed.
+type closer struct {
+	named
+	closed chan time.Time
+}
+
+func newCloser(name string) *closer {
+	return &closer{named: named(name), closed: make(chan time.Time, 1)}
+}
+
+func (c *closer) Close() error {
+	c.closed <- time.Now()
+	return nil
+}
+
+// A reload closes the backend it replaced (its connections to the push
+// service), once push_timeout and a second have passed since the swap,
+// by when every push that took it has ended; not before, and not the
+// new one, nor an app's whose rebuilt backend failed.
+func TestReloadClosesReplacedBackend(t *testing.T) {
+	const pushTimeout = 100 * time.Millisecond
+	base := fmt.Sprintf("rate_limit = 0\npush_timeout = %q\n[apps.a]\nkind = \"log\"\n[apps.b]\nkind = \"log\"\n", pushTimeout)
+	oldA, oldB, newA := newCloser("a1"), newCloser("b1"), newCloser("a2")
+	r := New(parse(t, base), Options{
+		Logger: slog.New(slog.DiscardHandler),
+		Apps:   map[string]*Backend{"a": NewBackend(oldA), "b": NewBackend(oldB)},
+		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
+			if name == "b" {
+				return nil, errors.New("bad key")
+			}
+			return newA, nil
+		},
+	})
+	start := time.Now()
+	if res := r.Reload(context.Background(), parse(t, base), nil); len(res.Applied) != 1 {
+		t.Fatalf("applied %v", res.Applied)
+	}
+	select {
+	case at := <-oldA.closed:
+		if d := at.Sub(start); d < pushTimeout+time.Second {
+			t.Fatalf("the replaced backend closed %v after the reload, before push_timeout and a second (%v)", d, pushTimeout+time.Second)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replaced backend was not closed")
+	}
+	select {
+	case <-newA.closed:
+		t.Fatal("the new backend was closed")
+	case <-oldB.closed:
+		t.Fatal("the backend kept, its replacement broken, was closed")
+	default:
+	}
+}

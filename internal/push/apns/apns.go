@@ -572,3 +572,8 @@ func (s *signer) invalidate(refused string) {
 	}
 	s.mu.Unlock()
 }
+
+// Close closes the connections to APNS. A reload that replaced the
+// backend calls it once the pushes under way on it have ended; otherwise
+// they would stay open until they had idled for minutes.
+func (b *Backend) Close() error { return b.client.Close() }

@@ -528,3 +528,9 @@ func (b *Backend) post(ctx context.Context, body []byte, refused string) (status
 	}
 	return resp.StatusCode, ferr, name, retryAfter, tok, nil
 }
+
+// Close closes the connections to FCM and its token endpoint. A reload
+// that replaced the backend calls it once the pushes under way on it
+// have ended; otherwise they would stay open until they had idled for
+// minutes.
+func (b *Backend) Close() error { return b.client.Close() }

@@ -194,6 +194,34 @@ func (c *Client) Do(ctx context.Context, req *Request) (Response, error) {
 	return c.p.do(ctx, req)
 }
 
+// Close closes the client's connections, and those it is dialling as they
+// come up: a backend a reload replaced keeps none open until the idle
+// timeout. Requests still on them fail, and requests after it fail at
+// once.
+func (c *Client) Close() error {
+	c.p.mu.Lock()
+	c.p.closed = true
+	hosts := make([]*hostPool, 0, len(c.p.hosts))
+	for _, h := range c.p.hosts {
+		hosts = append(hosts, h)
+	}
+	c.p.mu.Unlock()
+	for _, h := range hosts {
+		h.mu.Lock()
+		conns := h.conns
+		h.conns = nil
+		h.mu.Unlock()
+		for _, cn := range conns {
+			cn.cc.Close()
+		}
+		h.wake(true)
+	}
+	return nil
+}
+
+// errClientClosed fails the requests made after Close.
+var errClientClosed = errors.New("h2client: client closed")
+
 // pool is an http.RoundTripper over a set of connections per host.
 type pool struct {
 	dialer   *net.Dialer
@@ -201,8 +229,16 @@ type pool struct {
 	maxConns int
 	pings    pings
 
-	mu    sync.Mutex
-	hosts map[string]*hostPool
+	mu     sync.Mutex
+	hosts  map[string]*hostPool
+	closed bool // by Client.Close
+}
+
+// isClosed reports whether Client.Close was called.
+func (p *pool) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 func (p *pool) host(addr string) *hostPool {
@@ -252,6 +288,9 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 // do sends req on one of its host's connections, and again at once on
 // another when one could not take it.
 func (p *pool) do(ctx context.Context, req *Request) (Response, error) {
+	if p.isClosed() {
+		return Response{}, errClientClosed
+	}
 	h := p.host(req.Addr)
 	for resends := 0; ; resends++ {
 		c, err := h.get(ctx)
@@ -547,6 +586,12 @@ func (h *hostPool) dial() {
 	cc, err := dialConn(ctx, h.p.dialer, h.p.tls, h.addr, h.p.pings, h.wake)
 	h.mu.Lock()
 	h.dialing--
+	// Under h.mu, which Close takes after it sets closed: a connection
+	// that comes up after Close took h.conns is closed here.
+	if err == nil && h.p.isClosed() {
+		cc.Close()
+		err = errClientClosed
+	}
 	if err != nil {
 		h.failedLocked(err)
 	} else {

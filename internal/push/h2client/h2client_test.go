@@ -3,17 +3,21 @@ package h2client_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push/h2client"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
 
 const payload = `{"aps":{"content-available":1}}`
@@ -201,4 +205,71 @@ func TestVerifiesTheServiceName(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("to %s, whose name the certificate lacks: %v, want a certificate error", other, err)
 	}
+}
+
+// Close closes the client's connections, and one it was dialling as it
+// comes up, rather than leave them until they have idled for minutes (a
+// reload replaces a backend's client); requests after it fail without
+// dialling.
+func TestCloseClosesConnections(t *testing.T) {
+	var open atomic.Int32
+	hello, handshake := make(chan struct{}, 1), make(chan struct{})
+	var holdHandshake atomic.Bool
+	tlsCfg := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		if holdHandshake.Load() {
+			hello <- struct{}{}
+			<-handshake
+		}
+		return nil, nil
+	}}
+	s, err := mockhttp.StartWith("h2client", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("apns-id", "1")
+	}), tlsCfg, func(srv *http.Server) {
+		srv.ConnState = func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	waitClosed := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); open.Load() != 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d connections still open", what, open.Load())
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	c := newClient(t, h2client.Options{CAPath: s.CADir})
+	if err := do(ctx, c, s.URL, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitClosed("after Close")
+	dialled := s.Connections()
+	if err := do(ctx, c, s.URL, 0); err == nil || s.Connections() != dialled {
+		t.Fatalf("a request after Close: %v, %d connections dialled for it", err, s.Connections()-dialled)
+	}
+
+	// Close while the only connection is in its handshake.
+	c = newClient(t, h2client.Options{CAPath: s.CADir})
+	holdHandshake.Store(true)
+	errc := make(chan error, 1)
+	go func() { errc <- do(ctx, c, s.URL, 0) }()
+	<-hello
+	c.Close()
+	close(handshake)
+	if err := <-errc; err == nil {
+		t.Fatal("a request on a connection that came up after Close went through")
+	}
+	waitClosed("after Close during a dial")
 }

@@ -446,3 +446,12 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	return 0
 }
+
+// Close closes the idle connections to push services. A reload that
+// replaced the backend calls it once the pushes under way on it have
+// ended, when every connection is idle; otherwise they would stay open
+// for IdleConnTimeout.
+func (b *Backend) Close() error {
+	b.client.CloseIdleConnections()
+	return nil
+}
