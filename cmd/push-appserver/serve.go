@@ -206,7 +206,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	defer store.Close()
 	starting.SetReason("starting")
 
-	apps, breakers, err := buildApps(ctx, cfg, logger)
+	// Apps of a kind are added only by a restart: the share each WebPush
+	// app has holds until then.
+	webPush := webPushBound(cfg, httpapi.DescriptorReserve())
+	apps, breakers, err := buildApps(ctx, cfg, webPush, logger)
 	if err != nil {
 		return err
 	}
@@ -235,7 +238,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			if b := breakerOf[name]; b != nil {
 				br = b.Fresh()
 			}
-			return newBackend(ctx, name, a, br, logger.With("app", name))
+			return newBackend(ctx, name, a, br, webPush, logger.With("app", name))
 		},
 	})
 
@@ -583,8 +586,9 @@ type appBreaker struct {
 }
 
 // buildApps makes one backend per configured app, and a breaker for each
-// backend that talks to a push service.
-func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]appserver.App, []appBreaker, error) {
+// backend that talks to a push service; webPush bounds each WebPush app
+// (webPushBound).
+func buildApps(ctx context.Context, cfg *config.Config, webPush int, logger *slog.Logger) ([]appserver.App, []appBreaker, error) {
 	names := make([]string, 0, len(cfg.Apps))
 	for n := range cfg.Apps {
 		names = append(names, n)
@@ -608,7 +612,7 @@ func buildApps(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]
 		default:
 			deadline = a.PushDeadline.D()
 			br := push.NewBreaker(name, push.BreakerOptions{}, logger)
-			b, err = newBackend(ctx, name, a, br, l)
+			b, err = newBackend(ctx, name, a, br, webPush, l)
 			if err != nil {
 				return nil, nil, fmt.Errorf("apps.%s: %w", name, err)
 			}

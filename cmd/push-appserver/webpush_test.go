@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
@@ -173,6 +174,39 @@ endpoint_ports = [%d, %s]
 			if strings.Contains(s.log.String(), secret) || strings.Contains(reasons.String(), secret) {
 				t.Errorf("subscription %s shows in the info-level log or a stored error reason", f.ID)
 			}
+		}
+	}
+}
+
+// A WebPush app's connections and pushes under way take at most half of
+// the descriptors the HTTP listeners leave the process, shared between
+// the WebPush apps, so that subscriptions at many origins leave APNS,
+// FCM, the component and the registry theirs.
+func TestWebPushBound(t *testing.T) {
+	apps := func(kinds ...string) *config.Config {
+		c := &config.Config{Apps: map[string]*config.App{}}
+		for i, k := range kinds {
+			c.Apps[fmt.Sprint("app", i)] = &config.App{Kind: k}
+		}
+		return c
+	}
+	for _, tt := range []struct {
+		name    string
+		cfg     *config.Config
+		reserve int
+		want    int
+	}{
+		{"LimitNOFILE=1024", apps(config.KindWebPush, config.KindAPNS), 256, 128},
+		{"LimitNOFILE=1024, two WebPush apps", apps(config.KindWebPush, config.KindWebPush, config.KindFCM), 256, 64},
+		{"LimitNOFILE=128", apps(config.KindWebPush), 100, 50},
+		{"LimitNOFILE=128, three WebPush apps", apps(config.KindWebPush, config.KindWebPush, config.KindWebPush), 100, 16},
+		{"LimitNOFILE=65536", apps(config.KindWebPush), 16384, webpush.DefaultMaxConnections},
+		{"no WebPush app", apps(config.KindAPNS), 256, 128},
+		{"no reserve", apps(config.KindWebPush), 0, 1},
+	} {
+		got := webPushBound(tt.cfg, tt.reserve)
+		if conns, pushes := min(webpush.DefaultMaxConnections, got), min(webpush.DefaultMaxPushes, got); conns != tt.want || pushes != tt.want {
+			t.Errorf("%s: %d connections, %d pushes under way; want %d", tt.name, conns, pushes, tt.want)
 		}
 	}
 }

@@ -21,7 +21,9 @@ import (
 
 // newBackend builds the push backend for an app of kind apns, fcm or
 // webpush; br judges its answers that may mean a misconfigured app.
-func newBackend(ctx context.Context, name string, a *config.App, br *push.Breaker, logger *slog.Logger) (push.Backend, error) {
+// webPush bounds a WebPush app's connections and pushes under way (see
+// webPushBound); 0 leaves webpush's defaults, for a one-off command.
+func newBackend(ctx context.Context, name string, a *config.App, br *push.Breaker, webPush int, logger *slog.Logger) (push.Backend, error) {
 	switch a.Kind {
 	case config.KindAPNS:
 		password, err := config.ResolveSecret(a.KeyPassword)
@@ -76,6 +78,8 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 			PushDeadline:   a.PushDeadline.D(),
 			CAPath:         a.CAPath,
 			Breaker:        br,
+			MaxConnections: min(webpush.DefaultMaxConnections, webPush),
+			MaxPushes:      min(webpush.DefaultMaxPushes, webPush),
 			Guard: webpush.Guard{
 				AllowPrivate: a.AllowPrivateEndpoints,
 				Ports:        a.EndpointPorts,
@@ -84,6 +88,25 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 		}, logger)
 	}
 	return nil, fmt.Errorf("unknown kind %q", a.Kind)
+}
+
+// webPushBound is how many connections to push services, and pushes
+// under way (each may hold one), each WebPush app of cfg may have: half
+// of reserve, the descriptors the HTTP listeners leave the process
+// (httpapi.DescriptorReserve), shared between them. Subscriptions choose
+// their push service, and anyone can subscribe at many origins of their
+// own: with webpush's default of 1,024 under a limit of 1,024
+// descriptors, about 250 origins took every descriptor the APNS and FCM
+// dials, the registry and the component needed, for as long as the idle
+// connections stayed (5 minutes). At most webpush's defaults apply.
+func webPushBound(cfg *config.Config, reserve int) int {
+	apps := 0
+	for _, a := range cfg.Apps {
+		if a.Kind == config.KindWebPush {
+			apps++
+		}
+	}
+	return max(reserve/2/max(apps, 1), 1)
 }
 
 // handover is what a process standing by for a component (Prosody takes

@@ -15,12 +15,37 @@ import (
 // together: the process's descriptor limit less a reserve for what it
 // must open itself (the component's connections, the push services',
 // the registry's, its files).
-func ConnectionCap() int {
+func ConnectionCap() int { return connectionCap(descriptorLimit()) }
+
+// DescriptorReserve is the reserve ConnectionCap keeps back: what the
+// process may open itself. What it opens in numbers that others choose
+// (WebPush connections, to origins that subscriptions name) must stay
+// within a share of it, or the rest (APNS, FCM, the component, the
+// registry) finds none left.
+func DescriptorReserve() int { return descriptorReserve(descriptorLimit()) }
+
+// descriptorLimit is the process's soft limit of descriptors, or 0 when
+// it is unknown or too high (over 2^20) to bound anything here.
+func descriptorLimit() int {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Cur > 1<<20 {
+		return 0
+	}
+	return int(l.Cur)
+}
+
+func connectionCap(limit int) int {
+	if limit == 0 {
 		return 1 << 16
 	}
-	return max(int(l.Cur)-max(int(l.Cur)/4, 100), 16)
+	return max(limit-max(limit/4, 100), 16)
+}
+
+func descriptorReserve(limit int) int {
+	if limit == 0 {
+		return 1 << 16
+	}
+	return max(limit-connectionCap(limit), 0)
 }
 
 // DefaultMaxConnectionsPerClient is how many connections one client

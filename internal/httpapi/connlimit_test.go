@@ -81,10 +81,27 @@ func TestLimitListener(t *testing.T) {
 	}
 }
 
-// The cap leaves descriptors for the process's own connections.
+// The cap leaves descriptors for the process's own connections: a
+// quarter of the limit, at least 100, and the reserve is what it leaves.
 func TestConnectionCap(t *testing.T) {
 	if n := ConnectionCap(); n < 16 || n > 1<<16 {
 		t.Fatalf("ConnectionCap() = %d", n)
+	}
+	if n := DescriptorReserve(); n < 0 || n > 1<<18 {
+		t.Fatalf("DescriptorReserve() = %d", n)
+	}
+	for _, tt := range []struct{ limit, cap, reserve int }{
+		{0, 1 << 16, 1 << 16}, // unknown, or over 2^20
+		{16, 16, 0},
+		{64, 16, 48},
+		{128, 28, 100},
+		{1024, 768, 256},      // a shell's usual limit
+		{65536, 49152, 16384}, // deploy/push-appserver.service
+		{1 << 20, 786432, 262144},
+	} {
+		if c, r := connectionCap(tt.limit), descriptorReserve(tt.limit); c != tt.cap || r != tt.reserve {
+			t.Errorf("limit %d: cap %d, reserve %d; want %d, %d", tt.limit, c, r, tt.cap, tt.reserve)
+		}
 	}
 }
 
