@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -63,7 +64,8 @@ const DefaultMaxConnectionsPerClient = 128
 // Why a connection was closed at once, as ConnLimitOptions.Refused is
 // told.
 const (
-	// RefusedSlots: every slot of the listeners was taken.
+	// RefusedSlots: every slot of the listeners was taken, or the
+	// process had no descriptor left to accept the connection with.
 	RefusedSlots = "descriptors"
 	// RefusedClient: its client held PerClient connections already.
 	RefusedClient = "per_client"
@@ -83,7 +85,8 @@ type ConnLimitOptions struct {
 	// connections coming from them.
 	Exempt []netip.Prefix
 	// Refused, when set, is told of each connection closed at once, by
-	// RefusedSlots or RefusedClient.
+	// RefusedSlots or RefusedClient, and of each accept that failed for
+	// want of a descriptor, by RefusedSlots.
 	Refused func(limit string)
 	Logger  *slog.Logger
 }
@@ -196,14 +199,25 @@ func (l *ConnLimit) release(client netip.Addr) {
 
 func (l *ConnLimit) refuse(c net.Conn, client netip.Addr, why string) {
 	c.Close()
-	if l.refused != nil {
-		l.refused(why)
-	}
+	l.tell(why)
 	if why == RefusedClient {
 		l.refusals.Do(func() {
 			l.logger.Info("connection refused: its client holds http.max_connections_per_client already", "client", clientString(client), "max", l.perClient)
 		})
 	}
+}
+
+// tell tells Refused of a connection refused by why.
+func (l *ConnLimit) tell(why string) {
+	if l.refused != nil {
+		l.refused(why)
+	}
+}
+
+// outOfDescriptors reports whether an accept failed for want of a
+// descriptor, the process's or the system's.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // clientString names a client as it is counted: an IPv6 one by its /64.
@@ -232,6 +246,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			if outOfDescriptors(err) {
+				// The slots left the process none: the connection
+				// waits in the backlog while net/http retries, up to
+				// a second later, and logs it; counted, the alert on
+				// refused connections sees it too.
+				l.lim.tell(RefusedSlots)
+			}
 			return nil, err
 		}
 		client := l.lim.client(c)

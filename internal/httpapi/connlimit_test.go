@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -439,5 +441,41 @@ func TestPerClientLimitLocalUseNAT64(t *testing.T) {
 	b := clientKey(netip.MustParseAddr("64:ff9b:1::cb00:7105")) // 203.0.113.5
 	if a == b {
 		t.Fatalf("two IPv4 clients behind a local-use NAT64 prefix share one limit: both counted as %s", a)
+	}
+}
+
+// errListener fails every Accept with err.
+type errListener struct {
+	net.Listener
+	err error
+}
+
+func (l errListener) Accept() (net.Conn, error) { return nil, l.err }
+
+// An accept that fails for want of a descriptor counts as a connection
+// refused by the descriptor limit: the client waits in the backlog while
+// net/http retries, and without the count only the log would say so.
+// Other errors count as nothing.
+func TestAcceptOutOfDescriptorsCounted(t *testing.T) {
+	acceptErr := func(errno syscall.Errno) error {
+		return &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}
+	}
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{acceptErr(syscall.EMFILE), RefusedSlots},
+		{acceptErr(syscall.ENFILE), RefusedSlots},
+		{acceptErr(syscall.ECONNABORTED), ""},
+		{net.ErrClosed, ""},
+	} {
+		var refused []string
+		ln := LimitListener(errListener{err: tt.err}, NewConnLimit(ConnLimitOptions{Slots: 2, Refused: func(why string) { refused = append(refused, why) }}))
+		if _, err := ln.Accept(); err != tt.err {
+			t.Errorf("%v: Accept returned %v", tt.err, err)
+		}
+		if got := strings.Join(refused, " "); got != tt.want {
+			t.Errorf("%v: refusals told %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

@@ -109,7 +109,7 @@ func New() *Metrics {
 	}
 	m.connRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "push_appserver_http_connections_refused_total",
-		Help: "Connections to the HTTP listeners closed as soon as accepted, by limit: descriptors (the listeners held every connection the descriptor limit leaves them) or per_client (the client address, an IPv6 client's /64, held http.max_connections_per_client).",
+		Help: "Connections to the HTTP listeners closed as soon as accepted, by limit: descriptors (the listeners held every connection the descriptor limit leaves them, or an accept failed for want of a descriptor) or per_client (the client address, an IPv6 client's /64, held http.max_connections_per_client).",
 	}, []string{"limit"})
 	for _, l := range []string{"descriptors", "per_client"} {
 		m.connRefused.WithLabelValues(l)
@@ -187,7 +187,8 @@ func (m *Metrics) HTTPLimited(endpoint string) {
 }
 
 // HTTPConnectionRefused counts a connection the HTTP listeners closed at
-// once, by the limit it was past (httpapi.RefusedSlots or RefusedClient).
+// once, by the limit it was past (httpapi.RefusedSlots or RefusedClient),
+// or an accept that failed for want of a descriptor (RefusedSlots).
 func (m *Metrics) HTTPConnectionRefused(limit string) {
 	m.connRefused.WithLabelValues(limit).Inc()
 }
