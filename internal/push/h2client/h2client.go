@@ -199,8 +199,8 @@ func (c *Client) Do(ctx context.Context, req *Request) (Response, error) {
 // timeout. Requests still on them fail, and requests after it fail at
 // once.
 func (c *Client) Close() error {
+	c.p.closed.Store(true)
 	c.p.mu.Lock()
-	c.p.closed = true
 	hosts := make([]*hostPool, 0, len(c.p.hosts))
 	for _, h := range c.p.hosts {
 		hosts = append(hosts, h)
@@ -229,16 +229,11 @@ type pool struct {
 	maxConns int
 	pings    pings
 
-	mu     sync.Mutex
-	hosts  map[string]*hostPool
-	closed bool // by Client.Close
-}
-
-// isClosed reports whether Client.Close was called.
-func (p *pool) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
+	mu    sync.Mutex
+	hosts map[string]*hostPool
+	// closed is set by Client.Close; read by every request, so not
+	// under mu.
+	closed atomic.Bool
 }
 
 func (p *pool) host(addr string) *hostPool {
@@ -288,7 +283,7 @@ func (p *pool) RoundTrip(req *http.Request) (*http.Response, error) {
 // do sends req on one of its host's connections, and again at once on
 // another when one could not take it.
 func (p *pool) do(ctx context.Context, req *Request) (Response, error) {
-	if p.isClosed() {
+	if p.closed.Load() {
 		return Response{}, errClientClosed
 	}
 	h := p.host(req.Addr)
@@ -588,7 +583,7 @@ func (h *hostPool) dial() {
 	h.dialing--
 	// Under h.mu, which Close takes after it sets closed: a connection
 	// that comes up after Close took h.conns is closed here.
-	if err == nil && h.p.isClosed() {
+	if err == nil && h.p.closed.Load() {
 		cc.Close()
 		err = errClientClosed
 	}
