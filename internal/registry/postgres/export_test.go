@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"io/fs"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
@@ -23,3 +24,10 @@ func Setting(ctx context.Context, s *Store, name string) (string, error) {
 // SetProbes times the change feed's probes: after quiet for heartbeat,
 // answered within wait.
 func SetProbes(s *Store, heartbeat, wait time.Duration) { s.heartbeat, s.probeWait = heartbeat, wait }
+
+// MigrateFrom brings s's schema up to the migrations in fsys (its
+// migrations/*.sql).
+func MigrateFrom(ctx context.Context, s *Store, fsys fs.FS) error { return s.migrateFrom(ctx, fsys) }
+
+// Migrations are the migrations the package embeds, as Open applies them.
+func Migrations() fs.FS { return migrations }

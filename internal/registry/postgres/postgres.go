@@ -164,8 +164,12 @@ func timeoutSettings(opts Options) string {
 // migrate applies the embedded migrations newer than the database's
 // version, each in its own transaction, under an advisory lock so that
 // instances starting together do not race.
-func (s *Store) migrate(ctx context.Context) error {
-	files, err := fs.Glob(migrations, "migrations/*.sql")
+func (s *Store) migrate(ctx context.Context) error { return s.migrateFrom(ctx, migrations) }
+
+// migrateFrom is migrate with the migrations read from fsys's
+// migrations/*.sql, so that a test can add one.
+func (s *Store) migrateFrom(ctx context.Context, fsys fs.FS) error {
+	files, err := fs.Glob(fsys, "migrations/*.sql")
 	if err != nil {
 		return err
 	}
@@ -207,22 +211,55 @@ func (s *Store) migrate(ctx context.Context) error {
 		if want := fmt.Sprintf("migrations/%03d_", n); !strings.HasPrefix(f, want) {
 			return fmt.Errorf("migration %s out of sequence", f)
 		}
-		body, err := migrations.ReadFile(f)
+		body, err := fs.ReadFile(fsys, f)
 		if err != nil {
 			return err
 		}
-		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, string(body)); err != nil {
+		if err := s.apply(ctx, conn, n, string(body)); err != nil {
+			return fmt.Errorf("migration %d: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// apply runs migration n in a transaction of its own, waiting for each
+// lock it needs a second at a time. A request for a strong lock (ALTER
+// TABLE's ACCESS EXCLUSIVE) queued behind a long reader (pg_dump, an
+// operator's open transaction) puts every later statement on that table
+// behind it: waiting without bound, it would fail the other instances'
+// pushes and registrations at their statement_timeout for as long as the
+// reader runs. Between tries they go on.
+func (s *Store) apply(ctx context.Context, conn *pgxpool.Conn, n int, body string) error {
+	start := time.Now()
+	var warned time.Time
+	for {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '1s'`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, body); err != nil {
 				return err
 			}
 			_, err := tx.Exec(ctx, `UPDATE schema_version SET version = $1`, n)
 			return err
 		})
-		if err != nil {
-			return fmt.Errorf("migration %d: %w", n, err)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "55P03" { // lock_not_available
+			return err
+		}
+		if warned.IsZero() || time.Since(warned) >= time.Minute {
+			s.logger.Warn("schema migration waits for a lock that other sessions (a long transaction, pg_dump) hold on its table; it tries again every second and holds up no other statement meanwhile",
+				"migration", n, "waited", time.Since(start).Round(time.Second))
+			warned = time.Now()
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("waiting for a lock: %w", ctx.Err())
+		case <-t.C:
 		}
 	}
-	return nil
 }
 
 func scan(row pgx.Row) (registry.Registration, error) {
