@@ -2,6 +2,8 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/xml"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -353,4 +355,45 @@ func testKeepAliveThroughServer(t *testing.T, start startServer) {
 	bob.sendChat("alice@"+s.xmpp.Domain, "after a quiet while")
 	bob.close()
 	s.waitPushes(t, "token-keepalive", 1)
+}
+
+// Anyone can send the component's JID a stanza, and a user's server
+// routes one of up to 256 KiB from its client, opening tag included, and
+// re-escapes what it routes: Prosody writes each " of a text as &quot;,
+// six bytes for the one its client sent, so a message within 256 KiB
+// arrives larger than 1 MiB. None of them may end the component's stream.
+func TestLargeStanzasFromUser(t *testing.T) { eachServer(t, testLargeStanzasFromUser) }
+
+func testLargeStanzasFromUser(t *testing.T, start startServer) {
+	for _, tc := range []struct{ name, raw string }{
+		{"message of quotes", `<message to='%s' type='chat' id='m1'><body>` + strings.Repeat(`"`, 200<<10) + `</body></message>`},
+		{"message with a long id", `<message to='%s' type='chat' id='` + strings.Repeat("a", 70<<10) + `'><body>hi</body></message>`},
+		{"IQ with a long id", `<iq type='get' to='%s' id='` + strings.Repeat("a", 70<<10) + `'><query xmlns='jabber:iq:version'/></iq>`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var drops atomic.Int32
+			s := startStackAppsOn(t, start, map[string]push.Backend{"apns": &recorder{}, "fcm": &recorder{}}, func(o *component.Options) {
+				o.OnState = func(up bool) {
+					if !up {
+						drops.Add(1)
+					}
+				}
+			})
+			bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+			if _, err := fmt.Fprintf(bob.sess.Conn(), tc.raw, s.xmpp.ComponentJID); err != nil {
+				t.Fatal(err)
+			}
+			// The server routes bob's stanzas to the component in
+			// order: once this IQ is answered, the large one was read.
+			info := struct {
+				XMLName xml.Name `xml:"http://jabber.org/protocol/disco#info query"`
+			}{}
+			if err := bob.iq(s.xmpp.ComponentJID, stanza.GetIQ, info, nil); err != nil {
+				t.Errorf("disco#info after the %s: %v", tc.name, err)
+			}
+			if n := drops.Load(); n > 0 {
+				t.Fatalf("one user's %s took the component off %s (%d streams lost)", tc.name, s.xmpp.Name, n)
+			}
+		})
+	}
 }

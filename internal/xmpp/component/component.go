@@ -90,9 +90,10 @@ type Options struct {
 	// is answered modify/not-acceptable. Default 64 KiB. Any stanza may
 	// be skippedStanzas times larger before it ends the stream: anyone
 	// can send one to our JID, and XMPP servers route stanzas of up to
-	// 256 KiB (Prosody's clients) or 512 KiB (between servers), so one
-	// such stanza would otherwise take the component, and every push it
-	// carries, off its server. Messages and presences carry nothing for
+	// 256 KiB (Prosody's clients) or 512 KiB (between servers), opening
+	// tag included, and escape them again on the way (Prosody writes each
+	// " of a text as six bytes), so one such stanza would otherwise take
+	// the component, and every push it carries, off its server. Messages and presences carry nothing for
 	// us and are skipped without being kept. A push publish is served up
 	// to that size, since its walk keeps a few KiB of it: with Prosody's
 	// push_notification_with_body or ejabberd's include_body, it carries
@@ -592,7 +593,7 @@ func pingIQ(jid, tag string, seq uint64) []byte {
 
 // skippedStanzas is how many times MaxStanza a stanza may be before it
 // ends the stream (see Options.MaxStanza).
-const skippedStanzas = 16
+const skippedStanzas = 64
 
 // read decodes top-level stanzas until the stream ends and dispatches the
 // IQs, at most MaxInFlight at once (and as many again coming back from a
@@ -615,7 +616,12 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 	publish := func() { lr.limit.Store(skippedStanzas * c.opts.MaxStanza) }
 	for {
 		lr.n.Store(0)
+		// A stanza's opening tag, attributes and all, is read within
+		// the bound of skipped stanzas too: anyone can send our JID a
+		// message or an IQ with a long id.
+		lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
 		t, err := d.Next()
+		lr.limit.Store(c.opts.MaxStanza)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("server closed the stream")
@@ -667,6 +673,12 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		if q.Type != "get" && q.Type != "set" {
 			continue // results and errors addressed to us need no answer
+		}
+		if over && len(q.ID)+len(q.From)+len(q.To) > int(c.opts.MaxStanza) {
+			// Its answer, echoing them escaped, could exceed what the
+			// server reads from us (Prosody: 512 KiB) and end the
+			// stream: no sender can use such an answer.
+			continue
 		}
 		if over && q.PubSub == nil {
 			c.reply(w, func(b *bytes.Buffer) {

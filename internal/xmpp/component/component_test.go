@@ -369,7 +369,7 @@ func TestLongPublish(t *testing.T) {
 	if len(bodies) != 2 || bodies[0] != len("New Message!") || bodies[1] != 4096 {
 		t.Fatalf("bodies of the pushes sent: %v bytes", bodies)
 	}
-	st.send(t, strings.Replace(publish("too long", "ok", ok.Secret, true), "New Message!", strings.Repeat("x", 300<<10), 1))
+	st.send(t, strings.Replace(publish("too long", "ok", ok.Secret, true), "New Message!", strings.Repeat("x", 1100<<10), 1))
 	st2 := f.srv.accept(t)
 	st2.send(t, publish("again", "ok", ok.Secret, true))
 	if r := st2.next(t); r.ID != "again" || r.Type != "result" {
@@ -427,7 +427,7 @@ func TestHostileInput(t *testing.T) {
 		t.Fatalf("after large messages: %+v", r)
 	}
 	// An IQ over the size limit ends the stream; the component comes back.
-	st.send(t, `<iq type='get' id='big' to='`+compJID+`'><query xmlns='jabber:iq:version'>`+strings.Repeat("x", 300<<10)+`</query></iq>`)
+	st.send(t, `<iq type='get' id='big' to='`+compJID+`'><query xmlns='jabber:iq:version'>`+strings.Repeat("x", 1100<<10)+`</query></iq>`)
 	st2 := f.srv.accept(t)
 	st2.send(t, publish("again", "ok", ok.Secret, true))
 	if r := st2.next(t); r.ID != "again" || r.Type != "result" {
@@ -799,5 +799,21 @@ func TestOtherInstancesPingAnswered(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// A stanza's opening tag is read within MaxStanza, before the bound of
+// skipped stanzas and IQs is raised: a message or an IQ whose id is
+// longer than MaxStanza, which anyone can send our JID and servers route,
+// ends the stream.
+func TestLongOpeningTagKeepsStream(t *testing.T) {
+	f := newFixture(t, 0, secret) // MaxStanza 16 KiB
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	st.send(t, `<message from='mallory@evil.example/x' to='`+compJID+`' id='`+strings.Repeat("a", 20<<10)+`'><body>hi</body></message>`)
+	st.send(t, `<iq type='get' from='mallory@evil.example/x' to='`+compJID+`' id='`+strings.Repeat("a", 20<<10)+`'><query xmlns='jabber:iq:version'/></iq>`)
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "after" || r.Type != "result" { // a read error when the stream was dropped
+		t.Fatalf("after long opening tags: %+v", r)
 	}
 }
