@@ -773,7 +773,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	}
 	sctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 	defer cancel()
-	err := s.send(sctx, app.Backend, n)
+	err := s.send(push.WithRedelivery(sctx), app.Backend, n)
 	if err != nil && ctx.Err() != nil {
 		// Stopping: the push waits, for the next server. One that went
 		// through as the stop began is done, not handed over.

@@ -386,3 +386,71 @@ func TestSandboxMismatchKeepsProductionDevices(t *testing.T) {
 		t.Fatalf("%d of 5 production devices deleted and told cancel, on a production app left on the sandbox", gone)
 	}
 }
+
+// judgedBackend refuses the tokens in dead the way APNS refuses a token
+// not of its environment (BadDeviceToken), takes every other, and hands
+// each outcome to a real breaker, as the APNS backend does.
+type judgedBackend struct {
+	breaker *push.Breaker
+	dead    map[string]bool
+	mu      sync.Mutex
+	sent    map[string]int
+}
+
+func (b *judgedBackend) Send(ctx context.Context, n push.Notification) error {
+	b.mu.Lock()
+	b.sent[n.Token]++
+	b.mu.Unlock()
+	if b.dead[n.Token] {
+		return b.breaker.JudgeCtx(ctx, "", &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"})
+	}
+	return b.breaker.JudgeCtx(ctx, "", nil)
+}
+
+// A quiet, healthy app: one device's token is refused for good (a
+// development build's token on the production app), every other device's
+// pushes go through. Its first push after the app proved itself is
+// answered wait (one success, one refusal: refusals are no minority) and
+// kept for redelivery. Its attempts must not count as more refusals of
+// the app: a dozen of them would outvote the other devices' successes,
+// and the token would never be taken as dead, however many devices the
+// app reaches meanwhile.
+func TestRefusedTokenRetriedDoesNotOutvoteQuietApp(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := &judgedBackend{breaker: push.NewBreaker("ios", push.BreakerOptions{Window: 500 * time.Millisecond}, quiet), dead: map[string]bool{"dead": true}, sent: map[string]int{}}
+	store := memory.New()
+	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityHigh, Backend: b}}, appserver.Options{Redelivery: time.Minute}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Time runs 120 times faster than in production: redelivery's first
+	// wait 20 ms (2.5 s), the breaker's window 500 ms (one minute).
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	running(t, svc)
+	d, _ := svc.Register(ctx, appserver.Caller{}, "ios", "dev-build", "dead")
+	push1 := func(i int) error {
+		node := fmt.Sprint("user-", i)
+		r, _ := svc.Register(ctx, appserver.Caller{}, "ios", node, fmt.Sprint("tok-", i))
+		return svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret})
+	}
+	if err := push1(0); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first push to the refused token: %v", svc.Push(ctx, appserver.PushRequest{Node: "dev-build", Secret: d.Secret}))
+	// Ten other devices pushed meanwhile, fewer than the redelivery attempts: a quiet app.
+	for i := 1; i <= 10; i++ {
+		time.Sleep(150 * time.Millisecond)
+		if err := push1(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = svc.Push(ctx, appserver.PushRequest{Node: "dev-build", Secret: d.Secret})
+	_, getErr := store.Get(ctx, "dev-build")
+	b.mu.Lock()
+	attempts := b.sent["dead"]
+	b.mu.Unlock()
+	if getErr == nil {
+		t.Fatalf("after 11 devices' successes and one device refused, its push is answered %v and its registration kept; the refused token was sent %d times", err, attempts)
+	}
+}

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,12 +153,40 @@ func asSuspect(err error) (*SuspectTokenError, bool) {
 // Judge is JudgeAt for an app that reaches one push service.
 func (b *Breaker) Judge(err error) error { return b.JudgeAt("", err) }
 
+// JudgeCtx is JudgeAt for a push sent under ctx. A redelivery attempt's
+// refusal (see WithRedelivery) is judged but not counted again in what
+// the app heard since it proved itself: a refused token tried again a
+// dozen times in its redelivery window would otherwise outvote a quiet
+// app's successes, and no refused token of the app would ever be removed.
+func (b *Breaker) JudgeCtx(ctx context.Context, scope string, err error) error {
+	return b.judge(scope, err, err != nil && IsRedelivery(ctx))
+}
+
+type redeliveryKey struct{}
+
+// WithRedelivery returns a context that marks a push as one tried again
+// after it failed, for the breaker (JudgeCtx).
+func WithRedelivery(ctx context.Context) context.Context {
+	return context.WithValue(ctx, redeliveryKey{}, true)
+}
+
+// IsRedelivery reports whether ctx marks a push tried again
+// (WithRedelivery).
+func IsRedelivery(ctx context.Context) bool {
+	again, _ := ctx.Value(redeliveryKey{}).(bool)
+	return again
+}
+
 // JudgeAt records the outcome of one push to the push service scope names
 // ("" for the app's only one) and returns what the push should end with.
 // nil and errors other than *SuspectTokenError pass unchanged; a suspect
 // answer becomes a *DeadTokenError while the app has proven itself to
 // scope and looks healthy, and a *TemporaryError otherwise.
-func (b *Breaker) JudgeAt(scope string, err error) error {
+func (b *Breaker) JudgeAt(scope string, err error) error { return b.judge(scope, err, false) }
+
+// judge is JudgeAt; again says the push is a redelivery attempt, whose
+// refusal is not counted since the app proved itself (see JudgeCtx).
+func (b *Breaker) judge(scope string, err error, again bool) error {
 	var s *SuspectTokenError
 	suspect := false
 	if err != nil {
@@ -203,9 +232,11 @@ func (b *Breaker) JudgeAt(scope string, err error) error {
 	}
 	if proven && !tripped {
 		t := b.sinceProven(scope)
-		t.answers++
-		if suspect {
-			t.suspects++
+		if !suspect || !again {
+			t.answers++
+			if suspect {
+				t.suspects++
+			}
 		}
 		record = *t
 	}

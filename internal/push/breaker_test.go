@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -351,5 +352,29 @@ func TestBreakerQuietRefusingMarkSurvivesManyScopes(t *testing.T) {
 	}
 	if _, ok := push.IsDeadToken(b.JudgeAt(mozilla, suspect)); ok {
 		t.Fatal("the real service's refusal of our key deletes a registration: its mark was dropped for the attacker's busier scopes")
+	}
+}
+
+// A push refused and tried again by redelivery is one refusal, however
+// many attempts it takes: its attempts are judged, but do not count
+// against the app's successes since it proved itself.
+func TestBreakerCountsRedeliveryOnce(t *testing.T) {
+	ctx := context.Background()
+	again := push.WithRedelivery(ctx)
+	b := push.NewBreaker("app", push.BreakerOptions{}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"}
+	b.JudgeCtx(ctx, "", nil)
+	if _, ok := push.IsDeadToken(b.JudgeCtx(ctx, "", suspect)); ok {
+		t.Fatal("one success, one refusal: taken as a dead token")
+	}
+	for i := range 12 {
+		if _, ok := push.IsDeadToken(b.JudgeCtx(again, "", suspect)); ok {
+			t.Fatalf("attempt %d of the refused push: a dead token while refusals are half of the answers", i+1)
+		}
+	}
+	b.JudgeCtx(ctx, "", nil)
+	b.JudgeCtx(ctx, "", nil)
+	if _, ok := push.IsDeadToken(b.JudgeCtx(again, "", suspect)); !ok {
+		t.Fatal("three successes and one refused push tried again: not a dead token")
 	}
 }

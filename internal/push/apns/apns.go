@@ -285,7 +285,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			}
 		}
 	})
-	return b.breaker.Judge(err)
+	return b.breaker.JudgeCtx(ctx, "", err)
 }
 
 // Environment names the APNS environment an app with these options sends

@@ -357,7 +357,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			}
 		}
 	})
-	return b.breaker.Judge(err)
+	return b.breaker.JudgeCtx(ctx, "", err)
 }
 
 // Misconfigured reports whether the app's answers say the app, not its

@@ -374,7 +374,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		b.logger.Debug("push service rejected push", "node", n.Node, "origin", origin, "status", status)
 		return fmt.Errorf("webpush: %d %s from %s", status, http.StatusText(status), origin)
 	})
-	return b.opts.Breaker.JudgeAt(origin, err)
+	return b.opts.Breaker.JudgeCtx(ctx, origin, err)
 }
 
 // withoutText is n with its summary's sender and body left out.
