@@ -278,14 +278,10 @@ func testWrongSecret(t *testing.T, start startServer) {
 	}
 }
 
-// Any user of any server can send the component an IQ, and the XMPP
-// servers route more than the component's 64 KiB for one (Prosody takes
-// 256 KiB from a client): such a command is answered with an error, and
-// the component's stream, which carries everyone's pushes, stays up.
-func TestOversizeCommandFromUser(t *testing.T) { eachServer(t, testOversizeCommandFromUser) }
-
-func testOversizeCommandFromUser(t *testing.T, start startServer) {
-	var drops atomic.Int32
+// startStackCountingDrops starts a stack on start's server and counts
+// the times its component's stream was lost.
+func startStackCountingDrops(t *testing.T, start startServer) (*stack, *atomic.Int32) {
+	drops := new(atomic.Int32)
 	s := startStackAppsOn(t, start, map[string]push.Backend{"apns": &recorder{}, "fcm": &recorder{}}, func(o *component.Options) {
 		o.OnState = func(up bool) {
 			if !up {
@@ -293,6 +289,17 @@ func testOversizeCommandFromUser(t *testing.T, start startServer) {
 			}
 		}
 	})
+	return s, drops
+}
+
+// Any user of any server can send the component an IQ, and the XMPP
+// servers route more than the component's 64 KiB for one (Prosody takes
+// 256 KiB from a client): such a command is answered with an error, and
+// the component's stream, which carries everyone's pushes, stays up.
+func TestOversizeCommandFromUser(t *testing.T) { eachServer(t, testOversizeCommandFromUser) }
+
+func testOversizeCommandFromUser(t *testing.T, start startServer) {
+	s, drops := startStackCountingDrops(t, start)
 	bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
 	form := &dataform.Form{Type: "submit", Fields: []dataform.Field{
 		{Var: "type", Values: []string{"apns"}}, {Var: "node", Values: []string{"n"}}, {Var: "token", Values: []string{"ab"}},
@@ -371,14 +378,7 @@ func testLargeStanzasFromUser(t *testing.T, start startServer) {
 		{"IQ with a long id", `<iq type='get' to='%s' id='` + strings.Repeat("a", 70<<10) + `'><query xmlns='jabber:iq:version'/></iq>`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var drops atomic.Int32
-			s := startStackAppsOn(t, start, map[string]push.Backend{"apns": &recorder{}, "fcm": &recorder{}}, func(o *component.Options) {
-				o.OnState = func(up bool) {
-					if !up {
-						drops.Add(1)
-					}
-				}
-			})
+			s, drops := startStackCountingDrops(t, start)
 			bob := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
 			if _, err := fmt.Fprintf(bob.sess.Conn(), tc.raw, s.xmpp.ComponentJID); err != nil {
 				t.Fatal(err)
