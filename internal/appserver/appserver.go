@@ -677,7 +677,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		}
 	case holding && ctx.Err() == nil && time.Now().Before(deadline):
 		s.cache.served()
-		s.stale.Log("node", push.Truncate(node, 64), "err", err)
+		s.stale.Log("node", loggedNode(node), "err", err)
 		if held == (registry.PushTarget{}) {
 			return held, false, registry.ErrNotFound
 		}

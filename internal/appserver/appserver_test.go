@@ -17,9 +17,11 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/deadline"
+	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // scripted is a backend whose answer the test sets per token.
@@ -1031,5 +1033,32 @@ func TestPushDuringRegistrationNotCachedStale(t *testing.T) {
 	}
 	if got := b.Sent(); got[len(got)-1].Token != "new-token" {
 		t.Fatalf("pushed to %+v", got[len(got)-1])
+	}
+}
+
+// A node appears above debug as node_ref, the first 12 hex digits of its
+// SHA-256, so that an operator can follow one device through the log: a
+// push with a wrong secret to a registered node of any length allowed is
+// logged with the ref its "registered device" line has.
+func TestRejectNodeRefMatchesNode(t *testing.T) {
+	var buf logbuf.Buffer
+	logger := slog.New(logging.Redact(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	node := strings.Repeat("n", 80)
+	if _, err := svc.Register(ctx, appserver.Caller{}, "fcm", node, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	svc.Push(ctx, appserver.PushRequest{Node: node, Secret: "wrong"})
+	ref := "node_ref=" + logging.Ref(node)
+	t.Logf("log:\n%s", buf.String())
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if !strings.Contains(l, ref) {
+			t.Errorf("a line without the node's ref %s: %s", ref, l)
+		}
 	}
 }

@@ -30,7 +30,18 @@ const logLimit = 10
 // rejected logs one rejection at info. Never the secret or token: node and
 // reason are enough to find a client or server that is set up wrong.
 func (s *Service) rejected(node, reason string) {
-	s.rejects.Log("node", push.Truncate(node, 64), "reason", reason)
+	s.rejects.Log("node", loggedNode(node), "reason", reason)
+}
+
+// loggedNode is node as the log gets it: whole, so that its node_ref
+// above debug is the one its registration's lines have, unless it is too
+// long to have been registered (anyone can push to any node), when its
+// start is enough.
+func loggedNode(node string) string {
+	if len(node) > MaxNodeLen {
+		return push.Truncate(node, MaxNodeLen)
+	}
+	return node
 }
 
 // reject records a push refused for reason (RejectUnknownNode or

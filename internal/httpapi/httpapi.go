@@ -212,7 +212,9 @@ func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 		WriteTimeout:      40 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          log.New(&serverLog{logger: logger, handshakes: logging.NewLimited(logger, time.Now, slog.LevelInfo, 1, "TLS handshake failed", "TLS handshakes failed (rate limit)")}, "", 0),
+		ErrorLog: log.New(&serverLog{logger: logger,
+			handshakes: logging.NewLimited(logger, time.Now, slog.LevelInfo, 1, "TLS handshake failed", "TLS handshakes failed (rate limit)"),
+			other:      logging.NewLimited(logger, time.Now, slog.LevelWarn, 5, "HTTP server", "HTTP server lines not logged (rate limit)")}, "", 0),
 	}
 }
 
@@ -222,6 +224,9 @@ func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 type serverLog struct {
 	logger     *slog.Logger
 	handshakes *logging.Limited
+	// other is every other line: HTTP/2's include lines a client sets
+	// off at will (a GOAWAY frame, a bogus preface), one per frame.
+	other *logging.Limited
 }
 
 func (l *serverLog) Write(p []byte) (int, error) {
@@ -229,7 +234,7 @@ func (l *serverLog) Write(p []byte) (int, error) {
 	if strings.HasPrefix(msg, "http: TLS handshake error") {
 		l.handshakes.Log("err", msg)
 	} else {
-		l.logger.Warn(msg)
+		l.other.Log("err", msg)
 	}
 	return len(p), nil
 }
@@ -476,6 +481,9 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, firstLine(err))
 	case errors.Is(err, appserver.ErrInvalidToken):
 		text(w, "ERROR\n"+firstLine(err))
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client hung up: nobody's failure, nothing to log.
+		text(w, "ERROR\nInternal server error!")
 	default:
 		a.Logger.Error("register", "err", err)
 		text(w, "ERROR\nInternal server error!")
@@ -502,6 +510,9 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 		text(w, "ERROR\nNode not found!")
 	case errors.Is(err, appserver.ErrBadRequest):
 		badRequest(w, firstLine(err))
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client hung up: nobody's failure, nothing to log.
+		text(w, "ERROR\nInternal server error!")
 	default:
 		a.Logger.Error("unregister", "err", err)
 		text(w, "ERROR\nInternal server error!")

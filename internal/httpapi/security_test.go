@@ -1,14 +1,29 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/logging"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 const attackerToken = "ee00ee00"
@@ -219,5 +234,90 @@ func TestRegistrationsLimitedPerClient(t *testing.T) {
 		if !strings.Contains(metrics, w) {
 			t.Errorf("metrics lack %q", w)
 		}
+	}
+}
+
+// One client on http.tls_listen, over one TLS connection, must not write
+// a warn line into the log for every GOAWAY frame it sends, while a
+// request of its own (whose body it never finishes, as the API's
+// handlers read the form) keeps the connection open: net/http's server
+// lines are rate limited, as its TLS handshake errors are.
+func TestHTTP2FramesDoNotFloodLog(t *testing.T) {
+	var buf logbuf.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	certSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	certSrv.StartTLS()
+	cert := certSrv.TLS.Certificates[0]
+	certSrv.Close()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the API's handlers do: read the form from the body.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.ReadAll(r.Body) })
+	srv := httpapi.NewServer(ln.Addr().String(), h, logger)
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go io.Copy(io.Discard, c)
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, nil)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "x"}, {":path", "/push_appserver/v1/push"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	const n = 500
+	for i := 0; i < n; i++ {
+		if err := fr.WriteGoAway(0, http2.ErrCodeProtocol, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	lines := strings.Count(buf.String(), "level=WARN")
+	t.Logf("first line: %.200s", buf.String())
+	if lines > 20 {
+		t.Errorf("%d GOAWAY frames on one connection wrote %d warn lines, no rate limit", n, lines)
+	}
+}
+
+// Above debug a node appears in the log only as node_ref, and a client
+// that hangs up before the registry is read is nobody's failure: its
+// unregistration logs neither an error nor the node.
+func TestUnregisterErrorLogsNoNode(t *testing.T) {
+	var buf logbuf.Buffer
+	logger := slog.New(logging.Redact(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: &recorder{}}}, appserver.Options{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpapi.New(httpapi.Options{Service: svc, Registrations: store, Logger: logger})
+	const node = "my-capability-node-4f1c9a"
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the client hung up
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/push_appserver/v1/unregister", strings.NewReader("type=fcm&node="+node))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	t.Logf("answer %q; log: %s", w.Body.String(), buf.String())
+	if strings.Contains(buf.String(), node) {
+		t.Errorf("the node appears in clear in a log line above debug")
+	}
+	if strings.Contains(buf.String(), "level=ERROR") {
+		t.Errorf("a client that hung up logged as an internal error")
 	}
 }

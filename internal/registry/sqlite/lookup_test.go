@@ -225,3 +225,19 @@ func TestLookupCacheSize(t *testing.T) {
 		t.Fatalf("cache_size = %d, want %d", got, -lookupCacheKiB)
 	}
 }
+
+// A read's error names no node: it reaches log lines above debug, where
+// a node appears only as its node_ref.
+func TestReadErrorsNameNoNode(t *testing.T) {
+	const node = "my-capability-node-4f1c9a"
+	s := openWith(t, node)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := s.Get(ctx, node)
+	_, terr := s.GetPushTarget(ctx, node)
+	for _, err := range []error{err, terr} {
+		if err == nil || strings.Contains(err.Error(), node) {
+			t.Errorf("a read under a cancelled context: %v, want an error without the node", err)
+		}
+	}
+}

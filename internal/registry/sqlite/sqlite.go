@@ -349,7 +349,7 @@ func keyRead(ctx context.Context) (context.Context, error) {
 func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
 	ctx, err := keyRead(ctx)
 	if err != nil {
-		return registry.Registration{}, fmt.Errorf("get %s: %w", node, err)
+		return registry.Registration{}, fmt.Errorf("reading registration: %w", err)
 	}
 	return scan(s.get.QueryRowContext(ctx, node))
 }
@@ -365,11 +365,11 @@ func (s *Store) Get(ctx context.Context, node string) (registry.Registration, er
 // waiting for a connection does.
 func (s *Store) GetPushTarget(ctx context.Context, node string) (registry.PushTarget, error) {
 	if err := ctx.Err(); err != nil {
-		return registry.PushTarget{}, fmt.Errorf("get %s: %w", node, err)
+		return registry.PushTarget{}, fmt.Errorf("reading registration: %w", err)
 	}
 	v, found, err := s.lookups.get(ctx, node)
 	if err != nil {
-		return registry.PushTarget{}, fmt.Errorf("get %s: %w", node, err)
+		return registry.PushTarget{}, fmt.Errorf("reading registration: %w", err)
 	}
 	if !found {
 		return registry.PushTarget{}, registry.ErrNotFound
@@ -377,7 +377,7 @@ func (s *Store) GetPushTarget(ctx context.Context, node string) (registry.PushTa
 	t, ok := parseTarget(v)
 	if !ok {
 		// Not v itself: it holds the token and the secret.
-		return registry.PushTarget{}, fmt.Errorf("reading registration %s: malformed push target", node)
+		return registry.PushTarget{}, errors.New("reading registration: malformed push target")
 	}
 	return t, nil
 }
