@@ -3,8 +3,11 @@ package postgres_test
 import (
 	"context"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
@@ -91,4 +94,61 @@ func TestFeedProbesSilentConnection(t *testing.T) {
 	if !heardOtherWrite(t, direct, changed, "n1") {
 		t.Fatal("another instance's write not heard on the new connection")
 	}
+}
+
+// A pool whose connections all wait for a locked table says nothing of
+// the LISTEN connection, which is well: the feed must not be given up
+// (and the caches bypassed) because a probe found no free pooled
+// connection in time.
+func TestFeedSurvivesBusyPool(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := pg.DB(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{MaxConns: 2, StatementTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	postgres.SetProbes(s, 300*time.Millisecond, time.Second)
+	live := make(chan bool, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Follow(ctx, func(string) {}, func(l bool) { live <- l })
+	}()
+	defer func() { cancel(); <-done }()
+	if l := <-live; !l {
+		t.Fatal("not live")
+	}
+
+	locker, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(context.Background())
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE registrations IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(4 * time.Second)
+	var wg sync.WaitGroup
+	for range 4 { // pushes to devices not cached: reads that wait for the table
+		wg.Go(func() {
+			for time.Now().Before(until) {
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				s.GetPushTarget(rctx, "some-node")
+				cancel()
+			}
+		})
+	}
+	select {
+	case l := <-live:
+		t.Errorf("live(%v) after %v of the table locked: the LISTEN connection was well all along", l, 4*time.Second-time.Until(until))
+	case <-time.After(time.Until(until)):
+	}
+	tx.Rollback(ctx)
+	wg.Wait()
 }

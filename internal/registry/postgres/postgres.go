@@ -50,6 +50,7 @@ const HeldChannel = "push_appserver_held"
 const (
 	appName       = "push-appserver"
 	listenAppName = "push-appserver-listen"
+	probeAppName  = "push-appserver-probe"
 )
 
 // Options tune the store; the zero value is usable.
@@ -922,9 +923,23 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	if err != nil {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
+	// Probes go out on a connection of their own rather than through the
+	// pool: a pool whose connections all wait (a locked table, a slow
+	// database) says nothing of the LISTEN connection, and must not take
+	// the feed down with it.
+	pcfg, err := pgx.ParseConfig(s.dsn)
+	if err != nil {
+		return fmt.Errorf("connecting for probes: %w", err)
+	}
+	setParams(pcfg, s.opts, probeAppName)
+	pconn, err := pgx.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("connecting for probes: %w", err)
+	}
+	defer pconn.Close(context.WithoutCancel(ctx))
 	// The feed goes live once its first probe came back (see probe), and
 	// is probed again whenever it has been quiet for heartbeat.
-	var p probe
+	p := probe{conn: pconn}
 	if err := p.send(ctx, s); err != nil {
 		return err
 	}
@@ -1027,7 +1042,8 @@ const probePrefix = "probe:"
 //
 // Either way the feed stops, and the cache is bypassed until it is back.
 type probe struct {
-	payload string // of the probe under way; "" when none is
+	conn    *pgx.Conn // not the LISTEN connection, nor one of the pool's
+	payload string    // of the probe under way; "" when none is
 	due     time.Time
 }
 
@@ -1037,7 +1053,7 @@ func (p *probe) send(ctx context.Context, s *Store) error {
 	p.payload, p.due = probePrefix+hex.EncodeToString(b), time.Now().Add(s.probeWait)
 	sctx, cancel := context.WithTimeout(ctx, s.probeWait)
 	defer cancel()
-	if _, err := s.pool.Exec(sctx, `SELECT pg_notify($1, $2)`, s.bar.ackChannel(), p.payload); err != nil {
+	if _, err := p.conn.Exec(sctx, `SELECT pg_notify($1, $2)`, s.bar.ackChannel(), p.payload); err != nil {
 		return fmt.Errorf("probing the change feed: %w", err)
 	}
 	return nil
