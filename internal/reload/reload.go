@@ -58,6 +58,11 @@ func (s *Backend) ValidateToken(token string) error {
 // for minutes: a server reloaded by automation piles them up.
 func (s *Backend) Swap(b push.Backend, retire time.Duration) {
 	old := *s.p.Swap(&b)
+	if c, ok := old.(interface{ CloseIdleConnections() }); ok {
+		// No push takes the old backend any more: its idle connections
+		// would only add to the new one's, past the bound each has.
+		c.CloseIdleConnections()
+	}
 	if c, ok := old.(io.Closer); ok {
 		time.AfterFunc(retire, func() { c.Close() })
 	}

@@ -455,3 +455,7 @@ func (b *Backend) Close() error {
 	b.client.CloseIdleConnections()
 	return nil
 }
+
+// CloseIdleConnections closes the idle connections at once: a reload
+// calls it as it swaps the backend out, since no push takes it after.
+func (b *Backend) CloseIdleConnections() { b.client.CloseIdleConnections() }

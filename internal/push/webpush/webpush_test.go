@@ -15,6 +15,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/reload"
 	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
@@ -575,5 +576,53 @@ func TestReplacedVAPIDKeyQuietServer(t *testing.T) {
 	}
 	if deleted > 0 {
 		t.Fatalf("%d of 10 subscriptions made for the replaced key declared dead (deleted) while refusals were 10 of 11 answers", deleted)
+	}
+}
+
+// The bound on a WebPush app's connections (MaxConnections, half the
+// descriptor reserve) is per backend, and a reload builds a new backend
+// while the old one is closed only push_timeout and a second later: the
+// old one's idle connections must go at the swap, or a few reloads in
+// that time would let subscriptions at many origins hold a multiple of
+// the bound, the descriptors it leaves APNS, FCM, the registry and the
+// component.
+func TestReloadKeepsWebPushWithinItsBound(t *testing.T) {
+	const origins, limit, reloads = 40, 40, 3
+	mock, keyFile, pub := startMock(t)
+	build := func() *webpush.Backend {
+		b := newBackend(t, mock, keyFile, webpush.Options{MaxConnections: limit, Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}})
+		webpush.ResolveExampleTo(b, "127.0.0.1")
+		return b
+	}
+	subs := make([]string, origins)
+	for i := range subs {
+		s, err := mock.SubscribeAt(fmt.Sprintf("https://h%d.example.com:%d", i, mock.Port), pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs[i] = s.JSON
+	}
+	before := openFDs(t)
+	sw := reload.NewBackend(build())
+	for r := 0; r <= reloads; r++ {
+		if r > 0 {
+			sw.Swap(build(), 16*time.Second) // push_timeout (15 s default) + 1 s
+		}
+		for _, tok := range subs {
+			if err := sw.Send(context.Background(), push.Notification{Node: "n", Token: tok, Priority: push.PriorityHigh}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Each connection is two descriptors here, ours and the mock's; the
+	// mock closes its side a moment after ours.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		held := (openFDs(t) - before) / 2
+		if held <= limit+1+reloads { // a connection each old backend was handing back as it was swapped out: closed at its retirement
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections to push services open after %d reloads, with a bound of %d", held, reloads, limit)
+		}
 	}
 }
