@@ -126,6 +126,7 @@ type pendingPush struct {
 	// with, to check once it can be; nil for pushes checked already.
 	unread *unreadPush
 	size   int
+	token  bool      // a push to a token the publish named (see tokens)
 	failed time.Time // the device's latest failure; the wait ends Redelivery after it
 	due    time.Time
 	wait   push.Backoff
@@ -168,6 +169,10 @@ type redeliveries struct {
 	pending map[redeliveryKey]*pendingPush
 	bytes   int
 	unread  int // pending pushes whose registration is still to be read
+	// tokens and tokenBytes are the pending pushes to a token the
+	// publish named (tokenless, publish-options): anyone may send those,
+	// so they take at most half the room, as unread pushes do.
+	tokens, tokenBytes int
 	// dirty holds the devices whose wait changed (began, took another
 	// push, ended) since it was last written to the registry.
 	dirty map[redeliveryKey]struct{}
@@ -317,9 +322,13 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 // the wait past redeliveryMaxBytes (then p stays as it is, and n counts
 // as dropped); r.mu is held. It reports whether it replaced.
 func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPush) bool {
-	if r.bytes-p.size+notificationSize(&n, u) > redeliveryMaxBytes {
+	size := notificationSize(&n, u)
+	if r.bytes-p.size+size > redeliveryMaxBytes || p.token && r.tokenBytes-p.size+size > redeliveryMaxBytes/2 {
 		r.dropped.Add(1)
 		return false
+	}
+	if p.token {
+		r.tokenBytes += size - p.size
 	}
 	r.bytes -= p.size
 	if p.unread != nil {
@@ -338,12 +347,17 @@ func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPus
 // its half); r.mu is held.
 func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush, failed, now time.Time) bool {
 	if len(r.pending) >= redeliveryMax || r.bytes+notificationSize(&n, u) > redeliveryMaxBytes ||
-		u != nil && r.unread >= redeliveryMaxUnread {
+		u != nil && r.unread >= redeliveryMaxUnread ||
+		key.token != "" && (r.tokens >= redeliveryMax/2 || r.tokenBytes+notificationSize(&n, u) > redeliveryMaxBytes/2) {
 		r.dropped.Add(1)
 		return false
 	}
-	p := &pendingPush{failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}}
+	p := &pendingPush{failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}, token: key.token != ""}
 	p.set(n, u)
+	if p.token {
+		r.tokens++
+		r.tokenBytes += p.size
+	}
 	p.due = now.Add(p.wait.Next())
 	r.pending[key] = p
 	r.dirty[key] = struct{}{}
@@ -416,7 +430,7 @@ func (r *redeliveries) dropAll() int {
 	clear(r.dirty)
 	clear(r.stored)
 	clear(r.fromMove)
-	r.bytes, r.unread = 0, 0
+	r.bytes, r.unread, r.tokens, r.tokenBytes = 0, 0, 0, 0
 	r.count.Store(0)
 	return n
 }
@@ -471,6 +485,10 @@ func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	r.bytes -= p.size
 	if p.unread != nil {
 		r.unread--
+	}
+	if p.token {
+		r.tokens--
+		r.tokenBytes -= p.size
 	}
 	r.count.Store(int64(len(r.pending)))
 }

@@ -185,7 +185,7 @@ func TestRedeliveryBounds(t *testing.T) {
 	r, _ := newTestRedeliveries()
 	big := strings.Repeat("x", 1<<20)
 	for i := range 40 {
-		r.keep(redeliveryKey{app: "web", token: string(rune('a'+i)) + "tok"}, push.Notification{App: "web", Priority: push.PriorityHigh, Encrypted: &push.Encrypted{Payload: big}})
+		r.keep(redeliveryKey{node: string(rune('a'+i)) + "node"}, push.Notification{App: "web", Priority: push.PriorityHigh, Encrypted: &push.Encrypted{Payload: big}})
 	}
 	if s := r.stats(); s.Pending != 31 || s.Dropped != 9 || r.bytes > redeliveryMaxBytes {
 		t.Fatalf("%+v, %d bytes", s, r.bytes)

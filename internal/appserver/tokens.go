@@ -93,6 +93,11 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		s.reject(node, RejectUnknownNode, start)
 		return ErrNotFound
 	}
+	if c, ok := app.Backend.(push.TokenCanonicalizer); ok {
+		// One device, one throttle window and one block-list entry,
+		// however a stranger spells its token.
+		tp.Token = c.CanonicalToken(tp.Token)
+	}
 	now := s.opts.Now()
 	block, err := s.blockOf(ctx, tp.App, tp.Token)
 	switch {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -453,4 +454,157 @@ func TestRefusedTokenRetriedDoesNotOutvoteQuietApp(t *testing.T) {
 	if getErr == nil {
 		t.Fatalf("after 11 devices' successes and one device refused, its push is answered %v and its registration kept; the refused token was sent %d times", err, attempts)
 	}
+}
+
+// realAPNS is the real APNS backend against the mock.
+func realAPNS(t *testing.T) (*apns.Backend, *apnsmock.Server) {
+	t.Helper()
+	p8, pub, _ := apnsmock.TokenKey()
+	keyFile := filepath.Join(t.TempDir(), "key.p8")
+	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	b, err := apns.New(apns.Options{Topic: "im.example.app", Endpoint: m.URL, CAPath: m.CADir,
+		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, m
+}
+
+// A stranger's tokenless pushes to one device are throttled per token.
+// An APNS token is hex, and APNS takes it in either case (the APNS
+// backend's ValidateToken accepts both): the same device named in upper
+// case, or with any one letter's case changed, must share the window.
+func TestTokenlessThrottleCaseVariants(t *testing.T) {
+	ctx := context.Background()
+	b, m := realAPNS(t)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}},
+		appserver.Options{RateLimit: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	device := strings.Repeat("ab", 32)
+	variants := []string{device, strings.ToUpper(device), "A" + device[1:], "aB" + device[2:], "Ab" + device[2:]}
+	sent := 0
+	for _, tok := range variants {
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := svc.Push(short, appserver.PushRequest{Node: tok, Tokenless: true, TokenApp: "ios"})
+		cancel()
+		if err == nil {
+			sent++
+		} else if !errors.Is(err, appserver.ErrThrottled) {
+			t.Fatalf("%s: %v", tok, err)
+		}
+	}
+	if sent > 1 {
+		t.Fatalf("rate_limit = 1h, yet %d of %d tokenless pushes to one device (its token in other case) reached APNS at once (%d requests at the mock)", sent, len(variants), m.Total())
+	}
+}
+
+// The block list is per token string too: a token APNS declared dead
+// (410) is asked again when named in another case.
+func TestTokenlessBlockCaseVariants(t *testing.T) {
+	ctx := context.Background()
+	b, m := realAPNS(t)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}},
+		appserver.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := strings.Repeat("cd", 32)
+	m.FailToken(dead, apnsmock.Fault{Status: 410, Reason: "Unregistered"})
+	if err := svc.Push(ctx, appserver.PushRequest{Node: dead, Tokenless: true, TokenApp: "ios"}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("dead token = %v", err)
+	}
+	before := m.Total()
+	svc.Push(ctx, appserver.PushRequest{Node: strings.ToUpper(dead), Tokenless: true, TokenApp: "ios"})
+	if m.Total() != before {
+		t.Fatalf("a blocked (dead) token named in upper case went to APNS again (%d requests, was %d)", m.Total(), before)
+	}
+}
+
+// refusingMadeUp answers like APNS through a real breaker: a made-up
+// token (prefix "f") is refused BadDeviceToken, the token "down" meets a
+// 503, every other token is taken.
+type refusingMadeUp struct{ breaker *push.Breaker }
+
+func (b *refusingMadeUp) Send(ctx context.Context, n push.Notification) error {
+	switch {
+	case strings.HasPrefix(n.Token, "f"):
+		return b.breaker.JudgeCtx(ctx, "", &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"})
+	case n.Token == "down":
+		return &push.TemporaryError{Reason: "503 ServiceUnavailable"}
+	}
+	return b.breaker.JudgeCtx(ctx, "", nil)
+}
+
+// Anyone on the XMPP network can send tokenless publishes. Made-up
+// APNS-shaped tokens are refused BadDeviceToken; once such refusals
+// outnumber the app's successes the breaker answers them as temporary
+// failures, and each such push is kept for redelivery, in the room
+// (65,536 devices, 32 MB) the registered devices' failed pushes need
+// during an APNS incident. Like pushes whose sender proved nothing
+// (unread pushes), they must take at most half of it, so that a few
+// thousand publishes with 4 KB summaries leave room for a real device's
+// push.
+func TestStrangersTokenlessPushesFillRedelivery(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := &refusingMadeUp{breaker: push.NewBreaker("ios", push.BreakerOptions{}, quiet)}
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}},
+		appserver.Options{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The app proves itself with a real device's push.
+	ok, _ := svc.Register(ctx, appserver.Caller{}, "ios", "alice-phone", strings.Repeat("0", 64))
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "alice-phone", Secret: ok.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	// The stranger: distinct made-up tokens, 4 KB sender and body each
+	// (xep0357 keeps 4096 bytes of each field).
+	big := strings.Repeat("x", 4096)
+	kept := 0
+	for i := range 4000 {
+		tok := "f" + strings.Repeat("0", 55) + hex8(i)
+		err := svc.Push(ctx, appserver.PushRequest{Node: tok, Tokenless: true, TokenApp: "ios",
+			Summary: &push.Summary{MessageCount: 1, LastMessageSender: big, LastMessageBody: big, HasLastMessageBody: true}})
+		if errors.Is(err, appserver.ErrPushFailed) {
+			kept++
+		}
+	}
+	// Then small ones, for the bytes the big ones left.
+	for i := range 100 {
+		tok := "f" + strings.Repeat("1", 55) + hex8(i)
+		if err := svc.Push(ctx, appserver.PushRequest{Node: tok, Tokenless: true, TokenApp: "ios"}); errors.Is(err, appserver.ErrPushFailed) {
+			kept++
+		}
+	}
+	t.Logf("stranger's publishes answered as temporary failures: %d; redelivery %+v", kept, svc.RedeliveryStats())
+	// APNS has an incident: a registered device's push fails with 503.
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "ios", "bob-phone", "down")
+	before := svc.RedeliveryStats()
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "bob-phone", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push to bob = %v", err)
+	}
+	after := svc.RedeliveryStats()
+	if after.Dropped > before.Dropped {
+		t.Fatalf("a registered device's failed push was dropped, not kept for redelivery: the room is held by %d pushes of a stranger's made-up tokens (%+v)", before.Pending, after)
+	}
+}
+
+func hex8(i int) string {
+	const digits = "0123456789abcdef"
+	var b [8]byte
+	for j := 7; j >= 0; j-- {
+		b[j] = digits[i&15]
+		i >>= 4
+	}
+	return string(b[:])
 }

@@ -113,6 +113,13 @@ type TokenValidator interface {
 	ValidateToken(token string) error
 }
 
+// TokenCanonicalizer is implemented by backends whose service takes one
+// device under several spellings (APNS: hex in either case). The core
+// throttles and blocks token pushes by the canonical spelling.
+type TokenCanonicalizer interface {
+	CanonicalToken(token string) string
+}
+
 // DeadTokenError reports that the push service no longer knows the token.
 // Since is when it became invalid (Apple's timestamp) or the time of the
 // answer when the service gives none; the core removes the registration

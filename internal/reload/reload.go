@@ -51,6 +51,14 @@ func (s *Backend) ValidateToken(token string) error {
 	return nil
 }
 
+// CanonicalToken asks the current backend, when it has canonical tokens.
+func (s *Backend) CanonicalToken(token string) string {
+	if c, ok := s.current().(push.TokenCanonicalizer); ok {
+		return c.CanonicalToken(token)
+	}
+	return token
+}
+
 // Swap replaces the backend; pushes already under way finish on the old,
 // which is closed (when it is an io.Closer: its connections to the push
 // service) after retire, by when they have ended. Left open, each reload

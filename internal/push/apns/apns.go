@@ -221,6 +221,9 @@ func (b *Backend) ValidateToken(tok string) error {
 	return nil
 }
 
+// CanonicalToken is the token in lower case: APNS takes hex in either.
+func (b *Backend) CanonicalToken(tok string) string { return strings.ToLower(tok) }
+
 // answer is what APNS said to one request.
 type answer struct {
 	status     int
