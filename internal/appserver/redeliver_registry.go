@@ -319,6 +319,31 @@ func (s *Service) takeHeld(ctx context.Context) {
 	// Bounded as writePending is: the loop must not hang on it.
 	tctx, cancel := context.WithTimeout(ctx, s.redeliver.lease/3)
 	defer cancel()
+	// Rows this server has no room for (in the token or unread half, or
+	// the bytes) stay moved to it until the pages are read, so that the
+	// next page is the rows behind them, then go back all at once: given
+	// back at once, the oldest page would come first again at each take,
+	// and a registered device's push behind it would never be taken.
+	var allRefused []string
+	leaseLost := false
+	defer func() {
+		m, _ := s.store.(registry.HeldMover)
+		if len(allRefused) == 0 || leaseLost {
+			return
+		}
+		// Back to whoever takes held pushes, this server too once it
+		// has room: a row left under its lease would wait for its stop,
+		// past the push's window. A context of its own: the pages may
+		// have spent tctx.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.redeliver.lease/3)
+		defer cancel()
+		if err := m.ReturnHeldPushes(rctx, s.redeliver.owner, allRefused); err != nil {
+			// Under this server's lease, given back at the next take
+			// (or with the rest at its stop).
+			s.logger.Warn("giving back held pushes this server has no room for", "err", err)
+			s.redeliver.refused = append(s.redeliver.refused, allRefused...)
+		}
+	}()
 	if m, ok := s.store.(registry.HeldMover); ok && len(s.redeliver.refused) > 0 {
 		if err := m.ReturnHeldPushes(tctx, s.redeliver.owner, s.redeliver.refused); err != nil {
 			if ctx.Err() == nil {
@@ -352,6 +377,8 @@ func (s *Service) takeHeld(ctx context.Context) {
 			held, err = s.store.TakeHeldPushes(tctx, limit)
 		}
 		if errors.Is(err, registry.ErrLeaseLost) {
+			// The rows moved here went to the others with the rest.
+			leaseLost = true
 			s.lostLease(nil)
 			return
 		}
@@ -383,18 +410,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 				refused = append(refused, hp.Device)
 			}
 		}
-		if len(refused) > 0 {
-			// Back to whoever takes held pushes, this server too once
-			// it has room: a row left under its lease would wait for
-			// its stop, past the push's window.
-			if err := m.ReturnHeldPushes(tctx, s.redeliver.owner, refused); err != nil {
-				// Under this server's lease, given back at the next
-				// take (or with the rest at its stop).
-				s.logger.Warn("giving back held pushes this server has no room for", "err", err)
-				s.redeliver.refused = append(s.redeliver.refused, refused...)
-			}
-			break
-		}
+		allRefused = append(allRefused, refused...)
 		if len(held) < limit {
 			break
 		}

@@ -601,3 +601,39 @@ func TestStopKeepsMovedPushes(t *testing.T) {
 		t.Fatalf("after the stop, %d pushes released in the registry (%v), want the moved one", len(left), err)
 	}
 }
+
+// Token pushes (anyone on the XMPP network may send them) fill a running
+// instance's token half. Another instance stops and releases its waits:
+// older token pushes, then a registered device's push. The running
+// instance has room for the device's push, and must take it, however
+// many pages of token pushes it has no room for come first.
+func TestTakeHeldNodePushNotStuckBehindTokenPushes(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	a := redeliveringOn(t, store)
+	for i := range 1500 {
+		tok := "a" + strconv.Itoa(i)
+		a.redeliver.keep(redeliveryKey{app: "apns", token: tok}, push.Notification{App: "apns", Token: tok, Priority: push.PrioritySilent})
+	}
+	a.holdPending()
+	time.Sleep(5 * time.Millisecond)
+	releaseOne(t, store, "device")
+
+	b := redeliveringOn(t, store)
+	for i := range redeliveryMax / 2 {
+		tok := "b" + strconv.Itoa(i)
+		b.redeliver.keep(redeliveryKey{app: "apns", token: tok}, push.Notification{App: "apns", Token: tok, Priority: push.PrioritySilent})
+	}
+	for range 5 { // five polls, 50 s
+		b.takeHeld(ctx)
+		if err := b.writePending(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.redeliver.mu.Lock()
+	_, taken := b.redeliver.pending[redeliveryKey{node: "device"}]
+	b.redeliver.mu.Unlock()
+	if !taken {
+		t.Fatalf("the registered device's released push not taken by an instance with room for it (%d waiting): stuck behind token pushes", b.redeliver.stats().Pending)
+	}
+}

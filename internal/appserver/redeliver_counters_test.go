@@ -1,0 +1,150 @@
+package appserver
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+// checkRedeliveryCounters recounts pending and compares with the
+// counters kept along.
+func checkRedeliveryCounters(t *testing.T, r *redeliveries, step int, op string) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	bytes, unread, tokens, tokenBytes := 0, 0, 0, 0
+	for k, p := range r.pending {
+		if p.size != notificationSize(&p.n, p.unread) {
+			t.Fatalf("step %d (%s): %v size %d, counts %d", step, op, k, p.size, notificationSize(&p.n, p.unread))
+		}
+		if p.token != (k.token != "") {
+			t.Fatalf("step %d (%s): %v token mark %v", step, op, k, p.token)
+		}
+		bytes += p.size
+		if p.unread != nil {
+			unread++
+		}
+		if p.token {
+			tokens++
+			tokenBytes += p.size
+		}
+	}
+	if bytes != r.bytes || unread != r.unread || tokens != r.tokens || tokenBytes != r.tokenBytes || int64(len(r.pending)) != r.count.Load() {
+		t.Fatalf("step %d (%s): counters bytes %d unread %d tokens %d tokenBytes %d count %d; recount %d %d %d %d %d",
+			step, op, r.bytes, r.unread, r.tokens, r.tokenBytes, r.count.Load(), bytes, unread, tokens, tokenBytes, len(r.pending))
+	}
+}
+
+// The wait's counters (bytes, unread and token pushes, devices) bound
+// it, so they must match what it holds after any sequence of what
+// happens to waits: random ones, from fixed seeds.
+func TestRedeliveryCountersRandom(t *testing.T) {
+	for seed := range uint64(200) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		r, c := newTestRedeliveries()
+		keys := []redeliveryKey{}
+		for i := range 6 {
+			keys = append(keys, redeliveryKey{node: "n" + strconv.Itoa(i)})
+			keys = append(keys, redeliveryKey{app: "apns", token: "t" + strconv.Itoa(i)})
+		}
+		var queued []redeliveryAttempt
+		notif := func(k redeliveryKey) push.Notification {
+			prios := []push.Priority{push.PrioritySilent, push.PriorityHigh}
+			n := push.Notification{App: "apns", Node: k.node, Token: k.token, Priority: prios[rng.IntN(2)]}
+			if rng.IntN(2) == 0 {
+				n.Summary = &push.Summary{LastMessageBody: strings.Repeat("b", rng.IntN(300)), HasLastMessageBody: true}
+			}
+			return n
+		}
+		for step := range 400 {
+			k := keys[rng.IntN(len(keys))]
+			var op string
+			switch rng.IntN(12) {
+			case 0, 1:
+				op = "keep"
+				r.keepChecked(k, notif(k), []string{"", "s", "x"}[rng.IntN(3)], 0)
+			case 2:
+				op = "keepUnread"
+				if k.node != "" {
+					n := notif(k)
+					n.App, n.Priority = "", ""
+					r.keepUnread(k.node, unreadPush{secret: []string{"s", "x"}[rng.IntN(2)], important: rng.IntN(2) == 0}, n)
+				}
+			case 3:
+				op = "restore"
+				n := notif(k)
+				var u *unreadPush
+				if k.node != "" && rng.IntN(2) == 0 {
+					u = &unreadPush{secret: "s"}
+				}
+				r.restore(k, n, u, c.now().Add(-time.Duration(rng.IntN(700))*time.Second), rng.IntN(2) == 0)
+			case 4:
+				op = "due"
+				queued = append(queued, r.due(rng.IntN(5))...)
+			case 5, 6:
+				op = "done"
+				if len(queued) > 0 {
+					i := rng.IntN(len(queued))
+					a := queued[i]
+					queued = append(queued[:i], queued[i+1:]...)
+					if a2, ok := r.current(a); ok {
+						r.done(a2, redeliveryResult(rng.IntN(4)), time.Duration(rng.IntN(3))*time.Minute)
+					}
+				}
+			case 7:
+				op = "settled"
+				r.settled(k)
+			case 8:
+				op = "write"
+				w := r.changed()
+				switch rng.IntN(3) {
+				case 0:
+					r.written(w)
+				case 1:
+					r.unwritten(w.keys, w.putKeys)
+				default:
+					r.leaseLost(w.keys)
+				}
+			case 9:
+				op = "advance"
+				c.advance(time.Duration(rng.IntN(200)) * time.Second)
+			case 10:
+				op = "registryBack"
+				r.registryBack()
+			case 11:
+				op = "dropAll"
+				if rng.IntN(10) == 0 {
+					r.dropAll()
+				}
+			}
+			checkRedeliveryCounters(t, r, step, op)
+		}
+	}
+}
+
+// The token half is a bound, not a leak: once every token push ended, a
+// new one finds room again.
+func TestRedeliveryTokenHalfFreed(t *testing.T) {
+	r, _ := newTestRedeliveries()
+	for i := range redeliveryMax {
+		k := redeliveryKey{app: "apns", token: "t" + strconv.Itoa(i)}
+		r.keep(k, push.Notification{App: "apns", Token: k.token, Priority: push.PrioritySilent})
+	}
+	if r.tokens != redeliveryMax/2 {
+		t.Fatalf("%d token pushes kept", r.tokens)
+	}
+	for i := range redeliveryMax {
+		r.settled(redeliveryKey{app: "apns", token: "t" + strconv.Itoa(i)})
+	}
+	if r.tokens != 0 || r.tokenBytes != 0 || r.bytes != 0 {
+		t.Fatalf("after every wait ended: %d tokens, %d token bytes, %d bytes", r.tokens, r.tokenBytes, r.bytes)
+	}
+	r.keep(redeliveryKey{app: "apns", token: "again"}, push.Notification{App: "apns", Token: "again", Priority: push.PrioritySilent})
+	if r.tokens != 1 {
+		t.Fatal("a token push refused after the others ended")
+	}
+}
