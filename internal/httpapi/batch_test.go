@@ -195,3 +195,28 @@ func TestPushBatchNestingMemoryBounded(t *testing.T) {
 		t.Fatalf("a %d-byte body nested %d deep allocated %d bytes (%dx)", len(body), len(body)-10, n, n/uint64(len(body)))
 	}
 }
+
+// BenchmarkPushBatch sends full batches through the real core on the log
+// backend: what push-batch costs a push besides its push service.
+func BenchmarkPushBatch(b *testing.B) {
+	svc := logcore.New(b, appserver.Options{})
+	h := httpapi.New(httpapi.Options{Service: svc, Logger: slog.New(slog.DiscardHandler)})
+	var pushes []string
+	for i := range httpapi.MaxBatchPushes {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "tok-"+node)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pushes = append(pushes, fmt.Sprintf(`{"node": %q, "secret": %q}`, node, r.Secret))
+	}
+	body := `{"pushes": [` + strings.Join(pushes, ",") + `]}`
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", batchPath, strings.NewReader(body)))
+		if rec.Code != http.StatusOK || strings.Count(rec.Body.String(), `"ok"`) != httpapi.MaxBatchPushes {
+			b.Fatalf("%d %q", rec.Code, rec.Body.String())
+		}
+	}
+}
