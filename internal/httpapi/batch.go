@@ -11,9 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
 )
 
 // MaxBatchPushes bounds the pushes of one push-batch request, and with them
@@ -54,27 +56,26 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, msg)
 		return
 	}
-	results := make([]batchResult, len(pushes))
-	var wg sync.WaitGroup
+	batch := &batchRun{a: a, results: make([]batchResult, len(pushes))}
+	jobs := make([]batchJob, len(pushes)) // one allocation for the batch
 	ctx := pushContext(r)
 	for i, p := range pushes {
-		wg.Add(1)
+		j := &jobs[i]
+		j.run, j.i, j.push = batch, i, p
+		j.init(ctx, a.pushers)
+		batch.wg.Add(1)
 		// A client that is gone stops the pushes not yet started.
-		err := a.pushers.run(r.Context(), func() {
-			defer wg.Done()
-			results[i] = batchResultOf(p.Node, a.batchPush(ctx, p))
-		})
-		if err != nil { // the client is gone
-			wg.Done()
-			results[i] = batchResultOf(p.Node, err)
+		if err := a.pushers.run(r.Context(), &j.slot, j); err != nil {
+			batch.wg.Done()
+			batch.results[i] = batchResultOf(p.Node, err)
 		}
 	}
-	wg.Wait()
+	batch.wg.Wait()
 	// Whole, with its length: net/http would send a longer answer than
 	// its buffer chunked, in several writes.
 	b, err := json.Marshal(struct {
 		Results []batchResult `json:"results"`
-	}{results})
+	}{batch.results})
 	if err != nil {
 		a.Logger.Error("encoding a push-batch answer", "err", err)
 		http.Error(w, "ERROR\nInternal server error!", http.StatusInternalServerError)
@@ -84,6 +85,28 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
+}
+
+// batchRun is what the pushes of one push-batch request share.
+type batchRun struct {
+	a       *api
+	results []batchResult
+	wg      sync.WaitGroup
+}
+
+// batchJob is one push of a batch, with its slot: a value in a slice of
+// the batch's rather than a closure each, which would cost the push an
+// allocation.
+type batchJob struct {
+	slot
+	run  *batchRun
+	i    int
+	push batchPush
+}
+
+func (j *batchJob) do() {
+	defer j.run.wg.Done()
+	j.run.results[j.i] = batchResultOf(j.push.Node, j.run.a.batchPush(&j.ctx, j.push))
 }
 
 // errPanicked fails a push of a batch whose handling panicked.
@@ -229,10 +252,25 @@ func strictBatch(b []byte) string {
 	return ""
 }
 
-// maxBatchInFlight bounds the pushes of all push-batch requests under way
-// at once; more wait for one of them to end. At a push service's answer
-// time of 20 ms, 1,024 carry 50,000 pushes/s.
+// maxBatchInFlight bounds the pushes of all push-batch requests doing
+// work at once; more wait for one of them to end. At a push service's
+// answer time of 20 ms, 1,024 carry 50,000 pushes/s. A push waiting on a
+// timer (its throttle window, a retry's backoff) does no work and holds
+// none of them (see slot): otherwise one client with nodes of its own,
+// anyone may register some, would hold them all for a window (rate_limit)
+// by asking for two pushes of each, and every other backend's batch would
+// wait that long.
 const maxBatchInFlight = 1024
+
+// maxBatchWaiting bounds the pushes waiting on a timer without holding
+// one of maxBatchInFlight. A waiting push is still a goroutine, with the
+// stack the push grew (about 8 KiB: 24 MiB for 3,072): unbounded, a
+// client could keep one for each node it registered. Past the bound a
+// push waits holding its working place, as all did before: a client then
+// holds the others up only with nodes enough for both bounds, 4,096
+// where 1,024 did, at 60 registrations a minute and address
+// (http.register_limit) over an hour's worth.
+const maxBatchWaiting = 3 * maxBatchInFlight
 
 // pusherIdle is how long a pusher waits for another push before it ends.
 const pusherIdle = 30 * time.Second
@@ -242,45 +280,143 @@ const pusherIdle = 30 * time.Second
 // request, SQLite's frames when the registration is not cached), and a
 // fresh goroutine per push paid that copy every time: 14 % of the CPU of
 // a batch. The component's workers keep their stacks the same way.
+//
+// A push holds a working place or, while it waits on a timer, a waiting
+// one (see slot), from before it is handed to a pusher until it ends; the
+// pushers are at most as many as the places of both kinds. A pusher is
+// then always free, or about to be, for a push that holds a working
+// place: run never holds one for long while waiting for a pusher, which
+// pushes back from their waits would otherwise wait for in turn.
 type pushers struct {
-	jobs  chan func()
-	slots chan struct{} // one per live pusher
-	idle  time.Duration
+	jobs    chan handed
+	working chan struct{} // one per push doing work
+	waiting chan struct{} // one per push waiting without a working place
+	live    chan struct{} // one per live pusher
+	idle    time.Duration
 }
 
-func newPushers(max int, idle time.Duration) *pushers {
-	return &pushers{jobs: make(chan func()), slots: make(chan struct{}, max), idle: idle}
+// job is a push as a pusher runs it.
+type job interface{ do() }
+
+// handed is a job with the slot it holds.
+type handed struct {
+	j job
+	s *slot
 }
 
-// run hands f to an idle pusher, or starts one, or waits for one to be
-// free until ctx is done.
-func (p *pushers) run(ctx context.Context, f func()) error {
+// newPushers returns pushers of which at most working pushes do work at
+// once, and at most waiting more wait on a timer.
+func newPushers(working, waiting int, idle time.Duration) *pushers {
+	return &pushers{
+		jobs:    make(chan handed),
+		working: make(chan struct{}, working),
+		waiting: make(chan struct{}, waiting),
+		live:    make(chan struct{}, working+waiting),
+		idle:    idle,
+	}
+}
+
+// run takes a working place for j, whose slot is s, then hands j to an
+// idle pusher, or starts one, or waits for one to be free, each until ctx
+// is done. The pusher gives s's place back once j is done.
+func (p *pushers) run(ctx context.Context, s *slot, j job) error {
+	if err := s.take(ctx, &p.working); err != nil {
+		return err
+	}
+	h := handed{j, s}
 	select {
-	case p.jobs <- f:
+	case p.jobs <- h:
 		return nil
 	default:
 	}
 	select {
-	case p.jobs <- f:
-	case p.slots <- struct{}{}:
-		go p.work(f)
+	case p.jobs <- h:
+	case p.live <- struct{}{}:
+		go p.work(h)
 	case <-ctx.Done():
+		s.release()
 		return ctx.Err()
 	}
 	return nil
 }
 
-func (p *pushers) work(f func()) {
+func (p *pushers) work(h handed) {
 	idle := time.NewTimer(p.idle)
 	defer idle.Stop()
 	for {
-		f()
+		h.j.do()
+		h.s.release()
 		idle.Reset(p.idle)
 		select {
-		case f = <-p.jobs:
+		case h = <-p.jobs:
 		case <-idle.C:
-			<-p.slots
+			<-p.live
 			return
 		}
 	}
+}
+
+// slot is the place of one push of a batch among pushers', and the
+// push's context, which carries it for push.Wait: a push waiting on a
+// timer (or on a push service someone else chose, see push.Elsewhere)
+// trades its working place for a waiting one (Pause), and takes a working
+// place again before it goes on (Resume), so such pushes never hold up
+// the others. The component's in-flight slots work the same way. Calls
+// for one push are one after the other.
+type slot struct {
+	held atomic.Pointer[chan struct{}] // &p.working, &p.waiting or nil
+	p    *pushers
+	ctx  push.WaitingContext // the push's context, carrying the slot
+}
+
+// init makes s, zero until then, the slot of a push under ctx.
+func (s *slot) init(ctx context.Context, p *pushers) {
+	s.p = p
+	s.ctx = push.WaitingContext{Context: ctx, Waiting: s}
+}
+
+// take waits for a place of places until ctx is done, and holds it.
+func (s *slot) take(ctx context.Context, places *chan struct{}) error {
+	select {
+	case *places <- struct{}{}:
+		s.held.Store(places)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// release gives back the place s holds, if any.
+func (s *slot) release() {
+	if places := s.held.Swap(nil); places != nil {
+		<-*places
+	}
+}
+
+// Pause trades the push's working place for a waiting one; with none
+// free, the push waits holding its working place.
+func (s *slot) Pause() {
+	if s.held.Load() != &s.p.working {
+		return
+	}
+	select {
+	case s.p.waiting <- struct{}{}:
+		s.held.Store(&s.p.waiting)
+		<-s.p.working
+	default:
+	}
+}
+
+// Resume takes a working place again for a push that gave its own up,
+// and then its waiting place back. Should ctx end first, the push ends
+// holding the waiting place, and the pusher gives it back.
+func (s *slot) Resume(ctx context.Context) error {
+	if s.held.Load() != &s.p.waiting {
+		return nil
+	}
+	if err := s.take(ctx, &s.p.working); err != nil {
+		return err
+	}
+	<-s.p.waiting
+	return nil
 }

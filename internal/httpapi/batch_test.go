@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,6 +91,75 @@ func TestPushBatchThrottled(t *testing.T) {
 	}
 	if n := f.pushedTo()["tok-n1"]; n != 2 {
 		t.Fatalf("%d pushes sent, want 2", n)
+	}
+}
+
+// countingPushes is a Service that counts the pushes asked of it.
+type countingPushes struct {
+	httpapi.Service
+	n *atomic.Int64
+}
+
+func (c countingPushes) Push(ctx context.Context, req appserver.PushRequest) error {
+	c.n.Add(1)
+	return c.Service.Push(ctx, req)
+}
+
+// A batch push waiting for its throttle window leaves its place among
+// the pushes doing work, which all clients share, to others: a client
+// with a node of its own for each place (anyone may register some) and
+// two pushes to each, one of which waits a window, holds up no other
+// client's batch.
+func TestPushBatchThrottleWaitsHoldNoPlace(t *testing.T) {
+	var asked atomic.Int64
+	f := newFixtureOpts(t, false, appserver.Options{RateLimit: 2 * time.Second}, func(o *httpapi.Options) {
+		o.Service = countingPushes{o.Service, &asked}
+	})
+	victim := f.register(t, "victim")
+	nodes := httpapi.MaxBatchInFlight
+	var bodies, batch []string
+	for i := range nodes {
+		node := fmt.Sprint("a", i)
+		r, err := f.svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "tok-"+node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := fmt.Sprintf(`{"node": %q, "secret": %q}`, node, r.Secret)
+		if batch = append(batch, p, p); len(batch) == httpapi.MaxBatchPushes || i == nodes-1 {
+			bodies = append(bodies, `{"pushes": [`+strings.Join(batch, ",")+`]}`)
+			batch = nil
+		}
+	}
+	var wg sync.WaitGroup
+	for _, body := range bodies {
+		wg.Go(func() {
+			resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	defer wg.Wait()
+	attackerSent := func() int { return len(f.sent.Sent()) - f.pushedTo()["tok-victim"] }
+	// Every push has started, and one to each node has gone: the others
+	// wait for their windows, which end long after (this takes 50 to
+	// 80 ms of the 2 s here). Holding their places, they would hold all.
+	for deadline := time.Now().Add(10 * time.Second); asked.Load() < int64(2*nodes) || attackerSent() < nodes; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d pushes started, %d of %d sent", asked.Load(), 2*nodes, attackerSent(), nodes)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := f.batch(t, fmt.Sprintf(`{"pushes": [{"node": "victim", "secret": %q}]}`, victim))
+	if len(got) != 1 || got[0].Status != "ok" {
+		t.Fatalf("results %+v", got)
+	}
+	// Had the victim's push waited for a place, it would have had one
+	// only once a waiting push had gone.
+	if n := attackerSent(); n != nodes {
+		t.Fatalf("another client's push waited for a place until %d pushes waiting for their windows had gone", n-nodes)
 	}
 }
 

@@ -110,7 +110,7 @@ func New(o Options) http.Handler {
 	a := &api{
 		guard:   g,
 		Options: o,
-		pushers: newPushers(maxBatchInFlight, pusherIdle),
+		pushers: newPushers(maxBatchInFlight, maxBatchWaiting, pusherIdle),
 		limit:   newClientLimit(o.RegisterLimit, o.TrustedProxies, o.Logger),
 	}
 	mux := http.NewServeMux()

@@ -1,0 +1,4 @@
+package httpapi
+
+// MaxBatchInFlight is how many push-batch pushes do work at once.
+const MaxBatchInFlight = maxBatchInFlight
