@@ -93,12 +93,12 @@ type Options struct {
 	// 256 KiB (Prosody's clients) or 512 KiB (between servers), opening
 	// tag included, and escape them again on the way (Prosody writes each
 	// " of a text as six bytes), so one such stanza would otherwise take
-	// the component, and every push it carries, off its server. Messages and presences carry nothing for
-	// us and are skipped without being kept. A push publish is served up
-	// to that size, since its walk keeps a few KiB of it: with Prosody's
-	// push_notification_with_body or ejabberd's include_body, it carries
-	// a message's whole body, and anyone could send a message long
-	// enough.
+	// the component, and every push it carries, off its server. Messages
+	// and presences carry nothing for us and are skipped without being
+	// kept. A push publish is served up to that size, since its walk
+	// keeps a few KiB of it: with Prosody's push_notification_with_body
+	// or ejabberd's include_body, it carries a message's whole body, and
+	// anyone could send a message long enough.
 	MaxStanza int64
 	// MaxBackoff caps the wait between reconnection attempts. Default
 	// 1.8 s: the component is back within 2 s of the XMPP server, and
