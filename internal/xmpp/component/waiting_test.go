@@ -1,6 +1,7 @@
 package component_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/logcore"
+	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
@@ -194,4 +197,65 @@ func TestWorkersEndAfterWaitingBurst(t *testing.T) {
 	if after-before > 2*slots+1 {
 		t.Errorf("%d goroutines left parked by an idle session after %d waiting pushes (%d slots)", after-before, devices, slots)
 	}
+}
+
+// BenchmarkPublish sends publishes, 100 at a time, through a component
+// connection to the real core on the log backend, and reads the answers
+// as bytes: what the component costs a push besides its push service.
+func BenchmarkPublish(b *testing.B) {
+	const batch = 100
+	svc := logcore.New(b, appserver.Options{})
+	srv, err := xmppfake.Listen(compJID, secret)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, Logger: slog.New(slog.DiscardHandler)}, svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	st, err := srv.Accept(10 * time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var out strings.Builder
+	for i := range batch {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "tok-"+node)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out.WriteString(publish(fmt.Sprint(i), node, r.Secret, true))
+	}
+	publishes := out.String()
+	const answered = `type='result'`
+	buf := make([]byte, 64<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := st.Send(publishes); err != nil {
+			b.Fatal(err)
+		}
+		// Each answer is whole in one write of the component's, but
+		// writes may come split or together.
+		var pending []byte
+		for n := 0; n < batch; {
+			st.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			k, err := st.Conn.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pending = append(pending, buf[:k]...)
+			n += bytes.Count(pending, []byte(answered))
+			if i := bytes.LastIndex(pending, []byte(answered)); i >= 0 {
+				pending = pending[i+len(answered):]
+			}
+			if len(pending) > len(answered) {
+				pending = pending[len(pending)-len(answered):]
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "pushes/s")
 }
