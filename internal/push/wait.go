@@ -16,6 +16,17 @@ type Waiting interface {
 	Resume(ctx context.Context) error
 }
 
+// Bounded is a Waiting that bounds the pushes whose Pause gives their
+// slot up, and lets one past its bound wait holding it. Elsewhere calls
+// PauseElsewhere instead, which gives the slot up whatever the bound: the
+// backend that asks a push service someone else chose bounds those
+// requests itself, and a few endpoints that never answer would otherwise
+// take every place Pause has and then hold the slots.
+type Bounded interface {
+	Waiting
+	PauseElsewhere()
+}
+
 // WaitingFuncs is a Waiting made of two functions.
 type WaitingFuncs struct {
 	PauseFunc  func()
@@ -84,7 +95,9 @@ func Wait(ctx context.Context, d time.Duration) error {
 // without one, since what remains is to say how it went.
 func Elsewhere(ctx context.Context, fn func() error) error {
 	w, hooked := ctx.Value(waitingKey{}).(Waiting)
-	if hooked {
+	if b, ok := w.(Bounded); ok {
+		b.PauseElsewhere()
+	} else if hooked {
 		w.Pause()
 	}
 	err := fn()

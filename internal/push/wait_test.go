@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,5 +66,40 @@ func TestDetach(t *testing.T) {
 	}
 	if Detach(context.Background()) != context.Background() {
 		t.Fatal("a context without push values should detach to Background")
+	}
+}
+
+// bounded records how a push waiting for a push service gave its slot up.
+type bounded struct {
+	WaitingFuncs
+	calls *[]string
+}
+
+func (b bounded) PauseElsewhere() { *b.calls = append(*b.calls, "pause elsewhere") }
+
+// Elsewhere gives a Bounded's slot up whatever its bound, and a plain
+// Waiting's as Wait does.
+func TestElsewherePauses(t *testing.T) {
+	var calls []string
+	w := WaitingFuncs{
+		PauseFunc:  func() { calls = append(calls, "pause") },
+		ResumeFunc: func(context.Context) error { calls = append(calls, "resume"); return nil },
+	}
+	for _, tt := range []struct {
+		name string
+		w    Waiting
+		want string
+	}{
+		{"plain", w, "pause fn resume"},
+		{"bounded", bounded{w, &calls}, "pause elsewhere fn resume"},
+	} {
+		calls = nil
+		Elsewhere(WithWaiting(context.Background(), tt.w), func() error {
+			calls = append(calls, "fn")
+			return nil
+		})
+		if got := strings.Join(calls, " "); got != tt.want {
+			t.Errorf("%s: calls %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

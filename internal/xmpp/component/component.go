@@ -72,7 +72,9 @@ type Options struct {
 	// Dialects selects the publishes taken without a registration.
 	Dialects Dialects
 	// MaxInFlight bounds the stanzas handled at once; when full the reader
-	// waits, which pushes back on the server. Default 256.
+	// waits, which pushes back on the server. Default 256. A push waiting
+	// on a timer holds none, up to 3 times as many such pushes (see
+	// slot).
 	MaxInFlight int
 	// KeepAlive is how long the stream may be quiet: after half of it
 	// with nothing written, a space goes out (for NATs and firewalls on
@@ -239,6 +241,9 @@ type Conn struct {
 	pingTag string
 	// remote is the address and port the last stream was dialed to.
 	remote atomic.Pointer[string]
+	// workerPeak is the most worker goroutines a session had at once,
+	// for the tests.
+	workerPeak atomic.Int64
 }
 
 // New returns a connection; call Run to connect.
@@ -597,21 +602,26 @@ const skippedStanzas = 64
 
 // read decodes top-level stanzas until the stream ends and dispatches the
 // IQs, at most MaxInFlight at once (and as many again coming back from a
-// wait, see slot). It serves whatever arrives until the stream ends,
-// also while the session shuts down (see closeStream).
+// wait, and waitingPerSlot times as many waiting on a timer, see slot).
+// It serves whatever arrives until the stream ends, also while the
+// session shuts down (see closeStream).
 func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {
-	sem := make(chan struct{}, c.opts.MaxInFlight)
-	resumed := make(chan struct{}, c.opts.MaxInFlight)
+	pl := &places{
+		fresh:   make(chan struct{}, c.opts.MaxInFlight),
+		resumed: make(chan struct{}, c.opts.MaxInFlight),
+		waiting: make(chan struct{}, waitingPerSlot*c.opts.MaxInFlight),
+	}
 	// Fresh and resumed handlers at once, and the one finishing.
 	workers := newWorkers(2*c.opts.MaxInFlight+1, func(m *streamIQ) {
 		defer c.handlers.Done()
 		defer work.done()
 		// Not the session's context: a push under way when we shut
 		// down still completes (the core bounds it).
-		s := m.slot.init(sem, resumed)
-		defer s.Pause()
+		s := m.slot.init(pl)
+		defer s.release()
 		c.handle(&s.ctx, m, w)
 	})
+	workers.peak = &c.workerPeak
 	defer workers.close()
 	publish := func() { lr.limit.Store(skippedStanzas * c.opts.MaxStanza) }
 	for {
@@ -709,7 +719,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			c.reply(w, func(b *bytes.Buffer) { errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, "IQ without id")) })
 			continue
 		}
-		sem <- struct{}{}
+		pl.fresh <- struct{}{}
 		c.handlers.Add(1)
 		work.start()
 		workers.run(m)
@@ -729,6 +739,8 @@ type workers struct {
 	keep    int64
 	live    atomic.Int64
 	started atomic.Int64 // goroutines started, for the tests
+	// peak, when set, is the most live at once, for the tests.
+	peak *atomic.Int64
 }
 
 // newWorkers returns workers of which at most keep wait for an IQ.
@@ -742,7 +754,10 @@ func (p *workers) run(q *streamIQ) {
 	case p.jobs <- q:
 	default:
 		p.started.Add(1)
-		p.live.Add(1)
+		// run's caller is the only writer of peak.
+		if n := p.live.Add(1); p.peak != nil && n > p.peak.Load() {
+			p.peak.Store(n)
+		}
 		go p.work(q)
 	}
 }
@@ -773,37 +788,95 @@ func (p *workers) close() { close(p.jobs) }
 
 // slot lets the handler's push hand its in-flight slot back while it
 // only waits on a timer (a throttle window, a retry's backoff), so that
-// such pushes never hold up fresh ones. After the wait it takes a slot of
-// resumed, a pool of its own: pushes coming back from a wait then never
-// queue in front of fresh ones either. Pause frees the slot held.
+// such pushes never hold up fresh ones: it trades the slot for a place of
+// waiting (Pause). After the wait it takes a slot of resumed, a pool of
+// its own, and gives the waiting place back (Resume): pushes coming back
+// from a wait then never queue in front of fresh ones either.
+//
+// A waiting push is still a goroutine, with the stack its worker grew
+// (several KiB), and whoever can send publishes to our JID for nodes of
+// their own (registered over HTTP, or by accounts of a domain they
+// control) keeps one waiting per node per throttle window: the waiting
+// places are bounded too (waitingPerSlot). With none free, a push waits
+// holding its slot, as all did before, and once every slot is held so
+// the reader stops until their waits end.
+//
+// A push waiting for a push service someone else chose (push.Elsewhere)
+// gives its slot up whatever the bound (PauseElsewhere): its backend
+// bounds such requests itself, and a few endpoints that never answer
+// would otherwise fill the waiting places and then hold every slot.
+//
+// Calls for one push are one after the other; release frees whatever
+// the slot holds once the handler is done.
 type slot struct {
-	held           atomic.Pointer[chan struct{}] // &fresh, &resumed or nil
-	fresh, resumed chan struct{}
-	ctx            push.WaitingContext // the handler's context, carrying the slot
+	held atomic.Pointer[chan struct{}] // &p.fresh, &p.resumed, &p.waiting or nil
+	p    *places
+	ctx  push.WaitingContext // the handler's context, carrying the slot
 }
 
+// places are the pools of one session's slots.
+type places struct {
+	fresh, resumed, waiting chan struct{}
+}
+
+// waitingPerSlot is how many pushes may wait on a timer without a slot,
+// per slot (MaxInFlight): 768 by default, about 6 MiB of stacks. A
+// client then holds every slot only with a push waiting for its window
+// at each of 4 × MaxInFlight nodes of its own (1,024 by default), and
+// only until those windows pass.
+const waitingPerSlot = 3
+
 // init makes s, zero until then, the slot of a handler that holds one of
-// fresh already, and returns it.
-func (s *slot) init(fresh, resumed chan struct{}) *slot {
-	s.fresh, s.resumed = fresh, resumed
+// p.fresh already, and returns it.
+func (s *slot) init(p *places) *slot {
+	s.p = p
 	s.ctx = push.WaitingContext{Context: context.Background(), Waiting: s}
-	s.held.Store(&s.fresh)
+	s.held.Store(&p.fresh)
 	return s
 }
 
+// Pause trades the slot held for a waiting place; with none free, the
+// push waits holding its slot.
 func (s *slot) Pause() {
-	if sem := s.held.Swap(nil); sem != nil {
-		<-*sem
+	held := s.held.Load()
+	if held == nil || held == &s.p.waiting {
+		return
+	}
+	select {
+	case s.p.waiting <- struct{}{}:
+		s.held.Store(&s.p.waiting)
+		<-*held
+	default:
 	}
 }
 
+// PauseElsewhere gives the slot held back outright (see slot).
+func (s *slot) PauseElsewhere() { s.release() }
+
+// Resume takes a slot of resumed for a push that gave its own up, and
+// then gives its waiting place, if any, back. Should ctx end first, the
+// push ends holding what it held, and release gives it back.
 func (s *slot) Resume(ctx context.Context) error {
+	held := s.held.Load()
+	if held == &s.p.fresh || held == &s.p.resumed {
+		return nil // it waited holding its slot
+	}
 	select {
-	case s.resumed <- struct{}{}:
-		s.held.Store(&s.resumed)
+	case s.p.resumed <- struct{}{}:
+		s.held.Store(&s.p.resumed)
+		if held != nil {
+			<-*held
+		}
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// release gives back whatever s holds.
+func (s *slot) release() {
+	if held := s.held.Swap(nil); held != nil {
+		<-*held
 	}
 }
 

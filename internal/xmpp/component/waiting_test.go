@@ -40,11 +40,12 @@ func (e *entered) Send(ctx context.Context, n push.Notification) error {
 }
 
 // TestFreshPushNotHeldUp: a push to a healthy device is answered in its
-// normal time while 600 pushes wait for their throttle window and 200
+// normal time while 110 pushes wait for their throttle window and 80
 // retry against a token APNS answers 503 for. With only 64 in-flight slots,
-// either group alone would hold every slot if waiting counted as work.
+// either group alone would hold every slot if waiting counted as work;
+// together they are within the 192 that may wait without one.
 func TestFreshPushNotHeldUp(t *testing.T) {
-	const delayed, retrying, slots = 600, 200, 64
+	const delayed, retrying, slots = 110, 80, 64
 	p8, pub, err := apnsmock.TokenKey()
 	if err != nil {
 		t.Fatal(err)
@@ -258,4 +259,63 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "pushes/s")
+}
+
+// TestPausedPushesBounded: a push waiting for its throttle window gives
+// its in-flight slot up, but it is still a goroutine; whoever can send
+// publishes for many nodes of their own keeps one waiting per node per
+// window. Past 3 × max_in_flight such pushes, one waits holding its slot,
+// and the reader stops until the windows pass; every push still goes.
+func TestPausedPushesBounded(t *testing.T) {
+	const slots, nodes = 2, 200
+	const places = slots + slots + component.WaitingPerSlot*slots // fresh, resumed, waiting
+	logger := slog.New(slog.DiscardHandler)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
+		appserver.Options{RateLimit: time.Second, PushTimeout: 30 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newFakeServer(t, secret)
+	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	st := srv.accept(t)
+
+	var first, second strings.Builder
+	for i := range nodes {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "tok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.WriteString(publish(fmt.Sprint("first-", i), node, r.Secret, true))
+		second.WriteString(publish(fmt.Sprint("second-", i), node, r.Secret, true))
+	}
+	st.send(t, first.String())
+	for range nodes {
+		if r := st.next(t); r.Type != "result" {
+			t.Fatalf("first push: %+v", r)
+		}
+	}
+	// Each second push waits for its node's window, up to a second. The
+	// component stops reading them while past the bound: written aside.
+	sent := make(chan error, 1)
+	go func() { sent <- st.Send(second.String()) }()
+	for range nodes {
+		if r := st.next(t); r.Type != "result" {
+			t.Fatalf("second push: %+v", r)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	// Each place is a worker at most, and a worker whose push just ended
+	// may not be idle yet when the reader hands out the next IQ.
+	peak := conn.WorkerPeak()
+	t.Logf("at most %d workers for %d pushes waiting for their window (%d places)", peak, nodes, places)
+	if peak > 2*places {
+		t.Fatalf("%d workers at once for %d waiting pushes: waiting pushes are not bounded (%d places)", peak, nodes, places)
+	}
 }
