@@ -345,22 +345,8 @@ func TestSilentOptionKeepsVoIP(t *testing.T) {
 // push session) with the registrations deleted.
 func TestSandboxMismatchKeepsProductionDevices(t *testing.T) {
 	ctx := context.Background()
-	p8, pub, _ := apnsmock.TokenKey()
-	keyFile := filepath.Join(t.TempDir(), "key.p8")
-	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := apns.New(apns.Options{Topic: "im.example.app", Sandbox: true, Endpoint: m.URL, CAPath: m.CADir,
-		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1"}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, m := realAPNS(t, true)
 	store := memory.New()
 	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}}, appserver.Options{}, quiet)
 	if err != nil {
@@ -456,8 +442,9 @@ func TestRefusedTokenRetriedDoesNotOutvoteQuietApp(t *testing.T) {
 	}
 }
 
-// realAPNS is the real APNS backend against the mock.
-func realAPNS(t *testing.T) (*apns.Backend, *apnsmock.Server) {
+// realAPNS is the real APNS backend against the mock, of the sandbox
+// when sandbox is set (which the mock does not tell apart).
+func realAPNS(t *testing.T, sandbox bool) (*apns.Backend, *apnsmock.Server) {
 	t.Helper()
 	p8, pub, _ := apnsmock.TokenKey()
 	keyFile := filepath.Join(t.TempDir(), "key.p8")
@@ -469,7 +456,7 @@ func realAPNS(t *testing.T) (*apns.Backend, *apnsmock.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	b, err := apns.New(apns.Options{Topic: "im.example.app", Endpoint: m.URL, CAPath: m.CADir,
+	b, err := apns.New(apns.Options{Topic: "im.example.app", Sandbox: sandbox, Endpoint: m.URL, CAPath: m.CADir,
 		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +470,7 @@ func realAPNS(t *testing.T) (*apns.Backend, *apnsmock.Server) {
 // case, or with any one letter's case changed, must share the window.
 func TestTokenlessThrottleCaseVariants(t *testing.T) {
 	ctx := context.Background()
-	b, m := realAPNS(t)
+	b, m := realAPNS(t, false)
 	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}},
 		appserver.Options{RateLimit: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -511,7 +498,7 @@ func TestTokenlessThrottleCaseVariants(t *testing.T) {
 // (410) is asked again when named in another case.
 func TestTokenlessBlockCaseVariants(t *testing.T) {
 	ctx := context.Background()
-	b, m := realAPNS(t)
+	b, m := realAPNS(t, false)
 	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}},
 		appserver.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

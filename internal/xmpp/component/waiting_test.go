@@ -140,13 +140,20 @@ func TestFreshPushNotHeldUp(t *testing.T) {
 // it connected on.
 func serveWith(t *testing.T, svc *appserver.Service, slots int, logger *slog.Logger) *stream {
 	t.Helper()
+	st, _ := serveConn(t, svc, slots, logger)
+	return st
+}
+
+// serveConn is serveWith that returns the component too.
+func serveConn(t *testing.T, svc *appserver.Service, slots int, logger *slog.Logger) (*stream, *component.Conn) {
+	t.Helper()
 	srv := newFakeServer(t, secret)
 	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- conn.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return srv.accept(t)
+	return srv.accept(t), conn
 }
 
 // nopBackend accepts every push.
@@ -275,13 +282,7 @@ func TestPausedPushesBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newFakeServer(t, secret)
-	conn := component.New(component.Options{Addr: srv.Addr(), JID: compJID, Secret: secret, MaxInFlight: slots, Logger: logger}, svc)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- conn.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	st := srv.accept(t)
+	st, conn := serveConn(t, svc, slots, logger)
 
 	var first, second strings.Builder
 	for i := range nodes {
