@@ -623,15 +623,17 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 	})
 	workers.peak = &c.workerPeak
 	defer workers.close()
-	publish := func() { lr.limit.Store(skippedStanzas * c.opts.MaxStanza) }
+	// Every stanza, opening tag and all, is read within the same bound:
+	// anyone can send our JID a message, or an IQ with a long id, larger
+	// than MaxStanza, and an IQ over MaxStanza is answered, not the
+	// stream left (see Options.MaxStanza).
+	lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
+	// walkIn keeps nothing of an IQ's payloads after a publish when it
+	// has a function to call at one; the bound needs no raising there.
+	publish := func() {}
 	for {
 		lr.n.Store(0)
-		// A stanza's opening tag, attributes and all, is read within
-		// the bound of skipped stanzas too: anyone can send our JID a
-		// message or an IQ with a long id.
-		lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
 		t, err := d.Next()
-		lr.limit.Store(c.opts.MaxStanza)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("server closed the stream")
@@ -656,10 +658,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		if t.Name.Local != "iq" {
 			// Messages and presences carry nothing for us.
-			lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
-			err := d.Skip()
-			lr.limit.Store(c.opts.MaxStanza)
-			if err != nil {
+			if err := d.Skip(); err != nil {
 				return err
 			}
 			d.shrink()
@@ -667,13 +666,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		}
 		m := new(streamIQ)
 		q := &m.iq
-		// Anyone can address an IQ to our JID, and servers route
-		// stanzas far larger than MaxStanza: it is read within the
-		// bound of skipped stanzas, and one too large to serve is
-		// answered with an error rather than the stream left.
-		lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
 		err = q.walkIn(d, t, &m.mem, publish)
-		lr.limit.Store(c.opts.MaxStanza)
 		over := lr.n.Load() > c.opts.MaxStanza
 		if over {
 			d.shrink()
