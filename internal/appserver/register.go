@@ -168,6 +168,15 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 		// A device key without an owner is a registration stored before
 		// owners were kept: bound to its account all the same.
 		if (old.Owner != "" || old.DeviceKey != "") && !mine && !proof {
+			if same && owner != "" && old.Owner != "" && old.DeviceKey == "" && r.DeviceKey == "" {
+				// The same device from another of its accounts: Monal's
+				// v1-register-push names the node identifierForVendor
+				// for every account. The token proves the device; the
+				// registration stays as it is, bound to its owner.
+				how = regRenewed
+				old.Renewed = r.Registered
+				return old, nil
+			}
 			return registry.Registration{}, fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
 		}
 		// A node is bound to the account that made it, or to one that

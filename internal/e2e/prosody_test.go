@@ -230,7 +230,7 @@ func testPushRegisteredByCommand(t *testing.T, start startServer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res["status"] != "completed" || res["node"] != "alice-ipad" || res["jid"] != s.xmpp.ComponentJID || len(res["secret"]) != 64 {
+	if res["status"] != "complete" || res["node"] != "alice-ipad" || res["jid"] != s.xmpp.ComponentJID || len(res["secret"]) != 64 {
 		t.Fatalf("command result %v", res)
 	}
 	s.offlineMessage(t, alice, res["node"], res["secret"])

@@ -271,10 +271,17 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 			fields = append(fields, dataform.Field{Var: "secret", Type: "text-single", Values: []string{r.Secret}})
 		}
 	}
+	status := "completed"
+	if cmd.Node == V1Register || cmd.Node == V1Unregister {
+		// mod_push_appserver's wire form, which Monal matches exactly
+		// (<status=complete> in MLIQProcessor.handleAppserverNodeRegistered);
+		// Smack (yaxim) and the others take any status.
+		status = "complete"
+	}
 	return &Command{
 		Node:      cmd.Node,
 		SessionID: sessionID(),
-		Status:    "completed",
+		Status:    status,
 		Form:      &dataform.Form{Type: "result", Fields: fields},
 	}, nil
 }

@@ -162,8 +162,12 @@ func TestV1RegistrationBoundToAccount(t *testing.T) {
 	}
 	secret := value(t, res, "secret")
 
+	// The same device from another of its accounts (Monal: one node for
+	// all accounts) renews it and is told the same secret, nothing more.
+	if res, err := cmds.Execute(ctx, romeo, component, command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "t1")); err != nil || value(t, res, "secret") != secret {
+		t.Fatalf("same node and token from another account: %+v, %v", res, err)
+	}
 	for _, c := range []*adhoc.Command{
-		command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "t1"),
 		command(adhoc.V1Register, "type", "apns", "node", "jn", "token", "romeo-token"),
 		command(adhoc.V1Register, "type", "fcm", "node", "jn", "token", "romeo-token"),
 		command(adhoc.V1Unregister, "type", "apns", "node", "jn"),

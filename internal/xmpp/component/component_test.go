@@ -301,7 +301,7 @@ func TestDiscoAndCommands(t *testing.T) {
 </x></command></iq>`
 	st.send(t, register)
 	r = st.next(t)
-	if r.Type != "result" || !strings.Contains(r.Inner, `status="completed"`) || !strings.Contains(r.Inner, `<field var="node" type="text-single"><value>dev-1</value></field>`) ||
+	if r.Type != "result" || !strings.Contains(r.Inner, `status="complete"`) || !strings.Contains(r.Inner, `<field var="node" type="text-single"><value>dev-1</value></field>`) ||
 		!strings.Contains(r.Inner, `<field var="jid" type="jid-single"><value>`+compJID+`</value></field>`) {
 		t.Fatalf("register reply %s %s", r.Type, r.Inner)
 	}

@@ -235,3 +235,57 @@ func TestTigaseEncryptedPush(t *testing.T) {
 		t.Fatalf("too large: %s %s", r.Type, r.Inner)
 	}
 }
+
+// monalV1Register is v1-register-push as Monal 5.0 to 5.1 (Dec 2020 to
+// Jun 2022) sends it (monal-im/Monal fc31784e9,
+// XMPPIQ.setRegisterOnAppserverWithToken): type apns, node the device's
+// identifierForVendor (one for all accounts on the device), the token
+// as lower-case hex.
+func monalV1Register(id, from, node, token string) string {
+	return `<iq type='set' id='` + id + `' from='` + from + `' to='` + compJID + `'><command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>https://github.com/tmolitor-stud-tu/mod_push_appserver/#v1-register-push</value></field><field var='type'><value>apns</value></field><field var='node'><value>` + node + `</value></field><field var='token'><value>` + token + `</value></field></x></command></iq>`
+}
+
+// Monal reads the answer with the query
+// "{http://jabber.org/protocol/commands}command<status=complete><node=v1-register-push>/{jabber:x:data}x"
+// (MLIQProcessor.handleAppserverNodeRegistered, 98f9f4202^:Monal/Classes/MLIQProcessor.m:531):
+// an exact match on status='complete', which mod_push_appserver answers.
+// Any other status is "Appserver returned invalid data" to Monal, which
+// then never enables push.
+func TestMonalV1RegisterAnswerStatus(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	const node, token = "6B29FC40-CA47-1067-B31D-00DD010662DA", "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	st.send(t, monalV1Register("m1", "juliet@example.org/Monal-iOS.1a2b3c4d", node, token))
+	r := st.next(t)
+	if r.Type != "result" {
+		t.Fatalf("v1-register-push: %s %s", r.Type, r.Inner)
+	}
+	if !regexp.MustCompile(`<command [^>]*status="complete"`).MatchString(r.Inner) {
+		t.Fatalf("Monal matches status='complete' exactly; answer: %s", r.Inner)
+	}
+}
+
+// Monal with two accounts (on two servers) sends v1-register-push from
+// each, with the same node (identifierForVendor) and the same token:
+// as under mod_push_appserver, both get the node and its one secret (a
+// refusal is "Appserver error" to Monal, which leaves push off for that
+// account).
+func TestMonalV1TwoAccountsOneDevice(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	const node, token = "6B29FC40-CA47-1067-B31D-00DD010662DA", "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	st.send(t, monalV1Register("m1", "juliet@example.org/Monal-iOS.1a2b3c4d", node, token))
+	r := st.next(t)
+	if r.Type != "result" {
+		t.Fatalf("first account: %s %s", r.Type, r.Inner)
+	}
+	first := field(t, r.Inner, "secret")
+	st.send(t, monalV1Register("m2", "juliet@example.net/Monal-iOS.1a2b3c4d", node, token))
+	r = st.next(t)
+	if r.Type != "result" {
+		t.Fatalf("second account of the same device, same node and token: %s %s", r.Type, r.Inner)
+	}
+	if s := field(t, r.Inner, "secret"); s != first {
+		t.Fatalf("second account got another secret: the first account's server now pushes with a dead one")
+	}
+}
