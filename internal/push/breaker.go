@@ -154,10 +154,12 @@ func asSuspect(err error) (*SuspectTokenError, bool) {
 func (b *Breaker) Judge(err error) error { return b.JudgeAt("", err) }
 
 // JudgeCtx is JudgeAt for a push sent under ctx. A redelivery attempt's
-// refusal (see WithRedelivery) is judged but not counted again in what
-// the app heard since it proved itself: a refused token tried again a
-// dozen times in its redelivery window would otherwise outvote a quiet
-// app's successes, and no refused token of the app would ever be removed.
+// refusal (see WithRedelivery) is judged but not counted again, neither
+// in what the app heard since it proved itself nor in the window: a
+// refused token tried again a dozen times in its redelivery window would
+// otherwise outvote a quiet app's successes, and no refused token of the
+// app would ever be removed; and a few such tokens would fill the window
+// and judge the app on far fewer than MinAnswers pushes.
 func (b *Breaker) JudgeCtx(ctx context.Context, scope string, err error) error {
 	return b.judge(scope, err, err != nil && IsRedelivery(ctx))
 }
@@ -185,7 +187,7 @@ func IsRedelivery(ctx context.Context) bool {
 func (b *Breaker) JudgeAt(scope string, err error) error { return b.judge(scope, err, false) }
 
 // judge is JudgeAt; again says the push is a redelivery attempt, whose
-// refusal is not counted since the app proved itself (see JudgeCtx).
+// refusal is not counted (see JudgeCtx).
 func (b *Breaker) judge(scope string, err error, again bool) error {
 	var s *SuspectTokenError
 	suspect := false
@@ -204,9 +206,12 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 		b.warned = now
 	}
 	w := b.window(scope)
-	b.all.add(b.opts, now, suspect)
-	if w != &b.all {
-		w.add(b.opts, now, suspect)
+	counted := !suspect || !again
+	if counted {
+		b.all.add(b.opts, now, suspect)
+		if w != &b.all {
+			w.add(b.opts, now, suspect)
+		}
 	}
 	var changed, tripped bool
 	// Only a suspect answer can trip the breaker, and only a success can
@@ -232,7 +237,7 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 	}
 	if proven && !tripped {
 		t := b.sinceProven(scope)
-		if !suspect || !again {
+		if counted {
 			t.answers++
 			if suspect {
 				t.suspects++

@@ -378,3 +378,95 @@ func TestBreakerCountsRedeliveryOnce(t *testing.T) {
 		t.Fatal("three successes and one refused push tried again: not a dead token")
 	}
 }
+
+// Redelivery attempts of refused pushes are judged on the pushes of the
+// window, not counted among them: a quiet app whose few refused tokens
+// are tried again a dozen times each is judged as the pushes it sent,
+// neither marked misconfigured on them nor made to take a refusal as a
+// dead token while its refusals are no minority since it proved itself.
+func TestBreakerWindowLeavesOutRedelivery(t *testing.T) {
+	type step struct {
+		at      time.Duration // since the app proved itself
+		n       int
+		refused bool
+		again   bool // a redelivery attempt
+	}
+	tests := []struct {
+		name  string
+		scope string
+		steps []step
+		// What the last push is answered, and whether the app ends
+		// marked misconfigured.
+		wantDead, wantMisconfigured bool
+	}{
+		{
+			name: "two refused tokens tried again",
+			steps: []step{
+				{n: 2, refused: true},
+				{at: 10 * time.Second, n: 24, refused: true, again: true},
+				{at: 20 * time.Second, n: 1, refused: true},
+			},
+		},
+		{
+			name:  "two refused tokens tried again, at one of several services",
+			scope: "https://push.example",
+			steps: []step{
+				{n: 2, refused: true},
+				{at: 10 * time.Second, n: 24, refused: true, again: true},
+				{at: 20 * time.Second, n: 1, refused: true},
+			},
+		},
+		{
+			// Attempts and successes fill the window, half each:
+			// counted, it would hold 20 answers and take the refusal
+			// as dead, however many refusals came before.
+			name: "attempts fill the window among successes",
+			steps: []step{
+				{n: 12, refused: true},
+				{at: 5 * time.Minute, n: 10},
+				{at: 5 * time.Minute, n: 9, refused: true, again: true},
+				{at: 5 * time.Minute, n: 1, refused: true},
+			},
+		},
+		{
+			name: "first attempts still mark the app",
+			steps: []step{
+				{n: 20, refused: true},
+			},
+			wantMisconfigured: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Unix(1_800_000_000, 0)
+			now := start
+			var logs bytes.Buffer
+			b, suspect := newTestBreaker(&now, &logs)
+			ctx := context.Background()
+			if err := b.JudgeCtx(ctx, tt.scope, nil); err != nil {
+				t.Fatal(err)
+			}
+			var last error
+			for _, s := range tt.steps {
+				now = start.Add(s.at)
+				sctx := ctx
+				if s.again {
+					sctx = push.WithRedelivery(ctx)
+				}
+				var err error
+				if s.refused {
+					err = suspect
+				}
+				for range s.n {
+					last = b.JudgeCtx(sctx, tt.scope, err)
+				}
+			}
+			if _, dead := push.IsDeadToken(last); dead != tt.wantDead || !dead && !push.IsTemporary(last) {
+				t.Errorf("last refusal answered %v, want a dead token: %v", last, tt.wantDead)
+			}
+			if bad, _ := b.Misconfigured(); bad != tt.wantMisconfigured {
+				t.Errorf("Misconfigured() = %v, want %v; logs:\n%s", bad, tt.wantMisconfigured, logs.String())
+			}
+		})
+	}
+}
