@@ -244,6 +244,23 @@ type Conn struct {
 	// workerPeak is the most worker goroutines a session had at once,
 	// for the tests.
 	workerPeak atomic.Int64
+	// clock times the keep-alive.
+	clock clock
+}
+
+// clock is what the keep-alive times the stream's silences by: elapsed,
+// on the monotonic clock. now is the wall clock, which times none of
+// them: NTP or an operator may step it. Tests set their own, to step one
+// apart from the other.
+type clock struct {
+	now     func() time.Time
+	elapsed func() time.Duration
+}
+
+// systemClock is the running server's clock.
+func systemClock() clock {
+	start := time.Now()
+	return clock{now: time.Now, elapsed: func() time.Duration { return time.Since(start) }}
 }
 
 // New returns a connection; call Run to connect.
@@ -284,6 +301,7 @@ func New(opts Options, svc Service) *Conn {
 		svc:    svc,
 		cmds:   adhoc.New(svc, opts.Commands),
 		logger: logger,
+		clock:  systemClock(),
 		panics: logging.NewLimited(logger, time.Now, slog.LevelError, 1, "handling an IQ panicked; answered wait and the server goes on", "panics while handling IQs not logged (rate limit)"),
 	}
 	var tag [4]byte
@@ -415,7 +433,7 @@ func (c *Conn) session(ctx context.Context) error {
 	defer c.setConnected(false)
 	c.logger.Info("component connected", "addr", c.opts.Addr)
 
-	w := newWriter(raw, c.opts.WriteTimeout, c.opts.MaxReplyQueue)
+	w := newWriter(raw, c.opts.WriteTimeout, c.opts.MaxReplyQueue, c.clock)
 	work := newTracker()
 	w.others = func() bool { return work.running.Load() > 1 }
 	var wg sync.WaitGroup
@@ -537,8 +555,8 @@ const keepAliveID = "keepalive-"
 func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
 	t := time.NewTicker(c.opts.KeepAlive / 4)
 	defer t.Stop()
-	reads, heard := lr.reads.Load()+c.peerReads.Load(), time.Now()
-	var pinged time.Time
+	reads, heard := lr.reads.Load()+c.peerReads.Load(), c.clock.elapsed()
+	var pinged time.Duration // when the last ping went, while unanswered
 	var seq uint64
 	// unanswered counts the pings sent since the last read: ejabberd
 	// balances a ping to our own JID over every connection with it (other
@@ -551,30 +569,31 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := c.clock.elapsed()
 			if r := lr.reads.Load() + c.peerReads.Load(); r != reads {
-				reads, heard, pinged, unanswered = r, now, time.Time{}, 0
+				reads, heard, unanswered = r, now, 0
 			}
 			switch {
-			case !pinged.IsZero() && now.Sub(pinged) >= c.opts.KeepAlive/2 && unanswered < maxUnanswered:
+			case unanswered > 0 && now-pinged >= c.opts.KeepAlive/2 && unanswered < maxUnanswered:
 				seq++
 				if err := w.write(pingIQ(c.opts.JID, c.pingTag, seq)); err != nil {
 					return
 				}
 				pinged = now
 				unanswered++
-			case !pinged.IsZero() && now.Sub(pinged) >= c.opts.KeepAlive/2:
-				c.logger.Warn("the XMPP server did not answer a ping; reconnecting", "quiet_for", now.Sub(heard).Round(time.Second))
+			case unanswered > 0 && now-pinged >= c.opts.KeepAlive/2:
+				c.logger.Warn("the XMPP server did not answer a ping; reconnecting", "quiet_for", (now - heard).Round(time.Second))
 				lr.Close()
 				return
-			case pinged.IsZero() && now.Sub(heard) >= c.opts.KeepAlive:
+			case unanswered == 0 && now-heard >= c.opts.KeepAlive:
 				seq++
 				if err := w.write(pingIQ(c.opts.JID, c.pingTag, seq)); err != nil {
 					return
 				}
 				pinged = now
 				unanswered = 1
-			case now.Sub(time.Unix(0, w.last.Load())) >= c.opts.KeepAlive/2:
+			case w.sinceWrite() >= c.opts.KeepAlive/2:
 				if err := w.write([]byte(" ")); err != nil {
 					return
 				}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -39,7 +40,7 @@ func TestWriterBounded(t *testing.T) {
 	const limit = 4 << 10
 	ours, peer := net.Pipe() // unbuffered: nothing is written until peer reads
 	defer peer.Close()
-	w := newWriter(ours, 300*time.Millisecond, limit)
+	w := newWriter(ours, 300*time.Millisecond, limit, systemClock())
 	reply := bytes.Repeat([]byte("x"), 100)
 	var wg sync.WaitGroup
 	errs := make(chan error, 1000)
@@ -83,7 +84,7 @@ func TestWriterBounded(t *testing.T) {
 func TestWriterLeavesNothingBehind(t *testing.T) {
 	ours, peer := net.Pipe()
 	defer peer.Close()
-	w := newWriter(ours, 5*time.Second, 4<<10)
+	w := newWriter(ours, 5*time.Second, 4<<10, systemClock())
 	const n = 2000
 	var want bytes.Buffer
 	replies := make([][]byte, n)
@@ -319,5 +320,58 @@ func TestSameListener(t *testing.T) {
 		if got := sameListener(a, b); got != c.same {
 			t.Errorf("sameListener(%s, %s) = %v", c.a, c.b, got)
 		}
+	}
+}
+
+// TestKeepAliveWhitespaceIgnoresWallStep: the wall clock stepped back an
+// hour after a write holds back no whitespace keep-alive: the stream's
+// silence is timed on the monotonic clock. The clock's monotonic reading
+// stands still after half of KeepAlive, so no ping is ever due and the
+// first thing written can only be the whitespace.
+func TestKeepAliveWhitespaceIgnoresWallStep(t *testing.T) {
+	const keepAlive = 40 * time.Millisecond
+	wall, mono := time.Unix(1_800_000_000, 0), time.Duration(0)
+	c := &Conn{
+		opts:   Options{JID: "push.example", KeepAlive: keepAlive},
+		logger: slog.New(slog.DiscardHandler),
+		clock:  clock{now: func() time.Time { return wall }, elapsed: func() time.Duration { return mono }},
+	}
+	ours, peer := net.Pipe()
+	defer ours.Close()
+	defer peer.Close()
+	got := make(chan string, 16)
+	go func() {
+		b := make([]byte, 512)
+		for {
+			n, err := peer.Read(b)
+			if err != nil {
+				return
+			}
+			got <- string(b[:n])
+		}
+	}()
+	w := newWriter(ours, 5*time.Second, 4<<10, c.clock)
+	if err := w.write([]byte("<presence/>")); err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	// Set before keepAlive starts, which then only reads them.
+	wall = wall.Add(-time.Hour)
+	mono += keepAlive / 2
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.keepAlive(ctx, w, &limitReader{Conn: ours})
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case s := <-got:
+		if s != " " {
+			t.Fatalf("wrote %q, want the whitespace keep-alive", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no whitespace within 5 s at a keep-alive of %v, after the wall clock stepped back an hour", keepAlive)
 	}
 }

@@ -27,7 +27,10 @@ type writer struct {
 	conn    net.Conn
 	timeout time.Duration
 	limit   int
-	last    atomic.Int64 // unix nanos of the last write
+	clock   clock
+	// last is the clock's elapsed reading at the last write, in
+	// nanoseconds (see sinceWrite).
+	last atomic.Int64
 
 	mu      sync.Mutex // guards pending and err
 	room    *sync.Cond // on mu: pending shrank or err was set
@@ -42,9 +45,11 @@ type writer struct {
 	others func() bool
 }
 
-func newWriter(conn net.Conn, timeout time.Duration, limit int) *writer {
-	w := &writer{conn: conn, timeout: timeout, limit: limit, pending: new(bytes.Buffer), spare: new(bytes.Buffer)}
+func newWriter(conn net.Conn, timeout time.Duration, limit int, clk clock) *writer {
+	w := &writer{conn: conn, timeout: timeout, limit: limit, clock: clk, pending: new(bytes.Buffer), spare: new(bytes.Buffer)}
 	w.room = sync.NewCond(&w.mu)
+	// The stream's opening and the handshake were just written.
+	w.wrote()
 	return w
 }
 
@@ -116,11 +121,23 @@ func (w *writer) closeStream() error {
 	w.mu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	_, err := w.conn.Write(buf.Bytes())
-	w.last.Store(time.Now().UnixNano())
+	w.wrote()
 	if err != nil {
 		w.conn.Close()
 	}
 	return err
+}
+
+// wrote records a write, for sinceWrite.
+func (w *writer) wrote() { w.last.Store(int64(w.clock.elapsed())) }
+
+// sinceWrite is how long nothing was written, for the whitespace
+// keep-alive: on the monotonic clock, since a write timed on the wall
+// clock just before NTP or an operator stepped it back would hold the
+// next whitespace back by as long as the step, and a NAT on the way
+// could forget the stream meanwhile.
+func (w *writer) sinceWrite() time.Duration {
+	return w.clock.elapsed() - time.Duration(w.last.Load())
 }
 
 // queued returns the bytes waiting to be written.
@@ -157,7 +174,7 @@ func (w *writer) flushLocked() error {
 	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	_, err = w.conn.Write(buf.Bytes())
 	buf.Reset()
-	w.last.Store(time.Now().UnixNano())
+	w.wrote()
 	if err != nil {
 		w.fail(err)
 	}
