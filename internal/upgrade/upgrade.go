@@ -50,8 +50,11 @@ type Process struct {
 	tf     *tableflip.Upgrader // nil: not this process's first (see New)
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	released *os.File // the write end of the pipe to the new process, once it is ready
+	mu sync.Mutex
+	// pipe is the write end of the pipe to the new process (see
+	// releasePipe); released is it too, once a new process is ready.
+	pipe     *os.File
+	released *os.File
 
 	// What the new process does with what the old one says (see
 	// OnComponentReleased, OnOldProcessGone); set before Ready.
@@ -137,25 +140,48 @@ func (p *Process) Upgrade() error {
 		// and takes the new process with it.
 		return errors.New("upgrade: this process is PID 1, as a container's entry point is; the container would end with it: replace the container instead")
 	}
-	r, w, err := os.Pipe()
+	w, err := p.releasePipe()
 	if err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
-	// tableflip passes a duplicate; ours is not needed here.
-	err = p.tf.AddFile(releasedFile, r)
-	r.Close()
-	if err != nil {
-		w.Close()
-		return fmt.Errorf("upgrade: %w", err)
-	}
+	// A new process that fails costs two descriptors all the same:
+	// tableflip (v1.2.3) keeps its ends of the pipes it passes to each
+	// new process for readiness and names, and nothing here reaches them.
 	if err := p.tf.Upgrade(); err != nil {
-		w.Close()
 		return fmt.Errorf("upgrade: %w", err)
 	}
 	p.mu.Lock()
 	p.released = w
 	p.mu.Unlock()
 	return nil
+}
+
+// releasePipe returns the write end of the pipe whose read end tableflip
+// passes to the new process as releasedFile, made by the first upgrade
+// and kept for the next ones: tableflip keeps its duplicate of a file
+// added under a name, and adding one under that name again replaces it
+// without closing it, a descriptor lost with each failed upgrade. Nothing
+// is written to the pipe until a new process is ready, so one that failed
+// leaves it as it was.
+func (p *Process) releasePipe() (*os.File, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pipe != nil {
+		return p.pipe, nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	// tableflip passes a duplicate; ours is not needed here.
+	err = p.tf.AddFile(releasedFile, r)
+	r.Close()
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	p.pipe = w
+	return w, nil
 }
 
 // Stop ends upgrades: the process shuts down for good.
