@@ -20,6 +20,19 @@ var ErrNotFound = errors.New("registration not found")
 // Nothing was changed; the caller may look again and retry.
 var ErrConflict = errors.New("registration conflicts with another one")
 
+// ErrUnconfirmed is returned by a store that several instances share
+// when a change to a registration was stored but not every other instance
+// confirmed that it dropped what it cached of it: the feed that carries
+// their confirmations went down first (the database crashed or restarted,
+// or the connection was cut). One that did not hear of the change may go
+// on pushing with what it cached, for as long as it cannot read the
+// database, so the change must not be answered as done: the caller
+// answers a transient error and the client tries again. Trying again is
+// harmless: the change is stored, so the same registration again finds it
+// (a renewal, answered with the secret stored) and an unregistration
+// again finds the node gone.
+var ErrUnconfirmed = errors.New("stored, but not confirmed by every instance sharing the registry")
+
 // Registration is the record kept for one device, field for field the
 // "internal data" of mod_push_appserver plus what we need beyond it.
 // Zero times mean "never".

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -13,9 +14,13 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
-// echoWait bounds how long a write waits for the other instances to
-// confirm they dropped what they cached.
-const echoWait = time.Second
+// defaultAckWait bounds how long a write waits for the other instances
+// to confirm they dropped what they cached (Options.AckWait).
+const defaultAckWait = time.Second
+
+// errCut is the error of a committed write whose wait for the others'
+// acks the feed going down ended.
+var errCut = fmt.Errorf("the change feed went down before the other instances confirmed the change: %w", registry.ErrUnconfirmed)
 
 // ackPrefix starts the name of the channel on which an instance hears that
 // the others handled its change (ackPrefix + its writer id).
@@ -32,13 +37,16 @@ const ackPrefix = "push_appserver_ack_"
 // node from its cache, answers with a notification on the writer's ack
 // channel. The write returns when as many acks as there were other
 // listening instances at the time of the write have arrived, or after
-// echoWait: an instance that does not answer in time is hung or gone (and
+// ackWait: an instance that does not answer in time is hung or gone (and
 // one whose feed broke bypasses its cache anyway, unless it cannot read
-// the database either: see appserver's cache). Writes by a store that
-// is not followed (the admin commands, an import) carry no writer id and
-// wait for nothing; the other instances still drop what they change.
+// the database either: see appserver's cache). When this store's own
+// feed goes down first, no ack can come, and the write fails with
+// registry.ErrUnconfirmed (see wait). Writes by a store that is not
+// followed (the admin commands, an import) carry no writer id and wait
+// for nothing; the other instances still drop what they change.
 type barrier struct {
-	id string // this store's writer id; hex, so it fits in a channel name
+	id      string        // this store's writer id; hex, so it fits in a channel name
+	ackWait time.Duration // see defaultAckWait
 
 	mu      sync.Mutex
 	live    bool
@@ -48,12 +56,13 @@ type barrier struct {
 type waiter struct {
 	need int // acks still to come
 	done chan struct{}
+	cut  bool // done was closed by the feed going down, not by the acks; under barrier.mu
 }
 
-func newBarrier() barrier {
+func newBarrier(ackWait time.Duration) barrier {
 	b := make([]byte, 8)
 	rand.Read(b)
-	return barrier{id: hex.EncodeToString(b)}
+	return barrier{id: hex.EncodeToString(b), ackWait: ackWait}
 }
 
 // ackChannel is where this store hears acks.
@@ -96,7 +105,11 @@ func (b *barrier) expect(node string, others int) *waiter {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.live {
-		return nil
+		// The feed went down since name counted the others: their acks
+		// cannot come, as for a wait the feed's end cut short.
+		w.cut = true
+		close(w.done)
+		return w
 	}
 	if b.waiting == nil {
 		b.waiting = map[string][]*waiter{}
@@ -105,17 +118,33 @@ func (b *barrier) expect(node string, others int) *waiter {
 	return w
 }
 
-// wait waits for w's acks when committed is true, then forgets w.
-func (b *barrier) wait(ctx context.Context, node string, w *waiter, committed bool) {
+// wait waits for w's acks when committed is true, then forgets w. It
+// returns errCut when the feed went down before the acks came: the other
+// instances' feeds most likely went down with the database, and one that
+// cannot read the database then serves what it cached (appserver's
+// outage grace), the registration as it was before this write. The
+// change is stored, but answering it as done would be a promise broken
+// for minutes; an error makes the client try again, which the stored
+// change makes harmless.
+//
+// Acks that do not come within ackWait while the feed is up are no error:
+// an instance that does not answer is hung (it serves nothing meanwhile)
+// or gone, or its LISTEN connection went silent, which its probe finds
+// within a heartbeat, after which it bypasses its cache. Failing writes
+// for it would fail every registration through every instance for as
+// long as PostgreSQL counts such a listener (a dead connection, until TCP
+// gives up: many minutes), and a retry would wait for the same ack in
+// vain, where a feed gone down is this instance's own and back within
+// seconds of the database.
+func (b *barrier) wait(ctx context.Context, node string, w *waiter, committed bool) error {
 	if w == nil {
-		return
+		return nil
 	}
 	if committed {
-		t := time.NewTimer(echoWait)
+		t := time.NewTimer(b.ackWait)
 		defer t.Stop()
 		select {
 		case <-w.done:
-			return
 		case <-t.C:
 		case <-ctx.Done():
 		}
@@ -123,6 +152,10 @@ func (b *barrier) wait(ctx context.Context, node string, w *waiter, committed bo
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.remove(node, w)
+	if committed && w.cut {
+		return errCut
+	}
+	return nil
 }
 
 // acks are the waits of one transaction that wrote several nodes.
@@ -140,13 +173,14 @@ func (a *acks) expect(b *barrier, node string, others int) {
 	}
 }
 
-// waitAll is wait for every one of a, within one echoWait in all.
-func (b *barrier) waitAll(a acks, committed bool) {
+// waitAll is wait for every one of a, within one ackWait in all. It
+// returns the nodes whose wait the feed going down cut short (see wait).
+func (b *barrier) waitAll(a acks, committed bool) (cut []string) {
 	if len(a) == 0 {
-		return
+		return nil
 	}
 	if committed {
-		t := time.NewTimer(echoWait)
+		t := time.NewTimer(b.ackWait)
 		defer t.Stop()
 	wait:
 		for _, nw := range a {
@@ -161,7 +195,11 @@ func (b *barrier) waitAll(a acks, committed bool) {
 	defer b.mu.Unlock()
 	for _, nw := range a {
 		b.remove(nw.node, nw.w)
+		if committed && nw.w.cut {
+			cut = append(cut, nw.node)
+		}
 	}
+	return cut
 }
 
 func (b *barrier) remove(node string, w *waiter) {
@@ -201,7 +239,7 @@ func (b *barrier) acked(node string) {
 }
 
 // setLive records whether Follow listens; when it stops, no ack can
-// arrive and every waiting write is released.
+// arrive and every waiting write is released, unconfirmed.
 func (b *barrier) setLive(live bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -209,6 +247,7 @@ func (b *barrier) setLive(live bool) {
 	if !live {
 		for node, ws := range b.waiting {
 			for _, w := range ws {
+				w.cut = true
 				close(w.done)
 			}
 			delete(b.waiting, node)

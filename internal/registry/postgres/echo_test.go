@@ -1,11 +1,14 @@
 package postgres
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // One ack reaches every write of the node waiting for it, however many
 // wait, and only them.
 func TestAckedReleasesEveryWaiter(t *testing.T) {
-	b := newBarrier()
+	b := newBarrier(time.Second)
 	b.setLive(true)
 	var ws []*waiter
 	for range 4 {

@@ -54,7 +54,10 @@ func (s *Store) commitOne(req *groupcommit.Request) {
 
 // answerWhenAcked answers reqs once the other instances acked a, that is
 // dropped what they cached; at once when there is nothing to wait for. The
-// writer goes on with the next batch meanwhile.
+// writer goes on with the next batch meanwhile. A request for a node
+// whose acks the feed going down cut short is answered
+// registry.ErrUnconfirmed (see barrier.wait), the renewals of that node
+// in the batch too: their answer carries the change.
 func (s *Store) answerWhenAcked(a acks, reqs []*groupcommit.Request) {
 	answer := func() {
 		for _, req := range reqs {
@@ -66,7 +69,12 @@ func (s *Store) answerWhenAcked(a acks, reqs []*groupcommit.Request) {
 		return
 	}
 	go func() {
-		s.bar.waitAll(a, true)
+		cut := s.bar.waitAll(a, true)
+		for _, req := range reqs {
+			if req.Err == nil && slices.Contains(cut, req.Node) {
+				req.R, req.Err = registry.Registration{}, fmt.Errorf("register: %w", errCut)
+			}
+		}
 		answer()
 	}()
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -248,4 +249,59 @@ func (s *Server) Stop() {
 		os.RemoveAll(s.dir)
 		s.dir = ""
 	}
+}
+
+// Listener is a connection that LISTENs on a channel under an
+// application_name, as a push-appserver instance's change feed does, and
+// never answers what it hears: a hung instance, which the writers count
+// and wait for.
+type Listener struct{ conn *pgx.Conn }
+
+// Listen opens a Listener on the database in dsn, closed when the test
+// ends.
+func Listen(t testing.TB, dsn, app, channel string) *Listener {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn+"&application_name="+app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		t.Fatal(err)
+	}
+	return &Listener{conn: conn}
+}
+
+// Heard returns once a notification whose payload ends with suffix
+// arrived: the transaction that sent it committed.
+func (l *Listener) Heard(t testing.TB, suffix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		n, err := l.conn.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatalf("no notification ending in %q: %v", suffix, err)
+		}
+		if strings.HasSuffix(n.Payload, suffix) {
+			return
+		}
+	}
+}
+
+// EndOthers ends the server-side backends of the listener's database
+// named app, but for its own, as an operator or a network failure would,
+// and returns how many it ended.
+func (l *Listener) EndOthers(t testing.TB, app string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var n int
+	if err := l.conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()`, app).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
