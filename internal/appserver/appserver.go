@@ -74,7 +74,8 @@ type Observer interface {
 	Pushed(app string, outcome Outcome, d time.Duration)
 	// Rejected counts a push refused before any push service was asked.
 	Rejected(reason RejectReason)
-	// RegistrationFailed counts a registration that stored nothing.
+	// RegistrationFailed counts a registration that stored nothing, or
+	// (RegistrationUnconfirmed) a change answered as failed though stored.
 	RegistrationFailed(reason RegistrationFailure)
 	// Panicked counts a panic recovered where it would have ended the
 	// process: "push_service" for an app's backend sending a push.

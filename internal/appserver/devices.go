@@ -158,10 +158,16 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 				if err := s.moveAdmitted(ctx, r.Domain, old); err != nil {
 					return registry.Registration{}, err
 				}
-				if _, err := s.store.Delete(ctx, old.Node, old.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
+				_, err := s.store.Delete(ctx, old.Node, old.Type)
+				s.changed(old.Node)
+				if errors.Is(err, registry.ErrUnconfirmed) {
+					// The old node is gone; the device's next try
+					// registers the new one.
+					s.unconfirmed("move to another app", old.Type, old.Node, err)
+				}
+				if err != nil && !errors.Is(err, registry.ErrNotFound) {
 					return registry.Registration{}, fmt.Errorf("replacing registration: %w", err)
 				}
-				s.changed(old.Node)
 				moved = true
 			}
 			if r.Node, err = randomHex(nodeBytes); err != nil {

@@ -2,6 +2,8 @@ package appserver
 
 import (
 	"errors"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
 // Errors returned by Service. Adapters map them onto their protocol's
@@ -34,4 +36,9 @@ var (
 	ErrPushFailed = errors.New("push failed")
 	// ErrUnavailable: the server is shutting down; try again later.
 	ErrUnavailable = errors.New("shutting down")
+	// ErrUnconfirmed: the registration or unregistration was stored, but
+	// another instance sharing the registry may not have heard of it and
+	// push with what it cached (registry.ErrUnconfirmed): not done yet,
+	// as far as the client can tell; trying again finds it stored.
+	ErrUnconfirmed = registry.ErrUnconfirmed
 )

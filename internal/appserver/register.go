@@ -36,8 +36,11 @@ type Caller struct {
 }
 
 // RegistrationFailure is why a registration stored nothing, as counted in
-// metrics. Only "error" is the server's own failure (a full disk, a
-// database away): the one to alert on.
+// metrics, or (RegistrationUnconfirmed) why a registration or
+// unregistration stored was answered as failed. Only "error" is the
+// server's own failure (a full disk, a database away): the one to alert
+// on. "unconfirmed" is the moment the database went away, or this
+// instance's connection to it was cut, and passes by itself.
 type RegistrationFailure string
 
 const (
@@ -54,6 +57,10 @@ const (
 	RegistrationLimited RegistrationFailure = "limited"
 	// RegistrationError: the registry could not be read or written.
 	RegistrationError RegistrationFailure = "error"
+	// RegistrationUnconfirmed: a registration or unregistration was
+	// stored, but the change feed went down before every other instance
+	// confirmed it (ErrUnconfirmed).
+	RegistrationUnconfirmed RegistrationFailure = "unconfirmed"
 )
 
 // registered tells the observer about a registration that failed with
@@ -73,6 +80,8 @@ func (s *Service) registered(r registry.Registration, err error) (registry.Regis
 		reason = RegistrationQuota
 	case errors.Is(err, ErrLimited):
 		reason = RegistrationLimited
+	case errors.Is(err, ErrUnconfirmed):
+		reason = RegistrationUnconfirmed
 	}
 	s.opts.Observer.RegistrationFailed(reason)
 	return r, err
@@ -229,6 +238,9 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 		s.logger.Info("registration refused", "app", r.Type, "node", r.Node, "reason", err)
 		return registry.Registration{}, err
 	}
+	if errors.Is(err, registry.ErrUnconfirmed) {
+		s.unconfirmed("registration", r.Type, r.Node, err)
+	}
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("storing registration: %w", err)
 	}
@@ -326,6 +338,14 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 	if errors.Is(err, registry.ErrNotFound) {
 		return registry.Registration{}, ErrNotFound
 	}
+	if errors.Is(err, registry.ErrUnconfirmed) {
+		// Removed all the same: counted as removed, and as failed as
+		// answered.
+		s.forgetThrottle(node)
+		s.opts.Observer.Unregistered(typ, "request")
+		s.opts.Observer.RegistrationFailed(RegistrationUnconfirmed)
+		s.unconfirmed("unregistration", typ, node, err)
+	}
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("removing registration: %w", err)
 	}
@@ -333,6 +353,14 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 	s.opts.Observer.Unregistered(typ, "request")
 	s.logger.Info("unregistered device", "app", typ, "node", node)
 	return r, nil
+}
+
+// unconfirmed logs a change stored but answered as failed
+// (ErrUnconfirmed). Many at once are one outage of the database, which
+// the others' logs tell of: the node is for debugging only.
+func (s *Service) unconfirmed(change, app, node string, err error) {
+	s.logger.Warn(change+" committed but not confirmed by the other instances; answered as failed, for the client to try again", "app", app, "err", err)
+	s.logger.Debug(change+" not confirmed", "app", app, "node", node)
 }
 
 // admitAccount takes one of account's registrations for the minute

@@ -481,6 +481,10 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, firstLine(err))
 	case errors.Is(err, appserver.ErrInvalidToken):
 		text(w, "ERROR\n"+firstLine(err))
+	case errors.Is(err, appserver.ErrUnconfirmed):
+		// Stored; the core logged it. 200 as for the registry's other
+		// failures: clients read the first line.
+		text(w, "ERROR\n", unconfirmed)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client hung up: nobody's failure, nothing to log.
 		text(w, "ERROR\nInternal server error!")
@@ -510,6 +514,8 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 		text(w, "ERROR\nNode not found!")
 	case errors.Is(err, appserver.ErrBadRequest):
 		badRequest(w, firstLine(err))
+	case errors.Is(err, appserver.ErrUnconfirmed):
+		text(w, "ERROR\n", unconfirmed)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client hung up: nobody's failure, nothing to log.
 		text(w, "ERROR\nInternal server error!")
@@ -518,6 +524,11 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 		text(w, "ERROR\nInternal server error!")
 	}
 }
+
+// unconfirmed answers a change stored but not confirmed by every instance
+// (appserver.ErrUnconfirmed): the client must not take it as done, and
+// its next try finds it stored.
+const unconfirmed = "Not confirmed, try again later!"
 
 func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	f, ok := readForm(w, r, "node", "secret")

@@ -91,9 +91,9 @@ func New() *Metrics {
 	}
 	m.regFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "push_appserver_registration_failures_total",
-		Help: "Registrations that stored nothing, by reason: invalid (a value missing or malformed, an unknown app, a token the app refuses), forbidden, quota (max_registrations_per_domain), limited (account_register_limit), or error (the registry could not be written: alert on this one).",
+		Help: "Registrations that stored nothing, by reason: invalid (a value missing or malformed, an unknown app, a token the app refuses), forbidden, quota (max_registrations_per_domain), limited (account_register_limit), or error (the registry could not be written: alert on this one); and unconfirmed, registrations and unregistrations stored but answered as failed because this instance's change feed went down before the other instances confirmed them (PostgreSQL crashed or restarted).",
 	}, []string{"reason"})
-	for _, r := range []appserver.RegistrationFailure{appserver.RegistrationInvalid, appserver.RegistrationForbidden, appserver.RegistrationQuota, appserver.RegistrationLimited, appserver.RegistrationError} {
+	for _, r := range []appserver.RegistrationFailure{appserver.RegistrationInvalid, appserver.RegistrationForbidden, appserver.RegistrationQuota, appserver.RegistrationLimited, appserver.RegistrationError, appserver.RegistrationUnconfirmed} {
 		m.regFailures.WithLabelValues(string(r))
 	}
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -175,7 +175,8 @@ func (m *Metrics) Rejected(r appserver.RejectReason) {
 	m.rejections.WithLabelValues(string(r)).Inc()
 }
 
-// RegistrationFailed counts a registration that stored nothing.
+// RegistrationFailed counts a registration that stored nothing, or a
+// change stored but answered as failed (unconfirmed).
 func (m *Metrics) RegistrationFailed(r appserver.RegistrationFailure) {
 	m.regFailures.WithLabelValues(string(r)).Inc()
 }

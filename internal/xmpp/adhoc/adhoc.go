@@ -329,6 +329,10 @@ func registrationError(err error) error {
 		return stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden, Text: map[string]string{"": err.Error()}}
 	case errors.Is(err, appserver.ErrNotFound):
 		return stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound, Text: map[string]string{"": "node not found"}}
+	case errors.Is(err, appserver.ErrUnconfirmed):
+		// Stored, but another instance may still push with what it
+		// cached: the client tries again, and finds it stored.
+		return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError, Text: map[string]string{"": "not confirmed, try again later"}}
 	}
 	return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError}
 }

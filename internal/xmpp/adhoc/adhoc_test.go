@@ -3,6 +3,7 @@ package adhoc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"mellium.im/xmpp/stanza"
@@ -168,6 +169,63 @@ func TestDomains(t *testing.T) {
 			t.Errorf("%v, %s: %v, registered %+v", tc.domains, tc.from, err, reg)
 		case !tc.ok && (!errors.As(err, &se) || se.Condition != stanza.Forbidden || reg.app != ""):
 			t.Errorf("%v, %s: %v, registered %+v; want forbidden and nothing", tc.domains, tc.from, err, reg)
+		}
+	}
+}
+
+// unconfirmed answers every change as the core does one stored but not
+// confirmed by every instance.
+type unconfirmed struct{}
+
+var errUnconfirmed = fmt.Errorf("storing registration: register: the change feed went down: %w", registry.ErrUnconfirmed)
+
+func (unconfirmed) Register(context.Context, appserver.Caller, string, string, string) (registry.Registration, error) {
+	return registry.Registration{}, errUnconfirmed
+}
+
+func (unconfirmed) RegisterDevice(context.Context, string, appserver.Account, string, string, string) (registry.Registration, error) {
+	return registry.Registration{}, errUnconfirmed
+}
+
+func (unconfirmed) UnregisterDevice(context.Context, string, appserver.Account, string, string) (registry.Registration, error) {
+	return registry.Registration{}, errUnconfirmed
+}
+
+func (unconfirmed) RegisterTigase(context.Context, string, appserver.Account, string) (registry.Registration, error) {
+	return registry.Registration{}, errUnconfirmed
+}
+
+func (unconfirmed) UnregisterTigase(context.Context, string, appserver.Account, string) (registry.Registration, error) {
+	return registry.Registration{}, errUnconfirmed
+}
+
+func (unconfirmed) Unregister(context.Context, appserver.Caller, string, string) (registry.Registration, error) {
+	return registry.Registration{}, errUnconfirmed
+}
+
+// A change stored but not confirmed by every instance is answered wait,
+// in every dialect: the client tries again, and finds it stored. Any
+// other type would tell it the change failed for good.
+func TestUnconfirmedAnsweredWait(t *testing.T) {
+	cmds := New(unconfirmed{}, Options{V1: true, FCMApp: "fcm", TigaseProviders: map[string]string{"tigase:messenger:apns:1": "apns"}, WebPushApp: "web"})
+	const sub = `{"endpoint":"https://push.example/x","keys":{"p256dh":"BKEY","auth":"AUTH"}}`
+	for _, cmd := range []*Command{
+		{Node: V1Register, Form: form("type", "fcm", "node", "n1", "token", "t1")},
+		{Node: V1Unregister, Form: form("type", "fcm", "node", "n1")},
+		{Node: RegisterFCM, Form: form("token", "t1", "android-id", "d1")},
+		{Node: UnregisterFCM, Form: form("android-id", "d1")},
+		{Node: RegisterDevice, Form: form("provider", "tigase:messenger:apns:1", "device-token", "t1")},
+		{Node: UnregisterDevice, Form: form("provider", "tigase:messenger:apns:1", "device-token", "t1")},
+		{Node: RegisterWebPush, Form: form("device-id", "b", "subscription", sub)},
+	} {
+		_, err := cmds.Execute(context.Background(), "juliet@example.org/phone", "push.example.org", cmd)
+		var se stanza.Error
+		if !errors.As(err, &se) || se.Type != stanza.Wait {
+			t.Errorf("%s: %v, want a wait error", cmd.Node, err)
+			continue
+		}
+		if se.Condition != stanza.InternalServerError || se.Text[""] == "" {
+			t.Errorf("%s: %s/%s %q, want internal-server-error saying to try again", cmd.Node, se.Type, se.Condition, se.Text[""])
 		}
 	}
 }
