@@ -74,7 +74,7 @@ type Options struct {
 	// MaxInFlight bounds the stanzas handled at once; when full the reader
 	// waits, which pushes back on the server. Default 256. A push waiting
 	// on a timer holds none, up to 3 times as many such pushes (see
-	// slot).
+	// waitingPerSlot).
 	MaxInFlight int
 	// KeepAlive is how long the stream may be quiet: after half of it
 	// with nothing written, a space goes out (for NATs and firewalls on
@@ -621,24 +621,17 @@ const skippedStanzas = 64
 
 // read decodes top-level stanzas until the stream ends and dispatches the
 // IQs, at most MaxInFlight at once (and as many again coming back from a
-// wait, and waitingPerSlot times as many waiting on a timer, see slot).
+// wait, and waitingPerSlot times as many waiting on a timer).
 // It serves whatever arrives until the stream ends, also while the
 // session shuts down (see closeStream).
 func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {
-	pl := &places{
-		fresh:   make(chan struct{}, c.opts.MaxInFlight),
-		resumed: make(chan struct{}, c.opts.MaxInFlight),
-		waiting: make(chan struct{}, waitingPerSlot*c.opts.MaxInFlight),
-	}
+	pl := push.NewSplitPlaces(c.opts.MaxInFlight, c.opts.MaxInFlight, waitingPerSlot*c.opts.MaxInFlight)
 	// Fresh and resumed handlers at once, and the one finishing.
 	workers := newWorkers(2*c.opts.MaxInFlight+1, func(m *streamIQ) {
 		defer c.handlers.Done()
 		defer work.done()
-		// Not the session's context: a push under way when we shut
-		// down still completes (the core bounds it).
-		s := m.slot.init(pl)
-		defer s.release()
-		c.handle(&s.ctx, m, w)
+		defer m.slot.Release()
+		c.handle(m.slot.Context(), m, w)
 	})
 	workers.peak = &c.workerPeak
 	defer workers.close()
@@ -731,7 +724,10 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			c.reply(w, func(b *bytes.Buffer) { errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, "IQ without id")) })
 			continue
 		}
-		pl.fresh <- struct{}{}
+		// Not the session's context: a push under way when we shut
+		// down still completes (the core bounds it).
+		m.slot.Init(context.Background(), pl)
+		m.slot.Take(context.Background()) // ends only with a place
 		c.handlers.Add(1)
 		work.start()
 		workers.run(m)
@@ -798,99 +794,19 @@ func (p *workers) work(q *streamIQ) {
 // it returns.
 func (p *workers) close() { close(p.jobs) }
 
-// slot lets the handler's push hand its in-flight slot back while it
-// only waits on a timer (a throttle window, a retry's backoff), so that
-// such pushes never hold up fresh ones: it trades the slot for a place of
-// waiting (Pause). After the wait it takes a slot of resumed, a pool of
-// its own, and gives the waiting place back (Resume): pushes coming back
-// from a wait then never queue in front of fresh ones either.
+// waitingPerSlot is how many pushes may wait on a timer without an
+// in-flight slot, per slot (MaxInFlight): 768 by default, about 6 MiB of
+// stacks. A client then holds every slot only with a push waiting for
+// its window at each of 4 × MaxInFlight nodes of its own (1,024 by
+// default), and only until those windows pass.
 //
-// A waiting push is still a goroutine, with the stack its worker grew
-// (several KiB), and whoever can send publishes to our JID for nodes of
-// their own (registered over HTTP, or by accounts of a domain they
-// control) keeps one waiting per node per throttle window: the waiting
-// places are bounded too (waitingPerSlot). With none free, a push waits
-// holding its slot, as all did before, and once every slot is held so
-// the reader stops until their waits end.
-//
-// A push waiting for a push service someone else chose (push.Elsewhere)
-// gives its slot up whatever the bound (PauseElsewhere): its backend
-// bounds such requests itself, and a few endpoints that never answer
-// would otherwise fill the waiting places and then hold every slot.
-//
-// Calls for one push are one after the other; release frees whatever
-// the slot holds once the handler is done.
-type slot struct {
-	held atomic.Pointer[chan struct{}] // &p.fresh, &p.resumed, &p.waiting or nil
-	p    *places
-	ctx  push.WaitingContext // the handler's context, carrying the slot
-}
-
-// places are the pools of one session's slots.
-type places struct {
-	fresh, resumed, waiting chan struct{}
-}
-
-// waitingPerSlot is how many pushes may wait on a timer without a slot,
-// per slot (MaxInFlight): 768 by default, about 6 MiB of stacks. A
-// client then holds every slot only with a push waiting for its window
-// at each of 4 × MaxInFlight nodes of its own (1,024 by default), and
-// only until those windows pass.
+// A handler's push gives its slot up while it only waits (push.Places)
+// and, after the wait, takes one of its own kind, resumed, rather than a
+// fresh one: pushes coming back from a wait then never queue in front of
+// fresh ones either. With no waiting place free, a push waits holding its
+// slot, and once every slot is held so the reader stops until their waits
+// end.
 const waitingPerSlot = 3
-
-// init makes s, zero until then, the slot of a handler that holds one of
-// p.fresh already, and returns it.
-func (s *slot) init(p *places) *slot {
-	s.p = p
-	s.ctx = push.WaitingContext{Context: context.Background(), Waiting: s}
-	s.held.Store(&p.fresh)
-	return s
-}
-
-// Pause trades the slot held for a waiting place; with none free, the
-// push waits holding its slot.
-func (s *slot) Pause() {
-	held := s.held.Load()
-	if held == nil || held == &s.p.waiting {
-		return
-	}
-	select {
-	case s.p.waiting <- struct{}{}:
-		s.held.Store(&s.p.waiting)
-		<-*held
-	default:
-	}
-}
-
-// PauseElsewhere gives the slot held back outright (see slot).
-func (s *slot) PauseElsewhere() { s.release() }
-
-// Resume takes a slot of resumed for a push that gave its own up, and
-// then gives its waiting place, if any, back. Should ctx end first, the
-// push ends holding what it held, and release gives it back.
-func (s *slot) Resume(ctx context.Context) error {
-	held := s.held.Load()
-	if held == &s.p.fresh || held == &s.p.resumed {
-		return nil // it waited holding its slot
-	}
-	select {
-	case s.p.resumed <- struct{}{}:
-		s.held.Store(&s.p.resumed)
-		if held != nil {
-			<-*held
-		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// release gives back whatever s holds.
-func (s *slot) release() {
-	if held := s.held.Swap(nil); held != nil {
-		<-*held
-	}
-}
 
 // tracker counts the IQs being handled and tells when none is.
 type tracker struct {

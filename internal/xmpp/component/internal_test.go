@@ -225,63 +225,6 @@ func TestStreamConn(t *testing.T) {
 	}
 }
 
-// A slot is held in one pool at a time: fresh until the push waits,
-// waiting while it does, resumed after it, and released from whichever
-// it holds, once. With no waiting place free, a push waits holding its
-// slot; one waiting for a push service gives its slot up regardless.
-func TestSlot(t *testing.T) {
-	p := &places{fresh: make(chan struct{}, 1), resumed: make(chan struct{}, 1), waiting: make(chan struct{}, 1)}
-	held := func(when string, fresh, resumed, waiting int) {
-		t.Helper()
-		if len(p.fresh) != fresh || len(p.resumed) != resumed || len(p.waiting) != waiting {
-			t.Fatalf("%s: %d fresh, %d resumed, %d waiting held; want %d, %d and %d",
-				when, len(p.fresh), len(p.resumed), len(p.waiting), fresh, resumed, waiting)
-		}
-	}
-	p.fresh <- struct{}{} // what read takes before the handler runs
-	s := new(slot).init(p)
-	s.Pause()
-	held("after Pause", 0, 0, 1)
-	if err := s.Resume(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	held("after Resume", 0, 1, 0)
-	// Every waiting place taken: the push waits holding its slot.
-	p.waiting <- struct{}{}
-	s.Pause()
-	held("after Pause past the bound", 0, 1, 1)
-	if err := s.Resume(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	held("after Resume past the bound", 0, 1, 1)
-	// Waiting for a push service, it holds nothing, bound or not.
-	s.PauseElsewhere()
-	held("after PauseElsewhere", 0, 0, 1)
-	if err := s.Resume(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	held("after Resume from elsewhere", 0, 1, 1)
-	s.release() // the handler's own at the end
-	s.release() // and nothing more
-	held("after release", 0, 0, 1)
-	<-p.waiting
-
-	// With every resumed slot taken, Resume gives up when ctx ends, and
-	// the push ends holding its waiting place, which release gives back.
-	p.fresh <- struct{}{}
-	s = new(slot).init(p)
-	s.Pause()
-	p.resumed <- struct{}{}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := s.Resume(ctx); err == nil {
-		t.Fatal("Resume took a slot from a full pool")
-	}
-	held("after a failed Resume", 0, 1, 1)
-	s.release()
-	held("after release", 0, 1, 0)
-}
-
 // escapeText writes what xml.EscapeText writes.
 func TestEscapeText(t *testing.T) {
 	for _, s := range []string{"", "5c3f", "juliet@example.org/phone", "a<b>c&d'e\"f", "tab\there", "nl\ncr\r",

@@ -68,7 +68,7 @@ type iqMemory struct {
 type streamIQ struct {
 	iq
 	mem  iqMemory
-	slot slot
+	slot push.Slot
 }
 
 // walkIn is walk taking the payload's memory from mem, unless it is nil.
