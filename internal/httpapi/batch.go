@@ -62,7 +62,7 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 	for i, p := range pushes {
 		j := &jobs[i]
 		j.run, j.i, j.push = batch, i, p
-		j.init(ctx, a.pushers)
+		j.slot.Init(ctx, a.pushers.places)
 		batch.wg.Add(1)
 		// A client that is gone stops the pushes not yet started.
 		if err := a.pushers.run(r.Context(), &j.slot, j); err != nil {
@@ -98,7 +98,7 @@ type batchRun struct {
 // the batch's rather than a closure each, which would cost the push an
 // allocation.
 type batchJob struct {
-	slot
+	slot push.Slot
 	run  *batchRun
 	i    int
 	push batchPush
@@ -106,7 +106,7 @@ type batchJob struct {
 
 func (j *batchJob) do() {
 	defer j.run.wg.Done()
-	j.run.results[j.i] = batchResultOf(j.push.Node, j.run.a.batchPush(&j.ctx, j.push))
+	j.run.results[j.i] = batchResultOf(j.push.Node, j.run.a.batchPush(j.slot.Context(), j.push))
 }
 
 // errPanicked fails a push of a batch whose handling panicked.
@@ -256,10 +256,11 @@ func strictBatch(b []byte) string {
 // work at once; more wait for one of them to end. At a push service's
 // answer time of 20 ms, 1,024 carry 50,000 pushes/s. A push waiting on a
 // timer (its throttle window, a retry's backoff) does no work and holds
-// none of them (see slot): otherwise one client with nodes of its own,
-// anyone may register some, would hold them all for a window (rate_limit)
-// by asking for two pushes of each, and every other backend's batch would
-// wait that long.
+// none of them (see push.Places): otherwise one client with nodes of its
+// own, anyone may register some, would hold them all for a window
+// (rate_limit) by asking for two pushes of each, and every other
+// backend's batch would wait that long. Nor does a push waiting on a push
+// service its subscription chose (WebPush), whatever maxBatchWaiting.
 const maxBatchInFlight = 1024
 
 // maxBatchWaiting bounds the pushes waiting on a timer without holding
@@ -281,18 +282,21 @@ const pusherIdle = 30 * time.Second
 // fresh goroutine per push paid that copy every time: 14 % of the CPU of
 // a batch. The component's workers keep their stacks the same way.
 //
-// A push holds a working place or, while it waits on a timer, a waiting
-// one (see slot), from before it is handed to a pusher until it ends; the
-// pushers are at most as many as the places of both kinds. A pusher is
-// then always free, or about to be, for a push that holds a working
-// place: run never holds one for long while waiting for a pusher, which
-// pushes back from their waits would otherwise wait for in turn.
+// A push holds a working place from before it is handed to a pusher
+// until it ends, but for its waits: on a timer it may hold a waiting
+// place instead, and waiting on a push service someone else chose it
+// holds none (see push.Places). The pushers are then bounded by the
+// pushes, not by a count of their own: those holding places, and those
+// waiting elsewhere, which their backend bounds (WebPush: 1,024 an app).
+// Bounded by the places, as they were, they could all be taken by pushes
+// back from elsewhere, each waiting for a working place, while the pushes
+// holding every working place waited for a pusher. run never waits for
+// one.
 type pushers struct {
-	jobs    chan handed
-	working chan struct{} // one per push doing work
-	waiting chan struct{} // one per push waiting without a working place
-	live    chan struct{} // one per live pusher
-	idle    time.Duration
+	jobs   chan handed
+	places *push.Places
+	live   atomic.Int64 // pushers, for the tests
+	idle   time.Duration
 }
 
 // job is a push as a pusher runs it.
@@ -301,41 +305,32 @@ type job interface{ do() }
 // handed is a job with the slot it holds.
 type handed struct {
 	j job
-	s *slot
+	s *push.Slot
 }
 
 // newPushers returns pushers of which at most working pushes do work at
 // once, and at most waiting more wait on a timer.
 func newPushers(working, waiting int, idle time.Duration) *pushers {
 	return &pushers{
-		jobs:    make(chan handed),
-		working: make(chan struct{}, working),
-		waiting: make(chan struct{}, waiting),
-		live:    make(chan struct{}, working+waiting),
-		idle:    idle,
+		jobs:   make(chan handed),
+		places: push.NewPlaces(working, waiting),
+		idle:   idle,
 	}
 }
 
-// run takes a working place for j, whose slot is s, then hands j to an
-// idle pusher, or starts one, or waits for one to be free, each until ctx
-// is done. The pusher gives s's place back once j is done.
-func (p *pushers) run(ctx context.Context, s *slot, j job) error {
-	if err := s.take(ctx, &p.working); err != nil {
+// run takes a working place for j, whose slot is s, waiting for one until
+// ctx is done, then hands j to an idle pusher, or starts one. The pusher
+// gives s's place back once j is done.
+func (p *pushers) run(ctx context.Context, s *push.Slot, j job) error {
+	if err := s.Take(ctx); err != nil {
 		return err
 	}
 	h := handed{j, s}
 	select {
 	case p.jobs <- h:
-		return nil
 	default:
-	}
-	select {
-	case p.jobs <- h:
-	case p.live <- struct{}{}:
+		p.live.Add(1)
 		go p.work(h)
-	case <-ctx.Done():
-		s.release()
-		return ctx.Err()
 	}
 	return nil
 }
@@ -345,78 +340,13 @@ func (p *pushers) work(h handed) {
 	defer idle.Stop()
 	for {
 		h.j.do()
-		h.s.release()
+		h.s.Release()
 		idle.Reset(p.idle)
 		select {
 		case h = <-p.jobs:
 		case <-idle.C:
-			<-p.live
+			p.live.Add(-1)
 			return
 		}
 	}
-}
-
-// slot is the place of one push of a batch among pushers', and the
-// push's context, which carries it for push.Wait: a push waiting on a
-// timer (or on a push service someone else chose, see push.Elsewhere)
-// trades its working place for a waiting one (Pause), and takes a working
-// place again before it goes on (Resume), so such pushes never hold up
-// the others. The component's in-flight slots work the same way. Calls
-// for one push are one after the other.
-type slot struct {
-	held atomic.Pointer[chan struct{}] // &p.working, &p.waiting or nil
-	p    *pushers
-	ctx  push.WaitingContext // the push's context, carrying the slot
-}
-
-// init makes s, zero until then, the slot of a push under ctx.
-func (s *slot) init(ctx context.Context, p *pushers) {
-	s.p = p
-	s.ctx = push.WaitingContext{Context: ctx, Waiting: s}
-}
-
-// take waits for a place of places until ctx is done, and holds it.
-func (s *slot) take(ctx context.Context, places *chan struct{}) error {
-	select {
-	case *places <- struct{}{}:
-		s.held.Store(places)
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// release gives back the place s holds, if any.
-func (s *slot) release() {
-	if places := s.held.Swap(nil); places != nil {
-		<-*places
-	}
-}
-
-// Pause trades the push's working place for a waiting one; with none
-// free, the push waits holding its working place.
-func (s *slot) Pause() {
-	if s.held.Load() != &s.p.working {
-		return
-	}
-	select {
-	case s.p.waiting <- struct{}{}:
-		s.held.Store(&s.p.waiting)
-		<-s.p.working
-	default:
-	}
-}
-
-// Resume takes a working place again for a push that gave its own up,
-// and then its waiting place back. Should ctx end first, the push ends
-// holding the waiting place, and the pusher gives it back.
-func (s *slot) Resume(ctx context.Context) error {
-	if s.held.Load() != &s.p.waiting {
-		return nil
-	}
-	if err := s.take(ctx, &s.p.working); err != nil {
-		return err
-	}
-	<-s.p.waiting
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/testutil/logcore"
 )
 
@@ -160,6 +162,89 @@ func TestPushBatchThrottleWaitsHoldNoPlace(t *testing.T) {
 	// only once a waiting push had gone.
 	if n := attackerSent(); n != nodes {
 		t.Fatalf("another client's push waited for a place until %d pushes waiting for their windows had gone", n-nodes)
+	}
+}
+
+// elsewhere is a Service whose pushes to nodes starting with "hang" wait
+// on a push service someone else chose (as WebPush's do, push.Elsewhere)
+// until release is closed.
+type elsewhere struct {
+	httpapi.Service
+	entered *atomic.Int64
+	release chan struct{}
+}
+
+func (e elsewhere) Push(ctx context.Context, req appserver.PushRequest) error {
+	if !strings.HasPrefix(req.Node, "hang") {
+		return e.Service.Push(ctx, req)
+	}
+	return push.Elsewhere(ctx, func() error {
+		e.entered.Add(1)
+		<-e.release
+		return nil
+	})
+}
+
+// A batch push waiting on a push service its subscription chose (WebPush)
+// holds no place among the pushes doing work, even past the places of
+// those waiting on a timer: a client with subscriptions at an endpoint
+// that never answers, as many as both kinds of places, holds up no other
+// client's batch.
+func TestPushBatchElsewhereHoldsNoPlace(t *testing.T) {
+	var entered atomic.Int64
+	release := make(chan struct{})
+	f := newFixtureOpts(t, false, appserver.Options{}, func(o *httpapi.Options) {
+		o.Service = elsewhere{o.Service, &entered, release}
+	})
+	victim := f.register(t, "victim")
+	hanging := httpapi.MaxBatchInFlight + httpapi.MaxBatchWaiting
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var once sync.Once
+	stop := func() { once.Do(func() { close(release) }) }
+	defer stop()
+	for start := 0; start < hanging; start += httpapi.MaxBatchPushes {
+		var batch []string
+		for i := start; i < min(start+httpapi.MaxBatchPushes, hanging); i++ {
+			batch = append(batch, fmt.Sprintf(`{"node": "hang%d", "secret": "s"}`, i))
+		}
+		body := `{"pushes": [` + strings.Join(batch, ",") + `]}`
+		wg.Go(func() {
+			resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); entered.Load() < int64(hanging); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d pushes reached the push service", entered.Load(), hanging)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	answered := make(chan string, 1)
+	go func() {
+		body := fmt.Sprintf(`{"pushes": [{"node": "victim", "secret": %q}]}`, victim)
+		resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- string(b)
+	}()
+	select {
+	case got := <-answered:
+		if !strings.Contains(got, `"status":"ok"`) {
+			t.Fatalf("victim's batch: %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		stop()
+		<-answered
+		t.Fatalf("another client's push waited for a place while %d pushes waited on a push service", hanging)
 	}
 }
 
