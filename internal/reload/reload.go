@@ -8,6 +8,7 @@ package reload
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,6 +28,11 @@ import (
 type Backend struct {
 	p        atomic.Pointer[push.Backend]
 	deadline atomic.Int64 // the app's push_deadline, in nanoseconds
+
+	mu sync.Mutex
+	// retiring are the backends swapped out and not closed yet, by the
+	// timer that closes each.
+	retiring map[*time.Timer]io.Closer
 }
 
 // NewBackend wraps b.
@@ -72,8 +78,44 @@ func (s *Backend) Swap(b push.Backend, retire time.Duration) {
 		c.CloseIdleConnections()
 	}
 	if c, ok := old.(io.Closer); ok {
-		time.AfterFunc(retire, func() { c.Close() })
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.retiring == nil {
+			s.retiring = map[*time.Timer]io.Closer{}
+		}
+		var t *time.Timer
+		// Under mu: the timer's function reads t only once it is set.
+		t = time.AfterFunc(retire, func() {
+			s.mu.Lock()
+			delete(s.retiring, t)
+			s.mu.Unlock()
+			c.Close()
+		})
+		s.retiring[t] = c
 	}
+}
+
+// Close closes the current backend and those swapped out and not closed
+// yet, when they are io.Closers: their connections to the push services.
+// Call it once the pushes under way have ended, at a stop: left open,
+// the connections, and their goroutines, outlived the server in a process
+// that embeds it until they idled out, and a swapped-out backend until
+// its retirement.
+func (s *Backend) Close() error {
+	s.mu.Lock()
+	retiring := s.retiring
+	s.retiring = nil
+	s.mu.Unlock()
+	var errs []error
+	for t, c := range retiring {
+		if t.Stop() { // else its timer closes it
+			errs = append(errs, c.Close())
+		}
+	}
+	if c, ok := s.current().(io.Closer); ok {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // PushDeadline is the app's push deadline, which the core gives each push

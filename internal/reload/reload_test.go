@@ -149,3 +149,29 @@ func TestReloadClosesReplacedBackend(t *testing.T) {
 	default:
 	}
 }
+
+// At a stop, Close closes the backend in use and one swapped out whose
+// retirement has not come yet; not one its retirement closed already.
+func TestBackendClose(t *testing.T) {
+	first, second, third := newCloser("1"), newCloser("2"), newCloser("3")
+	b := NewBackend(first)
+	b.Swap(second, 0)
+	<-first.closed // retired at once
+	b.Swap(third, time.Hour)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*closer{second, third} {
+		select {
+		case <-c.closed:
+		default:
+			t.Errorf("backend %s not closed", c.named)
+		}
+	}
+	if len(first.closed) != 0 {
+		t.Error("the retired backend was closed again")
+	}
+	if err := NewBackend(named("x")).Close(); err != nil {
+		t.Errorf("a backend without Close: %v", err)
+	}
+}
