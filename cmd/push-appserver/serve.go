@@ -226,6 +226,19 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		swaps[apps[i].Name] = sw
 		apps[i].Backend = sw
 	}
+	// Every return of serve from here comes once the pushes under way
+	// have ended (or the shutdown's grace has passed): the backends'
+	// connections to the push services, and their goroutines, go then. A
+	// process that runs serve and goes on would otherwise keep them until
+	// they idled out, ten minutes, and a backend a reload swapped out
+	// until its retirement.
+	defer func() {
+		for name, sw := range swaps {
+			if err := sw.Close(); err != nil {
+				logger.Debug("closing the app's push backend", "app", name, "err", err)
+			}
+		}
+	}()
 	reloader := reload.New(cfg, reload.Options{
 		Logger: logger, Level: level, Apps: swaps, TLS: tlsCert,
 		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {

@@ -156,6 +156,9 @@ ca_path = %q
 // Connections returns how many connections clients opened.
 func (s *Server) Connections() int { return s.srv.Connections() }
 
+// OpenConnections returns how many connections are open now.
+func (s *Server) OpenConnections() int { return s.srv.Open() }
+
 // ResetConnections makes the mock reset every new TCP connection (on), or
 // serve them again (off).
 func (s *Server) ResetConnections(on bool) { s.srv.ResetConnections(on) }

@@ -111,6 +111,9 @@ func (s *Server) Close() { s.srv.Close() }
 // Connections returns how many connections clients opened.
 func (s *Server) Connections() int { return s.srv.Connections() }
 
+// OpenConnections returns how many connections are open now.
+func (s *Server) OpenConnections() int { return s.srv.Open() }
+
 // ServiceAccountJSON returns a service-account key file's content for the
 // mock's project, its token_uri pointing at the mock.
 func (s *Server) ServiceAccountJSON() []byte {

@@ -31,6 +31,7 @@ type Server struct {
 
 	srv   *httptest.Server
 	conns atomic.Int64
+	open  atomic.Int64
 	reset atomic.Bool
 }
 
@@ -75,6 +76,18 @@ func StartWith(name string, h http.Handler, tlsCfg *tls.Config, setup func(*http
 	if setup != nil {
 		setup(s.srv.Config)
 	}
+	hook := s.srv.Config.ConnState
+	s.srv.Config.ConnState = func(c net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateNew:
+			s.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			s.open.Add(-1)
+		}
+		if hook != nil {
+			hook(c, state)
+		}
+	}
 	s.srv.Listener = resetListener{Listener: s.srv.Listener, s: s}
 	s.srv.TLS = tlsCfg
 	s.srv.StartTLS()
@@ -104,6 +117,11 @@ func (s *Server) Close() {
 // Connections returns how many connections clients opened (or tried to,
 // while they are reset).
 func (s *Server) Connections() int { return int(s.conns.Load()) }
+
+// Open returns how many connections are open now: those clients opened
+// and neither side closed yet (the server sees a close after the client
+// made it).
+func (s *Server) Open() int { return int(s.open.Load()) }
 
 // ResetConnections makes the server reset every new connection (on) or
 // serve them again (off).

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
+)
+
+// serve, told to stop, closes the apps' connections to their push
+// services once the pushes under way have ended: a process that runs it
+// and goes on keeps none of them, nor their goroutines, where the
+// clients would have kept them until they idled out (ten minutes).
+func TestServeClosesBackendsAtStop(t *testing.T) {
+	dir := t.TempDir()
+	am, fm, keyFile, account := startMocks(t, dir)
+	addr := freePort(t)
+	path := filepath.Join(dir, "c.toml")
+	text := fmt.Sprintf("data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%s[apps.android]\nkind = \"fcm\"\nservice_account_file = %q\nendpoint = %q\nca_path = %q\n",
+		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile), account, fm.URL, fm.CADir)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &server{log: &logbuf.Buffer{}}
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, cfg, s.log, signals{}, func() (*config.Config, error) { return config.Load(path) })
+	}()
+	s.waitHealthy(t, addr)
+	for _, app := range []struct{ typ, token string }{{"ios", strings.Repeat("0a", 32)}, {"android", "fcm-token"}} {
+		reg := strings.Split(s.post(t, "register", url.Values{"type": {app.typ}, "node": {app.typ}, "token": {app.token}}), "\n")
+		if reg[0] != "OK" || len(reg) != 3 {
+			t.Fatalf("register %s: %q", app.typ, reg)
+		}
+		if got := s.post(t, "push", url.Values{"node": {app.typ}, "secret": {reg[2]}}); got != "OK\n"+app.typ {
+			t.Fatalf("push %s: %q", app.typ, got)
+		}
+	}
+	if am.OpenConnections() == 0 || fm.OpenConnections() == 0 {
+		t.Fatalf("%d connections open to APNS and %d to FCM after a push to each", am.OpenConnections(), fm.OpenConnections())
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v\n%s", err, s.log)
+	}
+	for deadline := time.Now().Add(10 * time.Second); am.OpenConnections()+fm.OpenConnections() > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the stop, %d connections still open to APNS and %d to FCM", am.OpenConnections(), fm.OpenConnections())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
