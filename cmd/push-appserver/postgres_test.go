@@ -19,6 +19,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
 	"github.com/push-appserver/push-appserver/internal/testutil/sdnotify"
 )
@@ -740,5 +741,42 @@ func waitRegistryHealth(t *testing.T, s *server, state string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("health page, waiting for registry: %s: %q", state, body)
 		}
+	}
+}
+
+// A stop while PostgreSQL has gone silent (its host gone, a failover
+// that moved its address: connections that neither answer nor close)
+// ends within its bound: the push outcomes still pending are dropped and
+// counted, not waited for without end.
+func TestStopWhilePostgresSilent(t *testing.T) {
+	bin := buildBinary(t)
+	u, err := url.Parse(pg.DB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := netfreeze.Start(t, u.Host)
+	u.Host = f.Addr()
+	t.Setenv("PUSH_APPSERVER_DSN", u.String())
+	addr, config := postgresConfig(t)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	body := s.post(t, "register", url.Values{"type": {"apns"}, "node": {"n1"}, "token": {"ab12"}})
+	secret := strings.Split(body, "\n")[2]
+	if body := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); body != "OK\nn1" {
+		t.Fatalf("push: %q", body)
+	}
+	// The push's outcome is written behind, within a second: the
+	// database goes silent before.
+	f.Freeze()
+	time.Sleep(1500 * time.Millisecond)
+	start := time.Now()
+	s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		t.Logf("stopped after %v (%v)", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the server did not stop within 20 s of SIGINT with PostgreSQL silent (systemd's TimeoutStopSec is 30 s); log:\n%s", s.log.String())
 	}
 }

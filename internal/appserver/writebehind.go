@@ -82,6 +82,11 @@ const maxHeld = 1 << 16
 // outcomes: one a minute rather than one a write.
 const failureLogEvery = time.Minute
 
+// statusWriteTimeout bounds one write of outcomes: a database that went
+// silent (its host gone, its address moved) must neither stop the
+// write-behind for good nor hold a shutdown past its bound.
+const statusWriteTimeout = 5 * time.Second
+
 // earlyBatch outcomes pending trigger a write earlyGap after the last
 // one, before the interval ends. A write is a burst of the writer's CPU
 // (about 7 µs a row on SQLite): at 2,000 pushes/s a second's outcomes in
@@ -239,7 +244,10 @@ func (w *statusWriter) flush(ctx context.Context) {
 	written := 0
 	for written < len(batch) && err == nil {
 		chunk := batch[written:min(written+maxPending, len(batch))]
-		if err = w.store.UpdatePushStatus(context.WithoutCancel(ctx), chunk); err == nil {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusWriteTimeout)
+		err = w.store.UpdatePushStatus(wctx, chunk)
+		cancel()
+		if err == nil {
 			written += len(chunk)
 		}
 	}

@@ -1100,9 +1100,27 @@ func (s *Store) OnComponentReleased(fn func(jid string)) { s.released.Store(&fn)
 // takes them at once instead of at its next look.
 func (s *Store) OnPushesHeld(fn func()) { s.held.Store(&fn) }
 
-// Close stores the registrations queued, then closes the pool.
+// closeWait bounds how long Close waits for the pool's connections to
+// close. pgx gives each 15 s to say goodbye, and a database gone silent
+// (its host gone, its address moved by a failover) answers none: the
+// stop would take that long on top of everything else, near systemd's
+// TimeoutStopSec. Those left close on their own, or with the process.
+const closeWait = 2 * time.Second
+
+// Close stores the registrations queued, then closes the pool, waiting
+// at most closeWait for it.
 func (s *Store) Close() error {
 	s.gc.Close()
-	s.pool.Close()
+	closed := make(chan struct{})
+	go func() {
+		s.pool.Close()
+		close(closed)
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+	}
 	return nil
 }
