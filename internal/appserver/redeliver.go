@@ -789,7 +789,11 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 			deadline = d
 		}
 	}
-	sctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
+	// Not cut off by the stop: a request already with the push service
+	// may have reached the device, and handed to the next server it
+	// would be sent again. It ends by its deadline, as the pushes of
+	// the component and the HTTP API do at a stop.
+	sctx, cancel := s.deadlines.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	err := s.send(push.WithRedelivery(sctx), app.Backend, n)
 	if err != nil && ctx.Err() != nil {

@@ -222,6 +222,12 @@ func (r *redeliveries) leaseLost(keys []redeliveryKey) int {
 // due: a server that dies loses no push it kept more than a tick ago. It
 // returns the write's error, if it made one.
 func (s *Service) writePending(ctx context.Context) error {
+	return s.writePendingWithin(ctx, s.redeliver.lease/3)
+}
+
+// writePendingWithin is writePending with the write bounded by within
+// (and ctx).
+func (s *Service) writePendingWithin(ctx context.Context, within time.Duration) error {
 	r := s.redeliver
 	w := r.changed()
 	if len(w.keys) == 0 && len(r.moved) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
@@ -232,7 +238,7 @@ func (s *Service) writePending(ctx context.Context) error {
 	started := time.Now()
 	// Bounded, so that a registry that hangs does not hold the loop, and
 	// the attempts it starts, past a renewal or two.
-	wctx, cancel := context.WithTimeout(ctx, r.lease/3)
+	wctx, cancel := context.WithTimeout(ctx, within)
 	err := s.store.KeepPushes(wctx, r.owner, r.lease, r.leased, w.put, w.del)
 	cancel()
 	switch {
@@ -265,10 +271,13 @@ func (s *Service) holdPending() {
 	r := s.redeliver
 	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
 	defer cancel()
-	if errors.Is(s.writePending(ctx), registry.ErrLeaseLost) {
+	// The whole of holdTimeout: no lease needs renewing after this
+	// write, and a registry slower than a third of the lease (yet within
+	// its statement_timeout) must not cost the pushes.
+	if errors.Is(s.writePendingWithin(ctx, holdTimeout), registry.ErrLeaseLost) {
 		// What changed since the last write is written under a new
 		// lease; the rest went to the other servers.
-		s.writePending(ctx)
+		s.writePendingWithin(ctx, holdTimeout)
 	}
 	lost := r.unwrittenCount()
 	waiting := r.dropAll()

@@ -423,7 +423,7 @@ func TestSentAsStopBegins(t *testing.T) {
 			return outage
 		}
 		// The attempt goes through as the stop begins.
-		<-ctx.Done()
+		time.Sleep(100 * time.Millisecond)
 		return nil
 	})}}, appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -662,4 +662,84 @@ func TestHeldPushSurvivesAppLeftOutAtRestart(t *testing.T) {
 	eventually(t, func() bool { return sentTo(b3, "token-1") > 0 }, func() string {
 		return fmt.Sprintf("the push held for app fcm was lost while the app was left out of the configuration: %+v", third.RedeliveryStats())
 	})
+}
+
+// TestAttemptUnderWayAtStopNotSentAgain: a redelivery attempt whose
+// request is already with the push service when the server stops (the
+// service answers in 300 ms) is let finish, as the pushes of the
+// component and the HTTP API are, rather than cut off and handed to the
+// next server, which would wake the device a second time.
+func TestAttemptUnderWayAtStopNotSentAgain(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	var reached atomic.Int64 // requests the push service got after the first, failed, push
+	inFlight := make(chan struct{}, 4)
+	var calls atomic.Int64
+	slowOK := backendFunc(func(ctx context.Context, n push.Notification) error {
+		if calls.Add(1) == 1 {
+			return outage
+		}
+		reached.Add(1) // the request is with the push service
+		inFlight <- struct{}{}
+		select {
+		case <-time.After(300 * time.Millisecond):
+			return nil // it took it
+		case <-ctx.Done():
+			return ctx.Err() // we stopped reading its answer
+		}
+	})
+	newSvc := func(b push.Backend) (*appserver.Service, func()) {
+		svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityAuto, Backend: b}},
+			appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+		return svc, running(t, svc)
+	}
+	first, stop := newSvc(slowOK)
+	reg, _ := first.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	<-inFlight
+	stop() // SIGTERM while the attempt's request is with the push service
+	second, _ := newSvc(backendFunc(func(ctx context.Context, n push.Notification) error {
+		reached.Add(1)
+		return nil
+	}))
+	time.Sleep(500 * time.Millisecond)
+	if n := reached.Load(); n != 1 {
+		t.Fatalf("the push service got the redelivered push %d times (first server %+v, next server %+v), want once", n, first.RedeliveryStats(), second.RedeliveryStats())
+	}
+}
+
+// slowHold is a registry whose writes of waiting pushes take 4 s, as
+// PostgreSQL under load does within its statement_timeout (5 s).
+type slowHold struct{ registry.Store }
+
+func (s slowHold) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
+	select {
+	case <-time.After(4 * time.Second):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Store.KeepPushes(ctx, owner, lease, renew, put, del)
+}
+
+// TestHoldAtStopWithSlowRegistry: at a stop, the pushes waiting for
+// redelivery are written within holdTimeout (10 s); a registry that
+// takes 4 s to write them, well within that and within its own
+// statement_timeout, keeps them for the next server.
+func TestHoldAtStopWithSlowRegistry(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	svc, b, stop := startRedelivering(t, slowHold{store}, time.Minute)
+	reg, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b.set("t1", outage)
+	svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	start := time.Now()
+	stop()
+	held, err := store.TakeHeldPushes(ctx, 10)
+	if s := svc.RedeliveryStats(); err != nil || len(held) != 1 || s.Dropped != 0 {
+		t.Fatalf("after a stop of %v: %d held (%v), %+v; want the push held for the next server", time.Since(start).Round(time.Millisecond), len(held), err, s)
+	}
 }
