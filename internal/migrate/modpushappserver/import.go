@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -377,15 +378,31 @@ func timestamp(v any) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, err
 		}
+		if !inRange(t) {
+			return time.Time{}, fmt.Errorf("time %s out of range", v)
+		}
 		return t.UTC(), nil
 	case float64:
-		if v <= 0 || v > 1e11 {
+		// Bounded before the conversion, which would overflow.
+		if v <= 0 || v >= maxUnix {
 			return time.Time{}, fmt.Errorf("time %v out of range", v)
 		}
 		sec := int64(v)
 		return time.Unix(sec, int64((v-float64(sec))*1e9)).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("time of type %T", v)
+}
+
+// maxUnix bounds the times the registry holds, in seconds: SQLite keeps
+// them as nanoseconds since 1970 in 64 bits (until April 2262), and one
+// past that would come back as a time in 1677, older than anything here.
+const maxUnix = math.MaxInt64 / 1_000_000_000
+
+// inRange tells whether the registry keeps t as it is. Times before 1970,
+// which SQLite could hold, are refused too, as they were in seconds: no
+// registration is that old.
+func inRange(t time.Time) bool {
+	return t.Unix() > 0 && t.Unix() < maxUnix
 }
 
 func isHex(s string) bool {

@@ -427,3 +427,37 @@ func TestImportRecheckSummary(t *testing.T) {
 		t.Fatalf("nothing was imported, yet the summary says:\n%s", b.String())
 	}
 }
+
+// Times the seed's parser accepts but the registry's nanosecond columns
+// cannot hold (after April 2262) must not come back as other times: a
+// far-future registration time read back as 1700-something would let a
+// prune or a dead-token report remove a registration the import said was
+// newer than anything here. Such a time, and one before 1970, is
+// unreadable, whether written as text or as Unix seconds.
+func TestImportTimeOutOfRange(t *testing.T) {
+	for _, tc := range []struct{ name, registered string }{
+		{"text after 2262", `"2300-01-01T00:00:00Z"`},
+		{"text before 1678", `"1600-01-01T00:00:00Z"`},
+		{"text before 1970", `"1969-12-31T23:59:59Z"`},
+		{"seconds after 2262", `1e10`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := filepath.Join(t.TempDir(), "push_appserver")
+			writeFile(t, filepath.Join(store, "far.dat"), `return { type = "apns", token = "abcd", secret = "`+secret1+`", registered = `+tc.registered+`, renewed = "2020-01-01T00:00:00Z" };`)
+			dst := openRegistry(t)
+			var report bytes.Buffer
+			sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}, Report: &report})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := dst.Get(ctx, "far")
+			if err != nil {
+				t.Fatalf("%v\n%+v\n%s", err, sum, report.String())
+			}
+			want := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+			if !r.Registered.Equal(want) || !strings.Contains(report.String(), "unreadable registered") {
+				t.Fatalf("registered %s imported as %v, want it unreadable and the renewal %v in its place (report %q)", tc.registered, r.Registered, want, report.String())
+			}
+		})
+	}
+}
