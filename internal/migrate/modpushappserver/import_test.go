@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -459,5 +460,45 @@ func TestImportTimeOutOfRange(t *testing.T) {
 				t.Fatalf("registered %s imported as %v, want it unreadable and the renewal %v in its place (report %q)", tc.registered, r.Registered, want, report.String())
 			}
 		})
+	}
+}
+
+// README: "one line per record not imported as it is". A data file that
+// is a symbolic link (a data_path assembled with links, a restored
+// backup) is read where it leads to a file, and reported where it leads
+// to something else: a FIFO, which opening would wait on forever, or
+// nothing.
+func TestImportReportsSymlinkedFile(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "push_appserver")
+	elsewhere := filepath.Join(dir, "elsewhere")
+	writeFile(t, filepath.Join(elsewhere, "a.dat"), `return { type = "apns", token = "aa", secret = "`+secret1+`", registered = "2020-01-01T00:00:00Z" };`)
+	if err := syscall.Mkfifo(filepath.Join(elsewhere, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"a.dat": "a.dat", "fifo.dat": "fifo", "gone.dat": "gone"} {
+		if err := os.Symlink(filepath.Join(elsewhere, target), filepath.Join(store, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := openRegistry(t)
+	var report bytes.Buffer
+	sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}, Report: &report})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Total != 3 || sum.Imported != 1 || sum.SkippedTotal() != 2 {
+		t.Fatalf("symlinked data files: summary %+v, report %q; want 3 read, 1 imported, 2 skipped", sum, report.String())
+	}
+	for _, name := range []string{"fifo.dat", "gone.dat"} {
+		if !strings.Contains(report.String(), name) {
+			t.Errorf("the report names no %s: %q", name, report.String())
+		}
+	}
+	if _, err := dst.Get(ctx, "a"); err != nil {
+		t.Errorf("the linked a.dat: %v", err)
 	}
 }

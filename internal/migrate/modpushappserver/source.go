@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -82,7 +83,10 @@ func (f FileStore) files() ([][2]string, error) {
 			return nil, err
 		}
 		for _, e := range entries {
-			if e.Type().IsRegular() {
+			// Links are listed too, and read when they lead to a file
+			// (readDataFile): left out, their records would vanish from
+			// the import and its report.
+			if e.Type().IsRegular() || e.Type()&fs.ModeSymlink != 0 {
 				out = append(out, [2]string{host, filepath.Join(d, e.Name())})
 			}
 		}
@@ -127,6 +131,12 @@ func (f FileStore) Records(ctx context.Context, fn func(Record) error) error {
 }
 
 func readDataFile(path string) (map[string]any, error) {
+	// Not a FIFO or device a link leads to: opening one could block.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
