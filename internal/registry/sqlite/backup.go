@@ -5,12 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	modernc "modernc.org/sqlite"
+	lib "modernc.org/sqlite/lib"
 )
 
 // Backup writes a consistent copy of the whole registry (registrations
@@ -141,7 +143,7 @@ func checkCopy(ctx context.Context, path string) (int, error) {
 // date, and n is how many registrations it holds.
 func Restore(ctx context.Context, backup, path string) (n int, aside string, err error) {
 	if _, err := checkCopy(ctx, backup); err != nil {
-		return 0, "", fmt.Errorf("restore: the backup %s: %w", backup, err)
+		return 0, "", fmt.Errorf("restore: the backup %s: %w%s", backup, err, logHint(err, backup))
 	}
 	if err := notInUse(ctx, path); err != nil {
 		return 0, "", fmt.Errorf("restore: %w", err)
@@ -179,7 +181,7 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 			return 0, aside, fmt.Errorf("restore: %s%s is still there (%v); nothing was restored", path, suffix, err)
 		}
 	}
-	if err := copyFile(backup, path); err != nil {
+	if err := copyFile(ctx, backup, path); err != nil {
 		// Nothing is in the registry's place: put the one moved aside
 		// back, or a server started next would make an empty one.
 		if aside != "" {
@@ -200,6 +202,22 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 		return 0, aside, fmt.Errorf("restore: %w", err)
 	}
 	return n, aside, nil
+}
+
+// logHint explains why a backup with a write-ahead log beside it (a
+// registry copied off a machine whose server died) could not be opened:
+// SQLite reads a log through its index, FILE-shm, which it makes where
+// there is none, so it cannot read one in a directory this user cannot
+// write to. The file without its log would be less than the backup.
+func logHint(err error, backup string) string {
+	var se *modernc.Error
+	if !errors.As(err, &se) || se.Code()&0xff != lib.SQLITE_CANTOPEN {
+		return ""
+	}
+	if _, err := os.Stat(backup + "-wal"); err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (its write-ahead log %[1]s-wal holds commits the file may not have, and SQLite reads it only where it can make %[1]s-shm: copy both files into a directory this user can write to and restore from there)", backup)
 }
 
 // notInUse fails when another connection has the registry at path open:
@@ -225,15 +243,11 @@ func notInUse(ctx context.Context, path string) error {
 	return err
 }
 
-// copyFile copies src to dst, which must not exist, readable by its
-// owner alone, and syncs it: through a temporary name, so that dst is
-// either missing or whole.
-func copyFile(src, dst string) (err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
+// copyFile copies the registry at src, with the commits its write-ahead
+// log holds, to dst, which must not exist, readable by its owner alone,
+// and syncs it: through a temporary name, so that dst is either missing
+// or whole.
+func copyFile(ctx context.Context, src, dst string) (err error) {
 	// A name of its own: one left by an interrupted restore is no
 	// obstacle.
 	out, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".restoring-*")
@@ -241,19 +255,31 @@ func copyFile(src, dst string) (err error) {
 		return err
 	}
 	tmp := out.Name()
+	out.Close()
 	defer func() {
 		if err != nil {
-			out.Close()
 			os.Remove(tmp)
 		}
+		os.Remove(tmp + "-journal")
 	}()
-	if _, err = io.Copy(out, in); err != nil {
+	// Read through SQLite, not as bytes: a registry with its write-ahead
+	// log beside it (a copy of a data directory whose server died) holds
+	// commits the file alone does not. VACUUM INTO writes into the empty
+	// file, keeping its mode (0600).
+	abs, err := filepath.Abs(src)
+	if err != nil {
 		return err
 	}
-	if err = out.Sync(); err != nil {
+	db, err := sql.Open("sqlite", fileURI(abs)+"?mode=ro")
+	if err != nil {
 		return err
 	}
-	if err = out.Close(); err != nil {
+	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, tmp)
+	db.Close()
+	if err != nil {
+		return err
+	}
+	if err = syncFile(tmp); err != nil {
 		return err
 	}
 	if err = os.Link(tmp, dst); err != nil {
