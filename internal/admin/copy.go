@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/registry"
@@ -45,6 +46,11 @@ type CopySummary struct {
 	// Kept counts registrations of the source not copied because their
 	// device is registered here under another node more recently.
 	Kept int
+	// Held counts the pushes waiting for redelivery moved along.
+	Held int
+	// HeldLeftTo, when not 0, is how many servers run on the source:
+	// the pushes waiting for redelivery there were left to them.
+	HeldLeftTo int
 }
 
 // Total is the number of registrations copied.
@@ -70,6 +76,12 @@ func (s CopySummary) WriteTo(w io.Writer) (int64, error) {
 		s.Total(), s.Bound, s.Salt, s.New, s.Total()-s.New)
 	if s.Kept > 0 {
 		pr("%d not copied: their device registered here under another node more recently\n", s.Kept)
+	}
+	if s.Held > 0 {
+		pr("%d pushes waiting for redelivery moved along, for the target's servers to send\n", s.Held)
+	}
+	if s.HeldLeftTo > 0 {
+		pr("pushes waiting for redelivery left in the source, for the %d servers running on it to send: stop them and run this again to move what they leave\n", s.HeldLeftTo)
 	}
 	return n, nil
 }
@@ -162,6 +174,9 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 	if dryRun {
 		return sum, nil
 	}
+	if err := copyHeld(ctx, dst, src, &sum); err != nil {
+		return sum, err
+	}
 	n, err := dst.Count(ctx)
 	if err != nil {
 		return sum, fmt.Errorf("counting the target's registrations: %w", err)
@@ -236,4 +251,89 @@ func value(ctx context.Context, s interface {
 		return "", nil
 	}
 	return v, err
+}
+
+// heldSource is a registry holding pushes for redelivery that it hands
+// over without a moment in which this process alone holds them.
+type heldSource interface {
+	registry.HeldMover
+	KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error
+	ReleasePushes(ctx context.Context, owner string) error
+}
+
+// heldTarget is a registry that keeps pushes for redelivery.
+type heldTarget interface {
+	KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error
+	ReleasePushes(ctx context.Context, owner string) error
+}
+
+// listened is a registry that knows how many servers run on it
+// (PostgreSQL: each listens for its changes).
+type listened interface {
+	Listeners(ctx context.Context) (int, error)
+}
+
+// copyHeld moves the pushes stopped servers handed to src for
+// redelivery (a server stopped during a push service's outage) into dst,
+// released there for its servers to take: the registrations they are for
+// came along, and left behind they would never be sent.
+//
+// Each page stays in src, under a lease of this copy's, until dst holds
+// it, and is deleted from src only then: a failure in between leaves it
+// in src (given back at once, or when the lease runs out), at worst in
+// both, never in neither. A push sent twice wakes a device twice; one
+// lost leaves it asleep.
+//
+// While servers run on src, its released pushes are theirs to take:
+// nothing is moved, and sum.HeldLeftTo says how many servers run there.
+func copyHeld(ctx context.Context, dst CopyTarget, src CopySource, sum *CopySummary) (err error) {
+	from, ok1 := src.(heldSource)
+	to, ok2 := dst.(heldTarget)
+	if !ok1 || !ok2 {
+		return nil
+	}
+	if l, ok := src.(listened); ok {
+		n, err := l.Listeners(ctx)
+		if err != nil {
+			return fmt.Errorf("counting the servers running on the source: %w", err)
+		}
+		if n > 0 {
+			sum.HeldLeftTo = n
+			return nil
+		}
+	}
+	const owner = "import-registry"
+	const lease = time.Minute
+	// What was moved and not yet deleted goes back to the source's
+	// servers, whatever stopped the copy.
+	defer func() {
+		if rerr := from.ReleasePushes(context.WithoutCancel(ctx), owner); rerr != nil && err == nil {
+			err = fmt.Errorf("giving the source back the pushes waiting for redelivery not moved (they are anyone's in a minute): %w", rerr)
+		}
+	}()
+	for {
+		held, err := from.MoveHeldPushes(ctx, owner, lease, false, pageSize)
+		if err != nil {
+			return fmt.Errorf("reading the pushes waiting for redelivery (%d moved): %w", sum.Held, err)
+		}
+		if len(held) == 0 {
+			return nil
+		}
+		// Each under a name of its own (MoveHeldPushes'): KeepPushes
+		// keeps one push per device name.
+		if err := to.KeepPushes(ctx, owner, lease, false, held, nil); err != nil {
+			return fmt.Errorf("writing the pushes waiting for redelivery (%d moved; the rest stay in the source): %w", sum.Held, err)
+		}
+		if err := to.ReleasePushes(ctx, owner); err != nil {
+			return fmt.Errorf("releasing the pushes waiting for redelivery in the target (%d moved; %d more are in both, the target's servers take them in a minute): %w", sum.Held, len(held), err)
+		}
+		devices := make([]string, len(held))
+		for i, h := range held {
+			devices[i] = h.Device
+		}
+		if err := from.KeepPushes(ctx, owner, lease, false, nil, devices); err != nil {
+			return fmt.Errorf("deleting the pushes waiting for redelivery moved from the source (%d moved; %d more are in both and may be sent twice): %w", sum.Held, len(held), err)
+		}
+		sum.Held += len(held)
+	}
 }

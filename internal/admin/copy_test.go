@@ -324,3 +324,113 @@ func TestCopyRerunAfterDeviceMovedOnSource(t *testing.T) {
 		}
 	}
 }
+
+// A server stopped during a push service's outage hands the pushes it
+// kept for redelivery to the registry, for the next server to take
+// (README: "so no push is lost with the process"). Moving that registry
+// with import registry, as README says (stop, copy, start on the new
+// one), must bring them along, each of them, or the devices they were
+// for are never woken; a dry run touches none; and a failed write into
+// the target leaves them in the source.
+func TestCopyTakesHeldPushesAlong(t *testing.T) {
+	for _, tt := range []stores{
+		{"sqlite to postgres", sqliteStore, postgresStore},
+		{"postgres to sqlite", postgresStore, sqliteStore},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			src, dst := tt.src(t), tt.dst(t)
+			holdPushes(t, src, "one", "two", "three")
+
+			if sum, err := admin.Copy(ctx, dst, src, true); err != nil || sum.Held != 0 {
+				t.Fatalf("dry run: %+v, %v", sum, err)
+			}
+			if got, err := dst.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
+				t.Fatalf("a dry run wrote %d pushes waiting for redelivery into the target (%v)", len(got), err)
+			}
+			if _, err := admin.Copy(ctx, failingKeep{dst}, src, false); err == nil {
+				t.Fatal("a copy whose target refused the pushes waiting for redelivery succeeded")
+			}
+			sum, err := admin.Copy(ctx, dst, src, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			sum.WriteTo(&out)
+			if sum.Held != 3 || !strings.Contains(out.String(), "3 pushes waiting for redelivery moved") {
+				t.Errorf("summary %+v:\n%s", sum, out.String())
+			}
+			got, err := dst.TakeHeldPushes(ctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pushes []string
+			for _, h := range got {
+				pushes = append(pushes, string(h.Push))
+			}
+			if strings.Join(pushes, ",") != "one,two,three" {
+				t.Errorf("the target holds the pushes %q waiting for redelivery, want one, two and three in the order they failed", pushes)
+			}
+		})
+	}
+}
+
+// With servers running on a PostgreSQL source, the pushes released
+// there are theirs to send: the copy leaves them and says so.
+func TestCopyLeavesHeldPushesToRunningServers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, dst := postgresStore(t), sqliteStore(t)
+	holdPushes(t, src, "one")
+	followed := make(chan bool, 1)
+	go src.(*postgres.Store).Follow(ctx, func(string) {}, func(live bool) {
+		if live {
+			select {
+			case followed <- true:
+			default:
+			}
+		}
+	})
+	<-followed
+	sum, err := admin.Copy(ctx, dst, src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sum.WriteTo(&out)
+	if sum.Held != 0 || sum.HeldLeftTo != 1 || !strings.Contains(out.String(), "left in the source, for the 1 servers running on it") {
+		t.Errorf("summary %+v:\n%s", sum, out.String())
+	}
+	if got, err := src.TakeHeldPushes(ctx, 10); err != nil || len(got) != 1 {
+		t.Errorf("the source holds %d pushes waiting for redelivery (%v), want the 1 its server is to send", len(got), err)
+	}
+}
+
+// holdPushes registers a device in s and leaves one push for it waiting
+// for redelivery per payload, released, as a server that stopped leaves
+// them, failed in the order given.
+func holdPushes(t *testing.T, s registry.Store, payloads ...string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := s.Put(ctx, []registry.Registration{{Node: "n1", Type: "fcm", Token: "tok1", Secret: "s1", Registered: now}}); err != nil {
+		t.Fatal(err)
+	}
+	var held []registry.HeldPush
+	for i, p := range payloads {
+		held = append(held, registry.HeldPush{Device: fmt.Sprint("d", i), FailedAt: now.Add(time.Duration(i) * time.Second), Push: []byte(p)})
+	}
+	if err := s.KeepPushes(ctx, "server-1", 10*time.Second, false, held, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleasePushes(ctx, "server-1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// failingKeep is a target that refuses pushes waiting for redelivery.
+type failingKeep struct{ registry.Store }
+
+func (failingKeep) KeepPushes(context.Context, string, time.Duration, bool, []registry.HeldPush, []string) error {
+	return errors.New("disk full")
+}

@@ -788,6 +788,19 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 	return out, nil
 }
 
+// Listeners returns how many servers run on the registry now: each
+// listens for its changes on one connection named push-appserver-listen
+// (Follow). An import taking the pushes waiting for redelivery leaves
+// them to such servers.
+func (s *Store) Listeners(ctx context.Context) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $1`, listenAppName).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting listeners: %w", err)
+	}
+	return n, nil
+}
+
 func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE held_pushes SET owner = NULL WHERE owner = $1 AND device = ANY($2)`, owner, devices); err != nil {
 		return fmt.Errorf("giving held pushes back: %w", err)
