@@ -233,6 +233,17 @@ type Store interface {
 	// through Register.
 	Put(ctx context.Context, rs []Registration) error
 
+	// PutImported is Put for registrations imported from mod_push_appserver:
+	// in the same transaction it records each node with its
+	// LastRegistered time, which outlives the registration, so that an
+	// import run again can tell a registration removed here since from a
+	// record newer there (ImportedAt).
+	PutImported(ctx context.Context, rs []Registration) error
+
+	// ImportedAt returns the time PutImported last recorded for node, or
+	// ErrNotFound when no import wrote it.
+	ImportedAt(ctx context.Context, node string) (time.Time, error)
+
 	// BlockToken records b, replacing an earlier entry of the same type
 	// and token.
 	BlockToken(ctx context.Context, b BlockedToken) error

@@ -21,10 +21,13 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
-// Store is what the import needs of the registry.
+// Store is what the import needs of the registry: it writes with
+// PutImported, so that a registration removed here since an earlier run
+// is not brought back (ImportedAt).
 type Store interface {
 	Get(ctx context.Context, node string) (registry.Registration, error)
-	Put(ctx context.Context, rs []registry.Registration) error
+	PutImported(ctx context.Context, rs []registry.Registration) error
+	ImportedAt(ctx context.Context, node string) (time.Time, error)
 }
 
 // Options control an import.
@@ -179,7 +182,7 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 		if len(rs) == 0 {
 			return nil
 		}
-		if err := dst.Put(ctx, rs); err != nil {
+		if err := dst.PutImported(ctx, rs); err != nil {
 			return fmt.Errorf("writing registrations: %w", err)
 		}
 		return nil
@@ -205,6 +208,19 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 		old, err := dst.Get(ctx, r.Node)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
+			// An earlier run imported it, and it was removed here since
+			// (unregistered, its token dead): it comes back only when its
+			// record is newer than what that run imported, the device
+			// having registered there again. A record without a time
+			// cannot be.
+			at, ierr := dst.ImportedAt(ctx, r.Node)
+			if ierr != nil && !errors.Is(ierr, registry.ErrNotFound) {
+				return fmt.Errorf("reading registration %s: %w", r.Node, ierr)
+			}
+			if ierr == nil && (timeless || !r.LastRegistered().After(at)) {
+				skip(rec, "removed here since the last import")
+				return nil
+			}
 			sum.Imported++
 		case err != nil:
 			return fmt.Errorf("reading registration %s: %w", r.Node, err)

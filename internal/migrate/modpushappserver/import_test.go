@@ -463,6 +463,92 @@ func TestImportTimeOutOfRange(t *testing.T) {
 	}
 }
 
+// README: "Running it again is safe". A registration imported, then
+// removed here (its device unregistered, or its push service declared its
+// token dead and the server removed it), must not come back when the
+// import runs again: the record in mod_push_appserver is older than the
+// removal. Nor may one whose record has no time, which the import dates
+// itself at each run.
+func TestImportRerunDoesNotResurrectRemoved(t *testing.T) {
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			store := filepath.Join(t.TempDir(), "push_appserver")
+			writeFile(t, filepath.Join(store, "a.dat"), `return { type = "apns", token = "aa", secret = "`+secret1+`", registered = "2020-01-01T00:00:00Z" };`)
+			writeFile(t, filepath.Join(store, "b.dat"), `return { type = "apns", token = "bb", secret = "`+secret1+`" };`)
+			writeFile(t, filepath.Join(store, "c.dat"), `return { type = "apns", token = "cc", secret = "`+secret1+`", registered = "2020-01-01T00:00:00Z" };`)
+			dst := openStore(t, driver)
+			if sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}}); err != nil || sum.Imported != 3 {
+				t.Fatalf("first run: %+v, %v", sum, err)
+			}
+			// APNS answers 410 Unregistered for a's token; b's device
+			// unregisters.
+			if _, err := dst.DeleteToken(ctx, "apns", "aa", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dst.Delete(ctx, "b", "apns"); err != nil {
+				t.Fatal(err)
+			}
+			// A day later: b's record would be dated then.
+			later := func() time.Time { return time.Now().Add(24 * time.Hour) }
+			var report bytes.Buffer
+			sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}, Report: &report, Now: later})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, node := range []string{"a", "b"} {
+				if r, err := dst.Get(ctx, node); err == nil {
+					t.Errorf("the re-run brought back %s, removed here since the first run: %+v", node, r)
+				}
+			}
+			if sum.Imported != 0 || sum.Unchanged != 1 || sum.Skipped["removed here since the last import"] != 2 {
+				t.Errorf("re-run: summary %+v, report %q", sum, report.String())
+			}
+		})
+	}
+}
+
+// A registration removed here comes back with a re-run when its record
+// there is newer than what the last run imported: the device registered
+// again on the old server (its app still pointed there), with a new
+// token.
+func TestImportRerunTakesRecordNewerThere(t *testing.T) {
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			store := filepath.Join(t.TempDir(), "push_appserver")
+			writeFile(t, filepath.Join(store, "a.dat"), `return { type = "apns", token = "aa", secret = "`+secret1+`", registered = "2020-01-01T00:00:00Z" };`)
+			dst := openStore(t, driver)
+			if _, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dst.DeleteToken(ctx, "apns", "aa", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(store, "a.dat"), `return { type = "apns", token = "a2", secret = "`+secret1+`", registered = "2020-01-01T00:00:00Z", renewed = "2020-01-02T00:00:00Z" };`)
+			sum, err := Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := dst.Get(ctx, "a"); err != nil || r.Token != "a2" || sum.Imported != 1 {
+				t.Fatalf("a record renewed there since the first run: %+v, %v (summary %+v), want it imported with its new token", r, err, sum)
+			}
+		})
+	}
+}
+
+// openStore opens an empty registry of the driver given.
+func openStore(t *testing.T, driver string) registry.Store {
+	t.Helper()
+	if driver == "sqlite" {
+		return openRegistry(t)
+	}
+	p, err := postgres.Open(ctx, pg.DB(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 // README: "one line per record not imported as it is". A data file that
 // is a symbolic link (a data_path assembled with links, a restored
 // backup) is read where it leads to a file, and reported where it leads

@@ -23,6 +23,8 @@ type Store struct {
 	held    []heldPush
 	leases  map[string]time.Time // owner: when its lease runs out
 	moved   int                  // names the pushes MoveHeldPushes moved
+	// imported holds the nodes PutImported wrote, with their times.
+	imported map[string]time.Time
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -30,7 +32,7 @@ var _ registry.Store = (*Store)(nil)
 // New returns an empty store.
 func New() *Store {
 	return &Store{byNode: map[string]registry.Registration{}, values: map[string]string{}, blocked: map[[2]string]registry.BlockedToken{},
-		leases: map[string]time.Time{}}
+		leases: map[string]time.Time{}, imported: map[string]time.Time{}}
 }
 
 func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
@@ -357,6 +359,11 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.putLocked(rs)
+}
+
+// putLocked is Put, with s.mu held.
+func (s *Store) putLocked(rs []registry.Registration) error {
 	for _, r := range rs {
 		if r.DeviceKey == "" {
 			continue
@@ -371,6 +378,28 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 		s.byNode[r.Node] = r
 	}
 	return nil
+}
+
+func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.putLocked(rs); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		s.imported[r.Node] = r.LastRegistered()
+	}
+	return nil
+}
+
+func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.imported[node]
+	if !ok {
+		return time.Time{}, registry.ErrNotFound
+	}
+	return t, nil
 }
 
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

@@ -856,6 +856,28 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 
 // Put sends the whole batch in one round trip, in one transaction.
 func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+	return s.put(ctx, rs, false)
+}
+
+func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
+	return s.put(ctx, rs, true)
+}
+
+func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
+	var ns int64
+	err := s.pool.QueryRow(ctx, `SELECT registered FROM imported_nodes WHERE node = $1`, node).Scan(&ns)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, registry.ErrNotFound
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("imported node %s: %w", node, err)
+	}
+	return time.Unix(0, ns).UTC(), nil
+}
+
+// put is Put, recording the nodes in imported_nodes too when imported is
+// set (PutImported), in the same batch.
+func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -870,6 +892,10 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 					device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`,
 				r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
 				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account)
+			if imported {
+				b.Queue(`INSERT INTO imported_nodes (node, registered) VALUES ($1, $2)
+					ON CONFLICT (node) DO UPDATE SET registered = excluded.registered`, r.Node, r.LastRegistered().UnixNano())
+			}
 		}
 		return tx.SendBatch(ctx, &b).Close()
 	})

@@ -46,6 +46,8 @@ type Store struct {
 	lookups *lookups
 	// getBlocked is read on every tokenless push.
 	getBlocked *sql.Stmt
+	// getImported is read for every record an import finds missing.
+	getImported *sql.Stmt
 
 	regStmts regStmts
 	gc       *groupcommit.Queue
@@ -179,6 +181,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	if err == nil {
 		s.getBlocked, err = read.PrepareContext(ctx, `SELECT since, until, reason FROM blocked_tokens WHERE type = ? AND token = ?`)
+	}
+	if err == nil {
+		s.getImported, err = read.PrepareContext(ctx, `SELECT registered FROM imported_nodes WHERE node = ?`)
 	}
 	if err == nil {
 		s.regStmts, err = prepareRegStmts(ctx, write)
@@ -833,6 +838,28 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 }
 
 func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+	return s.put(ctx, rs, false)
+}
+
+func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
+	return s.put(ctx, rs, true)
+}
+
+func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
+	var ns int64
+	err := s.getImported.QueryRowContext(ctx, node).Scan(&ns)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, registry.ErrNotFound
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("imported node %s: %w", node, err)
+	}
+	return time.Unix(0, ns).UTC(), nil
+}
+
+// put is Put, recording the nodes in imported_nodes too when imported is
+// set (PutImported).
+func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("put: %w", err)
@@ -849,6 +876,14 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 		return fmt.Errorf("put: %w", err)
 	}
 	defer st.Close()
+	var imp *sql.Stmt
+	if imported {
+		if imp, err = tx.PrepareContext(ctx, `INSERT INTO imported_nodes (node, registered) VALUES (?, ?)
+			ON CONFLICT (node) DO UPDATE SET registered = excluded.registered`); err != nil {
+			return fmt.Errorf("put: %w", err)
+		}
+		defer imp.Close()
+	}
 	for _, r := range rs {
 		if _, err := st.ExecContext(ctx, regValues(r)...); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
@@ -856,6 +891,11 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 		// The replaced row's outcomes are replaced too (or removed).
 		if err := setStatus(ctx, tx, r); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
+		}
+		if imp != nil {
+			if _, err := imp.ExecContext(ctx, r.Node, r.LastRegistered().UnixNano()); err != nil {
+				return fmt.Errorf("put %s: %w", r.Node, err)
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -900,7 +940,7 @@ func (s *Store) Close() error {
 	if s.lookups != nil {
 		s.lookups.close()
 	}
-	for _, st := range []*sql.Stmt{s.get, s.getByKey, s.getBlocked} {
+	for _, st := range []*sql.Stmt{s.get, s.getByKey, s.getBlocked, s.getImported} {
 		if st != nil {
 			st.Close()
 		}

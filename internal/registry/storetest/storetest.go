@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"MoveKeepsLeaseLost", testMoveKeepsLeaseLost},
 		{"ReturnHeldPushes", testReturnHeldPushes},
 		{"LapsedLease", testLapsedLease},
+		{"ImportedNodes", testImportedNodes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1151,5 +1152,54 @@ func testReturnHeldPushes(t *testing.T, s registry.Store) {
 	took, err := s.TakeHeldPushes(ctx, 10)
 	if err != nil || len(took) != 1 || string(took[0].Push) != "b" {
 		t.Fatalf("taken after the give-back: %+v, %v; want b alone", took, err)
+	}
+}
+
+// PutImported records each node with its LastRegistered time, to the
+// nanosecond, beyond the registration's removal; a later import records
+// the later time; a Put records nothing; and a PutImported that fails
+// records nothing either, as it writes no registration.
+func testImportedNodes(t *testing.T, s registry.Store) {
+	if _, err := s.ImportedAt(ctx, "n1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("ImportedAt of a node never imported: %v, want ErrNotFound", err)
+	}
+	r := reg("n1", "apns", "t1", "s1", base)
+	r.Renewed = base.Add(time.Hour)
+	if err := s.PutImported(ctx, []registry.Registration{r}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, []registry.Registration{reg("n2", "apns", "t2", "s2", base)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, "n1", "apns"); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := s.ImportedAt(ctx, "n1"); err != nil || !at.Equal(r.Renewed) {
+		t.Fatalf("ImportedAt n1 after its removal: %v, %v; want its renewal %v", at, err, r.Renewed)
+	}
+	if _, err := s.ImportedAt(ctx, "n2"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("ImportedAt of a node Put, not imported: %v, want ErrNotFound", err)
+	}
+	r.Renewed = base.Add(2 * time.Hour)
+	if err := s.PutImported(ctx, []registry.Registration{r}); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := s.ImportedAt(ctx, "n1"); err != nil || !at.Equal(r.Renewed) {
+		t.Fatalf("ImportedAt n1 imported again: %v, %v; want %v", at, err, r.Renewed)
+	}
+
+	// n3's device key is n4's: the batch fails, and n5 in it is not recorded.
+	held := reg("n4", "apns", "t4", "s4", base)
+	held.DeviceKey = "key"
+	if err := s.Put(ctx, []registry.Registration{held}); err != nil {
+		t.Fatal(err)
+	}
+	clash := reg("n3", "apns", "t3", "s3", base)
+	clash.DeviceKey = "key"
+	if err := s.PutImported(ctx, []registry.Registration{reg("n5", "apns", "t5", "s5", base), clash}); err == nil {
+		t.Fatal("PutImported of a device key another node holds succeeded")
+	}
+	if _, err := s.ImportedAt(ctx, "n5"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("ImportedAt of a node in a failed PutImported: %v, want ErrNotFound", err)
 	}
 }
