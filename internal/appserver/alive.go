@@ -18,6 +18,9 @@ func (s *Service) Alive() {
 	if s.redeliver != nil {
 		locks = append(locks, &s.redeliver.mu)
 	}
+	if s.devices != nil {
+		locks = append(locks, &s.devices.mu)
+	}
 	if s.cache != nil {
 		locks = append(locks, &s.cache.outageMu)
 		for i := range s.cache.gens {

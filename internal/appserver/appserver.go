@@ -50,12 +50,23 @@ type App struct {
 	Deadline time.Duration
 
 	deadliner PushDeadliner // Backend, when it is one
+	// canonical is Backend, when it is one: the device limit goes by
+	// the spelling the push service takes as one device.
+	canonical push.TokenCanonicalizer
 }
 
 // PushDeadliner is a Backend whose push deadline may change while the
 // service runs.
 type PushDeadliner interface {
 	PushDeadline() time.Duration
+}
+
+// canonicalToken is token as the app's push service names the device.
+func (a *App) canonicalToken(token string) string {
+	if a.canonical != nil {
+		return a.canonical.CanonicalToken(token)
+	}
+	return token
 }
 
 // deadline is the app's push deadline now.
@@ -91,6 +102,10 @@ const (
 	OutcomeThrottled Outcome = "throttled"
 	OutcomeDeadToken Outcome = "dead_token"
 	OutcomeFailed    Outcome = "failed"
+
+	// OutcomeDeviceThrottled: refused by RateLimitPerToken, the device
+	// having had its pushes of the window through other nodes.
+	OutcomeDeviceThrottled Outcome = "throttled_device"
 )
 
 // DefaultOutageGrace is how long the registrations cached when the
@@ -119,6 +134,10 @@ type Options struct {
 	// RateLimit is the throttle distance per node and priority (the seed's
 	// push_appserver_rate_limit); 0 disables throttling.
 	RateLimit time.Duration
+	// RateLimitPerToken bounds the pushes to one device (an app and a
+	// device token) per RateLimit window, whatever nodes they come
+	// through; 0 means no bound. See deviceLimiter.
+	RateLimitPerToken int
 	// PushTimeout bounds one push from lookup to the push service's
 	// answer, retries included. Default 15 s.
 	PushTimeout time.Duration
@@ -203,6 +222,12 @@ type Service struct {
 	// redeliver keeps failed pushes to send again; nil when off.
 	redeliver *redeliveries
 
+	// devices bounds the pushes to each device (RateLimitPerToken); nil
+	// when off. deviceLimited logs what it refuses: a device pushed to
+	// through many nodes, which may be someone's doing.
+	devices       *deviceLimiter
+	deviceLimited *logging.Limited
+
 	saltMu sync.Mutex
 	salt   string
 
@@ -253,6 +278,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 			a.Priority = push.PriorityAuto
 		}
 		a.deadliner, _ = a.Backend.(PushDeadliner)
+		a.canonical, _ = a.Backend.(push.TokenCanonicalizer)
 		m[a.Name] = a
 	}
 	svc := &Service{
@@ -277,6 +303,10 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 	if opts.Redelivery > 0 {
 		svc.redeliver = newRedeliveries(opts.Redelivery, opts.Now)
 	}
+	svc.devices = newDeviceLimiter(opts.RateLimit, opts.RateLimitPerToken, maxLimitedDevices, opts.Now, func() {
+		logger.Warn("more devices pushed to within rate_limit than rate_limit_per_token tracks; pushes to the others are not counted until some windows end", "devices", maxLimitedDevices)
+	})
+	svc.deviceLimited = logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "push refused: the device had rate_limit_per_token pushes in this window, through other nodes", "pushes refused by rate_limit_per_token not logged (rate limit)")
 	svc.pushGet = func(ctx context.Context, node string) (registry.PushTarget, error) {
 		r, err := store.Get(ctx, node)
 		return r.Target(), err
@@ -303,6 +333,7 @@ func (s *Service) Run(ctx context.Context) {
 				return
 			case <-t.C:
 				s.throttle.sweep()
+				s.devices.sweep()
 				if i%60 == 0 {
 					s.purgeBlockedTokens(ctx)
 				}
@@ -492,7 +523,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	prio := app.Priority.Resolve(req.Important())
 
-	waited, err := s.admit(ctx, throttleKey{node: node, prio: prio}, t.Type, start, deadline)
+	waited, at, err := s.admit(ctx, throttleKey{node: node, prio: prio}, t.Type, start, deadline)
 	if err != nil {
 		return err
 	}
@@ -521,6 +552,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 			}
 			t = t2
 		}
+	}
+	if err := s.admitDevice(t.Type, app.canonicalToken(t.Token), node, start, at); err != nil {
+		return err
 	}
 	// The backend's own deadline counts from here, after any wait for
 	// the throttle's window. Setting the earlier of the two here gives a
@@ -576,12 +610,18 @@ func (s *Service) pushTokenless(ctx context.Context, req PushRequest, start, dea
 // throttle's window for key, or refuses the push with ErrThrottled. It
 // returns how long it waited, which the caller leaves out of the push's
 // latency: that measures us and the push service, and the alert on it
-// would otherwise fire on every burst of messages to one device.
-func (s *Service) admit(ctx context.Context, key throttleKey, app string, start, deadline time.Time) (waited time.Duration, err error) {
-	switch d, wait := s.throttle.admit(key); d {
+// would otherwise fire on every burst of messages to one device. at is
+// when the window let the push go, for admitDevice; zero while the
+// throttle is off.
+func (s *Service) admit(ctx context.Context, key throttleKey, app string, start, deadline time.Time) (waited time.Duration, at time.Time, err error) {
+	if s.opts.RateLimit <= 0 {
+		return 0, time.Time{}, nil
+	}
+	now := s.opts.Now()
+	switch d, wait := s.throttle.admitAt(key, now); d {
 	case refuse:
 		s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
-		return 0, ErrThrottled
+		return 0, time.Time{}, ErrThrottled
 	case delaySend:
 		if !deadline.IsZero() {
 			var cancel context.CancelFunc
@@ -594,12 +634,26 @@ func (s *Service) admit(ctx context.Context, key throttleKey, app string, start,
 		if err := push.Wait(ctx, wait); err != nil {
 			s.throttle.abandon(key)
 			s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
-			return 0, fmt.Errorf("%w: %w", ErrThrottled, err)
+			return 0, time.Time{}, fmt.Errorf("%w: %w", ErrThrottled, err)
 		}
 		s.throttle.release(key)
-		return time.Since(began), nil
+		return time.Since(began), now.Add(wait), nil
 	}
-	return 0, nil
+	return 0, now, nil
+}
+
+// admitDevice counts a push to token of app, let go by the throttle at
+// at, against RateLimitPerToken, or refuses it with ErrThrottled,
+// answered as the throttle's own refusals are: the device had its
+// pushes, and the user's server keeps the session. node is the push's,
+// for the log ("" for a tokenless push, whose node is the token).
+func (s *Service) admitDevice(app, token, node string, start, at time.Time) error {
+	if s.devices.admit(app, token, at) {
+		return nil
+	}
+	s.opts.Observer.Pushed(app, OutcomeDeviceThrottled, time.Since(start))
+	s.deviceLimited.Log("app", app, "node", loggedNode(node))
+	return ErrThrottled
 }
 
 // pushReader is a store that can read what a push needs of a

@@ -51,7 +51,15 @@ func (t *throttler[K]) admit(key K) (d decision, wait time.Duration) {
 	if t.distance <= 0 {
 		return sendNow, 0
 	}
-	now := t.now()
+	return t.admitAt(key, t.now())
+}
+
+// admitAt is admit at now, a time the caller read for more than this:
+// reading the clock is a visible part of a push's cost.
+func (t *throttler[K]) admitAt(key K, now time.Time) (d decision, wait time.Duration) {
+	if t.distance <= 0 {
+		return sendNow, 0
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s, ok := t.slots[key]

@@ -114,11 +114,14 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		prio = push.PrioritySilent
 	}
 	// Both callers set the push's deadline on ctx already.
-	waited, err := s.admit(ctx, throttleKey{app: tp.App, token: tp.Token, prio: prio}, tp.App, start, time.Time{})
+	waited, at, err := s.admit(ctx, throttleKey{app: tp.App, token: tp.Token, prio: prio}, tp.App, start, time.Time{})
 	if err != nil {
 		return err
 	}
 	start = start.Add(waited)
+	if err := s.admitDevice(tp.App, tp.Token, node, start, at); err != nil {
+		return err
+	}
 	n := push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted}
 	err = s.send(ctx, app.Backend, n)
 	if err == nil {

@@ -1,0 +1,109 @@
+package appserver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
+)
+
+// Registration is open: whoever knows a device's token can register it
+// under many nodes and push through each, a push per node and window.
+// The device gets rate_limit_per_token pushes a window through them all,
+// the others refused as the throttle refuses; other devices' pushes go
+// on, and a tokenless push to the device counts with the rest.
+func TestDeviceLimitManyNodes(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{now: time.Unix(1000, 0)}
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), testApps(b),
+		appserver.Options{RateLimit: 5 * time.Second, RateLimitPerToken: 4, Now: clk.Now}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []registry.Registration
+	for i := range 50 {
+		r, err := svc.Register(ctx, appserver.Caller{}, "fcm", fmt.Sprint("n", i), "victim")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, r)
+	}
+	other, err := svc.Register(ctx, appserver.Caller{}, "fcm", "other", "other-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushAll := func() int {
+		sent := 0
+		for _, r := range nodes {
+			switch err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); {
+			case err == nil:
+				sent++
+			case !errors.Is(err, appserver.ErrThrottled):
+				t.Fatalf("push to %s: %v, want nil or ErrThrottled", r.Node, err)
+			}
+		}
+		return sent
+	}
+	if n := pushAll(); n != 4 {
+		t.Fatalf("a push to each of 50 nodes of one device: %d sent, want rate_limit_per_token = 4", n)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: other.Node, Secret: other.Secret}); err != nil {
+		t.Fatalf("another device's push while the first is at its limit: %v", err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Tokenless: true, TokenApp: "fcm"}); !errors.Is(err, appserver.ErrThrottled) {
+		t.Fatalf("a tokenless push to the device at its limit: %v, want ErrThrottled", err)
+	}
+	clk.advance(6 * time.Second)
+	if n := pushAll(); n != 4 {
+		t.Fatalf("the next window: %d sent, want 4", n)
+	}
+	got := 0
+	for _, n := range b.Sent() {
+		if n.Token == "victim" {
+			got++
+		}
+	}
+	if got != 8 {
+		t.Fatalf("the device got %d pushes in two windows, want 8", got)
+	}
+}
+
+// APNS takes a token's hex digits in either case: the same device
+// registered under nodes in other spellings is one device to the limit.
+func TestDeviceLimitCaseVariants(t *testing.T) {
+	ctx := context.Background()
+	b, m := realAPNS(t, false)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}},
+		appserver.Options{RateLimit: time.Hour, RateLimitPerToken: 2}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	device := strings.Repeat("ab", 32)
+	variants := []string{device, strings.ToUpper(device), "A" + device[1:], "aB" + device[2:], "Ab" + device[2:]}
+	sent := 0
+	for i, tok := range variants {
+		r, err := svc.Register(ctx, appserver.Caller{}, "ios", fmt.Sprint("n", i), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); {
+		case err == nil:
+			sent++
+		case !errors.Is(err, appserver.ErrThrottled):
+			t.Fatalf("%s: %v", tok, err)
+		}
+	}
+	if sent != 2 || m.Total() != 2 {
+		t.Fatalf("rate_limit_per_token = 2, yet %d pushes to one device, its token in other cases under %d nodes, were sent (%d requests at the mock)", sent, len(variants), m.Total())
+	}
+}
