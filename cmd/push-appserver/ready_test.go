@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,30 @@ func TestAccountRegisterLimitFromConfig(t *testing.T) {
 	}
 	if v := metric(t, addr, `push_appserver_registration_failures_total{reason="limited"}`); v != 1 {
 		t.Errorf("limited registrations counted %v, want 1", v)
+	}
+}
+
+// rate_limit_per_token reaches the core: a device registered under three
+// nodes gets two pushes in a window with a limit of 2, the third push
+// answered as the rate limit's and counted as throttled_device.
+func TestRateLimitPerTokenFromConfig(t *testing.T) {
+	bin := buildBinary(t)
+	addr := freePort(t)
+	s := startServer(t, bin, writeConfig(t, fmt.Sprintf("rate_limit_per_token = 2\n[http]\nlisten = %q\n", addr)))
+	s.waitHealthy(t, addr)
+	var answers []string
+	for i := range 3 {
+		reg, err := s.register(fmt.Sprint("n", i), "ab12")
+		if err != nil || len(reg) != 3 || reg[0] != "OK" {
+			t.Fatalf("register: %q %v", reg, err)
+		}
+		answers = append(answers, s.post(t, "push", url.Values{"node": {reg[1]}, "secret": {reg[2]}}))
+	}
+	want := []string{"OK\nn0", "OK\nn1", "ERROR\nRate limit exceeded, try again later!"}
+	if !slices.Equal(answers, want) {
+		t.Errorf("a push through each of three nodes of one device, rate_limit_per_token = 2: %q, want %q", answers, want)
+	}
+	if v := metric(t, addr, `push_appserver_pushes_total{app="apns",outcome="throttled_device"}`); v != 1 {
+		t.Errorf("pushes refused by rate_limit_per_token counted %v, want 1", v)
 	}
 }

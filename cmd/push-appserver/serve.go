@@ -278,6 +278,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		StrictRegistration:        cfg.StrictRegistration,
 		MaxRegistrationsPerDomain: cfg.MaxRegistrationsPerDomain,
 		AccountRegisterLimit:      *cfg.AccountRegisterLimit,
+		RateLimitPerToken:         *cfg.RateLimitPerToken,
 	}, logger)
 	if err != nil {
 		return err

@@ -45,6 +45,12 @@ type Config struct {
 	// RateLimit is the minimum distance between pushes to one device and
 	// priority; 0 disables the throttle. Default 5 s.
 	RateLimit Duration `toml:"rate_limit"`
+	// RateLimitPerToken bounds the pushes to one device (an app and a
+	// device token) per rate_limit window, whatever nodes they come
+	// through: registration is open, and a device registered under many
+	// nodes would otherwise get a push per node. Default
+	// appserver.DefaultRateLimitPerToken; 0 turns it off.
+	RateLimitPerToken *int `toml:"rate_limit_per_token"`
 	// PushTimeout bounds one push end to end, retries included.
 	PushTimeout Duration `toml:"push_timeout"`
 	// PprofListen, when set, serves net/http/pprof on that address: a
@@ -489,6 +495,10 @@ func (c *Config) applyDefaults() {
 		t := true
 		c.HTTP.Metrics = &t
 	}
+	if c.RateLimitPerToken == nil {
+		n := appserver.DefaultRateLimitPerToken
+		c.RateLimitPerToken = &n
+	}
 	if c.AccountRegisterLimit == nil {
 		n := appserver.DefaultAccountRegisterLimit
 		c.AccountRegisterLimit = &n
@@ -657,6 +667,9 @@ func (c *Config) validate() []error {
 	checkAddr("metrics_listen", c.MetricsListen)
 	if *c.AccountRegisterLimit < 0 {
 		bad("account_register_limit", "must not be negative (0 turns the limit off)")
+	}
+	if *c.RateLimitPerToken < 0 {
+		bad("rate_limit_per_token", "must not be negative (0 turns the limit off)")
 	}
 	if c.MaxRegistrationsPerDomain < 0 {
 		bad("max_registrations_per_domain", "must not be negative (0 means no cap)")

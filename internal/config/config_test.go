@@ -210,6 +210,15 @@ func TestRegistrationCache(t *testing.T) {
 	if d := Default(); d.RegistrationCache != appserver.DefaultCacheSize {
 		t.Errorf("default %d", d.RegistrationCache)
 	}
+	if d := Default(); *d.RateLimitPerToken != appserver.DefaultRateLimitPerToken {
+		t.Errorf("default rate_limit_per_token %d", *d.RateLimitPerToken)
+	}
+	if c, err := Parse("rate_limit_per_token = 0", ""); err != nil || *c.RateLimitPerToken != 0 {
+		t.Errorf("rate_limit_per_token = 0: %v", err)
+	}
+	if _, err := Parse("rate_limit_per_token = -1", ""); err == nil || !strings.Contains(err.Error(), "rate_limit_per_token: must not be negative") {
+		t.Errorf("a negative rate_limit_per_token: %v", err)
+	}
 }
 
 // The per-client registration limit is on by default, behind a proxy on

@@ -35,7 +35,7 @@ type seedOptions struct {
 // SeedMapping lists each mod_push_appserver option and what it sets here.
 var SeedMapping = [][2]string{
 	{"push_appserver_debugging", "debugging"},
-	{"push_appserver_rate_limit", "rate_limit (seconds between pushes per device; 0 = off)"},
+	{"push_appserver_rate_limit", "rate_limit (seconds between pushes per node and priority; 0 = off)"},
 	{"push_appserver_apns_cert", "apps.apns.cert_file"},
 	{"push_appserver_apns_key", "apps.apns.key_file"},
 	{"push_appserver_apns_capath", "apps.apns.ca_path"},
