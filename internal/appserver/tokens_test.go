@@ -595,3 +595,47 @@ func hex8(i int) string {
 	}
 	return string(b[:])
 }
+
+// A production app left on the sandbox: every user's token is refused
+// (BadDeviceToken), only a development build's goes through. Pushes
+// refused before that one success are answered wait and kept; their
+// redelivery attempts after it are counted nowhere, and judged against
+// one success and no refusal: every user's registration is removed.
+func TestRedeliveryOfPushesRefusedBeforeProofKeepsRegistrations(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := &judgedBackend{breaker: push.NewBreaker("ios", push.BreakerOptions{Window: 500 * time.Millisecond}, quiet),
+		dead: map[string]bool{"prod-0": true, "prod-1": true, "prod-2": true}, sent: map[string]int{}}
+	store := memory.New()
+	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityHigh, Backend: b}}, appserver.Options{Redelivery: time.Minute}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	running(t, svc)
+	for i := range 3 {
+		r, _ := svc.Register(ctx, appserver.Caller{}, "ios", fmt.Sprint("user-", i), fmt.Sprint("prod-", i))
+		if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); err == nil {
+			t.Fatalf("user %d's push before any success: %v", i, err)
+		}
+	}
+	dev, _ := svc.Register(ctx, appserver.Caller{}, "ios", "dev-build", "dev")
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "dev-build", Secret: dev.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.sent["prod-0"] >= 2 && b.sent["prod-1"] >= 2 && b.sent["prod-2"] >= 2
+	}, func() string { return "no redelivery attempts" })
+	time.Sleep(100 * time.Millisecond)
+	gone := 0
+	for i := range 3 {
+		if _, err := store.Get(ctx, fmt.Sprint("user-", i)); err != nil {
+			gone++
+		}
+	}
+	if gone > 0 {
+		t.Fatalf("%d of 3 users' registrations removed on a development build's one success", gone)
+	}
+}

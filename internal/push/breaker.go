@@ -159,7 +159,9 @@ func (b *Breaker) Judge(err error) error { return b.JudgeAt("", err) }
 // refused token tried again a dozen times in its redelivery window would
 // otherwise outvote a quiet app's successes, and no refused token of the
 // app would ever be removed; and a few such tokens would fill the window
-// and judge the app on far fewer than MinAnswers pushes.
+// and judge the app on far fewer than MinAnswers pushes. It is judged as
+// one refusal more than those counted, since its first attempt may not be
+// among them (refused before the app proved itself, or before a reload).
 func (b *Breaker) JudgeCtx(ctx context.Context, scope string, err error) error {
 	return b.judge(scope, err, err != nil && IsRedelivery(ctx))
 }
@@ -244,6 +246,13 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 			}
 		}
 		record = *t
+		if !counted {
+			// Judged as one refusal more, not kept: its first attempt
+			// may not be among these (refused before the proof, or
+			// under an earlier configuration).
+			record.answers++
+			record.suspects++
+		}
 	}
 	b.mu.Unlock()
 

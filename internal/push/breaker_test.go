@@ -470,3 +470,35 @@ func TestBreakerWindowLeavesOutRedelivery(t *testing.T) {
 		})
 	}
 }
+
+// A push refused before the app proved itself (answered wait, kept for
+// redelivery) was never counted among the answers since the proof; its
+// redelivery attempt is not counted either. A production app left on the
+// sandbox, one development build's success, and every user's push kept
+// before it is then taken as a dead token on its next attempt, though the
+// same refusal as a first attempt is answered wait.
+func TestBreakerRedeliveryOfPushRefusedBeforeProof(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b, suspect := newTestBreaker(&now, &logs)
+	ctx := context.Background()
+	again := push.WithRedelivery(ctx)
+	// Three users' pushes, refused before any success: wait, kept.
+	for i := range 3 {
+		if err := b.JudgeCtx(ctx, "", suspect); !push.IsTemporary(err) {
+			t.Fatalf("push %d before the proof: %v, want temporary", i, err)
+		}
+	}
+	now = now.Add(10 * time.Second)
+	// One development build's push goes through.
+	if err := b.JudgeCtx(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(20 * time.Second)
+	// Redelivery tries the three kept pushes again.
+	for i := range 3 {
+		if _, dead := push.IsDeadToken(b.JudgeCtx(again, "", suspect)); dead {
+			t.Errorf("redelivery of user %d's push refused before the proof: a dead token after one success and three refusals", i)
+		}
+	}
+}
