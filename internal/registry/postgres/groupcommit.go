@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -47,7 +48,12 @@ func (c committer) CommitBatch(batch []*groupcommit.Request) error {
 
 // commitOne stores one request through the single path and answers it.
 func (s *Store) commitOne(req *groupcommit.Request) {
-	r, a, err := s.registerAlone(req.Ctx, req.Node, req.Decide)
+	// Bounded here too: a caller without a deadline (an ad-hoc command)
+	// on a connection gone silent would hold the writer, and every
+	// registration behind it, until TCP gives up.
+	ctx, cancel := context.WithTimeout(req.Ctx, s.opts.StatementTimeout+time.Second)
+	defer cancel()
+	r, a, err := s.registerAlone(ctx, req.Node, req.Decide)
 	req.R, req.Err = r, err
 	s.answerWhenAcked(a, []*groupcommit.Request{req})
 }
@@ -85,8 +91,11 @@ func (s *Store) answerWhenAcked(a acks, reqs []*groupcommit.Request) {
 func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	// The transaction is the writer's, not any caller's: one caller giving
 	// up must not roll back the others' rows. The statement timeout bounds
-	// it.
-	ctx := context.Background()
+	// it on the server's side; a connection gone silent (the database's
+	// host gone, its address moved) answers nothing, so the client bounds
+	// it too: the single writer must not wait on it until TCP gives up.
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StatementTimeout+time.Second)
+	defer cancel()
 	nodes := make([]string, 0, len(batch))
 	seen := make(map[string]bool, len(batch))
 	for _, req := range batch {
