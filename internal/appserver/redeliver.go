@@ -674,8 +674,21 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			// What is queued stays waiting; holdPending keeps it.
-			wg.Wait()
+			// What is queued stays waiting; holdPending keeps it. The
+			// attempts under way finish by their deadline, which may be
+			// longer than what is left of the lease: it is renewed
+			// meanwhile, or another server takes their pushes and sends
+			// them again.
+			attempts := make(chan struct{})
+			go func() { wg.Wait(); close(attempts) }()
+			for waiting := true; waiting; {
+				select {
+				case <-attempts:
+					waiting = false
+				case <-t.C:
+					s.writePending(context.WithoutCancel(ctx))
+				}
+			}
 			s.holdPending()
 			return
 		case <-freed:
