@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -95,6 +96,8 @@ type Options struct {
 	// WebPushApp is the app register-push-webpush registers into; ""
 	// turns the command off.
 	WebPushApp string
+	// Timeout bounds the handling of one command (DefaultTimeout if 0).
+	Timeout time.Duration
 	// Domains, unless empty, are the XMPP domains whose accounts may
 	// run the commands here. The server at the other end of the stream
 	// vouches for every sender, and can claim any: where one process
@@ -102,6 +105,16 @@ type Options struct {
 	// act for the others' accounts. Lower case.
 	Domains []string
 }
+
+// DefaultTimeout bounds a command's handling unless Options say
+// otherwise. The component hands a command no deadline of its own (a
+// stop must not cut a registration off half-way), and the registry's
+// statements are bounded on its own side, which a database gone silent
+// never answers: unbounded, a command would hold its place on the stream,
+// and a stop would wait for it, until TCP gave up. A client waits about
+// this long for an answer anyway, and a registration that takes longer
+// is answered wait.
+const DefaultTimeout = 15 * time.Second
 
 // Item is one command for disco#items.
 type Item struct{ Node, Name string }
@@ -171,6 +184,12 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 		}
 		return ""
 	}
+	timeout := c.opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	// Every command is bound to the account that sent it: the user's
 	// server vouches for the JID, and registrations belong to it.
 	account, err := c.account(from)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"mellium.im/xmpp/stanza"
 
@@ -226,6 +227,68 @@ func TestUnconfirmedAnsweredWait(t *testing.T) {
 		}
 		if se.Condition != stanza.InternalServerError || se.Text[""] == "" {
 			t.Errorf("%s: %s/%s %q, want internal-server-error saying to try again", cmd.Node, se.Type, se.Condition, se.Text[""])
+		}
+	}
+}
+
+// stalled is a registry gone silent: nothing answers until the command's
+// context ends.
+type stalled struct{}
+
+func (stalled) Register(ctx context.Context, _ appserver.Caller, _, _, _ string) (registry.Registration, error) {
+	<-ctx.Done()
+	return registry.Registration{}, ctx.Err()
+}
+
+func (stalled) RegisterDevice(ctx context.Context, _ string, _ appserver.Account, _, _, _ string) (registry.Registration, error) {
+	<-ctx.Done()
+	return registry.Registration{}, ctx.Err()
+}
+
+func (stalled) UnregisterDevice(ctx context.Context, _ string, _ appserver.Account, _, _ string) (registry.Registration, error) {
+	<-ctx.Done()
+	return registry.Registration{}, ctx.Err()
+}
+
+func (stalled) RegisterTigase(ctx context.Context, _ string, _ appserver.Account, _ string) (registry.Registration, error) {
+	<-ctx.Done()
+	return registry.Registration{}, ctx.Err()
+}
+
+func (stalled) UnregisterTigase(ctx context.Context, _ string, _ appserver.Account, _ string) (registry.Registration, error) {
+	<-ctx.Done()
+	return registry.Registration{}, ctx.Err()
+}
+
+func (stalled) Unregister(ctx context.Context, _ appserver.Caller, _, _ string) (registry.Registration, error) {
+	<-ctx.Done()
+	return registry.Registration{}, ctx.Err()
+}
+
+// A command whose registry does not answer ends at its timeout, answered
+// wait, though the component hands it a context without a deadline: it
+// would otherwise hold its place on the stream, and a stop, until TCP
+// gave up on the database's connection.
+func TestCommandBoundedWhenRegistryStalls(t *testing.T) {
+	cmds := New(stalled{}, Options{V1: true, FCMApp: "fcm", Timeout: 50 * time.Millisecond})
+	for _, cmd := range []*Command{
+		{Node: V1Register, Form: form("type", "fcm", "node", "n1", "token", "t1")},
+		{Node: V1Unregister, Form: form("type", "fcm", "node", "n1")},
+		{Node: UnregisterFCM, Form: form("android-id", "d1")},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := cmds.Execute(context.Background(), "juliet@example.org/phone", "push.example.org", cmd)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			var se stanza.Error
+			if !errors.As(err, &se) || se.Type != stanza.Wait {
+				t.Errorf("%s: %v, want a wait error", cmd.Node, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no answer 5 s after its 50 ms timeout", cmd.Node)
 		}
 	}
 }
