@@ -573,6 +573,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
 		s.redeliver.settled(redeliveryKey{node: node})
+		s.redeliver.took(t.Type)
 		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, time.Since(start))
 		return nil
 	}
@@ -588,7 +589,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
 	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
-		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, retryAfter(err))
+		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, err)
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,7 +130,18 @@ type pendingPush struct {
 	token  bool      // a push to a token the publish named (see tokens)
 	failed time.Time // the device's latest failure; the wait ends Redelivery after it
 	due    time.Time
-	wait   push.Backoff
+	// notBefore is the push service's Retry-After, which no attempt
+	// comes before, even once its service is back (appsBack).
+	notBefore time.Time
+	wait      push.Backoff
+	// outage says the latest failure was the push service's as a whole
+	// (see outage), so that another push's success says it may go
+	// through now. hastened says appsBack made it due, until an attempt
+	// takes it; spent that such an attempt failed: the push then waits
+	// for an attempt of its own backoff to fail before appsBack makes it
+	// due again, so that a push that keeps failing while the others go
+	// through is not sent at every tick.
+	outage, hastened, spent bool
 	// sending is set while an attempt is under way; gen counts the
 	// failures merged in, so an attempt that went through can tell
 	// whether a newer push failed meanwhile.
@@ -152,6 +164,8 @@ type redeliveryAttempt struct {
 	n      push.Notification
 	unread *unreadPush
 	gen    uint64
+	// hastened: appsBack made it due (see pendingPush).
+	hastened bool
 }
 
 type redeliveries struct {
@@ -185,7 +199,19 @@ type redeliveries struct {
 	// went through: while nothing waits, that costs one atomic load.
 	count atomic.Int64
 
+	// outages counts the pending pushes whose latest failure was an
+	// outage of their push service, read without the lock by every push
+	// that went through: while none waits, took costs one atomic load.
+	outages atomic.Int64
+
 	kept, dropped, delivered, expired, gone, failed, superseded atomic.Uint64
+
+	// back holds the apps (name to struct{}) a push went through to
+	// since the loop's last tick while outage pushes waited: their
+	// service takes pushes again, and the loop makes those pushes due
+	// (appsBack). A sync.Map, which finds an app already there without a
+	// lock: every push that goes through meanwhile looks.
+	back sync.Map
 
 	// takeSoon asks the loop to take what the registry holds at its next
 	// tick rather than its next poll (see TakeHeldSoon).
@@ -240,14 +266,14 @@ func notificationSize(n *push.Notification, u *unreadPush) int {
 
 // keep holds n, which just failed for a reason that may pass, for
 // redelivery to the device key names.
-func (r *redeliveries) keep(key redeliveryKey, n push.Notification) { r.keepChecked(key, n, "", 0) }
+func (r *redeliveries) keep(key redeliveryKey, n push.Notification) { r.keepChecked(key, n, "", nil) }
 
 // keepChecked is keep for a push to a registered node whose registration
 // has secret: an unread push waiting for the device with that same secret
 // is the same sender's, and an alert among them is not replaced by a
-// silent push. after is the push service's Retry-After, if it gave one:
-// no attempt comes sooner.
-func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secret string, after time.Duration) {
+// silent push. err is the failure: its Retry-After, if the push service
+// gave one, and whether it was an outage (see outage).
+func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secret string, err error) {
 	if r == nil || n.Priority == push.PriorityVoIP {
 		return
 	}
@@ -255,12 +281,19 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 		// Read again at each attempt: the registration may change.
 		n.Token, n.Account = "", ""
 	}
+	after, down := retryAfter(err), outage(err)
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer func() {
-		if p := r.pending[key]; p != nil && p.due.Before(now.Add(after)) {
-			p.due = now.Add(after)
+		p := r.pending[key]
+		if p == nil {
+			return
+		}
+		r.setOutage(p, down)
+		if after > 0 {
+			p.notBefore = now.Add(after)
+			p.due = later(p.due, p.notBefore)
 		}
 	}()
 	if p := r.pending[key]; p != nil {
@@ -432,6 +465,7 @@ func (r *redeliveries) dropAll() int {
 	clear(r.fromMove)
 	r.bytes, r.unread, r.tokens, r.tokenBytes = 0, 0, 0, 0
 	r.count.Store(0)
+	r.outages.Store(0)
 	return n
 }
 
@@ -473,6 +507,68 @@ func (r *redeliveries) settled(key redeliveryKey) {
 	}
 }
 
+// setOutage records whether p's latest failure was an outage of its
+// push service; r.mu is held.
+func (r *redeliveries) setOutage(p *pendingPush, down bool) {
+	if p.outage != down {
+		p.outage = down
+		if down {
+			r.outages.Add(1)
+		} else {
+			r.outages.Add(-1)
+		}
+	}
+}
+
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// took notes that app's push service took a push: the loop's next tick
+// makes the pushes to app that wait after an outage due (appsBack).
+func (r *redeliveries) took(app string) {
+	if r == nil || r.outages.Load() == 0 {
+		return
+	}
+	if _, ok := r.back.Load(app); !ok {
+		r.back.Store(app, struct{}{})
+	}
+}
+
+// appsBack makes the pushes that wait after an outage of their push
+// service due now (but not before a Retry-After), for the apps a push
+// went through to since its last call: their service takes pushes again.
+// Each push is made due once between two attempts of its own backoff (see
+// pendingPush.spent), and keeps its backoff: a push that fails again
+// at once fails for itself, or the service is still unsteady. The loop
+// sends them redeliveryConcurrency at a time, as at the end of any
+// outage. Called by the loop at each tick, so a push that goes through
+// costs no scan.
+func (r *redeliveries) appsBack() {
+	var apps []string
+	r.back.Range(func(app, _ any) bool {
+		r.back.Delete(app)
+		apps = append(apps, app.(string))
+		return true
+	})
+	if len(apps) == 0 {
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.pending {
+		if p.outage && !p.spent && !p.sending && p.due.After(now) && slices.Contains(apps, p.n.App) {
+			p.hastened = true
+			p.due = later(now, p.notBefore)
+		}
+	}
+}
+
 // remove deletes p, which key names; r.mu is held.
 func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	delete(r.pending, key)
@@ -490,6 +586,7 @@ func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 		r.tokens--
 		r.tokenBytes -= p.size
 	}
+	r.setOutage(p, false)
 	r.count.Store(int64(len(r.pending)))
 }
 
@@ -529,7 +626,8 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 			r.expired.Add(1)
 		case !p.due.After(now) && len(out) < limit:
 			p.sending = true
-			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, gen: p.gen})
+			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, gen: p.gen, hastened: p.hastened})
+			p.hastened = false
 		}
 	}
 	return out
@@ -564,6 +662,9 @@ const (
 	redeliverLater
 	redeliveryGone
 	redeliveryFailed
+	// redeliverAfterOutage is redeliverLater after an outage of the push
+	// service (see outage).
+	redeliverAfterOutage
 )
 
 // done records what attempt a came to. retryAfter is the push service's
@@ -602,8 +703,14 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 		// too, soon.
 		p.wait.Reset()
 		p.due = now.Add(p.wait.Next())
-	case redeliverLater:
+		p.spent = false
+	case redeliverLater, redeliverAfterOutage:
 		p.due = now.Add(max(p.wait.Next(), retryAfter))
+		p.notBefore = now.Add(retryAfter)
+		r.setOutage(p, res == redeliverAfterOutage)
+		// Made due again by appsBack only after an attempt of its own
+		// backoff failed.
+		p.spent = a.hastened
 		if p.due.Sub(p.failed) > r.window {
 			r.remove(a.key, p)
 			r.expired.Add(1)
@@ -640,6 +747,14 @@ func retryAfter(err error) time.Duration {
 		return te.RetryAfter
 	}
 	return 0
+}
+
+// outage reports whether err, a failure that may pass, was the push
+// service's as a whole (push.TemporaryError.Outage): another push's
+// success through it then says this push may go through too.
+func outage(err error) bool {
+	var te *push.TemporaryError
+	return errors.As(err, &te) && te.Outage
 }
 
 // redeliverable reports whether a push that failed with err may go
@@ -706,6 +821,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 				summarized = s.summarizeRedelivery(summarized)
 				lastSummary = time.Now()
 			}
+			r.appsBack()
 			if len(queue) == 0 {
 				queue = r.due(redeliveryBatch)
 			}
@@ -821,6 +937,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 			s.status.add(registry.PushStatus{Node: a.key.node, At: now, Success: true})
 		}
 		s.logger.Debug("push redelivered", "app", n.App, "node", n.Node)
+		s.redeliver.took(n.App)
 		return redelivered, 0
 	case isDead:
 		if a.key.node != "" {
@@ -831,12 +948,10 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		}
 		return redeliveryGone, 0
 	case redeliverable(err):
-		var te *push.TemporaryError
-		var after time.Duration
-		if errors.As(err, &te) {
-			after = te.RetryAfter
+		if outage(err) {
+			return redeliverAfterOutage, retryAfter(err)
 		}
-		return redeliverLater, after
+		return redeliverLater, retryAfter(err)
 	default:
 		return redeliveryFailed, 0
 	}

@@ -16,8 +16,11 @@ func checkRedeliveryCounters(t *testing.T, r *redeliveries, step int, op string)
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	bytes, unread, tokens, tokenBytes := 0, 0, 0, 0
+	bytes, unread, tokens, tokenBytes, outages := 0, 0, 0, 0, int64(0)
 	for k, p := range r.pending {
+		if p.outage {
+			outages++
+		}
 		if p.size != notificationSize(&p.n, p.unread) {
 			t.Fatalf("step %d (%s): %v size %d, counts %d", step, op, k, p.size, notificationSize(&p.n, p.unread))
 		}
@@ -37,7 +40,13 @@ func checkRedeliveryCounters(t *testing.T, r *redeliveries, step int, op string)
 		t.Fatalf("step %d (%s): counters bytes %d unread %d tokens %d tokenBytes %d count %d; recount %d %d %d %d %d",
 			step, op, r.bytes, r.unread, r.tokens, r.tokenBytes, r.count.Load(), bytes, unread, tokens, tokenBytes, len(r.pending))
 	}
+	if outages != r.outages.Load() {
+		t.Fatalf("step %d (%s): %d outage pushes counted, %d recounted", step, op, r.outages.Load(), outages)
+	}
 }
+
+// outageErr is a failure of the push service as a whole.
+var outageErr = &push.TemporaryError{Reason: "503 ServiceUnavailable", Outage: true}
 
 // The wait's counters (bytes, unread and token pushes, devices) bound
 // it, so they must match what it holds after any sequence of what
@@ -63,10 +72,10 @@ func TestRedeliveryCountersRandom(t *testing.T) {
 		for step := range 400 {
 			k := keys[rng.IntN(len(keys))]
 			var op string
-			switch rng.IntN(12) {
+			switch rng.IntN(13) {
 			case 0, 1:
 				op = "keep"
-				r.keepChecked(k, notif(k), []string{"", "s", "x"}[rng.IntN(3)], 0)
+				r.keepChecked(k, notif(k), []string{"", "s", "x"}[rng.IntN(3)], []error{nil, outageErr}[rng.IntN(2)])
 			case 2:
 				op = "keepUnread"
 				if k.node != "" {
@@ -92,7 +101,7 @@ func TestRedeliveryCountersRandom(t *testing.T) {
 					a := queued[i]
 					queued = append(queued[:i], queued[i+1:]...)
 					if a2, ok := r.current(a); ok {
-						r.done(a2, redeliveryResult(rng.IntN(4)), time.Duration(rng.IntN(3))*time.Minute)
+						r.done(a2, redeliveryResult(rng.IntN(5)), time.Duration(rng.IntN(3))*time.Minute)
 					}
 				}
 			case 7:
@@ -120,6 +129,10 @@ func TestRedeliveryCountersRandom(t *testing.T) {
 				if rng.IntN(10) == 0 {
 					r.dropAll()
 				}
+			case 12:
+				op = "appsBack"
+				r.took("apns")
+				r.appsBack()
 			}
 			checkRedeliveryCounters(t, r, step, op)
 		}

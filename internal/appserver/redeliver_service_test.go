@@ -85,7 +85,7 @@ func eventually(t *testing.T, cond func() bool, what func() string) {
 	}
 }
 
-var outage = &push.TemporaryError{Reason: "503 ServiceUnavailable"}
+var outage = &push.TemporaryError{Reason: "503 ServiceUnavailable", Outage: true}
 
 // TestRedelivery: a push the push service did not take is answered "try
 // again later" and sent again once the service takes it: the user's XMPP
@@ -794,5 +794,48 @@ func TestAttemptOutlastingLeaseAtStopNotSentAgain(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := reached.Load(); n != 1 {
 		t.Fatalf("the push service got the redelivered push %d times (first server %+v, other server %+v), want once", n, first.RedeliveryStats(), second.RedeliveryStats())
+	}
+}
+
+// TestRedeliverySoonAfterServiceIsBack: a push kept through an outage of
+// its app's push service goes out soon after the service takes pushes
+// again (another device's push to the same app went through), not at the
+// end of a backoff grown through the outage (up to redeliveryMaxWait,
+// 60 s in production; 4 × base here).
+func TestRedeliverySoonAfterServiceIsBack(t *testing.T) {
+	ctx := context.Background()
+	const base = 250 * time.Millisecond // maxWait 1 s
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(base, 5*time.Millisecond)
+	running(t, svc)
+	r1, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	r2, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n2", "t2")
+	b.set("t1", outage)
+	b.set("t2", outage)
+	svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret})
+	// The outage lasts until the backoff is at its cap.
+	eventually(t, func() bool { return sentTo(b, "t1") >= 5 }, func() string { return "no attempts" })
+	n := sentTo(b, "t1")
+	eventually(t, func() bool { return sentTo(b, "t1") > n }, func() string { return "no further attempt" })
+	// The service is back, just after an attempt at n1 failed.
+	b.set("t1", nil)
+	b.set("t2", nil)
+	back := time.Now()
+	// Pushed again until it is sent: a success while the attempt at n1
+	// is still under way says nothing of its outcome, which is newer.
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool {
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n2", Secret: r2.Secret}); err != nil {
+			t.Fatal(err)
+		}
+		return s.Delivered == 1
+	})
+	took := time.Since(back)
+	t.Logf("kept push sent %s after the service took another push of its app", took)
+	if took > base {
+		t.Fatalf("kept push sent %s after the service was back, want within %s (the first retry's wait)", took, base)
 	}
 }

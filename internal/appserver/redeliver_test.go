@@ -2,6 +2,7 @@ package appserver
 
 import (
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -282,11 +283,11 @@ func TestUnreadAgainstChecked(t *testing.T) {
 	// else's checked push replaces a guess.
 	r, _ = newTestRedeliveries()
 	r.keepUnread("n1", unreadPush{secret: "right", important: true}, unread)
-	r.keepChecked(key, silent, "right", 0)
+	r.keepChecked(key, silent, "right", nil)
 	if p := pending(r); p.unread == nil || !p.unread.important {
 		t.Fatalf("the sender's alert replaced by its silent push: %+v", p)
 	}
-	r.keepChecked(key, silent, "another", 0)
+	r.keepChecked(key, silent, "another", nil)
 	if p := pending(r); p.unread != nil || p.n.Priority != push.PrioritySilent {
 		t.Fatalf("a checked push did not replace a guess: %+v", p)
 	}
@@ -379,5 +380,61 @@ func TestRedeliveryBytesBoundOnReplace(t *testing.T) {
 	}
 	if r.bytes > redeliveryMaxBytes {
 		t.Fatalf("%d bytes wait (%d before the alerts replaced the silent pushes), bound %d", r.bytes, before, redeliveryMaxBytes)
+	}
+}
+
+// keys names the devices of attempts.
+func keys(as []redeliveryAttempt) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.key.node)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Another push's success through its app makes a push that failed for an
+// outage of the push service due at the next tick, but not before the
+// service's Retry-After, not one that failed for its own device (a 429 for
+// its token), not a push of another app, and, once such an attempt failed
+// again, not again before an attempt of its own backoff failed too.
+func TestRedeliveryServiceBack(t *testing.T) {
+	r, c := newTestRedeliveries()
+	notif := func(app, node string) push.Notification {
+		return push.Notification{App: app, Node: node, Priority: push.PriorityHigh}
+	}
+	r.keepChecked(redeliveryKey{node: "down"}, notif("apns", "down"), "", outageErr)
+	r.keepChecked(redeliveryKey{node: "throttled"}, notif("apns", "throttled"), "", &push.TemporaryError{Reason: "APNS 429 TooManyRequests"})
+	r.keepChecked(redeliveryKey{node: "asked"}, notif("apns", "asked"), "", &push.TemporaryError{Reason: "APNS 503", RetryAfter: 2 * time.Minute, Outage: true})
+	r.keepChecked(redeliveryKey{node: "other"}, notif("fcm", "other"), "", outageErr)
+	r.took("apns")
+	r.appsBack()
+	got := r.due(10)
+	if k := keys(got); !slices.Equal(k, []string{"down"}) {
+		t.Fatalf("due once APNS took a push: %v, want down", k)
+	}
+	// The hastened attempt fails again: it waits its backoff out.
+	r.done(got[0], redeliverAfterOutage, 0)
+	r.took("apns")
+	r.appsBack()
+	if k := keys(r.due(10)); k != nil {
+		t.Fatalf("due again at once after a hastened attempt failed: %v", k)
+	}
+	// An attempt of its own backoff fails: the next success hastens it.
+	c.advance(redeliveryMaxWait)
+	for _, a := range r.due(10) {
+		if a.key.node == "down" {
+			r.done(a, redeliverAfterOutage, 0)
+		}
+	}
+	r.took("apns")
+	r.appsBack()
+	if k := keys(r.due(10)); !slices.Equal(k, []string{"down"}) {
+		t.Fatalf("due after an attempt of its own backoff failed and APNS took a push: %v, want down", k)
+	}
+	// The Retry-After, two minutes, holds.
+	c.advance(time.Minute)
+	if k := keys(r.due(10)); !slices.Contains(k, "asked") {
+		t.Fatalf("due after the service's Retry-After: %v", k)
 	}
 }

@@ -126,6 +126,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	err = s.send(ctx, app.Backend, n)
 	if err == nil {
 		s.redeliver.settled(redeliveryKey{app: tp.App, token: tp.Token})
+		s.redeliver.took(tp.App)
 		if !block.Until.IsZero() {
 			// An expired block, and the token works again.
 			if err := s.store.UnblockToken(context.WithoutCancel(ctx), tp.App, tp.Token, block.Until); err != nil {
@@ -147,7 +148,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
 	s.failures.Log("app", tp.App, "node", node, "err", err)
 	if redeliverable(err) {
-		s.redeliver.keepChecked(redeliveryKey{app: tp.App, token: tp.Token}, n, "", retryAfter(err))
+		s.redeliver.keepChecked(redeliveryKey{app: tp.App, token: tp.Token}, n, "", err)
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }

@@ -152,10 +152,19 @@ func (e *PanicError) Report() bool { return e.reported.CompareAndSwap(false, tru
 
 // TemporaryError reports a failure that may succeed later: rate limits,
 // server errors, broken connections. RetryAfter is the service's hint, or 0.
+//
+// Outage says the push service as a whole failed (its 5xx, no connection,
+// a request that timed out) rather than for this push's device (a 429 for
+// the token, too many provider token updates) or for our configuration:
+// another push's success through the same service then says the push may
+// go through now (the core's redelivery sends it without waiting its
+// backoff out). WebPush sets none: its pushes go to many services, and
+// one service's answer says nothing of another's.
 type TemporaryError struct {
 	RetryAfter time.Duration
 	Reason     string
 	Err        error
+	Outage     bool
 }
 
 func (e *TemporaryError) Error() string {

@@ -281,7 +281,8 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				refreshed = true
 				continue
 			case a.status == http.StatusTooManyRequests || a.status >= 500:
-				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter}
+				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter,
+					Outage: a.status >= 500}
 			default:
 				b.logger.Debug("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
 				return fmt.Errorf("apns: %d %s", a.status, a.reason)
@@ -507,7 +508,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	// carry the provider token elsewhere anyway.
 	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
-		return answer{}, &push.TemporaryError{Reason: "APNS request", Err: push.RedactURL(err, b.base+"/3/device/…")}
+		return answer{}, &push.TemporaryError{Reason: "APNS request", Outage: true, Err: push.RedactURL(err, b.base+"/3/device/…")}
 	}
 	body := resp.Body[:min(len(resp.Body), maxAnswer)]
 	if hook != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,6 +274,33 @@ func TestAnswers(t *testing.T) {
 			m.FailToken(token, apnsmock.Fault{Status: 400, Reason: reason})
 			if err := send(t, newBackend(t, o), push.PriorityHigh, nil); !push.IsTemporary(err) {
 				t.Fatalf("%v, want a temporary failure", err)
+			}
+		})
+	}
+}
+
+// A 5xx answered until the deadline is an outage of APNS
+// (push.TemporaryError.Outage: another push going through says it is
+// back); a 429, for the token or for our provider token, says nothing of
+// the service.
+func TestOutageOrNot(t *testing.T) {
+	for _, tt := range []struct {
+		fault  apnsmock.Fault
+		outage bool
+	}{
+		{apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}, true},
+		{apnsmock.Fault{Status: 500, Reason: "InternalServerError"}, true},
+		{apnsmock.Fault{Status: 429, Reason: "TooManyRequests"}, false},
+		{apnsmock.Fault{Status: 429, Reason: "TooManyProviderTokenUpdates"}, false},
+	} {
+		t.Run(tt.fault.Reason, func(t *testing.T) {
+			m, o := tokenSetup(t)
+			o.PushDeadline = 300 * time.Millisecond
+			m.FailToken(token, slices.Repeat([]apnsmock.Fault{tt.fault}, 100)...)
+			err := send(t, newBackend(t, o), push.PriorityHigh, nil)
+			var te *push.TemporaryError
+			if !errors.As(err, &te) || te.Outage != tt.outage {
+				t.Fatalf("%v, want a temporary failure with Outage %v", err, tt.outage)
 			}
 		})
 	}

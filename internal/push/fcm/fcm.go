@@ -238,7 +238,7 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 	select {
 	case <-f.done:
 	case <-ctx.Done():
-		return "", &push.TemporaryError{Reason: "FCM access token", Err: ctx.Err()}
+		return "", &push.TemporaryError{Reason: "FCM access token", Outage: true, Err: ctx.Err()}
 	}
 	if f.err != nil {
 		// Google refusing the service account (invalid_grant, a deleted
@@ -249,7 +249,7 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 			re.Response.StatusCode != http.StatusTooManyRequests && re.Response.StatusCode != http.StatusRequestTimeout {
 			return "", fmt.Errorf("fcm: access token: %w", f.err)
 		}
-		return "", &push.TemporaryError{Reason: "FCM access token", Err: f.err}
+		return "", &push.TemporaryError{Reason: "FCM access token", Outage: true, Err: f.err}
 	}
 	return f.t.AccessToken, nil
 }
@@ -350,7 +350,8 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 					// minimum initial delay of 1 minute".
 					retryAfter = time.Minute
 				}
-				return &push.TemporaryError{Reason: fmt.Sprintf("FCM %d %s", status, ferr.code()), RetryAfter: retryAfter}
+				return &push.TemporaryError{Reason: fmt.Sprintf("FCM %d %s", status, ferr.code()), RetryAfter: retryAfter,
+					Outage: status >= 500}
 			default:
 				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
 				return fmt.Errorf("fcm: %d %s: %s", status, ferr.code(), ferr.Error.Message)
@@ -496,7 +497,7 @@ func (b *Backend) post(ctx context.Context, body []byte, refused string) (status
 	// sixth of a push's CPU.
 	fields, err := b.fields(tok)
 	if err != nil {
-		return 0, ferr, "", 0, tok, &push.TemporaryError{Reason: "FCM access token", Err: err}
+		return 0, ferr, "", 0, tok, &push.TemporaryError{Reason: "FCM access token", Outage: true, Err: err}
 	}
 	hook := push.AnswerHook(ctx)
 	// A success is read from its body alone.
@@ -504,7 +505,7 @@ func (b *Backend) post(ctx context.Context, body []byte, refused string) (status
 		SkipSuccessFields: hook == nil}
 	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
-		return 0, ferr, "", 0, tok, &push.TemporaryError{Reason: "FCM request", Err: err}
+		return 0, ferr, "", 0, tok, &push.TemporaryError{Reason: "FCM request", Outage: true, Err: err}
 	}
 	answer := resp.Body[:min(len(resp.Body), maxAnswer)]
 	if hook != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -202,6 +203,31 @@ func TestAnswers(t *testing.T) {
 			t.Fatalf("%v, want a temporary failure", err)
 		}
 	})
+}
+
+// A 5xx answered until the deadline is an outage of FCM
+// (push.TemporaryError.Outage: another push going through says it is
+// back); a 429 says nothing of the service.
+func TestOutageOrNot(t *testing.T) {
+	for _, tt := range []struct {
+		fault  fcmmock.Fault
+		outage bool
+	}{
+		{fcmmock.Fault{Status: 503, Code: "UNAVAILABLE"}, true},
+		{fcmmock.Fault{Status: 500, Code: "INTERNAL"}, true},
+		{fcmmock.Fault{Status: 429, Code: "QUOTA_EXCEEDED"}, false},
+	} {
+		t.Run(tt.fault.Code, func(t *testing.T) {
+			m, o := setup(t)
+			o.PushDeadline = 300 * time.Millisecond
+			m.FailToken(token, slices.Repeat([]fcmmock.Fault{tt.fault}, 100)...)
+			err := send(newBackend(t, o), nil)
+			var te *push.TemporaryError
+			if !errors.As(err, &te) || te.Outage != tt.outage {
+				t.Fatalf("%v, want a temporary failure with Outage %v", err, tt.outage)
+			}
+		})
+	}
 }
 
 func TestRetryAfterAndDeadline(t *testing.T) {
