@@ -409,7 +409,11 @@ func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush
 // whether the push is kept: it is not when the wait is full. One whose
 // time ran out meanwhile is kept and ends as expired at the next look, as
 // any other.
-func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unreadPush, failed time.Time, moved bool) bool {
+//
+// The push is due at once (its wait was spent at the server that held
+// it, and a stop's hand-over costs a tick at most), but not before
+// notBefore, the push service's Retry-After if it gave one that lasts.
+func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unreadPush, failed, notBefore time.Time, moved bool) bool {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -438,6 +442,8 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		if newer {
 			p.failed = failed
 		}
+		p.notBefore = later(p.notBefore, notBefore)
+		p.due = later(p.due, notBefore)
 		if clean && moved {
 			r.fromMove[key] = struct{}{}
 		}
@@ -447,6 +453,9 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 	if !r.add(key, n, u, failed, now) {
 		return false
 	}
+	p := r.pending[key]
+	p.notBefore = notBefore
+	p.due = later(now, notBefore)
 	if moved {
 		r.fromMove[key] = struct{}{}
 	}
@@ -707,6 +716,11 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 	case redeliverLater, redeliverAfterOutage:
 		p.due = now.Add(max(p.wait.Next(), retryAfter))
 		p.notBefore = now.Add(retryAfter)
+		if retryAfter > 0 {
+			// Written, so that a server that takes the push over
+			// honours it too.
+			r.dirty[a.key] = struct{}{}
+		}
 		r.setOutage(p, res == redeliverAfterOutage)
 		// Made due again by appsBack only after an attempt of its own
 		// backoff failed.
@@ -926,9 +940,10 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	defer cancel()
 	err := s.send(push.WithRedelivery(sctx), app.Backend, n)
 	if err != nil && ctx.Err() != nil {
-		// Stopping: the push waits, for the next server. One that went
-		// through as the stop began is done, not handed over.
-		return redeliverLater, 0
+		// Stopping: the push waits, for the next server, with the
+		// service's Retry-After. One that went through as the stop
+		// began is done, not handed over.
+		return redeliverLater, retryAfter(err)
 	}
 	now := s.opts.Now().UTC()
 	switch dead, isDead := push.IsDeadToken(err); {

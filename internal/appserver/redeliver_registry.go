@@ -47,6 +47,10 @@ type heldPush struct {
 	Unread    bool   `json:"unread,omitempty"`
 	Secret    string `json:"secret,omitempty"`
 	Important bool   `json:"important,omitempty"`
+	// NotBefore is the push service's Retry-After, while it lasts: the
+	// server that takes the push sends it no sooner. Otherwise that
+	// server sends it at once, since its wait was spent here.
+	NotBefore time.Time `json:"not_before,omitzero"`
 }
 
 // heldPushOf is the push n to the device key names (unread with u, when
@@ -88,11 +92,13 @@ type pendingWrite struct {
 // with what the registry is to hold for them.
 func (r *redeliveries) changed() pendingWrite {
 	type waiting struct {
-		key    redeliveryKey
-		n      push.Notification
-		unread *unreadPush
-		failed time.Time
+		key       redeliveryKey
+		n         push.Notification
+		unread    *unreadPush
+		failed    time.Time
+		notBefore time.Time
 	}
+	now := r.now()
 	r.mu.Lock()
 	keys := make([]redeliveryKey, 0, len(r.dirty))
 	var put []waiting
@@ -100,7 +106,11 @@ func (r *redeliveries) changed() pendingWrite {
 	for key := range r.dirty {
 		keys = append(keys, key)
 		if p := r.pending[key]; p != nil {
-			put = append(put, waiting{key, p.n, p.unread, p.failed})
+			w := waiting{key: key, n: p.n, unread: p.unread, failed: p.failed}
+			if p.notBefore.After(now) {
+				w.notBefore = p.notBefore
+			}
+			put = append(put, w)
 		} else {
 			gone = append(gone, key)
 		}
@@ -114,7 +124,9 @@ func (r *redeliveries) changed() pendingWrite {
 		w.del[i] = key.device()
 	}
 	for _, p := range put {
-		b, err := json.Marshal(heldPushOf(p.key, p.n, p.unread))
+		h := heldPushOf(p.key, p.n, p.unread)
+		h.NotBefore = p.notBefore
+		b, err := json.Marshal(h)
 		if err != nil {
 			continue
 		}
@@ -409,7 +421,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 				continue
 			}
 			key, n, u := h.wait()
-			if s.redeliver.restore(key, n, u, hp.FailedAt, moving) {
+			if s.redeliver.restore(key, n, u, hp.FailedAt, h.NotBefore, moving) {
 				kept++
 				if moving {
 					s.redeliver.moved = append(s.redeliver.moved, hp.Device)

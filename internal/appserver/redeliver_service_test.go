@@ -297,6 +297,96 @@ func TestTakeHeldSoon(t *testing.T) {
 	waitStats(t, taker, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
 }
 
+// TestHandedOverPushSentAtOnce: README says pushes an instance held at
+// its stop are taken "at once" by one still running: sent then, their
+// wait spent at the server that held them, not after a fresh backoff's
+// first wait (2.5–5 s in production; 0.5–1 s here).
+func TestHandedOverPushSentAtOnce(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	taker, err := appserver.New(store, testApps(b), appserver.Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	taker.SetRedeliveryTiming(time.Second, 5*time.Millisecond)
+	taker.SetHeldPoll(time.Hour) // its start's take is made and done
+	running(t, taker)
+	stopping, b1, stop := startRedelivering(t, store, time.Minute)
+	reg, _ := stopping.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	b1.set("t1", outage)
+	stopping.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+	eventually(t, func() bool { return sentTo(b1, "t1") >= 3 }, func() string { return "no attempts" })
+	stop()
+	told := time.Now()
+	taker.TakeHeldSoon()
+	waitStats(t, taker, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
+	took := time.Since(told)
+	t.Logf("handed-over push sent %s after the taker was told", took)
+	if limit := 200 * time.Millisecond; took > limit {
+		t.Fatalf("handed-over push sent %s after TakeHeldSoon, want within %s", took, limit)
+	}
+}
+
+// TestHandedOverPushHonoursRetryAfter: a push whose service asked for
+// time (Retry-After), at its first attempt or at a redelivery attempt, is
+// handed over with it, and the instance that takes it sends it no sooner,
+// though it sends other handed-over pushes at once.
+func TestHandedOverPushHonoursRetryAfter(t *testing.T) {
+	const after = time.Second
+	asked := &push.TemporaryError{Reason: "FCM 503 UNAVAILABLE", RetryAfter: after, Outage: true}
+	for _, tt := range []struct {
+		name       string
+		redelivery bool
+	}{{"first attempt", false}, {"redelivery attempt", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			store := memory.New()
+			var mu sync.Mutex
+			var sentAt time.Time
+			first := backendFunc(func(context.Context, push.Notification) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if sentAt.IsZero() {
+					sentAt = time.Now()
+				}
+				return nil
+			})
+			taker, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: first}},
+				appserver.Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			taker.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+			taker.SetHeldPoll(time.Hour)
+			running(t, taker)
+			stopping, b1, stop := startRedelivering(t, store, time.Minute)
+			reg, _ := stopping.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+			failed := time.Now()
+			if tt.redelivery {
+				b1.set("t1", outage)
+				stopping.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+				eventually(t, func() bool { return sentTo(b1, "t1") >= 2 }, func() string { return "no redelivery attempt" })
+				failed = time.Now()
+				b1.set("t1", asked)
+				n := sentTo(b1, "t1")
+				eventually(t, func() bool { return sentTo(b1, "t1") > n }, func() string { return "no attempt answered with Retry-After" })
+			} else {
+				b1.set("t1", asked)
+				stopping.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+			}
+			stop()
+			taker.TakeHeldSoon()
+			waitStats(t, taker, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 })
+			mu.Lock()
+			defer mu.Unlock()
+			if took := sentAt.Sub(failed); took < after {
+				t.Fatalf("handed-over push sent %s after its service asked for %s", took, after)
+			}
+		})
+	}
+}
+
 // dyingStore is a registry that a server stops reaching when dead is
 // set, as one whose process was killed: nothing it keeps is written any
 // more, nor released.
