@@ -53,6 +53,43 @@ type App struct {
 	// canonical is Backend, when it is one: the device limit goes by
 	// the spelling the push service takes as one device.
 	canonical push.TokenCanonicalizer
+	// inFlight counts the app's pushes with its push service (see
+	// sendBounded).
+	inFlight *atomic.Int64
+}
+
+// AppMaxInFlight bounds the pushes of one app with its push service at
+// once, from every input together. Such a push holds no place of the
+// input it came from (see sendBounded), so these are what a service that
+// stalls can hold: a goroutine each, about 8 KiB. At APNS's and FCM's
+// usual 20-50 ms an answer they carry 20,000-50,000 pushes a second an
+// app, about what the whole server does in the benchmark (21,000 a
+// second over XEP-0357). A constant, not an option: a deployment that
+// needs more would measure it first, and a lower bound only turns
+// ordinary bursts into pushes answered wait. With a service answering in
+// seconds, a push past the bound is answered wait and kept for
+// redelivery rather than queued behind the others.
+const AppMaxInFlight = 1024
+
+// sendBounded sends n through app's backend holding none of the caller's
+// places meanwhile (push.Leave), at most AppMaxInFlight pushes of the app
+// at once: an APNS or FCM service that takes requests and answers none
+// would otherwise hold every place of the XMPP connection until its
+// pushes' deadline, and every other app's pushes on it with them. Past
+// the bound the push fails at once as one the service did not take
+// (answered wait, kept for redelivery). It takes a place again before it
+// returns (Away.Return), and only then counts the push out, so the
+// pushes holding no place stay within the bound.
+func (s *Service) sendBounded(ctx context.Context, app *App, n push.Notification) error {
+	if app.inFlight.Add(1) > AppMaxInFlight {
+		app.inFlight.Add(-1)
+		return &push.TemporaryError{Reason: "too many pushes under way at the app's push service"}
+	}
+	away := push.Leave(ctx)
+	err := s.send(ctx, app.Backend, n) // which recovers a panic
+	away.Return()
+	app.inFlight.Add(-1)
+	return err
 }
 
 // PushDeadliner is a Backend whose push deadline may change while the
@@ -279,6 +316,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		}
 		a.deadliner, _ = a.Backend.(PushDeadliner)
 		a.canonical, _ = a.Backend.(push.TokenCanonicalizer)
+		a.inFlight = new(atomic.Int64)
 		m[a.Name] = a
 	}
 	svc := &Service{
@@ -568,7 +606,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	defer cancel()
 
 	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account}
-	err = s.send(ctx, app.Backend, n)
+	err = s.sendBounded(ctx, &app, n)
 	now := s.opts.Now().UTC()
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})

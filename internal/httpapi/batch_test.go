@@ -18,6 +18,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/testutil/logcore"
 )
 
@@ -245,6 +246,98 @@ func TestPushBatchElsewhereHoldsNoPlace(t *testing.T) {
 		stop()
 		<-answered
 		t.Fatalf("another client's push waited for a place while %d pushes waited on a push service", hanging)
+	}
+}
+
+// hanging is a push service that takes every request and answers none
+// until release is closed.
+type hanging struct {
+	entered *atomic.Int64
+	release chan struct{}
+}
+
+func (h hanging) Send(ctx context.Context, _ push.Notification) error {
+	h.entered.Add(1)
+	select {
+	case <-h.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// A batch push waiting on its app's push service holds no place among
+// the pushes doing work: an APNS or FCM service that takes requests and
+// answers none, with as many pushes under way as there are places, holds
+// up no other app's batch.
+func TestPushBatchStalledAppHoldsNoPlace(t *testing.T) {
+	var entered atomic.Int64
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var once sync.Once
+	stop := func() { once.Do(func() { close(release) }) }
+	defer stop()
+	svc, err := appserver.New(memory.New(), []appserver.App{
+		{Name: "ios", Priority: push.PriorityHigh, Backend: hanging{&entered, release}},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: &recorder{}},
+	}, appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixtureOpts(t, false, appserver.Options{}, func(o *httpapi.Options) { o.Service = svc })
+	secret := func(app, node string) string {
+		r, err := svc.Register(context.Background(), appserver.Caller{}, app, node, "tok-"+node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Secret
+	}
+	victim := secret("fcm", "victim")
+	stalled := httpapi.MaxBatchInFlight
+	for start := 0; start < stalled; start += httpapi.MaxBatchPushes {
+		var batch []string
+		for i := start; i < min(start+httpapi.MaxBatchPushes, stalled); i++ {
+			node := fmt.Sprint("ios", i)
+			batch = append(batch, fmt.Sprintf(`{"node": %q, "secret": %q}`, node, secret("ios", node)))
+		}
+		body := `{"pushes": [` + strings.Join(batch, ",") + `]}`
+		wg.Go(func() {
+			resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); entered.Load() < int64(stalled); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d pushes reached the stalled push service", entered.Load(), stalled)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	answered := make(chan string, 1)
+	go func() {
+		body := fmt.Sprintf(`{"pushes": [{"node": "victim", "secret": %q}]}`, victim)
+		resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- string(b)
+	}()
+	select {
+	case got := <-answered:
+		if !strings.Contains(got, `"status":"ok"`) {
+			t.Fatalf("victim's batch: %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		stop()
+		<-answered
+		t.Fatalf("another app's push waited for a place while %d pushes waited on a stalled push service", stalled)
 	}
 }
 

@@ -24,7 +24,10 @@ import (
 // its working place up whatever the bound (PauseElsewhere): its backend
 // bounds such requests itself, and a few endpoints that never answer
 // would otherwise fill the waiting places and then hold every working
-// place.
+// place. So does a push with its app's push service (Leave), for its
+// whole request, waits included: the core bounds those per app, and an
+// APNS or FCM service that stalls would otherwise hold every working
+// place until its pushes' deadline.
 type Places struct {
 	// fresh are the working places of pushes that have not waited yet,
 	// resumed those of pushes back from a wait: the same pool, or one of
@@ -56,8 +59,9 @@ func NewSplitPlaces(fresh, resumed, waiting int) *Places {
 // takes a fresh working place (Take), trades it for a waiting one while
 // the push waits on a timer (Pause) or gives it up while the push waits
 // on a push service someone else chose (PauseElsewhere), takes a resumed
-// working place again before the push goes on (Resume), and gives back
-// whatever it holds once the push is done (Release).
+// working place again before the push goes on (Resume), holds none for
+// the push's whole request to its push service (Leave, then Return), and
+// gives back whatever it holds once the push is done (Release).
 //
 // The zero Slot is ready for Init. A caller keeps it in memory it has for
 // the push anyway: the slot and its context then cost no allocation.
@@ -66,12 +70,16 @@ func NewSplitPlaces(fresh, resumed, waiting int) *Places {
 type Slot struct {
 	held atomic.Pointer[chan struct{}] // &p.fresh, &p.resumed, &p.waiting or nil
 	p    *Places
+	// left is set from Leave to Return: the push holds no place, and
+	// its waits take none. Of the push's calls alone, as they are one
+	// after the other.
+	left bool
 	ctx  WaitingContext // the push's context, carrying the slot
 }
 
 // Init makes s, holding nothing, the slot of a push under ctx among p.
 func (s *Slot) Init(ctx context.Context, p *Places) {
-	s.p = p
+	s.p, s.left = p, false
 	s.ctx = WaitingContext{Context: ctx, Waiting: s}
 }
 
@@ -100,7 +108,7 @@ func (s *Slot) Take(ctx context.Context) error {
 // the push waits holding its working place.
 func (s *Slot) Pause() {
 	held := s.held.Load()
-	if held == nil || held == &s.p.waiting {
+	if s.left || held == nil || held == &s.p.waiting {
 		return
 	}
 	select {
@@ -122,6 +130,9 @@ func (s *Slot) Resume(ctx context.Context) error {
 	if held == &s.p.fresh || held == &s.p.resumed {
 		return nil // it waited holding its working place
 	}
+	if s.left {
+		return nil // with its push service still: Return takes one
+	}
 	select {
 	case s.p.resumed <- struct{}{}:
 		s.held.Store(&s.p.resumed)
@@ -132,6 +143,26 @@ func (s *Slot) Resume(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Leave gives the place held back for the push's whole request to its
+// push service: until Return, Pause, PauseElsewhere and Resume neither
+// take nor give one (see Places).
+func (s *Slot) Leave() {
+	s.Release()
+	s.left = true
+}
+
+// Return takes a resumed working place for a push that Left, waiting for
+// one as long as it takes: places are held only by pushes that end within
+// their deadline, or by answers the writer takes or fails within its own.
+func (s *Slot) Return() {
+	if !s.left {
+		return
+	}
+	s.left = false
+	s.p.resumed <- struct{}{}
+	s.held.Store(&s.p.resumed)
 }
 
 // Release gives back whatever s holds, if anything.

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // heldIn fails the test unless p's pools hold the places given.
@@ -148,6 +149,50 @@ func TestSlotElsewhere(t *testing.T) {
 			}
 			s.Release()
 			heldIn(t, p, "after Release", 0, 0, 1)
+		})
+	}
+}
+
+// A push with its app's push service (Leave) holds no place, through its
+// retries' waits and a request Elsewhere too, and holds a resumed working
+// place again once it Returns.
+func TestSlotLeave(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		p    *Places
+	}{
+		{"shared", NewPlaces(1, 1)},
+		{"split", NewSplitPlaces(1, 1, 1)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.p
+			var s Slot
+			s.Init(context.Background(), p)
+			if err := s.Take(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			ctx := s.Context()
+			away := Leave(ctx)
+			none := func(when string) {
+				t.Helper()
+				if n := len(p.fresh) + len(p.resumed) + len(p.waiting); n != 0 {
+					t.Fatalf("%s: %d places held by a push with its push service", when, n)
+				}
+			}
+			none("after Leave")
+			if err := Wait(ctx, time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			none("after a retry's wait")
+			Elsewhere(ctx, func() error { return nil })
+			none("after a request elsewhere")
+			away.Return()
+			if len(p.resumed) != 1 || len(p.waiting) != 0 {
+				t.Fatalf("after Return: %d resumed and %d waiting places held, want 1 and 0", len(p.resumed), len(p.waiting))
+			}
+			away.Return() // once only
+			s.Release()
+			heldIn(t, p, "after Release", 0, 0, 0)
 		})
 	}
 }

@@ -123,3 +123,41 @@ func Detach(ctx context.Context) context.Context {
 	}
 	return out
 }
+
+// leaver is a Waiting whose push can leave its place for the whole of
+// its request to its push service (a Slot).
+type leaver interface {
+	Leave()
+	Return()
+}
+
+// Leave gives up ctx's working place while the push is with its push
+// service, its retries and their waits included, until the Return of
+// what it returns: an APNS or FCM service that takes requests and answers
+// none would otherwise have its pushes hold every place of the XMPP
+// connection they came from until their deadline, and every other app's
+// pushes with them. Meanwhile Wait and Elsewhere take no place either.
+// The caller bounds such pushes itself (the core: so many an app).
+// Without a Slot in ctx it gives nothing up.
+func Leave(ctx context.Context) Away {
+	l, _ := ctx.Value(waitingKey{}).(leaver)
+	if l != nil {
+		l.Leave()
+	}
+	return Away{l}
+}
+
+// Away is a push that Left its place: a value, not a function, so that
+// it costs the push no allocation, and the context is searched once.
+type Away struct{ l leaver }
+
+// Return takes a working place again once the push service answered,
+// waiting for one even when the push's context has ended: what remains
+// (recording the outcome, answering) holds a place as the rest of the
+// push did, so that answers the XMPP server does not read stop the
+// reader again rather than pile up in goroutines.
+func (a Away) Return() {
+	if a.l != nil {
+		a.l.Return()
+	}
+}

@@ -74,7 +74,8 @@ type Options struct {
 	// MaxInFlight bounds the stanzas handled at once; when full the reader
 	// waits, which pushes back on the server. Default 256. A push waiting
 	// on a timer holds none, up to 3 times as many such pushes (see
-	// waitingPerSlot).
+	// waitingPerSlot), nor does one with its app's push service, which the
+	// core bounds per app (appserver.AppMaxInFlight).
 	MaxInFlight int
 	// KeepAlive is how long the stream may be quiet: after half of it
 	// with nothing written, a space goes out (for NATs and firewalls on
@@ -621,7 +622,8 @@ const skippedStanzas = 64
 
 // read decodes top-level stanzas until the stream ends and dispatches the
 // IQs, at most MaxInFlight at once (and as many again coming back from a
-// wait, and waitingPerSlot times as many waiting on a timer).
+// wait, and waitingPerSlot times as many waiting on a timer, besides the
+// pushes with their push service, which the core bounds per app).
 // It serves whatever arrives until the stream ends, also while the
 // session shuts down (see closeStream).
 func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
@@ -105,6 +106,44 @@ func TestReplyQueueBounded(t *testing.T) {
 	t.Logf("peer that never reads: the component stopped reading after %d queries (%.1f MB)", sent, float64(sent*len(fmt.Sprintf(discoInfo, sent)))/1e6)
 	if !stalled {
 		t.Fatalf("the component read all %d queries from a peer that reads nothing (sent %d)", queries, sent)
+	}
+}
+
+// TestReplyQueueBoundedForPushes: pushes hold no slot while with their
+// push service, but take one again to answer, so a peer that sends
+// publishes and never reads still gets backpressure: the answers waiting
+// for the reply queue hold the slots, and the reader stops, instead of
+// reading on with a goroutine for each answer it cannot write.
+func TestReplyQueueBoundedForPushes(t *testing.T) {
+	const slots = 8
+	const places = slots + slots + component.WaitingPerSlot*slots // fresh, resumed, waiting
+	f := newFixture(t, 0, secret)
+	r, err := f.svc.Register(context.Background(), appserver.Caller{}, "fcm", "n", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newFakeServer(t, secret)
+	conn, _ := run(t, component.Options{Addr: srv.Addr(), MaxInFlight: slots, MaxReplyQueue: 64 << 10, WriteTimeout: time.Minute}, f)
+	st := srv.accept(t)
+	const publishes = 100_000 // ~40 MB of publishes, ~15 MB of answers
+	sent := 0
+	for ; sent < publishes; sent++ {
+		st.Conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if err := st.Send(publish(fmt.Sprint(sent), "n", r.Secret, false)); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	peak := conn.WorkerPeak()
+	t.Logf("peer that never reads: the component stopped reading after %d publishes, with %d workers at most", sent, peak)
+	if sent == publishes {
+		t.Fatalf("the component read all %d publishes from a peer that reads nothing", publishes)
+	}
+	if peak > appserver.AppMaxInFlight+2*places {
+		t.Fatalf("%d workers at once for a peer that reads nothing: answers waiting to be written are not bounded (%d with the push service, and %d places)", peak, appserver.AppMaxInFlight, places)
 	}
 }
 

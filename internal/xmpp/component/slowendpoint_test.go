@@ -4,14 +4,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
@@ -80,5 +85,132 @@ func TestSlowWebPushEndpointHoldsNoConnection(t *testing.T) {
 			t.Fatalf("victim's push answered after %v: %d pushes to one hanging endpoint held every slot of the connection", took.Round(time.Millisecond), attackers)
 		}
 		return
+	}
+}
+
+// TestStalledAppHoldsNoConnection: two apps on one component connection.
+// The APNS app's service stalls (takes requests, answers nothing, as
+// during an Apple incident or on a black-holed route), and twice as many
+// of its pushes as the connection has slots are under way. A push to the
+// healthy app on the same connection must not wait for their deadline.
+func TestStalledAppHoldsNoConnection(t *testing.T) {
+	const slots = 8
+	const budget = 3 * time.Second
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Latency: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mock.Close)
+	logger := slog.New(slog.DiscardHandler)
+	ios, err := apns.New(apns.Options{
+		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
+		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", PushDeadline: budget,
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const iosPushes = 2 * slots
+	counted := &entered{Backend: ios, at: iosPushes, reached: make(chan struct{})}
+	svc, err := appserver.New(memory.New(), []appserver.App{
+		{Name: "ios", Priority: push.PriorityHigh, Backend: counted},
+		{Name: "android", Priority: push.PriorityHigh, Backend: nopBackend{}},
+	}, appserver.Options{RateLimit: time.Minute, PushTimeout: 15 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := serveWith(t, svc, slots, logger)
+	reg := func(app, node, token string) string {
+		r, err := svc.Register(context.Background(), appserver.Caller{}, app, node, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Secret
+	}
+	for i := range iosPushes {
+		node := fmt.Sprint("ios-", i)
+		st.send(t, publish(node, node, reg("ios", node, strings.Repeat("0a", 32)), true))
+	}
+	victim := reg("android", "android-1", "fcm-token")
+	select {
+	case <-counted.reached:
+	case <-time.After(budget):
+		// Holding the slots, the later half waits for the first's
+		// deadline before it reaches the push service.
+		t.Fatalf("only %d of %d pushes to the stalled app reached it: those with it hold the slots", counted.n.Load(), iosPushes)
+	}
+	start := time.Now()
+	st.send(t, publish("android-1", "android-1", victim, true))
+	for {
+		r := st.next(t)
+		if r.ID != "android-1" {
+			continue
+		}
+		took := time.Since(start)
+		if r.Type != "result" {
+			t.Fatalf("android push: %+v", r)
+		}
+		t.Logf("android push answered after %v", took.Round(time.Millisecond))
+		if took > time.Second {
+			t.Fatalf("healthy app's push answered after %v: %d pushes to a stalled APNS app held every slot of the connection (%d slots, push_deadline %v)", took.Round(time.Millisecond), iosPushes, slots, budget)
+		}
+		return
+	}
+}
+
+// stalled is a push service that takes every request and answers none:
+// each push ends at its deadline.
+type stalled struct{}
+
+func (stalled) Send(ctx context.Context, _ push.Notification) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestStalledAppPushesBounded: pushes with their app's push service hold
+// no slot, so the reader goes on reading while a stalled service keeps
+// them; what bounds them is the app's bound. A flood of publishes to an
+// app whose service answers nothing keeps that many under way, each a
+// goroutine, and the rest are answered wait at once.
+func TestStalledAppPushesBounded(t *testing.T) {
+	const slots, publishes = 8, 3 * appserver.AppMaxInFlight
+	const places = slots + slots + component.WaitingPerSlot*slots // fresh, resumed, waiting
+	logger := slog.New(slog.DiscardHandler)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityHigh, Backend: stalled{}, Deadline: 5 * time.Second}},
+		appserver.Options{PushTimeout: 15 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, conn := serveConn(t, svc, slots, logger)
+	var flood strings.Builder
+	for i := range publishes {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "ios", node, fmt.Sprint("tok-", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood.WriteString(publish(node, node, r.Secret, true))
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- st.Send(flood.String()) }()
+	// Those past the bound are answered at once; the others at their
+	// deadline, after the test.
+	for range publishes - appserver.AppMaxInFlight {
+		if r := st.next(t); r.Type != "error" || !strings.Contains(r.Inner, "internal-server-error") || !strings.Contains(r.Inner, "wait") {
+			t.Fatalf("push past the bound: %+v", r)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	peak := conn.WorkerPeak()
+	t.Logf("at most %d workers for %d publishes to a stalled app (%d with its service, %d places)", peak, publishes, appserver.AppMaxInFlight, places)
+	if peak > appserver.AppMaxInFlight+2*places {
+		t.Fatalf("%d workers at once for %d publishes to a stalled app: pushes with their service are not bounded (%d, and %d places)", peak, publishes, appserver.AppMaxInFlight, places)
 	}
 }
