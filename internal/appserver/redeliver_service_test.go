@@ -929,3 +929,67 @@ func TestRedeliverySoonAfterServiceIsBack(t *testing.T) {
 		t.Fatalf("kept push sent %s after the service was back, want within %s (the first retry's wait)", took, base)
 	}
 }
+
+// stalled is a push service that takes every request and answers none:
+// each push ends at its deadline.
+type stalled struct{}
+
+func (stalled) Send(ctx context.Context, _ push.Notification) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestRedeliveryOfAppBackNotHeldByStalledApp: the APNS app's service
+// stalls (each push ends at its push_deadline and is kept for
+// redelivery) while the FCM app's had a short outage and is back. The
+// FCM pushes kept during that outage go out soon after it is back, not
+// behind the APNS pushes' attempts, each of which takes a whole deadline.
+func TestRedeliveryOfAppBackNotHeldByStalledApp(t *testing.T) {
+	const iosDevices, fcmDevices = 1000, 20
+	const deadline = 300 * time.Millisecond
+	ctx := context.Background()
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), []appserver.App{
+		{Name: "ios", Priority: push.PriorityHigh, Backend: stalled{}, Deadline: deadline},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
+	}, appserver.Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	running(t, svc)
+
+	var wg sync.WaitGroup
+	for i := range iosDevices {
+		node := fmt.Sprint("ios-", i)
+		reg, err := svc.Register(ctx, appserver.Caller{}, "ios", node, "t"+node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret}) })
+	}
+	for i := range fcmDevices {
+		node := fmt.Sprint("fcm-", i)
+		reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.set("t"+node, outage)
+		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret}) })
+	}
+	wg.Wait()
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Kept == iosDevices+fcmDevices })
+	for i := range fcmDevices {
+		b.set(fmt.Sprint("tfcm-", i), nil)
+	}
+	back := time.Now()
+	// Backoff here is 20-80 ms: with attempts of its own each FCM push
+	// goes out within a few ticks; behind the stalled app's, 64 at a
+	// time for 300 ms each, after seconds.
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Delivered == fcmDevices })
+	took := time.Since(back)
+	t.Logf("%d FCM pushes redelivered %v after FCM was back (%d stalled APNS pushes waiting)", fcmDevices, took.Round(time.Millisecond), iosDevices)
+	if took > time.Second {
+		t.Fatalf("the FCM pushes waited %v behind the stalled APNS app's redelivery attempts", took.Round(time.Millisecond))
+	}
+}
