@@ -214,3 +214,75 @@ func TestStalledAppPushesBounded(t *testing.T) {
 		t.Fatalf("%d workers at once for %d publishes to a stalled app: pushes with their service are not bounded (%d, and %d places)", peak, publishes, appserver.AppMaxInFlight, places)
 	}
 }
+
+// TestHangingAPNSHoldsUpNoOtherApp: APNS is unreachable in a way that
+// hangs (a firewall that drops, a TLS handshake never answered), and its
+// pushes wait for a connection until their deadline. Once there are as
+// many as in-flight slots, a push to a device of another, healthy app on
+// the same stream must not wait for them: a push with its app's push
+// service holds no slot, whether it waits for a connection or an answer
+// (see TestStalledAppHoldsNoConnection).
+func TestHangingAPNSHoldsUpNoOtherApp(t *testing.T) {
+	const slots = 8
+	const deadline = 3 * time.Second
+	hangPort := netfreeze.Silent(t)
+	p8, _, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	logger := slog.New(slog.DiscardHandler)
+	backend, err := apns.New(apns.Options{
+		Topic: "im.example.app", Endpoint: "https://127.0.0.1:" + strconv.Itoa(hangPort), CAPath: t.TempDir(),
+		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", PushDeadline: deadline,
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &entered{Backend: backend, at: slots, reached: make(chan struct{})}
+	svc, err := appserver.New(memory.New(), []appserver.App{
+		{Name: "apns", Priority: push.PriorityHigh, Backend: counted},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}},
+	}, appserver.Options{Redelivery: -1}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := serveWith(t, svc, slots, logger)
+	reg := func(app, node, token string) string {
+		r, err := svc.Register(context.Background(), appserver.Caller{}, app, node, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Secret
+	}
+	for i := range slots {
+		node := fmt.Sprint("ios-", i)
+		st.send(t, publish(node, node, reg("apns", node, strings.Repeat("0a", 32)), true))
+	}
+	select {
+	case <-counted.reached: // every APNS push holds, or held, a slot
+	case <-time.After(deadline):
+		t.Fatalf("only %d of %d pushes reached the APNS backend", counted.n.Load(), slots)
+	}
+	sec := reg("fcm", "android", "tok")
+	start := time.Now()
+	st.send(t, publish("android", "android", sec, true))
+	for {
+		r := st.next(t)
+		if r.ID != "android" {
+			continue
+		}
+		took := time.Since(start)
+		t.Logf("FCM push answered after %v with %d pushes waiting for APNS", took.Round(time.Millisecond), slots)
+		if r.Type != "result" {
+			t.Fatalf("FCM push: %+v", r)
+		}
+		// Normally a few ms; held up, it waits for the APNS pushes'
+		// deadline (3 s).
+		if took > time.Second {
+			t.Fatalf("a push to a healthy FCM device waited %v behind %d pushes to a hanging APNS", took.Round(time.Millisecond), slots)
+		}
+		return
+	}
+}
