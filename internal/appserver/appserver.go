@@ -56,6 +56,32 @@ type App struct {
 	// inFlight counts the app's pushes with its push service (see
 	// sendBounded).
 	inFlight *atomic.Int64
+	// flow tells a busy app's stalled from its slow (see sendBounded).
+	flow *appFlow
+}
+
+// appFlow is what sendBounded knows of an app's push service: when it
+// last answered, and when its pushes last began to be under way.
+type appFlow struct {
+	answered, busyFrom atomic.Int64 // UnixNano
+}
+
+// note records that the service answered, unless err says it did not.
+func (f *appFlow) note(err error) {
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		f.answered.Store(time.Now().UnixNano())
+	}
+}
+
+// answeringWithin: a service that answered within it, or whose pushes
+// have been under way for less, is busy rather than stalled, and a push
+// past AppMaxInFlight is sent holding its caller's place, as every push
+// was before, rather than failing at once.
+const answeringWithin = 500 * time.Millisecond
+
+func (f *appFlow) stalled() bool {
+	now := time.Now().UnixNano()
+	return now-f.answered.Load() > int64(answeringWithin) && now-f.busyFrom.Load() > int64(answeringWithin)
 }
 
 // AppMaxInFlight bounds the pushes of one app with its push service at
@@ -81,12 +107,25 @@ const AppMaxInFlight = 1024
 // returns (Away.Return), and only then counts the push out, so the
 // pushes holding no place stay within the bound.
 func (s *Service) sendBounded(ctx context.Context, app *App, n push.Notification) error {
-	if app.inFlight.Add(1) > AppMaxInFlight {
+	f := app.flow
+	if v := app.inFlight.Add(1); v > AppMaxInFlight {
 		app.inFlight.Add(-1)
-		return &push.TemporaryError{Reason: "too many pushes under way at the app's push service"}
+		if f.stalled() {
+			return &push.TemporaryError{Reason: "too many pushes under way at the app's push service", Outage: true}
+		}
+		// Busy, not stalled: sent holding the caller's place, as every
+		// push was before, so that its input stops reading rather than
+		// turning a burst into pushes answered wait. Bounded by the
+		// input's places, not counted here: it waits for no other push.
+		err := s.send(ctx, app.Backend, n)
+		f.note(err)
+		return err
+	} else if v == 1 {
+		f.busyFrom.Store(time.Now().UnixNano())
 	}
 	away := push.Leave(ctx)
 	err := s.send(ctx, app.Backend, n) // which recovers a panic
+	f.note(err)
 	away.Return()
 	app.inFlight.Add(-1)
 	return err
@@ -317,6 +356,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		a.deadliner, _ = a.Backend.(PushDeadliner)
 		a.canonical, _ = a.Backend.(push.TokenCanonicalizer)
 		a.inFlight = new(atomic.Int64)
+		a.flow = new(appFlow)
 		m[a.Name] = a
 	}
 	svc := &Service{

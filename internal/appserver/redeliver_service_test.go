@@ -993,3 +993,72 @@ func TestRedeliveryOfAppBackNotHeldByStalledApp(t *testing.T) {
 		t.Fatalf("the FCM pushes waited %v behind the stalled APNS app's redelivery attempts", took.Round(time.Millisecond))
 	}
 }
+
+// gated is a push service that stalls until open is closed, then takes
+// every push.
+type gated struct {
+	open chan struct{}
+	mu   sync.Mutex
+	sent map[string]int
+}
+
+func (g *gated) Send(ctx context.Context, n push.Notification) error {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return &push.TemporaryError{Reason: "request", Outage: true, Err: ctx.Err()}
+	}
+	g.mu.Lock()
+	g.sent[n.Token]++
+	g.mu.Unlock()
+	return nil
+}
+
+// TestStallPushPastBoundHastenedWhenBack: the app's service stalls, so
+// AppMaxInFlight pushes are with it; a push to another device fails past
+// the bound and is kept. The service comes back and takes the stalled
+// pushes: the kept push is one the stall made fail, and goes out at the
+// loop's next tick, as a push failed by the outage itself does, not after
+// its backoff.
+func TestStallPushPastBoundHastenedWhenBack(t *testing.T) {
+	ctx := context.Background()
+	g := &gated{open: make(chan struct{}), sent: map[string]int{}}
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: g, Deadline: 20 * time.Second}},
+		appserver.Options{Redelivery: time.Minute, PushTimeout: 30 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(2*time.Second, 5*time.Millisecond)
+	running(t, svc)
+	var wg sync.WaitGroup
+	for i := range appserver.AppMaxInFlight {
+		node := fmt.Sprint("s", i)
+		r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
+		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
+	}
+	r1, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	time.Sleep(1500 * time.Millisecond) // the stalled pushes are all with the service
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); err == nil {
+		t.Fatal("push past the bound went through")
+	}
+	back := time.Now()
+	close(g.open)
+	wg.Wait()
+	for {
+		g.mu.Lock()
+		n := g.sent["t1"]
+		g.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Since(back) > 10*time.Second {
+			t.Fatal("kept push never sent")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	took := time.Since(back)
+	t.Logf("push failed past the bound during the stall sent %v after the service was back", took.Round(time.Millisecond))
+	if took > 500*time.Millisecond {
+		t.Fatalf("push kept during a stall (past AppMaxInFlight) sent %v after its service took pushes again: not hastened (Outage unset)", took.Round(time.Millisecond))
+	}
+}

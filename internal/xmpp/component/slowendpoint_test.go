@@ -286,3 +286,57 @@ func TestHangingAPNSHoldsUpNoOtherApp(t *testing.T) {
 		return
 	}
 }
+
+// busy is a healthy push service that answers every push after 100 ms.
+type busy struct{}
+
+func (busy) Send(ctx context.Context, _ push.Notification) error {
+	select {
+	case <-time.After(100 * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestBurstToHealthyBusyAppServed: a healthy service answering in 100 ms,
+// a burst of 3,000 publishes (a large group chat, a broadcast) on one
+// stream with the default 256 slots. More pushes than AppMaxInFlight are
+// with the service at once, and those past it are sent holding their
+// slot, so the reader stops as it always did: none is answered wait,
+// which with redelivery off would lose it.
+func TestBurstToHealthyBusyAppServed(t *testing.T) {
+	const slots, publishes = 256, 3000
+	logger := slog.New(slog.DiscardHandler)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "ios", Priority: push.PriorityHigh, Backend: busy{}}},
+		appserver.Options{PushTimeout: 15 * time.Second, Redelivery: -1}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := serveConn(t, svc, slots, logger)
+	var flood strings.Builder
+	for i := range publishes {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "ios", node, fmt.Sprint("tok-", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood.WriteString(publish(node, node, r.Secret, true))
+	}
+	start := time.Now()
+	sent := make(chan error, 1)
+	go func() { sent <- st.Send(flood.String()) }()
+	waits := 0
+	for range publishes {
+		if r := st.next(t); r.Type != "result" {
+			waits++
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d publishes answered in %v, %d of them with an error", publishes, time.Since(start).Round(time.Millisecond), waits)
+	if waits > 0 {
+		t.Fatalf("%d of %d pushes to a healthy app answering in 100 ms answered wait (with redelivery off: lost)", waits, publishes)
+	}
+}
