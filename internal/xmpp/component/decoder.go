@@ -87,24 +87,30 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 		// Bindings first: they apply to the element's own name and
 		// attributes.
 		mark := len(d.ns)
-		for _, a := range d.lx.attr {
-			switch {
-			case a.Name.Space == "xmlns":
-				d.bind(a.Name.Local, a.Value)
-			case a.Name.Space == "" && a.Name.Local == "xmlns":
-				d.bind("", a.Value)
+		attr := d.lx.attr
+		if d.lx.binds {
+			for i := range attr {
+				switch a := &attr[i]; {
+				case a.Name.Space == "xmlns":
+					d.bind(a.Name.Local, a.Value)
+				case a.Name.Space == "" && a.Name.Local == "xmlns":
+					d.bind("", a.Value)
+				}
 			}
-		}
-		if len(d.ns) > maxBindings {
-			d.err = errTooManyBindings
-			return xmlwalk.Token{}, d.err
+			if len(d.ns) > maxBindings {
+				d.err = errTooManyBindings
+				return xmlwalk.Token{}, d.err
+			}
 		}
 		name := d.translate(d.lx.elem, true)
 		d.open = append(d.open, openElement{raw: d.lx.elem, name: name, bound: mark})
 		d.expectEnd()
-		attr := d.lx.attr
-		for i := range attr {
-			attr[i].Name = d.translate(attr[i].Name, false)
+		// An attribute without a prefix, or with xmlns, keeps its raw
+		// name (see translate).
+		if d.lx.prefixed {
+			for i := range attr {
+				attr[i].Name = d.translate(attr[i].Name, false)
+			}
 		}
 		return xmlwalk.Token{Kind: k, Name: name, Attr: attr}, nil
 	case xmlwalk.EndElement:

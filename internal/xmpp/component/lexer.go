@@ -38,6 +38,13 @@ type lexer struct {
 	attr []xml.Attr
 	data []byte
 
+	// Of the last start tag's attributes: whether one binds a name space
+	// (xmlns, xmlns:p) and whether one has another prefix, whose name
+	// space the decoder resolves. Most of a stanza's elements have
+	// neither, and the decoder then need not look at each attribute
+	// again.
+	binds, prefixed bool
+
 	needClose bool // the last StartElement was self-closing
 	toClose   xml.Name
 
@@ -238,6 +245,7 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 		return 0, l.err
 	}
 	attr := l.attr[:0]
+	binds, prefixed := false, false
 	empty := false
 	for {
 		l.space()
@@ -277,14 +285,24 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 		// Name-space URIs, the values of type and var, and the addresses
 		// (a user's server sends all its pushes from its domain, to our
 		// JID) repeat from stanza to stanza; ids and nodes do not.
-		if a.Name.Space == "xmlns" || a.Name.Space == "" && internedAttr(a.Name.Local) {
+		intern := false
+		switch a.Name.Space {
+		case "":
+			binds = binds || a.Name.Local == "xmlns"
+			intern = internedAttr(a.Name.Local)
+		case "xmlns":
+			binds, intern = true, true
+		default:
+			prefixed = true
+		}
+		if intern {
 			a.Value = l.intern(data)
 		} else {
 			a.Value = string(data)
 		}
 		attr = append(attr, a)
 	}
-	l.attr = attr
+	l.attr, l.binds, l.prefixed = attr, binds, prefixed
 	if empty {
 		l.needClose = true
 		l.toClose = name
