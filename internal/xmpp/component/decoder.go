@@ -119,8 +119,10 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 			d.err = syntaxError("unexpected end element </" + name.Local + ">")
 			return xmlwalk.Token{}, d.err
 		}
-		e := d.open[len(d.open)-1]
+		e := &d.open[len(d.open)-1]
 		switch {
+		case d.lx.closed:
+			// The lexer matched it to e already.
 		case e.raw.Local != name.Local:
 			d.err = syntaxError("element <" + e.raw.Local + "> closed by </" + name.Local + ">")
 			return xmlwalk.Token{}, d.err
@@ -134,11 +136,12 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 		}
 		// The end's name resolves as its start's did: same raw name,
 		// same bindings.
+		name, bound := e.name, e.bound
 		d.open = d.open[:len(d.open)-1]
 		d.expectEnd()
-		clear(d.ns[e.bound:]) // no strings kept alive by dead bindings
-		d.ns = d.ns[:e.bound]
-		return xmlwalk.Token{Kind: k, Name: e.name}, nil
+		clear(d.ns[bound:]) // no strings kept alive by dead bindings
+		d.ns = d.ns[:bound]
+		return xmlwalk.Token{Kind: k, Name: name}, nil
 	}
 	return xmlwalk.Token{Kind: k, Text: d.lx.data}, nil
 }

@@ -45,6 +45,11 @@ type lexer struct {
 	// again.
 	binds, prefixed bool
 
+	// closed says the last end tag closes the element the decoder
+	// expects it to: a self-closing tag's own, or the one named by
+	// expect. The decoder then need not compare the names.
+	closed bool
+
 	needClose bool // the last StartElement was self-closing
 	toClose   xml.Name
 
@@ -159,7 +164,7 @@ func (l *lexer) next() (xmlwalk.Kind, error) {
 	}
 	if l.needClose {
 		l.needClose = false
-		l.elem = l.toClose
+		l.elem, l.closed = l.toClose, true
 		return xmlwalk.EndElement, nil
 	}
 	b, ok := l.getc()
@@ -182,7 +187,7 @@ func (l *lexer) next() (xmlwalk.Kind, error) {
 			c := l.c
 			if rest := c.buf[c.r:c.w]; len(rest) > len(e) && rest[len(e)] == '>' && string(rest[:len(e)]) == e {
 				c.r += len(e) + 1
-				l.elem = xml.Name{Local: e}
+				l.elem, l.closed = xml.Name{Local: e}, true
 				return xmlwalk.EndElement, nil
 			}
 		}
@@ -201,7 +206,7 @@ func (l *lexer) next() (xmlwalk.Kind, error) {
 			l.fail("invalid characters between </" + name.Local + " and >")
 			return 0, l.err
 		}
-		l.elem = name
+		l.elem, l.closed = name, false
 		return xmlwalk.EndElement, nil
 	case '?':
 		l.err = errors.New("XML processing instruction in the stream")
