@@ -161,6 +161,17 @@ func (d *decoder) bind(prefix, space string) {
 
 // lookup returns the space prefix is bound to, if it is.
 func (d *decoder) lookup(prefix string) (string, bool) {
+	if prefix == "" {
+		// Most names are in the default name space. Against the
+		// constant "" a comparison is a length check; two strings of
+		// equal length are compared by a call into the runtime.
+		for i := len(d.ns) - 1; i >= 0; i-- {
+			if d.ns[i].prefix == "" {
+				return d.ns[i].space, true
+			}
+		}
+		return "", false
+	}
 	for i := len(d.ns) - 1; i >= 0; i-- {
 		if d.ns[i].prefix == prefix {
 			return d.ns[i].space, true
