@@ -26,8 +26,13 @@ func (s *Service) send(ctx context.Context, b push.Backend, n push.Notification)
 		if r := recover(); r != nil {
 			err = fmt.Errorf("push service client of app %s: %w", n.App, &push.PanicError{Value: r, Stack: debug.Stack()})
 		}
+		if err == nil {
+			return
+		}
+		// Declared here, not above: errors.As takes its address, which
+		// moves it to the heap, and a successful push would allocate it.
 		var pe *push.PanicError
-		if err != nil && errors.As(err, &pe) && pe.Report() {
+		if errors.As(err, &pe) && pe.Report() {
 			s.opts.Observer.Panicked("push_service")
 			s.panics.Log("app", n.App, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
 		}
