@@ -114,7 +114,6 @@ func New(o Options) http.Handler {
 		limit:   newClientLimit(o.RegisterLimit, o.TrustedProxies, o.Logger),
 	}
 	mux := http.NewServeMux()
-	const v1 = "/push_appserver/v1/"
 	mux.HandleFunc("POST "+v1+"register", a.register)
 	mux.HandleFunc("POST "+v1+"unregister", a.unregister)
 	mux.HandleFunc("POST "+v1+"push", a.push)
@@ -137,8 +136,45 @@ func New(o Options) http.Handler {
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
-	g.next = mux
+	g.next = &posts{a: a, mux: mux}
 	return &dated{next: g}
+}
+
+// v1 is the path of the API's endpoints.
+const v1 = "/push_appserver/v1/"
+
+// posts hands a POST to one of the v1 endpoints, nearly all of the API's
+// requests, straight to its handler when its path names the endpoint as
+// it stands: the mux would find the same handler, but only after
+// cleaning, escaping and unescaping the path and matching it segment by
+// segment, about 2,000 instructions a request. A path written any other
+// way (with escapes, or unclean) goes to the mux, which answers it as it
+// always has: "%2F" in a path is no separator to the mux, though
+// URL.Path shows a '/' for it, which is why a path with escapes never
+// takes this way.
+type posts struct {
+	a   *api
+	mux http.Handler
+}
+
+func (p *posts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.RawPath == "" {
+		switch r.URL.Path {
+		case v1 + "push":
+			p.a.push(w, r)
+			return
+		case v1 + "push-batch":
+			p.a.pushBatch(w, r)
+			return
+		case v1 + "register":
+			p.a.register(w, r)
+			return
+		case v1 + "unregister":
+			p.a.unregister(w, r)
+			return
+		}
+	}
+	p.mux.ServeHTTP(w, r)
 }
 
 // guarded answers a request whose handler panicked with the API's

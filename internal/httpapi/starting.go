@@ -26,7 +26,6 @@ type Starting struct {
 func NewStarting(reason string, metrics http.Handler, retry time.Duration) *Starting {
 	s := &Starting{retryAfter: []string{retryAfter(retry)}, mux: http.NewServeMux()}
 	s.SetReason(reason)
-	const v1 = "/push_appserver/v1/"
 	s.mux.HandleFunc("GET "+v1+"health", s.health)
 	s.mux.HandleFunc("GET "+v1+"ready", s.ready)
 	if metrics != nil {
