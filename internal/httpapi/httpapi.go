@@ -361,16 +361,30 @@ func parseForm(body string) (form, error) {
 	return form{values: v}, err
 }
 
-// Get returns the first value of the field name, or "".
+// Get returns the first value of the field name, or "". name holds no
+// '=': no field's name can.
 func (f form) Get(name string) string {
 	if f.values != nil {
 		return f.values.Get(name)
 	}
 	for rest := f.plain; rest != ""; {
-		var field string
-		field, rest, _ = strings.Cut(rest, "&")
-		if k, v, _ := strings.Cut(field, "="); k == name && field != "" {
-			return v
+		field := rest
+		if i := strings.IndexByte(rest, '&'); i >= 0 {
+			field, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = ""
+		}
+		// The field's name is name when the field is name, or starts
+		// with it and an '=': only a field that starts so needs its
+		// '=' found (the names asked for hold none).
+		if field == "" || !strings.HasPrefix(field, name) {
+			continue
+		}
+		if len(field) == len(name) {
+			return ""
+		}
+		if field[len(name)] == '=' {
+			return field[len(name)+1:]
 		}
 	}
 	return ""
