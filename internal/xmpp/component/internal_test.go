@@ -227,8 +227,12 @@ func TestStreamConn(t *testing.T) {
 
 // escapeText writes what xml.EscapeText writes.
 func TestEscapeText(t *testing.T) {
-	for _, s := range []string{"", "5c3f", "juliet@example.org/phone", "a<b>c&d'e\"f", "tab\there", "nl\ncr\r",
-		"ünïcode", "bad\xffutf8", "\x00ctl", "\uFFFE", "push.example.net"} {
+	cases := []string{"", "5c3f", "juliet@example.org/phone", "a<b>c&d'e\"f", "tab\there", "nl\ncr\r",
+		"ünïcode", "bad\xffutf8", "\x00ctl", "\uFFFE", "push.example.net"}
+	for b := range 256 {
+		cases = append(cases, "id-"+string(byte(b))+"-x")
+	}
+	for _, s := range cases {
 		var got, want bytes.Buffer
 		escapeText(&got, s)
 		xml.EscapeText(&want, []byte(s))
