@@ -102,7 +102,14 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 				return xmlwalk.Token{}, d.err
 			}
 		}
-		name := d.translate(d.lx.elem, true)
+		name := d.lx.elem
+		if name.Space == "" && name.Local != "xmlns" {
+			// translate's way for the many names without a prefix,
+			// small enough to be inlined here.
+			name.Space = d.defaultSpace()
+		} else {
+			name = d.translate(name, true)
+		}
 		d.open = append(d.open, openElement{raw: d.lx.elem, name: name, bound: mark})
 		d.expectEnd()
 		// An attribute without a prefix, or with xmlns, keeps its raw
@@ -159,19 +166,21 @@ func (d *decoder) bind(prefix, space string) {
 	d.ns = append(d.ns, binding{prefix: prefix, space: space})
 }
 
+// defaultSpace returns the space the default prefix is bound to, ""
+// when it is bound to none. Most names are in the default name space.
+// Against the constant "" a comparison is a length check; two strings of
+// equal length are compared by a call into the runtime.
+func (d *decoder) defaultSpace() string {
+	for i := len(d.ns) - 1; i >= 0; i-- {
+		if d.ns[i].prefix == "" {
+			return d.ns[i].space
+		}
+	}
+	return ""
+}
+
 // lookup returns the space prefix is bound to, if it is.
 func (d *decoder) lookup(prefix string) (string, bool) {
-	if prefix == "" {
-		// Most names are in the default name space. Against the
-		// constant "" a comparison is a length check; two strings of
-		// equal length are compared by a call into the runtime.
-		for i := len(d.ns) - 1; i >= 0; i-- {
-			if d.ns[i].prefix == "" {
-				return d.ns[i].space, true
-			}
-		}
-		return "", false
-	}
 	for i := len(d.ns) - 1; i >= 0; i-- {
 		if d.ns[i].prefix == prefix {
 			return d.ns[i].space, true
@@ -193,6 +202,9 @@ func (d *decoder) translate(n xml.Name, element bool) xml.Name {
 	case n.Space == "xml":
 		n.Space = xmlURL
 	case n.Space == "" && n.Local == "xmlns":
+		return n
+	case n.Space == "":
+		n.Space = d.defaultSpace()
 		return n
 	}
 	if v, ok := d.lookup(n.Space); ok {
