@@ -147,6 +147,13 @@ type HeldPush struct {
 	Push     []byte
 }
 
+// ImportedNode is a node an import from mod_push_appserver wrote, with
+// the time its record there was last registered (see PutImported).
+type ImportedNode struct {
+	Node       string
+	Registered time.Time
+}
+
 // ErrLeaseLost is KeepPushes' error for an owner whose lease ran out and
 // whose pushes went to whoever takes held pushes.
 var ErrLeaseLost = errors.New("the lease on the pushes kept ran out: they were given to other servers")
@@ -243,6 +250,19 @@ type Store interface {
 	// ImportedAt returns the time PutImported last recorded for node, or
 	// ErrNotFound when no import wrote it.
 	ImportedAt(ctx context.Context, node string) (time.Time, error)
+
+	// ImportedNodes returns up to limit of the nodes PutImported recorded,
+	// with their times, in node order, starting after the node given (from
+	// the start when after is ""): a page of the list a registry moved
+	// elsewhere takes along, so that the import run again into the new
+	// one still leaves removed registrations removed.
+	ImportedNodes(ctx context.Context, after string, limit int) ([]ImportedNode, error)
+
+	// PutImportedNodes records nodes as PutImported would, without writing
+	// any registration, all in one transaction. A node already recorded
+	// keeps the later of the two times: a later import into this registry
+	// saw a newer record than the registry the list comes from.
+	PutImportedNodes(ctx context.Context, ns []ImportedNode) error
 
 	// BlockToken records b, replacing an earlier entry of the same type
 	// and token.

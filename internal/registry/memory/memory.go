@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -400,6 +401,30 @@ func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) 
 		return time.Time{}, registry.ErrNotFound
 	}
 	return t, nil
+}
+
+func (s *Store) ImportedNodes(ctx context.Context, after string, limit int) ([]registry.ImportedNode, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []registry.ImportedNode
+	for n, t := range s.imported {
+		if n > after {
+			out = append(out, registry.ImportedNode{Node: n, Registered: t})
+		}
+	}
+	slices.SortFunc(out, func(a, b registry.ImportedNode) int { return strings.Compare(a.Node, b.Node) })
+	return out[:min(limit, len(out))], nil
+}
+
+func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range ns {
+		if t, ok := s.imported[n.Node]; !ok || n.Registered.After(t) {
+			s.imported[n.Node] = n.Registered
+		}
+	}
+	return nil
 }
 
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

@@ -875,6 +875,47 @@ func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) 
 	return time.Unix(0, ns).UTC(), nil
 }
 
+func (s *Store) ImportedNodes(ctx context.Context, after string, limit int) ([]registry.ImportedNode, error) {
+	rows, err := s.pool.Query(ctx, `SELECT node, registered FROM imported_nodes WHERE node > $1 ORDER BY node LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing imported nodes: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.ImportedNode
+	for rows.Next() {
+		var n registry.ImportedNode
+		var ns int64
+		if err := rows.Scan(&n.Node, &ns); err != nil {
+			return nil, fmt.Errorf("listing imported nodes: %w", err)
+		}
+		n.Registered = time.Unix(0, ns).UTC()
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing imported nodes: %w", err)
+	}
+	return out, nil
+}
+
+// PutImportedNodes sends the whole page in one statement.
+func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error {
+	if len(ns) == 0 {
+		return nil
+	}
+	nodes := make([]string, len(ns))
+	times := make([]int64, len(ns))
+	for i, n := range ns {
+		nodes[i], times[i] = n.Node, n.Registered.UnixNano()
+	}
+	// GROUP BY: ON CONFLICT DO UPDATE refuses a node twice in a statement.
+	if _, err := s.pool.Exec(ctx, `INSERT INTO imported_nodes (node, registered)
+		SELECT node, max(registered) FROM unnest($1::text[], $2::bigint[]) AS t(node, registered) GROUP BY node
+		ON CONFLICT (node) DO UPDATE SET registered = GREATEST(imported_nodes.registered, excluded.registered)`, nodes, times); err != nil {
+		return fmt.Errorf("put imported nodes: %w", err)
+	}
+	return nil
+}
+
 // put is Put, recording the nodes in imported_nodes too when imported is
 // set (PutImported), in the same batch.
 func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) error {

@@ -857,6 +857,51 @@ func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) 
 	return time.Unix(0, ns).UTC(), nil
 }
 
+func (s *Store) ImportedNodes(ctx context.Context, after string, limit int) ([]registry.ImportedNode, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT node, registered FROM imported_nodes WHERE node > ? ORDER BY node LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing imported nodes: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.ImportedNode
+	for rows.Next() {
+		var n registry.ImportedNode
+		var ns int64
+		if err := rows.Scan(&n.Node, &ns); err != nil {
+			return nil, fmt.Errorf("listing imported nodes: %w", err)
+		}
+		n.Registered = time.Unix(0, ns).UTC()
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing imported nodes: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("put imported nodes: %w", err)
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `INSERT INTO imported_nodes (node, registered) VALUES (?, ?)
+		ON CONFLICT (node) DO UPDATE SET registered = MAX(registered, excluded.registered)`)
+	if err != nil {
+		return fmt.Errorf("put imported nodes: %w", err)
+	}
+	defer st.Close()
+	for _, n := range ns {
+		if _, err := st.ExecContext(ctx, n.Node, n.Registered.UnixNano()); err != nil {
+			return fmt.Errorf("put imported node %s: %w", n.Node, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("put imported nodes: %w", err)
+	}
+	return nil
+}
+
 // put is Put, recording the nodes in imported_nodes too when imported is
 // set (PutImported).
 func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) error {

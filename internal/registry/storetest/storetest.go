@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ReturnHeldPushes", testReturnHeldPushes},
 		{"LapsedLease", testLapsedLease},
 		{"ImportedNodes", testImportedNodes},
+		{"ImportedNodesPaged", testImportedNodesPaged},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1201,5 +1202,59 @@ func testImportedNodes(t *testing.T, s registry.Store) {
 	}
 	if _, err := s.ImportedAt(ctx, "n5"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("ImportedAt of a node in a failed PutImported: %v, want ErrNotFound", err)
+	}
+}
+
+// ImportedNodes pages through what PutImported recorded, in node order,
+// to the nanosecond; PutImportedNodes records nodes without writing a
+// registration, and a node already recorded keeps the later time, so a
+// list copied in never undoes a later import into this registry.
+func testImportedNodesPaged(t *testing.T, s registry.Store) {
+	if got, err := s.ImportedNodes(ctx, "", 10); err != nil || len(got) != 0 {
+		t.Fatalf("ImportedNodes of a registry never imported into: %v, %v", got, err)
+	}
+	var rs []registry.Registration
+	for i, n := range []string{"n3", "n1", "n2"} {
+		rs = append(rs, reg(n, "apns", "t"+n, "s", base.Add(time.Duration(i)*time.Nanosecond)))
+	}
+	if err := s.PutImported(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	page := func(after string, limit int) string {
+		t.Helper()
+		got, err := s.ImportedNodes(ctx, after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, n := range got {
+			out = append(out, fmt.Sprintf("%s@%d", n.Node, n.Registered.Sub(base)))
+		}
+		return strings.Join(out, " ")
+	}
+	if got := page("", 2); got != "n1@1 n2@2" {
+		t.Fatalf("first page: %q, want n1@1 n2@2 (node, ns after base)", got)
+	}
+	if got := page("n2", 2); got != "n3@0" {
+		t.Fatalf("page after n2: %q, want n3@0", got)
+	}
+
+	// n1 earlier, n3 later, n9 new and twice in the page.
+	if err := s.PutImportedNodes(ctx, []registry.ImportedNode{
+		{Node: "n1", Registered: base.Add(-time.Hour)},
+		{Node: "n3", Registered: base.Add(time.Hour)},
+		{Node: "n9", Registered: base.Add(5)},
+		{Node: "n9", Registered: base.Add(7)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := page("", 10), fmt.Sprintf("n1@1 n2@2 n3@%d n9@7", time.Hour); got != want {
+		t.Fatalf("after PutImportedNodes: %q, want %q", got, want)
+	}
+	if _, err := s.Get(ctx, "n9"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Get of a node PutImportedNodes recorded: %v, want ErrNotFound", err)
+	}
+	if err := s.PutImportedNodes(ctx, nil); err != nil {
+		t.Fatalf("PutImportedNodes of none: %v", err)
 	}
 }
