@@ -16,6 +16,7 @@ import (
 // CopySource is what Copy reads of the registry it copies from.
 type CopySource interface {
 	List(ctx context.Context, after string, limit int) ([]registry.Registration, error)
+	ImportedNodes(ctx context.Context, after string, limit int) ([]registry.ImportedNode, error)
 	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
 }
 
@@ -26,6 +27,7 @@ type CopyTarget interface {
 	GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error)
 	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
 	Put(ctx context.Context, rs []registry.Registration) error
+	PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error
 	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
 }
 
@@ -46,6 +48,9 @@ type CopySummary struct {
 	// Kept counts registrations of the source not copied because their
 	// device is registered here under another node more recently.
 	Kept int
+	// Imported counts the nodes listed as written by the
+	// mod_push_appserver import that went along.
+	Imported int
 	// Held counts the pushes waiting for redelivery moved along.
 	Held int
 	// HeldLeftTo, when not 0, is how many servers run on the source:
@@ -77,6 +82,9 @@ func (s CopySummary) WriteTo(w io.Writer) (int64, error) {
 	if s.Kept > 0 {
 		pr("%d not copied: their device registered here under another node more recently\n", s.Kept)
 	}
+	if s.Imported > 0 {
+		pr("%d nodes listed as imported from mod_push_appserver, so that running that import again leaves those removed since removed\n", s.Imported)
+	}
 	if s.Held > 0 {
 		pr("%d pushes waiting for redelivery moved along, for the target's servers to send\n", s.Held)
 	}
@@ -104,6 +112,12 @@ var errNoValue = errors.New("no such value")
 // before any registration. A target that has another salt takes no
 // registration bound to an account or device (ErrSaltMismatch, nothing
 // copied); one that holds nothing can be emptied of it by hand.
+//
+// The list of the nodes the mod_push_appserver import wrote goes along
+// (registry.Store's ImportedNodes), each keeping the later time where the
+// target lists it too: without it the import run again into the target
+// brings back the registrations removed since, with their dead tokens
+// and the secrets their servers were told are gone.
 //
 // The block list of dead tokens is not copied: its entries end within
 // token_block, and the push services name dead tokens again.
@@ -171,6 +185,9 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 	if err != nil {
 		return sum, fmt.Errorf("copying: %w", err)
 	}
+	if err := copyImported(ctx, dst, src, dryRun, &sum); err != nil {
+		return sum, err
+	}
 	if dryRun {
 		return sum, nil
 	}
@@ -183,6 +200,31 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 	}
 	sum.New = n - before
 	return sum, nil
+}
+
+// copyImported writes src's list of the nodes the mod_push_appserver
+// import wrote into dst (unless dryRun), a page at a time, counting them
+// in sum.Imported.
+func copyImported(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool, sum *CopySummary) error {
+	for after := ""; ; {
+		page, err := src.ImportedNodes(ctx, after, pageSize)
+		if err != nil {
+			return fmt.Errorf("reading the nodes imported from mod_push_appserver (%d copied): %w", sum.Imported, err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		if !dryRun {
+			if err := dst.PutImportedNodes(ctx, page); err != nil {
+				return fmt.Errorf("writing the nodes imported from mod_push_appserver, from node %q on (the %d before are copied): %w", page[0].Node, sum.Imported, err)
+			}
+		}
+		sum.Imported += len(page)
+		if len(page) < pageSize {
+			return nil
+		}
+		after = page[len(page)-1].Node
+	}
 }
 
 // settleDevices returns page without the registrations whose device key

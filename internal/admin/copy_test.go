@@ -434,3 +434,87 @@ type failingKeep struct{ registry.Store }
 func (failingKeep) KeepPushes(context.Context, string, time.Duration, bool, []registry.HeldPush, []string) error {
 	return errors.New("disk full")
 }
+
+// README (import from mod_push_appserver): running the import again
+// leaves a registration removed here since removed, because the registry
+// keeps the nodes each run wrote (imported_nodes). Moving that registry
+// with import registry, as README says for SQLite → PostgreSQL, must take
+// that list along, or the next run of the import into the new registry
+// brings back the registration removed here (its token dead, its secret
+// told gone), with the old token and secret. A dry run writes none of
+// it; a node the target lists more recently keeps its time; and a list
+// longer than a page goes whole.
+func TestCopyTakesImportedNodesAlong(t *testing.T) {
+	for _, tt := range []stores{
+		{"sqlite to postgres", sqliteStore, postgresStore},
+		{"postgres to sqlite", postgresStore, sqliteStore},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			src, dst := tt.src(t), tt.dst(t)
+			at := time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC)
+			gone := registry.Registration{Node: "gone", Type: "fcm", Token: "dead", Secret: "s1", Registered: at}
+			kept := registry.Registration{Node: "kept", Type: "fcm", Token: "t2", Secret: "s2", Registered: at}
+			if err := src.PutImported(ctx, []registry.Registration{gone, kept}); err != nil {
+				t.Fatal(err)
+			}
+			// Its token dead: removed here.
+			if _, err := src.Delete(ctx, gone.Node, gone.Type); err != nil {
+				t.Fatal(err)
+			}
+			// More than a page of them.
+			var more []registry.ImportedNode
+			for i := range 1000 {
+				more = append(more, registry.ImportedNode{Node: fmt.Sprintf("node-%04d", i), Registered: at})
+			}
+			if err := src.PutImportedNodes(ctx, more); err != nil {
+				t.Fatal(err)
+			}
+			// Imported into the target later, with a newer record.
+			later := at.Add(time.Hour)
+			if err := dst.PutImportedNodes(ctx, []registry.ImportedNode{{Node: "kept", Registered: later}}); err != nil {
+				t.Fatal(err)
+			}
+
+			if sum, err := admin.Copy(ctx, dst, src, true); err != nil || sum.Imported != 1002 {
+				t.Fatalf("dry run: %+v, %v; want 1002 imported nodes counted", sum, err)
+			}
+			if _, err := dst.ImportedAt(ctx, "gone"); !errors.Is(err, registry.ErrNotFound) {
+				t.Fatalf("after a dry run, the target lists gone as imported (%v)", err)
+			}
+			sum, err := admin.Copy(ctx, dst, src, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			sum.WriteTo(&out)
+			if sum.Imported != 1002 || !strings.Contains(out.String(), "1002 nodes listed as imported from mod_push_appserver") {
+				t.Errorf("summary %+v:\n%s", sum, out.String())
+			}
+			for node, want := range map[string]time.Time{"gone": at, "kept": later, "node-0999": at} {
+				if got, err := dst.ImportedAt(ctx, node); err != nil || !got.Equal(want) {
+					t.Errorf("after import registry, the target's imported_nodes has %s at %v (%v), want %v: a re-run of the mod_push_appserver import brings it back", node, got, err, want)
+				}
+			}
+			if n := countImported(t, dst); n != 1002 {
+				t.Errorf("the target lists %d imported nodes, want 1002", n)
+			}
+		})
+	}
+}
+
+func countImported(t *testing.T, s registry.Store) int {
+	t.Helper()
+	n := 0
+	for after := ""; ; {
+		page, err := s.ImportedNodes(context.Background(), after, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			return n
+		}
+		n += len(page)
+		after = page[len(page)-1].Node
+	}
+}
