@@ -211,8 +211,9 @@ type Options struct {
 	// push_appserver_rate_limit); 0 disables throttling.
 	RateLimit time.Duration
 	// RateLimitPerToken bounds the pushes to one device (an app and a
-	// device token) per RateLimit window, whatever nodes they come
-	// through; 0 means no bound. See deviceLimiter.
+	// device token) that one source (PushRequest.Source) asks for per
+	// RateLimit window, whatever nodes they come through; 0 means no
+	// bound. See deviceLimiter.
 	RateLimitPerToken int
 	// PushTimeout bounds one push from lookup to the push service's
 	// answer, retries included. Default 15 s.
@@ -298,9 +299,10 @@ type Service struct {
 	// redeliver keeps failed pushes to send again; nil when off.
 	redeliver *redeliveries
 
-	// devices bounds the pushes to each device (RateLimitPerToken); nil
-	// when off. deviceLimited logs what it refuses: a device pushed to
-	// through many nodes, which may be someone's doing.
+	// devices bounds the pushes to each device from each source
+	// (RateLimitPerToken); nil when off. deviceLimited logs what it
+	// refuses: a device pushed to through many nodes, which may be
+	// someone's doing.
 	devices       *deviceLimiter
 	deviceLimited *logging.Limited
 
@@ -382,9 +384,9 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		svc.redeliver = newRedeliveries(opts.Redelivery, opts.Now)
 	}
 	svc.devices = newDeviceLimiter(opts.RateLimit, opts.RateLimitPerToken, maxLimitedDevices, opts.Now, func() {
-		logger.Warn("more devices pushed to within rate_limit than rate_limit_per_token tracks; pushes to the others are not counted until some windows end", "devices", maxLimitedDevices)
+		logger.Warn("more devices and sources pushing to them within rate_limit than rate_limit_per_token tracks; the pushes of the others are not counted until some windows end", "devices", maxLimitedDevices)
 	})
-	svc.deviceLimited = logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "push refused: the device had rate_limit_per_token pushes in this window, through other nodes", "pushes refused by rate_limit_per_token not logged (rate limit)")
+	svc.deviceLimited = logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "push refused: the device had rate_limit_per_token pushes from this source in this window, through other nodes", "pushes refused by rate_limit_per_token not logged (rate limit)")
 	svc.pushGet = func(ctx context.Context, node string) (registry.PushTarget, error) {
 		r, err := store.Get(ctx, node)
 		return r.Target(), err
@@ -528,6 +530,13 @@ type PushRequest struct {
 	// PushToken.
 	Tokenless bool
 	TokenApp  string
+	// Source is who asked for the push, as the adapter can vouch for it:
+	// the domain of a publish's sender (the user's XMPP server, which
+	// its stream to ours authenticated), the address of an HTTP client
+	// (an IPv6 client's /64). RateLimitPerToken counts each source's
+	// pushes to a device apart, so that one source cannot spend the
+	// budget of another. Short: it is hashed on every push.
+	Source string
 }
 
 // Important reports whether the user's server marked the push as one the
@@ -631,7 +640,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 			t = t2
 		}
 	}
-	if err := s.admitDevice(t.Type, app.canonicalToken(t.Token), node, start, at); err != nil {
+	if err := s.admitDevice(t.Type, app.canonicalToken(t.Token), node, req.Source, start, at); err != nil {
 		return err
 	}
 	// The backend's own deadline counts from here, after any wait for
@@ -721,17 +730,18 @@ func (s *Service) admit(ctx context.Context, key throttleKey, app string, start,
 	return 0, now, nil
 }
 
-// admitDevice counts a push to token of app, let go by the throttle at
-// at, against RateLimitPerToken, or refuses it with ErrThrottled,
-// answered as the throttle's own refusals are: the device had its
-// pushes, and the user's server keeps the session. node is the push's,
-// for the log ("" for a tokenless push, whose node is the token).
-func (s *Service) admitDevice(app, token, node string, start, at time.Time) error {
-	if s.devices.admit(app, token, at) {
+// admitDevice counts a push to token of app that source asked for, let
+// go by the throttle at at, against RateLimitPerToken, or refuses it with
+// ErrThrottled, answered as the throttle's own refusals are: the device
+// had its pushes from that source, and the user's server keeps the
+// session. node is the push's, for the log ("" for a tokenless push,
+// whose node is the token).
+func (s *Service) admitDevice(app, token, node, source string, start, at time.Time) error {
+	if s.devices.admit(app, token, source, at) {
 		return nil
 	}
 	s.opts.Observer.Pushed(app, OutcomeDeviceThrottled, time.Since(start))
-	s.deviceLimited.Log("app", app, "node", loggedNode(node))
+	s.deviceLimited.Log("app", app, "node", loggedNode(node), "source", source)
 	return ErrThrottled
 }
 

@@ -8,35 +8,49 @@ import (
 
 // DefaultRateLimitPerToken is the configuration's default for
 // Options.RateLimitPerToken. The throttle lets each node send one push per
-// window and priority, so a phone with 16 accounts on one app, each
-// sending an alert and a silent push in the same window, stays within
-// it; a phone registered under hundreds of nodes by a stranger does not.
+// window and priority, so a phone with 16 accounts on one app and one
+// server, each sending an alert and a silent push in the same window,
+// stays within it; a phone registered under hundreds of nodes by a
+// stranger, who pushes through them from one address, does not.
 const DefaultRateLimitPerToken = 32
 
 // maxLimitedDevices bounds the devices the per-device limit tracks at
-// once (53 bytes each as measured, 14 MB in all): the devices pushed to
-// within one window, which for a server that is not flooded are far
-// fewer.
+// once, each with each source that pushed to it (53 bytes each as
+// measured, 14 MB in all): those pushed to within one window, which for
+// a server that is not flooded are far fewer.
 const maxLimitedDevices = 1 << 18
 
 // deviceLimiter bounds the pushes to one device (an app and its device
-// token, in the canonical spelling) to limit per window, whatever nodes
-// they come through. The throttle goes by node, and registration is open:
-// whoever knows a token can register it under any number of nodes and
-// push through each, a push per node and window. This limit is looser
-// than the throttle, and only that case reaches it.
+// token, in the canonical spelling) that one source asks for to limit
+// per window, whatever nodes they come through. The throttle goes by
+// node, and registration is open: whoever knows a token can register it
+// under any number of nodes and push through each, a push per node and
+// window. This limit is looser than the throttle, and only that case
+// reaches it.
 //
-// A window starts at a device's first push and lasts window; the pushes
-// past limit in it are refused, as the throttle refuses its own overflow.
-// None waits for this limit: a push waits for its node's window at most,
-// which the throttle bounds by the push's deadline.
+// Each source has a budget of its own (PushRequest.Source: the user's
+// XMPP server, or the HTTP client's address). Were the device's budget
+// one for all, a stranger who registered its token under limit nodes
+// would spend it at the start of every window, and the pushes of the
+// user's own server would be refused, each a notification lost. Per
+// source, the stranger spends their own, and the user's server keeps
+// its limit; a stranger with many addresses or domains gets limit
+// pushes through each, as they could send before this limit from as
+// many nodes.
 //
-// Devices are keyed by a 64-bit hash of the token and the app, with
-// secret seeds: a key costs the same whatever the token's length (a
-// WebPush endpoint may take 4 KB), the map holds no pointers for the
-// collector to follow, and no one can pick tokens that share a count
-// with someone else's device. Two hashes xored cost less than one of
-// the two strings joined, which maphash.Hash would copy into its buffer.
+// A window starts at a device's first push from a source and lasts
+// window; the pushes past limit in it are refused, as the throttle
+// refuses its own overflow. None waits for this limit: a push waits for
+// its node's window at most, which the throttle bounds by the push's
+// deadline.
+//
+// A device and source are keyed by a 64-bit hash of the token, the app
+// and the source, with secret seeds: a key costs the same whatever the
+// token's length (a WebPush endpoint may take 4 KB), the map holds no
+// pointers for the collector to follow, and no one can pick tokens or
+// sources that share a count with someone else's. Three hashes xored
+// cost less than the strings joined, which maphash.Hash would copy into
+// its buffer.
 type deviceLimiter struct {
 	window     time.Duration
 	limit      uint32
@@ -45,6 +59,7 @@ type deviceLimiter struct {
 	base       time.Time    // windows are kept as offsets from it
 	seed       maphash.Seed // the token's
 	appSeed    maphash.Seed
+	sourceSeed maphash.Seed
 	overflowed func() // called once, under mu, when maxDevices are tracked
 
 	mu        sync.Mutex
@@ -73,24 +88,25 @@ func newDeviceLimiter(window time.Duration, limit, maxDevices int, now func() ti
 		base:       now(),
 		seed:       maphash.MakeSeed(),
 		appSeed:    maphash.MakeSeed(),
+		sourceSeed: maphash.MakeSeed(),
 		overflowed: overflowed,
 		devices:    make(map[uint64]deviceWindow),
 	}
 }
 
-// admit counts a push to token of app, sent at at, and says whether it
-// may be sent.
+// admit counts a push to token of app that source asked for, sent at
+// at, and says whether it may be sent.
 //
-// A device seen first while maxDevices are tracked within their window
+// A device and source seen first while maxDevices are tracked within their window
 // is let through uncounted: under a flood of distinct tokens, refusing it
 // would keep every other device's pushes from going out, while the
 // devices already tracked, the one pushed to through many nodes among
 // them, stay limited.
-func (l *deviceLimiter) admit(app, token string, at time.Time) bool {
+func (l *deviceLimiter) admit(app, token, source string, at time.Time) bool {
 	if l == nil {
 		return true
 	}
-	key := maphash.String(l.seed, token) ^ maphash.String(l.appSeed, app)
+	key := maphash.String(l.seed, token) ^ maphash.String(l.appSeed, app) ^ maphash.String(l.sourceSeed, source)
 	now := at.Sub(l.base)
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -18,9 +18,10 @@ import (
 
 // Registration is open: whoever knows a device's token can register it
 // under many nodes and push through each, a push per node and window.
-// The device gets rate_limit_per_token pushes a window through them all,
-// the others refused as the throttle refuses; other devices' pushes go
-// on, and a tokenless push to the device counts with the rest.
+// The device gets rate_limit_per_token pushes a window from one source
+// through them all, the others refused as the throttle refuses; other
+// devices' pushes go on, and a tokenless push to the device from the
+// same source counts with the rest.
 func TestDeviceLimitManyNodes(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{now: time.Unix(1000, 0)}
@@ -45,7 +46,7 @@ func TestDeviceLimitManyNodes(t *testing.T) {
 	pushAll := func() int {
 		sent := 0
 		for _, r := range nodes {
-			switch err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); {
+			switch err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret, Source: "203.0.113.7"}); {
 			case err == nil:
 				sent++
 			case !errors.Is(err, appserver.ErrThrottled):
@@ -55,12 +56,12 @@ func TestDeviceLimitManyNodes(t *testing.T) {
 		return sent
 	}
 	if n := pushAll(); n != 4 {
-		t.Fatalf("a push to each of 50 nodes of one device: %d sent, want rate_limit_per_token = 4", n)
+		t.Fatalf("a push to each of 50 nodes of one device from one source: %d sent, want rate_limit_per_token = 4", n)
 	}
-	if err := svc.Push(ctx, appserver.PushRequest{Node: other.Node, Secret: other.Secret}); err != nil {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: other.Node, Secret: other.Secret, Source: "203.0.113.7"}); err != nil {
 		t.Fatalf("another device's push while the first is at its limit: %v", err)
 	}
-	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Tokenless: true, TokenApp: "fcm"}); !errors.Is(err, appserver.ErrThrottled) {
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Tokenless: true, TokenApp: "fcm", Source: "203.0.113.7"}); !errors.Is(err, appserver.ErrThrottled) {
 		t.Fatalf("a tokenless push to the device at its limit: %v, want ErrThrottled", err)
 	}
 	clk.advance(6 * time.Second)
@@ -105,5 +106,53 @@ func TestDeviceLimitCaseVariants(t *testing.T) {
 	}
 	if sent != 2 || m.Total() != 2 {
 		t.Fatalf("rate_limit_per_token = 2, yet %d pushes to one device, its token in other cases under %d nodes, were sent (%d requests at the mock)", sent, len(variants), m.Total())
+	}
+}
+
+// A stranger who knows a device's token registers it under
+// rate_limit_per_token nodes of their own (registration is open) and
+// pushes through each over HTTP at the start of every window. Were the
+// device's budget one for everyone, theirs would spend it, and the push
+// from the user's own server, through the node its account registered,
+// would be refused every window: a notification lost each time. Each
+// source has a budget of its own: the stranger's address spends its
+// own, still no more than rate_limit_per_token, and the user's server
+// keeps its whole budget.
+func TestDeviceLimitStrangerStarvesOwner(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{now: time.Unix(1000, 0)}
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), testApps(b),
+		appserver.Options{RateLimit: 5 * time.Second, RateLimitPerToken: appserver.DefaultRateLimitPerToken, Now: clk.Now}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	juliet := appserver.Caller{Account: appserver.Account{Bare: "juliet@example.org", Domain: "example.org"}}
+	own, err := svc.Register(ctx, juliet, "fcm", "juliet-node", "victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stranger []registry.Registration
+	for i := range appserver.DefaultRateLimitPerToken + 1 {
+		r, err := svc.Register(ctx, appserver.Caller{}, "fcm", fmt.Sprint("s", i), "victim")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stranger = append(stranger, r)
+	}
+	for w := range 3 {
+		sent := 0
+		for _, r := range stranger {
+			if svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret, Source: "198.51.100.7"}) == nil {
+				sent++
+			}
+		}
+		if sent != appserver.DefaultRateLimitPerToken {
+			t.Errorf("window %d: %d of a stranger's pushes through %d nodes of the device's token were sent, want rate_limit_per_token = %d", w, sent, len(stranger), appserver.DefaultRateLimitPerToken)
+		}
+		if err := svc.Push(ctx, appserver.PushRequest{Node: own.Node, Secret: own.Secret, Source: "example.org"}); err != nil {
+			t.Errorf("window %d: the user's own server's push through its account's node: %v; a stranger's %d nodes of the token took the device's budget", w, err, len(stranger))
+		}
+		clk.advance(6 * time.Second)
 	}
 }

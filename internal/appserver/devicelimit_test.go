@@ -12,7 +12,7 @@ func TestDeviceLimit(t *testing.T) {
 	admitted := func(app, token string, n int) int {
 		got := 0
 		for range n {
-			if l.admit(app, token, clk.now()) {
+			if l.admit(app, token, "example.org", clk.now()) {
 				got++
 			}
 		}
@@ -27,8 +27,16 @@ func TestDeviceLimit(t *testing.T) {
 	if got := admitted("apns", "victim", 3); got != 3 {
 		t.Fatalf("the same token of another app: %d of 3 admitted", got)
 	}
+	for i := range 3 {
+		if !l.admit("fcm", "victim", "192.0.2.1", clk.now()) {
+			t.Fatalf("push %d of another source to the device that one source took to its limit: refused", i+1)
+		}
+	}
+	if l.admit("fcm", "victim", "192.0.2.1", clk.now()) {
+		t.Fatal("another source went past its own limit")
+	}
 	clk.advance(4999 * time.Millisecond)
-	if l.admit("fcm", "victim", clk.now()) {
+	if l.admit("fcm", "victim", "example.org", clk.now()) {
 		t.Fatal("admitted within the window that reached its limit")
 	}
 	clk.advance(time.Millisecond)
@@ -43,7 +51,7 @@ func TestDeviceLimitOff(t *testing.T) {
 		newDeviceLimiter(5*time.Second, 0, maxLimitedDevices, time.Now, nil),
 	} {
 		for range 10 {
-			if !l.admit("fcm", "victim", time.Now()) {
+			if !l.admit("fcm", "victim", "example.org", time.Now()) {
 				t.Fatal("a limit that is off refused a push")
 			}
 		}
@@ -61,10 +69,10 @@ func TestDeviceLimitBounded(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	warned := 0
 	l := newDeviceLimiter(5*time.Second, 2, maxLimitedDevices, clk.now, func() { warned++ })
-	l.admit("fcm", "victim", clk.now())
-	l.admit("fcm", "victim", clk.now())
+	l.admit("fcm", "victim", "example.org", clk.now())
+	l.admit("fcm", "victim", "example.org", clk.now())
 	for i := range 2 * maxLimitedDevices {
-		l.admit("fcm", strconv.Itoa(i), clk.now())
+		l.admit("fcm", strconv.Itoa(i), "example.org", clk.now())
 		if i%4096 == 0 {
 			clk.advance(time.Millisecond) // the flood takes its time: sweeps are tried
 		}
@@ -75,15 +83,15 @@ func TestDeviceLimitBounded(t *testing.T) {
 	if warned != 1 {
 		t.Fatalf("warned %d times of the devices past the bound, want once", warned)
 	}
-	if l.admit("fcm", "victim", clk.now()) {
+	if l.admit("fcm", "victim", "example.org", clk.now()) {
 		t.Fatal("a device tracked before the flood was let past its limit during it")
 	}
 	clk.advance(5 * time.Second)
-	l.admit("fcm", "new", clk.now())
+	l.admit("fcm", "new", "example.org", clk.now())
 	if n := l.size(); n != 1 {
 		t.Fatalf("a window after the flood, the first new device finds %d tracked, want itself alone", n)
 	}
-	if !l.admit("fcm", "new", clk.now()) || l.admit("fcm", "new", clk.now()) {
+	if !l.admit("fcm", "new", "example.org", clk.now()) || l.admit("fcm", "new", "example.org", clk.now()) {
 		t.Fatal("a device after the flood is not limited as before it")
 	}
 }
@@ -97,6 +105,6 @@ func BenchmarkDeviceLimit(b *testing.B) {
 	at := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		l.admit("fcm", token, at)
+		l.admit("fcm", token, "example.org", at)
 	}
 }
