@@ -46,7 +46,8 @@ type Config struct {
 	// priority; 0 disables the throttle. Default 5 s.
 	RateLimit Duration `toml:"rate_limit"`
 	// RateLimitPerToken bounds the pushes to one device (an app and a
-	// device token) per rate_limit window, whatever nodes they come
+	// device token) per rate_limit window from one source (an XMPP
+	// server, an HTTP client's address), whatever nodes they come
 	// through: registration is open, and a device registered under many
 	// nodes would otherwise get a push per node. Default
 	// appserver.DefaultRateLimitPerToken; 0 turns it off.
@@ -162,7 +163,8 @@ type HTTP struct {
 	// httpapi.DefaultRegisterLimit; 0 turns it off.
 	RegisterLimit *int `toml:"register_limit"`
 	// TrustedProxies are addresses or CIDR prefixes of reverse proxies,
-	// whose X-Forwarded-For names the client. Default
+	// whose X-Forwarded-For names the client (for RegisterLimit, and as
+	// a push's source for RateLimitPerToken). Default
 	// httpapi.DefaultTrustedProxies: loopback and the private ranges.
 	TrustedProxies []string `toml:"trusted_proxies"`
 	// MaxConnectionsPerClient bounds the connections one client address
@@ -682,10 +684,11 @@ func (c *Config) validate() []error {
 	}
 	if ps, err := c.HTTP.Proxies(); err != nil {
 		bad("http.trusted_proxies", "%v", err)
-	} else if *c.HTTP.RegisterLimit > 0 {
+	} else if *c.HTTP.RegisterLimit > 0 || *c.RateLimitPerToken > 0 && c.RateLimit > 0 {
+		// Both count HTTP clients by the address X-Forwarded-For names.
 		for _, p := range ps {
 			if p.Bits() == 0 {
-				c.Warnings = append(c.Warnings, fmt.Sprintf("http.trusted_proxies: %s trusts every address, so any client can name itself in X-Forwarded-For and http.register_limit counts nothing; list your proxies' addresses", p))
+				c.Warnings = append(c.Warnings, fmt.Sprintf("http.trusted_proxies: %s trusts every address, so any client can name itself in X-Forwarded-For, and http.register_limit and rate_limit_per_token count each name it picks apart; list your proxies' addresses", p))
 			}
 		}
 	}

@@ -250,8 +250,13 @@ trusted_proxies = ["::ffff:192.0.2.0/120"]`, httpapi.DefaultRegisterLimit, "[192
 	if err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "0.0.0.0/0 trusts every address") {
 		t.Errorf("a proxy list that trusts everyone: %v, warnings %q", err, c.Warnings)
 	}
-	if c, err := Parse("[http]\nregister_limit = 0\ntrusted_proxies = [\"::/0\"]", ""); err != nil || len(c.Warnings) != 0 {
-		t.Errorf("trusting everyone with the limit off: %v, warnings %q", err, c.Warnings)
+	if c, err := Parse("rate_limit_per_token = 0\n[http]\nregister_limit = 0\ntrusted_proxies = [\"::/0\"]", ""); err != nil || len(c.Warnings) != 0 {
+		t.Errorf("trusting everyone with the limits off: %v, warnings %q", err, c.Warnings)
+	}
+	// rate_limit_per_token counts HTTP pushes by the client the header
+	// names too.
+	if c, err := Parse("[http]\nregister_limit = 0\ntrusted_proxies = [\"::/0\"]", ""); err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "rate_limit_per_token") {
+		t.Errorf("trusting everyone with rate_limit_per_token on: %v, warnings %q", err, c.Warnings)
 	}
 	for _, tt := range []struct{ toml, want string }{
 		{"[http]\nregister_limit = -1", "http.register_limit: must not be negative"},

@@ -56,7 +56,7 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, msg)
 		return
 	}
-	batch := &batchRun{a: a, results: make([]batchResult, len(pushes))}
+	batch := &batchRun{a: a, source: a.pushSource(r), results: make([]batchResult, len(pushes))}
 	jobs := make([]batchJob, len(pushes)) // one allocation for the batch
 	ctx := pushContext(r)
 	for i, p := range pushes {
@@ -90,6 +90,7 @@ func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 // batchRun is what the pushes of one push-batch request share.
 type batchRun struct {
 	a       *api
+	source  string // the client's, for every push of the batch
 	results []batchResult
 	wg      sync.WaitGroup
 }
@@ -106,7 +107,7 @@ type batchJob struct {
 
 func (j *batchJob) do() {
 	defer j.run.wg.Done()
-	j.run.results[j.i] = batchResultOf(j.push.Node, j.run.a.batchPush(j.slot.Context(), j.push))
+	j.run.results[j.i] = batchResultOf(j.push.Node, j.run.a.batchPush(j.slot.Context(), j.push, j.run.source))
 }
 
 // errPanicked fails a push of a batch whose handling panicked.
@@ -115,14 +116,14 @@ var errPanicked = errors.New("handling the push panicked")
 // batchPush sends one push of a batch. It runs on a pusher, off the
 // request's goroutine, where nothing else would recover a panic: one
 // fails its own push only.
-func (a *api) batchPush(ctx context.Context, p batchPush) (err error) {
+func (a *api) batchPush(ctx context.Context, p batchPush, source string) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			a.guard.logPanic(r, "path", "push-batch")
 			err = errPanicked
 		}
 	}()
-	return a.Service.Push(ctx, appserver.PushRequest{Node: p.Node, Secret: p.Secret})
+	return a.Service.Push(ctx, appserver.PushRequest{Node: p.Node, Secret: p.Secret, Source: source})
 }
 
 func batchResultOf(node string, err error) batchResult {

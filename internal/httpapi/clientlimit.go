@@ -54,7 +54,8 @@ const (
 
 // clientLimit bounds the requests of each client address. Registrations
 // are what it guards. Pushes are not bounded by client: they come from
-// a few XMPP servers in volume, and each device's are throttled already.
+// a few XMPP servers in volume, and each device's are throttled already
+// (per node, and per client address and device: pushSource).
 type clientLimit struct {
 	buckets *ratelimit.Limiter[netip.Addr]
 	trusted []netip.Prefix
@@ -112,23 +113,38 @@ func (l *clientLimit) allow(r *http.Request) (bool, time.Duration) {
 }
 
 // client returns the address r is counted by, and false when r is not
-// to be limited. The client is the connection's peer unless that is a
-// trusted proxy; then X-Forwarded-For is read from its end (each proxy
-// appends the address it was connected from), and the first address
-// that is not a trusted proxy's is the client: what a client writes
-// itself comes before that and is never believed. A request every hop
-// of which is trusted (a proxy that named no client, a check run on the
-// machine) is not limited, since it names nobody to count it against.
+// to be limited: one every hop of which is trusted (a proxy that named
+// no client, a check run on the machine) names nobody to count it
+// against.
 func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
+	client, proxy := clientOf(r, l.trusted)
+	if client.IsValid() {
+		return client, true
+	}
+	if proxy.IsValid() && l.warnedAnonymous.CompareAndSwap(false, true) {
+		l.logger.Info("a registration came from a trusted proxy that named no client in X-Forwarded-For; such requests are not limited per client", "proxy", proxy.String())
+	}
+	return netip.Addr{}, false
+}
+
+// clientOf returns the address r's client is counted by (clientKey),
+// or, when every hop is trusted, the zero Addr and the last trusted
+// proxy. The client is the connection's peer unless that is a trusted
+// proxy; then X-Forwarded-For is read from its end (each proxy appends
+// the address it was connected from), and the first address that is not
+// a trusted proxy's is the client: what a client writes itself comes
+// before that and is never believed. A peer that is no IP address gives
+// two zero Addrs.
+func clientOf(r *http.Request, trusted []netip.Prefix) (client, proxy netip.Addr) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return netip.Addr{}, false
+		return netip.Addr{}, netip.Addr{}
 	}
 	// Without its zone, as the connection limit sees it: a prefix
 	// contains no zoned address.
 	hop := ap.Addr().Unmap().WithZone("")
-	if !l.isTrusted(hop) {
-		return clientKey(hop), true
+	if !isTrusted(trusted, hop) {
+		return clientKey(hop), netip.Addr{}
 	}
 	fields := r.Header.Values("X-Forwarded-For")
 	seen := 0
@@ -148,24 +164,21 @@ func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
 			if seen++; seen > maxHops {
 				// More trusted proxies in a row than any setup has:
 				// count them against the last rather than read on.
-				return clientKey(hop), true
+				return clientKey(hop), netip.Addr{}
 			}
 			a, ok := parseHop(entry)
 			if !ok {
 				// A trusted proxy wrote what is no address: count
 				// it against that proxy rather than let it pass.
-				return clientKey(hop), true
+				return clientKey(hop), netip.Addr{}
 			}
-			if !l.isTrusted(a) {
-				return clientKey(a), true
+			if !isTrusted(trusted, a) {
+				return clientKey(a), netip.Addr{}
 			}
 			hop = a
 		}
 	}
-	if l.warnedAnonymous.CompareAndSwap(false, true) {
-		l.logger.Info("a registration came from a trusted proxy that named no client in X-Forwarded-For; such requests are not limited per client", "proxy", hop.String())
-	}
-	return netip.Addr{}, false
+	return netip.Addr{}, hop
 }
 
 // ignoredForwarded reports whether r has an X-Forwarded-For that was not
@@ -173,7 +186,7 @@ func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
 func (l *clientLimit) ignoredForwarded(r *http.Request) (netip.Addr, bool) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	peer := ap.Addr().Unmap().WithZone("")
-	return peer, err == nil && !l.isTrusted(peer) && r.Header.Get("X-Forwarded-For") != ""
+	return peer, err == nil && !isTrusted(l.trusted, peer) && r.Header.Get("X-Forwarded-For") != ""
 }
 
 // parseHop reads one X-Forwarded-For entry: an address, or an address
@@ -191,8 +204,8 @@ func parseHop(s string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-func (l *clientLimit) isTrusted(a netip.Addr) bool {
-	for _, p := range l.trusted {
+func isTrusted(trusted []netip.Prefix, a netip.Addr) bool {
+	for _, p := range trusted {
 		if p.Contains(a) {
 			return true
 		}

@@ -89,7 +89,8 @@ type Options struct {
 	// many at once; 0 leaves them unbounded.
 	RegisterLimit int
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
-	// the client that RegisterLimit counts.
+	// the client that RegisterLimit counts, and that a push's source is
+	// (appserver.PushRequest.Source).
 	TrustedProxies []netip.Prefix
 	// Limited, when set, is told of each request RegisterLimit refused,
 	// by endpoint.
@@ -587,13 +588,31 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	}
 	node := f.Get("node")
 	// No summary: priority auto makes this a silent push, as the seed does.
-	err := a.Service.Push(pushContext(r), appserver.PushRequest{Node: node, Secret: f.Get("secret")})
+	err := a.Service.Push(pushContext(r), appserver.PushRequest{Node: node, Secret: f.Get("secret"), Source: a.pushSource(r)})
 	if err != nil {
 		_, why := pushOutcome(err)
 		text(w, "ERROR\n", why)
 		return
 	}
 	text(w, "OK\n", node)
+}
+
+// pushSource is who asked for the push r carries, as the core's
+// per-device limit counts it (appserver.PushRequest.Source): its client's
+// address as RegisterLimit counts it, an IPv6 client by its /64, or the
+// last trusted proxy when every hop is one. Only addresses the client
+// cannot choose, so that no one can spend another's budget; a server
+// whose XMPP domain is an IP address shares its budget with the HTTP
+// pushes from that address, that is with its own.
+func (a *api) pushSource(r *http.Request) string {
+	client, proxy := clientOf(r, a.TrustedProxies)
+	if !client.IsValid() && proxy.IsValid() {
+		client = clientKey(proxy)
+	}
+	if !client.IsValid() {
+		return ""
+	}
+	return client.String()
 }
 
 // pushContext is the context a requested push runs under: the request's

@@ -321,3 +321,77 @@ func TestUnregisterErrorLogsNoNode(t *testing.T) {
 		t.Errorf("a client that hung up logged as an internal error")
 	}
 }
+
+const pushPath = "/push_appserver/v1/push"
+
+// pushSources is a Service that remembers the source of each push asked
+// of it.
+type pushSources struct {
+	httpapi.Service
+	got chan string
+}
+
+func (p pushSources) Push(ctx context.Context, req appserver.PushRequest) error {
+	p.got <- req.Source
+	return p.Service.Push(ctx, req)
+}
+
+// A push's source, which rate_limit_per_token counts each device's
+// pushes by, is its client's address as register_limit counts it: an
+// IPv6 client by its /64, named by a trusted proxy, never by what the
+// client wrote in X-Forwarded-For itself; a push every hop of which is
+// trusted is the last proxy's. Both push endpoints pass it on.
+func TestPushSourceIsClient(t *testing.T) {
+	got := make(chan string, 8)
+	f := newFixtureOpts(t, false, appserver.Options{}, func(o *httpapi.Options) {
+		o.Service = pushSources{o.Service, got}
+		o.TrustedProxies = httpapi.DefaultTrustedProxies()
+	})
+	secret := f.register(t, "n")
+	for _, tt := range []struct{ name, xff, path, want string }{
+		{"IPv4", "198.51.100.7", pushPath, "198.51.100.7"},
+		{"IPv6", "2001:db8:1:2:3:4:5:6", pushPath, "2001:db8:1:2::"},
+		{"written by the client", "203.0.113.9, 198.51.100.7", pushPath, "198.51.100.7"},
+		{"no client named", "", pushPath, "127.0.0.1"},
+		{"batch", "2001:db8:1:2:3:4:5:6", batchPath, "2001:db8:1:2::"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := "node=n&secret=" + secret
+			if tt.path == batchPath {
+				body = fmt.Sprintf(`{"pushes": [{"node": "n", "secret": %q}]}`, secret)
+			}
+			if code, resp, _ := f.from(t, tt.xff, tt.path, body); code != http.StatusOK {
+				t.Fatalf("%d %q", code, resp)
+			}
+			if s := <-got; s != tt.want {
+				t.Fatalf("X-Forwarded-For %q: source %q, want %q", tt.xff, s, tt.want)
+			}
+		})
+	}
+}
+
+// rate_limit_per_token over HTTP: a client that took a device to its
+// limit through nodes of its own holds another client's pushes to it,
+// through another node, to nothing; an address of the same /64 is the
+// same client.
+func TestPushDeviceLimitPerClient(t *testing.T) {
+	f := newFixtureOpts(t, false, appserver.Options{RateLimit: time.Hour, RateLimitPerToken: 2}, func(o *httpapi.Options) {
+		o.TrustedProxies = httpapi.DefaultTrustedProxies()
+	})
+	for i, tt := range []struct{ client, want string }{
+		{"2001:db8:1:2::1", "OK\nn0"},
+		{"2001:db8:1:2::1", "OK\nn1"},
+		{"2001:db8:1:2::1", "ERROR\nRate limit exceeded"},
+		{"198.51.100.7", "OK\nn3"},
+		{"2001:db8:1:2::ffff", "ERROR\nRate limit exceeded"},
+	} {
+		node := fmt.Sprint("n", i)
+		r, err := f.svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "victim")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, body, _ := f.from(t, tt.client, pushPath, "node="+node+"&secret="+r.Secret); !strings.HasPrefix(body, tt.want) {
+			t.Errorf("push %d from %s through a node of its own: %q, want %q", i+1, tt.client, body, tt.want)
+		}
+	}
+}

@@ -938,7 +938,7 @@ func (c *Conn) handlePush(ctx context.Context, q *iq, sum *push.Summary, b *byte
 		errorIQ(b, q, stanzaErr(stanza.Modify, stanza.BadRequest, err.Error()))
 		return
 	}
-	err = c.push(ctx, req)
+	err = c.push(ctx, req, q.From)
 	errorType, cond, text := pushAnswer(err)
 	if errorType == "" {
 		resultIQ(b, q)

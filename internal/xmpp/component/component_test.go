@@ -2,6 +2,7 @@ package component_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/xml"
 	"errors"
@@ -253,6 +254,40 @@ func TestPushReplies(t *testing.T) {
 	f.backend.mu.Unlock()
 	if n.Node != "ok" || n.Priority != push.PriorityHigh {
 		t.Fatalf("backend got %+v", n)
+	}
+}
+
+// rate_limit_per_token counts each server's publishes to a device apart:
+// a server that took the device to its limit leaves another's pushes to
+// it alone, whichever of its accounts or resources, in whatever case,
+// the publish comes from; and that server is held to its own limit.
+func TestDeviceLimitPerServer(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
+		appserver.Options{RateLimit: time.Hour, RateLimitPerToken: 2}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := serveConn(t, svc, 4, logger)
+	const limited = "<error type='wait'><resource-constraint"
+	for i, tt := range []struct{ from, want string }{
+		{"a.example", ""},
+		{"romeo@a.example", ""},
+		{"juliet@a.example/phone", limited},
+		{"juliet@b.example/phone", ""},
+		{"Romeo@B.Example/desk", ""},
+		{"b.example", limited},
+	} {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "victim")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.send(t, xmppfake.PublishIQ(node, tt.from, compJID, node, r.Secret, true))
+		got := st.next(t)
+		if tt.want == "" && got.Type != "result" || tt.want != "" && !strings.HasPrefix(got.Inner, tt.want) {
+			t.Errorf("publish %d from %s through a node of its own: %s %q, want %q", i+1, tt.from, got.Type, got.Inner, cmp.Or(tt.want, "result"))
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package component
 
 import (
 	"context"
+	"strings"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
@@ -32,10 +33,10 @@ func (c *Conn) secretless() bool {
 	return len(c.opts.Commands.TigaseProviders) > 0 || d.Tokenless || d.PublishOptionsTokens
 }
 
-// push hands a parsed publish to the core the way this component's
-// dialects say.
-func (c *Conn) push(ctx context.Context, req xep0357.Request) error {
-	pr := appserver.PushRequest{Node: req.Node, Secret: req.Secret, Summary: req.Summary, MarkedHigh: req.MarkedHigh, Encrypted: req.Encrypted}
+// push hands a parsed publish, sent by from, to the core the way this
+// component's dialects say.
+func (c *Conn) push(ctx context.Context, req xep0357.Request, from string) error {
+	pr := appserver.PushRequest{Node: req.Node, Secret: req.Secret, Summary: req.Summary, MarkedHigh: req.MarkedHigh, Encrypted: req.Encrypted, Source: sourceOf(from)}
 	d := c.opts.Dialects
 	if token := req.Options["device_id"]; d.PublishOptionsTokens && token != "" {
 		// MongooseIM copies these from the client's enable form
@@ -59,4 +60,24 @@ func (c *Conn) push(ctx context.Context, req xep0357.Request) error {
 		}
 	}
 	return c.svc.Push(ctx, pr)
+}
+
+// sourceOf is the source a publish from the JID from is counted by for
+// the per-device limit: its domain, the user's server. The server our
+// component connects to routes the publish from it over a stream that
+// proved that domain (s2s), or from its own users: a server speaks for
+// no other domain's, and so can spend no other server's budget. A JID's
+// domain is what follows its localpart's @ and precedes its resource's
+// /; the localpart holds neither. The domain is taken in lower case, as
+// JIDs compare, so that no server gets a budget per spelling of its
+// name; ToLower returns a domain that is in lower case already as it
+// is, without an allocation.
+func sourceOf(from string) string {
+	if i := strings.IndexByte(from, '/'); i >= 0 {
+		from = from[:i]
+	}
+	if i := strings.IndexByte(from, '@'); i >= 0 {
+		from = from[i+1:]
+	}
+	return strings.ToLower(from)
 }

@@ -16,6 +16,25 @@ import (
 	"time"
 )
 
+func TestSourceOf(t *testing.T) {
+	for _, tt := range []struct{ from, want string }{
+		{"example.org", "example.org"},
+		{"juliet@example.org", "example.org"},
+		{"juliet@example.org/phone", "example.org"},
+		{"Juliet@Example.ORG/Phone", "example.org"},
+		{"example.org/a@b.example", "example.org"},
+		{"juliet@example.org/a@b.example/c", "example.org"},
+		{"", ""},
+	} {
+		if got := sourceOf(tt.from); got != tt.want {
+			t.Errorf("sourceOf(%q) = %q, want %q", tt.from, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { sourceOf("juliet@example.org/phone") }); n != 0 {
+		t.Errorf("sourceOf allocates %v times for a domain in lower case, want 0", n)
+	}
+}
+
 func TestLeavesHost(t *testing.T) {
 	for _, tt := range []struct {
 		addr net.Addr
