@@ -88,12 +88,15 @@ func TestSlowWebPushEndpointHoldsNoConnection(t *testing.T) {
 	}
 }
 
-// TestStalledAppHoldsNoConnection: two apps on one component connection.
-// The APNS app's service stalls (takes requests, answers nothing, as
-// during an Apple incident or on a black-holed route), and twice as many
-// of its pushes as the connection has slots are under way. A push to the
-// healthy app on the same connection must not wait for their deadline.
-func TestStalledAppHoldsNoConnection(t *testing.T) {
+// TestUnansweringAPNSHoldsNoConnection: two apps on one component
+// connection. The APNS app's service takes requests and answers none (an
+// Apple incident, a black-holed route), or cannot be reached in a way
+// that hangs (a firewall that drops, a TLS handshake never answered), and
+// twice as many of its pushes as the connection has slots are under way.
+// A push to the healthy app on the same connection must not wait for
+// their deadline: a push with its app's push service holds no slot,
+// whether it waits for an answer or for a connection.
+func TestUnansweringAPNSHoldsNoConnection(t *testing.T) {
 	const slots = 8
 	const budget = 3 * time.Second
 	p8, pub, err := apnsmock.TokenKey()
@@ -102,64 +105,81 @@ func TestStalledAppHoldsNoConnection(t *testing.T) {
 	}
 	keyFile := filepath.Join(t.TempDir(), "key.p8")
 	os.WriteFile(keyFile, p8, 0o600)
-	mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Latency: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mock.Close)
-	logger := slog.New(slog.DiscardHandler)
-	ios, err := apns.New(apns.Options{
-		Topic: "im.example.app", Endpoint: mock.URL, CAPath: mock.CADir,
-		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", PushDeadline: budget,
-	}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const iosPushes = 2 * slots
-	counted := &entered{Backend: ios, at: iosPushes, reached: make(chan struct{})}
-	svc, err := appserver.New(memory.New(), []appserver.App{
-		{Name: "ios", Priority: push.PriorityHigh, Backend: counted},
-		{Name: "android", Priority: push.PriorityHigh, Backend: nopBackend{}},
-	}, appserver.Options{RateLimit: time.Minute, PushTimeout: 15 * time.Second}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := serveWith(t, svc, slots, logger)
-	reg := func(app, node, token string) string {
-		r, err := svc.Register(context.Background(), appserver.Caller{}, app, node, token)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Secret
-	}
-	for i := range iosPushes {
-		node := fmt.Sprint("ios-", i)
-		st.send(t, publish(node, node, reg("ios", node, strings.Repeat("0a", 32)), true))
-	}
-	victim := reg("android", "android-1", "fcm-token")
-	select {
-	case <-counted.reached:
-	case <-time.After(budget):
-		// Holding the slots, the later half waits for the first's
-		// deadline before it reaches the push service.
-		t.Fatalf("only %d of %d pushes to the stalled app reached it: those with it hold the slots", counted.n.Load(), iosPushes)
-	}
-	start := time.Now()
-	st.send(t, publish("android-1", "android-1", victim, true))
-	for {
-		r := st.next(t)
-		if r.ID != "android-1" {
-			continue
-		}
-		took := time.Since(start)
-		if r.Type != "result" {
-			t.Fatalf("android push: %+v", r)
-		}
-		t.Logf("android push answered after %v", took.Round(time.Millisecond))
-		if took > time.Second {
-			t.Fatalf("healthy app's push answered after %v: %d pushes to a stalled APNS app held every slot of the connection (%d slots, push_deadline %v)", took.Round(time.Millisecond), iosPushes, slots, budget)
-		}
-		return
+	for _, tc := range []struct {
+		name     string
+		endpoint func(t *testing.T) (url, caDir string)
+	}{
+		{"answers nothing", func(t *testing.T) (string, string) {
+			mock, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Latency: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(mock.Close)
+			return mock.URL, mock.CADir
+		}},
+		{"cannot be reached", func(t *testing.T) (string, string) {
+			return "https://127.0.0.1:" + strconv.Itoa(netfreeze.Silent(t)), t.TempDir()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			endpoint, caDir := tc.endpoint(t)
+			logger := slog.New(slog.DiscardHandler)
+			ios, err := apns.New(apns.Options{
+				Topic: "im.example.app", Endpoint: endpoint, CAPath: caDir,
+				TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", PushDeadline: budget,
+			}, logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const iosPushes = 2 * slots
+			counted := &entered{Backend: ios, at: iosPushes, reached: make(chan struct{})}
+			svc, err := appserver.New(memory.New(), []appserver.App{
+				{Name: "ios", Priority: push.PriorityHigh, Backend: counted},
+				{Name: "android", Priority: push.PriorityHigh, Backend: nopBackend{}},
+			}, appserver.Options{PushTimeout: 15 * time.Second, Redelivery: -1}, logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := serveWith(t, svc, slots, logger)
+			reg := func(app, node, token string) string {
+				r, err := svc.Register(context.Background(), appserver.Caller{}, app, node, token)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r.Secret
+			}
+			for i := range iosPushes {
+				node := fmt.Sprint("ios-", i)
+				st.send(t, publish(node, node, reg("ios", node, strings.Repeat("0a", 32)), true))
+			}
+			victim := reg("android", "android-1", "fcm-token")
+			select {
+			case <-counted.reached:
+			case <-time.After(budget):
+				// Holding the slots, the later half waits for the
+				// first's deadline before it reaches the push service.
+				t.Fatalf("only %d of %d pushes to the APNS app reached it: those with it hold the slots", counted.n.Load(), iosPushes)
+			}
+			start := time.Now()
+			st.send(t, publish("android-1", "android-1", victim, true))
+			for {
+				r := st.next(t)
+				if r.ID != "android-1" {
+					continue
+				}
+				took := time.Since(start)
+				if r.Type != "result" {
+					t.Fatalf("android push: %+v", r)
+				}
+				t.Logf("android push answered after %v", took.Round(time.Millisecond))
+				// Normally a few ms; held up, it waits for the APNS
+				// pushes' deadline.
+				if took > time.Second {
+					t.Fatalf("healthy app's push answered after %v: %d pushes to an APNS that %s held every slot of the connection (%d slots, push_deadline %v)", took.Round(time.Millisecond), iosPushes, tc.name, slots, budget)
+				}
+				return
+			}
+		})
 	}
 }
 
@@ -212,78 +232,6 @@ func TestStalledAppPushesBounded(t *testing.T) {
 	t.Logf("at most %d workers for %d publishes to a stalled app (%d with its service, %d places)", peak, publishes, appserver.AppMaxInFlight, places)
 	if peak > appserver.AppMaxInFlight+2*places {
 		t.Fatalf("%d workers at once for %d publishes to a stalled app: pushes with their service are not bounded (%d, and %d places)", peak, publishes, appserver.AppMaxInFlight, places)
-	}
-}
-
-// TestHangingAPNSHoldsUpNoOtherApp: APNS is unreachable in a way that
-// hangs (a firewall that drops, a TLS handshake never answered), and its
-// pushes wait for a connection until their deadline. Once there are as
-// many as in-flight slots, a push to a device of another, healthy app on
-// the same stream must not wait for them: a push with its app's push
-// service holds no slot, whether it waits for a connection or an answer
-// (see TestStalledAppHoldsNoConnection).
-func TestHangingAPNSHoldsUpNoOtherApp(t *testing.T) {
-	const slots = 8
-	const deadline = 3 * time.Second
-	hangPort := netfreeze.Silent(t)
-	p8, _, err := apnsmock.TokenKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "key.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	logger := slog.New(slog.DiscardHandler)
-	backend, err := apns.New(apns.Options{
-		Topic: "im.example.app", Endpoint: "https://127.0.0.1:" + strconv.Itoa(hangPort), CAPath: t.TempDir(),
-		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", PushDeadline: deadline,
-	}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counted := &entered{Backend: backend, at: slots, reached: make(chan struct{})}
-	svc, err := appserver.New(memory.New(), []appserver.App{
-		{Name: "apns", Priority: push.PriorityHigh, Backend: counted},
-		{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}},
-	}, appserver.Options{Redelivery: -1}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := serveWith(t, svc, slots, logger)
-	reg := func(app, node, token string) string {
-		r, err := svc.Register(context.Background(), appserver.Caller{}, app, node, token)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Secret
-	}
-	for i := range slots {
-		node := fmt.Sprint("ios-", i)
-		st.send(t, publish(node, node, reg("apns", node, strings.Repeat("0a", 32)), true))
-	}
-	select {
-	case <-counted.reached: // every APNS push holds, or held, a slot
-	case <-time.After(deadline):
-		t.Fatalf("only %d of %d pushes reached the APNS backend", counted.n.Load(), slots)
-	}
-	sec := reg("fcm", "android", "tok")
-	start := time.Now()
-	st.send(t, publish("android", "android", sec, true))
-	for {
-		r := st.next(t)
-		if r.ID != "android" {
-			continue
-		}
-		took := time.Since(start)
-		t.Logf("FCM push answered after %v with %d pushes waiting for APNS", took.Round(time.Millisecond), slots)
-		if r.Type != "result" {
-			t.Fatalf("FCM push: %+v", r)
-		}
-		// Normally a few ms; held up, it waits for the APNS pushes'
-		// deadline (3 s).
-		if took > time.Second {
-			t.Fatalf("a push to a healthy FCM device waited %v behind %d pushes to a hanging APNS", took.Round(time.Millisecond), slots)
-		}
-		return
 	}
 }
 
