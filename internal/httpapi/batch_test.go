@@ -199,19 +199,29 @@ func TestPushBatchElsewhereHoldsNoPlace(t *testing.T) {
 	})
 	victim := f.register(t, "victim")
 	hanging := httpapi.MaxBatchInFlight + httpapi.MaxBatchWaiting
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	var once sync.Once
 	stop := func() { once.Do(func() { close(release) }) }
+	items := make([]string, hanging)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"node": "hang%d", "secret": "s"}`, i)
+	}
+	holdsUpNoOtherBatch(t, f.srv.URL, items, &entered, victim, stop, "waited on a push service its subscription chose")
+}
+
+// holdsUpNoOtherBatch sends items, pushes that stay with a push service
+// (entered counts those that reached it), in as many batches as they
+// take, then one push of another client's to the node victim, whose
+// secret is that, and fails unless it is answered ok before stop ends the
+// others' wait.
+func holdsUpNoOtherBatch(t *testing.T, url string, items []string, entered *atomic.Int64, victim string, stop func(), what string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer stop()
-	for start := 0; start < hanging; start += httpapi.MaxBatchPushes {
-		var batch []string
-		for i := start; i < min(start+httpapi.MaxBatchPushes, hanging); i++ {
-			batch = append(batch, fmt.Sprintf(`{"node": "hang%d", "secret": "s"}`, i))
-		}
-		body := `{"pushes": [` + strings.Join(batch, ",") + `]}`
+	for start := 0; start < len(items); start += httpapi.MaxBatchPushes {
+		body := `{"pushes": [` + strings.Join(items[start:min(start+httpapi.MaxBatchPushes, len(items))], ",") + `]}`
 		wg.Go(func() {
-			resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
+			resp, err := http.Post(url+batchPath, "application/json", strings.NewReader(body))
 			if err != nil {
 				t.Error(err)
 				return
@@ -219,16 +229,16 @@ func TestPushBatchElsewhereHoldsNoPlace(t *testing.T) {
 			resp.Body.Close()
 		})
 	}
-	for deadline := time.Now().Add(10 * time.Second); entered.Load() < int64(hanging); {
+	for deadline := time.Now().Add(10 * time.Second); entered.Load() < int64(len(items)); {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d pushes reached the push service", entered.Load(), hanging)
+			t.Fatalf("%d of %d pushes reached the push service", entered.Load(), len(items))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	answered := make(chan string, 1)
 	go func() {
 		body := fmt.Sprintf(`{"pushes": [{"node": "victim", "secret": %q}]}`, victim)
-		resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
+		resp, err := http.Post(url+batchPath, "application/json", strings.NewReader(body))
 		if err != nil {
 			answered <- err.Error()
 			return
@@ -245,7 +255,7 @@ func TestPushBatchElsewhereHoldsNoPlace(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		stop()
 		<-answered
-		t.Fatalf("another client's push waited for a place while %d pushes waited on a push service", hanging)
+		t.Fatalf("another client's push waited for a place while %d pushes %s", len(items), what)
 	}
 }
 
@@ -273,8 +283,6 @@ func (h hanging) Send(ctx context.Context, _ push.Notification) error {
 func TestPushBatchStalledAppHoldsNoPlace(t *testing.T) {
 	var entered atomic.Int64
 	release := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	var once sync.Once
 	stop := func() { once.Do(func() { close(release) }) }
 	defer stop()
@@ -294,51 +302,12 @@ func TestPushBatchStalledAppHoldsNoPlace(t *testing.T) {
 		return r.Secret
 	}
 	victim := secret("fcm", "victim")
-	stalled := httpapi.MaxBatchInFlight
-	for start := 0; start < stalled; start += httpapi.MaxBatchPushes {
-		var batch []string
-		for i := start; i < min(start+httpapi.MaxBatchPushes, stalled); i++ {
-			node := fmt.Sprint("ios", i)
-			batch = append(batch, fmt.Sprintf(`{"node": %q, "secret": %q}`, node, secret("ios", node)))
-		}
-		body := `{"pushes": [` + strings.Join(batch, ",") + `]}`
-		wg.Go(func() {
-			resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			resp.Body.Close()
-		})
+	items := make([]string, httpapi.MaxBatchInFlight)
+	for i := range items {
+		node := fmt.Sprint("ios", i)
+		items[i] = fmt.Sprintf(`{"node": %q, "secret": %q}`, node, secret("ios", node))
 	}
-	for deadline := time.Now().Add(10 * time.Second); entered.Load() < int64(stalled); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d pushes reached the stalled push service", entered.Load(), stalled)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	answered := make(chan string, 1)
-	go func() {
-		body := fmt.Sprintf(`{"pushes": [{"node": "victim", "secret": %q}]}`, victim)
-		resp, err := http.Post(f.srv.URL+batchPath, "application/json", strings.NewReader(body))
-		if err != nil {
-			answered <- err.Error()
-			return
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		answered <- string(b)
-	}()
-	select {
-	case got := <-answered:
-		if !strings.Contains(got, `"status":"ok"`) {
-			t.Fatalf("victim's batch: %q", got)
-		}
-	case <-time.After(10 * time.Second):
-		stop()
-		<-answered
-		t.Fatalf("another app's push waited for a place while %d pushes waited on a stalled push service", stalled)
-	}
+	holdsUpNoOtherBatch(t, f.srv.URL, items, &entered, victim, stop, "waited on a stalled push service")
 }
 
 // A malformed batch is refused whole: no push of it is sent.
