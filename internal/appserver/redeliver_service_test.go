@@ -755,50 +755,70 @@ func TestHeldPushSurvivesAppLeftOutAtRestart(t *testing.T) {
 }
 
 // TestAttemptUnderWayAtStopNotSentAgain: a redelivery attempt whose
-// request is already with the push service when the server stops (the
-// service answers in 300 ms) is let finish, as the pushes of the
-// component and the HTTP API are, rather than cut off and handed to the
-// next server, which would wake the device a second time.
+// request is already with the push service when the server stops is let
+// finish, as the pushes of the component and the HTTP API are, rather
+// than cut off and handed to the other server on the registry, which
+// would wake the device a second time; and the lease on the pushes the
+// stopping server holds is renewed while it waits, so that an attempt
+// longer than what is left of the lease (an app's push_deadline of 10 s,
+// as README's WebPush example sets, against the 10 s lease renewed every
+// 3.3 s) does not let the other server take the push and send it too.
 func TestAttemptUnderWayAtStopNotSentAgain(t *testing.T) {
-	ctx := context.Background()
-	store := memory.New()
-	var reached atomic.Int64 // requests the push service got after the first, failed, push
-	inFlight := make(chan struct{}, 4)
-	var calls atomic.Int64
-	slowOK := backendFunc(func(ctx context.Context, n push.Notification) error {
-		if calls.Add(1) == 1 {
-			return outage
-		}
-		reached.Add(1) // the request is with the push service
-		inFlight <- struct{}{}
-		select {
-		case <-time.After(300 * time.Millisecond):
-			return nil // it took it
-		case <-ctx.Done():
-			return ctx.Err() // we stopped reading its answer
-		}
-	})
-	newSvc := func(b push.Backend) (*appserver.Service, func()) {
-		svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityAuto, Backend: b}},
-			appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
-		return svc, running(t, svc)
-	}
-	first, stop := newSvc(slowOK)
-	reg, _ := first.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
-	first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
-	<-inFlight
-	stop() // SIGTERM while the attempt's request is with the push service
-	second, _ := newSvc(backendFunc(func(ctx context.Context, n push.Notification) error {
-		reached.Add(1)
-		return nil
-	}))
-	time.Sleep(500 * time.Millisecond)
-	if n := reached.Load(); n != 1 {
-		t.Fatalf("the push service got the redelivered push %d times (first server %+v, next server %+v), want once", n, first.RedeliveryStats(), second.RedeliveryStats())
+	for _, tc := range []struct {
+		name    string
+		attempt time.Duration // how long the push service takes to answer
+		lease   time.Duration // 0: the default
+	}{
+		{"within the lease", 300 * time.Millisecond, 0},
+		{"outlasting the lease", 1500 * time.Millisecond, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			store := memory.New()
+			var reached atomic.Int64 // requests the push service got after the first, failed, push
+			inFlight := make(chan struct{}, 4)
+			var calls atomic.Int64
+			slowOK := backendFunc(func(ctx context.Context, n push.Notification) error {
+				if calls.Add(1) == 1 {
+					return outage
+				}
+				reached.Add(1) // the request is with the push service
+				inFlight <- struct{}{}
+				select {
+				case <-time.After(tc.attempt): // within the app's deadline
+					return nil
+				case <-ctx.Done():
+					return ctx.Err() // we stopped reading its answer
+				}
+			})
+			newSvc := func(b push.Backend) (*appserver.Service, func()) {
+				svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityAuto, Backend: b, Deadline: 3 * time.Second}},
+					appserver.Options{Redelivery: time.Minute, PushTimeout: 3 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+				svc.SetHeldPoll(50 * time.Millisecond)
+				if tc.lease > 0 {
+					svc.SetRedeliveryLease(tc.lease)
+				}
+				return svc, running(t, svc)
+			}
+			// The other server, running all along.
+			other, _ := newSvc(backendFunc(func(ctx context.Context, n push.Notification) error {
+				reached.Add(1)
+				return nil
+			}))
+			first, stop := newSvc(slowOK)
+			reg, _ := first.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+			first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
+			<-inFlight
+			stop()                             // SIGTERM while the attempt's request is with the push service
+			time.Sleep(500 * time.Millisecond) // the other server's polls: 10
+			if n := reached.Load(); n != 1 {
+				t.Fatalf("the push service got the redelivered push %d times (first server %+v, other server %+v), want once", n, first.RedeliveryStats(), other.RedeliveryStats())
+			}
+		})
 	}
 }
 
@@ -831,59 +851,6 @@ func TestHoldAtStopWithSlowRegistry(t *testing.T) {
 	held, err := store.TakeHeldPushes(ctx, 10)
 	if s := svc.RedeliveryStats(); err != nil || len(held) != 1 || s.Dropped != 0 {
 		t.Fatalf("after a stop of %v: %d held (%v), %+v; want the push held for the next server", time.Since(start).Round(time.Millisecond), len(held), err, s)
-	}
-}
-
-// TestAttemptOutlastingLeaseAtStopNotSentAgain: as
-// TestAttemptUnderWayAtStopNotSentAgain, with another server running on
-// the same registry and an attempt that takes longer than what is left
-// of the lease (an app's push_deadline of 10 s, as README's WebPush
-// example sets, against the 10 s lease renewed every 3.3 s). While the
-// stop waits for the attempt, nothing renews the lease: it lapses, the
-// other server takes the push and sends it too.
-func TestAttemptOutlastingLeaseAtStopNotSentAgain(t *testing.T) {
-	ctx := context.Background()
-	store := memory.New()
-	var reached atomic.Int64 // requests the push service got after the first, failed, push
-	inFlight := make(chan struct{}, 4)
-	var calls atomic.Int64
-	slowOK := backendFunc(func(ctx context.Context, n push.Notification) error {
-		if calls.Add(1) == 1 {
-			return outage
-		}
-		reached.Add(1)
-		inFlight <- struct{}{}
-		select {
-		case <-time.After(1500 * time.Millisecond): // within the app's deadline
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
-	newSvc := func(b push.Backend) (*appserver.Service, func()) {
-		svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityAuto, Backend: b, Deadline: 3 * time.Second}},
-			appserver.Options{Redelivery: time.Minute, PushTimeout: 3 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
-		svc.SetHeldPoll(50 * time.Millisecond)
-		svc.SetRedeliveryLease(300 * time.Millisecond)
-		return svc, running(t, svc)
-	}
-	// The other server, running all along.
-	second, _ := newSvc(backendFunc(func(ctx context.Context, n push.Notification) error {
-		reached.Add(1)
-		return nil
-	}))
-	first, stop := newSvc(slowOK)
-	reg, _ := first.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
-	first.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret})
-	<-inFlight
-	stop() // SIGTERM while the attempt's request is with the push service
-	time.Sleep(300 * time.Millisecond)
-	if n := reached.Load(); n != 1 {
-		t.Fatalf("the push service got the redelivered push %d times (first server %+v, other server %+v), want once", n, first.RedeliveryStats(), second.RedeliveryStats())
 	}
 }
 
