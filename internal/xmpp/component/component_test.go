@@ -273,10 +273,11 @@ func TestDeviceLimitPerServer(t *testing.T) {
 	for i, tt := range []struct{ from, want string }{
 		{"a.example", ""},
 		{"romeo@a.example", ""},
-		{"juliet@a.example/phone", limited},
-		{"juliet@b.example/phone", ""},
-		{"Romeo@B.Example/desk", ""},
-		{"b.example", limited},
+		{"juliet@a.example/phone", ""},
+		{"Juliet@A.Example/desk", limited},
+		{"a.example", ""},
+		{"A.Example", limited},
+		{"b.example", ""},
 	} {
 		node := fmt.Sprint("n", i)
 		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "victim")
@@ -287,6 +288,34 @@ func TestDeviceLimitPerServer(t *testing.T) {
 		got := st.next(t)
 		if tt.want == "" && got.Type != "result" || tt.want != "" && !strings.HasPrefix(got.Inner, tt.want) {
 			t.Errorf("publish %d from %s through a node of its own: %s %q, want %q", i+1, tt.from, got.Type, got.Inner, cmp.Or(tt.want, "result"))
+		}
+	}
+}
+
+// A stranger with an account on the user's own server (a public server:
+// conversations.im, jabber.de) registers the device's token under nodes
+// of their own and sends publishes to the component from their account,
+// which any client may address. The user's server sends its publishes
+// from its bare domain. The stranger should spend their own budget, not
+// the server's: the user's push through the user's node must go out.
+func TestDeviceLimitSameServerStranger(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
+		appserver.Options{RateLimit: time.Hour, RateLimitPerToken: 2}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := serveConn(t, svc, 4, logger)
+	for i, from := range []string{"mallory@a.example/x", "mallory@a.example/x", "a.example"} {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "victim")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.send(t, xmppfake.PublishIQ(node, from, compJID, node, r.Secret, true))
+		got := st.next(t)
+		if from == "a.example" && got.Type != "result" {
+			t.Errorf("the user's server's publish, after a stranger on that server took the device's budget: %s %q", got.Type, got.Inner)
 		}
 	}
 }

@@ -77,7 +77,10 @@ func sourceOf(from string) string {
 		from = from[:i]
 	}
 	if i := strings.IndexByte(from, '@'); i >= 0 {
-		from = from[i+1:]
+		// A user's account, not the server itself: any client may
+		// address the component. The server's users share a budget
+		// apart from the server's own publishes (from its bare domain).
+		from = from[i:]
 	}
 	return strings.ToLower(from)
 }

@@ -19,11 +19,11 @@ import (
 func TestSourceOf(t *testing.T) {
 	for _, tt := range []struct{ from, want string }{
 		{"example.org", "example.org"},
-		{"juliet@example.org", "example.org"},
-		{"juliet@example.org/phone", "example.org"},
-		{"Juliet@Example.ORG/Phone", "example.org"},
+		{"juliet@example.org", "@example.org"},
+		{"juliet@example.org/phone", "@example.org"},
+		{"Juliet@Example.ORG/Phone", "@example.org"},
 		{"example.org/a@b.example", "example.org"},
-		{"juliet@example.org/a@b.example/c", "example.org"},
+		{"juliet@example.org/a@b.example/c", "@example.org"},
 		{"", ""},
 	} {
 		if got := sourceOf(tt.from); got != tt.want {
