@@ -61,27 +61,50 @@ type App struct {
 }
 
 // appFlow is what sendBounded knows of an app's push service: when it
-// last answered, and when its pushes last began to be under way.
+// last answered, how long its answers take, and when its pushes last
+// began to be under way.
 type appFlow struct {
 	answered, busyFrom atomic.Int64 // UnixNano
+	latency            atomic.Int64 // a moving average of its answers' time, ns; 0 before the first
 }
 
-// note records that the service answered, unless err says it did not.
-func (f *appFlow) note(err error) {
-	if err == nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		f.answered.Store(time.Now().UnixNano())
+// note records that the service answered a push sent at start, unless
+// err says it did not (the deadline or the caller ended the wait; Retry
+// says so even when it hands back an earlier attempt's answer).
+func (f *appFlow) note(err error, start time.Time) {
+	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		return
 	}
+	now := time.Now()
+	f.answered.Store(now.UnixNano())
+	// Racing updates lose one another's sample now and then: an
+	// estimate, not an account.
+	took := int64(now.Sub(start))
+	if old := f.latency.Load(); old > 0 {
+		took = old + (took-old)/8
+	}
+	f.latency.Store(max(took, 1))
 }
 
-// answeringWithin: a service that answered within it, or whose pushes
-// have been under way for less, is busy rather than stalled, and a push
-// past AppMaxInFlight is sent holding its caller's place, as every push
-// was before, rather than failing at once.
+// answeringWithin is the least silence that makes a service stalled
+// rather than busy (see stalled).
 const answeringWithin = 500 * time.Millisecond
 
-func (f *appFlow) stalled() bool {
+// stalled reports whether the service has gone silent: neither an answer
+// nor the start of its pushes' being under way for three of its usual
+// answer times, at least answeringWithin and at most half the push
+// deadline (half the deadline before its first answer). A service that
+// answers in 1.5 s under load is busy, its burst's answers due, not
+// stalled; one silent for half the deadline is stalled however slow it
+// was, so the pushes past the bound that hold their caller's place meanwhile
+// (one wave, at most the input's places) are not held longer than that.
+func (f *appFlow) stalled(deadline time.Duration) bool {
+	limit := max(deadline/2, answeringWithin)
+	if lat := time.Duration(f.latency.Load()); lat > 0 {
+		limit = min(max(3*lat, answeringWithin), limit)
+	}
 	now := time.Now().UnixNano()
-	return now-f.answered.Load() > int64(answeringWithin) && now-f.busyFrom.Load() > int64(answeringWithin)
+	return now-f.answered.Load() > int64(limit) && now-f.busyFrom.Load() > int64(limit)
 }
 
 // AppMaxInFlight bounds the pushes of one app with its push service at
@@ -92,9 +115,8 @@ func (f *appFlow) stalled() bool {
 // app, about what the whole server does in the benchmark (21,000 a
 // second over XEP-0357). A constant, not an option: a deployment that
 // needs more would measure it first, and a lower bound only turns
-// ordinary bursts into pushes answered wait. With a service answering in
-// seconds, a push past the bound is answered wait and kept for
-// redelivery rather than queued behind the others.
+// ordinary bursts into pushes that hold their caller's place (see
+// sendBounded).
 const AppMaxInFlight = 1024
 
 // sendBounded sends n through app's backend holding none of the caller's
@@ -102,30 +124,36 @@ const AppMaxInFlight = 1024
 // at once: an APNS or FCM service that takes requests and answers none
 // would otherwise hold every place of the XMPP connection until its
 // pushes' deadline, and every other app's pushes on it with them. Past
-// the bound the push fails at once as one the service did not take
-// (answered wait, kept for redelivery). It takes a place again before it
+// the bound, a push to a service that has gone silent (appFlow.stalled)
+// fails at once as one the service did not take (answered wait, kept for
+// redelivery), and one to a service that is busy is sent holding its
+// caller's place, as every push was before. It takes a place again before it
 // returns (Away.Return), and only then counts the push out, so the
 // pushes holding no place stay within the bound.
 func (s *Service) sendBounded(ctx context.Context, app *App, n push.Notification) error {
 	f := app.flow
-	if v := app.inFlight.Add(1); v > AppMaxInFlight {
+	v := app.inFlight.Add(1)
+	if v > AppMaxInFlight {
 		app.inFlight.Add(-1)
-		if f.stalled() {
+		if f.stalled(app.deadline()) {
 			return &push.TemporaryError{Reason: "too many pushes under way at the app's push service", Outage: true}
 		}
 		// Busy, not stalled: sent holding the caller's place, as every
 		// push was before, so that its input stops reading rather than
 		// turning a burst into pushes answered wait. Bounded by the
 		// input's places, not counted here: it waits for no other push.
+		start := time.Now()
 		err := s.send(ctx, app.Backend, n)
-		f.note(err)
+		f.note(err, start)
 		return err
-	} else if v == 1 {
-		f.busyFrom.Store(time.Now().UnixNano())
+	}
+	start := time.Now()
+	if v == 1 {
+		f.busyFrom.Store(start.UnixNano())
 	}
 	away := push.Leave(ctx)
 	err := s.send(ctx, app.Backend, n) // which recovers a panic
-	f.note(err)
+	f.note(err, start)
 	away.Return()
 	app.inFlight.Add(-1)
 	return err

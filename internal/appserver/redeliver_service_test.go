@@ -990,7 +990,7 @@ func (g *gated) Send(ctx context.Context, n push.Notification) error {
 func TestStallPushPastBoundHastenedWhenBack(t *testing.T) {
 	ctx := context.Background()
 	g := &gated{open: make(chan struct{}), sent: map[string]int{}}
-	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: g, Deadline: 20 * time.Second}},
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: g, Deadline: 4 * time.Second}},
 		appserver.Options{Redelivery: time.Minute, PushTimeout: 30 * time.Second}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -1004,7 +1004,9 @@ func TestStallPushPastBoundHastenedWhenBack(t *testing.T) {
 		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
 	}
 	r1, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
-	time.Sleep(1500 * time.Millisecond) // the stalled pushes are all with the service
+	// The stalled pushes are all with the service, silent for longer than
+	// half their deadline: stalled, not busy.
+	time.Sleep(2500 * time.Millisecond)
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); err == nil {
 		t.Fatal("push past the bound went through")
 	}
@@ -1027,5 +1029,105 @@ func TestStallPushPastBoundHastenedWhenBack(t *testing.T) {
 	t.Logf("push failed past the bound during the stall sent %v after the service was back", took.Round(time.Millisecond))
 	if took > 500*time.Millisecond {
 		t.Fatalf("push kept during a stall (past AppMaxInFlight) sent %v after its service took pushes again: not hastened (Outage unset)", took.Round(time.Millisecond))
+	}
+}
+
+// slowHealthy answers every push, successfully, after a fixed latency.
+type slowHealthy struct{ latency time.Duration }
+
+func (s slowHealthy) Send(ctx context.Context, _ push.Notification) error {
+	select {
+	case <-time.After(s.latency):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestSlowHealthyServiceNotTakenForStalled: a healthy service answering
+// every push in 1.5 s (FCM or APNS under load) has AppMaxInFlight pushes
+// under way from a burst; 800 ms later, before any of them is answered,
+// one more push arrives. The service answers everything it is given, so
+// the push should be sent (holding its caller's place), not answered
+// wait, which with redelivery off is a lost notification.
+func TestSlowHealthyServiceNotTakenForStalled(t *testing.T) {
+	ctx := context.Background()
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: slowHealthy{1500 * time.Millisecond}, Deadline: 20 * time.Second}},
+		appserver.Options{Redelivery: -1, PushTimeout: 30 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := range appserver.AppMaxInFlight {
+		node := fmt.Sprint("s", i)
+		r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
+		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
+	}
+	r1, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	time.Sleep(800 * time.Millisecond)
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); err != nil {
+		t.Fatalf("push to a healthy service answering in 1.5 s, past AppMaxInFlight 800 ms into a burst: %v", err)
+	}
+}
+
+// refuseThenHang answers each push's first attempt 503 at once (a
+// temporary error the retry helper retries) and then never again: an
+// overloaded service that starts refusing and then stops answering.
+type refuseThenHang struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (b *refuseThenHang) Send(ctx context.Context, n push.Notification) error {
+	return push.Retry(ctx, push.RetryPolicy{Budget: time.Second, Base: 10 * time.Millisecond}, func(ctx context.Context) error {
+		b.mu.Lock()
+		first := !b.seen[n.Token]
+		b.seen[n.Token] = true
+		b.mu.Unlock()
+		if first {
+			return &push.TemporaryError{Reason: "503 TooManyRequests"}
+		}
+		<-ctx.Done()
+		return &push.TemporaryError{Reason: "request", Outage: true, Err: ctx.Err()}
+	})
+}
+
+// TestStalledAfter503TakenForStalled: the service has stopped answering;
+// AppMaxInFlight pushes are with it, each timing out after its 1 s
+// budget and replaced by a new one, as a stream's publishes keep coming.
+// No push has had an answer for seconds, so a push past the bound should
+// be refused at once, holding no caller's place. Retry hands back the
+// earlier 503 for each timed-out push, which appFlow.note takes for an
+// answer.
+func TestStalledAfter503TakenForStalled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &refuseThenHang{seen: map[string]bool{}}
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b, Deadline: 2 * time.Second}},
+		appserver.Options{Redelivery: -1, PushTimeout: 10 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for i := range appserver.AppMaxInFlight {
+		wg.Go(func() {
+			for j := 0; ctx.Err() == nil; j++ {
+				node := fmt.Sprint("s", i, "-", j)
+				r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
+				svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret})
+			}
+		})
+		time.Sleep(time.Millisecond) // spread over a second, as publishes come
+	}
+	time.Sleep(2 * time.Second)
+	r1, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
+	start := time.Now()
+	err = svc.Push(context.Background(), appserver.PushRequest{Node: "n1", Secret: r1.Secret})
+	took := time.Since(start)
+	t.Logf("push past the bound: %v after %v", err, took.Round(time.Millisecond))
+	if took > 300*time.Millisecond {
+		t.Fatalf("push past AppMaxInFlight to a service silent for seconds held its caller's place %v (it is taken for busy)", took.Round(time.Millisecond))
 	}
 }

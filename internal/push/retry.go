@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -94,8 +95,9 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 		}
 		if ctx.Err() != nil && prev != nil {
 			// This attempt was cut short by the deadline; the one
-			// before says better what went wrong.
-			return prev
+			// before says better what went wrong. It still says the
+			// deadline ended it: the service did not answer this one.
+			return fmt.Errorf("%w (then: %w)", prev, ctx.Err())
 		}
 		prev = err
 		wait := max(b.Next(), te.RetryAfter)
