@@ -618,15 +618,10 @@ func (r *redeliveries) registryBack() {
 	}
 }
 
-// due takes out up to limit pushes of each app whose next attempt is
-// due, and ends the waits whose time ran out.
-func (r *redeliveries) due(limit int) []redeliveryAttempt {
-	return r.dueBy(limit, func(string) bool { return true })
-}
-
-// dueBy is due taking pushes only of the apps take says so of (those
-// whose queue is empty). A push whose registration is still to be read
-// has no app yet: "" stands for it.
+// dueBy takes out up to limit pushes whose next attempt is due, of each
+// app take says so of (those whose queue is empty), and ends the waits
+// whose time ran out. A push whose registration is still to be read has
+// no app yet: "" stands for it.
 func (r *redeliveries) dueBy(limit int, take func(app string) bool) []redeliveryAttempt {
 	if r.count.Load() == 0 || limit <= 0 {
 		return nil
@@ -652,7 +647,7 @@ func (r *redeliveries) dueBy(limit int, take func(app string) bool) []redelivery
 	return out
 }
 
-// current brings attempt a, taken out by due and queued since, up to
+// current brings attempt a, taken out by dueBy and queued since, up to
 // date: it reports false when its wait ended or began again meanwhile (a
 // push went through, the lease was lost, its time ran out in the queue),
 // and gives the push that replaced a's meanwhile.

@@ -12,6 +12,11 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 )
 
+// due is dueBy of every app, as the tests of the bookkeeping take them.
+func (r *redeliveries) due(limit int) []redeliveryAttempt {
+	return r.dueBy(limit, func(string) bool { return true })
+}
+
 // clock is a settable time for the redelivery's bookkeeping.
 type clock struct{ t time.Time }
 
