@@ -207,17 +207,9 @@ func TestStalledAppPushesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, conn := serveConn(t, svc, slots, logger)
-	var flood strings.Builder
-	for i := range publishes {
-		node := fmt.Sprint("n", i)
-		r, err := svc.Register(context.Background(), appserver.Caller{}, "ios", node, fmt.Sprint("tok-", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		flood.WriteString(publish(node, node, r.Secret, true))
-	}
+	flood := floodOf(t, svc, "ios", publishes)
 	sent := make(chan error, 1)
-	go func() { sent <- st.Send(flood.String()) }()
+	go func() { sent <- st.Send(flood) }()
 	// Those past the bound are answered at once; the others at their
 	// deadline, after the test.
 	for range publishes - appserver.AppMaxInFlight {
@@ -262,18 +254,10 @@ func TestBurstToHealthyBusyAppServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := serveConn(t, svc, slots, logger)
-	var flood strings.Builder
-	for i := range publishes {
-		node := fmt.Sprint("n", i)
-		r, err := svc.Register(context.Background(), appserver.Caller{}, "ios", node, fmt.Sprint("tok-", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		flood.WriteString(publish(node, node, r.Secret, true))
-	}
+	flood := floodOf(t, svc, "ios", publishes)
 	start := time.Now()
 	sent := make(chan error, 1)
-	go func() { sent <- st.Send(flood.String()) }()
+	go func() { sent <- st.Send(flood) }()
 	waits := 0
 	for range publishes {
 		if r := st.next(t); r.Type != "result" {
@@ -287,4 +271,20 @@ func TestBurstToHealthyBusyAppServed(t *testing.T) {
 	if waits > 0 {
 		t.Fatalf("%d of %d pushes to a healthy app answering in 100 ms answered wait (with redelivery off: lost)", waits, publishes)
 	}
+}
+
+// floodOf registers n devices of app and returns a publish for each, in
+// one string to write at once.
+func floodOf(t *testing.T, svc *appserver.Service, app string, n int) string {
+	t.Helper()
+	var flood strings.Builder
+	for i := range n {
+		node := fmt.Sprint("n", i)
+		r, err := svc.Register(context.Background(), appserver.Caller{}, app, node, fmt.Sprint("tok-", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood.WriteString(publish(node, node, r.Secret, true))
+	}
+	return flood.String()
 }
