@@ -123,40 +123,56 @@ func TestSlotSharedPlaces(t *testing.T) {
 // no place, even with every waiting place taken, and holds a working
 // place again once the service answered.
 func TestSlotElsewhere(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		p    *Places
-	}{
-		{"shared", NewPlaces(1, 1)},
-		{"split", NewSplitPlaces(1, 1, 1)},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			p := tt.p
-			var s Slot
-			s.Init(context.Background(), p)
-			if err := s.Take(context.Background()); err != nil {
-				t.Fatal(err)
+	withTakenSlot(t, func(t *testing.T, p *Places, s *Slot) {
+		p.waiting <- struct{}{}
+		Elsewhere(s.Context(), func() error {
+			if n := len(p.fresh) + len(p.resumed); n != 0 {
+				t.Errorf("%d working places held waiting on a push service", n)
 			}
-			p.waiting <- struct{}{}
-			Elsewhere(s.Context(), func() error {
-				if n := len(p.fresh) + len(p.resumed); n != 0 {
-					t.Errorf("%d working places held waiting on a push service", n)
-				}
-				return nil
-			})
-			if len(p.resumed) != 1 {
-				t.Errorf("%d resumed working places held after the push service answered, want 1", len(p.resumed))
-			}
-			s.Release()
-			heldIn(t, p, "after Release", 0, 0, 1)
+			return nil
 		})
-	}
+		if len(p.resumed) != 1 {
+			t.Errorf("%d resumed working places held after the push service answered, want 1", len(p.resumed))
+		}
+		s.Release()
+		heldIn(t, p, "after Release", 0, 0, 1)
+	})
 }
 
 // A push with its app's push service (Leave) holds no place, through its
 // retries' waits and a request Elsewhere too, and holds a resumed working
 // place again once it Returns.
 func TestSlotLeave(t *testing.T) {
+	withTakenSlot(t, func(t *testing.T, p *Places, s *Slot) {
+		ctx := s.Context()
+		away := Leave(ctx)
+		none := func(when string) {
+			t.Helper()
+			if n := len(p.fresh) + len(p.resumed) + len(p.waiting); n != 0 {
+				t.Fatalf("%s: %d places held by a push with its push service", when, n)
+			}
+		}
+		none("after Leave")
+		if err := Wait(ctx, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		none("after a retry's wait")
+		Elsewhere(ctx, func() error { return nil })
+		none("after a request elsewhere")
+		away.Return()
+		if len(p.resumed) != 1 || len(p.waiting) != 0 {
+			t.Fatalf("after Return: %d resumed and %d waiting places held, want 1 and 0", len(p.resumed), len(p.waiting))
+		}
+		away.Return() // once only
+		s.Release()
+		heldIn(t, p, "after Release", 0, 0, 0)
+	})
+}
+
+// withTakenSlot runs test with a slot that holds a fresh working place
+// of places of either kind: one pool (push-batch's) or fresh and
+// resumed apart (the component's), each with one place of every kind.
+func withTakenSlot(t *testing.T, test func(t *testing.T, p *Places, s *Slot)) {
 	for _, tt := range []struct {
 		name string
 		p    *Places
@@ -165,34 +181,12 @@ func TestSlotLeave(t *testing.T) {
 		{"split", NewSplitPlaces(1, 1, 1)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := tt.p
 			var s Slot
-			s.Init(context.Background(), p)
+			s.Init(context.Background(), tt.p)
 			if err := s.Take(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			ctx := s.Context()
-			away := Leave(ctx)
-			none := func(when string) {
-				t.Helper()
-				if n := len(p.fresh) + len(p.resumed) + len(p.waiting); n != 0 {
-					t.Fatalf("%s: %d places held by a push with its push service", when, n)
-				}
-			}
-			none("after Leave")
-			if err := Wait(ctx, time.Millisecond); err != nil {
-				t.Fatal(err)
-			}
-			none("after a retry's wait")
-			Elsewhere(ctx, func() error { return nil })
-			none("after a request elsewhere")
-			away.Return()
-			if len(p.resumed) != 1 || len(p.waiting) != 0 {
-				t.Fatalf("after Return: %d resumed and %d waiting places held, want 1 and 0", len(p.resumed), len(p.waiting))
-			}
-			away.Return() // once only
-			s.Release()
-			heldIn(t, p, "after Release", 0, 0, 0)
+			test(t, tt.p, &s)
 		})
 	}
 }
