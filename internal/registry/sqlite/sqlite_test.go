@@ -916,24 +916,7 @@ func TestHeldPushesOfAClockThatSteppedBack(t *testing.T) {
 func TestRestoreOfRegistryWithLog(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	live := filepath.Join(dir, "live", "registry.db")
-	os.MkdirAll(filepath.Dir(live), 0o700)
-	s := open(t, live)
-	for i := range 20 {
-		node := fmt.Sprint("n", i)
-		if _, err := s.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) {
-			return registry.Registration{Node: node, Type: "apns", Token: "t-" + node, Secret: "s-" + node, Registered: time.Now()}, nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file := filepath.Join(dir, "old-machine.db")
-	for _, suffix := range []string{"", "-wal"} {
-		if err := copyTo(live+suffix, file+suffix); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
+	file := copiedWithLog(t, dir, 20)
 	path := filepath.Join(dir, "registry.db")
 	n, _, err := sqlite.Restore(ctx, file, path)
 	if err != nil {
@@ -956,6 +939,33 @@ func TestRestoreOfRegistryWithLog(t *testing.T) {
 	}
 }
 
+// copiedWithLog registers n devices in a registry under dir and copies
+// it, file and log, as a copy of a live data directory takes them, to
+// dir/old-machine.db before the registry closes (which would fold the
+// log into the file); it returns the copy's path.
+func copiedWithLog(t *testing.T, dir string, n int) string {
+	t.Helper()
+	live := filepath.Join(dir, "live", "registry.db")
+	os.MkdirAll(filepath.Dir(live), 0o700)
+	s := open(t, live)
+	defer s.Close()
+	for i := range n {
+		node := fmt.Sprint("n", i)
+		if _, err := s.Register(t.Context(), node, func(registry.Registration, bool) (registry.Registration, error) {
+			return registry.Registration{Node: node, Type: "apns", Token: "t-" + node, Secret: "s-" + node, Registered: time.Now()}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(dir, "old-machine.db")
+	for _, suffix := range []string{"", "-wal"} {
+		if err := copyTo(live+suffix, file+suffix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return file
+}
+
 // A backup with a log that SQLite cannot read (it needs to make the
 // log's index, FILE-shm, and the backup's directory is not the user's to
 // write; a link to a directory that does not exist, in the index's place,
@@ -964,21 +974,7 @@ func TestRestoreOfRegistryWithLog(t *testing.T) {
 func TestRestoreOfRegistryWithUnreadableLog(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	live := filepath.Join(dir, "live", "registry.db")
-	os.MkdirAll(filepath.Dir(live), 0o700)
-	s := open(t, live)
-	if _, err := s.Register(ctx, "n1", func(registry.Registration, bool) (registry.Registration, error) {
-		return registry.Registration{Node: "n1", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(dir, "old-machine.db")
-	for _, suffix := range []string{"", "-wal"} {
-		if err := copyTo(live+suffix, file+suffix); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
+	file := copiedWithLog(t, dir, 1)
 	if err := os.Symlink(filepath.Join(dir, "no", "such", "directory"), file+"-shm"); err != nil {
 		t.Fatal(err)
 	}
