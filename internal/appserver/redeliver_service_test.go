@@ -998,11 +998,7 @@ func TestStallPushPastBoundHastenedWhenBack(t *testing.T) {
 	svc.SetRedeliveryTiming(2*time.Second, 5*time.Millisecond)
 	running(t, svc)
 	var wg sync.WaitGroup
-	for i := range appserver.AppMaxInFlight {
-		node := fmt.Sprint("s", i)
-		r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
-		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
-	}
+	fillApp(ctx, svc, &wg)
 	r1, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
 	// The stalled pushes are all with the service, silent for longer than
 	// half their deadline: stalled, not busy.
@@ -1059,11 +1055,7 @@ func TestSlowHealthyServiceNotTakenForStalled(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for i := range appserver.AppMaxInFlight {
-		node := fmt.Sprint("s", i)
-		r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
-		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
-	}
+	fillApp(ctx, svc, &wg)
 	r1, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
 	time.Sleep(800 * time.Millisecond)
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); err != nil {
@@ -1129,5 +1121,16 @@ func TestStalledAfter503TakenForStalled(t *testing.T) {
 	t.Logf("push past the bound: %v after %v", err, took.Round(time.Millisecond))
 	if took > 300*time.Millisecond {
 		t.Fatalf("push past AppMaxInFlight to a service silent for seconds held its caller's place %v (it is taken for busy)", took.Round(time.Millisecond))
+	}
+}
+
+// fillApp registers AppMaxInFlight devices of app fcm and pushes to each
+// on a goroutine of wg: the app's pushes under way at its service reach
+// the bound.
+func fillApp(ctx context.Context, svc *appserver.Service, wg *sync.WaitGroup) {
+	for i := range appserver.AppMaxInFlight {
+		node := fmt.Sprint("s", i)
+		r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
+		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
 	}
 }
