@@ -16,3 +16,10 @@ func (s *Service) SetHeldPoll(d time.Duration) { s.redeliver.poll = d }
 // SetRedeliveryLease sets the lease under which the registry keeps this
 // server's waiting pushes; call it before Run.
 func (s *Service) SetRedeliveryLease(d time.Duration) { s.redeliver.lease = d }
+
+// SetRedeliveryRoom sets how many devices, and how many bytes, may wait
+// for redelivery, so tests fill the room with a few pushes; call it
+// before the first push.
+func (s *Service) SetRedeliveryRoom(devices, bytes int) {
+	s.redeliver.max, s.redeliver.maxBytes = devices, bytes
+}

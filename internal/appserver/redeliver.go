@@ -62,10 +62,11 @@ const (
 	// redeliveryMax bounds the devices waiting, and redeliveryMaxBytes
 	// the text they hold (summaries, encrypted payloads, tokens): a long
 	// outage of a large deployment must not take the server's memory.
-	redeliveryMax = 65536
-	// redeliveryMaxUnread bounds the unread pushes among them.
-	redeliveryMaxUnread = redeliveryMax / 2
-	redeliveryMaxBytes  = 32 << 20
+	// Unread pushes may take half the devices, and pushes to a token the
+	// publish named half of each. The room is all apps', shared as
+	// makeRoom says.
+	redeliveryMax      = 65536
+	redeliveryMaxBytes = 32 << 20
 	// redeliveryEntryBytes is what an entry costs beside its text.
 	redeliveryEntryBytes = 256
 	// redeliveryBase and redeliveryMaxWait shape the backoff between
@@ -148,6 +149,22 @@ type pendingPush struct {
 	// whether a newer push failed meanwhile.
 	sending bool
 	gen     uint64
+
+	// key names p's device; room is the share of the room p is counted
+	// in (its app's), and older and newer link p among that app's pushes.
+	key          redeliveryKey
+	room         *appRoom
+	older, newer *pendingPush
+}
+
+// appRoom is what the pushes of one app hold of the room: the devices
+// waiting, the bytes they count, and the pushes in the order their wait
+// began or last took a failure here, oldest first, the one given up
+// when another app needs the place (see makeRoom). Unread pushes, whose
+// app is not known yet, have one under "".
+type appRoom struct {
+	count, bytes   int
+	oldest, newest *pendingPush
 }
 
 // unreadPush is what decides, once its registration can be read, whether
@@ -174,8 +191,10 @@ type redeliveries struct {
 	now    func() time.Time
 	// base, maxWait, tick, poll and lease are redeliveryBase,
 	// redeliveryMaxWait, redeliveryTick, heldPollInterval and
-	// redeliveryLease but in tests.
+	// redeliveryLease but in tests; max and maxBytes are redeliveryMax
+	// and redeliveryMaxBytes.
 	base, maxWait, tick, poll, lease time.Duration
+	max, maxBytes                    int
 	// owner names this server in the registry, whose lease holds the
 	// pushes it wrote (see writePending).
 	owner string
@@ -188,6 +207,8 @@ type redeliveries struct {
 	// publish named (tokenless, publish-options): anyone may send those,
 	// so they take at most half the room, as unread pushes do.
 	tokens, tokenBytes int
+	// apps holds what each app holding a pending push holds of the room.
+	apps map[string]*appRoom
 	// dirty holds the devices whose wait changed (began, took another
 	// push, ended) since it was last written to the registry.
 	dirty map[redeliveryKey]struct{}
@@ -238,8 +259,9 @@ type redeliveries struct {
 func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
 	host, _ := os.Hostname()
 	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
-		lease: redeliveryLease, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
-		pending: map[redeliveryKey]*pendingPush{}, dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{}}
+		lease: redeliveryLease, max: redeliveryMax, maxBytes: redeliveryMaxBytes, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
+		pending: map[redeliveryKey]*pendingPush{}, apps: map[string]*appRoom{},
+		dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{}}
 }
 
 // urgency orders priorities: a device waiting for an alert keeps it when
@@ -299,6 +321,7 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 	}()
 	if p := r.pending[key]; p != nil {
 		p.failed = now
+		r.touch(p)
 		r.dirty[key] = struct{}{}
 		delete(r.fromMove, key)
 		// An unread push has no priority yet (the least urgency), so
@@ -316,7 +339,7 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 		}
 		return
 	}
-	if r.add(key, n, nil, now, now) {
+	if r.add(key, n, nil, now, now, true) {
 		r.kept.Add(1)
 	}
 }
@@ -339,6 +362,7 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		// as it is.
 		if p.unread != nil && subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.unread.secret)) == 1 {
 			p.failed = now
+			r.touch(p)
 			r.dirty[key] = struct{}{}
 			delete(r.fromMove, key)
 			if (u.important || !p.unread.important) && r.replace(p, n, &u) {
@@ -347,17 +371,19 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		}
 		return
 	}
-	if r.add(key, n, &u, now, now) {
+	if r.add(key, n, &u, now, now, true) {
 		r.kept.Add(1)
 	}
 }
 
 // replace makes n (unread with u) the push p sends, unless it would take
-// the wait past redeliveryMaxBytes (then p stays as it is, and n counts
-// as dropped); r.mu is held. It reports whether it replaced.
+// the wait past its bytes (then p stays as it is, and n counts as
+// dropped); r.mu is held. It reports whether it replaced. The device
+// keeps its place, counted in the share of n's app if that changed (a
+// registration moved, an unread push read): it takes no other's place.
 func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPush) bool {
 	size := notificationSize(&n, u)
-	if r.bytes-p.size+size > redeliveryMaxBytes || p.token && r.tokenBytes-p.size+size > redeliveryMaxBytes/2 {
+	if r.bytes-p.size+size > r.maxBytes || p.token && r.tokenBytes-p.size+size > r.maxBytes/2 {
 		r.dropped.Add(1)
 		return false
 	}
@@ -368,7 +394,9 @@ func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPus
 	if p.unread != nil {
 		r.unread--
 	}
+	r.release(p)
 	p.set(n, u)
+	r.hold(p)
 	r.bytes += p.size
 	if u != nil {
 		r.unread++
@@ -377,17 +405,21 @@ func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPus
 }
 
 // add starts the wait of a device that has none (unread with u, when u
-// is not nil), unless there is no room for it (for an unread push, in
-// its half); r.mu is held.
-func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush, failed, now time.Time) bool {
-	if len(r.pending) >= redeliveryMax || r.bytes+notificationSize(&n, u) > redeliveryMaxBytes ||
-		u != nil && r.unread >= redeliveryMaxUnread ||
-		key.token != "" && (r.tokens >= redeliveryMax/2 || r.tokenBytes+notificationSize(&n, u) > redeliveryMaxBytes/2) {
+// is not nil), unless there is no room for it (for an unread push or one
+// to a token, in its half); r.mu is held. When the room is full and
+// evict says so, a checked push may take the place of another app's
+// (see makeRoom).
+func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush, failed, now time.Time, evict bool) bool {
+	size := notificationSize(&n, u)
+	if u != nil && r.unread >= r.max/2 ||
+		key.token != "" && (r.tokens >= r.max/2 || r.tokenBytes+size > r.maxBytes/2) ||
+		(len(r.pending) >= r.max || r.bytes+size > r.maxBytes) && !(evict && u == nil && r.makeRoom(n.App, size)) {
 		r.dropped.Add(1)
 		return false
 	}
-	p := &pendingPush{failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}, token: key.token != ""}
+	p := &pendingPush{key: key, failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}, token: key.token != ""}
 	p.set(n, u)
+	r.hold(p)
 	if p.token {
 		r.tokens++
 		r.tokenBytes += p.size
@@ -401,6 +433,116 @@ func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush
 	}
 	r.count.Store(int64(len(r.pending)))
 	return true
+}
+
+// makeRoom makes room for a push of app, size bytes, in a full room,
+// by giving up the oldest pushes of the app holding the most of it, when
+// app holds less than its fair share: the room divided among the apps
+// that hold pushes, app among them. It reports whether the push fits
+// now; r.mu is held.
+//
+// The room is one for all apps, so that a single app, the common
+// deployment, may fill it all. Without more, one app's long outage (its
+// APNS certificate's service down for an hour, 100,000 devices pushed)
+// filled it, and then every other app's failed pushes were dropped
+// though their services were fine. A share reserved for each app would
+// leave the rest of the room empty while one app needs it; here an app
+// takes back its share only when it needs it, from the app over its
+// share. The push given up is the oldest, the nearest its end and the
+// stalest message, and counts as dropped, as a push refused for want of
+// room does. Unread pushes give up their place too but take none (anyone
+// who knows a node can send them), and a push taken from the registry
+// takes none either (see restore).
+//
+// Shares weigh devices and bytes each against their bound, so the room's
+// bounds hold. Each push given up frees redeliveryEntryBytes at least,
+// so a push gives up its size over that at most (one, unless the bytes
+// are full), each found by a look at the apps holding pushes (the
+// configured ones and "", a handful) and taken out of its list in O(1).
+func (r *redeliveries) makeRoom(app string, size int) bool {
+	apps, mine := len(r.apps), r.apps[app]
+	var count, bytes int
+	if mine != nil {
+		count, bytes = mine.count, mine.bytes
+	} else {
+		apps++
+	}
+	if count >= r.max/apps || bytes+size > r.maxBytes/apps {
+		return false
+	}
+	for len(r.pending) >= r.max || r.bytes+size > r.maxBytes {
+		// Some other app holds more than its share while app, under
+		// its own, finds no room.
+		most := r.fullest(app)
+		if most == nil {
+			return false
+		}
+		p := most.oldest
+		r.remove(p.key, p)
+		r.dropped.Add(1)
+	}
+	return true
+}
+
+// fullest is the app other than app that holds the most of the room,
+// its devices and bytes each weighed against their bound; r.mu is held.
+func (r *redeliveries) fullest(app string) *appRoom {
+	var most *appRoom
+	used := func(a *appRoom) int { return max(a.count*(r.maxBytes/r.max), a.bytes) }
+	for name, a := range r.apps {
+		if name != app && (most == nil || used(a) > used(most)) {
+			most = a
+		}
+	}
+	return most
+}
+
+// hold counts p in its app's share of the room, as its newest push;
+// r.mu is held.
+func (r *redeliveries) hold(p *pendingPush) {
+	a := r.apps[p.n.App]
+	if a == nil {
+		a = &appRoom{}
+		r.apps[p.n.App] = a
+	}
+	a.count++
+	a.bytes += p.size
+	p.room, p.older, p.newer = a, a.newest, nil
+	if a.newest != nil {
+		a.newest.newer = p
+	} else {
+		a.oldest = p
+	}
+	a.newest = p
+}
+
+// release takes p out of its app's share of the room, before p changes
+// or ends; r.mu is held.
+func (r *redeliveries) release(p *pendingPush) {
+	a := p.room
+	a.count--
+	a.bytes -= p.size
+	if p.older != nil {
+		p.older.newer = p.newer
+	} else {
+		a.oldest = p.newer
+	}
+	if p.newer != nil {
+		p.newer.older = p.older
+	} else {
+		a.newest = p.older
+	}
+	p.room, p.older, p.newer = nil, nil, nil
+	if a.count == 0 {
+		delete(r.apps, p.n.App)
+	}
+}
+
+// touch makes p, which just took a failure, its app's newest push;
+// r.mu is held.
+func (r *redeliveries) touch(p *pendingPush) {
+	r.release(p)
+	r.hold(p)
 }
 
 // restore takes back a push another server held at its stop (or this
@@ -451,7 +593,10 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		r.dirty[key] = struct{}{}
 		return true
 	}
-	if !r.add(key, n, u, failed, now) {
+	// Never in another's place: a push refused here stays in the
+	// registry, for a server with room or for this one later, while one
+	// given up is lost.
+	if !r.add(key, n, u, failed, now, false) {
 		return false
 	}
 	p := r.pending[key]
@@ -473,6 +618,7 @@ func (r *redeliveries) dropAll() int {
 	clear(r.dirty)
 	clear(r.stored)
 	clear(r.fromMove)
+	clear(r.apps)
 	r.bytes, r.unread, r.tokens, r.tokenBytes = 0, 0, 0, 0
 	r.count.Store(0)
 	r.outages.Store(0)
@@ -589,6 +735,7 @@ func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 		delete(r.dirty, key)
 	}
 	r.bytes -= p.size
+	r.release(p)
 	if p.unread != nil {
 		r.unread--
 	}

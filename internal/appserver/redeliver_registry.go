@@ -161,7 +161,7 @@ const maxUncertain = redeliveryMax / 2
 
 // room is how many more devices may wait.
 func (r *redeliveries) room() int {
-	return redeliveryMax - int(r.count.Load())
+	return r.max - int(r.count.Load())
 }
 
 // unwritten marks keys changed again: their write failed. Its puts may
@@ -374,7 +374,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 		}
 		s.redeliver.refused = nil
 	}
-	for range redeliveryMax / page {
+	for range (s.redeliver.max + page - 1) / page {
 		// Only what finds room: a push taken is gone from the registry,
 		// and one this server has no room for is better left there for
 		// an instance that has (or for this one, later).

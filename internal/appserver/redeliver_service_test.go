@@ -1145,3 +1145,62 @@ func fillApp(ctx context.Context, svc *appserver.Service, wg *sync.WaitGroup) {
 		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
 	}
 }
+
+// TestRedeliveryRoomSharedAmongApps: the ios app's service is down long
+// enough for its failed pushes to fill the room (four devices here);
+// then one push of the fcm app, whose service is fine but for a moment,
+// fails. It takes the place of the oldest ios push, and goes out when
+// fcm takes pushes again: one app's outage does not cost another app
+// its pushes.
+func TestRedeliveryRoomSharedAmongApps(t *testing.T) {
+	const room = 4
+	ctx := context.Background()
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(memory.New(), []appserver.App{
+		{Name: "ios", Priority: push.PriorityHigh, Backend: b},
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: b},
+	}, appserver.Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	svc.SetRedeliveryRoom(room, 1<<20)
+	running(t, svc)
+
+	for i := range room + 1 {
+		node := fmt.Sprint("ios-", i)
+		reg, err := svc.Register(ctx, appserver.Caller{}, "ios", node, "t"+node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.set("t"+node, outage)
+		svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret})
+	}
+	// The ios app alone holds the whole room: its last push finds none.
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Kept == room && s.Dropped == 1 && s.Pending == room })
+
+	reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "fcm-0", "tfcm-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.set("tfcm-0", outage)
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "fcm-0", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("fcm push during its outage: %v", err)
+	}
+	if s := svc.RedeliveryStats(); s.Kept != room+1 || s.Pending != room || s.Dropped != 2 {
+		t.Fatalf("the fcm push found no room beside the ios outage's: %+v", s)
+	}
+	b.set("tfcm-0", nil)
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 && sentTo(b, "tfcm-0") >= 2 })
+	if s := svc.RedeliveryStats(); s.Pending != room-1 {
+		t.Fatalf("after the fcm push went out: %+v", s)
+	}
+	// The oldest ios push gave up its place; the others still wait. An
+	// attempt at it under way when it did may still reach the service,
+	// one at most.
+	gaveUp, left := sentTo(b, "tios-0"), sentTo(b, "tios-3")
+	eventually(t, func() bool { return sentTo(b, "tios-3") >= left+2 }, func() string { return "the ios pushes left are not tried again" })
+	if sent := sentTo(b, "tios-0"); sent > gaveUp+1 {
+		t.Fatalf("the ios push given up for the fcm push's place is still tried: sent %d times, %d when given up", sent, gaveUp)
+	}
+}

@@ -213,21 +213,76 @@ func TestRedeliveryBounds(t *testing.T) {
 	for i := range redeliveryMax {
 		r.keepUnread("u"+strconv.Itoa(i), unreadPush{secret: "s"}, push.Notification{Node: "u" + strconv.Itoa(i)})
 	}
-	if s := r.stats(); s.Pending != redeliveryMaxUnread || r.unread != redeliveryMaxUnread {
+	if s := r.stats(); s.Pending != redeliveryMax/2 || r.unread != redeliveryMax/2 {
 		t.Fatalf("unread: %+v, %d unread", s, r.unread)
 	}
 	r.keep(redeliveryKey{node: "checked"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
-	if s := r.stats(); s.Pending != redeliveryMaxUnread+1 {
+	if s := r.stats(); s.Pending != redeliveryMax/2+1 {
 		t.Fatalf("a checked push found no room after unread ones: %+v", s)
 	}
 	// A checked push replacing an unread one frees its place.
 	r.keep(redeliveryKey{node: "u0"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
-	if r.unread != redeliveryMaxUnread-1 {
+	if r.unread != redeliveryMax/2-1 {
 		t.Fatalf("%d unread after a checked push replaced one", r.unread)
 	}
 	r.dropAll()
 	if r.unread != 0 || r.bytes != 0 {
 		t.Fatalf("%d unread, %d bytes after dropAll", r.unread, r.bytes)
+	}
+}
+
+// TestRedeliveryRoomShares: one app alone takes the whole room; once it
+// is full, another app's push takes the place of the first app's oldest
+// (the one whose wait began or last failed longest ago) until each holds
+// its share, and the room's bounds hold throughout.
+func TestRedeliveryRoomShares(t *testing.T) {
+	const room = 8
+	r, _ := newTestRedeliveries()
+	r.max = room
+	keep := func(app, node string) {
+		r.keep(redeliveryKey{node: node}, push.Notification{App: app, Node: node, Priority: push.PrioritySilent})
+	}
+	waiting := func(node string) bool { return r.pending[redeliveryKey{node: node}] != nil }
+	r.keep(redeliveryKey{node: "a0"}, push.Notification{App: "apns", Node: "a0", Priority: push.PriorityHigh})
+	for i := 1; i < room+1; i++ {
+		keep("apns", "a"+strconv.Itoa(i))
+	}
+	if s := r.stats(); s.Pending != room || s.Dropped != 1 || waiting("a"+strconv.Itoa(room)) {
+		t.Fatalf("one app's pushes: %+v; the room is %d, all of it the app's", s, room)
+	}
+	// A silent push to a0 fails, which leaves its alert waiting: a1 is
+	// the oldest now all the same.
+	keep("apns", "a0")
+	keep("fcm", "f0")
+	if s := r.stats(); s.Pending != room || s.Dropped != 2 || !waiting("f0") || waiting("a1") || !waiting("a0") {
+		t.Fatalf("another app's push in a room full of the first's: %+v; f0 %v, a0 %v, a1 %v", s, waiting("f0"), waiting("a0"), waiting("a1"))
+	}
+	for i := 1; i < room; i++ {
+		keep("fcm", "f"+strconv.Itoa(i))
+	}
+	if s := r.stats(); s.Pending != room || r.apps["fcm"].count != room/2 || r.apps["apns"].count != room/2 {
+		t.Fatalf("past its share: %+v, fcm %d, apns %d", s, r.apps["fcm"].count, r.apps["apns"].count)
+	}
+	// Unread pushes take no place: whoever knows a node can send them.
+	r.keepUnread("u", unreadPush{secret: "s"}, push.Notification{Node: "u"})
+	if waiting("u") || r.apps["apns"].count != room/2 {
+		t.Fatal("an unread push took another app's place")
+	}
+
+	// The bytes are shared alike.
+	r.dropAll()
+	r.max, r.maxBytes = redeliveryMax, 8*redeliveryEntryBytes
+	body := &push.Summary{LastMessageBody: strings.Repeat("x", redeliveryEntryBytes), HasLastMessageBody: true}
+	// Three such pushes fit.
+	for i := range 4 {
+		r.keep(redeliveryKey{node: "a" + strconv.Itoa(i)}, push.Notification{App: "apns", Priority: push.PriorityHigh, Summary: body})
+	}
+	if !waiting("a2") || waiting("a3") {
+		t.Fatalf("one app's pushes: %d bytes of %d", r.bytes, r.maxBytes)
+	}
+	r.keep(redeliveryKey{node: "f0"}, push.Notification{App: "fcm", Priority: push.PriorityHigh, Summary: body})
+	if !waiting("f0") || r.bytes > r.maxBytes || waiting("a0") || !waiting("a1") {
+		t.Fatalf("another app's push in a room whose bytes are full: f0 %v, a0 %v, %d bytes of %d", waiting("f0"), waiting("a0"), r.bytes, r.maxBytes)
 	}
 }
 

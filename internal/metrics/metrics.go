@@ -294,7 +294,7 @@ func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats) {
 	}, func() float64 { return float64(stats().Pending) }))
 	registerCounters(m.reg, prometheus.CounterOpts{
 		Name: "push_appserver_redeliveries_total",
-		Help: "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, its token dead, or a wrong secret found once the registry could be read), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, or the registry could not hold them at shutdown).",
+		Help: "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, its token dead, or a wrong secret found once the registry could be read), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, the place given to another app's push once the room was full, or the registry could not hold them at shutdown).",
 	}, "outcome", stats, []labeled[appserver.RedeliveryStats]{
 		{"kept", func(s appserver.RedeliveryStats) uint64 { return s.Kept }},
 		{"delivered", func(s appserver.RedeliveryStats) uint64 { return s.Delivered }},
