@@ -43,27 +43,71 @@ func checkRedeliveryCounters(t *testing.T, r *redeliveries, step int, op string)
 	if outages != r.outages.Load() {
 		t.Fatalf("step %d (%s): %d outage pushes counted, %d recounted", step, op, r.outages.Load(), outages)
 	}
+	if len(r.pending) > r.max || r.bytes > r.maxBytes {
+		t.Fatalf("step %d (%s): %d devices, %d bytes wait; the room is %d, %d", step, op, len(r.pending), r.bytes, r.max, r.maxBytes)
+	}
+	// Each app's share: its count and bytes, and its list of pushes,
+	// which holds each of its pending pushes once.
+	type share struct{ count, bytes int }
+	recount := map[string]share{}
+	for k, p := range r.pending {
+		if p.key != k || p.room == nil || r.apps[p.n.App] != p.room {
+			t.Fatalf("step %d (%s): %v counted in another app's share than its own, %q", step, op, k, p.n.App)
+		}
+		sh := recount[p.n.App]
+		sh.count++
+		sh.bytes += p.size
+		recount[p.n.App] = sh
+	}
+	if len(recount) != len(r.apps) {
+		t.Fatalf("step %d (%s): %d apps hold a share, %d hold pushes", step, op, len(r.apps), len(recount))
+	}
+	for app, a := range r.apps {
+		if sh := recount[app]; a.count != sh.count || a.bytes != sh.bytes {
+			t.Fatalf("step %d (%s): app %q counted %d pushes, %d bytes; recount %d, %d", step, op, app, a.count, a.bytes, sh.count, sh.bytes)
+		}
+		n := 0
+		var older *pendingPush
+		for p := a.oldest; p != nil; p = p.newer {
+			if p.older != older || r.pending[p.key] != p {
+				t.Fatalf("step %d (%s): app %q's list broken at %v", step, op, app, p.key)
+			}
+			older = p
+			n++
+		}
+		if n != a.count || a.newest != older {
+			t.Fatalf("step %d (%s): app %q lists %d pushes, counts %d", step, op, app, n, a.count)
+		}
+	}
 }
 
 // outageErr is a failure of the push service as a whole.
 var outageErr = &push.TemporaryError{Reason: "503 ServiceUnavailable", Outage: true}
 
-// The wait's counters (bytes, unread and token pushes, devices) bound
-// it, so they must match what it holds after any sequence of what
-// happens to waits: random ones, from fixed seeds.
+// The wait's counters (bytes, unread and token pushes, devices, each
+// app's share) bound it, so they must match what it holds after any
+// sequence of what happens to waits: random ones, from fixed seeds, in a
+// room small enough that apps take each other's places.
 func TestRedeliveryCountersRandom(t *testing.T) {
 	for seed := range uint64(200) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		r, c := newTestRedeliveries()
+		r.max, r.maxBytes = 8, 8*redeliveryEntryBytes
 		keys := []redeliveryKey{}
 		for i := range 6 {
 			keys = append(keys, redeliveryKey{node: "n" + strconv.Itoa(i)})
-			keys = append(keys, redeliveryKey{app: "apns", token: "t" + strconv.Itoa(i)})
+			app := []string{"apns", "fcm"}[i%2]
+			keys = append(keys, redeliveryKey{app: app, token: "t" + strconv.Itoa(i)})
 		}
 		var queued []redeliveryAttempt
 		notif := func(k redeliveryKey) push.Notification {
 			prios := []push.Priority{push.PrioritySilent, push.PriorityHigh}
-			n := push.Notification{App: "apns", Node: k.node, Token: k.token, Priority: prios[rng.IntN(2)]}
+			// A node's registration may move to another app.
+			app := k.app
+			if k.node != "" {
+				app = []string{"apns", "fcm", "web"}[rng.IntN(3)]
+			}
+			n := push.Notification{App: app, Node: k.node, Token: k.token, Priority: prios[rng.IntN(2)]}
 			if rng.IntN(2) == 0 {
 				n.Summary = &push.Summary{LastMessageBody: strings.Repeat("b", rng.IntN(300)), HasLastMessageBody: true}
 			}
