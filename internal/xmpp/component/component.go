@@ -242,9 +242,13 @@ type Conn struct {
 	pingTag string
 	// remote is the address and port the last stream was dialed to.
 	remote atomic.Pointer[string]
-	// workerPeak is the most worker goroutines a session had at once,
-	// for the tests.
-	workerPeak atomic.Int64
+	// handling counts the IQs being handled, and handlingPeak is the
+	// most at once, for the tests: each holds a worker goroutine, and
+	// each holds a place or is a push with its push service, so they are
+	// within those bounds exactly, where the workers alive also count
+	// those that let their place go and are not back yet, as many as the
+	// reader got to while the scheduler kept them waiting.
+	handling, handlingPeak atomic.Int64
 	// clock times the keep-alive.
 	clock clock
 }
@@ -633,9 +637,13 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		defer c.handlers.Done()
 		defer work.done()
 		defer m.slot.Release()
+		// Out of the count before its place goes to the next IQ.
+		defer c.handling.Add(-1)
+		n := c.handling.Add(1)
+		for p := c.handlingPeak.Load(); n > p && !c.handlingPeak.CompareAndSwap(p, n); p = c.handlingPeak.Load() {
+		}
 		c.handle(m.slot.Context(), m, w)
 	})
-	workers.peak = &c.workerPeak
 	defer workers.close()
 	// Every stanza, opening tag and all, is read within the same bound:
 	// anyone can send our JID a message, or an IQ with a long id, larger
@@ -749,8 +757,6 @@ type workers struct {
 	keep    int64
 	live    atomic.Int64
 	started atomic.Int64 // goroutines started, for the tests
-	// peak, when set, is the most live at once, for the tests.
-	peak *atomic.Int64
 }
 
 // newWorkers returns workers of which at most keep wait for an IQ.
@@ -764,10 +770,7 @@ func (p *workers) run(q *streamIQ) {
 	case p.jobs <- q:
 	default:
 		p.started.Add(1)
-		// run's caller is the only writer of peak.
-		if n := p.live.Add(1); p.peak != nil && n > p.peak.Load() {
-			p.peak.Store(n)
-		}
+		p.live.Add(1)
 		go p.work(q)
 	}
 }

@@ -274,11 +274,11 @@ func BenchmarkPublish(b *testing.B) {
 // window. Past 3 × max_in_flight such pushes, one waits holding its slot,
 // and the reader stops until the windows pass; every push still goes.
 func TestPausedPushesBounded(t *testing.T) {
-	const slots, nodes = 2, 200
+	const slots, nodes, window = 2, 200, 3 * time.Second
 	const places = slots + slots + component.WaitingPerSlot*slots // fresh, resumed, waiting
 	logger := slog.New(slog.DiscardHandler)
 	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
-		appserver.Options{RateLimit: time.Second, PushTimeout: 30 * time.Second}, logger)
+		appserver.Options{RateLimit: window, PushTimeout: 30 * time.Second}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,29 +294,43 @@ func TestPausedPushesBounded(t *testing.T) {
 		first.WriteString(publish(fmt.Sprint("first-", i), node, r.Secret, true))
 		second.WriteString(publish(fmt.Sprint("second-", i), node, r.Secret, true))
 	}
+	// No node's window begins before sent, so no second push goes to
+	// its push service before sent+window: until then every IQ handled
+	// holds a place (a waiting push its waiting one), none being with
+	// the push service without one, as a push is from Leave to Return.
+	sent := time.Now()
 	st.send(t, first.String())
 	for range nodes {
 		if r := st.next(t); r.Type != "result" {
 			t.Fatalf("first push: %+v", r)
 		}
 	}
-	// Each second push waits for its node's window, up to a second. The
-	// component stops reading them while past the bound: written aside.
-	sent := make(chan error, 1)
-	go func() { sent <- st.Send(second.String()) }()
+	for conn.Handling() > 0 {
+		time.Sleep(time.Millisecond) // the handlers of the answers read return
+	}
+	// Each second push waits for its node's window. The component stops
+	// reading them while past the bound: written aside.
+	written := make(chan error, 1)
+	go func() { written <- st.Send(second.String()) }()
+	var peak, samples int64
+	for time.Since(sent) < window/2 {
+		peak = max(peak, conn.Handling())
+		samples++
+		time.Sleep(time.Millisecond)
+	}
+	if samples == 0 {
+		t.Fatalf("the first pushes took more than %v: no time left to look at the second ones before their windows", window/2)
+	}
 	for range nodes {
 		if r := st.next(t); r.Type != "result" {
 			t.Fatalf("second push: %+v", r)
 		}
 	}
-	if err := <-sent; err != nil {
+	if err := <-written; err != nil {
 		t.Fatal(err)
 	}
-	// Each place is a worker at most, and a worker whose push just ended
-	// may not be idle yet when the reader hands out the next IQ.
-	peak := conn.WorkerPeak()
-	t.Logf("at most %d workers for %d pushes waiting for their window (%d places)", peak, nodes, places)
-	if peak > 2*places {
-		t.Fatalf("%d workers at once for %d waiting pushes: waiting pushes are not bounded (%d places)", peak, nodes, places)
+	t.Logf("at most %d IQs handled at once for %d pushes waiting for their window (%d places, %d looks)", peak, nodes, places, samples)
+	if peak > places {
+		t.Fatalf("%d IQs handled at once for %d waiting pushes: waiting pushes are not bounded (%d places)", peak, nodes, places)
 	}
 }
