@@ -29,6 +29,13 @@ type decoder struct {
 	// entry at each end.
 	ns   []binding
 	open []openElement
+
+	// tok is the token Next hands out, overwritten by the next: a Token
+	// returned by value was copied at every level of the walks, and a
+	// new one each time would be an allocation. Next sets its fields one
+	// by one: a struct literal assigned to it is zeroed whole first,
+	// which cost a publish IQ some 500 instructions.
+	tok xmlwalk.Token
 }
 
 // maxBindings bounds the name-space declarations in scope at once, and
@@ -70,9 +77,11 @@ func (d *decoder) shrink() {
 	}
 }
 
-func (d *decoder) Next() (xmlwalk.Token, error) {
+// Next returns the next token, d's own until its next call (see
+// xmlwalk.Token).
+func (d *decoder) Next() (*xmlwalk.Token, error) {
 	if d.err != nil {
-		return xmlwalk.Token{}, d.err
+		return nil, d.err
 	}
 	k, err := d.lx.next()
 	if err != nil {
@@ -80,7 +89,7 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 			err = syntaxError("unexpected EOF")
 		}
 		d.err = err
-		return xmlwalk.Token{}, err
+		return nil, err
 	}
 	switch k {
 	case xmlwalk.StartElement:
@@ -99,7 +108,7 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 			}
 			if len(d.ns) > maxBindings {
 				d.err = errTooManyBindings
-				return xmlwalk.Token{}, d.err
+				return nil, d.err
 			}
 		}
 		name := d.lx.elem
@@ -119,12 +128,14 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 				attr[i].Name = d.translate(attr[i].Name, false)
 			}
 		}
-		return xmlwalk.Token{Kind: k, Name: name, Attr: attr}, nil
+		t := &d.tok
+		t.Kind, t.Name, t.Attr, t.Text = k, name, attr, nil
+		return t, nil
 	case xmlwalk.EndElement:
 		name := d.lx.elem
 		if len(d.open) == 0 {
 			d.err = syntaxError("unexpected end element </" + name.Local + ">")
-			return xmlwalk.Token{}, d.err
+			return nil, d.err
 		}
 		e := &d.open[len(d.open)-1]
 		switch {
@@ -132,14 +143,14 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 			// The lexer matched it to e already.
 		case e.raw.Local != name.Local:
 			d.err = syntaxError("element <" + e.raw.Local + "> closed by </" + name.Local + ">")
-			return xmlwalk.Token{}, d.err
+			return nil, d.err
 		case e.raw.Space != name.Space:
 			space := name.Space
 			if space == "" {
 				space = `""`
 			}
 			d.err = syntaxError("element <" + e.raw.Local + "> in space " + e.raw.Space + " closed by </" + name.Local + "> in space " + space)
-			return xmlwalk.Token{}, d.err
+			return nil, d.err
 		}
 		// The end's name resolves as its start's did: same raw name,
 		// same bindings.
@@ -148,9 +159,13 @@ func (d *decoder) Next() (xmlwalk.Token, error) {
 		d.expectEnd()
 		clear(d.ns[bound:]) // no strings kept alive by dead bindings
 		d.ns = d.ns[:bound]
-		return xmlwalk.Token{Kind: k, Name: name}, nil
+		t := &d.tok
+		t.Kind, t.Name, t.Attr, t.Text = k, name, nil, nil
+		return t, nil
 	}
-	return xmlwalk.Token{Kind: k, Text: d.lx.data}, nil
+	t := &d.tok
+	t.Kind, t.Name, t.Attr, t.Text = k, xml.Name{}, nil, d.lx.data
+	return t, nil
 }
 
 // expectEnd tells the lexer the name of the element an end tag would

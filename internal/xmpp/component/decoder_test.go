@@ -2,6 +2,7 @@ package component
 
 import (
 	"encoding/xml"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -148,6 +149,50 @@ func TestSubtreeEndsWithItsElement(t *testing.T) {
 	}
 	if next, err := d.Next(); err != nil || next.Name.Local != "next" {
 		t.Fatalf("after the subtree: %+v, %v; want <next/>", next, err)
+	}
+}
+
+// Reading a stanza's tokens, through the walks' helpers as a push's walk
+// does, allocates nothing once the decoder's stacks have grown: the
+// decoder hands out a token of its own rather than a new one each time.
+func TestWalkReadsWithoutAllocating(t *testing.T) {
+	const stanza = `<a xmlns='u'><b>text</b> <c><d/></c></a>`
+	const runs = 100
+	d := newDecoder(lexerOver([]byte("<stream>"+strings.Repeat(stanza, runs+2)), 4096))
+	if _, err := d.Next(); err != nil { // <stream>
+		t.Fatal(err)
+	}
+	// One stanza, as a walk reads it: its start, a child's text, a
+	// child skipped, its end.
+	stanzaRead := func() error {
+		if a, err := d.Next(); err != nil || a.Name.Local != "a" {
+			return fmt.Errorf("%+v, %v; want <a>", a, err)
+		}
+		if b, _, err := xmlwalk.Child(d); err != nil || b.Name.Local != "b" {
+			return fmt.Errorf("%+v, %v; want <b>", b, err)
+		}
+		if text, err := xmlwalk.TextIn(d, nil, "text"); err != nil || text != "text" {
+			return fmt.Errorf("text %q, %v", text, err)
+		}
+		if c, _, err := xmlwalk.Child(d); err != nil || c.Name.Local != "c" {
+			return fmt.Errorf("%+v, %v; want <c>", c, err)
+		}
+		if err := d.Skip(); err != nil {
+			return err
+		}
+		if end, ok, err := xmlwalk.Child(d); ok || err != nil || end.Kind != xmlwalk.EndElement {
+			return fmt.Errorf("%+v, %v; want </a>", end, err)
+		}
+		return nil
+	}
+	read := func() {
+		if err := stanzaRead(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read() // the stacks grow, the names are interned
+	if n := testing.AllocsPerRun(runs, read); n != 0 {
+		t.Fatalf("%.1f allocations a stanza", n)
 	}
 }
 

@@ -58,8 +58,8 @@ func checkIQWalk(t *testing.T, stanza string) {
 func checkStreamIQWalk(t *testing.T, stanza string) {
 	t.Helper()
 	d := newDecoder(lexerOver([]byte(stanza), 3))
-	var start xmlwalk.Token
-	for start.Kind != xmlwalk.StartElement {
+	var start *xmlwalk.Token
+	for start == nil || start.Kind != xmlwalk.StartElement {
 		var err error
 		if start, err = d.Next(); err != nil {
 			return

@@ -137,7 +137,7 @@ const nsStreamErrors = "urn:ietf:params:xml:ns:xmpp-streams"
 // readStreamError reads the <stream:error/> that start began and returns
 // it as the session's error: its condition, and its text if any (RFC 6120
 // §4.9).
-func readStreamError(d *decoder, start xmlwalk.Token) error {
+func readStreamError(d *decoder, start *xmlwalk.Token) error {
 	var se struct {
 		Any []struct {
 			XMLName xml.Name

@@ -40,7 +40,7 @@ type iq struct {
 // iq's fields and tags, for every input (FuzzIQWalk holds it to that). A
 // field added to iq must be read here too.
 func (q *iq) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
-	return q.walk(xmlwalk.Decoder{Decoder: d}, xmlwalk.Token{Kind: xmlwalk.StartElement, Name: start.Name, Attr: start.Attr})
+	return q.walk(&xmlwalk.Decoder{Decoder: d}, &xmlwalk.Token{Kind: xmlwalk.StartElement, Name: start.Name, Attr: start.Attr})
 }
 
 // stanzaReader is what an IQ is read from: the stream's decoder, or
@@ -52,7 +52,7 @@ type stanzaReader interface {
 
 // walk reads the IQ that start began.
 // walk reads the IQ from r, whose last token was start.
-func (q *iq) walk(r stanzaReader, start xmlwalk.Token) error { return q.walkIn(r, start, nil, nil) }
+func (q *iq) walk(r stanzaReader, start *xmlwalk.Token) error { return q.walkIn(r, start, nil, nil) }
 
 // iqMemory is the memory of a push's payload: walkIn's, and the summary
 // that xep0357.ParseInto reads into.
@@ -78,7 +78,7 @@ type streamIQ struct {
 // message's whole body, and its walk keeps no more of it than a push uses
 // (see xep0357.WalkIn), so it is served up to a size other IQs are
 // refused at.
-func (q *iq) walkIn(r stanzaReader, start xmlwalk.Token, mem *iqMemory, publish func()) error {
+func (q *iq) walkIn(r stanzaReader, start *xmlwalk.Token, mem *iqMemory, publish func()) error {
 	for _, a := range start.Attr {
 		// As reflection does: the last of repeated attributes wins, and
 		// the name space of an attribute does not matter.

@@ -16,7 +16,7 @@ import (
 // against reflection on the same types, fuzzed. A field added to PubSub or
 // the types under it must be read here too, or those tests fail.
 func (ps *PubSub) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
-	return ps.Walk(xmlwalk.Decoder{Decoder: d}, xmlwalk.Token{Kind: xmlwalk.StartElement, Name: start.Name, Attr: start.Attr})
+	return ps.Walk(&xmlwalk.Decoder{Decoder: d}, &xmlwalk.Token{Kind: xmlwalk.StartElement, Name: start.Name, Attr: start.Attr})
 }
 
 // parts is the memory of a push's tree below <pubsub/>, taken in one
@@ -106,13 +106,13 @@ type Memory struct {
 }
 
 // Walk reads <pubsub/> from r, whose last token was start.
-func (ps *PubSub) Walk(r xmlwalk.Reader, start xmlwalk.Token) error {
+func (ps *PubSub) Walk(r xmlwalk.Reader, start *xmlwalk.Token) error {
 	return ps.WalkIn(r, start, nil)
 }
 
 // WalkIn is Walk taking the tree's memory from mem, unless mem is nil or
 // used by an earlier walk already.
-func (ps *PubSub) WalkIn(r xmlwalk.Reader, start xmlwalk.Token, mem *Memory) error {
+func (ps *PubSub) WalkIn(r xmlwalk.Reader, start *xmlwalk.Token, mem *Memory) error {
 	if err := xmlwalk.Expect(start, NSPubSub, "pubsub"); err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func (ps *PubSub) WalkIn(r xmlwalk.Reader, start xmlwalk.Token, mem *Memory) err
 }
 
 // read reads <publish/>, taking memory from mem (not nil).
-func (p *Publish) read(r xmlwalk.Reader, start xmlwalk.Token, mem *parts) error {
+func (p *Publish) read(r xmlwalk.Reader, start *xmlwalk.Token, mem *parts) error {
 	for _, a := range start.Attr {
 		if a.Name.Local == "node" {
 			p.Node = a.Value
@@ -273,7 +273,7 @@ func (o *PublishOptions) read(r xmlwalk.Reader, mem *parts) error {
 // readFormInto reads a form into f, which is nil for the element's first
 // form: a repeated form merges into the first, as with reflection. It
 // returns the form read into.
-func readFormInto(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *parts, used *int, budget int) (*dataform.Form, error) {
+func readFormInto(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Form, mem *parts, used *int, budget int) (*dataform.Form, error) {
 	b := textBudget{used: used, max: budget, secret: used == &mem.optionsUsed}
 	if f != nil {
 		return f, readForm(r, start, f, nil, &mem.text, b)
@@ -312,7 +312,7 @@ type textBudget struct {
 
 // readForm reads a form into f, taking memory from mem unless it is nil,
 // and writing the values to text.
-func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *formParts, text *strings.Builder, b textBudget) error {
+func readForm(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Form, mem *formParts, text *strings.Builder, b textBudget) error {
 	f.XMLName = start.Name
 	for _, a := range start.Attr {
 		if a.Name.Local == "type" {
@@ -361,7 +361,7 @@ func readForm(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Form, mem *form
 }
 
 // isSecret reports whether the field t begins is the secret's.
-func isSecret(t xmlwalk.Token) bool {
+func isSecret(t *xmlwalk.Token) bool {
 	v := ""
 	for _, a := range t.Attr {
 		if a.Name.Local == "var" {
@@ -385,7 +385,7 @@ func hasSecret(f *dataform.Form) bool {
 var formTypes = []string{FormSummary, FormPublish}
 
 // readField reads a field into f; its first value goes into values.
-func readField(r xmlwalk.Reader, start xmlwalk.Token, f *dataform.Field, values *[]string, text *strings.Builder, b textBudget) error {
+func readField(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Field, values *[]string, text *strings.Builder, b textBudget) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
 		case "var":

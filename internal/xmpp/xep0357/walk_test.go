@@ -155,7 +155,7 @@ func TestWalkInMemoryServesOnce(t *testing.T) {
 			st, _ = tok.(xml.StartElement)
 		}
 		ps := new(xep0357.PubSub)
-		if err := ps.WalkIn(xmlwalk.Decoder{Decoder: d}, xmlwalk.Token{Kind: xmlwalk.StartElement, Name: st.Name, Attr: st.Attr}, mem); err != nil {
+		if err := ps.WalkIn(&xmlwalk.Decoder{Decoder: d}, &xmlwalk.Token{Kind: xmlwalk.StartElement, Name: st.Name, Attr: st.Attr}, mem); err != nil {
 			t.Fatal(err)
 		}
 		return ps

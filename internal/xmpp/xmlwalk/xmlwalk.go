@@ -3,7 +3,9 @@
 // encoding/xml's Decoder.Token returns them, but handed over as a plain
 // struct. Boxing every token in an xml.Token interface, and the attribute
 // slice of every start tag, was a large share of the allocations of a
-// push; a Reader may reuse both.
+// push; a Reader may reuse both, and the Token itself: handed over by
+// value, its eleven words were copied at every level of a walk (about 5 %
+// of a push's instructions), and a pointer to a fresh one would escape.
 //
 // Decoder adapts an *xml.Decoder, so a walk written once serves both the
 // component stream's own reader and encoding/xml (UnmarshalXML, and the
@@ -30,8 +32,12 @@ const (
 )
 
 // Token is one token. Name holds for StartElement and EndElement, Attr
-// for StartElement, Text for CharData. Attr's slice and Text belong to the Reader and are valid until
-// its next call; the strings in Name and Attr are the caller's to keep.
+// for StartElement, Text for CharData. A Reader hands out a Token of its
+// own, as bufio.Scanner does its bytes: the Token, its Attr slice and its
+// Text are valid until the Reader's next call (Next, Skip, or any other
+// of its methods), which may overwrite them. The strings in Name and Attr
+// are the caller's to keep; anything else kept past that call must be
+// copied.
 type Token struct {
 	Kind Kind
 	Name xml.Name
@@ -41,41 +47,49 @@ type Token struct {
 
 // Reader is a token stream positioned somewhere inside a document.
 type Reader interface {
-	// Next returns the next token. An end tag that closes no element, an
-	// end tag that does not match its start, and the input ending
-	// inside an element are errors, as encoding/xml has them.
-	Next() (Token, error)
+	// Next returns the next token, which is the Reader's and valid
+	// until its next call (see Token); nil with an error. An end tag
+	// that closes no element, an end tag that does not match its start,
+	// and the input ending inside an element are errors, as
+	// encoding/xml has them.
+	Next() (*Token, error)
 	// Skip consumes the rest of the element whose start was the last
 	// token returned, up to and including its end.
 	Skip() error
 }
 
-// Decoder reads an *xml.Decoder as a Reader. Its Skip and DecodeElement
-// are the decoder's own.
-type Decoder struct{ *xml.Decoder }
+// Decoder reads an *xml.Decoder as a Reader: &Decoder{Decoder: d}. Its
+// Skip and DecodeElement are the decoder's own.
+type Decoder struct {
+	*xml.Decoder
+	tok Token // what Next hands out
+}
 
 // Next returns the decoder's next start tag, end tag or text.
-func (d Decoder) Next() (Token, error) {
+func (d *Decoder) Next() (*Token, error) {
 	for {
 		tok, err := d.Token()
 		if err != nil {
-			return Token{}, err
+			return nil, err
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
-			return Token{Kind: StartElement, Name: t.Name, Attr: t.Attr}, nil
+			d.tok = Token{Kind: StartElement, Name: t.Name, Attr: t.Attr}
 		case xml.EndElement:
-			return Token{Kind: EndElement, Name: t.Name}, nil
+			d.tok = Token{Kind: EndElement, Name: t.Name}
 		case xml.CharData:
-			return Token{Kind: CharData, Text: t}, nil
+			d.tok = Token{Kind: CharData, Text: t}
+		default:
+			continue
 		}
+		return &d.tok, nil
 	}
 }
 
 // Child returns the next child element of the element being read, or ok
 // false at its end (or on an error). Text between children is passed
-// over.
-func Child(r Reader) (t Token, ok bool, err error) {
+// over. The token is r's, as Next's is.
+func Child(r Reader) (t *Token, ok bool, err error) {
 	for {
 		t, err := r.Next()
 		if err != nil {
@@ -187,7 +201,7 @@ func among(b []byte, known []string, buf *strings.Builder) string {
 
 // Expect fails unless t is the start of local in name space space, with
 // the errors encoding/xml's reflection gives for an XMLName of that name.
-func Expect(t Token, space, local string) error {
+func Expect(t *Token, space, local string) error {
 	if t.Name.Local != local {
 		return xml.UnmarshalError("expected element type <" + local + "> but have <" + t.Name.Local + ">")
 	}

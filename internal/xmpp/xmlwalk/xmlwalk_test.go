@@ -8,9 +8,9 @@ import (
 )
 
 // start returns a Decoder over doc positioned after its first start tag.
-func start(t *testing.T, doc string) Decoder {
+func start(t *testing.T, doc string) *Decoder {
 	t.Helper()
-	d := Decoder{xml.NewDecoder(strings.NewReader(doc))}
+	d := &Decoder{Decoder: xml.NewDecoder(strings.NewReader(doc))}
 	if tok, err := d.Next(); err != nil || tok.Kind != StartElement {
 		t.Fatalf("%s: first token %+v, %v", doc, tok, err)
 	}
@@ -120,7 +120,7 @@ func TestChild(t *testing.T) {
 }
 
 func TestExpect(t *testing.T) {
-	tok := Token{Kind: StartElement, Name: xml.Name{Space: "u", Local: "a"}}
+	tok := &Token{Kind: StartElement, Name: xml.Name{Space: "u", Local: "a"}}
 	if err := Expect(tok, "u", "a"); err != nil {
 		t.Error(err)
 	}
