@@ -1065,19 +1065,32 @@ func TestSlowHealthyServiceNotTakenForStalled(t *testing.T) {
 
 // refuseThenHang answers each push's first attempt 503 at once (a
 // temporary error the retry helper retries) and then never again: an
-// overloaded service that starts refusing and then stops answering.
+// overloaded service that starts refusing and then stops answering. A
+// push to a token beginning "ok" is answered at once, and one beginning
+// "hold" is not answered at all, nor refused first; seen counts the
+// pushes that reached it.
 type refuseThenHang struct {
-	mu   sync.Mutex
-	seen map[string]bool
+	mu      sync.Mutex
+	seen    map[string]bool
+	reached atomic.Int64
 }
 
 func (b *refuseThenHang) Send(ctx context.Context, n push.Notification) error {
+	b.mu.Lock()
+	b.seen[n.Token] = true
+	b.mu.Unlock()
+	b.reached.Add(1)
+	switch {
+	case strings.HasPrefix(n.Token, "ok"):
+		return nil
+	case strings.HasPrefix(n.Token, "hold"):
+		<-ctx.Done()
+		return &push.TemporaryError{Reason: "request", Outage: true, Err: ctx.Err()}
+	}
+	first := true
 	return push.Retry(ctx, push.RetryPolicy{Budget: time.Second, Base: 10 * time.Millisecond}, func(ctx context.Context) error {
-		b.mu.Lock()
-		first := !b.seen[n.Token]
-		b.seen[n.Token] = true
-		b.mu.Unlock()
 		if first {
+			first = false
 			return &push.TemporaryError{Reason: "503 TooManyRequests"}
 		}
 		<-ctx.Done()
@@ -1085,54 +1098,71 @@ func (b *refuseThenHang) Send(ctx context.Context, n push.Notification) error {
 	})
 }
 
-// TestStalledAfter503TakenForStalled: the service has stopped answering;
-// AppMaxInFlight pushes are with it, each timing out after its 1 s
-// budget and replaced by a new one, as a stream's publishes keep coming.
-// No push has had an answer for seconds, so a push past the bound should
-// be refused at once, holding no caller's place. Retry hands back the
-// earlier 503 for each timed-out push, which appFlow.note takes for an
+func (b *refuseThenHang) sent(token string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.seen[token]
+}
+
+// TestStalledAfter503TakenForStalled: the service answered once, then
+// stopped answering; AppMaxInFlight pushes are with it, some of which
+// were refused 503 first, time out after their 1 s budget and are
+// replaced by new ones, as a stream's publishes keep coming. No push has
+// had an answer since, so a push past the bound should be refused at
+// once, holding no caller's place, not sent. Retry hands back the
+// earlier 503 for each timed-out push, which appFlow.note took for an
 // answer.
+//
+// The bound is filled by pushes that stay with the service and by
+// replacements counted in before the probe, not by pushes that follow
+// one another: on a loaded machine some of those would be between two
+// pushes at the probe's instant, and the probe sent, as it should be.
 func TestStalledAfter503TakenForStalled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &refuseThenHang{seen: map[string]bool{}}
-	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b, Deadline: 2 * time.Second}},
-		appserver.Options{Redelivery: -1, PushTimeout: 10 * time.Second}, slog.New(slog.DiscardHandler))
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b, Deadline: 30 * time.Second}},
+		appserver.Options{Redelivery: -1, PushTimeout: 30 * time.Second}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for i := range appserver.AppMaxInFlight {
-		wg.Go(func() {
-			for j := 0; ctx.Err() == nil; j++ {
-				node := fmt.Sprint("s", i, "-", j)
-				r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
-				svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret})
-			}
-		})
-		time.Sleep(time.Millisecond) // spread over a second, as publishes come
-	}
-	time.Sleep(2 * time.Second)
-	// A probe finds the bound full only while no filler is between two
-	// pushes (registering its next node), which a loaded machine makes
-	// rarer: one that slips under it is sent, as it should be, and is
-	// cut at 300 ms. Taken for busy, every probe past the bound is too,
-	// so no probe is refused at once.
-	for i := range 20 {
-		node := fmt.Sprint("n", i)
-		r, _ := svc.Register(ctx, appserver.Caller{}, "fcm", node, "t"+node)
-		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		start := time.Now()
-		err := svc.Push(pctx, appserver.PushRequest{Node: node, Secret: r.Secret})
-		took := time.Since(start)
-		pcancel()
-		t.Logf("push %d: %v after %v", i, err, took.Round(time.Millisecond))
-		if err != nil && took < 250*time.Millisecond {
-			return // refused at once: the service is taken for stalled
+	pushTo := func(wg *sync.WaitGroup, node string) {
+		r, err := svc.Register(ctx, appserver.Caller{}, "fcm", node, node)
+		if err != nil {
+			t.Fatal(err)
 		}
+		wg.Go(func() { svc.Push(ctx, appserver.PushRequest{Node: node, Secret: r.Secret}) })
 	}
-	t.Fatal("no push past AppMaxInFlight to a service silent for seconds was refused at once: each held its caller's place (taken for busy)")
+	// One answer, at once: the service's usual answer time is short, and
+	// half a second of silence makes it stalled.
+	var answered sync.WaitGroup
+	pushTo(&answered, "ok")
+	answered.Wait()
+	const refused = 16
+	var timedOut sync.WaitGroup
+	for i := range refused {
+		pushTo(&timedOut, fmt.Sprint("refused-", i))
+	}
+	for i := range appserver.AppMaxInFlight - refused {
+		pushTo(&wg, fmt.Sprint("hold-", i))
+	}
+	timedOut.Wait() // each after its 1 s budget, its error the 503
+	for i := range refused {
+		pushTo(&wg, fmt.Sprint("hold-more-", i))
+	}
+	eventually(t, func() bool { return b.reached.Load() == 1+refused+appserver.AppMaxInFlight }, func() string {
+		return fmt.Sprintf("%d pushes reached the service, want %d", b.reached.Load(), 1+refused+appserver.AppMaxInFlight)
+	})
+	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "probe", "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = svc.Push(ctx, appserver.PushRequest{Node: "probe", Secret: r.Secret})
+	if err == nil || b.sent("probe") {
+		t.Fatalf("push past AppMaxInFlight to a service silent for a second but for 503s: %v, sent %v; want refused at once, not sent (taken for busy)", err, b.sent("probe"))
+	}
 }
 
 // fillApp registers AppMaxInFlight devices of app fcm and pushes to each
