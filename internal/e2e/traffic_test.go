@@ -106,6 +106,19 @@ func (tr *traffic) check(t *testing.T, allowed int) (sent, delivered int) {
 	return sent, delivered
 }
 
+// bounced counts the publishes Prosody answered itself, with wait, as
+// no connection had the component: their messages give no push. It logs
+// each; ejabberd has no such window, and logs none.
+func (tr *traffic) bounced() int {
+	n := 0
+	for _, l := range strings.Split(tr.x.Log(), "\n") {
+		if strings.Contains(l, "Component not connected, bouncing error for: <iq") && strings.Contains(l, "type='set'") {
+			n++
+		}
+	}
+	return n
+}
+
 // slowAPNS is an APNS mock answering in 200 ms, which keeps pushes under
 // way whenever the app server changes, and the p8 key file for it in dir.
 func slowAPNS(t *testing.T, dir string) (*apnsmock.Server, string) {
