@@ -68,18 +68,17 @@ type appFlow struct {
 	latency            atomic.Int64 // a moving average of its answers' time, ns; 0 before the first
 }
 
-// note records that the service answered a push sent at start, unless
-// err says it did not (the deadline or the caller ended the wait; Retry
-// says so even when it hands back an earlier attempt's answer).
-func (f *appFlow) note(err error, start time.Time) {
+// note records that the service answered at end a push sent at start,
+// unless err says it did not (the deadline or the caller ended the wait;
+// Retry says so even when it hands back an earlier attempt's answer).
+func (f *appFlow) note(err error, start, end time.Time) {
 	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 		return
 	}
-	now := time.Now()
-	f.answered.Store(now.UnixNano())
+	f.answered.Store(end.UnixNano())
 	// Racing updates lose one another's sample now and then: an
 	// estimate, not an account.
-	took := int64(now.Sub(start))
+	took := int64(end.Sub(start))
 	if old := f.latency.Load(); old > 0 {
 		took = old + (took-old)/8
 	}
@@ -130,33 +129,38 @@ const AppMaxInFlight = 1024
 // caller's place, as every push was before. It takes a place again before it
 // returns (Away.Return), and only then counts the push out, so the
 // pushes holding no place stay within the bound.
-func (s *Service) sendBounded(ctx context.Context, app *App, n push.Notification) error {
+//
+// start is when the push goes out, which the caller read for its
+// deadline; end is when the service answered (or sendBounded gave up),
+// on the system's clock with its monotonic reading, for the caller to
+// time the push by: reading the clock is a visible part of a push's cost.
+func (s *Service) sendBounded(ctx context.Context, app *App, n push.Notification, start time.Time) (end time.Time, err error) {
 	f := app.flow
 	v := app.inFlight.Add(1)
 	if v > AppMaxInFlight {
 		app.inFlight.Add(-1)
 		if f.stalled(app.deadline()) {
-			return &push.TemporaryError{Reason: "too many pushes under way at the app's push service", Outage: true}
+			return time.Now(), &push.TemporaryError{Reason: "too many pushes under way at the app's push service", Outage: true}
 		}
 		// Busy, not stalled: sent holding the caller's place, as every
 		// push was before, so that its input stops reading rather than
 		// turning a burst into pushes answered wait. Bounded by the
 		// input's places, not counted here: it waits for no other push.
-		start := time.Now()
 		err := s.send(ctx, app.Backend, n)
-		f.note(err, start)
-		return err
+		end := time.Now()
+		f.note(err, start, end)
+		return end, err
 	}
-	start := time.Now()
 	if v == 1 {
 		f.busyFrom.Store(start.UnixNano())
 	}
 	away := push.Leave(ctx)
-	err := s.send(ctx, app.Backend, n) // which recovers a panic
-	f.note(err, start)
+	err = s.send(ctx, app.Backend, n) // which recovers a panic
+	end = time.Now()
+	f.note(err, start, end)
 	away.Return()
 	app.inFlight.Add(-1)
-	return err
+	return end, err
 }
 
 // PushDeadliner is a Backend whose push deadline may change while the
@@ -341,6 +345,11 @@ type Service struct {
 	// keyed by a hash of its bare JID: a JID may be 3 KB long.
 	accounts    *ratelimit.Limiter[uint64]
 	accountSeed maphash.Seed
+
+	// onSystemClock is set when opts.Now is time.Now, as the caller left
+	// it: a push's own readings of the clock then serve for its times
+	// too (see outcomeTime).
+	onSystemClock bool
 }
 
 // New returns a service over store for the given apps.
@@ -354,7 +363,8 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = time.Second
 	}
-	if opts.Now == nil {
+	onSystemClock := opts.Now == nil
+	if onSystemClock {
 		opts.Now = time.Now
 	}
 	if opts.Observer == nil {
@@ -406,7 +416,8 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		accounts: ratelimit.New[uint64](opts.AccountRegisterLimit, func() {
 			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
 		}),
-		accountSeed: maphash.MakeSeed(),
+		accountSeed:   maphash.MakeSeed(),
+		onSystemClock: onSystemClock,
 	}
 	if opts.Redelivery > 0 {
 		svc.redeliver = newRedeliveries(opts.Redelivery, opts.Now)
@@ -674,8 +685,14 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	// The backend's own deadline counts from here, after any wait for
 	// the throttle's window. Setting the earlier of the two here gives a
 	// push one timer, not two: the backend finds it and sets none.
+	// The throttle's reading of the system clock, a moment ago, serves
+	// when the push did not wait.
+	sent := at
+	if waited > 0 || at.IsZero() || !s.onSystemClock {
+		sent = time.Now()
+	}
 	if dl := app.deadline(); dl > 0 {
-		if d := time.Now().Add(dl); d.Before(deadline) {
+		if d := sent.Add(dl); d.Before(deadline) {
 			deadline = d
 		}
 	}
@@ -683,30 +700,40 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	defer cancel()
 
 	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account}
-	err = s.sendBounded(ctx, &app, n)
-	now := s.opts.Now().UTC()
+	end, err := s.sendBounded(ctx, &app, n, sent)
+	now := s.outcomeTime(end)
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
 		s.redeliver.settled(redeliveryKey{node: node})
 		s.redeliver.took(t.Type)
-		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, time.Since(start))
+		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, end.Sub(start))
 		return nil
 	}
 	s.status.add(registry.PushStatus{Node: node, At: now, Reason: storedReason(err.Error())})
 	if dead, ok := push.IsDeadToken(err); ok {
-		s.opts.Observer.Pushed(t.Type, OutcomeDeadToken, time.Since(start))
+		s.opts.Observer.Pushed(t.Type, OutcomeDeadToken, end.Sub(start))
 		if s.unregisterDead(context.WithoutCancel(ctx), t.Type, t.Token, node, dead) {
 			// The node is gone now; say so, so the user's server stops.
 			return fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
-	s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
+	s.opts.Observer.Pushed(t.Type, OutcomeFailed, end.Sub(start))
 	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
 		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, err)
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+// outcomeTime is when a push that the service answered at end (read from
+// the system's clock) is recorded as done: end itself, unless the service
+// runs on a clock of its own (Options.Now, the tests'), which then says.
+func (s *Service) outcomeTime(end time.Time) time.Time {
+	if s.onSystemClock {
+		return end.UTC()
+	}
+	return s.opts.Now().UTC()
 }
 
 // pushTokenless pushes to req.Node as a device token of req.TokenApp:

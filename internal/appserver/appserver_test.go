@@ -1062,3 +1062,72 @@ func TestRejectNodeRefMatchesNode(t *testing.T) {
 		}
 	}
 }
+
+// slowBackend answers once the system clock passed took since the push
+// reached it, and notes when that was.
+type slowBackend struct {
+	took time.Duration
+
+	mu      sync.Mutex
+	reached time.Time
+}
+
+func (b *slowBackend) Send(context.Context, push.Notification) error {
+	reached := time.Now()
+	b.mu.Lock()
+	b.reached = reached
+	b.mu.Unlock()
+	for time.Since(reached) < b.took {
+	}
+	return nil
+}
+
+// TestPushTimedByItsAnswer: a push's latency and its recorded success
+// are read from the clock once the push service answered, not before it
+// was asked (the clock is read once for both); with a clock of the
+// caller's (Options.Now), the success is recorded at that clock's time.
+func TestPushTimedByItsAnswer(t *testing.T) {
+	fake := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tt := range []struct {
+		name string
+		now  func() time.Time
+	}{
+		{"system clock", nil},
+		{"caller's clock", func() time.Time { return fake }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			store := memory.New()
+			obs := &rejections{}
+			b := &slowBackend{took: 20 * time.Millisecond}
+			svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
+				appserver.Options{Observer: obs, Now: tt.now}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+				t.Fatal(err)
+			}
+			after := time.Now()
+			if err := svc.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if len(obs.took) != 1 || obs.took[0] < b.took {
+				t.Errorf("latency %v, want at least the push service's %v", obs.took, b.took)
+			}
+			got, _ := store.Get(ctx, "n")
+			answered := b.reached.Add(b.took)
+			if tt.now != nil {
+				if !got.LastSuccessfulPush.Equal(fake) {
+					t.Errorf("success recorded at %v, want the caller's clock's %v", got.LastSuccessfulPush, fake)
+				}
+			} else if got.LastSuccessfulPush.Before(answered) || got.LastSuccessfulPush.After(after) {
+				t.Errorf("success recorded at %v, want between the answer at %v and Push's return at %v", got.LastSuccessfulPush, answered, after)
+			}
+		})
+	}
+}

@@ -123,7 +123,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		return err
 	}
 	n := push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted}
-	err = s.sendBounded(ctx, &app, n)
+	end, err := s.sendBounded(ctx, &app, n, time.Now())
 	if err == nil {
 		s.redeliver.settled(redeliveryKey{app: tp.App, token: tp.Token})
 		s.redeliver.took(tp.App)
@@ -135,17 +135,17 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 				s.blocks.set(tp.App, tp.Token, registry.BlockedToken{})
 			}
 		}
-		s.opts.Observer.Pushed(tp.App, OutcomeSuccess, time.Since(start))
+		s.opts.Observer.Pushed(tp.App, OutcomeSuccess, end.Sub(start))
 		return nil
 	}
 	if dead, ok := push.IsDeadToken(err); ok {
-		s.opts.Observer.Pushed(tp.App, OutcomeDeadToken, time.Since(start))
+		s.opts.Observer.Pushed(tp.App, OutcomeDeadToken, end.Sub(start))
 		if s.blockDead(context.WithoutCancel(ctx), tp.App, tp.Token, node, dead) != nil {
 			return fmt.Errorf("%w: %w", ErrPushFailed, err)
 		}
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
+	s.opts.Observer.Pushed(tp.App, OutcomeFailed, end.Sub(start))
 	s.failures.Log("app", tp.App, "node", node, "err", err)
 	if redeliverable(err) {
 		s.redeliver.keepChecked(redeliveryKey{app: tp.App, token: tp.Token}, n, "", err)
