@@ -131,10 +131,12 @@ const AppMaxInFlight = 1024
 // pushes holding no place stay within the bound.
 //
 // start is when the push goes out, which the caller read for its
-// deadline; end is when the service answered (or sendBounded gave up),
-// on the system's clock with its monotonic reading, for the caller to
-// time the push by: reading the clock is a visible part of a push's cost.
+// deadline, and which the backend gets as n.Sent; end is when the service
+// answered (or sendBounded gave up), on the system's clock with its
+// monotonic reading, for the caller to time the push by: reading the
+// clock is a visible part of a push's cost.
 func (s *Service) sendBounded(ctx context.Context, app *App, n push.Notification, start time.Time) (end time.Time, err error) {
+	n.Sent = start
 	f := app.flow
 	v := app.inFlight.Add(1)
 	if v > AppMaxInFlight {

@@ -1064,18 +1064,18 @@ func TestRejectNodeRefMatchesNode(t *testing.T) {
 }
 
 // slowBackend answers once the system clock passed took since the push
-// reached it, and notes when that was.
+// reached it, and notes when that was and the push's Sent.
 type slowBackend struct {
 	took time.Duration
 
-	mu      sync.Mutex
-	reached time.Time
+	mu            sync.Mutex
+	reached, sent time.Time
 }
 
-func (b *slowBackend) Send(context.Context, push.Notification) error {
+func (b *slowBackend) Send(_ context.Context, n push.Notification) error {
 	reached := time.Now()
 	b.mu.Lock()
-	b.reached = reached
+	b.reached, b.sent = reached, n.Sent
 	b.mu.Unlock()
 	for time.Since(reached) < b.took {
 	}
@@ -1086,6 +1086,7 @@ func (b *slowBackend) Send(context.Context, push.Notification) error {
 // are read from the clock once the push service answered, not before it
 // was asked (the clock is read once for both); with a clock of the
 // caller's (Options.Now), the success is recorded at that clock's time.
+// The backend gets the time the push went out as its Sent.
 func TestPushTimedByItsAnswer(t *testing.T) {
 	fake := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tt := range []struct {
@@ -1109,10 +1110,14 @@ func TestPushTimedByItsAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			before := time.Now()
 			if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
 				t.Fatal(err)
 			}
 			after := time.Now()
+			if b.sent.Before(before) || b.sent.After(b.reached) {
+				t.Errorf("the backend got Sent %v, want between Push's call at %v and the push reaching it at %v", b.sent, before, b.reached)
+			}
 			if err := svc.Close(); err != nil {
 				t.Fatal(err)
 			}

@@ -81,6 +81,12 @@ type Notification struct {
 	// Account is the bare JID the device registered from, for apps that
 	// need it in the payload to pick their key (Siskin); often "".
 	Account string
+	// Sent is when the core handed the push to its backend, read from
+	// the system's clock (monotonic reading included) once for the push,
+	// which set the push's deadline from it: the backend times its first
+	// attempt by it instead of reading the clock again. Zero when the
+	// caller read none (a redelivery, send-test); the backend reads it.
+	Sent time.Time
 }
 
 // Encrypted is a notification the user's server encrypted with a key the

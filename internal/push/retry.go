@@ -56,6 +56,10 @@ type RetryPolicy struct {
 	// Base and Max shape the backoff between attempts; defaults 100 ms
 	// and 2 s.
 	Base, Max time.Duration
+	// Start is when the push was handed over (Notification.Sent), from
+	// which the core set ctx's deadline: Retry compares the two without
+	// reading the clock. Zero reads it.
+	Start time.Time
 }
 
 // Retry calls attempt until it succeeds, fails permanently, or the budget
@@ -71,7 +75,11 @@ func Retry(ctx context.Context, p RetryPolicy, attempt func(ctx context.Context)
 	// The core's deadline for the budget may be rounded up to a shared
 	// slot: within that it is the budget, and another timer would be
 	// for nothing.
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > p.Budget+deadline.Slot {
+	start := p.Start
+	if start.IsZero() {
+		start = time.Now()
+	}
+	if dl, ok := ctx.Deadline(); !ok || dl.Sub(start) > p.Budget+deadline.Slot {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.Budget)
 		defer cancel()

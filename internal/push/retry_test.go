@@ -134,24 +134,33 @@ func TestRetryKeepsEarlierDeadline(t *testing.T) {
 
 // Retry bounds attempts by its budget, unless the caller's deadline is
 // earlier or no later than a shared deadline slot past it: the core's,
-// rounded up to its slot, needs no second timer.
+// rounded up to its slot, needs no second timer. The budget counts from
+// the policy's Start when it has one (the time the core read for the
+// push, and set its deadline from), else from now.
 func TestRetryBudgetDeadline(t *testing.T) {
 	const budget = time.Second
 	for _, tc := range []struct {
 		name  string
-		after time.Duration // the caller's deadline, after now+budget
+		start time.Duration // the policy's Start, after now; 0 for none
+		after time.Duration // the caller's deadline, after start+budget
 		kept  bool
 	}{
-		{"earlier", -budget / 2, true},
-		{"within a slot", deadline.Slot / 2, true},
-		{"later", time.Minute, false},
+		{"earlier", 0, -budget / 2, true},
+		{"within a slot", 0, deadline.Slot / 2, true},
+		{"later", 0, time.Minute, false},
+		{"within a slot of Start", time.Hour, deadline.Slot / 2, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			want := time.Now().Add(budget + tc.after)
+			now := time.Now()
+			var start time.Time
+			if tc.start != 0 {
+				start = now.Add(tc.start)
+			}
+			want := now.Add(tc.start + budget + tc.after)
 			ctx, cancel := context.WithDeadline(context.Background(), want)
 			defer cancel()
 			var got time.Time
-			push.Retry(ctx, push.RetryPolicy{Budget: budget}, func(ctx context.Context) error {
+			push.Retry(ctx, push.RetryPolicy{Budget: budget, Start: start}, func(ctx context.Context) error {
 				got, _ = ctx.Deadline()
 				return nil
 			})

@@ -101,6 +101,9 @@ type Backend struct {
 	// push copies no header map, and its connection sends the fields'
 	// encoding of the push before.
 	authed atomic.Pointer[authedFields]
+	// onSystemClock is set when opts.Now is time.Now, as the caller left
+	// it: a push's Sent then serves as the time of its first request.
+	onSystemClock bool
 }
 
 // authedFields are the fixed requests' header fields carrying one provider
@@ -117,14 +120,15 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	if opts.Topic == "" {
 		return nil, errors.New("apns: topic is required")
 	}
-	if opts.Now == nil {
+	onSystemClock := opts.Now == nil
+	if onSystemClock {
 		opts.Now = time.Now
 	}
 	if opts.Breaker == nil {
 		opts.Breaker = push.NewBreaker(opts.Topic, push.BreakerOptions{}, logger)
 	}
 	var certs []tls.Certificate
-	b := &Backend{opts: opts, logger: logger, breaker: opts.Breaker}
+	b := &Backend{opts: opts, logger: logger, breaker: opts.Breaker, onSystemClock: onSystemClock}
 	b.fixed = make(map[push.Priority]request)
 	for _, p := range []push.Priority{push.PriorityHigh, push.PrioritySilent, push.PriorityVoIP} {
 		r := b.render(push.Notification{Priority: p})
@@ -246,9 +250,16 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		return fmt.Errorf("apns: %d-byte payload, Apple takes %d: %w", len(req.payload), max, push.ErrPayloadTooLarge)
 	}
 	refreshed := false
-	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+	// The first request is made at n.Sent, a moment ago; a later one,
+	// after a wait or with a new provider token, reads the clock.
+	at := n.Sent
+	if !b.onSystemClock {
+		at = time.Time{}
+	}
+	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
 		for {
-			a, err := b.post(ctx, n.Token, req)
+			a, err := b.post(ctx, n.Token, req, at)
+			at = time.Time{}
 			switch {
 			case err != nil:
 				return err
@@ -486,7 +497,8 @@ func maxPayload(p push.Priority) int {
 	return 4096
 }
 
-func (b *Backend) post(ctx context.Context, token string, r request) (answer, error) {
+// post makes one request of r to token, at now (zero: the clock's now).
+func (b *Backend) post(ctx context.Context, token string, r request, now time.Time) (answer, error) {
 	// The token is hex (ValidateToken), so the path needs no escaping.
 	hook := push.AnswerHook(ctx)
 	// A success's apns-id is read only for the debug log.
@@ -498,7 +510,7 @@ func (b *Backend) post(ctx context.Context, token string, r request) (answer, er
 	var auth string
 	if b.signer != nil {
 		var err error
-		if auth, err = b.signer.authorization(); err != nil {
+		if auth, err = b.signer.authorization(now); err != nil {
 			return answer{}, err
 		}
 		b.withAuth(&req, r, auth)
@@ -546,11 +558,14 @@ type signer struct {
 	issued time.Time
 }
 
-// authorization returns the value of the authorization header.
-func (s *signer) authorization() (string, error) {
+// authorization returns the value of the authorization header for a
+// request made at now (zero: the signer's clock's now).
+func (s *signer) authorization(now time.Time) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
+	if now.IsZero() {
+		now = s.now()
+	}
 	if s.token != "" && now.Sub(s.issued) < tokenLifetime {
 		return s.token, nil
 	}

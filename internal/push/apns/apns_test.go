@@ -423,6 +423,38 @@ func TestProviderTokenRefresh(t *testing.T) {
 	}
 }
 
+// TestProviderTokenSignedAtSent: the core reads the clock once for a push
+// (Notification.Sent), and the provider token of its first request is
+// judged and signed at that time, not at a reading of its own.
+func TestProviderTokenSignedAtSent(t *testing.T) {
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	b := newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
+		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42", PushDeadline: 3 * time.Second})
+	// Long enough ago that a token signed at a reading of the clock
+	// would show it, not so long that Apple would refuse it.
+	sent := time.Now().Add(-10 * time.Minute)
+	if err := b.Send(context.Background(), push.Notification{App: "apns", Node: "n", Token: token, Priority: push.PriorityHigh, Sent: sent}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := m.Requests()
+	if len(reqs) != 1 || reqs[0].Status != 200 {
+		t.Fatalf("requests: %+v", reqs)
+	}
+	if want := time.Unix(sent.Unix(), 0); !reqs[0].IssuedAt.Equal(want) {
+		t.Fatalf("provider token issued at %v, want the push's Sent, %v", reqs[0].IssuedAt, want)
+	}
+}
+
 func TestCertificateAuth(t *testing.T) {
 	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
 	if err != nil {

@@ -311,7 +311,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		return fmt.Errorf("fcm: %d bytes of data, FCM takes %d: %w", size, maxData, push.ErrPayloadTooLarge)
 	}
 	refreshed := false
-	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+	err := push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
 		refused := ""
 		for {
 			status, ferr, name, retryAfter, tok, err := b.post(ctx, body, refused)

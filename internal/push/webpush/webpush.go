@@ -322,7 +322,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	}
 	defer b.flights.done(origin)
 	refreshed, shortened := false, false
-	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline}, func(ctx context.Context) error {
+	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
 		status, retryAfter, err := b.post(ctx, sub, origin, body, n.Priority)
 		if status == http.StatusRequestEntityTooLarge && !shortened && n.Summary != nil && b.opts.IncludeSummary {
 			// RFC 8030 has services take 4,096 bytes, and ours fit
