@@ -61,7 +61,30 @@ func (s *Shared) WithDeadline(ctx context.Context, deadline time.Time) (context.
 		// serves as it is, without a sharedCtx made for it.
 		return c.ctx, c.release
 	}
+	if r, ok := ctx.(Roomy); ok {
+		if room := r.DeadlineRoom(); room.ctx.slot == nil {
+			room.ctx = sharedCtx{ctx, c.ctx}
+			return &room.ctx, c.release
+		}
+	}
 	return sharedCtx{ctx, c.ctx}, c.release
+}
+
+// Room is memory an operation keeps (in what it has for itself anyway)
+// for the first context WithDeadline makes of its own: a sharedCtx
+// returned as a context.Context is otherwise boxed, an allocation an
+// operation. Once taken it is never written again, so the context stays
+// as it was for whoever still holds it; a later one is boxed as before.
+// The zero Room is ready. Its size counts: a push's IQ is read into
+// one allocation with its Room, near the top of its size class.
+type Room struct {
+	ctx sharedCtx // taken once its slot is set
+}
+
+// Roomy is a context that carries a Room for the contexts made from it.
+// Its Room serves one operation's calls, one after the other.
+type Roomy interface {
+	DeadlineRoom() *Room
 }
 
 // acquire returns the slot deadline falls in, counted as used once more.

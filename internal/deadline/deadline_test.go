@@ -173,3 +173,49 @@ func TestBackgroundParentAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations a deadline, want 0", allocs)
 	}
 }
+
+// roomy is an operation's context with a Room, as a push's is.
+type roomy struct {
+	context.Context
+	room Room
+}
+
+func (r *roomy) DeadlineRoom() *Room { return &r.room }
+
+// An operation whose context has a Room takes it for its first deadline:
+// no allocation once the slot is there. A second deadline of the same
+// operation gets a context of its own, and the first stays as it was.
+func TestRoomAllocatesNothing(t *testing.T) {
+	var s Shared
+	at := time.Now().Add(time.Hour)
+	keep, cancel := s.WithDeadline(context.Background(), at) // the slot stays while this is under way
+	defer cancel()
+	ops := make([]roomy, 101)
+	for i := range ops {
+		ops[i].Context = context.WithValue(context.Background(), key{}, i)
+	}
+	n := 0
+	allocs := testing.AllocsPerRun(100, func() {
+		ctx, cancel := s.WithDeadline(&ops[n], at)
+		if ctx.Done() != keep.Done() || ctx.Value(key{}) != n {
+			t.Fatal("not the slot's end, or not the operation's values")
+		}
+		cancel()
+		n++
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations a deadline, want 0", allocs)
+	}
+
+	op := &roomy{Context: context.WithValue(context.Background(), key{}, "mine")}
+	first, cancel1 := s.WithDeadline(op, at)
+	defer cancel1()
+	second, cancel2 := s.WithDeadline(op, at.Add(time.Hour))
+	defer cancel2()
+	want, _ := keep.Deadline()
+	d1, _ := first.Deadline()
+	d2, _ := second.Deadline()
+	if !d1.Equal(want) || !d2.After(want) || first.Value(key{}) != "mine" || second.Value(key{}) != "mine" {
+		t.Fatalf("deadlines %v and %v, want %v and a later one, with the operation's values", d1, d2, want)
+	}
+}

@@ -3,6 +3,8 @@ package push
 import (
 	"context"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/deadline"
 )
 
 // Waiting is how a caller that bounds concurrent pushes (the XMPP
@@ -49,7 +51,14 @@ func WithWaiting(ctx context.Context, w Waiting) context.Context {
 type WaitingContext struct {
 	context.Context
 	Waiting Waiting
+	room    deadline.Room
 }
+
+// DeadlineRoom makes c a deadline.Roomy: the push's deadline, set on c,
+// takes memory that c's own holder keeps for the push (see Slot).
+func (c *WaitingContext) DeadlineRoom() *deadline.Room { return &c.room }
+
+var _ deadline.Roomy = (*WaitingContext)(nil)
 
 func (c *WaitingContext) Value(key any) any {
 	if key == (waitingKey{}) {

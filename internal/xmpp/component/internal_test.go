@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestSourceOf(t *testing.T) {
@@ -32,6 +33,17 @@ func TestSourceOf(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { sourceOf("juliet@example.org/phone") }); n != 0 {
 		t.Errorf("sourceOf allocates %v times for a domain in lower case, want 0", n)
+	}
+}
+
+// A publish IQ is read into one allocation with its payload's memory and
+// its handler's slot (its context's deadline room included), which,
+// with the 8-byte header the runtime puts before an object of more than
+// 512 bytes with pointers, fills the 1,408-byte size class: a field more
+// takes the next, 1,536 bytes, for every push.
+func TestStreamIQSize(t *testing.T) {
+	if n := unsafe.Sizeof(streamIQ{}) + 8; n > 1408 {
+		t.Errorf("streamIQ takes %d bytes, more than the 1,408-byte size class", n)
 	}
 }
 

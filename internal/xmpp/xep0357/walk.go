@@ -39,19 +39,19 @@ type parts struct {
 	// payloadKept: the first encrypted payload was read, with its own
 	// budget.
 	payloadKept bool
+	textInit    bool // text took textMem (here, where it needs no padding)
 
 	// text holds the forms' values in textMem: a value a string of its
 	// own was an allocation per field, and a buffer of their own one a
 	// push.
-	text     xmlwalk.Texts
-	textMem  [textSize]byte
-	textInit bool // text took textMem
+	text    xmlwalk.Texts
+	textMem [textSize]byte
 }
 
 // textSize is text's room: the values of a push's forms (a secret, a
 // message's sender and the start of its body) fit. A value beyond it is
 // a string of its own.
-const textSize = 256
+const textSize = 240
 
 // What a walk keeps of a tree, whatever its size. A publish may be far
 // larger than anything we use of it (the whole of a long message's body,
