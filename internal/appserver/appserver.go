@@ -687,10 +687,19 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	// The backend's own deadline counts from here, after any wait for
 	// the throttle's window. Setting the earlier of the two here gives a
 	// push one timer, not two: the backend finds it and sets none.
-	// The throttle's reading of the system clock, a moment ago, serves
-	// when the push did not wait.
-	sent := at
-	if waited > 0 || at.IsZero() || !s.onSystemClock {
+	// When the push did not wait, a reading of a moment ago serves: the
+	// throttle's of the system clock, else the push's start, when the
+	// registration came from the cache (microseconds ago, no wait for
+	// the registry between).
+	var sent time.Time
+	switch {
+	case waited > 0:
+	case !at.IsZero() && s.onSystemClock:
+		sent = at
+	case hit:
+		sent = start
+	}
+	if sent.IsZero() {
 		sent = time.Now()
 	}
 	if dl := app.deadline(); dl > 0 {

@@ -1136,3 +1136,48 @@ func TestPushTimedByItsAnswer(t *testing.T) {
 		})
 	}
 }
+
+// slowRegistry reads registrations only once the system clock passed
+// took since the read began, and notes when the last read ended.
+type slowRegistry struct {
+	registry.Store
+	took time.Duration
+
+	mu   sync.Mutex
+	read time.Time
+}
+
+func (s *slowRegistry) Get(ctx context.Context, node string) (registry.Registration, error) {
+	began := time.Now()
+	r, err := s.Store.Get(ctx, node)
+	for time.Since(began) < s.took {
+	}
+	s.mu.Lock()
+	s.read = time.Now()
+	s.mu.Unlock()
+	return r, err
+}
+
+// TestPushSentAfterRegistryRead: a push whose registration was read from
+// the registry, not the cache, goes out (Sent, from which its app's
+// deadline counts) after the read, which took none of that deadline.
+func TestPushSentAfterRegistryRead(t *testing.T) {
+	ctx := context.Background()
+	store := &slowRegistry{Store: memory.New(), took: 20 * time.Millisecond}
+	b := &slowBackend{}
+	svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b, Deadline: time.Minute}},
+		appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	if store.read.IsZero() || b.sent.Before(store.read) {
+		t.Fatalf("sent at %v, before the registration was read at %v", b.sent, store.read)
+	}
+}
