@@ -39,19 +39,15 @@ type parts struct {
 	// payloadKept: the first encrypted payload was read, with its own
 	// budget.
 	payloadKept bool
-	textInit    bool // text took textMem (here, where it needs no padding)
 
-	// text holds the forms' values in textMem: a value a string of its
-	// own was an allocation per field, and a buffer of their own one a
-	// push.
-	text    xmlwalk.Texts
-	textMem [textSize]byte
+	// text holds the forms' values: a value a string of its own was an
+	// allocation per field.
+	text strings.Builder
 }
 
-// textSize is text's room: the values of a push's forms (a secret, a
-// message's sender and the start of its body) fit. A value beyond it is
-// a string of its own.
-const textSize = 240
+// textSize is what text first takes room for: the values of a push's
+// forms (a secret, a message's sender and the start of its body) fit.
+const textSize = 256
 
 // What a walk keeps of a tree, whatever its size. A publish may be far
 // larger than anything we use of it (the whole of a long message's body,
@@ -279,10 +275,6 @@ func (o *PublishOptions) read(r xmlwalk.Reader, mem *parts) error {
 // returns the form read into.
 func readFormInto(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Form, mem *parts, used *int, budget int) (*dataform.Form, error) {
 	b := textBudget{used: used, max: budget, secret: used == &mem.optionsUsed}
-	if !mem.textInit {
-		mem.text.Init(mem.textMem[:])
-		mem.textInit = true
-	}
 	if f != nil {
 		return f, readForm(r, start, f, nil, &mem.text, b)
 	}
@@ -320,7 +312,7 @@ type textBudget struct {
 
 // readForm reads a form into f, taking memory from mem unless it is nil,
 // and writing the values to text.
-func readForm(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Form, mem *formParts, text *xmlwalk.Texts, b textBudget) error {
+func readForm(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Form, mem *formParts, text *strings.Builder, b textBudget) error {
 	f.XMLName = start.Name
 	for _, a := range start.Attr {
 		if a.Name.Local == "type" {
@@ -393,7 +385,7 @@ func hasSecret(f *dataform.Form) bool {
 var formTypes = []string{FormSummary, FormPublish}
 
 // readField reads a field into f; its first value goes into values.
-func readField(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Field, values *[]string, text *xmlwalk.Texts, b textBudget) error {
+func readField(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Field, values *[]string, text *strings.Builder, b textBudget) error {
 	for _, a := range start.Attr {
 		switch a.Name.Local {
 		case "var":
@@ -408,6 +400,9 @@ func readField(r xmlwalk.Reader, start *xmlwalk.Token, f *dataform.Field, values
 			return err
 		}
 		if t.Name.Local == "value" && len(f.Values) < maxValues && *b.used < b.max {
+			if text.Cap() == 0 {
+				text.Grow(textSize)
+			}
 			keep := min(maxValue, max(b.max-*b.used, 0))
 			var v string
 			if f.Var == "FORM_TYPE" {

@@ -2,7 +2,6 @@ package xep0357_test
 
 import (
 	"encoding/xml"
-	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -171,75 +170,6 @@ func TestWalkInMemoryServesOnce(t *testing.T) {
 	}
 	if a.Publish.Node == b.Publish.Node || b.Publish.Node == "" {
 		t.Fatalf("nodes %q and %q", a.Publish.Node, b.Publish.Node)
-	}
-}
-
-// replay is a Reader over tokens read before, allocating nothing itself.
-type replay struct {
-	toks []xmlwalk.Token
-	i    int
-	cur  xmlwalk.Token
-}
-
-func (r *replay) Next() (*xmlwalk.Token, error) {
-	if r.i == len(r.toks) {
-		return nil, io.ErrUnexpectedEOF
-	}
-	r.cur = r.toks[r.i]
-	r.i++
-	return &r.cur, nil
-}
-
-func (r *replay) Skip() error {
-	for depth := 1; depth > 0; {
-		t, err := r.Next()
-		if err != nil {
-			return err
-		}
-		switch t.Kind {
-		case xmlwalk.StartElement:
-			depth++
-		case xmlwalk.EndElement:
-			depth--
-		}
-	}
-	return nil
-}
-
-// A push's tree walked into a Memory takes no allocation: its forms'
-// values are written to the Memory too.
-func TestWalkInMemoryAllocatesNothing(t *testing.T) {
-	d := &xmlwalk.Decoder{Decoder: xml.NewDecoder(strings.NewReader(prosodyPublish))}
-	var toks []xmlwalk.Token
-	for {
-		tok, err := d.Next()
-		if err != nil {
-			break
-		}
-		c := *tok
-		c.Attr, c.Text = append([]xml.Attr(nil), tok.Attr...), append([]byte(nil), tok.Text...)
-		toks = append(toks, c)
-	}
-	at := 0
-	for toks[at].Name.Local != "pubsub" {
-		at++
-	}
-	const runs = 100
-	mems, trees := make([]xep0357.Memory, runs+1), make([]xep0357.PubSub, runs+1)
-	r, n := &replay{toks: toks}, 0
-	allocs := testing.AllocsPerRun(runs, func() {
-		r.i = at + 1
-		start := toks[at]
-		if err := trees[n].WalkIn(r, &start, &mems[n]); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations a walk", allocs)
-	}
-	if got := trees[0].PublishOptions.Form.Fields[1].Values[0]; got != "SECRET" {
-		t.Fatalf("secret %q", got)
 	}
 }
 

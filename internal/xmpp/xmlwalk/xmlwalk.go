@@ -16,8 +16,8 @@ import (
 	"encoding/xml"
 	"fmt"
 	"math"
+	"strings"
 	"unicode/utf8"
-	"unsafe"
 )
 
 // Kind tells the tokens a walk sees apart. Comments, processing
@@ -108,36 +108,15 @@ func Child(r Reader) (t *Token, ok bool, err error) {
 // started, skipping child elements, and consumes the element.
 func Text(r Reader) (string, error) { return TextIn(r, nil) }
 
-// Texts is room for the texts of one tree, in memory its caller has
-// anyway (a push's, read in one allocation): a text written to it comes
-// back as a string of that memory, which is never written again. The
-// zero Texts has no room.
-type Texts struct{ b []byte }
-
-// Init gives t mem as its room. Nothing may write to mem afterwards: the
-// strings t hands out are its bytes.
-func (t *Texts) Init(mem []byte) { t.b = mem[:0:len(mem)] }
-
-// Room reports how many bytes t can still take.
-func (t *Texts) Room() int { return cap(t.b) - len(t.b) }
-
-// String returns what t holds, for tests.
-func (t *Texts) String() string { return string(t.b) }
-
-// add writes b, which must fit, and returns it as t's string.
-func (t *Texts) add(b []byte) string {
-	start := len(t.b)
-	t.b = append(t.b, b...)
-	return unsafe.String(&t.b[start], len(b))
-}
-
 // TextIn is Text, but a text equal to one of known comes back as that
 // string instead of a copy (a data form's FORM_TYPE, which every push
 // carries, costs no allocation), and any other text that fits in buf's
-// room (buf not nil) is written to buf and comes back as its string:
-// the texts of one tree then share memory the tree has anyway. (A text
-// in several pieces may leave its first in buf twice.)
-func TextIn(r Reader, buf *Texts, known ...string) (string, error) {
+// room (buf not nil), is written to buf without growing it and comes back
+// as the part of buf.String() it took:
+// the texts of one tree then share an allocation or two, as a
+// strings.Builder never changes what it holds. (A text in several pieces
+// may leave its first in buf twice.)
+func TextIn(r Reader, buf *strings.Builder, known ...string) (string, error) {
 	return TextCut(r, buf, math.MaxInt, known...)
 }
 
@@ -145,7 +124,7 @@ func TextIn(r Reader, buf *Texts, known ...string) (string, error) {
 // UTF-8 sequence begins: the rest is read and dropped, so that a text
 // far longer than anything its reader uses takes no more memory than
 // that.
-func TextCut(r Reader, buf *Texts, max int, known ...string) (string, error) {
+func TextCut(r Reader, buf *strings.Builder, max int, known ...string) (string, error) {
 	var s string
 	var pieces []byte // only when the text comes in several pieces
 	for {
@@ -203,17 +182,21 @@ func cut(b []byte, max int) []byte {
 }
 
 // among returns the string of known equal to b, or else b as a new
-// string, written to buf if buf has room for it.
-func among(b []byte, known []string, buf *Texts) string {
+// string, written to buf if buf has room for it without growing.
+func among(b []byte, known []string, buf *strings.Builder) string {
 	for _, k := range known {
 		if string(b) == k {
 			return k
 		}
 	}
-	if buf == nil || len(b) == 0 || len(b) > buf.Room() {
+	if buf == nil || len(b) == 0 || len(b) > buf.Cap()-buf.Len() {
+		// Only what fits: a growth would copy buf, and the strings
+		// already taken of it would keep the old array alive.
 		return string(b)
 	}
-	return buf.add(b)
+	start := buf.Len()
+	buf.Write(b)
+	return buf.String()[start:]
 }
 
 // Expect fails unless t is the start of local in name space space, with
