@@ -477,7 +477,15 @@ func (r *redeliveries) makeRoom(app string, size int) bool {
 		if most == nil {
 			return false
 		}
+		// Not a push whose attempt is under way: it may be delivered
+		// yet, and its memory stays taken until the attempt ends.
 		p := most.oldest
+		for p != nil && p.sending {
+			p = p.newer
+		}
+		if p == nil {
+			return false
+		}
 		r.remove(p.key, p)
 		r.dropped.Add(1)
 	}

@@ -498,3 +498,29 @@ func TestRedeliveryServiceBack(t *testing.T) {
 		t.Fatalf("due after the service's Retry-After: %v", k)
 	}
 }
+
+// TestRedeliveryRoomSparesAttemptUnderWay: a push whose attempt is under
+// way is not given up to make room, though it is its app's oldest: the
+// attempt goes on, and given up it would be counted dropped when it
+// delivers, its place freed while it is still in memory and with its
+// service.
+func TestRedeliveryRoomSparesAttemptUnderWay(t *testing.T) {
+	r, c := newTestRedeliveries()
+	r.max = 2
+	r.keep(redeliveryKey{node: "a1"}, push.Notification{App: "a", Node: "a1", Priority: push.PriorityHigh})
+	c.advance(redeliveryBase)
+	got := r.due(10)
+	if len(got) != 1 {
+		t.Fatalf("due: %+v", got)
+	}
+	a1 := got[0]
+	r.keep(redeliveryKey{node: "a2"}, push.Notification{App: "a", Node: "a2", Priority: push.PriorityHigh})
+	// While a1's attempt is under way, app b's push needs a place.
+	r.keep(redeliveryKey{node: "b1"}, push.Notification{App: "b", Node: "b1", Priority: push.PriorityHigh})
+	r.done(a1, redelivered, 0)
+	s := r.stats()
+	if s.Delivered != 1 || s.Dropped != 1 || r.pending[redeliveryKey{node: "a2"}] != nil {
+		t.Errorf("a1 was delivered and a2 should have given its place; stats say delivered %d, dropped %d; a2 waiting: %v",
+			s.Delivered, s.Dropped, r.pending[redeliveryKey{node: "a2"}] != nil)
+	}
+}
