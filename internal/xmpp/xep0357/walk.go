@@ -30,19 +30,24 @@ type parts struct {
 	items   [1]Item
 	note    Notification
 	forms   [2]formParts
-	nforms  int
-	noted   bool // note was taken
 
 	// What the notifications' and the publish options' texts took of
 	// their budgets.
 	noteUsed, optionsUsed int
-	// payloadKept: the first encrypted payload was read, with its own
-	// budget.
-	payloadKept bool
 
 	// text holds the forms' values: a value a string of its own was an
 	// allocation per field.
 	text strings.Builder
+
+	// The small fields last, together: each alone between words took a
+	// word, and three words more put the component's IQ, which holds a
+	// Memory, in the next size class of the allocator.
+	nforms uint8 // of forms, at most len(forms)
+	noted  bool  // note was taken
+	// payloadKept: the first encrypted payload was read, with its own
+	// budget.
+	payloadKept bool
+	taken       bool // by a walk, when it is a Memory's (see WalkIn)
 }
 
 // textSize is what text first takes room for: the values of a push's
@@ -90,7 +95,7 @@ type formParts struct {
 
 // form returns the memory of the next form.
 func (p *parts) form() *formParts {
-	if p.nforms == len(p.forms) {
+	if int(p.nforms) == len(p.forms) {
 		return new(formParts)
 	}
 	p.nforms++
@@ -101,8 +106,7 @@ func (p *parts) form() *formParts {
 // reader of many pushes can allocate it together with the rest of what
 // it reads a push into, in one allocation.
 type Memory struct {
-	p    parts
-	used bool
+	p parts // p.taken once a walk took it
 }
 
 // Walk reads <pubsub/> from r, whose last token was start.
@@ -124,8 +128,8 @@ func (ps *PubSub) WalkIn(r xmlwalk.Reader, start *xmlwalk.Token, mem *Memory) er
 			return err
 		}
 		if p == nil && (t.Name.Local == "publish" || t.Name.Local == "publish-options") {
-			if mem != nil && !mem.used {
-				mem.used = true
+			if mem != nil && !mem.p.taken {
+				mem.p.taken = true
 				p = &mem.p
 			} else {
 				p = new(parts)
