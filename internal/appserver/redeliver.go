@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -115,6 +116,35 @@ type RedeliveryStats struct {
 	// Gone also counts unread pushes whose node was not registered or
 	// whose secret was not the registration's.
 	Delivered, Expired, Gone, Failed, Superseded uint64
+}
+
+// DropReason says why redelivery dropped a push.
+type DropReason string
+
+const (
+	// DropNoRoom: the push found no room to wait (the room, or the half
+	// of it unread pushes or pushes to a named token may take), or
+	// would have taken its device's wait past the room's bytes.
+	DropNoRoom DropReason = "no_room"
+	// DropGavePlace: the push waited, and gave its place to another
+	// app's once the room was full (see makeRoom).
+	DropGavePlace DropReason = "gave_place"
+	// DropShutdown: the push waited at shutdown, and the registry did
+	// not keep it.
+	DropShutdown DropReason = "shutdown"
+)
+
+// UnreadApp stands for the app of a push whose registration could not
+// be read, which only the registration says.
+const UnreadApp = "unknown"
+
+// RedeliveryDrop names whose pushes redelivery dropped, and why. App is
+// the push's app: a configured one (or one of a push taken from the
+// registry, which a server configured with it kept), or UnreadApp; never
+// one a publish chose, so the apps stay a handful.
+type RedeliveryDrop struct {
+	App    string
+	Reason DropReason
 }
 
 // redeliveryKey names the device of a kept push: a registered node, or
@@ -227,6 +257,10 @@ type redeliveries struct {
 	outages atomic.Int64
 
 	kept, dropped, delivered, expired, gone, failed, superseded atomic.Uint64
+	// drops counts what dropped does by app and reason: since apps share
+	// the room by eviction, the total does not say whose pushes were
+	// lost. Guarded by mu, which every drop holds already.
+	drops map[RedeliveryDrop]uint64
 
 	// back holds the apps (name to struct{}) a push went through to
 	// since the loop's last tick while outage pushes waited: their
@@ -260,7 +294,7 @@ func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
 	host, _ := os.Hostname()
 	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
 		lease: redeliveryLease, max: redeliveryMax, maxBytes: redeliveryMaxBytes, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
-		pending: map[redeliveryKey]*pendingPush{}, apps: map[string]*appRoom{},
+		pending: map[redeliveryKey]*pendingPush{}, apps: map[string]*appRoom{}, drops: map[RedeliveryDrop]uint64{},
 		dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{}}
 }
 
@@ -384,7 +418,7 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 func (r *redeliveries) replace(p *pendingPush, n push.Notification, u *unreadPush) bool {
 	size := notificationSize(&n, u)
 	if r.bytes-p.size+size > r.maxBytes || p.token && r.tokenBytes-p.size+size > r.maxBytes/2 {
-		r.dropped.Add(1)
+		r.drop(n.App, DropNoRoom, 1)
 		return false
 	}
 	if p.token {
@@ -414,7 +448,7 @@ func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush
 	if u != nil && r.unread >= r.max/2 ||
 		key.token != "" && (r.tokens >= r.max/2 || r.tokenBytes+size > r.maxBytes/2) ||
 		(len(r.pending) >= r.max || r.bytes+size > r.maxBytes) && !(evict && u == nil && r.makeRoom(n.App, size)) {
-		r.dropped.Add(1)
+		r.drop(n.App, DropNoRoom, 1)
 		return false
 	}
 	p := &pendingPush{key: key, failed: failed, wait: push.Backoff{Base: r.base, Max: r.maxWait}, token: key.token != ""}
@@ -487,9 +521,25 @@ func (r *redeliveries) makeRoom(app string, size int) bool {
 			return false
 		}
 		r.remove(p.key, p)
-		r.dropped.Add(1)
+		r.drop(p.n.App, DropGavePlace, 1)
 	}
 	return true
+}
+
+// drop counts n pushes of app dropped for reason; r.mu is held.
+func (r *redeliveries) drop(app string, reason DropReason, n int) {
+	if app == "" {
+		app = UnreadApp
+	}
+	r.drops[RedeliveryDrop{App: app, Reason: reason}] += uint64(n)
+	r.dropped.Add(uint64(n))
+}
+
+// droppedBy is a copy of drops.
+func (r *redeliveries) droppedBy() map[RedeliveryDrop]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.drops)
 }
 
 // fullest is the app other than app that holds the most of the room,
@@ -914,6 +964,24 @@ func (r *redeliveries) stats() RedeliveryStats {
 // redelivery is off.
 func (s *Service) RedeliveryStats() RedeliveryStats { return s.redeliver.stats() }
 
+// RedeliveryDrops counts the pushes redelivery dropped (RedeliveryStats'
+// Dropped) by app and reason; nil when redelivery is off. Each configured
+// app and UnreadApp is there with each reason from the start, at 0 until
+// a drop: a series that appears with its first drop shows no increase.
+func (s *Service) RedeliveryDrops() map[RedeliveryDrop]uint64 {
+	if s.redeliver == nil {
+		return nil
+	}
+	drops := s.redeliver.droppedBy()
+	for _, reason := range []DropReason{DropNoRoom, DropGavePlace, DropShutdown} {
+		for app := range s.apps {
+			drops[RedeliveryDrop{App: app, Reason: reason}] += 0
+		}
+		drops[RedeliveryDrop{App: UnreadApp, Reason: reason}] += 0
+	}
+	return drops
+}
+
 // retryAfter is the push service's Retry-After in err, or 0.
 func retryAfter(err error) time.Duration {
 	var te *push.TemporaryError
@@ -950,7 +1018,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	s.takeHeld(ctx)
 	s.writePending(ctx)
 	lastTake, lastSummary := time.Now(), time.Now()
-	summarized := r.stats()
+	summarized := s.redeliverySnapshot()
 	// The due pushes are taken out a batch at a time, larger than the
 	// attempts that may run at once (after an outage every device falls
 	// due within seconds, and taking only the free slots each tick would
@@ -1046,21 +1114,46 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	}
 }
 
+// redeliverySummary is what summarizeRedelivery sums up the next minute
+// from.
+type redeliverySummary struct {
+	stats RedeliveryStats
+	drops map[RedeliveryDrop]uint64
+}
+
+func (s *Service) redeliverySnapshot() redeliverySummary {
+	return redeliverySummary{stats: s.redeliver.stats(), drops: s.redeliver.droppedBy()}
+}
+
 // summarizeRedelivery logs what redelivery did since prev, if anything,
-// and returns the stats it summed up: an operator sees an outage's pushes
-// arrive (or not) without a metrics system, in a line a minute.
-func (s *Service) summarizeRedelivery(prev RedeliveryStats) RedeliveryStats {
-	now := s.redeliver.stats()
-	cur, last := now, prev
+// and returns what it summed up: an operator sees an outage's pushes
+// arrive (or not) without a metrics system, in a line a minute. Drops
+// are named by app and reason (dropped_by="ios/gave_place=3 …"): with
+// the room shared among apps, the total does not say whose were lost.
+func (s *Service) summarizeRedelivery(prev redeliverySummary) redeliverySummary {
+	now := s.redeliverySnapshot()
+	cur, last := now.stats, prev.stats
 	cur.Pending, last.Pending = 0, 0
 	if cur == last {
 		return now
 	}
-	s.logger.Info("redelivery of failed pushes in the last minute",
-		"kept", now.Kept-prev.Kept, "delivered", now.Delivered-prev.Delivered,
-		"superseded", now.Superseded-prev.Superseded, "gone", now.Gone-prev.Gone,
-		"expired", now.Expired-prev.Expired, "failed", now.Failed-prev.Failed,
-		"dropped", now.Dropped-prev.Dropped, "waiting", now.Pending)
+	attrs := []any{
+		"kept", cur.Kept - last.Kept, "delivered", cur.Delivered - last.Delivered,
+		"superseded", cur.Superseded - last.Superseded, "gone", cur.Gone - last.Gone,
+		"expired", cur.Expired - last.Expired, "failed", cur.Failed - last.Failed,
+		"dropped", cur.Dropped - last.Dropped, "waiting", now.stats.Pending,
+	}
+	if cur.Dropped != last.Dropped {
+		var by []string
+		for d, n := range now.drops {
+			if n != prev.drops[d] {
+				by = append(by, fmt.Sprintf("%s/%s=%d", d.App, d.Reason, n-prev.drops[d]))
+			}
+		}
+		slices.Sort(by)
+		attrs = append(attrs, "dropped_by", strings.Join(by, " "))
+	}
+	s.logger.Info("redelivery of failed pushes in the last minute", attrs...)
 	return now
 }
 

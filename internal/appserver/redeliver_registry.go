@@ -188,19 +188,32 @@ func (r *redeliveries) unwritten(keys, puts []redeliveryKey) {
 }
 
 // unwrittenCount is the number of devices waiting whose push the registry
-// does not hold as it is. A wait that is a moved row's push alone is
+// does not hold as it is, and of those, how many each app has. A wait that is a moved row's push alone is
 // held: the row stays in the registry, this server's, until a write
 // replaces it.
-func (r *redeliveries) unwrittenCount() int {
+func (r *redeliveries) unwrittenCount() (n int, byApp map[string]int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
+	byApp = map[string]int{}
 	for key := range r.dirty {
-		if _, moved := r.fromMove[key]; r.pending[key] != nil && !moved {
-			n++
+		if p := r.pending[key]; p != nil {
+			if _, moved := r.fromMove[key]; !moved {
+				n++
+				byApp[p.n.App]++
+			}
 		}
 	}
-	return n
+	return n, byApp
+}
+
+// lostAtShutdown counts as dropped the pushes of each app in byApp that
+// the registry did not keep at shutdown.
+func (r *redeliveries) lostAtShutdown(byApp map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for app, n := range byApp {
+		r.drop(app, DropShutdown, n)
+	}
 }
 
 // leaseLost ends the waits the registry gave to other servers when this
@@ -291,10 +304,10 @@ func (s *Service) holdPending() {
 		// lease; the rest went to the other servers.
 		s.writePendingWithin(ctx, holdTimeout)
 	}
-	lost := r.unwrittenCount()
+	lost, lostBy := r.unwrittenCount()
 	waiting := r.dropAll()
 	if lost > 0 {
-		r.dropped.Add(uint64(lost))
+		r.lostAtShutdown(lostBy)
 		s.logger.Error("pushes waiting for redelivery lost at shutdown: the registry did not keep them", "pushes", lost, "err", r.writeErr)
 	}
 	if waiting == lost && !r.leased {

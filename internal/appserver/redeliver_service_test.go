@@ -666,6 +666,9 @@ func TestRedeliveryHoldRefused(t *testing.T) {
 	if s := svc.RedeliveryStats(); s.Dropped != 1 || s.Pending != 0 {
 		t.Fatalf("%+v", s)
 	}
+	if d := svc.RedeliveryDrops(); d[appserver.RedeliveryDrop{App: "fcm", Reason: appserver.DropShutdown}] != 1 {
+		t.Fatalf("drops by app: %v", d)
+	}
 }
 
 // A tokenless push kept for redelivery is not sent once its token is on
@@ -1216,6 +1219,11 @@ func TestRedeliveryRoomSharedAmongApps(t *testing.T) {
 	}
 	// The ios app alone holds the whole room: its last push finds none.
 	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Kept == room && s.Dropped == 1 && s.Pending == room })
+	noRoom := appserver.RedeliveryDrop{App: "ios", Reason: appserver.DropNoRoom}
+	gavePlace := appserver.RedeliveryDrop{App: "ios", Reason: appserver.DropGavePlace}
+	if d := svc.RedeliveryDrops(); d[noRoom] != 1 || d[gavePlace] != 0 {
+		t.Fatalf("drops by app after the ios push found no room: %v", d)
+	}
 
 	reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "fcm-0", "tfcm-0")
 	if err != nil {
@@ -1227,6 +1235,20 @@ func TestRedeliveryRoomSharedAmongApps(t *testing.T) {
 	}
 	if s := svc.RedeliveryStats(); s.Kept != room+1 || s.Pending != room || s.Dropped != 2 {
 		t.Fatalf("the fcm push found no room beside the ios outage's: %+v", s)
+	}
+	// The push that gave its place is ios's, not the fcm push that took
+	// it; fcm lost none, and shows so from the start.
+	d := svc.RedeliveryDrops()
+	fcmLost := 0
+	for _, reason := range []appserver.DropReason{appserver.DropNoRoom, appserver.DropGavePlace, appserver.DropShutdown} {
+		n, ok := d[appserver.RedeliveryDrop{App: "fcm", Reason: reason}]
+		if !ok {
+			t.Fatalf("no fcm %s count: %v", reason, d)
+		}
+		fcmLost += int(n)
+	}
+	if d[noRoom] != 1 || d[gavePlace] != 1 || fcmLost != 0 {
+		t.Fatalf("drops by app after the fcm push took an ios push's place: %v", d)
 	}
 	b.set("tfcm-0", nil)
 	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 && sentTo(b, "tfcm-0") >= 2 })

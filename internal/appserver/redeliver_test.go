@@ -292,7 +292,7 @@ func TestRedeliverySummary(t *testing.T) {
 	r, c := newTestRedeliveries()
 	var log strings.Builder
 	s := &Service{redeliver: r, logger: slog.New(slog.NewTextHandler(&log, nil))}
-	last := s.summarizeRedelivery(RedeliveryStats{})
+	last := s.summarizeRedelivery(redeliverySummary{})
 	if log.Len() != 0 {
 		t.Fatalf("summed up nothing: %s", log.String())
 	}
@@ -307,9 +307,21 @@ func TestRedeliverySummary(t *testing.T) {
 		t.Fatalf("summary: %s", log.String())
 	}
 	log.Reset()
-	s.summarizeRedelivery(last)
+	last = s.summarizeRedelivery(last)
 	if log.Len() != 0 {
 		t.Fatalf("a quiet minute summed up: %s", log.String())
+	}
+
+	// Drops name whose pushes were lost and why: an fcm push takes the
+	// place of the oldest apns push in a full room, and an unread push,
+	// of no app yet, finds none.
+	r.max = 2
+	r.keep(redeliveryKey{node: "c"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
+	r.keep(redeliveryKey{node: "f"}, push.Notification{App: "fcm", Priority: push.PrioritySilent})
+	r.keepUnread("u", unreadPush{secret: "s"}, push.Notification{Node: "u"})
+	s.summarizeRedelivery(last)
+	if !strings.Contains(log.String(), `dropped=2 waiting=2 dropped_by="apns/gave_place=1 unknown/no_room=1"`) {
+		t.Fatalf("summary of a minute with drops: %s", log.String())
 	}
 }
 
