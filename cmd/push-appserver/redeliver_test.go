@@ -56,6 +56,11 @@ func TestRedeliveryAfterAPNSOutage(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Nothing was dropped, and the app's drops are exported from the
+	// start, so that the first one shows as an increase.
+	if d := metric(t, addr, `push_appserver_redelivery_dropped_total{app="ios",reason="no_room"}`); d != 0 {
+		t.Fatalf("ios pushes dropped for want of room: %v", d)
+	}
 	time.Sleep(time.Second)
 	if n := am.Total(); n != 1 {
 		t.Fatalf("APNS got %d requests after it took the push", n)

@@ -285,7 +285,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	m.WatchCache(svc.CacheStats)
 	m.WatchStatus(svc.StatusStats)
-	m.WatchRedelivery(svc.RedeliveryStats)
+	m.WatchRedelivery(svc.RedeliveryStats, svc.RedeliveryDrops)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

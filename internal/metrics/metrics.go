@@ -285,9 +285,12 @@ func (m *Metrics) WatchStatus(stats func() appserver.StatusStats) {
 
 // WatchRedelivery exports the pushes kept to be sent again after a
 // failure that may pass: how many devices wait
-// (push_appserver_redelivery_pending) and what became of them
-// (push_appserver_redeliveries_total{outcome}).
-func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats) {
+// (push_appserver_redelivery_pending), what became of them
+// (push_appserver_redeliveries_total{outcome}), and, of those dropped,
+// whose and why (push_appserver_redelivery_dropped_total{app,reason},
+// read from drops). The dropped outcome stays the total, so that the
+// alert and dashboards reading it go on as they were.
+func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats, drops func() map[appserver.RedeliveryDrop]uint64) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "push_appserver_redelivery_pending",
 		Help: "Devices whose last push failed for a reason that may pass (the push service's outage, 5xx, 429, a broken connection, the registry unreadable) and that wait for it to be sent again.",
@@ -304,6 +307,29 @@ func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats) {
 		{"failed", func(s appserver.RedeliveryStats) uint64 { return s.Failed }},
 		{"dropped", func(s appserver.RedeliveryStats) uint64 { return s.Dropped }},
 	})
+	dropped := prometheus.CounterOpts{
+		Name: "push_appserver_redelivery_dropped_total",
+		Help: "Failed pushes redelivery dropped (the dropped outcome of push_appserver_redeliveries_total), by the push's app (unknown for a push whose registration could not be read yet) and reason: no_room (no room to wait), gave_place (its place given to another app's push once the room was full), shutdown (waiting at shutdown, and the registry did not keep it).",
+	}
+	m.reg.MustRegister(dropsCollector{
+		desc:  prometheus.NewDesc(dropped.Name, dropped.Help, []string{"app", "reason"}, nil),
+		drops: drops,
+	})
+}
+
+// dropsCollector exports the counts of drops, read at each scrape: their
+// apps and reasons are known only then.
+type dropsCollector struct {
+	desc  *prometheus.Desc
+	drops func() map[appserver.RedeliveryDrop]uint64
+}
+
+func (c dropsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c dropsCollector) Collect(ch chan<- prometheus.Metric) {
+	for d, n := range c.drops() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), d.App, string(d.Reason))
+	}
 }
 
 // labeled is one value of a counter's label and how to read its count

@@ -77,3 +77,41 @@ func TestBuildInfo(t *testing.T) {
 	}
 	t.Fatal("no push_appserver_build_info")
 }
+
+// The pushes redelivery dropped are exported by app and reason beside the
+// total, which dashboards and the alert read as they did.
+func TestRedeliveryDropsByApp(t *testing.T) {
+	m := New()
+	m.WatchRedelivery(func() appserver.RedeliveryStats { return appserver.RedeliveryStats{Dropped: 3} },
+		func() map[appserver.RedeliveryDrop]uint64 {
+			return map[appserver.RedeliveryDrop]uint64{
+				{App: "ios", Reason: appserver.DropNoRoom}:               1,
+				{App: "ios", Reason: appserver.DropGavePlace}:            2,
+				{App: appserver.UnreadApp, Reason: appserver.DropNoRoom}: 0,
+			}
+		})
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range mt.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = mt.GetCounter().GetValue()
+		}
+	}
+	for key, want := range map[string]float64{
+		"push_appserver_redelivery_dropped_total app=ios reason=no_room":     1,
+		"push_appserver_redelivery_dropped_total app=ios reason=gave_place":  2,
+		"push_appserver_redelivery_dropped_total app=unknown reason=no_room": 0,
+		"push_appserver_redeliveries_total outcome=dropped":                  3,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s: %v (exported %v), want %v", key, v, ok, want)
+		}
+	}
+}
