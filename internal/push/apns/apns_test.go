@@ -427,19 +427,8 @@ func TestProviderTokenRefresh(t *testing.T) {
 // (Notification.Sent), and the provider token of its first request is
 // judged and signed at that time, not at a reading of its own.
 func TestProviderTokenSignedAtSent(t *testing.T) {
-	p8, pub, err := apnsmock.TokenKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	b := newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
-		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42", PushDeadline: 3 * time.Second})
+	m, opts := tokenSetup(t)
+	b := newBackend(t, opts)
 	// Long enough ago that a token signed at a reading of the clock
 	// would show it, not so long that Apple would refuse it.
 	sent := time.Now().Add(-10 * time.Minute)
