@@ -22,6 +22,17 @@ type Proxy struct {
 	frozen []*atomic.Bool
 	conns  []net.Conn
 	delay  atomic.Int64 // see Delay
+	// delayNext is DelayNext's, taken by the next connection accepted.
+	delayNext atomic.Int64
+	// open are the connections carried now, each with what is told
+	// when it ends (see Ended).
+	open map[*carried]struct{}
+}
+
+// carried is one forwarded connection.
+type carried struct {
+	once  sync.Once
+	ended []chan time.Time
 }
 
 // Start listens on a free loopback port and forwards to target until the
@@ -50,7 +61,11 @@ func (p *Proxy) serve() {
 		if err != nil {
 			return
 		}
-		if d := time.Duration(p.delay.Load()); d > 0 {
+		d := time.Duration(p.delayNext.Swap(0))
+		if d == 0 {
+			d = time.Duration(p.delay.Load())
+		}
+		if d > 0 {
 			time.AfterFunc(d, func() { p.forward(c) })
 			continue
 		}
@@ -66,18 +81,69 @@ func (p *Proxy) forward(c net.Conn) {
 		return
 	}
 	frozen := new(atomic.Bool)
+	cc := new(carried)
 	p.mu.Lock()
 	p.frozen = append(p.frozen, frozen)
 	p.conns = append(p.conns, c, u)
+	if p.open == nil {
+		p.open = map[*carried]struct{}{}
+	}
+	p.open[cc] = struct{}{}
 	p.mu.Unlock()
-	go carry(u, c, frozen)
-	go carry(c, u, frozen)
+	// Ended when either side closes: the other is closed then too.
+	end := func() {
+		cc.once.Do(func() {
+			at := time.Now()
+			p.mu.Lock()
+			delete(p.open, cc)
+			ended := cc.ended
+			p.mu.Unlock()
+			for _, ch := range ended {
+				ch <- at
+			}
+		})
+	}
+	go func() { carry(u, c, frozen); end() }()
+	go func() { carry(c, u, frozen); end() }()
+}
+
+// Ended returns a channel that receives the time the last of the
+// connections carried now ended, read as either side closed it; at once
+// if none is. Connections accepted later do not count.
+func (p *Proxy) Ended() <-chan time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(chan time.Time, 1)
+	if len(p.open) == 0 {
+		out <- time.Now()
+		return out
+	}
+	ends := make(chan time.Time, len(p.open))
+	for cc := range p.open {
+		cc.ended = append(cc.ended, ends)
+	}
+	n := len(p.open)
+	go func() {
+		var last time.Time
+		for range n {
+			if at := <-ends; at.After(last) {
+				last = at
+			}
+		}
+		out <- last
+	}()
+	return out
 }
 
 // Delay makes connections accepted from now on reach the target only
 // after d: their client waits that long for the target's first word. 0
 // ends it.
 func (p *Proxy) Delay(d time.Duration) { p.delay.Store(int64(d)) }
+
+// DelayNext delays the next connection accepted alone by d, as Delay
+// does; those after it are carried as before. A client retrying soon
+// after is then not held up by a test slow to end a delay.
+func (p *Proxy) DelayNext(d time.Duration) { p.delayNext.Store(int64(d)) }
 
 // carry copies from src to dst until either closes, dropping what it
 // reads once frozen.
