@@ -262,13 +262,7 @@ func TestPushReplies(t *testing.T) {
 // it alone, whichever of its accounts or resources, in whatever case,
 // the publish comes from; and that server is held to its own limit.
 func TestDeviceLimitPerServer(t *testing.T) {
-	logger := slog.New(slog.DiscardHandler)
-	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
-		appserver.Options{RateLimit: time.Hour, RateLimitPerToken: 2}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := serveConn(t, svc, 4, logger)
+	publishFrom := publishToVictim(t)
 	const limited = "<error type='wait'><resource-constraint"
 	for i, tt := range []struct{ from, want string }{
 		{"a.example", ""},
@@ -279,13 +273,7 @@ func TestDeviceLimitPerServer(t *testing.T) {
 		{"A.Example", limited},
 		{"b.example", ""},
 	} {
-		node := fmt.Sprint("n", i)
-		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "victim")
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.send(t, xmppfake.PublishIQ(node, tt.from, compJID, node, r.Secret, true))
-		got := st.next(t)
+		got := publishFrom(i, tt.from)
 		if tt.want == "" && got.Type != "result" || tt.want != "" && !strings.HasPrefix(got.Inner, tt.want) {
 			t.Errorf("publish %d from %s through a node of its own: %s %q, want %q", i+1, tt.from, got.Type, got.Inner, cmp.Or(tt.want, "result"))
 		}
@@ -299,6 +287,20 @@ func TestDeviceLimitPerServer(t *testing.T) {
 // from its bare domain. The stranger should spend their own budget, not
 // the server's: the user's push through the user's node must go out.
 func TestDeviceLimitSameServerStranger(t *testing.T) {
+	publishFrom := publishToVictim(t)
+	for i, from := range []string{"mallory@a.example/x", "mallory@a.example/x", "a.example"} {
+		got := publishFrom(i, from)
+		if from == "a.example" && got.Type != "result" {
+			t.Errorf("the user's server's publish, after a stranger on that server took the device's budget: %s %q", got.Type, got.Inner)
+		}
+	}
+}
+
+// publishToVictim serves a component connection whose core allows each
+// source 2 pushes an hour to a device, and returns a function that
+// registers node n<i> for the device "victim" and publishes through it
+// from from, returning the answer.
+func publishToVictim(t *testing.T) func(i int, from string) reply {
 	logger := slog.New(slog.DiscardHandler)
 	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: nopBackend{}}},
 		appserver.Options{RateLimit: time.Hour, RateLimitPerToken: 2}, logger)
@@ -306,17 +308,14 @@ func TestDeviceLimitSameServerStranger(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := serveConn(t, svc, 4, logger)
-	for i, from := range []string{"mallory@a.example/x", "mallory@a.example/x", "a.example"} {
+	return func(i int, from string) reply {
 		node := fmt.Sprint("n", i)
 		r, err := svc.Register(context.Background(), appserver.Caller{}, "fcm", node, "victim")
 		if err != nil {
 			t.Fatal(err)
 		}
 		st.send(t, xmppfake.PublishIQ(node, from, compJID, node, r.Secret, true))
-		got := st.next(t)
-		if from == "a.example" && got.Type != "result" {
-			t.Errorf("the user's server's publish, after a stranger on that server took the device's budget: %s %q", got.Type, got.Inner)
-		}
+		return st.next(t)
 	}
 }
 
