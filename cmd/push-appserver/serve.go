@@ -410,7 +410,7 @@ wait:
 	for {
 		select {
 		case <-ctx.Done():
-			logger.Info("shutting down")
+			logger.Info("shutting down: finishing what is under way (a second SIGINT or SIGTERM ends the process at once)")
 			break wait
 		case runErr = <-hl.errc:
 			logger.Error("stopping", "err", runErr)

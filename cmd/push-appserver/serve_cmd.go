@@ -56,6 +56,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	gctune.Apply(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts an orderly stop, which may take the
+	// shutdown's grace; a second ends the process at once, as the
+	// signal does by default: someone who presses Ctrl-C again, or kills
+	// the stopping server again, does not want to wait for it.
+	context.AfterFunc(ctx, stop)
 	if err := serve(ctx, cfg, stderr, signals{reload: hup, upgrade: usr2}, load); err != nil {
 		fmt.Fprintf(stderr, "push-appserver: %v\n", err)
 		return 1

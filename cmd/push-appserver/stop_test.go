@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
@@ -61,5 +64,55 @@ func TestServeClosesBackendsAtStop(t *testing.T) {
 			t.Fatalf("after the stop, %d connections still open to APNS and %d to FCM", am.OpenConnections(), fm.OpenConnections())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A second SIGTERM during a stop ends the process at once: the first
+// waits for a push its service holds (up to the shutdown's grace), and
+// whoever signals again does not want to wait for it.
+func TestSecondSignalEndsStop(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	am, _, keyFile, _ := startMocks(t, dir)
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	text := fmt.Sprintf("data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%spush_deadline = \"30s\"\n",
+		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile))
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {strings.Repeat("0a", 32)}}), "\n")
+	if reg[0] != "OK" || len(reg) != 3 {
+		t.Fatalf("register: %q", reg)
+	}
+	am.FailNext(apnsmock.Fault{Delay: time.Minute})
+	go http.PostForm(s.base+"push", url.Values{"node": {"n1"}, "secret": {reg[2]}})
+	for deadline := time.Now().Add(10 * time.Second); am.OpenConnections() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the push never reached APNS")
+		}
+	}
+	exited := make(chan struct{})
+	go func() { s.cmd.Wait(); close(exited) }()
+
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		t.Fatal("the server stopped without waiting for the push its service holds")
+	case <-time.After(time.Second):
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(3 * time.Second):
+		t.Fatal("a second SIGTERM did not end the stop")
+	}
+	if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("server exited with %v, want killed by SIGTERM", s.cmd.ProcessState)
+	}
+	if !strings.Contains(s.log.String(), "a second SIGINT or SIGTERM ends the process at once") {
+		t.Errorf("the log does not say what a second signal does:\n%s", s.log)
 	}
 }
