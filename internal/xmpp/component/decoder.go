@@ -51,11 +51,14 @@ type binding struct {
 	prefix, space string
 }
 
-// openElement is an element whose end is still to come.
+// openElement is an element whose end is still to come. Its raw name,
+// as written, is prefix and name.Local: resolving a name changes only
+// its space. Seven words, not nine: every element of a stanza is pushed
+// here and popped.
 type openElement struct {
-	raw   xml.Name // as written, prefix in Space
-	name  xml.Name // resolved
-	bound int      // len(decoder.ns) before its bindings
+	name   xml.Name // resolved
+	prefix string   // as written
+	bound  int      // len(decoder.ns) before its bindings
 }
 
 func newDecoder(lx *lexer) *decoder {
@@ -119,7 +122,7 @@ func (d *decoder) Next() (*xmlwalk.Token, error) {
 		} else {
 			name = d.translate(name, true)
 		}
-		d.open = append(d.open, openElement{raw: d.lx.elem, name: name, bound: mark})
+		d.open = append(d.open, openElement{name: name, prefix: d.lx.elem.Space, bound: mark})
 		d.expectEnd()
 		// An attribute without a prefix, or with xmlns, keeps its raw
 		// name (see translate).
@@ -141,15 +144,15 @@ func (d *decoder) Next() (*xmlwalk.Token, error) {
 		switch {
 		case d.lx.closed:
 			// The lexer matched it to e already.
-		case e.raw.Local != name.Local:
-			d.err = syntaxError("element <" + e.raw.Local + "> closed by </" + name.Local + ">")
+		case e.name.Local != name.Local:
+			d.err = syntaxError("element <" + e.name.Local + "> closed by </" + name.Local + ">")
 			return nil, d.err
-		case e.raw.Space != name.Space:
+		case e.prefix != name.Space:
 			space := name.Space
 			if space == "" {
 				space = `""`
 			}
-			d.err = syntaxError("element <" + e.raw.Local + "> in space " + e.raw.Space + " closed by </" + name.Local + "> in space " + space)
+			d.err = syntaxError("element <" + e.name.Local + "> in space " + e.prefix + " closed by </" + name.Local + "> in space " + space)
 			return nil, d.err
 		}
 		// The end's name resolves as its start's did: same raw name,
@@ -172,8 +175,8 @@ func (d *decoder) Next() (*xmlwalk.Token, error) {
 // close now (see lexer.expect).
 func (d *decoder) expectEnd() {
 	d.lx.expect = ""
-	if n := len(d.open); n > 0 && d.open[n-1].raw.Space == "" {
-		d.lx.expect = d.open[n-1].raw.Local
+	if n := len(d.open); n > 0 && d.open[n-1].prefix == "" {
+		d.lx.expect = d.open[n-1].name.Local
 	}
 }
 
