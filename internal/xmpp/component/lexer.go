@@ -63,6 +63,16 @@ type lexer struct {
 	// of their bytes: cheaper than a map, bounded, and a peer sending
 	// ever new names only makes them allocate, as encoding/xml would.
 	known [1024]string
+	// verbatim says a slot of known holds a string that came as it
+	// stands in the stream, and so holds nothing an attribute value
+	// may not hold as it stands: no '<', no '&', no '\r' or '\n', only
+	// XML characters. A name qualifies too. Bytes between quotes equal
+	// to it need no look of their own (knownValue).
+	verbatim [1024]bool
+
+	// raw says the last text readText returned is the stream's bytes
+	// as they stand (see verbatim).
+	raw bool
 }
 
 func newLexer(c *streamConn) *lexer {
@@ -124,18 +134,65 @@ func (l *lexer) mustgetc() (byte, bool) {
 // in the buffer still: the buffer is refilled only once it is read out.
 func (l *lexer) ungetc() { l.c.r-- }
 
+// intern returns b as a string: the one its slot of known holds when
+// that is b, so that names and values a stream repeats allocate nothing.
+// b is as it stood in the stream (see verbatim): a name, or a value
+// readText handed out of the buffer. A value it decoded goes through
+// internDecoded.
 func (l *lexer) intern(b []byte) string {
-	n := len(b)
-	if n == 0 {
+	if len(b) == 0 {
 		return ""
 	}
-	h := uint32(n)*0x9E3779B1 ^ uint32(b[0])*0x85EBCA77 ^ uint32(b[n/2])*0xC2B2AE3D ^ uint32(b[n-1])*0x27D4EB2F
-	slot := &l.known[(h^h>>15)%uint32(len(l.known))]
-	if *slot == string(b) {
-		return *slot
+	i := knownSlot(b)
+	l.verbatim[i] = true
+	if slot := &l.known[i]; *slot != string(b) {
+		*slot = string(b)
 	}
-	*slot = string(b)
-	return *slot
+	return l.known[i]
+}
+
+// internDecoded is intern for a value readText decoded or rewrote: its
+// bytes are not the stream's, so its slot is not verbatim unless the
+// same string came verbatim before.
+func (l *lexer) internDecoded(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	i := knownSlot(b)
+	if slot := &l.known[i]; *slot != string(b) {
+		*slot = string(b)
+		l.verbatim[i] = false
+	}
+	return l.known[i]
+}
+
+// knownSlot is b's slot of lexer.known.
+func knownSlot(b []byte) uint32 {
+	n := len(b)
+	h := uint32(n)*0x9E3779B1 ^ uint32(b[0])*0x85EBCA77 ^ uint32(b[n/2])*0xC2B2AE3D ^ uint32(b[n-1])*0x27D4EB2F
+	return (h ^ h>>15) % 1024
+}
+
+// knownValue takes an attribute value quoted by quote, whose opening
+// quote is read, when it is one seen verbatim before: its end is found by
+// bytes.IndexByte and its bytes compared at once, where readText would
+// judge them one by one. Name-space URIs, types and vars repeat in every
+// stanza. The value is known to hold no quote (it ends at the first), and
+// a verbatim one holds nothing else readText would stop at.
+func (l *lexer) knownValue(quote byte) (string, bool) {
+	c := l.c
+	rest := c.buf[c.r:c.w]
+	n := bytes.IndexByte(rest, quote)
+	if n <= 0 {
+		return "", false
+	}
+	v := rest[:n]
+	i := knownSlot(v)
+	if !l.verbatim[i] || l.known[i] != string(v) {
+		return "", false
+	}
+	c.r += n + 1
+	return l.known[i], true
 }
 
 // Token returns the next raw token, as encoding/xml's RawToken would.
@@ -283,10 +340,6 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 		if b, ok = l.equalsQuote(); !ok {
 			return 0, l.err
 		}
-		data := l.readText(int(b), false)
-		if data == nil {
-			return 0, l.err
-		}
 		// Name-space URIs, the values of type and var, and the addresses
 		// (a user's server sends all its pushes from its domain, to our
 		// JID) repeat from stanza to stanza; ids and nodes do not.
@@ -301,7 +354,21 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 			prefixed = true
 		}
 		if intern {
-			a.Value = l.intern(data)
+			if a.Value, ok = l.knownValue(b); ok {
+				attr = append(attr, a)
+				continue
+			}
+		}
+		data := l.readText(int(b), false)
+		if data == nil {
+			return 0, l.err
+		}
+		if intern {
+			if l.raw {
+				a.Value = l.intern(data)
+			} else {
+				a.Value = l.internDecoded(data)
+			}
 		} else {
 			a.Value = string(data)
 		}
@@ -539,6 +606,7 @@ func isName(s []byte) bool {
 // character references, rewrites "\r\n" and "\r" to "\n" and checks that
 // the result is UTF-8 of XML characters. It returns nil on error.
 func (l *lexer) readText(quote int, cdata bool) []byte {
+	l.raw = false
 	plain := plainIn(quote, cdata)
 	if !cdata {
 		// Mostly the text ends in the buffer with nothing in it to
@@ -564,6 +632,7 @@ func (l *lexer) readText(quote int, cdata bool) []byte {
 				n++ // the closing quote
 			}
 			c.r += n
+			l.raw = true
 			return data
 		}
 	}

@@ -80,6 +80,15 @@ var lexerCases = []string{
 	`<1a/>`, `<-a/>`, `<.a/>`, `<_a/>`, `<a.b-c_d1/>`,
 	`</a>`, `</a b>`, `</ a>`, `<a></b>`, `<a>`, `<a`, `<a b='1`, `<`, `x`, ``, `   `, `<a/><b/>`,
 	"</stream:stream>",
+	// A value seen before as it stands is taken by comparison alone
+	// (knownValue); one that was decoded, or that the stream may not
+	// hold as it stands, must still be judged.
+	`<a type='x&amp;y'/><a type='x&y'/>`, `<a type='x&lt;y'/><a type='x<y'/>`, "<a type='x&#13;y'/><a type='x\ry'/>",
+	`<a type="x'y"/><a type='x'y'/>`, `<a type='x"y'/><a type="x"y"/>`, `<a type='x'/><a type='x`, `<a type='x'/><a type=''/><a type='x'/>`,
+	// "xaaay" and "x<a>y" share a slot of the lexer's (same length,
+	// first, middle and last byte).
+	`<a type='xaaay'/><a type='x&lt;a&gt;y'/><a type='x<a>y'/>`,
+	`<field type='field'/><a var='field' xmlns='field'/>`, "<a type='\t\xc3\xa9'/><a type='\t\xc3\xa9'/>", "<a to='\xc3\xa9'/><a to='\xc3'/>",
 }
 
 func TestLexerMatchesEncodingXML(t *testing.T) {
