@@ -782,3 +782,27 @@ func TestBare410IsNotApplesUnregistered(t *testing.T) {
 		t.Fatalf("bare 410 without reason taken as dead token: %v", d)
 	}
 }
+
+// CanonicalToken lowers a token as strings.ToLower does, and hands back
+// one in lower case already as it is.
+func TestCanonicalToken(t *testing.T) {
+	b := &apns.Backend{}
+	hex := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	cases := []string{
+		"", "a", "A", "@", "[", "`", "{", "Z", "z", "\x7f", "\x80", "é", "É", "İ",
+		hex, strings.ToUpper(hex), hex[:63] + "F", "F" + hex[1:], hex[:40] + "@[`{" + hex[44:],
+		"abcdefgH", "abcdefgh", "ABCDEFGH", "abcdefghI", "abcdefgh\xc3\x89", "@@@@@@@@[[[[[[[[````````{{{{{{{{",
+	}
+	for i := range 256 {
+		cases = append(cases, hex[:20]+string(rune(i))+hex[21:], hex[:20]+string([]byte{byte(i)})+hex[21:])
+	}
+	for _, tok := range cases {
+		got, want := b.CanonicalToken(tok), strings.ToLower(tok)
+		if got != want {
+			t.Errorf("CanonicalToken(%q) = %q, want %q", tok, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { b.CanonicalToken(hex) }); n != 0 {
+		t.Errorf("%v allocations for a token in lower case", n)
+	}
+}
