@@ -5,6 +5,7 @@ package sockio_test
 import (
 	"io"
 	"testing"
+	"time"
 )
 
 // The race detector's own bookkeeping allocates, so this runs without it
@@ -31,5 +32,25 @@ func TestNoAllocations(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per write and read, want 0", allocs)
+	}
+}
+
+// A read or write begun after its deadline allocates nothing either:
+// net/http ends the read it watches every request's client with that
+// way.
+func TestLateOperationsAllocateNothing(t *testing.T) {
+	c, _ := pair(t)
+	c.SetDeadline(time.Now().Add(-time.Second))
+	buf := make([]byte, 8)
+	var rerr, werr error
+	allocs := testing.AllocsPerRun(100, func() {
+		_, rerr = c.Read(buf)
+		_, werr = c.Write(buf)
+	})
+	if !isTimeout(rerr) || !isTimeout(werr) {
+		t.Fatalf("read: %v; write: %v; want timeouts", rerr, werr)
+	}
+	if allocs != 0 {
+		t.Fatalf("%v allocations per late read and write, want 0", allocs)
 	}
 }

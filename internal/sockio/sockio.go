@@ -49,6 +49,11 @@ type Conn struct {
 	rn     int
 	rerr   syscall.Errno
 	readFn func(fd uintptr) bool
+	// rlate is the error of a read begun after its deadline, made once:
+	// net/http ends the read it watches each request's client with by
+	// moving the deadline into the past, mostly before that read has
+	// begun, so every HTTP request made one.
+	rlate error
 
 	// The write in progress, likewise.
 	wmu     sync.Mutex
@@ -56,6 +61,7 @@ type Conn struct {
 	wn      int
 	werr    syscall.Errno
 	writeFn func(fd uintptr) bool
+	wlate   error
 }
 
 // Wrap returns c as a Conn when it is a TCP connection whose socket can be
@@ -97,7 +103,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if !c.rdl.begin() {
-		return 0, c.timeout("read")
+		if c.rlate == nil {
+			c.rlate = c.timeout("read")
+		}
+		return 0, c.rlate
 	}
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.outcome("read", c.rc.Read(c.readFn), c.rerr)
@@ -139,7 +148,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if !c.wdl.begin() {
-		return 0, c.timeout("write")
+		if c.wlate == nil {
+			c.wlate = c.timeout("write")
+		}
+		return 0, c.wlate
 	}
 	c.wbuf, c.wn, c.werr = p, 0, 0
 	err := c.outcome("write", c.rc.Write(c.writeFn), c.werr)
