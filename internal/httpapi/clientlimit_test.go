@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -233,5 +235,38 @@ func TestUntrustedProxyWarningNamesIPv6Proxy(t *testing.T) {
 	}
 	if !strings.Contains(warning, "addr=2001:db8:1:2::5") {
 		t.Fatalf("warning does not name the proxy 2001:db8:1:2::5:\n%s", warning)
+	}
+}
+
+// pushSource names a client it named lately without an allocation, and
+// never by another's name, however their addresses share its slots.
+func TestPushSourceNamedOnce(t *testing.T) {
+	a := &api{}
+	from := func(addr string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.RemoteAddr = addr
+		return r
+	}
+	r := from("198.51.100.7:5222")
+	if got := a.pushSource(r); got != "198.51.100.7" {
+		t.Fatalf("source %q", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { a.pushSource(r) }); n != 0 {
+		t.Errorf("%v allocations naming a client named before", n)
+	}
+	for round := range 2 {
+		for i := range 2048 {
+			want := fmt.Sprintf("10.%d.%d.1", i>>8, i&255)
+			if i%2 == 1 {
+				want = fmt.Sprintf("2001:db8:%x::", i)
+			}
+			addr := want
+			if i%2 == 1 {
+				addr = "[" + want + "1]"
+			}
+			if got := a.pushSource(from(addr + ":5222")); got != want {
+				t.Fatalf("round %d: client %s named %q", round, want, got)
+			}
+		}
 	}
 }

@@ -7,6 +7,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"html/template"
@@ -287,6 +288,18 @@ type api struct {
 	pushers *pushers     // push-batch's
 	limit   *clientLimit // nil: registrations unbounded
 	guard   *guarded     // logs and counts panics
+
+	// sources are push sources named lately (see pushSource), one a
+	// slot by a hash of the address: pushes come from a few addresses,
+	// their senders' servers, and naming one anew was an allocation of
+	// every push.
+	sources [256]atomic.Pointer[sourceName]
+}
+
+// sourceName is a push source's address and its name.
+type sourceName struct {
+	addr netip.Addr
+	name string
 }
 
 // admit answers 429 and returns false when r's client has used up its
@@ -612,7 +625,17 @@ func (a *api) pushSource(r *http.Request) string {
 	if !client.IsValid() {
 		return ""
 	}
-	return client.String()
+	b := client.As16()
+	h := binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])
+	h ^= h >> 32
+	h ^= h >> 16
+	slot := &a.sources[uint8(h^h>>8)]
+	if known := slot.Load(); known != nil && known.addr == client {
+		return known.name
+	}
+	name := client.String()
+	slot.Store(&sourceName{addr: client, name: name})
+	return name
 }
 
 // pushContext is the context a requested push runs under: the request's
