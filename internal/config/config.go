@@ -667,6 +667,19 @@ func (c *Config) validate() []error {
 		bad("pprof_listen", "%v", err)
 	}
 	checkAddr("metrics_listen", c.MetricsListen)
+	// Each listener binds a socket of its own: two on one address would
+	// pass here and fail serve at start with "address already in use",
+	// which reads as if another process held the port.
+	seenAddr := map[string]string{}
+	for _, l := range [][2]string{{"http.listen", c.HTTP.Listen}, {"http.tls_listen", c.HTTP.TLSListen}, {"metrics_listen", c.MetricsListen}, {"pprof_listen", c.PprofListen}} {
+		if l[1] == "" {
+			continue
+		}
+		if other, ok := seenAddr[l[1]]; ok {
+			bad(l[0], "%q is %s's address too: give each listener its own", l[1], other)
+		}
+		seenAddr[l[1]] = l[0]
+	}
 	if *c.AccountRegisterLimit < 0 {
 		bad("account_register_limit", "must not be negative (0 turns the limit off)")
 	}
@@ -704,8 +717,20 @@ func (c *Config) validate() []error {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("redelivery: %s sends a failed push that late, waking devices for messages long read; an hour at most is usual", c.Redelivery.D()))
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Apps)) {
-		if a := c.Apps[name]; a != nil && a.Kind == KindWebPush && localSubject(a.VAPIDSubject) {
+		a := c.Apps[name]
+		if a == nil {
+			continue
+		}
+		if a.Kind == KindWebPush && localSubject(a.VAPIDSubject) {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("apps.%s.vapid_subject: %q names a host nobody outside can reach; Apple's push service refuses such a subject (BadJwtToken), so Safari and iOS subscriptions get no pushes: give an address or a site of yours", name, a.VAPIDSubject))
+		}
+		if a.Priority == "voip" && (a.Kind == KindFCM || a.Kind == KindWebPush) {
+			// A PushKit push is APNS's alone: FCM and WebPush send it
+			// as high, but a push of priority voip is never kept for
+			// redelivery, so such an app's failed pushes were lost. A
+			// configuration that started before still starts.
+			c.Warnings = append(c.Warnings, fmt.Sprintf("apps.%s.priority: voip is an APNS push; kind %s takes high, silent or auto, and high is used", name, a.Kind))
+			a.Priority = "high"
 		}
 	}
 	if c.HTTP.TLSListen != "" {

@@ -607,3 +607,51 @@ func TestUnquotedSecretNotInError(t *testing.T) {
 		}
 	}
 }
+
+// voip is an APNS (PushKit) push. An FCM or WebPush app configured with it
+// still loads, as it did, with a warning, and pushes as high: its pushes
+// went out as high anyway, but a voip push is never kept for redelivery.
+func TestVoIPPriorityOutsideAPNSIsHigh(t *testing.T) {
+	dir := t.TempDir()
+	sa := filepath.Join(dir, "sa.json")
+	key := filepath.Join(dir, "vapid.pem")
+	for _, f := range []string{sa, key} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ kind, app, want string }{
+		{"fcm", fmt.Sprintf("kind = \"fcm\"\nservice_account_file = %q", sa), "high"},
+		{"webpush", fmt.Sprintf("kind = \"webpush\"\nvapid_key_file = %q\nvapid_subject = \"mailto:ops@example.org\"", key), "high"},
+		{"log", "kind = \"log\"", "voip"},
+	} {
+		c, err := Parse("[apps.a]\n"+tt.app+"\npriority = \"voip\"\n", dir)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.kind, err)
+		}
+		if got := c.Apps["a"].Priority; got != tt.want {
+			t.Errorf("%s: priority %q, want %q", tt.kind, got, tt.want)
+		}
+		warned := len(c.Warnings) == 1 && strings.Contains(c.Warnings[0], "apps.a.priority: voip is an APNS push; kind "+tt.kind+" takes high, silent or auto")
+		if warned != (tt.want == "high") {
+			t.Errorf("%s: warnings %q", tt.kind, c.Warnings)
+		}
+	}
+}
+
+// check-config prints every problem: two listeners on one address would
+// pass it, and serve then fail with "address already in use".
+func TestListenersOnOneAddressRefused(t *testing.T) {
+	for _, toml := range []string{
+		"metrics_listen = \"127.0.0.1:5280\"\n[http]\nlisten = \"127.0.0.1:5280\"\n",
+		"pprof_listen = \"127.0.0.1:6060\"\nmetrics_listen = \"127.0.0.1:6060\"\n",
+	} {
+		_, err := Parse(toml, "")
+		if err == nil || !strings.Contains(err.Error(), "give each listener its own") {
+			t.Errorf("%s: %v, want the second listener refused", toml, err)
+		}
+	}
+	if _, err := Parse("metrics_listen = \"127.0.0.1:5281\"\n[http]\nlisten = \"127.0.0.1:5280\"\n", ""); err != nil {
+		t.Errorf("listeners on two addresses: %v", err)
+	}
+}
