@@ -3,11 +3,16 @@ package deploy_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/metrics"
 )
 
 // dashboard is what the test reads of a Grafana dashboard.
@@ -83,5 +88,50 @@ func TestGrafanaDashboard(t *testing.T) {
 		if !named[m] {
 			t.Errorf("the server exports %s, which no panel of the dashboard shows", m)
 		}
+	}
+}
+
+// The dashboard shows one instance or all. Its Instance variable lists
+// the instances that have a series of the metric it queries: one that
+// has pushed nothing yet (a standby, one whose component is down, one
+// waiting for PostgreSQL) must be listed too, since those are the ones
+// an operator looks at in an incident.
+func TestDashboardInstanceVariableListsIdleInstances(t *testing.T) {
+	text, err := os.ReadFile("grafana/push-appserver.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Definition string `json:"definition"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(text, &d); err != nil {
+		t.Fatal(err)
+	}
+	var metric string
+	for _, v := range d.Templating.List {
+		if v.Name == "instance" {
+			if m := regexp.MustCompile(`label_values\((\w+)`).FindStringSubmatch(v.Definition); m != nil {
+				metric = m[1]
+			}
+		}
+	}
+	if metric == "" {
+		t.Fatal("no instance variable with label_values(...)")
+	}
+	// A server as serve sets it up before any push or registration.
+	m := metrics.New()
+	m.BuildInfo("dev", "unknown")
+	m.Starting(func() bool { return true })
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(metric) + `[{ ]`).Match(body) {
+		t.Errorf("the Instance variable reads label_values(%s, instance), but an instance that has not pushed exports no %s series: it cannot be picked\n(exported: %s)",
+			metric, metric, strings.Join(regexp.MustCompile(`(?m)^push_appserver_\w+`).FindAllString(string(body), -1), " "))
 	}
 }
