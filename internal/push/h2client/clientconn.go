@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -213,8 +216,8 @@ func unprocessedError(reason error) error { return fmt.Errorf("%w: %w", errUnpro
 // known before the first request. The TCP connection under TLS is a
 // sockio.Conn, whose reads and writes cost the runtime less at moderate
 // rates.
-func dialConn(ctx context.Context, d *net.Dialer, cfg *tls.Config, addr string, p pings, hook func(all bool)) (*clientConn, error) {
-	raw, err := d.DialContext(ctx, "tcp", addr)
+func dialConn(ctx context.Context, d *net.Dialer, cfg *tls.Config, addr string, proxy *url.URL, p pings, hook func(all bool)) (*clientConn, error) {
+	raw, err := dialTCP(ctx, d, addr, proxy)
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +249,76 @@ func dialConn(ctx context.Context, d *net.Dialer, cfg *tls.Config, addr string, 
 	go cc.readLoop()
 	go cc.watch()
 	return cc, nil
+}
+
+// dialTCP connects to addr: directly, or through proxy's HTTP CONNECT
+// tunnel, over TLS when the proxy's URL is https. Its errors name the
+// proxy without its password.
+func dialTCP(ctx context.Context, d *net.Dialer, addr string, proxy *url.URL) (net.Conn, error) {
+	if proxy == nil {
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("h2client: proxy %s, tunnel to %s: %w", proxy.Redacted(), addr, err)
+	}
+	paddr := proxy.Host
+	switch proxy.Scheme {
+	case "http":
+		if proxy.Port() == "" {
+			paddr = net.JoinHostPort(proxy.Hostname(), "80")
+		}
+	case "https":
+		if proxy.Port() == "" {
+			paddr = net.JoinHostPort(proxy.Hostname(), "443")
+		}
+	default:
+		return nil, fail(fmt.Errorf("scheme %q not supported (http or https)", proxy.Scheme))
+	}
+	raw, err := d.DialContext(ctx, "tcp", paddr)
+	if err != nil {
+		return nil, fail(err)
+	}
+	c := raw
+	if proxy.Scheme == "https" {
+		tc := tls.Client(raw, &tls.Config{ServerName: proxy.Hostname(), MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fail(err)
+		}
+		c = tc
+	}
+	// The dial's deadline bounds the proxy's answer too.
+	if deadline, ok := ctx.Deadline(); ok {
+		c.SetDeadline(deadline)
+	}
+	req := "CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\n"
+	if u := proxy.User; u != nil {
+		pass, _ := u.Password()
+		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass)) + "\r\n"
+	}
+	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+		c.Close()
+		return nil, fail(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		c.Close()
+		return nil, fail(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		c.Close()
+		return nil, fail(fmt.Errorf("the proxy answered %s", resp.Status))
+	}
+	if br.Buffered() > 0 {
+		// The service speaks only after our TLS hello: bytes before it
+		// are the proxy's, and would be lost with br.
+		c.Close()
+		return nil, fail(errors.New("the proxy sent data after its answer"))
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
 }
 
 func newClientConn(nc net.Conn, hook func(all bool)) *clientConn {

@@ -35,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpproxy"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -56,6 +57,13 @@ type Options struct {
 	// may stay quiet before it is taken for dead and closed; defaults
 	// 30 s and 10 s.
 	PingAfter, PingTimeout time.Duration
+	// Proxy returns the proxy to reach an https URL through, by an HTTP
+	// CONNECT tunnel, or nil to connect directly. When Proxy is nil the
+	// environment decides, as for Go's own HTTP clients: HTTPS_PROXY
+	// (http:// or https://, credentials in the URL) and NO_PROXY, read
+	// when the client is made; never for localhost or a loopback
+	// address.
+	Proxy func(*url.URL) (*url.URL, error)
 }
 
 const (
@@ -163,8 +171,12 @@ func New(o Options) (*Client, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = 4
 	}
+	if o.Proxy == nil {
+		o.Proxy = httpproxy.FromEnvironment().ProxyFunc()
+	}
 	cfg.NextProtos = []string{"h2"}
 	p := &pool{
+		proxy:    o.Proxy,
 		dialer:   &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
 		tls:      cfg,
 		maxConns: o.MaxConns,
@@ -224,6 +236,7 @@ var errClientClosed = errors.New("h2client: client closed")
 
 // pool is an http.RoundTripper over a set of connections per host.
 type pool struct {
+	proxy    func(*url.URL) (*url.URL, error)
 	dialer   *net.Dialer
 	tls      *tls.Config
 	maxConns int
@@ -244,6 +257,11 @@ func (p *pool) host(addr string) *hostPool {
 	if h == nil {
 		h = &hostPool{p: p, addr: addr,
 			backoff: push.Backoff{Base: dialBackoffBase, Max: dialBackoffMax}}
+		var err error
+		if h.proxy, err = p.proxy(&url.URL{Scheme: "https", Host: addr}); err != nil {
+			// The error quotes the variable, credentials and all.
+			h.proxyErr = errors.New("h2client: the proxy the environment names (HTTPS_PROXY) is not a URL")
+		}
 		p.hosts[key] = h
 	}
 	return h
@@ -375,6 +393,10 @@ func unprocessed(err error) bool {
 type hostPool struct {
 	p    *pool
 	addr string // host:port; the scheme is always https
+	// proxy is the proxy to tunnel through (nil: none), or proxyErr why
+	// the environment names none that can be used.
+	proxy    *url.URL
+	proxyErr error
 
 	mu       sync.Mutex
 	conns    []*conn
@@ -578,7 +600,11 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 func (h *hostPool) dial() {
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	cc, err := dialConn(ctx, h.p.dialer, h.p.tls, h.addr, h.p.pings, h.wake)
+	var cc *clientConn
+	err := h.proxyErr
+	if err == nil {
+		cc, err = dialConn(ctx, h.p.dialer, h.p.tls, h.addr, h.proxy, h.p.pings, h.wake)
+	}
 	h.mu.Lock()
 	h.dialing--
 	// Under h.mu, which Close takes after it sets closed: a connection
