@@ -221,6 +221,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	swaps := map[string]*reload.Backend{}
 	for i := range apps {
+		warm(ctx, apps[i].Backend, logger.With("app", apps[i].Name))
 		sw := reload.NewBackend(apps[i].Backend)
 		sw.SetPushDeadline(apps[i].Deadline)
 		swaps[apps[i].Name] = sw
@@ -251,7 +252,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			if b := breakerOf[name]; b != nil {
 				br = b.Fresh()
 			}
-			return newBackend(ctx, name, a, br, webPush, logger.With("app", name))
+			b, err := newBackend(ctx, name, a, br, webPush, logger.With("app", name))
+			if err == nil {
+				warm(ctx, b, logger.With("app", name))
+			}
+			return b, err
 		},
 	})
 

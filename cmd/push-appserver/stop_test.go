@@ -89,7 +89,7 @@ func TestSecondSignalEndsStop(t *testing.T) {
 	}
 	am.FailNext(apnsmock.Fault{Delay: time.Minute})
 	go http.PostForm(s.base+"push", url.Values{"node": {"n1"}, "secret": {reg[2]}})
-	for deadline := time.Now().Add(10 * time.Second); am.OpenConnections() == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); am.PendingFaults() > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the push never reached APNS")
 		}

@@ -19,6 +19,38 @@ import (
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
 )
 
+// warmer is a backend that can connect to its push service before its
+// first push (apns.Backend.Warm, fcm.Backend.Warm).
+type warmer interface {
+	Warm(ctx context.Context) error
+}
+
+// warmTimeout bounds a backend's warm-up: a dial's own bound, and an
+// access token's fetch.
+const warmTimeout = 15 * time.Second
+
+// warm connects b to its push service in the background, and says in the
+// log whether that worked: after a start or a reload the first push then
+// finds its connection up, and a service the server cannot reach (the
+// network, a proxy, a certificate or service account refused) shows in
+// the log at once, not at the first push.
+func warm(ctx context.Context, b push.Backend, logger *slog.Logger) {
+	w, ok := b.(warmer)
+	if !ok {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, warmTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := w.Warm(ctx); err != nil {
+			logger.Warn("push service not reachable yet; each push tries again", "err", err)
+			return
+		}
+		logger.Info("push service reachable", "took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
 // newBackend builds the push backend for an app of kind apns, fcm or
 // webpush; br judges its answers that may mean a misconfigured app.
 // webPush bounds a WebPush app's connections and pushes under way (see

@@ -254,6 +254,16 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 	return f.t.AccessToken, nil
 }
 
+// Warm fetches an access token and connects to FCM ahead of the first
+// push: a service account Google refuses shows at start, and the first
+// push needs neither round trip.
+func (b *Backend) Warm(ctx context.Context) error {
+	if _, err := b.accessToken(ctx, ""); err != nil {
+		return err
+	}
+	return b.client.Warm(b.addr)
+}
+
 // tokenFetch is one fetch of an access token; t and err are set before
 // done is closed.
 type tokenFetch struct {

@@ -206,6 +206,31 @@ func (c *Client) Do(ctx context.Context, req *Request) (Response, error) {
 	return c.p.do(ctx, req)
 }
 
+// Warm opens a connection to addr (host:port) unless one is open or
+// being opened, and returns once it is up or failed: the first push after
+// a start then finds its connection ready, without the handshakes' round
+// trips, and a service that cannot be reached (a proxy, a refused client
+// certificate) shows at once. A failure counts as a failed dial does, so
+// the requests that follow wait the same backoff.
+func (c *Client) Warm(addr string) error {
+	h := c.p.host(addr)
+	h.mu.Lock()
+	if len(h.conns) > 0 || h.dialing > 0 {
+		h.mu.Unlock()
+		return nil
+	}
+	h.dialing++
+	failures := h.failures
+	h.mu.Unlock()
+	h.dial()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failures != failures {
+		return fmt.Errorf("h2client: connecting to %s: %w", addr, h.lastErr)
+	}
+	return nil
+}
+
 // Close closes the client's connections, and those it is dialling as they
 // come up: a backend a reload replaced keeps none open until the idle
 // timeout. Requests still on them fail, and requests after it fail at

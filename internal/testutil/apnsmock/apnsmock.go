@@ -188,6 +188,9 @@ func (s *Server) FailToken(token string, faults ...Fault) { s.faults.ForToken(to
 // faults, one each.
 func (s *Server) FailNext(faults ...Fault) { s.faults.Next(faults...) }
 
+// PendingFaults returns how many queued faults no request has taken yet.
+func (s *Server) PendingFaults() int { return s.faults.Pending() }
+
 // GoAwayEvery sends GOAWAY after every n-th request on a connection; 0 off.
 func (s *Server) GoAwayEvery(n int) {
 	s.mu.Lock()

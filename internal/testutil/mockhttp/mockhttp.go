@@ -172,6 +172,18 @@ func (q *Faults[F]) Take(token string) (F, bool) {
 	return zero, false
 }
 
+// Pending returns how many faults are queued still: 0 once the requests
+// they were queued for have come.
+func (q *Faults[F]) Pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.schedule)
+	for _, fs := range q.byToken {
+		n += len(fs)
+	}
+	return n
+}
+
 // Clear drops every queued fault.
 func (q *Faults[F]) Clear() {
 	q.mu.Lock()
