@@ -123,6 +123,17 @@ func TestWriteUnconfirmedWhenFeedGoesDown(t *testing.T) {
 			if r, err := a.Get(ctx, tc.node); !tc.check(r, err) {
 				t.Fatalf("after the write: %+v, %v: it was not stored", r, err)
 			}
+			// See the cut feed go down before the next case waits for
+			// it to listen again: its last word may still be that it
+			// listens, and a write made while it is down waits for
+			// nobody (answered OK, as before the feed had acks).
+			for listening {
+				select {
+				case listening = <-live:
+				case <-time.After(30 * time.Second):
+					t.Fatal("the cut feed never went down")
+				}
+			}
 		})
 	}
 	// Trying again finds the change stored: a renewal, announced to
