@@ -145,6 +145,35 @@ func startServerEnv(t *testing.T, bin, config string, env ...string) *server {
 	return s
 }
 
+// startWithApps starts the binary on a configuration of its own: a data
+// directory, no rate limit, the HTTP API on a free address and apps, the
+// TOML tables of its apps; env is added to its environment. It returns
+// once the API answers.
+func startWithApps(t *testing.T, apps string, env ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	text := fmt.Sprintf("data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%s", filepath.Join(dir, "data"), addr, apps)
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServerEnv(t, buildBinary(t), config, env...)
+	s.waitHealthy(t, addr)
+	return s
+}
+
+// registerTo registers node for app with token over HTTP and returns its
+// secret.
+func (s *server) registerTo(t *testing.T, app, node, token string) string {
+	t.Helper()
+	reg := strings.Split(s.post(t, "register", url.Values{"type": {app}, "node": {node}, "token": {token}}), "\n")
+	if reg[0] != "OK" || len(reg) != 3 {
+		t.Fatalf("register: %q", reg)
+	}
+	return reg[2]
+}
+
 func (s *server) waitHealthy(t *testing.T, addr string) {
 	t.Helper()
 	s.base = "http://" + addr + "/push_appserver/v1/"

@@ -71,24 +71,11 @@ func TestServeClosesBackendsAtStop(t *testing.T) {
 // waits for a push its service holds (up to the shutdown's grace), and
 // whoever signals again does not want to wait for it.
 func TestSecondSignalEndsStop(t *testing.T) {
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	am, _, keyFile, _ := startMocks(t, dir)
-	addr := freePort(t)
-	config := filepath.Join(dir, "c.toml")
-	text := fmt.Sprintf("data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%spush_deadline = \"30s\"\n",
-		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile))
-	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := startServer(t, bin, config)
-	s.waitHealthy(t, addr)
-	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {strings.Repeat("0a", 32)}}), "\n")
-	if reg[0] != "OK" || len(reg) != 3 {
-		t.Fatalf("register: %q", reg)
-	}
+	am, _, keyFile, _ := startMocks(t, t.TempDir())
+	s := startWithApps(t, am.AppConfig("ios", keyFile)+"push_deadline = \"30s\"\n")
+	secret := s.registerTo(t, "ios", "n1", strings.Repeat("0a", 32))
 	am.FailNext(apnsmock.Fault{Delay: time.Minute})
-	go http.PostForm(s.base+"push", url.Values{"node": {"n1"}, "secret": {reg[2]}})
+	go http.PostForm(s.base+"push", url.Values{"node": {"n1"}, "secret": {secret}})
 	for deadline := time.Now().Add(10 * time.Second); am.PendingFaults() > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the push never reached APNS")

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,19 +14,10 @@ import (
 // the log says whether it could: the first push finds its connection
 // up, and a service the server cannot reach shows at once.
 func TestPushServicesWarmedAtStart(t *testing.T) {
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	am, fm, keyFile, account := startMocks(t, dir)
-	addr := freePort(t)
-	config := filepath.Join(dir, "c.toml")
-	text := fmt.Sprintf("data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%s[apps.android]\nkind = \"fcm\"\nservice_account_file = %q\nendpoint = %q\nca_path = %q\n"+
+	am, fm, keyFile, account := startMocks(t, t.TempDir())
+	s := startWithApps(t, am.AppConfig("ios", keyFile)+fmt.Sprintf("[apps.android]\nkind = \"fcm\"\nservice_account_file = %q\nendpoint = %q\nca_path = %q\n"+
 		"[apps.gone]\nkind = \"apns\"\ntopic = \"im.example.app\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = \"https://%s\"\nca_path = %q\n",
-		filepath.Join(dir, "data"), addr, am.AppConfig("ios", keyFile), account, fm.URL, fm.CADir, keyFile, freePort(t), am.CADir)
-	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := startServer(t, bin, config)
-	s.waitHealthy(t, addr)
+		account, fm.URL, fm.CADir, keyFile, freePort(t), am.CADir))
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
@@ -49,14 +38,13 @@ func TestPushServicesWarmedAtStart(t *testing.T) {
 	}
 	waitFor("no connection to APNS before the first push", func() bool { return am.OpenConnections() == 1 })
 	waitFor("no FCM access token and connection before the first push", func() bool { return fm.TokenRequests() == 1 && fm.OpenConnections() == 1 })
-	waitFor("the reachable apps not logged", func() bool { return logged("ios", "push service reachable")() && logged("android", "push service reachable")() })
+	waitFor("the reachable apps not logged", func() bool {
+		return logged("ios", "push service reachable")() && logged("android", "push service reachable")()
+	})
 	waitFor("the unreachable app not logged", logged("gone", "push service not reachable yet"))
 
-	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {strings.Repeat("0a", 32)}}), "\n")
-	if reg[0] != "OK" || len(reg) != 3 {
-		t.Fatalf("register: %q", reg)
-	}
-	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {reg[2]}}); got != "OK\nn1" {
+	secret := s.registerTo(t, "ios", "n1", strings.Repeat("0a", 32))
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); got != "OK\nn1" {
 		t.Fatalf("push: %q", got)
 	}
 	if n := am.Connections(); n != 1 {
