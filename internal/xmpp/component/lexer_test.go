@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"reflect"
 	"strings"
 	"testing"
@@ -148,6 +149,45 @@ func TestLexerInternsRepeatedValues(t *testing.T) {
 		}
 		if shared := unsafe.StringData(a) == unsafe.StringData(b); shared != interned {
 			t.Errorf("%s: the two values share memory: %t, want %t", name, shared, interned)
+		}
+	}
+}
+
+// Streams of interned attributes whose values come again, as they stand
+// and escaped, in either order: what knownValue takes by comparison must
+// be what encoding/xml would take, and what it refuses refused.
+func TestLexerRepeatedValuesMatchEncodingXML(t *testing.T) {
+	// Each atom as it stands and escaped; some may not stand in a value.
+	atoms := [][2]string{
+		{"a", "a"}, {"a", "&#x61;"}, {":", ":"}, {"\xc3\xa9", "&#233;"}, {"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"},
+		{"'", "&apos;"}, {"\"", "&quot;"}, {"\r", "&#13;"}, {"\n", "&#10;"}, {"\t", "&#9;"}, {"\x01", "&#1;"}, {"\xc3", "\xc3"},
+	}
+	names := []string{"type", "var", "to", "from", "xmlns", "xmlns:a", "id"}
+	rng := rand.New(rand.NewSource(1))
+	for range 3000 {
+		var vals [2][][2]string
+		for i := range vals {
+			for range 1 + rng.Intn(3) {
+				vals[i] = append(vals[i], atoms[rng.Intn(len(atoms))])
+			}
+		}
+		var s strings.Builder
+		for range 1 + rng.Intn(6) {
+			q := "'"
+			if rng.Intn(2) == 0 {
+				q = "\""
+			}
+			s.WriteString("<a " + names[rng.Intn(len(names))] + "=" + q)
+			form := rng.Intn(2)
+			for _, a := range vals[rng.Intn(len(vals))] {
+				s.WriteString(a[form])
+			}
+			s.WriteString(q + "/>")
+		}
+		data := []byte(s.String())
+		for _, chunk := range []int{1, 3, 4096} {
+			compareLexer(t, data, chunk)
+			compareDecoder(t, append([]byte("<r xmlns=\"u\" xmlns:a=\"v\">"), data...), chunk)
 		}
 	}
 }
