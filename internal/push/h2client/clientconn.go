@@ -306,11 +306,14 @@ func dialTCP(ctx context.Context, d *net.Dialer, addr string, proxy *url.URL) (n
 		c.Close()
 		return nil, fail(err)
 	}
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		c.Close()
 		return nil, fail(fmt.Errorf("the proxy answered %s", resp.Status))
 	}
+	// The tunnel starts after the blank line: a 2xx answer's
+	// Content-Length and Transfer-Encoding are to be ignored (RFC 9110
+	// 9.3.6), and its body is not read, which would wait for bytes the
+	// service sends only after our TLS hello.
 	if br.Buffered() > 0 {
 		// The service speaks only after our TLS hello: bytes before it
 		// are the proxy's, and would be lost with br.

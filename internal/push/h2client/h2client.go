@@ -172,7 +172,7 @@ func New(o Options) (*Client, error) {
 		o.MaxConns = 4
 	}
 	if o.Proxy == nil {
-		o.Proxy = httpproxy.FromEnvironment().ProxyFunc()
+		o.Proxy = envProxy()
 	}
 	cfg.NextProtos = []string{"h2"}
 	p := &pool{
@@ -258,6 +258,33 @@ func (c *Client) Close() error {
 
 // errClientClosed fails the requests made after Close.
 var errClientClosed = errors.New("h2client: client closed")
+
+// envProxy is the environment's proxy function. httpproxy takes an
+// HTTPS_PROXY that is not a URL for none at all; here a host it would
+// have been used for gets an error instead (see pool.host), so that the
+// operator learns of the slip rather than of dials that bypass the proxy.
+func envProxy() func(*url.URL) (*url.URL, error) {
+	env := httpproxy.FromEnvironment()
+	v := env.HTTPSProxy
+	if v == "" {
+		return env.ProxyFunc()
+	}
+	if _, err := url.Parse(v); err == nil {
+		return env.ProxyFunc()
+	}
+	if _, err := url.Parse("http://" + v); err == nil {
+		return env.ProxyFunc()
+	}
+	probe := *env
+	probe.HTTPSProxy = "http://proxy.invalid"
+	pf := probe.ProxyFunc()
+	return func(u *url.URL) (*url.URL, error) {
+		if p, _ := pf(u); p != nil {
+			return nil, errors.New("not a URL")
+		}
+		return nil, nil
+	}
+}
 
 // pool is an http.RoundTripper over a set of connections per host.
 type pool struct {
