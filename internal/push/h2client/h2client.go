@@ -280,7 +280,7 @@ func envProxy() func(*url.URL) (*url.URL, error) {
 	pf := probe.ProxyFunc()
 	return func(u *url.URL) (*url.URL, error) {
 		if p, _ := pf(u); p != nil {
-			return nil, errors.New("not a URL")
+			return nil, errors.New("HTTPS_PROXY is not a URL")
 		}
 		return nil, nil
 	}
@@ -311,8 +311,7 @@ func (p *pool) host(addr string) *hostPool {
 			backoff: push.Backoff{Base: dialBackoffBase, Max: dialBackoffMax}}
 		var err error
 		if h.proxy, err = p.proxy(&url.URL{Scheme: "https", Host: addr}); err != nil {
-			// The error quotes the variable, credentials and all.
-			h.proxyErr = errors.New("h2client: the proxy the environment names (HTTPS_PROXY) is not a URL")
+			h.proxyErr = fmt.Errorf("h2client: proxy: %w", err)
 		}
 		p.hosts[key] = h
 	}
@@ -446,7 +445,7 @@ type hostPool struct {
 	p    *pool
 	addr string // host:port; the scheme is always https
 	// proxy is the proxy to tunnel through (nil: none), or proxyErr why
-	// the environment names none that can be used.
+	// the one named cannot be used.
 	proxy    *url.URL
 	proxyErr error
 
