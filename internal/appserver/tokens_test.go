@@ -639,3 +639,53 @@ func TestRedeliveryOfPushesRefusedBeforeProofKeepsRegistrations(t *testing.T) {
 		t.Fatalf("%d of 3 users' registrations removed on a development build's one success", gone)
 	}
 }
+
+// TestSandboxMismatchKeepsProductionDevices, with a network blip between
+// the developer's push and the users': the pushes the blip failed reached
+// no APNS, and must not count as answers that outvote its refusals.
+func TestNetworkBlipThenSandboxMismatchKeepsProductionDevices(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, m := realAPNS(t, true)
+	store := memory.New()
+	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityAuto, Backend: b}}, appserver.Options{PushTimeout: 500 * time.Millisecond, RateLimit: -1}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.GoAwayEvery(1) // the connection goes after each answer
+	dev, _ := svc.Register(ctx, appserver.Caller{}, "ios", "developer", fmt.Sprintf("%064x", 999))
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "developer", Secret: dev.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	// The network resets every connection for a moment: 25 users'
+	// pushes fail (wait) without reaching APNS.
+	m.ResetConnections(true)
+	var wg sync.WaitGroup
+	for i := range 25 {
+		node := fmt.Sprint("blip-", i)
+		reg, _ := svc.Register(ctx, appserver.Caller{}, "ios", node, fmt.Sprintf("%064x", 1000+i))
+		wg.Go(func() {
+			if err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+				t.Errorf("push during the blip: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	m.ResetConnections(false)
+	gone := 0
+	for i := range 5 {
+		tok := fmt.Sprintf("%064x", i+1)
+		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+		node := fmt.Sprint("user-", i)
+		reg, _ := svc.Register(ctx, appserver.Caller{}, "ios", node, tok)
+		err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret})
+		_, getErr := store.Get(ctx, node)
+		if errors.Is(err, appserver.ErrNotFound) || errors.Is(getErr, registry.ErrNotFound) {
+			gone++
+			t.Logf("%s: push answered %v (IQ cancel/item-not-found); registration deleted: %v", node, err, errors.Is(getErr, registry.ErrNotFound))
+		}
+	}
+	if gone > 0 {
+		t.Fatalf("%d of 5 production devices deleted and told cancel, on a production app left on the sandbox, after a network blip", gone)
+	}
+}

@@ -208,7 +208,10 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 		b.warned = now
 	}
 	w := b.window(scope)
-	counted := !suspect || !again
+	// A transient failure (no connection, a timeout, a 5xx or 429) says
+	// nothing of the tokens: counted as an answer, a network blip would
+	// outvote the service's refusals.
+	counted := (!suspect || !again) && (suspect || err == nil || !IsTemporary(err))
 	if counted {
 		b.all.add(b.opts, now, suspect)
 		if w != &b.all {

@@ -806,3 +806,44 @@ func TestCanonicalToken(t *testing.T) {
 		t.Errorf("%v allocations for a token in lower case", n)
 	}
 }
+
+// Pushes that never reached APNS (the network reset every connection for
+// a moment) are no answers of APNS, and must not outvote its refusals: a
+// production app left on the sandbox, proven by the developer's one
+// sandbox token (TestSandboxMismatchProvenByOneDevToken), must not take
+// production tokens for dead because a network blip came in between.
+func TestNetworkFailuresAreNoAnswers(t *testing.T) {
+	m, o := tokenSetup(t)
+	o.PushDeadline = 300 * time.Millisecond
+	b := newBackend(t, o)
+	// The connection goes after this answer, as after any GOAWAY.
+	m.GoAwayEvery(1)
+	if err := b.Send(context.Background(), push.Notification{App: "ios", Node: "dev", Token: token, Priority: push.PriorityHigh}); err != nil {
+		t.Fatal(err)
+	}
+	// A network blip: every new connection is reset; the pushes fail
+	// (the user's server hears wait) without APNS answering any.
+	m.ResetConnections(true)
+	for i := range 25 {
+		err := b.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("blip-", i), Token: token, Priority: push.PriorityHigh})
+		if !push.IsTemporary(err) {
+			t.Fatalf("push during the blip: %v, want a temporary error", err)
+		}
+	}
+	m.ResetConnections(false)
+	deleted := 0
+	for i := range 10 {
+		tok := fmt.Sprintf("%064x", i+1)
+		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+		err := b.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("user-", i), Token: tok, Priority: push.PriorityHigh})
+		if _, ok := push.IsDeadToken(err); ok {
+			deleted++
+		}
+	}
+	if deleted > 0 {
+		t.Fatalf("%d of 10 production registrations declared dead after 1 success, 25 pushes lost to the network and 10 BadDeviceToken", deleted)
+	}
+}
+
+// Each way the network to APNS can fail: every push is a temporary
+// failure (the user's server hears wait, the push is kept), within its
