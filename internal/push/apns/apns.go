@@ -227,7 +227,7 @@ func (b *Backend) ValidateToken(tok string) error {
 
 // Warm connects to APNS ahead of the first push (see h2client.Warm).
 // With a certificate, the handshake proves that APNS takes it.
-func (b *Backend) Warm(ctx context.Context) error { return b.client.Warm(b.addr) }
+func (b *Backend) Warm(ctx context.Context) error { return b.client.Warm(ctx, b.addr) }
 
 // CanonicalToken is the token in lower case: APNS takes hex in either.
 // Every push asks for it (the per-device limit counts by it), and a

@@ -261,7 +261,7 @@ func (b *Backend) Warm(ctx context.Context) error {
 	if _, err := b.accessToken(ctx, ""); err != nil {
 		return err
 	}
-	return b.client.Warm(b.addr)
+	return b.client.Warm(ctx, b.addr)
 }
 
 // tokenFetch is one fetch of an access token; t and err are set before

@@ -206,28 +206,23 @@ func (c *Client) Do(ctx context.Context, req *Request) (Response, error) {
 	return c.p.do(ctx, req)
 }
 
-// Warm opens a connection to addr (host:port) unless one is open or
-// being opened, and returns once it is up or failed: the first push after
-// a start then finds its connection ready, without the handshakes' round
-// trips, and a service that cannot be reached (a proxy, a refused client
-// certificate) shows at once. A failure counts as a failed dial does, so
-// the requests that follow wait the same backoff.
-func (c *Client) Warm(addr string) error {
-	h := c.p.host(addr)
-	h.mu.Lock()
-	if len(h.conns) > 0 || h.dialing > 0 {
-		h.mu.Unlock()
-		return nil
+// Warm makes sure a connection to addr (host:port) is up, as a request
+// would, without sending one: it dials unless a connection is open, and
+// waits for a dial under way (a push's), whose failure is its own too. The
+// first push after a start then finds its connection ready, without the
+// handshakes' round trips, and a service that cannot be reached (a proxy,
+// a refused client certificate) shows at once. A failure counts as a
+// failed dial does, so the requests that follow wait the same backoff.
+func (c *Client) Warm(ctx context.Context, addr string) error {
+	if c.p.closed.Load() {
+		return errClientClosed
 	}
-	h.dialing++
-	failures := h.failures
-	h.mu.Unlock()
-	h.dial()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.failures != failures {
-		return fmt.Errorf("h2client: connecting to %s: %w", addr, h.lastErr)
+	cn, err := c.p.host(addr).get(ctx)
+	if err != nil {
+		return err
 	}
+	// get reserved a stream for a request that will not come.
+	cn.cc.unreserve()
 	return nil
 }
 
