@@ -1145,11 +1145,19 @@ func (cc *clientConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 // pinged between pingAfter and a quarter more after its last frame. (It
 // once looked once per pingAfter, and a frame just after one look put the
 // ping off to the look after next: almost twice as late.)
+//
+// Requests that have waited stallAfter with nothing at all read on the
+// connection get it pinged at once, and closed when that ping goes
+// unanswered for stallPingTimeout: a push service answers in
+// milliseconds, and a path gone dead under a connection (a NAT or
+// firewall that forgot it) otherwise held every push sent on it, each
+// to its deadline, for up to pingAfter and pingTimeout, 40 s.
 func (cc *clientConn) watch() {
-	look := cc.pings.after / watchLooks
+	look := min(cc.pings.after/watchLooks, stallAfter/2)
 	t := time.NewTimer(look)
 	defer t.Stop()
 	seen, quietSince := cc.frames.Load(), time.Now()
+	var waitingSince time.Time // requests under way with nothing read since; zero: none
 	for {
 		select {
 		case <-cc.readDone:
@@ -1159,28 +1167,49 @@ func (cc *clientConn) watch() {
 		if cc.closeIfIdle() {
 			return
 		}
-		if n := cc.frames.Load(); n != seen || time.Since(quietSince) < cc.pings.after {
-			if n != seen {
-				seen, quietSince = n, time.Now()
-			}
+		now := time.Now()
+		if n := cc.frames.Load(); n != seen {
+			seen, quietSince, waitingSince = n, now, time.Time{}
+		}
+		switch busy := cc.busy.Load() > 0; {
+		case !busy:
+			waitingSince = time.Time{}
+		case waitingSince.IsZero():
+			waitingSince = now
+		}
+		var timeout time.Duration
+		switch {
+		case now.Sub(quietSince) >= cc.pings.after:
+			timeout = cc.pings.timeout
+		case !waitingSince.IsZero() && now.Sub(waitingSince) >= stallAfter:
+			timeout = min(cc.pings.timeout, stallPingTimeout)
+		default:
 			t.Reset(look)
 			continue
 		}
 		cc.write(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{'p', 'u', 's', 'h'}) })
-		t.Reset(cc.pings.timeout)
+		t.Reset(timeout)
 		select {
 		case <-cc.readDone:
 			return
 		case <-t.C:
 		}
 		if cc.frames.Load() == seen {
-			cc.closeWith(fmt.Errorf("h2client: no answer to a ping in %s", cc.pings.timeout))
+			cc.closeWith(fmt.Errorf("h2client: no answer to a ping in %s", timeout))
 			return
 		}
-		seen, quietSince = cc.frames.Load(), time.Now()
+		seen, quietSince, waitingSince = cc.frames.Load(), time.Now(), time.Time{}
 		t.Reset(look)
 	}
 }
+
+// stallAfter is how long requests may wait on a connection from which
+// nothing is read before it is pinged at once, and stallPingTimeout how
+// long that ping may go unanswered (see watch).
+const (
+	stallAfter       = 2 * time.Second
+	stallPingTimeout = 2 * time.Second
+)
 
 // watchLooks is how many times per pingAfter watch looks.
 const watchLooks = 4

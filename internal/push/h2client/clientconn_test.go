@@ -412,3 +412,31 @@ func TestQuietConnectionPingedOnTime(t *testing.T) {
 		t.Fatalf("the connection, quiet since %s ago, was dropped only then; want within %s (PingAfter %s + PingTimeout %s)", took, limit, after, timeout)
 	}
 }
+
+// A request that waits on a connection from which nothing at all comes
+// gets it pinged at once, not once the connection has been quiet for
+// PingAfter (30 s): when the ping goes unanswered, the connection is
+// closed within seconds, the request fails well before its deadline, and
+// the next one goes out on a new connection.
+func TestStalledRequestPingsAtOnce(t *testing.T) {
+	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
+	b := newBlackhole(t, strings.TrimPrefix(s.URL, "https://"))
+	base := "https://" + b.ln.Addr().String()
+	c := newClient(t, h2client.Options{CAPath: s.CADir})
+	if err := post(context.Background(), c, base, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.dropped.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := post(ctx, c, base, 1)
+	took := time.Since(start)
+	if err == nil || ctx.Err() != nil || took > 12*time.Second {
+		t.Fatalf("request over a dead path: %v after %s (deadline passed: %t), want the connection closed within seconds", err, took, ctx.Err() != nil)
+	}
+	b.dropped.Store(false)
+	if err := post(ctx, c, base, 2); err != nil {
+		t.Fatalf("after the path came back: %v", err)
+	}
+}
