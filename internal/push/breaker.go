@@ -53,7 +53,9 @@ const breakerBuckets = 6
 // and a warning names the likely cause.
 //
 // Once proven, suspect answers that are a minority of the recent answers
-// of their push service are dead tokens; once they are more than half of
+// of their push service, and of what this configuration heard there since
+// it proved itself (after a reload the recent answers are mostly the
+// earlier configuration's), are dead tokens; once they are more than half of
 // at least MinAnswers answers in the window (a key or setting that
 // stopped working since), that service is marked refusing: suspect
 // answers from it become temporary failures again, an error is logged
@@ -278,10 +280,11 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 	if !proven {
 		return &TemporaryError{Reason: fmt.Sprintf("refused (%s) before any push of the app went through: %s", s.Reason, s.Cause), Err: err}
 	}
-	if answers < b.opts.MinAnswers && 2*record.suspects >= record.answers {
-		// Too few answers in the window to trip, but refusals are no
-		// minority of what the app heard since it proved itself: the
-		// configuration may be at fault.
+	if 2*record.suspects >= record.answers {
+		// Not tripped (too few answers in the window, or the window
+		// Fresh shares holds the earlier configuration's successes),
+		// but refusals are no minority of what this configuration heard
+		// since it proved itself: the configuration may be at fault.
 		return &TemporaryError{Reason: fmt.Sprintf("refused (%s) as often as not since the app's configuration proved itself: %s", s.Reason, s.Cause), Err: err}
 	}
 	return &DeadTokenError{Since: now, Reason: s.Reason}

@@ -502,3 +502,38 @@ func TestBreakerRedeliveryOfPushRefusedBeforeProof(t *testing.T) {
 		}
 	}
 }
+
+// A reload changes the app's topic (a bundle id changed, and the new
+// one has a typo): APNS answers DeviceTokenNotForTopic for nearly every
+// token, 200 for the one device already on the new topic. The fresh
+// breaker has proven nothing but that one device; the old configuration's
+// successes of the last minute, in the window Fresh shares, must not
+// vote for the new configuration's refusals: judged alone (a new
+// Breaker), none of them is a dead token.
+func TestFreshBreakerNotOutvotedByOldConfiguration(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b, _ := newTestBreaker(&now, &logs)
+	suspect := &push.SuspectTokenError{Reason: "DeviceTokenNotForTopic", Cause: "wrong topic?"}
+	// A busy app: 200 pushes went through in the last minute.
+	for range 200 {
+		b.Judge(nil)
+	}
+	now = now.Add(time.Second)
+	judge := func(fresh *push.Breaker) (dead int) {
+		fresh.Judge(nil) // the one device on the new topic
+		for range 50 {
+			if _, ok := push.IsDeadToken(fresh.Judge(suspect)); ok {
+				dead++
+			}
+		}
+		return dead
+	}
+	alone, _ := newTestBreaker(&now, &logs)
+	if n := judge(alone); n != 0 {
+		t.Fatalf("a new breaker took %d of 50 refusals for dead tokens", n)
+	}
+	if n := judge(b.Fresh()); n != 0 {
+		t.Fatalf("after a reload, %d of 50 refusals of the new configuration taken for dead tokens (registrations deleted, servers told cancel) on one success of it and the old configuration's 200", n)
+	}
+}

@@ -847,3 +847,40 @@ func TestNetworkFailuresAreNoAnswers(t *testing.T) {
 
 // Each way the network to APNS can fail: every push is a temporary
 // failure (the user's server hears wait, the push is kept), within its
+
+// A reload flips a production app to the sandbox by mistake (or to a new
+// bundle id most devices do not have yet), mid-traffic. The developer's
+// sandbox device proves the new configuration with one push; every
+// user's token is then refused (BadDeviceToken). The old configuration's
+// successes of the last minute, which Fresh shares for the health page,
+// must not take the new one's refusals for dead tokens.
+func TestReloadToSandboxKeepsProductionDevices(t *testing.T) {
+	m, o := tokenSetup(t)
+	br := push.NewBreaker("ios", push.BreakerOptions{}, quiet)
+	o.Breaker = br
+	old := newBackend(t, o)
+	for i := range 100 {
+		if err := old.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("busy-", i), Token: token, Priority: push.PriorityHigh}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The reload: the same options here (the mock is one endpoint), a
+	// Fresh breaker as serve's BuildApp makes.
+	o.Breaker = br.Fresh()
+	reloaded := newBackend(t, o)
+	if err := reloaded.Send(context.Background(), push.Notification{App: "ios", Node: "dev", Token: token, Priority: push.PriorityHigh}); err != nil {
+		t.Fatal(err)
+	}
+	dead := 0
+	for i := range 20 {
+		tok := fmt.Sprintf("%064x", i+1)
+		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+		err := reloaded.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("user-", i), Token: tok, Priority: push.PriorityHigh})
+		if _, ok := push.IsDeadToken(err); ok {
+			dead++
+		}
+	}
+	if dead > 0 {
+		t.Fatalf("%d of 20 production tokens declared dead after a reload, on the new configuration's one success and the old one's 100", dead)
+	}
+}
