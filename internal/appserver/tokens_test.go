@@ -689,3 +689,58 @@ func TestNetworkBlipThenSandboxMismatchKeepsProductionDevices(t *testing.T) {
 		t.Fatalf("%d of 5 production devices deleted and told cancel, on a production app left on the sandbox, after a network blip", gone)
 	}
 }
+
+// TestRedeliveryOfPushesRefusedBeforeProofKeepsRegistrations with two
+// development builds' successes rather than one: each redelivery attempt
+// of a push refused before the proof is counted nowhere, and judged
+// against two successes and its own one refusal, a minority: every
+// user's registration is removed, one redelivery after another.
+func TestRedeliveryAfterTwoSuccessesKeepsRegistrations(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := &judgedBackend{breaker: push.NewBreaker("ios", push.BreakerOptions{Window: 500 * time.Millisecond}, quiet),
+		dead: map[string]bool{"prod-0": true, "prod-1": true, "prod-2": true, "prod-3": true, "prod-4": true}, sent: map[string]int{}}
+	store := memory.New()
+	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityHigh, Backend: b}}, appserver.Options{Redelivery: time.Minute}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	running(t, svc)
+	for i := range 5 {
+		r, _ := svc.Register(ctx, appserver.Caller{}, "ios", fmt.Sprint("user-", i), fmt.Sprint("prod-", i))
+		if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); err == nil {
+			t.Fatalf("user %d's push before any success: %v", i, err)
+		}
+	}
+	// Two development builds (or one, pushed twice) go through.
+	for i := range 2 {
+		dev, _ := svc.Register(ctx, appserver.Caller{}, "ios", fmt.Sprint("dev-build-", i), fmt.Sprint("dev-", i))
+		if err := svc.Push(ctx, appserver.PushRequest{Node: dev.Node, Secret: dev.Secret}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for i := range 5 {
+			if b.sent[fmt.Sprint("prod-", i)] < 2 {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "no redelivery attempts" })
+	time.Sleep(100 * time.Millisecond)
+	gone := 0
+	for i := range 5 {
+		if _, err := store.Get(ctx, fmt.Sprint("user-", i)); err != nil {
+			gone++
+		}
+	}
+	// Fresh pushes of theirs after the two successes: the first is a
+	// minority refusal (1 of 3) and taken for dead, the next ones are
+	// no minority (2 of 4, ...) and answered wait.
+	if gone > 1 {
+		t.Fatalf("%d of 5 users' registrations removed on two development builds' successes; fresh pushes of theirs would have lost one", gone)
+	}
+}

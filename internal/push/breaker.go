@@ -252,11 +252,16 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 		}
 		record = *t
 		if !counted {
-			// Judged as one refusal more, not kept: its first attempt
-			// may not be among these (refused before the proof, or
-			// under an earlier configuration).
+			// Judged as one refusal more: its first attempt may not be
+			// among these (refused before the proof, or under an
+			// earlier configuration). Kept only when it is taken for a
+			// dead token, which ends its attempts: a refusal kept for
+			// another attempt would be counted again with each.
 			record.answers++
 			record.suspects++
+			if suspect && 2*record.suspects < record.answers {
+				*t = record
+			}
 		}
 	}
 	b.mu.Unlock()
