@@ -53,9 +53,10 @@ const breakerBuckets = 6
 // and a warning names the likely cause.
 //
 // Once proven, suspect answers that are a minority of the recent answers
-// of their push service, and of what this configuration heard there since
-// it proved itself (after a reload the recent answers are mostly the
-// earlier configuration's), are dead tokens; once they are more than half of
+// of their push service, and of this configuration's last few dozen
+// successes and refusals there since it proved itself (after a reload
+// the recent answers are mostly the earlier configuration's), are dead
+// tokens; once they are more than half of
 // at least MinAnswers answers in the window (a key or setting that
 // stopped working since), that service is marked refusing: suspect
 // answers from it become temporary failures again, an error is logged
@@ -244,7 +245,9 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 	}
 	if proven && !tripped {
 		t := b.sinceProven(scope)
-		if counted {
+		// Successes and refusals only: a dead token's 410 or another
+		// failure is no success of the configuration.
+		if counted && (suspect || err == nil) {
 			t.answers++
 			if suspect {
 				t.suspects++
@@ -262,6 +265,11 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 			if suspect && 2*record.suspects < record.answers {
 				*t = record
 			}
+		}
+		// A memory of MinAnswers answers or so, as the window's: months
+		// of successes must not outvote a refusal that starts today.
+		if t.answers >= 2*b.opts.MinAnswers {
+			t.answers, t.suspects = t.answers/2, (t.suspects+1)/2
 		}
 	}
 	b.mu.Unlock()

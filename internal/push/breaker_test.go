@@ -217,6 +217,7 @@ func TestBreakerJudgesEachScope(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("%d dead", dead)
 	if dead >= 20 {
 		t.Fatalf("%d of 60 refusals by a service refusing everything taken as dead tokens", dead)
 	}
@@ -535,5 +536,118 @@ func TestFreshBreakerNotOutvotedByOldConfiguration(t *testing.T) {
 	}
 	if n := judge(b.Fresh()); n != 0 {
 		t.Fatalf("after a reload, %d of 50 refusals of the new configuration taken for dead tokens (registrations deleted, servers told cancel) on one success of it and the old configuration's 200", n)
+	}
+}
+
+// A quiet WebPush service (a few pushes an hour at its origin, never the
+// window's 20 a minute) that took our pushes for weeks starts refusing
+// every one (our clock went off, so every VAPID token's exp is refused;
+// or the service now refuses our vapid_subject): the configuration, not
+// the subscriptions, is at fault. A busy service trips after fewer than
+// MinAnswers refusals (TestBreaker); the quiet one must not lose more
+// than that either, however long it answered normally before.
+func TestBreakerLongProvenQuietScopeCatchesLaterRefusals(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b, _ := newTestBreaker(&now, &logs)
+	const origin = "https://updates.push.services.mozilla.com"
+	suspect := &push.SuspectTokenError{Reason: "401 Unauthorized from " + origin, Cause: "VAPID key replaced (vapid_key_file), or vapid_subject refused?"}
+	// Two weeks, a push every 10 minutes, a stale subscription among 50.
+	for i := range 2000 {
+		now = now.Add(10 * time.Minute)
+		if i%50 == 49 {
+			b.JudgeAt(origin, suspect)
+		} else if err := b.JudgeAt(origin, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Now every push there is refused, one every 10 minutes for two days.
+	dead := 0
+	for range 300 {
+		now = now.Add(10 * time.Minute)
+		if _, ok := push.IsDeadToken(b.JudgeAt(origin, suspect)); ok {
+			dead++
+		}
+	}
+	t.Logf("%d dead", dead)
+	if dead >= 20 {
+		t.Fatalf("%d of 300 subscriptions deleted (servers told item-not-found) once the service refused every push of ours: the tally since the proof, weeks long, outvotes any refusal", dead)
+	}
+}
+
+// A reload replaces the WebPush app's vapid_key_file (README: a
+// misconfiguration, registrations kept). One subscription made with the
+// new key goes through at the service; the old ones are refused (403),
+// and some of them had expired anyway (410, a dead token of its own).
+// The README: pushes are answered wait "as long as the refusals are not
+// outnumbered by the configuration's own successes": one success here
+// against twenty refusals. The 410s are no success of the configuration.
+func TestFreshBreakerDeadTokensAreNoSuccesses(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	old, _ := newTestBreaker(&now, &logs)
+	const origin = "https://fcm.googleapis.com"
+	old.JudgeAt(origin, nil)
+	now = now.Add(time.Hour)
+	b := old.Fresh()
+	suspect := &push.SuspectTokenError{Reason: "403 Forbidden from " + origin, Cause: "VAPID key replaced (vapid_key_file), or vapid_subject refused?"}
+	if err := b.JudgeAt(origin, nil); err != nil { // the one new subscription
+		t.Fatal(err)
+	}
+	dead := 0
+	for i := range 40 {
+		now = now.Add(5 * time.Minute)
+		if i%2 == 0 {
+			gone := &push.DeadTokenError{Since: now, Reason: "410 Gone"}
+			if err := b.JudgeAt(origin, gone); err != gone {
+				t.Fatalf("a 410 judged %v", err)
+			}
+			continue
+		}
+		if _, ok := push.IsDeadToken(b.JudgeAt(origin, suspect)); ok {
+			dead++
+		}
+	}
+	if dead > 1 {
+		t.Fatalf("%d of 20 refused subscriptions deleted after the key's replacement, on one success of the new key: each expired subscription's 410 voted as a success", dead)
+	}
+}
+
+// A stranger's tokenless pushes name 900 made-up tokens within an
+// hour (APNS: BadDeviceToken each). The window forgets them after a
+// minute; the tally since the proof must too: the app's own answers
+// afterwards (a day of pushes, a stale token in 20) are a healthy app's,
+// and its stale tokens are dead, not kept and pushed to forever.
+func TestBreakerForgetsStrangersBurstOfRefusals(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b, suspect := newTestBreaker(&now, &logs)
+	for range 100 {
+		now = now.Add(time.Minute)
+		b.Judge(nil)
+	}
+	// 15 a minute for an hour: too few a minute to mark the app (never
+	// 20 answers in the window), so every one stays in the tally.
+	for range 900 {
+		now = now.Add(4 * time.Second)
+		b.Judge(suspect)
+	}
+	dead, stale := 0, 0
+	for i := range 400 {
+		now = now.Add(3 * time.Minute)
+		if i%20 != 19 {
+			b.Judge(nil)
+			continue
+		}
+		stale++
+		if _, ok := push.IsDeadToken(b.Judge(suspect)); ok {
+			dead++
+		}
+	}
+	if bad, _ := b.Misconfigured(); bad {
+		t.Fatal("still marked misconfigured a day later")
+	}
+	if dead < stale/2 {
+		t.Fatalf("a day after a stranger's burst of refusals, %d of the app's %d stale tokens taken for dead among 380 successes: the rest kept, answered wait, pushed to again and again", dead, stale)
 	}
 }
