@@ -312,11 +312,10 @@ func dialTCP(ctx context.Context, d *net.Dialer, addr string, proxy *url.URL) (n
 	}
 	// The tunnel starts after the blank line: a 2xx answer's
 	// Content-Length and Transfer-Encoding are to be ignored (RFC 9110
-	// 9.3.6), and its body is not read, which would wait for bytes the
-	// service sends only after our TLS hello.
+	// 9.3.6), and its body is not read. The service speaks only after
+	// our TLS hello, so bytes already there are the proxy's, and would
+	// be lost with br.
 	if br.Buffered() > 0 {
-		// The service speaks only after our TLS hello: bytes before it
-		// are the proxy's, and would be lost with br.
 		c.Close()
 		return nil, fail(errors.New("the proxy sent data after its answer"))
 	}
