@@ -41,6 +41,7 @@ import (
 // roundTrip returns.
 type clientConn struct {
 	nc  net.Conn
+	raw net.Conn // the connection under TLS, for its socket's send queue (see watch)
 	fr  *http2.Framer
 	hdr *headerReader // the read loop's
 	// hook is told whenever room may have opened: for one request when a
@@ -242,6 +243,7 @@ func dialConn(ctx context.Context, d *net.Dialer, cfg *tls.Config, addr string, 
 	}
 	cc := newClientConn(nc, hook)
 	cc.pings = p
+	cc.raw = raw
 	if err := cc.start(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("h2client: starting HTTP/2 with %s: %w", addr, err)
@@ -1187,13 +1189,25 @@ func (cc *clientConn) watch() {
 			continue
 		}
 		cc.write(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{'p', 'u', 's', 'h'}) })
-		t.Reset(timeout)
-		select {
-		case <-cc.readDone:
-			return
-		case <-t.C:
-		}
-		if cc.frames.Load() == seen {
+		queued, known := sendQueued(cc.raw)
+		for {
+			t.Reset(timeout)
+			select {
+			case <-cc.readDone:
+				return
+			case <-t.C:
+			}
+			if cc.frames.Load() != seen {
+				break
+			}
+			// Unanswered. While the service's end still takes our
+			// bytes (the socket's queue of bytes not yet acked
+			// shrank), the path is slow, not dead: the ping may be
+			// behind them (a large body on a slow uplink).
+			if q, ok := sendQueued(cc.raw); known && ok && q < queued {
+				queued = q
+				continue
+			}
 			cc.closeWith(fmt.Errorf("h2client: no answer to a ping in %s", timeout))
 			return
 		}
