@@ -244,36 +244,44 @@ func TestDeadlineResetsOnlyItsStream(t *testing.T) {
 	}
 }
 
-// blackhole forwards TCP connections to addr until told to drop
-// everything, as a dead network path does.
-type blackhole struct {
-	ln      net.Listener
-	dropped atomic.Bool
-}
-
-func newBlackhole(t *testing.T, addr string) *blackhole {
+// relay forwards the TCP connections made to the address it returns to
+// addr, as a network path between the two would: up carries what the
+// client sends, down what the service sends.
+func relay(t *testing.T, addr string, up, down func(dst, src net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	b := &blackhole{ln: ln}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", addr)
+			s, err := net.Dial("tcp", addr)
 			if err != nil {
 				c.Close()
 				continue
 			}
-			t.Cleanup(func() { c.Close(); up.Close() })
-			go b.pipe(up, c)
-			go b.pipe(c, up)
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go up(s, c)
+			go down(c, s)
 		}
 	}()
+	return ln.Addr().String()
+}
+
+// blackhole forwards TCP connections to addr until told to drop
+// everything, as a dead network path does.
+type blackhole struct {
+	addr    string
+	dropped atomic.Bool
+}
+
+func newBlackhole(t *testing.T, addr string) *blackhole {
+	b := &blackhole{}
+	b.addr = relay(t, addr, b.pipe, b.pipe)
 	return b
 }
 
@@ -296,7 +304,7 @@ func (b *blackhole) pipe(dst, src net.Conn) {
 func TestUnansweredPingClosesTheConnection(t *testing.T) {
 	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
 	b := newBlackhole(t, strings.TrimPrefix(s.URL, "https://"))
-	base := "https://" + b.ln.Addr().String()
+	base := "https://" + b.addr
 	c := newClient(t, h2client.Options{CAPath: s.CADir, PingAfter: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
 	if err := post(context.Background(), c, base, 0); err != nil {
 		t.Fatal(err)
@@ -391,7 +399,7 @@ func TestQuietConnectionPingedOnTime(t *testing.T) {
 	const after, timeout = time.Second, 200 * time.Millisecond
 	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
 	b := newBlackhole(t, strings.TrimPrefix(s.URL, "https://"))
-	base := "https://" + b.ln.Addr().String()
+	base := "https://" + b.addr
 	c := newClient(t, h2client.Options{CAPath: s.CADir, PingAfter: after, PingTimeout: timeout})
 	if err := post(context.Background(), c, base, 0); err != nil { // dials: the watch starts
 		t.Fatal(err)
@@ -421,7 +429,7 @@ func TestQuietConnectionPingedOnTime(t *testing.T) {
 func TestStalledRequestPingsAtOnce(t *testing.T) {
 	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
 	b := newBlackhole(t, strings.TrimPrefix(s.URL, "https://"))
-	base := "https://" + b.ln.Addr().String()
+	base := "https://" + b.addr
 	c := newClient(t, h2client.Options{CAPath: s.CADir})
 	if err := post(context.Background(), c, base, 0); err != nil {
 		t.Fatal(err)

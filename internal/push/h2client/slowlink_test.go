@@ -18,41 +18,20 @@ import (
 // sends at rate bytes a second (a slow or congested uplink) and what the
 // service sends at once.
 func slowUplink(t *testing.T, addr string, rate int) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return relay(t, addr, func(dst, src net.Conn) {
+		buf := make([]byte, rate/20)
 		for {
-			c, err := ln.Accept()
+			n, err := src.Read(buf)
 			if err != nil {
+				dst.Close()
 				return
 			}
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
-				c.Close()
-				continue
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
 			}
-			t.Cleanup(func() { c.Close(); up.Close() })
-			go func() { io.Copy(c, up); c.Close() }()
-			go func() {
-				buf := make([]byte, rate/20)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						up.Close()
-						return
-					}
-					if _, err := up.Write(buf[:n]); err != nil {
-						return
-					}
-					time.Sleep(50 * time.Millisecond * time.Duration(n) / time.Duration(len(buf)))
-				}
-			}()
+			time.Sleep(50 * time.Millisecond * time.Duration(n) / time.Duration(len(buf)))
 		}
-	}()
-	return ln.Addr().String()
+	}, func(dst, src net.Conn) { io.Copy(dst, src); dst.Close() })
 }
 
 // A live service that the request's body reaches slowly (a slow uplink):
