@@ -745,6 +745,23 @@ func TestRefusalsDoNotFloodLog(t *testing.T) {
 	}
 }
 
+// refusedTakenDead pushes to n users' production tokens, each refused
+// BadDeviceToken as the sandbox refuses them, and returns how many
+// refusals b took for dead tokens (registrations deleted, the users'
+// servers told cancel).
+func refusedTakenDead(m *apnsmock.Server, b *apns.Backend, n int) int {
+	dead := 0
+	for i := range n {
+		tok := fmt.Sprintf("%064x", i+1)
+		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+		err := b.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("user-", i), Token: tok, Priority: push.PriorityHigh})
+		if _, ok := push.IsDeadToken(err); ok {
+			dead++
+		}
+	}
+	return dead
+}
+
 // A production (App Store) app left on sandbox = true, the seed's default.
 // The developer's own build registers too, and its sandbox token works:
 // that one success proves the configuration. The users' pushes, a few a
@@ -758,15 +775,7 @@ func TestSandboxMismatchProvenByOneDevToken(t *testing.T) {
 	if err := b.Send(context.Background(), push.Notification{App: "ios", Node: "dev", Token: token, Priority: push.PriorityHigh}); err != nil {
 		t.Fatal(err)
 	}
-	deleted := 0
-	for i := range 10 {
-		tok := fmt.Sprintf("%064x", i+1)
-		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
-		err := b.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("user-", i), Token: tok, Priority: push.PriorityHigh})
-		if _, ok := push.IsDeadToken(err); ok {
-			deleted++
-		}
-	}
+	deleted := refusedTakenDead(m, b, 10)
 	if deleted > 0 {
 		t.Fatalf("%d of 10 production registrations declared dead (deleted, user's server told cancel) after 1 success and 10 BadDeviceToken", deleted)
 	}
@@ -831,22 +840,11 @@ func TestNetworkFailuresAreNoAnswers(t *testing.T) {
 		}
 	}
 	m.ResetConnections(false)
-	deleted := 0
-	for i := range 10 {
-		tok := fmt.Sprintf("%064x", i+1)
-		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
-		err := b.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("user-", i), Token: tok, Priority: push.PriorityHigh})
-		if _, ok := push.IsDeadToken(err); ok {
-			deleted++
-		}
-	}
+	deleted := refusedTakenDead(m, b, 10)
 	if deleted > 0 {
 		t.Fatalf("%d of 10 production registrations declared dead after 1 success, 25 pushes lost to the network and 10 BadDeviceToken", deleted)
 	}
 }
-
-// Each way the network to APNS can fail: every push is a temporary
-// failure (the user's server hears wait, the push is kept), within its
 
 // A reload flips a production app to the sandbox by mistake (or to a new
 // bundle id most devices do not have yet), mid-traffic. The developer's
@@ -871,15 +869,7 @@ func TestReloadToSandboxKeepsProductionDevices(t *testing.T) {
 	if err := reloaded.Send(context.Background(), push.Notification{App: "ios", Node: "dev", Token: token, Priority: push.PriorityHigh}); err != nil {
 		t.Fatal(err)
 	}
-	dead := 0
-	for i := range 20 {
-		tok := fmt.Sprintf("%064x", i+1)
-		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
-		err := reloaded.Send(context.Background(), push.Notification{App: "ios", Node: fmt.Sprint("user-", i), Token: tok, Priority: push.PriorityHigh})
-		if _, ok := push.IsDeadToken(err); ok {
-			dead++
-		}
-	}
+	dead := refusedTakenDead(m, reloaded, 20)
 	if dead > 0 {
 		t.Fatalf("%d of 20 production tokens declared dead after a reload, on the new configuration's one success and the old one's 100", dead)
 	}
