@@ -337,6 +337,29 @@ func TestSilentOptionKeepsVoIP(t *testing.T) {
 	}
 }
 
+// refusedUsersGone registers n users whose production tokens the mock
+// refuses BadDeviceToken, as the sandbox does, pushes to each, and returns
+// how many were answered not-found (IQ cancel/item-not-found) or lost
+// their registration.
+func refusedUsersGone(t *testing.T, svc *appserver.Service, store registry.Store, m *apnsmock.Server, n int) int {
+	t.Helper()
+	ctx := context.Background()
+	gone := 0
+	for i := range n {
+		tok := fmt.Sprintf("%064x", i+1)
+		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
+		node := fmt.Sprint("user-", i)
+		reg, _ := svc.Register(ctx, appserver.Caller{}, "ios", node, tok)
+		err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret})
+		_, getErr := store.Get(ctx, node)
+		if errors.Is(err, appserver.ErrNotFound) || errors.Is(getErr, registry.ErrNotFound) {
+			gone++
+			t.Logf("%s: push answered %v (IQ cancel/item-not-found); registration deleted: %v", node, err, errors.Is(getErr, registry.ErrNotFound))
+		}
+	}
+	return gone
+}
+
 // A production app left on sandbox = true, through the core (the mock
 // plays Apple's sandbox: it takes the developer's token and answers
 // BadDeviceToken to every App Store token). After the developer's one push
@@ -356,19 +379,7 @@ func TestSandboxMismatchKeepsProductionDevices(t *testing.T) {
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "developer", Secret: dev.Secret}); err != nil {
 		t.Fatal(err)
 	}
-	gone := 0
-	for i := range 5 {
-		tok := fmt.Sprintf("%064x", i+1)
-		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
-		node := fmt.Sprint("user-", i)
-		reg, _ := svc.Register(ctx, appserver.Caller{}, "ios", node, tok)
-		err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret})
-		_, getErr := store.Get(ctx, node)
-		if errors.Is(err, appserver.ErrNotFound) || errors.Is(getErr, registry.ErrNotFound) {
-			gone++
-			t.Logf("%s: push answered %v (IQ cancel/item-not-found); registration deleted: %v", node, err, errors.Is(getErr, registry.ErrNotFound))
-		}
-	}
+	gone := refusedUsersGone(t, svc, store, m, 5)
 	if gone > 0 {
 		t.Fatalf("%d of 5 production devices deleted and told cancel, on a production app left on the sandbox", gone)
 	}
@@ -672,19 +683,7 @@ func TestNetworkBlipThenSandboxMismatchKeepsProductionDevices(t *testing.T) {
 	}
 	wg.Wait()
 	m.ResetConnections(false)
-	gone := 0
-	for i := range 5 {
-		tok := fmt.Sprintf("%064x", i+1)
-		m.FailToken(tok, apnsmock.Fault{Status: 400, Reason: "BadDeviceToken"})
-		node := fmt.Sprint("user-", i)
-		reg, _ := svc.Register(ctx, appserver.Caller{}, "ios", node, tok)
-		err := svc.Push(ctx, appserver.PushRequest{Node: node, Secret: reg.Secret})
-		_, getErr := store.Get(ctx, node)
-		if errors.Is(err, appserver.ErrNotFound) || errors.Is(getErr, registry.ErrNotFound) {
-			gone++
-			t.Logf("%s: push answered %v (IQ cancel/item-not-found); registration deleted: %v", node, err, errors.Is(getErr, registry.ErrNotFound))
-		}
-	}
+	gone := refusedUsersGone(t, svc, store, m, 5)
 	if gone > 0 {
 		t.Fatalf("%d of 5 production devices deleted and told cancel, on a production app left on the sandbox, after a network blip", gone)
 	}
