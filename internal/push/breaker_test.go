@@ -651,3 +651,35 @@ func TestBreakerForgetsStrangersBurstOfRefusals(t *testing.T) {
 		t.Fatalf("a day after a stranger's burst of refusals, %d of the app's %d stale tokens taken for dead among 380 successes: the rest kept, answered wait, pushed to again and again", dead, stale)
 	}
 }
+
+// Pushes that never reached the push service (a network blip: refused
+// or reset connections, timeouts) are no answers of it: a minute of them
+// beside a sudden run of refusals must not keep the app from being
+// marked misconfigured, where its long tally of successes would take
+// every refusal for a dead token.
+func TestTransientFailuresDoNotHideRefusals(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b, suspect := newTestBreaker(&now, &logs)
+	for range 200 {
+		now = now.Add(10 * time.Second)
+		if err := b.Judge(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blip := &push.TemporaryError{Reason: "APNS request", Err: errors.New("connection reset by peer")}
+	dead := 0
+	for i := range 60 {
+		now = now.Add(500 * time.Millisecond)
+		if i%2 == 0 {
+			b.Judge(blip)
+			continue
+		}
+		if _, ok := push.IsDeadToken(b.Judge(suspect)); ok {
+			dead++
+		}
+	}
+	if bad, _ := b.Misconfigured(); !bad || dead >= 20 {
+		t.Fatalf("misconfigured %t, %d of 30 refusals taken for dead tokens, with 30 network failures in the same minute", bad, dead)
+	}
+}
