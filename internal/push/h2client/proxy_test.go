@@ -1,10 +1,8 @@
 package h2client_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -91,44 +89,12 @@ func TestProxyFromEnvironment(t *testing.T) {
 // "Transfer-Encoding: chunked" when they flush the 200 before hijacking
 // the connection; Go's own Transport and curl take the tunnel.
 func TestProxyAnswerWithFramingHeaders(t *testing.T) {
-	s := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
-	target := strings.TrimPrefix(s.URL, "https://")
-	_, port, _ := net.SplitHostPort(target)
-	addr := net.JoinHostPort("example.com", port)
 	for _, answer := range []string{
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
 	} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					br := bufio.NewReader(c)
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					up, err := net.Dial("tcp", target)
-					if err != nil {
-						return
-					}
-					defer up.Close()
-					io.WriteString(c, answer)
-					go io.Copy(up, br)
-					io.Copy(c, up)
-				}()
-			}
-		}()
-		pu := &url.URL{Scheme: "http", Host: ln.Addr().String()}
-		c := newClient(t, h2client.Options{CAPath: s.CADir, Proxy: func(*url.URL) (*url.URL, error) { return pu, nil }})
+		addr, p, ca := proxied(t, connectproxy.Options{Answer: answer})
+		c := newClient(t, h2client.Options{CAPath: ca, Proxy: func(*url.URL) (*url.URL, error) { return p.URL, nil }})
 		start := time.Now()
 		if err := get(c, addr); err != nil {
 			t.Errorf("proxy answering %q: after %v: %v", answer, time.Since(start).Round(time.Millisecond), err)

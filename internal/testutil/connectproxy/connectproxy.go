@@ -25,6 +25,11 @@ type Options struct {
 	// loopback under a name only the proxy knows. Other targets are
 	// connected to as they are.
 	Route map[string]string
+	// Answer is what the proxy answers a CONNECT it opens a tunnel for,
+	// status line, header and blank line; "HTTP/1.1 200 Connection
+	// established" and no header when empty. Proxies differ here: some
+	// send a Content-Length or Transfer-Encoding a client must ignore.
+	Answer string
 }
 
 // Proxy is a running proxy.
@@ -131,7 +136,11 @@ func (p *Proxy) serve(c net.Conn) {
 	p.mu.Lock()
 	p.tunnels = append(p.tunnels, req.Host)
 	p.mu.Unlock()
-	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+	answer := p.opts.Answer
+	if answer == "" {
+		answer = "HTTP/1.1 200 Connection established\r\n\r\n"
+	}
+	if _, err := io.WriteString(c, answer); err != nil {
 		return
 	}
 	// Either side's end ends the tunnel, both ways: neither an HTTP/2
