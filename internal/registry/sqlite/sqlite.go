@@ -473,6 +473,28 @@ func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after str
 	return removed, nil
 }
 
+// eachRow calls write for each of the rows of a write, in a transaction
+// begun under ctx, with a context that cannot end, and looks at ctx before
+// each row instead. modernc's driver watches a statement whose context can
+// end from a goroutine of its own: that cost a device's first push outcome
+// two goroutines and 8 allocations, and writing outcomes half their CPU
+// (BenchmarkUpdatePushStatus: 16.6-16.9 us a row, 8.6-9.5 without). ctx
+// still bounds the write: BEGIN IMMEDIATE, which may wait for the write
+// lock, runs under it, and a row's statements, under that lock, wait for
+// no one.
+func eachRow[T any](ctx context.Context, rows []T, write func(context.Context, T) error) error {
+	rowCtx := context.WithoutCancel(ctx)
+	for _, r := range rows {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := write(rowCtx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // UpdatePushStatus writes a batch in one transaction. A node's first
 // outcome makes its push_status row; every later one finds it, so the
 // UPDATE is all a push usually costs. Only an UPDATE that changed nothing
@@ -506,7 +528,7 @@ func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushSt
 		}
 		defer st[i].Close()
 	}
-	for _, p := range statuses {
+	err = eachRow(ctx, statuses, func(ctx context.Context, p registry.PushStatus) error {
 		update, insert, args := st[0], st[1], []any{p.At.UnixNano(), p.Node}
 		if !p.Success {
 			update, insert, args = st[2], st[3], []any{p.At.UnixNano(), p.Reason, p.Node}
@@ -518,9 +540,10 @@ func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushSt
 				_, err = insert.ExecContext(ctx, args...)
 			}
 		}
-		if err != nil {
-			return fmt.Errorf("push status: %w", err)
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("push status: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("push status: %w", err)
@@ -632,10 +655,11 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 			return fmt.Errorf("keeping pushes: %w", err)
 		}
 		defer st.Close()
-		for _, d := range del {
-			if _, err := st.ExecContext(ctx, owner, d); err != nil {
-				return fmt.Errorf("keeping pushes: %w", err)
-			}
+		if err := eachRow(ctx, del, func(ctx context.Context, d string) error {
+			_, err := st.ExecContext(ctx, owner, d)
+			return err
+		}); err != nil {
+			return fmt.Errorf("keeping pushes: %w", err)
 		}
 	}
 	if len(put) > 0 {
@@ -646,10 +670,11 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 			return fmt.Errorf("keeping pushes: %w", err)
 		}
 		defer st.Close()
-		for _, p := range put {
-			if _, err := st.ExecContext(ctx, owner, p.Device, p.FailedAt.UnixNano(), p.Push); err != nil {
-				return fmt.Errorf("keeping pushes: %w", err)
-			}
+		if err := eachRow(ctx, put, func(ctx context.Context, p registry.HeldPush) error {
+			_, err := st.ExecContext(ctx, owner, p.Device, p.FailedAt.UnixNano(), p.Push)
+			return err
+		}); err != nil {
+			return fmt.Errorf("keeping pushes: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -734,10 +759,11 @@ func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []st
 		return fmt.Errorf("giving held pushes back: %w", err)
 	}
 	defer tx.Rollback()
-	for _, d := range devices {
-		if _, err := tx.ExecContext(ctx, `UPDATE held_pushes SET owner = NULL WHERE owner = ? AND device = ?`, owner, d); err != nil {
-			return fmt.Errorf("giving held pushes back: %w", err)
-		}
+	if err := eachRow(ctx, devices, func(ctx context.Context, d string) error {
+		_, err := tx.ExecContext(ctx, `UPDATE held_pushes SET owner = NULL WHERE owner = ? AND device = ?`, owner, d)
+		return err
+	}); err != nil {
+		return fmt.Errorf("giving held pushes back: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("giving held pushes back: %w", err)
@@ -891,10 +917,13 @@ func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode
 		return fmt.Errorf("put imported nodes: %w", err)
 	}
 	defer st.Close()
-	for _, n := range ns {
+	if err := eachRow(ctx, ns, func(ctx context.Context, n registry.ImportedNode) error {
 		if _, err := st.ExecContext(ctx, n.Node, n.Registered.UnixNano()); err != nil {
-			return fmt.Errorf("put imported node %s: %w", n.Node, err)
+			return fmt.Errorf("node %s: %w", n.Node, err)
 		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("put imported nodes: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("put imported nodes: %w", err)
@@ -929,7 +958,7 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 		}
 		defer imp.Close()
 	}
-	for _, r := range rs {
+	if err := eachRow(ctx, rs, func(ctx context.Context, r registry.Registration) error {
 		if _, err := st.ExecContext(ctx, regValues(r)...); err != nil {
 			return fmt.Errorf("put %s: %w", r.Node, err)
 		}
@@ -942,6 +971,9 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 				return fmt.Errorf("put %s: %w", r.Node, err)
 			}
 		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("put: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("put: %w", err)

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -272,7 +273,9 @@ func BenchmarkRegister(b *testing.B) {
 // nodes are scattered as real ones are (in order, consecutive rows would
 // share pages).
 func BenchmarkUpdatePushStatus(b *testing.B) {
-	ctx := context.Background()
+	// Under a deadline, as the write-behind writes.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
 	s := open(b, filepath.Join(b.TempDir(), "registry.db"))
 	defer s.Close()
 	const devices, batchSize = 20000, 1000
@@ -985,5 +988,63 @@ func TestRestoreOfRegistryWithUnreadableLog(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the refused restore left a registry at %s: %v", path, err)
+	}
+}
+
+// TestPushStatusUnderDeadlineAllocatesAsWithout holds the write of push
+// outcomes, which the write-behind makes under a deadline, to what it
+// costs without one. The driver watches a statement whose context can end
+// from a goroutine of its own, two a device's first outcome.
+func TestPushStatusUnderDeadlineAllocatesAsWithout(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	defer s.Close()
+	const rows = 1000
+	nodes := scattered(2 * rows)
+	for i, node := range nodes {
+		if _, err := register(s, registry.Registration{Node: node, Type: "apns", Token: fmt.Sprintf("%064x", i), Secret: "s", Registered: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each device's first outcome: an update that finds no row, then
+	// the row's insert.
+	perRow := func(ctx context.Context, nodes []string) float64 {
+		batch := make([]registry.PushStatus, len(nodes))
+		for i, node := range nodes {
+			batch[i] = registry.PushStatus{Node: node, At: time.Now(), Success: true}
+		}
+		slices.SortFunc(batch, func(a, b registry.PushStatus) int { return strings.Compare(a.Node, b.Node) })
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		if err := s.UpdatePushStatus(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		return float64(after.Mallocs-before.Mallocs) / float64(len(batch))
+	}
+	without := perRow(context.Background(), nodes[:rows])
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	with := perRow(ctx, nodes[rows:])
+	if with > without+1 {
+		t.Errorf("allocations a row: %.1f under a deadline, %.1f without", with, without)
+	}
+}
+
+// TestPushStatusHonoursItsContext: a write of outcomes whose context has
+// ended writes nothing.
+func TestPushStatusHonoursItsContext(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	defer s.Close()
+	if _, err := register(s, registry.Registration{Node: "n", Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.UpdatePushStatus(ctx, []registry.PushStatus{{Node: "n", At: time.Now(), Success: true}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("UpdatePushStatus with its context ended: %v", err)
+	}
+	r, err := s.Get(context.Background(), "n")
+	if err != nil || !r.LastSuccessfulPush.IsZero() {
+		t.Fatalf("after a write whose context ended: %+v, %v", r, err)
 	}
 }
