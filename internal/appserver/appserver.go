@@ -53,6 +53,7 @@ type App struct {
 	// canonical is Backend, when it is one: the device limit goes by
 	// the spelling the push service takes as one device.
 	canonical push.TokenCanonicalizer
+	devicer   push.DeviceKeyer
 	// inFlight counts the app's pushes with its push service (see
 	// sendBounded).
 	inFlight *atomic.Int64
@@ -173,6 +174,9 @@ type PushDeadliner interface {
 
 // canonicalToken is token as the app's push service names the device.
 func (a *App) canonicalToken(token string) string {
+	if a.devicer != nil {
+		return a.devicer.DeviceKey(token)
+	}
 	if a.canonical != nil {
 		return a.canonical.CanonicalToken(token)
 	}
@@ -397,6 +401,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		}
 		a.deadliner, _ = a.Backend.(PushDeadliner)
 		a.canonical, _ = a.Backend.(push.TokenCanonicalizer)
+		a.devicer, _ = a.Backend.(push.DeviceKeyer)
 		a.inFlight = new(atomic.Int64)
 		a.flow = new(appFlow)
 		m[a.Name] = a

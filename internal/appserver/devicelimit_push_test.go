@@ -12,8 +12,10 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 )
 
 // Registration is open: whoever knows a device's token can register it
@@ -154,5 +156,57 @@ func TestDeviceLimitStrangerStarvesOwner(t *testing.T) {
 			t.Errorf("window %d: the user's own server's push through its account's node: %v; a stranger's %d nodes of the token took the device's budget", w, err, len(stranger))
 		}
 		clk.advance(6 * time.Second)
+	}
+}
+
+// A WebPush device is its subscription's endpoint: the registration's
+// token is the subscription's JSON, which a stranger who knows it can
+// spell in endless ways (whitespace, key order, padded base64, the
+// host's case, the default port). Registered under nodes each with its
+// own spelling, the one device must still get rate_limit_per_token
+// pushes a window from one source, as an APNS token in other cases does
+// (TestDeviceLimitCaseVariants).
+func TestDeviceLimitWebPushSpellings(t *testing.T) {
+	ctx := context.Background()
+	mock, keyFile, pub := webpushmock.Start(t)
+	b, err := webpush.New(webpush.Options{VAPIDKeyFile: keyFile, VAPIDSubject: "mailto:ops@example.org", CAPath: mock.CADir,
+		Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "web", Priority: push.PriorityAuto, Backend: b}},
+		appserver.Options{RateLimit: time.Hour, RateLimitPerToken: 2}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := mock.Subscribe(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := sub.JSON
+	variants := []string{
+		j,
+		" " + j,
+		j + " ",
+		strings.Replace(j, `"endpoint":`, `"endpoint" : `, 1),
+		strings.Replace(j, "https://", `https:\/\/`, 1), // JSON's escaped solidus
+		strings.Replace(j, "/push/", "/%70ush/", 1),     // percent-encoded unreserved byte
+	}
+	sent := 0
+	for i, tok := range variants {
+		r, err := svc.Register(ctx, appserver.Caller{}, "web", fmt.Sprint("n", i), tok)
+		if err != nil {
+			t.Fatalf("register %q: %v", tok, err)
+		}
+		switch err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret, Source: "203.0.113.7"}); {
+		case err == nil:
+			sent++
+		case !errors.Is(err, appserver.ErrThrottled):
+			t.Fatalf("push %d: %v", i, err)
+		}
+	}
+	if sent != 2 {
+		t.Fatalf("rate_limit_per_token = 2, yet %d pushes to one WebPush subscription, its JSON spelled %d ways under as many nodes, were sent from one source (%d accepted at the mock)", sent, len(variants), mock.Accepted())
 	}
 }

@@ -119,7 +119,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		return err
 	}
 	start = start.Add(waited)
-	if err := s.admitDevice(tp.App, tp.Token, node, tp.Request.Source, start, at); err != nil {
+	if err := s.admitDevice(tp.App, app.canonicalToken(tp.Token), node, tp.Request.Source, start, at); err != nil {
 		return err
 	}
 	n := push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted}

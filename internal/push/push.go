@@ -126,6 +126,14 @@ type TokenCanonicalizer interface {
 	CanonicalToken(token string) string
 }
 
+// DeviceKeyer is implemented by backends whose tokens name a device along
+// with more than the device (a WebPush subscription's keys): DeviceKey is
+// what the per-device limit counts by, the same for every spelling and
+// every key of one device. Not a token: it is never sent.
+type DeviceKeyer interface {
+	DeviceKey(token string) string
+}
+
 // DeadTokenError reports that the push service no longer knows the token.
 // Since is when it became invalid (Apple's timestamp) or the time of the
 // answer when the service gives none; the core removes the registration

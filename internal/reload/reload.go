@@ -65,6 +65,14 @@ func (s *Backend) CanonicalToken(token string) string {
 	return token
 }
 
+// DeviceKey asks the current backend, when it has device keys.
+func (s *Backend) DeviceKey(token string) string {
+	if c, ok := s.current().(push.DeviceKeyer); ok {
+		return c.DeviceKey(token)
+	}
+	return s.CanonicalToken(token)
+}
+
 // Swap replaces the backend; pushes already under way finish on the old,
 // which is closed (when it is an io.Closer: its connections to the push
 // service) after retire, by when they have ended. Left open, each reload

@@ -267,6 +267,30 @@ func (b *Backend) ValidateToken(token string) error {
 	return b.opts.Guard.CheckURL(s.Endpoint)
 }
 
+// DeviceKey is the subscription's endpoint, as the push service names
+// it: scheme and host in lower case, without the default port, its path
+// with unreserved bytes unescaped. The keys are the registrant's to
+// choose and name no device; a token that does not parse is its own key.
+func (b *Backend) DeviceKey(token string) string {
+	s, err := ParseSubscription(token)
+	if err != nil {
+		return token
+	}
+	u := *s.Endpoint
+	if h := u.Hostname(); strings.HasSuffix(h, ".") {
+		u.Host = strings.Replace(u.Host, h, strings.TrimSuffix(h, "."), 1)
+	}
+	path := u.EscapedPath()
+	if p, err := url.PathUnescape(path); err == nil {
+		path = (&url.URL{Path: p}).EscapedPath()
+	}
+	q := ""
+	if u.RawQuery != "" || u.ForceQuery {
+		q = "?" + u.RawQuery
+	}
+	return originOf(&u) + path + q
+}
+
 // Payload is the JSON a service worker receives in the push event
 // (event.data.json()).
 type Payload struct {

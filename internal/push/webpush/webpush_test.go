@@ -626,3 +626,32 @@ func TestReloadKeepsWebPushWithinItsBound(t *testing.T) {
 		}
 	}
 }
+
+// One subscription endpoint, spelled as URLs and JSON allow, with any
+// keys: one device.
+func TestDeviceKeySpellings(t *testing.T) {
+	_, b, _ := setup(t, webpush.Options{})
+	const key, auth = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "BTBZMqHH6r4Tts7J_aSIgg"
+	spell := func(endpoint, k string) string {
+		s, err := webpush.SubscriptionJSON(endpoint, k, auth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	base := spell("https://push.example/p/abc", key)
+	want := b.DeviceKey(base)
+	for _, v := range []string{
+		spell("https://PUSH.example/p/abc", key),
+		spell("https://push.example:443/p/abc", key),
+		spell("HTTPS://push.example/p/abc", key),
+		spell("https://push.example/p/%61bc", key),
+		spell("https://push.example./p/abc", key),
+		strings.Replace(base, `"endpoint":`, `"endpoint" :`, 1),
+		spell("https://push.example/p/abc", key+"="),
+	} {
+		if got := b.DeviceKey(v); got != want {
+			t.Errorf("DeviceKey(%s) = %q, want %q", v, got, want)
+		}
+	}
+}
