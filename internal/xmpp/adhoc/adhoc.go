@@ -19,7 +19,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
@@ -381,14 +385,39 @@ func (c *Commands) account(from string) (appserver.Account, error) {
 // device: the same user from any resource, in any letter case, is one
 // account.
 func accountOf(from string) (appserver.Account, error) {
-	j, err := jid.Parse(from)
+	// The account is the bare JID: a resource is never looked at, so
+	// one PRECIS would refuse must not refuse the account.
+	local, domain, _, err := jid.SplitString(from)
 	if err != nil {
 		return appserver.Account{}, fmt.Errorf("the sender's JID is not valid: %w", err)
 	}
-	if j.Localpart() == "" {
+	if local == "" {
 		return appserver.Account{}, errors.New("the sender must be an account, not a server")
 	}
-	return appserver.Account{Bare: j.Bare().String(), Domain: j.Domainpart()}, nil
+	bare, d, err := bareOf(local, domain)
+	if err != nil {
+		return appserver.Account{}, fmt.Errorf("the sender's JID is not valid: %w", err)
+	}
+	return appserver.Account{Bare: bare, Domain: d}, nil
+}
+
+// bareOf normalises a bare JID and returns it with its domainpart.
+// PRECIS refuses localparts stringprep takes (symbols such as € or ♥,
+// some contextual runes), and Prosody's and ejabberd's accounts and
+// rooms have them: the user's server vouched for and prepared the JID,
+// so such a localpart is folded in case and width as nodeprep does, and
+// spellings of one account stay one.
+func bareOf(local, domain string) (bare, domainpart string, err error) {
+	j, err := jid.New(local, domain, "")
+	if err == nil {
+		return j.String(), j.Domainpart(), nil
+	}
+	d, derr := jid.New("", domain, "")
+	l := cases.Fold().String(norm.NFKC.String(local))
+	if derr != nil || !utf8.ValidString(local) || len(l) > 1023 || strings.ContainsAny(l, "\"&'/:<>@") || strings.IndexFunc(l, unicode.IsControl) >= 0 {
+		return "", "", err
+	}
+	return l + "@" + d.String(), d.Domainpart(), nil
 }
 
 // channelOf normalises p2's muc field: a group chat's bare JID, or "" when
@@ -397,12 +426,23 @@ func channelOf(v string) (string, error) {
 	if v == "" {
 		return "", nil
 	}
-	j, err := jid.Parse(v)
+	local, domain, resource, err := jid.SplitString(v)
 	if err != nil {
 		return "", fmt.Errorf("the channel is not a valid JID: %w", err)
 	}
-	if j.Resourcepart() != "" {
+	if resource != "" || strings.Contains(v, "/") {
 		return "", errors.New("the channel must be a bare JID")
 	}
-	return j.String(), nil
+	if local == "" {
+		j, err := jid.New("", domain, "")
+		if err != nil {
+			return "", fmt.Errorf("the channel is not a valid JID: %w", err)
+		}
+		return j.String(), nil
+	}
+	bare, _, err := bareOf(local, domain)
+	if err != nil {
+		return "", fmt.Errorf("the channel is not a valid JID: %w", err)
+	}
+	return bare, nil
 }

@@ -292,3 +292,41 @@ func TestCommandBoundedWhenRegistryStalls(t *testing.T) {
 		}
 	}
 }
+
+// The user's server vouches for the sender's JID and has prepared it
+// already: Prosody (stringprep nodeprep/resourceprep) takes these, and
+// routes their commands to us. The account is the bare JID; a resource
+// we cannot prepare, or a localpart PRECIS would have refused at
+// account creation but Prosody did not, must not make the account's
+// every registration fail with bad-request.
+func TestAccountOfWhatServersAccept(t *testing.T) {
+	for _, from := range []string{
+		"€uro@example.org/phone",  // Prosody: jid.prep keeps it
+		"♥love@example.org/phone", // likewise
+		"juliet@example.org/٠۰",   // Arabic-Indic digits of both kinds, resource only
+		"x·y@example.org/r",       // MIDDLE DOT between letters other than l
+	} {
+		reg := &registrar{}
+		cmds := New(reg, Options{FCMApp: "fcm"})
+		_, err := cmds.Execute(context.Background(), from, "push.example.org",
+			&Command{Node: "register-push-fcm", Action: "execute", Form: form("token", "tok", "device-id", "dev1")})
+		if err != nil {
+			t.Errorf("register-push-fcm from %q (a JID Prosody routes): %v", from, err)
+		}
+	}
+}
+
+// p2's muc field names a group chat, whose room name Prosody's MUC
+// prepares with nodeprep as it does accounts': a registration for it
+// must not be refused where PRECIS would have refused the name.
+func TestChannelOfWhatServersAccept(t *testing.T) {
+	for _, muc := range []string{"♥fans@conference.example.org", "€uro@conference.example.org"} {
+		reg := &registrar{}
+		cmds := New(reg, Options{FCMApp: "fcm"})
+		_, err := cmds.Execute(context.Background(), "juliet@example.org/phone", "push.example.org",
+			&Command{Node: "register-push-fcm", Action: "execute", Form: form("token", "tok", "device-id", "dev1", "muc", muc)})
+		if err != nil {
+			t.Errorf("register-push-fcm for channel %q: %v", muc, err)
+		}
+	}
+}
