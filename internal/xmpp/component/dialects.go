@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 
+	"golang.org/x/net/idna"
+
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/xmpp/xep0357"
 )
@@ -82,5 +84,17 @@ func sourceOf(from string) string {
 		// apart from the server's own publishes (from its bare domain).
 		from = from[i:]
 	}
-	return strings.ToLower(from)
+	// One domain, one spelling: RFC 7622 §3.2 strips a final dot and
+	// takes an A-label as its U-label, as the commands' accounts do.
+	from = strings.ToLower(strings.TrimSuffix(from, "."))
+	if strings.Contains(from, "xn--") {
+		user, domain := "", from
+		if from != "" && from[0] == '@' {
+			user, domain = "@", from[1:]
+		}
+		if u, err := idna.Display.ToUnicode(domain); err == nil {
+			from = user + u
+		}
+	}
+	return from
 }

@@ -1,11 +1,13 @@
 package component_test
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
@@ -287,5 +289,69 @@ func TestMonalV1TwoAccountsOneDevice(t *testing.T) {
 	}
 	if s := field(t, r.Inner, "secret"); s != first {
 		t.Fatalf("second account got another secret: the first account's server now pushes with a dead one")
+	}
+}
+
+// One publish, written in the ways XML allows: prefixes, CDATA,
+// character references, attribute order, xml:lang, whitespace between
+// elements. encoding/xml reads each as the same push; so must we.
+func TestPublishSpellings(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	ctx := context.Background()
+	r, err := f.svc.Register(ctx, appserver.Caller{}, "apns", "n1", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := r.Secret
+	const ps = "http://jabber.org/protocol/pubsub"
+	variants := map[string]string{
+		"prefixed pubsub":       `<iq type='set' from='example.org' to='` + compJID + `' id='ID'><p:pubsub xmlns:p='` + ps + `'><p:publish node='n1'><p:item><notification xmlns='urn:xmpp:push:0'/></p:item></p:publish><p:publish-options><d:x xmlns:d='jabber:x:data' type='submit'><d:field var='secret'><d:value>` + s + `</d:value></d:field></d:x></p:publish-options></p:pubsub></iq>`,
+		"cdata secret":          strings.Replace(publish("ID", "n1", s, true), "<value>"+s+"</value>", "<value><![CDATA["+s+"]]></value>", 1),
+		"charref secret":        strings.Replace(publish("ID", "n1", s, true), "<value>"+s+"</value>", "<value>&#x"+fmt.Sprintf("%x", s[0])+";"+s[1:]+"</value>", 1),
+		"charref node":          strings.Replace(publish("ID", "n1", s, true), "node='n1'", "node='&#110;1'", 1),
+		"double quotes":         strings.ReplaceAll(publish("ID", "n1", s, true), "'", `"`),
+		"xml:lang":              strings.Replace(publish("ID", "n1", s, true), "<iq ", "<iq xml:lang='en' ", 1),
+		"pretty":                strings.ReplaceAll(publish("ID", "n1", s, true), "><", ">\n  <"),
+		"attr order":            strings.Replace(publish("ID", "n1", s, true), "<iq type='set' from='example.org'", "<iq from='example.org' type='set'", 1),
+		"default ns redeclared": strings.Replace(publish("ID", "n1", s, true), "<publish node='n1'>", "<publish xmlns='"+ps+"' node='n1'>", 1),
+		"secret field first": strings.Replace(publish("ID", "n1", s, true),
+			"<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>"+s+"</value></field>",
+			"<field var='secret'><value>"+s+"</value></field><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>", 1),
+	}
+	i := 0
+	for name, v := range variants {
+		i++
+		id := fmt.Sprint("v", i)
+		v = strings.Replace(v, "'ID'", "'"+id+"'", 1)
+		v = strings.Replace(v, `"ID"`, `"`+id+`"`, 1)
+		st.send(t, v)
+		got := st.next(t)
+		if got.Type != "result" {
+			t.Errorf("%s: %s %q\n%s", name, got.Type, got.Inner, v)
+		}
+	}
+}
+
+// sourceOf promises one budget per server "whatever the spelling of its
+// name": a trailing dot (RFC 7622 §3.2: stripped before comparing) and
+// the A-label of an IDN (RFC 7622 §3.2.1: converted to the U-label)
+// name the same domain as the plain spelling.
+func TestDeviceLimitDomainSpellings(t *testing.T) {
+	publishFrom := publishToVictim(t)
+	const limited = "<error type='wait'><resource-constraint"
+	for i, tt := range []struct{ from, want string }{
+		{"bücher.example", ""},
+		{"bücher.example", ""},
+		{"xn--bcher-kva.example", limited},
+		{"bücher.example.", limited},
+		{"juliet@xn--bcher-kva.example/phone", ""}, // the server's users: a budget of their own
+		{"romeo@bücher.example/phone", ""},
+		{"romeo@bücher.example./phone", limited},
+	} {
+		got := publishFrom(i, tt.from)
+		if tt.want == "" && got.Type != "result" || tt.want != "" && !strings.HasPrefix(got.Inner, tt.want) {
+			t.Errorf("publish %d from %s: %s %q, want %q", i+1, tt.from, got.Type, got.Inner, tt.want)
+		}
 	}
 }
