@@ -518,3 +518,47 @@ func countImported(t *testing.T, s registry.Store) int {
 		after = page[len(page)-1].Node
 	}
 }
+
+// README's "run this again": between the runs a device's node b-old was
+// renewed without its device key (an HTTP registration of the same node)
+// and the device then registered by account and device id under a new
+// node, a-new, which took the key. The target holds b-old with the key
+// from the first run; the second run's page is [a-new (K), b-old (no
+// key)], which settleDevices leaves to Put ("Written with this page: Put
+// judges it"). The copy must go through.
+func TestCopyRerunKeyMovedWithinPage(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { copyRerunKeyMovedWithinPage(t, sqliteStore(t)) })
+	t.Run("postgres", func(t *testing.T) { copyRerunKeyMovedWithinPage(t, postgresStore(t)) })
+}
+
+func copyRerunKeyMovedWithinPage(t *testing.T, dst registry.Store) {
+	ctx := context.Background()
+	src := sqliteStore(t)
+	if _, err := src.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "salt", nil }); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	old := registry.Registration{Node: "b-old", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}
+	if err := src.Put(ctx, []registry.Registration{old}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); err != nil {
+		t.Fatal(err)
+	}
+	renewed := old
+	renewed.DeviceKey, renewed.Renewed = "", now.Add(-time.Minute)
+	moved := registry.Registration{Node: "a-new", Type: "fcm", Token: "t1", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}
+	if err := src.Put(ctx, []registry.Registration{renewed}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Put(ctx, []registry.Registration{moved}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
+	if err != nil {
+		t.Fatalf("second run: %v (%+v)", err, sum)
+	}
+	if r, err := dst.GetByDeviceKey(ctx, "K"); err != nil || r.Node != "a-new" || r.Secret != "s2" {
+		t.Fatalf("device key K held by %+v %v after the second run, want a-new", r, err)
+	}
+}

@@ -365,12 +365,21 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
 
 // putLocked is Put, with s.mu held.
 func (s *Store) putLocked(rs []registry.Registration) error {
+	// Judged on what the batch leaves: each node's row as the batch
+	// writes it, or as stored.
+	final := map[string]string{} // node: its device key afterwards
+	for n, old := range s.byNode {
+		final[n] = old.DeviceKey
+	}
 	for _, r := range rs {
-		if r.DeviceKey == "" {
+		final[r.Node] = r.DeviceKey
+	}
+	for _, r := range rs {
+		if r.DeviceKey == "" || final[r.Node] != r.DeviceKey {
 			continue
 		}
-		for n, old := range s.byNode {
-			if old.DeviceKey == r.DeviceKey && n != r.Node && !slices.ContainsFunc(rs, func(o registry.Registration) bool { return o.Node == n }) {
+		for n, k := range final {
+			if k == r.DeviceKey && n != r.Node {
 				return fmt.Errorf("put %s: %w: its device key is node %s's", r.Node, registry.ErrConflict, n)
 			}
 		}

@@ -922,8 +922,15 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 	if len(rs) == 0 {
 		return nil
 	}
+	nodes := make([]string, len(rs))
+	for i, r := range rs {
+		nodes[i] = r.Node
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var b pgx.Batch
+		// Device keys are judged on what the batch leaves (see the SQLite
+		// store's put): the rewritten nodes let theirs go first.
+		b.Queue(`UPDATE registrations SET device_key = NULL WHERE node = ANY($1) AND device_key IS NOT NULL`, nodes)
 		for _, r := range rs {
 			b.Queue(`INSERT INTO registrations (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 				ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,

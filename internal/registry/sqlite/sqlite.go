@@ -950,6 +950,18 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 		return fmt.Errorf("put: %w", err)
 	}
 	defer st.Close()
+	// Device keys are judged on what the batch leaves: a node the batch
+	// rewrites holds only what the batch gives it, so its key is let go
+	// first and the unique index then sees the batch's rows whatever
+	// their order.
+	if err := eachRow(ctx, rs, func(ctx context.Context, r registry.Registration) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE registrations SET device_key = NULL WHERE node = ? AND device_key IS NOT NULL`, r.Node); err != nil {
+			return fmt.Errorf("node %s: %w", r.Node, err)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
 	var imp *sql.Stmt
 	if imported {
 		if imp, err = tx.PrepareContext(ctx, `INSERT INTO imported_nodes (node, registered) VALUES (?, ?)
@@ -960,15 +972,15 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 	}
 	if err := eachRow(ctx, rs, func(ctx context.Context, r registry.Registration) error {
 		if _, err := st.ExecContext(ctx, regValues(r)...); err != nil {
-			return fmt.Errorf("put %s: %w", r.Node, err)
+			return fmt.Errorf("node %s: %w", r.Node, err)
 		}
 		// The replaced row's outcomes are replaced too (or removed).
 		if err := setStatus(ctx, tx, r); err != nil {
-			return fmt.Errorf("put %s: %w", r.Node, err)
+			return fmt.Errorf("node %s: %w", r.Node, err)
 		}
 		if imp != nil {
 			if _, err := imp.ExecContext(ctx, r.Node, r.LastRegistered().UnixNano()); err != nil {
-				return fmt.Errorf("put %s: %w", r.Node, err)
+				return fmt.Errorf("node %s: %w", r.Node, err)
 			}
 		}
 		return nil
