@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"context"
+	"log/slog"
+	"maps"
 	"runtime"
 	"sync"
 	"testing"
@@ -112,6 +115,55 @@ func TestRedeliveryDropsByApp(t *testing.T) {
 	} {
 		if v, ok := got[key]; !ok || v != want {
 			t.Errorf("%s: %v (exported %v), want %v", key, v, ok, want)
+		}
+	}
+}
+
+// The registrations of an app that is no longer configured (removed at
+// a restart, its devices still in the registry) are counted; once an
+// operator deletes them, the gauge must fall to 0, not keep its last
+// value.
+func TestRegistrationsGaugeOfRemovedAppFalls(t *testing.T) {
+	m := New()
+	var mu sync.Mutex
+	counts := map[string]int{"ios": 3, "gone": 5}
+	count := func(context.Context) (map[string]int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(counts), nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.WatchRegistrations(ctx, 20*time.Millisecond, []string{"ios"}, count, slog.New(slog.DiscardHandler))
+	gauge := func(app string) float64 {
+		families, _ := m.reg.Gather()
+		for _, f := range families {
+			if f.GetName() != "push_appserver_registrations" {
+				continue
+			}
+			for _, mt := range f.GetMetric() {
+				if mt.GetLabel()[0].GetValue() == app {
+					return mt.GetGauge().GetValue()
+				}
+			}
+		}
+		return -1
+	}
+	for deadline := time.Now().Add(2 * time.Second); gauge("gone") != 5; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("gauge never read 5")
+		}
+	}
+	mu.Lock()
+	delete(counts, "gone") // `registrations delete` removed the last of them
+	mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		g := gauge("gone")
+		if g == 0 || g == -1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("push_appserver_registrations{app=\"gone\"} = %v 5 s after its registrations were all deleted, want 0 (or no series)", g)
 		}
 	}
 }

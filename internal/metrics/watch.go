@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"slices"
 
 	"time"
 
@@ -20,6 +21,7 @@ func (m *Metrics) WatchRegistrations(ctx context.Context, interval time.Duration
 		Help: "Registrations in the registry per app (type), refreshed every minute.",
 	}, []string{"app"})
 	m.reg.MustRegister(g)
+	seen := map[string]bool{} // types counted, beyond apps
 	refresh := func() {
 		cctx, cancel := context.WithTimeout(ctx, interval)
 		defer cancel()
@@ -33,6 +35,14 @@ func (m *Metrics) WatchRegistrations(ctx context.Context, interval time.Duration
 		}
 		for a, n := range counts {
 			g.WithLabelValues(a).Set(float64(n))
+			seen[a] = true
+		}
+		for a := range seen {
+			if _, ok := counts[a]; !ok && !slices.Contains(apps, a) {
+				// Its last registrations are gone: no stale count.
+				g.DeleteLabelValues(a)
+				delete(seen, a)
+			}
 		}
 	}
 	refresh()
