@@ -208,7 +208,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 
 	// Apps of a kind are added only by a restart: the share each WebPush
 	// app has holds until then.
-	webPush := webPushBound(cfg, httpapi.DescriptorReserve())
+	webPush := newWebPushLimits(cfg, httpapi.DescriptorReserve())
 	apps, breakers, err := buildApps(ctx, cfg, webPush, logger)
 	if err != nil {
 		return err
@@ -605,9 +605,8 @@ type appBreaker struct {
 }
 
 // buildApps makes one backend per configured app, and a breaker for each
-// backend that talks to a push service; webPush bounds each WebPush app
-// (webPushBound).
-func buildApps(ctx context.Context, cfg *config.Config, webPush int, logger *slog.Logger) ([]appserver.App, []appBreaker, error) {
+// backend that talks to a push service; webPush bounds the WebPush apps.
+func buildApps(ctx context.Context, cfg *config.Config, webPush webPushLimits, logger *slog.Logger) ([]appserver.App, []appBreaker, error) {
 	names := make([]string, 0, len(cfg.Apps))
 	for n := range cfg.Apps {
 		names = append(names, n)

@@ -6,14 +6,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
@@ -178,9 +182,10 @@ endpoint_ports = [%d, %s]
 	}
 }
 
-// A WebPush app's connections and pushes under way take at most half of
-// the descriptors the HTTP listeners leave the process, shared between
-// the WebPush apps, so that subscriptions at many origins leave APNS,
+// A WebPush app's connections take at most half of the descriptors the
+// HTTP listeners leave the process, shared between the WebPush apps (as
+// their pushes under way are, together: TestWebPushAppsShareTheirRoom),
+// so that subscriptions at many origins leave APNS,
 // FCM, the component and the registry theirs.
 func TestWebPushBound(t *testing.T) {
 	apps := func(kinds ...string) *config.Config {
@@ -204,9 +209,49 @@ func TestWebPushBound(t *testing.T) {
 		{"no WebPush app", apps(config.KindAPNS), 256, 128},
 		{"no reserve", apps(config.KindWebPush), 0, 1},
 	} {
-		got := webPushBound(tt.cfg, tt.reserve)
-		if conns, pushes := min(webpush.DefaultMaxConnections, got), min(webpush.DefaultMaxPushes, got); conns != tt.want || pushes != tt.want {
-			t.Errorf("%s: %d connections, %d pushes under way; want %d", tt.name, conns, pushes, tt.want)
+		if conns := min(webpush.DefaultMaxConnections, webPushBound(tt.cfg, tt.reserve)); conns != tt.want {
+			t.Errorf("%s: %d connections; want %d", tt.name, conns, tt.want)
 		}
+	}
+}
+
+// The WebPush apps share their room for pushes under way: with many apps
+// configured, one app's burst is not held to a share of its own while
+// the others, idle, hold nothing.
+func TestWebPushAppsShareTheirRoom(t *testing.T) {
+	mock, keyFile, pub := webpushmock.Start(t)
+	mock.SetLatency(300 * time.Millisecond)
+	cfg := &config.Config{Apps: map[string]*config.App{}}
+	collapse := false
+	for i := range 100 {
+		cfg.Apps[fmt.Sprint("web", i)] = &config.App{Kind: config.KindWebPush, VAPIDKeyFile: keyFile, VAPIDSubject: "mailto:ops@example.org",
+			CAPath: mock.CADir, AllowPrivateEndpoints: true, EndpointPorts: []int{mock.Port}, Collapse: &collapse}
+	}
+	// 400 descriptors to spare: each app's share of them is 2.
+	b, err := newBackend(context.Background(), "web0", cfg.Apps["web0"], nil, newWebPushLimits(cfg, 400), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.(io.Closer).Close()
+	sub, err := mock.Subscribe(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const burst = 20
+	errs := make(chan error, burst)
+	for range burst {
+		go func() {
+			errs <- b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh})
+		}()
+	}
+	failed := 0
+	for range burst {
+		if err := <-errs; err != nil {
+			failed++
+			t.Log(err)
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of a burst of %d pushes of one app failed while 99 other WebPush apps pushed nothing", failed, burst)
 	}
 }

@@ -53,9 +53,8 @@ func warm(ctx context.Context, b push.Backend, logger *slog.Logger) {
 
 // newBackend builds the push backend for an app of kind apns, fcm or
 // webpush; br judges its answers that may mean a misconfigured app.
-// webPush bounds a WebPush app's connections and pushes under way (see
-// webPushBound); 0 leaves webpush's defaults, for a one-off command.
-func newBackend(ctx context.Context, name string, a *config.App, br *push.Breaker, webPush int, logger *slog.Logger) (push.Backend, error) {
+// wp bounds the WebPush apps' connections and pushes under way.
+func newBackend(ctx context.Context, name string, a *config.App, br *push.Breaker, wp webPushLimits, logger *slog.Logger) (push.Backend, error) {
 	switch a.Kind {
 	case config.KindAPNS:
 		password, err := config.ResolveSecret(a.KeyPassword)
@@ -110,8 +109,8 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 			PushDeadline:   a.PushDeadline.D(),
 			CAPath:         a.CAPath,
 			Breaker:        br,
-			MaxConnections: min(webpush.DefaultMaxConnections, webPush),
-			MaxPushes:      min(webpush.DefaultMaxPushes, webPush),
+			MaxConnections: min(webpush.DefaultMaxConnections, wp.conns),
+			Shared:         wp.shared,
 			Guard: webpush.Guard{
 				AllowPrivate: a.AllowPrivateEndpoints,
 				Ports:        a.EndpointPorts,
@@ -122,9 +121,8 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 	return nil, fmt.Errorf("unknown kind %q", a.Kind)
 }
 
-// webPushBound is how many connections to push services, and pushes
-// under way (each may hold one), each WebPush app of cfg may have: half
-// of reserve, the descriptors the HTTP listeners leave the process
+// webPushBound is how many connections to push services each WebPush
+// app of cfg may have: half of reserve, the descriptors the HTTP listeners leave the process
 // (httpapi.DescriptorReserve), shared between them. Subscriptions choose
 // their push service, and anyone can subscribe at many origins of their
 // own: with webpush's default of 1,024 under a limit of 1,024
@@ -139,6 +137,25 @@ func webPushBound(cfg *config.Config, reserve int) int {
 		}
 	}
 	return max(reserve/2/max(apps, 1), 1)
+}
+
+// webPushLimits bound the WebPush apps' share of the process's
+// descriptors. The zero value leaves webpush's defaults, for a one-off
+// command.
+type webPushLimits struct {
+	// conns is each app's connections to push services (webPushBound).
+	conns int
+	// shared bounds the pushes under way of all the apps together, each
+	// of which may hold a descriptor, to half the reserve: a share of
+	// its own for each app would refuse one app's burst while the
+	// others, idle, hold nothing.
+	shared *webpush.SharedBound
+}
+
+// newWebPushLimits are the limits for cfg's WebPush apps within reserve,
+// the descriptors the HTTP listeners leave the process.
+func newWebPushLimits(cfg *config.Config, reserve int) webPushLimits {
+	return webPushLimits{conns: webPushBound(cfg, reserve), shared: webpush.NewSharedBound(max(reserve/2, 1))}
 }
 
 // handover is what a process standing by for a component (Prosody takes

@@ -27,3 +27,6 @@ func ResolveExampleTo(b *Backend, ip string) {
 		return dial(ctx, network, addr)
 	}
 }
+
+// InFlight is how many pushes hold s.
+func InFlight(s *SharedBound) int64 { return s.n.Load() }

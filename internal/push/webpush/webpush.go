@@ -74,6 +74,11 @@ type Options struct {
 	// once as a temporary failure (the user's server hears wait).
 	MaxPushes, MaxPushesPerService int
 
+	// Shared, when set, bounds the pushes under way of every app that
+	// holds it together: the process's descriptors that WebPush may
+	// take, which an app that pushes nothing leaves to the others.
+	Shared *SharedBound
+
 	// MaxConnections is how many connections to push services may be
 	// open before the idle ones are closed; DefaultMaxConnections when 0.
 	MaxConnections int
@@ -111,6 +116,25 @@ type Backend struct {
 	logger  *slog.Logger
 	flights flights
 }
+
+// SharedBound is a bound on pushes under way that several apps share.
+type SharedBound struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewSharedBound returns a bound of max pushes under way.
+func NewSharedBound(max int) *SharedBound { return &SharedBound{max: int64(max)} }
+
+func (s *SharedBound) take() bool {
+	if s.n.Add(1) > s.max {
+		s.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *SharedBound) done() { s.n.Add(-1) }
 
 // flights counts the pushes under way, in all and by push service.
 type flights struct {
@@ -340,6 +364,12 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		return err
 	}
 	origin := originOf(sub.Endpoint)
+	if b.opts.Shared != nil {
+		if !b.opts.Shared.take() {
+			return &push.TemporaryError{Reason: "too many WebPush pushes under way"}
+		}
+		defer b.opts.Shared.done()
+	}
 	if !b.flights.take(origin, b.opts.MaxPushes, b.opts.MaxPushesPerService) {
 		// Not the service's answer: nothing for the breaker to judge.
 		return &push.TemporaryError{Reason: "too many pushes under way at " + origin}

@@ -3,6 +3,7 @@ package webpush_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -653,5 +654,42 @@ func TestDeviceKeySpellings(t *testing.T) {
 		if got := b.DeviceKey(v); got != want {
 			t.Errorf("DeviceKey(%s) = %q, want %q", v, got, want)
 		}
+	}
+}
+
+// Apps sharing a bound hold it together: while one app's pushes fill it,
+// another's push is refused as a temporary failure, and once they are
+// answered it goes.
+func TestSharedBoundAcrossApps(t *testing.T) {
+	mock, keyFile, pub := startMock(t)
+	mock.SetLatency(300 * time.Millisecond)
+	shared := webpush.NewSharedBound(2)
+	opts := webpush.Options{Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}, Shared: shared}
+	a, b := newBackend(t, mock, keyFile, opts), newBackend(t, mock, keyFile, opts)
+	sub, err := mock.Subscribe(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- a.Send(context.Background(), n) }()
+	}
+	for deadline := time.Now().Add(5 * time.Second); webpush.InFlight(shared) < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first app's two pushes never held the bound")
+		}
+	}
+	var tmp *push.TemporaryError
+	if err := b.Send(context.Background(), n); !errors.As(err, &tmp) {
+		t.Fatalf("the other app's push while the bound is full: %v, want a temporary failure", err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(context.Background(), n); err != nil {
+		t.Fatalf("the other app's push once the bound is free: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +64,9 @@ type Server struct {
 	srv    *mockhttp.Server
 	faults mockhttp.Faults[Fault]
 
+	// latency delays every answer that decrypts (SetLatency).
+	latency atomic.Int64
+
 	mu       sync.Mutex
 	subs     map[string]*subscription
 	messages []Message
@@ -98,6 +102,10 @@ func New() (*Server, error) {
 
 // Close stops the mock.
 func (s *Server) Close() { s.srv.Close() }
+
+// SetLatency makes the mock take d before each answer, as a busy push
+// service does.
+func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)) }
 
 // Start starts a mock, closed when the test ends, and writes a VAPID key
 // for the app server under test, returning the key's file and its public
@@ -251,6 +259,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.Plaintext = plain
+	time.Sleep(time.Duration(s.latency.Load()))
 	if f, ok := s.faults.Take(id); ok {
 		s.fault(w, m, f)
 		return
