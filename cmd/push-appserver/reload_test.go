@@ -107,6 +107,8 @@ push_deadline = "3s"
 	// environment or topic: until a push goes through again, a refused
 	// token is not taken against the device.
 	applied := strings.Count(s.log.String(), "reload: applied")
+	// The key renewed in place (an unchanged app keeps its backend).
+	os.WriteFile(filepath.Join(dir, "new.p8"), append(newKey, '\n'), 0o600)
 	write("debug", addr, filepath.Join(dir, "new.p8"), "K2")
 	s.cmd.Process.Signal(syscall.SIGHUP)
 	for deadline := time.Now().Add(20 * time.Second); strings.Count(s.log.String(), "reload: applied") == applied; time.Sleep(20 * time.Millisecond) {

@@ -242,6 +242,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}()
 	reloader := reload.New(cfg, reload.Options{
 		Logger: logger, Level: level, Apps: swaps, TLS: tlsCert,
+		Fingerprint: appFingerprint,
 		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
 			if a.Kind == config.KindLog {
 				return logpush.New(logger.With("app", name)), nil

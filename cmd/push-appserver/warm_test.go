@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,6 +52,18 @@ func TestPushServicesWarmedAtStart(t *testing.T) {
 		t.Fatalf("%d connections to APNS: the push did not take the one opened at start", n)
 	}
 
+	// A reload that changes nothing keeps each app's backend and its
+	// connection: a new one for each app at once, on a server of many
+	// apps, meets services and proxies that bound new connections.
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor("the unchanged reload not logged", func() bool { return strings.Contains(s.log.String(), "reload: nothing changed") })
+	if n, tokens := am.Connections(), fm.TokenRequests(); n != 1 || tokens != 1 {
+		t.Fatalf("a reload that changed nothing: %d connections to APNS, %d FCM token requests; want 1 and 1", n, tokens)
+	}
+
+	// The key renewed in place: the app's backend is rebuilt.
+	key, _ := os.ReadFile(keyFile)
+	os.WriteFile(keyFile, append(key, '\n'), 0o600)
 	s.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor("no connection from the reloaded backend before its first push", func() bool { return am.Connections() == 2 })
 }

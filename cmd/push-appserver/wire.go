@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -263,4 +267,32 @@ func waitSettled(ctx context.Context, settled func() bool, timeout time.Duration
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// appFingerprint sums up what a's backend reads besides its options: the
+// contents of its key, certificate and service-account files, the
+// listing of its CA directory, and its key password as resolved. A file
+// that cannot be read makes a fingerprint of its own, so the reload
+// tries the app again and says why it cannot.
+func appFingerprint(a *config.App) string {
+	h := sha256.New()
+	for _, f := range []string{a.CertFile, a.KeyFile, a.PKCS12File, a.TokenKeyFile, a.ServiceAccountFile, a.VAPIDKeyFile} {
+		b, err := os.ReadFile(f)
+		fmt.Fprintf(h, "%q %d %v\n", f, len(b), err)
+		h.Write(b)
+	}
+	if a.CAPath != "" {
+		entries, err := os.ReadDir(a.CAPath)
+		fmt.Fprintf(h, "ca %q %v\n", a.CAPath, err)
+		for _, e := range entries {
+			if b, err := os.ReadFile(filepath.Join(a.CAPath, e.Name())); err == nil {
+				fmt.Fprintf(h, "%q %d\n", e.Name(), len(b))
+				h.Write(b)
+			}
+		}
+	}
+	pw, err := config.ResolveSecret(a.KeyPassword)
+	fmt.Fprintf(h, "pw %d %v\n", len(pw), err)
+	h.Write([]byte(pw))
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -178,6 +178,11 @@ type Options struct {
 	BuildApp func(ctx context.Context, name string, a *config.App) (push.Backend, error)
 	// TLS is the HTTPS listener's certificate, nil without one.
 	TLS *Certificate
+	// Fingerprint, when set, sums up what an app's backend reads besides
+	// its options (its key and certificate files, their password): an
+	// app whose options and fingerprint are what they were keeps its
+	// backend, and its connections, across a reload.
+	Fingerprint func(a *config.App) string
 }
 
 // Reloader applies new configurations to a running server.
@@ -185,12 +190,19 @@ type Reloader struct {
 	Options
 	mu      sync.Mutex
 	running *config.Config
+	prints  map[string]string // Fingerprint of each running app
 }
 
 // New returns a reloader for a server started with running; it keeps
 // running up to date with what it applies.
 func New(running *config.Config, opts Options) *Reloader {
-	return &Reloader{Options: opts, running: running}
+	r := &Reloader{Options: opts, running: running, prints: map[string]string{}}
+	if opts.Fingerprint != nil {
+		for n, a := range running.Apps {
+			r.prints[n] = opts.Fingerprint(a)
+		}
+	}
+	return r
 }
 
 // Result says what a reload did.
@@ -260,8 +272,18 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 		if sw == nil || r.BuildApp == nil {
 			continue
 		}
-		// Rebuilt even when the options are the same: the key or
-		// certificate files may have been renewed in place.
+		// Rebuilt when the options changed, or the key or certificate
+		// files were renewed in place; otherwise the running backend
+		// and its warm connections stay.
+		var fp string
+		if r.Fingerprint != nil {
+			fp = r.Fingerprint(nw)
+			cmp := *nw
+			cmp.Priority = old.Priority
+			if reflect.DeepEqual(*old, cmp) && fp == r.prints[n] {
+				continue
+			}
+		}
 		b, err := r.BuildApp(ctx, n, nw)
 		if err != nil {
 			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", key, err))
@@ -270,6 +292,9 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 		// push_timeout bounds a push end to end, retries included: a
 		// second after it, nothing is left on the old backend.
 		sw.Swap(b, cur.PushTimeout.D()+time.Second)
+		if r.Fingerprint != nil {
+			r.prints[n] = fp
+		}
 		if nw.Kind != config.KindLog {
 			sw.SetPushDeadline(nw.PushDeadline.D())
 		}
@@ -290,6 +315,8 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 
 	if len(res.Applied) > 0 {
 		r.Logger.Info("reload: applied", "what", strings.Join(res.Applied, ", "))
+	} else if len(res.Failed) == 0 && len(res.NeedsRestart) == 0 {
+		r.Logger.Info("reload: nothing changed")
 	}
 	for _, f := range res.Failed {
 		r.Logger.Error("reload: not applied, the running setting stays", "err", f)

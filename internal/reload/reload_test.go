@@ -73,6 +73,46 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// With a Fingerprint, an app whose options and files are what they were
+// keeps its running backend, and with it its connections; a file renewed
+// in place or a changed option rebuilds it.
+func TestReloadKeepsUnchangedApps(t *testing.T) {
+	base := "[apps.a]\nkind = \"log\"\n[apps.b]\nkind = \"log\"\n"
+	swA, swB := NewBackend(named("a0")), NewBackend(named("b0"))
+	files := map[string]string{"a": "key 1", "b": "key 1"}
+	builds := map[string]int{}
+	r := New(parse(t, base), Options{
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Apps:        map[string]*Backend{"a": swA, "b": swB},
+		Fingerprint: func(a *config.App) string { return a.Alert + "|" + files[a.Alert] },
+		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
+			builds[name]++
+			return named(fmt.Sprint(name, builds[name])), nil
+		},
+	})
+	for _, step := range []struct {
+		name, config string
+		renew        string
+		want         map[string]int
+	}{
+		{"unchanged", base, "", map[string]int{}},
+		{"an option of a changed", "[apps.a]\nkind = \"log\"\nalert = \"a\"\n[apps.b]\nkind = \"log\"\n", "", map[string]int{"a": 1}},
+		{"unchanged again", "[apps.a]\nkind = \"log\"\nalert = \"a\"\n[apps.b]\nkind = \"log\"\n", "", map[string]int{"a": 1}},
+		{"a's file renewed in place", "[apps.a]\nkind = \"log\"\nalert = \"a\"\n[apps.b]\nkind = \"log\"\n", "a", map[string]int{"a": 2}},
+	} {
+		if step.renew != "" {
+			files[step.renew] += ", renewed"
+		}
+		r.Reload(context.Background(), parse(t, step.config), nil)
+		if !reflect.DeepEqual(builds, step.want) {
+			t.Fatalf("%s: builds %v, want %v", step.name, builds, step.want)
+		}
+	}
+	if err := swB.Send(context.Background(), push.Notification{}); err.Error() != "b0" {
+		t.Errorf("app b, never changed, was rebuilt: %v", err)
+	}
+}
+
 // A reload's push_deadline reaches the core with the rebuilt backend
 // (appserver.PushDeadliner): a longer one too, which the core's cap at
 // the old value would otherwise cut.
