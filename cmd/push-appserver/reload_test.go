@@ -125,3 +125,63 @@ push_deadline = "3s"
 	}
 	s.stop(t)
 }
+
+// A renewed APNS certificate written over the old one before its key is
+// refused by the reload, and the app pushes with the old certificate on:
+// the expiry metric must say when that one expires, or the alert clears
+// while the certificate in use runs out (and with it every iOS push).
+func TestReloadAPNSCertificateExpiryMetricIsTheOneInUse(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	certFile, keyFile := filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
+	os.WriteFile(certFile, certPEM, 0o600)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	os.WriteFile(config, fmt.Appendf(nil, `data_dir = %q
+rate_limit = 0
+[http]
+listen = %q
+[apps.ios]
+kind = "apns"
+topic = "im.example.app"
+cert_file = %q
+key_file = %q
+endpoint = %q
+ca_path = %q
+`, filepath.Join(dir, "data"), addr, certFile, keyFile, m.URL, m.CADir), 0o600)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	secret := s.registerTo(t, "ios", "n1", strings.Repeat("0c", 32))
+	push := func() string { return s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}) }
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push: %q", got)
+	}
+	const series = `push_appserver_certificate_expiry_seconds{certificate="apps.ios.cert_file"}`
+	before := metric(t, addr, series)
+	if before <= 0 || before > (24*time.Hour).Seconds() {
+		t.Fatalf("%s = %v at start, want under a day", series, before)
+	}
+	// The renewal, half done: a certificate valid for 90 days over the
+	// old one, its key still to come.
+	newCert, _ := selfSigned(t, t.TempDir(), time.Now().Add(90*24*time.Hour))
+	b, _ := os.ReadFile(newCert)
+	os.WriteFile(certFile, b, 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "reload: not applied")
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push with the old certificate after the refused reload: %q", got)
+	}
+	if v := metric(t, addr, series); v > before+60 {
+		t.Errorf("%s = %.0f s (%.0f days) while the app pushes with a certificate expiring in %.0f s", series, v, v/86400, before)
+	}
+}

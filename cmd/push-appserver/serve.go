@@ -20,7 +20,6 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/config"
-	"github.com/push-appserver/push-appserver/internal/configcheck"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
 	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/metrics"
@@ -296,37 +295,28 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { svc.Run(runCtx) })
-	// Certificates are read where the running configuration says, as
-	// the last reload left it: one renewed into another file and
-	// reloaded shows at once.
-	expiry := func(path func(*config.Config) string) func() (time.Time, error) {
-		return func() (time.Time, error) {
-			var p string
-			reloader.Running(func(c *config.Config) { p = path(c) })
-			if p == "" {
-				return time.Time{}, metrics.ErrNoCertificate
-			}
-			return configcheck.CertificateExpiry(p)
-		}
-	}
 	appNames := make([]string, 0, len(cfg.Apps))
 	for n, a := range cfg.Apps {
 		appNames = append(appNames, n)
 		if a.Kind == config.KindAPNS && a.CertFile != "" {
 			wg.Go(func() {
-				m.WatchExpiry(runCtx, "apps."+n+".cert_file", expiry(func(c *config.Config) string {
-					if a := c.Apps[n]; a != nil {
-						return a.CertFile
+				// The certificate the app pushes with, not the file: one
+				// renewed in place shows once a reload took it.
+				sw := swaps[n]
+				m.WatchExpiry(runCtx, "apps."+n+".cert_file", func() (time.Time, error) {
+					if t, ok := sw.CertificateExpiry(); ok {
+						return t, nil
 					}
-					return ""
-				}), config.CertificateExpiryWarning, logger)
+					return time.Time{}, metrics.ErrNoCertificate
+				}, config.CertificateExpiryWarning, logger)
 			})
 		}
 	}
 	if cfg.HTTP.TLSListen != "" {
 		wg.Go(func() {
-			m.WatchExpiry(runCtx, "http.tls_cert_file", expiry(func(c *config.Config) string { return c.HTTP.TLSCertFile }),
-				config.CertificateExpiryWarning, logger)
+			// The certificate served, not the file: one renewed in place
+			// shows once a reload took it.
+			m.WatchExpiry(runCtx, "http.tls_cert_file", tlsCert.Expiry, config.CertificateExpiryWarning, logger)
 		})
 	}
 	wg.Go(func() { m.WatchRegistrations(runCtx, time.Minute, appNames, store.CountByType, logger) })

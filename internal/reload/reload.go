@@ -73,6 +73,15 @@ func (s *Backend) DeviceKey(token string) string {
 	return s.CanonicalToken(token)
 }
 
+// CertificateExpiry is when the client certificate of the backend in use
+// expires, ok false when it has none (or does not say).
+func (s *Backend) CertificateExpiry() (time.Time, bool) {
+	if c, ok := s.current().(interface{ CertificateExpiry() (time.Time, bool) }); ok {
+		return c.CertificateExpiry()
+	}
+	return time.Time{}, false
+}
+
 // Swap replaces the backend; pushes already under way finish on the old,
 // which is closed (when it is an io.Closer: its connections to the push
 // service) after retire, by when they have ended. Left open, each reload
@@ -160,6 +169,18 @@ func (c *Certificate) Load(certFile, keyFile string) error {
 	return nil
 }
 
+// Expiry is when the certificate in use expires: the one served, not the
+// file on disk, which may have been renewed without a reload, or replaced
+// by one a reload refused.
+func (c *Certificate) Expiry() (time.Time, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.cert.Leaf == nil {
+		return time.Time{}, errors.New("no certificate")
+	}
+	return c.cert.Leaf.NotAfter, nil
+}
+
 // GetCertificate is for tls.Config.
 func (c *Certificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.RLock()
@@ -233,6 +254,11 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 		return res
 	}
 	cur := r.running
+	// What the start would warn of, the reload does too: the operator
+	// who reloads reads this log, not the start's.
+	for _, w := range next.Warnings {
+		r.Logger.Warn("configuration: " + w)
+	}
 
 	if next.LogLevel != cur.LogLevel {
 		var l slog.Level

@@ -2,13 +2,21 @@ package reload
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,5 +221,72 @@ func TestBackendClose(t *testing.T) {
 	}
 	if err := NewBackend(named("x")).Close(); err != nil {
 		t.Errorf("a backend without Close: %v", err)
+	}
+}
+
+// A reload that applies a setting the start would warn about (here a
+// vapid_subject Apple's push service refuses) says so in the log too: the
+// operator who reloads sees no start log.
+func TestReloadLogsConfigurationWarnings(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "vapid.pem")
+	os.WriteFile(key, []byte("key"), 0o600)
+	app := "[apps.web]\nkind = \"webpush\"\nvapid_key_file = %q\nvapid_subject = %q\n"
+	running := parse(t, fmt.Sprintf(app, key, "mailto:ops@example.org"))
+	next := parse(t, fmt.Sprintf(app, key, "mailto:ops@localhost"))
+	if len(next.Warnings) == 0 {
+		t.Fatal("the configuration draws no warning")
+	}
+	var log strings.Builder
+	r := New(running, Options{
+		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		Apps:   map[string]*Backend{"web": NewBackend(named("w1"))},
+		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
+			return named("w2"), nil
+		},
+	})
+	if res := r.Reload(context.Background(), next, nil); len(res.Applied) != 1 {
+		t.Fatalf("applied %v", res.Applied)
+	}
+	if !strings.Contains(log.String(), "vapid_subject") {
+		t.Errorf("the reload applied a configuration whose warning %q the start logs, and logged none:\n%s", next.Warnings[0], log.String())
+	}
+}
+
+// The listener's certificate expiry is the one it serves: a renewal
+// written over the old certificate before its key is refused, and the
+// old certificate, still served, is what expires.
+func TestCertificateExpiryIsTheServedOne(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, notAfter time.Time) (certFile, keyFile string) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+		os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+		os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+		return certFile, keyFile
+	}
+	soon := time.Now().Add(48 * time.Hour).Truncate(time.Second)
+	oldCert, oldKey := write("old", soon)
+	newCert, _ := write("new", time.Now().Add(90*24*time.Hour))
+	c, err := LoadCertificate(oldCert, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Load(newCert, oldKey); err == nil {
+		t.Fatal("a certificate loaded with another's key")
+	}
+	if got, err := c.Expiry(); err != nil || !got.Equal(soon) {
+		t.Fatalf("Expiry = %v, %v; want the served certificate's %v", got, err, soon)
 	}
 }

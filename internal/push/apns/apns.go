@@ -104,6 +104,16 @@ type Backend struct {
 	// onSystemClock is set when opts.Now is time.Now, as the caller left
 	// it: a push's Sent then serves as the time of its first request.
 	onSystemClock bool
+	// certExpiry is when the client certificate in use expires; zero
+	// with token auth.
+	certExpiry time.Time
+}
+
+// CertificateExpiry is when the client certificate this backend pushes
+// with expires (ok false with token auth): the one loaded, not the file,
+// which may have been renewed since.
+func (b *Backend) CertificateExpiry() (t time.Time, ok bool) {
+	return b.certExpiry, !b.certExpiry.IsZero()
 }
 
 // authedFields are the fixed requests' header fields carrying one provider
@@ -190,6 +200,9 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 		return nil, fmt.Errorf("apns: %w", err)
 	}
 	b.client = client
+	if len(certs) > 0 && certs[0].Leaf != nil {
+		b.certExpiry = certs[0].Leaf.NotAfter
+	}
 	return b, nil
 }
 
