@@ -185,3 +185,22 @@ ca_path = %q
 		t.Errorf("%s = %.0f s (%.0f days) while the app pushes with a certificate expiring in %.0f s", series, v, v/86400, before)
 	}
 }
+
+// A configuration file caught empty (an editor or a configuration tool
+// truncates it before writing it anew) is no configuration of defaults to
+// apply: the reload changes nothing and says why.
+func TestReloadOfEmptyFileChangesNothing(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\nlog_level = \"debug\"\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), addr), 0o600)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	os.WriteFile(config, nil, 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "configuration not reloaded")
+	if log := s.log.String(); !strings.Contains(log, "is empty") || strings.Contains(log, "reload: applied") {
+		t.Fatalf("a reload of an empty file:\n%s", log)
+	}
+}

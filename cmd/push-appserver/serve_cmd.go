@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -44,6 +45,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	load := func() (*config.Config, error) {
+		// An empty file is one being written (an editor's or a
+		// configuration tool's truncation caught mid-write), not a
+		// configuration to apply the defaults of.
+		if b, err := os.ReadFile(*cfgPath); err == nil && len(bytes.TrimSpace(b)) == 0 {
+			return nil, fmt.Errorf("%s is empty", *cfgPath)
+		}
 		next, err := config.Load(*cfgPath)
 		if err == nil && *pprofAddr != "" {
 			next.PprofListen = *pprofAddr
