@@ -285,7 +285,12 @@ func appFingerprint(a *config.App) string {
 		entries, err := os.ReadDir(a.CAPath)
 		fmt.Fprintf(h, "ca %q %v\n", a.CAPath, err)
 		for _, e := range entries {
-			if b, err := os.ReadFile(filepath.Join(a.CAPath, e.Name())); err == nil {
+			// As h2client.LoadCAs reads them: regular files only.
+			p := filepath.Join(a.CAPath, e.Name())
+			if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
+				continue
+			}
+			if b, err := os.ReadFile(p); err == nil {
 				fmt.Fprintf(h, "%q %d\n", e.Name(), len(b))
 				h.Write(b)
 			}

@@ -1000,8 +1000,13 @@ func checkFile(ps *[]error, key, path string) {
 	if path == "" {
 		return
 	}
-	if _, err := os.Stat(path); err != nil {
+	// A regular file only: reading a FIFO (or a device) blocks until
+	// someone writes, and a reload that waits for it holds the server's
+	// signal loop (no stop, no upgrade) and its metrics.
+	if st, err := os.Stat(path); err != nil {
 		*ps = append(*ps, fmt.Errorf("%s: %w", key, err))
+	} else if !st.Mode().IsRegular() {
+		*ps = append(*ps, fmt.Errorf("%s: %s is not a regular file", key, path))
 	}
 }
 

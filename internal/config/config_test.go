@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -653,5 +654,27 @@ func TestListenersOnOneAddressRefused(t *testing.T) {
 	}
 	if _, err := Parse("metrics_listen = \"127.0.0.1:5281\"\n[http]\nlisten = \"127.0.0.1:5280\"\n", ""); err != nil {
 		t.Errorf("listeners on two addresses: %v", err)
+	}
+}
+
+// A key or certificate path must name a regular file: reading a FIFO (a
+// secret provider's pipe) or a device waits for a writer, and a start or
+// reload with it.
+func TestKeyFileNotARegularFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "AuthKey.p8"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sa.json"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{
+		"a FIFO":      "[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\ntoken_key_file = \"AuthKey.p8\"\nkey_id = \"K\"\nteam_id = \"T\"\n",
+		"a directory": "[apps.android]\nkind = \"fcm\"\nservice_account_file = \"sa.json\"\n",
+	} {
+		_, err := Parse(text, dir)
+		if err == nil || !strings.Contains(err.Error(), "is not a regular file") {
+			t.Errorf("%s as the key file: %v", name, err)
+		}
 	}
 }

@@ -708,10 +708,14 @@ func LoadCAs(dir string) (*x509.CertPool, error) {
 	}
 	pool := x509.NewCertPool()
 	for _, e := range entries {
-		if e.IsDir() {
+		// Regular files only, followed through links as the system's
+		// certificate directories hold them: reading a FIFO would wait
+		// for a writer, and with it the start or the reload.
+		p := filepath.Join(dir, e.Name())
+		if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
-		if data, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil {
+		if data, err := os.ReadFile(p); err == nil {
 			pool.AppendCertsFromPEM(data)
 		}
 	}

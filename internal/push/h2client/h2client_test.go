@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -272,4 +276,45 @@ func TestCloseClosesConnections(t *testing.T) {
 		t.Fatal("a request on a connection that came up after Close went through")
 	}
 	waitClosed("after Close during a dial")
+}
+
+// LoadCAs takes the certificates of a directory's regular files,
+// through links as the system's directories hold them, and passes over
+// what is not a file: a FIFO would keep it waiting for a writer.
+func TestLoadCAsReadsRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, http.NotFoundHandler(), nil)
+	entries, err := os.ReadDir(s.CADir)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("the mock's CA directory: %v", err)
+	}
+	pemBytes, err := os.ReadFile(filepath.Join(s.CADir, entries[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "real.pem"), pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real.pem", filepath.Join(dir, "link.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "pipe.pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		pool, err := h2client.LoadCAs(dir)
+		if err == nil && pool.Equal(x509.NewCertPool()) {
+			err = errors.New("no certificate taken")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("LoadCAs still reading after 5 s: it opened the FIFO")
+	}
 }
