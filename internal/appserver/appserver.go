@@ -53,7 +53,10 @@ type App struct {
 	// canonical is Backend, when it is one: the device limit goes by
 	// the spelling the push service takes as one device.
 	canonical push.TokenCanonicalizer
-	devicer   push.DeviceKeyer
+	// devicer is Backend, when it names a device apart from its token
+	// (WebPush: by its subscription's endpoint); it comes before
+	// canonical.
+	devicer push.DeviceKeyer
 	// inFlight counts the app's pushes with its push service (see
 	// sendBounded).
 	inFlight *atomic.Int64
@@ -172,7 +175,8 @@ type PushDeadliner interface {
 	PushDeadline() time.Duration
 }
 
-// canonicalToken is token as the app's push service names the device.
+// canonicalToken is the device token names, as the app's push service
+// names it: what the per-device limit counts by.
 func (a *App) canonicalToken(token string) string {
 	if a.devicer != nil {
 		return a.devicer.DeviceKey(token)
