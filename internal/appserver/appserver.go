@@ -482,9 +482,33 @@ func (s *Service) Run(ctx context.Context) {
 		// Waited for: its last act writes to the registry, which Close
 		// may close after Run returns.
 		redelivery.Go(func() { s.redeliverLoop(ctx) })
+	} else {
+		// Redelivery off: what a server with it on left in the registry
+		// is never sent from here, and would stay there, with its
+		// summary and tokens, for good.
+		redelivery.Go(func() { s.dropHeld(ctx) })
 	}
 	s.status.run(ctx, s.opts.FlushInterval)
 	redelivery.Wait()
+}
+
+// dropHeld removes the pushes left in the registry for redelivery (by a
+// server that had it on and stopped) when this one has it off.
+func (s *Service) dropHeld(ctx context.Context) {
+	n := 0
+	for {
+		held, err := s.store.TakeHeldPushes(ctx, 1000)
+		n += len(held)
+		if err != nil || len(held) < 1000 {
+			if err != nil && ctx.Err() == nil {
+				s.logger.Warn("removing the pushes held for redelivery, which is off", "err", err)
+			}
+			break
+		}
+	}
+	if n > 0 {
+		s.logger.Info("pushes held for redelivery removed from the registry: redelivery is off", "pushes", n)
+	}
 }
 
 // changed forgets what the push path keeps of node's registration, which
@@ -638,7 +662,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		// read decides whether their node is a token at all.
 		if ctx.Err() == nil && !req.Tokenless {
 			s.redeliver.keepUnread(node, unreadPush{secret: req.Secret, important: req.Important()},
-				push.Notification{Node: node, Summary: req.Summary, Encrypted: req.Encrypted})
+				push.Notification{Node: node, Summary: s.keptSummary("", req.Summary), Encrypted: req.Encrypted})
 		}
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
@@ -655,7 +679,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		// Sent once the app is back (a restart that fixes the
 		// configuration takes it from the registry).
 		s.redeliver.keepUnread(node, unreadPush{secret: req.Secret, important: req.Important()},
-			push.Notification{Node: node, Summary: req.Summary, Encrypted: req.Encrypted})
+			push.Notification{Node: node, Summary: s.keptSummary("", req.Summary), Encrypted: req.Encrypted})
 		return err
 	}
 	prio := app.Priority.Resolve(req.Important())
@@ -741,6 +765,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, end.Sub(start))
 	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
+		n.Summary = s.keptSummary(t.Type, n.Summary)
 		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, err)
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
@@ -919,6 +944,30 @@ type throttleKey struct {
 
 func (s *Service) forgetThrottle(node string) {
 	s.throttle.forget(func(k throttleKey) bool { return k.node == node && k.token == "" })
+}
+
+// keptSummary is what of sum a push of app keeps while it waits for
+// redelivery, and so what the registry holds of it: the sender and body
+// only when the app's pushes carry them (include_summary), or, for a
+// push whose app is not known yet, when one app's do. The wait is
+// written to the registry, and the user's messages have no business
+// there when no push will show them.
+func (s *Service) keptSummary(app string, sum *push.Summary) *push.Summary {
+	if sum == nil || sum.LastMessageSender == "" && sum.LastMessageBody == "" {
+		return sum
+	}
+	if a, ok := s.apps[app]; ok {
+		if push.CarriesSummaryText(a.Backend) {
+			return sum
+		}
+		return push.WithoutSummaryText(sum)
+	}
+	for _, a := range s.apps {
+		if push.CarriesSummaryText(a.Backend) {
+			return sum
+		}
+	}
+	return push.WithoutSummaryText(sum)
 }
 
 // storedReason makes a push service's reason fit the registry's text

@@ -148,6 +148,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	s.opts.Observer.Pushed(tp.App, OutcomeFailed, end.Sub(start))
 	s.failures.Log("app", tp.App, "node", node, "err", err)
 	if redeliverable(err) {
+		n.Summary = s.keptSummary(tp.App, n.Summary)
 		s.redeliver.keepChecked(redeliveryKey{app: tp.App, token: tp.Token}, n, "", err)
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)

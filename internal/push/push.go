@@ -134,6 +134,36 @@ type DeviceKeyer interface {
 	DeviceKey(token string) string
 }
 
+// SummaryTextCarrier is implemented by backends that say whether their
+// pushes carry the summary's sender and body (include_summary). What
+// waits for redelivery keeps that text only for a backend that carries
+// it (or does not say): the user's messages are not written to the
+// registry for pushes that will never show them.
+type SummaryTextCarrier interface {
+	CarriesSummaryText() bool
+}
+
+// CarriesSummaryText says whether b's pushes may carry the summary's
+// sender and body: true unless b says otherwise.
+func CarriesSummaryText(b Backend) bool {
+	if c, ok := b.(SummaryTextCarrier); ok {
+		return c.CarriesSummaryText()
+	}
+	return true
+}
+
+// WithoutSummaryText is s without its sender and body, keeping what
+// decides a push's priority and what every push may carry (the message
+// count). A summary without text is returned as it is.
+func WithoutSummaryText(s *Summary) *Summary {
+	if s == nil || s.LastMessageSender == "" && s.LastMessageBody == "" {
+		return s
+	}
+	c := *s
+	c.LastMessageSender, c.LastMessageBody = "", ""
+	return &c
+}
+
 // DeadTokenError reports that the push service no longer knows the token.
 // Since is when it became invalid (Apple's timestamp) or the time of the
 // answer when the service gives none; the core removes the registration

@@ -82,6 +82,9 @@ func (s *Backend) CertificateExpiry() (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// CarriesSummaryText asks the current backend.
+func (s *Backend) CarriesSummaryText() bool { return push.CarriesSummaryText(s.current()) }
+
 // Swap replaces the backend; pushes already under way finish on the old,
 // which is closed (when it is an io.Closer: its connections to the push
 // service) after retire, by when they have ended. Left open, each reload

@@ -644,3 +644,7 @@ func (s *signer) invalidate(refused string) {
 // backend calls it once the pushes under way on it have ended; otherwise
 // they would stay open until they had idled for minutes.
 func (b *Backend) Close() error { return b.client.Close() }
+
+// CarriesSummaryText says whether pushes carry the summary's sender and
+// body (include_summary).
+func (b *Backend) CarriesSummaryText() bool { return b.opts.IncludeSummary }

@@ -545,3 +545,7 @@ func (b *Backend) post(ctx context.Context, body []byte, refused string) (status
 // have ended; otherwise they would stay open until they had idled for
 // minutes.
 func (b *Backend) Close() error { return b.client.Close() }
+
+// CarriesSummaryText says whether pushes carry the summary's sender and
+// body (include_summary).
+func (b *Backend) CarriesSummaryText() bool { return b.opts.IncludeSummary }

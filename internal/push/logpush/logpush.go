@@ -28,3 +28,6 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	b.logger.LogAttrs(ctx, slog.LevelDebug, "push token", slog.String("node", n.Node), slog.String("token", n.Token))
 	return nil
 }
+
+// CarriesSummaryText: the log backend shows no summary text.
+func (b *Backend) CarriesSummaryText() bool { return false }

@@ -513,3 +513,7 @@ func (b *Backend) Close() error {
 // CloseIdleConnections closes the idle connections at once: a reload
 // calls it as it swaps the backend out, since no push takes it after.
 func (b *Backend) CloseIdleConnections() { b.client.CloseIdleConnections() }
+
+// CarriesSummaryText says whether pushes carry the summary's sender and
+// body (include_summary).
+func (b *Backend) CarriesSummaryText() bool { return b.opts.IncludeSummary }
