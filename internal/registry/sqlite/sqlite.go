@@ -136,7 +136,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"synchronous(FULL)", "foreign_keys(ON)",
 		// An INSERT OR REPLACE that replaces a row logs its deletion too
 		// (the change log's triggers, 005_changes.sql).
-		"recursive_triggers(ON)"} {
+		"recursive_triggers(ON)",
+		// A deleted registration's token, secret and account, and a
+		// delivered push's summary, are zeroed in the pages the delete
+		// writes anyway, not left readable in the file (and in every
+		// copy of it) until the space is reused.
+		"secure_delete(FAST)"} {
 		q.Add("_pragma", p)
 	}
 	file := fileURI(path)
@@ -222,7 +227,16 @@ func ownFile(path string) error {
 	if err == nil && st.Mode().Perm()&0o077 != 0 {
 		err = f.Chmod(st.Mode().Perm() &^ 0o077)
 	}
-	return errors.Join(err, f.Close())
+	err = errors.Join(err, f.Close())
+	// A log and shared-memory file left from when the database was
+	// readable by others (a server that died, one still running) keep
+	// their mode: SQLite copies the database's only when it creates them.
+	for _, p := range []string{path + "-wal", path + "-shm"} {
+		if st, serr := os.Lstat(p); serr == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+			err = errors.Join(err, os.Chmod(p, st.Mode().Perm()&^0o077))
+		}
+	}
+	return err
 }
 
 // migrate applies the embedded migrations newer than the file's
