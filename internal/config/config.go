@@ -417,18 +417,22 @@ func Parse(text, dir string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c.rateLimitExplicit = md.IsDefined("rate_limit")
-	c.httpListenExplicit = md.IsDefined("http", "listen")
-	c.cacheExplicit = md.IsDefined("registration_cache")
-	c.proxiesExplicit = md.IsDefined("http", "trusted_proxies")
-	c.graceExplicit = md.IsDefined("outage_grace")
-	c.redeliveryExplicit = md.IsDefined("redelivery")
+	keys, problems, warnings := optionNames(md)
+	// Defined in any case: the decoder takes option names in any case,
+	// and an explicit 0 or "" written so is still the operator's "off".
+	defined := func(key ...string) bool { return keys[strings.Join(key, ".")] }
+	c.rateLimitExplicit = defined("rate_limit")
+	c.httpListenExplicit = defined("http", "listen")
+	c.cacheExplicit = defined("registration_cache")
+	c.proxiesExplicit = defined("http", "trusted_proxies")
+	c.graceExplicit = defined("outage_grace")
+	c.redeliveryExplicit = defined("redelivery")
+	c.Warnings = append(c.Warnings, warnings...)
 	// A key is unknown when neither our options nor the seed's took it.
 	seedMissed := map[string]bool{}
 	for _, k := range md2.Undecoded() {
 		seedMissed[k.String()] = true
 	}
-	var problems []error
 	for _, k := range md.Undecoded() {
 		if seedMissed[k.String()] {
 			problems = append(problems, fmt.Errorf("%s: unknown option", k.String()))
@@ -442,6 +446,45 @@ func Parse(text, dir string) (*Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// optionNames reads the option names md holds, which the TOML decoder
+// takes in any case: keys has each one in lower case (operator-chosen
+// names, such as an app's, as written). An option name in another case
+// works, with a warning; one option written twice in two cases is a
+// problem, since the decoder takes either, in map order. A non-table
+// where a table belongs, which the decoder takes as nothing, is a
+// problem too.
+func optionNames(md toml.MetaData) (keys map[string]bool, problems []error, warnings []string) {
+	keys = map[string]bool{}
+	written := map[string]string{}
+	for _, k := range md.Keys() {
+		norm := make([]string, len(k))
+		for i, seg := range k {
+			norm[i] = seg
+			// Names chosen by the operator: an app's, a Tigase
+			// provider's, a publish-options service's.
+			if i == 1 && k[0] == "apps" || i > 0 && (k[i-1] == "tigase_providers" || k[i-1] == "publish_options_apps") {
+				continue
+			}
+			norm[i] = strings.ToLower(seg)
+		}
+		key := strings.Join(norm, ".")
+		switch first, ok := written[key]; {
+		case ok && first != k.String():
+			problems = append(problems, fmt.Errorf("%s: written again as %s; the two cases name one option", first, k.String()))
+		case !ok && key != k.String():
+			warnings = append(warnings, fmt.Sprintf("%s: option names are lower case: write %s", k.String(), key))
+		}
+		written[key], keys[key] = k.String(), true
+		switch key {
+		case "apps", "component.tigase_providers", "component.publish_options_apps":
+			if t := md.Type(k...); t != "Hash" {
+				problems = append(problems, fmt.Errorf("%s: want a table, got %s", k.String(), strings.ToLower(t)))
+			}
+		}
+	}
+	return keys, problems, warnings
 }
 
 // redactParseError keeps a value that may be a secret (one written
@@ -713,6 +756,12 @@ func (c *Config) validate() []error {
 		// within push_timeout: one that ends first drops that push.
 		bad("rate_limit", "%s is not below push_timeout (%s): the last push of a burst, held for the next window, would be dropped; lower rate_limit or raise push_timeout", c.RateLimit.D(), c.PushTimeout.D())
 	}
+	if c.TokenBlock.D() > maxTokenBlock {
+		bad("token_block", "%s is longer than 100 years", c.TokenBlock.D())
+	}
+	if c.Database.Driver == "sqlite" && c.Database.DSN != "" {
+		c.Warnings = append(c.Warnings, "database.dsn: set, but database.driver is sqlite, so the registry is "+c.Database.Path+" and the dsn is not used: set driver = \"postgres\" (or remove dsn)")
+	}
 	if c.Redelivery.D() > maxSensibleRedelivery {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("redelivery: %s sends a failed push that late, waking devices for messages long read; an hour at most is usual", c.Redelivery.D()))
 	}
@@ -775,10 +824,14 @@ func (c *Config) validate() []error {
 		key := fmt.Sprintf("component[%d]", i)
 		if cp.JID == "" {
 			bad(key+".jid", "required")
-		} else if strings.ContainsAny(cp.JID, "@/ ") {
+		} else if j, err := jid.Parse(cp.JID); err != nil || strings.ContainsAny(cp.JID, "@/ ") {
 			bad(key+".jid", "want a bare domain JID such as push.example.org, got %q", cp.JID)
 		} else if seen[jidKey(cp.JID)] {
 			bad(key+".jid", "%q configured twice", cp.JID)
+		} else {
+			// As the XMPP server writes it in what it routes to us, and
+			// checks the from of what we send (Prosody: invalid-from).
+			c.Components[i].JID = j.Domainpart()
 		}
 		seen[jidKey(cp.JID)] = true
 		checkAddr(key+".address", cp.Address)
@@ -800,8 +853,8 @@ func (c *Config) validate() []error {
 				c.Components[i].Domains[j] = dj.Domainpart()
 			}
 		}
-		if cp.MaxInFlight < 1 {
-			bad(key+".max_in_flight", "must be at least 1")
+		if cp.MaxInFlight < 1 || cp.MaxInFlight > maxMaxInFlight {
+			bad(key+".max_in_flight", "want 1 to %d, got %d", maxMaxInFlight, cp.MaxInFlight)
 		}
 		if time.Duration(cp.KeepAlive) < time.Second {
 			bad(key+".keepalive", "must be at least 1s")
@@ -825,6 +878,14 @@ func (c *Config) validate() []error {
 	}
 	return ps
 }
+
+// maxMaxInFlight bounds max_in_flight: the connection sizes its places
+// at a few times it, which must not overflow.
+const maxMaxInFlight = 1 << 20
+
+// maxTokenBlock bounds token_block: now plus it must stay a time the
+// registries store (SQLite keeps UnixNano, which ends in 2262).
+const maxTokenBlock = 100 * 365 * 24 * time.Hour
 
 // jidKey is a component JID as the XMPP server compares it.
 func jidKey(s string) string {
@@ -983,8 +1044,9 @@ func (a *App) validate(key string) []error {
 			}
 		}
 		for _, h := range a.EndpointHosts {
-			if h == "" || strings.ContainsAny(h, "/:@ ") {
-				bad("endpoint_hosts", "want host names such as fcm.googleapis.com or *.example.org, got %q", h)
+			name := strings.TrimPrefix(h, "*.")
+			if name == "" || strings.ContainsAny(name, "/:@ *") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") {
+				bad("endpoint_hosts", "want host names such as fcm.googleapis.com or *.example.org (no trailing dot; * only as a leading *.), got %q", h)
 			}
 		}
 		if a.TTL.D() > 28*24*time.Hour {

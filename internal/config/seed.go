@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -54,6 +55,14 @@ var SeedMapping = [][2]string{
 	{"push_appserver_fcm_push_priority", "apps.fcm.android_priority"},
 }
 
+// secondsFit reports whether v seconds is a time.Duration: not NaN, not
+// infinite, not past 292 years (a float64 to int64 conversion out of
+// range gives math.MinInt64 on amd64).
+func secondsFit(v float64) bool {
+	ns := v * float64(time.Second)
+	return !math.IsNaN(ns) && ns < math.MaxInt64 && ns > math.MinInt64
+}
+
 // apply maps the seed's options onto c. An APNS or FCM option configures the
 // app named "apns" or "fcm", creating it with that kind if the file does not
 // define it.
@@ -65,6 +74,8 @@ func (s *seedOptions) apply(c *Config) []error {
 	if s.RateLimit != nil {
 		if *s.RateLimit < 0 {
 			ps = append(ps, fmt.Errorf("push_appserver_rate_limit: must not be negative"))
+		} else if !secondsFit(*s.RateLimit) {
+			ps = append(ps, fmt.Errorf("push_appserver_rate_limit: %v seconds is too long", *s.RateLimit))
 		}
 		c.RateLimit = Duration(*s.RateLimit * float64(time.Second))
 		c.rateLimitExplicit = true
@@ -108,6 +119,8 @@ func (s *seedOptions) apply(c *Config) []error {
 		}
 		if *v < 0 {
 			ps = append(ps, fmt.Errorf("%s: must not be negative", key))
+		} else if !secondsFit(*v) {
+			ps = append(ps, fmt.Errorf("%s: %v seconds is too long", key, *v))
 		}
 		d := Duration(*v * float64(time.Second))
 		if *dst != 0 && *dst != d {

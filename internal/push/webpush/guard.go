@@ -66,7 +66,7 @@ func (g *Guard) portAllowed(port int) bool {
 func (g *Guard) hostAllowed(host string) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	for _, h := range g.Hosts {
-		h = strings.ToLower(h)
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
 		if suffix, ok := strings.CutPrefix(h, "*."); ok {
 			if strings.HasSuffix(host, "."+suffix) {
 				return true

@@ -118,3 +118,16 @@ func TestGuardCheckURL(t *testing.T) {
 		}
 	}
 }
+
+// An allow-list entry written as a fully qualified name, with its final
+// dot (endpoint_hosts = ["fcm.googleapis.com."]), matches the host as an
+// endpoint's host does with or without one.
+func TestHostsEntryWithTrailingDot(t *testing.T) {
+	g := Guard{Hosts: []string{"fcm.googleapis.com.", "*.push.services.mozilla.com."}}
+	for _, s := range []string{"https://fcm.googleapis.com/x", "https://updates.push.services.mozilla.com/x"} {
+		u, _ := url.Parse(s)
+		if err := g.CheckURL(u); err != nil {
+			t.Errorf("CheckURL(%s) = %v", s, err)
+		}
+	}
+}

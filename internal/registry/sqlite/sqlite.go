@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"runtime"
@@ -602,11 +603,20 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 
 func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
 	_, err := s.write.ExecContext(ctx, `INSERT OR REPLACE INTO blocked_tokens (type, token, since, until, reason) VALUES (?, ?, ?, ?, ?)`,
-		b.Type, b.Token, b.Since.UnixNano(), b.Until.UnixNano(), b.Reason)
+		b.Type, b.Token, b.Since.UnixNano(), unixNanoSat(b.Until), b.Reason)
 	if err != nil {
 		return fmt.Errorf("blocking token: %w", err)
 	}
 	return nil
+}
+
+// unixNanoSat is t.UnixNano, but the latest time it can name for a t
+// past 2262, where UnixNano wraps into the past.
+func unixNanoSat(t time.Time) int64 {
+	if t.After(time.Unix(0, math.MaxInt64)) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registry.BlockedToken, error) {
@@ -629,7 +639,7 @@ func (s *Store) GetBlockedToken(ctx context.Context, typ, token string) (registr
 }
 
 func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.Time) error {
-	if _, err := s.write.ExecContext(ctx, `DELETE FROM blocked_tokens WHERE type = ? AND token = ? AND until <= ?`, typ, token, until.UnixNano()); err != nil {
+	if _, err := s.write.ExecContext(ctx, `DELETE FROM blocked_tokens WHERE type = ? AND token = ? AND until <= ?`, typ, token, unixNanoSat(until)); err != nil {
 		return fmt.Errorf("unblocking token: %w", err)
 	}
 	return nil

@@ -1048,3 +1048,23 @@ func TestPushStatusHonoursItsContext(t *testing.T) {
 		t.Fatalf("after a write whose context ended: %+v, %v", r, err)
 	}
 }
+
+// A block whose end is past 2262, where UnixNano wraps, is stored as the
+// latest time the registry can name, not as one centuries ago.
+func TestBlockUntilFarFutureRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "registry.db"))
+	defer s.Close()
+	now := time.Now().UTC()
+	b := registry.BlockedToken{Type: "apns", Token: "ab12", Since: now, Until: now.Add(2190000 * time.Hour), Reason: "410"}
+	if err := s.BlockToken(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetBlockedToken(ctx, "apns", "ab12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Until.After(now) {
+		t.Fatalf("blocked until %v, read back as until %v: not blocked", b.Until, got.Until)
+	}
+}
