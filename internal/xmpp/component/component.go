@@ -273,6 +273,14 @@ func New(opts Options, svc Service) *Conn {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
+	// read sizes its places at waitingPerSlot and 2 times it: keep
+	// those from overflowing (the configuration refuses more).
+	opts.MaxInFlight = min(opts.MaxInFlight, 1<<20)
+	// As the server writes it in what it routes to us and checks in
+	// what we send (Prosody closes the stream on a from in another case).
+	if j, err := jid.Parse(opts.JID); err == nil && j.Localpart() == "" && j.Resourcepart() == "" {
+		opts.JID = j.Domainpart()
+	}
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = DefaultKeepAlive
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -878,5 +879,17 @@ func TestLongOpeningTagKeepsStream(t *testing.T) {
 	st.send(t, publish("after", "ok", ok.Secret, true))
 	if r := st.next(t); r.ID != "after" || r.Type != "result" { // a read error when the stream was dropped
 		t.Fatalf("after long opening tags: %+v", r)
+	}
+}
+
+// A MaxInFlight so large that the connection's waiting places (a few
+// times it) would overflow is bounded, not a panic in make(chan) at the
+// first stream (the configuration refuses it; a caller may not).
+func TestHugeMaxInFlightDoesNotPanic(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.MaxInFlight = math.MaxInt64/2 + 1 })
+	st := f.srv.accept(t)
+	st.send(t, publish("1", "nope", "x", true))
+	if r := st.next(t); r.Type != "error" {
+		t.Fatalf("reply %+v", r)
 	}
 }
