@@ -525,7 +525,7 @@ func TestGoAwayUnderLoadLosesNothing(t *testing.T) {
 	var failed atomic.Int64
 	for i := range n {
 		wg.Go(func() {
-			tok := fmt.Sprintf("%064x", i)
+			tok := fmt.Sprintf("%064x", i+1) // not apnsmock.NoDevice
 			if err := b.Send(context.Background(), push.Notification{Token: tok, Priority: push.PriorityHigh}); err != nil {
 				failed.Add(1)
 				t.Log(err)

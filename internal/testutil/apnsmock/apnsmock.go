@@ -2,9 +2,11 @@
 // TLS) that checks requests the way Apple documents them: method and path,
 // the apns-* headers and their allowed values, the provider JWT (ES256,
 // signature, kid, iss, age) or the client certificate, the device token
-// and the payload's JSON and size. It records every request and injects
-// the faults a real service produces (410 with timestamp, 400, 403, 429,
-// 500, 503, delays, GOAWAY, reset streams), per token or by schedule.
+// and the payload's JSON and size. It answers a push to a token no device
+// has (NoDevice), a provider's check of its credentials, as Apple does.
+// It records every request and injects the faults a real service
+// produces (410 with timestamp, 400, 403, 429, 500, 503, delays, GOAWAY,
+// reset streams), per token or by schedule.
 // Tests and the benchmark tool both use it.
 package apnsmock
 
@@ -108,6 +110,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	requests  []Request
+	checks    []Request
 	total     int
 	goAwayN   int
 	sinceGoAw int
@@ -180,6 +183,22 @@ func (s *Server) Total() int {
 // Accepted returns the number of requests answered 200.
 func (s *Server) Accepted() int { return int(s.accepted.Load()) }
 
+// NoDevice, 64 zeros, is a device token Apple never issues. A request to
+// it is a provider's check of its credentials, which reaches no device:
+// the mock answers it BadDeviceToken once every other check passed (Apple
+// judges the provider's credentials and topic before the device token,
+// as far as its answers show), and keeps it out of Requests, Total and
+// Accepted, which count pushes, and out of the faults queued by
+// FailNext. Checks returns them.
+const NoDevice = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Checks returns the recorded requests to NoDevice.
+func (s *Server) Checks() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.checks...)
+}
+
 // FailToken makes the next requests for token answer with faults, one
 // each; the last fault repeats if sticky.
 func (s *Server) FailToken(token string, faults ...Fault) { s.faults.ForToken(token, faults...) }
@@ -201,7 +220,7 @@ func (s *Server) GoAwayEvery(n int) {
 // Reset clears recorded requests and pending faults.
 func (s *Server) Reset() {
 	s.mu.Lock()
-	s.requests, s.total = nil, 0
+	s.requests, s.checks, s.total = nil, nil, 0
 	s.mu.Unlock()
 	s.faults.Clear()
 	s.accepted.Store(0)
@@ -210,6 +229,10 @@ func (s *Server) Reset() {
 func (s *Server) nextFault(token string) (Fault, bool, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if token == NoDevice {
+		f, ok := s.faults.TakeForToken(token)
+		return f, ok, false
+	}
 	s.total++
 	goAway := false
 	if s.goAwayN > 0 {
@@ -225,7 +248,9 @@ func (s *Server) nextFault(token string) (Fault, bool, bool) {
 
 func (s *Server) record(r Request) {
 	s.mu.Lock()
-	if len(s.requests) < s.cfg.KeepRequests {
+	if r.Token == NoDevice {
+		s.checks = append(s.checks, r)
+	} else if len(s.requests) < s.cfg.KeepRequests {
 		s.requests = append(s.requests, r)
 	}
 	s.mu.Unlock()
@@ -381,6 +406,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	if hasFault && fault.Status != 0 {
 		answer(fault.Status, fault.Reason, fault.Timestamp)
+		return
+	}
+	if token == NoDevice {
+		// Whether a device has the token is known only by looking it
+		// up, once the request passed every other check.
+		answer(http.StatusBadRequest, "BadDeviceToken", time.Time{})
 		return
 	}
 	answer(http.StatusOK, "", time.Time{})

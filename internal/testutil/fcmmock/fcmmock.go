@@ -2,10 +2,11 @@
 // and Google's OAuth2 token endpoint, over HTTP/2 and TLS. The token
 // endpoint checks the service account's signed JWT assertion and issues
 // bearer tokens; messages:send checks the bearer, the project and the
-// message JSON as Google documents it, records every request, and injects
-// Google's errors (UNREGISTERED, INVALID_ARGUMENT, QUOTA_EXCEEDED with
-// Retry-After, UNAVAILABLE, INTERNAL, UNAUTHENTICATED, delays) per token or
-// by schedule.
+// message JSON as Google documents it, answers validate_only sends
+// without delivering them, records every request, and injects Google's
+// errors (UNREGISTERED, INVALID_ARGUMENT, QUOTA_EXCEEDED with
+// Retry-After, UNAVAILABLE, INTERNAL, UNAUTHENTICATED, delays) per token
+// or by schedule.
 package fcmmock
 
 import (
@@ -41,6 +42,9 @@ type Request struct {
 	Status  int
 	Code    string // FCM error code answered, if any
 	Name    string // the message's name answered on success
+	// ValidateOnly marks a send FCM only checks, delivering nothing:
+	// Checks, not Requests, holds it.
+	ValidateOnly bool
 }
 
 // Fault is an answer to inject.
@@ -62,6 +66,7 @@ type Server struct {
 	CADir    string // directory with the mock's CA certificate, for a CA path option
 
 	srv         *mockhttp.Server
+	caPool      *x509.CertPool // for the mock's own tests
 	faults      mockhttp.Faults[Fault]
 	key         *rsa.PrivateKey
 	email       string
@@ -72,6 +77,7 @@ type Server struct {
 	tokens      map[string]time.Time
 	tokenCalls  int
 	requests    []Request
+	checks      []Request
 	accepted    int
 	maxRequests int
 }
@@ -92,7 +98,7 @@ func New(project string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.srv, s.URL, s.CADir = srv, srv.URL, srv.CADir
+	s.srv, s.URL, s.CADir, s.caPool = srv, srv.URL, srv.CADir, srv.CAPool
 	s.TokenURL = s.URL + "/token"
 	return s, nil
 }
@@ -172,6 +178,15 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.requests...)
 }
 
+// Checks returns the recorded validate_only sends, which Requests and
+// Accepted leave out: they deliver nothing. Faults queued by FailNext
+// are not theirs either, only those FailToken queued for their token.
+func (s *Server) Checks() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.checks...)
+}
+
 // Accepted returns how many messages were accepted.
 func (s *Server) Accepted() int {
 	s.mu.Lock()
@@ -247,6 +262,14 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		body := map[string]any{"error": map[string]any{"code": status, "message": msg, "status": status2, "details": details}}
 		json.NewEncoder(w).Encode(body)
 	}
+	// Read first, so that a refused validate_only send is recorded as
+	// one.
+	var body struct {
+		ValidateOnly bool           `json:"validate_only"`
+		Message      map[string]any `json:"message"`
+	}
+	malformed := json.NewDecoder(io.LimitReader(r.Body, 8192)).Decode(&body) != nil || body.Message == nil
+	req.Message, req.ValidateOnly = body.Message, body.ValidateOnly
 	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	req.Bearer = bearer
 	s.mu.Lock()
@@ -260,21 +283,20 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusForbidden, "SENDER_ID_MISMATCH", "PERMISSION_DENIED", "SenderId mismatch", "")
 		return
 	}
-	var body struct {
-		Message map[string]any `json:"message"`
-	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 8192))
-	if err := dec.Decode(&body); err != nil || body.Message == nil {
+	if malformed {
 		fail(http.StatusBadRequest, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "Invalid JSON payload received.", "")
 		return
 	}
-	req.Message = body.Message
 	if msg := validate(body.Message); msg != "" {
 		fail(http.StatusBadRequest, "INVALID_ARGUMENT", "INVALID_ARGUMENT", msg, "")
 		return
 	}
 	token, _ := body.Message["token"].(string)
-	if f, ok := s.faults.Take(token); ok {
+	take := s.faults.Take
+	if req.ValidateOnly {
+		take = s.faults.TakeForToken
+	}
+	if f, ok := take(token); ok {
 		if f.Delay > 0 {
 			time.Sleep(f.Delay)
 		}
@@ -285,9 +307,19 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !issuable(token) {
+		// Whether a device has the token is known only by looking it
+		// up, once the request passed every other check.
+		fail(http.StatusBadRequest, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", "")
+		return
+	}
 	req.Status = http.StatusOK
 	req.Name = fmt.Sprintf("projects/%s/messages/%d", s.project, time.Now().UnixNano())
-	s.record(req, true)
+	if req.ValidateOnly {
+		// What FCM names a message it did not send.
+		req.Name = fmt.Sprintf("projects/%s/messages/fake_message_id", s.project)
+	}
+	s.record(req, !req.ValidateOnly)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]string{"name": req.Name})
 }
@@ -338,12 +370,25 @@ func validate(m map[string]any) string {
 	return ""
 }
 
+// issuable reports whether FCM could have issued token: its tokens are
+// letters, digits, '-', '_' and ':'. A topic or condition send has none.
+func issuable(token string) bool {
+	for _, c := range []byte(token) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Server) record(r Request, ok bool) {
 	s.mu.Lock()
 	if ok {
 		s.accepted++
 	}
-	if len(s.requests) < s.maxRequests {
+	if r.ValidateOnly {
+		s.checks = append(s.checks, r)
+	} else if len(s.requests) < s.maxRequests {
 		s.requests = append(s.requests, r)
 	}
 	s.mu.Unlock()

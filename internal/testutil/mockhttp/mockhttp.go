@@ -156,14 +156,20 @@ func (q *Faults[F]) Next(faults ...F) {
 }
 
 // Take removes and returns the fault for a request to token, if any.
-func (q *Faults[F]) Take(token string) (F, bool) {
+func (q *Faults[F]) Take(token string) (F, bool) { return q.take(token, true) }
+
+// TakeForToken is Take of the faults queued for token alone, for a
+// request the schedule is not meant for.
+func (q *Faults[F]) TakeForToken(token string) (F, bool) { return q.take(token, false) }
+
+func (q *Faults[F]) take(token string, scheduled bool) (F, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if fs := q.byToken[token]; len(fs) > 0 {
 		q.byToken[token] = fs[1:]
 		return fs[0], true
 	}
-	if len(q.schedule) > 0 {
+	if scheduled && len(q.schedule) > 0 {
 		f := q.schedule[0]
 		q.schedule = q.schedule[1:]
 		return f, true
