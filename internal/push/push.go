@@ -177,6 +177,20 @@ func (e *DeadTokenError) Error() string {
 	return fmt.Sprintf("push token is no longer valid (%s, since %s)", e.Reason, e.Since.UTC().Format(time.RFC3339))
 }
 
+// CredentialsRefusedError is a push service's answer to a credentials
+// check (apns.Backend.CheckCredentials, fcm.Backend.CheckCredentials)
+// that it does not take the app's credentials, or its APNS topic: every
+// push of the app would fail the same way. Reason is the service's
+// answer, Check what of the configuration to look at.
+type CredentialsRefusedError struct {
+	Reason string
+	Check  string
+}
+
+func (e *CredentialsRefusedError) Error() string {
+	return "push service refused our credentials: " + e.Reason + "; check " + e.Check
+}
+
 // PanicError is a panic recovered where it happened, a push service
 // client's own goroutine (its connection's read loop) for one: a bug,
 // turned into the failure of what it hit. The core counts and logs it as

@@ -242,6 +242,59 @@ func (b *Backend) ValidateToken(tok string) error {
 // With a certificate, the handshake proves that APNS takes it.
 func (b *Backend) Warm(ctx context.Context) error { return b.client.Warm(ctx, b.addr) }
 
+// checkToken, 64 zeros, is a device token APNS never issues: a push to
+// it reaches no device.
+const checkToken = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// CheckCredentials asks APNS whether it takes the app's provider token
+// or certificate and its topic, with a background push to a device token
+// no device has. Apple judges the provider token or certificate before
+// the device token (a wrong key is answered InvalidProviderToken
+// whatever the token), and the topic too as far as its answers show; its
+// documentation lists the errors in no order. So BadDeviceToken means
+// both were taken. It returns nil then, a
+// *push.CredentialsRefusedError when Apple refused them, and another
+// error when the answer tells neither (5xx, 429, the network). Its
+// answer goes to no breaker, registration or count of pushes.
+//
+// A wrong environment (sandbox or production) does not show with token
+// auth: the provider token is good for both, and both refuse the made-up
+// token alike.
+func (b *Backend) CheckCredentials(ctx context.Context) error {
+	a, err := b.post(ctx, checkToken, b.build(push.Notification{Priority: push.PrioritySilent}), time.Time{})
+	if err != nil {
+		return err
+	}
+	reason := strings.TrimSpace(fmt.Sprintf("%d %s", a.status, a.reason))
+	switch {
+	case a.status == http.StatusOK, a.status == http.StatusGone,
+		a.status == http.StatusBadRequest && a.reason == "BadDeviceToken":
+		return nil
+	case a.status == http.StatusForbidden,
+		a.status == http.StatusBadRequest && (a.reason == "BadTopic" || a.reason == "TopicDisallowed" ||
+			a.reason == "MissingTopic" || a.reason == "DeviceTokenNotForTopic"):
+		return &push.CredentialsRefusedError{Reason: "APNS " + reason, Check: b.credentialsCause(a.reason)}
+	}
+	return fmt.Errorf("apns: %s to a push to no device tells nothing of the credentials", reason)
+}
+
+// credentialsCause is what to check in the configuration when APNS
+// refuses the app's credentials or topic for reason.
+func (b *Backend) credentialsCause(reason string) string {
+	switch reason {
+	case "BadTopic", "TopicDisallowed", "MissingTopic", "DeviceTokenNotForTopic":
+		return "topic (" + b.opts.Topic + ") is the app's bundle ID, an app of the key's team or the certificate's"
+	case "ExpiredProviderToken":
+		return "the clock of this host: the provider token carries its time"
+	case "BadCertificateEnvironment":
+		return "sandbox: the certificate is for the other environment than " + Environment(b.opts.Sandbox, b.opts.Endpoint)
+	}
+	if b.signer != nil {
+		return "key_id, team_id and token_key_file: the p8 key's ID, the team it belongs to, and the key itself (not revoked)"
+	}
+	return "the certificate (cert_file and key_file, or pkcs12_file): an APNs certificate of this app, not revoked or expired"
+}
+
 // CanonicalToken is the token in lower case: APNS takes hex in either.
 // Every push asks for it (the per-device limit counts by it), and a
 // token is nearly always in lower case already: strings.ToLower would

@@ -874,3 +874,75 @@ func TestReloadToSandboxKeepsProductionDevices(t *testing.T) {
 		t.Fatalf("%d of 20 production tokens declared dead after a reload, on the new configuration's one success and the old one's 100", dead)
 	}
 }
+
+// The credentials check tells a key, team or topic APNS refuses from
+// credentials it takes, whatever it says of the made-up device token;
+// an answer that tells neither (a 5xx, a 429, none in time) is no
+// refusal. It reaches no device, and the breaker hears none of it.
+func TestCheckCredentials(t *testing.T) {
+	p8, _, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
+	os.WriteFile(otherKey, p8, 0o600)
+	tests := []struct {
+		name   string
+		opts   func(*apns.Options)
+		fault  apnsmock.Fault
+		reason string // of the refusal; "" when accepted or not known
+		check  string // what the refusal says to check
+		known  bool   // accepted or refused
+	}{
+		{name: "accepted", known: true},
+		{name: "wrong team", opts: func(o *apns.Options) { o.TeamID = "TEAM99" }, reason: "APNS 403 InvalidProviderToken", check: "team_id", known: true},
+		{name: "wrong key id", opts: func(o *apns.Options) { o.KeyID = "KEY999" }, reason: "APNS 403 InvalidProviderToken", check: "key_id", known: true},
+		{name: "another key", opts: func(o *apns.Options) { o.TokenKeyFile = otherKey }, reason: "APNS 403 InvalidProviderToken", check: "token_key_file", known: true},
+		{name: "wrong topic", opts: func(o *apns.Options) { o.Topic = "im.example.other" }, reason: "APNS 400 TopicDisallowed", check: "topic (im.example.other) is the app's bundle ID", known: true},
+		{name: "certificate of the other environment", fault: apnsmock.Fault{Status: 403, Reason: "BadCertificateEnvironment"},
+			reason: "APNS 403 BadCertificateEnvironment", check: "sandbox", known: true},
+		{name: "service unavailable", fault: apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}},
+		{name: "too many requests", fault: apnsmock.Fault{Status: 429, Reason: "TooManyRequests"}},
+		{name: "no answer in time", fault: apnsmock.Fault{Delay: time.Minute}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, o := tokenSetup(t)
+			if tt.opts != nil {
+				tt.opts(&o)
+			}
+			if tt.fault != (apnsmock.Fault{}) {
+				m.FailToken(apnsmock.NoDevice, tt.fault)
+			}
+			br := push.NewBreaker("ios", push.BreakerOptions{MinAnswers: 1}, quiet)
+			o.Breaker = br
+			bound := 10 * time.Second
+			if tt.fault.Delay > 0 {
+				bound = 200 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), bound)
+			defer cancel()
+			err := newBackend(t, o).CheckCredentials(ctx)
+			var refused *push.CredentialsRefusedError
+			switch {
+			case tt.known && tt.reason == "" && err != nil:
+				t.Fatalf("refused or not checked: %v", err)
+			case tt.reason != "" && (!errors.As(err, &refused) || refused.Reason != tt.reason || !strings.Contains(refused.Check, tt.check)):
+				t.Fatalf("%v, want a refusal %q that says to check %q", err, tt.reason, tt.check)
+			case !tt.known && (err == nil || errors.As(err, &refused)):
+				t.Fatalf("%v, want an error that is no refusal", err)
+			}
+			// The mock records no request it did not answer.
+			answered := 1
+			if tt.fault.Delay > 0 {
+				answered = 0
+			}
+			if checks := m.Checks(); len(checks) != answered || answered == 1 && checks[0].PushType != "background" || m.Total() != 0 || m.Accepted() != 0 {
+				t.Fatalf("%d checks (%+v), %d pushes, %d accepted: want one check and no push", len(checks), checks, m.Total(), m.Accepted())
+			}
+			if bad, _ := br.Misconfigured(); bad {
+				t.Fatal("the check's answer reached the breaker")
+			}
+		})
+	}
+}

@@ -255,13 +255,58 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 }
 
 // Warm fetches an access token and connects to FCM ahead of the first
-// push: a service account Google refuses shows at start, and the first
-// push needs neither round trip.
+// push: a service account Google refuses shows at start (a
+// *push.CredentialsRefusedError), and the first push needs neither round
+// trip.
 func (b *Backend) Warm(ctx context.Context) error {
 	if _, err := b.accessToken(ctx, ""); err != nil {
-		return err
+		return refusedKey(err)
 	}
 	return b.client.Warm(ctx, b.addr)
+}
+
+// refusedKey is err, accessToken's, as a *push.CredentialsRefusedError
+// when it is Google refusing the service account's key rather than a
+// failure that may pass.
+func refusedKey(err error) error {
+	var temporary *push.TemporaryError
+	if errors.As(err, &temporary) {
+		return err
+	}
+	return &push.CredentialsRefusedError{Reason: err.Error(), Check: "service_account_file: a key of the service account Google still takes (not deleted or disabled)"}
+}
+
+// CheckToken is the registration token CheckCredentials sends to, one
+// FCM never issues: its tokens hold no '.'.
+const CheckToken = "push-appserver.credentials-check"
+
+// CheckCredentials asks FCM whether the service account may send to the
+// project, with a validate_only send, which FCM checks as a send and
+// delivers to nobody, to a token no device has: FCM refuses the account
+// and the project (401, 403, 404 NOT_FOUND) before it judges the token,
+// so an answer about the token means both were taken. It returns nil
+// then, a *push.CredentialsRefusedError when FCM or Google's token
+// endpoint refused them, and another error when the answer tells neither
+// (5xx, 429, the network). Its answer goes to no breaker, registration
+// or count of pushes.
+func (b *Backend) CheckCredentials(ctx context.Context) error {
+	status, ferr, _, _, _, err := b.post(ctx, []byte(`{"validate_only":true,"message":{"token":"`+CheckToken+`"}}`), "")
+	switch {
+	case err != nil:
+		return refusedKey(err)
+	case status == http.StatusOK, ferr.code() == "UNREGISTERED",
+		status == http.StatusBadRequest && isTokenProblem(ferr):
+		return nil
+	case status == http.StatusUnauthorized, status == http.StatusForbidden,
+		status == http.StatusNotFound && ferr.Error.Status != "":
+		check := "project_id (" + b.opts.ProjectID + ") is the Firebase project of the service account in service_account_file, " +
+			"and the account has a role that may send (Firebase Cloud Messaging API Admin)"
+		if status == http.StatusUnauthorized {
+			check = "service_account_file: a key of the service account Google still takes (not deleted or disabled)"
+		}
+		return &push.CredentialsRefusedError{Reason: strings.TrimSpace(fmt.Sprintf("FCM %d %s: %s", status, ferr.code(), ferr.Error.Message)), Check: check}
+	}
+	return fmt.Errorf("fcm: %d %s to a validate_only send tells nothing of the credentials", status, ferr.code())
 }
 
 // tokenFetch is one fetch of an access token; t and err are set before

@@ -545,3 +545,76 @@ func TestQuotaExceededWithoutRetryAfter(t *testing.T) {
 		t.Fatalf("%d requests within the push deadline after QUOTA_EXCEEDED without Retry-After; RetryAfter handed to redelivery %v", n, te.RetryAfter)
 	}
 }
+
+// The credentials check tells a project or service account FCM refuses
+// from one it takes, whatever it says of the made-up token; an answer
+// that tells neither (a 5xx, a 429, none in time) is no refusal. FCM
+// only validates it, so it reaches no device, and the breaker hears none
+// of it.
+func TestCheckCredentials(t *testing.T) {
+	stranger, err := fcmmock.New("chat-app-1234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger.Close()
+	strangerKey, err := stranger.WriteServiceAccount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		opts   func(m *fcmmock.Server, o *fcm.Options)
+		fault  fcmmock.Fault
+		reason string // of the refusal; "" when accepted or not known
+		check  string // what the refusal says to check
+		known  bool   // accepted or refused
+		sent   int    // validate_only sends that reach FCM
+	}{
+		{name: "accepted", known: true, sent: 1},
+		{name: "token unregistered", fault: fcmmock.Fault{Status: 404, Code: "UNREGISTERED", Message: "Requested entity was not found."}, known: true, sent: 1},
+		{name: "another project", opts: func(_ *fcmmock.Server, o *fcm.Options) { o.ProjectID = "other-project" },
+			reason: "FCM 403 SENDER_ID_MISMATCH: SenderId mismatch", check: "project_id (other-project)", known: true, sent: 1},
+		{name: "no role that may send", fault: fcmmock.Fault{Status: 403, Message: "Permission 'cloudmessaging.messages.create' denied"},
+			reason: "FCM 403 PERMISSION_DENIED: Permission 'cloudmessaging.messages.create' denied", check: "a role that may send", known: true, sent: 1},
+		{name: "key Google does not take", opts: func(m *fcmmock.Server, o *fcm.Options) { o.ServiceAccountFile, o.TokenURL = strangerKey, m.TokenURL },
+			reason: "invalid_grant", check: "service_account_file", known: true},
+		{name: "service unavailable", fault: fcmmock.Fault{Status: 503, Message: "The service is currently unavailable."}, sent: 1},
+		{name: "quota exceeded", fault: fcmmock.Fault{Status: 429, Code: "QUOTA_EXCEEDED"}, sent: 1},
+		{name: "no answer in time", fault: fcmmock.Fault{Delay: time.Minute}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, o := setup(t)
+			if tt.opts != nil {
+				tt.opts(m, &o)
+			}
+			if tt.fault.Status != 0 || tt.fault.Delay > 0 {
+				m.FailToken(fcm.CheckToken, tt.fault)
+			}
+			br := push.NewBreaker("android", push.BreakerOptions{MinAnswers: 1}, quiet)
+			o.Breaker = br
+			bound := 10 * time.Second
+			if tt.fault.Delay > 0 {
+				bound = 200 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), bound)
+			defer cancel()
+			err := newBackend(t, o).CheckCredentials(ctx)
+			var refused *push.CredentialsRefusedError
+			switch {
+			case tt.known && tt.reason == "" && err != nil:
+				t.Fatalf("refused or not checked: %v", err)
+			case tt.reason != "" && (!errors.As(err, &refused) || !strings.Contains(refused.Reason, tt.reason) || !strings.Contains(refused.Check, tt.check)):
+				t.Fatalf("%v, want a refusal %q that says to check %q", err, tt.reason, tt.check)
+			case !tt.known && (err == nil || errors.As(err, &refused)):
+				t.Fatalf("%v, want an error that is no refusal", err)
+			}
+			if checks := m.Checks(); len(checks) != tt.sent || len(m.Requests()) != 0 || m.Accepted() != 0 {
+				t.Fatalf("%d validate_only sends (%+v), %d sends, %d accepted: want %d validate_only sends and no push", len(checks), checks, len(m.Requests()), m.Accepted(), tt.sent)
+			}
+			if bad, _ := br.Misconfigured(); bad {
+				t.Fatal("the check's answer reached the breaker")
+			}
+		})
+	}
+}
