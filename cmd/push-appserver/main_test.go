@@ -111,9 +111,10 @@ func minimalConfig(t *testing.T) (dir, addr, config string) {
 }
 
 type server struct {
-	cmd  *exec.Cmd
-	log  *logbuf.Buffer
-	base string
+	cmd     *exec.Cmd
+	log     *logbuf.Buffer
+	base    string
+	metrics string // the address of /metrics, where startWithApps serves it
 }
 
 func startServer(t *testing.T, bin, config string) *server {
@@ -146,20 +147,21 @@ func startServerEnv(t *testing.T, bin, config string, env ...string) *server {
 }
 
 // startWithApps starts the binary on a configuration of its own: a data
-// directory, no rate limit, the HTTP API on a free address and apps, the
-// TOML tables of its apps; env is added to its environment. It returns
-// once the API answers.
+// directory, no rate limit, the HTTP API and the metrics on free
+// addresses and apps, the TOML tables of its apps; env is added to its
+// environment. It returns once the API answers.
 func startWithApps(t *testing.T, apps string, env ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
-	addr := freePort(t)
+	addrs := freePorts(t, 2)
 	config := filepath.Join(dir, "c.toml")
-	text := fmt.Sprintf("data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n%s", filepath.Join(dir, "data"), addr, apps)
+	text := fmt.Sprintf("data_dir = %q\nrate_limit = 0\nmetrics_listen = %q\n[http]\nlisten = %q\n%s", filepath.Join(dir, "data"), addrs[1], addrs[0], apps)
 	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := startServerEnv(t, buildBinary(t), config, env...)
-	s.waitHealthy(t, addr)
+	s.metrics = addrs[1]
+	s.waitHealthy(t, addrs[0])
 	return s
 }
 

@@ -219,8 +219,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		breakerOf[b.app] = b.breaker
 	}
 	swaps := map[string]*reload.Backend{}
+	credentials := &credentialsGauge{m: m}
 	for i := range apps {
-		warm(ctx, apps[i].Backend, logger.With("app", apps[i].Name))
+		warm(ctx, apps[i].Name, apps[i].Backend, credentials, logger.With("app", apps[i].Name))
 		sw := reload.NewBackend(apps[i].Backend)
 		sw.SetPushDeadline(apps[i].Deadline)
 		swaps[apps[i].Name] = sw
@@ -254,7 +255,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			}
 			b, err := newBackend(ctx, name, a, br, webPush, logger.With("app", name))
 			if err == nil {
-				warm(ctx, b, logger.With("app", name))
+				warm(ctx, name, b, credentials, logger.With("app", name))
 			}
 			return b, err
 		},

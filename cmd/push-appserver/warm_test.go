@@ -2,47 +2,91 @@ package main
 
 import (
 	"fmt"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/metrics"
+	"github.com/push-appserver/push-appserver/internal/push/fcm"
+	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
 )
+
+// waitFor waits up to 15 s for ok, and fails the test with what and the
+// server's log if it does not come.
+func (s *server) waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s\n%s", what, s.log)
+		}
+	}
+}
+
+// logged returns how many lines of the server's log are app's and hold
+// all of want.
+func (s *server) logged(app string, want ...string) int {
+	n := 0
+	for _, l := range strings.Split(s.log.String(), "\n") {
+		if !strings.Contains(l+" ", " app="+app+" ") {
+			continue
+		}
+		all := true
+		for _, w := range want {
+			all = all && strings.Contains(l, w)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// credentials is the line of push_appserver_app_credentials_accepted{app}
+// in the server's metrics, "" when there is none.
+func (s *server) credentials(t *testing.T, app string) string {
+	t.Helper()
+	series := fmt.Sprintf("push_appserver_app_credentials_accepted{app=%q} ", app)
+	for line := range strings.Lines(scrape(t, s.metrics)) {
+		if strings.HasPrefix(line, series) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
 
 // After a start, and after a reload, each app connects to its push
 // service before its first push (FCM fetches its access token too), and
 // the log says whether it could: the first push finds its connection
-// up, and a service the server cannot reach shows at once.
+// up, and a service the server cannot reach shows at once. Then each
+// checks its credentials with a request that reaches no device, and the
+// log and the metrics say that the service accepted them.
 func TestPushServicesWarmedAtStart(t *testing.T) {
 	am, fm, keyFile, account := startMocks(t, t.TempDir())
 	s := startWithApps(t, am.AppConfig("ios", keyFile)+fmt.Sprintf("[apps.android]\nkind = \"fcm\"\nservice_account_file = %q\nendpoint = %q\nca_path = %q\n"+
 		"[apps.gone]\nkind = \"apns\"\ntopic = \"im.example.app\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = \"https://%s\"\nca_path = %q\n",
 		account, fm.URL, fm.CADir, keyFile, freePort(t), am.CADir))
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s\n%s", what, s.log)
-			}
-		}
-	}
-	logged := func(app, msg string) func() bool {
-		return func() bool {
-			for _, l := range strings.Split(s.log.String(), "\n") {
-				if strings.Contains(l, "app="+app) && strings.Contains(l, msg) {
-					return true
-				}
-			}
-			return false
-		}
-	}
-	waitFor("no connection to APNS before the first push", func() bool { return am.OpenConnections() == 1 })
-	waitFor("no FCM access token and connection before the first push", func() bool { return fm.TokenRequests() == 1 && fm.OpenConnections() == 1 })
-	waitFor("the reachable apps not logged", func() bool {
-		return logged("ios", "push service reachable")() && logged("android", "push service reachable")()
+	s.waitFor(t, "no connection to APNS before the first push", func() bool { return am.OpenConnections() == 1 })
+	s.waitFor(t, "no FCM access token and connection before the first push", func() bool { return fm.TokenRequests() == 1 && fm.OpenConnections() == 1 })
+	s.waitFor(t, "the reachable apps not logged", func() bool {
+		return s.logged("ios", "push service reachable") == 1 && s.logged("android", "push service reachable") == 1
 	})
-	waitFor("the unreachable app not logged", logged("gone", "push service not reachable yet"))
+	s.waitFor(t, "the unreachable app not logged", func() bool { return s.logged("gone", "push service not reachable yet") == 1 })
+	s.waitFor(t, "the accepted credentials not logged", func() bool {
+		return s.logged("ios", "level=INFO", "push service accepted our credentials") == 1 && s.logged("android", "level=INFO", "push service accepted our credentials") == 1
+	})
+	for app, want := range map[string]string{"ios": "1", "android": "1", "gone": "-1"} {
+		if got := s.credentials(t, app); got != fmt.Sprintf("push_appserver_app_credentials_accepted{app=%q} %s", app, want) {
+			t.Errorf("%s's credentials in the metrics: %q, want %s", app, got, want)
+		}
+	}
+	if len(am.Checks()) != 1 || am.Total() != 0 || len(fm.Checks()) != 1 || len(fm.Requests()) != 0 || fm.Accepted() != 0 {
+		t.Fatalf("APNS: %d checks, %d pushes; FCM: %d checks, %d sends, %d delivered: want one check each, and no push",
+			len(am.Checks()), am.Total(), len(fm.Checks()), len(fm.Requests()), fm.Accepted())
+	}
 
 	secret := s.registerTo(t, "ios", "n1", strings.Repeat("0a", 32))
 	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); got != "OK\nn1" {
@@ -51,19 +95,106 @@ func TestPushServicesWarmedAtStart(t *testing.T) {
 	if n := am.Connections(); n != 1 {
 		t.Fatalf("%d connections to APNS: the push did not take the one opened at start", n)
 	}
+	if am.Accepted() != 1 {
+		t.Fatalf("APNS delivered %d pushes, want the one push", am.Accepted())
+	}
 
 	// A reload that changes nothing keeps each app's backend and its
 	// connection: a new one for each app at once, on a server of many
 	// apps, meets services and proxies that bound new connections.
 	s.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor("the unchanged reload not logged", func() bool { return strings.Contains(s.log.String(), "reload: nothing changed") })
+	s.waitFor(t, "the unchanged reload not logged", func() bool { return strings.Contains(s.log.String(), "reload: nothing changed") })
 	if n, tokens := am.Connections(), fm.TokenRequests(); n != 1 || tokens != 1 {
 		t.Fatalf("a reload that changed nothing: %d connections to APNS, %d FCM token requests; want 1 and 1", n, tokens)
 	}
 
-	// The key renewed in place: the app's backend is rebuilt.
+	// The APNS key renewed in place: the APNS apps' backends are rebuilt
+	// and check again; the FCM app, unchanged, keeps its own.
 	key, _ := os.ReadFile(keyFile)
 	os.WriteFile(keyFile, append(key, '\n'), 0o600)
 	s.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor("no connection from the reloaded backend before its first push", func() bool { return am.Connections() == 2 })
+	s.waitFor(t, "no connection from the reloaded backend before its first push", func() bool { return am.Connections() == 2 })
+	s.waitFor(t, "the reloaded app's credentials not checked again", func() bool {
+		return len(am.Checks()) == 2 && s.logged("ios", "push service accepted our credentials") == 2
+	})
+	if n := len(fm.Checks()); n != 1 {
+		t.Errorf("the FCM app, unchanged by the reload, checked its credentials %d times, want 1", n)
+	}
+}
+
+// Credentials a push service refuses (an APNS key of another team, a
+// topic not the key's, an FCM project the service account may not send
+// to, a service account key Google does not take) are logged as an error that names the service's reason and what to
+// check, and show as 0 in the metrics; an answer that tells nothing (a
+// 503) is logged as such, and is no 0. Nothing of the provider token or
+// the access token is logged.
+func TestRefusedCredentialsLogged(t *testing.T) {
+	am, fm, keyFile, account := startMocks(t, t.TempDir())
+	fm.FailToken(fcm.CheckToken, fcmmock.Fault{Status: 503, Message: "The service is currently unavailable."})
+	stranger, err := fcmmock.New("project-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger.Close()
+	strangerKey, err := stranger.WriteServiceAccount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongTopic := strings.Replace(am.AppConfig("wrongtopic", keyFile), `topic = "im.example.app"`, `topic = "im.example.other"`, 1)
+	s := startWithApps(t, strings.Replace(am.AppConfig("wrongteam", keyFile), `team_id = "T1"`, `team_id = "T9"`, 1)+wrongTopic+
+		fmt.Sprintf("[apps.wrongproject]\nkind = \"fcm\"\nservice_account_file = %q\nproject_id = \"project-9\"\nendpoint = %q\nca_path = %q\n"+
+			"[apps.android]\nkind = \"fcm\"\nservice_account_file = %q\nendpoint = %q\nca_path = %q\n"+
+			"[apps.strangerkey]\nkind = \"fcm\"\nservice_account_file = %q\ntoken_url = %q\nendpoint = %q\nca_path = %q\n",
+			account, fm.URL, fm.CADir, account, fm.URL, fm.CADir, strangerKey, fm.TokenURL, fm.URL, fm.CADir))
+	refused := "level=ERROR msg=\"push service refused our credentials"
+	s.waitFor(t, "the refused credentials not logged", func() bool {
+		return s.logged("wrongteam", refused, "reason=\"APNS 403 InvalidProviderToken\"", "key_id, team_id and token_key_file") == 1 &&
+			s.logged("wrongtopic", refused, "reason=\"APNS 400 TopicDisallowed\"", "is the app's bundle ID") == 1 &&
+			s.logged("wrongproject", refused, "reason=\"FCM 403 SENDER_ID_MISMATCH: SenderId mismatch\"", "project_id (project-9)") == 1 &&
+			s.logged("strangerkey", refused, "invalid_grant", "service_account_file") == 1 &&
+			s.logged("android", "level=WARN", "could not check our credentials", "503") == 1
+	})
+	for app, want := range map[string]string{"wrongteam": "0", "wrongtopic": "0", "wrongproject": "0", "strangerkey": "0", "android": "-1"} {
+		if got := s.credentials(t, app); got != fmt.Sprintf("push_appserver_app_credentials_accepted{app=%q} %s", app, want) {
+			t.Errorf("%s's credentials in the metrics: %q, want %s", app, got, want)
+		}
+	}
+	var secrets []string
+	for _, r := range am.Checks() {
+		secrets = append(secrets, r.Bearer)
+	}
+	for _, r := range fm.Checks() {
+		secrets = append(secrets, r.Bearer)
+	}
+	if len(secrets) != 4 {
+		t.Fatalf("%d checks reached the mocks, want 4", len(secrets))
+	}
+	for _, secret := range secrets {
+		if secret == "" || strings.Contains(s.log.String(), secret) {
+			t.Fatalf("a token the checks sent (%d bytes) is in the log, or none was sent", len(secret))
+		}
+	}
+	if am.Total() != 0 || len(fm.Requests()) != 0 {
+		t.Fatalf("the checks reached the mocks as pushes: %d to APNS, %d to FCM", am.Total(), len(fm.Requests()))
+	}
+}
+
+// A check that ends after a later check of the same app started, a
+// reload's, records nothing: its backend's configuration no longer runs.
+func TestCredentialsGaugeTakesLatestCheck(t *testing.T) {
+	m := metrics.New()
+	g := &credentialsGauge{m: m}
+	replaced := g.start("ios")
+	reloaded := g.start("ios")
+	if !reloaded(metrics.CredentialsAccepted) {
+		t.Fatal("the latest check was not recorded")
+	}
+	if replaced(metrics.CredentialsUnknown) {
+		t.Fatal("the replaced backend's check, ending last, was recorded")
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `push_appserver_app_credentials_accepted{app="ios"} 1`; !strings.Contains(rec.Body.String(), want+"\n") {
+		t.Fatalf("no %s in\n%s", want, rec.Body)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,30 +30,106 @@ type warmer interface {
 	Warm(ctx context.Context) error
 }
 
+// credentialsChecker is a backend that can ask its push service whether
+// it takes the app's credentials, delivering nothing
+// (apns.Backend.CheckCredentials, fcm.Backend.CheckCredentials).
+type credentialsChecker interface {
+	CheckCredentials(ctx context.Context) error
+}
+
 // warmTimeout bounds a backend's warm-up: a dial's own bound, and an
-// access token's fetch.
+// access token's fetch. It bounds the credentials check after it too.
 const warmTimeout = 15 * time.Second
 
 // warm connects b to its push service in the background, and says in the
 // log whether that worked: after a start or a reload the first push then
 // finds its connection up, and a service the server cannot reach (the
-// network, a proxy, a certificate or service account refused) shows in
-// the log at once, not at the first push.
-func warm(ctx context.Context, b push.Backend, logger *slog.Logger) {
+// network, a proxy, a client certificate refused) shows in the log at
+// once, not at the first push. Then it checks the app's credentials with
+// the service, which reaching it does not prove (an APNS key of another
+// team, a wrong topic, an FCM project the service account may not send
+// to), and records the outcome in g as app's.
+func warm(ctx context.Context, app string, b push.Backend, g *credentialsGauge, logger *slog.Logger) {
 	w, ok := b.(warmer)
 	if !ok {
 		return
 	}
+	c, check := b.(credentialsChecker)
+	var report func(metrics.Credentials) bool
+	if check {
+		report = g.start(app)
+	}
 	go func() {
-		ctx, cancel := context.WithTimeout(ctx, warmTimeout)
+		wctx, cancel := context.WithTimeout(ctx, warmTimeout)
 		defer cancel()
 		start := time.Now()
-		if err := w.Warm(ctx); err != nil {
+		err := w.Warm(wctx)
+		var refused *push.CredentialsRefusedError
+		switch {
+		case check && errors.As(err, &refused):
+			// Google refused the FCM service account's key: FCM
+			// need not be asked.
+		case err != nil:
 			logger.Warn("push service not reachable yet; each push tries again", "err", err)
 			return
+		default:
+			logger.Info("push service reachable", "took", time.Since(start).Round(time.Millisecond))
+			if !check {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, warmTimeout)
+			defer cancel()
+			err = c.CheckCredentials(cctx)
 		}
-		logger.Info("push service reachable", "took", time.Since(start).Round(time.Millisecond))
+		switch {
+		case err == nil:
+			if report(metrics.CredentialsAccepted) {
+				logger.Info("push service accepted our credentials")
+			}
+		case errors.As(err, &refused):
+			if report(metrics.CredentialsRefused) {
+				logger.Error("push service refused our credentials; every push of the app fails until the configuration is fixed and reloaded",
+					"reason", refused.Reason, "check", refused.Check)
+			}
+		default:
+			if report(metrics.CredentialsUnknown) {
+				logger.Warn("could not check our credentials with the push service; pushes will tell", "err", err)
+			}
+		}
 	}()
+}
+
+// credentialsGauge passes the outcome of each app's latest credentials
+// check to the metrics: a reload may start a check of the new backend
+// while the old one's is under way, and the old one's outcome, which
+// may come last, says nothing of the configuration running.
+type credentialsGauge struct {
+	m      *metrics.Metrics
+	mu     sync.Mutex
+	checks map[string]int // how many checks of each app started
+}
+
+// start marks app's credentials as not known, and returns the function
+// that records a check's outcome, and reports whether it did: not once a
+// later check of app started.
+func (g *credentialsGauge) start(app string) func(metrics.Credentials) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.checks == nil {
+		g.checks = map[string]int{}
+	}
+	g.checks[app]++
+	n := g.checks[app]
+	g.m.AppCredentials(app, metrics.CredentialsUnknown)
+	return func(c metrics.Credentials) bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.checks[app] != n {
+			return false
+		}
+		g.m.AppCredentials(app, c)
+		return true
+	}
 }
 
 // newBackend builds the push backend for an app of kind apns, fcm or

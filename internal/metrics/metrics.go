@@ -28,6 +28,7 @@ type Metrics struct {
 	pushes        *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	components    *prometheus.GaugeVec
+	credentials   *prometheus.GaugeVec
 	rejections    *prometheus.CounterVec
 	regFailures   *prometheus.CounterVec
 	disconnects   *prometheus.CounterVec
@@ -81,6 +82,10 @@ func New() *Metrics {
 			Name: "push_appserver_component_connected",
 			Help: "1 while the XMPP component connection for the JID is established.",
 		}, []string{"jid"}),
+		credentials: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "push_appserver_app_credentials_accepted",
+			Help: "Whether the app's push service accepted its credentials (APNS: key or certificate, and topic; FCM: service account and project) when the server last checked them, at start or reload: 1 accepted, 0 refused (every push of the app fails), -1 not known (not checked yet, the service not reachable, or its answer told nothing). APNS and FCM apps only.",
+		}, []string{"app"}),
 	}
 	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "push_appserver_push_rejections_total",
@@ -121,7 +126,7 @@ func New() *Metrics {
 	for _, w := range []string{"push_service", "component", "http"} {
 		m.panics.WithLabelValues(w)
 	}
-	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.rejections, m.regFailures, m.disconnects, m.httpLimited, m.connRefused, m.panics,
+	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.credentials, m.rejections, m.regFailures, m.disconnects, m.httpLimited, m.connRefused, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -216,6 +221,22 @@ func (m *Metrics) ComponentState(jid string, connected bool) {
 // coming back between two scrapes.
 func (m *Metrics) ComponentDisconnected(jid string) {
 	m.disconnects.WithLabelValues(jid).Inc()
+}
+
+// Credentials is what an app's push service said of its credentials
+// when the server last checked them.
+type Credentials int
+
+const (
+	CredentialsUnknown  Credentials = -1 // not checked yet, or no answer that tells
+	CredentialsRefused  Credentials = 0
+	CredentialsAccepted Credentials = 1
+)
+
+// AppCredentials records what app's push service said of its credentials
+// at the latest check, as push_appserver_app_credentials_accepted{app}.
+func (m *Metrics) AppCredentials(app string, c Credentials) {
+	m.credentials.WithLabelValues(app).Set(float64(c))
 }
 
 // WatchApp exports push_appserver_app_misconfigured{app}: 1 while the
