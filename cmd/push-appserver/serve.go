@@ -220,8 +220,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	swaps := map[string]*reload.Backend{}
 	credentials := &credentialsGauge{m: m}
+	warmups := make(warmSlots, maxWarmups)
 	for i := range apps {
-		warm(ctx, apps[i].Name, apps[i].Backend, credentials, logger.With("app", apps[i].Name))
+		warm(ctx, warmups, apps[i].Name, apps[i].Backend, credentials, logger.With("app", apps[i].Name))
 		sw := reload.NewBackend(apps[i].Backend)
 		sw.SetPushDeadline(apps[i].Deadline)
 		swaps[apps[i].Name] = sw
@@ -255,7 +256,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			}
 			b, err := newBackend(ctx, name, a, br, webPush, logger.With("app", name))
 			if err == nil {
-				warm(ctx, name, b, credentials, logger.With("app", name))
+				warm(ctx, warmups, name, b, credentials, logger.With("app", name))
 			}
 			return b, err
 		},

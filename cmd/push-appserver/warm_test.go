@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/metrics"
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
 )
@@ -196,5 +200,60 @@ func TestCredentialsGaugeTakesLatestCheck(t *testing.T) {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if want := `push_appserver_app_credentials_accepted{app="ios"} 1`; !strings.Contains(rec.Body.String(), want+"\n") {
 		t.Fatalf("no %s in\n%s", want, rec.Body)
+	}
+}
+
+// slowWarmer is a backend whose warm-up waits for release, counting the
+// warm-ups under way and the most at once.
+type slowWarmer struct {
+	release       chan struct{}
+	mu            sync.Mutex
+	now, most, ok int
+}
+
+func (w *slowWarmer) Send(context.Context, push.Notification) error { return nil }
+
+func (w *slowWarmer) Warm(ctx context.Context) error {
+	w.mu.Lock()
+	w.now++
+	w.most = max(w.most, w.now)
+	w.mu.Unlock()
+	<-w.release
+	w.mu.Lock()
+	w.now--
+	w.ok++
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *slowWarmer) state() (now, most, ok int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.now, w.most, w.ok
+}
+
+// Many apps warm up a few at a time, not in one burst of dials and token
+// fetches, and every one of them does.
+func TestWarmUpsBounded(t *testing.T) {
+	w := &slowWarmer{release: make(chan struct{})}
+	slots := make(warmSlots, maxWarmups)
+	const apps = 30
+	for i := range apps {
+		warm(context.Background(), slots, fmt.Sprint("app", i), w, nil, slog.New(slog.DiscardHandler))
+	}
+	wait := func(what string, done func(now, most, ok int) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !done(w.state()); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				now, most, ok := w.state()
+				t.Fatalf("%s: %d under way, %d at most, %d done", what, now, most, ok)
+			}
+		}
+	}
+	wait("the first warm-ups never started", func(now, _, _ int) bool { return now == maxWarmups })
+	close(w.release)
+	wait("not every app warmed up", func(_, _, ok int) bool { return ok == apps })
+	if _, most, _ := w.state(); most > maxWarmups {
+		t.Fatalf("%d warm-ups at once, want at most %d", most, maxWarmups)
 	}
 }

@@ -41,6 +41,17 @@ type credentialsChecker interface {
 // access token's fetch. It bounds the credentials check after it too.
 const warmTimeout = 15 * time.Second
 
+// warmSlots bounds the warm-ups under way at once (maxWarmups): a server
+// of many apps would otherwise dial every push service, and fetch every
+// FCM access token, in one burst at its start, and services and egress
+// proxies that bound new connections refuse part of such a burst.
+type warmSlots chan struct{}
+
+// maxWarmups is how many apps warm up at once. Each takes a few round
+// trips: 500 apps 100 ms away warm up in about 7 s, while pushes that
+// come first connect as they always do.
+const maxWarmups = 8
+
 // warm connects b to its push service in the background, and says in the
 // log whether that worked: after a start or a reload the first push then
 // finds its connection up, and a service the server cannot reach (the
@@ -48,8 +59,9 @@ const warmTimeout = 15 * time.Second
 // once, not at the first push. Then it checks the app's credentials with
 // the service, which reaching it does not prove (an APNS key of another
 // team, a wrong topic, an FCM project the service account may not send
-// to), and records the outcome in g as app's.
-func warm(ctx context.Context, app string, b push.Backend, g *credentialsGauge, logger *slog.Logger) {
+// to), and records the outcome in g as app's. It waits for one of slots
+// first.
+func warm(ctx context.Context, slots warmSlots, app string, b push.Backend, g *credentialsGauge, logger *slog.Logger) {
 	w, ok := b.(warmer)
 	if !ok {
 		return
@@ -60,6 +72,12 @@ func warm(ctx context.Context, app string, b push.Backend, g *credentialsGauge, 
 		report = g.start(app)
 	}
 	go func() {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		case <-ctx.Done():
+			return
+		}
 		wctx, cancel := context.WithTimeout(ctx, warmTimeout)
 		defer cancel()
 		start := time.Now()
