@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"syscall"
 
@@ -45,13 +46,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	load := func() (*config.Config, error) {
-		// An empty file is one being written (an editor's or a
-		// configuration tool's truncation caught mid-write), not a
-		// configuration to apply the defaults of.
-		if b, err := os.ReadFile(*cfgPath); err == nil && len(bytes.TrimSpace(b)) == 0 {
-			return nil, fmt.Errorf("%s is empty", *cfgPath)
-		}
-		next, err := config.Load(*cfgPath)
+		next, err := reloadConfig(*cfgPath)
 		if err == nil && *pprofAddr != "" {
 			next.PprofListen = *pprofAddr
 		}
@@ -173,4 +168,23 @@ func checkConfig(cfg *config.Config, err error, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "configuration loaded: %d app(s), %d component(s), HTTP on %q, registry %s\n",
 		len(cfg.Apps), len(cfg.Components), cfg.HTTP.Listen, registryName)
 	return 0
+}
+
+// reloadConfig reads the configuration again for a reload. An empty file
+// is one being written (an editor's or a configuration tool's truncation
+// caught mid-write), not a configuration to apply the defaults of; the
+// bytes judged empty or not are the bytes parsed, so a truncation cannot
+// fall between the two.
+func reloadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Load("")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return config.Parse(string(b), filepath.Dir(path))
 }

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -1107,11 +1108,17 @@ func ResolveSecret(v string) (string, error) {
 		}
 		return s, nil
 	case strings.HasPrefix(v, "file:"):
-		f, err := os.Open(strings.TrimPrefix(v, "file:"))
+		// O_NONBLOCK: opening a FIFO waits for a writer otherwise, and
+		// with it the start or the reload's signal loop. Only a regular
+		// file is read.
+		f, err := os.OpenFile(strings.TrimPrefix(v, "file:"), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return "", fmt.Errorf("reading secret: %w", err)
 		}
 		defer f.Close()
+		if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+			return "", fmt.Errorf("reading secret: %s is not a regular file", f.Name())
+		}
 		// Only the first line counts: read no more than a secret can be,
 		// whatever the path names (a huge file, /dev/zero).
 		b, err := io.ReadAll(io.LimitReader(f, maxSecretFile))

@@ -678,3 +678,36 @@ func TestKeyFileNotARegularFileRefused(t *testing.T) {
 		}
 	}
 }
+
+// key_password = "file:PATH" is read by the configuration's check, at the
+// start and at every reload, in the server's signal loop: a FIFO there (a
+// secret provider's pipe) must be refused as the key files are, not
+// waited on until someone writes.
+func TestKeyPasswordFileNotARegularFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "push.p12"), []byte("p12"), 0o600)
+	if err := syscall.Mkfifo(filepath.Join(dir, "pw"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(dir, "pw")
+	for what, text := range map[string]string{
+		"key_password": fmt.Sprintf("[apps.ios]\nkind = \"apns\"\ntopic = \"t\"\npkcs12_file = \"push.p12\"\nkey_password = \"file:%s\"\n", pw),
+		"secret":       fmt.Sprintf("[[component]]\njid = \"push.example.org\"\naddress = \"127.0.0.1:5347\"\nsecret = \"file:%s\"\n", pw),
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := Parse(text, dir); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), what) {
+				t.Errorf("%s from a FIFO: %v", what, err)
+			}
+		case <-time.After(3 * time.Second):
+			// Unblock the reader so the test process can end.
+			if f, err := os.OpenFile(pw, os.O_WRONLY, 0); err == nil {
+				f.Close()
+			}
+			<-done
+			t.Errorf("Parse still reading %s's FIFO after 3 s: a reload would hold the signal loop", what)
+		}
+	}
+}
