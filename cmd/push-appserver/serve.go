@@ -244,6 +244,12 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	reloader := reload.New(cfg, reload.Options{
 		Logger: logger, Level: level, Apps: swaps, TLS: tlsCert,
 		Fingerprint: appFingerprint,
+		Kept: func(ctx context.Context, name string, b push.Backend) {
+			// A refusal fixed outside the file: check again.
+			if credentials.last(name) != metrics.CredentialsAccepted {
+				warm(ctx, warmups, name, b, credentials, logger.With("app", name))
+			}
+		},
 		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
 			if a.Kind == config.KindLog {
 				return logpush.New(logger.With("app", name)), nil

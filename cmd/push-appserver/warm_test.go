@@ -257,3 +257,35 @@ func TestWarmUpsBounded(t *testing.T) {
 		t.Fatalf("%d warm-ups at once, want at most %d", most, maxWarmups)
 	}
 }
+
+// A refusal fixed outside the configuration file (the service account
+// given its FCM role in Google Cloud, an APNS key's topics in Apple's
+// portal) and a SIGHUP, as the error line and the alert ask: the app's
+// options and files are unchanged, so the reload keeps its backend, but
+// the credentials must be checked again, or
+// push_appserver_app_credentials_accepted stays 0 and the critical
+// PushAppserverCredentialsRefused alert fires on while every push goes
+// through.
+func TestReloadChecksRefusedCredentialsAgain(t *testing.T) {
+	_, fm, _, account := startMocks(t, t.TempDir())
+	// The account lacks its role: FCM refuses the first check only.
+	fm.FailToken(fcm.CheckToken, fcmmock.Fault{Status: 403, Message: "Permission 'cloudmessaging.messages.create' denied on resource"})
+	s := startWithApps(t, fmt.Sprintf("[apps.android]\nkind = \"fcm\"\nservice_account_file = %q\nendpoint = %q\nca_path = %q\n", account, fm.URL, fm.CADir))
+	s.waitFor(t, "the refusal not in the metrics", func() bool {
+		return s.credentials(t, "android") == `push_appserver_app_credentials_accepted{app="android"} 0`
+	})
+	// The role granted in Google Cloud; a push now goes through.
+	secret := s.registerTo(t, "android", "n1", "fcm-token-1")
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); got != "OK\nn1" {
+		t.Fatalf("push: %q", got)
+	}
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitFor(t, "the reload not logged", func() bool { return strings.Contains(s.log.String(), "reload: ") })
+	deadline := time.Now().Add(10 * time.Second)
+	for s.credentials(t, "android") != `push_appserver_app_credentials_accepted{app="android"} 1` {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the fix and a SIGHUP: %q (%d checks), want 1; pushes go through\n%s", s.credentials(t, "android"), len(fm.Checks()), s.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

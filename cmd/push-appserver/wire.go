@@ -125,6 +125,17 @@ type credentialsGauge struct {
 	m      *metrics.Metrics
 	mu     sync.Mutex
 	checks map[string]int // how many checks of each app started
+	lasts  map[string]metrics.Credentials
+}
+
+// last is app's latest recorded outcome (CredentialsUnknown before any).
+func (g *credentialsGauge) last(app string) metrics.Credentials {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c, ok := g.lasts[app]; ok {
+		return c
+	}
+	return metrics.CredentialsUnknown
 }
 
 // start marks app's credentials as not known, and returns the function
@@ -138,6 +149,10 @@ func (g *credentialsGauge) start(app string) func(metrics.Credentials) bool {
 	}
 	g.checks[app]++
 	n := g.checks[app]
+	if g.lasts == nil {
+		g.lasts = map[string]metrics.Credentials{}
+	}
+	g.lasts[app] = metrics.CredentialsUnknown
 	g.m.AppCredentials(app, metrics.CredentialsUnknown)
 	return func(c metrics.Credentials) bool {
 		g.mu.Lock()
@@ -145,6 +160,7 @@ func (g *credentialsGauge) start(app string) func(metrics.Credentials) bool {
 		if g.checks[app] != n {
 			return false
 		}
+		g.lasts[app] = c
 		g.m.AppCredentials(app, c)
 		return true
 	}

@@ -6,6 +6,7 @@
 package reload
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -184,6 +185,16 @@ func (c *Certificate) Expiry() (time.Time, error) {
 	return c.cert.Leaf.NotAfter, nil
 }
 
+// der is the served certificate chain's leaf, as read.
+func (c *Certificate) der() []byte {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.cert == nil || len(c.cert.Certificate) == 0 {
+		return nil
+	}
+	return c.cert.Certificate[0]
+}
+
 // GetCertificate is for tls.Config.
 func (c *Certificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.mu.RLock()
@@ -207,6 +218,11 @@ type Options struct {
 	// app whose options and fingerprint are what they were keeps its
 	// backend, and its connections, across a reload.
 	Fingerprint func(a *config.App) string
+	// Kept, when set, is called with the running backend of each app a
+	// reload keeps (its options and fingerprint unchanged): what the
+	// operator fixed outside the file (a role granted, a key's topics)
+	// can be checked again.
+	Kept func(ctx context.Context, name string, b push.Backend)
 }
 
 // Reloader applies new configurations to a running server.
@@ -310,6 +326,9 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 			cmp := *nw
 			cmp.Priority = old.Priority
 			if reflect.DeepEqual(*old, cmp) && fp == r.prints[n] {
+				if r.Kept != nil {
+					r.Kept(ctx, n, sw.current())
+				}
 				continue
 			}
 		}
@@ -334,10 +353,13 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 	}
 
 	if r.TLS != nil {
+		before := r.TLS.der()
 		if err := r.TLS.Load(next.HTTP.TLSCertFile, next.HTTP.TLSKeyFile); err != nil {
 			res.Failed = append(res.Failed, fmt.Sprintf("http.tls_cert_file: %v", err))
 		} else {
-			res.Applied = append(res.Applied, "http.tls_cert_file")
+			if !bytes.Equal(before, r.TLS.der()) || cur.HTTP.TLSCertFile != next.HTTP.TLSCertFile || cur.HTTP.TLSKeyFile != next.HTTP.TLSKeyFile {
+				res.Applied = append(res.Applied, "http.tls_cert_file")
+			}
 			cur.HTTP.TLSCertFile, cur.HTTP.TLSKeyFile = next.HTTP.TLSCertFile, next.HTTP.TLSKeyFile
 		}
 	}

@@ -290,3 +290,31 @@ func TestCertificateExpiryIsTheServedOne(t *testing.T) {
 		t.Fatalf("Expiry = %v, %v; want the served certificate's %v", got, err, soon)
 	}
 }
+
+// A reload that changes nothing says so, as README has it, on a server
+// with an HTTPS listener too: its certificate files, unchanged, are no
+// "applied".
+func TestReloadUnchangedWithTLSSaysNothingChanged(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "x"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	text := fmt.Sprintf("[http]\ntls_listen = \"127.0.0.1:0\"\ntls_cert_file = %q\ntls_key_file = %q\n", certFile, keyFile)
+	c, err := LoadCertificate(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	r := New(parse(t, text), Options{Logger: slog.New(slog.NewTextHandler(&log, nil)), TLS: c})
+	res := r.Reload(context.Background(), parse(t, text), nil)
+	if len(res.Applied) != 0 || !strings.Contains(log.String(), "reload: nothing changed") {
+		t.Fatalf("an unchanged reload: applied %v\n%s", res.Applied, log.String())
+	}
+}
