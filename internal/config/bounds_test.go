@@ -138,3 +138,41 @@ func TestComponentJIDNormalisedOrRefused(t *testing.T) {
 		}
 	}
 }
+
+// An app's name is the type its registrations carry, and is kept as
+// written however the table holding it is spelled: [Apps.MyLog] is app
+// "MyLog", and the warning about "Apps" must not tell the operator to
+// rename the app (write apps.mylog), which would leave every
+// registration of type MyLog without its app. Two apps whose names
+// differ only in case are two apps, not one option written twice.
+func TestAppNameKeptUnderMixedCaseApps(t *testing.T) {
+	c, err := Parse("[Apps.MyLog]\nkind = \"log\"\n", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Apps["MyLog"] == nil {
+		t.Fatalf("apps: %v, want MyLog", c.Apps)
+	}
+	for _, w := range c.Warnings {
+		if strings.Contains(w, "mylog") {
+			t.Errorf("warning renames the app: %q", w)
+		}
+	}
+	if _, err := Parse("[Apps.Log]\nkind = \"log\"\n[apps.log]\nkind = \"log\"\n", t.TempDir()); err != nil {
+		t.Errorf("two apps Log and log: %v", err)
+	}
+}
+
+// A component JID written as an A-label cannot connect: the handshake
+// introduces the component by its U-label, which an XMPP server that
+// names it by the A-label knows as no component (Prosody: host-unknown).
+// It is refused with the spelling to use.
+func TestALabelComponentJIDRefused(t *testing.T) {
+	_, err := Parse("[[component]]\njid = \"push.xn--bcher-kva.example\"\nsecret = \"s\"\n", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "push.bücher.example") {
+		t.Fatalf("an A-label component JID: %v", err)
+	}
+	if _, err := Parse("[[component]]\njid = \"push.bücher.example\"\nsecret = \"s\"\n", t.TempDir()); err != nil {
+		t.Fatalf("a U-label component JID: %v", err)
+	}
+}

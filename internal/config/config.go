@@ -465,7 +465,8 @@ func optionNames(md toml.MetaData) (keys map[string]bool, problems []error, warn
 			norm[i] = seg
 			// Names chosen by the operator: an app's, a Tigase
 			// provider's, a publish-options service's.
-			if i == 1 && k[0] == "apps" || i > 0 && (k[i-1] == "tigase_providers" || k[i-1] == "publish_options_apps") {
+			// (The table holding them may itself be spelled in any case.)
+			if i == 1 && strings.EqualFold(k[0], "apps") || i > 0 && (strings.EqualFold(k[i-1], "tigase_providers") || strings.EqualFold(k[i-1], "publish_options_apps")) {
 				continue
 			}
 			norm[i] = strings.ToLower(seg)
@@ -829,6 +830,11 @@ func (c *Config) validate() []error {
 			bad(key+".jid", "want a bare domain JID such as push.example.org, got %q", cp.JID)
 		} else if seen[jidKey(cp.JID)] {
 			bad(key+".jid", "%q configured twice", cp.JID)
+		} else if j.Domainpart() != strings.ToLower(cp.JID) && strings.Contains(strings.ToLower(cp.JID), "xn--") {
+			// The handshake introduces the component by its Unicode
+			// name, which an XMPP server configured with the A-label
+			// knows as no component of its own (host-unknown).
+			bad(key+".jid", "%q is an internationalised name in its xn-- form; write it as %q, here and in the XMPP server's configuration", cp.JID, j.Domainpart())
 		} else {
 			// As the XMPP server writes it in what it routes to us, and
 			// checks the from of what we send (Prosody: invalid-from).
