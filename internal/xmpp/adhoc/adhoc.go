@@ -414,10 +414,20 @@ func bareOf(local, domain string) (bare, domainpart string, err error) {
 	}
 	d, derr := jid.New("", domain, "")
 	l := cases.Fold().String(norm.NFKC.String(local))
-	if derr != nil || !utf8.ValidString(local) || len(l) > 1023 || strings.ContainsAny(l, "\"&'/:<>@") || strings.IndexFunc(l, unicode.IsControl) >= 0 {
+	if derr != nil || !utf8.ValidString(local) || len(l) > 1023 || strings.ContainsAny(l, "\"&'/:<>@") || strings.IndexFunc(l, nodeprepProhibits) >= 0 {
 		return "", "", err
 	}
 	return l + "@" + d.String(), d.Domainpart(), nil
+}
+
+// nodeprepProhibits is what nodeprep refuses in a localpart besides
+// "&'/:<>@ (RFC 3920 Appendix A.5): spaces (C.1), controls (C.2),
+// private use (C.3), and the format characters that change display
+// (C.8, Cf). A space is also what a registration's Account separates
+// an account from its channel by.
+func nodeprepProhibits(r rune) bool {
+	return unicode.IsSpace(r) || unicode.Is(unicode.Zs, r) || unicode.IsControl(r) ||
+		unicode.Is(unicode.Co, r) || unicode.Is(unicode.Cf, r)
 }
 
 // channelOf normalises p2's muc field: a group chat's bare JID, or "" when

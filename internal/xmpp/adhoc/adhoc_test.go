@@ -330,3 +330,24 @@ func TestChannelOfWhatServersAccept(t *testing.T) {
 		}
 	}
 }
+
+// What nodeprep prohibits (RFC 3920 Appendix A.5: ASCII and non-ASCII
+// spaces, which NFKC makes ASCII ones, private use, the bidi and
+// display-changing format characters) is no account: a space in
+// particular is what a registration's Account splits the account from
+// the channel at (p2Fingerprints; fcm/apns strings.Cut(n.Account, " ")),
+// so a Tigase registration from "a b@example.org" would push with
+// account "a" and channel "b@example.org".
+func TestAccountOfRefusesWhatNodeprepProhibits(t *testing.T) {
+	for _, from := range []string{
+		"a b@example.org/r",
+		"a\u00a0b@example.org/r", // NO-BREAK SPACE: NFKC makes it " "
+		"a\u3000b@example.org/r", // IDEOGRAPHIC SPACE
+		"ab\u202e@example.org/r", // RIGHT-TO-LEFT OVERRIDE (C.8)
+		"ab\ue000@example.org/r", // private use (C.3)
+	} {
+		if a, err := accountOf(from); err == nil {
+			t.Errorf("accountOf(%q) = %q, want refused as nodeprep refuses it", from, a.Bare)
+		}
+	}
+}
