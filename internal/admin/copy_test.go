@@ -295,17 +295,7 @@ func copyKeepsOtherNode(t *testing.T, src, dst registry.Store) {
 func TestCopyRerunAfterDeviceMovedOnSource(t *testing.T) {
 	ctx := context.Background()
 	src, dst := sqliteStore(t), sqliteStore(t)
-	if _, err := src.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "salt", nil }); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	old := registry.Registration{Node: "b-old", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}
-	if err := src.Put(ctx, []registry.Registration{old}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); err != nil {
-		t.Fatal(err)
-	}
+	now, old := copyKeyedDevice(t, src, dst)
 	// On the source, meanwhile: the device re-registers under a new node
 	// (same device key), and another user registers.
 	if _, err := src.Delete(ctx, old.Node, old.Type); err != nil {
@@ -534,17 +524,7 @@ func TestCopyRerunKeyMovedWithinPage(t *testing.T) {
 func copyRerunKeyMovedWithinPage(t *testing.T, dst registry.Store) {
 	ctx := context.Background()
 	src := sqliteStore(t)
-	if _, err := src.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "salt", nil }); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	old := registry.Registration{Node: "b-old", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}
-	if err := src.Put(ctx, []registry.Registration{old}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); err != nil {
-		t.Fatal(err)
-	}
+	now, old := copyKeyedDevice(t, src, dst)
 	renewed := old
 	renewed.DeviceKey, renewed.Renewed = "", now.Add(-time.Minute)
 	moved := registry.Registration{Node: "a-new", Type: "fcm", Token: "t1", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}
@@ -561,4 +541,24 @@ func copyRerunKeyMovedWithinPage(t *testing.T, dst registry.Store) {
 	if r, err := dst.GetByDeviceKey(ctx, "K"); err != nil || r.Node != "a-new" || r.Secret != "s2" {
 		t.Fatalf("device key K held by %+v %v after the second run, want a-new", r, err)
 	}
+}
+
+// copyKeyedDevice registers on src, an hour before now, node b-old of a
+// device known by its device key K, and runs the copy to dst once, as
+// the first of the README's two runs.
+func copyKeyedDevice(t *testing.T, src, dst registry.Store) (now time.Time, old registry.Registration) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := src.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "salt", nil }); err != nil {
+		t.Fatal(err)
+	}
+	now = time.Now().UTC().Truncate(time.Second)
+	old = registry.Registration{Node: "b-old", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}
+	if err := src.Put(ctx, []registry.Registration{old}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); err != nil {
+		t.Fatal(err)
+	}
+	return now, old
 }
