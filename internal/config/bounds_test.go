@@ -176,3 +176,29 @@ func TestALabelComponentJIDRefused(t *testing.T) {
 		t.Fatalf("a U-label component JID: %v", err)
 	}
 }
+
+// Upgrade: names that TOML must quote (a Tigase provider, a
+// publish-options "service:mode", an app named by a bundle ID) are
+// written as they must be: no warning, and surely none telling the
+// operator to write them unquoted, which TOML refuses or reads as
+// nested tables.
+func TestQuotedNamesNoCaseWarning(t *testing.T) {
+	c, err := Parse(`[apps."eu.siacs.conversations"]
+kind = "log"
+[apps.ios]
+kind = "log"
+[[component]]
+jid = "push.example.org"
+secret = "s"
+default_app = "ios"
+tigase_providers = { "tigase:messenger:apns:1" = "ios" }
+publish_options_tokens = true
+publish_options_apps = { apns = "ios", "fcm:prod" = "ios" }
+`, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings for a configuration written as README shows it:\n%s", strings.Join(c.Warnings, "\n"))
+	}
+}

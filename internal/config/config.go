@@ -472,11 +472,14 @@ func optionNames(md toml.MetaData) (keys map[string]bool, problems []error, warn
 			norm[i] = strings.ToLower(seg)
 		}
 		key := strings.Join(norm, ".")
+		// Compared segment by segment: k.String() quotes the names
+		// TOML must quote ("tigase:messenger:apns:1"), which key does not.
+		raw := strings.Join(k, ".")
 		switch first, ok := written[key]; {
 		case ok && first != k.String():
 			problems = append(problems, fmt.Errorf("%s: written again as %s; the two cases name one option", first, k.String()))
-		case !ok && key != k.String():
-			warnings = append(warnings, fmt.Sprintf("%s: option names are lower case: write %s", k.String(), key))
+		case !ok && key != raw:
+			warnings = append(warnings, fmt.Sprintf("%s: option names are lower case: write %s", k.String(), toml.Key(norm).String()))
 		}
 		written[key], keys[key] = k.String(), true
 		switch key {
