@@ -219,7 +219,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		breakerOf[b.app] = b.breaker
 	}
 	swaps := map[string]*reload.Backend{}
-	credentials := &credentialsGauge{m: m}
+	credentials := &credentialsGauge{m: m, logger: logger}
 	warmups := make(warmSlots, maxWarmups)
 	for i := range apps {
 		warm(ctx, warmups, apps[i].Name, apps[i].Backend, credentials, logger.With("app", apps[i].Name))
@@ -286,7 +286,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		CacheSize:   cfg.CacheSize(),
 		OutageGrace: cfg.OutageGraceOption(),
 		Redelivery:  cfg.RedeliveryOption(),
-		Observer:    m,
+		Observer:    credentialsObserver{Observer: m, g: credentials},
 
 		StrictRegistration:        cfg.StrictRegistration,
 		MaxRegistrationsPerDomain: cfg.MaxRegistrationsPerDomain,

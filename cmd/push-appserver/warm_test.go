@@ -16,6 +16,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/metrics"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/fcm"
+	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/fcmmock"
 )
 
@@ -170,8 +171,10 @@ func TestRefusedCredentialsLogged(t *testing.T) {
 	for _, r := range fm.Checks() {
 		secrets = append(secrets, r.Bearer)
 	}
-	if len(secrets) != 4 {
-		t.Fatalf("%d checks reached the mocks, want 4", len(secrets))
+	// The wrong team's InvalidProviderToken is asked again with a
+	// provider token signed anew, as a push would be.
+	if len(secrets) != 5 {
+		t.Fatalf("%d checks reached the mocks, want 5", len(secrets))
 	}
 	for _, secret := range secrets {
 		if secret == "" || strings.Contains(s.log.String(), secret) {
@@ -287,5 +290,32 @@ func TestReloadChecksRefusedCredentialsAgain(t *testing.T) {
 			t.Fatalf("after the fix and a SIGHUP: %q (%d checks), want 1; pushes go through\n%s", s.credentials(t, "android"), len(fm.Checks()), s.log)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A refusal of the start's check that passes by itself (a host whose
+// clock was off at boot until NTP set it right, a role granted at
+// Google's) is over once the app's service takes one of its pushes: the
+// gauge, and with it PushAppserverCredentialsRefused ("every push of the
+// app fails"), does not wait for a reload.
+func TestCredentialsRefusalThatPassedClears(t *testing.T) {
+	am, _, keyFile, _ := startMocks(t, t.TempDir())
+	// The check and the one try with a token signed anew.
+	for range 2 {
+		am.FailToken(apnsmock.NoDevice, apnsmock.Fault{Status: 403, Reason: "ExpiredProviderToken"})
+	}
+	s := startWithApps(t, am.AppConfig("ios", keyFile))
+	s.waitFor(t, "the refusal not in the metrics", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 0`
+	})
+	secret := s.registerTo(t, "ios", "n1", strings.Repeat("ab", 32))
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); got != "OK\nn1" {
+		t.Fatalf("push: %q", got)
+	}
+	s.waitFor(t, "the gauge still 0 after the app's service took a push", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 1`
+	})
+	if s.logged("ios", "push service took a push of the app: it accepts our credentials now") != 1 {
+		t.Errorf("the end of the refusal not logged:\n%s", s.log)
 	}
 }

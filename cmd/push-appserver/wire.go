@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
@@ -120,9 +121,16 @@ func warm(ctx context.Context, slots warmSlots, app string, b push.Backend, g *c
 // credentialsGauge passes the outcome of each app's latest credentials
 // check to the metrics: a reload may start a check of the new backend
 // while the old one's is under way, and the old one's outcome, which
-// may come last, says nothing of the configuration running.
+// may come last, says nothing of the configuration running. A push the
+// app's service took is proof too (tookPush): a refusal that passed by
+// itself (a clock set right after boot, a role granted at Google's)
+// does not leave the gauge at 0, and its alert firing, until a reload.
 type credentialsGauge struct {
 	m      *metrics.Metrics
+	logger *slog.Logger
+	// open counts the apps checked whose last outcome is not an
+	// acceptance: while it is 0, a push costs the gauge one atomic load.
+	open   atomic.Int32
 	mu     sync.Mutex
 	checks map[string]int // how many checks of each app started
 	lasts  map[string]metrics.Credentials
@@ -138,9 +146,26 @@ func (g *credentialsGauge) last(app string) metrics.Credentials {
 	return metrics.CredentialsUnknown
 }
 
+// set records c as app's outcome; g.mu is held.
+func (g *credentialsGauge) set(app string, c metrics.Credentials) {
+	if g.lasts == nil {
+		g.lasts = map[string]metrics.Credentials{}
+	}
+	before, seen := g.lasts[app]
+	wasOpen, isOpen := seen && before != metrics.CredentialsAccepted, c != metrics.CredentialsAccepted
+	switch {
+	case isOpen && !wasOpen:
+		g.open.Add(1)
+	case !isOpen && wasOpen:
+		g.open.Add(-1)
+	}
+	g.lasts[app] = c
+	g.m.AppCredentials(app, c)
+}
+
 // start marks app's credentials as not known, and returns the function
 // that records a check's outcome, and reports whether it did: not once a
-// later check of app started.
+// later check of app started, or a push of it was taken.
 func (g *credentialsGauge) start(app string) func(metrics.Credentials) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -149,20 +174,49 @@ func (g *credentialsGauge) start(app string) func(metrics.Credentials) bool {
 	}
 	g.checks[app]++
 	n := g.checks[app]
-	if g.lasts == nil {
-		g.lasts = map[string]metrics.Credentials{}
-	}
-	g.lasts[app] = metrics.CredentialsUnknown
-	g.m.AppCredentials(app, metrics.CredentialsUnknown)
+	g.set(app, metrics.CredentialsUnknown)
 	return func(c metrics.Credentials) bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if g.checks[app] != n {
 			return false
 		}
-		g.lasts[app] = c
-		g.m.AppCredentials(app, c)
+		g.set(app, c)
 		return true
+	}
+}
+
+// tookPush records that app's push service took one of its pushes: it
+// takes the app's credentials, whatever a check said before.
+func (g *credentialsGauge) tookPush(app string) {
+	if g.open.Load() == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c, ok := g.lasts[app]
+	if !ok || c == metrics.CredentialsAccepted {
+		return
+	}
+	// A check under way says no more than this push did.
+	g.checks[app]++
+	g.set(app, metrics.CredentialsAccepted)
+	if c == metrics.CredentialsRefused {
+		g.logger.Info("push service took a push of the app: it accepts our credentials now", "app", app)
+	}
+}
+
+// credentialsObserver is the metrics' observer of the core, telling g of
+// each push a push service took.
+type credentialsObserver struct {
+	appserver.Observer
+	g *credentialsGauge
+}
+
+func (o credentialsObserver) Pushed(app string, outcome appserver.Outcome, d time.Duration) {
+	o.Observer.Pushed(app, outcome, d)
+	if outcome == appserver.OutcomeSuccess {
+		o.g.tookPush(app)
 	}
 }
 

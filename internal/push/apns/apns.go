@@ -261,7 +261,16 @@ const checkToken = "000000000000000000000000000000000000000000000000000000000000
 // auth: the provider token is good for both, and both refuse the made-up
 // token alike.
 func (b *Backend) CheckCredentials(ctx context.Context) error {
-	a, err := b.post(ctx, checkToken, b.build(push.Notification{Priority: push.PrioritySilent}), time.Time{})
+	r := b.build(push.Notification{Priority: push.PrioritySilent})
+	a, err := b.post(ctx, checkToken, r, time.Time{})
+	if err == nil && a.status == http.StatusForbidden && b.signer != nil &&
+		(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken") {
+		// As a push does: a provider token Apple calls stale (signed
+		// before the host's clock was set right, say) is signed anew
+		// and tried once more before it counts as a refusal.
+		b.signer.invalidate(a.auth)
+		a, err = b.post(ctx, checkToken, r, time.Time{})
+	}
 	if err != nil {
 		return err
 	}

@@ -901,6 +901,8 @@ func TestCheckCredentials(t *testing.T) {
 		{name: "wrong topic", opts: func(o *apns.Options) { o.Topic = "im.example.other" }, reason: "APNS 400 TopicDisallowed", check: "topic (im.example.other) is the app's bundle ID", known: true},
 		{name: "certificate of the other environment", fault: apnsmock.Fault{Status: 403, Reason: "BadCertificateEnvironment"},
 			reason: "APNS 403 BadCertificateEnvironment", check: "sandbox", known: true},
+		// Signed anew and asked again, as a push would be.
+		{name: "provider token stale once", fault: apnsmock.Fault{Status: 403, Reason: "ExpiredProviderToken"}, known: true},
 		{name: "service unavailable", fault: apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}},
 		{name: "too many requests", fault: apnsmock.Fault{Status: 429, Reason: "TooManyRequests"}},
 		{name: "no answer in time", fault: apnsmock.Fault{Delay: time.Minute}},
@@ -932,13 +934,17 @@ func TestCheckCredentials(t *testing.T) {
 			case !tt.known && (err == nil || errors.As(err, &refused)):
 				t.Fatalf("%v, want an error that is no refusal", err)
 			}
-			// The mock records no request it did not answer.
+			// The mock records no request it did not answer; a provider
+			// token Apple calls stale is signed anew and sent once more.
 			answered := 1
-			if tt.fault.Delay > 0 {
+			switch {
+			case tt.fault.Delay > 0:
 				answered = 0
+			case tt.fault.Reason == "ExpiredProviderToken", strings.Contains(tt.reason, "InvalidProviderToken"):
+				answered = 2
 			}
-			if checks := m.Checks(); len(checks) != answered || answered == 1 && checks[0].PushType != "background" || m.Total() != 0 || m.Accepted() != 0 {
-				t.Fatalf("%d checks (%+v), %d pushes, %d accepted: want one check and no push", len(checks), checks, m.Total(), m.Accepted())
+			if checks := m.Checks(); len(checks) != answered || answered > 0 && checks[0].PushType != "background" || m.Total() != 0 || m.Accepted() != 0 {
+				t.Fatalf("%d checks (%+v), %d pushes, %d accepted: want %d checks and no push", len(checks), checks, m.Total(), m.Accepted(), answered)
 			}
 			if bad, _ := br.Misconfigured(); bad {
 				t.Fatal("the check's answer reached the breaker")
