@@ -73,12 +73,16 @@ func TestHugeMaxInFlightRefused(t *testing.T) {
 }
 
 // token_block is added to now and stored (SQLite) as UnixNano, which
-// wraps past 2262: one longer than 100 years is refused.
+// wraps past 2262: one longer than 200 years is refused, and 200 years,
+// the longest, loads.
 func TestTokenBlockPast2262Refused(t *testing.T) {
 	c, err := Parse("token_block = \"2190000h\"\n", t.TempDir())
 	if err == nil {
 		until := time.Now().Add(c.TokenBlock.D())
 		t.Fatalf("token_block %v loads; now+block = %v, as SQLite stores it: %v", c.TokenBlock.D(), until.Year(), time.Unix(0, until.UnixNano()).Year())
+	}
+	if _, err := Parse("token_block = \"1752000h\"\n", t.TempDir()); err != nil {
+		t.Fatalf("token_block of 200 years: %v", err)
 	}
 }
 

@@ -762,7 +762,7 @@ func (c *Config) validate() []error {
 		bad("rate_limit", "%s is not below push_timeout (%s): the last push of a burst, held for the next window, would be dropped; lower rate_limit or raise push_timeout", c.RateLimit.D(), c.PushTimeout.D())
 	}
 	if c.TokenBlock.D() > maxTokenBlock {
-		bad("token_block", "%s is longer than 100 years", c.TokenBlock.D())
+		bad("token_block", "%s is longer than 200 years, past what the registry can store; for a block that never ends, 200 years (\"1752000h\") does", c.TokenBlock.D())
 	}
 	if c.Database.Driver == "sqlite" && c.Database.DSN != "" {
 		c.Warnings = append(c.Warnings, "database.dsn: set, but database.driver is sqlite, so the registry is "+c.Database.Path+" and the dsn is not used: set driver = \"postgres\" (or remove dsn)")
@@ -895,7 +895,7 @@ const maxMaxInFlight = 1 << 20
 
 // maxTokenBlock bounds token_block: now plus it must stay a time the
 // registries store (SQLite keeps UnixNano, which ends in 2262).
-const maxTokenBlock = 100 * 365 * 24 * time.Hour
+const maxTokenBlock = 200 * 365 * 24 * time.Hour
 
 // jidKey is a component JID as the XMPP server compares it.
 func jidKey(s string) string {
@@ -1078,7 +1078,7 @@ func checkFile(ps *[]error, key, path string) {
 	if st, err := os.Stat(path); err != nil {
 		*ps = append(*ps, fmt.Errorf("%s: %w", key, err))
 	} else if !st.Mode().IsRegular() {
-		*ps = append(*ps, fmt.Errorf("%s: %s is not a regular file", key, path))
+		*ps = append(*ps, fmt.Errorf("%s: %s is not a regular file (reading a pipe or device would wait for a writer, and hold the start or a reload): name a regular file", key, path))
 	}
 }
 
@@ -1126,7 +1126,7 @@ func ResolveSecret(v string) (string, error) {
 		}
 		defer f.Close()
 		if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-			return "", fmt.Errorf("reading secret: %s is not a regular file", f.Name())
+			return "", fmt.Errorf("reading secret: %s is not a regular file (reading a pipe or device would wait for a writer, and hold the start or a reload): name a regular file, or use env:NAME", f.Name())
 		}
 		// Only the first line counts: read no more than a secret can be,
 		// whatever the path names (a huge file, /dev/zero).
