@@ -87,7 +87,8 @@ func sourceOf(from string) string {
 	// One domain, one spelling: RFC 7622 §3.2 strips a final dot and
 	// takes an A-label as its U-label, as the commands' accounts do.
 	from = strings.ToLower(strings.TrimSuffix(from, "."))
-	if strings.Contains(from, "xn--") {
+	// Most names have no hyphen, which IndexByte finds at once.
+	if strings.IndexByte(from, '-') >= 0 && strings.Contains(from, "xn--") {
 		user, domain := "", from
 		if from != "" && from[0] == '@' {
 			user, domain = "@", from[1:]
