@@ -238,6 +238,11 @@ func (d *dated) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.next.ServeHTTP(w, r)
 }
 
+// MaxStreamsPerConnection bounds the requests an HTTP/2 connection
+// carries at once: an XMPP server pushing over one connection keeps
+// this many pushes under way, push-batch carries more.
+const MaxStreamsPerConnection = 32
+
 // NewServer wraps h in an http.Server with timeouts, so a slow or idle
 // client cannot hold connections open (slowloris). The write timeout leaves
 // room for a push that waits for the throttle window and the push service.
@@ -250,6 +255,12 @@ func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 		WriteTimeout:      40 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		// HTTP/2 carries up to this many requests on one connection at
+		// once (net/http's default is 250): max_connections_per_client
+		// bounds connections, and with 250 streams each one client's
+		// 128 connections would hold 32,000 requests, each a handler
+		// waiting up to ReadTimeout for its body.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: MaxStreamsPerConnection},
 		ErrorLog: log.New(&serverLog{logger: logger,
 			handshakes: logging.NewLimited(logger, time.Now, slog.LevelInfo, 1, "TLS handshake failed", "TLS handshakes failed (rate limit)"),
 			other:      logging.NewLimited(logger, time.Now, slog.LevelWarn, 5, "HTTP server", "HTTP server lines not logged (rate limit)")}, "", 0),
