@@ -286,7 +286,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		CacheSize:   cfg.CacheSize(),
 		OutageGrace: cfg.OutageGraceOption(),
 		Redelivery:  cfg.RedeliveryOption(),
-		Observer:    credentialsObserver{Observer: m, g: credentials},
+		Observer:    &credentialsObserver{Observer: m, g: credentials},
 
 		StrictRegistration:        cfg.StrictRegistration,
 		MaxRegistrationsPerDomain: cfg.MaxRegistrationsPerDomain,

@@ -213,7 +213,7 @@ type credentialsObserver struct {
 	g *credentialsGauge
 }
 
-func (o credentialsObserver) Pushed(app string, outcome appserver.Outcome, d time.Duration) {
+func (o *credentialsObserver) Pushed(app string, outcome appserver.Outcome, d time.Duration) {
 	o.Observer.Pushed(app, outcome, d)
 	if outcome == appserver.OutcomeSuccess {
 		o.g.tookPush(app)
