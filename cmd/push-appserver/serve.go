@@ -260,11 +260,12 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			if b := breakerOf[name]; b != nil {
 				br = b.Fresh()
 			}
-			b, err := newBackend(ctx, name, a, br, webPush, logger.With("app", name))
-			if err == nil {
-				warm(ctx, warmups, name, b, credentials, logger.With("app", name))
-			}
-			return b, err
+			return newBackend(ctx, name, a, br, webPush, logger.With("app", name))
+		},
+		// Checked once it took the old backend's place: a push the old
+		// one carries says nothing of the new one's credentials.
+		Swapped: func(ctx context.Context, name string, b push.Backend) {
+			warm(ctx, warmups, name, b, credentials, logger.With("app", name))
 		},
 	})
 

@@ -319,3 +319,41 @@ func TestCredentialsRefusalThatPassedClears(t *testing.T) {
 		t.Errorf("the end of the refusal not logged:\n%s", s.log)
 	}
 }
+
+// A reload that brings credentials the service refuses (the key of
+// another team) while a push is under way on the old backend, whose key
+// Apple takes: that push, answered after the new backend's check began,
+// proves nothing of the new backend, and must not mark the app's
+// credentials accepted nor swallow the refusal's error line.
+func TestReloadRefusalNotUndoneByOldBackendsPush(t *testing.T) {
+	am, _, keyFile, _ := startMocks(t, t.TempDir())
+	s := startWithApps(t, am.AppConfig("ios", keyFile))
+	s.waitFor(t, "the start's check not accepted", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 1`
+	})
+	token := strings.Repeat("ab", 32)
+	secret := s.registerTo(t, "ios", "n1", token)
+	// Apple is slow to answer this one push.
+	am.FailToken(token, apnsmock.Fault{Delay: 2 * time.Second})
+	done := make(chan string, 1)
+	go func() { done <- s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}) }()
+	s.waitFor(t, "the push never reached APNS", func() bool { return am.Total() == 1 })
+	config := s.cmd.Args[3]
+	text, _ := os.ReadFile(config)
+	os.WriteFile(config, []byte(strings.Replace(string(text), `team_id = "T1"`, `team_id = "T9"`, 1)), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	if got := <-done; got != "OK\nn1" {
+		t.Fatalf("push on the old backend: %q", got)
+	}
+	// The old backend's push has been counted by now: its answer came
+	// after it.
+	s.waitFor(t, "after a reload to a key Apple refuses, the gauge is not 0", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 0`
+	})
+	if s.logged("ios", "push service refused our credentials") != 1 {
+		t.Errorf("the new backend's refusal not logged")
+	}
+	if n := s.logged("ios", "it accepts our credentials now"); n != 0 {
+		t.Errorf("the old backend's push logged as the end of the new backend's refusal")
+	}
+}

@@ -134,6 +134,9 @@ type credentialsGauge struct {
 	mu     sync.Mutex
 	checks map[string]int // how many checks of each app started
 	lasts  map[string]metrics.Credentials
+	// since is when each app's latest check started: a push that began
+	// before it may have gone through the backend a reload replaced.
+	since map[string]time.Time
 }
 
 // last is app's latest recorded outcome (CredentialsUnknown before any).
@@ -174,6 +177,10 @@ func (g *credentialsGauge) start(app string) func(metrics.Credentials) bool {
 	}
 	g.checks[app]++
 	n := g.checks[app]
+	if g.since == nil {
+		g.since = map[string]time.Time{}
+	}
+	g.since[app] = time.Now()
 	g.set(app, metrics.CredentialsUnknown)
 	return func(c metrics.Credentials) bool {
 		g.mu.Lock()
@@ -188,14 +195,14 @@ func (g *credentialsGauge) start(app string) func(metrics.Credentials) bool {
 
 // tookPush records that app's push service took one of its pushes: it
 // takes the app's credentials, whatever a check said before.
-func (g *credentialsGauge) tookPush(app string) {
+func (g *credentialsGauge) tookPush(app string, took time.Duration) {
 	if g.open.Load() == 0 {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	c, ok := g.lasts[app]
-	if !ok || c == metrics.CredentialsAccepted {
+	if !ok || c == metrics.CredentialsAccepted || time.Now().Add(-took).Before(g.since[app]) {
 		return
 	}
 	// A check under way says no more than this push did.
@@ -216,7 +223,7 @@ type credentialsObserver struct {
 func (o *credentialsObserver) Pushed(app string, outcome appserver.Outcome, d time.Duration) {
 	o.Observer.Pushed(app, outcome, d)
 	if outcome == appserver.OutcomeSuccess {
-		o.g.tookPush(app)
+		o.g.tookPush(app, d)
 	}
 }
 

@@ -223,6 +223,10 @@ type Options struct {
 	// operator fixed outside the file (a role granted, a key's topics)
 	// can be checked again.
 	Kept func(ctx context.Context, name string, b push.Backend)
+	// Swapped, when set, is called with each backend BuildApp built once
+	// it took the place of the old one: every push from then on goes
+	// through it.
+	Swapped func(ctx context.Context, name string, b push.Backend)
 }
 
 // Reloader applies new configurations to a running server.
@@ -340,6 +344,9 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 		// push_timeout bounds a push end to end, retries included: a
 		// second after it, nothing is left on the old backend.
 		sw.Swap(b, cur.PushTimeout.D()+time.Second)
+		if r.Swapped != nil {
+			r.Swapped(ctx, n, b)
+		}
 		if r.Fingerprint != nil {
 			r.prints[n] = fp
 		}
