@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -27,10 +25,7 @@ import (
 // held 32,000. A connection's streams beyond MaxStreamsPerConnection are
 // refused.
 func TestHTTP2StreamsPerConnectionBounded(t *testing.T) {
-	certSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	certSrv.StartTLS()
-	cert := certSrv.TLS.Certificates[0]
-	certSrv.Close()
+	cert := testCertificate(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -605,10 +605,7 @@ func TestDeclaredLengthOverLimitRefusedUnread(t *testing.T) {
 func TestTLSHandshakeFailuresDoNotFloodLog(t *testing.T) {
 	var buf logbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	certSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	certSrv.StartTLS()
-	cert := certSrv.TLS.Certificates[0]
-	certSrv.Close()
+	cert := testCertificate(t)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -748,4 +745,14 @@ func TestMetricsDoNotTellWrongSecretFromUnknownNode(t *testing.T) {
 	if after := lookups(); after == before {
 		t.Errorf("a push with the right secret left the cache's counters at %s", after)
 	}
+}
+
+// testCertificate is a self-signed certificate for a TLS listener under
+// test: httptest's, which its clients are told to trust or skip.
+func testCertificate(t *testing.T) tls.Certificate {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.StartTLS()
+	defer srv.Close()
+	return srv.TLS.Certificates[0]
 }
