@@ -181,7 +181,7 @@ func TestALabelComponentJIDRefused(t *testing.T) {
 	}
 }
 
-// Upgrade: names that TOML must quote (a Tigase provider, a
+// Names that TOML must quote (a Tigase provider, a
 // publish-options "service:mode", an app named by a bundle ID) are
 // written as they must be: no warning, and surely none telling the
 // operator to write them unquoted, which TOML refuses or reads as
