@@ -613,40 +613,7 @@ func hex8(i int) string {
 // redelivery attempts after it are counted nowhere, and judged against
 // one success and no refusal: every user's registration is removed.
 func TestRedeliveryOfPushesRefusedBeforeProofKeepsRegistrations(t *testing.T) {
-	ctx := context.Background()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b := &judgedBackend{breaker: push.NewBreaker("ios", push.BreakerOptions{Window: 500 * time.Millisecond}, quiet),
-		dead: map[string]bool{"prod-0": true, "prod-1": true, "prod-2": true}, sent: map[string]int{}}
-	store := memory.New()
-	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityHigh, Backend: b}}, appserver.Options{Redelivery: time.Minute}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
-	running(t, svc)
-	for i := range 3 {
-		r, _ := svc.Register(ctx, appserver.Caller{}, "ios", fmt.Sprint("user-", i), fmt.Sprint("prod-", i))
-		if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); err == nil {
-			t.Fatalf("user %d's push before any success: %v", i, err)
-		}
-	}
-	dev, _ := svc.Register(ctx, appserver.Caller{}, "ios", "dev-build", "dev")
-	if err := svc.Push(ctx, appserver.PushRequest{Node: "dev-build", Secret: dev.Secret}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.sent["prod-0"] >= 2 && b.sent["prod-1"] >= 2 && b.sent["prod-2"] >= 2
-	}, func() string { return "no redelivery attempts" })
-	time.Sleep(100 * time.Millisecond)
-	gone := 0
-	for i := range 3 {
-		if _, err := store.Get(ctx, fmt.Sprint("user-", i)); err != nil {
-			gone++
-		}
-	}
-	if gone > 0 {
+	if gone := redeliveredRefusalsGone(t, 3, 1); gone > 0 {
 		t.Fatalf("%d of 3 users' registrations removed on a development build's one success", gone)
 	}
 }
@@ -695,10 +662,28 @@ func TestNetworkBlipThenSandboxMismatchKeepsProductionDevices(t *testing.T) {
 // against two successes and its own one refusal, a minority: every
 // user's registration is removed, one redelivery after another.
 func TestRedeliveryAfterTwoSuccessesKeepsRegistrations(t *testing.T) {
+	// Fresh pushes of theirs after the two successes: the first is a
+	// minority refusal (1 of 3) and taken for dead, the next ones are
+	// no minority (2 of 4, ...) and answered wait.
+	if gone := redeliveredRefusalsGone(t, 5, 2); gone > 1 {
+		t.Fatalf("%d of 5 users' registrations removed on two development builds' successes; fresh pushes of theirs would have lost one", gone)
+	}
+}
+
+// redeliveredRefusalsGone is a production app left on the sandbox:
+// users' pushes, each refused (BadDeviceToken) before any success, wait
+// for redelivery; then devBuilds development builds' pushes go through,
+// and once every user's push was sent again at least once it returns how
+// many of the users' registrations are gone.
+func redeliveredRefusalsGone(t *testing.T, users, devBuilds int) int {
+	t.Helper()
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b := &judgedBackend{breaker: push.NewBreaker("ios", push.BreakerOptions{Window: 500 * time.Millisecond}, quiet),
-		dead: map[string]bool{"prod-0": true, "prod-1": true, "prod-2": true, "prod-3": true, "prod-4": true}, sent: map[string]int{}}
+	dead := map[string]bool{}
+	for i := range users {
+		dead[fmt.Sprint("prod-", i)] = true
+	}
+	b := &judgedBackend{breaker: push.NewBreaker("ios", push.BreakerOptions{Window: 500 * time.Millisecond}, quiet), dead: dead, sent: map[string]int{}}
 	store := memory.New()
 	svc, err := appserver.New(store, []appserver.App{{Name: "ios", Priority: push.PriorityHigh, Backend: b}}, appserver.Options{Redelivery: time.Minute}, quiet)
 	if err != nil {
@@ -706,14 +691,13 @@ func TestRedeliveryAfterTwoSuccessesKeepsRegistrations(t *testing.T) {
 	}
 	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
 	running(t, svc)
-	for i := range 5 {
+	for i := range users {
 		r, _ := svc.Register(ctx, appserver.Caller{}, "ios", fmt.Sprint("user-", i), fmt.Sprint("prod-", i))
 		if err := svc.Push(ctx, appserver.PushRequest{Node: r.Node, Secret: r.Secret}); err == nil {
 			t.Fatalf("user %d's push before any success: %v", i, err)
 		}
 	}
-	// Two development builds (or one, pushed twice) go through.
-	for i := range 2 {
+	for i := range devBuilds {
 		dev, _ := svc.Register(ctx, appserver.Caller{}, "ios", fmt.Sprint("dev-build-", i), fmt.Sprint("dev-", i))
 		if err := svc.Push(ctx, appserver.PushRequest{Node: dev.Node, Secret: dev.Secret}); err != nil {
 			t.Fatal(err)
@@ -722,7 +706,7 @@ func TestRedeliveryAfterTwoSuccessesKeepsRegistrations(t *testing.T) {
 	eventually(t, func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		for i := range 5 {
+		for i := range users {
 			if b.sent[fmt.Sprint("prod-", i)] < 2 {
 				return false
 			}
@@ -731,15 +715,10 @@ func TestRedeliveryAfterTwoSuccessesKeepsRegistrations(t *testing.T) {
 	}, func() string { return "no redelivery attempts" })
 	time.Sleep(100 * time.Millisecond)
 	gone := 0
-	for i := range 5 {
+	for i := range users {
 		if _, err := store.Get(ctx, fmt.Sprint("user-", i)); err != nil {
 			gone++
 		}
 	}
-	// Fresh pushes of theirs after the two successes: the first is a
-	// minority refusal (1 of 3) and taken for dead, the next ones are
-	// no minority (2 of 4, ...) and answered wait.
-	if gone > 1 {
-		t.Fatalf("%d of 5 users' registrations removed on two development builds' successes; fresh pushes of theirs would have lost one", gone)
-	}
+	return gone
 }
