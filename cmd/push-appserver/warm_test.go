@@ -136,12 +136,7 @@ func TestPushServicesWarmedAtStart(t *testing.T) {
 func TestRefusedCredentialsLogged(t *testing.T) {
 	am, fm, keyFile, account := startMocks(t, t.TempDir())
 	fm.FailToken(fcm.CheckToken, fcmmock.Fault{Status: 503, Message: "The service is currently unavailable."})
-	stranger, err := fcmmock.New("project-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stranger.Close()
-	strangerKey, err := stranger.WriteServiceAccount(t.TempDir())
+	strangerKey, err := fcmmock.WriteForeignServiceAccount(t.TempDir(), "project-1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -552,12 +552,7 @@ func TestQuotaExceededWithoutRetryAfter(t *testing.T) {
 // only validates it, so it reaches no device, and the breaker hears none
 // of it.
 func TestCheckCredentials(t *testing.T) {
-	stranger, err := fcmmock.New("chat-app-1234")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stranger.Close()
-	strangerKey, err := stranger.WriteServiceAccount(t.TempDir())
+	strangerKey, err := fcmmock.WriteForeignServiceAccount(t.TempDir(), "chat-app-1234")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,6 +142,19 @@ func (s *Server) WriteServiceAccount(dir string) (string, error) {
 	return p, os.WriteFile(p, s.ServiceAccountJSON(), 0o600)
 }
 
+// WriteForeignServiceAccount writes in dir the service account of a
+// project of that name whose key no running mock knows: any mock's token
+// endpoint refuses it, as Google refuses a key it does not know or that
+// was deleted.
+func WriteForeignServiceAccount(dir, project string) (string, error) {
+	s, err := New(project)
+	if err != nil {
+		return "", err
+	}
+	s.Close()
+	return s.WriteServiceAccount(dir)
+}
+
 // SetTokenTTL sets the lifetime of the access tokens issued from now on.
 func (s *Server) SetTokenTTL(d time.Duration) {
 	s.mu.Lock()
