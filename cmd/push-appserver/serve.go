@@ -243,7 +243,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}()
 	reloader := reload.New(cfg, reload.Options{
 		Logger: logger, Level: level, Apps: swaps, TLS: tlsCert,
-		Fingerprint: appFingerprint,
+		Fingerprints: appFingerprints,
 		Kept: func(ctx context.Context, name string, b push.Backend) {
 			// A refusal fixed outside the file: check again.
 			if credentials.last(name) != metrics.CredentialsAccepted {

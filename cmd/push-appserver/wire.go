@@ -441,35 +441,54 @@ func waitSettled(ctx context.Context, settled func() bool, timeout time.Duration
 	return true
 }
 
-// appFingerprint sums up what a's backend reads besides its options: the
-// contents of its key, certificate and service-account files, the
-// listing of its CA directory, and its key password as resolved. A file
-// that cannot be read makes a fingerprint of its own, so the reload
-// tries the app again and says why it cannot.
-func appFingerprint(a *config.App) string {
-	h := sha256.New()
-	for _, f := range []string{a.CertFile, a.KeyFile, a.PKCS12File, a.TokenKeyFile, a.ServiceAccountFile, a.VAPIDKeyFile} {
-		b, err := os.ReadFile(f)
-		fmt.Fprintf(h, "%q %d %v\n", f, len(b), err)
-		h.Write(b)
+// appFingerprints sums up, for each app, what its backend reads besides
+// its options: the contents of its key, certificate and service-account
+// files, those of its CA directory, and its key password as resolved. A
+// file that cannot be read makes a fingerprint of its own, so the reload
+// tries the app again and says why it cannot. A CA directory is read
+// once however many apps name it: hundreds of apps on /etc/ssl/certs
+// would otherwise read its files hundreds of times at every reload.
+func appFingerprints(apps map[string]*config.App) map[string]string {
+	cas := map[string][]byte{}
+	prints := make(map[string]string, len(apps))
+	for n, a := range apps {
+		h := sha256.New()
+		for _, f := range []string{a.CertFile, a.KeyFile, a.PKCS12File, a.TokenKeyFile, a.ServiceAccountFile, a.VAPIDKeyFile} {
+			b, err := os.ReadFile(f)
+			fmt.Fprintf(h, "%q %d %v\n", f, len(b), err)
+			h.Write(b)
+		}
+		if a.CAPath != "" {
+			sum, ok := cas[a.CAPath]
+			if !ok {
+				sum = caDirSum(a.CAPath)
+				cas[a.CAPath] = sum
+			}
+			fmt.Fprintf(h, "ca %q %x\n", a.CAPath, sum)
+		}
+		pw, err := config.ResolveSecret(a.KeyPassword)
+		fmt.Fprintf(h, "pw %d %v\n", len(pw), err)
+		h.Write([]byte(pw))
+		prints[n] = hex.EncodeToString(h.Sum(nil))
 	}
-	if a.CAPath != "" {
-		entries, err := os.ReadDir(a.CAPath)
-		fmt.Fprintf(h, "ca %q %v\n", a.CAPath, err)
-		for _, e := range entries {
-			// As h2client.LoadCAs reads them: regular files only.
-			p := filepath.Join(a.CAPath, e.Name())
-			if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
-				continue
-			}
-			if b, err := os.ReadFile(p); err == nil {
-				fmt.Fprintf(h, "%q %d\n", e.Name(), len(b))
-				h.Write(b)
-			}
+	return prints
+}
+
+// caDirSum sums up the certificates of dir as h2client.LoadCAs reads
+// them: its regular files, by name and contents.
+func caDirSum(dir string) []byte {
+	h := sha256.New()
+	entries, err := os.ReadDir(dir)
+	fmt.Fprintf(h, "%v\n", err)
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if b, err := os.ReadFile(p); err == nil {
+			fmt.Fprintf(h, "%q %d\n", e.Name(), len(b))
+			h.Write(b)
 		}
 	}
-	pw, err := config.ResolveSecret(a.KeyPassword)
-	fmt.Fprintf(h, "pw %d %v\n", len(pw), err)
-	h.Write([]byte(pw))
-	return hex.EncodeToString(h.Sum(nil))
+	return h.Sum(nil)
 }

@@ -213,11 +213,13 @@ type Options struct {
 	BuildApp func(ctx context.Context, name string, a *config.App) (push.Backend, error)
 	// TLS is the HTTPS listener's certificate, nil without one.
 	TLS *Certificate
-	// Fingerprint, when set, sums up what an app's backend reads besides
-	// its options (its key and certificate files, their password): an
-	// app whose options and fingerprint are what they were keeps its
-	// backend, and its connections, across a reload.
-	Fingerprint func(a *config.App) string
+	// Fingerprints, when set, sums up for each app of a configuration
+	// what its backend reads besides its options (its key and
+	// certificate files, their password): an app whose options and
+	// fingerprint are what they were keeps its backend, and its
+	// connections, across a reload. One call a configuration, so that
+	// what apps share (a CA directory) is read once.
+	Fingerprints func(apps map[string]*config.App) map[string]string
 	// Kept, when set, is called with the running backend of each app a
 	// reload keeps (its options and fingerprint unchanged): what the
 	// operator fixed outside the file (a role granted, a key's topics)
@@ -241,10 +243,8 @@ type Reloader struct {
 // running up to date with what it applies.
 func New(running *config.Config, opts Options) *Reloader {
 	r := &Reloader{Options: opts, running: running, prints: map[string]string{}}
-	if opts.Fingerprint != nil {
-		for n, a := range running.Apps {
-			r.prints[n] = opts.Fingerprint(a)
-		}
+	if opts.Fingerprints != nil {
+		r.prints = opts.Fingerprints(running.Apps)
 	}
 	return r
 }
@@ -301,6 +301,9 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 	for n := range next.Apps {
 		names[n] = true
 	}
+	// The new configuration's fingerprints, taken at the first app that
+	// needs them: a reload that changes apps' kinds only reads nothing.
+	var prints map[string]string
 	for _, n := range sortedKeys(names) {
 		old, nw := cur.Apps[n], next.Apps[n]
 		key := "apps." + n
@@ -325,8 +328,11 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 		// files were renewed in place; otherwise the running backend
 		// and its warm connections stay.
 		var fp string
-		if r.Fingerprint != nil {
-			fp = r.Fingerprint(nw)
+		if r.Fingerprints != nil {
+			if prints == nil {
+				prints = r.Fingerprints(next.Apps)
+			}
+			fp = prints[n]
 			cmp := *nw
 			cmp.Priority = old.Priority
 			if reflect.DeepEqual(*old, cmp) && fp == r.prints[n] {
@@ -347,7 +353,7 @@ func (r *Reloader) Reload(ctx context.Context, next *config.Config, loadErr erro
 		if r.Swapped != nil {
 			r.Swapped(ctx, n, b)
 		}
-		if r.Fingerprint != nil {
+		if r.Fingerprints != nil {
 			r.prints[n] = fp
 		}
 		if nw.Kind != config.KindLog {

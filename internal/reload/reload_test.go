@@ -90,9 +90,15 @@ func TestReloadKeepsUnchangedApps(t *testing.T) {
 	files := map[string]string{"a": "key 1", "b": "key 1"}
 	builds := map[string]int{}
 	r := New(parse(t, base), Options{
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Apps:        map[string]*Backend{"a": swA, "b": swB},
-		Fingerprint: func(a *config.App) string { return a.Alert + "|" + files[a.Alert] },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Apps:   map[string]*Backend{"a": swA, "b": swB},
+		Fingerprints: func(apps map[string]*config.App) map[string]string {
+			prints := map[string]string{}
+			for n, a := range apps {
+				prints[n] = a.Alert + "|" + files[a.Alert]
+			}
+			return prints
+		},
 		BuildApp: func(ctx context.Context, name string, a *config.App) (push.Backend, error) {
 			builds[name]++
 			return named(fmt.Sprint(name, builds[name])), nil
