@@ -204,3 +204,28 @@ func TestReloadOfEmptyFileChangesNothing(t *testing.T) {
 		t.Fatalf("a reload of an empty file:\n%s", log)
 	}
 }
+
+// TestStopDuringHungReload: a reload whose file cannot be read (a
+// network mount that stopped answering; here a FIFO nobody writes to)
+// holds up neither a further SIGHUP nor a stop, which finishes as it
+// would without the reload.
+func TestStopDuringHungReload(t *testing.T) {
+	bin := buildBinary(t)
+	_, addr, config := minimalConfig(t)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	if err := os.Remove(config); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(config, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "reloading the configuration")
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "a reload is under way")
+	s.stop(t)
+	if !strings.Contains(s.log.String(), "shutting down") {
+		t.Fatalf("no orderly stop:\n%s", s.log.String())
+	}
+}

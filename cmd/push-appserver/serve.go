@@ -408,6 +408,22 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	wg.Go(func() { notify.Watchdog(runCtx, svc.Alive) })
 	upgrades := make(chan error, 1)
 	upgrading := false
+	// A reload runs beside this loop: reading its files can hang (a
+	// network mount that stops answering), and a stop or an upgrade
+	// must still be taken meanwhile. A SIGHUP during a reload asks for
+	// one more after it, since the file may have changed again since it
+	// was read.
+	reloaded := make(chan struct{}, 1)
+	reloading, reloadAgain := false, false
+	startReload := func() {
+		reloading = true
+		notify.Reloading()
+		go func() {
+			next, err := load()
+			reloader.Reload(runCtx, next, err)
+			reloaded <- struct{}{}
+		}()
+	}
 
 	var runErr error
 	handedOver := false
@@ -421,10 +437,20 @@ wait:
 			logger.Error("stopping", "err", runErr)
 			break wait
 		case <-sig.reload:
+			if reloading {
+				logger.Info("a reload is under way: the configuration is read again after it (SIGHUP)")
+				reloadAgain = true
+				continue
+			}
 			logger.Info("reloading the configuration (SIGHUP)")
-			notify.Reloading()
-			next, err := load()
-			reloader.Reload(runCtx, next, err)
+			startReload()
+		case <-reloaded:
+			reloading = false
+			if reloadAgain {
+				reloadAgain = false
+				startReload()
+				continue
+			}
 			notify.Ready()
 			if upgrade.BinaryReplaced() {
 				// A reload after installing a new binary applies the
