@@ -229,3 +229,59 @@ func TestStopDuringHungReload(t *testing.T) {
 		t.Fatalf("no orderly stop:\n%s", s.log.String())
 	}
 }
+
+// TestReloadToAPNSCertificateExportsItsExpiry: an APNS app switched by a
+// reload from a token key to a certificate pushes with that certificate
+// from then on, and its expiry is exported as for one configured at
+// start, so that PushAppserverCertificateExpiring can fire. On the token
+// key the app exports no expiry at all.
+func TestReloadToAPNSCertificateExportsItsExpiry(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p8, _, _ := apnsmock.TokenKey()
+	p8File := filepath.Join(dir, "k.p8")
+	os.WriteFile(p8File, p8, 0o600)
+	certFile, keyFile := filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
+	os.WriteFile(certFile, certPEM, 0o600)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	head := fmt.Sprintf(`data_dir = %q
+rate_limit = 0
+[http]
+listen = %q
+[apps.ios]
+kind = "apns"
+topic = "im.example.app"
+endpoint = %q
+ca_path = %q
+`, filepath.Join(dir, "data"), addr, m.URL, m.CADir)
+	os.WriteFile(config, []byte(head+fmt.Sprintf("token_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\n", p8File)), 0o600)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	secret := s.registerTo(t, "ios", "n1", strings.Repeat("0c", 32))
+	const series = `push_appserver_certificate_expiry_seconds{certificate="apps.ios.cert_file"}`
+	if v := metric(t, addr, series); v != -1 {
+		t.Errorf("%s = %v on a token key; want no series", series, v)
+	}
+
+	os.WriteFile(config, []byte(head+fmt.Sprintf("cert_file = %q\nkey_file = %q\n", certFile, keyFile)), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitLog(t, "reload: applied")
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); got != "OK\nn1" {
+		t.Fatalf("push with the certificate after the reload: %q", got)
+	}
+	if v := metric(t, addr, series); v <= 0 || v > (24*time.Hour).Seconds() {
+		t.Errorf("%s = %v after the reload to a certificate expiring within a day; want its expiry\n%s", series, v, s.log.String())
+	}
+	s.stop(t)
+}

@@ -307,10 +307,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	appNames := make([]string, 0, len(cfg.Apps))
 	for n, a := range cfg.Apps {
 		appNames = append(appNames, n)
-		if a.Kind == config.KindAPNS && a.CertFile != "" {
+		if a.Kind == config.KindAPNS {
 			wg.Go(func() {
 				// The certificate the app pushes with, not the file: one
-				// renewed in place shows once a reload took it.
+				// renewed in place shows once a reload took it, and so
+				// does one a reload put in place of a token key.
 				sw := swaps[n]
 				m.WatchExpiry(runCtx, "apps."+n+".cert_file", func() (time.Time, error) {
 					if t, ok := sw.CertificateExpiry(); ok {

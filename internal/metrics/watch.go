@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
 	"slices"
 
 	"time"
@@ -59,9 +58,9 @@ func (m *Metrics) WatchRegistrations(ctx context.Context, interval time.Duration
 }
 
 // ErrNoCertificate is what an expiry function of WatchExpiry returns when
-// the setting it watches names no certificate any more (a reload took it
-// out): the gauge is then NaN, which no threshold matches, and nothing is
-// logged.
+// the setting it watches names no certificate (an APNS app on a token
+// key, which a reload may switch to a certificate, or back): the series
+// is then left out, and nothing is logged.
 var ErrNoCertificate = errors.New("no certificate configured")
 
 // WatchExpiry exports push_appserver_certificate_expiry_seconds{certificate}
@@ -69,20 +68,14 @@ var ErrNoCertificate = errors.New("no certificate configured")
 // scrape, so a certificate renewed and reloaded shows at once) and logs a
 // warning once a day while less than warnBefore is left, until ctx ends.
 func (m *Metrics) WatchExpiry(ctx context.Context, name string, expiry func() (time.Time, error), warnBefore time.Duration, logger *slog.Logger) {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "push_appserver_certificate_expiry_seconds",
-		Help:        "Seconds until the certificate expires (negative: expired).",
-		ConstLabels: prometheus.Labels{"certificate": name},
-	}, func() float64 {
-		t, err := expiry()
-		switch {
-		case errors.Is(err, ErrNoCertificate):
-			return math.NaN()
-		case err != nil:
-			return 0
-		}
-		return time.Until(t).Seconds()
-	}))
+	opts := prometheus.GaugeOpts{
+		Name: "push_appserver_certificate_expiry_seconds",
+		Help: "Seconds until the certificate expires (negative: expired).",
+	}
+	m.reg.MustRegister(expiryCollector{
+		desc:   prometheus.NewDesc(opts.Name, opts.Help, nil, prometheus.Labels{"certificate": name}),
+		expiry: expiry,
+	})
 	check := func() {
 		t, err := expiry()
 		if errors.Is(err, ErrNoCertificate) {
@@ -108,4 +101,25 @@ func (m *Metrics) WatchExpiry(ctx context.Context, name string, expiry func() (t
 			check()
 		}
 	}
+}
+
+// expiryCollector exports one certificate's expiry, read at each scrape,
+// and nothing while there is no certificate to read.
+type expiryCollector struct {
+	desc   *prometheus.Desc
+	expiry func() (time.Time, error)
+}
+
+func (c expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	t, err := c.expiry()
+	var left float64
+	switch {
+	case errors.Is(err, ErrNoCertificate):
+		return
+	case err == nil:
+		left = time.Until(t).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, left)
 }
