@@ -657,6 +657,14 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	if err != nil {
 		s.cache.count(hit) // a miss, of any node alike
 		s.opts.Observer.Pushed("", OutcomeFailed, time.Since(start))
+		// Counted as failed like a push the service refused, so it is
+		// logged as one: the alert on failed pushes sends the operator
+		// here. A node that may be a token stays out of the log.
+		logged := loggedNode(node)
+		if req.Tokenless {
+			logged = ""
+		}
+		s.failures.Log("node", logged, "err", fmt.Errorf("reading the registration: %w", err))
 		// The registry, not the caller, failed: send it once the
 		// registration can be read. Tokenless pushes are not kept: the
 		// read decides whether their node is a token at all.

@@ -1063,6 +1063,64 @@ func TestRejectNodeRefMatchesNode(t *testing.T) {
 	}
 }
 
+// TestPushFailedForUnreadableRegistryLogged: a push that fails because
+// its registration or the block list cannot be read is a failed push
+// like one its service refused, and the log says why, as the alert on
+// failed pushes tells the operator it will. A tokenless push's node,
+// which may be a token, stays out of the line.
+func TestPushFailedForUnreadableRegistryLogged(t *testing.T) {
+	const token = "c0ffee00c0ffee00"
+	for _, tc := range []struct {
+		name string
+		req  appserver.PushRequest
+		// blocks: the block list is what cannot be read, not the
+		// registrations.
+		blocks bool
+	}{
+		{"registered", appserver.PushRequest{Node: "n1"}, false},
+		{"tokenless", appserver.PushRequest{Node: token, Tokenless: true, TokenApp: "fcm"}, false},
+		{"block list", appserver.PushRequest{Node: token, Tokenless: true, TokenApp: "fcm"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf logbuf.Buffer
+			store := &unreadableStore{Store: memory.New()}
+			var reg registry.Store = store
+			if tc.blocks {
+				reg = unreadableBlocks{store.Store}
+			}
+			b := &scripted{answers: map[string]error{}}
+			svc, err := appserver.New(reg, testApps(b), appserver.Options{CacheSize: -1}, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "tok")
+			if err != nil {
+				t.Fatal(err)
+			}
+			store.down.Store(true)
+			tc.req.Secret = r.Secret
+			if err := svc.Push(ctx, tc.req); !errors.Is(err, appserver.ErrPushFailed) {
+				t.Fatalf("push %q with the registry unreadable: %v", tc.req.Node, err)
+			}
+			log := buf.String()
+			if !strings.Contains(log, "push failed") || !strings.Contains(log, "connection refused") {
+				t.Errorf("push %q failed for an unreadable registry; log at warn:\n%s", tc.req.Node, log)
+			}
+			if strings.Contains(log, token) {
+				t.Errorf("a tokenless push's node in the log:\n%s", log)
+			}
+		})
+	}
+}
+
+// unreadableBlocks is a registry whose block list cannot be read.
+type unreadableBlocks struct{ *memory.Store }
+
+func (unreadableBlocks) GetBlockedToken(context.Context, string, string) (registry.BlockedToken, error) {
+	return registry.BlockedToken{}, errors.New("dial tcp: connection refused")
+}
+
 // slowBackend answers once the system clock passed took since the push
 // reached it, and notes when that was and the push's Sent.
 type slowBackend struct {

@@ -103,7 +103,9 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	switch {
 	case err != nil:
 		s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
-		return fmt.Errorf("%w: reading the block list: %w", ErrPushFailed, err)
+		err = fmt.Errorf("reading the block list: %w", err)
+		s.failures.Log("app", tp.App, "node", node, "err", err)
+		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	case now.Before(block.Until):
 		s.reject(node, "blocked token", start)
 		return ErrNotFound
