@@ -158,10 +158,16 @@ type pendingPush struct {
 	// unread is what a push whose registration could not be read came
 	// with, to check once it can be; nil for pushes checked already.
 	unread *unreadPush
-	size   int
-	token  bool      // a push to a token the publish named (see tokens)
-	failed time.Time // the device's latest failure; the wait ends Redelivery after it
-	due    time.Time
+	// secret is the secret of the registration a checked push to a node
+	// was sent with (checked set): redelivery sends it only while the
+	// node's registration still has it, since a registration with
+	// another secret is one the push's sender never pushed to.
+	secret  string
+	checked bool
+	size    int
+	token   bool      // a push to a token the publish named (see tokens)
+	failed  time.Time // the device's latest failure; the wait ends Redelivery after it
+	due     time.Time
 	// notBefore is the push service's Retry-After, which no attempt
 	// comes before, even once its service is back (appsBack).
 	notBefore time.Time
@@ -211,7 +217,10 @@ type redeliveryAttempt struct {
 	p      *pendingPush
 	n      push.Notification
 	unread *unreadPush
-	gen    uint64
+	// secret and checked are the pendingPush's.
+	secret  string
+	checked bool
+	gen     uint64
 	// hastened: appsBack made it due (see pendingPush).
 	hastened bool
 }
@@ -366,14 +375,20 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 			subtle.ConstantTimeCompare([]byte(secret), []byte(p.unread.secret)) == 1 {
 			waiting = urgency(push.PriorityHigh)
 		}
-		if urgency(n.Priority) >= waiting && r.replace(p, n, nil) {
+		// A push checked against another secret is the node's
+		// registration afresh: the one waiting will not go out.
+		renewed := p.checked && subtle.ConstantTimeCompare([]byte(p.secret), []byte(secret)) != 1
+		if (urgency(n.Priority) >= waiting || renewed) && r.replace(p, n, nil) {
 			// Counted only for a push that replaces: an attempt under
 			// way at the one it replaced must send this one too.
 			p.gen++
+			p.secret, p.checked = secret, key.node != ""
 		}
 		return
 	}
 	if r.add(key, n, nil, now, now, true) {
+		p := r.pending[key]
+		p.secret, p.checked = secret, key.node != ""
 		r.kept.Add(1)
 	}
 }
@@ -614,7 +629,7 @@ func (r *redeliveries) touch(p *pendingPush) {
 // The push is due at once (its wait was spent at the server that held
 // it, and a stop's hand-over costs a tick at most), but not before
 // notBefore, the push service's Retry-After if it gave one that lasts.
-func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unreadPush, failed, notBefore time.Time, moved bool) bool {
+func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unreadPush, secret string, checked bool, failed, notBefore time.Time, moved bool) bool {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -639,6 +654,7 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 				return false
 			}
 			p.gen++
+			p.secret, p.checked = secret, checked
 		}
 		if newer {
 			p.failed = failed
@@ -658,6 +674,7 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		return false
 	}
 	p := r.pending[key]
+	p.secret, p.checked = secret, checked && u == nil
 	p.notBefore = notBefore
 	p.due = later(now, notBefore)
 	if moved {
@@ -845,7 +862,7 @@ func (r *redeliveries) dueBy(limit int, take func(app string) bool) []redelivery
 		case !p.due.After(now) && taken[p.n.App] < limit && take(p.n.App):
 			taken[p.n.App]++
 			p.sending = true
-			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, gen: p.gen, hastened: p.hastened})
+			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, secret: p.secret, checked: p.checked, gen: p.gen, hastened: p.hastened})
 			p.hastened = false
 		}
 	}
@@ -869,7 +886,7 @@ func (r *redeliveries) current(a redeliveryAttempt) (redeliveryAttempt, bool) {
 		r.expired.Add(1)
 		return a, false
 	}
-	a.n, a.unread, a.gen = p.n, p.unread, p.gen
+	a.n, a.unread, a.gen, a.secret, a.checked = p.n, p.unread, p.gen, p.secret, p.checked
 	return a, true
 }
 
@@ -1177,6 +1194,10 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 			return redeliverLater, 0
 		case a.unread != nil && subtle.ConstantTimeCompare([]byte(a.unread.secret), []byte(t.Secret)) != 1:
 			s.rejected(a.key.node, RejectWrongSecret)
+			return redeliveryGone, 0
+		case a.unread == nil && a.checked && subtle.ConstantTimeCompare([]byte(a.secret), []byte(t.Secret)) != 1:
+			// Registered afresh since, with a new secret: another
+			// device's, maybe someone's who knew only the node.
 			return redeliveryGone, 0
 		}
 		n.App, n.Token, n.Account = t.Type, t.Token, t.Account

@@ -44,9 +44,12 @@ type heldPush struct {
 	// Unread: the push's registration could not be read, and Secret
 	// and Important are what it came with (see unreadPush); App and
 	// Priority are then empty.
-	Unread    bool   `json:"unread,omitempty"`
-	Secret    string `json:"secret,omitempty"`
-	Important bool   `json:"important,omitempty"`
+	Unread bool   `json:"unread,omitempty"`
+	Secret string `json:"secret,omitempty"`
+	// Checked: a checked push to a node, sent only while its
+	// registration's secret is still Secret (see pendingPush.secret).
+	Checked   bool `json:"checked,omitempty"`
+	Important bool `json:"important,omitempty"`
 	// NotBefore is the push service's Retry-After, while it lasts: the
 	// server that takes the push sends it no sooner. Otherwise that
 	// server sends it at once, since its wait was spent here.
@@ -55,11 +58,13 @@ type heldPush struct {
 
 // heldPushOf is the push n to the device key names (unread with u, when
 // u is not nil) as the registry holds it; wait reads it back.
-func heldPushOf(key redeliveryKey, n push.Notification, u *unreadPush) heldPush {
+func heldPushOf(key redeliveryKey, n push.Notification, u *unreadPush, secret string, checked bool) heldPush {
 	h := heldPush{ByNode: key.node != "", Node: n.Node, App: n.App, Token: key.token,
 		Priority: n.Priority, Summary: n.Summary, Encrypted: n.Encrypted}
 	if u != nil {
 		h.Unread, h.Secret, h.Important = true, u.secret, u.important
+	} else if checked {
+		h.Checked, h.Secret = true, secret
 	}
 	return h
 }
@@ -95,6 +100,8 @@ func (r *redeliveries) changed() pendingWrite {
 		key       redeliveryKey
 		n         push.Notification
 		unread    *unreadPush
+		secret    string
+		checked   bool
 		failed    time.Time
 		notBefore time.Time
 	}
@@ -106,7 +113,7 @@ func (r *redeliveries) changed() pendingWrite {
 	for key := range r.dirty {
 		keys = append(keys, key)
 		if p := r.pending[key]; p != nil {
-			w := waiting{key: key, n: p.n, unread: p.unread, failed: p.failed}
+			w := waiting{key: key, n: p.n, unread: p.unread, secret: p.secret, checked: p.checked, failed: p.failed}
 			if p.notBefore.After(now) {
 				w.notBefore = p.notBefore
 			}
@@ -124,7 +131,7 @@ func (r *redeliveries) changed() pendingWrite {
 		w.del[i] = key.device()
 	}
 	for _, p := range put {
-		h := heldPushOf(p.key, p.n, p.unread)
+		h := heldPushOf(p.key, p.n, p.unread, p.secret, p.checked)
 		h.NotBefore = p.notBefore
 		b, err := json.Marshal(h)
 		if err != nil {
@@ -434,7 +441,7 @@ func (s *Service) takeHeld(ctx context.Context) {
 				continue
 			}
 			key, n, u := h.wait()
-			if s.redeliver.restore(key, n, u, hp.FailedAt, h.NotBefore, moving) {
+			if s.redeliver.restore(key, n, u, h.Secret, h.Checked && h.ByNode, hp.FailedAt, h.NotBefore, moving) {
 				kept++
 				if moving {
 					s.redeliver.moved = append(s.redeliver.moved, hp.Device)

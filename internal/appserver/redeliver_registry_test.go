@@ -100,7 +100,7 @@ func TestTakenNewerPushReplaces(t *testing.T) {
 	key := redeliveryKey{node: "n1"}
 	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "old", HasLastMessageBody: true}})
 	c.advance(time.Second)
-	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "new", HasLastMessageBody: true}}, nil, c.now(), time.Time{}, true)
+	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "new", HasLastMessageBody: true}}, nil, "", false, c.now(), time.Time{}, true)
 	c.advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 || got[0].n.Summary.LastMessageBody != "new" {

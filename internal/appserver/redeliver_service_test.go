@@ -127,7 +127,9 @@ func TestRedeliveryReadsTheRegistrationAgain(t *testing.T) {
 	b.set("gone-token", outage)
 	svc.Push(ctx, appserver.PushRequest{Node: "moved", Secret: moved.Secret})
 	svc.Push(ctx, appserver.PushRequest{Node: "gone", Secret: gone.Secret})
-	if _, err := svc.Register(ctx, appserver.Caller{}, "fcm", "moved", "new-token"); err != nil {
+	// The device itself, proving the node by its secret (a restore): the
+	// secret stays, so its server's pushes, the held one too, are its.
+	if _, err := svc.Register(ctx, appserver.Caller{Secret: moved.Secret}, "fcm", "moved", "new-token"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.Unregister(ctx, appserver.Caller{}, "fcm", "gone"); err != nil {
@@ -1262,5 +1264,55 @@ func TestRedeliveryRoomSharedAmongApps(t *testing.T) {
 	eventually(t, func() bool { return sentTo(b, "tios-3") >= left+2 }, func() string { return "the ios pushes left are not tried again" })
 	if sent := sentTo(b, "tios-0"); sent > gaveUp+1 {
 		t.Fatalf("the ios push given up for the fcm push's place is still tried: sent %d times, %d when given up", sent, gaveUp)
+	}
+}
+
+// TestRedeliveryNotToNodesNewOwner: a push held for redelivery goes out
+// only while its node's registration has the secret it was sent with.
+// Someone who knows only the node may register it afresh with a token of
+// their own, and gets a new secret; the held push, message text and all,
+// is then not theirs.
+func TestRedeliveryNotToNodesNewOwner(t *testing.T) {
+	ctx := context.Background()
+	svc, _, b := redeliveringService(t, time.Minute)
+	victim, _ := svc.Register(ctx, appserver.Caller{}, "fcm", "guessable-node", "victim-token")
+	b.set("victim-token", outage)
+	sum := &push.Summary{LastMessageSender: "juliet@example.org", LastMessageBody: "the secret plan", HasLastMessageBody: true}
+	svc.Push(ctx, appserver.PushRequest{Node: "guessable-node", Secret: victim.Secret, Summary: sum})
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Kept == 1 })
+	// Someone else takes the node over HTTP, without its secret.
+	taken, err := svc.Register(ctx, appserver.Caller{}, "fcm", "guessable-node", "attacker-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if taken.Secret == victim.Secret {
+		t.Fatal("the taker learned the secret")
+	}
+	waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 && s.Delivered+s.Gone == 1 })
+	for _, n := range b.Sent() {
+		if n.Token == "attacker-token" {
+			t.Fatalf("the victim's held push went to the new registrant's token: %+v (summary %+v)", n, n.Summary)
+		}
+	}
+}
+
+// TestRedeliveryAcrossRestartNotToNodesNewOwner: the same across a
+// restart: the held push, taken from the registry by the next server,
+// does not go to its node registered afresh (a new secret) meanwhile.
+func TestRedeliveryAcrossRestartNotToNodesNewOwner(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	first, b1, stop := startRedelivering(t, store, time.Minute)
+	victim, _ := first.Register(ctx, appserver.Caller{}, "fcm", "guessable-node", "victim-token")
+	b1.set("victim-token", outage)
+	first.Push(ctx, appserver.PushRequest{Node: "guessable-node", Secret: victim.Secret, MarkedHigh: true})
+	stop()
+	if _, err := first.Register(ctx, appserver.Caller{}, "fcm", "guessable-node", "attacker-token"); err != nil {
+		t.Fatal(err)
+	}
+	second, b2, _ := startRedelivering(t, store, time.Minute)
+	waitStats(t, second, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 && s.Delivered+s.Gone == 1 })
+	if n := sentTo(b2, "attacker-token"); n != 0 {
+		t.Fatalf("the held push went to the node's new registrant %d times", n)
 	}
 }

@@ -344,7 +344,7 @@ func TestUnreadAgainstChecked(t *testing.T) {
 	// here.
 	r, _ := newTestRedeliveries()
 	r.keepUnread("n1", unreadPush{secret: "guessed", important: true}, unread)
-	if !r.restore(key, alert, nil, r.now(), time.Time{}, true) {
+	if !r.restore(key, alert, nil, "", false, r.now(), time.Time{}, true) {
 		t.Fatal("not restored")
 	}
 	if p := pending(r); p.unread != nil || p.n.Priority != push.PriorityHigh {
