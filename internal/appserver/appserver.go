@@ -675,6 +675,15 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
 	if subtle.ConstantTimeCompare([]byte(req.Secret), []byte(t.Secret)) != 1 {
+		if req.Tokenless && req.Secret == "" {
+			// A tokenless publish carries no secret: its node is a
+			// device token, whoever registered a node of that name
+			// (anyone may, over HTTP). Pushing to the node as a token
+			// wakes only the device whose token it is, as any
+			// tokenless publish may.
+			s.cache.count(hit)
+			return s.pushTokenless(ctx, req, start, deadline)
+		}
 		s.reject(node, RejectWrongSecret, start)
 		return ErrNotFound
 	}

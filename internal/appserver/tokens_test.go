@@ -722,3 +722,31 @@ func redeliveredRefusalsGone(t *testing.T, users, devBuilds int) int {
 	}
 	return gone
 }
+
+// TestTokenlessDeviceNotTakenByRegisteringItsToken: a device on
+// tokenless push (its node is its token, its publishes carry no secret)
+// keeps its pushes when someone who knows the token registers it as a
+// node of their own over HTTP: a publish without a secret to that node is
+// still a push to the token, not a wrong secret answered item-not-found,
+// which would end the push session for good.
+func TestTokenlessDeviceNotTakenByRegisteringItsToken(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	svc, b := newTokenService(t, store, 0, nil)
+	const victim = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	publish := func() error {
+		return svc.Push(ctx, appserver.PushRequest{Node: victim, Tokenless: true, TokenApp: "apns"})
+	}
+	if err := publish(); err != nil {
+		t.Fatalf("tokenless push before: %v", err)
+	}
+	if _, err := svc.Register(ctx, appserver.Caller{}, "apns", victim, "ffff0000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(); err != nil {
+		t.Fatalf("the user's server's tokenless publish after a stranger registered the token as a node: %v (answered cancel/item-not-found)", err)
+	}
+	if got := b.Sent(); got[len(got)-1].Token != victim {
+		t.Fatalf("last push went to %q", got[len(got)-1].Token)
+	}
+}
