@@ -54,6 +54,10 @@ type heldPush struct {
 	// server that takes the push sends it no sooner. Otherwise that
 	// server sends it at once, since its wait was spent here.
 	NotBefore time.Time `json:"not_before,omitzero"`
+	// RetryAfterFailed is NotBefore as a time after the push failed
+	// (HeldPush's FailedAt, Age), which the server that takes the push
+	// reads on its own clock: NotBefore is the writer's.
+	RetryAfterFailed time.Duration `json:"retry_after_failed,omitempty"`
 }
 
 // heldPushOf is the push n to the device key names (unread with u, when
@@ -133,12 +137,15 @@ func (r *redeliveries) changed() pendingWrite {
 	for _, p := range put {
 		h := heldPushOf(p.key, p.n, p.unread, p.secret, p.checked)
 		h.NotBefore = p.notBefore
+		if !p.notBefore.IsZero() {
+			h.RetryAfterFailed = p.notBefore.Sub(p.failed)
+		}
 		b, err := json.Marshal(h)
 		if err != nil {
 			continue
 		}
 		w.putKeys = append(w.putKeys, p.key)
-		w.put = append(w.put, registry.HeldPush{Device: p.key.device(), FailedAt: p.failed, Push: b})
+		w.put = append(w.put, registry.HeldPush{Device: p.key.device(), FailedAt: p.failed, Age: max(now.Sub(p.failed), 1), Push: b})
 	}
 	return w
 }
@@ -441,7 +448,16 @@ func (s *Service) takeHeld(ctx context.Context) {
 				continue
 			}
 			key, n, u := h.wait()
-			if s.redeliver.restore(key, n, u, h.Secret, h.Checked && h.ByNode, hp.FailedAt, h.NotBefore, moving) {
+			// On this server's clock, when the store says how long ago
+			// the push failed: the writer's may disagree with it.
+			failed, notBefore := hp.FailedAt, h.NotBefore
+			if hp.Age != 0 {
+				failed = s.redeliver.now().Add(-hp.Age)
+				if h.RetryAfterFailed > 0 {
+					notBefore = failed.Add(h.RetryAfterFailed)
+				}
+			}
+			if s.redeliver.restore(key, n, u, h.Secret, h.Checked && h.ByNode, failed, notBefore, moving) {
 				kept++
 				if moving {
 					s.redeliver.moved = append(s.redeliver.moved, hp.Device)

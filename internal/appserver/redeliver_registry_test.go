@@ -637,3 +637,66 @@ func TestTakeHeldNodePushNotStuckBehindTokenPushes(t *testing.T) {
 		t.Fatalf("the registered device's released push not taken by an instance with room for it (%d waiting): stuck behind token pushes", b.redeliver.stats().Pending)
 	}
 }
+
+// skewedOn is a server with ten minutes of redelivery on store whose
+// host's wall clock is off by skew from the test's. Its readings carry no
+// monotonic part, as none does once it went through the registry
+// (PostgreSQL's timestamptz, SQLite's text).
+func skewedOn(t *testing.T, store *memory.Store, skew time.Duration) *Service {
+	t.Helper()
+	now := time.Now
+	if skew != 0 {
+		now = func() time.Time { return time.Now().Add(skew).Round(0) }
+	}
+	s, err := New(store, nil, Options{Redelivery: 10 * time.Minute, Now: now}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestHeldPushSurvivesClockSkewBetweenInstances: two instances share the
+// registry, and the stopping one's clock is 11 minutes behind the other's
+// (a VM restored from a snapshot, NTP not yet stepped). A push that failed
+// there a moment ago and was handed over at the stop must be sent by the
+// instance that takes it, not expire at once as if it had waited its
+// whole 10-minute redelivery window.
+func TestHeldPushSurvivesClockSkewBetweenInstances(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	key := redeliveryKey{node: "n1"}
+	a := skewedOn(t, store, -11*time.Minute)
+	a.redeliver.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
+	a.holdPending() // a stops: the push is in the registry, released
+
+	b := skewedOn(t, store, 0)
+	b.takeHeld(ctx)
+	got := b.redeliver.due(10)
+	if st := b.redeliver.stats(); len(got) != 1 {
+		t.Fatalf("the push that failed a moment ago on the other instance was not sent (%d due; %+v): expired by the clocks' skew", len(got), st)
+	}
+}
+
+// TestHeldRetryAfterSurvivesClockSkewBetweenInstances: the push service
+// asked the stopping instance, whose clock is 11 minutes ahead, to wait
+// 30 s. The instance that takes the push must send it about 30 s later,
+// not 11.5 minutes later, past its redelivery window.
+func TestHeldRetryAfterSurvivesClockSkewBetweenInstances(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	key := redeliveryKey{node: "n1"}
+	a := skewedOn(t, store, 11*time.Minute)
+	a.redeliver.keepChecked(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh}, "",
+		&push.TemporaryError{Reason: "APNS 429", RetryAfter: 30 * time.Second})
+	a.holdPending()
+
+	b := skewedOn(t, store, 0)
+	b.takeHeld(ctx)
+	p := b.redeliver.pending[key]
+	if p == nil {
+		t.Fatal("not taken")
+	}
+	if wait := time.Until(p.due); wait > time.Minute {
+		t.Fatalf("the push the service asked to wait 30 s for is due in %s on the instance that took it", wait.Round(time.Second))
+	}
+}

@@ -141,9 +141,16 @@ type PushStatus struct {
 // Device names the device it is for (a short ASCII name), one push per
 // device and owner; Push is the server's encoding of it; FailedAt is when
 // the device's latest push failed.
+//
+// Age is how long ago that was: the writer's reckoning when written, the
+// store's when read. A store several hosts share keeps FailedAt on its
+// own clock (its now less Age) and reads Age back by it, so that hosts
+// whose clocks disagree still agree on how long a push has waited; one
+// that leaves it zero makes the reader go by FailedAt.
 type HeldPush struct {
 	Device   string
 	FailedAt time.Time
+	Age      time.Duration
 	Push     []byte
 }
 

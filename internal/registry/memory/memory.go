@@ -234,8 +234,12 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 		gone[p.Device] = true
 	}
 	s.held = slices.DeleteFunc(s.held, func(h heldPush) bool { return h.owner == owner && gone[h.Device] })
+	now := time.Now()
 	for _, p := range put {
 		p.Push = bytes.Clone(p.Push)
+		if p.Age != 0 {
+			p.FailedAt = now.Add(-p.Age).Round(0)
+		}
 		s.held = append(s.held, heldPush{owner, p})
 	}
 	return nil
@@ -278,7 +282,7 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 		if h.owner != "" || len(out) >= limit {
 			return false
 		}
-		out = append(out, h.HeldPush)
+		out = append(out, withAge(h.HeldPush))
 		return true
 	})
 	return out, nil
@@ -301,9 +305,15 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 		}
 		s.moved++
 		s.held[i].owner, s.held[i].Device = owner, fmt.Sprintf("moved/%d", s.moved)
-		out = append(out, s.held[i].HeldPush)
+		out = append(out, withAge(s.held[i].HeldPush))
 	}
 	return out, nil
+}
+
+// withAge is p with its age by this store's clock.
+func withAge(p registry.HeldPush) registry.HeldPush {
+	p.Age = max(time.Since(p.FailedAt), 1)
+	return p
 }
 
 func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {

@@ -660,9 +660,14 @@ func (s *Store) CountDomain(ctx context.Context, domain string, limit int) (int,
 func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
 	device := make([]string, len(put))
 	at := make([]time.Time, len(put))
+	age := make([]int64, len(put)) // µs; -1: none, failed_at as given
 	push := make([][]byte, len(put))
 	for i, p := range put {
 		device[i], at[i], push[i] = p.Device, p.FailedAt, p.Push
+		age[i] = -1
+		if p.Age != 0 {
+			age[i] = p.Age.Microseconds()
+		}
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The row lock taken here orders a renewal with a taker's
@@ -677,10 +682,13 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 			}
 		}
 		if len(put) > 0 {
+			// failed_at on the database's clock, which every instance
+			// shares: theirs may disagree.
 			if _, err := tx.Exec(ctx, `INSERT INTO held_pushes (owner, device, failed_at, push)
-				SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::bytea[])
+				SELECT $1, d, CASE WHEN a < 0 THEN f ELSE now() - a * interval '1 microsecond' END, p
+				FROM unnest($2::text[], $3::timestamptz[], $4::bigint[], $5::bytea[]) AS u(d, f, a, p)
 				ON CONFLICT (owner, device) DO UPDATE SET failed_at = excluded.failed_at, push = excluded.push`,
-				owner, device, at, push); err != nil {
+				owner, device, at, age, push); err != nil {
 				return err
 			}
 		}
@@ -720,14 +728,15 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	// rather than wait for one another.
 	rows, err := s.pool.Query(ctx, `DELETE FROM held_pushes WHERE id IN
 		(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-		RETURNING failed_at, push`, limit)
+		RETURNING failed_at, `+heldAge+`, push`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("taking held pushes: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (registry.HeldPush, error) {
 		var p registry.HeldPush
-		err := r.Scan(&p.FailedAt, &p.Push)
-		p.FailedAt = p.FailedAt.UTC()
+		var age int64
+		err := r.Scan(&p.FailedAt, &age, &p.Push)
+		p.FailedAt, p.Age = p.FailedAt.UTC(), max(time.Duration(age)*time.Microsecond, 1)
 		return p, err
 	})
 	if err != nil {
@@ -737,6 +746,9 @@ func (s *Store) TakeHeldPushes(ctx context.Context, limit int) ([]registry.HeldP
 	slices.SortStableFunc(out, func(a, b registry.HeldPush) int { return a.FailedAt.Compare(b.FailedAt) })
 	return out, nil
 }
+
+// heldAge is a held push's age by the database's clock, in µs.
+const heldAge = `(extract(epoch FROM now() - failed_at) * 1000000)::bigint`
 
 // startLease starts owner's lease for lease from now, or with renew
 // renews it: ErrLeaseLost when it ran out and was given up.
@@ -769,14 +781,15 @@ func (s *Store) MoveHeldPushes(ctx context.Context, owner string, lease time.Dur
 		}
 		rows, err := tx.Query(ctx, `UPDATE held_pushes SET owner = $1, device = 'moved/' || id WHERE id IN
 			(SELECT id FROM held_pushes WHERE owner IS NULL ORDER BY failed_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-			RETURNING device, failed_at, push`, owner, limit)
+			RETURNING device, failed_at, `+heldAge+`, push`, owner, limit)
 		if err != nil {
 			return err
 		}
 		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (registry.HeldPush, error) {
 			var p registry.HeldPush
-			err := r.Scan(&p.Device, &p.FailedAt, &p.Push)
-			p.FailedAt = p.FailedAt.UTC()
+			var age int64
+			err := r.Scan(&p.Device, &p.FailedAt, &age, &p.Push)
+			p.FailedAt, p.Age = p.FailedAt.UTC(), max(time.Duration(age)*time.Microsecond, 1)
 			return p, err
 		})
 		return err

@@ -380,3 +380,26 @@ func TestPushesHeldAnnounced(t *testing.T) {
 		t.Fatalf("taken once announced: %v, %v", got, err)
 	}
 }
+
+// TestHeldPushAgeOnDatabaseClock: a held push's age goes through the
+// database's clock, whatever the writer's says the time is: a writer whose
+// clock is a day behind, whose push failed 5 minutes ago by it, hands over
+// a push 5 minutes old, not a day and 5 minutes.
+func TestHeldPushAgeOnDatabaseClock(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, pg.DB(t))
+	skewed := time.Now().Add(-24*time.Hour - 5*time.Minute).Round(0)
+	if err := s.KeepPushes(ctx, "w", time.Hour, false, []registry.HeldPush{{Device: "d", FailedAt: skewed, Age: 5 * time.Minute, Push: []byte("p")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleasePushes(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.TakeHeldPushes(ctx, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%v, %v", got, err)
+	}
+	if age := got[0].Age; age < 5*time.Minute || age > 6*time.Minute {
+		t.Fatalf("age %v, want 5 minutes", age)
+	}
+}
