@@ -36,11 +36,9 @@ func NewLimited(logger *slog.Logger, now func() time.Time, level slog.Level, per
 func (l *Limited) Log(args ...any) {
 	now := l.now()
 	l.mu.Lock()
+	summarized := 0
 	if now.Sub(l.window) >= time.Second {
-		if l.suppressed > 0 {
-			l.logger.Log(context.Background(), l.level, l.summary, "count", l.suppressed)
-			l.suppressed = 0
-		}
+		summarized, l.suppressed = l.suppressed, 0
 		l.window, l.logged = now, 0
 	}
 	ok := l.logged < l.perSecond
@@ -50,6 +48,11 @@ func (l *Limited) Log(args ...any) {
 		l.suppressed++
 	}
 	l.mu.Unlock()
+	// Written outside the lock: a log that blocks (a stalled journald)
+	// must not stop the callers whose lines are not written.
+	if summarized > 0 {
+		l.logger.Log(context.Background(), l.level, l.summary, "count", summarized)
+	}
 	if ok {
 		l.logger.Log(context.Background(), l.level, l.msg, args...)
 	}

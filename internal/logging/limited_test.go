@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -39,5 +40,52 @@ func TestLimited(t *testing.T) {
 		} else if len(lines) != 1 || !strings.Contains(lines[0], "level=WARN msg=\"it happened\" k=v") {
 			t.Errorf("perSecond %d, the next second: %q", tt.perSecond, lines)
 		}
+	}
+}
+
+// blockingWriter blocks every write that contains block until release is
+// closed, as a log pipe nobody reads does.
+type blockingWriter struct {
+	block   string
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.block) {
+		close(w.entered)
+		<-w.release
+	}
+	return len(p), nil
+}
+
+// A line Limited does not write (over this second's share) must not wait
+// for another line's write: with the log stalled, every caller of Log
+// would otherwise stop on Limited's lock, those whose line is suppressed
+// too.
+func TestLimitedSuppressedLineDoesNotWaitForWrite(t *testing.T) {
+	w := &blockingWriter{block: "not logged", entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(w.release)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	l := NewLimited(slog.New(slog.NewTextHandler(w, nil)), clock, slog.LevelWarn, 1, "it happened", "not logged")
+	l.Log() // written
+	l.Log() // suppressed, counted
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
+	go l.Log() // writes the summary, which blocks
+	<-w.entered
+	done := make(chan struct{})
+	go func() {
+		l.Log() // this second's share is taken by the line above: suppressed
+		l.Log()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a suppressed line waited for the blocked write of the summary")
 	}
 }
