@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -83,7 +84,15 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		return fmt.Errorf("http.trusted_proxies: %w", err)
 	}
 	level := new(slog.LevelVar)
-	logger := newLogger(cfg, logw, level)
+	// A log nobody reads (journald stalled) must not stop the server:
+	// lines past what waits are dropped and counted.
+	alog := logging.NewAsync(logw, 16384, func(n uint64) []byte {
+		var b bytes.Buffer
+		newLogger(cfg, &b, new(slog.LevelVar)).Error("log lines dropped: the log was not read", "count", n)
+		return b.Bytes()
+	})
+	defer alog.Drain(5 * time.Second)
+	logger := newLogger(cfg, alog, level)
 	logger.Info("starting push-appserver", "version", versionString(), "pid", os.Getpid())
 	for _, o := range cfg.Obsolete {
 		logger.Warn("obsolete option ignored", "option", o)
