@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
@@ -56,6 +57,9 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 		}
 	}
 	if live > 0 {
+		if err := s.unmoved(); err != nil {
+			return err
+		}
 		if err := tx.Commit(); err != nil {
 			return err
 		}
@@ -89,6 +93,9 @@ func (s *Store) registerAlone(ctx context.Context, node string, decide registry.
 	}
 	if rowErr != nil {
 		return registry.Registration{}, rowErr
+	}
+	if err := s.unmoved(); err != nil {
+		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return registry.Registration{}, fmt.Errorf("register: %w", err)
@@ -188,4 +195,19 @@ func prepareRegStmts(ctx context.Context, db *sql.DB) (regStmts, error) {
 		return regStmts{}, err
 	}
 	return p, nil
+}
+
+// unmoved fails when the registry's file is no longer at its path (removed
+// or replaced under the running server): SQLite would go on writing to
+// the open file, which no name reaches, and every registration answered
+// OK would be gone at the next start.
+func (s *Store) unmoved() error {
+	if s.file == nil {
+		return nil
+	}
+	st, err := os.Stat(s.path)
+	if err == nil && os.SameFile(st, s.file) {
+		return nil
+	}
+	return fmt.Errorf("the registry file %s was removed or replaced while the server had it open; restart the server (%v)", s.path, err)
 }

@@ -58,6 +58,11 @@ type Store struct {
 
 	// removeOnClose is the directory of a copy (OpenCopy), gone with it.
 	removeOnClose string
+
+	// path is the registry's file and file what it was when opened (see
+	// unmoved).
+	path string
+	file os.FileInfo
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -197,6 +202,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("preparing statements: %w", err)
+	}
+	s.path = path
+	if s.file, err = os.Stat(path); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("registry %s: %w", path, err)
 	}
 	s.gc = groupcommit.Start(committer{s})
 	return s, nil

@@ -1068,3 +1068,46 @@ func TestBlockUntilFarFutureRoundTrips(t *testing.T) {
 		t.Fatalf("blocked until %v, read back as until %v: not blocked", b.Until, got.Until)
 	}
 }
+
+// TestRegisterRefusedWhenFileMoved: once the registry's file is removed
+// or replaced under an open store (its directory cleaned up, a volume
+// swapped), a registration is refused, saying so, rather than answered
+// OK from a file no name reaches any more, lost at the next start.
+func TestRegisterRefusedWhenFileMoved(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		move func(path string) error
+	}{
+		{"removed", func(path string) error {
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				if err := os.Remove(path + suffix); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"replaced", func(path string) error {
+			other := path + ".new"
+			if err := os.WriteFile(other, nil, 0o600); err != nil {
+				return err
+			}
+			return os.Rename(other, path)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "registry.db")
+			s := open(t, path)
+			defer s.Close()
+			if _, err := register(s, registry.Registration{Node: "before", Type: "a", Token: "t1", Secret: "s", Registered: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.move(path); err != nil {
+				t.Fatal(err)
+			}
+			_, err := register(s, registry.Registration{Node: "after", Type: "a", Token: "t2", Secret: "s", Registered: time.Now()})
+			if err == nil || !strings.Contains(err.Error(), "removed or replaced") {
+				t.Fatalf("registration with the registry's file %s: %v", tc.name, err)
+			}
+		})
+	}
+}
