@@ -76,6 +76,7 @@ func TestRegistrationsWhenDiskFull(t *testing.T) {
 	// Room for a few commits more, then none: the log only grows until
 	// its checkpoint, thousands of pages away.
 	setFileSizeLimit(t, s.cmd.Process.Pid, uint64(wal.Size())+32<<10)
+	fullAt := time.Now()
 	var wg sync.WaitGroup
 	var refused, accepted int
 	for g := range 8 {
@@ -93,6 +94,7 @@ func TestRegistrationsWhenDiskFull(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	fullFor := time.Since(fullAt)
 	// Whether answering OK here lost anything is for the checks below.
 	if refused == 0 {
 		t.Errorf("all %d registrations answered OK while the registry's files could not grow", accepted)
@@ -101,6 +103,11 @@ func TestRegistrationsWhenDiskFull(t *testing.T) {
 	// Each refusal is counted as the server's own failure, for alerts.
 	if got := metric(t, addr, `push_appserver_registration_failures_total{reason="error"}`); got != float64(refused) {
 		t.Errorf("registration failures counted as error: %v, want %d", got, refused)
+	}
+	// Each refusal is a request anyone may repeat: its line is written
+	// at most ten times a second, as every other flood's.
+	if n := strings.Count(s.log.String(), "disk I/O error"); n > 10*(int(fullFor/time.Second)+2)+10 {
+		t.Errorf("%d log lines of the error for %d registrations refused in %v", n, refused, fullFor.Round(time.Millisecond))
 	}
 	// Pushes read the registry and need no room.
 	if body := s.post(t, "push", url.Values{"node": {"before-3"}, "secret": {answered["before-3"]}}); body != "OK\nbefore-3" {

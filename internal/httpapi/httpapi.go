@@ -114,6 +114,8 @@ func New(o Options) http.Handler {
 		Options: o,
 		pushers: newPushers(maxBatchInFlight, maxBatchWaiting, pusherIdle),
 		limit:   newClientLimit(o.RegisterLimit, o.TrustedProxies, o.Logger),
+		failed: logging.NewLimited(o.Logger, time.Now, slog.LevelError, 10,
+			"the registry failed a registration or unregistration", "failed registrations and unregistrations not logged (rate limit)"),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+v1+"register", a.register)
@@ -299,6 +301,10 @@ type api struct {
 	pushers *pushers     // push-batch's
 	limit   *clientLimit // nil: registrations unbounded
 	guard   *guarded     // logs and counts panics
+	// failed logs registrations and unregistrations the registry failed
+	// (a full disk, a database down), a few a second: each is a request
+	// anyone may repeat.
+	failed *logging.Limited
 
 	// sources are push sources named lately (see pushSource), one a
 	// slot by a hash of the address: pushes come from a few addresses,
@@ -564,7 +570,7 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		// The client hung up: nobody's failure, nothing to log.
 		text(w, "ERROR\nInternal server error!")
 	default:
-		a.Logger.Error("register", "err", err)
+		a.failed.Log("endpoint", "register", "err", err)
 		text(w, "ERROR\nInternal server error!")
 	}
 }
@@ -595,7 +601,7 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 		// The client hung up: nobody's failure, nothing to log.
 		text(w, "ERROR\nInternal server error!")
 	default:
-		a.Logger.Error("unregister", "err", err)
+		a.failed.Log("endpoint", "unregister", "err", err)
 		text(w, "ERROR\nInternal server error!")
 	}
 }
