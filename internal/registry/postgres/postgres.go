@@ -115,10 +115,18 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
+	// A server that turned read-only under the pool (a switchover that
+	// fenced the old primary, which stays up) would keep every pooled
+	// connection, and fail every write, until the connections' lifetime
+	// ends: an hour. The first write it refuses closes them all, and the
+	// new ones go where target_session_attrs leads.
+	ro := &readOnlyTracer{}
+	cfg.ConnConfig.Tracer = ro
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
+	ro.pool.Store(pool)
 	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
 	err = pool.Ping(cctx)
 	cancel()
@@ -133,6 +141,55 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s.gc = groupcommit.Start(committer{s})
 	return s, nil
+}
+
+// readOnlyTracer resets the pool when a statement fails because the
+// server is read-only (SQLSTATE 25006) or in recovery (57P03).
+//
+// A reset runs no statement, so it cannot lead to another by itself, and
+// one runs at a time. When every server the DSN names is read-only, the
+// pool cannot go elsewhere: with target_session_attrs=read-write it makes
+// no connection at all (nothing runs, nothing resets), and without it the
+// new connections go to the same server, whose next refused write resets
+// the pool again. That is a reset per refused write at most, each making
+// the pool's connections again, for writes that fail either way; reads
+// go on.
+type readOnlyTracer struct {
+	pool      atomic.Pointer[pgxpool.Pool]
+	resetting atomic.Bool
+}
+
+func readOnly(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "25006" || pe.Code == "57P03")
+}
+
+func (t *readOnlyTracer) check(err error) {
+	if !readOnly(err) || !t.resetting.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer t.resetting.Store(false)
+		if p := t.pool.Load(); p != nil {
+			p.Reset()
+		}
+	}()
+}
+
+func (t *readOnlyTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (t *readOnlyTracer) TraceQueryEnd(_ context.Context, _ *pgx.Conn, d pgx.TraceQueryEndData) {
+	t.check(d.Err)
+}
+func (t *readOnlyTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (t *readOnlyTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	t.check(d.Err)
+}
+func (t *readOnlyTracer) TraceBatchEnd(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchEndData) {
+	t.check(d.Err)
 }
 
 func setParams(c *pgx.ConnConfig, opts Options, app string) {
@@ -1140,7 +1197,7 @@ const probePrefix = "probe:"
 
 // probe is a notification the feed sends itself through the pool, on its
 // ack channel, to learn that its LISTEN connection still hears what is
-// sent. Two ways it may not:
+// sent, and from the server it should. Three ways it may not:
 //
 //   - through a pooler in transaction mode (PgBouncer's pool_mode =
 //     transaction) every statement works, LISTEN included, but the server
@@ -1151,12 +1208,22 @@ const probePrefix = "probe:"
 //     TCP's keep-alive takes many minutes to tell. Meanwhile the others'
 //     writes would each wait a second for this instance's ack. A probe
 //     whenever the feed has been quiet for heartbeat finds this.
+//   - the server turned read-only under the feed (a switchover that
+//     fenced the old primary, which stays up): its notifications still
+//     arrive, but the writes, and theirs, go to the new primary now. A
+//     probe that finds the server read-only where an earlier one on the
+//     connection found it writable finds this, and the feed listens again
+//     where target_session_attrs leads. Only then: a feed that starts on
+//     a read-only server (the only one there is, or a DSN that asks for
+//     no writable one) stays, having nowhere better to go, rather than
+//     stop at every probe and leave the cache bypassed meanwhile.
 //
-// Either way the feed stops, and the cache is bypassed until it is back.
+// Each way the feed stops, and the cache is bypassed until it is back.
 type probe struct {
-	conn    *pgx.Conn // not the LISTEN connection, nor one of the pool's
-	payload string    // of the probe under way; "" when none is
-	due     time.Time
+	conn     *pgx.Conn // not the LISTEN connection, nor one of the pool's
+	payload  string    // of the probe under way; "" when none is
+	due      time.Time
+	writable bool // an earlier probe found the server writable
 }
 
 func (p *probe) send(ctx context.Context, s *Store) error {
@@ -1165,9 +1232,14 @@ func (p *probe) send(ctx context.Context, s *Store) error {
 	p.payload, p.due = probePrefix+hex.EncodeToString(b), time.Now().Add(s.probeWait)
 	sctx, cancel := context.WithTimeout(ctx, s.probeWait)
 	defer cancel()
-	if _, err := p.conn.Exec(sctx, `SELECT pg_notify($1, $2)`, s.bar.ackChannel(), p.payload); err != nil {
+	var ro string
+	if err := p.conn.QueryRow(sctx, `SELECT current_setting('transaction_read_only') FROM pg_notify($1, $2)`, s.bar.ackChannel(), p.payload).Scan(&ro); err != nil {
 		return fmt.Errorf("probing the change feed: %w", err)
 	}
+	if ro == "on" && p.writable {
+		return errors.New("the database the change feed listens on turned read-only (a switchover?): listening again")
+	}
+	p.writable = ro != "on"
 	return nil
 }
 
