@@ -2,8 +2,10 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,21 +55,23 @@ func heardOtherWrite(t *testing.T, dsn string, changed <-chan string, node strin
 // does not track, such as statement_timeout), its statements are bounded,
 // and its change feed hears another instance's writes. In transaction
 // mode the feed never goes live, since notifications do not arrive, and
-// the log says why.
+// the log says why, and names the exec mode the DSN needs there unless
+// it has it.
 func TestThroughPgBouncer(t *testing.T) {
 	for _, tc := range []struct {
-		mode string
-		live bool
+		name, mode, dsn string
+		live, advice    bool
 	}{
-		{"session", true},
-		{"transaction", false},
+		{"session", "session", "", true, false},
+		{"transaction", "transaction", "", false, true},
+		{"transaction_cache_describe", "transaction", "&default_query_exec_mode=cache_describe", false, false},
 	} {
-		t.Run(tc.mode, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			direct := pg.DB(t)
 			var log logbuf.Buffer
-			s, err := postgres.Open(ctx, pg.Bouncer(t, direct, tc.mode), postgres.Options{
+			s, err := postgres.Open(ctx, pg.Bouncer(t, direct, tc.mode)+tc.dsn, postgres.Options{
 				StatementTimeout: 4 * time.Second,
 				Logger:           slog.New(slog.NewTextHandler(&log, nil)),
 			})
@@ -87,6 +91,11 @@ func TestThroughPgBouncer(t *testing.T) {
 				t.Fatalf("get through PgBouncer: %+v, %v", r, err)
 			}
 
+			if !tc.live {
+				// The first probe is what finds the pooler: a shorter wait
+				// for it keeps the test short.
+				postgres.SetProbes(s, time.Minute, time.Second)
+			}
 			live := make(chan bool, 4)
 			changed := make(chan string, 16)
 			done := make(chan struct{})
@@ -97,7 +106,7 @@ func TestThroughPgBouncer(t *testing.T) {
 			defer func() { cancel(); <-done }()
 			if !tc.live {
 				deadline := time.Now().Add(20 * time.Second)
-				for !strings.Contains(log.String(), "transaction mode") {
+				for !strings.Contains(log.String(), "does not deliver notifications") {
 					select {
 					case <-live:
 						t.Fatal("the change feed went live through a pooler in transaction mode")
@@ -106,6 +115,9 @@ func TestThroughPgBouncer(t *testing.T) {
 					if time.Now().After(deadline) {
 						t.Fatalf("the log never said why the feed is not live: %s", log.String())
 					}
+				}
+				if named := strings.Contains(log.String(), "default_query_exec_mode=cache_describe"); named != tc.advice {
+					t.Errorf("the log names default_query_exec_mode=cache_describe: %v, want %v: %s", named, tc.advice, log.String())
 				}
 				return
 			}
@@ -121,5 +133,94 @@ func TestThroughPgBouncer(t *testing.T) {
 				t.Fatal("another instance's write not heard through PgBouncer")
 			}
 		})
+	}
+}
+
+// transactionMode is a DSN through PgBouncer in transaction mode to dsn,
+// with the exec mode README asks for there.
+func transactionMode(t *testing.T, dsn string) string {
+	return pg.Bouncer(t, dsn, "transaction") + "&default_query_exec_mode=cache_describe"
+}
+
+// Through a pooler in transaction mode, with the DSN setting README asks
+// for, one instance reads and registers from several goroutines at once
+// without a statement failing: none meets another's prepared statement
+// on a server connection.
+func TestTransactionModeConcurrentReads(t *testing.T) {
+	s, err := postgres.Open(context.Background(), transactionMode(t, pg.DB(t)), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := register(s, registry.Registration{Node: "n1", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	errs := map[string]int{}
+	deadline := time.Now().Add(3 * time.Second)
+	for i := range 8 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				var err error
+				switch i % 4 {
+				case 0, 1:
+					_, err = s.GetPushTarget(context.Background(), "n1")
+				case 2:
+					_, err = s.Get(context.Background(), "n1")
+				case 3:
+					_, err = register(s, registry.Registration{Node: fmt.Sprintf("m%d", i), Type: "a", Token: "t", Secret: "s", Registered: time.Now()})
+				}
+				if err != nil {
+					mu.Lock()
+					errs[err.Error()]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for e, n := range errs {
+		t.Errorf("%d× %s", n, e)
+	}
+}
+
+// Through a pooler in transaction mode, with the DSN setting README asks
+// for, a second instance starts beside the first.
+func TestTransactionModeSecondInstance(t *testing.T) {
+	through := transactionMode(t, pg.DB(t))
+	for i := range 2 {
+		s, err := postgres.Open(context.Background(), through, postgres.Options{})
+		if err != nil {
+			t.Fatalf("instance %d: %v", i+1, err)
+		}
+		t.Cleanup(func() { s.Close() })
+	}
+}
+
+// Through a pooler in transaction mode without that setting, the second
+// instance's statements meet the first's prepared statements on the
+// server connection PgBouncer hands it: its start fails, and both the
+// error and the log name the setting.
+func TestTransactionModeWithoutExecModeSaysSo(t *testing.T) {
+	through := pg.Bouncer(t, pg.DB(t), "transaction")
+	var log logbuf.Buffer
+	opts := postgres.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))}
+	first, err := postgres.Open(context.Background(), through, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	second, err := postgres.Open(context.Background(), through, opts)
+	if err == nil {
+		second.Close()
+		t.Fatal("a second instance started through PgBouncer in transaction mode with named prepared statements")
+	}
+	const setting = "default_query_exec_mode=cache_describe"
+	if !strings.Contains(err.Error(), setting) {
+		t.Errorf("the error does not name %s: %v", setting, err)
+	}
+	if !strings.Contains(log.String(), setting) {
+		t.Errorf("the log does not name %s: %s", setting, log.String())
 	}
 }

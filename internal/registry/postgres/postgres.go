@@ -82,6 +82,10 @@ type Store struct {
 	bar    barrier
 	// heartbeat and probeWait time the change feed's probes (see probe).
 	heartbeat, probeWait time.Duration
+	// namedStatements is set when statements are prepared under a name
+	// on their connection (pgx's default exec mode, cache_statement),
+	// which a pooler in transaction mode does not carry.
+	namedStatements bool
 
 	released atomic.Pointer[func(jid string)] // see OnComponentReleased
 	held     atomic.Pointer[func()]           // see OnPushesHeld
@@ -115,18 +119,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
-	// A server that turned read-only under the pool (a switchover that
-	// fenced the old primary, which stays up) would keep every pooled
-	// connection, and fail every write, until the connections' lifetime
-	// ends: an hour. The first write it refuses closes them all, and the
-	// new ones go where target_session_attrs leads.
-	ro := &readOnlyTracer{}
-	cfg.ConnConfig.Tracer = ro
+	tr := &poolTracer{logger: opts.Logger}
+	cfg.ConnConfig.Tracer = tr
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	ro.pool.Store(pool)
+	tr.pool.Store(pool)
 	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
 	err = pool.Ping(cctx)
 	cancel()
@@ -134,37 +133,75 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(opts.AckWait), heartbeat: defaultHeartbeat, probeWait: probeWait}
+	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(opts.AckWait), heartbeat: defaultHeartbeat, probeWait: probeWait,
+		namedStatements: cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
+		if preparedClash(err) {
+			// The start of a second instance behind such a pooler.
+			return nil, fmt.Errorf("%w: %s", err, execModeAdvice)
+		}
 		return nil, err
 	}
 	s.gc = groupcommit.Start(committer{s})
 	return s, nil
 }
 
-// readOnlyTracer resets the pool when a statement fails because the
-// server is read-only (SQLSTATE 25006) or in recovery (57P03).
+// poolTracer watches the pool's statements for two failures that say
+// something of where the DSN leads.
 //
-// A reset runs no statement, so it cannot lead to another by itself, and
-// one runs at a time. When every server the DSN names is read-only, the
-// pool cannot go elsewhere: with target_session_attrs=read-write it makes
-// no connection at all (nothing runs, nothing resets), and without it the
-// new connections go to the same server, whose next refused write resets
-// the pool again. That is a reset per refused write at most, each making
-// the pool's connections again, for writes that fail either way; reads
-// go on.
-type readOnlyTracer struct {
+// A server that turned read-only under the pool (SQLSTATE 25006; 57P03,
+// one in recovery, likewise) would keep every pooled connection, and
+// fail every write, until the connections' lifetime ends: an hour. That
+// happens in a switchover that fences the old primary, which stays up.
+// The first write it refuses resets the pool, and the new connections go
+// where target_session_attrs leads. A reset runs no statement, so it
+// cannot lead to another by itself, and one runs at a time. When every
+// server the DSN names is read-only, the pool cannot go elsewhere: with
+// target_session_attrs=read-write it makes no connection at all
+// (nothing runs, nothing resets), and without it the new connections go
+// to the same server, whose next refused write resets the pool again.
+// That is a reset per refused write at most, each making the pool's
+// connections again, for writes that fail either way; reads go on.
+//
+// A named prepared statement (pgx's default exec mode) that is missing,
+// or already there, on its server connection means a pooler in
+// transaction mode handed that connection to another client: it is
+// logged with the DSN setting that avoids it, at most once a minute.
+type poolTracer struct {
 	pool      atomic.Pointer[pgxpool.Pool]
 	resetting atomic.Bool
+	logger    *slog.Logger
+	logged    atomic.Int64 // when a clash was last logged, in Unix nanoseconds
 }
+
+// execModeAdvice is what a statement refused for its prepared statement
+// asks of the DSN.
+const execModeAdvice = "behind a pooler in transaction mode, add default_query_exec_mode=cache_describe to the DSN"
 
 func readOnly(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "25006" || pe.Code == "57P03")
 }
 
-func (t *readOnlyTracer) check(err error) {
+// preparedClash reports whether err is a named prepared statement found
+// already there (42P05) or missing (26000) on its server connection.
+func preparedClash(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "42P05" || pe.Code == "26000") && strings.Contains(pe.Message, "prepared statement")
+}
+
+func (t *poolTracer) check(err error) {
+	if err == nil {
+		return
+	}
+	if preparedClash(err) {
+		last := t.logged.Load()
+		if now := time.Now().UnixNano(); now-last >= int64(time.Minute) && t.logged.CompareAndSwap(last, now) {
+			t.logger.Error("a statement found its prepared statement missing or already there: the DSN leads to a pooler in transaction mode, which hands server connections to other clients; "+execModeAdvice, "err", err)
+		}
+		return
+	}
 	if !readOnly(err) || !t.resetting.CompareAndSwap(false, true) {
 		return
 	}
@@ -176,19 +213,19 @@ func (t *readOnlyTracer) check(err error) {
 	}()
 }
 
-func (t *readOnlyTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+func (t *poolTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	return ctx
 }
-func (t *readOnlyTracer) TraceQueryEnd(_ context.Context, _ *pgx.Conn, d pgx.TraceQueryEndData) {
+func (t *poolTracer) TraceQueryEnd(_ context.Context, _ *pgx.Conn, d pgx.TraceQueryEndData) {
 	t.check(d.Err)
 }
-func (t *readOnlyTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+func (t *poolTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
 	return ctx
 }
-func (t *readOnlyTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+func (t *poolTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
 	t.check(d.Err)
 }
-func (t *readOnlyTracer) TraceBatchEnd(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchEndData) {
+func (t *poolTracer) TraceBatchEnd(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchEndData) {
 	t.check(d.Err)
 }
 
@@ -1130,7 +1167,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		cancel()
 		switch {
 		case timedOut && p.payload != "":
-			return p.lost(following)
+			return p.lost(following, s.namedStatements)
 		case timedOut:
 			if err := p.send(ctx, s); err != nil {
 				return err
@@ -1243,13 +1280,20 @@ func (p *probe) send(ctx context.Context, s *Store) error {
 	return nil
 }
 
-// lost is the error of a probe that did not come back in time.
-func (p *probe) lost(following bool) error {
+// lost is the error of a probe that did not come back in time; named
+// says statements are prepared under a name (see Store.namedStatements).
+func (p *probe) lost(following, named bool) error {
 	if following {
 		return errors.New("the LISTEN connection stopped hearing notifications: a probe sent through the pool did not arrive")
 	}
-	return errors.New("a notification sent through the pool did not arrive on the LISTEN connection: " +
-		"the DSN must lead to PostgreSQL itself or to a pooler in session mode, not one in transaction mode, which does not deliver notifications")
+	msg := "a notification sent through the pool did not arrive on the LISTEN connection: " +
+		"the DSN must lead to PostgreSQL itself or to a pooler in session mode, not one in transaction mode, which does not deliver notifications"
+	if named {
+		// Statements fail there too, as their prepared statements meet
+		// other clients' on the server connections.
+		msg += "; " + execModeAdvice
+	}
+	return errors.New(msg)
 }
 
 // ReleaseComponent tells the instances sharing the database that this one
