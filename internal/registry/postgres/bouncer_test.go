@@ -198,6 +198,36 @@ func TestTransactionModeSecondInstance(t *testing.T) {
 	}
 }
 
+// Instances starting together through a pooler in transaction mode, with
+// the DSN setting README asks for, migrate once: the advisory lock and
+// the lifted timeouts live in each migration's transaction, which the
+// pooler keeps on one server connection, and not in a session it hands
+// to other clients between statements.
+func TestTransactionModeConcurrentStart(t *testing.T) {
+	through := transactionMode(t, pg.DB(t))
+	for round := range 3 {
+		var wg sync.WaitGroup
+		errc := make(chan error, 4)
+		for range 4 {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				s, err := postgres.Open(ctx, through, postgres.Options{})
+				if err != nil {
+					errc <- err
+					return
+				}
+				s.Close()
+			})
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Errorf("round %d: %v", round, err)
+		}
+	}
+}
+
 // Through a pooler in transaction mode without that setting, the second
 // instance's statements meet the first's prepared statements on the
 // server connection PgBouncer hands it: its start fails, and both the

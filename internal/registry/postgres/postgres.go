@@ -270,6 +270,13 @@ func (s *Store) migrate(ctx context.Context) error { return s.migrateFrom(ctx, m
 
 // migrateFrom is migrate with the migrations read from fsys's
 // migrations/*.sql, so that a test can add one.
+//
+// Each migration is one transaction that takes a transaction-level
+// advisory lock, reads the version and applies the next one: nothing is
+// held between transactions, so a pooler in transaction mode (which
+// hands each transaction to any server connection) neither lets two
+// instances migrate at once nor leaves the lock, or a lifted timeout,
+// behind on a server connection that others then use.
 func (s *Store) migrateFrom(ctx context.Context, fsys fs.FS) error {
 	files, err := fs.Glob(fsys, "migrations/*.sql")
 	if err != nil {
@@ -281,73 +288,83 @@ func (s *Store) migrateFrom(ctx context.Context, fsys fs.FS) error {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
 	defer conn.Release()
-	// Migrations may take longer than a push-path statement, and an
-	// instance starting beside one that migrates waits for its lock.
-	if _, err := conn.Exec(ctx, `SET statement_timeout = 0; SET lock_timeout = 0`); err != nil {
-		return fmt.Errorf("migrating: %w", err)
-	}
-	// Not RESET, which would go back to the server's default: the bound
-	// is set once connected (setParams).
-	defer conn.Exec(context.WithoutCancel(ctx), timeoutSettings(s.opts))
-	const lockKey int64 = 0x7075736801 // "push" 1; pg_advisory_lock takes a bigint
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
-		return fmt.Errorf("migrating: %w", err)
-	}
-	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockKey)
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("migrating: %w", err)
-	}
-	var version int
-	err = conn.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&version)
-	if errors.Is(err, pgx.ErrNoRows) {
-		_, err = conn.Exec(ctx, `INSERT INTO schema_version VALUES (0)`)
-	}
-	if err != nil {
-		return fmt.Errorf("reading schema version: %w", err)
-	}
-	if version > len(files) {
-		return fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer push-appserver", version, len(files))
-	}
-	for i, f := range files[version:] {
-		n := version + i + 1
-		if want := fmt.Sprintf("migrations/%03d_", n); !strings.HasPrefix(f, want) {
-			return fmt.Errorf("migration %s out of sequence", f)
-		}
-		body, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			return err
-		}
-		if err := s.apply(ctx, conn, n, string(body)); err != nil {
-			return fmt.Errorf("migration %d: %w", n, err)
-		}
-	}
-	return nil
-}
+	const lockKey int64 = 0x7075736801 // "push" 1; pg_advisory_xact_lock takes a bigint
 
-// apply runs migration n in a transaction of its own, waiting for each
-// lock it needs a second at a time. A request for a strong lock (ALTER
-// TABLE's ACCESS EXCLUSIVE) queued behind a long reader (pg_dump, an
-// operator's open transaction) puts every later statement on that table
-// behind it: waiting without bound, it would fail the other instances'
-// pushes and registrations at their statement_timeout for as long as the
-// reader runs. Between tries they go on.
-func (s *Store) apply(ctx context.Context, conn *pgxpool.Conn, n int, body string) error {
-	start := time.Now()
-	var warned time.Time
+	var waiting int // the migration that waits for a lock, if any
+	var start, warned time.Time
 	for {
+		done, n := false, 0
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			// Migrations may take longer than a push-path statement, and
+			// an instance starting beside one that migrates waits for
+			// its lock.
+			if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+				return err
+			}
+			var version int
+			err := tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&version)
+			if errors.Is(err, pgx.ErrNoRows) {
+				_, err = tx.Exec(ctx, `INSERT INTO schema_version VALUES (0)`)
+			}
+			if err != nil {
+				return errDecide{fmt.Errorf("reading schema version: %w", err)}
+			}
+			if version > len(files) {
+				return errDecide{fmt.Errorf("schema version %d is newer than this program knows (%d): use a newer push-appserver", version, len(files))}
+			}
+			if version == len(files) {
+				done = true
+				return nil
+			}
+			n = version + 1
+			f := files[version]
+			if want := fmt.Sprintf("migrations/%03d_", n); !strings.HasPrefix(f, want) {
+				return errDecide{fmt.Errorf("migration %s out of sequence", f)}
+			}
+			body, err := fs.ReadFile(fsys, f)
+			if err != nil {
+				return errDecide{err}
+			}
+			// Each lock the migration needs is waited for a second at a
+			// time (see below).
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '1s'`); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, body); err != nil {
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `UPDATE schema_version SET version = $1`, n)
+			_, err = tx.Exec(ctx, `UPDATE schema_version SET version = $1`, n)
 			return err
 		})
+		var d errDecide
 		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "55P03" { // lock_not_available
-			return err
+		switch {
+		case err == nil && done:
+			return nil
+		case err == nil:
+			continue
+		case errors.As(err, &d):
+			return d.err
+		case !errors.As(err, &pe) || pe.Code != "55P03": // lock_not_available
+			if n > 0 {
+				return fmt.Errorf("migration %d: %w", n, err)
+			}
+			return fmt.Errorf("migrating: %w", err)
+		}
+		// A request for a strong lock (ALTER TABLE's ACCESS EXCLUSIVE)
+		// queued behind a long reader (pg_dump, an operator's open
+		// transaction) puts every later statement on that table behind
+		// it: waiting without bound, it would fail the other instances'
+		// pushes and registrations at their statement_timeout for as
+		// long as the reader runs. Between tries they go on.
+		if n != waiting {
+			waiting, start, warned = n, time.Now(), time.Time{}
 		}
 		if warned.IsZero() || time.Since(warned) >= time.Minute {
 			s.logger.Warn("schema migration waits for a lock that other sessions (a long transaction, pg_dump) hold on its table; it tries again every second and holds up no other statement meanwhile",
@@ -358,7 +375,7 @@ func (s *Store) apply(ctx context.Context, conn *pgxpool.Conn, n int, body strin
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("waiting for a lock: %w", ctx.Err())
+			return fmt.Errorf("migration %d: waiting for a lock: %w", n, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -511,7 +528,8 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 var errRaced = errors.New("node created concurrently")
 
 // errDecide carries an error of the caller's decide function (or
-// InstanceValue's gen) out of the transaction unwrapped.
+// InstanceValue's gen, or migrateFrom's reading of the version and the
+// files) out of the transaction unwrapped.
 type errDecide struct{ err error }
 
 func (e errDecide) Error() string { return e.err.Error() }
