@@ -132,6 +132,54 @@ func TestMigrationWaitingForALockHoldsNoOneUp(t *testing.T) {
 	}
 }
 
+// An instance may run as a role that uses the tables but may not create
+// in the schema, once the schema's owner migrated it: with nothing to
+// migrate, it creates nothing. The role is the cluster's, its rights and
+// the revoked CREATE only the test's database's.
+func TestOpenAsRoleWithoutCreate(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.DB(t)
+	open(t, dsn) // migrated by the owner
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	const role = "push_without_create"
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`REVOKE CREATE ON SCHEMA public FROM PUBLIC`,
+		`GRANT USAGE ON SCHEMA public TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ` + role,
+		`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ` + role,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// Before the database goes, so that the role has nothing left to
+	// keep it.
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, `DROP OWNED BY `+role+`; DROP ROLE `+role); err != nil {
+			t.Error(err)
+		}
+	})
+	s, err := postgres.Open(ctx, strings.Replace(dsn, "postgres@", role+"@", 1), postgres.Options{})
+	if err != nil {
+		t.Fatalf("open as a role that may use but not create tables, schema up to date: %v", err)
+	}
+	defer s.Close()
+	if _, err := register(s, registry.Registration{Node: "n", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -304,8 +304,18 @@ func (s *Store) migrateFrom(ctx context.Context, fsys fs.FS) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+			// Created only when missing: CREATE … IF NOT EXISTS needs
+			// the right to create in the schema even when the table is
+			// there, which a role running a schema its owner migrated
+			// need not have.
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_version') IS NOT NULL`).Scan(&exists); err != nil {
 				return err
+			}
+			if !exists {
+				if _, err := tx.Exec(ctx, `CREATE TABLE schema_version (version INTEGER NOT NULL)`); err != nil {
+					return err
+				}
 			}
 			var version int
 			err := tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&version)
