@@ -647,8 +647,11 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		// A checked push replaces an unread one; between checked pushes
 		// the more urgent wins (an alert is not lost to a silent push),
 		// and of equal urgency the newer.
-		if u == nil && (p.unread != nil || urgency(n.Priority) > urgency(p.n.Priority) ||
-			urgency(n.Priority) == urgency(p.n.Priority) && newer) {
+		// Checked against different secrets, the node was registered
+		// afresh between them: only the newer can still go out.
+		resecret := checked && p.checked && subtle.ConstantTimeCompare([]byte(secret), []byte(p.secret)) != 1
+		if u == nil && (p.unread != nil || resecret && newer || !resecret && (urgency(n.Priority) > urgency(p.n.Priority) ||
+			urgency(n.Priority) == urgency(p.n.Priority) && newer)) {
 			if !r.replace(p, n, nil) {
 				// Not kept: its row is its only copy.
 				return false
@@ -920,6 +923,14 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 		// A wrong secret or an unknown node ends the unread push the
 		// attempt took, not the push that replaced it meanwhile (one
 		// whose secret was checked, say): that one goes out soon.
+		p.wait.Reset()
+		p.due = now.Add(p.wait.Next())
+		return
+	}
+	if (res == redeliveryGone || res == redeliveryFailed) && a.unread == nil && p.gen != a.gen {
+		// Gone (its registration's secret changed, its token dead):
+		// the push that replaced it meanwhile, checked against the
+		// registration as it is now, has not been tried yet.
 		p.wait.Reset()
 		p.due = now.Add(p.wait.Next())
 		return

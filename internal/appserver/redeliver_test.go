@@ -536,3 +536,45 @@ func TestRedeliveryRoomSparesAttemptUnderWay(t *testing.T) {
 			s.Delivered, s.Dropped, r.pending[redeliveryKey{node: "a2"}] != nil)
 	}
 }
+
+// TestStaleSecretAttemptEndsOnlyItsPush: a checked push found gone (its
+// node registered afresh, a new secret) ends its own wait, not the push
+// checked against the new secret that replaced it while the attempt ran:
+// that one is the registration's own.
+func TestStaleSecretAttemptEndsOnlyItsPush(t *testing.T) {
+	r, c := newTestRedeliveries()
+	key := redeliveryKey{node: "n1"}
+	r.keepChecked(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh}, "old-secret", nil)
+	c.advance(redeliveryBase)
+	attempts := r.due(10)
+	if len(attempts) != 1 {
+		t.Fatalf("%d due", len(attempts))
+	}
+	// While the attempt runs (its lookup finds the new secret), a push
+	// the user's server sent with the new secret fails and is kept.
+	r.keepChecked(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh}, "new-secret", nil)
+	r.done(attempts[0], redeliveryGone, 0)
+	if s := r.stats(); s.Pending != 1 {
+		t.Fatalf("the push checked against the registration's secret was dropped with the stale one: %+v", s)
+	}
+}
+
+// TestRestoredStaleSecretDoesNotReplaceFresh: a held push taken from the
+// registry, checked against a secret the node's registration no longer
+// has (another server kept it before the node was registered afresh),
+// does not replace the push this server holds, checked against the new
+// secret, however more urgent: of two pushes checked against different
+// secrets only the newer can still go out.
+func TestRestoredStaleSecretDoesNotReplaceFresh(t *testing.T) {
+	r, c := newTestRedeliveries()
+	key := redeliveryKey{node: "n1"}
+	staleFailed := c.now()
+	c.advance(time.Second)
+	r.keepChecked(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent}, "new-secret", nil)
+	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh}, nil, "old-secret", true, staleFailed, time.Time{}, true)
+	c.advance(redeliveryBase)
+	got := r.due(10)
+	if len(got) != 1 || got[0].secret != "new-secret" {
+		t.Fatalf("the older push, checked against a secret now replaced, took the place of the newer: %+v", got)
+	}
+}
