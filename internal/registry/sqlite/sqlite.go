@@ -447,6 +447,9 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 }
 
 func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
+	if err := s.unmoved(); err != nil {
+		return registry.Registration{}, fmt.Errorf("delete: %w", err)
+	}
 	r, err := scan(s.write.QueryRowContext(ctx, `DELETE FROM registrations WHERE node = ? AND type = ? `+returning, node, typ))
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return r, fmt.Errorf("delete: %w", err)

@@ -1111,3 +1111,28 @@ func TestRegisterRefusedWhenFileMoved(t *testing.T) {
 		})
 	}
 }
+
+// TestUnregisterRefusedWhenFileReplaced: an unregistration with the
+// registry's file replaced under the server (a volume swapped, an older
+// copy put back) is refused, as a registration is: answered OK, it would
+// be written to the open file no name reaches, and at the next start the
+// registration the user removed would be there again, and pushed to.
+func TestUnregisterRefusedWhenFileReplaced(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "registry.db")
+	s := open(t, path)
+	defer s.Close()
+	if _, err := register(s, registry.Registration{Node: "n1", Type: "a", Token: "t1", Secret: "s", Registered: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// The copy that will be put in place (a backup taken now).
+	if _, err := s.Backup(context.Background(), filepath.Join(dir, "copy.db")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "copy.db"), path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(context.Background(), "n1", "a"); err == nil {
+		t.Fatal("the unregistration was answered OK, written to a file no name reaches: n1 is back at the next start")
+	}
+}
