@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/url"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // waitLog waits until the server's log contains want.
@@ -282,6 +285,42 @@ ca_path = %q
 	}
 	if v := metric(t, addr, series); v <= 0 || v > (24*time.Hour).Seconds() {
 		t.Errorf("%s = %v after the reload to a certificate expiring within a day; want its expiry\n%s", series, v, s.log.String())
+	}
+	s.stop(t)
+}
+
+// TestPKCS12AppExportsItsExpiry: an APNS app on a PKCS#12 file exports
+// its certificate's expiry too, under the name an app's certificate has
+// whichever file it came from.
+func TestPKCS12AppExportsItsExpiry(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cert, _ := tls.X509KeyPair(certPEM, keyPEM)
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	p12, err := gopkcs12.Modern.Encode(cert.PrivateKey, leaf, nil, "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p12File := filepath.Join(dir, "push.p12")
+	os.WriteFile(p12File, p12, 0o600)
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\nrate_limit = 0\n[http]\nlisten = %q\n[apps.ios]\nkind = \"apns\"\ntopic = \"im.example.app\"\nendpoint = %q\nca_path = %q\npkcs12_file = %q\nkey_password = \"s3cret\"\n",
+		filepath.Join(dir, "data"), addr, m.URL, m.CADir, p12File), 0o600)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	const series = `push_appserver_certificate_expiry_seconds{certificate="apps.ios.cert_file"}`
+	if v := metric(t, addr, series); v <= 0 || v > (24*time.Hour).Seconds() {
+		t.Errorf("%s = %v for an app on a certificate expiring within a day; want its expiry", series, v)
 	}
 	s.stop(t)
 }
