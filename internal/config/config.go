@@ -718,15 +718,18 @@ func (c *Config) validate() []error {
 	// Each listener binds a socket of its own: two on one address would
 	// pass here and fail serve at start with "address already in use",
 	// which reads as if another process held the port.
-	seenAddr := map[string]string{}
+	var seenAddr [][2]string
 	for _, l := range [][2]string{{"http.listen", c.HTTP.Listen}, {"http.tls_listen", c.HTTP.TLSListen}, {"metrics_listen", c.MetricsListen}, {"pprof_listen", c.PprofListen}} {
 		if l[1] == "" {
 			continue
 		}
-		if other, ok := seenAddr[l[1]]; ok {
-			bad(l[0], "%q is %s's address too: give each listener its own", l[1], other)
+		for _, o := range seenAddr {
+			if sameSocket(o[1], l[1]) {
+				bad(l[0], "%q is %s's address too: give each listener its own", l[1], o[0])
+				break
+			}
 		}
-		seenAddr[l[1]] = l[0]
+		seenAddr = append(seenAddr, l)
 	}
 	if *c.AccountRegisterLimit < 0 {
 		bad("account_register_limit", "must not be negative (0 turns the limit off)")
@@ -1138,4 +1141,36 @@ func ResolveSecret(v string) (string, error) {
 		return strings.TrimSpace(line), nil
 	}
 	return v, nil
+}
+
+// sameSocket reports whether listening on a and on b would collide: the
+// same port, and the same address however written ("[::1]", "[0::1]"),
+// or a wildcard covering the other (":5280" and "[::]:5280" take IPv4 too,
+// "0.0.0.0:5280" every IPv4 address).
+func sameSocket(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	na, err1 := strconv.Atoi(pa)
+	nb, err2 := strconv.Atoi(pb)
+	if err1 != nil || err2 != nil || na != nb || na == 0 {
+		// Port 0 is a port of the kernel's choosing, one apiece.
+		return a == b
+	}
+	ipa, erra := netip.ParseAddr(ha)
+	ipb, errb := netip.ParseAddr(hb)
+	dual := func(h string, ip netip.Addr, err error) bool {
+		return h == "" || err == nil && ip == netip.IPv6Unspecified()
+	}
+	if dual(ha, ipa, erra) || dual(hb, ipb, errb) {
+		return true
+	}
+	if erra != nil || errb != nil {
+		return strings.EqualFold(ha, hb)
+	}
+	ipa, ipb = ipa.Unmap(), ipb.Unmap()
+	any4 := netip.IPv4Unspecified()
+	return ipa == ipb || ipa == any4 && ipb.Is4() || ipb == any4 && ipa.Is4()
 }

@@ -711,3 +711,29 @@ func TestKeyPasswordFileNotARegularFileRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestListenersOnOneSocketRefused: two listeners on one socket, however
+// written (a wildcard covering the other, one address spelt two ways),
+// are refused, as one address written twice is: serve would fail with
+// "address already in use". Addresses that bind apart stay allowed.
+func TestListenersOnOneSocketRefused(t *testing.T) {
+	for _, pair := range [][2]string{
+		{":5280", "127.0.0.1:5280"},   // ":5280" is IPv6's wildcard, dual-stack
+		{"[::]:5280", "0.0.0.0:5280"}, // likewise
+		{"[::]:5280", "[::1]:5280"},   // likewise
+		{"0.0.0.0:5280", "127.0.0.1:5280"},
+		{"[::1]:5280", "[0::1]:5280"}, // one address
+	} {
+		toml := fmt.Sprintf("metrics_listen = %q\n[http]\nlisten = %q\n", pair[1], pair[0])
+		_, err := Parse(toml, "")
+		if err == nil || !strings.Contains(err.Error(), "give each listener its own") {
+			t.Errorf("http.listen %s, metrics_listen %s: %v, want the second listener refused", pair[0], pair[1], err)
+		}
+	}
+	for _, pair := range [][2]string{{"0.0.0.0:5280", "[::1]:5280"}, {"127.0.0.1:5280", "[::1]:5280"}, {"[::1]:5280", "[::1]:5281"}} {
+		toml := fmt.Sprintf("metrics_listen = %q\n[http]\nlisten = %q\n", pair[1], pair[0])
+		if _, err := Parse(toml, ""); err != nil {
+			t.Errorf("http.listen %s, metrics_listen %s bind apart: %v", pair[0], pair[1], err)
+		}
+	}
+}
