@@ -162,8 +162,16 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 			return err
 		}
 		if !dryRun && len(page) > 0 {
+			start := time.Now()
 			if err := dst.Put(ctx, page); err != nil {
 				return fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
+			}
+			// Let a running server's writes in between two pages, as
+			// Prune does between its batches (see pruneGap).
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(max(pruneGap, time.Since(start))):
 			}
 		}
 		for _, r := range page {
