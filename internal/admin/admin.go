@@ -211,7 +211,13 @@ type Printer struct {
 
 	tw     *tabwriter.Writer
 	header bool
+	rows   int // rows in tw since its last flush
 }
+
+// flushRows is how many rows the table holds before it writes them: a
+// tabwriter keeps every row until flushed to align the columns, and a
+// registry of millions must not be held whole.
+const flushRows = pageSize
 
 // Print writes one registration.
 func (p *Printer) Print(r registry.Registration) error {
@@ -234,11 +240,17 @@ func (p *Printer) Print(r registry.Registration) error {
 	if v.LastErrorReason != "" {
 		lastErr += " " + v.LastErrorReason
 	}
+	var err error
 	if p.ShowSecrets {
-		_, err := fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Node, v.Type, v.Token, v.Secret, v.Registered, dash(v.LastSuccessfulPush), lastErr)
-		return err
+		_, err = fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Node, v.Type, v.Token, v.Secret, v.Registered, dash(v.LastSuccessfulPush), lastErr)
+	} else {
+		_, err = fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Node, v.Type, v.Token, v.Registered, dash(v.LastSuccessfulPush), lastErr)
 	}
-	_, err := fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Node, v.Type, v.Token, v.Registered, dash(v.LastSuccessfulPush), lastErr)
+	if p.rows++; err == nil && p.rows >= flushRows {
+		// Columns line up within each page of rows.
+		p.rows = 0
+		err = p.tw.Flush()
+	}
 	return err
 }
 
