@@ -50,6 +50,8 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 	// Every retention, the changes seen by the previous one go: each is
 	// kept at least that long after this follower saw it.
 	mark, prunedTo, pruned := f.seq, int64(0), time.Now()
+	pruneTo := int64(0) // the mark the log is being pruned to
+	pruneFailed := false
 	t := time.NewTicker(FollowInterval)
 	defer t.Stop()
 	for {
@@ -60,15 +62,24 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 		}
 		err := f.poll(ctx, changed, live)
 		if now := time.Now(); err == nil && now.Sub(pruned) >= s.retention {
-			// A prune that fails (a full disk) is tried again, up to a
-			// later mark, at the next retention. Following goes on
-			// meanwhile: ending the feed would turn the caller's cache off
-			// when the server needs it most, and the log only grows by
-			// what can still be written.
-			if mark > prunedTo && s.pruneChanges(ctx, mark) == nil {
-				prunedTo = mark
+			pruneTo = max(pruneTo, mark)
+			mark, pruned, pruneFailed = f.seq, now, false
+		}
+		// One batch a poll: a log grown large (an import) is pruned
+		// without holding the write lock, or this feed, for long. A
+		// prune that fails (a full disk) is tried again, up to a later
+		// mark, at the next retention. Following goes on meanwhile:
+		// ending the feed would turn the caller's cache off when the
+		// server needs it most, and the log only grows by what can
+		// still be written.
+		if err == nil && pruneTo > prunedTo && !pruneFailed {
+			done, perr := s.pruneChanges(ctx, pruneTo)
+			switch {
+			case perr != nil:
+				pruneFailed = true
+			case done:
+				prunedTo = pruneTo
 			}
-			mark, pruned = f.seq, now
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -156,10 +167,20 @@ func (f *follower) poll(ctx context.Context, changed func(string), live func(boo
 	return nil
 }
 
-// pruneChanges deletes the changes up to seq.
-func (s *Store) pruneChanges(ctx context.Context, seq int64) error {
-	if _, err := s.write.ExecContext(ctx, `DELETE FROM registration_changes WHERE seq <= ?`, seq); err != nil {
-		return fmt.Errorf("change feed: pruning: %w", err)
+// pruneBatch is how many changes one statement of pruneChanges deletes:
+// the writer holds the write lock for each, so a log grown large (an
+// import, a burst) is not deleted in one statement that registrations
+// wait for.
+const pruneBatch = 20000
+
+// pruneChanges deletes up to pruneBatch of the changes up to seq, and
+// reports whether none are left.
+func (s *Store) pruneChanges(ctx context.Context, seq int64) (bool, error) {
+	res, err := s.write.ExecContext(ctx, `DELETE FROM registration_changes WHERE seq IN
+		(SELECT seq FROM registration_changes WHERE seq <= ? ORDER BY seq LIMIT ?)`, seq, pruneBatch)
+	if err != nil {
+		return false, fmt.Errorf("change feed: pruning: %w", err)
 	}
-	return nil
+	n, _ := res.RowsAffected()
+	return n < pruneBatch, nil
 }

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
@@ -13,6 +14,14 @@ func SetHooks(s *Store, queued func(), batchStart func(first string), committed 
 
 // SetRetention sets how long the change log keeps a change.
 func SetRetention(s *Store, d time.Duration) { s.retention = d }
+
+// PruneChanges is one batch of the change log's prune, up to seq.
+func PruneChanges(ctx context.Context, s *Store, seq int64) (done bool, err error) {
+	return s.pruneChanges(ctx, seq)
+}
+
+// ChangesPruneBatch is how many changes one batch of the prune deletes.
+const ChangesPruneBatch = pruneBatch
 
 // WritePragma reports the write connection's setting of an integer
 // pragma such as wal_autocheckpoint.
