@@ -15,17 +15,18 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
 
-// Prune deletes every idle registration and none renewed since, a batch
-// at a time with a pause between batches, in which a running server's
-// writes get the registry (SQLite's busy handler looks again only every
-// 100 ms: batches one after the other kept it out for the whole prune).
+// Prune deletes every idle registration and none renewed since, a window
+// of the registry at a time, with a pause after each window that deleted
+// something, in which a running server's writes get the registry
+// (SQLite's busy handler looks again only every 100 ms: batches one after
+// the other kept it out for the whole prune).
 func TestPrune(t *testing.T) {
 	ctx := context.Background()
 	s := memory.New()
 	old := time.Now().Add(-400 * 24 * time.Hour)
 	var rs []registry.Registration
-	for i := range 1100 {
-		rs = append(rs, registry.Registration{Node: fmt.Sprint("idle-", i), Type: "fcm", Token: "t", Secret: "s", Registered: old})
+	for i := range 4400 {
+		rs = append(rs, registry.Registration{Node: fmt.Sprintf("idle-%04d", i), Type: "fcm", Token: "t", Secret: "s", Registered: old})
 	}
 	rs = append(rs, registry.Registration{Node: "active", Type: "fcm", Token: "t", Secret: "s", Registered: time.Now()})
 	if err := s.Put(ctx, rs); err != nil {
@@ -35,41 +36,66 @@ func TestPrune(t *testing.T) {
 	start := time.Now()
 	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour))
 	took := time.Since(start)
-	if err != nil || n["fcm"] != 1100 {
-		t.Fatalf("pruned %v, %v; want 1100", n, err)
+	if err != nil || n["fcm"] != 4400 {
+		t.Fatalf("pruned %v, %v; want 4400", n, err)
 	}
 	if _, err := s.Get(ctx, "active"); err != nil {
 		t.Fatalf("an active registration pruned: %v", err)
 	}
-	// Three batches of 500: two pauses.
+	// Three windows of 2,000: two pauses.
 	if took < 300*time.Millisecond {
-		t.Errorf("three batches in %v: no pause between them", took)
+		t.Errorf("three windows in %v: no pause between them", took)
 	}
-	// Each batch looks on from where the one before stopped, not from
-	// the start: the registrations in use it passed are not read again.
-	if want := append([]string{""}, w.greatest[:len(w.greatest)-1]...); len(w.after) != 3 || !slices.Equal(w.after, want) {
-		t.Errorf("batches looked after %q, want %q", w.after, want)
+	// Each window follows the one before, where the store said it ended,
+	// not the start: the registrations in use it passed are not read
+	// again.
+	if want := append([]string{""}, w.next[:len(w.next)-1]...); len(w.after) != 3 || !slices.Equal(w.after, want) || w.next[2] != "" {
+		t.Errorf("windows after %q ending at %q, want after %q and the last at the end", w.after, w.next, want)
+	}
+}
+
+// A window with none idle deleted nothing and took no write lock: Prune
+// goes on to the next at once, so a large registry with few idle
+// registrations is read through in the time its statements take, not in
+// 150 ms a window.
+func TestPruneNoPauseAfterEmptyWindow(t *testing.T) {
+	ctx := context.Background()
+	s := memory.New()
+	var rs []registry.Registration
+	for i := range 20000 {
+		rs = append(rs, registry.Registration{Node: fmt.Sprintf("active-%05d", i), Type: "fcm", Token: "t", Secret: "s", Registered: time.Now()})
+	}
+	rs = append(rs, registry.Registration{Node: "zz-idle", Type: "fcm", Token: "t", Secret: "s", Registered: time.Now().Add(-400 * 24 * time.Hour)})
+	if err := s.Put(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	w := &watched{Store: s}
+	start := time.Now()
+	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour))
+	took := time.Since(start)
+	if err != nil || n["fcm"] != 1 {
+		t.Fatalf("pruned %v, %v; want the one idle", n, err)
+	}
+	// Eleven windows: ten pauses would be 1.5 s at least.
+	if len(w.after) != 11 || took > time.Second {
+		t.Errorf("%d windows in %v, want 11 without pauses", len(w.after), took)
 	}
 }
 
 // watched records what Prune asks of a store.
 type watched struct {
 	admin.Store
-	took     time.Duration // in DeleteIdle
-	after    []string      // DeleteIdle's after, call by call
-	greatest []string      // the greatest node each call removed
+	took  time.Duration // in DeleteIdle
+	after []string      // DeleteIdle's after, call by call
+	next  []string      // where each call's window ended
 }
 
-func (s *watched) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
+func (s *watched) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, string, error) {
 	start := time.Now()
-	removed, err := s.Store.DeleteIdle(ctx, before, typ, after, limit)
+	removed, next, err := s.Store.DeleteIdle(ctx, before, typ, after, limit)
 	s.took += time.Since(start)
-	g := ""
-	for _, r := range removed {
-		g = max(g, r.Node)
-	}
-	s.after, s.greatest = append(s.after, after), append(s.greatest, g)
-	return removed, err
+	s.after, s.next = append(s.after, after), append(s.next, next)
+	return removed, next, err
 }
 
 // BenchmarkPrune prunes a SQLite registry of 300,000 registrations of

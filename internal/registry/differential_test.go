@@ -377,16 +377,21 @@ func (r *run) deleteToken() string {
 
 func (r *run) deleteIdle() string {
 	before, typ, after, limit := r.near(), r.pick("", "a", "b"), r.pick("", "n1", "n3"), 1+r.rng.IntN(3)
+	// The window is the first limit nodes after after, of any type.
+	window, next := r.m.nodes(after), ""
+	if len(window) >= limit {
+		window, next = window[:limit], window[limit-1]
+	}
 	var idle []registry.Registration
-	for _, n := range r.m.nodes(after) {
-		if reg := r.m.regs[n]; (typ == "" || reg.Type == typ) && reg.IdleSince(before) && len(idle) < limit {
+	for _, n := range window {
+		if reg := r.m.regs[n]; (typ == "" || reg.Type == typ) && reg.IdleSince(before) {
 			idle = append(idle, reg)
 			delete(r.m.regs, n)
 		}
 	}
-	return r.check(fmt.Sprintf("DeleteIdle(%s, %q, %q, %d)", fmtTime(before), typ, after, limit), answer(fmtSet(idle), nil), func(s *store) string {
-		got, err := s.s.DeleteIdle(ctx, before, typ, after, limit)
-		return answer(fmtSet(got), err)
+	return r.check(fmt.Sprintf("DeleteIdle(%s, %q, %q, %d)", fmtTime(before), typ, after, limit), answer(fmtSet(idle)+" next "+next, nil), func(s *store) string {
+		got, next, err := s.s.DeleteIdle(ctx, before, typ, after, limit)
+		return answer(fmtSet(got)+" next "+next, err)
 	})
 }
 

@@ -210,15 +210,21 @@ type Store interface {
 	// the ones it removed.
 	DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]Registration, error)
 
-	// DeleteIdle removes up to limit registrations idle since before (see
-	// Registration.IdleSince), of type typ or of any type when typ is "",
-	// and returns the ones it removed, in no particular order. It looks
-	// only at nodes after the node given (all when after is ""), in node
-	// order, and takes the first idle ones, so a prune that passes the
-	// greatest node of one batch to the next reads each registration
-	// once, not again for every batch. Each goes in the statement that
-	// finds it idle, so a renewal made meanwhile keeps its registration.
-	DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]Registration, error)
+	// DeleteIdle looks at the at most limit registrations that follow
+	// the node after (from the start when after is ""), in node order and
+	// of any type, removes those of them idle since before (see
+	// Registration.IdleSince) and of type typ (any when typ is ""), and
+	// returns them, in no particular order, with next: the greatest node
+	// it looked at, from which a next call goes on, or "" when fewer than
+	// limit followed after, so none is left to look at. The window is
+	// limit registrations whatever is idle and whatever typ is: one call
+	// reads that many at most, never a whole registry with few idle ones
+	// in it. next is in the store's own order of nodes, so a
+	// prune that passes it to the next call reads each registration once
+	// and skips none. A window with none idle is only read, with no write
+	// lock taken. Each goes in the statement that finds it idle, so a
+	// renewal made meanwhile keeps its registration.
+	DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) (removed []Registration, next string, err error)
 
 	// UpdatePushStatus records push outcomes in one transaction. It never
 	// touches token or secret, so it cannot undo a concurrent Register;

@@ -105,27 +105,33 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var idle []string
-	for n, r := range s.byNode {
-		if n > after && (typ == "" || r.Type == typ) && r.IdleSince(before) {
-			idle = append(idle, n)
+	var window []string
+	for n := range s.byNode {
+		if n > after {
+			window = append(window, n)
 		}
 	}
-	// The first in node order, as the databases take them: the next
-	// batch starts after the greatest node of this one.
-	sort.Strings(idle)
-	if limit >= 0 && len(idle) > limit {
-		idle = idle[:limit]
+	// The first limit in node order, of any type, as the databases look
+	// at them.
+	sort.Strings(window)
+	next := ""
+	if len(window) >= limit {
+		window = window[:limit]
+		if limit > 0 {
+			next = window[limit-1]
+		}
 	}
 	var removed []registry.Registration
-	for _, n := range idle {
-		removed = append(removed, s.byNode[n])
-		delete(s.byNode, n)
+	for _, n := range window {
+		if r := s.byNode[n]; (typ == "" || r.Type == typ) && r.IdleSince(before) {
+			removed = append(removed, r)
+			delete(s.byNode, n)
+		}
 	}
-	return removed, nil
+	return removed, next, nil
 }
 
 func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushStatus) error {

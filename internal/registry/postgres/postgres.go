@@ -586,22 +586,46 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 	return removed, nil
 }
 
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
-	// SKIP LOCKED: a row a registration is writing now is not idle. Along
-	// the primary key from after: the registrations in use that an
-	// earlier batch passed are not read again. The rows come back in the
-	// order they were deleted, which is that of their notifications, as
-	// deleteAnnounced needs; not sorted by node.
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, string, error) {
+	// The window first, along the primary key and outside the deleting
+	// transaction: where it ends and which of it is idle. One statement
+	// reading on until it found limit idle rows read all 3,000,010
+	// registrations of a registry with none idle and ran into
+	// statement_timeout, so that registry could never be pruned. max(node)
+	// is by the column's collation, as node > $1 is: the next window
+	// starts right after this one whatever the collation.
+	var end *string
+	var n int
+	var idle []string
+	if err := s.pool.QueryRow(ctx, `SELECT max(node), count(*), array_agg(node) FILTER (
+				WHERE ($3 = '' OR type = $3) AND GREATEST(registered, renewed) < $4
+					AND (last_successful_push IS NULL OR last_successful_push < $4))
+			FROM (SELECT node, type, registered, renewed, last_successful_push FROM registrations
+				WHERE node > $1 ORDER BY node LIMIT $2) w`,
+		after, limit, typ, before).Scan(&end, &n, &idle); err != nil {
+		return nil, "", fmt.Errorf("delete idle: %w", err)
+	}
+	next := ""
+	if end != nil && n >= limit {
+		next = *end
+	}
+	if len(idle) == 0 {
+		return nil, next, nil
+	}
+	// By key, and found idle again: a registration renewed since the read
+	// stays. SKIP LOCKED: a row a registration is writing now is not idle.
+	// The rows come back in the order they were deleted, which is that of
+	// their notifications, as deleteAnnounced needs; not sorted by node.
 	removed, err := s.deleteAnnounced(ctx, `DELETE FROM registrations WHERE node IN (
 			SELECT node FROM registrations
-			WHERE node > $4 AND ($2 = '' OR type = $2) AND GREATEST(registered, renewed) < $1
+			WHERE node = ANY($3) AND ($2 = '' OR type = $2) AND GREATEST(registered, renewed) < $1
 				AND (last_successful_push IS NULL OR last_successful_push < $1)
-			ORDER BY node LIMIT $3 FOR UPDATE SKIP LOCKED)
-		RETURNING `+columns, before, typ, limit, after)
+			FOR UPDATE SKIP LOCKED)
+		RETURNING `+columns, before, typ, idle)
 	if err != nil {
-		return nil, fmt.Errorf("delete idle: %w", err)
+		return nil, "", fmt.Errorf("delete idle: %w", err)
 	}
-	return removed, nil
+	return removed, next, nil
 }
 
 // deleteAnnounced runs a DELETE … RETURNING columns and returns the

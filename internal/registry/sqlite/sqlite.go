@@ -486,19 +486,41 @@ func (s *Store) deleteReturning(ctx context.Context, query string, args ...any) 
 	return removed, rows.Err()
 }
 
-func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, error) {
-	// Along the primary key from after: the registrations in use that an
-	// earlier batch passed are not read again.
+func (s *Store) DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, string, error) {
+	// The window's end, and whether any of it is idle, are read beside
+	// the write lock, along the primary key; the DELETE then reads the
+	// window alone, so the lock is held for limit rows at most however
+	// few of them are idle (one statement reading on until it found limit
+	// idle ones held it 0.55 s on 1,000,000 registrations with none
+	// idle), and not at all for a window with none idle.
+	var end sql.NullString
+	var n, idle int
+	if err := s.read.QueryRowContext(ctx, `SELECT max(node), count(*), COALESCE(SUM(
+				(?3 = '' OR type = ?3) AND MAX(registered, COALESCE(renewed, 0)) < ?4
+				AND COALESCE(last_successful_push, 0) < ?4), 0)
+			FROM (SELECT r.node, r.type, r.registered, r.renewed, p.last_successful_push
+				FROM registrations r LEFT JOIN push_status p USING (node)
+				WHERE r.node > ?1 ORDER BY r.node LIMIT ?2)`,
+		after, limit, typ, before.UnixNano()).Scan(&end, &n, &idle); err != nil {
+		return nil, "", fmt.Errorf("delete idle: %w", err)
+	}
+	next := end.String
+	if n < limit {
+		next = ""
+	}
+	if idle == 0 {
+		return nil, next, nil
+	}
 	removed, err := s.deleteReturning(ctx, `DELETE FROM registrations WHERE node IN (
 			SELECT r.node FROM registrations r LEFT JOIN push_status p USING (node)
-			WHERE r.node > ?4 AND (?2 = '' OR r.type = ?2) AND MAX(r.registered, COALESCE(r.renewed, 0)) < ?1
-				AND COALESCE(p.last_successful_push, 0) < ?1
-			ORDER BY r.node LIMIT ?3)
-		`+returning, before.UnixNano(), typ, limit, after)
+			WHERE r.node > ?3 AND r.node <= ?4 AND (?2 = '' OR r.type = ?2)
+				AND MAX(r.registered, COALESCE(r.renewed, 0)) < ?1
+				AND COALESCE(p.last_successful_push, 0) < ?1)
+		`+returning, before.UnixNano(), typ, after, end.String)
 	if err != nil {
-		return removed, fmt.Errorf("delete idle: %w", err)
+		return removed, "", fmt.Errorf("delete idle: %w", err)
 	}
-	return removed, nil
+	return removed, next, nil
 }
 
 // eachRow calls write for each of the rows of a write, in a transaction

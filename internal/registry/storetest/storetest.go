@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/admin"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
@@ -37,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
 		{"DeleteIdle", testDeleteIdle},
 		{"DeleteIdleAfter", testDeleteIdleAfter},
+		{"PruneBeyondFirstWindow", testPruneBeyondFirstWindow},
 		{"UpdatePushStatus", testUpdatePushStatus},
 		{"PushStatusLatestWins", testPushStatusLatestWins},
 		{"PushStatusLargeBatch", testPushStatusLargeBatch},
@@ -361,13 +363,13 @@ func testDeleteIdle(t *testing.T, s registry.Store) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := s.DeleteIdle(ctx, cutoff, "voip", "", 10)
-	if err != nil || len(removed) != 1 || removed[0].Node != "idle-voip" {
-		t.Fatalf("DeleteIdle of voip = %+v, %v; want idle-voip", removed, err)
+	removed, next, err := s.DeleteIdle(ctx, cutoff, "voip", "", 10)
+	if err != nil || len(removed) != 1 || removed[0].Node != "idle-voip" || next != "" {
+		t.Fatalf("DeleteIdle of voip = %+v, %q, %v; want idle-voip and the end", removed, next, err)
 	}
 	var gone []string
-	for {
-		removed, err := s.DeleteIdle(ctx, cutoff, "", "", 2)
+	for after := ""; ; {
+		removed, next, err := s.DeleteIdle(ctx, cutoff, "", after, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,9 +379,10 @@ func testDeleteIdle(t *testing.T, s registry.Store) {
 		for _, r := range removed {
 			gone = append(gone, r.Node)
 		}
-		if len(removed) < 2 {
+		if next == "" {
 			break
 		}
+		after = next
 	}
 	slices.Sort(gone)
 	if want := []string{"failing", "idle-1", "idle-2", "pushed-before"}; !slices.Equal(gone, want) {
@@ -392,10 +395,12 @@ func testDeleteIdle(t *testing.T, s registry.Store) {
 	}
 }
 
-// A prune takes idle registrations a batch at a time, each batch looking
-// on after the greatest node of the one before (so that it does not read
-// again what the earlier ones passed): every idle registration goes,
-// however few and scattered among those in use, and no other.
+// A prune takes idle registrations a window at a time, each window the
+// limit registrations, of any type, that follow the one before: every
+// idle registration goes, however few and scattered among those in use,
+// and no other, and no call looks at more than limit registrations
+// (one that read on until it found limit idle ones read the whole of a
+// registry with few idle, past any statement timeout).
 func testDeleteIdleAfter(t *testing.T, s registry.Store) {
 	cutoff := base.Add(24 * time.Hour)
 	since := cutoff.Add(time.Hour)
@@ -421,27 +426,34 @@ func testDeleteIdleAfter(t *testing.T, s registry.Store) {
 	if err := s.Put(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
+
+	// Of another type only: the window is the registry's, not the type's,
+	// so the call stops after limit registrations all the same.
 	const limit = 7
+	removed, next, err := s.DeleteIdle(ctx, cutoff, "voip", "", limit)
+	if err != nil || len(removed) != 0 || next != rs[limit-1].Node {
+		t.Fatalf("DeleteIdle of voip = %+v, %q, %v; want none and %s", removed, next, err, rs[limit-1].Node)
+	}
+
 	var gone []string
-	after, batches := "", 0
+	after, calls := "", 0
 	for {
-		removed, err := s.DeleteIdle(ctx, cutoff, "", after, limit)
+		removed, next, err := s.DeleteIdle(ctx, cutoff, "", after, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if batches++; len(removed) > limit {
-			t.Fatalf("removed %d at a limit of %d", len(removed), limit)
-		}
-		next := after
+		calls++
 		for _, r := range removed {
-			if r.Node <= after {
-				t.Fatalf("the batch after %s removed %s", after, r.Node)
+			if r.Node <= after || next != "" && r.Node > next {
+				t.Fatalf("the window (%s, %s] removed %s", after, next, r.Node)
 			}
 			gone = append(gone, r.Node)
-			next = max(next, r.Node)
 		}
-		if len(removed) < limit {
+		if next == "" {
 			break
+		}
+		if next <= after {
+			t.Fatalf("the window after %s ended at %s", after, next)
 		}
 		after = next
 	}
@@ -449,25 +461,67 @@ func testDeleteIdleAfter(t *testing.T, s registry.Store) {
 	if !slices.Equal(gone, idle) {
 		t.Fatalf("removed %v, want %v", gone, idle)
 	}
-	if batches < len(idle)/limit {
-		t.Fatalf("%d batches of at most %d removed %d", batches, limit, len(idle))
+	// Every window but the last is limit registrations long, so the
+	// calls are as many as that takes, no more and no fewer.
+	if want := len(rs)/limit + 1; calls != want {
+		t.Fatalf("%d calls with windows of %d over %d registrations, want %d", calls, limit, len(rs), want)
 	}
 	left, err := s.List(ctx, "", 1000)
 	if err != nil || len(left) != len(rs)-len(idle) {
 		t.Fatalf("%d left, %v; want %d", len(left), err, len(rs)-len(idle))
 	}
 
-	// Registrations up to after are not looked at: a prune's batch
-	// leaves alone what the batches before it passed.
+	// Registrations up to after are not looked at: a prune's window
+	// leaves alone what the windows before it passed.
 	if err := s.Put(ctx, []registry.Registration{reg("n100a", "fcm", "Ta", "s", base), reg("n300a", "fcm", "Tb", "s", base)}); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := s.DeleteIdle(ctx, cutoff, "", "n200", limit)
-	if err != nil || len(removed) != 1 || removed[0].Node != "n300a" {
-		t.Fatalf("DeleteIdle after n200 = %+v, %v; want n300a", removed, err)
+	removed, next, err = s.DeleteIdle(ctx, cutoff, "", "n299", limit)
+	if err != nil || len(removed) != 1 || removed[0].Node != "n300a" || next == "" {
+		t.Fatalf("DeleteIdle after n299 = %+v, %q, %v; want n300a", removed, next, err)
 	}
 	if _, err := s.Get(ctx, "n100a"); err != nil {
-		t.Fatalf("n100a, before n200, removed: %v", err)
+		t.Fatalf("n100a, before n299, removed: %v", err)
+	}
+}
+
+// The idle registrations of a registry can all lie beyond the windows
+// of its first statements, behind thousands in use: a prune goes on
+// through windows that removed nothing, with a type or without, and
+// removes every one of them.
+func testPruneBeyondFirstWindow(t *testing.T, s registry.Store) {
+	cutoff := base.Add(24 * time.Hour)
+	var rs []registry.Registration
+	for i := range 5000 { // more than two of Prune's windows
+		rs = append(rs, reg(fmt.Sprintf("a%04d", i), "fcm", fmt.Sprint("T", i), "s", cutoff.Add(time.Hour)))
+	}
+	var idle []string
+	for i := range 30 {
+		typ := "fcm"
+		if i%3 == 0 {
+			typ = "voip"
+		}
+		r := reg(fmt.Sprintf("b%02d", i), typ, fmt.Sprint("U", i), "s", base)
+		rs, idle = append(rs, r), append(idle, r.Node)
+	}
+	if err := s.Put(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	n, err := admin.Prune(ctx, s, "voip", cutoff)
+	if err != nil || len(n) != 1 || n["voip"] != 10 {
+		t.Fatalf("prune of voip = %v, %v; want 10 voip", n, err)
+	}
+	n, err = admin.Prune(ctx, s, "", cutoff)
+	if err != nil || len(n) != 1 || n["fcm"] != 20 {
+		t.Fatalf("prune = %v, %v; want 20 fcm", n, err)
+	}
+	for _, node := range idle {
+		if _, err := s.Get(ctx, node); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("%s, idle, left: %v", node, err)
+		}
+	}
+	if left, err := s.Count(ctx); err != nil || left != 5000 {
+		t.Fatalf("%d left, %v; want the 5000 in use", left, err)
 	}
 }
 
