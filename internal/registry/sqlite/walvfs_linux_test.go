@@ -49,7 +49,10 @@ func TestWALWritesGathered(t *testing.T) {
 
 // writeCalls is how many write system calls the process made so far
 // (Linux's /proc/self/io).
-func writeCalls() (int, error) {
+func writeCalls() (int, error) { return procIO("syscw") }
+
+// procIO reads one of the process's I/O counters in /proc/self/io.
+func procIO(key string) (int, error) {
 	f, err := os.Open("/proc/self/io")
 	if err != nil {
 		return 0, err
@@ -57,12 +60,12 @@ func writeCalls() (int, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "syscw: "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), key+": "); ok {
 			return strconv.Atoi(v)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("/proc/self/io has no syscw")
+	return 0, fmt.Errorf("/proc/self/io has no %s", key)
 }
