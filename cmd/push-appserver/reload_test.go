@@ -136,15 +136,7 @@ push_deadline = "3s"
 func TestReloadAPNSCertificateExpiryMetricIsTheOneInUse(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, certPEM, keyPEM := certAPNS(t)
 	certFile, keyFile := filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
 	os.WriteFile(certFile, certPEM, 0o600)
 	os.WriteFile(keyFile, keyPEM, 0o600)
@@ -241,15 +233,7 @@ func TestStopDuringHungReload(t *testing.T) {
 func TestReloadToAPNSCertificateExportsItsExpiry(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, certPEM, keyPEM := certAPNS(t)
 	p8, _, _ := apnsmock.TokenKey()
 	p8File := filepath.Join(dir, "k.p8")
 	os.WriteFile(p8File, p8, 0o600)
@@ -295,15 +279,7 @@ ca_path = %q
 func TestPKCS12AppExportsItsExpiry(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, certPEM, keyPEM := certAPNS(t)
 	cert, _ := tls.X509KeyPair(certPEM, keyPEM)
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	p12, err := gopkcs12.Modern.Encode(cert.PrivateKey, leaf, nil, "s3cret")
@@ -323,4 +299,20 @@ func TestPKCS12AppExportsItsExpiry(t *testing.T) {
 		t.Errorf("%s = %v for an app on a certificate expiring within a day; want its expiry", series, v)
 	}
 	s.stop(t)
+}
+
+// certAPNS starts an APNS mock for im.example.app that takes the client
+// certificate it returns (PEM), closed when the test ends.
+func certAPNS(t *testing.T) (m *apnsmock.Server, certPEM, keyPEM []byte) {
+	t.Helper()
+	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = apnsmock.New(apnsmock.Config{ClientCAs: pool, Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m, certPEM, keyPEM
 }

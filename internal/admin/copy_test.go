@@ -194,18 +194,26 @@ func TestCopyRefusesAnotherSalt(t *testing.T) {
 	}
 }
 
-// Copy reads the source a page at a time, to its end.
-func TestCopyEveryPage(t *testing.T) {
-	ctx := context.Background()
+// threePages is an SQLite registry of 2,345 registrations, three pages
+// of Copy's, and what it holds.
+func threePages(t *testing.T) (registry.Store, []registry.Registration) {
+	t.Helper()
 	src := sqliteStore(t)
 	var rs []registry.Registration
 	for i := range 2345 {
 		rs = append(rs, registry.Registration{Node: fmt.Sprintf("node-%05d", i), Type: "fcm", Token: fmt.Sprint("t", i),
 			Secret: fmt.Sprintf("%064x", i), Registered: time.Unix(1_800_000_000, 0)})
 	}
-	if err := src.Put(ctx, rs); err != nil {
+	if err := src.Put(context.Background(), rs); err != nil {
 		t.Fatal(err)
 	}
+	return src, rs
+}
+
+// Copy reads the source a page at a time, to its end.
+func TestCopyEveryPage(t *testing.T) {
+	ctx := context.Background()
+	src, rs := threePages(t)
 	dst := postgresStore(t)
 	sum, err := admin.Copy(ctx, dst, src, false)
 	if err != nil || sum.Total() != 2345 || sum.New != 2345 || sum.Salt != "none" {
@@ -237,15 +245,7 @@ func (p *putTimes) Put(ctx context.Context, rs []registry.Registration) error {
 // registrations beside a server, its registrations waited up to 3.5 s).
 func TestCopyPausesBetweenPages(t *testing.T) {
 	ctx := context.Background()
-	src := sqliteStore(t)
-	var rs []registry.Registration
-	for i := range 2345 {
-		rs = append(rs, registry.Registration{Node: fmt.Sprintf("node-%05d", i), Type: "fcm", Token: fmt.Sprint("t", i),
-			Secret: fmt.Sprintf("%064x", i), Registered: time.Unix(1_800_000_000, 0)})
-	}
-	if err := src.Put(ctx, rs); err != nil {
-		t.Fatal(err)
-	}
+	src, _ := threePages(t)
 	dst := &putTimes{Store: sqliteStore(t)}
 	if _, err := admin.Copy(ctx, dst, src, false); err != nil {
 		t.Fatal(err)
