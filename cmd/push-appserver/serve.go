@@ -356,11 +356,18 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// Pushes waiting for redelivery pass through the registry when a
 	// process stops; the one that serves on takes them as soon as it
 	// hears of it rather than at its next look.
-	up.OnOldProcessGone(svc.TakeHeldSoon)
+	// The old process may have reloaded a configuration changed after
+	// this one read it (a SIGHUP while this process started): read it
+	// again once the old one can take no more reloads.
+	oldGone := make(chan struct{}, 1)
+	up.OnOldProcessGone(func() {
+		svc.TakeHeldSoon()
+		oldGone <- struct{}{}
+	})
 	if h, ok := store.(interface{ OnPushesHeld(func()) }); ok {
 		h.OnPushesHeld(svc.TakeHeldSoon)
 	}
-	componentChecks, settled, err := startComponents(compCtx, &compWG, cfg, svc, handovers, m, logger)
+	componentChecks, settled, refused, err := startComponents(compCtx, &compWG, cfg, svc, handovers, m, logger)
 	if err != nil {
 		stopComponents()
 		compWG.Wait()
@@ -390,9 +397,6 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// started too, gets the API.
 	api.Set(handler)
 	serving.Store(true)
-	if up.Inherited() {
-		hl.serve()
-	}
 
 	// Everything serves: systemd may now start what is ordered after us.
 	notify := systemd.New(logger, func() string { return serviceStatus(checks(), upgrade.BinaryReplaced()) })
@@ -400,14 +404,34 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		// The old process closes its component streams once this one is
 		// ready: ejabberd must have ours by then, or it answers publishes
 		// in between with an error that deletes push sessions.
-		if !waitSettled(ctx, settled, settleTimeout) {
+		if !waitSettled(ctx, settled, settleTimeout) && ctx.Err() == nil {
+			if jids := refused(); len(jids) > 0 {
+				// A configuration the XMPP server refuses: taking over
+				// would close the old process's working stream.
+				runErr := fmt.Errorf("upgrade: not taking over: the XMPP server refuses component %s (see the log)", strings.Join(jids, ", "))
+				stopComponents()
+				compWG.Wait()
+				cancel()
+				wg.Wait()
+				return runErr
+			}
 			logger.Warn("taking over although not every component is connected or standing by", "waited", settleTimeout)
 		}
-		notify.TakeOver()
+		if ctx.Err() == nil {
+			// Only now: until it takes over, the old process answers
+			// every connection, and may kill this one (a stop during
+			// the upgrade) with requests under way.
+			hl.serve()
+			notify.TakeOver()
+		}
 	} else {
 		notify.Ready()
 	}
-	if err := up.Ready(); err != nil {
+	if ctx.Err() != nil && up.Inherited() {
+		// Told to stop before taking over: the old process serves on
+		// (or stops too); this one neither says it is ready nor takes
+		// the service over.
+	} else if err := up.Ready(); err != nil {
 		logger.Error("cannot tell the old process this one is ready", "err", err)
 	}
 	wg.Go(func() { notify.Follow(runCtx, statusInterval) })
@@ -425,9 +449,14 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// was read.
 	reloaded := make(chan struct{}, 1)
 	reloading, reloadAgain := false, false
+	// quiet: a reload of this process's own (see oldGone), of which
+	// systemd hears nothing, unless a SIGHUP comes meanwhile.
+	quiet := false
 	startReload := func() {
 		reloading = true
-		notify.Reloading()
+		if !quiet {
+			notify.Reloading()
+		}
 		go func() {
 			next, err := load()
 			reloader.Reload(runCtx, next, err)
@@ -446,9 +475,21 @@ wait:
 		case runErr = <-hl.errc:
 			logger.Error("stopping", "err", runErr)
 			break wait
+		case <-oldGone:
+			if reloading {
+				reloadAgain = true
+				continue
+			}
+			logger.Info("the old process has gone: reading the configuration again, which it may have reloaded since this process read it")
+			quiet = true
+			startReload()
 		case <-sig.reload:
 			if reloading {
 				logger.Info("a reload is under way: the configuration is read again after it (SIGHUP)")
+				if quiet {
+					quiet = false
+					notify.Reloading()
+				}
 				reloadAgain = true
 				continue
 			}
@@ -459,6 +500,10 @@ wait:
 			if reloadAgain {
 				reloadAgain = false
 				startReload()
+				continue
+			}
+			if quiet {
+				quiet = false
 				continue
 			}
 			notify.Ready()

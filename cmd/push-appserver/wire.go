@@ -347,7 +347,7 @@ type handover interface {
 // startComponents connects every configured XMPP component. It returns
 // the health checks for them, and a function that reports whether every
 // component is connected or standing by for another process's connection.
-func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, handovers []handover, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, func() bool, error) {
+func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, svc *appserver.Service, handovers []handover, m *metrics.Metrics, logger *slog.Logger) (func() []httpapi.Check, func() bool, func() []string, error) {
 	var checks []httpapi.Check
 	var conns []*component.Conn
 	peers := &component.Peers{}
@@ -366,7 +366,7 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 	for _, cc := range cfg.Components {
 		secret, err := config.ResolveSecret(cc.Secret)
 		if err != nil {
-			return nil, nil, fmt.Errorf("component %s: %w", cc.JID, err)
+			return nil, nil, nil, fmt.Errorf("component %s: %w", cc.JID, err)
 		}
 		jid := cc.JID
 		m.ComponentState(jid, false)
@@ -425,7 +425,18 @@ func startComponents(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config
 		}
 		return true
 	}
-	return func() []httpapi.Check { return checks }, settled, nil
+	// The components whose XMPP server refused their last handshake for
+	// our configuration (a wrong secret, a JID it does not have).
+	refused := func() []string {
+		var jids []string
+		for i, c := range conns {
+			if c.Refused() {
+				jids = append(jids, cfg.Components[i].JID)
+			}
+		}
+		return jids
+	}
+	return func() []httpapi.Check { return checks }, settled, refused, nil
 }
 
 // waitSettled waits until settled reports true, for at most timeout, and

@@ -227,8 +227,11 @@ type Conn struct {
 	// standingBy: the XMPP server refused the last attempt because it
 	// has another connection for the component (see Run).
 	standingBy atomic.Bool
-	logger     *slog.Logger
-	panics     *logging.Limited // IQs whose handling panicked, one stack a second
+	// refused: the XMPP server refused the last handshake for our
+	// configuration (secret or JID), not for a passing reason.
+	refused atomic.Bool
+	logger  *slog.Logger
+	panics  *logging.Limited // IQs whose handling panicked, one stack a second
 	// warnedCleartext: the warning about a non-loopback peer is logged
 	// once per connection, not on every reconnect.
 	warnedCleartext atomic.Bool
@@ -334,6 +337,10 @@ func (c *Conn) Connected() bool { return c.connected.Load() }
 // one per component), so this one waits for it to go.
 func (c *Conn) StandingBy() bool { return c.standingBy.Load() }
 
+// Refused reports whether the XMPP server refused the last handshake
+// because of our configuration: a wrong secret, a JID it does not have.
+func (c *Conn) Refused() bool { return c.refused.Load() }
+
 // Run keeps the connection up until ctx is done, and returns ctx's error.
 //
 // Reconnection: jittered exponential backoff from 100 ms, capped at
@@ -379,6 +386,8 @@ func (c *Conn) Run(ctx context.Context) error {
 			}
 		default:
 			c.standingBy.Store(false)
+			var se stream.Error
+			c.refused.Store(errors.As(err, &se) && (se.Err == "not-authorized" || se.Err == "host-unknown" || se.Err == "improper-addressing"))
 			c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		}
 		t := time.NewTimer(wait)
@@ -540,6 +549,7 @@ func leavesHost(a net.Addr) bool {
 func (c *Conn) setConnected(v bool) {
 	if v {
 		c.standingBy.Store(false)
+		c.refused.Store(false)
 	}
 	if c.connected.Swap(v) == v {
 		return
