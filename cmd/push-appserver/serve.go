@@ -502,11 +502,15 @@ wait:
 				startReload()
 				continue
 			}
+			// READY=1 after a reload of this process's own too, which
+			// told systemd nothing: a SIGHUP the old process took just
+			// before the hand-over told it RELOADING=1, which only this
+			// ends.
+			notify.Ready()
 			if quiet {
 				quiet = false
 				continue
 			}
-			notify.Ready()
 			if upgrade.BinaryReplaced() {
 				// A reload after installing a new binary applies the
 				// configuration, not the binary.

@@ -196,6 +196,10 @@ func TestWatchdogAcrossUpgrades(t *testing.T) {
 		if !daemon.WaitExited(old, 20*time.Second) {
 			t.Fatalf("upgrade %d: the old process did not exit", round+1)
 		}
+		// The new process reads the configuration again once the old
+		// one has gone, and says READY=1 after it: it ends a reload the
+		// old process announced (RELOADING=1) at the hand-over.
+		next(func(m sdnotify.Message) bool { return m.PID == u.PID && sdnotify.Fields(m.Text)["READY"] == "1" }, 20*time.Second, "READY=1 after the new process's reload")
 		sock.Drain(100 * time.Millisecond) // what the old process sent before it went
 		fed(u.PID)
 	}

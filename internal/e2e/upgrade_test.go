@@ -161,6 +161,13 @@ secret = %q
 				t.Fatalf("upgrade %d: the old process did not exit", round+1)
 			}
 		}
+		// The new process reads the configuration again once the old
+		// one has gone and says READY=1 after it, which ends a reload
+		// the old one may have announced at the hand-over; then
+		// nothing more.
+		if f := sdnotify.Fields(sock.Next(t, 20*time.Second)); f["READY"] != "1" {
+			t.Fatalf("upgrade %d: after the old process went, the new one said %v, want READY=1", round+1, f)
+		}
 		sock.Quiet(t, 200*time.Millisecond)
 		if standby {
 			h := <-handed
