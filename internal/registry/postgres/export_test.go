@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
 )
 
@@ -32,13 +31,3 @@ func MigrateFrom(ctx context.Context, s *Store, fsys fs.FS) error { return s.mig
 
 // Migrations are the migrations the package embeds, as Open applies them.
 func Migrations() fs.FS { return migrations }
-
-// ConnConfig is the connection configuration the store makes of dsn.
-func ConnConfig(dsn string) (*pgx.ConnConfig, error) {
-	c, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, err
-	}
-	setParams(c, Options{}, "test")
-	return c, nil
-}

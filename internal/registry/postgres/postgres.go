@@ -254,17 +254,6 @@ func setParams(c *pgx.ConnConfig, opts Options, app string) {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
-	// pgx resolves a host name itself and tries its addresses one after
-	// another, each for the whole ConnectTimeout: an IPv6 path that drops
-	// packets (a dual-stack database whose firewall lets IPv4 in only)
-	// cost every new connection 10 s before IPv4 was tried. The name goes
-	// to the dialer instead, whose Happy Eyeballs (RFC 8305) tries the
-	// other family 300 ms later. Not with target_session_attrs
-	// (ValidateConnect), where pgx must try each address in turn for the
-	// one that takes writes.
-	if c.ValidateConnect == nil {
-		c.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
-	}
 }
 
 // timeoutSettings are the statements that bound a session's statements

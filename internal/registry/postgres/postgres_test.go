@@ -403,36 +403,3 @@ func TestHeldPushAgeOnDatabaseClock(t *testing.T) {
 		t.Fatalf("age %v, want 5 minutes", age)
 	}
 }
-
-// TestHostNamesLeftToTheDialer: a DSN's host name is resolved by the
-// dialer, which tries both address families side by side (Happy
-// Eyeballs), not by pgx, which tries one address after another for the
-// whole connect timeout each. With target_session_attrs pgx keeps its
-// own lookup: it must try each address for the one that takes writes.
-func TestHostNamesLeftToTheDialer(t *testing.T) {
-	// A name the system resolves without asking DNS.
-	const host = "localhost"
-	c, err := postgres.ConnConfig("postgres://u@" + host + "/d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := c.LookupFunc(context.Background(), host); err != nil || len(got) != 1 || got[0] != host {
-		t.Errorf("lookup of %s: %v, %v; want the name itself, for the dialer", host, got, err)
-	}
-	c, err = postgres.ConnConfig("postgres://u@" + host + "/d?target_session_attrs=read-write")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := c.LookupFunc(context.Background(), host); err != nil || len(got) == 0 || slices.Contains(got, host) {
-		t.Errorf("lookup of %s with target_session_attrs: %v, %v; want its addresses", host, got, err)
-	}
-	// And a store reaches its database by such a name.
-	dsn := pg.DB(t)
-	if !strings.Contains(dsn, "127.0.0.1") {
-		t.Fatalf("the test database's DSN names no 127.0.0.1: %s", dsn)
-	}
-	s := open(t, strings.Replace(dsn, "127.0.0.1", host, 1))
-	if _, err := register(s, registry.Registration{Node: "n", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-}
