@@ -161,18 +161,13 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 		if err != nil {
 			return err
 		}
+		var pause time.Duration
 		if !dryRun && len(page) > 0 {
 			start := time.Now()
 			if err := dst.Put(ctx, page); err != nil {
 				return fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
 			}
-			// Let a running server's writes in between two pages, as
-			// Prune does between its batches (see pruneGap).
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(max(pruneGap, time.Since(start))):
-			}
+			pause = max(pruneGap, time.Since(start))
 		}
 		for _, r := range page {
 			sum.Copied[r.Type]++
@@ -186,6 +181,16 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 				case err != nil:
 					return fmt.Errorf("reading the target: %w", err)
 				}
+			}
+		}
+		if pause > 0 {
+			// Let a running server's writes in between two pages, as
+			// Prune does between its batches (see pruneGap); the page
+			// is counted first, so an interrupted copy says it.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(pause):
 			}
 		}
 		return nil
