@@ -1159,8 +1159,8 @@ func sameSocket(a, b string) bool {
 		// Port 0 is a port of the kernel's choosing, one apiece.
 		return a == b
 	}
-	ipa, erra := netip.ParseAddr(ha)
-	ipb, errb := netip.ParseAddr(hb)
+	ipa, erra := netip.ParseAddr(loopbackName(ha))
+	ipb, errb := netip.ParseAddr(loopbackName(hb))
 	dual := func(h string, ip netip.Addr, err error) bool {
 		return h == "" || err == nil && ip == netip.IPv6Unspecified()
 	}
@@ -1173,4 +1173,14 @@ func sameSocket(a, b string) bool {
 	ipa, ipb = ipa.Unmap(), ipb.Unmap()
 	any4 := netip.IPv4Unspecified()
 	return ipa == ipb || ipa == any4 && ipb.Is4() || ipb == any4 && ipa.Is4()
+}
+
+// loopbackName is host with "localhost" as the address net.Listen binds
+// for it, an IPv4 one when the name has one, as it has everywhere. Other
+// names stay as they are: judging them would take a look-up of DNS.
+func loopbackName(host string) string {
+	if strings.EqualFold(host, "localhost") {
+		return "127.0.0.1"
+	}
+	return host
 }

@@ -722,7 +722,9 @@ func TestListenersOnOneSocketRefused(t *testing.T) {
 		{"[::]:5280", "0.0.0.0:5280"}, // likewise
 		{"[::]:5280", "[::1]:5280"},   // likewise
 		{"0.0.0.0:5280", "127.0.0.1:5280"},
-		{"[::1]:5280", "[0::1]:5280"}, // one address
+		{"[::1]:5280", "[0::1]:5280"},        // one address
+		{"127.0.0.1:5280", "localhost:5280"}, // the address Go binds for it
+		{"0.0.0.0:5280", "LocalHost:5280"},
 	} {
 		toml := fmt.Sprintf("metrics_listen = %q\n[http]\nlisten = %q\n", pair[1], pair[0])
 		_, err := Parse(toml, "")
@@ -730,7 +732,7 @@ func TestListenersOnOneSocketRefused(t *testing.T) {
 			t.Errorf("http.listen %s, metrics_listen %s: %v, want the second listener refused", pair[0], pair[1], err)
 		}
 	}
-	for _, pair := range [][2]string{{"0.0.0.0:5280", "[::1]:5280"}, {"127.0.0.1:5280", "[::1]:5280"}, {"[::1]:5280", "[::1]:5281"}} {
+	for _, pair := range [][2]string{{"0.0.0.0:5280", "[::1]:5280"}, {"127.0.0.1:5280", "[::1]:5280"}, {"[::1]:5280", "[::1]:5281"}, {"localhost:5280", "[::1]:5280"}} {
 		toml := fmt.Sprintf("metrics_listen = %q\n[http]\nlisten = %q\n", pair[1], pair[0])
 		if _, err := Parse(toml, ""); err != nil {
 			t.Errorf("http.listen %s, metrics_listen %s bind apart: %v", pair[0], pair[1], err)
