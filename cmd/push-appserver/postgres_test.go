@@ -417,14 +417,7 @@ func TestRedeliveryAfterInstanceDies(t *testing.T) {
 	t.Setenv("PUSH_APPSERVER_DSN", pg.DB(t))
 	var srv [2]*server
 	for i := range srv {
-		addr, config := postgresConfig(t)
-		base, err := os.ReadFile(config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(config, fmt.Appendf(nil, "rate_limit = 0\n%s\n%spush_deadline = \"1s\"\n", base, am.AppConfig("ios", keyFile)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		addr, config := postgresAPNSConfig(t, am, keyFile)
 		srv[i] = startServer(t, bin, config)
 		srv[i].waitHealthy(t, addr)
 	}
@@ -779,4 +772,19 @@ func TestStopWhilePostgresSilent(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("the server did not stop within 20 s of SIGINT with PostgreSQL silent (systemd's TimeoutStopSec is 30 s); log:\n%s", s.log.String())
 	}
+}
+
+// postgresAPNSConfig is postgresConfig with no rate limit and the APNS
+// app "ios" of am, whose pushes end within a second.
+func postgresAPNSConfig(t *testing.T, am *apnsmock.Server, keyFile string) (addr, config string) {
+	t.Helper()
+	addr, config = postgresConfig(t)
+	base, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(config, fmt.Appendf(nil, "rate_limit = 0\n%s\n%spush_deadline = \"1s\"\n", base, am.AppConfig("ios", keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return addr, config
 }

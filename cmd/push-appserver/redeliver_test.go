@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -133,11 +131,11 @@ func TestRedeliveryCrossesUpgrade(t *testing.T) {
 		t.Fatal("the old process did not exit after the upgrade")
 	}
 	gone := time.Now()
-	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(u.Log(), -1)
+	pids := startedPIDs(u.Log())
 	if len(pids) != 2 {
 		t.Fatalf("%d processes started, want 2", len(pids))
 	}
-	u.PID, _ = strconv.Atoi(pids[1][1])
+	u.PID = pids[1]
 	for !strings.Contains(u.Log(), "pushes held for redelivery taken from the registry") {
 		if time.Since(gone) > 5*time.Second {
 			t.Fatal("the new process did not take the held push within 5 s of the old one's exit")

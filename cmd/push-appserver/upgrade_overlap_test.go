@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -101,11 +99,11 @@ push_deadline = "3s"
 	if !daemon.WaitExited(old, 40*time.Second) {
 		t.Fatal("the old process did not exit after the upgrade")
 	}
-	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(u.Log(), -1)
+	pids := startedPIDs(u.Log())
 	if len(pids) != 2 {
 		t.Fatalf("%d processes started, want 2", len(pids))
 	}
-	u.PID, _ = strconv.Atoi(pids[1][1])
+	u.PID = pids[1]
 	if got := push(); got != "OK\nn1" {
 		t.Fatalf("push after the upgrade: %q; the key the operator reloaded before it was dropped", got)
 	}
@@ -139,8 +137,8 @@ func TestStopDuringUpgradeFinishesRequests(t *testing.T) {
 	old := u.PID
 	syscall.Kill(old, syscall.SIGUSR2)
 	waitLogCount(t, u, `msg="starting push-appserver"`, 2, 20*time.Second)
-	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(u.Log(), -1)
-	u.PID, _ = strconv.Atoi(pids[1][1])
+	pids := startedPIDs(u.Log())
+	u.PID = pids[1]
 	// The new process serves once its components are started.
 	waitLogCount(t, u, "component connection lost", 4, 10*time.Second)
 
@@ -219,8 +217,8 @@ func TestUpgradeWithRefusedComponentServesOn(t *testing.T) {
 		}
 	}
 	if daemon.WaitExited(old, time.Second) {
-		pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(u.Log(), -1)
-		u.PID, _ = strconv.Atoi(pids[1][1])
+		pids := startedPIDs(u.Log())
+		u.PID = pids[1]
 		t.Fatalf("the old process handed over to one the XMPP server refuses; component connections now: %d handshakes, log:\n%s",
 			srv.Handshakes(), tailLines(u.Log(), 8))
 	}
@@ -252,14 +250,7 @@ func TestHeldPushesCrossOverlappingRestarts(t *testing.T) {
 	var srv [2]*server
 	var configs, addrs [2]string
 	for i := range srv {
-		addr, config := postgresConfig(t)
-		base, err := os.ReadFile(config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(config, fmt.Appendf(nil, "rate_limit = 0\n%s\n%spush_deadline = \"1s\"\n", base, am.AppConfig("ios", keyFile)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		addr, config := postgresAPNSConfig(t, am, keyFile)
 		configs[i], addrs[i] = config, addr
 		srv[i] = startServer(t, bin, config)
 		srv[i].waitHealthy(t, addr)

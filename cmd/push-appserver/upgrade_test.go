@@ -63,11 +63,10 @@ func TestStopDuringUpgrade(t *testing.T) {
 	s.waitHealthy(t, addr)
 
 	s.cmd.Process.Signal(syscall.SIGUSR2)
-	pids := regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`)
 	var child int
 	for deadline := time.Now().Add(20 * time.Second); child == 0; time.Sleep(20 * time.Millisecond) {
-		if m := pids.FindAllStringSubmatch(s.log.String(), -1); len(m) == 2 {
-			child, _ = strconv.Atoi(m[1][1])
+		if pids := startedPIDs(s.log.String()); len(pids) == 2 {
+			child = pids[1]
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no new process started:\n%s", s.log.String())
@@ -206,4 +205,15 @@ func TestWatchdogAcrossUpgrades(t *testing.T) {
 	if lines, err := (&server{base: "http://" + addr + "/push_appserver/v1/"}).register("after", strings.Repeat("ab", 32)); err != nil || lines[0] != "OK" {
 		t.Fatalf("register after the upgrades: %q, %v", lines, err)
 	}
+}
+
+// startedPIDs are the processes a server's log says started, in order:
+// after an upgrade, the old one and the new.
+func startedPIDs(log string) []int {
+	var pids []int
+	for _, m := range regexp.MustCompile(`msg="starting push-appserver" .*pid=(\d+)`).FindAllStringSubmatch(log, -1) {
+		pid, _ := strconv.Atoi(m[1])
+		pids = append(pids, pid)
+	}
+	return pids
 }
