@@ -42,36 +42,14 @@ func (a *Async) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// gather is how long the writer waits, once it has written, for more
-// lines before it waits on the queue again. Lines logged in a burst (one
-// a registration, 10,000 a second) then share one wake-up of the writer
-// rather than each waking it, on a machine of two processors a thread's
-// wake-up each; a line waits at most this long more.
-const gather = 10 * time.Millisecond
-
 func (a *Async) run() {
 	for b := range a.ch {
-		a.write(b)
-		for {
-			time.Sleep(gather)
-			n := len(a.ch)
-			if n == 0 {
-				break
-			}
-			for range n {
-				a.write(<-a.ch)
-			}
+		if n := a.dropped.Swap(0); n > 0 && a.notice != nil {
+			a.out.Write(a.notice(n))
 		}
+		a.out.Write(b)
+		a.queued.Add(-1)
 	}
-}
-
-// write writes one line, after the count of those dropped before it.
-func (a *Async) write(b []byte) {
-	if n := a.dropped.Swap(0); n > 0 && a.notice != nil {
-		a.out.Write(a.notice(n))
-	}
-	a.out.Write(b)
-	a.queued.Add(-1)
 }
 
 // Drain waits up to wait for what is queued to be written, for a
