@@ -35,16 +35,8 @@ func (s *server) waitLog(t *testing.T, want string) {
 func TestSIGHUPReload(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	oldKey, _, _ := apnsmock.TokenKey()
-	newKey, newPub, _ := apnsmock.TokenKey()
-	os.WriteFile(filepath.Join(dir, "old.p8"), oldKey, 0o600)
-	os.WriteFile(filepath.Join(dir, "new.p8"), newKey, 0o600)
+	m := renewedKey(t, dir)
 	os.WriteFile(filepath.Join(dir, "garbage.p8"), []byte("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"), 0o600)
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: newPub, KeyID: "K2", TeamID: "T1", Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 	addr := freePort(t)
 	config := filepath.Join(dir, "c.toml")
 	write := func(logLevel, listen, keyFile, keyID string) {
@@ -53,16 +45,8 @@ rate_limit = 0
 log_level = %q
 [http]
 listen = %q
-[apps.ios]
-kind = "apns"
-topic = "im.example.app"
-token_key_file = %q
-key_id = %q
-team_id = "T1"
-endpoint = %q
-ca_path = %q
-push_deadline = "3s"
-`, filepath.Join(dir, "data"), logLevel, listen, keyFile, keyID, m.URL, m.CADir)), 0o600)
+%spush_deadline = "3s"
+`, filepath.Join(dir, "data"), logLevel, listen, m.AppConfigKey("ios", keyFile, keyID))), 0o600)
 	}
 	write("info", addr, filepath.Join(dir, "old.p8"), "K1")
 	s := startServer(t, bin, config)
@@ -111,6 +95,10 @@ push_deadline = "3s"
 	// token is not taken against the device.
 	applied := strings.Count(s.log.String(), "reload: applied")
 	// The key renewed in place (an unchanged app keeps its backend).
+	newKey, err := os.ReadFile(filepath.Join(dir, "new.p8"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	os.WriteFile(filepath.Join(dir, "new.p8"), append(newKey, '\n'), 0o600)
 	write("debug", addr, filepath.Join(dir, "new.p8"), "K2")
 	s.cmd.Process.Signal(syscall.SIGHUP)
@@ -136,10 +124,7 @@ push_deadline = "3s"
 func TestReloadAPNSCertificateExpiryMetricIsTheOneInUse(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	m, certPEM, keyPEM := certAPNS(t)
-	certFile, keyFile := filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
-	os.WriteFile(certFile, certPEM, 0o600)
-	os.WriteFile(keyFile, keyPEM, 0o600)
+	m, certFile, keyFile := certAPNS(t, dir)
 	addr := freePort(t)
 	config := filepath.Join(dir, "c.toml")
 	os.WriteFile(config, fmt.Appendf(nil, `data_dir = %q
@@ -233,13 +218,10 @@ func TestStopDuringHungReload(t *testing.T) {
 func TestReloadToAPNSCertificateExportsItsExpiry(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	m, certPEM, keyPEM := certAPNS(t)
+	m, certFile, keyFile := certAPNS(t, dir)
 	p8, _, _ := apnsmock.TokenKey()
 	p8File := filepath.Join(dir, "k.p8")
 	os.WriteFile(p8File, p8, 0o600)
-	certFile, keyFile := filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
-	os.WriteFile(certFile, certPEM, 0o600)
-	os.WriteFile(keyFile, keyPEM, 0o600)
 	addr := freePort(t)
 	config := filepath.Join(dir, "c.toml")
 	head := fmt.Sprintf(`data_dir = %q
@@ -279,8 +261,11 @@ ca_path = %q
 func TestPKCS12AppExportsItsExpiry(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	m, certPEM, keyPEM := certAPNS(t)
-	cert, _ := tls.X509KeyPair(certPEM, keyPEM)
+	m, certFile, keyFile := certAPNS(t, dir)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	p12, err := gopkcs12.Modern.Encode(cert.PrivateKey, leaf, nil, "s3cret")
 	if err != nil {
@@ -302,8 +287,9 @@ func TestPKCS12AppExportsItsExpiry(t *testing.T) {
 }
 
 // certAPNS starts an APNS mock for im.example.app that takes the client
-// certificate it returns (PEM), closed when the test ends.
-func certAPNS(t *testing.T) (m *apnsmock.Server, certPEM, keyPEM []byte) {
+// certificate it writes into dir (push.pem, its key push.key), closed
+// when the test ends.
+func certAPNS(t *testing.T, dir string) (m *apnsmock.Server, certFile, keyFile string) {
 	t.Helper()
 	pool, certPEM, keyPEM, err := apnsmock.ClientCert()
 	if err != nil {
@@ -314,5 +300,29 @@ func certAPNS(t *testing.T) (m *apnsmock.Server, certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	return m, certPEM, keyPEM
+	certFile, keyFile = filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return m, certFile, keyFile
+}
+
+// renewedKey writes two APNS token keys into dir, old.p8 (key ID K1) and
+// its renewal new.p8 (K2), and starts an APNS mock that takes only the
+// new one, closed when the test ends.
+func renewedKey(t *testing.T, dir string) *apnsmock.Server {
+	t.Helper()
+	oldKey, _, _ := apnsmock.TokenKey()
+	newKey, newPub, _ := apnsmock.TokenKey()
+	os.WriteFile(filepath.Join(dir, "old.p8"), oldKey, 0o600)
+	os.WriteFile(filepath.Join(dir, "new.p8"), newKey, 0o600)
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: newPub, KeyID: "K2", TeamID: "T1", Topic: "im.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
 }

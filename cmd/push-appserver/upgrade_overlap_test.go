@@ -37,15 +37,7 @@ func waitLogCount(t *testing.T, u *daemon.Upgradable, want string, n int, within
 func TestReloadDuringUpgradeReachesNewProcess(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	oldKey, _, _ := apnsmock.TokenKey()
-	newKey, newPub, _ := apnsmock.TokenKey()
-	os.WriteFile(filepath.Join(dir, "old.p8"), oldKey, 0o600)
-	os.WriteFile(filepath.Join(dir, "new.p8"), newKey, 0o600)
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: newPub, KeyID: "K2", TeamID: "T1", Topic: "im.example.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := renewedKey(t, dir)
 	addr := freePort(t)
 	// A component whose XMPP server is away: the new process waits (up
 	// to 20 s) for it before it takes over, the window of this test.
@@ -60,16 +52,8 @@ listen = %q
 jid = "push.example.org"
 address = %q
 secret = "s3cret"
-[apps.ios]
-kind = "apns"
-topic = "im.example.app"
-token_key_file = %q
-key_id = %q
-team_id = "T1"
-endpoint = %q
-ca_path = %q
-push_deadline = "3s"
-`, filepath.Join(dir, "data"), addr, xmpp, keyFile, keyID, m.URL, m.CADir), 0o600)
+%spush_deadline = "3s"
+`, filepath.Join(dir, "data"), addr, xmpp, m.AppConfigKey("ios", keyFile, keyID)), 0o600)
 	}
 	write(filepath.Join(dir, "old.p8"), "K1")
 	u := daemon.StartUpgradable(t, exec.Command(bin, "serve", "-config", config), 25*time.Second)

@@ -145,6 +145,12 @@ func (s *Server) Close() { s.srv.Close() }
 // mock's key ID, team and topic, its endpoint and CA. More keys of the
 // app's table may follow it.
 func (s *Server) AppConfig(app, keyFile string) string {
+	return s.AppConfigKey(app, keyFile, s.cfg.KeyID)
+}
+
+// AppConfigKey is AppConfig with the key named keyID, which may be one
+// the mock does not know (a key before its renewal).
+func (s *Server) AppConfigKey(app, keyFile, keyID string) string {
 	return fmt.Sprintf(`[apps.%s]
 kind = "apns"
 topic = %q
@@ -153,7 +159,7 @@ key_id = %q
 team_id = %q
 endpoint = %q
 ca_path = %q
-`, app, s.cfg.Topic, keyFile, s.cfg.KeyID, s.cfg.TeamID, s.URL, s.CADir)
+`, app, s.cfg.Topic, keyFile, keyID, s.cfg.TeamID, s.URL, s.CADir)
 }
 
 // Connections returns how many connections clients opened.
