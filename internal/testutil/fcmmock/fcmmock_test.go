@@ -43,3 +43,38 @@ func TestValidateOnlyDeliversNothing(t *testing.T) {
 		t.Fatalf("%d accepted, requests %+v: want the one send without validate_only", s.Accepted(), reqs)
 	}
 }
+
+// Data is taken up to what FCM was measured to take, and refused one
+// byte above: 4,051 bytes of key and value in one pair, 4,045 in two.
+func TestDataSizeLimit(t *testing.T) {
+	s, err := New("project-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.mu.Lock()
+	s.tokens["ya29.test"] = time.Now().Add(time.Hour)
+	s.mu.Unlock()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.caPool}, ForceAttemptHTTP2: true}}
+	for _, c := range []struct {
+		data string
+		want int
+	}{
+		{`{"a":"` + strings.Repeat("v", 4050) + `"}`, http.StatusOK},
+		{`{"a":"` + strings.Repeat("v", 4051) + `"}`, http.StatusBadRequest},
+		{`{"a":"value","b":"` + strings.Repeat("v", 4038) + `"}`, http.StatusOK},
+		{`{"a":"value","b":"` + strings.Repeat("v", 4039) + `"}`, http.StatusBadRequest},
+	} {
+		req, _ := http.NewRequest("POST", s.URL+"/v1/projects/project-1/messages:send",
+			strings.NewReader(`{"message":{"token":"fcm-device-token:APA91b","data":`+c.data+`}}`))
+		req.Header.Set("Authorization", "Bearer ya29.test")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("data of %d bytes: %s, want %d", len(c.data), resp.Status, c.want)
+		}
+	}
+}
