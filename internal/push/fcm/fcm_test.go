@@ -613,3 +613,27 @@ func TestCheckCredentials(t *testing.T) {
 		})
 	}
 }
+
+// FCM refuses data that its documentation's count (keys and values, at
+// most 4,096 bytes) would take: it counts each pair and the message
+// too (see fcmmock.DataSize). A summary whose data comes near 4,096
+// bytes by keys and values is shortened until FCM takes it, rather than
+// sent and refused, which loses the push.
+func TestSummaryFitsFCMsCount(t *testing.T) {
+	m, o := setup(t)
+	o.IncludeSummary = true
+	// 4,088 bytes of keys and values with the 2,048 bytes the body is cut
+	// to: under 4,096, over what FCM takes of four pairs.
+	s := &push.Summary{MessageCount: 3, LastMessageSender: strings.Repeat("j", 1968) + "@example.org", LastMessageBody: strings.Repeat("b", 3000), HasLastMessageBody: true}
+	if err := send(newBackend(t, o), s); err != nil {
+		t.Fatalf("push with a long sender and body: %v", err)
+	}
+	reqs := m.Requests()
+	if len(reqs) != 1 || m.Accepted() != 1 {
+		t.Fatalf("%d requests, %d accepted", len(reqs), m.Accepted())
+	}
+	data := reqs[0].Message["data"].(map[string]any)
+	if size := fcmmock.DataSize(data); size > fcmmock.MaxData || data["last-message-body"] == "" {
+		t.Fatalf("data of %d bytes as FCM counts them: %v", size, data)
+	}
+}
