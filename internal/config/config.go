@@ -248,7 +248,8 @@ type Component struct {
 	TigaseProviders map[string]string `toml:"tigase_providers"`
 	// TigaseMaxPayloadSize is the max-payload-size register-device
 	// answers: how large an encrypted notification the user's server may
-	// send. Default 3072, what Siskin asks its server for.
+	// send. Default 3072, what Siskin asks its server for; at most 3584,
+	// which leaves room for what the push carries beside it.
 	TigaseMaxPayloadSize int `toml:"tigase_max_payload_size"`
 	// Domains, unless empty, are the XMPP domains whose accounts may run
 	// the registration commands through this component. The server at
@@ -616,6 +617,12 @@ func (c *Config) applyDefaults() {
 		if cp.TigaseMaxPayloadSize == 0 {
 			cp.TigaseMaxPayloadSize = 3072
 		}
+		// Up to 4096 was once taken; a configuration written then still
+		// loads, and answers what fits.
+		if n := cp.TigaseMaxPayloadSize; n > maxTigasePayloadSize && n <= 4096 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("component %q: tigase_max_payload_size %d leaves no room for the node, account and alert beside a Tigase server's encrypted notification, so its long messages would not reach APNS or FCM; %d is answered", cp.JID, n, maxTigasePayloadSize))
+			cp.TigaseMaxPayloadSize = maxTigasePayloadSize
+		}
 		if cp.TokenlessApp == "" {
 			cp.TokenlessApp = cp.DefaultApp
 		}
@@ -886,11 +893,20 @@ func (c *Config) validate() []error {
 			}
 		}
 		if cp.TigaseMaxPayloadSize < 256 || cp.TigaseMaxPayloadSize > 4096 {
-			bad(key+".tigase_max_payload_size", "want 256 to 4096 bytes (APNS and FCM take at most 4 KiB)")
+			bad(key+".tigase_max_payload_size", "want 256 to 4096 bytes (APNS and FCM take at most 4 KiB; %d is answered at most, for the node, account and alert around the encrypted notification)", maxTigasePayloadSize)
 		}
 	}
 	return ps
 }
+
+// maxTigasePayloadSize bounds tigase_max_payload_size. A Tigase server
+// sends a device that enabled push with that max-size a base64
+// ciphertext of up to about max-size bytes, and the push around it
+// carries more of ours: the node, the account, and for APNS the alert,
+// some 250 bytes with a long account. At 4,096 every long message's
+// notification was larger than APNS and FCM take, and was answered
+// modify/not-acceptable; this bound leaves about 500 bytes.
+const maxTigasePayloadSize = 3584
 
 // maxMaxInFlight bounds max_in_flight: the connection sizes its places
 // at a few times it, which must not overflow.
