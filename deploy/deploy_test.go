@@ -2,11 +2,13 @@ package deploy_test
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +131,79 @@ func TestSystemdUnit(t *testing.T) {
 	out, err := exec.Command(analyze, "verify", tmp).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestUnitAllowsServersAddressFamilies guards the unit's
+// RestrictAddressFamilies against what the server really opens. A listener
+// on a zoned IPv6 address ("[fe80::1%eth0]:5280", or a component address
+// so written) has Go ask the kernel for the zone's interface index over a
+// netlink socket; a family the unit leaves out fails that socket with
+// EAFNOSUPPORT, and the server does not start under the unit while it
+// starts by hand. The server runs under strace, listening on a zoned
+// address (::1 with the zone lo, which binds on any machine), and every
+// family it opens a socket of must be in the unit's list.
+func TestUnitAllowsServersAddressFamilies(t *testing.T) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Fatal("strace is missing: run scripts/test-deps.sh (Debian package strace)")
+	}
+	allowed := map[string]bool{}
+	for _, v := range unit(t, "push-appserver.service")["RestrictAddressFamilies"] {
+		for _, f := range strings.Fields(v) {
+			allowed[f] = true
+		}
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "push-appserver")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/push-appserver").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	port := daemon.Port(daemon.FreeAddr(t))
+	cfg := filepath.Join(dir, "push-appserver.toml")
+	text := fmt.Sprintf("data_dir = %q\n[http]\nlisten = \"[::1%%lo]:%s\"\n", filepath.Join(dir, "data"), port)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trace := filepath.Join(dir, "strace.out")
+	log := filepath.Join(dir, "server.log")
+	logFile, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(strace, "-f", "-qq", "-e", "trace=socket", "-o", trace, bin, "serve", "-config", cfg)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// A group of its own: strace ignores SIGTERM while it runs a command,
+	// so the stop goes to the group, and strace ends with the server.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { daemon.Kill(cmd.Process.Pid); <-exited })
+	if err := daemon.WaitListening([]string{"[::1]:" + port}, exited, 30*time.Second); err != nil {
+		t.Fatalf("the server did not listen on [::1%%lo]:%s: %v\n%s", port, err, daemon.Tail(log, 20))
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the server did not stop on SIGTERM:\n%s", daemon.Tail(log, 20))
+	}
+	traced, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := regexp.MustCompile(`socket\((AF_[A-Z0-9]+)`).FindAllStringSubmatch(string(traced), -1)
+	if len(families) == 0 {
+		t.Fatalf("strace saw no socket: %s", traced)
+	}
+	for _, f := range families {
+		if !allowed[f[1]] {
+			t.Errorf("the server opens an %s socket, which the unit's RestrictAddressFamilies (%v) refuses", f[1], allowed)
+		}
 	}
 }
 

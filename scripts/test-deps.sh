@@ -42,6 +42,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # systemd-analyze verifies deploy/push-appserver.service.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# strace shows deploy's test which sockets the server opens.
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 
 # http_ece, pinned by package-lock.json, into the test's own folder.
 ECE_DIR=internal/push/webpush/testdata/ece
