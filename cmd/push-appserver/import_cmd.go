@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/push-appserver/push-appserver/internal/admin"
 	"github.com/push-appserver/push-appserver/internal/config"
@@ -54,7 +56,10 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		"registry: SOURCE is another push-appserver registry, an SQLite file (such as\n"+
 		"data/registry.db or a backup) or a PostgreSQL URL; every registration in it is\n"+
 		"copied into the configured registry as it is, secret, owner and push outcomes\n"+
-		"included, with the salt their account and device hashes need.", stdout, stderr)
+		"included, with the salt their account and device hashes need.\n\n"+
+		"A URL with a password is readable by every user of this machine (ps) while the\n"+
+		"import runs: put it in an environment variable or a file of your own and give\n"+
+		"env:NAME or file:/path as PATH or SOURCE.", stdout, stderr)
 	cfgPath := f.configFlag()
 	types := typeMap{}
 	f.Var(types, "type-map", "rename a type: `old=new` (repeatable, or comma-separated), e.g. apns=ios")
@@ -63,6 +68,14 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	rest, code, ok := f.parse(args)
 	if !ok {
 		return code
+	}
+	if len(rest) == 2 {
+		source, err := importSource(rest[1], stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "push-appserver import: %s: %v\n", rest[1], err)
+			return 1
+		}
+		rest[1] = source
 	}
 	if len(rest) == 2 && rest[0] == "registry" {
 		if len(types) > 0 {
@@ -112,6 +125,33 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "a running push-appserver sees the changed registrations within a second")
 	}
 	return 0
+}
+
+// importSource is the source an import's PATH or SOURCE argument names.
+// A database URL carries its password, and a process's arguments are
+// readable by every user of the machine (ps, /proc/PID/cmdline) for as
+// long as the import runs, which for a large registry is minutes: so the
+// argument may be env:NAME or file:/path, resolved as the configuration's
+// secrets are, and a literal URL with a password is taken with a warning.
+func importSource(arg string, stderr io.Writer) (string, error) {
+	if strings.HasPrefix(arg, "env:") || strings.HasPrefix(arg, "file:") {
+		v, err := config.ResolveSecret(arg)
+		if err != nil {
+			return "", err
+		}
+		// file: names a file holding the URL, not the database (an
+		// SQLite file's first line is binary).
+		if v == "" || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return "", errors.New("holds no URL or path (file:/path names a file whose first line is the source)")
+		}
+		return v, nil
+	}
+	if u, err := url.Parse(arg); err == nil && u.Scheme != "" && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			fmt.Fprintln(stderr, "push-appserver import: warning: the password in the source URL is readable by every user of this machine while the import runs; put the URL in an environment variable and give env:NAME (or in a file: file:/path)")
+		}
+	}
+	return arg, nil
 }
 
 // isTerminal tells whether w is a terminal, for progress lines that
