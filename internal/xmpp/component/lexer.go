@@ -134,6 +134,15 @@ func (l *lexer) mustgetc() (byte, bool) {
 // in the buffer still: the buffer is refilled only once it is read out.
 func (l *lexer) ungetc() { l.c.r-- }
 
+// maxInterned is the longest name or value intern keeps. What repeats
+// from stanza to stanza (name-space URIs, element names, types, vars, a
+// server's domain) is far shorter; anyone who can send our JID a message
+// chooses the rest, and kept at any length, the 1,024 slots of known
+// would hold as many of the longest strings a stanza may carry (tens of
+// MiB a stream at a 64 KiB stanza limit) for as long as the stream
+// lasts. Bounded, they hold 512 KiB at most.
+const maxInterned = 512
+
 // intern returns b as a string: the one its slot of known holds when
 // that is b, so that names and values a stream repeats allocate nothing.
 // b is as it stood in the stream (see verbatim): a name, or a value
@@ -142,6 +151,9 @@ func (l *lexer) ungetc() { l.c.r-- }
 func (l *lexer) intern(b []byte) string {
 	if len(b) == 0 {
 		return ""
+	}
+	if len(b) > maxInterned {
+		return string(b)
 	}
 	i := knownSlot(b)
 	l.verbatim[i] = true
@@ -157,6 +169,9 @@ func (l *lexer) intern(b []byte) string {
 func (l *lexer) internDecoded(b []byte) string {
 	if len(b) == 0 {
 		return ""
+	}
+	if len(b) > maxInterned {
+		return string(b)
 	}
 	i := knownSlot(b)
 	if slot := &l.known[i]; *slot != string(b) {

@@ -1,0 +1,53 @@
+package component_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
+)
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestLongNamesNotRetained: anyone on the XMPP network can send our JID
+// messages, each within the stanza limit, whose name-space URIs are long
+// and all different. The stream's reader keeps the names and name-space
+// URIs a stream repeats, so that they allocate nothing; what it keeps of
+// such messages must stay small, not a table full of the longest strings
+// an outsider chose, held for as long as the stream lasts.
+func TestLongNamesNotRetained(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.MaxStanza = 64 << 10 })
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	st.send(t, publish("warm", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "warm" || r.Type != "result" {
+		t.Fatalf("first push: %+v", r)
+	}
+	before := heapInUse()
+	const messages, size = 2048, 40 << 10
+	for i := range messages {
+		ns := fmt.Sprintf("urn:x:%d:", i) + strings.Repeat(string(rune('a'+i%26)), size+i)
+		st.send(t, `<message from='mallory@example.org/x' to='`+compJID+`' type='`+ns+`'><x xmlns='`+ns+`'/></message>`)
+	}
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "after" || r.Type != "result" {
+		t.Fatalf("push after the messages: %+v", r)
+	}
+	after := heapInUse()
+	grown := int64(after) - int64(before)
+	t.Logf("live heap %d KiB before, %d KiB after %d messages of %d KiB", before>>10, after>>10, messages, size>>10)
+	if grown > 4<<20 {
+		t.Fatalf("the stream keeps %d MiB of %d messages from a stranger (%d KiB each) after reading them", grown>>20, messages, size>>10)
+	}
+}
