@@ -355,6 +355,8 @@ type Service struct {
 	// keyed by a hash of its bare JID: a JID may be 3 KB long.
 	accounts    *ratelimit.Limiter[uint64]
 	accountSeed maphash.Seed
+	// tokenSeed seeds tokenHash.
+	tokenSeed maphash.Seed
 
 	// onSystemClock is set when opts.Now is time.Now, as the caller left
 	// it: a push's own readings of the clock then serve for its times
@@ -428,6 +430,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
 		}),
 		accountSeed:   maphash.MakeSeed(),
+		tokenSeed:     maphash.MakeSeed(),
 		onSystemClock: onSystemClock,
 	}
 	if opts.Redelivery > 0 {
@@ -929,11 +932,14 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 			s.cache.put(node, t, gen)
 		}
 	case errors.Is(err, registry.ErrNotFound):
-		if keepAbsent {
+		if keepAbsent && len(node) <= MaxNodeLen {
 			// A tokenless push's node is the device token,
 			// registered as no node: every push to it would read
 			// the registry for nothing. A registration of it drops
-			// the entry like any other change.
+			// the entry like any other change. Not for a node
+			// longer than any registered over the API: a stranger
+			// names it, and the cache would keep as many of them
+			// as it holds registrations, 4 KiB each at worst.
 			s.cache.put(node, registry.PushTarget{}, gen)
 		}
 	case holding && ctx.Err() == nil && time.Now().Before(deadline):
@@ -953,15 +959,27 @@ func (s *Service) CacheStats() CacheStats { return s.cache.stats() }
 
 // throttleKey is what the throttle counts pushes per: a device and a
 // priority, so that a silent push does not hold up an alert.
+//
+// A tokenless push's device is its app and a hash of its token (see
+// tokenHash): the publish names the token, which may be 4 KiB long (an
+// FCM or WebPush token), and a key holding it would have the server keep
+// 4 KiB for every token a stranger names, until the window passes.
 type throttleKey struct {
-	node       string // a registered device, or
-	app, token string // a tokenless push's device
-	prio       push.Priority
+	node  string // a registered device, or
+	app   string // a tokenless push's device (app "" for a registered one)
+	token uint64
+	prio  push.Priority
 }
 
 func (s *Service) forgetThrottle(node string) {
-	s.throttle.forget(func(k throttleKey) bool { return k.node == node && k.token == "" })
+	s.throttle.forget(func(k throttleKey) bool { return k.node == node && k.app == "" })
 }
+
+// tokenHash is what the push path keeps of a tokenless push's token in
+// place of the token: 64 bits, with a secret seed, so that nobody can
+// pick tokens that share a throttle window or a block-list entry with
+// someone else's.
+func (s *Service) tokenHash(token string) uint64 { return maphash.String(s.tokenSeed, token) }
 
 // keptSummary is what of sum a push of app keeps while it waits for
 // redelivery, and so what the registry holds of it: the sender and body

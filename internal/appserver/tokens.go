@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"time"
 
@@ -116,7 +117,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		prio = push.PrioritySilent
 	}
 	// Both callers set the push's deadline on ctx already.
-	waited, at, err := s.admit(ctx, throttleKey{app: tp.App, token: tp.Token, prio: prio}, tp.App, start, time.Time{})
+	waited, at, err := s.admit(ctx, throttleKey{app: app.Name, token: s.tokenHash(tp.Token), prio: prio}, tp.App, start, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -215,11 +216,27 @@ func (s *Service) blockOf(ctx context.Context, app, token string) (registry.Bloc
 // Another instance's block is seen within ttl: until then this one may
 // push to the token again, and the service's answer that it is dead
 // blocks it here too.
+//
+// It keeps a hash of each token (see blockKey) and no token in its
+// entries: a tokenless push names its token, which may be 4 KiB long,
+// and a stranger naming ever new ones would otherwise fill the cache
+// with as many of them as it holds entries.
 type blockCache struct {
-	c *otter.Cache[blockKey, registry.BlockedToken]
+	c    *otter.Cache[blockKey, registry.BlockedToken]
+	seed maphash.Seed
 }
 
-type blockKey struct{ app, token string }
+// blockKey is a token's app and a 64-bit hash of the token, with a
+// secret seed, so that nobody can pick a token that shares an entry with
+// someone else's.
+type blockKey struct {
+	app   string
+	token uint64
+}
+
+func (c *blockCache) key(app, token string) blockKey {
+	return blockKey{app, maphash.String(c.seed, token)}
+}
 
 // newBlockCache returns a cache of up to size entries, each trusted for
 // ttl, by clock; nil (no cache) when size is 0 or less.
@@ -227,14 +244,14 @@ func newBlockCache(size int, ttl time.Duration, clock cacheClock) *blockCache {
 	if size <= 0 {
 		return nil
 	}
-	return &blockCache{c: newOtter[blockKey, registry.BlockedToken](size, ttl, clock.elapsed)}
+	return &blockCache{c: newOtter[blockKey, registry.BlockedToken](size, ttl, clock.elapsed), seed: maphash.MakeSeed()}
 }
 
 func (c *blockCache) get(app, token string) (registry.BlockedToken, bool) {
 	if c == nil {
 		return registry.BlockedToken{}, false
 	}
-	return c.c.GetIfPresent(blockKey{app, token})
+	return c.c.GetIfPresent(c.key(app, token))
 }
 
 // fill keeps what a read of the block list found, unless this instance
@@ -243,7 +260,8 @@ func (c *blockCache) fill(app, token string, b registry.BlockedToken) {
 	if c == nil {
 		return
 	}
-	c.c.SetIfAbsent(blockKey{strings.Clone(app), strings.Clone(token)}, b)
+	b.Token = "" // the key names it
+	c.c.SetIfAbsent(c.key(strings.Clone(app), token), b)
 }
 
 // set records this instance's change of a token's entry.
@@ -251,5 +269,6 @@ func (c *blockCache) set(app, token string, b registry.BlockedToken) {
 	if c == nil {
 		return
 	}
-	c.c.Set(blockKey{strings.Clone(app), strings.Clone(token)}, b)
+	b.Token = "" // the key names it
+	c.c.Set(c.key(strings.Clone(app), token), b)
 }
