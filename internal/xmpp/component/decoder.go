@@ -78,6 +78,13 @@ func (d *decoder) shrink() {
 	if cap(d.ns) > 1024 {
 		d.ns = nil
 	}
+	// An element's attributes: a stanza's have a few, one of a message
+	// may have as many as its size allows, and the slice's spare room
+	// would keep their values alive too.
+	if cap(d.lx.attr) > 64 {
+		d.lx.attr = nil
+		d.tok.Attr = nil
+	}
 }
 
 // Next returns the next token, d's own until its next call (see

@@ -51,3 +51,38 @@ func TestLongNamesNotRetained(t *testing.T) {
 		t.Fatalf("the stream keeps %d MiB of %d messages from a stranger (%d KiB each) after reading them", grown>>20, messages, size>>10)
 	}
 }
+
+// TestManyAttributesNotRetained: a message, skipped like any other, may
+// carry an element with as many attributes as its size allows. What the
+// stream's reader keeps of it once read must not grow with it: a
+// stranger's one large message would otherwise cost memory for as long
+// as the stream lasts.
+func TestManyAttributesNotRetained(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.MaxStanza = 64 << 10 })
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	st.send(t, publish("warm", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "warm" || r.Type != "result" {
+		t.Fatalf("first push: %+v", r)
+	}
+	before := heapInUse()
+	var b strings.Builder
+	b.WriteString(`<message from='mallory@example.org/x' to='` + compJID + `'><x`)
+	for i := 0; b.Len() < 2<<20; i++ {
+		fmt.Fprintf(&b, " a%d='%d'", i, i)
+	}
+	b.WriteString(`/></message>`)
+	size := b.Len()
+	st.send(t, b.String())
+	b = strings.Builder{}
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "after" || r.Type != "result" {
+		t.Fatalf("push after the message: %+v", r)
+	}
+	after := heapInUse()
+	grown := int64(after) - int64(before)
+	t.Logf("live heap %d KiB before, %d KiB after a message of %d KiB", before>>10, after>>10, size>>10)
+	if grown > 1<<20 {
+		t.Fatalf("the stream keeps %d KiB of a %d KiB message from a stranger after reading it", grown>>10, size>>10)
+	}
+}
