@@ -457,6 +457,16 @@ func (s *Service) takeHeld(ctx context.Context) {
 					notBefore = failed.Add(h.RetryAfterFailed)
 				}
 			}
+			if _, known := s.apps[h.App]; moving && h.App != "" && !known && s.redeliver.now().Sub(failed) <= s.redeliver.window {
+				// An app this server does not have (added on another
+				// instance and not yet here, in a rolling change of the
+				// configuration): it could only keep the push until its
+				// time ran out. Given back, it is sent by an instance
+				// that has the app, or by this one once it has it. One
+				// whose time ran out is taken, and ends as expired.
+				refused = append(refused, hp.Device)
+				continue
+			}
 			if s.redeliver.restore(key, n, u, h.Secret, h.Checked && h.ByNode, failed, notBefore, moving) {
 				kept++
 				if moving {

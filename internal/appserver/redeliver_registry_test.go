@@ -127,7 +127,7 @@ func TestTakenPushSurvivesTakerDeath(t *testing.T) {
 	a.redeliver.keep(redeliveryKey{node: "n1"}, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
 	a.holdPending() // a stops cleanly: the push is in the registry
 
-	b, err := New(failingKeep{store}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	b, err := New(failingKeep{store}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestTakenPushSurvivesTakerDeath(t *testing.T) {
 // within the wait's bound, not grow with every device that ever waited.
 func TestDirtyBoundedWhileRegistryRefusesWrites(t *testing.T) {
 	ctx := context.Background()
-	s, err := New(failingKeep{memory.New()}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	s, err := New(failingKeep{memory.New()}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestDirtyBoundedWhenWaitsEndDuringWrites(t *testing.T) {
 			i++
 		}
 	}
-	s, err := New(hookedKeep{memory.New(), during}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	s, err := New(hookedKeep{memory.New(), during}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestEndedWaitNotLeftAfterUncertainWrite(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
 	fail := true
-	s, err := New(commitThenFail{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	s, err := New(commitThenFail{store, &fail}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func TestMoveDoesNotHideLostLease(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
 	fail := false
-	s, err := New(toggledKeep{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	s, err := New(toggledKeep{store, &fail}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestLostLeaseLetsGoOfMovedPushes(t *testing.T) {
 			store := memory.New()
 			releaseOne(t, store, "n1")
 			fail := false
-			s, err := New(toggledKeep{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+			s, err := New(toggledKeep{store, &fail}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -440,7 +440,7 @@ func TestFailedGiveBackRetried(t *testing.T) {
 	release(t, store, tenNodes(), &push.Summary{LastMessageBody: "hello", HasLastMessageBody: true})
 
 	fail := true
-	b, err := New(failingReturn{store, &fail}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	b, err := New(failingReturn{store, &fail}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,10 +563,11 @@ func TestLostLeaseLetsGoOfMovedPushMergedIntoStoredWait(t *testing.T) {
 }
 
 // redeliveringOn is a server with a minute of redelivery on store, and
-// no apps: the tests drive its wait directly.
+// the app of the tests' pushes (see heldApps): the tests drive its wait
+// directly.
 func redeliveringOn(t *testing.T, store registry.Store) *Service {
 	t.Helper()
-	s, err := New(store, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	s, err := New(store, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,7 +585,7 @@ func TestStopKeepsMovedPushes(t *testing.T) {
 	a.redeliver.keep(redeliveryKey{node: "n1"}, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh})
 	a.holdPending()
 
-	b, err := New(failingKeep{store}, nil, Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	b, err := New(failingKeep{store}, heldApps(), Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +649,7 @@ func skewedOn(t *testing.T, store *memory.Store, skew time.Duration) *Service {
 	if skew != 0 {
 		now = func() time.Time { return time.Now().Add(skew).Round(0) }
 	}
-	s, err := New(store, nil, Options{Redelivery: 10 * time.Minute, Now: now}, slog.New(slog.DiscardHandler))
+	s, err := New(store, heldApps(), Options{Redelivery: 10 * time.Minute, Now: now}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -699,4 +700,18 @@ func TestHeldRetryAfterSurvivesClockSkewBetweenInstances(t *testing.T) {
 	if wait := time.Until(p.due); wait > time.Minute {
 		t.Fatalf("the push the service asked to wait 30 s for is due in %s on the instance that took it", wait.Round(time.Second))
 	}
+}
+
+// heldApps is the app of the pushes these tests hold, so that a server
+// takes them from the registry (one of an app it does not have stays
+// there). The tests drive the wait directly: nothing is sent.
+func heldApps() []App {
+	return []App{{Name: "apns", Priority: push.PriorityAuto, Backend: unsent{}}}
+}
+
+// unsent is a push service no test reaches.
+type unsent struct{}
+
+func (unsent) Send(context.Context, push.Notification) error {
+	return errors.New("not sent in these tests")
 }
