@@ -180,6 +180,10 @@ type pendingPush struct {
 	// due again, so that a push that keeps failing while the others go
 	// through is not sent at every tick.
 	outage, hastened, spent bool
+	// elsewhere says the push is to an app this server does not have
+	// (see handOver): it goes back to the registry, for an instance
+	// that has the app, once the registry holds it as it is.
+	elsewhere bool
 	// sending is set while an attempt is under way; gen counts the
 	// failures merged in, so an attempt that went through can tell
 	// whether a newer push failed meanwhile.
@@ -1095,6 +1099,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			// rows once its lease lapsed, and a wait that ended since
 			// must be gone from the registry by then.
 			s.writePending(ctx)
+			s.handOver(ctx)
 			if r.takeSoon.Swap(false) || time.Since(lastTake) >= r.poll {
 				s.takeHeld(ctx)
 				lastTake = time.Now()
@@ -1224,8 +1229,11 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	app, ok := s.apps[n.App]
 	if !ok {
 		// Left out of this configuration (renamed, a restart with a
-		// mistake): ours to fix, and the user's server heard wait.
-		// Kept until its time runs out, for a server that has it.
+		// mistake, or not here yet in a rolling change of the apps):
+		// ours to fix, and the user's server heard wait. Kept until
+		// its time runs out, and meanwhile given to the registry for
+		// another instance that has the app (handOver).
+		s.redeliver.elsewhere(a, n.App)
 		return redeliverLater, 0
 	}
 	if a.unread != nil {

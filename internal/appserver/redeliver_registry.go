@@ -486,3 +486,78 @@ func (s *Service) takeHeld(ctx context.Context) {
 		s.logger.Info("pushes held for redelivery taken from the registry", "pushes", kept)
 	}
 }
+
+// elsewhere marks the push attempt a took as one to an app this server
+// does not have: counted in that app's share of the room and written
+// with its name, so that no instance without the app takes it from the
+// registry (takeHeld), and handed over there once written (handOver).
+func (r *redeliveries) elsewhere(a redeliveryAttempt, app string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending[a.key]
+	if p != a.p || p.elsewhere && p.n.App == app {
+		return
+	}
+	if p.n.App != app {
+		r.release(p)
+		p.n.App = app
+		r.hold(p)
+	}
+	p.elsewhere = true
+	r.dirty[a.key] = struct{}{}
+}
+
+// handOver gives the registry back the pushes to apps this server does
+// not have (see elsewhere) whose rows hold them as they are, and ends
+// their waits here: an instance that has the app takes them, where this
+// one could only keep them until their time ran out. In a rolling change
+// that adds an app, the user's server sends pushes of the app to the
+// instances without it too.
+func (s *Service) handOver(ctx context.Context) {
+	r := s.redeliver
+	m, ok := s.store.(registry.HeldMover)
+	if !ok || r.count.Load() == 0 {
+		return
+	}
+	var keys []redeliveryKey
+	var devices []string
+	r.mu.Lock()
+	for key, p := range r.pending {
+		_, stored := r.stored[key]
+		_, changed := r.dirty[key]
+		_, moved := r.fromMove[key]
+		if p.elsewhere && !p.sending && stored && !changed && !moved {
+			keys = append(keys, key)
+			devices = append(devices, key.device())
+		}
+	}
+	r.mu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.lease/3)
+	err := m.ReturnHeldPushes(rctx, r.owner, devices)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logger.Warn("giving back held pushes of apps this server does not have", "err", err)
+		}
+		return
+	}
+	n := 0
+	r.mu.Lock()
+	for _, key := range keys {
+		// Its row is the registry's now, not this server's.
+		delete(r.stored, key)
+		// A push merged in meanwhile is written as this server's again,
+		// and handed over in turn.
+		if p := r.pending[key]; p != nil && !p.sending {
+			if _, changed := r.dirty[key]; !changed {
+				r.remove(key, p)
+				n++
+			}
+		}
+	}
+	r.mu.Unlock()
+	s.logger.Info("pushes of apps this server does not have left in the registry for an instance that has them", "pushes", n)
+}

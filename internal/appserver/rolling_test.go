@@ -113,3 +113,45 @@ func TestHeldPushOfAppUnknownToTakerLeftForOthers(t *testing.T) {
 		t.Fatalf("B sent %d pushes", got)
 	}
 }
+
+// TestPushOfAppUnknownHereSentByInstanceWithIt guards the other half of
+// a rolling change of the apps: while an app is on one instance only, the
+// user's server sends some of its pushes to the instance without it
+// (ejabberd balances over both; behind Prosody the active one may be
+// either). That instance answers wait and keeps the push, but cannot send
+// it: it must hand it over through the registry to the instance that has
+// the app, not keep it until its time runs out.
+func TestPushOfAppUnknownHereSentByInstanceWithIt(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.DB(t)
+	aBackend := &scripted{answers: map[string]error{}}
+	a, _ := redeliveringOnPostgres(t, dsn, []appserver.App{
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: aBackend},
+		{Name: "voip", Priority: push.PriorityHigh, Backend: aBackend}, // added here only
+	}, 20*time.Millisecond, nil)
+	bBackend := &scripted{answers: map[string]error{}}
+	b, _ := redeliveringOnPostgres(t, dsn, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: bBackend}},
+		20*time.Millisecond, nil)
+
+	reg, err := a.Register(ctx, appserver.Caller{}, "voip", "n1", "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret}); err == nil {
+		t.Fatal("B sent a push of an app it does not have")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for sentTo(aBackend, "t1") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the push B could not send never reached A, which has the app: B holds %+v", b.RedeliveryStats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := len(bBackend.Sent()); got != 0 {
+		t.Fatalf("B sent %d pushes", got)
+	}
+	waitStats(t, b, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
+	if got := sentTo(aBackend, "t1"); got != 1 {
+		t.Fatalf("A sent %d pushes to t1, want 1", got)
+	}
+}
