@@ -66,20 +66,33 @@ type App struct {
 
 // appFlow is what sendBounded knows of an app's push service: when it
 // last answered, how long its answers take, and when its pushes last
-// began to be under way.
+// began to be under way. Its moments are readings of the monotonic clock
+// (elapsed): on the wall clock, a step back by NTP or an operator's date
+// would make a silence look that much shorter, and hide a stall as long.
 type appFlow struct {
-	answered, busyFrom atomic.Int64 // UnixNano
-	latency            atomic.Int64 // a moving average of its answers' time, ns; 0 before the first
+	elapsed            func() time.Duration // the monotonic clock: time since a fixed moment
+	answered, busyFrom atomic.Int64         // readings of elapsed, ns
+	latency            atomic.Int64         // a moving average of its answers' time, ns; 0 before the first
 }
 
-// note records that the service answered at end a push sent at start,
-// unless err says it did not (the deadline or the caller ended the wait;
-// Retry says so even when it hands back an earlier attempt's answer).
+// newAppFlow returns the flow of an app on the clock elapsed.
+func newAppFlow(elapsed func() time.Duration) *appFlow {
+	return &appFlow{elapsed: elapsed}
+}
+
+// busy records that the app's pushes began to be under way now.
+func (f *appFlow) busy() { f.busyFrom.Store(int64(f.elapsed())) }
+
+// note records that the service answered now a push sent at start and
+// done at end (readings with their monotonic part, as time.Now gives:
+// only their difference counts), unless err says it did not (the
+// deadline or the caller ended the wait; Retry says so even when it
+// hands back an earlier attempt's answer).
 func (f *appFlow) note(err error, start, end time.Time) {
 	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 		return
 	}
-	f.answered.Store(end.UnixNano())
+	f.answered.Store(int64(f.elapsed()))
 	// Racing updates lose one another's sample now and then: an
 	// estimate, not an account.
 	took := int64(end.Sub(start))
@@ -106,7 +119,7 @@ func (f *appFlow) stalled(deadline time.Duration) bool {
 	if lat := time.Duration(f.latency.Load()); lat > 0 {
 		limit = min(max(3*lat, answeringWithin), limit)
 	}
-	now := time.Now().UnixNano()
+	now := int64(f.elapsed())
 	return now-f.answered.Load() > int64(limit) && now-f.busyFrom.Load() > int64(limit)
 }
 
@@ -158,7 +171,7 @@ func (s *Service) sendBounded(ctx context.Context, app *App, n push.Notification
 		return end, err
 	}
 	if v == 1 {
-		f.busyFrom.Store(start.UnixNano())
+		f.busy()
 	}
 	away := push.Leave(ctx)
 	err = s.send(ctx, app.Backend, n) // which recovers a panic
@@ -395,6 +408,8 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		opts.Redelivery = DefaultRedelivery
 	}
 	m := make(map[string]App, len(apps))
+	// The apps' flows share one monotonic clock (see appFlow).
+	flowClock := systemClock().elapsed
 	for _, a := range apps {
 		if a.Name == "" || a.Backend == nil {
 			return nil, fmt.Errorf("app %q: name and backend are required", a.Name)
@@ -409,7 +424,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		a.canonical, _ = a.Backend.(push.TokenCanonicalizer)
 		a.devicer, _ = a.Backend.(push.DeviceKeyer)
 		a.inFlight = new(atomic.Int64)
-		a.flow = new(appFlow)
+		a.flow = newAppFlow(flowClock)
 		m[a.Name] = a
 	}
 	svc := &Service{
