@@ -398,8 +398,55 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	api.Set(handler)
 	serving.Store(true)
 
+	// tookOver: this process serves as the service's main one, from its
+	// start or, started by an upgrade, once it took over.
+	tookOver := false
 	// Everything serves: systemd may now start what is ordered after us.
 	notify := systemd.New(logger, func() string { return serviceStatus(checks(), upgrade.BinaryReplaced()) })
+
+	// shutdown ends the server and returns runErr, once what it took is
+	// done: the pushes under way answered, their outcomes written. Every
+	// end of serve from here goes through it, a new process that does not
+	// take over too.
+	shutdown := func(handedOver bool, runErr error) error {
+		switch {
+		case handedOver:
+			notify.HandOver()
+		case up.Inherited() && !tookOver:
+			// A new process that did not take over: the old one is the
+			// service's main process, and STOPPING=1 from this one
+			// would be taken for the service's.
+			notify.HandOver()
+		default:
+			notify.Stopping()
+			// Told to stop while a new process starts: it is killed
+			// now, not left to connect its components while this one
+			// drains (the deferred Stop comes only at the end).
+			up.Stop()
+		}
+		// Shutting down loses no push: the components close their
+		// streams (after answering the pushes under way) and still push
+		// what their XMPP servers had sent them, while the HTTP
+		// listeners stop taking connections and finish their requests.
+		// Then the core answers anything that still arrives "try again
+		// later" (never "cancel") and writes what it holds.
+		stopComponents()
+		sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer scancel()
+		var shut sync.WaitGroup
+		for _, srv := range hl.servers {
+			shut.Go(func() { _ = srv.Shutdown(sctx) })
+		}
+		shut.Wait()
+		compWG.Wait()
+		svc.Drain()
+		cancel()
+		wg.Wait()
+		_ = svc.Close()
+		logger.Info("stopped")
+		return runErr
+	}
+
 	if up.Inherited() {
 		// The old process closes its component streams once this one is
 		// ready: ejabberd must have ours by then, or it answers publishes
@@ -407,13 +454,11 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		if !waitSettled(ctx, settled, settleTimeout) && ctx.Err() == nil {
 			if jids := refused(); len(jids) > 0 {
 				// A configuration the XMPP server refuses: taking over
-				// would close the old process's working stream.
-				runErr := fmt.Errorf("upgrade: not taking over: the XMPP server refuses component %s (see the log)", strings.Join(jids, ", "))
-				stopComponents()
-				compWG.Wait()
-				cancel()
-				wg.Wait()
-				return runErr
+				// would close the old process's working stream. What
+				// the components took meanwhile (ejabberd balances
+				// publishes over both streams) is finished and written
+				// as at any stop.
+				return shutdown(false, fmt.Errorf("upgrade: not taking over: the XMPP server refuses component %s (see the log)", strings.Join(jids, ", ")))
 			}
 			logger.Warn("taking over although not every component is connected or standing by", "waited", settleTimeout)
 		}
@@ -423,11 +468,13 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			// the upgrade) with requests under way.
 			hl.serve()
 			notify.TakeOver()
+			tookOver = true
 		}
 	} else {
 		notify.Ready()
+		tookOver = true
 	}
-	if ctx.Err() != nil && up.Inherited() {
+	if !tookOver {
 		// Told to stop before taking over: the old process serves on
 		// (or stops too); this one neither says it is ready nor takes
 		// the service over.
@@ -537,36 +584,7 @@ wait:
 			break wait
 		}
 	}
-	if handedOver {
-		notify.HandOver()
-	} else {
-		notify.Stopping()
-		// Told to stop while a new process starts: it is killed now, not
-		// left to connect its components while this one drains (the
-		// deferred Stop comes only at the end).
-		up.Stop()
-	}
-	// Shutting down loses no push: the components close their streams
-	// (after answering the pushes under way) and still push what their
-	// XMPP servers had sent them, while the HTTP listeners stop taking
-	// connections and finish their requests. Then the core answers
-	// anything that still arrives "try again later" (never "cancel") and
-	// writes what it holds.
-	stopComponents()
-	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer scancel()
-	var shut sync.WaitGroup
-	for _, srv := range hl.servers {
-		shut.Go(func() { _ = srv.Shutdown(sctx) })
-	}
-	shut.Wait()
-	compWG.Wait()
-	svc.Drain()
-	cancel()
-	wg.Wait()
-	_ = svc.Close()
-	logger.Info("stopped")
-	return runErr
+	return shutdown(handedOver, runErr)
 }
 
 // statusInterval is how often the status line systemd shows is brought

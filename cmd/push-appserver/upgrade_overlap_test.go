@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
 	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
@@ -205,6 +207,114 @@ func TestUpgradeWithRefusedComponentServesOn(t *testing.T) {
 		u.PID = pids[1]
 		t.Fatalf("the old process handed over to one the XMPP server refuses; component connections now: %d handshakes, log:\n%s",
 			srv.Handshakes(), tailLines(u.Log(), 8))
+	}
+}
+
+// TestRefusedUpgradeWritesOutcomes: a new process that does not take
+// over because the XMPP server refuses one of its components (here the
+// second one's secret changed in the file) ends as any stop does for
+// what its other component took meanwhile (ejabberd balances publishes
+// over both streams): the push under way when its wait ends is finished
+// and its outcome written to the registry. Its exit skipped the last
+// write of the outcomes, which are written a second at a time.
+func TestRefusedUpgradeWritesOutcomes(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	am, _, keyFile, _ := startMocks(t, dir)
+	const refusedJID = "push2.example.org"
+	var xmpp [2]*xmppfake.Server
+	for i, jid := range []string{fakeComponentJID, refusedJID} {
+		srv, err := xmppfake.Listen(jid, "s3cret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Close)
+		xmpp[i] = srv
+	}
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	write := func(refusedSecret string) {
+		os.WriteFile(config, fmt.Appendf(nil, `data_dir = %q
+rate_limit = 0
+push_timeout = "40s"
+[http]
+listen = %q
+[[component]]
+jid = %q
+address = %q
+secret = "s3cret"
+[[component]]
+jid = %q
+address = %q
+secret = %q
+%spush_deadline = "30s"
+`, filepath.Join(dir, "data"), addr, fakeComponentJID, xmpp[0].Addr(), refusedJID, xmpp[1].Addr(), refusedSecret, am.AppConfig("ios", keyFile)), 0o600)
+	}
+	write("s3cret")
+	u := daemon.StartUpgradable(t, exec.Command(bin, "serve", "-config", config), 25*time.Second)
+	s := &server{}
+	s.waitHealthy(t, addr)
+	for _, srv := range xmpp {
+		st, err := srv.Accept(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+	}
+	token := strings.Repeat("0d", 32)
+	secret := s.registerTo(t, "ios", "n1", token)
+	// Answered 3 s after the new process's 20 s wait for its components
+	// (settleTimeout) has ended, and its stream has closed: the push ends
+	// its shutdown, with no regular write of the outcomes (one a
+	// second) left before it exits.
+	am.FailToken(token, apnsmock.Fault{Delay: 24 * time.Second})
+
+	write("a-new-secret")
+	old := u.PID
+	syscall.Kill(old, syscall.SIGUSR2)
+	st, err := xmpp[0].Accept(20 * time.Second) // the new process's stream
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	go func() {
+		// Its closing tag closes the connection, as a server does.
+		for {
+			tok, err := st.Dec.Token()
+			if err != nil {
+				return
+			}
+			if end, ok := tok.(xml.EndElement); ok && end.Name.Local == "stream" {
+				st.Close()
+				return
+			}
+		}
+	}()
+	st.Send(xmppfake.PublishIQ("p1", "user.example.org", fakeComponentJID, "n1", secret, true))
+	for deadline := time.Now().Add(10 * time.Second); am.Total() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the publish to the new process never reached APNS")
+		}
+	}
+	waitLogCount(t, u, "upgrade failed: this process serves on", 1, 60*time.Second)
+	if pids := startedPIDs(u.Log()); len(pids) != 2 || !daemon.WaitExited(pids[1], 10*time.Second) {
+		t.Fatalf("processes started: %v; the new one should have exited", pids)
+	}
+	if am.Accepted() != 1 {
+		t.Fatalf("APNS accepted %d pushes, want the new process's one", am.Accepted())
+	}
+	daemon.Stop(old, 25*time.Second)
+	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "data", "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	r, err := store.Get(t.Context(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.LastSuccessfulPush.IsZero() {
+		t.Errorf("the push the new process finished as it gave up has no outcome in the registry: %+v", r)
 	}
 }
 
