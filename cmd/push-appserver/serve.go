@@ -67,6 +67,13 @@ type signals struct {
 // take to be ready before it is killed and the old one serves on.
 const upgradeTimeout = time.Minute
 
+// newProcessGrace bounds how long a process told to stop during an
+// upgrade waits for the new process, which it told to stop too, to end:
+// the new one heard of the stop a moment later, and writes what its
+// core holds after its own shutdown's grace. Past it, the new process is
+// killed. Within the unit's TimeoutStopSec (30 s).
+const newProcessGrace = shutdownGrace + 5*time.Second
+
 // settleTimeout bounds how long a new process started by an upgrade waits
 // for its components to connect (or stand by) before it says it is ready,
 // so that the old one does not close its streams before another serves.
@@ -117,6 +124,20 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	defer up.Stop()
 	if up.Inherited() {
 		logger.Info("started by an upgrade: taking over from the old process once ready")
+		// The old process told to stop while this one starts tells
+		// this one to stop too, rather than kill it: what its
+		// components took is answered as at any stop.
+		var stopWithOld context.CancelFunc
+		ctx, stopWithOld = context.WithCancel(ctx)
+		defer stopWithOld()
+		go func() {
+			select {
+			case <-up.StopRequested():
+				logger.Info("the old process stops: this one stops too")
+				stopWithOld()
+			case <-ctx.Done():
+			}
+		}()
 	}
 
 	// The HTTP listeners are bound before the registry is opened, so that
@@ -408,7 +429,12 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// done: the pushes under way answered, their outcomes written. Every
 	// end of serve from here goes through it, a new process that does not
 	// take over too.
+	// upgrading: a new process is starting; upgrades gets the end of its
+	// start (see upgrade.Process.Upgrade).
+	upgrades := make(chan error, 1)
+	upgrading := false
 	shutdown := func(handedOver bool, runErr error) error {
+		stopped := time.Now()
 		switch {
 		case handedOver:
 			notify.HandOver()
@@ -417,11 +443,19 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			// service's main process, and STOPPING=1 from this one
 			// would be taken for the service's.
 			notify.HandOver()
+		case upgrading:
+			notify.Stopping()
+			// Told to stop while a new process starts: it stops too,
+			// as on SIGTERM, answering the publishes its components
+			// took (ejabberd balances over both streams), rather than
+			// be killed with them; it is killed only if it has not
+			// ended within newProcessGrace (below).
+			if err := up.StopNewProcess(); err != nil {
+				logger.Error("cannot tell the new process to stop: it is killed", "err", err)
+				up.Stop()
+			}
 		default:
 			notify.Stopping()
-			// Told to stop while a new process starts: it is killed
-			// now, not left to connect its components while this one
-			// drains (the deferred Stop comes only at the end).
 			up.Stop()
 		}
 		// Shutting down loses no push: the components close their
@@ -443,6 +477,23 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		cancel()
 		wg.Wait()
 		_ = svc.Close()
+		if upgrading {
+			wait := time.NewTimer(time.Until(stopped.Add(newProcessGrace)))
+			select {
+			case err := <-upgrades:
+				if err == nil {
+					// Ready just as the stop came: it heard of the stop
+					// all the same, and stops on its own.
+					logger.Info("the new process took over as this one stopped: it stops too")
+				} else {
+					logger.Info("the new process has stopped with this one", "detail", err)
+				}
+			case <-wait.C:
+				logger.Warn("the new process has not stopped within the grace: killing it", "grace", newProcessGrace)
+			}
+			wait.Stop()
+			up.Stop()
+		}
 		logger.Info("stopped")
 		return runErr
 	}
@@ -464,8 +515,8 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		}
 		if ctx.Err() == nil {
 			// Only now: until it takes over, the old process answers
-			// every connection, and may kill this one (a stop during
-			// the upgrade) with requests under way.
+			// every connection, and one told to stop before then (a
+			// stop during the upgrade) leaves them all to the old one.
 			hl.serve()
 			notify.TakeOver()
 			tookOver = true
@@ -487,8 +538,6 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// outage the server rides out with its cache, not a reason to
 	// restart it.
 	wg.Go(func() { notify.Watchdog(runCtx, svc.Alive) })
-	upgrades := make(chan error, 1)
-	upgrading := false
 	// A reload runs beside this loop: reading its files can hang (a
 	// network mount that stops answering), and a stop or an upgrade
 	// must still be taken meanwhile. A SIGHUP during a reload asks for

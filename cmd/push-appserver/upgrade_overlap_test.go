@@ -161,6 +161,121 @@ func TestStopDuringUpgradeFinishesRequests(t *testing.T) {
 	}
 }
 
+// TestStopDuringUpgradeAnswersPublishes: a server told to stop while an
+// upgrade's new process waits for its components ends that process as a
+// stop does, not with a kill: the publishes its connected component took
+// (ejabberd balances over both streams) are all answered, and it exits
+// within the stop's grace. Killed, it answered none of them, and
+// ejabberd took each for lost.
+func TestStopDuringUpgradeAnswersPublishes(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	am, _, keyFile, _ := startMocks(t, dir)
+	srv, err := xmppfake.Listen(fakeComponentJID, "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	addr := freePort(t)
+	config := filepath.Join(dir, "c.toml")
+	// A second component whose XMPP server is away: the new process
+	// waits for it (up to 20 s), the window of this test.
+	os.WriteFile(config, fmt.Appendf(nil, `data_dir = %q
+rate_limit = 0
+[http]
+listen = %q
+[[component]]
+jid = %q
+address = %q
+secret = "s3cret"
+[[component]]
+jid = "push2.example.org"
+address = %q
+secret = "s3cret"
+%spush_deadline = "5s"
+`, filepath.Join(dir, "data"), addr, fakeComponentJID, srv.Addr(), freePort(t), am.AppConfig("ios", keyFile)), 0o600)
+	u := daemon.StartUpgradable(t, exec.Command(bin, "serve", "-config", config), 25*time.Second)
+	s := &server{}
+	s.waitHealthy(t, addr)
+	oldStream, err := srv.Accept(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldStream.Close()
+	const n = 20
+	secrets := make([]string, n)
+	for i := range n {
+		token := fmt.Sprintf("%064x", i+1)
+		secrets[i] = s.registerTo(t, "ios", fmt.Sprintf("n%d", i), token)
+		// Under way when the stop comes, and answered within the
+		// component's second of grace for them.
+		am.FailToken(token, apnsmock.Fault{Delay: 400 * time.Millisecond})
+	}
+
+	old := u.PID
+	syscall.Kill(old, syscall.SIGUSR2)
+	st, err := srv.Accept(20 * time.Second) // the new process's stream
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	pids := startedPIDs(u.Log())
+	if len(pids) != 2 {
+		t.Fatalf("processes started: %v", pids)
+	}
+	child := pids[1]
+	answers := make(chan string, n)
+	// Read until the new process closes its stream, or it never does.
+	st.Conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	go func() {
+		for {
+			tok, err := st.Dec.Token()
+			if err != nil {
+				close(answers)
+				return
+			}
+			se, ok := tok.(xml.StartElement)
+			if !ok || se.Name.Local != "iq" {
+				continue
+			}
+			var reply struct {
+				ID   string `xml:"id,attr"`
+				Type string `xml:"type,attr"`
+			}
+			if st.Dec.DecodeElement(&reply, &se) == nil {
+				answers <- reply.ID + " " + reply.Type
+			}
+		}
+	}()
+	for i := range n {
+		st.Send(xmppfake.PublishIQ(fmt.Sprintf("p%d", i), "user.example.org", fakeComponentJID, fmt.Sprintf("n%d", i), secrets[i], true))
+	}
+	for deadline := time.Now().Add(10 * time.Second); am.Total() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d publishes to the new process reached APNS", am.Total(), n)
+		}
+	}
+	stopped := time.Now()
+	syscall.Kill(old, syscall.SIGTERM)
+	got := map[string]string{}
+	for a := range answers {
+		id, typ, _ := strings.Cut(a, " ")
+		got[id] = typ
+	}
+	for i := range n {
+		if typ := got[fmt.Sprintf("p%d", i)]; typ != "result" {
+			t.Errorf("publish p%d, with APNS when the stop came, answered %q; want result", i, typ)
+		}
+	}
+	if !daemon.WaitExited(old, 30*time.Second) || !daemon.WaitExited(child, time.Second) {
+		t.Fatalf("processes still running %v after the stop", time.Since(stopped).Round(time.Millisecond))
+	}
+	t.Logf("both processes exited %v after the stop; APNS accepted %d", time.Since(stopped).Round(time.Millisecond), am.Accepted())
+	if log := u.Log(); strings.Contains(log, "upgrade failed: this process serves on") {
+		t.Errorf("the stopping process says it serves on:\n%s", tailLines(log, 8))
+	}
+}
+
 // TestUpgradeWithRefusedComponentServesOn: an upgrade (SIGUSR2) whose new
 // process the XMPP server refuses (here the component secret was changed
 // in the file, a setting SIGUSR2 applies, but not at the XMPP server) is

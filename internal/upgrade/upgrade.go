@@ -15,7 +15,10 @@
 // finishing what it has under way; once its component stream is closed
 // it tells the new one through a pipe, which connects at once where it
 // stood by. If the new process fails to start, or is not ready in time,
-// it is killed and the old one serves on.
+// it is killed and the old one serves on. If the old process is told to
+// stop while the new one starts, it tells the new one through the same
+// pipe, and the new one stops as on SIGTERM, answering what its
+// components took, rather than be killed with it.
 //
 // The sockets and the readiness handshake are cloudflare/tableflip's,
 // the library Cloudflare's own Go services upgrade with.
@@ -39,9 +42,16 @@ import (
 )
 
 // releasedFile names the pipe through which the old process tells the new
-// one which component streams it closed. The old process holds its write
-// end until it exits, so its end of file says the old process is gone.
+// one which component streams it closed, a JID a line, or that it stops
+// (stopLine). The old process holds its write end until it exits, so its
+// end of file says the old process is gone.
 const releasedFile = "component-released"
+
+// stopLine, on the old process's pipe, tells the new process to stop as
+// on SIGTERM: the old one was told to stop while the new one started.
+// No JID holds a "!"; a new process of an older version takes the line
+// for a component it does not have.
+const stopLine = "!stop"
 
 // Process is this process's part in upgrades: as the old process, the one
 // that starts a new one and hands over; as the new one, the one that
@@ -55,11 +65,18 @@ type Process struct {
 	// releasePipe); released is it too, once a new process is ready.
 	pipe     *os.File
 	released *os.File
+	// stopping: this process stops, and starts no new one (see
+	// StopNewProcess).
+	stopping bool
 
 	// What the new process does with what the old one says (see
-	// OnComponentReleased, OnOldProcessGone); set before Ready.
+	// OnComponentReleased, OnOldProcessGone), and whether the old one
+	// has gone already.
 	onReleased func(jid string)
 	onGone     func()
+	gone       bool
+	// stopped is closed when the old process told this one to stop.
+	stopped chan struct{}
 }
 
 // taken: a process has one parent and one set of inherited sockets, so
@@ -75,7 +92,7 @@ var taken atomic.Bool
 // several servers in one process) listen anew, never inherit, and refuse
 // to upgrade.
 func New(logger *slog.Logger, timeout time.Duration) (*Process, error) {
-	p := &Process{logger: logger}
+	p := &Process{logger: logger, stopped: make(chan struct{})}
 	if !taken.CompareAndSwap(false, true) {
 		return p, nil
 	}
@@ -84,6 +101,9 @@ func New(logger *slog.Logger, timeout time.Duration) (*Process, error) {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
 	p.tf = tf
+	// From the start: the old process may be told to stop while this
+	// one starts.
+	p.follow()
 	return p, nil
 }
 
@@ -109,9 +129,6 @@ func (p *Process) Ready() error {
 	if p.tf == nil {
 		return nil
 	}
-	// Before the old process hears that this one is ready: it closes its
-	// streams then, and says so.
-	p.follow()
 	if err := p.tf.Ready(); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
@@ -166,6 +183,9 @@ func (p *Process) Upgrade() error {
 func (p *Process) releasePipe() (*os.File, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stopping {
+		return nil, errors.New("this process stops")
+	}
 	if p.pipe != nil {
 		return p.pipe, nil
 	}
@@ -184,7 +204,31 @@ func (p *Process) releasePipe() (*os.File, error) {
 	return w, nil
 }
 
-// Stop ends upgrades: the process shuts down for good.
+// StopNewProcess tells a new process that an upgrade started, and that
+// has not exited, to stop as on SIGTERM, and starts no new one from now
+// on: this process stops for good. Stop, which kills a new process that
+// is not ready yet, comes once it has had time to. A new process that is
+// ready, and serves, stops too.
+func (p *Process) StopNewProcess() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopping = true
+	if p.pipe == nil {
+		return nil // no new process was started
+	}
+	// A new process that has not read the pipe yet finds the line there.
+	if _, err := io.WriteString(p.pipe, stopLine+"\n"); err != nil {
+		return fmt.Errorf("upgrade: telling the new process to stop: %w", err)
+	}
+	return nil
+}
+
+// StopRequested is closed, in a process started by an upgrade, when the
+// old process tells it to stop (see StopNewProcess).
+func (p *Process) StopRequested() <-chan struct{} { return p.stopped }
+
+// Stop ends upgrades: the process shuts down for good. A new process
+// that is not ready yet is killed.
 func (p *Process) Stop() {
 	if p.tf != nil {
 		p.tf.Stop()
@@ -208,39 +252,69 @@ func (p *Process) ReleaseComponent(_ context.Context, jid string) error {
 
 // OnComponentReleased makes a process started by an upgrade call fn with
 // each component JID whose stream the old process closed. Call it before
-// Ready.
-func (p *Process) OnComponentReleased(fn func(jid string)) { p.onReleased = fn }
+// Ready: the old process closes its streams once this one is ready.
+func (p *Process) OnComponentReleased(fn func(jid string)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.onReleased = fn
+}
 
 // OnOldProcessGone makes a process started by an upgrade call fn once the
 // old process has exited: whatever it wrote to the registry on its way
-// out (the pushes waiting for redelivery) is there then. Call it before
-// Ready.
-func (p *Process) OnOldProcessGone(fn func()) { p.onGone = fn }
+// out (the pushes waiting for redelivery) is there then. If it has gone
+// already, fn is called at once.
+func (p *Process) OnOldProcessGone(fn func()) {
+	p.mu.Lock()
+	gone := p.gone
+	p.onGone = fn
+	p.mu.Unlock()
+	if gone {
+		fn()
+	}
+}
 
 // follow reads, in a process started by an upgrade, what the old process
 // says through its pipe, until it exits.
 func (p *Process) follow() {
 	f, err := p.tf.File(releasedFile)
 	if err != nil {
-		p.logger.Warn("upgrade: the old process's pipe is unusable; a component standing by connects at its next retry", "err", err)
+		p.logger.Warn("upgrade: the old process's pipe is unusable; a component standing by connects at its next retry, and a stop of the old one while this one starts kills this one", "err", err)
 		return
 	}
 	if f == nil {
 		return // not started by an upgrade
 	}
-	released, gone := p.onReleased, p.onGone
 	go func() {
 		defer f.Close()
 		s := bufio.NewScanner(f)
 		for s.Scan() {
-			if jid := strings.TrimSpace(s.Text()); jid != "" && released != nil {
-				released(jid)
+			line := strings.TrimSpace(s.Text())
+			switch {
+			case line == stopLine:
+				p.mu.Lock()
+				select {
+				case <-p.stopped:
+				default:
+					close(p.stopped)
+				}
+				p.mu.Unlock()
+			case line != "":
+				p.mu.Lock()
+				released := p.onReleased
+				p.mu.Unlock()
+				if released != nil {
+					released(line)
+				}
 			}
 		}
 		if err := s.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
 			p.logger.Debug("upgrade: reading the old process's pipe", "err", err)
 			return
 		}
+		p.mu.Lock()
+		p.gone = true
+		gone := p.onGone
+		p.mu.Unlock()
 		if gone != nil {
 			gone()
 		}
