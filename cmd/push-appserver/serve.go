@@ -80,8 +80,9 @@ const newProcessGrace = shutdownGrace + 5*time.Second
 const settleTimeout = 20 * time.Second
 
 // serve runs the server until ctx ends, or until a new process it started
-// on sig.upgrade took over.
-func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals, load func() (*config.Config, error)) error {
+// on sig.upgrade took over. load reads the configuration again for a
+// reload; its ctx ends when the server stops.
+func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals, load func(ctx context.Context) (*config.Config, error)) error {
 	// Checked here too: the -pprof flag bypasses the config's validation.
 	if err := config.CheckPprofListen(cfg.PprofListen, cfg.PprofAllowRemote); err != nil {
 		return fmt.Errorf("pprof: %w", err)
@@ -425,16 +426,24 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// Everything serves: systemd may now start what is ordered after us.
 	notify := systemd.New(logger, func() string { return serviceStatus(checks(), upgrade.BinaryReplaced()) })
 
-	// shutdown ends the server and returns runErr, once what it took is
-	// done: the pushes under way answered, their outcomes written. Every
-	// end of serve from here goes through it, a new process that does not
-	// take over too.
 	// upgrading: a new process is starting; upgrades gets the end of its
 	// start (see upgrade.Process.Upgrade).
 	upgrades := make(chan error, 1)
 	upgrading := false
+	// A reload runs beside the signal loop (see startReload), on
+	// reloadCtx, which a stop ends: one under way gives up, and none
+	// applies what it read once the server stops. The stop waits for it
+	// (reloads), bounded by its grace.
+	reloadCtx, stopReloads := context.WithCancel(runCtx)
+	defer stopReloads()
+	var reloads sync.WaitGroup
+	// shutdown ends the server and returns runErr, once what it took is
+	// done: the pushes under way answered, their outcomes written. Every
+	// end of serve from here goes through it, a new process that does not
+	// take over too.
 	shutdown := func(handedOver bool, runErr error) error {
 		stopped := time.Now()
+		stopReloads()
 		switch {
 		case handedOver:
 			notify.HandOver()
@@ -473,6 +482,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		}
 		shut.Wait()
 		compWG.Wait()
+		// Before the core and the backends close: a reload swaps
+		// backends in.
+		joinReload(sctx, &reloads, logger)
 		svc.Drain()
 		cancel()
 		wg.Wait()
@@ -553,11 +565,13 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		if !quiet {
 			notify.Reloading()
 		}
-		go func() {
-			next, err := load()
-			reloader.Reload(runCtx, next, err)
+		reloads.Go(func() {
+			next, err := load(reloadCtx)
+			if reloadCtx.Err() == nil {
+				reloader.Reload(reloadCtx, next, err)
+			}
 			reloaded <- struct{}{}
-		}()
+		})
 	}
 
 	var runErr error
@@ -634,6 +648,28 @@ wait:
 		}
 	}
 	return shutdown(handedOver, runErr)
+}
+
+// joinReload waits, at a stop, for the reload under way, if any, until
+// ctx ends: one that does not heed the stop (a read that cannot be
+// interrupted) is left behind then, and applies nothing.
+func joinReload(ctx context.Context, reloads *sync.WaitGroup, logger *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		reloads.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	default:
+	}
+	logger.Warn("waiting for the reload under way to end")
+	select {
+	case <-done:
+	case <-ctx.Done():
+		logger.Error("the reload under way did not end within the shutdown's grace: stopping without it")
+	}
 }
 
 // statusInterval is how often the status line systemd shows is brought

@@ -45,12 +45,28 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	load := func() (*config.Config, error) {
-		next, err := reloadConfig(*cfgPath)
-		if err == nil && *pprofAddr != "" {
-			next.PprofListen = *pprofAddr
+	load := func(ctx context.Context) (*config.Config, error) {
+		type loaded struct {
+			cfg *config.Config
+			err error
 		}
-		return next, err
+		// A read that hangs (a network mount that stopped answering)
+		// cannot be interrupted: a stop leaves it behind, and its
+		// result is dropped.
+		done := make(chan loaded, 1)
+		go func() {
+			next, err := reloadConfig(*cfgPath)
+			done <- loaded{next, err}
+		}()
+		select {
+		case l := <-done:
+			if l.err == nil && *pprofAddr != "" {
+				l.cfg.PprofListen = *pprofAddr
+			}
+			return l.cfg, l.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	if *pprofAddr != "" {
 		cfg.PprofListen = *pprofAddr

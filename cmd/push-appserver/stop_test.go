@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestServeClosesBackendsAtStop(t *testing.T) {
 	s := &server{log: &logbuf.Buffer{}}
 	served := make(chan error, 1)
 	go func() {
-		served <- serve(ctx, cfg, s.log, signals{}, func() (*config.Config, error) { return config.Load(path) })
+		served <- serve(ctx, cfg, s.log, signals{}, func(context.Context) (*config.Config, error) { return config.Load(path) })
 	}()
 	s.waitHealthy(t, addr)
 	for _, app := range []struct{ typ, token string }{{"ios", strings.Repeat("0a", 32)}, {"android", "fcm-token"}} {
@@ -101,5 +102,59 @@ func TestSecondSignalEndsStop(t *testing.T) {
 	}
 	if !strings.Contains(s.log.String(), "a second SIGINT or SIGTERM ends the process at once") {
 		t.Errorf("the log does not say what a second signal does:\n%s", s.log)
+	}
+}
+
+// TestStopJoinsReload: serve, told to stop during a reload, returns only
+// once the reload has ended, and the reload applies nothing after the
+// stop: a reload left running would swap a backend in after serve closed
+// them, and keep it. Here the reload's read does not heed the stop (as
+// one of a file on a mount that hangs): serve waits for it, saying so,
+// and returns once it ended.
+func TestStopJoinsReload(t *testing.T) {
+	_, addr, path := minimalConfig(t)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &server{log: &logbuf.Buffer{}}
+	hup := make(chan os.Signal, 1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var returned atomic.Bool
+	load := func(context.Context) (*config.Config, error) {
+		close(entered)
+		<-release
+		returned.Store(true)
+		return config.Load(path)
+	}
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, cfg, s.log, signals{reload: hup}, load) }()
+	s.waitHealthy(t, addr)
+	hup <- syscall.SIGHUP
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGHUP started no reload")
+	}
+	cancel()
+	for !strings.Contains(s.log.String(), "waiting for the reload under way to end") {
+		select {
+		case err := <-served:
+			close(release)
+			t.Fatalf("serve returned (%v) while the reload it started still ran:\n%s", err, s.log)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	close(release)
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v\n%s", err, s.log)
+	}
+	if !returned.Load() {
+		t.Fatal("serve returned before the reload's read")
+	}
+	if strings.Contains(s.log.String(), "reload: ") {
+		t.Errorf("the reload was applied after the stop:\n%s", s.log)
 	}
 }
