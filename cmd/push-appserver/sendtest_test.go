@@ -77,7 +77,7 @@ func TestSendTestAPNS(t *testing.T) {
 		"  apns-id: "+reqs[0].ID+"\n",
 		"  content-type: application/json\n",
 		`  body: {"reason":"BadTopic"}`+"\n",
-		"result: refused: apns: 400 BadTopic")
+		"result: refused: push service refused our credentials: APNS 400 BadTopic; check topic")
 
 	out, _ = faulted("dead token", apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}, 1, 1)
 	wantAll(t, "dead token", out, "  HTTP 410\n", `"reason":"Unregistered","timestamp":1767323045000`,

@@ -52,12 +52,17 @@ func SendTest(ctx context.Context, w io.Writer, t TestPush) error {
 	took := time.Since(start).Round(time.Millisecond)
 	fmt.Fprintf(w, "app %s, priority %s, %d answer(s) in %s\n", t.App, prio, answers, took)
 	var tmp *push.TemporaryError
+	var refused *push.CredentialsRefusedError
 	switch dead, isDead := push.IsDeadToken(err); {
 	case err == nil:
 		fmt.Fprintln(w, "result: accepted (the push service took the notification; delivery to the device is up to it)")
 	case isDead:
 		fmt.Fprintf(w, "result: dead token: %s, since %s\n", dead.Reason, dead.Since.UTC().Format(time.RFC3339))
 		fmt.Fprintln(w, "a registration with this token would be removed")
+	case errors.As(err, &refused):
+		// Kept for redelivery on the push path, but what the operator
+		// running this must hear is that the configuration is wrong.
+		fmt.Fprintf(w, "result: refused: %v\n", refused)
 	case errors.As(err, &tmp):
 		fmt.Fprintf(w, "result: temporary failure after retries: %s\n", tmp.Reason)
 		if tmp.Err != nil {

@@ -191,6 +191,28 @@ func (e *CredentialsRefusedError) Error() string {
 	return "push service refused our credentials: " + e.Reason + "; check " + e.Check
 }
 
+// UntilReconfigured turns a push's *CredentialsRefusedError, a push
+// service refusing the app's credentials or configuration for a push
+// (a revoked or mistyped key, a topic of another team), into a
+// *TemporaryError, so that the push is kept and sent again as one to an
+// app left out of the configuration is: the configuration is ours to
+// mend, and one mended within the redelivery window must lose no push.
+// A backend calls it on what its retries ended with, which do not retry
+// the refusal themselves: another attempt within the push's seconds
+// would be refused alike. Other errors are returned as they are.
+func UntilReconfigured(err error) error {
+	if err == nil {
+		// Every push that went through comes here: no errors.As, whose
+		// target would be allocated for it.
+		return nil
+	}
+	var cr *CredentialsRefusedError
+	if !errors.As(err, &cr) {
+		return err
+	}
+	return &TemporaryError{Reason: "kept until the app's configuration is mended", Err: err}
+}
+
 // PanicError is a panic recovered where it happened, a push service
 // client's own goroutine (its connection's read loop) for one: a bug,
 // turned into the failure of what it hit. The core counts and logs it as

@@ -280,8 +280,7 @@ func (b *Backend) CheckCredentials(ctx context.Context) error {
 		a.status == http.StatusBadRequest && a.reason == "BadDeviceToken":
 		return nil
 	case a.status == http.StatusForbidden,
-		a.status == http.StatusBadRequest && (a.reason == "BadTopic" || a.reason == "TopicDisallowed" ||
-			a.reason == "MissingTopic" || a.reason == "DeviceTokenNotForTopic"):
+		a.status == http.StatusBadRequest && (topicRefused(a.reason) || a.reason == "DeviceTokenNotForTopic"):
 		return &push.CredentialsRefusedError{Reason: "APNS " + reason, Check: b.credentialsCause(a.reason)}
 	}
 	return fmt.Errorf("apns: %s to a push to no device tells nothing of the credentials", reason)
@@ -401,6 +400,14 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				b.signer.invalidate(a.auth)
 				refreshed = true
 				continue
+			case a.status == http.StatusForbidden || a.status == http.StatusBadRequest && topicRefused(a.reason):
+				// Our key, certificate or topic, not the device's
+				// token (a stale provider token was signed anew
+				// above): every push of the app is refused alike
+				// until the configuration is mended. Not retried now;
+				// kept for later by UntilReconfigured below.
+				b.logger.Debug("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
+				return &push.CredentialsRefusedError{Reason: strings.TrimSpace(fmt.Sprintf("APNS %d %s", a.status, a.reason)), Check: b.credentialsCause(a.reason)}
 			case a.status == http.StatusTooManyRequests || a.status >= 500:
 				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter,
 					Outage: a.status >= 500}
@@ -410,7 +417,13 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			}
 		}
 	})
-	return b.breaker.JudgeCtx(ctx, "", err)
+	return b.breaker.JudgeCtx(ctx, "", push.UntilReconfigured(err))
+}
+
+// topicRefused reports whether reason, of a 400, refuses the app's topic
+// rather than anything of the push or its token.
+func topicRefused(reason string) bool {
+	return reason == "BadTopic" || reason == "TopicDisallowed" || reason == "MissingTopic"
 }
 
 // Environment names the APNS environment an app with these options sends

@@ -237,13 +237,20 @@ func TestAnswers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, 2},
-		{"403 twice is an error", []apnsmock.Fault{{Status: 403, Reason: "InvalidProviderToken"}, {Status: 403, Reason: "InvalidProviderToken"}}, func(t *testing.T, err error) {
-			if err == nil || push.IsTemporary(err) || !strings.Contains(err.Error(), "InvalidProviderToken") {
+		{"403 twice: our credentials, kept for later, no more retries", []apnsmock.Fault{{Status: 403, Reason: "InvalidProviderToken"}, {Status: 403, Reason: "InvalidProviderToken"}}, func(t *testing.T, err error) {
+			var cr *push.CredentialsRefusedError
+			if !push.IsTemporary(err) || !errors.As(err, &cr) || !strings.Contains(err.Error(), "InvalidProviderToken") {
 				t.Fatalf("%v", err)
 			}
 		}, 2},
-		{"other 4xx: no retry", []apnsmock.Fault{{Status: 400, Reason: "BadTopic"}}, func(t *testing.T, err error) {
-			if err == nil || push.IsTemporary(err) || !strings.Contains(err.Error(), "BadTopic") {
+		{"topic refused: our configuration, kept for later, no retry", []apnsmock.Fault{{Status: 400, Reason: "BadTopic"}}, func(t *testing.T, err error) {
+			var cr *push.CredentialsRefusedError
+			if !push.IsTemporary(err) || !errors.As(err, &cr) || !strings.Contains(err.Error(), "BadTopic") {
+				t.Fatalf("%v", err)
+			}
+		}, 1},
+		{"other 4xx: no retry", []apnsmock.Fault{{Status: 400, Reason: "BadExpirationDate"}}, func(t *testing.T, err error) {
+			if err == nil || push.IsTemporary(err) || !strings.Contains(err.Error(), "BadExpirationDate") {
 				t.Fatalf("%v", err)
 			}
 		}, 1},

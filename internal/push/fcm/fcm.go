@@ -299,14 +299,24 @@ func (b *Backend) CheckCredentials(ctx context.Context) error {
 		return nil
 	case status == http.StatusUnauthorized, status == http.StatusForbidden,
 		status == http.StatusNotFound && ferr.Error.Status != "":
-		check := "project_id (" + b.opts.ProjectID + ") is the Firebase project of the service account in service_account_file, " +
-			"and the account has a role that may send (Firebase Cloud Messaging API Admin)"
-		if status == http.StatusUnauthorized {
-			check = "service_account_file: a key of the service account Google still takes (not deleted or disabled)"
-		}
-		return &push.CredentialsRefusedError{Reason: strings.TrimSpace(fmt.Sprintf("FCM %d %s: %s", status, ferr.code(), ferr.Error.Message)), Check: check}
+		return b.refused(status, ferr)
 	}
 	return fmt.Errorf("fcm: %d %s to a validate_only send tells nothing of the credentials", status, ferr.code())
+}
+
+// refused is FCM's answer status with ferr, a refusal of the app's
+// credentials or project, as a *push.CredentialsRefusedError saying what
+// to check.
+func (b *Backend) refused(status int, ferr *fcmError) error {
+	check := "project_id (" + b.opts.ProjectID + ") is the Firebase project of the service account in service_account_file, " +
+		"and the account has a role that may send (Firebase Cloud Messaging API Admin)"
+	switch {
+	case ferr.code() == "THIRD_PARTY_AUTH_ERROR":
+		check = "the APNs key or certificate, or the web push key, that the Firebase project " + b.opts.ProjectID + " holds for the app (Cloud Messaging settings)"
+	case status == http.StatusUnauthorized:
+		check = "service_account_file: a key of the service account Google still takes (not deleted or disabled)"
+	}
+	return &push.CredentialsRefusedError{Reason: strings.TrimSpace(fmt.Sprintf("FCM %d %s: %s", status, ferr.code(), ferr.Error.Message)), Check: check}
 }
 
 // tokenFetch is one fetch of an access token; t and err are set before
@@ -372,7 +382,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			status, ferr, name, retryAfter, tok, err := b.post(ctx, body, refused)
 			switch {
 			case err != nil:
-				return err
+				// Google refusing the service account's key is ours
+				// to mend, as FCM refusing its access token is.
+				return refusedKey(err)
 			case status == http.StatusOK:
 				if b.logger.Enabled(ctx, slog.LevelDebug) {
 					// The arguments are boxed even for a disabled level.
@@ -399,6 +411,15 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				// a new one and try again at once, once per push.
 				refreshed, refused = true, tok
 				continue
+			case status == http.StatusUnauthorized || status == http.StatusForbidden:
+				// Our service account, its role or the project's keys
+				// for other services (THIRD_PARTY_AUTH_ERROR), not the
+				// device's token (SENDER_ID_MISMATCH is judged above; a
+				// revoked access token was fetched anew): refused alike
+				// until the configuration is mended. Not retried now;
+				// kept for later by UntilReconfigured below.
+				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
+				return b.refused(status, ferr)
 			case status == http.StatusTooManyRequests || status >= 500:
 				if retryAfter == 0 && status == http.StatusTooManyRequests {
 					// FCM's ErrorCode reference: back off "with a
@@ -413,7 +434,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			}
 		}
 	})
-	return b.breaker.JudgeCtx(ctx, "", err)
+	return b.breaker.JudgeCtx(ctx, "", push.UntilReconfigured(err))
 }
 
 // Misconfigured reports whether the app's answers say the app, not its

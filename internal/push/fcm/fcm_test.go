@@ -170,8 +170,9 @@ func TestAnswers(t *testing.T) {
 				t.Fatalf("%v", err)
 			}
 		}, 1},
-		{"third party auth error: no retry", []fcmmock.Fault{{Status: 401, Code: "THIRD_PARTY_AUTH_ERROR"}}, func(t *testing.T, err error) {
-			if err == nil || push.IsTemporary(err) {
+		{"third party auth error: our configuration, kept for later, no retry", []fcmmock.Fault{{Status: 401, Code: "THIRD_PARTY_AUTH_ERROR"}}, func(t *testing.T, err error) {
+			var cr *push.CredentialsRefusedError
+			if !push.IsTemporary(err) || !errors.As(err, &cr) {
 				t.Fatalf("%v", err)
 			}
 		}, 1},
