@@ -408,6 +408,11 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				// kept for later by UntilReconfigured below.
 				b.logger.Debug("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
 				return &push.CredentialsRefusedError{Reason: strings.TrimSpace(fmt.Sprintf("APNS %d %s", a.status, a.reason)), Check: b.credentialsCause(a.reason)}
+			case a.status == http.StatusBadRequest && a.reason == "IdleTimeout":
+				// Apple lists it among the 400s, but it is the
+				// connection's (it sat idle too long), not the push's
+				// or its token's: sent again, it goes through.
+				return &push.TemporaryError{Reason: "APNS 400 IdleTimeout"}
 			case a.status == http.StatusTooManyRequests || a.status >= 500:
 				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter,
 					Outage: a.status >= 500}

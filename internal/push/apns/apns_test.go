@@ -959,3 +959,19 @@ func TestCheckCredentials(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleTimeoutTriedAgain: Apple's 400 IdleTimeout is about the
+// connection the push went out on, which sat idle too long, not about
+// the push or its token: the push goes out again, and is not dropped as
+// one Apple refused.
+func TestIdleTimeoutTriedAgain(t *testing.T) {
+	m, o := tokenSetup(t)
+	b := newBackend(t, o)
+	m.FailToken(token, apnsmock.Fault{Status: 400, Reason: "IdleTimeout"})
+	if err := send(t, b, push.PriorityHigh, nil); err != nil {
+		t.Fatalf("push after an IdleTimeout answer: %v, want it sent again and taken", err)
+	}
+	if m.Total() != 2 || m.Accepted() != 1 {
+		t.Fatalf("%d requests, %d accepted; want the push sent again once", m.Total(), m.Accepted())
+	}
+}
