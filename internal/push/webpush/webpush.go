@@ -409,7 +409,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			// push's seconds, or a redelivery within minutes, would
 			// change: ntfy would only count each against us.
 			return fmt.Errorf("webpush: %d %s from %s: no device subscribed there lately", status, http.StatusText(status), origin)
-		case status == http.StatusTooManyRequests || status >= 500:
+		case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
+			// 408: the service, or a proxy before it, gave up waiting
+			// for the request (RFC 9110 15.5.9), which may be repeated.
 			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
 		case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && !refreshed:
 			// A token signed a moment before a key change or with a clock

@@ -693,3 +693,20 @@ func TestSharedBoundAcrossApps(t *testing.T) {
 		t.Fatalf("the other app's push once the bound is free: %v", err)
 	}
 }
+
+// TestSend408TriedAgain: a 408 Request Timeout (RFC 9110 15.5.9: the
+// server, or a proxy before it such as a UnifiedPush distributor's,
+// gave up waiting for the request) says nothing against the push or the
+// subscription: the push goes out again within its deadline, as after a
+// 5xx, and is not dropped as refused.
+func TestSend408TriedAgain(t *testing.T) {
+	mock, b, pub := setup(t, webpush.Options{})
+	sub := subscribe(t, mock, pub)
+	mock.Fail(sub.ID, webpushmock.Fault{Status: 408})
+	if err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh}); err != nil {
+		t.Fatalf("push after a 408: %v, want it sent again and taken", err)
+	}
+	if n := len(mock.Messages()); n != 2 || mock.Accepted() != 1 {
+		t.Fatalf("%d requests, %d accepted; want the push sent again once", n, mock.Accepted())
+	}
+}
