@@ -209,6 +209,48 @@ func (e streamReset) Error() string {
 	return fmt.Sprintf("h2client: stream %d reset by the service: %v", e.id, e.code)
 }
 
+// goneAway is errGoneAway with what the GOAWAY frame said: its code and
+// debug data, where APNS names its reason ({"reason":"Shutdown"}, a
+// certificate it refuses): all an operator may learn of why the service
+// ended the connection.
+type goneAway struct {
+	code  http2.ErrCode
+	debug string
+}
+
+// maxGoAwayDebug bounds the debug data kept of a GOAWAY: APNS's is a
+// small JSON object, and the error ends up in logs.
+const maxGoAwayDebug = 256
+
+func newGoneAway(f *http2.GoAwayFrame) error {
+	debug := f.DebugData()
+	if len(debug) > maxGoAwayDebug {
+		debug = debug[:maxGoAwayDebug]
+	}
+	// The service's bytes, into a log line: no invalid UTF-8 or
+	// control characters.
+	text := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(debug), "\uFFFD"))
+	return &goneAway{code: f.ErrCode, debug: strings.TrimSpace(text)}
+}
+
+func (e *goneAway) Error() string {
+	msg := errGoneAway.Error()
+	if e.code != http2.ErrCodeNo {
+		msg += " " + e.code.String()
+	}
+	if e.debug != "" {
+		msg += ": " + e.debug
+	}
+	return msg
+}
+
+func (e *goneAway) Unwrap() error { return errGoneAway }
+
 // unprocessedError wraps the reason a request never reached the service.
 func unprocessedError(reason error) error { return fmt.Errorf("%w: %w", errUnprocessed, reason) }
 
@@ -1108,7 +1150,7 @@ func (cc *clientConn) onGoAway(f *http2.GoAwayFrame) {
 	}
 	cc.mu.Lock()
 	cc.draining = true
-	excluded := unprocessedError(errGoneAway)
+	excluded := unprocessedError(newGoneAway(f))
 	for id, st := range cc.streams {
 		if id > f.LastStreamID {
 			delete(cc.streams, id)
