@@ -16,10 +16,7 @@ import (
 )
 
 // Prune deletes every idle registration and none renewed since, a window
-// of the registry at a time, with a pause after each window that deleted
-// something, in which a running server's writes get the registry
-// (SQLite's busy handler looks again only every 100 ms: batches one after
-// the other kept it out for the whole prune).
+// of the registry at a time, each window following the one before.
 func TestPrune(t *testing.T) {
 	ctx := context.Background()
 	s := memory.New()
@@ -33,24 +30,103 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &watched{Store: s}
-	start := time.Now()
 	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour))
-	took := time.Since(start)
 	if err != nil || n["fcm"] != 4400 {
 		t.Fatalf("pruned %v, %v; want 4400", n, err)
 	}
 	if _, err := s.Get(ctx, "active"); err != nil {
 		t.Fatalf("an active registration pruned: %v", err)
 	}
-	// Three windows of 2,000: two pauses.
-	if took < 300*time.Millisecond {
-		t.Errorf("three windows in %v: no pause between them", took)
-	}
 	// Each window follows the one before, where the store said it ended,
 	// not the start: the registrations in use it passed are not read
 	// again.
 	if want := append([]string{""}, w.next[:len(w.next)-1]...); len(w.after) != 3 || !slices.Equal(w.after, want) || w.next[2] != "" {
 		t.Errorf("windows after %q ending at %q, want after %q and the last at the end", w.after, w.next, want)
+	}
+}
+
+// fakeClock is a clock that moves only when told: by a window's
+// statement (scripted) and by Prune's pauses, which it records.
+type fakeClock struct {
+	now    time.Time
+	pauses []time.Duration
+}
+
+func (c *fakeClock) Now() time.Time { return c.now }
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.pauses = append(c.pauses, d)
+	c.now = c.now.Add(d)
+	return ctx.Err()
+}
+
+// window is what one scripted DeleteIdle does: how long it takes and
+// how many it removes.
+type window struct {
+	took    time.Duration
+	removed int
+}
+
+// scripted is a store whose DeleteIdle goes through windows, one a call,
+// moving the clock on by each window's time.
+type scripted struct {
+	admin.Store
+	clock   *fakeClock
+	windows []window
+	calls   int
+}
+
+func (s *scripted) DeleteIdle(_ context.Context, _ time.Time, _, _ string, _ int) ([]registry.Registration, string, error) {
+	w := s.windows[s.calls]
+	s.calls++
+	s.clock.now = s.clock.now.Add(w.took)
+	removed := make([]registry.Registration, w.removed)
+	for i := range removed {
+		removed[i].Type = "fcm"
+	}
+	next := fmt.Sprint("node-", s.calls)
+	if s.calls == len(s.windows) {
+		next = ""
+	}
+	return removed, next, nil
+}
+
+// TestPrunePausesAsLongAsTheLockWasHeld: after a window that deleted
+// something, Prune pauses as long as the window's statement took, at
+// least 10 ms and at most 1 s, so that a running server's registration
+// waiting in SQLite's busy handler looks in while the lock is free (its
+// looks are at most 10 ms apart in its first 18 ms of waiting, and never
+// further apart than it has waited), and the prune, which a fixed 150 ms
+// after every window made take ten times its statements' time, takes
+// about twice. A window that deleted nothing took no write lock: no
+// pause after it, nor after the last window.
+func TestPrunePausesAsLongAsTheLockWasHeld(t *testing.T) {
+	ms := time.Millisecond
+	for _, tt := range []struct {
+		name    string
+		windows []window
+		pauses  []time.Duration
+	}{
+		{"short statements pause the floor", []window{{2 * ms, 40}, {7 * ms, 40}, {3 * ms, 1}}, []time.Duration{10 * ms, 10 * ms}},
+		{"longer statements pause as long", []window{{60 * ms, 2000}, {25 * ms, 500}, {1, 0}}, []time.Duration{60 * ms, 25 * ms}},
+		{"a slow statement pauses at most a second", []window{{3 * time.Second, 2000}, {1, 0}}, []time.Duration{time.Second}},
+		{"no pause after a window with none deleted", []window{{3 * ms, 0}, {5 * ms, 0}, {30 * ms, 7}, {2 * ms, 0}, {2 * ms, 0}}, []time.Duration{30 * ms}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+			s := &scripted{clock: c, windows: tt.windows}
+			n, err := admin.PruneWith(context.Background(), s, "", time.Now(), c)
+			want := 0
+			for _, w := range tt.windows {
+				want += w.removed
+			}
+			if err != nil || n["fcm"] != want || s.calls != len(tt.windows) {
+				t.Fatalf("pruned %v in %d windows, %v; want %d in %d", n, s.calls, err, want, len(tt.windows))
+			}
+			if !slices.Equal(c.pauses, tt.pauses) {
+				t.Errorf("paused %v, want %v", c.pauses, tt.pauses)
+			}
+		})
 	}
 }
 
@@ -101,8 +177,8 @@ func (s *watched) DeleteIdle(ctx context.Context, before time.Time, typ, after s
 // BenchmarkPrune prunes a SQLite registry of 300,000 registrations of
 // which every tenth is idle, scattered in node order among the others
 // (half renewed lately, half pushed to lately); each round puts the idle
-// ones back first. Most of a round is Prune's pauses between batches:
-// statement-ms is the time its statements took.
+// ones back first. About half of a round is Prune's pauses between
+// batches: statement-ms is the time its statements took.
 func BenchmarkPrune(b *testing.B) {
 	ctx := context.Background()
 	s, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "registry.db"))

@@ -101,6 +101,11 @@ var ErrSaltMismatch = errors.New("the target registry has a salt of its own")
 
 var errNoValue = errors.New("no such value")
 
+// pageGap is the least pause between two pages Copy writes: longer than
+// the step of SQLite's busy handler (100 ms), in which a running
+// server's writes wait for the lock.
+const pageGap = 150 * time.Millisecond
+
 // Copy copies every registration of src into dst exactly as it is
 // (secret, times, push outcomes, owner, device key), a page at a time,
 // each replacing a registration of the same node. A registry copied this
@@ -167,7 +172,7 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 			if err := dst.Put(ctx, page); err != nil {
 				return fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
 			}
-			pause = max(pruneGap, time.Since(start))
+			pause = max(pageGap, time.Since(start))
 		}
 		for _, r := range page {
 			sum.Copied[r.Type]++
@@ -184,9 +189,9 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 			}
 		}
 		if pause > 0 {
-			// Let a running server's writes in between two pages, as
-			// Prune does between its batches (see pruneGap); the page
-			// is counted first, so an interrupted copy says it.
+			// Let a running server's writes in between two pages (see
+			// pageGap); the page is counted first, so an interrupted
+			// copy says it.
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

@@ -1,0 +1,17 @@
+package admin
+
+import (
+	"context"
+	"time"
+)
+
+// Clock is what PruneWith reads the time from and pauses with.
+type Clock = clock
+
+// PruneWith is Prune with the clock c.
+func PruneWith(ctx context.Context, s Store, typ string, before time.Time, c Clock) (map[string]int, error) {
+	return prune(ctx, s, typ, before, c)
+}
+
+// PruneGap is the pause after a window whose statement took held.
+var PruneGap = pruneGap
