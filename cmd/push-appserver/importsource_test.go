@@ -53,7 +53,7 @@ func TestImportSourceOutOfProcessList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = src.Put(t.Context(), []registry.Registration{{Node: "n2", Type: "apns", Token: "ef01", Secret: strings.Repeat("6", 64), Registered: time.Now()}})
+	_, err = src.Put(t.Context(), []registry.Registration{{Node: "n2", Type: "apns", Token: "ef01", Secret: strings.Repeat("6", 64), Registered: time.Now()}})
 	src.Close()
 	if err != nil {
 		t.Fatal(err)

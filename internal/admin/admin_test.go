@@ -26,7 +26,7 @@ func TestPrune(t *testing.T) {
 		rs = append(rs, registry.Registration{Node: fmt.Sprintf("idle-%04d", i), Type: "fcm", Token: "t", Secret: "s", Registered: old})
 	}
 	rs = append(rs, registry.Registration{Node: "active", Type: "fcm", Token: "t", Secret: "s", Registered: time.Now()})
-	if err := s.Put(ctx, rs); err != nil {
+	if _, err := s.Put(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
 	w := &watched{Store: s}
@@ -142,7 +142,7 @@ func TestPruneNoPauseAfterEmptyWindow(t *testing.T) {
 		rs = append(rs, registry.Registration{Node: fmt.Sprintf("active-%05d", i), Type: "fcm", Token: "t", Secret: "s", Registered: time.Now()})
 	}
 	rs = append(rs, registry.Registration{Node: "zz-idle", Type: "fcm", Token: "t", Secret: "s", Registered: time.Now().Add(-400 * 24 * time.Hour)})
-	if err := s.Put(ctx, rs); err != nil {
+	if _, err := s.Put(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
 	w := &watched{Store: s}
@@ -202,13 +202,13 @@ func BenchmarkPrune(b *testing.B) {
 		}
 		rs = append(rs, r)
 	}
-	if err := s.Put(ctx, rs); err != nil {
+	if _, err := s.Put(ctx, rs); err != nil {
 		b.Fatal(err)
 	}
 	ts := &watched{Store: s}
 	for b.Loop() {
 		b.StopTimer()
-		if err := s.Put(ctx, idle); err != nil {
+		if _, err := s.Put(ctx, idle); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -22,11 +22,10 @@ type CopySource interface {
 
 // CopyTarget is what Copy needs of the registry it copies into.
 type CopyTarget interface {
-	Count(ctx context.Context) (int, error)
 	Get(ctx context.Context, node string) (registry.Registration, error)
 	GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error)
 	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
-	Put(ctx context.Context, rs []registry.Registration) error
+	Put(ctx context.Context, rs []registry.Registration) (added int, err error)
 	PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error
 	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
 }
@@ -38,8 +37,11 @@ type CopySummary struct {
 	// Bound counts those bound to an XMPP account or device, whose
 	// owner and device-key hashes need the source's salt.
 	Bound int
-	// New is how many more registrations the target holds after the
-	// copy than before; the rest replaced registrations of the same node.
+	// New is how many of those written had no registration of their
+	// node in the target, as the statements writing them found it; the
+	// rest replaced one. (The target's count after the copy less the
+	// count before it is off by what a server running on the target
+	// registered and deleted meanwhile.)
 	New int
 	// Salt says what became of the source's salt: "none" (it has none,
 	// so nothing is bound), "copied", "same" (the target had it), or that
@@ -157,10 +159,6 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 			sum.Salt = "the target's, as nothing is bound"
 		}
 	}
-	before, err := dst.Count(ctx)
-	if err != nil {
-		return sum, fmt.Errorf("counting the target's registrations: %w", err)
-	}
 	err = eachPage(ctx, src, func(page []registry.Registration) error {
 		page, err := settleDevices(ctx, dst, page, dryRun, &sum)
 		if err != nil {
@@ -169,9 +167,11 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 		var pause time.Duration
 		if !dryRun && len(page) > 0 {
 			start := time.Now()
-			if err := dst.Put(ctx, page); err != nil {
+			added, err := dst.Put(ctx, page)
+			if err != nil {
 				return fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
 			}
+			sum.New += added
 			pause = max(pageGap, time.Since(start))
 		}
 		for _, r := range page {
@@ -212,11 +212,6 @@ func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (Cop
 	if err := copyHeld(ctx, dst, src, &sum); err != nil {
 		return sum, err
 	}
-	n, err := dst.Count(ctx)
-	if err != nil {
-		return sum, fmt.Errorf("counting the target's registrations: %w", err)
-	}
-	sum.New = n - before
 	return sum, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -204,7 +205,7 @@ func threePages(t *testing.T) (registry.Store, []registry.Registration) {
 		rs = append(rs, registry.Registration{Node: fmt.Sprintf("node-%05d", i), Type: "fcm", Token: fmt.Sprint("t", i),
 			Secret: fmt.Sprintf("%064x", i), Registered: time.Unix(1_800_000_000, 0)})
 	}
-	if err := src.Put(context.Background(), rs); err != nil {
+	if _, err := src.Put(context.Background(), rs); err != nil {
 		t.Fatal(err)
 	}
 	return src, rs
@@ -231,7 +232,7 @@ type putTimes struct {
 	begun, ended []time.Time
 }
 
-func (p *putTimes) Put(ctx context.Context, rs []registry.Registration) error {
+func (p *putTimes) Put(ctx context.Context, rs []registry.Registration) (int, error) {
 	p.begun = append(p.begun, time.Now())
 	defer func() { p.ended = append(p.ended, time.Now()) }()
 	return p.Store.Put(ctx, rs)
@@ -260,6 +261,81 @@ func TestCopyPausesBetweenPages(t *testing.T) {
 	}
 }
 
+// serverBetweenPages is a copy target on which a running server
+// registers and deletes after the first page Copy writes.
+type serverBetweenPages struct {
+	registry.Store
+	pages  int
+	server func(ctx context.Context) error
+}
+
+func (s *serverBetweenPages) Put(ctx context.Context, rs []registry.Registration) (int, error) {
+	added, err := s.Store.Put(ctx, rs)
+	if s.pages++; err == nil && s.pages == 1 {
+		err = s.server(ctx)
+	}
+	return added, err
+}
+
+// TestCopyCountsNewFromWhatItWrote: the summary's new and replaced
+// registrations are what the copy's own writes found, whatever a server
+// running on the target does meanwhile. Counted as the target's count
+// after less before, a server registering beside an import made it
+// print -445 replaced.
+func TestCopyCountsNewFromWhatItWrote(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		dst  func(t *testing.T) registry.Store
+	}{{"sqlite", sqliteStore}, {"postgres", postgresStore}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			src, rs := threePages(t)
+			dst := tt.dst(t)
+			// 100 of the source's nodes are in the target already, and
+			// 300 others that the server deletes during the copy.
+			held := slices.Clone(rs[:100])
+			for i := range 300 {
+				held = append(held, registry.Registration{Node: fmt.Sprintf("gone-%03d", i), Type: "fcm", Token: "t", Secret: "s", Registered: time.Now()})
+			}
+			if _, err := dst.Put(ctx, held); err != nil {
+				t.Fatal(err)
+			}
+			w := &serverBetweenPages{Store: dst, server: func(ctx context.Context) error {
+				// 500 new registrations, one of them a node of the
+				// source's last page, which the copy then replaces.
+				for i := range 500 {
+					node := fmt.Sprintf("server-%03d", i)
+					if i == 0 {
+						node = rs[2100].Node
+					}
+					r := registry.Registration{Node: node, Type: "fcm", Token: "t", Secret: "s", Registered: time.Now()}
+					if _, err := dst.Register(ctx, node, registry.Renew(r)); err != nil {
+						return err
+					}
+				}
+				for i := range 300 {
+					if _, err := dst.Delete(ctx, fmt.Sprintf("gone-%03d", i), "fcm"); err != nil {
+						return err
+					}
+				}
+				return nil
+			}}
+			sum, err := admin.Copy(ctx, w, src, false)
+			if err != nil || w.pages != 3 {
+				t.Fatalf("%+v in %d pages, %v", sum, w.pages, err)
+			}
+			if want := 2345 - 101; sum.Total() != 2345 || sum.New != want {
+				t.Errorf("%d copied, %d of them new; want 2345, %d (101 replaced)", sum.Total(), sum.New, want)
+			}
+			var out strings.Builder
+			sum.WriteTo(&out)
+			if want := "2244 new in the target, 101 replaced one of the same node"; !strings.Contains(out.String(), want) {
+				t.Errorf("summary %q does not say %q", out.String(), want)
+			}
+		})
+	}
+}
+
 // BenchmarkCopy copies 20,000 registrations from SQLite into an empty
 // PostgreSQL database.
 func BenchmarkCopy(b *testing.B) {
@@ -276,7 +352,7 @@ func BenchmarkCopy(b *testing.B) {
 			Token: fmt.Sprintf("token-%0150d", i), Secret: fmt.Sprintf("%064x", i), Registered: time.Unix(1_800_000_000, 0),
 			LastSuccessfulPush: time.Unix(1_800_000_100, 0)})
 	}
-	if err := src.Put(ctx, rs); err != nil {
+	if _, err := src.Put(ctx, rs); err != nil {
 		b.Fatal(err)
 	}
 	var total time.Duration
@@ -315,10 +391,10 @@ func copyKeepsOtherNode(t *testing.T, src, dst registry.Store) {
 		}
 	}
 	now := time.Now().UTC()
-	if err := src.Put(ctx, []registry.Registration{{Node: "old-node", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}}); err != nil {
+	if _, err := src.Put(ctx, []registry.Registration{{Node: "old-node", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dst.Put(ctx, []registry.Registration{{Node: "new-node", Type: "fcm", Token: "t2", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}}); err != nil {
+	if _, err := dst.Put(ctx, []registry.Registration{{Node: "new-node", Type: "fcm", Token: "t2", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}}); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
@@ -347,7 +423,7 @@ func TestCopyRerunAfterDeviceMovedOnSource(t *testing.T) {
 	}
 	moved := registry.Registration{Node: "a-new", Type: "fcm", Token: "t1", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}
 	other := registry.Registration{Node: "c-other", Type: "fcm", Token: "t3", Secret: "s3", Registered: now}
-	if err := src.Put(ctx, []registry.Registration{moved, other}); err != nil {
+	if _, err := src.Put(ctx, []registry.Registration{moved, other}); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
@@ -447,7 +523,7 @@ func holdPushes(t *testing.T, s registry.Store, payloads ...string) {
 	t.Helper()
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
-	if err := s.Put(ctx, []registry.Registration{{Node: "n1", Type: "fcm", Token: "tok1", Secret: "s1", Registered: now}}); err != nil {
+	if _, err := s.Put(ctx, []registry.Registration{{Node: "n1", Type: "fcm", Token: "tok1", Secret: "s1", Registered: now}}); err != nil {
 		t.Fatal(err)
 	}
 	var held []registry.HeldPush
@@ -572,10 +648,10 @@ func copyRerunKeyMovedWithinPage(t *testing.T, dst registry.Store) {
 	renewed := old
 	renewed.DeviceKey, renewed.Renewed = "", now.Add(-time.Minute)
 	moved := registry.Registration{Node: "a-new", Type: "fcm", Token: "t1", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}
-	if err := src.Put(ctx, []registry.Registration{renewed}); err != nil {
+	if _, err := src.Put(ctx, []registry.Registration{renewed}); err != nil {
 		t.Fatal(err)
 	}
-	if err := src.Put(ctx, []registry.Registration{moved}); err != nil {
+	if _, err := src.Put(ctx, []registry.Registration{moved}); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
@@ -598,7 +674,7 @@ func copyKeyedDevice(t *testing.T, src, dst registry.Store) (now time.Time, old 
 	}
 	now = time.Now().UTC().Truncate(time.Second)
 	old = registry.Registration{Node: "b-old", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}
-	if err := src.Put(ctx, []registry.Registration{old}); err != nil {
+	if _, err := src.Put(ctx, []registry.Registration{old}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); err != nil {
@@ -615,11 +691,11 @@ type cancelAfterPut struct {
 	put    int
 }
 
-func (c *cancelAfterPut) Put(ctx context.Context, rs []registry.Registration) error {
-	err := c.Store.Put(ctx, rs)
+func (c *cancelAfterPut) Put(ctx context.Context, rs []registry.Registration) (int, error) {
+	added, err := c.Store.Put(ctx, rs)
 	c.put += len(rs)
 	c.cancel()
-	return err
+	return added, err
 }
 
 // TestCopyInterruptedInPauseCountsWrittenPage: an import interrupted in

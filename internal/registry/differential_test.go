@@ -491,7 +491,10 @@ func (r *run) put() string {
 		}
 	}
 	imported := r.rng.IntN(2) == 0
-	op, put := "Put", registry.Store.Put
+	op, put := "Put", func(s registry.Store, ctx context.Context, rs []registry.Registration) error {
+		_, err := s.Put(ctx, rs)
+		return err
+	}
 	if imported {
 		op, put = "PutImported", registry.Store.PutImported
 	}

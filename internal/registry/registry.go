@@ -250,8 +250,11 @@ type Store interface {
 	// It fails, changing nothing, where one's device key is held by
 	// another node: that node's user's server pushes with it.
 	// It brings registrations over from another app server; requests go
-	// through Register.
-	Put(ctx context.Context, rs []Registration) error
+	// through Register. It returns how many of rs it wrote where their
+	// node had no registration (the others replaced one), as the
+	// writing statements found it: a count of the registry before and
+	// after is off by whatever a running server did meanwhile.
+	Put(ctx context.Context, rs []Registration) (added int, err error)
 
 	// PutImported is Put for registrations imported from mod_push_appserver:
 	// in the same transaction it records each node with its

@@ -167,7 +167,7 @@ func TestImportDryRunAndNewerHere(t *testing.T) {
 	// older here: the import replaces it.
 	mine := registry.Registration{Node: "b", Type: "apns", Token: "new", Secret: "mine", Registered: mustTime("2024-01-01T00:00:00Z")}
 	old := registry.Registration{Node: "a", Type: "apns", Token: "old", Secret: "old", Registered: mustTime("2019-01-01T00:00:00Z")}
-	if err := dst.Put(ctx, []registry.Registration{mine, old}); err != nil {
+	if _, err := dst.Put(ctx, []registry.Registration{mine, old}); err != nil {
 		t.Fatal(err)
 	}
 	sum, err = Import(ctx, FileStore{Dir: store}, dst, Options{Apps: []string{"apns"}})
@@ -293,7 +293,7 @@ func TestImportRerunTimelessRecord(t *testing.T) {
 		t.Fatalf("re-run with nothing changed here: %+v, want it unchanged", sum)
 	}
 	mine := registry.Registration{Node: "n", Type: "apns", Token: "bb", Secret: "mine", Registered: t0.Add(2 * time.Hour)}
-	if err := dst.Put(ctx, []registry.Registration{mine}); err != nil {
+	if _, err := dst.Put(ctx, []registry.Registration{mine}); err != nil {
 		t.Fatal(err)
 	}
 	if sum := run(t0.Add(24 * time.Hour)); sum.SkippedTotal() != 1 {

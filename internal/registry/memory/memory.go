@@ -373,14 +373,14 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
-func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+func (s *Store) Put(ctx context.Context, rs []registry.Registration) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.putLocked(rs)
 }
 
 // putLocked is Put, with s.mu held.
-func (s *Store) putLocked(rs []registry.Registration) error {
+func (s *Store) putLocked(rs []registry.Registration) (int, error) {
 	// Judged on what the batch leaves: each node's row as the batch
 	// writes it, or as stored.
 	final := map[string]string{} // node: its device key afterwards
@@ -396,20 +396,24 @@ func (s *Store) putLocked(rs []registry.Registration) error {
 		}
 		for n, k := range final {
 			if k == r.DeviceKey && n != r.Node {
-				return fmt.Errorf("put %s: %w: its device key is node %s's", r.Node, registry.ErrConflict, n)
+				return 0, fmt.Errorf("put %s: %w: its device key is node %s's", r.Node, registry.ErrConflict, n)
 			}
 		}
 	}
+	added := 0
 	for _, r := range rs {
+		if _, ok := s.byNode[r.Node]; !ok {
+			added++
+		}
 		s.byNode[r.Node] = r
 	}
-	return nil
+	return added, nil
 }
 
 func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.putLocked(rs); err != nil {
+	if _, err := s.putLocked(rs); err != nil {
 		return err
 	}
 	for _, r := range rs {

@@ -1014,12 +1014,13 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 }
 
 // Put sends the whole batch in one round trip, in one transaction.
-func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+func (s *Store) Put(ctx context.Context, rs []registry.Registration) (int, error) {
 	return s.put(ctx, rs, false)
 }
 
 func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
-	return s.put(ctx, rs, true)
+	_, err := s.put(ctx, rs, true)
+	return err
 }
 
 func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
@@ -1077,15 +1078,17 @@ func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode
 
 // put is Put, recording the nodes in imported_nodes too when imported is
 // set (PutImported), in the same batch.
-func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) error {
+func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) (int, error) {
 	if len(rs) == 0 {
-		return nil
+		return 0, nil
 	}
 	nodes := make([]string, len(rs))
 	for i, r := range rs {
 		nodes[i] = r.Node
 	}
+	added := 0
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		added = 0
 		var b pgx.Batch
 		// Device keys are judged on what the batch leaves (see the SQLite
 		// store's put): the rewritten nodes let theirs go first.
@@ -1096,9 +1099,22 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 					registered = excluded.registered, renewed = excluded.renewed,
 					last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
 					last_error_reason = excluded.last_error_reason, domain = excluded.domain,
-					device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`,
+					device_key = excluded.device_key, owner = excluded.owner, account = excluded.account
+				RETURNING xmax = 0`,
 				r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
-				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account)
+				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account).
+				// A row the statement inserted has no xmax; one it
+				// updated has the updating transaction's.
+				QueryRow(func(row pgx.Row) error {
+					var inserted bool
+					if err := row.Scan(&inserted); err != nil {
+						return err
+					}
+					if inserted {
+						added++
+					}
+					return nil
+				})
 			if imported {
 				b.Queue(`INSERT INTO imported_nodes (node, registered) VALUES ($1, $2)
 					ON CONFLICT (node) DO UPDATE SET registered = excluded.registered`, r.Node, r.LastRegistered().UnixNano())
@@ -1107,9 +1123,9 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("put: %w", err)
+		return 0, fmt.Errorf("put: %w", err)
 	}
-	return nil
+	return added, nil
 }
 
 // InstanceValue serialises first use across instances with a transaction

@@ -119,7 +119,7 @@ func TestFollowSeesOtherWriters(t *testing.T) {
 	}
 	took(f.expect(t, "n1"))
 	// An import replaces what is there.
-	if err := a.Put(ctx, []registry.Registration{{Node: "n2", Type: "fcm", Token: "t3", Secret: "s3", Registered: time.Now()}}); err != nil {
+	if _, err := a.Put(ctx, []registry.Registration{{Node: "n2", Type: "fcm", Token: "t3", Secret: "s3", Registered: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	took(f.expect(t, "n2"))

@@ -922,12 +922,13 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 	return out, rows.Err()
 }
 
-func (s *Store) Put(ctx context.Context, rs []registry.Registration) error {
+func (s *Store) Put(ctx context.Context, rs []registry.Registration) (int, error) {
 	return s.put(ctx, rs, false)
 }
 
 func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
-	return s.put(ctx, rs, true)
+	_, err := s.put(ctx, rs, true)
+	return err
 }
 
 func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
@@ -992,10 +993,10 @@ func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode
 
 // put is Put, recording the nodes in imported_nodes too when imported is
 // set (PutImported).
-func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) error {
+func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) (added int, err error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("put: %w", err)
+		return 0, fmt.Errorf("put: %w", err)
 	}
 	defer tx.Rollback()
 	// An upsert on the node alone: INSERT OR REPLACE would also delete
@@ -1006,9 +1007,16 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 			registered = excluded.registered, renewed = excluded.renewed, domain = excluded.domain,
 			device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`)
 	if err != nil {
-		return fmt.Errorf("put: %w", err)
+		return 0, fmt.Errorf("put: %w", err)
 	}
 	defer st.Close()
+	// Under the write lock the transaction holds since it began, what
+	// it finds is what the upsert then replaces or not.
+	exists, err := tx.PrepareContext(ctx, `SELECT EXISTS (SELECT 1 FROM registrations WHERE node = ?)`)
+	if err != nil {
+		return 0, fmt.Errorf("put: %w", err)
+	}
+	defer exists.Close()
 	// Device keys are judged on what the batch leaves: a node the batch
 	// rewrites holds only what the batch gives it, so its key is let go
 	// first and the unique index then sees the batch's rows whatever
@@ -1019,17 +1027,24 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("put: %w", err)
+		return 0, fmt.Errorf("put: %w", err)
 	}
 	var imp *sql.Stmt
 	if imported {
 		if imp, err = tx.PrepareContext(ctx, `INSERT INTO imported_nodes (node, registered) VALUES (?, ?)
 			ON CONFLICT (node) DO UPDATE SET registered = excluded.registered`); err != nil {
-			return fmt.Errorf("put: %w", err)
+			return 0, fmt.Errorf("put: %w", err)
 		}
 		defer imp.Close()
 	}
 	if err := eachRow(ctx, rs, func(ctx context.Context, r registry.Registration) error {
+		var found bool
+		if err := exists.QueryRowContext(ctx, r.Node).Scan(&found); err != nil {
+			return fmt.Errorf("node %s: %w", r.Node, err)
+		}
+		if !found {
+			added++
+		}
 		if _, err := st.ExecContext(ctx, regValues(r)...); err != nil {
 			return fmt.Errorf("node %s: %w", r.Node, err)
 		}
@@ -1044,12 +1059,12 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("put: %w", err)
+		return 0, fmt.Errorf("put: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("put: %w", err)
+		return 0, fmt.Errorf("put: %w", err)
 	}
-	return nil
+	return added, nil
 }
 
 func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error) {

@@ -423,7 +423,7 @@ func testDeleteIdleAfter(t *testing.T, s registry.Store) {
 		}
 		rs = append(rs, r)
 	}
-	if err := s.Put(ctx, rs); err != nil {
+	if _, err := s.Put(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
 
@@ -473,7 +473,7 @@ func testDeleteIdleAfter(t *testing.T, s registry.Store) {
 
 	// Registrations up to after are not looked at: a prune's window
 	// leaves alone what the windows before it passed.
-	if err := s.Put(ctx, []registry.Registration{reg("n100a", "fcm", "Ta", "s", base), reg("n300a", "fcm", "Tb", "s", base)}); err != nil {
+	if _, err := s.Put(ctx, []registry.Registration{reg("n100a", "fcm", "Ta", "s", base), reg("n300a", "fcm", "Tb", "s", base)}); err != nil {
 		t.Fatal(err)
 	}
 	removed, next, err = s.DeleteIdle(ctx, cutoff, "", "n299", limit)
@@ -504,7 +504,7 @@ func testPruneBeyondFirstWindow(t *testing.T, s registry.Store) {
 		r := reg(fmt.Sprintf("b%02d", i), typ, fmt.Sprint("U", i), "s", base)
 		rs, idle = append(rs, r), append(idle, r.Node)
 	}
-	if err := s.Put(ctx, rs); err != nil {
+	if _, err := s.Put(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
 	n, err := admin.Prune(ctx, s, "voip", cutoff)
@@ -830,8 +830,9 @@ func testPut(t *testing.T, s registry.Store) {
 		LastSuccessfulPush: base.Add(2 * time.Hour), LastPushError: base.Add(3 * time.Hour), LastErrorReason: "Unregistered",
 		Owner: "owner-hash", Account: "alice@example.org",
 	}, {Node: "n2", Type: "fcm", Token: "t2", Secret: "s2", Registered: base}}
-	if err := s.Put(ctx, want); err != nil {
-		t.Fatal(err)
+	// Put says how many of its registrations were new: n1 replaced one.
+	if added, err := s.Put(ctx, want); err != nil || added != 1 {
+		t.Fatalf("Put of n1 (registered) and n2 (new) = %d added, %v; want 1", added, err)
 	}
 	for _, w := range want {
 		got, err := s.Get(ctx, w.Node)
@@ -848,19 +849,19 @@ func testPut(t *testing.T, s registry.Store) {
 		t.Fatalf("count %d after Put, want 2", n)
 	}
 	// Putting the same again changes nothing.
-	if err := s.Put(ctx, want); err != nil {
-		t.Fatal(err)
+	if added, err := s.Put(ctx, want); err != nil || added != 0 {
+		t.Fatalf("Put again = %d added, %v; want 0", added, err)
 	}
 	if n, _ := s.Count(ctx); n != 2 {
 		t.Fatalf("count %d after a second Put, want 2", n)
 	}
 	// A registration put without outcomes replaces one with them.
-	if err := s.Put(ctx, want[1:2]); err != nil {
+	if _, err := s.Put(ctx, want[1:2]); err != nil {
 		t.Fatal(err)
 	}
 	bare := want[0]
 	bare.LastSuccessfulPush, bare.LastPushError, bare.LastErrorReason = time.Time{}, time.Time{}, ""
-	if err := s.Put(ctx, []registry.Registration{bare}); err != nil {
+	if _, err := s.Put(ctx, []registry.Registration{bare}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.Get(ctx, "n1"); err != nil || !got.LastSuccessfulPush.IsZero() || !got.LastPushError.IsZero() || got.LastErrorReason != "" {
@@ -869,12 +870,18 @@ func testPut(t *testing.T, s registry.Store) {
 	// A registration whose device key another node holds is refused, and
 	// the other node stays: its user's server pushes with it.
 	device := registry.Registration{Node: "n3", Type: "fcm", Token: "t3", Secret: "s3", Registered: base, DeviceKey: "device-1", Owner: "o"}
-	if err := s.Put(ctx, []registry.Registration{device}); err != nil {
-		t.Fatal(err)
+	if added, err := s.Put(ctx, []registry.Registration{device}); err != nil || added != 1 {
+		t.Fatalf("Put of a new node with a device key = %d added, %v; want 1", added, err)
+	}
+	// Its device key let go and taken again in the same Put, it is
+	// still replaced, not new.
+	device.Token = "t3-again"
+	if added, err := s.Put(ctx, []registry.Registration{device}); err != nil || added != 0 {
+		t.Fatalf("Put of it again = %d added, %v; want 0", added, err)
 	}
 	moved := device
 	moved.Node, moved.Secret = "n4", "s4"
-	if err := s.Put(ctx, []registry.Registration{want[1], moved}); err == nil {
+	if _, err := s.Put(ctx, []registry.Registration{want[1], moved}); err == nil {
 		t.Error("Put took a device key another node holds")
 	}
 	if got, err := s.Get(ctx, "n3"); err != nil || got.Secret != "s3" {
@@ -1224,7 +1231,7 @@ func testImportedNodes(t *testing.T, s registry.Store) {
 	if err := s.PutImported(ctx, []registry.Registration{r}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(ctx, []registry.Registration{reg("n2", "apns", "t2", "s2", base)}); err != nil {
+	if _, err := s.Put(ctx, []registry.Registration{reg("n2", "apns", "t2", "s2", base)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Delete(ctx, "n1", "apns"); err != nil {
@@ -1247,7 +1254,7 @@ func testImportedNodes(t *testing.T, s registry.Store) {
 	// n3's device key is n4's: the batch fails, and n5 in it is not recorded.
 	held := reg("n4", "apns", "t4", "s4", base)
 	held.DeviceKey = "key"
-	if err := s.Put(ctx, []registry.Registration{held}); err != nil {
+	if _, err := s.Put(ctx, []registry.Registration{held}); err != nil {
 		t.Fatal(err)
 	}
 	clash := reg("n3", "apns", "t3", "s3", base)
@@ -1356,11 +1363,11 @@ func testPutDeviceKeys(t *testing.T, s registry.Store) {
 				return out
 			}
 			if len(tt.before) > 0 {
-				if err := s.Put(ctx, fix(tt.before)); err != nil {
+				if _, err := s.Put(ctx, fix(tt.before)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			err := s.Put(ctx, fix(tt.put))
+			_, err := s.Put(ctx, fix(tt.put))
 			if (err != nil) != tt.wantErr {
 				t.Errorf("Put = %v, want error: %v", err, tt.wantErr)
 			}
