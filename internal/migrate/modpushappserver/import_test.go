@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
@@ -586,5 +587,92 @@ func TestImportReportsSymlinkedFile(t *testing.T) {
 	}
 	if _, err := dst.Get(ctx, "a"); err != nil {
 		t.Errorf("the linked a.dat: %v", err)
+	}
+}
+
+// clockedStore is a registry whose writes take the times given, on a
+// clock that moves only by them and by the import's pauses.
+type clockedStore struct {
+	Store
+	now    time.Time
+	writes []time.Duration // how long each PutImported takes
+	pauses []time.Duration
+}
+
+func (s *clockedStore) PutImported(ctx context.Context, rs []registry.Registration) error {
+	s.now = s.now.Add(s.writes[0])
+	s.writes = s.writes[1:]
+	return s.Store.PutImported(ctx, rs)
+}
+
+func (s *clockedStore) clock() time.Time { return s.now }
+
+func (s *clockedStore) sleep(ctx context.Context, d time.Duration) error {
+	s.pauses = append(s.pauses, d)
+	s.now = s.now.Add(d)
+	return ctx.Err()
+}
+
+// records is a source of n registrations of distinct nodes.
+func records(n int) oneRecord {
+	var src oneRecord
+	for i := range n {
+		src = append(src, Record{Source: fmt.Sprint(i, ".dat"), Host: "h", Node: fmt.Sprintf("node-%05d", i), Fields: map[string]any{
+			"type": "apns", "token": fmt.Sprintf("%064x", i), "secret": fmt.Sprintf("%064x", i+1), "timestamp": float64(1_800_000_000)}})
+	}
+	return src
+}
+
+// TestImportPausesBetweenBatches: the import leaves the registry to a
+// running server's writes after each batch it wrote, as long as the
+// write took and at least 150 ms: on SQLite the server waits for the
+// write lock in a busy handler that looks again only every 100 ms, and a
+// batch written at once after another takes the lock before it, batch
+// after batch. Nothing is paused for after the last batch, nor in a dry
+// run, which writes nothing.
+func TestImportPausesBetweenBatches(t *testing.T) {
+	ms := time.Millisecond
+	for _, tt := range []struct {
+		name   string
+		dryRun bool
+		writes []time.Duration
+		pauses []time.Duration
+	}{
+		{"short writes pause 150 ms", false, []time.Duration{40 * ms, 90 * ms, 30 * ms}, []time.Duration{150 * ms, 150 * ms}},
+		{"a long write pauses as long", false, []time.Duration{400 * ms, 10 * ms, 30 * ms}, []time.Duration{400 * ms, 150 * ms}},
+		{"a dry run does not pause", true, nil, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := &clockedStore{Store: memory.New(), now: time.Unix(1_800_000_000, 0), writes: tt.writes}
+			sum, err := Import(ctx, records(2500), dst, Options{Apps: []string{"apns"}, DryRun: tt.dryRun, Now: dst.clock, Sleep: dst.sleep})
+			if err != nil || sum.Imported != 2500 {
+				t.Fatalf("%+v, %v", sum, err)
+			}
+			if fmt.Sprint(dst.pauses) != fmt.Sprint(tt.pauses) {
+				t.Errorf("paused %v, want %v", dst.pauses, tt.pauses)
+			}
+		})
+	}
+}
+
+// TestImportInterruptedInPauseCountsWrittenBatch: an import interrupted
+// in the pause after a batch says it imported what it wrote: the summary
+// printed then is all the operator has to go by.
+func TestImportInterruptedInPauseCountsWrittenBatch(t *testing.T) {
+	reg := memory.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dst := &clockedStore{Store: reg, writes: []time.Duration{time.Millisecond}}
+	sleep := func(ctx context.Context, d time.Duration) error {
+		cancel()
+		return dst.sleep(ctx, d)
+	}
+	sum, err := Import(ctx, records(2500), dst, Options{Apps: []string{"apns"}, Now: dst.clock, Sleep: sleep})
+	n, _ := reg.Count(context.Background())
+	if err == nil || len(dst.pauses) != 1 {
+		t.Fatalf("import not interrupted in its first pause: %d pauses, %v", len(dst.pauses), err)
+	}
+	if sum.Imported != n || n != 1000 {
+		t.Fatalf("summary says %d imported; the registry holds %d, want the first batch of 1000", sum.Imported, n)
 	}
 }
