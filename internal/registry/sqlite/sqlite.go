@@ -636,6 +636,24 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+func (s *Store) CountMatching(ctx context.Context, typ, domain string) (int, error) {
+	// Only the conditions asked for, so that the planner sees which
+	// index counts them: (type, token) for a type, the domain's
+	// partial index for a domain.
+	q, args := `SELECT COUNT(*) FROM registrations WHERE 1`, []any{}
+	if typ != "" {
+		q, args = q+` AND type = ?`, append(args, typ)
+	}
+	if domain != "" {
+		q, args = q+` AND domain = ? AND domain <> ''`, append(args, domain)
+	}
+	var n int
+	if err := s.read.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting registrations: %w", err)
+	}
+	return n, nil
+}
+
 func (s *Store) BlockToken(ctx context.Context, b registry.BlockedToken) error {
 	_, err := s.write.ExecContext(ctx, `INSERT OR REPLACE INTO blocked_tokens (type, token, since, until, reason) VALUES (?, ?, ?, ?, ?)`,
 		b.Type, b.Token, b.Since.UnixNano(), unixNanoSat(b.Until), b.Reason)

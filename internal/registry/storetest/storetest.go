@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ConcurrentRegisterAndStatus", testConcurrentRegisterAndStatus},
 		{"ConcurrentRegisterDistinct", testConcurrentDistinct},
 		{"NodesAndCount", testNodesAndCount},
+		{"CountMatching", testCountMatching},
 		{"InstanceValue", testInstanceValue},
 		{"PutKeepsEverything", testPut},
 		{"List", testList},
@@ -522,6 +523,35 @@ func testPruneBeyondFirstWindow(t *testing.T, s registry.Store) {
 	}
 	if left, err := s.Count(ctx); err != nil || left != 5000 {
 		t.Fatalf("%d left, %v; want the 5000 in use", left, err)
+	}
+}
+
+// CountMatching counts the registrations of a type, of a domain, or of
+// both, "" matching any, as the store's own count (the administrator's
+// registrations count -type and -domain).
+func testCountMatching(t *testing.T, s registry.Store) {
+	var rs []registry.Registration
+	for _, r := range []struct{ node, typ, domain string }{
+		{"a", "apns", "example.org"}, {"b", "apns", ""}, {"c", "fcm", "example.org"},
+		{"d", "fcm", "other.org"}, {"e", "apns", "example.org"},
+	} {
+		reg := reg(r.node, r.typ, "tok-"+r.node, "s", base)
+		reg.Domain = r.domain
+		rs = append(rs, reg)
+	}
+	if _, err := s.Put(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		typ, domain string
+		want        int
+	}{
+		{"", "", 5}, {"apns", "", 3}, {"fcm", "", 2}, {"", "example.org", 3},
+		{"apns", "example.org", 2}, {"fcm", "other.org", 1}, {"voip", "", 0}, {"", "nowhere", 0}, {"apns", "other.org", 0},
+	} {
+		if n, err := s.CountMatching(ctx, tt.typ, tt.domain); err != nil || n != tt.want {
+			t.Errorf("CountMatching(%q, %q) = %d, %v; want %d", tt.typ, tt.domain, n, err, tt.want)
+		}
 	}
 }
 
