@@ -56,9 +56,12 @@ type cache struct {
 	outageMu  sync.Mutex
 	outage    map[string]registry.PushTarget
 	outageEnd time.Time
-	grace     time.Duration
-	size      int // the entries c holds at most
-	now       func() time.Time
+	// outageWeight is what outage's entries weigh (targetWeight): at
+	// most twice the cache's size.
+	outageWeight int
+	grace        time.Duration
+	size         int // what the entries of c weigh at most (targetWeight)
+	now          func() time.Time
 }
 
 // cacheGen is bumped by every drop of a node that hashes to it, so a read
@@ -91,13 +94,28 @@ func newCache(size int, ttl, grace time.Duration, clock cacheClock) *cache {
 	if size <= 0 {
 		return nil
 	}
-	return &cache{seed: maphash.MakeSeed(), c: newOtter[string, registry.PushTarget](size, ttl, clock.elapsed), grace: grace, size: size, now: clock.now}
+	return &cache{seed: maphash.MakeSeed(), c: newOtter(size, ttl, clock.elapsed, targetWeight), grace: grace, size: size, now: clock.now}
+}
+
+// cacheUnit is how many bytes of a registration count as one of the
+// cache's size: a registration with APNS's or FCM's tokens holds about
+// 200 and counts one.
+const cacheUnit = 512
+
+// targetWeight is what the entry of node counts against the cache's size:
+// one for each cacheUnit bytes it holds. A WebPush registration's token is
+// its subscription, up to 4 KiB, and anyone may register: counted one
+// each, a cache of 50,000 could hold 225 MB where the setting promises
+// about 16.
+func targetWeight(node string, t registry.PushTarget) uint32 {
+	return uint32(1 + (len(node)+len(t.Type)+len(t.Token)+len(t.Secret)+len(t.Account))/cacheUnit)
 }
 
 // newOtter returns an otter cache of up to size entries, each trusted for
-// ttl after it was written, by the clock elapsed, that starts no goroutine.
-func newOtter[K comparable, V any](size int, ttl time.Duration, elapsed func() time.Duration) *otter.Cache[K, V] {
-	return otter.Must(&otter.Options[K, V]{
+// ttl after it was written, by the clock elapsed, that starts no goroutine;
+// with weigh, of entries weighing up to size in all.
+func newOtter[K comparable, V any](size int, ttl time.Duration, elapsed func() time.Duration, weigh func(K, V) uint32) *otter.Cache[K, V] {
+	o := &otter.Options[K, V]{
 		MaximumSize:      size,
 		ExpiryCalculator: otter.ExpiryCreating[K, V](ttl),
 		// Maintenance (feeding reads and writes to the policy,
@@ -110,7 +128,11 @@ func newOtter[K comparable, V any](size int, ttl time.Duration, elapsed func() t
 		// No clean-up goroutine ticking every second: an expired
 		// entry is never served, and goes at the next maintenance.
 		Clock: noTicks{elapsed},
-	})
+	}
+	if weigh != nil {
+		o.MaximumSize, o.MaximumWeight, o.Weigher = 0, uint64(size), weigh
+	}
+	return otter.Must(o)
 }
 
 // noTicks is a clock without the periodic ticks otter would use to expire
@@ -235,13 +257,15 @@ func (c *cache) put(node string, t registry.PushTarget, gen uint64) {
 			case c.outage == nil:
 			case !c.now().Before(c.outageEnd):
 				// Its grace is over: held serves nothing from it.
-				c.outage = nil
-			case kept || len(c.outage) < 2*c.size:
+				c.outage, c.outageWeight = nil, 0
+			case kept || c.outageWeight+int(targetWeight(node, t)) <= 2*c.size:
 				// What the cache held when the feed went down
-				// (up to size), and as many read since: a feed
+				// (up to size), and as much read since: a feed
 				// that stays down (a pooler in transaction mode)
 				// must not make it hold every node ever read.
+				c.dropOutage(node)
 				c.outage[node] = t
+				c.outageWeight += int(targetWeight(node, t))
 			}
 			c.outageMu.Unlock()
 		}
@@ -262,8 +286,17 @@ func (c *cache) drop(node string) {
 	// either copied the entry before this (and it goes here) or finds it
 	// invalidated.
 	c.outageMu.Lock()
-	delete(c.outage, node)
+	c.dropOutage(node)
 	c.outageMu.Unlock()
+}
+
+// dropOutage forgets what the outage holds of node. The caller holds
+// outageMu.
+func (c *cache) dropOutage(node string) {
+	if t, ok := c.outage[node]; ok {
+		c.outageWeight -= int(targetWeight(node, t))
+		delete(c.outage, node)
+	}
 }
 
 // dropAll forgets every entry, and makes reads that raced it uncacheable.
@@ -296,15 +329,17 @@ func (c *cache) feedLive(live bool) {
 			return // down already: the outage keeps its start
 		}
 		c.outage = make(map[string]registry.PushTarget, c.c.EstimatedSize())
+		c.outageWeight = 0
 		for node, t := range c.c.All() {
 			c.outage[node] = t
+			c.outageWeight += int(targetWeight(node, t))
 		}
 		c.outageEnd = c.now().Add(c.grace)
 		return
 	}
 	c.dropAll()
 	c.outageMu.Lock()
-	c.outage = nil
+	c.outage, c.outageWeight = nil, 0
 	c.outageMu.Unlock()
 	c.suspended.Store(false)
 }

@@ -2,6 +2,7 @@ package appserver
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -244,6 +245,60 @@ func TestCacheOutageBounded(t *testing.T) {
 	c.push("after-grace")
 	if c.outage != nil {
 		t.Errorf("the outage holds %d nodes past its grace", len(c.outage))
+	}
+}
+
+// The cache's size counts registrations of the usual few hundred bytes:
+// a WebPush registration's token is its subscription, up to 4 KiB, and
+// anyone may register, so such entries count as the bytes they hold, in
+// the cache and in what it holds for an outage. Counted one each, a
+// cache of 50,000 could hold 225 MB where the setting promises about 16.
+func TestCacheBoundedInBytes(t *testing.T) {
+	const size = 400
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c := newCache(size, time.Hour, time.Hour, clock.cacheClock())
+	target := func(i int, token string) (string, registry.PushTarget) {
+		return fmt.Sprint("node-", i), registry.PushTarget{Type: "webpush", Token: token, Secret: strings.Repeat("5", 64)}
+	}
+	held := func() (n int) {
+		for node, t := range c.c.All() {
+			n += len(node) + len(t.Token)
+		}
+		return n
+	}
+	// Registrations of the usual size: size of them fit.
+	for i := range size {
+		node, tt := target(i, strings.Repeat("a", 64))
+		c.put(node, tt, c.generation(node))
+	}
+	c.c.CleanUp()
+	if n := c.stats().Entries; n != size {
+		t.Fatalf("%d registrations of 64-byte tokens cached, want %d", n, size)
+	}
+	// Subscriptions of 4 KiB: about an eighth as many.
+	big := strings.Repeat("w", 4096)
+	for i := range 4 * size {
+		node, tt := target(size+i, big)
+		c.put(node, tt, c.generation(node))
+	}
+	c.c.CleanUp()
+	if n := held(); n > size*cacheUnit*2 {
+		t.Errorf("the cache holds %d KiB of %d-entry size; want at most %d KiB", n>>10, size, size*cacheUnit*2>>10)
+	}
+	// And what it holds for an outage, from the cache and read since.
+	c.feedLive(false)
+	for i := range 4 * size {
+		node, tt := target(10*size+i, big)
+		c.put(node, tt, c.generation(node))
+	}
+	c.outageMu.Lock()
+	n := 0
+	for node, t := range c.outage {
+		n += len(node) + len(t.Token)
+	}
+	c.outageMu.Unlock()
+	if n > 2*size*cacheUnit*2 {
+		t.Errorf("the outage holds %d KiB of a %d-entry cache; want at most %d KiB", n>>10, size, 2*size*cacheUnit*2>>10)
 	}
 }
 

@@ -244,7 +244,7 @@ func newBlockCache(size int, ttl time.Duration, clock cacheClock) *blockCache {
 	if size <= 0 {
 		return nil
 	}
-	return &blockCache{c: newOtter[blockKey, registry.BlockedToken](size, ttl, clock.elapsed), seed: maphash.MakeSeed()}
+	return &blockCache{c: newOtter[blockKey, registry.BlockedToken](size, ttl, clock.elapsed, nil), seed: maphash.MakeSeed()}
 }
 
 func (c *blockCache) get(app, token string) (registry.BlockedToken, bool) {
