@@ -127,6 +127,44 @@ func TestPushServicesWarmedAtStart(t *testing.T) {
 	}
 }
 
+// A key revoked after the check at start shows in the metrics as soon as
+// a push is refused for it, not only as failed pushes: the credentials
+// gauge, which PushAppserverCredentialsRefused alerts on, said 1 until
+// the next reload. A push the service takes again says 1 again.
+func TestCredentialsRefusedByPushShowInMetrics(t *testing.T) {
+	am, _, keyFile, _ := startMocks(t, t.TempDir())
+	s := startWithApps(t, am.AppConfig("ios", keyFile))
+	s.waitFor(t, "the accepted credentials not logged", func() bool {
+		return s.logged("ios", "push service accepted our credentials") == 1
+	})
+	token := strings.Repeat("0b", 32)
+	secret := s.registerTo(t, "ios", "n1", token)
+	push := func() string { return s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}) }
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push: %q", got)
+	}
+	// Revoked: refused, and refused again once the provider token is
+	// signed anew.
+	revoked := apnsmock.Fault{Status: 403, Reason: "InvalidProviderToken"}
+	am.FailToken(token, revoked, revoked)
+	if got := push(); strings.HasPrefix(got, "OK") {
+		t.Fatalf("push refused for our key: %q", got)
+	}
+	if got, want := s.credentials(t, "ios"), `push_appserver_app_credentials_accepted{app="ios"} 0`; got != want {
+		t.Errorf("after a push refused for our key, the metrics say %q, want %q", got, want)
+	}
+	s.waitFor(t, "the refusal not logged", func() bool {
+		return s.logged("ios", "level=WARN", "push service refused our credentials for a push") == 1
+	})
+	s.waitFor(t, "the refused push not redelivered once the key is taken again", func() bool { return am.Accepted() == 2 })
+	if got := push(); got != "OK\nn1" {
+		t.Fatalf("push once the key is taken again: %q", got)
+	}
+	if got, want := s.credentials(t, "ios"), `push_appserver_app_credentials_accepted{app="ios"} 1`; got != want {
+		t.Errorf("after a push taken again, the metrics say %q, want %q", got, want)
+	}
+}
+
 // Credentials a push service refuses (an APNS key of another team, a
 // topic not the key's, an FCM project the service account may not send
 // to, a service account key Google does not take) are logged as an error that names the service's reason and what to

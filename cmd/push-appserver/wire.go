@@ -213,12 +213,36 @@ func (g *credentialsGauge) tookPush(app string, took time.Duration) {
 	}
 }
 
+// refusedPush records that app's push service refused one of its pushes
+// for the app's credentials: a key revoked or mistyped since the last
+// check, which said it took them.
+func (g *credentialsGauge) refusedPush(app string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c, ok := g.lasts[app]; ok && c == metrics.CredentialsRefused {
+		return
+	}
+	// A check under way says no more than this push did.
+	if g.checks == nil {
+		g.checks = map[string]int{}
+	}
+	g.checks[app]++
+	if g.since == nil {
+		g.since = map[string]time.Time{}
+	}
+	g.since[app] = time.Now()
+	g.set(app, metrics.CredentialsRefused)
+	g.logger.Warn("push service refused our credentials for a push of the app: every push of it fails, and waits for redelivery, until the configuration is mended", "app", app)
+}
+
 // credentialsObserver is the metrics' observer of the core, telling g of
-// each push a push service took.
+// each push a push service took, or refused for the app's credentials.
 type credentialsObserver struct {
 	appserver.Observer
 	g *credentialsGauge
 }
+
+func (o *credentialsObserver) CredentialsRefused(app string) { o.g.refusedPush(app) }
 
 func (o *credentialsObserver) Pushed(app string, outcome appserver.Outcome, d time.Duration) {
 	o.Observer.Pushed(app, outcome, d)

@@ -224,6 +224,27 @@ type Observer interface {
 	Panicked(where string)
 }
 
+// CredentialsObserver is an Observer that is told, besides, of each push
+// a push service refused for the app's own credentials or configuration
+// (*push.CredentialsRefusedError: a key revoked or mistyped, a topic of
+// another team). A check of the credentials at start or reload says
+// nothing of a key revoked later; the pushes it fails do.
+type CredentialsObserver interface {
+	CredentialsRefused(app string)
+}
+
+// credentialsRefused tells the Observer, if it listens, that err, of a
+// push of app, refused the app's credentials.
+func (s *Service) credentialsRefused(app string, err error) {
+	o, ok := s.opts.Observer.(CredentialsObserver)
+	if !ok {
+		return
+	}
+	if cr := (*push.CredentialsRefusedError)(nil); errors.As(err, &cr) {
+		o.CredentialsRefused(app)
+	}
+}
+
 // Outcome classifies a push for metrics and logs.
 type Outcome string
 
@@ -798,6 +819,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
 	s.opts.Observer.Pushed(t.Type, OutcomeFailed, end.Sub(start))
+	s.credentialsRefused(t.Type, err)
 	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
 		n.Summary = s.keptSummary(t.Type, n.Summary)

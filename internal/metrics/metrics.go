@@ -84,7 +84,7 @@ func New() *Metrics {
 		}, []string{"jid"}),
 		credentials: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "push_appserver_app_credentials_accepted",
-			Help: "Whether the app's push service accepted its credentials (APNS: key or certificate, and topic; FCM: service account and project) when the server last checked them, at start or reload: 1 accepted, 0 refused (every push of the app fails), -1 not known (not checked yet, the service not reachable, or its answer told nothing). APNS and FCM apps only.",
+			Help: "Whether the app's push service accepted its credentials (APNS: key or certificate, and topic; FCM: service account and project) when the server last checked them, at start or reload, or as its latest pushes found them: 1 accepted, 0 refused (every push of the app fails), -1 not known (not checked yet, the service not reachable, or its answer told nothing). APNS and FCM apps only.",
 		}, []string{"app"}),
 	}
 	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{
