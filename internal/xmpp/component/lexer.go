@@ -389,6 +389,15 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 		}
 		attr = append(attr, a)
 	}
+	// The previous element's attributes past this one's stay in the
+	// slice's spare room, their values with them: a stranger's messages,
+	// each with one attribute fewer than the last and a large value at
+	// its end, would leave up to 64 such values held for as long as the
+	// stream lasts. Only what the previous element had past this one's
+	// count is cleared, so the spare room stays empty.
+	if len(attr) < len(l.attr) {
+		clear(l.attr[len(attr):])
+	}
 	l.attr, l.binds, l.prefixed = attr, binds, prefixed
 	if empty {
 		l.needClose = true

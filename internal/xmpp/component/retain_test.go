@@ -86,3 +86,44 @@ func TestManyAttributesNotRetained(t *testing.T) {
 		t.Fatalf("the stream keeps %d KiB of a %d KiB message from a stranger after reading it", grown>>10, size>>10)
 	}
 }
+
+// TestStaleAttributesNotRetained: the stream reader reuses one slice for
+// each element's attributes. An element with fewer attributes than one
+// before it must not leave the earlier element's values alive in the
+// slice's spare room: messages that each end in a large attribute, each
+// one attribute fewer than the one before (64, 63, ...), would
+// otherwise each leave a value of up to a message's size held for as long
+// as the stream lasts, 64 of them at most, which the shrink of a slice
+// grown past 64 attributes does not reach.
+func TestStaleAttributesNotRetained(t *testing.T) {
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.MaxStanza = 64 << 10 })
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	st.send(t, publish("warm", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "warm" || r.Type != "result" {
+		t.Fatalf("first push: %+v", r)
+	}
+	before := heapInUse()
+	const value = 256 << 10
+	messages := 0
+	for n := 64; n >= 8; n-- {
+		var b strings.Builder
+		b.WriteString(`<message from='mallory@example.org/x' to='` + compJID + `'><x`)
+		for i := range n - 1 {
+			fmt.Fprintf(&b, " a%d='%d'", i, i)
+		}
+		fmt.Fprintf(&b, " a%d='%s'/></message>", n-1, strings.Repeat(string(rune('a'+n%26)), value))
+		st.send(t, b.String())
+		messages++
+	}
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "after" || r.Type != "result" {
+		t.Fatalf("push after the messages: %+v", r)
+	}
+	after := heapInUse()
+	grown := int64(after) - int64(before)
+	t.Logf("live heap %d KiB before, %d KiB after %d messages of %d KiB", before>>10, after>>10, messages, value>>10)
+	if grown > 2<<20 {
+		t.Fatalf("the stream keeps %d MiB of %d messages from a stranger (%d KiB each) after reading them", grown>>20, messages, value>>10)
+	}
+}
