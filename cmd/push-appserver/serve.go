@@ -437,6 +437,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	reloadCtx, stopReloads := context.WithCancel(runCtx)
 	defer stopReloads()
 	var reloads sync.WaitGroup
+	// reloadsRunning counts the reloads started and not ended: a
+	// WaitGroup cannot say, without waiting, that none is under way.
+	var reloadsRunning atomic.Int32
 	// shutdown ends the server and returns runErr, once what it took is
 	// done: the pushes under way answered, their outcomes written. Every
 	// end of serve from here goes through it, a new process that does not
@@ -484,7 +487,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		compWG.Wait()
 		// Before the core and the backends close: a reload swaps
 		// backends in.
-		joinReload(sctx, &reloads, logger)
+		joinReload(sctx, &reloads, &reloadsRunning, logger)
 		svc.Drain()
 		cancel()
 		wg.Wait()
@@ -565,7 +568,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		if !quiet {
 			notify.Reloading()
 		}
+		reloadsRunning.Add(1)
 		reloads.Go(func() {
+			defer reloadsRunning.Add(-1)
 			next, err := load(reloadCtx)
 			if reloadCtx.Err() == nil {
 				reloader.Reload(reloadCtx, next, err)
@@ -653,17 +658,18 @@ wait:
 // joinReload waits, at a stop, for the reload under way, if any, until
 // ctx ends: one that does not heed the stop (a read that cannot be
 // interrupted) is left behind then, and applies nothing.
-func joinReload(ctx context.Context, reloads *sync.WaitGroup, logger *slog.Logger) {
+func joinReload(ctx context.Context, reloads *sync.WaitGroup, running *atomic.Int32, logger *slog.Logger) {
+	// Asked of the count, not of a goroutine waiting on reloads: one
+	// just started has not run yet, and a stop with no reload under way
+	// would say it waits for one.
+	if running.Load() == 0 {
+		return
+	}
 	done := make(chan struct{})
 	go func() {
 		reloads.Wait()
 		close(done)
 	}()
-	select {
-	case <-done:
-		return
-	default:
-	}
 	logger.Warn("waiting for the reload under way to end")
 	select {
 	case <-done:

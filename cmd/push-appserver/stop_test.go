@@ -158,3 +158,32 @@ func TestStopJoinsReload(t *testing.T) {
 		t.Errorf("the reload was applied after the stop:\n%s", s.log)
 	}
 }
+
+// TestStopWithoutReloadSaysNoneUnderWay: a stop with no reload under way
+// says nothing of one. The warning that the stop waits for a reload is
+// for an operator whose stop takes longer because of it; written at every
+// stop (and at every hand-over of an upgrade), it names a wait that
+// never was, and a log alert on warnings fires at each restart.
+func TestStopWithoutReloadSaysNoneUnderWay(t *testing.T) {
+	_, addr, path := minimalConfig(t)
+	for i := range 5 {
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		s := &server{log: &logbuf.Buffer{}}
+		served := make(chan error, 1)
+		go func() {
+			served <- serve(ctx, cfg, s.log, signals{}, func(context.Context) (*config.Config, error) { return config.Load(path) })
+		}()
+		s.waitHealthy(t, addr)
+		cancel()
+		if err := <-served; err != nil {
+			t.Fatalf("serve: %v\n%s", err, s.log)
+		}
+		if log := s.log.String(); strings.Contains(log, "reload under way") {
+			t.Fatalf("stop %d, with no reload started, speaks of one under way:\n%s", i+1, log)
+		}
+	}
+}
