@@ -492,7 +492,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		cancel()
 		wg.Wait()
 		_ = svc.Close()
-		if upgrading {
+		// Not after a hand-over: the upgrade's end then comes at once
+		// (the new process serves), and is often still unread, since
+		// the hand-over and the upgrade's end arrive together.
+		if upgrading && !handedOver {
 			wait := time.NewTimer(time.Until(stopped.Add(newProcessGrace)))
 			select {
 			case err := <-upgrades:

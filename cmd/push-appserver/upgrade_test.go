@@ -217,3 +217,39 @@ func startedPIDs(log string) []int {
 	}
 	return pids
 }
+
+// TestUpgradeLogSaysNewProcessServesOn: after an upgrade in place that
+// went well, the old process's log says it handed over, never that the
+// new process "stops too", which is what it says when a stop came during
+// the upgrade (and both processes end). Read after a routine SIGUSR2,
+// that line tells the operator the service is going down while the new
+// process serves on.
+func TestUpgradeLogSaysNewProcessServesOn(t *testing.T) {
+	bin := buildBinary(t)
+	_, addr, config := minimalConfig(t)
+	u := daemon.StartUpgradable(t, exec.Command(bin, "serve", "-config", config), 25*time.Second)
+	s := &server{}
+	s.waitHealthy(t, addr)
+	const upgrades = 3
+	for i := range upgrades {
+		old := u.PID
+		syscall.Kill(old, syscall.SIGUSR2)
+		waitLogCount(t, u, `msg="starting push-appserver"`, i+2, 20*time.Second)
+		pids := startedPIDs(u.Log())
+		if !daemon.WaitExited(old, 20*time.Second) {
+			t.Fatalf("upgrade %d: the old process %d still runs", i+1, old)
+		}
+		u.PID = pids[len(pids)-1]
+		s.waitHealthy(t, addr)
+	}
+	if syscall.Kill(u.PID, 0) != nil {
+		t.Fatalf("the process the last upgrade started, %d, is gone", u.PID)
+	}
+	log := u.Log()
+	if n := strings.Count(log, "handing over to it"); n != upgrades {
+		t.Fatalf("%d hand-overs in the log, want %d:\n%s", n, upgrades, log)
+	}
+	if strings.Contains(log, "stops too") {
+		t.Errorf("an upgrade that went well is logged as one whose new process stops:\n%s", log)
+	}
+}
