@@ -218,7 +218,7 @@ func runSendTest(args []string, stdout, stderr io.Writer) int {
 	if a.Kind == config.KindLog {
 		b = logpush.New(logger)
 	} else {
-		b, err = newBackend(ctx, *app, a, push.NewBreaker(*app, push.BreakerOptions{}, logger), webPushLimits{}, logger)
+		b, err = newBackend(ctx, *app, a, push.NewBreaker(*app, push.BreakerOptions{}, logger), nil, webPushLimits{}, logger)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "push-appserver send-test: apps.%s: %v\n", *app, err)

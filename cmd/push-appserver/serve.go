@@ -28,6 +28,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/logpush"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
@@ -245,9 +246,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	// Every backend goes behind a swappable one, so a reload can replace
 	// it (new key, certificate or options) while pushes go through.
-	breakerOf := map[string]*push.Breaker{}
+	guardsOf := map[string]appBreaker{}
 	for _, b := range breakers {
-		breakerOf[b.app] = b.breaker
+		guardsOf[b.app] = b
 	}
 	swaps := map[string]*reload.Backend{}
 	credentials := &credentialsGauge{m: m, logger: logger}
@@ -288,10 +289,14 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			// The options or the key files may have changed: the app
 			// proves itself again before a refusal counts against a token.
 			var br *push.Breaker
-			if b := breakerOf[name]; b != nil {
-				br = b.Fresh()
+			g := guardsOf[name]
+			if g.breaker != nil {
+				br = g.breaker.Fresh()
 			}
-			return newBackend(ctx, name, a, br, webPush, logger.With("app", name))
+			// Whether a WebPush app's push services route to their
+			// subscriptions is theirs, not the configuration's: what
+			// they answered is kept.
+			return newBackend(ctx, name, a, br, g.gone, webPush, logger.With("app", name))
 		},
 		// Checked once it took the old backend's place: a push the old
 		// one carries says nothing of the new one's credentials.
@@ -304,6 +309,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	for _, b := range breakers {
 		bad := func() bool { ok, _ := b.breaker.Misconfigured(); return ok }
 		m.WatchApp(b.app, bad)
+		if b.gone != nil {
+			m.WatchGoneHeld(b.app, b.gone.Held)
+		}
 		// On the health page only: every instance shares the app's
 		// configuration, and would leave service together.
 		appChecks = append(appChecks, httpapi.Check{Name: "app " + b.app, OK: func() bool { return !bad() }, HealthOnly: true})
@@ -795,10 +803,12 @@ func registryCheck(ctx context.Context, store any) []httpapi.Check {
 	return []httpapi.Check{{Name: "registry", HealthOnly: true, OK: probe.OK}}
 }
 
-// appBreaker is an app's misconfiguration breaker, for health and metrics.
+// appBreaker is an app's misconfiguration breaker, for health and
+// metrics, and a WebPush app's guard of its 404 and 410 answers.
 type appBreaker struct {
 	app     string
 	breaker *push.Breaker
+	gone    *webpush.GoneGuard
 }
 
 // buildApps makes one backend per configured app, and a breaker for each
@@ -827,11 +837,15 @@ func buildApps(ctx context.Context, cfg *config.Config, webPush webPushLimits, l
 		default:
 			deadline = a.PushDeadline.D()
 			br := push.NewBreaker(name, push.BreakerOptions{}, logger)
-			b, err = newBackend(ctx, name, a, br, webPush, l)
+			var gone *webpush.GoneGuard
+			if a.Kind == config.KindWebPush {
+				gone = webpush.NewGoneGuard(name, webpush.GoneOptions{}, logger)
+			}
+			b, err = newBackend(ctx, name, a, br, gone, webPush, l)
 			if err != nil {
 				return nil, nil, fmt.Errorf("apps.%s: %w", name, err)
 			}
-			breakers = append(breakers, appBreaker{app: name, breaker: br})
+			breakers = append(breakers, appBreaker{app: name, breaker: br, gone: gone})
 		}
 		if a.Kind == config.KindAPNS {
 			attrs = append(attrs, "environment", apns.Environment(*a.Sandbox, a.Endpoint))

@@ -104,7 +104,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	quiet := slog.New(slog.DiscardHandler)
 	opts := configcheck.Options{
 		BuildApp: func(ctx context.Context, name string, a *config.App) error {
-			_, err := newBackend(ctx, name, a, push.NewBreaker(name, push.BreakerOptions{}, quiet), webPushLimits{}, quiet)
+			_, err := newBackend(ctx, name, a, push.NewBreaker(name, push.BreakerOptions{}, quiet), nil, webPushLimits{}, quiet)
 			return err
 		},
 	}

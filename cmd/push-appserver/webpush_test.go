@@ -151,6 +151,12 @@ endpoint_ports = [%d, %s]
 		}
 	}
 
+	// A success first: a 410 that follows f0's 404 at the same service
+	// with no success between is held, as a misconfigured service's
+	// would be.
+	if body := s.post(t, "push", url.Values{"node": {"w1"}, "secret": {lines[2]}}); body != "OK\nw1" {
+		t.Fatalf("push: %q", body)
+	}
 	mock.Unsubscribe(sub.ID)
 	if body := s.post(t, "push", url.Values{"node": {"w1"}, "secret": {lines[2]}}); !strings.HasPrefix(body, "ERROR\n") {
 		t.Fatalf("push to a gone subscription: %q", body)
@@ -228,7 +234,7 @@ func TestWebPushAppsShareTheirRoom(t *testing.T) {
 			CAPath: mock.CADir, AllowPrivateEndpoints: true, EndpointPorts: []int{mock.Port}, Collapse: &collapse}
 	}
 	// 400 descriptors to spare: each app's share of them is 2.
-	b, err := newBackend(context.Background(), "web0", cfg.Apps["web0"], nil, newWebPushLimits(cfg, 400), slog.New(slog.DiscardHandler))
+	b, err := newBackend(context.Background(), "web0", cfg.Apps["web0"], nil, nil, newWebPushLimits(cfg, 400), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -252,9 +252,10 @@ func (o *credentialsObserver) Pushed(app string, outcome appserver.Outcome, d ti
 }
 
 // newBackend builds the push backend for an app of kind apns, fcm or
-// webpush; br judges its answers that may mean a misconfigured app.
+// webpush; br judges its answers that may mean a misconfigured app, and
+// gone a WebPush app's 404 and 410 answers (a private guard when nil).
 // wp bounds the WebPush apps' connections and pushes under way.
-func newBackend(ctx context.Context, name string, a *config.App, br *push.Breaker, wp webPushLimits, logger *slog.Logger) (push.Backend, error) {
+func newBackend(ctx context.Context, name string, a *config.App, br *push.Breaker, gone *webpush.GoneGuard, wp webPushLimits, logger *slog.Logger) (push.Backend, error) {
 	switch a.Kind {
 	case config.KindAPNS:
 		password, err := config.ResolveSecret(a.KeyPassword)
@@ -309,6 +310,7 @@ func newBackend(ctx context.Context, name string, a *config.App, br *push.Breake
 			PushDeadline:   a.PushDeadline.D(),
 			CAPath:         a.CAPath,
 			Breaker:        br,
+			Gone:           gone,
 			MaxConnections: min(webpush.DefaultMaxConnections, wp.conns),
 			Shared:         wp.shared,
 			Guard: webpush.Guard{

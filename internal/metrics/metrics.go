@@ -255,6 +255,18 @@ func (m *Metrics) WatchApp(app string, misconfigured func() bool) {
 	}))
 }
 
+// WatchGoneHeld exports push_appserver_webpush_gone_held_total{app}:
+// the pushes of a WebPush app whose 404 or 410 answer did not remove the
+// registration, since their push service answered no push with success
+// lately (see webpush.GoneGuard), read at each scrape.
+func (m *Metrics) WatchGoneHeld(app string, held func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "push_appserver_webpush_gone_held_total",
+		Help:        "WebPush pushes answered 404/410 whose registration was kept (and the push answered 'wait'), because their push service answered no push with success lately: a misconfigured reverse proxy or a moved UnifiedPush server answers so for every subscription.",
+		ConstLabels: prometheus.Labels{"app": app},
+	}, func() float64 { return float64(held()) }))
+}
+
 // WatchCache exports the registration cache's lookups by result
 // (push_appserver_registration_cache_lookups_total{result="hit"|"miss"}),
 // the pushes it served while the registry was unreadable

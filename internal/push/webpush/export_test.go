@@ -30,3 +30,10 @@ func ResolveExampleTo(b *Backend, ip string) {
 
 // InFlight is how many pushes hold s.
 func InFlight(s *SharedBound) int64 { return s.n.Load() }
+
+// GoneHosts is how many push services g remembers.
+func GoneHosts(g *GoneGuard) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.hosts)
+}

@@ -67,6 +67,12 @@ type Options struct {
 	// being wrong when it happens to most pushes. The wiring shares it with
 	// health and metrics; a private one when nil.
 	Breaker *push.Breaker
+	// Gone judges 404 and 410 answers, per push service: a dead
+	// subscription among the service's successes, or the service
+	// answering so for every subscription (see GoneGuard). The wiring
+	// keeps it across reloads and counts what it holds; a private one
+	// when nil.
+	Gone *GoneGuard
 
 	// MaxPushes bounds the pushes under way at once (DefaultMaxPushes
 	// when 0), MaxPushesPerService those at one push service
@@ -212,6 +218,9 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	}
 	if opts.Breaker == nil {
 		opts.Breaker = push.NewBreaker("webpush", push.BreakerOptions{}, logger)
+	}
+	if opts.Gone == nil {
+		opts.Gone = NewGoneGuard("webpush", GoneOptions{Now: opts.Now}, logger)
 	}
 	// The public key is what web clients subscribe with; operators look
 	// for it here when setting a client up.
@@ -430,7 +439,14 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		b.logger.Debug("push service rejected push", "node", n.Node, "origin", origin, "status", status)
 		return fmt.Errorf("webpush: %d %s from %s", status, http.StatusText(status), origin)
 	})
-	return b.opts.Breaker.JudgeCtx(ctx, origin, err)
+	// The breaker hears every answer (a 404 is one that does not
+	// refuse our key); the guard judges the service's 404 and 410 as
+	// they came, not a refusal the breaker took for a dead token.
+	judged := b.opts.Breaker.JudgeCtx(ctx, origin, err)
+	if _, gone := asDead(err); err == nil || gone {
+		return b.opts.Gone.Judge(ctx, origin, err)
+	}
+	return judged
 }
 
 // withoutText is n with its summary's sender and body left out.
