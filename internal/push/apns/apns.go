@@ -413,6 +413,12 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				// connection's (it sat idle too long), not the push's
 				// or its token's: sent again, it goes through.
 				return &push.TemporaryError{Reason: "APNS 400 IdleTimeout"}
+			case a.status == http.StatusTooManyRequests && a.reason == "TooManyRequests":
+				// "Too many requests were made consecutively to the
+				// same device token": another within the push's
+				// seconds is what Apple asks us not to send. Not
+				// retried here; kept for redelivery below.
+				return &deviceThrottled{retryAfter: a.retryAfter}
 			case a.status == http.StatusTooManyRequests || a.status >= 500:
 				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter,
 					Outage: a.status >= 500}
@@ -422,7 +428,32 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			}
 		}
 	})
+	if d, ok := err.(*deviceThrottled); ok {
+		err = d.temporary()
+	}
 	return b.breaker.JudgeCtx(ctx, "", push.UntilReconfigured(err))
+}
+
+// DeviceThrottledWait is how long a push Apple refused with 429
+// TooManyRequests (too many pushes to its device in a row) waits before
+// it is sent again, unless Apple's Retry-After says longer. Apple names
+// no figure; a minute is what Google asks for FCM's 429, and what the
+// redelivery's backoff grows to.
+const DeviceThrottledWait = time.Minute
+
+// deviceThrottled is APNS's 429 TooManyRequests within a push's
+// attempts: no *push.TemporaryError, so push.Retry does not try the
+// device again at once; Send turns it into one after the retries.
+type deviceThrottled struct{ retryAfter time.Duration }
+
+func (d *deviceThrottled) Error() string { return "APNS 429 TooManyRequests" }
+
+// temporary is the failure the push ends with: kept for redelivery, not
+// before DeviceThrottledWait or Apple's Retry-After. No outage: another
+// device's push going through says nothing of this one's.
+func (d *deviceThrottled) temporary() *push.TemporaryError {
+	return &push.TemporaryError{Reason: "APNS 429 TooManyRequests (too many pushes to this device in a row; not retried at once)",
+		RetryAfter: max(d.retryAfter, DeviceThrottledWait)}
 }
 
 // topicRefused reports whether reason, of a 400, refuses the app's topic

@@ -222,11 +222,18 @@ func TestAnswers(t *testing.T) {
 				t.Fatalf("%v", err)
 			}
 		}, 1},
-		{"429 500 503 then success", []apnsmock.Fault{{Status: 429, Reason: "TooManyRequests"}, {Status: 500, Reason: "InternalServerError"}, {Status: 503, Reason: "ServiceUnavailable"}}, func(t *testing.T, err error) {
+		{"429 for our provider token, 500, 503 then success", []apnsmock.Fault{{Status: 429, Reason: "TooManyProviderTokenUpdates"}, {Status: 500, Reason: "InternalServerError"}, {Status: 503, Reason: "ServiceUnavailable"}}, func(t *testing.T, err error) {
 			if err != nil {
 				t.Fatal(err)
 			}
 		}, 4},
+		// Apple: "too many requests were made consecutively to the
+		// same device token". Not tried again within the push: kept
+		// for redelivery a minute on, or Apple's Retry-After.
+		{"429 TooManyRequests: no retry, kept a minute", []apnsmock.Fault{{Status: 429, Reason: "TooManyRequests"}}, deviceThrottled(apns.DeviceThrottledWait), 1},
+		{"429 TooManyRequests after a 503: no retry", []apnsmock.Fault{{Status: 503, Reason: "ServiceUnavailable"}, {Status: 429, Reason: "TooManyRequests"}}, deviceThrottled(apns.DeviceThrottledWait), 2},
+		{"429 TooManyRequests with a longer Retry-After", []apnsmock.Fault{{Status: 429, Reason: "TooManyRequests", RetryAfter: "300"}}, deviceThrottled(5 * time.Minute), 1},
+		{"429 TooManyRequests with a shorter Retry-After", []apnsmock.Fault{{Status: 429, Reason: "TooManyRequests", RetryAfter: "1"}}, deviceThrottled(apns.DeviceThrottledWait), 1},
 		{"reset stream then success", []apnsmock.Fault{{Reset: true}}, func(t *testing.T, err error) {
 			if err != nil {
 				t.Fatal(err)
@@ -283,6 +290,19 @@ func TestAnswers(t *testing.T) {
 				t.Fatalf("%v, want a temporary failure", err)
 			}
 		})
+	}
+}
+
+// deviceThrottled checks a push ended by APNS's 429 TooManyRequests: a
+// temporary failure, kept for redelivery not before wait, and no outage
+// of the service.
+func deviceThrottled(wait time.Duration) func(*testing.T, error) {
+	return func(t *testing.T, err error) {
+		t.Helper()
+		var te *push.TemporaryError
+		if !errors.As(err, &te) || te.RetryAfter != wait || te.Outage || !strings.Contains(te.Reason, "TooManyRequests") {
+			t.Fatalf("%v, want a temporary failure to retry after %v, no outage", err, wait)
+		}
 	}
 }
 
@@ -371,10 +391,11 @@ func TestRetriesEndAtDeadline(t *testing.T) {
 	}
 }
 
-// A Retry-After on a 429 holds the next try back at least that long.
+// A Retry-After on a 429 (other than TooManyRequests, not retried at
+// all) holds the next try back at least that long.
 func TestRetryAfterIsHonoured(t *testing.T) {
 	m, o := tokenSetup(t)
-	m.FailToken(token, apnsmock.Fault{Status: 429, Reason: "TooManyRequests", RetryAfter: "1"})
+	m.FailToken(token, apnsmock.Fault{Status: 429, Reason: "TooManyProviderTokenUpdates", RetryAfter: "1"})
 	start := time.Now()
 	if err := send(t, newBackend(t, o), push.PriorityHigh, nil); err != nil {
 		t.Fatal(err)
