@@ -258,7 +258,22 @@ const (
 	// OutcomeDeviceThrottled: refused by RateLimitPerToken, the device
 	// having had its pushes of the window through other nodes.
 	OutcomeDeviceThrottled Outcome = "throttled_device"
+
+	// OutcomeTooLarge: a notification the user's server encrypted
+	// larger than the push service takes (push.ErrPayloadTooLarge),
+	// not sent; a failure of its own, since the user's server is the
+	// one to mend it.
+	OutcomeTooLarge Outcome = "too_large"
 )
+
+// failedOutcome is the outcome of a push that failed with err, neither
+// dead token nor success.
+func failedOutcome(err error) Outcome {
+	if errors.Is(err, push.ErrPayloadTooLarge) {
+		return OutcomeTooLarge
+	}
+	return OutcomeFailed
+}
 
 // DefaultOutageGrace is how long the registrations cached when the
 // registry's change feed went down keep serving pushes the registry
@@ -818,7 +833,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		}
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
-	s.opts.Observer.Pushed(t.Type, OutcomeFailed, end.Sub(start))
+	s.opts.Observer.Pushed(t.Type, failedOutcome(err), end.Sub(start))
 	s.credentialsRefused(t.Type, err)
 	s.failures.Log("app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {

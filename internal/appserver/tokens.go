@@ -148,7 +148,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		}
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	s.opts.Observer.Pushed(tp.App, OutcomeFailed, end.Sub(start))
+	s.opts.Observer.Pushed(tp.App, failedOutcome(err), end.Sub(start))
 	s.credentialsRefused(tp.App, err)
 	s.failures.Log("app", tp.App, "node", node, "err", err)
 	if redeliverable(err) {

@@ -975,10 +975,13 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	case err == nil:
 		return "", "", ""
 	case errors.Is(err, push.ErrPayloadTooLarge):
-		// An encrypted notification larger than the push service takes:
-		// the user's server should encrypt less (register-device
-		// answered max-payload-size).
-		return stanza.Modify, stanza.NotAcceptable, "Encrypted notification too large for the push service"
+		// An encrypted notification larger than the push service takes
+		// (register-device answered max-payload-size): one message's
+		// size, not the push session's fault, and the next may fit.
+		// wait, with the condition saying what was wrong: ejabberd
+		// deletes the session on the first error of any other type,
+		// and Prosody counts those towards disabling push.
+		return stanza.Wait, stanza.NotAcceptable, "Encrypted notification too large for the push service"
 	case errors.Is(err, appserver.ErrUnknownType):
 		// A tokenless or publish-options push naming an app we do not
 		// have: a client's mistake, or ours (an app not configured yet,

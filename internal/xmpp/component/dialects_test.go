@@ -206,7 +206,9 @@ func TestTokenlessAndPublishOptionsAnswers(t *testing.T) {
 // register-device, then a publish as Tigase sends it for that node (no
 // secret, the priority marker, the encrypted notification); the backend
 // gets ciphertext, IV and the account, as an alert. One too large for the
-// push service is answered modify/not-acceptable.
+// push service is answered wait/not-acceptable: one message's size, on
+// which the user's server must not drop the push session (ejabberd does
+// on any error of another type).
 func TestTigaseEncryptedPush(t *testing.T) {
 	f := newFixtureWith(t, 0, secret, func(o *component.Options) {
 		o.Commands.TigaseProviders = map[string]string{"tigase:messenger:apns:1": "apns"}
@@ -233,7 +235,7 @@ func TestTigaseEncryptedPush(t *testing.T) {
 	f.backend.fail["e1e2"] = fmt.Errorf("apns: 5000-byte payload: %w", push.ErrPayloadTooLarge)
 	f.backend.mu.Unlock()
 	st.send(t, publish("p2"))
-	if r := st.next(t); !strings.HasPrefix(r.Inner, "<error type='modify'><not-acceptable") {
+	if r := st.next(t); !strings.HasPrefix(r.Inner, "<error type='wait'><not-acceptable") {
 		t.Fatalf("too large: %s %s", r.Type, r.Inner)
 	}
 }
