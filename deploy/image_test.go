@@ -88,15 +88,12 @@ func finalStage(t *testing.T, text string) (stage string, from []string) {
 	return strings.Join(out, "\n"), from
 }
 
-// TestContainerImage builds the image's final stage, as the Containerfile
-// has it, with podman, from what its build stage would produce (that
-// stage needs the golang image from a registry: this binary, built the
-// same way, Debian's CA bundle, the example configuration, an empty data
-// directory), runs it as the README says and checks it serves: health,
-// a registration stored in the volume, as the unprivileged user, a
-// graceful stop; and that the configuration baked into it passes
-// check-config inside the image.
-func TestContainerImage(t *testing.T) {
+// buildImage builds the image's final stage, as the Containerfile has
+// it, from what its build stage would produce (see TestContainerImage),
+// tagged localhost/push-appserver:test in a podman store of its own under
+// a directory it returns, removed after the test.
+func buildImage(t *testing.T) (*podman, string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "push-appserver-image-")
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +130,19 @@ func TestContainerImage(t *testing.T) {
 	start := time.Now()
 	pm.run("build", "--quiet", "-t", "localhost/push-appserver:test", "-f", filepath.Join(ctx, "Containerfile"), ctx)
 	t.Logf("image built in %v", time.Since(start).Round(time.Millisecond))
+	return pm, dir
+}
+
+// TestContainerImage builds the image's final stage, as the Containerfile
+// has it, with podman, from what its build stage would produce (that
+// stage needs the golang image from a registry: this binary, built the
+// same way, Debian's CA bundle, the example configuration, an empty data
+// directory), runs it as the README says and checks it serves: health,
+// a registration stored in the volume, as the unprivileged user, a
+// graceful stop; and that the configuration baked into it passes
+// check-config inside the image.
+func TestContainerImage(t *testing.T) {
+	pm, dir := buildImage(t)
 	if user := pm.run("image", "inspect", "--format", "{{.Config.User}}", "localhost/push-appserver:test"); user != "65532:65532" {
 		t.Fatalf("image user %q", user)
 	}
@@ -242,4 +252,76 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestContainerUpgradeRefusedInSharedPIDNamespace guards the refusal of
+// an upgrade (SIGUSR2) by a server that is its container's main process
+// without being PID 1: in a pod whose containers share one PID namespace
+// (Kubernetes' shareProcessNamespace; here, podman's --pid container:)
+// another process is PID 1, yet the container ends when the server
+// exits and takes the new process with it. The server must refuse, say
+// why, and serve on, as it does as PID 1.
+func TestContainerUpgradeRefusedInSharedPIDNamespace(t *testing.T) {
+	pm, dir := buildImage(t)
+	limits := []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"}
+	// PID 1 of the shared namespace, as a pod's pause process is: the
+	// image's own server, on no network.
+	holder := pm.run(append(append([]string{"run", "-d", "--network", "none"}, limits...),
+		"-e", "PUSH_APPSERVER_COMPONENT_SECRET=s3cret", "localhost/push-appserver:test")...)
+	t.Cleanup(func() { pm.cmd("rm", "-f", "-v", holder).Run() })
+	addr := freeAddr(t)
+	cfg := filepath.Join(dir, "push-appserver.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = \"/var/lib/push-appserver\"\n[http]\nlisten = %q\n[apps.fcm]\nkind = \"log\"\n", addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := pm.run(append(append([]string{"run", "-d", "--network", "host", "--pid", "container:" + holder}, limits...),
+		"-v", cfg+":/etc/push-appserver/push-appserver.toml:ro", "localhost/push-appserver:test")...)
+	t.Cleanup(func() { pm.cmd("rm", "-f", "-v", id).Run() })
+	health := "http://" + addr + "/push_appserver/v1/health"
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := http.Get(health)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no health: %v\n%s", err, pm.run("logs", id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The server is not PID 1 of its namespace (the holder is).
+	status, err := os.ReadFile("/proc/" + pm.run("inspect", "--format", "{{.State.Pid}}", id) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`(?m)^NSpid:\s+[0-9]+\s+([0-9]+)$`).FindSubmatch(status); m == nil || string(m[1]) == "1" {
+		t.Fatalf("the server is not a process beside PID 1 of a PID namespace:\n%s", status)
+	}
+	pm.run("kill", "-s", "USR2", id)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if state := pm.run("inspect", "--format", "{{.State.Status}}", id); state != "running" {
+			t.Fatalf("the container %s after SIGUSR2, and the new process with it:\n%s", state, pm.run("logs", id))
+		}
+		if strings.Contains(pm.run("logs", id), "upgrade failed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no refused upgrade in the log:\n%s", pm.run("logs", id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if logs := pm.run("logs", id); !strings.Contains(logs, "PID namespace") {
+		t.Fatalf("the refusal does not say why:\n%s", logs)
+	}
+	resp, err := http.Get(health)
+	if err != nil {
+		t.Fatalf("after SIGUSR2: %v\n%s", err, pm.run("logs", id))
+	}
+	resp.Body.Close()
+	pm.run("stop", "-t", "20", id)
+	if code := pm.run("inspect", "--format", "{{.State.ExitCode}}", id); code != "0" {
+		t.Fatalf("exit code %s after SIGTERM\n%s", code, pm.run("logs", id))
+	}
 }

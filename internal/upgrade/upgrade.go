@@ -152,10 +152,10 @@ func (p *Process) Upgrade() error {
 	if p.tf == nil {
 		return errors.New("upgrade: only the first server of a process can be upgraded")
 	}
-	if os.Getpid() == 1 {
-		// A container's entry point: the container ends when it exits,
-		// and takes the new process with it.
-		return errors.New("upgrade: this process is PID 1, as a container's entry point is; the container would end with it: replace the container instead")
+	pidNS, _ := os.Readlink("/proc/self/ns/pid")
+	initName, _ := os.ReadFile("/proc/1/comm")
+	if why := endsWithContainer(os.Getpid(), os.Getppid(), pidNS, strings.TrimSpace(string(initName)), os.Getenv("NOTIFY_SOCKET") != ""); why != "" {
+		return errors.New("upgrade: " + why + ": replace the container instead")
 	}
 	w, err := p.releasePipe()
 	if err != nil {
@@ -319,6 +319,41 @@ func (p *Process) follow() {
 			gone()
 		}
 	}()
+}
+
+// initialPIDNamespace is how /proc/self/ns/pid names the first PID
+// namespace, the host's (the kernel's PROC_PID_INIT_INO).
+const initialPIDNamespace = "pid:[4026531836]"
+
+// endsWithContainer says why this process, pid pid with parent ppid in
+// the PID namespace pidNS (/proc/self/ns/pid; "" when unknown) whose PID
+// 1 is named initName, cannot hand over to a new process: when it exits,
+// what started it ends the container and kills the new process with it.
+// It returns "" where an upgrade keeps the service up: on a host, or
+// under a systemd that is PID 1 of its container and follows the new
+// process as the service's main one (notify: a NOTIFY_SOCKET).
+//
+// Being PID 1 is not the only way to be a container's main process: under
+// an init (docker run --init, tini, catatonit) the server is its child,
+// and the init exits with it; in a pod that shares its PID namespace
+// (Kubernetes' shareProcessNamespace) a pause process is PID 1 and the
+// server's parent, the runtime, is outside the namespace (ppid 0), yet
+// the runtime ends the container when the server exits. A NOTIFY_SOCKET
+// alone proves no systemd follows it: podman passes the host's into a
+// container (--sdnotify=container), whose init still exits with it.
+func endsWithContainer(pid, ppid int, pidNS, initName string, notify bool) string {
+	switch {
+	case pid == 1:
+		// Its exit ends the namespace, whoever else follows it.
+		return "this process is PID 1, as a container's entry point is; the container would end with it"
+	case ppid == 0:
+		return "this process was started from outside its PID namespace, by a container runtime (a pod sharing its PID namespace); the container would end with it"
+	case pidNS == "" || pidNS == initialPIDNamespace:
+		return ""
+	case notify && ppid == 1 && initName == "systemd":
+		return ""
+	}
+	return "this process runs in a container's PID namespace, under an init or a shell (docker run --init, tini) that ends the container when it exits; the container would end with it"
 }
 
 // BinaryReplaced reports whether the file this process runs from has been

@@ -160,3 +160,36 @@ func openFDs() (int, error) {
 	ents, err := os.ReadDir("/proc/self/fd")
 	return len(ents), err
 }
+
+// TestEndsWithContainer guards when an upgrade is refused because the
+// container would end with this process: as PID 1, as a child of a
+// container's init (docker run --init), and in a pod sharing its PID
+// namespace (the parent outside it); not on a host, nor under a systemd
+// that follows the new process.
+func TestEndsWithContainer(t *testing.T) {
+	const host, container = "pid:[4026531836]", "pid:[4026532290]"
+	for _, c := range []struct {
+		name      string
+		pid, ppid int
+		ns, init  string
+		notify    bool
+		refused   bool
+	}{
+		{"host, under a shell", 4242, 4000, host, "systemd", false, false},
+		{"host, under systemd", 4242, 1, host, "systemd", true, false},
+		{"host, detached", 4242, 1, host, "init", false, false},
+		{"container entry point", 1, 0, container, "push-appserver", false, true},
+		{"container entry point, NOTIFY_SOCKET", 1, 0, container, "push-appserver", true, true},
+		{"under the container's init", 7, 1, container, "tini", false, true},
+		{"under the container's init, NOTIFY_SOCKET", 7, 1, container, "catatonit", true, true},
+		{"beside a pause process", 12, 0, container, "pause", false, true},
+		{"beside a pause process, NOTIFY_SOCKET", 12, 0, container, "pause", true, true},
+		{"systemd inside a container", 40, 1, container, "systemd", true, false},
+		{"a service of systemd inside a container, without notify", 40, 1, container, "systemd", false, true},
+		{"namespace unknown", 4242, 4000, "", "", false, false},
+	} {
+		if why := endsWithContainer(c.pid, c.ppid, c.ns, c.init, c.notify); (why != "") != c.refused {
+			t.Errorf("%s: refused %q, want refused %v", c.name, why, c.refused)
+		}
+	}
+}
