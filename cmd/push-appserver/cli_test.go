@@ -249,6 +249,49 @@ func TestImportRegistryLeavesSourceAlone(t *testing.T) {
 	}
 }
 
+// The imports that read a copy of an SQLite registry (a dry run's
+// target, import registry's source) work where there is no temporary
+// directory to write in: the container image's root is scratch, without
+// /tmp, and Kubernetes mounts it read-only. The copy goes in the data
+// directory then, which the server's user can write, and is gone after.
+func TestImportWithoutTempDir(t *testing.T) {
+	cfg := writeConfig(t, "[apps.ios]\nkind = \"log\"\n")
+	dataDir := filepath.Join(filepath.Dir(cfg), "data")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	// The registry exists, as once the server has run.
+	if code := run([]string{"import", "mod_push_appserver", "-config", cfg, realFileStore}, &out, &errb); code != 0 {
+		t.Fatalf("import: %s", errb.String())
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if code := run([]string{"backup", "-config", cfg, backup}, &out, &errb); code != 0 {
+		t.Fatalf("backup: %s", errb.String())
+	}
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
+	for _, args := range [][]string{
+		{"import", "mod_push_appserver", "-config", cfg, "-dry-run", realFileStore},
+		{"import", "registry", "-config", cfg, "-dry-run", backup},
+		{"import", "registry", "-config", cfg, backup},
+	} {
+		out.Reset()
+		errb.Reset()
+		if code := run(args, &out, &errb); code != 0 {
+			t.Fatalf("%v without a temporary directory: exit %d\n%s%s", args, code, out.String(), errb.String())
+		}
+	}
+	entries, err := os.ReadDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "push-appserver-copy-") {
+			t.Fatalf("a copy was left in the data directory: %s", e.Name())
+		}
+	}
+}
+
 // A TLS key that does not go with the certificate (a renewal that
 // replaced one of the two) fails check-config, which the unit runs
 // before serve, as it fails serve.

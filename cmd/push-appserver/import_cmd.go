@@ -215,7 +215,7 @@ func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Write
 	} else {
 		// A copy: the source (a backup, another server's registry)
 		// is read, never migrated or re-moded.
-		src, err = sqlite.OpenCopy(ctx, source)
+		src, err = sqlite.OpenCopy(ctx, source, cfg.DataDir)
 	}
 	if err != nil {
 		return fail("opening the source: %v", err)
@@ -262,7 +262,7 @@ func openTarget(cfg *config.Config, dryRun bool, name string, stderr io.Writer) 
 	if _, err := os.Stat(cfg.Database.Path); errors.Is(err, fs.ErrNotExist) {
 		return ctx, memory.New(), stop, true
 	}
-	s, err := sqlite.OpenCopy(ctx, cfg.Database.Path)
+	s, err := sqlite.OpenCopy(ctx, cfg.Database.Path, cfg.DataDir)
 	if err == nil {
 		return ctx, s, func() { s.Close(); stop() }, true
 	}

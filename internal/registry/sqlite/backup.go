@@ -296,9 +296,12 @@ func copyFile(ctx context.Context, src, dst string) (err error) {
 // transaction and written into a directory of its own under the system's
 // temporary one, for a command that only reads that registry (import's
 // source, a dry run's target): opening it would migrate it to this
-// program's schema and make it the opener's alone. Closing the store
-// removes the copy.
-func OpenCopy(ctx context.Context, path string) (*Store, error) {
+// program's schema and make it the opener's alone. Where there is no
+// temporary directory to write in (a container's root: scratch has no
+// /tmp, and Kubernetes mounts it read-only), the copy's directory goes
+// under fallback instead (the data directory), if not "". Closing the
+// store removes the copy.
+func OpenCopy(ctx context.Context, path, fallback string) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -312,6 +315,14 @@ func OpenCopy(ctx context.Context, path string) (*Store, error) {
 	}
 	defer db.Close()
 	dir, err := os.MkdirTemp("", "push-appserver-copy-")
+	if err != nil && fallback != "" {
+		var ferr error
+		if dir, ferr = os.MkdirTemp(fallback, "push-appserver-copy-"); ferr != nil {
+			err = errors.Join(err, ferr)
+		} else {
+			err = nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

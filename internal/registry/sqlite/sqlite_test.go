@@ -858,7 +858,7 @@ func TestOpenCopy(t *testing.T) {
 	}
 	s.Close()
 	before, _ := os.Stat(path)
-	c, err := sqlite.OpenCopy(ctx, path)
+	c, err := sqlite.OpenCopy(ctx, path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -875,7 +875,7 @@ func TestOpenCopy(t *testing.T) {
 	if after, _ := os.Stat(path); !after.ModTime().Equal(before.ModTime()) || after.Mode() != before.Mode() {
 		t.Errorf("the registry copied changed: %v %v, was %v %v", after.ModTime(), after.Mode(), before.ModTime(), before.Mode())
 	}
-	if _, err := sqlite.OpenCopy(ctx, filepath.Join(t.TempDir(), "none.db")); err == nil {
+	if _, err := sqlite.OpenCopy(ctx, filepath.Join(t.TempDir(), "none.db"), ""); err == nil {
 		t.Error("a copy of a registry that is not there")
 	}
 }
