@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -531,5 +532,38 @@ func TestServeTLS(t *testing.T) {
 	s.stop(t)
 	if strings.Contains(s.log.String(), "127.0.0.1:5280") {
 		t.Fatal("plain listener started although disabled")
+	}
+}
+
+// With log_format = "json", the line that says why the server could not
+// start or stopped is JSON too, like every other: a container's log
+// collector parses each line, and the one that explains a restart loop
+// was the only plain-text line, without time or level.
+func TestServeFailureLoggedAsJSON(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	text := fmt.Sprintf("data_dir = %q\nlog_format = \"json\"\n[http]\nlisten = %q\n", filepath.Join(dir, "data"), taken.Addr().String())
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"serve", "-config", path}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d with the port taken\n%s", code, errb.String())
+	}
+	named := false
+	for _, line := range strings.Split(strings.TrimSpace(errb.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["time"] == nil || rec["level"] == nil {
+			t.Fatalf("a line of the log is no JSON record with time and level: %q\n%s", line, errb.String())
+		}
+		named = named || rec["level"] == "ERROR" && strings.Contains(line, taken.Addr().String())
+	}
+	if !named {
+		t.Fatalf("no error names the address taken:\n%s", errb.String())
 	}
 }

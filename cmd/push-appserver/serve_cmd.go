@@ -80,7 +80,14 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// the stopping server again, does not want to wait for it.
 	context.AfterFunc(ctx, stop)
 	if err := serve(ctx, cfg, stderr, signals{reload: hup, upgrade: usr2}, load); err != nil {
-		fmt.Fprintf(stderr, "push-appserver: %v\n", err)
+		if cfg.LogFormat == "json" {
+			// One JSON record like the log's others: a collector that
+			// parses each line keeps the one that says why the
+			// server ended, with its time and level.
+			newLogger(cfg, stderr, new(slog.LevelVar)).Error("push-appserver stopped", "err", err)
+		} else {
+			fmt.Fprintf(stderr, "push-appserver: %v\n", err)
+		}
 		return 1
 	}
 	return 0
