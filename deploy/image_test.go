@@ -116,7 +116,12 @@ func buildImage(t *testing.T) (*podman, string) {
 	}
 	copyFile(t, "/etc/ssl/certs/ca-certificates.crt", filepath.Join(root, "etc/ssl/certs/ca-certificates.crt"))
 	copyFile(t, "push-appserver.toml", filepath.Join(root, "out/etc/push-appserver/push-appserver.toml"))
+	// As the build stage makes it: group 0 may write (see the
+	// Containerfile).
 	if err := os.MkdirAll(filepath.Join(root, "out/var/lib/push-appserver"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(root, "out/var/lib/push-appserver"), 0o770); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range from {
@@ -320,6 +325,56 @@ func TestContainerUpgradeRefusedInSharedPIDNamespace(t *testing.T) {
 		t.Fatalf("after SIGUSR2: %v\n%s", err, pm.run("logs", id))
 	}
 	resp.Body.Close()
+	pm.run("stop", "-t", "20", id)
+	if code := pm.run("inspect", "--format", "{{.State.ExitCode}}", id); code != "0" {
+		t.Fatalf("exit code %s after SIGTERM\n%s", code, pm.run("logs", id))
+	}
+}
+
+// TestContainerImageArbitraryUID runs the image as OpenShift's restricted
+// policy does: an arbitrary user ID with group 0 (not the image's user),
+// the root file system read-only, the data directory the image's own.
+// Images for it give group 0 what their user may do on the paths it
+// writes; the data directory was its user's alone, and the server could
+// not create its registry there.
+func TestContainerImageArbitraryUID(t *testing.T) {
+	pm, dir := buildImage(t)
+	limits := []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"}
+	addr := freeAddr(t)
+	cfg := filepath.Join(dir, "push-appserver.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = \"/var/lib/push-appserver\"\n[http]\nlisten = %q\n[apps.fcm]\nkind = \"log\"\n", addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := pm.run(append(append([]string{"run", "-d", "--network", "host", "--read-only", "--user", "1000680000:0"}, limits...),
+		"-v", cfg+":/etc/push-appserver/push-appserver.toml:ro", "localhost/push-appserver:test")...)
+	t.Cleanup(func() { pm.cmd("rm", "-f", "-v", id).Run() })
+	base := "http://" + addr + "/push_appserver/v1/"
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if state := pm.run("inspect", "--format", "{{.State.Status}}", id); state != "running" {
+			t.Fatalf("the server %s as user 1000680000:0:\n%s", state, pm.run("logs", id))
+		}
+		resp, err := http.Get(base + "health")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && string(b) == "RUNNING\nregistry: up\n" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no RUNNING from /push_appserver/v1/health: %v\n%s", err, pm.run("logs", id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.PostForm(base+"register", url.Values{"type": {"fcm"}, "node": {"uid-node"}, "token": {"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(b), "OK\nuid-node\n") {
+		t.Fatalf("register: %q\n%s", b, pm.run("logs", id))
+	}
 	pm.run("stop", "-t", "20", id)
 	if code := pm.run("inspect", "--format", "{{.State.ExitCode}}", id); code != "0" {
 		t.Fatalf("exit code %s after SIGTERM\n%s", code, pm.run("logs", id))
