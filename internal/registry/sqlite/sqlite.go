@@ -236,7 +236,7 @@ func ownFile(path string) error {
 	}
 	st, err := f.Stat()
 	if err == nil && st.Mode().Perm()&0o077 != 0 {
-		err = f.Chmod(st.Mode().Perm() &^ 0o077)
+		err = groupOnly(st, f.Chmod(st.Mode().Perm()&^0o077))
 	}
 	err = errors.Join(err, f.Close())
 	// A log and shared-memory file left from when the database was
@@ -244,8 +244,25 @@ func ownFile(path string) error {
 	// their mode: SQLite copies the database's only when it creates them.
 	for _, p := range []string{path + "-wal", path + "-shm"} {
 		if st, serr := os.Lstat(p); serr == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
-			err = errors.Join(err, os.Chmod(p, st.Mode().Perm()&^0o077))
+			err = errors.Join(err, groupOnly(st, os.Chmod(p, st.Mode().Perm()&^0o077)))
 		}
+	}
+	return err
+}
+
+// groupOnly returns the error of taking group and other access away from
+// the file st describes, or nil when the file is another user's (the
+// change is its owner's to make: we may not) and only its group may
+// read or write it besides: the volume's group that Kubernetes' fsGroup
+// gives the pod, and gives read and write access again at every mount,
+// to files a user ID of another namespace or a restore left. Refusing to
+// open them left the server unable to start, and nothing in the pod
+// could change their owner.
+func groupOnly(st fs.FileInfo, err error) error {
+	// Only a file's owner (or root) may change its mode: a refusal
+	// says it is another user's.
+	if errors.Is(err, fs.ErrPermission) && st.Mode().Perm()&0o007 == 0 {
+		return nil
 	}
 	return err
 }
