@@ -88,6 +88,12 @@ func warm(ctx context.Context, slots warmSlots, app string, b push.Backend, g *c
 		case check && errors.As(err, &refused):
 			// Google refused the FCM service account's key: FCM
 			// need not be asked.
+		case err != nil && ctx.Err() != nil:
+			// The server stops (or the reload that started the check
+			// does): the check was cut short, which says nothing of
+			// the push service.
+			logger.Debug("push service check ended by the stop", "err", err)
+			return
 		case err != nil:
 			logger.Warn("push service not reachable yet; each push tries again", "err", err)
 			return
@@ -111,7 +117,9 @@ func warm(ctx context.Context, slots warmSlots, app string, b push.Backend, g *c
 					"reason", refused.Reason, "check", refused.Check)
 			}
 		default:
-			if report(metrics.CredentialsUnknown) {
+			// A check the stop cut short says nothing of the
+			// credentials either.
+			if report(metrics.CredentialsUnknown) && ctx.Err() == nil {
 				logger.Warn("could not check our credentials with the push service; pushes will tell", "err", err)
 			}
 		}
