@@ -785,6 +785,17 @@ func (c *Config) validate() []error {
 		if a == nil {
 			continue
 		}
+		// The texts every alert carries: long ones leave a push little
+		// or no room for the message's sender and body within the 4 KiB
+		// a push service takes, and too long, every alert of the app
+		// fails while the server looks healthy. A warning: a setting
+		// that pushed before must not stop an upgraded server.
+		for _, kv := range [][2]string{{"alert_title", a.AlertTitle}, {"alert_body", a.AlertBody}, {"sound", a.Sound},
+			{"notification_title", a.NotificationTitle}, {"notification_body", a.NotificationBody}} {
+			if len(kv[1]) > maxAlertText {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("apps.%s.%s: %d bytes: every push of the app carries it, within the 4 KiB a push service takes, leaving the message little room or none (pushes then fail); keep it under %d", name, kv[0], len(kv[1]), maxAlertText))
+			}
+		}
 		if a.Kind == KindWebPush && localSubject(a.VAPIDSubject) {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("apps.%s.vapid_subject: %q names a host nobody outside can reach; Apple's push service refuses such a subject (BadJwtToken), so Safari and iOS subscriptions get no pushes: give an address or a site of yours", name, a.VAPIDSubject))
 		}
@@ -907,6 +918,11 @@ func (c *Config) validate() []error {
 // notification was larger than APNS and FCM take, and was answered
 // modify/not-acceptable; this bound leaves about 500 bytes.
 const maxTigasePayloadSize = 3584
+
+// maxAlertText is the longest alert or notification text of an app
+// (alert_title, alert_body, sound, notification_title,
+// notification_body) that check-config does not warn of.
+const maxAlertText = 1024
 
 // maxMaxInFlight bounds max_in_flight: the connection sizes its places
 // at a few times it, which must not overflow.

@@ -739,3 +739,27 @@ func TestListenersOnOneSocketRefused(t *testing.T) {
 		}
 	}
 }
+
+// An app's alert and notification texts, which every push of it carries,
+// are warned of when long: they leave the message little room within the
+// 4 KiB a push service takes, or none, and every alert then fails while
+// the server looks healthy. A warning, not an error: a setting that
+// pushed before must not stop an upgraded server.
+func TestLongAlertTextsWarned(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want string
+	}{
+		{"[apps.ios]\nkind = \"log\"\nalert_body = \"" + strings.Repeat("x", 3000) + "\"", "apps.ios.alert_body: 3000 bytes"},
+		{"[apps.android]\nkind = \"log\"\nnotification_title = \"" + strings.Repeat("x", 1025) + "\"", "apps.android.notification_title: 1025 bytes"},
+		{"[apps.ios]\nkind = \"log\"\nalert_body = \"" + strings.Repeat("x", 1024) + "\"", ""},
+	} {
+		c, err := Parse(tt.toml, "")
+		if err != nil {
+			t.Fatalf("a long text refused: %v", err)
+		}
+		if got := strings.Join(c.Warnings, "\n"); tt.want == "" && got != "" || tt.want != "" && !strings.Contains(got, tt.want) {
+			t.Errorf("warnings %q, want %q", got, tt.want)
+		}
+	}
+}
