@@ -20,13 +20,12 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
-// TestLongNamesNotRetained: anyone on the XMPP network can send our JID
-// messages, each within the stanza limit, whose name-space URIs are long
-// and all different. The stream's reader keeps the names and name-space
-// URIs a stream repeats, so that they allocate nothing; what it keeps of
-// such messages must stay small, not a table full of the longest strings
-// an outsider chose, held for as long as the stream lasts.
-func TestLongNamesNotRetained(t *testing.T) {
+// heldAfter sends a stream that took one push the stanzas of send, a
+// stranger's, then one more push, and returns how much the live heap
+// grew across them: what the stream's reader keeps of the stranger's
+// stanzas once it has read past them.
+func heldAfter(t *testing.T, send func(st *stream)) int64 {
+	t.Helper()
 	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.MaxStanza = 64 << 10 })
 	st := f.srv.accept(t)
 	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
@@ -35,18 +34,30 @@ func TestLongNamesNotRetained(t *testing.T) {
 		t.Fatalf("first push: %+v", r)
 	}
 	before := heapInUse()
-	const messages, size = 2048, 40 << 10
-	for i := range messages {
-		ns := fmt.Sprintf("urn:x:%d:", i) + strings.Repeat(string(rune('a'+i%26)), size+i)
-		st.send(t, `<message from='mallory@example.org/x' to='`+compJID+`' type='`+ns+`'><x xmlns='`+ns+`'/></message>`)
-	}
+	send(st)
 	st.send(t, publish("after", "ok", ok.Secret, true))
 	if r := st.next(t); r.ID != "after" || r.Type != "result" {
-		t.Fatalf("push after the messages: %+v", r)
+		t.Fatalf("push after the stranger's stanzas: %+v", r)
 	}
 	after := heapInUse()
-	grown := int64(after) - int64(before)
-	t.Logf("live heap %d KiB before, %d KiB after %d messages of %d KiB", before>>10, after>>10, messages, size>>10)
+	t.Logf("live heap %d KiB before, %d KiB after", before>>10, after>>10)
+	return int64(after) - int64(before)
+}
+
+// TestLongNamesNotRetained: anyone on the XMPP network can send our JID
+// messages, each within the stanza limit, whose name-space URIs are long
+// and all different. The stream's reader keeps the names and name-space
+// URIs a stream repeats, so that they allocate nothing; what it keeps of
+// such messages must stay small, not a table full of the longest strings
+// an outsider chose, held for as long as the stream lasts.
+func TestLongNamesNotRetained(t *testing.T) {
+	const messages, size = 2048, 40 << 10
+	grown := heldAfter(t, func(st *stream) {
+		for i := range messages {
+			ns := fmt.Sprintf("urn:x:%d:", i) + strings.Repeat(string(rune('a'+i%26)), size+i)
+			st.send(t, `<message from='mallory@example.org/x' to='`+compJID+`' type='`+ns+`'><x xmlns='`+ns+`'/></message>`)
+		}
+	})
 	if grown > 4<<20 {
 		t.Fatalf("the stream keeps %d MiB of %d messages from a stranger (%d KiB each) after reading them", grown>>20, messages, size>>10)
 	}
@@ -58,30 +69,17 @@ func TestLongNamesNotRetained(t *testing.T) {
 // stranger's one large message would otherwise cost memory for as long
 // as the stream lasts.
 func TestManyAttributesNotRetained(t *testing.T) {
-	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.MaxStanza = 64 << 10 })
-	st := f.srv.accept(t)
-	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
-	st.send(t, publish("warm", "ok", ok.Secret, true))
-	if r := st.next(t); r.ID != "warm" || r.Type != "result" {
-		t.Fatalf("first push: %+v", r)
-	}
-	before := heapInUse()
-	var b strings.Builder
-	b.WriteString(`<message from='mallory@example.org/x' to='` + compJID + `'><x`)
-	for i := 0; b.Len() < 2<<20; i++ {
-		fmt.Fprintf(&b, " a%d='%d'", i, i)
-	}
-	b.WriteString(`/></message>`)
-	size := b.Len()
-	st.send(t, b.String())
-	b = strings.Builder{}
-	st.send(t, publish("after", "ok", ok.Secret, true))
-	if r := st.next(t); r.ID != "after" || r.Type != "result" {
-		t.Fatalf("push after the message: %+v", r)
-	}
-	after := heapInUse()
-	grown := int64(after) - int64(before)
-	t.Logf("live heap %d KiB before, %d KiB after a message of %d KiB", before>>10, after>>10, size>>10)
+	var size int
+	grown := heldAfter(t, func(st *stream) {
+		var b strings.Builder
+		b.WriteString(`<message from='mallory@example.org/x' to='` + compJID + `'><x`)
+		for i := 0; b.Len() < 2<<20; i++ {
+			fmt.Fprintf(&b, " a%d='%d'", i, i)
+		}
+		b.WriteString(`/></message>`)
+		size = b.Len()
+		st.send(t, b.String())
+	})
 	if grown > 1<<20 {
 		t.Fatalf("the stream keeps %d KiB of a %d KiB message from a stranger after reading it", grown>>10, size>>10)
 	}
@@ -96,33 +94,20 @@ func TestManyAttributesNotRetained(t *testing.T) {
 // as the stream lasts, 64 of them at most, which the shrink of a slice
 // grown past 64 attributes does not reach.
 func TestStaleAttributesNotRetained(t *testing.T) {
-	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.MaxStanza = 64 << 10 })
-	st := f.srv.accept(t)
-	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
-	st.send(t, publish("warm", "ok", ok.Secret, true))
-	if r := st.next(t); r.ID != "warm" || r.Type != "result" {
-		t.Fatalf("first push: %+v", r)
-	}
-	before := heapInUse()
 	const value = 256 << 10
 	messages := 0
-	for n := 64; n >= 8; n-- {
-		var b strings.Builder
-		b.WriteString(`<message from='mallory@example.org/x' to='` + compJID + `'><x`)
-		for i := range n - 1 {
-			fmt.Fprintf(&b, " a%d='%d'", i, i)
+	grown := heldAfter(t, func(st *stream) {
+		for n := 64; n >= 8; n-- {
+			var b strings.Builder
+			b.WriteString(`<message from='mallory@example.org/x' to='` + compJID + `'><x`)
+			for i := range n - 1 {
+				fmt.Fprintf(&b, " a%d='%d'", i, i)
+			}
+			fmt.Fprintf(&b, " a%d='%s'/></message>", n-1, strings.Repeat(string(rune('a'+n%26)), value))
+			st.send(t, b.String())
+			messages++
 		}
-		fmt.Fprintf(&b, " a%d='%s'/></message>", n-1, strings.Repeat(string(rune('a'+n%26)), value))
-		st.send(t, b.String())
-		messages++
-	}
-	st.send(t, publish("after", "ok", ok.Secret, true))
-	if r := st.next(t); r.ID != "after" || r.Type != "result" {
-		t.Fatalf("push after the messages: %+v", r)
-	}
-	after := heapInUse()
-	grown := int64(after) - int64(before)
-	t.Logf("live heap %d KiB before, %d KiB after %d messages of %d KiB", before>>10, after>>10, messages, value>>10)
+	})
 	if grown > 2<<20 {
 		t.Fatalf("the stream keeps %d MiB of %d messages from a stranger (%d KiB each) after reading them", grown>>20, messages, value>>10)
 	}
