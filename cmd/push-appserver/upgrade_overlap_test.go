@@ -30,6 +30,19 @@ func waitLogCount(t *testing.T, u *daemon.Upgradable, want string, n int, within
 	}
 }
 
+// registerSlow registers n devices of the app ios, nodes n0, n1, ...,
+// whose pushes APNS answers delay late, and returns their secrets.
+func registerSlow(t *testing.T, s *server, am *apnsmock.Server, n int, delay time.Duration) []string {
+	t.Helper()
+	secrets := make([]string, n)
+	for i := range n {
+		token := fmt.Sprintf("%064x", i+1)
+		secrets[i] = s.registerTo(t, "ios", fmt.Sprintf("n%d", i), token)
+		am.FailToken(token, apnsmock.Fault{Delay: delay})
+	}
+	return secrets
+}
+
 // TestReloadDuringUpgradeReachesNewProcess: a configuration changed and
 // reloaded (SIGHUP, "reload: applied") while an upgrade's new process
 // is starting is the one that serves after the upgrade. Here the reload
@@ -114,12 +127,7 @@ func TestStopDuringUpgradeFinishesRequests(t *testing.T) {
 	s := &server{}
 	s.waitHealthy(t, addr)
 	const n = 40
-	secrets := make([]string, n)
-	for i := range n {
-		token := fmt.Sprintf("%064x", i+1)
-		secrets[i] = s.registerTo(t, "ios", fmt.Sprintf("n%d", i), token)
-		am.FailToken(token, apnsmock.Fault{Delay: 1500 * time.Millisecond})
-	}
+	secrets := registerSlow(t, s, am, n, 1500*time.Millisecond)
 	old := u.PID
 	syscall.Kill(old, syscall.SIGUSR2)
 	waitLogCount(t, u, `msg="starting push-appserver"`, 2, 20*time.Second)
@@ -203,14 +211,9 @@ secret = "s3cret"
 	}
 	defer oldStream.Close()
 	const n = 20
-	secrets := make([]string, n)
-	for i := range n {
-		token := fmt.Sprintf("%064x", i+1)
-		secrets[i] = s.registerTo(t, "ios", fmt.Sprintf("n%d", i), token)
-		// Under way when the stop comes, and answered within the
-		// component's second of grace for them.
-		am.FailToken(token, apnsmock.Fault{Delay: 400 * time.Millisecond})
-	}
+	// Under way when the stop comes, and answered within the
+	// component's second of grace for them.
+	secrets := registerSlow(t, s, am, n, 400*time.Millisecond)
 
 	old := u.PID
 	syscall.Kill(old, syscall.SIGUSR2)
