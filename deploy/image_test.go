@@ -175,31 +175,7 @@ func TestContainerImage(t *testing.T) {
 	id := pm.run(append(append([]string{"run", "-d", "--network", "host"}, limits...),
 		"-v", cfg+":/etc/push-appserver/push-appserver.toml:ro", "localhost/push-appserver:test")...)
 	t.Cleanup(func() { pm.cmd("rm", "-f", "-v", id).Run() })
-	base := "http://" + addr + "/push_appserver/v1/"
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "health")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && string(b) == "RUNNING\nregistry: up\n" {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no RUNNING from /push_appserver/v1/health: %v\n%s", err, pm.run("logs", id))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	resp, err := http.PostForm(base+"register", url.Values{"type": {"fcm"}, "node": {"image-node"}, "token": {"t"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.HasPrefix(string(b), "OK\nimage-node\n") {
-		t.Fatalf("register: %q\n%s", b, pm.run("logs", id))
-	}
+	registerInContainer(t, pm, id, addr, "image-node", nil)
 	pid := pm.run("inspect", "--format", "{{.State.Pid}}", id)
 	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
@@ -221,7 +197,7 @@ func TestContainerImage(t *testing.T) {
 		t.Fatalf("the refusal does not say why:\n%s", logs)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if resp, err := http.Get(base + "health"); err != nil {
+	if resp, err := http.Get("http://" + addr + "/push_appserver/v1/health"); err != nil {
 		t.Fatalf("after SIGUSR2: %v\n%s", err, pm.run("logs", id))
 	} else {
 		resp.Body.Close()
@@ -232,6 +208,41 @@ func TestContainerImage(t *testing.T) {
 	}
 	if logs := pm.run("logs", id); !strings.Contains(logs, "version=image-test") || !strings.Contains(logs, "stopped") {
 		t.Fatalf("log:\n%s", logs)
+	}
+}
+
+// registerInContainer waits up to 30 s for the server of container id,
+// listening at addr, to say RUNNING with its registry up (calling
+// running, if given, before each look, to fail early), then registers
+// node of the app fcm and checks the answer.
+func registerInContainer(t *testing.T, pm *podman, id, addr, node string, running func()) {
+	t.Helper()
+	base := "http://" + addr + "/push_appserver/v1/"
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if running != nil {
+			running()
+		}
+		resp, err := http.Get(base + "health")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && string(b) == "RUNNING\nregistry: up\n" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no RUNNING from /push_appserver/v1/health: %v\n%s", err, pm.run("logs", id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.PostForm(base+"register", url.Values{"type": {"fcm"}, "node": {node}, "token": {"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(b), "OK\n"+node+"\n") {
+		t.Fatalf("register: %q\n%s", b, pm.run("logs", id))
 	}
 }
 
@@ -348,33 +359,11 @@ func TestContainerImageArbitraryUID(t *testing.T) {
 	id := pm.run(append(append([]string{"run", "-d", "--network", "host", "--read-only", "--user", "1000680000:0"}, limits...),
 		"-v", cfg+":/etc/push-appserver/push-appserver.toml:ro", "localhost/push-appserver:test")...)
 	t.Cleanup(func() { pm.cmd("rm", "-f", "-v", id).Run() })
-	base := "http://" + addr + "/push_appserver/v1/"
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	registerInContainer(t, pm, id, addr, "uid-node", func() {
 		if state := pm.run("inspect", "--format", "{{.State.Status}}", id); state != "running" {
 			t.Fatalf("the server %s as user 1000680000:0:\n%s", state, pm.run("logs", id))
 		}
-		resp, err := http.Get(base + "health")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && string(b) == "RUNNING\nregistry: up\n" {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no RUNNING from /push_appserver/v1/health: %v\n%s", err, pm.run("logs", id))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	resp, err := http.PostForm(base+"register", url.Values{"type": {"fcm"}, "node": {"uid-node"}, "token": {"t"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.HasPrefix(string(b), "OK\nuid-node\n") {
-		t.Fatalf("register: %q\n%s", b, pm.run("logs", id))
-	}
+	})
 	pm.run("stop", "-t", "20", id)
 	if code := pm.run("inspect", "--format", "{{.State.ExitCode}}", id); code != "0" {
 		t.Fatalf("exit code %s after SIGTERM\n%s", code, pm.run("logs", id))
