@@ -553,7 +553,8 @@ func TestServerWaitsForPostgres(t *testing.T) {
 
 // A server waiting for PostgreSQL listens meanwhile: its health page
 // answers 200 (a liveness probe lets it wait) and its ready page 503,
-// both saying why, with no password from the DSN; a registration is
+// both saying why, with nothing of the DSN (the log names the address);
+// a registration is
 // answered 503 with Retry-After, never as if it had been stored; metrics
 // are served. Once PostgreSQL is up, the connection a client opened
 // during the wait gets the full API: a registration stored, ready 200.
@@ -644,6 +645,18 @@ func TestServerServesWhileWaitingForPostgres(t *testing.T) {
 		if strings.Contains(body, password) {
 			t.Fatalf("the DSN's password is shown: %q", body)
 		}
+	}
+	// The pages anyone who can reach the API reads say why, but name
+	// neither the database nor its address: the log does.
+	for _, body := range []string{health, ready} {
+		for _, part := range []string{strings.TrimPrefix(u.Path, "/"), u.Host} {
+			if strings.Contains(body, part) {
+				t.Fatalf("the DSN's %q is shown on a public page: %q", part, body)
+			}
+		}
+	}
+	if log := s.log.String(); !strings.Contains(log, u.Host) {
+		t.Fatalf("the log does not name the address it waits for:\n%s", log)
 	}
 	if m := scrape(t, metricsAddr); !strings.Contains(m, "push_appserver_build_info{") || !strings.Contains(m, "\npush_appserver_starting 1\n") {
 		t.Fatalf("build info and push_appserver_starting 1 on the metrics listener while waiting:\n%s", m)

@@ -220,10 +220,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	if !up.Inherited() {
 		status = systemd.New(logger, func() string { return "starting" })
 	}
-	store, err := waitForRegistry(ctx, cfg, logger, func(reason string) {
-		starting.SetReason(reason)
+	store, err := waitForRegistry(ctx, cfg, logger, func(public, detail string) {
+		starting.SetReason(public)
 		if status != nil {
-			status.Status("starting: " + reason)
+			status.Status("starting: " + detail)
 		}
 	})
 	if errors.Is(err, errStoppedStarting) {
@@ -731,7 +731,7 @@ var errStoppedStarting = errors.New("stopped before the registry was open")
 // systemd does not give up on it after five quick failures. Each time it
 // waits it tells waiting why, in one line (`systemctl status` and the
 // health page show it); systemd's start timeout still bounds the wait.
-func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(reason string)) (registry.Store, error) {
+func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logger, waiting func(public, detail string)) (registry.Store, error) {
 	wait := push.Backoff{Base: registryRetryBase, Max: registryRetryMax}
 	for {
 		// Each attempt's connection is bounded (postgres.Options
@@ -749,8 +749,11 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		logger.Warn("PostgreSQL cannot be reached; waiting for it", "err", err, "retry_in", d.Round(time.Millisecond))
 		// pgx's errors span lines, and systemd keeps a status line's
 		// first. They name the user, database and address, never the
-		// password (postgres.Open words a DSN it cannot parse itself).
-		waiting("waiting for PostgreSQL: " + strings.Join(strings.Fields(err.Error()), " "))
+		// password (postgres.Open words a DSN it cannot parse itself):
+		// for the log and systemd's status, not for the health page,
+		// which anyone who can reach the API reads.
+		waiting("waiting for PostgreSQL: "+postgres.UnreachableCause(err)+" (the log says more)",
+			"waiting for PostgreSQL: "+strings.Join(strings.Fields(err.Error()), " "))
 		select {
 		case <-ctx.Done():
 			return nil, errStoppedStarting

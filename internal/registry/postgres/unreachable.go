@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 
@@ -62,4 +63,40 @@ func Unreachable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// UnreachableCause says, in a few words, why err, one Unreachable takes,
+// leaves PostgreSQL out of reach, naming no user, database, host or
+// port: what pgx's errors name is for the log, and the health page that
+// says why the server waits is open to anyone who can reach the API.
+func UnreachableCause(err error) string {
+	var (
+		pe  *pgconn.PgError
+		dns *net.DNSError
+	)
+	switch {
+	case errors.As(err, &pe):
+		switch pe.Code {
+		case "57P03":
+			return "the server is starting up or in recovery"
+		case "57P01":
+			return "the server is shutting down"
+		case "53300":
+			return "too many connections"
+		case "08P01":
+			return "the pooler cannot reach the server behind it"
+		}
+		return "the server answered SQLSTATE " + pe.Code
+	case errors.Is(err, pgconn.ErrReadOnlyConnection), errors.Is(err, pgconn.ErrStandbyConnection):
+		return "no server takes writes (a failover under way?)"
+	case errors.As(err, &dns):
+		return "its host name does not resolve"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "no answer in time"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to it"
+	}
+	return "cannot connect"
 }

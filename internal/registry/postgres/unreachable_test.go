@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,6 +103,69 @@ func TestUnreachable(t *testing.T) {
 		_, err := postgres.Open(context.Background(), bouncer, postgres.Options{ConnectTimeout: 2 * time.Second})
 		if err == nil || !postgres.Unreachable(err) {
 			t.Errorf("PostgreSQL down behind PgBouncer, attempt %d: Open = %v, unreachable %v", i+1, err, postgres.Unreachable(err))
+		}
+	}
+}
+
+// UnreachableCause is what the health page, which anyone who can reach
+// the API reads, says of a PostgreSQL the server waits for: why, in a
+// few words, naming none of the DSN's user, database, host or port,
+// which pgx's errors name.
+func TestUnreachableCauseNamesNoAddress(t *testing.T) {
+	dsn := pg.DB(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := *u
+	refused.Host = closed.Addr().String()
+	closed.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	mute := *u
+	mute.Host = silent.Addr().String()
+	unnamed := *u
+	unnamed.Host = "no-such-host.invalid:5432"
+
+	for _, tc := range []struct {
+		name, dsn, want string
+	}{
+		{"nothing listens", refused.String(), "connection refused"},
+		{"no answer", mute.String(), "no answer in time"},
+		{"no such host", unnamed.String(), "its host name does not resolve"},
+		{"a standby", dsn + "&target_session_attrs=read-write&default_transaction_read_only=on", "no server takes writes"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := postgres.Open(ctx, tc.dsn, postgres.Options{})
+		cancel()
+		if err == nil || !postgres.Unreachable(err) {
+			t.Fatalf("%s: Open = %v, want an error Unreachable takes", tc.name, err)
+		}
+		cause := postgres.UnreachableCause(err)
+		if !strings.Contains(cause, tc.want) {
+			t.Errorf("%s: cause %q, want %q (the error: %v)", tc.name, cause, tc.want, err)
+		}
+		target, _ := url.Parse(tc.dsn)
+		for _, secret := range []string{target.User.Username(), strings.TrimPrefix(target.Path, "/"), target.Hostname(), target.Port()} {
+			if secret != "" && strings.Contains(cause, secret) {
+				t.Errorf("%s: cause %q names %q of the DSN", tc.name, cause, secret)
+			}
 		}
 	}
 }
