@@ -72,6 +72,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		cfg.PprofListen = *pprofAddr
 	}
 	gctune.Apply(os.Getenv)
+	gctune.ApplyMemoryLimit(os.Getenv, os.ReadFile)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first signal starts an orderly stop, which may take the

@@ -8,7 +8,13 @@
 // one instead of twice (see docs/performance.md).
 package gctune
 
-import "runtime/debug"
+import (
+	"path"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // DefaultGCPercent is the collector's GOGC when the environment sets none.
 const DefaultGCPercent = 200
@@ -22,4 +28,81 @@ func Apply(getenv func(string) string) bool {
 	}
 	debug.SetGCPercent(DefaultGCPercent)
 	return true
+}
+
+// memoryLimitShare is the part of its cgroup's memory limit the process
+// gives the Go runtime as its soft limit (GOMEMLIMIT). At GOGC 200 the
+// heap may grow to three times the live one before a collection, and
+// under a container's limit, or systemd's MemoryMax=, that is an OOM
+// kill where a collection would have done. Not all of it: SQLite's page
+// caches and the runtime's own overhead are memory the limit does not
+// see.
+const memoryLimitShare = 0.8
+
+// ApplyMemoryLimit sets the runtime's soft memory limit to
+// memoryLimitShare of the memory limit of the cgroup the process runs in
+// (v2's memory.max, or v1's memory.limit_in_bytes), read through
+// readFile, unless GOMEMLIMIT is set in the environment getenv reads,
+// which Go's runtime has already applied and which wins. It returns the
+// limit it set, 0 when it set none: no limit, or none to be read.
+func ApplyMemoryLimit(getenv func(string) string, readFile func(string) ([]byte, error)) int64 {
+	if getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	limit := cgroupMemoryLimit(readFile)
+	if limit <= 0 {
+		return 0
+	}
+	soft := int64(float64(limit) * memoryLimitShare)
+	debug.SetMemoryLimit(soft)
+	return soft
+}
+
+// cgroupMemoryLimit is the memory limit of the process's cgroup in
+// bytes, 0 for none. The cgroup's path in /proc/self/cgroup is tried
+// below /sys/fs/cgroup first, then /sys/fs/cgroup's own files: in a
+// container with a cgroup namespace of its own, the latter are the
+// container's.
+func cgroupMemoryLimit(readFile func(string) ([]byte, error)) int64 {
+	self, err := readFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	var v2, v1 string
+	for line := range strings.Lines(string(self)) {
+		// hierarchy-ID:controller-list:path
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			v2 = parts[2]
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+			v1 = parts[2]
+		}
+	}
+	var candidates []string
+	if v1 != "" {
+		candidates = append(candidates, path.Join("/sys/fs/cgroup/memory", v1, "memory.limit_in_bytes"), "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+	} else {
+		candidates = append(candidates, path.Join("/sys/fs/cgroup", v2, "memory.max"), "/sys/fs/cgroup/memory.max")
+	}
+	for _, file := range candidates {
+		b, err := readFile(file)
+		if err != nil {
+			continue
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "max" {
+			return 0
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		// cgroup v1 says "no limit" with the largest page-aligned value.
+		if err != nil || n <= 0 || n >= 1<<62 {
+			return 0
+		}
+		return n
+	}
+	return 0
 }

@@ -1,6 +1,8 @@
 package gctune
 
 import (
+	"io/fs"
+	"math"
 	"runtime/debug"
 	"testing"
 )
@@ -25,6 +27,69 @@ func TestApply(t *testing.T) {
 			}
 			if got := debug.SetGCPercent(100); got != tt.want {
 				t.Errorf("GOGC %d after Apply, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// Under a cgroup's memory limit (a container's, systemd's MemoryMax=),
+// the runtime's soft limit is set below it, so that a heap grown to three
+// times the live one at GOGC 200 meets a collection before the OOM
+// killer; no limit, none to be read, or GOMEMLIMIT set, and it is left
+// alone.
+func TestApplyMemoryLimit(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(orig)
+	const gib = 1 << 30
+	for _, tt := range []struct {
+		name  string
+		env   map[string]string
+		files map[string]string
+		want  int64
+	}{
+		{"cgroup v2", nil, map[string]string{
+			"/proc/self/cgroup": "0::/system.slice/push-appserver.service\n",
+			"/sys/fs/cgroup/system.slice/push-appserver.service/memory.max": "1073741824\n",
+		}, gib * 8 / 10},
+		{"cgroup v2 in a namespace of its own", nil, map[string]string{
+			"/proc/self/cgroup":         "0::/\n",
+			"/sys/fs/cgroup/memory.max": "2147483648\n",
+		}, 2 * gib * 8 / 10},
+		{"cgroup v2 without a limit", nil, map[string]string{
+			"/proc/self/cgroup":         "0::/\n",
+			"/sys/fs/cgroup/memory.max": "max\n",
+		}, 0},
+		{"cgroup v1", nil, map[string]string{
+			"/proc/self/cgroup": "5:devices:/docker/abc\n4:memory:/docker/abc\n0::/\n",
+			"/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "1073741824\n",
+		}, gib * 8 / 10},
+		{"cgroup v1 without a limit", nil, map[string]string{
+			"/proc/self/cgroup":                           "4:memory:/\n",
+			"/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+		}, 0},
+		{"no cgroup", nil, map[string]string{}, 0},
+		{"GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "512MiB"}, map[string]string{
+			"/proc/self/cgroup":         "0::/\n",
+			"/sys/fs/cgroup/memory.max": "1073741824\n",
+		}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			debug.SetMemoryLimit(math.MaxInt64)
+			readFile := func(name string) ([]byte, error) {
+				if s, ok := tt.files[name]; ok {
+					return []byte(s), nil
+				}
+				return nil, fs.ErrNotExist
+			}
+			if got := ApplyMemoryLimit(func(k string) string { return tt.env[k] }, readFile); got != tt.want {
+				t.Errorf("ApplyMemoryLimit = %d, want %d", got, tt.want)
+			}
+			want := tt.want
+			if want == 0 {
+				want = math.MaxInt64
+			}
+			if got := debug.SetMemoryLimit(-1); got != want {
+				t.Errorf("the runtime's memory limit %d, want %d", got, want)
 			}
 		})
 	}
