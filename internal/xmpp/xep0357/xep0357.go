@@ -207,16 +207,28 @@ func formFields(f *dataform.Form) []dataform.Field {
 }
 
 // summary reads f's summary into s, or into a new one if s is nil.
+// count is a summary's count field: a number, 0 for one that is none or
+// below zero.
+func count(v string) int {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
 func summary(f *dataform.Form, s *push.Summary) *push.Summary {
 	if s == nil {
 		s = new(push.Summary)
 	}
 	*s = push.Summary{}
+	// A count below zero means nothing, and would reach a WebPush
+	// payload as it came: taken as none.
 	if v, ok := f.Value("message-count"); ok {
-		s.MessageCount, _ = strconv.Atoi(v)
+		s.MessageCount = count(v)
 	}
 	if v, ok := f.Value("pending-subscription-count"); ok {
-		s.PendingSubscriptionCount, _ = strconv.Atoi(v)
+		s.PendingSubscriptionCount = count(v)
 	}
 	s.LastMessageSender, _ = f.Value("last-message-sender")
 	// Prosody lists every summary field, with no <value/> for an

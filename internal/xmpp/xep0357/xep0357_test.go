@@ -105,6 +105,11 @@ func TestParse(t *testing.T) {
 		{"no summary", noSummary, xep0357.Request{Node: "NODE", Secret: "SECRET"}, false},
 		{"unknown fields", extra, xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
 			MessageCount: 1, PendingSubscriptionCount: 2, LastMessageSender: "juliet@example.org/phone", LastMessageBody: "New Message!", HasLastMessageBody: true}}, false},
+		// A count below zero means nothing: the push goes out as one
+		// without a count, not with the number as it came.
+		{"negative counts", strings.Replace(strings.Replace(extra, "<value>2</value>", "<value>-2</value>", 1), "<field var='message-count'><value>1</value>", "<field var='message-count'><value>-5</value>", 1),
+			xep0357.Request{Node: "NODE", Secret: "SECRET", Summary: &push.Summary{
+				LastMessageSender: "juliet@example.org/phone", LastMessageBody: "New Message!", HasLastMessageBody: true}}, false},
 		{"no node", strings.Replace(prosodyPublish, "node='NODE'", "", 1), xep0357.Request{}, true},
 		{"no secret", strings.Replace(prosodyPublish, "<field var='secret'><value>SECRET</value></field>", "", 1), xep0357.Request{}, true},
 		{"empty secret", strings.Replace(prosodyPublish, "<value>SECRET</value>", "<value></value>", 1), xep0357.Request{}, true},
