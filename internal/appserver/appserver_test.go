@@ -1063,6 +1063,42 @@ func TestRejectNodeRefMatchesNode(t *testing.T) {
 	}
 }
 
+// TestDeadTokenOfRenewedRegistrationLogged: a push the service refuses
+// as to a dead token that the device registered again since is answered
+// "wait", and its registration kept: the log says so, as it does for any
+// other failed push, where before it said nothing above debug, and the
+// token stays out of it.
+func TestDeadTokenOfRenewedRegistrationLogged(t *testing.T) {
+	var buf logbuf.Buffer
+	logger := slog.New(logging.Redact(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	const token = "d1e5d1e5d1e5d1e5"
+	b := &scripted{answers: map[string]error{token: &push.DeadTokenError{Since: time.Now().Add(-time.Hour), Reason: "Unregistered"}}}
+	svc, err := appserver.New(memory.New(), testApps(b), appserver.Options{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "renewed", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "renewed", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("Push = %v, want ErrPushFailed", err)
+	}
+	var line string
+	for l := range strings.Lines(buf.String()) {
+		if strings.Contains(l, "level=WARN") && strings.Contains(l, "push failed") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "registered since") || !strings.Contains(line, "app=fcm") {
+		t.Errorf("no line says why the push failed:\n%s", buf.String())
+	}
+	if strings.Contains(buf.String(), token) {
+		t.Errorf("the token is in the log:\n%s", buf.String())
+	}
+}
+
 // TestPushFailedForUnreadableRegistryLogged: a push that fails because
 // its registration or the block list cannot be read is a failed push
 // like one its service refused, and the log says why, as the alert on

@@ -167,12 +167,17 @@ func (s *Service) unregisterDead(ctx context.Context, app, token, node string, d
 	removed, err := s.unregisterToken(ctx, app, token, dead.Since)
 	if err != nil {
 		s.logger.Error("removing dead token", "app", app, "node", node, "err", err)
+		return false
 	}
 	for _, r := range removed {
 		if r.Node == node {
 			return true
 		}
 	}
+	// Kept: the device registered its token again after the service
+	// saw it die. The user's server hears "wait", so the log says why,
+	// as it does for every other push that fails.
+	s.failures.Log("app", app, "node", node, "err", fmt.Errorf("%w; the device registered since, so its registration is kept", dead))
 	return false
 }
 
