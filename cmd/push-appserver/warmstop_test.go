@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 )
 
 // TestStopDuringWarmUpLogsNoOutage: a stop while an app's first check of
@@ -19,21 +19,7 @@ import (
 // stop that comes soon after a start or a reload would send the operator
 // after an outage there is none of.
 func TestStopDuringWarmUpLogsNoOutage(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c // held open, never answered
-		}
-	}()
+	port, accepted := netfreeze.SilentAccepting(t)
 	dir, addr, config := minimalConfig(t)
 	p8, _, err := apnsmock.TokenKey()
 	if err != nil {
@@ -47,14 +33,13 @@ func TestStopDuringWarmUpLogsNoOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "[apps.ios]\nkind = \"apns\"\ntopic = \"im.example.app\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = \"https://%s\"\n", keyFile, ln.Addr())
+	fmt.Fprintf(f, "[apps.ios]\nkind = \"apns\"\ntopic = \"im.example.app\"\ntoken_key_file = %q\nkey_id = \"K1\"\nteam_id = \"T1\"\nendpoint = \"https://127.0.0.1:%d\"\n", keyFile, port)
 	f.Close()
 
 	s := startServer(t, buildBinary(t), config)
 	s.waitHealthy(t, addr)
 	select {
-	case c := <-accepted:
-		defer c.Close()
+	case <-accepted:
 	case <-time.After(15 * time.Second):
 		t.Fatal("the app did not connect to its push service")
 	}

@@ -198,6 +198,14 @@ func (p *Proxy) Close() {
 // says nothing, as a server whose process hangs while its kernel still
 // accepts; it returns the port. Everything closes when the test ends.
 func Silent(t testing.TB) int {
+	port, _ := SilentAccepting(t)
+	return port
+}
+
+// SilentAccepting is Silent, and tells of each connection it takes on
+// the channel it returns, up to 64 not yet received: for a test that
+// waits for its client to have connected.
+func SilentAccepting(t testing.TB) (int, <-chan struct{}) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +220,7 @@ func Silent(t testing.TB) int {
 			c.Close()
 		}
 	})
+	accepted := make(chan struct{}, 64)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -221,7 +230,11 @@ func Silent(t testing.TB) int {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
 		}
 	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, accepted
 }
