@@ -4,12 +4,30 @@ import (
 	"context"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 )
+
+// unanswered returns u with its address changed to one where nothing
+// listens (refused) and to one that takes the connection and never
+// answers (mute).
+func unanswered(t *testing.T, u *url.URL) (refused, mute url.URL) {
+	t.Helper()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, mute = *u, *u
+	refused.Host = closed.Addr().String()
+	closed.Close()
+	mute.Host = net.JoinHostPort("127.0.0.1", strconv.Itoa(netfreeze.Silent(t)))
+	return refused, mute
+}
 
 // What Open says when the database cannot be had: unreachable while
 // nothing listens or the server is down, which passes; not for a
@@ -21,13 +39,7 @@ func TestUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := *u
-	refused.Host = closed.Addr().String()
-	closed.Close()
+	refused, mute := unanswered(t, u)
 	missing := *u
 	missing.Path = "/no_such_database"
 
@@ -66,22 +78,6 @@ func TestUnreachable(t *testing.T) {
 	}
 	// A server that takes the connection and never answers: the
 	// attempt's own deadline ends it.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	mute := *u
-	mute.Host = silent.Addr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if _, err := postgres.Open(ctx, mute.String(), postgres.Options{}); err == nil || !postgres.Unreachable(err) {
@@ -117,29 +113,7 @@ func TestUnreachableCauseNamesNoAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := *u
-	refused.Host = closed.Addr().String()
-	closed.Close()
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	mute := *u
-	mute.Host = silent.Addr().String()
+	refused, mute := unanswered(t, u)
 	unnamed := *u
 	unnamed.Host = "no-such-host.invalid:5432"
 
