@@ -286,28 +286,47 @@ func RedactURL(err error, shown string) error {
 }
 
 // Fit returns what encode gives once fits accepts it, shortening texts
-// for it: the longest is halved (at a character boundary) and encode
-// called again, until the result fits or every text is empty, when the
-// last result is returned as it is. A summary's sender and body are what
-// a message's author wrote, and their encoding may grow (JSON writes each
-// < as \u003c, six bytes), so a cut before encoding cannot promise the
-// size after it.
+// for it: every text is cut to at most the same number of bytes (at a
+// character boundary), the largest number that fits, so a long body
+// gives way before a short sender does and no more is cut than must be.
+// When nothing fits even with every text empty, that last result is
+// returned as it is. A summary's sender and body are what a message's
+// author wrote, and their encoding may grow (JSON writes each < as
+// \u003c, six bytes), so a cut before encoding cannot promise the size
+// after it: the cut is searched for, about a dozen encodings for texts
+// of a few KiB, paid only by pushes that do not fit at once.
 func Fit(encode func() []byte, fits func([]byte) bool, texts ...*string) []byte {
 	out := encode()
-	for !fits(out) {
-		var longest *string
-		for _, t := range texts {
-			if longest == nil || len(*t) > len(*longest) {
-				longest = t
-			}
-		}
-		if longest == nil || *longest == "" {
-			return out
-		}
-		*longest = Truncate(*longest, len(*longest)/2)
-		out = encode()
+	if fits(out) {
+		return out
 	}
-	return out
+	orig := make([]string, len(texts))
+	longest := 0
+	for i, t := range texts {
+		orig[i] = *t
+		longest = max(longest, len(*t))
+	}
+	capAt := func(n int) []byte {
+		for i, t := range texts {
+			*t = Truncate(orig[i], n)
+		}
+		return encode()
+	}
+	// Whatever the texts hold, all of them fail to fit (hi) and none of
+	// them may (lo): search between.
+	lo, hi := 0, longest
+	if out = capAt(0); !fits(out) {
+		return out
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if fits(capAt(mid)) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return capAt(lo)
 }
 
 // Truncate shortens s to at most n bytes without splitting a UTF-8

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -54,4 +55,52 @@ func FuzzTruncate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFitKeepsAllThatFits guards how much of a summary survives a payload
+// limit: every text is cut to the same, largest number of bytes that
+// fits (found here by trying each in turn), so nothing is cut that had
+// room and a short sender keeps what it has while a long body gives way.
+func TestFitKeepsAllThatFits(t *testing.T) {
+	tests := []struct {
+		name         string
+		sender, body string
+		limit        int
+		minBody      int // bytes of the body kept at least
+	}{
+		{"one byte over", "alice", strings.Repeat("a", 1001), 1000, 960},
+		{"far over", "bob", strings.Repeat("ä", 3000), 1500, 1400},
+		{"escaped characters", "carol", strings.Repeat("<", 900), 3000, 490},
+		{"both long", strings.Repeat("s", 800), strings.Repeat("b", 800), 1000, 470},
+		{"fits already", "dave", "hello", 100, 5},
+		{"nothing fits", "erin", "hello", 10, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var sender, body string
+			encode := func() []byte {
+				out, _ := json.Marshal(map[string]string{"sender": sender, "body": body})
+				return out
+			}
+			fits := func(b []byte) bool { return len(b) <= tt.limit }
+			var want []byte
+			for n := max(len(tt.sender), len(tt.body)); n >= 0; n-- {
+				sender, body = Truncate(tt.sender, n), Truncate(tt.body, n)
+				if want = encode(); fits(want) {
+					break
+				}
+			}
+			sender, body = tt.sender, tt.body
+			got := Fit(encode, fits, &sender, &body)
+			if string(got) != string(want) {
+				t.Errorf("Fit gave %d bytes (body %d), the most that fits is %d bytes:\n%s\n%s", len(got), len(body), len(want), got, want)
+			}
+			if string(got) != string(encode()) {
+				t.Error("texts left other than the result says")
+			}
+			if len(body) < tt.minBody {
+				t.Errorf("kept %d bytes of the body, want at least %d", len(body), tt.minBody)
+			}
+		})
+	}
 }
