@@ -744,14 +744,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.cache.count(hit)
 	app, ok := s.apps[t.Type]
 	if !ok {
-		s.opts.Observer.Pushed(t.Type, OutcomeFailed, time.Since(start))
-		err := fmt.Errorf("%w: app %q is not configured", ErrPushFailed, t.Type)
-		s.failures.Log("app", t.Type, "node", node, "err", err)
-		// Sent once the app is back (a restart that fixes the
-		// configuration takes it from the registry).
-		s.redeliver.keepUnread(node, unreadPush{secret: req.Secret, important: req.Important()},
-			push.Notification{Node: node, Summary: s.keptSummary("", req.Summary), Encrypted: req.Encrypted})
-		return err
+		return s.appNotHere(req, t.Type, start)
 	}
 	prio := app.Priority.Resolve(req.Important())
 
@@ -777,8 +770,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 			if t2.Type != t.Type {
 				a, ok := s.apps[t2.Type]
 				if !ok {
-					s.opts.Observer.Pushed(t2.Type, OutcomeFailed, time.Since(start))
-					return fmt.Errorf("%w: app %q is not configured", ErrPushFailed, t2.Type)
+					return s.appNotHere(req, t2.Type, start)
 				}
 				app, prio = a, a.Priority.Resolve(req.Important())
 			}
@@ -841,6 +833,19 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, err)
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
+}
+
+// appNotHere fails a push to a device registered for app, which this
+// server is not configured with, and keeps it: it is sent once the app
+// is back (a restart that fixes the configuration takes it from the
+// registry), or by another instance that has it.
+func (s *Service) appNotHere(req PushRequest, app string, start time.Time) error {
+	s.opts.Observer.Pushed(app, OutcomeFailed, time.Since(start))
+	err := fmt.Errorf("%w: app %q is not configured", ErrPushFailed, app)
+	s.failures.Log("app", app, "node", req.Node, "err", err)
+	s.redeliver.keepUnread(req.Node, unreadPush{secret: req.Secret, important: req.Important()},
+		push.Notification{Node: req.Node, Summary: s.keptSummary("", req.Summary), Encrypted: req.Encrypted})
+	return err
 }
 
 // outcomeTime is when a push that the service answered at end (read from

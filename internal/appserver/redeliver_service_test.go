@@ -1316,3 +1316,60 @@ func TestRedeliveryAcrossRestartNotToNodesNewOwner(t *testing.T) {
 		t.Fatalf("the held push went to the node's new registrant %d times", n)
 	}
 }
+
+// TestThrottledPushOfNodeMovedToAppUnknownHereKept: a push that waited for
+// its throttle's window and then found its node registered again for an
+// app this server is not configured with (another instance has it, or
+// this one will after a restart) is kept for redelivery, as the same push
+// is when it finds that at once, not dropped.
+func TestThrottledPushOfNodeMovedToAppUnknownHereKept(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, testApps(b), appserver.Options{Redelivery: time.Minute, RateLimit: 200 * time.Millisecond, CacheSize: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	stop := running(t, svc)
+	reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "token-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	// The next push waits for the window; meanwhile the device registers
+	// again, for an app only another configuration has.
+	moved := reg
+	moved.Type, moved.Token = "android", "token-2"
+	wctx := push.WithWaiting(ctx, push.WaitingFuncs{
+		PauseFunc: func() {
+			if _, err := store.Put(ctx, []registry.Registration{moved}); err != nil {
+				t.Error(err)
+			}
+		},
+		ResumeFunc: func(context.Context) error { return nil },
+	})
+	if err := svc.Push(wctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push to a node moved to an app not configured here = %v, want ErrPushFailed", err)
+	}
+	if s := svc.RedeliveryStats(); s.Kept != 1 {
+		t.Fatalf("the push was not kept for redelivery: %+v", s)
+	}
+	stop()
+
+	// The server restarted with the app the device moved to.
+	b2 := &scripted{answers: map[string]error{}}
+	second, err := appserver.New(store, []appserver.App{{Name: "android", Priority: push.PriorityHigh, Backend: b2}},
+		appserver.Options{Redelivery: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	running(t, second)
+	eventually(t, func() bool { return sentTo(b2, "token-2") > 0 }, func() string {
+		return fmt.Sprintf("the push was lost: %+v", second.RedeliveryStats())
+	})
+}
