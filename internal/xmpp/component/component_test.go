@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
+	"github.com/push-appserver/push-appserver/internal/testutil/netfreeze"
 	"github.com/push-appserver/push-appserver/internal/testutil/xmppfake"
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/component"
@@ -601,38 +603,23 @@ func TestShutdownWaitsForPushesOfBrokenStream(t *testing.T) {
 // answers (hung, or a proxy in front of a dead one) is left and tried
 // again, and does not hold up a shutdown.
 func TestHandshakeTimesOut(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c // and never a word
-		}
-	}()
 	for _, tt := range []struct {
 		name    string
 		timeout time.Duration
 	}{{"timeout", 300 * time.Millisecond}, {"shutdown", time.Hour}} {
 		t.Run(tt.name, func(t *testing.T) {
-			conn := component.New(component.Options{Addr: ln.Addr().String(), JID: compJID, Secret: secret,
+			port, accepted := netfreeze.SilentAccepting(t)
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			conn := component.New(component.Options{Addr: addr, JID: compJID, Secret: secret,
 				MaxBackoff: 100 * time.Millisecond, HandshakeTimeout: tt.timeout}, nil)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- conn.Run(ctx) }()
-			first := <-accepted
-			defer first.Close()
+			<-accepted
 			if tt.name == "timeout" {
 				select {
-				case c := <-accepted:
-					c.Close()
+				case <-accepted:
 				case <-time.After(10 * time.Second):
 					t.Fatal("no second attempt after the server went silent in the handshake")
 				}
