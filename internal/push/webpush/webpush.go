@@ -386,7 +386,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	defer b.flights.done(origin)
 	refreshed, shortened := false, false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
-		status, retryAfter, err := b.post(ctx, sub, origin, body, n.Priority)
+		status, retryAfter, date, err := b.post(ctx, sub, origin, body, n.Priority)
 		if status == http.StatusRequestEntityTooLarge && !shortened && n.Summary != nil && b.opts.IncludeSummary {
 			// RFC 8030 has services take 4,096 bytes, and ours fit
 			// them, but some take less: Mozilla's, for Firefox on
@@ -396,7 +396,7 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			shortened = true
 			if short, encErr := Encrypt(b.payload(withoutText(n)), sub); encErr == nil {
 				body = short
-				status, retryAfter, err = b.post(ctx, sub, origin, body, n.Priority)
+				status, retryAfter, date, err = b.post(ctx, sub, origin, body, n.Priority)
 			}
 		}
 		switch {
@@ -428,6 +428,14 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			b.vapid.invalidate(origin)
 			refreshed = true
 			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
+		case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && clockOff(date, b.opts.Now()):
+			// Refused again, by a service whose clock is far from ours:
+			// our token's exp, read on its clock, may be past or too
+			// far ahead (a host resumed after hours suspended, or one
+			// NTP has not set right yet). Every subscription would be
+			// refused alike, so this says nothing of this one: kept,
+			// and sent again once the clocks agree.
+			return &clockDisputed{status: status, origin: origin, off: b.opts.Now().Sub(date)}
 		case status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden:
 			return &push.SuspectTokenError{Reason: fmt.Sprintf("%d %s from %s", status, http.StatusText(status), origin),
 				Cause: "VAPID key replaced (vapid_key_file), or vapid_subject refused?"}
@@ -439,6 +447,12 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		b.logger.Debug("push service rejected push", "node", n.Node, "origin", origin, "status", status)
 		return fmt.Errorf("webpush: %d %s from %s", status, http.StatusText(status), origin)
 	})
+	if c, ok := err.(*clockDisputed); ok {
+		// Not retried within the push's seconds: the clocks will not
+		// agree sooner. Temporary, so the breaker counts it for no
+		// subscription and the push waits for redelivery.
+		err = c.temporary()
+	}
 	// The breaker hears every answer (a 404 is one that does not
 	// refuse our key); the guard judges the service's 404 and 410 as
 	// they came, not a refusal the breaker took for a dead token.
@@ -472,14 +486,48 @@ func originOf(u *url.URL) string {
 	return "https://" + net.JoinHostPort(host, port)
 }
 
-func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority) (int, time.Duration, error) {
+// maxClockOff is how far the push service's clock (its answer's Date)
+// may be from ours before a refusal of a token signed afresh is taken for
+// our clock's doing rather than the subscription's. A token is valid for
+// vapidLifetime by our clock, which services take while it ends within a
+// day of theirs; a host on NTP is within a second, so a gap of an hour
+// is a clock gone wrong on one side.
+const maxClockOff = time.Hour
+
+// clockOff reports whether date, a push service's answer's Date (zero
+// when it sent none), is more than maxClockOff from now, ours.
+func clockOff(date, now time.Time) bool {
+	if date.IsZero() {
+		return false
+	}
+	d := now.Sub(date)
+	return d > maxClockOff || d < -maxClockOff
+}
+
+// clockDisputed is a push service's refusal of a token signed afresh
+// while its clock is off ours by off (positive: ours ahead).
+type clockDisputed struct {
+	status int
+	origin string
+	off    time.Duration
+}
+
+func (c *clockDisputed) Error() string { return c.temporary().Error() }
+
+func (c *clockDisputed) temporary() *push.TemporaryError {
+	return &push.TemporaryError{Reason: fmt.Sprintf("%d %s from %s, whose clock is %s off ours: our VAPID token's expiry may be what it refuses; check this host's clock",
+		c.status, http.StatusText(c.status), c.origin, c.off.Round(time.Second))}
+}
+
+// post sends one push; date is the answer's Date, zero when it had none.
+func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority) (status int, retryAfter time.Duration, date time.Time, err error) {
 	auth, err := b.vapid.authorization(origin)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, time.Time{}, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sub.Endpoint.String(), bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, time.Time{}, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Content-Encoding", "aes128gcm")
@@ -500,9 +548,13 @@ func (b *Backend) post(ctx context.Context, sub Subscription, origin string, bod
 	})
 	if err != nil {
 		// The endpoint's path is the subscription: keep it out of logs.
-		return 0, 0, push.RedactURL(err, origin+"/…")
+		return 0, 0, time.Time{}, push.RedactURL(err, origin+"/…")
 	}
-	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), b.opts.Now()), nil
+	if resp.StatusCode >= 400 {
+		// Only a refusal's is read: a success's would cost a parse.
+		date, _ = http.ParseTime(resp.Header.Get("Date"))
+	}
+	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), b.opts.Now()), date, nil
 }
 
 // parseRetryAfter reads Retry-After as seconds or an HTTP date.

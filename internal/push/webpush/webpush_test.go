@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -708,5 +710,53 @@ func TestSend408TriedAgain(t *testing.T) {
 	}
 	if n := len(mock.Messages()); n != 2 || mock.Accepted() != 1 {
 		t.Fatalf("%d requests, %d accepted; want the push sent again once", n, mock.Accepted())
+	}
+}
+
+// TestSendClockOffKeepsSubscriptions: a host clock that went half a day
+// wrong while the server ran (a virtual machine resumed after a night
+// suspended, whose clock NTP has not yet set right) makes every VAPID
+// token we sign one the push services refuse, however often it is
+// signed anew. Those refusals are our clock's, not the subscriptions':
+// they must keep every subscription (a temporary failure, held for
+// redelivery once the clock is right), even at a push service where
+// the app had proven itself.
+func TestSendClockOffKeepsSubscriptions(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	mock, keyFile, pub := startMock(t)
+	breaker := push.NewBreaker("web", push.BreakerOptions{Now: clock}, quiet())
+	b := newBackend(t, mock, keyFile, webpush.Options{Breaker: breaker, Now: clock, Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port}}})
+	send := func(s webpushmock.Subscription) error {
+		return b.Send(context.Background(), push.Notification{Node: "n", Token: s.JSON, Priority: push.PriorityHigh})
+	}
+	var subs []webpushmock.Subscription
+	for range 30 {
+		s := subscribe(t, mock, pub)
+		subs = append(subs, s)
+		if err := send(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The clock is 13 hours behind now; the token signed before has
+	// expired by the push service's clock, which refuses it once.
+	offset.Store(int64(-13 * time.Hour))
+	mock.FailNext(webpushmock.Fault{Status: http.StatusUnauthorized})
+	dead := 0
+	for _, s := range subs {
+		err := send(s)
+		if isDead(err) {
+			dead++
+		} else if !push.IsTemporary(err) {
+			t.Fatalf("push with the clock 13 h behind: %v, want a temporary failure", err)
+		}
+	}
+	if dead > 0 {
+		t.Fatalf("%d of %d working subscriptions taken as dead while our clock was 13 hours behind", dead, len(subs))
+	}
+	// The clock set right again: the pushes go through.
+	offset.Store(0)
+	if err := send(subs[0]); err != nil {
+		t.Fatalf("push once the clock is right: %v", err)
 	}
 }
