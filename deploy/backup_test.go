@@ -140,3 +140,65 @@ func TestBackupTimer(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupTimerAfterClockSteppedBack: backups written while the clock
+// was a year ahead (set right since) carry times a year from now. The
+// backup a run makes now is kept, and so are they (nothing says which
+// clock was right); they do not count among the 14 newest, which would
+// otherwise push every new backup out the moment it is made, for a year.
+func TestBackupTimerAfterClockSteppedBack(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "push-appserver")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/push-appserver").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	state := filepath.Join(dir, "state")
+	config := filepath.Join(dir, "push-appserver.toml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\n", state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	paths := strings.NewReplacer(
+		"/usr/local/bin/push-appserver", bin,
+		"/etc/push-appserver/push-appserver.toml", config,
+		"/var/lib/push-appserver", state,
+		"%%", "%",
+	)
+	if err := os.MkdirAll(state, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlite.Open(context.Background(), filepath.Join(state, "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	backups := filepath.Join(state, "backups")
+	if err := os.MkdirAll(backups, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var ahead []string
+	for i := 1; i <= 14; i++ {
+		name := fmt.Sprintf("registry-ahead%02d.db", i)
+		ahead = append(ahead, name)
+		p := filepath.Join(backups, name)
+		os.WriteFile(p, nil, 0o600)
+		at := time.Now().Add(365*24*time.Hour - time.Duration(i)*24*time.Hour)
+		os.Chtimes(p, at, at)
+	}
+	u := unit(t, "push-appserver-backup.service")
+	for _, key := range []string{"ExecStartPre", "ExecStart", "ExecStartPost"} {
+		cmd := exec.Command("/bin/sh", "-c", paths.Replace(u[key][0]))
+		cmd.Dir = state
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", key, err, out)
+		}
+	}
+	made, _ := filepath.Glob(filepath.Join(backups, "registry-2*.db"))
+	if len(made) != 1 {
+		t.Fatalf("the backup just made was not kept: %v", made)
+	}
+	for _, name := range ahead {
+		if _, err := os.Stat(filepath.Join(backups, name)); err != nil {
+			t.Errorf("a backup of the time the clock was ahead was removed: %v", err)
+		}
+	}
+}
