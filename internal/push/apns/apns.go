@@ -373,6 +373,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case err != nil:
 				return err
 			case a.status == http.StatusOK:
+				if b.signer != nil {
+					b.signer.accepted(a.auth)
+				}
 				if b.logger.Enabled(ctx, slog.LevelDebug) {
 					// Not evaluated for nothing: Get canonicalises its
 					// key into a new string on every push.
@@ -715,7 +718,28 @@ type signer struct {
 	mu     sync.Mutex
 	token  string // the authorization header's value: "bearer " and the JWT
 	issued time.Time
+	// replacing says the next token signed replaces one Apple refused;
+	// replacement that token is one (not yet taken for a push), and
+	// wait how long after it the next refusal may have it replaced:
+	// Apple refusing a token signed anew means our clock or key is at
+	// fault, which signing anew at every push would not mend.
+	replacing, replacement bool
+	wait                   time.Duration
+	// unproven mirrors replacement for the push path's check, without
+	// the lock, on every success.
+	unproven atomic.Bool
 }
+
+// Bounds of the wait before a token that replaced a refused one, and was
+// refused too, is replaced again: doubling from the first to the second
+// while Apple goes on refusing. Apple answers TooManyProviderTokenUpdates
+// to new tokens more often than every 20 minutes; a clock set right is
+// taken within maxResignWait, and the pushes refused meanwhile wait for
+// redelivery.
+const (
+	minResignWait = time.Minute
+	maxResignWait = 5 * time.Minute
+)
 
 // authorization returns the value of the authorization header for a
 // request made at now (zero: the signer's clock's now).
@@ -735,6 +759,14 @@ func (s *signer) authorization(now time.Time) (string, error) {
 		return "", fmt.Errorf("apns: signing provider token: %w", err)
 	}
 	s.token, s.issued = "bearer "+signed, now
+	s.replacement, s.replacing = s.replacing, false
+	switch {
+	case !s.replacement:
+		s.wait = 0
+	case s.wait == 0:
+		s.wait = minResignWait
+	}
+	s.unproven.Store(s.replacement)
 	return s.token, nil
 }
 
@@ -743,10 +775,36 @@ func (s *signer) authorization(now time.Time) (string, error) {
 // when Apple stops taking a token are all refused with it: each signing
 // afresh would replace the one just signed, and Apple answers
 // TooManyProviderTokenUpdates to more than one new token in 20 minutes.
+//
+// A token that replaced a refused one and is refused too is replaced
+// only once its wait is over (see minResignWait): Apple refusing a token
+// signed a moment ago says our clock (or key) is wrong, and a token for
+// every push would have Apple refuse new tokens for a while after the
+// clock is set right.
 func (s *signer) invalidate(refused string) {
 	s.mu.Lock()
-	if s.token == refused {
-		s.token = ""
+	defer s.mu.Unlock()
+	if s.token != refused {
+		return
+	}
+	if s.replacement {
+		if s.now().Sub(s.issued) < s.wait {
+			return
+		}
+		s.wait = min(2*s.wait, maxResignWait)
+	}
+	s.token, s.replacing = "", true
+}
+
+// accepted records that Apple took auth for a push.
+func (s *signer) accepted(auth string) {
+	if !s.unproven.Load() {
+		return
+	}
+	s.mu.Lock()
+	if s.token == auth {
+		s.replacement, s.wait = false, 0
+		s.unproven.Store(false)
 	}
 	s.mu.Unlock()
 }

@@ -996,3 +996,37 @@ func TestIdleTimeoutTriedAgain(t *testing.T) {
 		t.Fatalf("%d requests, %d accepted; want the push sent again once", m.Total(), m.Accepted())
 	}
 }
+
+// TestProviderTokenSignedAnewBounded: with this host's clock two hours
+// behind (a machine booted with last night's time, before NTP set it
+// right), every provider token we sign is expired to Apple, however
+// often it is signed anew. Signing one at every push would have Apple
+// answer TooManyProviderTokenUpdates, which it asks to avoid (no more
+// than one new token every 20 minutes): while tokens signed anew are
+// refused too, a new one is signed at most once every few minutes, and
+// once the clock is right, the next one goes through.
+func TestProviderTokenSignedAnewBounded(t *testing.T) {
+	m, o := tokenSetup(t)
+	var offset atomic.Int64
+	offset.Store(int64(-2 * time.Hour))
+	o.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	b := newBackend(t, o)
+	for i := range 20 {
+		err := send(t, b, push.PriorityHigh, nil)
+		if !push.IsTemporary(err) {
+			t.Fatalf("push %d with the clock 2 h behind: %v, want a temporary failure", i, err)
+		}
+	}
+	signed := map[string]bool{}
+	for _, r := range m.Requests() {
+		signed[r.Bearer] = true
+	}
+	if len(signed) > 2 {
+		t.Fatalf("20 pushes signed %d provider tokens, all refused as expired; want at most 2", len(signed))
+	}
+	// Five minutes later, the clock set right: signed anew, taken.
+	offset.Store(int64(5*time.Minute + time.Second))
+	if err := send(t, b, push.PriorityHigh, nil); err != nil {
+		t.Fatalf("push once the clock is right: %v", err)
+	}
+}
