@@ -1222,7 +1222,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		switch {
 		case err != nil:
 			return redeliverLater, 0
-		case s.opts.Now().Before(block.Until):
+		case s.blockHolds(s.opts.Now(), block.Until):
 			return redeliveryGone, 0
 		}
 	}

@@ -107,7 +107,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		err = fmt.Errorf("reading the block list: %w", err)
 		s.failures.Log("app", tp.App, "node", node, "err", err)
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
-	case now.Before(block.Until):
+	case s.blockHolds(now, block.Until):
 		s.reject(node, "blocked token", start)
 		return ErrNotFound
 	}
@@ -193,6 +193,21 @@ func (s *Service) blockDead(ctx context.Context, app, token, node string, dead *
 	s.blocks.set(app, token, b)
 	s.logger.Info("blocked dead token", "app", app, "node", node, "until", b.Until.Format(time.RFC3339))
 	return nil
+}
+
+// blockSlack is how far past TokenBlock from now a block may end and
+// still hold: instances sharing a PostgreSQL registry write blocks with
+// their own clocks, which may be a little ahead of this one's.
+const blockSlack = time.Hour
+
+// blockHolds reports whether a block ending at until refuses pushes at
+// now. One ending further ahead than any block lasts (TokenBlock, and
+// blockSlack) was written while the clock was ahead, since set back by
+// NTP: it is taken as ended, or it would refuse the token for as long
+// as the clock was wrong, up to years, rather than TokenBlock. The
+// token is tried again, and blocked anew if it is still dead.
+func (s *Service) blockHolds(now, until time.Time) bool {
+	return now.Before(until) && !until.After(now.Add(s.opts.TokenBlock+blockSlack))
 }
 
 // blockOf returns the block list's entry for a token, the zero entry when

@@ -750,3 +750,30 @@ func TestTokenlessDeviceNotTakenByRegisteringItsToken(t *testing.T) {
 		t.Fatalf("last push went to %q", got[len(got)-1].Token)
 	}
 }
+
+// TestTokenBlockFromClockAhead: a block written while the clock was a year
+// ahead (set right since, by NTP) ends more than token_block from now.
+// No block is that long, so it is taken as ended, as a lease that long is
+// lapsed: the token is tried again rather than refused for a year.
+func TestTokenBlockFromClockAhead(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	clk := &clock{now: time.Date(2027, 5, 1, 12, 0, 0, 0, time.UTC)}
+	svc, b := newTokenService(t, store, 0, clk.Now)
+	push1 := func() error {
+		return svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: "tok", Request: appserver.PushRequest{Node: "n"}})
+	}
+	b.set("tok", &push.DeadTokenError{Since: clk.Now(), Reason: "UNREGISTERED"})
+	if err := push1(); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("dead token = %v, want ErrNotFound", err)
+	}
+	// The clock set back a year; 25 hours go by, past token_block (24 h).
+	clk.advance(-365*24*time.Hour + 25*time.Hour)
+	b.set("tok", nil)
+	if err := push1(); err != nil || len(b.Sent()) != 2 {
+		t.Fatalf("a day past the block, with the clock set back a year: %v, %d sends; want it tried again", err, len(b.Sent()))
+	}
+	if _, err := store.GetBlockedToken(ctx, "fcm", "tok"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("a successful push left the block: %v", err)
+	}
+}
