@@ -1261,6 +1261,9 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		// began is done, not handed over.
 		return redeliverLater, retryAfter(err)
 	}
+	if a.key.node != "" {
+		err = s.doubtDead(sctx, a.key.node, n.Token, err)
+	}
 	now := s.opts.Now().UTC()
 	switch dead, isDead := push.IsDeadToken(err); {
 	case err == nil:

@@ -158,6 +158,55 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
 
+// doubtDead returns err, unless it is a dead token the app's breaker
+// judged from an answer a misconfigured app gets for every token too
+// (APNS BadDeviceToken or DeviceTokenNotForTopic, FCM SENDER_ID_MISMATCH)
+// for node's token, and that token took a push since it was registered:
+// then a temporary failure, and the registration stays. A token that
+// worked is not refused so while the app's configuration stays as it was
+// (Apple answers 410 Unregistered, FCM UNREGISTERED, for one it stopped
+// taking), so the refusal points at the configuration: a reload or
+// restart onto the other APNS environment, topic or FCM project. The
+// breaker alone cannot tell: a developer's device whose token works in
+// the wrong environment proves the configuration, and its pushes outvote
+// the refusals of as many users' devices, whose registrations went.
+func (s *Service) doubtDead(ctx context.Context, node, token string, err error) error {
+	dead, ok := push.IsDeadToken(err)
+	if !ok || !dead.Suspect || node == "" {
+		return err
+	}
+	worked, ok := s.tokenWorked(context.WithoutCancel(ctx), node, token)
+	if !ok {
+		return err
+	}
+	return &push.TemporaryError{Reason: fmt.Sprintf("refused (%s), but the token took a push at %s, since it was registered: the app's configuration (APNS environment or topic, FCM project) may be at fault, so the registration is kept",
+		dead.Reason, worked.UTC().Format(time.RFC3339))}
+}
+
+// tokenWorked returns when a push to node's registration last went
+// through, if one did since its token was last set and the registration
+// still has token. A registry that cannot be read says no.
+func (s *Service) tokenWorked(ctx context.Context, node, token string) (time.Time, bool) {
+	r, err := s.store.Get(ctx, node)
+	if err != nil || r.Token != token {
+		return time.Time{}, false
+	}
+	last := r.LastSuccessfulPush
+	if at, ok := s.status.pendingSuccess(node); ok && at.After(last) {
+		last = at
+	}
+	// A renewal may have brought another token: only a success after
+	// it speaks for the token it holds.
+	set := r.Registered
+	if r.Renewed.After(set) {
+		set = r.Renewed
+	}
+	if last.IsZero() || last.Before(set) {
+		return time.Time{}, false
+	}
+	return last, true
+}
+
 // unregisterDead removes the registrations of a token its push service
 // declared dead (those not renewed since) and says whether node, the
 // push's, was among them. Other nodes may share the token (an app with

@@ -148,6 +148,15 @@ func (w *statusWriter) record(s registry.PushStatus) bool {
 	return !w.written.add(maphash.String(w.seed, s.Node))
 }
 
+// pendingSuccess returns node's success not written to the store yet,
+// if there is one.
+func (w *statusWriter) pendingSuccess(node string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st, ok := w.pending[statusKey{node, true}]
+	return st.At, ok
+}
+
 // forget drops what record noted of node, so that its next success is
 // written: a node registered afresh starts without outcomes.
 func (w *statusWriter) forget(node string) {

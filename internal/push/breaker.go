@@ -300,7 +300,7 @@ func (b *Breaker) judge(scope string, err error, again bool) error {
 		// since it proved itself: the configuration may be at fault.
 		return &TemporaryError{Reason: fmt.Sprintf("refused (%s) as often as not since the app's configuration proved itself: %s", s.Reason, s.Cause), Err: err}
 	}
-	return &DeadTokenError{Since: now, Reason: s.Reason}
+	return &DeadTokenError{Since: now, Reason: s.Reason, Suspect: true}
 }
 
 // Fresh returns a Breaker for a new configuration of the app (a reload

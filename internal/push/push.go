@@ -171,6 +171,12 @@ func WithoutSummaryText(s *Summary) *Summary {
 type DeadTokenError struct {
 	Since  time.Time
 	Reason string
+	// Suspect says the answer is one a misconfigured app gets for every
+	// token too (BadDeviceToken, SENDER_ID_MISMATCH, ...), taken for a
+	// dead token by the app's Breaker: the core keeps a registration
+	// whose token took a push since it was registered, since such a
+	// token is not refused so unless the app's configuration changed.
+	Suspect bool
 }
 
 func (e *DeadTokenError) Error() string {
