@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,12 +103,20 @@ func TestSystemdUnit(t *testing.T) {
 	for k, want := range map[string]string{
 		"Type": "notify", "NotifyAccess": "all", "User": "push-appserver", "StateDirectory": "push-appserver", "ProtectSystem": "strict",
 		"NoNewPrivileges": "yes", "ProtectHome": "yes", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
-		"ExecReload": "/bin/kill -HUP $MAINPID", "WorkingDirectory": "/var/lib/push-appserver",
-		"WatchdogSec": "30s", "Restart": "on-failure", "RestartSec": "100ms",
+		"WorkingDirectory": "/var/lib/push-appserver", "WatchdogSec": "30s", "Restart": "on-failure", "RestartSec": "100ms",
 	} {
 		if len(u[k]) == 0 || u[k][0] != want {
 			t.Errorf("%s=%v, want %q", k, u[k], want)
 		}
+	}
+	// A reload checks the file before it signals the server: a file
+	// with problems fails systemctl reload, which otherwise reported
+	// success while the server refused the file and ran on.
+	if want := []string{
+		"/usr/local/bin/push-appserver check-config -config /etc/push-appserver/push-appserver.toml",
+		"/bin/kill -HUP $MAINPID",
+	}; !slices.Equal(u["ExecReload"], want) {
+		t.Errorf("ExecReload=%q, want %q", u["ExecReload"], want)
 	}
 	// The user the unit runs as is the one sysusers creates.
 	users, _ := os.ReadFile("push-appserver.sysusers")

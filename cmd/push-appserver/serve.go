@@ -432,7 +432,18 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	// start or, started by an upgrade, once it took over.
 	tookOver := false
 	// Everything serves: systemd may now start what is ordered after us.
-	notify := systemd.New(logger, func() string { return serviceStatus(checks(), upgrade.BinaryReplaced()) })
+	// Whether the last reload failed: a reload that applied nothing, or
+	// not all of its file, leaves the server on other settings than the
+	// file's, which the status line and a metric say besides the log.
+	var reloadFailed atomic.Bool
+	m.WatchReload(func() bool { return !reloadFailed.Load() })
+	notify := systemd.New(logger, func() string {
+		status := serviceStatus(checks(), upgrade.BinaryReplaced())
+		if reloadFailed.Load() {
+			status += "; last reload failed, running on the earlier settings (see the log)"
+		}
+		return status
+	})
 
 	// upgrading: a new process is starting; upgrades gets the end of its
 	// start (see upgrade.Process.Upgrade).
@@ -584,7 +595,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			defer reloadsRunning.Add(-1)
 			next, err := load(reloadCtx)
 			if reloadCtx.Err() == nil {
-				reloader.Reload(reloadCtx, next, err)
+				reloadFailed.Store(!reloader.Reload(reloadCtx, next, err).OK())
 			}
 			reloaded <- struct{}{}
 		})

@@ -395,6 +395,24 @@ func (m *Metrics) BuildInfo(version, commit string) {
 	m.reg.MustRegister(g)
 }
 
+// WatchReload exports push_appserver_config_last_reload_successful: 1
+// while ok says the last reload (SIGHUP) applied its file in full, or
+// none has been asked for since the start; 0 after one whose file did not
+// load, or that left a setting unapplied (a key that does not load), so
+// that the server runs on settings other than the file's. The log says
+// why; this is what an alert and a dashboard can see.
+func (m *Metrics) WatchReload(ok func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "push_appserver_config_last_reload_successful",
+		Help: "1 when the last configuration reload (SIGHUP) applied the file in full, or none was asked for since the start; 0 when the file had problems or a setting of it could not be applied (the log says which): the server runs on its earlier settings.",
+	}, func() float64 {
+		if ok() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // Starting exports push_appserver_starting, 1 while starting says the
 // server does not serve yet, as while it waits for PostgreSQL. Its
 // listeners answer meanwhile, so Prometheus's up is 1 and scrapes

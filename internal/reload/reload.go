@@ -257,6 +257,10 @@ type Result struct {
 	ConfigProblems error // the file did not load: nothing was applied
 }
 
+// OK reports whether the reload applied what the file asked for, as far
+// as a reload can (settings that need a restart aside).
+func (r Result) OK() bool { return r.ConfigProblems == nil && len(r.Failed) == 0 }
+
 // Running calls read with the running configuration, as the last reload
 // left it, under the lock reloads take.
 func (r *Reloader) Running(read func(*config.Config)) {
