@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -220,6 +221,16 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	if !up.Inherited() {
 		status = systemd.New(logger, func() string { return "starting" })
 	}
+	// A registry file not there yet is made by the open: at the first
+	// start as it should be, but after a change of data_dir or
+	// database.path (a typo, a volume mounted elsewhere) every device
+	// registered in the old one is unknown here, and its pushes are
+	// answered as to a node that is gone. Said once it is open.
+	fresh := false
+	if cfg.Database.Driver != "postgres" {
+		_, err := os.Stat(cfg.Database.Path)
+		fresh = errors.Is(err, fs.ErrNotExist)
+	}
 	store, err := waitForRegistry(ctx, cfg, logger, func(public, detail string) {
 		starting.SetReason(public)
 		if status != nil {
@@ -236,6 +247,13 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	defer store.Close()
 	starting.SetReason("starting")
+	if cfg.Database.Driver == "postgres" {
+		logger.Info("registry opened", "driver", cfg.Database.Driver)
+	} else if fresh {
+		logger.Warn("created a new, empty registry: if this server ran before, data_dir or database.path no longer names its registry, and the devices registered there are unknown here (their pushes are answered as to a node that is gone)", "path", cfg.Database.Path)
+	} else {
+		logger.Info("registry opened", "driver", cfg.Database.Driver, "path", cfg.Database.Path)
+	}
 
 	// Apps of a kind are added only by a restart: the share each WebPush
 	// app has holds until then.

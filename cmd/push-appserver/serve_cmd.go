@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -131,8 +133,16 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 			return store.CountByType(ctx)
 		}
 	}
+	findings := configcheck.Check(ctx, cfg, opts)
+	if _, err := os.Stat(cfg.Database.Path); cfg.Database.Driver == "sqlite" && errors.Is(err, fs.ErrNotExist) {
+		// Right at the first start; after a change of data_dir or
+		// database.path, serve would start on an empty registry, and
+		// answer the pushes of every device registered in the old one
+		// as to nodes that are gone.
+		findings = append(findings, configcheck.Finding{Text: fmt.Sprintf("no registry at %s: serve creates a new, empty one; if the server ran before, data_dir or database.path no longer names its registry", cfg.Database.Path)})
+	}
 	failed := false
-	for _, f := range configcheck.Check(ctx, cfg, opts) {
+	for _, f := range findings {
 		if f.Error {
 			failed = true
 			fmt.Fprintln(stderr, f)
