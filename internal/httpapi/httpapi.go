@@ -85,6 +85,14 @@ type Options struct {
 	// Checks are listed on the health page; the ready page answers 503
 	// while any of them fails.
 	Checks func() []Check
+	// Stuck, when set, says whether the server is stuck and for how
+	// long (see Liveness): the live page answers 503 while it is.
+	Stuck func() (time.Duration, bool)
+	// Draining, when set, says the server is about to stop: the ready
+	// page answers 503 while everything else is served as usual, so
+	// that load balancers stop sending requests before the listeners
+	// close.
+	Draining func() bool
 	// RegisterLimit bounds the registrations and unregistrations of a
 	// client address (an IPv6 client's /64) to this many a minute, as
 	// many at once; 0 leaves them unbounded.
@@ -135,6 +143,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET "+v1+"settings/{node}", a.settingsNode)
 	mux.HandleFunc("GET "+v1+"health", a.health)
 	mux.HandleFunc("GET "+v1+"ready", a.ready)
+	mux.HandleFunc("GET "+v1+"live", a.live)
 	mux.HandleFunc("GET /push_appserver/{$}", a.hello)
 	mux.HandleFunc("GET /{$}", a.hello)
 	if o.Metrics != nil {
@@ -777,12 +786,35 @@ func (a *api) settingsNode(w http.ResponseWriter, r *http.Request) {
 
 // ready is for load balancers and orchestrators: 200 while every part
 // works, 503 naming the parts that do not (a component that lost its XMPP
-// server). Liveness stays with health, and so do the parts every instance
-// shares (the registry, an app's configuration), whose failure would take
-// all of them out of service together.
+// server). Liveness stays with live and health, and so do the parts every
+// instance shares (the registry, an app's configuration), whose failure
+// would take all of them out of service together.
+//
+// require=http asks only whether the HTTP API serves: a load balancer in
+// front of the API alone has no use for the components, and following
+// them took every instance's API out of service while their XMPP server
+// was down, though registrations and pushes over HTTP worked.
+// require=components is the default, which existing probes rely on.
 func (a *api) ready(w http.ResponseWriter, r *http.Request) {
+	components := true
+	if r.URL.RawQuery != "" {
+		q := r.URL.Query()
+		switch req := q["require"]; {
+		case len(req) == 0 || len(req) == 1 && req[0] == "components":
+		case len(req) == 1 && req[0] == "http":
+			components = false
+		default:
+			textStatus(w, http.StatusBadRequest, "ERROR\n", "require must be components or http")
+			return
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if a.Draining != nil && a.Draining() {
+		textStatus(w, http.StatusServiceUnavailable, "NOT READY\nshutting down\n")
+		return
+	}
 	var down []string
-	if a.Checks != nil {
+	if components && a.Checks != nil {
 		for _, c := range a.Checks() {
 			if c.HealthOnly {
 				continue // not waited for either: a hung registry must not time the probe out
@@ -792,12 +824,27 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	w.Header().Set("Cache-Control", "no-store")
 	if len(down) > 0 {
 		textStatus(w, http.StatusServiceUnavailable, "NOT READY\n", strings.Join(down, "\n"), "\n")
 		return
 	}
 	text(w, "READY\n")
+}
+
+// live is for an orchestrator's liveness probe: 503 once the server is
+// stuck (see Liveness), the check systemd's watchdog makes under a unit,
+// which nothing outside systemd made. It asks nothing that may hang
+// (the registry, an XMPP server): an outage the server rides out is no
+// reason to restart it.
+func (a *api) live(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if a.Stuck != nil {
+		if d, stuck := a.Stuck(); stuck {
+			textStatus(w, http.StatusServiceUnavailable, "NOT ALIVE\n", "core: stuck for ", d.Round(time.Second).String(), "\n")
+			return
+		}
+	}
+	text(w, "ALIVE\n")
 }
 
 // health always says RUNNING while the process serves HTTP, as the seed

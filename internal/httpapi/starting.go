@@ -28,6 +28,7 @@ func NewStarting(reason string, metrics http.Handler, retry time.Duration) *Star
 	s.SetReason(reason)
 	s.mux.HandleFunc("GET "+v1+"health", s.health)
 	s.mux.HandleFunc("GET "+v1+"ready", s.ready)
+	s.mux.HandleFunc("GET "+v1+"live", s.health)
 	if metrics != nil {
 		s.mux.Handle("GET /metrics", metrics)
 	}
@@ -45,6 +46,7 @@ func (s *Starting) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Ser
 // health says STARTING where a server that serves says RUNNING: a
 // check that greps for RUNNING does not take a waiting server for one
 // that serves, and a probe that reads the status alone lets it wait.
+// The live page answers the same, for the same probe.
 func (s *Starting) health(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	text(w, "STARTING\n", *s.reason.Load(), "\n")

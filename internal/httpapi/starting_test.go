@@ -29,6 +29,8 @@ func TestStartingAnswers(t *testing.T) {
 	}{
 		{"GET", v1 + "health", 200, "STARTING\nwaiting for PostgreSQL: connection refused\n"},
 		{"GET", v1 + "ready", 503, "NOT READY\nwaiting for PostgreSQL: connection refused\n"},
+		{"GET", v1 + "ready?require=http", 503, "NOT READY\nwaiting for PostgreSQL: connection refused\n"},
+		{"GET", v1 + "live", 200, "STARTING\nwaiting for PostgreSQL: connection refused\n"},
 		{"GET", "/metrics", 200, "# metrics\n"},
 		{"POST", v1 + "register", 503, "ERROR\nStarting, try again later!"},
 		{"POST", v1 + "unregister", 503, "ERROR\nStarting, try again later!"},

@@ -1,0 +1,107 @@
+package httpapi_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/httpapi"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// TestLivenessStuck guards what the live page reports: a check that
+// waits StuckAfter or longer (the core's locks held) makes the server
+// stuck, one that waits less does not, and once it returns the server is
+// not stuck any more. Asking never waits for the check.
+func TestLivenessStuck(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	entered := make(chan struct{}, 1)
+	var held sync.Mutex
+	held.Lock()
+	var runs atomic.Int32
+	l := httpapi.StartLiveness(ctx, httpapi.LivenessOptions{Every: time.Millisecond, StuckAfter: 10 * time.Second, Now: clock.Now}, func() {
+		if runs.Add(1) == 1 {
+			entered <- struct{}{}
+			held.Lock() // as Alive does: waits while the lock is held
+			held.Unlock()
+		}
+	})
+	<-entered
+	if d, stuck := l.Stuck(); stuck || d != 0 {
+		t.Fatalf("stuck at once: %v %v", d, stuck)
+	}
+	clock.Add(9 * time.Second)
+	if d, stuck := l.Stuck(); stuck || d != 9*time.Second {
+		t.Fatalf("after 9 s: %v %v, want not stuck", d, stuck)
+	}
+	clock.Add(time.Second)
+	if d, stuck := l.Stuck(); !stuck || d != 10*time.Second {
+		t.Fatalf("after 10 s: %v %v, want stuck", d, stuck)
+	}
+	held.Unlock()
+	// Runs go on once the check returned: the server is not stuck then.
+	for deadline := time.Now().Add(10 * time.Second); runs.Load() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatal("no check ran after the lock was let go")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, stuck := l.Stuck(); !stuck {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still stuck after the check returned")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLivePage guards the live page's answers: 200 ALIVE unless the
+// server is stuck, then 503 with how long, never cached.
+func TestLivePage(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		stuck func() (time.Duration, bool)
+		code  int
+		body  string
+	}{
+		{"no check", nil, 200, "ALIVE\n"},
+		{"waiting briefly", func() (time.Duration, bool) { return 3 * time.Second, false }, 200, "ALIVE\n"},
+		{"stuck", func() (time.Duration, bool) { return 12400 * time.Millisecond, true }, 503, "NOT ALIVE\ncore: stuck for 12s\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := httpapi.New(httpapi.Options{Stuck: tt.stuck})
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/push_appserver/v1/live", nil))
+			if rec.Code != tt.code || rec.Body.String() != tt.body {
+				t.Fatalf("%d %q, want %d %q", rec.Code, rec.Body.String(), tt.code, tt.body)
+			}
+			if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+				t.Fatalf("Cache-Control %q", cc)
+			}
+		})
+	}
+}
