@@ -125,6 +125,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		return err
 	}
 	defer up.Stop()
+	// stoppedWithOld: this process, started by an upgrade, stops because
+	// the old one does (see below), which is no stop of the service.
+	var stoppedWithOld atomic.Bool
 	if up.Inherited() {
 		logger.Info("started by an upgrade: taking over from the old process once ready")
 		// The old process told to stop while this one starts tells
@@ -137,6 +140,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			select {
 			case <-up.StopRequested():
 				logger.Info("the old process stops: this one stops too")
+				stoppedWithOld.Store(true)
 				stopWithOld()
 			case <-ctx.Done():
 			}
@@ -159,6 +163,8 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	m.BuildInfo(versionString(), commitString())
 	var serving atomic.Bool
 	m.Starting(func() bool { return !serving.Load() })
+	// draining: a stop waits out shutdown_delay (see delayShutdown).
+	var draining atomic.Bool
 	// /metrics goes on its own listener when metrics_listen says so, and
 	// then not on the API's public port.
 	var mh http.Handler
@@ -425,6 +431,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 
 	registryChecks := registryCheck(runCtx, store)
+	// The watchdog's check, for the live page: an orchestrator without
+	// systemd sees a stuck server too.
+	liveness := httpapi.StartLiveness(runCtx, httpapi.LivenessOptions{Every: livenessEvery, StuckAfter: livenessStuckAfter}, svc.Alive)
 	checks := func() []httpapi.Check {
 		return append(append(componentChecks(), appChecks...), registryChecks...)
 	}
@@ -434,6 +443,8 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		Debugging:      cfg.Debugging,
 		Metrics:        mh,
 		Checks:         checks,
+		Stuck:          liveness.Stuck,
+		Draining:       draining.Load,
 		RegisterLimit:  *cfg.HTTP.RegisterLimit,
 		TrustedProxies: proxies,
 		Limited:        m.HTTPLimited,
@@ -692,7 +703,37 @@ wait:
 			break wait
 		}
 	}
+	// Only a stop of the service waits: not a hand-over, whose new
+	// process serves on the same sockets, nor a stop during an upgrade
+	// or of a new process that has not taken over, which the upgrade
+	// bounds, nor a listener that failed.
+	if runErr == nil && !handedOver && tookOver && !upgrading && !stoppedWithOld.Load() && cfg.ShutdownDelay > 0 {
+		notify.Stopping()
+		runErr = delayShutdown(cfg.ShutdownDelay.D(), &draining, hl.errc, logger)
+	}
 	return shutdown(handedOver, runErr)
+}
+
+// delayShutdown answers the ready page 503 (draining) and serves
+// everything else as usual for delay, or until a listener fails, whose
+// error it returns. Kubernetes removes a stopping pod from its Service's
+// endpoints at the moment it sends SIGTERM, and the proxies and load
+// balancers that route to it learn of that seconds later: a server that
+// closed its listeners at once refused the requests they sent it
+// meanwhile. A second SIGTERM or SIGINT ends the process at once, as at
+// any stop.
+func delayShutdown(delay time.Duration, draining *atomic.Bool, errc <-chan error, logger *slog.Logger) error {
+	draining.Store(true)
+	logger.Info("stopping after shutdown_delay: the ready page answers 503 meanwhile, everything else is served", "delay", delay)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case err := <-errc:
+		logger.Error("stopping", "err", err)
+		return err
+	}
 }
 
 // joinReload waits, at a stop, for the reload under way, if any, until
@@ -717,6 +758,17 @@ func joinReload(ctx context.Context, reloads *sync.WaitGroup, running *atomic.In
 		logger.Error("the reload under way did not end within the shutdown's grace: stopping without it")
 	}
 }
+
+// The live page's check (see httpapi.Liveness) runs livenessEvery, and
+// the server is stuck once one has waited livenessStuckAfter: the core's
+// locks are held around work in memory alone, microseconds, so a wait of
+// seconds is no load but a lock held for good. Behind a liveness probe
+// that fails three times ten seconds apart, a stuck server is restarted
+// within 30 to 40 s, about what the unit's WatchdogSec allows.
+const (
+	livenessEvery      = 5 * time.Second
+	livenessStuckAfter = 10 * time.Second
+)
 
 // statusInterval is how often the status line systemd shows is brought
 // up to date.

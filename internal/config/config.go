@@ -95,6 +95,14 @@ type Config struct {
 	// made over XMPP, the same account). Off by default: mod_push_appserver
 	// clients send no secret, and a new token then gets a new secret.
 	StrictRegistration bool `toml:"strict_registration"`
+	// ShutdownDelay is how long a stop (SIGTERM, SIGINT) first waits,
+	// serving everything while the ready page answers 503, before the
+	// server drains and stops: Kubernetes takes a stopping pod out of
+	// its Service only as it sends the signal, and the requests routed
+	// there meanwhile would meet closed listeners. 0, the default,
+	// drains at once, as a server under systemd or behind a load
+	// balancer that is told first should.
+	ShutdownDelay Duration `toml:"shutdown_delay"`
 
 	HTTP       HTTP            `toml:"http"`
 	Database   Database        `toml:"database"`
@@ -129,6 +137,10 @@ func (c *Config) OutageGraceOption() time.Duration {
 	}
 	return c.OutageGrace.D()
 }
+
+// maxSensibleShutdownDelay is the longest shutdown_delay that draws no
+// warning: endpoints are updated within seconds.
+const maxSensibleShutdownDelay = time.Minute
 
 // maxSensibleRedelivery is the longest redelivery that draws no
 // warning.
@@ -776,6 +788,9 @@ func (c *Config) validate() []error {
 	}
 	if c.Database.Driver == "sqlite" && c.Database.DSN != "" {
 		c.Warnings = append(c.Warnings, "database.dsn: set, but database.driver is sqlite, so the registry is "+c.Database.Path+" and the dsn is not used: set driver = \"postgres\" (or remove dsn)")
+	}
+	if c.ShutdownDelay.D() > maxSensibleShutdownDelay {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("shutdown_delay: %s holds every stop that long before the server drains (up to 20 s more); an orchestrator kills it at its grace (Kubernetes' terminationGracePeriodSeconds, 30 s by default)", c.ShutdownDelay.D()))
 	}
 	if c.Redelivery.D() > maxSensibleRedelivery {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("redelivery: %s sends a failed push that late, waking devices for messages long read; an hour at most is usual", c.Redelivery.D()))

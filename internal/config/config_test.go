@@ -763,3 +763,44 @@ func TestLongAlertTextsWarned(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownDelay guards shutdown_delay: off unless set, so a server
+// under systemd or behind a load balancer that is told first stops at
+// once as before; a duration or seconds when set; refused when negative;
+// and a warning when it is so long that an orchestrator's grace would
+// kill the server before it drained.
+func TestShutdownDelay(t *testing.T) {
+	for _, tt := range []struct {
+		name, text string
+		want       time.Duration
+		err        string
+		warned     bool
+	}{
+		{"default", "", 0, "", false},
+		{"duration", `shutdown_delay = "10s"`, 10 * time.Second, "", false},
+		{"seconds", `shutdown_delay = 5`, 5 * time.Second, "", false},
+		{"off", `shutdown_delay = 0`, 0, "", false},
+		{"negative", `shutdown_delay = "-1s"`, 0, "must not be negative", false},
+		{"long", `shutdown_delay = "2m"`, 2 * time.Minute, "", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(tt.text, t.TempDir())
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ShutdownDelay.D() != tt.want {
+				t.Fatalf("shutdown_delay %v, want %v", c.ShutdownDelay.D(), tt.want)
+			}
+			warned := slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.HasPrefix(w, "shutdown_delay:") })
+			if warned != tt.warned {
+				t.Fatalf("warned %v, want %v: %q", warned, tt.warned, c.Warnings)
+			}
+		})
+	}
+}
