@@ -23,6 +23,7 @@ import (
 func TestSubcommandHelp(t *testing.T) {
 	own := map[string][]string{
 		"serve":         {"-config", "-pprof"},
+		"reload":        {"-config", "-pid", "kubectl exec"},
 		"check-config":  {"-config"},
 		"import":        {"-config", "-type-map", "-dry-run"},
 		"registrations": {"list", "show", "delete", "count"},

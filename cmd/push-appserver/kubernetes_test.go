@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,12 +55,13 @@ func TestProbePages(t *testing.T) {
 
 // TestShutdownDelay: with shutdown_delay, SIGTERM first takes the server
 // out of readiness and serves everything else (a registration, the live
-// and health pages) for that long, then stops cleanly. Kubernetes removes a stopping pod from its Service's endpoints
+// and health pages) for that long, then stops cleanly, its PID file
+// removed. Kubernetes removes a stopping pod from its Service's endpoints
 // only as it signals it, and requests routed there meanwhile met closed
 // listeners.
 func TestShutdownDelay(t *testing.T) {
 	bin := buildBinary(t)
-	_, addr, config := minimalConfig(t)
+	dir, addr, config := minimalConfig(t)
 	// Long beside the few loopback requests made within it.
 	const delay = 5 * time.Second
 	text, _ := os.ReadFile(config)
@@ -68,6 +70,10 @@ func TestShutdownDelay(t *testing.T) {
 	s.waitHealthy(t, addr)
 	if code, body := getPage(t, addr, "ready?require=http"); code != 200 {
 		t.Fatalf("ready before the stop: %d %q", code, body)
+	}
+	pidPath := filepath.Join(dir, "data", pidFileName)
+	if pid, err := readPIDFile(pidPath); err != nil || pid != s.cmd.Process.Pid {
+		t.Fatalf("PID file: %d %v, want %d", pid, err, s.cmd.Process.Pid)
 	}
 	signalled := time.Now()
 	s.cmd.Process.Signal(syscall.SIGTERM)
@@ -110,5 +116,8 @@ func TestShutdownDelay(t *testing.T) {
 	}
 	if !strings.Contains(s.log.String(), "stopping after shutdown_delay") || !strings.Contains(s.log.String(), "stopped") {
 		t.Fatalf("log:\n%s", s.log.String())
+	}
+	if _, err := os.Stat(pidPath); !os.IsNotExist(err) {
+		t.Fatalf("PID file after the stop: %v", err)
 	}
 }

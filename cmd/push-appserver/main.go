@@ -5,6 +5,7 @@
 // Usage:
 //
 //	push-appserver serve [-config file] [-pprof addr]
+//	push-appserver reload [-config file] [-pid N]
 //	push-appserver check-config [-config file]
 //	push-appserver vapid-keygen -out file
 //	push-appserver import mod_push_appserver [-config file] [-type-map a=b] [-dry-run] PATH
@@ -54,6 +55,7 @@ func commands() []command {
 	return []command{
 		{"init", "write a new installation's configuration, with the XMPP server's side", runInit},
 		{"serve", "run the app server", runServe},
+		{"reload", "tell the running server to reload its configuration (as SIGHUP)", runReload},
 		{"check-config", "validate the configuration and print every problem", runCheckConfig},
 		{"vapid-keygen", "write a VAPID key for a webpush app", vapidKeygen},
 		{"import", "import registrations from mod_push_appserver or another registry", runImport},

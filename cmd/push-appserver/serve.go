@@ -591,6 +591,14 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		notify.Ready()
 		tookOver = true
 	}
+	if tookOver {
+		// For the reload command, which finds this process by it.
+		if err := writePIDFile(pidFile(cfg)); err != nil {
+			logger.Warn("cannot write the PID file: the reload command needs -pid to find this process", "pid", os.Getpid(), "err", err)
+		} else {
+			defer removePIDFile(pidFile(cfg), logger)
+		}
+	}
 	if !tookOver {
 		// Told to stop before taking over: the old process serves on
 		// (or stops too); this one neither says it is ready nor takes

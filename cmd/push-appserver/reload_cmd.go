@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+)
+
+const reloadSynopsis = `reload [-config file] [-pid N]
+
+Tells the running server to read its configuration again, as SIGHUP
+does (renewed certificates and keys, app options, the log level), for
+where no kill command is at hand: a container image without a shell
+(kubectl exec POD -- push-appserver reload). The server is the one
+whose PID it wrote to push-appserver.pid in the configuration's
+data_dir once it served; -pid names another. The server's log says
+what the reload applied.`
+
+// pidFileName is the file in data_dir that names the process serving
+// with that configuration, for the reload command.
+const pidFileName = "push-appserver.pid"
+
+func pidFile(cfg *config.Config) string { return filepath.Join(cfg.DataDir, pidFileName) }
+
+// writePIDFile puts this process's PID in path, replacing the file as a
+// whole, so that a reader never sees half of it.
+func writePIDFile(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+pidFileName+".*")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(tmp, "%d\n", os.Getpid())
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
+}
+
+// removePIDFile removes path if it still names this process: after an
+// upgrade it names the new one, which serves on.
+func removePIDFile(path string, logger *slog.Logger) {
+	if pid, err := readPIDFile(path); err != nil || pid != os.Getpid() {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		logger.Warn("cannot remove the PID file", "path", path, "err", err)
+	}
+}
+
+func readPIDFile(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("%s does not hold a PID: %q", path, b)
+	}
+	return pid, nil
+}
+
+// errNotServer: the process is gone, or it is no server (its PID was
+// taken by another process since a server that died wrote it).
+var errNotServer = errors.New("not a running push-appserver server")
+
+// checkServer returns nil when process pid is a server ("push-appserver
+// serve"), so that a PID file left by a server that died names no
+// other process that got its PID.
+func checkServer(pid int) error {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("PID %d: %w (no such process)", pid, errNotServer)
+	}
+	if err != nil {
+		return fmt.Errorf("PID %d: %w", pid, err)
+	}
+	args := bytes.Split(bytes.TrimSuffix(b, []byte{0}), []byte{0})
+	if len(args) < 2 || string(args[1]) != "serve" {
+		return fmt.Errorf("PID %d: %w (its command line is %q)", pid, errNotServer, bytes.Join(args, []byte{' '}))
+	}
+	return nil
+}
+
+func runReload(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("reload", reloadSynopsis, stdout, stderr)
+	cfgPath := f.configFlag()
+	pidFlag := f.Int("pid", 0, "signal the server with this `PID` rather than the one push-appserver.pid in data_dir names")
+	if rest, code, ok := f.parse(args); !ok {
+		return code
+	} else if len(rest) > 0 || *pidFlag < 0 {
+		f.usage(stderr)
+		return 2
+	}
+	pid := *pidFlag
+	if pid == 0 {
+		// The component secrets are not needed to find the data
+		// directory: an env: variable the server's environment alone
+		// sets does not stop the command.
+		cfg, ok := loadRegistryConfig(*cfgPath, stderr)
+		if !ok {
+			return 1
+		}
+		path := pidFile(cfg)
+		var err error
+		if pid, err = readPIDFile(path); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "push-appserver reload: no server runs with this configuration: %s does not exist (a server writes it once it serves; -config names the server's configuration)\n", path)
+			return 1
+		} else if err != nil {
+			fmt.Fprintf(stderr, "push-appserver reload: %v\n", err)
+			return 1
+		}
+		if err := checkServer(pid); err != nil {
+			fmt.Fprintf(stderr, "push-appserver reload: %s names %v: the server is not running\n", path, err)
+			return 1
+		}
+	} else if err := checkServer(pid); err != nil {
+		fmt.Fprintf(stderr, "push-appserver reload: %v\n", err)
+		return 1
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			fmt.Fprintf(stderr, "push-appserver reload: not allowed to signal PID %d: run this as the server's user or as root\n", pid)
+		} else {
+			fmt.Fprintf(stderr, "push-appserver reload: signalling PID %d: %v\n", pid, err)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "told the server (PID %d) to reload its configuration; its log says what the reload applied\n", pid)
+	return 0
+}
