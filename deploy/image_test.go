@@ -143,9 +143,10 @@ func buildImage(t *testing.T) (*podman, string) {
 // stage needs the golang image from a registry: this binary, built the
 // same way, Debian's CA bundle, the example configuration, an empty data
 // directory), runs it as the README says and checks it serves: health,
-// a registration stored in the volume, as the unprivileged user, a
-// graceful stop; and that the configuration baked into it passes
-// check-config inside the image.
+// a registration stored in the volume, the live page, a reload by the
+// reload command run in the container (there is no kill), as the
+// unprivileged user, a graceful stop; and that the configuration baked
+// into it passes check-config inside the image.
 func TestContainerImage(t *testing.T) {
 	pm, dir := buildImage(t)
 	if user := pm.run("image", "inspect", "--format", "{{.Config.User}}", "localhost/push-appserver:test"); user != "65532:65532" {
@@ -176,6 +177,23 @@ func TestContainerImage(t *testing.T) {
 		"-v", cfg+":/etc/push-appserver/push-appserver.toml:ro", "localhost/push-appserver:test")...)
 	t.Cleanup(func() { pm.cmd("rm", "-f", "-v", id).Run() })
 	registerInContainer(t, pm, id, addr, "image-node", nil)
+	if resp, err := http.Get("http://" + addr + "/push_appserver/v1/live"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("live page: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// No kill in the image: the binary tells the server to reload, as
+	// kubectl exec runs it, with the configuration the image's
+	// environment names.
+	if out := pm.run("exec", id, "/usr/local/bin/push-appserver", "reload"); !strings.Contains(out, "(PID 1)") {
+		t.Fatalf("reload in the container: %s", out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(pm.run("logs", id), "reload: nothing changed"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload in the log after the reload command:\n%s", pm.run("logs", id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	pid := pm.run("inspect", "--format", "{{.State.Pid}}", id)
 	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
