@@ -102,6 +102,8 @@ type Server struct {
 	faults mockhttp.Faults[Fault]
 
 	accepted atomic.Int64
+	// revoked refuses every provider token (see Revoke).
+	revoked atomic.Bool
 	// verified is the last provider token whose signature checked out.
 	// A provider sends the same token for up to an hour, and verifying
 	// its ES256 signature on every request cost the mock more CPU than
@@ -215,6 +217,12 @@ func (s *Server) FailNext(faults ...Fault) { s.faults.Next(faults...) }
 
 // PendingFaults returns how many queued faults no request has taken yet.
 func (s *Server) PendingFaults() int { return s.faults.Pending() }
+
+// Revoke makes the mock refuse every provider token, however freshly
+// signed, as InvalidProviderToken (on), as Apple does once the key is
+// revoked in its portal, or take them again (off). Checks are refused
+// too.
+func (s *Server) Revoke(on bool) { s.revoked.Store(on) }
 
 // GoAwayEvery sends GOAWAY after every n-th request on a connection; 0 off.
 func (s *Server) GoAwayEvery(n int) {
@@ -441,6 +449,9 @@ func (s *Server) authenticate(r *http.Request, req *Request) (string, string) {
 		return "", "MissingProviderToken"
 	}
 	req.Bearer = bearer
+	if s.revoked.Load() {
+		return "", "InvalidProviderToken"
+	}
 	issuedAt, reason := s.verify(bearer)
 	if reason != "" {
 		return "", reason
