@@ -47,6 +47,15 @@ const (
 // than once in 20 minutes; 50 minutes sits between.
 const tokenLifetime = 50 * time.Minute
 
+// tokenUpdateInterval is how often Apple lets a provider replace its
+// provider token ("no more than once every 20 minutes"; more often is
+// answered 429 TooManyProviderTokenUpdates, and may get the team
+// throttled). A token refused with 403 is signed anew at most this often:
+// a key that is revoked or of another team is refused however fresh the
+// token, and each push tried again during such a refusal would otherwise
+// sign one.
+const tokenUpdateInterval = 20 * time.Minute
+
 // Options configure one app's APNS backend.
 type Options struct {
 	Topic    string // the app's bundle id; VoIP pushes go to Topic+".voip"
@@ -264,11 +273,11 @@ func (b *Backend) CheckCredentials(ctx context.Context) error {
 	r := b.build(push.Notification{Priority: push.PrioritySilent})
 	a, err := b.post(ctx, checkToken, r, time.Time{})
 	if err == nil && a.status == http.StatusForbidden && b.signer != nil &&
-		(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken") {
+		(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken") && b.signer.invalidate(a.auth) {
 		// As a push does: a provider token Apple calls stale (signed
 		// before the host's clock was set right, say) is signed anew
-		// and tried once more before it counts as a refusal.
-		b.signer.invalidate(a.auth)
+		// and tried once more before it counts as a refusal, unless
+		// one was signed anew after a refusal too recently.
 		a, err = b.post(ctx, checkToken, r, time.Time{})
 	}
 	if err != nil {
@@ -373,9 +382,6 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case err != nil:
 				return err
 			case a.status == http.StatusOK:
-				if b.signer != nil {
-					b.signer.accepted(a.auth)
-				}
 				if b.logger.Enabled(ctx, slog.LevelDebug) {
 					// Not evaluated for nothing: Get canonicalises its
 					// key into a new string on every push.
@@ -397,10 +403,11 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case a.status == http.StatusBadRequest && a.reason == "DeviceTokenNotForTopic":
 				return &push.SuspectTokenError{Reason: a.reason, Cause: "wrong topic? the app sends to topic " + b.opts.Topic}
 			case a.status == http.StatusForbidden && b.signer != nil && !refreshed &&
-				(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken"):
+				(a.reason == "ExpiredProviderToken" || a.reason == "InvalidProviderToken") && b.signer.invalidate(a.auth):
 				// Apple says our token is stale: sign a new one and try
-				// again at once, but only once per push.
-				b.signer.invalidate(a.auth)
+				// again at once, but only once per push, and only while
+				// the signer may sign anew (invalidate): otherwise the
+				// same token would be refused the same way.
 				refreshed = true
 				continue
 			case a.status == http.StatusForbidden || a.status == http.StatusBadRequest && topicRefused(a.reason):
@@ -718,28 +725,10 @@ type signer struct {
 	mu     sync.Mutex
 	token  string // the authorization header's value: "bearer " and the JWT
 	issued time.Time
-	// replacing says the next token signed replaces one Apple refused;
-	// replacement that token is one (not yet taken for a push), and
-	// wait how long after it the next refusal may have it replaced:
-	// Apple refusing a token signed anew means our clock or key is at
-	// fault, which signing anew at every push would not mend.
-	replacing, replacement bool
-	wait                   time.Duration
-	// unproven mirrors replacement for the push path's check, without
-	// the lock, on every success.
-	unproven atomic.Bool
+	// renewed is when a refused token was last dropped to be signed
+	// anew (invalidate); zero before the first.
+	renewed time.Time
 }
-
-// Bounds of the wait before a token that replaced a refused one, and was
-// refused too, is replaced again: doubling from the first to the second
-// while Apple goes on refusing. Apple answers TooManyProviderTokenUpdates
-// to new tokens more often than every 20 minutes; a clock set right is
-// taken within maxResignWait, and the pushes refused meanwhile wait for
-// redelivery.
-const (
-	minResignWait = time.Minute
-	maxResignWait = 5 * time.Minute
-)
 
 // authorization returns the value of the authorization header for a
 // request made at now (zero: the signer's clock's now).
@@ -759,54 +748,34 @@ func (s *signer) authorization(now time.Time) (string, error) {
 		return "", fmt.Errorf("apns: signing provider token: %w", err)
 	}
 	s.token, s.issued = "bearer "+signed, now
-	s.replacement, s.replacing = s.replacing, false
-	switch {
-	case !s.replacement:
-		s.wait = 0
-	case s.wait == 0:
-		s.wait = minResignWait
-	}
-	s.unproven.Store(s.replacement)
 	return s.token, nil
 }
 
 // invalidate drops the cached token, if it is still refused (the one
-// sent), so that the next request signs a new one. The pushes in flight
-// when Apple stops taking a token are all refused with it: each signing
-// afresh would replace the one just signed, and Apple answers
-// TooManyProviderTokenUpdates to more than one new token in 20 minutes.
-//
-// A token that replaced a refused one and is refused too is replaced
-// only once its wait is over (see minResignWait): Apple refusing a token
-// signed a moment ago says our clock (or key) is wrong, and a token for
-// every push would have Apple refuse new tokens for a while after the
-// clock is set right.
-func (s *signer) invalidate(refused string) {
+// sent), so that the next request signs a new one, and reports whether
+// the next request carries another token than refused. The pushes in
+// flight when Apple stops taking a token are all refused with it: each
+// signing afresh would replace the one just signed. And a token refused
+// is dropped at most once every tokenUpdateInterval: Apple answers
+// TooManyProviderTokenUpdates to more than one new token in 20 minutes,
+// and a key Apple refuses outright (revoked, another team's) is refused
+// in every token it signs, so a new one for each push tried again during
+// such a refusal would only add to the count. The first refusal still
+// gets its new token at once: a token signed before the host's clock was
+// set right is good once signed again.
+func (s *signer) invalidate(refused string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.token != refused {
-		return
+		// Signed anew already (or to be, by the next request).
+		return true
 	}
-	if s.replacement {
-		if s.now().Sub(s.issued) < s.wait {
-			return
-		}
-		s.wait = min(2*s.wait, maxResignWait)
+	now := s.now()
+	if !s.renewed.IsZero() && now.Sub(s.renewed) < tokenUpdateInterval {
+		return false
 	}
-	s.token, s.replacing = "", true
-}
-
-// accepted records that Apple took auth for a push.
-func (s *signer) accepted(auth string) {
-	if !s.unproven.Load() {
-		return
-	}
-	s.mu.Lock()
-	if s.token == auth {
-		s.replacement, s.wait = false, 0
-		s.unproven.Store(false)
-	}
-	s.mu.Unlock()
+	s.token, s.renewed = "", now
+	return true
 }
 
 // Close closes the connections to APNS. A reload that replaced the

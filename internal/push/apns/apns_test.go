@@ -370,6 +370,61 @@ func TestExpiredProviderTokenSignedAfreshOnce(t *testing.T) {
 	}
 }
 
+// TestRefusedProviderTokenSignedAnewAtMostEvery20Minutes: while Apple
+// refuses every provider token (a key revoked), a push refused with 403
+// signs a new token and tries once more only if none was signed anew
+// after a refusal in the last 20 minutes; otherwise it is refused with
+// the one request. Apple answers more frequent updates with
+// TooManyProviderTokenUpdates and may throttle the team, and before the
+// bound every refused push signed one. A push a minute for an hour:
+// new tokens at 0, 20 and 40 minutes.
+func TestRefusedProviderTokenSignedAnewAtMostEvery20Minutes(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	p8, pub, err := apnsmock.TokenKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
+	os.WriteFile(keyFile, p8, 0o600)
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	b := newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
+		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42", PushDeadline: 3 * time.Second, Now: clock})
+	m.Revoke(true)
+	var refusals []time.Duration // when a push made a second request
+	for minute := range 60 {
+		before := m.Total()
+		var cr *push.CredentialsRefusedError
+		if err := send(t, b, push.PriorityHigh, nil); !errors.As(err, &cr) {
+			t.Fatalf("minute %d: %v, want the key refused", minute, err)
+		}
+		if m.Total()-before == 2 {
+			refusals = append(refusals, time.Duration(minute)*time.Minute)
+		}
+		now.Add(int64(time.Minute))
+	}
+	signed := map[string]bool{}
+	for _, r := range m.Requests() {
+		signed[r.Bearer] = true
+	}
+	if want := []time.Duration{0, 20 * time.Minute, 40 * time.Minute}; !slices.Equal(refusals, want) || len(signed) != 4 || m.Total() != 63 {
+		t.Fatalf("tokens signed anew at %v (%d tokens, %d requests), want at %v (4 tokens with the first, 63 requests)", refusals, len(signed), m.Total(), want)
+	}
+	// A check during the refusal, at 59 minutes, signs none either.
+	now.Add(-int64(time.Minute))
+	if err := b.CheckCredentials(context.Background()); err == nil {
+		t.Fatal("check of a revoked key passed")
+	}
+	if n := len(m.Checks()); n != 1 {
+		t.Fatalf("the check made %d requests within 20 minutes of a token signed anew, want 1", n)
+	}
+}
+
 func TestRetriesEndAtDeadline(t *testing.T) {
 	m, o := tokenSetup(t)
 	o.PushDeadline = 700 * time.Millisecond
