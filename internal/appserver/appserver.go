@@ -62,6 +62,9 @@ type App struct {
 	inFlight *atomic.Int64
 	// flow tells a busy app's stalled from its slow (see sendBounded).
 	flow *appFlow
+	// gate holds the app's pushes back while its push service refuses
+	// its credentials (see credGate).
+	gate *credGate
 }
 
 // appFlow is what sendBounded knows of an app's push service: when it
@@ -461,6 +464,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		a.devicer, _ = a.Backend.(push.DeviceKeyer)
 		a.inFlight = new(atomic.Int64)
 		a.flow = newAppFlow(flowClock)
+		a.gate = new(credGate)
 		m[a.Name] = a
 	}
 	svc := &Service{
@@ -807,7 +811,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	defer cancel()
 
 	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account}
-	end, err := s.sendBounded(ctx, &app, n, sent)
+	end, err := s.sendGated(ctx, &app, n, sent)
 	now := s.outcomeTime(end)
 	err = s.doubtDead(ctx, node, t.Token, err)
 	if err == nil {

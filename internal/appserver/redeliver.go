@@ -829,6 +829,28 @@ func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	r.count.Store(int64(len(r.pending)))
 }
 
+// releaseApp makes the pushes to app due now (but not before a
+// Retry-After), and returns how many there are: its push service takes
+// its credentials again, and they waited for nothing else (see
+// credGate).
+func (r *redeliveries) releaseApp(app string) int {
+	if r == nil || r.count.Load() == 0 {
+		return 0
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range r.pending {
+		if p.n.App == app && !p.sending {
+			p.due = later(now, p.notBefore)
+			p.spent = false
+			n++
+		}
+	}
+	return n
+}
+
 // registryBack makes the unread pushes due at once: the registry answers
 // again, and they have waited for nothing else. Their backoff, grown
 // while it was away, starts over.
@@ -847,26 +869,35 @@ func (r *redeliveries) registryBack() {
 	}
 }
 
-// dueBy takes out up to limit pushes whose next attempt is due, of each
-// app take says so of (those whose queue is empty), and ends the waits
-// whose time ran out. A push whose registration is still to be read has
-// no app yet: "" stands for it.
-func (r *redeliveries) dueBy(limit int, take func(app string) bool) []redeliveryAttempt {
-	if r.count.Load() == 0 || limit <= 0 {
+// dueBy takes out the pushes whose next attempt is due, of each app as
+// many as take says (asked once per app: none while its queue is not
+// empty, one while its credentials gate lets a probe through), and ends
+// the waits whose time ran out. A push whose registration is still to be
+// read has no app yet: "" stands for it.
+func (r *redeliveries) dueBy(take func(app string) int) []redeliveryAttempt {
+	if r.count.Load() == 0 {
 		return nil
 	}
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []redeliveryAttempt
-	taken := map[string]int{}
+	taken, quota := map[string]int{}, map[string]int{}
+	may := func(app string) bool {
+		q, ok := quota[app]
+		if !ok {
+			q = take(app)
+			quota[app] = q
+		}
+		return taken[app] < q
+	}
 	for key, p := range r.pending {
 		switch {
 		case p.sending:
 		case now.Sub(p.failed) > r.window:
 			r.remove(key, p)
 			r.expired.Add(1)
-		case !p.due.After(now) && taken[p.n.App] < limit && take(p.n.App):
+		case !p.due.After(now) && may(p.n.App):
 			taken[p.n.App]++
 			p.sending = true
 			out = append(out, redeliveryAttempt{key: key, p: p, n: p.n, unread: p.unread, secret: p.secret, checked: p.checked, gen: p.gen, hastened: p.hastened})
@@ -1110,7 +1141,12 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 				lastSummary = time.Now()
 			}
 			r.appsBack()
-			for _, a := range r.dueBy(redeliveryBatch, func(app string) bool { return len(queues[app]) == 0 }) {
+			for _, a := range r.dueBy(func(app string) int {
+				if len(queues[app]) > 0 {
+					return 0
+				}
+				return s.gateQuota(app, redeliveryBatch)
+			}) {
 				queues[a.n.App] = append(queues[a.n.App], a)
 			}
 		}
@@ -1248,6 +1284,12 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 			deadline = d
 		}
 	}
+	probe, held := app.gate.enter(s.opts.Now)
+	if held != nil {
+		// Taken out before the app's gate closed, or a push of the
+		// app took the probe meanwhile: it waits for the gate to open.
+		return redeliverLater, 0
+	}
 	// Not cut off by the stop: a request already with the push service
 	// may have reached the device, and handed to the next server it
 	// would be sent again. It ends by its deadline, as the pushes of
@@ -1255,6 +1297,9 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	sctx, cancel := s.deadlines.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	err := s.send(push.WithRedelivery(sctx), app.Backend, n)
+	if err != nil || probe {
+		s.gateOutcome(&app, probe, err)
+	}
 	if err != nil && ctx.Err() != nil {
 		// Stopping: the push waits, for the next server, with the
 		// service's Retry-After. One that went through as the stop

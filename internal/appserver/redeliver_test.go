@@ -14,7 +14,7 @@ import (
 
 // due is dueBy of every app, as the tests of the bookkeeping take them.
 func (r *redeliveries) due(limit int) []redeliveryAttempt {
-	return r.dueBy(limit, func(string) bool { return true })
+	return r.dueBy(func(string) int { return limit })
 }
 
 // clock is a settable time for the redelivery's bookkeeping.

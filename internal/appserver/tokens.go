@@ -126,7 +126,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		return err
 	}
 	n := push.Notification{App: tp.App, Node: node, Token: tp.Token, Priority: prio, Summary: tp.Request.Summary, Encrypted: tp.Request.Encrypted}
-	end, err := s.sendBounded(ctx, &app, n, time.Now())
+	end, err := s.sendGated(ctx, &app, n, time.Now())
 	if err == nil {
 		s.redeliver.settled(redeliveryKey{app: tp.App, token: tp.Token})
 		s.redeliver.took(tp.App)
