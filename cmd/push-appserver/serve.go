@@ -360,6 +360,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	if err != nil {
 		return err
 	}
+	// A reload's new backend, or a check that passed, tells the core,
+	// which holds an app's pushes while its credentials are refused.
+	credentials.setGate(svc)
 	m.WatchCache(svc.CacheStats)
 	m.WatchStatus(svc.StatusStats)
 	m.WatchRedelivery(svc.RedeliveryStats, svc.RedeliveryDrops)

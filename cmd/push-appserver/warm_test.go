@@ -394,3 +394,41 @@ func TestReloadRefusalNotUndoneByOldBackendsPush(t *testing.T) {
 		t.Errorf("the old backend's push logged as the end of the new backend's refusal")
 	}
 }
+
+// checkedWarmer is a backend whose warm-up and credentials check pass.
+type checkedWarmer struct{ slowWarmer }
+
+func (*checkedWarmer) CheckCredentials(context.Context) error { return nil }
+
+// gateCalls records what the core's credentials gate is told.
+type gateCalls struct {
+	changed  chan string
+	accepted chan string
+}
+
+func (g *gateCalls) CredentialsChanged(app string)  { g.changed <- app }
+func (g *gateCalls) CredentialsAccepted(app string) { g.accepted <- app }
+
+// A reload's backend check tells the core's credentials gate at its
+// start (the app's held pushes then try the new credentials at once, not
+// at their turn of the backoff) and once the service accepted them (they
+// are all released then): a reload that mends a refused key must not
+// leave the pushes held meanwhile waiting up to a minute.
+func TestCredentialsCheckTellsGate(t *testing.T) {
+	g := &credentialsGauge{m: metrics.New(), logger: slog.New(slog.DiscardHandler)}
+	calls := &gateCalls{changed: make(chan string, 1), accepted: make(chan string, 1)}
+	g.setGate(calls)
+	b := &checkedWarmer{slowWarmer{release: make(chan struct{})}}
+	close(b.release)
+	warm(context.Background(), make(warmSlots, 1), "ios", b, g, slog.New(slog.DiscardHandler))
+	for what, ch := range map[string]chan string{"the check's start": calls.changed, "the check's acceptance": calls.accepted} {
+		select {
+		case app := <-ch:
+			if app != "ios" {
+				t.Fatalf("%s told of app %q, want ios", what, app)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not told to the gate", what)
+		}
+	}
+}

@@ -71,6 +71,10 @@ func warm(ctx context.Context, slots warmSlots, app string, b push.Backend, g *c
 	var report func(metrics.Credentials) bool
 	if check {
 		report = g.start(app)
+		// A backend built or kept by a reload: while the app's pushes
+		// are held for a refusal of its credentials, one tries them
+		// now rather than at its turn of the backoff.
+		g.changed(app)
 	}
 	go func() {
 		select {
@@ -110,6 +114,7 @@ func warm(ctx context.Context, slots warmSlots, app string, b push.Backend, g *c
 		case err == nil:
 			if report(metrics.CredentialsAccepted) {
 				logger.Info("push service accepted our credentials")
+				g.accepted(app)
 			}
 		case errors.As(err, &refused):
 			if report(metrics.CredentialsRefused) {
@@ -145,6 +150,46 @@ type credentialsGauge struct {
 	// since is when each app's latest check started: a push that began
 	// before it may have gone through the backend a reload replaced.
 	since map[string]time.Time
+	// gate is the core's, told of each check that starts and each that
+	// passed; nil until the core is made (the start's checks begin
+	// before it, while no app's pushes can be held).
+	gate credentialsGate
+}
+
+// credentialsGate holds an app's pushes while its push service refuses
+// the app's credentials (appserver.Service).
+type credentialsGate interface {
+	CredentialsChanged(app string)
+	CredentialsAccepted(app string)
+}
+
+// setGate makes gate the one told of app's checks.
+func (g *credentialsGauge) setGate(gate credentialsGate) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gate = gate
+}
+
+func (g *credentialsGauge) gateOf() credentialsGate {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.gate
+}
+
+// changed tells the gate that app's credentials are being checked again:
+// a reload may have changed them.
+func (g *credentialsGauge) changed(app string) {
+	if gate := g.gateOf(); gate != nil {
+		gate.CredentialsChanged(app)
+	}
+}
+
+// accepted tells the gate that the latest check of app's credentials
+// passed.
+func (g *credentialsGauge) accepted(app string) {
+	if gate := g.gateOf(); gate != nil {
+		gate.CredentialsAccepted(app)
+	}
 }
 
 // last is app's latest recorded outcome (CredentialsUnknown before any).
