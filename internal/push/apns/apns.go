@@ -761,8 +761,9 @@ func (s *signer) authorization(now time.Time) (string, error) {
 // and a key Apple refuses outright (revoked, another team's) is refused
 // in every token it signs, so a new one for each push tried again during
 // such a refusal would only add to the count. The first refusal still
-// gets its new token at once: a token signed before the host's clock was
-// set right is good once signed again.
+// gets its new token at once, and so does one after this host's clock was
+// set (clockStepped): a token signed before the clock was set right is
+// good once signed again.
 func (s *signer) invalidate(refused string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -771,11 +772,34 @@ func (s *signer) invalidate(refused string) bool {
 		return true
 	}
 	now := s.now()
-	if !s.renewed.IsZero() && now.Sub(s.renewed) < tokenUpdateInterval {
+	if !s.renewed.IsZero() && now.Sub(s.renewed) < tokenUpdateInterval && !clockStepped(s.renewed, now) {
 		return false
 	}
 	s.token, s.renewed = "", now
 	return true
+}
+
+// maxClockStep is how far this host's wall clock may move against its
+// monotonic clock between two readings before it counts as set anew.
+const maxClockStep = time.Minute
+
+// clockStepped reports whether the wall clock was set (by NTP after a
+// boot with the wrong time, say) between the readings then and now: the
+// wall time between them differs from the monotonic time by more than
+// maxClockStep. Tokens signed before are dated by the old clock, which
+// is why Apple refused them, and the bound on signing anew would keep
+// every push refused for up to 20 minutes after the clock was set right.
+// Readings without a monotonic part (a test's clock) never step.
+func clockStepped(then, now time.Time) bool {
+	return stepped(now.Round(0).Sub(then.Round(0)), now.Sub(then))
+}
+
+// stepped reports whether wall, the wall clock's time between two
+// readings, and mono, the monotonic clock's, differ by more than
+// maxClockStep.
+func stepped(wall, mono time.Duration) bool {
+	d := wall - mono
+	return d > maxClockStep || d < -maxClockStep
 }
 
 // Close closes the connections to APNS. A reload that replaced the

@@ -1058,8 +1058,10 @@ func TestIdleTimeoutTriedAgain(t *testing.T) {
 // often it is signed anew. Signing one at every push would have Apple
 // answer TooManyProviderTokenUpdates, which it asks to avoid (no more
 // than one new token every 20 minutes): while tokens signed anew are
-// refused too, a new one is signed at most once every few minutes, and
-// once the clock is right, the next one goes through.
+// refused too, no other is signed, and once the clock is right, the next
+// push goes through. (This test's clock moves its monotonic reading with
+// its wall time, so the step reads as time passed; a real step is told
+// by the two moving apart, see TestClockStepped.)
 func TestProviderTokenSignedAnewBounded(t *testing.T) {
 	m, o := tokenSetup(t)
 	var offset atomic.Int64

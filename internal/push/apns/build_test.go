@@ -81,3 +81,31 @@ func TestBuildMatchesRender(t *testing.T) {
 		}
 	}
 }
+
+// TestClockStepped guards how a clock set anew is told from time that
+// passed: by the wall clock moving against the monotonic one, either way,
+// by more than a minute, and not by readings that lack a monotonic part.
+func TestClockStepped(t *testing.T) {
+	for _, tt := range []struct {
+		wall, mono time.Duration
+		want       bool
+	}{
+		{time.Hour, time.Hour, false},
+		{2*time.Hour + 5*time.Minute, 5 * time.Minute, true}, // set forward two hours
+		{-24 * time.Hour, 2 * time.Minute, true},             // set back a day
+		{90 * time.Second, 60 * time.Second, false},          // NTP slewing
+		{0, 2 * time.Minute, true},                           // set back two minutes
+		{3 * time.Hour, time.Minute, true},                   // a suspend, which only the wall clock counts
+	} {
+		if got := stepped(tt.wall, tt.mono); got != tt.want {
+			t.Errorf("stepped(wall %v, monotonic %v) = %v, want %v", tt.wall, tt.mono, got, tt.want)
+		}
+	}
+	now := time.Now()
+	if clockStepped(now, now.Add(time.Hour)) {
+		t.Error("an hour that passed on both clocks taken for a step")
+	}
+	if clockStepped(now.Round(0), now.Round(0).Add(time.Hour)) {
+		t.Error("readings without a monotonic part taken for a step")
+	}
+}
