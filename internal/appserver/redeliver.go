@@ -1272,6 +1272,11 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		s.redeliver.elsewhere(a, n.App)
 		return redeliverLater, 0
 	}
+	if a.key.node == "" && push.TokensNameEndpoints(app.Backend) {
+		// A token push kept by a server that still took them for an
+		// app whose tokens name their endpoint (see pushToken).
+		return redeliveryGone, 0
+	}
 	if a.unread != nil {
 		n.Priority = app.Priority.Resolve(a.unread.important)
 		if n.Priority == push.PriorityVoIP {

@@ -84,6 +84,15 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 		s.rejected(node, "unknown app for a token push")
 		return fmt.Errorf("%w %q", ErrUnknownType, tp.App)
 	}
+	if push.TokensNameEndpoints(app.Backend) {
+		// A WebPush subscription names the URL we would POST to: taken
+		// from a publish, any XMPP user could have us send requests
+		// anywhere, to a new address each time, with none of the
+		// registration's limits. Neither dialect has such tokens, so
+		// the node is unknown like any other.
+		s.reject(node, RejectUnknownNode, start)
+		return ErrNotFound
+	}
 	if err := checkText("token", tp.Token, MaxTokenLen); err != nil {
 		s.reject(node, RejectUnknownNode, start)
 		return ErrNotFound

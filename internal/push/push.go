@@ -134,6 +134,23 @@ type DeviceKeyer interface {
 	DeviceKey(token string) string
 }
 
+// EndpointTokens is implemented by backends whose token names where the
+// push is sent, not only which device gets it: a WebPush subscription
+// carries the URL we POST to. Such a token is only ever taken from a
+// registration, never from a publish that names it (tokenless and
+// publish-options pushes): any XMPP user may send one, and would have us
+// send requests to any address, a new one each time.
+type EndpointTokens interface {
+	TokensNameEndpoints() bool
+}
+
+// TokensNameEndpoints says whether b's tokens name the address its
+// pushes are sent to (EndpointTokens).
+func TokensNameEndpoints(b Backend) bool {
+	e, ok := b.(EndpointTokens)
+	return ok && e.TokensNameEndpoints()
+}
+
 // SummaryTextCarrier is implemented by backends that say whether their
 // pushes carry the summary's sender and body (include_summary). What
 // waits for redelivery keeps that text only for a backend that carries

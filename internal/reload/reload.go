@@ -83,6 +83,9 @@ func (s *Backend) CertificateExpiry() (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// TokensNameEndpoints asks the current backend.
+func (s *Backend) TokensNameEndpoints() bool { return push.TokensNameEndpoints(s.current()) }
+
 // CarriesSummaryText asks the current backend.
 func (s *Backend) CarriesSummaryText() bool { return push.CarriesSummaryText(s.current()) }
 

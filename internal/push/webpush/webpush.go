@@ -584,6 +584,10 @@ func (b *Backend) Close() error {
 // calls it as it swaps the backend out, since no push takes it after.
 func (b *Backend) CloseIdleConnections() { b.client.CloseIdleConnections() }
 
+// TokensNameEndpoints is true: a subscription is the URL we POST to
+// (push.EndpointTokens).
+func (b *Backend) TokensNameEndpoints() bool { return true }
+
 // CarriesSummaryText says whether pushes carry the summary's sender and
 // body (include_summary).
 func (b *Backend) CarriesSummaryText() bool { return b.opts.IncludeSummary }
