@@ -39,6 +39,11 @@ const DefaultGoneMaxHosts = 10_000
 
 const goneBuckets = 10
 
+// UnprovenFailures is how many pushes a push service (origin) may fail
+// before it has answered any with success, after which each push to it
+// is sent once: not retried, not kept for redelivery (see Unproven).
+const UnprovenFailures = 10
+
 // GoneGuard keeps a WebPush app from deleting registrations on 404 and
 // 410 answers that its push service gives for every subscription: a
 // self-hosted UnifiedPush distributor (ntfy, NextPush, a Gotify bridge)
@@ -84,7 +89,10 @@ type goneHost struct {
 	sinceSuccess int
 	// holding is set while its 404 and 410 answers are held, for the log.
 	holding bool
-	buckets [goneBuckets]goneBucket
+	// unprovenFails counts the pushes it failed while it had answered
+	// none with success (see Unproven).
+	unprovenFails int
+	buckets       [goneBuckets]goneBucket
 }
 
 type goneBucket struct {
@@ -140,7 +148,9 @@ func (g *GoneGuard) Judge(ctx context.Context, origin string, err error) error {
 		var ok bool
 		if dead, ok = asDead(err); !ok {
 			// Neither success nor gone: a failure says nothing of
-			// whether the service knows its subscriptions.
+			// whether the service knows its subscriptions, only
+			// (Unproven) whether it is a push service at all.
+			g.failed(origin)
 			return err
 		}
 	}
@@ -150,6 +160,9 @@ func (g *GoneGuard) Judge(ctx context.Context, origin string, err error) error {
 	g.mu.Lock()
 	h := g.host(origin, now)
 	h.lastAnswer = now
+	if dead != nil && h.lastSuccess.IsZero() {
+		h.unprovenFails++
+	}
 	if dead == nil {
 		resumed := h.holding
 		h.lastSuccess, h.sinceSuccess, h.holding = now, 0, false
@@ -195,6 +208,33 @@ func (g *GoneGuard) Judge(ctx context.Context, origin string, err error) error {
 	return &push.TemporaryError{
 		Reason: fmt.Sprintf("kept: %s from %s, which has not vouched for its 404/410 answers with successes lately", dead.Reason, origin),
 	}
+}
+
+// failed records a push to origin that failed without a 404 or 410.
+func (g *GoneGuard) failed(origin string) {
+	now := g.opts.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	h := g.host(origin, now)
+	h.lastAnswer = now
+	if h.lastSuccess.IsZero() {
+		h.unprovenFails++
+	}
+}
+
+// Unproven reports whether origin has failed UnprovenFailures pushes or
+// more and answered none with success since it is remembered. Its
+// subscriptions' endpoints are anyone's choice, and nothing says it is a
+// push service rather than a third party's web server that a stranger
+// registered subscriptions at: retried and redelivered, one push would
+// be dozens of requests to it (8 within a 5 s push deadline at 5xx
+// answers, about a hundred over 10 minutes of redelivery). A push
+// service that answers a success once is judged as before.
+func (g *GoneGuard) Unproven(origin string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	h, ok := g.hosts[origin]
+	return ok && h.lastSuccess.IsZero() && h.unprovenFails >= UnprovenFailures
 }
 
 // host returns origin's record, making it if need be; g.mu is held.

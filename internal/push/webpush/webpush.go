@@ -384,68 +384,17 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		return &push.TemporaryError{Reason: "too many pushes under way at " + origin}
 	}
 	defer b.flights.done(origin)
+	// A service that failed pushes and never took one gets each push
+	// once: it may be anyone's server, named by a stranger's
+	// subscriptions, that we would otherwise hit again and again.
+	unproven := b.opts.Gone.Unproven(origin)
 	refreshed, shortened := false, false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
-		status, retryAfter, date, err := b.post(ctx, sub, origin, body, n.Priority)
-		if status == http.StatusRequestEntityTooLarge && !shortened && n.Summary != nil && b.opts.IncludeSummary {
-			// RFC 8030 has services take 4,096 bytes, and ours fit
-			// them, but some take less: Mozilla's, for Firefox on
-			// Android and iOS, bridges to FCM and APNS and refuses
-			// what their 4 KiB would not hold. The wake-up matters,
-			// the summary's text less: send it once more without.
-			shortened = true
-			if short, encErr := Encrypt(b.payload(withoutText(n)), sub); encErr == nil {
-				body = short
-				status, retryAfter, date, err = b.post(ctx, sub, origin, body, n.Priority)
-			}
+		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &shortened)
+		if unproven && push.IsTemporary(err) {
+			return finalUnproven(err, origin)
 		}
-		switch {
-		case err != nil:
-			if errors.Is(err, ErrRefused) {
-				return err
-			}
-			return &push.TemporaryError{Reason: "request failed", Err: err}
-		case status >= 200 && status < 300:
-			return nil
-		case status == http.StatusNotFound || status == http.StatusGone:
-			return &push.DeadTokenError{Since: b.opts.Now(), Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
-		case status == http.StatusInsufficientStorage:
-			// ntfy's answer (code 50701) for a UnifiedPush topic no
-			// device has subscribed to for hours: a device that has
-			// not connected since. Not a dead subscription (the
-			// device subscribes again when it connects, and fetches
-			// its messages then), but nothing a retry within the
-			// push's seconds, or a redelivery within minutes, would
-			// change: ntfy would only count each against us.
-			return fmt.Errorf("webpush: %d %s from %s: no device subscribed there lately", status, http.StatusText(status), origin)
-		case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
-			// 408: the service, or a proxy before it, gave up waiting
-			// for the request (RFC 9110 15.5.9), which may be repeated.
-			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
-		case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && !refreshed:
-			// A token signed a moment before a key change or with a clock
-			// the service disputes: sign afresh once before giving up.
-			b.vapid.invalidate(origin)
-			refreshed = true
-			return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
-		case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && clockOff(date, b.opts.Now()):
-			// Refused again, by a service whose clock is far from ours:
-			// our token's exp, read on its clock, may be past or too
-			// far ahead (a host resumed after hours suspended, or one
-			// NTP has not set right yet). Every subscription would be
-			// refused alike, so this says nothing of this one: kept,
-			// and sent again once the clocks agree.
-			return &clockDisputed{status: status, origin: origin, off: b.opts.Now().Sub(date)}
-		case status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden:
-			return &push.SuspectTokenError{Reason: fmt.Sprintf("%d %s from %s", status, http.StatusText(status), origin),
-				Cause: "VAPID key replaced (vapid_key_file), or vapid_subject refused?"}
-		case status == http.StatusRequestEntityTooLarge:
-			return fmt.Errorf("webpush: %d payload too large", status)
-		}
-		// The core logs the failure, at most 10 lines a second: the
-		// subscription chose this service, which may be anyone's.
-		b.logger.Debug("push service rejected push", "node", n.Node, "origin", origin, "status", status)
-		return fmt.Errorf("webpush: %d %s from %s", status, http.StatusText(status), origin)
+		return err
 	})
 	if c, ok := err.(*clockDisputed); ok {
 		// Not retried within the push's seconds: the clocks will not
@@ -458,9 +407,90 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	// they came, not a refusal the breaker took for a dead token.
 	judged := b.opts.Breaker.JudgeCtx(ctx, origin, err)
 	if _, gone := asDead(err); err == nil || gone {
-		return b.opts.Gone.Judge(ctx, origin, err)
+		judged = b.opts.Gone.Judge(ctx, origin, err)
+	} else {
+		b.opts.Gone.failed(origin)
+	}
+	if unproven && push.IsTemporary(judged) {
+		// A 404 held by the guard, or a refusal the breaker would
+		// have retried: not kept for redelivery either.
+		return finalUnproven(judged, origin)
 	}
 	return judged
+}
+
+// finalUnproven is err, a failure that may pass, as the final failure
+// of a push to a service that has answered none with success (see
+// GoneGuard.Unproven): neither retried nor redelivered, so not wrapping
+// err, whose *push.TemporaryError would make it so.
+func finalUnproven(err error, origin string) error {
+	return fmt.Errorf("webpush: %v (%s has answered no push with success: not tried again)", err, origin)
+}
+
+// attempt makes one request of the push n to sub (two, when a summary
+// too large for the service is sent again without its text) and says
+// what came of it as Send's retries take it.
+func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, n push.Notification, body *[]byte, refreshed, shortened *bool) error {
+	status, retryAfter, date, err := b.post(ctx, sub, origin, *body, n.Priority)
+	if status == http.StatusRequestEntityTooLarge && !*shortened && n.Summary != nil && b.opts.IncludeSummary {
+		// RFC 8030 has services take 4,096 bytes, and ours fit
+		// them, but some take less: Mozilla's, for Firefox on
+		// Android and iOS, bridges to FCM and APNS and refuses
+		// what their 4 KiB would not hold. The wake-up matters,
+		// the summary's text less: send it once more without.
+		*shortened = true
+		if short, encErr := Encrypt(b.payload(withoutText(n)), sub); encErr == nil {
+			*body = short
+			status, retryAfter, date, err = b.post(ctx, sub, origin, *body, n.Priority)
+		}
+	}
+	switch {
+	case err != nil:
+		if errors.Is(err, ErrRefused) {
+			return err
+		}
+		return &push.TemporaryError{Reason: "request failed", Err: err}
+	case status >= 200 && status < 300:
+		return nil
+	case status == http.StatusNotFound || status == http.StatusGone:
+		return &push.DeadTokenError{Since: b.opts.Now(), Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
+	case status == http.StatusInsufficientStorage:
+		// ntfy's answer (code 50701) for a UnifiedPush topic no
+		// device has subscribed to for hours: a device that has
+		// not connected since. Not a dead subscription (the
+		// device subscribes again when it connects, and fetches
+		// its messages then), but nothing a retry within the
+		// push's seconds, or a redelivery within minutes, would
+		// change: ntfy would only count each against us.
+		return fmt.Errorf("webpush: %d %s from %s: no device subscribed there lately", status, http.StatusText(status), origin)
+	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
+		// 408: the service, or a proxy before it, gave up waiting
+		// for the request (RFC 9110 15.5.9), which may be repeated.
+		return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
+	case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && !*refreshed:
+		// A token signed a moment before a key change or with a clock
+		// the service disputes: sign afresh once before giving up.
+		b.vapid.invalidate(origin)
+		*refreshed = true
+		return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status)}
+	case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && clockOff(date, b.opts.Now()):
+		// Refused again, by a service whose clock is far from ours:
+		// our token's exp, read on its clock, may be past or too
+		// far ahead (a host resumed after hours suspended, or one
+		// NTP has not set right yet). Every subscription would be
+		// refused alike, so this says nothing of this one: kept,
+		// and sent again once the clocks agree.
+		return &clockDisputed{status: status, origin: origin, off: b.opts.Now().Sub(date)}
+	case status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return &push.SuspectTokenError{Reason: fmt.Sprintf("%d %s from %s", status, http.StatusText(status), origin),
+			Cause: "VAPID key replaced (vapid_key_file), or vapid_subject refused?"}
+	case status == http.StatusRequestEntityTooLarge:
+		return fmt.Errorf("webpush: %d payload too large", status)
+	}
+	// The core logs the failure, at most 10 lines a second: the
+	// subscription chose this service, which may be anyone's.
+	b.logger.Debug("push service rejected push", "node", n.Node, "origin", origin, "status", status)
+	return fmt.Errorf("webpush: %d %s from %s", status, http.StatusText(status), origin)
 }
 
 // withoutText is n with its summary's sender and body left out.

@@ -1,0 +1,61 @@
+package webpush_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
+)
+
+// A subscription's endpoint is the registrant's to choose: anyone with
+// the HTTP API can register subscriptions at a third party's web server
+// and push to them. That server answers 5xx (or 404) and never a
+// success, and each push was retried until the push deadline (8 requests
+// in the default 5 s) and then kept for redelivery and retried so for 10
+// minutes: about a hundred requests to a stranger's chosen host for each
+// push asked for. Once an origin has failed UnprovenFailures pushes
+// without answering any with success, each push to it is one request,
+// and its failure is final (not a *push.TemporaryError, so not
+// redelivered). A success vouches for the service: its 5xx answers are
+// retried again.
+func TestUnprovenServiceTriedOnce(t *testing.T) {
+	ctx := context.Background()
+	mock, b, pub := setup(t, webpush.Options{PushDeadline: time.Second})
+	always503 := make([]webpushmock.Fault, 100)
+	for i := range always503 {
+		always503[i] = webpushmock.Fault{Status: 503}
+	}
+	for i := range webpush.UnprovenFailures + 5 {
+		sub := subscribe(t, mock, pub)
+		mock.Fail(sub.ID, always503...)
+		before := len(mock.Messages())
+		err := b.Send(ctx, push.Notification{Node: "n", Token: sub.JSON})
+		sent := len(mock.Messages()) - before
+		if err == nil {
+			t.Fatalf("push %d: succeeded at a service answering 503", i)
+		}
+		if i < webpush.UnprovenFailures {
+			continue
+		}
+		if sent != 1 || push.IsTemporary(err) {
+			t.Fatalf("push %d to a service that failed %d pushes and took none: %d requests, error %v (temporary %t); want 1 request and a final error",
+				i, i, sent, err, push.IsTemporary(err))
+		}
+	}
+
+	if err := b.Send(ctx, push.Notification{Node: "n", Token: subscribe(t, mock, pub).JSON}); err != nil {
+		t.Fatalf("push to a working subscription: %v", err)
+	}
+	sub := subscribe(t, mock, pub)
+	mock.Fail(sub.ID, webpushmock.Fault{Status: 503})
+	before := len(mock.Messages())
+	if err := b.Send(ctx, push.Notification{Node: "n", Token: sub.JSON}); err != nil {
+		t.Fatalf("503 then ok, at a service that answered a success: %v", err)
+	}
+	if sent := len(mock.Messages()) - before; sent != 2 {
+		t.Fatalf("503 then ok at a proven service: %d requests, want 2", sent)
+	}
+}
