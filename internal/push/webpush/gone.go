@@ -41,7 +41,8 @@ const goneBuckets = 10
 
 // UnprovenFailures is how many pushes a push service (origin) may fail
 // before it has answered any with success, after which each push to it
-// is sent once: not retried, not kept for redelivery (see Unproven).
+// is sent once, and tried again no sooner than a minute later (see
+// Unproven).
 const UnprovenFailures = 10
 
 // GoneGuard keeps a WebPush app from deleting registrations on 404 and
@@ -228,8 +229,9 @@ func (g *GoneGuard) failed(origin string) {
 // push service rather than a third party's web server that a stranger
 // registered subscriptions at: retried and redelivered, one push would
 // be dozens of requests to it (8 within a 5 s push deadline at 5xx
-// answers, about a hundred over 10 minutes of redelivery). A push
-// service that answers a success once is judged as before.
+// answers, about a hundred over 10 minutes of redelivery), where now
+// about ten. A push service that answers a success once is judged as
+// before.
 func (g *GoneGuard) Unproven(origin string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()

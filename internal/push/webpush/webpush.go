@@ -385,14 +385,15 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	}
 	defer b.flights.done(origin)
 	// A service that failed pushes and never took one gets each push
-	// once: it may be anyone's server, named by a stranger's
-	// subscriptions, that we would otherwise hit again and again.
+	// once, and again a minute later at the soonest: it may be anyone's
+	// server, named by a stranger's subscriptions, that we would
+	// otherwise hit again and again.
 	unproven := b.opts.Gone.Unproven(origin)
 	refreshed, shortened := false, false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
 		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &shortened)
 		if unproven && push.IsTemporary(err) {
-			return finalUnproven(err, origin)
+			return onceUnproven(err, origin)
 		}
 		return err
 	})
@@ -413,18 +414,33 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	}
 	if unproven && push.IsTemporary(judged) {
 		// A 404 held by the guard, or a refusal the breaker would
-		// have retried: not kept for redelivery either.
-		return finalUnproven(judged, origin)
+		// have retried: tried again as rarely.
+		return onceUnproven(judged, origin)
 	}
 	return judged
 }
 
-// finalUnproven is err, a failure that may pass, as the final failure
-// of a push to a service that has answered none with success (see
-// GoneGuard.Unproven): neither retried nor redelivered, so not wrapping
-// err, whose *push.TemporaryError would make it so.
-func finalUnproven(err error, origin string) error {
-	return fmt.Errorf("webpush: %v (%s has answered no push with success: not tried again)", err, origin)
+// unprovenRetryAfter is how long a push to a service that has answered
+// none with success (see GoneGuard.Unproven) waits before it is tried
+// again: at most about ten requests for a push over the default 10
+// minutes of redelivery, where retries within the push and redelivery's
+// own backoff made about a hundred, and still every push of a
+// self-hosted distributor that was down when the server started goes
+// out once it is back.
+const unprovenRetryAfter = time.Minute
+
+// onceUnproven is err, a failure that may pass, for a push to a service
+// that has answered none with success: temporary still, so the push is
+// kept for redelivery, but with a Retry-After longer than any push's
+// deadline, so that it is not retried within the push and redelivery
+// tries it no sooner than unprovenRetryAfter.
+func onceUnproven(err error, origin string) error {
+	after := unprovenRetryAfter
+	var te *push.TemporaryError
+	if errors.As(err, &te) && te.RetryAfter > after {
+		after = te.RetryAfter
+	}
+	return &push.TemporaryError{Reason: origin + " has answered no push with success: tried again in " + after.String(), Err: err, RetryAfter: after}
 }
 
 // attempt makes one request of the push n to sub (two, when a summary
