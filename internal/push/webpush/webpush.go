@@ -435,12 +435,13 @@ const unprovenRetryAfter = time.Minute
 // deadline, so that it is not retried within the push and redelivery
 // tries it no sooner than unprovenRetryAfter.
 func onceUnproven(err error, origin string) error {
-	after := unprovenRetryAfter
 	var te *push.TemporaryError
-	if errors.As(err, &te) && te.RetryAfter > after {
-		after = te.RetryAfter
+	if errors.As(err, &te) && te.RetryAfter >= unprovenRetryAfter {
+		// Waits as long already (the service's Retry-After, or this
+		// function's own once the breaker passed it on).
+		return err
 	}
-	return &push.TemporaryError{Reason: origin + " has answered no push with success: tried again in " + after.String(), Err: err, RetryAfter: after}
+	return &push.TemporaryError{Reason: origin + " has answered no push with success: tried again in a minute", Err: err, RetryAfter: unprovenRetryAfter}
 }
 
 // attempt makes one request of the push n to sub (two, when a summary
