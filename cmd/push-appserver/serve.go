@@ -173,14 +173,31 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	starting := httpapi.NewStarting("opening the registry", mh, registryRetryMax)
 	api := httpapi.NewSwitch(starting)
+	// The API's listeners share the slots the descriptor limit leaves
+	// them: together they leave the process the descriptors it needs for
+	// its own connections. A client's connections to any of them count
+	// against its one share; the trusted proxies have none, every
+	// connection behind one being the proxy's.
+	slots := httpapi.ConnectionCap()
+	var monitoring *httpapi.ConnLimit
+	if cfg.MetricsListen != "" {
+		// metrics_listen has slots of its own, taken from the API's:
+		// the API's clients holding all of theirs (the moment the
+		// refusals are counted and alerted on) must not keep the
+		// monitoring from scraping them.
+		n := min(httpapi.MonitoringSlots, max(slots/2, 1))
+		slots = max(slots-n, 1)
+		monitoring = httpapi.NewConnLimit(httpapi.ConnLimitOptions{
+			Slots:     n,
+			PerClient: *cfg.HTTP.MaxConnectionsPerClient,
+			Exempt:    proxies,
+			Refused:   m.HTTPConnectionRefused,
+			Logger:    logger,
+		})
+	}
 	hl := &httpListeners{listen: up.Listen, logger: logger, errc: make(chan error, 4),
-		// Shared by every listener: together they leave the process
-		// the descriptors it needs for its own connections. A client's
-		// connections to any of them count against its one share; the
-		// trusted proxies have none, every connection behind one being
-		// the proxy's.
 		conns: httpapi.NewConnLimit(httpapi.ConnLimitOptions{
-			Slots:     httpapi.ConnectionCap(),
+			Slots:     slots,
 			PerClient: *cfg.HTTP.MaxConnectionsPerClient,
 			Exempt:    proxies,
 			Refused:   m.HTTPConnectionRefused,
@@ -188,21 +205,21 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		})}
 	defer hl.close()
 	if cfg.HTTP.Listen != "" {
-		if err := hl.bind("HTTP API", cfg.HTTP.Listen, api, nil); err != nil {
+		if err := hl.bind("HTTP API", cfg.HTTP.Listen, api, nil, hl.conns); err != nil {
 			return err
 		}
 	}
 	if cfg.HTTP.TLSListen != "" {
 		// The certificate comes from the reloadable holder, so SIGHUP
 		// picks up a renewed one.
-		if err := hl.bind("HTTP API", cfg.HTTP.TLSListen, api, &tls.Config{GetCertificate: tlsCert.GetCertificate}); err != nil {
+		if err := hl.bind("HTTP API", cfg.HTTP.TLSListen, api, &tls.Config{GetCertificate: tlsCert.GetCertificate}, hl.conns); err != nil {
 			return err
 		}
 	}
 	if cfg.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
-		if err := hl.bind("metrics", cfg.MetricsListen, mux, nil); err != nil {
+		if err := hl.bind("metrics", cfg.MetricsListen, mux, nil, monitoring); err != nil {
 			return err
 		}
 	}
@@ -955,7 +972,7 @@ func buildApps(ctx context.Context, cfg *config.Config, webPush webPushLimits, l
 // serve).
 type httpListeners struct {
 	listen  func(addr string) (net.Listener, error)
-	conns   *httpapi.ConnLimit // see httpapi.LimitListener
+	conns   *httpapi.ConnLimit // the API's; see httpapi.LimitListener
 	logger  *slog.Logger
 	servers []*http.Server
 	pending []func()       // each starts one bound server
@@ -964,14 +981,15 @@ type httpListeners struct {
 	errc chan error
 }
 
-// bind listens on addr for handler, with TLS when tlsConfig is set; the
-// server serves from serve on.
-func (h *httpListeners) bind(what, addr string, handler http.Handler, tlsConfig *tls.Config) error {
+// bind listens on addr for handler, with TLS when tlsConfig is set,
+// holding its connections to the slots of conns; the server serves from
+// serve on.
+func (h *httpListeners) bind(what, addr string, handler http.Handler, tlsConfig *tls.Config, conns *httpapi.ConnLimit) error {
 	l, err := h.listen(addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	ln := httpapi.LimitListener(sockio.Listener{Listener: l}, h.conns)
+	ln := httpapi.LimitListener(sockio.Listener{Listener: l}, conns)
 	srv := httpapi.NewServer(addr, handler, h.logger)
 	srv.TLSConfig = tlsConfig
 	h.servers = append(h.servers, srv)

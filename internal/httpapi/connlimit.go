@@ -49,6 +49,12 @@ func descriptorReserve(limit int) int {
 	return max(limit-connectionCap(limit), 0)
 }
 
+// MonitoringSlots is how many connections a listener of the monitoring's
+// own (metrics_listen) holds, out of ConnectionCap: a scraper keeps one
+// open, a pair of them for redundancy two, and each may open another
+// while the last one closes.
+const MonitoringSlots = 8
+
 // DefaultMaxConnectionsPerClient is how many connections one client
 // address (an IPv6 client's /64) may hold at once. An app holds one or
 // two, a browser six, an XMPP server pushing over HTTP/1.1 a keep-alive
