@@ -58,11 +58,14 @@ func ApplyMemoryLimit(getenv func(string) string, readFile func(string) ([]byte,
 	return soft
 }
 
-// cgroupMemoryLimit is the memory limit of the process's cgroup in
-// bytes, 0 for none. The cgroup's path in /proc/self/cgroup is tried
-// below /sys/fs/cgroup first, then /sys/fs/cgroup's own files: in a
-// container with a cgroup namespace of its own, the latter are the
-// container's.
+// cgroupMemoryLimit is the memory limit the process's cgroup is held
+// to in bytes, 0 for none: the tightest of its own and of every cgroup
+// above it, up to /sys/fs/cgroup's own files (in a container with a
+// cgroup namespace of its own, the container's). A limit binds every
+// cgroup below it, and is often set on one above the process's own: on
+// a systemd slice (MemoryMax= on the slice, the service's own left at
+// max), or on a container whose systemd runs the server in a service of
+// its own.
 func cgroupMemoryLimit(readFile func(string) ([]byte, error)) int64 {
 	self, err := readFile("/proc/self/cgroup")
 	if err != nil {
@@ -82,27 +85,36 @@ func cgroupMemoryLimit(readFile func(string) ([]byte, error)) int64 {
 			v1 = parts[2]
 		}
 	}
-	var candidates []string
+	root, dir, file := "/sys/fs/cgroup", v2, "memory.max"
 	if v1 != "" {
-		candidates = append(candidates, path.Join("/sys/fs/cgroup/memory", v1, "memory.limit_in_bytes"), "/sys/fs/cgroup/memory/memory.limit_in_bytes")
-	} else {
-		candidates = append(candidates, path.Join("/sys/fs/cgroup", v2, "memory.max"), "/sys/fs/cgroup/memory.max")
+		root, dir, file = "/sys/fs/cgroup/memory", v1, "memory.limit_in_bytes"
 	}
-	for _, file := range candidates {
-		b, err := readFile(file)
-		if err != nil {
-			continue
+	var limit int64
+	for dir = path.Join("/", dir); ; dir = path.Dir(dir) {
+		if n := readLimit(readFile, path.Join(root, dir, file)); n > 0 && (limit == 0 || n < limit) {
+			limit = n
 		}
-		s := strings.TrimSpace(string(b))
-		if s == "max" {
-			return 0
+		if dir == "/" {
+			return limit
 		}
-		n, err := strconv.ParseInt(s, 10, 64)
-		// cgroup v1 says "no limit" with the largest page-aligned value.
-		if err != nil || n <= 0 || n >= 1<<62 {
-			return 0
-		}
-		return n
 	}
-	return 0
+}
+
+// readLimit reads one cgroup's memory limit from file, 0 for none or
+// none to be read.
+func readLimit(readFile func(string) ([]byte, error), file string) int64 {
+	b, err := readFile(file)
+	if err != nil {
+		return 0
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return 0
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	// cgroup v1 says "no limit" with the largest page-aligned value.
+	if err != nil || n <= 0 || n >= 1<<62 {
+		return 0
+	}
+	return n
 }
