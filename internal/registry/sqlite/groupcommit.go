@@ -68,6 +68,9 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	for _, req := range batch {
 		req.Answer()
 	}
+	if live > 0 {
+		s.fitLog(ctx)
+	}
 	return nil
 }
 
@@ -100,6 +103,7 @@ func (s *Store) registerAlone(ctx context.Context, node string, decide registry.
 	if err := tx.Commit(); err != nil {
 		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
+	s.fitLog(context.Background())
 	return r, nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	modernc "modernc.org/sqlite" // also registers the "sqlite" driver
@@ -63,6 +64,11 @@ type Store struct {
 	// unmoved).
 	path string
 	file os.FileInfo
+
+	// pageSize is the registry's page size in bytes, and logPages the
+	// writer's wal_autocheckpoint as fitLog last set it.
+	pageSize int64
+	logPages atomic.Int64
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -204,6 +210,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("preparing statements: %w", err)
 	}
 	s.path = path
+	s.logPages.Store(walCheckpoint)
+	if err := write.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&s.pageSize); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
 	if s.file, err = os.Stat(path); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("registry %s: %w", path, err)
@@ -615,6 +626,7 @@ func (s *Store) UpdatePushStatus(ctx context.Context, statuses []registry.PushSt
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("push status: %w", err)
 	}
+	s.fitLog(ctx)
 	return nil
 }
 
@@ -774,6 +786,7 @@ func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duratio
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("keeping pushes: %w", err)
 	}
+	s.fitLog(ctx)
 	return nil
 }
 
@@ -1099,6 +1112,7 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
+	s.fitLog(ctx)
 	return added, nil
 }
 
