@@ -107,8 +107,8 @@ type ConnLimit struct {
 	refused   func(string)
 	logger    *slog.Logger
 	// refusals logs a refused client at most once a second, as the
-	// registration limit does.
-	refusals rate.Sometimes
+	// registration limit does; full the slots all being taken.
+	refusals, full rate.Sometimes
 
 	mu   sync.Mutex
 	held int
@@ -130,6 +130,7 @@ func NewConnLimit(o ConnLimitOptions) *ConnLimit {
 		refused:   o.Refused,
 		logger:    o.Logger,
 		refusals:  rate.Sometimes{Interval: time.Second},
+		full:      rate.Sometimes{Interval: time.Second},
 	}
 	if l.perClient > 0 {
 		l.clients = make(map[netip.Addr]int)
@@ -206,9 +207,17 @@ func (l *ConnLimit) release(client netip.Addr) {
 func (l *ConnLimit) refuse(c net.Conn, client netip.Addr, why string) {
 	c.Close()
 	l.tell(why)
-	if why == RefusedClient {
+	switch why {
+	case RefusedClient:
 		l.refusals.Do(func() {
 			l.logger.Info("connection refused: its client holds http.max_connections_per_client already", "client", clientString(client), "max", l.perClient)
+		})
+	case RefusedSlots:
+		// Every client is refused from now on, /metrics too where it is
+		// served on these listeners: the log may be all an operator
+		// has to tell why.
+		l.full.Do(func() {
+			l.logger.Warn("connection refused: every connection slot the descriptor limit leaves the HTTP listeners is taken (raise LimitNOFILE, or find who holds them)", "slots", l.slots)
 		})
 	}
 }

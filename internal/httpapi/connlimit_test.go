@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -477,5 +478,29 @@ func TestAcceptOutOfDescriptorsCounted(t *testing.T) {
 		if got := strings.Join(refused, " "); got != tt.want {
 			t.Errorf("%v: refusals told %q, want %q", tt.err, got, tt.want)
 		}
+	}
+}
+
+// Connections refused because every slot is taken are logged, as a
+// client past its share is: from then on every client is refused, and
+// without a line an operator whose /metrics is on the same listeners
+// (refused too) sees nothing at all. The line comes at most once a
+// second, however many connections are refused.
+func TestSlotsFullLogged(t *testing.T) {
+	log := &logbuf.Buffer{}
+	h := newLimitHarness(t, ConnLimitOptions{Slots: 2, PerClient: 128, Logger: slog.New(slog.NewTextHandler(log, nil))})
+	if h.accept("198.51.100.7") == nil || h.accept("198.51.100.8") == nil {
+		t.Fatal("a connection within the slots was refused")
+	}
+	for i := range 100 {
+		if h.accept(fmt.Sprintf("198.51.100.%d", 10+i)) != nil {
+			t.Fatal("a connection past the slots was admitted")
+		}
+	}
+	if n := strings.Count(log.String(), "every connection slot"); n != 1 {
+		t.Fatalf("%d lines for 100 connections refused past the slots in a moment, want 1:\n%s", n, log.String())
+	}
+	if !strings.Contains(log.String(), "slots=2") {
+		t.Errorf("the line does not say how many slots there are:\n%s", log.String())
 	}
 }
