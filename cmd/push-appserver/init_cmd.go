@@ -149,7 +149,18 @@ func initFiles(jid, domain, address, dir string, group lookupGroup, stdout io.Wr
 		case errors.Is(err, errNoGroup):
 			private = append(private, fmt.Sprintf("  chgrp %s %s && chmod 0640 %[2]s", f.group, path))
 		case err != nil:
-			return fmt.Errorf("writing %s: %w", path, err)
+			// The files come as a set (they share the secret), and
+			// init writes only new ones: those written before the one
+			// that failed (which writeNew removed) go too, or the
+			// same init, run again once the disk has room, would
+			// refuse for them.
+			for _, w := range files {
+				if w.name == f.name {
+					break
+				}
+				os.Remove(filepath.Join(dir, w.name))
+			}
+			return fmt.Errorf("writing %s: %w; init wrote none of its files", path, err)
 		}
 	}
 	fmt.Fprintf(stdout, `wrote in %[1]s:
@@ -178,11 +189,18 @@ var errNoGroup = errors.New("not given to the group")
 // changes the file it opened, not whatever the path names by then. When
 // there is no group to give it to, or we may not (not root), the file
 // stays as written and the error is errNoGroup.
-func writeNew(path, text string, gid int) error {
+func writeNew(path, text string, gid int) (err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
+	// A file not written whole (a full disk) is not left behind; one
+	// only not given to its group is whole.
+	defer func() {
+		if err != nil && !errors.Is(err, errNoGroup) {
+			os.Remove(path)
+		}
+	}()
 	if _, err := f.WriteString(text); err != nil {
 		f.Close()
 		return err
