@@ -298,9 +298,10 @@ func copyFile(ctx context.Context, src, dst string) (err error) {
 // source, a dry run's target): opening it would migrate it to this
 // program's schema and make it the opener's alone. Where there is no
 // temporary directory to write in (a container's root: scratch has no
-// /tmp, and Kubernetes mounts it read-only), the copy's directory goes
-// under fallback instead (the data directory), if not "". Closing the
-// store removes the copy.
+// /tmp, and Kubernetes mounts it read-only), or it has no room for the
+// copy (a /tmp on a small tmpfs), the copy's directory goes under
+// fallback instead (the data directory), if not "". Closing the store
+// removes the copy.
 func OpenCopy(ctx context.Context, path, fallback string) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -314,28 +315,36 @@ func OpenCopy(ctx context.Context, path, fallback string) (*Store, error) {
 		return nil, err
 	}
 	defer db.Close()
-	dir, err := os.MkdirTemp("", "push-appserver-copy-")
-	if err != nil && fallback != "" {
-		var ferr error
-		if dir, ferr = os.MkdirTemp(fallback, "push-appserver-copy-"); ferr != nil {
-			err = errors.Join(err, ferr)
-		} else {
-			err = nil
+	parents := []string{""} // os.TempDir()
+	if fallback != "" {
+		parents = append(parents, fallback)
+	}
+	var errs []error
+	for _, parent := range parents {
+		dir, err := os.MkdirTemp(parent, "push-appserver-copy-")
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
+		copyPath := filepath.Join(dir, "registry.db")
+		if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, copyPath); err != nil {
+			os.RemoveAll(dir)
+			// The directory the copy ran out of room in is named: it
+			// is not where the registries are.
+			hint := diskHint(err)
+			errs = append(errs, fmt.Errorf("copying %s into %s: %w%s", path, dir, err, hint))
+			if hint == "" {
+				break
+			}
+			continue
+		}
+		s, err := Open(ctx, copyPath)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		s.removeOnClose = dir
+		return s, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	copyPath := filepath.Join(dir, "registry.db")
-	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, copyPath); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("copying %s: %w%s", path, err, diskHint(err))
-	}
-	s, err := Open(ctx, copyPath)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	s.removeOnClose = dir
-	return s, nil
+	return nil, errors.Join(errs...)
 }
