@@ -429,7 +429,8 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	// Pushes waiting for redelivery pass through the registry when a
 	// process stops; the one that serves on takes them as soon as it
-	// hears of it rather than at its next look.
+	// hears of it rather than at its next look (another instance's stop
+	// or hand-over the core hears through the registry's change feed).
 	// The old process may have reloaded a configuration changed after
 	// this one read it (a SIGHUP while this process started): read it
 	// again once the old one can take no more reloads.
@@ -438,9 +439,6 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		svc.TakeHeldSoon()
 		oldGone <- struct{}{}
 	})
-	if h, ok := store.(interface{ OnPushesHeld(func()) }); ok {
-		h.OnPushesHeld(svc.TakeHeldSoon)
-	}
 	componentChecks, settled, refused, err := startComponents(compCtx, &compWG, cfg, svc, handovers, m, logger)
 	if err != nil {
 		stopComponents()

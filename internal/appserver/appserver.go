@@ -506,7 +506,17 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		// Nothing is cached until Run follows the feed.
 		svc.cache.feedLive(false)
 	}
+	if h, ok := opts.Changes.(heldFeed); ok {
+		h.OnPushesHeld(func(apps []string) { svc.TakeHeldSoon(apps...) })
+	}
 	return svc, nil
+}
+
+// heldFeed is a change feed that also says when another instance left
+// pushes waiting for redelivery in the registry: released at its stop
+// (apps nil), or handed over for the instances that have one of apps.
+type heldFeed interface {
+	OnPushesHeld(fn func(apps []string))
 }
 
 // Run writes push outcomes behind and sweeps throttle state until ctx is

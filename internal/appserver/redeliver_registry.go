@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -336,13 +337,21 @@ func (s *Service) holdPending() {
 }
 
 // TakeHeldSoon says another process has just released its waiting pushes
-// in the registry (an instance that stopped, the old process of an upgrade):
-// they are taken within a second instead of at the next look, up to
-// heldPollInterval later. It does nothing while redelivery is off.
-func (s *Service) TakeHeldSoon() {
-	if s.redeliver != nil {
-		s.redeliver.takeSoon.Store(true)
+// in the registry (an instance that stopped, the old process of an upgrade)
+// or, with apps named, handed over pushes of those apps, which it does not
+// have: they are taken within a second instead of at the next look, up to
+// heldPollInterval later. Handed-over pushes are looked for only by a
+// server that has one of their apps: another would take them only to give
+// them back, and meanwhile hide them from the one that has it. It does
+// nothing while redelivery is off.
+func (s *Service) TakeHeldSoon(apps ...string) {
+	if s.redeliver == nil {
+		return
 	}
+	if len(apps) > 0 && !slices.ContainsFunc(apps, func(app string) bool { _, ok := s.apps[app]; return ok }) {
+		return
+	}
+	s.redeliver.takeSoon.Store(true)
 }
 
 // lostLease ends the waits the registry gave to other servers when this
@@ -507,6 +516,13 @@ func (r *redeliveries) elsewhere(a redeliveryAttempt, app string) {
 	r.dirty[a.key] = struct{}{}
 }
 
+// handOverAnnouncer is a registry that tells the other instances on it
+// about pushes handed over, and for which apps (PostgreSQL's NOTIFY): one
+// that has such an app takes them at once rather than at its next look.
+type handOverAnnouncer interface {
+	HandOverPushes(ctx context.Context, owner string, devices, apps []string) error
+}
+
 // handOver gives the registry back the pushes to apps this server does
 // not have (see elsewhere) whose rows hold them as they are, and ends
 // their waits here: an instance that has the app takes them, where this
@@ -520,7 +536,7 @@ func (s *Service) handOver(ctx context.Context) {
 		return
 	}
 	var keys []redeliveryKey
-	var devices []string
+	var devices, apps []string
 	r.mu.Lock()
 	for key, p := range r.pending {
 		_, stored := r.stored[key]
@@ -529,6 +545,9 @@ func (s *Service) handOver(ctx context.Context) {
 		if p.elsewhere && !p.sending && stored && !changed && !moved {
 			keys = append(keys, key)
 			devices = append(devices, key.device())
+			if !slices.Contains(apps, p.n.App) {
+				apps = append(apps, p.n.App)
+			}
 		}
 	}
 	r.mu.Unlock()
@@ -536,7 +555,12 @@ func (s *Service) handOver(ctx context.Context) {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, r.lease/3)
-	err := m.ReturnHeldPushes(rctx, r.owner, devices)
+	var err error
+	if a, ok := s.store.(handOverAnnouncer); ok {
+		err = a.HandOverPushes(rctx, r.owner, devices, apps)
+	} else {
+		err = m.ReturnHeldPushes(rctx, r.owner, devices)
+	}
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {

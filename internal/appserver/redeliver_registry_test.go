@@ -715,3 +715,27 @@ type unsent struct{}
 func (unsent) Send(context.Context, push.Notification) error {
 	return errors.New("not sent in these tests")
 }
+
+// TestTakeHeldSoonOnlyForOwnApps: pushes handed over for apps this
+// server does not have are not looked for at once here: taken, they
+// would only be given back, and meanwhile an instance that has the app
+// would not find them. A stop's release (no apps named) and a hand-over
+// naming one of this server's apps are.
+func TestTakeHeldSoonOnlyForOwnApps(t *testing.T) {
+	s := redeliveringOn(t, memory.New())
+	for _, tc := range []struct {
+		apps []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"voip"}, false},
+		{[]string{"voip", "apns"}, true},
+		{[]string{"apns"}, true},
+	} {
+		s.redeliver.takeSoon.Store(false)
+		s.TakeHeldSoon(tc.apps...)
+		if got := s.redeliver.takeSoon.Load(); got != tc.want {
+			t.Errorf("held pushes announced for apps %q: looked for at once %v, want %v", tc.apps, got, tc.want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -42,7 +43,8 @@ const Channel = "push_appserver_registrations"
 const ComponentChannel = "push_appserver_components"
 
 // HeldChannel is the NOTIFY channel on which an instance announces that it
-// released the pushes it kept for the others to send (see ReleasePushes).
+// released the pushes it kept for the others to send (see ReleasePushes),
+// or handed over pushes of apps it does not have (see HandOverPushes).
 const HeldChannel = "push_appserver_held"
 
 // Application names, so an operator sees in pg_stat_activity which
@@ -87,8 +89,8 @@ type Store struct {
 	// which a pooler in transaction mode does not carry.
 	namedStatements bool
 
-	released atomic.Pointer[func(jid string)] // see OnComponentReleased
-	held     atomic.Pointer[func()]           // see OnPushesHeld
+	released atomic.Pointer[func(jid string)]    // see OnComponentReleased
+	held     atomic.Pointer[func(apps []string)] // see OnPushesHeld
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -986,6 +988,42 @@ func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []st
 	return nil
 }
 
+// maxHeldPayload bounds a hand-over's announcement below NOTIFY's 8000
+// bytes; apps whose names take more are not named, and every instance
+// looks.
+const maxHeldPayload = 4000
+
+// HandOverPushes is ReturnHeldPushes for pushes owner cannot send (their
+// app is not configured there), announced on HeldChannel once committed
+// with the apps they are for: an instance that has one of apps takes them
+// at once rather than at its next look, up to 10 s later, and one that
+// has none of them need not look.
+func (s *Store) HandOverPushes(ctx context.Context, owner string, devices, apps []string) error {
+	payload, err := json.Marshal(apps)
+	if err != nil || len(payload) > maxHeldPayload || len(apps) == 0 {
+		// Any instance may look, as after a stop.
+		payload = []byte("0")
+	}
+	// One statement, as ReleasePushes: the others hear of it once the
+	// rows are theirs to take.
+	if _, err := s.pool.Exec(ctx, `WITH returned AS (UPDATE held_pushes SET owner = NULL WHERE owner = $1 AND device = ANY($2) RETURNING 1)
+		SELECT pg_notify($3, $4) FROM returned HAVING count(*) > 0`, owner, devices, HeldChannel, string(payload)); err != nil {
+		return fmt.Errorf("handing held pushes over: %w", err)
+	}
+	return nil
+}
+
+// heldApps is the apps a HeldChannel payload names: those of a hand-over
+// (HandOverPushes), or nil for pushes any instance may take (a release's
+// count, ReleasePushes).
+func heldApps(payload string) []string {
+	var apps []string
+	if !strings.HasPrefix(payload, "[") || json.Unmarshal([]byte(payload), &apps) != nil {
+		return nil
+	}
+	return apps
+}
+
 func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM blocked_tokens WHERE until < $1`, before)
 	if err != nil {
@@ -1271,7 +1309,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 			continue
 		case HeldChannel:
 			if fn := s.held.Load(); fn != nil {
-				(*fn)()
+				(*fn)(heldApps(n.Payload))
 			}
 			continue
 		case Channel:
@@ -1399,9 +1437,11 @@ func (s *Store) ReleaseComponent(ctx context.Context, jid string) error {
 func (s *Store) OnComponentReleased(fn func(jid string)) { s.released.Store(&fn) }
 
 // OnPushesHeld makes Follow call fn whenever an instance held pushes for
-// the others (ReleasePushes), as it does when it stops: one still running
-// takes them at once instead of at its next look.
-func (s *Store) OnPushesHeld(fn func()) { s.held.Store(&fn) }
+// the others (ReleasePushes), as it does when it stops, with apps nil, or
+// handed over pushes of apps it does not have (HandOverPushes), with
+// those apps: one still running takes them at once instead of at its next
+// look.
+func (s *Store) OnPushesHeld(fn func(apps []string)) { s.held.Store(&fn) }
 
 // closeWait bounds how long Close waits for the pool's connections to
 // close. pgx gives each 15 s to say goodbye, and a database gone silent

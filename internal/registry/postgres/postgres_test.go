@@ -361,8 +361,8 @@ func TestComponentReleased(t *testing.T) {
 func TestPushesHeldAnnounced(t *testing.T) {
 	dsn := pg.DB(t)
 	a, b := open(t, dsn), open(t, dsn)
-	held := make(chan struct{}, 4)
-	b.OnPushesHeld(func() { held <- struct{}{} })
+	held := make(chan []string, 4)
+	b.OnPushesHeld(func(apps []string) { held <- apps })
 	follow(t, b)
 	ctx := context.Background()
 	if err := a.KeepPushes(ctx, "a", time.Hour, false, []registry.HeldPush{{Device: "d", FailedAt: time.Now(), Push: []byte(`{"app":"apns"}`)}}, nil); err != nil {
@@ -372,11 +372,49 @@ func TestPushesHeldAnnounced(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-held:
+	case apps := <-held:
+		if apps != nil {
+			t.Fatalf("released pushes announced for apps %q, want for any instance", apps)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("held pushes not announced")
 	}
 	if got, err := b.TakeHeldPushes(context.Background(), 10); err != nil || len(got) != 1 {
+		t.Fatalf("taken once announced: %v, %v", got, err)
+	}
+}
+
+// TestPushesHandedOverAnnounced guards the hand-over of pushes to apps an
+// instance does not have: once their rows are back in the registry, the
+// other instances hear of it with the apps named (so that those with one
+// of them take the pushes at once, not at their next look, 10 s later),
+// and a hand-over that gave nothing back says nothing.
+func TestPushesHandedOverAnnounced(t *testing.T) {
+	dsn := pg.DB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	held := make(chan []string, 4)
+	b.OnPushesHeld(func(apps []string) { held <- apps })
+	follow(t, b)
+	ctx := context.Background()
+	if err := a.KeepPushes(ctx, "a", time.Hour, false, []registry.HeldPush{{Device: "d", FailedAt: time.Now(), Push: []byte(`{"app":"voip"}`)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing of a's under these names: no rows back, no announcement.
+	if err := a.HandOverPushes(ctx, "a", []string{"other"}, []string{"voip"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.HandOverPushes(ctx, "a", []string{"d"}, []string{"voip"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case apps := <-held:
+		if !slices.Equal(apps, []string{"voip"}) {
+			t.Fatalf("hand-over announced for apps %q, want [voip] (an empty hand-over announced?)", apps)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handed-over pushes not announced")
+	}
+	if got, err := b.TakeHeldPushes(ctx, 10); err != nil || len(got) != 1 {
 		t.Fatalf("taken once announced: %v, %v", got, err)
 	}
 }

@@ -1,0 +1,157 @@
+package appserver_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/push-appserver/push-appserver/internal/appserver"
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+)
+
+// heard is a log handler that passes each record's message, with the
+// time it was logged, to the test.
+type heard chan slog.Record
+
+func (h heard) Enabled(context.Context, slog.Level) bool { return true }
+func (h heard) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h <- r:
+	default:
+	}
+	return nil
+}
+func (h heard) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h heard) WithGroup(string) slog.Handler      { return h }
+
+// await waits up to 10 s for a record whose message starts with prefix.
+func (h heard) await(t *testing.T, prefix string) slog.Record {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case r := <-h:
+			if strings.HasPrefix(r.Message, prefix) {
+				return r
+			}
+		case <-deadline:
+			t.Fatalf("never logged %q", prefix)
+		}
+	}
+}
+
+// stamped is a backend that says when each push reached it.
+type stamped struct {
+	*scripted
+	at chan time.Time
+}
+
+func (b stamped) Send(ctx context.Context, n push.Notification) error {
+	err := b.scripted.Send(ctx, n)
+	select {
+	case b.at <- time.Now():
+	default:
+	}
+	return err
+}
+
+// onRegistry makes a core on the PostgreSQL registry at dsn, not yet
+// running: with redelivery on (a minute, its backoff and ticks short)
+// unless redelivery is negative, and listening to the registry's
+// change feed, as every instance sharing it does, when listen is set.
+func onRegistry(t *testing.T, dsn string, apps []appserver.App, redelivery time.Duration, listen bool, logger *slog.Logger) *appserver.Service {
+	t.Helper()
+	store, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	opts := appserver.Options{Redelivery: redelivery}
+	if listen {
+		opts.Changes = store
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	svc, err := appserver.New(store, apps, opts, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if redelivery > 0 {
+		svc.SetRedeliveryTiming(20*time.Millisecond, 5*time.Millisecond)
+	}
+	return svc
+}
+
+// listening counts the instances listening on the registry at dsn.
+func listening(t *testing.T, dsn string) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'push-appserver-listen'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// handOverVoIP has b, which has no voip app, hand over a push to a voip
+// device registered through withVoIP, and waits until it did. It returns
+// when b's hand-over was logged.
+func handOverVoIP(t *testing.T, withVoIP, b *appserver.Service, bLog heard) time.Time {
+	t.Helper()
+	ctx := context.Background()
+	reg, err := withVoIP.Register(ctx, appserver.Caller{}, "voip", "n1", "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Push(ctx, appserver.PushRequest{Node: "n1", Secret: reg.Secret}); err == nil {
+		t.Fatal("B sent a push of an app it does not have")
+	}
+	return bLog.await(t, "pushes of apps this server does not have left in the registry").Time
+}
+
+// TestHandedOverPushTakenAtOnce guards the hand-over of a push to an app
+// one instance does not have (a rolling change of the apps) to one that
+// has it: the instance with the app hears of it through the registry and
+// sends it within a tick, not at its next look for held pushes (10 s in
+// production; an hour here, so that only the announcement can bring it).
+func TestHandedOverPushTakenAtOnce(t *testing.T) {
+	dsn := pg.DB(t)
+	aBackend := stamped{&scripted{answers: map[string]error{}}, make(chan time.Time, 10)}
+	a := onRegistry(t, dsn, []appserver.App{
+		{Name: "fcm", Priority: push.PriorityHigh, Backend: aBackend},
+		{Name: "voip", Priority: push.PriorityHigh, Backend: aBackend}, // added here only
+	}, time.Minute, true, nil)
+	a.SetHeldPoll(time.Hour)
+	bLog := make(heard, 100)
+	b := onRegistry(t, dsn, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: &scripted{answers: map[string]error{}}}},
+		time.Minute, true, slog.New(bLog))
+	b.SetHeldPoll(time.Hour)
+	running(t, a)
+	running(t, b)
+	eventually(t, func() bool { return listening(t, dsn) == 2 }, func() string { return "A and B never both listened" })
+
+	handed := handOverVoIP(t, a, b, bLog)
+	select {
+	case sent := <-aBackend.at:
+		t.Logf("handed over to sent: %v", sent.Sub(handed).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the push B handed over was not sent by A, which has the app, within 5 s: A holds %+v", a.RedeliveryStats())
+	}
+	if got := sentTo(aBackend.scripted, "t1"); got != 1 {
+		t.Fatalf("A sent %d pushes to t1, want 1", got)
+	}
+	waitStats(t, b, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
+	waitStats(t, a, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 && s.Pending == 0 })
+}
