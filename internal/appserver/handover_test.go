@@ -126,6 +126,8 @@ func handOverVoIP(t *testing.T, withVoIP, b *appserver.Service, bLog heard) time
 // has it: the instance with the app hears of it through the registry and
 // sends it within a tick, not at its next look for held pushes (10 s in
 // production; an hour here, so that only the announcement can bring it).
+// The instance that handed it over counts it so (handed_over): its kept
+// pushes all end in an outcome.
 func TestHandedOverPushTakenAtOnce(t *testing.T) {
 	dsn := pg.DB(t)
 	aBackend := stamped{&scripted{answers: map[string]error{}}, make(chan time.Time, 10)}
@@ -152,6 +154,8 @@ func TestHandedOverPushTakenAtOnce(t *testing.T) {
 	if got := sentTo(aBackend.scripted, "t1"); got != 1 {
 		t.Fatalf("A sent %d pushes to t1, want 1", got)
 	}
-	waitStats(t, b, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
+	if got := waitStats(t, b, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 }); got.Kept != 1 || got.HandedOver != 1 {
+		t.Fatalf("B's redelivery: %+v, want the push it kept counted as handed over", got)
+	}
 	waitStats(t, a, func(s appserver.RedeliveryStats) bool { return s.Delivered == 1 && s.Pending == 0 })
 }

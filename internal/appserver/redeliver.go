@@ -114,8 +114,11 @@ type RedeliveryStats struct {
 	// configuration waits instead, since putting it back is ours to do).
 	// Superseded ended because a later push to the device went through.
 	// Gone also counts unread pushes whose node was not registered or
-	// whose secret was not the registration's.
-	Delivered, Expired, Gone, Failed, Superseded uint64
+	// whose secret was not the registration's. HandedOver were to an app
+	// this server does not have, and were given through the registry to
+	// an instance that has it (see handOver), which counts how they end
+	// there.
+	Delivered, Expired, Gone, Failed, Superseded, HandedOver uint64
 }
 
 // DropReason says why redelivery dropped a push.
@@ -269,7 +272,7 @@ type redeliveries struct {
 	// that went through: while none waits, took costs one atomic load.
 	outages atomic.Int64
 
-	kept, dropped, delivered, expired, gone, failed, superseded atomic.Uint64
+	kept, dropped, delivered, expired, gone, failed, superseded, handedOver atomic.Uint64
 	// drops counts what dropped does by app and reason: since apps share
 	// the room by eviction, the total does not say whose pushes were
 	// lost. Guarded by mu, which every drop holds already.
@@ -1019,7 +1022,7 @@ func (r *redeliveries) stats() RedeliveryStats {
 		Pending: int(r.count.Load()),
 		Kept:    r.kept.Load(), Dropped: r.dropped.Load(),
 		Delivered: r.delivered.Load(), Expired: r.expired.Load(), Gone: r.gone.Load(),
-		Failed: r.failed.Load(), Superseded: r.superseded.Load(),
+		Failed: r.failed.Load(), Superseded: r.superseded.Load(), HandedOver: r.handedOver.Load(),
 	}
 }
 
@@ -1210,7 +1213,8 @@ func (s *Service) summarizeRedelivery(prev redeliverySummary) redeliverySummary 
 		"kept", cur.Kept - last.Kept, "delivered", cur.Delivered - last.Delivered,
 		"superseded", cur.Superseded - last.Superseded, "gone", cur.Gone - last.Gone,
 		"expired", cur.Expired - last.Expired, "failed", cur.Failed - last.Failed,
-		"dropped", cur.Dropped - last.Dropped, "waiting", now.stats.Pending,
+		"handed_over", cur.HandedOver - last.HandedOver, "dropped", cur.Dropped - last.Dropped,
+		"waiting", now.stats.Pending,
 	}
 	if cur.Dropped != last.Dropped {
 		var by []string

@@ -578,6 +578,7 @@ func (s *Service) handOver(ctx context.Context) {
 		if p := r.pending[key]; p != nil && !p.sending {
 			if _, changed := r.dirty[key]; !changed {
 				r.remove(key, p)
+				r.handedOver.Add(1)
 				n++
 			}
 		}

@@ -303,7 +303,7 @@ func TestRedeliverySummary(t *testing.T) {
 		r.done(a, redelivered, 0)
 	}
 	last = s.summarizeRedelivery(last)
-	if !strings.Contains(log.String(), "kept=2 delivered=1 superseded=0 gone=0 expired=0 failed=0 dropped=0 waiting=1") {
+	if !strings.Contains(log.String(), "kept=2 delivered=1 superseded=0 gone=0 expired=0 failed=0 handed_over=0 dropped=0 waiting=1") {
 		t.Fatalf("summary: %s", log.String())
 	}
 	log.Reset()

@@ -330,7 +330,7 @@ func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats, drops 
 	}, func() float64 { return float64(stats().Pending) }))
 	registerCounters(m.reg, prometheus.CounterOpts{
 		Name: "push_appserver_redeliveries_total",
-		Help: "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, its token dead, or a wrong secret found once the registry could be read), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, the place given to another app's push once the room was full, or the registry could not hold them at shutdown).",
+		Help: "Failed pushes kept to be sent again (kept; a device's later failures join its wait), and how each wait ended: delivered, superseded (a later push went through), gone (unregistered, its token dead, or a wrong secret found once the registry could be read), expired (still failing after redelivery), failed (a failure that cannot pass), dropped (no room to wait, the place given to another app's push once the room was full, or the registry could not hold them at shutdown), handed_over (to an app this instance does not have, given through the registry to an instance that has it, which counts how it ends there).",
 	}, "outcome", stats, []labeled[appserver.RedeliveryStats]{
 		{"kept", func(s appserver.RedeliveryStats) uint64 { return s.Kept }},
 		{"delivered", func(s appserver.RedeliveryStats) uint64 { return s.Delivered }},
@@ -339,6 +339,7 @@ func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats, drops 
 		{"expired", func(s appserver.RedeliveryStats) uint64 { return s.Expired }},
 		{"failed", func(s appserver.RedeliveryStats) uint64 { return s.Failed }},
 		{"dropped", func(s appserver.RedeliveryStats) uint64 { return s.Dropped }},
+		{"handed_over", func(s appserver.RedeliveryStats) uint64 { return s.HandedOver }},
 	})
 	dropped := prometheus.CounterOpts{
 		Name: "push_appserver_redelivery_dropped_total",

@@ -82,10 +82,12 @@ func TestBuildInfo(t *testing.T) {
 }
 
 // The pushes redelivery dropped are exported by app and reason beside the
-// total, which dashboards and the alert read as they did.
+// total, which dashboards and the alert read as they did. Pushes handed
+// over to an instance that has their app end in an outcome of their own,
+// so that an instance's kept pushes all end in one.
 func TestRedeliveryDropsByApp(t *testing.T) {
 	m := New()
-	m.WatchRedelivery(func() appserver.RedeliveryStats { return appserver.RedeliveryStats{Dropped: 3} },
+	m.WatchRedelivery(func() appserver.RedeliveryStats { return appserver.RedeliveryStats{Dropped: 3, HandedOver: 4} },
 		func() map[appserver.RedeliveryDrop]uint64 {
 			return map[appserver.RedeliveryDrop]uint64{
 				{App: "ios", Reason: appserver.DropNoRoom}:               1,
@@ -112,6 +114,7 @@ func TestRedeliveryDropsByApp(t *testing.T) {
 		"push_appserver_redelivery_dropped_total app=ios reason=gave_place":  2,
 		"push_appserver_redelivery_dropped_total app=unknown reason=no_room": 0,
 		"push_appserver_redeliveries_total outcome=dropped":                  3,
+		"push_appserver_redeliveries_total outcome=handed_over":              4,
 	} {
 		if v, ok := got[key]; !ok || v != want {
 			t.Errorf("%s: %v (exported %v), want %v", key, v, ok, want)
