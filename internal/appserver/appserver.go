@@ -538,6 +538,10 @@ func (s *Service) Run(ctx context.Context) {
 			}
 		}
 	}()
+	// With redelivery off, whether to leave the registry's held pushes to
+	// other servers is decided before this one listens, which would
+	// count it among them.
+	dropHeld := s.redeliver == nil && !s.othersRun(ctx)
 	if s.opts.Changes != nil {
 		// Followed with the cache off too: the feed carries what this
 		// instance must hear and say besides (its acks, whose count
@@ -550,7 +554,7 @@ func (s *Service) Run(ctx context.Context) {
 		// Waited for: its last act writes to the registry, which Close
 		// may close after Run returns.
 		redelivery.Go(func() { s.redeliverLoop(ctx) })
-	} else {
+	} else if dropHeld {
 		// Redelivery off: what a server with it on left in the registry
 		// is never sent from here, and would stay there, with its
 		// summary and tokens, for good.
@@ -560,8 +564,45 @@ func (s *Service) Run(ctx context.Context) {
 	redelivery.Wait()
 }
 
+// serverCounter is a registry that knows how many servers other than
+// this one run on it (PostgreSQL: each listens for its changes).
+type serverCounter interface {
+	OtherServers(ctx context.Context) (int, error)
+}
+
+// othersRunTimeout bounds the count of the other servers at the start,
+// which the change feed waits for.
+const othersRunTimeout = 5 * time.Second
+
+// othersRun reports whether other servers run on the registry, or may:
+// their pushes held there for redelivery are theirs, released at a stop
+// or handed over by one without their app, and one with redelivery on
+// sends them (or ends them once their time ran out). A server with
+// redelivery off leaves them alone then (see dropHeld).
+func (s *Service) othersRun(ctx context.Context) bool {
+	c, ok := s.store.(serverCounter)
+	if !ok {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, othersRunTimeout)
+	defer cancel()
+	others, err := c.OtherServers(cctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return true
+		}
+		s.logger.Warn("counting the other servers on the registry; the pushes held there for redelivery are left to them", "err", err)
+		return true
+	}
+	if others > 0 {
+		s.logger.Info("pushes held for redelivery in the registry, if any, left to the other servers running on it: redelivery is off here", "servers", others)
+	}
+	return others > 0
+}
+
 // dropHeld removes the pushes left in the registry for redelivery (by a
-// server that had it on and stopped) when this one has it off.
+// server that had it on and stopped) when this one has it off and runs
+// alone on the registry.
 func (s *Service) dropHeld(ctx context.Context) {
 	n := 0
 	for {

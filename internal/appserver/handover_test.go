@@ -88,6 +88,23 @@ func onRegistry(t *testing.T, dsn string, apps []appserver.App, redelivery time.
 	return svc
 }
 
+// heldInRegistry counts the pushes released in the registry at dsn for
+// any instance to take.
+func heldInRegistry(t *testing.T, dsn string) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM held_pushes WHERE owner IS NULL`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // listening counts the instances listening on the registry at dsn.
 func listening(t *testing.T, dsn string) int {
 	t.Helper()
@@ -119,6 +136,69 @@ func handOverVoIP(t *testing.T, withVoIP, b *appserver.Service, bLog heard) time
 		t.Fatal("B sent a push of an app it does not have")
 	}
 	return bLog.await(t, "pushes of apps this server does not have left in the registry").Time
+}
+
+// TestRedeliveryOffLeavesOthersHeldPushes guards the pushes that running
+// instances leave in a shared registry for one another (handed over by
+// one without their app, in a rolling change of the apps; or released at
+// a stop). An instance started with redelivery off sends none of them,
+// and must not delete them either while other instances run: one with
+// redelivery on, and the app, sends them. Alone on the registry, it
+// removes them at its start, as the README says: nothing would ever send
+// or expire them.
+func TestRedeliveryOffLeavesOthersHeldPushes(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		othersRun   bool
+		wantHeld    int
+		wantDecided string
+	}{
+		{"others running", true, 1, "pushes held for redelivery in the registry, if any, left to the other servers"},
+		{"alone", false, 0, "pushes held for redelivery removed from the registry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := pg.DB(t)
+			aBackend := &scripted{answers: map[string]error{}}
+			// A has the voip app; it runs only at the end.
+			a := onRegistry(t, dsn, []appserver.App{{Name: "voip", Priority: push.PriorityHigh, Backend: aBackend}}, time.Minute, false, nil)
+			bLog := make(heard, 100)
+			b := onRegistry(t, dsn, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: &scripted{answers: map[string]error{}}}},
+				time.Minute, true, slog.New(bLog))
+			// B looks for held pushes at its start only: taking the one
+			// it handed over, to give it back, would hide it from the
+			// count below for a moment.
+			b.SetHeldPoll(time.Hour)
+			stopB := running(t, b)
+			handOverVoIP(t, a, b, bLog)
+			if got := heldInRegistry(t, dsn); got != 1 {
+				t.Fatalf("%d pushes in the registry after the hand-over, want 1", got)
+			}
+			if tc.othersRun {
+				eventually(t, func() bool { return listening(t, dsn) == 1 }, func() string { return "B never listened" })
+			} else {
+				stopB()
+				eventually(t, func() bool { return listening(t, dsn) == 0 }, func() string { return "B still listens after its stop" })
+			}
+
+			cLog := make(heard, 100)
+			c := onRegistry(t, dsn, []appserver.App{{Name: "voip", Priority: push.PriorityHigh, Backend: &scripted{answers: map[string]error{}}}},
+				-1, true, slog.New(cLog))
+			running(t, c)
+			// Left, or removed: the line says it once C decided.
+			decided := cLog.await(t, "pushes held for redelivery ")
+			if got := heldInRegistry(t, dsn); got != tc.wantHeld {
+				t.Fatalf("%d pushes in the registry after an instance with redelivery off started, want %d (%s)", got, tc.wantHeld, decided.Message)
+			}
+			if !strings.HasPrefix(decided.Message, tc.wantDecided) {
+				t.Fatalf("C logged %q, want %q", decided.Message, tc.wantDecided)
+			}
+
+			running(t, a)
+			want := tc.wantHeld
+			eventually(t, func() bool { return sentTo(aBackend, "t1") == want && a.RedeliveryStats().Pending == 0 },
+				func() string { return "the push A, with redelivery on and the app, should send" })
+		})
+	}
 }
 
 // TestHandedOverPushTakenAtOnce guards the hand-over of a push to an app

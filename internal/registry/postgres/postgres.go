@@ -91,6 +91,9 @@ type Store struct {
 
 	released atomic.Pointer[func(jid string)]    // see OnComponentReleased
 	held     atomic.Pointer[func(apps []string)] // see OnPushesHeld
+	// listenPID is the server process of the LISTEN connection while
+	// Follow holds one, 0 otherwise: OtherServers leaves it out.
+	listenPID atomic.Uint32
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -981,6 +984,18 @@ func (s *Store) Listeners(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// OtherServers returns how many servers other than this one run on the
+// registry now: Listeners, less this store's own listening connection
+// (Follow's), if it holds one.
+func (s *Store) OtherServers(ctx context.Context) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $1 AND pid <> $2`, listenAppName, int64(s.listenPID.Load())).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting the other servers: %w", err)
+	}
+	return n, nil
+}
+
 func (s *Store) ReturnHeldPushes(ctx context.Context, owner string, devices []string) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE held_pushes SET owner = NULL WHERE owner = $1 AND device = ANY($2)`, owner, devices); err != nil {
 		return fmt.Errorf("giving held pushes back: %w", err)
@@ -1248,6 +1263,8 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	s.listenPID.Store(conn.PgConn().PID())
+	defer s.listenPID.Store(0)
 	lctx, cancel := context.WithTimeout(ctx, s.probeWait)
 	_, err = conn.Exec(lctx, `LISTEN `+Channel+`; LISTEN `+ComponentChannel+`; LISTEN `+HeldChannel+`; LISTEN `+s.bar.ackChannel())
 	cancel()

@@ -419,6 +419,38 @@ func TestPushesHandedOverAnnounced(t *testing.T) {
 	}
 }
 
+// TestOtherServers: a store counts the servers running on the registry
+// beside it (each listening for its changes), never its own listening
+// connection, so that a server with redelivery off can tell the held
+// pushes of running servers from those left by stopped ones.
+func TestOtherServers(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.DB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	count := func(s *postgres.Store) int {
+		t.Helper()
+		n, err := s.OtherServers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(a); n != 0 {
+		t.Fatalf("%d other servers, none listening", n)
+	}
+	follow(t, a)
+	if n := count(a); n != 0 {
+		t.Fatalf("a counts %d other servers, alone but for its own listening connection", n)
+	}
+	if n := count(b); n != 1 {
+		t.Fatalf("b counts %d other servers, want 1 (a)", n)
+	}
+	follow(t, b)
+	if n := count(a); n != 1 {
+		t.Fatalf("a counts %d other servers, want 1 (b)", n)
+	}
+}
+
 // TestHeldPushAgeOnDatabaseClock: a held push's age goes through the
 // database's clock, whatever the writer's says the time is: a writer whose
 // clock is a day behind, whose push failed 5 minutes ago by it, hands over
