@@ -188,7 +188,10 @@ func (s *Service) gateOutcome(app *App, probe bool, err error) {
 	var cr *push.CredentialsRefusedError
 	_, dead := push.IsDeadToken(err)
 	switch {
-	case errors.As(err, &cr):
+	case errors.As(err, &cr) && !cr.Partial:
+		// A refusal for some of the app's devices alone (Partial: an
+		// FCM app's iOS devices, say) holds none of its other pushes,
+		// and a probe refused so tells nothing of the rest (below).
 		if app.gate.refused(err, probe, s.opts.Now(), s.gateWait()) {
 			s.logger.Warn("holding the app's pushes while its push service refuses the app's credentials; one at a time tries them until it takes them, or a reload",
 				"app", app.Name, "reason", cr.Reason)

@@ -129,3 +129,56 @@ func TestCredentialsRefusedPushRedelivered(t *testing.T) {
 		}
 	})
 }
+
+// TestPlatformRefusalHoldsNoOtherDevice guards an FCM app whose devices
+// are of several platforms: FCM answers THIRD_PARTY_AUTH_ERROR when the
+// APNs key or web push key the Firebase project holds is invalid, for
+// the pushes to the iOS or web devices alone, and goes on delivering to
+// Android. Such a refusal must not hold the app's other pushes back as
+// a refusal of the app's own credentials does: the Android device's push
+// goes through at once, while the iOS device's is kept for later.
+func TestPlatformRefusalHoldsNoOtherDevice(t *testing.T) {
+	ctx := context.Background()
+	m, err := fcmmock.New("p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	sa, err := m.WriteServiceAccount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := fcm.New(fcm.Options{ServiceAccountFile: sa, Endpoint: m.URL, CAPath: m.CADir}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
+		appserver.Options{Redelivery: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	const iosTok, androidTok = "fcm-ios-token:APA91b-ios_1", "fcm-android-token:APA91b-and_1"
+	ios, err := svc.Register(ctx, appserver.Caller{}, "fcm", "ios", iosTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	android, err := svc.Register(ctx, appserver.Caller{}, "fcm", "android", androidTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.FailToken(iosTok, fcmmock.Fault{Status: 401, Code: "THIRD_PARTY_AUTH_ERROR", Message: "Auth error from APNS or Web Push Service"})
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "ios", Secret: ios.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("push to the iOS device refused for the project's APNs key: %v, want ErrPushFailed (wait)", err)
+	}
+	for i := range 3 {
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "android", Secret: android.Secret}); err != nil {
+			t.Fatalf("push %d to the Android device after the iOS device's THIRD_PARTY_AUTH_ERROR: %v; FCM was asked %d times in all, took %d",
+				i, err, len(m.Requests()), m.Accepted())
+		}
+	}
+	if got := m.Accepted(); got != 3 {
+		t.Fatalf("FCM took %d pushes, want the Android device's 3", got)
+	}
+}

@@ -208,6 +208,12 @@ func (e *DeadTokenError) Error() string {
 type CredentialsRefusedError struct {
 	Reason string
 	Check  string
+	// Partial says the refusal is of what the push service holds for
+	// some of the app's devices only: FCM's THIRD_PARTY_AUTH_ERROR, the
+	// APNs or web push key of the Firebase project, refuses the pushes
+	// to its iOS or web devices while its Android devices' go through.
+	// It says nothing of the app's other pushes.
+	Partial bool
 }
 
 func (e *CredentialsRefusedError) Error() string {

@@ -310,13 +310,17 @@ func (b *Backend) CheckCredentials(ctx context.Context) error {
 func (b *Backend) refused(status int, ferr *fcmError) error {
 	check := "project_id (" + b.opts.ProjectID + ") is the Firebase project of the service account in service_account_file, " +
 		"and the account has a role that may send (Firebase Cloud Messaging API Admin)"
+	partial := false
 	switch {
 	case ferr.code() == "THIRD_PARTY_AUTH_ERROR":
 		check = "the APNs key or certificate, or the web push key, that the Firebase project " + b.opts.ProjectID + " holds for the app (Cloud Messaging settings)"
+		// Those keys are the iOS and web devices' alone: the app's
+		// Android devices are still pushed to.
+		partial = true
 	case status == http.StatusUnauthorized:
 		check = "service_account_file: a key of the service account Google still takes (not deleted or disabled)"
 	}
-	return &push.CredentialsRefusedError{Reason: strings.TrimSpace(fmt.Sprintf("FCM %d %s: %s", status, ferr.code(), ferr.Error.Message)), Check: check}
+	return &push.CredentialsRefusedError{Reason: strings.TrimSpace(fmt.Sprintf("FCM %d %s: %s", status, ferr.code(), ferr.Error.Message)), Check: check, Partial: partial}
 }
 
 // tokenFetch is one fetch of an access token; t and err are set before
