@@ -686,12 +686,18 @@ func (s *Service) unregisterToken(ctx context.Context, typ, token string, when t
 		return nil, fmt.Errorf("removing dead token: %w", err)
 	}
 	for _, r := range removed {
-		s.changed(r.Node)
-		s.forgetThrottle(r.Node)
-		s.opts.Observer.Unregistered(typ, "dead_token")
-		s.logger.Info("removed registration with dead token", "app", typ, "node", r.Node, "since", when.UTC().Format(time.RFC3339))
+		s.removedDead(typ, r.Node, when)
 	}
 	return removed, nil
+}
+
+// removedDead notes node's registration of app removed for its token,
+// which the push service declared dead at when.
+func (s *Service) removedDead(typ, node string, when time.Time) {
+	s.changed(node)
+	s.forgetThrottle(node)
+	s.opts.Observer.Unregistered(typ, "dead_token")
+	s.logger.Info("removed registration with dead token", "app", typ, "node", node, "since", when.UTC().Format(time.RFC3339))
 }
 
 // PushRequest is one push as an adapter received it.

@@ -222,6 +222,9 @@ func (s *Service) tokenWorked(ctx context.Context, node, token string) (time.Tim
 // several accounts, p2's node per group chat) and may go while node,
 // registered again since, stays: its server must not hear it is gone.
 func (s *Service) unregisterDead(ctx context.Context, app, token, node string, dead *push.DeadTokenError) bool {
+	if dead.Suspect {
+		return s.unregisterSuspect(ctx, app, token, node, dead)
+	}
 	removed, err := s.unregisterToken(ctx, app, token, dead.Since)
 	if err != nil {
 		s.logger.Error("removing dead token", "app", app, "node", node, "err", err)
@@ -237,6 +240,36 @@ func (s *Service) unregisterDead(ctx context.Context, app, token, node string, d
 	// as it does for every other push that fails.
 	s.failures.Log("app", app, "node", node, "err", fmt.Errorf("%w; the device registered since, so its registration is kept", dead))
 	return false
+}
+
+// unregisterSuspect removes node's registration alone, for a refusal a
+// misconfigured app gets for every token (dead.Suspect) that doubtDead
+// let through: node's own token took no push, but another registration
+// of the same token (another account of the device, a node per group
+// chat) may have, and doubtDead vouched for none of them. Each keeps its
+// registration until a push of its own is refused so. It says whether
+// node was removed; not when it was registered again since, or with
+// another token.
+func (s *Service) unregisterSuspect(ctx context.Context, app, token, node string, dead *push.DeadTokenError) bool {
+	r, err := s.store.Get(ctx, node)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return false
+	case err != nil:
+		s.logger.Error("removing dead token", "app", app, "node", node, "err", err)
+		return false
+	case r.Type != app || r.Token != token || !r.LastRegistered().Before(dead.Since):
+		s.failures.Log("app", app, "node", node, "err", fmt.Errorf("%w; the device registered since, so its registration is kept", dead))
+		return false
+	}
+	if _, err := s.store.Delete(ctx, node, app); err != nil {
+		if !errors.Is(err, registry.ErrNotFound) {
+			s.logger.Error("removing dead token", "app", app, "node", node, "err", err)
+		}
+		return false
+	}
+	s.removedDead(app, node, dead.Since)
+	return true
 }
 
 // blockDead puts a token the push service declared dead on the block
