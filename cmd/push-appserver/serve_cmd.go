@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/configcheck"
@@ -96,6 +97,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// typeCountLimit bounds check-config's count of the registrations by
+// type: the unit runs check-config before every start and reload, and
+// the count is advice (registrations of apps gone), not worth a refused
+// reload on a registry too large to count quickly.
+const typeCountLimit = 10 * time.Second
+
 func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("check-config", "check-config [-config file]", stdout, stderr)
 	cfgPath := f.configFlag()
@@ -130,7 +137,13 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 				return nil, err
 			}
 			defer store.Close()
-			return store.CountByType(ctx)
+			cctx, cancel := context.WithTimeout(ctx, typeCountLimit)
+			defer cancel()
+			counts, err := store.CountByType(cctx)
+			if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+				return nil, fmt.Errorf("%w (over %s): %w", configcheck.ErrSlow, typeCountLimit, err)
+			}
+			return counts, err
 		}
 	}
 	findings := configcheck.Check(ctx, cfg, opts)

@@ -25,6 +25,13 @@ import (
 // fail then.
 var ErrUnreachable = errors.New("the registry cannot be reached; serve waits for it")
 
+// ErrSlow marks a count of the registrations that took longer than the
+// check allows it: a warning, not an error. The count only looks for
+// registrations of apps no longer configured, and a registry of many
+// millions on PostgreSQL may take seconds to count, which must neither
+// fail a start nor refuse a reload (the unit checks before both).
+var ErrSlow = errors.New("counting the registrations took too long")
+
 // Finding is one result: a problem (Error) or a warning.
 type Finding struct {
 	Error bool
@@ -44,7 +51,8 @@ type Options struct {
 	// keys and certificates; nil skips that check.
 	BuildApp func(ctx context.Context, name string, a *config.App) error
 	// TypeCounts returns the registry's registrations per type; nil skips
-	// that check. An error wrapping ErrUnreachable is a warning only.
+	// that check. An error wrapping ErrUnreachable or ErrSlow is a
+	// warning only.
 	TypeCounts func(ctx context.Context) (map[string]int, error)
 	Now        func() time.Time
 }
@@ -96,7 +104,7 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
 	if opts.TypeCounts != nil {
 		counts, err := opts.TypeCounts(ctx)
 		switch {
-		case errors.Is(err, ErrUnreachable):
+		case errors.Is(err, ErrUnreachable), errors.Is(err, ErrSlow):
 			warn("registry not checked: %v", err)
 		case err != nil:
 			fail("registry: %v", err)
