@@ -50,6 +50,22 @@ const (
 	// ipv6Bits is the prefix one IPv6 client is counted by: a home or
 	// a phone gets at least a /64, and can use any address in it.
 	ipv6Bits = 64
+	// ipv6NetworkBits and ipv4NetworkBits are the networks whose
+	// clients hold at most bucketsPerNetwork of the limiter's buckets:
+	// a /48 is what a host or a site is given (65,536 /64s, its to
+	// use), a /24 the smallest IPv4 block routed.
+	ipv6NetworkBits = 48
+	ipv4NetworkBits = 24
+	// bucketsPerNetwork is how many clients of one network have a
+	// limit of their own at once; beyond it, the network's other
+	// clients share one. The limiter tracks 65,536 clients: one /48
+	// could otherwise hold them all, and every new client elsewhere
+	// would share the one limit beyond them. At 64, filling it takes
+	// 1,024 networks (an IPv6 /38). A client's bucket is forgotten a
+	// second after its registration (one token at 60 a minute), once
+	// its network or the table is full, so 64 is 64 clients of one
+	// network registering within a second: no site's phones do that.
+	bucketsPerNetwork = 64
 )
 
 // clientLimit bounds the requests of each client address. Registrations
@@ -67,23 +83,44 @@ type clientLimit struct {
 	// see who is over the limit (a carrier's NAT, a script), too few to
 	// let a flood of requests flood the log.
 	refusals rate.Sometimes
+	// fullNetworks logs a network whose clients share a limit (see
+	// bucketsPerNetwork) at most once a second, whatever their number.
+	fullNetworks rate.Sometimes
 }
 
 func newClientLimit(perMinute int, trusted []netip.Prefix, logger *slog.Logger) *clientLimit {
+	return newClientLimitAt(perMinute, trusted, logger, nil)
+}
+
+// newClientLimitAt is newClientLimit reading the time from now (time.Now
+// when nil).
+func newClientLimitAt(perMinute int, trusted []netip.Prefix, logger *slog.Logger, now func() time.Time) *clientLimit {
 	if perMinute <= 0 {
 		return nil
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &clientLimit{
-		buckets: ratelimit.New[netip.Addr](perMinute, func() {
-			logger.Warn("more client addresses registering than the registration limit tracks; the newest share one limit", "clients", ratelimit.MaxKeys)
-		}),
-		trusted:  trusted,
-		logger:   logger,
-		refusals: rate.Sometimes{Interval: time.Second},
+	l := &clientLimit{
+		trusted:      trusted,
+		logger:       logger,
+		refusals:     rate.Sometimes{Interval: time.Second},
+		fullNetworks: rate.Sometimes{Interval: time.Second},
 	}
+	l.buckets = ratelimit.NewWith(perMinute, ratelimit.Options[netip.Addr]{
+		Overflowed: func() {
+			logger.Warn("more client addresses registering than the registration limit tracks; the newest share one limit", "clients", ratelimit.MaxKeys)
+		},
+		Group:    clientNetwork,
+		PerGroup: bucketsPerNetwork,
+		GroupFull: func(n netip.Addr) {
+			l.fullNetworks.Do(func() {
+				logger.Warn("the clients of one network hold as many registration limits as a network may; its other clients share one", "network", clientNetworkString(n), "limits", bucketsPerNetwork)
+			})
+		},
+		Now: now,
+	})
+	return l
 }
 
 // allow takes a token from the bucket of r's client. When there is none
@@ -234,6 +271,25 @@ func clientKey(a netip.Addr) netip.Addr {
 		return p.Addr()
 	}
 	return a
+}
+
+// clientNetwork is the network a client key (clientKey) is grouped by
+// in the limiter: its IPv6 /48 or IPv4 /24.
+func clientNetwork(a netip.Addr) (netip.Addr, bool) {
+	bits := ipv4NetworkBits
+	if a.Is6() {
+		bits = ipv6NetworkBits
+	}
+	p, err := a.Prefix(bits)
+	return p.Addr(), err == nil
+}
+
+// clientNetworkString names a network of clientNetwork for the log.
+func clientNetworkString(n netip.Addr) string {
+	if n.Is6() {
+		return netip.PrefixFrom(n, ipv6NetworkBits).String()
+	}
+	return netip.PrefixFrom(n, ipv4NetworkBits).String()
 }
 
 // retryAfter is the Retry-After field for a wait of d: whole seconds,

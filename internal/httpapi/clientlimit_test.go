@@ -270,3 +270,63 @@ func TestPushSourceNamedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestClientLimitOneNetworkCannotTakeEveryBucket guards the limiter's
+// buckets against a client with a network of addresses: the 65,536 /64s
+// of one IPv6 /48 (or the 256 addresses of an IPv4 /24, then more /24s)
+// each registering once must leave every other client a limit of its own,
+// rather than send them all to the one bucket beyond the limiter's
+// table, where 60 registrations a minute would be everyone's.
+func TestClientLimitOneNetworkCannotTakeEveryBucket(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	l := newClientLimitAt(60, nil, nil, func() time.Time { return now })
+	req := func(a netip.Addr) *http.Request {
+		return &http.Request{RemoteAddr: netip.AddrPortFrom(a, 4711).String(), Header: http.Header{}}
+	}
+	// Each /64 of 2001:db8:aaaa::/48 registers once: 65,536 clients.
+	for i := range 1 << 16 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xaa, 0xaa, byte(i >> 8), byte(i), 15: 1})
+		if ok, _ := l.allow(req(a)); !ok && i < 64 {
+			t.Fatalf("the /48's client %d refused its first registration", i)
+		}
+	}
+	// 120 clients elsewhere, twice as many as one bucket's burst, each
+	// register once: each is within its own limit.
+	for i := range 120 {
+		a := netip.AddrFrom4([4]byte{198, 51, byte(i), 7})
+		if i%2 == 1 {
+			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xbb, byte(i), 15: 1})
+		}
+		if ok, _ := l.allow(req(a)); !ok {
+			t.Fatalf("client %d of %v, elsewhere, refused its first registration after one /48 registered from each of its /64s", i, a)
+		}
+	}
+}
+
+// BenchmarkClientLimitAllow is the limit's cost per registration: one
+// client again and again, and ever new clients, 256 per /48.
+func BenchmarkClientLimitAllow(b *testing.B) {
+	req := func(i int) *http.Request {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 16), byte(i >> 8), byte(i), 15: 1})
+		return &http.Request{RemoteAddr: netip.AddrPortFrom(a, 4711).String(), Header: http.Header{}}
+	}
+	b.Run("same client", func(b *testing.B) {
+		l := newClientLimit(1<<30, nil, nil)
+		r := req(0)
+		for b.Loop() {
+			l.allow(r)
+		}
+	})
+	b.Run("new clients", func(b *testing.B) {
+		l := newClientLimit(60, nil, nil)
+		rs := make([]*http.Request, 1<<20)
+		for i := range rs {
+			rs[i] = req(i)
+		}
+		i := 0
+		for b.Loop() {
+			l.allow(rs[i%len(rs)])
+			i++
+		}
+	})
+}

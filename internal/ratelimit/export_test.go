@@ -11,3 +11,10 @@ func (l *Limiter[K]) Tracked() int {
 	defer l.mu.Unlock()
 	return len(l.keys)
 }
+
+// Groups returns how many groups the limiter knows.
+func (l *Limiter[K]) Groups() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.groups)
+}

@@ -80,3 +80,80 @@ func TestOff(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupHoldsAtMostPerGroup guards Options.PerGroup: the keys of one
+// group (here the high 16 bits, as the /64s of a /48) hold no more
+// buckets than that, however many of them act, so that every other key
+// still gets a bucket of its own; beyond it they share their group's
+// bucket, not anyone else's, until a sweep forgets their full buckets.
+func TestGroupHoldsAtMostPerGroup(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var full []uint32
+	l := ratelimit.NewWith(2, ratelimit.Options[uint32]{
+		Group:     func(k uint32) (uint32, bool) { return k >> 16, k>>16 != 0xffff },
+		PerGroup:  64,
+		GroupFull: func(g uint32) { full = append(full, g) },
+		Now:       func() time.Time { return now },
+	})
+	// Group 1 acts from each of its 65,536 keys: the first 64 get
+	// buckets, the rest share one of 2 tokens.
+	allowed := 0
+	for k := range uint32(1 << 16) {
+		if ok, _ := l.Allow(1<<16 | k); ok {
+			allowed++
+		}
+	}
+	if n := l.Tracked(); n != 64 {
+		t.Errorf("one group holds %d buckets, want 64", n)
+	}
+	if allowed != 64+2 {
+		t.Errorf("one group's 65,536 keys were allowed %d actions, want 64 of their own and 2 shared", allowed)
+	}
+	if len(full) != 1 || full[0] != 1 {
+		t.Errorf("told of full groups %v, want [1] once", full)
+	}
+	// Keys of other groups, and keys in none, have buckets of their own.
+	for _, k := range []uint32{2<<16 | 1, 2<<16 | 2, 0xffff<<16 | 1, 0xffff<<16 | 2, 0xffff<<16 | 3} {
+		for i := range 2 {
+			if ok, _ := l.Allow(k); !ok {
+				t.Fatalf("key %#x refused action %d of its own 2 while group 1 is full", k, i+1)
+			}
+		}
+	}
+	// A minute on, the buckets are full again; the next new key of
+	// group 1 makes a sweep forget them, and gets one of its own.
+	now = now.Add(time.Minute)
+	if ok, _ := l.Allow(1<<16 | 0xffff); !ok {
+		t.Fatal("a new key of group 1 refused after its buckets filled again")
+	}
+	if n, g := l.Tracked(), l.Groups(); n != 1 || g != 1 {
+		t.Errorf("after the sweep %d buckets and %d groups tracked, want 1 and 1", n, g)
+	}
+}
+
+// BenchmarkAllow is the cost of an action: of a key with a bucket, and
+// of new keys, 256 to a group, without and with groups of 64.
+func BenchmarkAllow(b *testing.B) {
+	for _, tt := range []struct {
+		name string
+		o    ratelimit.Options[uint32]
+	}{
+		{"ungrouped", ratelimit.Options[uint32]{}},
+		{"grouped", ratelimit.Options[uint32]{Group: func(k uint32) (uint32, bool) { return k >> 8, true }, PerGroup: 64}},
+	} {
+		b.Run(tt.name+"/same key", func(b *testing.B) {
+			l := ratelimit.NewWith(1<<30, tt.o)
+			for b.Loop() {
+				l.Allow(1)
+			}
+		})
+		b.Run(tt.name+"/new keys", func(b *testing.B) {
+			l := ratelimit.NewWith(60, tt.o)
+			var k uint32
+			for b.Loop() {
+				l.Allow(k % (1 << 20))
+				k++
+			}
+		})
+	}
+}
