@@ -303,6 +303,12 @@ type Store interface {
 	// before and returns how many, so the list holds only live blocks.
 	PurgeBlockedTokens(ctx context.Context, before time.Time) (int, error)
 
+	// TrimBlockedTokens removes the entries beyond the keep that end
+	// latest, those ending soonest first, and returns how many: the
+	// block list's cap. Entries ending at the same time go in (type,
+	// token) order.
+	TrimBlockedTokens(ctx context.Context, keep int) (int, error)
+
 	// CountDomain returns the number of registrations whose Domain is
 	// domain, counting no further than limit (an indexed count, for the
 	// per-domain quota, which needs to know only whether a domain is at

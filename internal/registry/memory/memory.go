@@ -358,6 +358,30 @@ func (s *Store) PurgeBlockedTokens(ctx context.Context, before time.Time) (int, 
 	return n, nil
 }
 
+func (s *Store) TrimBlockedTokens(ctx context.Context, keep int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.blocked) <= keep {
+		return 0, nil
+	}
+	keys := make([][2]string, 0, len(s.blocked))
+	for k := range s.blocked {
+		keys = append(keys, k)
+	}
+	// Soonest-ending first, ties in (type, token) order.
+	slices.SortFunc(keys, func(a, b [2]string) int {
+		if c := s.blocked[a].Until.Compare(s.blocked[b].Until); c != 0 {
+			return c
+		}
+		return slices.Compare(a[:], b[:])
+	})
+	n := len(keys) - max(keep, 0)
+	for _, k := range keys[:n] {
+		delete(s.blocked, k)
+	}
+	return n, nil
+}
+
 func (s *Store) List(ctx context.Context, after string, limit int) ([]registry.Registration, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

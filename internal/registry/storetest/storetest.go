@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"List", testList},
 		{"Account", testAccount},
 		{"BlockedTokens", testBlockedTokens},
+		{"TrimBlockedTokens", testTrimBlockedTokens},
 		{"LongTokens", testLongTokens},
 		{"PushTarget", testPushTarget},
 		{"HeldPushes", testHeldPushes},
@@ -849,6 +850,45 @@ func testBlockedTokens(t *testing.T, s registry.Store) {
 	}
 	if _, err := s.GetBlockedToken(ctx, "fcm", "t1"); err != nil {
 		t.Fatalf("a live block was purged: %v", err)
+	}
+}
+
+// testTrimBlockedTokens guards the block list's cap: trimming keeps the
+// blocks that end latest, drops those ending soonest (ties in type and
+// token order), and leaves a list within the cap alone.
+func testTrimBlockedTokens(t *testing.T, s registry.Store) {
+	block := func(typ, token string, until time.Time) {
+		t.Helper()
+		if err := s.BlockToken(ctx, registry.BlockedToken{Type: typ, Token: token, Since: base, Until: until}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Written out of order, so that only their ends order them.
+	block("fcm", "late", base.Add(3*time.Hour))
+	block("apns", "soon", base.Add(time.Hour))
+	block("fcm", "tie-b", base.Add(2*time.Hour))
+	block("apns", "tie-z", base.Add(2*time.Hour))
+	block("fcm", "tie-a", base.Add(2*time.Hour))
+	if n, err := s.TrimBlockedTokens(ctx, 5); err != nil || n != 0 {
+		t.Fatalf("TrimBlockedTokens(5) of 5 = %d, %v; want 0", n, err)
+	}
+	if n, err := s.TrimBlockedTokens(ctx, 2); err != nil || n != 3 {
+		t.Fatalf("TrimBlockedTokens(2) of 5 = %d, %v; want 3", n, err)
+	}
+	for _, tt := range []struct {
+		typ, token string
+		kept       bool
+	}{
+		{"apns", "soon", false},
+		{"apns", "tie-z", false},
+		{"fcm", "tie-a", false},
+		{"fcm", "tie-b", true},
+		{"fcm", "late", true},
+	} {
+		_, err := s.GetBlockedToken(ctx, tt.typ, tt.token)
+		if kept := err == nil; kept != tt.kept || (err != nil && !errors.Is(err, registry.ErrNotFound)) {
+			t.Errorf("%s %s: kept = %v (%v), want %v", tt.typ, tt.token, kept, err, tt.kept)
+		}
 	}
 }
 
