@@ -373,6 +373,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		MaxRegistrationsPerDomain: cfg.MaxRegistrationsPerDomain,
 		AccountRegisterLimit:      *cfg.AccountRegisterLimit,
 		RateLimitPerToken:         *cfg.RateLimitPerToken,
+		MaxBlockedTokens:          *cfg.MaxBlockedTokens,
 	}, logger)
 	if err != nil {
 		return err

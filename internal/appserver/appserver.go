@@ -299,6 +299,12 @@ const DefaultPushTimeout = 15 * time.Second
 // it.
 const DefaultAccountRegisterLimit = 60
 
+// DefaultMaxBlockedTokens is the configuration's default for
+// Options.MaxBlockedTokens: far more than the dead tokens that tokenless
+// clients' servers go on pushing to within a week, and at a few hundred
+// bytes a row (token, index and all), some tens of megabytes.
+const DefaultMaxBlockedTokens = 100000
+
 // Options tune the service; the zero value is usable.
 type Options struct {
 	// RateLimit is the throttle distance per node and priority (the seed's
@@ -347,6 +353,9 @@ type Options struct {
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless pushes. Default 7 days.
 	TokenBlock time.Duration
+	// MaxBlockedTokens caps the rows of the block list of dead tokens
+	// (TokenBlock); 0 means no cap. See trimBlockedTokens.
+	MaxBlockedTokens int
 	// Redelivery is how long a push that failed for a reason that may
 	// pass is tried again (see redeliver.go), counted from the device's
 	// latest failed push. 0 means DefaultRedelivery; a negative value
@@ -409,6 +418,15 @@ type Service struct {
 	accountSeed maphash.Seed
 	// tokenSeed seeds tokenHash.
 	tokenSeed maphash.Seed
+
+	// blockSources bounds the dead tokens each push source puts on the
+	// block list, keyed by a hash of the source (sourceSeed);
+	// blockRefused logs what it refuses. blocked counts the blocks
+	// written since the start, for trimBlockedTokens.
+	blockSources *ratelimit.Limiter[uint64]
+	sourceSeed   maphash.Seed
+	blockRefused *logging.Limited
+	blocked      atomic.Int64
 
 	// onSystemClock is set when opts.Now is time.Now, as the caller left
 	// it: a push's own readings of the clock then serve for its times
@@ -484,8 +502,13 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		accounts: ratelimit.New[uint64](opts.AccountRegisterLimit, func() {
 			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
 		}),
-		accountSeed:   maphash.MakeSeed(),
-		tokenSeed:     maphash.MakeSeed(),
+		accountSeed: maphash.MakeSeed(),
+		tokenSeed:   maphash.MakeSeed(),
+		blockSources: ratelimit.NewWith(blocksPerSource, ratelimit.Options[uint64]{Now: opts.Now, Overflowed: func() {
+			logger.Warn("more push sources blocking dead tokens than the block list's limit per source tracks; the newest share one limit", "sources", ratelimit.MaxKeys)
+		}}),
+		sourceSeed:    maphash.MakeSeed(),
+		blockRefused:  logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "dead token not blocked: its source blocked as many as it may this minute", "tokens not blocked by the limit per source not logged (rate limit)"),
 		onSystemClock: onSystemClock,
 	}
 	if opts.Redelivery > 0 {
@@ -534,6 +557,7 @@ func (s *Service) Run(ctx context.Context) {
 				s.devices.sweep()
 				if i%60 == 0 {
 					s.purgeBlockedTokens(ctx)
+					s.trimBlockedTokens(ctx)
 				}
 			}
 		}

@@ -1331,7 +1331,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		if a.key.node != "" {
 			s.status.add(registry.PushStatus{Node: a.key.node, At: now, Reason: storedReason(err.Error())})
 			s.unregisterDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, dead)
-		} else if berr := s.blockDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, dead); berr != nil {
+		} else if berr := s.blockDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, "", dead); berr != nil {
 			return redeliveryFailed, 0
 		}
 		return redeliveryGone, 0

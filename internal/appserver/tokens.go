@@ -152,7 +152,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	}
 	if dead, ok := push.IsDeadToken(err); ok {
 		s.opts.Observer.Pushed(tp.App, OutcomeDeadToken, end.Sub(start))
-		if s.blockDead(context.WithoutCancel(ctx), tp.App, tp.Token, node, dead) != nil {
+		if s.blockDead(context.WithoutCancel(ctx), tp.App, tp.Token, node, tp.Request.Source, dead) != nil {
 			return fmt.Errorf("%w: %w", ErrPushFailed, err)
 		}
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
@@ -272,10 +272,30 @@ func (s *Service) unregisterSuspect(ctx context.Context, app, token, node string
 	return true
 }
 
+// blocksPerSource is how many dead tokens one push source
+// (PushRequest.Source: a publish's sending domain) may put on the block
+// list a minute, as many at once. A stranger naming made-up tokens gets
+// each one answered dead, and each would be a row for TokenBlock; at
+// this rate one source takes more than a day to fill the list to
+// DefaultMaxBlockedTokens, and so cannot push the blocks of tokens that
+// are really dead out of it (see trimBlockedTokens) faster than that.
+// A server's own users' dead tokens come far slower: its push session
+// ends on the first cancel. A token past the limit is answered dead all
+// the same, only not blocked: its next push asks the push service again.
+const blocksPerSource = 60
+
 // blockDead puts a token the push service declared dead on the block
-// list for TokenBlock; node is the push's, for the log ("" when the
-// token was the node).
-func (s *Service) blockDead(ctx context.Context, app, token, node string, dead *push.DeadTokenError) error {
+// list for TokenBlock, unless source (the push's, "" for a push being
+// redelivered, which no stranger chooses) has put blocksPerSource there
+// within the minute; node is the push's, for the log ("" when the token
+// was the node).
+func (s *Service) blockDead(ctx context.Context, app, token, node, source string, dead *push.DeadTokenError) error {
+	if source != "" {
+		if ok, _ := s.blockSources.Allow(maphash.String(s.sourceSeed, source)); !ok {
+			s.blockRefused.Log("app", app, "node", loggedNode(node), "source", source)
+			return nil
+		}
+	}
 	b := registry.BlockedToken{Type: app, Token: token, Since: dead.Since.UTC(), Until: s.opts.Now().Add(s.opts.TokenBlock).UTC(), Reason: storedReason(dead.Reason)}
 	if err := s.store.BlockToken(ctx, b); err != nil {
 		s.logger.Error("blocking dead token", "app", app, "err", err)
@@ -283,7 +303,48 @@ func (s *Service) blockDead(ctx context.Context, app, token, node string, dead *
 	}
 	s.blocks.set(app, token, b)
 	s.logger.Info("blocked dead token", "app", app, "node", node, "until", b.Until.Format(time.RFC3339))
+	if every := s.trimEvery(); every > 0 && s.blocked.Add(1)%every == 0 {
+		s.trimBlockedTokens(ctx)
+	}
 	return nil
+}
+
+// trimEvery is how many blocks this instance writes between trims of the
+// block list, 0 when it has no cap: a hundredth of the cap. A trim reads
+// the whole list (4 ms at 100,000 rows on SQLite, where a block takes
+// 90 µs), too much for every block; so the list may pass its cap by this
+// many rows per instance writing to it, 1 %, until the next trim.
+func (s *Service) trimEvery() int64 {
+	if s.opts.MaxBlockedTokens <= 0 {
+		return 0
+	}
+	return max(int64(s.opts.MaxBlockedTokens)/100, 1)
+}
+
+// trimBlockedTokens holds the block list to MaxBlockedTokens rows,
+// dropping the blocks that end soonest. Refusing new blocks at the cap
+// instead would keep the old ones, but a stranger who filled the list
+// with made-up tokens would then stop every real dead token from being
+// blocked for TokenBlock, a week; pushes to them would all go to the
+// push service, which asks us not to send them. Dropping the soonest
+// ending keeps what the list is for: the newest blocks, among them every
+// token pushed to again since (each dead answer blocks it anew, to end
+// latest), hold; a real block dropped costs one push the service answers
+// dead, which blocks the token again. blocksPerSource bounds how fast
+// one source can cycle the list. Run calls it hourly too, for the blocks
+// other instances sharing the registry wrote.
+func (s *Service) trimBlockedTokens(ctx context.Context) {
+	if s.opts.MaxBlockedTokens <= 0 {
+		return
+	}
+	n, err := s.store.TrimBlockedTokens(ctx, s.opts.MaxBlockedTokens)
+	if err != nil {
+		s.logger.Warn("trimming the token block list", "err", err)
+		return
+	}
+	if n > 0 {
+		s.logger.Warn("the token block list reached its cap; dropped the blocks ending soonest (made-up tokens pushed by a stranger, or max_blocked_tokens too low)", "dropped", n, "max_blocked_tokens", s.opts.MaxBlockedTokens)
+	}
 }
 
 // blockSlack is how far past TokenBlock from now a block may end and

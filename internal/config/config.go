@@ -75,6 +75,11 @@ type Config struct {
 	// TokenBlock is how long a device token a push service declared dead
 	// is refused to tokenless and publish-options pushes. Default 7 days.
 	TokenBlock Duration `toml:"token_block"`
+	// MaxBlockedTokens caps the rows of that block list, so that a
+	// stranger naming made-up tokens cannot grow it without end; the
+	// blocks ending soonest give way. Default
+	// appserver.DefaultMaxBlockedTokens; 0 means no cap.
+	MaxBlockedTokens *int `toml:"max_blocked_tokens"`
 	// OutageGrace is how long, once the registry cannot be read (a
 	// database away), the registrations the push path had cached still
 	// serve pushes; 0 turns that off, and such pushes fail. Default ten
@@ -562,6 +567,10 @@ func (c *Config) applyDefaults() {
 		n := appserver.DefaultRateLimitPerToken
 		c.RateLimitPerToken = &n
 	}
+	if c.MaxBlockedTokens == nil {
+		n := appserver.DefaultMaxBlockedTokens
+		c.MaxBlockedTokens = &n
+	}
 	if c.AccountRegisterLimit == nil {
 		n := appserver.DefaultAccountRegisterLimit
 		c.AccountRegisterLimit = &n
@@ -749,6 +758,9 @@ func (c *Config) validate() []error {
 			}
 		}
 		seenAddr = append(seenAddr, l)
+	}
+	if *c.MaxBlockedTokens < 0 {
+		bad("max_blocked_tokens", "must not be negative (0 means no cap)")
 	}
 	if *c.AccountRegisterLimit < 0 {
 		bad("account_register_limit", "must not be negative (0 turns the limit off)")

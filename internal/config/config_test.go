@@ -199,6 +199,15 @@ func TestRegistrationCache(t *testing.T) {
 			t.Errorf("%q: registration_cache %d, cache size %d; want %d and %d", tt.toml, c.RegistrationCache, c.CacheSize(), tt.want, tt.size)
 		}
 	}
+	if d := Default(); *d.MaxBlockedTokens != appserver.DefaultMaxBlockedTokens {
+		t.Errorf("default max_blocked_tokens %d", *d.MaxBlockedTokens)
+	}
+	if c, err := Parse("max_blocked_tokens = 0", ""); err != nil || *c.MaxBlockedTokens != 0 {
+		t.Errorf("max_blocked_tokens = 0: %v", err)
+	}
+	if _, err := Parse("max_blocked_tokens = -1", ""); err == nil || !strings.Contains(err.Error(), "max_blocked_tokens: must not be negative") {
+		t.Errorf("a negative max_blocked_tokens: %v", err)
+	}
 	if d := Default(); *d.AccountRegisterLimit != appserver.DefaultAccountRegisterLimit {
 		t.Errorf("default account_register_limit %d", *d.AccountRegisterLimit)
 	}
