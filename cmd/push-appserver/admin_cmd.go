@@ -27,9 +27,10 @@ const registrationsSynopsis = `registrations <list|show|delete|count|prune> [fla
   show NODE [-json] [-show-secrets]                     one registration, every field
   delete NODE                                           remove a registration
   count [-type T] [-domain D]                           how many there are
-  prune -idle DAYSd [-type T] [-yes]                    the registrations not registered, renewed
+  prune -idle DAYSd [-type T] [-yes [-all]]            the registrations not registered, renewed
                                                         or pushed to successfully for that long:
-                                                        counted, and deleted with -yes
+                                                        counted, and deleted with -yes (with -all
+                                                        too when that would be every registration)
 
 They work beside a running server, which drops what they delete from its
 cache within a second.`
@@ -47,6 +48,7 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 	f.StringVar(&flt.Domain, "domain", "", "only registrations of accounts of this domain, known for registrations made over XMPP, not over HTTP or imported (list, count)")
 	idleFlag := f.String("idle", "", "prune: how long a registration has been idle, in days (\"180d\") or as a Go duration; at least 7d")
 	yes := f.Bool("yes", false, "prune: delete, rather than only count")
+	all := f.Bool("all", false, "prune -yes: delete even when every registration of the registry is idle, which otherwise says this host's clock or -idle is wrong")
 	asJSON := f.Bool("json", false, "JSON, one object a line (list) or one object (show)")
 	showSecrets := f.Bool("show-secrets", false, "show the registrations' secrets")
 	rest, code, ok := f.parse(args)
@@ -109,7 +111,7 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "deleted %s (type %s)\n", r.Node, r.Type)
 		}
 	case "prune":
-		err = prune(ctx, stdout, store, flt.Type, time.Now().Add(-idle), *yes)
+		err = prune(ctx, stdout, store, flt.Type, time.Now().Add(-idle), *yes, *all)
 	}
 	if admin.IsNotFound(err) {
 		fmt.Fprintf(stderr, "push-appserver registrations %s: no registration %q\n", verb, rest[0])
@@ -148,10 +150,20 @@ func parseIdle(s string) (time.Duration, error) {
 }
 
 // prune counts the registrations idle since before, by type, and deletes
-// them when del is set.
-func prune(ctx context.Context, w io.Writer, store admin.Store, typ string, before time.Time, del bool) error {
+// them when del is set, unless that is every registration of the
+// registry and all is not set: a service in use has some device active
+// within days, so a registry idle to the last registration says rather
+// that this host's clock runs ahead (stepped forward by a wrong NTP
+// server or a resumed VM, every registration looks idle) or that -idle
+// is not what was meant, and a deletion is not to be undone.
+func prune(ctx context.Context, w io.Writer, store admin.Store, typ string, before time.Time, del, all bool) error {
 	var n map[string]int
 	var err error
+	if del && !all {
+		if err := everyIdle(ctx, store, before); err != nil {
+			return err
+		}
+	}
 	if del {
 		n, err = admin.Prune(ctx, store, typ, before)
 	} else {
@@ -173,6 +185,28 @@ func prune(ctx context.Context, w io.Writer, store admin.Store, typ string, befo
 		fmt.Fprintln(w, "nothing deleted: run again with -yes to delete them")
 	}
 	return err
+}
+
+// everyIdle fails when every registration of store is idle since before
+// (see prune).
+func everyIdle(ctx context.Context, store admin.Store, before time.Time) error {
+	total, err := admin.Count(ctx, store, admin.Filter{})
+	if err != nil || total == 0 {
+		return err
+	}
+	idle, err := admin.Idle(ctx, store, "", before)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, c := range idle {
+		n += c
+	}
+	if n < total {
+		return nil
+	}
+	return fmt.Errorf("every registration of the registry (%d) is idle since %s, so none was deleted: a service in use has devices active within days, so check this host's clock (it reads %s) and -idle; run again with -all to delete them all",
+		total, before.UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
 }
 
 func runSendTest(args []string, stdout, stderr io.Writer) int {

@@ -475,3 +475,25 @@ func TestRegistrationsCommandsWithoutRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneRefusesEveryRegistration: a prune that would delete every
+// registration of the registry (here the two imported from
+// mod_push_appserver's files, idle since 2026-11-25) deletes none
+// unless -all says so too: in a service in use some device is active
+// within days, and a registry idle to the last registration rather says
+// this host's clock runs ahead, which no deletion should follow.
+func TestPruneRefusesEveryRegistration(t *testing.T) {
+	s, cli := importedBesideServer(t)
+	out, errs, code := cli("registrations", "prune", "-idle", "7d", "-yes")
+	if code != 1 || !strings.Contains(errs, "every registration of the registry (2) is idle") || !strings.Contains(errs, "clock") || !strings.Contains(errs, "-all") {
+		t.Fatalf("prune -yes of every registration: exit %d\n%s\n%s\nwant a refusal naming the clock and -all", code, out, errs)
+	}
+	if out, _, _ := cli("registrations", "count"); strings.TrimSpace(out) != "2" {
+		t.Fatalf("count after the refused prune: %q, want 2: nothing deleted", out)
+	}
+	out, errs, code = cli("registrations", "prune", "-idle", "7d", "-yes", "-all")
+	if code != 0 || !strings.HasPrefix(out, "2 registrations deleted, idle since ") {
+		t.Fatalf("prune -yes -all: exit %d\n%s\n%s", code, out, errs)
+	}
+	s.stop(t)
+}
