@@ -33,16 +33,20 @@ const pidFileName = "push-appserver.pid"
 func pidFile(cfg *config.Config) string { return filepath.Join(cfg.DataDir, pidFileName) }
 
 // writePIDFile puts this process's PID in path, replacing the file as a
-// whole, so that a reader never sees half of it.
-func writePIDFile(path string) error {
+// whole, so that a reader never sees half of it. The returned file holds
+// an exclusive lock on it until it is closed, which the process's end
+// does too: the reload command finds a file that nobody holds a server's
+// left behind, whatever process has its PID since.
+func writePIDFile(path string) (*os.File, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+pidFileName+".*")
 	if err != nil {
-		return err
+		return nil, err
 	}
+	// A file no other process has opened yet, so only a file system
+	// without locks refuses it; the reload command cannot tell a left
+	// file there either, and goes by the process's command line alone.
+	syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	_, err = fmt.Fprintf(tmp, "%d\n", os.Getpid())
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
 	if err == nil {
 		err = os.Chmod(tmp.Name(), 0o644)
 	}
@@ -50,14 +54,18 @@ func writePIDFile(path string) error {
 		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
+		tmp.Close()
 		os.Remove(tmp.Name())
+		return nil, err
 	}
-	return err
+	return tmp, nil
 }
 
-// removePIDFile removes path if it still names this process: after an
-// upgrade it names the new one, which serves on.
-func removePIDFile(path string, logger *slog.Logger) {
+// removePIDFile removes path if it still names this process (after an
+// upgrade it names the new one, which serves on), then lets go of held,
+// the file writePIDFile returned.
+func removePIDFile(path string, held *os.File, logger *slog.Logger) {
+	defer held.Close()
 	if pid, err := readPIDFile(path); err != nil || pid != os.Getpid() {
 		return
 	}
@@ -71,11 +79,54 @@ func readPIDFile(path string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return parsePID(path, b)
+}
+
+func parsePID(path string, b []byte) (int, error) {
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
 		return 0, fmt.Errorf("%s does not hold a PID: %q", path, b)
 	}
 	return pid, nil
+}
+
+// errStalePIDFile: nobody holds the PID file's lock, so the server that
+// wrote it is gone (killed, or the machine went down) and its PID may be
+// any other process's by now.
+var errStalePIDFile = errors.New("the server that wrote it is not running")
+
+// readHeldPIDFile reads the PID in path, and fails with errStalePIDFile
+// when no process holds the lock writePIDFile took on it. Read and
+// checked through one open file, so that a file replaced meanwhile (an
+// upgrade) is not read in one version and checked in the other.
+func readHeldPIDFile(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := parsePID(path, b)
+	if err != nil {
+		return 0, err
+	}
+	// A shared lock is what the server's exclusive one refuses; several
+	// reload commands at once take it together.
+	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); {
+	case err == nil:
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return pid, fmt.Errorf("PID %d: %w (it left %s behind; its PID may belong to another process by now)", pid, errStalePIDFile, path)
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return pid, nil
+	default:
+		// No locks on this file system: the server could not lock
+		// it either. The process's command line is all there is to
+		// go by.
+		return pid, nil
+	}
 }
 
 // errNotServer: the process is gone, or it is no server (its PID was
@@ -121,8 +172,11 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 		}
 		path := pidFile(cfg)
 		var err error
-		if pid, err = readPIDFile(path); errors.Is(err, fs.ErrNotExist) {
+		if pid, err = readHeldPIDFile(path); errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "push-appserver reload: no server runs with this configuration: %s does not exist (a server writes it once it serves; -config names the server's configuration)\n", path)
+			return 1
+		} else if errors.Is(err, errStalePIDFile) {
+			fmt.Fprintf(stderr, "push-appserver reload: %s names %v: nothing was signalled\n", path, err)
 			return 1
 		} else if err != nil {
 			fmt.Fprintf(stderr, "push-appserver reload: %v\n", err)

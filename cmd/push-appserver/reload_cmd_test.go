@@ -83,7 +83,7 @@ func TestReloadCommand(t *testing.T) {
 	// A PID file naming a process that is no server: this test's own,
 	// which SIGHUP would end.
 	os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
-	if code, _, errs := reload(); code != 1 || !strings.Contains(errs, "not a running push-appserver server") {
+	if code, _, errs := reload(); code != 1 || !strings.Contains(errs, "not running") {
 		t.Fatalf("reload with a stale PID file: exit %d %s", code, errs)
 	}
 }
@@ -116,4 +116,45 @@ func TestReloadCommandAfterUpgrade(t *testing.T) {
 		t.Fatalf("reload: %v\n%s", err, out)
 	}
 	waitLogCount(t, u, `msg="reload: `, 2, 20*time.Second)
+}
+
+// TestReloadCommandRefusesPIDOfAnotherServer: a server killed outright
+// (SIGKILL, the OOM killer) leaves its PID file behind, and the PID in it
+// may go to any later process, another server among them (an instance
+// with a configuration of its own). The reload command refuses such a
+// file, since the server that wrote it is gone, rather than signal
+// whatever holds the PID now and report the reload as done.
+func TestReloadCommandRefusesPIDOfAnotherServer(t *testing.T) {
+	bin := buildBinary(t)
+	dir, addr, config := minimalConfig(t)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	pidPath := filepath.Join(dir, "data", pidFileName)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if pid, err := readPIDFile(pidPath); err == nil && pid == s.cmd.Process.Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no PID file once serving")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+
+	_, otherAddr, otherConfig := minimalConfig(t)
+	other := startServer(t, bin, otherConfig)
+	other.waitHealthy(t, otherAddr)
+	// The dead server's PID went to the other one: the file is as the
+	// dead server left it but for the number.
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(other.cmd.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	cmd := exec.Command(bin, "reload", "-config", config)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || strings.Contains(out.String(), "told the server") || !strings.Contains(errb.String(), "not running") {
+		t.Fatalf("reload with the PID file of a dead server naming another server: exit %d\n%s%s", code, out.String(), errb.String())
+	}
 }

@@ -612,10 +612,10 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	if tookOver {
 		// For the reload command, which finds this process by it.
-		if err := writePIDFile(pidFile(cfg)); err != nil {
+		if held, err := writePIDFile(pidFile(cfg)); err != nil {
 			logger.Warn("cannot write the PID file: the reload command needs -pid to find this process", "pid", os.Getpid(), "err", err)
 		} else {
-			defer removePIDFile(pidFile(cfg), logger)
+			defer removePIDFile(pidFile(cfg), held, logger)
 		}
 	}
 	if !tookOver {
