@@ -61,12 +61,19 @@ func writePIDFile(path string) (*os.File, error) {
 	return tmp, nil
 }
 
-// removePIDFile removes path if it still names this process (after an
-// upgrade it names the new one, which serves on), then lets go of held,
-// the file writePIDFile returned.
+// removePIDFile removes path if it is still the file this process wrote,
+// held, then lets go of held. Not if it merely names this process's PID:
+// after an upgrade it names the new process, which serves on, and a
+// server in another PID namespace on the same data directory (a second
+// container on the volume, both PID 1 in their own) writes the same PID
+// into a file of its own, which must outlive this process.
 func removePIDFile(path string, held *os.File, logger *slog.Logger) {
 	defer held.Close()
-	if pid, err := readPIDFile(path); err != nil || pid != os.Getpid() {
+	ours, err := held.Stat()
+	if err != nil {
+		return
+	}
+	if now, err := os.Stat(path); err != nil || !os.SameFile(now, ours) {
 		return
 	}
 	if err := os.Remove(path); err != nil {
