@@ -261,6 +261,32 @@ func setParams(c *pgx.ConnConfig, opts Options, app string) {
 	}
 }
 
+// keepIdle lifts idle_session_timeout (PostgreSQL 14 and later) on a
+// connection of the change feed. A DBA may set it on the database or the
+// role, and it ends a session that waits for its next statement that
+// long: the LISTEN connection waits for notifications, sending a
+// statement only to ack another instance's change, and the probe
+// connection sends one every heartbeat. Ended, they take the feed down,
+// and with it the cache of every instance and the confirmation of the
+// writes under way, again at every timeout while nobody writes. The
+// pool's idle connections may go: it pings those idle for more than a
+// second before it hands them out. pg_settings, so that a server
+// without the setting takes the statement too.
+func keepIdle(c *pgx.ConnConfig) {
+	after := c.AfterConnect
+	c.AfterConnect = func(ctx context.Context, conn *pgconn.PgConn) error {
+		if after != nil {
+			if err := after(ctx, conn); err != nil {
+				return err
+			}
+		}
+		if err := conn.Exec(ctx, `SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'idle_session_timeout'`).Close(); err != nil {
+			return fmt.Errorf("lifting idle_session_timeout: %w", err)
+		}
+		return nil
+	}
+}
+
 // timeoutSettings are the statements that bound a session's statements
 // and lock waits by opts.StatementTimeout.
 func timeoutSettings(opts Options) string {
@@ -1268,6 +1294,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		return errors.New("database.dsn: not a valid PostgreSQL connection string")
 	}
 	setParams(cfg, s.opts, listenAppName)
+	keepIdle(cfg)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)
@@ -1290,6 +1317,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 		return fmt.Errorf("connecting for probes: %w", err)
 	}
 	setParams(pcfg, s.opts, probeAppName)
+	keepIdle(pcfg)
 	pconn, err := pgx.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("connecting for probes: %w", err)

@@ -1,0 +1,51 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A DBA's idle_session_timeout on the database (or the role) ends every
+// session that waits for a statement longer than that. The change feed's
+// LISTEN connection waits for notifications, not statements, and the
+// store must keep it: ended, it takes the feed down, so every instance
+// drops its cache and answers the registrations it was writing meanwhile
+// as unconfirmed, again at every timeout while nobody writes.
+func TestFeedSurvivesIdleSessionTimeout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	dsn := pg.DB(t)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `ALTER DATABASE `+c.Config().Database+` SET idle_session_timeout = '500ms'`); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, dsn)
+	live := make(chan bool, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Follow(ctx, func(string) {}, func(l bool) { live <- l })
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-live:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the change feed never went live")
+	}
+	// Six times the timeout, with nothing written: the feed stays.
+	select {
+	case <-live:
+		t.Fatal("the change feed went down: idle_session_timeout ended its connection")
+	case <-time.After(3 * time.Second):
+	}
+	// And the pool's connections, idle as long, still serve.
+	if _, err := s.Count(ctx); err != nil {
+		t.Fatalf("a read after the pool was idle past idle_session_timeout: %v", err)
+	}
+}
