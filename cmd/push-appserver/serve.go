@@ -806,15 +806,21 @@ const statusInterval = 5 * time.Second
 // switched to (replaced: see upgrade.BinaryReplaced), which is what
 // `systemctl status` after installing one should say.
 func serviceStatus(checks []httpapi.Check, replaced bool) string {
-	var down []string
+	var down, readOnly []string
 	for _, c := range checks {
-		if _, ok := c.State(); !ok {
+		switch state, ok := c.State(); {
+		case !ok:
 			down = append(down, c.Name)
+		case state == "read-only":
+			readOnly = append(readOnly, c.Name)
 		}
 	}
 	status := "serving"
 	if len(down) > 0 {
 		status += "; down: " + strings.Join(down, ", ")
+	}
+	if len(readOnly) > 0 {
+		status += "; read-only: " + strings.Join(readOnly, ", ")
 	}
 	if replaced {
 		status += "; a new binary is installed: SIGUSR2 switches to it"
@@ -911,7 +917,10 @@ func registryCheck(ctx context.Context, store any) []httpapi.Check {
 		return nil
 	}
 	probe := httpapi.StartProbe(ctx, registryPingEvery, registryPingTimeout, p.Ping)
-	return []httpapi.Check{{Name: "registry", HealthOnly: true, OK: probe.OK}}
+	// A registry that refuses writes fails every registration while
+	// pushes go on: neither up nor down.
+	readOnly := func() bool { return errors.Is(probe.Err(), registry.ErrReadOnly) }
+	return []httpapi.Check{{Name: "registry", HealthOnly: true, OK: probe.OK, ReadOnly: readOnly}}
 }
 
 // appBreaker is an app's misconfiguration breaker, for health and

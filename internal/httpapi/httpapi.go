@@ -59,14 +59,20 @@ type Check struct {
 	// HealthOnly keeps the part off the ready page: it is shown, but the
 	// server serves what it can without it.
 	HealthOnly bool
+	// ReadOnly, when set, says whether a part that is not OK answers
+	// reads but refuses writes (a registry on a standby): shown so, not
+	// as down, and ready, since what reads serve goes on.
+	ReadOnly func() bool
 }
 
-// State says how the part is ("up", "standing by" or "down"), as the
-// health page shows it, and whether that counts as ready.
+// State says how the part is ("up", "standing by", "read-only" or
+// "down"), as the health page shows it, and whether that counts as ready.
 func (c Check) State() (string, bool) {
 	switch {
 	case c.OK():
 		return "up", true
+	case c.ReadOnly != nil && c.ReadOnly():
+		return "read-only", true
 	case c.StandingBy != nil && c.StandingBy():
 		return "standing by", true
 	}

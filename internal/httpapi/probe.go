@@ -13,7 +13,8 @@ import (
 // hangs, and anyone who can reach the page could make it read the
 // registry as often as they like.
 type Probe struct {
-	ok atomic.Bool
+	ok  atomic.Bool
+	err atomic.Pointer[error] // the last answer's; nil when it was none
 }
 
 // StartProbe runs check now and then every interval until ctx ends,
@@ -24,7 +25,9 @@ func StartProbe(ctx context.Context, interval, timeout time.Duration, check func
 	run := func() {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		p.ok.Store(check(cctx) == nil)
+		err := check(cctx)
+		p.err.Store(&err)
+		p.ok.Store(err == nil)
 	}
 	run()
 	go func() {
@@ -44,3 +47,11 @@ func StartProbe(ctx context.Context, interval, timeout time.Duration, check func
 
 // OK reports the last answer, at once.
 func (p *Probe) OK() bool { return p.ok.Load() }
+
+// Err is the last answer's error, nil when it was none.
+func (p *Probe) Err() error {
+	if e := p.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}

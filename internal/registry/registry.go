@@ -14,6 +14,12 @@ import (
 // ErrNotFound is returned when no registration matches.
 var ErrNotFound = errors.New("registration not found")
 
+// ErrReadOnly is returned by a store's Ping when it answers reads but
+// refuses every write: a PostgreSQL standby, or a server set
+// read-only (default_transaction_read_only) during maintenance.
+// Pushes go on; registrations fail.
+var ErrReadOnly = errors.New("registry is read-only")
+
 // ErrConflict is returned by Register when the registration it would store
 // collides with another one: its DeviceKey is held by another node, or (in
 // stores shared by several processes) another writer created the node first.

@@ -772,10 +772,18 @@ func (s *Store) Nodes(ctx context.Context, limit int) ([]string, error) {
 	return nodes, nil
 }
 
-// Ping checks that the database answers, on a connection of the pool.
+// Ping checks that the database answers, on a connection of the pool,
+// and takes writes: a server that answers every read but refuses every
+// write (a standby reached through an address a failover did not move,
+// default_transaction_read_only set for maintenance) fails every
+// registration, and answers registry.ErrReadOnly.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
+	var ro string
+	if err := s.pool.QueryRow(ctx, `SELECT current_setting('transaction_read_only')`).Scan(&ro); err != nil {
 		return fmt.Errorf("pinging the database: %w", err)
+	}
+	if ro == "on" {
+		return fmt.Errorf("pinging the database: %w (a standby, or default_transaction_read_only)", registry.ErrReadOnly)
 	}
 	return nil
 }
