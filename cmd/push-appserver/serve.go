@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/httpapi"
@@ -883,7 +885,7 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (re
 		if err != nil {
 			return nil, fmt.Errorf("database.dsn: %w", err)
 		}
-		return postgres.Open(ctx, dsn, postgres.Options{StatementTimeout: cfg.Database.StatementTimeout.D(), Logger: logger})
+		return postgres.Open(ctx, dsn, postgres.Options{StatementTimeout: cfg.Database.StatementTimeout.D(), Password: dsnPassword(cfg.Database.DSN), Logger: logger})
 	}
 	// The registry holds every device's secret: a directory we create is
 	// ours alone (the store creates its files 0600).
@@ -891,6 +893,26 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (re
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
 	return sqlite.Open(ctx, cfg.Database.Path)
+}
+
+// dsnPassword reads the password of the DSN that setting (database.dsn)
+// names anew, for every new connection to PostgreSQL: a password rotated
+// in the DSN's file (file:...) is used from then on, without a restart.
+// Only the password: the rest of the DSN changes after a restart, as
+// every registry setting does.
+func dsnPassword(setting string) func() (string, error) {
+	return func() (string, error) {
+		dsn, err := config.ResolveSecret(setting)
+		if err != nil {
+			return "", err
+		}
+		c, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			// pgx's message may quote the DSN, password included.
+			return "", errors.New("database.dsn: not a valid PostgreSQL connection string")
+		}
+		return c.Password, nil
+	}
 }
 
 // pinger is a registry that can say whether it answers.

@@ -71,7 +71,12 @@ type Options struct {
 	// followed, for the other instances to confirm they dropped what they
 	// cached of it (see barrier). Default 1 s.
 	AckWait time.Duration
-	Logger  *slog.Logger
+	// Password, when set, gives the password of each new connection,
+	// asked anew each time: a password rotated (the DSN's file
+	// rewritten with the new one) is used by the connections made after,
+	// without a restart. An error leaves the DSN's.
+	Password func() (string, error)
+	Logger   *slog.Logger
 }
 
 // Store implements registry.Store on PostgreSQL.
@@ -126,6 +131,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	tr := &poolTracer{logger: opts.Logger}
 	cfg.ConnConfig.Tracer = tr
+	cfg.BeforeConnect = func(_ context.Context, c *pgx.ConnConfig) error {
+		opts.password(c)
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
@@ -150,6 +159,20 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s.gc = groupcommit.Start(committer{s})
 	return s, nil
+}
+
+// password sets c's password to the one Password gives now, if set.
+// The pool's connections ask for it before each connection, the change
+// feed's each time it connects: the DSN was read once, at the start,
+// and a password rotated since would otherwise have every new connection
+// refused (SQLSTATE 28P01) until a restart.
+func (o Options) password(c *pgx.ConnConfig) {
+	if o.Password == nil {
+		return
+	}
+	if pw, err := o.Password(); err == nil {
+		c.Password = pw
+	}
 }
 
 // poolTracer watches the pool's statements for two failures that say
@@ -1303,6 +1326,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	}
 	setParams(cfg, s.opts, listenAppName)
 	keepIdle(cfg)
+	s.opts.password(cfg)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)
@@ -1326,6 +1350,7 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 	}
 	setParams(pcfg, s.opts, probeAppName)
 	keepIdle(pcfg)
+	s.opts.password(pcfg)
 	pconn, err := pgx.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("connecting for probes: %w", err)

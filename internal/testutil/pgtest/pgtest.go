@@ -305,3 +305,41 @@ func (l *Listener) EndOthers(t testing.TB, app string) int {
 	}
 	return n
 }
+
+// RequirePasswords makes the server ask every role but postgres (which
+// the helpers here use) for its password over TCP, as a production
+// server does, rather than trust it: a test can then rotate a role's
+// password. Call it after DB, on a server of the test's own.
+func (s *Server) RequirePasswords(t testing.TB) {
+	t.Helper()
+	if s.data == "" {
+		t.Fatal("PostgreSQL test server: RequirePasswords before DB")
+	}
+	hba := "local all all trust\n" +
+		"host all postgres 127.0.0.1/32 trust\n" +
+		"host all all 127.0.0.1/32 scram-sha-256\n"
+	if err := os.WriteFile(filepath.Join(s.data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	// The reload is asynchronous: wait until a role with no password
+	// is asked for one (trusted, it is told it does not exist).
+	probe := fmt.Sprintf("postgres://pgtest_nobody:x@127.0.0.1:%d/postgres?sslmode=disable", s.port)
+	for {
+		conn, err := pgx.Connect(ctx, probe)
+		if err == nil {
+			conn.Close(ctx)
+		}
+		if err != nil && strings.Contains(err.Error(), "28P01") {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("PostgreSQL test server: passwords not required after a minute: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
