@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +83,7 @@ type Options struct {
 // Store implements registry.Store on PostgreSQL.
 type Store struct {
 	pool   *pgxpool.Pool
+	tracer *poolTracer
 	dsn    string
 	opts   Options
 	logger *slog.Logger
@@ -129,7 +131,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
-	tr := &poolTracer{logger: opts.Logger}
+	tr := &poolTracer{logger: opts.Logger, done: make(chan struct{})}
+	tr.writable = func() bool { return writable(cfg.ConnConfig, opts) }
 	cfg.ConnConfig.Tracer = tr
 	cfg.BeforeConnect = func(_ context.Context, c *pgx.ConnConfig) error {
 		opts.password(c)
@@ -147,7 +150,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	s := &Store{pool: pool, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(opts.AckWait), heartbeat: defaultHeartbeat, probeWait: probeWait,
+	s := &Store{pool: pool, tracer: tr, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(opts.AckWait), heartbeat: defaultHeartbeat, probeWait: probeWait,
 		namedStatements: cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
@@ -182,15 +185,19 @@ func (o Options) password(c *pgx.ConnConfig) {
 // one in recovery, likewise) would keep every pooled connection, and
 // fail every write, until the connections' lifetime ends: an hour. That
 // happens in a switchover that fences the old primary, which stays up.
-// The first write it refuses resets the pool, and the new connections go
-// where target_session_attrs leads. A reset runs no statement, so it
-// cannot lead to another by itself, and one runs at a time. When every
-// server the DSN names is read-only, the pool cannot go elsewhere: with
-// target_session_attrs=read-write it makes no connection at all
-// (nothing runs, nothing resets), and without it the new connections go
-// to the same server, whose next refused write resets the pool again.
-// That is a reset per refused write at most, each making the pool's
-// connections again, for writes that fail either way; reads go on.
+// The first write it refuses has the pool reset, and the new connections
+// go where target_session_attrs leads, once a connection made as the
+// pool makes them reaches a server that takes writes: until then
+// (tried every writableRetry, one such wait at a time) the pool keeps
+// its connections, and reads go on over them. Resetting at once would
+// cost the reads too, between the fence of the old primary and the
+// promotion of the new one: with target_session_attrs=read-write the
+// pool makes no connection while no server takes writes, and every
+// read failed (pushes to devices not cached answered wait, the change
+// feed down) though both servers answered reads. Without it, a DSN
+// whose only server turned read-only keeps the pool on it, for writes
+// that fail either way, rather than make its connections again for
+// every refused write.
 //
 // A named prepared statement (pgx's default exec mode) that is missing,
 // or already there, on its server connection means a pooler in
@@ -201,7 +208,58 @@ type poolTracer struct {
 	resetting atomic.Bool
 	logger    *slog.Logger
 	logged    atomic.Int64 // when a clash was last logged, in Unix nanoseconds
+	// writable reports whether a new connection, made as the pool makes
+	// them, reaches a server that takes writes.
+	writable func() bool
+	done     chan struct{} // closed when the store closes
+	stopped  sync.Once
 }
+
+// writableRetry is how often a pool kept on a read-only server looks
+// for one that takes writes.
+const writableRetry = time.Second
+
+// writable connects as cc says, with opts' password, and reports
+// whether the server reached takes writes.
+func writable(cc *pgx.ConnConfig, opts Options) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), opts.ConnectTimeout)
+	defer cancel()
+	c := cc.Copy()
+	c.Tracer = nil // none of the pool's statements
+	opts.password(c)
+	conn, err := pgx.ConnectConfig(ctx, c)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(ctx)
+	var ro string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('transaction_read_only')`).Scan(&ro); err != nil {
+		return false
+	}
+	return ro != "on"
+}
+
+// moveWhenWritable resets the pool once a server the DSN leads to
+// takes writes, looking every writableRetry until then or until the
+// store closes.
+func (t *poolTracer) moveWhenWritable() {
+	defer t.resetting.Store(false)
+	for {
+		if t.writable() {
+			if p := t.pool.Load(); p != nil {
+				p.Reset()
+			}
+			return
+		}
+		select {
+		case <-t.done:
+			return
+		case <-time.After(writableRetry):
+		}
+	}
+}
+
+func (t *poolTracer) stop() { t.stopped.Do(func() { close(t.done) }) }
 
 // execModeAdvice is what a statement refused for its prepared statement
 // asks of the DSN.
@@ -233,12 +291,7 @@ func (t *poolTracer) check(err error) {
 	if !readOnly(err) || !t.resetting.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
-		defer t.resetting.Store(false)
-		if p := t.pool.Load(); p != nil {
-			p.Reset()
-		}
-	}()
+	go t.moveWhenWritable()
 }
 
 func (t *poolTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
@@ -1541,6 +1594,7 @@ const closeWait = 2 * time.Second
 // Close stores the registrations queued, then closes the pool, waiting
 // at most closeWait for it.
 func (s *Store) Close() error {
+	s.tracer.stop()
 	s.gc.Close()
 	closed := make(chan struct{})
 	go func() {

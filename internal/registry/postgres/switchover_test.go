@@ -190,3 +190,51 @@ func TestChangeFeedStaysOnReadOnlyServer(t *testing.T) {
 	case <-time.After(1500 * time.Millisecond):
 	}
 }
+
+// In a switchover, between the fence of the old primary and the
+// promotion of the new one, no server takes writes but both answer
+// reads. A write refused meanwhile must not cost the reads: the pool's
+// connections to the fenced primary serve them until a server takes
+// writes, where target_session_attrs=read-write makes no new connection
+// at all. Once the new primary takes writes, the store writes there.
+func TestReadsGoOnWhileNoServerTakesWrites(t *testing.T) {
+	multi, dsnB, fence := switchover(t)
+	s := open(t, multi)
+	want, err := register(s, registry.Registration{Node: "n1", Type: "a", Token: "t", Secret: "s", Registered: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B is a standby not promoted yet: read-only too.
+	setReadOnly(t, dsnB, "on")
+	promoted := false
+	t.Cleanup(func() {
+		if !promoted {
+			setReadOnly(t, dsnB+"&default_transaction_read_only=off", "off")
+		}
+	})
+	fence()
+	if _, err := register(s, registry.Registration{Node: "n2", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); err == nil {
+		t.Fatal("a registration stored while no server takes writes")
+	}
+	// The refused write's consequences settle within a few tries.
+	for i := range 10 {
+		r, err := s.Get(context.Background(), "n1")
+		if err != nil {
+			t.Fatalf("read %d after a write was refused, while both servers answer reads: %v", i, err)
+		}
+		if r.Secret != want.Secret {
+			t.Fatalf("read %+v, want %+v", r, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// B promoted: writes go there.
+	setReadOnly(t, dsnB+"&default_transaction_read_only=off", "off")
+	promoted = true
+	var lastErr error
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, lastErr = register(s, registry.Registration{Node: "n3", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}); lastErr == nil {
+			return
+		}
+	}
+	t.Fatalf("15 s after B took writes, registrations still fail: %v", lastErr)
+}
