@@ -539,13 +539,31 @@ func nullString(s string) *string {
 	return &s
 }
 
+// bound gives ctx, when it has no deadline, the statement timeout and a
+// second: a caller that set none (an HTTP request's context ends only
+// when its client hangs up) would otherwise wait, on a database gone
+// silent (its host gone, its address moved by a failover), until TCP
+// gives up on the connection, many minutes later, where the statement
+// timeout, the server's, cannot end it. The registrations' group commit
+// bounds its transactions likewise.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.opts.StatementTimeout+time.Second)
+}
+
 func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1`, node))
 }
 
 // GetPushTarget reads what a push needs of node's registration: the push
 // path's read when its cache misses, four columns instead of thirteen.
 func (s *Store) GetPushTarget(ctx context.Context, node string) (registry.PushTarget, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var t registry.PushTarget
 	err := s.pool.QueryRow(ctx, `SELECT type, token, secret, account FROM registrations WHERE node = $1`, node).
 		Scan(&t.Type, &t.Token, &t.Secret, &t.Account)
@@ -562,6 +580,8 @@ func (s *Store) GetByDeviceKey(ctx context.Context, key string) (registry.Regist
 	if key == "" {
 		return registry.Registration{}, registry.ErrNotFound
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE device_key = $1`, key))
 }
 
@@ -654,13 +674,15 @@ func (e errDecide) Error() string { return e.err.Error() }
 func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
 	var r registry.Registration
 	var w *waiter
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		others, err := s.bar.name(ctx, tx)
+	tctx, cancel := s.bound(ctx)
+	defer cancel()
+	err := pgx.BeginFunc(tctx, s.pool, func(tx pgx.Tx) error {
+		others, err := s.bar.name(tctx, tx)
 		if err != nil {
 			return err
 		}
 		w = s.bar.expect(node, others)
-		r, err = scan(tx.QueryRow(ctx, `DELETE FROM registrations WHERE node = $1 AND type = $2 RETURNING `+columns, node, typ))
+		r, err = scan(tx.QueryRow(tctx, `DELETE FROM registrations WHERE node = $1 AND type = $2 RETURNING `+columns, node, typ))
 		return err
 	})
 	if werr := s.bar.wait(ctx, node, w, err == nil); werr != nil {
@@ -929,6 +951,8 @@ func (s *Store) UnblockToken(ctx context.Context, typ, token string, until time.
 }
 
 func (s *Store) CountDomain(ctx context.Context, domain string, limit int) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var n int
 	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM (
 			SELECT 1 FROM registrations WHERE domain = $1 AND domain <> '' LIMIT $2) AS d`, domain, limit).Scan(&n); err != nil {
