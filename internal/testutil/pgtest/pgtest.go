@@ -343,3 +343,56 @@ func (s *Server) RequirePasswords(t testing.TB) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Standby makes a streaming hot standby of the server (pg_basebackup
+// -R) and starts it on a port of its own, stopped when the test ends:
+// it answers reads, refuses writes with SQLSTATE 25006 and LISTEN
+// likewise, until Promote. The databases DB made before are there too;
+// DSN gives one's address on the standby.
+func (s *Server) Standby(t testing.TB) *Server {
+	t.Helper()
+	s.once.Do(func() { s.err = s.start() })
+	if s.err != nil {
+		t.Fatalf("PostgreSQL test server: %v", s.err)
+	}
+	dir, err := os.MkdirTemp("", "pgtest-standby-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := &Server{dir: dir, bin: s.bin, cred: s.cred, data: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "postgres.log")}
+	sb.once.Do(func() {})
+	t.Cleanup(sb.Stop)
+	if _, err := daemon.OwnAs(dir, "postgres", "postgresql"); err != nil {
+		t.Fatal(err)
+	}
+	bb := exec.Command(filepath.Join(s.bin, "pg_basebackup"), "-D", sb.data, "-h", "127.0.0.1", "-p", strconv.Itoa(s.port), "-U", "postgres", "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
+	bb.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	if out, err := bb.CombinedOutput(); err != nil {
+		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	if err := daemon.OnFreePort(func(port int) error { return sb.launch(sb.bin, sb.data, sb.cred, port) }); err != nil {
+		t.Fatalf("starting the standby: %v", err)
+	}
+	return sb
+}
+
+// Promote makes a standby the primary and returns once it takes writes.
+func (s *Server) Promote(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.exec(ctx, "SELECT pg_promote()"); err != nil {
+		t.Fatalf("promoting the standby: %v", err)
+	}
+}
+
+// DSN is dsn, one that DB returned from another server, with this
+// server's address: the same database here.
+func (s *Server) DSN(dsn string) string {
+	i := strings.Index(dsn, "@127.0.0.1:")
+	j := strings.Index(dsn[i+1:], "/")
+	if i < 0 || j < 0 {
+		panic("pgtest: not a DSN of DB: " + dsn)
+	}
+	return dsn[:i+1] + "127.0.0.1:" + strconv.Itoa(s.port) + dsn[i+1+j:]
+}
