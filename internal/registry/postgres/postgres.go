@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -82,13 +84,14 @@ type Options struct {
 
 // Store implements registry.Store on PostgreSQL.
 type Store struct {
-	pool   *pgxpool.Pool
-	tracer *poolTracer
-	dsn    string
-	opts   Options
-	logger *slog.Logger
-	gc     *groupcommit.Queue
-	bar    barrier
+	pool     *pgxpool.Pool
+	maxConns int32 // the pool's size
+	tracer   *poolTracer
+	dsn      string
+	opts     Options
+	logger   *slog.Logger
+	gc       *groupcommit.Queue
+	bar      barrier
 	// heartbeat and probeWait time the change feed's probes (see probe).
 	heartbeat, probeWait time.Duration
 	// namedStatements is set when statements are prepared under a name
@@ -150,7 +153,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	s := &Store{pool: pool, tracer: tr, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(opts.AckWait), heartbeat: defaultHeartbeat, probeWait: probeWait,
+	s := &Store{pool: pool, maxConns: cfg.MaxConns, tracer: tr, dsn: dsn, opts: opts, logger: opts.Logger, bar: newBarrier(opts.AckWait), heartbeat: defaultHeartbeat, probeWait: probeWait,
 		namedStatements: cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
@@ -553,10 +556,48 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, s.opts.StatementTimeout+time.Second)
 }
 
+// sessionLost reports whether err says the statement's session was gone
+// before it could answer: ended by the server (pg_terminate_backend, a
+// shutdown, idle_session_timeout: a FATAL error) or its connection
+// closed. The pool pings only connections idle for over a second
+// before it hands them out, so in a busy instance every session ended
+// under the pool fails the next statement sent on it.
+func sessionLost(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.SeverityUnlocalized == "FATAL" || pe.Severity == "FATAL"
+	}
+	return pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// read runs a read-only statement, and again on another session while
+// its session was found gone (see sessionLost), up to once for each
+// session the pool may hold, each of which may be gone alike: a read is
+// safe to repeat, and failing it would fail a push (answered wait, sent
+// only at its redelivery, seconds later) for a database that answers.
+// The pool closes a session found gone, so each try takes another.
+func (s *Store) read(ctx context.Context, f func() error) error {
+	err := f()
+	for range s.maxConns {
+		if err == nil || ctx.Err() != nil || !sessionLost(err) {
+			break
+		}
+		err = f()
+	}
+	return err
+}
+
 func (s *Store) Get(ctx context.Context, node string) (registry.Registration, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1`, node))
+	var r registry.Registration
+	err := s.read(ctx, func() error {
+		var err error
+		r, err = scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM registrations WHERE node = $1`, node))
+		return err
+	})
+	return r, err
 }
 
 // GetPushTarget reads what a push needs of node's registration: the push
@@ -565,8 +606,10 @@ func (s *Store) GetPushTarget(ctx context.Context, node string) (registry.PushTa
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var t registry.PushTarget
-	err := s.pool.QueryRow(ctx, `SELECT type, token, secret, account FROM registrations WHERE node = $1`, node).
-		Scan(&t.Type, &t.Token, &t.Secret, &t.Account)
+	err := s.read(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT type, token, secret, account FROM registrations WHERE node = $1`, node).
+			Scan(&t.Type, &t.Token, &t.Secret, &t.Account)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return registry.PushTarget{}, registry.ErrNotFound
 	}
