@@ -367,10 +367,16 @@ func keepIdle(c *pgx.ConnConfig) {
 }
 
 // timeoutSettings are the statements that bound a session's statements
-// and lock waits by opts.StatementTimeout.
+// and lock waits by opts.StatementTimeout, and give its transactions
+// the isolation they are written for: read committed, PostgreSQL's
+// default, in which a row locked FOR UPDATE is read as the writer before
+// left it. Under a stricter default_transaction_isolation that a DBA
+// set on the database or the role, a registration or a push outcome
+// that waited for another instance's write of the same device failed
+// with a serialization failure (SQLSTATE 40001).
 func timeoutSettings(opts Options) string {
 	ms := strconv.FormatInt(opts.StatementTimeout.Milliseconds(), 10)
-	return `SET statement_timeout = ` + ms + `; SET lock_timeout = ` + ms
+	return `SET statement_timeout = ` + ms + `; SET lock_timeout = ` + ms + `; SET default_transaction_isolation = 'read committed'`
 }
 
 // migrate applies the embedded migrations newer than the database's
