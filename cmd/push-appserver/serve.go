@@ -992,7 +992,13 @@ func buildApps(ctx context.Context, cfg *config.Config, webPush webPushLimits, l
 		if a.Kind == config.KindAPNS {
 			attrs = append(attrs, "environment", apns.Environment(*a.Sandbox, a.Endpoint))
 		}
-		logger.Info("app configured", attrs...)
+		if a.Kind == config.KindLog {
+			// The quick start's apps, and a file's that defines none:
+			// their devices' pushes are answered OK and go nowhere.
+			logger.Warn("app configured", append(attrs, "delivers", "nowhere: its pushes are only logged")...)
+		} else {
+			logger.Info("app configured", attrs...)
+		}
 		apps = append(apps, appserver.App{Name: name, Priority: prio, Backend: b, Deadline: deadline})
 	}
 	return apps, breakers, nil

@@ -115,8 +115,15 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
 		}
 		sort.Strings(types)
 		for _, t := range types {
-			if cfg.Apps[t] == nil {
+			switch a := cfg.Apps[t]; {
+			case a == nil:
 				warn("%d registration(s) of type %q, but no app %q is configured: pushes to them fail (was the app renamed, or dropped because the file defines apps of its own?)", counts[t], t, t)
+			case a.Kind == config.KindLog && counts[t] > 0:
+				// A file that defines no apps gets the quick start's
+				// apns and fcm on the log backend: the pushes of
+				// devices registered for real would be answered OK
+				// and go nowhere.
+				warn("%d registration(s) of type %q, whose app only logs its pushes (kind %q, the default when a file defines no apps): they are answered OK and reach no device; give apps.%s its kind and credentials", counts[t], t, config.KindLog, t)
 			}
 		}
 	}

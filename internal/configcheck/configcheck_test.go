@@ -42,3 +42,27 @@ func TestRegistryCountFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistrationsOfLogApps guards the warning for registrations whose
+// app only logs its pushes: a file with its apps left out gets the quick
+// start's apns and fcm on the log backend, and every push to the devices
+// registered for them would be answered OK and reach no device.
+func TestRegistrationsOfLogApps(t *testing.T) {
+	cfg := &config.Config{Database: config.Database{Driver: "postgres"}, Apps: map[string]*config.App{
+		"apns": {Kind: config.KindLog}, "fcm": {Kind: config.KindLog}, "real": {Kind: config.KindAPNS},
+	}}
+	counts := map[string]int{"apns": 3, "real": 5}
+	out := Check(context.Background(), cfg, Options{TypeCounts: func(context.Context) (map[string]int, error) { return counts, nil }})
+	var said []string
+	for _, f := range out {
+		if f.Error {
+			t.Errorf("an error: %v", f)
+		}
+		if strings.Contains(f.Text, "only logs") {
+			said = append(said, f.Text)
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], `3 registration(s) of type "apns"`) {
+		t.Fatalf("warnings of registrations of log apps: %q, want one, of the 3 of apns", said)
+	}
+}
