@@ -569,6 +569,15 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 // before it hands them out, so in a busy instance every session ended
 // under the pool fails the next statement sent on it.
 func sessionLost(err error) bool {
+	// A session refused as it was made (too many clients, a server
+	// starting up or shutting down, a wrong password: FATAL errors too)
+	// lost none: another made at once is refused alike, and a read
+	// retried on it would make a connection for every session the pool
+	// may hold, at a server already short of them.
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return false
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return pe.SeverityUnlocalized == "FATAL" || pe.Severity == "FATAL"
