@@ -100,3 +100,11 @@ func UnreachableCause(err error) string {
 	}
 	return "cannot connect"
 }
+
+// TimedOut reports whether err says a statement ran out of time on the
+// server: its statement_timeout (the registry's statement_timeout) or
+// its lock_timeout ended it, or it was canceled.
+func TimedOut(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "57014" || pe.Code == "55P03") // query_canceled, lock_not_available
+}
