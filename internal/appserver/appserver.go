@@ -237,13 +237,18 @@ type CredentialsObserver interface {
 }
 
 // credentialsRefused tells the Observer, if it listens, that err, of a
-// push of app, refused the app's credentials.
+// push of app, refused the app's credentials (not Partial).
 func (s *Service) credentialsRefused(app string, err error) {
 	o, ok := s.opts.Observer.(CredentialsObserver)
 	if !ok {
 		return
 	}
-	if cr := (*push.CredentialsRefusedError)(nil); errors.As(err, &cr) {
+	// A refusal for some of the app's devices alone (Partial: FCM's
+	// THIRD_PARTY_AUTH_ERROR for its iOS devices) says nothing of the
+	// app's credentials, which its other devices' pushes go on taking:
+	// told, the gauge would read refused, then accepted, at every such
+	// push that follows another's, with a log line each time.
+	if cr := (*push.CredentialsRefusedError)(nil); errors.As(err, &cr) && !cr.Partial {
 		o.CredentialsRefused(app)
 	}
 }
