@@ -186,20 +186,29 @@ func (s *Service) sendGated(ctx context.Context, app *App, n push.Notification, 
 // gateOutcome tells app's gate what a push it let through came to.
 func (s *Service) gateOutcome(app *App, probe bool, err error) {
 	var cr *push.CredentialsRefusedError
+	refused := errors.As(err, &cr)
+	// A refusal for some of the app's devices alone (Partial: an FCM
+	// app's iOS devices, say) holds none of its other pushes. The push
+	// service gives it only once it took the app's own credentials
+	// (FCM authenticates and authorizes the request before it asks
+	// APNs for the device's platform key), so a probe refused so
+	// proves them as one it answered for its device does.
+	partial := refused && cr.Partial
 	_, dead := push.IsDeadToken(err)
 	switch {
-	case errors.As(err, &cr) && !cr.Partial:
-		// A refusal for some of the app's devices alone (Partial: an
-		// FCM app's iOS devices, say) holds none of its other pushes,
-		// and a probe refused so tells nothing of the rest (below).
+	case refused && !partial:
 		if app.gate.refused(err, probe, s.opts.Now(), s.gateWait()) {
 			s.logger.Warn("holding the app's pushes while its push service refuses the app's credentials; one at a time tries them until it takes them, or a reload",
 				"app", app.Name, "reason", cr.Reason)
 		}
 	case !probe:
-	case err == nil || dead:
+	case err == nil || dead || partial:
 		if app.gate.passed(true) {
-			s.credentialsBack(app.Name, "a push went through")
+			why := "a push went through"
+			if partial {
+				why = "a push was refused for its device's platform key alone"
+			}
+			s.credentialsBack(app.Name, why)
 		}
 	default:
 		app.gate.probeEnded(s.opts.Now())
