@@ -2,9 +2,13 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/config"
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 )
 
 // TestREADMERegistryCopiesArePrivate guards the README's advice on
@@ -26,6 +30,54 @@ func TestREADMERegistryCopiesArePrivate(t *testing.T) {
 		}
 		if !strings.Contains(span, "umask 077") {
 			t.Errorf("README copies the registry with the umask's mode (0644 under 0022): %s", span)
+		}
+	}
+}
+
+// TestREADMEMetricsAreExported guards the metric names the README gives
+// operators to watch, alert on and graph: each push_appserver_ name it
+// shows must be one the server declares (in internal/metrics), unless it
+// is one of mod_push_appserver's option names or the PostgreSQL channel
+// the instances tell each other about components on. A query or alert
+// written on a name the server never exports stays empty, and the outage
+// it was meant to show goes unnoticed.
+func TestREADMEMetricsAreExported(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	sources, err := filepath.Glob("../../internal/metrics/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`Name:\s*"(push_appserver_\w+)"`)
+	for _, f := range sources {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllSubmatch(src, -1) {
+			declared[string(m[1])] = true
+		}
+	}
+	if len(declared) < 10 {
+		t.Fatalf("found %d metric names in internal/metrics; has the way they are declared changed?", len(declared))
+	}
+	notMetrics := map[string]bool{postgres.ComponentChannel: true}
+	for _, m := range config.SeedMapping {
+		notMetrics[m[0]] = true
+	}
+	for _, m := range regexp.MustCompile(`push_appserver_\w+`).FindAllString(string(b), -1) {
+		base := m
+		for _, s := range []string{"_bucket", "_count", "_sum"} {
+			base = strings.TrimSuffix(base, s)
+		}
+		if !declared[m] && !declared[base] && !notMetrics[m] {
+			t.Errorf("README names the metric %s, which the server does not export", m)
 		}
 	}
 }
