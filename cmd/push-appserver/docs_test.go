@@ -81,3 +81,32 @@ func TestREADMEMetricsAreExported(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEInitBeforeInstallNamesTheBuiltBinary guards the first step
+// of connecting to an XMPP server: the README has init run before `make
+// install`, when no push-appserver is on the PATH yet, so the command it
+// gives there must be the binary `make build` (or `make run`) leaves in
+// the checkout; `push-appserver init` as written fails with "command not
+// found" at that point.
+func TestREADMEInitBeforeInstallNamesTheBuiltBinary(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	makefile, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^BIN\s*:?=\s*(\S+)`).FindSubmatch(makefile)
+	if m == nil {
+		t.Fatal("Makefile: no BIN")
+	}
+	text := regexp.MustCompile(`\s+`).ReplaceAllString(string(readme), " ")
+	before := regexp.MustCompile("run it before `make install`[^.]*").FindString(text)
+	if before == "" {
+		t.Fatal("README no longer says to run init before make install; update this test")
+	}
+	if !strings.Contains(before, "`"+string(m[1])+" init") {
+		t.Errorf("README has init run before make install, when push-appserver is not on the PATH yet, but does not say to run it as %s init: %q", m[1], before)
+	}
+}
