@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -108,5 +109,39 @@ func TestREADMEInitBeforeInstallNamesTheBuiltBinary(t *testing.T) {
 	}
 	if !strings.Contains(before, "`"+string(m[1])+" init") {
 		t.Errorf("README has init run before make install, when push-appserver is not on the PATH yet, but does not say to run it as %s init: %q", m[1], before)
+	}
+}
+
+// TestREADMEWarnsOfTheXMPPServersHTTPPort guards the setup the README
+// walks through, push-appserver beside the XMPP server on one machine
+// (the component on loopback): Debian's ejabberd.yml has ejabberd's own
+// HTTP listener (web admin, ACME) on port 5280 of every address, and
+// Prosody's HTTP modules (file sharing, BOSH, websockets) take the same
+// port on every address by default. While the default HTTP API address
+// is on that port, `make run` and the service fail there at start with
+// "bind: address already in use", so the README must say so where it
+// has the XMPP servers set up.
+func TestREADMEWarnsOfTheXMPPServersHTTPPort(t *testing.T) {
+	const xmppHTTPPort = "5280" // Debian's ejabberd.yml; Prosody's http_ports
+	_, port, err := net.SplitHostPort(config.Default().HTTP.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if port != xmppHTTPPort {
+		return // nothing to warn of
+	}
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	start := strings.Index(text, "\n## Connect to your XMPP server")
+	end := strings.Index(text, "\n### What the user's server hears")
+	if start < 0 || end < start {
+		t.Fatal("README: the section that sets the XMPP servers up moved; update this test")
+	}
+	section := regexp.MustCompile(`\s+`).ReplaceAllString(text[start:end], " ")
+	if !strings.Contains(section, "address already in use") || !strings.Contains(section, "port "+xmppHTTPPort) {
+		t.Errorf("the default HTTP API address %s shares port %s with ejabberd's and Prosody's HTTP listeners on the same machine, and the README's XMPP server setup does not say so", config.Default().HTTP.Listen, xmppHTTPPort)
 	}
 }
