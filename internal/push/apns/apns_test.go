@@ -379,22 +379,7 @@ func TestExpiredProviderTokenSignedAfreshOnce(t *testing.T) {
 // bound every refused push signed one. A push a minute for an hour:
 // new tokens at 0, 20 and 40 minutes.
 func TestRefusedProviderTokenSignedAnewAtMostEvery20Minutes(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Now().UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	p8, pub, err := apnsmock.TokenKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
-	os.WriteFile(keyFile, p8, 0o600)
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic, Now: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	b := newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
-		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42", PushDeadline: 3 * time.Second, Now: clock})
+	now, m, b := onFakeClock(t)
 	m.Revoke(true)
 	var refusals []time.Duration // when a push made a second request
 	for minute := range 60 {
@@ -463,10 +448,12 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	}
 }
 
-func TestProviderTokenRefresh(t *testing.T) {
-	// The backend and the mock share one fake clock, so the mock judges
-	// the token's age the way Apple would at that time.
-	var now atomic.Int64
+// onFakeClock is a token-auth backend and its mock on one fake clock,
+// which the test moves by adding to now: the mock judges the provider
+// token's age as Apple would at that time.
+func onFakeClock(t *testing.T) (now *atomic.Int64, m *apnsmock.Server, b *apns.Backend) {
+	t.Helper()
+	now = new(atomic.Int64)
 	now.Store(time.Now().UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
 	p8, pub, err := apnsmock.TokenKey()
@@ -475,13 +462,18 @@ func TestProviderTokenRefresh(t *testing.T) {
 	}
 	keyFile := filepath.Join(t.TempDir(), "AuthKey_KEY123.p8")
 	os.WriteFile(keyFile, p8, 0o600)
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic, Now: clock})
+	m, err = apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "KEY123", TeamID: "TEAM42", Topic: topic, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	b := newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
+	t.Cleanup(m.Close)
+	b = newBackend(t, apns.Options{Topic: topic, Endpoint: m.URL, CAPath: m.CADir,
 		TokenKeyFile: keyFile, KeyID: "KEY123", TeamID: "TEAM42", PushDeadline: 3 * time.Second, Now: clock})
+	return now, m, b
+}
+
+func TestProviderTokenRefresh(t *testing.T) {
+	now, m, b := onFakeClock(t)
 	for _, step := range []time.Duration{0, 30 * time.Minute, 31 * time.Minute, 10 * time.Minute} {
 		now.Add(int64(step))
 		if err := send(t, b, push.PriorityHigh, nil); err != nil {
