@@ -11,31 +11,13 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // startServerNOFILE starts the binary on config with a descriptor limit
 // of nofile, soft and hard, from its first instruction on.
 func startServerNOFILE(t *testing.T, bin, config string, nofile int) *server {
 	t.Helper()
-	s := &server{log: &logbuf.Buffer{}}
-	s.cmd = exec.Command("prlimit", fmt.Sprintf("--nofile=%d:%d", nofile, nofile), bin, "serve", "-config", config)
-	s.cmd.Stdout = s.log
-	s.cmd.Stderr = s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
-			s.cmd.Process.Kill()
-			s.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.log.String())
-		}
-	})
-	return s
+	return startCommand(t, exec.Command("prlimit", fmt.Sprintf("--nofile=%d:%d", nofile, nofile), bin, "serve", "-config", config))
 }
 
 // holdIdle opens a connection to addr, has one request answered on it

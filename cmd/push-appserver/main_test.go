@@ -127,9 +127,17 @@ func startServer(t *testing.T, bin, config string) *server {
 // environment.
 func startServerEnv(t *testing.T, bin, config string, env ...string) *server {
 	t.Helper()
-	s := &server{log: &logbuf.Buffer{}}
-	s.cmd = exec.Command(bin, "serve", "-config", config)
-	s.cmd.Env = append(os.Environ(), env...)
+	cmd := exec.Command(bin, "serve", "-config", config)
+	cmd.Env = append(os.Environ(), env...)
+	return startCommand(t, cmd)
+}
+
+// startCommand starts cmd, a server's, with its output in the server's
+// log, which a failed test shows; the server is killed when the test
+// ends, unless it ended already.
+func startCommand(t *testing.T, cmd *exec.Cmd) *server {
+	t.Helper()
+	s := &server{log: &logbuf.Buffer{}, cmd: cmd}
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
 	if err := s.cmd.Start(); err != nil {
