@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 )
 
 // A DBA's idle_session_timeout on the database (or the role) ends every
@@ -15,7 +17,7 @@ import (
 // drops its cache and answers the registrations it was writing meanwhile
 // as unconfirmed, again at every timeout while nobody writes.
 func TestFeedSurvivesIdleSessionTimeout(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := context.Background()
 	dsn := pg.DB(t)
 	c, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -26,26 +28,35 @@ func TestFeedSurvivesIdleSessionTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := open(t, dsn)
+	// Six times the timeout, with nothing written: the feed stays.
+	feedStaysLive(t, s, 3*time.Second, "idle_session_timeout ended its connection")
+	// And the pool's connections, idle as long, still serve.
+	if _, err := s.Count(ctx); err != nil {
+		t.Fatalf("a read after the pool was idle past idle_session_timeout: %v", err)
+	}
+}
+
+// feedStaysLive follows s's change feed until the test ends, waits for it
+// to go live, and fails if it goes down within stay; why says what would
+// have taken it down.
+func feedStaysLive(t *testing.T, s *postgres.Store, stay time.Duration, why string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	live := make(chan bool, 64)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		s.Follow(ctx, func(string) {}, func(l bool) { live <- l })
 	}()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-live:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the change feed never went live")
 	}
-	// Six times the timeout, with nothing written: the feed stays.
 	select {
 	case <-live:
-		t.Fatal("the change feed went down: idle_session_timeout ended its connection")
-	case <-time.After(3 * time.Second):
-	}
-	// And the pool's connections, idle as long, still serve.
-	if _, err := s.Count(ctx); err != nil {
-		t.Fatalf("a read after the pool was idle past idle_session_timeout: %v", err)
+		t.Fatalf("the change feed went down: %s", why)
+	case <-time.After(stay):
 	}
 }
