@@ -356,8 +356,12 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 			m.WatchGoneHeld(b.app, b.gone.Held)
 		}
 		// On the health page only: every instance shares the app's
-		// configuration, and would leave service together.
-		appChecks = append(appChecks, httpapi.Check{Name: "app " + b.app, OK: func() bool { return !bad() }, HealthOnly: true})
+		// configuration, and would leave service together. Credentials
+		// the push service refuses fail every push of the app, more
+		// surely than a breaker that opened: the page, and the status
+		// line systemd shows, say so rather than "up".
+		refused := func() bool { return credentials.last(b.app) == metrics.CredentialsRefused }
+		appChecks = append(appChecks, httpapi.Check{Name: "app " + b.app, OK: func() bool { return !bad() && !refused() }, HealthOnly: true})
 	}
 	// A shared registry tells every instance what the others change.
 	changes, _ := store.(appserver.ChangeFeed)
