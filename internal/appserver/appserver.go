@@ -808,7 +808,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		if req.Tokenless {
 			logged = ""
 		}
-		s.failures.Log("node", logged, "err", fmt.Errorf("reading the registration: %w", err))
+		// Keyed apart from every app (no app is named ""): the
+		// registry failing is a problem of its own.
+		s.failures.LogKey("", "node", logged, "err", fmt.Errorf("reading the registration: %w", err))
 		// The registry, not the caller, failed: send it once the
 		// registration can be read. Tokenless pushes are not kept: the
 		// read decides whether their node is a token at all.
@@ -918,7 +920,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	}
 	s.opts.Observer.Pushed(t.Type, failedOutcome(err), end.Sub(start))
 	s.credentialsRefused(t.Type, err)
-	s.failures.Log("app", t.Type, "node", node, "err", err)
+	s.failures.LogKey(t.Type, "app", t.Type, "node", node, "err", err)
 	if redeliverable(err) {
 		n.Summary = s.keptSummary(t.Type, n.Summary)
 		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, err)
@@ -933,7 +935,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 func (s *Service) appNotHere(req PushRequest, app string, start time.Time) error {
 	s.opts.Observer.Pushed(app, OutcomeFailed, time.Since(start))
 	err := fmt.Errorf("%w: app %q is not configured", ErrPushFailed, app)
-	s.failures.Log("app", app, "node", req.Node, "err", err)
+	s.failures.LogKey(app, "app", app, "node", req.Node, "err", err)
 	s.redeliver.keepUnread(req.Node, unreadPush{secret: req.Secret, important: req.Important()},
 		push.Notification{Node: req.Node, Summary: s.keptSummary("", req.Summary), Encrypted: req.Encrypted})
 	return err

@@ -114,7 +114,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	case err != nil:
 		s.opts.Observer.Pushed(tp.App, OutcomeFailed, time.Since(start))
 		err = fmt.Errorf("reading the block list: %w", err)
-		s.failures.Log("app", tp.App, "node", node, "err", err)
+		s.failures.LogKey(tp.App, "app", tp.App, "node", node, "err", err)
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	case s.blockHolds(now, block.Until):
 		s.reject(node, "blocked token", start)
@@ -159,7 +159,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	}
 	s.opts.Observer.Pushed(tp.App, failedOutcome(err), end.Sub(start))
 	s.credentialsRefused(tp.App, err)
-	s.failures.Log("app", tp.App, "node", node, "err", err)
+	s.failures.LogKey(tp.App, "app", tp.App, "node", node, "err", err)
 	if redeliverable(err) {
 		n.Summary = s.keptSummary(tp.App, n.Summary)
 		s.redeliver.keepChecked(redeliveryKey{app: tp.App, token: tp.Token}, n, "", err)
@@ -238,7 +238,7 @@ func (s *Service) unregisterDead(ctx context.Context, app, token, node string, d
 	// Kept: the device registered its token again after the service
 	// saw it die. The user's server hears "wait", so the log says why,
 	// as it does for every other push that fails.
-	s.failures.Log("app", app, "node", node, "err", fmt.Errorf("%w; the device registered since, so its registration is kept", dead))
+	s.failures.LogKey(app, "app", app, "node", node, "err", fmt.Errorf("%w; the device registered since, so its registration is kept", dead))
 	return false
 }
 

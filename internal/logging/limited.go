@@ -23,7 +23,14 @@ type Limited struct {
 	window     time.Time // start of the current second
 	logged     int       // lines written in it
 	suppressed int       // lines not written since the last summary
+	// keys written in the current second (see LogKey).
+	keys map[string]struct{}
 }
+
+// maxKeys bounds the keys LogKey lets past the limit in one second, and
+// with them the lines a second: a key is one of a few known things (an
+// app), but what a caller passes is no promise.
+const maxKeys = 32
 
 // NewLimited returns a log of lines msg at level, at most perSecond a
 // second by the clock now; summary is the line that counts the others,
@@ -33,17 +40,34 @@ func NewLimited(logger *slog.Logger, now func() time.Time, level slog.Level, per
 }
 
 // Log writes one line with args unless this second's share is used up.
-func (l *Limited) Log(args ...any) {
+func (l *Limited) Log(args ...any) { l.log("", false, args) }
+
+// LogKey is Log for a line of one of several sources (an app): the first
+// line of a key in each second is written even once the second's share
+// is used up, so that a flood from one source (a push service down for
+// a busy app) does not hide the lines of another (a second app failing
+// for another reason), which would then only be counted.
+func (l *Limited) LogKey(key string, args ...any) { l.log(key, true, args) }
+
+func (l *Limited) log(key string, keyed bool, args []any) {
 	now := l.now()
 	l.mu.Lock()
 	summarized := 0
 	if now.Sub(l.window) >= time.Second {
 		summarized, l.suppressed = l.suppressed, 0
 		l.window, l.logged = now, 0
+		clear(l.keys)
 	}
-	ok := l.logged < l.perSecond
+	_, seen := l.keys[key]
+	ok := l.logged < l.perSecond || keyed && !seen && len(l.keys) < maxKeys
 	if ok {
 		l.logged++
+		if keyed {
+			if l.keys == nil {
+				l.keys = map[string]struct{}{}
+			}
+			l.keys[key] = struct{}{}
+		}
 	} else {
 		l.suppressed++
 	}

@@ -89,3 +89,37 @@ func TestLimitedSuppressedLineDoesNotWaitForWrite(t *testing.T) {
 		t.Fatal("a suppressed line waited for the blocked write of the summary")
 	}
 }
+
+// TestLimitedKeyed: once a second's share is used up by one key's flood,
+// the first line of each other key is still written, and of no key more
+// than once past the share.
+func TestLimitedKeyed(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1000, 0)
+	l := NewLimited(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return now }, slog.LevelWarn, 3, "it happened", "not logged")
+	for range 100 {
+		l.LogKey("busy", "app", "busy")
+	}
+	for range 5 {
+		l.LogKey("other", "app", "other")
+	}
+	if got := strings.Count(buf.String(), "app=busy"); got != 3 {
+		t.Errorf("the busy key: %d lines, want 3", got)
+	}
+	if got := strings.Count(buf.String(), "app=other"); got != 1 {
+		t.Errorf("the other key: %d lines, want 1:\n%s", got, buf.String())
+	}
+	for i := range 2 * maxKeys {
+		l.LogKey(strconv.Itoa(i), "app", i)
+	}
+	// busy's lines used the share; other and 30 more keys make maxKeys.
+	if got, want := strings.Count(buf.String(), "it happened"), 3+maxKeys-1; got != want {
+		t.Errorf("%d lines in a second of %d keys, want %d", got, 2*maxKeys+2, want)
+	}
+	buf.Reset()
+	now = now.Add(time.Second)
+	l.LogKey("other", "app", "other")
+	if !strings.Contains(buf.String(), "msg=\"not logged\" count="+strconv.Itoa(97+4+maxKeys+2)) {
+		t.Errorf("the next second: %q", buf.String())
+	}
+}
