@@ -25,6 +25,13 @@ type Limited struct {
 	suppressed int       // lines not written since the last summary
 	// keys written in the current second (see LogKey).
 	keys map[string]struct{}
+	// armed is set while a timer will write the summary: a flood that
+	// stops is followed by no line that would carry it. calls counts
+	// the calls of Log, and armedAt is its count when the timer was set:
+	// a flood that goes on carries the summary on its own lines.
+	armed   bool
+	calls   uint64
+	armedAt uint64
 }
 
 // maxKeys bounds the keys LogKey lets past the limit in one second, and
@@ -34,7 +41,8 @@ const maxKeys = 32
 
 // NewLimited returns a log of lines msg at level, at most perSecond a
 // second by the clock now; summary is the line that counts the others,
-// written with the first line after them.
+// written with the first line of a later second, or a second after the
+// first of them if none came.
 func NewLimited(logger *slog.Logger, now func() time.Time, level slog.Level, perSecond int, msg, summary string) *Limited {
 	return &Limited{logger: logger, now: now, level: level, perSecond: perSecond, msg: msg, summary: summary}
 }
@@ -52,6 +60,7 @@ func (l *Limited) LogKey(key string, args ...any) { l.log(key, true, args) }
 func (l *Limited) log(key string, keyed bool, args []any) {
 	now := l.now()
 	l.mu.Lock()
+	l.calls++
 	summarized := 0
 	if now.Sub(l.window) >= time.Second {
 		summarized, l.suppressed = l.suppressed, 0
@@ -70,6 +79,10 @@ func (l *Limited) log(key string, keyed bool, args []any) {
 		}
 	} else {
 		l.suppressed++
+		if !l.armed {
+			l.armed, l.armedAt = true, l.calls
+			time.AfterFunc(time.Second, l.flush)
+		}
 	}
 	l.mu.Unlock()
 	// Written outside the lock: a log that blocks (a stalled journald)
@@ -79,5 +92,27 @@ func (l *Limited) log(key string, keyed bool, args []any) {
 	}
 	if ok {
 		l.logger.Log(context.Background(), l.level, l.msg, args...)
+	}
+}
+
+// flush writes the count of the lines not written since the last
+// summary once a second has passed with no call of Log, whether or not a
+// line of the kind came since: without it the count of a flood that
+// stopped waited for the next such line, maybe for ever. While the
+// flood goes on, its next second's first line carries the count, and
+// flush only looks again a second later.
+func (l *Limited) flush() {
+	l.mu.Lock()
+	if l.calls != l.armedAt {
+		l.armedAt = l.calls
+		l.mu.Unlock()
+		time.AfterFunc(time.Second, l.flush)
+		return
+	}
+	n := l.suppressed
+	l.suppressed, l.armed = 0, false
+	l.mu.Unlock()
+	if n > 0 {
+		l.logger.Log(context.Background(), l.level, l.summary, "count", n)
 	}
 }

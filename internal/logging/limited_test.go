@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // TestLimited: at most perSecond lines a second; the rest are counted in
@@ -49,11 +51,12 @@ type blockingWriter struct {
 	block   string
 	entered chan struct{}
 	release chan struct{}
+	once    sync.Once // the summary may come again, from the timer
 }
 
 func (w *blockingWriter) Write(p []byte) (int, error) {
 	if strings.Contains(string(p), w.block) {
-		close(w.entered)
+		w.once.Do(func() { close(w.entered) })
 		<-w.release
 	}
 	return len(p), nil
@@ -121,5 +124,23 @@ func TestLimitedKeyed(t *testing.T) {
 	l.LogKey("other", "app", "other")
 	if !strings.Contains(buf.String(), "msg=\"not logged\" count="+strconv.Itoa(97+4+maxKeys+2)) {
 		t.Errorf("the next second: %q", buf.String())
+	}
+}
+
+// TestLimitedSummaryAfterFloodEnds: the lines not written in a flood are
+// counted in the log once it ends, though no line of the kind follows:
+// before, the summary waited for the next such line, and a flood of
+// refused pushes that stopped left ten lines and no count of the rest.
+func TestLimitedSummaryAfterFloodEnds(t *testing.T) {
+	var buf logbuf.Buffer
+	now := time.Unix(1000, 0)
+	l := NewLimited(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return now }, slog.LevelInfo, 10, "push rejected", "push rejections not logged")
+	for range 250 {
+		l.Log("reason", "wrong secret")
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(buf.String(), `msg="push rejections not logged" count=240`); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 240 lines not written never counted:\n%s", buf.String())
+		}
 	}
 }
