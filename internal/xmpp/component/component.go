@@ -230,6 +230,9 @@ type Conn struct {
 	// refused: the XMPP server refused the last handshake for our
 	// configuration (secret or JID), not for a passing reason.
 	refused atomic.Bool
+	// streams counts the streams that came up (handshake done): Run
+	// tells a stream that broke from an attempt that failed again.
+	streams atomic.Int64
 	logger  *slog.Logger
 	panics  *logging.Limited // IQs whose handling panicked, one stack a second
 	// warnedCleartext: the warning about a non-loopback peer is logged
@@ -362,8 +365,10 @@ func (c *Conn) Run(ctx context.Context) error {
 	floor := min(time.Second, c.opts.MaxBackoff)
 	backoff := push.Backoff{Base: min(100*time.Millisecond, c.opts.MaxBackoff), Max: c.opts.MaxBackoff}
 	failures := 0
+	var lost logging.Repeats
 	for {
 		start := time.Now()
+		streams := c.streams.Load()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -388,7 +393,14 @@ func (c *Conn) Run(ctx context.Context) error {
 			c.standingBy.Store(false)
 			var se stream.Error
 			c.refused.Store(errors.As(err, &se) && (se.Err == "not-authorized" || se.Err == "host-unknown" || se.Err == "improper-addressing"))
-			c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+			if c.streams.Load() != streams {
+				// A stream that was up broke: news, however the
+				// attempts before it failed.
+				lost.Ended()
+			}
+			if repeated, ok := lost.Failed(err.Error(), time.Now()); ok {
+				c.logger.Warn("component connection lost, reconnecting", "err", err, "in", wait.Round(time.Millisecond), "attempts_not_logged", repeated)
+			}
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -451,6 +463,7 @@ func (c *Conn) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the stream: %w", err)
 	}
+	c.streams.Add(1)
 	c.setConnected(true)
 	defer c.setConnected(false)
 	c.logger.Info("component connected", "addr", c.opts.Addr)
