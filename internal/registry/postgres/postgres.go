@@ -31,6 +31,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/push-appserver/push-appserver/internal/logging"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
 )
@@ -1439,12 +1440,24 @@ func (s *Store) InstanceValue(ctx context.Context, name string, gen func() (stri
 // cached. It reconnects with a short backoff, up to one second.
 func (s *Store) Follow(ctx context.Context, changed func(node string), live func(bool)) error {
 	backoff := 50 * time.Millisecond
+	// The feed is tried again about once a second while the database is
+	// away: its loss is logged, and then a failure that repeats once a
+	// minute, not at each attempt; and its return.
+	var lost logging.Repeats
+	back := func() {
+		backoff = 50 * time.Millisecond
+		if n, was := lost.Ended(); was {
+			s.logger.Info("registration change feed back", "attempts_not_logged", n)
+		}
+	}
 	for {
-		err := s.listen(ctx, changed, live, func() { backoff = 50 * time.Millisecond })
+		err := s.listen(ctx, changed, live, back)
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.logger.Warn("registration change feed lost; caches resync when it is back", "err", err)
+		if n, ok := lost.Failed(err.Error(), time.Now()); ok {
+			s.logger.Warn("registration change feed lost; caches resync when it is back", "err", err, "attempts_not_logged", n)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
