@@ -59,3 +59,33 @@ func TestHealthShowsRefusedCredentials(t *testing.T) {
 		return strings.Contains(s.health(t), "app ios: up\n")
 	})
 }
+
+// TestCredentialsBackWhenHeldPushGoesThrough: once the push service takes
+// the app's credentials again, the push held meanwhile, which tries them,
+// goes through, and the credentials gauge (PushAppserverCredentialsRefused
+// alerts on its 0) and the health page say so at once: before, they said
+// refused until a new push of the app came, which for a quiet app could
+// be hours of an alert for a refusal that was over.
+func TestCredentialsBackWhenHeldPushGoesThrough(t *testing.T) {
+	am, _, keyFile, _ := startMocks(t, t.TempDir())
+	s := startWithApps(t, am.AppConfig("ios", keyFile))
+	s.waitFor(t, "the accepted credentials not in the metrics", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 1`
+	})
+	secret := s.registerTo(t, "ios", "n1", strings.Repeat("0b", 32))
+	am.Revoke(true)
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {secret}}); strings.HasPrefix(got, "OK") {
+		t.Fatalf("push with a revoked key: %q", got)
+	}
+	s.waitFor(t, "the refusal not in the metrics", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 0`
+	})
+	am.Revoke(false)
+	s.waitFor(t, "the held push not sent once the key is taken again", func() bool { return am.Accepted() >= 1 })
+	s.waitFor(t, "the gauge still 0 after the held push went through", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 1`
+	})
+	if h := s.health(t); !strings.Contains(h, "app ios: up\n") {
+		t.Errorf("health once the held push went through:\n%s", h)
+	}
+}

@@ -297,6 +297,8 @@ type credentialsObserver struct {
 
 func (o *credentialsObserver) CredentialsRefused(app string) { o.g.refusedPush(app) }
 
+func (o *credentialsObserver) CredentialsTaken(app string, d time.Duration) { o.g.tookPush(app, d) }
+
 func (o *credentialsObserver) Pushed(app string, outcome appserver.Outcome, d time.Duration) {
 	o.Observer.Pushed(app, outcome, d)
 	if outcome == appserver.OutcomeSuccess {

@@ -234,6 +234,10 @@ type Observer interface {
 // nothing of a key revoked later; the pushes it fails do.
 type CredentialsObserver interface {
 	CredentialsRefused(app string)
+	// CredentialsTaken: a push held while the app's credentials were
+	// refused, let through to try them, went through (it took d): the
+	// refusal is over. It is no fresh push, which Pushed would tell.
+	CredentialsTaken(app string, d time.Duration)
 }
 
 // credentialsRefused tells the Observer, if it listens, that err, of a

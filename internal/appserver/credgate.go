@@ -178,13 +178,14 @@ func (s *Service) sendGated(ctx context.Context, app *App, n push.Notification, 
 	}
 	end, err = s.sendBounded(ctx, app, n, start)
 	if err != nil || probe {
-		s.gateOutcome(app, probe, err)
+		s.gateOutcome(app, probe, err, end.Sub(start))
 	}
 	return end, err
 }
 
-// gateOutcome tells app's gate what a push it let through came to.
-func (s *Service) gateOutcome(app *App, probe bool, err error) {
+// gateOutcome tells app's gate what a push it let through, which took
+// d, came to.
+func (s *Service) gateOutcome(app *App, probe bool, err error, d time.Duration) {
 	var cr *push.CredentialsRefusedError
 	refused := errors.As(err, &cr)
 	// A refusal for some of the app's devices alone (Partial: an FCM
@@ -209,6 +210,13 @@ func (s *Service) gateOutcome(app *App, probe bool, err error) {
 				why = "a push was refused for its device's platform key alone"
 			}
 			s.credentialsBack(app.Name, why)
+			// The push that tried them is one held, whose success
+			// the Observer's Pushed does not hear of: without this
+			// the credentials stayed refused in the metrics until a
+			// fresh push of the app came.
+			if o, ok := s.opts.Observer.(CredentialsObserver); ok {
+				o.CredentialsTaken(app.Name, d)
+			}
 		}
 	default:
 		app.gate.probeEnded(s.opts.Now())

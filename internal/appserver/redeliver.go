@@ -1305,9 +1305,10 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	// the component and the HTTP API do at a stop.
 	sctx, cancel := s.deadlines.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
+	sent := time.Now()
 	err := s.send(push.WithRedelivery(sctx), app.Backend, n)
 	if err != nil || probe {
-		s.gateOutcome(&app, probe, err)
+		s.gateOutcome(&app, probe, err, time.Since(sent))
 	}
 	if err != nil && ctx.Err() != nil {
 		// Stopping: the push waits, for the next server, with the
