@@ -111,12 +111,12 @@ endpoint_ports = [%d, %s]
 	var wg sync.WaitGroup
 	for round := range 3 {
 		for _, d := range devices {
+			// A stranger: wrong secrets, the device's token as node
+			// (a tokenless push), its secret as the node.
+			wrong := randomHex(t, 32)
+			secrets[fmt.Sprint("wrong secret ", d.node, round)] = wrong
 			wg.Go(func() {
 				s.post(t, "push", url.Values{"node": {d.node}, "secret": {d.secret}})
-				// A stranger: wrong secrets, the device's token as node
-				// (a tokenless push), its secret as the node.
-				wrong := randomHex(t, 32)
-				secrets[fmt.Sprint("wrong secret ", d.node, round)] = wrong
 				s.post(t, "push", url.Values{"node": {d.node}, "secret": {wrong}})
 				s.post(t, "push", url.Values{"node": {d.token}, "secret": {wrong}})
 				s.post(t, "push", url.Values{"node": {d.secret}, "secret": {d.secret}})
