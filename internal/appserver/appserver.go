@@ -905,7 +905,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account}
 	end, err := s.sendGated(ctx, &app, n, sent)
 	now := s.outcomeTime(end)
-	err = s.doubtDead(ctx, node, t.Token, err)
+	if err != nil {
+		err = s.doubtDead(ctx, node, t.Token, err)
+	}
 	if err == nil {
 		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
 		s.redeliver.settled(redeliveryKey{node: node})

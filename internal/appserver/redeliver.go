@@ -1316,7 +1316,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		// began is done, not handed over.
 		return redeliverLater, retryAfter(err)
 	}
-	if a.key.node != "" {
+	if a.key.node != "" && err != nil {
 		err = s.doubtDead(sctx, a.key.node, n.Token, err)
 	}
 	now := s.opts.Now().UTC()
