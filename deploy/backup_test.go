@@ -23,24 +23,8 @@ func TestBackupTimer(t *testing.T) {
 	if err != nil {
 		t.Fatal("systemd-analyze is missing: run scripts/test-deps.sh (Debian package systemd)")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "push-appserver")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/push-appserver").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	state := filepath.Join(dir, "state")
-	config := filepath.Join(dir, "push-appserver.toml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\n", state), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The paths of an installation, as the unit names them, and the
-	// test's in their place; %% is how a unit writes %.
-	paths := strings.NewReplacer(
-		"/usr/local/bin/push-appserver", bin,
-		"/etc/push-appserver/push-appserver.toml", config,
-		"/var/lib/push-appserver", state,
-		"%%", "%",
-	)
+	bin, state, paths := installed(t)
+	dir := filepath.Dir(bin)
 	for _, name := range []string{"push-appserver-backup.service", "push-appserver-backup.timer"} {
 		text, err := os.ReadFile(name)
 		if err != nil {
@@ -147,22 +131,7 @@ func TestBackupTimer(t *testing.T) {
 // clock was right); they do not count among the 14 newest, which would
 // otherwise push every new backup out the moment it is made, for a year.
 func TestBackupTimerAfterClockSteppedBack(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "push-appserver")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/push-appserver").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	state := filepath.Join(dir, "state")
-	config := filepath.Join(dir, "push-appserver.toml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\n", state), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	paths := strings.NewReplacer(
-		"/usr/local/bin/push-appserver", bin,
-		"/etc/push-appserver/push-appserver.toml", config,
-		"/var/lib/push-appserver", state,
-		"%%", "%",
-	)
+	_, state, paths := installed(t)
 	if err := os.MkdirAll(state, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -201,4 +170,29 @@ func TestBackupTimerAfterClockSteppedBack(t *testing.T) {
 			t.Errorf("a backup of the time the clock was ahead was removed: %v", err)
 		}
 	}
+}
+
+// installed builds the binary into a directory of the test's with a
+// configuration whose data_dir is state there, and returns the replacer
+// that puts those paths in place of an installation's in a unit's
+// commands (%% is how a unit writes %).
+func installed(t *testing.T) (bin, state string, paths *strings.Replacer) {
+	t.Helper()
+	dir := t.TempDir()
+	bin = filepath.Join(dir, "push-appserver")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/push-appserver").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	state = filepath.Join(dir, "state")
+	config := filepath.Join(dir, "push-appserver.toml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, "data_dir = %q\n", state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	paths = strings.NewReplacer(
+		"/usr/local/bin/push-appserver", bin,
+		"/etc/push-appserver/push-appserver.toml", config,
+		"/var/lib/push-appserver", state,
+		"%%", "%",
+	)
+	return bin, state, paths
 }
