@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 )
 
@@ -19,14 +17,7 @@ import (
 func TestFeedSurvivesIdleSessionTimeout(t *testing.T) {
 	ctx := context.Background()
 	dsn := pg.DB(t)
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, `ALTER DATABASE `+c.Config().Database+` SET idle_session_timeout = '500ms'`); err != nil {
-		t.Fatal(err)
-	}
+	setOnDB(t, dsn, "idle_session_timeout = '500ms'")
 	s := open(t, dsn)
 	// Six times the timeout, with nothing written: the feed stays.
 	feedStaysLive(t, s, 3*time.Second, "idle_session_timeout ended its connection")

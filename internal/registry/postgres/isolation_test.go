@@ -21,14 +21,13 @@ import (
 func TestWritesAfterAnotherUnderStricterDefaultIsolation(t *testing.T) {
 	ctx := context.Background()
 	dsn := pg.DB(t)
+	// Another instance's session, of before the DBA's change.
 	c, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, `ALTER DATABASE `+c.Config().Database+` SET default_transaction_isolation = 'serializable'`); err != nil {
-		t.Fatal(err)
-	}
+	setOnDB(t, dsn, "default_transaction_isolation = 'serializable'")
 	s := open(t, dsn)
 	r := registry.Registration{Node: "n1", Type: "a", Token: "t", Secret: "s", Registered: time.Now()}
 	if _, err := register(s, r); err != nil {
@@ -77,5 +76,20 @@ func TestWritesAfterAnotherUnderStricterDefaultIsolation(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("a %s after another instance's write of the device: %v", w.name, err)
 		}
+	}
+}
+
+// setOnDB sets setting (e.g. "idle_session_timeout = '500ms'") on the
+// database dsn names, as a DBA would: for its sessions from then on.
+func setOnDB(t *testing.T, dsn, setting string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `ALTER DATABASE `+c.Config().Database+` SET `+setting); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -158,19 +158,11 @@ func TestSwitchoverMovesChangeFeed(t *testing.T) {
 // to go to, stays live there: only a server that turns read-only under
 // the feed makes it listen again.
 func TestChangeFeedStaysOnReadOnlyServer(t *testing.T) {
-	ctx := context.Background()
 	dsn := pg.DB(t)
 	s := open(t, dsn)
 	postgres.SetProbes(s, 300*time.Millisecond, 5*time.Second)
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
 	// For the database's new connections, the feed's among them.
-	if _, err := c.Exec(ctx, `ALTER DATABASE `+c.Config().Database+` SET default_transaction_read_only = on`); err != nil {
-		t.Fatal(err)
-	}
+	setOnDB(t, dsn, "default_transaction_read_only = on")
 	// Five heartbeats, each probed.
 	feedStaysLive(t, s, 1500*time.Millisecond, "on a read-only server")
 }
