@@ -6,12 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/tmpfs"
 )
 
 // import registry reads a copy of its SQLite source, made in the
@@ -40,15 +40,7 @@ func TestImportRegistryTempDirFull(t *testing.T) {
 	}
 	s.Close()
 
-	tmp := t.TempDir()
-	if err := syscall.Mount("tmpfs", tmp, "tmpfs", 0, "size=65536"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(tmp, syscall.MNT_DETACH); err != nil {
-			t.Error(err)
-		}
-	})
+	tmp := tmpfs.Mount(t, 65536)
 	t.Setenv("TMPDIR", tmp)
 	var out, errb bytes.Buffer
 	if code := run([]string{"import", "registry", "-config", cfg, src}, &out, &errb); code != 0 {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/tmpfs"
 )
 
 // An init that fails midway, as on a full disk, leaves none of the
@@ -14,16 +16,8 @@ import (
 // configuration, and nothing that keeps the same init, run again once
 // there is room, from writing them all.
 func TestInitFullDiskLeavesNothing(t *testing.T) {
-	mnt := t.TempDir()
 	// Two pages: room for the first files and not for all.
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=8192"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
-			t.Error(err)
-		}
-	})
+	mnt := tmpfs.Mount(t, 8192)
 	dir := filepath.Join(mnt, "etc")
 	noGroup := func(string) (int, bool) { return 0, false }
 	err := initFiles("push.example.org", "example.org", "127.0.0.1:5347", dir, noGroup, io.Discard)

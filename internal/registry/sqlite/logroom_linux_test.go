@@ -6,29 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/tmpfs"
 )
-
-// mountTmpfs mounts a file system of size bytes at a new directory,
-// unmounted when the test ends.
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Error(err)
-		}
-	})
-	return dir
-}
 
 // On a disk with less room than the write-ahead log may grow to before
 // it is copied into the registry (walCheckpoint pages, about 40 MB), the
@@ -39,7 +23,7 @@ func mountTmpfs(t *testing.T, size int) string {
 // nothing came back until an operator freed room elsewhere.
 func TestLogFitsTheDisk(t *testing.T) {
 	ctx := context.Background()
-	dir := mountTmpfs(t, 4<<20)
+	dir := tmpfs.Mount(t, 4<<20)
 	path := filepath.Join(dir, "registry.db")
 	s, err := sqlite.Open(ctx, path)
 	if err != nil {
