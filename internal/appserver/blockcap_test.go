@@ -15,6 +15,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 )
 
 // TestTokenBlockListCapped guards the bounds on the block list of dead
@@ -41,7 +42,7 @@ func TestTokenBlockListCapped(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			store := tt.store(t)
-			clk := &clock{now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+			clk := fakeclock.New(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
 			b := &scripted{answers: map[string]error{}}
 			const maxRows = 200 // trimmed every 2 blocks
 			svc, err := appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
@@ -78,7 +79,7 @@ func TestTokenBlockListCapped(t *testing.T) {
 			if !blocked("o0") {
 				t.Fatal("another source's dead token not blocked")
 			}
-			clk.advance(time.Second)
+			clk.Advance(time.Second)
 			pushDead("stranger.example", "s61")
 			if !blocked("s61") {
 				t.Fatal("a source's dead token not blocked a second after its last one")
@@ -87,7 +88,7 @@ func TestTokenBlockListCapped(t *testing.T) {
 			// 300 sources a second apart, one dead token each: the
 			// list keeps the 200 written last.
 			for i := range 300 {
-				clk.advance(time.Second)
+				clk.Advance(time.Second)
 				pushDead(fmt.Sprintf("d%d.example", i), fmt.Sprint("t", i))
 			}
 			kept := 0

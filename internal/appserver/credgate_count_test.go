@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +14,8 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 )
-
-// lockedClock is a settable time that the push backend and the mock read
-// from their own goroutines.
-type lockedClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *lockedClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *lockedClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // refusalRig is a service with one APNS app on token auth pushing to a
 // mock, the service, the backend and the mock on one settable clock, and
@@ -42,7 +23,7 @@ func (c *lockedClock) advance(d time.Duration) {
 type refusalRig struct {
 	s     *Service
 	m     *apnsmock.Server
-	clock *lockedClock
+	clock *fakeclock.Clock
 	nodes []string
 	regs  map[string]string // node to secret
 }
@@ -51,7 +32,7 @@ func newRefusalRig(t *testing.T, n int) *refusalRig {
 	t.Helper()
 	// Now, not a fixed date: contexts get their deadlines from this
 	// clock, and one far in the past would end every push at once.
-	clock := &lockedClock{t: time.Now()}
+	clock := fakeclock.New(time.Now())
 	p8, pub, err := apnsmock.TokenKey()
 	if err != nil {
 		t.Fatal(err)
@@ -60,19 +41,19 @@ func newRefusalRig(t *testing.T, n int) *refusalRig {
 	if err := os.WriteFile(keyFile, p8, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Now: clock.now})
+	m, err := apnsmock.New(apnsmock.Config{TokenKey: pub, KeyID: "K1", TeamID: "T1", Topic: "im.example.app", Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
 	b, err := apns.New(apns.Options{Topic: "im.example.app", Endpoint: m.URL, CAPath: m.CADir,
-		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", Now: clock.now}, slog.New(slog.DiscardHandler))
+		TokenKeyFile: keyFile, KeyID: "K1", TeamID: "T1", Now: clock.Now}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	s, err := New(memory.New(), []App{{Name: "apns", Priority: push.PriorityHigh, Backend: b}},
-		Options{Redelivery: 10 * time.Minute, Now: clock.now}, slog.New(slog.DiscardHandler))
+		Options{Redelivery: 10 * time.Minute, Now: clock.Now}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +92,7 @@ func (rig *refusalRig) pushAll(t *testing.T) int {
 // at a tick, one attempt after another, so that what the mock sees does
 // not hang on the scheduling of goroutines.
 func (rig *refusalRig) step(d time.Duration) {
-	rig.clock.advance(d)
+	rig.clock.Advance(d)
 	r := rig.s.redeliver
 	r.appsBack()
 	for _, a := range r.dueBy(func(app string) int { return rig.s.gateQuota(app, redeliveryBatch) }) {

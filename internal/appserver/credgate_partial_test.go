@@ -9,6 +9,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 )
 
 // byToken answers each push by its token, as set.
@@ -53,10 +54,10 @@ func (b *byToken) count(token string) int {
 // one of theirs.
 func TestPartialRefusalOfProbeOpensGate(t *testing.T) {
 	ctx := context.Background()
-	clock := &lockedClock{t: time.Now()}
+	clock := fakeclock.New(time.Now())
 	b := &byToken{answers: map[string]error{}, sent: map[string]int{}}
 	s, err := New(memory.New(), []App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
-		Options{Redelivery: 10 * time.Minute, Now: clock.now}, slog.New(slog.DiscardHandler))
+		Options{Redelivery: 10 * time.Minute, Now: clock.Now}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestPartialRefusalOfProbeOpensGate(t *testing.T) {
 	// the iOS device's platform key alone.
 	b.set(androidTok, nil)
 	b.set(iosTok, &push.CredentialsRefusedError{Reason: "FCM 401 THIRD_PARTY_AUTH_ERROR", Partial: true})
-	clock.advance(2 * time.Minute) // a probe due
+	clock.Advance(2 * time.Minute) // a probe due
 	if err := s.Push(ctx, PushRequest{Node: "ios", Secret: ios.Secret}); err == nil {
 		t.Fatal("push refused for the iOS platform key succeeded")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 )
 
@@ -26,7 +27,7 @@ import (
 // same source counts with the rest.
 func TestDeviceLimitManyNodes(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{now: time.Unix(1000, 0)}
+	clk := fakeclock.New(time.Unix(1000, 0))
 	b := &scripted{answers: map[string]error{}}
 	svc, err := appserver.New(memory.New(), testApps(b),
 		appserver.Options{RateLimit: 5 * time.Second, RateLimitPerToken: 4, Now: clk.Now}, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -66,7 +67,7 @@ func TestDeviceLimitManyNodes(t *testing.T) {
 	if err := svc.Push(ctx, appserver.PushRequest{Node: "victim", Tokenless: true, TokenApp: "fcm", Source: "203.0.113.7"}); !errors.Is(err, appserver.ErrThrottled) {
 		t.Fatalf("a tokenless push to the device at its limit: %v, want ErrThrottled", err)
 	}
-	clk.advance(6 * time.Second)
+	clk.Advance(6 * time.Second)
 	if n := pushAll(); n != 4 {
 		t.Fatalf("the next window: %d sent, want 4", n)
 	}
@@ -122,7 +123,7 @@ func TestDeviceLimitCaseVariants(t *testing.T) {
 // keeps its whole budget.
 func TestDeviceLimitStrangerStarvesOwner(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{now: time.Unix(1000, 0)}
+	clk := fakeclock.New(time.Unix(1000, 0))
 	b := &scripted{answers: map[string]error{}}
 	svc, err := appserver.New(memory.New(), testApps(b),
 		appserver.Options{RateLimit: 5 * time.Second, RateLimitPerToken: appserver.DefaultRateLimitPerToken, Now: clk.Now}, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -155,7 +156,7 @@ func TestDeviceLimitStrangerStarvesOwner(t *testing.T) {
 		if err := svc.Push(ctx, appserver.PushRequest{Node: own.Node, Secret: own.Secret, Source: "example.org"}); err != nil {
 			t.Errorf("window %d: the user's own server's push through its account's node: %v; a stranger's %d nodes of the token took the device's budget", w, err, len(stranger))
 		}
-		clk.advance(6 * time.Second)
+		clk.Advance(6 * time.Second)
 	}
 }
 

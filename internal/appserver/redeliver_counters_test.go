@@ -134,7 +134,7 @@ func TestRedeliveryCountersRandom(t *testing.T) {
 				if k.node != "" && rng.IntN(2) == 0 {
 					u = &unreadPush{secret: "s"}
 				}
-				r.restore(k, n, u, "", false, c.now().Add(-time.Duration(rng.IntN(700))*time.Second), c.now().Add(time.Duration(rng.IntN(3))*time.Minute), rng.IntN(2) == 0)
+				r.restore(k, n, u, "", false, c.Now().Add(-time.Duration(rng.IntN(700))*time.Second), c.Now().Add(time.Duration(rng.IntN(3))*time.Minute), rng.IntN(2) == 0)
 			case 4:
 				op = "due"
 				queued = append(queued, r.due(rng.IntN(5))...)
@@ -164,7 +164,7 @@ func TestRedeliveryCountersRandom(t *testing.T) {
 				}
 			case 9:
 				op = "advance"
-				c.advance(time.Duration(rng.IntN(200)) * time.Second)
+				c.Advance(time.Duration(rng.IntN(200)) * time.Second)
 			case 10:
 				op = "registryBack"
 				r.registryBack()

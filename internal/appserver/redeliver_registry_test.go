@@ -99,9 +99,9 @@ func TestTakenNewerPushReplaces(t *testing.T) {
 	r, c := newTestRedeliveries()
 	key := redeliveryKey{node: "n1"}
 	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "old", HasLastMessageBody: true}})
-	c.advance(time.Second)
-	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "new", HasLastMessageBody: true}}, nil, "", false, c.now(), time.Time{}, true)
-	c.advance(redeliveryBase)
+	c.Advance(time.Second)
+	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "new", HasLastMessageBody: true}}, nil, "", false, c.Now(), time.Time{}, true)
+	c.Advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 || got[0].n.Summary.LastMessageBody != "new" {
 		t.Fatalf("the device waits for %q, want the newer push", got[0].n.Summary.LastMessageBody)

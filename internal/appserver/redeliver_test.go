@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 )
 
 // due is dueBy of every app, as the tests of the bookkeeping take them.
@@ -17,14 +18,9 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 	return r.dueBy(func(string) int { return limit })
 }
 
-// clock is a settable time for the redelivery's bookkeeping.
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time          { return c.t }
-func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
-func newTestRedeliveries() (*redeliveries, *clock) {
-	c := &clock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
-	return newRedeliveries(10*time.Minute, c.now), c
+func newTestRedeliveries() (*redeliveries, *fakeclock.Clock) {
+	c := fakeclock.New(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
+	return newRedeliveries(10*time.Minute, c.Now), c
 }
 
 func TestRedeliveryBookkeeping(t *testing.T) {
@@ -37,7 +33,7 @@ func TestRedeliveryBookkeeping(t *testing.T) {
 	if got := r.due(10); len(got) != 0 {
 		t.Fatalf("due at once: %v", got)
 	}
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 {
 		t.Fatalf("due after the base wait: %d", len(got))
@@ -67,7 +63,7 @@ func TestRedeliveryKeepsNoCutOfTheStanza(t *testing.T) {
 	sum := &push.Summary{LastMessageSender: text[:100], LastMessageBody: text[:4096], HasLastMessageBody: true}
 	enc := &push.Encrypted{Payload: text[:1000], IV: text[:16]}
 	r.keep(redeliveryKey{app: "apns", token: text[:64]}, push.Notification{App: "apns", Node: text[:10], Token: text[:64], Priority: push.PriorityHigh, Summary: sum, Encrypted: enc})
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	got := r.due(1)
 	if len(got) != 1 {
 		t.Fatal("not due")
@@ -92,7 +88,7 @@ func TestRedeliveryMergesPerDevice(t *testing.T) {
 	if s := r.stats(); s.Pending != 1 || s.Kept != 1 {
 		t.Fatalf("%+v", s)
 	}
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 || got[0].n.Priority != push.PriorityHigh || got[0].n.Summary.LastMessageBody != "hi" {
 		t.Fatalf("the device should wait for its alert: %+v", got)
@@ -102,7 +98,7 @@ func TestRedeliveryMergesPerDevice(t *testing.T) {
 	// when the attempt goes through.
 	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh, Summary: &push.Summary{LastMessageBody: "second", HasLastMessageBody: true}})
 	r.done(got[0], redelivered, 0)
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	got = r.due(10)
 	if len(got) != 1 || got[0].n.Summary.LastMessageBody != "second" {
 		t.Fatalf("the push that failed meanwhile: %+v", got)
@@ -119,7 +115,7 @@ func TestRedeliverySettled(t *testing.T) {
 	r.keep(a, push.Notification{App: "apns", Node: "a", Priority: push.PrioritySilent})
 	r.keep(b, push.Notification{App: "fcm", Token: "tok-b", Priority: push.PriorityHigh})
 	r.settled(a)
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 || got[0].key != b || got[0].n.Token != "tok-b" {
 		t.Fatalf("due: %+v", got)
@@ -138,7 +134,7 @@ func TestRedeliveryExpires(t *testing.T) {
 	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
 	attempts := 0
 	for range 100 {
-		c.advance(redeliveryMaxWait)
+		c.Advance(redeliveryMaxWait)
 		got := r.due(10)
 		if len(got) == 0 {
 			break
@@ -153,9 +149,9 @@ func TestRedeliveryExpires(t *testing.T) {
 
 	// A later failure of the device starts its time again.
 	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
-	c.advance(9 * time.Minute)
+	c.Advance(9 * time.Minute)
 	r.keep(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent})
-	c.advance(2 * time.Minute)
+	c.Advance(2 * time.Minute)
 	if got := r.due(10); len(got) != 1 {
 		t.Fatal("a push that failed two minutes ago expired")
 	}
@@ -168,7 +164,7 @@ func TestUnreadAttemptEndsOnlyItsPush(t *testing.T) {
 	r, c := newTestRedeliveries()
 	r.keepUnread("n1", unreadPush{secret: "guessed"}, push.Notification{Node: "n1"})
 	r.keepUnread("n2", unreadPush{secret: "guessed"}, push.Notification{Node: "n2"})
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	attempts := r.due(10)
 	if len(attempts) != 2 {
 		t.Fatalf("%d due", len(attempts))
@@ -181,7 +177,7 @@ func TestUnreadAttemptEndsOnlyItsPush(t *testing.T) {
 	if s := r.stats(); s.Pending != 1 || s.Gone != 1 {
 		t.Fatalf("%+v", s)
 	}
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	if got := r.due(10); len(got) != 1 || got[0].key.node != "n1" || got[0].unread != nil || got[0].n.Priority != push.PriorityHigh {
 		t.Fatalf("due after the attempts: %+v", got)
 	}
@@ -298,7 +294,7 @@ func TestRedeliverySummary(t *testing.T) {
 	}
 	r.keep(redeliveryKey{node: "a"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
 	r.keep(redeliveryKey{node: "b"}, push.Notification{App: "apns", Priority: push.PrioritySilent})
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	for _, a := range r.due(1) {
 		r.done(a, redelivered, 0)
 	}
@@ -393,7 +389,7 @@ func TestQueuedAttemptCurrent(t *testing.T) {
 	a, b := redeliveryKey{node: "a"}, redeliveryKey{node: "b"}
 	r.keep(a, push.Notification{App: "apns", Node: "a", Priority: push.PrioritySilent})
 	r.keep(b, push.Notification{App: "apns", Node: "b", Priority: push.PrioritySilent})
-	c.advance(redeliveryMaxWait)
+	c.Advance(redeliveryMaxWait)
 	queued := r.due(10)
 	if len(queued) != 2 {
 		t.Fatalf("%d due", len(queued))
@@ -421,12 +417,12 @@ func TestQueuedAttemptExpires(t *testing.T) {
 	r, c := newTestRedeliveries()
 	key := redeliveryKey{node: "a"}
 	r.keep(key, push.Notification{App: "apns", Node: "a", Priority: push.PrioritySilent})
-	c.advance(redeliveryMaxWait)
+	c.Advance(redeliveryMaxWait)
 	queued := r.due(10)
 	if len(queued) != 1 {
 		t.Fatalf("%d due", len(queued))
 	}
-	c.advance(r.window)
+	c.Advance(r.window)
 	if _, ok := r.current(queued[0]); ok {
 		t.Fatal("an attempt past its push's time is still made")
 	}
@@ -493,7 +489,7 @@ func TestRedeliveryServiceBack(t *testing.T) {
 		t.Fatalf("due again at once after a hastened attempt failed: %v", k)
 	}
 	// An attempt of its own backoff fails: the next success hastens it.
-	c.advance(redeliveryMaxWait)
+	c.Advance(redeliveryMaxWait)
 	for _, a := range r.due(10) {
 		if a.key.node == "down" {
 			r.done(a, redeliverAfterOutage, 0)
@@ -505,7 +501,7 @@ func TestRedeliveryServiceBack(t *testing.T) {
 		t.Fatalf("due after an attempt of its own backoff failed and APNS took a push: %v, want down", k)
 	}
 	// The Retry-After, two minutes, holds.
-	c.advance(time.Minute)
+	c.Advance(time.Minute)
 	if k := keys(r.due(10)); !slices.Contains(k, "asked") {
 		t.Fatalf("due after the service's Retry-After: %v", k)
 	}
@@ -520,7 +516,7 @@ func TestRedeliveryRoomSparesAttemptUnderWay(t *testing.T) {
 	r, c := newTestRedeliveries()
 	r.max = 2
 	r.keep(redeliveryKey{node: "a1"}, push.Notification{App: "a", Node: "a1", Priority: push.PriorityHigh})
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 {
 		t.Fatalf("due: %+v", got)
@@ -545,7 +541,7 @@ func TestStaleSecretAttemptEndsOnlyItsPush(t *testing.T) {
 	r, c := newTestRedeliveries()
 	key := redeliveryKey{node: "n1"}
 	r.keepChecked(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh}, "old-secret", nil)
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	attempts := r.due(10)
 	if len(attempts) != 1 {
 		t.Fatalf("%d due", len(attempts))
@@ -568,11 +564,11 @@ func TestStaleSecretAttemptEndsOnlyItsPush(t *testing.T) {
 func TestRestoredStaleSecretDoesNotReplaceFresh(t *testing.T) {
 	r, c := newTestRedeliveries()
 	key := redeliveryKey{node: "n1"}
-	staleFailed := c.now()
-	c.advance(time.Second)
+	staleFailed := c.Now()
+	c.Advance(time.Second)
 	r.keepChecked(key, push.Notification{App: "apns", Node: "n1", Priority: push.PrioritySilent}, "new-secret", nil)
 	r.restore(key, push.Notification{App: "apns", Node: "n1", Priority: push.PriorityHigh}, nil, "old-secret", true, staleFailed, time.Time{}, true)
-	c.advance(redeliveryBase)
+	c.Advance(redeliveryBase)
 	got := r.due(10)
 	if len(got) != 1 || got[0].secret != "new-secret" {
 		t.Fatalf("the older push, checked against a secret now replaced, took the place of the newer: %+v", got)

@@ -21,25 +21,8 @@ import (
 	"github.com/push-appserver/push-appserver/internal/registry/memory"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 	"github.com/push-appserver/push-appserver/internal/testutil/apnsmock"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 )
-
-// clock is a settable time source.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 func newTokenService(t *testing.T, store registry.Store, rate time.Duration, now func() time.Time) (*appserver.Service, *scripted) {
 	t.Helper()
@@ -102,7 +85,7 @@ func TestTokenless(t *testing.T) {
 func TestTokenBlockList(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	clk := &clock{now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
 	svc, b := newTokenService(t, store, 0, clk.Now)
 	push1 := func() error {
 		return svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: "dead-token", Request: appserver.PushRequest{Node: "n"}})
@@ -118,7 +101,7 @@ func TestTokenBlockList(t *testing.T) {
 	if err := push1(); !errors.Is(err, appserver.ErrNotFound) || len(b.Sent()) != 1 {
 		t.Fatalf("blocked token = %v after %d sends; want ErrNotFound and no send", err, len(b.Sent()))
 	}
-	clk.advance(25 * time.Hour)
+	clk.Advance(25 * time.Hour)
 	b.set("dead-token", nil)
 	if err := push1(); err != nil || len(b.Sent()) != 2 {
 		t.Fatalf("after the block = %v, %d sends", err, len(b.Sent()))
@@ -758,7 +741,7 @@ func TestTokenlessDeviceNotTakenByRegisteringItsToken(t *testing.T) {
 func TestTokenBlockFromClockAhead(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
-	clk := &clock{now: time.Date(2027, 5, 1, 12, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2027, 5, 1, 12, 0, 0, 0, time.UTC))
 	svc, b := newTokenService(t, store, 0, clk.Now)
 	push1 := func() error {
 		return svc.PushToken(ctx, appserver.TokenPush{App: "fcm", Token: "tok", Request: appserver.PushRequest{Node: "n"}})
@@ -768,7 +751,7 @@ func TestTokenBlockFromClockAhead(t *testing.T) {
 		t.Fatalf("dead token = %v, want ErrNotFound", err)
 	}
 	// The clock set back a year; 25 hours go by, past token_block (24 h).
-	clk.advance(-365*24*time.Hour + 25*time.Hour)
+	clk.Advance(-365*24*time.Hour + 25*time.Hour)
 	b.set("tok", nil)
 	if err := push1(); err != nil || len(b.Sent()) != 2 {
 		t.Fatalf("a day past the block, with the clock set back a year: %v, %d sends; want it tried again", err, len(b.Sent()))

@@ -9,25 +9,8 @@ import (
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/httpapi"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 )
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // TestLivenessStuck guards what the live page reports: a check that
 // waits StuckAfter or longer (the core's locks held) makes the server
@@ -36,7 +19,7 @@ func (c *fakeClock) Add(d time.Duration) {
 func TestLivenessStuck(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := fakeclock.New(time.Unix(1e9, 0))
 	entered := make(chan struct{}, 1)
 	var held sync.Mutex
 	held.Lock()
@@ -53,11 +36,11 @@ func TestLivenessStuck(t *testing.T) {
 	if d, stuck := l.Stuck(); stuck || d != 0 {
 		t.Fatalf("stuck at once: %v %v", d, stuck)
 	}
-	clock.Add(9 * time.Second)
+	clock.Advance(9 * time.Second)
 	if d, stuck := l.Stuck(); stuck || d != 9*time.Second {
 		t.Fatalf("after 9 s: %v %v, want not stuck", d, stuck)
 	}
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if d, stuck := l.Stuck(); !stuck || d != 10*time.Second {
 		t.Fatalf("after 10 s: %v %v, want stuck", d, stuck)
 	}

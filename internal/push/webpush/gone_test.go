@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/testutil/fakeclock"
 	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 	"github.com/push-appserver/push-appserver/internal/testutil/webpushmock"
 )
@@ -27,13 +27,13 @@ type goneRig struct {
 	gone  *webpush.GoneGuard
 	pub   string
 	log   *logbuf.Buffer
-	clock *fakeClock
+	clock *fakeclock.Clock
 }
 
 func newGoneRig(t *testing.T) *goneRig {
 	t.Helper()
 	mock, keyFile, pub := startMock(t)
-	r := &goneRig{t: t, mock: mock, pub: pub, log: &logbuf.Buffer{}, clock: &fakeClock{now: time.Now()}}
+	r := &goneRig{t: t, mock: mock, pub: pub, log: &logbuf.Buffer{}, clock: fakeclock.New(time.Now())}
 	logger := slog.New(slog.NewTextHandler(r.log, nil))
 	r.gone = webpush.NewGoneGuard("web", webpush.GoneOptions{Now: r.clock.Now}, logger)
 	r.b = newBackend(t, mock, keyFile, webpush.Options{Gone: r.gone, Now: r.clock.Now,
@@ -84,23 +84,6 @@ func (r *goneRig) gone404(host string) error {
 // failure, which keeps the registration for another attempt.
 func held(err error) bool {
 	return push.IsTemporary(err) && !isDead(err) && err != nil && strings.Contains(err.Error(), "kept: 4")
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 // TestGoneHeldWhileServiceAnswersNoSuccess guards the registrations of a
@@ -219,7 +202,7 @@ func TestGoneVouchedForByRecentSuccess(t *testing.T) {
 // has its 404s held again until it answers a success, so forgetting
 // removes nothing.
 func TestGoneGuardBounded(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
+	clock := fakeclock.New(time.Now())
 	g := webpush.NewGoneGuard("web", webpush.GoneOptions{MaxHosts: 8, Now: clock.Now}, quiet())
 	dead := &push.DeadTokenError{Since: clock.Now(), Reason: "404 Not Found"}
 	ctx := context.Background()
