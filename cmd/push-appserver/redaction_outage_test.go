@@ -132,16 +132,7 @@ endpoint_ports = [%d, %s]
 	am.Revoke(false)
 	s.stop(t)
 
-	for i, r := range am.Requests() {
-		if r.Bearer != "" {
-			secrets[fmt.Sprint("APNS provider token ", i)] = r.Bearer
-		}
-	}
-	for i, r := range fm.Requests() {
-		if r.Bearer != "" {
-			secrets[fmt.Sprint("FCM access token ", i)] = r.Bearer
-		}
-	}
+	addBearers(secrets, am, fm)
 	log := s.log.String()
 	for _, want := range []string{"app=ios", "app=android", "app=web", `msg="push rejected"`} {
 		if !strings.Contains(log, want) {

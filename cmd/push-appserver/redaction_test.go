@@ -132,16 +132,7 @@ func TestNoTokensOrSecretsInLogs(t *testing.T) {
 		secrets["token of "+d.node] = d.token
 		secrets["secret of "+d.node] = d.secret
 	}
-	for i, r := range am.Requests() {
-		if r.Bearer != "" {
-			secrets[fmt.Sprint("APNS provider token ", i)] = r.Bearer
-		}
-	}
-	for i, r := range fm.Requests() {
-		if r.Bearer != "" {
-			secrets[fmt.Sprint("FCM access token ", i)] = r.Bearer
-		}
-	}
+	addBearers(secrets, am, fm)
 	log := s.log.String()
 	if !strings.Contains(log, "level=WARN") {
 		t.Fatalf("the fault run logged no warnings: it did not run the faults\n%s", log)
@@ -176,5 +167,20 @@ func TestNoTokensOrSecretsInLogs(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("stored reasons:\n%s", stored.String())
+	}
+}
+
+// addBearers adds to secrets every provider token and access token the
+// mocks saw: credentials no log line may hold.
+func addBearers(secrets map[string]string, am *apnsmock.Server, fm *fcmmock.Server) {
+	for i, r := range am.Requests() {
+		if r.Bearer != "" {
+			secrets[fmt.Sprint("APNS provider token ", i)] = r.Bearer
+		}
+	}
+	for i, r := range fm.Requests() {
+		if r.Bearer != "" {
+			secrets[fmt.Sprint("FCM access token ", i)] = r.Bearer
+		}
 	}
 }
