@@ -46,15 +46,7 @@ func TestReloadCommand(t *testing.T) {
 		filepath.Join(dir, "data"), addr, filepath.Join(certs, "tls.crt"), filepath.Join(certs, "tls.key"))), 0o600)
 	s := startServer(t, bin, config)
 	pidPath := filepath.Join(dir, "data", pidFileName)
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		if pid, err := readPIDFile(pidPath); err == nil && pid == s.cmd.Process.Pid {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no PID file once serving")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitPIDFile(t, pidPath, s.cmd.Process.Pid)
 	if got := servedNotAfter(t, addr); !got.Equal(first) {
 		t.Fatalf("served certificate expires %v, want %v", got, first)
 	}
@@ -130,15 +122,7 @@ func TestReloadCommandRefusesPIDOfAnotherServer(t *testing.T) {
 	s := startServer(t, bin, config)
 	s.waitHealthy(t, addr)
 	pidPath := filepath.Join(dir, "data", pidFileName)
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		if pid, err := readPIDFile(pidPath); err == nil && pid == s.cmd.Process.Pid {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no PID file once serving")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitPIDFile(t, pidPath, s.cmd.Process.Pid)
 	s.cmd.Process.Kill()
 	s.cmd.Wait()
 
@@ -156,5 +140,20 @@ func TestReloadCommandRefusesPIDOfAnotherServer(t *testing.T) {
 	cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 1 || strings.Contains(out.String(), "told the server") || !strings.Contains(errb.String(), "not running") {
 		t.Fatalf("reload with the PID file of a dead server naming another server: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+// waitPIDFile waits until the PID file at path names pid, as the server
+// writes it once it serves.
+func waitPIDFile(t *testing.T, path string, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if got, err := readPIDFile(path); err == nil && got == pid {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no PID file once serving")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

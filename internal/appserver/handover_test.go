@@ -91,22 +91,17 @@ func onRegistry(t *testing.T, dsn string, apps []appserver.App, redelivery time.
 // heldInRegistry counts the pushes released in the registry at dsn for
 // any instance to take.
 func heldInRegistry(t *testing.T, dsn string) int {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM held_pushes WHERE owner IS NULL`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return countIn(t, dsn, `SELECT count(*) FROM held_pushes WHERE owner IS NULL`)
 }
 
 // listening counts the instances listening on the registry at dsn.
 func listening(t *testing.T, dsn string) int {
+	return countIn(t, dsn, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'push-appserver-listen'`)
+}
+
+// countIn runs query, a count, on the database at dsn.
+func countIn(t *testing.T, dsn, query string) int {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -115,8 +110,7 @@ func listening(t *testing.T, dsn string) int {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND application_name = 'push-appserver-listen'`).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, query).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
