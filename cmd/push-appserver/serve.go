@@ -163,6 +163,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 	}
 	m := metrics.New()
 	m.BuildInfo(versionString(), commitString())
+	m.WatchLog(alog.Dropped)
 	var serving atomic.Bool
 	m.Starting(func() bool { return !serving.Load() })
 	// draining: a stop waits out shutdown_delay (see delayShutdown).

@@ -16,8 +16,9 @@ type Async struct {
 	out     io.Writer
 	notice  func(dropped uint64) []byte
 	ch      chan []byte
-	dropped atomic.Uint64
-	queued  atomic.Int64 // lines queued or being written
+	dropped atomic.Uint64 // since the last notice
+	total   atomic.Uint64 // since the start, for the metrics
+	queued  atomic.Int64  // lines queued or being written
 }
 
 // NewAsync starts writing to out what is written to the returned writer,
@@ -38,6 +39,7 @@ func (a *Async) Write(p []byte) (int, error) {
 	default:
 		a.queued.Add(-1)
 		a.dropped.Add(1)
+		a.total.Add(1)
 	}
 	return len(p), nil
 }
@@ -51,6 +53,11 @@ func (a *Async) run() {
 		a.queued.Add(-1)
 	}
 }
+
+// Dropped returns how many lines found the queue full since the start.
+// The notice in the log says so only once the sink reads again; a sink
+// that never does is seen only through this count.
+func (a *Async) Dropped() uint64 { return a.total.Load() }
 
 // Drain waits up to wait for what is queued to be written, for a
 // process about to exit.

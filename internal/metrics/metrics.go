@@ -316,6 +316,17 @@ func (m *Metrics) WatchStatus(stats func() appserver.StatusStats) {
 	}, func() float64 { return float64(stats().Dropped) }))
 }
 
+// WatchLog exports push_appserver_log_lines_dropped_total: log lines
+// dropped because the log's sink did not read them (a stalled journald,
+// a pipe nobody reads). The log says so itself only once the sink reads
+// again, so a sink that never does is seen here alone.
+func (m *Metrics) WatchLog(dropped func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "push_appserver_log_lines_dropped_total",
+		Help: "Log lines dropped because the log's sink did not take them (journald stalled, a pipe nobody reads); the server goes on without them.",
+	}, func() float64 { return float64(dropped()) }))
+}
+
 // WatchRedelivery exports the pushes kept to be sent again after a
 // failure that may pass: how many devices wait
 // (push_appserver_redelivery_pending), what became of them

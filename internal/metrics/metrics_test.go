@@ -170,3 +170,25 @@ func TestRegistrationsGaugeOfRemovedAppFalls(t *testing.T) {
 		}
 	}
 }
+
+// Log lines the sink did not take are counted on the page, read at each
+// scrape.
+func TestLogLinesDropped(t *testing.T) {
+	m := New()
+	var n uint64 = 3
+	m.WatchLog(func() uint64 { return n })
+	n = 7
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "push_appserver_log_lines_dropped_total" {
+			if v := f.GetMetric()[0].GetCounter().GetValue(); v != 7 {
+				t.Fatalf("push_appserver_log_lines_dropped_total = %v, want 7", v)
+			}
+			return
+		}
+	}
+	t.Fatal("no push_appserver_log_lines_dropped_total")
+}
