@@ -505,9 +505,11 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		blocks:   newBlockCache(opts.CacheSize, opts.CacheTTL, systemClock()),
 		rejects:  logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "push rejected", "push rejections not logged (rate limit)"),
 		failures: logging.NewLimited(logger, opts.Now, slog.LevelWarn, logLimit, "push failed", "push failures not logged (rate limit)"),
-		stale:    logging.NewLimited(logger, opts.Now, slog.LevelWarn, logLimit, "registry unreadable; pushing to the registration as cached", "pushes to cached registrations not logged (rate limit)"),
-		limited:  logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "registration refused: the account's limit is reached", "registrations refused by the account limit not logged (rate limit)"),
-		panics:   logging.NewLimited(logger, opts.Now, slog.LevelError, 1, "the push service's client panicked; the push failed and the server goes on", "panics of push service clients not logged (rate limit)"),
+		// One a minute: the line repeats the registry's outage, which
+		// its own loop logs, for pushes that go through.
+		stale:   logging.NewLimitedPer(logger, opts.Now, slog.LevelWarn, 1, time.Minute, "registry unreadable; pushing to the registration as cached", "pushes to cached registrations not logged (rate limit)"),
+		limited: logging.NewLimited(logger, opts.Now, slog.LevelInfo, logLimit, "registration refused: the account's limit is reached", "registrations refused by the account limit not logged (rate limit)"),
+		panics:  logging.NewLimited(logger, opts.Now, slog.LevelError, 1, "the push service's client panicked; the push failed and the server goes on", "panics of push service clients not logged (rate limit)"),
 		accounts: ratelimit.New[uint64](opts.AccountRegisterLimit, func() {
 			logger.Warn("more XMPP accounts registering than the registration limit tracks; the newest share one limit", "accounts", ratelimit.MaxKeys)
 		}),

@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 	"github.com/push-appserver/push-appserver/internal/testutil/pgtest"
 )
 
@@ -61,6 +63,7 @@ type instance struct {
 	svc     *appserver.Service
 	feed    *tap
 	backend *scripted
+	log     *logbuf.Buffer
 }
 
 func startInstance(t *testing.T, ctx context.Context, dsn string) *instance {
@@ -70,9 +73,9 @@ func startInstance(t *testing.T, ctx context.Context, dsn string) *instance {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	in := &instance{feed: &tap{Store: store, changed: make(chan string, 100), live: make(chan bool, 100)}, backend: &scripted{answers: map[string]error{}}}
+	in := &instance{feed: &tap{Store: store, changed: make(chan string, 100), live: make(chan bool, 100)}, backend: &scripted{answers: map[string]error{}}, log: &logbuf.Buffer{}}
 	in.svc, err = appserver.New(store, []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: in.backend}},
-		appserver.Options{Changes: in.feed, CacheTTL: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		appserver.Options{Changes: in.feed, CacheTTL: time.Hour}, slog.New(slog.NewTextHandler(in.log, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,6 +259,12 @@ func TestPushesWhileDatabaseDown(t *testing.T) {
 	in.backend.set("tok-1", nil)
 	if s := in.svc.CacheStats(); s.Stale != 3 {
 		t.Errorf("stale lookups = %d, want 3 (two pushes, the tokenless one)", s.Stale)
+	}
+	// Pushes that go through while the registry is away say so once a
+	// minute, not each: an outage of PostgreSQL made them hundreds of
+	// the log's lines a minute.
+	if n := strings.Count(in.log.String(), "pushing to the registration as cached"); n != 1 {
+		t.Errorf("%d lines of pushes served as cached, want 1 a minute", n)
 	}
 	// The write-behind tries once a second; let it be refused.
 	for deadline := time.Now().Add(5 * time.Second); in.svc.StatusStats().Pending == 0 || time.Since(refusedAt) < 1500*time.Millisecond; time.Sleep(50 * time.Millisecond) {

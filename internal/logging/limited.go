@@ -15,15 +15,16 @@ type Limited struct {
 	logger    *slog.Logger
 	now       func() time.Time
 	level     slog.Level
-	perSecond int
-	msg       string // the line
-	summary   string // the line that counts what was not written
+	perWindow int           // lines a window
+	every     time.Duration // the window, a second unless NewLimitedPer says
+	msg       string        // the line
+	summary   string        // the line that counts what was not written
 
 	mu         sync.Mutex
-	window     time.Time // start of the current second
+	window     time.Time // start of the current window
 	logged     int       // lines written in it
 	suppressed int       // lines not written since the last summary
-	// keys written in the current second (see LogKey).
+	// keys written in the current window (see LogKey).
 	keys map[string]struct{}
 	// armed is set while a timer will write the summary: a flood that
 	// stops is followed by no line that would carry it. calls counts
@@ -44,7 +45,16 @@ const maxKeys = 32
 // written with the first line of a later second, or a second after the
 // first of them if none came.
 func NewLimited(logger *slog.Logger, now func() time.Time, level slog.Level, perSecond int, msg, summary string) *Limited {
-	return &Limited{logger: logger, now: now, level: level, perSecond: perSecond, msg: msg, summary: summary}
+	return NewLimitedPer(logger, now, level, perSecond, time.Second, msg, summary)
+}
+
+// NewLimitedPer is NewLimited for at most n lines in each window of
+// length every, for a line that says the same thing as long as its
+// cause lasts (a push served while the registry is away, which the
+// registry's own loop already logs): a second's share would repeat it
+// hundreds of times a minute.
+func NewLimitedPer(logger *slog.Logger, now func() time.Time, level slog.Level, n int, every time.Duration, msg, summary string) *Limited {
+	return &Limited{logger: logger, now: now, level: level, perWindow: n, every: every, msg: msg, summary: summary}
 }
 
 // Log writes one line with args unless this second's share is used up.
@@ -62,13 +72,13 @@ func (l *Limited) log(key string, keyed bool, args []any) {
 	l.mu.Lock()
 	l.calls++
 	summarized := 0
-	if now.Sub(l.window) >= time.Second {
+	if now.Sub(l.window) >= l.every {
 		summarized, l.suppressed = l.suppressed, 0
 		l.window, l.logged = now, 0
 		clear(l.keys)
 	}
 	_, seen := l.keys[key]
-	ok := l.logged < l.perSecond || keyed && !seen && len(l.keys) < maxKeys
+	ok := l.logged < l.perWindow || keyed && !seen && len(l.keys) < maxKeys
 	if ok {
 		l.logged++
 		if keyed {
@@ -81,7 +91,7 @@ func (l *Limited) log(key string, keyed bool, args []any) {
 		l.suppressed++
 		if !l.armed {
 			l.armed, l.armedAt = true, l.calls
-			time.AfterFunc(time.Second, l.flush)
+			time.AfterFunc(l.every, l.flush)
 		}
 	}
 	l.mu.Unlock()
@@ -96,17 +106,17 @@ func (l *Limited) log(key string, keyed bool, args []any) {
 }
 
 // flush writes the count of the lines not written since the last
-// summary once a second has passed with no call of Log, whether or not a
+// summary once a window has passed with no call of Log, whether or not a
 // line of the kind came since: without it the count of a flood that
 // stopped waited for the next such line, maybe for ever. While the
-// flood goes on, its next second's first line carries the count, and
-// flush only looks again a second later.
+// flood goes on, its next window's first line carries the count, and
+// flush only looks again a window later.
 func (l *Limited) flush() {
 	l.mu.Lock()
 	if l.calls != l.armedAt {
 		l.armedAt = l.calls
 		l.mu.Unlock()
-		time.AfterFunc(time.Second, l.flush)
+		time.AfterFunc(l.every, l.flush)
 		return
 	}
 	n := l.suppressed
