@@ -53,6 +53,9 @@ type batchResult struct {
 func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
 	pushes, msg := readBatch(r.Body, r.ContentLength)
 	if msg != "" {
+		// The whole batch is refused: one malformed request, as /push
+		// counts one.
+		a.rejectMalformed("", msg)
 		badRequest(w, msg)
 		return
 	}

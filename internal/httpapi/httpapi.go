@@ -354,15 +354,24 @@ func (a *api) admit(w http.ResponseWriter, r *http.Request, endpoint string) boo
 // checks that every required field is there. The content type is not
 // checked: the seed never did, and some clients send none.
 func readForm(w http.ResponseWriter, r *http.Request, required ...string) (form, bool) {
-	body, msg := readBody(r.Body, r.ContentLength, MaxBodySize)
+	f, msg := parseRequestForm(r, required...)
 	if msg != "" {
 		badRequest(w, msg)
 		return form{}, false
 	}
+	return f, true
+}
+
+// parseRequestForm is readForm without the answer: the form, or the one
+// line saying what is wrong with it.
+func parseRequestForm(r *http.Request, required ...string) (form, string) {
+	body, msg := readBody(r.Body, r.ContentLength, MaxBodySize)
+	if msg != "" {
+		return form{}, msg
+	}
 	f, err := parseForm(string(body))
 	if err != nil {
-		badRequest(w, "Malformed form data")
-		return form{}, false
+		return form{}, "Malformed form data"
 	}
 	// A field given twice has no one meaning: we would read the first,
 	// mod_push_appserver (Prosody's form decoding) took the last.
@@ -372,16 +381,14 @@ func readForm(w http.ResponseWriter, r *http.Request, required ...string) (form,
 			// The name is the client's: it must not add lines.
 			msg = fmt.Sprintf("Duplicate field %q", name)
 		}
-		badRequest(w, msg)
-		return form{}, false
+		return form{}, msg
 	}
 	for _, name := range required {
 		if f.Get(name) == "" {
-			badRequest(w, fmt.Sprintf("Missing field '%s'", name))
-			return form{}, false
+			return f, fmt.Sprintf("Missing field '%s'", name)
 		}
 	}
-	return f, true
+	return f, ""
 }
 
 // form is a decoded form: url.ParseQuery's, read by first value only.
@@ -627,8 +634,13 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 const unconfirmed = "Not confirmed, try again later!"
 
 func (a *api) push(w http.ResponseWriter, r *http.Request) {
-	f, ok := readForm(w, r, "node", "secret")
-	if !ok {
+	f, msg := parseRequestForm(r, "node", "secret")
+	if msg != "" {
+		// Counted and logged as a malformed publish is: a client that
+		// sends every push without its secret would otherwise move no
+		// push metric and write no line at all.
+		a.rejectMalformed(f.Get("node"), msg)
+		badRequest(w, msg)
 		return
 	}
 	node := f.Get("node")
@@ -866,4 +878,19 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	text(w, b.String())
+}
+
+// malformedRejecter is a Service that counts and logs push requests it
+// could not read (appserver.Service).
+type malformedRejecter interface {
+	RejectMalformed(node, why string)
+}
+
+// rejectMalformed tells the service, if it listens, of a push request
+// refused as malformed; why is the answer's line, node the request's
+// (maybe empty).
+func (a *api) rejectMalformed(node, why string) {
+	if m, ok := a.Service.(malformedRejecter); ok {
+		m.RejectMalformed(node, why)
+	}
 }

@@ -756,3 +756,38 @@ func testCertificate(t *testing.T) tls.Certificate {
 	defer srv.Close()
 	return srv.TLS.Certificates[0]
 }
+
+// TestMalformedHTTPPushesCounted guards that a push request over HTTP
+// that can never work (no secret, no node, a broken push-batch) is
+// counted in push_appserver_push_rejections_total{reason="malformed"},
+// as a malformed publish is: otherwise a backend that sends every push
+// without its secret moves no push metric at all, and the operator reads
+// that no push arrives.
+func TestMalformedHTTPPushesCounted(t *testing.T) {
+	f := newFixture(t, false, 0)
+	for _, req := range []struct{ path, body string }{
+		{"/push_appserver/v1/push", "node=n1"},
+		{"/push_appserver/v1/push", "secret=s"},
+		{"/push_appserver/v1/push", "node=n1&node=n2&secret=s"},
+		{"/push_appserver/v1/push-batch", `{"pushes":[{"node":"n1"}]}`},
+	} {
+		if code, body, _ := f.do(t, "POST", req.path, req.body); code != 400 {
+			t.Fatalf("%s %q: %d %q, want 400", req.path, req.body, code, body)
+		}
+	}
+	_, body, _ := f.do(t, "GET", "/metrics", "")
+	if want := `push_appserver_push_rejections_total{reason="malformed"} 4`; !strings.Contains(body, want) {
+		t.Errorf("metrics lack %q:\n%s", want, grepLines(body, "push_appserver_push_rejections_total"))
+	}
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var b strings.Builder
+	for line := range strings.Lines(text) {
+		if strings.Contains(line, s) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
