@@ -875,8 +875,9 @@ func TestRegistrationFailuresCounted(t *testing.T) {
 	}
 }
 
-// An account past AccountRegisterLimit stores nothing, and is counted
-// as limited; the limit is the account's, not its domain's.
+// An account past AccountRegisterLimit stores and removes nothing, and
+// each refusal is counted as limited; the limit is the account's, not its
+// domain's.
 func TestAccountRegisterLimitCounted(t *testing.T) {
 	ctx := context.Background()
 	obs := &rejections{}
@@ -905,8 +906,10 @@ func TestAccountRegisterLimitCounted(t *testing.T) {
 	obs.mu.Lock()
 	got := obs.failures
 	obs.mu.Unlock()
-	if len(got) != 1 || got[0] != appserver.RegistrationLimited {
-		t.Errorf("failures counted %v, want one limited", got)
+	// The unregistration too: the limit, http.register_limit's count
+	// and the alert on both are of registrations and unregistrations.
+	if len(got) != 2 || got[0] != appserver.RegistrationLimited || got[1] != appserver.RegistrationLimited {
+		t.Errorf("failures counted %v, want two limited", got)
 	}
 	bob := appserver.Account{Bare: "bob@example.org", Domain: "example.org"}
 	if _, err := svc.Register(ctx, appserver.Caller{Account: bob}, "fcm", "n3", "tok"); err != nil {

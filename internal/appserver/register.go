@@ -305,6 +305,10 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 		return registry.Registration{}, err
 	}
 	if err := s.admitAccount(caller.Account); err != nil {
+		// Counted as a registration refused so is: the limit is of
+		// both, as http.register_limit's count is, and the alert on
+		// the limits reads this one.
+		s.opts.Observer.RegistrationFailed(RegistrationLimited)
 		return registry.Registration{}, err
 	}
 	owner, err := s.owner(ctx, caller.Account)

@@ -71,7 +71,7 @@ func New() *Metrics {
 		}, []string{"app", "reason"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "push_appserver_pushes_total",
-			Help: "Push requests, by app and outcome (success, not_found, throttled (rate_limit), throttled_device (rate_limit_per_token), dead_token, failed).",
+			Help: "Push requests, by app and outcome (success, not_found, throttled (rate_limit), throttled_device (rate_limit_per_token), dead_token, too_large, failed).",
 		}, []string{"app", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "push_appserver_push_duration_seconds",
