@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -210,18 +211,27 @@ func everyIdle(ctx context.Context, store admin.Store, before time.Time) error {
 }
 
 func runSendTest(args []string, stdout, stderr io.Writer) int {
-	f := newFlags("send-test", "send-test -app A -token T [-config file]\n\n"+
+	f := newFlags("send-test", "send-test -app A (-token T | -token-file F) [-config file]\n\n"+
 		"Sends one push through app A to the device token T, as the server would,\n"+
 		"and prints every answer of the push service (status, headers, body) and\n"+
 		"what the server makes of it.", stdout, stderr)
 	cfgPath := f.configFlag()
 	app := f.String("app", "", "the configured `app` to push through")
-	token := f.String("token", "", "the device's push `token`")
+	token := f.String("token", "", "the device's push `token` (other users of the host see it in the process list: -token-file keeps it out)")
+	tokenFile := f.String("token-file", "", "read the token from this `file`'s first line; - reads it from standard input")
 	verbose := f.Bool("v", false, "log the backend's work (debug level) on stderr")
 	showSecrets := f.Bool("show-secrets", false, "show the request's URL whole (it holds the token, or is the WebPush subscription)")
 	rest, code, ok := f.parse(args)
 	if !ok {
 		return code
+	}
+	if *tokenFile != "" && *token == "" {
+		t, err := readTokenFile(*tokenFile, os.Stdin)
+		if err != nil {
+			fmt.Fprintf(stderr, "push-appserver send-test: -token-file: %v\n", err)
+			return 1
+		}
+		*token = t
 	}
 	if len(rest) > 0 || *app == "" || *token == "" {
 		f.usage(stderr)
@@ -265,4 +275,28 @@ func runSendTest(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// readTokenFile reads a device token from path's first line, or from
+// stdin for "-": a token on the command line is in the process list, for
+// every user of the host to read.
+func readTokenFile(path string, stdin io.Reader) (string, error) {
+	r := stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		r = f
+	}
+	// A WebPush subscription is the longest token, a few KiB.
+	line, err := bufio.NewReader(io.LimitReader(r, 64<<10)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", err
+	}
+	if line = strings.TrimSpace(line); line == "" {
+		return "", errors.New("no token in its first line")
+	}
+	return line, nil
 }

@@ -29,7 +29,7 @@ func TestSubcommandHelp(t *testing.T) {
 		"registrations": {"list", "show", "delete", "count"},
 		"backup":        {"-config", "FILE", "pg_dump", "restore"},
 		"restore":       {"-config", "FILE", "replaced"},
-		"send-test":     {"-app", "-token", "-config"},
+		"send-test":     {"-app", "-token", "-token-file", "-config"},
 		"version":       {},
 		"vapid-keygen":  {"-out"},
 		"init":          {"-jid", "-domain", "-address", "-dir"},

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +59,15 @@ func TestSendTestAPNS(t *testing.T) {
 	}
 	if code, out := sendTest(t, append(args, "-show-secrets")...); code != 0 || !strings.Contains(out, "/3/device/"+token+":") {
 		t.Fatalf("-show-secrets: exit %d\n%s", code, out)
+	}
+	// The token from a file, out of the process list.
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(" "+token+"\r\nanother line\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Reset()
+	if code, out := sendTest(t, "-config", cfg, "-app", "ios", "-token-file", tokenFile); code != 0 || len(m.Requests()) != 1 || m.Requests()[0].Token != token {
+		t.Fatalf("-token-file: exit %d, requests %+v\n%s", code, m.Requests(), out)
 	}
 
 	// faulted answers the next push with f and runs send-test, which
@@ -158,4 +169,27 @@ func TestSendTestWebPush(t *testing.T) {
 	// One push, at a service that has vouched for nothing: the push
 	// path would keep the registration (webpush.GoneGuard).
 	wantAll(t, "gone", out, "  HTTP 410\n", "  body: subscription expired\n", "result: temporary failure after retries: kept: 410 Gone from "+m.URL)
+}
+
+// readTokenFile takes the first line, trimmed, from a file or from
+// standard input, and refuses an empty one.
+func TestReadTokenFile(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{in: "abc\n", want: "abc", ok: true},
+		{in: "  abc \r\nxyz\n", want: "abc", ok: true},
+		{in: "abc", want: "abc", ok: true},
+		{in: "\nabc\n"},
+		{in: ""},
+	} {
+		got, err := readTokenFile("-", strings.NewReader(tc.in))
+		if got != tc.want || (err == nil) != tc.ok {
+			t.Errorf("%q: %q, %v; want %q, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+	if _, err := readTokenFile(filepath.Join(t.TempDir(), "none"), nil); err == nil {
+		t.Error("a missing file read")
+	}
 }
