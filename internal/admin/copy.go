@@ -48,7 +48,8 @@ type CopySummary struct {
 	// the target keeps its own, the source having nothing bound.
 	Salt string
 	// Kept counts registrations of the source not copied because their
-	// device is registered here under another node more recently.
+	// node, or their device under another node, is registered here more
+	// recently.
 	Kept int
 	// Imported counts the nodes listed as written by the
 	// mod_push_appserver import that went along.
@@ -82,7 +83,7 @@ func (s CopySummary) WriteTo(w io.Writer) (int64, error) {
 	pr("%d registrations, %d of them bound to an account or device (salt: %s); %d new in the target, %d replaced one of the same node\n",
 		s.Total(), s.Bound, s.Salt, s.New, s.Total()-s.New)
 	if s.Kept > 0 {
-		pr("%d not copied: their device registered here under another node more recently\n", s.Kept)
+		pr("%d not copied: registered here more recently (the node itself, or its device under another node), so the target's token and secret stay\n", s.Kept)
 	}
 	if s.Imported > 0 {
 		pr("%d nodes listed as imported from mod_push_appserver, so that running that import again leaves those removed since removed\n", s.Imported)
@@ -110,7 +111,8 @@ const pageGap = 150 * time.Millisecond
 
 // Copy copies every registration of src into dst exactly as it is
 // (secret, times, push outcomes, owner, device key), a page at a time,
-// each replacing a registration of the same node. A registry copied this
+// each replacing a registration of the same node unless dst's was
+// registered or renewed later (settleDevices). A registry copied this
 // way serves the same devices: the secrets their users' servers hold
 // still work, and their accounts may still change them.
 //
@@ -240,14 +242,29 @@ func copyImported(ctx context.Context, dst CopyTarget, src CopySource, dryRun bo
 	}
 }
 
-// settleDevices returns page without the registrations whose device key
-// another node holds in dst and registered more recently (counted in
+// settleDevices returns page without the registrations whose node dst
+// holds registered or renewed more recently, or whose device key another
+// node holds in dst and registered more recently (both counted in
 // sum.Kept); an older such node, the device's registration before it
 // moved on the source, is deleted from dst (unless dryRun), as the copy
 // replaces what the source replaced.
 func settleDevices(ctx context.Context, dst CopyTarget, page []registry.Registration, dryRun bool, sum *CopySummary) ([]registry.Registration, error) {
 	out := page[:0:0]
 	for _, r := range page {
+		// A node registered again here since the source was written (a
+		// backup copied into the running registry, a second copy after
+		// the servers moved) holds the device's newer token and the
+		// secret its user's server now pushes with: the source's older
+		// registration would put back a secret that server no longer
+		// holds, and its pushes would be refused as unknown.
+		switch cur, err := dst.Get(ctx, r.Node); {
+		case errors.Is(err, registry.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("reading the target: %w", err)
+		case cur.LastRegistered().After(r.LastRegistered()):
+			sum.Kept++
+			continue
+		}
 		if r.DeviceKey == "" {
 			out = append(out, r)
 			continue

@@ -144,8 +144,8 @@ func TestCopyServesTheSameDevices(t *testing.T) {
 			}
 
 			// Copied again, nothing is new; the devices' later changes
-			// in the target are replaced by the source's.
-			if sum, err = admin.Copy(ctx, dst, src, false); err != nil || sum.New != 0 || sum.Total() != 3 || sum.Salt != "same" {
+			// in the target (alice's new token, the device's) stay.
+			if sum, err = admin.Copy(ctx, dst, src, false); err != nil || sum.New != 0 || sum.Total() != 1 || sum.Kept != 2 || sum.Salt != "same" {
 				t.Fatalf("second copy: %+v, %v", sum, err)
 			}
 		})
@@ -712,5 +712,78 @@ func TestCopyInterruptedInPauseCountsWrittenPage(t *testing.T) {
 	}
 	if sum.Total() != n {
 		t.Fatalf("summary says %d copied; the target holds %d (%v)", sum.Total(), n, err)
+	}
+}
+
+// TestCopyKeepsNewerRegistrationOfSameNode guards a registry that has
+// moved on since the source was written: a backup copied into the
+// running registry with import registry (README: SOURCE may be "a
+// backup"), or the SQLite file copied a second time after the servers
+// already serve from the target. A device that registered a new token
+// in the target since got a new secret, which its user's server now
+// pushes with; the source's older registration of the node must not put
+// the old token and secret back (every push would be refused
+// item-not-found, and ejabberd disables push at once), and the summary
+// says how many were kept.
+func TestCopyKeepsNewerRegistrationOfSameNode(t *testing.T) {
+	for _, tt := range []stores{
+		{"sqlite to sqlite", sqliteStore, sqliteStore},
+		{"sqlite to postgres", sqliteStore, postgresStore},
+		{"postgres to sqlite", postgresStore, sqliteStore},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			backup := tt.src(t)
+			old, _ := service(t, backup)
+			first, err := old.Register(ctx, appserver.Caller{}, "fcm", "phone-node", "token-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			other, err := old.Register(ctx, appserver.Caller{}, "fcm", "other-node", "token-9")
+			if err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+
+			live := tt.dst(t)
+			if _, err := admin.Copy(ctx, live, backup, false); err != nil {
+				t.Fatal(err)
+			}
+			svc, backend := service(t, live)
+			// Since the backup: the phone got a new token, and with it a
+			// new secret, which its user's server now holds.
+			moved, err := svc.Register(ctx, appserver.Caller{}, "fcm", "phone-node", "token-2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if moved.Secret == first.Secret {
+				t.Fatal("a new token without the secret kept the secret")
+			}
+			svc.Close()
+
+			sum, err := admin.Copy(ctx, live, backup, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			sum.WriteTo(&out)
+
+			svc, backend = service(t, live)
+			if err := svc.Push(ctx, appserver.PushRequest{Node: "phone-node", Secret: moved.Secret}); err != nil {
+				t.Fatalf("push with the secret the phone registered after the backup: %v (copy's summary: %s)", err, out.String())
+			}
+			if len(backend.tokens) != 1 || backend.tokens[0] != "token-2" {
+				t.Fatalf("pushed to %v, want the token registered after the backup", backend.tokens)
+			}
+			if err := svc.Push(ctx, appserver.PushRequest{Node: other.Node, Secret: other.Secret}); err != nil {
+				t.Fatalf("push to a node the copy left as it was: %v", err)
+			}
+			if sum.Total() != 1 || sum.Kept != 1 {
+				t.Errorf("summary %+v; want 1 copied, 1 kept", sum)
+			}
+			if want := "1 not copied"; !strings.Contains(out.String(), want) {
+				t.Errorf("summary %q does not say %q", out.String(), want)
+			}
+		})
 	}
 }
