@@ -138,9 +138,11 @@ func checkCopy(ctx context.Context, path string) (int, error) {
 // which no process may have open: it refuses while one does (a running
 // server), checks the backup first, and keeps the registry it replaces,
 // with its write-ahead log if it has one, beside it as
-// path.replaced-<time>, whose name it returns. The restored registry is
-// opened once, which brings a backup of an older version's schema up to
-// date, and n is how many registrations it holds.
+// path.replaced-<time>, whose name it returns. The copy is opened under
+// a temporary name beside path before the registry is touched, which
+// brings a backup of an older version's schema up to date and refuses,
+// changing nothing, one this version cannot open; n is how many
+// registrations it holds.
 func Restore(ctx context.Context, backup, path string) (n int, aside string, err error) {
 	if _, err := checkCopy(ctx, backup); err != nil {
 		return 0, "", fmt.Errorf("restore: the backup %s: %w%s", backup, err, logHint(err, backup))
@@ -152,6 +154,23 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 		if ps, err := os.Stat(path); err == nil && os.SameFile(bs, ps) {
 			return 0, "", fmt.Errorf("restore: %s is the registry itself; nothing was restored", backup)
 		}
+	}
+	tmp, err := copyToTemp(ctx, backup, path)
+	if err != nil {
+		return 0, "", fmt.Errorf("restore: %w; nothing was restored", err)
+	}
+	defer func() {
+		for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+			os.Remove(tmp + suffix)
+		}
+	}()
+	// Opened here, not once in place: a file the checks above pass may
+	// still be one this version cannot open (a copy rebuilt from
+	// sqlite3's .dump has every table but no schema version, so the
+	// first migration fails), and found out after the registry was
+	// moved aside it left a server nothing it could start on.
+	if n, err = openCopy(ctx, tmp); err != nil {
+		return 0, "", fmt.Errorf("restore: the backup %s is not a registry this version can open: %w; nothing was restored", backup, err)
 	}
 	if _, err := os.Stat(path); err == nil {
 		stamp := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
@@ -181,7 +200,7 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 			return 0, aside, fmt.Errorf("restore: %s%s is still there (%v); nothing was restored", path, suffix, err)
 		}
 	}
-	if err := copyFile(ctx, backup, path); err != nil {
+	if err := placeNew(tmp, path); err != nil {
 		// Nothing is in the registry's place: put the one moved aside
 		// back, or a server started next would make an empty one.
 		if aside != "" {
@@ -193,15 +212,30 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 		}
 		return 0, "", fmt.Errorf("restore: %w; nothing was restored", err)
 	}
+	return n, aside, nil
+}
+
+// openCopy opens the registry at path as a server would, which brings
+// its schema up to date, counts its registrations and closes it again,
+// leaving no write-ahead log beside it: the file alone is then whole.
+func openCopy(ctx context.Context, path string) (int, error) {
 	s, err := Open(ctx, path)
 	if err != nil {
-		return 0, aside, fmt.Errorf("restore: opening the restored registry: %w", err)
+		return 0, err
 	}
-	defer s.Close()
-	if n, err = s.Count(ctx); err != nil {
-		return 0, aside, fmt.Errorf("restore: %w", err)
+	n, err := s.Count(ctx)
+	if cerr := s.Close(); err == nil {
+		err = cerr
 	}
-	return n, aside, nil
+	if err != nil {
+		return 0, err
+	}
+	// The last connection's close copies the log into the file and
+	// removes it; one left would hold commits the file lacks.
+	if st, err := os.Stat(path + "-wal"); err == nil && st.Size() > 0 {
+		return 0, fmt.Errorf("its write-ahead log %s-wal was left after closing it", path)
+	}
+	return n, syncFile(path)
 }
 
 // logHint explains why a backup with a write-ahead log beside it (a
@@ -243,18 +277,16 @@ func notInUse(ctx context.Context, path string) error {
 	return err
 }
 
-// copyFile copies the registry at src, with the commits its write-ahead
-// log holds, to dst, which must not exist, readable by its owner alone,
-// and syncs it: through a temporary name, so that dst is either missing
-// or whole.
-func copyFile(ctx context.Context, src, dst string) (err error) {
-	// A name of its own: one left by an interrupted restore is no
-	// obstacle.
+// copyToTemp copies the registry at src, with the commits its
+// write-ahead log holds, to a new file of its own name beside dst,
+// readable by its owner alone and synced, and returns that name: one
+// left by an interrupted restore is no obstacle to the next.
+func copyToTemp(ctx context.Context, src, dst string) (tmp string, err error) {
 	out, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".restoring-*")
 	if err != nil {
-		return err
+		return "", err
 	}
-	tmp := out.Name()
+	tmp = out.Name()
 	out.Close()
 	defer func() {
 		if err != nil {
@@ -268,25 +300,30 @@ func copyFile(ctx context.Context, src, dst string) (err error) {
 	// file, keeping its mode (0600).
 	abs, err := filepath.Abs(src)
 	if err != nil {
-		return err
+		return "", err
 	}
 	db, err := sql.Open("sqlite", fileURI(abs)+"?mode=ro")
 	if err != nil {
-		return err
+		return "", err
 	}
 	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, tmp)
 	db.Close()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err = syncFile(tmp); err != nil {
+		return "", err
+	}
+	return tmp, nil
+}
+
+// placeNew gives the file at tmp the name dst, which must not exist, and
+// syncs it: dst is either missing or whole.
+func placeNew(tmp, dst string) error {
+	if err := os.Link(tmp, dst); err != nil {
 		return err
 	}
-	if err = os.Link(tmp, dst); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err = os.Remove(tmp); err != nil {
+	if err := os.Remove(tmp); err != nil {
 		return err
 	}
 	return syncFile(dst)

@@ -1136,3 +1136,64 @@ func TestUnregisterRefusedWhenFileReplaced(t *testing.T) {
 		t.Fatal("the unregistration was answered OK, written to a file no name reaches: n1 is back at the next start")
 	}
 }
+
+// TestRestoreRefusesBackupItCannotOpenBeforeChange guards restore's
+// promise to refuse a FILE this version cannot use before anything
+// changes. A copy rebuilt from sqlite3's .dump (a common way to back up
+// an SQLite file) holds every table but no schema version: the checks
+// passed it, the registry was moved aside and the copy put in its place,
+// and only then did opening it fail (migration 1: table registrations
+// already exists). The server could not start on what was left, and the
+// command's error did not say where the registry had gone.
+func TestRestoreRefusesBackupItCannotOpenBeforeChange(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "registry.db")
+	s := open(t, path)
+	for i := range 3 {
+		node := fmt.Sprint("n", i)
+		if _, err := s.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) {
+			return registry.Registration{Node: node, Type: "apns", Token: "t-" + node, Secret: "s-" + node, Registered: time.Now()}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dumped := filepath.Join(dir, "from-dump.db")
+	if _, err := s.Backup(ctx, dumped); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// What sqlite3 registry.db .dump | sqlite3 from-dump.db leaves: the
+	// same tables and rows, user_version 0.
+	db, err := sql.Open("sqlite", dumped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`PRAGMA user_version = 0`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	_, aside, err := sqlite.Restore(ctx, dumped, path)
+	if err == nil {
+		t.Fatal("restore of a file without a schema version succeeded")
+	}
+	t.Logf("restore: %v", err)
+	if aside != "" {
+		t.Errorf("the refused restore moved the registry aside to %s", aside)
+	}
+	r, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("after the refused restore the registry cannot be opened (a server cannot start): %v", err)
+	}
+	defer r.Close()
+	if n, err := r.Count(ctx); err != nil || n != 3 {
+		t.Fatalf("after the refused restore the registry holds %d, %v; want 3", n, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".replaced-") || strings.Contains(e.Name(), ".restoring-") {
+			t.Errorf("the refused restore left %s", e.Name())
+		}
+	}
+}
