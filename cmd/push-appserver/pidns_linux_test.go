@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -78,8 +79,18 @@ func TestPIDFileOfAContainerStoppingBesideAnother(t *testing.T) {
 	if pid, err := readPIDFile(pidPath); err != nil || pid != 1 {
 		t.Fatalf("PID file of a server in a PID namespace: %d %v, want 1", pid, err)
 	}
-	startInPIDNamespace(t, bin, configs[1], addrs[1])
+	second := startInPIDNamespace(t, bin, configs[1], addrs[1])
 	waitPIDFile(first)
+	// Not refused, but said: the second server on one data directory.
+	// Said before its PID file is written; the log is written behind.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(second.log.String(), "another server serves with this data directory"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second server on one data directory says nothing of the first:\n%s", second.log.String())
+		}
+	}
+	if strings.Contains(old.log.String(), "another server serves with this data directory") {
+		t.Errorf("the first server on its data directory warns of another:\n%s", old.log.String())
+	}
 	old.stop(t)
 	if _, err := os.Stat(pidPath); err != nil {
 		t.Fatalf("the PID file of the server still running is gone with the one that stopped: %v", err)

@@ -61,6 +61,27 @@ func writePIDFile(path string) (*os.File, error) {
 	return tmp, nil
 }
 
+// sharedDataDir warns when another server holds data_dir's PID file, as
+// it is about to be replaced by this one's: two servers on one data
+// directory (a second unit or container given the same one, a test
+// instance started beside the service) run side by side without a word
+// otherwise, each with rate limits of its own, one standing by at the XMPP
+// server, and the reload command finding only this one from now on. Not
+// refused: a rolling update of containers on one volume starts the new
+// one before the old one stops, and a process started by an upgrade takes
+// its parent's place by design (it is not asked).
+func sharedDataDir(cfg *config.Config, logger *slog.Logger) {
+	pid, err := readHeldPIDFile(pidFile(cfg))
+	if err != nil {
+		return
+	}
+	msg := "another server serves with this data directory (its PID file is held; the PID is as its own PID namespace sees it): the reload command finds only this one from now on"
+	if cfg.Database.Driver != "postgres" {
+		msg += ", and both write one SQLite registry, each with rate limits of its own; stop the other, or give this one a data_dir of its own"
+	}
+	logger.Warn(msg, "data_dir", cfg.DataDir, "other_pid", pid)
+}
+
 // removePIDFile removes path if it is still the file this process wrote,
 // held, then lets go of held. Not if it merely names this process's PID:
 // after an upgrade it names the new process, which serves on, and a

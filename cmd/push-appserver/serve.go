@@ -617,6 +617,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		notify.Ready()
 		tookOver = true
 	}
+	if tookOver && !up.Inherited() {
+		sharedDataDir(cfg, logger)
+	}
 	if tookOver {
 		// For the reload command, which finds this process by it.
 		if held, err := writePIDFile(pidFile(cfg)); err != nil {
