@@ -86,6 +86,15 @@ const (
 	// churnWindow is how long after a lost connection dials may run in
 	// parallel.
 	churnWindow = 10 * time.Second
+	// dialStall is how long a dial may be under way before a request
+	// waiting for it starts another beside it. A connection comes up
+	// in a few round trips, well under a second to a push service on
+	// another continent; one that takes longer is most likely stuck (a
+	// front end that took the TCP connection and never answers the TLS
+	// hello, a lost SYN to one of the service's addresses), and would
+	// otherwise hold every push until dialTimeout, twice the default
+	// push deadline, while another attempt connects at once.
+	dialStall = 2 * time.Second
 )
 
 // Client is an HTTP/2-only client. HTTP gives it to code that speaks
@@ -448,6 +457,7 @@ type hostPool struct {
 	conns    []*conn
 	dialing  int // dials under way
 	lostAt   time.Time
+	dialAt   time.Time // when the latest dial started
 	backoff  push.Backoff
 	nextDial time.Time
 	lastErr  error
@@ -599,12 +609,23 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 			parallel = h.p.maxConns
 		}
 		var timer <-chan time.Time
+		var wakeAt time.Time // look again then, unless woken before
 		switch {
 		case starting && !churn:
 			// Wait for the new connection's first answer.
-		case h.dialing >= parallel:
 		case len(h.conns)+h.dialing >= h.p.maxConns:
 			// All at their stream limit: wait for a request to end.
+		case h.dialing >= parallel:
+			// Wait for the dial under way, unless it is stalled: then
+			// another goes beside it (see dialStall).
+			if time.Now().Before(h.nextDial) {
+				break
+			}
+			if stalled := h.dialAt.Add(dialStall); time.Now().Before(stalled) {
+				wakeAt = stalled
+				break
+			}
+			h.startDialLocked()
 		case time.Now().Before(h.nextDial):
 			if len(h.conns) == 0 {
 				if deadline, ok := ctx.Deadline(); ok && deadline.Before(h.nextDial) {
@@ -612,16 +633,18 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 					h.mu.Unlock()
 					return nil, fmt.Errorf("h2client: not reconnecting to %s yet after: %w", h.addr, err)
 				}
-				if retryAt == nil {
-					retryAt = time.NewTimer(time.Until(h.nextDial))
-				} else {
-					retryAt.Reset(time.Until(h.nextDial))
-				}
-				timer = retryAt.C
+				wakeAt = h.nextDial
 			}
 		default:
-			h.dialing++
-			go h.dial()
+			h.startDialLocked()
+		}
+		if !wakeAt.IsZero() {
+			if retryAt == nil {
+				retryAt = time.NewTimer(time.Until(wakeAt))
+			} else {
+				retryAt.Reset(time.Until(wakeAt))
+			}
+			timer = retryAt.C
 		}
 		if w == nil {
 			// Queue up, then look once more: room made between the
@@ -639,6 +662,13 @@ func (h *hostPool) get(ctx context.Context) (*conn, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// startDialLocked starts a dial; h.mu is held.
+func (h *hostPool) startDialLocked() {
+	h.dialing++
+	h.dialAt = time.Now()
+	go h.dial()
 }
 
 // dial opens one connection. It runs on its own, so a request whose
