@@ -432,6 +432,13 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 			case a.status == http.StatusTooManyRequests || a.status >= 500:
 				return &push.TemporaryError{Reason: fmt.Sprintf("APNS %d %s", a.status, a.reason), RetryAfter: a.retryAfter,
 					Outage: a.status >= 500}
+			case a.status == http.StatusRequestTimeout || a.status == http.StatusMisdirectedRequest:
+				// Not Apple's word on the push: a front end that gave
+				// up waiting for the request (408, RFC 9110 15.5.9),
+				// or a connection that cannot serve the host (421,
+				// 15.5.20). Both may be sent again; failed for good,
+				// the push would be neither retried nor redelivered.
+				return &push.TemporaryError{Reason: strings.TrimSpace(fmt.Sprintf("APNS %d %s", a.status, a.reason)), RetryAfter: a.retryAfter, Outage: true}
 			default:
 				b.logger.Debug("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
 				return fmt.Errorf("apns: %d %s", a.status, a.reason)

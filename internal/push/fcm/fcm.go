@@ -432,6 +432,14 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				}
 				return &push.TemporaryError{Reason: fmt.Sprintf("FCM %d %s", status, ferr.code()), RetryAfter: retryAfter,
 					Outage: status >= 500}
+			case status == http.StatusRequestTimeout || status == http.StatusMisdirectedRequest:
+				// Not FCM's word on the message: a front end that gave
+				// up waiting for the request (408, RFC 9110 15.5.9; the
+				// token endpoint's is retried too), or a connection
+				// that cannot serve the host (421, 15.5.20). Both may
+				// be sent again; failed for good, the push would be
+				// neither retried nor redelivered.
+				return &push.TemporaryError{Reason: strings.TrimSpace(fmt.Sprintf("FCM %d %s", status, ferr.code())), RetryAfter: retryAfter, Outage: true}
 			default:
 				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
 				return fmt.Errorf("fcm: %d %s: %s", status, ferr.code(), ferr.Error.Message)
