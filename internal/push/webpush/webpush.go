@@ -239,8 +239,12 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 		// A connection the network dropped without a word (a NAT
 		// that forgot it) would take every push to that service
 		// down with it, each at its deadline, until TCP gave up
-		// many minutes later. Pinged after 30 s without a frame, it
-		// goes 10 s later, as the APNS and FCM connections do.
+		// many minutes later. Pinged after pingAfter without a
+		// frame, it goes pingTimeout later: soon enough for the
+		// push that found it dead to go out again on a new one
+		// within its deadline, as the APNS and FCM connections do
+		// (net/http pings by the connection's quiet alone, not
+		// only while pushes wait as those do).
 		HTTP2: &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
 	}
 	var open atomic.Int64
@@ -283,10 +287,14 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// The HTTP/2 health check of the connections to push services.
+// The HTTP/2 health check of the connections to push services. With
+// 30 s and 10 s, a connection gone silent failed every push to its
+// service, each at its deadline (5 s by default), for 30 to 40 s. An
+// idle connection is pinged every pingAfter until it is closed
+// (IdleConnTimeout): a few bytes a second to a service we push to.
 const (
-	pingAfter   = 30 * time.Second
-	pingTimeout = 10 * time.Second
+	pingAfter   = time.Second
+	pingTimeout = time.Second
 )
 
 // ValidateToken checks a subscription at registration: its JSON, keys and
