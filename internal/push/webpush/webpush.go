@@ -291,9 +291,11 @@ func (c *countedConn) Close() error {
 // 30 s and 10 s, a connection gone silent failed every push to its
 // service, each at its deadline (5 s by default), for 30 to 40 s. An
 // idle connection is pinged every pingAfter until it is closed
-// (IdleConnTimeout): a few bytes a second to a service we push to.
+// (IdleConnTimeout): 150 pings at most, a few bytes each, for an origin
+// we stopped pushing to. pingAfter plus pingTimeout leaves a push that
+// found the connection dead 2 s of its default 5 to go out on a new one.
 const (
-	pingAfter   = time.Second
+	pingAfter   = 2 * time.Second
 	pingTimeout = time.Second
 )
 
