@@ -87,15 +87,32 @@ func sourceOf(from string) string {
 	// One domain, one spelling: RFC 7622 §3.2 strips a final dot and
 	// takes an A-label as its U-label, as the commands' accounts do.
 	from = strings.ToLower(strings.TrimSuffix(from, "."))
-	// Most names have no hyphen, which IndexByte finds at once.
-	if strings.IndexByte(from, '-') >= 0 && strings.Contains(from, "xn--") {
+	// Most names are ASCII without a hyphen, which these find at once.
+	if strings.IndexByte(from, '-') >= 0 && strings.Contains(from, "xn--") || !asciiString(from) {
 		user, domain := "", from
 		if from != "" && from[0] == '@' {
 			user, domain = "@", from[1:]
 		}
+		// A name outside ASCII is mapped as RFC 7622 §3.2.2 (RFC 5895)
+		// compares it, as the commands' accounts are: in width,
+		// normalisation and dots too, not in case alone. An XMPP server
+		// that checks a peer's from by its prepared domain (ejabberd)
+		// passes the from on as the peer wrote it, and a peer writing
+		// its name in full-width letters, with soft hyphens or in NFD,
+		// would otherwise have a budget for each spelling.
 		if u, err := idna.Display.ToUnicode(domain); err == nil {
-			from = user + u
+			from = user + strings.TrimSuffix(u, ".")
 		}
 	}
 	return from
+}
+
+// asciiString reports whether s holds only ASCII bytes.
+func asciiString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

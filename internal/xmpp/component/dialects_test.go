@@ -357,3 +357,29 @@ func TestDeviceLimitDomainSpellings(t *testing.T) {
 		}
 	}
 }
+
+// One server gets one per-device budget however its name is written in
+// the publish's from, as long as the spelling is its name as JIDs compare
+// (RFC 7622 §3.2.2, the mapping the commands' accounts get): full-width
+// letters, an ideographic full stop, a soft hyphen (mapped to nothing)
+// and a name in NFD are example.org, or bücher.example, all the same. An
+// XMPP server that checks the from of a peer's stanzas by its prepared
+// domain passes it on as written; each spelling with a budget of its own,
+// a server could push a device as often as it likes.
+func TestDeviceLimitMappedDomainSpellings(t *testing.T) {
+	publishFrom := publishToVictim(t)
+	const limited = "<error type='wait'><resource-constraint"
+	for i, tt := range []struct{ from, want string }{
+		{"example.org", ""},
+		{"example.org", ""},
+		{"\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.org", limited},
+		{"example\u3002org", limited},
+		{"exam\u00adple.org", limited},
+		{"EXAM\u00adPLE.org", limited},
+	} {
+		got := publishFrom(i, tt.from)
+		if tt.want == "" && got.Type != "result" || tt.want != "" && !strings.HasPrefix(got.Inner, tt.want) {
+			t.Errorf("publish %d from %+q: %s %q, want %q", i+1, tt.from, got.Type, got.Inner, tt.want)
+		}
+	}
+}
