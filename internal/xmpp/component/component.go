@@ -183,10 +183,28 @@ func (c *Conn) servingFor(to string) *Conn {
 		return c
 	}
 	c.opts.Peers.mu.RLock()
-	defer c.opts.Peers.mu.RUnlock()
+	o := c.opts.Peers.m[to]
+	c.opts.Peers.mu.RUnlock()
+	if o == nil {
+		// The peers are known by their JIDs' normal form, and a to is
+		// as its sender wrote it: ejabberd routes by the prepared
+		// domain and passes the to on unchanged, in another case, with
+		// a final dot or as an A-label. The same component all the same
+		// (RFC 7622 §3.2), to be served with its own options.
+		j, err := jid.New("", to, "")
+		if err != nil || j.Domainpart() == to {
+			return c
+		}
+		if to = j.Domainpart(); to == c.opts.JID {
+			return c
+		}
+		c.opts.Peers.mu.RLock()
+		o = c.opts.Peers.m[to]
+		c.opts.Peers.mu.RUnlock()
+	}
 	// Only a component on the same XMPP server: another server (run by
 	// others, with domains of its own) may not speak for it.
-	if o := c.opts.Peers.m[to]; o != nil && (o.opts.Addr == c.opts.Addr || sameListener(o, c)) {
+	if o != nil && (o.opts.Addr == c.opts.Addr || sameListener(o, c)) {
 		return o
 	}
 	return c

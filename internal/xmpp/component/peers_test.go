@@ -153,3 +153,32 @@ func TestPeersSameServerOtherAddressSpelling(t *testing.T) {
 		t.Fatalf("tokenless publish for %s routed over %s's stream (same server, address spelt otherwise): %s %s; want a result", peer, compJID, r.Type, r.Inner)
 	}
 }
+
+// A stanza for another component of the process on the same XMPP server
+// is served with that component's options however its to is written, as
+// JIDs compare: a domain in other case, with a final dot, or an IDN's
+// A-label. ejabberd routes by the prepared domain but passes the to on as
+// the sender wrote it (a client's enable or command names the push
+// service as its user typed it), over any stream of the listener; served
+// with the options of the stream it came over, a tokenless publish for
+// push2 is answered modify/bad-request (ejabberd deletes the push session
+// on it), and a command runs against the wrong component's apps and
+// domains.
+func TestPeersServeToInOtherSpelling(t *testing.T) {
+	peers := &component.Peers{}
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.Peers = peers })
+	st := f.srv.accept(t)
+	const peer = "push2.bücher.example"
+	srv, _ := peerConn(t, f, peers, peer, true, func(o *component.Options) {
+		o.Dialects = component.Dialects{Tokenless: true, TokenlessApp: "apns"}
+	})
+	srv.accept(t)
+
+	const token = "5eed5eed5eed5eed"
+	for i, to := range []string{peer, "PUSH2.Bücher.Example", "push2.bücher.example.", "push2.xn--bcher-kva.example", "Push2.XN--BCHER-KVA.example."} {
+		st.send(t, fmt.Sprintf(`<iq type='set' from='example.org' to='%s' id='p%d'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='%s%d'><item><notification xmlns='urn:xmpp:push:0'/></item></publish></pubsub></iq>`, to, i, token, i))
+		if r := st.next(t); r.Type != "result" {
+			t.Errorf("tokenless publish to %s routed over %s's stream: %s %s; want a result, as %s takes tokenless pushes", to, compJID, r.Type, r.Inner, peer)
+		}
+	}
+}
