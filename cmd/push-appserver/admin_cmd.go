@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"mellium.im/xmpp/jid"
+
 	"github.com/push-appserver/push-appserver/internal/admin"
 	"github.com/push-appserver/push-appserver/internal/config"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -77,6 +79,19 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "push-appserver registrations prune: -domain is not supported")
 			return 2
 		}
+	}
+	if flt.Domain != "" {
+		// The registry holds an account's domain as the commands
+		// normalised it (lower case, an IDN as its U-label, no final
+		// dot): the operator's spelling, copied from a log or a user's
+		// report, is compared as JIDs compare it, or a domain with
+		// registrations would count none.
+		j, err := jid.Parse(flt.Domain)
+		if err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
+			fmt.Fprintf(stderr, "push-appserver registrations %s: -domain: want an XMPP domain such as example.org, got %q\n", verb, flt.Domain)
+			return 2
+		}
+		flt.Domain = j.Domainpart()
 	}
 	cfg, ok := loadRegistryConfig(*cfgPath, stderr)
 	if !ok {

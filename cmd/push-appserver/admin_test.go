@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
 )
 
 // Secrets of the real mod_push_appserver files in realFileStore.
@@ -496,4 +499,40 @@ func TestPruneRefusesEveryRegistration(t *testing.T) {
 		t.Fatalf("prune -yes -all: exit %d\n%s\n%s", code, out, errs)
 	}
 	s.stop(t)
+}
+
+// registrations list and count -domain find an account's domain however
+// the operator writes it, as JIDs compare it (RFC 7622 §3.2): the
+// registry holds the domain as the commands normalised the account, in
+// lower case and an IDN as its U-label, and an operator copies a domain
+// from a log, a DNS record or a user's report in any case, with a final
+// dot or as its xn-- form. A count of 0 for a domain with registrations
+// says the domain has none.
+func TestRegistrationsDomainFilterAsJIDsCompare(t *testing.T) {
+	cfg := writeConfig(t, "[apps.apns]\nkind = \"log\"\n")
+	dir := filepath.Join(filepath.Dir(cfg), "data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, domain := range []string{"bücher.example", "bücher.example", "example.org"} {
+		r := registry.Registration{Node: fmt.Sprint("n", i), Type: "apns", Token: fmt.Sprint("t", i), Secret: "s", Domain: domain, Registered: time.Now().UTC()}
+		if _, err := store.Register(t.Context(), r.Node, func(registry.Registration, bool) (registry.Registration, error) { return r, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store.Close()
+	for _, domain := range []string{"bücher.example", "Bücher.Example", "xn--bcher-kva.example", "XN--BCHER-KVA.EXAMPLE.", "bücher.example."} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"registrations", "-config", cfg, "-domain", domain, "count"}, &out, &errb); code != 0 || strings.TrimSpace(out.String()) != "2" {
+			t.Errorf("registrations count -domain %s: exit %d, %q %q; want 2", domain, code, out.String(), errb.String())
+		}
+		out.Reset()
+		if code := run([]string{"registrations", "-config", cfg, "-domain", domain, "list"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "\nn0 ") || !strings.Contains(out.String(), "\nn1 ") || strings.Contains(out.String(), "\nn2 ") {
+			t.Errorf("registrations list -domain %s: exit %d, %q %q; want n0 and n1", domain, code, out.String(), errb.String())
+		}
+	}
 }
