@@ -203,6 +203,14 @@ func (a *App) canonicalToken(token string) string {
 	return token
 }
 
+// sameToken reports whether a and b name one device token of the app's
+// push service: the same string, or spellings its service takes as one
+// (APNS: hex in either case). A WebPush subscription's keys are part of
+// its token, so its device key (the endpoint alone) is not asked.
+func (a *App) sameToken(x, y string) bool {
+	return x == y || a.canonical != nil && a.canonical.CanonicalToken(x) == a.canonical.CanonicalToken(y)
+}
+
 // deadline is the app's push deadline now.
 func (a *App) deadline() time.Duration {
 	if a.deadliner != nil {

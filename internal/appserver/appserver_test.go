@@ -1278,3 +1278,40 @@ func TestPushSentAfterRegistryRead(t *testing.T) {
 		t.Fatalf("sent at %v, before the registration was read at %v", b.sent, store.read)
 	}
 }
+
+// hexAnyCase is an app whose service takes a token's hex digits in
+// either case as one device, as APNS does.
+type hexAnyCase struct{ *scripted }
+
+func (hexAnyCase) CanonicalToken(t string) string { return strings.ToLower(t) }
+
+// Registering a node again with its token spelt in other case, for a
+// service that takes hex in either case (APNS), is the same device
+// renewing: it keeps the node's secret, with which the user's server
+// pushes, and is not refused under StrictRegistration. A client that
+// writes the token's digits in upper case after an update otherwise
+// loses its pushes until it enables push again (or, strict, can never
+// renew its node without sending the secret).
+func TestRegisterSameTokenOtherCase(t *testing.T) {
+	ctx := context.Background()
+	for _, strict := range []bool{false, true} {
+		b := &scripted{answers: map[string]error{}}
+		svc, err := appserver.New(memory.New(), []appserver.App{{Name: "apns", Priority: push.PriorityAuto, Backend: hexAnyCase{b}}},
+			appserver.Options{StrictRegistration: strict}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const lower = "0a1b2c3d4e5f0a1b2c3d4e5f0a1b2c3d4e5f0a1b2c3d4e5f0a1b2c3d4e5f0a1b"
+		r1, err := svc.Register(ctx, appserver.Caller{}, "apns", "n1", lower)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := svc.Register(ctx, appserver.Caller{}, "apns", "n1", strings.ToUpper(lower))
+		if err != nil || r2.Secret != r1.Secret {
+			t.Errorf("strict=%v: the same token in upper case: secret kept %v, err %v; want the secret kept", strict, err == nil && r2.Secret == r1.Secret, err)
+		}
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); err != nil {
+			t.Errorf("strict=%v: push with the secret the user's server has: %v", strict, err)
+		}
+	}
+}

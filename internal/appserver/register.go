@@ -154,11 +154,18 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			return registry.Registration{}, err
 		}
 	}
+	sameToken := func(x, y string) bool { return x == y }
+	if app, ok := s.apps[r.Type]; ok {
+		sameToken = app.sameToken
+	}
 	var how string
 	decide := func(old registry.Registration, found bool) (registry.Registration, error) {
 		// The same type and token again is the device renewing, which
-		// the domain's quota always lets through.
-		same := found && old.Type == r.Type && old.Token == r.Token
+		// the domain's quota always lets through; the token as its
+		// service names the device, so that a client writing its APNS
+		// token's digits in the other case keeps the secret the user's
+		// server pushes with.
+		same := found && old.Type == r.Type && sameToken(old.Token, r.Token)
 		if full && (!found || old.Domain != r.Domain && !same) {
 			// Counted before the write, so concurrent registrations can
 			// pass the cap by a few: a guard against filling the
