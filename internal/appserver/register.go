@@ -159,7 +159,10 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 		sameToken = app.sameToken
 	}
 	var how string
+	// newToken is set when a renewal brings another token (see decide).
+	newToken := false
 	decide := func(old registry.Registration, found bool) (registry.Registration, error) {
+		newToken = false
 		// The same type and token again is the device renewing, which
 		// the domain's quota always lets through; the token as its
 		// service names the device, so that a client writing its APNS
@@ -213,6 +216,14 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			return r, nil
 		case same || mine || proof:
 			how = regRenewed
+			if old.Token != r.Token {
+				// The last success was the old token's and says nothing
+				// of this one (tokenWorked). A renewal with the same
+				// token, as clients make every time they connect,
+				// keeps it: the token is the one that took the push.
+				old.LastSuccessfulPush = time.Time{}
+				newToken = true
+			}
 			old.Token = r.Token
 			old.Renewed = r.Registered
 			if old.Owner == "" {
@@ -241,6 +252,11 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 	s.cache.drop(r.Node)
 	stored, err := s.store.Register(ctx, r.Node, decide)
 	s.changed(r.Node)
+	if err == nil && newToken {
+		// Nor may a success of the old token, not written yet, be
+		// written over the cleared one.
+		s.status.forgetSuccessBefore(r.Node, r.Registered)
+	}
 	if errors.Is(err, ErrForbidden) || errors.Is(err, ErrQuota) {
 		s.logger.Info("registration refused", "app", r.Type, "node", r.Node, "reason", err)
 		return registry.Registration{}, err

@@ -195,6 +195,12 @@ func (s *Service) doubtDead(ctx context.Context, node, token string, err error) 
 // tokenWorked returns when a push to node's registration last went
 // through, if one did since its token was last set and the registration
 // still has token. A registry that cannot be read says no.
+//
+// A renewal with the same token (a client registers every time it
+// connects, and a push that wakes it makes it connect) leaves the
+// success standing; one that brings another token clears it (see
+// register), so a success since the registration was made is one of
+// the token it holds.
 func (s *Service) tokenWorked(ctx context.Context, node, token string) (time.Time, bool) {
 	r, err := s.store.Get(ctx, node)
 	if err != nil || r.Token != token {
@@ -204,13 +210,7 @@ func (s *Service) tokenWorked(ctx context.Context, node, token string) (time.Tim
 	if at, ok := s.status.pendingSuccess(node); ok && at.After(last) {
 		last = at
 	}
-	// A renewal may have brought another token: only a success after
-	// it speaks for the token it holds.
-	set := r.Registered
-	if r.Renewed.After(set) {
-		set = r.Renewed
-	}
-	if last.IsZero() || last.Before(set) {
+	if last.IsZero() || last.Before(r.Registered) {
 		return time.Time{}, false
 	}
 	return last, true

@@ -166,6 +166,17 @@ func (w *statusWriter) forget(node string) {
 	w.mu.Unlock()
 }
 
+// forgetSuccessBefore drops node's pending success if it came before t:
+// a push to the token the node had before t, which a renewal replaced.
+func (w *statusWriter) forgetSuccessBefore(node string, t time.Time) {
+	k := statusKey{node, true}
+	w.mu.Lock()
+	if st, ok := w.pending[k]; ok && st.At.Before(t) {
+		delete(w.pending, k)
+	}
+	w.mu.Unlock()
+}
+
 // run writes pending outcomes every interval, and sooner when earlyBatch
 // or maxPending of them are pending, until ctx is done.
 func (w *statusWriter) run(ctx context.Context, interval time.Duration) {
