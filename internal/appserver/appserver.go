@@ -932,6 +932,14 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 			// The node is gone now; say so, so the user's server stops.
 			return fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
+		if s.tokenReplaced(context.WithoutCancel(ctx), t.Type, node, t.Token) {
+			// The device registered a new token while the push was on
+			// its way to the old one: redelivery, which reads the
+			// registration again, takes the push there. Dropped, the
+			// message that caused it would wake no one.
+			n.Summary = s.keptSummary(t.Type, n.Summary)
+			s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, nil)
+		}
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
 	s.opts.Observer.Pushed(t.Type, failedOutcome(err), end.Sub(start))

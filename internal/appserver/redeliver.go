@@ -1331,7 +1331,12 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	case isDead:
 		if a.key.node != "" {
 			s.status.add(registry.PushStatus{Node: a.key.node, At: now, Reason: storedReason(err.Error())})
-			s.unregisterDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, dead)
+			if !s.unregisterDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, dead) &&
+				s.tokenReplaced(context.WithoutCancel(ctx), n.App, a.key.node, n.Token) {
+				// A new token registered while this attempt was at
+				// the old one: the next attempt reads it.
+				return redeliverLater, 0
+			}
 		} else if berr := s.blockDead(context.WithoutCancel(ctx), n.App, n.Token, n.Node, "", dead); berr != nil {
 			return redeliveryFailed, 0
 		}

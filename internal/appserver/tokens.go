@@ -242,6 +242,14 @@ func (s *Service) unregisterDead(ctx context.Context, app, token, node string, d
 	return false
 }
 
+// tokenReplaced reports whether node is still registered for app, with a
+// token other than token: the device registered a new one since a push
+// to token set out. A registry that cannot be read says no.
+func (s *Service) tokenReplaced(ctx context.Context, app, node, token string) bool {
+	r, err := s.store.Get(ctx, node)
+	return err == nil && r.Type == app && r.Token != token
+}
+
 // unregisterSuspect removes node's registration alone, for a refusal a
 // misconfigured app gets for every token (dead.Suspect) that doubtDead
 // let through: node's own token took no push, but another registration
