@@ -1306,12 +1306,21 @@ func TestRegisterSameTokenOtherCase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); err != nil {
+			t.Fatal(err)
+		}
 		r2, err := svc.Register(ctx, appserver.Caller{}, "apns", "n1", strings.ToUpper(lower))
 		if err != nil || r2.Secret != r1.Secret {
 			t.Errorf("strict=%v: the same token in upper case: secret kept %v, err %v; want the secret kept", strict, err == nil && r2.Secret == r1.Secret, err)
 		}
-		if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); err != nil {
-			t.Errorf("strict=%v: push with the secret the user's server has: %v", strict, err)
+		// Nor does it lose the proof that the token took a push: a
+		// refusal a misconfigured app gets for every token keeps the
+		// registration, and the push is answered wait.
+		for _, tok := range []string{lower, strings.ToUpper(lower)} {
+			b.set(tok, &push.DeadTokenError{Since: time.Now(), Reason: "BadDeviceToken", Suspect: true})
+		}
+		if err := svc.Push(ctx, appserver.PushRequest{Node: "n1", Secret: r1.Secret}); !errors.Is(err, appserver.ErrPushFailed) {
+			t.Errorf("strict=%v: push with the secret the user's server has, refused as a misconfigured app is: %v, want ErrPushFailed (wait)", strict, err)
 		}
 	}
 }

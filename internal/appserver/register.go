@@ -216,7 +216,7 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			return r, nil
 		case same || mine || proof:
 			how = regRenewed
-			if old.Token != r.Token {
+			if !sameToken(old.Token, r.Token) {
 				// The last success was the old token's and says nothing
 				// of this one (tokenWorked). A renewal with the same
 				// token, as clients make every time they connect,
