@@ -378,6 +378,11 @@ type Options struct {
 	// latest failed push. 0 means DefaultRedelivery; a negative value
 	// turns redelivery off.
 	Redelivery time.Duration
+	// HeldFile is the file, in the data directory, that keeps the pushes
+	// waiting for redelivery at a stop when the registry refuses them,
+	// for the next start to send (see redeliver_file.go); "" for none,
+	// and they are dropped then.
+	HeldFile string
 	// Changes, when the registry has other writers, tells the cache what
 	// they change; the cache is bypassed until it is listening.
 	Changes ChangeFeed
@@ -531,7 +536,7 @@ func New(store registry.Store, apps []App, opts Options, logger *slog.Logger) (*
 		onSystemClock: onSystemClock,
 	}
 	if opts.Redelivery > 0 {
-		svc.redeliver = newRedeliveries(opts.Redelivery, opts.Now)
+		svc.redeliver = newRedeliveries(opts.Redelivery, opts.Now, opts.HeldFile)
 	}
 	svc.devices = newDeviceLimiter(opts.RateLimit, opts.RateLimitPerToken, maxLimitedDevices, opts.Now, func() {
 		logger.Warn("more devices and sources pushing to them within rate_limit than rate_limit_per_token tracks; the pushes of the others are not counted until some windows end", "devices", maxLimitedDevices)
@@ -602,6 +607,9 @@ func (s *Service) Run(ctx context.Context) {
 		// is never sent from here, and would stay there, with its
 		// summary and tokens, for good.
 		redelivery.Go(func() { s.dropHeld(ctx) })
+	}
+	if s.redeliver == nil {
+		s.removeHeldFileOff()
 	}
 	s.status.run(ctx, s.opts.FlushInterval)
 	redelivery.Wait()

@@ -132,9 +132,14 @@ const (
 	// DropGavePlace: the push waited, and gave its place to another
 	// app's once the room was full (see makeRoom).
 	DropGavePlace DropReason = "gave_place"
-	// DropShutdown: the push waited at shutdown, and the registry did
-	// not keep it.
+	// DropShutdown: the push waited at shutdown, and neither the
+	// registry nor the held file (Options.HeldFile) kept it.
 	DropShutdown DropReason = "shutdown"
+	// DropExpiredStopped: the push was kept in the held file at a stop,
+	// and its redelivery window passed before the next start read it
+	// back: sent that late, it would wake the device for nothing it
+	// still waits for.
+	DropExpiredStopped DropReason = "expired_while_stopped"
 )
 
 // UnreadApp stands for the app of a push whose registration could not
@@ -304,14 +309,26 @@ type redeliveries struct {
 	// whose give-back failed, given back at the next take.
 	fromMove map[redeliveryKey]struct{}
 	refused  []string
+
+	// file is the held file (Options.HeldFile), "" for none. Of the
+	// loop alone: fileSeen is the last one read (or found unreadable and
+	// left), not read again; fileRestored says its pushes were taken
+	// into the wait, and it is removed once they are safe. fromFile,
+	// guarded by mu, holds the devices whose wait holds a push of the
+	// file that is neither written to the registry nor ended yet.
+	file         string
+	fileSeen     os.FileInfo
+	fileRestored bool
+	fromFile     map[redeliveryKey]struct{}
 }
 
-func newRedeliveries(window time.Duration, now func() time.Time) *redeliveries {
+func newRedeliveries(window time.Duration, now func() time.Time, file string) *redeliveries {
 	host, _ := os.Hostname()
 	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
 		lease: redeliveryLease, max: redeliveryMax, maxBytes: redeliveryMaxBytes, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
 		pending: map[redeliveryKey]*pendingPush{}, apps: map[string]*appRoom{}, drops: map[RedeliveryDrop]uint64{},
-		dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{}}
+		dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{},
+		file: file, fromFile: map[redeliveryKey]struct{}{}}
 }
 
 // urgency orders priorities: a device waiting for an alert keeps it when
@@ -703,6 +720,7 @@ func (r *redeliveries) dropAll() int {
 	clear(r.dirty)
 	clear(r.stored)
 	clear(r.fromMove)
+	clear(r.fromFile)
 	clear(r.apps)
 	r.bytes, r.unread, r.tokens, r.tokenBytes = 0, 0, 0, 0
 	r.count.Store(0)
@@ -814,6 +832,8 @@ func (r *redeliveries) appsBack() {
 func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	delete(r.pending, key)
 	delete(r.fromMove, key)
+	// Ended: no longer the held file's to keep.
+	delete(r.fromFile, key)
 	if _, ok := r.stored[key]; ok {
 		r.dirty[key] = struct{}{}
 	} else {
@@ -1039,7 +1059,7 @@ func (s *Service) RedeliveryDrops() map[RedeliveryDrop]uint64 {
 		return nil
 	}
 	drops := s.redeliver.droppedBy()
-	for _, reason := range []DropReason{DropNoRoom, DropGavePlace, DropShutdown} {
+	for _, reason := range []DropReason{DropNoRoom, DropGavePlace, DropShutdown, DropExpiredStopped} {
 		for app := range s.apps {
 			drops[RedeliveryDrop{App: app, Reason: reason}] += 0
 		}
@@ -1133,6 +1153,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			// rows once its lease lapsed, and a wait that ended since
 			// must be gone from the registry by then.
 			s.writePending(ctx)
+			s.heldFileSafe()
 			s.handOver(ctx)
 			if r.takeSoon.Swap(false) || time.Since(lastTake) >= r.poll {
 				s.takeHeld(ctx)

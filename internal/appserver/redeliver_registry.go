@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -163,6 +164,8 @@ func (r *redeliveries) written(w pendingWrite) {
 	for _, k := range w.putKeys {
 		r.stored[k] = struct{}{}
 		delete(r.fromMove, k)
+		// In the registry now: no longer the held file's to keep.
+		delete(r.fromFile, k)
 		if r.pending[k] == nil {
 			r.dirty[k] = struct{}{}
 		}
@@ -199,35 +202,6 @@ func (r *redeliveries) unwritten(keys, puts []redeliveryKey) {
 		if _, ok := r.stored[k]; ok || r.pending[k] != nil {
 			r.dirty[k] = struct{}{}
 		}
-	}
-}
-
-// unwrittenCount is the number of devices waiting whose push the registry
-// does not hold as it is, and of those, how many each app has. A wait that is a moved row's push alone is
-// held: the row stays in the registry, this server's, until a write
-// replaces it.
-func (r *redeliveries) unwrittenCount() (n int, byApp map[string]int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	byApp = map[string]int{}
-	for key := range r.dirty {
-		if p := r.pending[key]; p != nil {
-			if _, moved := r.fromMove[key]; !moved {
-				n++
-				byApp[p.n.App]++
-			}
-		}
-	}
-	return n, byApp
-}
-
-// lostAtShutdown counts as dropped the pushes of each app in byApp that
-// the registry did not keep at shutdown.
-func (r *redeliveries) lostAtShutdown(byApp map[string]int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for app, n := range byApp {
-		r.drop(app, DropShutdown, n)
 	}
 }
 
@@ -306,9 +280,14 @@ func (s *Service) writePendingWithin(ctx context.Context, within time.Duration) 
 
 // holdPending writes what still waits to the registry at shutdown and
 // releases it there, for the next server to start (or another instance)
-// to send.
+// to send. What the registry refuses goes to the held file, for this
+// server's next start (see redeliver_file.go).
 func (s *Service) holdPending() {
 	r := s.redeliver
+	// A held file another process wrote since this one last looked (the
+	// old process of an upgrade in place) is taken in first: the file
+	// this stop may write replaces it.
+	s.restoreHeldFile()
 	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
 	defer cancel()
 	// The whole of holdTimeout: no lease needs renewing after this
@@ -319,11 +298,39 @@ func (s *Service) holdPending() {
 		// lease; the rest went to the other servers.
 		s.writePendingWithin(ctx, holdTimeout)
 	}
-	lost, lostBy := r.unwrittenCount()
+	unwritten := r.unwrittenPushes()
+	lost := len(unwritten)
+	var fileErr error
+	if lost > 0 && r.file != "" {
+		// After the registry's attempt, which holdTimeout bounds: a
+		// local write of a few MB at most, well within the stop's time.
+		var saved int
+		saved, fileErr = s.keepInFile(unwritten)
+		if saved > 0 {
+			s.logger.Warn("pushes waiting for redelivery written to the data directory's file of held pushes: the registry did not keep them; the next start sends them",
+				"pushes", saved, "path", r.file, "err", r.writeErr)
+		}
+		if fileErr == nil && saved < lost {
+			fileErr = fmt.Errorf("the file holds %d bytes at most", maxHeldFileBytes)
+		}
+		unwritten = unwritten[saved:]
+	} else if lost == 0 && r.fileRestored {
+		// The registry holds every push that waits, those read back
+		// from the file among them.
+		s.removeHeldFile("pushes read back from the file of held pushes are in the registry or ended: file removed")
+	}
 	waiting := r.dropAll()
-	if lost > 0 {
-		r.lostAtShutdown(lostBy)
-		s.logger.Error("pushes waiting for redelivery lost at shutdown: the registry did not keep them", "pushes", lost, "err", r.writeErr)
+	if len(unwritten) > 0 {
+		r.mu.Lock()
+		for _, rec := range unwritten {
+			r.drop(rec.Push.App, DropShutdown, 1)
+		}
+		r.mu.Unlock()
+		attrs := []any{"pushes", len(unwritten), "err", r.writeErr}
+		if fileErr != nil {
+			attrs = append(attrs, "path", r.file, "file_err", fileErr)
+		}
+		s.logger.Error("pushes waiting for redelivery lost at shutdown: neither the registry nor the file of held pushes kept them", attrs...)
 	}
 	if waiting == lost && !r.leased {
 		return
@@ -368,9 +375,12 @@ func (s *Service) lostLease(keys []redeliveryKey) {
 		"pushes", n, "lease", r.lease)
 }
 
-// takeHeld takes the pushes the registry holds (see holdPending) into
-// this server's wait.
+// takeHeld takes the pushes the registry holds (see holdPending), and
+// those of the held file (see restoreHeldFile), into this server's wait.
 func (s *Service) takeHeld(ctx context.Context) {
+	// This server's own, before what others left: the registry's may be
+	// older copies of the same waits.
+	s.restoreHeldFile()
 	const page = 1000
 	kept := 0
 	// Bounded as writePending is: the loop must not hang on it.

@@ -20,7 +20,7 @@ func (r *redeliveries) due(limit int) []redeliveryAttempt {
 
 func newTestRedeliveries() (*redeliveries, *fakeclock.Clock) {
 	c := fakeclock.New(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
-	return newRedeliveries(10*time.Minute, c.Now), c
+	return newRedeliveries(10*time.Minute, c.Now, ""), c
 }
 
 func TestRedeliveryBookkeeping(t *testing.T) {

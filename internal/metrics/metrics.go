@@ -354,7 +354,7 @@ func (m *Metrics) WatchRedelivery(stats func() appserver.RedeliveryStats, drops 
 	})
 	dropped := prometheus.CounterOpts{
 		Name: "push_appserver_redelivery_dropped_total",
-		Help: "Failed pushes redelivery dropped (the dropped outcome of push_appserver_redeliveries_total), by the push's app (unknown for a push whose registration could not be read yet) and reason: no_room (no room to wait), gave_place (its place given to another app's push once the room was full), shutdown (waiting at shutdown, and the registry did not keep it).",
+		Help: "Failed pushes redelivery dropped (the dropped outcome of push_appserver_redeliveries_total), by the push's app (unknown for a push whose registration could not be read yet) and reason: no_room (no room to wait), gave_place (its place given to another app's push once the room was full), shutdown (waiting at shutdown, kept neither by the registry nor in the data directory's file of held pushes), expired_while_stopped (kept in that file at a stop, and its redelivery window passed before the next start).",
 	}
 	m.reg.MustRegister(dropsCollector{
 		desc:  prometheus.NewDesc(dropped.Name, dropped.Help, []string{"app", "reason"}, nil),
