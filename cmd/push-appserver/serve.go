@@ -374,6 +374,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		CacheSize:   cfg.CacheSize(),
 		OutageGrace: cfg.OutageGraceOption(),
 		Redelivery:  cfg.RedeliveryOption(),
+		HeldFile:    filepath.Join(cfg.DataDir, heldFileName),
 		Observer:    &credentialsObserver{Observer: m, g: credentials},
 
 		StrictRegistration:        cfg.StrictRegistration,
@@ -885,6 +886,10 @@ func waitForRegistry(ctx context.Context, cfg *config.Config, logger *slog.Logge
 		}
 	}
 }
+
+// heldFileName is the file in data_dir that keeps the pushes waiting for
+// redelivery at a stop when the registry refuses them, for the next start.
+const heldFileName = "held-pushes.json"
 
 // openStore opens the registry the config names.
 func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (registry.Store, error) {
