@@ -348,7 +348,8 @@ func (s *Server) RequirePasswords(t testing.TB) {
 // -R) and starts it on a port of its own, stopped when the test ends:
 // it answers reads, refuses writes with SQLSTATE 25006 and LISTEN
 // likewise, until Promote. The databases DB made before are there too;
-// DSN gives one's address on the standby.
+// DSN gives one's address on the standby. It returns once the standby
+// streams from the server, which then lists it in pg_stat_replication.
 func (s *Server) Standby(t testing.TB) *Server {
 	t.Helper()
 	s.once.Do(func() { s.err = s.start() })
@@ -373,7 +374,120 @@ func (s *Server) Standby(t testing.TB) *Server {
 	if err := daemon.OnFreePort(func(port int) error { return sb.launch(sb.bin, sb.data, sb.cred, port) }); err != nil {
 		t.Fatalf("starting the standby: %v", err)
 	}
-	return sb
+	// It answers once its copy is consistent, which may be before its
+	// WAL receiver has reached the primary.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		conn, err := pgx.Connect(ctx, sb.dsn("postgres"))
+		if err != nil {
+			t.Fatalf("connecting to the standby: %v", err)
+		}
+		var n int
+		err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'`).Scan(&n)
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatalf("asking the standby whether it streams: %v", err)
+		}
+		if n > 0 {
+			return sb
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the standby does not stream from the primary after a minute")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// SetSystem sets a parameter for the whole server (ALTER SYSTEM, then a
+// reload), as a DBA would in postgresql.conf, and returns once a new
+// session has it; when the test ends it is set back the same way. A setting
+// given on the server's command line (synchronous_commit among them,
+// see launch) cannot be changed so. The tests of a package share their
+// server: only for tests that run alone.
+func (s *Server) SetSystem(t testing.TB, name, value string) {
+	t.Helper()
+	before := s.setting(t, name)
+	s.setSystem(t, `ALTER SYSTEM SET `+name+` = '`+strings.ReplaceAll(value, "'", "''")+`'`, name, value)
+	t.Cleanup(func() {
+		back := `ALTER SYSTEM SET ` + name + ` = '` + strings.ReplaceAll(before, "'", "''") + `'`
+		if before == "" {
+			back = `ALTER SYSTEM RESET ` + name
+		}
+		s.setSystem(t, back, name, before)
+	})
+}
+
+// SyncStandbys sets synchronous_standby_names for the whole server (see
+// SetSystem) and returns once n of the standbys streaming from it are
+// ones a commit waits for (sync_state sync or quorum): each walsender
+// takes the setting up at its own pace, after a new session already has
+// it.
+func (s *Server) SyncStandbys(t testing.TB, names string, n int) {
+	t.Helper()
+	s.SetSystem(t, "synchronous_standby_names", names)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for {
+		var got int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got == n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("PostgreSQL test server: %d synchronous standby(s) a minute after synchronous_standby_names = %q, want %d", got, names, n)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// setting is the value of the parameter name in a new session.
+func (s *Server) setting(t testing.TB, name string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (s *Server) setSystem(t testing.TB, stmt, name, value string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, q := range []string{stmt, `SELECT pg_reload_conf()`} {
+		if err := s.exec(ctx, q); err != nil {
+			t.Fatalf("PostgreSQL test server: %s: %v", q, err)
+		}
+	}
+	// The reload is asynchronous.
+	for {
+		v := s.setting(t, name)
+		if v == value {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("PostgreSQL test server: %s is %q a minute after setting it to %q", name, v, value)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Promote makes a standby the primary and returns once it takes writes.
