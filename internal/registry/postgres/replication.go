@@ -103,7 +103,7 @@ func (r Replication) Risks() []string {
 		return nil
 	}
 	var out []string
-	ourOwn := fmt.Sprintf("ALTER ROLE %s SET synchronous_commit = on, or ALTER DATABASE %s SET …", r.Role, r.Database)
+	ourOwn := fmt.Sprintf("ALTER ROLE %s SET synchronous_commit = on, or ALTER DATABASE %s SET synchronous_commit = on", r.Role, r.Database)
 	if r.SyncCommit == "off" {
 		out = append(out, fmt.Sprintf("synchronous_commit is off for our sessions (set by %s): a registration answered OK is not yet written to disk, and a crash of PostgreSQL loses it even without a failover; set it to on, for our role or database alone if the server's other users want it off (%s)",
 			r.SyncCommitSource, ourOwn))
@@ -117,7 +117,7 @@ func (r Replication) Risks() []string {
 		out = append(out, fmt.Sprintf("%d standby(s) stream from this PostgreSQL server, but commits do not wait for any (%s): after a failover, the registrations answered OK in the moments before the primary failed can be missing, and every push to those devices is refused as to an unknown node (ejabberd then disables push for the user); to make commits wait for a standby, set synchronous_standby_names on the primary (e.g. 'ANY 1 (*)') and keep synchronous_commit at on, remote_write or remote_apply, which may be set for our role or database alone (%s)",
 			r.Standbys, why, ourOwn))
 	case r.waits() && r.SyncStandbys == 0:
-		out = append(out, fmt.Sprintf("synchronous_standby_names (%q) names no standby that streams now: every commit waits for one until statement_timeout ends the wait, and is then kept on this server alone; start the standby it names, or name those that stream (pg_stat_replication's application_name)",
+		out = append(out, fmt.Sprintf("synchronous_standby_names (%q) names no standby that streams now: every commit that writes waits for one, and registrations fail after statement_timeout and a second, though PostgreSQL keeps them on this server alone; start the standby it names, or name those that stream (pg_stat_replication's application_name)",
 			r.StandbyNames))
 	}
 	return out
