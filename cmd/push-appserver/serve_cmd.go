@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/push/apns"
 	"github.com/push-appserver/push-appserver/internal/push/webpush"
+	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 )
 
@@ -125,18 +127,39 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 			return err
 		},
 	}
+	// The registry is opened once, for every check that reads it.
+	var (
+		opened  sync.Once
+		store   registry.Store
+		openErr error
+	)
+	openRegistry := func(ctx context.Context) (registry.Store, error) {
+		opened.Do(func() {
+			store, openErr = openStore(ctx, cfg, quiet)
+			if openErr != nil {
+				// A nil *postgres.Store in the interface is no nil
+				// store: the close below would call it.
+				store = nil
+			}
+			if cfg.Database.Driver == "postgres" && postgres.Unreachable(openErr) {
+				openErr = fmt.Errorf("%w: %w", configcheck.ErrUnreachable, openErr)
+			}
+		})
+		return store, openErr
+	}
+	defer func() {
+		if store != nil {
+			store.Close()
+		}
+	}()
 	// The registry is read only when it exists: check-config creates
 	// nothing.
 	if _, err := os.Stat(cfg.Database.Path); cfg.Database.Driver != "sqlite" || err == nil {
 		opts.TypeCounts = func(ctx context.Context) (map[string]int, error) {
-			store, err := openStore(ctx, cfg, quiet)
-			if cfg.Database.Driver == "postgres" && postgres.Unreachable(err) {
-				return nil, fmt.Errorf("%w: %w", configcheck.ErrUnreachable, err)
-			}
+			store, err := openRegistry(ctx)
 			if err != nil {
 				return nil, err
 			}
-			defer store.Close()
 			cctx, cancel := context.WithTimeout(ctx, typeCountLimit)
 			defer cancel()
 			counts, err := store.CountByType(cctx)
@@ -147,6 +170,20 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 				return nil, fmt.Errorf("%w (over %s): %w", configcheck.ErrSlow, typeCountLimit, err)
 			}
 			return counts, err
+		}
+	}
+	if cfg.Database.Driver == "postgres" {
+		opts.Replication = func(ctx context.Context) ([]string, error) {
+			store, err := openRegistry(ctx)
+			if err != nil {
+				return nil, err
+			}
+			src, ok := store.(replicationSource)
+			if !ok {
+				return nil, nil
+			}
+			r, err := src.Replication(ctx)
+			return r.Risks(), err
 		}
 	}
 	findings := configcheck.Check(ctx, cfg, opts)

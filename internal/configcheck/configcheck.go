@@ -1,7 +1,8 @@
 // Package configcheck checks what loading a configuration cannot: that the
 // apps' key and certificate files load, that certificates are not about to
-// expire, that the data directory is writable, and that every registration
-// in the registry has an app to be pushed through.
+// expire, that the data directory is writable, that every registration
+// in the registry has an app to be pushed through, and that PostgreSQL
+// keeps the registrations it answered OK through a crash and a failover.
 package configcheck
 
 import (
@@ -54,7 +55,13 @@ type Options struct {
 	// that check. An error wrapping ErrUnreachable or ErrSlow is a
 	// warning only.
 	TypeCounts func(ctx context.Context) (map[string]int, error)
-	Now        func() time.Time
+	// Replication returns the warnings about the durability of what
+	// the registry commits (a PostgreSQL registry: its
+	// synchronous_commit, and standbys that commits do not wait for);
+	// nil skips that check. Each is a warning, not an error: the
+	// server runs as well either way, and the settings are the DBA's.
+	Replication func(ctx context.Context) ([]string, error)
+	Now         func() time.Time
 }
 
 // Check runs every check on cfg, a configuration that loaded without
@@ -125,6 +132,18 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
 				// and go nowhere.
 				warn("%d registration(s) of type %q, whose app only logs its pushes (kind %q, the default when a file defines no apps): they are answered OK and reach no device; give apps.%s its kind and credentials", counts[t], t, config.KindLog, t)
 			}
+		}
+	}
+	if opts.Replication != nil {
+		risks, err := opts.Replication(ctx)
+		switch {
+		case errors.Is(err, ErrUnreachable) && opts.TypeCounts != nil:
+			// Said by the count already.
+		case err != nil:
+			warn("registry: could not tell whether its commits survive a crash and reach PostgreSQL's standbys: %v", err)
+		}
+		for _, r := range risks {
+			warn("registry: %s", r)
 		}
 	}
 	return out

@@ -66,3 +66,46 @@ func TestRegistrationsOfLogApps(t *testing.T) {
 		t.Fatalf("warnings of registrations of log apps: %q, want one, of the 3 of apns", said)
 	}
 }
+
+// TestReplicationWarnings guards that what the registry's replication
+// settings risk is said, each as a warning and never an error (the unit
+// checks before every start and reload, and the settings are the
+// DBA's), that a failure to read them is a warning too, and that a
+// registry that cannot be reached is said once, by the count.
+func TestReplicationWarnings(t *testing.T) {
+	unreachable := fmt.Errorf("%w: dial tcp: connection refused", ErrUnreachable)
+	for _, tt := range []struct {
+		name  string
+		risks []string
+		err   error
+		want  []string // the warnings' texts, in order
+	}{
+		{"none", nil, nil, nil},
+		{"risks", []string{"a", "b"}, nil, []string{"registry: a", "registry: b"}},
+		{"not read", nil, errors.New("permission denied"), []string{"registry: could not tell whether its commits survive a crash and reach PostgreSQL's standbys: permission denied"}},
+		{"unreachable", nil, unreachable, []string{"registry not checked: " + unreachable.Error()}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := &config.Config{Database: config.Database{Driver: "postgres"}}
+			out := Check(context.Background(), cfg, Options{
+				TypeCounts: func(context.Context) (map[string]int, error) {
+					if errors.Is(tt.err, ErrUnreachable) {
+						return nil, tt.err
+					}
+					return nil, nil
+				},
+				Replication: func(context.Context) ([]string, error) { return tt.risks, tt.err },
+			})
+			var got []string
+			for _, f := range out {
+				if f.Error {
+					t.Errorf("an error: %v", f)
+				}
+				got = append(got, f.Text)
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("warnings %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
