@@ -422,6 +422,9 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		})
 	}
 	wg.Go(func() { m.WatchRegistrations(runCtx, time.Minute, appNames, store.CountByType, logger) })
+	if src, ok := store.(replicationSource); ok {
+		wg.Go(func() { watchReplication(runCtx, src, replicationEvery, m.CommitsReplicated(), logger) })
+	}
 
 	// The components stop first on shutdown, and on their own context:
 	// each serves what its XMPP server still sends until the stream is
@@ -956,6 +959,67 @@ func registryCheck(ctx context.Context, store any) []httpapi.Check {
 	// pushes go on: neither up nor down.
 	readOnly := func() bool { return errors.Is(probe.Err(), registry.ErrReadOnly) }
 	return []httpapi.Check{{Name: "registry", HealthOnly: true, OK: probe.OK, ReadOnly: readOnly}}
+}
+
+// replicationSource is a registry that can say whether what it commits
+// survives a crash and a failover (PostgreSQL's).
+type replicationSource interface {
+	Replication(ctx context.Context) (postgres.Replication, error)
+}
+
+// replicationEvery is how often the server asks PostgreSQL again
+// whether its commits wait for a standby: a failover moves the pool to
+// another server, and a DBA adds a standby or changes the settings,
+// without a word to us. One small query a minute.
+const replicationEvery = time.Minute
+
+// watchReplication asks src every interval, from the start until ctx
+// ends, whether a registration answered OK survives a crash and a
+// failover, sets the gauge (see metrics.CommitsReplicated) and logs
+// what it found at the start and whenever it changes: the risks at
+// warn, each naming the settings that remove it. A check that fails is
+// said at warn once until one succeeds again.
+func watchReplication(ctx context.Context, src replicationSource, interval time.Duration, set func(int), logger *slog.Logger) {
+	var said string // what was logged last
+	failing := false
+	check := func() {
+		cctx, cancel := context.WithTimeout(ctx, interval)
+		defer cancel()
+		r, err := src.Replication(cctx)
+		if err != nil {
+			if !failing && ctx.Err() == nil {
+				logger.Warn("could not tell whether the registry's commits survive a crash and reach PostgreSQL's standbys; asking again every minute", "err", err)
+			}
+			failing = true
+			return
+		}
+		failing = false
+		set(r.Replicated())
+		risks := r.Risks()
+		now := fmt.Sprint(r.Replicated(), r.Standbys, risks)
+		if now == said {
+			return
+		}
+		said = now
+		for _, risk := range risks {
+			logger.Warn("registry: " + risk)
+		}
+		// Last, so that a reader of the log who finds it has the
+		// warnings of the same check before it.
+		logger.Info("registry replication", "standbys", r.Standbys, "commits_replicated", r.Replicated(),
+			"synchronous_standby_names", r.StandbyNames, "synchronous_commit", r.SyncCommit)
+	}
+	check()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			check()
+		}
+	}
 }
 
 // appBreaker is an app's misconfiguration breaker, for health and

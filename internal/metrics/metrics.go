@@ -441,6 +441,25 @@ func (m *Metrics) Starting(starting func() bool) {
 	}))
 }
 
+// CommitsReplicated returns the setter of
+// push_appserver_registry_commits_replicated, whether a registration
+// answered OK survives a failover to a PostgreSQL standby: 1 commits
+// wait for a streaming standby, 0 standbys stream (or one is named)
+// and commits do not wait for them, -1 no standby streams. The series
+// appears at the first value set: a registry without standbys
+// (SQLite) has none, and one not asked yet shows no guess.
+func (m *Metrics) CommitsReplicated() func(int) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "push_appserver_registry_commits_replicated",
+		Help: "Whether a registration's commit waits for a PostgreSQL standby, checked every minute: 1 it does (a failover loses no registration answered OK), 0 standbys stream but commits do not wait for them (a failover may lose the last ones: the log says which settings remove the risk), -1 no standby streams from the server.",
+	})
+	var once sync.Once
+	return func(v int) {
+		once.Do(func() { m.reg.MustRegister(g) })
+		g.Set(float64(v))
+	}
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
