@@ -172,6 +172,12 @@ func Restore(ctx context.Context, backup, path string) (n int, aside string, err
 	if n, err = openCopy(ctx, tmp); err != nil {
 		return 0, "", fmt.Errorf("restore: the backup %s is not a registry this version can open: %w; nothing was restored", backup, err)
 	}
+	// A server started while the copy was made (seconds for a million
+	// registrations) would go on writing to the registry moved aside
+	// from under it.
+	if err := notInUse(ctx, path); err != nil {
+		return 0, "", fmt.Errorf("restore: %w; nothing was restored", err)
+	}
 	if _, err := os.Stat(path); err == nil {
 		stamp := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
 		aside = stamp
