@@ -83,6 +83,29 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 	s.stop(t)
 }
 
+// TestRedeliveryOfPushAnsweredJustBeforeKill guards the promise behind a
+// push answered as failed for a temporary reason (an outage of the push
+// service: the XMPP server hears wait and does not send it again): it is
+// kept for redelivery in the registry before it is answered, so a server
+// killed right after the answer (kill -9, the OOM killer) loses it not,
+// and the next server sends it once the push service is back.
+func TestRedeliveryOfPushAnsweredJustBeforeKill(t *testing.T) {
+	bin := buildBinary(t)
+	am, addr, config := apnsConfig(t)
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	token := pushDuringOutage(t, s, am)
+	// Killed as soon as the answer came.
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	am.Reset()
+	killed := time.Now()
+	s = startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	sentOnceAfterKill(t, am, token, killed)
+	s.stop(t)
+}
+
 // killKeeping kills s (kill -9) once the push it keeps for redelivery has
 // been written to the registry, within a tick (a second) of being kept,
 // and has APNS take pushes again. It returns when s died.

@@ -947,6 +947,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 			// message that caused it would wake no one.
 			n.Summary = s.keptSummary(t.Type, n.Summary)
 			s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, nil)
+			s.redeliver.awaitWritten(context.WithoutCancel(ctx))
 		}
 		return fmt.Errorf("%w: %w", ErrPushFailed, err)
 	}
@@ -956,6 +957,9 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	if redeliverable(err) {
 		n.Summary = s.keptSummary(t.Type, n.Summary)
 		s.redeliver.keepChecked(redeliveryKey{node: node}, n, t.Secret, err)
+		// Answered once the registry holds it: the user's server,
+		// told to wait, does not send it again.
+		s.redeliver.awaitWritten(context.WithoutCancel(ctx))
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }

@@ -320,6 +320,22 @@ type redeliveries struct {
 	fileSeen     os.FileInfo
 	fileRestored bool
 	fromFile     map[redeliveryKey]struct{}
+
+	// A push kept for redelivery is answered (wait) only once the
+	// registry holds it, or a write of it was tried (see awaitWritten):
+	// the user's server does not send it again, and a server killed
+	// (kill -9, the OOM killer) within the tick before the loop's next
+	// write lost it. changes counts the keeps (guarded by mu); tried is
+	// the count the last finished write took in, and triedCh is closed
+	// when a write finishes (both guarded by mu). writeSoon asks the
+	// loop to write at once; looping says the loop runs, and
+	// writesFailing that its last write failed: while the registry
+	// refuses writes, a failed push is answered at once, as before.
+	changes, tried uint64
+	triedCh        chan struct{}
+	writeSoon      chan struct{}
+	looping        atomic.Bool
+	writesFailing  atomic.Bool
 }
 
 func newRedeliveries(window time.Duration, now func() time.Time, file string) *redeliveries {
@@ -328,7 +344,60 @@ func newRedeliveries(window time.Duration, now func() time.Time, file string) *r
 		lease: redeliveryLease, max: redeliveryMax, maxBytes: redeliveryMaxBytes, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
 		pending: map[redeliveryKey]*pendingPush{}, apps: map[string]*appRoom{}, drops: map[RedeliveryDrop]uint64{},
 		dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{},
-		file: file, fromFile: map[redeliveryKey]struct{}{}}
+		file: file, fromFile: map[redeliveryKey]struct{}{},
+		triedCh: make(chan struct{}), writeSoon: make(chan struct{}, 1)}
+}
+
+// keptWriteWait bounds how long a push kept for redelivery waits for the
+// write that puts it in the registry before it is answered: a write
+// takes milliseconds, and a registry slower than this is in trouble,
+// which a push service's outage should not make every answer wait for.
+const keptWriteWait = time.Second
+
+// awaitWritten returns once the loop has tried to write what was kept up
+// to now to the registry (within keptWriteWait, ctx, and while the loop
+// runs and its writes go through), so that a push answered as kept
+// survives the process.
+func (r *redeliveries) awaitWritten(ctx context.Context) {
+	if r == nil || !r.looping.Load() || r.writesFailing.Load() {
+		return
+	}
+	r.mu.Lock()
+	want := r.changes
+	r.mu.Unlock()
+	select {
+	case r.writeSoon <- struct{}{}:
+	default:
+	}
+	timer := time.NewTimer(keptWriteWait)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		done, ch := r.tried >= want, r.triedCh
+		r.mu.Unlock()
+		if done || !r.looping.Load() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// writeTried records that a write of what was kept up to changes has
+// finished, whatever its outcome, and wakes the pushes waiting for it.
+func (r *redeliveries) writeTried(changes uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if changes > r.tried {
+		r.tried = changes
+	}
+	close(r.triedCh)
+	r.triedCh = make(chan struct{})
 }
 
 // urgency orders priorities: a device waiting for an alert keeps it when
@@ -375,6 +444,7 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.changes++
 	defer func() {
 		p := r.pending[key]
 		if p == nil {
@@ -1103,6 +1173,8 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	defer t.Stop()
 	s.takeHeld(ctx)
 	s.writePending(ctx)
+	r.looping.Store(true)
+	defer r.looping.Store(false)
 	lastTake, lastSummary := time.Now(), time.Now()
 	summarized := s.redeliverySnapshot()
 	// The due pushes are taken out a batch at a time, larger than the
@@ -1130,6 +1202,10 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// The pushes waiting for a write are answered now; what
+			// waits is written by holdPending.
+			r.looping.Store(false)
+			r.writeTried(0)
 			// What is queued stays waiting; holdPending keeps it. The
 			// attempts under way finish by their deadline, which may be
 			// longer than what is left of the lease: it is renewed
@@ -1148,6 +1224,10 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			s.holdPending()
 			return
 		case <-freed:
+		case <-r.writeSoon:
+			// A push just kept waits for this write to be answered.
+			s.writePending(ctx)
+			continue
 		case <-t.C:
 			// Written first: a take may give back this server's own
 			// rows once its lease lapsed, and a wait that ended since

@@ -93,6 +93,9 @@ func (h heldPush) wait() (redeliveryKey, push.Notification, *unreadPush) {
 // pendingWrite is what writePending writes: the devices whose wait
 // changed, and for those that still wait, their push.
 type pendingWrite struct {
+	// changes is redeliveries.changes when the write was taken out:
+	// every push kept before it is in the write.
+	changes       uint64
 	keys          []redeliveryKey
 	putKeys, gone []redeliveryKey
 	put           []registry.HeldPush
@@ -129,10 +132,11 @@ func (r *redeliveries) changed() pendingWrite {
 		}
 	}
 	clear(r.dirty)
+	changes := r.changes
 	r.mu.Unlock()
 	// Named and encoded outside the lock, which pushes wait for: what set
 	// made is never changed.
-	w := pendingWrite{keys: keys, gone: gone, del: make([]string, len(gone)), put: make([]registry.HeldPush, 0, len(put))}
+	w := pendingWrite{changes: changes, keys: keys, gone: gone, del: make([]string, len(gone)), put: make([]registry.HeldPush, 0, len(put))}
 	for i, key := range gone {
 		w.del[i] = key.device()
 	}
@@ -244,6 +248,7 @@ func (s *Service) writePending(ctx context.Context) error {
 func (s *Service) writePendingWithin(ctx context.Context, within time.Duration) error {
 	r := s.redeliver
 	w := r.changed()
+	defer r.writeTried(w.changes)
 	if len(w.keys) == 0 && len(r.moved) == 0 && (!r.leased || time.Since(r.renewed) < r.lease/3) {
 		return nil
 	}
@@ -258,6 +263,7 @@ func (s *Service) writePendingWithin(ctx context.Context, within time.Duration) 
 	switch {
 	case err == nil:
 		r.written(w)
+		r.writesFailing.Store(false)
 		r.moved = r.moved[moved:]
 		if r.writeErr != nil {
 			s.logger.Info("pushes waiting for redelivery written to the registry again")
@@ -269,6 +275,7 @@ func (s *Service) writePendingWithin(ctx context.Context, within time.Duration) 
 	case errors.Is(err, registry.ErrLeaseLost):
 		s.lostLease(w.keys)
 	default:
+		r.writesFailing.Store(true)
 		r.unwritten(w.keys, w.putKeys)
 		if r.writeErr == nil && ctx.Err() == nil {
 			s.logger.Warn("writing the pushes waiting for redelivery to the registry; they are lost if this server dies before a write succeeds", "err", err)

@@ -163,6 +163,7 @@ func (s *Service) pushToken(ctx context.Context, tp TokenPush, start time.Time) 
 	if redeliverable(err) {
 		n.Summary = s.keptSummary(tp.App, n.Summary)
 		s.redeliver.keepChecked(redeliveryKey{app: tp.App, token: tp.Token}, n, "", err)
+		s.redeliver.awaitWritten(context.WithoutCancel(ctx))
 	}
 	return fmt.Errorf("%w: %w", ErrPushFailed, err)
 }
