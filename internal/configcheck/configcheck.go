@@ -17,6 +17,8 @@ import (
 	"sort"
 	"time"
 
+	"software.sslmate.com/src/go-pkcs12"
+
 	"github.com/push-appserver/push-appserver/internal/config"
 )
 
@@ -99,6 +101,13 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
 		if a.Kind == config.KindAPNS && a.CertFile != "" {
 			checkExpiry(&out, "apps."+n+".cert_file", a.CertFile, opts.Now())
 		}
+		// A PKCS#12 export holds the certificate too: it expires as
+		// one on cert_file does, and every push of the app fails then.
+		if a.Kind == config.KindAPNS && a.PKCS12File != "" {
+			checkExpiryWith(&out, "apps."+n+".pkcs12_file", opts.Now(), func() (time.Time, error) {
+				return PKCS12Expiry(a.PKCS12File, a.KeyPassword)
+			})
+		}
 	}
 	if cfg.HTTP.TLSListen != "" {
 		// As serve loads them: a key that does not match, or cannot be
@@ -150,7 +159,12 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) []Finding {
 }
 
 func checkExpiry(out *[]Finding, key, path string, now time.Time) {
-	notAfter, err := CertificateExpiry(path)
+	checkExpiryWith(out, key, now, func() (time.Time, error) { return CertificateExpiry(path) })
+}
+
+// checkExpiryWith is checkExpiry for a certificate that expiry reads.
+func checkExpiryWith(out *[]Finding, key string, now time.Time, expiry func() (time.Time, error)) {
+	notAfter, err := expiry()
 	if err != nil {
 		*out = append(*out, Finding{Error: true, Text: fmt.Sprintf("%s: %v", key, err)})
 		return
@@ -165,6 +179,25 @@ func checkExpiry(out *[]Finding, key, path string, now time.Time) {
 	case left < config.CertificateExpiryWarning:
 		*out = append(*out, Finding{Text: fmt.Sprintf("%s: the certificate expires on %s, in %d days", key, notAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))})
 	}
+}
+
+// PKCS12Expiry returns when the certificate of the PKCS#12 file at path
+// expires; password is as the configuration writes key_password (a
+// literal, env:NAME or file:/path).
+func PKCS12Expiry(path, password string) (time.Time, error) {
+	pw, err := config.ResolveSecret(password)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("key_password: %w", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	_, cert, _, err := pkcs12.DecodeChain(data, pw)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return cert.NotAfter, nil
 }
 
 // CertificateExpiry returns when the first certificate in the PEM file at
