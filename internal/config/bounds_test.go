@@ -206,3 +206,35 @@ publish_options_apps = { apns = "ios", "fcm:prod" = "ios" }
 		t.Errorf("warnings for a configuration written as README shows it:\n%s", strings.Join(c.Warnings, "\n"))
 	}
 }
+
+// TestPushTimeoutsThatFailEveryPushRefused guards push_timeout and an
+// app's push_deadline against values no push service answers within: a
+// typo such as "15ms" for "15s" (or a fraction of a second written as
+// seconds) loaded as "configuration OK", and every push, its
+// redeliveries included, then ran out of time and was answered wait:
+// no device was woken while the server looked healthy. Like ttl and
+// keepalive, they must be at least a second (0 keeps the default).
+func TestPushTimeoutsThatFailEveryPushRefused(t *testing.T) {
+	for _, tc := range []struct{ text, key string }{
+		{"rate_limit = 0\npush_timeout = \"1ns\"\n", "push_timeout"},
+		{"rate_limit = 0\npush_timeout = \"15ms\"\n", "push_timeout"},
+		{"rate_limit = 0\npush_timeout = 0.5\n", "push_timeout"},
+		{"[apps.ios]\nkind = \"log\"\npush_deadline = \"5ms\"\n", "apps.ios.push_deadline"},
+		{"[apps.ios]\nkind = \"log\"\npush_deadline = 0.001\n", "apps.ios.push_deadline"},
+	} {
+		_, err := Parse(tc.text, t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), tc.key+":") {
+			t.Errorf("%q: %v, want a problem with %s", tc.text, err, tc.key)
+		}
+	}
+	for _, text := range []string{
+		"rate_limit = 0\npush_timeout = \"1s\"\n",
+		"push_timeout = 0\n",
+		"[apps.ios]\nkind = \"log\"\npush_deadline = \"1s\"\n",
+		"[apps.ios]\nkind = \"log\"\npush_deadline = 0\n",
+	} {
+		if _, err := Parse(text, t.TempDir()); err != nil {
+			t.Errorf("%q: %v", text, err)
+		}
+	}
+}

@@ -790,6 +790,11 @@ func (c *Config) validate() []error {
 	if c.RegistrationCache < 0 {
 		bad("registration_cache", "must not be negative (0 turns the cache off)")
 	}
+	if c.PushTimeout.D() < minPushTime {
+		// Nothing answers that fast: every push, its redeliveries
+		// included, would run out of time and be answered wait.
+		bad("push_timeout", "want at least %s (0 keeps the default, %s), got %s: no push service answers within it", minPushTime, appserver.DefaultPushTimeout, c.PushTimeout.D())
+	}
 	if c.RateLimit > 0 && c.RateLimit >= c.PushTimeout {
 		// The throttle holds a burst's last push for the next window,
 		// within push_timeout: one that ends first drops that push.
@@ -946,6 +951,12 @@ func (c *Config) validate() []error {
 // modify/not-acceptable; this bound leaves about 500 bytes.
 const maxTigasePayloadSize = 3584
 
+// minPushTime is the shortest push_timeout and push_deadline: APNS and
+// FCM answer in some tens of milliseconds, a new connection's handshake
+// takes longer, and a push that ran out of time is answered wait, so a
+// typo such as "15ms" for "15s" would fail every push.
+const minPushTime = time.Second
+
 // maxAlertText is the longest alert or notification text of an app
 // (alert_title, alert_body, sound, notification_title,
 // notification_body) that check-config does not warn of.
@@ -1034,6 +1045,11 @@ func (a *App) validate(key string) []error {
 		if st, err := os.Stat(a.CAPath); err != nil || !st.IsDir() {
 			bad("ca_path", "not a directory: %s", a.CAPath)
 		}
+	}
+	if d := a.PushDeadline.D(); d < minPushTime {
+		// As push_timeout: a deadline shorter than a push service's
+		// answer fails every push of the app.
+		bad("push_deadline", "want at least %s (0 keeps the default, %s), got %s: no push service answers within it", minPushTime, push.DefaultPushDeadline, d)
 	}
 	if d := a.TTL.D(); d < 0 || d > 0 && d < time.Second {
 		// Push services count whole seconds: a shorter one goes out

@@ -170,7 +170,7 @@ func (c *closer) Close() error {
 // by when every push that took it has ended; not before, and not the
 // new one, nor an app's whose rebuilt backend failed.
 func TestReloadClosesReplacedBackend(t *testing.T) {
-	const pushTimeout = 100 * time.Millisecond
+	const pushTimeout = time.Second
 	base := fmt.Sprintf("rate_limit = 0\npush_timeout = %q\n[apps.a]\nkind = \"log\"\n[apps.b]\nkind = \"log\"\n", pushTimeout)
 	oldA, oldB, newA := newCloser("a1"), newCloser("b1"), newCloser("a2")
 	r := New(parse(t, base), Options{
