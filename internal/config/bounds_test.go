@@ -238,3 +238,20 @@ func TestPushTimeoutsThatFailEveryPushRefused(t *testing.T) {
 		}
 	}
 }
+
+// A statement_timeout under a millisecond went to PostgreSQL as 0, no
+// bound at all, and one of a few milliseconds fails the registry's
+// statements: both refused, as the default and sane values are not.
+func TestStatementTimeoutBounds(t *testing.T) {
+	base := "[database]\ndriver = \"postgres\"\ndsn = \"postgres://localhost/push\"\n"
+	for _, v := range []string{"\"500us\"", "\"10ms\"", "0.05"} {
+		if _, err := Parse(base+"statement_timeout = "+v+"\n", t.TempDir()); err == nil || !strings.Contains(err.Error(), "database.statement_timeout:") {
+			t.Errorf("statement_timeout = %s: %v, want a problem with database.statement_timeout", v, err)
+		}
+	}
+	for _, v := range []string{"\"100ms\"", "\"5s\"", "0"} {
+		if _, err := Parse(base+"statement_timeout = "+v+"\n", t.TempDir()); err != nil {
+			t.Errorf("statement_timeout = %s: %v", v, err)
+		}
+	}
+}

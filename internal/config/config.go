@@ -857,6 +857,11 @@ func (c *Config) validate() []error {
 		}
 		if c.Database.StatementTimeout < 0 {
 			bad("database.statement_timeout", "must not be negative")
+		} else if d := c.Database.StatementTimeout.D(); d < minStatementTimeout {
+			// PostgreSQL counts whole milliseconds: under one it
+			// was sent as 0, no bound at all; and a bound of a few
+			// fails the registry's statements at any load.
+			bad("database.statement_timeout", "want at least %s (0 keeps the default, 5s), got %s", minStatementTimeout, d)
 		}
 	default:
 		bad("database.driver", "want sqlite or postgres, got %q", c.Database.Driver)
@@ -950,6 +955,9 @@ func (c *Config) validate() []error {
 // notification was larger than APNS and FCM take, and was answered
 // modify/not-acceptable; this bound leaves about 500 bytes.
 const maxTigasePayloadSize = 3584
+
+// minStatementTimeout is the shortest database.statement_timeout.
+const minStatementTimeout = 100 * time.Millisecond
 
 // minPushTime is the shortest push_timeout and push_deadline: APNS and
 // FCM answer in some tens of milliseconds, a new connection's handshake
