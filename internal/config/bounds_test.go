@@ -255,3 +255,27 @@ func TestStatementTimeoutBounds(t *testing.T) {
 		}
 	}
 }
+
+// A mod_push_appserver option that overrides the same setting written
+// under our own name in the file says so, as one overriding an app's
+// does: the file's rate_limit or debugging was otherwise dropped without
+// a word. The same value twice is no override.
+func TestSeedOptionOverridingTopLevelWarned(t *testing.T) {
+	for _, tc := range []struct {
+		text, warn string
+	}{
+		{"rate_limit = 2\npush_appserver_rate_limit = 7\n", "push_appserver_rate_limit overrides rate_limit"},
+		{"debugging = false\npush_appserver_debugging = true\n", "push_appserver_debugging overrides debugging"},
+		{"rate_limit = 7\npush_appserver_rate_limit = 7\n", ""},
+		{"push_appserver_rate_limit = 7\n", ""},
+	} {
+		c, err := Parse(tc.text, t.TempDir())
+		if err != nil {
+			t.Fatalf("%q: %v", tc.text, err)
+		}
+		got := strings.Join(c.Warnings, "\n")
+		if tc.warn == "" && strings.Contains(got, "overrides") || tc.warn != "" && !strings.Contains(got, tc.warn) {
+			t.Errorf("%q: warnings %q, want %q", tc.text, got, tc.warn)
+		}
+	}
+}

@@ -127,6 +127,7 @@ type Config struct {
 	seed seedOptions
 	// Whether a zero value was written out, where zero means "off".
 	rateLimitExplicit  bool
+	debuggingExplicit  bool
 	httpListenExplicit bool
 	cacheExplicit      bool
 	graceExplicit      bool
@@ -441,6 +442,7 @@ func Parse(text, dir string) (*Config, error) {
 	// and an explicit 0 or "" written so is still the operator's "off".
 	defined := func(key ...string) bool { return keys[strings.Join(key, ".")] }
 	c.rateLimitExplicit = defined("rate_limit")
+	c.debuggingExplicit = defined("debugging")
 	c.httpListenExplicit = defined("http", "listen")
 	c.cacheExplicit = defined("registration_cache")
 	c.proxiesExplicit = defined("http", "trusted_proxies")

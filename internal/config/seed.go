@@ -69,9 +69,15 @@ func secondsFit(v float64) bool {
 func (s *seedOptions) apply(c *Config) []error {
 	var ps []error
 	if s.Debugging != nil {
+		if c.debuggingExplicit && c.Debugging != *s.Debugging {
+			c.Warnings = append(c.Warnings, "push_appserver_debugging overrides debugging set in the file")
+		}
 		c.Debugging = *s.Debugging
 	}
 	if s.RateLimit != nil {
+		if c.rateLimitExplicit && c.RateLimit != Duration(*s.RateLimit*float64(time.Second)) {
+			c.Warnings = append(c.Warnings, "push_appserver_rate_limit overrides rate_limit set in the file")
+		}
 		if *s.RateLimit < 0 {
 			ps = append(ps, fmt.Errorf("push_appserver_rate_limit: must not be negative"))
 		} else if !secondsFit(*s.RateLimit) {
