@@ -211,6 +211,15 @@ func (a *App) sameToken(x, y string) bool {
 	return x == y || a.canonical != nil && a.canonical.CanonicalToken(x) == a.canonical.CanonicalToken(y)
 }
 
+// tokenName is token as sameToken compares it: one string for the
+// spellings the app's push service takes as one.
+func (a *App) tokenName(token string) string {
+	if a.canonical != nil {
+		return a.canonical.CanonicalToken(token)
+	}
+	return token
+}
+
 // deadline is the app's push deadline now.
 func (a *App) deadline() time.Duration {
 	if a.deadliner != nil {
@@ -927,7 +936,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		err = s.doubtDead(ctx, node, t.Token, err)
 	}
 	if err == nil {
-		s.status.add(registry.PushStatus{Node: node, At: now, Success: true})
+		s.status.addSuccess(node, app.tokenName(t.Token), now)
 		s.redeliver.settled(redeliveryKey{node: node})
 		s.redeliver.took(t.Type)
 		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, end.Sub(start))

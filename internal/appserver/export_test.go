@@ -1,6 +1,9 @@
 package appserver
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // SetRedeliveryTiming shortens redelivery's backoff, the interval at
 // which it looks for due pushes and the one at which it asks the registry
@@ -23,3 +26,6 @@ func (s *Service) SetRedeliveryLease(d time.Duration) { s.redeliver.lease = d }
 func (s *Service) SetRedeliveryRoom(devices, bytes int) {
 	s.redeliver.max, s.redeliver.maxBytes = devices, bytes
 }
+
+// FlushStatus writes the pending push outcomes to the registry now.
+func (s *Service) FlushStatus(ctx context.Context) { s.status.flush(ctx) }

@@ -1424,7 +1424,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	switch dead, isDead := push.IsDeadToken(err); {
 	case err == nil:
 		if a.key.node != "" {
-			s.status.add(registry.PushStatus{Node: a.key.node, At: now, Success: true})
+			s.status.addSuccess(a.key.node, app.tokenName(n.Token), now)
 		}
 		s.logger.Debug("push redelivered", "app", n.App, "node", n.Node)
 		s.redeliver.took(n.App)

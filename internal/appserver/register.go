@@ -253,9 +253,14 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 	stored, err := s.store.Register(ctx, r.Node, decide)
 	s.changed(r.Node)
 	if err == nil && newToken {
-		// Nor may a success of the old token, not written yet, be
+		// Nor may a success of the old token, not written yet or
+		// answered after this write (a push on its way to it), be
 		// written over the cleared one.
-		s.status.forgetSuccessBefore(r.Node, r.Registered)
+		canonical := r.Token
+		if app, ok := s.apps[r.Type]; ok {
+			canonical = app.tokenName(r.Token)
+		}
+		s.status.tokenSet(r.Node, canonical)
 	}
 	if errors.Is(err, ErrForbidden) || errors.Is(err, ErrQuota) {
 		s.logger.Info("registration refused", "app", r.Type, "node", r.Node, "reason", err)

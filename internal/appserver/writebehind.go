@@ -48,7 +48,28 @@ type statusWriter struct {
 	written      *recentSet
 	writtenSince time.Time
 	seed         maphash.Seed
+
+	// changes holds, for tokenChangeMemory after a renewal brought a
+	// node another token, that token (as its app compares tokens): a push
+	// that set out to the old token and is answered after the renewal
+	// took the old token's push, and its success must not become the new
+	// token's proof (tokenWorked). prunedAt is when changes last shed its
+	// old entries.
+	changes  map[string]tokenChange
+	prunedAt time.Time
 }
+
+// tokenChange is a node's new token and when it was set (this process's
+// clock, monotonic).
+type tokenChange struct {
+	token string
+	at    time.Time
+}
+
+// tokenChangeMemory is how long a token change is remembered: longer than
+// a push can be on its way, from the read of its registration through
+// the throttle's wait and the push service's answer.
+const tokenChangeMemory = 10 * time.Minute
 
 // successResolution is how often at most a device's success is written: a
 // registration's last_successful_push lags its last push by at most this.
@@ -109,6 +130,7 @@ func newStatusWriter(store registry.Store, logger *slog.Logger) *statusWriter {
 		kick:    make(chan struct{}, 1),
 		written: newRecentSet(writtenBuckets),
 		seed:    maphash.MakeSeed(),
+		changes: make(map[string]tokenChange),
 	}
 }
 
@@ -166,15 +188,39 @@ func (w *statusWriter) forget(node string) {
 	w.mu.Unlock()
 }
 
-// forgetSuccessBefore drops node's pending success if it came before t:
-// a push to the token the node had before t, which a renewal replaced.
-func (w *statusWriter) forgetSuccessBefore(node string, t time.Time) {
-	k := statusKey{node, true}
+// addSuccess records a push to node's token that went through; token is
+// the token the push went to, as its app compares tokens. A push that set
+// out before a renewal brought the node another token is not recorded:
+// the success is the old token's, and says nothing of the new one.
+func (w *statusWriter) addSuccess(node, token string, at time.Time) {
 	w.mu.Lock()
-	if st, ok := w.pending[k]; ok && st.At.Before(t) {
-		delete(w.pending, k)
-	}
+	c, changed := w.changes[node]
 	w.mu.Unlock()
+	if changed && c.token != token {
+		return
+	}
+	w.add(registry.PushStatus{Node: node, At: at, Success: true})
+}
+
+// tokenSet notes that a renewal gave node token (as its app compares
+// tokens), once the registry holds it, and drops node's pending success:
+// whatever push it records set out before, to the old token (or, in
+// the moment since the write, to the new one: a proof lost, not a false
+// one made).
+func (w *statusWriter) tokenSet(node, token string) {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.pending, statusKey{node, true})
+	w.changes[node] = tokenChange{token: token, at: now}
+	if now.Sub(w.prunedAt) >= time.Minute {
+		w.prunedAt = now
+		for n, c := range w.changes {
+			if now.Sub(c.at) > tokenChangeMemory {
+				delete(w.changes, n)
+			}
+		}
+	}
 }
 
 // run writes pending outcomes every interval, and sooner when earlyBatch
