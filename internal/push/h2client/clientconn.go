@@ -887,6 +887,17 @@ func (cc *clientConn) closeWith(err error) {
 	cc.hook(true)
 }
 
+// drain takes no new requests on the connection, as after a GOAWAY: the
+// requests under way end as they would, and the connection closes with
+// the last of them.
+func (cc *clientConn) drain() {
+	cc.mu.Lock()
+	cc.draining = true
+	cc.mu.Unlock()
+	cc.released()
+	cc.hook(true) // waiters may now dial instead
+}
+
 // Close ends the connection; requests under way fail.
 func (cc *clientConn) Close() error {
 	cc.closeWith(net.ErrClosed)

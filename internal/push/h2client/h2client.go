@@ -370,6 +370,13 @@ func (p *pool) do(ctx context.Context, req *Request) (Response, error) {
 			if c.reported.CompareAndSwap(false, true) {
 				h.connected()
 			}
+			if resp.StatusCode == http.StatusMisdirectedRequest {
+				// The connection cannot serve the host (RFC 9110
+				// 15.5.20): the request may be sent again, over
+				// another one. Kept, every retry would meet the same
+				// answer there.
+				c.cc.drain()
+			}
 			return resp, nil
 		}
 		// The read loop marks a connection answered before it fails the
