@@ -1031,10 +1031,13 @@ func (s *Service) admit(ctx context.Context, key throttleKey, app string, start,
 			ctx, cancel = s.deadlines.WithDeadline(ctx, deadline)
 			defer cancel()
 		}
-		// push.Wait: a push waiting for its window does no work, so it
-		// does not hold the adapter's concurrency slot meanwhile.
+		// push.WaitOrRefuse: a push waiting for its window does no
+		// work, so it does not hold the adapter's concurrency slot
+		// meanwhile; with no place to wait without it, the push is
+		// refused as the throttle's others are, rather than stop the
+		// adapter, and every other sender's pushes, for the window.
 		began := time.Now()
-		if err := push.Wait(ctx, wait); err != nil {
+		if err := push.WaitOrRefuse(ctx, wait); err != nil {
 			s.throttle.abandon(key)
 			s.opts.Observer.Pushed(app, OutcomeThrottled, time.Since(start))
 			return 0, time.Time{}, fmt.Errorf("%w: %w", ErrThrottled, err)

@@ -119,6 +119,25 @@ func (s *Slot) Pause() {
 	}
 }
 
+// TryPause is Pause that, with no waiting place free, keeps the working
+// place and reports false rather than letting the push wait holding it:
+// a push that may as well not wait (a throttle's delayed push, which the
+// throttle may refuse instead) then ends at once (see WaitOrRefuse).
+func (s *Slot) TryPause() bool {
+	held := s.held.Load()
+	if s.left || held == nil || held == &s.p.waiting {
+		return true
+	}
+	select {
+	case s.p.waiting <- struct{}{}:
+		s.held.Store(&s.p.waiting)
+		<-*held
+		return true
+	default:
+		return false
+	}
+}
+
 // PauseElsewhere gives the place held back outright (see Places).
 func (s *Slot) PauseElsewhere() { s.Release() }
 

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/deadline"
@@ -92,6 +93,36 @@ func Wait(ctx context.Context, d time.Duration) error {
 		}
 	}
 	return err
+}
+
+// ErrNoWaitingPlace is WaitOrRefuse's answer when every place to wait
+// without a working place is taken.
+var ErrNoWaitingPlace = errors.New("no place left to wait")
+
+// tryPauser is a Waiting that can tell when it has no place to wait in
+// without holding its working place (a Slot).
+type tryPauser interface {
+	TryPause() bool
+}
+
+// WaitOrRefuse is Wait for a push that may as well not be sent (a
+// throttle's delayed push, which stands for pushes already refused): when
+// ctx's Waiting has no place left to wait without its working place, it
+// returns ErrNoWaitingPlace at once rather than waiting holding that
+// place. Held, such waits stop the input the push came from (the XMPP
+// component's reader) until they end, and with it every other sender's
+// pushes: whoever can ask for two pushes within the throttle's window at
+// each of a few thousand nodes of their own would stop it for a window
+// at a time.
+func WaitOrRefuse(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	if p, ok := ctx.Value(waitingKey{}).(tryPauser); ok && !p.TryPause() {
+		return ErrNoWaitingPlace
+	}
+	// Paused already, Wait's Pause keeps the waiting place.
+	return Wait(ctx, d)
 }
 
 // Elsewhere runs fn, a push's request to a service that someone else

@@ -850,16 +850,18 @@ func (p *workers) close() { close(p.jobs) }
 
 // waitingPerSlot is how many pushes may wait on a timer without an
 // in-flight slot, per slot (MaxInFlight): 768 by default, about 6 MiB of
-// stacks. A client then holds every slot only with a push waiting for
-// its window at each of 4 × MaxInFlight nodes of its own (1,024 by
-// default), and only until those windows pass.
+// stacks. A throttle's delayed push that finds none free is refused as
+// throttled (push.WaitOrRefuse) rather than wait holding its slot: held,
+// 4 × MaxInFlight such pushes at nodes of one client's own stopped the
+// reader for a window, and every other server's pushes on the stream
+// with it.
 //
 // A handler's push gives its slot up while it only waits (push.Places)
 // and, after the wait, takes one of its own kind, resumed, rather than a
 // fresh one: pushes coming back from a wait then never queue in front of
-// fresh ones either. With no waiting place free, a push waits holding its
-// slot, and once every slot is held so the reader stops until their waits
-// end.
+// fresh ones either. With no waiting place free, a retry's backoff waits
+// holding its slot, and once every slot is held so the reader stops until
+// their waits end.
 const waitingPerSlot = 3
 
 // tracker counts the IQs being handled and tells when none is.
