@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -172,6 +175,11 @@ func (l *ConnLimit) client(c net.Conn) netip.Addr {
 func (l *ConnLimit) take(client netip.Addr) (refused string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.takeLocked(client)
+}
+
+// takeLocked is take with l.mu held.
+func (l *ConnLimit) takeLocked(client netip.Addr) (refused string) {
 	// The client's bound first: a client over it is named as such even
 	// when the slots are gone too.
 	n := 0
@@ -193,6 +201,12 @@ func (l *ConnLimit) take(client netip.Addr) (refused string) {
 // release gives back what take took.
 func (l *ConnLimit) release(client netip.Addr) {
 	l.mu.Lock()
+	l.releaseLocked(client)
+	l.mu.Unlock()
+}
+
+// releaseLocked is release with l.mu held.
+func (l *ConnLimit) releaseLocked(client netip.Addr) {
 	l.held--
 	if client.IsValid() {
 		if n := l.clients[client]; n > 1 {
@@ -201,7 +215,6 @@ func (l *ConnLimit) release(client netip.Addr) {
 			delete(l.clients, client)
 		}
 	}
-	l.mu.Unlock()
 }
 
 func (l *ConnLimit) refuse(c net.Conn, client netip.Addr, why string) {
@@ -284,6 +297,104 @@ type limitConn struct {
 	lim    *ConnLimit
 	client netip.Addr
 	once   sync.Once
+	// requests is how many requests the connection carries at once
+	// (see beginRequest); guarded by lim.mu.
+	requests int
+}
+
+// beginRequest counts a request the connection carries, or returns why
+// it may not. Over HTTP/2 a connection carries up to
+// MaxStreamsPerConnection requests at once, each a handler that may
+// wait ReadTimeout for its body, with a goroutine and a body buffer:
+// about 28 KiB each, 0.9 MiB a connection where an HTTP/1.1 connection
+// holds about 25 KiB. Bounded by connections alone, one client address
+// held 115 MiB this way, and the slots tens of GiB. So each request
+// beyond the connection's first holds a slot, and one of its client's
+// share, as a connection of its own would: a client's HTTP/2
+// connections hold no more requests than its HTTP/1.1 connections can.
+func (c *limitConn) beginRequest() (refused string) {
+	l := c.lim
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.requests > 0 {
+		if why := l.takeLocked(c.client); why != "" {
+			return why
+		}
+	}
+	c.requests++
+	return ""
+}
+
+// endRequest gives back what beginRequest took.
+func (c *limitConn) endRequest() {
+	l := c.lim
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c.requests--
+	if c.requests > 0 {
+		l.releaseLocked(c.client)
+	}
+}
+
+// connKey is the context key of a request's *limitConn (see
+// limitContext).
+type connKey struct{}
+
+// limitContext keeps c in the context of its requests, when c is a
+// connection LimitListener admitted (under TLS or not): limitRequests
+// reads it there. An http.Server's ConnContext.
+func limitContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if lc, ok := c.(*limitConn); ok {
+		return context.WithValue(ctx, connKey{}, lc)
+	}
+	return ctx
+}
+
+// limitRequests bounds the requests of an HTTP/2 connection that
+// LimitListener admitted (see limitConn.beginRequest). An HTTP/1.x
+// connection carries one request at a time, which its own slot covers:
+// those go straight through.
+type limitRequests struct{ next http.Handler }
+
+func (h limitRequests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor < 2 {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	c, _ := r.Context().Value(connKey{}).(*limitConn)
+	if c == nil {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	if why := c.beginRequest(); why != "" {
+		c.lim.refuseRequest(c.client, why)
+		// The stream is reset at once, its handler gone: an answer
+		// would wait for a client that need not read it, holding
+		// the handler up to WriteTimeout. The request was never
+		// served, so the client may send it again.
+		panic(http.ErrAbortHandler)
+	}
+	defer c.endRequest()
+	h.next.ServeHTTP(w, r)
+}
+
+// refuseRequest counts and logs a request refused by why, as refuse
+// does a connection.
+func (l *ConnLimit) refuseRequest(client netip.Addr, why string) {
+	l.tell(why)
+	switch why {
+	case RefusedClient:
+		l.refusals.Do(func() {
+			l.logger.Info("HTTP/2 request refused: its client holds http.max_connections_per_client in connections and requests already", "client", clientString(client), "max", l.perClient)
+		})
+	case RefusedSlots:
+		l.full.Do(func() {
+			l.logger.Warn("HTTP/2 request refused: every connection slot the descriptor limit leaves the HTTP listeners is taken (raise LimitNOFILE, or find who holds them)", "slots", l.slots)
+		})
+	}
 }
 
 func (c *limitConn) Close() error {

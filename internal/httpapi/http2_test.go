@@ -3,8 +3,12 @@ package httpapi_test
 import (
 	"bytes"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,5 +71,128 @@ func TestHTTP2StreamsPerConnectionBounded(t *testing.T) {
 		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.ErrCode == http2.ErrCodeRefusedStream {
 			refused++
 		}
+	}
+}
+
+// peerListener reports every connection it accepts as coming from peer,
+// each on its own port, so that the per-client share applies to a test
+// client on loopback.
+type peerListener struct {
+	net.Listener
+	peer netip.Addr
+}
+
+func (l peerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	port := c.RemoteAddr().(*net.TCPAddr).Port
+	return peerConnAt{Conn: c, addr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(l.peer, uint16(port)))}, nil
+}
+
+type peerConnAt struct {
+	net.Conn
+	addr *net.TCPAddr
+}
+
+func (c peerConnAt) RemoteAddr() net.Addr { return c.addr }
+
+// Over HTTP/2 one connection carries up to MaxStreamsPerConnection
+// requests at once, each a handler that may wait ReadTimeout (10 s) for
+// a body that never comes, with a body buffer and a goroutine: about
+// 28 KiB each, 0.9 MiB a connection, where an HTTP/1.1 connection in the
+// same wait holds about 25 KiB. Measured with the binary, one client
+// address at its max_connections_per_client (128) held 115 MiB this way,
+// and the slots the descriptor limit leaves (49,152 under systemd's
+// LimitNOFILE=65536) some 44 GiB, taken by a few hundred addresses (an
+// IPv6 /56). A request beyond a connection's first must hold a slot and
+// one of its client's share, as a connection of its own would, so that
+// a client's HTTP/2 connections hold no more requests than its HTTP/1.1
+// connections could.
+func TestHTTP2StreamsHoldClientShare(t *testing.T) {
+	const perClient = 4
+	cert := testCertificate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entered, exited atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered.Add(1)
+		defer exited.Add(1)
+		io.Copy(io.Discard, r.Body) // waits for a body that never comes
+	})
+	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: perClient})
+	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	client := netip.MustParseAddr("198.51.100.7")
+	go srv.ServeTLS(httpapi.LimitListener(peerListener{Listener: sockio.Listener{Listener: ln}, peer: client}, lim), "", "")
+	defer srv.Close()
+
+	// open opens a connection of the client, whose frames a reader
+	// counts the refused streams of.
+	open := func() (*tls.Conn, *http2.Framer, *atomic.Int64) {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(http2.ClientPreface))
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
+		var refused atomic.Int64
+		go func() {
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					return
+				}
+				if _, ok := f.(*http2.RSTStreamFrame); ok {
+					refused.Add(1)
+				}
+			}
+		}()
+		return c, fr, &refused
+	}
+	// streams opens n requests on fr whose bodies never come, and
+	// returns how many were refused, once each is refused or runs.
+	streams := func(fr *http2.Framer, refused *atomic.Int64, n int) int {
+		before := entered.Load() - exited.Load()
+		for i := range n {
+			var hb bytes.Buffer
+			enc := hpack.NewEncoder(&hb)
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "x"}, {":path", "/push_appserver/v1/push"}, {"content-length", "4096"}} {
+				enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb.Bytes(), EndHeaders: true})
+		}
+		for deadline := time.Now().Add(5 * time.Second); int(refused.Load()+entered.Load()-exited.Load()-before) < n && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return int(refused.Load())
+	}
+
+	c, fr, rst := open()
+	const n = httpapi.MaxStreamsPerConnection
+	refused := streams(fr, rst, n)
+	if running := entered.Load() - exited.Load(); running > perClient || refused != n-int(running) {
+		t.Fatalf("one connection of a client with a share of %d runs %d requests at once (%d of %d refused): its streams hold no share", perClient, running, refused, n)
+	}
+	// Connections and requests share the client's share: it is whole.
+	if c2, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}); err == nil {
+		c2.Close()
+		t.Fatal("a client whose requests hold its share was given another connection")
+	}
+	// Requests that end give their slots back.
+	c.Close()
+	for deadline := time.Now().Add(5 * time.Second); entered.Load() != exited.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handlers still run after their connection closed", entered.Load()-exited.Load())
+		}
+	}
+	c3, fr3, rst3 := open()
+	defer c3.Close()
+	if refused := streams(fr3, rst3, perClient); refused != 0 {
+		t.Fatalf("after the requests ended, %d of %d refused: their slots were not given back", refused, perClient)
 	}
 }

@@ -263,10 +263,15 @@ const MaxStreamsPerConnection = 32
 // NewServer wraps h in an http.Server with timeouts, so a slow or idle
 // client cannot hold connections open (slowloris). The write timeout leaves
 // room for a push that waits for the throttle window and the push service.
+//
+// On connections a LimitListener admitted, each HTTP/2 request beyond a
+// connection's first holds a slot of its ConnLimit and one of its
+// client's share (see limitConn.beginRequest).
 func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Addr:              addr,
-		Handler:           h,
+		Handler:           limitRequests{next: h},
+		ConnContext:       limitContext,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      40 * time.Second,
