@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"runtime/debug"
@@ -90,15 +91,18 @@ type Options struct {
 	// many minutes, while the server's pushes go nowhere. Default 60 s.
 	KeepAlive time.Duration
 	// MaxStanza bounds the size in bytes of the IQs served: a larger one
-	// is answered modify/not-acceptable. Default 64 KiB. Any stanza may
-	// be skippedStanzas times larger before it ends the stream: anyone
-	// can send one to our JID, and XMPP servers route stanzas of up to
-	// 256 KiB (Prosody's clients) or 512 KiB (between servers), opening
-	// tag included, and escape them again on the way (Prosody writes each
-	// " of a text as six bytes), so one such stanza would otherwise take
-	// the component, and every push it carries, off its server. Messages
-	// and presences carry nothing for us and are skipped without being
-	// kept. A push publish is served up to that size, since its walk
+	// is answered modify/not-acceptable. Default 64 KiB. No stanza ends
+	// the stream by its size: anyone can send one to our JID, and XMPP
+	// servers route stanzas of up to 256 KiB (Prosody's clients) or
+	// 512 KiB (between servers), and write them again on the way, larger
+	// (Prosody writes each " of a text as six bytes, and an element's
+	// name space on every element whose parent's differs: see
+	// decoder.skipStanza), so one such stanza would otherwise take the
+	// component, and every push it carries, off its server. Messages and
+	// presences carry nothing for us and are skipped without being
+	// kept; of an IQ, skippedStanzas times MaxStanza is read, and the
+	// rest skipped and the IQ answered as too large. A push publish is
+	// served up to that size, since its walk
 	// keeps a few KiB of it: with Prosody's push_notification_with_body
 	// or ejabberd's include_body, it carries a message's whole body, and
 	// anyone could send a message long enough.
@@ -669,8 +673,9 @@ func pingIQ(jid, tag string, seq uint64) []byte {
 	return b.Bytes()
 }
 
-// skippedStanzas is how many times MaxStanza a stanza may be before it
-// ends the stream (see Options.MaxStanza).
+// skippedStanzas is how many times MaxStanza of a stanza the decoder
+// hands out before it reads the rest without keeping it (see
+// Options.MaxStanza).
 const skippedStanzas = 64
 
 // read decodes top-level stanzas until the stream ends and dispatches the
@@ -694,11 +699,15 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		c.handle(m.slot.Context(), m, w)
 	})
 	defer workers.close()
-	// Every stanza, opening tag and all, is read within the same bound:
-	// anyone can send our JID a message, or an IQ with a long id, larger
-	// than MaxStanza, and an IQ over MaxStanza is answered, not the
-	// stream left (see Options.MaxStanza).
-	lr.limit.Store(skippedStanzas * c.opts.MaxStanza)
+	// No stanza ends the stream by its size: anyone can send our JID a
+	// message, or an IQ with a long id, larger than MaxStanza, and the
+	// server's serialization of it may be larger by far (see
+	// decoder.skipStanza). What is kept of a stanza is bounded instead:
+	// past skippedStanzas × MaxStanza the decoder hands out no more of
+	// it, and the rest is read and dropped. An IQ over MaxStanza is
+	// answered (see Options.MaxStanza).
+	lr.limit.Store(math.MaxInt64)
+	d.read, d.bound = &lr.n, skippedStanzas*c.opts.MaxStanza
 	// walkIn keeps nothing of an IQ's payloads after a publish when it
 	// has a function to call at one; the bound needs no raising there.
 	publish := func() {}
@@ -728,8 +737,9 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			return readStreamError(d, t)
 		}
 		if t.Name.Local != "iq" {
-			// Messages and presences carry nothing for us.
-			if err := d.Skip(); err != nil {
+			// Messages and presences carry nothing for us: read
+			// through, whatever their size.
+			if err := d.skipStanza(); err != nil {
 				return err
 			}
 			d.shrink()
@@ -738,7 +748,14 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		m := new(streamIQ)
 		q := &m.iq
 		err = q.walkIn(d, t, &m.mem, publish)
-		over := lr.n.Load() > c.opts.MaxStanza
+		// An IQ past the decoder's bound is read to its end, and
+		// answered as one over MaxStanza, whatever it carries: its
+		// payload was not read whole.
+		truncated := errors.Is(err, errStanzaTooLarge)
+		if truncated {
+			err = d.skipStanza()
+		}
+		over := truncated || lr.n.Load() > c.opts.MaxStanza
 		if over {
 			d.shrink()
 		}
@@ -754,9 +771,16 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			// stream: no sender can use such an answer.
 			continue
 		}
-		if over && q.PubSub == nil {
+		if truncated || over && q.PubSub == nil {
+			typ := stanza.Modify
+			if q.PubSub != nil {
+				// A publish is the user's server's: wait, as for a
+				// notification too large for the push service, keeps
+				// the push session (ejabberd ends it on any other).
+				typ = stanza.Wait
+			}
 			c.reply(w, func(b *bytes.Buffer) {
-				errorIQ(b, q, stanzaErr(stanza.Modify, stanza.NotAcceptable, "IQ too large"))
+				errorIQ(b, q, stanzaErr(typ, stanza.NotAcceptable, "IQ too large"))
 			})
 			continue
 		}

@@ -406,7 +406,8 @@ func TestDiscoAndCommands(t *testing.T) {
 // client). Such a publish is answered and pushed, and the stream stays:
 // while the component reconnected, ejabberd would answer other users'
 // publishes with errors and delete their push sessions. A publish past
-// the bound for skipped stanzas still ends the stream.
+// the bound for what is kept of a stanza is read through and answered
+// wait (the push session stays), on the same stream.
 func TestLongPublish(t *testing.T) {
 	f := newFixture(t, 0, secret) // MaxStanza 16 KiB
 	st := f.srv.accept(t)
@@ -436,10 +437,12 @@ func TestLongPublish(t *testing.T) {
 		t.Fatalf("bodies of the pushes sent: %v bytes", bodies)
 	}
 	st.send(t, strings.Replace(publish("too long", "ok", ok.Secret, true), "New Message!", strings.Repeat("x", 1100<<10), 1))
-	st2 := f.srv.accept(t)
-	st2.send(t, publish("again", "ok", ok.Secret, true))
-	if r := st2.next(t); r.ID != "again" || r.Type != "result" {
-		t.Fatalf("after reconnect: %+v", r)
+	st.send(t, publish("again", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "too long" || r.Type != "error" || !strings.Contains(r.Inner, "type='wait'") || !strings.Contains(r.Inner, "not-acceptable") {
+		t.Fatalf("a publish past the bound: %+v", r)
+	}
+	if r := st.next(t); r.ID != "again" || r.Type != "result" {
+		t.Fatalf("after a publish past the bound: %+v", r)
 	}
 }
 
@@ -492,15 +495,18 @@ func TestHostileInput(t *testing.T) {
 	if r := st.next(t); r.ID != "after large" || r.Type != "result" {
 		t.Fatalf("after large messages: %+v", r)
 	}
-	// An IQ over the size limit ends the stream; the component comes back.
+	// An IQ past the bound for what is kept of a stanza is read
+	// through and answered, on the same stream.
 	st.send(t, `<iq type='get' id='big' to='`+compJID+`'><query xmlns='jabber:iq:version'>`+strings.Repeat("x", 1100<<10)+`</query></iq>`)
-	st2 := f.srv.accept(t)
-	st2.send(t, publish("again", "ok", ok.Secret, true))
-	if r := st2.next(t); r.ID != "again" || r.Type != "result" {
-		t.Fatalf("after reconnect: %+v", r)
+	st.send(t, publish("again", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "big" || r.Type != "error" || !strings.Contains(r.Inner, "not-acceptable") {
+		t.Fatalf("an IQ past the bound: %+v", r)
 	}
-	// Broken XML likewise.
-	st2.send(t, `<iq type='set' id='bad'><<<`)
+	if r := st.next(t); r.ID != "again" || r.Type != "result" {
+		t.Fatalf("after an IQ past the bound: %+v", r)
+	}
+	// Broken XML ends the stream; the component comes back.
+	st.send(t, `<iq type='set' id='bad'><<<`)
 	st3 := f.srv.accept(t)
 	st3.send(t, publish("third", "ok", ok.Secret, true))
 	if r := st3.next(t); r.ID != "third" {

@@ -2,8 +2,10 @@ package component
 
 import (
 	"encoding/xml"
+	"errors"
 	"io"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
@@ -30,6 +32,13 @@ type decoder struct {
 	ns   []binding
 	open []openElement
 
+	// read counts the bytes of the stream read since the stanza being
+	// read began (limitReader.n), and bound is how many a stanza may
+	// take before Next hands out no more of it (errStanzaTooLarge); no
+	// bound while read is nil. See skipStanza.
+	read  *atomic.Int64
+	bound int64
+
 	// tok is the token Next hands out, overwritten by the next: a Token
 	// returned by value was copied at every level of the walks, and a
 	// new one each time would be an allocation. Next sets its fields one
@@ -45,6 +54,12 @@ type decoder struct {
 const maxBindings = 64
 
 var errTooManyBindings = syntaxError("more than " + strconv.Itoa(maxBindings) + " name-space declarations in scope")
+
+// errStanzaTooLarge is Next's answer once the stanza being read has
+// taken more than the decoder's bound. Unlike the stream's errors it
+// is not sticky: skipStanza reads the rest of the stanza, and the
+// stream goes on.
+var errStanzaTooLarge = errors.New("stanza too large")
 
 // binding binds prefix to space.
 type binding struct {
@@ -73,7 +88,10 @@ func (d *decoder) shrink() {
 		d.lx.text = make([]byte, 0, 512)
 	}
 	if cap(d.open) > 1024 {
-		d.open = nil
+		// Between stanzas only the stream's element is open: it
+		// stays, since skipStanza and the bound count the stanza's
+		// elements above it.
+		d.open = append(make([]openElement, 0, len(d.open)), d.open...)
 	}
 	if cap(d.ns) > 1024 {
 		d.ns = nil
@@ -88,8 +106,37 @@ func (d *decoder) shrink() {
 }
 
 // Next returns the next token, d's own until its next call (see
-// xmlwalk.Token).
+// xmlwalk.Token), or errStanzaTooLarge once the stanza it is in has
+// taken more than d's bound.
 func (d *decoder) Next() (*xmlwalk.Token, error) {
+	if d.read != nil && len(d.open) > 1 && d.read.Load() > d.bound {
+		return nil, errStanzaTooLarge
+	}
+	return d.next()
+}
+
+// skipStanza reads the rest of the stanza being read, whatever its
+// size, keeping nothing of it: what the decoder holds is its nesting and
+// the token at hand. The XMPP server writes a stanza in its own
+// serialization, which may be far larger than what its sender wrote:
+// Prosody and ejabberd write an element's name space on each element
+// whose parent's differs, so a prefix bound once to a long name space
+// and used by many empty children (<p:a/>) is a message of 37 KB from
+// any user and 6 MB on the stream, and grows with the square of the
+// sender's size. No bound on the stream's stanzas is safe from that:
+// one a stanza passes ended the stream, and the server answered the
+// pushes of every user with errors until the component was back.
+func (d *decoder) skipStanza() error {
+	for len(d.open) > 1 {
+		if _, err := d.next(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// next is Next without the bound.
+func (d *decoder) next() (*xmlwalk.Token, error) {
 	if d.err != nil {
 		return nil, d.err
 	}

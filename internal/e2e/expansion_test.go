@@ -1,0 +1,60 @@
+package e2e_test
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"mellium.im/xmpp/stanza"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+	"github.com/push-appserver/push-appserver/internal/xmpp/component"
+)
+
+// discoInfo is a disco#info query, to see the component answer.
+type discoInfo struct {
+	XMLName struct{} `xml:"http://jabber.org/protocol/disco#info query"`
+}
+
+// TestExpandedStanzaKeepsStream: an XMPP server writes a stanza to the
+// component in its own serialization, which may be far larger than the
+// stanza its sender wrote. Prosody keeps each element's name space and
+// writes it out on every element whose parent's differs: a prefix
+// declared once, for a name space of 1,000 bytes, and used by 6,000
+// empty children (<p:a/>, 6 bytes each) is a message of 36 KB from any
+// user, and 6 MB on the component stream. A stanza past the reader's
+// bound of skippedStanzas × MaxStanza (4 MiB) ended the stream, and the
+// server answered the pushes of every user with errors while the
+// component reconnected (ejabberd ends the push session on the first).
+// A message carries nothing for us: however large, it is skipped, and
+// the stream and its pushes go on.
+func TestExpandedStanzaKeepsStream(t *testing.T) { eachServer(t, testExpandedStanzaKeepsStream) }
+
+func testExpandedStanzaKeepsStream(t *testing.T, start startServer) {
+	var disconnects atomic.Int32
+	s := startStackAppsOn(t, start, map[string]push.Backend{"apns": &recorder{}, "fcm": &recorder{}}, func(o *component.Options) {
+		o.OnState = func(connected bool) {
+			if !connected {
+				disconnects.Add(1)
+			}
+		}
+	})
+	mallory := login(t, s.xmpp.C2SAddr, "bob", s.xmpp.Domain, "bob-pw")
+	defer mallory.close()
+
+	space := "urn:example:" + strings.Repeat("u", 1000)
+	bomb := "<message to='" + s.xmpp.ComponentJID + "' id='bomb'><x xmlns='urn:example:bomb' xmlns:p='" + space + "'>" +
+		strings.Repeat("<p:a/>", 6000) + "</x></message>"
+	if _, err := mallory.sess.Conn().Write([]byte(bomb)); err != nil {
+		t.Fatal(err)
+	}
+	// The server routes in order: once the component answers a query
+	// sent after the message, it has read the message.
+	err := mallory.iq(s.xmpp.ComponentJID, stanza.GetIQ, discoInfo{}, nil)
+	if n := disconnects.Load(); n != 0 {
+		t.Fatalf("a %d-byte message from a user ended the component's stream %d times (the query after it: %v)", len(bomb), n, err)
+	}
+	if err != nil {
+		t.Fatalf("the component's answer after a %d-byte message: %v", len(bomb), err)
+	}
+}
