@@ -714,6 +714,14 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 	for {
 		lr.n.Store(0)
 		t, err := d.Next()
+		if errors.Is(err, errTooManyBindings) {
+			// A stanza whose opening tag the decoder refuses: read
+			// through, unanswered, as nothing of it was read.
+			if err := d.skipStanza(); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("server closed the stream")
@@ -748,10 +756,11 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		m := new(streamIQ)
 		q := &m.iq
 		err = q.walkIn(d, t, &m.mem, publish)
-		// An IQ past the decoder's bound is read to its end, and
+		// An IQ past the decoder's bound, or with more name-space
+		// declarations than it resolves, is read to its end, and
 		// answered as one over MaxStanza, whatever it carries: its
 		// payload was not read whole.
-		truncated := errors.Is(err, errStanzaTooLarge)
+		truncated := errors.Is(err, errStanzaTooLarge) || errors.Is(err, errTooManyBindings)
 		if truncated {
 			err = d.skipStanza()
 		}

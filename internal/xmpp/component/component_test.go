@@ -886,3 +886,28 @@ func TestHugeMaxInFlightDoesNotPanic(t *testing.T) {
 		t.Fatalf("reply %+v", r)
 	}
 }
+
+// Prosody writes each prefixed attribute with a name-space declaration
+// of its own (xmlns:ns1='u' ns1:a=""), so a user's message of a kilobyte
+// reaches us with more declarations than the decoder resolves. Such a
+// stanza is skipped, an IQ answered, and the stream goes on: it was a
+// syntax error that ended the stream.
+func TestManyBindingsKeepStream(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	var attrs strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&attrs, " xmlns:ns%d='urn:example:p' ns%d:a=''", i, i)
+	}
+	st.send(t, `<message from='mallory@example.org/x' to='`+compJID+`'><x xmlns='urn:example:x'`+attrs.String()+`/></message>`)
+	st.send(t, `<presence from='mallory@example.org/x' to='`+compJID+`'`+attrs.String()+`/>`)
+	st.send(t, `<iq type='get' id='many' from='mallory@example.org/x' to='`+compJID+`'><query xmlns='jabber:iq:version'`+attrs.String()+`/></iq>`)
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "many" || r.Type != "error" || !strings.Contains(r.Inner, "not-acceptable") {
+		t.Fatalf("an IQ with %d name-space declarations: %+v", 100, r)
+	}
+	if r := st.next(t); r.ID != "after" || r.Type != "result" {
+		t.Fatalf("after stanzas with many name-space declarations: %+v", r)
+	}
+}

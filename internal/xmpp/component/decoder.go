@@ -38,6 +38,9 @@ type decoder struct {
 	// bound while read is nil. See skipStanza.
 	read  *atomic.Int64
 	bound int64
+	// skipping says skipStanza reads: elements are nested, their
+	// bindings and names not resolved.
+	skipping bool
 
 	// tok is the token Next hands out, overwritten by the next: a Token
 	// returned by value was copied at every level of the walks, and a
@@ -53,6 +56,9 @@ type decoder struct {
 // lookup as long as its stanza.
 const maxBindings = 64
 
+// errTooManyBindings is Next's answer to an element that declares more
+// than maxBindings in scope. Like errStanzaTooLarge it is not sticky:
+// skipStanza reads the rest of the stanza.
 var errTooManyBindings = syntaxError("more than " + strconv.Itoa(maxBindings) + " name-space declarations in scope")
 
 // errStanzaTooLarge is Next's answer once the stanza being read has
@@ -127,6 +133,8 @@ func (d *decoder) Next() (*xmlwalk.Token, error) {
 // one a stanza passes ended the stream, and the server answered the
 // pushes of every user with errors until the component was back.
 func (d *decoder) skipStanza() error {
+	d.skipping = true
+	defer func() { d.skipping = false }()
 	for len(d.open) > 1 {
 		if _, err := d.next(); err != nil {
 			return err
@@ -154,6 +162,15 @@ func (d *decoder) next() (*xmlwalk.Token, error) {
 		// attributes.
 		mark := len(d.ns)
 		attr := d.lx.attr
+		if d.skipping {
+			// Nothing of the element is looked at: its nesting is
+			// all skipStanza needs.
+			d.open = append(d.open, openElement{name: d.lx.elem, prefix: d.lx.elem.Space, bound: mark})
+			d.expectEnd()
+			t := &d.tok
+			t.Kind, t.Name, t.Attr, t.Text = k, d.lx.elem, nil, nil
+			return t, nil
+		}
 		if d.lx.binds {
 			for i := range attr {
 				switch a := &attr[i]; {
@@ -164,8 +181,17 @@ func (d *decoder) next() (*xmlwalk.Token, error) {
 				}
 			}
 			if len(d.ns) > maxBindings {
-				d.err = errTooManyBindings
-				return nil, d.err
+				// Refused, not fatal: the element is opened without
+				// its bindings, so that skipStanza can read the
+				// stanza to its end. Prosody writes each prefixed
+				// attribute with a declaration of its own
+				// (xmlns:ns1='u' ns1:a=''), so a user's message of
+				// a kilobyte carries more than maxBindings.
+				clear(d.ns[mark:])
+				d.ns = d.ns[:mark]
+				d.open = append(d.open, openElement{name: d.lx.elem, prefix: d.lx.elem.Space, bound: mark})
+				d.expectEnd()
+				return nil, errTooManyBindings
 			}
 		}
 		name := d.lx.elem
