@@ -756,6 +756,7 @@ func (s *Service) unregisterToken(ctx context.Context, typ, token string, when t
 func (s *Service) removedDead(typ, node string, when time.Time) {
 	s.changed(node)
 	s.forgetThrottle(node)
+	s.redeliver.forget(node)
 	s.opts.Observer.Unregistered(typ, "dead_token")
 	s.logger.Info("removed registration with dead token", "app", typ, "node", node, "since", when.UTC().Format(time.RFC3339))
 }

@@ -160,6 +160,10 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 				}
 				_, err := s.store.Delete(ctx, old.Node, old.Type)
 				s.changed(old.Node)
+				if err == nil || errors.Is(err, registry.ErrUnconfirmed) {
+					// Nothing can be sent to the old node any more.
+					s.redeliver.forget(old.Node)
+				}
 				if errors.Is(err, registry.ErrUnconfirmed) {
 					// The old node is gone; the device's next try
 					// registers the new one.

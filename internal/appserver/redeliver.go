@@ -836,6 +836,25 @@ func (r *redeliveries) settled(key redeliveryKey) {
 	}
 }
 
+// forget ends the wait of the push to node, whose registration is gone
+// (unregistered, or its token declared dead): no attempt could send it,
+// and what it holds (the summary's sender and body, its secret) must not
+// stay in memory and in the registry until its next attempt, minutes
+// away with a push service's Retry-After or the backoff. Counted as gone,
+// as that attempt would have counted it.
+func (r *redeliveries) forget(node string) {
+	if r == nil || r.count.Load() == 0 {
+		return
+	}
+	key := redeliveryKey{node: node}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pending[key]; p != nil {
+		r.remove(key, p)
+		r.gone.Add(1)
+	}
+}
+
 // setOutage records whether p's latest failure was an outage of its
 // push service; r.mu is held.
 func (r *redeliveries) setOutage(p *pendingPush, down bool) {

@@ -374,6 +374,7 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 		// Removed all the same: counted as removed, and as failed as
 		// answered.
 		s.forgetThrottle(node)
+		s.redeliver.forget(node)
 		s.opts.Observer.Unregistered(typ, "request")
 		s.opts.Observer.RegistrationFailed(RegistrationUnconfirmed)
 		s.unconfirmed("unregistration", typ, node, err)
@@ -382,6 +383,8 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 		return registry.Registration{}, fmt.Errorf("removing registration: %w", err)
 	}
 	s.forgetThrottle(node)
+	// A push waiting for redelivery to it is forgotten with it.
+	s.redeliver.forget(node)
 	s.opts.Observer.Unregistered(typ, "request")
 	s.logger.Info("unregistered device", "app", typ, "node", node)
 	return r, nil
