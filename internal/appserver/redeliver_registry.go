@@ -474,6 +474,10 @@ func (s *Service) takeHeld(ctx context.Context) {
 				continue
 			}
 			key, n, u := h.wait()
+			// Held by a server whose app showed the summary's text
+			// (another instance, or this one before a restart or a
+			// reload): kept here only if this server's app shows it.
+			n.Summary = s.keptSummary(n.App, n.Summary)
 			// On this server's clock, when the store says how long ago
 			// the push failed: the writer's may disagree with it.
 			failed, notBefore := hp.FailedAt, h.NotBefore
