@@ -371,12 +371,27 @@ func (r *redeliveries) awaitWritten(ctx context.Context) {
 	}
 	timer := time.NewTimer(keptWriteWait)
 	defer timer.Stop()
+	// The push does no work while it waits: it gives its working place
+	// up (for a waiting one, as a push waiting on a timer does), or
+	// pushes failing during one push service's outage, each waiting for
+	// a registry slow to write, would hold every place of the XMPP
+	// connection, and every other app's pushes on it with them.
+	var paused push.Paused
+	pausing := false
+	defer func() {
+		if pausing {
+			paused.Resume(ctx)
+		}
+	}()
 	for {
 		r.mu.Lock()
 		done, ch := r.tried >= want, r.triedCh
 		r.mu.Unlock()
 		if done || !r.looping.Load() {
 			return
+		}
+		if !pausing {
+			paused, pausing = push.Pause(ctx), true
 		}
 		select {
 		case <-ch:

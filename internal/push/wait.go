@@ -125,6 +125,33 @@ func WaitOrRefuse(ctx context.Context, d time.Duration) error {
 	return Wait(ctx, d)
 }
 
+// Paused is a push that traded its working place for a waiting one
+// (Pause), until Resume.
+type Paused struct{ w Waiting }
+
+// Pause trades ctx's working place for a waiting one, as Wait does, for
+// a wait that does no work but is not on a timer: the write of a push
+// kept for redelivery, which the push's answer waits for, done by
+// another goroutine. A push answered late so would otherwise hold a
+// working place of the XMPP connection meanwhile, and pushes failing
+// during an outage of one push service, with a registry slow to write,
+// would hold up every other app's pushes on it. Without a Waiting in
+// ctx it gives nothing up.
+func Pause(ctx context.Context) Paused {
+	w, _ := ctx.Value(waitingKey{}).(Waiting)
+	if w != nil {
+		w.Pause()
+	}
+	return Paused{w}
+}
+
+// Resume takes a working place again (see Waiting.Resume).
+func (p Paused) Resume(ctx context.Context) {
+	if p.w != nil {
+		p.w.Resume(ctx)
+	}
+}
+
 // Elsewhere runs fn, a push's request to a service that someone else
 // chose and that may take its time (a WebPush subscription names its
 // push service), without holding ctx's concurrency slot meanwhile: a
