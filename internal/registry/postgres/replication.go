@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -77,6 +79,44 @@ func (r Replication) waits() bool {
 	return false
 }
 
+// required is how many standbys a commit waits for by
+// synchronous_standby_names: num_sync of "[FIRST] num_sync (names)" or
+// "ANY num_sync (names)", 1 for a plain list of names, 0 when empty.
+func (r Replication) required() int {
+	names := strings.TrimSpace(r.StandbyNames)
+	if names == "" {
+		return 0
+	}
+	m := regexp.MustCompile(`(?i)^(?:(?:ANY|FIRST)\s+)?([0-9]+)\s*\(`).FindStringSubmatch(names)
+	if m == nil {
+		return 1
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return 1
+	}
+	return n
+}
+
+// streamingNamed is how many of the standbys synchronous_standby_names
+// names stream now, and whether that is exact: without pg_monitor
+// (SyncStandbys -1), the standbys that stream are as many as it can be.
+func (r Replication) streamingNamed() (n int, exact bool) {
+	if r.SyncStandbys < 0 {
+		return r.Standbys, false
+	}
+	return r.SyncStandbys, true
+}
+
+// tooFew reports whether a commit waits for more of the standbys named
+// than stream now: then none returns until its statement's bound ends
+// the wait. A role without pg_monitor knows it only when fewer standbys
+// stream at all.
+func (r Replication) tooFew() bool {
+	n, _ := r.streamingNamed()
+	return r.waits() && n < r.required()
+}
+
 // Replicated is push_appserver_registry_commits_replicated: 1 when a
 // commit waits for a standby that streams (a failover to it loses no
 // registration answered OK), 0 when it does not though one streams or
@@ -86,7 +126,9 @@ func (r Replication) Replicated() int {
 	switch {
 	case r.InRecovery:
 		return -1
-	case r.waits() && r.Standbys > 0 && r.SyncStandbys != 0:
+	case r.waits() && r.Standbys > 0 && !r.tooFew():
+		// A commit waits for as many standbys as it names (ANY 2 with
+		// one left streaming has none return at all).
 		return 1
 	case r.Standbys == 0 && !r.waits():
 		return -1
@@ -119,6 +161,17 @@ func (r Replication) Risks() []string {
 	case r.waits() && r.SyncStandbys == 0:
 		out = append(out, fmt.Sprintf("synchronous_standby_names (%q) names no standby that streams now: every commit that writes waits for one, and registrations fail after statement_timeout and a second, though PostgreSQL keeps them on this server alone; start the standby it names, or name those that stream (pg_stat_replication's application_name)",
 			r.StandbyNames))
+	case r.tooFew():
+		// One standby of two left (ANY 2, FIRST 2): a commit waits
+		// for the one missing as for a named standby that does not
+		// stream.
+		n, exact := r.streamingNamed()
+		streams := fmt.Sprintf("%d of those it names streams", n)
+		if !exact {
+			streams = fmt.Sprintf("at most %d of those it names streams", n)
+		}
+		out = append(out, fmt.Sprintf("synchronous_standby_names (%q) has every commit wait for %d standbys, and %s now: every commit that writes waits for another, and registrations fail after statement_timeout and a second, though PostgreSQL keeps them on this server alone; start the standbys it names, or lower the number it waits for",
+			r.StandbyNames, r.required(), streams))
 	}
 	return out
 }

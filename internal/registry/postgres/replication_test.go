@@ -2,13 +2,16 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/push-appserver/push-appserver/internal/registry/postgres"
 )
@@ -47,6 +50,15 @@ func TestReplicationRisks(t *testing.T) {
 		{"named standby, none streams", postgres.Replication{StandbyNames: "nosuch", SyncCommit: "on"}, 0,
 			[]string{"names no standby that streams now"}},
 		{"itself a standby", postgres.Replication{InRecovery: true, Standbys: 1, SyncCommit: "off"}, -1, nil},
+		{"two synchronous standbys wanted, one streams", postgres.Replication{Standbys: 1, SyncStandbys: 1, StandbyNames: "ANY 2 (*)", SyncCommit: "on"}, 0,
+			[]string{`synchronous_standby_names ("ANY 2 (*)") has every commit wait for 2 standbys, and 1 of those it names streams now`}},
+		{"first two wanted, one streams", postgres.Replication{Standbys: 2, SyncStandbys: 1, StandbyNames: "FIRST 2 (a, b)", SyncCommit: "on"}, 0,
+			[]string{"wait for 2 standbys, and 1 of those it names streams now"}},
+		{"two wanted, one streams, stats not visible", postgres.Replication{Standbys: 1, SyncStandbys: -1, StandbyNames: "2 (a, b)", SyncCommit: "on"}, 0,
+			[]string{"wait for 2 standbys, and at most 1 of those it names streams now"}},
+		{"two wanted, two stream", postgres.Replication{Standbys: 2, SyncStandbys: 2, StandbyNames: "any 2 (a, b, c)", SyncCommit: "on"}, 1, nil},
+		{"two wanted, two stream, stats not visible", postgres.Replication{Standbys: 2, SyncStandbys: -1, StandbyNames: "ANY 2 (*)", SyncCommit: "on"}, 1, nil},
+		{"a list of names, one streams", postgres.Replication{Standbys: 1, SyncStandbys: 1, StandbyNames: "a, b", SyncCommit: "on"}, 1, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := tt.r.Replicated(); got != tt.replicated {
@@ -169,4 +181,45 @@ func roleDSN(t *testing.T, dsn string) string {
 	}
 	u.User = url.User(role)
 	return u.String()
+}
+
+// TestReplicationTooFewSyncStandbys guards the judgement of a
+// synchronous_standby_names that has commits wait for more standbys than
+// stream (ANY 2 with one standby left, as after one of two fails): every
+// commit that writes waits until its statement's bound ends it, so
+// registrations fail, though one named standby streams. That is said as
+// the named standby that does not stream is, and the gauge says commits
+// are not replicated, rather than 1 and nothing.
+func TestReplicationTooFewSyncStandbys(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.DB(t)
+	// The test server's own is off, from its command line.
+	setOnDB(t, dsn, "synchronous_commit = on")
+	s := open(t, dsn)
+	defer s.Close()
+	pg.Standby(t)
+	pg.SyncStandbys(t, "ANY 2 (*)", 1)
+	// What the warning is to say: a commit waits for a second standby.
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = c.Exec(wctx, `CREATE TABLE waits_for_two (i int)`)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) && !pgconn.Timeout(err) {
+		t.Fatalf("a commit with one of two synchronous standbys streaming: %v, want it to wait", err)
+	}
+	r, err := s.Replication(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Replicated() != 0 {
+		t.Errorf("%+v: replicated %d, want 0: no commit returns", r, r.Replicated())
+	}
+	risks := r.Risks()
+	if len(risks) != 1 || !strings.Contains(risks[0], "has every commit wait for 2 standbys, and 1 of those it names streams now") {
+		t.Errorf("risks %q, want one saying that commits wait for a second standby", risks)
+	}
 }
