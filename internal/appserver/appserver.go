@@ -937,7 +937,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		err = s.doubtDead(ctx, node, t.Token, err)
 	}
 	if err == nil {
-		s.status.addSuccess(node, app.tokenName(t.Token), now)
+		s.status.addSuccess(node, t.Token, app.canonical, now)
 		s.redeliver.settled(redeliveryKey{node: node})
 		s.redeliver.took(t.Type)
 		s.opts.Observer.Pushed(t.Type, OutcomeSuccess, end.Sub(start))

@@ -1458,7 +1458,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 	switch dead, isDead := push.IsDeadToken(err); {
 	case err == nil:
 		if a.key.node != "" {
-			s.status.addSuccess(a.key.node, app.tokenName(n.Token), now)
+			s.status.addSuccess(a.key.node, n.Token, app.canonical, now)
 		}
 		s.logger.Debug("push redelivered", "app", n.App, "node", n.Node)
 		s.redeliver.took(n.App)

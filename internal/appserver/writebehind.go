@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/push-appserver/push-appserver/internal/push"
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
 
@@ -56,6 +58,7 @@ type statusWriter struct {
 	// token's proof (tokenWorked). prunedAt is when changes last shed its
 	// old entries.
 	changes  map[string]tokenChange
+	nChanges atomic.Int64 // len(changes), read without the lock
 	prunedAt time.Time
 }
 
@@ -189,15 +192,19 @@ func (w *statusWriter) forget(node string) {
 }
 
 // addSuccess records a push to node's token that went through; token is
-// the token the push went to, as its app compares tokens. A push that set
-// out before a renewal brought the node another token is not recorded:
-// the success is the old token's, and says nothing of the new one.
-func (w *statusWriter) addSuccess(node, token string, at time.Time) {
-	w.mu.Lock()
-	c, changed := w.changes[node]
-	w.mu.Unlock()
-	if changed && c.token != token {
-		return
+// the token the push went to, canon (nil for none) how its app compares
+// tokens. A push that set out before a renewal brought the node another
+// token is not recorded: the success is the old token's, and says
+// nothing of the new one. Without a renewal of that kind lately, which
+// is nearly always, it costs the push one atomic load.
+func (w *statusWriter) addSuccess(node, token string, canon push.TokenCanonicalizer, at time.Time) {
+	if w.nChanges.Load() > 0 {
+		w.mu.Lock()
+		c, changed := w.changes[node]
+		w.mu.Unlock()
+		if changed && c.token != token && (canon == nil || c.token != canon.CanonicalToken(token)) {
+			return
+		}
 	}
 	w.add(registry.PushStatus{Node: node, At: at, Success: true})
 }
@@ -213,6 +220,22 @@ func (w *statusWriter) tokenSet(node, token string) {
 	defer w.mu.Unlock()
 	delete(w.pending, statusKey{node, true})
 	w.changes[node] = tokenChange{token: token, at: now}
+	w.pruneChangesLocked(now)
+}
+
+// pruneChanges forgets the token changes older than tokenChangeMemory,
+// once a minute at most: called by the writer's loop too, so that the
+// pushes' check ends once the last change is forgotten.
+func (w *statusWriter) pruneChanges(now time.Time) {
+	if w.nChanges.Load() == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pruneChangesLocked(now)
+}
+
+func (w *statusWriter) pruneChangesLocked(now time.Time) {
 	if now.Sub(w.prunedAt) >= time.Minute {
 		w.prunedAt = now
 		for n, c := range w.changes {
@@ -221,6 +244,7 @@ func (w *statusWriter) tokenSet(node, token string) {
 			}
 		}
 	}
+	w.nChanges.Store(int64(len(w.changes)))
 }
 
 // run writes pending outcomes every interval, and sooner when earlyBatch
@@ -251,6 +275,7 @@ func (w *statusWriter) run(ctx context.Context, interval time.Duration) {
 		}
 		w.flush(ctx)
 		last = time.Now()
+		w.pruneChanges(last)
 	}
 }
 

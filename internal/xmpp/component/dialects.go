@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 
@@ -86,9 +87,23 @@ func sourceOf(from string) string {
 	}
 	// One domain, one spelling: RFC 7622 §3.2 strips a final dot and
 	// takes an A-label as its U-label, as the commands' accounts do.
-	from = strings.ToLower(strings.TrimSuffix(from, "."))
+	// One pass over the name tells both whether it is ASCII and whether
+	// it has upper case to lower: a publish's path pays for each.
+	from = strings.TrimSuffix(from, ".")
+	ascii, upper := true, false
+	for i := 0; i < len(from); i++ {
+		c := from[i]
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+		upper = upper || 'A' <= c && c <= 'Z'
+	}
+	if upper || !ascii {
+		from = strings.ToLower(from)
+	}
 	// Most names are ASCII without a hyphen, which these find at once.
-	if strings.IndexByte(from, '-') >= 0 && strings.Contains(from, "xn--") || !asciiString(from) {
+	if !ascii || strings.IndexByte(from, '-') >= 0 && strings.Contains(from, "xn--") {
 		user, domain := "", from
 		if from != "" && from[0] == '@' {
 			user, domain = "@", from[1:]
@@ -105,14 +120,4 @@ func sourceOf(from string) string {
 		}
 	}
 	return from
-}
-
-// asciiString reports whether s holds only ASCII bytes.
-func asciiString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
