@@ -17,15 +17,27 @@ func SetPings(b *Backend, after, timeout time.Duration) {
 
 // ResolveExampleTo makes b's connections to any *.example.com host go to
 // ip, as a wildcard DNS name would, through b's own dialing.
-func ResolveExampleTo(b *Backend, ip string) {
+func ResolveExampleTo(b *Backend, ip string) { ResolveTo(b, ".example.com", ip) }
+
+// ResolveTo makes b's connections to any host whose name ends in suffix
+// go to ip, through b's own dialing; calls for several suffixes stack.
+func ResolveTo(b *Backend, suffix, ip string) {
 	tr := b.client.Transport.(*http.Transport)
 	dial := tr.DialContext
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if host, port, err := net.SplitHostPort(addr); err == nil && strings.HasSuffix(host, ".example.com") {
+		if host, port, err := net.SplitHostPort(addr); err == nil && strings.HasSuffix(host, suffix) {
 			addr = net.JoinHostPort(ip, port)
 		}
 		return dial(ctx, network, addr)
 	}
+}
+
+// UnderWay is how many pushes b has under way, and how many of them at
+// quiet origins.
+func UnderWay(b *Backend) (all, quiet int) {
+	b.flights.mu.Lock()
+	defer b.flights.mu.Unlock()
+	return b.flights.total, b.flights.quiet
 }
 
 // InFlight is how many pushes hold s.

@@ -75,8 +75,10 @@ type Options struct {
 	Gone *GoneGuard
 
 	// MaxPushes bounds the pushes under way at once (DefaultMaxPushes
-	// when 0), MaxPushesPerService those at one push service
-	// (DefaultMaxPushesPerService when 0). A push past either fails at
+	// when 0), MaxPushesPerService those at one push service's site,
+	// its registrable domain (DefaultMaxPushesPerService when 0); push
+	// services that have not answered lately take a quarter of
+	// MaxPushes at most (see underway.go). A push past a bound fails at
 	// once as a temporary failure (the user's server hears wait).
 	MaxPushes, MaxPushesPerService int
 
@@ -107,7 +109,9 @@ const DefaultMaxConnections = 1024
 // push.Elsewhere), since subscriptions choose their service, and one that
 // never answers would otherwise stop every push on the connection; these
 // bound what such a service can hold instead: a tenth of a second each,
-// 256 pushes to one service make 2,560 a second.
+// 256 pushes to one service make 2,560 a second. One service is one site
+// (registrable domain), and those that do not answer share a quarter of
+// the bound of all (see underway.go).
 const (
 	DefaultMaxPushes           = 1024
 	DefaultMaxPushesPerService = 256
@@ -120,58 +124,8 @@ type Backend struct {
 	vapid   *vapid
 	client  *http.Client
 	logger  *slog.Logger
+	limits  limits
 	flights flights
-}
-
-// SharedBound is a bound on pushes under way that several apps share.
-type SharedBound struct {
-	max int64
-	n   atomic.Int64
-}
-
-// NewSharedBound returns a bound of max pushes under way.
-func NewSharedBound(max int) *SharedBound { return &SharedBound{max: int64(max)} }
-
-func (s *SharedBound) take() bool {
-	if s.n.Add(1) > s.max {
-		s.n.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (s *SharedBound) done() { s.n.Add(-1) }
-
-// flights counts the pushes under way, in all and by push service.
-type flights struct {
-	mu         sync.Mutex
-	total      int
-	perService map[string]int
-}
-
-// take counts a push to origin in, unless that would pass a bound.
-func (f *flights) take(origin string, max, maxPer int) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.total >= max || f.perService[origin] >= maxPer {
-		return false
-	}
-	if f.perService == nil {
-		f.perService = make(map[string]int)
-	}
-	f.total++
-	f.perService[origin]++
-	return true
-}
-
-// done counts a push to origin out.
-func (f *flights) done(origin string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.total--
-	if f.perService[origin]--; f.perService[origin] == 0 {
-		delete(f.perService, origin)
-	}
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -225,7 +179,7 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	// The public key is what web clients subscribe with; operators look
 	// for it here when setting a client up.
 	logger.Info("webpush app ready", "vapid_public_key", v.k, "vapid_subject", opts.VAPIDSubject)
-	b := &Backend{opts: opts, vapid: v, logger: logger}
+	b := &Backend{opts: opts, vapid: v, logger: logger, limits: newLimits(opts.MaxPushes, opts.MaxPushesPerService, opts.Shared)}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: b.opts.Guard.control}
 	tr := &http.Transport{
 		Proxy:                  nil,
@@ -383,17 +337,20 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 		return err
 	}
 	origin := originOf(sub.Endpoint)
+	t, refused := b.flights.take(origin, siteOf(sub.Endpoint), b.opts.Now(), b.limits)
+	if refused != "" {
+		// Not the service's answer: nothing for the breaker to judge.
+		b.opts.Shared.count(refused)
+		return &push.TemporaryError{Reason: busyReason(refused, origin)}
+	}
+	defer func() { b.flights.done(t, b.opts.Now()) }()
 	if b.opts.Shared != nil {
-		if !b.opts.Shared.take() {
+		if !b.opts.Shared.take(t.quiet) {
+			b.opts.Shared.count(BusyProcess)
 			return &push.TemporaryError{Reason: "too many WebPush pushes under way"}
 		}
-		defer b.opts.Shared.done()
+		defer b.opts.Shared.done(t.quiet)
 	}
-	if !b.flights.take(origin, b.opts.MaxPushes, b.opts.MaxPushesPerService) {
-		// Not the service's answer: nothing for the breaker to judge.
-		return &push.TemporaryError{Reason: "too many pushes under way at " + origin}
-	}
-	defer b.flights.done(origin)
 	// A service that failed pushes and never took one gets each push
 	// once, and again a minute later at the soonest: it may be anyone's
 	// server, named by a stranger's subscriptions, that we would
@@ -598,6 +555,7 @@ func (b *Backend) post(ctx context.Context, sub Subscription, origin string, bod
 	err = push.Elsewhere(ctx, func() error {
 		var err error
 		if resp, err = b.client.Do(req); err == nil {
+			b.flights.answered(origin, b.opts.Now())
 			push.DiscardBody(ctx, resp, maxAnswer)
 			resp.Body.Close()
 		}

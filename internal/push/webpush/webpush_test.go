@@ -341,43 +341,64 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// TestPushesUnderWayBounded: pushes to a push service that takes the
-// connection and never answers are bounded, at that service and in all:
-// one more fails at once, as a temporary failure, while a push to another
-// service still goes through until the bound of all is reached.
+// TestPushesUnderWayBounded: pushes to a push service that answered and
+// then stops answering, holding the connection, are bounded, at that
+// service and in all: one more fails at once, as a temporary failure,
+// while a push to another service still goes through until the bound of
+// all is reached.
 func TestPushesUnderWayBounded(t *testing.T) {
-	// An endpoint that takes the connection and says nothing.
-	hang := netfreeze.Silent(t)
 	mock, keyFile, pub := startMock(t)
+	// The service answers through a proxy, whose connection then goes
+	// silent.
+	proxy := netfreeze.Start(t, strings.TrimPrefix(mock.URL, "https://"))
+	hang := netfreeze.Silent(t)
 	b := newBackend(t, mock, keyFile, webpush.Options{PushDeadline: 3 * time.Second, MaxPushes: 3, MaxPushesPerService: 2,
-		Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, hang}}})
+		Guard: webpush.Guard{AllowPrivate: true, Ports: []int{mock.Port, proxy.Port(), hang}}})
 	send := func(s webpushmock.Subscription) error {
 		return b.Send(context.Background(), push.Notification{Node: "n", Token: s.JSON, Priority: push.PriorityHigh})
 	}
-	hanging, err := mock.SubscribeAt("https://127.0.0.1:"+strconv.Itoa(hang), pub)
+	hanging, err := mock.SubscribeAt("https://127.0.0.1:"+strconv.Itoa(proxy.Port()), pub)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := send(hanging); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Freeze()
 	for range 2 {
 		go send(hanging)
 	}
-	time.Sleep(200 * time.Millisecond)
+	waitUnderWay(t, b, 2)
 	start := time.Now()
 	if err := send(hanging); !push.IsTemporary(err) || time.Since(start) > time.Second {
 		t.Fatalf("a third push to the hanging service: %v after %v, want a temporary failure at once", err, time.Since(start))
 	}
-	if err := send(subscribe(t, mock, pub)); err != nil {
+	healthy := subscribe(t, mock, pub)
+	if err := send(healthy); err != nil {
 		t.Fatalf("a push to another service: %v", err)
 	}
-	// The same service under another name is another origin.
+	// Another service that takes the connection and says nothing.
 	other, err := mock.SubscribeAt("https://localhost:"+strconv.Itoa(hang), pub)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go send(other)
-	time.Sleep(200 * time.Millisecond)
-	if err := send(subscribe(t, mock, pub)); !push.IsTemporary(err) {
+	waitUnderWay(t, b, 3)
+	if err := send(healthy); !push.IsTemporary(err) {
 		t.Fatalf("a push past the bound of all: %v, want a temporary failure", err)
+	}
+}
+
+// waitUnderWay waits until b has n pushes under way.
+func waitUnderWay(t *testing.T, b *webpush.Backend, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if all, _ := webpush.UnderWay(b); all >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never %d pushes under way", n)
+		}
 	}
 }
 
@@ -673,6 +694,11 @@ func TestSharedBoundAcrossApps(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh}
+	// Answered once, the service is no quiet one, whose pushes would
+	// take only a quarter of the bound.
+	if err := a.Send(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() { errs <- a.Send(context.Background(), n) }()
