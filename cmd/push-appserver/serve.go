@@ -349,6 +349,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		},
 	})
 
+	m.WatchWebPushBusy(webPush.shared.Refused)
 	var appChecks []httpapi.Check
 	for _, b := range breakers {
 		bad := func() bool { ok, _ := b.breaker.Misconfigured(); return ok }

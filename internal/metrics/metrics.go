@@ -267,6 +267,21 @@ func (m *Metrics) WatchGoneHeld(app string, held func() uint64) {
 	}, func() float64 { return float64(held()) }))
 }
 
+// WatchWebPushBusy exports push_appserver_webpush_busy_total{bound}: the
+// WebPush pushes refused at once, and answered wait, because too many
+// were under way, by the bound they met (webpush.BusyApp, BusySite,
+// BusyQuiet, BusyProcess; refused returns every one), read at each
+// scrape.
+func (m *Metrics) WatchWebPushBusy(refused func() map[string]uint64) {
+	for bound := range refused() {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "push_appserver_webpush_busy_total",
+			Help:        "WebPush pushes refused at once (answered 'wait', kept for redelivery) because too many were under way: bound is app (the app's bound of all), site (one push service's registrable domain), quiet (push services that have not answered lately: hosts that take the connection and say nothing) or process (all WebPush apps together).",
+			ConstLabels: prometheus.Labels{"bound": bound},
+		}, func() float64 { return float64(refused()[bound]) }))
+	}
+}
+
 // WatchCache exports the registration cache's lookups by result
 // (push_appserver_registration_cache_lookups_total{result="hit"|"miss"}),
 // the pushes it served while the registry was unreadable

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"runtime"
@@ -191,4 +192,33 @@ func TestLogLinesDropped(t *testing.T) {
 		}
 	}
 	t.Fatal("no push_appserver_log_lines_dropped_total")
+}
+
+// TestWebPushBusyByBound: the WebPush pushes refused for too many under
+// way are counted by the bound they met, one series for each, at zero
+// before any is refused.
+func TestWebPushBusyByBound(t *testing.T) {
+	m := New()
+	m.WatchWebPushBusy(func() map[string]uint64 {
+		return map[string]uint64{"app": 0, "site": 2, "quiet": 5, "process": 1}
+	})
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "push_appserver_webpush_busy_total" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				got[l.GetName()+"="+l.GetValue()] = mt.GetCounter().GetValue()
+			}
+		}
+	}
+	want := map[string]float64{"bound=app": 0, "bound=site": 2, "bound=quiet": 5, "bound=process": 1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("push_appserver_webpush_busy_total = %v, want %v", got, want)
+	}
 }
