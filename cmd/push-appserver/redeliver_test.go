@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/url"
 	"os"
@@ -213,4 +214,46 @@ func pushDuringOutage(t *testing.T, s *server, am *apnsmock.Server) string {
 		t.Fatalf("push while APNS answers 503: %q", got)
 	}
 	return token
+}
+
+// TestPushToAppLeftOutAnsweredJustBeforeKill: a push to a device whose
+// app a restart left out of the configuration (renamed or removed by
+// mistake) is kept for redelivery, as the README promises, in the
+// registry before it is answered: killed right after its answer, the
+// server loses it not, and the next start, with the app back, sends it.
+func TestPushToAppLeftOutAnsweredJustBeforeKill(t *testing.T) {
+	bin := buildBinary(t)
+	am, addr, config := apnsConfig(t)
+	withApp, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	token := strings.Repeat("6f", 32)
+	reg := strings.Split(s.post(t, "register", url.Values{"type": {"ios"}, "node": {"n1"}, "token": {token}}), "\n")
+	if reg[0] != "OK" {
+		t.Fatalf("register: %q", reg)
+	}
+	s.stop(t)
+	// The app left out: data_dir and the listener alone.
+	without := bytes.SplitN(withApp, []byte("[apps."), 2)[0]
+	if err := os.WriteFile(config, without, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	if got := s.post(t, "push", url.Values{"node": {"n1"}, "secret": {reg[2]}}); !strings.HasPrefix(got, "ERROR") {
+		t.Fatalf("push to a device of an app left out: %q", got)
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	killed := time.Now()
+	if err := os.WriteFile(config, withApp, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = startServer(t, bin, config)
+	s.waitHealthy(t, addr)
+	sentOnceAfterKill(t, am, token, killed)
+	s.stop(t)
 }

@@ -849,6 +849,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		if ctx.Err() == nil && !req.Tokenless {
 			s.redeliver.keepUnread(node, unreadPush{secret: req.Secret, important: req.Important()},
 				push.Notification{Node: node, Summary: s.keptSummary("", req.Summary), Encrypted: req.Encrypted})
+			s.redeliver.awaitWritten(context.WithoutCancel(ctx))
 		}
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
@@ -868,7 +869,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	s.cache.count(hit)
 	app, ok := s.apps[t.Type]
 	if !ok {
-		return s.appNotHere(req, t.Type, start)
+		return s.appNotHere(ctx, req, t.Type, start)
 	}
 	prio := app.Priority.Resolve(req.Important())
 
@@ -894,7 +895,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 			if t2.Type != t.Type {
 				a, ok := s.apps[t2.Type]
 				if !ok {
-					return s.appNotHere(req, t2.Type, start)
+					return s.appNotHere(ctx, req, t2.Type, start)
 				}
 				app, prio = a, a.Priority.Resolve(req.Important())
 			}
@@ -978,12 +979,16 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 // server is not configured with, and keeps it: it is sent once the app
 // is back (a restart that fixes the configuration takes it from the
 // registry), or by another instance that has it.
-func (s *Service) appNotHere(req PushRequest, app string, start time.Time) error {
+func (s *Service) appNotHere(ctx context.Context, req PushRequest, app string, start time.Time) error {
 	s.opts.Observer.Pushed(app, OutcomeFailed, time.Since(start))
 	err := fmt.Errorf("%w: app %q is not configured", ErrPushFailed, app)
 	s.failures.LogKey(app, "app", app, "node", req.Node, "err", err)
 	s.redeliver.keepUnread(req.Node, unreadPush{secret: req.Secret, important: req.Important()},
 		push.Notification{Node: req.Node, Summary: s.keptSummary("", req.Summary), Encrypted: req.Encrypted})
+	// Answered once the registry holds it, as a push kept for its push
+	// service's failure is: told to wait, the user's server does not send
+	// it again, and a server killed before its loop's next write lost it.
+	s.redeliver.awaitWritten(context.WithoutCancel(ctx))
 	return err
 }
 

@@ -514,6 +514,9 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// Counted as keepChecked's are: its caller waits for the write too
+	// (awaitWritten).
+	r.changes++
 	if p := r.pending[key]; p != nil {
 		// A later push with the same secret is the same sender's:
 		// newer, so it is the one to send. Any other leaves the wait
