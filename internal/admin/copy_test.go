@@ -749,7 +749,7 @@ func TestCopyKeepsNewerRegistrationOfSameNode(t *testing.T) {
 			if _, err := admin.Copy(ctx, live, backup, false); err != nil {
 				t.Fatal(err)
 			}
-			svc, backend := service(t, live)
+			svc, _ := service(t, live)
 			// Since the backup: the phone got a new token, and with it a
 			// new secret, which its user's server now holds.
 			moved, err := svc.Register(ctx, appserver.Caller{}, "fcm", "phone-node", "token-2")
@@ -768,7 +768,7 @@ func TestCopyKeepsNewerRegistrationOfSameNode(t *testing.T) {
 			var out strings.Builder
 			sum.WriteTo(&out)
 
-			svc, backend = service(t, live)
+			svc, backend := service(t, live)
 			if err := svc.Push(ctx, appserver.PushRequest{Node: "phone-node", Secret: moved.Secret}); err != nil {
 				t.Fatalf("push with the secret the phone registered after the backup: %v (copy's summary: %s)", err, out.String())
 			}
