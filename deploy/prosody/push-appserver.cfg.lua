@@ -25,3 +25,10 @@ VirtualHost "example.org"
 
 Component "push.example.org"
     component_secret = "change-me: the secret from push-appserver.toml"
+    -- With a single push-appserver instance, uncomment: a new connection
+    -- then replaces one that went silent (a NAT or firewall that forgot
+    -- it), which Prosody would otherwise hold, refusing the component's
+    -- reconnection and routing every push into it, until its TCP gives up
+    -- (about 15 minutes). Not with several instances, which would take
+    -- the component from each other (see README, "Prosody").
+    -- component_conflict_resolve = "kick_old"

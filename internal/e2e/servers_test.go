@@ -26,8 +26,11 @@ type xmppServer struct {
 
 type startServer func(t *testing.T) *xmppServer
 
-func startProsody(t *testing.T) *xmppServer {
-	p := prosody.Start(t, prosody.Options{})
+func startProsody(t *testing.T) *xmppServer { return startProsodyWith(t, prosody.Options{}) }
+
+// startProsodyWith is startProsody with the given options.
+func startProsodyWith(t *testing.T, opts prosody.Options) *xmppServer {
+	p := prosody.Start(t, opts)
 	p.Register("alice", "alice-pw")
 	p.Register("bob", "bob-pw")
 	return &xmppServer{Name: "Prosody", Domain: p.Domain, ComponentJID: p.ComponentJID, ComponentSecret: p.ComponentSecret,

@@ -20,8 +20,11 @@ type Proxy struct {
 	target string
 	mu     sync.Mutex
 	frozen []*atomic.Bool
-	conns  []net.Conn
-	delay  atomic.Int64 // see Delay
+	// cut holds, per connection, whether closes are no longer passed
+	// on (see Cut).
+	cut   []*atomic.Bool
+	conns []net.Conn
+	delay atomic.Int64 // see Delay
 	// delayNext is DelayNext's, taken by the next connection accepted.
 	delayNext atomic.Int64
 	// open are the connections carried now, each with what is told
@@ -80,10 +83,11 @@ func (p *Proxy) forward(c net.Conn) {
 		c.Close()
 		return
 	}
-	frozen := new(atomic.Bool)
+	frozen, cut := new(atomic.Bool), new(atomic.Bool)
 	cc := new(carried)
 	p.mu.Lock()
 	p.frozen = append(p.frozen, frozen)
+	p.cut = append(p.cut, cut)
 	p.conns = append(p.conns, c, u)
 	if p.open == nil {
 		p.open = map[*carried]struct{}{}
@@ -103,8 +107,8 @@ func (p *Proxy) forward(c net.Conn) {
 			}
 		})
 	}
-	go func() { carry(u, c, frozen); end() }()
-	go func() { carry(c, u, frozen); end() }()
+	go func() { carry(u, c, frozen, cut); end() }()
+	go func() { carry(c, u, frozen, cut); end() }()
 }
 
 // Ended returns a channel that receives the time the last of the
@@ -146,13 +150,15 @@ func (p *Proxy) Delay(d time.Duration) { p.delay.Store(int64(d)) }
 func (p *Proxy) DelayNext(d time.Duration) { p.delayNext.Store(int64(d)) }
 
 // carry copies from src to dst until either closes, dropping what it
-// reads once frozen.
-func carry(dst, src net.Conn, frozen *atomic.Bool) {
+// reads once frozen; once cut, a close of src is not passed on either.
+func carry(dst, src net.Conn, frozen, cut *atomic.Bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if err != nil {
-			dst.Close()
+			if !cut.Load() {
+				dst.Close()
+			}
 			return
 		}
 		if frozen.Load() {
@@ -171,6 +177,20 @@ func (p *Proxy) Freeze() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, fr := range p.frozen {
+		fr.Store(true)
+	}
+}
+
+// Cut is Freeze, and what is more, a close of either side of the
+// connections open now is not passed on to the other: the network
+// between them is gone (a NAT or firewall that forgot them, a cable
+// pulled), so neither hears that the other closed, and each learns of
+// it only from its own timeouts. Later connections are carried.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, fr := range p.frozen {
+		p.cut[i].Store(true)
 		fr.Store(true)
 	}
 }

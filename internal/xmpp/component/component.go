@@ -249,6 +249,11 @@ type Conn struct {
 	// standingBy: the XMPP server refused the last attempt because it
 	// has another connection for the component (see Run).
 	standingBy atomic.Bool
+	// foundDead is when (clock.elapsed, plus one; 0: never, or since a
+	// stream came up) the keep-alive last gave up a stream the server
+	// stopped answering: the server may still hold it (see
+	// heldByDeadStream).
+	foundDead atomic.Int64
 	// refused: the XMPP server refused the last handshake for our
 	// configuration (secret or JID), not for a passing reason.
 	refused atomic.Bool
@@ -362,6 +367,24 @@ func (c *Conn) Connected() bool { return c.connected.Load() }
 // one per component), so this one waits for it to go.
 func (c *Conn) StandingBy() bool { return c.standingBy.Load() }
 
+// deadStreamHeld bounds how long after the keep-alive gave up a stream a
+// conflict is taken as the server holding that stream rather than another
+// connection for the component: the server learns that the stream is dead
+// only when its TCP gives up writing to it, about 15 minutes on Linux.
+const deadStreamHeld = 20 * time.Minute
+
+// heldByDeadStream reports whether a conflict now most likely comes from
+// our own stream that went silent: the network between us and the server
+// lost it without a word (a NAT or firewall that forgot it), so the
+// server never heard it close. Prosody (component_conflict_resolve
+// kick_new, its default) then refuses every new connection and routes
+// every push into the dead one, where it is lost: that is no standby's
+// wait, but an outage.
+func (c *Conn) heldByDeadStream() bool {
+	at := c.foundDead.Load()
+	return at != 0 && c.clock.elapsed()-time.Duration(at-1) < deadStreamHeld
+}
+
 // Refused reports whether the XMPP server refused the last handshake
 // because of our configuration: a wrong secret, a JID it does not have.
 func (c *Conn) Refused() bool { return c.refused.Load() }
@@ -388,10 +411,14 @@ func (c *Conn) Run(ctx context.Context) error {
 	backoff := push.Backoff{Base: min(100*time.Millisecond, c.opts.MaxBackoff), Max: c.opts.MaxBackoff}
 	failures := 0
 	var lost logging.Repeats
+	warnedHeld := false // since the last stream that came up
 	for {
 		start := time.Now()
 		streams := c.streams.Load()
 		err := c.session(ctx)
+		if c.streams.Load() != streams {
+			warnedHeld = false
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -405,6 +432,14 @@ func (c *Conn) Run(ctx context.Context) error {
 			wait = max(wait, floor)
 		}
 		switch {
+		case errors.Is(err, stream.Conflict) && c.heldByDeadStream():
+			// Not standing by: no one serves the component, and the
+			// health page must say so (down, not ready).
+			c.standingBy.Store(false)
+			if !warnedHeld {
+				warnedHeld = true
+				c.logger.Error("the XMPP server refuses the component (conflict) since our last stream to it went silent: it most likely still holds that stream and routes every push into it, where it is lost, until its TCP gives up (about 15 minutes); retrying. With a single instance on Prosody, component_conflict_resolve = \"kick_old\" lets the new connection replace it", "every", floor)
+			}
 		case errors.Is(err, stream.Conflict):
 			// Prosody takes one connection per component: another
 			// instance serves it, this one stands by.
@@ -585,6 +620,7 @@ func (c *Conn) setConnected(v bool) {
 	if v {
 		c.standingBy.Store(false)
 		c.refused.Store(false)
+		c.foundDead.Store(0)
 	}
 	if c.connected.Swap(v) == v {
 		return
@@ -642,6 +678,9 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
 				unanswered++
 			case unanswered > 0 && now-pinged >= c.opts.KeepAlive/2:
 				c.logger.Warn("the XMPP server did not answer a ping; reconnecting", "quiet_for", (now - heard).Round(time.Second))
+				// The server may not have heard of it: see
+				// heldByDeadStream.
+				c.foundDead.Store(int64(c.clock.elapsed()) + 1)
 				lr.Close()
 				return
 			case unanswered == 0 && now-heard >= c.opts.KeepAlive:
