@@ -746,16 +746,17 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 	// it, and the rest is read and dropped. An IQ over MaxStanza is
 	// answered (see Options.MaxStanza).
 	lr.limit.Store(math.MaxInt64)
-	d.read, d.bound = &lr.n, skippedStanzas*c.opts.MaxStanza
+	d.setBound(&lr.n, skippedStanzas*c.opts.MaxStanza)
 	// walkIn keeps nothing of an IQ's payloads after a publish when it
 	// has a function to call at one; the bound needs no raising there.
 	publish := func() {}
 	for {
 		lr.n.Store(0)
 		t, err := d.Next()
-		if errors.Is(err, errTooManyBindings) {
-			// A stanza whose opening tag the decoder refuses: read
-			// through, unanswered, as nothing of it was read.
+		if errors.Is(err, errTooManyBindings) || errors.Is(err, errStanzaTooLarge) {
+			// A stanza whose opening tag the decoder refuses, or cut
+			// past the bound: read through, unanswered, as nothing
+			// of it was read whole (its id, its addresses).
 			if err := d.skipStanza(); err != nil {
 				return err
 			}

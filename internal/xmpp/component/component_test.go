@@ -911,3 +911,25 @@ func TestManyBindingsKeepStream(t *testing.T) {
 		t.Fatalf("after stanzas with many name-space declarations: %+v", r)
 	}
 }
+
+// A stanza whose own start tag is longer than what is kept of a stanza
+// (Prosody writes a declaration with each prefixed attribute, so a
+// user's message of a few hundred KB may be one of GBs) is read through
+// and dropped, unanswered, and the stream goes on.
+func TestLongStartTagKeepsStream(t *testing.T) {
+	f := newFixture(t, 0, secret) // MaxStanza 16 KiB: 1 MiB kept of a stanza
+	st := f.srv.accept(t)
+	ok, _ := f.svc.Register(context.Background(), appserver.Caller{}, "apns", "ok", "tok")
+	space := strings.Repeat("u", 1000)
+	var attrs strings.Builder
+	attrs.WriteString(" xmlns:p='urn:example:p'")
+	for i := range 2000 {
+		fmt.Fprintf(&attrs, " p:a%d='%s'", i, space)
+	}
+	st.send(t, `<message from='mallory@example.org/x' to='`+compJID+`'`+attrs.String()+`><body>hi</body></message>`)
+	st.send(t, `<iq type='get' id='long' from='mallory@example.org/x' to='`+compJID+`'`+attrs.String()+`><query xmlns='jabber:iq:version'/></iq>`)
+	st.send(t, publish("after", "ok", ok.Secret, true))
+	if r := st.next(t); r.ID != "after" || r.Type != "result" {
+		t.Fatalf("after stanzas with start tags of %d bytes: %+v", attrs.Len(), r)
+	}
+}

@@ -143,6 +143,14 @@ func (d *decoder) skipStanza() error {
 	return nil
 }
 
+// setBound bounds what d keeps of a stanza: read counts the bytes of
+// the stream read since the stanza began, and past bound d hands out no
+// more of it (see Next).
+func (d *decoder) setBound(read *atomic.Int64, bound int64) {
+	d.read, d.bound = read, bound
+	d.lx.read, d.lx.bound = read, bound
+}
+
 // next is Next without the bound.
 func (d *decoder) next() (*xmlwalk.Token, error) {
 	if d.err != nil {
@@ -170,6 +178,15 @@ func (d *decoder) next() (*xmlwalk.Token, error) {
 			t := &d.tok
 			t.Kind, t.Name, t.Attr, t.Text = k, d.lx.elem, nil, nil
 			return t, nil
+		}
+		if d.lx.cut {
+			// The lexer kept only part of a start tag past the
+			// stanza's bound: the element is opened without its
+			// bindings, as for too many of them, and the stanza
+			// cut there.
+			d.open = append(d.open, openElement{name: d.lx.elem, prefix: d.lx.elem.Space, bound: mark})
+			d.expectEnd()
+			return nil, errStanzaTooLarge
 		}
 		if d.lx.binds {
 			for i := range attr {
