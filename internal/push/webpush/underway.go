@@ -83,11 +83,15 @@ func NewSharedBound(max int) *SharedBound {
 // quietShare is the part of a bound of n that quiet origins may take.
 func quietShare(n int) int { return max(n/4, 1) }
 
-func (s *SharedBound) take(quiet bool) bool {
+// take counts a push in, or returns the bound it would pass: BusyQuiet
+// for the quiet origins' share, BusyProcess for the bound of all. The
+// two are told apart: a full quiet share says push services that do not
+// answer hold it, the bound of all that the apps' pushes fill it.
+func (s *SharedBound) take(quiet bool) (refused string) {
 	if quiet {
 		if s.quiet.Add(1) > s.maxQuiet {
 			s.quiet.Add(-1)
-			return false
+			return BusyQuiet
 		}
 	}
 	if s.n.Add(1) > s.max {
@@ -95,9 +99,9 @@ func (s *SharedBound) take(quiet bool) bool {
 		if quiet {
 			s.quiet.Add(-1)
 		}
-		return false
+		return BusyProcess
 	}
-	return true
+	return ""
 }
 
 func (s *SharedBound) done(quiet bool) {

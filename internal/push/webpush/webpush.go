@@ -345,8 +345,11 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	}
 	defer func() { b.flights.done(t, b.opts.Now()) }()
 	if b.opts.Shared != nil {
-		if !b.opts.Shared.take(t.quiet) {
-			b.opts.Shared.count(BusyProcess)
+		if refused := b.opts.Shared.take(t.quiet); refused != "" {
+			b.opts.Shared.count(refused)
+			if refused == BusyQuiet {
+				return &push.TemporaryError{Reason: busyReason(refused, origin)}
+			}
 			return &push.TemporaryError{Reason: "too many WebPush pushes under way"}
 		}
 		defer b.opts.Shared.done(t.quiet)
