@@ -371,11 +371,17 @@ func (h limitRequests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if why := c.beginRequest(); why != "" {
 		c.lim.refuseRequest(c.client, why)
-		// The stream is reset at once, its handler gone: an answer
-		// would wait for a client that need not read it, holding
-		// the handler up to WriteTimeout. The request was never
-		// served, so the client may send it again.
-		panic(http.ErrAbortHandler)
+		// Answered, not reset: a reset (the only one a handler can
+		// give is INTERNAL_ERROR) is what clients and curl do not
+		// send again, and a push backend multiplexing its pushes
+		// would take it for a push that failed. The answer fits
+		// the stream's window, so writing it waits for no client;
+		// the body never read, the server resets the stream after
+		// it. The request was not served: Retry-After says when to
+		// send it again.
+		w.Header().Set("Retry-After", "1")
+		textStatus(w, http.StatusServiceUnavailable, "ERROR\n", "Too many requests at once from this address, try again later!")
+		return
 	}
 	defer c.endRequest()
 	h.next.ServeHTTP(w, r)

@@ -196,3 +196,57 @@ func TestHTTP2StreamsHoldClientShare(t *testing.T) {
 		t.Fatalf("after the requests ended, %d of %d refused: their slots were not given back", refused, perClient)
 	}
 }
+
+// A request refused by its client's share over HTTP/2 is answered 503
+// with Retry-After, not reset: a stream reset with INTERNAL_ERROR (the
+// only reset a handler can give) is what Go's client and curl give up
+// on, and a backend multiplexing its pushes on one connection would take
+// the push for failed, where it was never served.
+func TestHTTP2RequestOverShareAnswered(t *testing.T) {
+	cert := testCertificate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, holding := make(chan struct{}), make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			close(holding)
+			<-release
+		}
+		w.Write([]byte("OK\n"))
+	})
+	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: 1})
+	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	go srv.ServeTLS(httpapi.LimitListener(peerListener{Listener: sockio.Listener{Listener: ln}, peer: netip.MustParseAddr("198.51.100.8")}, lim), "", "")
+	defer srv.Close()
+	defer close(release)
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	url := "https://" + ln.Addr().String()
+	// One connection, made first: the client's whole share.
+	resp, err := client.Get(url + "/push")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// Its first request, held.
+	go func() {
+		if resp, err := client.Get(url + "/hold"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-holding
+	// A second request on the same connection.
+	resp, err = client.Get(url + "/push")
+	if err != nil {
+		t.Fatalf("a request over the client's share: %v, want an answer", err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a request over the client's share: HTTP/%d %d, Retry-After %q; want HTTP/2 503 with Retry-After", resp.ProtoMajor, resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
