@@ -186,9 +186,10 @@ func TestUnreadableHeldFileSetAside(t *testing.T) {
 			if got, err := os.ReadFile(aside[0]); err != nil || string(got) != tc.content {
 				t.Fatalf("the file set aside holds %q (%v)", got, err)
 			}
-			if !strings.Contains(log.String(), "level=ERROR") || !strings.Contains(log.String(), "cannot be read") {
-				t.Fatalf("no error in the log:\n%s", log)
-			}
+			// Logged once the file is set aside, so waited for.
+			eventually(t, func() bool {
+				return strings.Contains(log.String(), "level=ERROR") && strings.Contains(log.String(), "cannot be read")
+			}, func() string { return "no error in the log:\n" + log.String() })
 			ctx := context.Background()
 			reg, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n1", "t1")
 			if err != nil {
