@@ -3,8 +3,15 @@
 -- not be stored. Dead-token removal finds registrations through a hash
 -- index on the token (equality is all it needs), and the block list is
 -- keyed by the token's SHA-256, which the store computes.
-DROP INDEX registrations_type_token;
+--
+-- The new index is built before the old one is dropped: DROP INDEX locks
+-- the table against reads (ACCESS EXCLUSIVE) until the migration
+-- commits, and the build reads every registration (9 s for 10,000,000),
+-- during which the instances of a rolling upgrade that still serve could
+-- read no registration. Built first, it holds only a SHARE lock, which
+-- lets their pushes read on.
 CREATE INDEX registrations_token ON registrations USING hash (token);
+DROP INDEX registrations_type_token;
 
 ALTER TABLE blocked_tokens ADD COLUMN token_key BYTEA;
 UPDATE blocked_tokens SET token_key = sha256(convert_to(token, 'UTF8'));
