@@ -15,3 +15,8 @@ func PruneWith(ctx context.Context, s Store, typ string, before time.Time, c Clo
 
 // PruneGap is the pause after a window whose statement took held.
 var PruneGap = pruneGap
+
+// CopyWith is Copy with the clock c.
+func CopyWith(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool, c Clock) (CopySummary, error) {
+	return copyRegistry(ctx, dst, src, dryRun, c)
+}
