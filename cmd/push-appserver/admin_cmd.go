@@ -106,11 +106,7 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 
 	switch verb {
 	case "list":
-		p := &admin.Printer{W: stdout, JSON: *asJSON, ShowSecrets: *showSecrets}
-		err = admin.Each(ctx, store, flt, p.Print)
-		if ferr := p.Flush(); err == nil {
-			err = ferr
-		}
+		err = admin.List(ctx, store, flt, &admin.Printer{W: stdout, JSON: *asJSON, ShowSecrets: *showSecrets})
 	case "count":
 		var n int
 		if n, err = admin.Count(ctx, store, flt); err == nil {

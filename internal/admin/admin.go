@@ -83,6 +83,30 @@ func Each(ctx context.Context, s Store, f Filter, fn func(registry.Registration)
 	})
 }
 
+// List prints every registration f matches with p, in node order, and
+// writes out what p holds after each page read from the registry: with a
+// filter, the rows matched by a page are on the output before the next
+// page is read. Flushed only every thousand printed rows, the table of
+// `registrations list -domain D` for a domain with 10,000 registrations
+// among 10,000,000 showed its first line after 3.7 s, and for a domain
+// with fewer than a thousand nothing at all until the end, 44 s later.
+func List(ctx context.Context, s Store, f Filter, p *Printer) error {
+	err := eachPage(ctx, s, func(page []registry.Registration) error {
+		for _, r := range page {
+			if f.match(r) {
+				if err := p.Print(r); err != nil {
+					return err
+				}
+			}
+		}
+		return p.Flush()
+	})
+	if ferr := p.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
 // Count counts the registrations f matches, in one query of the store.
 func Count(ctx context.Context, s Store, f Filter) (int, error) {
 	if f.empty() {
