@@ -17,12 +17,13 @@ func boundedDecoder(t *testing.T, data string, bound int64) (d *decoder, reset f
 	t.Helper()
 	lr := &limitReader{Conn: &chunkConn{data: []byte(data), err: io.EOF, chunk: 4096}}
 	lr.limit.Store(math.MaxInt64)
-	d = newDecoder(newLexer(newStreamConn(lr)))
-	d.setBound(&lr.n, bound)
+	sc := newStreamConn(lr)
+	d = newDecoder(newLexer(sc))
+	d.setBound(bound)
 	if _, err := d.Next(); err != nil { // the stream's element
 		t.Fatal(err)
 	}
-	return d, func() { lr.n.Store(0) }
+	return d, sc.newStanza
 }
 
 // TestStartTagKeptWithinBound: what the decoder keeps of a stanza is
@@ -74,5 +75,31 @@ func TestStartTagKeptWithinBound(t *testing.T) {
 		if tok, err := d.Next(); err != nil || tok.Name.Local != "iq" {
 			t.Fatalf("%.30q...: the stanza after it: %+v, %v", stanza, tok, err)
 		}
+	}
+}
+
+// TestStanzaOfManyTokensCut: past the bound, the decoder hands out no
+// more of a stanza, however small each of its tokens is, and the stanza
+// after it is read as usual once this one is skipped.
+func TestStanzaOfManyTokensCut(t *testing.T) {
+	const bound = 16 << 10
+	stanza := "<iq type='set' id='big'>" + strings.Repeat("<a>x</a>", 8*bound/8) + "</iq>"
+	d, reset := boundedDecoder(t, "<stream>"+stanza+"<iq id='next'/>", bound)
+	reset()
+	var err error
+	tokens := 0
+	for err == nil {
+		_, err = d.Next()
+		tokens++
+	}
+	if err != errStanzaTooLarge {
+		t.Fatalf("a stanza of %d bytes at a bound of %d: %v after %d tokens, want errStanzaTooLarge", len(stanza), bound, err, tokens)
+	}
+	if err := d.skipStanza(); err != nil {
+		t.Fatal(err)
+	}
+	reset()
+	if tok, err := d.Next(); err != nil || tok.Attr[0].Value != "next" {
+		t.Fatalf("the stanza after it: %+v, %v", tok, err)
 	}
 }

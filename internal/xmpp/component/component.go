@@ -746,14 +746,14 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 	// it, and the rest is read and dropped. An IQ over MaxStanza is
 	// answered (see Options.MaxStanza).
 	lr.limit.Store(math.MaxInt64)
-	d.setBound(&lr.n, skippedStanzas*c.opts.MaxStanza)
+	d.setBound(skippedStanzas * c.opts.MaxStanza)
 	// walkIn keeps nothing of an IQ's payloads after a publish when it
 	// has a function to call at one; the bound needs no raising there.
 	publish := func() {}
 	for {
-		lr.n.Store(0)
+		d.lx.c.newStanza()
 		t, err := d.Next()
-		if errors.Is(err, errTooManyBindings) || errors.Is(err, errStanzaTooLarge) {
+		if err != nil && (errors.Is(err, errTooManyBindings) || errors.Is(err, errStanzaTooLarge)) {
 			// A stanza whose opening tag the decoder refuses, or cut
 			// past the bound: read through, unanswered, as nothing
 			// of it was read whole (its id, its addresses).
@@ -800,7 +800,7 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 		// declarations than it resolves, is read to its end, and
 		// answered as one over MaxStanza, whatever it carries: its
 		// payload was not read whole.
-		truncated := errors.Is(err, errStanzaTooLarge) || errors.Is(err, errTooManyBindings)
+		truncated := err != nil && (errors.Is(err, errStanzaTooLarge) || errors.Is(err, errTooManyBindings))
 		if truncated {
 			err = d.skipStanza()
 		}

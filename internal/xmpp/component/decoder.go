@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/xmlwalk"
 )
@@ -32,12 +31,6 @@ type decoder struct {
 	ns   []binding
 	open []openElement
 
-	// read counts the bytes of the stream read since the stanza being
-	// read began (limitReader.n), and bound is how many a stanza may
-	// take before Next hands out no more of it (errStanzaTooLarge); no
-	// bound while read is nil. See skipStanza.
-	read  *atomic.Int64
-	bound int64
 	// skipping says skipStanza reads: elements are nested, their
 	// bindings and names not resolved.
 	skipping bool
@@ -59,7 +52,7 @@ const maxBindings = 64
 // errTooManyBindings is Next's answer to an element that declares more
 // than maxBindings in scope. Like errStanzaTooLarge it is not sticky:
 // skipStanza reads the rest of the stanza.
-var errTooManyBindings = syntaxError("more than " + strconv.Itoa(maxBindings) + " name-space declarations in scope")
+var errTooManyBindings error = syntaxError("more than " + strconv.Itoa(maxBindings) + " name-space declarations in scope")
 
 // errStanzaTooLarge is Next's answer once the stanza being read has
 // taken more than the decoder's bound. Unlike the stream's errors it
@@ -115,7 +108,7 @@ func (d *decoder) shrink() {
 // xmlwalk.Token), or errStanzaTooLarge once the stanza it is in has
 // taken more than d's bound.
 func (d *decoder) Next() (*xmlwalk.Token, error) {
-	if d.read != nil && len(d.open) > 1 && d.read.Load() > d.bound {
+	if d.lx.c.over && len(d.open) > 1 {
 		return nil, errStanzaTooLarge
 	}
 	return d.next()
@@ -143,13 +136,10 @@ func (d *decoder) skipStanza() error {
 	return nil
 }
 
-// setBound bounds what d keeps of a stanza: read counts the bytes of
-// the stream read since the stanza began, and past bound d hands out no
-// more of it (see Next).
-func (d *decoder) setBound(read *atomic.Int64, bound int64) {
-	d.read, d.bound = read, bound
-	d.lx.read, d.lx.bound = read, bound
-}
+// setBound bounds what d keeps of a stanza: past bound bytes of the
+// stream read since the stanza began (streamConn.newStanza), d hands out
+// no more of it (see Next).
+func (d *decoder) setBound(bound int64) { d.lx.c.bound = bound }
 
 // next is Next without the bound.
 func (d *decoder) next() (*xmlwalk.Token, error) {

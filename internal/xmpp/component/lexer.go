@@ -8,7 +8,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -75,17 +74,15 @@ type lexer struct {
 	// as they stand (see verbatim).
 	raw bool
 
-	// read and bound are the decoder's (see decoder.setBound): past
-	// bound, a start tag's further attributes are read and not kept,
-	// and cut says the last start tag lost some. The decoder looks at
+	// Past the stanza's bound (streamConn.over), a start tag's further
+	// attributes are read and not kept, and cut says the last start tag
+	// lost some. The decoder looks at
 	// its bound between tokens only, and a start tag is one token of
 	// any length: Prosody writes each prefixed attribute of a stanza
 	// with a name-space declaration of its own, so a user's message of
 	// 250 KB, one name space of 100 KB and 12,000 attributes in it,
 	// reaches us as a start tag of 1.2 GB.
-	read  *atomic.Int64
-	bound int64
-	cut   bool
+	cut bool
 }
 
 func newLexer(c *streamConn) *lexer {
@@ -381,8 +378,8 @@ func (l *lexer) startElement() (xmlwalk.Kind, error) {
 		default:
 			prefixed = true
 		}
-		if l.read != nil && l.read.Load() > l.bound {
-			// Past the stanza's bound: read, not kept (see l.read).
+		if l.c.over {
+			// Past the stanza's bound: read, not kept (see cut).
 			if l.readText(int(b), false) == nil {
 				return 0, l.err
 			}

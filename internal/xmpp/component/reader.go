@@ -48,6 +48,21 @@ type streamConn struct {
 	buf          []byte
 	r, w         int // buf[r:w] is unread
 	err          error
+
+	// bound is how many bytes of the stream a stanza may take before
+	// what is kept of it is bounded (0: no bound; see decoder.setBound),
+	// and over says the stanza being read took more (limitReader.n past
+	// bound). Looked at here, where the count moves, rather than at
+	// every token the decoder hands out: a publish IQ is about a hundred
+	// of them, and the comparison at each cost it some 700 instructions.
+	bound int64
+	over  bool
+}
+
+// newStanza starts the count of a stanza's bytes (see over).
+func (c *streamConn) newStanza() {
+	c.limitReader.n.Store(0)
+	c.over = false
 }
 
 func newStreamConn(lr *limitReader) *streamConn {
@@ -63,6 +78,9 @@ func (c *streamConn) fill() error {
 	for c.w == 0 {
 		n, err := c.limitReader.Read(c.buf)
 		c.w = n
+		if c.bound > 0 && c.limitReader.n.Load() > c.bound {
+			c.over = true
+		}
 		if err != nil {
 			c.err = err
 			if n == 0 {
