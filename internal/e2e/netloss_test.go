@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 	"testing"
@@ -95,4 +96,67 @@ func cutComponentStream(t *testing.T, extra string) (*stack, *logbuf.Buffer) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return s, logs
+}
+
+// TestProsodyStandbyAfterGivenUpStreamClosed guards two instances on
+// Prosody (kick_new, as shipped) when the active one's keep-alive gives
+// up a stream whose close does reach Prosody (a server or network that
+// was only slow): Prosody drops the stream, the instance standing by
+// takes the component, and the one that gave up meets conflict from
+// then on. That is a standby's wait, and it must say so (standing by,
+// ready), not report the component down and log that every push is
+// lost, for the 20 minutes its lock-out heuristic allows, while the
+// other instance serves every push.
+func TestProsodyStandbyAfterGivenUpStreamClosed(t *testing.T) {
+	var proxy *netfreeze.Proxy
+	rec := &recorder{}
+	logs := new(logbuf.Buffer)
+	var x *xmppServer
+	s := startStackAppsOn(t, func(t *testing.T) *xmppServer {
+		x = startProsodyWith(t, prosody.Options{})
+		proxy = netfreeze.Start(t, x.ComponentAddr)
+		through := *x
+		through.ComponentAddr = proxy.Addr()
+		return &through
+	}, map[string]push.Backend{"apns": rec, "fcm": rec}, func(o *component.Options) {
+		o.KeepAlive = time.Second
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	s.backend = rec
+	// The other instance, standing by.
+	other := component.New(component.Options{
+		Addr: x.ComponentAddr, JID: x.ComponentJID, Secret: x.ComponentSecret,
+		MaxBackoff: 200 * time.Millisecond, KeepAlive: time.Second,
+		Logger: slog.New(slog.DiscardHandler),
+	}, s.svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { other.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(15 * time.Second)
+	for !other.StandingBy() {
+		if time.Now().After(deadline) {
+			t.Fatal("the second instance does not stand by")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Nothing passes any more, but a close does; the first reconnection
+	// is slow, so that the other instance takes the component.
+	proxy.DelayNext(3 * time.Second)
+	proxy.Freeze()
+	deadline = time.Now().Add(15 * time.Second)
+	for !other.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the instance standing by did not take the component (first: connected %v)", s.conn.Connected())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for !s.conn.StandingBy() {
+		if time.Now().After(deadline) {
+			t.Fatalf("15 s after the other instance took the component, the first says standing by %v, connected %v; want standing by\n%s", s.conn.StandingBy(), s.conn.Connected(), logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

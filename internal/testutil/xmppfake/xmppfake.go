@@ -32,6 +32,7 @@ type Server struct {
 	connections atomic.Int64
 	handshakes  atomic.Int64
 	down        atomic.Bool
+	conflict    atomic.Bool
 	events      chan Event
 
 	mu     sync.Mutex
@@ -42,7 +43,7 @@ type Server struct {
 // Event is what happened to one incoming connection.
 type Event struct {
 	At   time.Time
-	Kind string // "connect" (TCP accepted), "dropped" (while down), "authenticated", "rejected"
+	Kind string // "connect" (TCP accepted), "dropped" (while down), "authenticated", "rejected", "conflict"
 }
 
 // Listen starts a server for component jid with secret.
@@ -74,6 +75,11 @@ func (s *Server) Close() {
 // SetDown makes the server behave as one that is not ready: connections
 // are accepted and closed at once, before any stream. Each still counts.
 func (s *Server) SetDown(down bool) { s.down.Store(down) }
+
+// SetConflict makes the server refuse each handshake with conflict, as
+// Prosody (component_conflict_resolve kick_new, its default) does while
+// it holds another connection for the component.
+func (s *Server) SetConflict(conflict bool) { s.conflict.Store(conflict) }
 
 // Connections is the number of TCP connections accepted.
 func (s *Server) Connections() int { return int(s.connections.Load()) }
@@ -150,6 +156,12 @@ func (s *Server) handshake(c net.Conn, id string) {
 	if !HandshakeOK(id, s.secret, hs.Hash) {
 		s.event("rejected")
 		io.WriteString(c, `<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`)
+		c.Close()
+		return
+	}
+	if s.conflict.Load() {
+		s.event("conflict")
+		io.WriteString(c, `<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Component already connected</text></stream:error></stream:stream>`)
 		c.Close()
 		return
 	}

@@ -22,12 +22,14 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"mellium.im/xmpp/component"
@@ -254,6 +256,11 @@ type Conn struct {
 	// stopped answering: the server may still hold it (see
 	// heldByDeadStream).
 	foundDead atomic.Int64
+	// givenUp is the last stream the keep-alive gave up, watched for the
+	// server's close (see watchGivenUp); nil once that ended. Guarded by
+	// givenUpMu.
+	givenUpMu sync.Mutex
+	givenUp   net.Conn
 	// refused: the XMPP server refused the last handshake for our
 	// configuration (secret or JID), not for a passing reason.
 	refused atomic.Bool
@@ -385,6 +392,74 @@ func (c *Conn) heldByDeadStream() bool {
 	return at != 0 && c.clock.elapsed()-time.Duration(at-1) < deadStreamHeld
 }
 
+// watchGivenUp keeps conn's socket open past the session's close of conn,
+// sends the server our end of it (FIN), and reads until the server closes
+// its side: then the server no longer holds the stream, and a conflict
+// is another connection's (an instance standing by that took over), not
+// our dead stream's. That is what happens when the network or the server
+// was only slow (a server that stalled, a partition that healed before
+// TCP gave up): without it, this instance reported the component down,
+// and logged that every push was lost, for deadStreamHeld while another
+// served it. A stream the network lost without a word never answers, and
+// stays taken as held. stamp is foundDead's value for this stream.
+func (c *Conn) watchGivenUp(conn net.Conn, stamp int64) {
+	fc, ok := conn.(interface{ File() (*os.File, error) })
+	if !ok {
+		return
+	}
+	f, err := fc.File() // a second descriptor: closing conn sends nothing
+	if err != nil {
+		return
+	}
+	dup, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return
+	}
+	c.givenUpMu.Lock()
+	if c.givenUp != nil {
+		c.givenUp.Close() // an older stream's: foundDead is this one's now
+	}
+	c.givenUp = dup
+	c.givenUpMu.Unlock()
+	go func() {
+		defer func() {
+			c.givenUpMu.Lock()
+			if c.givenUp == dup {
+				c.givenUp = nil
+			}
+			c.givenUpMu.Unlock()
+			dup.Close()
+		}()
+		if cw, ok := dup.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		dup.SetReadDeadline(time.Now().Add(deadStreamHeld))
+		buf := make([]byte, 4096)
+		for {
+			_, err := dup.Read(buf)
+			if err == nil {
+				continue // what the server sent before it heard us
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				// The server closed it: it holds it no more.
+				c.foundDead.CompareAndSwap(stamp, 0)
+			}
+			return
+		}
+	}()
+}
+
+// closeGivenUp stops watching the stream the keep-alive gave up.
+func (c *Conn) closeGivenUp() {
+	c.givenUpMu.Lock()
+	defer c.givenUpMu.Unlock()
+	if c.givenUp != nil {
+		c.givenUp.Close()
+		c.givenUp = nil
+	}
+}
+
 // Refused reports whether the XMPP server refused the last handshake
 // because of our configuration: a wrong secret, a JID it does not have.
 func (c *Conn) Refused() bool { return c.refused.Load() }
@@ -403,6 +478,7 @@ func (c *Conn) Run(ctx context.Context) error {
 	// none is cut off (the user's server had no answer and sends it no
 	// more) or outlives the core it reports to.
 	defer c.handlers.Wait()
+	defer c.closeGivenUp()
 	const (
 		quickAttempts = 4
 		stable        = 10 * time.Second // a session this long was a success
@@ -621,6 +697,8 @@ func (c *Conn) setConnected(v bool) {
 		c.standingBy.Store(false)
 		c.refused.Store(false)
 		c.foundDead.Store(0)
+		// A stream is up: the one given up no longer matters.
+		c.closeGivenUp()
 	}
 	if c.connected.Swap(v) == v {
 		return
@@ -680,7 +758,9 @@ func (c *Conn) keepAlive(ctx context.Context, w *writer, lr *limitReader) {
 				c.logger.Warn("the XMPP server did not answer a ping; reconnecting", "quiet_for", (now - heard).Round(time.Second))
 				// The server may not have heard of it: see
 				// heldByDeadStream.
-				c.foundDead.Store(int64(c.clock.elapsed()) + 1)
+				stamp := int64(c.clock.elapsed()) + 1
+				c.foundDead.Store(stamp)
+				c.watchGivenUp(lr.Conn, stamp)
 				lr.Close()
 				return
 			case unanswered == 0 && now-heard >= c.opts.KeepAlive:

@@ -933,3 +933,51 @@ func TestLongStartTagKeepsStream(t *testing.T) {
 		t.Fatalf("after stanzas with start tags of %d bytes: %+v", attrs.Len(), r)
 	}
 }
+
+// TestConflictAfterServerClosedGivenUpStreamStandsBy guards several
+// instances on Prosody: when the keep-alive gave up a stream whose server
+// did hear it close (a server that stalled for a while, a partition that
+// healed before TCP gave up), the server no longer holds it, and another
+// instance standing by takes the component. The conflicts that follow are
+// that instance's connection: this one stands by (healthy, ready), not
+// down with the error that every push is lost, for the 20 minutes the
+// lock-out heuristic allows. A stream whose server never closed it (the
+// network lost it without a word) still counts as held.
+func TestConflictAfterServerClosedGivenUpStreamStandsBy(t *testing.T) {
+	for _, serverCloses := range []bool{true, false} {
+		t.Run(fmt.Sprintf("server closes %v", serverCloses), func(t *testing.T) {
+			const keepAlive = 400 * time.Millisecond
+			f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.KeepAlive = keepAlive })
+			st := f.srv.accept(t)
+			// The pings go unanswered, and another instance has the
+			// component from now on.
+			f.srv.SetConflict(true)
+			st.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, err := st.Dec.Token(); err != nil {
+					break // given up
+				}
+			}
+			if serverCloses {
+				// The server heard the close and drops the stream, as
+				// Prosody does.
+				st.Conn.Close()
+			}
+			conflicts := 0
+			deadline := time.After(10 * time.Second)
+			for conflicts < 4 || serverCloses && !f.conn.StandingBy() {
+				select {
+				case e := <-f.srv.Events():
+					if e.Kind == "conflict" {
+						conflicts++
+					}
+				case <-deadline:
+					t.Fatalf("%d conflicts answered in 10 s, standing by %v: the server closed the given-up stream, and another connection has the component", conflicts, f.conn.StandingBy())
+				}
+			}
+			if !serverCloses && f.conn.StandingBy() {
+				t.Fatalf("after %d conflicts, standing by, though the server never closed the given-up stream (it may still hold it)", conflicts)
+			}
+		})
+	}
+}
