@@ -374,13 +374,17 @@ func (h limitRequests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Answered, not reset: a reset (the only one a handler can
 		// give is INTERNAL_ERROR) is what clients and curl do not
 		// send again, and a push backend multiplexing its pushes
-		// would take it for a push that failed. The answer fits
-		// the stream's window, so writing it waits for no client;
-		// the body never read, the server resets the stream after
+		// would take it for a push that failed. The answer is
+		// headers alone: a body waits for the stream's flow-control
+		// window, which the client grants at will, and one that
+		// gives none held each refused request's handler and
+		// stream until WriteTimeout, as many as the share refused.
+		// The body never read, the server resets the stream after
 		// it. The request was not served: Retry-After says when to
 		// send it again.
 		w.Header().Set("Retry-After", "1")
-		textStatus(w, http.StatusServiceUnavailable, "ERROR\n", "Too many requests at once from this address, try again later!")
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
 	defer c.endRequest()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -249,4 +250,92 @@ func TestHTTP2RequestOverShareAnswered(t *testing.T) {
 	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("a request over the client's share: HTTP/%d %d, Retry-After %q; want HTTP/2 503 with Retry-After", resp.ProtoMajor, resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+}
+
+// TestHTTP2RefusedRequestsHoldNothing guards what a client's share bounds
+// over HTTP/2: a request refused by it must leave nothing behind. An
+// answer with a body waits for the stream's flow-control window, which a
+// client grants at will: one that sets it to 0 held each refused
+// request's handler, with its stream, until WriteTimeout (40 s), up to
+// MaxStreamsPerConnection of them on each of its connections, as many as
+// the share was there to refuse. The refusal's answer is headers alone,
+// which flow control does not hold.
+func TestHTTP2RefusedRequestsHoldNothing(t *testing.T) {
+	cert := testCertificate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, holding := make(chan struct{}), make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(holding)
+		<-release
+	})
+	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: 1})
+	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	go srv.ServeTLS(httpapi.LimitListener(peerListener{Listener: sockio.Listener{Listener: ln}, peer: netip.MustParseAddr("198.51.100.9")}, lim), "", "")
+	defer srv.Close()
+	defer close(release)
+
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	// No stream may be sent a byte of body.
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	request := func(id uint32) {
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "x"}, {":path", "/"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
+	}
+	request(1) // the connection's first request, held
+	<-holding
+	const refused = httpapi.MaxStreamsPerConnection - 1
+	for i := range refused {
+		request(uint32(2*i + 3))
+	}
+	// The refusals' headers, which no window holds.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answered := map[uint32]bool{}
+	for len(answered) < refused {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("%d of %d refusals answered: %v", len(answered), refused, err)
+		}
+		if hf, ok := f.(*http2.HeadersFrame); ok && hf.StreamID != 1 {
+			answered[hf.StreamID] = true
+		}
+	}
+	// Then nothing of them may be left but the held request's handler.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := handlersRunning()
+		if n <= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after %d refused requests were answered, %d handlers still run (1 held): each refusal waits for a window the client never gives", refused, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// handlersRunning counts the goroutines running an HTTP/2 handler.
+func handlersRunning() int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("serverConn).runHandler")) {
+			n++
+		}
+	}
+	return n
 }
