@@ -10,6 +10,17 @@
 -- during which the instances of a rolling upgrade that still serve could
 -- read no registration. Built first, it holds only a SHARE lock, which
 -- lets their pushes read on.
+--
+-- But first the lock DROP INDEX needs is taken and let go at once (a
+-- savepoint rolled back releases it): behind a long reader (pg_dump, an
+-- open transaction) it cannot be had, the try fails within the
+-- runner's lock_timeout, and the runner tries again. Without this, each
+-- try built the whole index, stopping every registration's write for
+-- the build's seconds, only to be rolled back at DROP INDEX, for as long
+-- as the reader ran.
+SAVEPOINT drop_lock;
+LOCK TABLE registrations IN ACCESS EXCLUSIVE MODE;
+ROLLBACK TO SAVEPOINT drop_lock;
 CREATE INDEX registrations_token ON registrations USING hash (token);
 DROP INDEX registrations_type_token;
 
