@@ -199,6 +199,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		})
 	}
 	hl := &httpListeners{listen: up.Listen, logger: logger, errc: make(chan error, 4),
+		writeTimeout: httpapi.WriteTimeout(cfg.PushTimeout.D()),
 		conns: httpapi.NewConnLimit(httpapi.ConnLimitOptions{
 			Slots:     slots,
 			PerClient: *cfg.HTTP.MaxConnectionsPerClient,
@@ -1085,12 +1086,15 @@ func buildApps(ctx context.Context, cfg *config.Config, webPush webPushLimits, l
 // httpListeners are the HTTP listeners, bound before they serve (see
 // serve).
 type httpListeners struct {
-	listen  func(addr string) (net.Listener, error)
-	conns   *httpapi.ConnLimit // the API's; see httpapi.LimitListener
-	logger  *slog.Logger
-	servers []*http.Server
-	pending []func()       // each starts one bound server
-	unused  []net.Listener // those of pending
+	listen func(addr string) (net.Listener, error)
+	conns  *httpapi.ConnLimit // the API's; see httpapi.LimitListener
+	// writeTimeout bounds a request from its header to its answer: long
+	// enough for the longest push push_timeout allows (httpapi.WriteTimeout).
+	writeTimeout time.Duration
+	logger       *slog.Logger
+	servers      []*http.Server
+	pending      []func()       // each starts one bound server
+	unused       []net.Listener // those of pending
 	// errc gets the error of a server that stopped serving on its own.
 	errc chan error
 }
@@ -1105,6 +1109,9 @@ func (h *httpListeners) bind(what, addr string, handler http.Handler, tlsConfig 
 	}
 	ln := httpapi.LimitListener(sockio.Listener{Listener: l}, conns)
 	srv := httpapi.NewServer(addr, handler, h.logger)
+	if h.writeTimeout > 0 {
+		srv.WriteTimeout = h.writeTimeout
+	}
 	srv.TLSConfig = tlsConfig
 	h.servers = append(h.servers, srv)
 	h.logger.Info(what+" listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil)

@@ -260,9 +260,30 @@ func (d *dated) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // this many pushes under way, push-batch carries more.
 const MaxStreamsPerConnection = 32
 
+// readTimeout bounds the reading of a request, its body included.
+const readTimeout = 10 * time.Second
+
+// defaultWriteTimeout is the write timeout of a server whose pushes take
+// at most the default push_timeout.
+const defaultWriteTimeout = 40 * time.Second
+
+// WriteTimeout is how long the server may take over a request from the
+// end of its header to the end of its answer when a push takes at most
+// pushTimeout (push_timeout: its throttle window, the push service and
+// the retries included): the body's read (readTimeout), the push, and
+// room for the rest. The server's write deadline runs from the end of
+// the header, so a push still under way past it was sent but its answer
+// never written: the client got an empty reply, and a proxy that retries
+// such requests sent the push again.
+func WriteTimeout(pushTimeout time.Duration) time.Duration {
+	return max(defaultWriteTimeout, readTimeout+pushTimeout+15*time.Second)
+}
+
 // NewServer wraps h in an http.Server with timeouts, so a slow or idle
 // client cannot hold connections open (slowloris). The write timeout leaves
-// room for a push that waits for the throttle window and the push service.
+// room for a push that waits for the throttle window and the push service
+// as long as the default push_timeout lets it; a server whose pushes may
+// take longer sets WriteTimeout.
 //
 // On connections a LimitListener admitted, each HTTP/2 request beyond a
 // connection's first holds a slot of its ConnLimit and one of its
@@ -273,8 +294,8 @@ func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
 		Handler:           limitRequests{next: h},
 		ConnContext:       limitContext,
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      40 * time.Second,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      defaultWriteTimeout,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		// HTTP/2 carries up to this many requests on one connection at
