@@ -51,6 +51,7 @@ type batchResult struct {
 // It exists for the backends that wake many devices at once: a request
 // per push costs the server more in HTTP than in the push itself.
 func (a *api) pushBatch(w http.ResponseWriter, r *http.Request) {
+	allowOrigin(w, r)
 	pushes, msg := readBatch(r.Body, r.ContentLength)
 	if msg != "" {
 		// The whole batch is refused: one malformed request, as /push

@@ -136,6 +136,9 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("POST "+v1+"unregister", a.unregister)
 	mux.HandleFunc("POST "+v1+"push", a.push)
 	mux.HandleFunc("POST "+v1+"push-batch", a.pushBatch)
+	for _, name := range []string{"register", "unregister", "push", "push-batch"} {
+		mux.HandleFunc("OPTIONS "+v1+name, preflight)
+	}
 	for name, fields := range map[string][]string{
 		"register":   {"type", "node", "token"},
 		"unregister": {"type", "node"},
@@ -588,6 +591,7 @@ func textStatus(w http.ResponseWriter, status int, lines ...string) {
 }
 
 func (a *api) register(w http.ResponseWriter, r *http.Request) {
+	allowOrigin(w, r)
 	if !a.admit(w, r, "register") {
 		return
 	}
@@ -624,6 +628,7 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
+	allowOrigin(w, r)
 	if !a.admit(w, r, "unregister") {
 		return
 	}
@@ -654,12 +659,52 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// The API's endpoints answer web apps of any origin as Prosody's HTTP
+// server answered mod_push_appserver's routes by default (its
+// http_default_cors_enabled, on since 0.12): a browser XMPP client served
+// from another origin registers its WebPush subscription here, and
+// without these fields the browser sent the registration but hid its
+// answer, the secret, from the app, and sent no push-batch (JSON, which
+// it asks about first) at all. No credentials are allowed: the API
+// authenticates by what the body carries, so a page reading an answer
+// learns nothing its author could not ask for directly. The debug pages
+// (every secret) get none of this. The slices are shared, as textPlain.
+var (
+	corsAnyOrigin = []string{"*"}
+	corsExposed   = []string{"Retry-After"}
+	corsMethods   = []string{"POST, OPTIONS"}
+	corsHeaders   = []string{"Content-Type"}
+	corsMaxAge    = []string{"7200"} // Prosody's access_control_max_age
+)
+
+// allowOrigin lets the page that sent r read its answer, when a browser
+// sent it: only they send Origin, and servers and apps pay nothing.
+func allowOrigin(w http.ResponseWriter, r *http.Request) {
+	if _, ok := r.Header["Origin"]; ok {
+		h := w.Header()
+		h["Access-Control-Allow-Origin"] = corsAnyOrigin
+		h["Access-Control-Expose-Headers"] = corsExposed
+	}
+}
+
+// preflight answers the question a browser asks before a request a form
+// could not send (a JSON body, a Content-Type of its own).
+func preflight(w http.ResponseWriter, r *http.Request) {
+	allowOrigin(w, r)
+	h := w.Header()
+	h["Access-Control-Allow-Methods"] = corsMethods
+	h["Access-Control-Allow-Headers"] = corsHeaders
+	h["Access-Control-Max-Age"] = corsMaxAge
+	w.WriteHeader(http.StatusOK)
+}
+
 // unconfirmed answers a change stored but not confirmed by every instance
 // (appserver.ErrUnconfirmed): the client must not take it as done, and
 // its next try finds it stored.
 const unconfirmed = "Not confirmed, try again later!"
 
 func (a *api) push(w http.ResponseWriter, r *http.Request) {
+	allowOrigin(w, r)
 	f, msg := parseRequestForm(r, "node", "secret")
 	if msg != "" {
 		// Counted and logged as a malformed publish is: a client that
