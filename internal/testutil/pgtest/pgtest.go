@@ -92,13 +92,8 @@ func (s *Server) Terminate(t testing.TB, dsn, app string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn, done := s.superuser(t)
+	defer done()
 	var n int
 	err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE datname = $1 AND application_name = $2`, cfg.Database, app).Scan(&n)
@@ -110,6 +105,22 @@ func (s *Server) Terminate(t testing.TB, dsn, app string) int {
 
 func (s *Server) dsn(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, db)
+}
+
+// superuser connects to the server's own database as its superuser, for
+// a minute at most; done closes the connection.
+func (s *Server) superuser(t testing.TB) (ctx context.Context, conn *pgx.Conn, done func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return ctx, conn, func() {
+		conn.Close(ctx)
+		cancel()
+	}
 }
 
 func (s *Server) exec(ctx context.Context, sql string) error {
@@ -427,13 +438,8 @@ func (s *Server) SetSystem(t testing.TB, name, value string) {
 func (s *Server) SyncStandbys(t testing.TB, names string, n int) {
 	t.Helper()
 	s.SetSystem(t, "synchronous_standby_names", names)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn, done := s.superuser(t)
+	defer done()
 	for {
 		var got int
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')`).Scan(&got); err != nil {
@@ -453,13 +459,8 @@ func (s *Server) SyncStandbys(t testing.TB, names string, n int) {
 // setting is the value of the parameter name in a new session.
 func (s *Server) setting(t testing.TB, name string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, s.dsn("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn, done := s.superuser(t)
+	defer done()
 	var v string
 	if err := conn.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err != nil {
 		t.Fatal(err)
