@@ -160,24 +160,10 @@ func TestUnansweringAPNSHoldsNoConnection(t *testing.T) {
 				// first's deadline before it reaches the push service.
 				t.Fatalf("only %d of %d pushes to the APNS app reached it: those with it hold the slots", counted.n.Load(), iosPushes)
 			}
-			start := time.Now()
-			st.send(t, publish("android-1", "android-1", victim, true))
-			for {
-				r := st.next(t)
-				if r.ID != "android-1" {
-					continue
-				}
-				took := time.Since(start)
-				if r.Type != "result" {
-					t.Fatalf("android push: %+v", r)
-				}
-				t.Logf("android push answered after %v", took.Round(time.Millisecond))
-				// Normally a few ms; held up, it waits for the APNS
-				// pushes' deadline.
-				if took > time.Second {
-					t.Fatalf("healthy app's push answered after %v: %d pushes to an APNS that %s held every slot of the connection (%d slots, push_deadline %v)", took.Round(time.Millisecond), iosPushes, tc.name, slots, budget)
-				}
-				return
+			// Normally a few ms; held up, it waits for the APNS
+			// pushes' deadline.
+			if took := androidPushTook(t, st, victim); took > time.Second {
+				t.Fatalf("healthy app's push answered after %v: %d pushes to an APNS that %s held every slot of the connection (%d slots, push_deadline %v)", took.Round(time.Millisecond), iosPushes, tc.name, slots, budget)
 			}
 		})
 	}
@@ -287,4 +273,24 @@ func floodOf(t *testing.T, svc *appserver.Service, app string, n int) string {
 		flood.WriteString(publish(node, node, r.Secret, true))
 	}
 	return flood.String()
+}
+
+// androidPushTook publishes to node android-1 of the healthy app on st
+// and returns how long its answer, a result, took.
+func androidPushTook(t *testing.T, st *stream, victim string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	st.send(t, publish("android-1", "android-1", victim, true))
+	for {
+		r := st.next(t)
+		if r.ID != "android-1" {
+			continue
+		}
+		took := time.Since(start)
+		if r.Type != "result" {
+			t.Fatalf("android push: %+v", r)
+		}
+		t.Logf("android push answered after %v", took.Round(time.Millisecond))
+		return took
+	}
 }
