@@ -1555,8 +1555,13 @@ func (s *Store) listen(ctx context.Context, changed func(string), live func(bool
 				if !following {
 					following = true
 					connected()
-					live(true)
+					// The barrier first: a write made once the caller
+					// hears the feed is live waits for the others'
+					// acks; told first, the caller could write in
+					// between, and be answered OK with no instance
+					// having dropped what it cached.
 					s.bar.setLive(true)
+					live(true)
 				}
 				continue
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,5 +143,63 @@ func TestWriteUnconfirmedWhenFeedGoesDown(t *testing.T) {
 	r, err := a.Register(ctx, "n-7f3a", registry.Renew(registry.Registration{Node: "n-7f3a", Type: "a", Token: "t2", Secret: "other", Registered: time.Now()}))
 	if err != nil || r.Secret != "s1" || r.Token != "t2" {
 		t.Fatalf("registering again: %+v, %v; want the stored secret s1 and token t2", r, err)
+	}
+}
+
+// A write made as soon as the feed says it listens waits for the other
+// instances' acks: the feed is live for the writes before it says so.
+// The other way round, a write in between counted no instance to wait
+// for and was answered at once, while another instance might still
+// serve what it cached (and TestWriteUnconfirmedWhenFeedGoesDown, which
+// writes as soon as it hears the feed is live, failed so under load).
+func TestWriteWaitsOnceFeedSaysLive(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.DB(t)
+	// Another instance that never acks, as a hung one's.
+	pgtest.Listen(t, dsn, "push-appserver-listen", postgres.Channel)
+	a, err := postgres.Open(ctx, dsn, postgres.Options{AckWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	fctx, stop := context.WithCancel(ctx)
+	heard, proceed := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Follow(fctx, func(string) {}, func(live bool) {
+			if live {
+				// Held here, as a caller's goroutine may be when
+				// another writes.
+				close(heard)
+				<-proceed
+			}
+		})
+	}()
+	var release sync.Once
+	let := func() { release.Do(func() { close(proceed) }) }
+	defer func() { let(); stop(); <-done }()
+	select {
+	case <-heard:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the feed never said it listens")
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := register(a, registry.Registration{Node: "n-live", Type: "a", Token: "t", Secret: "s", Registered: time.Now()})
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("a write made once the feed said it listens was answered %v at once, waiting for no instance's ack", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	let()
+	// The hung instance never acks: the write ends with the feed.
+	stop()
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the write still waits after the feed ended")
 	}
 }
