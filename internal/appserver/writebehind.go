@@ -273,6 +273,13 @@ func (w *statusWriter) run(ctx context.Context, interval time.Duration) {
 				}
 			}
 		}
+		if ctx.Err() != nil {
+			// Told to stop while its ticker was ready too: select
+			// picks either, and each write that takes its timeout on
+			// a silent database adds it to the stop. close makes the
+			// last attempt.
+			return
+		}
 		w.flush(ctx)
 		last = time.Now()
 		w.pruneChanges(last)

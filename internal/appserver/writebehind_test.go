@@ -344,3 +344,58 @@ func TestStoredReason(t *testing.T) {
 		}
 	}
 }
+
+// slowRefusing is a store whose every write of outcomes fails after
+// taking d, as a database gone silent does at its timeout, and counts
+// them.
+type slowRefusing struct {
+	registry.Store
+	d     time.Duration
+	mu    sync.Mutex
+	calls int
+}
+
+func (s *slowRefusing) UpdatePushStatus(ctx context.Context, b []registry.PushStatus) error {
+	s.mu.Lock()
+	s.calls++
+	s.mu.Unlock()
+	time.Sleep(s.d)
+	return errors.New("timeout")
+}
+
+// Once told to stop, the writer's loop writes no more: close makes the
+// last attempt. With a write that takes its timeout, each attempt the
+// loop made after the stop (its ticker is always ready by then, and a
+// select of two ready cases picks at random) added that timeout to the
+// stop, so that a stop with PostgreSQL silent took 11.5 s or 21.5 s at
+// random, past systemd's patience in one run of four.
+func TestStatusLoopStopsWriting(t *testing.T) {
+	for range 10 {
+		store := &slowRefusing{Store: memory.New(), d: 20 * time.Millisecond}
+		w := newStatusWriter(store, slog.New(slog.DiscardHandler))
+		w.add(registry.PushStatus{Node: "n1", At: time.Now(), Success: true})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { w.run(ctx, time.Millisecond); close(done) }()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			store.mu.Lock()
+			calls := store.calls
+			store.mu.Unlock()
+			if calls > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the loop never wrote")
+			}
+		}
+		// Stopped during its first write: the loop writes no other.
+		cancel()
+		<-done
+		store.mu.Lock()
+		calls := store.calls
+		store.mu.Unlock()
+		if calls != 1 {
+			t.Fatalf("the loop wrote %d times, told to stop during its first write", calls)
+		}
+	}
+}
