@@ -57,19 +57,7 @@ func TestMigrationBuildsNoIndexItCannotKeep(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reader, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close(ctx)
-	read, err := reader.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer read.Rollback(ctx)
-	if _, err := read.Exec(ctx, `SELECT count(*) FROM registrations`); err != nil {
-		t.Fatal(err)
-	}
+	read := readingRegistrations(t, ctx, dsn)
 
 	mctx, cancel := context.WithCancel(ctx)
 	opened := make(chan error, 1)

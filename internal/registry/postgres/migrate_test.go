@@ -37,19 +37,7 @@ func TestMigrationWaitingForALockHoldsNoOneUp(t *testing.T) {
 	}
 	defer serving.Close()
 
-	reader, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close(ctx)
-	read, err := reader.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer read.Rollback(ctx)
-	if _, err := read.Exec(ctx, `SELECT count(*) FROM registrations`); err != nil {
-		t.Fatal(err)
-	}
+	read := readingRegistrations(t, ctx, dsn)
 
 	// The shipped migrations and one after them that needs ACCESS
 	// EXCLUSIVE on registrations, as ADD COLUMN does.
@@ -190,4 +178,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// readingRegistrations opens a transaction that has read the
+// registrations and holds their table until it ends, as a long reader
+// does (pg_dump, a report): what a migration must wait for. Rolled back
+// when the test ends, unless committed first.
+func readingRegistrations(t *testing.T, ctx context.Context, dsn string) pgx.Tx {
+	t.Helper()
+	reader, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close(context.Background()) })
+	read, err := reader.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { read.Rollback(context.Background()) })
+	if _, err := read.Exec(ctx, `SELECT count(*) FROM registrations`); err != nil {
+		t.Fatal(err)
+	}
+	return read
 }
