@@ -30,19 +30,10 @@ import (
 // held 32,000. A connection's streams beyond MaxStreamsPerConnection are
 // refused.
 func TestHTTP2StreamsPerConnectionBounded(t *testing.T) {
-	cert := testCertificate(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := httpapi.New(httpapi.Options{Service: logcore.New(t, appserver.Options{}), Logger: slog.New(slog.DiscardHandler)})
-	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: httpapi.DefaultMaxConnectionsPerClient})
-	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	go srv.ServeTLS(httpapi.LimitListener(sockio.Listener{Listener: ln}, lim), "", "")
-	defer srv.Close()
+	addr := serveTLSLimited(t, h, httpapi.DefaultMaxConnectionsPerClient, netip.Addr{})
 
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,28 +104,19 @@ func (c peerConnAt) RemoteAddr() net.Addr { return c.addr }
 // connections could.
 func TestHTTP2StreamsHoldClientShare(t *testing.T) {
 	const perClient = 4
-	cert := testCertificate(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var entered, exited atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		entered.Add(1)
 		defer exited.Add(1)
 		io.Copy(io.Discard, r.Body) // waits for a body that never comes
 	})
-	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: perClient})
-	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	client := netip.MustParseAddr("198.51.100.7")
-	go srv.ServeTLS(httpapi.LimitListener(peerListener{Listener: sockio.Listener{Listener: ln}, peer: client}, lim), "", "")
-	defer srv.Close()
+	addr := serveTLSLimited(t, h, perClient, client)
 
 	// open opens a connection of the client, whose frames a reader
 	// counts the refused streams of.
 	open := func() (*tls.Conn, *http2.Framer, *atomic.Int64) {
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +162,7 @@ func TestHTTP2StreamsHoldClientShare(t *testing.T) {
 		t.Fatalf("one connection of a client with a share of %d runs %d requests at once (%d of %d refused): its streams hold no share", perClient, running, refused, n)
 	}
 	// Connections and requests share the client's share: it is whole.
-	if c2, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}); err == nil {
+	if c2, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}); err == nil {
 		c2.Close()
 		t.Fatal("a client whose requests hold its share was given another connection")
 	}
@@ -204,11 +186,6 @@ func TestHTTP2StreamsHoldClientShare(t *testing.T) {
 // on, and a backend multiplexing its pushes on one connection would take
 // the push for failed, where it was never served.
 func TestHTTP2RequestOverShareAnswered(t *testing.T) {
-	cert := testCertificate(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	release, holding := make(chan struct{}), make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
@@ -217,17 +194,13 @@ func TestHTTP2RequestOverShareAnswered(t *testing.T) {
 		}
 		w.Write([]byte("OK\n"))
 	})
-	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: 1})
-	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	go srv.ServeTLS(httpapi.LimitListener(peerListener{Listener: sockio.Listener{Listener: ln}, peer: netip.MustParseAddr("198.51.100.8")}, lim), "", "")
-	defer srv.Close()
+	addr := serveTLSLimited(t, h, 1, netip.MustParseAddr("198.51.100.8"))
 	defer close(release)
 
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	url := "https://" + ln.Addr().String()
+	url := "https://" + addr
 	// One connection, made first: the client's whole share.
 	resp, err := client.Get(url + "/push")
 	if err != nil {
@@ -261,24 +234,15 @@ func TestHTTP2RequestOverShareAnswered(t *testing.T) {
 // the share was there to refuse. The refusal's answer is headers alone,
 // which flow control does not hold.
 func TestHTTP2RefusedRequestsHoldNothing(t *testing.T) {
-	cert := testCertificate(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	release, holding := make(chan struct{}), make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(holding)
 		<-release
 	})
-	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: 1})
-	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	go srv.ServeTLS(httpapi.LimitListener(peerListener{Listener: sockio.Listener{Listener: ln}, peer: netip.MustParseAddr("198.51.100.9")}, lim), "", "")
-	defer srv.Close()
+	addr := serveTLSLimited(t, h, 1, netip.MustParseAddr("198.51.100.9"))
 	defer close(release)
 
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,4 +302,26 @@ func handlersRunning() int {
 		}
 	}
 	return n
+}
+
+// serveTLSLimited serves h over TLS (HTTP/2 offered) on a loopback port
+// through a ConnLimit of perClient connections a client, every
+// connection counted as peer's when peer is valid, until the test ends,
+// and returns its address.
+func serveTLSLimited(t *testing.T, h http.Handler, perClient int, peer netip.Addr) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l net.Listener = sockio.Listener{Listener: ln}
+	if peer.IsValid() {
+		l = peerListener{Listener: l, peer: peer}
+	}
+	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: perClient})
+	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCertificate(t)}}
+	go srv.ServeTLS(httpapi.LimitListener(l, lim), "", "")
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
