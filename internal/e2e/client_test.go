@@ -18,6 +18,7 @@ import (
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
 
 	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 	"github.com/push-appserver/push-appserver/internal/xmpp/dataform"
@@ -33,14 +34,15 @@ type client struct {
 
 func login(t *testing.T, addr, user, domain, password string) *client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The login's time limit is the connection's own deadline, not a
+	// context: see deadlineFree.
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
 	j := jid.MustParse(user + "@" + domain + "/test")
-	sess, err := xmpp.NewClientSession(ctx, j, conn,
+	sess, err := xmpp.NewClientSession(context.Background(), j, deadlineFree{conn},
 		xmpp.StartTLS(&tls.Config{ServerName: domain, InsecureSkipVerify: true}),
 		xmpp.SASL("", password, sasl.Plain),
 		xmpp.BindResource(),
@@ -49,6 +51,7 @@ func login(t *testing.T, addr, user, domain, password string) *client {
 		conn.Close()
 		t.Fatalf("login %s: %v", user, err)
 	}
+	conn.SetDeadline(time.Time{})
 	c := &client{t: t, sess: sess, jid: sess.LocalAddr(), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
@@ -57,6 +60,20 @@ func login(t *testing.T, addr, user, domain, password string) *client {
 	t.Cleanup(c.close)
 	return c
 }
+
+// deadlineFree keeps mellium.im/xmpp (v0.22.0) from setting deadlines on
+// a connection. For each write with a context, it starts a goroutine that
+// sets a deadline in the past if the context ends, and stops it when the
+// write returns; a context cancelled right after the write can still win
+// that goroutine's select, and the deadline lands on the next write, which
+// fails with "i/o timeout" and breaks the TLS connection for good. A test
+// that sent a few messages in a row failed so about once in a few hundred
+// messages. Contexts still bound how long an IQ waits for its answer.
+type deadlineFree struct{ net.Conn }
+
+func (deadlineFree) SetDeadline(time.Time) error      { return nil }
+func (deadlineFree) SetReadDeadline(time.Time) error  { return nil }
+func (deadlineFree) SetWriteDeadline(time.Time) error { return nil }
 
 func (c *client) close() {
 	select {
@@ -213,5 +230,45 @@ func (c *client) sendReceipt(to, id string) {
 	m.Received.ID = id
 	if err := c.sess.Encode(ctx, m); err != nil {
 		c.t.Fatalf("send receipt: %v", err)
+	}
+}
+
+// A write whose context is cancelled just after it returned leaves the
+// connection fit for the next write (see deadlineFree).
+func TestClientWritesOutliveTheirContexts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ready := func(context.Context, *stream.Info, *stream.Info, *xmpp.Session, any) (xmpp.SessionState, io.ReadWriter, any, error) {
+		return xmpp.Ready, nil, nil, nil
+	}
+	sess, err := xmpp.NewSession(context.Background(), jid.MustParse("localhost"), jid.MustParse("bob@localhost"), deadlineFree{conn}, 0, ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without deadlineFree, one of the first thousand writes failed in
+	// each of a few runs.
+	for i := range 10000 {
+		ctx, cancel := context.WithCancel(context.Background())
+		m := chat{stanza.Message{ID: randomID(), To: jid.MustParse("alice@localhost"), Type: stanza.ChatMessage}, "hi"}
+		err := sess.Encode(ctx, m)
+		cancel()
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
 	}
 }
