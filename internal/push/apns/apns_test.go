@@ -976,6 +976,12 @@ func TestCheckCredentials(t *testing.T) {
 		{name: "wrong topic", opts: func(o *apns.Options) { o.Topic = "im.example.other" }, reason: "APNS 400 TopicDisallowed", check: "topic (im.example.other) is the app's bundle ID", known: true},
 		{name: "certificate of the other environment", fault: apnsmock.Fault{Status: 403, Reason: "BadCertificateEnvironment"},
 			reason: "APNS 403 BadCertificateEnvironment", check: "sandbox", known: true},
+		// The device token is judged after the credentials and the
+		// topic: a 410 for it says both were taken, and a token of
+		// another app names the topic as what to check.
+		{name: "device token unregistered", fault: apnsmock.Fault{Status: 410, Reason: "Unregistered", Timestamp: time.UnixMilli(1_700_000_000_000)}, known: true},
+		{name: "device token of another topic", fault: apnsmock.Fault{Status: 400, Reason: "DeviceTokenNotForTopic"},
+			reason: "APNS 400 DeviceTokenNotForTopic", check: "topic (im.example.app) is the app's bundle ID", known: true},
 		// Signed anew and asked again, as a push would be.
 		{name: "provider token stale once", fault: apnsmock.Fault{Status: 403, Reason: "ExpiredProviderToken"}, known: true},
 		{name: "service unavailable", fault: apnsmock.Fault{Status: 503, Reason: "ServiceUnavailable"}},
