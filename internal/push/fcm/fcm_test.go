@@ -170,9 +170,11 @@ func TestAnswers(t *testing.T) {
 				t.Fatalf("%v", err)
 			}
 		}, 1},
+		// The APNs or web push key the project holds: refused for the
+		// app's iOS and web devices alone (Partial).
 		{"third party auth error: our configuration, kept for later, no retry", []fcmmock.Fault{{Status: 401, Code: "THIRD_PARTY_AUTH_ERROR"}}, func(t *testing.T, err error) {
 			var cr *push.CredentialsRefusedError
-			if !push.IsTemporary(err) || !errors.As(err, &cr) {
+			if !push.IsTemporary(err) || !errors.As(err, &cr) || !cr.Partial {
 				t.Fatalf("%v", err)
 			}
 		}, 1},
@@ -449,9 +451,34 @@ func TestTokenEndpointOutageIsTemporary(t *testing.T) {
 		o.CAPath = ca
 		o.TokenURL = down.URL + "/token"
 		o.PushDeadline = 300 * time.Millisecond
-		if err := send(newBackend(t, o), nil); !push.IsTemporary(err) {
-			t.Errorf("Send with the token endpoint answering %d = %v, want a temporary failure", status, err)
+		// Not a refusal of the service account either: that would
+		// send the operator to a key that is fine.
+		var cr *push.CredentialsRefusedError
+		if err := send(newBackend(t, o), nil); !push.IsTemporary(err) || errors.As(err, &cr) {
+			t.Errorf("Send with the token endpoint answering %d = %v, want a temporary failure that refuses no credentials", status, err)
 		}
+	}
+}
+
+// TestRefusedServiceAccountKeptUntilReconfigured: Google refusing the
+// service account's key (invalid_grant: a deleted or foreign key) is
+// the configuration's to mend, like FCM refusing the account: the push
+// fails temporarily as a refusal of the credentials, kept to be sent
+// once the key is replaced, not dropped as an answer about the push.
+func TestRefusedServiceAccountKeptUntilReconfigured(t *testing.T) {
+	m, o := setup(t)
+	stranger, err := fcmmock.WriteForeignServiceAccount(t.TempDir(), "chat-app-1234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.ServiceAccountFile, o.TokenURL = stranger, m.TokenURL
+	err = send(newBackend(t, o), nil)
+	var cr *push.CredentialsRefusedError
+	if !push.IsTemporary(err) || !errors.As(err, &cr) || !strings.Contains(cr.Check, "service_account_file") {
+		t.Fatalf("%v, want a temporary failure refusing the service account", err)
+	}
+	if n := len(m.Requests()); n != 0 {
+		t.Fatalf("%d pushes reached FCM without an access token", n)
 	}
 }
 
@@ -574,6 +601,10 @@ func TestCheckCredentials(t *testing.T) {
 			reason: "FCM 403 PERMISSION_DENIED: Permission 'cloudmessaging.messages.create' denied", check: "a role that may send", known: true, sent: 1},
 		{name: "key Google does not take", opts: func(m *fcmmock.Server, o *fcm.Options) { o.ServiceAccountFile, o.TokenURL = strangerKey, m.TokenURL },
 			reason: "invalid_grant", check: "service_account_file", known: true},
+		// An argument of the made-up send FCM refuses tells nothing of
+		// the credentials, unlike one about the token.
+		{name: "invalid argument not about the token", fault: fcmmock.Fault{Status: 400, Code: "INVALID_ARGUMENT", Message: "Invalid value at 'message.android.ttl'"}, sent: 1},
+		{name: "invalid token argument", fault: fcmmock.Fault{Status: 400, Code: "INVALID_ARGUMENT", Message: "The registration token is not a valid FCM registration token"}, known: true, sent: 1},
 		{name: "service unavailable", fault: fcmmock.Fault{Status: 503, Message: "The service is currently unavailable."}, sent: 1},
 		{name: "quota exceeded", fault: fcmmock.Fault{Status: 429, Code: "QUOTA_EXCEEDED"}, sent: 1},
 		{name: "no answer in time", fault: fcmmock.Fault{Delay: time.Minute}},
