@@ -109,6 +109,10 @@ func TestGuardCheckURL(t *testing.T) {
 		{Guard{Hosts: []string{"fcm.googleapis.com", "*.push.services.mozilla.com"}}, "https://updates.push.services.mozilla.com/x", true},
 		{Guard{Hosts: []string{"fcm.googleapis.com", "*.push.services.mozilla.com"}}, "https://push.services.mozilla.com.evil.example/x", false},
 		{Guard{Hosts: []string{"fcm.googleapis.com"}}, "https://evil.example/x", false},
+		// "*.example.org" is the subdomains of example.org: a host
+		// whose name merely ends in the same letters is another's.
+		{Guard{Hosts: []string{"*.push.services.mozilla.com"}}, "https://evilpush.services.mozilla.com/x", false},
+		{Guard{Hosts: []string{"*.push.services.mozilla.com"}}, "https://push.services.mozilla.com/x", false},
 		{Guard{Hosts: []string{"fcm.googleapis.com"}}, "https://FCM.googleapis.com./x", true},
 	}
 	for _, c := range cases {
