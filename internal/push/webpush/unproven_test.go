@@ -3,6 +3,7 @@ package webpush_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -61,5 +62,30 @@ func TestUnprovenServiceTriedOnce(t *testing.T) {
 	}
 	if sent := len(mock.Messages()) - before; sent != 2 {
 		t.Fatalf("503 then ok at a proven service: %d requests, want 2", sent)
+	}
+}
+
+// TestUnprovenServiceGoneKeptAMinute: at a service that has failed
+// UnprovenFailures pushes and answered none with success, a 404 is kept
+// (it has vouched for none of its 404s) and, like its 5xx, asks
+// redelivery to wait a minute at the soonest: kept without that wait, a
+// stranger's host answering 404 would be sent each push again and again
+// at the redelivery's own pace.
+func TestUnprovenServiceGoneKeptAMinute(t *testing.T) {
+	ctx := context.Background()
+	mock, b, pub := setup(t, webpush.Options{PushDeadline: 300 * time.Millisecond})
+	for i := range webpush.UnprovenFailures {
+		sub := subscribe(t, mock, pub)
+		mock.Fail(sub.ID, slices.Repeat([]webpushmock.Fault{{Status: 503}}, 100)...)
+		if err := b.Send(ctx, push.Notification{Node: "n", Token: sub.JSON}); err == nil {
+			t.Fatalf("push %d: succeeded at a service answering 503", i)
+		}
+	}
+	sub := subscribe(t, mock, pub)
+	mock.Fail(sub.ID, webpushmock.Fault{Status: 404})
+	err := b.Send(ctx, push.Notification{Node: "n", Token: sub.JSON})
+	var te *push.TemporaryError
+	if !errors.As(err, &te) || te.RetryAfter < time.Minute {
+		t.Fatalf("404 from a service that took no push: %v; want it kept, tried again in a minute at the soonest", err)
 	}
 }
