@@ -359,9 +359,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	// server, named by a stranger's subscriptions, that we would
 	// otherwise hit again and again.
 	unproven := b.opts.Gone.Unproven(origin)
-	refreshed, shortened := false, false
+	refreshed, shortened, misdirected := false, false, false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
-		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &shortened)
+		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &shortened, &misdirected)
 		if unproven && push.IsTemporary(err) {
 			return onceUnproven(err, origin)
 		}
@@ -417,8 +417,8 @@ func onceUnproven(err error, origin string) error {
 // attempt makes one request of the push n to sub (two, when a summary
 // too large for the service is sent again without its text) and says
 // what came of it as Send's retries take it.
-func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, n push.Notification, body *[]byte, refreshed, shortened *bool) error {
-	status, retryAfter, date, err := b.post(ctx, sub, origin, *body, n.Priority)
+func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, n push.Notification, body *[]byte, refreshed, shortened, misdirected *bool) error {
+	status, retryAfter, date, err := b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
 	if status == http.StatusRequestEntityTooLarge && !*shortened && n.Summary != nil && b.opts.IncludeSummary {
 		// RFC 8030 has services take 4,096 bytes, and ours fit
 		// them, but some take less: Mozilla's, for Firefox on
@@ -428,7 +428,7 @@ func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, 
 		*shortened = true
 		if short, encErr := Encrypt(b.payload(withoutText(n)), sub); encErr == nil {
 			*body = short
-			status, retryAfter, date, err = b.post(ctx, sub, origin, *body, n.Priority)
+			status, retryAfter, date, err = b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
 		}
 	}
 	switch {
@@ -453,6 +453,15 @@ func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, 
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
 		// 408: the service, or a proxy before it, gave up waiting
 		// for the request (RFC 9110 15.5.9), which may be repeated.
+		return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
+	case status == http.StatusMisdirectedRequest:
+		// The connection cannot serve the endpoint's host (RFC 9110
+		// 15.5.20: a front end behind a shared address, a certificate
+		// that covers more names than the server does): the request
+		// may be sent again over another connection, and the pool
+		// would hand out the same one, so the attempts that follow
+		// retire it. Failed for good instead, the push was dropped.
+		*misdirected = true
 		return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
 	case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && !*refreshed:
 		// A token signed a moment before a key change or with a clock
@@ -537,7 +546,8 @@ func (c *clockDisputed) temporary() *push.TemporaryError {
 }
 
 // post sends one push; date is the answer's Date, zero when it had none.
-func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority) (status int, retryAfter time.Duration, date time.Time, err error) {
+// closeConn retires the connection it goes out on once it is answered.
+func (b *Backend) post(ctx context.Context, sub Subscription, origin string, body []byte, prio push.Priority, closeConn bool) (status int, retryAfter time.Duration, date time.Time, err error) {
 	auth, err := b.vapid.authorization(origin)
 	if err != nil {
 		return 0, 0, time.Time{}, err
@@ -554,6 +564,8 @@ func (b *Backend) post(ctx context.Context, sub Subscription, origin string, bod
 		req.Header.Set("Topic", DefaultTopic)
 	}
 	req.Header.Set("Authorization", auth)
+	// On HTTP/2 too: the transport takes no other request on it.
+	req.Close = closeConn
 	var resp *http.Response
 	err = push.Elsewhere(ctx, func() error {
 		var err error
