@@ -200,12 +200,13 @@ func TestSentPushLogged(t *testing.T) {
 
 func TestAnswers(t *testing.T) {
 	dead := time.UnixMilli(1_700_000_000_123)
-	tests := []struct {
+	type answerCase struct {
 		name      string
 		faults    []apnsmock.Fault
 		check     func(t *testing.T, err error)
 		wantTries int
-	}{
+	}
+	tests := []answerCase{
 		{"410 unregistered with Apple's timestamp", []apnsmock.Fault{{Status: 410, Reason: "Unregistered", Timestamp: dead}}, func(t *testing.T, err error) {
 			d, ok := push.IsDeadToken(err)
 			if !ok || !d.Since.Equal(dead) || d.Reason != "Unregistered" {
@@ -261,6 +262,23 @@ func TestAnswers(t *testing.T) {
 				t.Fatalf("%v", err)
 			}
 		}, 1},
+	}
+	// Every answer that refuses the app's topic, key or certificate
+	// rather than the device's token: the push is kept until the
+	// configuration is mended, and the registration is not touched.
+	for _, f := range []apnsmock.Fault{
+		{Status: 400, Reason: "TopicDisallowed"},
+		{Status: 400, Reason: "MissingTopic"},
+		{Status: 403, Reason: "BadCertificate"},
+		{Status: 403, Reason: "BadCertificateEnvironment"},
+		{Status: 403, Reason: "Forbidden"},
+	} {
+		tests = append(tests, answerCase{fmt.Sprintf("%d %s: our configuration, kept for later, no retry", f.Status, f.Reason), []apnsmock.Fault{f}, func(t *testing.T, err error) {
+			var cr *push.CredentialsRefusedError
+			if _, dead := push.IsDeadToken(err); dead || !push.IsTemporary(err) || !errors.As(err, &cr) || !strings.Contains(err.Error(), f.Reason) {
+				t.Fatalf("%v, want a temporary refusal of the configuration", err)
+			}
+		}, 1})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
