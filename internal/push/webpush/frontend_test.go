@@ -2,6 +2,7 @@ package webpush_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"testing"
@@ -44,6 +45,33 @@ func TestFrontEndStatusesTriedAgain(t *testing.T) {
 			mock.Fail(sub.ID, slices.Repeat([]webpushmock.Fault{{Status: status}}, 100)...)
 			if err := b.Send(context.Background(), push.Notification{Node: "n", Token: sub.JSON}); !push.IsTemporary(err) {
 				t.Fatalf("push answered %d to its deadline: %v, want a temporary failure (redelivered)", status, err)
+			}
+		})
+	}
+}
+
+// TestRetryAfterKeptForRedelivery: a push service that answers 429 or
+// 503 with a Retry-After beyond the push's deadline is not asked again
+// within the push: the push ends at once as a temporary failure that
+// carries the wait, so that redelivery sends it no sooner than the
+// service asked.
+func TestRetryAfterKeptForRedelivery(t *testing.T) {
+	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			mock, b, pub := setup(t, webpush.Options{PushDeadline: time.Second})
+			if err := b.Send(context.Background(), push.Notification{Node: "n0", Token: subscribe(t, mock, pub).JSON}); err != nil {
+				t.Fatal(err)
+			}
+			sub := subscribe(t, mock, pub)
+			mock.Fail(sub.ID, slices.Repeat([]webpushmock.Fault{{Status: status, RetryAfter: "120"}}, 100)...)
+			before := len(mock.Messages())
+			err := b.Send(context.Background(), push.Notification{Node: "n", Token: sub.JSON})
+			var te *push.TemporaryError
+			if !errors.As(err, &te) || te.RetryAfter != 2*time.Minute {
+				t.Fatalf("%v, want a temporary failure to try again in 2 minutes", err)
+			}
+			if sent := len(mock.Messages()) - before; sent != 1 {
+				t.Fatalf("%d requests, want 1", sent)
 			}
 		})
 	}
