@@ -669,3 +669,26 @@ func TestSummaryFitsFCMsCount(t *testing.T) {
 		t.Fatalf("data of %d bytes as FCM counts them: %v", size, data)
 	}
 }
+
+// TestWrongEndpointWarnedOnce: a 404 without FCM's error body comes from
+// a wrong endpoint or a proxy, not from FCM: the push fails without
+// touching its token, and the operator is told once, at warn, to look at
+// the endpoint, not once per push.
+func TestWrongEndpointWarnedOnce(t *testing.T) {
+	m, o := setup(t)
+	o.Endpoint = m.URL + "/not-fcm"
+	var buf logbuf.Buffer
+	b, err := fcm.New(o, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		err := send(b, nil)
+		if _, dead := push.IsDeadToken(err); dead || err == nil || push.IsTemporary(err) {
+			t.Fatalf("%v, want a failure that keeps the token", err)
+		}
+	}
+	if n := strings.Count(buf.String(), "level=WARN msg=\"FCM endpoint answered 404 without an FCM error"); n != 1 {
+		t.Fatalf("%d warnings of a wrong endpoint for 3 pushes, want 1; log:\n%s", n, buf.String())
+	}
+}
