@@ -226,3 +226,36 @@ func TestGoneGuardBounded(t *testing.T) {
 		t.Fatalf("Judge(413) = %v", err)
 	}
 }
+
+// TestGoneOutnumberingSuccessesHeld: a success vouches for the 404 right
+// after it only while the service's 404s of the window are no more than
+// its successes: a service that answers most pushes 404 and some with
+// success (one of its back ends lost its route) has its 404s held, even
+// the one that follows a success, rather than each such 404 removing a
+// registration.
+func TestGoneOutnumberingSuccessesHeld(t *testing.T) {
+	clock := fakeclock.New(time.Now())
+	g := webpush.NewGoneGuard("web", webpush.GoneOptions{Now: clock.Now}, quiet())
+	dead := &push.DeadTokenError{Since: clock.Now(), Reason: "404 Not Found"}
+	ctx := context.Background()
+	const origin = "https://up.example"
+	if err := g.Judge(ctx, origin, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Judge(ctx, origin, dead); !isDead(err) {
+		t.Fatalf("404 right after a success: %v, want dead", err)
+	}
+	for range 3 {
+		if err := g.Judge(ctx, origin, dead); !held(err) {
+			t.Fatalf("404 after a 404: %v, want held", err)
+		}
+	}
+	// One success among four 404s: the next 404 is the fifth against
+	// two successes.
+	if err := g.Judge(ctx, origin, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Judge(ctx, origin, dead); !held(err) {
+		t.Fatalf("404 after a success at a service whose 404s outnumber its successes: %v, want held", err)
+	}
+}
