@@ -567,10 +567,19 @@ func TestCertificateAuth(t *testing.T) {
 		"pkcs12": {Topic: topic, Endpoint: m.URL, CAPath: m.CADir, PKCS12File: p12File, KeyPassword: "s3cret"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if err := send(t, newBackend(t, o), push.PriorityHigh, nil); err != nil {
+			b := newBackend(t, o)
+			if err := send(t, b, push.PriorityHigh, nil); err != nil {
 				t.Fatal(err)
 			}
+			// What the certificate's expiry warning and metric read.
+			if exp, ok := b.CertificateExpiry(); !ok || !exp.Equal(leaf.NotAfter) {
+				t.Fatalf("CertificateExpiry() = %v, %v; want %v, true", exp, ok, leaf.NotAfter)
+			}
 		})
+	}
+	_, tokenOpts := tokenSetup(t)
+	if exp, ok := newBackend(t, tokenOpts).CertificateExpiry(); ok {
+		t.Fatalf("token auth: CertificateExpiry() = %v, true; want no certificate", exp)
 	}
 	if _, err := apns.New(apns.Options{Topic: topic, PKCS12File: p12File, KeyPassword: "wrong"}, quiet); err == nil {
 		t.Fatal("wrong PKCS#12 password accepted")
