@@ -22,7 +22,9 @@ func TestEncryptedPayload(t *testing.T) {
 	b := newBackend(t, o)
 	enc := &push.Encrypted{Payload: "c2VjcmV0IG1lc3NhZ2U=", IV: "MTIzNDU2Nzg5MDEy"}
 	for _, prio := range []push.Priority{push.PriorityHigh, push.PrioritySilent} {
-		err := b.Send(context.Background(), push.Notification{App: "apns", Node: "n", Token: token, Priority: prio, Encrypted: enc, Account: "juliet@example.org"})
+		// The account as the client registered it, here with a channel
+		// after it: the payload names the account alone.
+		err := b.Send(context.Background(), push.Notification{App: "apns", Node: "n", Token: token, Priority: prio, Encrypted: enc, Account: "juliet@example.org chan-7"})
 		if err != nil {
 			t.Fatalf("%s: %v", prio, err)
 		}
