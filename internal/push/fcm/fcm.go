@@ -397,6 +397,14 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				return nil
 			case ferr.code() == "UNREGISTERED":
 				return &push.DeadTokenError{Since: time.Now(), Reason: "UNREGISTERED"}
+			case status == http.StatusNotFound && ferr.Error.Status != "":
+				// FCM's NOT_FOUND without UNREGISTERED (judged above) is
+				// about the project in the URL: a project_id that names
+				// no Firebase project, as CheckCredentials takes it.
+				// Dropped as a refusal of this push, every push of the
+				// app would be lost until the configuration is mended.
+				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
+				return b.refused(status, ferr)
 			case status == http.StatusNotFound:
 				// A 404 without FCM's error body comes from a wrong
 				// endpoint or a proxy, not from FCM about a token.
