@@ -168,3 +168,43 @@ func TestDeadTokenRemovesOnlyRegistrationsMadeBefore(t *testing.T) {
 		})
 	}
 }
+
+// TestSuspectRefusalAfterNodeRegisteredAfresh guards a node unregistered
+// and registered again with another token, while the success of a push
+// to its old token still waits to be written: a refusal of the new
+// token that a misconfigured app gets too (APNS BadDeviceToken) removes
+// the registration, since the new token never took a push. The old
+// token's success says nothing of it.
+func TestSuspectRefusalAfterNodeRegisteredAfresh(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, testApps(b), appserver.Options{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok-old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Minute)
+	if _, err := svc.Unregister(ctx, appserver.Caller{}, "fcm", "n"); err != nil {
+		t.Fatal(err)
+	}
+	r, err = svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok-new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Minute)
+	b.set("tok-new", &push.DeadTokenError{Since: now, Reason: "BadDeviceToken", Suspect: true})
+	if err := svc.Push(ctx, appserver.PushRequest{Node: "n", Secret: r.Secret}); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("push refused so to a token that never took a push = %v, want ErrNotFound", err)
+	}
+	if _, err := store.Get(ctx, "n"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("registration whose token never took a push: %v, want removed", err)
+	}
+}
