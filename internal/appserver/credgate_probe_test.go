@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -89,5 +90,67 @@ func TestCredentialsProbeOneAtATime(t *testing.T) {
 	close(b.release)
 	if err := <-probe; !errors.Is(err, appserver.ErrPushFailed) {
 		t.Fatalf("probe = %v, want ErrPushFailed", err)
+	}
+}
+
+// answeredForDevice refuses the app's credentials until accept is set,
+// then answers every push as one to a dead token, as a push service does
+// for a device once it took the credentials; it records the tokens.
+type answeredForDevice struct {
+	mu     sync.Mutex
+	accept bool
+	sent   []string
+}
+
+func (b *answeredForDevice) Send(ctx context.Context, n push.Notification) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sent = append(b.sent, n.Token)
+	if !b.accept {
+		return push.UntilReconfigured(&push.CredentialsRefusedError{Reason: "InvalidProviderToken", Check: "the key"})
+	}
+	if n.Token == "tok-dead" {
+		return &push.DeadTokenError{Since: time.Now(), Reason: "Unregistered"}
+	}
+	return nil
+}
+
+// TestCredentialsProbeAnsweredForDeviceOpensGate guards the credentials
+// gate when the push that tries the credentials goes to a dead token: the
+// push service answered for the device, which it does only once it took
+// the credentials, so the gate opens and the app's next push goes out at
+// once, rather than wait for another probe at the backoff's next turn.
+func TestCredentialsProbeAnsweredForDeviceOpensGate(t *testing.T) {
+	ctx := context.Background()
+	b := &answeredForDevice{}
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
+		appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	regs := map[string]string{}
+	for _, tok := range []string{"tok-first", "tok-dead", "tok-next"} {
+		r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "node-"+tok, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs[tok] = r.Secret
+	}
+	pushTo := func(tok string) error {
+		return svc.Push(ctx, appserver.PushRequest{Node: "node-" + tok, Secret: regs[tok]})
+	}
+	if err := pushTo("tok-first"); !errors.Is(err, appserver.ErrPushFailed) {
+		t.Fatalf("refused push = %v, want ErrPushFailed", err)
+	}
+	b.mu.Lock()
+	b.accept = true
+	b.mu.Unlock()
+	svc.CredentialsChanged("fcm")
+	if err := pushTo("tok-dead"); !errors.Is(err, appserver.ErrNotFound) {
+		t.Fatalf("probe to a dead token = %v, want ErrNotFound", err)
+	}
+	if err := pushTo("tok-next"); err != nil {
+		t.Fatalf("push after a probe the push service answered for its device = %v, want it sent", err)
 	}
 }
