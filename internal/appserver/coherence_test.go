@@ -141,9 +141,21 @@ func TestCacheCoherenceAcrossInstances(t *testing.T) {
 
 	// B loses its feed; while it is down A renews the token, unannounced
 	// to B. When the feed is back, B must not serve its cached copy.
+	// A's feed was cut too, and may not be back yet: its registration is
+	// stored then, but answered ErrUnconfirmed until A hears its own
+	// change again, so A tries until it is confirmed, as a client would.
 	b.feed.onLost = func() {
-		if _, err := a.svc.Register(ctx, appserver.Caller{Secret: r.Secret}, "fcm", "n1", "tok-4"); err != nil {
-			t.Error(err)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := a.svc.Register(ctx, appserver.Caller{Secret: r.Secret}, "fcm", "n1", "tok-4")
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, appserver.ErrUnconfirmed) || time.Now().After(deadline) {
+				t.Error(err)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	if n := pg.Terminate(t, dsn, "push-appserver-listen"); n != 2 {
