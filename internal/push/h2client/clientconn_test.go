@@ -214,24 +214,33 @@ func TestDeadlineResetsOnlyItsStream(t *testing.T) {
 			select {
 			case <-r.Context().Done():
 				close(reset)
-			case <-time.After(5 * time.Second):
+			case <-time.After(time.Minute):
 			}
 		}
 	}), nil)
 	c := newClient(t, h2client.Options{CAPath: s.CADir})
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	// The connection is up before the slow request: a deadline that
+	// passed during the dial would end the request before the service
+	// had it, and the service would have no stream to be told about.
+	if err := post(context.Background(), c, s.URL, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Long enough for the request's headers to reach the service on a
+	// loaded machine; far shorter than the handler's minute.
+	const timeout = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/slow", strings.NewReader("{}"))
 	start := time.Now()
 	if _, err := c.HTTP().Do(req); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("slow request: %v, want the deadline", err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > timeout+10*time.Second {
 		t.Fatalf("slow request failed after %s", d)
 	}
 	select {
 	case <-reset:
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the service was not told that the request was abandoned")
 	}
 	for i := range 3 {
