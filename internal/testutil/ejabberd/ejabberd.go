@@ -11,7 +11,6 @@
 package ejabberd
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/deploy"
 	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // Server is a running ejabberd.
@@ -183,7 +183,8 @@ func (s *Server) start() {
 	started := strings.Count(s.Log(), startedLine)
 	s.mu.Lock()
 	s.cmd = s.ctl("foreground")
-	var out bytes.Buffer
+	// Read while ejabberd still writes to it, when it is slow to start.
+	var out logbuf.Buffer
 	s.cmd.Stdout, s.cmd.Stderr = &out, &out
 	if err := s.cmd.Start(); err != nil {
 		s.mu.Unlock()
@@ -194,12 +195,12 @@ func (s *Server) start() {
 	cmd := s.cmd
 	go func() { cmd.Wait(); close(exited) }()
 	s.mu.Unlock()
-	if err := daemon.WaitListening([]string{s.C2SAddr, s.ComponentAddr}, exited, 60*time.Second); err != nil {
+	if err := daemon.WaitListening([]string{s.C2SAddr, s.ComponentAddr}, exited, startTimeout); err != nil {
 		t.Fatalf("ejabberd: %v\n%s\nlog:\n%s", err, out.String(), s.LogTail(40))
 	}
 	// The listeners open before every module and table is ready; ejabberd
 	// says when it is.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(startTimeout)
 	for strings.Count(s.Log(), startedLine) <= started {
 		if time.Now().After(deadline) {
 			t.Fatalf("ejabberd did not finish starting:\n%s", s.LogTail(40))
@@ -211,6 +212,12 @@ func (s *Server) start() {
 		}
 	}
 }
+
+// startTimeout bounds each of the start's waits: for the listeners, then
+// for the line saying ejabberd started. The Erlang VM takes seconds to
+// start on an idle machine; on two loaded cores under the race detector it
+// took over a minute to open its listeners.
+const startTimeout = 3 * time.Minute
 
 // startedLine is what ejabberd logs when it has started.
 const startedLine = " is started in the node "
