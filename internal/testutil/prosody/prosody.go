@@ -9,7 +9,6 @@
 package prosody
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/deploy"
 	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
+	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
 // Server is a running Prosody.
@@ -168,7 +168,8 @@ func (s *Server) start() {
 	t.Helper()
 	s.mu.Lock()
 	s.cmd = exec.Command("prosody", "--config", s.cfgPath)
-	var out bytes.Buffer
+	// Read while Prosody still writes to it, when it is slow to start.
+	var out logbuf.Buffer
 	s.cmd.Stdout, s.cmd.Stderr = &out, &out
 	s.cmd.SysProcAttr = daemon.SysProcAttr("prosody")
 	if err := s.cmd.Start(); err != nil {
