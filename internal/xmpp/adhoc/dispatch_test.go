@@ -182,3 +182,37 @@ func TestForbiddenAnsweredAuth(t *testing.T) {
 		t.Fatalf("Execute = %v, want auth/forbidden", err)
 	}
 }
+
+// A localpart PRECIS refuses but Prosody's nodeprep takes is folded in
+// case as nodeprep folds it: the same account in any letter case is one
+// account, whose registrations it may change, and not a stranger's.
+func TestNodeprepLocalpartFoldedInCase(t *testing.T) {
+	a, err := accountOf("€Uro@Example.ORG/phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := accountOf("€uro@example.org/tablet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b || a.Bare != "€uro@example.org" {
+		t.Errorf("accounts %+v and %+v, want both €uro@example.org", a, b)
+	}
+}
+
+// p2's channel is a group chat's bare JID: one with a resource (an
+// occupant's nickname) is refused, not taken for the room.
+func TestChannelWithResourceRefused(t *testing.T) {
+	for _, v := range []string{"room@conference.example.org/nick", "conference.example.org/x"} {
+		if c, err := channelOf(v); err == nil {
+			t.Errorf("channelOf(%q) = %q, want an error", v, c)
+		}
+	}
+	reg := &calls{}
+	_, err := New(reg, Options{FCMApp: "fcm-app"}).Execute(context.Background(), "juliet@example.org/phone", "push.example.org",
+		&Command{Node: RegisterFCM, Form: form("token", "t1", "android-id", "d1", "muc", "room@conference.example.org/nick")})
+	var se stanza.Error
+	if !errors.As(err, &se) || se.Condition != stanza.BadRequest || len(reg.got) != 0 {
+		t.Errorf("registration for a channel with a resource: %v, registrar %q; want bad-request and no call", err, reg.got)
+	}
+}
