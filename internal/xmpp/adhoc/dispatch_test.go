@@ -216,3 +216,25 @@ func TestChannelWithResourceRefused(t *testing.T) {
 		t.Errorf("registration for a channel with a resource: %v, registrar %q; want bad-request and no call", err, reg.got)
 	}
 }
+
+// A dialect without its app configured offers none of its commands and
+// runs none: register-push-apns without an APNS app would otherwise be
+// listed to clients and register into no app.
+func TestCommandsOffOffered(t *testing.T) {
+	cmds := New(&calls{}, Options{FCMApp: "fcm-app"})
+	for _, it := range cmds.Items() {
+		if it.Node != RegisterFCM && it.Node != UnregisterFCM {
+			t.Errorf("listed %s with only an FCM app", it.Node)
+		}
+	}
+	for _, node := range []string{RegisterAPNS, UnregisterAPNS, V1Register, RegisterDevice, RegisterWebPush} {
+		reg := &calls{}
+		_, err := New(reg, Options{FCMApp: "fcm-app"}).Execute(context.Background(), "juliet@example.org/phone", "push.example.org",
+			&Command{Node: node, Form: form("token", "t1", "android-id", "d1", "type", "fcm-app", "node", "n1",
+				"provider", "tigase:messenger:apns:1", "device-token", "t1", "device-id", "d1", "subscription", "{}")})
+		var se stanza.Error
+		if !errors.As(err, &se) || se.Condition != stanza.ItemNotFound || len(reg.got) != 0 {
+			t.Errorf("%s without its app: %v, registrar %q; want item-not-found and no call", node, err, reg.got)
+		}
+	}
+}
