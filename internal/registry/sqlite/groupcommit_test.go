@@ -216,3 +216,46 @@ func BenchmarkRegisterParallel(b *testing.B) {
 		}
 	})
 }
+
+// A row its decide function or a held device key refuses is refused in a
+// batch that fails and is stored again one registration at a time, as it
+// is in a batch that commits: answered OK, the caller would hand out a
+// registration (an empty node and secret) that was never stored.
+func TestBatchFailureKeepsRowRefusals(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	open(t, path).Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TRIGGER abort BEFORE INSERT ON registrations WHEN NEW.node = 'abort' BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := open(t, path)
+	defer s.Close()
+	if _, err := s.Register(ctx, "holder", registry.Renew(registry.Registration{Node: "holder", Type: "apns", Token: "ab", Secret: "x", Registered: time.Now(), DeviceKey: "dk"})); err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("not yours")
+	got := batch(t, s, "a", []string{"abort", "refused", "conflict"}, func(node string) registry.Decide {
+		switch node {
+		case "refused":
+			return func(registry.Registration, bool) (registry.Registration, error) {
+				return registry.Registration{}, refused
+			}
+		case "conflict":
+			return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "y", Registered: time.Now(), DeviceKey: "dk"})
+		}
+		return plain(node)
+	})
+	if got["a"] != nil || got["abort"] == nil || !errors.Is(got["refused"], refused) || !errors.Is(got["conflict"], registry.ErrConflict) {
+		t.Fatalf("answers: %v", got)
+	}
+	for node, want := range map[string]bool{"a": true, "abort": false, "refused": false, "conflict": false} {
+		if _, err := s.Get(ctx, node); (err == nil) != want {
+			t.Errorf("%s stored = %v, want %v", node, err == nil, want)
+		}
+	}
+}
