@@ -125,7 +125,8 @@ func withKey(node, key string) registry.Decide {
 // A row that is refused (by its decide function, or for a device key held
 // by another node, stored or earlier in the same batch) fails alone; the
 // rest of its batch is stored. A key its holder gives up earlier in the
-// batch is free for a later row.
+// batch is free for a later row. A decision for another node than the
+// one registered is refused, and writes neither.
 func TestBatchRowRefusals(t *testing.T) {
 	ctx := context.Background()
 	dsn := pg.DB(t)
@@ -136,7 +137,7 @@ func TestBatchRowRefusals(t *testing.T) {
 		}
 	}
 	refused := errors.New("not yours")
-	got, commits := batchCommits(t, s, "a", []string{"refused", "conflict", "b", "mover", "taker", "newkey", "samekey"}, func(node string) registry.Decide {
+	got, commits := batchCommits(t, s, "a", []string{"refused", "conflict", "b", "mover", "taker", "newkey", "samekey", "stray"}, func(node string) registry.Decide {
 		switch node {
 		case "refused":
 			return func(registry.Registration, bool) (registry.Registration, error) {
@@ -152,6 +153,8 @@ func TestBatchRowRefusals(t *testing.T) {
 			return withKey(node, "fresh")
 		case "samekey":
 			return withKey(node, "fresh")
+		case "stray":
+			return plain("victim")
 		}
 		return plain(node)
 	})
@@ -160,13 +163,16 @@ func TestBatchRowRefusals(t *testing.T) {
 			t.Errorf("%s answered %v, want %v", node, got[node], want)
 		}
 	}
+	if got["stray"] == nil {
+		t.Errorf("a decision for another node answered OK")
+	}
 	// Refusals are settled in the batch, not by a failed transaction and
 	// single ones after it.
 	if len(commits) != 1 || len(commits[0]) != 5 {
 		t.Errorf("batch transactions committed: %v, want one of the five accepted", commits)
 	}
 	other := open(t, dsn)
-	for node, key := range map[string]string{"a": "", "b": "", "holder": "dk", "mover": "elsewhere", "taker": "moved", "newkey": "fresh", "refused": "-", "conflict": "-", "samekey": "-"} {
+	for node, key := range map[string]string{"a": "", "b": "", "holder": "dk", "mover": "elsewhere", "taker": "moved", "newkey": "fresh", "refused": "-", "conflict": "-", "samekey": "-", "stray": "-", "victim": "-"} {
 		r, err := other.Get(ctx, node)
 		if key == "-" {
 			if err == nil {
