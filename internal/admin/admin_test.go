@@ -290,3 +290,28 @@ func TestListFilteredShowsMatchesPageByPage(t *testing.T) {
 		t.Fatalf("output:\n%s\nwant the header and node-00007", out.String())
 	}
 }
+
+// Prune of one type deletes the idle registrations of that type only:
+// `registrations prune -type apns` leaves the idle registrations of the
+// other apps, which their users' servers still push to.
+func TestPruneOnlyTheType(t *testing.T) {
+	ctx := context.Background()
+	s := memory.New()
+	old := time.Now().Add(-400 * 24 * time.Hour)
+	if _, err := s.Put(ctx, []registry.Registration{
+		{Node: "idle-apns", Type: "apns", Token: "t1", Secret: "s", Registered: old},
+		{Node: "idle-fcm", Type: "fcm", Token: "t2", Secret: "s", Registered: old},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := admin.Prune(ctx, s, "apns", time.Now().Add(-180*24*time.Hour))
+	if err != nil || n["apns"] != 1 || n["fcm"] != 0 {
+		t.Fatalf("pruned %v, %v; want apns 1 only", n, err)
+	}
+	if _, err := s.Get(ctx, "idle-fcm"); err != nil {
+		t.Fatalf("prune of type apns deleted a registration of type fcm: %v", err)
+	}
+	if _, err := s.Get(ctx, "idle-apns"); err == nil {
+		t.Fatal("the idle apns registration is still there")
+	}
+}

@@ -486,6 +486,11 @@ func TestCopyTakesHeldPushesAlong(t *testing.T) {
 			if strings.Join(pushes, ",") != "one,two,three" {
 				t.Errorf("the target holds the pushes %q waiting for redelivery, want one, two and three in the order they failed", pushes)
 			}
+			// Moved, not copied: left in the source too, each would be
+			// sent twice, by the servers of either registry.
+			if left, err := src.TakeHeldPushes(ctx, 10); err != nil || len(left) != 0 {
+				t.Errorf("the source still holds %d pushes waiting for redelivery after they moved (%v)", len(left), err)
+			}
 		})
 	}
 }
@@ -790,5 +795,30 @@ func TestCopyKeepsNewerRegistrationOfSameNode(t *testing.T) {
 				t.Errorf("summary %q does not say %q", out.String(), want)
 			}
 		})
+	}
+}
+
+// A dry run changes nothing in the target, not even the node a device
+// held there before it moved on the source: that node's user's server
+// still pushes with its secret until the copy is run for real.
+func TestCopyDryRunKeepsTargetsNodeOfMovedDevice(t *testing.T) {
+	ctx := context.Background()
+	src, dst := sqliteStore(t), sqliteStore(t)
+	now, old := copyKeyedDevice(t, src, dst)
+	if _, err := src.Delete(ctx, old.Node, old.Type); err != nil {
+		t.Fatal(err)
+	}
+	moved := registry.Registration{Node: "a-new", Type: "fcm", Token: "t1", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}
+	if _, err := src.Put(ctx, []registry.Registration{moved}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.Get(ctx, old.Node); err != nil {
+		t.Fatalf("a dry run deleted node %s from the target: %v", old.Node, err)
+	}
+	if _, err := dst.Get(ctx, moved.Node); err == nil {
+		t.Fatalf("a dry run wrote node %s into the target", moved.Node)
 	}
 }
