@@ -442,6 +442,7 @@ func TestImportTimeOutOfRange(t *testing.T) {
 		{"text before 1678", `"1600-01-01T00:00:00Z"`},
 		{"text before 1970", `"1969-12-31T23:59:59Z"`},
 		{"seconds after 2262", `1e10`},
+		{"seconds before 1970", `-86400`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store := filepath.Join(t.TempDir(), "push_appserver")
@@ -674,5 +675,67 @@ func TestImportInterruptedInPauseCountsWrittenBatch(t *testing.T) {
 	}
 	if sum.Imported != n || n != 1000 {
 		t.Fatalf("summary says %d imported; the registry holds %d, want the first batch of 1000", sum.Imported, n)
+	}
+}
+
+// Nodes are per host in mod_push_appserver and global here: of two
+// hosts' records of one node the first is imported and the second
+// skipped with its reason, never written over the first (whose user's
+// server would then push with a secret no longer known here).
+func TestImportSameNodeOnTwoHosts(t *testing.T) {
+	dst := openRegistry(t)
+	src := oneRecord{
+		{Source: "a/n1.dat", Host: "a.example", Node: "n1", Fields: map[string]any{"type": "apns", "token": "aa11", "secret": "secret-a", "registered": "2020-01-01T00:00:00Z"}},
+		{Source: "b/n1.dat", Host: "b.example", Node: "n1", Fields: map[string]any{"type": "apns", "token": "bb22", "secret": "secret-b", "registered": "2021-01-01T00:00:00Z"}},
+	}
+	var report bytes.Buffer
+	sum, err := Import(ctx, src, dst, Options{Apps: []string{"apns"}, Report: &report})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Imported != 1 || sum.Updated != 0 || sum.Skipped["node also registered in a/n1.dat"] != 1 {
+		t.Fatalf("summary %+v\n%s", sum, report.String())
+	}
+	if r, err := dst.Get(ctx, "n1"); err != nil || r.Token != "aa11" || r.Secret != "secret-a" {
+		t.Fatalf("n1: %+v, %v; want the first host's registration", r, err)
+	}
+}
+
+// A record that would have replaced an older registration here, left
+// out at the batch's re-check because the device registered again while
+// the import ran, is counted as skipped, not as updated.
+func TestImportRecheckSummaryOfUpdate(t *testing.T) {
+	dst := openRegistry(t)
+	const node = "n1"
+	now := time.Now().UTC().Truncate(time.Second)
+	if _, err := dst.Put(ctx, []registry.Registration{{Node: node, Type: "apns", Token: "ef56", Secret: "oldest", Registered: now.Add(-2 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	newer := registry.Registration{Node: node, Type: "apns", Token: "ab12", Secret: "new-secret", Registered: now}
+	armed := false
+	st := racingStore{Store: dst, node: node, after: func() {
+		// The first look judges the record newer than what is here;
+		// the device registers before the batch is written.
+		if armed {
+			return
+		}
+		armed = true
+		if _, err := dst.Register(ctx, node, func(registry.Registration, bool) (registry.Registration, error) { return newer, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	src := oneRecord{{Source: "n1.dat", Host: "h", Node: node, Fields: map[string]any{
+		"type": "apns", "token": "cd34", "secret": "old", "registered": now.Add(-time.Hour).Format(time.RFC3339)}}}
+	sum, err := Import(ctx, src, st, Options{Apps: []string{"apns"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	sum.WriteTo(&b)
+	if sum.Imported+sum.Updated != 0 || sum.Skipped["registered here while the import ran"] != 1 {
+		t.Fatalf("nothing was imported, yet the summary says:\n%s", b.String())
+	}
+	if r, err := dst.Get(ctx, node); err != nil || r.Secret != "new-secret" {
+		t.Fatalf("%s: %+v, %v", node, r, err)
 	}
 }
