@@ -324,3 +324,119 @@ func TestReloadUnchangedWithTLSSaysNothingChanged(t *testing.T) {
 		t.Fatalf("an unchanged reload: applied %v\n%s", res.Applied, log.String())
 	}
 }
+
+// What only a restart applies is named as such on every reload until the
+// restart, and changes nothing meanwhile: an app's kind (its backend is
+// not rebuilt as another kind's), its priority (its backend kept), and a
+// top-level option.
+func TestReloadNamesWhatNeedsRestart(t *testing.T) {
+	saFile := filepath.Join(t.TempDir(), "sa.json")
+	if err := os.WriteFile(saFile, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, next string
+		want       []string
+	}{
+		{"kind", fmt.Sprintf("[apps.a]\nkind = \"fcm\"\nservice_account_file = %q\n", saFile), []string{"apps.a.kind"}},
+		{"priority", "[apps.a]\nkind = \"log\"\npriority = \"high\"\n", []string{"apps.a.priority"}},
+		{"top-level option", "rate_limit = 2\n[apps.a]\nkind = \"log\"\n", []string{"rate_limit"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sw := NewBackend(named("a0"))
+			builds := 0
+			r := New(parse(t, "[apps.a]\nkind = \"log\"\n"), Options{
+				Logger: slog.New(slog.DiscardHandler),
+				Apps:   map[string]*Backend{"a": sw},
+				BuildApp: func(context.Context, string, *config.App) (push.Backend, error) {
+					builds++
+					return named("a1"), nil
+				},
+				Fingerprints: func(apps map[string]*config.App) map[string]string {
+					return map[string]string{"a": "files"}
+				},
+			})
+			for i := range 2 {
+				res := r.Reload(context.Background(), parse(t, tc.next), nil)
+				if !reflect.DeepEqual(res.NeedsRestart, tc.want) || len(res.Applied) != 0 || len(res.Failed) != 0 {
+					t.Errorf("reload %d: needs restart %v, applied %v, failed %v; want needs restart %v and nothing applied", i+1, res.NeedsRestart, res.Applied, res.Failed, tc.want)
+				}
+			}
+			if err := sw.Send(context.Background(), push.Notification{}); builds != 0 || err.Error() != "a0" {
+				t.Errorf("the running backend was rebuilt %d times (now %v), want it kept", builds, err)
+			}
+		})
+	}
+}
+
+// A certificate renewed in place (same file names, new contents) is
+// reported applied at the reload that loads it, and a reload after that,
+// with nothing changed since, says nothing changed.
+func TestReloadTLSCertificateRenewedInPlace(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
+	write := func(certFile, keyFile string) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "x"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config := func(certFile, keyFile string) string {
+		return fmt.Sprintf("[http]\ntls_listen = \"127.0.0.1:0\"\ntls_cert_file = %q\ntls_key_file = %q\n", certFile, keyFile)
+	}
+	write(certFile, keyFile)
+	c, err := LoadCertificate(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(parse(t, config(certFile, keyFile)), Options{Logger: slog.New(slog.DiscardHandler), TLS: c})
+	write(certFile, keyFile)
+	if res := r.Reload(context.Background(), parse(t, config(certFile, keyFile)), nil); !reflect.DeepEqual(res.Applied, []string{"http.tls_cert_file"}) {
+		t.Fatalf("certificate renewed in place: applied %v, want http.tls_cert_file", res.Applied)
+	}
+	// Files of other names, then the same configuration again.
+	otherCert, otherKey := filepath.Join(dir, "d.crt"), filepath.Join(dir, "d.key")
+	write(otherCert, otherKey)
+	if res := r.Reload(context.Background(), parse(t, config(otherCert, otherKey)), nil); !reflect.DeepEqual(res.Applied, []string{"http.tls_cert_file"}) {
+		t.Fatalf("certificate files renamed: applied %v, want http.tls_cert_file", res.Applied)
+	}
+	if res := r.Reload(context.Background(), parse(t, config(otherCert, otherKey)), nil); len(res.Applied) != 0 || len(res.NeedsRestart) != 0 {
+		t.Fatalf("a reload changing nothing: applied %v, needs restart %v", res.Applied, res.NeedsRestart)
+	}
+}
+
+// An app whose priority changed with another option is rebuilt for the
+// other option, and its priority stays the running one: every reload
+// until the restart names it again.
+func TestReloadPriorityNeedsRestartAfterRebuild(t *testing.T) {
+	sw := NewBackend(named("a0"))
+	r := New(parse(t, "[apps.a]\nkind = \"log\"\n"), Options{
+		Logger:   slog.New(slog.DiscardHandler),
+		Apps:     map[string]*Backend{"a": sw},
+		BuildApp: func(context.Context, string, *config.App) (push.Backend, error) { return named("a1"), nil },
+	})
+	next := "[apps.a]\nkind = \"log\"\npriority = \"high\"\nalert = \"x\"\n"
+	res := r.Reload(context.Background(), parse(t, next), nil)
+	if !reflect.DeepEqual(res.Applied, []string{"apps.a"}) || !reflect.DeepEqual(res.NeedsRestart, []string{"apps.a.priority"}) {
+		t.Fatalf("first reload: applied %v, needs restart %v", res.Applied, res.NeedsRestart)
+	}
+	res = r.Reload(context.Background(), parse(t, next), nil)
+	if !reflect.DeepEqual(res.NeedsRestart, []string{"apps.a.priority"}) {
+		t.Fatalf("second reload: needs restart %v, want apps.a.priority still", res.NeedsRestart)
+	}
+}
