@@ -37,6 +37,11 @@ func TestDefaults(t *testing.T) {
 	if a.AlertTitle != "New Message" || a.AlertBody != "New Message" || a.PushDeadline.D() != 5*time.Second {
 		t.Fatalf("app defaults: title %q body %q deadline %v", a.AlertTitle, a.AlertBody, a.PushDeadline.D())
 	}
+	// mod_push_appserver's push_appserver_apns_sandbox defaults to true:
+	// an APNS app configured without it pushes to the sandbox, as there.
+	if a.Sandbox == nil || !*a.Sandbox {
+		t.Fatalf("app default sandbox %v, want true", a.Sandbox)
+	}
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -118,6 +123,11 @@ func TestProblemsNameTheirKey(t *testing.T) {
 		{"tokenless unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\ntokenless = true\ntokenless_app = \"monal\"", []string{"component[0].tokenless_app: no app named \"monal\""}},
 		{"publish-options unknown app", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\npublish_options_apps = { apns = \"ios\" }", []string{"component[0].publish_options_apps: service \"apns\": no app named \"ios\""}},
 		{"seed option negative", `push_appserver_rate_limit = -1`, []string{"push_appserver_rate_limit: must not be negative"}},
+		{"bad log level", `log_level = "verbose"`, []string{"log_level: want debug, info, warn or error"}},
+		{"log app with a push service's setting", "[apps.a]\nkind = \"log\"\ntopic = \"org.example.app\"", []string{"apps.a.kind: \"log\" only logs pushes and sends none, but topic is set"}},
+		{"fcm ttl over 4 weeks", "[apps.a]\nkind = \"fcm\"\nservice_account_file = \"/x\"\nttl = \"700h\"", []string{"apps.a.ttl: FCM allows at most 4 weeks"}},
+		{"tls_listen without certificate", "[http]\ntls_listen = \"127.0.0.1:5443\"", []string{"http.tls_listen: needs http.tls_cert_file and http.tls_key_file"}},
+		{"component max_in_flight negative", "[[component]]\njid = \"push.example.org\"\nsecret = \"s\"\nmax_in_flight = -1", []string{"component[0].max_in_flight: want 1 to"}},
 		{"seed option wrong type", `push_appserver_apns_sandbox = "yes"`, []string{"push_appserver_apns_sandbox"}},
 		{"pprof on all interfaces", `pprof_listen = ":6060"`, []string{"pprof_listen: \":6060\" is not a loopback address"}},
 		{"pprof on a public address", `pprof_listen = "192.0.2.1:6060"`, []string{"pprof_listen:", "pprof_allow_remote"}},
