@@ -193,3 +193,16 @@ func TestEndsWithContainer(t *testing.T) {
 		}
 	}
 }
+
+// Once a stop has begun (StopNewProcess), no new process is started: an
+// upgrade asked for then is refused before anything is handed over.
+func TestNoUpgradeOnceStopping(t *testing.T) {
+	p := &Process{logger: slog.New(slog.DiscardHandler), stopped: make(chan struct{})}
+	if err := p.StopNewProcess(); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := p.releasePipe(); err == nil {
+		w.Close()
+		t.Fatal("a stopping process made the pipe to a new process")
+	}
+}
