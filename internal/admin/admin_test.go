@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -313,5 +314,24 @@ func TestPruneOnlyTheType(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "idle-apns"); err == nil {
 		t.Fatal("the idle apns registration is still there")
+	}
+}
+
+// The table of registrations shows the reason of a registration's last
+// push error beside its time: "BadDeviceToken" or "Unregistered" tells
+// the operator what the time alone does not.
+func TestPrinterShowsLastErrorReason(t *testing.T) {
+	var out bytes.Buffer
+	p := &admin.Printer{W: &out}
+	r := registry.Registration{Node: "n", Type: "apns", Token: "t", Secret: "s", Registered: time.Unix(1_800_000_000, 0),
+		LastPushError: time.Unix(1_800_000_100, 0), LastErrorReason: "BadDeviceToken"}
+	if err := p.Print(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "BadDeviceToken") {
+		t.Fatalf("the table lacks the last error's reason:\n%s", out.String())
 	}
 }

@@ -822,3 +822,25 @@ func TestCopyDryRunKeepsTargetsNodeOfMovedDevice(t *testing.T) {
 		t.Fatalf("a dry run wrote node %s into the target", moved.Node)
 	}
 }
+
+// A registration bound to a device alone (a device key, no owner) needs
+// the source's salt as much as one bound to an account: into a target
+// with a salt of its own, the copy is refused.
+func TestCopyRefusesAnotherSaltForDeviceKeys(t *testing.T) {
+	ctx := context.Background()
+	src, dst := sqliteStore(t), sqliteStore(t)
+	for s, salt := range map[registry.Store]string{src: "salt-a", dst: "salt-b"} {
+		if _, err := s.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return salt, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := src.Put(ctx, []registry.Registration{{Node: "n", Type: "fcm", Token: "t", Secret: "s", Registered: time.Now().UTC(), DeviceKey: "K"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); !errors.Is(err, admin.ErrSaltMismatch) {
+		t.Fatalf("copy of a device-keyed registration into a registry with another salt: %v, want ErrSaltMismatch", err)
+	}
+	if n, _ := dst.Count(ctx); n != 0 {
+		t.Errorf("the target holds %d registrations after a refused copy", n)
+	}
+}
