@@ -739,3 +739,24 @@ func TestImportRecheckSummaryOfUpdate(t *testing.T) {
 		t.Fatalf("%s: %+v, %v", node, r, err)
 	}
 }
+
+// A re-run takes a record renewed in mod_push_appserver since the last
+// run: the renewal is a sign of life, and left at its older time here a
+// prune would take the registration for idle.
+func TestImportRerunTakesLaterRenewal(t *testing.T) {
+	dst := openRegistry(t)
+	rec := func(renewed string) oneRecord {
+		return oneRecord{{Source: "n1.dat", Host: "h", Node: "n1", Fields: map[string]any{
+			"type": "apns", "token": "ab12", "secret": secret1, "registered": "2020-01-01T00:00:00Z", "renewed": renewed}}}
+	}
+	if _, err := Import(ctx, rec("2020-02-01T00:00:00Z"), dst, Options{Apps: []string{"apns"}}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Import(ctx, rec("2021-02-01T00:00:00Z"), dst, Options{Apps: []string{"apns"}})
+	if err != nil || sum.Updated != 1 {
+		t.Fatalf("re-run: %+v, %v; want 1 updated", sum, err)
+	}
+	if r, err := dst.Get(ctx, "n1"); err != nil || !r.Renewed.Equal(mustTime("2021-02-01T00:00:00Z")) {
+		t.Fatalf("n1 renewed %v (%v), want the later renewal", r.Renewed, err)
+	}
+}
