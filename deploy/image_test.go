@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 )
 
 // podman runs podman on a store of its own under dir: nothing of the
@@ -280,12 +281,7 @@ func copyFile(t *testing.T, src, dst string) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return daemon.FreeAddr(t)
 }
 
 // TestContainerUpgradeRefusedInSharedPIDNamespace guards the refusal of

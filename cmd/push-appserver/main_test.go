@@ -29,6 +29,7 @@ import (
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 	"github.com/push-appserver/push-appserver/internal/registry/sqlite"
+	"github.com/push-appserver/push-appserver/internal/testutil/daemon"
 	"github.com/push-appserver/push-appserver/internal/testutil/logbuf"
 )
 
@@ -63,24 +64,16 @@ func buildBinary(t *testing.T) string {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	return freePorts(t, 1)[0]
+	return daemon.FreeAddr(t)
 }
 
-// freePorts returns n loopback addresses free a moment ago, all
-// different: each listener stays open until all are chosen, or two calls
-// of freePort could get the same port back.
+// freePorts returns n different loopback addresses free a moment ago,
+// below the kernel's range for outgoing connections (daemon.FreeAddrs):
+// one from that range, released while the server starts, can be taken by
+// a connection the machine makes meanwhile.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs
+	return daemon.FreeAddrs(t, n)
 }
 
 // addAbsentComponent adds to config the component push.example.org, whose
