@@ -221,3 +221,56 @@ func TestWatchdog(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestStatusAfterReload: once a reload has ended with Ready, the status
+// line follows the server again: held after it, `systemctl status` would
+// say "reloading the configuration" until the next restart, whatever
+// went down meanwhile.
+func TestStatusAfterReload(t *testing.T) {
+	sock := sdnotify.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
+	n := New(slog.New(slog.DiscardHandler), func() string { return "serving" })
+	const wait = 2 * time.Second
+	n.Reloading()
+	sock.Next(t, wait)
+	n.Ready()
+	if got := sock.Next(t, wait); got != "READY=1\nSTATUS=serving" {
+		t.Fatalf("ready: %q", got)
+	}
+	n.Status("serving; down: registry")
+	if got := sock.Next(t, wait); got != "STATUS=serving; down: registry" {
+		t.Fatalf("status after the reload: %q", got)
+	}
+}
+
+// TestWatchdogTwiceAnInterval: WATCHDOG=1 goes out twice in each
+// WatchdogSec, as sd_watchdog_enabled(3) advises, so that one message
+// late by a scheduling hiccup does not get a working server killed.
+// With a 1 s interval, three messages take about 1 s (at once, at 0.5 s,
+// at 1 s); once an interval they would take 2 s.
+func TestWatchdogTwiceAnInterval(t *testing.T) {
+	sock := sdnotify.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
+	t.Setenv("WATCHDOG_USEC", "1000000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	n := New(slog.New(slog.DiscardHandler), func() string { return "serving" })
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Watchdog(ctx, func() {})
+	}()
+	defer func() { cancel(); <-done }()
+	if got := sock.Next(t, 5*time.Second); got != "WATCHDOG=1" {
+		t.Fatalf("watchdog: %q", got)
+	}
+	start := time.Now()
+	for range 2 {
+		if got := sock.Next(t, 5*time.Second); got != "WATCHDOG=1" {
+			t.Fatalf("watchdog: %q", got)
+		}
+	}
+	if d := time.Since(start); d >= 1500*time.Millisecond {
+		t.Errorf("two more messages took %v, want about 1 s: half the interval apart", d)
+	}
+}
