@@ -144,3 +144,35 @@ func TestLimitedSummaryAfterFloodEnds(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitedSummaryOfOneLine: a flood that stops after a single line
+// over the share still gets its count, from the timer: one refused push
+// not logged is one an operator must be told of.
+func TestLimitedSummaryOfOneLine(t *testing.T) {
+	var buf logbuf.Buffer
+	now := time.Unix(1000, 0)
+	l := NewLimited(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return now }, slog.LevelInfo, 1, "push rejected", "push rejections not logged")
+	l.Log()
+	l.Log()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(buf.String(), `msg="push rejections not logged" count=1`); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the line not written never counted:\n%s", buf.String())
+		}
+	}
+}
+
+// TestLimitedKeyedEachWindow: a key's first line past the share is
+// written in every window, not only in the first window the key came in.
+func TestLimitedKeyedEachWindow(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1000, 0)
+	l := NewLimited(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return now }, slog.LevelWarn, 1, "it happened", "not logged")
+	for range 3 {
+		l.LogKey("busy", "app", "busy")
+		l.LogKey("other", "app", "other")
+		now = now.Add(time.Second)
+	}
+	if got := strings.Count(buf.String(), "app=other"); got != 3 {
+		t.Fatalf("the other key: %d lines in 3 seconds, want 3:\n%s", got, buf.String())
+	}
+}

@@ -44,3 +44,16 @@ func TestRef(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactKeepsGroups: above debug, a logger's group still names its
+// attributes, the node's ref included, as it does at debug: an operator's
+// query for push.node_ref finds the lines.
+func TestRedactKeepsGroups(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(Redact(slog.NewTextHandler(&buf, nil))).WithGroup("push")
+	const node = "victim-node-1"
+	log.Info("sent", "node", node, "app", "ios")
+	if l := buf.String(); !strings.Contains(l, "push.node_ref="+Ref(node)) || !strings.Contains(l, "push.app=ios") || strings.Contains(l, node) {
+		t.Fatalf("log: %s", l)
+	}
+}
