@@ -89,3 +89,31 @@ func TestLivePage(t *testing.T) {
 		})
 	}
 }
+
+// TestLivenessNotStuckOnceCheckReturned: a check that took longer than
+// StuckAfter but returned leaves the server alive until the next check
+// begins, however far off that is: the live page must not answer 503,
+// and have the orchestrator restart the server, for a wait that is over.
+func TestLivenessNotStuckOnceCheckReturned(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clock := fakeclock.New(time.Unix(1e9, 0))
+	var runs atomic.Int32
+	l := httpapi.StartLiveness(ctx, httpapi.LivenessOptions{Every: time.Hour, StuckAfter: 10 * time.Second, Now: clock.Now}, func() {
+		runs.Add(1)
+		clock.Advance(20 * time.Second) // a slow check, which returns
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, stuck := l.Stuck(); runs.Load() == 1 && !stuck {
+			break
+		}
+		if time.Now().After(deadline) {
+			d, stuck := l.Stuck()
+			t.Fatalf("after the check returned: %v %v, want not stuck", d, stuck)
+		}
+	}
+	clock.Advance(time.Minute)
+	if d, stuck := l.Stuck(); stuck || d != 0 {
+		t.Fatalf("a minute after the check returned: %v %v, want not stuck", d, stuck)
+	}
+}

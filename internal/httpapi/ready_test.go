@@ -13,7 +13,8 @@ import (
 // existed), the HTTP API alone with require=http, so an XMPP server that
 // is down does not take the API out of a load balancer that only sends
 // it HTTP; and nothing while the server drains for a stop, whatever is
-// required.
+// required. No answer may be cached: a proxy or client that kept one
+// would report a state that has passed.
 func TestReadyRequire(t *testing.T) {
 	var up, draining atomic.Bool
 	h := httpapi.New(httpapi.Options{
@@ -48,6 +49,9 @@ func TestReadyRequire(t *testing.T) {
 			h.ServeHTTP(rec, httptest.NewRequest("GET", "/push_appserver/v1/ready"+tt.query, nil))
 			if rec.Code != tt.code || rec.Body.String() != tt.body {
 				t.Fatalf("%d %q, want %d %q", rec.Code, rec.Body.String(), tt.code, tt.body)
+			}
+			if cc := rec.Header().Get("Cache-Control"); tt.code != 400 && cc != "no-store" {
+				t.Fatalf("Cache-Control %q, want no-store", cc)
 			}
 		})
 	}
