@@ -49,6 +49,12 @@ func TestHealthShowsRefusedCredentials(t *testing.T) {
 	if h := s.health(t); !strings.Contains(h, "app ios: down") {
 		t.Errorf("health while every push of the app is refused for its key:\n%s", h)
 	}
+	// The instance stays ready: every instance shares the app's
+	// configuration, and a load balancer that took them all out would
+	// refuse the registrations and other apps' pushes too.
+	if r := s.get(t, "ready"); r != "READY\n" {
+		t.Errorf("ready while the app's credentials are refused: %q", r)
+	}
 
 	am.Revoke(false)
 	s.waitFor(t, "the held push not sent once the key is taken again", func() bool { return am.Accepted() >= 1 })

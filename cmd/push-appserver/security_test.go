@@ -20,8 +20,8 @@ import (
 )
 
 // TestServeExposure runs the real binary with metrics_listen: /metrics is
-// served there and not on the API's port, and the data directory and
-// registry it creates are the server's alone.
+// served there and not on the API's port, the debug pages are refused,
+// and the data directory and registry it creates are the server's alone.
 func TestServeExposure(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
@@ -47,13 +47,24 @@ func TestServeExposure(t *testing.T) {
 		t.Errorf("/metrics on the API port: %d, want 404", code)
 	}
 	code, body := get("http://" + metricsAddr + "/metrics")
-	for _, m := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes"} {
+	// The server's own gauges and counters are there from the start, at
+	// the values of a server that serves and has dropped no log line.
+	for _, m := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes",
+		"\npush_appserver_log_lines_dropped_total 0\n", "\npush_appserver_starting 0\n",
+		"\npush_appserver_config_last_reload_successful 1\n", "\npush_appserver_registration_cache_bypassed 0\n"} {
 		if code != 200 || !strings.Contains(body, m) {
 			t.Errorf("/metrics on metrics_listen: %d, no %s", code, m)
 		}
 	}
 	if code, _ := get("http://" + metricsAddr + "/push_appserver/v1/health"); code != 404 {
 		t.Errorf("the metrics listener serves the API: %d", code)
+	}
+	// Without debugging, the pages that show registrations and their
+	// secrets, and the forms, are refused.
+	for _, page := range []string{"settings", "settings/n1", "register", "push"} {
+		if code, body := get("http://" + api + "/push_appserver/v1/" + page); code != 403 || body != "ERROR\nDebugging is disabled" {
+			t.Errorf("%s without debugging: %d %q, want 403", page, code, body)
+		}
 	}
 
 	// Above debug, the log names nodes only by their ref and never shows a
