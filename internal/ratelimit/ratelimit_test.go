@@ -157,3 +157,95 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	}
 }
+
+// TestSweepAtMostOnceASecond guards the pace of the sweeps: once
+// MaxKeys keys have buckets, each new key would otherwise scan them all,
+// under the lock every caller takes, so a flood of new keys costs one
+// scan a second and not one per key; the next sweep after that second
+// still forgets the buckets that filled again.
+func TestSweepAtMostOnceASecond(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	// 120 a minute: a bucket short of one token is full again in half a
+	// second.
+	l := ratelimit.New[int](120, nil)
+	l.SetClock(func() time.Time { return now })
+	for i := range ratelimit.MaxKeys {
+		if ok, _ := l.Allow(i); !ok {
+			t.Fatalf("key %d refused", i)
+		}
+	}
+	// The first new key beyond them sweeps: nothing is full yet.
+	l.Allow(ratelimit.MaxKeys)
+	if n := l.Tracked(); n != ratelimit.MaxKeys {
+		t.Fatalf("%d keys tracked after a sweep with no full bucket, want %d", n, ratelimit.MaxKeys)
+	}
+	// Within the second every bucket fills again, but no sweep runs.
+	now = now.Add(600 * time.Millisecond)
+	l.Allow(ratelimit.MaxKeys + 1)
+	if n := l.Tracked(); n != ratelimit.MaxKeys {
+		t.Errorf("%d keys tracked after a new key within a second of the last sweep, want %d (no sweep)", n, ratelimit.MaxKeys)
+	}
+	// A second after the last sweep the next new key sweeps again.
+	now = now.Add(400 * time.Millisecond)
+	l.Allow(ratelimit.MaxKeys + 2)
+	if n := l.Tracked(); n != 1 {
+		t.Errorf("%d keys tracked after the sweep a second later, want 1", n)
+	}
+}
+
+// TestGroupSharedBucketOutlivesSweeps guards what a sweep does to a
+// group's shared bucket: kept, with the group, for as long as it is not
+// full again, even once the group's own buckets are forgotten, so that a
+// group's keys beyond PerGroup get no fresh burst at each sweep; and the
+// group forgotten once that bucket is full too, so that groups seen once
+// do not pile up.
+func TestGroupSharedBucketOutlivesSweeps(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	// 2 a minute: a token every 30 s.
+	l := ratelimit.NewWith(2, ratelimit.Options[uint32]{
+		Group:    func(k uint32) (uint32, bool) { return k >> 16, true },
+		PerGroup: 4,
+		Now:      func() time.Time { return now },
+	})
+	allow := func(k uint32) bool {
+		ok, _ := l.Allow(k)
+		return ok
+	}
+	g1 := uint32(1 << 16)
+	for k := range uint32(4) {
+		if !allow(g1 | k) {
+			t.Fatalf("key %d of group 1 refused its own bucket", k)
+		}
+	}
+	if !allow(g1|4) || !allow(g1|5) {
+		t.Fatal("group 1's shared bucket refused its first 2 actions")
+	}
+	if allow(g1 | 6) {
+		t.Fatal("group 1's empty shared bucket allowed an action")
+	}
+	// 30 s on, the own buckets are full and the shared one holds one
+	// token. A new key of group 1 sweeps: the own buckets go, the shared
+	// one stays.
+	now = now.Add(30 * time.Second)
+	for k := uint32(7); k < 11; k++ {
+		if !allow(g1 | k) {
+			t.Fatalf("key %d of group 1 refused a bucket of its own after the sweep", k)
+		}
+	}
+	if !allow(g1 | 11) {
+		t.Fatal("group 1's shared bucket refused the token it had got back")
+	}
+	if allow(g1 | 12) {
+		t.Fatal("group 1's shared bucket allowed a second action 30 s after it was emptied: a sweep gave the group a fresh one")
+	}
+	// Minutes on, every bucket of group 1 is full again; the next sweep
+	// (group 2 reaching its cap) forgets group 1 altogether.
+	now = now.Add(5 * time.Minute)
+	g2 := uint32(2 << 16)
+	for k := range uint32(5) {
+		allow(g2 | k)
+	}
+	if n := l.Groups(); n != 1 {
+		t.Errorf("%d groups known after group 1's buckets all filled again, want 1 (group 2)", n)
+	}
+}
