@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,7 +186,8 @@ func TestHTTP2StreamsHoldClientShare(t *testing.T) {
 // with Retry-After, not reset: a stream reset with INTERNAL_ERROR (the
 // only reset a handler can give) is what Go's client and curl give up
 // on, and a backend multiplexing its pushes on one connection would take
-// the push for failed, where it was never served.
+// the push for failed, where it was never served. It is counted as a
+// refusal by the client's share, as a connection over it would be.
 func TestHTTP2RequestOverShareAnswered(t *testing.T) {
 	release, holding := make(chan struct{}), make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -194,7 +197,13 @@ func TestHTTP2RequestOverShareAnswered(t *testing.T) {
 		}
 		w.Write([]byte("OK\n"))
 	})
-	addr := serveTLSLimited(t, h, 1, netip.MustParseAddr("198.51.100.8"))
+	var mu sync.Mutex
+	var refused []string
+	addr := serveTLSLimitedWith(t, h, httpapi.ConnLimitOptions{Slots: 1000, PerClient: 1, Refused: func(why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		refused = append(refused, why)
+	}}, netip.MustParseAddr("198.51.100.8"))
 	defer close(release)
 
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
@@ -222,6 +231,13 @@ func TestHTTP2RequestOverShareAnswered(t *testing.T) {
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("a request over the client's share: HTTP/%d %d, Retry-After %q; want HTTP/2 503 with Retry-After", resp.ProtoMajor, resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// Counted as a refusal by the client's share, as a connection
+	// over it is: the operator's metric of refusals sees it.
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(refused, []string{httpapi.RefusedClient}) {
+		t.Errorf("refusals told %q, want [%q]", refused, httpapi.RefusedClient)
 	}
 }
 
@@ -310,6 +326,12 @@ func handlersRunning() int {
 // and returns its address.
 func serveTLSLimited(t *testing.T, h http.Handler, perClient int, peer netip.Addr) string {
 	t.Helper()
+	return serveTLSLimitedWith(t, h, httpapi.ConnLimitOptions{Slots: 1000, PerClient: perClient}, peer)
+}
+
+// serveTLSLimitedWith is serveTLSLimited with the limit's options.
+func serveTLSLimitedWith(t *testing.T, h http.Handler, o httpapi.ConnLimitOptions, peer netip.Addr) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -318,7 +340,7 @@ func serveTLSLimited(t *testing.T, h http.Handler, perClient int, peer netip.Add
 	if peer.IsValid() {
 		l = peerListener{Listener: l, peer: peer}
 	}
-	lim := httpapi.NewConnLimit(httpapi.ConnLimitOptions{Slots: 1000, PerClient: perClient})
+	lim := httpapi.NewConnLimit(o)
 	srv := httpapi.NewServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCertificate(t)}}
 	go srv.ServeTLS(httpapi.LimitListener(l, lim), "", "")
