@@ -79,26 +79,38 @@ func TestCancelableParent(t *testing.T) {
 }
 
 // Contexts made from a shared one end with it, and need no goroutine
-// each to notice: they find the slot's context through Value.
+// each to notice: they find the slot's context through Value. So do
+// those made from an operation's own context with values (a component
+// push's), which Value looks through to the slot's.
 func TestDerivedContexts(t *testing.T) {
-	var s Shared
-	ctx, _ := s.WithDeadline(context.Background(), time.Now().Add(200*time.Millisecond))
-	before := runtime.NumGoroutine()
-	var derived []context.Context
-	for range 100 {
-		d, cancel := context.WithCancel(ctx)
-		defer cancel()
-		derived = append(derived, d)
-	}
-	if n := runtime.NumGoroutine() - before; n > 10 {
-		t.Fatalf("100 derived contexts started %d goroutines", n)
-	}
-	for _, d := range derived {
-		select {
-		case <-d.Done():
-		case <-time.After(5 * time.Second):
-			t.Fatal("a derived context outlived the slot")
-		}
+	for _, tc := range []struct {
+		name   string
+		parent context.Context
+	}{
+		{"background", context.Background()},
+		{"with values", context.WithValue(context.Background(), key{}, "mine")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s Shared
+			ctx, _ := s.WithDeadline(tc.parent, time.Now().Add(200*time.Millisecond))
+			before := runtime.NumGoroutine()
+			var derived []context.Context
+			for range 100 {
+				d, cancel := context.WithCancel(ctx)
+				defer cancel()
+				derived = append(derived, d)
+			}
+			if n := runtime.NumGoroutine() - before; n > 10 {
+				t.Fatalf("100 derived contexts started %d goroutines", n)
+			}
+			for _, d := range derived {
+				select {
+				case <-d.Done():
+				case <-time.After(5 * time.Second):
+					t.Fatal("a derived context outlived the slot")
+				}
+			}
+		})
 	}
 }
 
