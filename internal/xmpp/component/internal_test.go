@@ -353,3 +353,28 @@ func TestKeepAliveWhitespaceIgnoresWallStep(t *testing.T) {
 		t.Fatalf("no whitespace within 5 s at a keep-alive of %v, after the wall clock stepped back an hour", keepAlive)
 	}
 }
+
+// TestHeldByDeadStreamSpansTCPGiveUp guards how long after the
+// keep-alive gave up a stream a conflict is taken as the XMPP server
+// still holding that stream: as long as the server's TCP may take to
+// give up writing to it (about 15 minutes on Linux), so that an outage
+// is reported as one and not as another instance serving the component;
+// and no longer, nor before any stream was given up.
+func TestHeldByDeadStreamSpansTCPGiveUp(t *testing.T) {
+	var mono time.Duration
+	c := &Conn{clock: clock{now: time.Now, elapsed: func() time.Duration { return mono }}}
+	if c.heldByDeadStream() {
+		t.Fatal("a conflict taken as our dead stream's before any stream was given up")
+	}
+	mono = time.Hour
+	c.foundDead.Store(int64(mono) + 1)
+	for _, tc := range []struct {
+		after time.Duration
+		want  bool
+	}{{0, true}, {time.Minute, true}, {15 * time.Minute, true}, {19 * time.Minute, true}, {21 * time.Minute, false}} {
+		mono = time.Hour + tc.after
+		if got := c.heldByDeadStream(); got != tc.want {
+			t.Errorf("%v after the stream was given up: held %v, want %v", tc.after, got, tc.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,5 +181,62 @@ func TestPeersServeToInOtherSpelling(t *testing.T) {
 		if r := st.next(t); r.Type != "result" {
 			t.Errorf("tokenless publish to %s routed over %s's stream: %s %s; want a result, as %s takes tokenless pushes", to, compJID, r.Type, r.Inner, peer)
 		}
+	}
+}
+
+// Two components of one process on one ejabberd listener: the server
+// routes the second's keep-alive pings back over the first's stream, and
+// none over its own. Those pings are the second's stream heard all the
+// same, so it is kept; taken as dead, it was replaced every few
+// keep-alives, and the pushes on it lost each time.
+func TestPeerPingsRoutedOverAnotherStreamKeepIt(t *testing.T) {
+	const keepAlive = 200 * time.Millisecond
+	peers := &component.Peers{}
+	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.Peers = peers; o.KeepAlive = keepAlive })
+	st := f.srv.accept(t)
+	const peer = "push2.example.net"
+	srv, _ := peerConn(t, f, peers, peer, true, func(o *component.Options) { o.KeepAlive = keepAlive })
+	second := srv.accept(t)
+
+	var mu sync.Mutex // writes to st
+	route := func(id, jid string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(st.Conn, "<iq type='get' id='%s' from='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>", id, jid, jid)
+	}
+	// pings calls fn with the id and from of each ping read from s.
+	pings := func(s *stream, fn func(id, from string)) {
+		for {
+			tok, err := s.Dec.Token()
+			if err != nil {
+				return
+			}
+			if e, ok := tok.(xml.StartElement); ok && e.Name.Local == "iq" {
+				var id, from string
+				for _, a := range e.Attr {
+					switch a.Name.Local {
+					case "id":
+						id = a.Value
+					case "from":
+						from = a.Value
+					}
+				}
+				if strings.HasPrefix(id, "keepalive-") {
+					fn(id, from)
+				}
+			}
+		}
+	}
+	// The first component's pings come back on its own stream, the
+	// second's on the first's stream too.
+	go pings(st, func(id, from string) { route(id, from) })
+	go pings(second, func(id, from string) { route(id, from) })
+
+	deadline := time.Now().Add(15 * keepAlive)
+	for time.Now().Before(deadline) {
+		if n := srv.Handshakes(); n > 2 {
+			t.Fatalf("%s's stream replaced (%d handshakes) at a keep-alive of %v, though its pings came back over %s's stream", peer, n, keepAlive, compJID)
+		}
+		time.Sleep(keepAlive / 4)
 	}
 }
