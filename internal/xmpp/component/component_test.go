@@ -992,3 +992,70 @@ func TestConflictAfterServerClosedGivenUpStreamStandsBy(t *testing.T) {
 		})
 	}
 }
+
+// Refused says the XMPP server refused the handshake for our
+// configuration (a wrong secret, a JID it does not have), which the
+// operator must fix and the start-up reports, and only then: a server
+// shutting down or in trouble refuses nothing of ours.
+func TestRefusedNamesConfigurationErrors(t *testing.T) {
+	for cond, want := range map[string]bool{
+		"not-authorized":        true,
+		"host-unknown":          true,
+		"improper-addressing":   true,
+		"system-shutdown":       false,
+		"internal-server-error": false,
+	} {
+		t.Run(cond, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			// Each connection: the stream's opening, then the error.
+			accepted := make(chan struct{}, 100)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted <- struct{}{}
+					go func() {
+						defer c.Close()
+						dec := xml.NewDecoder(c)
+						for {
+							tok, err := dec.Token()
+							if err != nil {
+								return
+							}
+							if s, ok := tok.(xml.StartElement); ok && s.Name.Local == "stream" {
+								break
+							}
+						}
+						fmt.Fprintf(c, "<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='s1' from='%s'>"+
+							"<stream:error><%s xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>", compJID, cond)
+						io.Copy(io.Discard, c)
+					}()
+				}
+			}()
+			conn := component.New(component.Options{Addr: ln.Addr().String(), JID: compJID, Secret: secret,
+				MaxBackoff: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { conn.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			// The second attempt starts once the first one's answer was
+			// taken in.
+			for range 2 {
+				select {
+				case <-accepted:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the component did not try again")
+				}
+			}
+			if got := conn.Refused(); got != want {
+				t.Fatalf("Refused() = %v after the server answered %s, want %v", got, cond, want)
+			}
+		})
+	}
+}
