@@ -378,3 +378,33 @@ func TestHeldByDeadStreamSpansTCPGiveUp(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterSendsStanzaLargerThanQueue: a stanza larger than the reply
+// queue's bound (a long disco or command answer under a small
+// max_reply_queue) goes alone once the queue is empty, rather than wait
+// for room that can never be: its handler, and the slot it holds, would
+// wait for good.
+func TestWriterSendsStanzaLargerThanQueue(t *testing.T) {
+	ours, peer := net.Pipe()
+	defer peer.Close()
+	w := newWriter(ours, 5*time.Second, 64, systemClock())
+	big := bytes.Repeat([]byte("x"), 1000)
+	errc := make(chan error, 1)
+	go func() { errc <- w.write(big) }()
+	got := make([]byte, 0, len(big))
+	buf := make([]byte, 512)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(got) < len(big) {
+		n, err := peer.Read(buf)
+		if err != nil {
+			t.Fatalf("read %d of the %d bytes of a stanza larger than the queue: %v", len(got), len(big), err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, big) {
+		t.Fatal("the stanza arrived altered")
+	}
+}
