@@ -50,16 +50,33 @@ func heldAfter(t *testing.T, send func(st *stream)) int64 {
 // URIs a stream repeats, so that they allocate nothing; what it keeps of
 // such messages must stay small, not a table full of the longest strings
 // an outsider chose, held for as long as the stream lasts.
+// Long element and attribute names, all different, must not be kept
+// either.
 func TestLongNamesNotRetained(t *testing.T) {
 	const messages, size = 2048, 40 << 10
-	grown := heldAfter(t, func(st *stream) {
-		for i := range messages {
+	for _, tc := range []struct {
+		name    string
+		message func(i int) string
+	}{
+		{"name-space URIs", func(i int) string {
 			ns := fmt.Sprintf("urn:x:%d:", i) + strings.Repeat(string(rune('a'+i%26)), size+i)
-			st.send(t, `<message from='mallory@example.org/x' to='`+compJID+`' type='`+ns+`'><x xmlns='`+ns+`'/></message>`)
-		}
-	})
-	if grown > 4<<20 {
-		t.Fatalf("the stream keeps %d MiB of %d messages from a stranger (%d KiB each) after reading them", grown>>20, messages, size>>10)
+			return `<message from='mallory@example.org/x' to='` + compJID + `' type='` + ns + `'><x xmlns='` + ns + `'/></message>`
+		}},
+		{"element and attribute names", func(i int) string {
+			name := fmt.Sprintf("x%d", i) + strings.Repeat(string(rune('a'+i%26)), size+i)
+			return `<message from='mallory@example.org/x' to='` + compJID + `'><` + name + ` ` + name + `='v'/></message>`
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			grown := heldAfter(t, func(st *stream) {
+				for i := range messages {
+					st.send(t, tc.message(i))
+				}
+			})
+			if grown > 4<<20 {
+				t.Fatalf("the stream keeps %d MiB of %d messages from a stranger (%d KiB each) after reading them", grown>>20, messages, size>>10)
+			}
+		})
 	}
 }
 
