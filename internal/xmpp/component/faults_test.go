@@ -263,3 +263,61 @@ func TestRetryAndReleased(t *testing.T) {
 		t.Fatal("not released after the server closed the stream")
 	}
 }
+
+// connects returns the times of the next n connections srv accepts,
+// failing the test after timeout.
+func connects(t *testing.T, srv *fakeServer, n int, timeout time.Duration) []time.Time {
+	t.Helper()
+	var at []time.Time
+	deadline := time.After(timeout)
+	for len(at) < n {
+		select {
+		case e := <-srv.Events():
+			if e.Kind == "connect" {
+				at = append(at, e.At)
+			}
+		case <-deadline:
+			t.Fatalf("%d connection attempts within %v, want %d", len(at), timeout, n)
+		}
+	}
+	return at
+}
+
+// TestReconnectFloorAfterQuickAttempts: past its first quick attempts,
+// the component waits at least a second between attempts, or
+// MaxBackoff when that is lower, however the jitter falls: a server that
+// is down is not hammered.
+func TestReconnectFloorAfterQuickAttempts(t *testing.T) {
+	const maxBackoff = 400 * time.Millisecond // the floor, below a second
+	f := newFixture(t, 0, secret)
+	srv := newFakeServer(t, secret)
+	srv.SetDown(true)
+	run(t, component.Options{Addr: srv.Addr(), MaxBackoff: maxBackoff}, f)
+	// The first attempt fails, then four quick ones; from the sixth,
+	// the floor holds.
+	at := connects(t, srv, 10, 20*time.Second)
+	for i := 6; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < maxBackoff {
+			t.Errorf("attempt %d came %v after the one before, want at least %v", i+1, gap.Round(time.Millisecond), maxBackoff)
+		}
+	}
+}
+
+// TestRetryStartsBackoffOver: told that another instance released the
+// component, a standby connects at once, and when that attempt fails too
+// (the server has not dropped the other's stream yet) it tries again
+// within the quick first attempts, not after the long wait it had reached.
+func TestRetryStartsBackoffOver(t *testing.T) {
+	f := newFixture(t, 0, secret)
+	srv := newFakeServer(t, secret)
+	retry := make(chan struct{}, 1)
+	srv.SetDown(true)
+	run(t, component.Options{Addr: srv.Addr(), MaxBackoff: 10 * time.Second, Retry: retry}, f)
+	// Past the quick attempts, the waits are seconds long.
+	connects(t, srv, 6, 20*time.Second)
+	retry <- struct{}{}
+	at := connects(t, srv, 2, 20*time.Second)
+	if gap := at[1].Sub(at[0]); gap > time.Second {
+		t.Fatalf("the attempt after the one the retry signal started came %v later, want the backoff started over (about 100 ms)", gap.Round(time.Millisecond))
+	}
+}
