@@ -54,25 +54,8 @@ func (b *refusingKey) sentTo(token string) int {
 // service takes to answer it. Let through, each would be refused alike,
 // and with APNS token auth make its own provider token.
 func TestCredentialsProbeOneAtATime(t *testing.T) {
-	ctx := context.Background()
 	b := &refusingKey{slow: "tok-probe", reached: make(chan struct{}), release: make(chan struct{})}
-	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
-		appserver.Options{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
-	regs := map[string]string{}
-	for _, tok := range []string{"tok-first", "tok-probe", "tok-other"} {
-		r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "node-"+tok, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		regs[tok] = r.Secret
-	}
-	pushTo := func(tok string) error {
-		return svc.Push(ctx, appserver.PushRequest{Node: "node-" + tok, Secret: regs[tok]})
-	}
+	svc, pushTo := gatedApp(t, b, "tok-first", "tok-probe", "tok-other")
 	// The first refusal closes the gate; a reload makes a probe due.
 	if err := pushTo("tok-first"); !errors.Is(err, appserver.ErrPushFailed) {
 		t.Fatalf("refused push = %v, want ErrPushFailed", err)
@@ -121,25 +104,8 @@ func (b *answeredForDevice) Send(ctx context.Context, n push.Notification) error
 // the credentials, so the gate opens and the app's next push goes out at
 // once, rather than wait for another probe at the backoff's next turn.
 func TestCredentialsProbeAnsweredForDeviceOpensGate(t *testing.T) {
-	ctx := context.Background()
 	b := &answeredForDevice{}
-	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
-		appserver.Options{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
-	regs := map[string]string{}
-	for _, tok := range []string{"tok-first", "tok-dead", "tok-next"} {
-		r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "node-"+tok, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		regs[tok] = r.Secret
-	}
-	pushTo := func(tok string) error {
-		return svc.Push(ctx, appserver.PushRequest{Node: "node-" + tok, Secret: regs[tok]})
-	}
+	svc, pushTo := gatedApp(t, b, "tok-first", "tok-dead", "tok-next")
 	if err := pushTo("tok-first"); !errors.Is(err, appserver.ErrPushFailed) {
 		t.Fatalf("refused push = %v, want ErrPushFailed", err)
 	}
@@ -152,5 +118,30 @@ func TestCredentialsProbeAnsweredForDeviceOpensGate(t *testing.T) {
 	}
 	if err := pushTo("tok-next"); err != nil {
 		t.Fatalf("push after a probe the push service answered for its device = %v, want it sent", err)
+	}
+}
+
+// gatedApp serves the FCM app of backend b on a memory registry, with a
+// device registered for each of tokens (node "node-" + token); pushTo
+// pushes to the device of a token.
+func gatedApp(t *testing.T, b push.Backend, tokens ...string) (svc *appserver.Service, pushTo func(token string) error) {
+	t.Helper()
+	ctx := context.Background()
+	svc, err := appserver.New(memory.New(), []appserver.App{{Name: "fcm", Priority: push.PriorityHigh, Backend: b}},
+		appserver.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	secrets := map[string]string{}
+	for _, tok := range tokens {
+		r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "node-"+tok, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[tok] = r.Secret
+	}
+	return svc, func(tok string) error {
+		return svc.Push(ctx, appserver.PushRequest{Node: "node-" + tok, Secret: secrets[tok]})
 	}
 }
