@@ -111,6 +111,24 @@ func plain(node string) registry.Decide {
 	return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "s-" + node, Registered: time.Now()})
 }
 
+// refused is what refusing's decide function answers for the node "refused".
+var refused = errors.New("not yours")
+
+// refusing decides for a batch: the node "refused" is refused by its
+// decide function, "conflict" wants the device key "dk" (held by the
+// node "holder" in the tests), and any other node is stored as is.
+func refusing(node string) registry.Decide {
+	switch node {
+	case "refused":
+		return func(registry.Registration, bool) (registry.Registration, error) {
+			return registry.Registration{}, refused
+		}
+	case "conflict":
+		return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "y", Registered: time.Now(), DeviceKey: "dk"})
+	}
+	return plain(node)
+}
+
 // A row that is refused (by its decide function, or for a device key held
 // by another node) fails alone; the rest of its batch is stored.
 func TestBatchRowRefusals(t *testing.T) {
@@ -120,18 +138,7 @@ func TestBatchRowRefusals(t *testing.T) {
 	if _, err := s.Register(ctx, "holder", registry.Renew(registry.Registration{Node: "holder", Type: "apns", Token: "ab", Secret: "x", Registered: time.Now(), DeviceKey: "dk"})); err != nil {
 		t.Fatal(err)
 	}
-	refused := errors.New("not yours")
-	got := batch(t, s, "a", []string{"refused", "conflict", "b"}, func(node string) registry.Decide {
-		switch node {
-		case "refused":
-			return func(registry.Registration, bool) (registry.Registration, error) {
-				return registry.Registration{}, refused
-			}
-		case "conflict":
-			return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "y", Registered: time.Now(), DeviceKey: "dk"})
-		}
-		return plain(node)
-	})
+	got := batch(t, s, "a", []string{"refused", "conflict", "b"}, refusing)
 	if got["a"] != nil || got["b"] != nil || !errors.Is(got["refused"], refused) || !errors.Is(got["conflict"], registry.ErrConflict) {
 		t.Fatalf("answers: %v", got)
 	}
@@ -238,18 +245,7 @@ func TestBatchFailureKeepsRowRefusals(t *testing.T) {
 	if _, err := s.Register(ctx, "holder", registry.Renew(registry.Registration{Node: "holder", Type: "apns", Token: "ab", Secret: "x", Registered: time.Now(), DeviceKey: "dk"})); err != nil {
 		t.Fatal(err)
 	}
-	refused := errors.New("not yours")
-	got := batch(t, s, "a", []string{"abort", "refused", "conflict"}, func(node string) registry.Decide {
-		switch node {
-		case "refused":
-			return func(registry.Registration, bool) (registry.Registration, error) {
-				return registry.Registration{}, refused
-			}
-		case "conflict":
-			return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "y", Registered: time.Now(), DeviceKey: "dk"})
-		}
-		return plain(node)
-	})
+	got := batch(t, s, "a", []string{"abort", "refused", "conflict"}, refusing)
 	if got["a"] != nil || got["abort"] == nil || !errors.Is(got["refused"], refused) || !errors.Is(got["conflict"], registry.ErrConflict) {
 		t.Fatalf("answers: %v", got)
 	}
