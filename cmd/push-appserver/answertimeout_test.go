@@ -38,6 +38,11 @@ func TestPushAnsweredWithinPushTimeout(t *testing.T) {
 	if got != "OK\nn1" {
 		t.Fatalf("second push of the burst, answered after %v: %q", time.Since(start).Round(time.Second), got)
 	}
+	// The log's line reaches us through the server's log queue and its
+	// stderr, which may come after the answer did.
+	s.waitFor(t, "the second push was never sent", func() bool {
+		return strings.Count(s.log.String(), "push (log backend, not delivered)") >= 2
+	})
 	if n := strings.Count(s.log.String(), "push (log backend, not delivered)"); n != 2 {
 		t.Errorf("%d pushes sent, want 2", n)
 	}
