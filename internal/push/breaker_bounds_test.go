@@ -1,0 +1,139 @@
+package push_test
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/push-appserver/push-appserver/internal/push"
+)
+
+// A redelivered push whose refusal is taken for a dead token counts as a
+// refusal of the configuration from then on: a quiet app with a few
+// successes, sent again the pushes refused before its configuration
+// proved itself, deletes no more registrations than its successes
+// outvote (here two of ten), not one per push held.
+func TestBreakerRedeliveriesTakenAsDeadCount(t *testing.T) {
+	again := push.WithRedelivery(context.Background())
+	b := push.NewBreaker("app", push.BreakerOptions{}, slog.New(slog.DiscardHandler))
+	suspect := &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"}
+	for range 3 {
+		b.Judge(nil)
+	}
+	dead := 0
+	for range 10 {
+		if _, ok := push.IsDeadToken(b.JudgeCtx(again, "", suspect)); ok {
+			dead++
+		}
+	}
+	if dead != 2 {
+		t.Fatalf("%d of 10 redelivered refusals taken as dead tokens after 3 successes, want 2", dead)
+	}
+}
+
+// The app is marked misconfigured once refusals are more than half of at
+// least MinAnswers (20) answers in the window: not at exactly half, and
+// already at the twentieth answer.
+func TestBreakerTripsAtMoreThanHalfOfTwenty(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		successes, refusals int
+		wantMisconfigured   bool
+	}{
+		{"half of twenty", 10, 10, false},
+		{"eleven of twenty", 9, 11, true},
+		{"eleven of nineteen", 8, 11, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Unix(1_800_000_000, 0)
+			b := push.NewBreaker("app", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+			suspect := &push.SuspectTokenError{Reason: "BadDeviceToken", Cause: "sandbox/production mismatch?"}
+			for range tc.successes {
+				b.Judge(nil)
+			}
+			for range tc.refusals {
+				b.Judge(suspect)
+			}
+			if bad, _ := b.Misconfigured(); bad != tc.wantMisconfigured {
+				t.Fatalf("%d successes, %d refusals: misconfigured %v, want %v", tc.successes, tc.refusals, bad, tc.wantMisconfigured)
+			}
+		})
+	}
+}
+
+// A WebPush app is marked misconfigured only while the services refusing
+// it give more than half of at least MinAnswers answers in the window:
+// not at exactly half, nor on a few refusals of a service marked earlier
+// whose other answers have left the window.
+func TestBreakerMisconfiguredNeedsMajorityOfTwenty(t *testing.T) {
+	suspect := &push.SuspectTokenError{Reason: "403", Cause: "vapid key?"}
+	newB := func(now *time.Time) *push.Breaker {
+		return push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return *now }}, slog.New(slog.DiscardHandler))
+	}
+
+	now := time.Unix(1_800_000_000, 0)
+	b := newB(&now)
+	for range 40 {
+		b.JudgeAt("https://ok.example", nil)
+	}
+	for _, s := range []string{"https://a.example", "https://b.example"} {
+		for range 20 {
+			b.JudgeAt(s, suspect)
+		}
+	}
+	if bad, _ := b.Misconfigured(); bad {
+		t.Fatal("misconfigured while refusing services gave exactly half of the answers")
+	}
+
+	now = time.Unix(1_800_000_000, 0)
+	b = newB(&now)
+	for range 20 {
+		b.JudgeAt("https://a.example", suspect)
+	}
+	if bad, _ := b.Misconfigured(); !bad {
+		t.Fatal("not misconfigured while the only service answering refuses every push")
+	}
+	now = now.Add(2 * time.Minute)
+	for range 3 {
+		b.JudgeAt("https://a.example", suspect)
+	}
+	if bad, _ := b.Misconfigured(); bad {
+		t.Fatal("misconfigured on 3 answers in the window")
+	}
+}
+
+// Past the bound on the push services remembered, those that answered
+// normally are forgotten and a new service is judged by its own answers:
+// its dead tokens are removed. Services new while the memory is full of
+// services marked refusing share a window that stays marked, whatever
+// they answer: their refusals delete nothing.
+func TestBreakerManyServices(t *testing.T) {
+	suspect := &push.SuspectTokenError{Reason: "403", Cause: "vapid key?"}
+	now := time.Unix(1_800_000_000, 0)
+	b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	for i := range 10_000 {
+		b.JudgeAt("https://q"+strconv.Itoa(i)+".example", nil)
+	}
+	for range 3 {
+		b.JudgeAt("https://new.example", nil)
+	}
+	if _, ok := push.IsDeadToken(b.JudgeAt("https://new.example", suspect)); !ok {
+		t.Fatal("a refusal among 3 successes of a service new past the bound is not a dead token")
+	}
+
+	now = now.Add(2 * time.Minute)
+	b = push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+	for i := range 10_000 {
+		for range 20 {
+			b.JudgeAt("https://m"+strconv.Itoa(i)+".evil.example", suspect)
+		}
+	}
+	for range 25 {
+		b.JudgeAt("https://later.example", nil)
+	}
+	if _, ok := push.IsDeadToken(b.JudgeAt("https://later.example", suspect)); ok {
+		t.Fatal("a service new while the memory is full of marked ones had a refusal taken as a dead token")
+	}
+}
