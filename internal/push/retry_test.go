@@ -148,6 +148,7 @@ func TestRetryBudgetDeadline(t *testing.T) {
 		{"earlier", 0, -budget / 2, true},
 		{"within a slot", 0, deadline.Slot / 2, true},
 		{"later", 0, time.Minute, false},
+		{"two slots later", 0, 2 * deadline.Slot, false},
 		{"within a slot of Start", time.Hour, deadline.Slot / 2, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,5 +169,53 @@ func TestRetryBudgetDeadline(t *testing.T) {
 				t.Fatalf("attempt's deadline %v, caller's %v (kept %v, want %v)", got, want, kept, tc.kept)
 			}
 		})
+	}
+}
+
+// A Retry-After beyond what is left of the budget ends the push at once,
+// answered "wait", rather than at its deadline: the user's server hears
+// at once, and redelivery sends it again when the service asks.
+func TestRetryAfterBeyondBudgetEndsAtOnce(t *testing.T) {
+	start := time.Now()
+	err := push.Retry(context.Background(), push.RetryPolicy{}, func(context.Context) error {
+		return &push.TemporaryError{Reason: "429", RetryAfter: time.Minute}
+	})
+	if took := time.Since(start); !push.IsTemporary(err) || took > time.Second {
+		t.Fatalf("%v after %v, want a temporary failure at once", err, took)
+	}
+}
+
+// The backoff between attempts grows up to its default maximum when the
+// policy names none, as every backend's does: a push service failing
+// every request gets a few of each push within the budget, not one every
+// 100 ms.
+func TestRetryDefaultBackoffGrows(t *testing.T) {
+	n := 0
+	push.Retry(context.Background(), push.RetryPolicy{Budget: time.Second}, func(context.Context) error {
+		n++
+		return &push.TemporaryError{Reason: "503"}
+	})
+	// Waits of at least 50, 100, 200 and 400 ms: at most 5 attempts.
+	if n > 5 {
+		t.Fatalf("%d attempts within 1 s, want at most 5", n)
+	}
+}
+
+// An attempt that the deadline cut short ends the push with the earlier
+// attempt's error, which says what went wrong, and the deadline's.
+func TestRetryCutShortKeepsEarlierError(t *testing.T) {
+	errService := errors.New("503 Service Unavailable")
+	n := 0
+	err := push.Retry(context.Background(), push.RetryPolicy{Budget: 300 * time.Millisecond, Base: time.Millisecond},
+		func(ctx context.Context) error {
+			n++
+			if n == 1 {
+				return &push.TemporaryError{Reason: "503", Err: errService}
+			}
+			<-ctx.Done()
+			return &push.TemporaryError{Reason: "request", Err: ctx.Err()}
+		})
+	if !push.IsTemporary(err) || !errors.Is(err, errService) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the 503 and the deadline", err)
 	}
 }
