@@ -2,6 +2,9 @@ package push
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
+	"net/url"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -102,5 +105,17 @@ func TestFitKeepsAllThatFits(t *testing.T) {
 				t.Errorf("kept %d bytes of the body, want at least %d", len(body), tt.minBody)
 			}
 		})
+	}
+}
+
+// RedactURL replaces the URL net/http quotes in its errors, which carries
+// the device token or the subscription, so that neither reaches the logs
+// nor the registry's last error.
+func TestRedactURL(t *testing.T) {
+	const token = "0123456789abcdef"
+	var err error = &url.Error{Op: "Post", URL: "https://api.push.apple.com/3/device/" + token, Err: io.ErrUnexpectedEOF}
+	got := RedactURL(err, "https://api.push.apple.com/3/device/…")
+	if strings.Contains(got.Error(), token) || !errors.Is(got, io.ErrUnexpectedEOF) {
+		t.Fatalf("RedactURL: %v", got)
 	}
 }
