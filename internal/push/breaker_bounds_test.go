@@ -137,3 +137,37 @@ func TestBreakerManyServices(t *testing.T) {
 		t.Fatal("a service new while the memory is full of marked ones had a refusal taken as a dead token")
 	}
 }
+
+// A service's mark, once cleared, leaves the app judged as before it was
+// marked: services too quiet to be marked, refusing more than they take,
+// do not make a WebPush app misconfigured while no service is marked.
+func TestBreakerClearedMarkLeavesNoTrace(t *testing.T) {
+	suspect := &push.SuspectTokenError{Reason: "403", Cause: "vapid key?"}
+	judge := func(mark bool) bool {
+		now := time.Unix(1_800_000_000, 0)
+		b := push.NewBreaker("web", push.BreakerOptions{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
+		if mark {
+			for range 20 {
+				b.JudgeAt("https://x.example", suspect)
+			}
+			if bad, _ := b.Misconfigured(); !bad {
+				t.Fatal("not misconfigured while its only service refuses every push")
+			}
+			now = now.Add(2 * time.Minute)
+			b.JudgeAt("https://x.example", nil)
+		}
+		for _, s := range []string{"https://a.example", "https://b.example", "https://c.example"} {
+			for range 4 {
+				b.JudgeAt(s, nil)
+			}
+			for range 5 {
+				b.JudgeAt(s, suspect)
+			}
+		}
+		bad, _ := b.Misconfigured()
+		return bad
+	}
+	if before, after := judge(false), judge(true); before || after {
+		t.Fatalf("misconfigured %v without a mark, %v after a mark cleared; want neither", before, after)
+	}
+}
