@@ -1,6 +1,7 @@
 package push
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -119,3 +120,15 @@ func TestRedactURL(t *testing.T) {
 		t.Fatalf("RedactURL: %v", got)
 	}
 }
+
+// A backend that does not say whether its pushes carry the summary's
+// text is taken to carry it: held pushes keep their text for it.
+func TestCarriesSummaryTextByDefault(t *testing.T) {
+	if !CarriesSummaryText(silentBackend{}) {
+		t.Fatal("a backend that does not say is taken to carry no summary text")
+	}
+}
+
+type silentBackend struct{}
+
+func (silentBackend) Send(context.Context, Notification) error { return nil }
