@@ -1,9 +1,11 @@
 package push_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,5 +171,42 @@ func TestBreakerClearedMarkLeavesNoTrace(t *testing.T) {
 	}
 	if before, after := judge(false), judge(true); before || after {
 		t.Fatalf("misconfigured %v without a mark, %v after a mark cleared; want neither", before, after)
+	}
+}
+
+// Only a success proves the configuration: before one, a refusal after
+// failures of other kinds (a 503, a dead token's 410) is held and warned
+// about, naming the likely cause.
+func TestBreakerOnlySuccessProves(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b, suspect := newTestBreaker(&now, &logs)
+	b.Judge(&push.TemporaryError{Reason: "503"})
+	b.Judge(&push.DeadTokenError{Since: now, Reason: "Unregistered"})
+	if err := b.Judge(suspect); !push.IsTemporary(err) {
+		t.Fatalf("refusal before any success: %v, want temporary", err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "sandbox/production mismatch?") {
+		t.Fatalf("no warning naming the likely cause:\n%s", logs.String())
+	}
+}
+
+// A mark clears on successes only: a dead token's answer, once the
+// refusals have left the window, leaves the app marked.
+func TestBreakerMarkClearsOnSuccessOnly(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	var logs bytes.Buffer
+	b, suspect := newTestBreaker(&now, &logs)
+	for range 20 {
+		b.Judge(suspect)
+	}
+	now = now.Add(2 * time.Minute)
+	b.Judge(&push.DeadTokenError{Since: now, Reason: "Unregistered"})
+	if bad, _ := b.Misconfigured(); !bad {
+		t.Fatal("a dead token's answer cleared the mark")
+	}
+	b.Judge(nil)
+	if bad, _ := b.Misconfigured(); bad {
+		t.Fatal("a success with no refusal in the window left the mark")
 	}
 }

@@ -190,3 +190,27 @@ func withTakenSlot(t *testing.T, test func(t *testing.T, p *Places, s *Slot)) {
 		})
 	}
 }
+
+// A push that may as well not wait (WaitOrRefuse) is refused at once when
+// no waiting place is free, keeping its working place, rather than
+// waiting holding it; with a place free it waits in it.
+func TestWaitOrRefuseWithoutWaitingPlace(t *testing.T) {
+	p := NewPlaces(1, 1)
+	bg := context.Background()
+	var s Slot
+	s.Init(bg, p)
+	if err := s.Take(bg); err != nil {
+		t.Fatal(err)
+	}
+	p.waiting <- struct{}{}
+	start := time.Now()
+	if err := WaitOrRefuse(s.Context(), time.Second); err != ErrNoWaitingPlace {
+		t.Fatalf("WaitOrRefuse with no waiting place = %v after %v, want ErrNoWaitingPlace at once", err, time.Since(start))
+	}
+	heldIn(t, p, "after the refusal", 1, 1, 1) // fresh and resumed are one pool
+	<-p.waiting
+	if !s.TryPause() {
+		t.Fatal("TryPause with a waiting place free: false")
+	}
+	heldIn(t, p, "after TryPause", 0, 0, 1)
+}
