@@ -1,0 +1,66 @@
+package sockio
+
+import (
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// A deadline reaches the poller only while an operation waits, and once
+// for each value: deadlines set between operations, or set again to the
+// value the poller has, cost no runtime timer.
+func TestDeadlineHandedOverOnlyToAWait(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	srv, err := ln.Accept() // never writes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := Wrap(client).(*Conn)
+	var applied []time.Time
+	apply := c.rdl.apply
+	c.rdl.apply = func(t time.Time) error {
+		applied = append(applied, t)
+		return apply(t)
+	}
+
+	dl := time.Now().Add(time.Minute)
+	c.SetReadDeadline(dl)
+	c.SetReadDeadline(dl.Add(time.Second))
+	if len(applied) != 0 {
+		t.Fatalf("deadlines set with no read waiting reached the poller: %v", applied)
+	}
+	// Nothing to read: the read waits, with its deadline at the poller,
+	// until the deadline passes.
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read with nothing to read: %v, want the deadline", err)
+	}
+	n := len(applied)
+	if n != 1 {
+		t.Fatalf("one read that waited handed %d deadlines over: %v", n, applied)
+	}
+	c.SetReadDeadline(dl.Add(2 * time.Second))
+	if len(applied) != n {
+		t.Fatalf("a deadline set after the read ended reached the poller: %v", applied[n:])
+	}
+	c.rdl.mu.Lock()
+	c.rdl.waiting = true
+	c.rdl.mu.Unlock()
+	c.SetReadDeadline(dl.Add(3 * time.Second))
+	c.SetReadDeadline(dl.Add(3 * time.Second))
+	if len(applied) != n+1 {
+		t.Fatalf("a deadline set twice to one value during a wait reached the poller %d times", len(applied)-n)
+	}
+}
