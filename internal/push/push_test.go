@@ -132,3 +132,19 @@ func TestCarriesSummaryTextByDefault(t *testing.T) {
 type silentBackend struct{}
 
 func (silentBackend) Send(context.Context, Notification) error { return nil }
+
+// Only a backend that says so has tokens that name where its pushes go:
+// pushes naming a token of their own are refused for it alone.
+func TestTokensNameEndpoints(t *testing.T) {
+	if TokensNameEndpoints(silentBackend{}) {
+		t.Fatal("a backend that does not say has tokens naming endpoints")
+	}
+	if TokensNameEndpoints(endpointBackend{false}) || !TokensNameEndpoints(endpointBackend{true}) {
+		t.Fatal("TokensNameEndpoints does not take the backend's word")
+	}
+}
+
+type endpointBackend struct{ names bool }
+
+func (endpointBackend) Send(context.Context, Notification) error { return nil }
+func (b endpointBackend) TokensNameEndpoints() bool              { return b.names }
