@@ -111,8 +111,9 @@ func plain(node string) registry.Decide {
 	return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "s-" + node, Registered: time.Now()})
 }
 
-// refused is what refusing's decide function answers for the node "refused".
-var refused = errors.New("not yours")
+// errRefused is what refusing's decide function answers for the node
+// "refused".
+var errRefused = errors.New("not yours")
 
 // refusing decides for a batch: the node "refused" is refused by its
 // decide function, "conflict" wants the device key "dk" (held by the
@@ -121,7 +122,7 @@ func refusing(node string) registry.Decide {
 	switch node {
 	case "refused":
 		return func(registry.Registration, bool) (registry.Registration, error) {
-			return registry.Registration{}, refused
+			return registry.Registration{}, errRefused
 		}
 	case "conflict":
 		return registry.Renew(registry.Registration{Node: node, Type: "apns", Token: "ab", Secret: "y", Registered: time.Now(), DeviceKey: "dk"})
@@ -139,7 +140,7 @@ func TestBatchRowRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := batch(t, s, "a", []string{"refused", "conflict", "b"}, refusing)
-	if got["a"] != nil || got["b"] != nil || !errors.Is(got["refused"], refused) || !errors.Is(got["conflict"], registry.ErrConflict) {
+	if got["a"] != nil || got["b"] != nil || !errors.Is(got["refused"], errRefused) || !errors.Is(got["conflict"], registry.ErrConflict) {
 		t.Fatalf("answers: %v", got)
 	}
 	s.Close()
@@ -246,7 +247,7 @@ func TestBatchFailureKeepsRowRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := batch(t, s, "a", []string{"abort", "refused", "conflict"}, refusing)
-	if got["a"] != nil || got["abort"] == nil || !errors.Is(got["refused"], refused) || !errors.Is(got["conflict"], registry.ErrConflict) {
+	if got["a"] != nil || got["abort"] == nil || !errors.Is(got["refused"], errRefused) || !errors.Is(got["conflict"], registry.ErrConflict) {
 		t.Fatalf("answers: %v", got)
 	}
 	for node, want := range map[string]bool{"a": true, "abort": false, "refused": false, "conflict": false} {
