@@ -60,8 +60,8 @@ const breakerBuckets = 6
 // at least MinAnswers answers in the window (a key or setting that
 // stopped working since), that service is marked refusing: suspect
 // answers from it become temporary failures again, an error is logged
-// once with the likely cause, and the mark clears by itself when
-// successes are the majority there again. Each push service is judged by
+// once with the likely cause, and the mark clears by itself at a
+// success once suspect answers are no more than half there again. Each push service is judged by
 // its own answers: a WebPush subscription chooses its push service, so
 // one that accepts everything (or one of an attacker's) must not outvote
 // another that refuses our key, nor one that refuses everything mark the
