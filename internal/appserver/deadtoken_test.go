@@ -132,11 +132,12 @@ func TestSuspectRefusalOfReplacedTokenKeepsRegistration(t *testing.T) {
 
 // TestDeadTokenRemovesOnlyRegistrationsMadeBefore guards a token shared
 // by several registrations (accounts of one device, a node per group
-// chat) when the push service declares it dead: those made before it
-// died go, one renewed since stays, and a push to that one is answered
-// wait, not "gone", so its user's server keeps the push session. This
-// holds for a dead token and for a refusal a misconfigured app gets too
-// (Suspect).
+// chat) when the push service declares it dead: one renewed since stays,
+// and a push to that one is answered wait, not "gone", so its user's
+// server keeps the push session. This holds for a dead token and for a
+// refusal a misconfigured app gets too (Suspect). Those made before it
+// died go with a dead token; a suspect refusal, which removes only the
+// registration pushed to, leaves them.
 func TestDeadTokenRemovesOnlyRegistrationsMadeBefore(t *testing.T) {
 	for _, suspect := range []bool{false, true} {
 		t.Run(map[bool]string{false: "dead", true: "suspect"}[suspect], func(t *testing.T) {
@@ -164,6 +165,11 @@ func TestDeadTokenRemovesOnlyRegistrationsMadeBefore(t *testing.T) {
 			}
 			if _, err := store.Get(ctx, "renewed"); err != nil {
 				t.Fatalf("registration renewed after the token died: %v, want kept", err)
+			}
+			// A dead token takes every registration of it made before
+			// it died; a suspect refusal, the one pushed to alone.
+			if _, err := store.Get(ctx, "before"); errors.Is(err, registry.ErrNotFound) != !suspect {
+				t.Fatalf("registration made before the token died: %v, want it gone for a dead token alone", err)
 			}
 		})
 	}
