@@ -26,7 +26,7 @@ func TestFrontEndStatusesTriedAgain(t *testing.T) {
 	wantConns := map[int]int{http.StatusRequestTimeout: 1, http.StatusMisdirectedRequest: 2}
 	for _, status := range []int{http.StatusRequestTimeout, http.StatusMisdirectedRequest} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
-			mock, b, pub := setup(t, webpush.Options{PushDeadline: 300 * time.Millisecond})
+			mock, b, pub := setup(t, webpush.Options{PushDeadline: 2 * time.Second})
 			// The service has taken a push: its answers are its own.
 			if err := b.Send(context.Background(), push.Notification{Node: "n0", Token: subscribe(t, mock, pub).JSON}); err != nil {
 				t.Fatal(err)
