@@ -190,7 +190,10 @@ func TestPeersServeToInOtherSpelling(t *testing.T) {
 // same, so it is kept; taken as dead, it was replaced every few
 // keep-alives, and the pushes on it lost each time.
 func TestPeerPingsRoutedOverAnotherStreamKeepIt(t *testing.T) {
-	const keepAlive = 200 * time.Millisecond
+	// Three pings unanswered give a stream up: at 500 ms apart, a
+	// loaded machine's late answers are not taken for silence, and a
+	// stream taken for dead is replaced well within the ten intervals.
+	const keepAlive = 500 * time.Millisecond
 	peers := &component.Peers{}
 	f := newFixtureWith(t, 0, secret, func(o *component.Options) { o.Peers = peers; o.KeepAlive = keepAlive })
 	st := f.srv.accept(t)
@@ -232,7 +235,7 @@ func TestPeerPingsRoutedOverAnotherStreamKeepIt(t *testing.T) {
 	go pings(st, func(id, from string) { route(id, from) })
 	go pings(second, func(id, from string) { route(id, from) })
 
-	deadline := time.Now().Add(15 * keepAlive)
+	deadline := time.Now().Add(10 * keepAlive)
 	for time.Now().Before(deadline) {
 		if n := srv.Handshakes(); n > 2 {
 			t.Fatalf("%s's stream replaced (%d handshakes) at a keep-alive of %v, though its pings came back over %s's stream", peer, n, keepAlive, compJID)
