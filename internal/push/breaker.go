@@ -61,8 +61,9 @@ const breakerBuckets = 6
 // stopped working since), that service is marked refusing: suspect
 // answers from it become temporary failures again, an error is logged
 // once with the likely cause, and the mark clears by itself at a
-// success once suspect answers are no more than half there again. Each push service is judged by
-// its own answers: a WebPush subscription chooses its push service, so
+// success once suspect answers are no more than half there again. Each
+// push service is judged by its own answers: a WebPush subscription
+// chooses its push service, so
 // one that accepts everything (or one of an attacker's) must not outvote
 // another that refuses our key, nor one that refuses everything mark the
 // whole app. One Breaker per configuration of an app, shared by all of
