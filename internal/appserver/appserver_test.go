@@ -77,6 +77,19 @@ func newService(t *testing.T, rate time.Duration) (*appserver.Service, registry.
 	return svc, store, b
 }
 
+// newServiceAt is newService on a clock that reads *now, which the test
+// moves, and with no rate limit.
+func newServiceAt(t *testing.T, now *time.Time) (*appserver.Service, registry.Store, *scripted) {
+	t.Helper()
+	store := memory.New()
+	b := &scripted{answers: map[string]error{}}
+	svc, err := appserver.New(store, testApps(b), appserver.Options{Now: func() time.Time { return *now }}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, store, b
+}
+
 // testApps are the apps of the tests' services, all on b: apns (whose
 // tokens must be hex), voip and fcm.
 func testApps(b *scripted) []appserver.App {

@@ -143,12 +143,7 @@ func TestDeadTokenRemovesOnlyRegistrationsMadeBefore(t *testing.T) {
 		t.Run(map[bool]string{false: "dead", true: "suspect"}[suspect], func(t *testing.T) {
 			ctx := context.Background()
 			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			store := memory.New()
-			b := &scripted{answers: map[string]error{}}
-			svc, err := appserver.New(store, testApps(b), appserver.Options{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
-			}
+			svc, store, b := newServiceAt(t, &now)
 			if _, err := svc.Register(ctx, appserver.Caller{}, "fcm", "before", "tok"); err != nil {
 				t.Fatal(err)
 			}
@@ -184,12 +179,7 @@ func TestDeadTokenRemovesOnlyRegistrationsMadeBefore(t *testing.T) {
 func TestSuspectRefusalAfterNodeRegisteredAfresh(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	store := memory.New()
-	b := &scripted{answers: map[string]error{}}
-	svc, err := appserver.New(store, testApps(b), appserver.Options{Now: func() time.Time { return now }}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, store, b := newServiceAt(t, &now)
 	r, err := svc.Register(ctx, appserver.Caller{}, "fcm", "n", "tok-old")
 	if err != nil {
 		t.Fatal(err)
