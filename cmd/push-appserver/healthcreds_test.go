@@ -58,6 +58,11 @@ func TestHealthShowsRefusedCredentials(t *testing.T) {
 
 	am.Revoke(false)
 	s.waitFor(t, "the held push not sent once the key is taken again", func() bool { return am.Accepted() >= 1 })
+	// The mock counts the held push before the server has read its
+	// answer; until then the app's other pushes still wait for it.
+	s.waitFor(t, "the held push's success not in the metrics", func() bool {
+		return s.credentials(t, "ios") == `push_appserver_app_credentials_accepted{app="ios"} 1`
+	})
 	if got := push(); got != "OK\nn1" {
 		t.Fatalf("push once the key is taken again: %q", got)
 	}
