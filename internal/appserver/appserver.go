@@ -1103,7 +1103,16 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 			// registration has an empty type.
 			return t, true, registry.ErrNotFound
 		}
-		return t, true, nil
+		if secret == nil || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
+			return t, true, nil
+		}
+		// A wrong secret reads the registry, as a push to a node the
+		// cache does not hold does: answered from memory, it would come
+		// back a read sooner than one to an unknown node (a round trip
+		// on PostgreSQL), and that time would tell a registered node
+		// from an unknown one to someone who knows no secret. The read
+		// also finds a secret another instance wrote a moment ago,
+		// before its change feed dropped the entry here.
 	}
 	held, holding := s.cache.held(node)
 	// An entry for a node known not to be registered is of use only to
