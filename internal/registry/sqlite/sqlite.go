@@ -501,8 +501,13 @@ func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.
 }
 
 // deleteReturning runs a DELETE ending in returning and reads the
-// registrations it removed.
+// registrations it removed. Like Delete it refuses a moved file (see
+// unmoved): a dead token's or an idle registration's removal answered OK
+// there would be undone at the next start.
 func (s *Store) deleteReturning(ctx context.Context, query string, args ...any) ([]registry.Registration, error) {
+	if err := s.unmoved(); err != nil {
+		return nil, err
+	}
 	rows, err := s.write.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -1059,6 +1064,11 @@ func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode
 // put is Put, recording the nodes in imported_nodes too when imported is
 // set (PutImported).
 func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) (added int, err error) {
+	// An import answered OK into a moved file would be missing at the
+	// next start (see unmoved).
+	if err := s.unmoved(); err != nil {
+		return 0, fmt.Errorf("put: %w", err)
+	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("put: %w", err)

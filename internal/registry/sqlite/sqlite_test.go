@@ -1112,28 +1112,57 @@ func TestRegisterRefusedWhenFileMoved(t *testing.T) {
 	}
 }
 
-// TestUnregisterRefusedWhenFileReplaced: an unregistration with the
-// registry's file replaced under the server (a volume swapped, an older
-// copy put back) is refused, as a registration is: answered OK, it would
-// be written to the open file no name reaches, and at the next start the
-// registration the user removed would be there again, and pushed to.
-func TestUnregisterRefusedWhenFileReplaced(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "registry.db")
-	s := open(t, path)
-	defer s.Close()
-	if _, err := register(s, registry.Registration{Node: "n1", Type: "a", Token: "t1", Secret: "s", Registered: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	// The copy that will be put in place (a backup taken now).
-	if _, err := s.Backup(context.Background(), filepath.Join(dir, "copy.db")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(dir, "copy.db"), path); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Delete(context.Background(), "n1", "a"); err == nil {
-		t.Fatal("the unregistration was answered OK, written to a file no name reaches: n1 is back at the next start")
+// TestWritesRefusedWhenFileReplaced: a write with the registry's file
+// replaced under the server (a volume swapped, an older copy put back) is
+// refused, as a registration is: answered OK, it would be written to the
+// open file no name reaches, and at the next start what it changed would
+// be undone. A registration the user removed, or whose token its push
+// service declared dead, would be there again and pushed to; one pruned
+// would be back; one imported would be missing.
+func TestWritesRefusedWhenFileReplaced(t *testing.T) {
+	registered := time.Now().Add(-time.Hour)
+	for _, tc := range []struct {
+		name  string
+		write func(ctx context.Context, s *sqlite.Store) error
+	}{
+		{"unregistration", func(ctx context.Context, s *sqlite.Store) error {
+			_, err := s.Delete(ctx, "n1", "a")
+			return err
+		}},
+		{"dead token", func(ctx context.Context, s *sqlite.Store) error {
+			_, err := s.DeleteToken(ctx, "a", "t1", time.Now())
+			return err
+		}},
+		{"prune", func(ctx context.Context, s *sqlite.Store) error {
+			_, _, err := s.DeleteIdle(ctx, time.Now(), "", "", 100)
+			return err
+		}},
+		{"import", func(ctx context.Context, s *sqlite.Store) error {
+			_, err := s.Put(ctx, []registry.Registration{{Node: "n2", Type: "a", Token: "t2", Secret: "s", Registered: registered}})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			path := filepath.Join(dir, "registry.db")
+			s := open(t, path)
+			defer s.Close()
+			if _, err := register(s, registry.Registration{Node: "n1", Type: "a", Token: "t1", Secret: "s", Registered: registered}); err != nil {
+				t.Fatal(err)
+			}
+			// The copy that will be put in place (a backup taken now).
+			if _, err := s.Backup(ctx, filepath.Join(dir, "copy.db")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(dir, "copy.db"), path); err != nil {
+				t.Fatal(err)
+			}
+			err := tc.write(ctx, s)
+			if err == nil || !strings.Contains(err.Error(), "removed or replaced") {
+				t.Fatalf("%s with the registry's file replaced: %v, want it refused, saying so", tc.name, err)
+			}
+		})
 	}
 }
 
