@@ -73,7 +73,7 @@ func (s *Store) Register(ctx context.Context, node string, decide registry.Decid
 	if r.DeviceKey != "" {
 		for n, o := range s.byNode {
 			if n != node && o.DeviceKey == r.DeviceKey {
-				return registry.Registration{}, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
+				return registry.Registration{}, fmt.Errorf("register: device key held by another node: %w", registry.ErrConflict)
 			}
 		}
 	}

@@ -163,7 +163,7 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 				return err
 			}
 			if held {
-				req.Err = fmt.Errorf("register %s: device key held by another node: %w", r.Node, registry.ErrConflict)
+				req.Err = fmt.Errorf("register: device key held by another node: %w", registry.ErrConflict)
 				continue
 			}
 		}

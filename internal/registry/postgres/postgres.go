@@ -659,7 +659,7 @@ func (s *Store) registerAlone(ctx context.Context, node string, decide registry.
 			continue
 		}
 		if raced {
-			return registry.Registration{}, nil, fmt.Errorf("register %s: created concurrently: %w", node, registry.ErrConflict)
+			return registry.Registration{}, nil, fmt.Errorf("register: created concurrently: %w", registry.ErrConflict)
 		}
 		return r, a, err
 	}
@@ -714,7 +714,7 @@ func (s *Store) register(ctx context.Context, node string, decide registry.Decid
 	case errors.As(err, &d):
 		return registry.Registration{}, false, nil, d.err
 	case errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation: the device key
-		return registry.Registration{}, false, nil, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict)
+		return registry.Registration{}, false, nil, fmt.Errorf("register: device key held by another node: %w", registry.ErrConflict)
 	case err != nil:
 		return registry.Registration{}, false, nil, fmt.Errorf("register: %w", err)
 	}

@@ -151,7 +151,7 @@ func (t txStmts) register(ctx context.Context, node string, decide registry.Deci
 		var holder string
 		err := t.holder.QueryRowContext(ctx, r.DeviceKey, node).Scan(&holder)
 		if err == nil {
-			return registry.Registration{}, fmt.Errorf("register %s: device key held by another node: %w", node, registry.ErrConflict), nil
+			return registry.Registration{}, fmt.Errorf("register: device key held by another node: %w", registry.ErrConflict), nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return registry.Registration{}, nil, err
