@@ -854,12 +854,17 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
 	if subtle.ConstantTimeCompare([]byte(req.Secret), []byte(t.Secret)) != 1 {
-		if req.Tokenless && req.Secret == "" {
+		if req.Tokenless {
 			// A tokenless publish carries no secret: its node is a
 			// device token, whoever registered a node of that name
 			// (anyone may, over HTTP). Pushing to the node as a token
 			// wakes only the device whose token it is, as any
-			// tokenless publish may.
+			// tokenless publish may. One with a secret that is not
+			// the registration's goes the same way, as it would to
+			// a node nobody registered: answered not found here, it
+			// told anyone who can reach the component which nodes
+			// are registered (an unknown node's answer is that of a
+			// push to the node as a token, a result or wait).
 			s.cache.count(hit)
 			return s.pushTokenless(ctx, req, start, deadline)
 		}
@@ -1093,7 +1098,8 @@ const heldReadTimeout = time.Second
 // rather than fail with the database, if secret (when not nil) matches.
 //
 // A registration read is cached only when secret is nil (nothing to
-// check) or matches it, an empty secret included:
+// check) or matches it, an empty secret included, or with keepAbsent,
+// which caches an unknown node too:
 // the cache's size, on /metrics, must not tell a registered node from an
 // unknown one to someone who knows no secret.
 func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool, secret *string) (t registry.PushTarget, hit bool, err error) {
@@ -1118,7 +1124,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 	// An entry for a node known not to be registered is of use only to
 	// tokenless pushes, as in get.
 	holding = holding && (keepAbsent || held != (registry.PushTarget{}))
-	if holding && secret != nil && held != (registry.PushTarget{}) &&
+	if holding && secret != nil && !keepAbsent && held != (registry.PushTarget{}) &&
 		subtle.ConstantTimeCompare([]byte(*secret), []byte(held.Secret)) != 1 {
 		// Not held for a wrong secret: the push takes the path of one to
 		// a node the cache does not hold, its answer (the registry
@@ -1126,7 +1132,10 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		// heldReadTimeout), which would otherwise tell a registered
 		// node from an unknown one to someone who knows no secret. It
 		// is kept unread like that one, and checked again once the
-		// registry can be read.
+		// registry can be read. A tokenless push (keepAbsent) is
+		// served from what is held either way, as for an unknown node
+		// held as such: a wrong secret makes it a push to its node as
+		// a token, as a node held as unknown does (see Push).
 		holding = false
 	}
 	readBy := deadline
@@ -1141,7 +1150,10 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 	t, err = s.pushGet(readCtx, node)
 	switch {
 	case err == nil:
-		if secret == nil || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
+		// A tokenless push (keepAbsent) caches what it read whatever
+		// its secret: it caches a node registered as none too, and
+		// the cache's size must not tell the two apart.
+		if secret == nil || keepAbsent || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
 			s.cache.put(node, t, gen)
 		}
 	case errors.Is(err, registry.ErrNotFound):
