@@ -3,7 +3,9 @@ package appserver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -42,7 +44,9 @@ import (
 // answers again, decides whether it goes out at all, to which app, and
 // at which priority. Such a push is "unread": it never replaces a push
 // to the device whose secret was checked, nor one with another secret,
-// since whoever sent it may have guessed the node; and it takes at most
+// since whoever sent it may have guessed the node; one with another
+// secret waits beside it instead, since the one waiting may be the
+// guess (see keepUnread); and it takes at most
 // half the room, so that a flood of unknown nodes during an outage
 // cannot crowd out pushes the push service refused.
 //
@@ -159,6 +163,19 @@ type RedeliveryDrop struct {
 // for token pushes (tokenless, publish-options) the app and token.
 type redeliveryKey struct {
 	node, app, token string
+	// unread, for a push to node whose registration could not be read,
+	// names the secret it came with (unreadName) when another push with
+	// another secret waited for node first: each waits apart, and the
+	// registration, once read, decides which goes out. "" for the first.
+	unread string
+}
+
+// unreadName is what a key names an unread push's secret by: a hash,
+// so that keys, and the device names the registry holds them by, carry
+// no secret.
+func unreadName(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(h[:16])
 }
 
 type pendingPush struct {
@@ -252,8 +269,13 @@ type redeliveries struct {
 
 	mu      sync.Mutex
 	pending map[redeliveryKey]*pendingPush
-	bytes   int
-	unread  int // pending pushes whose registration is still to be read
+	// others holds, by node, the unread pushes waiting beside the node's
+	// first with secrets of their own (redeliveryKey.unread), so that
+	// they end with it when the node is gone or a push to it went
+	// through.
+	others map[string]map[string]struct{}
+	bytes  int
+	unread int // pending pushes whose registration is still to be read
 	// tokens and tokenBytes are the pending pushes to a token the
 	// publish named (tokenless, publish-options): anyone may send those,
 	// so they take at most half the room, as unread pushes do.
@@ -342,7 +364,7 @@ func newRedeliveries(window time.Duration, now func() time.Time, file string) *r
 	host, _ := os.Hostname()
 	return &redeliveries{window: window, now: now, base: redeliveryBase, maxWait: redeliveryMaxWait, tick: redeliveryTick, poll: heldPollInterval,
 		lease: redeliveryLease, max: redeliveryMax, maxBytes: redeliveryMaxBytes, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8]),
-		pending: map[redeliveryKey]*pendingPush{}, apps: map[string]*appRoom{}, drops: map[RedeliveryDrop]uint64{},
+		pending: map[redeliveryKey]*pendingPush{}, others: map[string]map[string]struct{}{}, apps: map[string]*appRoom{}, drops: map[RedeliveryDrop]uint64{},
 		dirty: map[redeliveryKey]struct{}{}, stored: map[redeliveryKey]struct{}{}, fromMove: map[redeliveryKey]struct{}{},
 		file: file, fromFile: map[redeliveryKey]struct{}{},
 		triedCh: make(chan struct{}), writeSoon: make(chan struct{}, 1)}
@@ -519,21 +541,43 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 	r.changes++
 	if p := r.pending[key]; p != nil {
 		// A later push with the same secret is the same sender's:
-		// newer, so it is the one to send. Any other leaves the wait
-		// as it is.
-		if p.unread != nil && subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.unread.secret)) == 1 {
-			p.failed = now
-			r.touch(p)
-			r.dirty[key] = struct{}{}
-			delete(r.fromMove, key)
-			if (u.important || !p.unread.important) && r.replace(p, n, &u) {
-				p.gen++
-			}
+		// newer, so it is the one to send. One with another secret
+		// never takes its place (whoever sent it may have guessed the
+		// node), nor is it turned away: the push waiting may be the
+		// one with a guessed secret, and it must not keep the user's
+		// server's from going out. It waits beside it, under a key of
+		// its secret's, and once the registration can be read, each
+		// goes out or not by its own secret.
+		known := p.secret
+		if p.unread != nil {
+			known = p.unread.secret
 		}
-		return
+		if p.unread == nil && !p.checked || subtle.ConstantTimeCompare([]byte(u.secret), []byte(known)) == 1 {
+			if p.unread != nil {
+				r.renewUnread(key, p, n, u, now)
+			}
+			return
+		}
+		key.unread = unreadName(u.secret)
+		if p := r.pending[key]; p != nil {
+			r.renewUnread(key, p, n, u, now)
+			return
+		}
 	}
 	if r.add(key, n, &u, now, now, true) {
 		r.kept.Add(1)
+	}
+}
+
+// renewUnread makes n, unread with u, the push p (unread, with u's
+// secret) sends, unless it is silent and p's an alert; r.mu is held.
+func (r *redeliveries) renewUnread(key redeliveryKey, p *pendingPush, n push.Notification, u unreadPush, now time.Time) {
+	p.failed = now
+	r.touch(p)
+	r.dirty[key] = struct{}{}
+	delete(r.fromMove, key)
+	if (u.important || !p.unread.important) && r.replace(p, n, &u) {
+		p.gen++
 	}
 }
 
@@ -587,6 +631,12 @@ func (r *redeliveries) add(key redeliveryKey, n push.Notification, u *unreadPush
 	}
 	p.due = now.Add(p.wait.Next())
 	r.pending[key] = p
+	if key.unread != "" {
+		if r.others[key.node] == nil {
+			r.others[key.node] = map[string]struct{}{}
+		}
+		r.others[key.node][key.unread] = struct{}{}
+	}
 	r.dirty[key] = struct{}{}
 	r.bytes += p.size
 	if u != nil {
@@ -805,6 +855,7 @@ func (r *redeliveries) dropAll() int {
 	defer r.mu.Unlock()
 	n := len(r.pending)
 	clear(r.pending)
+	clear(r.others)
 	clear(r.dirty)
 	clear(r.stored)
 	clear(r.fromMove)
@@ -852,6 +903,26 @@ func (r *redeliveries) settled(key redeliveryKey) {
 		r.remove(key, p)
 		r.superseded.Add(1)
 	}
+	// The device is awake: the unread pushes waiting beside the node's
+	// have nothing left to wake it for.
+	r.removeOthers(key.node, &r.superseded)
+}
+
+// removeOthers ends the waits of the unread pushes to node waiting
+// beside its first (redeliveryKey.unread), counted in ended; r.mu is
+// held.
+func (r *redeliveries) removeOthers(node string, ended *atomic.Uint64) {
+	if node == "" {
+		return
+	}
+	for name := range r.others[node] {
+		key := redeliveryKey{node: node, unread: name}
+		if p := r.pending[key]; p != nil {
+			r.remove(key, p)
+			ended.Add(1)
+		}
+	}
+	delete(r.others, node)
 }
 
 // forget ends the wait of the push to node, whose registration is gone
@@ -871,6 +942,7 @@ func (r *redeliveries) forget(node string) {
 		r.remove(key, p)
 		r.gone.Add(1)
 	}
+	r.removeOthers(node, &r.gone)
 }
 
 // setOutage records whether p's latest failure was an outage of its
@@ -938,6 +1010,12 @@ func (r *redeliveries) appsBack() {
 // remove deletes p, which key names; r.mu is held.
 func (r *redeliveries) remove(key redeliveryKey, p *pendingPush) {
 	delete(r.pending, key)
+	if key.unread != "" {
+		delete(r.others[key.node], key.unread)
+		if len(r.others[key.node]) == 0 {
+			delete(r.others, key.node)
+		}
+	}
 	delete(r.fromMove, key)
 	// Ended: no longer the held file's to keep.
 	delete(r.fromFile, key)

@@ -24,9 +24,12 @@ import (
 // can index, and one push's name cannot fail the write of all the others.
 func (k redeliveryKey) device() string {
 	var h [sha256.Size]byte
-	if k.node != "" {
+	switch {
+	case k.node != "" && k.unread != "":
+		h = sha256.Sum256([]byte("node " + k.node + " unread " + k.unread))
+	case k.node != "":
 		h = sha256.Sum256([]byte("node " + k.node))
-	} else {
+	default:
 		h = sha256.Sum256([]byte("token " + strconv.Quote(k.app) + " " + k.token))
 	}
 	return hex.EncodeToString(h[:16])
@@ -48,6 +51,9 @@ type heldPush struct {
 	// Priority are then empty.
 	Unread bool   `json:"unread,omitempty"`
 	Secret string `json:"secret,omitempty"`
+	// Beside: the unread push waits beside another to its node, under
+	// a key of its secret's (redeliveryKey.unread).
+	Beside bool `json:"beside,omitempty"`
 	// Checked: a checked push to a node, sent only while its
 	// registration's secret is still Secret (see pendingPush.secret).
 	Checked   bool `json:"checked,omitempty"`
@@ -68,7 +74,7 @@ func heldPushOf(key redeliveryKey, n push.Notification, u *unreadPush, secret st
 	h := heldPush{ByNode: key.node != "", Node: n.Node, App: n.App, Token: key.token,
 		Priority: n.Priority, Summary: n.Summary, Encrypted: n.Encrypted}
 	if u != nil {
-		h.Unread, h.Secret, h.Important = true, u.secret, u.important
+		h.Unread, h.Secret, h.Important, h.Beside = true, u.secret, u.important, key.unread != ""
 	} else if checked {
 		h.Checked, h.Secret = true, secret
 	}
@@ -86,6 +92,9 @@ func (h heldPush) wait() (redeliveryKey, push.Notification, *unreadPush) {
 	var u *unreadPush
 	if h.Unread && h.ByNode {
 		u = &unreadPush{secret: h.Secret, important: h.Important}
+		if h.Beside {
+			key.unread = unreadName(h.Secret)
+		}
 	}
 	return key, n, u
 }

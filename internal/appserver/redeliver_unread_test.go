@@ -129,7 +129,8 @@ func TestRedeliveryOfUnreadPushes(t *testing.T) {
 			t.Fatalf("push to %s while the registry is away: %v", req.Node, err)
 		}
 	}
-	if s := svc.RedeliveryStats(); s.Kept != 4 || s.Pending != 4 {
+	// alice's two wait apart: either secret may be the right one.
+	if s := svc.RedeliveryStats(); s.Kept != 5 || s.Pending != 5 {
 		t.Fatalf("kept while the registry is away: %+v", s)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -141,7 +142,7 @@ func TestRedeliveryOfUnreadPushes(t *testing.T) {
 	feed.back <- struct{}{}
 	<-feed.switched
 	s := waitStats(t, svc, func(s appserver.RedeliveryStats) bool { return s.Pending == 0 })
-	if s.Delivered != 1 || s.Gone != 2 || s.Failed != 1 {
+	if s.Delivered != 1 || s.Gone != 3 || s.Failed != 1 {
 		t.Fatalf("once the registry is back: %+v", s)
 	}
 	if n := sentOnce(t, b, aliceToken); n.App != "apns" || n.Node != "alice" || n.Priority != push.PriorityHigh {
