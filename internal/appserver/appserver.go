@@ -1109,7 +1109,7 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 			// registration has an empty type.
 			return t, true, registry.ErrNotFound
 		}
-		if secret == nil || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
+		if secret == nil || keepAbsent || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
 			return t, true, nil
 		}
 		// A wrong secret reads the registry, as a push to a node the
@@ -1118,7 +1118,9 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		// on PostgreSQL), and that time would tell a registered node
 		// from an unknown one to someone who knows no secret. The read
 		// also finds a secret another instance wrote a moment ago,
-		// before its change feed dropped the entry here.
+		// before its change feed dropped the entry here. Not for a
+		// tokenless push (keepAbsent): an unknown node is answered
+		// from the cache too, as one known not to be registered.
 	}
 	held, holding := s.cache.held(node)
 	// An entry for a node known not to be registered is of use only to
