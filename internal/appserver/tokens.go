@@ -271,7 +271,9 @@ func (s *Service) unregisterSuspect(ctx context.Context, app, token, node string
 		s.failures.Log("app", app, "node", node, "err", fmt.Errorf("%w; the device registered since, so its registration is kept", dead))
 		return false
 	}
-	if _, err := s.store.Delete(ctx, node, app); err != nil {
+	// Removed only as read: a renewal since (a new token, or the same
+	// one registered again) keeps it, as one made before the read does.
+	if _, err := s.store.DeleteRead(ctx, r); err != nil {
 		if !errors.Is(err, registry.ErrNotFound) {
 			s.logger.Error("removing dead token", "app", app, "node", node, "err", err)
 		}

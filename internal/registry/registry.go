@@ -107,6 +107,15 @@ func (r Registration) LastRegistered() time.Time {
 	return r.Registered
 }
 
+// SameAsRead reports whether r is read unchanged in what
+// Store.DeleteRead compares: type, token, secret, owner, device key and
+// the times of registration and renewal.
+func SameAsRead(r, read Registration) bool {
+	return r.Type == read.Type && r.Token == read.Token && r.Secret == read.Secret &&
+		r.Owner == read.Owner && r.DeviceKey == read.DeviceKey &&
+		r.Registered.Equal(read.Registered) && r.Renewed.Equal(read.Renewed)
+}
+
 // IdleSince reports whether the registration showed no sign of life
 // since t: created, renewed and last pushed to successfully all before
 // it. Failed pushes are no sign either way.
@@ -210,6 +219,17 @@ type Store interface {
 	// Delete removes the registration of node if it has type typ and returns
 	// it, or ErrNotFound.
 	Delete(ctx context.Context, node, typ string) (Registration, error)
+
+	// DeleteRead removes the registration of r.Node if it is still r as
+	// read from this store: the same type, token, secret, owner and
+	// device key, registered and renewed at the same times. Every
+	// registration, renewal or replacement of the node since the read
+	// changes one of them (a renewal at least its Renewed), so what a
+	// caller decided on r (the caller's right to remove it, the token a
+	// push service declared dead) still holds for what goes. It returns
+	// the registration removed, or ErrNotFound when the node has none or
+	// another one than r.
+	DeleteRead(ctx context.Context, r Registration) (Registration, error)
 
 	// DeleteToken removes every registration of type typ with the given token
 	// that was last registered or renewed before the given time, and returns

@@ -92,6 +92,17 @@ func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registra
 	return r, nil
 }
 
+func (s *Store) DeleteRead(ctx context.Context, read registry.Registration) (registry.Registration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byNode[read.Node]
+	if !ok || !registry.SameAsRead(r, read) {
+		return registry.Registration{}, registry.ErrNotFound
+	}
+	delete(s.byNode, read.Node)
+	return r, nil
+}
+
 func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -753,6 +753,38 @@ func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registra
 	return r, err
 }
 
+func (s *Store) DeleteRead(ctx context.Context, read registry.Registration) (registry.Registration, error) {
+	var r registry.Registration
+	var w *waiter
+	tctx, cancel := s.bound(ctx)
+	defer cancel()
+	// The columns keep microseconds: a time as read compares equal, and
+	// one with finer digits (as given to Register rather than read back)
+	// is compared as stored.
+	registered := read.Registered.Truncate(time.Microsecond)
+	renewed := null(read.Renewed.Truncate(time.Microsecond))
+	err := pgx.BeginFunc(tctx, s.pool, func(tx pgx.Tx) error {
+		others, err := s.bar.name(tctx, tx)
+		if err != nil {
+			return err
+		}
+		w = s.bar.expect(read.Node, others)
+		r, err = scan(tx.QueryRow(tctx, `DELETE FROM registrations
+			WHERE node = $1 AND type = $2 AND token = $3 AND secret = $4 AND owner = $5
+				AND device_key IS NOT DISTINCT FROM $6
+				AND registered = $7 AND renewed IS NOT DISTINCT FROM $8
+			RETURNING `+columns, read.Node, read.Type, read.Token, read.Secret, read.Owner, nullString(read.DeviceKey), registered, renewed))
+		return err
+	})
+	if werr := s.bar.wait(ctx, read.Node, w, err == nil); werr != nil {
+		return r, fmt.Errorf("delete: %w", werr)
+	}
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return r, fmt.Errorf("delete: %w", err)
+	}
+	return r, err
+}
+
 func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
 	removed, err := s.deleteAnnounced(ctx, `DELETE FROM registrations
 		WHERE type = $1 AND token = $2 AND GREATEST(registered, renewed) < $3

@@ -490,6 +490,22 @@ func (s *Store) Delete(ctx context.Context, node, typ string) (registry.Registra
 	return r, err
 }
 
+func (s *Store) DeleteRead(ctx context.Context, read registry.Registration) (registry.Registration, error) {
+	if err := s.unmoved(); err != nil {
+		return registry.Registration{}, fmt.Errorf("delete: %w", err)
+	}
+	// IS, not =: renewed and device_key are NULL when unset.
+	r, err := scan(s.write.QueryRowContext(ctx, `DELETE FROM registrations
+		WHERE node = ? AND type = ? AND token = ? AND secret = ? AND owner = ? AND device_key IS ?
+			AND registered = ? AND renewed IS ?
+		`+returning, read.Node, read.Type, read.Token, read.Secret, read.Owner, nullString(read.DeviceKey),
+		read.Registered.UnixNano(), nanos(read.Renewed)))
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return r, fmt.Errorf("delete: %w", err)
+	}
+	return r, err
+}
+
 func (s *Store) DeleteToken(ctx context.Context, typ, token string, before time.Time) ([]registry.Registration, error) {
 	removed, err := s.deleteReturning(ctx, `DELETE FROM registrations
 		WHERE type = ? AND token = ? AND MAX(registered, COALESCE(renewed, 0)) < ?

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"Owner", testOwner},
 		{"CountDomain", testCountDomain},
 		{"Delete", testDelete},
+		{"DeleteReadKeepsChanged", testDeleteRead},
 		{"DeleteTokenRenewedAfterGuard", testDeleteToken},
 		{"DeleteIdle", testDeleteIdle},
 		{"DeleteIdleAfter", testDeleteIdleAfter},
@@ -327,6 +328,105 @@ func testDelete(t *testing.T, s registry.Store) {
 	}
 	if _, err := s.Delete(ctx, "n1", "apns"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("second Delete = %v", err)
+	}
+}
+
+// testDeleteRead: DeleteRead removes a registration only as it was
+// read; one renewed, given a new token or secret, or replaced since
+// stays.
+func testDeleteRead(t *testing.T, s registry.Store) {
+	if _, err := s.DeleteRead(ctx, reg("none", "apns", "tok", "sec", base)); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("DeleteRead of a node without registration = %v", err)
+	}
+	// Each change made after the read, and what DeleteRead of the read
+	// must then find.
+	for _, c := range []struct {
+		name   string
+		change func(r registry.Registration) registry.Registration
+	}{
+		{"renewed", func(r registry.Registration) registry.Registration {
+			return reg(r.Node, r.Type, r.Token, "ignored", base.Add(time.Minute))
+		}},
+		{"new token", func(r registry.Registration) registry.Registration {
+			return reg(r.Node, r.Type, "tok2", "ignored", base.Add(time.Minute))
+		}},
+		{"new type", func(r registry.Registration) registry.Registration {
+			return reg(r.Node, "fcm", r.Token, "sec2", base.Add(time.Minute))
+		}},
+	} {
+		node := "n-" + strings.ReplaceAll(c.name, " ", "-")
+		in := reg(node, "apns", "tok", "sec", base)
+		in.Owner, in.DeviceKey = "owner-"+node, "key-"+node
+		mustRegister(t, s, in)
+		read, err := s.Get(ctx, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustRegister(t, s, c.change(read))
+		if _, err := s.DeleteRead(ctx, read); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("%s: DeleteRead of the registration read before = %v, want ErrNotFound", c.name, err)
+		}
+		if _, err := s.Get(ctx, node); err != nil {
+			t.Errorf("%s: the registration changed since the read is gone: %v", c.name, err)
+		}
+	}
+	// Replaced with a new secret, the times as before.
+	mustRegister(t, s, reg("n-secret", "apns", "tok", "sec", base))
+	read, err := s.Get(ctx, "n-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Register(ctx, "n-secret", func(old registry.Registration, _ bool) (registry.Registration, error) {
+		old.Secret = "sec2"
+		return old, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteRead(ctx, read); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("new secret: DeleteRead of the registration read before = %v, want ErrNotFound", err)
+	}
+
+	// Unchanged: removed, whether as read or as registered (the time's
+	// finest digits included).
+	for i, renewed := range []bool{false, true} {
+		node := fmt.Sprintf("n-same-%d", i)
+		in := reg(node, "apns", "tok", "sec", base)
+		in.Owner, in.DeviceKey = "owner", "key-"+node
+		renewal := in
+		renewal.Secret, renewal.Registered = "ignored", base.Add(time.Second+time.Nanosecond)
+		got := mustRegister(t, s, in)
+		if renewed {
+			got = mustRegister(t, s, renewal)
+		}
+		read, err := s.Get(ctx, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []registry.Registration{got, read} {
+			if r.Renewed.IsZero() == renewed {
+				t.Fatalf("renewed %v: %+v", renewed, r)
+			}
+		}
+		r, err := s.DeleteRead(ctx, got)
+		if err != nil || r.Secret != "sec" || r.Owner != "owner" {
+			t.Fatalf("DeleteRead of the registration as registered = %+v, %v", r, err)
+		}
+		if _, err := s.Get(ctx, node); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("after DeleteRead, Get = %v", err)
+		}
+		mustRegister(t, s, in)
+		if renewed {
+			mustRegister(t, s, renewal)
+		}
+		if read, err = s.Get(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.DeleteRead(ctx, read); err != nil {
+			t.Fatalf("DeleteRead of the registration as read = %v", err)
+		}
+		if _, err := s.DeleteRead(ctx, read); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("second DeleteRead = %v", err)
+		}
 	}
 }
 
