@@ -343,44 +343,55 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 	if err != nil {
 		return registry.Registration{}, err
 	}
-	old, err := s.store.Get(ctx, node)
-	if err == nil && old.Type != typ {
-		err = registry.ErrNotFound
-	}
-	if errors.Is(err, registry.ErrNotFound) {
-		return registry.Registration{}, ErrNotFound
-	}
-	if err != nil {
-		return registry.Registration{}, fmt.Errorf("looking up registration: %w", err)
-	}
-	proof := caller.Secret != "" && subtle.ConstantTimeCompare([]byte(caller.Secret), []byte(old.Secret)) == 1
-	mine := owner != "" && (old.Owner == owner || deviceKey != "" && old.DeviceKey == deviceKey)
-	switch {
-	case (old.Owner != "" || old.DeviceKey != "") && !mine && !proof:
-		err = fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
-	case old.Owner == "" && !proof && s.opts.StrictRegistration:
-		err = fmt.Errorf("%w: give the node's secret to unregister it", ErrForbidden)
-	}
-	if err != nil {
-		s.logger.Info("unregistration refused", "app", typ, "node", node, "reason", err)
-		return registry.Registration{}, err
-	}
-	r, err := s.store.Delete(ctx, node, typ)
-	s.changed(node)
-	if errors.Is(err, registry.ErrNotFound) {
-		return registry.Registration{}, ErrNotFound
-	}
-	if errors.Is(err, registry.ErrUnconfirmed) {
-		// Removed all the same: counted as removed, and as failed as
-		// answered.
-		s.forgetThrottle(node)
-		s.redeliver.forget(node)
-		s.opts.Observer.Unregistered(typ, "request")
-		s.opts.Observer.RegistrationFailed(RegistrationUnconfirmed)
-		s.unconfirmed("unregistration", typ, node, err)
-	}
-	if err != nil {
-		return registry.Registration{}, fmt.Errorf("removing registration: %w", err)
+	// The caller is checked against the registration read, and only
+	// that one goes: one registered, renewed or replaced since (the
+	// node removed meanwhile and registered anew by another account, or
+	// with another secret) is read and checked again.
+	var r registry.Registration
+	for attempt := 0; ; attempt++ {
+		old, err := s.store.Get(ctx, node)
+		if err == nil && old.Type != typ {
+			err = registry.ErrNotFound
+		}
+		if errors.Is(err, registry.ErrNotFound) {
+			return registry.Registration{}, ErrNotFound
+		}
+		if err != nil {
+			return registry.Registration{}, fmt.Errorf("looking up registration: %w", err)
+		}
+		proof := caller.Secret != "" && subtle.ConstantTimeCompare([]byte(caller.Secret), []byte(old.Secret)) == 1
+		mine := owner != "" && (old.Owner == owner || deviceKey != "" && old.DeviceKey == deviceKey)
+		switch {
+		case (old.Owner != "" || old.DeviceKey != "") && !mine && !proof:
+			err = fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
+		case old.Owner == "" && !proof && s.opts.StrictRegistration:
+			err = fmt.Errorf("%w: give the node's secret to unregister it", ErrForbidden)
+		}
+		if err != nil {
+			s.logger.Info("unregistration refused", "app", typ, "node", node, "reason", err)
+			return registry.Registration{}, err
+		}
+		r, err = s.store.DeleteRead(ctx, old)
+		s.changed(node)
+		if errors.Is(err, registry.ErrNotFound) {
+			if attempt < maxConflictRetries {
+				continue
+			}
+			return registry.Registration{}, fmt.Errorf("removing registration: changed %d times while being removed: %w", attempt+1, registry.ErrConflict)
+		}
+		if errors.Is(err, registry.ErrUnconfirmed) {
+			// Removed all the same: counted as removed, and as failed as
+			// answered.
+			s.forgetThrottle(node)
+			s.redeliver.forget(node)
+			s.opts.Observer.Unregistered(typ, "request")
+			s.opts.Observer.RegistrationFailed(RegistrationUnconfirmed)
+			s.unconfirmed("unregistration", typ, node, err)
+		}
+		if err != nil {
+			return registry.Registration{}, fmt.Errorf("removing registration: %w", err)
+		}
+		break
 	}
 	s.forgetThrottle(node)
 	// A push waiting for redelivery to it is forgotten with it.
