@@ -24,7 +24,7 @@ type CopySource interface {
 type CopyTarget interface {
 	Get(ctx context.Context, node string) (registry.Registration, error)
 	GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error)
-	Delete(ctx context.Context, node, typ string) (registry.Registration, error)
+	DeleteRead(ctx context.Context, r registry.Registration) (registry.Registration, error)
 	Put(ctx context.Context, rs []registry.Registration) (added int, err error)
 	PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error
 	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
@@ -274,24 +274,50 @@ func settleDevices(ctx context.Context, dst CopyTarget, page []registry.Registra
 			out = append(out, r)
 			continue
 		}
-		held, err := dst.GetByDeviceKey(ctx, r.DeviceKey)
-		switch {
-		case errors.Is(err, registry.ErrNotFound) || err == nil && held.Node == r.Node:
-		case err != nil:
-			return nil, fmt.Errorf("reading the target: %w", err)
-		case slices.ContainsFunc(page, func(o registry.Registration) bool { return o.Node == held.Node }):
-			// Written with this page: Put judges it.
-		case held.LastRegistered().After(r.LastRegistered()):
+		keep, err := settleDevice(ctx, dst, page, r, dryRun)
+		if err != nil {
+			return nil, err
+		}
+		if !keep {
 			sum.Kept++
 			continue
-		case !dryRun:
-			if _, err := dst.Delete(ctx, held.Node, held.Type); err != nil && !errors.Is(err, registry.ErrNotFound) {
-				return nil, fmt.Errorf("replacing node %q of the same device: %w", held.Node, err)
-			}
 		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// settleDevice is settleDevices for r, which has a device key: it says
+// whether r is to be written, deleting the older node that holds its
+// device key in dst (unless dryRun). The node goes only as read: one the
+// device renewed on a running server since is judged again, and may be
+// the newer one.
+func settleDevice(ctx context.Context, dst CopyTarget, page []registry.Registration, r registry.Registration, dryRun bool) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		held, err := dst.GetByDeviceKey(ctx, r.DeviceKey)
+		switch {
+		case errors.Is(err, registry.ErrNotFound) || err == nil && held.Node == r.Node:
+			return true, nil
+		case err != nil:
+			return false, fmt.Errorf("reading the target: %w", err)
+		case slices.ContainsFunc(page, func(o registry.Registration) bool { return o.Node == held.Node }):
+			// Written with this page: Put judges it.
+			return true, nil
+		case held.LastRegistered().After(r.LastRegistered()):
+			return false, nil
+		case dryRun:
+			return true, nil
+		}
+		_, err = dst.DeleteRead(ctx, held)
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, registry.ErrNotFound):
+			return false, fmt.Errorf("replacing node %q of the same device: %w", held.Node, err)
+		case attempt >= 5:
+			return false, fmt.Errorf("replacing node %q of the same device: it changed %d times meanwhile", held.Node, attempt+1)
+		}
+	}
 }
 
 // mismatch is ErrSaltMismatch with how many registrations it concerns,

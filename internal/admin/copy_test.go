@@ -844,3 +844,77 @@ func TestCopyRefusesAnotherSaltForDeviceKeys(t *testing.T) {
 		t.Errorf("the target holds %d registrations after a refused copy", n)
 	}
 }
+
+// renewedBeforeRemoval is a copy target on which a running server
+// renews node (registers it again at renewedAt) just before the copy
+// removes it, once.
+type renewedBeforeRemoval struct {
+	registry.Store
+	node    string
+	renewal registry.Registration
+	done    bool
+}
+
+func (s *renewedBeforeRemoval) renew(ctx context.Context, node string) error {
+	if s.done || node != s.node {
+		return nil
+	}
+	s.done = true
+	_, err := s.Store.Register(ctx, node, registry.Renew(s.renewal))
+	return err
+}
+
+func (s *renewedBeforeRemoval) Delete(ctx context.Context, node, typ string) (registry.Registration, error) {
+	if err := s.renew(ctx, node); err != nil {
+		return registry.Registration{}, err
+	}
+	return s.Store.Delete(ctx, node, typ)
+}
+
+func (s *renewedBeforeRemoval) DeleteRead(ctx context.Context, r registry.Registration) (registry.Registration, error) {
+	if err := s.renew(ctx, r.Node); err != nil {
+		return registry.Registration{}, err
+	}
+	return s.Store.DeleteRead(ctx, r)
+}
+
+// TestCopyKeepsDeviceRenewedDuringCopy: the target's node of a device
+// whose source registration is newer goes, replaced by the source's; but
+// one the device renews on the running target after the copy read it is
+// newer than the source's and must stay, as it does when renewed before
+// the read (TestCopyKeepsNewerRegistrationOfSameNode): its user's server
+// pushes with it. Removed by node, it went, and the source's older
+// registration came in its stead.
+func TestCopyKeepsDeviceRenewedDuringCopy(t *testing.T) {
+	ctx := context.Background()
+	src, plain := sqliteStore(t), sqliteStore(t)
+	for _, s := range []registry.Store{src, plain} {
+		if _, err := s.InstanceValue(ctx, appserver.SaltName, func() (string, error) { return "salt", nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC()
+	if _, err := src.Put(ctx, []registry.Registration{{Node: "a-src", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Minute), DeviceKey: "K", Owner: "o"}}); err != nil {
+		t.Fatal(err)
+	}
+	held := registry.Registration{Node: "b-dst", Type: "fcm", Token: "t0", Secret: "s0", Registered: now.Add(-time.Hour), DeviceKey: "K", Owner: "o"}
+	if _, err := plain.Put(ctx, []registry.Registration{held}); err != nil {
+		t.Fatal(err)
+	}
+	renewal := held
+	renewal.Token, renewal.Registered = "t2", now
+	dst := &renewedBeforeRemoval{Store: plain, node: "b-dst", renewal: renewal}
+	sum, err := admin.Copy(ctx, dst, src.(admin.CopySource), false)
+	if !dst.done {
+		t.Fatal("the copy removed no node of the device")
+	}
+	if r, gerr := plain.Get(ctx, "b-dst"); gerr != nil || r.Token != "t2" || r.Secret != "s0" {
+		t.Fatalf("copy (%+v, %v) removed the device's node renewed on the target since it read it: %+v, %v", sum, err, r, gerr)
+	}
+	if err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	if _, gerr := plain.Get(ctx, "a-src"); !errors.Is(gerr, registry.ErrNotFound) {
+		t.Errorf("the source's older registration of the device was written beside the newer one: %v", gerr)
+	}
+}
