@@ -31,14 +31,16 @@ const (
 )
 
 // encrypt encrypts plaintext for the user agent's key uaPublic and
-// authentication secret auth, as RFC 8291 (aes128gcm, one record, no
-// padding beyond the delimiter) with the application server's ephemeral key
-// asPrivate and salt. Callers pass a fresh key and random salt for every
-// message; tests pass the RFC's fixed ones.
-func encrypt(plaintext []byte, uaPublic *ecdh.PublicKey, auth []byte, asPrivate *ecdh.PrivateKey, salt []byte) ([]byte, error) {
+// authentication secret auth, as RFC 8291 (aes128gcm, one record) with the
+// application server's ephemeral key asPrivate and salt, padded with zeros
+// after the delimiter to padTo bytes of plaintext when it is shorter
+// (RFC 8188 section 2). Callers pass a fresh key and random salt for
+// every message; tests pass the RFC's fixed ones.
+func encrypt(plaintext []byte, uaPublic *ecdh.PublicKey, auth []byte, asPrivate *ecdh.PrivateKey, salt []byte, padTo int) ([]byte, error) {
 	if len(plaintext) > MaxPlaintext {
 		return nil, fmt.Errorf("webpush: payload of %d bytes exceeds %d", len(plaintext), MaxPlaintext)
 	}
+	padTo = min(max(padTo, len(plaintext)), MaxPlaintext)
 	if len(salt) != saltLen || len(auth) != authLen {
 		return nil, errors.New("webpush: salt and auth secret must be 16 bytes")
 	}
@@ -47,13 +49,14 @@ func encrypt(plaintext []byte, uaPublic *ecdh.PublicKey, auth []byte, asPrivate 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, headerLen, headerLen+len(plaintext)+1+tagLen)
+	out := make([]byte, headerLen, headerLen+padTo+1+tagLen)
 	copy(out, salt)
 	binary.BigEndian.PutUint32(out[saltLen:], recordSize)
 	out[saltLen+4] = keyLen
 	copy(out[saltLen+5:], asPublic)
-	record := make([]byte, 0, len(plaintext)+1)
-	record = append(append(record, plaintext...), 0x02) // last (and only) record
+	record := make([]byte, padTo+1)
+	copy(record, plaintext)
+	record[len(plaintext)] = 0x02 // last (and only) record; zeros follow
 	return gcm.Seal(out, nonce, record, nil), nil
 }
 
@@ -138,6 +141,14 @@ func contentKeys(priv *ecdh.PrivateKey, peer *ecdh.PublicKey, uaPublic, asPublic
 // Encrypt encrypts plaintext for a subscription with a fresh ephemeral key
 // and random salt, as every push message must be.
 func Encrypt(plaintext []byte, s Subscription) ([]byte, error) {
+	return EncryptPadded(plaintext, s, 0)
+}
+
+// EncryptPadded is Encrypt with the plaintext padded to padTo bytes (at
+// most MaxPlaintext) when it is shorter: the push service, which sees
+// the message's length, then learns no more of the text inside than
+// which size it was padded to.
+func EncryptPadded(plaintext []byte, s Subscription, padTo int) ([]byte, error) {
 	asPrivate, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("webpush: ephemeral key: %w", err)
@@ -146,5 +157,5 @@ func Encrypt(plaintext []byte, s Subscription) ([]byte, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return nil, err
 	}
-	return encrypt(plaintext, s.P256DH, s.Auth, asPrivate, salt)
+	return encrypt(plaintext, s.P256DH, s.Auth, asPrivate, salt, padTo)
 }

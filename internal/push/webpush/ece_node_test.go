@@ -32,25 +32,28 @@ func TestNodeHTTPECEDecrypts(t *testing.T) {
 	auth := make([]byte, 16)
 	rand.Read(auth)
 	plaintext, _ := json.Marshal(Payload{Node: "n1", MessageCount: 2, LastMessageSender: "juliet@example.org", LastMessageBody: "Ärger über “quotes” 🍉"})
-	msg, err := Encrypt(plaintext, Subscription{P256DH: ua.PublicKey(), Auth: auth})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, _ := json.Marshal(map[string]string{
-		"message":    base64.RawURLEncoding.EncodeToString(msg),
-		"privateKey": base64.RawURLEncoding.EncodeToString(ua.Bytes()),
-		"auth":       base64.RawURLEncoding.EncodeToString(auth),
-	})
-	cmd := exec.Command(node, "decrypt.js")
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("http_ece could not decrypt our message: %v\n%s", err, stderr.String())
-	}
-	if !bytes.Equal(out, plaintext) {
-		t.Fatalf("http_ece decrypted %q, we encrypted %q", out, plaintext)
+	// Unpadded, and padded as a payload with the summary's text is.
+	for _, padTo := range []int{0, 512, MaxPlaintext} {
+		msg, err := EncryptPadded(plaintext, Subscription{P256DH: ua.PublicKey(), Auth: auth}, padTo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, _ := json.Marshal(map[string]string{
+			"message":    base64.RawURLEncoding.EncodeToString(msg),
+			"privateKey": base64.RawURLEncoding.EncodeToString(ua.Bytes()),
+			"auth":       base64.RawURLEncoding.EncodeToString(auth),
+		})
+		cmd := exec.Command(node, "decrypt.js")
+		cmd.Dir = dir
+		cmd.Stdin = bytes.NewReader(in)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("padded to %d: http_ece could not decrypt our message: %v\n%s", padTo, err, stderr.String())
+		}
+		if !bytes.Equal(out, plaintext) {
+			t.Fatalf("padded to %d: http_ece decrypted %q, we encrypted %q", padTo, out, plaintext)
+		}
 	}
 }

@@ -56,7 +56,7 @@ func TestEncryptRFC8291Example(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := encrypt(ex.plaintext, ua, ex.auth, as, ex.salt)
+	got, err := encrypt(ex.plaintext, ua, ex.auth, as, ex.salt, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -314,6 +314,23 @@ func (b *Backend) payload(n push.Notification) []byte {
 	}, func(b []byte) bool { return len(b) <= MaxPlaintext }, &p.LastMessageBody, &p.LastMessageSender)
 }
 
+// textPadding is the multiple of bytes a payload that carries the
+// summary's text is padded to: most messages then come out the same
+// size, and a long one tells its length to within 512 bytes only.
+const textPadding = 512
+
+// padTo is the length a payload of n bytes is padded to before it is
+// encrypted. The push service sees each message's length, and with
+// include_summary that would tell it the length of the sender's JID and
+// of the message body inside. Without it a payload carries no text, and
+// its length tells nothing worth the bytes.
+func (b *Backend) padTo(n int) int {
+	if !b.opts.IncludeSummary {
+		return n
+	}
+	return min((n+textPadding-1)/textPadding*textPadding, MaxPlaintext)
+}
+
 // urgency maps the push's priority onto RFC 8030 Urgency: an alert may
 // wake a device on battery, a silent push waits for a normal moment.
 func urgency(p push.Priority) string {
@@ -332,7 +349,8 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	if err := b.opts.Guard.CheckURL(sub.Endpoint); err != nil {
 		return err
 	}
-	body, err := Encrypt(b.payload(n), sub)
+	plain := b.payload(n)
+	body, err := EncryptPadded(plain, sub, b.padTo(len(plain)))
 	if err != nil {
 		return err
 	}

@@ -786,3 +786,59 @@ func TestSendClockOffKeepsSubscriptions(t *testing.T) {
 		t.Fatalf("push once the clock is right: %v", err)
 	}
 }
+
+// TestSummaryTextPadded: with include_summary the payload carries the
+// sender's JID and the message body, and the push service, which cannot
+// read it, still sees each message's length. Payloads with text are
+// padded to a multiple of 512 bytes, so messages of different lengths
+// look alike to it (a long one tells its length to within 512 bytes),
+// and the device still reads exactly the text. Without include_summary
+// nothing is padded: the payload carries no text.
+func TestSummaryTextPadded(t *testing.T) {
+	sizes := func(t *testing.T, opts webpush.Options, bodies ...string) []int {
+		t.Helper()
+		mock, b, pub := setup(t, opts)
+		sub := subscribe(t, mock, pub)
+		var out []int
+		for i, body := range bodies {
+			s := summary()
+			s.LastMessageBody = body
+			if err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh, Summary: s}); err != nil {
+				t.Fatal(err)
+			}
+			m := mock.Messages()[i]
+			var got webpush.Payload
+			if err := json.Unmarshal(m.Plaintext, &got); err != nil {
+				t.Fatalf("payload %q: %v", m.Plaintext, err)
+			}
+			if want := opts.IncludeSummary && got.LastMessageBody != body || !opts.IncludeSummary && got.LastMessageBody != ""; want {
+				t.Errorf("the device read the body %q, sent %q", got.LastMessageBody, body)
+			}
+			out = append(out, m.Size)
+		}
+		return out
+	}
+	short, longer, long := "ok", strings.Repeat("x", 300), strings.Repeat("x", 700)
+	t.Run("include_summary", func(t *testing.T) {
+		got := sizes(t, webpush.Options{IncludeSummary: true}, short, longer, long)
+		if got[0] != got[1] {
+			t.Errorf("bodies of %d and %d bytes came to the push service as %d and %d bytes: it tells them apart", len(short), len(longer), got[0], got[1])
+		}
+		// 86 bytes of header, 1 of delimiter and 16 of tag around a
+		// multiple of 512.
+		for _, n := range got {
+			if (n-86-1-16)%512 != 0 {
+				t.Errorf("a message of %d bytes, not padded to a multiple of 512: %v", n, got)
+			}
+		}
+		if got[2] <= got[1] {
+			t.Errorf("a body too long for the first size is not padded to the next: %v", got)
+		}
+	})
+	t.Run("without include_summary", func(t *testing.T) {
+		got := sizes(t, webpush.Options{}, short, longer)
+		if got[0] != got[1] || (got[0]-86-1-16)%512 == 0 {
+			t.Errorf("payloads without text came as %v bytes: padded, or not alike", got)
+		}
+	})
+}

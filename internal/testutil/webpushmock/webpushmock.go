@@ -41,6 +41,7 @@ type Message struct {
 	Header       http.Header
 	Proto        string // HTTP/2.0 or HTTP/1.1
 	Plaintext    []byte // decrypted payload; nil when the push was refused before
+	Size         int    // bytes of the encrypted body: all a push service learns of the payload
 	Status       int
 	Reason       string // why it was refused, if it was
 }
@@ -253,6 +254,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusRequestEntityTooLarge, "payload larger than 4096 bytes")
 		return
 	}
+	m.Size = len(body)
 	plain, err := webpush.Decrypt(body, sub.key, sub.auth)
 	if err != nil {
 		answer(http.StatusBadRequest, "cannot decrypt: "+err.Error())
