@@ -173,14 +173,28 @@ func (l *clientLimit) client(r *http.Request) (netip.Addr, bool) {
 // before that and is never believed. A peer that is no IP address gives
 // two zero Addrs.
 func clientOf(r *http.Request, trusted []netip.Prefix) (client, proxy netip.Addr) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
+	hop, ok := peerOf(r.RemoteAddr)
+	if !ok {
 		return netip.Addr{}, netip.Addr{}
+	}
+	return clientBehind(r, trusted, hop, isTrusted(trusted, hop))
+}
+
+// peerOf reads the address of a request's peer from its RemoteAddr.
+func peerOf(remote string) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}, false
 	}
 	// Without its zone, as the connection limit sees it: a prefix
 	// contains no zoned address.
-	hop := ap.Addr().Unmap().WithZone("")
-	if !isTrusted(trusted, hop) {
+	return ap.Addr().Unmap().WithZone(""), true
+}
+
+// clientBehind is clientOf for a request whose peer is hop, which
+// hopTrusted says is a trusted proxy or not.
+func clientBehind(r *http.Request, trusted []netip.Prefix, hop netip.Addr, hopTrusted bool) (client, proxy netip.Addr) {
+	if !hopTrusted {
 		return clientKey(hop), netip.Addr{}
 	}
 	fields := r.Header.Values("X-Forwarded-For")

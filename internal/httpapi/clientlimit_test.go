@@ -271,6 +271,51 @@ func TestPushSourceNamedOnce(t *testing.T) {
 	}
 }
 
+// TestPushSourcePeerKept guards the peers pushSource keeps by RemoteAddr:
+// what it keeps is the peer alone, so that X-Forwarded-For is still read
+// from each request of a trusted proxy's connection, and a peer whose
+// address shares a slot with another is never taken for it.
+func TestPushSourcePeerKept(t *testing.T) {
+	a := &api{Options: Options{TrustedProxies: DefaultTrustedProxies()}}
+	req := func(remote string, forwarded ...string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.RemoteAddr = remote
+		if forwarded != nil {
+			r.Header["X-Forwarded-For"] = forwarded
+		}
+		return r
+	}
+	for _, tt := range []struct {
+		r    *http.Request
+		want string
+	}{
+		{req("127.0.0.1:4711", "198.51.100.7"), "198.51.100.7"},
+		{req("127.0.0.1:4711", "203.0.113.9"), "203.0.113.9"},
+		{req("127.0.0.1:4711"), "127.0.0.1"},
+		{req("127.0.0.1:4711", "203.0.113.9, 10.0.0.2"), "203.0.113.9"},
+		{req("198.51.100.7:4711", "203.0.113.9"), "198.51.100.7"},
+		{req("198.51.100.7:4711"), "198.51.100.7"},
+		{req("[2001:db8:1:2::5]:4711", "203.0.113.9"), "2001:db8:1:2::"},
+		{req("[::ffff:127.0.0.1]:4712", "198.51.100.8"), "198.51.100.8"},
+		{req("not an address"), ""},
+		{req("not an address"), ""},
+	} {
+		if got := a.pushSource(tt.r); got != tt.want {
+			t.Errorf("source of a request from %s, X-Forwarded-For %q: %q, want %q", tt.r.RemoteAddr, tt.r.Header["X-Forwarded-For"], got, tt.want)
+		}
+	}
+	// Every address in its own slot or sharing one, in two rounds: each
+	// named as itself.
+	for round := range 2 {
+		for i := range 1024 {
+			want := fmt.Sprintf("198.51.%d.%d", i>>8, i&255)
+			if got := a.pushSource(req(fmt.Sprintf("%s:%d", want, 1024+i%7))); got != want {
+				t.Fatalf("round %d: peer %s named %q", round, want, got)
+			}
+		}
+	}
+}
+
 // TestClientLimitOneNetworkCannotTakeEveryBucket guards the limiter's
 // buckets against a client with a network of addresses: the 65,536 /64s
 // of one IPv6 /48 (or the 256 addresses of an IPv4 /24, then more /24s)

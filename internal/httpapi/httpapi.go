@@ -355,6 +355,38 @@ type api struct {
 	// their senders' servers, and naming one anew was an allocation of
 	// every push.
 	sources [256]atomic.Pointer[sourceName]
+	// peers are the connections' peers read lately (see peer), one a
+	// slot by a hash of the RemoteAddr: net/http gives every request of
+	// a connection the same one, and parsing it again was about 700
+	// instructions of every push.
+	peers [256]atomic.Pointer[peerAddr]
+}
+
+// peerAddr is a connection's peer as clientOf reads it: its RemoteAddr,
+// the address in it (invalid when it holds none) and whether that is a
+// trusted proxy.
+type peerAddr struct {
+	remote  string
+	hop     netip.Addr
+	trusted bool
+}
+
+// peer reads the peer named by remote, a request's RemoteAddr, or takes
+// it from the last request that came with the same.
+func (a *api) peer(remote string) *peerAddr {
+	// By its last eight bytes, the port and the end of the address: a
+	// connection's differ from those of the others of its client.
+	var last [8]byte
+	copy(last[:], remote[max(len(remote)-8, 0):])
+	h := binary.LittleEndian.Uint64(last[:]) * 0x9e3779b97f4a7c15
+	slot := &a.peers[h>>56]
+	if p := slot.Load(); p != nil && p.remote == remote {
+		return p
+	}
+	hop, ok := peerOf(remote)
+	p := &peerAddr{remote: remote, hop: hop, trusted: ok && isTrusted(a.TrustedProxies, hop)}
+	slot.Store(p)
+	return p
 }
 
 // sourceName is a push source's address and its name.
@@ -733,7 +765,11 @@ func (a *api) push(w http.ResponseWriter, r *http.Request) {
 // whose XMPP domain is an IP address shares its budget with the HTTP
 // pushes from that address, that is with its own.
 func (a *api) pushSource(r *http.Request) string {
-	client, proxy := clientOf(r, a.TrustedProxies)
+	p := a.peer(r.RemoteAddr)
+	if !p.hop.IsValid() {
+		return ""
+	}
+	client, proxy := clientBehind(r, a.TrustedProxies, p.hop, p.trusted)
 	if !client.IsValid() && proxy.IsValid() {
 		client = clientKey(proxy)
 	}
