@@ -9,20 +9,24 @@ import (
 	"testing/iotest"
 )
 
-// formCases are bodies that parseForm must read as url.ParseQuery does:
+// formCases are bodies that form.parse must read as url.ParseQuery does:
 // plain ones it reads itself, and those it leaves to url.ParseQuery.
 var formCases = []string{
 	"", "node=n1&secret=s1", "node=n1&node=n2", "secret=s&node=n", "node", "node=", "=x&node=n",
 	"&&node=n&&", "node=a=b", "nod=x&node=y", "xnode=1&node=2", "node=n&secret", "Node=n",
 	"node=n%31", "node=a+b", "node=n;secret=s", "no%64e=n", "node=%zz", "node=\x00\xff&secret=é",
 	"node=n&node=%zz", "a=1&b=2&c=3&node=last",
+	"a=1&b=2&c=3&a=4", "a=1&b=2&c=3&d=4", "a=1&b=2&c=3&d=4&a=5", "a=1&b=2&c=3&d=4&e=5", "a&b&c&d&a",
+	"a=1&b=2&c=3&d=4&e=5&a=6", "a=1&b=2&c=3&d=4&e=5&f=6&a=7",
+	"a=1&&&&&&&&b=2&a=3", "b=1&a=1&a=2&b=2",
 	"a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&j=10&c=11", "a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&j=10&k=11", "=x&=y", "node&node=", "=&=&h&h",
 }
 
 func checkForm(t *testing.T, body string) {
 	t.Helper()
 	want, wantErr := url.ParseQuery(body)
-	got, err := parseForm(body)
+	var got form
+	err := got.parse(body)
 	if (err != nil) != (wantErr != nil) {
 		t.Fatalf("%q: error %v, url.ParseQuery's %v", body, err, wantErr)
 	}
@@ -113,6 +117,31 @@ func TestReadBodyGrowsAsItArrives(t *testing.T) {
 		b, msg := readBody(io.NopCloser(iotest.OneByteReader(strings.NewReader(body))), int64(n), limit)
 		if msg != "" || string(b) != body {
 			t.Errorf("a body of %d bytes read as %d bytes, %q", n, len(b), msg)
+		}
+	}
+}
+
+// TestFormDuplicateInOrder guards the duplicate a push's answer names:
+// the first field whose name came before, read in order, whether the
+// form is cut into its fields (a few) or read from its text (more).
+func TestFormDuplicateInOrder(t *testing.T) {
+	for _, tt := range []struct{ body, want string }{
+		{"b=1&a=1&a=2&b=2", "a"},
+		{"b=1&a=1&b=2&a=2", "b"},
+		{"node=n&secret=s&node=m", "node"},
+		{"a=1&b=2&c=3&c=4", "c"},
+		{"a=1&b=2&c=3&d=4&d=5", "d"},
+		{"x=1&y=1&z=1&b=1&a=1&a=2&b=2", "a"},
+		{"x=1&y=1&z=1&b=1&a=1&b=2&a=2", "b"},
+		{"x=1&y=1&z=1&w=1&v=1&u=1&u=2", "u"},
+		{"x=1&y=1&z=1&w=1&v=1&u=1&t=1&x=2", "x"},
+	} {
+		var f form
+		if err := f.parse(tt.body); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := f.duplicate(); !ok || got != tt.want {
+			t.Errorf("%q: duplicate %q (%t), want %q", tt.body, got, ok, tt.want)
 		}
 	}
 }

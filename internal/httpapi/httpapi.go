@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/logging"
@@ -411,75 +412,145 @@ func (a *api) admit(w http.ResponseWriter, r *http.Request, endpoint string) boo
 	return false
 }
 
-// readForm decodes a form-encoded body of at most MaxBodySize bytes and
-// checks that every required field is there. The content type is not
-// checked: the seed never did, and some clients send none.
-func readForm(w http.ResponseWriter, r *http.Request, required ...string) (form, bool) {
-	f, msg := parseRequestForm(r, required...)
-	if msg != "" {
+// readForm decodes a form-encoded body of at most MaxBodySize bytes into
+// f and checks that every required field is there. The content type is
+// not checked: the seed never did, and some clients send none.
+func readForm(w http.ResponseWriter, r *http.Request, f *form, required ...string) bool {
+	if msg := parseRequestForm(r, f, required...); msg != "" {
 		badRequest(w, msg)
-		return form{}, false
+		return false
 	}
-	return f, true
+	return true
 }
 
-// parseRequestForm is readForm without the answer: the form, or the one
-// line saying what is wrong with it.
-func parseRequestForm(r *http.Request, required ...string) (form, string) {
+// parseRequestForm is readForm without the answer: it returns the one
+// line saying what is wrong with the form, or "". f is the form read,
+// also when a required field is missing, and else empty. The form is
+// the caller's to keep where it likes (a handler's, on its stack): it is
+// a few hundred bytes, which copying cost a push more than reading them.
+func parseRequestForm(r *http.Request, f *form, required ...string) string {
 	body, msg := readBody(r.Body, r.ContentLength, MaxBodySize)
 	if msg != "" {
-		return form{}, msg
+		*f = form{}
+		return msg
 	}
-	f, err := parseForm(string(body))
-	if err != nil {
-		return form{}, "Malformed form data"
+	// The body is read into a buffer of its own that nothing writes
+	// again: the form's strings share it rather than a copy of it.
+	if err := f.parse(unsafe.String(unsafe.SliceData(body), len(body))); err != nil {
+		*f = form{}
+		return "Malformed form data"
 	}
 	// A field given twice has no one meaning: we would read the first,
 	// mod_push_appserver (Prosody's form decoding) took the last.
 	if name, dup := f.duplicate(); dup {
+		*f = form{}
 		msg := fmt.Sprintf("Duplicate field '%s'", name)
 		if strings.ContainsAny(name, "\r\n") {
 			// The name is the client's: it must not add lines.
 			msg = fmt.Sprintf("Duplicate field %q", name)
 		}
-		return form{}, msg
+		return msg
 	}
 	for _, name := range required {
 		if f.Get(name) == "" {
-			return f, fmt.Sprintf("Missing field '%s'", name)
+			return fmt.Sprintf("Missing field '%s'", name)
 		}
 	}
-	return f, ""
+	return ""
 }
 
 // form is a decoded form: url.ParseQuery's, read by first value only.
 // A form of plain fields (nothing escaped, no '+' for a space) is read
 // straight from its text, as such forms (every push's node and secret)
 // are nearly all: url.ParseQuery's map and a slice per field were a
-// tenth of the allocations of an HTTP push.
+// tenth of the allocations of an HTTP push. A plain form of at most
+// fewFields fields is cut into them once, with its duplicate found on
+// the way: a push's form was otherwise read five times over, once for
+// the duplicate and once for each Get.
 type form struct {
 	plain  string     // the body, when it has nothing to decode
 	values url.Values // otherwise
+	// fields are a plain form's first n fields, all of them unless n is
+	// -1: then Get reads plain. dup names a field given twice, when
+	// hasDup.
+	fields [fewFields]formField
+	n      int
+	dup    string
+	hasDup bool
 }
 
-func parseForm(body string) (form, error) {
+// formField is one field of a plain form: its name, and its value ("" for
+// a field without '=').
+type formField struct{ name, value string }
+
+// fewFields is the most fields a plain form is cut into: a push has two,
+// a registration four.
+const fewFields = 4
+
+// parse reads body into f, whatever f held before.
+func (f *form) parse(body string) error {
 	// Three IndexBytes rather than ContainsAny: they go a word at a
 	// time, and ContainsAny byte by byte.
 	if strings.IndexByte(body, '%') < 0 && strings.IndexByte(body, '+') < 0 && strings.IndexByte(body, ';') < 0 {
 		// What url.ParseQuery decodes and refuses ('%' escapes, '+',
 		// and ';', its error) is absent: it would give each field
 		// as written.
-		return form{plain: body}, nil
+		f.plain, f.values, f.n, f.dup, f.hasDup = body, nil, 0, "", false
+		f.cut()
+		return nil
 	}
 	v, err := url.ParseQuery(body)
-	return form{values: v}, err
+	*f = form{values: v}
+	return err
+}
+
+// cut reads a plain form into fields, and the first name given twice
+// into dup, unless it has more than fewFields fields (n is then -1).
+func (f *form) cut() {
+	for rest := f.plain; rest != ""; {
+		field := rest
+		if i := strings.IndexByte(rest, '&'); i >= 0 {
+			field, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = ""
+		}
+		if field == "" {
+			continue
+		}
+		if f.n == len(f.fields) {
+			f.n, f.dup, f.hasDup = -1, "", false
+			return
+		}
+		k, v := field, ""
+		if i := strings.IndexByte(field, '='); i >= 0 {
+			k, v = field[:i], field[i+1:]
+		}
+		if !f.hasDup {
+			for _, seen := range f.fields[:f.n] {
+				if seen.name == k {
+					f.dup, f.hasDup = k, true
+					break
+				}
+			}
+		}
+		f.fields[f.n] = formField{k, v}
+		f.n++
+	}
 }
 
 // Get returns the first value of the field name, or "". name holds no
 // '=': no field's name can.
-func (f form) Get(name string) string {
+func (f *form) Get(name string) string {
 	if f.values != nil {
 		return f.values.Get(name)
+	}
+	if f.n >= 0 {
+		for _, field := range f.fields[:f.n] {
+			if field.name == name {
+				return field.value
+			}
+		}
+		return ""
 	}
 	for rest := f.plain; rest != ""; {
 		field := rest
@@ -506,7 +577,7 @@ func (f form) Get(name string) string {
 
 // duplicate returns the name of a field the form gives more than once
 // ("" is a name too), and whether there is one.
-func (f form) duplicate() (string, bool) {
+func (f *form) duplicate() (string, bool) {
 	if f.values != nil {
 		for k, v := range f.values {
 			if len(v) > 1 {
@@ -514,6 +585,9 @@ func (f form) duplicate() (string, bool) {
 			}
 		}
 		return "", false
+	}
+	if f.n >= 0 {
+		return f.dup, f.hasDup
 	}
 	// A form has a handful of fields: comparing each with those before
 	// it beats a map, up to a point.
@@ -627,8 +701,8 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	if !a.admit(w, r, "register") {
 		return
 	}
-	f, ok := readForm(w, r, "type", "node", "token")
-	if !ok {
+	var f form
+	if !readForm(w, r, &f, "type", "node", "token") {
 		return
 	}
 	// secret is optional: the registration's current secret, proof that
@@ -664,8 +738,8 @@ func (a *api) unregister(w http.ResponseWriter, r *http.Request) {
 	if !a.admit(w, r, "unregister") {
 		return
 	}
-	f, ok := readForm(w, r, "type", "node")
-	if !ok {
+	var f form
+	if !readForm(w, r, &f, "type", "node") {
 		return
 	}
 	reg, err := a.Service.Unregister(r.Context(), appserver.Caller{Secret: f.Get("secret")}, f.Get("type"), f.Get("node"))
@@ -737,8 +811,8 @@ const unconfirmed = "Not confirmed, try again later!"
 
 func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	allowOrigin(w, r)
-	f, msg := parseRequestForm(r, "node", "secret")
-	if msg != "" {
+	var f form
+	if msg := parseRequestForm(r, &f, "node", "secret"); msg != "" {
 		// Counted and logged as a malformed publish is: a client that
 		// sends every push without its secret would otherwise move no
 		// push metric and write no line at all.
