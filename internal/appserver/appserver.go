@@ -821,7 +821,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		return ErrNotFound
 	}
 	deadline := start.Add(s.opts.PushTimeout)
-	t, hit, err := s.lookup(ctx, node, deadline, req.Tokenless, &req.Secret)
+	t, hit, matched, err := s.lookup(ctx, node, deadline, req.Tokenless, &req.Secret)
 	if errors.Is(err, registry.ErrNotFound) && req.Tokenless {
 		s.cache.count(hit)
 		return s.pushTokenless(ctx, req, start, deadline)
@@ -853,7 +853,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		}
 		return fmt.Errorf("%w: looking up node: %w", ErrPushFailed, err)
 	}
-	if subtle.ConstantTimeCompare([]byte(req.Secret), []byte(t.Secret)) != 1 {
+	if !matched {
 		if req.Tokenless {
 			// A tokenless publish carries no secret: its node is a
 			// device token, whoever registered a node of that name
@@ -888,7 +888,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 		// changed or gone meanwhile (here or on another instance), and
 		// its change was answered. Read it again (from the cache, which
 		// every change drops) so no push goes out with what it left.
-		t2, _, err := s.lookup(ctx, node, deadline, false, nil)
+		t2, _, _, err := s.lookup(ctx, node, deadline, false, nil)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			s.reject(node, RejectUnknownNode, start)
@@ -1102,15 +1102,20 @@ const heldReadTimeout = time.Second
 // which caches an unknown node too:
 // the cache's size, on /metrics, must not tell a registered node from an
 // unknown one to someone who knows no secret.
-func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool, secret *string) (t registry.PushTarget, hit bool, err error) {
+//
+// matched says whether secret is nil or matches the registration
+// returned, compared here once rather than again by the caller: a
+// secret's compare in constant time is about 450 instructions.
+func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, keepAbsent bool, secret *string) (t registry.PushTarget, hit, matched bool, err error) {
 	if t, ok := s.cache.get(node); ok {
 		if t == (registry.PushTarget{}) {
 			// Kept for a node known not to be registered: no
 			// registration has an empty type.
-			return t, true, registry.ErrNotFound
+			return t, true, false, registry.ErrNotFound
 		}
-		if secret == nil || keepAbsent || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
-			return t, true, nil
+		matched := secretMatches(secret, t)
+		if matched || keepAbsent {
+			return t, true, matched, nil
 		}
 		// A wrong secret reads the registry, as a push to a node the
 		// cache does not hold does: answered from memory, it would come
@@ -1126,8 +1131,8 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 	// An entry for a node known not to be registered is of use only to
 	// tokenless pushes, as in get.
 	holding = holding && (keepAbsent || held != (registry.PushTarget{}))
-	if holding && secret != nil && !keepAbsent && held != (registry.PushTarget{}) &&
-		subtle.ConstantTimeCompare([]byte(*secret), []byte(held.Secret)) != 1 {
+	heldMatched := holding && held != (registry.PushTarget{}) && secretMatches(secret, held)
+	if holding && !keepAbsent && held != (registry.PushTarget{}) && !heldMatched {
 		// Not held for a wrong secret: the push takes the path of one to
 		// a node the cache does not hold, its answer (the registry
 		// failed, not "not found") and its time (the whole read, not
@@ -1155,7 +1160,8 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		// A tokenless push (keepAbsent) caches what it read whatever
 		// its secret: it caches a node registered as none too, and
 		// the cache's size must not tell the two apart.
-		if secret == nil || keepAbsent || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1 {
+		matched = secretMatches(secret, t)
+		if matched || keepAbsent {
 			s.cache.put(node, t, gen)
 		}
 	case errors.Is(err, registry.ErrNotFound):
@@ -1173,11 +1179,17 @@ func (s *Service) lookup(ctx context.Context, node string, deadline time.Time, k
 		s.cache.served()
 		s.stale.Log("node", loggedNode(node), "err", err)
 		if held == (registry.PushTarget{}) {
-			return held, false, registry.ErrNotFound
+			return held, false, false, registry.ErrNotFound
 		}
-		return held, false, nil
+		return held, false, heldMatched, nil
 	}
-	return t, false, err
+	return t, false, matched, err
+}
+
+// secretMatches says whether secret is nil (nothing to check) or, in
+// constant time, the secret of t.
+func secretMatches(secret *string, t registry.PushTarget) bool {
+	return secret == nil || subtle.ConstantTimeCompare([]byte(*secret), []byte(t.Secret)) == 1
 }
 
 // CacheStats reports what the registration cache did so far; all zero

@@ -1455,7 +1455,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 		if a.unread != nil {
 			secret = &a.unread.secret
 		}
-		t, _, err := s.lookup(ctx, a.key.node, deadline, false, secret)
+		t, _, _, err := s.lookup(ctx, a.key.node, deadline, false, secret)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			if a.unread != nil {
