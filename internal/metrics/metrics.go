@@ -42,6 +42,8 @@ type Metrics struct {
 	// was a visible cost.
 	pushedMu sync.Mutex
 	pushed   atomic.Pointer[map[pushKey]pushSeries]
+
+	scrapes *scrapes
 }
 
 type pushKey struct {
@@ -128,6 +130,7 @@ func New() *Metrics {
 	}
 	m.reg.MustRegister(m.registrations, m.unregistered, m.pushes, m.latency, m.components, m.credentials, m.rejections, m.regFailures, m.disconnects, m.httpLimited, m.connRefused, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.scrapes = newScrapes(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return m
 }
 
@@ -475,7 +478,9 @@ func (m *Metrics) CommitsReplicated() func(int) {
 	}
 }
 
-// Handler serves the metrics in the Prometheus text format.
+// Handler serves the metrics in the Prometheus text format. Every
+// handler it returns shares one render at a time (see scrapes), so the
+// API's port and metrics_listen together cost no more.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return m.scrapes
 }
