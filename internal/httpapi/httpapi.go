@@ -508,12 +508,8 @@ func (f *form) parse(body string) error {
 // into dup, unless it has more than fewFields fields (n is then -1).
 func (f *form) cut() {
 	for rest := f.plain; rest != ""; {
-		field := rest
-		if i := strings.IndexByte(rest, '&'); i >= 0 {
-			field, rest = rest[:i], rest[i+1:]
-		} else {
-			rest = ""
-		}
+		var field string
+		field, rest, _ = strings.Cut(rest, "&")
 		if field == "" {
 			continue
 		}
@@ -521,10 +517,7 @@ func (f *form) cut() {
 			f.n, f.dup, f.hasDup = -1, "", false
 			return
 		}
-		k, v := field, ""
-		if i := strings.IndexByte(field, '='); i >= 0 {
-			k, v = field[:i], field[i+1:]
-		}
+		k, v, _ := strings.Cut(field, "=")
 		if !f.hasDup {
 			for _, seen := range f.fields[:f.n] {
 				if seen.name == k {
@@ -553,12 +546,8 @@ func (f *form) Get(name string) string {
 		return ""
 	}
 	for rest := f.plain; rest != ""; {
-		field := rest
-		if i := strings.IndexByte(rest, '&'); i >= 0 {
-			field, rest = rest[:i], rest[i+1:]
-		} else {
-			rest = ""
-		}
+		var field string
+		field, rest, _ = strings.Cut(rest, "&")
 		// The field's name is name when the field is name, or starts
 		// with it and an '=': only a field that starts so needs its
 		// '=' found (the names asked for hold none).
