@@ -277,7 +277,7 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 		if body := push(node, secret); !strings.HasPrefix(body, "ERROR\n") {
 			t.Errorf("push to %s, not pushed to before, while PostgreSQL is down: %q", node, body)
 		}
-		// Does not take the place of the push kept above.
+		// Waits beside the push kept above, not in its place.
 		if body := push(node, "wrong"); !strings.HasPrefix(body, "ERROR\n") {
 			t.Errorf("push to %s with a wrong secret while PostgreSQL is down: %q", node, body)
 		}
@@ -351,10 +351,12 @@ func testPushesWhilePostgresDown(t *testing.T, option string, held bool) {
 	if got := requests("guessed"); got != 0 {
 		t.Errorf("%d pushes sent to a device pushed to with a wrong secret alone", got)
 	}
-	// Each that failed, and those with a wrong secret that no push
-	// to the same device was kept before: to "guessed", and, with the
-	// devices pushed to before held, to those.
-	kept := len(failed) + 1
+	// Each that failed, and each with a wrong secret: to "guessed";
+	// with the devices pushed to before held, to those, no push to
+	// them kept before; and beside each push that failed, not in its
+	// place (the one kept first may be the guess, and must not keep
+	// the right one from going out).
+	kept := 2*len(failed) + 1
 	if held {
 		kept += len(hot)
 	}
