@@ -394,11 +394,21 @@ func (s *Store) TrimBlockedTokens(ctx context.Context, keep int) (int, error) {
 }
 
 func (s *Store) List(ctx context.Context, after string, limit int) ([]registry.Registration, error) {
+	return s.list(after, limit, func(registry.Registration) bool { return true })
+}
+
+func (s *Store) ListDomain(ctx context.Context, domain, after string, limit int) ([]registry.Registration, error) {
+	return s.list(after, limit, func(r registry.Registration) bool { return domain != "" && r.Domain == domain })
+}
+
+// list returns up to limit registrations past after that match, in node
+// order.
+func (s *Store) list(after string, limit int, match func(registry.Registration) bool) ([]registry.Registration, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var nodes []string
-	for n := range s.byNode {
-		if n > after {
+	for n, r := range s.byNode {
+		if n > after && match(r) {
 			nodes = append(nodes, n)
 		}
 	}

@@ -971,7 +971,20 @@ func (s *Store) TrimBlockedTokens(ctx context.Context, keep int) (int, error) {
 }
 
 func (s *Store) List(ctx context.Context, after string, limit int) ([]registry.Registration, error) {
-	rows, err := s.read.QueryContext(ctx, selectRegistrations+` WHERE node > ? ORDER BY node LIMIT ?`, after, limit)
+	return s.list(ctx, `node > ?`, after, limit)
+}
+
+func (s *Store) ListDomain(ctx context.Context, domain, after string, limit int) ([]registry.Registration, error) {
+	// The domain's partial index holds (domain, node), node being the
+	// key of a table without rowid: it finds the page and gives its
+	// order, no sort. "domain <> ''" lets the planner use it.
+	return s.list(ctx, `domain = ? AND domain <> '' AND node > ?`, domain, after, limit)
+}
+
+// list returns registrations matching where, in node order, limit
+// being the last of args.
+func (s *Store) list(ctx context.Context, where string, args ...any) ([]registry.Registration, error) {
+	rows, err := s.read.QueryContext(ctx, selectRegistrations+` WHERE `+where+` ORDER BY node LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing registrations: %w", err)
 	}

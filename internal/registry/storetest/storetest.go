@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"InstanceValue", testInstanceValue},
 		{"PutKeepsEverything", testPut},
 		{"List", testList},
+		{"ListDomain", testListDomain},
 		{"Account", testAccount},
 		{"BlockedTokens", testBlockedTokens},
 		{"TrimBlockedTokens", testTrimBlockedTokens},
@@ -1099,6 +1100,61 @@ func testList(t *testing.T, s registry.Store) {
 	byType, err := s.CountByType(ctx)
 	if err != nil || fmt.Sprint(byType) != "map[apns:4 fcm:1]" {
 		t.Fatalf("CountByType: %v %v", byType, err)
+	}
+}
+
+// ListDomain pages through one domain's registrations in node order,
+// whole, from any node on (one of another domain too), and lists none
+// for the empty domain of registrations made without an account: the
+// administrator's registrations list -domain.
+func testListDomain(t *testing.T, s registry.Store) {
+	var rs []registry.Registration
+	for _, r := range []struct{ node, domain string }{
+		{"e", "example.org"}, {"a", "example.org"}, {"b", ""}, {"f", "other.org"},
+		{"c", "example.org"}, {"g", "example.org"}, {"d", "other.org"}, {"h", ""},
+	} {
+		reg := reg(r.node, "apns", "tok-"+r.node, "secret-"+r.node, base)
+		reg.Domain = r.domain
+		rs = append(rs, reg)
+	}
+	if _, err := s.Put(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		domain, after string
+		want          string
+	}{
+		{"example.org", "", "[a c e g]"},
+		{"example.org", "b", "[c e g]"},
+		{"example.org", "d", "[e g]"},
+		{"example.org", "g", "[]"},
+		{"other.org", "", "[d f]"},
+		{"", "", "[]"},
+		{"nowhere.org", "", "[]"},
+	} {
+		var got []string
+		for after := tt.after; ; {
+			page, err := s.ListDomain(ctx, tt.domain, after, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) > 2 {
+				t.Fatalf("ListDomain(%q, %q, 2): a page of %d", tt.domain, after, len(page))
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, r := range page {
+				if r.Domain != tt.domain || r.Token != "tok-"+r.Node || r.Secret != "secret-"+r.Node {
+					t.Fatalf("ListDomain(%q) listed %+v", tt.domain, r)
+				}
+				got = append(got, r.Node)
+			}
+			after = page[len(page)-1].Node
+		}
+		if fmt.Sprint(got) != tt.want {
+			t.Errorf("ListDomain(%q) after %q: %v, want %s", tt.domain, tt.after, got, tt.want)
+		}
 	}
 }
 
