@@ -177,9 +177,9 @@ func prune(ctx context.Context, w io.Writer, store admin.Store, typ string, befo
 		}
 	}
 	if del {
-		n, err = admin.Prune(ctx, store, typ, before)
+		n, err = admin.Prune(ctx, store, typ, before, nil)
 	} else {
-		n, err = admin.Idle(ctx, store, typ, before)
+		n, err = admin.Idle(ctx, store, typ, before, nil)
 	}
 	total := 0
 	for _, c := range n {
@@ -206,7 +206,7 @@ func everyIdle(ctx context.Context, store admin.Store, before time.Time) error {
 	if err != nil || total == 0 {
 		return err
 	}
-	idle, err := admin.Idle(ctx, store, "", before)
+	idle, err := admin.Idle(ctx, store, "", before, nil)
 	if err != nil {
 		return err
 	}

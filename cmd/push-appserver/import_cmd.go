@@ -230,7 +230,7 @@ func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Write
 		verb = "would copy (dry run)"
 	}
 	fmt.Fprintf(stdout, "%s registrations from %s into %s\n", verb, name, registryName(cfg))
-	sum, err := admin.Copy(ctx, dst, src, dryRun)
+	sum, err := admin.Copy(ctx, dst, src, dryRun, nil)
 	sum.WriteTo(stdout)
 	if err != nil {
 		return fail("%v", err)

@@ -44,6 +44,21 @@ func (f Filter) empty() bool { return f == Filter{} }
 
 const pageSize = 1000
 
+// Progress hears how far a command that reads the whole registry has
+// come, after each page or window it read: read is how many
+// registrations it has read so far, done how many of them it removed,
+// copied or found so far, and neither ever goes down. It decides itself
+// whether to say so (the command line prints a line every few seconds);
+// nil hears nothing. A registry of 10,000,000 takes minutes to prune or
+// copy.
+type Progress func(read, done int)
+
+func (p Progress) tell(read, done int) {
+	if p != nil {
+		p(read, done)
+	}
+}
+
 // lister is a registry read a page at a time.
 type lister interface {
 	List(ctx context.Context, after string, limit int) ([]registry.Registration, error)
@@ -67,21 +82,6 @@ func eachPage(ctx context.Context, s lister, fn func([]registry.Registration) er
 		}
 		after = page[len(page)-1].Node
 	}
-}
-
-// Each calls fn with every registration f matches, in node order, reading
-// the registry a page at a time.
-func Each(ctx context.Context, s Store, f Filter, fn func(registry.Registration) error) error {
-	return eachPage(ctx, s, func(page []registry.Registration) error {
-		for _, r := range page {
-			if f.match(r) {
-				if err := fn(r); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
 }
 
 // domainLister reads only the registrations of one domain, a page at a
@@ -145,13 +145,20 @@ func Delete(ctx context.Context, s Store, node string) (registry.Registration, e
 
 // Idle counts, by type, the registrations of type typ (every type when
 // "") idle since before (registry.Registration.IdleSince), changing
-// nothing.
-func Idle(ctx context.Context, s Store, typ string, before time.Time) (map[string]int, error) {
+// nothing, telling progress, after each page, how many it read and found
+// idle.
+func Idle(ctx context.Context, s Store, typ string, before time.Time, progress Progress) (map[string]int, error) {
 	n := map[string]int{}
-	err := Each(ctx, s, Filter{Type: typ}, func(r registry.Registration) error {
-		if r.IdleSince(before) {
-			n[r.Type]++
+	read, idle := 0, 0
+	err := eachPage(ctx, s, func(page []registry.Registration) error {
+		for _, r := range page {
+			if (typ == "" || r.Type == typ) && r.IdleSince(before) {
+				n[r.Type]++
+				idle++
+			}
 		}
+		read += len(page)
+		progress.tell(read, idle)
 		return nil
 	})
 	return n, err
@@ -207,8 +214,11 @@ func pruneGap(held time.Duration) time.Duration {
 // it and no node is skipped. A registration made behind a window since
 // is new, so not idle; one a window skipped because a server was writing
 // it (PostgreSQL's SKIP LOCKED) is left to the next prune.
-func Prune(ctx context.Context, s Store, typ string, before time.Time) (map[string]int, error) {
-	return prune(ctx, s, typ, before, realClock{})
+//
+// After each window but the last, progress hears how many registrations
+// the windows so far held and how many of them were deleted.
+func Prune(ctx context.Context, s Store, typ string, before time.Time, progress Progress) (map[string]int, error) {
+	return prune(ctx, s, typ, before, progress, realClock{})
 }
 
 // clock is what Prune reads the time from and pauses with.
@@ -233,8 +243,9 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func prune(ctx context.Context, s Store, typ string, before time.Time, c clock) (map[string]int, error) {
+func prune(ctx context.Context, s Store, typ string, before time.Time, progress Progress, c clock) (map[string]int, error) {
 	n := map[string]int{}
+	read, deleted := 0, 0
 	for after := ""; ; {
 		start := c.Now()
 		removed, next, err := s.DeleteIdle(ctx, before, typ, after, pruneWindow)
@@ -244,9 +255,15 @@ func prune(ctx context.Context, s Store, typ string, before time.Time, c clock) 
 		for _, r := range removed {
 			n[r.Type]++
 		}
+		deleted += len(removed)
 		if err != nil || next == "" {
 			return n, err
 		}
+		// A window that ends short of the registry held pruneWindow
+		// registrations; how many the last one held the store does not
+		// say, and the command's summary follows it.
+		read += pruneWindow
+		progress.tell(read, deleted)
 		after = next
 		if len(removed) == 0 {
 			// The store only read a window with none idle, taking no

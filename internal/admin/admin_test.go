@@ -32,7 +32,7 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &watched{Store: s}
-	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour))
+	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour), nil)
 	if err != nil || n["fcm"] != 4400 {
 		t.Fatalf("pruned %v, %v; want 4400", n, err)
 	}
@@ -117,7 +117,7 @@ func TestPrunePausesAsLongAsTheLockWasHeld(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &fakeClock{now: time.Unix(1_800_000_000, 0)}
 			s := &scripted{clock: c, windows: tt.windows}
-			n, err := admin.PruneWith(context.Background(), s, "", time.Now(), c)
+			n, err := admin.PruneWith(context.Background(), s, "", time.Now(), nil, c)
 			want := 0
 			for _, w := range tt.windows {
 				want += w.removed
@@ -149,7 +149,7 @@ func TestPruneNoPauseAfterEmptyWindow(t *testing.T) {
 	}
 	w := &watched{Store: s}
 	start := time.Now()
-	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour))
+	n, err := admin.Prune(ctx, w, "", time.Now().Add(-180*24*time.Hour), nil)
 	took := time.Since(start)
 	if err != nil || n["fcm"] != 1 {
 		t.Fatalf("pruned %v, %v; want the one idle", n, err)
@@ -214,7 +214,7 @@ func BenchmarkPrune(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if got, err := admin.Prune(ctx, ts, "", recent.Add(-time.Hour)); err != nil || got["fcm"] != len(idle) {
+		if got, err := admin.Prune(ctx, ts, "", recent.Add(-time.Hour), nil); err != nil || got["fcm"] != len(idle) {
 			b.Fatalf("pruned %v, %v; want %d", got, err, len(idle))
 		}
 	}
@@ -369,7 +369,7 @@ func TestPruneOnlyTheType(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	n, err := admin.Prune(ctx, s, "apns", time.Now().Add(-180*24*time.Hour))
+	n, err := admin.Prune(ctx, s, "apns", time.Now().Add(-180*24*time.Hour), nil)
 	if err != nil || n["apns"] != 1 || n["fcm"] != 0 {
 		t.Fatalf("pruned %v, %v; want apns 1 only", n, err)
 	}

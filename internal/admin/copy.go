@@ -133,11 +133,14 @@ var errNoValue = errors.New("no such value")
 // A fixed pause of 150 ms after every page of 1,000 made the copy of
 // 10,000,000 registrations take 34 minutes, three quarters of it
 // asleep (4,900 registrations a second, each page written in 54 ms).
-func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool) (CopySummary, error) {
-	return copyRegistry(ctx, dst, src, dryRun, realClock{})
+//
+// After each page of registrations, progress hears how many of src's
+// it has read and how many of them it copied (with dryRun, would copy).
+func Copy(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool, progress Progress) (CopySummary, error) {
+	return copyRegistry(ctx, dst, src, dryRun, progress, realClock{})
 }
 
-func copyRegistry(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool, c clock) (CopySummary, error) {
+func copyRegistry(ctx context.Context, dst CopyTarget, src CopySource, dryRun bool, progress Progress, c clock) (CopySummary, error) {
 	sum := CopySummary{Copied: map[string]int{}, Salt: "none"}
 	srcSalt, err := value(ctx, src, appserver.SaltName)
 	if err != nil {
@@ -168,7 +171,9 @@ func copyRegistry(ctx context.Context, dst CopyTarget, src CopySource, dryRun bo
 			sum.Salt = "the target's, as nothing is bound"
 		}
 	}
+	read := 0
 	err = eachPage(ctx, src, func(page []registry.Registration) error {
+		read += len(page)
 		page, err := settleDevices(ctx, dst, page, dryRun, &sum)
 		if err != nil {
 			return err
@@ -197,6 +202,7 @@ func copyRegistry(ctx context.Context, dst CopyTarget, src CopySource, dryRun bo
 				}
 			}
 		}
+		progress.tell(read, sum.Total())
 		if pause > 0 {
 			// Let a running server's writes in between two pages (see
 			// Copy); the page is counted first, so an interrupted copy

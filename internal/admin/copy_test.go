@@ -107,7 +107,7 @@ func TestCopyServesTheSameDevices(t *testing.T) {
 			old.Close() // writes the push outcome
 
 			dst := tt.dst(t)
-			sum, err := admin.Copy(ctx, dst, src, false)
+			sum, err := admin.Copy(ctx, dst, src, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,7 +145,7 @@ func TestCopyServesTheSameDevices(t *testing.T) {
 
 			// Copied again, nothing is new; the devices' later changes
 			// in the target (alice's new token, the device's) stay.
-			if sum, err = admin.Copy(ctx, dst, src, false); err != nil || sum.New != 0 || sum.Total() != 1 || sum.Kept != 2 || sum.Salt != "same" {
+			if sum, err = admin.Copy(ctx, dst, src, false, nil); err != nil || sum.New != 0 || sum.Total() != 1 || sum.Kept != 2 || sum.Salt != "same" {
 				t.Fatalf("second copy: %+v, %v", sum, err)
 			}
 		})
@@ -170,11 +170,11 @@ func TestCopyRefusesAnotherSalt(t *testing.T) {
 	if _, err := other.Register(ctx, appserver.Caller{Account: alice}, "fcm", "other-node", "token-9"); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := admin.Copy(ctx, dst, src, true)
+	sum, err := admin.Copy(ctx, dst, src, true, nil)
 	if err == nil || !errors.Is(err, admin.ErrSaltMismatch) {
 		t.Fatalf("dry run into a registry with another salt: %+v, %v", sum, err)
 	}
-	if _, err := admin.Copy(ctx, dst, src, false); !errors.Is(err, admin.ErrSaltMismatch) {
+	if _, err := admin.Copy(ctx, dst, src, false, nil); !errors.Is(err, admin.ErrSaltMismatch) {
 		t.Fatalf("copy into a registry with another salt: %v", err)
 	}
 	if n, _ := dst.Count(ctx); n != 1 {
@@ -183,7 +183,7 @@ func TestCopyRefusesAnotherSalt(t *testing.T) {
 
 	// A dry run into an empty registry counts and writes nothing.
 	empty := sqliteStore(t)
-	sum, err = admin.Copy(ctx, empty, src, true)
+	sum, err = admin.Copy(ctx, empty, src, true, nil)
 	if err != nil || sum.Total() != 2 || sum.Bound != 1 || sum.Salt != "copied" || sum.New != 2 {
 		t.Fatalf("dry run: %+v, %v", sum, err)
 	}
@@ -216,7 +216,7 @@ func TestCopyEveryPage(t *testing.T) {
 	ctx := context.Background()
 	src, rs := threePages(t)
 	dst := postgresStore(t)
-	sum, err := admin.Copy(ctx, dst, src, false)
+	sum, err := admin.Copy(ctx, dst, src, false, nil)
 	if err != nil || sum.Total() != 2345 || sum.New != 2345 || sum.Salt != "none" {
 		t.Fatalf("%+v, %v", sum, err)
 	}
@@ -254,7 +254,7 @@ func TestCopyPausesBetweenPages(t *testing.T) {
 	src, _ := threePages(t)
 	c := &fakeClock{now: time.Unix(1_800_000_000, 0)}
 	dst := &clockedPuts{Store: sqliteStore(t), clock: c, took: []time.Duration{2 * time.Millisecond, 60 * time.Millisecond, 3 * time.Second}}
-	if _, err := admin.CopyWith(ctx, dst, src, false, c); err != nil {
+	if _, err := admin.CopyWith(ctx, dst, src, false, nil, c); err != nil {
 		t.Fatal(err)
 	}
 	if dst.pages != 3 {
@@ -325,7 +325,7 @@ func TestCopyCountsNewFromWhatItWrote(t *testing.T) {
 				}
 				return nil
 			}}
-			sum, err := admin.Copy(ctx, w, src, false)
+			sum, err := admin.Copy(ctx, w, src, false, nil)
 			if err != nil || w.pages != 3 {
 				t.Fatalf("%+v in %d pages, %v", sum, w.pages, err)
 			}
@@ -369,7 +369,7 @@ func BenchmarkCopy(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		if sum, err := admin.Copy(ctx, dst, src, false); err != nil || sum.New != n {
+		if sum, err := admin.Copy(ctx, dst, src, false, nil); err != nil || sum.New != n {
 			b.Fatalf("%+v, %v", sum, err)
 		}
 		total += time.Since(start)
@@ -402,7 +402,7 @@ func copyKeepsOtherNode(t *testing.T, src, dst registry.Store) {
 	if _, err := dst.Put(ctx, []registry.Registration{{Node: "new-node", Type: "fcm", Token: "t2", Secret: "s2", Registered: now, DeviceKey: "K", Owner: "o"}}); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
+	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false, nil)
 	t.Logf("copy: %+v, %v", sum, err)
 	if _, gerr := dst.Get(ctx, "new-node"); gerr != nil && err == nil {
 		var b strings.Builder
@@ -431,7 +431,7 @@ func TestCopyRerunAfterDeviceMovedOnSource(t *testing.T) {
 	if _, err := src.Put(ctx, []registry.Registration{moved, other}); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
+	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false, nil)
 	t.Logf("second run: %+v, %v", sum, err)
 	for _, node := range []string{"a-new", "c-other"} {
 		if _, gerr := dst.Get(ctx, node); gerr != nil {
@@ -457,16 +457,16 @@ func TestCopyTakesHeldPushesAlong(t *testing.T) {
 			src, dst := tt.src(t), tt.dst(t)
 			holdPushes(t, src, "one", "two", "three")
 
-			if sum, err := admin.Copy(ctx, dst, src, true); err != nil || sum.Held != 0 {
+			if sum, err := admin.Copy(ctx, dst, src, true, nil); err != nil || sum.Held != 0 {
 				t.Fatalf("dry run: %+v, %v", sum, err)
 			}
 			if got, err := dst.TakeHeldPushes(ctx, 10); err != nil || len(got) != 0 {
 				t.Fatalf("a dry run wrote %d pushes waiting for redelivery into the target (%v)", len(got), err)
 			}
-			if _, err := admin.Copy(ctx, failingKeep{dst}, src, false); err == nil {
+			if _, err := admin.Copy(ctx, failingKeep{dst}, src, false, nil); err == nil {
 				t.Fatal("a copy whose target refused the pushes waiting for redelivery succeeded")
 			}
-			sum, err := admin.Copy(ctx, dst, src, false)
+			sum, err := admin.Copy(ctx, dst, src, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -512,7 +512,7 @@ func TestCopyLeavesHeldPushesToRunningServers(t *testing.T) {
 		}
 	})
 	<-followed
-	sum, err := admin.Copy(ctx, dst, src, false)
+	sum, err := admin.Copy(ctx, dst, src, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -596,13 +596,13 @@ func TestCopyTakesImportedNodesAlong(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			if sum, err := admin.Copy(ctx, dst, src, true); err != nil || sum.Imported != 1002 {
+			if sum, err := admin.Copy(ctx, dst, src, true, nil); err != nil || sum.Imported != 1002 {
 				t.Fatalf("dry run: %+v, %v; want 1002 imported nodes counted", sum, err)
 			}
 			if _, err := dst.ImportedAt(ctx, "gone"); !errors.Is(err, registry.ErrNotFound) {
 				t.Fatalf("after a dry run, the target lists gone as imported (%v)", err)
 			}
-			sum, err := admin.Copy(ctx, dst, src, false)
+			sum, err := admin.Copy(ctx, dst, src, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -664,7 +664,7 @@ func copyRerunKeyMovedWithinPage(t *testing.T, dst registry.Store) {
 	if _, err := src.Put(ctx, []registry.Registration{moved}); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false)
+	sum, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false, nil)
 	if err != nil {
 		t.Fatalf("second run: %v (%+v)", err, sum)
 	}
@@ -687,7 +687,7 @@ func copyKeyedDevice(t *testing.T, src, dst registry.Store) (now time.Time, old 
 	if _, err := src.Put(ctx, []registry.Registration{old}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); err != nil {
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false, nil); err != nil {
 		t.Fatal(err)
 	}
 	return now, old
@@ -715,7 +715,7 @@ func TestCopyInterruptedInPauseCountsWrittenPage(t *testing.T) {
 	src, _ := threePages(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	dst := &cancelAfterPut{Store: sqliteStore(t), cancel: cancel}
-	sum, err := admin.Copy(ctx, dst, src, false)
+	sum, err := admin.Copy(ctx, dst, src, false, nil)
 	n, _ := dst.Store.Count(context.Background())
 	if err == nil {
 		t.Fatal("copy not interrupted")
@@ -756,7 +756,7 @@ func TestCopyKeepsNewerRegistrationOfSameNode(t *testing.T) {
 			old.Close()
 
 			live := tt.dst(t)
-			if _, err := admin.Copy(ctx, live, backup, false); err != nil {
+			if _, err := admin.Copy(ctx, live, backup, false, nil); err != nil {
 				t.Fatal(err)
 			}
 			svc, _ := service(t, live)
@@ -771,7 +771,7 @@ func TestCopyKeepsNewerRegistrationOfSameNode(t *testing.T) {
 			}
 			svc.Close()
 
-			sum, err := admin.Copy(ctx, live, backup, false)
+			sum, err := admin.Copy(ctx, live, backup, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -812,7 +812,7 @@ func TestCopyDryRunKeepsTargetsNodeOfMovedDevice(t *testing.T) {
 	if _, err := src.Put(ctx, []registry.Registration{moved}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), true); err != nil {
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := dst.Get(ctx, old.Node); err != nil {
@@ -837,7 +837,7 @@ func TestCopyRefusesAnotherSaltForDeviceKeys(t *testing.T) {
 	if _, err := src.Put(ctx, []registry.Registration{{Node: "n", Type: "fcm", Token: "t", Secret: "s", Registered: time.Now().UTC(), DeviceKey: "K"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false); !errors.Is(err, admin.ErrSaltMismatch) {
+	if _, err := admin.Copy(ctx, dst.(admin.CopyTarget), src.(admin.CopySource), false, nil); !errors.Is(err, admin.ErrSaltMismatch) {
 		t.Fatalf("copy of a device-keyed registration into a registry with another salt: %v, want ErrSaltMismatch", err)
 	}
 	if n, _ := dst.Count(ctx); n != 0 {

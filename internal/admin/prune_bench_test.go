@@ -86,7 +86,7 @@ func BenchmarkPruneBesideServer(b *testing.B) {
 			}
 		})
 		start := time.Now()
-		got, err := admin.Prune(ctx, s, "", now.Add(-180*24*time.Hour))
+		got, err := admin.Prune(ctx, s, "", now.Add(-180*24*time.Hour), nil)
 		took += time.Since(start)
 		close(stop)
 		wg.Wait()

@@ -618,11 +618,11 @@ func testPruneBeyondFirstWindow(t *testing.T, s registry.Store) {
 	if _, err := s.Put(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	n, err := admin.Prune(ctx, s, "voip", cutoff)
+	n, err := admin.Prune(ctx, s, "voip", cutoff, nil)
 	if err != nil || len(n) != 1 || n["voip"] != 10 {
 		t.Fatalf("prune of voip = %v, %v; want 10 voip", n, err)
 	}
-	n, err = admin.Prune(ctx, s, "", cutoff)
+	n, err = admin.Prune(ctx, s, "", cutoff, nil)
 	if err != nil || len(n) != 1 || n["fcm"] != 20 {
 		t.Fatalf("prune = %v, %v; want 20 fcm", n, err)
 	}
