@@ -31,9 +31,10 @@ const registrationsSynopsis = `registrations <list|show|delete|count|prune> [fla
   delete NODE                                           remove a registration
   count [-type T] [-domain D]                           how many there are
   prune -idle DAYSd [-type T] [-yes [-all]]            the registrations not registered, renewed
-                                                        or pushed to successfully for that long:
+        [-progress 5s]                                  or pushed to successfully for that long:
                                                         counted, and deleted with -yes (with -all
-                                                        too when that would be every registration)
+                                                        too when that would be every registration),
+                                                        saying on stderr how far it has come
 
 They work beside a running server, which drops what they delete from its
 cache within a second.`
@@ -54,6 +55,7 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 	all := f.Bool("all", false, "prune -yes: delete even when every registration of the registry is idle, which otherwise says this host's clock or -idle is wrong")
 	asJSON := f.Bool("json", false, "JSON, one object a line (list) or one object (show)")
 	showSecrets := f.Bool("show-secrets", false, "show the registrations' secrets")
+	progressEvery := f.progressFlag()
 	rest, code, ok := f.parse(args)
 	if !ok {
 		return code
@@ -123,7 +125,8 @@ func runRegistrations(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "deleted %s (type %s)\n", r.Node, r.Type)
 		}
 	case "prune":
-		err = prune(ctx, stdout, store, flt.Type, time.Now().Add(-idle), *yes, *all)
+		lines := newProgressLines(stderr, "push-appserver registrations prune", *progressEvery)
+		err = prune(ctx, stdout, lines, store, flt.Type, time.Now().Add(-idle), *yes, *all)
 	}
 	if admin.IsNotFound(err) {
 		fmt.Fprintf(stderr, "push-appserver registrations %s: no registration %q\n", verb, rest[0])
@@ -168,18 +171,28 @@ func parseIdle(s string) (time.Duration, error) {
 // that this host's clock runs ahead (stepped forward by a wrong NTP
 // server or a resumed VM, every registration looks idle) or that -idle
 // is not what was meant, and a deletion is not to be undone.
-func prune(ctx context.Context, w io.Writer, store admin.Store, typ string, before time.Time, del, all bool) error {
+//
+// lines hears how far each read of the registry has come, of how many
+// registrations, counted at the start (one query, which the check of
+// every registration takes anyway).
+func prune(ctx context.Context, w io.Writer, lines *progressLines, store admin.Store, typ string, before time.Time, del, all bool) error {
 	var n map[string]int
 	var err error
+	whole := -1
+	if lines.on() || del && !all {
+		if whole, err = admin.Count(ctx, store, admin.Filter{}); err != nil {
+			return err
+		}
+	}
 	if del && !all {
-		if err := everyIdle(ctx, store, before); err != nil {
+		if err := everyIdle(ctx, store, before, whole, lines.pass("checking that not every registration is idle", whole, "idle")); err != nil {
 			return err
 		}
 	}
 	if del {
-		n, err = admin.Prune(ctx, store, typ, before, nil)
+		n, err = admin.Prune(ctx, store, typ, before, lines.pass("", whole, "deleted"))
 	} else {
-		n, err = admin.Idle(ctx, store, typ, before, nil)
+		n, err = admin.Idle(ctx, store, typ, before, lines.pass("", whole, "idle"))
 	}
 	total := 0
 	for _, c := range n {
@@ -199,14 +212,13 @@ func prune(ctx context.Context, w io.Writer, store admin.Store, typ string, befo
 	return err
 }
 
-// everyIdle fails when every registration of store is idle since before
-// (see prune).
-func everyIdle(ctx context.Context, store admin.Store, before time.Time) error {
-	total, err := admin.Count(ctx, store, admin.Filter{})
-	if err != nil || total == 0 {
-		return err
+// everyIdle fails when every registration of store, total of them, is
+// idle since before (see prune).
+func everyIdle(ctx context.Context, store admin.Store, before time.Time, total int, progress admin.Progress) error {
+	if total == 0 {
+		return nil
 	}
-	idle, err := admin.Idle(ctx, store, "", before, nil)
+	idle, err := admin.Idle(ctx, store, "", before, progress)
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,8 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		"registry: SOURCE is another push-appserver registry, an SQLite file (such as\n"+
 		"data/registry.db or a backup) or a PostgreSQL URL; every registration in it is\n"+
 		"copied into the configured registry as it is, secret, owner and push outcomes\n"+
-		"included, with the salt their account and device hashes need.\n\n"+
+		"included, with the salt their account and device hashes need; how far it has\n"+
+		"come goes to stderr every -progress (a line each time).\n\n"+
 		"A URL with a password is readable by every user of this machine (ps) while the\n"+
 		"import runs: put it in an environment variable or a file of your own and give\n"+
 		"env:NAME or file:/path as PATH or SOURCE.", stdout, stderr)
@@ -65,6 +66,7 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	f.Var(types, "type-map", "rename a type: `old=new` (repeatable, or comma-separated), e.g. apns=ios")
 	dryRun := f.Bool("dry-run", false, "only report what would be imported")
 	quiet := f.Bool("quiet", false, "no progress line and no line per skipped record")
+	progressEvery := f.progressFlag()
 	rest, code, ok := f.parse(args)
 	if !ok {
 		return code
@@ -82,7 +84,11 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "push-appserver import registry: -type-map is for mod_push_appserver: a registry is copied as it is")
 			return 2
 		}
-		return importRegistry(*cfgPath, rest[1], *dryRun, stdout, stderr)
+		every := *progressEvery
+		if *quiet {
+			every = 0
+		}
+		return importRegistry(*cfgPath, rest[1], *dryRun, newProgressLines(stderr, "push-appserver import registry", every), stdout, stderr)
 	}
 	if len(rest) != 2 || rest[0] != "mod_push_appserver" {
 		f.usage(stderr)
@@ -175,8 +181,9 @@ func registryName(cfg *config.Config) string {
 }
 
 // importRegistry copies the registrations of the push-appserver registry
-// at source into the configured one (admin.Copy).
-func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Writer) int {
+// at source into the configured one (admin.Copy), telling lines how far
+// it has come.
+func importRegistry(cfgPath, source string, dryRun bool, lines *progressLines, stdout, stderr io.Writer) int {
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(stderr, "push-appserver import registry: "+format+"\n", args...)
 		return 1
@@ -230,7 +237,19 @@ func importRegistry(cfgPath, source string, dryRun bool, stdout, stderr io.Write
 		verb = "would copy (dry run)"
 	}
 	fmt.Fprintf(stdout, "%s registrations from %s into %s\n", verb, name, registryName(cfg))
-	sum, err := admin.Copy(ctx, dst, src, dryRun, nil)
+	total := -1
+	if lines.on() {
+		// Only for the progress lines, which say "of how many": a
+		// source that cannot count fails the copy's first read too.
+		if n, err := src.Count(ctx); err == nil {
+			total = n
+		}
+	}
+	did := "copied"
+	if dryRun {
+		did = "to copy"
+	}
+	sum, err := admin.Copy(ctx, dst, src, dryRun, lines.pass("", total, did))
 	sum.WriteTo(stdout)
 	if err != nil {
 		return fail("%v", err)
