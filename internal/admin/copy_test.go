@@ -904,7 +904,7 @@ func TestCopyKeepsDeviceRenewedDuringCopy(t *testing.T) {
 	renewal := held
 	renewal.Token, renewal.Registered = "t2", now
 	dst := &renewedBeforeRemoval{Store: plain, node: "b-dst", renewal: renewal}
-	sum, err := admin.Copy(ctx, dst, src.(admin.CopySource), false)
+	sum, err := admin.Copy(ctx, dst, src.(admin.CopySource), false, nil)
 	if !dst.done {
 		t.Fatal("the copy removed no node of the device")
 	}
