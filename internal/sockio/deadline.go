@@ -55,7 +55,11 @@ func (d *deadline) handOver() error {
 // once it passes, the poller fails any operation on the socket.
 func (d *deadline) begin() bool {
 	d.mu.Lock()
-	ok := d.want.IsZero() || time.Now().Before(d.want)
+	// time.Until, not time.Now().Before: for a deadline with a monotonic
+	// reading (every one net/http sets but its past one, time.Unix(1, 0))
+	// it reads only the monotonic clock, where Now reads the wall clock
+	// too, and it compares the same way.
+	ok := d.want.IsZero() || time.Until(d.want) > 0
 	if ok && !d.applied.IsZero() && (d.want.IsZero() || d.applied.Before(d.want)) {
 		d.handOver()
 	}

@@ -64,3 +64,33 @@ func TestDeadlineHandedOverOnlyToAWait(t *testing.T) {
 		t.Fatalf("a deadline set twice to one value during a wait reached the poller %d times", len(applied)-n)
 	}
 }
+
+// begin judges a deadline as time.Now().Before would: by the monotonic
+// clock when the deadline has a reading of it, by the wall clock when it
+// has none (net/http's past deadline, time.Unix(1, 0), and deadlines
+// stripped with Round(0)).
+func TestBeginJudgesAsBefore(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		want time.Time
+		ok   bool
+	}{
+		{"none", time.Time{}, true},
+		{"monotonic, future", now.Add(time.Minute), true},
+		{"monotonic, past", now.Add(-time.Nanosecond), false},
+		{"monotonic, now", now, false},
+		{"wall, future", now.Add(time.Minute).Round(0), true},
+		{"wall, past", now.Add(-time.Second).Round(0), false},
+		{"net/http's past deadline", time.Unix(1, 0), false},
+		{"wall, far future", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), true},
+		{"wall, far past", time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := deadline{want: tc.want}
+			if ok := d.begin(); ok != tc.ok {
+				t.Fatalf("begin with the deadline %v: %v, want %v", tc.want, ok, tc.ok)
+			}
+		})
+	}
+}
