@@ -103,8 +103,10 @@ type Backend struct {
 	// fixed holds, per priority, the request of a notification that
 	// carries nothing of its own (no summary shown, not encrypted),
 	// rendered once: most pushes are such, and rendering headers and JSON
-	// was a visible part of a push's cost. Read-only after New.
-	fixed map[push.Priority]request
+	// was a visible part of a push's cost. Indexed by fixedSlot, which a
+	// push finds by a switch rather than by hashing its priority in a
+	// map. Read-only after New.
+	fixed [fixedSlots]request
 	// authed is fixed's header fields with the current provider token
 	// added, remade when the token changes (every 20 minutes or so), so a
 	// push copies no header map, and its connection sends the fields'
@@ -129,7 +131,25 @@ func (b *Backend) CertificateExpiry() (t time.Time, ok bool) {
 // token.
 type authedFields struct {
 	auth   string
-	fields map[push.Priority]*h2client.Fields
+	fields [fixedSlots]*h2client.Fields
+}
+
+// fixedSlots is the number of priorities with a fixed request: high,
+// silent and VoIP.
+const fixedSlots = 3
+
+// fixedSlot is p's index in Backend.fixed, false for a priority without a
+// fixed request.
+func fixedSlot(p push.Priority) (int, bool) {
+	switch p {
+	case push.PriorityHigh:
+		return 0, true
+	case push.PrioritySilent:
+		return 1, true
+	case push.PriorityVoIP:
+		return 2, true
+	}
+	return 0, false
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -148,15 +168,16 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 	}
 	var certs []tls.Certificate
 	b := &Backend{opts: opts, logger: logger, breaker: opts.Breaker, onSystemClock: onSystemClock}
-	b.fixed = make(map[push.Priority]request)
 	for _, p := range []push.Priority{push.PriorityHigh, push.PrioritySilent, push.PriorityVoIP} {
+		slot, _ := fixedSlot(p)
 		r := b.render(push.Notification{Priority: p})
+		r.slot = slot
 		r.header.Del("apns-expiration") // depends on the time of sending
 		var err error
 		if r.fields, err = h2client.NewFields(r.header); err != nil {
 			return nil, fmt.Errorf("apns: %w", err)
 		}
-		b.fixed[p] = r
+		b.fixed[slot] = r
 	}
 	switch {
 	case opts.TokenKeyFile != "":
@@ -514,19 +535,20 @@ type request struct {
 	// fields, when set, marks header as one of fixed's, which nobody
 	// may change: post sends fields, or authed's with the provider
 	// token, instead, and extra's after them.
-	fields   *h2client.Fields
-	extra    http.Header
-	priority push.Priority
+	fields *h2client.Fields
+	extra  http.Header
+	slot   int // fixed's index of this request, when fields is set
 }
 
 // build returns the request for n: the fixed one of its priority when n
 // adds nothing to it, else a fresh rendering. The payload is always
 // shared, and so is the header when fields is set.
 func (b *Backend) build(n push.Notification) request {
-	r, ok := b.fixed[n.Priority]
+	slot, ok := fixedSlot(n.Priority)
 	if !ok || n.Encrypted != nil || (b.opts.IncludeSummary && n.Summary != nil) {
 		return b.render(n)
 	}
+	r := b.fixed[slot]
 	if b.opts.TTL > 0 {
 		r.extra = http.Header{"Apns-Expiration": {b.expiration()}}
 	}
@@ -542,11 +564,11 @@ func (b *Backend) withAuth(req *h2client.Request, r request, auth string) {
 		return
 	}
 	if a := b.authed.Load(); a != nil && a.auth == auth {
-		req.Header, req.Fields = r.extra, a.fields[r.priority]
+		req.Header, req.Fields = r.extra, a.fields[r.slot]
 		return
 	}
-	a := &authedFields{auth: auth, fields: make(map[push.Priority]*h2client.Fields, len(b.fixed))}
-	for p, f := range b.fixed {
+	a := &authedFields{auth: auth}
+	for i, f := range b.fixed {
 		h := f.header.Clone()
 		h["Authorization"] = []string{auth}
 		fs, err := h2client.NewFields(h)
@@ -558,12 +580,12 @@ func (b *Backend) withAuth(req *h2client.Request, r request, auth string) {
 			req.Header, req.Fields = own, nil
 			return
 		}
-		a.fields[p] = fs
+		a.fields[i] = fs
 	}
 	// Concurrent pushes may each make one after a new token; the last
 	// stored wins, and every one of them is right for its token.
 	b.authed.Store(a)
-	req.Header, req.Fields = r.extra, a.fields[r.priority]
+	req.Header, req.Fields = r.extra, a.fields[r.slot]
 }
 
 func (b *Backend) expiration() string {
@@ -649,7 +671,7 @@ func (b *Backend) render(n push.Notification) request {
 	}
 	max := maxPayload(n.Priority)
 	payload := push.Fit(encode, func(b []byte) bool { return len(b) <= max }, texts...)
-	return request{payload: payload, header: h, priority: n.Priority}
+	return request{payload: payload, header: h}
 }
 
 // setOrDelete sets m[k] to v, or deletes it when v is empty.

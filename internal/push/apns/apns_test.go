@@ -183,6 +183,35 @@ func TestOptionsReachAPNS(t *testing.T) {
 	}
 }
 
+// One backend's pushes of each priority in turn, under one provider
+// token, each carry their own priority's header fields: the fields kept
+// per priority with the token are found by the push's priority, whatever
+// the priorities of the pushes before it.
+func TestPrioritiesInTurnKeepTheirFields(t *testing.T) {
+	m, o := tokenSetup(t)
+	b := newBackend(t, o)
+	want := map[push.Priority][3]string{ // push type, priority, topic
+		push.PriorityHigh:   {"alert", "10", topic},
+		push.PrioritySilent: {"background", "5", topic},
+		push.PriorityVoIP:   {"voip", "10", topic + ".voip"},
+	}
+	prios := []push.Priority{push.PriorityVoIP, push.PriorityHigh, push.PrioritySilent, push.PriorityHigh, push.PriorityVoIP, push.PrioritySilent}
+	for _, p := range prios {
+		if err := send(t, b, p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := m.Requests()
+	if len(reqs) != len(prios) {
+		t.Fatalf("%d requests, want %d", len(reqs), len(prios))
+	}
+	for i, r := range reqs {
+		if got := [3]string{r.PushType, r.Priority, r.Topic}; got != want[prios[i]] || r.Auth != "token" {
+			t.Errorf("push %d (%s): push type, priority, topic %q, auth %q; want %q and a token", i, prios[i], got, r.Auth, want[prios[i]])
+		}
+	}
+}
+
 // Every sent push is logged at debug with the node, the push type and
 // Apple's apns-id.
 func TestSentPushLogged(t *testing.T) {
