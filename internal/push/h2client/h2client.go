@@ -300,12 +300,29 @@ type pool struct {
 
 	mu    sync.Mutex
 	hosts map[string]*hostPool
+	// last is the host a request last had to find in hosts: a client
+	// mostly sends to one host (APNS's, FCM's), whose requests then find
+	// it without taking mu and hashing the address. Hosts stay in hosts
+	// for good, so last is always hosts' entry for its address.
+	last atomic.Pointer[hostPool]
 	// closed is set by Client.Close; read by every request, so not
 	// under mu.
 	closed atomic.Bool
 }
 
+// host returns the pool of addr's connections.
 func (p *pool) host(addr string) *hostPool {
+	if h := p.last.Load(); h != nil && h.addr == addr {
+		return h
+	}
+	h := p.findHost(addr)
+	p.last.Store(h)
+	return h
+}
+
+// findHost returns addr's entry in hosts, made if there is none, taking
+// mu.
+func (p *pool) findHost(addr string) *hostPool {
 	key := addr
 	p.mu.Lock()
 	defer p.mu.Unlock()
