@@ -25,7 +25,24 @@ type answerHookKey struct{}
 // every answer it gets, retries included, in order. Nothing on the push
 // path sets one: it is for one-off pushes whose answer is shown.
 func WithAnswerHook(ctx context.Context, fn func(Answer)) context.Context {
-	return context.WithValue(ctx, answerHookKey{}, fn)
+	return &hookContext{Context: ctx, fn: fn}
+}
+
+// hookContext is WithAnswerHook's context: context.WithValue's but that
+// it also answers Detach's ownKey.
+type hookContext struct {
+	context.Context
+	fn func(Answer)
+}
+
+func (c *hookContext) Value(key any) any {
+	switch key {
+	case answerHookKey{}:
+		return c.fn
+	case ownKey{}:
+		return c
+	}
+	return c.Context.Value(key)
 }
 
 // AnswerHook returns ctx's answer hook, nil if there is none. Backends

@@ -62,11 +62,19 @@ func (c *WaitingContext) DeadlineRoom() *deadline.Room { return &c.room }
 var _ deadline.Roomy = (*WaitingContext)(nil)
 
 func (c *WaitingContext) Value(key any) any {
-	if key == (waitingKey{}) {
+	switch key {
+	case waitingKey{}:
 		return c.Waiting
+	case ownKey{}:
+		return c
 	}
 	return c.Context.Value(key)
 }
+
+// ownKey asks a context that carries a value of this package (a
+// WaitingContext, an answer hook's) for itself: Detach finds them all
+// with one walk of the context chain instead of one walk each.
+type ownKey struct{}
 
 // Wait sleeps for d unless ctx ends first, without holding the caller's
 // concurrency slot meanwhile (see Waiting). Backends wait between retries
@@ -179,14 +187,38 @@ func Elsewhere(ctx context.Context, fn func() error) error {
 // values of this package that ctx carries (a Waiting, an answer hook),
 // which are all a push reads. context.WithoutCancel would carry every
 // value, but its Value allocates at each lookup, and a push looks up a
-// few.
+// few. A request's context chain is long (net/http's, ours), so Detach
+// walks it once for all of them rather than once for each.
 func Detach(ctx context.Context) context.Context {
+	var (
+		w                Waiting
+		hook             func(Answer)
+		sawWait, sawHook bool
+	)
+	// The first of each kind met is the innermost, the one Value finds.
+walk:
+	for c := ctx; !sawWait || !sawHook; {
+		switch o := c.Value(ownKey{}).(type) {
+		case *WaitingContext:
+			if !sawWait {
+				w, sawWait = o.Waiting, true
+			}
+			c = o.Context
+		case *hookContext:
+			if !sawHook {
+				hook, sawHook = o.fn, true
+			}
+			c = o.Context
+		default:
+			break walk
+		}
+	}
 	out := context.Background()
-	if w, ok := ctx.Value(waitingKey{}).(Waiting); ok {
+	if w != nil {
 		out = WithWaiting(out, w)
 	}
-	if fn := AnswerHook(ctx); fn != nil {
-		out = WithAnswerHook(out, fn)
+	if hook != nil {
+		out = WithAnswerHook(out, hook)
 	}
 	return out
 }

@@ -69,6 +69,60 @@ func TestDetach(t *testing.T) {
 	}
 }
 
+// Detach keeps what Value finds in its parent, the innermost Waiting and
+// answer hook, whichever order they were set in, whatever other contexts
+// lie between, and a nil one set over another (which hides it) as none.
+func TestDetachKeepsTheInnermost(t *testing.T) {
+	type other struct{}
+	var got []string
+	waiting := func(name string) Waiting {
+		return WaitingFuncs{PauseFunc: func() { got = append(got, name) }, ResumeFunc: func(context.Context) error { return nil }}
+	}
+	hook := func(name string) func(Answer) { return func(Answer) { got = append(got, name) } }
+	noise := func(ctx context.Context) context.Context {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(context.WithValue(ctx, other{}, "x")))
+		t.Cleanup(cancel)
+		return ctx
+	}
+	bg := context.Background()
+	for _, tc := range []struct {
+		name       string
+		ctx        context.Context
+		wait, hook string // what the detached context's carry, "" for none
+	}{
+		{"none", noise(noise(bg)), "", ""},
+		{"waiting only", noise(WithWaiting(noise(bg), waiting("w"))), "w", ""},
+		{"hook only", noise(WithAnswerHook(noise(bg), hook("h"))), "", "h"},
+		{"hook over waiting", WithAnswerHook(noise(WithWaiting(bg, waiting("w"))), hook("h")), "w", "h"},
+		{"waiting over hook", WithWaiting(noise(WithAnswerHook(bg, hook("h"))), waiting("w")), "w", "h"},
+		{"two waitings", WithWaiting(noise(WithAnswerHook(WithWaiting(bg, waiting("outer")), hook("h"))), waiting("inner")), "inner", "h"},
+		{"two hooks", WithAnswerHook(WithWaiting(noise(WithAnswerHook(bg, hook("outer"))), waiting("w")), hook("inner")), "w", "inner"},
+		{"nil waiting over one", WithWaiting(noise(WithWaiting(WithAnswerHook(bg, hook("h")), waiting("w"))), nil), "", "h"},
+		{"nil hook over one", WithAnswerHook(noise(WithAnswerHook(WithWaiting(bg, waiting("w")), hook("h"))), nil), "w", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := Detach(tc.ctx)
+			got = nil
+			if w, ok := ctx.Value(waitingKey{}).(Waiting); ok {
+				w.Pause()
+			} else {
+				got = append(got, "")
+			}
+			if fn := AnswerHook(ctx); fn != nil {
+				fn(Answer{})
+			} else {
+				got = append(got, "")
+			}
+			if len(got) != 2 || got[0] != tc.wait || got[1] != tc.hook {
+				t.Fatalf("Waiting and hook %q, want %q and %q", got, tc.wait, tc.hook)
+			}
+			if ctx.Value(other{}) != nil || ctx.Done() != nil {
+				t.Fatal("the detached context carries another value, or ends")
+			}
+		})
+	}
+}
+
 // bounded records how a push waiting for a push service gave its slot up.
 type bounded struct {
 	WaitingFuncs
