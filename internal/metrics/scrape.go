@@ -98,11 +98,13 @@ func (k pageKey) request() *http.Request {
 
 // render is one rendering of a page and, once done is closed, its answer.
 type render struct {
-	key    pageKey
-	done   chan struct{}
-	status int
-	header http.Header
-	body   bytes.Buffer
+	key  pageKey
+	done chan struct{}
+	// waiters is how many scrapes wait for it; guarded by scrapes.mu.
+	waiters int
+	status  int
+	header  http.Header
+	body    bytes.Buffer
 }
 
 func newScrapes(next http.Handler) *scrapes {
@@ -133,6 +135,7 @@ func (s *scrapes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.pending[key] = rd
 		s.queue = append(s.queue, rd)
 	}
+	rd.waiters++
 	if !s.rendering {
 		s.rendering = true
 		go s.renderAll()
@@ -145,6 +148,17 @@ func (s *scrapes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.waiting--
+	rd.waiters--
+	if rd.waiters == 0 && s.pending[rd.key] == rd {
+		// Left by every scrape before it began: not rendered. Kept,
+		// each scrape that leaves at once (a connection closed right
+		// after its request, each with a query of its own) would add
+		// a render to the queue, paced, past the bound on the
+		// scrapes waiting: the queue would grow without bound, and a
+		// scrape behind it wait for all of them.
+		delete(s.pending, rd.key)
+		s.queue = slices.DeleteFunc(s.queue, func(q *render) bool { return q == rd })
+	}
 	s.mu.Unlock()
 	select {
 	case <-rd.done:
@@ -177,6 +191,11 @@ func (s *scrapes) renderAll() {
 		}
 
 		s.mu.Lock()
+		if len(s.queue) == 0 {
+			// Its scrapes all left during the pause.
+			s.mu.Unlock()
+			continue
+		}
 		rd := s.queue[0]
 		s.queue[0] = nil
 		s.queue = s.queue[1:]

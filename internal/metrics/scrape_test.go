@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -324,5 +325,49 @@ func TestScrapeServesEveryFamily(t *testing.T) {
 		if !bytes.Contains(b, []byte("\n# TYPE "+f.GetName()+" ")) && !bytes.HasPrefix(b, []byte("# HELP "+f.GetName()+" ")) {
 			t.Errorf("family %s missing", f.GetName())
 		}
+	}
+}
+
+// A scrape that leaves before its render begins leaves no render behind
+// when no other scrape waits for it: scrapes that close their
+// connections at once, each with a page of its own, would otherwise pile
+// up renders past the bound on the scrapes waiting, without end, and a
+// scrape that stays waits behind every one of them, paced.
+func TestAbandonedScrapesLeaveNoRender(t *testing.T) {
+	m := New()
+	g := newGateCollector(true)
+	m.reg.MustRegister(g)
+	m.scrapes.sleep = func(time.Duration) {}
+	defer g.open()
+
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		m.scrapes.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	}()
+	<-g.entered
+	const left = 1000
+	for i := range left {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("/metrics?left=%d", i), nil)
+		m.scrapes.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	m.scrapes.mu.Lock()
+	queued := len(m.scrapes.queue)
+	m.scrapes.mu.Unlock()
+	g.open()
+	<-first
+
+	rec := httptest.NewRecorder()
+	m.scrapes.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("status %d, want 200", rec.Code)
+	}
+	if queued != 0 {
+		t.Errorf("%d renders queued for %d scrapes that left, want 0", queued, left)
+	}
+	if n := g.calls.Load(); n != 2 {
+		t.Errorf("%d renders for 2 scrapes that stayed and %d that left, want 2", n, left)
 	}
 }
