@@ -477,6 +477,11 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 		// Read again at each attempt: the registration may change.
 		n.Token, n.Account = "", ""
 	}
+	// Copies, as set makes of n's: the key and the secret are cut from
+	// the request (an HTTP push's body, a publish's stanza), which the
+	// maps and the push would otherwise keep alive, uncounted, while it
+	// waits.
+	key.node, key.token, secret = strings.Clone(key.node), strings.Clone(key.token), strings.Clone(secret)
 	after, down := retryAfter(err), outage(err)
 	now := r.now()
 	r.mu.Lock()
@@ -532,7 +537,9 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 	if r == nil {
 		return
 	}
-	key := redeliveryKey{node: node}
+	// Copies, as in keepChecked.
+	key := redeliveryKey{node: strings.Clone(node)}
+	u.secret = strings.Clone(u.secret)
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()

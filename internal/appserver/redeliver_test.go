@@ -574,3 +574,55 @@ func TestRestoredStaleSecretDoesNotReplaceFresh(t *testing.T) {
 		t.Fatalf("the older push, checked against a secret now replaced, took the place of the newer: %+v", got)
 	}
 }
+
+// A kept push's key and secret are copies too, not cuts of the request:
+// an HTTP push's node and secret are cut from its body, a publish's from
+// its stanza, and the maps the wait keeps its pushes in (and the secret
+// an unread push is checked with) would keep the whole alive for as long
+// as the push waits, up to 4 KiB (or 64) each where notificationSize
+// counts the few bytes of the node and the secret.
+func TestRedeliveryKeysHoldNoCutOfTheRequest(t *testing.T) {
+	r, _ := newTestRedeliveries()
+	var b strings.Builder
+	for i := 0; b.Len() < 4<<10; i++ {
+		b.WriteString(strconv.Itoa(i))
+	}
+	text := b.String()
+	cut := func(s string) bool {
+		p, start := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(text)))
+		return len(s) > 0 && p >= start && p < start+uintptr(len(text))
+	}
+	node := func(n int) string { return text[n*100 : n*100+10] }
+	r.keepUnread(node(1), unreadPush{secret: text[200:232]}, push.Notification{Node: node(1)})
+	r.keepUnread(node(1), unreadPush{secret: text[300:332]}, push.Notification{Node: node(1)})
+	r.keepUnread(node(1), unreadPush{secret: text[300:332]}, push.Notification{Node: node(1)})
+	r.keepChecked(redeliveryKey{node: node(5)}, push.Notification{App: "apns", Node: node(5), Priority: push.PriorityHigh}, text[600:632], nil)
+	r.keepChecked(redeliveryKey{app: "apns", token: text[700:764]}, push.Notification{App: "apns", Token: text[700:764], Priority: push.PriorityHigh}, "", nil)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pending) != 4 {
+		t.Fatalf("%d pushes waiting, want 4", len(r.pending))
+	}
+	for key, p := range r.pending {
+		if cut(key.node) || cut(key.token) || cut(p.key.node) || cut(p.key.token) {
+			t.Errorf("the key of the push to %q is a cut of the request", key.node+key.token)
+		}
+		if p.unread != nil && cut(p.unread.secret) {
+			t.Errorf("the secret of the unread push to %q is a cut of the request", key.node)
+		}
+		if cut(p.secret) {
+			t.Errorf("the secret of the checked push to %q is a cut of the request", key.node)
+		}
+	}
+	for key := range r.dirty {
+		if cut(key.node) || cut(key.token) {
+			t.Errorf("the key of the push to %q to write is a cut of the request", key.node+key.token)
+		}
+	}
+	for n := range r.others {
+		if cut(n) {
+			t.Errorf("the node %q of the pushes waiting beside is a cut of the request", n)
+		}
+	}
+}
