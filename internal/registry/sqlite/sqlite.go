@@ -763,6 +763,11 @@ func (s *Store) CountDomain(ctx context.Context, domain string, limit int) (int,
 }
 
 func (s *Store) KeepPushes(ctx context.Context, owner string, lease time.Duration, renew bool, put []registry.HeldPush, del []string) error {
+	// Refused, the pushes held at a stop go to the held file instead;
+	// answered OK, they would be in a file the next start never opens.
+	if err := s.unmoved(); err != nil {
+		return fmt.Errorf("keeping pushes: %w", err)
+	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("keeping pushes: %w", err)
@@ -1065,6 +1070,11 @@ func (s *Store) ImportedNodes(ctx context.Context, after string, limit int) ([]r
 }
 
 func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error {
+	// As put: answered OK into a moved file, a copy's record of what it
+	// imported would be missing at the next start.
+	if err := s.unmoved(); err != nil {
+		return fmt.Errorf("put imported nodes: %w", err)
+	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("put imported nodes: %w", err)

@@ -1118,7 +1118,8 @@ func TestRegisterRefusedWhenFileMoved(t *testing.T) {
 // open file no name reaches, and at the next start what it changed would
 // be undone. A registration the user removed, or whose token its push
 // service declared dead, would be there again and pushed to; one pruned
-// would be back; one imported would be missing.
+// would be back; one imported would be missing, and so would the pushes
+// held for redelivery at a stop (kept in the held file when refused).
 func TestWritesRefusedWhenFileReplaced(t *testing.T) {
 	registered := time.Now().Add(-time.Hour)
 	for _, tc := range []struct {
@@ -1140,6 +1141,15 @@ func TestWritesRefusedWhenFileReplaced(t *testing.T) {
 		{"import", func(ctx context.Context, s *sqlite.Store) error {
 			_, err := s.Put(ctx, []registry.Registration{{Node: "n2", Type: "a", Token: "t2", Secret: "s", Registered: registered}})
 			return err
+		}},
+		{"imported nodes", func(ctx context.Context, s *sqlite.Store) error {
+			return s.PutImportedNodes(ctx, []registry.ImportedNode{{Node: "n2", Registered: registered}})
+		}},
+		// The pushes held at a stop: answered written, they would not
+		// go to the held file, and the next start would find none.
+		{"held pushes", func(ctx context.Context, s *sqlite.Store) error {
+			return s.KeepPushes(ctx, "server", time.Minute, false,
+				[]registry.HeldPush{{Device: "d1", FailedAt: registered, Age: time.Minute, Push: []byte(`{}`)}}, nil)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
