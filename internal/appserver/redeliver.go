@@ -802,6 +802,20 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if p := r.pending[key]; p != nil && u != nil && key.unread == "" && (p.unread != nil || p.checked) {
+		// An unread push with another secret than the push waiting
+		// here waits beside it, as in keepUnread: merged into it, it
+		// would be lost, and it may be the one with the right secret
+		// (the user's server's, sent to another instance while this
+		// one kept a guess).
+		known := p.secret
+		if p.unread != nil {
+			known = p.unread.secret
+		}
+		if subtle.ConstantTimeCompare([]byte(u.secret), []byte(known)) != 1 {
+			key.unread = unreadName(u.secret)
+		}
+	}
 	if p := r.pending[key]; p != nil {
 		// This server failed to push to the device since: its push is
 		// the newer, unless it is unread and the one taken was checked,

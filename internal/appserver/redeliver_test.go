@@ -626,3 +626,28 @@ func TestRedeliveryKeysHoldNoCutOfTheRequest(t *testing.T) {
 		}
 	}
 }
+
+// An unread push taken from the registry (another server's, held at its
+// stop) whose secret is not that of the unread push waiting for the node
+// here waits beside it, as one kept here would: merged into the one
+// waiting, it was lost, and it may be the user's server's push with the
+// right secret while the one waiting here is a guess.
+func TestRestoredUnreadPushWaitsBesideAnother(t *testing.T) {
+	r, c := newTestRedeliveries()
+	r.keepUnread("n1", unreadPush{secret: "guessed"}, push.Notification{Node: "n1"})
+	if !r.restore(redeliveryKey{node: "n1"}, push.Notification{Node: "n1"}, &unreadPush{secret: "right", important: true}, "right", false, c.Now(), time.Time{}, false) {
+		t.Fatal("the push taken from the registry was not kept")
+	}
+	if s := r.stats(); s.Pending != 2 {
+		t.Fatalf("%d pushes waiting, want the guess and the one taken", s.Pending)
+	}
+	c.Advance(redeliveryMaxWait)
+	var secrets []string
+	for _, a := range r.due(10) {
+		secrets = append(secrets, a.unread.secret)
+	}
+	slices.Sort(secrets)
+	if !slices.Equal(secrets, []string{"guessed", "right"}) {
+		t.Fatalf("attempts with secrets %q, want one with each", secrets)
+	}
+}
