@@ -216,7 +216,13 @@ func TestHandedOverPushTakenAtOnce(t *testing.T) {
 	b.SetHeldPoll(time.Hour)
 	running(t, a)
 	running(t, b)
-	eventually(t, func() bool { return listening(t, dsn) == 2 }, func() string { return "A and B never both listened" })
+	// Both feeds live (each cache is bypassed until its feed is), not
+	// only both listening connections made: a connection shows in
+	// pg_stat_activity before its LISTEN has run, and an announcement
+	// sent before A's LISTEN never reaches A.
+	eventually(t, func() bool {
+		return listening(t, dsn) == 2 && !a.CacheStats().Bypassed && !b.CacheStats().Bypassed
+	}, func() string { return "A and B never both listened" })
 
 	handed := handOverVoIP(t, a, b, bLog)
 	select {
