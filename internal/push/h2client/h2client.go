@@ -377,10 +377,11 @@ func (p *pool) do(ctx context.Context, req *Request) (Response, error) {
 		return Response{}, errClientClosed
 	}
 	h := p.host(req.Addr)
+	var before error // why the request was last sent again
 	for resends := 0; ; resends++ {
 		c, err := h.get(ctx)
 		if err != nil {
-			return Response{}, err
+			return Response{}, cutShort(err, before)
 		}
 		resp, err := c.cc.roundTrip(ctx, req)
 		if err == nil {
@@ -406,12 +407,26 @@ func (p *pool) do(ctx context.Context, req *Request) (Response, error) {
 			h.dialFailed(err)
 		}
 		if !unprocessed(err) || resends >= maxResends || ctx.Err() != nil {
-			return Response{}, err
+			return Response{}, cutShort(err, before)
 		}
 		// The server never saw this request: send it again at once, on
 		// another connection.
+		before = err
 		h.lost()
 	}
+}
+
+// cutShort is err, which ended a request, with the text of the error that
+// had it sent again before when err is its context's end: a request that
+// a service's GOAWAY kept excluding (APNS's carries its reason, such as
+// BadCertificateEnvironment) would otherwise end saying only that its
+// time was up. The earlier error is text only: what the caller makes of
+// err stays what the context's end means.
+func cutShort(err, before error) error {
+	if before == nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w (sent again after: %v)", err, before)
 }
 
 // statusLine is http.Response's Status for code, without a new string
