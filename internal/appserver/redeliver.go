@@ -555,11 +555,7 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 		// server's from going out. It waits beside it, under a key of
 		// its secret's, and once the registration can be read, each
 		// goes out or not by its own secret.
-		known := p.secret
-		if p.unread != nil {
-			known = p.unread.secret
-		}
-		if p.unread == nil && !p.checked || subtle.ConstantTimeCompare([]byte(u.secret), []byte(known)) == 1 {
+		if p.unread == nil && !p.checked || subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.waitingSecret())) == 1 {
 			if p.unread != nil {
 				r.renewUnread(key, p, n, u, now)
 			}
@@ -574,6 +570,15 @@ func (r *redeliveries) keepUnread(node string, u unreadPush, n push.Notification
 	if r.add(key, n, &u, now, now, true) {
 		r.kept.Add(1)
 	}
+}
+
+// waitingSecret is the secret the push p waits with: the one an unread
+// push came with, else the one a checked push was checked against.
+func (p *pendingPush) waitingSecret() string {
+	if p.unread != nil {
+		return p.unread.secret
+	}
+	return p.secret
 }
 
 // renewUnread makes n, unread with u, the push p (unread, with u's
@@ -808,11 +813,7 @@ func (r *redeliveries) restore(key redeliveryKey, n push.Notification, u *unread
 		// would be lost, and it may be the one with the right secret
 		// (the user's server's, sent to another instance while this
 		// one kept a guess).
-		known := p.secret
-		if p.unread != nil {
-			known = p.unread.secret
-		}
-		if subtle.ConstantTimeCompare([]byte(u.secret), []byte(known)) != 1 {
+		if subtle.ConstantTimeCompare([]byte(u.secret), []byte(p.waitingSecret())) != 1 {
 			key.unread = unreadName(u.secret)
 		}
 	}
