@@ -1202,6 +1202,15 @@ func (r *redeliveries) done(a redeliveryAttempt, res redeliveryResult, retryAfte
 	}
 	switch res {
 	case redelivered:
+		// The device is awake, as after a fresh push that went through
+		// (settled): the unread pushes waiting beside the node's have
+		// nothing left to wake it for, and the one with the
+		// registration's secret would wake it a second time. (A push
+		// that waited beside is one of them: those left have other
+		// secrets, and are refused when read.)
+		if a.key.unread == "" {
+			r.removeOthers(a.key.node, &r.superseded)
+		}
 		if p.gen == a.gen {
 			// Removed before it is counted, as every end of a wait
 			// is: a reader of the stats that sees it delivered sees
