@@ -25,7 +25,7 @@ type CopyTarget interface {
 	Get(ctx context.Context, node string) (registry.Registration, error)
 	GetByDeviceKey(ctx context.Context, key string) (registry.Registration, error)
 	DeleteRead(ctx context.Context, r registry.Registration) (registry.Registration, error)
-	Put(ctx context.Context, rs []registry.Registration) (added int, err error)
+	PutRead(ctx context.Context, rs, read []registry.Registration) (added int, changed []string, err error)
 	PutImportedNodes(ctx context.Context, ns []registry.ImportedNode) error
 	InstanceValue(ctx context.Context, name string, gen func() (string, error)) (string, error)
 }
@@ -174,19 +174,26 @@ func copyRegistry(ctx context.Context, dst CopyTarget, src CopySource, dryRun bo
 	read := 0
 	err = eachPage(ctx, src, func(page []registry.Registration) error {
 		read += len(page)
-		page, err := settleDevices(ctx, dst, page, dryRun, &sum)
+		page, asRead, err := settleDevices(ctx, dst, page, dryRun, &sum)
 		if err != nil {
 			return err
 		}
 		var pause time.Duration
 		if !dryRun && len(page) > 0 {
 			start := c.Now()
-			added, err := dst.Put(ctx, page)
+			// Each goes only where its node is still as settleDevices
+			// judged it: one a running server registered, renewed or
+			// removed since stays as the device left it.
+			added, changed, err := dst.PutRead(ctx, page, asRead)
 			if err != nil {
 				return fmt.Errorf("writing %d registrations from node %q on (the %d before are copied): %w", len(page), page[0].Node, sum.Total(), err)
 			}
 			sum.New += added
 			pause = pruneGap(c.Now().Sub(start))
+			if len(changed) > 0 {
+				sum.Kept += len(changed)
+				page = slices.DeleteFunc(page, func(r registry.Registration) bool { return slices.Contains(changed, r.Node) })
+			}
 		}
 		for _, r := range page {
 			sum.Copied[r.Type]++
@@ -258,9 +265,11 @@ func copyImported(ctx context.Context, dst CopyTarget, src CopySource, dryRun bo
 // node holds in dst and registered more recently (both counted in
 // sum.Kept); an older such node, the device's registration before it
 // moved on the source, is deleted from dst (unless dryRun), as the copy
-// replaces what the source replaced.
-func settleDevices(ctx context.Context, dst CopyTarget, page []registry.Registration, dryRun bool, sum *CopySummary) ([]registry.Registration, error) {
-	out := page[:0:0]
+// replaces what the source replaced. With each registration it returns
+// its node's in dst as it read it (asRead; the zero Registration for
+// none), for PutRead.
+func settleDevices(ctx context.Context, dst CopyTarget, page []registry.Registration, dryRun bool, sum *CopySummary) (out, asRead []registry.Registration, err error) {
+	out = page[:0:0]
 	for _, r := range page {
 		// A node registered again here since the source was written (a
 		// backup copied into the running registry, a second copy after
@@ -268,29 +277,30 @@ func settleDevices(ctx context.Context, dst CopyTarget, page []registry.Registra
 		// secret its user's server now pushes with: the source's older
 		// registration would put back a secret that server no longer
 		// holds, and its pushes would be refused as unknown.
-		switch cur, err := dst.Get(ctx, r.Node); {
+		cur, err := dst.Get(ctx, r.Node)
+		switch {
 		case errors.Is(err, registry.ErrNotFound):
+			cur = registry.Registration{}
 		case err != nil:
-			return nil, fmt.Errorf("reading the target: %w", err)
+			return nil, nil, fmt.Errorf("reading the target: %w", err)
 		case cur.LastRegistered().After(r.LastRegistered()):
 			sum.Kept++
 			continue
 		}
-		if r.DeviceKey == "" {
-			out = append(out, r)
-			continue
-		}
-		keep, err := settleDevice(ctx, dst, page, r, dryRun)
-		if err != nil {
-			return nil, err
-		}
-		if !keep {
-			sum.Kept++
-			continue
+		if r.DeviceKey != "" {
+			keep, err := settleDevice(ctx, dst, page, r, dryRun)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !keep {
+				sum.Kept++
+				continue
+			}
 		}
 		out = append(out, r)
+		asRead = append(asRead, cur)
 	}
-	return out, nil
+	return out, asRead, nil
 }
 
 // settleDevice is settleDevices for r, which has a device key: it says

@@ -234,10 +234,10 @@ type clockedPuts struct {
 	pages int
 }
 
-func (p *clockedPuts) Put(ctx context.Context, rs []registry.Registration) (int, error) {
+func (p *clockedPuts) PutRead(ctx context.Context, rs, read []registry.Registration) (int, []string, error) {
 	p.clock.now = p.clock.now.Add(p.took[p.pages])
 	p.pages++
-	return p.Store.Put(ctx, rs)
+	return p.Store.PutRead(ctx, rs, read)
 }
 
 // TestCopyPausesBetweenPages: Copy leaves the registry to a running
@@ -274,12 +274,12 @@ type serverBetweenPages struct {
 	server func(ctx context.Context) error
 }
 
-func (s *serverBetweenPages) Put(ctx context.Context, rs []registry.Registration) (int, error) {
-	added, err := s.Store.Put(ctx, rs)
+func (s *serverBetweenPages) PutRead(ctx context.Context, rs, read []registry.Registration) (int, []string, error) {
+	added, changed, err := s.Store.PutRead(ctx, rs, read)
 	if s.pages++; err == nil && s.pages == 1 {
 		err = s.server(ctx)
 	}
-	return added, err
+	return added, changed, err
 }
 
 // TestCopyCountsNewFromWhatItWrote: the summary's new and replaced
@@ -701,11 +701,11 @@ type cancelAfterPut struct {
 	put    int
 }
 
-func (c *cancelAfterPut) Put(ctx context.Context, rs []registry.Registration) (int, error) {
-	added, err := c.Store.Put(ctx, rs)
+func (c *cancelAfterPut) PutRead(ctx context.Context, rs, read []registry.Registration) (int, []string, error) {
+	added, changed, err := c.Store.PutRead(ctx, rs, read)
 	c.put += len(rs)
 	c.cancel()
-	return added, err
+	return added, changed, err
 }
 
 // TestCopyInterruptedInPauseCountsWrittenPage: an import interrupted in
@@ -916,5 +916,83 @@ func TestCopyKeepsDeviceRenewedDuringCopy(t *testing.T) {
 	}
 	if _, gerr := plain.Get(ctx, "a-src"); !errors.Is(gerr, registry.ErrNotFound) {
 		t.Errorf("the source's older registration of the device was written beside the newer one: %v", gerr)
+	}
+}
+
+// renewedBeforeWrite is a copy target on which a running server renews
+// node (registers it again, as its device does) just before the copy
+// writes its page, once.
+type renewedBeforeWrite struct {
+	registry.Store
+	node    string
+	renewal registry.Registration
+	done    bool
+}
+
+func (s *renewedBeforeWrite) renew(ctx context.Context) error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	_, err := s.Store.Register(ctx, s.node, registry.Renew(s.renewal))
+	return err
+}
+
+func (s *renewedBeforeWrite) Put(ctx context.Context, rs []registry.Registration) (int, error) {
+	if err := s.renew(ctx); err != nil {
+		return 0, err
+	}
+	return s.Store.Put(ctx, rs)
+}
+
+func (s *renewedBeforeWrite) PutRead(ctx context.Context, rs, read []registry.Registration) (int, []string, error) {
+	if err := s.renew(ctx); err != nil {
+		return 0, nil, err
+	}
+	return s.Store.PutRead(ctx, rs, read)
+}
+
+// TestCopyKeepsNodeRenewedBeforeWrite: a node the copy read older on the
+// target than on the source is replaced by the source's, but one its
+// device renews on the running target between that read and the page's
+// write is newer than the source's and must stay, as one renewed before
+// the read does (TestCopyKeepsNewerRegistrationOfSameNode). Written
+// over, the node went back to the source's older token (a device that
+// moved on from it), and to the source's secret where the target's had
+// another: its user's server, which pushes with the target's, had its
+// pushes refused as unknown.
+func TestCopyKeepsNodeRenewedBeforeWrite(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		dst  func(t *testing.T) registry.Store
+	}{{"sqlite", sqliteStore}, {"postgres", postgresStore}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			src, plain := sqliteStore(t), tt.dst(t)
+			now := time.Now().UTC().Truncate(time.Microsecond)
+			if _, err := src.Put(ctx, []registry.Registration{{Node: "n", Type: "fcm", Token: "t1", Secret: "s1", Registered: now.Add(-time.Minute)}}); err != nil {
+				t.Fatal(err)
+			}
+			held := registry.Registration{Node: "n", Type: "fcm", Token: "t0", Secret: "s0", Registered: now.Add(-time.Hour)}
+			if _, err := plain.Put(ctx, []registry.Registration{held}); err != nil {
+				t.Fatal(err)
+			}
+			renewal := held
+			renewal.Token, renewal.Registered = "t2", now
+			dst := &renewedBeforeWrite{Store: plain, node: "n", renewal: renewal}
+			sum, err := admin.Copy(ctx, dst, src.(admin.CopySource), false, nil)
+			if err != nil {
+				t.Fatalf("copy: %v", err)
+			}
+			if !dst.done {
+				t.Fatal("the copy wrote no page")
+			}
+			if r, err := plain.Get(ctx, "n"); err != nil || r.Token != "t2" || r.Secret != "s0" {
+				t.Fatalf("copy (%+v) wrote over the node renewed on the target since it read it: %+v, %v", sum, r, err)
+			}
+			if sum.Total() != 0 || sum.Kept != 1 {
+				t.Errorf("summary %+v: want the node counted as kept, none copied", sum)
+			}
+		})
 	}
 }

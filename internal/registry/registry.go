@@ -116,6 +116,16 @@ func SameAsRead(r, read Registration) bool {
 		r.Registered.Equal(read.Registered) && r.Renewed.Equal(read.Renewed)
 }
 
+// StillAsRead reports whether a node's registration now (found says
+// whether it has one) is still read, as Store.PutRead takes read: the
+// zero Registration for a node that had none.
+func StillAsRead(now Registration, found bool, read Registration) bool {
+	if read.Node == "" {
+		return !found
+	}
+	return found && SameAsRead(now, read)
+}
+
 // IdleSince reports whether the registration showed no sign of life
 // since t: created, renewed and last pushed to successfully all before
 // it. Failed pushes are no sign either way.
@@ -294,6 +304,18 @@ type Store interface {
 	// writing statements found it: a count of the registry before and
 	// after is off by whatever a running server did meanwhile.
 	Put(ctx context.Context, rs []Registration) (added int, err error)
+
+	// PutRead is Put of registrations decided on what the caller read
+	// of their nodes from this store: read[i] is rs[i].Node's
+	// registration as read (SameAsRead compares), or the zero
+	// Registration when the node had none. Only those whose node is
+	// still as read, or still has none, are written, in one
+	// transaction; the others (registered, renewed, replaced or removed
+	// meanwhile, by a server running on the store) stay as they are,
+	// and their nodes are returned in changed. A copy into a running
+	// registry thus never writes an older registration over the one a
+	// device made after the copy judged its node.
+	PutRead(ctx context.Context, rs, read []Registration) (added int, changed []string, err error)
 
 	// PutImported is Put for registrations imported from mod_push_appserver:
 	// in the same transaction it records each node with its

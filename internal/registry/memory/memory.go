@@ -436,6 +436,29 @@ func (s *Store) Put(ctx context.Context, rs []registry.Registration) (int, error
 	return s.putLocked(rs)
 }
 
+func (s *Store) PutRead(ctx context.Context, rs, read []registry.Registration) (int, []string, error) {
+	if len(read) != len(rs) {
+		return 0, nil, fmt.Errorf("put: %d registrations, %d as read", len(rs), len(read))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var write []registry.Registration
+	var changed []string
+	for i, r := range rs {
+		now, found := s.byNode[r.Node]
+		if !registry.StillAsRead(now, found, read[i]) {
+			changed = append(changed, r.Node)
+			continue
+		}
+		write = append(write, r)
+	}
+	added, err := s.putLocked(write)
+	if err != nil {
+		return 0, nil, err
+	}
+	return added, changed, nil
+}
+
 // putLocked is Put, with s.mu held.
 func (s *Store) putLocked(rs []registry.Registration) (int, error) {
 	// Judged on what the batch leaves: each node's row as the batch

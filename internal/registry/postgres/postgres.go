@@ -1336,11 +1336,19 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 
 // Put sends the whole batch in one round trip, in one transaction.
 func (s *Store) Put(ctx context.Context, rs []registry.Registration) (int, error) {
-	return s.put(ctx, rs, false)
+	added, _, err := s.put(ctx, rs, nil, false)
+	return added, err
+}
+
+func (s *Store) PutRead(ctx context.Context, rs, read []registry.Registration) (int, []string, error) {
+	if len(read) != len(rs) {
+		return 0, nil, fmt.Errorf("put: %d registrations, %d as read", len(rs), len(read))
+	}
+	return s.put(ctx, rs, read, false)
 }
 
 func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
-	_, err := s.put(ctx, rs, true)
+	_, _, err := s.put(ctx, rs, nil, true)
 	return err
 }
 
@@ -1398,37 +1406,63 @@ func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode
 }
 
 // put is Put, recording the nodes in imported_nodes too when imported is
-// set (PutImported), in the same batch.
-func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) (int, error) {
+// set (PutImported), in the same batch; when read is not nil, it writes
+// only the registrations whose node is still as read (PutRead) and
+// returns the others' nodes in changed.
+func (s *Store) put(ctx context.Context, rs, read []registry.Registration, imported bool) (int, []string, error) {
 	if len(rs) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
-	nodes := make([]string, len(rs))
+	all := make([]string, len(rs))
 	for i, r := range rs {
-		nodes[i] = r.Node
+		all[i] = r.Node
 	}
 	added := 0
+	var changed []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		added = 0
+		added, changed = 0, nil
+		write, nodes := rs, all
+		// replace says, for each of write, whether it may replace a
+		// row of its node: always for Put; for PutRead only a row
+		// found as read, locked here until the commit. A row another
+		// transaction inserts meanwhile where none was read stays.
+		replace := make([]bool, len(rs))
+		for i := range replace {
+			replace[i] = true
+		}
+		if read != nil {
+			var err error
+			if write, nodes, replace, changed, err = lockAsRead(ctx, tx, rs, read, all); err != nil {
+				return err
+			}
+			if len(write) == 0 {
+				return nil
+			}
+		}
 		var b pgx.Batch
 		// Device keys are judged on what the batch leaves (see the SQLite
 		// store's put): the rewritten nodes let theirs go first.
 		b.Queue(`UPDATE registrations SET device_key = NULL WHERE node = ANY($1) AND device_key IS NOT NULL`, nodes)
-		for _, r := range rs {
+		for i, r := range write {
 			b.Queue(`INSERT INTO registrations (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 				ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
 					registered = excluded.registered, renewed = excluded.renewed,
 					last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
 					last_error_reason = excluded.last_error_reason, domain = excluded.domain,
 					device_key = excluded.device_key, owner = excluded.owner, account = excluded.account
+				WHERE $14
 				RETURNING xmax = 0`,
 				r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
-				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account).
+				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account, replace[i]).
 				// A row the statement inserted has no xmax; one it
 				// updated has the updating transaction's.
 				QueryRow(func(row pgx.Row) error {
 					var inserted bool
-					if err := row.Scan(&inserted); err != nil {
+					if err := row.Scan(&inserted); errors.Is(err, pgx.ErrNoRows) {
+						// Registered meanwhile where none was read.
+						changed = append(changed, r.Node)
+						return nil
+					} else if err != nil {
 						return err
 					}
 					if inserted {
@@ -1444,9 +1478,47 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
-		return 0, fmt.Errorf("put: %w", err)
+		return 0, nil, fmt.Errorf("put: %w", err)
 	}
-	return added, nil
+	return added, changed, nil
+}
+
+// lockAsRead locks the rows of rs's nodes (all) in tx, and returns
+// those of rs whose node is still as read (see PutRead), the nodes of
+// them that have a row (whose device keys put lets go first), whether
+// each may replace its node's row (it has one), and the nodes of the
+// others.
+func lockAsRead(ctx context.Context, tx pgx.Tx, rs, read []registry.Registration, all []string) (write []registry.Registration, nodes []string, replace []bool, changed []string, err error) {
+	rows, err := tx.Query(ctx, `SELECT `+columns+` FROM registrations WHERE node = ANY($1) ORDER BY node FOR UPDATE`, all)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	now := map[string]registry.Registration{}
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			rows.Close()
+			return nil, nil, nil, nil, err
+		}
+		now[r.Node] = r
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	for i, r := range rs {
+		cur, found := now[r.Node]
+		if !registry.StillAsRead(cur, found, read[i]) {
+			changed = append(changed, r.Node)
+			continue
+		}
+		write = append(write, r)
+		replace = append(replace, found)
+		if found {
+			nodes = append(nodes, r.Node)
+		}
+	}
+	return write, nodes, replace, changed, nil
 }
 
 // InstanceValue serialises first use across instances with a transaction

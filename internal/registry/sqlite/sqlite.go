@@ -1027,11 +1027,19 @@ func (s *Store) CountByType(ctx context.Context) (map[string]int, error) {
 }
 
 func (s *Store) Put(ctx context.Context, rs []registry.Registration) (int, error) {
-	return s.put(ctx, rs, false)
+	added, _, err := s.put(ctx, rs, nil, false)
+	return added, err
+}
+
+func (s *Store) PutRead(ctx context.Context, rs, read []registry.Registration) (int, []string, error) {
+	if len(read) != len(rs) {
+		return 0, nil, fmt.Errorf("put: %d registrations, %d as read", len(rs), len(read))
+	}
+	return s.put(ctx, rs, read, false)
 }
 
 func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) error {
-	_, err := s.put(ctx, rs, true)
+	_, _, err := s.put(ctx, rs, nil, true)
 	return err
 }
 
@@ -1101,18 +1109,63 @@ func (s *Store) PutImportedNodes(ctx context.Context, ns []registry.ImportedNode
 }
 
 // put is Put, recording the nodes in imported_nodes too when imported is
-// set (PutImported).
-func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bool) (added int, err error) {
+// set (PutImported), and writing only the registrations whose node is
+// still as read when read is not nil (PutRead), returning the others'
+// nodes in changed.
+func (s *Store) put(ctx context.Context, rs, read []registry.Registration, imported bool) (added int, changed []string, err error) {
 	// An import answered OK into a moved file would be missing at the
 	// next start (see unmoved).
 	if err := s.unmoved(); err != nil {
-		return 0, fmt.Errorf("put: %w", err)
+		return 0, nil, fmt.Errorf("put: %w", err)
 	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("put: %w", err)
+		return 0, nil, fmt.Errorf("put: %w", err)
 	}
 	defer tx.Rollback()
+	if read != nil {
+		// Under the write lock the transaction holds since it began, a
+		// node found as read stays so until the commit.
+		if rs, changed, err = stillAsRead(ctx, tx, rs, read); err != nil {
+			return 0, nil, fmt.Errorf("put: %w", err)
+		}
+	}
+	added, err = s.putTx(ctx, tx, rs, imported)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, nil, fmt.Errorf("put: %w", err)
+	}
+	s.fitLog(ctx)
+	return added, changed, nil
+}
+
+// stillAsRead returns those of rs whose node tx finds as read (see
+// PutRead), and the nodes of the others.
+func stillAsRead(ctx context.Context, tx *sql.Tx, rs, read []registry.Registration) (same []registry.Registration, changed []string, err error) {
+	get, err := tx.PrepareContext(ctx, selectRegistrations+` WHERE node = ?`)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer get.Close()
+	for i, r := range rs {
+		now, err := scan(get.QueryRowContext(ctx, r.Node))
+		found := err == nil
+		if err != nil && !errors.Is(err, registry.ErrNotFound) {
+			return nil, nil, fmt.Errorf("node %s: %w", r.Node, err)
+		}
+		if !registry.StillAsRead(now, found, read[i]) {
+			changed = append(changed, r.Node)
+			continue
+		}
+		same = append(same, r)
+	}
+	return same, changed, nil
+}
+
+// putTx writes rs in tx, as put.
+func (s *Store) putTx(ctx context.Context, tx *sql.Tx, rs []registry.Registration, imported bool) (added int, err error) {
 	// An upsert on the node alone: INSERT OR REPLACE would also delete
 	// another node holding the same device key, silently (PostgreSQL's
 	// Put refuses that).
@@ -1175,10 +1228,6 @@ func (s *Store) put(ctx context.Context, rs []registry.Registration, imported bo
 	}); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("put: %w", err)
-	}
-	s.fitLog(ctx)
 	return added, nil
 }
 

@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"CountMatching", testCountMatching},
 		{"InstanceValue", testInstanceValue},
 		{"PutKeepsEverything", testPut},
+		{"PutReadKeepsChanged", testPutRead},
 		{"List", testList},
 		{"ListDomain", testListDomain},
 		{"Account", testAccount},
@@ -1625,5 +1626,66 @@ func testPutDeviceKeys(t *testing.T, s registry.Store) {
 				t.Errorf("K held by %q %v, want %q", got.Node, gerr, prefix+tt.holder)
 			}
 		})
+	}
+}
+
+// testPutRead: PutRead writes a registration only where its node is
+// still as read, or still has none; one a server registered, renewed or
+// removed since the read stays as that server left it.
+func testPutRead(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("same", "apns", "tok", "sec", base))
+	mustRegister(t, s, reg("renewed", "apns", "tok", "sec", base))
+	mustRegister(t, s, reg("removed", "apns", "tok", "sec", base))
+	asRead := map[string]registry.Registration{}
+	for _, n := range []string{"same", "renewed", "removed"} {
+		r, err := s.Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		asRead[n] = r
+	}
+	// What happens between the read and the write: a push outcome,
+	// which changes nothing PutRead compares, a renewal, a removal, and
+	// a registration of a node that had none.
+	if err := s.UpdatePushStatus(ctx, []registry.PushStatus{{Node: "same", At: base.Add(time.Minute), Success: true}}); err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, s, reg("renewed", "apns", "tok2", "ignored", base.Add(time.Hour)))
+	if _, err := s.Delete(ctx, "removed", "apns"); err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, s, reg("registered", "apns", "tok2", "sec2", base.Add(time.Hour)))
+
+	var rs, read []registry.Registration
+	for _, n := range []string{"same", "renewed", "removed", "registered", "new"} {
+		rs = append(rs, reg(n, "fcm", "copied", "copied", base.Add(time.Second)))
+		read = append(read, asRead[n])
+	}
+	added, changed, err := s.PutRead(ctx, rs, read)
+	if err != nil {
+		t.Fatalf("PutRead: %v", err)
+	}
+	slices.Sort(changed)
+	if want := []string{"registered", "removed", "renewed"}; !slices.Equal(changed, want) {
+		t.Errorf("PutRead changed = %v, want %v", changed, want)
+	}
+	if added != 1 {
+		t.Errorf("PutRead added = %d, want 1 (new)", added)
+	}
+	for _, n := range []string{"same", "new"} {
+		if r, err := s.Get(ctx, n); err != nil || r.Token != "copied" || r.Type != "fcm" {
+			t.Errorf("%s, as read: %+v, %v; want it written", n, r, err)
+		}
+	}
+	for n, token := range map[string]string{"renewed": "tok2", "registered": "tok2"} {
+		if r, err := s.Get(ctx, n); err != nil || r.Token != token || r.Type != "apns" {
+			t.Errorf("%s, changed since the read: %+v, %v; want it kept", n, r, err)
+		}
+	}
+	if r, err := s.Get(ctx, "removed"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("removed since the read: %+v, %v; want it left removed", r, err)
+	}
+	if _, _, err := s.PutRead(ctx, rs, read[:1]); err == nil {
+		t.Error("PutRead with fewer registrations read than written: no error")
 	}
 }
