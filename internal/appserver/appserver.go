@@ -746,17 +746,17 @@ func (s *Service) unregisterToken(ctx context.Context, typ, token string, when t
 		return nil, fmt.Errorf("removing dead token: %w", err)
 	}
 	for _, r := range removed {
-		s.removedDead(typ, r.Node, when)
+		s.removedDead(typ, r.Node, r.Secret, when)
 	}
 	return removed, nil
 }
 
-// removedDead notes node's registration of app removed for its token,
-// which the push service declared dead at when.
-func (s *Service) removedDead(typ, node string, when time.Time) {
+// removedDead notes node's registration of app, with secret, removed
+// for its token, which the push service declared dead at when.
+func (s *Service) removedDead(typ, node, secret string, when time.Time) {
 	s.changed(node)
 	s.forgetThrottle(node)
-	s.redeliver.forget(node)
+	s.redeliver.forget(node, secret)
 	s.opts.Observer.Unregistered(typ, "dead_token")
 	s.logger.Info("removed registration with dead token", "app", typ, "node", node, "since", when.UTC().Format(time.RFC3339))
 }

@@ -162,7 +162,7 @@ func (s *Service) registerKeyed(ctx context.Context, typ, token string, account 
 				s.changed(old.Node)
 				if err == nil || errors.Is(err, registry.ErrUnconfirmed) {
 					// Nothing can be sent to the old node any more.
-					s.redeliver.forget(old.Node)
+					s.redeliver.forget(old.Node, old.Secret)
 				}
 				if errors.Is(err, registry.ErrUnconfirmed) {
 					// The old node is gone; the device's next try

@@ -947,20 +947,25 @@ func (r *redeliveries) removeOthers(node string, ended *atomic.Uint64) {
 	delete(r.others, node)
 }
 
-// forget ends the wait of the push to node, whose registration is gone
-// (unregistered, or its token declared dead): no attempt could send it,
-// and what it holds (the summary's sender and body, its secret) must not
-// stay in memory and in the registry until its next attempt, minutes
-// away with a push service's Retry-After or the backoff. Counted as gone,
-// as that attempt would have counted it.
-func (r *redeliveries) forget(node string) {
+// forget ends the wait of the push to node, whose registration with
+// secret is gone (unregistered, or its token declared dead): no attempt
+// could send it, and what it holds (the summary's sender and body, its
+// secret) must not stay in memory and in the registry until its next
+// attempt, minutes away with a push service's Retry-After or the
+// backoff. Counted as gone, as that attempt would have counted it.
+//
+// A push checked against another secret stays: it is to a registration
+// of the node made after the removal (the device registering anew
+// between the store's removal and this call), whose user's server sent
+// it, and it goes out as any other.
+func (r *redeliveries) forget(node, secret string) {
 	if r == nil || r.count.Load() == 0 {
 		return
 	}
 	key := redeliveryKey{node: node}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p := r.pending[key]; p != nil {
+	if p := r.pending[key]; p != nil && !(p.checked && subtle.ConstantTimeCompare([]byte(p.secret), []byte(secret)) != 1) {
 		r.remove(key, p)
 		r.gone.Add(1)
 	}

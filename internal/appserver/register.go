@@ -383,7 +383,7 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 			// Removed all the same: counted as removed, and as failed as
 			// answered.
 			s.forgetThrottle(node)
-			s.redeliver.forget(node)
+			s.redeliver.forget(node, old.Secret)
 			s.opts.Observer.Unregistered(typ, "request")
 			s.opts.Observer.RegistrationFailed(RegistrationUnconfirmed)
 			s.unconfirmed("unregistration", typ, node, err)
@@ -395,7 +395,7 @@ func (s *Service) unregister(ctx context.Context, caller Caller, typ, node, devi
 	}
 	s.forgetThrottle(node)
 	// A push waiting for redelivery to it is forgotten with it.
-	s.redeliver.forget(node)
+	s.redeliver.forget(node, r.Secret)
 	s.opts.Observer.Unregistered(typ, "request")
 	s.logger.Info("unregistered device", "app", typ, "node", node)
 	return r, nil

@@ -279,7 +279,7 @@ func (s *Service) unregisterSuspect(ctx context.Context, app, token, node string
 		}
 		return false
 	}
-	s.removedDead(app, node, dead.Since)
+	s.removedDead(app, node, r.Secret, dead.Since)
 	return true
 }
 
