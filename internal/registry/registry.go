@@ -324,6 +324,11 @@ type Store interface {
 	// record newer there (ImportedAt).
 	PutImported(ctx context.Context, rs []Registration) error
 
+	// PutImportedRead is PutImported under PutRead's condition: only the
+	// registrations whose node is still as read, or still has none, are
+	// written and recorded; the others' nodes are returned in changed.
+	PutImportedRead(ctx context.Context, rs, read []Registration) (changed []string, err error)
+
 	// ImportedAt returns the time PutImported last recorded for node, or
 	// ErrNotFound when no import wrote it.
 	ImportedAt(ctx context.Context, node string) (time.Time, error)

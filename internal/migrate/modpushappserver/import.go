@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,7 +27,7 @@ import (
 // is not brought back (ImportedAt).
 type Store interface {
 	Get(ctx context.Context, node string) (registry.Registration, error)
-	PutImported(ctx context.Context, rs []registry.Registration) error
+	PutImportedRead(ctx context.Context, rs, read []registry.Registration) (changed []string, err error)
 	ImportedAt(ctx context.Context, node string) (time.Time, error)
 }
 
@@ -166,14 +167,29 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 		found bool
 		note  string
 	}
-	var batch []pending
-	var rs []registry.Registration
+	var batch, kept []pending
+	var rs, asRead []registry.Registration
 	seen := map[string]string{} // node → source, across hosts
 	skip := func(rec Record, reason string) {
 		sum.Skipped[reason]++
 		if opts.Report != nil {
 			fmt.Fprintf(opts.Report, "skipped %s: %s\n", rec.Source, reason)
 		}
+	}
+	// changedMeanwhile takes p out of the counts: a server running on
+	// the registry registered its node since it was judged.
+	changedMeanwhile := func(p pending) {
+		if p.found {
+			sum.Updated--
+		} else {
+			sum.Imported--
+		}
+		if p.note != "" {
+			if sum.Notes[p.note]--; sum.Notes[p.note] == 0 {
+				delete(sum.Notes, p.note)
+			}
+		}
+		skip(p.rec, "registered here while the import ran")
 	}
 	// flush writes the batch, saying whether it wrote anything and how
 	// long that took.
@@ -185,8 +201,9 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 		// A server running on the registry may have registered a node
 		// since it was judged (a device re-registering): its newer
 		// registration stays. What changes between this look and the
-		// write, a moment, is not seen.
-		rs = rs[:0]
+		// write is left too: each is written only where its node is
+		// still as judged (PutImportedRead).
+		rs, asRead, kept = rs[:0], asRead[:0], kept[:0]
 		for _, p := range batch {
 			now, err := dst.Get(ctx, p.r.Node)
 			found := err == nil
@@ -194,30 +211,30 @@ func Import(ctx context.Context, src Source, dst Store, opts Options) (Summary, 
 				return false, 0, fmt.Errorf("reading registration %s: %w", p.r.Node, err)
 			}
 			if found != p.found || found && !sameRegistration(now, p.old) {
-				if p.found {
-					sum.Updated--
-				} else {
-					sum.Imported--
-				}
-				if p.note != "" {
-					if sum.Notes[p.note]--; sum.Notes[p.note] == 0 {
-						delete(sum.Notes, p.note)
-					}
-				}
-				skip(p.rec, "registered here while the import ran")
+				changedMeanwhile(p)
 				continue
 			}
-			rs = append(rs, p.r)
+			var read registry.Registration
+			if found {
+				read = now
+			}
+			rs, asRead, kept = append(rs, p.r), append(asRead, read), append(kept, p)
 		}
 		batch = batch[:0]
 		if len(rs) == 0 {
 			return false, 0, nil
 		}
 		start := opts.Now()
-		if err := dst.PutImported(ctx, rs); err != nil {
+		changed, err := dst.PutImportedRead(ctx, rs, asRead)
+		if err != nil {
 			return false, 0, fmt.Errorf("writing registrations: %w", err)
 		}
-		return true, opts.Now().Sub(start), nil
+		for _, p := range kept {
+			if slices.Contains(changed, p.r.Node) {
+				changedMeanwhile(p)
+			}
+		}
+		return len(changed) < len(rs), opts.Now().Sub(start), nil
 	}
 	err = src.Records(ctx, func(rec Record) error {
 		sum.Total++

@@ -600,10 +600,10 @@ type clockedStore struct {
 	pauses []time.Duration
 }
 
-func (s *clockedStore) PutImported(ctx context.Context, rs []registry.Registration) error {
+func (s *clockedStore) PutImportedRead(ctx context.Context, rs, read []registry.Registration) ([]string, error) {
 	s.now = s.now.Add(s.writes[0])
 	s.writes = s.writes[1:]
-	return s.Store.PutImported(ctx, rs)
+	return s.Store.PutImportedRead(ctx, rs, read)
 }
 
 func (s *clockedStore) clock() time.Time { return s.now }
@@ -758,5 +758,76 @@ func TestImportRerunTakesLaterRenewal(t *testing.T) {
 	}
 	if r, err := dst.Get(ctx, "n1"); err != nil || !r.Renewed.Equal(mustTime("2021-02-01T00:00:00Z")) {
 		t.Fatalf("n1 renewed %v (%v), want the later renewal", r.Renewed, err)
+	}
+}
+
+// registeredBeforeWrite is a registry on which the device registers
+// node (newer) just before the import writes its batch, once.
+type registeredBeforeWrite struct {
+	*sqlite.Store
+	node  string
+	newer registry.Registration
+	done  bool
+}
+
+func (s *registeredBeforeWrite) register(ctx context.Context) error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	_, err := s.Store.Register(ctx, s.node, func(registry.Registration, bool) (registry.Registration, error) { return s.newer, nil })
+	return err
+}
+
+func (s *registeredBeforeWrite) PutImported(ctx context.Context, rs []registry.Registration) error {
+	if err := s.register(ctx); err != nil {
+		return err
+	}
+	return s.Store.PutImported(ctx, rs)
+}
+
+func (s *registeredBeforeWrite) PutImportedRead(ctx context.Context, rs, read []registry.Registration) ([]string, error) {
+	if err := s.register(ctx); err != nil {
+		return nil, err
+	}
+	return s.Store.PutImportedRead(ctx, rs, read)
+}
+
+// TestImportKeepsRegistrationMadeBeforeWrite: a registration the device
+// makes here between the batch's last look at its node and the batch's
+// write stays, as one made before that look does
+// (TestImportKeepsRegistrationMadeDuringImport), and the record counts
+// as skipped. Written over, the node went back to the record's older
+// token and secret, and the user's server, which pushes with the new
+// secret, had its pushes refused as unknown.
+func TestImportKeepsRegistrationMadeBeforeWrite(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held here before: %v", held), func(t *testing.T) {
+			dst := openRegistry(t)
+			const node = "n1"
+			now := time.Now().UTC().Truncate(time.Second)
+			if held {
+				if _, err := dst.Put(ctx, []registry.Registration{{Node: node, Type: "apns", Token: "ef56", Secret: "oldest", Registered: now.Add(-2 * time.Hour)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			newer := registry.Registration{Node: node, Type: "apns", Token: "ab12", Secret: "new-secret", Registered: now}
+			st := &registeredBeforeWrite{Store: dst, node: node, newer: newer}
+			src := oneRecord{{Source: "n1.dat", Host: "h", Node: node, Fields: map[string]any{
+				"type": "apns", "token": "cd34", "secret": "old", "registered": now.Add(-time.Hour).Format(time.RFC3339)}}}
+			sum, err := Import(ctx, src, st, Options{Apps: []string{"apns"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.done {
+				t.Fatal("the import wrote no batch")
+			}
+			if r, err := dst.Get(ctx, node); err != nil || r.Secret != "new-secret" || r.Token != "ab12" {
+				t.Fatalf("the registration made before the batch's write: %+v, %v; want it kept", r, err)
+			}
+			if sum.Imported+sum.Updated != 0 || sum.Skipped["registered here while the import ran"] != 1 {
+				t.Errorf("summary %+v: want the record skipped as registered here while the import ran", sum)
+			}
+		})
 	}
 }

@@ -502,6 +502,31 @@ func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) err
 	return nil
 }
 
+func (s *Store) PutImportedRead(ctx context.Context, rs, read []registry.Registration) ([]string, error) {
+	if len(read) != len(rs) {
+		return nil, fmt.Errorf("put: %d registrations, %d as read", len(rs), len(read))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var write []registry.Registration
+	var changed []string
+	for i, r := range rs {
+		now, found := s.byNode[r.Node]
+		if !registry.StillAsRead(now, found, read[i]) {
+			changed = append(changed, r.Node)
+			continue
+		}
+		write = append(write, r)
+	}
+	if _, err := s.putLocked(write); err != nil {
+		return nil, err
+	}
+	for _, r := range write {
+		s.imported[r.Node] = r.LastRegistered()
+	}
+	return changed, nil
+}
+
 func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

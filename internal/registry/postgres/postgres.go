@@ -1352,6 +1352,14 @@ func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) err
 	return err
 }
 
+func (s *Store) PutImportedRead(ctx context.Context, rs, read []registry.Registration) ([]string, error) {
+	if len(read) != len(rs) {
+		return nil, fmt.Errorf("put: %d registrations, %d as read", len(rs), len(read))
+	}
+	_, changed, err := s.put(ctx, rs, read, true)
+	return changed, err
+}
+
 func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
 	var ns int64
 	err := s.pool.QueryRow(ctx, `SELECT registered FROM imported_nodes WHERE node = $1`, node).Scan(&ns)
@@ -1443,17 +1451,30 @@ func (s *Store) put(ctx context.Context, rs, read []registry.Registration, impor
 		// Device keys are judged on what the batch leaves (see the SQLite
 		// store's put): the rewritten nodes let theirs go first.
 		b.Queue(`UPDATE registrations SET device_key = NULL WHERE node = ANY($1) AND device_key IS NOT NULL`, nodes)
+		insert := `INSERT INTO registrations (` + columns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+			ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
+				registered = excluded.registered, renewed = excluded.renewed,
+				last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
+				last_error_reason = excluded.last_error_reason, domain = excluded.domain,
+				device_key = excluded.device_key, owner = excluded.owner, account = excluded.account
+			WHERE $14
+			RETURNING xmax = 0 AS inserted`
+		if imported {
+			// The node is recorded in the statement that writes it, and
+			// only if it does: not where PutImportedRead left a row
+			// registered meanwhile.
+			insert = `WITH w AS (` + insert + `),
+				i AS (INSERT INTO imported_nodes (node, registered) SELECT $1, $15::bigint FROM w
+					ON CONFLICT (node) DO UPDATE SET registered = excluded.registered)
+				SELECT inserted FROM w`
+		}
 		for i, r := range write {
-			b.Queue(`INSERT INTO registrations (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-				ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
-					registered = excluded.registered, renewed = excluded.renewed,
-					last_successful_push = excluded.last_successful_push, last_push_error = excluded.last_push_error,
-					last_error_reason = excluded.last_error_reason, domain = excluded.domain,
-					device_key = excluded.device_key, owner = excluded.owner, account = excluded.account
-				WHERE $14
-				RETURNING xmax = 0`,
-				r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
-				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account, replace[i]).
+			args := []any{r.Node, r.Type, r.Token, r.Secret, r.Registered, null(r.Renewed), null(r.LastSuccessfulPush),
+				null(r.LastPushError), r.LastErrorReason, r.Domain, nullString(r.DeviceKey), r.Owner, r.Account, replace[i]}
+			if imported {
+				args = append(args, r.LastRegistered().UnixNano())
+			}
+			b.Queue(insert, args...).
 				// A row the statement inserted has no xmax; one it
 				// updated has the updating transaction's.
 				QueryRow(func(row pgx.Row) error {
@@ -1470,10 +1491,6 @@ func (s *Store) put(ctx context.Context, rs, read []registry.Registration, impor
 					}
 					return nil
 				})
-			if imported {
-				b.Queue(`INSERT INTO imported_nodes (node, registered) VALUES ($1, $2)
-					ON CONFLICT (node) DO UPDATE SET registered = excluded.registered`, r.Node, r.LastRegistered().UnixNano())
-			}
 		}
 		return tx.SendBatch(ctx, &b).Close()
 	})

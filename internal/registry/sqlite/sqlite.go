@@ -1043,6 +1043,14 @@ func (s *Store) PutImported(ctx context.Context, rs []registry.Registration) err
 	return err
 }
 
+func (s *Store) PutImportedRead(ctx context.Context, rs, read []registry.Registration) ([]string, error) {
+	if len(read) != len(rs) {
+		return nil, fmt.Errorf("put: %d registrations, %d as read", len(rs), len(read))
+	}
+	_, changed, err := s.put(ctx, rs, read, true)
+	return changed, err
+}
+
 func (s *Store) ImportedAt(ctx context.Context, node string) (time.Time, error) {
 	var ns int64
 	err := s.getImported.QueryRowContext(ctx, node).Scan(&ns)

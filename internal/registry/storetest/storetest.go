@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"InstanceValue", testInstanceValue},
 		{"PutKeepsEverything", testPut},
 		{"PutReadKeepsChanged", testPutRead},
+		{"PutImportedReadKeepsChanged", testPutImportedRead},
 		{"List", testList},
 		{"ListDomain", testListDomain},
 		{"Account", testAccount},
@@ -1687,5 +1688,32 @@ func testPutRead(t *testing.T, s registry.Store) {
 	}
 	if _, _, err := s.PutRead(ctx, rs, read[:1]); err == nil {
 		t.Error("PutRead with fewer registrations read than written: no error")
+	}
+}
+
+// testPutImportedRead: PutImportedRead writes and records as imported
+// only the registrations whose node is still as read; a node registered
+// since stays as registered, and is not recorded.
+func testPutImportedRead(t *testing.T, s registry.Store) {
+	mustRegister(t, s, reg("registered", "apns", "tok2", "sec2", base.Add(time.Hour)))
+	rs := []registry.Registration{reg("registered", "fcm", "imp", "imp", base), reg("new", "fcm", "imp", "imp", base)}
+	changed, err := s.PutImportedRead(ctx, rs, make([]registry.Registration, len(rs)))
+	if err != nil {
+		t.Fatalf("PutImportedRead: %v", err)
+	}
+	if !slices.Equal(changed, []string{"registered"}) {
+		t.Errorf("PutImportedRead changed = %v, want [registered]", changed)
+	}
+	if r, err := s.Get(ctx, "registered"); err != nil || r.Token != "tok2" {
+		t.Errorf("registered since the read: %+v, %v; want it kept", r, err)
+	}
+	if _, err := s.ImportedAt(ctx, "registered"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("ImportedAt of the node left as registered = %v, want ErrNotFound", err)
+	}
+	if r, err := s.Get(ctx, "new"); err != nil || r.Token != "imp" {
+		t.Errorf("new: %+v, %v; want it written", r, err)
+	}
+	if at, err := s.ImportedAt(ctx, "new"); err != nil || !at.Equal(base) {
+		t.Errorf("ImportedAt(new) = %v, %v; want %v", at, err, base)
 	}
 }
