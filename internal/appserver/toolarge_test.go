@@ -17,7 +17,7 @@ import (
 // An encrypted notification larger than the push service takes fails
 // that push alone: counted as too_large (not as a push service failure),
 // answered as a failure that keeps the registration and still says why
-// (the component answers wait/not-acceptable from it), and not kept for
+// (the component answers wait/bad-request from it), and not kept for
 // redelivery, which would send the same bytes again.
 func TestTooLargeCountedNotRedelivered(t *testing.T) {
 	ctx := context.Background()

@@ -28,7 +28,7 @@ func (b *tooLargeOnce) Send(ctx context.Context, n push.Notification) error {
 
 // TestTooLargeKeepsPushSession: a notification too large for the push
 // service is one message's trouble, not the push session's. The user's
-// server hears wait (not-acceptable), on which ejabberd keeps the push
+// server hears wait (bad-request), on which ejabberd keeps the push
 // session (on an error of any other type it deletes it at once) and
 // Prosody counts nothing towards push_max_errors; the next message
 // pushes.
@@ -48,7 +48,7 @@ func testTooLargeKeepsPushSession(t *testing.T, start startServer) {
 	bob.sendChat("alice@"+s.xmpp.Domain, "a message whose push is too large")
 	waitFor(t, func() bool { return b.refused.Load() == 1 })
 	// The server has our answer once it logged it.
-	heard := map[string]string{"Prosody": "not-acceptable", "ejabberd": "rejected notification"}[s.xmpp.Name]
+	heard := map[string]string{"Prosody": "Encrypted notification too large", "ejabberd": "rejected notification"}[s.xmpp.Name]
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(s.xmpp.Log(), heard) {
 		if time.Now().After(deadline) {

@@ -901,15 +901,17 @@ func (c *Conn) read(d *decoder, lr *limitReader, w *writer, work *tracker) error
 			continue
 		}
 		if truncated || over && q.PubSub == nil {
-			typ := stanza.Modify
+			typ, cond := stanza.Modify, stanza.NotAcceptable
 			if q.PubSub != nil {
-				// A publish is the user's server's: wait, as for a
-				// notification too large for the push service, keeps
-				// the push session (ejabberd ends it on any other).
-				typ = stanza.Wait
+				// A publish is the user's server's: answered as a
+				// notification too large for the push service is
+				// (pushAnswer), so the push session stays (ejabberd
+				// ends it on any type but wait, a Tigase server on
+				// not-acceptable).
+				typ, cond = stanza.Wait, stanza.BadRequest
 			}
 			c.reply(w, func(b *bytes.Buffer) {
-				errorIQ(b, q, stanzaErr(typ, stanza.NotAcceptable, "IQ too large"))
+				errorIQ(b, q, stanzaErr(typ, cond, "IQ too large"))
 			})
 			continue
 		}
@@ -1156,6 +1158,12 @@ func (c *Conn) handlePush(ctx context.Context, q *iq, sum *push.Summary, b *byte
 
 // pushAnswer maps the core's answer to a push onto the IQ error to send;
 // an empty type means success.
+//
+// Every answer that may pass is of type wait, and its condition one of
+// those a Tigase server keeps the device's registration on
+// (internal-server-error, service-unavailable, remote-server-timeout,
+// bad-request; any other it deletes at once, unknown to the client):
+// ejabberd and Prosody decide by the type, Tigase by the condition alone.
 func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	switch {
 	case err == nil:
@@ -1164,10 +1172,12 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 		// An encrypted notification larger than the push service takes
 		// (register-device answered max-payload-size): one message's
 		// size, not the push session's fault, and the next may fit.
-		// wait, with the condition saying what was wrong: ejabberd
-		// deletes the session on the first error of any other type,
-		// and Prosody counts those towards disabling push.
-		return stanza.Wait, stanza.NotAcceptable, "Encrypted notification too large for the push service"
+		// wait: ejabberd deletes the session on the first error of any
+		// other type, and Prosody counts those towards disabling push.
+		// bad-request, not not-acceptable, which would make a Tigase
+		// server (the one encrypting for Siskin) delete the device's
+		// registration at once; the text says what was wrong.
+		return stanza.Wait, stanza.BadRequest, "Encrypted notification too large for the push service"
 	case errors.Is(err, appserver.ErrUnknownType):
 		// A tokenless or publish-options push naming an app we do not
 		// have: a client's mistake, or ours (an app not configured yet,
@@ -1178,7 +1188,10 @@ func pushAnswer(err error) (stanza.ErrorType, stanza.Condition, string) {
 	case errors.Is(err, appserver.ErrNotFound):
 		return stanza.Cancel, stanza.ItemNotFound, "Unknown push node/secret"
 	case errors.Is(err, appserver.ErrThrottled):
-		return stanza.Wait, stanza.ResourceConstraint, "Rate limit exceeded"
+		// Not resource-constraint: on it a Tigase server deletes the
+		// device's registration, and a burst of three messages would
+		// end the user's pushes for good.
+		return stanza.Wait, stanza.ServiceUnavailable, "Rate limit exceeded"
 	case errors.Is(err, appserver.ErrUnavailable):
 		return stanza.Wait, stanza.ServiceUnavailable, "Shutting down, try again later"
 	default:

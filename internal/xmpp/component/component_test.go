@@ -232,7 +232,7 @@ func TestPushReplies(t *testing.T) {
 		{"success", publish("1", "ok", ok.Secret, true), "result", ""},
 		{"unknown node", publish("2", "nope", ok.Secret, true), "error", "<error type='cancel'><item-not-found"},
 		{"wrong secret", publish("3", "ok", "wrong", true), "error", "<error type='cancel'><item-not-found"},
-		{"throttled", publish("4", "throttled", throttled.Secret, true), "error", "<error type='wait'><resource-constraint"},
+		{"throttled", publish("4", "throttled", throttled.Secret, true), "error", "<error type='wait'><service-unavailable"},
 		{"push service failure", publish("5", "broken", broken.Secret, true), "error", "<error type='wait'><internal-server-error"},
 		{"no secret", strings.Replace(publish("6", "ok", ok.Secret, true), "<field var='secret'>", "<field var='other'>", 1), "error", "<error type='modify'><bad-request"},
 		{"no node", strings.Replace(publish("7", "ok", ok.Secret, true), "node='ok'", "", 1), "error", "<error type='modify'><bad-request"},
@@ -266,7 +266,7 @@ func TestPushReplies(t *testing.T) {
 // the publish comes from; and that server is held to its own limit.
 func TestDeviceLimitPerServer(t *testing.T) {
 	publishFrom := publishToVictim(t)
-	const limited = "<error type='wait'><resource-constraint"
+	const limited = "<error type='wait'><service-unavailable"
 	for i, tt := range []struct{ from, want string }{
 		{"a.example", ""},
 		{"romeo@a.example", ""},
@@ -438,7 +438,7 @@ func TestLongPublish(t *testing.T) {
 	}
 	st.send(t, strings.Replace(publish("too long", "ok", ok.Secret, true), "New Message!", strings.Repeat("x", 1100<<10), 1))
 	st.send(t, publish("again", "ok", ok.Secret, true))
-	if r := st.next(t); r.ID != "too long" || r.Type != "error" || !strings.Contains(r.Inner, "type='wait'") || !strings.Contains(r.Inner, "not-acceptable") {
+	if r := st.next(t); r.ID != "too long" || r.Type != "error" || !strings.Contains(r.Inner, "type='wait'") || !strings.Contains(r.Inner, "bad-request") {
 		t.Fatalf("a publish past the bound: %+v", r)
 	}
 	if r := st.next(t); r.ID != "again" || r.Type != "result" {

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/push-appserver/push-appserver/internal/appserver"
 	"github.com/push-appserver/push-appserver/internal/push"
@@ -206,7 +207,7 @@ func TestTokenlessAndPublishOptionsAnswers(t *testing.T) {
 // register-device, then a publish as Tigase sends it for that node (no
 // secret, the priority marker, the encrypted notification); the backend
 // gets ciphertext, IV and the account, as an alert. One too large for the
-// push service is answered wait/not-acceptable: one message's size, on
+// push service is answered wait/bad-request: one message's size, on
 // which the user's server must not drop the push session (ejabberd does
 // on any error of another type).
 func TestTigaseEncryptedPush(t *testing.T) {
@@ -235,7 +236,7 @@ func TestTigaseEncryptedPush(t *testing.T) {
 	f.backend.fail["e1e2"] = fmt.Errorf("apns: 5000-byte payload: %w", push.ErrPayloadTooLarge)
 	f.backend.mu.Unlock()
 	st.send(t, publish("p2"))
-	if r := st.next(t); !strings.HasPrefix(r.Inner, "<error type='wait'><not-acceptable") {
+	if r := st.next(t); !strings.HasPrefix(r.Inner, "<error type='wait'><bad-request") {
 		t.Fatalf("too large: %s %s", r.Type, r.Inner)
 	}
 }
@@ -341,7 +342,7 @@ func TestPublishSpellings(t *testing.T) {
 // name the same domain as the plain spelling.
 func TestDeviceLimitDomainSpellings(t *testing.T) {
 	publishFrom := publishToVictim(t)
-	const limited = "<error type='wait'><resource-constraint"
+	const limited = "<error type='wait'><service-unavailable"
 	for i, tt := range []struct{ from, want string }{
 		{"bücher.example", ""},
 		{"bücher.example", ""},
@@ -368,7 +369,7 @@ func TestDeviceLimitDomainSpellings(t *testing.T) {
 // a server could push a device as often as it likes.
 func TestDeviceLimitMappedDomainSpellings(t *testing.T) {
 	publishFrom := publishToVictim(t)
-	const limited = "<error type='wait'><resource-constraint"
+	const limited = "<error type='wait'><service-unavailable"
 	for i, tt := range []struct{ from, want string }{
 		{"example.org", ""},
 		{"example.org", ""},
@@ -381,5 +382,70 @@ func TestDeviceLimitMappedDomainSpellings(t *testing.T) {
 		if tt.want == "" && got.Type != "result" || tt.want != "" && !strings.HasPrefix(got.Inner, tt.want) {
 			t.Errorf("publish %d from %+q: %s %q, want %q", i+1, tt.from, got.Type, got.Inner, tt.want)
 		}
+	}
+}
+
+// tigaseKeeps is what a Tigase server keeps a push registration on when
+// the app server answers its publish with an error: these conditions,
+// whatever the error's type. Every other condition makes it delete the
+// user's registration of the device at once (shouldDisablePush in
+// tigase/tigase-server,
+// src/main/java/tigase/xmpp/impl/push/AbstractPushNotifications.java),
+// and the client is not told: its pushes stop until it enables push
+// again.
+var tigaseKeeps = regexp.MustCompile(`^<error type='wait'><(internal-server-error|service-unavailable|remote-server-timeout|bad-request) `)
+
+// tigaseServerPublish is a publish as a Tigase server sends it for a
+// device Siskin registered with register-device and enabled without
+// publish-options (AbstractPushNotifications.prepareNotificationPayload
+// and sendPushNotification in tigase/tigase-server): from the user's
+// bare domain, a summary form without a type, no publish-options.
+func tigaseServerPublish(id, node string) string {
+	return `<iq type='set' from='example.org' to='` + compJID + `' id='` + id + `'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='` + node + `'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'>` +
+		`<field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>1</value></field>` +
+		`<field var='last-message-sender'><value>romeo@example.net/orchard</value></field><field var='last-message-body'><value>Hi</value></field>` +
+		`</x></notification></item></publish></pubsub></iq>`
+}
+
+// A Tigase server (Siskin's own, and the server that sends the encrypted
+// pushes register-device is made for) decides by the error's condition,
+// not its type, whether a failed publish ends the registration. Each
+// answer that says "not this time" must keep it there as wait keeps it
+// on ejabberd and Prosody: the rate limit's refusal (three messages in a
+// burst), and a notification too large for the push service.
+func TestTigaseServerKeepsRegistrationOnWait(t *testing.T) {
+	f := newFixtureWith(t, time.Hour, secret, func(o *component.Options) {
+		o.Commands.TigaseProviders = map[string]string{"tigase:messenger:apns:1": "apns"}
+	})
+	st := f.srv.accept(t)
+	st.send(t, command("r1", "juliet@example.org/phone", adhoc.RegisterDevice, "provider", "tigase:messenger:apns:1", "device-token", "b1b2"))
+	node := field(t, st.next(t).Inner, "node")
+
+	// A burst of three: the first goes, the second waits for the next
+	// window, the third (over the stream) is refused.
+	ctx := context.Background()
+	req := appserver.PushRequest{Node: node, Summary: &push.Summary{MessageCount: 1, LastMessageBody: "Hi", HasLastMessageBody: true}}
+	if err := f.svc.Push(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{})
+	go f.svc.Push(push.WithWaiting(ctx, push.WaitingFuncs{
+		PauseFunc:  func() { close(waiting) },
+		ResumeFunc: func(context.Context) error { return nil },
+	}), req)
+	<-waiting
+	st.send(t, tigaseServerPublish("p3", node))
+	if r := st.next(t); !tigaseKeeps.MatchString(r.Inner) {
+		t.Errorf("publish refused by the rate limit answered %s %q: a Tigase server deletes the device's registration on it", r.Type, r.Inner)
+	}
+
+	st.send(t, command("r2", "juliet@example.org/phone", adhoc.RegisterDevice, "provider", "tigase:messenger:apns:1", "device-token", "c1c2"))
+	large := field(t, st.next(t).Inner, "node")
+	f.backend.mu.Lock()
+	f.backend.fail["c1c2"] = fmt.Errorf("apns: 5000-byte payload: %w", push.ErrPayloadTooLarge)
+	f.backend.mu.Unlock()
+	st.send(t, tigaseServerPublish("p4", large))
+	if r := st.next(t); !tigaseKeeps.MatchString(r.Inner) {
+		t.Errorf("notification too large for the push service answered %s %q: a Tigase server deletes the device's registration on it", r.Type, r.Inner)
 	}
 }

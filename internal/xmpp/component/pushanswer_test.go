@@ -32,10 +32,10 @@ func TestPushAnswer(t *testing.T) {
 		{"dead token of a registration kept", fmt.Errorf("%w: %w", appserver.ErrPushFailed, dead), stanza.Wait, stanza.InternalServerError},
 		{"push service failure", fmt.Errorf("%w: %w", appserver.ErrPushFailed, &push.TemporaryError{Reason: "503"}), stanza.Wait, stanza.InternalServerError},
 		{"credentials refused", fmt.Errorf("%w: %w", appserver.ErrPushFailed, push.UntilReconfigured(&push.CredentialsRefusedError{Reason: "BadCertificate"})), stanza.Wait, stanza.InternalServerError},
-		{"throttled", appserver.ErrThrottled, stanza.Wait, stanza.ResourceConstraint},
+		{"throttled", appserver.ErrThrottled, stanza.Wait, stanza.ServiceUnavailable},
 		{"shutting down", appserver.ErrUnavailable, stanza.Wait, stanza.ServiceUnavailable},
 		{"unknown app", fmt.Errorf("%w %q", appserver.ErrUnknownType, "nope"), stanza.Wait, stanza.InternalServerError},
-		{"too large", fmt.Errorf("%w: %w", appserver.ErrPushFailed, push.ErrPayloadTooLarge), stanza.Wait, stanza.NotAcceptable},
+		{"too large", fmt.Errorf("%w: %w", appserver.ErrPushFailed, push.ErrPayloadTooLarge), stanza.Wait, stanza.BadRequest},
 		{"anything else", errors.New("surprise"), stanza.Wait, stanza.InternalServerError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

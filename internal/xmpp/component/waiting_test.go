@@ -275,7 +275,7 @@ func BenchmarkPublish(b *testing.B) {
 // its in-flight slot up, but it is still a goroutine; whoever can send
 // publishes for many nodes of their own keeps one waiting per node per
 // window. Past 3 × max_in_flight such pushes, one is refused as the
-// throttle's others are (wait, resource-constraint) rather than wait
+// throttle's others are (wait, service-unavailable) rather than wait
 // holding its slot.
 func TestPausedPushesBounded(t *testing.T) {
 	const slots, nodes, window = 2, 200, 3 * time.Second
@@ -343,5 +343,5 @@ func TestPausedPushesBounded(t *testing.T) {
 // by the throttle: a delayed push finding no place to wait without its
 // slot is refused.
 func sentOrThrottled(r reply) bool {
-	return r.Type == "result" || r.Type == "error" && strings.Contains(r.Inner, "<error type='wait'><resource-constraint")
+	return r.Type == "result" || r.Type == "error" && strings.Contains(r.Inner, "<error type='wait'><service-unavailable")
 }
