@@ -39,6 +39,7 @@ import (
 	"github.com/push-appserver/push-appserver/internal/sockio"
 	"github.com/push-appserver/push-appserver/internal/systemd"
 	"github.com/push-appserver/push-appserver/internal/upgrade"
+	"github.com/push-appserver/push-appserver/internal/xmpp/adhoc"
 )
 
 // shutdownGrace is how long in-flight requests get to finish on shutdown.
@@ -481,6 +482,7 @@ func serve(ctx context.Context, cfg *config.Config, logw io.Writer, sig signals,
 		TrustedProxies: proxies,
 		Limited:        m.HTTPLimited,
 		Panicked:       func() { m.Panicked("http") },
+		TigaseDevices:  tigaseDevices(cfg, svc),
 		Logger:         logger,
 	})
 
@@ -1167,4 +1169,18 @@ func startPprof(addr string, listen func(addr string) (net.Listener, error), log
 	logger.Warn("pprof enabled", "addr", ln.Addr().String())
 	go srv.Serve(ln)
 	return srv, nil
+}
+
+// tigaseDevices is, by component JID in lower case, what serves Siskin's
+// unregistration over HTTP for the components with Tigase's commands on:
+// their providers and domains, as their register-device has them.
+func tigaseDevices(cfg *config.Config, svc *appserver.Service) map[string]httpapi.TigaseDevices {
+	devices := map[string]httpapi.TigaseDevices{}
+	for _, cc := range cfg.Components {
+		if len(cc.TigaseProviders) == 0 {
+			continue
+		}
+		devices[strings.ToLower(cc.JID)] = adhoc.New(svc, adhoc.Options{TigaseProviders: cc.TigaseProviders, Domains: cc.Domains})
+	}
+	return devices
 }

@@ -114,7 +114,18 @@ type Options struct {
 	// Panicked, when set, is told of each request whose handler panicked
 	// (and was answered 500).
 	Panicked func()
-	Logger   *slog.Logger
+	// TigaseDevices, by component JID, serve Siskin's unregistration of
+	// a register-device registration over HTTP (POST
+	// /unregister-device/<component JID>, and the same under
+	// /rest/push/): the components with Tigase's commands on.
+	TigaseDevices map[string]TigaseDevices
+	Logger        *slog.Logger
+}
+
+// TigaseDevices removes a device's register-device registration for an
+// account named in the request (adhoc.Commands.UnregisterTigaseDevice).
+type TigaseDevices interface {
+	UnregisterTigaseDevice(ctx context.Context, account, provider, token string) error
 }
 
 // New returns the API's handler.
@@ -149,6 +160,11 @@ func New(o Options) http.Handler {
 		mux.Handle("GET "+v1+name, h)
 		mux.Handle("GET "+v1+name+"/", h)
 	}
+	// Where Siskin unregisters a device when it cannot over XMPP: the
+	// paths of Tigase's push component and of its REST API, at the
+	// component JID's host.
+	mux.HandleFunc("POST /unregister-device/{jid}", a.unregisterDevice)
+	mux.HandleFunc("POST /rest/push/unregister-device/{jid}", a.unregisterDevice)
 	mux.HandleFunc("GET "+v1+"settings", a.settings)
 	mux.HandleFunc("GET "+v1+"settings/{node}", a.settingsNode)
 	mux.HandleFunc("GET "+v1+"health", a.health)

@@ -309,6 +309,41 @@ func (c *Commands) Execute(ctx context.Context, from, jid string, cmd *Command) 
 	}, nil
 }
 
+// UnregisterTigaseDevice is unregister-device for an account named
+// rather than vouched for by its server: Siskin asks the push
+// component's HTTP API for it when it removes an account it cannot
+// reach over XMPP (its server gone, its password changed). The account
+// and the device token together name the registration, as the command's
+// sender and token do; the token, which only the device and we know, is
+// the proof. A device registered no more is appserver.ErrNotFound.
+func (c *Commands) UnregisterTigaseDevice(ctx context.Context, account, provider, token string) error {
+	if account == "" || provider == "" || token == "" {
+		return fmt.Errorf("%w: account, provider and device-token are required", appserver.ErrBadRequest)
+	}
+	app, ok := c.opts.TigaseProviders[provider]
+	if !ok {
+		return fmt.Errorf("%w: unknown provider %q", appserver.ErrBadRequest, provider)
+	}
+	if strings.Contains(account, "/") {
+		return fmt.Errorf("%w: the account must be a bare JID", appserver.ErrBadRequest)
+	}
+	a, err := accountOf(account)
+	if err != nil {
+		return fmt.Errorf("%w: %w", appserver.ErrBadRequest, err)
+	}
+	if len(c.opts.Domains) > 0 && !slices.Contains(c.opts.Domains, a.Domain) {
+		return fmt.Errorf("%w: accounts of %s register through their own server's push component", appserver.ErrForbidden, a.Domain)
+	}
+	timeout := c.opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err = c.reg.UnregisterTigase(ctx, app, a, token)
+	return err
+}
+
 // webPushToken writes a subscription given as three fields in the JSON
 // form browsers give it, the form the webpush app validates and stores.
 func webPushToken(endpoint, p256dh, auth string) (string, error) {
