@@ -70,6 +70,7 @@ var figures = []struct {
 	{"http_allocs_per_push", "HTTP allocations/push", func(r Result) float64 { return r.HTTPAllocsPerPush }},
 	{"instructions_per_push", "XEP-0357 instructions/push", func(r Result) float64 { return r.InstrPerPush }},
 	{"http_instructions_per_push", "HTTP instructions/push", func(r Result) float64 { return r.HTTPInstrPerPush }},
+	{"instructions_per_registration", "instructions/registration", func(r Result) float64 { return r.RegInstr }},
 	{"peak_rss_mb", "peak RSS MB", func(r Result) float64 { return r.PeakRSSMB }},
 }
 

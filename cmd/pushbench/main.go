@@ -80,9 +80,9 @@ func main() {
 	flag.IntVar(&o.httpC, "http-c", 64, "HTTP push requests in flight in the closed loop")
 	flag.IntVar(&o.httpBatch, "http-batch", 1, "pushes per HTTP request: more than 1 sends them to /push_appserver/v1/push-batch (at most 100), each request counting as that many pushes")
 	flag.StringVar(&o.paths, "paths", "xmpp,http", "input paths to measure: xmpp (publish IQs), http (/push_appserver/v1/push)")
-	flag.IntVar(&o.count, "instructions", 0, "run the server under valgrind's callgrind and count the instructions of this many pushes per path (closed loop) instead of timing")
+	flag.IntVar(&o.count, "instructions", 0, "run the server under valgrind's callgrind and count the instructions of this many pushes per path (closed loop), and of this many registrations of new devices, instead of timing")
 	flag.StringVar(&o.backend, "backend", "apns", "push backend of the benchmark app: apns or fcm (each against its mock), or log")
-	flag.StringVar(&o.callgrindTo, "callgrind-out", "", "with -instructions: keep callgrind's dumps (one per path) as this file name plus .1, .2 (for callgrind_annotate)")
+	flag.StringVar(&o.callgrindTo, "callgrind-out", "", "with -instructions: keep callgrind's dumps as this file name plus .1 (the idle server), .2, ... (one per path, then the registrations) (for callgrind_annotate)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a 10 s CPU profile of the server, taken during the closed loop of -profile, to this file")
 	flag.StringVar(&o.profilePhase, "profile", "xmpp", "phase of -cpuprofile: xmpp, http (closed loops), xmpp-rate, http-rate (fixed rate; make -open-d at least 10s) or registrations")
 	flag.StringVar(&o.heapprofile, "heapprofile", "", "write a heap profile of the server, taken after the first closed loop (XEP-0357's, or HTTP's with -paths http), to this file")
@@ -149,6 +149,10 @@ type Result struct {
 	InstrPerPush        float64 `json:"instructions_per_push,omitempty"`
 	HTTPInstrPerPush    float64 `json:"http_instructions_per_push,omitempty"`
 	IdleInstrPerS       float64 `json:"idle_instructions_per_s,omitempty"`
+	// RegInstr is the instructions of an HTTP registration of a new
+	// device, counted over a window of -instructions of them after the
+	// push windows.
+	RegInstr float64 `json:"instructions_per_registration,omitempty"`
 
 	Closed     *Phase `json:"closed_loop,omitempty"`
 	Open       *Phase `json:"open_loop,omitempty"`
@@ -339,7 +343,7 @@ ca_path = %q
 	fmt.Fprintf(os.Stderr, "registering %d devices ...\n", o.n)
 	before, clientBefore := procCPU(srv.Process.Pid), procCPU(os.Getpid())
 	profiled := startProfile(o, "registrations", pprofAddr)
-	devices, took, err := register(ctx, "http://"+httpAddr, o.n, o.regC, o.sequential)
+	devices, took, err := register(ctx, "http://"+httpAddr, 0, o.n, o.regC, o.sequential)
 	profiled()
 	if err != nil {
 		return res, err
@@ -366,7 +370,17 @@ ca_path = %q
 	}
 	if cg != nil {
 		cg.pid = srv.Process.Pid
-		if err := countInstructions(o, cg, stream, newHTTPPusher("http://"+httpAddr, 1024, o.httpBatch), devices, &res); err != nil {
+		regs := func(from, n int) (int, time.Duration, error) {
+			d, took, err := register(ctx, "http://"+httpAddr, from, n, o.regC, o.sequential)
+			ok := 0
+			for _, dev := range d {
+				if dev.secret != "" {
+					ok++
+				}
+			}
+			return ok, took, err
+		}
+		if err := countInstructions(o, cg, stream, newHTTPPusher("http://"+httpAddr, 1024, o.httpBatch), devices, regs, &res); err != nil {
 			return res, err
 		}
 	} else {
@@ -411,8 +425,9 @@ func deviceKeys(i int, sequential bool) (node, token string) {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], hex.EncodeToString(t[:])
 }
 
-// register creates n devices over the HTTP API with c workers.
-func register(ctx context.Context, base string, n, c int, sequential bool) ([]device, time.Duration, error) {
+// register creates n devices over the HTTP API with c workers: devices
+// from to from+n-1, so that a later call adds devices of its own.
+func register(ctx context.Context, base string, from, n, c int, sequential bool) ([]device, time.Duration, error) {
 	client, err := newFormClient(base, "/push_appserver/v1/register", c)
 	if err != nil {
 		return nil, 0, err
@@ -432,7 +447,7 @@ func register(ctx context.Context, base string, n, c int, sequential bool) ([]de
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				node, token := deviceKeys(i, sequential)
+				node, token := deviceKeys(from+i, sequential)
 				// Neither the node nor the hex token needs escaping.
 				form = fmt.Appendf(form[:0], "type=bench&node=%s&token=%s", node, token)
 				_, body, err := client.post(form)

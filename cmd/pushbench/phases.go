@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -84,8 +85,10 @@ func runPhases(o options, probe *serverProbe, pprofAddr string, stream *stream, 
 }
 
 // countInstructions runs o.count pushes closed-loop on each path with the
-// server under callgrind, and counts the instructions of each window.
-func countInstructions(o options, cg *callgrind, stream *stream, web *httpPusher, devices []device, res *Result) error {
+// server under callgrind, then o.count registrations of new devices
+// (register adds devices from its first argument on), and counts the
+// instructions of each window.
+func countInstructions(o options, cg *callgrind, stream *stream, web *httpPusher, devices []device, register func(from, n int) (int, time.Duration, error), res *Result) error {
 	window := func(name string, run func() *Phase) (*Phase, float64, error) {
 		if err := cg.zero(); err != nil {
 			return nil, 0, err
@@ -140,6 +143,22 @@ func countInstructions(o options, cg *callgrind, stream *stream, web *httpPusher
 			return err
 		}
 	}
+	// Last, so that the push windows count the same registry as before
+	// this window was added. New devices, as the timed registrations
+	// are: renewals of the devices above would cost less.
+	if err := cg.zero(); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "registrations: counting the instructions of %d registrations ...\n", o.count)
+	ok, _, regErr := register(len(devices), o.count)
+	n, err = cg.dump()
+	if err := errors.Join(regErr, err); err != nil {
+		return err
+	}
+	if ok != o.count {
+		return fmt.Errorf("registrations: %d of %d registered", ok, o.count)
+	}
+	res.RegInstr = float64(n) / float64(ok)
 	return nil
 }
 

@@ -29,6 +29,9 @@ func printTable(w io.Writer, r Result) {
 	if r.InstrPerPush > 0 || r.HTTPInstrPerPush > 0 {
 		fmt.Fprintf(tw, "instructions (callgrind)\tXEP-0357 %.0f/push\tHTTP %.0f/push\n", r.InstrPerPush, r.HTTPInstrPerPush)
 		fmt.Fprintf(tw, "\tidle server: %.0f/s\n", r.IdleInstrPerS)
+		if r.RegInstr > 0 {
+			fmt.Fprintf(tw, "\tregistration %.0f\n", r.RegInstr)
+		}
 	}
 	fmt.Fprintf(tw, "server\tpeak RSS %.1f MB\tCPU %.1f s\tmachine load %.2f\n", r.PeakRSSMB, r.CPUSeconds, r.LoadAvg)
 	tw.Flush()
