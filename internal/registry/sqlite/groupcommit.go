@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -34,35 +33,39 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	// The transaction is the writer's, not any caller's: one caller giving
 	// up must not roll back the others' rows.
 	ctx := context.Background()
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	st := s.regStmts.in(ctx, tx)
 	live := 0
-	for _, req := range batch {
-		req.R, req.Err = registry.Registration{}, nil
-		if err := req.Ctx.Err(); err != nil {
-			req.Err = fmt.Errorf("register: %w", err)
-			continue
+	err := s.withRegWriter(ctx, func(w *regWriter) error {
+		if err := w.begin(); err != nil {
+			return err
 		}
-		var dbErr error
-		req.R, req.Err, dbErr = st.register(ctx, req.Node, req.Decide)
-		if dbErr != nil {
-			return dbErr
+		defer w.rollbackOpen()
+		for _, req := range batch {
+			req.R, req.Err = registry.Registration{}, nil
+			if err := req.Ctx.Err(); err != nil {
+				req.Err = fmt.Errorf("register: %w", err)
+				continue
+			}
+			var dbErr error
+			req.R, req.Err, dbErr = w.register(req.Node, req.Decide)
+			if dbErr != nil {
+				return dbErr
+			}
+			if req.Err == nil {
+				live++
+			}
 		}
-		if req.Err == nil {
-			live++
+		if live == 0 {
+			return nil
 		}
-	}
-	if live > 0 {
 		if err := s.unmoved(); err != nil {
 			return err
 		}
-		if err := tx.Commit(); err != nil {
-			return err
-		}
+		return w.commit()
+	})
+	if err != nil {
+		return err
+	}
+	if live > 0 {
 		s.gc.Committed(batch)
 	}
 	for _, req := range batch {
@@ -85,58 +88,56 @@ func (s *Store) registerAlone(ctx context.Context, node string, decide registry.
 	if err := ctx.Err(); err != nil {
 		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
-	tx, err := s.write.BeginTx(context.Background(), nil)
+	var r registry.Registration
+	var rowErr error
+	err := s.withRegWriter(context.Background(), func(w *regWriter) error {
+		if err := w.begin(); err != nil {
+			return err
+		}
+		defer w.rollbackOpen()
+		var dbErr error
+		if r, rowErr, dbErr = w.register(node, decide); dbErr != nil || rowErr != nil {
+			return dbErr
+		}
+		if err := s.unmoved(); err != nil {
+			return err
+		}
+		return w.commit()
+	})
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
-	defer tx.Rollback()
-	r, rowErr, dbErr := s.regStmts.in(context.Background(), tx).register(context.Background(), node, decide)
-	if dbErr != nil {
-		return registry.Registration{}, fmt.Errorf("register: %w", dbErr)
-	}
 	if rowErr != nil {
 		return registry.Registration{}, rowErr
-	}
-	if err := s.unmoved(); err != nil {
-		return registry.Registration{}, fmt.Errorf("register: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
 	s.fitLog(context.Background())
 	return r, nil
 }
 
-// regStmts are the registration statements, prepared once on the write
-// connection.
-type regStmts struct {
-	get, holder, upsert *sql.Stmt
-}
-
-func (p regStmts) in(ctx context.Context, tx *sql.Tx) txStmts {
-	return txStmts{tx: tx, get: tx.StmtContext(ctx, p.get), holder: tx.StmtContext(ctx, p.holder), upsert: tx.StmtContext(ctx, p.upsert)}
-}
-
-func (p regStmts) close() {
-	for _, st := range []*sql.Stmt{p.get, p.holder, p.upsert} {
-		if st != nil {
-			st.Close()
-		}
+// withRegWriter runs f with the registration statements ready on the
+// writer's connection, which it holds meanwhile. f runs on the writer
+// goroutine (or at Open, before it starts): regWriter is not shared.
+func (s *Store) withRegWriter(ctx context.Context, f func(*regWriter) error) error {
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return err
 	}
-}
-
-type txStmts struct {
-	tx                  *sql.Tx
-	get, holder, upsert *sql.Stmt
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		if err := s.reg.on(dc); err != nil {
+			return err
+		}
+		return f(s.reg)
+	})
 }
 
 // register is the read, decision and write of one registration inside the
-// caller's transaction. rowErr is a refusal of this registration (decide's
-// error, ErrConflict), after which nothing of it was written and the
-// transaction goes on; dbErr is a failure of the database, after which the
-// transaction must be rolled back.
-func (t txStmts) register(ctx context.Context, node string, decide registry.Decide) (r registry.Registration, rowErr, dbErr error) {
-	old, err := scan(t.get.QueryRowContext(ctx, node))
+// transaction w has open. rowErr is a refusal of this registration
+// (decide's error, ErrConflict), after which nothing of it was written and
+// the transaction goes on; dbErr is a failure of the database, after which
+// the transaction must be rolled back.
+func (w *regWriter) register(node string, decide registry.Decide) (r registry.Registration, rowErr, dbErr error) {
+	old, err := w.get(node)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return r, nil, err
 	}
@@ -148,23 +149,22 @@ func (t txStmts) register(ctx context.Context, node string, decide registry.Deci
 		return registry.Registration{}, fmt.Errorf("register: decided on node %q for node %q", r.Node, node), nil
 	}
 	if r.DeviceKey != "" {
-		var holder string
-		err := t.holder.QueryRowContext(ctx, r.DeviceKey, node).Scan(&holder)
-		if err == nil {
-			return registry.Registration{}, fmt.Errorf("register: device key held by another node: %w", registry.ErrConflict), nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
+		held, err := w.held(r.DeviceKey, node)
+		if err != nil {
 			return registry.Registration{}, nil, err
 		}
+		if held {
+			return registry.Registration{}, fmt.Errorf("register: device key held by another node: %w", registry.ErrConflict), nil
+		}
 	}
-	if _, err := t.upsert.ExecContext(ctx, regValues(r)...); err != nil {
+	if err := w.upsert(r); err != nil {
 		return registry.Registration{}, nil, err
 	}
 	// Outcomes change here only when a registration starts afresh (or an
 	// import brings its own), not on a new registration or a renewal.
 	if !sameStatus(r, old) {
-		if err := setStatus(ctx, t.tx, r); err != nil {
-			return registry.Registration{}, nil, err
+		if err := w.setStatus(r); err != nil {
+			return registry.Registration{}, nil, fmt.Errorf("push status: %w", err)
 		}
 	}
 	return r, nil, nil
@@ -182,23 +182,6 @@ const (
 // sameStatus says whether a and b have the same push outcomes.
 func sameStatus(a, b registry.Registration) bool {
 	return a.LastSuccessfulPush.Equal(b.LastSuccessfulPush) && a.LastPushError.Equal(b.LastPushError) && a.LastErrorReason == b.LastErrorReason
-}
-
-func prepareRegStmts(ctx context.Context, db *sql.DB) (regStmts, error) {
-	var p regStmts
-	var err error
-	if p.get, err = db.PrepareContext(ctx, sqlGet); err != nil {
-		return p, err
-	}
-	if p.holder, err = db.PrepareContext(ctx, sqlHolder); err != nil {
-		p.close()
-		return regStmts{}, err
-	}
-	if p.upsert, err = db.PrepareContext(ctx, sqlUpsert); err != nil {
-		p.close()
-		return regStmts{}, err
-	}
-	return p, nil
 }
 
 // unmoved fails when the registry's file is no longer at its path (removed

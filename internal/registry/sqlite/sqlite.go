@@ -51,8 +51,10 @@ type Store struct {
 	// getImported is read for every record an import finds missing.
 	getImported *sql.Stmt
 
-	regStmts regStmts
-	gc       *groupcommit.Queue
+	// reg runs the registrations' statements on the writer's
+	// connection (regwriter.go).
+	reg *regWriter
+	gc  *groupcommit.Queue
 
 	// retention is how long the change log keeps a change (changes.go).
 	retention time.Duration
@@ -98,14 +100,20 @@ const (
 		domain, device_key, owner, account`
 )
 
+// The statements of setStatus: outcomes back to none, or these.
+const (
+	sqlStatusDelete = `DELETE FROM push_status WHERE node = ?`
+	sqlStatusPut    = `INSERT OR REPLACE INTO push_status (node, last_successful_push, last_push_error, last_error_reason)
+			VALUES (?, ?, ?, ?)`
+)
+
 // setStatus makes r's push outcomes the stored ones.
 func setStatus(ctx context.Context, tx *sql.Tx, r registry.Registration) error {
 	var err error
 	if sameStatus(r, registry.Registration{}) {
-		_, err = tx.ExecContext(ctx, `DELETE FROM push_status WHERE node = ?`, r.Node)
+		_, err = tx.ExecContext(ctx, sqlStatusDelete, r.Node)
 	} else {
-		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO push_status (node, last_successful_push, last_push_error, last_error_reason)
-			VALUES (?, ?, ?, ?)`, r.Node, nanos(r.LastSuccessfulPush), nanos(r.LastPushError), r.LastErrorReason)
+		_, err = tx.ExecContext(ctx, sqlStatusPut, r.Node, nanos(r.LastSuccessfulPush), nanos(r.LastPushError), r.LastErrorReason)
 	}
 	if err != nil {
 		return fmt.Errorf("push status: %w", err)
@@ -208,7 +216,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.getImported, err = read.PrepareContext(ctx, `SELECT registered FROM imported_nodes WHERE node = ?`)
 	}
 	if err == nil {
-		s.regStmts, err = prepareRegStmts(ctx, write)
+		s.reg, err = newRegWriter()
+	}
+	if err == nil {
+		// Once now, so that a driver whose connection no longer has its
+		// handle where regWriter reads it fails here, not at the first
+		// registration.
+		err = s.withRegWriter(ctx, func(*regWriter) error { return nil })
 	}
 	if err != nil {
 		s.Close()
@@ -1271,7 +1285,11 @@ func (s *Store) Close() error {
 	if s.gc != nil {
 		s.gc.Close()
 	}
-	s.regStmts.close()
+	if s.reg != nil {
+		// Before the writer's pool closes: a statement left would keep
+		// its connection, and the file, open.
+		s.reg.close()
+	}
 	if s.lookups != nil {
 		s.lookups.close()
 	}
