@@ -141,7 +141,8 @@ func (w *regWriter) register(node string, decide registry.Decide) (r registry.Re
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return r, nil, err
 	}
-	r, err = decide(old, err == nil)
+	found := err == nil
+	r, err = decide(old, found)
 	if err != nil {
 		return registry.Registration{}, err, nil
 	}
@@ -157,7 +158,7 @@ func (w *regWriter) register(node string, decide registry.Decide) (r registry.Re
 			return registry.Registration{}, fmt.Errorf("register: device key held by another node: %w", registry.ErrConflict), nil
 		}
 	}
-	if err := w.upsert(r); err != nil {
+	if err := w.write(r, found); err != nil {
 		return registry.Registration{}, nil, err
 	}
 	// Outcomes change here only when a registration starts afresh (or an
@@ -173,10 +174,6 @@ func (w *regWriter) register(node string, decide registry.Decide) (r registry.Re
 const (
 	sqlGet    = selectRegistrations + ` WHERE node = ?`
 	sqlHolder = `SELECT node FROM registrations WHERE device_key = ? AND node <> ?`
-	sqlUpsert = `INSERT INTO registrations (` + regColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (node) DO UPDATE SET type = excluded.type, token = excluded.token, secret = excluded.secret,
-			registered = excluded.registered, renewed = excluded.renewed, domain = excluded.domain,
-			device_key = excluded.device_key, owner = excluded.owner, account = excluded.account`
 )
 
 // sameStatus says whether a and b have the same push outcomes.

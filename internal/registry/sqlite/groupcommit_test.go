@@ -154,9 +154,13 @@ func TestBatchRowRefusals(t *testing.T) {
 }
 
 // A row that makes the whole transaction fail (here at commit, through a
-// deferred foreign key a trigger breaks for node "bad") is answered with an
-// error; the others of its batch are still stored and answered OK, and no
-// one is answered OK for a row that is not there.
+// deferred foreign key a trigger breaks for node "bad"; at its statement,
+// through a trigger's RAISE for "abort"; or through a constraint a trigger
+// breaks, which rolls the transaction back at once, as a registration's
+// write says OR ROLLBACK, for "null" when it is written and "renew-null"
+// when it is written again) is answered with an error; the others of its
+// batch, those before it included, are still stored and answered OK, and
+// no one is answered OK for a row that is not there.
 func TestBatchCommitFailure(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "registry.db")
@@ -170,6 +174,9 @@ func TestBatchCommitFailure(t *testing.T) {
 		`CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)`,
 		`CREATE TRIGGER poison AFTER INSERT ON registrations WHEN NEW.node = 'bad' BEGIN INSERT INTO child VALUES (42); END`,
 		`CREATE TRIGGER abort BEFORE INSERT ON registrations WHEN NEW.node = 'abort' BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END`,
+		`CREATE TABLE never_null (x INTEGER NOT NULL)`,
+		`CREATE TRIGGER nulled AFTER INSERT ON registrations WHEN NEW.node = 'null' BEGIN INSERT INTO never_null VALUES (NULL); END`,
+		`CREATE TRIGGER nulled_again AFTER UPDATE ON registrations WHEN NEW.node = 'renew-null' BEGIN INSERT INTO never_null VALUES (NULL); END`,
 	} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
@@ -186,13 +193,37 @@ func TestBatchCommitFailure(t *testing.T) {
 	if got["c"] != nil || got["d"] != nil || got["abort"] == nil {
 		t.Fatalf("answers: %v", got)
 	}
+	got = batch(t, s, "e", []string{"null", "f"}, plain)
+	if got["e"] != nil || got["f"] != nil || got["null"] == nil {
+		t.Fatalf("answers: %v", got)
+	}
+	if _, err := s.Register(ctx, "renew-null", plain("renew-null")); err != nil {
+		t.Fatal(err)
+	}
+	renewed := func(node string) registry.Decide {
+		if node != "renew-null" {
+			return plain(node)
+		}
+		return func(old registry.Registration, found bool) (registry.Registration, error) {
+			old.Token = "cd"
+			return old, nil
+		}
+	}
+	got = batch(t, s, "g", []string{"renew-null", "h"}, renewed)
+	if got["g"] != nil || got["h"] != nil || got["renew-null"] == nil {
+		t.Fatalf("answers: %v", got)
+	}
 	s.Close()
 	s = open(t, path)
 	defer s.Close()
-	for node, want := range map[string]bool{"a": true, "b": true, "c": true, "d": true, "bad": false, "abort": false} {
+	for node, want := range map[string]bool{"a": true, "b": true, "c": true, "d": true, "e": true, "f": true, "g": true, "h": true,
+		"bad": false, "abort": false, "null": false} {
 		if _, err := s.Get(ctx, node); (err == nil) != want {
 			t.Errorf("%s stored = %v, want %v", node, err == nil, want)
 		}
+	}
+	if r, err := s.Get(ctx, "renew-null"); err != nil || r.Token != "ab" {
+		t.Errorf("renew-null after its failed renewal: %+v, %v; want its first registration", r, err)
 	}
 }
 

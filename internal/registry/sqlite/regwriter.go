@@ -53,7 +53,8 @@ const (
 	stmtRollback
 	stmtGet
 	stmtHolder
-	stmtUpsert
+	stmtInsert
+	stmtUpdate
 	stmtStatusDelete
 	stmtStatusPut
 	nRegStmts
@@ -65,7 +66,8 @@ var regSQL = [nRegStmts]string{
 	stmtRollback:     `ROLLBACK`,
 	stmtGet:          sqlGet,
 	stmtHolder:       sqlHolder,
-	stmtUpsert:       sqlUpsert,
+	stmtInsert:       sqlInsertReg,
+	stmtUpdate:       sqlUpdateReg,
 	stmtStatusDelete: sqlStatusDelete,
 	stmtStatusPut:    sqlStatusPut,
 }
@@ -325,9 +327,28 @@ func (w *regWriter) held(deviceKey, node string) (bool, error) {
 	}
 }
 
-// upsert writes r (sqlUpsert, regValues's values).
-func (w *regWriter) upsert(r registry.Registration) error {
-	a := w.args(stmtUpsert, len(r.Node)+len(r.Type)+len(r.Token)+len(r.Secret)+len(r.Domain)+len(r.DeviceKey)+len(r.Owner)+len(r.Account))
+// The registration's write, which its read under the write lock says
+// is a new row or a change of one: an upsert in two statements, which
+// lets SQLite do without a statement journal. A statement that may fail
+// half done (a constraint it checks after writing the row and its
+// change-log row, ABORT) copies every page it changes into that journal
+// first, to undo its own changes alone; OR ROLLBACK undoes the whole
+// transaction instead, as the batch's failure does anyway (its rows are
+// then stored one transaction each). An upsert's DO UPDATE has ABORT
+// whatever the INSERT says. Parameters are regValues's, in its order.
+const (
+	sqlInsertReg = `INSERT OR ROLLBACK INTO registrations (` + regColumns + `) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)`
+	sqlUpdateReg = `UPDATE OR ROLLBACK registrations SET type = ?2, token = ?3, secret = ?4, registered = ?5, renewed = ?6,
+		domain = ?7, device_key = ?8, owner = ?9, account = ?10 WHERE node = ?1`
+)
+
+// write writes r, a new row unless found (regValues's values).
+func (w *regWriter) write(r registry.Registration, found bool) error {
+	i := stmtInsert
+	if found {
+		i = stmtUpdate
+	}
+	a := w.args(i, len(r.Node)+len(r.Type)+len(r.Token)+len(r.Secret)+len(r.Domain)+len(r.DeviceKey)+len(r.Owner)+len(r.Account))
 	a.text(1, r.Node, false)
 	a.text(2, r.Type, false)
 	a.text(3, r.Token, false)
@@ -341,7 +362,7 @@ func (w *regWriter) upsert(r registry.Registration) error {
 	if a.err != nil {
 		return a.err
 	}
-	return w.exec(stmtUpsert, "writing registration")
+	return w.exec(i, "writing registration")
 }
 
 // setStatus makes r's push outcomes the stored ones, as setStatus does.
