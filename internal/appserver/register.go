@@ -154,46 +154,45 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			return registry.Registration{}, err
 		}
 	}
-	sameToken := func(x, y string) bool { return x == y }
-	if app, ok := s.apps[r.Type]; ok {
-		sameToken = app.sameToken
-	}
-	var how string
-	// newToken is set when a renewal brings another token (see decide).
-	newToken := false
+	// What decide reads and sets lives in one object: each variable of
+	// its own that the function (which the store keeps, so on the heap)
+	// captured went to the heap by itself, seven allocations a
+	// registration.
+	d := &regDecision{r: r}
+	d.app, d.hasApp = s.apps[r.Type]
 	decide := func(old registry.Registration, found bool) (registry.Registration, error) {
-		newToken = false
+		d.newToken = false
 		// The same type and token again is the device renewing, which
 		// the domain's quota always lets through; the token as its
 		// service names the device, so that a client writing its APNS
 		// token's digits in the other case keeps the secret the user's
 		// server pushes with.
-		same := found && old.Type == r.Type && sameToken(old.Token, r.Token)
-		if full && (!found || old.Domain != r.Domain && !same) {
+		same := found && old.Type == d.r.Type && d.sameToken(old.Token, d.r.Token)
+		if full && (!found || old.Domain != d.r.Domain && !same) {
 			// Counted before the write, so concurrent registrations can
 			// pass the cap by a few: a guard against filling the
 			// registry, not an exact count.
-			return registry.Registration{}, fmt.Errorf("%w: %d registrations for %s", ErrQuota, s.opts.MaxRegistrationsPerDomain, r.Domain)
+			return registry.Registration{}, fmt.Errorf("%w: %d registrations for %s", ErrQuota, s.opts.MaxRegistrationsPerDomain, d.r.Domain)
 		}
 		if !found {
-			how = regNew
-			return r, nil
+			d.how = regNew
+			return d.r, nil
 		}
 		proof := caller.Secret != "" && subtle.ConstantTimeCompare([]byte(caller.Secret), []byte(old.Secret)) == 1
 		// A device key is a salted hash of the account's JID: finding
 		// the node by it proves the account, as its owner does (and is
 		// all a registration stored before owners were kept has).
-		mine := owner != "" && (old.Owner == owner || r.DeviceKey != "" && old.DeviceKey == r.DeviceKey)
+		mine := owner != "" && (old.Owner == owner || d.r.DeviceKey != "" && old.DeviceKey == d.r.DeviceKey)
 		// A device key without an owner is a registration stored before
 		// owners were kept: bound to its account all the same.
 		if (old.Owner != "" || old.DeviceKey != "") && !mine && !proof {
-			if same && owner != "" && old.Owner != "" && old.DeviceKey == "" && r.DeviceKey == "" {
+			if same && owner != "" && old.Owner != "" && old.DeviceKey == "" && d.r.DeviceKey == "" {
 				// The same device from another of its accounts: Monal's
 				// v1-register-push names the node identifierForVendor
 				// for every account. The token proves the device; the
 				// registration stays as it is, bound to its owner.
-				how = regRenewed
-				old.Renewed = r.Registered
+				d.how = regRenewed
+				old.Renewed = d.r.Registered
 				return old, nil
 			}
 			return registry.Registration{}, fmt.Errorf("%w: the node is registered by another account", ErrForbidden)
@@ -204,36 +203,36 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 		// go to whoever names it first, and the device, re-registering
 		// without an account as always, be refused for good.
 		if old.Owner == "" && !proof && !mine {
-			r.Owner = ""
+			d.r.Owner = ""
 		}
 		switch {
-		case old.Type != r.Type:
+		case old.Type != d.r.Type:
 			// Another app: start afresh, as mod_push_appserver did.
 			if !mine && !proof && s.opts.StrictRegistration {
 				return registry.Registration{}, fmt.Errorf("%w: the node is registered for another type; give its secret to change it", ErrForbidden)
 			}
-			how = regRotated
-			return r, nil
+			d.how = regRotated
+			return d.r, nil
 		case same || mine || proof:
-			how = regRenewed
-			if !sameToken(old.Token, r.Token) {
+			d.how = regRenewed
+			if !d.sameToken(old.Token, d.r.Token) {
 				// The last success was the old token's and says nothing
 				// of this one (tokenWorked). A renewal with the same
 				// token, as clients make every time they connect,
 				// keeps it: the token is the one that took the push.
 				old.LastSuccessfulPush = time.Time{}
-				newToken = true
+				d.newToken = true
 			}
-			old.Token = r.Token
-			old.Renewed = r.Registered
+			old.Token = d.r.Token
+			old.Renewed = d.r.Registered
 			if old.Owner == "" {
-				old.Owner = r.Owner
+				old.Owner = d.r.Owner
 			}
-			if r.DeviceKey != "" && (mine || proof) {
-				old.Domain, old.DeviceKey, old.Account = r.Domain, r.DeviceKey, r.Account
+			if d.r.DeviceKey != "" && (mine || proof) {
+				old.Domain, old.DeviceKey, old.Account = d.r.Domain, d.r.DeviceKey, d.r.Account
 			}
 			if old.Domain == "" {
-				old.Domain = r.Domain
+				old.Domain = d.r.Domain
 			}
 			return old, nil
 		case s.opts.StrictRegistration:
@@ -243,38 +242,56 @@ func (s *Service) register(ctx context.Context, caller Caller, owner string, r r
 			// maybe someone who learned the node. The old secret dies, so
 			// the user's server stops pushing to this node until the
 			// device enables push again with the new one.
-			how = regRotated
-			return r, nil
+			d.how = regRotated
+			return d.r, nil
 		}
 	}
 	// The cache entry goes before the write as well as after it; the
 	// success written for the node need only be forgotten after.
-	s.cache.drop(r.Node)
-	stored, err := s.store.Register(ctx, r.Node, decide)
-	s.changed(r.Node)
-	if err == nil && newToken {
+	s.cache.drop(d.r.Node)
+	stored, err := s.store.Register(ctx, d.r.Node, decide)
+	s.changed(d.r.Node)
+	if err == nil && d.newToken {
 		// Nor may a success of the old token, not written yet or
 		// answered after this write (a push on its way to it), be
 		// written over the cleared one.
-		canonical := r.Token
-		if app, ok := s.apps[r.Type]; ok {
-			canonical = app.tokenName(r.Token)
+		canonical := d.r.Token
+		if app, ok := s.apps[d.r.Type]; ok {
+			canonical = app.tokenName(d.r.Token)
 		}
-		s.status.tokenSet(r.Node, canonical)
+		s.status.tokenSet(d.r.Node, canonical)
 	}
 	if errors.Is(err, ErrForbidden) || errors.Is(err, ErrQuota) {
-		s.logger.Info("registration refused", "app", r.Type, "node", r.Node, "reason", err)
+		s.logger.Info("registration refused", "app", d.r.Type, "node", d.r.Node, "reason", err)
 		return registry.Registration{}, err
 	}
 	if errors.Is(err, registry.ErrUnconfirmed) {
-		s.unconfirmed("registration", r.Type, r.Node, err)
+		s.unconfirmed("registration", d.r.Type, d.r.Node, err)
 	}
 	if err != nil {
 		return registry.Registration{}, fmt.Errorf("storing registration: %w", err)
 	}
-	s.opts.Observer.Registered(r.Type, how == regRenewed)
-	s.logger.Info("registered device", "app", r.Type, "node", r.Node, "registration", how)
+	s.opts.Observer.Registered(d.r.Type, d.how == regRenewed)
+	s.logger.Info("registered device", "app", d.r.Type, "node", d.r.Node, "registration", d.how)
 	return stored, nil
+}
+
+// regDecision is the state of one registration's decide function.
+type regDecision struct {
+	r      registry.Registration
+	app    App
+	hasApp bool
+	how    string
+	// newToken is set when a renewal brings another token (see decide).
+	newToken bool
+}
+
+// sameToken is the app's sameToken, or equality for a type no app has.
+func (d *regDecision) sameToken(x, y string) bool {
+	if d.hasApp {
+		return d.app.sameToken(x, y)
+	}
+	return x == y
 }
 
 // domainFull says whether domain holds its quota of registrations.
