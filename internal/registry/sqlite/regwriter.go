@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unsafe"
 
 	"modernc.org/libc"
 	lib "modernc.org/sqlite/lib"
@@ -14,24 +15,27 @@ import (
 )
 
 // regWriter runs the registration statements (the read, the device key's
-// check, the upsert, the outcomes when they change, and the transaction
+// check, the write, the outcomes when they change, and the transaction
 // around a batch) on the writer's connection through SQLite's C API, as
 // lookups do for the push path's read (lookup.go), instead of through
 // database/sql. The connection is still the pool's: a batch borrows it
 // with (*sql.Conn).Raw, so every other write keeps going through
 // database/sql and one connection still serializes them all.
 //
-// Around the few hundred instructions of SQLite's own work on a
-// statement, database/sql and the driver cost a registration about 65
-// allocations: the read's column names and declared types copied out of
-// C for every execution (26 strings for its 13 columns), the row's values
-// scanned through interfaces, each argument boxed, converted and copied
-// into C memory, and the statement, rows and result objects. Here the
-// statements are prepared once, the values are copied into C memory the
-// writer keeps, and only a row that is found is copied out.
+// Around SQLite's own work, database/sql and the driver cost a
+// registration about 65 allocations: the read's column names and
+// declared types copied out of C at every execution (26 strings for its
+// 13 columns, most of them for a node that is not there), the row's
+// values scanned through interfaces, each argument boxed, converted and
+// copied into C memory, and the statement, rows and result objects. Here
+// the statements are prepared once, the values are copied into C memory
+// the writer keeps, and only a row that is found is copied out: 211,000
+// -> 160,000 instructions a registration in all (pushbench
+// -instructions).
 //
-// It is used by the writer goroutine alone (and by Close once that has
-// stopped): its TLS and buffers are not shared.
+// It is used by one goroutine at a time: Open's, before the group-commit
+// writer starts, then the writer's, then Close's once that has stopped.
+// Its TLS and buffers are not shared.
 type regWriter struct {
 	tls *libc.TLS
 	// db is the connection the statements were prepared on. The pool
@@ -73,7 +77,10 @@ var regSQL = [nRegStmts]string{
 }
 
 // connHandle returns the sqlite3* of the driver connection dc, as
-// (*sql.Conn).Raw hands it over.
+// (*sql.Conn).Raw hands it over. modernc.org/sqlite does not export it:
+// it is read from the connection's field db, checked for its name and
+// kind, so that a version of the driver that moved it fails (at Open,
+// and in the tests) instead of handing SQLite a wrong pointer.
 func connHandle(dc any) (uintptr, error) {
 	v := reflect.ValueOf(dc)
 	if v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
@@ -86,7 +93,7 @@ func connHandle(dc any) (uintptr, error) {
 
 func newRegWriter() (*regWriter, error) {
 	w := &regWriter{tls: libc.NewTLS()}
-	if w.out = cMalloc(libc.Xmalloc, w.tls, 8); w.out == 0 {
+	if w.out = cMalloc(libc.Xmalloc, w.tls, int(unsafe.Sizeof(uintptr(0)))); w.out == 0 {
 		w.close()
 		return nil, errors.New("registration writer: out of memory")
 	}
