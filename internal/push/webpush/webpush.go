@@ -468,9 +468,15 @@ func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, 
 		// push's seconds, or a redelivery within minutes, would
 		// change: ntfy would only count each against us.
 		return fmt.Errorf("webpush: %d %s from %s: no device subscribed there lately", status, http.StatusText(status), origin)
-	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
+	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status == http.StatusNotAcceptable || status >= 500:
 		// 408: the service, or a proxy before it, gave up waiting
 		// for the request (RFC 9110 15.5.9), which may be repeated.
+		// 406: Microsoft's push service (WNS, Edge's subscriptions)
+		// throttles with it, X-WNS-Status: appthrottled and a
+		// Retry-After, where RFC 8030 services answer 429; RFC 8030
+		// gives it no other meaning for a push, and we send no
+		// Accept a service could find unacceptable. Failed for good,
+		// the push was dropped for the service's passing limit.
 		return &push.TemporaryError{Reason: strconv.Itoa(status) + " " + http.StatusText(status), RetryAfter: retryAfter}
 	case status == http.StatusMisdirectedRequest:
 		// The connection cannot serve the endpoint's host (RFC 9110
