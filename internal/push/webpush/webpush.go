@@ -377,9 +377,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	// server, named by a stranger's subscriptions, that we would
 	// otherwise hit again and again.
 	unproven := b.opts.Gone.Unproven(origin)
-	refreshed, shortened, misdirected := false, false, false
+	refreshed, unpadded, shortened, misdirected := false, false, false, false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
-		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &shortened, &misdirected)
+		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &unpadded, &shortened, &misdirected)
 		if unproven && push.IsTemporary(err) {
 			return onceUnproven(err, origin)
 		}
@@ -432,10 +432,10 @@ func onceUnproven(err error, origin string) error {
 	return &push.TemporaryError{Reason: origin + " has answered no push with success: tried again in a minute", Err: err, RetryAfter: unprovenRetryAfter}
 }
 
-// attempt makes one request of the push n to sub (two, when a summary
-// too large for the service is sent again without its text) and says
-// what came of it as Send's retries take it.
-func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, n push.Notification, body *[]byte, refreshed, shortened, misdirected *bool) error {
+// attempt makes one request of the push n to sub (up to three, when a
+// summary too large for the service is sent again unpadded, then
+// without its text) and says what came of it as Send's retries take it.
+func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, n push.Notification, body *[]byte, refreshed, unpadded, shortened, misdirected *bool) error {
 	status, retryAfter, date, err := b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
 	if status == http.StatusRequestEntityTooLarge && !*shortened && n.Summary != nil && b.opts.IncludeSummary {
 		// RFC 8030 has services take 4,096 bytes, and ours fit
@@ -443,10 +443,28 @@ func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, 
 		// Android and iOS, bridges to FCM and APNS and refuses
 		// what their 4 KiB would not hold. The wake-up matters,
 		// the summary's text less: send it once more without.
-		*shortened = true
-		if short, encErr := Encrypt(b.payload(withoutText(n)), sub); encErr == nil {
-			*body = short
-			status, retryAfter, date, err = b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
+		//
+		// But the padding may be what took it past the service's
+		// limit (Mozilla's bridge to FCM takes about 3,015 bytes of
+		// body, and 2,700 bytes of plaintext padded to 3,072 pass
+		// it): the same text unpadded goes first, so that the
+		// padding, which only hides the text's length, never costs
+		// the device a text that fits.
+		if !*unpadded {
+			*unpadded = true
+			if plain := b.payload(n); b.padTo(len(plain)) > len(plain) {
+				if short, encErr := Encrypt(plain, sub); encErr == nil {
+					*body = short
+					status, retryAfter, date, err = b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
+				}
+			}
+		}
+		if status == http.StatusRequestEntityTooLarge {
+			*shortened = true
+			if short, encErr := Encrypt(b.payload(withoutText(n)), sub); encErr == nil {
+				*body = short
+				status, retryAfter, date, err = b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
+			}
 		}
 	}
 	switch {

@@ -146,19 +146,21 @@ func TestSendLongBodyFits(t *testing.T) {
 func TestSendShortenedAfter413(t *testing.T) {
 	mock, b, pub := setup(t, webpush.Options{IncludeSummary: true})
 	sub := subscribe(t, mock, pub)
-	mock.Fail(sub.ID, webpushmock.Fault{Status: 413})
+	mock.SetMaxBody(3015)
 	s := summary()
 	s.LastMessageBody = strings.Repeat("<b>", 1000)
 	if err := b.Send(context.Background(), push.Notification{Node: "n1", Token: sub.JSON, Priority: push.PriorityHigh, Summary: s}); err != nil {
 		t.Fatalf("Send = %v, want the push sent without its text", err)
 	}
+	// The text unpadded may go between, when padding made it longer.
 	ms := mock.Messages()
-	if len(ms) != 2 || ms[1].Status != 201 {
-		t.Fatalf("%d requests", len(ms))
+	last := ms[len(ms)-1]
+	if len(ms) > 3 || last.Status != 201 {
+		t.Fatalf("%d requests, the last answered %d", len(ms), last.Status)
 	}
 	var got webpush.Payload
-	if err := json.Unmarshal(ms[1].Plaintext, &got); err != nil || got.Node != "n1" || got.MessageCount != 3 || got.LastMessageBody != "" || got.LastMessageSender != "" {
-		t.Fatalf("second payload %s, %v", ms[1].Plaintext, err)
+	if err := json.Unmarshal(last.Plaintext, &got); err != nil || got.Node != "n1" || got.MessageCount != 3 || got.LastMessageBody != "" || got.LastMessageSender != "" {
+		t.Fatalf("last payload %s, %v", last.Plaintext, err)
 	}
 }
 

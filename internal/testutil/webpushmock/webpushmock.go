@@ -67,6 +67,8 @@ type Server struct {
 
 	// latency delays every answer that decrypts (SetLatency).
 	latency atomic.Int64
+	// maxBody, when set, is the largest body taken (SetMaxBody).
+	maxBody atomic.Int64
 
 	mu       sync.Mutex
 	subs     map[string]*subscription
@@ -107,6 +109,13 @@ func (s *Server) Close() { s.srv.Close() }
 // SetLatency makes the mock take d before each answer, as a busy push
 // service does.
 func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)) }
+
+// SetMaxBody makes the mock refuse bodies longer than n bytes with 413,
+// as a service that takes less than RFC 8030's 4,096 does: Mozilla's,
+// bridging Firefox on Android to FCM, takes at most 4,096 bytes of JSON
+// that holds the body in base64, about 3,015 bytes of body. 0 restores
+// the 4,096.
+func (s *Server) SetMaxBody(n int) { s.maxBody.Store(int64(n)) }
 
 // Start starts a mock, closed when the test ends, and writes a VAPID key
 // for the app server under test, returning the key's file and its public
@@ -252,6 +261,10 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(body) > 4096 {
 		answer(http.StatusRequestEntityTooLarge, "payload larger than 4096 bytes")
+		return
+	}
+	if n := s.maxBody.Load(); n > 0 && int64(len(body)) > n {
+		answer(http.StatusRequestEntityTooLarge, fmt.Sprintf("payload larger than %d bytes", n))
 		return
 	}
 	m.Size = len(body)
