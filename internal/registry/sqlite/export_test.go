@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
@@ -38,3 +39,10 @@ const ReleasedPushes = releasedPushes
 
 // CopyDir is where OpenCopy put s's copy.
 func CopyDir(s *Store) string { return s.removeOnClose }
+
+// SetBusyTimeout sets how long the writer's connection waits for a
+// write lock held by another connection.
+func SetBusyTimeout(s *Store, d time.Duration) error {
+	_, err := s.write.Exec(fmt.Sprintf(`PRAGMA busy_timeout = %d`, d.Milliseconds()))
+	return err
+}

@@ -15,7 +15,9 @@ import (
 // or the device key refuses is left out and answered with that error
 // alone; any other failure (a statement's or the commit's) rolls the batch
 // back and each registration is stored again in a transaction of its own,
-// so one bad row never fails the others.
+// so one bad row never fails the others. A batch whose transaction cannot
+// begin (the write lock held by another process past the busy timeout)
+// is answered that error at once, every registration of it.
 func (s *Store) Register(ctx context.Context, node string, decide registry.Decide) (registry.Registration, error) {
 	return s.gc.Register(ctx, node, decide)
 }
@@ -34,10 +36,12 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	// up must not roll back the others' rows.
 	ctx := context.Background()
 	live := 0
+	began := false
 	err := s.withRegWriter(ctx, func(w *regWriter) error {
 		if err := w.begin(); err != nil {
 			return err
 		}
+		began = true
 		defer w.rollbackOpen()
 		for _, req := range batch {
 			req.R, req.Err = registry.Registration{}, nil
@@ -62,6 +66,20 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 		}
 		return w.commit()
 	})
+	if err != nil && !began {
+		// No row was tried: the write lock is held elsewhere past the
+		// busy timeout (another process writing the file), or the
+		// connection cannot write at all. Each registration alone would
+		// wait as long again, one after the other, and every one queued
+		// behind them with it: a batch of 64 stalled registrations for
+		// 65 busy timeouts, more than ten minutes. They are answered the
+		// batch's error now; their clients try again.
+		for _, req := range batch {
+			req.R, req.Err = registry.Registration{}, fmt.Errorf("register: %w", err)
+			req.Answer()
+		}
+		return nil
+	}
 	if err != nil {
 		return err
 	}
