@@ -936,7 +936,7 @@ func (s *Service) Push(ctx context.Context, req PushRequest) error {
 	ctx, cancel := s.deadlines.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account}
+	n := push.Notification{App: t.Type, Node: node, Token: t.Token, Priority: prio, Summary: req.Summary, Encrypted: req.Encrypted, Account: t.Account, Tigase: tigaseTarget(t)}
 	end, err := s.sendGated(ctx, &app, n, sent)
 	now := s.outcomeTime(end)
 	if err != nil {

@@ -110,6 +110,11 @@ func (s *Service) UnregisterTigase(ctx context.Context, typ string, account Acco
 	return s.unregisterKeyed(ctx, typ, account, []string{"tigase", account.Bare, token})
 }
 
+// tigaseTarget says whether t is a registration RegisterTigase made:
+// the only kind stored without a secret (noSecret), and with the bare
+// JID its pushes name.
+func tigaseTarget(t registry.PushTarget) bool { return t.Secret == "" && t.Account != "" }
+
 // tigaseNodePrefix begins the nodes of Tigase registrations. 64 hex
 // digits alone are an APNS device token's shape: on a component that also
 // takes tokenless publishes, a publish to a Tigase node removed since

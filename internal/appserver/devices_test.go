@@ -266,3 +266,42 @@ func TestAppMoveUnderLargestQuota(t *testing.T) {
 		t.Fatalf("move to another app under the largest quota: %v", err)
 	}
 }
+
+// The push to a Tigase registration says so, with the account, so that
+// the backend writes the fields Siskin's notification extension reads
+// of an unencrypted push (NotificationService.swift in tigase/siskin-im:
+// "account", "sender", "body"); a p2 registration's account (its
+// fingerprints) and a plain one's do not ask for them.
+func TestTigasePushNamesItsDialect(t *testing.T) {
+	ctx := context.Background()
+	svc, _, b := newService(t, 0)
+	tg, err := svc.RegisterTigase(ctx, "apns", juliet, "ab12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := svc.RegisterDevice(ctx, "apns", juliet, "dev1", "", "cd34")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := svc.Register(ctx, appserver.Caller{}, "apns", "n-plain", "ef56")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []appserver.PushRequest{{Node: tg.Node}, {Node: p2.Node, Secret: p2.Secret}, {Node: plain.Node, Secret: plain.Secret}} {
+		if err := svc.Push(ctx, r); err != nil {
+			t.Fatalf("push to %s: %v", r.Node, err)
+		}
+	}
+	got := b.Sent()
+	if len(got) != 3 {
+		t.Fatalf("sent %d pushes", len(got))
+	}
+	if n := got[0]; !n.Tigase || n.Account != juliet.Bare {
+		t.Errorf("push to the Tigase registration: Tigase %v, account %q", n.Tigase, n.Account)
+	}
+	for _, n := range got[1:] {
+		if n.Tigase {
+			t.Errorf("push to %s taken for a Tigase one", n.Node)
+		}
+	}
+}

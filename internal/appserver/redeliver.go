@@ -475,7 +475,7 @@ func (r *redeliveries) keepChecked(key redeliveryKey, n push.Notification, secre
 	}
 	if key.node != "" {
 		// Read again at each attempt: the registration may change.
-		n.Token, n.Account = "", ""
+		n.Token, n.Account, n.Tigase = "", "", false
 	}
 	// Copies, as set makes of n's: the key and the secret are cut from
 	// the request (an HTTP push's body, a publish's stanza), which the
@@ -1508,7 +1508,7 @@ func (s *Service) redeliverOne(ctx context.Context, a redeliveryAttempt) (redeli
 			// device's, maybe someone's who knew only the node.
 			return redeliveryGone, 0
 		}
-		n.App, n.Token, n.Account = t.Type, t.Token, t.Account
+		n.App, n.Token, n.Account, n.Tigase = t.Type, t.Token, t.Account, tigaseTarget(t)
 	} else {
 		block, err := s.blockOf(ctx, n.App, n.Token)
 		switch {

@@ -81,6 +81,11 @@ type Notification struct {
 	// Account is the bare JID the device registered from, for apps that
 	// need it in the payload to pick their key (Siskin); often "".
 	Account string
+	// Tigase says the registration came from Tigase's register-device
+	// (Siskin, Stork): its app reads the payload a Tigase push component
+	// sends, which names Account in every visible push, not only in
+	// encrypted ones.
+	Tigase bool
 	// Sent is when the core handed the push to its backend, read from
 	// the system's clock (monotonic reading included) once for the push,
 	// which set the push's deadline from it: the backend times its first

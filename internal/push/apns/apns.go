@@ -545,7 +545,7 @@ type request struct {
 // shared, and so is the header when fields is set.
 func (b *Backend) build(n push.Notification) request {
 	slot, ok := fixedSlot(n.Priority)
-	if !ok || n.Encrypted != nil || (b.opts.IncludeSummary && n.Summary != nil) {
+	if !ok || n.Encrypted != nil || (b.opts.IncludeSummary && n.Summary != nil) || tigaseFields(n) {
 		return b.render(n)
 	}
 	r := b.fixed[slot]
@@ -603,6 +603,8 @@ func (b *Backend) render(n push.Notification) request {
 	var alert map[string]string
 	var title, text string
 	var texts []*string
+	// Whether title and text came from the summary's sender and body.
+	var fromSender, fromBody bool
 	switch n.Priority {
 	case push.PrioritySilent:
 		h.Set("apns-push-type", "background")
@@ -618,11 +620,11 @@ func (b *Backend) render(n push.Notification) request {
 		title, text = b.opts.AlertTitle, b.opts.AlertBody
 		if b.opts.IncludeSummary && n.Summary != nil {
 			if n.Summary.LastMessageSender != "" {
-				title = n.Summary.LastMessageSender
+				title, fromSender = n.Summary.LastMessageSender, true
 				texts = append(texts, &title)
 			}
 			if n.Summary.LastMessageBody != "" {
-				text = push.Truncate(n.Summary.LastMessageBody, 2048)
+				text, fromBody = push.Truncate(n.Summary.LastMessageBody, 2048), true
 				texts = append(texts, &text)
 			}
 		}
@@ -648,6 +650,21 @@ func (b *Backend) render(n push.Notification) request {
 	if n.Priority != push.PrioritySilent && b.opts.IncludeSummary && n.Summary != nil && n.Summary.MessageCount > 0 {
 		body["message-count"] = n.Summary.MessageCount
 	}
+	tigase := tigaseFields(n)
+	if tigase {
+		// What Siskin's notification extension reads of a push that
+		// is not encrypted (NotificationService.swift in
+		// tigase/siskin-im), named as a Tigase push component names
+		// them: without "account" it shows the alert as it came, with
+		// it and no sender or body a notification of that account.
+		// The bare JID is register-device's contract; the count goes
+		// with the summary's text, under include_summary.
+		body["account"] = n.Account
+		if b.opts.IncludeSummary && n.Summary != nil && n.Summary.MessageCount > 0 {
+			body["unread-messages"] = n.Summary.MessageCount
+		}
+		aps["mutable-content"] = 1
+	}
 	if e := n.Encrypted; e != nil {
 		// What Siskin's notification extension reads to decrypt and show
 		// the message (NotificationService.swift in tigase/siskin-im:
@@ -666,12 +683,29 @@ func (b *Backend) render(n push.Notification) request {
 			setOrDelete(alert, "title", title)
 			setOrDelete(alert, "body", text)
 		}
+		if tigase {
+			// The same text as the alert's, cut with it to fit.
+			if fromSender {
+				body["sender"] = title
+			}
+			if fromBody {
+				body["body"] = text
+			}
+		}
 		out, _ := json.Marshal(body)
 		return out
 	}
 	max := maxPayload(n.Priority)
 	payload := push.Fit(encode, func(b []byte) bool { return len(b) <= max }, texts...)
 	return request{payload: payload, header: h}
+}
+
+// tigaseFields says whether n gets the fields of a Tigase push
+// component's payload beside the alert: a visible push, not encrypted
+// (an encrypted one names its account below), to a register-device
+// registration. A background push stays bare.
+func tigaseFields(n push.Notification) bool {
+	return n.Tigase && n.Account != "" && n.Encrypted == nil && n.Priority == push.PriorityHigh
 }
 
 // setOrDelete sets m[k] to v, or deletes it when v is empty.
