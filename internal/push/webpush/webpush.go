@@ -319,6 +319,22 @@ func (b *Backend) payload(n push.Notification) []byte {
 // size, and a long one tells its length to within 512 bytes only.
 const textPadding = 512
 
+// retryPadding is the finer multiple a payload that carries the
+// summary's text is padded to when the service refused it padded to
+// textPadding (413): every plaintext that fits a 3,015-byte body
+// unpadded (Mozilla's bridge to FCM) fits it so padded too, and the
+// service still learns the text's length to within 32 bytes only.
+const retryPadding = 32
+
+// padRetryTo is padTo with retryPadding, for the push sent again after
+// its padded payload was refused as too large.
+func (b *Backend) padRetryTo(n int) int {
+	if !b.opts.IncludeSummary {
+		return n
+	}
+	return min((n+retryPadding-1)/retryPadding*retryPadding, MaxPlaintext)
+}
+
 // padTo is the length a payload of n bytes is padded to before it is
 // encrypted. The push service sees each message's length, and with
 // include_summary that would tell it the length of the sender's JID and
@@ -377,9 +393,9 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 	// server, named by a stranger's subscriptions, that we would
 	// otherwise hit again and again.
 	unproven := b.opts.Gone.Unproven(origin)
-	refreshed, unpadded, shortened, misdirected := false, false, false, false
+	refreshed, repadded, shortened, misdirected := false, false, false, false
 	err = push.Retry(ctx, push.RetryPolicy{Budget: b.opts.PushDeadline, Start: n.Sent}, func(ctx context.Context) error {
-		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &unpadded, &shortened, &misdirected)
+		err := b.attempt(ctx, sub, origin, n, &body, &refreshed, &repadded, &shortened, &misdirected)
 		if unproven && push.IsTemporary(err) {
 			return onceUnproven(err, origin)
 		}
@@ -433,9 +449,9 @@ func onceUnproven(err error, origin string) error {
 }
 
 // attempt makes one request of the push n to sub (up to three, when a
-// summary too large for the service is sent again unpadded, then
+// summary too large for the service is sent again padded finer, then
 // without its text) and says what came of it as Send's retries take it.
-func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, n push.Notification, body *[]byte, refreshed, unpadded, shortened, misdirected *bool) error {
+func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, n push.Notification, body *[]byte, refreshed, repadded, shortened, misdirected *bool) error {
 	status, retryAfter, date, err := b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
 	if status == http.StatusRequestEntityTooLarge && !*shortened && n.Summary != nil && b.opts.IncludeSummary {
 		// RFC 8030 has services take 4,096 bytes, and ours fit
@@ -447,13 +463,14 @@ func (b *Backend) attempt(ctx context.Context, sub Subscription, origin string, 
 		// But the padding may be what took it past the service's
 		// limit (Mozilla's bridge to FCM takes about 3,015 bytes of
 		// body, and 2,700 bytes of plaintext padded to 3,072 pass
-		// it): the same text unpadded goes first, so that the
-		// padding, which only hides the text's length, never costs
-		// the device a text that fits.
-		if !*unpadded {
-			*unpadded = true
-			if plain := b.payload(n); b.padTo(len(plain)) > len(plain) {
-				if short, encErr := Encrypt(plain, sub); encErr == nil {
+		// it): the same text padded to a finer multiple goes first,
+		// so that the padding never costs the device a text that
+		// fits. Not unpadded: any service could then learn each
+		// message's exact length by refusing its padded payload.
+		if !*repadded {
+			*repadded = true
+			if plain := b.payload(n); b.padRetryTo(len(plain)) < b.padTo(len(plain)) {
+				if short, encErr := EncryptPadded(plain, sub, b.padRetryTo(len(plain))); encErr == nil {
 					*body = short
 					status, retryAfter, date, err = b.post(ctx, sub, origin, *body, n.Priority, *misdirected)
 				}
