@@ -3,8 +3,14 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unsafe"
+
+	"modernc.org/libc"
+	lib "modernc.org/sqlite/lib"
 )
 
 // FollowInterval is how often Follow looks for changes: the longest a
@@ -35,15 +41,14 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 		return fmt.Errorf("change feed: %w", err)
 	}
 	defer conn.Close()
-	f := &follower{conn: conn}
-	if f.version, err = f.dataVersion(ctx); err != nil {
+	f, err := newFollower(conn)
+	if err != nil {
 		return err
 	}
-	// Everything up to the last seq ever given out is before us, even
-	// when pruning emptied the table.
-	err = conn.QueryRowContext(ctx, sqlLastChange).Scan(&f.seq)
-	if err != nil {
-		return fmt.Errorf("change feed: %w", err)
+	// Before the connection goes back to its pool.
+	defer f.close()
+	if err := f.start(); err != nil {
+		return err
 	}
 	live(true)
 	defer live(false)
@@ -60,7 +65,7 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 			return nil
 		case <-t.C:
 		}
-		err := f.poll(ctx, changed, live)
+		err := f.poll(changed, live)
 		if now := time.Now(); err == nil && now.Sub(pruned) >= s.retention {
 			pruneTo = max(pruneTo, mark)
 			mark, pruned, pruneFailed = f.seq, now, false
@@ -94,18 +99,151 @@ func (s *Store) Follow(ctx context.Context, changed func(node string), live func
 // sqlite_sequence even when pruning emptied the log.
 const sqlLastChange = `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'registration_changes'), 0)`
 
+// follower reads the change log through SQLite's C API on the feed's
+// connection, borrowed from the read pool for as long as Follow runs, as
+// regWriter does on the writer's (regwriter.go). Every registration is a
+// row here, read back by every follower: through database/sql and the
+// driver each cost the row's values boxed and converted, its text copied
+// twice, and the rows object's locks and checks; here the statements are
+// prepared once and the nodes of a poll are copied into one string.
+//
+// Used by Follow's goroutine alone; its TLS is not shared.
 type follower struct {
 	conn    *sql.Conn
 	version int64
 	seq     int64 // the last change seen
+
+	tls   *libc.TLS
+	db    uintptr // the connection the statements were prepared on
+	stmts [nFeedStmts]uintptr
+	out   uintptr // receives the C API's output pointers
+
+	// Kept from poll to poll: the nodes read, as ends of one string.
+	buf  []byte
+	ends []int
 }
 
-func (f *follower) dataVersion(ctx context.Context) (int64, error) {
-	var v int64
-	if err := f.conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
-		return 0, fmt.Errorf("change feed: data_version: %w", err)
+// The feed's statements, by their index in follower.stmts.
+const (
+	feedVersion = iota
+	feedBegin
+	feedLast
+	feedChanges
+	feedEnd
+	nFeedStmts
+)
+
+var feedSQL = [nFeedStmts]string{
+	feedVersion: `PRAGMA data_version`,
+	// A read transaction: the log and the last seq given out are read in
+	// one snapshot. DEFERRED takes no lock until the first read.
+	feedBegin:   `BEGIN`,
+	feedLast:    sqlLastChange,
+	feedChanges: `SELECT seq, node FROM registration_changes WHERE seq > ? ORDER BY seq`,
+	feedEnd:     `COMMIT`,
+}
+
+func newFollower(conn *sql.Conn) (*follower, error) {
+	f := &follower{conn: conn, tls: libc.NewTLS()}
+	if f.out = cMalloc(libc.Xmalloc, f.tls, int(unsafe.Sizeof(uintptr(0)))); f.out == 0 {
+		f.close()
+		return nil, errors.New("change feed: out of memory")
 	}
-	return v, nil
+	return f, nil
+}
+
+// close finalizes the statements, which must go before the connection
+// goes back to its pool, and frees what the follower holds.
+func (f *follower) close() {
+	f.finalize()
+	if f.out != 0 {
+		libc.Xfree(f.tls, f.out)
+		f.out = 0
+	}
+	f.tls.Close()
+}
+
+func (f *follower) finalize() {
+	for i, st := range f.stmts {
+		if st != 0 {
+			lib.Xsqlite3_finalize(f.tls, st)
+			f.stmts[i] = 0
+		}
+	}
+	f.db = 0
+}
+
+// with runs g with the statements ready on the feed's connection.
+func (f *follower) with(g func() error) error {
+	return f.conn.Raw(func(dc any) error {
+		db, err := connHandle(dc)
+		if err != nil {
+			return err
+		}
+		if db != f.db {
+			f.finalize()
+			for i, q := range feedSQL {
+				cq, err := libc.CString(q)
+				if err != nil {
+					f.finalize()
+					return err
+				}
+				rc := lib.Xsqlite3_prepare_v3(f.tls, db, cq, -1, lib.SQLITE_PREPARE_PERSISTENT, f.out, 0)
+				libc.Xfree(f.tls, cq)
+				if rc != lib.SQLITE_OK {
+					err := f.errorf(db, "preparing", rc)
+					f.finalize()
+					return err
+				}
+				f.stmts[i] = readPointer(f.out)
+			}
+			f.db = db
+		}
+		return g()
+	})
+}
+
+func (f *follower) errorf(db uintptr, what string, rc int32) error {
+	msg := libc.GoString(lib.Xsqlite3_errstr(f.tls, rc))
+	if db != 0 {
+		msg = libc.GoString(lib.Xsqlite3_errmsg(f.tls, db))
+	}
+	return fmt.Errorf("change feed: %s: %s (%d)", what, strings.TrimSpace(msg), rc)
+}
+
+// exec runs statement i, which returns no row, and resets it.
+func (f *follower) exec(i int, what string) error {
+	st := f.stmts[i]
+	rc := lib.Xsqlite3_step(f.tls, st)
+	lib.Xsqlite3_reset(f.tls, st)
+	if rc != lib.SQLITE_DONE {
+		return f.errorf(f.db, what, rc)
+	}
+	return nil
+}
+
+// int64 runs statement i, which returns one row of one integer, and
+// resets it.
+func (f *follower) int64(i int, what string) (int64, error) {
+	st := f.stmts[i]
+	defer lib.Xsqlite3_reset(f.tls, st)
+	if rc := lib.Xsqlite3_step(f.tls, st); rc != lib.SQLITE_ROW {
+		return 0, f.errorf(f.db, what, rc)
+	}
+	return lib.Xsqlite3_column_int64(f.tls, st, 0), nil
+}
+
+// start reads the data version and the last seq given out.
+func (f *follower) start() error {
+	return f.with(func() (err error) {
+		if f.version, err = f.int64(feedVersion, "data_version"); err != nil {
+			return err
+		}
+		// Everything up to the last seq ever given out is before us,
+		// even when pruning emptied the table.
+		f.seq, err = f.int64(feedLast, "last change")
+		return err
+	})
 }
 
 // poll reads the changes committed since the last poll, if any. The log
@@ -113,58 +251,98 @@ func (f *follower) dataVersion(ctx context.Context) (int64, error) {
 // not exactly the seqs after the last one seen, some were pruned before
 // this follower read them, and it goes live anew so the caller forgets
 // everything.
-func (f *follower) poll(ctx context.Context, changed func(string), live func(bool)) error {
-	v, err := f.dataVersion(ctx)
-	if err != nil || v == f.version {
+func (f *follower) poll(changed func(string), live func(bool)) error {
+	var read, complete bool
+	err := f.with(func() error {
+		var err error
+		read, complete, err = f.read()
+		return err
+	})
+	if err != nil || !read {
 		return err
 	}
-	tx, err := f.conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("change feed: %w", err)
-	}
-	defer tx.Rollback()
-	var last int64
-	err = tx.QueryRowContext(ctx, sqlLastChange).Scan(&last)
-	if err != nil {
-		return fmt.Errorf("change feed: %w", err)
-	}
-	if last == f.seq {
-		f.version = v
-		return nil
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, node FROM registration_changes WHERE seq > ? ORDER BY seq`, f.seq)
-	if err != nil {
-		return fmt.Errorf("change feed: %w", err)
-	}
-	defer rows.Close()
-	var nodes []string
-	complete := true
-	want := f.seq + 1
-	for rows.Next() {
-		var seq int64
-		var node string
-		if err := rows.Scan(&seq, &node); err != nil {
-			return fmt.Errorf("change feed: %w", err)
-		}
-		complete = complete && seq == want
-		want = seq + 1
-		nodes = append(nodes, node)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("change feed: %w", err)
-	}
-	complete = complete && want == last+1
-	// Taken only once the rows are read: a failed read is read again.
-	f.version, f.seq = v, last
 	if !complete {
 		live(false)
 		live(true)
 		return nil
 	}
-	for _, n := range nodes {
-		changed(n)
+	// One string for the nodes of the poll, cut at their ends.
+	all := string(f.buf)
+	start := 0
+	for _, end := range f.ends {
+		changed(all[start:end])
+		start = end
+	}
+	// What a burst (an import) grew them to is not kept.
+	if cap(f.buf) > maxFeedBuf {
+		f.buf, f.ends = nil, nil
 	}
 	return nil
+}
+
+// maxFeedBuf is how large the nodes' buffer stays between polls.
+const maxFeedBuf = 64 << 10
+
+// read reads the changes after f.seq into f.buf and f.ends, when the
+// data version moved; read says whether it did, complete whether the
+// changes were all there.
+func (f *follower) read() (read, complete bool, err error) {
+	v, err := f.int64(feedVersion, "data_version")
+	if err != nil || v == f.version {
+		return false, false, err
+	}
+	if err := f.exec(feedBegin, "begin"); err != nil {
+		return false, false, err
+	}
+	// Ends the read transaction, which a failed statement leaves open:
+	// one left open would keep checkpoints from copying the log past it.
+	defer func() {
+		if lib.Xsqlite3_get_autocommit(f.tls, f.db) == 0 {
+			if cerr := f.exec(feedEnd, "end"); err == nil {
+				err = cerr
+			}
+		}
+	}()
+	last, err := f.int64(feedLast, "last change")
+	if err != nil {
+		return false, false, err
+	}
+	if last == f.seq {
+		f.version = v
+		return false, false, nil
+	}
+	st := f.stmts[feedChanges]
+	defer lib.Xsqlite3_reset(f.tls, st)
+	if rc := lib.Xsqlite3_bind_int64(f.tls, st, 1, f.seq); rc != lib.SQLITE_OK {
+		return false, false, f.errorf(f.db, "reading changes", rc)
+	}
+	f.buf, f.ends = f.buf[:0], f.ends[:0]
+	complete = true
+	want := f.seq + 1
+	for {
+		rc := lib.Xsqlite3_step(f.tls, st)
+		if rc == lib.SQLITE_DONE {
+			break
+		}
+		if rc != lib.SQLITE_ROW {
+			return false, false, f.errorf(f.db, "reading changes", rc)
+		}
+		seq := lib.Xsqlite3_column_int64(f.tls, st, 0)
+		complete = complete && seq == want
+		want = seq + 1
+		// node is NOT NULL: no text is SQLite out of memory.
+		p := lib.Xsqlite3_column_text(f.tls, st, 1)
+		if p == 0 {
+			return false, false, errors.New("change feed: reading changes: no text")
+		}
+		n := lib.Xsqlite3_column_bytes(f.tls, st, 1)
+		f.buf = append(f.buf, libc.GoBytes(p, int(n))...)
+		f.ends = append(f.ends, len(f.buf))
+	}
+	complete = complete && want == last+1
+	// Taken only once the rows are read: a failed read is read again.
+	f.version, f.seq = v, last
+	return true, complete, nil
 }
 
 // pruneBatch is how many changes one statement of pruneChanges deletes:

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,6 +154,42 @@ func TestFollowSeesOtherWriters(t *testing.T) {
 	case n := <-f.changed:
 		t.Fatalf("unexpected change of %q", n)
 	case <-time.After(3 * sqlite.FollowInterval):
+	}
+}
+
+// The changes of one commit, read in one poll, are reported each with
+// its own node, whole and in the order they were made: the follower
+// copies a poll's nodes into one string and cuts it at their ends.
+func TestFollowManyChangesInOnePoll(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := open(t, path)
+	defer s.Close()
+	f := follow(t, s)
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	nodes := []string{"a", "bb", "", "ñödé", strings.Repeat("x", 300), "c"}
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if _, err := tx.Exec(`INSERT INTO registrations (node, type, token, secret, registered) VALUES (?, 'apns', 't', 's', 1)`, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		f.expect(t, n)
+	}
+	select {
+	case n := <-f.changed:
+		t.Fatalf("unexpected change of %q", n)
+	case <-time.After(2 * sqlite.FollowInterval):
 	}
 }
 
