@@ -281,7 +281,15 @@ func (c *cache) drop(node string) {
 	g.mu.Lock()
 	g.gen++
 	g.mu.Unlock()
-	c.c.Invalidate(node)
+	// Most drops find nothing: a registration drops its node before and
+	// after its write, and the feed again, mostly of a device not pushed
+	// to lately. Looking quietly costs a fraction of Invalidate, which
+	// locks the key's bucket and publishes a write. An entry put before
+	// the generation moved is seen here: put sets it under the lock just
+	// taken. One expired is not seen, and never served.
+	if _, ok := c.c.GetEntryQuietly(node); ok {
+		c.c.Invalidate(node)
+	}
 	// Under outageMu, whether or not suspended: a feed going down now
 	// either copied the entry before this (and it goes here) or finds it
 	// invalidated.
