@@ -140,7 +140,7 @@ var feedSQL = [nFeedStmts]string{
 	feedBegin:   `BEGIN`,
 	feedLast:    sqlLastChange,
 	feedChanges: `SELECT seq, node FROM registration_changes WHERE seq > ? ORDER BY seq`,
-	feedEnd:     `COMMIT`,
+	feedEnd:     `ROLLBACK`, // it wrote nothing
 }
 
 func newFollower(conn *sql.Conn) (*follower, error) {
@@ -294,8 +294,8 @@ func (f *follower) read() (read, complete bool, err error) {
 	if err := f.exec(feedBegin, "begin"); err != nil {
 		return false, false, err
 	}
-	// Ends the read transaction, which a failed statement leaves open:
-	// one left open would keep checkpoints from copying the log past it.
+	// Ends the read transaction whatever happened: one left open would
+	// keep checkpoints from copying the log past it.
 	defer func() {
 		if lib.Xsqlite3_get_autocommit(f.tls, f.db) == 0 {
 			if cerr := f.exec(feedEnd, "end"); err == nil {

@@ -193,6 +193,34 @@ func TestFollowManyChangesInOnePoll(t *testing.T) {
 	}
 }
 
+// A poll ends its read transaction before it reports what it read: one
+// left open would keep every checkpoint from copying the log past it, and
+// the log would grow without end.
+func TestFollowEndsItsReads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s := open(t, path)
+	defer s.Close()
+	f := follow(t, s)
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, n := range []string{"one", "two"} {
+		if _, err := register(s, registry.Registration{Node: n, Type: "apns", Token: "t", Secret: "s", Registered: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		f.expect(t, n)
+		var busy, logged, copied int
+		if err := db.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logged, &copied); err != nil {
+			t.Fatal(err)
+		}
+		if busy != 0 {
+			t.Fatalf("after the poll that read %s, a checkpoint was blocked (busy %d, %d of %d frames copied)", n, busy, copied, logged)
+		}
+	}
+}
+
 // A follower that finds changes gone before it read them (pruned while it
 // was stopped) says so by going live anew, so its caller forgets
 // everything.
