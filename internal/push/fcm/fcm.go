@@ -87,11 +87,47 @@ type Backend struct {
 	logger    *slog.Logger
 
 	// token is the access token in use while it is valid, read without
-	// a lock by every push; ts fetches the next one.
-	token atomic.Pointer[oauth2.Token]
+	// a lock by every push.
+	token atomic.Pointer[heldToken]
 	mu    sync.Mutex
-	ts    oauth2.TokenSource
 	fetch *tokenFetch // the fetch under way, if any
+	// closed is set by Close: a renewal that fails on the closed
+	// connections is no news for the operator.
+	closed atomic.Bool
+	// renewFailed is when the last fetch failed: a renewal ahead of
+	// expiry is not tried again before renewRetry has passed.
+	renewFailed time.Time
+}
+
+// heldToken is an access token in use and when to fetch its successor.
+type heldToken struct {
+	t *oauth2.Token
+	// renewAt is when a new token is fetched in the background, while
+	// this one is still sent: minutes before it expires.
+	renewAt time.Time
+}
+
+const (
+	// renewAhead is how long before its expiry an access token is
+	// renewed (at most half its life), in the background: Google's
+	// tokens last an hour, and one fetched only once it had expired
+	// (or in its last 10 s, as oauth2's caching source does) held
+	// every push of that moment for the token endpoint's round trip,
+	// and failed them all while the endpoint was slow or away, though
+	// the token in use had time left.
+	renewAhead = 5 * time.Minute
+	// expiryMargin is how long before its expiry a token is no longer
+	// sent: a push must reach FCM before it expires (one that does not
+	// is refused with 401 and sent again with a new token).
+	expiryMargin = 3 * time.Second
+	// renewRetry spaces renewals ahead of expiry that failed, so that
+	// an unreachable token endpoint is not asked at every push.
+	renewRetry = 10 * time.Second
+)
+
+// usable reports whether h may still be sent.
+func (h *heldToken) usable(now time.Time) bool {
+	return h.t.Expiry.IsZero() || now.Before(h.t.Expiry.Add(-expiryMargin))
 }
 
 var _ push.Backend = (*Backend)(nil)
@@ -166,7 +202,6 @@ func New(opts Options, logger *slog.Logger) (*Backend, error) {
 		a.Notification = &notification{Title: opts.NotificationTitle, Body: opts.NotificationBody}
 		b.android = &a
 	}
-	b.ts = b.conf(b.ctx)
 	return b, nil
 }
 
@@ -209,6 +244,8 @@ func (b *Backend) ValidateToken(tok string) error {
 // last has expired. refused, when not empty, is one FCM just answered 401
 // to: a new one is fetched even if it has not expired, unless another
 // push already did (the pushes in flight are all refused together).
+// A token near its expiry is renewed in the background while it is
+// still sent (renewAhead).
 //
 // One fetch at a time, which every push needing a token waits for, each
 // no longer than its deadline (ctx): the token source takes no context,
@@ -216,23 +253,23 @@ func (b *Backend) ValidateToken(tok string) error {
 // HTTP client's 10 s; a fetch of each push's own would pile up while
 // the endpoint is away.
 func (b *Backend) accessToken(ctx context.Context, refused string) (string, error) {
-	if t := b.token.Load(); t != nil && t.AccessToken != refused && t.Valid() {
-		return t.AccessToken, nil
+	if h := b.token.Load(); h != nil && h.t.AccessToken != refused {
+		now := time.Now()
+		if h.usable(now) {
+			if !h.renewAt.IsZero() && now.After(h.renewAt) {
+				b.renew(now)
+			}
+			return h.t.AccessToken, nil
+		}
 	}
 	b.mu.Lock()
-	if t := b.token.Load(); refused != "" && t != nil && t.AccessToken == refused {
-		// The old source would hand out the refused token until it
-		// expires.
-		b.ts = b.conf(b.ctx)
+	if h := b.token.Load(); refused != "" && h != nil && h.t.AccessToken == refused {
+		// Each fetch asks the token endpoint anew (fetchToken), so the
+		// one under way, if any, brings another token than the refused
+		// one: the push waits for it.
 		b.token.Store(nil)
-		b.fetch = nil
 	}
-	f := b.fetch
-	if f == nil {
-		f = &tokenFetch{done: make(chan struct{})}
-		b.fetch = f
-		go b.fetchToken(f, b.ts)
-	}
+	f := b.startFetch(false)
 	b.mu.Unlock()
 
 	select {
@@ -244,14 +281,40 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 		// Google refusing the service account (invalid_grant, a deleted
 		// key) will not heal by retrying; anything else (network, 5xx,
 		// a busy endpoint's 429 or 408) may.
-		var re *oauth2.RetrieveError
-		if errors.As(f.err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 &&
-			re.Response.StatusCode != http.StatusTooManyRequests && re.Response.StatusCode != http.StatusRequestTimeout {
+		if refusedGrant(f.err) {
 			return "", fmt.Errorf("fcm: access token: %w", f.err)
 		}
 		return "", &push.TemporaryError{Reason: "FCM access token", Outage: true, Err: f.err}
 	}
 	return f.t.AccessToken, nil
+}
+
+// refusedGrant reports whether err, a token fetch's, is Google refusing
+// the service account rather than a failure that may pass.
+func refusedGrant(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 &&
+		re.Response.StatusCode != http.StatusTooManyRequests && re.Response.StatusCode != http.StatusRequestTimeout
+}
+
+// renew starts a fetch of the next access token in the background,
+// unless one is under way or the last failed less than renewRetry ago.
+func (b *Backend) renew(now time.Time) {
+	b.mu.Lock()
+	if b.fetch == nil && now.Sub(b.renewFailed) >= renewRetry {
+		b.startFetch(true)
+	}
+	b.mu.Unlock()
+}
+
+// startFetch returns the fetch under way, starting one if there is none.
+// b.mu is held.
+func (b *Backend) startFetch(ahead bool) *tokenFetch {
+	if b.fetch == nil {
+		b.fetch = &tokenFetch{done: make(chan struct{}), ahead: ahead}
+		go b.fetchToken(b.fetch)
+	}
+	return b.fetch
 }
 
 // Warm fetches an access token and connects to FCM ahead of the first
@@ -326,24 +389,46 @@ func (b *Backend) refused(status int, ferr *fcmError) error {
 // tokenFetch is one fetch of an access token; t and err are set before
 // done is closed.
 type tokenFetch struct {
-	done chan struct{}
-	t    *oauth2.Token
-	err  error
+	done  chan struct{}
+	ahead bool // a renewal ahead of expiry, which no push waits for
+	t     *oauth2.Token
+	err   error
 }
 
-// fetchToken runs f from ts and, if ts is still the source, keeps its
-// token for the pushes that follow.
-func (b *Backend) fetchToken(f *tokenFetch, ts oauth2.TokenSource) {
-	f.t, f.err = ts.Token()
+// fetchToken runs f and keeps its token for the pushes that follow. It
+// asks the token endpoint anew each time, from a source of its own: a
+// source kept would hand out its cached token until oauth2 judges it
+// expired, the refused one or the one renewed ahead of expiry.
+func (b *Backend) fetchToken(f *tokenFetch) {
+	start := time.Now()
+	f.t, f.err = b.conf(b.ctx).Token()
 	b.mu.Lock()
 	if b.fetch == f {
 		b.fetch = nil
 	}
-	if f.err == nil && b.ts == ts {
-		b.token.Store(f.t)
+	if f.err == nil {
+		h := &heldToken{t: f.t}
+		if !f.t.Expiry.IsZero() {
+			h.renewAt = f.t.Expiry.Add(-min(renewAhead, f.t.Expiry.Sub(start)/2))
+		}
+		b.token.Store(h)
+		b.renewFailed = time.Time{}
+	} else {
+		b.renewFailed = time.Now()
 	}
 	b.mu.Unlock()
 	close(f.done)
+	if f.err != nil && f.ahead && !b.closed.Load() {
+		// No push saw this failure: the operator must, before the
+		// token in use expires and every push fails.
+		h := b.token.Load()
+		until := "now"
+		if h != nil {
+			until = h.t.Expiry.UTC().Format(time.RFC3339)
+		}
+		b.logger.Warn("FCM access token renewal failed; retrying while the current token lasts",
+			"project", b.opts.ProjectID, "expires", until, "refused", refusedGrant(f.err), "error", f.err)
+	}
 }
 
 type fcmError struct {
@@ -647,7 +732,10 @@ func (b *Backend) post(ctx context.Context, body []byte, refused string) (status
 // that replaced the backend calls it once the pushes under way on it
 // have ended; otherwise they would stay open until they had idled for
 // minutes.
-func (b *Backend) Close() error { return b.client.Close() }
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return b.client.Close()
+}
 
 // CarriesSummaryText says whether pushes carry the summary's sender and
 // body (include_summary).
