@@ -711,9 +711,7 @@ func (b *Backend) post(ctx context.Context, body []byte, refused string) (status
 	}
 	// Mostly absent, and Atoi("") allocates its error.
 	if v := resp.Get("retry-after"); v != "" {
-		if s, err := strconv.Atoi(v); err == nil && s > 0 {
-			retryAfter = time.Duration(s) * time.Second
-		}
+		retryAfter = parseRetryAfter(v, time.Now())
 	}
 	if resp.StatusCode != http.StatusOK {
 		json.Unmarshal(answer, ferr)
@@ -726,6 +724,20 @@ func (b *Backend) post(ctx context.Context, body []byte, refused string) (status
 		name = ok.Name
 	}
 	return resp.StatusCode, ferr, name, retryAfter, tok, nil
+}
+
+// parseRetryAfter reads Retry-After as seconds or as an HTTP date, both
+// of which RFC 9110 (10.2.3) allows: a date read as nothing had a 503
+// sent again at once, several times within the push's deadline, and
+// redelivery not told to wait.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if s, err := strconv.Atoi(v); err == nil {
+		return time.Duration(max(s, 0)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // Close closes the connections to FCM and its token endpoint. A reload
