@@ -735,7 +735,7 @@ func (b *Backend) post(ctx context.Context, token string, r request, now time.Ti
 	hook := push.AnswerHook(ctx)
 	// A success's apns-id is read only for the debug log.
 	req := h2client.Request{Method: http.MethodPost, Addr: b.addr, Authority: b.authority, Path: b.path, PathTail: token, Header: r.header, Body: r.payload,
-		SkipSuccessFields: hook == nil && !b.logger.Enabled(ctx, slog.LevelDebug)}
+		SkipSuccessFields: hook == nil && !b.logger.Enabled(ctx, slog.LevelDebug), Refused: goAwayRefuses}
 	if r.fields != nil {
 		req.Header, req.Fields = r.extra, r.fields
 	}
@@ -752,6 +752,13 @@ func (b *Backend) post(ctx context.Context, token string, r request, now time.Ti
 	// carry the provider token elsewhere anyway.
 	resp, err := b.client.Do(ctx, &req)
 	if err != nil {
+		if status, reason := goAwayAnswer(err); status != 0 {
+			// Apple refused the connection itself, as it does a
+			// client certificate of the other environment or a
+			// revoked one: its word on our credentials, taken as
+			// the answer it names, not as an outage.
+			return answer{status: status, reason: reason, auth: auth}, nil
+		}
 		return answer{}, &push.TemporaryError{Reason: "APNS request", Outage: true, Err: push.RedactURL(err, b.base+"/3/device/…")}
 	}
 	body := resp.Body[:min(len(resp.Body), maxAnswer)]
@@ -777,6 +784,50 @@ func (b *Backend) post(ctx context.Context, token string, r request, now time.Ti
 		}
 	}
 	return a, nil
+}
+
+// goAwayReason is the reason APNS names in a GOAWAY's debug data,
+// {"reason":"..."}, with the status it answers that reason with on a
+// stream, when the reason refuses the app's credentials or topic: APNS
+// ends every connection of a client certificate it refuses with such a
+// GOAWAY (BadCertificateEnvironment, BadCertificate) and answers no
+// request on it. 0 for any other GOAWAY (Shutdown, IdleTimeout, none),
+// whose requests go out again on a new connection.
+func goAwayReason(debug string) (int, string) {
+	if !strings.HasPrefix(debug, "{") {
+		return 0, ""
+	}
+	var d struct {
+		Reason string `json:"reason"`
+	}
+	if json.Unmarshal([]byte(debug), &d) != nil {
+		return 0, ""
+	}
+	switch d.Reason {
+	case "BadCertificate", "BadCertificateEnvironment", "Forbidden",
+		"InvalidProviderToken", "ExpiredProviderToken", "MissingProviderToken":
+		return http.StatusForbidden, d.Reason
+	case "BadTopic", "TopicDisallowed", "MissingTopic":
+		return http.StatusBadRequest, d.Reason
+	}
+	return 0, ""
+}
+
+// goAwayRefuses is h2client.Request.Refused for APNS: a GOAWAY that
+// refuses the credentials ends the push's request at once.
+func goAwayRefuses(debug string) bool {
+	status, _ := goAwayReason(debug)
+	return status != 0
+}
+
+// goAwayAnswer is the answer a request's failure err stands for when a
+// GOAWAY refusing the app's credentials ended it (goAwayReason).
+func goAwayAnswer(err error) (int, string) {
+	debug, ok := h2client.GoAwayDebug(err)
+	if !ok {
+		return 0, ""
+	}
+	return goAwayReason(debug)
 }
 
 // signer makes and caches the provider token.

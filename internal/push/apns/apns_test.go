@@ -1141,3 +1141,46 @@ func TestProviderTokenSignedAnewBounded(t *testing.T) {
 		t.Fatalf("push once the clock is right: %v", err)
 	}
 }
+
+// TestCertificateRefusedByGoAway: APNS refuses a client certificate of
+// the other environment (or a revoked one) not with a 403 on the push's
+// stream but by ending the connection at once with a GOAWAY whose debug
+// data names the reason, {"reason":"BadCertificateEnvironment"}, having
+// answered nothing. That is Apple's word on the app's credentials: a push
+// is refused for them (kept until the configuration is mended, which
+// closes the app's credentials gate) after one connection, not sent again
+// on connection after connection until its deadline and counted as an
+// outage; and a check of the credentials says to look at sandbox. A
+// GOAWAY of another reason (Shutdown) still sends the push again.
+func TestCertificateRefusedByGoAway(t *testing.T) {
+	m, o := tokenSetup(t)
+	m.RefuseConnections("BadCertificateEnvironment")
+	err := send(t, newBackend(t, o), push.PriorityHigh, nil)
+	var cr *push.CredentialsRefusedError
+	if !errors.As(err, &cr) || !push.IsTemporary(err) || cr.Reason != "APNS 403 BadCertificateEnvironment" || !strings.Contains(cr.Check, "sandbox") {
+		t.Fatalf("push over connections APNS ends with GOAWAY BadCertificateEnvironment: %v, want the credentials refused, kept, sandbox to check", err)
+	}
+	if n := m.Refused(); n != 1 {
+		t.Fatalf("the push opened %d connections, each refused alike; want 1", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := newBackend(t, o).CheckCredentials(ctx); !errors.As(err, &cr) || !strings.Contains(cr.Check, "sandbox") {
+		t.Fatalf("check of a certificate APNS refuses by GOAWAY: %v, want a refusal that says to check sandbox", err)
+	}
+
+	// Apple's shutdown of a server is no refusal: sent again on a new
+	// connection once it serves.
+	m.RefuseConnections("Shutdown")
+	b := newBackend(t, o)
+	done := make(chan error, 1)
+	go func() { done <- send(t, b, push.PriorityHigh, nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Refused() < 4 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	m.RefuseConnections("")
+	if err := <-done; err != nil {
+		t.Fatalf("push over connections ended with GOAWAY Shutdown, then served: %v", err)
+	}
+}

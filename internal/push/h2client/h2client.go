@@ -130,6 +130,24 @@ type Request struct {
 	// is a status and an id or two, and decoding the ids was a tenth of
 	// the instructions of a push (see clientConn.start's SETTINGS).
 	SkipSuccessFields bool
+	// Refused, when set, is asked about the debug data of a GOAWAY that
+	// kept the request from the service; true ends the request with
+	// that error (GoAwayDebug finds the data in it) instead of sending
+	// it again on a new connection. APNS ends every connection of a
+	// client certificate it refuses so, before answering any request:
+	// sent again, the request would only meet the same GOAWAY on
+	// connection after connection until its deadline.
+	Refused func(goAwayDebug string) bool
+}
+
+// GoAwayDebug returns the debug data (as text, cleaned for logs) of the
+// GOAWAY that err, a request's failure, came from.
+func GoAwayDebug(err error) (string, bool) {
+	var g *goneAway
+	if errors.As(err, &g) {
+		return g.debug, true
+	}
+	return "", false
 }
 
 // Response is a whole response: the read loop reads the body before Do
@@ -405,6 +423,11 @@ func (p *pool) do(ctx context.Context, req *Request) (Response, error) {
 			// as a failed dial (once), so resets cannot make us dial in
 			// a loop.
 			h.dialFailed(err)
+		}
+		if req.Refused != nil {
+			if debug, ok := GoAwayDebug(err); ok && req.Refused(debug) {
+				return Response{}, err
+			}
 		}
 		if !unprocessed(err) || resends >= maxResends || ctx.Err() != nil {
 			return Response{}, cutShort(err, before)

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/net/http2"
 
 	"github.com/push-appserver/push-appserver/internal/testutil/mockhttp"
 )
@@ -104,6 +105,10 @@ type Server struct {
 	accepted atomic.Int64
 	// revoked refuses every provider token (see Revoke).
 	revoked atomic.Bool
+	// refuse, when set, is the reason every new connection is ended
+	// with (see RefuseConnections); refused counts them.
+	refuse  atomic.Pointer[string]
+	refused atomic.Int64
 	// verified is the last provider token whose signature checked out.
 	// A provider sends the same token for up to an hour, and verifying
 	// its ES256 signature on every request cost the mock more CPU than
@@ -131,7 +136,24 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ClientCAs != nil {
 		tlsCfg = &tls.Config{ClientCAs: cfg.ClientCAs, ClientAuth: tls.RequireAndVerifyClientCert}
 	}
-	srv, err := mockhttp.Start("apnsmock", http.HandlerFunc(s.handle), tlsCfg)
+	var setupErr error
+	srv, err := mockhttp.StartWith("apnsmock", http.HandlerFunc(s.handle), tlsCfg, func(hs *http.Server) {
+		if setupErr = http2.ConfigureServer(hs, nil); setupErr != nil {
+			return
+		}
+		serve := hs.TLSNextProto["h2"]
+		hs.TLSNextProto["h2"] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
+			if reason := s.refuse.Load(); reason != nil {
+				s.refuseConn(c, *reason)
+				return
+			}
+			serve(hs, c, h)
+		}
+	})
+	if err == nil && setupErr != nil {
+		srv.Close()
+		err = setupErr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +245,57 @@ func (s *Server) PendingFaults() int { return s.faults.Pending() }
 // revoked in its portal, or take them again (off). Checks are refused
 // too.
 func (s *Server) Revoke(on bool) { s.revoked.Store(on) }
+
+// RefuseConnections makes the mock end every new connection as Apple ends
+// one whose client certificate it refuses: its SETTINGS, then, once the
+// client's first request came, a GOAWAY with last stream 0, NO_ERROR and
+// {"reason":reason} as debug data, answering no request, then the close. "" serves connections
+// again.
+func (s *Server) RefuseConnections(reason string) {
+	if reason == "" {
+		s.refuse.Store(nil)
+		return
+	}
+	s.refuse.Store(&reason)
+}
+
+// Refused returns how many connections RefuseConnections ended.
+func (s *Server) Refused() int { return int(s.refused.Load()) }
+
+func (s *Server) refuseConn(c *tls.Conn, reason string) {
+	defer c.Close()
+	s.refused.Add(1)
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})
+	if f, err := fr.ReadFrame(); err != nil {
+		return
+	} else if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+		return
+	}
+	fr.WriteSettingsAck()
+	// Apple's GOAWAY follows the client's first request (which it
+	// leaves unanswered); a client that sends none gets it a moment on.
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		if _, ok := f.(*http2.HeadersFrame); ok {
+			break
+		}
+	}
+	debug, _ := json.Marshal(map[string]string{"reason": reason})
+	fr.WriteGoAway(0, http2.ErrCodeNo, debug)
+	// Drain what the client sent meanwhile, so the close is no reset
+	// that would lose the GOAWAY, until it closes or a moment passes.
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	io.Copy(io.Discard, c)
+}
 
 // GoAwayEvery sends GOAWAY after every n-th request on a connection; 0 off.
 func (s *Server) GoAwayEvery(n int) {
