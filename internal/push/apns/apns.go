@@ -287,9 +287,10 @@ const checkToken = "000000000000000000000000000000000000000000000000000000000000
 // error when the answer tells neither (5xx, 429, the network). Its
 // answer goes to no breaker, registration or count of pushes.
 //
-// A wrong environment (sandbox or production) does not show with token
-// auth: the provider token is good for both, and both refuse the made-up
-// token alike.
+// A wrong environment (sandbox or production) shows with token auth only
+// for a key restricted to one of them (BadEnvironmentKeyInToken): a
+// provider token of a key for both is good in both, and both refuse the
+// made-up token alike.
 func (b *Backend) CheckCredentials(ctx context.Context) error {
 	r := b.build(push.Notification{Priority: push.PrioritySilent})
 	a, err := b.post(ctx, checkToken, r, time.Time{})
@@ -326,6 +327,10 @@ func (b *Backend) credentialsCause(reason string) string {
 		return "the clock of this host: the provider token carries its time"
 	case "BadCertificateEnvironment":
 		return "sandbox: the certificate is for the other environment than " + Environment(b.opts.Sandbox, b.opts.Endpoint)
+	case "BadEnvironmentKeyInToken":
+		// A team-scoped key may be restricted to the sandbox or to
+		// production: its tokens are good in that one alone.
+		return "sandbox: the p8 key is restricted to the other environment than " + Environment(b.opts.Sandbox, b.opts.Endpoint)
 	}
 	if b.signer != nil {
 		return "key_id, team_id and token_key_file: the p8 key's ID, the team it belongs to, and the key itself (not revoked)"
@@ -805,7 +810,7 @@ func goAwayReason(debug string) (int, string) {
 	}
 	switch d.Reason {
 	case "BadCertificate", "BadCertificateEnvironment", "Forbidden",
-		"InvalidProviderToken", "ExpiredProviderToken", "MissingProviderToken":
+		"InvalidProviderToken", "ExpiredProviderToken", "MissingProviderToken", "BadEnvironmentKeyInToken":
 		return http.StatusForbidden, d.Reason
 	case "BadTopic", "TopicDisallowed", "MissingTopic":
 		return http.StatusBadRequest, d.Reason

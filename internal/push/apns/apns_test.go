@@ -1184,3 +1184,27 @@ func TestCertificateRefusedByGoAway(t *testing.T) {
 		t.Fatalf("push over connections ended with GOAWAY Shutdown, then served: %v", err)
 	}
 }
+
+// TestKeyOfOtherEnvironment: Apple's team-scoped p8 keys may be
+// restricted to the sandbox or to production, and APNS refuses a
+// provider token of such a key in the other environment with 403
+// BadEnvironmentKeyInToken. That is the app's sandbox setting (or the
+// key) to mend, not a key id, team or key file mistyped: the check and a
+// refused push say to look at sandbox, and the push is kept for the
+// mended configuration, its registration untouched.
+func TestKeyOfOtherEnvironment(t *testing.T) {
+	m, o := tokenSetup(t)
+	m.FailToken(apnsmock.NoDevice, apnsmock.Fault{Status: 403, Reason: "BadEnvironmentKeyInToken"})
+	var cr *push.CredentialsRefusedError
+	if err := newBackend(t, o).CheckCredentials(context.Background()); !errors.As(err, &cr) || !strings.Contains(cr.Check, "sandbox") {
+		t.Fatalf("check of a key of the other environment: %v, want a refusal that says to check sandbox", err)
+	}
+	m.FailToken(token, apnsmock.Fault{Status: 403, Reason: "BadEnvironmentKeyInToken"})
+	err := send(t, newBackend(t, o), push.PriorityHigh, nil)
+	if _, dead := push.IsDeadToken(err); dead || !push.IsTemporary(err) || !errors.As(err, &cr) || !strings.Contains(cr.Check, "sandbox") {
+		t.Fatalf("push with a key of the other environment: %v, want the credentials refused, kept, sandbox to check", err)
+	}
+	if n := m.Total(); n != 1 {
+		t.Fatalf("%d requests: a key refused for its environment is refused in every token it signs, want 1", n)
+	}
+}
