@@ -313,8 +313,29 @@ func (b *Backend) CheckCredentials(ctx context.Context) error {
 	case a.status == http.StatusForbidden,
 		a.status == http.StatusBadRequest && (topicRefused(a.reason) || a.reason == "DeviceTokenNotForTopic"):
 		return &push.CredentialsRefusedError{Reason: "APNS " + reason, Check: b.credentialsCause(a.reason)}
+	case wrongEndpoint(a.status):
+		return b.endpointRefused(a)
 	}
 	return fmt.Errorf("apns: %s to a push to no device tells nothing of the credentials", reason)
+}
+
+// wrongEndpoint reports whether status answers where the request went
+// rather than what it carried: Apple's 404 BadPath (a :path other than
+// /3/device/<token>) and 405 MethodNotAllowed (a :method other than
+// POST), which we send only to an endpoint configured with a path, or
+// to a front end that is not Apple's, whatever reason it gives.
+func wrongEndpoint(status int) bool {
+	return status == http.StatusNotFound || status == http.StatusMethodNotAllowed
+}
+
+// endpointRefused is a, an answer of wrongEndpoint, as a refusal of the
+// app's configuration saying to check endpoint.
+func (b *Backend) endpointRefused(a answer) error {
+	return &push.CredentialsRefusedError{
+		Reason: strings.TrimSpace(fmt.Sprintf("APNS %d %s", a.status, a.reason)),
+		Check: "endpoint: pushes go to https://" + b.authority + b.path + "<token>, which is no APNS path; " +
+			"leave endpoint out for Apple's hosts, or set it to the base URL of a front end that passes requests on to APNS as they are",
+	}
 }
 
 // credentialsCause is what to check in the configuration when APNS
@@ -465,6 +486,13 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				// 15.5.20). Both may be sent again; failed for good,
 				// the push would be neither retried nor redelivered.
 				return &push.TemporaryError{Reason: strings.TrimSpace(fmt.Sprintf("APNS %d %s", a.status, a.reason)), RetryAfter: a.retryAfter, Outage: true}
+			case wrongEndpoint(a.status):
+				// Where the push went, not the push: every push of the
+				// app is answered so until endpoint is mended. Failed
+				// for good, each would be lost; kept for later by
+				// UntilReconfigured below, as a refused key is.
+				b.logger.Debug("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
+				return b.endpointRefused(a)
 			default:
 				b.logger.Debug("APNS rejected push", "node", n.Node, "status", a.status, "reason", a.reason)
 				return fmt.Errorf("apns: %d %s", a.status, a.reason)
