@@ -80,11 +80,9 @@ type Backend struct {
 	android, silentAndroid *android
 	// authed is the request header with the access token it carries.
 	authed atomic.Pointer[authedHeader]
-	// warned404 keeps a wrong endpoint from writing one warning per push.
-	warned404 atomic.Bool
-	conf      func(ctx context.Context) oauth2.TokenSource
-	ctx       context.Context // carries the HTTP client for token requests
-	logger    *slog.Logger
+	conf   func(ctx context.Context) oauth2.TokenSource
+	ctx    context.Context // carries the HTTP client for token requests
+	logger *slog.Logger
 
 	// token is the access token in use while it is valid, read without
 	// a lock by every push.
@@ -363,8 +361,29 @@ func (b *Backend) CheckCredentials(ctx context.Context) error {
 	case status == http.StatusUnauthorized, status == http.StatusForbidden,
 		status == http.StatusNotFound && ferr.Error.Status != "":
 		return b.refused(status, ferr)
+	case wrongEndpoint(status, ferr):
+		return b.endpointRefused(status)
 	}
 	return fmt.Errorf("fcm: %d %s to a validate_only send tells nothing of the credentials", status, ferr.code())
+}
+
+// wrongEndpoint reports whether status, with ferr, answers where the
+// request went rather than what it carried: a 404 without FCM's error
+// (FCM's own NOT_FOUND names the project or the token), from a wrong
+// path or host, or a proxy; or a 405, which FCM gives no POST to its
+// send path.
+func wrongEndpoint(status int, ferr *fcmError) bool {
+	return status == http.StatusNotFound && ferr.Error.Status == "" || status == http.StatusMethodNotAllowed
+}
+
+// endpointRefused is status, an answer of wrongEndpoint, as a refusal
+// of the app's configuration saying to check endpoint.
+func (b *Backend) endpointRefused(status int) error {
+	return &push.CredentialsRefusedError{
+		Reason: fmt.Sprintf("FCM %d %s without an FCM error", status, http.StatusText(status)),
+		Check: "endpoint: pushes go to " + b.sendURL + ", which is no FCM send path; " +
+			"leave endpoint out for Google's " + DefaultEndpoint + ", or set it to the base URL of a front end that passes requests on to FCM as they are",
+	}
 }
 
 // refused is FCM's answer status with ferr, a refusal of the app's
@@ -490,13 +509,13 @@ func (b *Backend) Send(ctx context.Context, n push.Notification) error {
 				// app would be lost until the configuration is mended.
 				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "code", ferr.code(), "message", ferr.Error.Message)
 				return b.refused(status, ferr)
-			case status == http.StatusNotFound:
-				// A 404 without FCM's error body comes from a wrong
-				// endpoint or a proxy, not from FCM about a token.
-				if b.warned404.CompareAndSwap(false, true) {
-					b.logger.Warn("FCM endpoint answered 404 without an FCM error: wrong endpoint? (logged once)", "url", b.sendURL)
-				}
-				return fmt.Errorf("fcm: 404 from %s without an FCM error", b.sendURL)
+			case wrongEndpoint(status, ferr):
+				// Where the push went, not the push: every push of the
+				// app is answered so until endpoint is mended. Failed
+				// for good, each would be lost; kept for later by
+				// UntilReconfigured below, as a refused account is.
+				b.logger.Debug("FCM rejected push", "node", n.Node, "status", status, "message", ferr.Error.Message)
+				return b.endpointRefused(status)
 			case ferr.code() == "SENDER_ID_MISMATCH":
 				return &push.SuspectTokenError{Reason: "SENDER_ID_MISMATCH",
 					Cause: "service account of another Firebase project than the app's? (project " + b.opts.ProjectID + ")"}

@@ -674,25 +674,58 @@ func TestSummaryFitsFCMsCount(t *testing.T) {
 	}
 }
 
-// TestWrongEndpointWarnedOnce: a 404 without FCM's error body comes from
-// a wrong endpoint or a proxy, not from FCM: the push fails without
-// touching its token, and the operator is told once, at warn, to look at
-// the endpoint, not once per push.
-func TestWrongEndpointWarnedOnce(t *testing.T) {
-	m, o := setup(t)
-	o.Endpoint = m.URL + "/not-fcm"
-	var buf logbuf.Buffer
-	b, err := fcm.New(o, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		t.Fatal(err)
+// TestWrongEndpointKeptUntilReconfigured guards pushes of an app whose
+// endpoint is not FCM's: a 404 without FCM's error body (a wrong path or
+// host, a proxy) or a 405 comes from where the push went, not from FCM
+// about the push or its token. The push is refused as a service account
+// FCM refuses is (kept until the configuration is mended, the token
+// untouched), with what to check naming the endpoint and the URL in use,
+// and a check of the credentials says the same. The backend logs no
+// warning per push: the core says what to check once, as it holds the
+// app's pushes.
+func TestWrongEndpointKeptUntilReconfigured(t *testing.T) {
+	tests := []struct {
+		name   string
+		path   string        // appended to the mock's URL as the endpoint
+		fault  fcmmock.Fault // of the push and the check
+		reason string
+	}{
+		{name: "wrong path", path: "/not-fcm", reason: "FCM 404"},
+		{name: "method not allowed", fault: fcmmock.Fault{Status: 405, Message: "Method Not Allowed"}, reason: "FCM 405"},
 	}
-	for range 3 {
-		err := send(b, nil)
-		if _, dead := push.IsDeadToken(err); dead || err == nil || push.IsTemporary(err) {
-			t.Fatalf("%v, want a failure that keeps the token", err)
-		}
-	}
-	if n := strings.Count(buf.String(), "level=WARN msg=\"FCM endpoint answered 404 without an FCM error"); n != 1 {
-		t.Fatalf("%d warnings of a wrong endpoint for 3 pushes, want 1; log:\n%s", n, buf.String())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, o := setup(t)
+			o.Endpoint = m.URL + tt.path
+			if tt.fault.Status != 0 {
+				m.FailToken(token, tt.fault)
+				m.FailToken(fcm.CheckToken, tt.fault)
+			}
+			var buf logbuf.Buffer
+			b, err := fcm.New(o, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = send(b, nil)
+			var cr *push.CredentialsRefusedError
+			if !push.IsTemporary(err) || !errors.As(err, &cr) || cr.Partial {
+				t.Fatalf("Send = %v, want a refusal of the configuration kept for redelivery", err)
+			}
+			if _, dead := push.IsDeadToken(err); dead {
+				t.Fatalf("Send = %v counts against the token", err)
+			}
+			if !strings.HasPrefix(cr.Reason, tt.reason) || !strings.Contains(cr.Check, "endpoint") || !strings.Contains(cr.Check, o.Endpoint+"/v1/projects/") {
+				t.Fatalf("refusal %q, check %q: want %q saying to check endpoint %s", cr.Reason, cr.Check, tt.reason, o.Endpoint)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = b.CheckCredentials(ctx)
+			if !errors.As(err, &cr) || !strings.Contains(cr.Check, "endpoint") || !strings.Contains(cr.Check, o.Endpoint) {
+				t.Fatalf("CheckCredentials = %v, want a refusal saying to check endpoint %s", err, o.Endpoint)
+			}
+			if strings.Contains(buf.String(), "level=WARN") {
+				t.Fatalf("the backend warned of a push refused for its configuration:\n%s", buf.String())
+			}
+		})
 	}
 }
