@@ -200,7 +200,7 @@ func (s *Service) gateOutcome(app *App, probe bool, err error, d time.Duration) 
 	case refused && !partial:
 		if app.gate.refused(err, probe, s.opts.Now(), s.gateWait()) {
 			s.logger.Warn("holding the app's pushes while its push service refuses the app's credentials; one at a time tries them until it takes them, or a reload",
-				"app", app.Name, "reason", cr.Reason)
+				"app", app.Name, "reason", cr.Reason, "check", cr.Check)
 		}
 	case !probe:
 	case err == nil || dead || partial:
