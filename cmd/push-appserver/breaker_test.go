@@ -107,8 +107,9 @@ func registerAndPush(t *testing.T, s *server, typ string, token func(i int) stri
 // TestMisconfiguredAppKeepsRegistrations plays an app pointed at the wrong
 // APNS environment (every token answered BadDeviceToken) and an FCM app
 // with a wrong endpoint (bare 404s): the app never delivered a push, so no
-// refusal deletes a registration; health and metrics name the app, and the
-// 404s delete nothing.
+// refusal deletes a registration; health and metrics name the app, the
+// 404s delete nothing, and the FCM app's pushes are held as for refused
+// credentials, the log saying once to check endpoint.
 func TestMisconfiguredAppKeepsRegistrations(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
@@ -140,7 +141,7 @@ ca_path = %q
 	androidNodes := registerAndPush(t, s, "android", func(i int) string { return fmt.Sprint("fcm-token-", i) }, 20)
 
 	health := s.get(t, "health")
-	if !strings.Contains(health, "app ios: down") || !strings.Contains(health, "app android: up") {
+	if !strings.Contains(health, "app ios: down") || !strings.Contains(health, "app android: down") {
 		t.Errorf("health does not name the misconfigured app:\n%s", health)
 	}
 	if m := s.get(t, "../../metrics"); !strings.Contains(m, `push_appserver_app_misconfigured{app="ios"} 1`) {
@@ -153,8 +154,14 @@ ca_path = %q
 	if c := strings.Count(s.log.String(), `level=ERROR msg="app looks misconfigured`); c != 1 {
 		t.Errorf("misconfiguration logged %d times, want once:\n%s", c, s.log.String())
 	}
-	if c := strings.Count(s.log.String(), "wrong endpoint?"); c != 1 {
-		t.Errorf("wrong FCM endpoint warned %d times, want once", c)
+	held := 0
+	for _, line := range strings.Split(s.log.String(), "\n") {
+		if strings.Contains(line, "holding the app's pushes") && strings.Contains(line, `check="endpoint: pushes go to `+fm.URL+"/wrong/path/") {
+			held++
+		}
+	}
+	if held != 1 {
+		t.Errorf("holding the FCM app's pushes for its endpoint logged %d times, want once:\n%s", held, s.log.String())
 	}
 	if !strings.Contains(s.log.String(), "sandbox/production mismatch?") {
 		t.Errorf("log does not name the likely cause:\n%s", s.log.String())
