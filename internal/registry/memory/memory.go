@@ -442,8 +442,17 @@ func (s *Store) PutRead(ctx context.Context, rs, read []registry.Registration) (
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var write []registry.Registration
-	var changed []string
+	write, changed := s.stillAsReadLocked(rs, read)
+	added, err := s.putLocked(write)
+	if err != nil {
+		return 0, nil, err
+	}
+	return added, changed, nil
+}
+
+// stillAsReadLocked returns those of rs whose node is still as read
+// (see PutRead), and the nodes of the others; s.mu is held.
+func (s *Store) stillAsReadLocked(rs, read []registry.Registration) (write []registry.Registration, changed []string) {
 	for i, r := range rs {
 		now, found := s.byNode[r.Node]
 		if !registry.StillAsRead(now, found, read[i]) {
@@ -452,11 +461,7 @@ func (s *Store) PutRead(ctx context.Context, rs, read []registry.Registration) (
 		}
 		write = append(write, r)
 	}
-	added, err := s.putLocked(write)
-	if err != nil {
-		return 0, nil, err
-	}
-	return added, changed, nil
+	return write, changed
 }
 
 // putLocked is Put, with s.mu held.
@@ -508,16 +513,7 @@ func (s *Store) PutImportedRead(ctx context.Context, rs, read []registry.Registr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var write []registry.Registration
-	var changed []string
-	for i, r := range rs {
-		now, found := s.byNode[r.Node]
-		if !registry.StillAsRead(now, found, read[i]) {
-			changed = append(changed, r.Node)
-			continue
-		}
-		write = append(write, r)
-	}
+	write, changed := s.stillAsReadLocked(rs, read)
 	if _, err := s.putLocked(write); err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -164,12 +163,7 @@ func (f *follower) close() {
 }
 
 func (f *follower) finalize() {
-	for i, st := range f.stmts {
-		if st != 0 {
-			lib.Xsqlite3_finalize(f.tls, st)
-			f.stmts[i] = 0
-		}
-	}
+	finalizeAll(f.tls, f.stmts[:])
 	f.db = 0
 }
 
@@ -182,20 +176,9 @@ func (f *follower) with(g func() error) error {
 		}
 		if db != f.db {
 			f.finalize()
-			for i, q := range feedSQL {
-				cq, err := libc.CString(q)
-				if err != nil {
-					f.finalize()
-					return err
-				}
-				rc := lib.Xsqlite3_prepare_v3(f.tls, db, cq, -1, lib.SQLITE_PREPARE_PERSISTENT, f.out, 0)
-				libc.Xfree(f.tls, cq)
-				if rc != lib.SQLITE_OK {
-					err := f.errorf(db, "preparing", rc)
-					f.finalize()
-					return err
-				}
-				f.stmts[i] = readPointer(f.out)
+			if err := prepareAll(f.tls, db, feedSQL[:], f.stmts[:], f.out); err != nil {
+				f.finalize()
+				return fmt.Errorf("change feed: %w", err)
 			}
 			f.db = db
 		}
@@ -204,11 +187,7 @@ func (f *follower) with(g func() error) error {
 }
 
 func (f *follower) errorf(db uintptr, what string, rc int32) error {
-	msg := libc.GoString(lib.Xsqlite3_errstr(f.tls, rc))
-	if db != 0 {
-		msg = libc.GoString(lib.Xsqlite3_errmsg(f.tls, db))
-	}
-	return fmt.Errorf("change feed: %s: %s (%d)", what, strings.TrimSpace(msg), rc)
+	return fmt.Errorf("change feed: %w", cError(f.tls, db, what, rc))
 }
 
 // exec runs statement i, which returns no row, and resets it.

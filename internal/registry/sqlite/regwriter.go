@@ -114,20 +114,9 @@ func (w *regWriter) on(dc any) error {
 	// handle cannot be reused until then: a new handle is a new
 	// connection.
 	w.finalize()
-	for i, q := range regSQL {
-		cq, err := libc.CString(q)
-		if err != nil {
-			w.finalize()
-			return err
-		}
-		rc := lib.Xsqlite3_prepare_v3(w.tls, db, cq, -1, lib.SQLITE_PREPARE_PERSISTENT, w.out, 0)
-		libc.Xfree(w.tls, cq)
-		if rc != lib.SQLITE_OK {
-			err := w.errorf(db, "preparing the registration statements", rc)
-			w.finalize()
-			return err
-		}
-		w.stmts[i] = readPointer(w.out)
+	if err := prepareAll(w.tls, db, regSQL[:], w.stmts[:], w.out); err != nil {
+		w.finalize()
+		return fmt.Errorf("registration statements: %w", err)
 	}
 	w.db = db
 	return nil
@@ -135,13 +124,38 @@ func (w *regWriter) on(dc any) error {
 
 // finalize finalizes the statements, if any are prepared.
 func (w *regWriter) finalize() {
-	for i, st := range w.stmts {
+	finalizeAll(w.tls, w.stmts[:])
+	w.db = 0
+}
+
+// prepareAll prepares each of sqls on the connection db into the same
+// place of stmts, to be kept and run many times (PERSISTENT); out is C
+// memory for the C API's output pointer. On an error, the statements
+// prepared so far are in stmts, for the caller to finalize.
+func prepareAll(tls *libc.TLS, db uintptr, sqls []string, stmts []uintptr, out uintptr) error {
+	for i, q := range sqls {
+		cq, err := libc.CString(q)
+		if err != nil {
+			return err
+		}
+		rc := lib.Xsqlite3_prepare_v3(tls, db, cq, -1, lib.SQLITE_PREPARE_PERSISTENT, out, 0)
+		libc.Xfree(tls, cq)
+		if rc != lib.SQLITE_OK {
+			return cError(tls, db, "preparing", rc)
+		}
+		stmts[i] = readPointer(out)
+	}
+	return nil
+}
+
+// finalizeAll finalizes the statements of stmts that are prepared.
+func finalizeAll(tls *libc.TLS, stmts []uintptr) {
+	for i, st := range stmts {
 		if st != 0 {
-			lib.Xsqlite3_finalize(w.tls, st)
-			w.stmts[i] = 0
+			lib.Xsqlite3_finalize(tls, st)
+			stmts[i] = 0
 		}
 	}
-	w.db = 0
 }
 
 // close finalizes the statements and frees what the writer holds; a
@@ -172,9 +186,16 @@ type sqliteError struct {
 func (e *sqliteError) Error() string { return fmt.Sprintf("%s: %s (%d)", e.what, e.msg, e.code) }
 
 func (w *regWriter) errorf(db uintptr, what string, rc int32) error {
-	msg := libc.GoString(lib.Xsqlite3_errstr(w.tls, rc))
+	return cError(w.tls, db, what, rc)
+}
+
+// cError is the failure rc of a call of the C API on the connection db
+// (0 for none): SQLite's message for the connection, which is more
+// precise than the code's, or for the code.
+func cError(tls *libc.TLS, db uintptr, what string, rc int32) error {
+	msg := libc.GoString(lib.Xsqlite3_errstr(tls, rc))
 	if db != 0 {
-		msg = libc.GoString(lib.Xsqlite3_errmsg(w.tls, db))
+		msg = libc.GoString(lib.Xsqlite3_errmsg(tls, db))
 	}
 	return &sqliteError{what: what, code: rc, msg: strings.TrimSpace(msg)}
 }
