@@ -261,7 +261,14 @@ func (b *Backend) accessToken(ctx context.Context, refused string) (string, erro
 		}
 	}
 	b.mu.Lock()
-	if h := b.token.Load(); refused != "" && h != nil && h.t.AccessToken == refused {
+	h := b.token.Load()
+	if h != nil && h.t.AccessToken != refused && h.usable(time.Now()) {
+		// A fetch ended between the look above and the lock: its token
+		// serves, and another fetch would only ask the endpoint again.
+		b.mu.Unlock()
+		return h.t.AccessToken, nil
+	}
+	if refused != "" && h != nil && h.t.AccessToken == refused {
 		// Each fetch asks the token endpoint anew (fetchToken), so the
 		// one under way, if any, brings another token than the refused
 		// one: the push waits for it.
