@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/push-appserver/push-appserver/internal/registry/groupcommit"
@@ -46,3 +47,7 @@ func SetBusyTimeout(s *Store, d time.Duration) error {
 	_, err := s.write.Exec(fmt.Sprintf(`PRAGMA busy_timeout = %d`, d.Milliseconds()))
 	return err
 }
+
+// SetLogSync makes the log syncer sync the log with sync, before any
+// registration.
+func SetLogSync(s *Store, sync func(f *os.File) error) { s.logs.syncFile = sync }

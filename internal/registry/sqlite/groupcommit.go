@@ -37,6 +37,7 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	ctx := context.Background()
 	live := 0
 	began := false
+	var log *os.File // the log to sync before answering, if owed
 	err := s.withRegWriter(ctx, func(w *regWriter) error {
 		if err := w.begin(); err != nil {
 			return err
@@ -64,7 +65,12 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 		if err := s.unmoved(); err != nil {
 			return err
 		}
-		return w.commit()
+		if s.logs.failed.Load() {
+			return w.commit()
+		}
+		var err error
+		log, err = w.commitDeferred(s.logPages.Load())
+		return err
 	})
 	if err != nil && !began {
 		// No row was tried: the write lock is held elsewhere past the
@@ -86,8 +92,12 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	if live > 0 {
 		s.gc.Committed(batch)
 	}
-	for _, req := range batch {
-		req.Answer()
+	if log != nil {
+		s.logs.answerWhenSynced(log, batch)
+	} else {
+		for _, req := range batch {
+			req.Answer()
+		}
 	}
 	if live > 0 {
 		s.fitLog(ctx)

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -48,6 +49,14 @@ type regWriter struct {
 	buf    uintptr
 	bufCap int
 	out    uintptr // receives the C API's output pointers
+
+	// logFile is a descriptor of the connection's log (logFileFor, the
+	// address of its walFile) for the log syncer to sync it through;
+	// logFileHanded says a batch handed it to the syncer, which then
+	// closes it (logsync.go).
+	logFile       *os.File
+	logFileFor    uintptr
+	logFileHanded bool
 }
 
 // The registration statements, by their index in regWriter.stmts.
@@ -165,6 +174,7 @@ func (w *regWriter) close() {
 		return
 	}
 	w.finalize()
+	w.dropLogFile()
 	for _, p := range []*uintptr{&w.buf, &w.out} {
 		if *p != 0 {
 			libc.Xfree(w.tls, *p)

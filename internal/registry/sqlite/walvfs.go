@@ -26,7 +26,9 @@ import (
 // EXTRA, which Open sets and checks): other connections read a frame from
 // the file as soon as the commit that wrote it is announced in the
 // log's index, which happens after that sync. With synchronous NORMAL a
-// commit would be announced while its frames were still here.
+// commit would be announced while its frames were still here. A commit
+// of the registration writer whose sync is deferred (logsync.go) still
+// calls the sync, which writes out what was gathered.
 const walVFS = "push-appserver-wal"
 
 // walBufferSize is how much of the log a connection gathers before it
@@ -81,6 +83,19 @@ type walFile struct {
 	buf     uintptr                 // walBufferSize bytes, allocated at the first write
 	start   int64                   // the file offset of buf's first byte
 	n       int64                   // bytes gathered in buf
+
+	// fd is the root file's descriptor where the root VFS is unix's, -1
+	// elsewhere: the registration writer syncs the log through a copy
+	// of it (logsync.go).
+	fd int32
+	// deferSync is set by the registration writer around a commit whose
+	// sync it leaves to the log syncer: a sync of the log then writes out
+	// what was gathered, notes that it is owed, and returns. synced says
+	// a sync reached the root VFS once: that first one, which syncs the
+	// directory of a log just created too, is never deferred. frames is
+	// the log's frames after the last deferred commit (walCommitHook).
+	deferSync, owed, synced int32
+	frames                  int32
 }
 
 // cPointer is p, C memory, as a *T.
@@ -104,7 +119,7 @@ func walOpen(tls *libc.TLS, pVfs, zName, pFile uintptr, flags int32, pOutFlags u
 	}
 	wp := pFile + uintptr(walFileOffset(root.FszOsFile))
 	w := cPointer[walFile](wp)
-	*w = walFile{methods: *cPointer[lib.Tsqlite3_io_methods](f.FpMethods), root: f.FpMethods}
+	*w = walFile{methods: *cPointer[lib.Tsqlite3_io_methods](f.FpMethods), root: f.FpMethods, fd: rootFD(root, pFile)}
 	m := &w.methods
 	*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&m.FxClose)) = walClose
 	*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&m.FxRead)) = walRead
@@ -184,13 +199,24 @@ func walRead(tls *libc.TLS, pFile, zBuf uintptr, iAmt int32, iOfst int64) int32 
 }
 
 // walSync writes out what was gathered, then syncs: a commit is on disk
-// once it returns.
+// once it returns. During a deferred commit (deferSync) it only notes
+// the sync as owed: the registration writer syncs the file before it
+// answers anyone (logsync.go).
 func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
 	w := fileOf(pFile)
 	if rc := w.flush(tls, pFile); rc != lib.SQLITE_OK {
 		return rc
 	}
-	return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&w.rootMethods().FxSync)))(tls, pFile, flags)
+	if w.deferSync != 0 && w.synced != 0 {
+		w.owed = 1
+		return lib.SQLITE_OK
+	}
+	rc := (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&w.rootMethods().FxSync)))(tls, pFile, flags)
+	if rc == lib.SQLITE_OK {
+		// Everything written before is on disk, a deferred commit's too.
+		w.synced, w.owed = 1, 0
+	}
+	return rc
 }
 
 func walTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
