@@ -91,9 +91,11 @@ type walFile struct {
 	// deferSync is set by the registration writer around a commit whose
 	// sync it leaves to the log syncer: a sync of the log then writes out
 	// what was gathered, notes that it is owed, and returns. synced says
-	// a sync reached the root VFS once: that first one, which syncs the
-	// directory of a log just created too, is never deferred. frames is
-	// the log's frames after the last deferred commit (walCommitHook).
+	// a sync reached the root VFS since the log's header was last written
+	// (walWrite): the first one, which syncs the directory of a log just
+	// created too, and the one SQLite makes right after the header of a
+	// restarted log, are never deferred. frames is the log's frames after
+	// the last deferred commit (walCommitHook).
 	deferSync, owed, synced int32
 	frames                  int32
 }
@@ -165,6 +167,17 @@ func (w *walFile) overlaps(n int32, off int64) bool {
 // to cost a write.
 func walWrite(tls *libc.TLS, pFile, zBuf uintptr, iAmt int32, iOfst int64) int32 {
 	w := fileOf(pFile)
+	if iOfst == 0 {
+		// The log's header: SQLite writes it when the log starts or
+		// restarts from its beginning, and syncs it before it writes a
+		// frame after it. That sync must reach the disk: the frames of
+		// the log before the restart are still in the file, and were the
+		// new frames on disk and the new header not (a power cut in the
+		// syncer's sync, which orders nothing), the old header would
+		// vouch for the old frames before them, and the next open would
+		// copy those over the newer pages the last checkpoint wrote.
+		w.synced = 0
+	}
 	n := int64(iAmt)
 	if w.n == 0 || iOfst != w.start+w.n || w.n+n > walBufferSize {
 		if rc := w.flush(tls, pFile); rc != lib.SQLITE_OK {
