@@ -38,6 +38,9 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	live := 0
 	began := false
 	var log *os.File // the log to sync before answering, if owed
+	// unsynced fails a batch committed after a failed sync of the log
+	// that is not known to be on disk.
+	var unsynced error
 	err := s.withRegWriter(ctx, func(w *regWriter) error {
 		if err := w.begin(); err != nil {
 			return err
@@ -66,7 +69,9 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 			return err
 		}
 		if s.logs.failed.Load() {
-			return w.commit()
+			var err error
+			unsynced, err = s.commitAfterFailedSync(w)
+			return err
 		}
 		var err error
 		log, err = w.commitDeferred(s.logPages.Load())
@@ -91,6 +96,13 @@ func (s *Store) commitBatch(batch []*groupcommit.Request) error {
 	}
 	if live > 0 {
 		s.gc.Committed(batch)
+	}
+	if unsynced != nil {
+		for _, req := range batch {
+			if req.Err == nil {
+				req.R, req.Err = registry.Registration{}, unsynced
+			}
+		}
 	}
 	if log != nil {
 		s.logs.answerWhenSynced(log, batch)

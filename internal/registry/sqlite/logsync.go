@@ -47,11 +47,19 @@ type logSyncer struct {
 	closeOnce sync.Once
 	// syncFile syncs the log: (*os.File).Sync, or a test's.
 	syncFile func(*os.File) error
-	// failed is set once a sync failed. Linux may drop the pages a
-	// failed fsync did not write and report no error for them at the
-	// next, so nothing written before it is known to be on disk: every
-	// batch waiting then is answered the error, and later commits sync
-	// the log themselves, as SQLite does.
+	// failed is set once a sync failed, and cleared by the writer once
+	// the log is copied into the registry and emptied. Linux may drop
+	// the pages a failed fsync did not write and report no error for
+	// them at the next, so nothing written before it is known to be on
+	// disk: every batch waiting then is answered the error. And the
+	// frames of the failed batches stay in the log (their commits were
+	// announced, unlike those of a commit whose own sync fails, which
+	// the next commit writes over): were their pages never written, a
+	// recovery would stop there, losing every commit after them. So
+	// until the log is emptied each batch commits with its own sync and
+	// is answered only once a checkpoint has copied the whole log,
+	// read from the file's cache, into the registry and synced it
+	// (commitAfterFailedSync).
 	failed atomic.Bool
 }
 
@@ -219,4 +227,30 @@ func (w *regWriter) log() (*walFile, uintptr) {
 func walCommitHook(tls *libc.TLS, pArg, db, zDb uintptr, nFrame int32) int32 {
 	cPointer[walFile](pArg).frames = nFrame
 	return lib.SQLITE_OK
+}
+
+// commitAfterFailedSync commits the transaction w has open, after a
+// sync of the log failed (logSyncer.failed), and copies the whole log
+// into the registry's file and syncs it: the batch is on disk only then.
+// unsynced is the batch's error when that copy failed or was left
+// partial (the commit stands). A checkpoint that also emptied the log
+// ends the state: the log's next frames start a new one.
+func (s *Store) commitAfterFailedSync(w *regWriter) (unsynced, err error) {
+	if err := w.commit(); err != nil {
+		return nil, err
+	}
+	pnLog, pnCkpt := w.out, w.out+4
+	rc := lib.Xsqlite3_wal_checkpoint_v2(w.tls, w.db, 0, lib.SQLITE_CHECKPOINT_TRUNCATE, pnLog, pnCkpt)
+	switch nLog, nCkpt := *cPointer[int32](pnLog), *cPointer[int32](pnCkpt); {
+	case rc == lib.SQLITE_OK:
+		s.logs.failed.Store(false)
+		return nil, nil
+	case rc == lib.SQLITE_BUSY && nLog >= 0 && nCkpt == nLog:
+		// Copied whole and synced, but a reader kept the log from
+		// being emptied: the next batch tries again.
+		return nil, nil
+	default:
+		return fmt.Errorf("register: after a failed sync of the registry's log, copying the log into the registry: %w",
+			cError(w.tls, w.db, "checkpoint", rc)), nil
+	}
 }
