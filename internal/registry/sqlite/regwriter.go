@@ -123,6 +123,10 @@ func (w *regWriter) on(dc any) error {
 	// handle cannot be reused until then: a new handle is a new
 	// connection.
 	w.finalize()
+	// Its log, too, may be another file: the old connection, closed
+	// when its statements are finalized, deletes its log if it was the
+	// last one open.
+	w.dropLogFile()
 	if err := prepareAll(w.tls, db, regSQL[:], w.stmts[:], w.out); err != nil {
 		w.finalize()
 		return fmt.Errorf("registration statements: %w", err)
