@@ -49,6 +49,11 @@ type Conn struct {
 	rn     int
 	rerr   syscall.Errno
 	readFn func(fd uintptr) bool
+	// watchFirst makes a read of a single byte wait for the socket to
+	// become readable before it reads (see Listener); rwatch is true
+	// while such a read has not waited yet.
+	watchFirst bool
+	rwatch     bool
 	// rlate is the error of a read begun after its deadline, made once:
 	// net/http ends the read it watches each request's client with by
 	// moving the deadline into the past, mostly before that read has
@@ -108,7 +113,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		return 0, c.rlate
 	}
-	c.rbuf, c.rn, c.rerr = p, 0, 0
+	c.startRead(p)
 	err := c.outcome("read", c.rc.Read(c.readFn), c.rerr)
 	c.rdl.end()
 	n := c.rn
@@ -122,9 +127,21 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// startRead readies the callback of Read for a read into p. c.rmu must
+// be held.
+func (c *Conn) startRead(p []byte) {
+	c.rbuf, c.rn, c.rerr = p, 0, 0
+	c.rwatch = c.watchFirst && len(p) == 1
+}
+
 // read is the RawConn callback of Read: false asks the poller to wait
 // until the socket is readable.
 func (c *Conn) read(fd uintptr) bool {
+	if c.rwatch {
+		c.rwatch = false
+		c.rdl.wait()
+		return false
+	}
 	for {
 		n, e := sysRead(fd, c.rbuf)
 		switch e {
@@ -200,7 +217,22 @@ func (c *Conn) timeout(op string) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
 }
 
-// Listener wraps the connections a TCP listener accepts.
+// Listener wraps the connections a TCP listener accepts, for net/http's
+// server.
+//
+// Their reads of a single byte wait until the socket is readable before
+// they read, where other reads read first and wait only when there is
+// nothing yet. net/http reads a connection through a 4 KiB buffer, and
+// reads one byte only to watch the client while a handler runs (its
+// background read, one a request): a read started when the request's
+// last byte has been read, ended by a deadline moved into the past when
+// the handler returns, and that finds something only if the client
+// hangs up or sends its next request early. Reading first, that watch
+// was a system call of every request that failed with EAGAIN. The price:
+// the poller's readiness is cleared as the read begins (see the package
+// comment), so a hang-up or early request that reached the socket in the
+// few microseconds between the request's read and the watch's start is
+// seen only when the handler has returned, by net/http's next read.
 type Listener struct{ net.Listener }
 
 // Accept waits for the next connection and returns it wrapped.
@@ -209,5 +241,9 @@ func (l Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Wrap(c), nil
+	c = Wrap(c)
+	if sc, ok := c.(*Conn); ok {
+		sc.watchFirst = true
+	}
+	return c, nil
 }
