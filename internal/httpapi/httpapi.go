@@ -816,6 +816,7 @@ const unconfirmed = "Not confirmed, try again later!"
 
 func (a *api) push(w http.ResponseWriter, r *http.Request) {
 	allowOrigin(w, r)
+	skipWatch(r)
 	var f form
 	if msg := parseRequestForm(r, &f, "node", "secret"); msg != "" {
 		// Counted and logged as a malformed publish is: a client that
@@ -866,6 +867,33 @@ func (a *api) pushSource(r *http.Request) string {
 	name := client.String()
 	slot.Store(&sourceName{addr: client, name: name})
 	return name
+}
+
+// watchSkipper is a connection that can let net/http's watch of the
+// client go for the request under way (sockio.Conn).
+type watchSkipper interface{ SkipWatch() }
+
+// skipWatch tells the connection of r, a request over cleartext HTTP/1.x
+// on a connection LimitListener admitted, that r's handler does not need
+// net/http to watch the client while it runs: r's context then does not
+// end when the client hangs up. Only for a push, carried out whether or
+// not the client waits (see pushContext); push-batch needs the watch, as
+// a batch whose client is gone starts no more pushes. It must come
+// before the body is read, whose end starts the watch (sockio.SkipWatch),
+// and the body must be there to read: a request without one has its
+// watch started before its handler, and the mark would be left for the
+// watch of a request sent after it in the same packets.
+func skipWatch(r *http.Request) {
+	if r.ProtoMajor != 1 || r.TLS != nil || r.ContentLength == 0 {
+		// HTTP/2 has no such watch, and over TLS net/http watches the
+		// TLS connection, whose reads are not of one byte.
+		return
+	}
+	if c, _ := r.Context().Value(connKey{}).(*limitConn); c != nil {
+		if s, ok := c.Conn.(watchSkipper); ok {
+			s.SkipWatch()
+		}
+	}
 }
 
 // pushContext is the context a requested push runs under: the request's

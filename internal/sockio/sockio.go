@@ -28,6 +28,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -54,6 +55,8 @@ type Conn struct {
 	// while such a read has not waited yet.
 	watchFirst bool
 	rwatch     bool
+	// skipWatch is set by SkipWatch until the next read.
+	skipWatch atomic.Bool
 	// rlate is the error of a read begun after its deadline, made once:
 	// net/http ends the read it watches each request's client with by
 	// moving the deadline into the past, mostly before that read has
@@ -107,6 +110,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if c.skipWatch.Load() && c.skipWatch.Swap(false) && c.watchFirst && len(p) == 1 {
+		// net/http takes a watch that read nothing and failed for
+		// one that saw nothing of the client.
+		return 0, nil
+	}
 	if !c.rdl.begin() {
 		if c.rlate == nil {
 			c.rlate = c.timeout("read")
@@ -216,6 +224,18 @@ func (c *Conn) outcome(op string, err error, errno syscall.Errno) error {
 func (c *Conn) timeout(op string) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
 }
+
+// SkipWatch ends the connection's next read at once, with nothing read
+// and no error, if it is net/http's watch of the client (a read of a
+// single byte on a connection a Listener accepted, see there); a read of
+// any other kind takes the mark away. A handler whose request's context
+// need not end when the client hangs up or sends its next request calls
+// it before it reads the body, whose end starts the watch: net/http then
+// finds the watch over when the handler returns, where it would end it
+// by a deadline moved into the past, which the poller hands to the
+// waiting watch and the watch back to the handler's goroutine, two
+// hand-overs of every request.
+func (c *Conn) SkipWatch() { c.skipWatch.Store(true) }
 
 // Listener wraps the connections a TCP listener accepts, for net/http's
 // server.

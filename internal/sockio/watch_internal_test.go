@@ -156,3 +156,48 @@ func TestWatchEnds(t *testing.T) {
 		})
 	}
 }
+
+// SkipWatch ends the next watch at once, as net/http takes one that saw
+// nothing, and only that: a read of another kind takes the mark away, so
+// that it never reaches the watch of a later request; and a connection
+// no Listener accepted has no watch to skip.
+func TestSkipWatch(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		server    bool // the Listener's connection, else a wrapped client
+		readFirst bool // a longer read between the mark and the watch
+		wantSkip  bool
+	}{
+		{"watch after the mark", true, false, true},
+		{"watch after another read", true, true, false},
+		{"other connection", false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, client := listenerPair(t)
+			r, w := srv, net.Conn(Wrap(client).(*Conn))
+			if !tc.server {
+				r, w = w.(*Conn), srv
+			}
+			r.SkipWatch()
+			if tc.readFirst {
+				if _, err := w.Write([]byte("ab")); err != nil {
+					t.Fatal(err)
+				}
+				r.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if n, err := r.Read(make([]byte, 4096)); n != 2 || err != nil {
+					t.Fatalf("read %d bytes, %v", n, err)
+				}
+			}
+			// Nothing to read: a watch not skipped waits for its
+			// deadline.
+			r.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := r.Read(make([]byte, 1))
+			if skipped := n == 0 && err == nil; skipped != tc.wantSkip {
+				t.Fatalf("watch skipped: %v (%d bytes, %v), want %v", skipped, n, err, tc.wantSkip)
+			}
+			if !tc.wantSkip && !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("watch ended with %d bytes, %v; want its deadline", n, err)
+			}
+		})
+	}
+}
