@@ -45,7 +45,7 @@ type logSyncer struct {
 	jobs      chan syncJob
 	done      chan struct{}
 	closeOnce sync.Once
-	// syncFile syncs the log: (*os.File).Sync, or a test's.
+	// syncFile syncs the log: syncLog, or a test's.
 	syncFile func(*os.File) error
 	// failed is set once a sync failed, and cleared by the writer once
 	// the log is copied into the registry and emptied. Linux may drop
@@ -74,7 +74,7 @@ type syncJob struct {
 const maxWaitingBatches = 8
 
 func startLogSyncer() *logSyncer {
-	l := &logSyncer{jobs: make(chan syncJob, maxWaitingBatches), done: make(chan struct{}), syncFile: (*os.File).Sync}
+	l := &logSyncer{jobs: make(chan syncJob, maxWaitingBatches), done: make(chan struct{}), syncFile: syncLog}
 	go l.run()
 	return l
 }

@@ -32,3 +32,26 @@ func dupLog(fd int32) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(nfd), "registry log"), nil
 }
+
+// syncLog syncs the log's data, and of its metadata only what reading it
+// back needs (its size): fdatasync, as SQLite's unix VFS does where it
+// has it. A log reused from its start keeps its size, and its sync then
+// waits for no journal commit of the file system, which with ext4's
+// ordered data would wait for every file's blocks allocated meanwhile,
+// the registry's as a checkpoint grows it.
+func syncLog(f *os.File) error {
+	var err error
+	if cerr := withFD(f, func(fd int) { err = unix.Fdatasync(fd) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// withFD runs do with f's descriptor, which f keeps open meanwhile.
+func withFD(f *os.File, do func(fd int)) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(fd uintptr) { do(int(fd)) })
+}

@@ -16,3 +16,5 @@ func rootFD(*lib.Tsqlite3_vfs, uintptr) int32 { return -1 }
 func dupLog(int32) (*os.File, error) {
 	return nil, errors.New("the registry's log is synced by each commit here")
 }
+
+func syncLog(f *os.File) error { return f.Sync() }
