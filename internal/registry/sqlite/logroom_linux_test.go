@@ -15,7 +15,7 @@ import (
 )
 
 // On a disk with less room than the write-ahead log may grow to before
-// it is copied into the registry (walCheckpoint pages, about 40 MB), the
+// it is copied into the registry (walCheckpoint pages, about 120 MB), the
 // log is copied sooner, and registrations that fit on the disk many
 // times over are stored. Otherwise the log took all the room: every
 // registration after it was refused, and the log could not even be

@@ -137,11 +137,25 @@ func regValues(r registry.Registration) []any {
 // pages all over the file, each of which a checkpoint writes once
 // however often it changed since the last: with SQLite's 1,000 pages
 // (4 MB), checkpoints were a fifth of a registration's CPU. 10,000 pages
-// keep the log under about 40 MB on disk; 100,000 scattered
-// registrations went from 6,800-7,100/s at 141-144 us of CPU each to
-// 9,200-10,100/s at 111-122 us (8,000, 16,000 and 32,000 pages were
-// within the noise of one another).
-const walCheckpoint = 10000
+// (40 MB) took 100,000 scattered registrations from 6,800-7,100/s at
+// 141-144 us of CPU each to 9,200-10,100/s at 111-122 us (8,000, 16,000
+// and 32,000 pages were within the noise of one another then, when the
+// writer waited for each commit's sync).
+//
+// Once the writer no longer waited for the disk (logsync.go), the disk's
+// writes became the bound: a registration dirties two scattered pages
+// (the table's and the token index's; over XMPP the domain index's too),
+// written to the log and again by the checkpoint, with the pages a
+// batch shares about 23 KB by the kernel's counters: 21,800
+// registrations a second wrote 500 MB/s, with the processors a fifth
+// idle and another fifth waiting for the disk. A page changed again
+// before the checkpoint is copied once: at 30,000 pages (about 120 MB of
+// log on disk) registrations went from 21,775-24,834/s to
+// 23,514-26,279/s (four alternating runs each, mean +8.9 %). A reader
+// looks a page up in the log's index for each page it reads, one hash
+// table per 4,096 frames not yet copied: a few dozen instructions more
+// at most for a push that misses the cache.
+const walCheckpoint = 30000
 
 // Open opens (creating if needed) the registry at path and brings its
 // schema up to date.

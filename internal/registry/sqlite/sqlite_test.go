@@ -246,7 +246,7 @@ func TestWritePragmas(t *testing.T) {
 		pragma string
 		want   int
 	}{
-		{"wal_autocheckpoint", 10000},
+		{"wal_autocheckpoint", 30000},
 		{"synchronous", 2}, // FULL
 	} {
 		if n, err := sqlite.WritePragma(s, tc.pragma); err != nil || n != tc.want {
