@@ -231,26 +231,49 @@ func walCommitHook(tls *libc.TLS, pArg, db, zDb uintptr, nFrame int32) int32 {
 
 // commitAfterFailedSync commits the transaction w has open, after a
 // sync of the log failed (logSyncer.failed), and copies the whole log
-// into the registry's file and syncs it: the batch is on disk only then.
-// unsynced is the batch's error when that copy failed or was left
-// partial (the commit stands). A checkpoint that also emptied the log
-// ends the state: the log's next frames start a new one.
+// into the registry's file and syncs it, then empties the log and syncs
+// that: the batch is on disk only then. unsynced is the batch's error
+// when that copy failed or was left partial, or the log could not be
+// emptied (the commit stands). The log's next frames start a new one,
+// which ends the state.
+//
+// Copying the log is not enough: the frames of the failed sync may be
+// missing from the disk, and a recovery of the log on disk would stop
+// there and serve the pages of the commits before them from the log,
+// over the newer ones the checkpoint copied into the registry. Until
+// the log is gone from the disk, a power cut reverts the registry to
+// the commit before the failed sync. So a checkpoint that copied the
+// whole log but could not empty it, a reader holding on to it, answers
+// the batch its error too, and the emptied log is synced: its
+// truncation, a change of its size, is on disk only then.
 func (s *Store) commitAfterFailedSync(w *regWriter) (unsynced, err error) {
 	if err := w.commit(); err != nil {
 		return nil, err
 	}
-	pnLog, pnCkpt := w.out, w.out+4
-	rc := lib.Xsqlite3_wal_checkpoint_v2(w.tls, w.db, 0, lib.SQLITE_CHECKPOINT_TRUNCATE, pnLog, pnCkpt)
-	switch nLog, nCkpt := *cPointer[int32](pnLog), *cPointer[int32](pnCkpt); {
-	case rc == lib.SQLITE_OK:
-		s.logs.failed.Store(false)
-		return nil, nil
-	case rc == lib.SQLITE_BUSY && nLog >= 0 && nCkpt == nLog:
-		// Copied whole and synced, but a reader kept the log from
-		// being emptied: the next batch tries again.
-		return nil, nil
-	default:
-		return fmt.Errorf("register: after a failed sync of the registry's log, copying the log into the registry: %w",
+	rc := lib.Xsqlite3_wal_checkpoint_v2(w.tls, w.db, 0, lib.SQLITE_CHECKPOINT_TRUNCATE, 0, 0)
+	if rc != lib.SQLITE_OK {
+		return fmt.Errorf("register: after a failed sync of the registry's log, copying the log into the registry and emptying it: %w",
 			cError(w.tls, w.db, "checkpoint", rc)), nil
 	}
+	if err := w.syncLogVFS(); err != nil {
+		return fmt.Errorf("register: after a failed sync of the registry's log, syncing the emptied log: %w", err), nil
+	}
+	s.logs.failed.Store(false)
+	return nil, nil
+}
+
+// syncLogVFS syncs the connection's log through SQLite's VFS.
+func (w *regWriter) syncLogVFS() error {
+	if rc := lib.Xsqlite3_file_control(w.tls, w.db, 0, lib.SQLITE_FCNTL_JOURNAL_POINTER, w.out); rc != lib.SQLITE_OK {
+		return cError(w.tls, w.db, "log", rc)
+	}
+	pFile := readPointer(w.out)
+	if pFile == 0 {
+		return fmt.Errorf("the registry's log is not open")
+	}
+	xSync := cPointer[lib.Tsqlite3_io_methods](cPointer[lib.Tsqlite3_file](pFile).FpMethods).FxSync
+	if rc := (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&xSync)))(w.tls, pFile, lib.SQLITE_SYNC_NORMAL); rc != lib.SQLITE_OK {
+		return fmt.Errorf("syncing the registry's log: %s", libc.GoString(lib.Xsqlite3_errstr(w.tls, rc)))
+	}
+	return nil
 }

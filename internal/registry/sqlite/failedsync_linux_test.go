@@ -1,0 +1,168 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"modernc.org/libc"
+	lib "modernc.org/sqlite/lib"
+
+	"github.com/push-appserver/push-appserver/internal/registry"
+)
+
+// After a sync of the log fails, the failed batch's frames may never
+// reach the disk (Linux drops the pages a failed fsync did not write and
+// reports nothing at the next one), and the frames committed after them
+// are on disk past a gap. A recovery then stops at the gap and serves
+// the pages of the commits before it from the log, over the newer ones a
+// checkpoint copied into the registry: the registry reads as of the last
+// commit before the failure. So a registration committed after the
+// failure is on disk only once the log that holds the gap is gone from
+// the disk too; its truncation is a change of the file's size, on disk
+// only once the log is synced.
+//
+// The test keeps, as the disk, what the log held at each sync, except
+// for the bytes the failed sync was to write, which keep what they held
+// before it as long as the file still holds what was written then. It
+// cuts the power as soon as the registration after the failure is
+// answered.
+func TestRegistrationAfterFailedSyncSurvivesPowerCut(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu        sync.Mutex
+		durable   []byte // the log on disk
+		failedNow []byte // the log as the failed sync found it
+		failedOld []byte // the log on disk then
+	)
+	snapshot := func() {
+		now, err := os.ReadFile(path + "-wal")
+		if err != nil {
+			panic(err)
+		}
+		disk := bytes.Clone(now)
+		for i := range disk {
+			if i < len(failedNow) && failedNow[i] == now[i] {
+				// Written before the failed sync and not since:
+				// what the disk held then.
+				if i < len(failedOld) {
+					disk[i] = failedOld[i]
+				} else {
+					disk[i] = 0
+				}
+			}
+		}
+		durable = disk
+	}
+	var wf *walFile
+	if err := s.withRegWriter(ctx, func(w *regWriter) error { wf, _ = w.log(); return nil }); err != nil || wf == nil {
+		t.Fatalf("the writer's log (%v)", err)
+	}
+	rootSync := cPointer[lib.Tsqlite3_io_methods](wf.root).FxSync
+	hooked := func(tls *libc.TLS, pFile uintptr, flags int32) int32 {
+		mu.Lock()
+		snapshot()
+		mu.Unlock()
+		return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&rootSync)))(tls, pFile, flags)
+	}
+	tls := libc.NewTLS()
+	m := cMalloc(libc.Xmalloc, tls, int(unsafe.Sizeof(lib.Tsqlite3_io_methods{})))
+	if m == 0 {
+		t.Fatal("out of memory")
+	}
+	*cPointer[lib.Tsqlite3_io_methods](m) = *cPointer[lib.Tsqlite3_io_methods](wf.root)
+	*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&cPointer[lib.Tsqlite3_io_methods](m).FxSync)) = hooked
+	wf.root = m
+	t.Cleanup(func() {
+		runtime.KeepAlive(hooked)
+		libc.Xfree(tls, m)
+		tls.Close()
+	})
+	t.Cleanup(func() { s.Close() })
+	failed := errors.New("I/O error")
+	fail := false
+	s.logs.syncFile = func(f *os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			fail = false
+			now, err := os.ReadFile(path + "-wal")
+			if err != nil {
+				panic(err)
+			}
+			failedNow, failedOld = now, durable
+			return failed
+		}
+		snapshot()
+		return f.Sync()
+	}
+
+	reg := func(node string) error {
+		r := registry.Registration{Node: node, Type: "apns", Token: "t-" + node, Secret: "s", Registered: time.Now()}
+		_, err := s.Register(ctx, node, registry.Renew(r))
+		return err
+	}
+	var busy, logFrames, done int
+	if err := s.write.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done); err != nil || busy != 0 {
+		t.Fatalf("checkpoint: busy %d (%v)", busy, err)
+	}
+	const n = 5
+	for i := range n {
+		if err := reg(fmt.Sprintf("before-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	if err := reg("failed"); !errors.Is(err, failed) {
+		t.Fatalf("registration whose log failed to sync: %v, want %v", err, failed)
+	}
+	if err := reg("after"); err != nil {
+		t.Fatalf("registration after a failed sync: %v", err)
+	}
+
+	// The power is cut: the registry's file as synced by the checkpoint,
+	// the log as last synced.
+	crashDir := t.TempDir()
+	db, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	wal := bytes.Clone(durable)
+	mu.Unlock()
+	if err := os.WriteFile(filepath.Join(crashDir, "registry.db"), db, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(crashDir, "registry.db-wal"), wal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	after, err := Open(ctx, filepath.Join(crashDir, "registry.db"))
+	if err != nil {
+		t.Fatalf("registry after a power cut: %v", err)
+	}
+	defer after.Close()
+	for _, node := range []string{"before-0", fmt.Sprintf("before-%d", n-1), "after"} {
+		if _, err := after.Get(ctx, node); err != nil {
+			t.Errorf("%s, answered, after a power cut: %v", node, err)
+		}
+	}
+	var ok string
+	if err := after.read.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
+		t.Errorf("integrity_check after the power cut: %q (%v)", ok, err)
+	}
+}
