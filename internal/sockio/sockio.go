@@ -50,11 +50,9 @@ type Conn struct {
 	rn     int
 	rerr   syscall.Errno
 	readFn func(fd uintptr) bool
-	// watchFirst makes a read of a single byte wait for the socket to
-	// become readable before it reads (see Listener); rwatch is true
-	// while such a read has not waited yet.
-	watchFirst bool
-	rwatch     bool
+	// served says a Listener accepted the connection: net/http's server
+	// reads it, and SkipWatch applies.
+	served bool
 	// skipWatch is set by SkipWatch until the next read.
 	skipWatch atomic.Bool
 	// rlate is the error of a read begun after its deadline, made once:
@@ -110,7 +108,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.skipWatch.Load() && c.skipWatch.Swap(false) && c.watchFirst && len(p) == 1 {
+	if c.skipWatch.Load() && c.skipWatch.Swap(false) && c.served && len(p) == 1 {
 		// net/http takes a watch that read nothing and failed for
 		// one that saw nothing of the client.
 		return 0, nil
@@ -121,7 +119,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		return 0, c.rlate
 	}
-	c.startRead(p)
+	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.outcome("read", c.rc.Read(c.readFn), c.rerr)
 	c.rdl.end()
 	n := c.rn
@@ -135,21 +133,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// startRead readies the callback of Read for a read into p. c.rmu must
-// be held.
-func (c *Conn) startRead(p []byte) {
-	c.rbuf, c.rn, c.rerr = p, 0, 0
-	c.rwatch = c.watchFirst && len(p) == 1
-}
-
 // read is the RawConn callback of Read: false asks the poller to wait
 // until the socket is readable.
 func (c *Conn) read(fd uintptr) bool {
-	if c.rwatch {
-		c.rwatch = false
-		c.rdl.wait()
-		return false
-	}
 	for {
 		n, e := sysRead(fd, c.rbuf)
 		switch e {
@@ -240,19 +226,15 @@ func (c *Conn) SkipWatch() { c.skipWatch.Store(true) }
 // Listener wraps the connections a TCP listener accepts, for net/http's
 // server.
 //
-// Their reads of a single byte wait until the socket is readable before
-// they read, where other reads read first and wait only when there is
-// nothing yet. net/http reads a connection through a 4 KiB buffer, and
-// reads one byte only to watch the client while a handler runs (its
-// background read, one a request): a read started when the request's
-// last byte has been read, ended by a deadline moved into the past when
-// the handler returns, and that finds something only if the client
-// hangs up or sends its next request early. Reading first, that watch
-// was a system call of every request that failed with EAGAIN. The price:
-// the poller's readiness is cleared as the read begins (see the package
-// comment), so a hang-up or early request that reached the socket in the
-// few microseconds between the request's read and the watch's start is
-// seen only when the handler has returned, by net/http's next read.
+// Their reads of a single byte read first, as every read does, though
+// net/http's watch of the client (its background read, one a request)
+// mostly finds nothing: a read of one byte that waited for the socket
+// first saved that system call, but net/http reads one byte into its
+// 4 KiB buffer also when it holds 4,095 bytes of a header line, and
+// the poller's readiness is cleared as a read begins (see the package
+// comment): the rest of a request already in the socket would not have
+// been seen until the header's deadline. A push ends its watch without
+// a read instead (SkipWatch).
 type Listener struct{ net.Listener }
 
 // Accept waits for the next connection and returns it wrapped.
@@ -263,7 +245,7 @@ func (l Listener) Accept() (net.Conn, error) {
 	}
 	c = Wrap(c)
 	if sc, ok := c.(*Conn); ok {
-		sc.watchFirst = true
+		sc.served = true
 	}
 	return c, nil
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -32,80 +31,6 @@ func listenerPair(t *testing.T) (*Conn, net.Conn) {
 	}
 	t.Cleanup(func() { srv.Close() })
 	return srv.(*Conn), client
-}
-
-// queued waits until the socket of c holds a byte to read.
-func queued(t *testing.T, c *Conn) {
-	t.Helper()
-	for {
-		var n int
-		err := c.rc.Control(func(fd uintptr) {
-			n, _, _ = syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			return
-		}
-		runtime.Gosched()
-	}
-}
-
-// A single-byte read on a connection a Listener accepted (net/http's
-// watch of the client) waits for the socket before it reads, instead of
-// a system call that nearly always fails: its first call of the callback
-// the poller runs asks to wait, and leaves a byte already there for
-// later. A longer read, or any read on another connection, reads first,
-// as the package comment says every read must that cannot afford to
-// miss what came before it. (Through Read, whether such a byte is seen
-// depends on whether the poller had taken in its arrival: not tested.)
-func TestSingleByteReadOfAServerWaitsFirst(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		server   bool // read the Listener's connection, else a wrapped client
-		buf      int
-		wantRead bool
-	}{
-		{"server connection, one byte", true, 1, false},
-		{"server connection, a buffer", true, 4096, true},
-		{"other connection, one byte", false, 1, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv, client := listenerPair(t)
-			r, w := srv, net.Conn(Wrap(client).(*Conn))
-			if !tc.server {
-				r, w = w.(*Conn), srv
-			}
-			if _, err := w.Write([]byte("x")); err != nil {
-				t.Fatal(err)
-			}
-			queued(t, r)
-			p := make([]byte, tc.buf)
-			var done bool
-			r.rmu.Lock()
-			r.startRead(p)
-			if err := r.rc.Control(func(fd uintptr) { done = r.read(fd) }); err != nil {
-				t.Fatal(err)
-			}
-			r.rdl.end()
-			read := done && r.rn == 1 && p[0] == 'x'
-			r.rbuf = nil
-			r.rmu.Unlock()
-			if read != tc.wantRead {
-				t.Fatalf("read the byte there at once: %v, want %v (done %v)", read, tc.wantRead, done)
-			}
-			if !tc.wantRead {
-				if done {
-					t.Fatal("the watch's first call did not ask to wait")
-				}
-				r.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if n, err := r.Read(make([]byte, 8)); n != 1 || err != nil {
-					t.Fatalf("the next read got %d bytes, %v; want the byte the watch left", n, err)
-				}
-			}
-		})
-	}
 }
 
 // A waiting watch still sees what net/http watches for: the client's
