@@ -7,14 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
-
-	"modernc.org/libc"
-	lib "modernc.org/sqlite/lib"
 
 	"github.com/push-appserver/push-appserver/internal/registry"
 )
@@ -67,31 +62,7 @@ func TestRegistrationAfterFailedSyncSurvivesPowerCut(t *testing.T) {
 		}
 		durable = disk
 	}
-	var wf *walFile
-	if err := s.withRegWriter(ctx, func(w *regWriter) error { wf, _ = w.log(); return nil }); err != nil || wf == nil {
-		t.Fatalf("the writer's log (%v)", err)
-	}
-	rootSync := cPointer[lib.Tsqlite3_io_methods](wf.root).FxSync
-	hooked := func(tls *libc.TLS, pFile uintptr, flags int32) int32 {
-		mu.Lock()
-		snapshot()
-		mu.Unlock()
-		return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&rootSync)))(tls, pFile, flags)
-	}
-	tls := libc.NewTLS()
-	m := cMalloc(libc.Xmalloc, tls, int(unsafe.Sizeof(lib.Tsqlite3_io_methods{})))
-	if m == 0 {
-		t.Fatal("out of memory")
-	}
-	*cPointer[lib.Tsqlite3_io_methods](m) = *cPointer[lib.Tsqlite3_io_methods](wf.root)
-	*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&cPointer[lib.Tsqlite3_io_methods](m).FxSync)) = hooked
-	wf.root = m
-	t.Cleanup(func() {
-		runtime.KeepAlive(hooked)
-		libc.Xfree(tls, m)
-		tls.Close()
-	})
-	t.Cleanup(func() { s.Close() })
+	onRootLogSync(t, s, &mu, snapshot)
 	failed := errors.New("I/O error")
 	fail := false
 	s.logs.syncFile = func(f *os.File) error {

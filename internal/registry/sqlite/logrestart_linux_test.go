@@ -55,33 +55,7 @@ func TestRestartedLogHeaderSyncedBeforeItsFrames(t *testing.T) {
 	}
 	// Every sync of the writer's log: SQLite's, through the root VFS, and
 	// the syncer's.
-	var wf *walFile
-	if err := s.withRegWriter(ctx, func(w *regWriter) error { wf, _ = w.log(); return nil }); err != nil || wf == nil {
-		t.Fatalf("the writer's log (%v)", err)
-	}
-	rootSync := cPointer[lib.Tsqlite3_io_methods](wf.root).FxSync
-	hooked := func(tls *libc.TLS, pFile uintptr, flags int32) int32 {
-		mu.Lock()
-		snapshot()
-		mu.Unlock()
-		return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&rootSync)))(tls, pFile, flags)
-	}
-	tls := libc.NewTLS()
-	m := cMalloc(libc.Xmalloc, tls, int(unsafe.Sizeof(lib.Tsqlite3_io_methods{})))
-	if m == 0 {
-		t.Fatal("out of memory")
-	}
-	*cPointer[lib.Tsqlite3_io_methods](m) = *cPointer[lib.Tsqlite3_io_methods](wf.root)
-	*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&cPointer[lib.Tsqlite3_io_methods](m).FxSync)) = hooked
-	wf.root = m
-	// Cleanups run last first: the store closes (its last sync hooked)
-	// before the methods are freed.
-	t.Cleanup(func() {
-		runtime.KeepAlive(hooked)
-		libc.Xfree(tls, m)
-		tls.Close()
-	})
-	t.Cleanup(func() { s.Close() })
+	onRootLogSync(t, s, &mu, snapshot)
 	s.logs.syncFile = func(f *os.File) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -171,4 +145,39 @@ func TestRestartedLogHeaderSyncedBeforeItsFrames(t *testing.T) {
 	if err := after.read.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
 		t.Errorf("integrity_check after the power cut: %q (%v)", ok, err)
 	}
+}
+
+// onRootLogSync makes every sync of the writer's log that reaches the
+// root VFS (SQLite's own syncs, not the log syncer's) call before first,
+// holding mu: the tests keep, as the disk, what the log held then. It
+// registers s's Close as a cleanup, to run before the hook is freed.
+func onRootLogSync(t *testing.T, s *Store, mu *sync.Mutex, before func()) {
+	t.Helper()
+	var wf *walFile
+	if err := s.withRegWriter(context.Background(), func(w *regWriter) error { wf, _ = w.log(); return nil }); err != nil || wf == nil {
+		t.Fatalf("the writer's log (%v)", err)
+	}
+	rootSync := cPointer[lib.Tsqlite3_io_methods](wf.root).FxSync
+	hooked := func(tls *libc.TLS, pFile uintptr, flags int32) int32 {
+		mu.Lock()
+		before()
+		mu.Unlock()
+		return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&rootSync)))(tls, pFile, flags)
+	}
+	tls := libc.NewTLS()
+	m := cMalloc(libc.Xmalloc, tls, int(unsafe.Sizeof(lib.Tsqlite3_io_methods{})))
+	if m == 0 {
+		t.Fatal("out of memory")
+	}
+	*cPointer[lib.Tsqlite3_io_methods](m) = *cPointer[lib.Tsqlite3_io_methods](wf.root)
+	*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&cPointer[lib.Tsqlite3_io_methods](m).FxSync)) = hooked
+	wf.root = m
+	// Cleanups run last first: the store closes (its last sync hooked)
+	// before the methods are freed.
+	t.Cleanup(func() {
+		runtime.KeepAlive(hooked)
+		libc.Xfree(tls, m)
+		tls.Close()
+	})
+	t.Cleanup(func() { s.Close() })
 }
