@@ -206,10 +206,7 @@ func (w *regWriter) dropLogFile() {
 // log returns the connection's write-ahead log as walVFS opened it, and
 // its address; nil when the log is not open or not walVFS's.
 func (w *regWriter) log() (*walFile, uintptr) {
-	if lib.Xsqlite3_file_control(w.tls, w.db, 0, lib.SQLITE_FCNTL_JOURNAL_POINTER, w.out) != lib.SQLITE_OK {
-		return nil, 0
-	}
-	pFile := readPointer(w.out)
+	pFile := w.logPointer()
 	if pFile == 0 {
 		return nil, 0
 	}
@@ -219,6 +216,15 @@ func (w *regWriter) log() (*walFile, uintptr) {
 		return nil, 0
 	}
 	return cPointer[walFile](m), m
+}
+
+// logPointer is the sqlite3_file of the connection's write-ahead log, 0
+// when it is not open.
+func (w *regWriter) logPointer() uintptr {
+	if lib.Xsqlite3_file_control(w.tls, w.db, 0, lib.SQLITE_FCNTL_JOURNAL_POINTER, w.out) != lib.SQLITE_OK {
+		return 0
+	}
+	return readPointer(w.out)
 }
 
 // walCommitHook is the writer's wal hook during a deferred commit: it
@@ -264,10 +270,7 @@ func (s *Store) commitAfterFailedSync(w *regWriter) (unsynced, err error) {
 
 // syncLogVFS syncs the connection's log through SQLite's VFS.
 func (w *regWriter) syncLogVFS() error {
-	if rc := lib.Xsqlite3_file_control(w.tls, w.db, 0, lib.SQLITE_FCNTL_JOURNAL_POINTER, w.out); rc != lib.SQLITE_OK {
-		return cError(w.tls, w.db, "log", rc)
-	}
-	pFile := readPointer(w.out)
+	pFile := w.logPointer()
 	if pFile == 0 {
 		return fmt.Errorf("the registry's log is not open")
 	}
