@@ -129,7 +129,7 @@ func (s *Store) registerAlone(ctx context.Context, node string, decide registry.
 		return registry.Registration{}, fmt.Errorf("register: %w", err)
 	}
 	var r registry.Registration
-	var rowErr error
+	var rowErr, unsynced error
 	err := s.withRegWriter(context.Background(), func(w *regWriter) error {
 		if err := w.begin(); err != nil {
 			return err
@@ -142,6 +142,16 @@ func (s *Store) registerAlone(ctx context.Context, node string, decide registry.
 		if err := s.unmoved(); err != nil {
 			return err
 		}
+		if s.logs.failed.Load() {
+			// A batch failed after a failed sync of the log (its own
+			// commit failing too, as on a failing disk): this commit
+			// is after the same gap in the log on disk as the batch's
+			// would have been, and a power cut would lose it until the
+			// log is copied and emptied.
+			var err error
+			unsynced, err = s.commitAfterFailedSync(w)
+			return err
+		}
 		return w.commit()
 	})
 	if err != nil {
@@ -149,6 +159,9 @@ func (s *Store) registerAlone(ctx context.Context, node string, decide registry.
 	}
 	if rowErr != nil {
 		return registry.Registration{}, rowErr
+	}
+	if unsynced != nil {
+		return registry.Registration{}, unsynced
 	}
 	s.fitLog(context.Background())
 	return r, nil

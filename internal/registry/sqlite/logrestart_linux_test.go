@@ -153,16 +153,29 @@ func TestRestartedLogHeaderSyncedBeforeItsFrames(t *testing.T) {
 // registers s's Close as a cleanup, to run before the hook is freed.
 func onRootLogSync(t *testing.T, s *Store, mu *sync.Mutex, before func()) {
 	t.Helper()
+	hookRootLogSync(t, s, func(sync func() int32) int32 {
+		mu.Lock()
+		before()
+		mu.Unlock()
+		return sync()
+	})
+}
+
+// hookRootLogSync makes every sync of the writer's log that reaches the
+// root VFS (SQLite's own syncs, not the log syncer's) call hook, which
+// decides its outcome, syncing the file with sync or not. It registers
+// s's Close as a cleanup, to run before the hook is freed.
+func hookRootLogSync(t *testing.T, s *Store, hook func(sync func() int32) int32) {
+	t.Helper()
 	var wf *walFile
 	if err := s.withRegWriter(context.Background(), func(w *regWriter) error { wf, _ = w.log(); return nil }); err != nil || wf == nil {
 		t.Fatalf("the writer's log (%v)", err)
 	}
 	rootSync := cPointer[lib.Tsqlite3_io_methods](wf.root).FxSync
 	hooked := func(tls *libc.TLS, pFile uintptr, flags int32) int32 {
-		mu.Lock()
-		before()
-		mu.Unlock()
-		return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&rootSync)))(tls, pFile, flags)
+		return hook(func() int32 {
+			return (*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&rootSync)))(tls, pFile, flags)
+		})
 	}
 	tls := libc.NewTLS()
 	m := cMalloc(libc.Xmalloc, tls, int(unsafe.Sizeof(lib.Tsqlite3_io_methods{})))
