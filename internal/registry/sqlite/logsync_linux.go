@@ -22,15 +22,23 @@ func rootFD(root *lib.Tsqlite3_vfs, pFile uintptr) int32 {
 // dupLog returns a descriptor of its own for the log whose descriptor is
 // fd: the log syncer syncs through it after the writer's connection, and
 // SQLite's descriptor with it, may have been closed.
+//
+// It opens the file anew (through /proc, which reaches the file fd has
+// open even once its name is gone) instead of copying fd: Linux reports
+// a failed writeback of the file's pages at the next fsync of each open
+// file description, once, and a copy shares SQLite's. SQLite syncs the
+// log too (every other write's commit, the checkpoints); a failure its
+// sync saw first would leave the syncer's without an error, and the
+// batches whose frames were lost would be answered OK.
 func dupLog(fd int32) (*os.File, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("the registry's log has no descriptor to sync through")
 	}
-	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("copying the registry log's descriptor: %w", err)
+		return nil, fmt.Errorf("opening the registry's log anew: %w", err)
 	}
-	return os.NewFile(uintptr(nfd), "registry log"), nil
+	return f, nil
 }
 
 // syncLog syncs the log's data, and of its metadata only what reading it
