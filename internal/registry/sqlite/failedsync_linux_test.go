@@ -25,7 +25,10 @@ import (
 // commit before the failure. So a registration committed after the
 // failure is on disk only once the log that holds the gap is gone from
 // the disk too; its truncation is a change of the file's size, on disk
-// only once the log is synced.
+// only once the log is synced. That holds for a registration stored
+// alone too: a batch whose own commit fails (its sync fails too, or the
+// disk is full) is stored again one registration at a time, after the
+// same gap.
 //
 // The test keeps, as the disk, what the log held at each sync, except
 // for the bytes the failed sync was to write, which keep what they held
@@ -33,121 +36,20 @@ import (
 // cuts the power as soon as the registration after the failure is
 // answered.
 func TestRegistrationAfterFailedSyncSurvivesPowerCut(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "registry.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu        sync.Mutex
-		durable   []byte // the log on disk
-		failedNow []byte // the log as the failed sync found it
-		failedOld []byte // the log on disk then
-	)
-	snapshot := func() {
-		now, err := os.ReadFile(path + "-wal")
-		if err != nil {
-			panic(err)
-		}
-		disk := bytes.Clone(now)
-		for i := range disk {
-			if i < len(failedNow) && failedNow[i] == now[i] {
-				// Written before the failed sync and not since:
-				// what the disk held then.
-				if i < len(failedOld) {
-					disk[i] = failedOld[i]
-				} else {
-					disk[i] = 0
-				}
-			}
-		}
-		durable = disk
-	}
-	onRootLogSync(t, s, &mu, snapshot)
-	failed := errors.New("I/O error")
-	fail := false
-	s.logs.syncFile = func(f *os.File) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if fail {
-			fail = false
-			now, err := os.ReadFile(path + "-wal")
-			if err != nil {
-				panic(err)
-			}
-			failedNow, failedOld = now, durable
-			return failed
-		}
-		snapshot()
-		return f.Sync()
-	}
-
-	reg := func(node string) error {
-		r := registry.Registration{Node: node, Type: "apns", Token: "t-" + node, Secret: "s", Registered: time.Now()}
-		_, err := s.Register(ctx, node, registry.Renew(r))
-		return err
-	}
-	var busy, logFrames, done int
-	if err := s.write.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done); err != nil || busy != 0 {
-		t.Fatalf("checkpoint: busy %d (%v)", busy, err)
-	}
-	const n = 5
-	for i := range n {
-		if err := reg(fmt.Sprintf("before-%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mu.Lock()
-	fail = true
-	mu.Unlock()
-	if err := reg("failed"); !errors.Is(err, failed) {
-		t.Fatalf("registration whose log failed to sync: %v, want %v", err, failed)
-	}
-	if err := reg("after"); err != nil {
-		t.Fatalf("registration after a failed sync: %v", err)
-	}
-
-	// The power is cut: the registry's file as synced by the checkpoint,
-	// the log as last synced.
-	crashDir := t.TempDir()
-	db, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	wal := bytes.Clone(durable)
-	mu.Unlock()
-	if err := os.WriteFile(filepath.Join(crashDir, "registry.db"), db, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(crashDir, "registry.db-wal"), wal, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	after, err := Open(ctx, filepath.Join(crashDir, "registry.db"))
-	if err != nil {
-		t.Fatalf("registry after a power cut: %v", err)
-	}
-	defer after.Close()
-	for _, node := range []string{"before-0", fmt.Sprintf("before-%d", n-1), "after"} {
-		if _, err := after.Get(ctx, node); err != nil {
-			t.Errorf("%s, answered, after a power cut: %v", node, err)
-		}
-	}
-	var ok string
-	if err := after.read.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
-		t.Errorf("integrity_check after the power cut: %q (%v)", ok, err)
+	for _, tc := range []struct {
+		name string
+		// alone makes SQLite's own sync of the log fail once, in the
+		// commit of the batch after the failed sync.
+		alone bool
+	}{
+		{"in a batch", false},
+		{"stored alone", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { registerAfterFailedSyncAndCutPower(t, tc.alone) })
 	}
 }
 
-// A batch after a failed sync of the log whose own commit fails (its
-// sync fails too, or the disk is full) is stored again one registration
-// at a time. Those commits are after the same gap in the log on disk:
-// each is answered only once the log is copied into the registry and
-// emptied, as the batch would have been. The disk is modelled as in
-// TestRegistrationAfterFailedSyncSurvivesPowerCut; SQLite's own sync of
-// the log fails once, in the batch's commit.
-func TestRegistrationAloneAfterFailedSyncSurvivesPowerCut(t *testing.T) {
+func registerAfterFailedSyncAndCutPower(t *testing.T, alone bool) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "registry.db")
 	s, err := Open(ctx, path)
@@ -169,6 +71,8 @@ func TestRegistrationAloneAfterFailedSyncSurvivesPowerCut(t *testing.T) {
 		disk := bytes.Clone(now)
 		for i := range disk {
 			if i < len(failedNow) && failedNow[i] == now[i] {
+				// Written before the failed sync and not since:
+				// what the disk held then.
 				if i < len(failedOld) {
 					disk[i] = failedOld[i]
 				} else {
@@ -228,10 +132,10 @@ func TestRegistrationAloneAfterFailedSyncSurvivesPowerCut(t *testing.T) {
 		t.Fatalf("registration whose log failed to sync: %v, want %v", err, failed)
 	}
 	mu.Lock()
-	failRoot = true
+	failRoot = alone
 	mu.Unlock()
 	if err := reg("after"); err != nil {
-		t.Fatalf("registration after a failed sync, stored alone: %v", err)
+		t.Fatalf("registration after a failed sync: %v", err)
 	}
 	mu.Lock()
 	tried := !failRoot
@@ -265,5 +169,9 @@ func TestRegistrationAloneAfterFailedSyncSurvivesPowerCut(t *testing.T) {
 		if _, err := after.Get(ctx, node); err != nil {
 			t.Errorf("%s, answered, after a power cut: %v", node, err)
 		}
+	}
+	var ok string
+	if err := after.read.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
+		t.Errorf("integrity_check after the power cut: %q (%v)", ok, err)
 	}
 }
