@@ -163,14 +163,14 @@ func (w *regWriter) commitDeferred(pages int64) (*os.File, error) {
 	if wf == nil || wf.synced == 0 || wf.fd < 0 {
 		return nil, w.commit()
 	}
-	if w.logFile == nil || w.logFileFor != addr {
-		f, err := dupLog(wf.fd)
+	if w.logFile == nil {
+		// Dropped with the connection (on): a new connection's log may
+		// be another file.
+		f, err := openLog(wf.fd)
 		if err != nil {
 			return nil, w.commit()
 		}
-		// The one before is the syncer's to close once handed to it.
-		w.dropLogFile()
-		w.logFile, w.logFileFor = f, addr
+		w.logFile = f
 	}
 	hook := walCommitHook
 	lib.Xsqlite3_wal_hook(w.tls, w.db, *(*uintptr)(unsafe.Pointer(&hook)), addr)
@@ -200,7 +200,7 @@ func (w *regWriter) dropLogFile() {
 	if w.logFile != nil && !w.logFileHanded {
 		w.logFile.Close()
 	}
-	w.logFile, w.logFileFor, w.logFileHanded = nil, 0, false
+	w.logFile, w.logFileHanded = nil, false
 }
 
 // log returns the connection's write-ahead log as walVFS opened it, and

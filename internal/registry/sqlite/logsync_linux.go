@@ -19,9 +19,9 @@ func rootFD(root *lib.Tsqlite3_vfs, pFile uintptr) int32 {
 	return cPointer[lib.TunixFile](pFile).Fh
 }
 
-// dupLog returns a descriptor of its own for the log whose descriptor is
-// fd: the log syncer syncs through it after the writer's connection, and
-// SQLite's descriptor with it, may have been closed.
+// openLog returns a descriptor of its own for the log whose descriptor
+// is fd: the log syncer syncs through it after the writer's connection,
+// and SQLite's descriptor with it, may have been closed.
 //
 // It opens the file anew (through /proc, which reaches the file fd has
 // open even once its name is gone) instead of copying fd: Linux reports
@@ -30,7 +30,7 @@ func rootFD(root *lib.Tsqlite3_vfs, pFile uintptr) int32 {
 // log too (every other write's commit, the checkpoints); a failure its
 // sync saw first would leave the syncer's without an error, and the
 // batches whose frames were lost would be answered OK.
-func dupLog(fd int32) (*os.File, error) {
+func openLog(fd int32) (*os.File, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("the registry's log has no descriptor to sync through")
 	}
@@ -48,18 +48,12 @@ func dupLog(fd int32) (*os.File, error) {
 // ordered data would wait for every file's blocks allocated meanwhile,
 // the registry's as a checkpoint grows it.
 func syncLog(f *os.File) error {
-	var err error
-	if cerr := withFD(f, func(fd int) { err = unix.Fdatasync(fd) }); cerr != nil {
-		return cerr
-	}
-	return err
-}
-
-// withFD runs do with f's descriptor, which f keeps open meanwhile.
-func withFD(f *os.File, do func(fd int)) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	return rc.Control(func(fd uintptr) { do(int(fd)) })
+	if cerr := rc.Control(func(fd uintptr) { err = unix.Fdatasync(int(fd)) }); cerr != nil {
+		return cerr
+	}
+	return err
 }

@@ -13,7 +13,7 @@ import (
 // itself (logsync.go); elsewhere each commit syncs it.
 func rootFD(*lib.Tsqlite3_vfs, uintptr) int32 { return -1 }
 
-func dupLog(int32) (*os.File, error) {
+func openLog(int32) (*os.File, error) {
 	return nil, errors.New("the registry's log is synced by each commit here")
 }
 

@@ -50,12 +50,10 @@ type regWriter struct {
 	bufCap int
 	out    uintptr // receives the C API's output pointers
 
-	// logFile is a descriptor of the connection's log (logFileFor, the
-	// address of its walFile) for the log syncer to sync it through;
-	// logFileHanded says a batch handed it to the syncer, which then
-	// closes it (logsync.go).
+	// logFile is a descriptor of the connection's log for the log syncer
+	// to sync it through; logFileHanded says a batch handed it to the
+	// syncer, which then closes it (logsync.go).
 	logFile       *os.File
-	logFileFor    uintptr
 	logFileHanded bool
 }
 
